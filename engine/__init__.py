@@ -1,0 +1,1 @@
+"""NumPy trainer for fully connected networks: layers, initialisers, losses, optimisers, data."""

@@ -1,0 +1,184 @@
+"""Why a run fails: numerical gradient checks, per-layer activation statistics, the babysitting checklist."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from engine import layers as L
+from engine.init import InitSpec
+from engine.model import FullyConnectedNet, ModelConfig, check_activation
+from engine.trainer import TrainConfig, train
+
+
+# --------------------------------------------------------------------------- gradient check
+def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """Centred-difference gradient of the scalar f() with respect to x (modified in place, then restored)."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    while not it.finished:
+        ix = it.multi_index
+        old = x[ix]
+        x[ix] = old + h
+        plus = f()
+        x[ix] = old - h
+        minus = f()
+        x[ix] = old
+        grad[ix] = (plus - minus) / (2 * h)
+        it.iternext()
+    return grad
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / (||a|| + ||b||), the normwise relative error of a gradient check.
+
+    Normwise rather than elementwise: an entry whose true gradient is exactly zero (a bias
+    whose contributions cancel at a hinge) would otherwise be all finite-difference noise.
+    """
+    denom = float(np.linalg.norm(a) + np.linalg.norm(b))
+    return float(np.linalg.norm(a - b)) / denom if denom > 0 else 0.0
+
+
+def check_model_gradients(
+    model: FullyConnectedNet, X: np.ndarray, y: np.ndarray, reg: float, h: float = 1e-6
+) -> dict[str, float]:
+    """Relative error between analytic and numerical gradients for every parameter (use float64)."""
+    _, grads = model.loss(X, y, reg)
+    errors = {}
+    for name, param in model.params.items():
+        # batch-norm running stats change on every train forward; they do not enter the train-mode loss
+        num = numerical_gradient(lambda: model.loss(X, y, reg)[0], param, h)
+        errors[name] = relative_error(num, grads[name])
+    return errors
+
+
+# --------------------------------------------------------------------------- activation statistics
+@dataclass(frozen=True)
+class LayerStats:
+    """Statistics of one hidden layer's outputs."""
+
+    layer: int
+    mean: float
+    std: float
+    saturated: float  # fraction of tanh/sigmoid units in their flat tails
+    dead: float  # fraction of ReLU-family units never active on the batch
+
+    def as_dict(self) -> dict[str, float]:
+        return {"layer": self.layer, "mean": self.mean, "std": self.std, "saturated": self.saturated, "dead": self.dead}
+
+
+def layer_stats(hidden: list[np.ndarray], activation: str) -> list[LayerStats]:
+    """Per-layer mean, std, saturated and dead fractions of hidden outputs, each (N, H)."""
+    out = []
+    for i, h in enumerate(hidden, start=1):
+        if activation == "tanh":
+            saturated = float(np.mean(np.abs(h) > 0.99))
+        elif activation == "sigmoid":
+            saturated = float(np.mean((h < 0.01) | (h > 0.99)))
+        else:
+            saturated = 0.0
+        if activation in ("relu", "leaky_relu", "prelu", "elu", "maxout"):
+            dead = float(np.mean(np.all(h <= 0, axis=0)))
+        else:
+            dead = 0.0
+        out.append(LayerStats(i, float(h.mean()), float(h.std()), saturated, dead))
+    return out
+
+
+def activation_experiment(
+    init: InitSpec,
+    activation: str,
+    depth: int = 10,
+    width: int = 500,
+    batchnorm: bool = False,
+    samples: int = 1000,
+    seed: int = 0,
+) -> tuple[list[LayerStats], list[np.ndarray]]:
+    """The lecture's experiment: unit-Gaussian input (samples, width) through ``depth`` layers, no biases.
+
+    Returns per-layer statistics and the hidden outputs (depth arrays of shape (samples, width)).
+    """
+    check_activation(activation)
+    rng = np.random.default_rng(seed)
+    config = ModelConfig(
+        input_dim=width, num_classes=2, hidden=(width,) * depth, activation=activation,
+        init=init, batchnorm=batchnorm, dtype="float64",
+    )
+    model = FullyConnectedNet(config, rng)
+    X = rng.standard_normal((samples, width))
+    hidden: list[np.ndarray] = []
+    # train mode so batch norm uses the batch statistics, as in the lecture's figure
+    model.forward(X, train=True, rng=rng, record=hidden)
+    return layer_stats(hidden, activation), hidden
+
+
+# --------------------------------------------------------------------------- babysitting checklist
+@dataclass(frozen=True)
+class Check:
+    """One checklist item: its name, whether it passed, the measured number and what was expected."""
+
+    name: str
+    passed: bool
+    value: float
+    expected: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"check": self.name, "passed": self.passed, "value": self.value, "expected": self.expected}
+
+
+def sanity_checks(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    overfit_samples: int = 20,
+) -> list[Check]:
+    """The lecture's babysitting checklist on this data and model; every check reports its number."""
+    seed = train_config.seed
+    num_classes = model_config.num_classes
+    checks = []
+
+    def fresh() -> FullyConnectedNet:
+        return FullyConnectedNet(model_config, np.random.default_rng(seed))
+
+    # 1. initial loss ~ ln(C) with reg 0 (softmax), ~ C - 1 for the SVM with small weights
+    batch = slice(0, min(len(X_train), 500))
+    with np.errstate(all="ignore"):
+        loss0, _ = fresh().loss(X_train[batch], y_train[batch], reg=0.0)
+    if model_config.loss == "softmax":
+        target, label = math.log(num_classes), f"ln {num_classes} = {math.log(num_classes):.3f} +- 0.05"
+    else:
+        target, label = num_classes - 1.0, f"{num_classes - 1} +- 0.05 (C - 1)"
+    checks.append(Check("initial loss near chance (reg 0)", abs(loss0 - target) <= 0.05, loss0, label))
+
+    # 2. adding regularisation raises the initial loss
+    reg_probe = max(train_config.reg * 100, 1.0)
+    with np.errstate(all="ignore"):
+        loss_reg, _ = fresh().loss(X_train[batch], y_train[batch], reg=reg_probe)
+    checks.append(Check(f"loss rises with reg {reg_probe:g}", loss_reg > loss0, loss_reg, f"> {loss0:.4f}"))
+
+    # 3. a tiny subset is overfitted to 100 % train accuracy with no regularisation
+    k = min(overfit_samples, len(X_train))
+    tiny_X, tiny_y = X_train[:k], y_train[:k]
+    tiny_cfg = replace(train_config, epochs=200, batch_size=k, reg=0.0, lr_decay=1.0, train_acc_samples=k)
+    tiny = train(fresh(), tiny_cfg, tiny_X, tiny_y, tiny_X, tiny_y)
+    checks.append(Check(f"overfit {k} samples to 100 % train accuracy", tiny.train_acc == 1.0, tiny.train_acc, "1.0"))
+
+    # 4. a tiny learning rate barely moves the loss
+    short = replace(train_config, epochs=1, lr_decay=1.0)
+    small = train(fresh(), replace(short, lr=train_config.lr * 1e-4), X_train, y_train, X_val, y_val)
+    change = abs(small.final_loss - small.initial_loss) / small.initial_loss
+    checks.append(Check("tiny lr (x1e-4) barely moves the loss", change < 0.05, change, "relative change < 0.05"))
+
+    # 5. a huge learning rate diverges (NaN/inf) or explodes past 3x the first loss
+    huge = train(fresh(), replace(short, lr=1e6, optimizer="sgd"), X_train, y_train, X_val, y_val)
+    finite = [v for v in huge.loss_history if math.isfinite(v)]
+    ratio = max(finite) / huge.initial_loss if finite and math.isfinite(huge.initial_loss) else math.inf
+    diverged = huge.status == "diverged" or ratio > 3
+    checks.append(Check(f"huge lr 1e6 diverges ({huge.status})", diverged, ratio, "diverged or max loss > 3x first"))
+    return checks
+

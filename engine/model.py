@@ -1,0 +1,209 @@
+"""A fully connected network of any depth: [affine - (batchnorm) - activation - (dropout)] x L - affine - loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engine import layers as L
+from engine.errors import ConfigError
+from engine.init import InitSpec
+
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "tanh", "sigmoid", "maxout")
+ACTIVATION_FORWARD: dict[str, Callable] = {
+    "relu": L.relu_forward,
+    "tanh": L.tanh_forward,
+    "sigmoid": L.sigmoid_forward,
+    "maxout": L.maxout_forward,
+}
+ACTIVATION_BACKWARD: dict[str, Callable] = {
+    "relu": L.relu_backward,
+    "tanh": L.tanh_backward,
+    "sigmoid": L.sigmoid_backward,
+    "maxout": L.maxout_backward,
+}
+DTYPES: dict[str, type] = {"float32": np.float32, "float64": np.float64}
+
+
+def check_activation(name: str) -> None:
+    """Raise ConfigError listing the known activations when ``name`` is not one of them."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a fully connected classifier; checks itself on construction."""
+
+    input_dim: int
+    num_classes: int
+    hidden: tuple[int, ...] = (100,)
+    activation: str = "relu"
+    init: InitSpec = field(default_factory=InitSpec)
+    batchnorm: bool = False
+    dropout: float = 1.0  # keep probability; 1.0 disables dropout
+    loss: str = "softmax"
+    relu_bias: float = 0.0  # small positive bias for ReLU-family units, e.g. 0.01
+    leaky_slope: float = 0.01
+    elu_alpha: float = 1.0
+    prelu_init: float = 0.25
+    # the output layer's weights are scaled by this so the initial scores are near zero and the
+    # initial loss is near ln C, the lecture's first sanity check; 1.0 leaves them as the initialiser drew them
+    output_scale: float = 0.01
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        if self.loss not in L.LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; known: {', '.join(L.LOSSES)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}")
+        if self.input_dim < 1 or self.num_classes < 2:
+            raise ConfigError(f"need input_dim >= 1 and num_classes >= 2, got {self.input_dim}, {self.num_classes}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be >= 1, got {','.join(map(str, self.hidden))}")
+        if not 0.0 < self.dropout <= 1.0:
+            raise ConfigError(f"dropout keep probability must be in (0, 1], got {self.dropout}")
+        if not (np.isfinite(self.output_scale) and self.output_scale > 0):
+            raise ConfigError(f"output scale must be a finite number > 0, got {self.output_scale}")
+        if not 0.0 <= self.leaky_slope < 1.0:
+            raise ConfigError(f"leaky slope must be in [0, 1), got {self.leaky_slope}")
+
+
+class FullyConnectedNet:
+    """Parameters in ``params`` (W1, b1, gamma1, beta1, alpha1, ...); batch-norm running stats in ``bn_stats``."""
+
+    def __init__(self, config: ModelConfig, rng: np.random.Generator) -> None:
+        self.config = config
+        self.dtype = np.dtype(DTYPES[config.dtype])
+        self.num_hidden = len(config.hidden)
+        self.params: dict[str, np.ndarray] = {}
+        self.bn_stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        dims = [config.input_dim, *config.hidden, config.num_classes]
+        biased = config.activation in ("relu", "leaky_relu", "prelu", "elu", "maxout")
+        for i in range(1, len(dims)):
+            fan_in, fan_out = dims[i - 1], dims[i]
+            hidden_layer = i <= self.num_hidden
+            if hidden_layer and config.activation == "maxout":
+                fan_out *= 2  # two pieces per unit: twice the parameters
+            w = config.init.draw(fan_in, fan_out, rng, self.dtype)
+            if not hidden_layer:
+                w *= self.dtype.type(config.output_scale)
+            self.params[f"W{i}"] = w
+            if not (hidden_layer and config.batchnorm):  # batch norm's beta replaces the bias
+                bias = config.relu_bias if (hidden_layer and biased) else 0.0
+                self.params[f"b{i}"] = np.full(fan_out, bias, dtype=self.dtype)
+            if not hidden_layer:
+                continue
+            units = dims[i]
+            if config.batchnorm:
+                self.params[f"gamma{i}"] = np.ones(fan_out, dtype=self.dtype)
+                self.params[f"beta{i}"] = np.zeros(fan_out, dtype=self.dtype)
+                self.bn_stats[i] = (np.zeros(fan_out, dtype=self.dtype), np.ones(fan_out, dtype=self.dtype))
+            if config.activation == "prelu":
+                self.params[f"alpha{i}"] = np.full(units, config.prelu_init, dtype=self.dtype)
+        self.weight_names = [f"W{i}" for i in range(1, len(dims))]
+
+    # ------------------------------------------------------------------ activation dispatch
+    def _act_forward(self, x: np.ndarray, i: int) -> tuple[np.ndarray, object]:
+        act = self.config.activation
+        if act == "leaky_relu":
+            return L.leaky_relu_forward(x, self.config.leaky_slope)
+        if act == "elu":
+            return L.elu_forward(x, self.config.elu_alpha)
+        if act == "prelu":
+            return L.prelu_forward(x, self.params[f"alpha{i}"])
+        return ACTIVATION_FORWARD[act](x)
+
+    def _act_backward(self, dout: np.ndarray, cache: object, i: int, grads: dict[str, np.ndarray]) -> np.ndarray:
+        act = self.config.activation
+        if act == "leaky_relu":
+            return L.leaky_relu_backward(dout, cache)
+        if act == "elu":
+            return L.elu_backward(dout, cache)
+        if act == "prelu":
+            dx, grads[f"alpha{i}"] = L.prelu_backward(dout, cache)
+            return dx
+        return ACTIVATION_BACKWARD[act](dout, cache)
+
+    # ------------------------------------------------------------------ forward / loss
+    def forward(
+        self,
+        X: np.ndarray,
+        train: bool = False,
+        rng: np.random.Generator | None = None,
+        record: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, list]:
+        """Scores (N, C) and per-layer caches; hidden outputs are appended to ``record`` when given.
+
+        In train mode with batch norm the new running statistics are stored on the model.
+        """
+        p = self.params
+        caches = []
+        h = X
+        for i in range(1, self.num_hidden + 1):
+            a, fc = L.affine_forward(h, p[f"W{i}"], p.get(f"b{i}"))
+            bn = None
+            if self.config.batchnorm:
+                mean, var = self.bn_stats[i]
+                a, bn, new_stats = L.batchnorm_forward(a, p[f"gamma{i}"], p[f"beta{i}"], mean, var, train)
+                if train:
+                    self.bn_stats[i] = new_stats
+            h, ac = self._act_forward(a, i)
+            if record is not None:
+                record.append(h)
+            h, dc = L.dropout_forward(h, self.config.dropout, train, rng)
+            caches.append((fc, bn, ac, dc))
+        last = self.num_hidden + 1
+        scores, fc = L.affine_forward(h, p[f"W{last}"], p[f"b{last}"])
+        caches.append(fc)
+        return scores, caches
+
+    def reg_loss(self, reg: float) -> float:
+        """0.5 * reg * sum of squared weights (biases, gamma, beta and alpha are not regularised)."""
+        if reg == 0.0:
+            return 0.0
+        total = 0.0
+        for name in self.weight_names:
+            w = self.params[name].ravel()
+            total += float(np.dot(w, w))
+        return 0.5 * reg * total
+
+    def loss(
+        self, X: np.ndarray, y: np.ndarray, reg: float = 0.0, rng: np.random.Generator | None = None
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Training loss (data + L2) on a batch X (N, D), y (N,) and the gradient of every parameter."""
+        scores, caches = self.forward(X, train=True, rng=rng)
+        data_loss, dscores = L.LOSSES[self.config.loss](scores, y)
+        grads: dict[str, np.ndarray] = {}
+        p = self.params
+        last = self.num_hidden + 1
+        dh, grads[f"W{last}"], grads[f"b{last}"] = L.affine_backward(dscores, caches[-1], need_dx=last > 1)
+        for i in range(self.num_hidden, 0, -1):
+            fc, bn, ac, dc = caches[i - 1]
+            dh = L.dropout_backward(dh, dc)
+            da = self._act_backward(dh, ac, i, grads)
+            if bn is not None:
+                da, grads[f"gamma{i}"], grads[f"beta{i}"] = L.batchnorm_backward(da, bn)
+            dh, grads[f"W{i}"], db = L.affine_backward(da, fc, need_dx=i > 1)
+            if f"b{i}" in p:
+                grads[f"b{i}"] = db
+        if reg != 0.0:
+            for name in self.weight_names:
+                grads[name] += reg * self.params[name]
+        return data_loss + self.reg_loss(reg), grads
+
+    def predict(self, X: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+        """Predicted labels (N,) in eval mode, in chunks to bound memory."""
+        out = np.empty(X.shape[0], dtype=np.int64)
+        for start in range(0, X.shape[0], batch_size):
+            scores, _ = self.forward(X[start : start + batch_size], train=False)
+            out[start : start + batch_size] = scores.argmax(axis=1)
+        return out
+
+    def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Fraction of X (N, D) classified as y (N,)."""
+        if X.shape[0] == 0:
+            return float("nan")
+        return float((self.predict(X) == y).mean())

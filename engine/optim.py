@@ -1,0 +1,106 @@
+"""Update rules with one interface: ``rule.step(params, grads, lr)`` updates params in place."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import ConfigError
+
+
+class SGD:
+    """w -= lr * dw."""
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        """Update every parameter in place."""
+        for name, g in grads.items():
+            w = params[name]
+            # in place and without a temporary: w += (-lr) * g
+            g *= -lr
+            w += g
+
+
+class Momentum:
+    """v = mu * v - lr * dw; w += v."""
+
+    def __init__(self, mu: float = 0.9) -> None:
+        self.mu = mu
+        self.velocity: dict[str, np.ndarray] = {}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        """Update every parameter in place."""
+        for name, g in grads.items():
+            v = self.velocity.get(name)
+            if v is None:
+                v = self.velocity[name] = np.zeros_like(g)
+            v *= self.mu
+            v -= lr * g
+            params[name] += v
+
+
+class Nesterov(Momentum):
+    """Nesterov momentum in the form of CS231n: w += -mu * v_prev + (1 + mu) * v."""
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        """Update every parameter in place."""
+        for name, g in grads.items():
+            v = self.velocity.get(name)
+            if v is None:
+                v = self.velocity[name] = np.zeros_like(g)
+            v_prev = v.copy()
+            v *= self.mu
+            v -= lr * g
+            params[name] += -self.mu * v_prev + (1 + self.mu) * v
+
+
+class RMSProp:
+    """cache = rho * cache + (1 - rho) * dw^2; w -= lr * dw / (sqrt(cache) + eps)."""
+
+    def __init__(self, rho: float = 0.99, eps: float = 1e-8) -> None:
+        self.rho, self.eps = rho, eps
+        self.cache: dict[str, np.ndarray] = {}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        """Update every parameter in place."""
+        for name, g in grads.items():
+            c = self.cache.get(name)
+            if c is None:
+                c = self.cache[name] = np.zeros_like(g)
+            c *= self.rho
+            c += (1 - self.rho) * g * g
+            params[name] -= lr * g / (np.sqrt(c) + self.eps)
+
+
+class Adam:
+    """Adam with bias correction (Kingma & Ba)."""
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m: dict[str, np.ndarray] = {}
+        self.v: dict[str, np.ndarray] = {}
+        self.t = 0
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        """Update every parameter in place."""
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        step = lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        for name, g in grads.items():
+            m = self.m.get(name)
+            if m is None:
+                m = self.m[name] = np.zeros_like(g)
+                self.v[name] = np.zeros_like(g)
+            v = self.v[name]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            params[name] -= step * m / (np.sqrt(v) + self.eps)
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSProp, "adam": Adam}
+
+
+def make_optimizer(name: str) -> SGD | Momentum | Nesterov | RMSProp | Adam:
+    """A fresh update rule by name; unknown names list the known ones."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name]()

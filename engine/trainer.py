@@ -1,0 +1,155 @@
+"""The minibatch loop: shuffled batches, per-iteration loss, per-epoch accuracies, observers that may stop it."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from engine.errors import ConfigError
+from engine.model import FullyConnectedNet
+from engine.optim import OPTIMIZERS, make_optimizer
+
+
+class Observer(Protocol):
+    """Called by the trainer; a method that returns a string stops the run with that string as its status."""
+
+    def on_iteration(self, iteration: int, loss: float) -> str | None: ...
+
+    def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one run; checks itself on construction."""
+
+    epochs: int = 10
+    batch_size: int = 100
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    lr_decay: float = 1.0  # multiply lr by this after every epoch
+    reg: float = 1e-4
+    seed: int = 0
+    train_acc_samples: int = 1000  # train accuracy is measured on a fixed sample of this size
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.reg) and self.reg >= 0):
+            raise ConfigError(f"reg must be a finite number >= 0, got {self.reg}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise ConfigError(f"lr decay must be in (0, 1], got {self.lr_decay}")
+
+
+@dataclass
+class TrainResult:
+    """How a run went: ``status`` is ``completed``, ``diverged`` or the reason an observer gave."""
+
+    status: str
+    loss_history: list[float] = field(default_factory=list)
+    train_acc_history: list[float] = field(default_factory=list)
+    val_acc_history: list[float] = field(default_factory=list)
+    iterations: int = 0
+    epochs: int = 0
+    seconds: float = 0.0
+    step_seconds: float = 0.0
+    samples: int = 0
+
+    @property
+    def initial_loss(self) -> float:
+        return self.loss_history[0] if self.loss_history else float("nan")
+
+    @property
+    def final_loss(self) -> float:
+        return self.loss_history[-1] if self.loss_history else float("nan")
+
+    @property
+    def train_acc(self) -> float:
+        return self.train_acc_history[-1] if self.train_acc_history else float("nan")
+
+    @property
+    def val_acc(self) -> float:
+        return self.val_acc_history[-1] if self.val_acc_history else float("nan")
+
+    @property
+    def best_val_acc(self) -> float:
+        finite = [a for a in self.val_acc_history if math.isfinite(a)]
+        return max(finite) if finite else 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.step_seconds if self.step_seconds > 0 else float("nan")
+
+
+def train(
+    model: FullyConnectedNet,
+    config: TrainConfig,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    observers: tuple[Observer, ...] = (),
+) -> TrainResult:
+    """Train ``model`` in place on X_train (N, D), y_train (N,); score X_val (M, D) after each epoch."""
+    n = X_train.shape[0]
+    if config.batch_size > n:
+        raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({n} samples)")
+    rng = np.random.default_rng(config.seed)
+    rule = make_optimizer(config.optimizer)
+    batches_per_epoch = max(1, n // config.batch_size)
+    sample = rng.choice(n, size=min(n, config.train_acc_samples), replace=False)
+    X_sample, y_sample = X_train[sample], y_train[sample]
+    result = TrainResult(status="completed")
+    lr = config.lr
+    started = time.perf_counter()
+    iteration = 0
+
+    with np.errstate(all="ignore"):  # divergence is detected from the loss, not from warnings
+        for epoch in range(1, config.epochs + 1):
+            # --- one pass over the shuffled training set
+            order = rng.permutation(n)
+            step_started = time.perf_counter()
+            stop = None
+            for b in range(batches_per_epoch):
+                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+                loss, grads = model.loss(X_train[idx], y_train[idx], config.reg, rng)
+                iteration += 1
+                result.loss_history.append(loss)
+                if not math.isfinite(loss):
+                    stop = "diverged"
+                    break
+                rule.step(model.params, grads, lr)
+                for obs in observers:
+                    stop = obs.on_iteration(iteration, loss) or stop
+                if stop:
+                    break
+            result.step_seconds += time.perf_counter() - step_started
+            result.samples += (b + 1) * config.batch_size
+            result.iterations = iteration
+            if stop:
+                result.status = stop
+                break
+
+            # --- end of epoch: accuracies, observers, lr decay
+            result.epochs = epoch
+            train_acc = model.accuracy(X_sample, y_sample)
+            val_acc = model.accuracy(X_val, y_val)
+            result.train_acc_history.append(train_acc)
+            result.val_acc_history.append(val_acc)
+            for obs in observers:
+                stop = obs.on_epoch(epoch, train_acc, val_acc) or stop
+            if stop:
+                result.status = stop
+                break
+            lr *= config.lr_decay
+
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,107 @@
+"""One trial: sample lr and reg, build the engine model, train with an explosion-pruning observer, record it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from engine.data import Dataset
+from engine.model import FullyConnectedNet
+from engine.trainer import TrainResult, train
+from search.runspec import RunSpec
+from search.space import ParamRange
+
+LOSS_CURVE_POINTS = 200
+
+
+class ExplosionObserver:
+    """Stops a run once its loss exceeds ``factor`` x its first loss (the lecture's rule of thumb)."""
+
+    def __init__(self, factor: float = 3.0) -> None:
+        if not (math.isfinite(factor) and factor > 1):
+            raise ValueError(f"explode factor must be a finite number > 1, got {factor!r}")
+        self.factor = factor
+        self.first: float | None = None
+
+    def on_iteration(self, iteration: int, loss: float) -> str | None:
+        if self.first is None:
+            self.first = loss
+        return "exploded" if loss > self.factor * self.first else None
+
+    def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
+        return None
+
+
+class EpochReporter:
+    """Reports validation accuracy after every epoch as the trial's intermediate value."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def on_iteration(self, iteration: int, loss: float) -> str | None:
+        return None
+
+    def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
+        self.trial.report(val_acc, epoch)
+        return None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a trial ended as: its value and whether it must be stored as PRUNED."""
+
+    value: float
+    pruned: bool
+    result: TrainResult
+
+
+def subsample(values: list[float], points: int = LOSS_CURVE_POINTS) -> list[float | None]:
+    """At most ``points`` evenly spaced values (first and last kept), non-finite ones as None."""
+    if len(values) > points:
+        idx = np.unique(np.linspace(0, len(values) - 1, points).round().astype(int))
+        values = [values[i] for i in idx]
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def trial_seed(stage_seed: int, number: int) -> int:
+    """Seed of one trial's weights and batches: differs per trial, same for the same stage seed."""
+    return (stage_seed * 1_000_003 + number) % (2**32)
+
+
+def run_trial(
+    trial: optuna.Trial,
+    spec: RunSpec,
+    dataset: Dataset,
+    space: dict[str, ParamRange],
+    stage_seed: int,
+    explode_factor: float = 3.0,
+) -> TrialOutcome:
+    """Sample the trial's params, train, store the contract's user attributes; the caller tells Optuna."""
+    params = {name: trial.suggest_float(name, r.low, r.high, log=r.log) for name, r in space.items()}
+    seed = trial_seed(stage_seed, trial.number)
+    model = FullyConnectedNet(spec.model_config(dataset.input_dim, dataset.num_classes), np.random.default_rng(seed))
+    config = spec.train_config(lr=params.get("lr", 1e-3), reg=params.get("reg", 0.0), seed=seed)
+    result = train(
+        model, config, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
+        observers=(ExplosionObserver(explode_factor), EpochReporter(trial)),
+    )
+    stop_reason = {"diverged": "nan"}.get(result.status, result.status)
+    attrs = {
+        "initial_loss": _finite(result.initial_loss),
+        "final_loss": _finite(result.final_loss),
+        "train_acc": _finite(result.train_acc),
+        "val_acc": _finite(result.val_acc),
+        "iterations": result.iterations,
+        "seconds": round(result.seconds, 4),
+        "stop_reason": stop_reason,
+        "loss_curve": subsample(result.loss_history),
+    }
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    return TrialOutcome(result.best_val_acc, stop_reason in ("exploded", "nan"), result)

@@ -1,0 +1,319 @@
+"""Stages (coarse, fine-k, grid) as Optuna studies, and the worker loop that runs a stage's trials.
+
+A stage's budget lives in the database: when the stage is created (by exactly one process --
+Optuna's unique study name decides which), its N trials are enqueued as WAITING trials. Workers
+claim them one at a time (WAITING -> RUNNING is a checked row update), so any number of worker
+processes, on one machine or several, run exactly N trials. A trial that is interrupted, or
+whose worker dies (its heartbeat goes stale), is failed and a WAITING copy with the same
+parameters is enqueued, so the stage still ends with exactly N finished trials.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from engine.data import Dataset
+from search.errors import Interrupted, SearchError
+from search.objective import run_trial, trial_seed
+from search.runspec import RunSpec
+from search.space import ParamRange, refine_ranges, space_attr, space_from_attr
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SAMPLERS = ("random", "tpe", "qmc", "grid")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # enqueues a WAITING copy (same params) of a failed trial
+    retry_trial = optuna.storages.RetryHeartbeatStaleTrialCallback()
+
+
+def study_name(campaign: str, stage: str) -> str:
+    return f"{campaign}/{stage}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's definition, as stored in its study's user attributes."""
+
+    campaign: str
+    stage: str
+    space: dict[str, ParamRange]
+    n_trials: int
+    run: RunSpec
+    seed: int = 0
+    sampler: str = "random"
+    parent: str | None = None
+    range_notes: tuple[str, ...] = ()
+    explode_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise SearchError(f"--trials must be >= 1, got {self.n_trials}")
+        if self.sampler not in SAMPLERS:
+            raise SearchError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+        if not (math.isfinite(self.explode_factor) and self.explode_factor > 1):
+            raise SearchError(f"--explode-factor must be a finite number > 1, got {self.explode_factor}")
+        if "/" in self.campaign or not self.campaign:
+            raise SearchError(f"campaign name {self.campaign!r} must be non-empty and contain no '/'")
+
+    @property
+    def name(self) -> str:
+        return study_name(self.campaign, self.stage)
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign, "stage": self.stage, "parent": self.parent, "space": space_attr(self.space),
+            "epochs": self.run.epochs, "data": self.run.data_attrs(), "model": self.run.model_attrs(),
+            "seed": self.seed, "range_notes": list(self.range_notes), "n_trials": self.n_trials,
+            "sampler": self.sampler, "explode_factor": self.explode_factor,
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> Stage:
+        return cls(
+            campaign=attrs["campaign"], stage=attrs["stage"], space=space_from_attr(attrs["space"]),
+            n_trials=attrs["n_trials"], run=RunSpec.from_attrs(attrs["data"], attrs["model"], attrs["epochs"]),
+            seed=attrs["seed"], sampler=attrs["sampler"], parent=attrs["parent"],
+            range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
+        )
+
+    def grid_points(self) -> list[dict[str, float]]:
+        """k^d points of a k-per-parameter grid, k = floor(n_trials ** (1/d)), on each range's scale."""
+        names = list(self.space)
+        k = max(1, int(math.floor(self.n_trials ** (1 / len(names)) + 1e-9)))
+        points: list[dict[str, float]] = [{}]
+        for name in names:
+            points = [{**p, name: v} for p in points for v in self.space[name].grid(k)]
+        return points
+
+
+# --------------------------------------------------------------------------- creating and loading stages
+def create_stage(storage: RDBStorage, stage: Stage) -> tuple[optuna.Study, bool]:
+    """Create the stage's study and enqueue its trials, or load it if it exists; returns (study, created).
+
+    Exactly one process creates a stage: the study name is unique in the database, so a
+    concurrent creator gets DuplicatedStudyError and joins the existing stage instead.
+    """
+    try:
+        study = optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = load_stage_study(storage, stage.name)
+        existing = Stage.from_attrs(study.user_attrs)
+        if _definition(existing) != _definition(stage):
+            raise SearchError(
+                f"stage {stage.name} already exists with other settings ({describe_stage(existing)}); "
+                f"run it with those settings or pass --campaign NAME to start another campaign"
+            ) from None
+        return study, False
+    for key, value in stage.attrs().items():
+        study.set_user_attr(key, value)
+    if stage.sampler == "grid":
+        for point in stage.grid_points():
+            study.enqueue_trial(point)
+    else:
+        for _ in range(stage.n_trials):
+            study.enqueue_trial({})
+    study.set_user_attr("ready", True)  # every trial of the budget is enqueued
+    return study, True
+
+
+def _definition(stage: Stage) -> tuple:
+    """The parts of a stage that must match for a command to continue it rather than conflict with it."""
+    return (space_attr(stage.space), stage.n_trials, stage.run, stage.sampler, stage.seed)
+
+
+def describe_stage(stage: Stage) -> str:
+    ranges = " ".join(f"{k}={v}" for k, v in stage.space.items())
+    return f"{ranges}, {stage.n_trials} trials, {stage.run.epochs} epochs, sampler {stage.sampler}"
+
+
+def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -> optuna.Study:
+    """Load a stage's study, waiting (up to ``wait_ready`` s) for its creator to finish enqueuing trials."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = sorted(s.study_name for s in storage.get_all_studies())
+        raise SearchError(f"unknown study {name!r}; known: {', '.join(known) or 'none'}") from None
+    deadline = time.monotonic() + wait_ready
+    while not study.user_attrs.get("ready"):
+        if time.monotonic() > deadline:
+            raise SearchError(f"stage {name} was never fully created (its creator stopped while enqueuing trials)")
+        time.sleep(0.2)
+    return study
+
+
+# --------------------------------------------------------------------------- campaign navigation
+def campaign_stages(storage: RDBStorage, campaign: str) -> list[optuna.study.StudySummary | Any]:
+    """The campaign's studies (FrozenStudy) in creation order."""
+    return [s for s in storage.get_all_studies() if s.user_attrs.get("campaign") == campaign]
+
+
+def fine_index(stage: str) -> int:
+    """0 for coarse, k for fine-k, -1 for anything else (grid)."""
+    if stage == "coarse":
+        return 0
+    if stage.startswith("fine-") and stage[5:].isdigit():
+        return int(stage[5:])
+    return -1
+
+
+def latest_chain_stage(storage: RDBStorage, campaign: str) -> str | None:
+    """The newest stage of the coarse -> fine-1 -> fine-2 chain, or None when the campaign has none."""
+    stages = [s.user_attrs["stage"] for s in campaign_stages(storage, campaign)]
+    chain = [s for s in stages if fine_index(s) >= 0]
+    return max(chain, key=fine_index) if chain else None
+
+
+def stage_counts(storage: RDBStorage, study_id: int) -> dict[str, int]:
+    """Trials of a study by state name."""
+    counts = {s.name: 0 for s in TrialState}
+    for t in storage.get_all_trials(study_id, deepcopy=False):
+        counts[t.state.name] += 1
+    return counts
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int | None,
+                  n_trials: int | None) -> Stage:
+    """The next fine stage of a chain: ranges refined from the parent's completed trials."""
+    parent = Stage.from_attrs(parent_study.user_attrs)
+    complete = [(t.params, t.value) for t in parent_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if all(k in t.params for k in parent.space)]
+    if not complete:
+        raise SearchError(f"stage {parent.name} has no completed trials to refine the ranges from")
+    space, notes = refine_ranges(parent.space, complete, top=top, edge=edge)
+    k = fine_index(parent.stage) + 1
+    run = parent.run.with_epochs(epochs if epochs is not None else max(parent.run.epochs * 2, parent.run.epochs + 1))
+    return replace(
+        parent, stage=f"fine-{k}", space=space, n_trials=n_trials or parent.n_trials, run=run,
+        seed=parent.seed + k, sampler="random" if parent.sampler == "grid" else parent.sampler,
+        parent=parent.name, range_notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------- the worker loop
+class Heartbeat:
+    """Records a trial's heartbeat every ``interval`` s in a daemon thread (Optuna's RDB heartbeat)."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int) -> None:
+        self.storage, self.trial_id = storage, trial_id
+        self.interval = storage.get_heartbeat_interval()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval:
+            self.storage.record_heartbeat(self.trial_id)
+            self.thread = threading.Thread(target=self._beat, daemon=True)
+            self.thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def claim_waiting_trial(storage: RDBStorage, study_id: int) -> int | None:
+    """Move one WAITING trial to RUNNING and return its id; None when there is none left to claim."""
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return t._trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def make_sampler(stage: Stage, number: int) -> optuna.samplers.BaseSampler:
+    """The sampler of one trial: seeded per trial so parallel workers never draw the same point."""
+    seed = trial_seed(stage.seed, number)
+    if stage.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if stage.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=stage.seed, scramble=True)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid trials carry fixed params; this is never asked
+
+
+@dataclass
+class WorkerReport:
+    """What one worker did."""
+
+    ran: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def run_worker(
+    storage: RDBStorage,
+    name: str,
+    dataset: Dataset,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    poll: float = 0.5,
+    max_trials: int | None = None,
+) -> WorkerReport:
+    """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did."""
+    study = load_stage_study(storage, name)
+    stage = Stage.from_attrs(study.user_attrs)
+    study_id = study._study_id
+    report = WorkerReport()
+    while max_trials is None or report.ran < max_trials:
+        fail_stale_trials(study)  # a dead worker's trial -> FAIL, and the retry callback re-enqueues it
+        trial_id = claim_waiting_trial(storage, study_id)
+        if trial_id is None:
+            counts = stage_counts(storage, study_id)
+            if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
+                break
+            time.sleep(poll)  # other workers are running the last trials; one of them may die
+            continue
+        frozen = _run_claimed(storage, study, stage, trial_id, dataset, report)
+        report.ran += 1
+        if on_trial is not None:
+            on_trial(frozen)
+    return report
+
+
+def _run_claimed(storage: RDBStorage, study: optuna.Study, stage: Stage, trial_id: int, dataset: Dataset,
+                 report: WorkerReport) -> FrozenTrial:
+    number = storage.get_trial_number_from_id(trial_id)
+    study.sampler = make_sampler(stage, number)
+    trial = optuna.Trial(study, trial_id)
+    with Heartbeat(storage, trial_id):
+        try:
+            outcome = run_trial(trial, dataset=dataset, spec=stage.run, space=stage.space,
+                                stage_seed=stage.seed, explode_factor=stage.explode_factor)
+        except (KeyboardInterrupt, Interrupted):
+            _fail_and_requeue(study, trial, "interrupted")
+            raise
+        except Exception as e:  # a bug or a resource error in this trial: record it, keep the stage going
+            message = f"error: {type(e).__name__}: {e}"
+            trial.set_user_attr("stop_reason", message[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            report.errors.append(f"trial {number}: {message}")
+            return storage.get_trial(trial_id)
+    if outcome.pruned:
+        return study.tell(trial, state=TrialState.PRUNED)
+    return study.tell(trial, outcome.value)
+
+
+def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Mark the trial FAIL with ``reason`` and enqueue a WAITING copy so the budget is made up later."""
+    trial.set_user_attr("stop_reason", reason)
+    frozen = study.tell(trial, state=TrialState.FAIL)
+    retry_trial(study, frozen)

@@ -1,0 +1,20 @@
+"""The study database's exceptions: every error ``studies`` raises on purpose derives from StudyError."""
+from __future__ import annotations
+
+
+class StudyError(Exception):
+    """Root of the studies package's own errors; ``exit_code`` is what a CLI should exit with."""
+
+    exit_code = 2
+
+
+class StorageError(StudyError):
+    """The storage is bad, unreachable, unreadable, not a database, or has a schema we cannot use."""
+
+
+class UnknownStudyError(StudyError):
+    """A study or campaign name is not in the storage (the message lists the known names)."""
+
+
+class QueryError(StudyError):
+    """A read-only SQL statement was refused or failed."""

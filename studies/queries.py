@@ -1,0 +1,650 @@
+"""Questions about the study database as pandas DataFrames with fixed flat columns, and read-only SQL.
+
+Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
+``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
+(``{"lr": [low, high, "log"], ...}``), ``epochs``, ``data``, ``model``, ``seed``,
+``range_notes``; trial user attrs ``initial_loss``, ``final_loss``, ``train_acc``,
+``val_acc``, ``iterations``, ``seconds``, ``stop_reason``, ``loss_curve``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import DateTime, Float, Integer, String, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from studies.errors import QueryError, StudyError, UnknownStudyError
+from studies.store import connect_readonly, url_dialect
+
+# list_studies(): one row per study, in creation order.
+STUDY_COLUMNS: dict[str, str] = {
+    "study": "str",
+    "campaign": "str",
+    "stage": "str",
+    "parent": "str",
+    "n_trials": "int64",
+    "complete": "int64",
+    "pruned": "int64",
+    "fail": "int64",
+    "running": "int64",
+    "best_value": "float64",
+    "space": "str",
+    "epochs": "Int64",
+    "created": "datetime64[us]",
+}
+
+# trials_frame(): these, then param_<name> columns, then TRIAL_TAIL_COLUMNS.
+TRIAL_HEAD_COLUMNS: dict[str, str] = {
+    "study": "str",
+    "campaign": "str",
+    "stage": "str",
+    "number": "int64",
+    "state": "str",
+    "value": "float64",
+}
+TRIAL_TAIL_COLUMNS: dict[str, str] = {
+    "initial_loss": "float64",
+    "final_loss": "float64",
+    "train_acc": "float64",
+    "val_acc": "float64",
+    "iterations": "Int64",
+    "seconds": "float64",
+    "stop_reason": "str",
+    "datetime_start": "datetime64[us]",
+    "datetime_complete": "datetime64[us]",
+}
+TRIAL_ATTR_COLUMNS = ("initial_loss", "final_loss", "train_acc", "val_acc", "iterations", "seconds", "stop_reason")
+STATE_NAMES = tuple(state.name for state in TrialState)
+# Columns whose natural order is "best first" (higher is better); every other column sorts ascending.
+_DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "train_acc"})
+_MAX_NAMES_IN_MESSAGE = 30
+
+
+@dataclass(frozen=True)
+class _StudyInfo:
+    """One study's identity and attributes, as read once from the storage."""
+
+    name: str
+    campaign: str | None
+    stage: str | None
+    attrs: dict[str, Any]
+    directions: tuple[StudyDirection, ...]
+
+
+def _names_message(names: Sequence[str]) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:_MAX_NAMES_IN_MESSAGE])
+    more = len(names) - _MAX_NAMES_IN_MESSAGE
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
+    """Every study in creation order, campaign/stage from user attrs else from the name."""
+    infos = []
+    for study in storage.get_all_studies():
+        attrs = dict(study.user_attrs)
+        name_campaign, sep, name_stage = study.study_name.rpartition("/")
+        campaign = attrs.get("campaign") or (name_campaign if sep else None)
+        stage = attrs.get("stage") or (name_stage if sep else None)
+        infos.append(
+            _StudyInfo(study.study_name, campaign, stage, attrs, tuple(study.directions))
+        )
+    return infos
+
+
+def format_space(space: Any) -> str:
+    """Compact text of a ``space`` attr: ``lr=1e-06:1 reg=1e-06:10`` (``:linear`` marks non-log)."""
+    if not isinstance(space, dict):
+        return "" if space is None else str(space)
+    parts = []
+    for name, spec in space.items():
+        if isinstance(spec, (list, tuple)) and len(spec) >= 2:
+            try:
+                part = f"{name}={float(spec[0]):g}:{float(spec[1]):g}"
+            except (TypeError, ValueError):
+                part = f"{name}={spec[0]}:{spec[1]}"
+            if len(spec) >= 3 and spec[2] != "log":
+                part += f":{spec[2]}"
+        else:
+            part = f"{name}={spec}"
+        parts.append(part)
+    return " ".join(parts)
+
+
+def _utc_to_local(value: dt.datetime | str | None) -> dt.datetime | None:
+    # Optuna 5 stores naive UTC in the trials table and shows naive local time in FrozenTrial;
+    # convert so list_studies() and trials_frame() agree.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def _typed_frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(dtypes))
+    return frame.astype(dtypes)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def list_studies(storage: optuna.storages.RDBStorage) -> pd.DataFrame:
+    """One row per study (creation order) with STUDY_COLUMNS; trial counts come from one SQL query."""
+    infos = _study_infos(storage)
+    counts_sql = text(
+        "SELECT s.study_name AS study_name, t.state AS state, COUNT(*) AS n,"
+        " MIN(t.datetime_start) AS first_start, MAX(v.value) AS max_value, MIN(v.value) AS min_value"
+        " FROM trials t JOIN studies s ON s.study_id = t.study_id"
+        " LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0"
+        " GROUP BY s.study_name, t.state"
+    ).columns(
+        study_name=String, state=String, n=Integer, first_start=DateTime, max_value=Float, min_value=Float
+    )
+    per_study: dict[str, dict[str, Any]] = {}
+    with storage.engine.connect() as conn:
+        for row in conn.execute(counts_sql):
+            state = str(getattr(row.state, "name", row.state))
+            entry = per_study.setdefault(row.study_name, {"counts": {}, "starts": [], "best": {}})
+            entry["counts"][state] = row.n
+            if row.first_start is not None:
+                entry["starts"].append(row.first_start)
+            if state == TrialState.COMPLETE.name:
+                entry["best"] = {"max": row.max_value, "min": row.min_value}
+
+    rows = []
+    for info in infos:
+        entry = per_study.get(info.name, {"counts": {}, "starts": [], "best": {}})
+        counts = entry["counts"]
+        best_value = None
+        if len(info.directions) == 1 and entry["best"]:
+            best_value = entry["best"]["max" if info.directions[0] == StudyDirection.MAXIMIZE else "min"]
+        rows.append(
+            {
+                "study": info.name,
+                "campaign": info.campaign,
+                "stage": info.stage,
+                "parent": info.attrs.get("parent"),
+                "n_trials": sum(counts.values()),
+                "complete": counts.get("COMPLETE", 0),
+                "pruned": counts.get("PRUNED", 0),
+                "fail": counts.get("FAIL", 0),
+                "running": counts.get("RUNNING", 0),
+                "best_value": best_value,
+                "space": format_space(info.attrs.get("space")),
+                "epochs": _int_or_none(info.attrs.get("epochs")),
+                "created": _utc_to_local(min(entry["starts"])) if entry["starts"] else None,
+            }
+        )
+    return _typed_frame(rows, STUDY_COLUMNS)
+
+
+def campaigns(storage: optuna.storages.BaseStorage) -> list[str]:
+    """Campaign names in the order their first study was created."""
+    seen: dict[str, None] = {}
+    for info in _study_infos(storage):
+        if info.campaign is not None:
+            seen.setdefault(info.campaign, None)
+    return list(seen)
+
+
+def latest_campaign(storage: optuna.storages.BaseStorage) -> str:
+    """The campaign of the most recently created study; UnknownStudyError when there is none."""
+    for info in reversed(_study_infos(storage)):
+        if info.campaign is not None:
+            return info.campaign
+    raise UnknownStudyError("no campaign in the storage yet: run `search coarse` first")
+
+
+def _select_studies(
+    infos: list[_StudyInfo], study_name: str | None, campaign: str | None
+) -> list[_StudyInfo]:
+    selected = infos
+    if campaign is not None:
+        known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
+        if campaign not in known:
+            raise UnknownStudyError(f"unknown campaign {campaign!r}; known campaigns: {_names_message(known)}")
+        selected = [i for i in selected if i.campaign == campaign]
+    if study_name is not None:
+        known = [i.name for i in selected]
+        if study_name not in known:
+            scope = f" in campaign {campaign!r}" if campaign is not None else ""
+            raise UnknownStudyError(
+                f"unknown study {study_name!r}{scope}; known studies: {_names_message(known)}"
+            )
+        selected = [i for i in selected if i.name == study_name]
+    return selected
+
+
+def _parse_states(states: Sequence[str] | None) -> set[TrialState] | None:
+    if states is None:
+        return None
+    parsed = set()
+    for state in states:
+        name = str(state).strip().upper()
+        if name not in STATE_NAMES:
+            raise StudyError(f"unknown trial state {state!r}; valid states: {', '.join(STATE_NAMES)}")
+        parsed.add(TrialState[name])
+    return parsed
+
+
+def _trial_value(trial: FrozenTrial) -> float | None:
+    return trial.values[0] if trial.values else None
+
+
+def _trial_row(info: _StudyInfo, trial: FrozenTrial, param_names: Sequence[str]) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    row: dict[str, Any] = {
+        "study": info.name,
+        "campaign": info.campaign,
+        "stage": info.stage,
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": _trial_value(trial),
+    }
+    for name in param_names:
+        row[f"param_{name}"] = trial.params.get(name)
+    for name in TRIAL_ATTR_COLUMNS:
+        row[name] = attrs.get(name)
+    row["iterations"] = _int_or_none(row["iterations"])
+    row["datetime_start"] = trial.datetime_start
+    row["datetime_complete"] = trial.datetime_complete
+    return row
+
+
+def trials_frame(
+    storage: optuna.storages.BaseStorage,
+    study_name: str | None = None,
+    campaign: str | None = None,
+    states: list[str] | None = None,
+    sort: str | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """One row per trial: TRIAL_HEAD_COLUMNS, ``param_<name>`` (union over the studies), TRIAL_TAIL_COLUMNS.
+
+    ``sort`` is a column name; ``value``, ``val_acc`` and ``train_acc`` sort best (highest)
+    first, other columns ascending; ``-name`` forces descending, ``+name`` ascending.
+    Without ``sort``: study creation order, then trial number. Missing values sort last.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise StudyError(f"limit must be a positive integer, got {limit!r}")
+    wanted_states = _parse_states(states)
+    selected = _select_studies(_study_infos(storage), study_name, campaign)
+
+    loaded: list[tuple[_StudyInfo, list[FrozenTrial]]] = []
+    param_names: dict[str, None] = {}
+    for info in selected:
+        space = info.attrs.get("space")
+        if isinstance(space, dict):
+            param_names.update(dict.fromkeys(str(name) for name in space))
+    for info in selected:
+        study_id = storage.get_study_id_from_name(info.name)
+        trials = storage.get_all_trials(study_id, deepcopy=False, states=wanted_states)
+        loaded.append((info, trials))
+        for trial in trials:
+            param_names.update(dict.fromkeys(trial.params))
+
+    params = list(param_names)
+    dtypes = dict(TRIAL_HEAD_COLUMNS)
+    dtypes.update({f"param_{name}": "float64" for name in params})
+    dtypes.update(TRIAL_TAIL_COLUMNS)
+    rows = [_trial_row(info, trial, params) for info, trials in loaded for trial in trials]
+    frame = pd.DataFrame(rows, columns=list(dtypes))
+    if not rows:
+        frame = frame.astype(dtypes)
+    else:
+        # Param columns keep what pandas infers (a categorical choice may be text).
+        frame = frame.astype({k: v for k, v in dtypes.items() if not k.startswith("param_")})
+    if sort is not None:
+        frame = _sort_frame(frame, sort)
+    if limit is not None:
+        frame = frame.head(limit)
+    return frame.reset_index(drop=True)
+
+
+def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
+    column = sort.strip()
+    ascending: bool | None = None
+    if column.startswith(("+", "-")):
+        ascending = column.startswith("+")
+        column = column[1:]
+    if column not in frame.columns:
+        raise StudyError(f"cannot sort by {sort!r}; valid columns: {', '.join(frame.columns)}")
+    if ascending is None:
+        ascending = column not in _DESCENDING_BY_DEFAULT
+    return frame.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+
+
+def loss_curves(
+    storage: optuna.storages.BaseStorage, study_name: str, numbers: Sequence[int]
+) -> dict[int, list[float]]:
+    """The ``loss_curve`` user attr of the given trial numbers ([] when a trial has none)."""
+    _select_studies(_study_infos(storage), study_name, None)
+    study_id = storage.get_study_id_from_name(study_name)
+    curves: dict[int, list[float]] = {}
+    for number in numbers:
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+        except KeyError:
+            raise StudyError(f"study {study_name!r} has no trial number {number!r}") from None
+        curve = storage.get_trial_user_attrs(trial_id).get("loss_curve") or []
+        curves[int(number)] = [float(x) for x in curve]
+    return curves
+
+
+def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str, Any]:
+    """The best COMPLETE trial over all stages of ``campaign`` (by each study's direction).
+
+    Keys: study, stage, number, value, params, user_attrs (without ``loss_curve``).
+    """
+    selected = _select_studies(_study_infos(storage), None, campaign)
+    best: tuple[_StudyInfo, FrozenTrial] | None = None
+    maximize = True
+    for info in selected:
+        if len(info.directions) != 1:
+            continue
+        maximize = info.directions[0] == StudyDirection.MAXIMIZE
+        study_id = storage.get_study_id_from_name(info.name)
+        try:
+            trial = storage.get_best_trial(study_id)
+        except ValueError:
+            continue  # no COMPLETE trial in this stage yet
+        value = _trial_value(trial)
+        if value is None:
+            continue
+        if best is None or (value > best[1].values[0] if maximize else value < best[1].values[0]):
+            best = (info, trial)
+    if best is None:
+        raise StudyError(f"campaign {campaign!r} has no complete trial yet")
+    info, trial = best
+    return {
+        "study": info.name,
+        "stage": info.stage,
+        "number": trial.number,
+        "value": _trial_value(trial),
+        "params": dict(trial.params),
+        "user_attrs": {k: v for k, v in trial.user_attrs.items() if k != "loss_curve"},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-only SQL
+
+_READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
+_VIEW_NAME = "trials_flat"
+_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "train_acc", "initial_loss", "final_loss")
+_SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def scan_sql(sql: str, dialect: str = "sqlite") -> tuple[list[str], list[str]]:
+    """Split SQL on ``;`` outside strings, quoted names and comments.
+
+    Returns (statements, masks): each non-blank statement's text and the same text with
+    strings and comments blanked out (for keyword checks). Follows the dialect's lexing:
+    PostgreSQL nested comments, E'' escapes and $tag$ quotes; SQLite [names] and `names`.
+    """
+    pg = dialect == "postgresql"
+    mask: list[str] = []
+    bounds: list[int] = []
+    i, n = 0, len(sql)
+
+    def skip_quoted(start: int, close: str, backslash: bool) -> int:
+        j = start + 1
+        while j < n:
+            if backslash and sql[j] == "\\":
+                j += 2
+                continue
+            if sql[j] == close:
+                if close != "]" and j + 1 < n and sql[j + 1] == close:
+                    j += 2
+                    continue
+                return j + 1
+            j += 1
+        raise QueryError(f"unterminated {close} quote in the SQL")
+
+    while i < n:
+        char = sql[i]
+        pair = sql[i : i + 2]
+        if pair == "--":
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            mask.append(" " * (end - i))
+            i = end
+        elif pair == "/*":
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if sql.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                elif pg and sql.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                else:
+                    j += 1
+            if depth:
+                raise QueryError("unterminated /* comment in the SQL")
+            mask.append(" " * (j - i))
+            i = j
+        elif char == "'":
+            escape_string = (
+                pg and i > 0 and sql[i - 1] in "eE" and (i < 2 or not _is_word_char(sql[i - 2]))
+            )
+            end = skip_quoted(i, "'", escape_string)
+            mask.append("'" + " " * (end - i - 2) + "'")
+            i = end
+        elif char == '"' or (not pg and char in "[`"):
+            close = {'"': '"', "[": "]", "`": "`"}[char]
+            end = skip_quoted(i, close, False)
+            mask.append(sql[i:end].replace(";", " "))
+            i = end
+        elif pg and char == "$" and (i == 0 or not _is_word_char(sql[i - 1])) and _DOLLAR_TAG.match(sql, i):
+            tag = _DOLLAR_TAG.match(sql, i).group(0)  # type: ignore[union-attr]
+            close_at = sql.find(tag, i + len(tag))
+            if close_at < 0:
+                raise QueryError(f"unterminated {tag} quote in the SQL")
+            end = close_at + len(tag)
+            mask.append("'" + " " * (end - i - 2) + "'")
+            i = end
+        else:
+            if char == ";":
+                bounds.append(i)
+            mask.append(char)
+            i += 1
+
+    masked = "".join(mask)
+    statements, masks, start = [], [], 0
+    for end in [*bounds, n]:
+        if masked[start:end].strip():
+            statements.append(sql[start:end])
+            masks.append(masked[start:end])
+        start = end + 1
+    return statements, masks
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _column_names(param_names: Sequence[str]) -> list[str]:
+    """``param_<name>`` with non-word characters replaced, made unique."""
+    used: set[str] = set()
+    columns = []
+    for name in param_names:
+        column = "param_" + re.sub(r"\W", "_", name)
+        while column in used:
+            column += "_"
+        used.add(column)
+        columns.append(column)
+    return columns
+
+
+def trial_view_sql(param_names: Sequence[str], dialect: str = "sqlite") -> str:
+    """A SELECT flattening Optuna's tables, one row per trial.
+
+    Columns: study, campaign, stage, trial_id, number, state, value, param_<name> (Optuna's
+    internal float: the value itself for float/int params, the choice index for
+    categorical ones), stop_reason, seconds, iterations, val_acc, train_acc, initial_loss,
+    final_loss (non-finite numbers are NULL), datetime_start, datetime_complete (as
+    stored: naive UTC with Optuna 5).
+    """
+    if dialect not in _SQL_FLOAT_TYPE:
+        raise QueryError(f"the trials view supports {', '.join(_SQL_FLOAT_TYPE)}, not {dialect}")
+    float_type = _SQL_FLOAT_TYPE[dialect]
+
+    def json_number(column: str) -> str:
+        return (
+            f"CASE WHEN {column} IN ('NaN', 'Infinity', '-Infinity', 'null', 'true', 'false')"
+            f" OR {column} LIKE '\"%' OR {column} LIKE '[%' OR {column} LIKE '{{%'"
+            f" THEN NULL ELSE CAST({column} AS {float_type}) END"
+        )
+
+    def json_text(column: str) -> str:
+        return (
+            f"CASE WHEN {column} LIKE '\"%'"
+            f" THEN REPLACE(SUBSTR({column}, 2, LENGTH({column}) - 2), '\\\"', '\"')"
+            f" ELSE {column} END"
+        )
+
+    attr_columns = [
+        f"MAX(CASE WHEN ua.key = 'stop_reason' THEN {json_text('ua.value_json')} END) AS stop_reason"
+    ] + [
+        f"MAX(CASE WHEN ua.key = {_sql_string(key)} THEN {json_number('ua.value_json')} END) AS {key}"
+        for key in _VIEW_NUMERIC_ATTRS
+    ]
+    attr_keys = ", ".join(_sql_string(k) for k in ("stop_reason", *_VIEW_NUMERIC_ATTRS))
+    study_attr_columns = [
+        f"MAX(CASE WHEN sa.key = {_sql_string(key)} THEN {json_text('sa.value_json')} END) AS {key}"
+        for key in ("campaign", "stage")
+    ]
+    param_columns = _column_names(param_names)
+    param_select = [f'p."{column}" AS "{column}"' for column in param_columns]
+    param_pivot = ", ".join(
+        f"MAX(CASE WHEN tp.param_name = {_sql_string(name)} THEN tp.param_value END) AS \"{column}\""
+        for name, column in zip(param_names, param_columns)
+    )
+    select_columns = [
+        "s.study_name AS study",
+        "sattr.campaign AS campaign",
+        "sattr.stage AS stage",
+        "t.trial_id AS trial_id",
+        "t.number AS number",
+        "CAST(t.state AS VARCHAR(16)) AS state",
+        "v.value AS value",
+        *param_select,
+        *(f"a.{key} AS {key}" for key in ("stop_reason", *_VIEW_NUMERIC_ATTRS)),
+        "t.datetime_start AS datetime_start",
+        "t.datetime_complete AS datetime_complete",
+    ]
+    joins = [
+        "FROM trials t",
+        "JOIN studies s ON s.study_id = t.study_id",
+        "LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0",
+        f"LEFT JOIN (SELECT sa.study_id AS study_id, {', '.join(study_attr_columns)}"
+        " FROM study_user_attributes sa WHERE sa.key IN ('campaign', 'stage')"
+        " GROUP BY sa.study_id) sattr ON sattr.study_id = t.study_id",
+        f"LEFT JOIN (SELECT ua.trial_id AS trial_id, {', '.join(attr_columns)}"
+        f" FROM trial_user_attributes ua WHERE ua.key IN ({attr_keys})"
+        " GROUP BY ua.trial_id) a ON a.trial_id = t.trial_id",
+    ]
+    if param_columns:
+        joins.append(
+            f"LEFT JOIN (SELECT tp.trial_id AS trial_id, {param_pivot}"
+            " FROM trial_params tp GROUP BY tp.trial_id) p ON p.trial_id = t.trial_id"
+        )
+    return "SELECT " + ", ".join(select_columns) + " " + " ".join(joins)
+
+
+def _with_trials_view(statement: str, mask: str, view_sql: str) -> str:
+    """The statement with ``trials_flat`` defined as a leading common table expression."""
+    cte = f"{_VIEW_NAME} AS ({view_sql})"
+    match = re.match(r"\s*(WITH)(\s+RECURSIVE)?\b", mask, re.IGNORECASE)
+    if match:
+        cut = match.end()
+        return f"{statement[:cut]} {cte},{statement[cut:]}"
+    return f"WITH {cte}\n{statement}"
+
+
+def _refusal_message(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    detail = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+    lowered = detail.lower()
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return f"refused: the database is opened read-only ({detail})"
+    return f"SQL failed: {detail}"
+
+
+def run_readonly_sql(url: str, sql: str) -> pd.DataFrame:
+    """Run exactly one read-only statement on a read-only connection; ``trials_flat`` is available.
+
+    The keyword checks only give clearer messages: the read-only connection (SQLite
+    ``mode=ro``, PostgreSQL read-only transaction, rolled back) is what guarantees nothing is written.
+    """
+    dialect = url_dialect(url)
+    statements, masks = scan_sql(sql, dialect)
+    if not statements:
+        raise QueryError("empty SQL: give one SELECT statement")
+    if len(statements) > 1:
+        raise QueryError(f"refused: one statement at a time, found {len(statements)} separated by ';'")
+    statement, mask = statements[0], masks[0]
+    keyword_match = re.match(r"[\s(]*([A-Za-z]+)", mask)
+    keyword = keyword_match.group(1).upper() if keyword_match else ""
+    if keyword not in _READ_KEYWORDS:
+        raise QueryError(
+            f"refused: only read-only queries ({', '.join(sorted(_READ_KEYWORDS))}) may run, got {keyword or statement.strip()[:20]!r}"
+        )
+    uses_view = re.search(rf"\b{_VIEW_NAME}\b", mask, re.IGNORECASE) is not None
+    defines_view = re.search(rf"\b{_VIEW_NAME}\s*(\([^)]*\))?\s*AS\s*\(", mask, re.IGNORECASE) is not None
+    if uses_view and not defines_view and keyword == "EXPLAIN":
+        raise QueryError(f"{_VIEW_NAME} cannot be used with EXPLAIN; EXPLAIN the underlying tables")
+
+    with connect_readonly(url) as conn:
+        try:
+            if uses_view and not defines_view:
+                names = [
+                    row[0]
+                    for row in conn.exec_driver_sql(
+                        "SELECT DISTINCT param_name FROM trial_params ORDER BY param_name"
+                    )
+                ]
+                statement = _with_trials_view(statement, mask, trial_view_sql(names, dialect))
+            result = conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+            if not result.returns_rows:
+                return pd.DataFrame()
+            columns = list(result.keys())
+            rows = [tuple(row) for row in result.fetchall()]
+        except SQLAlchemyError as exc:
+            raise QueryError(_refusal_message(exc)) from None
+    return pd.DataFrame(rows, columns=columns)
+
+
+__all__ = [
+    "STUDY_COLUMNS",
+    "TRIAL_HEAD_COLUMNS",
+    "TRIAL_TAIL_COLUMNS",
+    "best_trial",
+    "campaigns",
+    "format_space",
+    "latest_campaign",
+    "list_studies",
+    "loss_curves",
+    "run_readonly_sql",
+    "scan_sql",
+    "trial_view_sql",
+    "trials_frame",
+]

@@ -1,0 +1,310 @@
+"""Storage URLs and opening Optuna's RDB storage safely (SQLite with WAL, PostgreSQL for many machines)."""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from studies.errors import StorageError
+
+DEFAULT_STORAGE = "sqlite:///search.db"
+STORAGE_ENV = "SEARCH_STORAGE"
+SQLITE_BUSY_TIMEOUT_S = 60
+_SQLITE_HEADER = b"SQLite format 3\x00"
+# A fresh file raced by several workers can see "table ... already exists" from
+# create_all in the loser; a second try finds the tables and goes on.
+_OPEN_ATTEMPTS = 3
+
+
+def resolve_storage_url(url: str | None) -> str:
+    """The storage URL to use: the explicit one, else $SEARCH_STORAGE, else sqlite:///search.db."""
+    if url:
+        return url
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for every message that shows it."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError, TypeError):
+        # Not parseable by SQLAlchemy: still never show what looks like user:password@.
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a file-backed SQLite URL, or None (not SQLite, or in memory)."""
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def url_dialect(url: str) -> str:
+    """The SQLAlchemy backend name of a URL: sqlite, postgresql, mysql..."""
+    return _parse_url(url).get_backend_name()
+
+
+@functools.cache
+def _schema_versions() -> tuple[str, tuple[str, ...]]:
+    """(head revision, all known revisions) of this Optuna's storage schema, from a scratch DB."""
+    scratch = optuna.storages.RDBStorage("sqlite:///:memory:")
+    try:
+        return scratch.get_head_version(), tuple(scratch.get_all_versions())
+    finally:
+        scratch.engine.dispose()
+
+
+def _read_sqlite_layout(path: Path) -> tuple[set[str], str | None]:
+    """(table names, alembic revision or None) read through a read-only connection."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        revision = None
+        if "alembic_version" in tables:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = row[0] if row else None
+        return tables, revision
+    finally:
+        conn.close()
+
+
+def _check_schema(revision: str | None, where: str) -> None:
+    """Refuse a schema this Optuna cannot use, before anything is written."""
+    if revision is None:
+        return
+    head, known = _schema_versions()
+    if revision == head:
+        return
+    if revision in known:
+        raise StorageError(
+            f"{where} has an older Optuna schema ({revision}, this Optuna uses {head}): "
+            f"upgrade it with `optuna storage upgrade --storage URL` after a backup"
+        )
+    raise StorageError(
+        f"{where} has a newer or unknown Optuna schema ({revision}, this Optuna "
+        f"{optuna.__version__} knows up to {head}): use a newer optuna; the file was not changed"
+    )
+
+
+def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
+    """All checks on a SQLite file that must pass before Optuna may touch it."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise StorageError(f"{where}: folder {str(folder)!r} does not exist")
+    if not path.exists():
+        if not create:
+            raise StorageError(f"no database at {str(path)!r} ({where})")
+        if not os.access(folder, os.W_OK):
+            raise StorageError(f"{where}: cannot create a database in read-only folder {str(folder)!r}")
+        return
+    if path.is_dir():
+        raise StorageError(f"{where}: {str(path)!r} is a folder, not a database file")
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"{where}: {str(path)!r} is not readable")
+    with open(path, "rb") as handle:
+        header = handle.read(len(_SQLITE_HEADER))
+    if header and header != _SQLITE_HEADER:
+        raise StorageError(f"{where}: {str(path)!r} is not a SQLite database")
+    if create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+        raise StorageError(
+            f"{where}: {str(path)!r} is read-only (the file and its folder must be writable)"
+        )
+    tables: set[str] = set()
+    revision = None
+    if header:  # an empty file is a valid empty SQLite database
+        try:
+            tables, revision = _read_sqlite_layout(path)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{where}: cannot read {str(path)!r}: {exc}") from None
+    if not tables and not create:
+        raise StorageError(f"no database at {str(path)!r} ({where}): the file is empty")
+    if tables and "version_info" not in tables:
+        raise StorageError(
+            f"{where}: {str(path)!r} is a SQLite database but not an Optuna study database"
+        )
+    _check_schema(revision, where)
+
+
+def _check_server_database(url: str, create: bool, where: str) -> None:
+    """Schema check on a server database (PostgreSQL...), reading only, before Optuna writes."""
+    try:
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:
+        raise StorageError(f"{where}: database driver missing: {exc}") from None
+    except (ArgumentError, ValueError) as exc:
+        raise StorageError(f"{where}: invalid storage URL: {exc}") from None
+    try:
+        with engine.connect() as conn:
+            inspector = sqlalchemy.inspect(conn)
+            tables = set(inspector.get_table_names())
+            revision = None
+            if "alembic_version" in tables:
+                revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except SQLAlchemyError as exc:
+        raise StorageError(f"{where}: cannot connect: {_first_line(exc)}") from None
+    finally:
+        engine.dispose()
+    if "version_info" not in tables and not create:
+        raise StorageError(f"no Optuna study database at {where}")
+    _check_schema(revision, where)
+
+
+def _set_sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    """On every new SQLite connection: wait for locks instead of failing; WAL if writable."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
+        pass  # a read-only file keeps its journal mode; reading still works
+    finally:
+        cursor.close()
+
+
+def _enable_wal(path: Path) -> None:
+    """Switch the file to WAL before Optuna creates tables (the mode persists in the file)."""
+    conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    finally:
+        conn.close()
+
+
+def open_storage(
+    url: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    create: bool = True,
+) -> optuna.storages.RDBStorage:
+    """Open (and with ``create`` make) Optuna's RDB storage at ``url``; StorageError if unusable."""
+    where = f"storage {mask_url(url)}"
+    path = sqlite_path(url)
+    engine_kwargs: dict[str, object]
+    if url_dialect(url) == "sqlite":
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        if path is not None:
+            _check_sqlite_file(path, create, where)
+            if create or os.access(path, os.W_OK):
+                try:
+                    _enable_wal(path)
+                except sqlite3.DatabaseError as exc:
+                    raise StorageError(f"{where}: cannot open {str(path)!r}: {exc}") from None
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+        _check_server_database(url, create, where)
+
+    last_error: Exception | None = None
+    for _attempt in range(_OPEN_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                skip_table_creation=not create,
+            )
+        except ImportError as exc:
+            raise StorageError(f"{where}: database driver missing: {exc}") from None
+        except RuntimeError as exc:
+            # Optuna's schema-compatibility check (the SQLite path is checked earlier).
+            raise StorageError(f"{where}: {exc}") from None
+        except ValueError as exc:
+            raise StorageError(f"{where}: {exc}") from None
+        except SQLAlchemyError as exc:
+            last_error = exc
+            if "already exists" in str(exc):
+                continue
+            raise StorageError(f"{where}: cannot open: {_first_line(exc)}") from None
+        except optuna.exceptions.StorageInternalError as exc:
+            raise StorageError(f"{where}: cannot open: {_first_line(exc)}") from None
+        else:
+            if storage.engine.dialect.name == "sqlite":
+                event.listen(storage.engine, "connect", _set_sqlite_pragmas)
+            return storage
+    raise StorageError(f"{where}: cannot open: {_first_line(last_error)}")
+
+
+def _first_line(exc: BaseException | None) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
+    """An engine whose connections cannot write: SQLite mode=ro, PostgreSQL read-only transactions."""
+    where = f"storage {mask_url(url)}"
+    dialect = url_dialect(url)
+    if dialect == "sqlite":
+        path = sqlite_path(url)
+        if path is None:
+            raise StorageError(f"{where}: read-only SQL needs a SQLite file, not an in-memory database")
+        if not path.is_file():
+            raise StorageError(f"no database at {str(path)!r} ({where})")
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+
+        def connect_readonly_sqlite() -> sqlite3.Connection:
+            conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+
+        return sqlalchemy.create_engine("sqlite://", creator=connect_readonly_sqlite)
+    if dialect == "postgresql":
+        engine = sqlalchemy.create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+        )
+
+        @event.listens_for(engine, "begin")
+        def _read_only_transaction(conn: Connection) -> None:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+        return engine
+    raise StorageError(f"{where}: read-only SQL is supported on SQLite and PostgreSQL, not {dialect}")
+
+
+@contextmanager
+def connect_readonly(url: str) -> Iterator[Connection]:
+    """A SQLAlchemy connection (in a transaction, rolled back at the end) that cannot write."""
+    engine = readonly_engine(url)
+    try:
+        try:
+            conn = engine.connect()
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"storage {mask_url(url)}: cannot open read-only: {_first_line(exc)}"
+            ) from None
+        with conn:
+            transaction = conn.begin()
+            try:
+                yield conn
+            finally:
+                transaction.rollback()
+    finally:
+        engine.dispose()

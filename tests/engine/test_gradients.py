@@ -1,0 +1,119 @@
+"""Analytic gradients of every layer and of whole networks agree with centred differences in float64."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import layers as L
+from engine.diagnostics import check_model_gradients, numerical_gradient, relative_error
+from engine.init import InitSpec
+from engine.model import ACTIVATIONS, FullyConnectedNet, ModelConfig
+
+TOL = 1e-6
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(1)
+
+
+
+def test_affine_gradients():
+    rng = _rng()
+    x, w, b = rng.standard_normal((5, 4)), rng.standard_normal((4, 3)), rng.standard_normal(3)
+    dout = rng.standard_normal((5, 3))
+    out, cache = L.affine_forward(x, w, b)
+    dx, dw, db = L.affine_backward(dout, cache)
+    f = lambda: float(np.sum(L.affine_forward(x, w, b)[0] * dout))
+    assert relative_error(numerical_gradient(f, x), dx) < TOL
+    assert relative_error(numerical_gradient(f, w), dw) < TOL
+    assert relative_error(numerical_gradient(f, b), db) < TOL
+    assert L.affine_backward(dout, cache, need_dx=False)[0] is None
+
+
+@pytest.mark.parametrize(
+    "name,forward,backward",
+    [
+        ("relu", L.relu_forward, L.relu_backward),
+        ("sigmoid", L.sigmoid_forward, L.sigmoid_backward),
+        ("tanh", L.tanh_forward, L.tanh_backward),
+        ("leaky_relu", lambda x: L.leaky_relu_forward(x, 0.1), L.leaky_relu_backward),
+        ("elu", lambda x: L.elu_forward(x, 1.0), L.elu_backward),
+        ("maxout", L.maxout_forward, L.maxout_backward),
+    ],
+)
+def test_elementwise_gradients(name, forward, backward):
+    rng = _rng()
+    x = rng.standard_normal((6, 8))
+    x[np.abs(x) < 1e-3] = 0.5  # keep kinks away from the finite-difference step
+    dout = rng.standard_normal(forward(x)[0].shape)
+    dx = backward(dout, forward(x)[1])
+    num = numerical_gradient(lambda: float(np.sum(forward(x)[0] * dout)), x)
+    assert relative_error(num, dx) < TOL, name
+
+
+def test_prelu_gradients():
+    rng = _rng()
+    x, alpha = rng.standard_normal((6, 5)), rng.uniform(0.05, 0.5, 5)
+    dout = rng.standard_normal((6, 5))
+    dx, dalpha = L.prelu_backward(dout, L.prelu_forward(x, alpha)[1])
+    f = lambda: float(np.sum(L.prelu_forward(x, alpha)[0] * dout))
+    assert relative_error(numerical_gradient(f, x), dx) < TOL
+    assert relative_error(numerical_gradient(f, alpha), dalpha) < TOL
+
+
+def test_batchnorm_gradients_and_modes():
+    rng = _rng()
+    x = rng.standard_normal((10, 4)) * 3 + 2
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    mean, var = np.zeros(4), np.ones(4)
+    dout = rng.standard_normal((10, 4))
+    out, cache, (new_mean, new_var) = L.batchnorm_forward(x, gamma, beta, mean, var, train=True)
+    dx, dgamma, dbeta = L.batchnorm_backward(dout, cache)
+    f = lambda: float(np.sum(L.batchnorm_forward(x, gamma, beta, mean, var, True)[0] * dout))
+    assert relative_error(numerical_gradient(f, x), dx) < TOL
+    assert relative_error(numerical_gradient(f, gamma), dgamma) < TOL
+    assert relative_error(numerical_gradient(f, beta), dbeta) < TOL
+    # train mode normalises with batch statistics; the caller's running stats are not modified
+    xhat = (out - beta) / gamma
+    assert np.allclose(xhat.mean(axis=0), 0, atol=1e-10) and np.allclose(xhat.std(axis=0), 1, atol=1e-3)
+    assert np.array_equal(mean, np.zeros(4)) and np.allclose(new_mean, 0.1 * x.mean(axis=0))
+    # eval mode uses the running averages it is given
+    ev, _, stats = L.batchnorm_forward(x, gamma, beta, new_mean, new_var, train=False)
+    assert np.allclose(ev, gamma * (x - new_mean) / np.sqrt(new_var + 1e-5) + beta)
+    assert stats[0] is new_mean
+
+
+def test_dropout_is_inverted_and_off_in_eval():
+    rng = np.random.default_rng(0)
+    x = np.ones((2000, 50))
+    out, mask = L.dropout_forward(x, 0.5, True, rng)
+    assert abs(out.mean() - 1.0) < 0.02  # expectation preserved by the 1/p scaling
+    assert abs(np.mean(out == 0) - 0.5) < 0.02
+    assert np.array_equal(L.dropout_backward(x, mask), out)
+    assert L.dropout_forward(x, 0.5, False, rng)[0] is x
+
+
+@pytest.mark.parametrize("loss", ["softmax", "svm"])
+def test_loss_gradients(loss):
+    rng = _rng()
+    scores, y = rng.standard_normal((7, 5)), rng.integers(0, 5, 7)
+    value, dscores = L.LOSSES[loss](scores, y)
+    num = numerical_gradient(lambda: L.LOSSES[loss](scores, y)[0], scores)
+    assert relative_error(num, dscores) < TOL
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("loss", ["softmax", "svm"])
+def test_network_gradients(activation, batchnorm, loss):
+    rng = np.random.default_rng(3)
+    config = ModelConfig(
+        input_dim=6, num_classes=4, hidden=(7, 5), activation=activation, init=InitSpec("xavier_normal"),
+        batchnorm=batchnorm, loss=loss, dtype="float64", output_scale=1.0, relu_bias=0.01,
+    )
+    model = FullyConnectedNet(config, rng)
+    X, y = rng.standard_normal((8, 6)), rng.integers(0, 4, 8)
+    errors = check_model_gradients(model, X, y, reg=0.1)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOL, f"{worst}: {errors[worst]:.2e}"
+    assert len(errors) == len(model.params)

@@ -1,0 +1,144 @@
+"""Preprocessing: fitted on train only, the right statistics, the right shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.data import DataSpec, Dataset, load_dataset
+from engine.errors import ConfigError, DataError
+from engine.preprocess import PREPROCESSORS, PreprocessSpec, fit_preprocessor, preprocess_dataset
+
+
+def _correlated(n: int, d: int, seed: int) -> np.ndarray:
+    """(n, d) float32 with a full-rank, far-from-diagonal covariance and a nonzero mean."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((d, d)) + np.eye(d) * 2.0
+    return (rng.standard_normal((n, d)) @ mixing + 5.0).astype(np.float32)
+
+
+def _cifar_shaped(n: int, seed: int) -> np.ndarray:
+    """(n, 3072) pixel-range data whose three channels have clearly different means."""
+    rng = np.random.default_rng(seed)
+    channel_offsets = np.repeat([40.0, 120.0, 200.0], 1024)
+    return (rng.uniform(0, 50, (n, 3072)) + channel_offsets).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset(DataSpec(seed=0))
+
+
+def test_spec_rejects_unknown_name_and_lists_known() -> None:
+    with pytest.raises(ConfigError) as err:
+        PreprocessSpec(name="zca")
+    assert "'zca'" in str(err.value)
+    for name in PREPROCESSORS:
+        assert name in str(err.value)
+
+
+def test_spec_rejects_bad_components() -> None:
+    with pytest.raises(ConfigError, match="0"):
+        PreprocessSpec(name="pca", components=0)
+    with pytest.raises(ConfigError, match="standardize"):
+        PreprocessSpec(name="standardize", components=10)
+
+
+def test_none_only_casts_to_float32(digits: Dataset) -> None:
+    pre = fit_preprocessor(PreprocessSpec("none"), digits.X_train, digits.image_shape)
+    out = pre.transform(digits.X_val.astype(np.float64))
+    assert out.dtype == np.float32 and np.array_equal(out, digits.X_val)
+
+
+def test_mean_image_uses_training_statistics_only(digits: Dataset) -> None:
+    pre = fit_preprocessor(PreprocessSpec("mean_image"), digits.X_train, digits.image_shape)
+    train = pre.transform(digits.X_train)
+    val = pre.transform(digits.X_val)
+    assert train.dtype == np.float32 and val.dtype == np.float32
+    assert np.abs(train.mean(axis=0, dtype=np.float64)).max() < 1e-5
+    train_mean = digits.X_train.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(val, digits.X_val - train_mean, atol=1e-5)
+    # the val split is not re-centred on its own mean
+    assert np.abs(val.mean(axis=0, dtype=np.float64)).max() > 0.05 / 16  # pixels are scaled to [0, 1]
+
+
+def test_per_channel_mean_subtracts_exactly_three_numbers() -> None:
+    X_train, X_val = _cifar_shaped(200, 1), _cifar_shaped(50, 2)
+    pre = fit_preprocessor(PreprocessSpec("per_channel_mean"), X_train, (3, 32, 32))
+    assert np.unique(pre.mean).size == 3
+    expected = X_train.astype(np.float64).reshape(200, 3, 1024).mean(axis=(0, 2))
+    np.testing.assert_allclose(pre.mean.reshape(3, 1024)[:, 0], expected, rtol=1e-6)
+    subtracted = X_val.astype(np.float64) - pre.transform(X_val)
+    np.testing.assert_allclose(subtracted, np.repeat(expected, 1024)[None, :].repeat(50, axis=0), atol=1e-3)
+
+
+def test_per_channel_mean_without_image_shape_is_one_global_mean() -> None:
+    X = _correlated(300, 5, 0)
+    pre = fit_preprocessor(PreprocessSpec("per_channel_mean"), X, None)
+    assert np.unique(pre.mean).size == 1
+    assert abs(float(pre.transform(X).mean(dtype=np.float64))) < 1e-4
+
+
+def test_standardize_gives_unit_std_and_survives_constant_pixels(digits: Dataset) -> None:
+    pre = fit_preprocessor(PreprocessSpec("standardize"), digits.X_train, digits.image_shape)
+    train = pre.transform(digits.X_train)
+    std = train.std(axis=0, dtype=np.float64)
+    varying = digits.X_train.std(axis=0) > 0
+    assert (~varying).any()  # digits has pixels that are always 0 in training
+    np.testing.assert_allclose(std[varying], 1.0, atol=1e-4)
+    assert np.abs(train.mean(axis=0, dtype=np.float64)).max() < 1e-5
+    assert np.isfinite(pre.transform(digits.X_val)).all() and np.isfinite(pre.transform(digits.X_test)).all()
+
+
+def test_pca_has_k_columns_and_diagonal_covariance() -> None:
+    X = _correlated(2000, 20, 3)
+    pre = fit_preprocessor(PreprocessSpec("pca", components=5), X, None)
+    Z = pre.transform(X).astype(np.float64)
+    assert Z.shape == (2000, 5)
+    cov = np.cov(Z, rowvar=False, bias=True)
+    off_diagonal = cov - np.diag(np.diag(cov))
+    assert np.abs(off_diagonal).max() < 1e-3 * np.diag(cov).max()
+    assert np.all(np.diff(np.diag(cov)) <= 0)  # components sorted by variance
+    # the top 5 eigenvalues of the training covariance
+    top = np.sort(np.linalg.eigvalsh(np.cov(X.astype(np.float64), rowvar=False, bias=True)))[::-1][:5]
+    np.testing.assert_allclose(np.diag(cov), top, rtol=1e-4)
+
+
+def test_pca_default_components_is_min_of_d_and_100(digits: Dataset) -> None:
+    assert fit_preprocessor(PreprocessSpec("pca"), digits.X_train, None).output_dim == 64
+    X = _correlated(300, 150, 0)
+    assert fit_preprocessor(PreprocessSpec("pca"), X, None).transform(X).shape == (300, 100)
+
+
+def test_pca_components_beyond_dimension_is_refused() -> None:
+    with pytest.raises(ConfigError, match="30.*20"):
+        fit_preprocessor(PreprocessSpec("pca", components=30), _correlated(100, 20, 0), None)
+
+
+def test_whiten_gives_identity_covariance_on_train() -> None:
+    X = _correlated(2000, 20, 4)
+    pre = fit_preprocessor(PreprocessSpec("whiten"), X, None)
+    Z = pre.transform(X).astype(np.float64)
+    assert Z.shape == (2000, 20)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False, bias=True), np.eye(20), atol=1e-2)
+    assert np.abs(Z.mean(axis=0)).max() < 1e-3
+
+
+def test_transform_rejects_wrong_width(digits: Dataset) -> None:
+    pre = fit_preprocessor(PreprocessSpec("mean_image"), digits.X_train, None)
+    with pytest.raises(DataError, match="64"):
+        pre.transform(np.zeros((3, 10), dtype=np.float32))
+
+
+def test_image_shape_must_match_features(digits: Dataset) -> None:
+    with pytest.raises(DataError, match="3, 32, 32"):
+        fit_preprocessor(PreprocessSpec("per_channel_mean"), digits.X_train, (3, 32, 32))
+
+
+def test_preprocess_dataset_returns_a_new_dataset(digits: Dataset) -> None:
+    out = preprocess_dataset(digits, PreprocessSpec("pca", components=10))
+    assert out is not digits and out.image_shape is None and out.input_dim == 10
+    assert out.X_train.shape == (1257, 10) and out.X_val.shape == (270, 10) and out.X_test.shape == (270, 10)
+    assert np.array_equal(out.y_train, digits.y_train) and out.num_classes == 10
+    assert digits.X_train.shape == (1257, 64)  # the input is untouched
+    kept = preprocess_dataset(digits, PreprocessSpec("standardize"))
+    assert kept.image_shape == (1, 8, 8) and kept.X_val.dtype == np.float32

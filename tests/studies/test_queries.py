@@ -1,0 +1,417 @@
+"""Study/trial DataFrames, best trials and read-only SQL over a database built directly with Optuna."""
+from __future__ import annotations
+
+import ast
+import math
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from studies.errors import QueryError, StudyError, UnknownStudyError
+from studies.queries import (
+    STUDY_COLUMNS,
+    TRIAL_HEAD_COLUMNS,
+    TRIAL_TAIL_COLUMNS,
+    best_trial,
+    campaigns,
+    format_space,
+    latest_campaign,
+    list_studies,
+    loss_curves,
+    run_readonly_sql,
+    scan_sql,
+    trial_view_sql,
+    trials_frame,
+)
+from studies.store import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = {"lr": [1e-6, 1.0, "log"], "reg": [1e-6, 10.0, "log"]}
+DISTRIBUTIONS = {
+    "lr": FloatDistribution(1e-6, 1.0, log=True),
+    "reg": FloatDistribution(1e-6, 10.0, log=True),
+}
+# (value, lr, reg) of the COMPLETE trials of each stage.
+COARSE_COMPLETE = [(0.5, 1e-3, 1e-4), (0.8, 3e-3, 2e-4), (0.3, 1e-5, 1e-2), (0.9, 5e-3, 1e-5), (0.7, 2e-3, 3e-3)]
+COARSE_PRUNED_LR = [0.5, 0.9]
+FINE_COMPLETE = [(0.85, 4e-3, 2e-5), (0.95, 4.5e-3, 1.5e-5), (0.92, 6e-3, 1e-5)]
+SPIRAL_COMPLETE = [(0.6, 1e-2, 1e-3), (0.4, 1e-1, 1e-3)]
+
+
+def _study(url: str, campaign: str, stage: str, parent: str | None, epochs: int) -> optuna.Study:
+    study = optuna.create_study(storage=url, study_name=f"{campaign}/{stage}", direction="maximize")
+    attrs = {
+        "campaign": campaign,
+        "stage": stage,
+        "parent": parent,
+        "space": SPACE,
+        "epochs": epochs,
+        "data": campaign,
+        "model": "100,relu",
+        "seed": 0,
+        "range_notes": [] if parent is None else ["lr narrowed to the best trials"],
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def _complete(value: float, lr: float, reg: float, seconds: float = 1.5) -> optuna.trial.FrozenTrial:
+    return create_trial(
+        value=value,
+        params={"lr": lr, "reg": reg},
+        distributions=DISTRIBUTIONS,
+        user_attrs={
+            "initial_loss": 2.30,
+            "final_loss": 0.4,
+            "train_acc": min(1.0, value + 0.05),
+            "val_acc": value,
+            "iterations": 120,
+            "seconds": seconds,
+            "stop_reason": "completed",
+            "loss_curve": [2.3, 1.2, 0.4],
+        },
+        intermediate_values={0: value / 2, 1: value},
+    )
+
+
+def _exploded(lr: float) -> optuna.trial.FrozenTrial:
+    return create_trial(
+        state=TrialState.PRUNED,
+        params={"lr": lr, "reg": 1e-3},
+        distributions=DISTRIBUTIONS,
+        user_attrs={
+            "initial_loss": 2.30,
+            "final_loss": float("nan"),
+            "iterations": 7,
+            "seconds": 0.1,
+            "stop_reason": "exploded",
+            "loss_curve": [2.3, 9.9],
+        },
+    )
+
+
+def build_database(path: Path) -> str:
+    """digits/coarse (5 complete, 2 exploded, 1 fail), digits/fine-1 (3 complete), empty digits/fine-2, spiral/coarse."""
+    url = f"sqlite:///{path}"
+    coarse = _study(url, "digits", "coarse", None, 2)
+    for value, lr, reg in COARSE_COMPLETE:
+        coarse.add_trial(_complete(value, lr, reg))
+    for lr in COARSE_PRUNED_LR:
+        coarse.add_trial(_exploded(lr))
+    coarse.add_trial(create_trial(state=TrialState.FAIL))
+    fine = _study(url, "digits", "fine-1", "digits/coarse", 5)
+    for value, lr, reg in FINE_COMPLETE:
+        fine.add_trial(_complete(value, lr, reg))
+    _study(url, "digits", "fine-2", "digits/fine-1", 8)
+    spiral = _study(url, "spiral", "coarse", None, 3)
+    for value, lr, reg in SPIRAL_COMPLETE:
+        spiral.add_trial(_complete(value, lr, reg))
+    return url
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory) -> tuple[str, Path]:
+    path = tmp_path_factory.mktemp("studies") / "search.db"
+    return build_database(path), path
+
+
+@pytest.fixture(scope="module")
+def storage(db):
+    storage = open_storage(db[0], create=False)
+    yield storage
+    storage.engine.dispose()
+
+
+@pytest.fixture()
+def empty_storage(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'empty.db'}")
+    yield storage
+    storage.engine.dispose()
+
+
+def _trial_count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT count(*) FROM trials").fetchone()[0]
+
+
+# --- list_studies / campaigns ---------------------------------------------------------------
+
+
+def test_list_studies_counts_and_best_values(storage) -> None:
+    frame = list_studies(storage)
+    assert list(frame.columns) == list(STUDY_COLUMNS)
+    assert frame["study"].tolist() == ["digits/coarse", "digits/fine-1", "digits/fine-2", "spiral/coarse"]
+    rows = frame.set_index("study")
+    coarse = rows.loc["digits/coarse"]
+    assert (coarse["n_trials"], coarse["complete"], coarse["pruned"], coarse["fail"], coarse["running"]) == (8, 5, 2, 1, 0)
+    assert coarse["best_value"] == pytest.approx(max(v for v, _, _ in COARSE_COMPLETE))
+    assert coarse["space"] == "lr=1e-06:1 reg=1e-06:10"
+    assert coarse["epochs"] == 2
+    assert pd.isna(coarse["parent"])
+    assert isinstance(coarse["created"], pd.Timestamp)
+    fine = rows.loc["digits/fine-1"]
+    assert (fine["n_trials"], fine["complete"], fine["parent"]) == (3, 3, "digits/coarse")
+    assert fine["best_value"] == pytest.approx(0.95)
+    empty = rows.loc["digits/fine-2"]
+    assert (empty["n_trials"], empty["complete"]) == (0, 0)
+    assert math.isnan(empty["best_value"]) and pd.isna(empty["created"])
+    assert rows.loc["spiral/coarse", "campaign"] == "spiral"
+
+
+def test_list_studies_created_matches_first_trial_start(storage) -> None:
+    created = list_studies(storage).set_index("study").loc["digits/coarse", "created"]
+    starts = trials_frame(storage, study_name="digits/coarse")["datetime_start"].dropna()
+    assert created == starts.min()
+
+
+def test_list_studies_on_empty_storage_has_the_same_columns(empty_storage) -> None:
+    frame = list_studies(empty_storage)
+    assert list(frame.columns) == list(STUDY_COLUMNS)
+    assert len(frame) == 0
+    assert frame.dtypes["n_trials"] == "int64"
+
+
+def test_campaigns_in_creation_order_and_latest(storage, empty_storage) -> None:
+    assert campaigns(storage) == ["digits", "spiral"]
+    assert latest_campaign(storage) == "spiral"
+    assert campaigns(empty_storage) == []
+    with pytest.raises(UnknownStudyError):
+        latest_campaign(empty_storage)
+
+
+def test_format_space_marks_linear_ranges() -> None:
+    assert format_space({"lr": [1e-6, 1, "log"], "dropout": [0.0, 0.5, "linear"]}) == "lr=1e-06:1 dropout=0:0.5:linear"
+    assert format_space(None) == ""
+
+
+# --- trials_frame ---------------------------------------------------------------------------
+
+
+def test_trials_frame_one_row_per_trial_with_flat_columns(storage) -> None:
+    frame = trials_frame(storage, study_name="digits/coarse")
+    expected = [*TRIAL_HEAD_COLUMNS, "param_lr", "param_reg", *TRIAL_TAIL_COLUMNS]
+    assert list(frame.columns) == expected
+    assert "loss_curve" not in frame.columns
+    assert len(frame) == 8
+    assert frame["number"].tolist() == list(range(8))
+    assert frame["state"].value_counts().to_dict() == {"COMPLETE": 5, "PRUNED": 2, "FAIL": 1}
+    complete = frame[frame["state"] == "COMPLETE"]
+    assert complete["value"].tolist() == pytest.approx([v for v, _, _ in COARSE_COMPLETE])
+    assert complete["param_lr"].tolist() == pytest.approx([lr for _, lr, _ in COARSE_COMPLETE])
+    assert complete["param_reg"].tolist() == pytest.approx([reg for _, _, reg in COARSE_COMPLETE])
+    assert complete["val_acc"].tolist() == pytest.approx(complete["value"].tolist())
+    assert complete["iterations"].tolist() == [120] * 5
+    pruned = frame[frame["state"] == "PRUNED"]
+    assert pruned["stop_reason"].tolist() == ["exploded", "exploded"]
+    assert pruned["value"].isna().all() and pruned["final_loss"].isna().all()
+    assert pruned["param_lr"].tolist() == pytest.approx(COARSE_PRUNED_LR)
+    failed = frame[frame["state"] == "FAIL"].iloc[0]
+    assert pd.isna(failed["param_lr"]) and pd.isna(failed["stop_reason"])
+    assert frame["campaign"].unique().tolist() == ["digits"]
+    assert frame["stage"].unique().tolist() == ["coarse"]
+
+
+def test_trials_frame_sort_filter_and_limit(storage) -> None:
+    by_value = trials_frame(storage, study_name="digits/coarse", sort="value")
+    all_values = [v for v, _, _ in COARSE_COMPLETE]
+    assert by_value["value"].iloc[0] == pytest.approx(max(all_values))
+    assert by_value["value"].head(5).tolist() == pytest.approx(sorted(all_values, reverse=True))
+    assert by_value["value"].tail(3).isna().all()  # missing values last
+    ascending = trials_frame(storage, study_name="digits/coarse", sort="+value", states=["complete"])
+    assert ascending["value"].tolist() == pytest.approx(sorted(all_values))
+    top2 = trials_frame(storage, campaign="digits", states=["COMPLETE"], sort="value", limit=2)
+    assert len(top2) == 2
+    assert top2["value"].tolist() == pytest.approx([0.95, 0.92])
+    assert top2["study"].tolist() == ["digits/fine-1", "digits/fine-1"]
+    pruned = trials_frame(storage, campaign="digits", states=["PRUNED", "FAIL"])
+    assert len(pruned) == 3
+
+
+def test_trials_frame_over_a_campaign_and_everything(storage) -> None:
+    digits = trials_frame(storage, campaign="digits")
+    assert len(digits) == 8 + 3
+    assert digits.groupby("study").size().to_dict() == {"digits/coarse": 8, "digits/fine-1": 3}
+    everything = trials_frame(storage)
+    assert len(everything) == 8 + 3 + 2
+    assert everything["campaign"].value_counts().to_dict() == {"digits": 11, "spiral": 2}
+
+
+def test_trials_frame_empty_study_has_documented_columns(storage) -> None:
+    frame = trials_frame(storage, study_name="digits/fine-2")
+    assert len(frame) == 0
+    assert list(frame.columns) == [*TRIAL_HEAD_COLUMNS, "param_lr", "param_reg", *TRIAL_TAIL_COLUMNS]
+    assert frame.dtypes["value"] == "float64" and frame.dtypes["number"] == "int64"
+
+
+def test_trials_frame_on_empty_storage(empty_storage) -> None:
+    frame = trials_frame(empty_storage)
+    assert list(frame.columns) == [*TRIAL_HEAD_COLUMNS, *TRIAL_TAIL_COLUMNS]
+    assert len(frame) == 0
+
+
+def test_trials_frame_unknown_names_list_the_known_ones(storage) -> None:
+    with pytest.raises(UnknownStudyError, match="digits/coarse, digits/fine-1, digits/fine-2, spiral/coarse"):
+        trials_frame(storage, study_name="digits/nope")
+    with pytest.raises(UnknownStudyError, match="known campaigns: digits, spiral"):
+        trials_frame(storage, campaign="cifar10")
+    with pytest.raises(UnknownStudyError, match="'spiral/coarse' in campaign 'digits'"):
+        trials_frame(storage, study_name="spiral/coarse", campaign="digits")
+
+
+def test_trials_frame_bad_arguments_name_the_valid_values(storage) -> None:
+    with pytest.raises(StudyError, match=r"cannot sort by 'speed'; valid columns: study, .*param_lr.*seconds"):
+        trials_frame(storage, study_name="digits/coarse", sort="speed")
+    with pytest.raises(StudyError, match="unknown trial state 'DONE'; valid states: RUNNING, COMPLETE, PRUNED, FAIL, WAITING"):
+        trials_frame(storage, states=["DONE"])
+    with pytest.raises(StudyError, match="limit must be a positive integer, got 0"):
+        trials_frame(storage, limit=0)
+
+
+def test_loss_curves_by_trial_number(storage) -> None:
+    curves = loss_curves(storage, "digits/coarse", [0, 5, 7])
+    assert curves == {0: [2.3, 1.2, 0.4], 5: [2.3, 9.9], 7: []}
+    with pytest.raises(StudyError, match="no trial number 99"):
+        loss_curves(storage, "digits/coarse", [99])
+    with pytest.raises(UnknownStudyError):
+        loss_curves(storage, "digits/nope", [0])
+
+
+def test_best_trial_across_the_campaign_stages(storage) -> None:
+    best = best_trial(storage, "digits")
+    value, lr, reg = max(COARSE_COMPLETE + FINE_COMPLETE)
+    assert best["study"] == "digits/fine-1" and best["stage"] == "fine-1"
+    assert best["number"] == 1
+    assert best["value"] == pytest.approx(value)
+    assert best["params"] == pytest.approx({"lr": lr, "reg": reg})
+    assert best["user_attrs"]["stop_reason"] == "completed"
+    assert "loss_curve" not in best["user_attrs"]
+    assert best_trial(storage, "spiral")["value"] == pytest.approx(0.6)
+    with pytest.raises(UnknownStudyError, match="known campaigns: digits, spiral"):
+        best_trial(storage, "cifar10")
+
+
+# --- read-only SQL --------------------------------------------------------------------------
+
+
+def test_select_count_is_correct(db) -> None:
+    url, path = db
+    frame = run_readonly_sql(url, "SELECT count(*) AS n FROM trials")
+    assert frame["n"].tolist() == [_trial_count(path)] == [13]
+
+
+def test_delete_is_refused_and_nothing_changes(db) -> None:
+    url, path = db
+    with pytest.raises(QueryError, match="refused: only read-only queries"):
+        run_readonly_sql(url, "DELETE FROM trials")
+    with pytest.raises(QueryError, match="one statement at a time, found 2"):
+        run_readonly_sql(url, "DELETE FROM trials; SELECT 1")
+    with pytest.raises(QueryError, match="one statement at a time"):
+        run_readonly_sql(url, "SELECT 1; DELETE FROM trials")
+    assert _trial_count(path) == 13
+
+
+def test_update_hidden_in_a_cte_is_refused_by_the_read_only_connection(db) -> None:
+    url, path = db
+    sql = "WITH x AS (SELECT 1) UPDATE trial_values SET value = 0"
+    with pytest.raises(QueryError, match="read-only"):
+        run_readonly_sql(url, sql)
+    with sqlite3.connect(path) as conn:
+        values = [row[0] for row in conn.execute("SELECT value FROM trial_values ORDER BY trial_id")]
+    assert values == pytest.approx([v for v, _, _ in COARSE_COMPLETE + FINE_COMPLETE + SPIRAL_COMPLETE])
+
+
+def test_semicolons_in_strings_and_comments_are_one_statement(db) -> None:
+    url, _ = db
+    frame = run_readonly_sql(url, "SELECT 'a;b' AS s -- trailing; comment\n;")
+    assert frame["s"].tolist() == ["a;b"]
+    with pytest.raises(QueryError, match="empty SQL"):
+        run_readonly_sql(url, " ; -- nothing")
+
+
+def test_failed_sql_is_a_query_error(db) -> None:
+    url, _ = db
+    with pytest.raises(QueryError, match="SQL failed: no such table: nope"):
+        run_readonly_sql(url, "SELECT * FROM nope")
+
+
+def test_trials_flat_view_has_one_row_per_trial(db, storage) -> None:
+    url, _ = db
+    flat = run_readonly_sql(url, "SELECT * FROM trials_flat ORDER BY trial_id")
+    for column in ("study", "trial_id", "number", "state", "value", "param_lr", "param_reg",
+                   "stop_reason", "seconds", "iterations", "val_acc", "train_acc"):
+        assert column in flat.columns
+    assert len(flat) == 13
+    frame = trials_frame(storage)
+    assert flat["study"].tolist() == frame["study"].tolist()
+    assert flat["number"].tolist() == frame["number"].tolist()
+    assert flat["state"].tolist() == frame["state"].tolist()
+    assert flat["param_lr"].tolist() == pytest.approx(frame["param_lr"].tolist(), nan_ok=True)
+    assert flat["value"].tolist() == pytest.approx(frame["value"].tolist(), nan_ok=True)
+    assert flat["stop_reason"].fillna("-").tolist() == frame["stop_reason"].fillna("-").tolist()
+    assert flat["iterations"].fillna(-1).tolist() == frame["iterations"].fillna(-1).tolist()
+    assert flat["final_loss"].isna().sum() == 3  # two NaN (exploded) and one missing (failed)
+
+
+def test_trials_flat_in_aggregates_and_with_user_ctes(db) -> None:
+    url, _ = db
+    counts = run_readonly_sql(
+        url, "SELECT stop_reason, count(*) AS n FROM trials_flat WHERE study = 'digits/coarse' "
+        "GROUP BY stop_reason ORDER BY stop_reason"
+    )
+    assert dict(zip(counts["stop_reason"].fillna("-"), counts["n"])) == {"-": 1, "completed": 5, "exploded": 2}
+    best = run_readonly_sql(
+        url, "with good as (select * from trials_flat where value >= 0.9) "
+        "select study, number, value from good order by value desc"
+    )
+    assert best["value"].tolist() == pytest.approx([0.95, 0.92, 0.9])
+    campaign = run_readonly_sql(url, "SELECT DISTINCT campaign, stage FROM trials_flat ORDER BY 1, 2")
+    assert campaign.values.tolist() == [["digits", "coarse"], ["digits", "fine-1"], ["spiral", "coarse"]]
+
+
+def test_scan_sql_splits_only_outside_strings_and_comments() -> None:
+    assert scan_sql("SELECT 1;")[0] == ["SELECT 1"]
+    assert len(scan_sql("SELECT ';' /* ; */ -- ;\n")[0]) == 1
+    assert len(scan_sql('SELECT "a;b" FROM t; SELECT 2')[0]) == 2
+    assert len(scan_sql("SELECT [a';b] FROM t; SELECT 2 --'", "sqlite")[0]) == 2
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT E'\\''; DELETE FROM trials; --'",  # backslash-escaped quote in an E'' string
+        "SELECT $$'$$; DELETE FROM trials; --'",  # dollar quote hiding a quote
+        "SELECT 1 /* /* */ ' */ ; DELETE FROM trials; -- '",  # nested comment
+    ],
+)
+def test_scan_sql_follows_postgresql_lexing(sql: str) -> None:
+    assert len(scan_sql(sql, "postgresql")[0]) == 2
+
+
+def test_trial_view_sql_quotes_param_names() -> None:
+    sql = trial_view_sql(["lr", "it's", "hidden-1"], "postgresql")
+    assert "'it''s'" in sql and '"param_it_s"' in sql and '"param_hidden_1"' in sql
+    assert "DOUBLE PRECISION" in sql
+    with pytest.raises(QueryError):
+        trial_view_sql(["lr"], "oracle")
+
+
+def test_studies_package_never_imports_engine_or_search() -> None:
+    package = Path(__file__).resolve().parents[2] / "studies"
+    for source in package.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in {"engine", "search"}, f"{source.name} imports {name}"

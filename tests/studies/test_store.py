@@ -1,0 +1,216 @@
+"""Opening the study database: URL resolution, WAL, and refusing bad files without touching them."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+
+from studies.errors import StorageError, StudyError
+from studies.store import (
+    DEFAULT_STORAGE,
+    connect_readonly,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+    sqlite_path,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _snapshot(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def _make_study_db(path: Path, n_trials: int = 3) -> None:
+    """A closed Optuna database with one study of ``n_trials`` complete trials."""
+    storage = open_storage(_url(path))
+    study = optuna.create_study(storage=storage, study_name="digits/coarse", direction="maximize")
+    for i in range(n_trials):
+        study.add_trial(optuna.trial.create_trial(value=0.1 * i))
+    storage.engine.dispose()
+
+
+def test_errors_share_one_root_with_exit_code_2() -> None:
+    assert issubclass(StorageError, StudyError)
+    assert StorageError.exit_code == 2
+
+
+def test_resolve_storage_url_prefers_explicit_then_env_then_default(monkeypatch) -> None:
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+    assert resolve_storage_url(None) == DEFAULT_STORAGE == "sqlite:///search.db"
+    monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///env.db")
+    assert resolve_storage_url(None) == "sqlite:///env.db"
+    assert resolve_storage_url("sqlite:///cli.db") == "sqlite:///cli.db"
+
+
+def test_mask_url_hides_the_password() -> None:
+    masked = mask_url("postgresql://u:secret@h/db")
+    assert "secret" not in masked
+    assert masked == "postgresql://u:***@h/db"
+    assert mask_url("sqlite:///search.db") == "sqlite:///search.db"
+
+
+def test_sqlite_path_only_for_sqlite_files(tmp_path) -> None:
+    assert sqlite_path(_url(tmp_path / "a.db")) == tmp_path / "a.db"
+    assert sqlite_path("sqlite:///:memory:") is None
+    assert sqlite_path("postgresql://u:p@h/db") is None
+
+
+def test_open_sets_wal_and_busy_timeout(tmp_path) -> None:
+    path = tmp_path / "x.db"
+    storage = open_storage(_url(path))
+    optuna.create_study(storage=storage, study_name="digits/coarse")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60_000
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    storage.engine.dispose()
+
+
+def _add_trials_in_worker(url: str, n_trials: int) -> None:
+    storage = open_storage(url, create=False)
+    study = optuna.load_study(study_name="digits/coarse", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("lr", 1e-6, 1.0, log=True), n_trials=n_trials)
+    storage.engine.dispose()
+
+
+def test_parallel_workers_do_not_hit_database_is_locked(tmp_path) -> None:
+    url = _url(tmp_path / "par.db")
+    storage = open_storage(url)
+    optuna.create_study(storage=storage, study_name="digits/coarse", direction="maximize")
+    storage.engine.dispose()
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_add_trials_in_worker, args=(url, 15)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    storage = open_storage(url, create=False)
+    trials = optuna.load_study(study_name="digits/coarse", storage=storage).trials
+    assert len(trials) == 60
+    assert sorted(t.number for t in trials) == list(range(60))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_missing_parent_folder_is_refused(tmp_path) -> None:
+    url = _url(tmp_path / "nope" / "x.db")
+    with pytest.raises(StorageError, match="does not exist"):
+        open_storage(url)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_create_false_on_missing_file_says_no_database(tmp_path) -> None:
+    path = tmp_path / "missing.db"
+    with pytest.raises(StorageError, match="no database at"):
+        open_storage(_url(path), create=False)
+    assert not path.exists()
+
+
+def test_not_a_database_is_refused_and_left_unchanged(tmp_path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 20)
+    before = _snapshot(path)
+    with pytest.raises(StorageError, match="not a SQLite database") as info:
+        open_storage(_url(path))
+    assert str(path) in str(info.value)
+    assert _snapshot(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_foreign_sqlite_database_is_refused_and_left_unchanged(tmp_path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    before = _snapshot(path)
+    with pytest.raises(StorageError, match="not an Optuna study database"):
+        open_storage(_url(path))
+    assert _snapshot(path) == before
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root bypasses file permissions, so a chmod'd file is still writable",
+)
+def test_read_only_file_is_refused_for_writing(tmp_path) -> None:
+    path = tmp_path / "ro.db"
+    _make_study_db(path)
+    path.chmod(0o444)
+    try:
+        with pytest.raises(StorageError, match="read-only"):
+            open_storage(_url(path))
+    finally:
+        path.chmod(0o644)
+
+
+def _set_schema_revision(path: Path, revision: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    conn.close()
+
+
+def test_newer_schema_is_refused_and_file_untouched(tmp_path) -> None:
+    path = tmp_path / "future.db"
+    _make_study_db(path)
+    _set_schema_revision(path, "v9.9.9.x")
+    before = _snapshot(path)
+    for create in (True, False):
+        with pytest.raises(StorageError, match="newer or unknown Optuna schema") as info:
+            open_storage(_url(path), create=create)
+        assert "v9.9.9.x" in str(info.value)
+    assert _snapshot(path) == before
+
+
+def test_older_schema_asks_for_upgrade(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    _make_study_db(path)
+    _set_schema_revision(path, "v3.0.0.d")
+    before = _snapshot(path)
+    with pytest.raises(StorageError, match="older Optuna schema.*optuna storage upgrade"):
+        open_storage(_url(path))
+    assert _snapshot(path) == before
+
+
+def test_reopen_existing_database_keeps_trials(tmp_path) -> None:
+    path = tmp_path / "keep.db"
+    _make_study_db(path, n_trials=4)
+    storage = open_storage(_url(path), create=False)
+    study = optuna.load_study(study_name="digits/coarse", storage=storage)
+    assert len(study.trials) == 4
+    assert study.best_value == pytest.approx(0.3)
+
+
+def test_connect_readonly_reads_but_cannot_write(tmp_path) -> None:
+    path = tmp_path / "ro.db"
+    _make_study_db(path, n_trials=5)
+    with connect_readonly(_url(path)) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM trials").scalar() == 5
+        with pytest.raises(Exception, match="readonly"):
+            conn.exec_driver_sql("DELETE FROM trials")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 5
+
+
+def test_connect_readonly_on_missing_file(tmp_path) -> None:
+    with pytest.raises(StorageError, match="no database at"):
+        with connect_readonly(_url(tmp_path / "missing.db")):
+            pass
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_unreachable_server_is_a_storage_error_with_masked_url() -> None:
+    url = "postgresql://u:secret@127.0.0.1:1/db?connect_timeout=2"
+    with pytest.raises(StorageError) as info:
+        open_storage(url)
+    assert "secret" not in str(info.value)
+    assert "127.0.0.1" in str(info.value)
