@@ -190,6 +190,7 @@ class FullyConnectedNet:
             if f"b{i}" in p:
                 grads[f"b{i}"] = db
         if reg != 0.0:
+            reg = float(reg)  # a Python float follows the weights' dtype; a NumPy float64 would upcast the temporary
             for name in self.weight_names:
                 grads[name] += reg * self.params[name]
         return data_loss + self.reg_loss(reg), grads

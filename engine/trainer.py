@@ -108,7 +108,9 @@ def train(
     sample = rng.choice(n, size=min(n, config.train_acc_samples), replace=False)
     X_sample, y_sample = X_train[sample], y_train[sample]
     result = TrainResult(status="completed")
-    lr = config.lr
+    # Python floats take the model's dtype; a NumPy float64 lr or reg would turn every update and
+    # regularisation pass over the weights into a float64 loop with casts (several times slower in float32)
+    lr, reg = float(config.lr), float(config.reg)
     started = time.perf_counter()
     iteration = 0
 
@@ -120,7 +122,7 @@ def train(
             stop = None
             for b in range(batches_per_epoch):
                 idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-                loss, grads = model.loss(X_train[idx], y_train[idx], config.reg, rng)
+                loss, grads = model.loss(X_train[idx], y_train[idx], reg, rng)
                 iteration += 1
                 result.loss_history.append(loss)
                 if not math.isfinite(loss):
@@ -149,7 +151,7 @@ def train(
             if stop:
                 result.status = stop
                 break
-            lr *= config.lr_decay
+            lr *= float(config.lr_decay)
 
     result.seconds = time.perf_counter() - started
     return result

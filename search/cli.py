@@ -323,3 +323,234 @@ def sanity(lr: float, reg: float, overfit_samples: int, as_json: bool, **opts: A
             click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value:.4g} (expected {c.expected})")
     return 0 if all(c.passed for c in checks) else 1
 
+
+
+# --------------------------------------------------------------------------- search stages
+def _range(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from search.space import parse_range
+
+    try:
+        return parse_range(value)
+    except SearchError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+storage_option = click.option(
+    "--storage", default=None, metavar="URL",
+    help="Study database URL (default: $SEARCH_STORAGE or sqlite:///search.db).",
+)
+jobs_option = click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                           help="Worker processes on this machine (1 BLAS thread each).")
+heartbeat_option = click.option(
+    "--heartbeat", type=click.IntRange(min=1), default=10, show_default=True,
+    help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run.")
+campaign_option = click.option("--campaign", default=None, help="Campaign name (default: the dataset's name / the latest).")
+
+stage_options = _apply([
+    click.option("--lr", "lr_range", default="1e-6:1e0", show_default=True, callback=_range,
+                 help="Learning-rate range LOW:HIGH, sampled on a log scale."),
+    click.option("--reg", "reg_range", default="1e-6:1e1", show_default=True, callback=_range,
+                 help="L2 strength range LOW:HIGH, sampled on a log scale."),
+    click.option("--trials", type=click.IntRange(min=1), default=50, show_default=True, help="Trials in the stage."),
+    click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
+                 help="Epochs per trial (coarse runs are short)."),
+    click.option("--sampler", type=_choice(["random", "tpe", "qmc"]), default="random", show_default=True),
+    click.option("--explode-factor", type=click.FloatRange(1, min_open=True), default=3.0, show_default=True,
+                 help="Stop a run once its loss exceeds this x its first loss."),
+])
+
+fine_options = _apply([
+    click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+                 help="Refine the range around this many best trials."),
+    click.option("--edge", type=click.FloatRange(0, 0.5, min_open=True), default=0.1, show_default=True,
+                 help="Widen past a bound when the best lies within this fraction of the width of it."),
+])
+
+
+def _execution(storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> Any:
+    from search.campaign import Execution
+    from studies.store import resolve_storage_url
+
+    return Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat,
+                     progress="quiet" if as_json else "auto")
+
+
+def _print_summary(summary: Any) -> None:
+    c = summary.counts
+    click.echo(f"\n{summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed "
+               f"of {summary.n_trials}; {summary.epochs} epochs; ranges " +
+               " ".join(f"{k}={v}" for k, v in summary.space.items()))
+    for note in summary.range_notes:
+        click.echo(f"  range: {note}")
+    if summary.top:
+        names = [k for k in summary.top[0] if k not in ("number", "value", "seconds")]
+        click.echo(f"  {'trial':>5} {'val_acc':>8} " + " ".join(f"{n:>10}" for n in names))
+        for row in summary.top:
+            click.echo(f"  {row['number']:5d} {row['value']:8.4f} " + " ".join(f"{row[n]:10.3g}" for n in names))
+    for err in summary.errors:
+        click.echo(f"  error: {err}", err=True)
+
+
+def _finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:
+    if as_json:
+        echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
+    else:
+        for s in summaries:
+            _print_summary(s)
+    return 1 if any(s.errors for s in summaries) else 0
+
+
+@cli.command()
+@data_options
+@model_options
+@optim_options
+@stage_options
+@campaign_option
+@storage_option
+@jobs_option
+@heartbeat_option
+@seed_option
+@json_option
+def coarse(lr_range: Any, reg_range: Any, trials: int, epochs: int, sampler: str, explode_factor: float,
+           campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool, **opts: Any) -> int:
+    """Coarse stage: random search with lr and reg on a log scale and short runs.
+
+    Running the same command again continues an interrupted stage to exactly --trials.
+
+    \b
+    Example:
+      search coarse --lr 1e-6:1e0 --reg 1e-6:1e1 --trials 50 --epochs 3 --jobs 2
+    """
+    from search.campaign import coarse_stage, execute_stage
+
+    run = build_run_spec(opts, epochs)
+    stage = coarse_stage(campaign or opts["data"], run, {"lr": lr_range, "reg": reg_range}, trials,
+                         opts["seed"], sampler, explode_factor)
+    return _finish([execute_stage(_execution(storage, jobs, heartbeat, as_json), stage)], as_json)
+
+
+@cli.command()
+@fine_options
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs per trial (default: twice the previous stage's).")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials (default: the previous stage's).")
+@campaign_option
+@storage_option
+@jobs_option
+@heartbeat_option
+@json_option
+def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign: str | None, storage: str | None,
+         jobs: int, heartbeat: int, as_json: bool) -> int:
+    """Next fine stage: ranges narrowed around the best trials, widened past a bound the best sits near.
+
+    \b
+    Example:
+      search fine --top 5 --edge 0.1 --epochs 10
+    """
+    from search.campaign import execute_stage, next_fine_stage, resolve_campaign, run_existing
+
+    execution = _execution(storage, jobs, heartbeat, as_json)
+    st = execution.storage()
+    stage, study = next_fine_stage(st, resolve_campaign(st, campaign), top, edge, epochs, trials)
+    if stage is None:
+        return _finish([run_existing(execution, study)], as_json)
+    if not as_json:
+        click.echo(f"{stage.name} refined from {stage.parent}:")
+        for note in stage.range_notes:
+            click.echo(f"  {note}")
+    return _finish([execute_stage(execution, stage)], as_json)
+
+
+@cli.command()
+@campaign_option
+@storage_option
+@jobs_option
+@heartbeat_option
+@json_option
+def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+    """Grid stage over the coarse stage's ranges, epochs and budget (k x k points, k = floor(sqrt(trials))).
+
+    \b
+    Example:
+      search grid --campaign digits
+    """
+    from search.campaign import execute_stage, grid_stage_for, resolve_campaign
+
+    execution = _execution(storage, jobs, heartbeat, as_json)
+    st = execution.storage()
+    return _finish([execute_stage(execution, grid_stage_for(st, resolve_campaign(st, campaign)))], as_json)
+
+
+@cli.command()
+@data_options
+@model_options
+@optim_options
+@stage_options
+@fine_options
+@click.option("--fine-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of fine trials (default: twice the previous stage's).")
+@click.option("--max-fine", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Most fine stages to run.")
+@campaign_option
+@storage_option
+@jobs_option
+@heartbeat_option
+@seed_option
+@json_option
+def auto(lr_range: Any, reg_range: Any, trials: int, epochs: int, sampler: str, explode_factor: float, top: int,
+         edge: float, fine_epochs: int | None, max_fine: int, campaign: str | None, storage: str | None, jobs: int,
+         heartbeat: int, as_json: bool, **opts: Any) -> int:
+    """The whole recipe: coarse, fine stages until the range settles, then the best retrained and tested.
+
+    \b
+    Example:
+      search auto --data digits --trials 30 --jobs 2
+    """
+    from search.campaign import coarse_stage, run_auto
+
+    run = build_run_spec(opts, epochs)
+    stage = coarse_stage(campaign or opts["data"], run, {"lr": lr_range, "reg": reg_range}, trials,
+                         opts["seed"], sampler, explode_factor)
+    summaries, final = run_auto(_execution(storage, jobs, heartbeat, as_json), stage, max_fine, top, edge,
+                                fine_epochs)
+    code = _finish(summaries, as_json, {"final": final.__dict__})
+    if not as_json:
+        click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'best val':>9}  ranges")
+        for s in summaries:
+            best = "-" if s.best_value is None else f"{s.best_value:.4f}"
+            click.echo(f"{s.study:<22} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} {best:>9}  " +
+                       " ".join(f"{k}={v}" for k, v in s.space.items()))
+        params = " ".join(f"{k}={v:.3g}" for k, v in final.params.items())
+        click.echo(f"\nbest: {params} from {final.study}; retrained {final.epochs} epochs: "
+                   f"val_acc {final.val_acc:.4f}, test_acc {final.test_acc:.4f}")
+    return code
+
+
+@cli.command()
+@campaign_option
+@click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
+@storage_option
+@heartbeat_option
+@json_option
+def worker(campaign: str | None, stage: str | None, storage: str | None, heartbeat: int, as_json: bool) -> int:
+    """Join a running stage from this machine (same --storage, e.g. PostgreSQL) and run its trials.
+
+    \b
+    Example:
+      search worker --campaign digits --storage postgresql://user@host/search
+    """
+    from search.campaign import resolve_campaign, run_existing
+    from search.stages import campaign_stages, load_stage_study, stage_counts, study_name
+
+    execution = _execution(storage, 1, heartbeat, as_json)
+    st = execution.storage()
+    name = resolve_campaign(st, campaign)
+    if stage is None:
+        unfinished = [s for s in campaign_stages(st, name)
+                      if (lambda c: c["WAITING"] + c["RUNNING"])(stage_counts(st, s._study_id))]
+        if not unfinished:
+            raise SearchError(f"campaign {name!r} has no unfinished stage to join")
+        stage = unfinished[-1].user_attrs["stage"]
+    return _finish([run_existing(execution, load_stage_study(st, study_name(name, stage)))], as_json)

@@ -28,6 +28,8 @@ from search.runspec import RunSpec
 from search.space import ParamRange, refine_ranges, space_attr, space_from_attr
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# heartbeats and stale-trial failing are "experimental" in Optuna; they are the documented way to do this
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 SAMPLERS = ("random", "tpe", "qmc", "grid")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -231,9 +233,10 @@ class Heartbeat:
             self.thread.join()
 
 
-def claim_waiting_trial(storage: RDBStorage, study_id: int) -> int | None:
+def claim_waiting_trial(study: optuna.Study) -> int | None:
     """Move one WAITING trial to RUNNING and return its id; None when there is none left to claim."""
-    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+    storage = study._storage  # the study's own (caching) view of the RDB storage
+    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 return t._trial_id
@@ -271,26 +274,26 @@ def run_worker(
     """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did."""
     study = load_stage_study(storage, name)
     stage = Stage.from_attrs(study.user_attrs)
-    study_id = study._study_id
     report = WorkerReport()
     while max_trials is None or report.ran < max_trials:
         fail_stale_trials(study)  # a dead worker's trial -> FAIL, and the retry callback re-enqueues it
-        trial_id = claim_waiting_trial(storage, study_id)
+        trial_id = claim_waiting_trial(study)
         if trial_id is None:
-            counts = stage_counts(storage, study_id)
+            counts = stage_counts(storage, study._study_id)
             if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
                 break
             time.sleep(poll)  # other workers are running the last trials; one of them may die
             continue
-        frozen = _run_claimed(storage, study, stage, trial_id, dataset, report)
+        frozen = _run_claimed(study, stage, trial_id, dataset, report)
         report.ran += 1
         if on_trial is not None:
             on_trial(frozen)
     return report
 
 
-def _run_claimed(storage: RDBStorage, study: optuna.Study, stage: Stage, trial_id: int, dataset: Dataset,
+def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, dataset: Dataset,
                  report: WorkerReport) -> FrozenTrial:
+    storage = study._storage
     number = storage.get_trial_number_from_id(trial_id)
     study.sampler = make_sampler(stage, number)
     trial = optuna.Trial(study, trial_id)

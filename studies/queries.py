@@ -61,7 +61,9 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
     "datetime_start": "datetime64[us]",
     "datetime_complete": "datetime64[us]",
 }
-TRIAL_ATTR_COLUMNS = ("initial_loss", "final_loss", "train_acc", "val_acc", "iterations", "seconds", "stop_reason")
+TRIAL_ATTR_COLUMNS = (
+    "initial_loss", "final_loss", "train_acc", "val_acc", "iterations", "seconds", "stop_reason"
+)
 STATE_NAMES = tuple(state.name for state in TrialState)
 # Columns whose natural order is "best first" (higher is better); every other column sorts ascending.
 _DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "train_acc"})
@@ -216,7 +218,9 @@ def _select_studies(
     if campaign is not None:
         known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
         if campaign not in known:
-            raise UnknownStudyError(f"unknown campaign {campaign!r}; known campaigns: {_names_message(known)}")
+            raise UnknownStudyError(
+                f"unknown campaign {campaign!r}; known campaigns: {_names_message(known)}"
+            )
         selected = [i for i in selected if i.campaign == campaign]
     if study_name is not None:
         known = [i.name for i in selected]
@@ -605,9 +609,9 @@ def run_readonly_sql(url: str, sql: str) -> pd.DataFrame:
     keyword_match = re.match(r"[\s(]*([A-Za-z]+)", mask)
     keyword = keyword_match.group(1).upper() if keyword_match else ""
     if keyword not in _READ_KEYWORDS:
-        raise QueryError(
-            f"refused: only read-only queries ({', '.join(sorted(_READ_KEYWORDS))}) may run, got {keyword or statement.strip()[:20]!r}"
-        )
+        allowed = ", ".join(sorted(_READ_KEYWORDS))
+        got = keyword or statement.strip()[:20]
+        raise QueryError(f"refused: only read-only queries ({allowed}) may run, got {got!r}")
     uses_view = re.search(rf"\b{_VIEW_NAME}\b", mask, re.IGNORECASE) is not None
     defines_view = re.search(rf"\b{_VIEW_NAME}\s*(\([^)]*\))?\s*AS\s*\(", mask, re.IGNORECASE) is not None
     if uses_view and not defines_view and keyword == "EXPLAIN":

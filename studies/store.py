@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import sqlite3
@@ -61,6 +62,20 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
+def _module_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def with_available_driver(url: str) -> str:
+    """The URL with an installed driver: SQLAlchemy 2.1 maps bare ``postgresql://`` to psycopg 3,
+    so fall back to psycopg2 when only psycopg2 is installed."""
+    parsed = _parse_url(url)
+    if parsed.drivername == "postgresql" and not _module_available("psycopg"):
+        if _module_available("psycopg2"):
+            return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
 def url_dialect(url: str) -> str:
     """The SQLAlchemy backend name of a URL: sqlite, postgresql, mysql..."""
     return _parse_url(url).get_backend_name()
@@ -107,7 +122,7 @@ def _check_schema(revision: str | None, where: str) -> None:
         )
     raise StorageError(
         f"{where} has a newer or unknown Optuna schema ({revision}, this Optuna "
-        f"{optuna.__version__} knows up to {head}): use a newer optuna; the file was not changed"
+        f"{optuna.__version__} knows up to {head}): use a newer optuna; nothing was changed"
     )
 
 
@@ -178,21 +193,38 @@ def _set_sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -
     """On every new SQLite connection: wait for locks instead of failing; WAL if writable."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # fetch the pragma's result row: an unfinished statement would pin this connection's
+        # WAL snapshot and it would go on reading the database as it was
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}").fetchall()
+        cursor.execute("PRAGMA journal_mode = WAL").fetchall()
     except sqlite3.OperationalError:
         pass  # a read-only file keeps its journal mode; reading still works
     finally:
         cursor.close()
 
 
-def _enable_wal(path: Path) -> None:
-    """Switch the file to WAL before Optuna creates tables (the mode persists in the file)."""
-    conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-    finally:
-        conn.close()
+def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: bool) -> None:
+    """Pragmas on every connection and, where writable, every transaction as BEGIN IMMEDIATE.
+
+    Optuna claims a WAITING trial and fails a stale one by reading the trial's state and then
+    writing it, trusting SELECT ... FOR UPDATE to make that atomic. SQLite ignores FOR UPDATE,
+    so two workers could both claim one trial. Taking the write lock at BEGIN (SQLAlchemy's
+    documented pysqlite recipe) makes each read-then-write transaction atomic; the busy
+    timeout makes the others wait for it instead of failing.
+    """
+    event.listen(engine, "connect", _set_sqlite_pragmas)
+    if writable:
+        event.listen(engine, "connect", _disable_pysqlite_begin)
+        event.listen(engine, "begin", _begin_immediate)
+    engine.dispose()  # connections made while Optuna created the tables lack the listeners
+
+
+def _disable_pysqlite_begin(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN itself
+
+
+def _begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def open_storage(
@@ -204,16 +236,14 @@ def open_storage(
     """Open (and with ``create`` make) Optuna's RDB storage at ``url``; StorageError if unusable."""
     where = f"storage {mask_url(url)}"
     path = sqlite_path(url)
+    url = with_available_driver(url)
     engine_kwargs: dict[str, object]
     if url_dialect(url) == "sqlite":
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        # NullPool: a fresh connection per session. A pooled SQLite connection in WAL mode was seen
+        # to keep reading an old snapshot while other processes' commits went unseen.
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}, "poolclass": sqlalchemy.pool.NullPool}
         if path is not None:
             _check_sqlite_file(path, create, where)
-            if create or os.access(path, os.W_OK):
-                try:
-                    _enable_wal(path)
-                except sqlite3.DatabaseError as exc:
-                    raise StorageError(f"{where}: cannot open {str(path)!r}: {exc}") from None
     else:
         engine_kwargs = {"pool_pre_ping": True}
         _check_server_database(url, create, where)
@@ -244,7 +274,7 @@ def open_storage(
             raise StorageError(f"{where}: cannot open: {_first_line(exc)}") from None
         else:
             if storage.engine.dialect.name == "sqlite":
-                event.listen(storage.engine, "connect", _set_sqlite_pragmas)
+                _serialise_sqlite_transactions(storage.engine, writable=path is None or os.access(path, os.W_OK))
             return storage
     raise StorageError(f"{where}: cannot open: {_first_line(last_error)}")
 
@@ -276,7 +306,7 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         return sqlalchemy.create_engine("sqlite://", creator=connect_readonly_sqlite)
     if dialect == "postgresql":
         engine = sqlalchemy.create_engine(
-            url,
+            with_available_driver(url),
             pool_pre_ping=True,
             connect_args={"options": "-c default_transaction_read_only=on"},
         )

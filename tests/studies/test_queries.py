@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import sqlite3
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from studies.queries import (
     trial_view_sql,
     trials_frame,
 )
-from studies.store import open_storage
+from studies.store import open_storage, with_available_driver
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -97,9 +98,8 @@ def _exploded(lr: float) -> optuna.trial.FrozenTrial:
     )
 
 
-def build_database(path: Path) -> str:
+def build_database(url: str) -> str:
     """digits/coarse (5 complete, 2 exploded, 1 fail), digits/fine-1 (3 complete), empty digits/fine-2, spiral/coarse."""
-    url = f"sqlite:///{path}"
     coarse = _study(url, "digits", "coarse", None, 2)
     for value, lr, reg in COARSE_COMPLETE:
         coarse.add_trial(_complete(value, lr, reg))
@@ -119,7 +119,7 @@ def build_database(path: Path) -> str:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory) -> tuple[str, Path]:
     path = tmp_path_factory.mktemp("studies") / "search.db"
-    return build_database(path), path
+    return build_database(f"sqlite:///{path}"), path
 
 
 @pytest.fixture(scope="module")
@@ -400,6 +400,45 @@ def test_trial_view_sql_quotes_param_names() -> None:
     assert "DOUBLE PRECISION" in sql
     with pytest.raises(QueryError):
         trial_view_sql(["lr"], "oracle")
+
+
+POSTGRES_URL = os.environ.get("SEARCH_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set SEARCH_TEST_POSTGRES_URL to a scratch PostgreSQL database")
+def test_queries_on_postgresql() -> None:
+    assert POSTGRES_URL is not None
+    storage = open_storage(POSTGRES_URL)
+    for name in optuna.get_all_study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
+    build_database(with_available_driver(POSTGRES_URL))
+    try:
+        studies = list_studies(storage).set_index("study")
+        assert studies.loc["digits/coarse", ["n_trials", "complete", "pruned", "fail"]].tolist() == [8, 5, 2, 1]
+        assert studies.loc["digits/fine-1", "best_value"] == pytest.approx(0.95)
+        assert run_readonly_sql(POSTGRES_URL, "SELECT count(*) AS n FROM trials")["n"].tolist() == [13]
+        flat = run_readonly_sql(POSTGRES_URL, "SELECT * FROM trials_flat ORDER BY trial_id")
+        frame = trials_frame(storage)
+        assert len(flat) == 13
+        assert flat["param_lr"].tolist() == pytest.approx(frame["param_lr"].tolist(), nan_ok=True)
+        assert flat["stop_reason"].fillna("-").tolist() == frame["stop_reason"].fillna("-").tolist()
+        assert flat["state"].tolist() == frame["state"].tolist()
+        for sql in (
+            "DELETE FROM trials",
+            "WITH x AS (SELECT 1) UPDATE trial_values SET value = 0",
+            "SELECT 1; COMMIT; DELETE FROM trials",
+            "SELECT set_config('transaction_read_only', 'off', false), count(*) FROM trials",
+        ):
+            with pytest.raises(QueryError):
+                run_readonly_sql(POSTGRES_URL, sql)
+        assert len(trials_frame(storage)) == 13
+        assert trials_frame(storage, states=["COMPLETE"])["value"].sum() == pytest.approx(
+            sum(v for v, _, _ in COARSE_COMPLETE + FINE_COMPLETE + SPIRAL_COMPLETE)
+        )
+    finally:
+        for name in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=name, storage=storage)
+        storage.engine.dispose()
 
 
 def test_studies_package_never_imports_engine_or_search() -> None:

@@ -153,6 +153,24 @@ def test_read_only_file_is_refused_for_writing(tmp_path) -> None:
         path.chmod(0o644)
 
 
+def test_read_only_file_check_uses_os_access(tmp_path, monkeypatch) -> None:
+    # Runs under root too: pretend the OS says the file is not writable.
+    path = tmp_path / "ro.db"
+    _make_study_db(path)
+    before = _snapshot(path)
+    real_access = os.access
+
+    def access(target, mode, *args, **kwargs):
+        if Path(target) == path and mode == os.W_OK:
+            return False
+        return real_access(target, mode, *args, **kwargs)
+
+    monkeypatch.setattr("studies.store.os.access", access)
+    with pytest.raises(StorageError, match="is read-only"):
+        open_storage(_url(path))
+    assert _snapshot(path) == before
+
+
 def _set_schema_revision(path: Path, revision: str) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))

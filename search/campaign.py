@@ -1,0 +1,211 @@
+"""Campaigns: the coarse stage, fine stages refined from it, the grid stage beside it, and ``auto`` chaining them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from engine.model import FullyConnectedNet
+from engine.trainer import train
+from search.errors import SearchError, SearchFailed
+from search.objective import trial_seed
+from search.progress import Progress
+from search.runspec import RunSpec
+from search.space import ParamRange, ranges_moved
+from search.stages import (
+    FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
+    refined_stage, stage_counts, study_name,
+)
+from search.workers import run_stage_processes
+from studies.store import open_storage
+
+DEFAULT_SPACE = {"lr": ParamRange(1e-6, 1.0), "reg": ParamRange(1e-6, 10.0)}
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How to run a stage's trials: storage, processes, heartbeat, progress mode."""
+
+    url: str
+    jobs: int = 1
+    heartbeat: int | None = 10
+    progress: str = "auto"  # "auto", "bar", "log" or "quiet"
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise SearchError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.heartbeat is not None and self.heartbeat < 1:
+            raise SearchError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
+
+    def storage(self) -> optuna.storages.RDBStorage:
+        return open_storage(self.url, heartbeat_interval=self.heartbeat)
+
+
+@dataclass
+class StageSummary:
+    """What a stage ended with, for the table printed after it and the JSON output."""
+
+    study: str
+    stage: str
+    parent: str | None
+    counts: dict[str, int]
+    n_trials: int
+    epochs: int
+    space: dict[str, str]
+    best_value: float | None
+    best_params: dict[str, float]
+    top: list[dict[str, Any]]
+    range_notes: list[str]
+    created: bool
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 5) -> StageSummary:
+    stage = Stage.from_attrs(study.user_attrs)
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in trials:
+        counts[t.state.name.lower()] += 1
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=True)
+    rows = [{"number": t.number, "value": t.value, **t.params, "seconds": t.user_attrs.get("seconds")}
+            for t in complete[:top]]
+    best = complete[0] if complete else None
+    return StageSummary(
+        study=stage.name, stage=stage.stage, parent=stage.parent, counts=counts, n_trials=stage.n_trials,
+        epochs=stage.run.epochs, space={k: str(v) for k, v in stage.space.items()},
+        best_value=best.value if best else None, best_params=dict(best.params) if best else {},
+        top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
+    )
+
+
+def execute_stage(execution: Execution, stage: Stage) -> StageSummary:
+    """Create (or join) the stage and run its remaining trials; the stage ends with exactly n_trials finished."""
+    storage = execution.storage()
+    study, created = create_stage(storage, stage)
+    return run_existing(execution, study, created)
+
+
+def run_existing(execution: Execution, study: optuna.Study, created: bool = False) -> StageSummary:
+    """Run the remaining WAITING trials of a stage that exists in the database."""
+    stage = Stage.from_attrs(study.user_attrs)
+    counts = stage_counts(study._storage, study._study_id)
+    already = counts["COMPLETE"] + counts["PRUNED"]
+    errors: list[str] = []
+    if counts["WAITING"] or counts["RUNNING"]:
+        dataset = stage.run.load()
+        progress = Progress(stage.name, stage.n_trials, already, mode=execution.progress)
+        try:
+            report = run_stage_processes(execution.url, stage.name, dataset, execution.jobs, execution.heartbeat,
+                                         on_trial=progress.trial)
+        finally:
+            progress.close()
+        errors = report.errors
+    return summarise(load_stage_study(study._storage, stage.name), created, errors)
+
+
+# --------------------------------------------------------------------------- the stages a user asks for
+def coarse_stage(campaign: str, run: RunSpec, space: dict[str, ParamRange], n_trials: int, seed: int,
+                 sampler: str = "random", explode_factor: float = 3.0) -> Stage:
+    return Stage(campaign=campaign, stage="coarse", space=dict(space), n_trials=n_trials, run=run, seed=seed,
+                 sampler=sampler, explode_factor=explode_factor)
+
+
+def resolve_campaign(storage: optuna.storages.RDBStorage, campaign: str | None) -> str:
+    """The named campaign (checked to exist) or the one whose newest stage is newest."""
+    studies = storage.get_all_studies()
+    known: list[str] = []
+    for s in studies:  # creation order
+        c = s.user_attrs.get("campaign")
+        if c is not None:
+            if c in known:
+                known.remove(c)
+            known.append(c)
+    if campaign is None:
+        if not known:
+            raise SearchError("the database has no campaign yet; start one with `search coarse` or `search auto`")
+        return known[-1]
+    if campaign not in known:
+        raise SearchError(f"unknown campaign {campaign!r}; known: {', '.join(known) or 'none'}")
+    return campaign
+
+
+def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int, edge: float,
+                    epochs: int | None, n_trials: int | None) -> tuple[Stage | None, optuna.Study]:
+    """(new stage refined from the chain's last stage, that parent study), or (None, unfinished fine study)."""
+    last = latest_chain_stage(storage, campaign)
+    if last is None:
+        raise SearchError(f"campaign {campaign!r} has no coarse stage to refine; run `search coarse` first")
+    study = load_stage_study(storage, study_name(campaign, last))
+    counts = stage_counts(storage, study._study_id)
+    if counts["WAITING"] or counts["RUNNING"]:
+        if fine_index(last) > 0:
+            return None, study  # an interrupted fine stage: continue it
+        raise SearchError(f"stage {study.study_name} is not finished; run it again (same command) to complete it")
+    return refined_stage(study, top, edge, epochs, n_trials), study
+
+
+def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
+    """A grid stage over the coarse stage's ranges, epochs and trial budget (k^d points, k = floor(N^(1/d)))."""
+    coarse = Stage.from_attrs(load_stage_study(storage, study_name(campaign, "coarse")).user_attrs)
+    grid = replace(coarse, stage="grid", sampler="grid", parent=coarse.name, range_notes=())
+    return replace(grid, n_trials=len(grid.grid_points()))
+
+
+# --------------------------------------------------------------------------- auto
+@dataclass
+class FinalScore:
+    """The best configuration retrained once and scored on validation and test data."""
+
+    study: str
+    params: dict[str, float]
+    epochs: int
+    val_acc: float
+    test_acc: float
+    status: str
+
+
+def retrain_best(storage: optuna.storages.RDBStorage, campaign: str, seed: int) -> FinalScore:
+    """Retrain the campaign's best completed trial with its stage's settings and score it once on the test split."""
+    best_trial, best_stage = None, None
+    for s in campaign_stages(storage, campaign):
+        study = load_stage_study(storage, s.study_name)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if best_trial is None or t.value > best_trial.value:
+                best_trial, best_stage = t, Stage.from_attrs(study.user_attrs)
+    if best_trial is None:
+        raise SearchFailed(f"campaign {campaign!r} has no completed trial to retrain")
+    ds = best_stage.run.load()
+    model_seed = trial_seed(seed, 10**6)
+    model = FullyConnectedNet(best_stage.run.model_config(ds.input_dim, ds.num_classes),
+                              np.random.default_rng(model_seed))
+    cfg = best_stage.run.train_config(lr=best_trial.params["lr"], reg=best_trial.params.get("reg", 0.0),
+                                      seed=model_seed)
+    result = train(model, cfg, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    return FinalScore(best_stage.name, dict(best_trial.params), cfg.epochs, result.val_acc,
+                      model.accuracy(ds.X_test, ds.y_test), result.status)
+
+
+def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
+             fine_epochs: int | None) -> tuple[list[StageSummary], FinalScore]:
+    """Coarse, then fine stages until the ranges stop moving or ``max_fine`` stages ran, then the test score."""
+    storage = execution.storage()
+    summaries = [execute_stage(execution, coarse)]
+    for _ in range(max_fine):
+        stage, study = next_fine_stage(storage, coarse.campaign, top, edge, fine_epochs, None)
+        if stage is None:
+            summaries.append(run_existing(execution, study))
+            continue
+        if fine_index(stage.stage) > max_fine:
+            break
+        summaries.append(execute_stage(execution, stage))
+        parent = Stage.from_attrs(study.user_attrs)
+        if not ranges_moved(parent.space, stage.space, tolerance=0.25):
+            break  # the range has settled: another stage would search almost the same box
+    return summaries, retrain_best(storage, coarse.campaign, coarse.seed)
+
