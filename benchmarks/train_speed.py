@@ -95,30 +95,35 @@ def median(values: list[float]) -> float:
 
 
 # --------------------------------------------------------------------------- GEMM rate
-def gemm_rates(d: int, h: int, rng: np.random.Generator) -> tuple[float, float]:
-    """(square GFLOP/s, step-GEMMs GFLOP/s): a 2048^3 float32 matmul, and X (N, D) @ W1 plus X.T @ dA (D, H)."""
+def gemm_timer(d: int, h: int, rng: np.random.Generator) -> Callable[[], tuple[float, float]]:
+    """A function timing (square GFLOP/s, step-GEMMs GFLOP/s): a 2048^3 float32 matmul, and X (N, D) @ W1 plus X.T @ dA."""
     a = rng.standard_normal((2048, 2048), dtype=np.float32)
     b = rng.standard_normal((2048, 2048), dtype=np.float32)
     c = np.empty_like(a)
-    np.matmul(a, b, out=c)
-    square = 2 * 2048**3 / seconds_per_call(lambda: np.matmul(a, b, out=c), 5) / 1e9
-
     x = rng.standard_normal((BATCH, d), dtype=np.float32)
     w = rng.standard_normal((d, h), dtype=np.float32)
     da = rng.standard_normal((BATCH, h), dtype=np.float32)
     act, dw = np.empty((BATCH, h), np.float32), np.empty((d, h), np.float32)
 
-    def both() -> None:
+    def square() -> None:
+        np.matmul(a, b, out=c)
+
+    def step_gemms() -> None:
         np.matmul(x, w, out=act)
         np.matmul(x.T, da, out=dw)
 
-    both()
-    step_gemms = 2 * (2 * BATCH * d * h) / seconds_per_call(both, 20) / 1e9
-    return square, step_gemms
+    def rates() -> tuple[float, float]:
+        square()
+        step_gemms()
+        return (2 * 2048**3 / seconds_per_call(square, 5) / 1e9,
+                2 * (2 * BATCH * d * h) / seconds_per_call(step_gemms, 20) / 1e9)
+
+    return rates
 
 
 # --------------------------------------------------------------------------- engine
 def engine_model(d: int, h: int, seed: int) -> FullyConnectedNet:
+    """The engine's d-h-10 ReLU net with He init and softmax loss, float32."""
     config = ModelConfig(input_dim=d, num_classes=NUM_CLASSES, hidden=(h,), activation="relu",
                          init=InitSpec("he"), loss="softmax", dtype="float32")
     return FullyConnectedNet(config, np.random.default_rng(seed))
@@ -231,6 +236,7 @@ def measure(row: Row, data: tuple[np.ndarray, ...], rounds: int, steps: int, epo
     rng = np.random.default_rng(0)
     per_round: dict[str, list[float]] = {k: [] for k in
                                          ("square", "step_gemms", "engine_step", "engine_trainer", "torch_wd", "torch_l2")}
+    gemm_rates = gemm_timer(d, h, rng)
     engine_loop = engine_step_loop(X, y, h, seed=0)
     torch_loops = {}
     if torch is not None:
@@ -244,7 +250,7 @@ def measure(row: Row, data: tuple[np.ndarray, ...], rounds: int, steps: int, epo
         loop(10)
 
     for r in range(rounds):
-        square, step_gemms = gemm_rates(d, h, rng)
+        square, step_gemms = gemm_rates()
         per_round["square"].append(square)
         per_round["step_gemms"].append(step_gemms)
         per_round["engine_step"].append(engine_loop(steps))

@@ -5,6 +5,7 @@ import functools
 import importlib.util
 import os
 import re
+import warnings
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -251,13 +252,15 @@ def open_storage(
     last_error: Exception | None = None
     for _attempt in range(_OPEN_ATTEMPTS):
         try:
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                skip_table_creation=not create,
-            )
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and the way to do this
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    skip_table_creation=not create,
+                )
         except ImportError as exc:
             raise StorageError(f"{where}: database driver missing: {exc}") from None
         except RuntimeError as exc:

@@ -1,0 +1,113 @@
+"""The search CLI end to end on digits: exit codes, one-line errors, coarse -> fine on real data."""
+from __future__ import annotations
+
+import json
+import os
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from search.cli import cli
+from studies.store import open_storage
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_coarse_then_fine_on_digits_reaches_97_percent(run, tmp_path):
+    coarse = run("coarse", "--trials", "20", "--epochs", "3", "--json")
+    assert coarse.exit_code == 0, coarse.output
+    fine = run("fine", "--trials", "10", "--json")
+    assert fine.exit_code == 0, fine.output
+    stage = json.loads(fine.stdout)["stages"][0]
+    assert stage["study"] == "digits/fine-1" and stage["parent"] == "digits/coarse"
+    assert stage["best_value"] >= 0.97
+    assert stage["counts"]["complete"] + stage["counts"]["pruned"] == 10
+    best = json.loads(run("best", "--format", "json").stdout)
+    assert best["value"] >= 0.97
+
+
+def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(run):
+    assert run("coarse", "--campaign", "up", "--lr", "1e-7:1e-4", "--trials", "20", "--epochs", "2").exit_code == 0
+    fine = run("fine", "--campaign", "up", "--trials", "2")
+    assert fine.exit_code == 0
+    assert "lr: best" in fine.stdout and "widened upward" in fine.stdout
+    study = optuna.load_study(study_name="up/fine-1", storage=open_storage("sqlite:///search.db"))
+    assert study.user_attrs["space"]["lr"][1] > 1e-4
+    assert any("widened upward" in note for note in study.user_attrs["range_notes"])
+
+
+def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(run):
+    assert run("coarse", "--campaign", "down", "--lr", "1e-1:1e1", "--trials", "10", "--epochs", "2").exit_code == 0
+    fine = run("fine", "--campaign", "down", "--trials", "2")
+    assert fine.exit_code == 0
+    assert "widened downward" in fine.stdout
+    study = optuna.load_study(study_name="down/fine-1", storage=open_storage("sqlite:///search.db"))
+    assert study.user_attrs["space"]["lr"][0] < 1e-1
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["coarse", "--lr", "1e-2:1e-3"], ["--lr", "low < high"]),
+    (["coarse", "--reg", "0:1"], ["--reg", "> 0"]),
+    (["coarse", "--lr", "nan:1"], ["--lr", "finite"]),
+    (["coarse", "--lr", "fast"], ["--lr", "LOW:HIGH"]),
+    (["coarse", "--trials", "0"], ["--trials", "0"]),
+    (["coarse", "--jobs", "0"], ["--jobs"]),
+    (["coarse", "--epochs", "-1"], ["--epochs"]),
+    (["fine", "--campaign", "nope"], ["unknown campaign", "nope"]),
+    (["trials", "nope/coarse"], ["nope/coarse"]),
+    (["coarse", "--storage", "sqlite:///no/such/folder/x.db"], ["does not exist"]),
+    (["train", "--activation", "swish"], ["--activation", "swish"]),
+    (["train", "--init", "magic"], ["--init", "magic"]),
+    (["train", "--lr", "-1"], ["--lr", "-1"]),
+    (["train", "--data", "cifar10", "--data-dir", "/no/such/cifar"], ["/no/such/cifar"]),
+    (["train", "--batch-size", "5000"], ["batch size", "5000"]),
+])
+def test_bad_input_exits_2_with_one_line(run, args, fragments):
+    if args[0] in ("fine", "trials"):
+        assert run("coarse", "--trials", "2", "--epochs", "1").exit_code == 0
+    _one_line_error(run(*args), *fragments)
+    if args[0] == "coarse":
+        # nothing was written for a refused command
+        assert not os.path.exists("search.db") or optuna.get_all_study_names("sqlite:///search.db") == []
+
+
+def test_query_refuses_a_delete_and_changes_nothing(run):
+    assert run("coarse", "--trials", "3", "--epochs", "1").exit_code == 0
+    count = 'SELECT count(*) AS n FROM trials'
+    before = json.loads(run("query", count, "--format", "json").stdout)[0]["n"]
+    assert before == 3
+    refused = run("query", "DELETE FROM trials")
+    _one_line_error(refused, "DELETE")
+    assert json.loads(run("query", count, "--format", "json").stdout)[0]["n"] == 3
+
+
+def test_trials_and_studies_tables(run):
+    assert run("coarse", "--trials", "4", "--epochs", "1").exit_code == 0
+    rows = json.loads(run("trials", "digits/coarse", "--format", "json", "--sort", "value").stdout)
+    assert len(rows) == 4
+    values = [r["value"] for r in rows if r["value"] is not None]
+    assert values == sorted(values, reverse=True)
+    studies = json.loads(run("studies", "--format", "json").stdout)
+    assert [s["study"] for s in studies] == ["digits/coarse"]
+    assert studies[0]["complete"] + studies[0]["pruned"] == 4
+    csv = run("trials", "--campaign", "digits", "--format", "csv", "--limit", "2").stdout.splitlines()
+    assert len(csv) == 3 and csv[0].startswith("study,")

@@ -1,0 +1,102 @@
+"""`search train`, `search layers` and `search sanity`: the lecture's numbers through the CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from engine.data import write_cifar_folder
+from search.cli import cli
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def layers(*args: str) -> list[dict]:
+    result = invoke("layers", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_train_digits_30_epochs_reaches_97_percent(tmp_path):
+    png = tmp_path / "curve.png"
+    result = invoke("train", "--data", "digits", "--epochs", "30", "--json", "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["status"] == "completed"
+    assert out["val_acc"] >= 0.97
+    assert out["epochs"] == 30 and out["iterations"] == 30 * (1257 // 50)
+    assert len(out["loss_history"]) == out["iterations"]
+    assert out["final_loss"] < out["initial_loss"] / 5
+    import matplotlib.image
+
+    img = matplotlib.image.imread(png)
+    assert img.shape[0] > 200 and img.std() > 0.05  # a real picture, not a blank canvas
+
+
+def test_same_seed_same_numbers():
+    a = json.loads(invoke("train", "--epochs", "2", "--json", "--seed", "5").stdout)
+    b = json.loads(invoke("train", "--epochs", "2", "--json", "--seed", "5").stdout)
+    assert a["loss_history"] == b["loss_history"] and a["val_acc"] == b["val_acc"]
+
+
+def test_huge_lr_is_reported_as_diverged_not_raised():
+    result = invoke("train", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2", "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["status"] == "diverged" and out["final_loss"] is None
+
+
+def test_layers_reproduce_the_lecture():
+    small = layers("--init", "normal", "--init-std", "0.01", "--activation", "tanh")
+    assert len(small) == 10 and small[-1]["std"] < 1e-3  # activations collapse to zero
+    big = layers("--init", "normal", "--init-std", "1.0", "--activation", "tanh")
+    assert big[-1]["saturated"] > 0.5  # most units at |h| > 0.99
+    xavier_tanh = layers("--init", "xavier", "--activation", "tanh")
+    assert xavier_tanh[-1]["std"] > 0.1 and xavier_tanh[-1]["saturated"] < 0.05
+    xavier_relu = layers("--init", "xavier", "--activation", "relu")
+    stds = [row["std"] for row in xavier_relu]
+    assert all(b < a for a, b in zip(stds, stds[1:])) and stds[-1] < stds[0] / 10  # shrinks layer by layer
+    he_relu = layers("--init", "he", "--activation", "relu")
+    assert 0.5 < he_relu[-1]["std"] / he_relu[0]["std"] < 2.0
+    bn = layers("--init", "normal", "--init-std", "1.0", "--activation", "tanh", "--batchnorm")
+    assert bn[-1]["saturated"] < 0.05  # batch norm undoes the bad scale
+
+
+def test_layers_plot_is_written(tmp_path):
+    png = tmp_path / "layers.png"
+    result = invoke("layers", "--init", "he", "--activation", "relu", "--plot", str(png))
+    assert result.exit_code == 0 and png.stat().st_size > 10_000
+
+
+def test_sanity_passes_every_check_on_digits():
+    result = invoke("sanity", "--data", "digits", "--json")
+    assert result.exit_code == 0, result.output
+    checks = json.loads(result.stdout)
+    assert len(checks) == 5 and all(c["passed"] for c in checks)
+    assert abs(checks[0]["value"] - math.log(10)) < 0.05
+    text = invoke("sanity", "--data", "digits").stdout
+    assert text.count("PASS") == 5
+
+
+def test_train_on_a_cifar_format_folder(tmp_path):
+    folder = write_cifar_folder(tmp_path, n_per_batch=40, seed=0)
+    result = invoke("train", "--data", "cifar10", "--data-dir", str(folder), "--epochs", "2", "--hidden", "20",
+                    "--batch-size", "20", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["iterations"] == 2 * (180 // 20)  # 200 training images, 10 % held out for validation
+    assert np.isfinite(out["final_loss"])
+
+
+def test_corrupt_cifar_batch_exits_2_naming_the_file(tmp_path):
+    folder = write_cifar_folder(tmp_path, n_per_batch=10, seed=0)
+    batch = folder / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    result = invoke("train", "--data", "cifar10", "--data-dir", str(folder))
+    assert result.exit_code == 2
+    assert "data_batch_3" in result.stderr and len(result.stderr.strip().splitlines()) == 1

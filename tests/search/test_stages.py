@@ -1,0 +1,137 @@
+"""Stages on a real SQLite study database: exact budgets, contract attributes, pruning, refinement, resume."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from engine.data import DataSpec
+from search import stages as stages_module
+from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage, grid_stage_for, next_fine_stage
+from search.runspec import RunSpec
+from search.space import ParamRange
+from search.stages import study_name
+from studies.store import open_storage
+
+RUN = RunSpec(data=DataSpec("digits", train_size=400), epochs=2)
+STUDY_ATTRS = {"campaign", "stage", "parent", "space", "epochs", "data", "model", "seed", "range_notes"}
+TRIAL_ATTRS = {"initial_loss", "final_loss", "train_acc", "val_acc", "iterations", "seconds", "stop_reason",
+               "loss_curve"}
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'search.db'}"
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def _states(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def test_coarse_stage_stores_exactly_n_trials_with_the_contract_attributes(url):
+    execute_stage(Execution(url, progress="quiet"), coarse_stage("c", RUN, DEFAULT_SPACE, 12, seed=3))
+    study = _study(url, "c/coarse")
+    trials = study.get_trials()
+    assert len(trials) == 12
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert STUDY_ATTRS <= set(study.user_attrs)
+    assert study.user_attrs["space"] == {"lr": [1e-6, 1.0, "log"], "reg": [1e-6, 10.0, "log"]}
+    for t in trials:
+        assert TRIAL_ATTRS <= set(t.user_attrs)
+        assert 1e-6 <= t.params["lr"] <= 1.0 and 1e-6 <= t.params["reg"] <= 10.0
+        assert len(t.user_attrs["loss_curve"]) <= 200
+        if t.state == TrialState.COMPLETE:
+            assert t.user_attrs["stop_reason"] == "completed"
+            assert sorted(t.intermediate_values) == [1, 2]  # val accuracy reported after each epoch
+            assert t.value == max(t.intermediate_values.values())
+    # same seed, same trials: a second campaign with seed 3 draws the same points
+    execute_stage(Execution(url, progress="quiet"), coarse_stage("c2", RUN, DEFAULT_SPACE, 12, seed=3))
+    again = _study(url, "c2/coarse").get_trials()
+    assert [t.params for t in again] == [t.params for t in trials]
+
+
+def test_huge_lr_is_pruned_as_exploded_before_its_budget(url):
+    run = RunSpec(data=DataSpec("digits", train_size=400), optimizer="sgd", epochs=3)
+    space = {"lr": ParamRange(50.0, 100.0), "reg": ParamRange(1e-6, 1e-5)}
+    execute_stage(Execution(url, progress="quiet"), coarse_stage("boom", run, space, 3, seed=0))
+    budget = 3 * (400 // run.batch_size)
+    for t in _study(url, "boom/coarse").get_trials():
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs["stop_reason"] in ("exploded", "nan")
+        assert t.user_attrs["iterations"] < budget
+        assert t.user_attrs["iterations"] <= 3  # the lecture's 3x rule catches it within a few steps
+
+
+def test_fine_stage_stores_its_refined_range_and_parent(url):
+    ex = Execution(url, progress="quiet")
+    execute_stage(ex, coarse_stage("f", RUN, DEFAULT_SPACE, 10, seed=0))
+    stage, parent = next_fine_stage(ex.storage(), "f", top=3, edge=0.1, epochs=None, n_trials=4)
+    execute_stage(ex, stage)
+    fine = _study(url, "f/fine-1")
+    assert fine.user_attrs["parent"] == "f/coarse"
+    assert fine.user_attrs["epochs"] == 4  # twice the coarse runs by default
+    assert len(fine.user_attrs["range_notes"]) == 2
+    low, high, scale = fine.user_attrs["space"]["lr"]
+    assert scale == "log" and low < high
+    best = max(parent.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    assert low <= best.params["lr"] <= high
+    assert len(fine.get_trials()) == 4
+    # a second `fine` refines fine-1 into fine-2
+    stage2, _ = next_fine_stage(ex.storage(), "f", top=3, edge=0.1, epochs=None, n_trials=2)
+    assert stage2.stage == "fine-2" and stage2.parent == "f/fine-1"
+
+
+def test_grid_stage_has_k_by_k_distinct_points(url):
+    ex = Execution(url, progress="quiet")
+    execute_stage(ex, coarse_stage("g", RUN, DEFAULT_SPACE, 10, seed=0))
+    execute_stage(ex, grid_stage_for(ex.storage(), "g"))
+    trials = _study(url, "g/grid").get_trials()
+    assert len(trials) == 9  # k = floor(sqrt(10)) = 3
+    points = {(round(math.log10(t.params["lr"]), 6), round(math.log10(t.params["reg"]), 6)) for t in trials}
+    assert len(points) == 9
+    assert sorted({p[0] for p in points}) == [-6.0, -3.0, 0.0]  # log-spaced, bounds included
+
+
+def test_two_jobs_store_exactly_n_trials(url):
+    execute_stage(Execution(url, jobs=2, progress="quiet"), coarse_stage("j", RUN, DEFAULT_SPACE, 14, seed=1))
+    study = _study(url, "j/coarse")
+    assert len(study.get_trials()) == 14
+    assert _states(study).get("COMPLETE", 0) + _states(study).get("PRUNED", 0) == 14
+    assert len({t.number for t in study.get_trials()}) == 14
+
+
+def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
+    real = stages_module.run_trial
+    calls = {"n": 0}
+
+    def interrupt_on_fourth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages_module, "run_trial", interrupt_on_fourth)
+    stage = coarse_stage("i", RUN, DEFAULT_SPACE, 8, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, progress="quiet"), stage)
+    study = _study(url, "i/coarse")
+    states = _states(study)
+    assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0
+    assert states["COMPLETE"] + states.get("PRUNED", 0) == 3
+    failed = study.get_trials(states=(TrialState.FAIL,))[0]
+    assert failed.user_attrs["stop_reason"] == "interrupted"
+
+    monkeypatch.setattr(stages_module, "run_trial", real)
+    execute_stage(Execution(url, progress="quiet"), stage)  # the same command again
+    states = _states(_study(url, "i/coarse"))
+    assert states["COMPLETE"] + states.get("PRUNED", 0) == 8
+    assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0

@@ -1,0 +1,29 @@
+"""Imports flow search -> engine and search -> studies; engine and studies never import search or each other."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {"engine": {"search", "studies"}, "studies": {"search", "engine"}}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_does_not_import_upward_or_sideways(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert len(files) >= 3
+    offenders = {str(f.relative_to(ROOT)): sorted(imported_packages(f) & FORBIDDEN[package]) for f in files}
+    assert {f: bad for f, bad in offenders.items() if bad} == {}
