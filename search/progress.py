@@ -23,6 +23,8 @@ class Progress:
         self.failed = 0
         self.best = -math.inf
         self.started = time.monotonic()
+        if self.mode == "bar":
+            self._draw()
 
     def trial(self, t: FrozenTrial) -> None:
         """Record one trial that has just finished (COMPLETE, PRUNED or FAIL)."""
