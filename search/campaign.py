@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from engine.data import Dataset
 from engine.model import FullyConnectedNet
 from engine.trainer import train
 from search.errors import SearchError, SearchFailed
@@ -17,7 +18,7 @@ from search.runspec import RunSpec
 from search.space import ParamRange, ranges_moved
 from search.stages import (
     FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
-    refined_stage, stage_counts, study_name,
+    refined_stage, stage_counts, stage_unfinished, study_name,
 )
 from search.workers import run_stage_processes
 from studies.store import open_storage
@@ -86,22 +87,27 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
 
 def execute_stage(execution: Execution, stage: Stage) -> StageSummary:
     """Create (or join) the stage and run its remaining trials; the stage ends with exactly n_trials finished."""
+    dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
     storage = execution.storage()
     study, created = create_stage(storage, stage)
-    return run_existing(execution, study, created)
+    return run_existing(execution, study, created, dataset)
 
 
-def run_existing(execution: Execution, study: optuna.Study, created: bool = False) -> StageSummary:
-    """Run the remaining WAITING trials of a stage that exists in the database."""
+def run_existing(execution: Execution, study: optuna.Study, created: bool = False,
+                 dataset: Dataset | None = None) -> StageSummary:
+    """Run the remaining WAITING (and, once their workers are found dead, RUNNING) trials of a stage."""
     stage = Stage.from_attrs(study.user_attrs)
+    unfinished = stage_unfinished(study._storage, study._study_id)
     counts = stage_counts(study._storage, study._study_id)
     already = counts["COMPLETE"] + counts["PRUNED"]
     errors: list[str] = []
-    if counts["WAITING"] or counts["RUNNING"]:
-        dataset = stage.run.load()
+    if unfinished:
+        dataset = dataset if dataset is not None else stage.run.load()
         progress = Progress(stage.name, stage.n_trials, already, mode=execution.progress)
+        # every worker of a stage judges staleness with the stage's interval (see create_stage)
+        heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
         try:
-            report = run_stage_processes(execution.url, stage.name, dataset, execution.jobs, execution.heartbeat,
+            report = run_stage_processes(execution.url, stage.name, dataset, execution.jobs, heartbeat,
                                          on_trial=progress.trial)
         finally:
             progress.close()
@@ -142,8 +148,7 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     if last is None:
         raise SearchError(f"campaign {campaign!r} has no coarse stage to refine; run `search coarse` first")
     study = load_stage_study(storage, study_name(campaign, last))
-    counts = stage_counts(storage, study._study_id)
-    if counts["WAITING"] or counts["RUNNING"]:
+    if stage_unfinished(storage, study._study_id):
         if fine_index(last) > 0:
             return None, study  # an interrupted fine stage: continue it
         raise SearchError(f"stage {study.study_name} is not finished; run it again (same command) to complete it")
@@ -193,19 +198,29 @@ def retrain_best(storage: optuna.storages.RDBStorage, campaign: str, seed: int) 
 
 def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
              fine_epochs: int | None) -> tuple[list[StageSummary], FinalScore]:
-    """Coarse, then fine stages until the ranges stop moving or ``max_fine`` stages ran, then the test score."""
-    storage = execution.storage()
+    """Coarse, then fine stages until the ranges stop moving or ``max_fine`` stages ran, then the test score.
+
+    Every step is decided from the stages in the database, never from what this process did
+    before: several ``search auto`` processes on one storage (one machine or many) join the
+    same unfinished stage, take the same decision when it is done, and create each next stage
+    exactly once (``create_stage``); a process that arrives late skips the finished stages.
+    """
     summaries = [execute_stage(execution, coarse)]
-    for _ in range(max_fine):
-        stage, study = next_fine_stage(storage, coarse.campaign, top, edge, fine_epochs, None)
-        if stage is None:
-            summaries.append(run_existing(execution, study))
+    storage = execution.storage()
+    while True:
+        last = latest_chain_stage(storage, coarse.campaign)
+        study = load_stage_study(storage, study_name(coarse.campaign, last))
+        if stage_unfinished(storage, study._study_id):
+            summaries.append(run_existing(execution, study))  # another process created it: join it
             continue
-        if fine_index(stage.stage) > max_fine:
+        k = fine_index(last)
+        if k >= max_fine:
             break
-        summaries.append(execute_stage(execution, stage))
-        parent = Stage.from_attrs(study.user_attrs)
-        if not ranges_moved(parent.space, stage.space, tolerance=0.25):
-            break  # the range has settled: another stage would search almost the same box
+        if k > 0:
+            current = Stage.from_attrs(study.user_attrs)
+            parent = Stage.from_attrs(load_stage_study(storage, current.parent).user_attrs)
+            if not ranges_moved(parent.space, current.space, tolerance=0.25):
+                break  # the range has settled: another stage would search almost the same box
+        summaries.append(execute_stage(execution, refined_stage(study, top, edge, fine_epochs, None)))
     return summaries, retrain_best(storage, coarse.campaign, coarse.seed)
 

@@ -345,7 +345,8 @@ jobs_option = click.option("--jobs", type=click.IntRange(min=1), default=1, show
                            help="Worker processes on this machine (1 BLAS thread each).")
 heartbeat_option = click.option(
     "--heartbeat", type=click.IntRange(min=1), default=10, show_default=True,
-    help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run.")
+    help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
+         "Set by the command that creates a stage; its workers use the stage's value.")
 campaign_option = click.option("--campaign", default=None, help="Campaign name (default: the dataset's name / the latest).")
 
 stage_options = _apply([
@@ -542,14 +543,13 @@ def worker(campaign: str | None, stage: str | None, storage: str | None, heartbe
       search worker --campaign digits --storage postgresql://user@host/search
     """
     from search.campaign import resolve_campaign, run_existing
-    from search.stages import campaign_stages, load_stage_study, stage_counts, study_name
+    from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
 
     execution = _execution(storage, 1, heartbeat, as_json)
     st = execution.storage()
     name = resolve_campaign(st, campaign)
     if stage is None:
-        unfinished = [s for s in campaign_stages(st, name)
-                      if (lambda c: c["WAITING"] + c["RUNNING"])(stage_counts(st, s._study_id))]
+        unfinished = [s for s in campaign_stages(st, name) if stage_unfinished(st, s._study_id)]
         if not unfinished:
             raise SearchError(f"campaign {name!r} has no unfinished stage to join")
         stage = unfinished[-1].user_attrs["stage"]

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from engine.data import DataSpec, Dataset, load_dataset
+from engine.errors import ConfigError
 from engine.init import InitSpec
 from engine.model import ModelConfig
 from engine.preprocess import PreprocessSpec, preprocess_dataset
@@ -50,8 +51,14 @@ class RunSpec:
         )
 
     def load(self) -> Dataset:
-        """The dataset, preprocessed with statistics of its training split."""
-        return preprocess_dataset(load_dataset(self.data), self.preprocess)
+        """The dataset, preprocessed with statistics of its training split; checked against the batch size."""
+        dataset = preprocess_dataset(load_dataset(self.data), self.preprocess)
+        if self.batch_size > len(dataset.y_train):
+            raise ConfigError(
+                f"batch size {self.batch_size} (--batch-size) is larger than the training set "
+                f"({len(dataset.y_train)} samples)"
+            )
+        return dataset
 
     def with_epochs(self, epochs: int) -> RunSpec:
         return replace(self, epochs=epochs)

@@ -1,19 +1,25 @@
 """Stages (coarse, fine-k, grid) as Optuna studies, and the worker loop that runs a stage's trials.
 
-A stage's budget lives in the database: when the stage is created (by exactly one process --
-Optuna's unique study name decides which), its N trials are enqueued as WAITING trials. Workers
-claim them one at a time (WAITING -> RUNNING is a checked row update), so any number of worker
-processes, on one machine or several, run exactly N trials. A trial that is interrupted, or
-whose worker dies (its heartbeat goes stale), is failed and a WAITING copy with the same
-parameters is enqueued, so the stage still ends with exactly N finished trials.
+A stage's budget lives in the database: when the stage is created, its N trials are enqueued as
+WAITING trials in one transaction (``studies.budget.initialise_study``; Optuna's unique study name
+and the study's row lock make exactly one process do it). Workers claim them one at a time
+(WAITING -> RUNNING is a checked row update), so any number of worker processes, on one machine
+or several, run exactly N trials. A trial that is interrupted, or whose worker dies (its Optuna
+heartbeat goes stale and ``fail_stale_trials`` fails it), is failed and a WAITING copy with the
+same parameters is enqueued exactly once (``studies.budget.requeue_failed_trials``), so the stage
+still ends with exactly N finished trials.
 """
 from __future__ import annotations
 
 import math
+import os
+import signal
+import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +32,7 @@ from search.errors import Interrupted, SearchError
 from search.objective import run_trial, trial_seed
 from search.runspec import RunSpec
 from search.space import ParamRange, refine_ranges, space_attr, space_from_attr
+from studies.budget import initialise_study, requeue_failed_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # heartbeats and stale-trial failing are "experimental" in Optuna; they are the documented way to do this
@@ -33,10 +40,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 SAMPLERS = ("random", "tpe", "qmc", "grid")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    # enqueues a WAITING copy (same params) of a failed trial
-    retry_trial = optuna.storages.RetryHeartbeatStaleTrialCallback()
 
 
 def study_name(campaign: str, stage: str) -> str:
@@ -101,32 +104,32 @@ class Stage:
 
 # --------------------------------------------------------------------------- creating and loading stages
 def create_stage(storage: RDBStorage, stage: Stage) -> tuple[optuna.Study, bool]:
-    """Create the stage's study and enqueue its trials, or load it if it exists; returns (study, created).
+    """Create the stage's study and enqueue its trials, or join it if it exists; returns (study, created).
 
-    Exactly one process creates a stage: the study name is unique in the database, so a
-    concurrent creator gets DuplicatedStudyError and joins the existing stage instead.
+    Exactly one process creates a stage, however many run this at once on one or several machines:
+    the study name is unique in the database, and the attributes, the N WAITING trials and the
+    ``ready`` flag are written in ONE transaction under the study's row lock, by whichever process
+    takes the lock first (``initialise_study``); the others find ``ready`` and join. A creator
+    killed between creating the study and that transaction leaves a study without ``ready`` and
+    without trials; the next command with this stage's definition completes it.
     """
     try:
-        study = optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
+        optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
-        study = load_stage_study(storage, stage.name)
-        existing = Stage.from_attrs(study.user_attrs)
-        if _definition(existing) != _definition(stage):
-            raise SearchError(
-                f"stage {stage.name} already exists with other settings ({describe_stage(existing)}); "
-                f"run it with those settings or pass --campaign NAME to start another campaign"
-            ) from None
-        return study, False
-    for key, value in stage.attrs().items():
-        study.set_user_attr(key, value)
-    if stage.sampler == "grid":
-        for point in stage.grid_points():
-            study.enqueue_trial(point)
-    else:
-        for _ in range(stage.n_trials):
-            study.enqueue_trial({})
-    study.set_user_attr("ready", True)  # every trial of the budget is enqueued
-    return study, True
+        pass  # created by another process (or by an earlier run of this command): join it
+    points = stage.grid_points() if stage.sampler == "grid" else [{}] * stage.n_trials
+    # the heartbeat interval belongs to the stage: a worker judging others' trials stale with a
+    # shorter interval than theirs would fail live trials
+    attrs = {**stage.attrs(), "heartbeat": storage.get_heartbeat_interval()}
+    created = initialise_study(storage, storage.get_study_id_from_name(stage.name), attrs, points)
+    study = load_stage_study(storage, stage.name)
+    existing = Stage.from_attrs(study.user_attrs)
+    if not created and _definition(existing) != _definition(stage):
+        raise SearchError(
+            f"stage {stage.name} already exists with other settings ({describe_stage(existing)}); "
+            f"run it with those settings or pass --campaign NAME to start another campaign"
+        )
+    return study, created
 
 
 def _definition(stage: Stage) -> tuple:
@@ -176,6 +179,13 @@ def latest_chain_stage(storage: RDBStorage, campaign: str) -> str | None:
     return max(chain, key=fine_index) if chain else None
 
 
+def stage_unfinished(storage: RDBStorage, study_id: int) -> bool:
+    """Whether the stage has trials left to run, once failed trials a killed process left un-retried are re-enqueued."""
+    requeue_failed_trials(storage, study_id)
+    counts = stage_counts(storage, study_id)
+    return bool(counts["WAITING"] or counts["RUNNING"])
+
+
 def stage_counts(storage: RDBStorage, study_id: int) -> dict[str, int]:
     """Trials of a study by state name."""
     counts = {s.name: 0 for s in TrialState}
@@ -217,15 +227,17 @@ class Heartbeat:
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
-        if self.interval:
-            self.storage.record_heartbeat(self.trial_id)
+        if self.interval:  # the first beat was recorded just before the claim (claim_waiting_trial)
             self.thread = threading.Thread(target=self._beat, daemon=True)
             self.thread.start()
         return self
 
     def _beat(self) -> None:
         while not self.stop.wait(self.interval):
-            self.storage.record_heartbeat(self.trial_id)
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a busy or briefly unreachable database: keep beating, the next one may land
+                continue
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
@@ -236,7 +248,12 @@ class Heartbeat:
 def claim_waiting_trial(study: optuna.Study) -> int | None:
     """Move one WAITING trial to RUNNING and return its id; None when there is none left to claim."""
     storage = study._storage  # the study's own (caching) view of the RDB storage
+    beating = storage.get_heartbeat_interval() is not None
     for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if beating:
+            # Beat BEFORE the claim: Optuna never finds a RUNNING trial without a heartbeat stale, so a
+            # process killed right after claiming would otherwise leave its trial RUNNING for ever.
+            storage.record_heartbeat(t._trial_id)
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 return t._trial_id
@@ -276,9 +293,12 @@ def run_worker(
     stage = Stage.from_attrs(study.user_attrs)
     report = WorkerReport()
     while max_trials is None or report.ran < max_trials:
-        fail_stale_trials(study)  # a dead worker's trial -> FAIL, and the retry callback re-enqueues it
+        # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
+        fail_stale_trials(study)
         trial_id = claim_waiting_trial(study)
         if trial_id is None:
+            if requeue_failed_trials(study._storage, study._study_id):
+                continue  # a process killed between failing a trial and re-enqueueing it left this to do
             counts = stage_counts(storage, study._study_id)
             if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
                 break
@@ -291,32 +311,65 @@ def run_worker(
     return report
 
 
+def worker_name() -> str:
+    """``host:pid`` of this process, stored as each trial's ``worker`` user attribute."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM for a moment (main thread only): a second one must not cut the recording
+    of an interrupted trial in half."""
+    try:
+        saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not delivered here anyway
+        saved = {}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
 def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, dataset: Dataset,
                  report: WorkerReport) -> FrozenTrial:
+    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry."""
     storage = study._storage
     number = storage.get_trial_number_from_id(trial_id)
     study.sampler = make_sampler(stage, number)
     trial = optuna.Trial(study, trial_id)
-    with Heartbeat(storage, trial_id):
-        try:
-            outcome = run_trial(trial, dataset=dataset, spec=stage.run, space=stage.space,
-                                stage_seed=stage.seed, explode_factor=stage.explode_factor)
-        except (KeyboardInterrupt, Interrupted):
-            _fail_and_requeue(study, trial, "interrupted")
-            raise
-        except Exception as e:  # a bug or a resource error in this trial: record it, keep the stage going
-            message = f"error: {type(e).__name__}: {e}"
-            trial.set_user_attr("stop_reason", message[:500])
-            study.tell(trial, state=TrialState.FAIL)
-            report.errors.append(f"trial {number}: {message}")
-            return storage.get_trial(trial_id)
-    if outcome.pruned:
-        return study.tell(trial, state=TrialState.PRUNED)
-    return study.tell(trial, outcome.value)
+    try:
+        with Heartbeat(storage, trial_id):
+            try:
+                trial.set_user_attr("worker", worker_name())
+                outcome = run_trial(trial, dataset=dataset, spec=stage.run, space=stage.space,
+                                    stage_seed=stage.seed, explode_factor=stage.explode_factor)
+            except (KeyboardInterrupt, Interrupted):
+                with _signals_ignored():
+                    _fail_and_requeue(study, trial, "interrupted")
+                raise
+            except optuna.exceptions.UpdateFinishedTrialError:
+                raise
+            except Exception as e:  # a bug or a resource error in this trial: record it, keep the stage going
+                message = f"error: {type(e).__name__}: {e}"
+                trial.set_user_attr("stop_reason", message[:500])
+                frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                report.errors.append(f"trial {number}: {message}")
+                return frozen
+        if outcome.pruned:
+            return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+        return study.tell(trial, outcome.value, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
+        # the machine was suspended) and enqueued a copy that runs it again: this run's result is dropped.
+        return storage.get_trial(trial_id)
 
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Mark the trial FAIL with ``reason`` and enqueue a WAITING copy so the budget is made up later."""
-    trial.set_user_attr("stop_reason", reason)
-    frozen = study.tell(trial, state=TrialState.FAIL)
-    retry_trial(study, frozen)
+    try:
+        trial.set_user_attr("stop_reason", reason)
+        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another worker failed it as stale meanwhile, and enqueued its copy
+    requeue_failed_trials(study._storage, study._study_id, [frozen])

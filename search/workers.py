@@ -27,6 +27,9 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None) -> None:
     """Entry point of a spawned worker process: exit 0 done, 130 interrupted, 1 failed."""
+    # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
+    # signal landing while the first one's trial is being recorded could cut that in half.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         storage = open_storage(url, heartbeat_interval=heartbeat)
@@ -58,8 +61,13 @@ def run_stage_processes(
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat), daemon=False)
                  for _ in range(jobs)]
-        for p in procs:
-            p.start()
+        # spawned interpreters keep an ignored SIGINT ignored, so Ctrl-C cannot hit one while it starts
+        previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for p in procs:
+                p.start()
+        finally:
+            signal.signal(signal.SIGINT, previous_sigint)
         _restore_env(saved_env)
         study = load_stage_study(storage, name)
         seen: set[int] = set()
@@ -77,7 +85,7 @@ def run_stage_processes(
     except (KeyboardInterrupt, Interrupted):
         for p in procs:
             if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGTERM)  # Ctrl-C reached them too; SIGTERM covers a SIGTERM to us
+                os.kill(p.pid, signal.SIGTERM)  # each records its running trial as interrupted
         for p in procs:
             p.join(timeout=60)
         raise

@@ -4,7 +4,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import random
 import re
+import time
 import warnings
 import sqlite3
 from collections.abc import Iterator
@@ -16,17 +18,20 @@ import optuna
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
+from studies.budget import RetryStaleTrialOnce
 from studies.errors import StorageError
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
 _SQLITE_HEADER = b"SQLite format 3\x00"
-# A fresh file raced by several workers can see "table ... already exists" from
-# create_all in the loser; a second try finds the tables and goes on.
-_OPEN_ATTEMPTS = 3
+# A fresh database raced by several processes can see "table ... already exists" from
+# create_all, or a duplicate alembic_version row (IntegrityError) from Optuna stamping the
+# schema version, in the loser; trying again finds them and goes on. create_all makes the tables
+# one by one, so with several racers each try may lose on another table: try up to once per table.
+_OPEN_ATTEMPTS = 20
 
 
 def resolve_storage_url(url: str | None) -> str:
@@ -90,6 +95,14 @@ def _schema_versions() -> tuple[str, tuple[str, ...]]:
         return scratch.get_head_version(), tuple(scratch.get_all_versions())
     finally:
         scratch.engine.dispose()
+
+
+@functools.cache
+def _optuna_tables() -> set[str]:
+    """Names of the tables of Optuna's RDB storage (and alembic's version table)."""
+    from optuna.storages._rdb import models
+
+    return set(models.BaseModel.metadata.tables) | {"alembic_version"}
 
 
 def _read_sqlite_layout(path: Path) -> tuple[set[str], str | None]:
@@ -159,7 +172,9 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
             raise StorageError(f"{where}: cannot read {str(path)!r}: {exc}") from None
     if not tables and not create:
         raise StorageError(f"no database at {str(path)!r} ({where}): the file is empty")
-    if tables and "version_info" not in tables:
+    # only Optuna's tables but not yet version_info: another process is creating them right now
+    being_created = create and tables <= _optuna_tables()
+    if tables and "version_info" not in tables and not being_created:
         raise StorageError(
             f"{where}: {str(path)!r} is a SQLite database but not an Optuna study database"
         )
@@ -259,6 +274,8 @@ def open_storage(
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
+                    # fail_stale_trials fails a dead worker's trial, then this enqueues its copy (exactly once)
+                    heartbeat_stale_trial_callback=RetryStaleTrialOnce(),
                     skip_table_creation=not create,
                 )
         except ImportError as exc:
@@ -270,7 +287,8 @@ def open_storage(
             raise StorageError(f"{where}: {exc}") from None
         except SQLAlchemyError as exc:
             last_error = exc
-            if "already exists" in str(exc):
+            if "already exists" in str(exc) or isinstance(exc, IntegrityError):
+                time.sleep(random.uniform(0.0, 0.05))  # out of step with the other racers
                 continue
             raise StorageError(f"{where}: cannot open: {_first_line(exc)}") from None
         except optuna.exceptions.StorageInternalError as exc:

@@ -402,22 +402,23 @@ def test_trial_view_sql_quotes_param_names() -> None:
         trial_view_sql(["lr"], "oracle")
 
 
-POSTGRES_URL = os.environ.get("SEARCH_TEST_POSTGRES_URL")
+@pytest.fixture
+def postgres_scratch_url(request) -> str:
+    """$SEARCH_TEST_POSTGRES_URL if set, else a fresh database on the throwaway server (tests/fixtures_pg.py)."""
+    return os.environ.get("SEARCH_TEST_POSTGRES_URL") or request.getfixturevalue("pg_database")
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set SEARCH_TEST_POSTGRES_URL to a scratch PostgreSQL database")
-def test_queries_on_postgresql() -> None:
-    assert POSTGRES_URL is not None
-    storage = open_storage(POSTGRES_URL)
+def test_queries_on_postgresql(postgres_scratch_url) -> None:
+    storage = open_storage(postgres_scratch_url)
     for name in optuna.get_all_study_names(storage):
         optuna.delete_study(study_name=name, storage=storage)
-    build_database(with_available_driver(POSTGRES_URL))
+    build_database(with_available_driver(postgres_scratch_url))
     try:
         studies = list_studies(storage).set_index("study")
         assert studies.loc["digits/coarse", ["n_trials", "complete", "pruned", "fail"]].tolist() == [8, 5, 2, 1]
         assert studies.loc["digits/fine-1", "best_value"] == pytest.approx(0.95)
-        assert run_readonly_sql(POSTGRES_URL, "SELECT count(*) AS n FROM trials")["n"].tolist() == [13]
-        flat = run_readonly_sql(POSTGRES_URL, "SELECT * FROM trials_flat ORDER BY trial_id")
+        assert run_readonly_sql(postgres_scratch_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [13]
+        flat = run_readonly_sql(postgres_scratch_url, "SELECT * FROM trials_flat ORDER BY trial_id")
         frame = trials_frame(storage)
         assert len(flat) == 13
         assert flat["param_lr"].tolist() == pytest.approx(frame["param_lr"].tolist(), nan_ok=True)
@@ -430,7 +431,7 @@ def test_queries_on_postgresql() -> None:
             "SELECT set_config('transaction_read_only', 'off', false), count(*) FROM trials",
         ):
             with pytest.raises(QueryError):
-                run_readonly_sql(POSTGRES_URL, sql)
+                run_readonly_sql(postgres_scratch_url, sql)
         assert len(trials_frame(storage)) == 13
         assert trials_frame(storage, states=["COMPLETE"])["value"].sum() == pytest.approx(
             sum(v for v, _, _ in COARSE_COMPLETE + FINE_COMPLETE + SPIRAL_COMPLETE)

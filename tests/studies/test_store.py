@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -103,6 +105,30 @@ def test_parallel_workers_do_not_hit_database_is_locked(tmp_path) -> None:
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
+def _open_fresh(url: str, barrier) -> str:
+    barrier.wait()
+    try:
+        open_storage(url).engine.dispose()
+        return "ok"
+    except StorageError as exc:
+        return str(exc)
+
+
+def test_a_fresh_database_opened_by_six_processes_at_once(tmp_path) -> None:
+    # create_all makes the tables one by one and Optuna stamps the schema version: racers lose
+    # on "table ... already exists" or a duplicate alembic_version row, and must try again
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        for attempt in range(3):
+            url = _url(tmp_path / f"fresh{attempt}.db")
+            barrier = manager.Barrier(6)
+            with context.Pool(6) as pool:
+                assert pool.starmap(_open_fresh, [(url, barrier)] * 6) == ["ok"] * 6
+            storage = open_storage(url, create=False)
+            assert storage.get_current_version() == storage.get_head_version()
+            storage.engine.dispose()
+
+
 def test_missing_parent_folder_is_refused(tmp_path) -> None:
     url = _url(tmp_path / "nope" / "x.db")
     with pytest.raises(StorageError, match="does not exist"):
@@ -138,19 +164,23 @@ def test_foreign_sqlite_database_is_refused_and_left_unchanged(tmp_path) -> None
     assert _snapshot(path) == before
 
 
-@pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0,
-    reason="root bypasses file permissions, so a chmod'd file is still writable",
-)
 def test_read_only_file_is_refused_for_writing(tmp_path) -> None:
     path = tmp_path / "ro.db"
     _make_study_db(path)
-    path.chmod(0o444)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if as_root:  # root bypasses file permissions; an immutable file is read-only even for root
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode != 0:
+            pytest.skip("root bypasses file permissions and `chattr +i` is not available here")
+    else:
+        path.chmod(0o444)
     try:
         with pytest.raises(StorageError, match="read-only"):
             open_storage(_url(path))
     finally:
-        path.chmod(0o644)
+        if as_root:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o644)
 
 
 def test_read_only_file_check_uses_os_access(tmp_path, monkeypatch) -> None:

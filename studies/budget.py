@@ -1,0 +1,139 @@
+"""A study's trial budget kept exact when processes die at any instruction: atomic enqueueing, exactly-once retries.
+
+A stage's budget is its N WAITING trials (see ``search/stages.py``). Two operations on it must
+not be torn in half by a SIGKILL or lost to a race between processes on several machines:
+
+* **Initialising a study** -- its user attributes, its N WAITING trials and the ``ready`` flag --
+  is ONE transaction holding the lock on the study's row (``SELECT ... FOR UPDATE`` on
+  PostgreSQL; on SQLite every writing transaction is ``BEGIN IMMEDIATE``, see ``studies.store``).
+  A study is therefore either not initialised or fully initialised; any process may try, and
+  exactly one does it. Enqueueing with ``study.enqueue_trial`` N times instead would leave a
+  study with k < N trials when its creator is killed, and a second process could not tell how
+  many are missing without racing the first.
+
+* **Retrying a failed trial.** Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues a WAITING
+  copy of a stale trial, but only after ``fail_stale_trials`` has committed the FAIL: a process
+  killed between the two loses one trial of the budget, and nothing notices. Here every copy
+  records the number of the trial it retries (system attribute ``retry_of``, next to Optuna's
+  own ``failed_trial`` and ``retry_history``), and the check "is this FAIL trial retried yet?"
+  and the insert of its copy are one transaction under the same study-row lock. Any number of
+  processes may call :func:`requeue_failed_trials` any number of times: each failed trial gets
+  exactly one copy. Workers call it when they find nothing to claim, which repairs what a
+  killed process left half done.
+
+These use the RDB storage's own session and trial-creation code (as ``RDBStorage.create_new_trial``
+does, minus its separate transaction); studies created this way are ordinary Optuna studies.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial, TrialState
+
+READY_ATTR = "ready"  # study user attribute: every trial of the budget is enqueued
+RETRY_OF = "retry_of"  # trial system attribute of a retry: the number of the FAIL trial it re-runs
+# A FAIL trial whose stop_reason starts with this failed by itself (an exception in the trial) and
+# is not re-run; any other FAIL (interrupted, or its worker died) is re-run once per failure.
+ERROR_PREFIX = "error"
+
+
+def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
+    backend = getattr(storage, "_backend", storage)  # a Study wraps RDBStorage in a caching layer
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        raise TypeError(f"an RDB storage is needed, got {type(backend).__name__}")
+    return backend
+
+
+def _lock_study(session: Any, study_id: int) -> models.StudyModel:
+    """The study's row, locked until the transaction ends: processes doing this run one at a time."""
+    return models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+
+
+def initialise_study(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    user_attrs: Mapping[str, Any],
+    fixed_params: Sequence[Mapping[str, float]],
+) -> bool:
+    """Unless already done: write the user attributes, one WAITING trial per ``fixed_params`` entry and
+    ``ready``, all in one transaction. Returns True when this call did it, False when it was done before."""
+    rdb = _rdb(storage)
+    with _create_scoped_session(rdb.scoped_session) as session:
+        study = _lock_study(session, study_id)
+        if models.StudyUserAttributeModel.find_by_study_and_key(study, READY_ATTR, session) is not None:
+            return False
+        for key, value in {**user_attrs, READY_ATTR: True}.items():
+            attr = models.StudyUserAttributeModel.find_by_study_and_key(study, key, session)
+            if attr is None:
+                session.add(models.StudyUserAttributeModel(study_id=study_id, key=key, value_json=json.dumps(value)))
+            else:
+                attr.value_json = json.dumps(value)
+        for params in fixed_params:
+            waiting = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={"fixed_params": dict(params)})
+            rdb._get_prepared_new_trial(study_id, waiting, session)
+    return True
+
+
+def is_retried_on_failure(trial: FrozenTrial) -> bool:
+    """Whether a FAIL trial is re-run: yes unless it failed by itself (stop_reason ``error: ...``)."""
+    return not str(trial.user_attrs.get("stop_reason", "")).startswith(ERROR_PREFIX)
+
+
+def retry_copy(trial: FrozenTrial) -> FrozenTrial:
+    """A WAITING trial with the failed trial's parameters and Optuna's retry bookkeeping."""
+    system_attrs = dict(trial.system_attrs)
+    system_attrs["failed_trial"] = system_attrs.get("failed_trial", trial.number)  # the first of the chain
+    system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), trial.number]
+    system_attrs[RETRY_OF] = trial.number
+    return optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions, system_attrs=system_attrs,
+    )
+
+
+def requeue_failed_trials(
+    storage: optuna.storages.BaseStorage, study_id: int, failed: Iterable[FrozenTrial] | None = None
+) -> int:
+    """Enqueue one WAITING copy of each re-runnable FAIL trial (default: all of the study's) that has none
+    yet; returns how many this call enqueued. Idempotent and safe to call from any number of processes."""
+    if failed is None:
+        failed = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.FAIL,))
+    # finished trials never change, so they can be read outside the lock; only "retried yet?" cannot
+    candidates = [t for t in failed if t.state == TrialState.FAIL and is_retried_on_failure(t)]
+    if not candidates:
+        return 0
+    rdb = _rdb(storage)
+    added = 0
+    with _create_scoped_session(rdb.scoped_session) as session:
+        _lock_study(session, study_id)
+        rows = (
+            session.query(models.TrialSystemAttributeModel.value_json)
+            .join(models.TrialModel, models.TrialModel.trial_id == models.TrialSystemAttributeModel.trial_id)
+            .filter(models.TrialModel.study_id == study_id, models.TrialSystemAttributeModel.key == RETRY_OF)
+            .all()
+        )
+        retried = {json.loads(value) for (value,) in rows}
+        for trial in candidates:
+            if trial.number not in retried:
+                rdb._get_prepared_new_trial(study_id, retry_copy(trial), session)
+                retried.add(trial.number)
+                added += 1
+    return added
+
+
+class RetryStaleTrialOnce(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry callback for heartbeat-stale trials, made exactly-once (see the module docstring).
+
+    Passed to ``RDBStorage(heartbeat_stale_trial_callback=...)``; ``retried_trial_number`` and
+    ``retry_history`` of the parent class work on the copies it makes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_retry=None)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        requeue_failed_trials(study._storage, study._study_id, [trial])

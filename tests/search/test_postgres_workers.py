@@ -1,0 +1,178 @@
+"""Several machines' worth of workers on a real, throwaway PostgreSQL server (tests/fixtures_pg.py).
+
+Each test runs the real ``search`` command in separate processes against one database, as
+workers on several machines would: the trial budget is shared exactly, a worker killed with
+SIGKILL has its trial failed (Optuna heartbeat) and re-run by another, and each stage of
+``search auto`` is created by exactly one process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+
+
+from engine.data import DataSpec
+from search.campaign import DEFAULT_SPACE, coarse_stage
+from search.runspec import RunSpec
+from search.space import ParamRange
+from search.stages import create_stage
+from studies.store import open_storage
+from tests.fixtures_pg import create_database, drop_database, pg_url
+from tests.search.procs import SMALL, budget, run, start, stopped, wait_for
+
+HEARTBEAT = 1  # seconds; Optuna fails a trial whose heartbeat is older than 2 x this
+
+
+def _create_stage(url: str, campaign: str, n: int, run_spec: RunSpec, space=DEFAULT_SPACE) -> None:
+    storage = open_storage(url, heartbeat_interval=HEARTBEAT)
+    try:
+        create_stage(storage, coarse_stage(campaign, run_spec, space, n, seed=0))
+    finally:
+        storage.engine.dispose()
+
+
+def _workers(url: str, campaign: str, folder, count: int = 3):
+    args = ["worker", "--campaign", campaign, "--stage", "coarse", "--storage", url, "--json"]
+    return [start(args, folder, f"worker{i}") for i in range(count)]
+
+
+def _pid(trial) -> str:
+    return trial.user_attrs.get("worker", "").rsplit(":", 1)[-1]
+
+
+def test_three_workers_share_one_stage_exactly(pg_database, tmp_path):
+    n = 60
+    _create_stage(pg_database, "pg", n, RunSpec(data=DataSpec("digits", train_size=200), hidden=(20,), epochs=2))
+    procs = _workers(pg_database, "pg", tmp_path)
+    codes = [p.wait(180) for p in procs]
+    assert codes == [0, 0, 0], [p.stderr for p in procs]
+    final = budget(pg_database, "pg/coarse")
+    assert final.finished == n and len(final.trials) == n  # none lost, none run twice
+    assert sorted(t.number for t in final.trials) == list(range(n))
+    ran = Counter(_pid(t) for t in final.trials)
+    assert set(ran) == {str(p.pid) for p in procs}, ran  # every worker took a share
+    for p in procs:
+        counts = json.loads(p.stdout)["stages"][0]["counts"]
+        assert counts["complete"] + counts["pruned"] == n and counts["running"] == counts["waiting"] == 0
+
+
+SLOW = RunSpec(data=DataSpec("digits"), hidden=(100,), batch_size=20, epochs=150)  # about a second a trial
+SAFE_SPACE = {"lr": ParamRange(1e-4, 1e-3), "reg": ParamRange(1e-5, 1e-4)}  # nothing explodes early
+
+
+def _stop_mid_trial(proc, url: str, name: str, min_finished: int = 0):
+    """SIGSTOP ``proc`` while it is training a trial (checked after it stopped); returns that trial."""
+
+    def attempt():
+        b = budget(url, name)
+        if b is None or b.finished < min_finished:
+            return None
+        trial = next((t for t in b.trials if t.state.name == "RUNNING" and t.params and _pid(t) == str(proc.pid)),
+                     None)
+        if trial is None:
+            return None
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_for(lambda: stopped(proc.pid), 5, "the process to stop", interval=0.01)
+        time.sleep(0.1)  # let the server finish a statement the process had already sent
+        now = next(t for t in budget(url, name).trials if t.number == trial.number)
+        if now.state.name == "RUNNING":
+            return trial  # frozen in the middle of it
+        os.kill(proc.pid, signal.SIGCONT)  # it had just finished that trial: try again
+        return None
+
+    return wait_for(attempt, 120, f"{proc.pid} to be training a trial")
+
+
+def _state_of(url: str, name: str, number: int) -> str:
+    return next(t for t in budget(url, name).trials if t.number == number).state.name
+
+
+def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun_by_the_others(pg_database, tmp_path):
+    n = 15
+    _create_stage(pg_database, "pk", n, SLOW, SAFE_SPACE)
+    # --heartbeat 30 on the command line: the stage's own interval (1 s) is what the workers use
+    args = ["worker", "--campaign", "pk", "--stage", "coarse", "--heartbeat", "30", "--storage", pg_database]
+    procs = [start(args, tmp_path, f"worker{i}") for i in range(3)]
+    victim = procs[1]
+    killed = _stop_mid_trial(victim, pg_database, "pk/coarse", min_finished=2)
+    victim.popen.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert victim.wait(10) == -signal.SIGKILL
+
+    wait_for(lambda: _state_of(pg_database, "pk/coarse", killed.number) == "FAIL", 30,
+             "the killed worker's trial to be failed", interval=0.1)
+    failed_after = time.monotonic() - killed_at
+    survivors = [p for p in procs if p is not victim]
+    assert [p.wait(180) for p in survivors] == [0, 0], [p.stderr for p in survivors]
+
+    final = budget(pg_database, "pk/coarse")
+    assert final.finished == n and final.states["RUNNING"] == final.states["WAITING"] == 0
+    assert final.states["FAIL"] == 1 and len(final.trials) == n + 1
+    failed = next(t for t in final.trials if t.state.name == "FAIL")
+    assert failed.number == killed.number and "stop_reason" not in failed.user_attrs  # failed by heartbeat
+    copy = next(t for t in final.trials if t.system_attrs.get("retry_of") == failed.number)
+    assert copy.state.name == "COMPLETE" and copy.params == failed.params
+    assert _pid(copy) in {str(p.pid) for p in survivors}
+    # Optuna fails a trial whose heartbeat is older than 2 x interval; add up to one interval since
+    # the last beat and the survivors' next look, after the trial they are running
+    assert failed_after < 3 * HEARTBEAT + 3
+    print(f"\nkilled worker's trial failed {failed_after:.1f} s after SIGKILL (heartbeat {HEARTBEAT} s)")
+
+
+def test_a_suspended_worker_that_wakes_up_late_does_not_count_its_trial_twice(pg_database, tmp_path):
+    n = 8
+    _create_stage(pg_database, "ps", n, SLOW, SAFE_SPACE)
+    args = ["worker", "--campaign", "ps", "--stage", "coarse", "--storage", pg_database]
+    sleeper = start(args, tmp_path, "sleeper")
+    frozen = _stop_mid_trial(sleeper, pg_database, "ps/coarse")  # a laptop lid closed mid-trial
+    other = start(args, tmp_path, "other")
+    wait_for(lambda: _state_of(pg_database, "ps/coarse", frozen.number) == "FAIL", 60,
+             "the suspended worker's trial to be failed as stale")
+    os.kill(sleeper.pid, signal.SIGCONT)  # it wakes up and finishes training a trial that is no longer its own
+    assert sleeper.wait(120) == 0, sleeper.stderr
+    assert other.wait(120) == 0, other.stderr
+    final = budget(pg_database, "ps/coarse")
+    assert final.finished == n and final.states["FAIL"] == 1 and len(final.trials) == n + 1
+    late = next(t for t in final.trials if t.number == frozen.number)
+    assert late.state.name == "FAIL" and late.value is None  # its late result was dropped, not counted
+
+
+def test_three_auto_processes_create_each_stage_exactly_once(pg_database, tmp_path):
+    args = ["auto", *SMALL, "--trials", "12", "--max-fine", "2", "--campaign", "pa", "--heartbeat", "1",
+            "--storage", pg_database, "--json"]
+    procs = [start(args, tmp_path, f"auto{i}") for i in range(3)]
+    codes = [p.wait(240) for p in procs]
+    assert codes == [0, 0, 0], [p.stderr for p in procs]
+    outputs = [json.loads(p.stdout) for p in procs]
+
+    storage = open_storage(pg_database, create=False)
+    names = [s.study_name for s in storage.get_all_studies()]
+    storage.engine.dispose()
+    assert names[:2] == ["pa/coarse", "pa/fine-1"] and set(names) <= {"pa/coarse", "pa/fine-1", "pa/fine-2"}
+    for name in names:
+        stage = budget(pg_database, name)
+        assert stage.finished == stage.n_trials == len(stage.trials) == 12, (name, stage.states)
+        creators = [o for o in outputs for s in o["stages"] if s["study"] == name and s["created"]]
+        assert len(creators) == 1, name  # by the database's unique study name, not by luck
+    finals = [o["final"] for o in outputs]
+    assert finals[0] == finals[1] == finals[2]  # the same decisions, the same best trial
+
+
+def test_a_password_in_a_postgresql_url_is_masked(postgres_server, tmp_path):
+    url = pg_url(postgres_server.port, "no_such_db").replace("postgres@", "postgres:Sup3rS3cret@")
+    proc = run(["studies", "--storage", url], tmp_path, "masked")
+    assert proc.popen.returncode == 2
+    assert "Sup3rS3cret" not in proc.stderr + proc.stdout
+    assert "postgres:***@127.0.0.1" in proc.stderr and "no_such_db" in proc.stderr
+    # and on a database that works, nothing prints it either
+    create_database(postgres_server.port, "masked_ok")
+    try:
+        ok = pg_url(postgres_server.port, "masked_ok").replace("postgres@", "postgres:Sup3rS3cret@")
+        proc = run(["coarse", *SMALL, "--trials", "2", "--jobs", "2", "--storage", ok], tmp_path, "ok")
+        assert proc.popen.returncode == 0, proc.stderr
+        assert "Sup3rS3cret" not in proc.stderr + proc.stdout
+    finally:
+        drop_database(postgres_server.port, "masked_ok")

@@ -1,0 +1,354 @@
+"""Rough handling on one machine: signals, kills at random moments, concurrent commands, hostile input.
+
+The signal and kill tests run the real command (``python -m search``) in processes. Each checks
+the budget in the database: a stage of N trials ends with exactly N finished, none RUNNING.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from engine.data import write_cifar_batch, write_cifar_folder
+from search.cli import cli
+from studies.store import open_storage
+from tests.search.procs import LONG, SMALL, budget, run, start, wait_for
+
+STAGE = "digits/coarse"
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'search.db'}"
+
+
+def _finished(url: str) -> int:
+    b = budget(url, STAGE)
+    return b.finished if b else 0
+
+
+def _training(url: str) -> int:
+    """RUNNING trials past sampling their parameters: a signal now lands in the middle of training."""
+    b = budget(url, STAGE)
+    return sum(1 for t in b.trials if t.state.name == "RUNNING" and t.params) if b else 0
+
+
+# --------------------------------------------------------------------------- signals
+def test_sigterm_fails_the_running_trial_as_interrupted_and_the_same_command_completes(tmp_path, url):
+    args = ["coarse", *LONG, "--trials", "3", "--heartbeat", "1", "--storage", url]
+    proc = start(args, tmp_path, "first")
+    wait_for(lambda: _finished(url) == 1 and _training(url) == 1, 60, "the second trial to be training")
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "terminated: the database is consistent; run the same command again to continue")
+    after = budget(url, STAGE)
+    assert after.finished == 1 and after.states["RUNNING"] == 0
+    assert after.states["FAIL"] == 1 and after.states["WAITING"] == 2  # the interrupted trial's copy waits
+    failed = next(t for t in after.trials if t.state.name == "FAIL")
+    assert failed.user_attrs["stop_reason"] == "interrupted"
+    assert after.retries == [failed.number] and after.problems() == []
+
+    again = run(args, tmp_path, "again")
+    assert again.popen.returncode == 0, again.stderr
+    final = budget(url, STAGE)
+    assert final.finished == 3 and final.states["RUNNING"] == final.states["WAITING"] == 0
+    copy = next(t for t in final.trials if t.system_attrs.get("retry_of") == failed.number)
+    assert copy.params == failed.params and copy.state.name in ("COMPLETE", "PRUNED")  # the same point again
+
+
+@pytest.mark.parametrize("how", ["sigint-to-group", "sigterm-to-parent"])
+def test_signal_to_a_two_job_run_leaves_no_running_trial(tmp_path, url, how):
+    args = ["coarse", *LONG, "--trials", "4", "--jobs", "2", "--heartbeat", "1", "--storage", url]
+    proc = start(args, tmp_path, "jobs", new_session=True)
+    wait_for(lambda: _training(url) == 2, 60, "both workers to train")
+    if how == "sigint-to-group":
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        expected = 130
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # only the parent: it must pass it on to its workers
+        expected = 143
+    assert proc.wait(60) == expected, proc.stderr
+    assert "Traceback" not in proc.stderr
+    after = budget(url, STAGE)
+    assert after.states["RUNNING"] == 0 and after.problems() == []
+    interrupted = [t for t in after.trials if t.state.name == "FAIL"]
+    assert len(interrupted) == 2 and {t.user_attrs["stop_reason"] for t in interrupted} == {"interrupted"}
+    if how == "sigterm-to-parent":
+        again = run(args, tmp_path, "again")
+        assert again.popen.returncode == 0, again.stderr
+        final = budget(url, STAGE)
+        assert final.finished == 4 and final.states["RUNNING"] == final.states["WAITING"] == 0
+
+
+# --------------------------------------------------------------------------- SIGKILL at random moments
+def test_twenty_kills_at_random_moments_then_the_stage_reaches_exactly_n(tmp_path, url):
+    n = 200
+    args = ["coarse", *SMALL, "--trials", str(n), "--heartbeat", "1", "--storage", url]
+    # how long this machine takes to start and run one trial: kills are spread over start-up, stage
+    # creation, claims, trials, recording and failing stale trials
+    t0 = time.monotonic()
+    assert run(["coarse", *SMALL, "--trials", "1", "--storage", f"sqlite:///{tmp_path / 'warm.db'}"],
+               tmp_path, "warm").popen.returncode == 0
+    startup = time.monotonic() - t0
+    rng = random.Random(2024)
+    rounds = []
+    for i in range(20):
+        proc = start(args, tmp_path, f"round{i}")
+        if i % 3 == 0:  # while the process starts, opens the database and joins the stage
+            delay = rng.uniform(0.1, startup)
+        else:  # while it claims, trains, records, or fails and re-enqueues stale trials
+            wait_for(lambda: proc.err.stat().st_size > 0 or proc.popen.poll() is not None, 30,
+                     "the first trial's log line", interval=0.02)  # printed when its first trial ends
+            delay = rng.uniform(0.0, 0.4)
+        time.sleep(delay)
+        proc.popen.kill()  # SIGKILL: no handler runs
+        proc.wait(10)
+        state = budget(url, STAGE)
+        killed_in_trial = bool(state) and any(
+            t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{proc.pid}") for t in state.trials)
+        rounds.append((i, round(delay, 2), killed_in_trial, dict(state.states) if state else None))
+        assert state is None or state.problems() == [], rounds
+    mid_trial = sum(1 for r in rounds if r[2])
+    started = time.monotonic()
+    final_run = run(args, tmp_path, "final")
+    assert final_run.popen.returncode == 0, final_run.stderr
+    final = budget(url, STAGE)
+    assert final.finished == n, rounds
+    assert final.states["RUNNING"] == 0 and final.states["WAITING"] == 0 and final.unretried == []
+    assert final.problems() == []
+    # every failed trial is one a kill interrupted, re-run exactly once
+    assert sorted(final.retries) == sorted(t.number for t in final.trials if t.state.name == "FAIL")
+    print(f"\nstart-up {startup:.2f} s; {mid_trial} of 20 kills left a RUNNING trial; "
+          f"{final.states['FAIL']} trials failed and re-run; final run {time.monotonic() - started:.1f} s")
+
+
+def test_creator_killed_before_enqueueing_is_completed_by_the_next_command(tmp_path, url, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # what a creator killed right after create_study leaves: a study without attributes or trials
+    optuna.create_study(storage=open_storage(url), study_name=STAGE, direction="maximize")
+    result = CliRunner().invoke(cli, ["coarse", *SMALL, "--trials", "5", "--storage", url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stages"][0]["created"] is True
+    final = budget(url, STAGE)
+    assert final.ready and final.finished == 5 and len(final.trials) == 5
+
+
+# --------------------------------------------------------------------------- concurrent commands on SQLite
+def test_the_same_stage_command_in_four_terminals_shares_the_budget(tmp_path, url):
+    args = ["coarse", *SMALL, "--trials", "200", "--heartbeat", "1", "--storage", url, "--json"]
+    procs = [start(args, tmp_path, f"terminal{i}") for i in range(4)]
+    codes = [p.wait(180) for p in procs]
+    for p in procs:
+        assert "locked" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert codes == [0, 0, 0, 0]
+    created = [json.loads(p.stdout)["stages"][0]["created"] for p in procs]
+    assert created.count(True) == 1
+    final = budget(url, STAGE)
+    assert final.finished == 200 and len(final.trials) == 200
+    assert sorted(t.number for t in final.trials) == list(range(200))
+    workers = {t.user_attrs["worker"] for t in final.trials}
+    assert len(workers) >= 2  # the trials were shared, not run by the first one alone
+
+
+# --------------------------------------------------------------------------- hostile and wrong input
+@pytest.fixture
+def invoke(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+
+    def call(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return call
+
+
+def _one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# tests/search/test_cli.py covers low > high, 0 on a log scale, nan, text, --trials 0, --jobs 0, -1 epochs
+@pytest.mark.parametrize("args,fragments", [
+    (["--lr", "1e-3:1e-3"], ["--lr", "low < high"]),
+    (["--lr", "-1:1"], ["--lr", "> 0"]),
+    (["--reg", "1e-3:inf"], ["--reg", "finite"]),
+    (["--reg", "1e-3:lots"], ["--reg", "1e-3:lots", "not a number"]),
+    (["--trials", "-5"], ["--trials", "-5"]),
+    (["--epochs", "0"], ["--epochs", "0"]),
+    (["--jobs", "-2"], ["--jobs", "-2"]),
+    (["--heartbeat", "0"], ["--heartbeat", "0"]),
+    (["--train-size", "200", "--batch-size", "500"], ["batch size 500", "200 samples"]),
+])
+def test_bad_stage_options_exit_2_and_write_nothing(invoke, tmp_path, args, fragments):
+    _one_line_error(invoke("coarse", *SMALL[:2], *args), *fragments)
+    assert not (tmp_path / "search.db").exists()
+
+
+class _CreatesMarker:
+    """Unpickling this would call open(marker, "w")."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _truncate(root: Path) -> None:
+    raw = (root / "data_batch_2").read_bytes()
+    (root / "data_batch_2").write_bytes(raw[: len(raw) // 2])
+
+
+def _bad_shape(root: Path) -> None:
+    write_cifar_batch(root / "data_batch_3", np.zeros((3, 100), dtype=np.uint8), [0, 1, 2])
+
+
+def _bad_labels(root: Path) -> None:
+    write_cifar_batch(root / "data_batch_4", np.zeros((3, 3072), dtype=np.uint8), [0, 10, 1])
+
+
+def _malicious(root: Path) -> None:
+    evil = {b"data": _CreatesMarker(str(root.parent / "pwned")), b"labels": [0]}
+    (root / "data_batch_1").write_bytes(pickle.dumps(evil, protocol=4))
+
+
+@pytest.mark.parametrize("damage,fragments", [
+    (None, ["no-such-folder"]),
+    (_truncate, ["data_batch_2", "corrupt"]),
+    (_bad_shape, ["data_batch_3"]),
+    (_bad_labels, ["data_batch_4", "0..9"]),
+    (_malicious, ["data_batch_1", "refused", "open"]),
+], ids=["missing-folder", "truncated", "wrong-shape", "label-out-of-range", "code-in-pickle"])
+def test_bad_cifar_data_exits_2_runs_nothing_and_writes_nothing(invoke, tmp_path, damage, fragments):
+    if damage is None:
+        data_dir = tmp_path / "no-such-folder"
+    else:
+        data_dir = write_cifar_folder(tmp_path / "cifar", 20, seed=1)
+        damage(data_dir)
+    _one_line_error(invoke("coarse", "--data", "cifar10", "--data-dir", str(data_dir), "--trials", "2",
+                           "--epochs", "1"), *fragments)
+    assert not (tmp_path / "search.db").exists()
+    assert not (tmp_path / "cifar" / "pwned").exists()  # the pickle's code never ran
+
+
+def _coarse_db(invoke) -> None:
+    assert invoke("coarse", *SMALL, "--trials", "3").exit_code == 0
+
+
+def _snapshot(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_untouched(invoke, tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("my notes, not a database\n")
+    before = _snapshot(path)
+    for command in (["coarse", *SMALL, "--trials", "2"], ["studies"], ["trials"]):
+        _one_line_error(invoke(*command, "--storage", f"sqlite:///{path}"), "notes.db", "not a SQLite database")
+    assert _snapshot(path) == before
+
+
+def test_a_database_of_a_newer_schema_is_refused_and_untouched(invoke, tmp_path):
+    _coarse_db(invoke)
+    path = tmp_path / "search.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
+    conn.close()
+    before = _snapshot(path)
+    for command in (["coarse", *SMALL, "--trials", "3"], ["worker", "--campaign", "digits"], ["studies"]):
+        _one_line_error(invoke(*command), "newer or unknown Optuna schema", "v99.0.0.a")
+    assert _snapshot(path) == before
+
+
+def _immutable(path: Path) -> bool:
+    """Make a file read-only even for root (chattr +i); False where that is impossible."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        return True
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+
+
+def test_a_read_only_database_is_refused_for_writing_and_still_readable(invoke, tmp_path):
+    _coarse_db(invoke)
+    path = tmp_path / "search.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = _snapshot(path)
+    if not _immutable(path):
+        pytest.skip("running as root without a working `chattr +i`: root can write any file")
+    try:
+        _one_line_error(invoke("coarse", *SMALL, "--trials", "5"), "search.db", "read-only")
+        _one_line_error(invoke("worker", "--campaign", "digits", "--stage", "coarse"), "read-only")
+        studies = invoke("studies", "--format", "json")
+        assert studies.exit_code == 0, studies.output
+        assert json.loads(studies.stdout)[0]["study"] == STAGE
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o644)
+    assert _snapshot(path) == before
+
+
+def test_unknown_campaign_or_stage_lists_the_known_ones(invoke):
+    _coarse_db(invoke)
+    assert invoke("coarse", *SMALL, "--trials", "2", "--campaign", "other").exit_code == 0
+    _one_line_error(invoke("worker", "--campaign", "nope"), "unknown campaign 'nope'", "digits", "other")
+    _one_line_error(invoke("worker", "--campaign", "digits", "--stage", "fine-7"),
+                    "digits/fine-7", "digits/coarse", "other/coarse")
+    _one_line_error(invoke("grid", "--campaign", "nope"), "unknown campaign 'nope'", "digits, other")
+    _one_line_error(invoke("best", "--campaign", "nope"), "nope", "digits")
+    _one_line_error(invoke("trials", "--campaign", "nope"), "nope", "digits")
+
+
+@pytest.mark.parametrize("sql,fragments", [
+    ("SELECT count(*) FROM trials; DELETE FROM trials", ["one statement", "2"]),
+    ("UPDATE trials SET state = 'FAIL'", ["refused", "UPDATE"]),
+    ("DROP TABLE trials", ["refused", "DROP"]),
+    ("INSERT INTO studies (study_name) VALUES ('x')", ["refused", "INSERT"]),
+])
+def test_query_refuses_writing_and_several_statements(invoke, tmp_path, sql, fragments):
+    _coarse_db(invoke)
+    before = _snapshot(tmp_path / "search.db")
+    _one_line_error(invoke("query", sql), *fragments)
+    assert _snapshot(tmp_path / "search.db") == before
+    count = invoke("query", "SELECT count(*) AS n FROM trials", "--format", "json")
+    assert json.loads(count.stdout)[0]["n"] == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [
+    ["coarse", *SMALL, "--trials", "2"], ["worker", "--campaign", "digits"], ["studies"], ["trials"],
+    ["query", "SELECT 1"], ["best"],
+])
+def test_a_password_in_the_storage_url_is_never_printed(invoke, command):
+    url = f"postgresql://searcher:Sup3rS3cret@127.0.0.1:{_free_port()}/search?connect_timeout=3"
+    line = _one_line_error(invoke(*command, "--storage", url), "searcher:***@127.0.0.1")
+    assert "Sup3rS3cret" not in line

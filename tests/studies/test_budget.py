@@ -1,0 +1,128 @@
+"""The budget's two atomic operations under concurrent processes, on SQLite and PostgreSQL: exactly once."""
+from __future__ import annotations
+
+import multiprocessing
+import time
+import warnings
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from studies.budget import RETRY_OF, RetryStaleTrialOnce, initialise_study, requeue_failed_trials
+from studies.store import open_storage
+
+PROCESSES = 4
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'budget.db'}"
+    return request.getfixturevalue("pg_database")
+
+
+def _initialise(url: str, barrier) -> bool:
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name("c/coarse")
+        barrier.wait()
+        return initialise_study(storage, study_id, {"n_trials": 25}, [{}] * 25)
+    finally:
+        storage.engine.dispose()
+
+
+def _requeue(url: str, barrier) -> int:
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name("c/coarse")
+        barrier.wait()
+        return requeue_failed_trials(storage, study_id)
+    finally:
+        storage.engine.dispose()
+
+
+def _run_at_once(target, url: str) -> list:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(PROCESSES)
+        with ctx.Pool(PROCESSES) as pool:
+            return pool.starmap(target, [(url, barrier)] * PROCESSES)
+
+
+def test_initialise_from_four_processes_at_once_enqueues_the_budget_exactly_once(url):
+    storage = open_storage(url)
+    optuna.create_study(storage=storage, study_name="c/coarse")
+    storage.engine.dispose()
+    done = _run_at_once(_initialise, url)
+    assert sorted(done) == [False, False, False, True]
+    study = optuna.load_study(study_name="c/coarse", storage=open_storage(url))
+    trials = study.get_trials()
+    assert len(trials) == 25 and {t.state for t in trials} == {TrialState.WAITING}
+    assert [t.number for t in trials] == list(range(25))
+    assert study.user_attrs == {"n_trials": 25, "ready": True}
+
+
+def test_initialise_killed_midway_leaves_nothing_and_can_be_redone(url, monkeypatch):
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="c/coarse")
+    real = optuna.storages.RDBStorage._get_prepared_new_trial
+    calls = {"n": 0}
+
+    def die_on_the_seventh(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt  # the process is stopped in the middle of the transaction
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_prepared_new_trial", die_on_the_seventh)
+    with pytest.raises(KeyboardInterrupt):
+        initialise_study(storage, study._study_id, {"n_trials": 10}, [{}] * 10)
+    assert study.get_trials() == [] and "ready" not in study.user_attrs  # all or nothing
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_prepared_new_trial", real)
+    assert initialise_study(storage, study._study_id, {"n_trials": 10}, [{}] * 10)
+    assert len(study.get_trials()) == 10
+
+
+def test_each_failed_trial_is_requeued_exactly_once_by_racing_processes(url):
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="c/coarse")
+    dist = optuna.distributions.FloatDistribution(1e-6, 1.0, log=True)
+    for i in range(6):  # what a worker killed between FAIL and enqueueing its copy leaves behind
+        attrs = {"stop_reason": "interrupted"} if i % 2 else {}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={"lr": 10.0 ** -(i + 1)},
+                                                  distributions={"lr": dist}, user_attrs=attrs))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"stop_reason": "error: boom"}))
+    storage.engine.dispose()
+
+    added = _run_at_once(_requeue, url)
+    assert sum(added) == 6  # the six re-runnable failures, not the error
+
+    study = optuna.load_study(study_name="c/coarse", storage=open_storage(url))
+    copies = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.system_attrs[RETRY_OF] for t in copies) == [0, 1, 2, 3, 4, 5]
+    for copy in copies:
+        original = study.trials[copy.system_attrs[RETRY_OF]]
+        assert copy.params == original.params  # the same point is re-run
+        assert RetryStaleTrialOnce.retried_trial_number(copy) == original.number  # Optuna's own bookkeeping
+    assert requeue_failed_trials(study._storage, study._study_id) == 0  # and never again
+
+
+def test_stale_trial_is_failed_and_rerun_through_optuna_heartbeat_machinery(url):
+    storage = open_storage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="c/coarse")
+    study.enqueue_trial({"lr": 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "heartbeat is supposed to be used with optimize"
+        trial = study.ask()  # RUNNING; its worker "dies" after one heartbeat
+    storage.record_heartbeat(trial._trial_id)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not study.get_trials(states=(TrialState.FAIL,)):
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(0.2)
+    states = Counter(t.state for t in study.get_trials())
+    assert states == {TrialState.FAIL: 1, TrialState.WAITING: 1}
+    copy = study.get_trials(states=(TrialState.WAITING,))[0]
+    assert copy.system_attrs[RETRY_OF] == trial.number
+    assert copy.system_attrs["fixed_params"] == {"lr": 0.5}
