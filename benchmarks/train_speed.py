@@ -2,8 +2,8 @@
 
 Nets 3072-H-10 (ReLU, He init, softmax) on CIFAR-shaped synthetic data, batch 200, float32, SGD with L2 reg.
 For every thread count the NumPy BLAS and PyTorch get the same number of threads; every measurement is repeated
-in interleaved rounds (GEMM, engine step, trainer, torch, torch) and the median is reported, so a process that
-competes for the CPU slows all of them alike.
+in interleaved rounds (GEMM, engine step, trainer, three torch variants) and the median is reported, so a process
+that competes for the CPU slows all of them alike; the CPU time other processes took is reported with each row.
 
     python benchmarks/train_speed.py                         # H = 100, 500 with 1 and 2 threads
     python benchmarks/train_speed.py --hidden 500 --threads 2 --rounds 9 --json
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from engine.data import DataSpec, load_dataset  # noqa: E402
 from engine.init import InitSpec  # noqa: E402
 from engine.model import FullyConnectedNet, ModelConfig  # noqa: E402
-from engine.optim import make_optimizer  # noqa: E402
+from engine.optim import SGD  # noqa: E402
 from engine.preprocess import PreprocessSpec, preprocess_dataset  # noqa: E402
 from engine.trainer import TrainConfig, train  # noqa: E402
 
@@ -89,6 +89,33 @@ def openblas_hint(pool: dict[str, Any]) -> str | None:
             f"  Python starts) selects the AVX-512 ones: compare the GEMM rates of both runs")
 
 
+class ForeignLoad:
+    """CPU time other processes used while a block ran, in cores (Linux /proc/stat; NaN elsewhere)."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / ticks
+        own = os.times()
+        return busy, own.user + own.system + own.children_user + own.children_system, time.perf_counter()
+
+    def cores(self) -> float:
+        """Average number of cores busy with other processes since construction."""
+        end = self._sample()
+        if self.start is None or end is None:
+            return float("nan")
+        busy, own, wall = (e - s for e, s in zip(end, self.start))
+        return max(0.0, (busy - own) / wall)
+
+
 def median(values: list[float]) -> float:
     """Median, NaN for no values."""
     return statistics.median(values) if values else float("nan")
@@ -132,7 +159,8 @@ def engine_model(d: int, h: int, seed: int) -> FullyConnectedNet:
 def engine_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int) -> Callable[[int], float]:
     """A function that runs k bare SGD steps of the engine (the trainer's inner loop without bookkeeping) -> samples/s."""
     model = engine_model(X.shape[1], h, seed)
-    rule = make_optimizer("sgd")
+    # as the trainer does for SGD: the L2 term applied as weight decay inside the update
+    rule = SGD(weight_decay=REG, decayed=frozenset(model.weight_names))
     rng = np.random.default_rng(seed)
     batches = X.shape[0] // BATCH
     order = rng.permutation(X.shape[0])
@@ -143,7 +171,7 @@ def engine_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int) -> Callabl
         for _ in range(k):
             b = position[0] = (position[0] + 1) % batches
             idx = order[b * BATCH : (b + 1) * BATCH]
-            _, grads = model.loss(X[idx], y[idx], REG, rng)
+            _, grads = model.loss(X[idx], y[idx], REG, rng, reg_grad=False)
             rule.step(model.params, grads, LR)
         return k * BATCH / (time.perf_counter() - started)
 
@@ -175,16 +203,22 @@ def cli_samples_per_second(h: int, threads: int, epochs: int) -> float:
 
 
 # --------------------------------------------------------------------------- torch
-def torch_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int, l2_in_loss: bool) -> Callable[[int], float]:
-    """The same net and loop in PyTorch eager: weight decay on the weights, or 0.5 * reg * ||W||^2 added to the loss."""
+TORCH_VARIANTS = ("torch_weight_decay", "torch_fused", "torch_l2_loss")
+
+
+def torch_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int, variant: str) -> Callable[[int], float]:
+    """The same net and loop in PyTorch eager; the L2 term is SGD's weight decay on the weights (default or
+    ``fused=True`` update) or 0.5 * reg * ||W||^2 added to the loss, as the engine computes it."""
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], h), torch.nn.ReLU(), torch.nn.Linear(h, NUM_CLASSES))
     weights = [net[0].weight, net[2].weight]
     biases = [net[0].bias, net[2].bias]
+    l2_in_loss = variant == "torch_l2_loss"
     if l2_in_loss:
         opt = torch.optim.SGD(net.parameters(), lr=LR)
     else:  # like the engine, biases are not regularised
-        opt = torch.optim.SGD([{"params": weights, "weight_decay": REG}, {"params": biases, "weight_decay": 0.0}], lr=LR)
+        groups = [{"params": weights, "weight_decay": REG}, {"params": biases, "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=LR, fused=variant == "torch_fused")
     criterion = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     batches = X.shape[0] // BATCH
@@ -219,13 +253,16 @@ class Row:
     engine_trainer: float = float("nan")
     search_cli: float = float("nan")
     torch_weight_decay: float = float("nan")
+    torch_fused: float = float("nan")
     torch_l2_loss: float = float("nan")
-    ratio_vs_torch: float = float("nan")  # engine step / faster torch variant, median of per-round ratios
+    ratio_vs_torch: float = float("nan")  # engine step / fastest torch variant, median of per-round ratios
+    ratio_vs_torch_default: float = float("nan")  # engine step / torch with SGD's default weight-decay update
     square_gemm_gflops: float = float("nan")
     step_gemms_gflops: float = float("nan")
     step_gflops: float = float("nan")
     gemm_fraction: float = float("nan")  # engine step GFLOP/s / square GEMM GFLOP/s
     gemm_bound: float = float("nan")  # samples/s if the step were only its two big GEMMs
+    foreign_load: float = float("nan")  # cores other processes kept busy during the measurement
     rounds: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -235,14 +272,14 @@ def measure(row: Row, data: tuple[np.ndarray, ...], rounds: int, steps: int, epo
     d, h = X.shape[1], row.hidden
     rng = np.random.default_rng(0)
     per_round: dict[str, list[float]] = {k: [] for k in
-                                         ("square", "step_gemms", "engine_step", "engine_trainer", "torch_wd", "torch_l2")}
+                                         ("square", "step_gemms", "engine_step", "engine_trainer", *TORCH_VARIANTS)}
     gemm_rates = gemm_timer(d, h, rng)
+    load = ForeignLoad()
     engine_loop = engine_step_loop(X, y, h, seed=0)
     torch_loops = {}
     if torch is not None:
         torch.set_num_threads(row.threads)
-        torch_loops = {"torch_wd": torch_step_loop(X, y, h, 0, l2_in_loss=False),
-                       "torch_l2": torch_step_loop(X, y, h, 0, l2_in_loss=True)}
+        torch_loops = {name: torch_step_loop(X, y, h, 0, name) for name in TORCH_VARIANTS}
     # warm-up: thread pools, page faults, allocator caches
     engine_loop(10)
     trainer_samples_per_second(X, y, X_val, y_val, h, 1, seed=0)
@@ -269,29 +306,46 @@ def measure(row: Row, data: tuple[np.ndarray, ...], rounds: int, steps: int, epo
     row.gemm_fraction = median([e / BATCH * flops / 1e9 / s for e, s in zip(per_round["engine_step"], per_round["square"])])
     row.gemm_bound = row.step_gemms_gflops * 1e9 / (4 * BATCH * d * h) * BATCH
     if torch_loops:
-        row.torch_weight_decay = median(per_round["torch_wd"])
-        row.torch_l2_loss = median(per_round["torch_l2"])
-        row.ratio_vs_torch = median([e / max(a, b) for e, a, b in
-                                     zip(per_round["engine_step"], per_round["torch_wd"], per_round["torch_l2"])])
+        row.torch_weight_decay = median(per_round["torch_weight_decay"])
+        row.torch_fused = median(per_round["torch_fused"])
+        row.torch_l2_loss = median(per_round["torch_l2_loss"])
+        fastest_torch = [max(values) for values in zip(*(per_round[name] for name in TORCH_VARIANTS))]
+        row.ratio_vs_torch = median([e / t for e, t in zip(per_round["engine_step"], fastest_torch)])
+        row.ratio_vs_torch_default = median([e / t for e, t in
+                                             zip(per_round["engine_step"], per_round["torch_weight_decay"])])
     if cli:
         row.search_cli = median([cli_samples_per_second(h, row.threads, epochs + 1) for _ in range(3)])
+    row.foreign_load = load.cores()
     row.rounds = per_round
     return row
 
 
 # --------------------------------------------------------------------------- report
+def contended(row: Row) -> bool:
+    """Whether the row's threads plus the other processes' load needed more cores than the machine has."""
+    return row.threads + row.foreign_load > (os.cpu_count() or 1) + 0.25
+
+
 def print_report(rows: list[Row]) -> None:
     def k(x: float) -> str:
         return f"{x / 1000:7.1f}k" if np.isfinite(x) else "       -"
 
     print()
-    print("samples/s (median over rounds); ratio = engine step / faster torch variant, median of per-round ratios")
+    print("samples/s (median over rounds); engine step / torch as medians of per-round ratios: against the")
+    print("fastest torch variant ('best') and against torch wd, SGD's default update ('wd')")
     print(f"{'threads':>7} {'H':>4} | {'engine step':>11} {'trainer':>8} {'search CLI':>10} | "
-          f"{'torch wd':>8} {'torch L2':>8} | {'ratio':>6}")
+          f"{'torch wd':>8} {'wd fused':>8} {'torch L2':>8} | {'best':>6} {'wd':>6} | {'other load':>10}")
+
+    def times(x: float) -> str:
+        return f"{x:5.2f}x" if np.isfinite(x) else "     -"
+
     for r in rows:
-        ratio = f"{r.ratio_vs_torch:5.2f}x" if np.isfinite(r.ratio_vs_torch) else "     -"
+        ratio = f"{times(r.ratio_vs_torch)} {times(r.ratio_vs_torch_default)}"
         print(f"{r.threads:>7} {r.hidden:>4} | {k(r.engine_step):>11} {k(r.engine_trainer):>8} {k(r.search_cli):>10} | "
-              f"{k(r.torch_weight_decay):>8} {k(r.torch_l2_loss):>8} | {ratio:>6}")
+              f"{k(r.torch_weight_decay):>8} {k(r.torch_fused):>8} {k(r.torch_l2_loss):>8} | {ratio:>13} | "
+              f"{r.foreign_load:5.2f} cores{' *' if contended(r) else ''}")
+    if any(contended(r) for r in rows):
+        print("* other processes used so much CPU that threads + their load exceeded the CPUs: not a fair measurement")
     print()
     print("GEMM rate: float32 GFLOP/s of a 2048^3 matmul and of the step's own two big GEMMs; the step's")
     print("GFLOP/s counts 4NDH + 6NHC per step; 'bound' is samples/s if the step were only those two GEMMs")
@@ -303,6 +357,7 @@ def print_report(rows: list[Row]) -> None:
 
 
 def parse_ints(text: str) -> list[int]:
+    """Comma-separated integers >= 1 for argparse."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -321,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="SGD steps per timed block")
     parser.add_argument("--epochs", type=int, default=2, help="trainer epochs per round (25 steps each)")
     parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip the `search train` subprocess runs")
-    parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    parser.add_argument("--json", action="store_true", help="print only JSON (environment and rows) on stdout")
     args = parser.parse_args(argv)
     threads = args.threads or sorted({1, os.cpu_count() or 1})
 
@@ -330,20 +385,32 @@ def main(argv: list[str] | None = None) -> int:
     if ds.X_train.dtype != np.float32:
         raise SystemExit(f"expected float32 training data, got {ds.X_train.dtype}")
     pools = blas_pools()
-    print(f"python {platform.python_version()}, numpy {np.__version__}, CPUs {os.cpu_count()}, "
-          f"{platform.processor() or platform.machine()}")
+    environment = {
+        "python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
+        "blas": [{key: pool.get(key) for key in ("internal_api", "version", "architecture", "num_threads")}
+                 for pool in pools],
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "torch": None if torch is None else torch.__version__,
+        "batch": BATCH, "lr": LR, "reg": REG, "rounds": args.rounds, "steps": args.steps,
+    }
+    info = sys.stderr if args.json else sys.stdout  # with --json, stdout holds only the JSON
+
+    def log(text: str) -> None:
+        print(text, file=info, flush=True)
+
+    log(f"python {environment['python']}, numpy {environment['numpy']}, CPUs {environment['cpus']}")
     for pool in pools:
-        print(f"numpy BLAS: {pool['internal_api']} {pool.get('version')} ({pool.get('architecture')} kernels), "
-              f"{pool['num_threads']} threads by default; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+        log(f"numpy BLAS: {pool['internal_api']} {pool.get('version')} ({pool.get('architecture')} kernels), "
+            f"{pool['num_threads']} threads by default; OPENBLAS_CORETYPE={environment['openblas_coretype'] or '(unset)'}")
         hint = openblas_hint(pool)
         if hint:
-            print(hint)
+            log(hint)
     if torch is None:
-        print("torch: not importable, torch columns skipped (pip install torch==2.13.0)")
+        log("torch: not importable, torch columns skipped (pip install torch==2.13.0)")
     else:
-        print(f"torch {torch.__version__} (eager, CPU, float32)")
-    print(f"data: synthetic {ds.X_train.shape} float32; batch {BATCH}, SGD lr {LR}, reg {REG}; "
-          f"{args.rounds} rounds x {args.steps} steps")
+        log(f"torch {torch.__version__} (eager, CPU, float32)")
+    log(f"data: synthetic {ds.X_train.shape} float32; batch {BATCH}, SGD lr {LR}, reg {REG}; "
+        f"{args.rounds} rounds x {args.steps} steps")
 
     rows = []
     for n in threads:
@@ -351,12 +418,13 @@ def main(argv: list[str] | None = None) -> int:
             for h in args.hidden:
                 row = measure(Row(threads=n, hidden=h), data, args.rounds, args.steps, args.epochs, args.cli)
                 rows.append(row)
-                print(f"  done: {n} thread(s), H={h}", flush=True)
-    print_report(rows)
+                log(f"  done: {n} thread(s), H={h}")
     if args.json:
-        print(json.dumps([{k: v for k, v in asdict(r).items() if k != "rounds"} for r in rows], indent=2))
+        rows_out = [{key: value for key, value in asdict(r).items() if key != "rounds"} for r in rows]
+        print(json.dumps({"environment": environment, "rows": rows_out}, indent=2))
+    else:
+        print_report(rows)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

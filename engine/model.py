@@ -171,9 +171,18 @@ class FullyConnectedNet:
         return 0.5 * reg * total
 
     def loss(
-        self, X: np.ndarray, y: np.ndarray, reg: float = 0.0, rng: np.random.Generator | None = None
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        reg: float = 0.0,
+        rng: np.random.Generator | None = None,
+        reg_grad: bool = True,
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Training loss (data + L2) on a batch X (N, D), y (N,) and the gradient of every parameter."""
+        """Training loss (data + L2) on a batch X (N, D), y (N,) and the gradient of every parameter.
+
+        With ``reg_grad=False`` the L2 term is left out of the weight gradients (the loss still
+        includes it), for an update rule that applies it as weight decay itself.
+        """
         scores, caches = self.forward(X, train=True, rng=rng)
         data_loss, dscores = L.LOSSES[self.config.loss](scores, y)
         grads: dict[str, np.ndarray] = {}
@@ -189,7 +198,7 @@ class FullyConnectedNet:
             dh, grads[f"W{i}"], db = L.affine_backward(da, fc, need_dx=i > 1)
             if f"b{i}" in p:
                 grads[f"b{i}"] = db
-        if reg != 0.0:
+        if reg != 0.0 and reg_grad:
             reg = float(reg)  # a Python float follows the weights' dtype; a NumPy float64 would upcast the temporary
             for name in self.weight_names:
                 grads[name] += reg * self.params[name]

@@ -117,3 +117,21 @@ def test_network_gradients(activation, batchnorm, loss):
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOL, f"{worst}: {errors[worst]:.2e}"
     assert len(errors) == len(model.params)
+
+
+def test_sgd_weight_decay_is_the_l2_gradient_step():
+    """SGD's fused weight decay gives the same update as adding reg * W to the gradient."""
+    from engine.optim import SGD
+
+    rng = np.random.default_rng(0)
+    config = ModelConfig(input_dim=6, num_classes=3, hidden=(5,), dtype="float64")
+    a = FullyConnectedNet(config, np.random.default_rng(1))
+    b = FullyConnectedNet(config, np.random.default_rng(1))
+    X, y = rng.standard_normal((10, 6)), rng.integers(0, 3, 10)
+    loss_a, grads_a = a.loss(X, y, reg=0.3)
+    loss_b, grads_b = b.loss(X, y, reg=0.3, reg_grad=False)
+    assert loss_a == loss_b
+    SGD().step(a.params, grads_a, lr=0.1)
+    SGD(weight_decay=0.3, decayed=frozenset(b.weight_names)).step(b.params, grads_b, lr=0.1)
+    for name in a.params:
+        assert np.allclose(a.params[name], b.params[name], rtol=1e-12, atol=1e-14), name
