@@ -7,7 +7,6 @@ from typing import Callable
 
 import numpy as np
 
-from engine import layers as L
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig, check_activation
 from engine.trainer import TrainConfig, train

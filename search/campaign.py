@@ -17,7 +17,7 @@ from search.progress import Progress
 from search.runspec import RunSpec
 from search.space import ParamRange, ranges_moved
 from search.stages import (
-    FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
+    Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     refined_stage, stage_counts, stage_unfinished, study_name,
 )
 from search.workers import run_stage_processes

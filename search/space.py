@@ -118,7 +118,6 @@ def refine_ranges(
     notes: list[str] = []
     for name, old in space.items():
         us = [old.to_unit(p[name]) for p, _ in ranked]
-        ub = old.to_unit(best[name])
         lo_old, hi_old = old.to_unit(old.low), old.to_unit(old.high)
         pad = 0.1 * old.width
         lo, hi = max(lo_old, min(us) - pad), min(hi_old, max(us) + pad)

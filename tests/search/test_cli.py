@@ -6,48 +6,27 @@ import os
 
 import optuna
 import pytest
-from click.testing import CliRunner
 
-from search.cli import cli
+from tests.search.conftest import one_line_error
 from studies.store import open_storage
 
 
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
-
-    def invoke(*args: str):
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-    return invoke
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def test_coarse_then_fine_on_digits_reaches_97_percent(run, tmp_path):
-    coarse = run("coarse", "--trials", "20", "--epochs", "3", "--json")
+def test_coarse_then_fine_on_digits_reaches_97_percent(run_cli, tmp_path):
+    coarse = run_cli("coarse", "--trials", "20", "--epochs", "3", "--json")
     assert coarse.exit_code == 0, coarse.output
-    fine = run("fine", "--trials", "10", "--json")
+    fine = run_cli("fine", "--trials", "10", "--json")
     assert fine.exit_code == 0, fine.output
     stage = json.loads(fine.stdout)["stages"][0]
     assert stage["study"] == "digits/fine-1" and stage["parent"] == "digits/coarse"
     assert stage["best_value"] >= 0.97
     assert stage["counts"]["complete"] + stage["counts"]["pruned"] == 10
-    best = json.loads(run("best", "--format", "json").stdout)
+    best = json.loads(run_cli("best", "--format", "json").stdout)
     assert best["value"] >= 0.97
 
 
-def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(run):
-    assert run("coarse", "--campaign", "up", "--lr", "1e-7:1e-4", "--trials", "20", "--epochs", "2").exit_code == 0
-    fine = run("fine", "--campaign", "up", "--trials", "2")
+def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(run_cli):
+    assert run_cli("coarse", "--campaign", "up", "--lr", "1e-7:1e-4", "--trials", "20", "--epochs", "2").exit_code == 0
+    fine = run_cli("fine", "--campaign", "up", "--trials", "2")
     assert fine.exit_code == 0
     assert "lr: best" in fine.stdout and "widened upward" in fine.stdout
     study = optuna.load_study(study_name="up/fine-1", storage=open_storage("sqlite:///search.db"))
@@ -55,9 +34,9 @@ def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(
     assert any("widened upward" in note for note in study.user_attrs["range_notes"])
 
 
-def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(run):
-    assert run("coarse", "--campaign", "down", "--lr", "1e-1:1e1", "--trials", "10", "--epochs", "2").exit_code == 0
-    fine = run("fine", "--campaign", "down", "--trials", "2")
+def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(run_cli):
+    assert run_cli("coarse", "--campaign", "down", "--lr", "1e-1:1e1", "--trials", "10", "--epochs", "2").exit_code == 0
+    fine = run_cli("fine", "--campaign", "down", "--trials", "2")
     assert fine.exit_code == 0
     assert "widened downward" in fine.stdout
     study = optuna.load_study(study_name="down/fine-1", storage=open_storage("sqlite:///search.db"))
@@ -81,33 +60,33 @@ def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(
     (["train", "--data", "cifar10", "--data-dir", "/no/such/cifar"], ["/no/such/cifar"]),
     (["train", "--batch-size", "5000"], ["batch size", "5000"]),
 ])
-def test_bad_input_exits_2_with_one_line(run, args, fragments):
+def test_bad_input_exits_2_with_one_line(run_cli, args, fragments):
     if args[0] in ("fine", "trials"):
-        assert run("coarse", "--trials", "2", "--epochs", "1").exit_code == 0
-    _one_line_error(run(*args), *fragments)
+        assert run_cli("coarse", "--trials", "2", "--epochs", "1").exit_code == 0
+    one_line_error(run_cli(*args), *fragments)
     if args[0] == "coarse":
         # nothing was written for a refused command
         assert not os.path.exists("search.db") or optuna.get_all_study_names("sqlite:///search.db") == []
 
 
-def test_query_refuses_a_delete_and_changes_nothing(run):
-    assert run("coarse", "--trials", "3", "--epochs", "1").exit_code == 0
+def test_query_refuses_a_delete_and_changes_nothing(run_cli):
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1").exit_code == 0
     count = 'SELECT count(*) AS n FROM trials'
-    before = json.loads(run("query", count, "--format", "json").stdout)[0]["n"]
+    before = json.loads(run_cli("query", count, "--format", "json").stdout)[0]["n"]
     assert before == 3
-    refused = run("query", "DELETE FROM trials")
-    _one_line_error(refused, "DELETE")
-    assert json.loads(run("query", count, "--format", "json").stdout)[0]["n"] == 3
+    refused = run_cli("query", "DELETE FROM trials")
+    one_line_error(refused, "DELETE")
+    assert json.loads(run_cli("query", count, "--format", "json").stdout)[0]["n"] == 3
 
 
-def test_trials_and_studies_tables(run):
-    assert run("coarse", "--trials", "4", "--epochs", "1").exit_code == 0
-    rows = json.loads(run("trials", "digits/coarse", "--format", "json", "--sort", "value").stdout)
+def test_trials_and_studies_tables(run_cli):
+    assert run_cli("coarse", "--trials", "4", "--epochs", "1").exit_code == 0
+    rows = json.loads(run_cli("trials", "digits/coarse", "--format", "json", "--sort", "value").stdout)
     assert len(rows) == 4
     values = [r["value"] for r in rows if r["value"] is not None]
     assert values == sorted(values, reverse=True)
-    studies = json.loads(run("studies", "--format", "json").stdout)
+    studies = json.loads(run_cli("studies", "--format", "json").stdout)
     assert [s["study"] for s in studies] == ["digits/coarse"]
     assert studies[0]["complete"] + studies[0]["pruned"] == 4
-    csv = run("trials", "--campaign", "digits", "--format", "csv", "--limit", "2").stdout.splitlines()
+    csv = run_cli("trials", "--campaign", "digits", "--format", "csv", "--limit", "2").stdout.splitlines()
     assert len(csv) == 3 and csv[0].startswith("study,")

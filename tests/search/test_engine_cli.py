@@ -5,7 +5,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from engine.data import write_cifar_folder

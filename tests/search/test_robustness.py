@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from engine.data import write_cifar_batch, write_cifar_folder
 from search.cli import cli
+from tests.search.conftest import one_line_error
 from studies.store import open_storage
 from tests.search.procs import LONG, SMALL, budget, run, start, wait_for
 
@@ -165,27 +166,6 @@ def test_the_same_stage_command_in_four_terminals_shares_the_budget(tmp_path, ur
 
 
 # --------------------------------------------------------------------------- hostile and wrong input
-@pytest.fixture
-def invoke(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
-
-    def call(*args: str):
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-    return call
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 # tests/search/test_cli.py covers low > high, 0 on a log scale, nan, text, --trials 0, --jobs 0, -1 epochs
 @pytest.mark.parametrize("args,fragments", [
     (["--lr", "1e-3:1e-3"], ["--lr", "low < high"]),
@@ -198,8 +178,8 @@ def _one_line_error(result, *fragments: str) -> str:
     (["--heartbeat", "0"], ["--heartbeat", "0"]),
     (["--train-size", "200", "--batch-size", "500"], ["batch size 500", "200 samples"]),
 ])
-def test_bad_stage_options_exit_2_and_write_nothing(invoke, tmp_path, args, fragments):
-    _one_line_error(invoke("coarse", *SMALL[:2], *args), *fragments)
+def test_bad_stage_options_exit_2_and_write_nothing(run_cli, tmp_path, args, fragments):
+    one_line_error(run_cli("coarse", *SMALL[:2], *args), *fragments)
     assert not (tmp_path / "search.db").exists()
 
 
@@ -238,44 +218,44 @@ def _malicious(root: Path) -> None:
     (_bad_labels, ["data_batch_4", "0..9"]),
     (_malicious, ["data_batch_1", "refused", "open"]),
 ], ids=["missing-folder", "truncated", "wrong-shape", "label-out-of-range", "code-in-pickle"])
-def test_bad_cifar_data_exits_2_runs_nothing_and_writes_nothing(invoke, tmp_path, damage, fragments):
+def test_bad_cifar_data_exits_2_runs_nothing_and_writes_nothing(run_cli, tmp_path, damage, fragments):
     if damage is None:
         data_dir = tmp_path / "no-such-folder"
     else:
         data_dir = write_cifar_folder(tmp_path / "cifar", 20, seed=1)
         damage(data_dir)
-    _one_line_error(invoke("coarse", "--data", "cifar10", "--data-dir", str(data_dir), "--trials", "2",
+    one_line_error(run_cli("coarse", "--data", "cifar10", "--data-dir", str(data_dir), "--trials", "2",
                            "--epochs", "1"), *fragments)
     assert not (tmp_path / "search.db").exists()
     assert not (tmp_path / "cifar" / "pwned").exists()  # the pickle's code never ran
 
 
-def _coarse_db(invoke) -> None:
-    assert invoke("coarse", *SMALL, "--trials", "3").exit_code == 0
+def _coarse_db(run_cli) -> None:
+    assert run_cli("coarse", *SMALL, "--trials", "3").exit_code == 0
 
 
 def _snapshot(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), path.stat().st_mtime_ns
 
 
-def test_a_file_that_is_not_a_database_is_refused_and_untouched(invoke, tmp_path):
+def test_a_file_that_is_not_a_database_is_refused_and_untouched(run_cli, tmp_path):
     path = tmp_path / "notes.db"
     path.write_text("my notes, not a database\n")
     before = _snapshot(path)
     for command in (["coarse", *SMALL, "--trials", "2"], ["studies"], ["trials"]):
-        _one_line_error(invoke(*command, "--storage", f"sqlite:///{path}"), "notes.db", "not a SQLite database")
+        one_line_error(run_cli(*command, "--storage", f"sqlite:///{path}"), "notes.db", "not a SQLite database")
     assert _snapshot(path) == before
 
 
-def test_a_database_of_a_newer_schema_is_refused_and_untouched(invoke, tmp_path):
-    _coarse_db(invoke)
+def test_a_database_of_a_newer_schema_is_refused_and_untouched(run_cli, tmp_path):
+    _coarse_db(run_cli)
     path = tmp_path / "search.db"
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
     conn.close()
     before = _snapshot(path)
     for command in (["coarse", *SMALL, "--trials", "3"], ["worker", "--campaign", "digits"], ["studies"]):
-        _one_line_error(invoke(*command), "newer or unknown Optuna schema", "v99.0.0.a")
+        one_line_error(run_cli(*command), "newer or unknown Optuna schema", "v99.0.0.a")
     assert _snapshot(path) == before
 
 
@@ -289,8 +269,8 @@ def _immutable(path: Path) -> bool:
     return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
 
 
-def test_a_read_only_database_is_refused_for_writing_and_still_readable(invoke, tmp_path):
-    _coarse_db(invoke)
+def test_a_read_only_database_is_refused_for_writing_and_still_readable(run_cli, tmp_path):
+    _coarse_db(run_cli)
     path = tmp_path / "search.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -299,9 +279,9 @@ def test_a_read_only_database_is_refused_for_writing_and_still_readable(invoke, 
     if not _immutable(path):
         pytest.skip("running as root without a working `chattr +i`: root can write any file")
     try:
-        _one_line_error(invoke("coarse", *SMALL, "--trials", "5"), "search.db", "read-only")
-        _one_line_error(invoke("worker", "--campaign", "digits", "--stage", "coarse"), "read-only")
-        studies = invoke("studies", "--format", "json")
+        one_line_error(run_cli("coarse", *SMALL, "--trials", "5"), "search.db", "read-only")
+        one_line_error(run_cli("worker", "--campaign", "digits", "--stage", "coarse"), "read-only")
+        studies = run_cli("studies", "--format", "json")
         assert studies.exit_code == 0, studies.output
         assert json.loads(studies.stdout)[0]["study"] == STAGE
     finally:
@@ -312,15 +292,15 @@ def test_a_read_only_database_is_refused_for_writing_and_still_readable(invoke, 
     assert _snapshot(path) == before
 
 
-def test_unknown_campaign_or_stage_lists_the_known_ones(invoke):
-    _coarse_db(invoke)
-    assert invoke("coarse", *SMALL, "--trials", "2", "--campaign", "other").exit_code == 0
-    _one_line_error(invoke("worker", "--campaign", "nope"), "unknown campaign 'nope'", "digits", "other")
-    _one_line_error(invoke("worker", "--campaign", "digits", "--stage", "fine-7"),
+def test_unknown_campaign_or_stage_lists_the_known_ones(run_cli):
+    _coarse_db(run_cli)
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other").exit_code == 0
+    one_line_error(run_cli("worker", "--campaign", "nope"), "unknown campaign 'nope'", "digits", "other")
+    one_line_error(run_cli("worker", "--campaign", "digits", "--stage", "fine-7"),
                     "digits/fine-7", "digits/coarse", "other/coarse")
-    _one_line_error(invoke("grid", "--campaign", "nope"), "unknown campaign 'nope'", "digits, other")
-    _one_line_error(invoke("best", "--campaign", "nope"), "nope", "digits")
-    _one_line_error(invoke("trials", "--campaign", "nope"), "nope", "digits")
+    one_line_error(run_cli("grid", "--campaign", "nope"), "unknown campaign 'nope'", "digits, other")
+    one_line_error(run_cli("best", "--campaign", "nope"), "nope", "digits")
+    one_line_error(run_cli("trials", "--campaign", "nope"), "nope", "digits")
 
 
 @pytest.mark.parametrize("sql,fragments", [
@@ -329,12 +309,12 @@ def test_unknown_campaign_or_stage_lists_the_known_ones(invoke):
     ("DROP TABLE trials", ["refused", "DROP"]),
     ("INSERT INTO studies (study_name) VALUES ('x')", ["refused", "INSERT"]),
 ])
-def test_query_refuses_writing_and_several_statements(invoke, tmp_path, sql, fragments):
-    _coarse_db(invoke)
+def test_query_refuses_writing_and_several_statements(run_cli, tmp_path, sql, fragments):
+    _coarse_db(run_cli)
     before = _snapshot(tmp_path / "search.db")
-    _one_line_error(invoke("query", sql), *fragments)
+    one_line_error(run_cli("query", sql), *fragments)
     assert _snapshot(tmp_path / "search.db") == before
-    count = invoke("query", "SELECT count(*) AS n FROM trials", "--format", "json")
+    count = run_cli("query", "SELECT count(*) AS n FROM trials", "--format", "json")
     assert json.loads(count.stdout)[0]["n"] == 3
 
 
@@ -348,7 +328,7 @@ def _free_port() -> int:
     ["coarse", *SMALL, "--trials", "2"], ["worker", "--campaign", "digits"], ["studies"], ["trials"],
     ["query", "SELECT 1"], ["best"],
 ])
-def test_a_password_in_the_storage_url_is_never_printed(invoke, command):
+def test_a_password_in_the_storage_url_is_never_printed(run_cli, command):
     url = f"postgresql://searcher:Sup3rS3cret@127.0.0.1:{_free_port()}/search?connect_timeout=3"
-    line = _one_line_error(invoke(*command, "--storage", url), "searcher:***@127.0.0.1")
+    line = one_line_error(run_cli(*command, "--storage", url), "searcher:***@127.0.0.1")
     assert "Sup3rS3cret" not in line

@@ -12,7 +12,6 @@ from search import stages as stages_module
 from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage, grid_stage_for, next_fine_stage
 from search.runspec import RunSpec
 from search.space import ParamRange
-from search.stages import study_name
 from studies.store import open_storage
 
 RUN = RunSpec(data=DataSpec("digits", train_size=400), epochs=2)

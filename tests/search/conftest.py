@@ -1,0 +1,30 @@
+"""Fixtures and checks shared by the CLI tests."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner, Result
+
+from search.cli import cli
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """Invoke the `search` CLI in a fresh working directory with no $SEARCH_STORAGE."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def one_line_error(result: Result, *fragments: str) -> str:
+    """Assert exit code 2 and exactly one line on stderr containing every fragment; return the line."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
