@@ -665,3 +665,6 @@ def query(sql: str, storage: str | None, fmt: str) -> None:
     from studies.store import resolve_storage_url
 
     _print_frame(run_readonly_sql(resolve_storage_url(storage), sql), fmt)
+
+
+from search import cli_report  # noqa: E402,F401  (registers report, compare, dashboard)

@@ -9,8 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.patches  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
@@ -99,6 +100,8 @@ STAGE_MARKERS = ("o", "^", "s", "D", "v", "P", "*", "<", ">", "h")
 
 def _set_scale(ax: Axes, axis: str, log: bool) -> None:
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log" if log else "linear")
+    if log:  # a range under two decades would otherwise label its minor ticks on top of each other
+        (ax.xaxis if axis == "x" else ax.yaxis).set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -119,6 +122,13 @@ def plot_param_scatter(
     values = values[np.isfinite(values)]
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+    # one x and y extent for every panel, so stages can be compared by eye
+    all_x = np.concatenate([_numeric(f, f"param_{x}") for _, f in stages] or [np.array([])])
+    all_y = np.concatenate([_numeric(f, f"param_{y}") for _, f in stages] or [np.array([])])
+    limits = []
+    for values, is_log in ((all_x, log[0]), (all_y, log[1])):
+        values = values[np.isfinite(values) & ((values > 0) if is_log else True)]
+        limits.append(_padded(float(values.min()), float(values.max()), is_log) if values.size else None)
     mappable = None
     for ax, (title, frame) in zip(axes, stages):
         px, py = _numeric(frame, f"param_{x}"), _numeric(frame, f"param_{y}")
@@ -134,6 +144,10 @@ def plot_param_scatter(
             ax.scatter(px[failed], py[failed], label="failed", **FAILED_STYLE)
         _set_scale(ax, "x", log[0])
         _set_scale(ax, "y", log[1])
+        if limits[0] is not None:
+            ax.set_xlim(*limits[0])
+        if limits[1] is not None:
+            ax.set_ylim(*limits[1])
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(f"{title} ({int(done.sum())} complete, {int(pruned.sum())} pruned)", fontsize=10)
@@ -225,7 +239,7 @@ def plot_loss_curves(
         if loss.size == 0:
             continue
         it = np.linspace(1, max(float(iterations or loss.size), 1.0), loss.size)
-        ax.plot(it, loss, lw=1.2, label=label)
+        ax.plot(it, loss, lw=1.2, label=label, marker="o" if loss.size < 20 else None, ms=3)
         ok = loss[np.isfinite(loss)]
         if ok.size and ok.min() > 0:
             any_positive = True
@@ -274,11 +288,12 @@ def plot_median_band(
         (line,) = ax.plot(steps, med, lw=2, marker="o", ms=3, label=f"{label} (median of {runs.shape[0]})")
         ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color(),
                         label=f"{label} {band[0]:g}-{band[1]:g}th percentile")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best validation accuracy reached")
     ax.set_title("best value reached against trials used", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return ax.figure
 
 

@@ -9,6 +9,7 @@ Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -335,7 +336,7 @@ def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
 def loss_curves(
     storage: optuna.storages.BaseStorage, study_name: str, numbers: Sequence[int]
 ) -> dict[int, list[float]]:
-    """The ``loss_curve`` user attr of the given trial numbers ([] when a trial has none)."""
+    """The ``loss_curve`` user attr of the given trial numbers ([] when a trial has none; NaN for None points)."""
     _select_studies(_study_infos(storage), study_name, None)
     study_id = storage.get_study_id_from_name(study_name)
     curves: dict[int, list[float]] = {}
@@ -345,7 +346,8 @@ def loss_curves(
         except KeyError:
             raise StudyError(f"study {study_name!r} has no trial number {number!r}") from None
         curve = storage.get_trial_user_attrs(trial_id).get("loss_curve") or []
-        curves[int(number)] = [float(x) for x in curve]
+        # the trainer stores non-finite points (an exploding run's NaN) as None
+        curves[int(number)] = [math.nan if x is None else float(x) for x in curve]
     return curves
 
 

@@ -1,0 +1,206 @@
+"""``search report``, ``search compare`` and ``search dashboard``: seeing the search instead of reading it."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from typing import Any
+
+import click
+
+from search.cli import (
+    _range,
+    build_run_spec,
+    campaign_option,
+    cli,
+    data_options,
+    echo_json,
+    heartbeat_option,
+    jobs_option,
+    json_option,
+    model_options,
+    optim_options,
+    seed_option,
+    storage_option,
+)
+from search.errors import Interrupted, SearchError
+
+out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                          help="Folder to write into (default: report-<campaign> / <campaign>).")
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- report
+@cli.command()
+@campaign_option
+@out_option
+@storage_option
+@json_option
+def report(campaign: str | None, out_dir: str | None, storage: str | None, as_json: bool) -> None:
+    """Write report.html (self-contained), report.md, summary.json and the plots of a campaign.
+
+    Per stage: trials by state, range, epochs, best, training time, time saved by pruning; grid
+    vs random at equal budget (best, median, distinct values per parameter, trials to come
+    within 1 point of the best); plots of lr x reg, each parameter alone, the ranges, loss
+    curves and best-so-far against training time.
+
+    \b
+    Examples:
+      search report                           # the latest campaign, into report-<campaign>/
+      search report --campaign digits --out digits-report
+    """
+    from studies.queries import latest_campaign
+    from studies.report import campaign_report, safe_dirname, write_report
+    from studies.store import open_storage, resolve_storage_url
+
+    st = open_storage(resolve_storage_url(storage), create=False)
+    name = campaign or latest_campaign(st)
+    rep = campaign_report(st, name)
+    written = write_report(rep, out_dir or f"report-{safe_dirname(name)}")
+    if as_json:
+        echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
+        return
+    click.echo(f"report of campaign {name} ({rep.summary['trials']} trials, {len(rep.summary['stages'])} stages):")
+    for key in ("report.html", "report.md", "summary.json"):
+        click.echo(f"  wrote {written[key]}")
+    images = [str(v) for k, v in written.items() if k in rep.images]
+    click.echo(f"  wrote {len(images)} plots: {', '.join(images)}")
+    hint = rep.summary["grid_vs_random"]["hint"]
+    if hint:
+        click.echo(f"  note: {hint}")
+
+
+# --------------------------------------------------------------------------- compare
+@cli.command()
+@data_options
+@model_options
+@optim_options
+@click.option("--lr", "lr_range", default="1e-6:1e0", show_default=True, callback=_range,
+              help="Learning-rate range LOW:HIGH (log scale).")
+@click.option("--reg", "reg_range", default="1e-6:1e1", show_default=True, callback=_range,
+              help="L2 strength range LOW:HIGH (log scale).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Independent random/grid pairs (stage seeds --seed, --seed+1, ...).")
+@click.option("--trials", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Budget of each stage (the grid gets k x k points, k = floor(sqrt(trials))).")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per trial.")
+@click.option("--explode-factor", type=click.FloatRange(1, min_open=True), default=3.0, show_default=True,
+              help="Stop a run once its loss exceeds this x its first loss.")
+@campaign_option
+@out_option
+@storage_option
+@jobs_option
+@heartbeat_option
+@seed_option
+@json_option
+def compare(lr_range: Any, reg_range: Any, repeats: int, trials: int, epochs: int, explode_factor: float,
+            campaign: str | None, out_dir: str | None, storage: str | None, jobs: int, heartbeat: int,
+            as_json: bool, **opts: Any) -> int:
+    """Random vs grid search at equal budget, repeated: wins/ties/losses and the spread of the best.
+
+    Runs --repeats pairs of a random stage (random-r) and a grid stage (grid-r) with the same
+    ranges, epochs and data into campaign compare-<UTC timestamp> (or --campaign), then writes
+    repeats.png (best value against trials used, median over repeats with a band) and
+    compare.json. Bergstra & Bengio (2012) on your own problem.
+
+    \b
+    Example:
+      search compare --repeats 5 --trials 16 --epochs 2
+    """
+    from search.campaign import Execution
+    from search.compare import default_compare_campaign, run_compare
+    from studies.report import safe_dirname, write_compare_report
+    from studies.store import resolve_storage_url
+
+    name = campaign or default_compare_campaign()
+    run = build_run_spec(opts, epochs)
+    progress = "quiet" if as_json or not sys.stderr.isatty() else "bar"
+    execution = Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat, progress=progress)
+
+    def on_stage(s: Any) -> None:
+        if not as_json:
+            c = s.counts
+            click.echo(f"  {s.stage:<10} best {_fmt(s.best_value)}  ({s.n_trials} trials: {c['complete']} complete, "
+                       f"{c['pruned']} pruned, {c['fail']} failed)")
+
+    if not as_json:
+        click.echo(f"campaign {name}: {repeats} pairs of random and grid stages, {trials} trials of {epochs} epochs "
+                   f"on {opts['data']}")
+    result = run_compare(execution, name, run, {"lr": lr_range, "reg": reg_range}, trials, repeats,
+                         opts["seed"], explode_factor, on_stage=on_stage)
+    written = write_compare_report(result.report, out_dir or safe_dirname(name))
+    summary = result.report.summary
+    errors = [e for pair in result.pairs for s in pair for e in s.errors]
+    if as_json:
+        echo_json({**summary, "files": {k: str(v) for k, v in written.items()}, "errors": errors})
+    else:
+        click.echo(f"\n{'repeat':>6} {'random best':>11} {'grid best':>9}  outcome")
+        for i, p in enumerate(summary["pairs"]):
+            click.echo(f"{i:6d} {_fmt(p['random_best']):>11} {_fmt(p['grid_best']):>9}  {p['outcome']}")
+        r, g = summary["random"], summary["grid"]
+        click.echo(f"\nrandom wins {summary['wins']}, ties {summary['ties']}, losses {summary['losses']} "
+                   f"(of {summary['repeats']})")
+        click.echo(f"best val acc  random: mean {_fmt(r['mean'])} std {_fmt(r['std'])} "
+                   f"[{_fmt(r['min'])}, {_fmt(r['max'])}]")
+        click.echo(f"best val acc  grid:   mean {_fmt(g['mean'])} std {_fmt(g['std'])} "
+                   f"[{_fmt(g['min'])}, {_fmt(g['max'])}]")
+        click.echo(f"wrote {written['repeats']} and {written['compare.json']}")
+        click.echo(f"full report: search report --campaign {name}")
+        for e in errors:
+            click.echo(f"  error: {e}", err=True)
+    return 1 if errors else 0
+
+
+# --------------------------------------------------------------------------- dashboard
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@storage_option
+def dashboard(port: int, storage: str | None) -> int:
+    """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]').
+
+    Do not point it at a SQLite database while workers are writing to it: use PostgreSQL, or
+    open the dashboard after the stage has finished.
+
+    \b
+    Example:
+      search dashboard --port 8080      # then open http://127.0.0.1:8080/dashboard
+    """
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise SearchError("optuna-dashboard is not installed: pip install '.[dashboard]'")
+    import optuna
+    import optuna_dashboard
+
+    from studies.store import (
+        SQLITE_BUSY_TIMEOUT_S,
+        mask_url,
+        open_storage,
+        resolve_storage_url,
+        url_dialect,
+        with_available_driver,
+    )
+
+    url = resolve_storage_url(storage)
+    open_storage(url, create=False).engine.dispose()  # clear errors for a missing or foreign database
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url_dialect(url) == "sqlite":
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    st = optuna.storages.RDBStorage(with_available_driver(url), engine_kwargs=engine_kwargs,
+                                    skip_table_creation=True)
+    click.echo(f"optuna-dashboard for {mask_url(url)} at http://127.0.0.1:{port}/dashboard (Ctrl-C to stop)",
+               err=True)
+    try:
+        optuna_dashboard.run_server(st, host="127.0.0.1", port=port)
+    except OSError as e:
+        raise SearchError(f"--port {port}: cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from None
+    except KeyboardInterrupt:
+        click.echo("dashboard stopped", err=True)
+        return 130
+    except Interrupted:
+        click.echo("dashboard stopped", err=True)
+        return 143
+    finally:
+        st.engine.dispose()
+    return 0

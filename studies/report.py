@@ -1,0 +1,713 @@
+"""The grid-vs-random report of a campaign: numbers computed from the trials, plots, and the files they go to.
+
+``campaign_report`` reads a campaign once (one ``trials_frame`` call, plus the loss curves of the
+few trials that are drawn) and returns a :class:`Report`; ``write_report`` writes it as
+``report.html`` (self-contained: PNGs embedded as data URIs), ``report.md`` and ``summary.json``,
+and each plot as a PNG beside them. The numbers are pure functions of a trials DataFrame (the
+columns of :func:`studies.queries.trials_frame`), so tests can compute them again directly.
+
+Definitions used throughout:
+
+- *best* / *median*: of the values (best validation accuracy of a run) of COMPLETE trials;
+  PRUNED trials have no value and count only as spent trials and time.
+- *trial order*: trial number, which is the order the stage's budget was enqueued in.
+- *within 1 point*: value >= own best - 0.01 (one percentage point of accuracy); the count is
+  of trials in trial order, pruned ones included, up to the first that gets there.
+- *time saved by pruning*: a full run is taken to be as long as the longest COMPLETE run of the
+  stage (max ``iterations`` among its COMPLETE trials); each PRUNED trial saved
+  ``(full - iterations it ran)`` iterations, worth the stage's mean seconds per iteration over
+  its COMPLETE trials (sum of seconds / sum of iterations). A stage with no COMPLETE trial has
+  no estimate (None).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from studies import plots
+from studies.errors import StudyError, UnknownStudyError
+from studies.queries import format_space, latest_campaign, loss_curves, trials_frame
+
+WITHIN = 0.01  # "within 1 point" of accuracy
+TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
+BEST_CURVES = 5
+EXPLODED_CURVES = 3
+PRUNED_REASONS = ("exploded", "nan")
+REPORT_FILES = ("report.html", "report.md", "summary.json")
+# image name -> what it shows (the report's captions)
+IMAGE_CAPTIONS: dict[str, str] = {
+    "scatter": "lr x reg per stage, coloured by validation accuracy; red x = pruned (exploded/nan)",
+    "projection": "validation accuracy against each parameter alone: a grid tries only a few distinct values",
+    "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
+    "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones",
+    "best_so_far": "best validation accuracy so far against cumulative training time, grid vs random",
+    "repeats": "best value reached against trials used over repeated random/grid pairs: median and band",
+}
+
+
+# --------------------------------------------------------------------------- numbers from a trials frame
+def _floats(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+
+
+def _complete_values(frame: pd.DataFrame) -> np.ndarray:
+    values = _floats(frame[frame["state"] == "COMPLETE"], "value")
+    return values[np.isfinite(values)]
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-safe float: None for missing or non-finite."""
+    if x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def in_trial_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The stage's trials sorted by trial number (the order its budget was enqueued in)."""
+    return frame.sort_values("number", kind="stable").reset_index(drop=True)
+
+
+def best_and_median(frame: pd.DataFrame) -> tuple[float | None, float | None]:
+    """(best, median) value of the COMPLETE trials; (None, None) when there is none."""
+    values = _complete_values(frame)
+    if not values.size:
+        return None, None
+    return float(values.max()), float(np.median(values))
+
+
+def distinct_counts(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, int]:
+    """Number of distinct values each parameter took over the trials that have it (12 significant digits)."""
+    counts = {}
+    for name in params:
+        values = _floats(frame, f"param_{name}")
+        values = values[np.isfinite(values)]
+        counts[name] = len({float(f"{v:.12g}") for v in values})
+    return counts
+
+
+def best_so_far_by_trial(frame: pd.DataFrame) -> np.ndarray:
+    """Running best value after each trial in trial order (NaN until the first COMPLETE trial)."""
+    ordered = in_trial_order(frame)
+    values = np.where(ordered["state"].to_numpy(dtype=object) == "COMPLETE", _floats(ordered, "value"), np.nan)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    best = np.maximum.accumulate(values) if values.size else values
+    return np.where(np.isfinite(best), best, np.nan)
+
+
+def best_so_far_by_time(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(cumulative training seconds, running best) after each trial in trial order."""
+    ordered = in_trial_order(frame)
+    seconds = np.nan_to_num(_floats(ordered, "seconds"), nan=0.0)
+    return np.cumsum(seconds), best_so_far_by_trial(ordered)
+
+
+def trials_to_within(frame: pd.DataFrame, within: float = WITHIN) -> int | None:
+    """Trials (in trial order, pruned ones counted) needed to first reach own best - ``within``; None if none."""
+    best, _ = best_and_median(frame)
+    if best is None:
+        return None
+    running = best_so_far_by_trial(frame)
+    hit = np.nonzero(running >= best - within - 1e-12)[0]
+    return int(hit[0]) + 1
+
+
+def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
+    """Iterations and seconds not run because PRUNED trials stopped early (see the module docstring)."""
+    complete = frame[frame["state"] == "COMPLETE"]
+    pruned = frame[frame["state"] == "PRUNED"]
+    iters = _floats(complete, "iterations")
+    secs = _floats(complete, "seconds")
+    ok = np.isfinite(iters) & np.isfinite(secs) & (iters > 0)
+    if not ok.any():
+        return {"full_run_iterations": None, "seconds_per_iteration": None, "pruned_trials": len(pruned),
+                "iterations_saved": None, "seconds_saved": None}
+    full = float(iters[ok].max())
+    per_iteration = float(secs[ok].sum() / iters[ok].sum())
+    ran = np.nan_to_num(_floats(pruned, "iterations"), nan=0.0)
+    saved = float(np.clip(full - ran, 0.0, None).sum())
+    return {"full_run_iterations": int(full), "seconds_per_iteration": per_iteration, "pruned_trials": len(pruned),
+            "iterations_saved": int(saved), "seconds_saved": saved * per_iteration}
+
+
+def state_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Trials by state, PRUNED split by stop_reason (exploded, nan, other)."""
+    state = frame["state"].to_numpy(dtype=object)
+    reason = frame["stop_reason"].astype(object).to_numpy() if "stop_reason" in frame else np.full(len(frame), None)
+    pruned = state == "PRUNED"
+    counts = {
+        "trials": len(frame),
+        "complete": int((state == "COMPLETE").sum()),
+        "pruned": int(pruned.sum()),
+        "pruned_exploded": int((pruned & (reason == "exploded")).sum()),
+        "pruned_nan": int((pruned & (reason == "nan")).sum()),
+        "failed": int((state == "FAIL").sum()),
+        "unfinished": int(np.isin(state, ["RUNNING", "WAITING"]).sum()),
+    }
+    counts["pruned_other"] = counts["pruned"] - counts["pruned_exploded"] - counts["pruned_nan"]
+    return counts
+
+
+def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, float]]:
+    """(trial number, params) of the best COMPLETE trial (lowest number on ties)."""
+    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
+    if complete.empty:
+        return None, {}
+    row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
+    return int(row["number"]), {p: float(row[f"param_{p}"]) for p in params if _num(row.get(f"param_{p}")) is not None}
+
+
+def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
+    """One side of a grid-vs-random comparison: best, median, distinct values, trials to within 1 point."""
+    best, median = best_and_median(frame)
+    seconds = np.nan_to_num(_floats(frame, "seconds"), nan=0.0)
+    counts = state_counts(frame)
+    return {
+        "trials": counts["trials"], "complete": counts["complete"], "pruned": counts["pruned"],
+        "best_value": best, "median_value": median, "distinct": distinct_counts(frame, params),
+        "trials_to_within_1pt": trials_to_within(frame), "training_seconds": float(seconds.sum()),
+    }
+
+
+def outcome(random_best: float | None, grid_best: float | None, tolerance: float = TIE_TOLERANCE) -> str:
+    """Random vs grid: "win" (random better by more than ``tolerance``), "tie", "loss", or "n/a" (a side has no value)."""
+    if random_best is None or grid_best is None:
+        return "n/a"
+    if random_best > grid_best + tolerance:
+        return "win"
+    if grid_best > random_best + tolerance:
+        return "loss"
+    return "tie"
+
+
+def _spread(values: Sequence[float]) -> dict[str, float | None]:
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    if not arr.size:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            "min": float(arr.min()), "max": float(arr.max())}
+
+
+def _padded_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
+    """Equal-length rows: a shorter run keeps its last best value."""
+    if not runs:
+        return np.zeros((0, 0))
+    length = max(len(r) for r in runs)
+    out = np.full((len(runs), length), np.nan)
+    for i, r in enumerate(runs):
+        out[i, : len(r)] = r
+        if 0 < len(r) < length:
+            out[i, len(r):] = r[-1]
+    return out
+
+
+def repeat_numbers(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                   tolerance: float = TIE_TOLERANCE) -> dict[str, Any]:
+    """Wins/ties/losses of random against grid over (random study, grid study) pairs, and their spread."""
+    rows = []
+    random_runs, grid_runs = [], []
+    for random_name, grid_name in pairs:
+        random_frame, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
+        rb, _ = best_and_median(random_frame)
+        gb, _ = best_and_median(grid_frame)
+        rows.append({"random": random_name, "grid": grid_name, "random_best": rb, "grid_best": gb,
+                     "random_trials": len(random_frame), "grid_trials": len(grid_frame),
+                     "outcome": outcome(rb, gb, tolerance)})
+        random_runs.append(best_so_far_by_trial(random_frame))
+        grid_runs.append(best_so_far_by_trial(grid_frame))
+    outcomes = [r["outcome"] for r in rows]
+    return {
+        "repeats": len(rows), "pairs": rows,
+        "wins": outcomes.count("win"), "ties": outcomes.count("tie"), "losses": outcomes.count("loss"),
+        "random": _spread([r["random_best"] for r in rows]), "grid": _spread([r["grid_best"] for r in rows]),
+        "random_curves": _padded_runs(random_runs), "grid_curves": _padded_runs(grid_runs),
+    }
+
+
+# --------------------------------------------------------------------------- the campaign's studies
+@dataclass(frozen=True)
+class StageInfo:
+    """One stage's study name and user attributes, in creation order."""
+
+    study: str
+    stage: str
+    attrs: dict[str, Any]
+
+    @property
+    def space(self) -> dict[str, list]:
+        space = self.attrs.get("space")
+        return space if isinstance(space, dict) else {}
+
+    @property
+    def is_grid(self) -> bool:
+        return self.attrs.get("sampler") == "grid" or self.stage == "grid" or self.stage.startswith("grid-")
+
+
+def campaign_stage_infos(storage: optuna.storages.BaseStorage, campaign: str) -> list[StageInfo]:
+    """The campaign's studies in creation order; UnknownStudyError listing the known campaigns."""
+    infos, known = [], []
+    for s in storage.get_all_studies():
+        attrs = dict(s.user_attrs)
+        name_campaign, sep, name_stage = s.study_name.rpartition("/")
+        c = attrs.get("campaign") or (name_campaign if sep else None)
+        if c is not None and c not in known:
+            known.append(c)
+        if c == campaign:
+            infos.append(StageInfo(s.study_name, str(attrs.get("stage") or name_stage or s.study_name), attrs))
+    if not infos:
+        raise UnknownStudyError(f"unknown campaign {campaign!r}; known campaigns: {', '.join(known) or 'none'}")
+    return infos
+
+
+def grid_pairs(infos: Sequence[StageInfo]) -> list[tuple[str, str]]:
+    """(random study, grid study) pairs at equal budget: a grid stage and its parent (``coarse`` for
+    ``grid``, ``random-r`` for ``grid-r`` when the parent attr is missing)."""
+    by_name = {i.study: i for i in infos}
+    by_stage = {i.stage: i for i in infos}
+    pairs = []
+    for info in infos:
+        if not info.is_grid:
+            continue
+        partner = by_name.get(info.attrs.get("parent") or "")
+        if partner is None or partner.is_grid:
+            suffix = info.stage[len("grid"):]
+            partner = by_stage.get("coarse" if not suffix else f"random{suffix}")
+        if partner is not None and not partner.is_grid:
+            pairs.append((partner.study, info.study))
+    return pairs
+
+
+def _param_names(infos: Sequence[StageInfo], frame: pd.DataFrame) -> list[str]:
+    names: dict[str, None] = {}
+    for info in infos:
+        names.update(dict.fromkeys(str(k) for k in info.space))
+    names.update(dict.fromkeys(c[len("param_"):] for c in frame.columns if c.startswith("param_")))
+    return list(names)
+
+
+def _is_log(infos: Sequence[StageInfo], name: str, frame: pd.DataFrame) -> bool:
+    for info in infos:
+        spec = info.space.get(name)
+        if isinstance(spec, (list, tuple)) and len(spec) >= 3:
+            return spec[2] == "log"
+    values = _floats(frame, f"param_{name}")
+    values = values[np.isfinite(values)]
+    return bool(values.size) and bool((values > 0).all())
+
+
+def space_text(space: dict[str, Any]) -> str:
+    """``lr=1e-06:1 reg=7.98e-05:0.906`` (3 significant digits; ``:linear`` marks a non-log range)."""
+    parts = []
+    for name, spec in space.items():
+        if isinstance(spec, (list, tuple)) and len(spec) >= 2 and _num(spec[0]) is not None and _num(spec[1]) is not None:
+            scale = "" if len(spec) < 3 or spec[2] == "log" else f":{spec[2]}"
+            parts.append(f"{name}={float(spec[0]):.3g}:{float(spec[1]):.3g}{scale}")
+        else:
+            parts.append(format_space({name: spec}))
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- the report
+@dataclass
+class Report:
+    """A campaign's report: the numbers (``summary``, JSON-ready) and the images (name -> PNG bytes)."""
+
+    summary: dict[str, Any]
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
+    """Per-stage section: trials by state, range, epochs, best and its params, training time, pruning savings."""
+    best, median = best_and_median(frame)
+    number, best_p = best_params(frame, params)
+    seconds = np.nan_to_num(_floats(frame, "seconds"), nan=0.0)
+    return {
+        "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
+        "sampler": info.attrs.get("sampler"), "epochs": info.attrs.get("epochs"),
+        "budget": info.attrs.get("n_trials"), "counts": state_counts(frame),
+        "space": info.space, "space_text": space_text(info.space), "range_notes": list(info.attrs.get("range_notes") or []),
+        "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
+        "training_seconds": float(seconds.sum()), "pruning": pruning_savings(frame),
+        "distinct": distinct_counts(frame, params), "trials_to_within_1pt": trials_to_within(frame),
+    }
+
+
+def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None = None,
+                    images: bool = True) -> Report:
+    """Numbers (and, with ``images``, the PNGs) of a campaign's report; the latest campaign when None."""
+    campaign = campaign or latest_campaign(storage)
+    infos = campaign_stage_infos(storage, campaign)
+    frame = trials_frame(storage, campaign=campaign)
+    finished = frame["state"].isin(["COMPLETE", "PRUNED", "FAIL"])
+    if not finished.any():
+        raise StudyError(f"campaign {campaign!r} has no finished trial yet: run its stages first "
+                         f"(e.g. `search coarse --campaign {campaign}`)")
+    params = _param_names(infos, frame)
+    by_study = {name: group for name, group in frame.groupby("study", sort=False)}
+    empty = frame.iloc[0:0]
+    stages = [stage_numbers(i, by_study.get(i.study, empty), params) for i in infos]
+
+    pairs = grid_pairs(infos)
+    comparison: dict[str, Any] = {"pairs": [], "hint": None}
+    for random_name, grid_name in pairs:
+        r_side = side_numbers(by_study.get(random_name, empty), params)
+        g_side = side_numbers(by_study.get(grid_name, empty), params)
+        comparison["pairs"].append({
+            "random_study": random_name, "grid_study": grid_name, "random": r_side, "grid": g_side,
+            "outcome": outcome(r_side["best_value"], g_side["best_value"]),
+        })
+    if not pairs:
+        comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
+                              f"`search grid --campaign {campaign}` and run the report again")
+    repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
+    if repeats is not None:
+        comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
+
+    summary = {
+        "campaign": campaign,
+        "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "params": params,
+        "within": WITHIN,
+        "trials": len(frame),
+        "stages": stages,
+        "grid_vs_random": comparison,
+        "images": {},
+    }
+    report = Report(summary)
+    if images:
+        report.images = _campaign_images(storage, infos, frame, by_study, params, pairs, repeats)
+        summary["images"] = {name: f"{name}.png" for name in report.images}
+    return report
+
+
+def _label(row: Any, params: Sequence[str]) -> str:
+    ps = " ".join(f"{p}={float(row[f'param_{p}']):.2g}" for p in params[:2] if _num(row.get(f"param_{p}")) is not None)
+    value = _num(row.get("value"))
+    return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.3f})" if value is not None else "")
+
+
+def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple[np.ndarray, list]:
+    cols = max(1, min(max_cols, n))
+    rows = max(1, math.ceil(n / cols))
+    axes = plots.new_axes(rows, cols, size=size).ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return axes, list(axes[:n])
+
+
+def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[StageInfo], frame: pd.DataFrame,
+                     by_study: dict[str, pd.DataFrame], params: Sequence[str], pairs: Sequence[tuple[str, str]],
+                     repeats: dict[str, Any] | None) -> dict[str, bytes]:
+    images: dict[str, bytes] = {}
+    staged = [(i.stage, by_study[i.study]) for i in infos if i.study in by_study]
+    logs = [_is_log(infos, p, frame) for p in params]
+    if len(params) >= 2:
+        x, y = params[0], params[1]
+        _, used = _grid_of_axes(len(staged), (4.6, 3.6))
+        images["scatter"] = plots.figure_png(plots.plot_param_scatter(used, staged, x, y, (logs[0], logs[1])))
+    if params:
+        _, used = _grid_of_axes(len(params), (5.0, 3.6))
+        images["projection"] = plots.figure_png(plots.plot_param_projection(used, staged, params, logs))
+    if len(params) >= 2:
+        x, y = params[0], params[1]
+        drawn = [i for i in infos if not i.is_grid] or list(infos)
+        rects, stars = [], []
+        for info in drawn:
+            sx, sy = info.space.get(x), info.space.get(y)
+            if isinstance(sx, (list, tuple)) and isinstance(sy, (list, tuple)):
+                rects.append((info.stage, (float(sx[0]), float(sx[1])), (float(sy[0]), float(sy[1]))))
+            _, best_p = best_params(by_study.get(info.study, frame.iloc[0:0]), params)
+            if x in best_p and y in best_p:
+                stars.append((info.stage, best_p[x], best_p[y]))
+        if rects:
+            ax = plots.new_axes(1, 1, size=(7.0, 4.6))[0, 0]
+            images["ranges"] = plots.figure_png(plots.plot_ranges(ax, rects, x, y, (logs[0], logs[1]), stars))
+    images["loss_curves"] = _loss_curve_image(storage, frame, params)
+    if pairs:
+        series = []
+        for random_name, grid_name in pairs[:5]:
+            for name in (random_name, grid_name):
+                secs, best = best_so_far_by_time(by_study.get(name, frame.iloc[0:0]))
+                label = name.rpartition("/")[2] + (" (grid)" if name == grid_name else " (random)")
+                label = label.replace("grid (grid)", "grid").replace("random (random)", "random")
+                series.append((label, np.concatenate([[0.0], secs]), np.concatenate([[np.nan], best])))
+        ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
+        images["best_so_far"] = plots.figure_png(plots.plot_best_so_far(ax, series))
+    if repeats is not None:
+        ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
+        images["repeats"] = plots.figure_png(plots.plot_median_band(
+            ax, [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
+    return images
+
+
+def _loss_curve_image(storage: optuna.storages.BaseStorage, frame: pd.DataFrame, params: Sequence[str]) -> bytes:
+    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
+    best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
+    exploded = frame[(frame["state"] == "PRUNED") & frame["stop_reason"].isin(PRUNED_REASONS)].head(EXPLODED_CURVES)
+    axes = plots.new_axes(1, 2, size=(5.5, 3.8))[0]
+    for ax, chosen, title in ((axes[0], best, f"best {BEST_CURVES} trials"),
+                              (axes[1], exploded, "exploded trials (pruned)")):
+        found = {study: loss_curves(storage, str(study), [int(n) for n in rows["number"]])
+                 for study, rows in chosen.groupby("study", sort=False)}
+        curves = [(_label(row, params), _num(row["iterations"]) or 0.0, found[row["study"]][int(row["number"])])
+                  for _, row in chosen.iterrows()]
+        plots.plot_loss_curves(ax, curves, title)
+    return plots.figure_png(axes[0].figure)
+
+
+# --------------------------------------------------------------------------- writing the files
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _num(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    if obj is pd.NA or (isinstance(obj, float) and math.isnan(obj)):
+        return None
+    return str(obj)
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.{digits}f}".rstrip("0").rstrip(".")
+    return str(x)
+
+
+def _params_text(ps: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.3g}" for k, v in ps.items()) or "-"
+
+
+def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["stage", "sampler", "epochs", "trials", "complete", "pruned (exploded/nan)", "failed", "range",
+            "best", "best params", "median", "training s", "pruning saved (iters, s)"]
+    rows = []
+    for s in summary["stages"]:
+        c, p = s["counts"], s["pruning"]
+        saved = "-" if p["iterations_saved"] is None else f"{p['iterations_saved']} iters, {p['seconds_saved']:.2f} s"
+        rows.append([s["stage"], str(s["sampler"] or "-"), str(s["epochs"] or "-"), str(c["trials"]),
+                     str(c["complete"]), f"{c['pruned']} ({c['pruned_exploded']}/{c['pruned_nan']})",
+                     str(c["failed"]), s["space_text"] or "-", _fmt(s["best_value"]), _params_text(s["best_params"]),
+                     _fmt(s["median_value"]), f"{s['training_seconds']:.2f}", saved])
+    return head, rows
+
+
+def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    head = ["", "trials", "complete", "pruned", "best", "median",
+            *(f"distinct {p}" for p in params), "trials to within 1 pt", "training s"]
+    rows = []
+    for side in ("random", "grid"):
+        n = pair[side]
+        rows.append([f"{side} ({pair[side + '_study']})", str(n["trials"]), str(n["complete"]), str(n["pruned"]),
+                     _fmt(n["best_value"]), _fmt(n["median_value"]), *(str(n["distinct"].get(p, 0)) for p in params),
+                     _fmt(n["trials_to_within_1pt"]), f"{n['training_seconds']:.2f}"])
+    return head, rows
+
+
+def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    esc = [[c.replace("|", "\\|") for c in r] for r in [list(head), *rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+    return "\n".join(lines)
+
+
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _verdict(pair: dict[str, Any]) -> str:
+    r, g = pair["random"]["best_value"], pair["grid"]["best_value"]
+    word = {"win": "random search found the better model", "loss": "grid search found the better model",
+            "tie": "random and grid search tied", "n/a": "no comparison (a side has no completed trial)"}
+    text = word[pair["outcome"]]
+    if r is not None and g is not None:
+        text += f" (best {r:.4f} vs {g:.4f}, difference {r - g:+.4f})"
+    return text
+
+
+def _repeats_text(rep: dict[str, Any]) -> str:
+    r, g = rep["random"], rep["grid"]
+    return (f"over {rep['repeats']} random/grid pairs: random wins {rep['wins']}, ties {rep['ties']}, "
+            f"losses {rep['losses']}; best val acc random {_fmt(r['mean'])} ± {_fmt(r['std'])}, "
+            f"grid {_fmt(g['mean'])} ± {_fmt(g['std'])} (mean ± std)")
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
+    out = [f"# Search report: campaign {summary['campaign']}", "",
+           f"{summary['trials']} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", "",
+           "## Stages", "", _md_table(*_stage_rows(summary)), ""]
+    for s in summary["stages"]:
+        for note in s["range_notes"]:
+            out.append(f"- {s['stage']}: {note}")
+    out += ["", "Pruning savings: a full run is as long as the stage's longest completed run; each pruned trial "
+            "saved the iterations it did not run, at the stage's mean seconds per iteration.", "",
+            "## Grid vs random at equal budget", ""]
+    comp = summary["grid_vs_random"]
+    if comp["hint"]:
+        out += [comp["hint"], ""]
+    for pair in comp["pairs"]:
+        out += [_md_table(*_pair_rows(pair, summary["params"])), "", f"Verdict: {_verdict(pair)}.", ""]
+    if comp.get("repeats"):
+        out += [_repeats_text(comp["repeats"]), ""]
+    out += ["## Plots", ""]
+    for name, file in summary["images"].items():
+        out += [f"![{IMAGE_CAPTIONS.get(name, name)}]({file})", "", f"*{IMAGE_CAPTIONS.get(name, name)}*", ""]
+    return "\n".join(out)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; } .hint { background: #fff6d6; padding: 0.5em 1em; }
+"""
+
+
+def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
+    """report.html: tables and the PNGs embedded as base64 data URIs (opens from disk, no server)."""
+    esc = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>Search report: {esc(summary['campaign'])}</title><style>{_CSS}</style></head><body>",
+             f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
+             f"<p>{summary['trials']} trials in {len(summary['stages'])} stages; generated {esc(summary['generated'])}.</p>",
+             "<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
+    notes = [f"<li>{esc(s['stage'])}: {esc(n)}</li>" for s in summary["stages"] for n in s["range_notes"]]
+    if notes:
+        parts.append("<ul>" + "".join(notes) + "</ul>")
+    parts.append("<p>Pruning savings: a full run is as long as the stage's longest completed run; each pruned trial "
+                 "saved the iterations it did not run, at the stage's mean seconds per iteration.</p>")
+    parts.append("<h2>Grid vs random at equal budget</h2>")
+    comp = summary["grid_vs_random"]
+    if comp["hint"]:
+        parts.append(f"<p class='hint'>{esc(comp['hint'])}</p>")
+    for pair in comp["pairs"]:
+        parts += [_html_table(*_pair_rows(pair, summary["params"])), f"<p><b>Verdict:</b> {esc(_verdict(pair))}.</p>"]
+    if comp.get("repeats"):
+        parts.append(f"<p>{esc(_repeats_text(comp['repeats']))}</p>")
+    parts.append("<h2>Plots</h2>")
+    for name, png in images.items():
+        data = base64.b64encode(png).decode("ascii")
+        caption = esc(IMAGE_CAPTIONS.get(name, name))
+        parts.append(f"<figure id='{esc(name)}'><img alt='{caption}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{caption}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
+    """Write report.html, report.md, summary.json and one PNG per image into ``out_dir``; returns name -> path."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    written: dict[str, Path] = {}
+    try:
+        for name, png in report.images.items():
+            written[name] = out / f"{name}.png"
+            written[name].write_bytes(png)
+        summary = _jsonable(report.summary)
+        written["summary.json"] = out / "summary.json"
+        written["summary.json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        written["report.md"] = out / "report.md"
+        written["report.md"].write_text(render_markdown(summary) + "\n", encoding="utf-8")
+        written["report.html"] = out / "report.html"
+        written["report.html"].write_text(render_html(summary, report.images), encoding="utf-8")
+    except OSError as exc:
+        raise StudyError(f"--out {str(out)!r}: cannot write the report: {exc.strerror or exc}") from None
+    return written
+
+
+# --------------------------------------------------------------------------- repeated random/grid pairs
+def compare_report(storage: optuna.storages.BaseStorage, pairs: Sequence[tuple[str, str]],
+                   campaign: str) -> Report:
+    """Wins/ties/losses and spread over (random study, grid study) pairs, and the median-band plot."""
+    if not pairs:
+        raise StudyError("no random/grid pairs to compare")
+    frame = trials_frame(storage, campaign=campaign)
+    rep = repeat_numbers(frame, pairs)
+    summary = {"campaign": campaign, "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+               **{k: v for k, v in rep.items() if not k.endswith("_curves")},
+               "images": {"repeats": "repeats.png"}}
+    ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
+    png = plots.figure_png(plots.plot_median_band(ax, [("random", rep["random_curves"]),
+                                                       ("grid", rep["grid_curves"])]))
+    return Report(summary, {"repeats": png})
+
+
+def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
+    """Write compare.json and repeats.png into ``out_dir``; returns name -> path."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "repeats.png").write_bytes(report.images["repeats"])
+        (out / "compare.json").write_text(json.dumps(_jsonable(report.summary), indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise StudyError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+    return {"repeats": out / "repeats.png", "compare.json": out / "compare.json"}
+
+
+def safe_dirname(name: str) -> str:
+    """A folder name made from a campaign name (anything but letters, digits, ., _ and - becomes _)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "report"
+
+
+__all__ = [
+    "IMAGE_CAPTIONS",
+    "REPORT_FILES",
+    "WITHIN",
+    "Report",
+    "StageInfo",
+    "best_and_median",
+    "best_so_far_by_time",
+    "best_so_far_by_trial",
+    "campaign_report",
+    "campaign_stage_infos",
+    "compare_report",
+    "distinct_counts",
+    "grid_pairs",
+    "outcome",
+    "pruning_savings",
+    "render_html",
+    "render_markdown",
+    "repeat_numbers",
+    "safe_dirname",
+    "side_numbers",
+    "stage_numbers",
+    "state_counts",
+    "trials_to_within",
+    "write_compare_report",
+    "write_report",
+]

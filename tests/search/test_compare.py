@@ -1,0 +1,116 @@
+"""`search compare` (random vs grid, repeated), `search report` and `search dashboard` through the CLI."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import re
+
+import pytest
+
+from search.compare import compare_pair, default_compare_campaign
+from search.runspec import RunSpec
+from search.space import ParamRange
+from studies.queries import trials_frame
+from studies.store import open_storage
+from tests.search.conftest import one_line_error
+
+SMALL = ("--repeats", "2", "--trials", "4", "--epochs", "1", "--train-size", "200", "--val-size", "200")
+
+
+def test_compare_pair_is_a_random_and_a_grid_stage_at_the_same_budget():
+    space = {"lr": ParamRange(1e-5, 1e-1), "reg": ParamRange(1e-6, 1e-2)}
+    random_stage, grid = compare_pair("c", RunSpec(epochs=2), space, n_trials=10, seed=5, repeat=3)
+    assert (random_stage.name, grid.name) == ("c/random-3", "c/grid-3")
+    assert random_stage.sampler == "random" and grid.sampler == "grid"
+    assert random_stage.seed == grid.seed == 8
+    assert random_stage.space == grid.space and random_stage.run == grid.run
+    assert (random_stage.n_trials, grid.n_trials) == (10, 9)  # k = floor(sqrt(10)) = 3 -> 3 x 3
+    assert grid.parent == random_stage.name
+
+
+def test_default_campaign_is_compare_and_a_utc_timestamp():
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert default_compare_campaign(when) == "compare-20260102T030405Z"
+    assert re.fullmatch(r"compare-\d{8}T\d{6}Z", default_compare_campaign())
+
+
+def test_compare_runs_repeated_pairs_and_counts_wins(run_cli, tmp_path):
+    result = run_cli("compare", *SMALL, "--campaign", "cmp", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["repeats"] == 2 and out["wins"] + out["ties"] + out["losses"] == 2
+
+    storage = open_storage("sqlite:///search.db", create=False)
+    frame = trials_frame(storage, campaign="cmp")
+    per_study = frame.groupby("study")["state"].apply(list).to_dict()
+    assert sorted(per_study) == ["cmp/grid-0", "cmp/grid-1", "cmp/random-0", "cmp/random-1"]
+    for name, states in per_study.items():
+        assert len(states) == 4 and all(s in ("COMPLETE", "PRUNED") for s in states), (name, states)
+    seeds = {s.study_name: s.user_attrs["seed"] for s in storage.get_all_studies()}
+    assert seeds == {"cmp/random-0": 0, "cmp/grid-0": 0, "cmp/random-1": 1, "cmp/grid-1": 1}
+    for r, pair in enumerate(out["pairs"]):
+        random_frame = frame[frame["study"] == f"cmp/random-{r}"]
+        grid_frame = frame[frame["study"] == f"cmp/grid-{r}"]
+        assert random_frame["param_lr"].nunique() == 4 and grid_frame["param_lr"].nunique() == 2
+        rb = random_frame.loc[random_frame["state"] == "COMPLETE", "value"].max()
+        gb = grid_frame.loc[grid_frame["state"] == "COMPLETE", "value"].max()
+        assert pair["random_best"] == pytest.approx(rb) and pair["grid_best"] == pytest.approx(gb)
+        assert pair["outcome"] == ("win" if rb > gb + 1e-9 else "loss" if gb > rb + 1e-9 else "tie")
+    assert out["random"]["mean"] == pytest.approx((out["pairs"][0]["random_best"] + out["pairs"][1]["random_best"]) / 2)
+    assert (tmp_path / "cmp" / "repeats.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["wins"] == out["wins"]
+
+    # the same command again continues (here: finds finished) stages; no trial is added
+    again = run_cli("compare", *SMALL, "--campaign", "cmp")
+    assert again.exit_code == 0, again.output
+    assert f"random wins {out['wins']}, ties {out['ties']}, losses {out['losses']} (of 2)" in again.stdout
+    assert len(trials_frame(storage, campaign="cmp")) == 16
+
+    # the report of a compare campaign pairs grid-r with random-r and adds the repeats plot
+    report = run_cli("report", "--campaign", "cmp", "--out", "rep", "--json")
+    assert report.exit_code == 0, report.output
+    files = json.loads(report.stdout)["files"]
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert [(p["random_study"], p["grid_study"]) for p in summary["grid_vs_random"]["pairs"]] == [
+        ("cmp/random-0", "cmp/grid-0"), ("cmp/random-1", "cmp/grid-1")]
+    assert summary["grid_vs_random"]["repeats"]["wins"] == out["wins"]
+    assert "repeats" in files and (tmp_path / "rep" / "report.html").is_file()
+    storage.engine.dispose()
+
+
+def test_report_command_writes_the_files_and_says_where(run_cli, tmp_path):
+    assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200", "--json").exit_code == 0
+    result = run_cli("report")
+    assert result.exit_code == 0, result.output
+    for name in ("report.html", "report.md", "summary.json", "scatter.png"):
+        assert f"report-digits/{name}" in result.stdout
+        assert (tmp_path / "report-digits" / name).is_file()
+    assert "search grid --campaign digits" in result.stdout  # no grid stage yet: how to add one
+
+
+def test_report_errors_are_one_line(run_cli, tmp_path):
+    one_line_error(run_cli("report"), "no database at")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "100", "--json").exit_code == 0
+    one_line_error(run_cli("report", "--campaign", "nope"), "unknown campaign 'nope'", "digits")
+    (tmp_path / "blocker").write_text("x")
+    one_line_error(run_cli("report", "--out", "blocker/sub"), "--out")
+
+
+def test_compare_rejects_bad_options(run_cli):
+    result = run_cli("compare", "--repeats", "0")
+    assert result.exit_code == 2 and "--repeats" in result.stderr
+
+
+def test_dashboard_without_optuna_dashboard_says_how_to_install_it(run_cli, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "optuna_dashboard" else real(name, *a))
+    line = one_line_error(run_cli("dashboard"), "optuna-dashboard is not installed: pip install '.[dashboard]'")
+    assert line.startswith("error: ")
+
+
+def test_dashboard_on_a_missing_database_is_a_one_line_error(run_cli):
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
+    one_line_error(run_cli("dashboard", "--storage", "sqlite:///missing.db"), "no database at")

@@ -1,0 +1,232 @@
+"""The grid-vs-random report: its numbers against the trials computed directly, its images, its files, its errors."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import statistics
+
+import numpy as np
+import optuna
+import pytest
+from PIL import Image
+
+from studies.errors import StudyError, UnknownStudyError
+from studies.report import campaign_report, outcome, repeat_numbers, write_report
+from studies.store import open_storage
+from tests.studies.report_data import build_campaign
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+REPORT_IMAGES = {"scatter", "projection", "ranges", "loss_curves", "best_so_far"}
+
+
+@pytest.fixture(scope="module")
+def campaign_db(tmp_path_factory):
+    """Campaign demo (coarse, fine-1, grid) and campaign nogrid (coarse, fine-1) in one database."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'search.db'}"
+    specs = build_campaign(url, "demo")
+    specs.update(build_campaign(url, "nogrid", with_grid=False, seed=7))
+    storage = open_storage(url, create=False)
+    yield storage, specs
+    storage.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def demo(campaign_db, tmp_path_factory):
+    storage, specs = campaign_db
+    report = campaign_report(storage, "demo")
+    out = tmp_path_factory.mktemp("demo-report")
+    return report, write_report(report, out), specs
+
+
+# ---- expected numbers, computed from the trial dicts without the report's code
+def expected_best(trials):
+    return max(t["value"] for t in trials if t["state"] == "COMPLETE")
+
+
+def expected_median(trials):
+    return statistics.median(t["value"] for t in trials if t["state"] == "COMPLETE")
+
+
+def expected_saved(trials):
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    full = max(t["iterations"] for t in complete)
+    per_iteration = sum(t["seconds"] for t in complete) / sum(t["iterations"] for t in complete)
+    iterations = sum(full - t["iterations"] for t in trials if t["state"] == "PRUNED")
+    return full, iterations, iterations * per_iteration
+
+
+def expected_within(trials, within=0.01):
+    best = expected_best(trials)
+    for i, t in enumerate(trials, start=1):
+        if t["state"] == "COMPLETE" and t["value"] >= best - within - 1e-12:
+            return i
+    raise AssertionError("unreachable")
+
+
+def test_stage_numbers_equal_the_ones_computed_from_the_trials(demo):
+    report, _, specs = demo
+    stages = {s["study"]: s for s in report.summary["stages"]}
+    assert list(stages) == ["demo/coarse", "demo/fine-1", "demo/grid"]
+    for name, trials in specs.items():
+        if not name.startswith("demo/"):
+            continue
+        s = stages[name]
+        states = [t["state"] for t in trials]
+        assert s["counts"]["trials"] == len(trials)
+        assert s["counts"]["complete"] == states.count("COMPLETE")
+        assert s["counts"]["pruned"] == states.count("PRUNED")
+        assert s["counts"]["pruned_exploded"] == sum(t["stop_reason"] == "exploded" for t in trials)
+        assert s["counts"]["pruned_nan"] == sum(t["stop_reason"] == "nan" for t in trials)
+        assert s["counts"]["failed"] == states.count("FAIL")
+        assert s["best_value"] == pytest.approx(expected_best(trials), abs=1e-12)
+        assert s["median_value"] == pytest.approx(expected_median(trials), abs=1e-12)
+        best = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+        assert s["best_params"] == pytest.approx({"lr": best["lr"], "reg": best["reg"]})
+        assert s["training_seconds"] == pytest.approx(sum(t["seconds"] or 0 for t in trials))
+        full, iterations, seconds = expected_saved(trials)
+        assert s["pruning"]["full_run_iterations"] == full
+        assert s["pruning"]["iterations_saved"] == iterations
+        assert s["pruning"]["seconds_saved"] == pytest.approx(seconds, rel=1e-9)
+        assert s["distinct"] == {"lr": len({t["lr"] for t in trials}), "reg": len({t["reg"] for t in trials})}
+        assert s["trials_to_within_1pt"] == expected_within(trials)
+    # the fixture's coarse stage really has exploded, nan and failed trials, so the checks above mean something
+    coarse = stages["demo/coarse"]["counts"]
+    assert coarse["pruned_exploded"] >= 1 and coarse["pruned_nan"] >= 1 and coarse["failed"] == 1
+    assert stages["demo/coarse"]["pruning"]["iterations_saved"] > 0
+    assert stages["demo/fine-1"]["space"]["lr"] == [1e-3, 1e-1, "log"]
+    assert stages["demo/fine-1"]["range_notes"] == ["lr narrowed"]
+
+
+def test_grid_vs_random_numbers(demo):
+    report, _, specs = demo
+    comparison = report.summary["grid_vs_random"]
+    assert comparison["hint"] is None and "repeats" not in comparison
+    (pair,) = comparison["pairs"]
+    assert (pair["random_study"], pair["grid_study"]) == ("demo/coarse", "demo/grid")
+    for side, name in (("random", "demo/coarse"), ("grid", "demo/grid")):
+        trials = specs[name]
+        numbers = pair[side]
+        assert numbers["trials"] == len(trials)
+        assert numbers["best_value"] == pytest.approx(expected_best(trials), abs=1e-12)
+        assert numbers["median_value"] == pytest.approx(expected_median(trials), abs=1e-12)
+        assert numbers["trials_to_within_1pt"] == expected_within(trials)
+        assert numbers["distinct"] == {"lr": len({t["lr"] for t in trials}), "reg": len({t["reg"] for t in trials})}
+    # 16 random trials (plus one failed one) try 17 lrs; the 4 x 4 grid only 4
+    assert pair["random"]["distinct"] == {"lr": 17, "reg": 17}
+    assert pair["grid"]["distinct"] == {"lr": 4, "reg": 4}
+    r, g = pair["random"]["best_value"], pair["grid"]["best_value"]
+    assert pair["outcome"] == ("win" if r > g + 1e-9 else "loss" if g > r + 1e-9 else "tie")
+
+
+def test_outcome_rule():
+    assert outcome(0.9, 0.8) == "win" and outcome(0.8, 0.9) == "loss"
+    assert outcome(0.9, 0.9 + 1e-12) == "tie" and outcome(None, 0.9) == "n/a"
+
+
+def test_files_hold_the_same_numbers(demo):
+    report, written, _ = demo
+    assert {"report.html", "report.md", "summary.json"} <= set(written)
+    summary = json.loads(written["summary.json"].read_text())
+    coarse = summary["stages"][0]
+    assert coarse["best_value"] == pytest.approx(report.summary["stages"][0]["best_value"])
+    assert summary["images"] == {name: f"{name}.png" for name in REPORT_IMAGES}
+    md = written["report.md"].read_text()
+    for s in summary["stages"]:
+        assert f"{s['best_value']:.4f}" in md
+        assert f"{s['pruning']['iterations_saved']} iters" in md
+    html = written["report.html"].read_text()
+    sources = re.findall(r"src='([^']*)'", html)
+    assert len(sources) == len(REPORT_IMAGES)
+    assert all(src.startswith("data:image/png;base64,") for src in sources)  # no file or server needed
+    assert "http://" not in html and "https://" not in html
+    for src, name in zip(sources, summary["images"]):
+        assert base64.b64decode(src.split(",", 1)[1]) == written[name].read_bytes()
+    assert f"{summary['stages'][0]['best_value']:.4f}" in html
+
+
+def assert_real_png(data: bytes, min_colours: int = 50) -> None:
+    """A valid PNG of plot size with real content: not blank, many colours."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    Image.open(io.BytesIO(data)).verify()
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    assert image.width >= 300 and image.height >= 200
+    pixels = np.asarray(image, dtype=float)
+    assert pixels.std() > 15
+    colours = image.getcolors(maxcolors=1 << 24)
+    assert len(colours) > min_colours
+    non_white = (pixels.min(axis=2) < 235).mean()
+    assert non_white > 0.02
+
+
+def test_every_promised_image_is_a_real_png(demo):
+    report, written, _ = demo
+    assert set(report.images) == REPORT_IMAGES
+    for name in REPORT_IMAGES:
+        assert_real_png(written[name].read_bytes())
+
+
+def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(campaign_db, tmp_path):
+    storage, _ = campaign_db
+    report = campaign_report(storage, "nogrid")
+    comparison = report.summary["grid_vs_random"]
+    assert comparison["pairs"] == []
+    assert "search grid --campaign nogrid" in comparison["hint"]
+    assert "best_so_far" not in report.images and {"scatter", "ranges", "loss_curves"} <= set(report.images)
+    written = write_report(report, tmp_path / "out")
+    assert "search grid --campaign nogrid" in written["report.html"].read_text()
+    assert "search grid --campaign nogrid" in written["report.md"].read_text()
+
+
+def test_latest_campaign_is_the_default(campaign_db):
+    storage, _ = campaign_db
+    assert campaign_report(storage, images=False).summary["campaign"] == "nogrid"
+
+
+def test_unknown_campaign_is_a_clear_error(campaign_db):
+    storage, _ = campaign_db
+    with pytest.raises(UnknownStudyError, match=r"unknown campaign 'nope'; known campaigns: demo, nogrid"):
+        campaign_report(storage, "nope")
+
+
+def test_empty_campaign_and_empty_database_are_clear_errors(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    storage = open_storage(url)
+    with pytest.raises(UnknownStudyError, match="no campaign"):
+        campaign_report(storage)
+    study = optuna.create_study(storage=url, study_name="bare/coarse", direction="maximize")
+    study.set_user_attr("campaign", "bare")
+    study.enqueue_trial({})  # a WAITING trial is not a finished one
+    with pytest.raises(StudyError, match="campaign 'bare' has no finished trial yet"):
+        campaign_report(storage, "bare")
+    storage.engine.dispose()
+
+
+def test_unwritable_out_folder_is_a_study_error(demo, tmp_path):
+    report, _, _ = demo
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StudyError, match="--out"):
+        write_report(report, blocker / "sub")
+
+
+def test_repeat_numbers_count_wins_ties_and_losses(campaign_db):
+    storage, specs = campaign_db
+    from studies.queries import trials_frame
+
+    frame = trials_frame(storage)
+    pairs = [("demo/coarse", "demo/grid"), ("demo/grid", "demo/grid"), ("demo/grid", "demo/coarse")]
+    numbers = repeat_numbers(frame, pairs)
+    r, g = expected_best(specs["demo/coarse"]), expected_best(specs["demo/grid"])
+    assert r != g
+    first = "win" if r > g else "loss"
+    assert [p["outcome"] for p in numbers["pairs"]] == [first, "tie", "loss" if first == "win" else "win"]
+    assert (numbers["wins"], numbers["ties"], numbers["losses"]) == (1, 1, 1)
+    bests = [r, g, g]
+    assert numbers["random"]["mean"] == pytest.approx(np.mean(bests))
+    assert numbers["random"]["std"] == pytest.approx(np.std(bests, ddof=1))
+    curves = numbers["random_curves"]
+    assert curves.shape == (3, len(specs["demo/coarse"]))  # the shorter grid run padded with its last best
+    assert np.nanmax(curves[0]) == pytest.approx(r) and curves[1, -1] == pytest.approx(g)

@@ -1,0 +1,109 @@
+"""The report and the study database as a person sees them: report.html and optuna-dashboard in headless Chromium.
+
+Both skip with the reason when Chromium cannot take a headless screenshot here (install Debian's
+``chromium``); the dashboard test also skips when optuna-dashboard is not installed (it is in the
+``test`` extra, so CI has it).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import optuna
+import pytest
+from PIL import Image
+
+from studies.report import campaign_report, write_report
+from studies.store import open_storage
+from tests.fixtures_browser import _FLAGS, screenshot
+from tests.studies.report_data import build_campaign
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def finished_campaign(tmp_path_factory):
+    """A database with a finished campaign (coarse, fine-1, grid); returns its URL."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=9, n_fine=6, curve_points=50)
+    return url
+
+
+def test_report_html_opens_in_chromium_and_shows_the_plots(chromium_path, finished_campaign, tmp_path):
+    storage = open_storage(finished_campaign, create=False)
+    written = write_report(campaign_report(storage, "demo"), tmp_path / "report")
+    storage.engine.dispose()
+    # the page must not need the PNG files beside it: open a copy alone in another folder
+    alone = tmp_path / "alone" / "report.html"
+    alone.parent.mkdir()
+    shutil.copy(written["report.html"], alone)
+    shot = screenshot(chromium_path, alone, tmp_path / "shot.png", width=1200, height=3000)
+
+    image = Image.open(shot).convert("RGB")
+    pixels = np.asarray(image, dtype=int)
+    # Measured on this page: ~4,700 colours and 0.5 % strongly coloured pixels with the plots; the same
+    # page with its <img> tags removed has ~220 colours and no coloured pixel (text and tables are grey).
+    assert len(image.getcolors(maxcolors=1 << 24)) > 1000
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    assert (saturation > 60).mean() > 0.002
+    # the plots come after the tables: the lower half of the page holds coloured content too
+    assert (saturation[pixels.shape[0] // 2:] > 60).mean() > 0.002
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"search dashboard exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"search dashboard did not listen on port {port} within {timeout:.0f} s")
+
+
+def test_dashboard_lists_the_stages_of_a_finished_campaign(chromium_path, finished_campaign, tmp_path):
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed: pip install '.[dashboard]' (the test extra has it)")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from search.cli import main; main()", "dashboard", "--port", str(port),
+         "--storage", finished_campaign],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, cwd=tmp_path,
+    )
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        _wait_for_port(port, server)
+        dom = subprocess.run(
+            [chromium_path, *_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
+             f"http://127.0.0.1:{port}/dashboard"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90, check=False,
+        ).stdout
+        for stage in ("demo/coarse", "demo/fine-1", "demo/grid"):
+            assert stage in dom, f"{stage} not in the dashboard page ({len(dom)} characters of DOM)"
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        server.stderr.close()
