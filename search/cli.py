@@ -349,6 +349,9 @@ heartbeat_option = click.option(
          "Set by the command that creates a stage; its workers use the stage's value.")
 campaign_option = click.option("--campaign", default=None, help="Campaign name (default: the dataset's name / the latest).")
 
+# where a stage runs: campaign, database, local worker processes, heartbeat
+stage_run_options = _apply([campaign_option, storage_option, jobs_option, heartbeat_option])
+
 stage_options = _apply([
     click.option("--lr", "lr_range", default="1e-6:1e0", show_default=True, callback=_range,
                  help="Learning-rate range LOW:HIGH, sampled on a log scale."),
@@ -408,10 +411,7 @@ def _finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = 
 @model_options
 @optim_options
 @stage_options
-@campaign_option
-@storage_option
-@jobs_option
-@heartbeat_option
+@stage_run_options
 @seed_option
 @json_option
 def coarse(lr_range: Any, reg_range: Any, trials: int, epochs: int, sampler: str, explode_factor: float,
@@ -437,10 +437,7 @@ def coarse(lr_range: Any, reg_range: Any, trials: int, epochs: int, sampler: str
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs per trial (default: twice the previous stage's).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials (default: the previous stage's).")
-@campaign_option
-@storage_option
-@jobs_option
-@heartbeat_option
+@stage_run_options
 @json_option
 def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign: str | None, storage: str | None,
          jobs: int, heartbeat: int, as_json: bool) -> int:
@@ -465,10 +462,7 @@ def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign
 
 
 @cli.command()
-@campaign_option
-@storage_option
-@jobs_option
-@heartbeat_option
+@stage_run_options
 @json_option
 def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """Grid stage over the coarse stage's ranges, epochs and budget (k x k points, k = floor(sqrt(trials))).
@@ -494,10 +488,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
               help="Epochs of fine trials (default: twice the previous stage's).")
 @click.option("--max-fine", type=click.IntRange(min=0), default=3, show_default=True,
               help="Most fine stages to run.")
-@campaign_option
-@storage_option
-@jobs_option
-@heartbeat_option
+@stage_run_options
 @seed_option
 @json_option
 def auto(lr_range: Any, reg_range: Any, trials: int, epochs: int, sampler: str, explode_factor: float, top: int,
