@@ -366,21 +366,13 @@ def set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, at
 
     Optuna's public ``set_trial_user_attr`` commits once per key; a finished trial writes eight
     keys, and on SQLite those eight transactions were most of the service's per-trial overhead.
-    This uses the RDB storage's own per-key writer inside one session; on a storage without it
-    (another Optuna version, a non-RDB storage) it falls back to the public call per key.
+    This runs the RDB storage's own per-key writer eight times inside one session (the same
+    Optuna internals ``studies.budget`` builds on; pyproject pins the Optuna major version).
     """
-    backend = getattr(storage, "_backend", storage)  # Study wraps RDBStorage in a caching layer
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
 
-        write = backend._set_trial_attr_without_commit
-        scoped = backend.scoped_session
-    except (ImportError, AttributeError):
+    backend = getattr(storage, "_backend", storage)  # a Study wraps RDBStorage in a caching layer
+    with _create_scoped_session(backend.scoped_session, True) as session:
         for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        return
-    with _create_scoped_session(scoped, True) as session:
-        for key, value in attrs.items():
-            write(session, models.TrialUserAttributeModel, trial_id, key, value)
-
+            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
