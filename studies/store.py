@@ -205,22 +205,8 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
     _check_schema(revision, where)
 
 
-def _set_sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-    """On every new SQLite connection: wait for locks instead of failing; WAL if writable."""
-    cursor = dbapi_connection.cursor()
-    try:
-        # fetch the pragma's result row: an unfinished statement would pin this connection's
-        # WAL snapshot and it would go on reading the database as it was
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}").fetchall()
-        cursor.execute("PRAGMA journal_mode = WAL").fetchall()
-    except sqlite3.OperationalError:
-        pass  # a read-only file keeps its journal mode; reading still works
-    finally:
-        cursor.close()
-
-
 def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: bool) -> None:
-    """Pragmas on every connection and, where writable, every transaction as BEGIN IMMEDIATE.
+    """WAL and, where writable, every transaction as BEGIN IMMEDIATE.
 
     Optuna claims a WAITING trial and fails a stale one by reading the trial's state and then
     writing it, trusting SELECT ... FOR UPDATE to make that atomic. SQLite ignores FOR UPDATE,
@@ -228,11 +214,24 @@ def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: b
     documented pysqlite recipe) makes each read-then-write transaction atomic; the busy
     timeout makes the others wait for it instead of failing.
     """
-    event.listen(engine, "connect", _set_sqlite_pragmas)
     if writable:
+        _enable_wal(engine)
         event.listen(engine, "connect", _disable_pysqlite_begin)
         event.listen(engine, "begin", _begin_immediate)
     engine.dispose()  # connections made while Optuna created the tables lack the listeners
+
+
+def _enable_wal(engine: sqlalchemy.engine.Engine) -> None:
+    """Put the file in WAL mode (readers and one writer at once); the mode is stored in the file.
+
+    Set once here rather than on every connection: with a fresh connection per session each
+    extra pragma is paid on every storage call. The busy timeout comes from ``connect_args``.
+    """
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL").fetchall()
+    except SQLAlchemyError:
+        pass  # another process holds the file and is switching it (or already has): WAL either way
 
 
 def _disable_pysqlite_begin(dbapi_connection: sqlite3.Connection, _record: object) -> None:
