@@ -1,7 +1,7 @@
 """Campaigns: the coarse stage, fine stages refined from it, the grid stage beside it, and ``auto`` chaining them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -158,8 +158,7 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
 def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
     """A grid stage over the coarse stage's ranges, epochs and trial budget (k^d points, k = floor(N^(1/d)))."""
     coarse = Stage.from_attrs(load_stage_study(storage, study_name(campaign, "coarse")).user_attrs)
-    grid = replace(coarse, stage="grid", sampler="grid", parent=coarse.name, range_notes=())
-    return replace(grid, n_trials=len(grid.grid_points()))
+    return coarse.grid_beside("grid")
 
 
 # --------------------------------------------------------------------------- auto

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from search.campaign import Execution, StageSummary, execute_stage
 from search.errors import SearchError
@@ -31,8 +31,7 @@ def compare_pair(campaign: str, run: RunSpec, space: dict[str, ParamRange], n_tr
     """(random stage, grid stage) of one repeat: same ranges, epochs, data and stage seed ``seed + repeat``."""
     random_stage = Stage(campaign=campaign, stage=f"random-{repeat}", space=dict(space), n_trials=n_trials, run=run,
                          seed=seed + repeat, sampler="random", explode_factor=explode_factor)
-    grid = replace(random_stage, stage=f"grid-{repeat}", sampler="grid", parent=random_stage.name)
-    return random_stage, replace(grid, n_trials=len(grid.grid_points()))
+    return random_stage, random_stage.grid_beside(f"grid-{repeat}")
 
 
 @dataclass

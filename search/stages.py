@@ -92,6 +92,11 @@ class Stage:
             range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
         )
 
+    def grid_beside(self, stage: str) -> Stage:
+        """A grid stage ``stage`` over this stage's ranges, epochs and data at the same budget (k^d <= N points)."""
+        grid = replace(self, stage=stage, sampler="grid", parent=self.name, range_notes=())
+        return replace(grid, n_trials=len(grid.grid_points()))
+
     def grid_points(self) -> list[dict[str, float]]:
         """k^d points of a k-per-parameter grid, k = floor(n_trials ** (1/d)), on each range's scale."""
         names = list(self.space)
