@@ -21,6 +21,7 @@ from search.stages import (
     refined_stage, stage_counts, stage_unfinished, study_name,
 )
 from search.workers import run_stage_processes
+from studies.queries import campaigns, latest_campaign
 from studies.store import open_storage
 
 DEFAULT_SPACE = {"lr": ParamRange(1e-6, 1.0), "reg": ParamRange(1e-6, 10.0)}
@@ -124,18 +125,11 @@ def coarse_stage(campaign: str, run: RunSpec, space: dict[str, ParamRange], n_tr
 
 def resolve_campaign(storage: optuna.storages.RDBStorage, campaign: str | None) -> str:
     """The named campaign (checked to exist) or the one whose newest stage is newest."""
-    studies = storage.get_all_studies()
-    known: list[str] = []
-    for s in studies:  # creation order
-        c = s.user_attrs.get("campaign")
-        if c is not None:
-            if c in known:
-                known.remove(c)
-            known.append(c)
+    known = campaigns(storage)
     if campaign is None:
         if not known:
             raise SearchError("the database has no campaign yet; start one with `search coarse` or `search auto`")
-        return known[-1]
+        return latest_campaign(storage)
     if campaign not in known:
         raise SearchError(f"unknown campaign {campaign!r}; known: {', '.join(known) or 'none'}")
     return campaign

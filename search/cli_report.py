@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from search.cli import (
+    _open_for_reading,
     _range,
     build_run_spec,
     campaign_option,
@@ -54,9 +55,8 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     """
     from studies.queries import latest_campaign
     from studies.report import campaign_report, safe_dirname, write_report
-    from studies.store import open_storage, resolve_storage_url
 
-    st = open_storage(resolve_storage_url(storage), create=False)
+    st = _open_for_reading(storage)
     name = campaign or latest_campaign(st)
     rep = campaign_report(st, name)
     written = write_report(rep, out_dir or f"report-{safe_dirname(name)}")
