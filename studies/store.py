@@ -6,10 +6,11 @@ import importlib.util
 import os
 import random
 import re
+import stat
 import time
 import warnings
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -105,9 +106,40 @@ def _optuna_tables() -> set[str]:
     return set(models.BaseModel.metadata.tables) | {"alembic_version"}
 
 
+def _is_in_memory_sqlite(url: str) -> bool:
+    """True for ``sqlite://``, ``sqlite:///:memory:`` and ``mode=memory`` URIs: gone when the command ends."""
+    parsed = _parse_url(url)
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory"
+    )
+
+
+def sqlite_read_uri(path: Path) -> str:
+    """A URI that reads ``path`` without ever writing or taking a lock that blocks a writer.
+
+    ``mode=ro`` normally. A WAL database needs its ``-shm`` file, which SQLite cannot create in
+    a read-only folder: there, when no ``-wal`` file holds unmerged commits, the file is opened
+    ``immutable=1`` (no locks, no ``-shm``; correct because nobody can write in that folder
+    either). A read-only folder beside a non-empty ``-wal`` without its ``-shm`` is refused.
+    """
+    base = f"file:{quote(str(path.resolve()))}"
+    probe = sqlite3.connect(f"{base}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return f"{base}?mode=ro"
+    except sqlite3.OperationalError as exc:
+        wal = Path(f"{path}-wal")
+        if os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
+            raise StorageError(f"cannot read {str(path)!r}: {describe_storage_error(exc)}") from None
+        return f"{base}?immutable=1"
+    finally:
+        probe.close()
+
+
 def _read_sqlite_layout(path: Path) -> tuple[set[str], str | None]:
     """(table names, alembic revision or None) read through a read-only connection."""
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    uri = sqlite_read_uri(path) if path.stat().st_size else f"file:{quote(str(path.resolve()))}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
     try:
         tables = {
@@ -153,10 +185,17 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
         return
     if path.is_dir():
         raise StorageError(f"{where}: {str(path)!r} is a folder, not a database file")
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would hang the open, a device is no database
+        raise StorageError(f"{where}: {str(path)!r} is not a regular file, not a database file")
     if not os.access(path, os.R_OK):
         raise StorageError(f"{where}: {str(path)!r} is not readable")
-    with open(path, "rb") as handle:
-        header = handle.read(len(_SQLITE_HEADER))
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:  # e.g. /proc/self/mem: a "regular" file that cannot be read
+        raise StorageError(f"{where}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if not header and path.stat().st_size == 0 and Path("/proc") in path.resolve().parents:
+        raise StorageError(f"{where}: {str(path)!r} is a /proc file, not a database file")
     if header and header != _SQLITE_HEADER:
         raise StorageError(f"{where}: {str(path)!r} is not a SQLite database")
     if create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
@@ -169,7 +208,7 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
         try:
             tables, revision = _read_sqlite_layout(path)
         except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{where}: cannot read {str(path)!r}: {exc}") from None
+            raise StorageError(f"{where}: cannot read {str(path)!r}: {describe_storage_error(exc)}") from None
     if not tables and not create:
         raise StorageError(f"no database at {str(path)!r} ({where}): the file is empty")
     # only Optuna's tables but not yet version_info: another process is creating them right now
@@ -197,7 +236,7 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
             if "alembic_version" in tables:
                 revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     except SQLAlchemyError as exc:
-        raise StorageError(f"{where}: cannot connect: {_first_line(exc)}") from None
+        raise StorageError(f"{where}: cannot connect: {describe_storage_error(exc)}") from None
     finally:
         engine.dispose()
     if "version_info" not in tables and not create:
@@ -247,20 +286,36 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     create: bool = True,
+    readonly: bool = False,
 ) -> optuna.storages.RDBStorage:
-    """Open (and with ``create`` make) Optuna's RDB storage at ``url``; StorageError if unusable."""
+    """Open (and with ``create`` make) Optuna's RDB storage at ``url``; StorageError if unusable.
+
+    ``readonly`` (for commands that only read; implies ``create=False``): nothing is ever
+    written and no lock is taken that could wait for a writer -- SQLite through a read-only
+    URI (see ``sqlite_read_uri``), PostgreSQL in read-only transactions.
+    """
     where = f"storage {mask_url(url)}"
+    create = create and not readonly
     path = sqlite_path(url)
     url = with_available_driver(url)
     engine_kwargs: dict[str, object]
     if url_dialect(url) == "sqlite":
+        if _is_in_memory_sqlite(url):
+            raise StorageError(
+                f"{where} is an in-memory database, gone when the command ends: give a file, "
+                "e.g. sqlite:///search.db"
+            )
         # NullPool: a fresh connection per session. A pooled SQLite connection in WAL mode was seen
         # to keep reading an old snapshot while other processes' commits went unseen.
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}, "poolclass": sqlalchemy.pool.NullPool}
         if path is not None:
             _check_sqlite_file(path, create, where)
+            if readonly:
+                engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path))
     else:
         engine_kwargs = {"pool_pre_ping": True}
+        if readonly:
+            engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
         _check_server_database(url, create, where)
 
     last_error: Exception | None = None
@@ -289,14 +344,25 @@ def open_storage(
             if "already exists" in str(exc) or isinstance(exc, IntegrityError):
                 time.sleep(random.uniform(0.0, 0.05))  # out of step with the other racers
                 continue
-            raise StorageError(f"{where}: cannot open: {_first_line(exc)}") from None
+            raise StorageError(f"{where}: cannot open: {describe_storage_error(exc)}") from None
         except optuna.exceptions.StorageInternalError as exc:
-            raise StorageError(f"{where}: cannot open: {_first_line(exc)}") from None
+            raise StorageError(f"{where}: cannot open: {describe_storage_error(exc)}") from None
         else:
-            if storage.engine.dialect.name == "sqlite":
+            if storage.engine.dialect.name == "sqlite" and not readonly:
                 _serialise_sqlite_transactions(storage.engine, writable=path is None or os.access(path, os.W_OK))
             return storage
-    raise StorageError(f"{where}: cannot open: {_first_line(last_error)}")
+    raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
+
+
+def _readonly_sqlite_creator(uri: str) -> Callable[[], sqlite3.Connection]:
+    """Connections to ``uri`` that refuse writes (``PRAGMA query_only``) and never take the write lock."""
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    return connect
 
 
 def _first_line(exc: BaseException | None) -> str:
@@ -304,6 +370,48 @@ def _first_line(exc: BaseException | None) -> str:
         exc = exc.orig
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# (fragment of a driver's message, lowercase) -> what it means, in the order they are tried
+_STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("disk is full", "no space left"), "the disk holding the database is full: free some space and run again"),
+    (("database is locked", "database table is locked"),
+     "the database is locked: another process has held its write lock too long; try again when it is done"),
+    (("readonly database", "read-only"), "the database is read-only: it cannot be written here"),
+    (("could not connect", "connection refused", "could not translate host", "no route to host",
+      "timeout expired", "connection to server"),
+     "cannot reach the database server: is it running, and are the host, port and name right?"),
+    (("server closed the connection", "terminating connection", "connection already closed",
+      "ssl syscall error", "server conn crashed"),
+     "the database server closed the connection (stopped or restarted?): run the command again"),
+    (("unable to open database file",),
+     "cannot open the database file: check that its folder exists and may be read"),
+    (("file is not a database", "database disk image is malformed"),
+     "the file is not a SQLite database, or is damaged"),
+)
+
+
+def describe_storage_error(exc: BaseException | None) -> str:
+    """One plain sentence for a database failure: full disk, lock, unreachable server..., else its first line.
+
+    Looks through Optuna's StorageInternalError ("invalid data in the commit, e.g. exceeding
+    max length") and SQLAlchemy's wrappers to the driver's own message.
+    """
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        if isinstance(exc, DBAPIError) and exc.orig is not None:
+            seen.append(exc.orig)
+        exc = exc.__cause__ or exc.__context__
+    if not seen:
+        return "unknown storage error"
+    for candidate in seen:
+        text = str(candidate).lower()
+        for fragments, sentence in _STORAGE_PROBLEMS:
+            if any(fragment in text for fragment in fragments):
+                return f"{sentence} ({_first_line(candidate)})"
+    drivers = [e for e in seen if not isinstance(e, (optuna.exceptions.StorageInternalError, SQLAlchemyError))]
+    return _first_line(drivers[0] if drivers else seen[-1])
 
 
 def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
@@ -314,16 +422,9 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         path = sqlite_path(url)
         if path is None:
             raise StorageError(f"{where}: read-only SQL needs a SQLite file, not an in-memory database")
-        if not path.is_file():
-            raise StorageError(f"no database at {str(path)!r} ({where})")
-        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-
-        def connect_readonly_sqlite() -> sqlite3.Connection:
-            conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
-            conn.execute("PRAGMA query_only = ON")
-            return conn
-
-        return sqlalchemy.create_engine("sqlite://", creator=connect_readonly_sqlite)
+        _check_sqlite_file(path, False, where)
+        creator = _readonly_sqlite_creator(sqlite_read_uri(path))
+        return sqlalchemy.create_engine("sqlite://", creator=creator, poolclass=sqlalchemy.pool.NullPool)
     if dialect == "postgresql":
         engine = sqlalchemy.create_engine(
             with_available_driver(url),
@@ -348,7 +449,7 @@ def connect_readonly(url: str) -> Iterator[Connection]:
             conn = engine.connect()
         except SQLAlchemyError as exc:
             raise StorageError(
-                f"storage {mask_url(url)}: cannot open read-only: {_first_line(exc)}"
+                f"storage {mask_url(url)}: cannot open read-only: {describe_storage_error(exc)}"
             ) from None
         with conn:
             transaction = conn.begin()

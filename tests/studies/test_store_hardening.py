@@ -1,0 +1,243 @@
+"""Issue 9 (hostile audit): reads behind a writer, read-only folders, odd storage files, plain error sentences."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from sqlalchemy import event
+
+from studies.errors import StorageError
+from studies.queries import list_studies, trials_frame
+from studies.store import connect_readonly, describe_storage_error, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _study_db(path: Path, n_trials: int = 3) -> None:
+    """A closed WAL database with one service-made study of ``n_trials`` complete trials."""
+    storage = open_storage(_url(path))
+    study = optuna.create_study(storage=storage, study_name="digits/coarse", direction="maximize")
+    for key, value in {"campaign": "digits", "stage": "coarse", "ready": True}.items():
+        study.set_user_attr(key, value)
+    for i in range(n_trials):
+        study.add_trial(optuna.trial.create_trial(value=0.1 * i))
+    storage.engine.dispose()
+
+
+@contextmanager
+def _alarm(seconds: int) -> Iterator[None]:
+    """Turn a hang into a TimeoutError (a blocking open() of a FIFO is interrupted by the signal)."""
+
+    def fire(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# --- 3. reads never take the write lock ------------------------------------------------------
+
+
+def test_reading_storage_lists_studies_while_a_writer_holds_the_lock(tmp_path) -> None:
+    path = tmp_path / "search.db"
+    _study_db(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE studies SET study_name = study_name")
+        with _alarm(20):  # the busy timeout is 60 s: a read taking the write lock would time out here
+            storage = open_storage(_url(path), readonly=True)
+            try:
+                frame = list_studies(storage)
+                assert frame["study"].tolist() == ["digits/coarse"]
+                assert frame["n_trials"].tolist() == [3]
+                assert len(trials_frame(storage)) == 3
+            finally:
+                storage.engine.dispose()
+            with connect_readonly(_url(path)) as conn:
+                assert conn.exec_driver_sql("SELECT count(*) FROM trials").scalar() == 3
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_reading_storage_cannot_write(tmp_path) -> None:
+    path = tmp_path / "search.db"
+    _study_db(path)
+    storage = open_storage(_url(path), readonly=True)
+    try:
+        with pytest.raises(optuna.exceptions.StorageInternalError) as info:
+            optuna.create_study(storage=storage, study_name="x/coarse")
+        assert describe_storage_error(info.value).startswith("the database is read-only")
+    finally:
+        storage.engine.dispose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM studies").fetchone()[0] == 1
+    conn.close()
+
+
+# --- 4. a WAL database in a read-only folder is still readable -------------------------------
+
+
+def _freeze(folder: Path) -> bool:
+    """Make a folder unwritable even for root (chattr +i); False where that is impossible."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return True
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def _thaw(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o755)
+
+
+def test_wal_database_in_a_read_only_folder_is_readable(tmp_path) -> None:
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    path = folder / "search.db"
+    _study_db(path, n_trials=4)
+    assert not Path(f"{path}-wal").exists() and not Path(f"{path}-shm").exists()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    before = sorted(p.name for p in folder.iterdir())
+    if not _freeze(folder):
+        pytest.skip("running as root without a working `chattr +i`: root can write any folder")
+    try:
+        storage = open_storage(_url(path), readonly=True)
+        try:
+            assert list_studies(storage)["n_trials"].tolist() == [4]
+        finally:
+            storage.engine.dispose()
+        with connect_readonly(_url(path)) as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM trials").scalar() == 4
+        with pytest.raises(StorageError, match="read-only"):
+            open_storage(_url(path))  # writing is still refused, with a clear line
+    finally:
+        _thaw(folder)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+# --- 5. odd storage files give one clear line ------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
+def test_in_memory_storage_is_refused(url) -> None:
+    with pytest.raises(StorageError, match="in-memory database") as info:
+        open_storage(url)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+def test_a_fifo_as_the_database_is_refused_without_hanging(tmp_path) -> None:
+    fifo = tmp_path / "search.db"
+    os.mkfifo(fifo)
+    for create in (True, False):
+        with _alarm(10), pytest.raises(StorageError, match="not a regular file") as info:
+            open_storage(_url(fifo), create=create)
+        assert info.value.exit_code == 2
+    with _alarm(10), pytest.raises(StorageError, match="not a regular file"):
+        open_storage(_url(fifo), readonly=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="no /proc/self/mem on this system")
+def test_proc_self_mem_is_refused() -> None:
+    for create in (True, False):
+        with pytest.raises(StorageError, match="/proc/self/mem") as info:
+            open_storage("sqlite:////proc/self/mem", create=create)
+        assert "\n" not in str(info.value) and "exceeding max length" not in str(info.value)
+
+
+def test_an_empty_file_is_no_database_for_reading(tmp_path) -> None:
+    path = tmp_path / "search.db"
+    path.touch()
+    for kwargs in ({"create": False}, {"readonly": True}):
+        with pytest.raises(StorageError, match="no database at .*empty"):
+            open_storage(_url(path), **kwargs)
+    assert path.stat().st_size == 0
+
+
+# --- 6. reading a missing database creates nothing --------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [{"create": False}, {"readonly": True}])
+def test_reading_a_missing_database_creates_nothing(tmp_path, kwargs) -> None:
+    path = tmp_path / "search.db"
+    with pytest.raises(StorageError, match=f"no database at '{path}'") as info:
+        open_storage(_url(path), **kwargs)
+    assert info.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- 5. plain sentences for full disks, locks and unreachable servers ------------------------
+
+
+def test_a_full_disk_is_named_through_optunas_wrapper(tmp_path) -> None:
+    path = tmp_path / "search.db"
+    _study_db(path, n_trials=0)
+    storage = open_storage(_url(path))
+    study = optuna.load_study(study_name="digits/coarse", storage=storage)
+    event.listen(storage.engine, "connect", lambda conn, _rec: conn.execute("PRAGMA max_page_count = 1"))
+    try:
+        with pytest.raises(optuna.exceptions.StorageInternalError) as info:
+            for i in range(50):  # each trial adds rows until the one-page cap is hit
+                study.add_trial(optuna.trial.create_trial(value=float(i), user_attrs={"pad": "x" * 4000}))
+    finally:
+        storage.engine.dispose()
+    assert "exceeding max length" in str(info.value)  # what Optuna says
+    message = describe_storage_error(info.value)
+    assert message.startswith("the disk holding the database is full")
+    assert "database or disk is full" in message
+
+
+def test_a_locked_database_is_named(tmp_path) -> None:
+    path = tmp_path / "search.db"
+    _study_db(path, n_trials=0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as info:
+            other.execute("BEGIN IMMEDIATE")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        other.close()
+    wrapped = sqlalchemy.exc.OperationalError("BEGIN IMMEDIATE", {}, info.value)
+    assert describe_storage_error(wrapped).startswith("the database is locked")
+
+
+def test_an_unreachable_server_is_named() -> None:
+    with pytest.raises(StorageError) as info:
+        open_storage("postgresql+psycopg2://user:secret@127.0.0.1:1/db", create=False)
+    message = str(info.value)
+    assert "cannot reach the database server" in message
+    assert "secret" not in message and "\n" not in message
+
+
+def test_an_unknown_error_keeps_its_first_line() -> None:
+    assert describe_storage_error(ValueError("odd thing\nmore")) == "odd thing"
+    assert describe_storage_error(None) == "unknown storage error"
