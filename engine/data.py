@@ -1,28 +1,42 @@
-"""Datasets by name (digits, cifar10, spiral, synthetic): X float32 (N, D), y int64 (N,), split into train/val/test."""
+"""Datasets: built-in ones by name or the user's files by path, as X float32 (N, D) and y int64 (N,) per split."""
 from __future__ import annotations
 
 import json
-import pickle
+import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from engine.cifar import (  # noqa: F401  (re-exported: engine.data is where callers find the CIFAR reader)
+    CIFAR_CLASSES,
+    CIFAR_DIM,
+    CIFAR_FILES,
+    CIFAR_FOLDER,
+    CIFAR_META,
+    CIFAR_TEST_BATCH,
+    CIFAR_TRAIN_BATCHES,
+    _CifarUnpickler,
+    find_cifar_folder,
+    read_cifar_batch,
+    read_cifar_label_names,
+    read_cifar_pickle,
+)
 from engine.errors import ConfigError, DataError
+from engine.formats import (
+    FILE_FORMATS,
+    check_memory,
+    detect_format,
+    list_image_folder,
+    read_image_folder,
+    read_npz,
+    read_table,
+    sha256_files,
+)
 
-try:  # numpy >= 2 (and the 1.26 compatibility alias)
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x without numpy._core
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
-
-CIFAR_FOLDER = "cifar-10-batches-py"
-CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR_TEST_BATCH = "test_batch"
-CIFAR_META = "batches.meta"
-CIFAR_DIM = 3 * 32 * 32
-CIFAR_CLASSES = 10
 CIFAR_VAL_FRACTION = 0.1
 CIFAR_LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -31,13 +45,42 @@ SPIRAL_POINTS_PER_CLASS = 300
 SPIRAL_CLASSES = 3
 SYNTHETIC_SPLIT = (5000, 1000, 1000)
 
+DEFAULT_VAL_FRACTION = 0.15
+DEFAULT_TEST_FRACTION = 0.15
+MAX_IMAGE_SIDE = 4096
+SPLITS = ("train", "val", "test")
+
+# describe_dataset's warnings
+SCALE_RATIO_WARNING = 100.0
+FEW_SAMPLES_WARNING = 10
+IMBALANCE_WARNING = 10.0
+
 CACHE_META = "meta.json"
 CACHE_ARRAYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+
+
+def _check_fractions(val_fraction: Any, test_fraction: Any) -> None:
+    """ConfigError unless both fractions are in (0, 1) and leave training samples."""
+    for field_name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not _is_number(value) or not 0 < value < 1:
+            raise ConfigError(f"{field_name} must be a number strictly between 0 and 1, got {value!r}")
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(
+            f"val_fraction + test_fraction must be below 1 to leave training samples, got {val_fraction} + {test_fraction}"
+        )
+
+
 @dataclass(frozen=True)
 class DataSpec:
-    """Which dataset to load, where from, how many samples of each split, and the seed for shuffles and generators."""
+    """Which data (a built-in name or a path: .npz, .csv/.tsv, image folder, CIFAR-10 folder), how to read and split it."""
 
     name: str = "digits"
     data_dir: str | None = None
@@ -45,15 +88,43 @@ class DataSpec:
     val_size: int | None = None
     test_size: int | None = None
     seed: int = 0
+    label_column: str | None = None  # CSV/TSV: the label column's header (default: the last column)
+    image_size: tuple[int, int] | None = None  # image folders: (width, height) every image is resized to
+    val_fraction: float = DEFAULT_VAL_FRACTION  # share of the samples drawn for val where the file gives no val split
+    test_fraction: float = DEFAULT_TEST_FRACTION  # likewise for test
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"data must be a dataset name or a path, got {self.name!r}")
         check_dataset_name(self.name)
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError(f"data_dir must be a path string, got {self.data_dir!r}")
         for field_name in ("train_size", "val_size", "test_size"):
             size = getattr(self, field_name)
-            if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+            if size is not None and (not _is_int(size) or size < 1):
                 raise ConfigError(f"{field_name} must be an integer >= 1, got {size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+        if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"data seed must be an integer >= 0, got {self.seed!r}")
+        if self.label_column is not None:
+            if not isinstance(self.label_column, str) or not self.label_column.strip():
+                raise ConfigError(f"label_column must be a column name, got {self.label_column!r}")
+            if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+                raise ConfigError(f"label_column {self.label_column!r} applies to .csv/.tsv data only, not {self.name!r}")
+        if self.image_size is not None:
+            size = self.image_size
+            if not (isinstance(size, (tuple, list)) and len(size) == 2
+                    and all(_is_int(v) and 1 <= v <= MAX_IMAGE_SIDE for v in size)):
+                raise ConfigError(f"image_size must be (width, height), integers in 1..{MAX_IMAGE_SIDE}, got {size!r}")
+            if self.name in DATASETS:
+                raise ConfigError(f"image_size applies to image folders only, not to the built-in {self.name!r}")
+            object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
+        _check_fractions(self.val_fraction, self.test_fraction)
+        # plain Python scalars, so dataclasses.asdict gives JSON
+        for field_name in ("train_size", "val_size", "test_size", "seed"):
+            if getattr(self, field_name) is not None:
+                object.__setattr__(self, field_name, int(getattr(self, field_name)))
+        object.__setattr__(self, "val_fraction", float(self.val_fraction))
+        object.__setattr__(self, "test_fraction", float(self.test_fraction))
 
 
 @dataclass
@@ -76,16 +147,68 @@ class Dataset:
         """D, the number of features per sample."""
         return int(self.X_train.shape[1])
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Samples per split: {'train': N, 'val': N, 'test': N}."""
+        return {split: int(len(getattr(self, f"y_{split}"))) for split in SPLITS}
+
+    @classmethod
+    def from_arrays(
+        cls,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        X_test: np.ndarray | None = None,
+        y_test: np.ndarray | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        test_fraction: float = DEFAULT_TEST_FRACTION,
+        seed: int = 0,
+        name: str = "arrays",
+        image_shape: tuple[int, int, int] | None = None,
+        label_names: tuple[str, ...] | None = None,
+    ) -> Dataset:
+        """The way to search in-memory arrays from Python: X (N, D) or images (N, [C,] H, W), y (N,) ints or strings.
+
+        Missing val/test splits are drawn from (X, y), stratified, with the fractions and seed; labels become classes
+        in sorted order (label_names), unless label_names is given and y already holds indices into it.
+        """
+        _check_fractions(val_fraction, test_fraction)
+        if not _is_int(seed) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        given: dict[str, tuple[np.ndarray, np.ndarray]] = {"train": (X, y)}
+        for split, (X_split, y_split) in (("val", (X_val, y_val)), ("test", (X_test, y_test))):
+            if (X_split is None) != (y_split is None):
+                raise ConfigError(f"give X_{split} and y_{split} together, or neither")
+            if X_split is not None:
+                given[split] = (X_split, y_split)
+        return _assemble(name, name, given, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         image_shape=image_shape, label_names=label_names)
+
 
 def check_dataset_name(name: str) -> None:
-    """Raise ConfigError listing the known datasets when ``name`` is not one of them."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    """ConfigError unless ``name`` is a built-in dataset or an existing data file (.npz, .csv, .tsv) or folder."""
+    if name in DATASETS:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in FILE_FORMATS):
+        return
+    if path.is_file():
+        raise ConfigError(f"unsupported data file {name!r}: expected .npz, .csv or .tsv, an image folder or a CIFAR-10 folder")
+    if path.suffix.lower() in FILE_FORMATS or os.sep in name:
+        raise ConfigError(f"data file or folder not found: {name!r}")
+    raise ConfigError(
+        f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
+        "or a path to an .npz, .csv or .tsv file, an image folder or a CIFAR-10 folder"
+    )
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
-    """The dataset ``spec`` names, split and cut to the requested sizes."""
-    return DATASETS[spec.name](spec)
+    """The data ``spec`` names, split and cut to the requested sizes; DataError (one line) for a bad file."""
+    if spec.name in DATASETS:
+        return DATASETS[spec.name](spec)
+    return load_data_file(spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +244,293 @@ def _fraction_split(n: int) -> tuple[int, int, int]:
     n_val = int(round(0.15 * n))
     n_test = int(round(0.15 * n))
     return n - n_val - n_test, n_val, n_test
+
+
+def stratified_split(
+    source: str, y: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator, names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train/val/test drawn per class of y (N,) with ``fractions`` (val, test), each split shuffled."""
+    parts: tuple[list[np.ndarray], ...] = ([], [], [])
+    order = np.argsort(y, kind="stable")
+    bounds = np.cumsum(np.bincount(y, minlength=len(names)))[:-1]
+    for c, members in enumerate(np.split(order, bounds)):
+        n = len(members)
+        if n == 0:
+            continue
+        members = rng.permutation(members)
+        n_val, n_test = (0 if f == 0 else max(1, math.floor(f * n + 0.5)) for f in fractions)
+        if n - n_val - n_test < 1:
+            raise DataError(f"{source}: class {names[c]!r} has {n} sample(s) but the train/val/test split needs "
+                            f"at least {n_val + n_test + 1} of each class (one or more per split)")
+        parts[1].append(members[:n_val])
+        parts[2].append(members[n_val:n_val + n_test])
+        parts[0].append(members[n_val + n_test:])
+    return tuple(rng.permutation(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+
+
+def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
+    """X (N, D) or (N, [C,] H, W) as float32 (N, D); DataError naming the first NaN or inf."""
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{source}: {key} must hold numbers, got dtype {X.dtype}")
+    X = X.reshape(len(X), -1)
+    X32 = X.astype(np.float32, copy=False)
+    if X.dtype.kind == "f" and not np.isfinite(X32).all():
+        r, c = np.argwhere(~np.isfinite(X32))[0]
+        raise DataError(f"{source}: NaN or inf in features: {key} row {r} feature {c} is {X[r, c]!r} "
+                        "(counting from 0; values beyond float32 become inf)")
+    return X32
+
+
+def _label_text(value: Any) -> str:
+    """A class value as its name: bytes decoded, integral floats without '.0'."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (float, np.floating)):
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _encode_labels(
+    source: str, ys: dict[str, np.ndarray], label_names: tuple[str, ...] | None
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Labels of every split as class indices int64 into the class names (sorted distinct labels unless given)."""
+    if label_names is not None:
+        names = tuple(str(n) for n in label_names)
+        for split, y in ys.items():
+            if y.size and (y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= len(names)):
+                raise DataError(f"{source}: y_{split} must hold class indices 0..{len(names) - 1} into label_names")
+        return {split: y.astype(np.int64) for split, y in ys.items()}, names
+    everything = np.concatenate(list(ys.values()))
+    kind = everything.dtype.kind
+    if kind == "f":
+        bad = ~np.isfinite(everything) | (everything != np.floor(everything))
+        if bad.any():
+            raise DataError(f"{source}: labels must be integers or strings, found {everything[bad][0]!r} "
+                            "(is this the label column?)")
+    elif kind not in "biuUS":
+        raise DataError(f"{source}: labels must be integers or strings, got dtype {everything.dtype}")
+    classes, codes = np.unique(everything, return_inverse=True)
+    names = tuple(_label_text(v) for v in classes)
+    ends = np.cumsum([len(y) for y in ys.values()])
+    return dict(zip(ys, np.split(codes.astype(np.int64).ravel(), ends[:-1]))), names
+
+
+def _assemble(
+    name: str,
+    source: str,
+    given: dict[str, tuple[Any, Any]],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    sizes: tuple[int | None, int | None, int | None] = (None, None, None),
+    image_shape: tuple[int, int, int] | None = None,
+    label_names: tuple[str, ...] | None = None,
+) -> Dataset:
+    """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified."""
+    Xs: dict[str, np.ndarray] = {}
+    ys: dict[str, np.ndarray] = {}
+    sample_shape: tuple[int, ...] | None = None
+    for split, (X, y) in given.items():
+        X, y = np.asarray(X), np.asarray(y)
+        if X.ndim not in (2, 3, 4):
+            raise DataError(f"{source}: X_{split} must be N x D or N x [C x] H x W, got shape {X.shape}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise DataError(f"{source}: y_{split} must hold one label per sample, got shape {y.shape}")
+        if len(X) != len(y):
+            raise DataError(f"{source}: X_{split} has {len(X)} samples but y_{split} has {len(y)} labels")
+        if sample_shape is not None and X.shape[1:] != sample_shape:
+            raise DataError(f"{source}: X_{split} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
+        sample_shape = X.shape[1:]
+        Xs[split], ys[split] = _features(source, f"X_{split}", X), y
+    if len(ys["train"]) == 0:
+        raise DataError(f"{source}: no training samples")
+    if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
+        image_shape = (1, *sample_shape) if len(sample_shape) == 2 else sample_shape  # type: ignore[assignment]
+    codes, names = _encode_labels(source, ys, label_names)
+    if len(names) < 2:
+        raise DataError(f"{source}: only one class ({names[0]!r}); classification needs at least two")
+
+    rng = np.random.default_rng(seed)
+    missing = [split for split in ("val", "test") if split not in given]
+    if missing:
+        fractions = (val_fraction if "val" in missing else 0.0, test_fraction if "test" in missing else 0.0)
+        pool_X, pool_y = Xs["train"], codes["train"]
+        for split, index in zip(SPLITS, stratified_split(source, pool_y, fractions, rng, names)):
+            if split == "train" or split in missing:
+                Xs[split], codes[split] = pool_X[index], pool_y[index]
+    out: list[np.ndarray] = []
+    for split, size in zip(SPLITS, sizes):
+        X, y = Xs[split], codes[split]
+        if size is not None and size < len(y):  # a random subset, in file order
+            keep = np.sort(rng.permutation(len(y))[:size])
+            X, y = X[keep], y[keep]
+        out.extend(_take_first(source, split, X, y, size))
+    X_tr, y_tr, X_va, y_va, X_te, y_te = out
+    return Dataset(
+        name=name, X_train=X_tr, y_train=y_tr, X_val=X_va, y_val=y_va, X_test=X_te, y_test=y_te,
+        num_classes=len(names), image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
+        label_names=names,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the user's files
+
+
+def _npz_splits(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The (X, y) pairs an .npz gives: X_train/y_train (+ val, test) or X/y."""
+    keys = set(arrays)
+    if {"X_train", "y_train"} <= keys:
+        if "X" in keys or "y" in keys:
+            raise DataError(f"{path}: holds both X_train/y_train and X/y; keep one layout")
+        given = {"train": (arrays["X_train"], arrays["y_train"])}
+        for split in ("val", "test"):
+            has_X, has_y = f"X_{split}" in keys, f"y_{split}" in keys
+            if has_X != has_y:
+                raise DataError(f"{path}: has {'X' if has_X else 'y'}_{split} without {'y' if has_X else 'X'}_{split}")
+            if has_X:
+                given[split] = (arrays[f"X_{split}"], arrays[f"y_{split}"])
+        return given
+    if {"X", "y"} <= keys:
+        return {"train": (arrays["X"], arrays["y"])}
+    found = ", ".join(sorted(keys)) or "no arrays"
+    raise DataError(f"{path}: expected arrays X_train, y_train (optionally X_val, y_val, X_test, y_test) or X, y; "
+                    f"found {found}")
+
+
+def _label_array(labels: list[str]) -> np.ndarray:
+    """CSV label cells as numbers when every one is a finite number, else as strings."""
+    try:
+        numbers = np.array(labels, dtype=np.float64)
+    except ValueError:
+        return np.array(labels)
+    return numbers if np.isfinite(numbers).all() else np.array(labels)
+
+
+def load_data_file(spec: DataSpec) -> Dataset:
+    """The user's data at the path spec.name: .npz, .csv/.tsv, an image folder or a CIFAR-10 folder."""
+    path = Path(spec.name).expanduser()
+    fmt = detect_format(path)
+    if spec.image_size is not None and fmt != "image_folder":
+        raise ConfigError(f"image_size applies to image folders only, not to the {fmt} data {spec.name!r}")
+    if fmt == "cifar10":
+        return _load_cifar10(spec, find_cifar_folder(path))
+    source = str(path)
+    options: dict[str, Any] = dict(val_fraction=spec.val_fraction, test_fraction=spec.test_fraction, seed=spec.seed,
+                                   sizes=(spec.train_size, spec.val_size, spec.test_size))
+    if fmt == "npz":
+        return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
+    if fmt in ("csv", "tsv"):
+        X, labels, _ = read_table(path, "," if fmt == "csv" else "\t", spec.label_column)
+        return _assemble(spec.name, source, {"train": (X, _label_array(labels))}, **options)
+    X, y, classes, image_shape = read_image_folder(path, spec.image_size)
+    return _assemble(spec.name, source, {"train": (X, y)}, image_shape=image_shape, label_names=classes, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# identity and description
+
+
+def data_source(spec: DataSpec) -> tuple[Path | None, str]:
+    """Absolute path and format of the data; (None, 'builtin') for data generated or bundled with the code."""
+    if spec.name == "cifar10":
+        return find_cifar_folder(spec.data_dir).resolve(), "cifar10"
+    if spec.name in DATASETS:
+        return None, "builtin"
+    path = Path(spec.name).expanduser().resolve()
+    return path, detect_format(path)
+
+
+def data_sha256(spec: DataSpec) -> str | None:
+    """sha256 of the data's content (a file's bytes; a folder's data files with their paths); None for built-ins."""
+    path, fmt = data_source(spec)
+    if path is None:
+        return None
+    if fmt == "cifar10":
+        files = [path / name for name in CIFAR_FILES if (path / name).is_file()]
+    elif fmt == "image_folder":
+        files = [file for file, _ in list_image_folder(path)[1]]
+    else:
+        files = [path]
+    return sha256_files(path, files)
+
+
+def data_identity(spec: DataSpec, dataset: Dataset | None = None) -> dict[str, Any]:
+    """JSON-ready identity of the data: name, absolute path, format, sha256, split shapes, image shape, class names."""
+    ds = dataset if dataset is not None else load_dataset(spec)
+    path, fmt = data_source(spec)
+    return {
+        "name": spec.name,
+        "path": str(path) if path is not None else None,
+        "format": fmt,
+        "sha256": data_sha256(spec),
+        "shapes": {split: list(getattr(ds, f"X_{split}").shape) for split in SPLITS},
+        "image_shape": list(ds.image_shape) if ds.image_shape is not None else None,
+        "classes": list(_class_names(ds)),
+    }
+
+
+def check_data_identity(spec: DataSpec, recorded: Mapping[str, Any]) -> None:
+    """DataError naming the path and both hashes when the data's content is not what data_identity recorded."""
+    now = data_sha256(spec)
+    if now != recorded.get("sha256"):
+        where = recorded.get("path") or spec.name
+        raise DataError(f"{where}: the data differs from what this study was started on (sha256 "
+                        f"{recorded.get('sha256')} recorded, {now} now); refusing to mix two datasets in one study")
+
+
+def _class_names(ds: Dataset) -> tuple[str, ...]:
+    return ds.label_names if ds.label_names is not None else tuple(str(c) for c in range(ds.num_classes))
+
+
+def _feature_std(X: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """Per-feature standard deviation (D,) of X (N, D), accumulated in float64 over row chunks."""
+    mean = X.mean(axis=0, dtype=np.float64)
+    total = np.zeros_like(mean)
+    for start in range(0, len(X), rows):
+        total += ((X[start:start + rows] - mean) ** 2).sum(axis=0)
+    return np.sqrt(total / max(len(X), 1))
+
+
+def describe_dataset(spec: DataSpec, dataset: Dataset | None = None) -> dict[str, Any]:
+    """What would be trained on: samples per split, features, classes with counts, value ranges, and warnings."""
+    ds = dataset if dataset is not None else load_dataset(spec)
+    path, fmt = data_source(spec)
+    names = _class_names(ds)
+    counts = {split: np.bincount(getattr(ds, f"y_{split}"), minlength=len(names)) for split in SPLITS}
+    std = _feature_std(ds.X_train)
+    warnings: list[str] = []
+    if ds.image_shape is None:
+        varying = std[std > 0]
+        if varying.size >= 2 and varying.max() / varying.min() > SCALE_RATIO_WARNING:
+            warnings.append(f"features on very different scales: std from {varying.min():.3g} to {varying.max():.3g} "
+                            f"(ratio {varying.max() / varying.min():.0f}); try --preprocess standardize")
+        if (std == 0).any():
+            warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
+    train = counts["train"]
+    few = [f"{names[c]!r} ({train[c]})" for c in range(len(names)) if train[c] < FEW_SAMPLES_WARNING]
+    if few:
+        warnings.append(f"few training samples (< {FEW_SAMPLES_WARNING}) in class {', '.join(few)}")
+    if train.min() > 0 and train.max() / train.min() > IMBALANCE_WARNING:
+        big, small = int(train.argmax()), int(train.argmin())
+        warnings.append(f"heavy class imbalance: {names[big]!r} has {train[big]} training samples, {names[small]!r} "
+                        f"{train[small]} ({train[big] / train[small]:.0f}x)")
+    X_all = [getattr(ds, f"X_{split}") for split in SPLITS if len(getattr(ds, f"X_{split}"))]
+    return {
+        "name": spec.name,
+        "path": str(path) if path is not None else None,
+        "format": fmt,
+        "samples": ds.sizes,
+        "features": ds.input_dim,
+        "image_shape": list(ds.image_shape) if ds.image_shape is not None else None,
+        "classes": [{"name": n, **{split: int(counts[split][c]) for split in SPLITS}} for c, n in enumerate(names)],
+        "value_range": {"min": float(min(X.min() for X in X_all)), "max": float(max(X.max() for X in X_all))},
+        "feature_std": {"min": float(std.min()), "max": float(std.max())},
+        "warnings": warnings,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +589,9 @@ def load_synthetic_dataset(spec: DataSpec) -> Dataset:
     n_train = spec.train_size or SYNTHETIC_SPLIT[0]
     n_val = spec.val_size or SYNTHETIC_SPLIT[1]
     n_test = spec.test_size or SYNTHETIC_SPLIT[2]
+    # the three splits plus one split-sized temporary (class_means[y]) while generating
+    n_bytes = (n_train + n_val + n_test + max(n_train, n_val, n_test)) * CIFAR_DIM * 4
+    check_memory(n_bytes, "synthetic", f"{n_train} + {n_val} + {n_test} samples of {CIFAR_DIM} features")
     root = np.random.SeedSequence(spec.seed)
     means_seed, *split_seeds = root.spawn(4)
     rng = np.random.default_rng(means_seed)
@@ -202,112 +615,18 @@ def load_synthetic_dataset(spec: DataSpec) -> Dataset:
 
 
 # ---------------------------------------------------------------------------------------------
-# CIFAR-10: restricted unpickling
-
-
-# the only globals a CIFAR-10 batch (a pickled dict holding a numpy array) needs
-_CIFAR_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the numpy array globals above; any other global is a DataError."""
-
-    def __init__(self, file: Any, path: Path) -> None:
-        super().__init__(file, encoding="bytes")
-        self.path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        """The allowed numpy global, or DataError naming the file and the refused global."""
-        try:
-            return _CIFAR_ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise DataError(
-                f"refused to unpickle global {module}.{name} in {self.path}: "
-                "a CIFAR-10 batch holds only dicts, lists, bytes, ints and numpy arrays"
-            ) from None
-
-
-def read_cifar_pickle(path: Path) -> Any:
-    """Unpickle one CIFAR-10 file without running code from it; DataError when missing, refused or corrupt."""
-    if not path.is_file():
-        raise DataError(f"missing CIFAR-10 batch file {path}")
-    try:
-        with open(path, "rb") as f:
-            return _CifarUnpickler(f, path).load()
-    except DataError:
-        raise
-    except OSError as exc:
-        raise DataError(f"cannot read CIFAR-10 batch {path}: {exc}") from exc
-    except Exception as exc:  # truncated or garbled bytes raise many kinds (EOFError, UnpicklingError, ValueError...)
-        raise DataError(f"corrupt CIFAR-10 batch {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def _entry(batch: dict, key: str, path: Path) -> Any:
-    """batch[b"key"] or batch["key"]; DataError when neither is there."""
-    for k in (key.encode(), key):
-        if k in batch:
-            return batch[k]
-    raise DataError(f"corrupt CIFAR-10 batch {path}: no {key!r} entry (keys: {sorted(map(repr, batch))})")
-
-
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One batch file as data uint8 (N, 3072) and labels int64 (N,), checked."""
-    batch = read_cifar_pickle(path)
-    if not isinstance(batch, dict):
-        raise DataError(f"corrupt CIFAR-10 batch {path}: expected a dict, got {type(batch).__name__}")
-    data = _entry(batch, "data", path)
-    labels = _entry(batch, "labels", path)
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != CIFAR_DIM or data.dtype.kind not in "ui":
-        shape = getattr(data, "shape", None)
-        dtype = getattr(data, "dtype", type(data).__name__)
-        raise DataError(f"CIFAR-10 batch {path}: data must be a uint8 N x {CIFAR_DIM} array, got shape {shape} dtype {dtype}")
-    if data.dtype != np.uint8:
-        if data.size and (data.min() < 0 or data.max() > 255):
-            raise DataError(f"CIFAR-10 batch {path}: pixel values must be in 0..255, got {data.min()}..{data.max()}")
-        data = data.astype(np.uint8)
-    if not isinstance(labels, (list, np.ndarray)):
-        raise DataError(f"CIFAR-10 batch {path}: labels must be a list of ints, got {type(labels).__name__}")
-    y = np.asarray(labels)
-    if y.ndim != 1 or (y.size and y.dtype.kind not in "ui"):
-        raise DataError(f"CIFAR-10 batch {path}: labels must be a flat list of ints, got shape {y.shape} dtype {y.dtype}")
-    if len(y) != len(data):
-        raise DataError(f"CIFAR-10 batch {path}: {len(y)} labels for {len(data)} images")
-    if y.size and (y.min() < 0 or y.max() >= CIFAR_CLASSES):
-        raise DataError(f"CIFAR-10 batch {path}: labels must be in 0..{CIFAR_CLASSES - 1}, got {y.min()}..{y.max()}")
-    return data, y.astype(np.int64)
-
-
-def read_cifar_label_names(path: Path) -> tuple[str, ...] | None:
-    """Class names from batches.meta, or None when the file is absent."""
-    if not path.is_file():
-        return None
-    meta = read_cifar_pickle(path)
-    names = _entry(meta, "label_names", path) if isinstance(meta, dict) else None
-    if not isinstance(names, list) or len(names) != CIFAR_CLASSES or not all(isinstance(n, (bytes, str)) for n in names):
-        raise DataError(f"corrupt CIFAR-10 meta {path}: label_names must be a list of {CIFAR_CLASSES} strings")
-    return tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
-
-
-def find_cifar_folder(data_dir: str | Path | None) -> Path:
-    """The cifar-10-batches-py folder: ``data_dir`` itself or its child of that name."""
-    if data_dir is None:
-        raise DataError(f"cifar10 needs data_dir: the {CIFAR_FOLDER} folder or the folder containing it")
-    path = Path(data_dir).expanduser()
-    if (path / CIFAR_FOLDER).is_dir():
-        return path / CIFAR_FOLDER
-    if path.is_dir():
-        return path
-    raise DataError(f"CIFAR-10 folder not found: {path}")
+# CIFAR-10 (the reader is engine.cifar)
 
 
 def load_cifar10_dataset(spec: DataSpec) -> Dataset:
-    """CIFAR-10 from its python batches: 50000 train (last 10 % or val_size of them is val), 10000 test."""
-    folder = find_cifar_folder(spec.data_dir)
+    """CIFAR-10 from the python batches in spec.data_dir (the folder or its parent)."""
+    return _load_cifar10(spec, find_cifar_folder(spec.data_dir))
+
+
+def _load_cifar10(spec: DataSpec, folder: Path) -> Dataset:
+    """CIFAR-10 from ``folder``: 50000 train (last 10 % or val_size of them is val), 10000 test."""
+    file_bytes = sum((folder / name).stat().st_size for name in CIFAR_FILES if (folder / name).is_file())
+    check_memory(6 * file_bytes, str(folder), "the CIFAR-10 batches as float32")
     parts = [read_cifar_batch(folder / name) for name in CIFAR_TRAIN_BATCHES]
     # pixels scaled to [0, 1] so fan-in initialisers see unit-scale inputs
     X_all = np.concatenate([data for data, _ in parts]).astype(np.float32)
@@ -323,7 +642,7 @@ def load_cifar10_dataset(spec: DataSpec) -> Dataset:
     X_tr, y_tr = _take_first("cifar10", "train", X_all[:n_train], y_all[:n_train], spec.train_size)
     X_te, y_te = _take_first("cifar10", "test", X_test.astype(np.float32) / np.float32(255), y_test, spec.test_size)
     return Dataset(
-        name="cifar10", X_train=X_tr, y_train=y_tr, X_val=X_all[n_train:], y_val=y_all[n_train:],
+        name=spec.name, X_train=X_tr, y_train=y_tr, X_val=X_all[n_train:], y_val=y_all[n_train:],
         X_test=X_te, y_test=y_te, num_classes=CIFAR_CLASSES, image_shape=(3, 32, 32), label_names=label_names,
     )
 

@@ -1,0 +1,309 @@
+"""Readers of the user's data (.npz, .csv/.tsv, image folders) and what they share: a memory budget, a content hash."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from engine.errors import DataError
+
+FILE_FORMATS = {".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
+MEMORY_FRACTION = 0.5  # refuse data whose arrays would take more than this share of the available memory
+CSV_CHUNK_ROWS = 10_000
+HASH_CHUNK = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# memory budget
+
+
+def available_memory() -> int:
+    """Bytes available now: MemAvailable (page cache counts as free), capped by a cgroup limit; sysconf otherwise."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 1 << 62  # unknown: never refuse on this ground
+    try:  # a container's memory limit (cgroup v2)
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = min(available, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in a readable unit, e.g. '28.6 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_memory(nbytes: int, source: str, what: str) -> None:
+    """DataError naming ``source`` when ``nbytes`` exceed MEMORY_FRACTION of the memory available now."""
+    available = available_memory()
+    budget = int(available * MEMORY_FRACTION)
+    if nbytes > budget:
+        raise DataError(
+            f"{source}: {what} would need {format_bytes(nbytes)} of memory, more than "
+            f"{MEMORY_FRACTION:.0%} of the {format_bytes(available)} available"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# format and content hash
+
+
+def detect_format(path: Path) -> str:
+    """'npz', 'csv', 'tsv', 'image_folder' or 'cifar10' for ``path``; DataError when missing or unsupported."""
+    from engine.cifar import is_cifar_folder
+
+    if path.is_dir():
+        return "cifar10" if is_cifar_folder(path) else "image_folder"
+    if not path.exists():
+        raise DataError(f"data not found: {path}")
+    fmt = FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unsupported data file; expected .npz, .csv, .tsv, an image folder or a CIFAR-10 folder")
+    return fmt
+
+
+def sha256_files(root: Path, files: list[Path]) -> str:
+    """sha256 of one file's bytes (root is that file), or of a folder's files: sorted relative paths, sizes and bytes."""
+    digest = hashlib.sha256()
+    try:
+        if root.is_file():
+            _hash_into(digest, root)
+            return digest.hexdigest()
+        for rel in sorted(f.relative_to(root).as_posix() for f in files):
+            path = root / rel
+            digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+            digest.update(path.stat().st_size.to_bytes(8, "little"))
+            _hash_into(digest, path)
+    except OSError as exc:
+        raise DataError(f"cannot read {root} to hash it: {exc}") from exc
+    return digest.hexdigest()
+
+
+def _hash_into(digest: hashlib._Hash, path: Path) -> None:
+    """Feed the bytes of ``path`` into ``digest`` in 1 MiB chunks."""
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz
+
+
+def read_npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an .npz, read from the .npy headers without loading any data."""
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as member:
+                    version = npy_format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = npy_format.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = npy_format.read_array_header_2_0(member)
+                headers[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, OSError) as exc:
+        raise DataError(f"{path}: corrupt or truncated .npz ({type(exc).__name__}: {exc})") from exc
+    return headers
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz by name; object arrays refused before loading (nothing is unpickled), size checked."""
+    headers = read_npz_headers(path)
+    for key, (_, dtype) in headers.items():
+        if dtype.hasobject:
+            raise DataError(f"{path}: array {key!r} holds Python objects (dtype {dtype}); refused, as loading it "
+                            "would unpickle code: save plain numeric or string arrays")
+    n_bytes = sum(int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 4) for shape, dtype in headers.values())
+    check_memory(2 * n_bytes, str(path), "its arrays")  # the arrays as stored plus their float32 copies
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: corrupt or truncated .npz ({type(exc).__name__}: {exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# .csv / .tsv
+
+
+def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
+    """A header-row CSV/TSV as features float32 (N, D), the label cell of each row (N,), and the feature names (D,)."""
+    try:
+        size = path.stat().st_size
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+            label_index = _label_index(path, header, label_column)
+            names = tuple(h for i, h in enumerate(header) if i != label_index)
+            if not names:
+                raise DataError(f"{path}: no feature columns besides the label column {header[label_index]!r}")
+            check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
+            chunks: list[np.ndarray] = []
+            labels: list[str] = []
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            for row in reader:
+                if not row:
+                    continue  # blank line
+                if len(row) != len(header):
+                    raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
+                                    f"{len(row)} fields but the header has {len(header)}")
+                rows.append(row)
+                lines.append(reader.line_num)
+                if len(rows) == CSV_CHUNK_ROWS:
+                    chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels))
+                    rows, lines = [], []
+            if rows:
+                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    if not chunks:
+        raise DataError(f"{path}: no data rows after the header")
+    return np.concatenate(chunks), labels, names
+
+
+def _label_index(path: Path, header: list[str], label_column: str | None) -> int:
+    """Index of the label column in ``header``: the named one, or the last."""
+    if label_column is None:
+        return len(header) - 1
+    stripped = [h.strip() for h in header]
+    if label_column.strip() not in stripped:
+        shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
+        raise DataError(f"{path}: no label column {label_column!r}; the columns are {shown}")
+    return stripped.index(label_column.strip())
+
+
+def _table_bytes(path: Path, size: int, n_features: int) -> int:
+    """Estimated bytes of the parsed table: rows guessed from the first 64 KiB, times features, float32, twice."""
+    with open(path, "rb") as f:
+        sample = f.read(1 << 16)
+    rows = size * max(sample.count(b"\n"), 1) / max(len(sample), 1)
+    return int(2 * rows * n_features * 4)
+
+
+def _parse_rows(
+    path: Path, rows: list[list[str]], lines: list[int], label_index: int, names: tuple[str, ...],
+    first_row: int, labels: list[str],
+) -> np.ndarray:
+    """Feature cells of ``rows`` as float32 (len(rows), D); appends the label cells to ``labels``."""
+    cells = [row[:label_index] + row[label_index + 1:] for row in rows]
+    try:
+        X = np.array(cells, dtype=np.float64)
+    except ValueError:
+        for r, row in enumerate(cells):
+            for c, cell in enumerate(row):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "
+                                    f"{cell[:40]!r} is not a number") from None
+        raise
+    X32 = X.astype(np.float32)
+    if not np.isfinite(X32).all():
+        r, c = np.argwhere(~np.isfinite(X32))[0]
+        raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "
+                        f"{cells[r][c][:40]!r} is NaN or infinite in float32")
+    for r, row in enumerate(rows):
+        label = row[label_index].strip()
+        if not label:
+            raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
+        labels.append(label)
+    return X32
+
+
+# ---------------------------------------------------------------------------------------------
+# image folders
+
+
+def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    """Class names (sorted subfolder names) and (image file, class index) pairs of an image folder."""
+    classes = tuple(sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    if not classes:
+        raise DataError(f"{path}: empty folder; expected one subfolder per class holding PNG or JPEG images")
+    files: list[tuple[Path, int]] = []
+    for index, name in enumerate(classes):
+        images = sorted(p for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise DataError(f"{path}: class folder {name!r} holds no PNG or JPEG images")
+        files.extend((image, index) for image in images)
+    return classes, files
+
+
+def read_image_folder(
+    path: Path, image_size: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, int, int]]:
+    """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W); C is 3 if any image has colour."""
+    from PIL import Image
+
+    classes, files = list_image_folder(path)
+    sizes: dict[tuple[int, int], Path] = {}
+    colour = False
+    for file, _ in files:  # headers only: sizes and modes
+        with _open_image(file) as image:
+            sizes.setdefault(image.size, file)
+            colour = colour or image.mode not in GREY_MODES
+    if image_size is None and len(sizes) > 1:
+        (size_a, file_a), (size_b, file_b) = list(sizes.items())[:2]
+        raise DataError(f"{path}: images of different sizes, {size_a[0]}x{size_a[1]} ({file_a.name}) and "
+                        f"{size_b[0]}x{size_b[1]} ({file_b.name}); give image_size (--image-size WxH) to resize them")
+    width, height = image_size if image_size is not None else next(iter(sizes))
+    channels = 3 if colour else 1
+    check_memory(len(files) * channels * height * width * 4, str(path), f"{len(files)} images")
+    X = np.empty((len(files), channels * height * width), dtype=np.float32)
+    for i, (file, _) in enumerate(files):
+        with _open_image(file) as image:
+            try:
+                image = image.convert("RGB" if colour else "L")
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3) or (H, W)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise DataError(f"{file}: corrupt or truncated image ({exc})") from exc
+        X[i] = (pixels.transpose(2, 0, 1) if colour else pixels).ravel()
+    X /= np.float32(255)
+    y = np.array([label for _, label in files], dtype=np.int64)
+    return X, y, classes, (channels, height, width)
+
+
+def _open_image(file: Path):  # -> PIL.Image.Image
+    """Pillow's lazy open (header only); DataError naming the file when it is not a readable image."""
+    from PIL import Image
+
+    try:
+        return Image.open(file)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{file}: not a readable image ({exc})") from exc

@@ -1,0 +1,322 @@
+"""The user's own data: .npz, .csv/.tsv, image folders, in-memory arrays; splits, identity and description."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.data import (
+    DataSpec,
+    Dataset,
+    check_data_identity,
+    data_identity,
+    describe_dataset,
+    load_dataset,
+    write_cifar_folder,
+)
+from engine.errors import ConfigError, DataError
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _blobs(n_per_class: int, classes: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Separable Gaussian blobs: X (n_per_class * classes, dim) float64, y int64 sorted by class."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    X = rng.standard_normal((len(y), dim)) + 4.0 * y[:, None]
+    return X, y
+
+
+def _write_images(root: Path, classes: dict[str, int], size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> Path:
+    """root/<class>/img_<i>.png, ``count`` generated images per class of ``size`` (W, H)."""
+    rng = np.random.default_rng(seed)
+    for index, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+            pixels = np.clip(rng.normal(60 + 60 * index, 20, shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, mode).save(root / name / f"img_{i}.png")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# DataSpec
+
+
+def test_dataspec_defaults_and_json_round_trip(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "d.csv", ["a", "b", "label"], [[1, 2, "x"]])
+    spec = DataSpec(str(path), label_column="label", image_size=None, val_fraction=0.2, test_fraction=0.1, seed=3)
+    assert DataSpec().val_fraction == 0.15 and DataSpec().test_fraction == 0.15
+    assert DataSpec().label_column is None and DataSpec().image_size is None
+    d = json.loads(json.dumps(dataclasses.asdict(spec)))
+    assert DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}) == spec
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with_size = DataSpec(str(folder), image_size=[16, 8])  # a list from JSON becomes a tuple
+    assert with_size.image_size == (16, 8)
+    assert json.loads(json.dumps(dataclasses.asdict(with_size)))["image_size"] == [16, 8]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"val_fraction": 0.0}, "0.0"),
+        ({"val_fraction": 1.5}, "1.5"),
+        ({"test_fraction": float("nan")}, "nan"),
+        ({"test_fraction": "0.1"}, "'0.1'"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, "0.6 + 0.5"),
+        ({"image_size": (0, 32)}, "(0, 32)"),
+        ({"image_size": (32,)}, "(32,)"),
+        ({"image_size": (32, 32)}, "digits"),
+        ({"label_column": ""}, "''"),
+        ({"label_column": "y"}, "'y'"),  # digits is not a CSV
+        ({"seed": -1}, "-1"),
+    ],
+)
+def test_dataspec_rejects_bad_values_showing_them(kwargs: dict, shown: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        DataSpec(**kwargs)
+    assert shown in str(err.value)
+
+
+def test_dataspec_paths_missing_or_unsupported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found.*nowhere.npz"):
+        DataSpec(str(tmp_path / "nowhere.npz"))
+    (tmp_path / "data.xlsx").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="unsupported data file.*data.xlsx"):
+        DataSpec(str(tmp_path / "data.xlsx"))
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz
+
+
+def test_npz_with_all_splits_keeps_them(tmp_path: Path) -> None:
+    X, y = _blobs(20, 3, 5, seed=0)
+    path = tmp_path / "s.npz"
+    np.savez(path, X_train=X, y_train=y, X_val=X[:9], y_val=y[:9], X_test=X[-6:], y_test=y[-6:])
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.sizes == {"train": 60, "val": 9, "test": 6}
+    assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64 and ds.image_shape is None
+    assert np.array_equal(ds.X_val, X[:9].astype(np.float32)) and ds.y_test.tolist() == [2] * 6
+    assert ds.num_classes == 3 and ds.label_names == ("0", "1", "2")
+
+
+def test_npz_with_x_y_is_split_stratified_by_the_seed(tmp_path: Path) -> None:
+    X, y = _blobs(40, 3, 4, seed=1)
+    path = tmp_path / "xy.npz"
+    np.savez_compressed(path, X=X, y=y + 5)  # labels 5, 6, 7 become classes 0, 1, 2
+    ds = load_dataset(DataSpec(str(path), seed=2))
+    assert ds.sizes == {"train": 84, "val": 18, "test": 18}
+    for split, each in (("train", 28), ("val", 6), ("test", 6)):
+        assert np.bincount(getattr(ds, f"y_{split}")).tolist() == [each] * 3
+    assert ds.label_names == ("5", "6", "7")
+    rows = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
+    assert sorted(map(bytes, rows)) == sorted(map(bytes, X.astype(np.float32)))  # a partition of the file
+    again = load_dataset(DataSpec(str(path), seed=2))
+    other = load_dataset(DataSpec(str(path), seed=3))
+    assert np.array_equal(ds.X_val, again.X_val) and not np.array_equal(ds.X_val, other.X_val)
+    wide = load_dataset(DataSpec(str(path), val_fraction=0.25, test_fraction=0.1))
+    assert wide.sizes == {"train": 78, "val": 30, "test": 12}
+
+
+def test_npz_train_and_test_only_draws_val_from_train(tmp_path: Path) -> None:
+    X, y = _blobs(20, 2, 3, seed=2)
+    path = tmp_path / "tt.npz"
+    np.savez(path, X_train=X, y_train=y, X_test=X[:4], y_test=y[:4])
+    ds = load_dataset(DataSpec(str(path), train_size=10, val_size=4))
+    assert ds.sizes == {"train": 10, "val": 4, "test": 4}
+    full = load_dataset(DataSpec(str(path)))
+    assert full.sizes == {"train": 34, "val": 6, "test": 4}
+
+
+def test_npz_images_are_flattened_and_keep_their_shape(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    colour = tmp_path / "colour.npz"
+    np.savez(colour, X=rng.random((30, 3, 4, 5)), y=np.repeat([0, 1, 2], 10))
+    grey = tmp_path / "grey.npz"
+    np.savez(grey, X=rng.integers(0, 255, (30, 6, 7), dtype=np.uint8), y=np.repeat(["a", "b", "c"], 10))
+    ds = load_dataset(DataSpec(str(colour)))
+    assert ds.image_shape == (3, 4, 5) and ds.input_dim == 60
+    ds = load_dataset(DataSpec(str(grey)))
+    assert ds.image_shape == (1, 6, 7) and ds.input_dim == 42 and ds.label_names == ("a", "b", "c")
+    assert ds.X_train.max() <= 255 and ds.X_train.dtype == np.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# .csv / .tsv
+
+
+def test_csv_with_string_labels_maps_them_in_sorted_order(tmp_path: Path) -> None:
+    rows = [[i, i * 0.5, ["setosa", "virginica", "versicolor"][i % 3]] for i in range(60)]
+    path = _write_csv(tmp_path / "iris.csv", ["length", "width", "species"], rows)
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.label_names == ("setosa", "versicolor", "virginica") and ds.num_classes == 3
+    assert ds.sizes == {"train": 42, "val": 9, "test": 9} and ds.input_dim == 2
+    X = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    for row, label in zip(X, y):  # every row keeps its own label
+        assert ds.label_names[label] == ["setosa", "virginica", "versicolor"][int(row[0]) % 3]
+
+
+def test_tsv_with_a_named_numeric_label_column_in_the_middle(tmp_path: Path) -> None:
+    rows = [[i, c, -i] for c in (2, 10, 7) for i in range(10)]
+    path = _write_csv(tmp_path / "t.tsv", ["f1", "target", "f2"], rows, delimiter="\t")
+    ds = load_dataset(DataSpec(str(path), label_column="target"))
+    assert ds.label_names == ("2", "7", "10")  # numbers in numeric order
+    assert ds.input_dim == 2 and ds.sizes == {"train": 18, "val": 6, "test": 6}
+    X = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
+    assert np.array_equal(X[:, 1], -X[:, 0])  # the label column is not a feature
+
+
+@pytest.mark.parametrize(("loader", "classes", "features", "counts"), [
+    ("load_wine", 3, 13, [59, 71, 48]),
+    ("load_breast_cancer", 2, 30, [212, 357]),
+])
+def test_sklearn_bundled_sets_written_to_csv(tmp_path: Path, loader: str, classes: int, features: int, counts: list[int]) -> None:
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, loader)(as_frame=True)
+    frame = bunch.frame
+    path = tmp_path / f"{loader}.csv"
+    frame.to_csv(path, index=False)
+    ds = load_dataset(DataSpec(str(path), label_column="target"))
+    assert ds.num_classes == classes and ds.input_dim == features and ds.image_shape is None
+    assert ds.label_names == tuple(str(c) for c in range(classes))
+    total = np.bincount(np.concatenate([ds.y_train, ds.y_val, ds.y_test])).tolist()
+    assert total == counts and sum(ds.sizes.values()) == len(frame)
+    X = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
+    assert np.allclose(np.sort(X[:, 0]), np.sort(frame.iloc[:, 0].to_numpy(np.float32)))
+    info = describe_dataset(DataSpec(str(path), label_column="target"))
+    assert any("standardize" in w for w in info["warnings"])  # e.g. proline ~1e3 vs hue ~1e-1
+
+
+# ---------------------------------------------------------------------------------------------
+# image folders
+
+
+def test_image_folder_of_colour_pngs(tmp_path: Path) -> None:
+    root = _write_images(tmp_path / "pets", {"cat": 12, "dog": 9, "owl": 6}, (10, 6))
+    ds = load_dataset(DataSpec(str(root)))
+    assert ds.image_shape == (3, 6, 10) and ds.input_dim == 180
+    assert ds.label_names == ("cat", "dog", "owl")
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_val, ds.y_test])).tolist() == [12, 9, 6]
+    assert ds.sizes == {"train": 19, "val": 4, "test": 4}
+    assert 0.0 <= ds.X_train.min() and ds.X_train.max() <= 1.0 and ds.X_train.dtype == np.float32
+    # channel-first: channel 0 of the first image is its red plane
+    first = np.asarray(Image.open(root / "cat" / "img_0.png"), dtype=np.float32) / 255
+    X = np.concatenate([ds.X_train, ds.X_val, ds.X_test]).reshape(-1, 3, 6, 10)
+    assert any(np.allclose(x[0], first[:, :, 0]) and np.allclose(x[2], first[:, :, 2]) for x in X)
+
+
+def test_image_folder_greyscale_and_resized(tmp_path: Path) -> None:
+    root = _write_images(tmp_path / "g", {"a": 5, "b": 5}, (8, 8), mode="L")
+    _write_images(tmp_path / "g", {"c": 5}, (12, 4), mode="L", seed=1)
+    ds = load_dataset(DataSpec(str(root), image_size=(6, 5)))
+    assert ds.image_shape == (1, 5, 6) and ds.input_dim == 30 and ds.num_classes == 3
+
+
+def test_image_folder_mixed_sizes_without_image_size_names_two_sizes(tmp_path: Path) -> None:
+    root = _write_images(tmp_path / "m", {"a": 3}, (8, 8))
+    _write_images(tmp_path / "m", {"b": 3}, (9, 7), seed=1)
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(root)))
+    message = str(err.value)
+    assert "8x8" in message and "9x7" in message and "image_size" in message and "\n" not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# in-memory arrays
+
+
+def test_from_arrays_splits_stratified_and_keeps_given_splits() -> None:
+    X, y = _blobs(30, 2, 4, seed=5)
+    labels = np.where(y == 0, "no", "yes")
+    ds = Dataset.from_arrays(X, labels, seed=1, val_fraction=0.2, test_fraction=0.2)
+    assert ds.sizes == {"train": 36, "val": 12, "test": 12} and ds.label_names == ("no", "yes")
+    assert np.bincount(ds.y_val).tolist() == [6, 6] and ds.name == "arrays"
+    given = Dataset.from_arrays(X, y, X_test=X[:5], y_test=y[:5], name="mine")
+    assert given.sizes == {"train": 50, "val": 10, "test": 5} and given.name == "mine"
+    images = Dataset.from_arrays(np.zeros((20, 2, 3, 3)), np.arange(20) % 2)
+    assert images.image_shape == (2, 3, 3) and images.input_dim == 18
+    with pytest.raises(ConfigError, match="X_val and y_val"):
+        Dataset.from_arrays(X, y, X_val=X)
+    with pytest.raises(ConfigError, match="val_fraction.*-0.1"):
+        Dataset.from_arrays(X, y, val_fraction=-0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# identity and description
+
+
+def test_identity_of_a_file_hashes_its_bytes(tmp_path: Path) -> None:
+    X, y = _blobs(10, 2, 3, seed=0)
+    path = tmp_path / "a.npz"
+    np.savez(path, X=X, y=y)
+    spec = DataSpec(str(path))
+    identity = data_identity(spec)
+    assert identity["path"] == str(path.resolve()) and identity["format"] == "npz"
+    assert identity["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert identity["shapes"] == {"train": [12, 3], "val": [4, 3], "test": [4, 3]}  # 1.5 of each class rounds to 2
+    assert identity["classes"] == ["0", "1"] and identity["image_shape"] is None
+    json.dumps(identity)
+    check_data_identity(spec, identity)  # same content: no error
+    np.savez(path, X=X + 1, y=y)
+    changed = data_identity(spec)
+    assert changed["sha256"] != identity["sha256"]
+    with pytest.raises(DataError) as err:
+        check_data_identity(spec, identity)
+    assert str(path.resolve()) in str(err.value)
+    assert identity["sha256"] in str(err.value) and changed["sha256"] in str(err.value)
+
+
+def test_identity_of_folders_covers_paths_and_bytes(tmp_path: Path) -> None:
+    root = _write_images(tmp_path / "imgs", {"a": 3, "b": 3}, (4, 4))
+    spec = DataSpec(str(root))
+    first = data_identity(spec)
+    assert first["format"] == "image_folder" and first["classes"] == ["a", "b"] and first["image_shape"] == [3, 4, 4]
+    assert data_identity(spec)["sha256"] == first["sha256"]
+    (root / "b" / "img_2.png").rename(root / "b" / "img_9.png")  # same bytes, other name
+    assert data_identity(spec)["sha256"] != first["sha256"]
+    cifar = write_cifar_folder(tmp_path, 10, seed=0)
+    by_path = data_identity(DataSpec(str(cifar)))
+    by_name = data_identity(DataSpec("cifar10", data_dir=str(tmp_path)))
+    assert by_path["format"] == by_name["format"] == "cifar10" and by_path["sha256"] == by_name["sha256"]
+    assert by_path["shapes"] == {"train": [45, 3072], "val": [5, 3072], "test": [10, 3072]}
+    builtin = data_identity(DataSpec("spiral"))
+    assert builtin["format"] == "builtin" and builtin["path"] is None and builtin["classes"] == ["0", "1", "2"]
+
+
+def test_describe_counts_ranges_and_warnings(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 200 + [1] * 12 + [2] * 6)
+    X = np.c_[rng.normal(0, 1000, len(y)), rng.normal(0, 1, len(y)), np.zeros(len(y))]
+    path = tmp_path / "skewed.npz"
+    np.savez(path, X=X, y=np.array(["big", "mid", "tiny"])[y])
+    info = describe_dataset(DataSpec(str(path)))
+    assert info["samples"] == {"train": 152, "val": 33, "test": 33} and info["features"] == 3
+    assert info["classes"] == [
+        {"name": "big", "train": 140, "val": 30, "test": 30},
+        {"name": "mid", "train": 8, "val": 2, "test": 2},
+        {"name": "tiny", "train": 4, "val": 1, "test": 1},
+    ]
+    assert info["value_range"]["min"] == pytest.approx(X.min()) and info["value_range"]["max"] == pytest.approx(X.max())
+    assert info["feature_std"]["min"] == 0.0 and info["feature_std"]["max"] > 500
+    text = " | ".join(info["warnings"])
+    assert "standardize" in text and "1 feature(s) constant" in text
+    assert "'mid' (8)" in text and "'tiny' (4)" in text and "imbalance" in text and "35x" in text
+    json.dumps(info)
+    clean = describe_dataset(DataSpec("digits"))
+    assert clean["warnings"] == [] and clean["image_shape"] == [1, 8, 8] and clean["samples"]["train"] == 1257
