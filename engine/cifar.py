@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
-from engine.formats import check_memory
+from engine.formats import check_memory, one_line
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -118,7 +118,7 @@ def scan_pickle(raw: bytes, path: Path) -> None:
                 raise DataError(f"refused CIFAR-10 batch {path_text(path)}: shared references at byte {pos} expand "
                                 f"to more items ({stack[-1][1]}) than the file has bytes ({len(raw)})")
     except (ValueError, IndexError, KeyError) as exc:  # genops on truncated bytes, or an inconsistent stack
-        raise DataError(f"corrupt CIFAR-10 batch {path_text(path)}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"corrupt CIFAR-10 batch {path_text(path)}: {one_line(exc)}") from exc
 
 
 class _Refused(Exception):
@@ -126,7 +126,11 @@ class _Refused(Exception):
 
 
 class _NdarrayToken:
-    """Stands for numpy.ndarray inside a pickle: only _reconstruct accepts it, and it cannot be called."""
+    """Stands for numpy.ndarray inside a pickle: only _reconstruct accepts it; calling it is refused."""
+
+    def __call__(self, *args: Any) -> None:
+        """Refuse numpy.ndarray(shape, dtype, buffer, offset, strides): a stride-0 view of a few bytes."""
+        raise _Refused("numpy.ndarray may only be rebuilt through _reconstruct, never called (a view of foreign bytes)")
 
 
 _NDARRAY = _NdarrayToken()
@@ -208,7 +212,7 @@ def read_cifar_pickle(path: Path) -> Any:
         check_memory(3 * path.stat().st_size, path_text(path), "this CIFAR-10 batch")
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read CIFAR-10 batch {path_text(path)}: {exc}") from exc
+        raise DataError(f"cannot read CIFAR-10 batch {path_text(path)}: {one_line(exc)}") from exc
     scan_pickle(raw, path)
     try:
         return _plain(_CifarUnpickler(io.BytesIO(raw), path).load())
@@ -217,7 +221,7 @@ def read_cifar_pickle(path: Path) -> Any:
     except _Refused as exc:
         raise DataError(f"refused CIFAR-10 batch {path_text(path)}: {exc}") from None
     except Exception as exc:  # truncated or garbled bytes raise many kinds (EOFError, UnpicklingError, ValueError...)
-        raise DataError(f"corrupt CIFAR-10 batch {path_text(path)}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"corrupt CIFAR-10 batch {path_text(path)}: {one_line(exc)}") from exc
 
 
 def _plain(obj: Any) -> Any:

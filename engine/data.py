@@ -273,10 +273,11 @@ def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
     if X.dtype.kind not in "biuf":
         raise DataError(f"{source}: {key} must hold numbers, got dtype {X.dtype}")
     X = X.reshape(len(X), -1)
-    X32 = X.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        X32 = X.astype(np.float32, copy=False)
     if X.dtype.kind == "f" and not np.isfinite(X32).all():
         r, c = np.argwhere(~np.isfinite(X32))[0]
-        raise DataError(f"{source}: NaN or inf in features: {key} row {r} feature {c} is {X[r, c]!r} "
+        raise DataError(f"{source}: NaN or inf in features: {key} row {r} feature {c} is {X[r, c].item()!r} "
                         "(counting from 0; values beyond float32 become inf)")
     return X32
 

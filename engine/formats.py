@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -70,6 +71,11 @@ def check_memory(nbytes: int, source: str, what: str) -> None:
         )
 
 
+def one_line(exc: BaseException) -> str:
+    """'Type: message' of an exception on one line, at most 300 characters (library messages may span lines)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+
+
 # ---------------------------------------------------------------------------------------------
 # format and content hash
 
@@ -101,7 +107,7 @@ def sha256_files(root: Path, files: list[Path]) -> str:
             digest.update(path.stat().st_size.to_bytes(8, "little"))
             _hash_into(digest, path)
     except OSError as exc:
-        raise DataError(f"cannot read {root} to hash it: {exc}") from exc
+        raise DataError(f"cannot read {root} to hash it: {one_line(exc)}") from exc
     return digest.hexdigest()
 
 
@@ -129,8 +135,9 @@ def read_npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     else:
                         shape, _, dtype = npy_format.read_array_header_2_0(member)
                 headers[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, OSError) as exc:
-        raise DataError(f"{path}: corrupt or truncated .npz ({type(exc).__name__}: {exc})") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, SyntaxError, tokenize.TokenError,
+            NotImplementedError, OSError) as exc:  # a garbled .npy header fails in numpy's parser
+        raise DataError(f"{path}: corrupt or truncated .npz ({one_line(exc)})") from exc
     return headers
 
 
@@ -147,7 +154,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: corrupt or truncated .npz ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{path}: corrupt or truncated .npz ({one_line(exc)})") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +195,9 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except csv.Error as exc:
-        raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {exc}") from exc
+        raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {one_line(exc)}") from exc
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+        raise DataError(f"cannot read {path}: {one_line(exc)}") from exc
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels, names
@@ -232,7 +239,8 @@ def _parse_rows(
                     raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "
                                     f"{cell[:40]!r} is not a number") from None
         raise
-    X32 = X.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        X32 = X.astype(np.float32)
     if not np.isfinite(X32).all():
         r, c = np.argwhere(~np.isfinite(X32))[0]
         raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "
@@ -292,7 +300,7 @@ def read_image_folder(
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3) or (H, W)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                raise DataError(f"{file}: corrupt or truncated image ({exc})") from exc
+                raise DataError(f"{file}: not a readable image, corrupt or truncated ({one_line(exc)})") from exc
         X[i] = (pixels.transpose(2, 0, 1) if colour else pixels).ravel()
     X /= np.float32(255)
     y = np.array([label for _, label in files], dtype=np.int64)
@@ -306,4 +314,4 @@ def _open_image(file: Path):  # -> PIL.Image.Image
     try:
         return Image.open(file)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{file}: not a readable image ({exc})") from exc
+        raise DataError(f"{file}: not a readable image, corrupt or truncated ({one_line(exc)})") from exc

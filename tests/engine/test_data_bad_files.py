@@ -1,0 +1,236 @@
+"""Bad data files: each a DataError with one line naming the file and what is wrong (issue 10)."""
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.data import DataSpec, load_dataset
+from engine.errors import ConfigError, DataError
+
+
+def _error(spec: DataSpec, named: Path, *fragments: str) -> str:
+    """The one-line DataError that loading ``spec`` raises; it names ``named`` and holds every fragment."""
+    with pytest.raises(DataError) as err:
+        load_dataset(spec)
+    message = str(err.value)
+    assert "\n" not in message and str(named) in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _png(path: Path, size: tuple[int, int], colour: int = 90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), colour, dtype=np.uint8)).save(path)
+    return path
+
+
+def _good_rows(n: int = 12) -> str:
+    return "".join(f"{i},{i * 2},{'ab'[i % 2]}\n" for i in range(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+
+
+def test_nan_and_inf_in_npz_features_name_the_cell(tmp_path: Path) -> None:
+    X = np.ones((20, 4))
+    X[7, 2] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, X=X, y=np.arange(20) % 2)
+    _error(DataSpec(str(path)), path, "NaN or inf", "X_train row 7 feature 2")
+    X[7, 2], X[3, 1] = 1.0, np.inf
+    np.savez(path, X_train=X, y_train=np.arange(20) % 2, X_val=X, y_val=np.arange(20) % 2)
+    _error(DataSpec(str(path)), path, "X_train row 3 feature 1")
+    X[3, 1] = 1e300  # beyond float32
+    np.savez(path, X=X, y=np.arange(20) % 2)
+    _error(DataSpec(str(path)), path, "row 3 feature 1 is 1e+300")
+
+
+def test_nan_in_csv_names_row_and_column(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "nan.csv", "a,b,label\n" + _good_rows(5) + "5,nan,a\n" + _good_rows(6))
+    _error(DataSpec(str(path)), path, "row 6 (line 7) column 'b'", "NaN or infinite")
+
+
+def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "text.csv", "a,b,label\n" + _good_rows(3) + "1,two,a\n" + _good_rows(8))
+    _error(DataSpec(str(path)), path, "row 4 (line 5) column 'b'", "'two' is not a number")
+    empty = _csv(tmp_path / "empty_cell.tsv", "a\tb\tlabel\n" + "1\t\ta\n" + _good_rows(6).replace(",", "\t"))
+    _error(DataSpec(str(empty)), empty, "row 1 (line 2) column 'b'", "'' is not a number")
+
+
+def test_ragged_and_truncated_csv_rows(tmp_path: Path) -> None:
+    ragged = _csv(tmp_path / "ragged.csv", "a,b,label\n" + _good_rows(2) + "1,2,3,a\n" + _good_rows(8))
+    _error(DataSpec(str(ragged)), ragged, "row 3 (line 4) has 4 fields but the header has 3")
+    full = "a,b,label\n" + _good_rows(12)
+    truncated = _csv(tmp_path / "truncated.csv", full[: full.rindex(",")])  # the last row lost its label
+    _error(DataSpec(str(truncated)), truncated, "row 12 (line 13) has 2 fields")
+
+
+def test_missing_label_column_lists_the_columns(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows())
+    _error(DataSpec(str(path), label_column="class"), path, "no label column 'class'", "'a', 'b', 'label'")
+
+
+def test_empty_label_and_regression_target_labels(tmp_path: Path) -> None:
+    empty = _csv(tmp_path / "e.csv", "a,b,label\n" + _good_rows(4) + "1,2,\n")
+    _error(DataSpec(str(empty)), empty, "row 5 (line 6) has an empty label")
+    real = _csv(tmp_path / "r.csv", "a,b,price\n" + "".join(f"{i},{i},{i * 0.37}\n" for i in range(30)))
+    _error(DataSpec(str(real)), real, "labels must be integers or strings", "label column")
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("", "empty file"),
+    ("a,b,label\n", "no data rows"),
+    ("label\n1\n2\n", "no feature columns"),
+])
+def test_csv_without_header_rows_or_features(tmp_path: Path, text: str, fragment: str) -> None:
+    path = _csv(tmp_path / "d.csv", text)
+    _error(DataSpec(str(path)), path, fragment)
+
+
+def test_corrupt_csv_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"a,b,label\n1,2,\xff\xfe\x00\x81\n")
+    _error(DataSpec(str(path)), path, "not UTF-8 text")
+
+
+# ---------------------------------------------------------------------------------------------
+# arrays and labels
+
+
+def test_x_and_y_of_different_lengths(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, X_train=np.ones((30, 3)), y_train=np.arange(29) % 2)
+    _error(DataSpec(str(path)), path, "X_train has 30 samples but y_train has 29 labels")
+
+
+def test_a_class_with_fewer_samples_than_the_split_needs(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.ones((22, 3)), y=np.array(["a"] * 20 + ["rare"] * 2))
+    _error(DataSpec(str(path)), path, "class 'rare' has 2 sample(s)", "at least 3")
+    csv_path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows(20) + "1,1,rare\n")
+    _error(DataSpec(str(csv_path)), csv_path, "class 'rare' has 1 sample(s)")
+
+
+def test_npz_layout_mistakes(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, features=np.ones((4, 2)), labels=np.arange(4))
+    _error(DataSpec(str(path)), path, "expected arrays X_train, y_train", "found features, labels")
+    np.savez(path, X_train=np.ones((20, 2)), y_train=np.arange(20) % 2, X_val=np.ones((4, 2)))
+    _error(DataSpec(str(path)), path, "has X_val without y_val")
+    np.savez(path, X=np.ones((20, 2)), y=np.zeros(20, dtype=int))
+    _error(DataSpec(str(path)), path, "only one class")
+    np.savez(path, X=np.ones(20), y=np.arange(20) % 2)
+    _error(DataSpec(str(path)), path, "X_train must be N x D", "(20,)")
+    np.savez(path, X=np.array(["a"] * 20), y=np.arange(20) % 2)
+    _error(DataSpec(str(path)), path, "X_train must be N x D")
+    np.savez(path, X=np.array([["a", "b"]] * 20), y=np.arange(20) % 2)
+    _error(DataSpec(str(path)), path, "X_train must hold numbers", "<U1")
+
+
+def test_train_size_beyond_the_file_names_both_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.ones((40, 2)), y=np.arange(40) % 2)
+    _error(DataSpec(str(path), train_size=100), path, "train_size 100", "only 28")
+
+
+def test_image_size_on_a_file_that_is_not_an_image_folder(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.ones((40, 2)), y=np.arange(40) % 2)
+    with pytest.raises(ConfigError, match="image_size applies to image folders only"):
+        load_dataset(DataSpec(str(path), image_size=(8, 8)))
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz that must not be trusted
+
+
+class _CreatesMarker:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_npz_holding_object_arrays_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    X = np.empty((4, 1), dtype=object)
+    X[:, 0] = [_CreatesMarker(marker)] * 4
+    path = tmp_path / "evil.npz"
+    np.savez(path, X=X, y=np.arange(4) % 2)  # np.save pickles object arrays
+    _error(DataSpec(str(path)), path, "array 'X' holds Python objects", "refused")
+    assert not marker.exists()
+    np.load(path, allow_pickle=True)["X"]  # the payload is real: unpickling it creates the marker
+    assert marker.exists()
+
+
+def test_truncated_and_corrupt_npz(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.random.default_rng(0).random((200, 20)), y=np.arange(200) % 2)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
+    path.write_bytes(b"PK\x03\x04 this is not really a zip file")
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
+    # flip a byte inside the stored data: the zip's CRC catches it
+    inside = bytearray(raw)
+    inside[raw.index(b"\x93NUMPY") + 1000] ^= 0xFF
+    path.write_bytes(bytes(inside))
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
+
+
+def test_npz_member_with_a_broken_npy_header(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("X.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': garbage")
+        zf.writestr("y.npy", b"")
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
+
+
+# ---------------------------------------------------------------------------------------------
+# image folders
+
+
+def test_empty_folder_and_empty_class_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    _error(DataSpec(str(folder)), folder, "empty folder", "one subfolder per class")
+    _png(folder / "cat" / "a.png", (4, 4))
+    (folder / "dog").mkdir()
+    (folder / "dog" / "notes.txt").write_text("no images here")
+    _error(DataSpec(str(folder)), folder, "class folder 'dog' holds no PNG or JPEG images")
+
+
+def test_truncated_and_corrupt_images_are_named(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    for i in range(6):
+        _png(folder / "a" / f"{i}.png", (16, 16), colour=40 * i)
+        _png(folder / "b" / f"{i}.png", (16, 16), colour=200 - 20 * i)
+    rng = np.random.default_rng(0)
+    noisy = folder / "b" / "noisy.jpg"
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(noisy, quality=95)
+    raw = noisy.read_bytes()
+    noisy.write_bytes(raw[: len(raw) // 2])
+    _error(DataSpec(str(folder)), noisy, "not a readable image, corrupt or truncated")
+    noisy.write_bytes(b"not an image at all")
+    _error(DataSpec(str(folder)), noisy, "not a readable image")
+    # a PNG whose header is whole but whose pixel data is cut: found only when decoding
+    cut = folder / "a" / "0.png"
+    raw = cut.read_bytes()
+    cut.write_bytes(raw[: len(raw) - 30])
+    noisy.unlink()
+    _error(DataSpec(str(folder)), cut, "not a readable image, corrupt or truncated")
