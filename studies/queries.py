@@ -90,17 +90,25 @@ def _names_message(names: Sequence[str]) -> str:
     return shown + (f", ... ({more} more)" if more > 0 else "")
 
 
+def is_service_study(attrs: dict[str, Any], directions: Sequence[StudyDirection]) -> bool:
+    """True for a study this service made: ``campaign`` and ``stage`` attrs, ``ready`` True, one maximised value."""
+    return (
+        isinstance(attrs.get("campaign"), str)
+        and isinstance(attrs.get("stage"), str)
+        and attrs.get("ready") is True
+        and tuple(directions) == (StudyDirection.MAXIMIZE,)
+    )
+
+
 def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
-    """Every study in creation order, campaign/stage from user attrs else from the name."""
+    """The service's studies in creation order; studies it did not make (see is_service_study) are left out."""
     infos = []
     for study in storage.get_all_studies():
         attrs = dict(study.user_attrs)
-        name_campaign, sep, name_stage = study.study_name.rpartition("/")
-        campaign = attrs.get("campaign") or (name_campaign if sep else None)
-        stage = attrs.get("stage") or (name_stage if sep else None)
-        infos.append(
-            _StudyInfo(study.study_name, campaign, stage, attrs, tuple(study.directions))
-        )
+        if is_service_study(attrs, study.directions):
+            infos.append(
+                _StudyInfo(study.study_name, attrs["campaign"], attrs["stage"], attrs, tuple(study.directions))
+            )
     return infos
 
 
@@ -146,7 +154,7 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def list_studies(storage: optuna.storages.RDBStorage) -> pd.DataFrame:
-    """One row per study (creation order) with STUDY_COLUMNS; trial counts come from one SQL query."""
+    """One row per study of the service (creation order) with STUDY_COLUMNS; trial counts come from one SQL query."""
     infos = _study_infos(storage)
     counts_sql = text(
         "SELECT s.study_name AS study_name, t.state AS state, COUNT(*) AS n,"

@@ -57,6 +57,7 @@ def _study(url: str, campaign: str, stage: str, parent: str | None, epochs: int)
         "model": "100,relu",
         "seed": 0,
         "range_notes": [] if parent is None else ["lr narrowed to the best trials"],
+        "ready": True,
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)

@@ -197,7 +197,8 @@ def test_empty_campaign_and_empty_database_are_clear_errors(tmp_path):
     with pytest.raises(UnknownStudyError, match="no campaign"):
         campaign_report(storage)
     study = optuna.create_study(storage=url, study_name="bare/coarse", direction="maximize")
-    study.set_user_attr("campaign", "bare")
+    for key, value in {"campaign": "bare", "stage": "coarse", "ready": True}.items():
+        study.set_user_attr(key, value)
     study.enqueue_trial({})  # a WAITING trial is not a finished one
     with pytest.raises(StudyError, match="campaign 'bare' has no finished trial yet"):
         campaign_report(storage, "bare")

@@ -1,0 +1,61 @@
+"""Issue 9, item 9: studies the service did not make are never counted in campaign views."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import create_trial
+
+from studies.errors import UnknownStudyError
+from studies.queries import best_trial, campaigns, latest_campaign, list_studies, trials_frame
+from studies.store import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SERVICE_ATTRS = {"campaign": "digits", "stage": "coarse", "ready": True}
+
+
+def _study(storage, name: str, attrs: dict, direction: str, values: list[float]) -> None:
+    study = optuna.create_study(storage=storage, study_name=name, direction=direction)
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    for value in values:
+        study.add_trial(create_trial(value=value))
+
+
+@pytest.fixture()
+def storage(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    _study(storage, "digits/coarse", SERVICE_ATTRS, "maximize", [0.5, 0.7])
+    # foreign: made with plain Optuna, some carrying the service's names
+    _study(storage, "digits/fine-1", {"campaign": "digits"}, "minimize", [0.01])  # KeyError 'stage' before
+    _study(storage, "digits/fine-2", {**SERVICE_ATTRS, "stage": "fine-2"}, "minimize", [0.001])
+    _study(storage, "digits/grid", {"campaign": "digits", "stage": "grid"}, "maximize", [0.99])  # not ready
+    _study(storage, "other/coarse", {}, "maximize", [0.9])  # a name like ours, no attributes
+    yield storage
+    storage.engine.dispose()
+
+
+def test_foreign_studies_are_not_in_campaign_views(storage) -> None:
+    assert campaigns(storage) == ["digits"]
+    assert latest_campaign(storage) == "digits"
+    frame = list_studies(storage)
+    assert frame["study"].tolist() == ["digits/coarse"]
+    assert frame["n_trials"].tolist() == [2]
+    best = best_trial(storage, "digits")
+    assert (best["study"], best["number"], best["value"]) == ("digits/coarse", 1, 0.7)
+    assert trials_frame(storage, campaign="digits")["value"].tolist() == [0.5, 0.7]
+    assert len(trials_frame(storage)) == 2
+    with pytest.raises(UnknownStudyError, match="known campaigns: digits"):
+        best_trial(storage, "other")
+
+
+def test_a_database_of_only_foreign_studies_has_no_campaign(tmp_path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        _study(storage, "digits/coarse", {"campaign": "digits", "stage": "coarse"}, "minimize", [0.1])
+        assert campaigns(storage) == []
+        assert list_studies(storage).empty
+        with pytest.raises(UnknownStudyError, match="no campaign"):
+            latest_campaign(storage)
+    finally:
+        storage.engine.dispose()
