@@ -8,11 +8,15 @@ import tokenize
 import zipfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 from engine.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 FILE_FORMATS = {".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -111,7 +115,7 @@ def sha256_files(root: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _hash_into(digest: hashlib._Hash, path: Path) -> None:
+def _hash_into(digest: Any, path: Path) -> None:
     """Feed the bytes of ``path`` into ``digest`` in 1 MiB chunks."""
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
@@ -307,7 +311,7 @@ def read_image_folder(
     return X, y, classes, (channels, height, width)
 
 
-def _open_image(file: Path):  # -> PIL.Image.Image
+def _open_image(file: Path) -> PILImage:
     """Pillow's lazy open (header only); DataError naming the file when it is not a readable image."""
     from PIL import Image
 

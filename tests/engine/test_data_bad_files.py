@@ -1,7 +1,6 @@
 """Bad data files: each a DataError with one line naming the file and what is wrong (issue 10)."""
 from __future__ import annotations
 
-import csv
 import zipfile
 from pathlib import Path
 
@@ -234,3 +233,36 @@ def test_truncated_and_corrupt_images_are_named(tmp_path: Path) -> None:
     cut.write_bytes(raw[: len(raw) - 30])
     noisy.unlink()
     _error(DataSpec(str(folder)), cut, "not a readable image, corrupt or truncated")
+
+
+def test_npz_with_an_oversized_npy_header_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (" + b"1, " * 6000 + b")}"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("X.npy", b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header)
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz", "max_header_size")  # numpy's message spans lines
+
+
+# ---------------------------------------------------------------------------------------------
+# too large for the memory available (estimated before reading)
+
+
+@pytest.fixture()
+def one_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend only 1 MiB of memory is available."""
+    import engine.formats
+
+    monkeypatch.setattr(engine.formats, "available_memory", lambda: 1 << 20)
+
+
+def test_csv_image_folder_and_npz_beyond_the_memory_budget(tmp_path: Path, one_mebibyte: None) -> None:
+    rows = "".join(f"{i},{i},{i},{i % 2}\n" for i in range(60_000))
+    table = _csv(tmp_path / "big.csv", "a,b,c,label\n" + rows)
+    _error(DataSpec(str(table)), table, "its table would need", "MiB of memory", "50% of the 1.0 MiB available")
+    folder = tmp_path / "imgs"
+    for i in range(3):
+        _png(folder / "a" / f"{i}.png", (300, 300))
+    _error(DataSpec(str(folder)), folder, "3 images would need 3.1 MiB")
+    arrays = tmp_path / "big.npz"
+    np.savez(arrays, X=np.zeros((1000, 100)), y=np.arange(1000) % 2)
+    _error(DataSpec(str(arrays)), arrays, "its arrays would need")
