@@ -26,21 +26,21 @@ from engine.data import DataSpec, Dataset
 from search.campaign import coarse_stage
 from search.stages import create_stage
 from search.workers import run_stage_processes
-from search.runspec import RunSpec
-from search.space import ParamRange
+from search.config import RunConfig
+from search.space import FloatRange
 from studies.store import open_storage
 
 CASES = {
     # one-epoch trials on CIFAR-10-sized data: 49,000 training images of 3072 features, 3072-100-10
-    "cifar-shaped": RunSpec(data=DataSpec("synthetic", train_size=49000, val_size=1000, test_size=100),
-                            hidden=(100,), optimizer="sgd", batch_size=200, epochs=1),
+    "cifar-shaped": RunConfig(data=DataSpec("synthetic", train_size=49000, val_size=1000, test_size=100)).with_params(
+        {"arch.hidden": 100, "train.optimizer": "sgd", "train.batch_size": 200, "train.epochs": 1}),
     # the default data: digits, 3 epochs, as a coarse stage runs it
-    "digits": RunSpec(data=DataSpec("digits"), epochs=3),
+    "digits": RunConfig(data=DataSpec("digits")).with_params({"train.epochs": 3}),
 }
-SPACE = {"lr": ParamRange(1e-4, 1e-1), "reg": ParamRange(1e-6, 1e-2)}
+SPACE = {"lr": FloatRange(1e-4, 1e-1), "reg": FloatRange(1e-6, 1e-2)}
 
 
-def measure(name: str, run: RunSpec, dataset: Dataset, trials: int, jobs: int, folder: Path) -> dict[str, float]:
+def measure(name: str, run: RunConfig, dataset: Dataset, trials: int, jobs: int, folder: Path) -> dict[str, float]:
     url = f"sqlite:///{folder / f'{name}-{jobs}.db'}"
     create_stage(open_storage(url), coarse_stage(name, run, SPACE, trials, seed=0))
     started = time.perf_counter()

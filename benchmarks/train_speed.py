@@ -151,9 +151,9 @@ def gemm_timer(d: int, h: int, rng: np.random.Generator) -> Callable[[], tuple[f
 # --------------------------------------------------------------------------- engine
 def engine_model(d: int, h: int, seed: int) -> FullyConnectedNet:
     """The engine's d-h-10 ReLU net with He init and softmax loss, float32."""
-    config = ModelConfig(input_dim=d, num_classes=NUM_CLASSES, hidden=(h,), activation="relu",
+    config = ModelConfig(hidden=(h,), activation="relu",
                          init=InitSpec("he"), loss="softmax", dtype="float32")
-    return FullyConnectedNet(config, np.random.default_rng(seed))
+    return FullyConnectedNet(config, d, NUM_CLASSES, np.random.default_rng(seed))
 
 
 def engine_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int) -> Callable[[int], float]:

@@ -102,10 +102,10 @@ def activation_experiment(
     check_activation(activation)
     rng = np.random.default_rng(seed)
     config = ModelConfig(
-        input_dim=width, num_classes=2, hidden=(width,) * depth, activation=activation,
+        hidden=(width,) * depth, activation=activation,
         init=init, batchnorm=batchnorm, dtype="float64",
     )
-    model = FullyConnectedNet(config, rng)
+    model = FullyConnectedNet(config, width, 2, rng)
     X = rng.standard_normal((samples, width))
     hidden: list[np.ndarray] = []
     # train mode so batch norm uses the batch statistics, as in the lecture's figure
@@ -134,15 +134,15 @@ def sanity_checks(
     y_train: np.ndarray,
     X_val: np.ndarray,
     y_val: np.ndarray,
+    num_classes: int,
     overfit_samples: int = 20,
 ) -> list[Check]:
     """The lecture's babysitting checklist on this data and model; every check reports its number."""
     seed = train_config.seed
-    num_classes = model_config.num_classes
     checks = []
 
     def fresh() -> FullyConnectedNet:
-        return FullyConnectedNet(model_config, np.random.default_rng(seed))
+        return FullyConnectedNet(model_config, X_train.shape[1], num_classes, np.random.default_rng(seed))
 
     # 1. initial loss ~ ln(C) with reg 0 (softmax), ~ C - 1 for the SVM with small weights
     batch = slice(0, min(len(X_train), 500))

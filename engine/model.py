@@ -34,10 +34,8 @@ def check_activation(name: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a fully connected classifier; checks itself on construction."""
+    """Architecture of a fully connected classifier (the data decides input and output sizes); checks itself."""
 
-    input_dim: int
-    num_classes: int
     hidden: tuple[int, ...] = (100,)
     activation: str = "relu"
     init: InitSpec = field(default_factory=InitSpec)
@@ -59,9 +57,7 @@ class ModelConfig:
             raise ConfigError(f"unknown loss {self.loss!r}; known: {', '.join(L.LOSSES)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}")
-        if self.input_dim < 1 or self.num_classes < 2:
-            raise ConfigError(f"need input_dim >= 1 and num_classes >= 2, got {self.input_dim}, {self.num_classes}")
-        if any(h < 1 for h in self.hidden):
+        if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {','.join(map(str, self.hidden))}")
         if not 0.0 < self.dropout <= 1.0:
             raise ConfigError(f"dropout keep probability must be in (0, 1], got {self.dropout}")
@@ -74,13 +70,15 @@ class ModelConfig:
 class FullyConnectedNet:
     """Parameters in ``params`` (W1, b1, gamma1, beta1, alpha1, ...); batch-norm running stats in ``bn_stats``."""
 
-    def __init__(self, config: ModelConfig, rng: np.random.Generator) -> None:
+    def __init__(self, config: ModelConfig, input_dim: int, num_classes: int, rng: np.random.Generator) -> None:
+        if input_dim < 1 or num_classes < 2:
+            raise ConfigError(f"need input_dim >= 1 and num_classes >= 2, got {input_dim}, {num_classes}")
         self.config = config
         self.dtype = np.dtype(DTYPES[config.dtype])
         self.num_hidden = len(config.hidden)
         self.params: dict[str, np.ndarray] = {}
         self.bn_stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        dims = [config.input_dim, *config.hidden, config.num_classes]
+        dims = [input_dim, *config.hidden, num_classes]
         biased = config.activation in ("relu", "leaky_relu", "prelu", "elu", "maxout")
         for i in range(1, len(dims)):
             fan_in, fan_out = dims[i - 1], dims[i]
@@ -104,6 +102,11 @@ class FullyConnectedNet:
             if config.activation == "prelu":
                 self.params[f"alpha{i}"] = np.full(units, config.prelu_init, dtype=self.dtype)
         self.weight_names = [f"W{i}" for i in range(1, len(dims))]
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of learnable parameters (weights, biases, batch-norm gamma/beta, PReLU slopes)."""
+        return int(sum(p.size for p in self.params.values()))
 
     # ------------------------------------------------------------------ activation dispatch
     def _act_forward(self, x: np.ndarray, i: int) -> tuple[np.ndarray, object]:

@@ -109,8 +109,10 @@ class Adam:
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSProp, "adam": Adam}
 
 
-def make_optimizer(name: str) -> SGD | Momentum | Nesterov | RMSProp | Adam:
-    """A fresh update rule by name; unknown names list the known ones."""
+def make_optimizer(name: str, momentum: float = 0.9) -> SGD | Momentum | Nesterov | RMSProp | Adam:
+    """A fresh update rule by name (``momentum`` is mu of momentum/nesterov); unknown names list the known ones."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    if name in ("momentum", "nesterov"):
+        return OPTIMIZERS[name](mu=momentum)
     return OPTIMIZERS[name]()

@@ -31,6 +31,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0  # multiply lr by this after every epoch
     reg: float = 1e-4
+    momentum: float = 0.9  # mu of the momentum and nesterov rules
     seed: int = 0
     train_acc_samples: int = 1000  # train accuracy is measured on a fixed sample of this size
 
@@ -45,6 +46,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.reg) and self.reg >= 0):
             raise ConfigError(f"reg must be a finite number >= 0, got {self.reg}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
             raise ConfigError(f"lr decay must be in (0, 1], got {self.lr_decay}")
 
@@ -108,7 +111,7 @@ def train(
     if fused_decay:
         rule = SGD(weight_decay=config.reg, decayed=frozenset(model.weight_names))
     else:
-        rule = make_optimizer(config.optimizer)
+        rule = make_optimizer(config.optimizer, config.momentum)
     batches_per_epoch = max(1, n // config.batch_size)
     sample = rng.choice(n, size=min(n, config.train_acc_samples), replace=False)
     X_sample, y_sample = X_train[sample], y_train[sample]

@@ -1,21 +1,20 @@
 """Campaigns: the coarse stage, fine stages refined from it, the grid stage beside it, and ``auto`` chaining them."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from engine.data import Dataset
-from engine.model import FullyConnectedNet
 from engine.trainer import train
+from search.config import RunConfig
 from search.errors import SearchError, SearchFailed
-from search.objective import trial_seed
-from search.progress import Progress
-from search.runspec import RunSpec
-from search.space import ParamRange, ranges_moved
+from search.objective import trial_config
+from search.progress import FINISHED, Progress
+from search.space import Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
     Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     refined_stage, stage_counts, stage_unfinished, study_name,
@@ -24,7 +23,21 @@ from search.workers import run_stage_processes
 from studies.queries import campaigns, latest_campaign
 from studies.store import open_storage
 
-DEFAULT_SPACE = {"lr": ParamRange(1e-6, 1.0), "reg": ParamRange(1e-6, 10.0)}
+DEFAULT_SPACE: dict[str, Dimension] = {"lr": FloatRange(1e-6, 1.0), "reg": FloatRange(1e-6, 10.0)}
+
+
+def default_hidden_range(train_samples: int) -> IntRange:
+    """Hidden width searched by ``search auto``: 16 up to about half the training set (64 to 1024), log scale.
+
+    Wider nets than that mostly memorise a small training set and cost time per epoch.
+    """
+    top = int(min(1024, max(64, 2 ** round(math.log2(max(train_samples, 2) / 2)))))
+    return IntRange(16, top, log=True)
+
+
+def auto_space(train_samples: int) -> dict[str, Dimension]:
+    """The default space of ``search auto``: lr, reg and the hidden width."""
+    return {**DEFAULT_SPACE, "hidden": default_hidden_range(train_samples)}
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,12 @@ class Execution:
             raise SearchError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
 
     def storage(self) -> optuna.storages.RDBStorage:
+        """The database, created when it does not exist yet (commands that start a campaign)."""
         return open_storage(self.url, heartbeat_interval=self.heartbeat)
+
+    def existing_storage(self) -> optuna.storages.RDBStorage:
+        """The database, which must exist already (commands that continue a campaign create nothing)."""
+        return open_storage(self.url, heartbeat_interval=self.heartbeat, create=False)
 
 
 @dataclass
@@ -58,11 +76,13 @@ class StageSummary:
     epochs: int
     space: dict[str, str]
     best_value: float | None
-    best_params: dict[str, float]
+    best_params: dict[str, Any]
     top: list[dict[str, Any]]
     range_notes: list[str]
     created: bool
     errors: list[str] = field(default_factory=list)
+    train_seconds: float = 0.0  # building and training the nets of all its trials
+    ran: int = 0  # trials this command ran (0: the stage was complete already)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -77,18 +97,21 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=True)
     rows = [{"number": t.number, "value": t.value, **t.params, "seconds": t.user_attrs.get("seconds")}
             for t in complete[:top]]
+    seconds = sum(t.user_attrs.get("seconds") or 0.0 for t in trials)
     best = complete[0] if complete else None
     return StageSummary(
         study=stage.name, stage=stage.stage, parent=stage.parent, counts=counts, n_trials=stage.n_trials,
-        epochs=stage.run.epochs, space={k: str(v) for k, v in stage.space.items()},
+        epochs=stage.run.train.epochs, space={k: str(v) for k, v in stage.space.items()},
         best_value=best.value if best else None, best_params=dict(best.params) if best else {},
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
+        train_seconds=round(seconds, 3),
     )
 
 
-def execute_stage(execution: Execution, stage: Stage) -> StageSummary:
+def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = None) -> StageSummary:
     """Create (or join) the stage and run its remaining trials; the stage ends with exactly n_trials finished."""
-    dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
+    if dataset is None:
+        dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
     storage = execution.storage()
     study, created = create_stage(storage, stage)
     return run_existing(execution, study, created, dataset)
@@ -99,12 +122,12 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
     """Run the remaining WAITING (and, once their workers are found dead, RUNNING) trials of a stage."""
     stage = Stage.from_attrs(study.user_attrs)
     unfinished = stage_unfinished(study._storage, study._study_id)
-    counts = stage_counts(study._storage, study._study_id)
-    already = counts["COMPLETE"] + counts["PRUNED"]
     errors: list[str] = []
+    ran = 0
     if unfinished:
         dataset = dataset if dataset is not None else stage.run.load()
-        progress = Progress(stage.name, stage.n_trials, already, mode=execution.progress)
+        progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
+                            mode=execution.progress)
         # every worker of a stage judges staleness with the stage's interval (see create_stage)
         heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
         try:
@@ -112,12 +135,14 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
                                          on_trial=progress.trial)
         finally:
             progress.close()
-        errors = report.errors
-    return summarise(load_stage_study(study._storage, stage.name), created, errors)
+        errors, ran = report.errors, report.ran
+    summary = summarise(load_stage_study(study._storage, stage.name), created, errors)
+    summary.ran = ran
+    return summary
 
 
 # --------------------------------------------------------------------------- the stages a user asks for
-def coarse_stage(campaign: str, run: RunSpec, space: dict[str, ParamRange], n_trials: int, seed: int,
+def coarse_stage(campaign: str, run: RunConfig, space: dict[str, Dimension], n_trials: int, seed: int,
                  sampler: str = "random", explode_factor: float = 3.0) -> Stage:
     return Stage(campaign=campaign, stage="coarse", space=dict(space), n_trials=n_trials, run=run, seed=seed,
                  sampler=sampler, explode_factor=explode_factor)
@@ -161,7 +186,7 @@ class FinalScore:
     """The best configuration retrained once and scored on validation and test data."""
 
     study: str
-    params: dict[str, float]
+    params: dict[str, Any]
     epochs: int
     val_acc: float
     test_acc: float
@@ -178,19 +203,16 @@ def retrain_best(storage: optuna.storages.RDBStorage, campaign: str, seed: int) 
                 best_trial, best_stage = t, Stage.from_attrs(study.user_attrs)
     if best_trial is None:
         raise SearchFailed(f"campaign {campaign!r} has no completed trial to retrain")
-    ds = best_stage.run.load()
-    model_seed = trial_seed(seed, 10**6)
-    model = FullyConnectedNet(best_stage.run.model_config(ds.input_dim, ds.num_classes),
-                              np.random.default_rng(model_seed))
-    cfg = best_stage.run.train_config(lr=best_trial.params["lr"], reg=best_trial.params.get("reg", 0.0),
-                                      seed=model_seed)
-    result = train(model, cfg, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
-    return FinalScore(best_stage.name, dict(best_trial.params), cfg.epochs, result.val_acc,
+    config = trial_config(best_stage.run, best_trial.params, seed, 10**6)  # a seed no trial of the stage used
+    ds = config.load()
+    model = config.build_model(ds)
+    result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    return FinalScore(best_stage.name, dict(best_trial.params), config.train.epochs, result.val_acc,
                       model.accuracy(ds.X_test, ds.y_test), result.status)
 
 
 def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
-             fine_epochs: int | None) -> tuple[list[StageSummary], FinalScore]:
+             fine_epochs: int | None, dataset: Dataset | None = None) -> tuple[list[StageSummary], FinalScore]:
     """Coarse, then fine stages until the ranges stop moving or ``max_fine`` stages ran, then the test score.
 
     Every step is decided from the stages in the database, never from what this process did
@@ -198,13 +220,14 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     same unfinished stage, take the same decision when it is done, and create each next stage
     exactly once (``create_stage``); a process that arrives late skips the finished stages.
     """
-    summaries = [execute_stage(execution, coarse)]
+    dataset = dataset if dataset is not None else coarse.run.load()
+    summaries = [execute_stage(execution, coarse, dataset)]
     storage = execution.storage()
     while True:
         last = latest_chain_stage(storage, coarse.campaign)
         study = load_stage_study(storage, study_name(coarse.campaign, last))
         if stage_unfinished(storage, study._study_id):
-            summaries.append(run_existing(execution, study))  # another process created it: join it
+            summaries.append(run_existing(execution, study, dataset=dataset))  # another process created it: join it
             continue
         k = fine_index(last)
         if k >= max_fine:
@@ -212,8 +235,8 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
         if k > 0:
             current = Stage.from_attrs(study.user_attrs)
             parent = Stage.from_attrs(load_stage_study(storage, current.parent).user_attrs)
-            if not ranges_moved(parent.space, current.space, tolerance=0.25):
+            if not space_moved(parent.space, current.space, tolerance=0.25):
                 break  # the range has settled: another stage would search almost the same box
-        summaries.append(execute_stage(execution, refined_stage(study, top, edge, fine_epochs, None)))
+        summaries.append(execute_stage(execution, refined_stage(study, top, edge, fine_epochs, None), dataset))
     return summaries, retrain_best(storage, coarse.campaign, coarse.seed)
 

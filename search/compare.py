@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from search.campaign import Execution, StageSummary, execute_stage
 from search.errors import SearchError
-from search.runspec import RunSpec
-from search.space import ParamRange
+from search.config import RunConfig
+from search.space import Dimension
 from search.stages import Stage
 from studies.report import Report, compare_report
 
@@ -26,7 +26,7 @@ def default_compare_campaign(now: dt.datetime | None = None) -> str:
     return "compare-" + now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def compare_pair(campaign: str, run: RunSpec, space: dict[str, ParamRange], n_trials: int, seed: int, repeat: int,
+def compare_pair(campaign: str, run: RunConfig, space: dict[str, Dimension], n_trials: int, seed: int, repeat: int,
                  explode_factor: float = 3.0) -> tuple[Stage, Stage]:
     """(random stage, grid stage) of one repeat: same ranges, epochs, data and stage seed ``seed + repeat``."""
     random_stage = Stage(campaign=campaign, stage=f"random-{repeat}", space=dict(space), n_trials=n_trials, run=run,
@@ -46,8 +46,8 @@ class CompareRun:
 def run_compare(
     execution: Execution,
     campaign: str,
-    run: RunSpec,
-    space: dict[str, ParamRange],
+    run: RunConfig,
+    space: dict[str, Dimension],
     n_trials: int,
     repeats: int,
     seed: int = 0,

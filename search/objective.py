@@ -1,4 +1,4 @@
-"""One trial: sample lr and reg, build the engine model, train with an explosion-pruning observer, record it."""
+"""One trial: suggest every dimension, ``base.with_params(params)``, train with the explosion observer, record it."""
 from __future__ import annotations
 
 import math
@@ -9,10 +9,9 @@ import numpy as np
 import optuna
 
 from engine.data import Dataset
-from engine.model import FullyConnectedNet
 from engine.trainer import TrainResult, train
-from search.runspec import RunSpec
-from search.space import ParamRange
+from search.config import RunConfig
+from search.space import Dimension, params_to_paths
 from studies.store import set_trial_user_attrs
 
 LOSS_CURVE_POINTS = 200
@@ -76,22 +75,26 @@ def trial_seed(stage_seed: int, number: int) -> int:
     return (stage_seed * 1_000_003 + number) % (2**32)
 
 
+def trial_config(base: RunConfig, params: dict, stage_seed: int, number: int) -> RunConfig:
+    """The whole run of trial ``number``: the stage's base config with the trial's values and its own seed."""
+    return base.with_params({**params_to_paths(params), "train.seed": trial_seed(stage_seed, number)})
+
+
 def run_trial(
     trial: optuna.Trial,
-    spec: RunSpec,
+    base: RunConfig,
     dataset: Dataset,
-    space: dict[str, ParamRange],
+    space: dict[str, Dimension],
     stage_seed: int,
     explode_factor: float = 3.0,
 ) -> TrialOutcome:
-    """Sample the trial's params, train, store the contract's user attributes; the caller tells Optuna."""
-    params = {name: trial.suggest_float(name, r.low, r.high, log=r.log) for name, r in space.items()}
-    seed = trial_seed(stage_seed, trial.number)
+    """Suggest the trial's params, train, store the contract's user attributes; the caller tells Optuna."""
+    params = {name: dim.suggest(trial, name) for name, dim in space.items()}
+    config = trial_config(base, params, stage_seed, trial.number)
     started = time.perf_counter()
-    model = FullyConnectedNet(spec.model_config(dataset.input_dim, dataset.num_classes), np.random.default_rng(seed))
-    config = spec.train_config(lr=params.get("lr", 1e-3), reg=params.get("reg", 0.0), seed=seed)
+    model = config.build_model(dataset)
     result = train(
-        model, config, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
+        model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
         observers=(ExplosionObserver(explode_factor), EpochReporter(trial)),
     )
     stop_reason = {"diverged": "nan"}.get(result.status, result.status)
@@ -103,6 +106,8 @@ def run_trial(
         "iterations": result.iterations,
         "seconds": round(time.perf_counter() - started, 4),  # building the net and training it
         "stop_reason": stop_reason,
+        "model_parameters": model.parameter_count,
+        "config": config.to_dict(),
         "loss_curve": subsample(result.loss_history),
     }
     set_trial_user_attrs(trial.storage, trial._trial_id, attrs)

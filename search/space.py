@@ -1,18 +1,79 @@
-"""Search spaces: parameter ranges on a log or linear scale, sampling, and refining ranges from trials."""
+"""Search spaces over any run option: float, int and categorical dimensions, parsed, checked, refined.
+
+A space is ``dict[name, Dimension]``; NAME is a run option's long name without dashes (``lr``,
+``hidden``, ``activation``, ...) and ``SEARCHABLE`` maps it to its place in ``RunConfig``, its default
+scale and the limits its option accepts. Each dimension suggests itself on an Optuna trial, makes
+grid points, refines (narrows, widens, drops categories) from ranked trials with a note saying
+how, and serialises itself for the study's ``space`` attribute. ``refine_space`` is a pure function.
+"""
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
+import optuna
 
+from engine.errors import ConfigError
+from engine.init import INITIALISERS
+from engine.layers import LOSSES
+from engine.model import ACTIVATIONS
+from engine.optim import OPTIMIZERS
+from engine.preprocess import PREPROCESSORS
+from search.config import RunConfig
 from search.errors import SearchError
+
+INF = math.inf
 
 
 @dataclass(frozen=True)
-class ParamRange:
-    """A closed interval [low, high], searched on a log scale (the default) or a linear one."""
+class Searchable:
+    """Where a searchable option lives in RunConfig, its default scale, and the closed range of values it accepts."""
+
+    path: str
+    kind: str  # "float", "int" or "categorical"
+    log: bool = False
+    limits: tuple[float, float] = (-INF, INF)
+    choices: tuple[Any, ...] = ()
+    help: str = ""
+
+
+# The one table of searchable options. Limits are the option's own (dropout is a keep probability
+# in (0, 1]); widening a range stops at them. Open bounds are closed a little inside.
+SEARCHABLE: dict[str, Searchable] = {
+    "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), help="learning rate"),
+    "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF), help="L2 strength"),
+    "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000), help="width of every hidden layer"),
+    "depth": Searchable("arch.depth", "int", limits=(1, 100), help="number of hidden layers"),
+    "dropout": Searchable("arch.dropout", "float", limits=(0.01, 1.0), help="keep probability (1 = off)"),
+    "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF), help="minibatch size"),
+    "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0), help="lr multiplier per epoch"),
+    "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999), help="mu of momentum/nesterov"),
+    "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF), help="std of normal/uniform init"),
+    "relu_bias": Searchable("arch.relu_bias", "float", limits=(0.0, INF), help="initial bias of ReLU units"),
+    "activation": Searchable("arch.activation", "categorical", choices=ACTIVATIONS),
+    "init": Searchable("arch.init.name", "categorical", choices=tuple(sorted(INITIALISERS))),
+    "optimizer": Searchable("train.optimizer", "categorical", choices=tuple(OPTIMIZERS)),
+    "batchnorm": Searchable("arch.batchnorm", "categorical", choices=(True, False)),
+    "preprocess": Searchable("preprocess.name", "categorical", choices=tuple(PREPROCESSORS)),
+    "loss": Searchable("arch.loss", "categorical", choices=tuple(LOSSES)),
+}
+
+
+def searchable(name: str) -> tuple[str, Searchable]:
+    """(canonical name, its entry) for NAME with ``-`` or ``_``; SearchError listing the names otherwise."""
+    key = name.strip().replace("-", "_")
+    if key not in SEARCHABLE:
+        raise SearchError(f"--space: {name!r} is not a searchable option; searchable: {', '.join(SEARCHABLE)}")
+    return key, SEARCHABLE[key]
+
+
+# --------------------------------------------------------------------------- numeric ranges
+@dataclass(frozen=True)
+class FloatRange:
+    """A closed interval [low, high] searched on a log scale (the default) or a linear one."""
 
     low: float
     high: float
@@ -21,15 +82,18 @@ class ParamRange:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             raise SearchError(f"range {self.low:g}:{self.high:g} must have finite bounds")
-        if self.low >= self.high:
+        if self.low > self.high or (self.low == self.high and not self._point_allowed()):
             raise SearchError(f"range {self.low:g}:{self.high:g} needs low < high")
         if self.log and self.low <= 0:
             raise SearchError(f"range {self.low:g}:{self.high:g} is on a log scale, so both bounds must be > 0")
 
+    def _point_allowed(self) -> bool:
+        return False
+
     # ---- coordinates in which the range is uniform
     def to_unit(self, value: float) -> float:
         """The coordinate in which sampling is uniform (log10 for log ranges)."""
-        return math.log10(value) if self.log else value
+        return math.log10(value) if self.log else float(value)
 
     def from_unit(self, u: float) -> float:
         return 10.0**u if self.log else u
@@ -44,11 +108,14 @@ class ParamRange:
         u = rng.uniform(self.to_unit(self.low), self.to_unit(self.high), size)
         return np.array([self.from_unit(x) for x in u])
 
-    def grid(self, k: int) -> list[float]:
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+    def grid(self, k: int) -> list[Any]:
         """``k`` evenly spaced values in the range's coordinate, bounds included."""
-        if k == 1:
-            return [self.from_unit((self.to_unit(self.low) + self.to_unit(self.high)) / 2)]
-        return [self.from_unit(u) for u in np.linspace(self.to_unit(self.low), self.to_unit(self.high), k)]
+        lo, hi = self.to_unit(self.low), self.to_unit(self.high)
+        units = [(lo + hi) / 2] if k == 1 else list(np.linspace(lo, hi, k))
+        return [float(self.from_unit(u)) for u in units]
 
     def near_bound(self, value: float, edge: float) -> str | None:
         """``"low"`` or ``"high"`` when value lies within ``edge`` x width of that bound, else None."""
@@ -59,103 +126,294 @@ class ParamRange:
             return "high"
         return None
 
-    def as_attr(self) -> list:
-        """JSON form stored in the study's ``space`` attribute: [low, high, "log"|"linear"]."""
-        return [self.low, self.high, "log" if self.log else "linear"]
+    def _make(self, low: float, high: float) -> FloatRange:
+        return FloatRange(low, high, self.log)
 
-    @classmethod
-    def from_attr(cls, attr: Sequence) -> ParamRange:
-        return cls(float(attr[0]), float(attr[1]), attr[2] == "log")
+    def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
+               limits: tuple[float, float]) -> tuple[FloatRange, str]:
+        """Span the top trials (+10 % of the width each side); widen past a bound the best sits near."""
+        values = [v for v, _ in ranked[:top]]
+        best = values[0]
+        us = [self.to_unit(v) for v in values]
+        lo_old, hi_old = self.to_unit(self.low), self.to_unit(self.high)
+        pad = 0.1 * self.width
+        lo, hi = max(lo_old, min(us) - pad), min(hi_old, max(us) + pad)
+        side = self.near_bound(best, edge)
+        shift = max(0.25 * self.width, hi - lo)
+        limit_note = ""
+        if side is not None:
+            limit = limits[1] if side == "high" else limits[0]
+            if side == "high":
+                hi = hi_old + shift
+                if self.from_unit(hi) > limit:
+                    hi, limit_note = self.to_unit(limit), f"; stopped at the option's limit {limit:g}"
+            else:
+                lo = lo_old - shift
+                if self.from_unit(lo) < limit:
+                    if self.log and limit <= 0:
+                        pass  # a log range never reaches a limit of 0
+                    else:
+                        lo, limit_note = self.to_unit(limit), f"; stopped at the option's limit {limit:g}"
+        new = self._make(*self._bounds(self.from_unit(lo), self.from_unit(hi), values))
+        pct = round(edge * 100)
+        if side is not None:
+            bound, old_bound = ("upper", self.high) if side == "high" else ("lower", self.low)
+            moved = new.high > self.high if side == "high" else new.low < self.low
+            how = (f"widened {'upward' if side == 'high' else 'downward'}{limit_note}" if moved
+                   else "not widened: that bound is the option's limit")
+            return new, (f"{name}: best {best:.3g} is within {pct} % of the {bound} bound {old_bound:.3g}; "
+                         f"new range {new} ({how})")
+        unit = "decades" if self.log else "units"
+        return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around the top {len(values)} trials "
+                     f"to {new} ({new.width:.2g} of {self.width:.2g} {unit})")
+
+    def _bounds(self, low: float, high: float, values: Sequence[Any]) -> tuple[Any, Any]:
+        return low, high
+
+    def moved(self, new: Dimension, tolerance: float) -> bool:
+        """Whether a bound moved by more than ``tolerance`` x this range's width (in its coordinate)."""
+        if not isinstance(new, FloatRange):
+            return True
+        limit = tolerance * self.width
+        return (abs(self.to_unit(new.low) - self.to_unit(self.low)) > limit
+                or abs(self.to_unit(new.high) - self.to_unit(self.high)) > limit)
+
+    def as_attr(self) -> dict[str, Any]:
+        return {"type": "float", "low": self.low, "high": self.high, "log": self.log}
 
     def __str__(self) -> str:
-        return f"{self.low:.3g}:{self.high:.3g}"
+        return f"{self.low:.3g}:{self.high:.3g}" + ("" if self.log else ":linear")
 
 
-def parse_range(text: str, log: bool = True) -> ParamRange:
-    """Parse ``LOW:HIGH`` (e.g. ``1e-6:1e-1``); raises SearchError naming what is wrong."""
-    parts = text.split(":")
-    if len(parts) != 2:
-        raise SearchError(f"range {text!r} must look like LOW:HIGH, e.g. 1e-5:1e-1")
+@dataclass(frozen=True)
+class IntRange(FloatRange):
+    """An integer interval [low, high] on a log or linear scale; may be one value when the top trials agree."""
+
+    low: int
+    high: int
+    log: bool = True
+
+    def __post_init__(self) -> None:
+        for bound in (self.low, self.high):
+            if isinstance(bound, bool) or not math.isfinite(bound) or int(bound) != bound:
+                raise SearchError(f"integer range {self.low}:{self.high} needs whole-number bounds")
+        object.__setattr__(self, "low", int(self.low))
+        object.__setattr__(self, "high", int(self.high))
+        super().__post_init__()
+
+    def _point_allowed(self) -> bool:
+        return True
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+    def grid(self, k: int) -> list[Any]:
+        """Up to ``k`` distinct integers evenly spaced in the range's coordinate."""
+        return sorted({int(round(v)) for v in super().grid(k)})
+
+    def _make(self, low: float, high: float) -> IntRange:
+        return IntRange(low, high, self.log)
+
+    def _bounds(self, low: float, high: float, values: Sequence[Any]) -> tuple[int, int]:
+        """Whole bounds around [low, high]; one value only when the top trials all agree on it."""
+        lo, hi = math.floor(low + 1e-9), math.ceil(high - 1e-9)
+        lo = max(lo, 1) if self.log else lo
+        hi = max(hi, lo + (1 if len(set(values)) > 1 else 0))
+        return lo, hi
+
+    def as_attr(self) -> dict[str, Any]:
+        return {"type": "int", "low": self.low, "high": self.high, "log": self.log}
+
+    def __str__(self) -> str:
+        return f"{self.low}:{self.high}" + ("" if self.log else ":linear") + ":int"
+
+
+# --------------------------------------------------------------------------- categorical
+@dataclass(frozen=True)
+class Choice:
+    """A categorical dimension over ``choices`` (strings, numbers or booleans)."""
+
+    choices: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", tuple(self.choices))
+        if not self.choices:
+            raise SearchError("a choice needs at least one value")
+        if len(set(self.choices)) != len(self.choices):
+            raise SearchError(f"choice {','.join(map(str, self.choices))} repeats a value")
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, self.choices)
+
+    def grid(self, k: int) -> list[Any]:
+        """Every category (a grid cannot sample a category partly)."""
+        return list(self.choices)
+
+    def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
+               limits: tuple[float, float]) -> tuple[Choice, str]:
+        """Keep the categories seen among the top trials (the best's always); name each dropped one."""
+        leaders = [v for v, _ in ranked[:top]]
+        kept = tuple(c for c in self.choices if c in leaders)
+        counts = ", ".join(f"{_text(c)} {leaders.count(c)}" for c in kept)
+        if kept == self.choices:
+            return self, (f"{name}: kept all of {', '.join(map(_text, kept))}: each appears among the top "
+                          f"{len(leaders)} trials ({counts})")
+        dropped = []
+        for c in self.choices:
+            if c in kept:
+                continue
+            scores = [value for v, value in ranked if v == c]
+            if scores:
+                dropped.append(f"{_text(c)} ({len(scores)} trials, best {max(scores):.4g}, "
+                               f"mean {sum(scores) / len(scores):.4g})")
+            else:
+                dropped.append(f"{_text(c)} (0 trials)")
+        return Choice(kept), (f"{name}: kept {', '.join(map(_text, kept))} (among the top {len(leaders)}: "
+                              f"{counts}); dropped {'; '.join(dropped)}")
+
+    def moved(self, new: Dimension, tolerance: float) -> bool:
+        return new != self
+
+    def as_attr(self) -> dict[str, Any]:
+        return {"type": "categorical", "choices": list(self.choices)}
+
+    def __str__(self) -> str:
+        return ",".join(map(_text, self.choices))
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+Dimension = Union[FloatRange, IntRange, Choice]
+Space = Mapping[str, Dimension]
+
+
+# --------------------------------------------------------------------------- parsing and checking
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def parse_dimension(name: str, spec: str) -> Dimension:
+    """A dimension from ``LOW:HIGH[:log|:linear][:int]`` or ``A,B,C``, with NAME's default scale and type."""
+    key, entry = searchable(name)
+    text = spec.strip()
+    if entry.kind == "categorical" or ("," in text and ":" not in text):
+        return Choice(tuple(_parse_choice(key, entry, part.strip()) for part in text.split(",") if part.strip()))
+    parts = [p.strip() for p in text.split(":")]
+    if len(parts) < 2:
+        raise SearchError(f"{spec!r} must look like LOW:HIGH[:log|:linear][:int] or A,B,C")
     try:
         low, high = float(parts[0]), float(parts[1])
     except ValueError:
-        raise SearchError(f"range {text!r} has a bound that is not a number") from None
-    return ParamRange(low, high, log)
+        raise SearchError(f"{spec!r} has a bound that is not a number") from None
+    log, is_int = entry.log, entry.kind == "int"
+    for flag in parts[2:]:
+        if flag == "log":
+            log = True
+        elif flag == "linear":
+            log = False
+        elif flag == "int":
+            is_int = True
+        else:
+            raise SearchError(f"{spec!r}: unknown flag {flag!r} (log, linear or int)")
+    if is_int:
+        if not (math.isfinite(low) and math.isfinite(high)) or low != int(low) or high != int(high):
+            raise SearchError(f"range {spec} needs whole-number bounds for :int")
+        if low >= high:
+            raise SearchError(f"range {spec} needs low < high")
+        return IntRange(int(low), int(high), log)
+    return FloatRange(low, high, log)
 
 
-Space = Mapping[str, ParamRange]
+def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
+    if entry.choices and isinstance(entry.choices[0], bool):
+        if text.lower() in TRUE:
+            return True
+        if text.lower() in FALSE:
+            return False
+        raise SearchError(f"{text!r} is not true or false")
+    if entry.kind == "categorical":
+        return text.lower()
+    try:
+        number = float(text)
+    except ValueError:
+        raise SearchError(f"{text!r} is not a number") from None
+    return int(number) if entry.kind == "int" and number == int(number) else number
 
 
-def space_attr(space: Space) -> dict[str, list]:
-    return {name: r.as_attr() for name, r in space.items()}
+def check_space(space: Space, base: RunConfig) -> None:
+    """Every dimension's bounds or choices are values its option accepts, applied to ``base``; else SearchError."""
+    for name, dim in space.items():
+        entry = SEARCHABLE[name]
+        values = list(dim.choices) if isinstance(dim, Choice) else [dim.low, dim.high]
+        for value in values:
+            if entry.kind != "categorical" and not entry.limits[0] <= value <= entry.limits[1]:
+                raise SearchError(f"--space {name}: {value:g} is outside what --{name.replace('_', '-')} accepts "
+                                  f"({entry.limits[0]:g} to {entry.limits[1]:g})")
+            try:
+                base.with_params({entry.path: value})
+            except ConfigError as e:
+                raise SearchError(f"--space {name}: {_text(value)} is not accepted: {e}") from None
 
 
-def space_from_attr(attr: Mapping[str, Sequence]) -> dict[str, ParamRange]:
-    return {name: ParamRange.from_attr(a) for name, a in attr.items()}
+def params_to_paths(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's params by name -> RunConfig paths (``hidden`` -> ``arch.hidden``)."""
+    return {SEARCHABLE[name].path: value for name, value in params.items()}
 
 
-def refine_ranges(
+def space_attr(space: Space) -> dict[str, dict[str, Any]]:
+    return {name: dim.as_attr() for name, dim in space.items()}
+
+
+def space_from_attr(attr: Mapping[str, Any]) -> dict[str, Dimension]:
+    """The space from a study's ``space`` attribute (also the older ``[low, high, "log"|"linear"]`` form)."""
+    out: dict[str, Dimension] = {}
+    for name, a in attr.items():
+        if isinstance(a, list):
+            out[name] = FloatRange(float(a[0]), float(a[1]), a[2] == "log")
+        elif a["type"] == "categorical":
+            out[name] = Choice(tuple(a["choices"]))
+        elif a["type"] == "int":
+            out[name] = IntRange(a["low"], a["high"], a["log"])
+        else:
+            out[name] = FloatRange(a["low"], a["high"], a["log"])
+    return out
+
+
+def describe_space(space: Space) -> str:
+    return " ".join(f"{name}={dim}" for name, dim in space.items())
+
+
+# --------------------------------------------------------------------------- refinement
+def refine_space(
     space: Space,
-    trials: Sequence[tuple[Mapping[str, float], float]],
+    trials: Sequence[tuple[Mapping[str, Any], float]],
     top: int = 5,
     edge: float = 0.1,
-) -> tuple[dict[str, ParamRange], list[str]]:
-    """New ranges from finished trials ``(params, value)`` (higher is better) and notes saying why.
+) -> tuple[dict[str, Dimension], list[str]]:
+    """New dimensions from finished trials ``(params, value)`` (higher is better) and one note per dimension.
 
-    Per parameter, in the range's own coordinate: the new range spans the ``top`` best trials'
-    values, padded by 10 % of the old width on each side and kept inside the old range, so it
-    narrows around the good region and always contains the best value. When the best value lies
-    within ``edge`` x width of a bound, that bound is moved outward by max(25 % of the old
-    width, the new width): the good region may continue past it.
+    Ranges span the ``top`` best trials' values, padded by 10 % of the old width on each side and
+    kept inside the old range, so they narrow and always contain the best value; when the best lies
+    within ``edge`` x width of a bound, that bound moves outward by max(25 % of the old width, the
+    new width), up to the option's own limits. Categories keep those seen among the top trials.
     """
     if not trials:
         raise SearchError("no finished trials to refine the ranges from")
     if top < 1:
         raise SearchError(f"--top must be >= 1, got {top}")
-    ranked = sorted(trials, key=lambda t: t[1], reverse=True)[:top]
-    best = ranked[0][0]
-    new: dict[str, ParamRange] = {}
+    if not (math.isfinite(edge) and 0 < edge <= 0.5):
+        raise SearchError(f"--edge must be in (0, 0.5], got {edge}")
+    ranked = sorted(trials, key=lambda t: t[1], reverse=True)
+    new: dict[str, Dimension] = {}
     notes: list[str] = []
-    for name, old in space.items():
-        us = [old.to_unit(p[name]) for p, _ in ranked]
-        lo_old, hi_old = old.to_unit(old.low), old.to_unit(old.high)
-        pad = 0.1 * old.width
-        lo, hi = max(lo_old, min(us) - pad), min(hi_old, max(us) + pad)
-        side = old.near_bound(best[name], edge)
-        shift = max(0.25 * old.width, hi - lo)
-        if side == "high":
-            hi = hi_old + shift
-        elif side == "low":
-            lo = lo_old - shift
-        if old.log is False and side == "low" and lo_old > 0 >= lo:
-            lo = lo_old / 2  # a linear range that started positive stays positive
-        rng = ParamRange(old.from_unit(lo), old.from_unit(hi), old.log)
-        new[name] = rng
-        pct = round(edge * 100)
-        if side == "high":
-            notes.append(
-                f"{name}: best {best[name]:.3g} is within {pct} % of the upper bound {old.high:.3g}; "
-                f"new range {rng} (widened upward)"
-            )
-        elif side == "low":
-            notes.append(
-                f"{name}: best {best[name]:.3g} is within {pct} % of the lower bound {old.low:.3g}; "
-                f"new range {rng} (widened downward)"
-            )
-        else:
-            unit = "decades" if old.log else "units"
-            notes.append(
-                f"{name}: best {best[name]:.3g} is inside {old}; narrowed around the top {len(ranked)} trials "
-                f"to {rng} ({rng.width:.2g} of {old.width:.2g} {unit})"
-            )
+    for name, dim in space.items():
+        limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
+        new[name], note = dim.refine(name, [(p[name], v) for p, v in ranked], top, edge, limits)
+        notes.append(note)
     return new, notes
 
 
-def ranges_moved(old: Space, new: Space, tolerance: float = 0.1) -> bool:
-    """True when any bound moved by more than ``tolerance`` x the old width (in the range's coordinate)."""
-    for name, o in old.items():
-        n = new[name]
-        limit = tolerance * o.width
-        if abs(o.to_unit(n.low) - o.to_unit(o.low)) > limit or abs(o.to_unit(n.high) - o.to_unit(o.high)) > limit:
-            return True
-    return False
+def space_moved(old: Space, new: Space, tolerance: float = 0.1) -> bool:
+    """True when any dimension changed: a bound moved by more than ``tolerance`` x width, or a category went."""
+    return any(dim.moved(new[name], tolerance) for name, dim in old.items())

@@ -29,9 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
 from search.errors import Interrupted, SearchError
+from search.config import RunConfig
 from search.objective import run_trial, trial_seed
-from search.runspec import RunSpec
-from search.space import ParamRange, refine_ranges, space_attr, space_from_attr
+from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
 from studies.budget import initialise_study, requeue_failed_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -52,9 +52,9 @@ class Stage:
 
     campaign: str
     stage: str
-    space: dict[str, ParamRange]
+    space: dict[str, Dimension]
     n_trials: int
-    run: RunSpec
+    run: RunConfig
     seed: int = 0
     sampler: str = "random"
     parent: str | None = None
@@ -78,7 +78,7 @@ class Stage:
     def attrs(self) -> dict[str, Any]:
         return {
             "campaign": self.campaign, "stage": self.stage, "parent": self.parent, "space": space_attr(self.space),
-            "epochs": self.run.epochs, "data": self.run.data_attrs(), "model": self.run.model_attrs(),
+            "epochs": self.run.train.epochs, "config": self.run.to_dict(), "data": self.run.to_dict()["data"],
             "seed": self.seed, "range_notes": list(self.range_notes), "n_trials": self.n_trials,
             "sampler": self.sampler, "explode_factor": self.explode_factor,
         }
@@ -87,23 +87,37 @@ class Stage:
     def from_attrs(cls, attrs: dict[str, Any]) -> Stage:
         return cls(
             campaign=attrs["campaign"], stage=attrs["stage"], space=space_from_attr(attrs["space"]),
-            n_trials=attrs["n_trials"], run=RunSpec.from_attrs(attrs["data"], attrs["model"], attrs["epochs"]),
+            n_trials=attrs["n_trials"], run=RunConfig.from_dict(attrs["config"]),
             seed=attrs["seed"], sampler=attrs["sampler"], parent=attrs["parent"],
             range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
         )
 
     def grid_beside(self, stage: str) -> Stage:
-        """A grid stage ``stage`` over this stage's ranges, epochs and data at the same budget (k^d <= N points)."""
+        """A grid stage ``stage`` over this stage's space, epochs and data at about the same budget.
+
+        Its real size (every category x k values per numeric dimension) is its ``n_trials``; the
+        range notes say how it differs from this stage's budget.
+        """
         grid = replace(self, stage=stage, sampler="grid", parent=self.name, range_notes=())
-        return replace(grid, n_trials=len(grid.grid_points()))
+        size = len(grid.grid_points())
+        note = (f"grid of {size} points ({' x '.join(str(len(v)) for v in grid.grid_values().values())}) "
+                f"beside {self.n_trials} trials of {self.name}" +
+                ("" if size == self.n_trials else f": {size - self.n_trials:+d} trials"))
+        return replace(grid, n_trials=size, range_notes=(note,))
+
+    def grid_values(self) -> dict[str, list]:
+        """The values each dimension takes on the grid: every category, and k per numeric dimension,
+        k = floor((n_trials / categories) ** (1 / numeric dimensions)), at least 1."""
+        categories = math.prod(len(d.choices) for d in self.space.values() if isinstance(d, Choice))
+        numeric = sum(1 for d in self.space.values() if not isinstance(d, Choice))
+        k = max(1, int(math.floor((self.n_trials / categories) ** (1 / max(numeric, 1)) + 1e-9)))
+        return {name: dim.grid(k) for name, dim in self.space.items()}
 
     def grid_points(self) -> list[dict[str, float]]:
-        """k^d points of a k-per-parameter grid, k = floor(n_trials ** (1/d)), on each range's scale."""
-        names = list(self.space)
-        k = max(1, int(math.floor(self.n_trials ** (1 / len(names)) + 1e-9)))
+        """Every combination of ``grid_values``."""
         points: list[dict[str, float]] = [{}]
-        for name in names:
-            points = [{**p, name: v} for p in points for v in self.space[name].grid(k)]
+        for name, values in self.grid_values().items():
+            points = [{**p, name: v} for p in points for v in values]
         return points
 
 
@@ -143,8 +157,8 @@ def _definition(stage: Stage) -> tuple:
 
 
 def describe_stage(stage: Stage) -> str:
-    ranges = " ".join(f"{k}={v}" for k, v in stage.space.items())
-    return f"{ranges}, {stage.n_trials} trials, {stage.run.epochs} epochs, sampler {stage.sampler}"
+    return (f"{describe_space(stage.space)}, {stage.n_trials} trials, {stage.run.train.epochs} epochs, "
+            f"sampler {stage.sampler}")
 
 
 def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -> optuna.Study:
@@ -160,6 +174,15 @@ def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -
             raise SearchError(f"stage {name} was never fully created (its creator stopped while enqueuing trials)")
         time.sleep(0.2)
     return study
+
+
+def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
+    """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
+    study = load_stage_study(storage, name, wait_ready=0.0)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials:
+        raise SearchError(f"study {name} has no trial {number} (it has {len(study.get_trials(deepcopy=False))})")
+    return trials[0], Stage.from_attrs(study.user_attrs)
 
 
 # --------------------------------------------------------------------------- campaign navigation
@@ -211,9 +234,10 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
                 if all(k in t.params for k in parent.space)]
     if not complete:
         raise SearchError(f"stage {parent.name} has no completed trials to refine the ranges from")
-    space, notes = refine_ranges(parent.space, complete, top=top, edge=edge)
+    space, notes = refine_space(parent.space, complete, top=top, edge=edge)
     k = fine_index(parent.stage) + 1
-    run = parent.run.with_epochs(epochs if epochs is not None else max(parent.run.epochs * 2, parent.run.epochs + 1))
+    previous = parent.run.train.epochs
+    run = parent.run.with_params({"train.epochs": epochs if epochs is not None else max(previous * 2, previous + 1)})
     return replace(
         parent, stage=f"fine-{k}", space=space, n_trials=n_trials or parent.n_trials, run=run,
         seed=parent.seed + k, sampler="random" if parent.sampler == "grid" else parent.sampler,
@@ -347,7 +371,7 @@ def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, dataset: Data
         with Heartbeat(storage, trial_id):
             try:
                 trial.set_user_attr("worker", worker_name())
-                outcome = run_trial(trial, dataset=dataset, spec=stage.run, space=stage.space,
+                outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
                                     stage_seed=stage.seed, explode_factor=stage.explode_factor)
             except (KeyboardInterrupt, Interrupted):
                 with _signals_ignored():

@@ -108,10 +108,10 @@ def test_loss_gradients(loss):
 def test_network_gradients(activation, batchnorm, loss):
     rng = np.random.default_rng(3)
     config = ModelConfig(
-        input_dim=6, num_classes=4, hidden=(7, 5), activation=activation, init=InitSpec("xavier_normal"),
+        hidden=(7, 5), activation=activation, init=InitSpec("xavier_normal"),
         batchnorm=batchnorm, loss=loss, dtype="float64", output_scale=1.0, relu_bias=0.01,
     )
-    model = FullyConnectedNet(config, rng)
+    model = FullyConnectedNet(config, 6, 4, rng)
     X, y = rng.standard_normal((8, 6)), rng.integers(0, 4, 8)
     errors = check_model_gradients(model, X, y, reg=0.1)
     worst = max(errors, key=errors.get)
@@ -124,9 +124,9 @@ def test_sgd_weight_decay_is_the_l2_gradient_step():
     from engine.optim import SGD
 
     rng = np.random.default_rng(0)
-    config = ModelConfig(input_dim=6, num_classes=3, hidden=(5,), dtype="float64")
-    a = FullyConnectedNet(config, np.random.default_rng(1))
-    b = FullyConnectedNet(config, np.random.default_rng(1))
+    config = ModelConfig(hidden=(5,), dtype="float64")
+    a = FullyConnectedNet(config, 6, 3, np.random.default_rng(1))
+    b = FullyConnectedNet(config, 6, 3, np.random.default_rng(1))
     X, y = rng.standard_normal((10, 6)), rng.integers(0, 3, 10)
     loss_a, grads_a = a.loss(X, y, reg=0.3)
     loss_b, grads_b = b.loss(X, y, reg=0.3, reg_grad=False)

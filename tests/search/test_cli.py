@@ -30,7 +30,7 @@ def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(
     assert fine.exit_code == 0
     assert "lr: best" in fine.stdout and "widened upward" in fine.stdout
     study = optuna.load_study(study_name="up/fine-1", storage=open_storage("sqlite:///search.db"))
-    assert study.user_attrs["space"]["lr"][1] > 1e-4
+    assert study.user_attrs["space"]["lr"]["high"] > 1e-4
     assert any("widened upward" in note for note in study.user_attrs["range_notes"])
 
 
@@ -40,7 +40,7 @@ def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(
     assert fine.exit_code == 0
     assert "widened downward" in fine.stdout
     study = optuna.load_study(study_name="down/fine-1", storage=open_storage("sqlite:///search.db"))
-    assert study.user_attrs["space"]["lr"][0] < 1e-1
+    assert study.user_attrs["space"]["lr"]["low"] < 1e-1
 
 
 @pytest.mark.parametrize("args,fragments", [

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from search.compare import compare_pair, default_compare_campaign
-from search.runspec import RunSpec
-from search.space import ParamRange
+from search.config import RunConfig
+from search.space import FloatRange
 from studies.queries import trials_frame
 from studies.store import open_storage
 from tests.search.conftest import one_line_error
@@ -19,8 +19,9 @@ SMALL = ("--repeats", "2", "--trials", "4", "--epochs", "1", "--train-size", "20
 
 
 def test_compare_pair_is_a_random_and_a_grid_stage_at_the_same_budget():
-    space = {"lr": ParamRange(1e-5, 1e-1), "reg": ParamRange(1e-6, 1e-2)}
-    random_stage, grid = compare_pair("c", RunSpec(epochs=2), space, n_trials=10, seed=5, repeat=3)
+    space = {"lr": FloatRange(1e-5, 1e-1), "reg": FloatRange(1e-6, 1e-2)}
+    run = RunConfig().with_params({"train.epochs": 2})
+    random_stage, grid = compare_pair("c", run, space, n_trials=10, seed=5, repeat=3)
     assert (random_stage.name, grid.name) == ("c/random-3", "c/grid-3")
     assert random_stage.sampler == "random" and grid.sampler == "grid"
     assert random_stage.seed == grid.seed == 8

@@ -44,10 +44,23 @@ def test_same_seed_same_numbers():
 
 
 def test_huge_lr_is_reported_as_diverged_not_raised():
-    result = invoke("train", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2", "--json")
+    result = invoke("train", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2", "--explode-factor", "1e300",
+                    "--json")
     assert result.exit_code == 1
     out = json.loads(result.stdout)
     assert out["status"] == "diverged" and out["final_loss"] is None
+
+
+def test_a_run_whose_loss_explodes_says_so_and_exits_1_as_a_stage_would_prune_it():
+    """lr 5 takes the loss from ~2.3 past 3x its first value: stopped and reported, not "completed"."""
+    result = invoke("train", "--lr", "5", "--epochs", "3", "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["status"] == "exploded"
+    assert out["loss_history"][-1] > 3 * out["initial_loss"]
+    assert out["iterations"] < 3 * (1257 // 50)  # stopped before the end of its budget
+    text = invoke("train", "--lr", "5", "--epochs", "3")
+    assert "exploded: loss" in text.stdout and "3 x the first loss" in text.stdout
 
 
 def test_layers_reproduce_the_lecture():

@@ -16,8 +16,8 @@ from collections import Counter
 
 from engine.data import DataSpec
 from search.campaign import DEFAULT_SPACE, coarse_stage
-from search.runspec import RunSpec
-from search.space import ParamRange
+from search.config import RunConfig
+from search.space import FloatRange
 from search.stages import create_stage
 from studies.store import open_storage
 from tests.fixtures_pg import create_database, drop_database, pg_url
@@ -26,7 +26,7 @@ from tests.search.procs import SMALL, budget, run, start, stopped, wait_for
 HEARTBEAT = 1  # seconds; Optuna fails a trial whose heartbeat is older than 2 x this
 
 
-def _create_stage(url: str, campaign: str, n: int, run_spec: RunSpec, space=DEFAULT_SPACE) -> None:
+def _create_stage(url: str, campaign: str, n: int, run_spec: RunConfig, space=DEFAULT_SPACE) -> None:
     storage = open_storage(url, heartbeat_interval=HEARTBEAT)
     try:
         create_stage(storage, coarse_stage(campaign, run_spec, space, n, seed=0))
@@ -45,7 +45,8 @@ def _pid(trial) -> str:
 
 def test_three_workers_share_one_stage_exactly(pg_database, tmp_path):
     n = 60
-    _create_stage(pg_database, "pg", n, RunSpec(data=DataSpec("digits", train_size=200), hidden=(20,), epochs=2))
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 2})
+    _create_stage(pg_database, "pg", n, run)
     procs = _workers(pg_database, "pg", tmp_path)
     codes = [p.wait(180) for p in procs]
     assert codes == [0, 0, 0], [p.stderr for p in procs]
@@ -59,8 +60,9 @@ def test_three_workers_share_one_stage_exactly(pg_database, tmp_path):
         assert counts["complete"] + counts["pruned"] == n and counts["running"] == counts["waiting"] == 0
 
 
-SLOW = RunSpec(data=DataSpec("digits"), hidden=(100,), batch_size=20, epochs=150)  # about a second a trial
-SAFE_SPACE = {"lr": ParamRange(1e-4, 1e-3), "reg": ParamRange(1e-5, 1e-4)}  # nothing explodes early
+SLOW = RunConfig(data=DataSpec("digits")).with_params(  # about a second a trial
+    {"arch.hidden": 100, "train.batch_size": 20, "train.epochs": 150})
+SAFE_SPACE = {"lr": FloatRange(1e-4, 1e-3), "reg": FloatRange(1e-5, 1e-4)}  # nothing explodes early
 
 
 def _stop_mid_trial(proc, url: str, name: str, min_finished: int = 0):

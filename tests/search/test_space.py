@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from search.errors import SearchError
-from search.space import ParamRange, parse_range, ranges_moved, refine_ranges
+from search.space import FloatRange, parse_dimension, refine_space, space_moved
 
 
 def test_log_uniform_sampling_stays_in_range_and_covers_it_in_log_space():
-    r = ParamRange(1e-6, 1e-1)
+    r = FloatRange(1e-6, 1e-1)
     x = r.sample(np.random.default_rng(0), 20000)
     assert x.min() >= 1e-6 and x.max() <= 1e-1
     # each of the 5 decades gets ~1/5 of the samples (uniform in log10), within 1.5 points
@@ -22,7 +22,7 @@ def test_log_uniform_sampling_stays_in_range_and_covers_it_in_log_space():
 
 
 def test_grid_is_log_spaced_with_bounds():
-    assert np.allclose(ParamRange(1e-4, 1e-1).grid(4), [1e-4, 1e-3, 1e-2, 1e-1])
+    assert np.allclose(FloatRange(1e-4, 1e-1).grid(4), [1e-4, 1e-3, 1e-2, 1e-1])
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -31,20 +31,20 @@ def test_grid_is_log_spaced_with_bounds():
 ])
 def test_bad_ranges_are_refused_with_the_reason(text, fragment):
     with pytest.raises(SearchError, match=fragment):
-        parse_range(text)
+        parse_dimension("lr", text)
 
 
 def _trials(best: dict[str, float], others: list[dict[str, float]]):
     return [(best, 0.99)] + [(p, 0.9 - 0.01 * i) for i, p in enumerate(others)]
 
 
-SPACE = {"lr": ParamRange(1e-6, 1.0), "reg": ParamRange(1e-6, 10.0)}
+SPACE = {"lr": FloatRange(1e-6, 1.0), "reg": FloatRange(1e-6, 10.0)}
 
 
 def test_refine_narrows_around_the_top_trials_when_the_best_is_inside():
     trials = _trials({"lr": 1e-3, "reg": 1e-3},
                      [{"lr": 3e-3, "reg": 1e-4}, {"lr": 5e-4, "reg": 1e-2}, {"lr": 1e-1, "reg": 1.0}])
-    new, notes = refine_ranges(SPACE, trials, top=3, edge=0.1)
+    new, notes = refine_space(SPACE, trials, top=3, edge=0.1)
     # lr: top-3 span 5e-4..3e-3, padded by 0.6 decades each side
     assert math.isclose(math.log10(new["lr"].low), math.log10(5e-4) - 0.6, abs_tol=1e-9)
     assert math.isclose(math.log10(new["lr"].high), math.log10(3e-3) + 0.6, abs_tol=1e-9)
@@ -58,7 +58,7 @@ def test_refine_narrows_around_the_top_trials_when_the_best_is_inside():
 def test_refine_widens_upward_when_the_best_sits_at_the_upper_bound(name):
     best = {"lr": 1e-3, "reg": 1e-3, name: SPACE[name].high * 0.8}
     trials = _trials(best, [{"lr": 1e-3, "reg": 1e-3, name: SPACE[name].high * 0.3}])
-    new, notes = refine_ranges(SPACE, trials, top=2, edge=0.1)
+    new, notes = refine_space(SPACE, trials, top=2, edge=0.1)
     assert new[name].high > SPACE[name].high  # past the old bound
     assert new[name].low <= best[name]
     note = next(n for n in notes if n.startswith(name))
@@ -69,7 +69,7 @@ def test_refine_widens_upward_when_the_best_sits_at_the_upper_bound(name):
 def test_refine_widens_downward_when_the_best_sits_at_the_lower_bound(name):
     best = {"lr": 1e-3, "reg": 1e-3, name: SPACE[name].low * 1.5}
     trials = _trials(best, [{"lr": 1e-3, "reg": 1e-3, name: SPACE[name].low * 4}])
-    new, notes = refine_ranges(SPACE, trials, top=2, edge=0.1)
+    new, notes = refine_space(SPACE, trials, top=2, edge=0.1)
     assert new[name].low < SPACE[name].low
     assert new[name].high >= best[name]
     assert "widened downward" in next(n for n in notes if n.startswith(name))
@@ -77,6 +77,108 @@ def test_refine_widens_downward_when_the_best_sits_at_the_lower_bound(name):
 
 def test_refine_needs_trials_and_reports_movement():
     with pytest.raises(SearchError, match="no finished trials"):
-        refine_ranges(SPACE, [], top=5)
-    assert not ranges_moved(SPACE, SPACE)
-    assert ranges_moved(SPACE, {"lr": ParamRange(1e-3, 1.0), "reg": SPACE["reg"]})
+        refine_space(SPACE, [], top=5)
+    assert not space_moved(SPACE, SPACE)
+    assert space_moved(SPACE, {"lr": FloatRange(1e-3, 1.0), "reg": SPACE["reg"]})
+
+
+# --------------------------------------------------------------------------- every dimension type
+from search.config import RunConfig  # noqa: E402
+from search.space import Choice, IntRange, check_space, space_attr, space_from_attr  # noqa: E402
+
+
+class FakeTrial:
+    """Records what a dimension asks of an Optuna trial."""
+
+    def __init__(self):
+        self.calls = []
+
+    def suggest_float(self, name, low, high, log=False):
+        self.calls.append(("float", name, low, high, log))
+        return low
+
+    def suggest_int(self, name, low, high, log=False):
+        self.calls.append(("int", name, low, high, log))
+        return high
+
+    def suggest_categorical(self, name, choices):
+        self.calls.append(("categorical", name, tuple(choices)))
+        return choices[-1]
+
+
+def test_each_dimension_suggests_itself_with_its_type_and_scale():
+    trial = FakeTrial()
+    assert FloatRange(0.5, 1.0, log=False).suggest(trial, "dropout") == 0.5
+    assert IntRange(16, 1024).suggest(trial, "hidden") == 1024
+    assert Choice(("relu", "tanh")).suggest(trial, "activation") == "tanh"
+    assert trial.calls == [("float", "dropout", 0.5, 1.0, False), ("int", "hidden", 16, 1024, True),
+                           ("categorical", "activation", ("relu", "tanh"))]
+
+
+def test_parsing_uses_each_names_default_scale_and_flags():
+    assert parse_dimension("hidden", "16:1024:log:int") == IntRange(16, 1024, log=True)
+    assert parse_dimension("hidden", "16:1024:int") == IntRange(16, 1024, log=True)  # hidden is log by default
+    assert parse_dimension("depth", "1:4:int") == IntRange(1, 4, log=False)  # depth is linear by default
+    assert parse_dimension("dropout", "0.5:1") == FloatRange(0.5, 1.0, log=False)
+    assert parse_dimension("lr", "1e-4:1e-1") == FloatRange(1e-4, 0.1, log=True)
+    assert parse_dimension("batch-size", "16:256:int") == IntRange(16, 256, log=True)  # '-' or '_'
+    assert parse_dimension("activation", "relu, tanh,elu") == Choice(("relu", "tanh", "elu"))
+    assert parse_dimension("batchnorm", "true,false") == Choice((True, False))
+    assert parse_dimension("hidden", "16:1024:log") == IntRange(16, 1024)  # a width is whole whatever the flags
+    with pytest.raises(SearchError, match="not a searchable option; searchable: lr, reg, hidden"):
+        parse_dimension("colour", "1:2")
+
+
+@pytest.mark.parametrize("name,spec,fragment", [
+    ("dropout", "0.5:1.5:linear", "1.5 is outside"),
+    ("hidden", "0:10:linear:int", "0 is outside"),
+    ("activation", "relu,swish", "swish is not accepted: unknown activation"),
+    ("momentum", "0.5:1:linear", "1 is outside"),
+])
+def test_bounds_the_option_itself_refuses_name_the_dimension(name, spec, fragment):
+    with pytest.raises(SearchError, match=f"--space {name}: .*{fragment}"):
+        check_space({name: parse_dimension(name, spec)}, RunConfig())
+
+
+def test_grids_of_each_type():
+    assert IntRange(1, 100, log=True).grid(3) == [1, 10, 100]
+    assert IntRange(1, 3, log=False).grid(10) == [1, 2, 3]  # never more values than integers in the range
+    assert np.allclose(FloatRange(0.5, 1.0, log=False).grid(3), [0.5, 0.75, 1.0])
+    assert Choice(("relu", "tanh", "elu")).grid(1) == ["relu", "tanh", "elu"]  # every category whatever k
+
+
+def test_int_refinement_rounds_outward_and_keeps_the_best():
+    ranked = [(64, 0.99), (90, 0.98), (50, 0.97), (500, 0.5), (16, 0.4)]
+    new, note = IntRange(16, 1024).refine("hidden", ranked, top=3, edge=0.1, limits=(1, 1_000_000))
+    # top-3 span log10 50..90 padded by 0.1 x 1.806 decades each side: 32.99..136.4 -> 32..137
+    assert new == IntRange(32, 137)
+    assert "narrowed around the top 3" in note
+
+
+def test_int_refinement_widens_past_a_bound_and_stops_at_the_options_limit():
+    ranked = [(1, 0.99), (2, 0.9)]
+    new, note = IntRange(1, 8, log=False).refine("depth", ranked, top=2, edge=0.1, limits=(1, 100))
+    assert new.low == 1 and "not widened: that bound is the option's limit" in note
+    dropout = [(0.99, 0.9), (0.7, 0.8)]
+    new, note = FloatRange(0.5, 1.0, log=False).refine("dropout", dropout, top=2, edge=0.1, limits=(0.01, 1.0))
+    assert new.high == 1.0 and "limit" in note
+
+
+def test_categorical_refinement_drops_a_category_that_never_reached_the_top():
+    trials = [({"activation": "relu"}, 0.98), ({"activation": "elu"}, 0.97), ({"activation": "relu"}, 0.96),
+              ({"activation": "tanh"}, 0.90), ({"activation": "tanh"}, 0.80)]
+    space = {"activation": Choice(("relu", "tanh", "elu"))}
+    new, notes = refine_space(space, trials, top=3, edge=0.1)
+    assert new["activation"] == Choice(("relu", "elu"))
+    assert notes == ["activation: kept relu, elu (among the top 3: relu 2, elu 1); "
+                     "dropped tanh (2 trials, best 0.9, mean 0.85)"]
+    kept, notes = refine_space(space, trials, top=5, edge=0.1)
+    assert kept["activation"] == space["activation"] and "kept all of relu, tanh, elu" in notes[0]
+    assert space_moved(space, new) and not space_moved(space, kept)
+
+
+def test_spaces_round_trip_through_the_study_attribute():
+    space = {"lr": FloatRange(1e-4, 1.0), "hidden": IntRange(8, 256), "depth": IntRange(1, 3, log=False),
+             "activation": Choice(("relu", "tanh")), "batchnorm": Choice((True, False))}
+    assert space_from_attr(space_attr(space)) == space
+    assert space_from_attr({"lr": [1e-6, 1.0, "log"]}) == {"lr": FloatRange(1e-6, 1.0)}  # the older form

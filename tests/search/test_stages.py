@@ -10,14 +10,14 @@ from optuna.trial import TrialState
 from engine.data import DataSpec
 from search import stages as stages_module
 from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage, grid_stage_for, next_fine_stage
-from search.runspec import RunSpec
-from search.space import ParamRange
+from search.config import RunConfig
+from search.space import FloatRange
 from studies.store import open_storage
 
-RUN = RunSpec(data=DataSpec("digits", train_size=400), epochs=2)
-STUDY_ATTRS = {"campaign", "stage", "parent", "space", "epochs", "data", "model", "seed", "range_notes"}
+RUN = RunConfig(data=DataSpec("digits", train_size=400)).with_params({"train.epochs": 2})
+STUDY_ATTRS = {"campaign", "stage", "parent", "space", "epochs", "data", "config", "seed", "range_notes"}
 TRIAL_ATTRS = {"initial_loss", "final_loss", "train_acc", "val_acc", "iterations", "seconds", "stop_reason",
-               "loss_curve"}
+               "loss_curve", "model_parameters", "config"}
 
 
 @pytest.fixture
@@ -43,7 +43,8 @@ def test_coarse_stage_stores_exactly_n_trials_with_the_contract_attributes(url):
     assert len(trials) == 12
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert STUDY_ATTRS <= set(study.user_attrs)
-    assert study.user_attrs["space"] == {"lr": [1e-6, 1.0, "log"], "reg": [1e-6, 10.0, "log"]}
+    assert study.user_attrs["space"] == {"lr": {"type": "float", "low": 1e-6, "high": 1.0, "log": True},
+                                         "reg": {"type": "float", "low": 1e-6, "high": 10.0, "log": True}}
     for t in trials:
         assert TRIAL_ATTRS <= set(t.user_attrs)
         assert 1e-6 <= t.params["lr"] <= 1.0 and 1e-6 <= t.params["reg"] <= 10.0
@@ -59,10 +60,11 @@ def test_coarse_stage_stores_exactly_n_trials_with_the_contract_attributes(url):
 
 
 def test_huge_lr_is_pruned_as_exploded_before_its_budget(url):
-    run = RunSpec(data=DataSpec("digits", train_size=400), optimizer="sgd", epochs=3)
-    space = {"lr": ParamRange(50.0, 100.0), "reg": ParamRange(1e-6, 1e-5)}
+    run = RunConfig(data=DataSpec("digits", train_size=400)).with_params(
+        {"train.optimizer": "sgd", "train.epochs": 3})
+    space = {"lr": FloatRange(50.0, 100.0), "reg": FloatRange(1e-6, 1e-5)}
     execute_stage(Execution(url, progress="quiet"), coarse_stage("boom", run, space, 3, seed=0))
-    budget = 3 * (400 // run.batch_size)
+    budget = 3 * (400 // run.train.batch_size)
     for t in _study(url, "boom/coarse").get_trials():
         assert t.state == TrialState.PRUNED
         assert t.user_attrs["stop_reason"] in ("exploded", "nan")
@@ -79,8 +81,9 @@ def test_fine_stage_stores_its_refined_range_and_parent(url):
     assert fine.user_attrs["parent"] == "f/coarse"
     assert fine.user_attrs["epochs"] == 4  # twice the coarse runs by default
     assert len(fine.user_attrs["range_notes"]) == 2
-    low, high, scale = fine.user_attrs["space"]["lr"]
-    assert scale == "log" and low < high
+    lr = fine.user_attrs["space"]["lr"]
+    low, high = lr["low"], lr["high"]
+    assert lr["log"] is True and low < high
     best = max(parent.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
     assert low <= best.params["lr"] <= high
     assert len(fine.get_trials()) == 4

@@ -8,34 +8,20 @@ from typing import Any
 
 import click
 
-from search.cli import (
-    _open_for_reading,
-    _range,
-    build_run_spec,
-    campaign_option,
-    cli,
-    data_options,
-    echo_json,
-    heartbeat_option,
-    jobs_option,
-    json_option,
-    model_options,
-    optim_options,
-    seed_option,
-    storage_option,
+from search.cli.options import (
+    build_space, campaign_option, explode_option, heartbeat_option, jobs_option, json_option, open_for_reading,
+    run_config_options, space_options, storage_option,
 )
+from search.cli.output import echo_json, fmt
+from search.config import RunConfig
 from search.errors import Interrupted, SearchError
 
 out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                           help="Folder to write into (default: report-<campaign> / <campaign>).")
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-
 # --------------------------------------------------------------------------- report
-@cli.command()
+@click.command()
 @campaign_option
 @out_option
 @storage_option
@@ -56,7 +42,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     from studies.queries import latest_campaign
     from studies.report import campaign_report, safe_dirname, write_report
 
-    st = _open_for_reading(storage)
+    st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
     rep = campaign_report(st, name)
     written = write_report(rep, out_dir or f"report-{safe_dirname(name)}")
@@ -74,31 +60,24 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
 
 
 # --------------------------------------------------------------------------- compare
-@cli.command()
-@data_options
-@model_options
-@optim_options
-@click.option("--lr", "lr_range", default="1e-6:1e0", show_default=True, callback=_range,
-              help="Learning-rate range LOW:HIGH (log scale).")
-@click.option("--reg", "reg_range", default="1e-6:1e1", show_default=True, callback=_range,
-              help="L2 strength range LOW:HIGH (log scale).")
+@click.command()
+@run_config_options
+@space_options
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Independent random/grid pairs (stage seeds --seed, --seed+1, ...).")
 @click.option("--trials", type=click.IntRange(min=1), default=16, show_default=True,
               help="Budget of each stage (the grid gets k x k points, k = floor(sqrt(trials))).")
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per trial.")
-@click.option("--explode-factor", type=click.FloatRange(1, min_open=True), default=3.0, show_default=True,
-              help="Stop a run once its loss exceeds this x its first loss.")
+@explode_option
 @campaign_option
 @out_option
 @storage_option
 @jobs_option
 @heartbeat_option
-@seed_option
 @json_option
-def compare(lr_range: Any, reg_range: Any, repeats: int, trials: int, epochs: int, explode_factor: float,
+def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs: int, explode_factor: float,
             campaign: str | None, out_dir: str | None, storage: str | None, jobs: int, heartbeat: int,
-            as_json: bool, **opts: Any) -> int:
+            as_json: bool) -> int:
     """Random vs grid search at equal budget, repeated: wins/ties/losses and the spread of the best.
 
     Runs --repeats pairs of a random stage (random-r) and a grid stage (grid-r) with the same
@@ -110,27 +89,30 @@ def compare(lr_range: Any, reg_range: Any, repeats: int, trials: int, epochs: in
     Example:
       search compare --repeats 5 --trials 16 --epochs 2
     """
-    from search.campaign import Execution
+    from search.campaign import DEFAULT_SPACE, Execution
     from search.compare import default_compare_campaign, run_compare
     from studies.report import safe_dirname, write_compare_report
     from studies.store import resolve_storage_url
 
+    if campaign is not None and not campaign.strip():
+        raise SearchError("--campaign must not be empty")
     name = campaign or default_compare_campaign()
-    run = build_run_spec(opts, epochs)
+    run = base.with_params({"train.epochs": epochs})
+    space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     progress = "quiet" if as_json or not sys.stderr.isatty() else "bar"
     execution = Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat, progress=progress)
 
     def on_stage(s: Any) -> None:
         if not as_json:
             c = s.counts
-            click.echo(f"  {s.stage:<10} best {_fmt(s.best_value)}  ({s.n_trials} trials: {c['complete']} complete, "
+            click.echo(f"  {s.stage:<10} best {fmt(s.best_value)}  ({s.n_trials} trials: {c['complete']} complete, "
                        f"{c['pruned']} pruned, {c['fail']} failed)")
 
     if not as_json:
         click.echo(f"campaign {name}: {repeats} pairs of random and grid stages, {trials} trials of {epochs} epochs "
-                   f"on {opts['data']}")
-    result = run_compare(execution, name, run, {"lr": lr_range, "reg": reg_range}, trials, repeats,
-                         opts["seed"], explode_factor, on_stage=on_stage)
+                   f"on {run.data.name}")
+    result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,
+                         on_stage=on_stage)
     written = write_compare_report(result.report, out_dir or safe_dirname(name))
     summary = result.report.summary
     errors = [e for pair in result.pairs for s in pair for e in s.errors]
@@ -139,14 +121,14 @@ def compare(lr_range: Any, reg_range: Any, repeats: int, trials: int, epochs: in
     else:
         click.echo(f"\n{'repeat':>6} {'random best':>11} {'grid best':>9}  outcome")
         for i, p in enumerate(summary["pairs"]):
-            click.echo(f"{i:6d} {_fmt(p['random_best']):>11} {_fmt(p['grid_best']):>9}  {p['outcome']}")
+            click.echo(f"{i:6d} {fmt(p['random_best']):>11} {fmt(p['grid_best']):>9}  {p['outcome']}")
         r, g = summary["random"], summary["grid"]
         click.echo(f"\nrandom wins {summary['wins']}, ties {summary['ties']}, losses {summary['losses']} "
                    f"(of {summary['repeats']})")
-        click.echo(f"best val acc  random: mean {_fmt(r['mean'])} std {_fmt(r['std'])} "
-                   f"[{_fmt(r['min'])}, {_fmt(r['max'])}]")
-        click.echo(f"best val acc  grid:   mean {_fmt(g['mean'])} std {_fmt(g['std'])} "
-                   f"[{_fmt(g['min'])}, {_fmt(g['max'])}]")
+        click.echo(f"best val acc  random: mean {fmt(r['mean'])} std {fmt(r['std'])} "
+                   f"[{fmt(r['min'])}, {fmt(r['max'])}]")
+        click.echo(f"best val acc  grid:   mean {fmt(g['mean'])} std {fmt(g['std'])} "
+                   f"[{fmt(g['min'])}, {fmt(g['max'])}]")
         click.echo(f"wrote {written['repeats']} and {written['compare.json']}")
         click.echo(f"full report: search report --campaign {name}")
         for e in errors:
@@ -155,7 +137,7 @@ def compare(lr_range: Any, reg_range: Any, repeats: int, trials: int, epochs: in
 
 
 # --------------------------------------------------------------------------- dashboard
-@cli.command()
+@click.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @storage_option
 def dashboard(port: int, storage: str | None) -> int:
@@ -204,3 +186,6 @@ def dashboard(port: int, storage: str | None) -> int:
     finally:
         st.engine.dispose()
     return 0
+
+
+COMMANDS = [report, compare, dashboard]

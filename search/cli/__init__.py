@@ -1,0 +1,82 @@
+"""The ``search`` command line: one click group; errors become one line and an exit code here, in one place.
+
+Commands live in one module per family (``run``, ``stages``, ``db``, ``report``), registered below
+with ``add_command``; shared options are in ``options``.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+
+from engine.errors import EngineError
+from search.errors import Interrupted, SearchError
+from studies.errors import StudyError
+
+EXIT_INTERRUPTED = 130
+
+
+class SearchGroup(click.Group):
+    """A click group whose errors print as one line on stderr with the contract's exit codes."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
+        extra.pop("standalone_mode", None)
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "search", standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("interrupted: the database is consistent; run the same command again to continue", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Interrupted:
+            click.echo("terminated: the database is consistent; run the same command again to continue", err=True)
+            sys.exit(143)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except (EngineError, StudyError, SearchError) as e:
+            click.echo(f"error: {one_line(str(e))}", err=True)
+            sys.exit(e.exit_code)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted()
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@click.group(cls=SearchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """Coarse-to-fine hyperparameter search for small NumPy networks.
+
+    \b
+    Quick start on the bundled digits data:
+      search auto                      # coarse -> fine stages -> test score
+      search train --epochs 30 --plot loss.png
+      search studies                   # what is in ./search.db
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main()
+
+
+def _register() -> None:
+    from search.cli import db, report, run, stages
+
+    for module in (run, stages, db, report):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,285 @@
+"""Shared option groups: the run options that build one RunConfig, the search space, where a stage runs."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from engine.data import DATASETS, DataSpec
+from engine.init import INITIALISERS, InitSpec
+from engine.model import ACTIVATIONS, ModelConfig
+from engine.optim import OPTIMIZERS
+from engine.preprocess import PREPROCESSORS, PreprocessSpec
+from engine.trainer import TrainConfig
+from search.config import RunConfig
+from search.errors import SearchError
+from search.space import Dimension, check_space, parse_dimension, searchable
+
+
+def choice(names: Any) -> click.Choice:
+    return click.Choice(sorted(names), case_sensitive=False)
+
+
+def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 100 or 200,100") from None
+    if any(s < 1 for s in sizes):
+        raise click.BadParameter(f"{value!r}: every layer needs at least 1 unit")
+    return sizes
+
+
+def positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value!r} must be a finite number > 0")
+    return value
+
+
+def nonneg_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value!r} must be a finite number >= 0")
+    return value
+
+
+def apply(options: list[Callable]) -> Callable:
+    """One decorator applying ``options`` in the order listed (first listed = first in --help)."""
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+# --------------------------------------------------------------------------- the run options -> RunConfig
+# option parameter name -> the searchable name it fixes (for "searched and fixed at once")
+FIXES = {
+    "hidden": "hidden", "depth": "depth", "activation": "activation", "init_name": "init", "init_std": "init_std",
+    "batchnorm": "batchnorm", "dropout": "dropout", "loss": "loss", "relu_bias": "relu_bias",
+    "optimizer": "optimizer", "batch_size": "batch_size", "lr_decay": "lr_decay", "momentum": "momentum",
+    "preprocess": "preprocess",
+}
+
+RUN_OPTIONS = [
+    # data
+    click.option("--data", type=choice(DATASETS), default="digits", show_default=True, help="Dataset."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                 help="Folder of the data (cifar10: the cifar-10-batches-py folder or its parent)."),
+    click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
+    click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
+    click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True,
+                 help="Preprocessing fitted on the training split."),
+    click.option("--pca-components", type=click.IntRange(min=1), default=None, help="Components for pca/whiten."),
+    # model
+    click.option("--hidden", default="100", show_default=True, callback=_hidden,
+                 help="Hidden layer sizes, comma-separated."),
+    click.option("--depth", type=click.IntRange(1, 100), default=None,
+                 help="Number of hidden layers, each as wide as the first of --hidden."),
+    click.option("--activation", type=choice(ACTIVATIONS), default="relu", show_default=True),
+    click.option("--init", "init_name", type=choice(INITIALISERS), default="he", show_default=True,
+                 help="Weight initialiser."),
+    click.option("--init-std", type=float, default=None, callback=nonneg_float,
+                 help="Std for normal/uniform/sparse/constant init, gain for orthogonal."),
+    click.option("--batchnorm/--no-batchnorm", default=False, show_default=True),
+    click.option("--dropout", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                 help="Keep probability of inverted dropout (1 = off)."),
+    click.option("--loss", type=choice(["softmax", "svm"]), default="softmax", show_default=True),
+    click.option("--relu-bias", type=float, default=0.0, callback=nonneg_float,
+                 help="Initial bias of ReLU-family units, e.g. 0.01."),
+    # optimisation
+    click.option("--optimizer", type=choice(OPTIMIZERS), default="adam", show_default=True),
+    click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+                 help="mu of the momentum and nesterov rules."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True),
+    click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                 help="Multiply lr by this after each epoch."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice."),
+]
+RUN_PARAMS = ("data", "data_dir", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
+              "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias", "optimizer",
+              "momentum", "batch_size", "lr_decay", "seed")
+
+
+def build_config(v: dict[str, Any]) -> RunConfig:
+    """One RunConfig from the run options' values."""
+    hidden = v["hidden"] if v["depth"] is None else (v["hidden"][0],) * v["depth"]
+    return RunConfig(
+        data=DataSpec(v["data"], v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"]),
+        preprocess=PreprocessSpec(v["preprocess"], v["pca_components"]),
+        arch=ModelConfig(hidden=hidden, activation=v["activation"], init=InitSpec(v["init_name"], v["init_std"]),
+                         batchnorm=v["batchnorm"], dropout=v["dropout"], loss=v["loss"], relu_bias=v["relu_bias"]),
+        train=TrainConfig(batch_size=v["batch_size"], optimizer=v["optimizer"], momentum=v["momentum"],
+                          lr_decay=v["lr_decay"], seed=v["seed"]),
+    )
+
+
+def run_config_options(f: Callable) -> Callable:
+    """Add the run options; the command receives ``base: RunConfig`` instead of them.
+
+    The searchable names the user fixed on the command line are kept in ``ctx.meta["fixed"]``.
+    """
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        values = {name: kwargs.pop(name) for name in RUN_PARAMS}
+        ctx.meta["fixed"] = {FIXES[name] for name in FIXES
+                             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                                   ParameterSource.ENVIRONMENT)}
+        return f(*args, base=build_config(values), **kwargs)
+
+    return apply(RUN_OPTIONS)(wrapper)
+
+
+# --------------------------------------------------------------------------- the search space
+SPACE_OPTIONS = [
+    click.option("--space", "space_items", multiple=True, metavar="NAME=SPEC",
+                 help="Search NAME (a run option: lr, reg, hidden, depth, dropout, activation, ...) over SPEC: "
+                      "LOW:HIGH[:log|:linear][:int] or A,B,C. Repeatable, e.g. --space hidden=16:512:int "
+                      "--space activation=relu,tanh."),
+    click.option("--space-file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
+                 help="The same in a TOML file: a [space] table of NAME = \"SPEC\" or NAME = [A, B, C]."),
+    click.option("--lr", "lr_range", default=None, metavar="LOW:HIGH",
+                 help="Shortcut for --space lr=LOW:HIGH:log."),
+    click.option("--reg", "reg_range", default=None, metavar="LOW:HIGH",
+                 help="Shortcut for --space reg=LOW:HIGH:log."),
+]
+
+
+def space_options(f: Callable) -> Callable:
+    """Add the space options; the command receives ``space_spec``: (name, spec, option) triples (empty: the default)."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        items: list[tuple[str, str, str]] = []
+        if kwargs["space_file"]:
+            items += read_space_file(kwargs["space_file"])
+        for key in ("lr", "reg"):
+            value = kwargs[f"{key}_range"]
+            if value is not None:
+                if value.count(":") != 1:
+                    raise SearchError(f"--{key} {value!r} must look like LOW:HIGH, e.g. 1e-5:1e-1")
+                items.append((key, value + ":log", f"--{key} {value}"))
+        for item in kwargs["space_items"]:
+            name, sep, spec = item.partition("=")
+            if not sep or not name.strip() or not spec.strip():
+                raise SearchError(f"--space {item!r} must look like NAME=SPEC, e.g. lr=1e-5:1e-1 or activation=relu,tanh")
+            items.append((name, spec, f"--space {item}"))
+        for key in ("space_file", "lr_range", "reg_range", "space_items"):
+            kwargs.pop(key)
+        return f(*args, space_spec=items, **kwargs)
+
+    return apply(SPACE_OPTIONS)(wrapper)
+
+
+def read_space_file(path: str) -> list[tuple[str, str, str]]:
+    """(name, spec, where) triples from a TOML file's [space] table (or its top level)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise SearchError(f"--space-file {path}: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SearchError(f"--space-file {path}: not valid TOML: {e}") from None
+    table = data.get("space", data)
+    if not isinstance(table, dict) or not table:
+        raise SearchError(f"--space-file {path}: needs a [space] table of NAME = \"SPEC\" entries")
+    items = []
+    for name, spec in table.items():
+        if isinstance(spec, list):
+            spec = ",".join(json.dumps(v) if isinstance(v, bool) else str(v) for v in spec)
+        if not isinstance(spec, str):
+            raise SearchError(f"--space-file {path}: {name} must be a string SPEC or a list of choices")
+        items.append((name, spec, f"--space-file {path}: {name}"))
+    return items
+
+
+def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension], base: RunConfig,
+                fixed: set[str]) -> dict[str, Dimension]:
+    """The space from (name, spec, where) triples, or ``default`` minus the options the user fixed; checked
+    against ``base``."""
+    space: dict[str, Dimension] = {}
+    for name, spec, where in items:
+        try:
+            key, _ = searchable(name)
+            dim = parse_dimension(key, spec)
+        except SearchError as e:
+            raise SearchError(f"{where}: {e}") from None
+        if key in space:
+            raise SearchError(f"{where}: {key} is searched twice")
+        if key in fixed:
+            raise SearchError(f"{where} searches what --{key.replace('_', '-')} fixes; give one of them")
+        space[key] = dim
+    if not space:
+        space = {k: v for k, v in default.items() if k not in fixed}
+    if not space:
+        raise SearchError("the search space is empty: give --space NAME=SPEC")
+    check_space(space, base)
+    return space
+
+
+# --------------------------------------------------------------------------- where a stage runs
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+                             show_default=True)
+storage_option = click.option(
+    "--storage", default=None, metavar="URL",
+    help="Study database URL (default: $SEARCH_STORAGE or sqlite:///search.db).",
+)
+jobs_option = click.option("--jobs", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+                           help="Worker processes on this machine (1 BLAS thread each).")
+heartbeat_option = click.option(
+    "--heartbeat", type=click.IntRange(min=1, max=86400), default=10, show_default=True,
+    help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
+         "Set by the command that creates a stage; its workers use the stage's value.")
+campaign_option = click.option("--campaign", default=None,
+                               help="Campaign name (default: the dataset's name / the latest).")
+explode_option = click.option("--explode-factor", type=click.FloatRange(1, min_open=True), default=3.0,
+                              show_default=True, help="Stop a run once its loss exceeds this x its first loss.")
+
+# campaign, database, local worker processes, heartbeat
+stage_run_options = apply([campaign_option, storage_option, jobs_option, heartbeat_option])
+
+stage_options = apply([
+    click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=50, show_default=True,
+                 help="Trials in the stage."),
+    click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
+                 help="Epochs per trial (coarse runs are short)."),
+    click.option("--sampler", type=choice(["random", "tpe", "qmc"]), default="random", show_default=True),
+    explode_option,
+])
+
+fine_options = apply([
+    click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+                 help="Refine the range around this many best trials."),
+    click.option("--edge", type=click.FloatRange(0, 0.5, min_open=True), default=0.1, show_default=True,
+                 help="Widen past a bound when the best lies within this fraction of the width of it."),
+])
+
+
+def campaign_name(campaign: str | None, base: RunConfig) -> str:
+    """--campaign, or the dataset's name when it is not given."""
+    if campaign is None:
+        return Path(base.data.name).stem or base.data.name
+    if not campaign.strip():
+        raise SearchError("--campaign must not be empty")
+    return campaign
+
+
+def execution(storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> Any:
+    from search.campaign import Execution
+    from studies.store import resolve_storage_url
+
+    return Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat,
+                     progress="quiet" if as_json else "auto")
+
+
+def open_for_reading(storage: str | None) -> Any:
+    from studies.store import open_storage, resolve_storage_url
+
+    return open_storage(resolve_storage_url(storage), create=False)

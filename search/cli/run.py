@@ -1,0 +1,199 @@
+"""One run: ``search train`` (also ``--from-trial``), ``search layers`` and ``search sanity``."""
+from __future__ import annotations
+
+import math
+
+import click
+
+from engine.init import INITIALISERS
+from engine.model import ACTIVATIONS
+from search.cli.options import (
+    choice, json_option, nonneg_float, positive_float, run_config_options, storage_option,
+)
+from search.cli.output import echo_json, finite_or_none
+from search.config import RunConfig
+from search.errors import SearchError
+
+
+@click.command()
+@run_config_options
+@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float, help="Learning rate.")
+@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float, help="L2 strength.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--explode-factor", type=click.FloatRange(1, min_open=True), default=3.0, show_default=True,
+              help="Stop the run once its loss exceeds this x its first loss (as a stage would).")
+@click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
+              help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
+@storage_option
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write loss and accuracy curves (PNG).")
+@json_option
+def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: float, from_trial: str | None,
+          storage: str | None, plot: str | None, as_json: bool) -> int:
+    """Train one network and print its losses and accuracies; exit 1 if it exploded or diverged.
+
+    \b
+    Examples:
+      search train --data digits --epochs 30 --lr 1e-3 --reg 1e-3 --plot run.png
+      search train --from-trial digits/coarse:12      # the same numbers as the stored trial
+    """
+    from engine.trainer import train as run_training
+    from search.objective import ExplosionObserver
+
+    ctx = click.get_current_context()
+    stored = None
+    if from_trial is not None:
+        given = [p for p in ("lr", "reg", "epochs", "explode_factor")
+                 if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+        if ctx.meta["fixed"] or given:
+            names = sorted(ctx.meta["fixed"]) + given
+            raise SearchError(f"--from-trial reruns the trial's own configuration; drop --{names[0].replace('_', '-')}")
+        config, explode_factor, stored = trial_run(storage, from_trial)
+    else:
+        config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
+    ds = config.load()
+    model = config.build_model(ds)
+    result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
+                          observers=(ExplosionObserver(explode_factor),))
+    summary = {
+        "status": result.status,
+        "initial_loss": finite_or_none(result.initial_loss),
+        "final_loss": finite_or_none(result.final_loss),
+        "train_acc": finite_or_none(result.train_acc),
+        "val_acc": finite_or_none(result.val_acc),
+        "best_val_acc": result.best_val_acc,
+        "epochs": result.epochs,
+        "iterations": result.iterations,
+        "seconds": round(result.seconds, 4),
+        "samples_per_second": finite_or_none(round(result.samples_per_second, 1)),
+        "model_parameters": model.parameter_count,
+        "train_acc_history": result.train_acc_history,
+        "val_acc_history": result.val_acc_history,
+        "loss_history": [finite_or_none(v) for v in result.loss_history],
+    }
+    if stored is not None:
+        summary["trial_value"] = stored
+    if plot:
+        from studies.plots import new_axes, plot_training, save
+
+        axes = new_axes(1, 2)[0]
+        save(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history), plot)
+    if as_json:
+        echo_json(summary)
+    else:
+        per_epoch = max(1, result.iterations // max(1, result.epochs))
+        for e, (ta, va) in enumerate(zip(result.train_acc_history, result.val_acc_history), start=1):
+            loss = result.loss_history[min(len(result.loss_history), e * per_epoch) - 1]
+            click.echo(f"epoch {e:3d}  loss {loss:.4f}  train_acc {ta:.4f}  val_acc {va:.4f}")
+        status = result.status
+        if status == "exploded":
+            status = (f"exploded: loss {result.final_loss:.4g} > {explode_factor:g} x the first loss "
+                      f"{result.initial_loss:.4g}, stopped at iteration {result.iterations}")
+        elif status == "diverged":
+            status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
+        click.echo(
+            f"{status}: {result.iterations} iterations in {result.seconds:.2f} s "
+            f"({result.samples_per_second:,.0f} samples/s); initial loss {result.initial_loss:.4f}, "
+            f"final loss {result.final_loss:.4f}, val_acc {result.val_acc:.4f}, best val_acc {result.best_val_acc:.4f}"
+        )
+        if stored is not None:
+            click.echo(f"stored value of trial {from_trial}: {stored:.4f}")
+        if plot:
+            click.echo(f"wrote {plot}")
+    return 0 if result.status == "completed" else 1
+
+
+def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float, float | None]:
+    """(the trial's RunConfig, its stage's explode factor, its stored value) from ``STUDY:NUMBER``."""
+    from search.cli.options import open_for_reading
+    from search.stages import load_trial
+
+    name, sep, number = ref.rpartition(":")
+    if not sep or not name or not number.isdigit():
+        raise SearchError(f"--from-trial {ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
+    trial, stage = load_trial(open_for_reading(storage), name, int(number))
+    if "config" not in trial.user_attrs:
+        raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
+    return RunConfig.from_dict(trial.user_attrs["config"]), stage.explode_factor, trial.value
+
+
+# --------------------------------------------------------------------------- layers
+@click.command()
+@click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True)
+@click.option("--init-std", type=float, default=None, callback=nonneg_float,
+              help="Std for normal/uniform init (0.01 collapses, 1.0 saturates tanh).")
+@click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True)
+@click.option("--depth", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True)
+@click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True)
+@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write per-layer histograms (PNG).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@json_option
+def layers(init_name: str, init_std: float | None, activation: str, depth: int, width: int, samples: int,
+           batchnorm: bool, plot: str | None, seed: int, as_json: bool) -> None:
+    """Per-layer activation statistics of a deep net on unit-Gaussian input (the lecture's experiment).
+
+    \b
+    Examples:
+      search layers --init normal --init-std 0.01 --activation tanh   # activations collapse
+      search layers --init normal --init-std 1.0 --activation tanh    # units saturate
+      search layers --init he --activation relu --plot he_relu.png    # stays alive
+    """
+    from engine.diagnostics import activation_experiment
+    from engine.init import InitSpec
+
+    stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
+                                          samples, seed)
+    if plot:
+        from studies.plots import new_axes, plot_layer_histograms, save
+
+        cols = 4
+        rows = 1 + math.ceil(depth / cols)
+        axes = new_axes(rows, cols, size=(3.0, 2.2)).ravel()
+        title = f"{init_name}{'' if init_std is None else f' std {init_std:g}'} + {activation}" + (
+            " + batchnorm" if batchnorm else "")
+        # first row: mean and std curves; then one histogram per layer
+        panel = [axes[0], axes[1], *axes[cols:cols + depth]]
+        for ax in [*axes[2:cols], *axes[cols + depth:]]:
+            ax.set_axis_off()
+        fig = plot_layer_histograms(panel, hidden, [s.mean for s in stats], [s.std for s in stats], title)
+        save(fig, plot)
+    if as_json:
+        echo_json([s.as_dict() for s in stats])
+        return
+    click.echo(f"{'layer':>5} {'mean':>10} {'std':>10} {'saturated':>10} {'dead':>8}")
+    for s in stats:
+        click.echo(f"{s.layer:5d} {s.mean:10.5f} {s.std:10.5f} {s.saturated:10.3f} {s.dead:8.3f}")
+    if plot:
+        click.echo(f"wrote {plot}")
+
+
+# --------------------------------------------------------------------------- sanity
+@click.command()
+@run_config_options
+@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float)
+@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float)
+@click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True)
+@json_option
+def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json: bool) -> int:
+    """Babysitting checklist: each check prints PASS/FAIL with its measured number; exit 1 if one fails.
+
+    \b
+    Example:
+      search sanity --data digits
+    """
+    from engine.diagnostics import sanity_checks
+
+    config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": 1})
+    ds = config.load()
+    checks = sanity_checks(config.arch, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.num_classes,
+                           overfit_samples)
+    if as_json:
+        echo_json([c.as_dict() for c in checks])
+    else:
+        for c in checks:
+            click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value:.4g} (expected {c.expected})")
+    return 0 if all(c.passed for c in checks) else 1
+
+
+COMMANDS = [train, layers, sanity]

@@ -1,0 +1,194 @@
+"""Search stages: ``search coarse``, ``fine``, ``grid``, ``auto`` and ``worker``."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from search.cli.options import (
+    build_space, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
+    run_config_options, space_options, stage_options, stage_run_options, storage_option,
+)
+from search.cli.output import echo_json, fmt_value
+from search.config import RunConfig
+from search.errors import SearchError
+
+
+def print_summary(summary: Any) -> None:
+    c = summary.counts
+    click.echo(f"\n{summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed "
+               f"of {summary.n_trials}; {summary.epochs} epochs, {summary.train_seconds:.1f} s of training")
+    click.echo("  space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()))
+    for note in summary.range_notes:
+        click.echo(f"  range: {note}")
+    if summary.top:
+        names = [k for k in summary.top[0] if k not in ("number", "value", "seconds")]
+        click.echo(f"  {'trial':>5} {'val_acc':>8} " + " ".join(f"{n:>10}" for n in names))
+        for row in summary.top:
+            click.echo(f"  {row['number']:5d} {row['value']:8.4f} " +
+                       " ".join(f"{fmt_value(row[n]):>10}" for n in names))
+    for err in summary.errors:
+        click.echo(f"  error: {err}", err=True)
+
+
+def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:
+    if as_json:
+        echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
+    else:
+        for s in summaries:
+            if not s.created and not s.ran:
+                click.echo(f"\n{s.study} was already complete; nothing to run "
+                           f"(use --campaign NAME to start a new campaign)")
+            print_summary(s)
+    return 1 if any(s.errors for s in summaries) else 0
+
+
+@click.command()
+@run_config_options
+@space_options
+@stage_options
+@stage_run_options
+@json_option
+def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, explode_factor: float,
+           campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+    """Coarse stage: random search over the space (default lr and reg on a log scale), short runs.
+
+    Running the same command again continues an interrupted stage to exactly --trials.
+
+    \b
+    Examples:
+      search coarse --lr 1e-6:1e0 --reg 1e-6:1e1 --trials 50 --epochs 3 --jobs 2
+      search coarse --space lr=1e-4:1e0 --space hidden=8:256:int --space activation=relu,tanh,elu
+    """
+    from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
+
+    run = base.with_params({"train.epochs": epochs})
+    space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
+    stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor)
+    return finish([execute_stage(execution(storage, jobs, heartbeat, as_json), stage)], as_json)
+
+
+@click.command()
+@fine_options
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs per trial (default: twice the previous stage's).")
+@click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=None,
+              help="Trials (default: the previous stage's).")
+@stage_run_options
+@json_option
+def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign: str | None, storage: str | None,
+         jobs: int, heartbeat: int, as_json: bool) -> int:
+    """Next fine stage: ranges narrowed around the best trials, widened past a bound the best sits near,
+    categories that never reached the top dropped.
+
+    \b
+    Example:
+      search fine --top 5 --edge 0.1 --epochs 10
+    """
+    from search.campaign import execute_stage, next_fine_stage, resolve_campaign, run_existing
+
+    ex = execution(storage, jobs, heartbeat, as_json)
+    st = ex.existing_storage()
+    stage, study = next_fine_stage(st, resolve_campaign(st, campaign), top, edge, epochs, trials)
+    if stage is None:
+        return finish([run_existing(ex, study)], as_json)
+    if not as_json:
+        click.echo(f"{stage.name} refined from {stage.parent}:")
+        for note in stage.range_notes:
+            click.echo(f"  {note}")
+    return finish([execute_stage(ex, stage)], as_json)
+
+
+@click.command()
+@stage_run_options
+@json_option
+def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+    """Grid stage over the coarse stage's space, epochs and budget: every category x k values per range,
+    k = floor((trials / categories) ^ (1 / ranges)); its real size is printed and stored.
+
+    \b
+    Example:
+      search grid --campaign digits
+    """
+    from search.campaign import execute_stage, grid_stage_for, resolve_campaign
+
+    ex = execution(storage, jobs, heartbeat, as_json)
+    st = ex.existing_storage()
+    stage = grid_stage_for(st, resolve_campaign(st, campaign))
+    if not as_json:
+        click.echo(f"{stage.name}: {stage.range_notes[0]}")
+    return finish([execute_stage(ex, stage)], as_json)
+
+
+@click.command()
+@run_config_options
+@space_options
+@stage_options
+@fine_options
+@click.option("--fine-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of fine trials (default: twice the previous stage's).")
+@click.option("--max-fine", type=click.IntRange(min=0, max=100), default=3, show_default=True,
+              help="Most fine stages to run.")
+@stage_run_options
+@json_option
+def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, explode_factor: float, top: int,
+         edge: float, fine_epochs: int | None, max_fine: int, campaign: str | None, storage: str | None, jobs: int,
+         heartbeat: int, as_json: bool) -> int:
+    """The whole recipe: coarse, fine stages until the space settles, then the best retrained and tested.
+
+    The default space is lr, reg and the hidden width (16 up to about half the training set).
+
+    \b
+    Examples:
+      search auto --data digits --trials 30 --jobs 2
+      search auto --space lr=1e-4:1e-1 --space hidden=32:512:int --space dropout=0.5:1:linear
+    """
+    from search.campaign import auto_space, coarse_stage, run_auto
+
+    run = base.with_params({"train.epochs": epochs})
+    dataset = run.load()
+    space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
+    stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor)
+    summaries, final = run_auto(execution(storage, jobs, heartbeat, as_json), stage, max_fine, top, edge,
+                                fine_epochs, dataset)
+    code = finish(summaries, as_json, {"final": final.__dict__})
+    if not as_json:
+        click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")
+        for s in summaries:
+            best = "-" if s.best_value is None else f"{s.best_value:.4f}"
+            click.echo(f"{s.study:<22} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
+                       f"{s.train_seconds:8.1f} {best:>9}")
+        params = " ".join(f"{k}={fmt_value(v)}" for k, v in final.params.items())
+        click.echo(f"\nbest: {params} from {final.study}; retrained {final.epochs} epochs: "
+                   f"val_acc {final.val_acc:.4f}, test_acc {final.test_acc:.4f}")
+    return code
+
+
+@click.command()
+@campaign_option
+@click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
+@storage_option
+@heartbeat_option
+@json_option
+def worker(campaign: str | None, stage: str | None, storage: str | None, heartbeat: int, as_json: bool) -> int:
+    """Join a running stage from this machine (same --storage, e.g. PostgreSQL) and run its trials.
+
+    \b
+    Example:
+      search worker --campaign digits --storage postgresql://user@host/search
+    """
+    from search.campaign import resolve_campaign, run_existing
+    from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
+
+    ex = execution(storage, 1, heartbeat, as_json)
+    st = ex.existing_storage()
+    name = resolve_campaign(st, campaign)
+    if stage is None:
+        unfinished = [s for s in campaign_stages(st, name) if stage_unfinished(st, s._study_id)]
+        if not unfinished:
+            raise SearchError(f"campaign {name!r} has no unfinished stage to join")
+        stage = unfinished[-1].user_attrs["stage"]
+    return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json)
+
+
+COMMANDS = [coarse, fine, grid, auto, worker]

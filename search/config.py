@@ -1,0 +1,148 @@
+"""RunConfig: everything one run needs, as a tree of the engine's frozen configs addressed by dotted path.
+
+``config.with_params({"train.lr": 0.01, "arch.hidden": 256, "arch.activation": "tanh"})`` applies a
+trial's values; a trial, a retrain and ``search train --from-trial`` all build their run this way,
+so adding a hyperparameter is adding a field to one of the sections (and a line to
+``search.space.SEARCHABLE`` to make it searchable).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from engine.data import DataSpec, Dataset, load_dataset
+from engine.errors import ConfigError
+from engine.model import FullyConnectedNet, ModelConfig
+from engine.preprocess import PreprocessSpec, preprocess_dataset
+from engine.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: ``data``, ``preprocess``, ``arch`` (the network) and ``train`` (optimisation, epochs, seed)."""
+
+    data: DataSpec = field(default_factory=DataSpec)
+    preprocess: PreprocessSpec = field(default_factory=lambda: PreprocessSpec("mean_image"))
+    arch: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=50))
+
+    # ---- applying values by path
+    def with_params(self, values: Mapping[str, Any]) -> RunConfig:
+        """A copy with each ``"section.field[.field]"`` set to its value; the sections check themselves.
+
+        ``arch.hidden`` given a number sets the width of every hidden layer; ``arch.depth`` sets the
+        number of hidden layers (each as wide as the first).
+        """
+        config = self
+        for path, value in values.items():
+            config = _set_path(config, path.split("."), value, path)
+        return config
+
+    def get(self, path: str) -> Any:
+        """The value at a dotted path (``arch.depth`` is the number of hidden layers)."""
+        obj: Any = self
+        for part in path.split("."):
+            if isinstance(obj, ModelConfig) and part == "depth":
+                return len(obj.hidden)
+            obj = getattr(obj, part)
+        return obj[0] if path == "arch.hidden" and len(set(obj)) == 1 else obj
+
+    # ---- building the run
+    def load(self) -> Dataset:
+        """The dataset, preprocessed with statistics of its training split; checked against the batch size."""
+        dataset = preprocess_dataset(load_dataset(self.data), self.preprocess)
+        if self.train.batch_size > len(dataset.y_train):
+            raise ConfigError(
+                f"batch size {self.train.batch_size} (--batch-size) is larger than the training set "
+                f"({len(dataset.y_train)} samples)"
+            )
+        return dataset
+
+    def build_model(self, dataset: Dataset) -> FullyConnectedNet:
+        """A fresh network for this data, drawn with ``train.seed``."""
+        return FullyConnectedNet(self.arch, dataset.input_dim, dataset.num_classes,
+                                 np.random.default_rng(self.train.seed))
+
+    # ---- serialisation, generic over the dataclass fields
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Rebuild from ``to_dict`` output (lists become tuples); unknown keys are refused."""
+        return _from_dict(cls, data)
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
+    name, rest = parts[0], parts[1:]
+    if isinstance(obj, ModelConfig) and name == "depth" and not rest:
+        return replace(obj, hidden=(obj.hidden[0],) * _as_int(value, path))
+    if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+        raise ConfigError(f"no run option at {path!r}")
+    current = getattr(obj, name)
+    if rest:
+        new = _set_path(current, rest, value, path)
+    elif isinstance(current, tuple) and not isinstance(value, (tuple, list)):
+        new = (_as_int(value, path),) * len(current)  # one width for every hidden layer
+    else:
+        new = _coerce(value, current, path)
+    return replace(obj, **{name: new})
+
+
+def _as_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or float(value) != int(value):
+        raise ConfigError(f"{path} needs an integer, got {value!r}")
+    return int(value)
+
+
+def _coerce(value: Any, current: Any, path: str) -> Any:
+    """``value`` in the type of the field it replaces (Optuna hands back floats, ints, strings, bools)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} needs true or false, got {value!r}")
+        return value
+    if isinstance(current, int) and not isinstance(current, bool):
+        return _as_int(value, path)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, value in data.items():
+        kind = _dataclass_in(hints[name])
+        if kind is not None and isinstance(value, Mapping):
+            value = _from_dict(kind, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass named by a type hint (``InitSpec`` or ``InitSpec | None``), else None."""
+    candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for c in candidates:
+        if dataclasses.is_dataclass(c):
+            return c
+    return None

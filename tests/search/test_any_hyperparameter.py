@@ -1,0 +1,112 @@
+"""Searching any run option from the CLI: mixed spaces end to end, refinement of each type, --from-trial."""
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from search.config import RunConfig
+from search.space import Choice, FloatRange, IntRange
+from search.stages import Stage
+from studies.store import open_storage
+from tests.search.conftest import one_line_error
+
+MIXED = ["--space", "lr=1e-4:1e0:log", "--space", "hidden=8:256:log:int", "--space", "activation=relu,tanh,elu",
+         "--space", "dropout=0.5:1:linear"]
+
+
+def _study(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db", create=False))
+
+
+def test_a_mixed_space_is_sampled_stored_and_refined_by_type(run_cli):
+    coarse = run_cli("coarse", *MIXED, "--trials", "30", "--epochs", "3", "--train-size", "600", "--json")
+    assert coarse.exit_code == 0, coarse.output
+    study = _study("digits/coarse")
+    trials = study.get_trials()
+    assert len(trials) == 30
+    for t in trials:
+        assert set(t.params) == {"lr", "hidden", "activation", "dropout"}
+        assert isinstance(t.params["hidden"], int) and 8 <= t.params["hidden"] <= 256
+        assert t.params["activation"] in ("relu", "tanh", "elu")  # the value, not Optuna's index
+        assert 0.5 <= t.params["dropout"] <= 1.0
+        config = RunConfig.from_dict(t.user_attrs["config"])  # what was trained is what is stored
+        assert config.arch.hidden == (t.params["hidden"],)
+        assert config.arch.activation == t.params["activation"]
+        assert config.arch.dropout == t.params["dropout"] and config.train.lr == t.params["lr"]
+        assert t.user_attrs["model_parameters"] == 75 * t.params["hidden"] + 10  # 64 inputs, 10 classes
+    fine = run_cli("fine", "--trials", "6", "--json")
+    assert fine.exit_code == 0, fine.output
+    stage = Stage.from_attrs(_study("digits/fine-1").user_attrs)
+    assert isinstance(stage.space["hidden"], IntRange) and isinstance(stage.space["dropout"], FloatRange)
+    assert isinstance(stage.space["activation"], Choice)
+    notes = {note.split(":")[0]: note for note in stage.range_notes}
+    assert set(notes) == {"lr", "hidden", "activation", "dropout"}
+    best = max((t for t in trials if t.value is not None), key=lambda t: t.value)
+    assert best.params["activation"] in stage.space["activation"].choices  # the best's category is kept
+    assert stage.space["hidden"].low <= best.params["hidden"] <= stage.space["hidden"].high
+
+
+def test_from_trial_reproduces_a_trials_value_exactly(run_cli):
+    assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "hidden=16:64:int", "--space",
+                   "activation=relu,tanh", "--trials", "4", "--epochs", "2", "--train-size", "400").exit_code == 0
+    for t in _study("digits/coarse").get_trials():
+        if t.value is None:
+            continue
+        rerun = run_cli("train", "--from-trial", f"digits/coarse:{t.number}", "--json")
+        out = json.loads(rerun.stdout)
+        assert out["best_val_acc"] == t.value and out["trial_value"] == t.value
+        assert out["model_parameters"] == t.user_attrs["model_parameters"]
+        assert out["loss_history"][-1] == pytest.approx(t.user_attrs["final_loss"], rel=1e-6)
+
+
+def test_a_grid_over_a_mixed_space_takes_every_category_times_k_values(run_cli):
+    assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "10",
+                   "--epochs", "1", "--train-size", "300").exit_code == 0
+    grid = run_cli("grid", "--json")
+    assert grid.exit_code == 0, grid.output
+    study = _study("digits/grid")
+    # 2 categories leave 10 / 2 = 5 trials for lr: k = 5, so 2 x 5 = 10 points
+    points = {(t.params["activation"], round(t.params["lr"], 12)) for t in study.get_trials()}
+    assert len(points) == len(study.get_trials()) == 10
+    assert study.user_attrs["n_trials"] == 10
+    assert "grid of 10 points (5 x 2)" in study.user_attrs["range_notes"][0]
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--space", "colour=1:2"], ["colour", "searchable: lr, reg, hidden"]),
+    (["--space", "dropout=0.5:1.5:linear"], ["--space dropout", "1.5"]),
+    (["--space", "hidden=0:10:int"], ["--space hidden", "0"]),
+    (["--space", "activation=relu,swish"], ["--space activation", "swish"]),
+    (["--space", "hidden=16:64:int", "--hidden", "100"], ["--space hidden=16:64:int", "--hidden"]),
+    (["--space", "lr"], ["NAME=SPEC"]),
+    (["--space", "lr=1e-3:1e-1", "--lr", "1e-3:1e-2"], ["searched twice"]),
+])
+def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, args, fragments):
+    one_line_error(run_cli("coarse", *args), *fragments)
+    assert not (tmp_path / "search.db").exists()
+
+
+def test_a_space_file_gives_the_same_space(run_cli, tmp_path):
+    (tmp_path / "space.toml").write_text('[space]\nlr = "1e-3:1e-1"\nhidden = "16:64:int"\n'
+                                         'activation = ["relu", "tanh"]\nbatchnorm = [true, false]\n')
+    assert run_cli("coarse", "--space-file", "space.toml", "--trials", "3", "--epochs", "1",
+                   "--train-size", "300").exit_code == 0
+    stage = Stage.from_attrs(_study("digits/coarse").user_attrs)
+    assert stage.space == {"lr": FloatRange(1e-3, 0.1), "hidden": IntRange(16, 64),
+                           "activation": Choice(("relu", "tanh")), "batchnorm": Choice((True, False))}
+
+
+def test_with_params_sets_values_by_path_and_the_sections_check_them():
+    config = RunConfig().with_params({"train.lr": 0.01, "arch.hidden": 256, "arch.depth": 3,
+                                      "arch.activation": "tanh", "arch.init.std": 0.5, "train.momentum": 0.8})
+    assert config.arch.hidden == (256, 256, 256) and config.arch.activation == "tanh"
+    assert config.train.lr == 0.01 and config.arch.init.std == 0.5 and config.train.momentum == 0.8
+    assert RunConfig.from_dict(json.loads(config.to_json())) == config
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dropout keep probability"):
+        RunConfig().with_params({"arch.dropout": 1.5})
+    with pytest.raises(ConfigError, match="no run option"):
+        RunConfig().with_params({"arch.colour": 1})
