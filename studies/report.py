@@ -26,7 +26,9 @@ import datetime as dt
 import html
 import json
 import math
+import os
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -626,6 +628,20 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file in its folder and ``os.replace``: a symlink there is replaced, never followed."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL on a fresh random name: never an existing file or link; mode 0666 minus the umask, as open() gives
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write report.html, report.md, summary.json and one PNG per image into ``out_dir``; returns name -> path."""
     out = Path(out_dir)
@@ -633,18 +649,16 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    summary = _jsonable(report.summary)
+    files: dict[str, tuple[str, bytes]] = {name: (f"{name}.png", png) for name, png in report.images.items()}
+    files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8"))
+    files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8"))
     written: dict[str, Path] = {}
     try:
-        for name, png in report.images.items():
-            written[name] = out / f"{name}.png"
-            written[name].write_bytes(png)
-        summary = _jsonable(report.summary)
-        written["summary.json"] = out / "summary.json"
-        written["summary.json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        written["report.md"] = out / "report.md"
-        written["report.md"].write_text(render_markdown(summary) + "\n", encoding="utf-8")
-        written["report.html"] = out / "report.html"
-        written["report.html"].write_text(render_html(summary, report.images), encoding="utf-8")
+        for key, (filename, data) in files.items():
+            written[key] = out / filename
+            _write_file(written[key], data)
     except OSError as exc:
         raise StudyError(f"--out {str(out)!r}: cannot write the report: {exc.strerror or exc}") from None
     return written
@@ -672,16 +686,16 @@ def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "repeats.png").write_bytes(report.images["repeats"])
-        (out / "compare.json").write_text(json.dumps(_jsonable(report.summary), indent=2) + "\n", encoding="utf-8")
+        _write_file(out / "repeats.png", report.images["repeats"])
+        _write_file(out / "compare.json", (json.dumps(_jsonable(report.summary), indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
         raise StudyError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
     return {"repeats": out / "repeats.png", "compare.json": out / "compare.json"}
 
 
 def safe_dirname(name: str) -> str:
-    """A folder name made from a campaign name (anything but letters, digits, ., _ and - becomes _)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "report"
+    """A folder name made from a campaign name: letters, digits, ., _ and - kept, others and a leading . made _."""
+    return re.sub(r"^\.", "_", re.sub(r"[^A-Za-z0-9._-]", "_", name)) or "report"
 
 
 __all__ = [

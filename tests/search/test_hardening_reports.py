@@ -1,0 +1,51 @@
+"""Issue 9 item 8: report files never follow a symlink, and a campaign name never makes a folder outside the current one."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from studies.report import safe_dirname
+from tests.studies.report_data import build_campaign
+
+
+@pytest.mark.parametrize("name", ["..", ".", "...", "/etc", "../x", "a/../../b", "", "./", "~"])
+def test_safe_dirname_is_one_plain_folder_below_the_current_one(name):
+    folder = safe_dirname(name)
+    assert folder not in ("", ".", "..") and not os.path.isabs(folder) and "/" not in folder
+    assert not folder.startswith(".")
+
+
+def test_report_out_replaces_a_symlink_instead_of_writing_through_it(run_cli, tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").symlink_to(victim)
+    (out / "summary.json").symlink_to(tmp_path / "dangling.json")  # a link to nothing must not create its target
+
+    result = run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url)
+
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "dangling.json").exists()
+    for name in ("report.md", "summary.json", "report.html"):
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
+    assert (out / "report.md").read_text().startswith("# Search report: campaign demo")
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+def test_compare_with_campaign_dotdot_writes_below_the_current_folder(run_cli, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chdir(work)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_cli("compare", "--campaign", "..", "--repeats", "1", "--trials", "1", "--epochs", "1",
+                     "--data", "digits", "--train-size", "100", "--hidden", "10", "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written into the parent folder
+    written = Path(safe_dirname(".."))
+    assert (work / written / "compare.json").is_file() and (work / written / "repeats.png").is_file()
