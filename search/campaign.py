@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from engine.data import Dataset
+from engine.data import Dataset, data_identity
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed
@@ -112,9 +112,21 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     """Create (or join) the stage and run its remaining trials; the stage ends with exactly n_trials finished."""
     if dataset is None:
         dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
+    identity = data_identity(stage.run.data, dataset)
     storage = execution.storage()
-    study, created = create_stage(storage, stage)
+    study, created = create_stage(storage, stage, identity)
+    if not created:
+        _check_same_data(study, identity)
     return run_existing(execution, study, created, dataset)
+
+
+def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
+    """SearchError naming the path and both hashes when a stage was started on other data than ``identity``."""
+    recorded = study.user_attrs.get("data", {})
+    if recorded.get("sha256") != identity.get("sha256"):
+        raise SearchError(f"{identity.get('path') or identity.get('name')}: stage {study.study_name} was started on "
+                          f"other data (sha256 {recorded.get('sha256')} recorded, {identity.get('sha256')} now); "
+                          f"refusing to mix two datasets in one stage")
 
 
 def run_existing(execution: Execution, study: optuna.Study, created: bool = False,
@@ -125,7 +137,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
     errors: list[str] = []
     ran = 0
     if unfinished:
-        dataset = dataset if dataset is not None else stage.run.load()
+        if dataset is None:  # a worker joining a stage, maybe on another machine: same data or nothing
+            dataset = stage.run.load()
+            _check_same_data(study, data_identity(stage.run.data, dataset))
         progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
                             mode=execution.progress)
         # every worker of a stage judges staleness with the stage's interval (see create_stage)

@@ -78,7 +78,7 @@ class Stage:
     def attrs(self) -> dict[str, Any]:
         return {
             "campaign": self.campaign, "stage": self.stage, "parent": self.parent, "space": space_attr(self.space),
-            "epochs": self.run.train.epochs, "config": self.run.to_dict(), "data": self.run.to_dict()["data"],
+            "epochs": self.run.train.epochs, "config": self.run.to_dict(), "data": {"name": self.run.data.name},
             "seed": self.seed, "range_notes": list(self.range_notes), "n_trials": self.n_trials,
             "sampler": self.sampler, "explode_factor": self.explode_factor,
         }
@@ -122,7 +122,7 @@ class Stage:
 
 
 # --------------------------------------------------------------------------- creating and loading stages
-def create_stage(storage: RDBStorage, stage: Stage) -> tuple[optuna.Study, bool]:
+def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None = None) -> tuple[optuna.Study, bool]:
     """Create the stage's study and enqueue its trials, or join it if it exists; returns (study, created).
 
     Exactly one process creates a stage, however many run this at once on one or several machines:
@@ -140,6 +140,8 @@ def create_stage(storage: RDBStorage, stage: Stage) -> tuple[optuna.Study, bool]
     # the heartbeat interval belongs to the stage: a worker judging others' trials stale with a
     # shorter interval than theirs would fail live trials
     attrs = {**stage.attrs(), "heartbeat": storage.get_heartbeat_interval()}
+    if data is not None:
+        attrs["data"] = data  # the data's identity (path, format, sha256, shapes, classes)
     created = initialise_study(storage, storage.get_study_id_from_name(stage.name), attrs, points)
     study = load_stage_study(storage, stage.name)
     existing = Stage.from_attrs(study.user_attrs)

@@ -37,6 +37,24 @@ def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
     return sizes
 
 
+def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    width, sep, height = value.lower().partition("x")
+    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+        raise click.BadParameter(f"{value!r} must look like WxH, e.g. 32x32")
+    return int(width), int(height)
+
+
+def data_name(name: str) -> str:
+    """A built-in name as it is; a path made absolute, so workers started elsewhere find the same file."""
+    if name in DATASETS:
+        return name
+    if not name.strip():
+        raise SearchError("--data must be a dataset name or a path")
+    return str(Path(name).expanduser().resolve())
+
+
 def positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"{value!r} must be a finite number > 0")
@@ -70,9 +88,18 @@ FIXES = {
 
 RUN_OPTIONS = [
     # data
-    click.option("--data", type=choice(DATASETS), default="digits", show_default=True, help="Dataset."),
+    click.option("--data", default="digits", show_default=True, metavar="NAME|PATH",
+                 help=f"A built-in dataset ({', '.join(sorted(DATASETS))}) or a path: .npz, .csv/.tsv, a folder of "
+                      "class subfolders of images, or a cifar-10-batches-py folder."),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="Folder of the data (cifar10: the cifar-10-batches-py folder or its parent)."),
+    click.option("--label-column", default=None, metavar="NAME", help="CSV/TSV label column (default: the last)."),
+    click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
+                 help="Resize every image of an image folder to W x H pixels."),
+    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+                 show_default=True, help="Share drawn (stratified) for validation where the file gives no val split."),
+    click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+                 show_default=True, help="Share drawn (stratified) for test where the file gives no test split."),
     click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
     click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True,
@@ -103,7 +130,7 @@ RUN_OPTIONS = [
                  help="Multiply lr by this after each epoch."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice."),
 ]
-RUN_PARAMS = ("data", "data_dir", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
+RUN_PARAMS = ("data", "data_dir", "label_column", "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
               "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias", "optimizer",
               "momentum", "batch_size", "lr_decay", "seed")
 
@@ -112,7 +139,9 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     """One RunConfig from the run options' values."""
     hidden = v["hidden"] if v["depth"] is None else (v["hidden"][0],) * v["depth"]
     return RunConfig(
-        data=DataSpec(v["data"], v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"]),
+        data=DataSpec(data_name(v["data"]), v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"],
+                      label_column=v["label_column"], image_size=v["image_size"], val_fraction=v["val_fraction"],
+                      test_fraction=v["test_fraction"]),
         preprocess=PreprocessSpec(v["preprocess"], v["pca_components"]),
         arch=ModelConfig(hidden=hidden, activation=v["activation"], init=InitSpec(v["init_name"], v["init_std"]),
                          batchnorm=v["batchnorm"], dropout=v["dropout"], loss=v["loss"], relu_bias=v["relu_bias"]),
@@ -263,7 +292,7 @@ fine_options = apply([
 
 
 def campaign_name(campaign: str | None, base: RunConfig) -> str:
-    """--campaign, or the dataset's name when it is not given."""
+    """--campaign, or the dataset's name (a file's name without its extension) when it is not given."""
     if campaign is None:
         return Path(base.data.name).stem or base.data.name
     if not campaign.strip():

@@ -196,4 +196,34 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     return 0 if all(c.passed for c in checks) else 1
 
 
-COMMANDS = [train, layers, sanity]
+@click.command()
+@run_config_options
+@json_option
+def data(base: RunConfig, as_json: bool) -> None:
+    """What a data file or folder holds and what would be trained on: splits, features, classes, warnings.
+
+    \b
+    Examples:
+      search data --data mine.csv --label-column species
+      search data --data photos/ --image-size 32x32 --json
+    """
+    from engine.data import describe_dataset
+
+    info = describe_dataset(base.data)  # the data as it is in the file, before --preprocess
+    if as_json:
+        echo_json(info)
+        return
+    s = info["samples"]
+    shape = f" (images {'x'.join(map(str, info['image_shape']))})" if info["image_shape"] else ""
+    click.echo(f"{info['path'] or info['name']} ({info['format']}): {s['train']} train, {s['val']} val, "
+               f"{s['test']} test; {info['features']} features{shape}")
+    click.echo(f"values {info['value_range']['min']:.4g} to {info['value_range']['max']:.4g}; feature std "
+               f"{info['feature_std']['min']:.3g} to {info['feature_std']['max']:.3g}")
+    click.echo(f"{len(info['classes'])} classes:  {'train':>7} {'val':>6} {'test':>6}")
+    for c in info["classes"]:
+        click.echo(f"  {c['name'][:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
+    for w in info["warnings"]:
+        click.echo(f"warning: {w}")
+
+
+COMMANDS = [train, layers, sanity, data]

@@ -1,0 +1,95 @@
+"""Searching the user's own data from the CLI: CSV and npz files, identity checks, bad files, search data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_wine
+
+from engine.data import DataSpec
+from search.campaign import Execution, coarse_stage, execute_stage
+from search.config import RunConfig
+from search.space import FloatRange
+from studies.store import open_storage
+from tests.search.conftest import one_line_error
+
+
+def _write_csv(path, loader, names=None):
+    frame = loader(as_frame=True).frame
+    if names is not None:
+        frame["target"] = frame["target"].map(names)
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("loader,names,floor", [
+    (load_wine, {0: "barolo", 1: "grignolino", 2: "barbera"}, 0.9),
+    (load_breast_cancer, None, 0.9),
+])
+def test_coarse_then_fine_on_real_csv_data(run_cli, tmp_path, loader, names, floor):
+    path = _write_csv(tmp_path / "real.csv", loader, names)
+    args = ["--data", str(path), "--preprocess", "standardize"]
+    coarse = run_cli("coarse", *args, "--trials", "20", "--epochs", "10", "--json")
+    assert coarse.exit_code == 0, coarse.output
+    fine = run_cli("fine", "--trials", "10", "--json")
+    assert fine.exit_code == 0, fine.output
+    stage = json.loads(fine.stdout)["stages"][0]
+    assert stage["study"] == "real/fine-1"
+    assert stage["best_value"] >= floor
+    study = optuna.load_study(study_name="real/coarse", storage=open_storage("sqlite:///search.db", create=False))
+    data = study.user_attrs["data"]
+    assert data["format"] == "csv" and data["path"] == str(path) and len(data["sha256"]) == 64
+    if names:
+        assert data["classes"] == ["barbera", "barolo", "grignolino"]  # string labels in sorted order
+
+
+def test_two_jobs_on_a_csv_campaign_run_exactly_n_trials(run_cli, tmp_path):
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    result = run_cli("coarse", "--data", str(path), "--trials", "9", "--epochs", "2", "--jobs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)["stages"][0]["counts"]
+    assert counts["complete"] + counts["pruned"] == 9 and counts["fail"] == 0
+
+
+def test_a_stage_refuses_data_that_changed_under_it(run_cli, tmp_path):
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    args = ["coarse", "--data", str(path), "--trials", "3", "--epochs", "1"]
+    assert run_cli(*args).exit_code == 0
+    frame = pd.read_csv(path)
+    frame.iloc[0, 0] += 1.0
+    frame.to_csv(path, index=False)
+    line = one_line_error(run_cli(*args), str(path), "sha256", "refusing to mix")
+    assert line.count("recorded") == 1
+
+
+def test_bad_data_exits_2_and_leaves_no_database(run_cli, tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b,label\n1,2,x\n3,nan,y\n5,6,x\n")
+    one_line_error(run_cli("coarse", "--data", "bad.csv", "--trials", "2"), "bad.csv")
+    assert not (tmp_path / "search.db").exists()
+
+
+def test_search_data_describes_a_file(run_cli, tmp_path):
+    _write_csv(tmp_path / "wine.csv", load_wine, {0: "barolo", 1: "grignolino", 2: "barbera"})
+    out = json.loads(run_cli("data", "--data", "wine.csv", "--json").stdout)
+    assert out["features"] == 13 and sum(out["samples"].values()) == 178
+    assert [c["name"] for c in out["classes"]] == ["barbera", "barolo", "grignolino"]
+    assert any("--preprocess standardize" in w for w in out["warnings"])
+    text = run_cli("data", "--data", "wine.csv").stdout
+    assert "13 features" in text and "barolo" in text
+
+
+def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):
+    """The documented way from Python: save the arrays with np.savez, point DataSpec at the file."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "mine.npz", X=X, y=y)
+    run = RunConfig(data=DataSpec(str(tmp_path / "mine.npz"))).with_params({"train.epochs": 10, "arch.hidden": 16})
+    space = {"lr": FloatRange(1e-3, 1e-1), "reg": FloatRange(1e-6, 1e-3)}
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    summary = execute_stage(Execution(url, jobs=2, progress="quiet"), coarse_stage("mine", run, space, 6, 0))
+    assert summary.counts["complete"] + summary.counts["pruned"] == 6
+    assert summary.best_value >= 0.9  # the label is the sign of the first feature
