@@ -101,12 +101,11 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun_by_the_others(
     victim = procs[1]
     killed = _stop_mid_trial(victim, pg_database, "pk/coarse", min_finished=2)
     victim.popen.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
     assert victim.wait(10) == -signal.SIGKILL
+    assert _state_of(pg_database, "pk/coarse", killed.number) == "RUNNING"  # nothing fails it at once
 
-    wait_for(lambda: _state_of(pg_database, "pk/coarse", killed.number) == "FAIL", 30,
+    wait_for(lambda: _state_of(pg_database, "pk/coarse", killed.number) == "FAIL", 120,
              "the killed worker's trial to be failed", interval=0.1)
-    failed_after = time.monotonic() - killed_at
     survivors = [p for p in procs if p is not victim]
     assert [p.wait(180) for p in survivors] == [0, 0], [p.stderr for p in survivors]
 
@@ -118,10 +117,9 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun_by_the_others(
     copy = next(t for t in final.trials if t.system_attrs.get("retry_of") == failed.number)
     assert copy.state.name == "COMPLETE" and copy.params == failed.params
     assert _pid(copy) in {str(p.pid) for p in survivors}
-    # Optuna fails a trial whose heartbeat is older than 2 x interval; add up to one interval since
-    # the last beat and the survivors' next look, after the trial they are running
-    assert failed_after < 3 * HEARTBEAT + 3
-    print(f"\nkilled worker's trial failed {failed_after:.1f} s after SIGKILL (heartbeat {HEARTBEAT} s)")
+    # the order of events: killed mid-trial -> failed as stale -> its copy enqueued -> run by a survivor
+    assert failed.datetime_start < failed.datetime_complete <= copy.datetime_start < copy.datetime_complete
+    assert copy.number > failed.number
 
 
 def test_a_suspended_worker_that_wakes_up_late_does_not_count_its_trial_twice(pg_database, tmp_path):
