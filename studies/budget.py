@@ -33,9 +33,13 @@ from typing import Any
 import optuna
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.errors import StudyError
+
 READY_ATTR = "ready"  # study user attribute: every trial of the budget is enqueued
+OWNER_KEYS = frozenset({"campaign", "stage"})  # study user attributes that name the stage a study is
 RETRY_OF = "retry_of"  # trial system attribute of a retry: the number of the FAIL trial it re-runs
 # A FAIL trial whose stop_reason starts with this failed by itself (an exception in the trial) and
 # is not re-run; any other FAIL (interrupted, or its worker died) is re-run once per failure.
@@ -54,6 +58,18 @@ def _lock_study(session: Any, study_id: int) -> models.StudyModel:
     return models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
 
 
+def _refuse_foreign(session: Any, study: models.StudyModel, user_attrs: Mapping[str, Any]) -> None:
+    """StudyError unless the study is maximised and blank (no attrs, no trials) or ours (``ready``, and the owner keys we write)."""
+    keys = {key for (key,) in session.query(models.StudyUserAttributeModel.key)
+            .filter(models.StudyUserAttributeModel.study_id == study.study_id)}
+    directions = [d.direction for d in models.StudyDirectionModel.where_study_id(study.study_id, session)]
+    blank = not keys and session.query(models.TrialModel.trial_id).filter(
+        models.TrialModel.study_id == study.study_id).first() is None
+    ours = blank or {READY_ATTR, *(OWNER_KEYS & set(user_attrs))} <= keys
+    if not ours or directions != [StudyDirection.MAXIMIZE]:
+        raise StudyError(f"study {study.study_name} was not created by this service; use another --campaign")
+
+
 def initialise_study(
     storage: optuna.storages.BaseStorage,
     study_id: int,
@@ -61,10 +77,12 @@ def initialise_study(
     fixed_params: Sequence[Mapping[str, float]],
 ) -> bool:
     """Unless already done: write the user attributes, one WAITING trial per ``fixed_params`` entry and
-    ``ready``, all in one transaction. Returns True when this call did it, False when it was done before."""
+    ``ready``, all in one transaction. Returns True when this call did it, False when it was done before.
+    A study this service did not create (see ``_refuse_foreign``) is refused with StudyError, nothing written."""
     rdb = _rdb(storage)
     with _create_scoped_session(rdb.scoped_session) as session:
         study = _lock_study(session, study_id)
+        _refuse_foreign(session, study, user_attrs)
         if models.StudyUserAttributeModel.find_by_study_and_key(study, READY_ATTR, session) is not None:
             return False
         for key, value in {**user_attrs, READY_ATTR: True}.items():

@@ -53,7 +53,7 @@ def _run_at_once(target, url: str) -> list:
 
 def test_initialise_from_four_processes_at_once_enqueues_the_budget_exactly_once(url):
     storage = open_storage(url)
-    optuna.create_study(storage=storage, study_name="c/coarse")
+    optuna.create_study(storage=storage, study_name="c/coarse", direction="maximize")
     storage.engine.dispose()
     done = _run_at_once(_initialise, url)
     assert sorted(done) == [False, False, False, True]
@@ -66,7 +66,7 @@ def test_initialise_from_four_processes_at_once_enqueues_the_budget_exactly_once
 
 def test_initialise_killed_midway_leaves_nothing_and_can_be_redone(url, monkeypatch):
     storage = open_storage(url)
-    study = optuna.create_study(storage=storage, study_name="c/coarse")
+    study = optuna.create_study(storage=storage, study_name="c/coarse", direction="maximize")
     real = optuna.storages.RDBStorage._get_prepared_new_trial
     calls = {"n": 0}
 
