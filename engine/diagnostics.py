@@ -181,3 +181,138 @@ def sanity_checks(
     checks.append(Check(f"huge lr 1e6 diverges ({huge.status})", diverged, ratio, "diverged or max loss > 3x first"))
     return checks
 
+
+
+# --------------------------------------------------------------------------- the diagnosis of one run
+LABELS = ("lr_too_low", "lr_too_high", "overfitting", "underfitting", "dead_units", "saturated_units",
+          "bad_initial_loss", "healthy")
+
+
+@dataclass(frozen=True)
+class DiagnosisThresholds:
+    """Every threshold of the per-run diagnosis, in one place, with the reason for each.
+
+    - ``loss_change_low`` 0.10: a loss that fell by less than 10 % of its first value over a whole
+      run "barely moved" (the lecture's sign of a learning rate too low); a healthy run from
+      ln C falls by far more within an epoch.
+    - A run that exploded (loss > 3x its first) or went NaN had a learning rate too high.
+    - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
+      (healthy runs on the bundled digits stay within +-4 points after 3 epochs).
+    - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
+      is not learned is too little capacity (or too much regularisation).
+    - ``dead_fraction`` 0.5: half the units of a layer never active on a validation batch.
+    - ``saturated_fraction`` 0.2: a fifth of tanh/sigmoid outputs in the flat tails (|h| > 0.99),
+      where their gradient is below 0.02 (He or Xavier initialised tanh nets stay near 0 %).
+    - ``initial_loss_tolerance`` 0.5: the data loss at the start (reg left out) more than 0.5 from
+      ln C (softmax; C - 1 for the SVM) means the output scale is off.
+    """
+
+    loss_change_low: float = 0.10
+    gap_overfit: float = 0.05
+    gap_underfit: float = 0.02
+    train_acc_underfit: float = 0.90
+    dead_fraction: float = 0.5
+    saturated_fraction: float = 0.2
+    initial_loss_tolerance: float = 0.5
+
+
+THRESHOLDS = DiagnosisThresholds()
+DIAGNOSIS_BATCH = 500  # validation samples on which unit statistics are measured at the end of a run
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Labels (from ``LABELS``) and the numbers behind them."""
+
+    labels: tuple[str, ...]
+    numbers: dict[str, object]
+
+
+def diagnose(
+    status: str,
+    loss_history: list[float],
+    train_acc: float,
+    val_acc: float,
+    initial_data_loss: float,
+    expected_initial_loss: float,
+    layers: list[LayerStats],
+    thresholds: DiagnosisThresholds = THRESHOLDS,
+) -> Diagnosis:
+    """Read one run's curves and unit statistics the way the lecture babysits a run."""
+    t = thresholds
+    labels: list[str] = []
+    finite = [v for v in loss_history if math.isfinite(v)]
+    first = finite[0] if finite else math.nan
+    # the mean of the last tenth of the iterations, so one noisy minibatch does not decide
+    tail = finite[-max(1, len(finite) // 10):] if finite else []
+    last = float(np.mean(tail)) if tail else math.nan
+    change = (first - last) / first if finite and first > 0 else math.nan
+    gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
+    dead = [s.dead for s in layers]
+    saturated = [s.saturated for s in layers]
+    exploded = status in ("exploded", "diverged", "nan")
+    if exploded:
+        labels.append("lr_too_high")
+    elif math.isfinite(change) and change < t.loss_change_low:
+        labels.append("lr_too_low")
+    if not exploded and math.isfinite(gap):
+        if gap > t.gap_overfit:
+            labels.append("overfitting")
+        elif gap < t.gap_underfit and train_acc < t.train_acc_underfit and "lr_too_low" not in labels:
+            labels.append("underfitting")
+    if dead and max(dead) > t.dead_fraction:
+        labels.append("dead_units")
+    if saturated and max(saturated) > t.saturated_fraction:
+        labels.append("saturated_units")
+    if math.isfinite(initial_data_loss) and abs(initial_data_loss - expected_initial_loss) > t.initial_loss_tolerance:
+        labels.append("bad_initial_loss")
+    numbers = {
+        "loss_change": _num(change), "train_val_gap": _num(gap), "train_acc": _num(train_acc),
+        "val_acc": _num(val_acc), "dead_fraction": [round(d, 4) for d in dead],
+        "saturated_fraction": [round(s, 4) for s in saturated], "initial_data_loss": _num(initial_data_loss),
+        "expected_initial_loss": round(expected_initial_loss, 4),
+    }
+    return Diagnosis(tuple(labels) or ("healthy",), numbers)
+
+
+def _num(x: float) -> float | None:
+    return round(float(x), 4) if math.isfinite(x) else None
+
+
+def expected_initial_loss(loss: str, num_classes: int) -> float:
+    """The data loss of a net whose scores start near zero: ln C (softmax), C - 1 (SVM)."""
+    return math.log(num_classes) if loss == "softmax" else num_classes - 1.0
+
+
+def unit_stats(model: FullyConnectedNet, X: np.ndarray) -> list[LayerStats]:
+    """Per-hidden-layer statistics of ``model`` on X (N, D) in eval mode (first DIAGNOSIS_BATCH rows)."""
+    hidden: list[np.ndarray] = []
+    with np.errstate(all="ignore"):
+        model.forward(X[:DIAGNOSIS_BATCH], train=False, record=hidden)
+    return layer_stats(hidden, model.config.activation)
+
+
+def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
+    """One sentence per label, with the numbers behind it."""
+    n, t = diagnosis.numbers, THRESHOLDS
+    words = {
+        "lr_too_high": "the loss exploded or went NaN: the learning rate is too high",
+        "lr_too_low": f"the loss fell by only {_pct(n['loss_change'])} of its first value "
+                      f"(< {t.loss_change_low:.0%}): the learning rate is too low",
+        "overfitting": f"train accuracy {n['train_acc']} is {_pct(n['train_val_gap'])} above validation "
+                       f"(> {t.gap_overfit:.0%}): overfitting; raise regularisation or lower capacity",
+        "underfitting": f"train accuracy {n['train_acc']} with no gap to validation ({_pct(n['train_val_gap'])}): "
+                        f"underfitting; raise capacity or lower regularisation",
+        "dead_units": f"dead units per layer {n['dead_fraction']} (> {t.dead_fraction:.0%} in a layer): "
+                      f"a bad initialisation or a learning rate that knocked them off",
+        "saturated_units": f"saturated outputs per layer {n['saturated_fraction']} (> {t.saturated_fraction:.0%}): "
+                           f"the initial weights are too large for tanh/sigmoid",
+        "bad_initial_loss": f"initial data loss {n['initial_data_loss']}, expected about "
+                            f"{n['expected_initial_loss']}: the output scale is wrong",
+        "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_pct(n['train_val_gap'])}",
+    }
+    return [words[label] for label in diagnosis.labels]
+
+
+def _pct(x: object) -> str:
+    return "-" if x is None else f"{float(x):.1%}"

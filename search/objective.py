@@ -9,6 +9,8 @@ import numpy as np
 import optuna
 
 from engine.data import Dataset
+from engine.diagnostics import Diagnosis, diagnose, expected_initial_loss, unit_stats
+from engine.model import FullyConnectedNet
 from engine.trainer import TrainResult, train
 from search.config import RunConfig
 from search.space import Dimension, params_to_paths
@@ -75,6 +77,16 @@ def trial_seed(stage_seed: int, number: int) -> int:
     return (stage_seed * 1_000_003 + number) % (2**32)
 
 
+def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Dataset, config: RunConfig,
+                   initial_reg_loss: float) -> Diagnosis:
+    """The lecture's reading of this run: its curves, and its units on a validation batch at the end."""
+    return diagnose(
+        result.status, result.loss_history, result.train_acc, result.val_acc,
+        result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
+        unit_stats(model, dataset.X_val),
+    )
+
+
 def trial_config(base: RunConfig, params: dict, stage_seed: int, number: int) -> RunConfig:
     """The whole run of trial ``number``: the stage's base config with the trial's values and its own seed."""
     return base.with_params({**params_to_paths(params), "train.seed": trial_seed(stage_seed, number)})
@@ -93,10 +105,13 @@ def run_trial(
     config = trial_config(base, params, stage_seed, trial.number)
     started = time.perf_counter()
     model = config.build_model(dataset)
+    initial_reg_loss = model.reg_loss(config.train.reg)
     result = train(
         model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
         observers=(ExplosionObserver(explode_factor), EpochReporter(trial)),
     )
+    seconds = time.perf_counter() - started
+    diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)
     stop_reason = {"diverged": "nan"}.get(result.status, result.status)
     attrs = {
         "initial_loss": _finite(result.initial_loss),
@@ -104,11 +119,15 @@ def run_trial(
         "train_acc": _finite(result.train_acc),
         "val_acc": _finite(result.val_acc),
         "iterations": result.iterations,
-        "seconds": round(time.perf_counter() - started, 4),  # building the net and training it
+        "seconds": round(seconds, 4),  # building the net and training it
         "stop_reason": stop_reason,
         "model_parameters": model.parameter_count,
+        "diagnosis": list(diagnosis.labels),
+        "diagnosis_numbers": diagnosis.numbers,
         "config": config.to_dict(),
         "loss_curve": subsample(result.loss_history),
+        "train_acc_curve": [_finite(a) for a in result.train_acc_history],  # per epoch; val_acc per epoch is
+        # the trial's intermediate values
     }
     set_trial_user_attrs(trial.storage, trial._trial_id, attrs)
     return TrialOutcome(result.best_val_acc, stop_reason in ("exploded", "nan"), result)

@@ -390,6 +390,7 @@ def refine_space(
     trials: Sequence[tuple[Mapping[str, Any], float]],
     top: int = 5,
     edge: float = 0.1,
+    diagnoses: Sequence[Sequence[str]] | None = None,
 ) -> tuple[dict[str, Dimension], list[str]]:
     """New dimensions from finished trials ``(params, value)`` (higher is better) and one note per dimension.
 
@@ -404,14 +405,87 @@ def refine_space(
         raise SearchError(f"--top must be >= 1, got {top}")
     if not (math.isfinite(edge) and 0 < edge <= 0.5):
         raise SearchError(f"--edge must be in (0, 0.5], got {edge}")
-    ranked = sorted(trials, key=lambda t: t[1], reverse=True)
+    order = sorted(range(len(trials)), key=lambda i: trials[i][1], reverse=True)
+    ranked = [trials[i] for i in order]
     new: dict[str, Dimension] = {}
     notes: list[str] = []
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
         new[name], note = dim.refine(name, [(p[name], v) for p, v in ranked], top, edge, limits)
         notes.append(note)
+    if diagnoses is not None:
+        labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]
+        notes += use_diagnoses(space, new, labelled, top)
     return new, notes
+
+
+def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tuple[Mapping[str, Any], set[str]]],
+                  top: int) -> list[str]:
+    """Move ``new``'s bounds (in place) the way the lecture reads the runs; one note per move, with its counts.
+
+    - The lowest fifth of the old lr range all ``lr_too_low`` (3 or more trials): lr's lower bound rises
+      to the highest of them below the best, so no budget goes where the loss does not move.
+    - Most (>= 60 %) of the top trials ``overfitting``: reg's lower bound rises to the best's reg
+      (or, reg not searched, the hidden width's upper bound falls to the best's).
+    - Most of the top trials ``underfitting``: the hidden width's upper bound rises to twice the
+      best's (or, hidden not searched, reg's upper bound falls to the best's).
+    """
+    notes: list[str] = []
+    best = ranked[0][0]
+    leaders = ranked[:top]
+    majority = max(2, math.ceil(0.6 * len(leaders)))
+
+    def count(label: str) -> int:
+        return sum(label in labels for _, labels in leaders)
+
+    lr = space.get("lr")
+    if isinstance(lr, FloatRange) and not isinstance(lr, IntRange):
+        fifth = lr.to_unit(lr.low) + 0.2 * lr.width
+        low_end = [(p["lr"], labels) for p, labels in ranked if lr.to_unit(p["lr"]) <= fifth]
+        if len(low_end) >= 3 and all("lr_too_low" in labels for _, labels in low_end):
+            below = [v for v, _ in low_end if v < best["lr"]]
+            current = new["lr"]
+            if below and max(below) > current.low:
+                new["lr"] = FloatRange(max(below), current.high, current.log)
+                notes.append(f"lr: diagnosis: all {len(low_end)} trials in the lowest fifth of {lr} are lr_too_low; "
+                             f"lower bound raised to {max(below):.3g}; new range {new['lr']}")
+    for label, first, second in (("overfitting", ("reg", "up"), ("hidden", "down")),
+                                 ("underfitting", ("hidden", "up"), ("reg", "down"))):
+        n = count(label)
+        if n < majority:
+            continue
+        for name, direction in (first, second):
+            if name in new and not isinstance(new[name], Choice):
+                note = _push(new, name, best[name], direction)
+                if note:
+                    notes.append(f"{name}: diagnosis: {n} of the top {len(leaders)} trials are {label}; {note}")
+                break
+    return notes
+
+
+def _push(new: dict[str, Dimension], name: str, best: Any, direction: str) -> str:
+    """Move one bound of ``new[name]`` past the best value in ``direction``; a note, or "" when nothing moved."""
+    dim = new[name]
+    limits = SEARCHABLE[name].limits
+    if name == "hidden" and direction == "up":
+        high = min(max(dim.high, 2 * int(best)), int(limits[1]))
+        if high <= dim.high:
+            return ""
+        new[name] = dim._make(dim.low, high)
+        return f"upper bound raised to {high} (twice the best's {best}) for more capacity; new range {new[name]}"
+    if direction == "up":  # more regularisation: nothing below the best's value
+        if best <= dim.low or best >= dim.high:
+            return ""
+        new[name] = dim._make(best, dim.high)
+        return f"lower bound raised to the best's {best:.3g} for more regularisation; new range {new[name]}"
+    if best <= dim.low or best >= dim.high:  # less regularisation or capacity: nothing above the best's value
+        return ""
+    new[name] = dim._make(dim.low, best)
+    return f"upper bound lowered to the best's {fmt_number(best)}; new range {new[name]}"
+
+
+def fmt_number(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 def space_moved(old: Space, new: Space, tolerance: float = 0.1) -> bool:

@@ -232,11 +232,12 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
                   n_trials: int | None) -> Stage:
     """The next fine stage of a chain: ranges refined from the parent's completed trials."""
     parent = Stage.from_attrs(parent_study.user_attrs)
-    complete = [(t.params, t.value) for t in parent_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if all(k in t.params for k in parent.space)]
-    if not complete:
+    done = [t for t in parent_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if all(k in t.params for k in parent.space)]
+    if not done:
         raise SearchError(f"stage {parent.name} has no completed trials to refine the ranges from")
-    space, notes = refine_space(parent.space, complete, top=top, edge=edge)
+    space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
+                                diagnoses=[t.user_attrs.get("diagnosis", []) for t in done])
     k = fine_index(parent.stage) + 1
     previous = parent.run.train.epochs
     run = parent.run.with_params({"train.epochs": epochs if epochs is not None else max(previous * 2, previous + 1)})

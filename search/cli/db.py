@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from search.cli.options import campaign_option, format_option, open_for_reading, storage_option
-from search.cli.output import echo_json, print_frame
+from search.cli.options import campaign_option, format_option, json_option, open_for_reading, storage_option
+from search.cli.output import echo_json, fmt_value, print_frame
 
 
 @click.command()
@@ -92,4 +92,50 @@ def query(sql: str, storage: str | None, fmt: str) -> None:
     print_frame(run_readonly_sql(resolve_storage_url(storage), sql), fmt)
 
 
-COMMANDS = [studies, trials, best, query]
+@click.command()
+@click.argument("ref", metavar="STUDY:NUMBER")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Draw its loss and accuracy curves (PNG).")
+@storage_option
+@json_option
+def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> None:
+    """One trial's diagnosis in words, with the numbers behind it (the lecture's babysitting, after the fact).
+
+    \b
+    Example:
+      search explain digits/coarse:12 --plot trial12.png
+    """
+    from engine.diagnostics import Diagnosis, describe_diagnosis
+    from search.errors import SearchError
+    from search.stages import load_trial
+
+    name, sep, number = ref.rpartition(":")
+    if not sep or not name or not number.isdigit():
+        raise SearchError(f"{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
+    trial, _ = load_trial(open_for_reading(storage), name, int(number))
+    attrs = trial.user_attrs
+    if "diagnosis" not in attrs:
+        raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
+    diagnosis = Diagnosis(tuple(attrs["diagnosis"]), attrs["diagnosis_numbers"])
+    val_acc = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
+    if plot:
+        from studies.plots import new_axes, plot_training, save
+
+        nan = float("nan")
+        losses = [v if v is not None else nan for v in attrs.get("loss_curve", [])]
+        train_acc = [v if v is not None else nan for v in attrs.get("train_acc_curve", [None] * len(val_acc))]
+        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
+    if as_json:
+        echo_json({"trial": ref, "state": trial.state.name, "value": trial.value, "params": trial.params,
+                   "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
+                   "sentences": describe_diagnosis(diagnosis), "val_acc_per_epoch": val_acc})
+        return
+    params = " ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
+    value = "-" if trial.value is None else f"{trial.value:.4f}"
+    click.echo(f"{ref}: {trial.state.name.lower()} ({attrs.get('stop_reason')}), value {value}; {params}")
+    for sentence in describe_diagnosis(diagnosis):
+        click.echo(f"  - {sentence}")
+    if plot:
+        click.echo(f"wrote {plot}")
+
+
+COMMANDS = [studies, trials, best, query, explain]

@@ -1,0 +1,70 @@
+"""The per-run diagnosis on constructed curves and nets: each label at its threshold."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.diagnostics import THRESHOLDS, LayerStats, diagnose, expected_initial_loss, unit_stats
+from engine.init import InitSpec
+from engine.model import FullyConnectedNet, ModelConfig
+
+LN10 = math.log(10)
+
+
+def _falling(first: float, last: float, n: int = 100) -> list[float]:
+    return list(np.linspace(first, last, n))
+
+
+def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=()):
+    return diagnose(status, loss if loss is not None else _falling(LN10, 0.3), train, val, initial, LN10,
+                    list(layers))
+
+
+def test_a_healthy_run_is_healthy():
+    d = _run()
+    assert d.labels == ("healthy",)
+    assert d.numbers["loss_change"] == pytest.approx((LN10 - np.mean(_falling(LN10, 0.3)[-10:])) / LN10, abs=1e-4)
+
+
+@pytest.mark.parametrize("status", ["exploded", "diverged"])
+def test_an_exploded_or_nan_run_had_a_learning_rate_too_high(status):
+    assert _run(loss=[2.3, 9.0], status=status).labels == ("lr_too_high",)
+
+
+def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():
+    # the mean of the last tenth is 9.5 % below the first loss: just under the 10 % threshold
+    assert "lr_too_low" in _run(loss=[2.0] + [2.0 * (1 - 0.095)] * 99, train=0.3, val=0.3).labels
+    assert "lr_too_low" not in _run(loss=[2.0] + [2.0 * (1 - 0.105)] * 99).labels
+
+
+def test_the_train_val_gap_decides_over_and_underfitting():
+    gap = THRESHOLDS.gap_overfit
+    assert _run(train=0.99, val=0.99 - gap - 0.001).labels == ("overfitting",)
+    assert _run(train=0.99, val=0.99 - gap + 0.001).labels == ("healthy",)
+    assert _run(train=0.80, val=0.795).labels == ("underfitting",)  # no gap, training set not learned
+    assert _run(train=0.95, val=0.945).labels == ("healthy",)  # no gap, but it learned the training set
+
+
+def test_dead_and_saturated_units_and_a_bad_initial_loss():
+    dead = [LayerStats(1, 0.1, 0.2, 0.0, 0.51), LayerStats(2, 0.1, 0.2, 0.0, 0.1)]
+    assert _run(layers=dead).labels == ("dead_units",)
+    assert _run(layers=[LayerStats(1, 0.0, 0.9, 0.21, 0.0)]).labels == ("saturated_units",)
+    assert _run(layers=[LayerStats(1, 0.0, 0.9, 0.19, 0.0)]).labels == ("healthy",)
+    assert _run(initial=LN10 + 0.51).labels == ("bad_initial_loss",)
+    assert expected_initial_loss("svm", 10) == 9.0
+
+
+def test_unit_statistics_of_real_nets():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 50))
+    saturating = FullyConnectedNet(ModelConfig(hidden=(100,), activation="tanh", init=InitSpec("normal", 1.0)),
+                                   50, 10, np.random.default_rng(1))
+    assert unit_stats(saturating, X)[0].saturated > 0.6  # pre-activation std ~ sqrt(50): most outputs at +-1
+    tame = FullyConnectedNet(ModelConfig(hidden=(100,), activation="tanh", init=InitSpec("xavier")),
+                             50, 10, np.random.default_rng(1))
+    assert unit_stats(tame, X)[0].saturated < 0.05
+    dead = FullyConnectedNet(ModelConfig(hidden=(100,), relu_bias=0.0), 50, 10, np.random.default_rng(1))
+    dead.params["b1"][:60] = -100.0  # 60 of 100 units can never fire
+    assert unit_stats(dead, X)[0].dead == pytest.approx(0.6)
