@@ -1,4 +1,4 @@
-"""Questions about the study database as pandas DataFrames with fixed flat columns, and read-only SQL.
+"""Questions about the study database as pandas DataFrames with fixed flat columns (read-only SQL: studies.sql).
 
 Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 ``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +19,9 @@ import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
-from sqlalchemy.exc import SQLAlchemyError
 
-from studies.errors import QueryError, StudyError, UnknownStudyError
-from studies.store import connect_readonly, url_dialect
+from studies.errors import StudyError, UnknownStudyError
+from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 
 # list_studies(): one row per study, in creation order.
 STUDY_COLUMNS: dict[str, str] = {
@@ -392,259 +390,6 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str,
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k != "loss_curve"},
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Read-only SQL
-
-_READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
-_VIEW_NAME = "trials_flat"
-_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "train_acc", "initial_loss", "final_loss")
-_SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
-def scan_sql(sql: str, dialect: str = "sqlite") -> tuple[list[str], list[str]]:
-    """Split SQL on ``;`` outside strings, quoted names and comments.
-
-    Returns (statements, masks): each non-blank statement's text and the same text with
-    strings and comments blanked out (for keyword checks). Follows the dialect's lexing:
-    PostgreSQL nested comments, E'' escapes and $tag$ quotes; SQLite [names] and `names`.
-    """
-    pg = dialect == "postgresql"
-    mask: list[str] = []
-    bounds: list[int] = []
-    i, n = 0, len(sql)
-
-    def skip_quoted(start: int, close: str, backslash: bool) -> int:
-        j = start + 1
-        while j < n:
-            if backslash and sql[j] == "\\":
-                j += 2
-                continue
-            if sql[j] == close:
-                if close != "]" and j + 1 < n and sql[j + 1] == close:
-                    j += 2
-                    continue
-                return j + 1
-            j += 1
-        raise QueryError(f"unterminated {close} quote in the SQL")
-
-    while i < n:
-        char = sql[i]
-        pair = sql[i : i + 2]
-        if pair == "--":
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
-            mask.append(" " * (end - i))
-            i = end
-        elif pair == "/*":
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if sql.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                elif pg and sql.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                else:
-                    j += 1
-            if depth:
-                raise QueryError("unterminated /* comment in the SQL")
-            mask.append(" " * (j - i))
-            i = j
-        elif char == "'":
-            escape_string = (
-                pg and i > 0 and sql[i - 1] in "eE" and (i < 2 or not _is_word_char(sql[i - 2]))
-            )
-            end = skip_quoted(i, "'", escape_string)
-            mask.append("'" + " " * (end - i - 2) + "'")
-            i = end
-        elif char == '"' or (not pg and char in "[`"):
-            close = {'"': '"', "[": "]", "`": "`"}[char]
-            end = skip_quoted(i, close, False)
-            mask.append(sql[i:end].replace(";", " "))
-            i = end
-        elif pg and char == "$" and (i == 0 or not _is_word_char(sql[i - 1])) and _DOLLAR_TAG.match(sql, i):
-            tag = _DOLLAR_TAG.match(sql, i).group(0)  # type: ignore[union-attr]
-            close_at = sql.find(tag, i + len(tag))
-            if close_at < 0:
-                raise QueryError(f"unterminated {tag} quote in the SQL")
-            end = close_at + len(tag)
-            mask.append("'" + " " * (end - i - 2) + "'")
-            i = end
-        else:
-            if char == ";":
-                bounds.append(i)
-            mask.append(char)
-            i += 1
-
-    masked = "".join(mask)
-    statements, masks, start = [], [], 0
-    for end in [*bounds, n]:
-        if masked[start:end].strip():
-            statements.append(sql[start:end])
-            masks.append(masked[start:end])
-        start = end + 1
-    return statements, masks
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _column_names(param_names: Sequence[str]) -> list[str]:
-    """``param_<name>`` with non-word characters replaced, made unique."""
-    used: set[str] = set()
-    columns = []
-    for name in param_names:
-        column = "param_" + re.sub(r"\W", "_", name)
-        while column in used:
-            column += "_"
-        used.add(column)
-        columns.append(column)
-    return columns
-
-
-def trial_view_sql(param_names: Sequence[str], dialect: str = "sqlite") -> str:
-    """A SELECT flattening Optuna's tables, one row per trial.
-
-    Columns: study, campaign, stage, trial_id, number, state, value, param_<name> (Optuna's
-    internal float: the value itself for float/int params, the choice index for
-    categorical ones), stop_reason, seconds, iterations, val_acc, train_acc, initial_loss,
-    final_loss (non-finite numbers are NULL), datetime_start, datetime_complete (as
-    stored: naive UTC with Optuna 5).
-    """
-    if dialect not in _SQL_FLOAT_TYPE:
-        raise QueryError(f"the trials view supports {', '.join(_SQL_FLOAT_TYPE)}, not {dialect}")
-    float_type = _SQL_FLOAT_TYPE[dialect]
-
-    def json_number(column: str) -> str:
-        return (
-            f"CASE WHEN {column} IN ('NaN', 'Infinity', '-Infinity', 'null', 'true', 'false')"
-            f" OR {column} LIKE '\"%' OR {column} LIKE '[%' OR {column} LIKE '{{%'"
-            f" THEN NULL ELSE CAST({column} AS {float_type}) END"
-        )
-
-    def json_text(column: str) -> str:
-        return (
-            f"CASE WHEN {column} LIKE '\"%'"
-            f" THEN REPLACE(SUBSTR({column}, 2, LENGTH({column}) - 2), '\\\"', '\"')"
-            f" ELSE {column} END"
-        )
-
-    attr_columns = [
-        f"MAX(CASE WHEN ua.key = 'stop_reason' THEN {json_text('ua.value_json')} END) AS stop_reason"
-    ] + [
-        f"MAX(CASE WHEN ua.key = {_sql_string(key)} THEN {json_number('ua.value_json')} END) AS {key}"
-        for key in _VIEW_NUMERIC_ATTRS
-    ]
-    attr_keys = ", ".join(_sql_string(k) for k in ("stop_reason", *_VIEW_NUMERIC_ATTRS))
-    study_attr_columns = [
-        f"MAX(CASE WHEN sa.key = {_sql_string(key)} THEN {json_text('sa.value_json')} END) AS {key}"
-        for key in ("campaign", "stage")
-    ]
-    param_columns = _column_names(param_names)
-    param_select = [f'p."{column}" AS "{column}"' for column in param_columns]
-    param_pivot = ", ".join(
-        f"MAX(CASE WHEN tp.param_name = {_sql_string(name)} THEN tp.param_value END) AS \"{column}\""
-        for name, column in zip(param_names, param_columns)
-    )
-    select_columns = [
-        "s.study_name AS study",
-        "sattr.campaign AS campaign",
-        "sattr.stage AS stage",
-        "t.trial_id AS trial_id",
-        "t.number AS number",
-        "CAST(t.state AS VARCHAR(16)) AS state",
-        "v.value AS value",
-        *param_select,
-        *(f"a.{key} AS {key}" for key in ("stop_reason", *_VIEW_NUMERIC_ATTRS)),
-        "t.datetime_start AS datetime_start",
-        "t.datetime_complete AS datetime_complete",
-    ]
-    joins = [
-        "FROM trials t",
-        "JOIN studies s ON s.study_id = t.study_id",
-        "LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0",
-        f"LEFT JOIN (SELECT sa.study_id AS study_id, {', '.join(study_attr_columns)}"
-        " FROM study_user_attributes sa WHERE sa.key IN ('campaign', 'stage')"
-        " GROUP BY sa.study_id) sattr ON sattr.study_id = t.study_id",
-        f"LEFT JOIN (SELECT ua.trial_id AS trial_id, {', '.join(attr_columns)}"
-        f" FROM trial_user_attributes ua WHERE ua.key IN ({attr_keys})"
-        " GROUP BY ua.trial_id) a ON a.trial_id = t.trial_id",
-    ]
-    if param_columns:
-        joins.append(
-            f"LEFT JOIN (SELECT tp.trial_id AS trial_id, {param_pivot}"
-            " FROM trial_params tp GROUP BY tp.trial_id) p ON p.trial_id = t.trial_id"
-        )
-    return "SELECT " + ", ".join(select_columns) + " " + " ".join(joins)
-
-
-def _with_trials_view(statement: str, mask: str, view_sql: str) -> str:
-    """The statement with ``trials_flat`` defined as a leading common table expression."""
-    cte = f"{_VIEW_NAME} AS ({view_sql})"
-    match = re.match(r"\s*(WITH)(\s+RECURSIVE)?\b", mask, re.IGNORECASE)
-    if match:
-        cut = match.end()
-        return f"{statement[:cut]} {cte},{statement[cut:]}"
-    return f"WITH {cte}\n{statement}"
-
-
-def _refusal_message(exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None) or exc
-    detail = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-    lowered = detail.lower()
-    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
-        return f"refused: the database is opened read-only ({detail})"
-    return f"SQL failed: {detail}"
-
-
-def run_readonly_sql(url: str, sql: str) -> pd.DataFrame:
-    """Run exactly one read-only statement on a read-only connection; ``trials_flat`` is available.
-
-    The keyword checks only give clearer messages: the read-only connection (SQLite
-    ``mode=ro``, PostgreSQL read-only transaction, rolled back) is what guarantees nothing is written.
-    """
-    dialect = url_dialect(url)
-    statements, masks = scan_sql(sql, dialect)
-    if not statements:
-        raise QueryError("empty SQL: give one SELECT statement")
-    if len(statements) > 1:
-        raise QueryError(f"refused: one statement at a time, found {len(statements)} separated by ';'")
-    statement, mask = statements[0], masks[0]
-    keyword_match = re.match(r"[\s(]*([A-Za-z]+)", mask)
-    keyword = keyword_match.group(1).upper() if keyword_match else ""
-    if keyword not in _READ_KEYWORDS:
-        allowed = ", ".join(sorted(_READ_KEYWORDS))
-        got = keyword or statement.strip()[:20]
-        raise QueryError(f"refused: only read-only queries ({allowed}) may run, got {got!r}")
-    uses_view = re.search(rf"\b{_VIEW_NAME}\b", mask, re.IGNORECASE) is not None
-    defines_view = re.search(rf"\b{_VIEW_NAME}\s*(\([^)]*\))?\s*AS\s*\(", mask, re.IGNORECASE) is not None
-    if uses_view and not defines_view and keyword == "EXPLAIN":
-        raise QueryError(f"{_VIEW_NAME} cannot be used with EXPLAIN; EXPLAIN the underlying tables")
-
-    with connect_readonly(url) as conn:
-        try:
-            if uses_view and not defines_view:
-                names = [
-                    row[0]
-                    for row in conn.exec_driver_sql(
-                        "SELECT DISTINCT param_name FROM trial_params ORDER BY param_name"
-                    )
-                ]
-                statement = _with_trials_view(statement, mask, trial_view_sql(names, dialect))
-            result = conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
-            if not result.returns_rows:
-                return pd.DataFrame()
-            columns = list(result.keys())
-            rows = [tuple(row) for row in result.fetchall()]
-        except SQLAlchemyError as exc:
-            raise QueryError(_refusal_message(exc)) from None
-    return pd.DataFrame(rows, columns=columns)
 
 
 __all__ = [

@@ -1,0 +1,536 @@
+"""Read-only SQL over the study database, enforced by the database itself, and the ``trials_flat`` view.
+
+What keeps ``run_readonly_sql`` from writing, by dialect (the keyword checks here only give
+clearer messages; the database is what refuses):
+
+SQLite: a ``mode=ro`` (or ``immutable=1``) connection with ``PRAGMA query_only``; sqlite3 runs
+one statement per call; a progress handler stops the query at the time limit or on Ctrl-C.
+
+PostgreSQL: a READ ONLY transaction (also the session default) that the text cannot end: the
+text is passed as a value and opened as a cursor by PL/pgSQL (``OPEN ... FOR EXECUTE``), which
+accepts exactly one row-returning statement -- no ``COMMIT``, no second statement; then
+``FETCH`` at most ``max_rows + 1`` rows. ``SET LOCAL statement_timeout`` ends it on the server
+even when the client dies; Ctrl-C cancels it. When the login may, the query runs as the NOLOGIN
+role ``search_readonly`` (created on first use, SELECT on the schema's tables only), so
+functions with side effects on others (``pg_terminate_backend``, ``pg_cancel_backend``,
+reading server files) are refused. Without that role (the login cannot create roles or grant
+it) the query runs read-only, single, time-limited, with the login's own privileges; and a
+superuser login could still leave the role from inside a query (``set_config('role', ...)``):
+connect as a non-superuser for a hard boundary.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from studies.errors import QueryError
+from studies.store import readonly_engine, url_dialect
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_ROWS = 10_000
+READONLY_ROLE = "search_readonly"
+_CURSOR = "search_rows"
+_QUERY_SETTING = "search.query"
+
+
+class QueryTimeoutError(QueryError):
+    """A read-only query ran past its time limit and was stopped (exit code 1: the work failed, the input may be fine)."""
+
+    exit_code = 1
+
+
+_READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
+_VIEW_NAME = "trials_flat"
+_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "train_acc", "initial_loss", "final_loss")
+_SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def _is_word_char(char: str, dialect: str = "sqlite") -> bool:
+    """Can ``char`` continue a name? PostgreSQL names may hold ``$`` (``x$$a$`` is one name)."""
+    return char.isalnum() or char == "_" or (char == "$" and dialect == "postgresql")
+
+
+def scan_sql(sql: str, dialect: str = "sqlite") -> tuple[list[str], list[str]]:
+    """Split SQL on ``;`` outside strings, quoted names and comments.
+
+    Returns (statements, masks): each non-blank statement's text and the same text with
+    strings and comments blanked out (for keyword checks). Follows the dialect's lexing:
+    PostgreSQL nested comments, E'' escapes and $tag$ quotes; SQLite [names] and `names`.
+    """
+    pg = dialect == "postgresql"
+    mask: list[str] = []
+    bounds: list[int] = []
+    i, n = 0, len(sql)
+
+    def skip_quoted(start: int, close: str, backslash: bool) -> int:
+        j = start + 1
+        while j < n:
+            if backslash and sql[j] == "\\":
+                j += 2
+                continue
+            if sql[j] == close:
+                if close != "]" and j + 1 < n and sql[j + 1] == close:
+                    j += 2
+                    continue
+                return j + 1
+            j += 1
+        raise QueryError(f"unterminated {close} quote in the SQL")
+
+    while i < n:
+        char = sql[i]
+        pair = sql[i : i + 2]
+        if pair == "--":
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            mask.append(" " * (end - i))
+            i = end
+        elif pair == "/*":
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if sql.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                elif pg and sql.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                else:
+                    j += 1
+            if depth:
+                raise QueryError("unterminated /* comment in the SQL")
+            mask.append(" " * (j - i))
+            i = j
+        elif char == "'":
+            escape_string = (
+                pg and i > 0 and sql[i - 1] in "eE" and (i < 2 or not _is_word_char(sql[i - 2], dialect))
+            )
+            end = skip_quoted(i, "'", escape_string)
+            mask.append("'" + " " * (end - i - 2) + "'")
+            i = end
+        elif char == '"' or (not pg and char in "[`"):
+            close = {'"': '"', "[": "]", "`": "`"}[char]
+            end = skip_quoted(i, close, False)
+            mask.append(sql[i:end].replace(";", " "))
+            i = end
+        elif pg and char == "$" and (i == 0 or not _is_word_char(sql[i - 1], dialect)) and _DOLLAR_TAG.match(sql, i):
+            tag = _DOLLAR_TAG.match(sql, i).group(0)  # type: ignore[union-attr]
+            close_at = sql.find(tag, i + len(tag))
+            if close_at < 0:
+                raise QueryError(f"unterminated {tag} quote in the SQL")
+            end = close_at + len(tag)
+            mask.append("'" + " " * (end - i - 2) + "'")
+            i = end
+        else:
+            if char == ";":
+                bounds.append(i)
+            mask.append(char)
+            i += 1
+
+    masked = "".join(mask)
+    statements, masks, start = [], [], 0
+    for end in [*bounds, n]:
+        if masked[start:end].strip():
+            statements.append(sql[start:end])
+            masks.append(masked[start:end])
+        start = end + 1
+    return statements, masks
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _column_names(param_names: Sequence[str]) -> list[str]:
+    """``param_<name>`` with non-word characters replaced, made unique."""
+    used: set[str] = set()
+    columns = []
+    for name in param_names:
+        column = "param_" + re.sub(r"\W", "_", name)
+        while column in used:
+            column += "_"
+        used.add(column)
+        columns.append(column)
+    return columns
+
+
+def param_kinds(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Per param name, from (param_name, distribution_json) rows: how trials_flat shows its values.
+
+    ``float``: never categorical, Optuna's stored number. Otherwise from the choices of its
+    categorical distributions (and any numeric ones): ``number``, ``bool``, or ``text``.
+    """
+    seen: dict[str, set[str]] = {}
+    for name, distribution_json in rows:
+        try:
+            distribution = json.loads(distribution_json)
+        except (TypeError, ValueError):
+            distribution = {}
+        types = seen.setdefault(name, set())
+        if not isinstance(distribution, dict) or distribution.get("name") != "CategoricalDistribution":
+            types.add("float")
+            continue
+        types.add("categorical")
+        for choice in (distribution.get("attributes") or {}).get("choices") or []:
+            if isinstance(choice, bool):
+                types.add("bool")
+            elif isinstance(choice, (int, float)):
+                types.add("number")
+            elif choice is not None:
+                types.add("text")
+    kinds = {}
+    for name, types in seen.items():
+        values = types - {"categorical"}
+        if "categorical" not in types:
+            kinds[name] = "float"
+        elif values <= {"number", "float"}:
+            kinds[name] = "number"
+        elif values == {"bool"}:
+            kinds[name] = "bool"
+        else:
+            kinds[name] = "text"
+    return kinds
+
+
+def _param_value_sql(kind: str, dialect: str) -> str:
+    """The SQL of a trial_params row's value: categoricals decoded from their choices (see param_kinds)."""
+    if kind == "float":
+        return "tp.param_value"
+    categorical = "tp.distribution_json LIKE '%CategoricalDistribution%'"
+    index = "CAST(tp.param_value AS INTEGER)"
+    if dialect == "sqlite":
+        path = f"'$.attributes.choices[' || {index} || ']'"
+        choice = f"json_extract(tp.distribution_json, {path})"
+        if kind == "text":
+            boolean = f"json_type(tp.distribution_json, {path})"
+            choice = f"CASE {boolean} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST({choice} AS TEXT) END"
+            return f"CASE WHEN {categorical} THEN {choice} ELSE CAST(tp.param_value AS TEXT) END"
+        return f"CASE WHEN {categorical} THEN {choice} ELSE tp.param_value END"
+    choice = f"(CAST(tp.distribution_json AS JSONB) -> 'attributes' -> 'choices' -> {index}) #>> '{{}}'"
+    if kind == "bool":
+        return f"CASE WHEN {categorical} THEN CAST({choice} AS BOOLEAN) END"
+    if kind == "number":
+        return f"CASE WHEN {categorical} THEN CAST({choice} AS DOUBLE PRECISION) ELSE tp.param_value END"
+    return f"CASE WHEN {categorical} THEN {choice} ELSE CAST(tp.param_value AS TEXT) END"
+
+
+def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sqlite") -> str:
+    """A SELECT flattening Optuna's tables, one row per trial.
+
+    ``params``: param names, or param name -> kind from ``param_kinds`` (a bare name is a
+    ``float``). Columns: study, campaign, stage, trial_id, number, state, value,
+    param_<name> (the param's value: numbers as stored, categorical choices as their values,
+    booleans 1/0 on SQLite), stop_reason, seconds, iterations, val_acc, train_acc,
+    initial_loss, final_loss (non-finite numbers are NULL), datetime_start,
+    datetime_complete (as stored: naive UTC with Optuna 5).
+    """
+    if dialect not in _SQL_FLOAT_TYPE:
+        raise QueryError(f"the trials view supports {', '.join(_SQL_FLOAT_TYPE)}, not {dialect}")
+    float_type = _SQL_FLOAT_TYPE[dialect]
+
+    def json_number(column: str) -> str:
+        return (
+            f"CASE WHEN {column} IN ('NaN', 'Infinity', '-Infinity', 'null', 'true', 'false')"
+            f" OR {column} LIKE '\"%' OR {column} LIKE '[%' OR {column} LIKE '{{%'"
+            f" THEN NULL ELSE CAST({column} AS {float_type}) END"
+        )
+
+    def json_text(column: str) -> str:
+        return (
+            f"CASE WHEN {column} LIKE '\"%'"
+            f" THEN REPLACE(SUBSTR({column}, 2, LENGTH({column}) - 2), '\\\"', '\"')"
+            f" ELSE {column} END"
+        )
+
+    attr_columns = [
+        f"MAX(CASE WHEN ua.key = 'stop_reason' THEN {json_text('ua.value_json')} END) AS stop_reason"
+    ] + [
+        f"MAX(CASE WHEN ua.key = {_sql_string(key)} THEN {json_number('ua.value_json')} END) AS {key}"
+        for key in _VIEW_NUMERIC_ATTRS
+    ]
+    attr_keys = ", ".join(_sql_string(k) for k in ("stop_reason", *_VIEW_NUMERIC_ATTRS))
+    study_attr_columns = [
+        f"MAX(CASE WHEN sa.key = {_sql_string(key)} THEN {json_text('sa.value_json')} END) AS {key}"
+        for key in ("campaign", "stage")
+    ]
+    kinds = dict(params) if isinstance(params, Mapping) else dict.fromkeys(params, "float")
+    param_columns = _column_names(list(kinds))
+    param_select = [f'p."{column}" AS "{column}"' for column in param_columns]
+    param_pivot = ", ".join(
+        f"{'BOOL_OR' if kind == 'bool' and dialect == 'postgresql' else 'MAX'}(CASE WHEN tp.param_name = "
+        f"{_sql_string(name)} THEN {_param_value_sql(kind, dialect)} END) AS \"{column}\""
+        for (name, kind), column in zip(kinds.items(), param_columns)
+    )
+    select_columns = [
+        "s.study_name AS study",
+        "sattr.campaign AS campaign",
+        "sattr.stage AS stage",
+        "t.trial_id AS trial_id",
+        "t.number AS number",
+        "CAST(t.state AS VARCHAR(16)) AS state",
+        "v.value AS value",
+        *param_select,
+        *(f"a.{key} AS {key}" for key in ("stop_reason", *_VIEW_NUMERIC_ATTRS)),
+        "t.datetime_start AS datetime_start",
+        "t.datetime_complete AS datetime_complete",
+    ]
+    joins = [
+        "FROM trials t",
+        "JOIN studies s ON s.study_id = t.study_id",
+        "LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0",
+        f"LEFT JOIN (SELECT sa.study_id AS study_id, {', '.join(study_attr_columns)}"
+        " FROM study_user_attributes sa WHERE sa.key IN ('campaign', 'stage')"
+        " GROUP BY sa.study_id) sattr ON sattr.study_id = t.study_id",
+        f"LEFT JOIN (SELECT ua.trial_id AS trial_id, {', '.join(attr_columns)}"
+        f" FROM trial_user_attributes ua WHERE ua.key IN ({attr_keys})"
+        " GROUP BY ua.trial_id) a ON a.trial_id = t.trial_id",
+    ]
+    if param_columns:
+        joins.append(
+            f"LEFT JOIN (SELECT tp.trial_id AS trial_id, {param_pivot}"
+            " FROM trial_params tp GROUP BY tp.trial_id) p ON p.trial_id = t.trial_id"
+        )
+    return "SELECT " + ", ".join(select_columns) + " " + " ".join(joins)
+
+
+def _with_trials_view(statement: str, mask: str, view_sql: str) -> str:
+    """The statement with ``trials_flat`` defined as a leading common table expression."""
+    cte = f"{_VIEW_NAME} AS ({view_sql})"
+    match = re.match(r"\s*(WITH)(\s+RECURSIVE)?\b", mask, re.IGNORECASE)
+    if match:
+        cut = match.end()
+        return f"{statement[:cut]} {cte},{statement[cut:]}"
+    return f"WITH {cte}\n{statement}"
+
+
+
+
+def _refusal_message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    detail = text.splitlines()[0] if text else type(exc).__name__
+    lowered = detail.lower()
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return f"refused: the database is opened read-only ({detail})"
+    if "multi-query" in lowered or "as cursor" in lowered or "one statement at a time" in lowered:
+        return f"refused: only one read-only query (SELECT, WITH, VALUES, EXPLAIN) may run ({detail})"
+    if "permission denied" in lowered or re.search(r"must be (a )?(member|superuser)", lowered):
+        return f"refused: read-only queries may not do that ({detail})"
+    return f"SQL failed: {detail}"
+
+
+def _timeout_error(timeout: float) -> QueryTimeoutError:
+    return QueryTimeoutError(f"query stopped after its time limit of {timeout:g} s (give a larger --timeout or a LIMIT)")
+
+
+def _check_limits(timeout: float, max_rows: int) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 10**7:
+        raise QueryError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise QueryError(f"max_rows must be a positive integer, got {max_rows!r}")
+
+
+def run_readonly_sql(
+    url: str, sql: str, timeout: float = DEFAULT_TIMEOUT_S, max_rows: int = DEFAULT_MAX_ROWS
+) -> pd.DataFrame:
+    """Run ONE read-only query (``trials_flat`` available) for at most ``timeout`` s and ``max_rows`` rows.
+
+    The frame's ``attrs["truncated"]`` is True when rows beyond ``max_rows`` were left out.
+    QueryError (exit 2) when refused or failing, QueryTimeoutError (exit 1) past the time
+    limit; Ctrl-C cancels the query and raises KeyboardInterrupt.
+    """
+    _check_limits(timeout, max_rows)
+    dialect = url_dialect(url)
+    statements, masks = scan_sql(sql, dialect)
+    if not statements:
+        raise QueryError("empty SQL: give one SELECT statement")
+    if len(statements) > 1:
+        raise QueryError(f"refused: one statement at a time, found {len(statements)} separated by ';'")
+    statement, mask = statements[0], masks[0]
+    keyword_match = re.match(r"[\s(]*([A-Za-z]+)", mask)
+    keyword = keyword_match.group(1).upper() if keyword_match else ""
+    if keyword not in _READ_KEYWORDS:
+        allowed = ", ".join(sorted(_READ_KEYWORDS))
+        got = keyword or statement.strip()[:20]
+        raise QueryError(f"refused: only read-only queries ({allowed}) may run, got {got!r}")
+    uses_view = re.search(rf"\b{_VIEW_NAME}\b", mask, re.IGNORECASE) is not None
+    defines_view = re.search(rf"\b{_VIEW_NAME}\s*(\([^)]*\))?\s*AS\s*\(", mask, re.IGNORECASE) is not None
+    if uses_view and not defines_view and keyword == "EXPLAIN":
+        raise QueryError(f"{_VIEW_NAME} cannot be used with EXPLAIN; EXPLAIN the underlying tables")
+    view = (lambda kinds: _with_trials_view(statement, mask, trial_view_sql(kinds, dialect))) if (
+        uses_view and not defines_view
+    ) else None
+    run = _run_postgresql if dialect == "postgresql" else _run_sqlite
+    engine = readonly_engine(url)
+    try:
+        columns, rows = run(engine, statement, view, timeout, max_rows)
+    finally:
+        engine.dispose()
+    frame = pd.DataFrame(rows[:max_rows], columns=columns)
+    frame.attrs["truncated"] = len(rows) > max_rows
+    frame.attrs["max_rows"] = max_rows
+    return frame
+
+
+_PARAMS_SQL = "SELECT DISTINCT param_name, distribution_json FROM trial_params"
+Rows = tuple[list[str], list[tuple[Any, ...]]]
+ViewBuilder = Callable[[dict[str, str]], str] | None
+
+
+def _run_sqlite(engine: Any, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
+    """SQLite: one statement on the read-only connection, stopped by a progress handler at the deadline or Ctrl-C."""
+    deadline = time.monotonic() + timeout
+    state = {"timed_out": False, "interrupted": False}
+
+    def stop() -> int:
+        try:
+            if time.monotonic() > deadline:
+                state["timed_out"] = True
+            return int(state["timed_out"] or state["interrupted"])
+        except KeyboardInterrupt:
+            state["interrupted"] = True
+            return 1
+
+    raw = engine.raw_connection()
+    conn = raw.driver_connection
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(min(timeout, 60) * 1000)}")
+        conn.set_progress_handler(stop, 1000)
+        try:
+            if view is not None:
+                statement = view(param_kinds(conn.execute(_PARAMS_SQL).fetchall()))
+            cursor = conn.execute(statement)
+            rows = cursor.fetchmany(max_rows + 1) if cursor.description else []
+            columns = [d[0] for d in cursor.description or ()]
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # sqlite3.Error, and ProgrammingError for several statements
+            if state["timed_out"]:
+                raise _timeout_error(timeout) from None
+            if state["interrupted"] or "interrupted" in str(exc):
+                raise KeyboardInterrupt from None
+            raise QueryError(_refusal_message(exc)) from None
+        return columns, [tuple(row) for row in rows]
+    finally:
+        conn.set_progress_handler(None, 0)
+        raw.close()
+
+
+_OPEN_CURSOR = f"""DO $search$
+DECLARE c refcursor := '{_CURSOR}';
+BEGIN
+  OPEN c NO SCROLL FOR EXECUTE current_setting('{_QUERY_SETTING}');
+END
+$search$"""
+
+
+def _ensure_readonly_role(url: str) -> None:
+    """Create ``search_readonly`` (NOLOGIN, SELECT on this schema's tables) and let the login use it; best effort."""
+    import sqlalchemy
+
+    from studies.store import with_available_driver
+
+    engine = sqlalchemy.create_engine(with_available_driver(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READONLY_ROLE}')"
+                f" THEN CREATE ROLE {READONLY_ROLE} NOLOGIN; END IF; END $r$"
+            )
+            schema = conn.exec_driver_sql("SELECT quote_ident(current_schema())").scalar()
+            conn.exec_driver_sql(f"GRANT {READONLY_ROLE} TO CURRENT_USER")
+            conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema} TO {READONLY_ROLE}")
+            conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {READONLY_ROLE}")
+    except Exception:  # noqa: BLE001  no CREATEROLE, not the tables' owner, a racing creator...: run without it
+        pass
+    finally:
+        engine.dispose()
+
+
+_ROLE_USABLE_SQL = f"""SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = '{READONLY_ROLE}'
+  AND pg_has_role(current_user, r.oid, 'MEMBER')
+  AND NOT EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = current_schema()
+    AND NOT has_table_privilege(r.oid, quote_ident(t.schemaname) || '.' || quote_ident(t.tablename), 'SELECT')))"""
+
+
+def _run_postgresql(engine: Any, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
+    """PostgreSQL: the text opened as one cursor in a read-only transaction, as ``search_readonly`` when possible."""
+    raw = engine.raw_connection()
+    conn = raw.driver_connection
+    try:
+        cursor = conn.cursor()
+        cursor.execute(_ROLE_USABLE_SQL)
+        use_role = cursor.fetchone()[0]
+        conn.rollback()
+        if not use_role:
+            _ensure_readonly_role(engine.url.render_as_string(hide_password=False))
+            cursor.execute(_ROLE_USABLE_SQL)
+            use_role = cursor.fetchone()[0]
+            conn.rollback()
+
+        def work() -> Rows:
+            cursor.execute("SET TRANSACTION READ ONLY")
+            cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+            if use_role:
+                cursor.execute(f"SET LOCAL ROLE {READONLY_ROLE}")
+            text = statement
+            if view is not None:
+                cursor.execute(_PARAMS_SQL)
+                text = view(param_kinds(cursor.fetchall()))
+            cursor.execute("SELECT set_config(%s, %s, true)", (_QUERY_SETTING, text))
+            cursor.execute(_OPEN_CURSOR)
+            cursor.execute(f"FETCH FORWARD {max_rows + 1} FROM {_CURSOR}")
+            return [d.name for d in cursor.description], cursor.fetchall()
+
+        try:
+            return _cancel_on_interrupt(conn, work)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # psycopg2.Error
+            code = getattr(exc, "pgcode", None)
+            if code == "57014":  # query_canceled: our statement_timeout (Ctrl-C re-raises above)
+                raise _timeout_error(timeout) from None
+            raise QueryError(_refusal_message(exc)) from None
+    finally:
+        try:
+            conn.rollback()
+        finally:
+            raw.close()
+
+
+def _cancel_on_interrupt(conn: Any, work: Callable[[], Rows]) -> Rows:
+    """Run ``work`` in a thread; on Ctrl-C (or any exception here, e.g. SIGTERM's) cancel the server's query."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["rows"] = work()
+        except BaseException as exc:  # noqa: BLE001  handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="search-query", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except BaseException:
+        conn.cancel()
+        thread.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["rows"]
+
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "DEFAULT_TIMEOUT_S",
+    "QueryTimeoutError",
+    "READONLY_ROLE",
+    "param_kinds",
+    "run_readonly_sql",
+    "scan_sql",
+    "trial_view_sql",
+]

@@ -1,0 +1,247 @@
+"""Issue 9 (hostile audit): read-only SQL enforced by the server, time limits, row caps, categorical values."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+import optuna
+import psycopg2
+import pytest
+import sqlalchemy
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import create_trial
+
+import studies.sql
+from studies.errors import QueryError
+from studies.queries import trials_frame
+from studies.sql import READONLY_ROLE, QueryTimeoutError, param_kinds, run_readonly_sql, scan_sql
+from studies.store import open_storage, with_available_driver
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+EXPLOIT = "SELECT 1 AS x$$a$; COMMIT; BEGIN READ WRITE; DELETE FROM trial_values; COMMIT; SELECT 1 AS y$a$"
+FOREVER_SQLITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+DISTRIBUTIONS = {
+    "activation": CategoricalDistribution(["relu", "tanh"]),
+    "batchnorm": CategoricalDistribution([True, False]),
+    "hidden": IntDistribution(16, 256),
+    "lr": FloatDistribution(1e-5, 1.0, log=True),
+}
+PARAMS = [
+    {"activation": "tanh", "batchnorm": True, "hidden": 64, "lr": 1e-3},
+    {"activation": "relu", "batchnorm": False, "hidden": 200, "lr": 0.02},
+    {"activation": "tanh", "batchnorm": False, "hidden": 16, "lr": 0.5},
+]
+
+
+def _build(url: str) -> None:
+    """One service study (digits/coarse) with categorical, int and float params, 3 complete trials."""
+    study = optuna.create_study(storage=with_available_driver(url), study_name="digits/coarse", direction="maximize")
+    for key, value in {"campaign": "digits", "stage": "coarse", "ready": True}.items():
+        study.set_user_attr(key, value)
+    for i, params in enumerate(PARAMS):
+        study.add_trial(create_trial(value=0.5 + 0.1 * i, params=params, distributions=DISTRIBUTIONS))
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    open_storage(url).engine.dispose()
+    _build(url)
+    return url
+
+
+@pytest.fixture()
+def pg_url(request) -> str:
+    """A fresh database on the throwaway server (tests/fixtures_pg.py) with the study of _build."""
+    url = request.getfixturevalue("pg_database")
+    open_storage(url).engine.dispose()
+    _build(url)
+    return url
+
+
+def _count(url: str, table: str = "trial_values") -> int:
+    engine = sqlalchemy.create_engine(with_available_driver(url))
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+    finally:
+        engine.dispose()
+
+
+def _naive_splitter(monkeypatch) -> None:
+    """Take any text as ONE statement, so that only the database stands between it and the data."""
+    monkeypatch.setattr(studies.sql, "scan_sql", lambda sql, dialect="sqlite": ([sql], [sql]))
+
+
+def _interrupt_after(seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+# --- 1. the database refuses writes, several statements and side effects --------------------
+
+
+def test_scan_sql_takes_dollars_inside_postgresql_names_as_part_of_the_name() -> None:
+    statements, _ = scan_sql(EXPLOIT, "postgresql")
+    assert len(statements) == 6
+    assert scan_sql("SELECT $a$;$a$", "postgresql")[0] == ["SELECT $a$;$a$"]
+
+
+def test_postgresql_exploit_is_refused_and_deletes_nothing(pg_url) -> None:
+    assert _count(pg_url) == 3
+    with pytest.raises(QueryError, match="one statement"):
+        run_readonly_sql(pg_url, EXPLOIT)
+    assert _count(pg_url) == 3
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        EXPLOIT,
+        "SELECT 1; COMMIT; BEGIN READ WRITE; DELETE FROM trial_values; COMMIT",
+        "COMMIT",
+        "DELETE FROM trial_values RETURNING trial_id",
+        "WITH gone AS (DELETE FROM trial_values RETURNING trial_id) SELECT count(*) FROM gone",
+        "SELECT set_config('transaction_read_only', 'off', true), count(*) FROM trial_values",
+    ],
+)
+def test_postgresql_server_alone_refuses_writes(pg_url, monkeypatch, sql) -> None:
+    _naive_splitter(monkeypatch)
+    with pytest.raises(QueryError):
+        run_readonly_sql(pg_url, sql)
+    assert _count(pg_url) == 3 and _count(pg_url, "trials") == 3
+
+
+def test_postgresql_query_cannot_kill_other_backends(pg_url) -> None:
+    victim = psycopg2.connect(sqlalchemy.engine.make_url(pg_url).render_as_string(hide_password=False)
+                              .replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        victim_pid = victim.get_backend_pid()
+        with pytest.raises(QueryError, match="refused"):
+            run_readonly_sql(pg_url, f"SELECT pg_terminate_backend({victim_pid})")
+        with victim.cursor() as cursor:  # still alive
+            cursor.execute("SELECT 42")
+            assert cursor.fetchone() == (42,)
+    finally:
+        victim.close()
+    roles = run_readonly_sql(pg_url, f"SELECT count(*) AS n FROM pg_roles WHERE rolname = '{READONLY_ROLE}'")
+    assert roles["n"].tolist() == [1]
+
+
+def test_sqlite_several_statements_are_refused_by_sqlite(sqlite_url, monkeypatch) -> None:
+    _naive_splitter(monkeypatch)
+    for sql in ("SELECT 1; DELETE FROM trial_values", "DELETE FROM trial_values", "PRAGMA query_only = OFF"):
+        with pytest.raises(QueryError):
+            run_readonly_sql(sqlite_url, sql)
+    assert _count(sqlite_url) == 3
+
+
+# --- 2. time limits, Ctrl-C and row caps ------------------------------------------------------
+
+
+def test_sqlite_endless_query_stops_at_its_time_limit(sqlite_url) -> None:
+    with pytest.raises(QueryTimeoutError, match="time limit of 0.3 s") as info:
+        run_readonly_sql(sqlite_url, FOREVER_SQLITE, timeout=0.3)
+    assert info.value.exit_code == 1 and "\n" not in str(info.value)
+
+
+def test_sqlite_ctrl_c_cancels_the_query(sqlite_url) -> None:
+    timer = _interrupt_after(0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_readonly_sql(sqlite_url, FOREVER_SQLITE, timeout=600)
+    finally:
+        timer.cancel()
+    assert run_readonly_sql(sqlite_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [3]
+
+
+def test_postgresql_sleep_stops_at_its_time_limit(pg_url) -> None:
+    with pytest.raises(QueryTimeoutError) as info:
+        run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=0.3)
+    assert info.value.exit_code == 1
+
+
+def test_postgresql_ctrl_c_cancels_the_query_on_the_server(pg_url) -> None:
+    timer = _interrupt_after(0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=600)
+    finally:
+        timer.cancel()
+    sleeping = run_readonly_sql(pg_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+    assert sleeping["n"].tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    "backend, sql",
+    [
+        ("sqlite", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"),
+        ("postgresql", "SELECT x FROM generate_series(1, 100000) AS x"),
+    ],
+)
+def test_rows_are_capped_and_truncation_reported(request, backend, sql) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    frame = run_readonly_sql(url, sql, max_rows=50)
+    assert frame["x"].tolist() == list(range(1, 51))
+    assert frame.attrs["truncated"] is True
+    whole = run_readonly_sql(url, "SELECT count(*) AS n FROM trials", max_rows=1)
+    assert whole["n"].tolist() == [3] and whole.attrs["truncated"] is False
+
+
+@pytest.mark.parametrize("kwargs", [{"timeout": 0}, {"timeout": -1}, {"max_rows": 0}, {"max_rows": True}])
+def test_bad_limits_are_refused(sqlite_url, kwargs) -> None:
+    with pytest.raises(QueryError):
+        run_readonly_sql(sqlite_url, "SELECT 1", **kwargs)
+
+
+# --- 7. categorical params as their values -----------------------------------------------------
+
+
+def test_param_kinds_from_distributions() -> None:
+    rows = [(name, optuna.distributions.distribution_to_json(d)) for name, d in DISTRIBUTIONS.items()]
+    assert param_kinds(rows) == {"activation": "text", "batchnorm": "bool", "hidden": "float", "lr": "float"}
+    mixed = [("width", optuna.distributions.distribution_to_json(CategoricalDistribution([32, 64]))),
+             ("width", optuna.distributions.distribution_to_json(FloatDistribution(1, 100)))]
+    assert param_kinds(mixed) == {"width": "number"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_trials_flat_shows_categorical_values(request, backend) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    flat = run_readonly_sql(
+        url, "SELECT param_activation, param_batchnorm, param_hidden, param_lr FROM trials_flat ORDER BY number"
+    )
+    assert flat["param_activation"].tolist() == ["tanh", "relu", "tanh"]
+    assert [bool(v) for v in flat["param_batchnorm"]] == [True, False, False]
+    assert flat["param_hidden"].tolist() == [64, 200, 16]
+    assert flat["param_lr"].tolist() == pytest.approx([1e-3, 0.02, 0.5])
+    chosen = run_readonly_sql(url, "SELECT count(*) AS n FROM trials_flat WHERE param_activation = 'tanh'")
+    assert chosen["n"].tolist() == [2]
+    storage = open_storage(url, readonly=True)
+    try:
+        frame = trials_frame(storage)
+    finally:
+        storage.engine.dispose()
+    assert frame["param_activation"].tolist() == ["tanh", "relu", "tanh"]
+    assert frame["param_batchnorm"].tolist() == [True, False, False]
+    assert frame["param_hidden"].tolist() == [64, 200, 16]
+
+
+def test_sqlite_trials_flat_booleans_are_one_and_zero(sqlite_url) -> None:
+    flat = run_readonly_sql(sqlite_url, "SELECT param_batchnorm FROM trials_flat ORDER BY number")
+    assert flat["param_batchnorm"].tolist() == [1, 0, 0]
+
+
+def test_sqlite_reading_leaves_the_file_unchanged(sqlite_url) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = path.read_bytes()
+    run_readonly_sql(sqlite_url, "SELECT * FROM trials_flat")
+    assert path.read_bytes() == before
