@@ -15,24 +15,28 @@ import math
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
-from search.errors import Interrupted, SearchError
+from search.errors import Interrupted, SearchError, SearchFailed
 from search.config import RunConfig
 from search.objective import run_trial, trial_seed
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
 from studies.budget import initialise_study, requeue_failed_trials
+from studies.store import describe_storage_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # heartbeats and stale-trial failing are "experimental" in Optuna; they are the documented way to do this
@@ -249,12 +253,97 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
 
 
 # --------------------------------------------------------------------------- the worker loop
+STORAGE_RETRY_ENV = "SEARCH_STORAGE_RETRY_SECONDS"
+STORAGE_RETRY_SECONDS = 60.0  # how long a failing database (full disk, lock, server down) is retried
+MAX_BEAT_SECONDS = 3600.0  # beat at least this often: a longer wait overflows threading's timeout
+# fragments (lowercase) of driver messages that mean the database failed, not the trial
+_STORAGE_FAILURES = ("disk is full", "no space left", "database is locked", "disk i/o error", "connection",
+                     "server closed", "terminating connection", "could not connect", "unable to open database")
+T = TypeVar("T")
+
+
+class StorageLost(SearchFailed):
+    """The database stayed unusable past the retry period, or its file was deleted: this worker stopped."""
+
+
+def storage_retry_seconds() -> float:
+    """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS, else 60."""
+    try:
+        return max(0.0, float(os.environ.get(STORAGE_RETRY_ENV, STORAGE_RETRY_SECONDS)))
+    except ValueError:
+        return STORAGE_RETRY_SECONDS
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing (full disk, lock, server stopped, connection lost), not the trial."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and not isinstance(exc, StorageLost):
+        seen.append(exc)
+        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                            sqlalchemy.exc.DisconnectionError, sqlite3.OperationalError)):
+            return True
+        if any(fragment in str(exc).lower() for fragment in _STORAGE_FAILURES):
+            return True
+        orig = getattr(exc, "orig", None)
+        exc = orig if isinstance(orig, BaseException) and orig not in seen else (exc.__cause__ or exc.__context__)
+    return False
+
+
+def retry_storage(write: Callable[[], T], what: str) -> T:
+    """``write()``, retried with backoff while the database fails; StorageLost with the reason once the period is over."""
+    period = storage_retry_seconds()
+    deadline = time.monotonic() + period
+    delay = 0.1
+    while True:
+        try:
+            return write()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StorageLost(f"{what}: {describe_storage_error(exc)}; this worker stopped after retrying for "
+                                  f"{period:g} s; run the same command again to finish the stage") from None
+            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 2, 5.0)
+
+
+def watch_sqlite_file(storage: RDBStorage) -> None:
+    """Refuse new connections once the SQLite file is deleted or replaced: SQLite would create an empty one."""
+    engine = storage.engine
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database.startswith(("file:", ":memory:")) \
+            or engine in _WATCHED_ENGINES:
+        return
+    path = os.path.abspath(database)
+    try:
+        first = os.stat(path)
+    except OSError:
+        return
+
+    def refuse_if_replaced(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+        try:
+            now = os.stat(path)
+            same = (now.st_dev, now.st_ino) == (first.st_dev, first.st_ino)
+        except OSError:
+            same = False
+        if not same:
+            raise StorageLost(f"the database file {path} was deleted or replaced while the stage ran; this worker "
+                              "stopped without writing into a new empty file")
+
+    sqlalchemy.event.listen(engine, "do_connect", refuse_if_replaced)
+    _WATCHED_ENGINES.add(engine)
+
+
+_WATCHED_ENGINES: weakref.WeakSet = weakref.WeakSet()
+
+
 class Heartbeat:
     """Records a trial's heartbeat every ``interval`` s in a daemon thread (Optuna's RDB heartbeat)."""
 
     def __init__(self, storage: RDBStorage, trial_id: int) -> None:
         self.storage, self.trial_id = storage, trial_id
-        self.interval = storage.get_heartbeat_interval()
+        interval = storage.get_heartbeat_interval()
+        self.interval = min(interval, MAX_BEAT_SECONDS) if interval else None  # beating more often is harmless
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -320,18 +409,24 @@ def run_worker(
     poll: float = 0.5,
     max_trials: int | None = None,
 ) -> WorkerReport:
-    """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did."""
-    study = load_stage_study(storage, name)
+    """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did.
+
+    A failing database (full disk, lock, server stopped) is retried for ``storage_retry_seconds()``,
+    then StorageLost stops the worker with the reason; the stage is finished by running it again.
+    """
+    watch_sqlite_file(storage)
+    study = retry_storage(lambda: load_stage_study(storage, name), f"loading stage {name}")
     stage = Stage.from_attrs(study.user_attrs)
     report = WorkerReport()
+    looking = f"looking for trials of {name}"
     while max_trials is None or report.ran < max_trials:
         # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
-        fail_stale_trials(study)
-        trial_id = claim_waiting_trial(study)
+        retry_storage(lambda: _fail_stale_trials(study), looking)
+        trial_id = retry_storage(lambda: claim_waiting_trial(study), looking)
         if trial_id is None:
-            if requeue_failed_trials(study._storage, study._study_id):
+            if retry_storage(lambda: requeue_failed_trials(study._storage, study._study_id), looking):
                 continue  # a process killed between failing a trial and re-enqueueing it left this to do
-            counts = stage_counts(storage, study._study_id)
+            counts = retry_storage(lambda: stage_counts(storage, study._study_id), looking)
             if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
                 break
             time.sleep(poll)  # other workers are running the last trials; one of them may die
@@ -341,6 +436,14 @@ def run_worker(
         if on_trial is not None:
             on_trial(frozen)
     return report
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials``; a heartbeat so long that "2 x interval ago" overflows leaves nothing stale."""
+    try:
+        fail_stale_trials(study)
+    except OverflowError:
+        pass
 
 
 def worker_name() -> str:
@@ -365,13 +468,18 @@ def _signals_ignored() -> Iterator[None]:
 
 def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, dataset: Dataset,
                  report: WorkerReport) -> FrozenTrial:
-    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry."""
+    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry.
+
+    A database failure is not the trial's failure: its writes are retried (``retry_storage``), and a
+    run whose writes were lost is failed as ``interrupted`` and re-run, never stored as ``error:``.
+    """
     storage = study._storage
-    number = storage.get_trial_number_from_id(trial_id)
+    number = retry_storage(lambda: storage.get_trial_number_from_id(trial_id), f"reading trial {trial_id}")
+    what = f"recording trial {number} of {stage.name}"
     study.sampler = make_sampler(stage, number)
     trial = optuna.Trial(study, trial_id)
     try:
-        with Heartbeat(storage, trial_id):
+        with Heartbeat(storage, trial_id):  # beats while the result is recorded too, retries included
             try:
                 trial.set_user_attr("worker", worker_name())
                 outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
@@ -380,28 +488,36 @@ def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, dataset: Data
                 with _signals_ignored():
                     _fail_and_requeue(study, trial, "interrupted")
                 raise
-            except optuna.exceptions.UpdateFinishedTrialError:
+            except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
                 raise
-            except Exception as e:  # a bug or a resource error in this trial: record it, keep the stage going
+            except Exception as e:
+                if is_storage_error(e):  # the run's writes were lost with the database: run it again
+                    retry_storage(lambda: _fail_and_requeue(study, trial, "interrupted"), what)
+                    return storage.get_trial(trial_id)
+                # a bug or a resource error in this trial: record it, keep the stage going
                 message = f"error: {type(e).__name__}: {e}"
-                trial.set_user_attr("stop_reason", message[:500])
-                frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                frozen = retry_storage(lambda: _tell_failed(study, trial, message[:500]), what)
                 report.errors.append(f"trial {number}: {message}")
                 return frozen
-        if outcome.pruned:
-            return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-        return study.tell(trial, outcome.value, skip_if_finished=True)
+            if outcome.pruned:
+                return retry_storage(lambda: study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True), what)
+            return retry_storage(lambda: study.tell(trial, outcome.value, skip_if_finished=True), what)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
         # the machine was suspended) and enqueued a copy that runs it again: this run's result is dropped.
         return storage.get_trial(trial_id)
 
 
+def _tell_failed(study: optuna.Study, trial: optuna.Trial, stop_reason: str) -> FrozenTrial:
+    """Record ``stop_reason`` and mark the trial FAIL."""
+    trial.set_user_attr("stop_reason", stop_reason)
+    return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Mark the trial FAIL with ``reason`` and enqueue a WAITING copy so the budget is made up later."""
     try:
-        trial.set_user_attr("stop_reason", reason)
-        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        frozen = _tell_failed(study, trial, reason)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # another worker failed it as stale meanwhile, and enqueued its copy
     requeue_failed_trials(study._storage, study._study_id, [frozen])
