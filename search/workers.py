@@ -3,40 +3,86 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset, load_cache, save_cache
-from search.errors import Interrupted, SearchFailed
-from search.stages import WorkerReport, load_stage_study, run_worker
+from search.errors import Interrupted, SearchError, SearchFailed
+from search.stages import WorkerReport, is_storage_error, load_stage_study, run_worker, watch_sqlite_file
 from studies.store import mask_url, open_storage
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+CACHE_PREFIX = "search-data-"  # + the parent's pid + "-": a folder whose process is gone is left from a SIGKILL
+ORPHAN_POLL_SECONDS = 1.0
+# exit code of a worker process that found itself re-running an unguarded script while starting
+EXIT_UNGUARDED_MAIN = 3
+EXIT_STOPPED = 4  # a worker stopped by a SearchError, whose line it left in error-<pid>.txt of the data folder
+UNGUARDED_MAIN = ("jobs > 1 from a script needs an `if __name__ == '__main__':` guard around the code that runs the "
+                  "stage (each worker process imports the script again); the stage is unchanged: add it and run again")
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted()
 
 
-def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None) -> None:
+def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> None:
     """Entry point of a spawned worker process: exit 0 done, 130 interrupted, 1 failed."""
     # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
     # signal landing while the first one's trial is being recorded could cut that in half.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     try:
         storage = open_storage(url, heartbeat_interval=heartbeat)
         report = run_worker(storage, name, load_cache(cache_dir))
     except (KeyboardInterrupt, Interrupted):
         sys.exit(130)
+    except SearchError as e:  # e.g. the database stayed down: the parent reports this line
+        Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
+        sys.exit(EXIT_STOPPED)
     sys.exit(1 if report.errors else 0)
+
+
+def _terminate_when_orphaned(parent: int) -> None:
+    """SIGTERM this worker once its parent is gone (killed with SIGKILL, it could not pass a signal on)."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)  # the running trial is recorded as interrupted, its copy enqueued
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_data_folders(root: str | None = None) -> list[Path]:
+    """Delete this user's ``search-data-<pid>-*`` folders in the temp folder whose process is gone; returns them."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*"):
+        match = re.fullmatch(rf"{CACHE_PREFIX}(\d+)-\w+", path.name)
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if match and mine and not _alive(int(match[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def run_stage_processes(
@@ -48,18 +94,25 @@ def run_stage_processes(
     on_trial: Callable[[FrozenTrial], None] | None = None,
 ) -> WorkerReport:
     """Run the stage's waiting trials in ``jobs`` processes; report finished trials to ``on_trial`` as they land."""
+    if jobs > 1 and getattr(multiprocessing.current_process(), "_inheriting", False):
+        # This process is a spawned worker importing the user's unguarded script, which asks for workers
+        # again. Leave quietly with a code the parent turns into one line (library code never exits otherwise).
+        raise SystemExit(EXIT_UNGUARDED_MAIN)
+    remove_stale_data_folders()
     storage = open_storage(url, heartbeat_interval=heartbeat)
     if jobs == 1:
         return run_worker(storage, name, dataset, on_trial=on_trial)
 
-    cache_dir = tempfile.mkdtemp(prefix="search-data-")
+    watch_sqlite_file(storage)
+    cache_dir = tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-")
     saved_env = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
     procs: list[multiprocessing.process.BaseProcess] = []
     try:
         save_cache(dataset, cache_dir)  # workers memory-map it: one copy in the page cache
         os.environ.update({k: "1" for k in BLAS_THREAD_VARS})  # inherited by the spawned workers
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat), daemon=False)
+        procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid()),
+                             daemon=False)
                  for _ in range(jobs)]
         # spawned interpreters keep an ignored SIGINT ignored, so Ctrl-C cannot hit one while it starts
         previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -73,8 +126,7 @@ def run_stage_processes(
         seen: set[int] = set()
         while True:
             alive = any(p.is_alive() for p in procs)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                              TrialState.FAIL)):
+            for t in _finished_or_none(study):
                 if t.number not in seen:
                     seen.add(t.number)
                     if on_trial is not None:
@@ -92,13 +144,29 @@ def run_stage_processes(
     finally:
         _restore_env(saved_env)
         for p in procs:
-            p.join(timeout=5)
+            if p.pid is not None:  # started
+                p.join(timeout=5)
+        stopped = sorted(path.read_text(encoding="utf-8") for path in Path(cache_dir).glob("error-*.txt"))
         shutil.rmtree(cache_dir, ignore_errors=True)
+    if any(p.exitcode == EXIT_UNGUARDED_MAIN for p in procs):
+        raise SearchError(UNGUARDED_MAIN)
+    if stopped:
+        raise SearchFailed(stopped[0])
     failed = [p.exitcode for p in procs if p.exitcode not in (0, 1)]
     if failed:
         raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally (exit codes {failed})")
     errors = [p.exitcode for p in procs if p.exitcode == 1]
     return WorkerReport(ran=len(seen), errors=[f"{len(errors)} worker(s) had trials that failed"] if errors else [])
+
+
+def _finished_or_none(study: Any) -> list[FrozenTrial]:
+    """The study's finished trials; none while the database fails (the workers retry, and stop if it stays down)."""
+    try:
+        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        return []
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:

@@ -68,10 +68,13 @@ class Proc:
         return self.err.read_text()
 
 
-def start(args: list[str], folder: Path, tag: str, new_session: bool = False) -> Proc:
+def start(args: list[str], folder: Path, tag: str, new_session: bool = False,
+          extra_env: dict[str, str] | None = None, command: list[str] | None = None) -> Proc:
+    """Start ``search ARGS`` (or ``command``) in ``folder``, output to ``<tag>.out``/``<tag>.err``."""
     out, err = folder / f"{tag}.out", folder / f"{tag}.err"
     with open(out, "w") as o, open(err, "w") as e:
-        popen = subprocess.Popen([*SEARCH, *args], cwd=folder, env=env(), stdout=o, stderr=e,
+        popen = subprocess.Popen([*(command or SEARCH), *args], cwd=folder, env={**env(), **(extra_env or {})},
+                                 stdout=o, stderr=e,
                                  stdin=subprocess.DEVNULL, start_new_session=new_session)
     return Proc(popen, out, err)
 

@@ -1,7 +1,10 @@
 """Issue 9: foreign studies, storage failures mid-stage, orphaned workers, spawn without a main guard, TPE seeds."""
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -13,7 +16,8 @@ from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stag
 from search.config import RunConfig
 from search.stages import STORAGE_RETRY_ENV, StorageLost
 from tests.search.conftest import one_line_error
-from tests.search.procs import SMALL, budget
+from search.workers import UNGUARDED_MAIN
+from tests.search.procs import LONG, SMALL, Budget, budget, start, stopped, wait_for
 
 STAGE = "digits/coarse"
 
@@ -105,3 +109,104 @@ def test_a_disk_full_for_longer_than_the_retry_period_stops_the_worker_and_the_n
     final = budget(url, STAGE)
     assert final.finished == 4 and final.states["RUNNING"] == final.states["WAITING"] == 0
     assert final.states["FAIL"] == 1 and len(final.retries) == 1 and final.problems() == []
+
+
+# --------------------------------------------------------------------------- item 11: heartbeat, deleted database file
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # the heartbeat thread's OverflowError
+def test_a_huge_heartbeat_interval_runs_the_stage(url):
+    summary = _run(url, 3, heartbeat=999_999_999_999)
+    final = budget(url, STAGE)
+    assert final.finished == 3 and len(final.trials) == 3 and summary.errors == []
+
+
+def test_the_sqlite_file_deleted_mid_stage_stops_the_worker_without_a_new_empty_file(tmp_path, url):
+    db = tmp_path / "search.db"
+    proc = start(["coarse", *SMALL, "--trials", "500", "--storage", url], tmp_path, "deleted")
+    wait_for(lambda: (budget(url, STAGE) or Budget(0, False)).finished >= 3, 120, "three finished trials")
+    db.unlink()
+    assert proc.wait(120) == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "was deleted or replaced while the stage ran" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not db.exists()  # no empty database was created in its place
+
+
+# --------------------------------------------------------------------------- item 15: jobs > 1 from an unguarded script
+SCRIPT = """
+from engine.data import DataSpec
+from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
+from search.config import RunConfig
+run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 10, "train.epochs": 1})
+def main():
+    summary = execute_stage(Execution(URL, jobs=2, progress="quiet"), coarse_stage("digits", run, DEFAULT_SPACE, 4, 0))
+    print(summary.counts["complete"] + summary.counts["pruned"])
+"""
+
+
+def test_jobs_2_from_a_script_without_a_main_guard_says_so_and_leaves_the_stage_runnable(tmp_path, url):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (tmp_path / "unguarded.py").write_text(f"URL = {url!r}\n{SCRIPT}\nmain()\n")
+    (tmp_path / "guarded.py").write_text(f"URL = {url!r}\n{SCRIPT}\nif __name__ == '__main__':\n    main()\n")
+    python = [sys.executable]
+
+    bad = start(["unguarded.py"], tmp_path, "unguarded", command=python, extra_env={"TMPDIR": str(temp)})
+    assert bad.wait(120) == 1
+    assert bad.stderr.splitlines()[-1] == f"search.errors.SearchError: {UNGUARDED_MAIN}"
+    assert "can only join" not in bad.stderr and "AssertionError" not in bad.stderr
+    after = budget(url, STAGE)
+    assert after.states["WAITING"] == 4 and len(after.trials) == 4 and after.problems() == []
+    assert list(temp.iterdir()) == []  # no data folder left behind by the parent or the workers
+
+    good = start(["guarded.py"], tmp_path, "guarded", command=python, extra_env={"TMPDIR": str(temp)})
+    assert good.wait(120) == 0, good.stderr
+    assert good.stdout.strip() == "4" and budget(url, STAGE).finished == 4
+
+
+# --------------------------------------------------------------------------- item 13: a --jobs parent killed with SIGKILL
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not stopped(pid) and Path(f"/proc/{pid}").exists() and "Z" != _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
+
+
+def test_workers_of_a_killed_parent_record_their_trials_as_interrupted_and_its_data_folder_is_removed(tmp_path, url):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    args = ["coarse", *LONG, "--trials", "4", "--jobs", "2", "--heartbeat", "1", "--storage", url]
+    proc = start(args, tmp_path, "parent", new_session=True, extra_env={"TMPDIR": str(temp)})
+    running = wait_for(lambda: [t for t in (budget(url, STAGE) or Budget(0, False)).trials
+                                if t.state.name == "RUNNING" and t.params] if _count_training(url) == 2 else None,
+                       120, "both workers to train")
+    workers = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in running]
+    assert [p.name.startswith(f"search-data-{proc.pid}-") for p in temp.iterdir()] == [True]
+
+    proc.popen.kill()  # SIGKILL: the parent cannot pass anything on
+    proc.wait(10)
+    wait_for(lambda: not any(_alive(pid) for pid in workers), 60, "the orphaned workers to exit")
+
+    after = budget(url, STAGE)
+    assert after.states["RUNNING"] == 0 and after.problems() == []
+    failed = [t for t in after.trials if t.state.name == "FAIL"]
+    assert {t.number for t in failed} == {t.number for t in running}
+    assert {t.user_attrs["stop_reason"] for t in failed} == {"interrupted"}
+
+    again = start(args, tmp_path, "again", extra_env={"TMPDIR": str(temp)})
+    assert again.wait(180) == 0, again.stderr
+    assert list(temp.iterdir()) == []  # the dead parent's folder was removed, and the new one too
+    final = budget(url, STAGE)
+    assert final.finished == 4 and final.states["RUNNING"] == final.states["WAITING"] == 0
+
+
+def _count_training(url: str) -> int:
+    b = budget(url, STAGE)
+    return sum(1 for t in b.trials if t.state.name == "RUNNING" and t.params) if b else 0
