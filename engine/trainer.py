@@ -88,6 +88,12 @@ class TrainResult:
         return max(finite) if finite else 0.0
 
     @property
+    def best_epoch(self) -> int | None:
+        """The 1-based epoch of best_val_acc, None before the first epoch ends."""
+        finite = [(a, -e) for e, a in enumerate(self.val_acc_history, start=1) if math.isfinite(a)]
+        return -max(finite)[1] if finite else None
+
+    @property
     def samples_per_second(self) -> float:
         return self.samples / self.step_seconds if self.step_seconds > 0 else float("nan")
 

@@ -1,10 +1,12 @@
 """Campaigns: the coarse stage, fine stages refined from it, the grid stage beside it, and ``auto`` chaining them."""
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -16,7 +18,7 @@ from search.objective import trial_config
 from search.progress import FINISHED, Progress
 from search.space import Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
-    Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
+    Stage, val_size, value_se, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     refined_stage, stage_counts, stage_unfinished, study_name,
 )
 from search.workers import run_stage_processes
@@ -27,11 +29,11 @@ DEFAULT_SPACE: dict[str, Dimension] = {"lr": FloatRange(1e-6, 1.0), "reg": Float
 
 
 def default_hidden_range(train_samples: int) -> IntRange:
-    """Hidden width searched by ``search auto``: 16 up to about half the training set (64 to 1024), log scale.
+    """Hidden width searched by ``search auto``: 16 up to about a quarter of the training set (64 to 1024), log scale.
 
     Wider nets than that mostly memorise a small training set and cost time per epoch.
     """
-    top = int(min(1024, max(64, 2 ** round(math.log2(max(train_samples, 2) / 2)))))
+    top = int(min(1024, max(64, 2 ** round(math.log2(max(train_samples, 4) / 4)))))
     return IntRange(16, top, log=True)
 
 
@@ -197,37 +199,99 @@ def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
 # --------------------------------------------------------------------------- auto
 @dataclass
 class FinalScore:
-    """The best configuration retrained once and scored on validation and test data."""
+    """The chosen configuration: its re-evaluation on validation, and its retrains scored on test."""
 
     study: str
     params: dict[str, Any]
     epochs: int
-    val_acc: float
-    test_acc: float
+    val_acc: float  # mean validation accuracy of the re-evaluation (the reported number)
+    val_std: float
+    repeats: int
+    retrain_val_acc: float  # mean over the retrains, trained on the training split only
+    test_acc: float  # mean over the retrains
+    test_std: float
+    retrains: int
     status: str
+    stopped: str  # why no further fine stage was added
 
 
-def retrain_best(storage: optuna.storages.RDBStorage, campaign: str, seed: int) -> FinalScore:
-    """Retrain the campaign's best completed trial with its stage's settings and score it once on the test split."""
-    best_trial, best_stage = None, None
-    for s in campaign_stages(storage, campaign):
-        study = load_stage_study(storage, s.study_name)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if best_trial is None or t.value > best_trial.value:
-                best_trial, best_stage = t, Stage.from_attrs(study.user_attrs)
-    if best_trial is None:
-        raise SearchFailed(f"campaign {campaign!r} has no completed trial to retrain")
-    config = trial_config(best_stage.run, best_trial.params, seed, 10**6)  # a seed no trial of the stage used
-    ds = config.load()
-    model = config.build_model(ds)
-    result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
-    return FinalScore(best_stage.name, dict(best_trial.params), config.train.epochs, result.val_acc,
-                      model.accuracy(ds.X_test, ds.y_test), result.status)
+def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
+    """Stage ``final``: the last stage's ``top`` configurations, each run ``repeats`` times with other seeds."""
+    stage = Stage.from_attrs(last.user_attrs)
+    ranked = sorted((t for t in last.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+                    key=lambda t: t.value, reverse=True)
+    leaders: list[dict[str, Any]] = []
+    for t in ranked:
+        if t.params not in leaders:
+            leaders.append(dict(t.params))
+        if len(leaders) == top:
+            break
+    if not leaders:
+        raise SearchFailed(f"stage {stage.name} has no completed trial to re-evaluate")
+    points = tuple(p for _ in range(repeats) for p in leaders)
+    note = (f"the top {len(leaders)} configurations of {stage.name}, {repeats} runs each with other seeds; "
+            f"the best mean is chosen")
+    return replace(stage, stage="final", sampler="fixed", points=points, n_trials=len(points), parent=stage.name,
+                   seed=stage.seed + 1000, range_notes=(note,))
+
+
+def choose_final(study: optuna.Study) -> tuple[dict[str, Any], list[float]]:
+    """(params, values) of the configuration with the best mean value in the final stage."""
+    groups: dict[str, tuple[dict[str, Any], list[float]]] = {}
+    for t in study.get_trials(deepcopy=False, states=FINISHED):
+        key = json.dumps(t.params, sort_keys=True)
+        groups.setdefault(key, (dict(t.params), []))[1].append(t.value if t.value is not None else 0.0)
+    if not groups:
+        raise SearchFailed(f"stage {study.study_name} has no finished trial to choose from")
+    return max(groups.values(), key=lambda g: float(np.mean(g[1])))
+
+
+def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int, retrains: int,
+                  stopped: str) -> FinalScore:
+    """Retrain the final stage's choice ``retrains`` times with fresh seeds; score each on validation and test."""
+    study = load_stage_study(storage, study_name(campaign, "final"))
+    stage = Stage.from_attrs(study.user_attrs)
+    params, values = choose_final(study)
+    vals, tests, status = [], [], "completed"
+    for r in range(retrains):
+        config = trial_config(stage.run, params, seed, 10**6 + r)  # seeds no trial of the campaign used
+        ds = config.load()
+        model = config.build_model(ds)
+        result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+        vals.append(result.val_acc)
+        tests.append(model.accuracy(ds.X_test, ds.y_test))
+        status = result.status if result.status != "completed" else status
+    return FinalScore(stage.name, params, stage.run.train.epochs, float(np.mean(values)), float(np.std(values)),
+                      len(values), float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), retrains,
+                      status, stopped)
+
+
+def improvement_within_noise(current: optuna.Study, parent: optuna.Study) -> str | None:
+    """Why another stage is not worth it, when the best value rose by less than 2 standard errors; else None."""
+    now, before = _best_value(current), _best_value(parent)
+    se = value_se(now, val_size(current)) if now is not None else None
+    if now is None or before is None or se is None:
+        return None
+    if now - before < 2 * se:
+        return (f"{current.study_name} improved the best by {now - before:+.4f}, within 2 standard errors "
+                f"({2 * se:.4f})")
+    return None
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return max(values) if values else None
 
 
 def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
-             fine_epochs: int | None, dataset: Dataset | None = None) -> tuple[list[StageSummary], FinalScore]:
-    """Coarse, then fine stages until the ranges stop moving or ``max_fine`` stages ran, then the test score.
+             fine_epochs: int | None, dataset: Dataset | None = None, repeats: int = 3,
+             retrains: int = 3) -> tuple[list[StageSummary], FinalScore]:
+    """Coarse, then fine stages while they pay, then the top configurations re-evaluated and the best retrained.
+
+    Fine stages stop after ``max_fine``, when the space settles, or when a stage improves the best
+    value by less than 2 standard errors of a validation accuracy. The last stage's top ``top``
+    configurations then run ``repeats`` times each (stage ``final``); the best mean is retrained
+    ``retrains`` times and scored on test (mean and std).
 
     Every step is decided from the stages in the database, never from what this process did
     before: several ``search auto`` processes on one storage (one machine or many) join the
@@ -245,12 +309,19 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
             continue
         k = fine_index(last)
         if k >= max_fine:
+            stopped = f"--max-fine {max_fine} stages ran"
             break
         if k > 0:
             current = Stage.from_attrs(study.user_attrs)
-            parent = Stage.from_attrs(load_stage_study(storage, current.parent).user_attrs)
+            parent_study = load_stage_study(storage, current.parent)
+            parent = Stage.from_attrs(parent_study.user_attrs)
             if not space_moved(parent.space, current.space, tolerance=0.25):
-                break  # the range has settled: another stage would search almost the same box
+                stopped = "the space settled: another stage would search almost the same box"
+                break
+            within = improvement_within_noise(study, parent_study)
+            if within:
+                stopped = within
+                break
         summaries.append(execute_stage(execution, refined_stage(study, top, edge, fine_epochs, None), dataset))
-    return summaries, retrain_best(storage, coarse.campaign, coarse.seed)
-
+    summaries.append(execute_stage(execution, final_stage(study, top, repeats), dataset))
+    return summaries, retrain_final(storage, coarse.campaign, coarse.seed, retrains, stopped)

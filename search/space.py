@@ -391,6 +391,7 @@ def refine_space(
     top: int = 5,
     edge: float = 0.1,
     diagnoses: Sequence[Sequence[str]] | None = None,
+    value_se: float | None = None,
 ) -> tuple[dict[str, Dimension], list[str]]:
     """New dimensions from finished trials ``(params, value)`` (higher is better) and one note per dimension.
 
@@ -398,6 +399,9 @@ def refine_space(
     kept inside the old range, so they narrow and always contain the best value; when the best lies
     within ``edge`` x width of a bound, that bound moves outward by max(25 % of the old width, the
     new width), up to the option's own limits. Categories keep those seen among the top trials.
+    With ``value_se`` (the standard error of one trial's value), a range whose thirds score within
+    2 standard errors of each other is "insensitive" and kept as it is: narrowing or widening it
+    would follow noise. With ``diagnoses`` (each trial's labels), ``use_diagnoses`` moves bounds.
     """
     if not trials:
         raise SearchError("no finished trials to refine the ranges from")
@@ -411,12 +415,44 @@ def refine_space(
     notes: list[str] = []
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
-        new[name], note = dim.refine(name, [(p[name], v) for p, v in ranked], top, edge, limits)
+        values = [(p[name], v) for p, v in ranked]
+        flat = insensitive(dim, values, value_se) if value_se is not None else None
+        if flat is not None:
+            new[name], note = dim, f"{name}: insensitive, range kept at {dim}: {flat}"
+        else:
+            new[name], note = dim.refine(name, values, top, edge, limits)
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]
         notes += use_diagnoses(space, new, labelled, top)
     return new, notes
+
+
+def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: float) -> str | None:
+    """The evidence, when the best and worst thirds of a numeric range do not differ beyond noise.
+
+    Each third's mean has a standard error of max(its values' std, ``value_se``) / sqrt(count); the
+    range is insensitive when the highest and lowest means differ by less than twice the standard
+    error of that difference. The other dimensions' effects count as noise here, as they should:
+    they are what a change of this dimension alone has to stand out from.
+    """
+    if isinstance(dim, Choice) or len(values) < 6 or dim.width == 0:
+        return None
+    thirds: list[list[float]] = [[], [], []]
+    for v, value in values:
+        k = min(2, int(3 * (dim.to_unit(v) - dim.to_unit(dim.low)) / dim.width))
+        thirds[k].append(value)
+    stats = [(float(np.mean(t)), max(float(np.std(t, ddof=1)), value_se) / math.sqrt(len(t)))
+             for t in thirds if len(t) >= 2]
+    if len(stats) < 2:
+        return None
+    (lo, se_lo), (hi, se_hi) = min(stats), max(stats)
+    limit = 2 * math.sqrt(se_lo**2 + se_hi**2)
+    if hi - lo >= limit:
+        return None
+    shown = "/".join(f"{np.mean(t):.3f}" if len(t) >= 2 else "-" for t in thirds)
+    return (f"mean value per third {shown} ({'/'.join(str(len(t)) for t in thirds)} trials) differ by at most "
+            f"{hi - lo:.3f}, within 2 standard errors ({limit:.3f})")
 
 
 def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tuple[Mapping[str, Any], set[str]]],

@@ -42,7 +42,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # heartbeats and stale-trial failing are "experimental" in Optuna; they are the documented way to do this
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-SAMPLERS = ("random", "tpe", "qmc", "grid")
+SAMPLERS = ("random", "tpe", "qmc", "grid", "fixed")  # grid and fixed: every trial's params enqueued
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -64,6 +64,7 @@ class Stage:
     parent: str | None = None
     range_notes: tuple[str, ...] = ()
     explode_factor: float = 3.0
+    points: tuple[dict[str, Any], ...] = ()  # the trials' params of a "fixed" stage
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -84,7 +85,7 @@ class Stage:
             "campaign": self.campaign, "stage": self.stage, "parent": self.parent, "space": space_attr(self.space),
             "epochs": self.run.train.epochs, "config": self.run.to_dict(), "data": {"name": self.run.data.name},
             "seed": self.seed, "range_notes": list(self.range_notes), "n_trials": self.n_trials,
-            "sampler": self.sampler, "explode_factor": self.explode_factor,
+            "sampler": self.sampler, "explode_factor": self.explode_factor, "points": list(self.points),
         }
 
     @classmethod
@@ -94,6 +95,7 @@ class Stage:
             n_trials=attrs["n_trials"], run=RunConfig.from_dict(attrs["config"]),
             seed=attrs["seed"], sampler=attrs["sampler"], parent=attrs["parent"],
             range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
+            points=tuple(attrs.get("points", ())),
         )
 
     def grid_beside(self, stage: str) -> Stage:
@@ -140,7 +142,7 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
         optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
         pass  # created by another process (or by an earlier run of this command): join it
-    points = stage.grid_points() if stage.sampler == "grid" else [{}] * stage.n_trials
+    points = {"grid": stage.grid_points(), "fixed": list(stage.points)}.get(stage.sampler, [{}] * stage.n_trials)
     # the heartbeat interval belongs to the stage: a worker judging others' trials stale with a
     # shorter interval than theirs would fail live trials
     attrs = {**stage.attrs(), "heartbeat": storage.get_heartbeat_interval()}
@@ -159,7 +161,7 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
 
 def _definition(stage: Stage) -> tuple:
     """The parts of a stage that must match for a command to continue it rather than conflict with it."""
-    return (space_attr(stage.space), stage.n_trials, stage.run, stage.sampler, stage.seed)
+    return (space_attr(stage.space), stage.n_trials, stage.run, stage.sampler, stage.seed, stage.points)
 
 
 def describe_stage(stage: Stage) -> str:
@@ -180,6 +182,20 @@ def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -
             raise SearchError(f"stage {name} was never fully created (its creator stopped while enqueuing trials)")
         time.sleep(0.2)
     return study
+
+
+def val_size(study: optuna.Study) -> int | None:
+    """Validation samples of a stage's data, from the identity recorded when it was created."""
+    shapes = study.user_attrs.get("data", {}).get("shapes", {})
+    return shapes["val"][0] if shapes.get("val") else None
+
+
+def value_se(accuracy: float, n: int | None) -> float | None:
+    """Binomial standard error of an accuracy measured on ``n`` samples (None when n is unknown)."""
+    if not n:
+        return None
+    p = min(max(accuracy, 1.0 / n), 1 - 1.0 / n)  # never 0 at 100 %
+    return math.sqrt(p * (1 - p) / n)
 
 
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
@@ -241,13 +257,14 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
     if not done:
         raise SearchError(f"stage {parent.name} has no completed trials to refine the ranges from")
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
-                                diagnoses=[t.user_attrs.get("diagnosis", []) for t in done])
+                                diagnoses=[t.user_attrs.get("diagnosis", []) for t in done],
+                                value_se=value_se(max(t.value for t in done), val_size(parent_study)))
     k = fine_index(parent.stage) + 1
     previous = parent.run.train.epochs
     run = parent.run.with_params({"train.epochs": epochs if epochs is not None else max(previous * 2, previous + 1)})
     return replace(
         parent, stage=f"fine-{k}", space=space, n_trials=n_trials or parent.n_trials, run=run,
-        seed=parent.seed + k, sampler="random" if parent.sampler == "grid" else parent.sampler,
+        seed=parent.seed + k, sampler="random" if parent.sampler in ("grid", "fixed") else parent.sampler, points=(),
         parent=parent.name, range_notes=tuple(notes),
     )
 

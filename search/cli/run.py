@@ -26,9 +26,10 @@ from search.errors import SearchError
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
 @storage_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write loss and accuracy curves (PNG).")
+@click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
 @json_option
 def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: float, from_trial: str | None,
-          storage: str | None, plot: str | None, as_json: bool) -> int:
+          storage: str | None, plot: str | None, score_test: bool, as_json: bool) -> int:
     """Train one network and print its losses and accuracies; exit 1 if it exploded or diverged.
 
     \b
@@ -72,6 +73,8 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
     }
     if stored is not None:
         summary["trial_value"] = stored
+    if score_test:
+        summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
     if plot:
         from studies.plots import new_axes, plot_training, save
 
@@ -97,6 +100,8 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
         )
         if stored is not None:
             click.echo(f"stored value of trial {from_trial}: {stored:.4f}")
+        if score_test:
+            click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
         if plot:
             click.echo(f"wrote {plot}")
     return 0 if result.status == "completed" else 1

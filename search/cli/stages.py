@@ -128,14 +128,21 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 @click.option("--fine-epochs", type=click.IntRange(min=1), default=None,
               help="Epochs of fine trials (default: twice the previous stage's).")
 @click.option("--max-fine", type=click.IntRange(min=0, max=100), default=3, show_default=True,
-              help="Most fine stages to run.")
+              help="Most fine stages to run (fewer when a stage no longer improves beyond noise).")
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Runs of each of the --top configurations in the final stage; the best mean is chosen.")
+@click.option("--retrain-seeds", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Retrains of the chosen configuration, scored on test (mean +- std).")
 @stage_run_options
 @json_option
 def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, explode_factor: float, top: int,
-         edge: float, fine_epochs: int | None, max_fine: int, campaign: str | None, storage: str | None, jobs: int,
-         heartbeat: int, as_json: bool) -> int:
-    """The whole recipe: coarse, fine stages until the space settles, then the best retrained and tested.
+         edge: float, fine_epochs: int | None, max_fine: int, repeats: int, retrain_seeds: int, campaign: str | None,
+         storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+    """The whole recipe: coarse, fine stages while they pay, the top configurations re-run, the best tested.
 
+    Fine stages stop at --max-fine, when the space settles, or when a stage improves the best by
+    less than 2 standard errors. Stage "final" runs the last stage's --top configurations
+    --repeats times each; the best mean is retrained --retrain-seeds times and scored on test.
     The default space is lr, reg and the hidden width (16 up to about half the training set).
 
     \b
@@ -150,7 +157,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor)
     summaries, final = run_auto(execution(storage, jobs, heartbeat, as_json), stage, max_fine, top, edge,
-                                fine_epochs, dataset)
+                                fine_epochs, dataset, repeats, retrain_seeds)
     code = finish(summaries, as_json, {"final": final.__dict__})
     if not as_json:
         click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")
@@ -159,8 +166,12 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             click.echo(f"{s.study:<22} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
                        f"{s.train_seconds:8.1f} {best:>9}")
         params = " ".join(f"{k}={fmt_value(v)}" for k, v in final.params.items())
-        click.echo(f"\nbest: {params} from {final.study}; retrained {final.epochs} epochs: "
-                   f"val_acc {final.val_acc:.4f}, test_acc {final.test_acc:.4f}")
+        click.echo(f"\nstopped adding fine stages: {final.stopped}")
+        click.echo(f"chosen: {params}")
+        click.echo(f"  {final.study}: val_acc {final.val_acc:.4f} +- {final.val_std:.4f} over {final.repeats} runs "
+                   f"of {final.epochs} epochs")
+        click.echo(f"  retrained {final.retrains}x: val_acc {final.retrain_val_acc:.4f}, "
+                   f"test_acc {final.test_acc:.4f} +- {final.test_std:.4f}")
     return code
 
 

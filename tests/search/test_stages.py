@@ -52,7 +52,8 @@ def test_coarse_stage_stores_exactly_n_trials_with_the_contract_attributes(url):
         if t.state == TrialState.COMPLETE:
             assert t.user_attrs["stop_reason"] == "completed"
             assert sorted(t.intermediate_values) == [1, 2]  # val accuracy reported after each epoch
-            assert t.value == max(t.intermediate_values.values())
+            assert t.value == t.intermediate_values[2] == t.user_attrs["val_acc"]  # the last epoch's
+            assert t.user_attrs["best_val_acc"] == max(t.intermediate_values.values())
     # same seed, same trials: a second campaign with seed 3 draws the same points
     execute_stage(Execution(url, progress="quiet"), coarse_stage("c2", RUN, DEFAULT_SPACE, 12, seed=3))
     again = _study(url, "c2/coarse").get_trials()
