@@ -176,3 +176,54 @@ def test_a_password_in_a_postgresql_url_is_masked(postgres_server, tmp_path):
         assert "Sup3rS3cret" not in proc.stderr + proc.stdout
     finally:
         drop_database(postgres_server.port, "masked_ok")
+
+
+# --------------------------------------------------------------------------- issue 9 item 11: the server stopped mid-stage
+def _pg_ctl(server, *args: str) -> None:
+    """pg_ctl on the fixture's data folder, keeping its databases (stop -m fast, or start)."""
+    r = server.runner.run([str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-l", str(server.logfile),
+                           "-w", *args], cwd=server.base, timeout=90)
+    assert r.returncode == 0, r.stderr or r.stdout
+    server.started = args[-1] == "start"
+
+
+def test_a_worker_waits_for_a_restarted_server_and_completes_the_stage(postgres_server, pg_database, tmp_path):
+    n = 6
+    _create_stage(pg_database, "pr", n, SLOW, SAFE_SPACE)
+    args = ["worker", "--campaign", "pr", "--stage", "coarse", "--storage", pg_database]
+    proc = start(args, tmp_path, "worker", extra_env={"SEARCH_STORAGE_RETRY_SECONDS": "300"})
+    wait_for(lambda: budget(pg_database, "pr/coarse").finished >= 1, 120, "a finished trial")
+    _pg_ctl(postgres_server, "-m", "fast", "stop")  # every connection is cut
+    try:
+        time.sleep(3)  # the worker meets the stopped server: it retries instead of dying
+        assert proc.popen.poll() is None, proc.stderr
+    finally:
+        _pg_ctl(postgres_server, "start")
+    assert proc.wait(300) == 0, proc.stderr
+    final = budget(pg_database, "pr/coarse")
+    assert final.finished == n and final.states["RUNNING"] == final.states["WAITING"] == 0
+    assert final.problems() == []
+
+
+def test_a_server_down_past_the_retry_period_stops_the_worker_with_one_line_and_a_rerun_completes(
+        postgres_server, pg_database, tmp_path):
+    n = 6
+    _create_stage(pg_database, "pd", n, SLOW, SAFE_SPACE)
+    args = ["worker", "--campaign", "pd", "--stage", "coarse", "--storage", pg_database]
+    proc = start(args, tmp_path, "worker", extra_env={"SEARCH_STORAGE_RETRY_SECONDS": "2"})
+    wait_for(lambda: budget(pg_database, "pd/coarse").finished >= 1, 120, "a finished trial")
+    _pg_ctl(postgres_server, "-m", "fast", "stop")
+    try:
+        assert proc.wait(300) == 1, proc.stderr
+    finally:
+        _pg_ctl(postgres_server, "start")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]  # besides progress lines
+    assert "Traceback" not in proc.stderr and len(errors) == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1] == errors[0] and "this worker stopped after retrying for 2 s" in errors[0]
+    assert "database server" in errors[0]  # "cannot reach the database server" or "... closed the connection"
+
+    again = run(args, tmp_path, "again", timeout=300)
+    assert again.popen.returncode == 0, again.stderr
+    final = budget(pg_database, "pd/coarse")
+    assert final.finished == n and final.states["RUNNING"] == final.states["WAITING"] == 0
+    assert final.problems() == []
