@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+import sqlalchemy
 
-from studies.errors import QueryError
-from studies.store import readonly_engine, url_dialect
+from studies.errors import QueryError, StorageError
+from studies.store import describe_storage_error, mask_url, readonly_engine, url_dialect, with_available_driver
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 10_000
@@ -365,7 +366,14 @@ def run_readonly_sql(
     run = _run_postgresql if dialect == "postgresql" else _run_sqlite
     engine = readonly_engine(url)
     try:
-        columns, rows = run(engine, statement, view, timeout, max_rows)
+        try:
+            raw = engine.raw_connection()
+        except Exception as exc:  # the driver's own errors, wrapped or not
+            raise StorageError(f"storage {mask_url(url)}: cannot open read-only: {describe_storage_error(exc)}") from None
+        try:
+            columns, rows = run(raw, url, statement, view, timeout, max_rows)
+        finally:
+            raw.close()
     finally:
         engine.dispose()
     frame = pd.DataFrame(rows[:max_rows], columns=columns)
@@ -379,7 +387,7 @@ Rows = tuple[list[str], list[tuple[Any, ...]]]
 ViewBuilder = Callable[[dict[str, str]], str] | None
 
 
-def _run_sqlite(engine: Any, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
+def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
     """SQLite: one statement on the read-only connection, stopped by a progress handler at the deadline or Ctrl-C."""
     deadline = time.monotonic() + timeout
     state = {"timed_out": False, "interrupted": False}
@@ -393,7 +401,6 @@ def _run_sqlite(engine: Any, statement: str, view: ViewBuilder, timeout: float, 
             state["interrupted"] = True
             return 1
 
-    raw = engine.raw_connection()
     conn = raw.driver_connection
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(min(timeout, 60) * 1000)}")
@@ -415,7 +422,6 @@ def _run_sqlite(engine: Any, statement: str, view: ViewBuilder, timeout: float, 
         return columns, [tuple(row) for row in rows]
     finally:
         conn.set_progress_handler(None, 0)
-        raw.close()
 
 
 _OPEN_CURSOR = f"""DO $search$
@@ -428,10 +434,6 @@ $search$"""
 
 def _ensure_readonly_role(url: str) -> None:
     """Create ``search_readonly`` (NOLOGIN, SELECT on this schema's tables) and let the login use it; best effort."""
-    import sqlalchemy
-
-    from studies.store import with_available_driver
-
     engine = sqlalchemy.create_engine(with_available_driver(url), poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.begin() as conn:
@@ -455,9 +457,8 @@ _ROLE_USABLE_SQL = f"""SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname =
     AND NOT has_table_privilege(r.oid, quote_ident(t.schemaname) || '.' || quote_ident(t.tablename), 'SELECT')))"""
 
 
-def _run_postgresql(engine: Any, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
+def _run_postgresql(raw: Any, url: str, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
     """PostgreSQL: the text opened as one cursor in a read-only transaction, as ``search_readonly`` when possible."""
-    raw = engine.raw_connection()
     conn = raw.driver_connection
     try:
         cursor = conn.cursor()
@@ -465,7 +466,7 @@ def _run_postgresql(engine: Any, statement: str, view: ViewBuilder, timeout: flo
         use_role = cursor.fetchone()[0]
         conn.rollback()
         if not use_role:
-            _ensure_readonly_role(engine.url.render_as_string(hide_password=False))
+            _ensure_readonly_role(url)
             cursor.execute(_ROLE_USABLE_SQL)
             use_role = cursor.fetchone()[0]
             conn.rollback()
@@ -494,10 +495,7 @@ def _run_postgresql(engine: Any, statement: str, view: ViewBuilder, timeout: flo
                 raise _timeout_error(timeout) from None
             raise QueryError(_refusal_message(exc)) from None
     finally:
-        try:
-            conn.rollback()
-        finally:
-            raw.close()
+        conn.rollback()
 
 
 def _cancel_on_interrupt(conn: Any, work: Callable[[], Rows]) -> Rows:

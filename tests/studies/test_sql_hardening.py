@@ -245,3 +245,11 @@ def test_sqlite_reading_leaves_the_file_unchanged(sqlite_url) -> None:
     before = path.read_bytes()
     run_readonly_sql(sqlite_url, "SELECT * FROM trials_flat")
     assert path.read_bytes() == before
+
+
+def test_unreachable_server_is_one_storage_error_line() -> None:
+    from studies.errors import StorageError
+
+    with pytest.raises(StorageError, match="cannot reach the database server") as info:
+        run_readonly_sql("postgresql://searcher:Sup3rS3cret@127.0.0.1:1/search?connect_timeout=3", "SELECT 1")
+    assert "Sup3rS3cret" not in str(info.value) and "\n" not in str(info.value)
