@@ -400,8 +400,17 @@ def claim_waiting_trial(study: optuna.Study) -> int | None:
     return None
 
 
+# Quoted by ``--sampler``'s help and the README: where "same seed, same trials" holds and where it stops.
+REPRODUCIBILITY = (
+    "The same --seed gives the same trials with any --jobs for random and grid stages. With tpe (and qmc) it "
+    "does only with --jobs 1 and a stage that runs without interruption: each TPE trial is drawn from the "
+    "trials finished before it (each QMC point goes to the trial that asks next), and with several workers, "
+    "or when an interrupted trial is re-run later, that order depends on timing."
+)
+
+
 def make_sampler(stage: Stage, number: int) -> optuna.samplers.BaseSampler:
-    """The sampler of one trial: seeded per trial so parallel workers never draw the same point."""
+    """The sampler of one trial, seeded per trial so parallel workers never draw the same point (see REPRODUCIBILITY)."""
     seed = trial_seed(stage.seed, number)
     if stage.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)

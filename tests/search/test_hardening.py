@@ -210,3 +210,14 @@ def test_workers_of_a_killed_parent_record_their_trials_as_interrupted_and_its_d
 def _count_training(url: str) -> int:
     b = budget(url, STAGE)
     return sum(1 for t in b.trials if t.state.name == "RUNNING" and t.params) if b else 0
+
+
+# --------------------------------------------------------------------------- item 7: TPE with one worker is reproducible
+def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
+    trials = []
+    for i in range(2):
+        url = f"sqlite:///{tmp_path / f'run{i}.db'}"
+        execute_stage(Execution(url, progress="quiet"),
+                      coarse_stage("digits", RUN, DEFAULT_SPACE, 16, seed=5, sampler="tpe"))
+        trials.append([(t.number, t.params, t.state.name) for t in budget(url, STAGE).trials])
+    assert len(trials[0]) == 16 and trials[0] == trials[1]  # past TPE's 10 random start-up trials too
