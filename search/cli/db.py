@@ -3,15 +3,27 @@ from __future__ import annotations
 
 import click
 
-from search.cli.options import campaign_option, format_option, json_option, open_for_reading, storage_option
-from search.cli.output import echo_json, fmt_value, print_frame
+from search.cli.options import (
+    SectionedCommand, apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
+)
+from search.cli.output import echo_json, fmt_value, print_frame, select_columns
 
 
-@click.command()
+STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
+TRIAL_COLUMNS = ["number", "state", "value", "stop_reason", "diagnosis", "seconds"]
+
+columns_options = apply([
+    click.option("--columns", default=None, metavar="A,B,...", help="Table columns to show (csv/json give all)."),
+    click.option("--wide", is_flag=True, help="Show every column in the table."),
+])
+
+
+@click.command(cls=SectionedCommand)
 @storage_option
 @format_option
-def studies(storage: str | None, fmt: str) -> None:
-    """One row per stage: campaign, stage, trials by state, best value, ranges, epochs.
+@columns_options
+def studies(storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
+    """One row per stage: trials by state, best value, epochs (--wide: space, parent, created, ...).
 
     \b
     Example:
@@ -19,10 +31,11 @@ def studies(storage: str | None, fmt: str) -> None:
     """
     from studies.queries import list_studies
 
-    print_frame(list_studies(open_for_reading(storage)), fmt)
+    frame = list_studies(open_for_reading(storage))
+    print_frame(frame, fmt, select_columns(columns, frame) or STUDY_COLUMNS, wide)
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @click.argument("study", required=False)
 @campaign_option
 @click.option("--state", "states", multiple=True,
@@ -32,9 +45,10 @@ def studies(storage: str | None, fmt: str) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @storage_option
 @format_option
+@columns_options
 def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sort: str | None, limit: int | None,
-           storage: str | None, fmt: str) -> None:
-    """One row per trial: params, value, state, stop_reason, seconds, ...
+           storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
+    """One row per trial: number, state, value, params, stop reason, diagnosis, seconds (--wide: all).
 
     \b
     Examples:
@@ -45,10 +59,12 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
 
     frame = trials_frame(open_for_reading(storage), study_name=study, campaign=campaign,
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
-    print_frame(frame, fmt)
+    default = (["study"] if "study" in frame and frame["study"].nunique() > 1 else []) + [
+        c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
+    print_frame(frame, fmt, select_columns(columns, frame) or default, wide)
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @campaign_option
 @storage_option
 @format_option
@@ -74,7 +90,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         print_frame(pd.DataFrame([flat]), fmt)
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @click.argument("sql")
 @storage_option
 @format_option
@@ -83,8 +99,10 @@ def query(sql: str, storage: str | None, fmt: str) -> None:
 
     \b
     Examples:
-      search query "SELECT stage, count(*), max(value) FROM trials_flat GROUP BY stage"
-      search query "SELECT param_lr, value FROM trials_flat WHERE state = 'COMPLETE' ORDER BY value DESC LIMIT 5"
+      search query "SELECT stage, count(*), max(value) FROM trials_flat
+                    GROUP BY stage"
+      search query "SELECT param_lr, value FROM trials_flat
+                    WHERE state = 'COMPLETE' ORDER BY value DESC LIMIT 5"
     """
     from studies.queries import run_readonly_sql
     from studies.store import resolve_storage_url
@@ -92,7 +110,7 @@ def query(sql: str, storage: str | None, fmt: str) -> None:
     print_frame(run_readonly_sql(resolve_storage_url(storage), sql), fmt)
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @click.argument("ref", metavar="STUDY:NUMBER")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Draw its loss and accuracy curves (PNG).")
 @storage_option

@@ -27,6 +27,36 @@ def choice(names: Any) -> click.Choice:
     return click.Choice(sorted(names), case_sensitive=False)
 
 
+# --help shows options in these sections, in this order; any other option goes under "Options"
+SECTIONS = {
+    "Data": ("data", "data_dir", "label_column", "image_size", "val_fraction", "test_fraction", "train_size",
+             "val_size", "preprocess", "pca_components"),
+    "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
+    "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
+    "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "top", "edge",
+               "fine_epochs", "max_fine", "repeats", "retrain_seeds"),
+    "Execution": ("campaign", "storage", "jobs", "heartbeat", "seed", "as_json", "fmt", "columns", "wide"),
+}
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options in sections (data, model, optimisation, search, execution)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        placed: set[str] = set()
+        for title, names in SECTIONS.items():
+            rows = [records[n] for n in names if records.get(n)]
+            placed.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        rest = [r for n, r in records.items() if r and n not in placed]
+        if rest:
+            with formatter.section("Options"):
+                formatter.write_dl(rest)
+
+
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in value.split(","))
@@ -102,17 +132,18 @@ RUN_OPTIONS = [
                  show_default=True, help="Share drawn (stratified) for test where the file gives no test split."),
     click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
-    click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True,
-                 help="Preprocessing fitted on the training split."),
+    click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True, metavar="NAME",
+                 help=f"Fitted on the training split: {', '.join(PREPROCESSORS)}."),
     click.option("--pca-components", type=click.IntRange(min=1), default=None, help="Components for pca/whiten."),
     # model
     click.option("--hidden", default="100", show_default=True, callback=_hidden,
                  help="Hidden layer sizes, comma-separated."),
     click.option("--depth", type=click.IntRange(1, 100), default=None,
                  help="Number of hidden layers, each as wide as the first of --hidden."),
-    click.option("--activation", type=choice(ACTIVATIONS), default="relu", show_default=True),
-    click.option("--init", "init_name", type=choice(INITIALISERS), default="he", show_default=True,
-                 help="Weight initialiser."),
+    click.option("--activation", type=choice(ACTIVATIONS), default="relu", show_default=True, metavar="NAME",
+                 help=f"One of {', '.join(ACTIVATIONS)}."),
+    click.option("--init", "init_name", type=choice(INITIALISERS), default="he", show_default=True, metavar="NAME",
+                 help="Weight initialiser: he, xavier, normal, uniform, orthogonal, lecun, ... (see search layers)."),
     click.option("--init-std", type=float, default=None, callback=nonneg_float,
                  help="Std for normal/uniform/sparse/constant init, gain for orthogonal."),
     click.option("--batchnorm/--no-batchnorm", default=False, show_default=True),
@@ -122,7 +153,8 @@ RUN_OPTIONS = [
     click.option("--relu-bias", type=float, default=0.0, callback=nonneg_float,
                  help="Initial bias of ReLU-family units, e.g. 0.01."),
     # optimisation
-    click.option("--optimizer", type=choice(OPTIMIZERS), default="adam", show_default=True),
+    click.option("--optimizer", type=choice(OPTIMIZERS), default="adam", show_default=True, metavar="NAME",
+                 help=f"Update rule: {', '.join(OPTIMIZERS)}."),
     click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
                  help="mu of the momentum and nesterov rules."),
     click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True),

@@ -37,16 +37,73 @@ def fmt_value(v: Any) -> str:
     return str(v)
 
 
-def print_frame(frame: Any, fmt_name: str) -> None:
+def frame_records(frame: Any) -> list[dict[str, Any]]:
+    """Rows as plain Python values: ints stay ints, NaN and NaT become None, timestamps ISO text."""
+    import pandas as pd
+
+    rows = []
+    for record in frame.to_dict(orient="records"):
+        row = {}
+        for key, value in record.items():
+            if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
+                value = None
+            elif isinstance(value, pd.Timestamp):
+                value = value.isoformat(timespec="seconds")
+            elif hasattr(value, "item"):
+                value = value.item()
+            row[key] = value
+        rows.append(row)
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_cell(v) for v in value)
+    if isinstance(value, str) and len(value) == 19 and value[10] == "T":
+        return value.replace("T", " ")
+    return fmt_value(value)
+
+
+def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False) -> None:
+    """A DataFrame as csv or json (every column), or as a table of ``columns`` (all with ``wide``) that fits
+    the terminal."""
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
-    elif fmt_name == "json":
-        click.echo(frame.to_json(orient="records", date_format="iso", indent=2))
-    elif frame.empty:
+        return
+    rows = frame_records(frame)
+    if fmt_name == "json":
+        click.echo(json.dumps(rows, indent=2, default=_json_default))
+        return
+    if frame.empty:
         click.echo("(no rows)")
-    else:
-        import pandas as pd
+        return
+    shown = list(frame.columns) if wide or not columns else [c for c in columns if c in frame.columns]
+    from rich.console import Console
+    from rich.table import Table
 
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                               "display.float_format", "{:.4g}".format):
-            click.echo(frame.to_string(index=False))
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column in shown:
+        numeric = str(frame[column].dtype).startswith(("int", "float", "Int", "Float"))
+        name = column.removeprefix("param_")  # a parameter by its own name; csv/json keep the prefix
+        table.add_column(name, justify="right" if numeric else "left", overflow="fold",
+                         min_width=None if wide else len(name))
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in shown))
+    Console(soft_wrap=False, highlight=False).print(table)
+
+
+def select_columns(text: str | None, frame: Any) -> list[str] | None:
+    """Columns named by --columns (comma-separated), checked against the frame."""
+    if text is None:
+        return None
+    from search.errors import SearchError
+
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in frame.columns]
+    if unknown:
+        raise SearchError(f"--columns: no column {', '.join(unknown)}; columns: {', '.join(frame.columns)}")
+    return names

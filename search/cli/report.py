@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
+    SectionedCommand,
     build_space, campaign_option, explode_option, heartbeat_option, jobs_option, json_option, open_for_reading,
     run_config_options, space_options, storage_option,
 )
@@ -21,7 +22,7 @@ out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False), 
 
 
 # --------------------------------------------------------------------------- report
-@click.command()
+@click.command(cls=SectionedCommand)
 @campaign_option
 @out_option
 @storage_option
@@ -36,7 +37,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
 
     \b
     Examples:
-      search report                           # the latest campaign, into report-<campaign>/
+      search report              # the latest campaign, into report-<campaign>/
       search report --campaign digits --out digits-report
     """
     from studies.queries import latest_campaign
@@ -60,7 +61,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
 
 
 # --------------------------------------------------------------------------- compare
-@click.command()
+@click.command(cls=SectionedCommand)
 @run_config_options
 @space_options
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
@@ -137,7 +138,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
 
 
 # --------------------------------------------------------------------------- dashboard
-@click.command()
+@click.command(cls=SectionedCommand)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @storage_option
 def dashboard(port: int, storage: str | None) -> int:
@@ -148,7 +149,7 @@ def dashboard(port: int, storage: str | None) -> int:
 
     \b
     Example:
-      search dashboard --port 8080      # then open http://127.0.0.1:8080/dashboard
+      search dashboard --port 8080   # then open http://127.0.0.1:8080/dashboard
     """
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise SearchError("optuna-dashboard is not installed: pip install '.[dashboard]'")

@@ -8,6 +8,7 @@ import click
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from search.cli.options import (
+    SectionedCommand,
     choice, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none
@@ -15,7 +16,7 @@ from search.config import RunConfig
 from search.errors import SearchError
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @run_config_options
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float, help="Learning rate.")
 @click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float, help="L2 strength.")
@@ -35,7 +36,7 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
     \b
     Examples:
       search train --data digits --epochs 30 --lr 1e-3 --reg 1e-3 --plot run.png
-      search train --from-trial digits/coarse:12      # the same numbers as the stored trial
+      search train --from-trial digits/coarse:12   # rerun a stored trial exactly
     """
     from engine.trainer import train as run_training
     from search.objective import ExplosionObserver
@@ -122,8 +123,9 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float, float | 
 
 
 # --------------------------------------------------------------------------- layers
-@click.command()
-@click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True)
+@click.command(cls=SectionedCommand)
+@click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True, metavar="NAME",
+              help=f"One of {', '.join(sorted(INITIALISERS))}.")
 @click.option("--init-std", type=float, default=None, callback=nonneg_float,
               help="Std for normal/uniform init (0.01 collapses, 1.0 saturates tanh).")
 @click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True)
@@ -140,9 +142,9 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 
     \b
     Examples:
-      search layers --init normal --init-std 0.01 --activation tanh   # activations collapse
-      search layers --init normal --init-std 1.0 --activation tanh    # units saturate
-      search layers --init he --activation relu --plot he_relu.png    # stays alive
+      search layers --init normal --init-std 0.01 --activation tanh  # collapse
+      search layers --init normal --init-std 1.0 --activation tanh   # saturate
+      search layers --init he --activation relu --plot he_relu.png   # alive
     """
     from engine.diagnostics import activation_experiment
     from engine.init import InitSpec
@@ -174,7 +176,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 
 
 # --------------------------------------------------------------------------- sanity
-@click.command()
+@click.command(cls=SectionedCommand)
 @run_config_options
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float)
 @click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float)
@@ -201,7 +203,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     return 0 if all(c.passed for c in checks) else 1
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @run_config_options
 @json_option
 def data(base: RunConfig, as_json: bool) -> None:

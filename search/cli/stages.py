@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
+    SectionedCommand,
     build_space, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
@@ -43,7 +44,7 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
     return 1 if any(s.errors for s in summaries) else 0
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @run_config_options
 @space_options
 @stage_options
@@ -58,7 +59,8 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     \b
     Examples:
       search coarse --lr 1e-6:1e0 --reg 1e-6:1e1 --trials 50 --epochs 3 --jobs 2
-      search coarse --space lr=1e-4:1e0 --space hidden=8:256:int --space activation=relu,tanh,elu
+      search coarse --space lr=1e-4:1e0 --space hidden=8:256:int \\
+        --space activation=relu,tanh,elu
     """
     from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
 
@@ -68,7 +70,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     return finish([execute_stage(execution(storage, jobs, heartbeat, as_json), stage)], as_json)
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @fine_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs per trial (default: twice the previous stage's).")
@@ -99,7 +101,7 @@ def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign
     return finish([execute_stage(ex, stage)], as_json)
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @stage_run_options
 @json_option
 def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
@@ -120,7 +122,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
     return finish([execute_stage(ex, stage)], as_json)
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @run_config_options
 @space_options
 @stage_options
@@ -143,12 +145,13 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     Fine stages stop at --max-fine, when the space settles, or when a stage improves the best by
     less than 2 standard errors. Stage "final" runs the last stage's --top configurations
     --repeats times each; the best mean is retrained --retrain-seeds times and scored on test.
-    The default space is lr, reg and the hidden width (16 up to about half the training set).
+    The default space is lr, reg and the hidden width (16 up to about a quarter of the training set).
 
     \b
     Examples:
       search auto --data digits --trials 30 --jobs 2
-      search auto --space lr=1e-4:1e-1 --space hidden=32:512:int --space dropout=0.5:1:linear
+      search auto --space lr=1e-4:1e-1 --space hidden=32:512:int \\
+        --space dropout=0.5:1:linear
     """
     from search.campaign import auto_space, coarse_stage, run_auto
 
@@ -175,7 +178,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     return code
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @campaign_option
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
 @storage_option

@@ -90,3 +90,29 @@ def test_trials_and_studies_tables(run_cli):
     assert studies[0]["complete"] + studies[0]["pruned"] == 4
     csv = run_cli("trials", "--campaign", "digits", "--format", "csv", "--limit", "2").stdout.splitlines()
     assert len(csv) == 3 and csv[0].startswith("study,")
+
+
+def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "4",
+                   "--epochs", "1", "--train-size", "200").exit_code == 0
+    for args in (["studies"], ["trials", "digits/coarse"], ["studies", "--wide"]):
+        out = run_cli(*args).stdout
+        assert max(len(line) for line in out.splitlines()) <= 80, out
+    table = run_cli("trials", "digits/coarse").stdout
+    assert table.splitlines()[0].split()[:5] == ["number", "state", "value", "lr", "activation"]
+    assert "relu" in table or "tanh" in table  # categorical values, not indices
+    raw = run_cli("studies", "--format", "json").stdout
+    assert "\\/" not in raw
+    row = json.loads(raw)[0]
+    assert row["study"] == "digits/coarse" and row["n_trials"] == 4 and isinstance(row["n_trials"], int)
+    picked = run_cli("trials", "digits/coarse", "--columns", "number,value").stdout
+    assert picked.splitlines()[0].split() == ["number", "value"]
+    one_line_error(run_cli("trials", "--columns", "nope"), "--columns", "nope")
+
+
+def test_a_command_whose_stage_is_complete_says_so(run_cli):
+    args = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
+    assert run_cli(*args).exit_code == 0
+    again = run_cli(*args)
+    assert again.exit_code == 0 and "digits/coarse was already complete; nothing to run" in again.stdout
