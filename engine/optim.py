@@ -80,30 +80,39 @@ class RMSProp:
 
 
 class Adam:
-    """Adam with bias correction (Kingma & Ba)."""
+    """Adam with bias correction (Kingma & Ba), updating in place with one scratch buffer per parameter."""
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m: dict[str, np.ndarray] = {}
         self.v: dict[str, np.ndarray] = {}
+        self.scratch: dict[str, np.ndarray] = {}
         self.t = 0
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
-        """Update every parameter in place."""
+        """Update every parameter in place (the gradients are used as scratch, i.e. consumed); no temporaries."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        step = lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        step = lr * float(np.sqrt(1 - b2**self.t)) / (1 - b1**self.t)
         for name, g in grads.items():
             m = self.m.get(name)
             if m is None:
                 m = self.m[name] = np.zeros_like(g)
                 self.v[name] = np.zeros_like(g)
-            v = self.v[name]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            params[name] -= step * m / (np.sqrt(v) + self.eps)
+                self.scratch[name] = np.empty_like(g)
+            v, tmp = self.v[name], self.scratch[name]
+            v *= b2  # v = b2 * v + (1 - b2) * g^2
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v += tmp
+            m *= b1  # m = b1 * m + (1 - b1) * g
+            g *= 1 - b1
+            m += g
+            np.sqrt(v, out=tmp)  # w -= step * m / (sqrt(v) + eps)
+            tmp += self.eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step
+            params[name] -= tmp
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSProp, "adam": Adam}

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import optuna
 
 from engine.errors import ConfigError
 from engine.init import INITIALISERS
@@ -24,6 +23,9 @@ from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS
 from search.config import RunConfig
 from search.errors import SearchError
+
+if TYPE_CHECKING:
+    import optuna
 
 INF = math.inf
 
