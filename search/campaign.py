@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,15 +48,21 @@ class Execution:
     """How to run a stage's trials: storage, processes, heartbeat, progress mode."""
 
     url: str
-    jobs: int = 1
+    jobs: int | None = 1  # None: auto, the usable cores but never more than the trials left
     heartbeat: int | None = 10
     progress: str = "auto"  # "auto", "bar", "log" or "quiet"
 
     def __post_init__(self) -> None:
-        if self.jobs < 1:
+        if self.jobs is not None and self.jobs < 1:
             raise SearchError(f"--jobs must be >= 1, got {self.jobs}")
         if self.heartbeat is not None and self.heartbeat < 1:
             raise SearchError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
+
+    def processes(self, trials_left: int) -> int:
+        """Worker processes for a stage with ``trials_left`` trials: --jobs, or (auto) the usable cores, at most
+        one per trial left."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return self.jobs if self.jobs is not None else max(1, min(cores, trials_left))
 
     def storage(self) -> optuna.storages.RDBStorage:
         """The database, created when it does not exist yet (commands that start a campaign)."""
@@ -146,8 +153,10 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
                             mode=execution.progress)
         # every worker of a stage judges staleness with the stage's interval (see create_stage)
         heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
+        counts = stage_counts(study._storage, study._study_id)
+        jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
         try:
-            report = run_stage_processes(execution.url, stage.name, dataset, execution.jobs, heartbeat,
+            report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial)
         finally:
             progress.close()

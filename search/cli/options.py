@@ -292,8 +292,18 @@ storage_option = click.option(
     "--storage", default=None, metavar="URL",
     help="Study database URL (default: $SEARCH_STORAGE or sqlite:///search.db).",
 )
-jobs_option = click.option("--jobs", type=click.IntRange(min=1, max=256), default=1, show_default=True,
-                           help="Worker processes on this machine (1 BLAS thread each).")
+def _jobs(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise click.BadParameter(f"{value!r} must be auto or a number of processes from 1 to 256")
+    return int(value)
+
+
+jobs_option = click.option(
+    "--jobs", default="auto", show_default=True, callback=_jobs, metavar="N|auto", envvar="SEARCH_JOBS",
+    help="Worker processes on this machine, 1 BLAS thread each; auto: the usable cores, never more than the "
+         "trials left ($SEARCH_JOBS).")
 heartbeat_option = click.option(
     "--heartbeat", type=click.IntRange(min=1, max=86400), default=10, show_default=True,
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
@@ -332,7 +342,7 @@ def campaign_name(campaign: str | None, base: RunConfig) -> str:
     return campaign
 
 
-def execution(storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> Any:
+def execution(storage: str | None, jobs: int | None, heartbeat: int, as_json: bool) -> Any:
     from search.campaign import Execution
     from studies.store import resolve_storage_url
 

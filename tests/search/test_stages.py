@@ -138,3 +138,13 @@ def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
     states = _states(_study(url, "i/coarse"))
     assert states["COMPLETE"] + states.get("PRUNED", 0) == 8
     assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0
+
+
+def test_auto_jobs_never_start_more_workers_than_trials_left_or_cores():
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    auto = Execution("sqlite:///unused.db", jobs=None)
+    assert auto.processes(1) == 1
+    assert auto.processes(1000) == cores
+    assert Execution("sqlite:///unused.db", jobs=3).processes(1) == 3  # an explicit number is obeyed
