@@ -388,40 +388,40 @@ ViewBuilder = Callable[[dict[str, str]], str] | None
 
 
 def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
-    """SQLite: one statement on the read-only connection, stopped by a progress handler at the deadline or Ctrl-C."""
-    deadline = time.monotonic() + timeout
-    state = {"timed_out": False, "interrupted": False}
+    """SQLite: one statement on the read-only connection, in a thread stopped at the deadline or on Ctrl-C.
 
-    def stop() -> int:
-        try:
-            if time.monotonic() > deadline:
-                state["timed_out"] = True
-            return int(state["timed_out"] or state["interrupted"])
-        except KeyboardInterrupt:
-            state["interrupted"] = True
-            return 1
-
+    The query runs in a thread because signals reach only the main thread, and an exception
+    raised by a signal handler inside sqlite3's progress callback would be swallowed: the main
+    thread waits, and on the deadline or any exception (Ctrl-C, a SIGTERM handler's) sets the
+    flag the progress handler checks and calls ``interrupt()``.
+    """
     conn = raw.driver_connection
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(min(timeout, 60) * 1000)}")
-        conn.set_progress_handler(stop, 1000)
+    stop, timed_out = threading.Event(), threading.Event()
+    conn.execute(f"PRAGMA busy_timeout = {int(min(timeout, 60) * 1000)}")
+
+    def work() -> Rows:
+        conn.set_progress_handler(lambda: int(stop.is_set()), 1000)
         try:
-            if view is not None:
-                statement = view(param_kinds(conn.execute(_PARAMS_SQL).fetchall()))
-            cursor = conn.execute(statement)
+            text = statement if view is None else view(param_kinds(conn.execute(_PARAMS_SQL).fetchall()))
+            cursor = conn.execute(text)
             rows = cursor.fetchmany(max_rows + 1) if cursor.description else []
-            columns = [d[0] for d in cursor.description or ()]
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # sqlite3.Error, and ProgrammingError for several statements
-            if state["timed_out"]:
-                raise _timeout_error(timeout) from None
-            if state["interrupted"] or "interrupted" in str(exc):
-                raise KeyboardInterrupt from None
-            raise QueryError(_refusal_message(exc)) from None
-        return columns, [tuple(row) for row in rows]
-    finally:
-        conn.set_progress_handler(None, 0)
+            return [d[0] for d in cursor.description or ()], [tuple(row) for row in rows]
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    def cancel(deadline: bool = False) -> None:
+        if deadline:
+            timed_out.set()
+        stop.set()
+        conn.interrupt()
+
+    try:
+        return _run_cancellable(work, cancel, timeout)
+    except _QueryFailed as failed:  # sqlite3.Error, and ProgrammingError for several statements
+        exc = failed.args[0]
+        if timed_out.is_set():
+            raise _timeout_error(timeout) from None
+        raise QueryError(_refusal_message(exc)) from None
 
 
 _OPEN_CURSOR = f"""DO $search$
@@ -486,20 +486,22 @@ def _run_postgresql(raw: Any, url: str, statement: str, view: ViewBuilder, timeo
             return [d.name for d in cursor.description], cursor.fetchall()
 
         try:
-            return _cancel_on_interrupt(conn, work)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # psycopg2.Error
-            code = getattr(exc, "pgcode", None)
-            if code == "57014":  # query_canceled: our statement_timeout (Ctrl-C re-raises above)
+            return _run_cancellable(work, lambda deadline=False: conn.cancel())
+        except _QueryFailed as failed:  # psycopg2.Error
+            exc = failed.args[0]
+            if getattr(exc, "pgcode", None) == "57014":  # query_canceled: by statement_timeout (Ctrl-C re-raises)
                 raise _timeout_error(timeout) from None
             raise QueryError(_refusal_message(exc)) from None
     finally:
         conn.rollback()
 
 
-def _cancel_on_interrupt(conn: Any, work: Callable[[], Rows]) -> Rows:
-    """Run ``work`` in a thread; on Ctrl-C (or any exception here, e.g. SIGTERM's) cancel the server's query."""
+def _run_cancellable(work: Callable[[], Rows], cancel: Callable[..., None], timeout: float | None = None) -> Rows:
+    """Run ``work`` in a thread; ``cancel(deadline=True)`` after ``timeout`` s, ``cancel()`` on any exception here.
+
+    Any exception here is Ctrl-C's KeyboardInterrupt or a signal handler's (e.g. the CLI's for
+    SIGTERM): the query is cancelled, its thread waited for, and the exception raised again.
+    """
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -509,17 +511,25 @@ def _cancel_on_interrupt(conn: Any, work: Callable[[], Rows]) -> Rows:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name="search-query", daemon=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
     thread.start()
     try:
         while thread.is_alive():
-            thread.join(0.1)
+            thread.join(0.05)
+            if deadline is not None and time.monotonic() > deadline:
+                cancel(deadline=True)
+                deadline = None
     except BaseException:
-        conn.cancel()
+        cancel()
         thread.join()
         raise
     if "error" in outcome:
-        raise outcome["error"]
+        raise _QueryFailed(outcome["error"])
     return outcome["rows"]
+
+
+class _QueryFailed(Exception):
+    """The query's own error (its ``args[0]``), told apart from an exception raised in the waiting thread."""
 
 
 __all__ = [

@@ -253,3 +253,39 @@ def test_unreachable_server_is_one_storage_error_line() -> None:
     with pytest.raises(StorageError, match="cannot reach the database server") as info:
         run_readonly_sql("postgresql://searcher:Sup3rS3cret@127.0.0.1:1/search?connect_timeout=3", "SELECT 1")
     assert "Sup3rS3cret" not in str(info.value) and "\n" not in str(info.value)
+
+
+class _Terminated(Exception):
+    """What a CLI's SIGTERM handler might raise."""
+
+
+def test_sqlite_sigterm_handler_exception_stops_the_query(sqlite_url) -> None:
+    def on_term(_signum, _frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(_Terminated):
+            run_readonly_sql(sqlite_url, FOREVER_SQLITE, timeout=600)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_postgresql_sigterm_handler_exception_cancels_the_query(pg_url) -> None:
+    def on_term(_signum, _frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(_Terminated):
+            run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=600)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+    sleeping = run_readonly_sql(pg_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+    assert sleeping["n"].tolist() == [0]
