@@ -69,8 +69,10 @@ class Execution:
         return open_storage(self.url, heartbeat_interval=self.heartbeat)
 
     def existing_storage(self) -> optuna.storages.RDBStorage:
-        """The database, which must exist already (commands that continue a campaign create nothing)."""
-        return open_storage(self.url, heartbeat_interval=self.heartbeat, create=False)
+        """The database, which must exist already (commands that continue a campaign create nothing) and be
+        writable."""
+        open_storage(self.url, readonly=True).engine.dispose()  # missing: one line, and no file left behind
+        return self.storage()
 
 
 @dataclass

@@ -321,7 +321,9 @@ stage_options = apply([
                  help="Trials in the stage."),
     click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
                  help="Epochs per trial (coarse runs are short)."),
-    click.option("--sampler", type=choice(["random", "tpe", "qmc"]), default="random", show_default=True),
+    click.option("--sampler", type=choice(["random", "tpe", "qmc"]), default="random", show_default=True,
+                 help="random and grid stages: same --seed, same trials with any --jobs; tpe and qmc: only with "
+                      "--jobs 1 and no interruption (each draw depends on the trials finished before it)."),
     explode_option,
 ])
 
