@@ -86,15 +86,27 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
     if fmt == "json":
         echo_json(row)
-    else:
+    elif fmt == "csv":
         print_frame(pd.DataFrame([flat]), fmt)
+    else:  # one trial: a name/value list fits any terminal; nested values only in json
+        shown = {k: v for k, v in flat.items()
+                 if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
+        print_frame(pd.DataFrame({"field": list(shown), "value": [fmt_value(v) for v in shown.values()]}), fmt,
+                    wide=True)
+        hidden = [k for k in flat if k not in shown]
+        if hidden:
+            click.echo(f"({', '.join(hidden)}: --format json)")
 
 
 @click.command(cls=SectionedCommand)
 @click.argument("sql")
+@click.option("--timeout", type=click.FloatRange(0, 86400, min_open=True), default=30.0, show_default=True,
+              metavar="SECONDS", help="Stop the query after this long (exit 1); Ctrl-C cancels it too.")
+@click.option("--max-rows", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True,
+              help="Return at most this many rows (a line on stderr says when more were left out).")
 @storage_option
 @format_option
-def query(sql: str, storage: str | None, fmt: str) -> None:
+def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str) -> None:
     """Run one read-only SQL statement; the view trials_flat has one row per trial with flat columns.
 
     \b
@@ -107,7 +119,10 @@ def query(sql: str, storage: str | None, fmt: str) -> None:
     from studies.queries import run_readonly_sql
     from studies.store import resolve_storage_url
 
-    print_frame(run_readonly_sql(resolve_storage_url(storage), sql), fmt)
+    frame = run_readonly_sql(resolve_storage_url(storage), sql, timeout=timeout, max_rows=max_rows)
+    print_frame(frame, fmt, wide=True)
+    if frame.attrs.get("truncated"):
+        click.echo(f"note: only the first {max_rows} rows are shown (--max-rows)", err=True)
 
 
 @click.command(cls=SectionedCommand)

@@ -355,4 +355,4 @@ def execution(storage: str | None, jobs: int | None, heartbeat: int, as_json: bo
 def open_for_reading(storage: str | None) -> Any:
     from studies.store import open_storage, resolve_storage_url
 
-    return open_storage(resolve_storage_url(storage), create=False)
+    return open_storage(resolve_storage_url(storage), readonly=True)

@@ -116,3 +116,19 @@ def test_a_command_whose_stage_is_complete_says_so(run_cli):
     assert run_cli(*args).exit_code == 0
     again = run_cli(*args)
     assert again.exit_code == 0 and "digits/coarse was already complete; nothing to run" in again.stdout
+
+
+def test_query_has_a_time_limit_and_a_row_cap(run_cli):
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    capped = run_cli("query", "SELECT number FROM trials_flat ORDER BY number", "--max-rows", "2", "--format", "csv")
+    assert capped.exit_code == 0 and capped.stdout.split() == ["number", "0", "1"]
+    assert "only the first 2 rows" in capped.stderr
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    stopped = run_cli("query", endless, "--timeout", "0.5")
+    assert stopped.exit_code == 1 and len(stopped.stderr.strip().splitlines()) == 1
+
+
+def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_path):
+    for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
+        one_line_error(run_cli(*args), "no database")
+    assert not (tmp_path / "search.db").exists()
