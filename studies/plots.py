@@ -4,11 +4,14 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
@@ -16,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 
 def new_axes(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (5.0, 3.5)) -> np.ndarray:
@@ -110,78 +114,184 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
 
 
+@dataclass(frozen=True)
+class Dim:
+    """One searched dimension as an axis shows it: "float", "int" or "categorical" (with its choices)."""
+
+    name: str
+    kind: str = "float"
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind != "categorical"
+
+
+def value_key(value: Any) -> tuple[str, Any]:
+    """A hashable key that keeps True, 1 and "1" apart (Python's True == 1 would merge them)."""
+    if isinstance(value, (bool, np.bool_)):
+        return ("bool", bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return ("number", float(value))
+    return ("text", str(value))
+
+
+def value_text(value: Any) -> str:
+    """A parameter value as the report prints it: ``true``, ``tanh``, ``128``, ``0.0123``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.3g}"
+    return str(value)
+
+
+def positions(frame: pd.DataFrame, dim: Dim, rng: np.random.Generator | None = None, jitter: float = 0.25) -> np.ndarray:
+    """Where each trial sits on a dimension's axis: its value, or its category's index plus jitter (NaN if absent)."""
+    if dim.numeric:
+        return _numeric(frame, f"param_{dim.name}")
+    index = {value_key(c): i for i, c in enumerate(dim.choices)}
+    raw = frame[f"param_{dim.name}"].to_numpy(dtype=object) if f"param_{dim.name}" in frame else [None] * len(frame)
+    out = np.array([np.nan if v is None or (isinstance(v, float) and np.isnan(v)) else index.get(value_key(v), np.nan)
+                    for v in raw], dtype=float)
+    if rng is not None:
+        out += rng.uniform(-jitter, jitter, out.size)
+    return out
+
+
+def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) -> None:
+    """Scale, limits and label of one axis: log or linear for a number, one tick per category for a choice."""
+    (ax.set_xlabel if axis == "x" else ax.set_ylabel)(dim.name + (" (log)" if dim.numeric and dim.log else ""))
+    if dim.numeric:
+        _set_scale(ax, axis, dim.log)
+        if values is not None:
+            ok = values[np.isfinite(values) & ((values > 0) if dim.log else True)]
+            if ok.size:
+                (ax.set_xlim if axis == "x" else ax.set_ylim)(*_padded(float(ok.min()), float(ok.max()), dim.log))
+        return
+    ticks = list(range(len(dim.choices)))
+    labels = [value_text(c) for c in dim.choices]
+    if axis == "x":
+        ax.set_xticks(ticks, labels)
+        ax.set_xlim(-0.5, len(ticks) - 0.5)
+    else:
+        ax.set_yticks(ticks, labels)
+        ax.set_ylim(-0.5, len(ticks) - 0.5)
+
+
+def _state_legend(fig: Figure) -> None:
+    """One legend for the whole figure, the same whatever the panels hold."""
+    handles = [
+        Line2D([], [], ls="", marker="o", mfc="lightgrey", mec="black", mew=0.5, label="complete (colour: accuracy)"),
+        Line2D([], [], ls="", marker="x", color="tab:red", label="pruned (exploded/nan)"),
+        Line2D([], [], ls="", marker="s", mfc="none", mec="grey", label="failed"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+
+
 def plot_param_scatter(
-    axes: Sequence[Axes],
-    stages: Sequence[tuple[str, pd.DataFrame]],
-    x: str = "lr",
-    y: str = "reg",
-    log: tuple[bool, bool] = (True, True),
+    axes: Sequence[Axes], stages: Sequence[tuple[str, pd.DataFrame]], x: Dim, y: Dim, seed: int = 0
 ) -> Figure:
-    """One panel per (title, trials) stage: x vs y coloured by value on one shared scale; pruned marked x."""
-    values = np.concatenate([_numeric(f[f["state"] == "COMPLETE"], "value") for _, f in stages] or [np.array([])])
-    values = values[np.isfinite(values)]
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-    norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
-    # one x and y extent for every panel, so stages can be compared by eye
-    all_x = np.concatenate([_numeric(f, f"param_{x}") for _, f in stages] or [np.array([])])
-    all_y = np.concatenate([_numeric(f, f"param_{y}") for _, f in stages] or [np.array([])])
-    limits = []
-    for values, is_log in ((all_x, log[0]), (all_y, log[1])):
-        values = values[np.isfinite(values) & ((values > 0) if is_log else True)]
-        limits.append(_padded(float(values.min()), float(values.max()), is_log) if values.size else None)
-    mappable = None
+    """One panel per (title, trials) stage: x against y, each on its own scale (categories jittered), coloured
+    by value on the stage's own colour scale; pruned red x, failed grey squares; one legend for all panels."""
+    rng = np.random.default_rng(seed)
+    all_x = np.concatenate([positions(f, x) for _, f in stages] or [np.array([])])
+    all_y = np.concatenate([positions(f, y) for _, f in stages] or [np.array([])])
     for ax, (title, frame) in zip(axes, stages):
-        px, py = _numeric(frame, f"param_{x}"), _numeric(frame, f"param_{y}")
+        px, py = positions(frame, x, rng), positions(frame, y, rng)
         state = frame["state"].to_numpy(dtype=object)
         done = state == "COMPLETE"
-        mappable = ax.scatter(px[done], py[done], c=_numeric(frame, "value")[done], cmap="viridis", norm=norm,
-                              s=26, edgecolors="black", linewidths=0.3, label="complete")
+        values = _numeric(frame, "value")
+        ok = done & np.isfinite(values)
+        if ok.any():
+            lo, hi = float(values[ok].min()), float(values[ok].max())
+            norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+            order = np.argsort(values[ok])  # the best drawn last, on top
+            mappable = ax.scatter(px[ok][order], py[ok][order], c=values[ok][order], cmap="viridis", norm=norm,
+                                  s=26, edgecolors="black", linewidths=0.3)
+            ax.figure.colorbar(mappable, ax=ax, label="validation accuracy", shrink=0.9)
         pruned = state == "PRUNED"
         if pruned.any():
-            ax.scatter(px[pruned], py[pruned], label="pruned (exploded/nan)", **PRUNED_STYLE)
+            ax.scatter(px[pruned], py[pruned], **PRUNED_STYLE)
         failed = state == "FAIL"
-        if failed.any() and np.isfinite(px[failed]).any():
-            ax.scatter(px[failed], py[failed], label="failed", **FAILED_STYLE)
-        _set_scale(ax, "x", log[0])
-        _set_scale(ax, "y", log[1])
-        if limits[0] is not None:
-            ax.set_xlim(*limits[0])
-        if limits[1] is not None:
-            ax.set_ylim(*limits[1])
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
+        if failed.any():
+            ax.scatter(px[failed], py[failed], **FAILED_STYLE)
+        dress_axis(ax, "x", x, all_x)
+        dress_axis(ax, "y", y, all_y)
         ax.set_title(f"{title} ({int(done.sum())} complete, {int(pruned.sum())} pruned)", fontsize=10)
-        if pruned.any() or failed.any():
-            ax.legend(fontsize=7, loc="best")
     fig = axes[0].figure
-    if mappable is not None:
-        fig.colorbar(mappable, ax=list(axes), label="validation accuracy", shrink=0.9)
+    _state_legend(fig)
     return fig
 
 
-def plot_param_projection(
-    axes: Sequence[Axes],
-    stages: Sequence[tuple[str, pd.DataFrame]],
-    params: Sequence[str],
-    log: Sequence[bool] | None = None,
+def plot_param_slices(
+    axes: Sequence[Axes], stages: Sequence[tuple[str, pd.DataFrame]], dims: Sequence[Dim], seed: int = 0
 ) -> Figure:
-    """Value against each parameter alone (one panel per parameter, one series per stage): a grid shows
-    only its few columns here, random search a distinct value per trial."""
-    log = list(log) if log is not None else [True] * len(params)
+    """Value against each dimension alone, one panel per dimension, one colour per stage: a number on its own
+    scale (log for a log range), a category as a box of all stages' values with each trial jittered beside it."""
+    rng = np.random.default_rng(seed)
     colours = plt.get_cmap("tab10").colors
-    for ax, name, is_log in zip(axes, params, log):
+    for ax, dim in zip(axes, dims):
+        if not dim.numeric:
+            boxes = []
+            for i in range(len(dim.choices)):
+                vals = [_numeric(f[f["state"] == "COMPLETE"], "value")[positions(f[f["state"] == "COMPLETE"], dim) == i]
+                        for _, f in stages]
+                vals = np.concatenate(vals or [np.array([])])
+                boxes.append(vals[np.isfinite(vals)])
+            ax.boxplot(boxes, positions=range(len(boxes)), widths=0.6, showfliers=False,
+                       medianprops={"color": "black"}, boxprops={"color": "grey"},
+                       whiskerprops={"color": "grey"}, capprops={"color": "grey"})
         for i, (title, frame) in enumerate(stages):
             done = frame[frame["state"] == "COMPLETE"]
-            ax.scatter(_numeric(done, f"param_{name}"), _numeric(done, "value"), s=18, alpha=0.75,
-                       marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=colours[i % len(colours)],
-                       label=title)
-        _set_scale(ax, "x", is_log)
-        ax.set_xlabel(name)
+            ax.scatter(positions(done, dim, None if dim.numeric else rng, 0.2), _numeric(done, "value"), s=16,
+                       alpha=0.75, marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=colours[i % len(colours)],
+                       label=title, zorder=3)
+        dress_axis(ax, "x", dim, None)
         ax.set_ylabel("validation accuracy")
-        ax.set_title(f"validation accuracy vs {name} alone", fontsize=10)
+        ax.set_title(f"validation accuracy vs {dim.name}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     return axes[0].figure
+
+
+def plot_importance(axes: Sequence[Axes], stages: Sequence[tuple[str, dict[str, float]]]) -> Figure:
+    """One horizontal bar chart per (title, name -> importance) stage, the most important dimension on top."""
+    for ax, (title, importance) in zip(axes, stages):
+        names = sorted(importance, key=lambda n: importance[n])
+        shares = [importance[n] for n in names]
+        bars = ax.barh(names, shares, color="tab:blue")
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in shares], padding=2, fontsize=8)
+        ax.set_xlim(0, max(1.0, max(shares, default=0) * 1.15))
+        ax.set_xlabel("importance (fANOVA, share of variance)")
+        ax.set_title(f"{title}: parameter importance", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    return axes[0].figure
+
+
+def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
+    """Every COMPLETE trial's value by trial number, stage after stage, with each stage's best so far."""
+    colours = plt.get_cmap("tab10").colors
+    offset = 0
+    for i, (title, frame) in enumerate(stages):
+        frame = frame.sort_values("number", kind="stable")
+        number = frame["number"].to_numpy(dtype=float) + offset
+        value = np.where(frame["state"].to_numpy(dtype=object) == "COMPLETE", _numeric(frame, "value"), np.nan)
+        colour = colours[i % len(colours)]
+        ax.scatter(number, value, s=12, color=colour, alpha=0.6, label=title)
+        best = np.fmax.accumulate(np.where(np.isfinite(value), value, -np.inf)) if value.size else value
+        ax.step(number, np.where(np.isfinite(best), best, np.nan), where="post", color=colour, lw=1.5)
+        if i:
+            ax.axvline(offset - 0.5, color="grey", lw=0.8, ls=":")
+        offset += int(frame["number"].max()) + 1 if len(frame) else 0
+    ax.set_xlabel("trial number (stages one after another)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return ax.figure
 
 
 def plot_ranges(
@@ -229,23 +339,27 @@ def _padded(lo: float, hi: float, log: bool, pad: float = 0.08) -> tuple[float, 
 
 
 def plot_loss_curves(
-    ax: Axes, curves: Sequence[tuple[str, float, Sequence[float | None]]], title: str = "loss curves"
+    ax: Axes, curves: Sequence[tuple[str, float, Sequence[float | None]]], title: str = "loss curves",
+    threshold: float | None = None,
 ) -> Figure:
-    """(label, iterations run, subsampled loss curve) per trial, against iteration; None points are gaps."""
-    any_positive = False
+    """(label, iterations run, subsampled loss curve) per trial, against iteration; None points are gaps. With
+    ``threshold`` (e.g. 3.0) each curve's explosion line, ``threshold`` x its first loss, is drawn dashed."""
     spans = []
-    for label, iterations, curve in curves:
+    for i, (label, iterations, curve) in enumerate(curves):
         loss = np.array([np.nan if v is None else float(v) for v in curve], dtype=float)
         if loss.size == 0:
             continue
         it = np.linspace(1, max(float(iterations or loss.size), 1.0), loss.size)
-        ax.plot(it, loss, lw=1.2, label=label, marker="o" if loss.size < 20 else None, ms=3)
+        (line,) = ax.plot(it, loss, lw=1.2, label=label, marker="o" if loss.size < 20 else None, ms=3)
         ok = loss[np.isfinite(loss)]
+        if threshold is not None and ok.size:
+            ax.axhline(threshold * ok[0], color=line.get_color(), ls="--", lw=0.9,
+                       label=f"{threshold:g} x first loss (stop)" if i == 0 else None)
+            ok = np.append(ok, threshold * ok[0])
         if ok.size and ok.min() > 0:
-            any_positive = True
             spans.append(ok.max() / ok.min())
-    if any_positive and spans and max(spans) > 10:
-        ax.set_yscale("log")
+    if spans and max(spans) > 10:
+        _set_scale(ax, "y", True)
     if not curves:
         ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("iteration")

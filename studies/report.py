@@ -18,6 +18,14 @@ Definitions used throughout:
   ``(full - iterations it ran)`` iterations, worth the stage's mean seconds per iteration over
   its COMPLETE trials (sum of seconds / sum of iterations). A stage with no COMPLETE trial has
   no estimate (None).
+- *epochs run*: the stage's epochs per trial for each COMPLETE trial, and for each other trial the part
+  of a full run (as above) its iterations make; *seconds per epoch* is the stage's training seconds over
+  its epochs run: a wider net costs more per epoch.
+- *importance*: Optuna's fANOVA evaluator (seed 0, ``IMPORTANCE_TREES`` trees) over the stage's COMPLETE
+  trials, rebuilt from the trials frame and the stage's ``space`` (no second read of the trials), at most
+  ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
+  ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions. The pair plot shows
+  the two dimensions of highest mean importance over the stages that have one.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import base64
 import datetime as dt
 import html
 import json
+import logging
 import math
 import os
 import re
@@ -37,8 +46,10 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.trial import FrozenTrial, create_trial
 
 from studies import plots
+from studies.plots import Dim, value_key, value_text
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, latest_campaign, loss_curves, trials_frame
 
@@ -48,12 +59,22 @@ BEST_CURVES = 5
 EXPLODED_CURVES = 3
 PRUNED_REASONS = ("exploded", "nan")
 REPORT_FILES = ("report.html", "report.md", "summary.json")
+# fANOVA's cost grows faster than its trials (500 trials: ~9 s with 64 trees); a seeded sample of 200 and 16
+# trees ranked the dimensions of the benchmark stages the same as all trials and 64 trees, in ~0.5 s a stage.
+IMPORTANCE_MAX_TRIALS = 200
+IMPORTANCE_TREES = 16
+IMPORTANCE_MIN_TRIALS = 8
 # image name -> what it shows (the report's captions)
 IMAGE_CAPTIONS: dict[str, str] = {
-    "scatter": "lr x reg per stage, coloured by validation accuracy; red x = pruned (exploded/nan)",
-    "projection": "validation accuracy against each parameter alone: a grid tries only a few distinct values",
+    "importance": "parameter importance per stage (Optuna's fANOVA evaluator)",
+    "scatter": "the two most important dimensions per stage, coloured by validation accuracy on each stage's "
+               "own scale; red x = pruned (exploded/nan)",
+    "projection": "validation accuracy against each dimension alone: log axis for a log range, "
+                  "box and jittered points for a category",
+    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far",
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
-    "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones",
+    "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
+                   "(dashed: 3 x the first loss, where a run is stopped)",
     "best_so_far": "best validation accuracy so far against cumulative training time, grid vs random",
     "repeats": "best value reached against trials used over repeated random/grid pairs: median and band",
 }
@@ -95,13 +116,29 @@ def best_and_median(frame: pd.DataFrame) -> tuple[float | None, float | None]:
     return float(values.max()), float(np.median(values))
 
 
+def _present(value: Any) -> bool:
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as a plain Python value (numpy scalars unwrapped)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def param_values(frame: pd.DataFrame, name: str) -> list[Any]:
+    """The parameter's real values (numbers, strings, booleans) of the trials that have it."""
+    column = f"param_{name}"
+    if column not in frame.columns:
+        return []
+    return [_plain(v) for v in frame[column].to_numpy(dtype=object) if _present(v)]
+
+
 def distinct_counts(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, int]:
-    """Number of distinct values each parameter took over the trials that have it (12 significant digits)."""
+    """Number of distinct values each parameter took over the trials that have it (numbers to 12 digits)."""
     counts = {}
     for name in params:
-        values = _floats(frame, f"param_{name}")
-        values = values[np.isfinite(values)]
-        counts[name] = len({float(f"{v:.12g}") for v in values})
+        keys = {(k, float(f"{v:.12g}")) if k == "number" else (k, v) for k, v in map(value_key, param_values(frame, name))}
+        counts[name] = len(keys)
     return counts
 
 
@@ -167,13 +204,13 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, float]]:
-    """(trial number, params) of the best COMPLETE trial (lowest number on ties)."""
+def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, Any]]:
+    """(trial number, params as their real values) of the best COMPLETE trial (lowest number on ties)."""
     complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
     if complete.empty:
         return None, {}
     row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
-    return int(row["number"]), {p: float(row[f"param_{p}"]) for p in params if _num(row.get(f"param_{p}")) is not None}
+    return int(row["number"]), {p: _plain(row[f"param_{p}"]) for p in params if _present(row.get(f"param_{p}"))}
 
 
 def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
@@ -304,23 +341,60 @@ def _param_names(infos: Sequence[StageInfo], frame: pd.DataFrame) -> list[str]:
     return list(names)
 
 
-def _is_log(infos: Sequence[StageInfo], name: str, frame: pd.DataFrame) -> bool:
-    for info in infos:
-        spec = info.space.get(name)
-        if isinstance(spec, (list, tuple)) and len(spec) >= 3:
-            return spec[2] == "log"
-    values = _floats(frame, f"param_{name}")
-    values = values[np.isfinite(values)]
-    return bool(values.size) and bool((values > 0).all())
+def parse_dim(name: str, spec: Any) -> Dim | None:
+    """A dimension from a ``space`` entry ({"type": ...}, or the older [low, high, "log"|"linear"]); None if neither."""
+    if isinstance(spec, (list, tuple)) and len(spec) >= 2 and _num(spec[0]) is not None and _num(spec[1]) is not None:
+        return Dim(name, "float", spec[2] == "log" if len(spec) >= 3 else float(spec[0]) > 0)
+    if not isinstance(spec, dict):
+        return None
+    if spec.get("type") == "categorical" and isinstance(spec.get("choices"), list):
+        return Dim(name, "categorical", choices=tuple(spec["choices"]))
+    if spec.get("type") in ("float", "int"):
+        return Dim(name, spec["type"], bool(spec.get("log")))
+    return None
+
+
+def campaign_dims(infos: Sequence[StageInfo], frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Dim]:
+    """Each parameter's dimension: type and scale from the first stage that searched it, every category any
+    stage offered or any trial took; from the values when no stage describes it (text means categorical)."""
+    dims: dict[str, Dim] = {}
+    for name in params:
+        found = [d for d in (parse_dim(name, i.space.get(name)) for i in infos) if d is not None]
+        values = param_values(frame, name)
+        if not found:
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            found = [Dim(name, "float", bool(values) and all(v > 0 for v in values)) if numeric
+                     else Dim(name, "categorical")]
+        dim = found[0]
+        if not dim.numeric:
+            seen = {value_key(c): c for d in found for c in d.choices}
+            seen.update({value_key(v): v for v in values if value_key(v) not in seen})
+            dim = Dim(name, "categorical", choices=tuple(seen.values()))
+        dims[name] = dim
+    return dims
+
+
+def _range_of(spec: Any) -> tuple[float, float] | None:
+    """(low, high) of a numeric ``space`` entry; None for a categorical or unknown one."""
+    if isinstance(spec, (list, tuple)) and len(spec) >= 2:
+        low, high = _num(spec[0]), _num(spec[1])
+    elif isinstance(spec, dict) and spec.get("type") in ("float", "int"):
+        low, high = _num(spec.get("low")), _num(spec.get("high"))
+    else:
+        return None
+    return None if low is None or high is None else (low, high)
 
 
 def space_text(space: dict[str, Any]) -> str:
-    """``lr=1e-06:1 reg=7.98e-05:0.906`` (3 significant digits; ``:linear`` marks a non-log range)."""
+    """``lr=1e-06:1 hidden=8:256:int dropout=0.5:1:linear activation=relu,tanh`` (3 significant digits)."""
     parts = []
     for name, spec in space.items():
-        if isinstance(spec, (list, tuple)) and len(spec) >= 2 and _num(spec[0]) is not None and _num(spec[1]) is not None:
-            scale = "" if len(spec) < 3 or spec[2] == "log" else f":{spec[2]}"
-            parts.append(f"{name}={float(spec[0]):.3g}:{float(spec[1]):.3g}{scale}")
+        dim, bounds = parse_dim(name, spec), _range_of(spec)
+        if dim is not None and not dim.numeric:
+            parts.append(f"{name}={','.join(value_text(c) for c in dim.choices)}")
+        elif dim is not None and bounds is not None:
+            low, high = (f"{int(b)}" if dim.kind == "int" else f"{b:.3g}" for b in bounds)
+            parts.append(f"{name}={low}:{high}" + ("" if dim.log else ":linear") + (":int" if dim.kind == "int" else ""))
         else:
             parts.append(format_space({name: spec}))
     return " ".join(parts)
@@ -335,20 +409,114 @@ class Report:
     images: dict[str, bytes] = field(default_factory=dict)
 
 
-def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
-    """Per-stage section: trials by state, range, epochs, best and its params, training time, pruning savings."""
+def budget_numbers(epochs: Any, frame: pd.DataFrame) -> dict[str, Any]:
+    """What a stage spent: epochs per trial, epochs run (see the module docstring), training seconds."""
+    seconds = float(np.nan_to_num(_floats(frame, "seconds"), nan=0.0).sum())
+    complete = (frame["state"] == "COMPLETE").to_numpy()
+    iters = _floats(frame, "iterations")
+    full = iters[complete & np.isfinite(iters)]
+    run = None
+    if _num(epochs) is not None and full.size and full.max() > 0:
+        ran = np.clip(np.nan_to_num(iters[~complete], nan=0.0) / full.max(), 0.0, 1.0)
+        run = float(epochs) * (int(complete.sum()) + float(ran.sum()))
+    return {"epochs_per_trial": epochs, "trials": len(frame), "epochs_run": run, "training_seconds": seconds,
+            "seconds_per_epoch": seconds / run if run else None}
+
+
+def distribution(spec: Any) -> optuna.distributions.BaseDistribution | None:
+    """Optuna's distribution of one ``space`` entry (either form); None for one the report cannot read."""
+    dim, bounds = parse_dim("", spec), _range_of(spec)
+    if dim is not None and not dim.numeric:
+        return optuna.distributions.CategoricalDistribution(dim.choices) if dim.choices else None
+    if dim is None or bounds is None or bounds[0] > bounds[1]:
+        return None
+    if dim.kind == "int":
+        return optuna.distributions.IntDistribution(int(bounds[0]), int(bounds[1]), log=dim.log)
+    return optuna.distributions.FloatDistribution(bounds[0], bounds[1], log=dim.log)
+
+
+def _importance_trial(row: Any, distributions: dict[str, Any]) -> FrozenTrial | None:
+    """A COMPLETE trial rebuilt from a frame row; None if a value lies outside the stage's space."""
+    params = {}
+    for name, dist in distributions.items():
+        value = _plain(row[f"param_{name}"]) if f"param_{name}" in row and _present(row[f"param_{name}"]) else None
+        if value is None:
+            return None
+        params[name] = int(value) if isinstance(dist, optuna.distributions.IntDistribution) else (
+            float(value) if isinstance(dist, optuna.distributions.FloatDistribution) else value)
+    try:
+        return create_trial(value=float(row["value"]), params=params, distributions=distributions)
+    except ValueError:
+        return None
+
+
+def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int = IMPORTANCE_MAX_TRIALS,
+                     seed: int = 0) -> dict[str, Any]:
+    """Optuna's fANOVA importance (shares summing to 1) of a stage's dimensions, or the message saying why not."""
+    distributions = {n: d for n, d in ((n, distribution(spec)) for n, spec in space.items()) if d is not None}
+    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
+    searched = [n for n, d in distributions.items() if not d.single()]
+    out: dict[str, Any] = {"importance": None, "trials_complete": len(complete), "trials_used": 0, "message": None}
+    if len(searched) < 2:
+        out["message"] = (f"importance needs two or more searched dimensions; this stage searched "
+                          f"{', '.join(searched) or 'none'}")
+        return out
+    if len(complete) < IMPORTANCE_MIN_TRIALS:
+        out["message"] = (f"importance needs {IMPORTANCE_MIN_TRIALS} or more completed trials; "
+                          f"this stage has {len(complete)}")
+        return out
+    if len(complete) > max_trials:
+        complete = complete.iloc[np.sort(np.random.default_rng(seed).choice(len(complete), max_trials, replace=False))]
+    used = [t for t in (_importance_trial(row, distributions) for _, row in complete.iterrows()) if t is not None]
+    memory = optuna.storages.InMemoryStorage()
+    quiet = logging.getLogger("optuna.storages._in_memory")  # it logs "A new study created" to the CLI's stderr
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        memory.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "importance")
+    finally:
+        quiet.setLevel(level)
+    study = optuna.Study("importance", memory)
+    study.add_trials(used)
+    try:
+        importance = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=IMPORTANCE_TREES, seed=seed))
+    except (ValueError, RuntimeError) as exc:
+        out["message"] = f"importance could not be estimated: {exc}"
+        return out
+    out.update(importance={k: float(v) for k, v in importance.items()}, trials_used=len(used))
+    return out
+
+
+def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
+                  dims: dict[str, Dim] | None = None) -> dict[str, Any]:
+    """Per-stage section: trials by state, range, best and its params, budget (epochs, seconds), pruning
+    savings, importance."""
     best, median = best_and_median(frame)
     number, best_p = best_params(frame, params)
-    seconds = np.nan_to_num(_floats(frame, "seconds"), nan=0.0)
+    dims = dims or {}
+    best_p = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in best_p.items()}
+    budget = budget_numbers(info.attrs.get("epochs"), frame)
     return {
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
         "sampler": info.attrs.get("sampler"), "epochs": info.attrs.get("epochs"),
         "budget": info.attrs.get("n_trials"), "counts": state_counts(frame),
         "space": info.space, "space_text": space_text(info.space), "range_notes": list(info.attrs.get("range_notes") or []),
         "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
-        "training_seconds": float(seconds.sum()), "pruning": pruning_savings(frame),
+        "training_seconds": budget["training_seconds"], "spent": budget, "pruning": pruning_savings(frame),
         "distinct": distinct_counts(frame, params), "trials_to_within_1pt": trials_to_within(frame),
+        "importance": param_importance(frame, info.space),
     }
+
+
+def importance_order(stages: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple[list[str], str]:
+    """The dimensions by mean importance over the stages that have one (ties keep space order), and why."""
+    rated = [s for s in stages if s["importance"]["importance"]]
+    if not rated:
+        return list(names), "no stage has an importance estimate: the first two dimensions searched"
+    score = {n: sum(s["importance"]["importance"].get(n, 0.0) for s in rated) / len(rated) for n in names}
+    order = sorted(names, key=lambda n: -score[n])
+    return order, f"the two most important (mean importance over {', '.join(s['stage'] for s in rated)})"
 
 
 def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None = None,
@@ -362,9 +530,11 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         raise StudyError(f"campaign {campaign!r} has no finished trial yet: run its stages first "
                          f"(e.g. `search coarse --campaign {campaign}`)")
     params = _param_names(infos, frame)
+    dims = campaign_dims(infos, frame, params)
     by_study = {name: group for name, group in frame.groupby("study", sort=False)}
     empty = frame.iloc[0:0]
-    stages = [stage_numbers(i, by_study.get(i.study, empty), params) for i in infos]
+    stages = [stage_numbers(i, by_study.get(i.study, empty), params, dims) for i in infos]
+    order, reason = importance_order(stages, params)
 
     pairs = grid_pairs(infos)
     comparison: dict[str, Any] = {"pairs": [], "hint": None}
@@ -386,6 +556,9 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         "campaign": campaign,
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "params": params,
+        "dims": {n: {"type": d.kind, "log": d.log if d.numeric else None, "choices": list(d.choices) or None}
+                 for n, d in dims.items()},
+        "pair": {"params": order[:2], "reason": reason},
         "within": WITHIN,
         "trials": len(frame),
         "stages": stages,
@@ -394,13 +567,13 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     }
     report = Report(summary)
     if images:
-        report.images = _campaign_images(storage, infos, frame, by_study, params, pairs, repeats)
+        report.images = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs, repeats)
         summary["images"] = {name: f"{name}.png" for name in report.images}
     return report
 
 
 def _label(row: Any, params: Sequence[str]) -> str:
-    ps = " ".join(f"{p}={float(row[f'param_{p}']):.2g}" for p in params[:2] if _num(row.get(f"param_{p}")) is not None)
+    ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
     value = _num(row.get("value"))
     return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.3f})" if value is not None else "")
 
@@ -415,33 +588,40 @@ def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple
 
 
 def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[StageInfo], frame: pd.DataFrame,
-                     by_study: dict[str, pd.DataFrame], params: Sequence[str], pairs: Sequence[tuple[str, str]],
+                     by_study: dict[str, pd.DataFrame], dims: dict[str, Dim], order: Sequence[str],
+                     stages: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
                      repeats: dict[str, Any] | None) -> dict[str, bytes]:
     images: dict[str, bytes] = {}
     staged = [(i.stage, by_study[i.study]) for i in infos if i.study in by_study]
-    logs = [_is_log(infos, p, frame) for p in params]
-    if len(params) >= 2:
-        x, y = params[0], params[1]
-        _, used = _grid_of_axes(len(staged), (4.6, 3.6))
-        images["scatter"] = plots.figure_png(plots.plot_param_scatter(used, staged, x, y, (logs[0], logs[1])))
-    if params:
-        _, used = _grid_of_axes(len(params), (5.0, 3.6))
-        images["projection"] = plots.figure_png(plots.plot_param_projection(used, staged, params, logs))
-    if len(params) >= 2:
-        x, y = params[0], params[1]
+    rated = [(s["stage"], s["importance"]["importance"]) for s in stages if s["importance"]["importance"]]
+    if rated:
+        bars = max(len(r) for _, r in rated)
+        _, used = _grid_of_axes(len(rated), (4.4, max(2.4, 0.9 + 0.4 * bars)))
+        images["importance"] = plots.figure_png(plots.plot_importance(used, rated))
+    both = [(t, f) for t, f in staged if len(order) >= 2 and param_values(f, order[0]) and param_values(f, order[1])]
+    if both:  # the stages that searched both dimensions
+        _, used = _grid_of_axes(len(both), (4.6, 3.6))
+        images["scatter"] = plots.figure_png(plots.plot_param_scatter(used, both, dims[order[0]], dims[order[1]]))
+    if dims:
+        _, used = _grid_of_axes(len(dims), (4.6, 3.4))
+        images["projection"] = plots.figure_png(plots.plot_param_slices(used, staged, list(dims.values())))
+    images["history"] = plots.figure_png(plots.plot_history(plots.new_axes(1, 1, size=(9.0, 3.8))[0, 0], staged))
+    numeric = [n for n in order if dims[n].numeric][:2]
+    if len(numeric) == 2:
+        x, y = dims[numeric[0]], dims[numeric[1]]
         drawn = [i for i in infos if not i.is_grid] or list(infos)
         rects, stars = [], []
         for info in drawn:
-            sx, sy = info.space.get(x), info.space.get(y)
-            if isinstance(sx, (list, tuple)) and isinstance(sy, (list, tuple)):
-                rects.append((info.stage, (float(sx[0]), float(sx[1])), (float(sy[0]), float(sy[1]))))
-            _, best_p = best_params(by_study.get(info.study, frame.iloc[0:0]), params)
-            if x in best_p and y in best_p:
-                stars.append((info.stage, best_p[x], best_p[y]))
+            rx, ry = _range_of(info.space.get(x.name)), _range_of(info.space.get(y.name))
+            if rx is not None and ry is not None:
+                rects.append((info.stage, rx, ry))
+            _, best_p = best_params(by_study.get(info.study, frame.iloc[0:0]), numeric)
+            if x.name in best_p and y.name in best_p:
+                stars.append((info.stage, float(best_p[x.name]), float(best_p[y.name])))
         if rects:
             ax = plots.new_axes(1, 1, size=(7.0, 4.6))[0, 0]
-            images["ranges"] = plots.figure_png(plots.plot_ranges(ax, rects, x, y, (logs[0], logs[1]), stars))
-    images["loss_curves"] = _loss_curve_image(storage, frame, params)
+            images["ranges"] = plots.figure_png(plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars))
+    images["loss_curves"] = _loss_curve_image(storage, frame, order)
     if pairs:
         series = []
         for random_name, grid_name in pairs[:5]:
@@ -464,13 +644,13 @@ def _loss_curve_image(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
     exploded = frame[(frame["state"] == "PRUNED") & frame["stop_reason"].isin(PRUNED_REASONS)].head(EXPLODED_CURVES)
     axes = plots.new_axes(1, 2, size=(5.5, 3.8))[0]
-    for ax, chosen, title in ((axes[0], best, f"best {BEST_CURVES} trials"),
-                              (axes[1], exploded, "exploded trials (pruned)")):
+    for ax, chosen, title, threshold in ((axes[0], best, f"best {BEST_CURVES} trials", None),
+                                         (axes[1], exploded, "exploded trials (pruned)", 3.0)):
         found = {study: loss_curves(storage, str(study), [int(n) for n in rows["number"]])
                  for study, rows in chosen.groupby("study", sort=False)}
         curves = [(_label(row, params), _num(row["iterations"]) or 0.0, found[row["study"]][int(row["number"])])
                   for _, row in chosen.iterrows()]
-        plots.plot_loss_curves(ax, curves, title)
+        plots.plot_loss_curves(ax, curves, title, threshold)
     return plots.figure_png(axes[0].figure)
 
 
@@ -503,22 +683,84 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def _params_text(ps: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.3g}" for k, v in ps.items()) or "-"
+def _acc(x: float | None) -> str:
+    """An accuracy to 4 decimals (0.9712), ``-`` when missing."""
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _secs(x: float | None) -> str:
+    """Seconds: 0.42, 12.3, 1,234."""
+    if x is None:
+        return "-"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
+
+
+def _count(x: int | None) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
+def _epochs(x: float | None) -> str:
+    """Epochs: 1,200 or 70.4."""
+    return "-" if x is None else f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+def _params_text(ps: dict[str, Any]) -> str:
+    return " ".join(f"{k}={value_text(v)}" for k, v in ps.items()) or "-"
 
 
 def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["stage", "sampler", "epochs", "trials", "complete", "pruned (exploded/nan)", "failed", "range",
-            "best", "best params", "median", "training s", "pruning saved (iters, s)"]
+    head = ["stage", "sampler", "trials", "complete", "pruned (exploded/nan)", "failed", "best", "median",
+            "trials to within 1 pt"]
     rows = []
     for s in summary["stages"]:
-        c, p = s["counts"], s["pruning"]
-        saved = "-" if p["iterations_saved"] is None else f"{p['iterations_saved']} iters, {p['seconds_saved']:.2f} s"
-        rows.append([s["stage"], str(s["sampler"] or "-"), str(s["epochs"] or "-"), str(c["trials"]),
-                     str(c["complete"]), f"{c['pruned']} ({c['pruned_exploded']}/{c['pruned_nan']})",
-                     str(c["failed"]), s["space_text"] or "-", _fmt(s["best_value"]), _params_text(s["best_params"]),
-                     _fmt(s["median_value"]), f"{s['training_seconds']:.2f}", saved])
+        c = s["counts"]
+        rows.append([s["stage"], str(s["sampler"] or "-"), _count(c["trials"]), _count(c["complete"]),
+                     f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,})", _count(c["failed"]),
+                     _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
     return head, rows
+
+
+def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["stage", "range searched", "best trial", "best params"]
+    return head, [[s["stage"], s["space_text"] or "-", "-" if s["best_number"] is None else f"#{s['best_number']}",
+                   _params_text(s["best_params"])] for s in summary["stages"]]
+
+
+def _budget_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["stage", "trials", "epochs per trial", "epochs run", "training s", "s per epoch", "pruning saved"]
+    rows = []
+    for s in summary["stages"]:
+        b, p = s["spent"], s["pruning"]
+        saved = "-" if p["iterations_saved"] is None else f"{p['iterations_saved']:,} iters, {_secs(p['seconds_saved'])} s"
+        rows.append([s["stage"], _count(b["trials"]), str(b["epochs_per_trial"] or "-"), _epochs(b["epochs_run"]),
+                     _secs(b["training_seconds"]), "-" if b["seconds_per_epoch"] is None
+                     else f"{b['seconds_per_epoch']:.3g}", saved])
+    return head, rows
+
+
+def _importance_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    rated = [s for s in summary["stages"] if s["importance"]["importance"]]
+    head = ["dimension", *(s["stage"] for s in rated)]
+    order, _ = importance_order(rated, summary["params"])
+    return head, [[name, *(f"{s['importance']['importance'][name]:.3f}" if name in s["importance"]["importance"]
+                           else "-" for s in rated)] for name in order]
+
+
+def _importance_notes(summary: dict[str, Any]) -> list[str]:
+    notes = []
+    for s in summary["stages"]:
+        imp = s["importance"]
+        if imp["message"]:
+            notes.append(f"{s['stage']}: {imp['message']}")
+        elif imp["trials_used"] < imp["trials_complete"]:
+            notes.append(f"{s['stage']}: fANOVA on a seeded random sample of {imp['trials_used']:,} of its "
+                         f"{imp['trials_complete']:,} completed trials")
+        else:
+            notes.append(f"{s['stage']}: fANOVA on its {imp['trials_used']:,} completed trials")
+    x = summary["pair"]["params"]
+    if len(x) == 2:
+        notes.append(f"pair plot: {x[0]} x {x[1]}, {summary['pair']['reason']}")
+    return notes
 
 
 def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], list[list[str]]]:
@@ -527,9 +769,10 @@ def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], 
     rows = []
     for side in ("random", "grid"):
         n = pair[side]
-        rows.append([f"{side} ({pair[side + '_study']})", str(n["trials"]), str(n["complete"]), str(n["pruned"]),
-                     _fmt(n["best_value"]), _fmt(n["median_value"]), *(str(n["distinct"].get(p, 0)) for p in params),
-                     _fmt(n["trials_to_within_1pt"]), f"{n['training_seconds']:.2f}"])
+        rows.append([f"{side} ({pair[side + '_study']})", _count(n["trials"]), _count(n["complete"]),
+                     _count(n["pruned"]), _acc(n["best_value"]), _acc(n["median_value"]),
+                     *(_count(n["distinct"].get(p, 0)) for p in params), _count(n["trials_to_within_1pt"]),
+                     _secs(n["training_seconds"])])
     return head, rows
 
 
@@ -540,10 +783,19 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+_NUMBER = re.compile(r"[-+]?[\d.,]+(e[-+]?\d+)?( \([\d,/]+\))?|-")
+
+
+def _html_cell(text: str, tag: str = "td") -> str:
+    """A cell that breaks only between ``name=value`` words, never inside a number; numbers right-aligned."""
+    words = " ".join(f"<span class='nw'>{html.escape(w)}</span>" for w in text.split(" "))
+    return f"<{tag} class='num'>{words}</{tag}>" if _NUMBER.fullmatch(text) else f"<{tag}>{words}</{tag}>"
+
+
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    th = "".join(_html_cell(h, "th") for h in head)
+    body = "".join("<tr>" + "".join(_html_cell(c) for c in r) + "</tr>" for r in rows)
+    return f"<div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _verdict(pair: dict[str, Any]) -> str:
@@ -563,17 +815,28 @@ def _repeats_text(rep: dict[str, Any]) -> str:
             f"grid {_fmt(g['mean'])} ± {_fmt(g['std'])} (mean ± std)")
 
 
+_BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and for a pruned or failed one the part "
+                "of a full run its iterations make; seconds per epoch is the stage's training seconds over its "
+                "epochs run (a wider net costs more per epoch). Pruning "
+                "savings: a full run is as long as the stage's longest completed run; each pruned trial saved the "
+                "iterations it did not run, at the stage's mean seconds per iteration.")
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
-           f"{summary['trials']} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", "",
-           "## Stages", "", _md_table(*_stage_rows(summary)), ""]
+           f"{summary['trials']:,} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", "",
+           "## Stages", "", _md_table(*_stage_rows(summary)), "", "## Ranges and best parameters", "",
+           _md_table(*_range_rows(summary)), ""]
     for s in summary["stages"]:
         for note in s["range_notes"]:
             out.append(f"- {s['stage']}: {note}")
-    out += ["", "Pruning savings: a full run is as long as the stage's longest completed run; each pruned trial "
-            "saved the iterations it did not run, at the stage's mean seconds per iteration.", "",
-            "## Grid vs random at equal budget", ""]
+    out += ["", "## Budget", "", _md_table(*_budget_rows(summary)), "", _BUDGET_TEXT, "",
+            "## Parameter importance", ""]
+    if any(s["importance"]["importance"] for s in summary["stages"]):
+        out += [_md_table(*_importance_rows(summary)), ""]
+    out += [f"- {note}" for note in _importance_notes(summary)]
+    out += ["", "## Grid vs random at equal budget", ""]
     comp = summary["grid_vs_random"]
     if comp["hint"]:
         out += [comp["hint"], ""]
@@ -588,11 +851,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1100px; color: #222;
+       line-height: 1.4; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
-th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.nw { white-space: nowrap; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } .hint { background: #fff6d6; padding: 0.5em 1em; }
 """
 
@@ -601,15 +867,21 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     """report.html: tables and the PNGs embedded as base64 data URIs (opens from disk, no server)."""
     esc = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>Search report: {esc(summary['campaign'])}</title><style>{_CSS}</style></head><body>",
              f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
-             f"<p>{summary['trials']} trials in {len(summary['stages'])} stages; generated {esc(summary['generated'])}.</p>",
-             "<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
+             f"<p>{summary['trials']:,} trials in {len(summary['stages'])} stages; generated "
+             f"{esc(summary['generated'])}.</p>",
+             "<h2>Stages</h2>", _html_table(*_stage_rows(summary)),
+             "<h2>Ranges and best parameters</h2>", _html_table(*_range_rows(summary))]
     notes = [f"<li>{esc(s['stage'])}: {esc(n)}</li>" for s in summary["stages"] for n in s["range_notes"]]
     if notes:
         parts.append("<ul>" + "".join(notes) + "</ul>")
-    parts.append("<p>Pruning savings: a full run is as long as the stage's longest completed run; each pruned trial "
-                 "saved the iterations it did not run, at the stage's mean seconds per iteration.</p>")
+    parts += ["<h2>Budget</h2>", _html_table(*_budget_rows(summary)), f"<p>{esc(_BUDGET_TEXT)}</p>",
+              "<h2>Parameter importance</h2>"]
+    if any(s["importance"]["importance"] for s in summary["stages"]):
+        parts.append(_html_table(*_importance_rows(summary)))
+    parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in _importance_notes(summary)) + "</ul>")
     parts.append("<h2>Grid vs random at equal budget</h2>")
     comp = summary["grid_vs_random"]
     if comp["hint"]:
@@ -707,19 +979,27 @@ __all__ = [
     "best_and_median",
     "best_so_far_by_time",
     "best_so_far_by_trial",
+    "budget_numbers",
+    "campaign_dims",
     "campaign_report",
     "campaign_stage_infos",
     "compare_report",
     "distinct_counts",
     "grid_pairs",
+    "importance_order",
     "outcome",
+    "param_importance",
+    "param_values",
+    "parse_dim",
     "pruning_savings",
     "render_html",
     "render_markdown",
     "repeat_numbers",
     "safe_dirname",
     "side_numbers",
+    "space_text",
     "stage_numbers",
+    "distribution",
     "state_counts",
     "trials_to_within",
     "write_compare_report",

@@ -1,7 +1,10 @@
-"""A campaign built directly with Optuna (no training): coarse, fine-1 and grid stages with known trials.
+"""Campaigns built directly with Optuna (no training), each trial described by a plain dict.
 
-Each trial is described by a plain dict (state, value, lr, reg, iterations, seconds, stop_reason) so a
-test can compute the report's numbers from the same dicts without the report's code.
+``build_campaign``: coarse, fine-1 and grid stages over lr x reg (the older ``[low, high, "log"]`` space
+form). ``build_mixed_campaign``: a float (lr, log), an int (hidden, log) and a categorical (activation)
+dimension, in the ``{"type": ...}`` form, where one chosen dimension drives the value. Each dict holds
+the state, value, params, iterations, seconds, epochs_run and stop_reason, so a test can compute the
+report's numbers from the same dicts without the report's code.
 """
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import math
 
 import numpy as np
 import optuna
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 COARSE_SPACE = {"lr": [1e-6, 1.0, "log"], "reg": [1e-6, 10.0, "log"]}
@@ -64,9 +67,20 @@ def grid_points(space: dict, k: int) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a in lrs for b in regs]
 
 
+def distribution(spec: list | dict) -> BaseDistribution:
+    """Optuna's distribution of one ``space`` entry (either form)."""
+    if isinstance(spec, list):
+        return FloatDistribution(spec[0], spec[1], log=spec[2] == "log")
+    if spec["type"] == "categorical":
+        return CategoricalDistribution(spec["choices"])
+    if spec["type"] == "int":
+        return IntDistribution(spec["low"], spec["high"], log=spec["log"])
+    return FloatDistribution(spec["low"], spec["high"], log=spec["log"])
+
+
 def _frozen(spec: dict, space: dict, rng: np.random.Generator, curve_points: int) -> optuna.trial.FrozenTrial:
-    distributions = {name: FloatDistribution(lo, hi, log=True) for name, (lo, hi, _) in space.items()}
-    params = {"lr": spec["lr"], "reg": spec["reg"]}
+    distributions = {name: distribution(entry) for name, entry in space.items()}
+    params = {name: spec[name] for name in space}
     if spec["state"] == "FAIL":
         return create_trial(state=TrialState.FAIL, params=params, distributions=distributions,
                             user_attrs={"stop_reason": spec["stop_reason"]})
@@ -81,8 +95,9 @@ def _frozen(spec: dict, space: dict, rng: np.random.Generator, curve_points: int
     }
     if exploded:
         return create_trial(state=TrialState.PRUNED, params=params, distributions=distributions, user_attrs=attrs)
+    epochs = spec["epochs_run"]
     return create_trial(value=spec["value"], params=params, distributions=distributions, user_attrs=attrs,
-                        intermediate_values={0: spec["value"] - 0.05, 1: spec["value"]})
+                        intermediate_values={e: spec["value"] - 0.05 * (epochs - 1 - e) for e in range(epochs)})
 
 
 def add_stage(url: str, campaign: str, stage: str, space: dict, specs: list[dict], epochs: int, sampler: str,
@@ -97,6 +112,8 @@ def add_stage(url: str, campaign: str, stage: str, space: dict, specs: list[dict
     }.items():
         study.set_user_attr(key, value)
     rng = np.random.default_rng(seed + 1000)
+    for spec in specs:  # exploded runs here stop within their first epoch
+        spec.setdefault("epochs_run", epochs if spec["state"] == "COMPLETE" else 0)
     study.add_trials([_frozen(spec, space, rng, curve_points) for spec in specs])
     return study
 
@@ -122,3 +139,64 @@ def build_campaign(url: str, campaign: str = "demo", with_grid: bool = True, see
         add_stage(url, campaign, "grid", COARSE_SPACE, grid, 2, "grid", f"{campaign}/coarse", seed, curve_points)
         stages[f"{campaign}/grid"] = grid
     return stages
+
+
+ACTIVATIONS = ["relu", "tanh", "elu"]
+MIXED_SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+    "hidden": {"type": "int", "low": 8, "high": 256, "log": True},
+    "activation": {"type": "categorical", "choices": ACTIVATIONS},
+}
+
+
+def mixed_value(params: dict, driver: str, noise: float) -> float:
+    """Accuracy driven by ``driver``: hidden (width), activation (relu > elu > tanh) or lr (best near 1e-2)."""
+    width = math.log(params["hidden"] / 8) / math.log(32)  # 0 .. 1
+    act = {"relu": 1.0, "elu": 0.5, "tanh": 0.0}[params["activation"]]
+    near = 1 - abs(math.log10(params["lr"]) + 2) / 2  # 1 at 1e-2, 0 at 1e-4 and 1
+    strong, weak = {"hidden": (width, act), "activation": (act, width), "lr": (near, act)}[driver]
+    return float(0.45 + 0.4 * strong + 0.1 * weak + noise)
+
+
+def mixed_specs(rng: np.random.Generator, space: dict, n: int, driver: str, epochs: int) -> list[dict]:
+    """n trials sampled in ``space`` (each dimension on its own scale); lr > 0.5 explodes; seconds grow with width."""
+    specs = []
+    for _ in range(n):
+        params: dict = {}
+        for name, entry in {**MIXED_SPACE, **space}.items():
+            if entry["type"] == "categorical":
+                params[name] = entry["choices"][int(rng.integers(len(entry["choices"])))]
+            elif entry["type"] == "int":
+                params[name] = int(round(math.exp(rng.uniform(math.log(entry["low"]), math.log(entry["high"])))))
+            else:
+                params[name] = float(10 ** rng.uniform(math.log10(entry["low"]), math.log10(entry["high"])))
+        seconds = round(0.001 * params["hidden"] * epochs * rng.uniform(0.9, 1.1), 4)
+        spec = {**params, "iterations": 50 * epochs, "seconds": seconds, "epochs_run": epochs}
+        if params["lr"] > 0.5:
+            spec.update(state="PRUNED", value=None, stop_reason="exploded", iterations=10, epochs_run=0,
+                        seconds=round(seconds / epochs / 5, 4))
+        else:
+            spec.update(state="COMPLETE", value=mixed_value(params, driver, float(rng.normal(0, 0.003))),
+                        stop_reason="completed")
+        specs.append(spec)
+    return specs
+
+
+def build_mixed_campaign(url: str, campaign: str = "mixed", driver: str = "hidden", seed: int = 0,
+                         n_coarse: int = 40) -> dict[str, list[dict]]:
+    """coarse over lr, hidden and activation (``driver`` drives the value); fine-1 over lr alone (one dimension:
+    no importance); fine-2 over all three with 4 trials (too few for importance). Returns study -> trial dicts."""
+    rng = np.random.default_rng(seed)
+    coarse = mixed_specs(rng, MIXED_SPACE, n_coarse, driver, epochs=2)
+    coarse.append({"lr": 1e-3, "hidden": 32, "activation": "tanh", "state": "FAIL", "value": None, "iterations": None,
+                   "seconds": None, "epochs_run": 0, "stop_reason": "error: MemoryError: out of memory"})
+    fine_space = {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+    fine = mixed_specs(rng, {**MIXED_SPACE, **fine_space}, 10, driver, epochs=4)
+    for spec in fine:  # hidden and activation fixed at the coarse best's values: not searched here
+        spec.update(hidden=128, activation="relu")
+    narrow = {**MIXED_SPACE, "hidden": {"type": "int", "low": 64, "high": 256, "log": True}, **fine_space}
+    fine2 = mixed_specs(rng, narrow, 4, driver, epochs=4)
+    add_stage(url, campaign, "coarse", MIXED_SPACE, coarse, 2, "random", None, seed)
+    add_stage(url, campaign, "fine-1", fine_space, fine, 4, "random", f"{campaign}/coarse", seed + 1)
+    add_stage(url, campaign, "fine-2", narrow, fine2, 4, "random", f"{campaign}/fine-1", seed + 2)
+    return {f"{campaign}/coarse": coarse, f"{campaign}/fine-1": fine, f"{campaign}/fine-2": fine2}

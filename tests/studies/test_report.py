@@ -12,14 +12,17 @@ import optuna
 import pytest
 from PIL import Image
 
+from studies import plots
 from studies.errors import StudyError, UnknownStudyError
-from studies.report import campaign_report, outcome, repeat_numbers, write_report
+from studies.queries import trials_frame
+from studies.report import (IMPORTANCE_MAX_TRIALS, campaign_report, outcome, param_importance, repeat_numbers,
+                            write_report)
 from studies.store import open_storage
-from tests.studies.report_data import build_campaign
+from tests.studies.report_data import ACTIVATIONS, build_campaign, build_mixed_campaign
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-REPORT_IMAGES = {"scatter", "projection", "ranges", "loss_curves", "best_so_far"}
+REPORT_IMAGES = {"importance", "scatter", "projection", "history", "ranges", "loss_curves", "best_so_far"}
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,13 @@ def expected_saved(trials):
     return full, iterations, iterations * per_iteration
 
 
+def expected_epochs_run(trials, epochs):
+    """Epochs per trial for a COMPLETE trial, the part of the longest completed run for the others."""
+    full = max(t["iterations"] for t in trials if t["state"] == "COMPLETE")
+    return sum(epochs if t["state"] == "COMPLETE" else epochs * min(1.0, (t["iterations"] or 0) / full)
+               for t in trials)
+
+
 def expected_within(trials, within=0.01):
     best = expected_best(trials)
     for i, t in enumerate(trials, start=1):
@@ -86,6 +96,8 @@ def test_stage_numbers_equal_the_ones_computed_from_the_trials(demo):
         best = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["value"])
         assert s["best_params"] == pytest.approx({"lr": best["lr"], "reg": best["reg"]})
         assert s["training_seconds"] == pytest.approx(sum(t["seconds"] or 0 for t in trials))
+        assert s["spent"]["epochs_run"] == pytest.approx(expected_epochs_run(trials, s["epochs"]))
+        assert s["spent"]["seconds_per_epoch"] == pytest.approx(s["training_seconds"] / s["spent"]["epochs_run"])
         full, iterations, seconds = expected_saved(trials)
         assert s["pruning"]["full_run_iterations"] == full
         assert s["pruning"]["iterations_saved"] == iterations
@@ -136,7 +148,7 @@ def test_files_hold_the_same_numbers(demo):
     md = written["report.md"].read_text()
     for s in summary["stages"]:
         assert f"{s['best_value']:.4f}" in md
-        assert f"{s['pruning']['iterations_saved']} iters" in md
+        assert f"{s['pruning']['iterations_saved']:,} iters" in md
     html = written["report.html"].read_text()
     sources = re.findall(r"src='([^']*)'", html)
     assert len(sources) == len(REPORT_IMAGES)
@@ -231,3 +243,144 @@ def test_repeat_numbers_count_wins_ties_and_losses(campaign_db):
     curves = numbers["random_curves"]
     assert curves.shape == (3, len(specs["demo/coarse"]))  # the shorter grid run padded with its last best
     assert np.nanmax(curves[0]) == pytest.approx(r) and curves[1, -1] == pytest.approx(g)
+
+
+# ---- a campaign over a float (lr, log), an int (hidden, log) and a categorical (activation) dimension
+@pytest.fixture(scope="module")
+def mixed_db(tmp_path_factory):
+    """Campaigns mixed-<driver> in which lr, hidden or activation drives the value."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('mixed') / 'search.db'}"
+    specs = {}
+    for driver in ("hidden", "activation", "lr"):
+        specs.update(build_mixed_campaign(url, f"mixed-{driver}", driver=driver))
+    storage = open_storage(url, create=False)
+    yield storage, specs
+    storage.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def mixed(mixed_db, tmp_path_factory):
+    storage, specs = mixed_db
+    report = campaign_report(storage, "mixed-hidden")
+    return report, write_report(report, tmp_path_factory.mktemp("mixed-report")), specs
+
+
+def test_mixed_stage_numbers_equal_the_ones_computed_from_the_trials(mixed):
+    report, _, specs = mixed
+    for s in report.summary["stages"]:
+        trials = specs[s["study"]]
+        best = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+        assert s["best_value"] == pytest.approx(best["value"], abs=1e-12)
+        assert s["median_value"] == pytest.approx(expected_median(trials), abs=1e-12)
+        # real values of their own types: an int stays an int, a category its text (fine-1 searched lr alone)
+        searched = list(s["space"])
+        assert s["best_params"] == {name: pytest.approx(best[name]) if name == "lr" else best[name]
+                                    for name in searched}
+        assert s["distinct"] == {name: len({t[name] for t in trials}) if name in searched else 0
+                                 for name in ("lr", "hidden", "activation")}
+        seconds = sum(t["seconds"] or 0 for t in trials)
+        epochs = expected_epochs_run(trials, s["epochs"])
+        assert s["spent"]["training_seconds"] == pytest.approx(seconds)
+        assert s["spent"]["epochs_run"] == pytest.approx(epochs)
+        assert s["spent"]["seconds_per_epoch"] == pytest.approx(seconds / epochs)
+    coarse = report.summary["stages"][0]
+    assert type(coarse["best_params"]["hidden"]) is int and coarse["best_params"]["activation"] in ACTIVATIONS
+    assert coarse["distinct"]["activation"] == 3 and coarse["counts"]["pruned"] >= 1 and coarse["counts"]["failed"] == 1
+    assert coarse["space_text"] == "lr=0.0001:1 hidden=8:256:int activation=relu,tanh,elu"
+
+
+def test_categorical_values_are_in_summary_json_and_the_tables(mixed):
+    _, written, specs = mixed
+    summary = json.loads(written["summary.json"].read_text())
+    assert summary["dims"] == {
+        "lr": {"type": "float", "log": True, "choices": None},
+        "hidden": {"type": "int", "log": True, "choices": None},
+        "activation": {"type": "categorical", "log": None, "choices": ACTIVATIONS},
+    }
+    coarse = summary["stages"][0]
+    best = max((t for t in specs["mixed-hidden/coarse"] if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+    assert coarse["best_params"]["activation"] == best["activation"]
+    assert coarse["best_params"]["hidden"] == best["hidden"]
+    assert coarse["space"]["activation"] == {"type": "categorical", "choices": ACTIVATIONS}
+    for name in ("report.md", "report.html"):
+        text = written[name].read_text()
+        assert f"activation={best['activation']}" in text and "activation=relu,tanh,elu" in text
+        assert f"hidden={best['hidden']}" in text and "=nan" not in text.lower()  # not coerced to NaN
+
+
+def test_table_cells_break_between_words_never_inside_a_number(mixed):
+    _, written, _ = mixed
+    html = written["report.html"].read_text()
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", html)
+    assert cells and all(re.fullmatch(r"<span class='nw'>[^<]*</span>( <span class='nw'>[^<]*</span>)*", c)
+                         for c in cells)
+    assert "<span class='nw'>lr=0.0001:1</span> <span class='nw'>hidden=8:256:int</span>" in html
+    assert ".nw { white-space: nowrap; }" in html
+
+
+def test_importance_for_a_stage_of_two_or_more_dims_and_a_message_otherwise(mixed):
+    report, written, _ = mixed
+    coarse, fine1, fine2 = report.summary["stages"]
+    importance = coarse["importance"]["importance"]
+    assert set(importance) == {"lr", "hidden", "activation"}
+    assert sum(importance.values()) == pytest.approx(1.0)
+    assert max(importance, key=importance.get) == "hidden" and importance["hidden"] > 0.8
+    assert coarse["importance"]["trials_used"] == coarse["counts"]["complete"]
+    assert fine1["importance"]["importance"] is None
+    assert fine1["importance"]["message"] == "importance needs two or more searched dimensions; this stage searched lr"
+    assert fine2["importance"]["importance"] is None
+    assert fine2["importance"]["message"] == (f"importance needs 8 or more completed trials; this stage has "
+                                              f"{fine2['counts']['complete']}")
+    for name in ("report.md", "report.html"):
+        text = written[name].read_text()
+        assert "this stage searched lr" in text and "8 or more completed trials" in text
+        assert f"{importance['hidden']:.3f}" in text
+
+
+def test_importance_uses_a_capped_sample_of_a_large_stage(mixed_db):
+    storage, _ = mixed_db
+    frame = trials_frame(storage, study_name="mixed-hidden/coarse")
+    complete = int((frame["state"] == "COMPLETE").sum())
+    space = optuna.load_study(study_name="mixed-hidden/coarse", storage=storage).user_attrs["space"]
+    capped = param_importance(frame, space, max_trials=20)
+    assert (capped["trials_used"], capped["trials_complete"]) == (20, complete)
+    assert max(capped["importance"], key=capped["importance"].get) == "hidden"
+    assert IMPORTANCE_MAX_TRIALS <= 500
+
+
+@pytest.mark.parametrize("driver, pair", [("hidden", None), ("activation", ["activation", "hidden"]),
+                                          ("lr", ["lr", "activation"])])
+def test_the_pair_plot_shows_the_two_most_important_dims(mixed_db, driver, pair):
+    storage, _ = mixed_db
+    summary = campaign_report(storage, f"mixed-{driver}", images=False).summary
+    importance = summary["stages"][0]["importance"]["importance"]
+    ranked = sorted(importance, key=importance.get, reverse=True)
+    assert summary["pair"]["params"] == ranked[:2]
+    assert summary["pair"]["params"][0] == driver
+    if pair is not None:  # the second dimension clearly matters too (0.1 of the value against nothing)
+        assert summary["pair"]["params"] == pair
+
+
+def test_every_mixed_image_is_a_real_png(mixed):
+    report, written, _ = mixed
+    assert {"importance", "scatter", "projection", "history", "ranges", "loss_curves"} <= set(report.images)
+    for name in report.images:
+        assert_real_png(written[name].read_bytes())
+
+
+def test_a_dimension_is_drawn_on_its_own_scale(mixed_db):
+    storage, _ = mixed_db
+    frame = trials_frame(storage, campaign="mixed-hidden")
+    staged = [(stage, f) for stage, f in frame.groupby("stage", sort=False)]
+    dims = [plots.Dim("lr", "float", True), plots.Dim("hidden", "int", True),
+            plots.Dim("activation", "categorical", choices=tuple(ACTIVATIONS))]
+    axes = plots.new_axes(1, 3).ravel()
+    plots.plot_param_slices(axes, staged, dims)
+    assert [ax.get_xscale() for ax in axes] == ["log", "log", "linear"]
+    assert [t.get_text() for t in axes[2].get_xticklabels()] == ACTIVATIONS
+    plots.plt.close(axes[0].figure)
+    pair = plots.new_axes(1, len(staged)).ravel()
+    plots.plot_param_scatter(pair, staged, dims[1], dims[2])
+    assert pair[0].get_xscale() == "log" and pair[0].get_xlabel() == "hidden (log)"
+    assert [t.get_text() for t in pair[0].get_yticklabels()] == ACTIVATIONS
+    plots.plt.close(pair[0].figure)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from PIL import Image
 from studies.report import campaign_report, write_report
 from studies.store import open_storage
 from tests.fixtures_browser import _FLAGS, screenshot
-from tests.studies.report_data import build_campaign
+from tests.studies.report_data import build_campaign, build_mixed_campaign
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -56,6 +57,40 @@ def test_report_html_opens_in_chromium_and_shows_the_plots(chromium_path, finish
     assert (saturation > 60).mean() > 0.002
     # the plots come after the tables: the lower half of the page holds coloured content too
     assert (saturation[pixels.shape[0] // 2:] > 60).mean() > 0.002
+
+
+def _page_widths(chromium: str, page, width: int) -> dict[str, int]:
+    """The widths the page lays out to in a ``width``-pixel window: document, widest table, widest image."""
+    probe = page.with_name("probe.html")
+    script = ("<script>const w = s => Math.max(0, ...[...document.querySelectorAll(s)].map(e => "
+              "Math.ceil(e.getBoundingClientRect().right)));"
+              "document.body.dataset.widths = [document.documentElement.scrollWidth, window.innerWidth, "
+              "w('table'), w('img')].join(',');</script>")
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        dom = subprocess.run(
+            [chromium, *_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},900", "--dump-dom",
+             probe.as_uri()], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90, check=False,
+        ).stdout
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    found = re.search(r'data-widths="(\d+),(\d+),(\d+),(\d+)"', dom)
+    assert found, f"no widths in the page ({len(dom)} characters of DOM)"
+    return dict(zip(("document", "window", "table", "image"), map(int, found.groups())))
+
+
+def test_report_fits_a_normal_browser_window(chromium_path, tmp_path):
+    """At 1280 and 1024 pixels wide the page needs no sideways scrolling: tables and figures fit the window."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_mixed_campaign(url, "mixed")
+    storage = open_storage(url, create=False)
+    written = write_report(campaign_report(storage, "mixed"), tmp_path / "report")
+    storage.engine.dispose()
+    for width in (1280, 1024):
+        widths = _page_widths(chromium_path, written["report.html"], width)
+        assert widths["document"] <= widths["window"], widths
+        assert 0 < widths["table"] <= widths["window"] and 0 < widths["image"] <= widths["window"], widths
 
 
 def _free_port() -> int:
