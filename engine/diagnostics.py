@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine.formats import check_memory
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig, check_activation
 from engine.trainer import TrainConfig, train
@@ -100,6 +101,9 @@ def activation_experiment(
     Returns per-layer statistics and the hidden outputs (depth arrays of shape (samples, width)).
     """
     check_activation(activation)
+    # every layer's outputs are kept (float64) for the statistics and histograms
+    check_memory(8 * samples * width * (depth + 2) + 8 * width * width * depth, "search layers",
+                 f"{depth} layers of {width} units on {samples} samples")
     rng = np.random.default_rng(seed)
     config = ModelConfig(
         hidden=(width,) * depth, activation=activation,

@@ -8,6 +8,7 @@ import numpy as np
 
 from engine import layers as L
 from engine.errors import ConfigError
+from engine.formats import check_memory
 from engine.init import InitSpec
 
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "tanh", "sigmoid", "maxout")
@@ -73,6 +74,12 @@ class FullyConnectedNet:
     def __init__(self, config: ModelConfig, input_dim: int, num_classes: int, rng: np.random.Generator) -> None:
         if input_dim < 1 or num_classes < 2:
             raise ConfigError(f"need input_dim >= 1 and num_classes >= 2, got {input_dim}, {num_classes}")
+        dims = [input_dim, *config.hidden, num_classes]
+        weights = sum(a * b * (2 if config.activation == "maxout" else 1) for a, b in zip(dims, dims[1:]))
+        # the weights, their gradients and up to three optimiser buffers (Adam: m, v, scratch)
+        check_memory(5 * weights * np.dtype(DTYPES[config.dtype]).itemsize,
+                     f"network {input_dim}-{'-'.join(map(str, config.hidden))}-{num_classes}",
+                     f"{weights:,} weights")
         self.config = config
         self.dtype = np.dtype(DTYPES[config.dtype])
         self.num_hidden = len(config.hidden)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import optuna
@@ -14,7 +16,6 @@ from engine.model import FullyConnectedNet
 from engine.trainer import TrainResult, train
 from search.config import RunConfig
 from search.space import Dimension, params_to_paths
-from studies.store import set_trial_user_attrs
 
 LOSS_CURVE_POINTS = 200
 
@@ -53,11 +54,12 @@ class EpochReporter:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """What a trial ended as: its value and whether it must be stored as PRUNED."""
+    """What a trial ended as: its value, whether it must be stored as PRUNED, and its user attributes."""
 
     value: float
     pruned: bool
     result: TrainResult
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def subsample(values: list[float], points: int = LOSS_CURVE_POINTS) -> list[float | None]:
@@ -99,9 +101,12 @@ def run_trial(
     space: dict[str, Dimension],
     stage_seed: int,
     explode_factor: float = 3.0,
+    on_params: Callable[[], None] | None = None,
 ) -> TrialOutcome:
-    """Suggest the trial's params, train, store the contract's user attributes; the caller tells Optuna."""
+    """Suggest the trial's params (then ``on_params()``), train; the caller records the outcome's attrs and state."""
     params = {name: dim.suggest(trial, name) for name, dim in space.items()}
+    if on_params is not None:
+        on_params()
     config = trial_config(base, params, stage_seed, trial.number)
     started = time.perf_counter()
     model = config.build_model(dataset)
@@ -131,8 +136,7 @@ def run_trial(
         "train_acc_curve": [_finite(a) for a in result.train_acc_history],  # per epoch; val_acc per epoch is
         # the trial's intermediate values
     }
-    set_trial_user_attrs(trial.storage, trial._trial_id, attrs)
     # The value is the LAST epoch's validation accuracy: what a retrain of this configuration for
     # the same epochs is scored at. The best epoch's (an optimistic maximum over epochs) is kept
     # beside it as best_val_acc.
-    return TrialOutcome(result.val_acc, stop_reason in ("exploded", "nan"), result)
+    return TrialOutcome(result.val_acc, stop_reason in ("exploded", "nan"), result, attrs)

@@ -35,6 +35,7 @@ from search.errors import Interrupted, SearchError, SearchFailed
 from search.config import RunConfig
 from search.objective import run_trial, trial_seed
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
+from studies import optuna_rdb
 from studies.budget import initialise_study, requeue_failed_trials
 from studies.store import describe_storage_error
 
@@ -44,6 +45,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 SAMPLERS = ("random", "tpe", "qmc", "grid", "fixed")  # grid and fixed: every trial's params enqueued
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_CAMPAIGN = 200
 
 
 def study_name(campaign: str, stage: str) -> str:
@@ -73,8 +75,10 @@ class Stage:
             raise SearchError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
         if not (math.isfinite(self.explode_factor) and self.explode_factor > 1):
             raise SearchError(f"--explode-factor must be a finite number > 1, got {self.explode_factor}")
-        if "/" in self.campaign or not self.campaign:
-            raise SearchError(f"campaign name {self.campaign!r} must be non-empty and contain no '/'")
+        if "/" in self.campaign or not self.campaign.strip() or not self.campaign.isprintable():
+            raise SearchError(f"campaign name {self.campaign!r} must be non-empty, printable and contain no '/'")
+        if len(self.campaign) > MAX_CAMPAIGN:  # Optuna's study names are at most 512 characters
+            raise SearchError(f"campaign name of {len(self.campaign)} characters: at most {MAX_CAMPAIGN}, please")
 
     @property
     def name(self) -> str:
@@ -347,7 +351,11 @@ def watch_sqlite_file(storage: RDBStorage) -> None:
             raise StorageLost(f"the database file {path} was deleted or replaced while the stage ran; this worker "
                               "stopped without writing into a new empty file")
 
+    def refuse_reused_if_replaced(dbapi_connection: Any, conn_rec: Any, conn_proxy: Any) -> None:
+        refuse_if_replaced(None, None, None, None)  # a pooled connection would write into the deleted file
+
     sqlalchemy.event.listen(engine, "do_connect", refuse_if_replaced)
+    sqlalchemy.event.listen(engine, "checkout", refuse_reused_if_replaced)
     _WATCHED_ENGINES.add(engine)
 
 
@@ -383,21 +391,11 @@ class Heartbeat:
             self.thread.join()
 
 
-def claim_waiting_trial(study: optuna.Study) -> int | None:
-    """Move one WAITING trial to RUNNING and return its id; None when there is none left to claim."""
-    storage = study._storage  # the study's own (caching) view of the RDB storage
-    beating = storage.get_heartbeat_interval() is not None
-    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        if beating:
-            # Beat BEFORE the claim: Optuna never finds a RUNNING trial without a heartbeat stale, so a
-            # process killed right after claiming would otherwise leave its trial RUNNING for ever.
-            storage.record_heartbeat(t._trial_id)
-        try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return t._trial_id
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
+def claim_waiting_trial(study: optuna.Study, after_id: int = -1) -> tuple[int, int] | None:
+    """Move one WAITING trial to RUNNING with its first heartbeat and ``worker`` attribute, in one
+    transaction; returns (trial_id, number), None when there is none left to claim."""
+    return optuna_rdb.claim_waiting_trial(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), after_id,
+                                          {"worker": worker_name()})
 
 
 # Quoted by ``--sampler``'s help and the README: where "same seed, same trials" holds and where it stops.
@@ -445,19 +443,23 @@ def run_worker(
     stage = Stage.from_attrs(study.user_attrs)
     report = WorkerReport()
     looking = f"looking for trials of {name}"
+    study_id = optuna_rdb.study_id(study)
+    after_id = -1  # the lowest WAITING trial id only grows (see optuna_rdb.claim_waiting_trial)
     while max_trials is None or report.ran < max_trials:
         # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
         retry_storage(lambda: _fail_stale_trials(study), looking)
-        trial_id = retry_storage(lambda: claim_waiting_trial(study), looking)
-        if trial_id is None:
-            if retry_storage(lambda: requeue_failed_trials(study._storage, study._study_id), looking):
+        claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
+        if claimed is None:
+            if retry_storage(lambda: requeue_failed_trials(storage, study_id), looking):
                 continue  # a process killed between failing a trial and re-enqueueing it left this to do
-            counts = retry_storage(lambda: stage_counts(storage, study._study_id), looking)
+            counts = retry_storage(lambda: stage_counts(storage, study_id), looking)
             if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
                 break
             time.sleep(poll)  # other workers are running the last trials; one of them may die
             continue
-        frozen = _run_claimed(study, stage, trial_id, dataset, report)
+        trial_id, number = claimed
+        after_id = trial_id
+        frozen = _run_claimed(study, stage, trial_id, number, dataset, report)
         report.ran += 1
         if on_trial is not None:
             on_trial(frozen)
@@ -492,58 +494,63 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, dataset: Dataset,
+def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, number: int, dataset: Dataset,
                  report: WorkerReport) -> FrozenTrial:
     """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry.
 
+    The trial's params are written in one transaction once suggested, and its intermediate values,
+    user attributes, value and state in one more when it ends (``optuna_rdb.BufferedTrialStorage``).
     A database failure is not the trial's failure: its writes are retried (``retry_storage``), and a
     run whose writes were lost is failed as ``interrupted`` and re-run, never stored as ``error:``.
     """
-    storage = study._storage
-    number = retry_storage(lambda: storage.get_trial_number_from_id(trial_id), f"reading trial {trial_id}")
+    storage = optuna_rdb.study_storage(study)
     what = f"recording trial {number} of {stage.name}"
     study.sampler = make_sampler(stage, number)
-    trial = optuna.Trial(study, trial_id)
     try:
         with Heartbeat(storage, trial_id):  # beats while the result is recorded too, retries included
+            trial = retry_storage(lambda: optuna.Trial(study, trial_id), what)
+            writes = optuna_rdb.BufferedTrialStorage(trial)
             try:
-                trial.set_user_attr("worker", worker_name())
                 outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
-                                    stage_seed=stage.seed, explode_factor=stage.explode_factor)
+                                    stage_seed=stage.seed, explode_factor=stage.explode_factor,
+                                    on_params=lambda: retry_storage(writes.commit_params, what))
             except (KeyboardInterrupt, Interrupted):
                 with _signals_ignored():
-                    _fail_and_requeue(study, trial, "interrupted")
+                    _fail_and_requeue(study, writes, "interrupted")
                 raise
             except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
                 raise
             except Exception as e:
                 if is_storage_error(e):  # the run's writes were lost with the database: run it again
-                    retry_storage(lambda: _fail_and_requeue(study, trial, "interrupted"), what)
+                    retry_storage(lambda: _fail_and_requeue(study, writes, "interrupted"), what)
                     return storage.get_trial(trial_id)
                 # a bug or a resource error in this trial: record it, keep the stage going
                 message = f"error: {type(e).__name__}: {e}"
-                frozen = retry_storage(lambda: _tell_failed(study, trial, message[:500]), what)
+                frozen = retry_storage(lambda: _tell_failed(writes, message[:500]), what)
                 report.errors.append(f"trial {number}: {message}")
                 return frozen
+            writes.user_attrs.update(outcome.attrs)
             if outcome.pruned:
-                return retry_storage(lambda: study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True), what)
-            return retry_storage(lambda: study.tell(trial, outcome.value, skip_if_finished=True), what)
+                return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
+            if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
+                return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
+            return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
         # the machine was suspended) and enqueued a copy that runs it again: this run's result is dropped.
         return storage.get_trial(trial_id)
 
 
-def _tell_failed(study: optuna.Study, trial: optuna.Trial, stop_reason: str) -> FrozenTrial:
-    """Record ``stop_reason`` and mark the trial FAIL."""
-    trial.set_user_attr("stop_reason", stop_reason)
-    return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+def _tell_failed(writes: optuna_rdb.BufferedTrialStorage, stop_reason: str) -> FrozenTrial:
+    """Record ``stop_reason`` and mark the trial FAIL (with what it reported so far)."""
+    writes.user_attrs["stop_reason"] = stop_reason
+    return writes.finish(TrialState.FAIL)
 
 
-def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+def _fail_and_requeue(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage, reason: str) -> None:
     """Mark the trial FAIL with ``reason`` and enqueue a WAITING copy so the budget is made up later."""
     try:
-        frozen = _tell_failed(study, trial, reason)
+        frozen = _tell_failed(writes, reason)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # another worker failed it as stale meanwhile, and enqueued its copy
-    requeue_failed_trials(study._storage, study._study_id, [frozen])
+    requeue_failed_trials(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), [frozen])

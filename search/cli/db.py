@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from search.cli.options import (
+    FiniteFloatRange,
     SectionedCommand, apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
 )
 from search.cli.output import echo_json, fmt_value, print_frame, select_columns
@@ -100,7 +101,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
 
 @click.command(cls=SectionedCommand)
 @click.argument("sql")
-@click.option("--timeout", type=click.FloatRange(0, 86400, min_open=True), default=30.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(0, 86400, min_open=True), default=30.0, show_default=True,
               metavar="SECONDS", help="Stop the query after this long (exit 1); Ctrl-C cancels it too.")
 @click.option("--max-rows", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True,
               help="Return at most this many rows (a line on stderr says when more were left out).")

@@ -23,6 +23,16 @@ from search.errors import SearchError
 from search.space import Dimension, check_space, parse_dimension, searchable
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (nan passes every comparison click makes)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
 def choice(names: Any) -> click.Choice:
     return click.Choice(sorted(names), case_sensitive=False)
 
@@ -126,9 +136,9 @@ RUN_OPTIONS = [
     click.option("--label-column", default=None, metavar="NAME", help="CSV/TSV label column (default: the last)."),
     click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
                  help="Resize every image of an image folder to W x H pixels."),
-    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+    click.option("--val-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.15,
                  show_default=True, help="Share drawn (stratified) for validation where the file gives no val split."),
-    click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+    click.option("--test-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.15,
                  show_default=True, help="Share drawn (stratified) for test where the file gives no test split."),
     click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
@@ -147,7 +157,7 @@ RUN_OPTIONS = [
     click.option("--init-std", type=float, default=None, callback=nonneg_float,
                  help="Std for normal/uniform/sparse/constant init, gain for orthogonal."),
     click.option("--batchnorm/--no-batchnorm", default=False, show_default=True),
-    click.option("--dropout", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+    click.option("--dropout", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Keep probability of inverted dropout (1 = off)."),
     click.option("--loss", type=choice(["softmax", "svm"]), default="softmax", show_default=True),
     click.option("--relu-bias", type=float, default=0.0, callback=nonneg_float,
@@ -155,10 +165,10 @@ RUN_OPTIONS = [
     # optimisation
     click.option("--optimizer", type=choice(OPTIMIZERS), default="adam", show_default=True, metavar="NAME",
                  help=f"Update rule: {', '.join(OPTIMIZERS)}."),
-    click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+    click.option("--momentum", type=FiniteFloatRange(0, 1, max_open=True), default=0.9, show_default=True,
                  help="mu of the momentum and nesterov rules."),
     click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True),
-    click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+    click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Multiply lr by this after each epoch."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice."),
 ]
@@ -310,7 +320,7 @@ heartbeat_option = click.option(
          "Set by the command that creates a stage; its workers use the stage's value.")
 campaign_option = click.option("--campaign", default=None,
                                help="Campaign name (default: the dataset's name / the latest).")
-explode_option = click.option("--explode-factor", type=click.FloatRange(1, min_open=True), default=3.0,
+explode_option = click.option("--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0,
                               show_default=True, help="Stop a run once its loss exceeds this x its first loss.")
 
 # campaign, database, local worker processes, heartbeat
@@ -330,7 +340,7 @@ stage_options = apply([
 fine_options = apply([
     click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
                  help="Refine the range around this many best trials."),
-    click.option("--edge", type=click.FloatRange(0, 0.5, min_open=True), default=0.1, show_default=True,
+    click.option("--edge", type=FiniteFloatRange(0, 0.5, min_open=True), default=0.1, show_default=True,
                  help="Widen past a bound when the best lies within this fraction of the width of it."),
 ])
 

@@ -8,6 +8,7 @@ import click
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from search.cli.options import (
+    FiniteFloatRange,
     SectionedCommand,
     choice, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
@@ -21,7 +22,7 @@ from search.errors import SearchError
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float, help="Learning rate.")
 @click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float, help="L2 strength.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--explode-factor", type=click.FloatRange(1, min_open=True), default=3.0, show_default=True,
+@click.option("--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
               help="Stop the run once its loss exceeds this x its first loss (as a stage would).")
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")

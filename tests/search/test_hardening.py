@@ -221,3 +221,18 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
                       coarse_stage("digits", RUN, DEFAULT_SPACE, 16, seed=5, sampler="tpe"))
         trials.append([(t.number, t.params, t.state.name) for t in budget(url, STAGE).trials])
     assert len(trials[0]) == 16 and trials[0] == trials[1]  # past TPE's 10 random start-up trials too
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["auto", "--edge", "nan"], ["--edge", "not a finite number"]),
+    (["fine", "--edge", "nan"], ["--edge", "not a finite number"]),
+    (["coarse", "--explode-factor", "inf"], ["--explode-factor", "not a finite number"]),
+    (["train", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
+    (["layers", "--depth", "100", "--width", "5000", "--samples", "100000"], ["search layers", "GiB of memory"]),
+    (["coarse", "--campaign", "x" * 600], ["600 characters", "at most 200"]),
+    (["coarse", "--campaign", ""], ["--campaign must not be empty"]),
+])
+def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, args, fragments):
+    """Issue 9 item 11: nan options, nets and experiments too large for memory, names too long for a database."""
+    one_line_error(run_cli(*args), *fragments)
+    assert not (tmp_path / "search.db").exists()
