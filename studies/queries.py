@@ -54,15 +54,16 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
     "final_loss": "float64",
     "train_acc": "float64",
     "val_acc": "float64",
+    "best_val_acc": "float64",
     "iterations": "Int64",
     "seconds": "float64",
+    "model_parameters": "Int64",
     "stop_reason": "str",
+    "diagnosis": "str",
     "datetime_start": "datetime64[us]",
     "datetime_complete": "datetime64[us]",
 }
-TRIAL_ATTR_COLUMNS = (
-    "initial_loss", "final_loss", "train_acc", "val_acc", "iterations", "seconds", "stop_reason"
-)
+TRIAL_ATTR_COLUMNS = tuple(c for c in TRIAL_TAIL_COLUMNS if not c.startswith("datetime"))
 STATE_NAMES = tuple(state.name for state in TrialState)
 # Columns whose natural order is "best first" (higher is better); every other column sorts ascending.
 _DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "train_acc"})
@@ -116,7 +117,12 @@ def format_space(space: Any) -> str:
         return "" if space is None else str(space)
     parts = []
     for name, spec in space.items():
-        if isinstance(spec, (list, tuple)) and len(spec) >= 2:
+        if isinstance(spec, dict) and spec.get("type") == "categorical":
+            part = f"{name}=" + ",".join(str(c).lower() if isinstance(c, bool) else str(c) for c in spec["choices"])
+        elif isinstance(spec, dict):
+            part = f"{name}={spec['low']:g}:{spec['high']:g}" + ("" if spec.get("log") else ":linear")
+            part += ":int" if spec.get("type") == "int" else ""
+        elif isinstance(spec, (list, tuple)) and len(spec) >= 2:
             try:
                 part = f"{name}={float(spec[0]):g}:{float(spec[1]):g}"
             except (TypeError, ValueError):
@@ -271,6 +277,9 @@ def _trial_row(info: _StudyInfo, trial: FrozenTrial, param_names: Sequence[str])
     for name in TRIAL_ATTR_COLUMNS:
         row[name] = attrs.get(name)
     row["iterations"] = _int_or_none(row["iterations"])
+    row["model_parameters"] = _int_or_none(row["model_parameters"])
+    if isinstance(row["diagnosis"], list):  # labels, e.g. "lr_too_low,dead_units"
+        row["diagnosis"] = ",".join(row["diagnosis"])
     row["datetime_start"] = trial.datetime_start
     row["datetime_complete"] = trial.datetime_complete
     return row

@@ -11,7 +11,7 @@ from search.cli.output import echo_json, fmt_value, print_frame, select_columns
 
 
 STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
-TRIAL_COLUMNS = ["number", "state", "value", "stop_reason", "diagnosis", "seconds"]
+TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([
     click.option("--columns", default=None, metavar="A,B,...", help="Table columns to show (csv/json give all)."),
@@ -49,7 +49,7 @@ def studies(storage: str | None, fmt: str, columns: str | None, wide: bool) -> N
 @columns_options
 def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sort: str | None, limit: int | None,
            storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
-    """One row per trial: number, state, value, params, stop reason, diagnosis, seconds (--wide: all).
+    """One row per trial: number, state, value, params, diagnosis, seconds (--wide: all, stop_reason too).
 
     \b
     Examples:

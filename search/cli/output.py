@@ -89,7 +89,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     for column in shown:
         numeric = str(frame[column].dtype).startswith(("int", "float", "Int", "Float"))
         name = column.removeprefix("param_")  # a parameter by its own name; csv/json keep the prefix
-        table.add_column(name, justify="right" if numeric else "left", overflow="fold",
+        table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric,
                          min_width=None if wide else len(name))
     for row in rows:
         table.add_row(*(_cell(row[c]) for c in shown))
