@@ -394,6 +394,7 @@ def refine_space(
     edge: float = 0.1,
     diagnoses: Sequence[Sequence[str]] | None = None,
     value_se: float | None = None,
+    exploded: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[dict[str, Dimension], list[str]]:
     """New dimensions from finished trials ``(params, value)`` (higher is better) and one note per dimension.
 
@@ -403,7 +404,8 @@ def refine_space(
     new width), up to the option's own limits. Categories keep those seen among the top trials.
     With ``value_se`` (the standard error of one trial's value), a range whose thirds score within
     2 standard errors of each other is "insensitive" and kept as it is: narrowing or widening it
-    would follow noise. With ``diagnoses`` (each trial's labels), ``use_diagnoses`` moves bounds.
+    would follow noise. With ``diagnoses`` (each trial's labels; ``exploded``: the params of the runs
+    stopped as lr_too_high, which have no value to rank), ``use_diagnoses`` moves bounds.
     """
     if not trials:
         raise SearchError("no finished trials to refine the ranges from")
@@ -426,7 +428,7 @@ def refine_space(
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]
-        notes += use_diagnoses(space, new, labelled, top)
+        notes += use_diagnoses(space, new, labelled, top, exploded)
     return new, notes
 
 
@@ -458,11 +460,13 @@ def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: f
 
 
 def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tuple[Mapping[str, Any], set[str]]],
-                  top: int) -> list[str]:
+                  top: int, exploded: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """Move ``new``'s bounds (in place) the way the lecture reads the runs; one note per move, with its counts.
 
     - The lowest fifth of the old lr range all ``lr_too_low`` (3 or more trials): lr's lower bound rises
-      to the highest of them below the best, so no budget goes where the loss does not move.
+      to the highest of them below the best, so no budget goes where the loss does not move. Every run
+      from the lowest exploded lr above the best upward exploded (2 or more): lr's upper bound falls
+      to that lr, so widening never reaches back where runs explode.
     - Most (>= 60 %) of the top trials ``overfitting``: reg's lower bound rises to the best's reg
       (or, reg not searched, the hidden width's upper bound falls to the best's).
     - Most of the top trials ``underfitting``: the hidden width's upper bound rises to twice the
@@ -487,6 +491,14 @@ def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tupl
                 new["lr"] = FloatRange(max(below), current.high, current.log)
                 notes.append(f"lr: diagnosis: all {len(low_end)} trials in the lowest fifth of {lr} are lr_too_low; "
                              f"lower bound raised to {max(below):.3g}; new range {new['lr']}")
+        blown = sorted(p["lr"] for p in exploded if p["lr"] > best["lr"])
+        if blown:
+            beyond = [labels for p, labels in ranked if p["lr"] >= blown[0]] + [{"lr_too_high"}] * len(blown)
+            current = new["lr"]
+            if len(beyond) >= 2 and all("lr_too_high" in labels for labels in beyond) and blown[0] < current.high:
+                new["lr"] = FloatRange(current.low, blown[0], current.log)
+                notes.append(f"lr: diagnosis: all {len(beyond)} trials at lr >= {blown[0]:.3g} exploded "
+                             f"(lr_too_high); upper bound lowered to {blown[0]:.3g}; new range {new['lr']}")
     for label, first, second in (("overfitting", ("reg", "up"), ("hidden", "down")),
                                  ("underfitting", ("hidden", "up"), ("reg", "down"))):
         n = count(label)

@@ -182,3 +182,24 @@ def test_spaces_round_trip_through_the_study_attribute():
              "activation": Choice(("relu", "tanh")), "batchnorm": Choice((True, False))}
     assert space_from_attr(space_attr(space)) == space
     assert space_from_attr({"lr": [1e-6, 1.0, "log"]}) == {"lr": FloatRange(1e-6, 1.0)}  # the older form
+
+
+def test_widening_stops_where_the_runs_above_the_best_exploded():
+    trials = [({"lr": 7.0}, 0.95), ({"lr": 0.3}, 0.9), ({"lr": 0.01}, 0.85)]
+    space = {"lr": FloatRange(1e-4, 10.0)}
+    widened, _ = refine_space(space, trials, top=2, edge=0.1, diagnoses=[["healthy"]] * 3)
+    assert widened["lr"].high > 1000  # the lecture's rule alone widens past 10
+    capped, notes = refine_space(space, trials, top=2, edge=0.1, diagnoses=[["healthy"]] * 3,
+                                 exploded=[{"lr": 8.0}, {"lr": 9.0}, {"lr": 9.5}])
+    assert capped["lr"].high == 8.0 and capped["lr"].low == widened["lr"].low
+    assert notes[-1] == ("lr: diagnosis: all 3 trials at lr >= 8 exploded (lr_too_high); upper bound lowered to 8; "
+                         "new range 0.0949:8")
+
+
+def test_the_low_end_of_lr_all_too_low_raises_the_lower_bound():
+    trials = [({"lr": 1e-2}, 0.98), ({"lr": 3e-3}, 0.95), ({"lr": 1e-7}, 0.1), ({"lr": 3e-7}, 0.1), ({"lr": 9e-7}, 0.11)]
+    labels = [["healthy"], ["healthy"], ["lr_too_low"], ["lr_too_low"], ["lr_too_low"]]
+    new, notes = refine_space({"lr": FloatRange(1e-7, 1.0)}, trials, top=5, edge=0.01, diagnoses=labels)
+    assert new["lr"].low == 9e-7
+    assert notes[-1].startswith("lr: diagnosis: all 3 trials in the lowest fifth of 1e-07:1 are lr_too_low; "
+                                "lower bound raised to 9e-07")
