@@ -260,9 +260,12 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
             if all(k in t.params for k in parent.space)]
     if not done:
         raise SearchError(f"stage {parent.name} has no completed trials to refine the ranges from")
+    exploded = [t.params for t in parent_study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                if "lr_too_high" in t.user_attrs.get("diagnosis", []) and all(k in t.params for k in parent.space)]
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
                                 diagnoses=[t.user_attrs.get("diagnosis", []) for t in done],
-                                value_se=value_se(max(t.value for t in done), val_size(parent_study)))
+                                value_se=value_se(max(t.value for t in done), val_size(parent_study)),
+                                exploded=exploded)
     k = fine_index(parent.stage) + 1
     previous = parent.run.train.epochs
     run = parent.run.with_params({"train.epochs": epochs if epochs is not None else max(previous * 2, previous + 1)})
