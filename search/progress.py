@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from collections.abc import Iterable
 from typing import TextIO
@@ -33,8 +34,10 @@ class Progress:
             self._count(t)
         self.bar = None
         if self.mode == "bar":
-            # dynamic_ncols: redrawn to the terminal's width, so an 80-column terminal never wraps
-            self.bar = tqdm(total=total, initial=self.done, desc=name, file=self.stream, dynamic_ncols=True,
+            # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
+            # the ^C a terminal echoes after it would too
+            width = shutil.get_terminal_size((80, 24)).columns - 3
+            self.bar = tqdm(total=total, initial=self.done, desc=name, file=self.stream, ncols=width,
                             unit="trial", leave=True)
             self._postfix()
 

@@ -1,6 +1,8 @@
 """Search stages: ``search coarse``, ``fine``, ``grid``, ``auto`` and ``worker``."""
 from __future__ import annotations
 
+import shutil
+import textwrap
 from typing import Any
 
 import click
@@ -17,17 +19,23 @@ from search.errors import SearchError
 
 def print_summary(summary: Any) -> None:
     c = summary.counts
-    click.echo(f"\n{summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed "
-               f"of {summary.n_trials}; {summary.epochs} epochs, {summary.train_seconds:.1f} s of training")
-    click.echo("  space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()))
+    width = shutil.get_terminal_size((80, 24)).columns - 1
+
+    def say(text: str, indent: str = "") -> None:
+        click.echo(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "    "))
+
+    click.echo()
+    say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed of {summary.n_trials}; "
+        f"{summary.epochs} epochs a trial, {summary.train_seconds:.1f} s of training")
+    say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
-        click.echo(f"  range: {note}")
+        say(f"range: {note}", "  ")
     if summary.top:
         names = [k for k in summary.top[0] if k not in ("number", "value", "seconds")]
-        click.echo(f"  {'trial':>5} {'val_acc':>8} " + " ".join(f"{n:>10}" for n in names))
+        click.echo(f"  {'trial':>5} {'val_acc':>8} " + " ".join(f"{n[:10]:>10}" for n in names))
         for row in summary.top:
             click.echo(f"  {row['number']:5d} {row['value']:8.4f} " +
-                       " ".join(f"{fmt_value(row[n]):>10}" for n in names))
+                       " ".join(f"{fmt_value(row[n])[:10]:>10}" for n in names))
     for err in summary.errors:
         click.echo(f"  error: {err}", err=True)
 
@@ -96,8 +104,9 @@ def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign
         return finish([run_existing(ex, study)], as_json)
     if not as_json:
         click.echo(f"{stage.name} refined from {stage.parent}:")
+        width = shutil.get_terminal_size((80, 24)).columns - 1
         for note in stage.range_notes:
-            click.echo(f"  {note}")
+            click.echo(textwrap.fill(note, width, initial_indent="  ", subsequent_indent="      "))
     return finish([execute_stage(ex, stage)], as_json)
 
 
