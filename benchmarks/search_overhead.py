@@ -1,81 +1,170 @@
-"""Time the search service adds per trial (sampling, storage, bookkeeping) against the trials' training time.
+"""Time the search service adds per trial, beside plain Optuna loops on the same trials.
 
-For each case a coarse stage runs into a fresh SQLite database. Overhead is measured two ways:
+The same N points (lr, reg; digits, 3 epochs, the stage's default run) are run by: the engine's
+trainer in a plain loop; plain Optuna with in-memory, JournalStorage-file and RDB (SQLite) storage,
+each trial enqueued with its point; the service (a "fixed" stage: ``run_worker`` in this process,
+start-up -- opening the storage, creating the stage, loading the data -- excluded). Every case calls
+the same ``train`` and ``diagnose_trial``, timed around each call: a case's overhead per trial is
+(wall time - that trial work) / N. PostgreSQL cases run on a throwaway server (tests/fixtures_pg.py)
+when one can be started, else they are skipped with the reason.
 
-* in-trial: per trial, (datetime_complete - datetime_start) - seconds -- what the service does
-  around the training loop of a claimed trial (suggest, intermediate reports, user attributes,
-  tell, heartbeat thread);
-* whole-stage: (wall time of running the stage's trials x jobs - sum of training seconds) / trials
-  -- everything but loading the data (which a run without the service pays too): claiming
-  trials, checking for stale ones, and with --jobs 2 starting the workers and writing the
-  memory-mapped copy of the data they share.
-
-Usage: python benchmarks/search_overhead.py [--trials 20]
+Usage: python benchmarks/search_overhead.py [--trials 200] [--no-postgres]
 """
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import optuna
 
+import search.objective as objective
 from engine.data import DataSpec, Dataset
 from search.campaign import coarse_stage
-from search.stages import create_stage
-from search.workers import run_stage_processes
 from search.config import RunConfig
 from search.space import FloatRange
+from search.stages import create_stage, run_worker
 from studies.store import open_storage
 
-CASES = {
-    # one-epoch trials on CIFAR-10-sized data: 49,000 training images of 3072 features, 3072-100-10
-    "cifar-shaped": RunConfig(data=DataSpec("synthetic", train_size=49000, val_size=1000, test_size=100)).with_params(
-        {"arch.hidden": 100, "train.optimizer": "sgd", "train.batch_size": 200, "train.epochs": 1}),
-    # the default data: digits, 3 epochs, as a coarse stage runs it
-    "digits": RunConfig(data=DataSpec("digits")).with_params({"train.epochs": 3}),
-}
+RUN = RunConfig(data=DataSpec("digits")).with_params({"train.epochs": 3})
 SPACE = {"lr": FloatRange(1e-4, 1e-1), "reg": FloatRange(1e-6, 1e-2)}
+WORK = {"seconds": 0.0}  # time spent inside train() and diagnose_trial(), whoever calls them
 
 
-def measure(name: str, run: RunConfig, dataset: Dataset, trials: int, jobs: int, folder: Path) -> dict[str, float]:
-    url = f"sqlite:///{folder / f'{name}-{jobs}.db'}"
-    create_stage(open_storage(url), coarse_stage(name, run, SPACE, trials, seed=0))
+def _timed(fn: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            WORK["seconds"] += time.perf_counter() - started
+    return wrapper
+
+
+objective.train = _timed(objective.train)
+objective.diagnose_trial = _timed(objective.diagnose_trial)
+
+
+def points(n: int) -> list[dict[str, float]]:
+    rng = np.random.default_rng(0)
+    return [{"lr": float(10 ** rng.uniform(-4, -1)), "reg": float(10 ** rng.uniform(-6, -2))} for _ in range(n)]
+
+
+def one_run(params: dict[str, float], number: int, dataset: Dataset, trial: optuna.Trial | None) -> float:
+    """Build, train (reporting each epoch to ``trial``) and diagnose one run; its last val_acc."""
+    config = objective.trial_config(RUN, params, 0, number)
+    model = config.build_model(dataset)
+    reg_loss = model.reg_loss(config.train.reg)
+    observers = [objective.ExplosionObserver(3.0)] + ([objective.EpochReporter(trial)] if trial else [])
+    result = objective.train(model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
+                             observers=observers)
+    objective.diagnose_trial(result, model, dataset, config, reg_loss)
+    return result.val_acc if math.isfinite(result.val_acc) else 0.0
+
+
+def bare(pts: list[dict], dataset: Dataset, _: Path) -> Callable[[], None]:
+    return lambda: [one_run(p, i, dataset, None) for i, p in enumerate(pts)] and None
+
+
+def plain_optuna(storage_of: Callable[[Path], object]) -> Callable:
+    def run(pts: list[dict], dataset: Dataset, folder: Path) -> Callable[[], None]:
+        study = optuna.create_study(storage=storage_of(folder), direction="maximize")
+        for p in pts:
+            study.enqueue_trial(p)
+
+        def objective_fn(trial: optuna.Trial) -> float:
+            params = {name: trial.suggest_float(name, d.low, d.high, log=True) for name, d in SPACE.items()}
+            return one_run(params, trial.number, dataset, trial)
+        return lambda: study.optimize(objective_fn, n_trials=len(pts))
+    return run
+
+
+def service(url_of: Callable[[Path], str]) -> Callable:
+    def run(pts: list[dict], dataset: Dataset, folder: Path) -> Callable[[], None]:
+        storage = open_storage(url_of(folder), heartbeat_interval=10)
+        stage = replace(coarse_stage("bench", RUN, SPACE, len(pts), seed=0, sampler="fixed"), points=tuple(pts))
+        create_stage(storage, stage)
+        return lambda: run_worker(storage, "bench/coarse", dataset)
+    return run
+
+
+def journal(folder: Path) -> object:
+    from optuna.storages.journal import JournalFileBackend
+    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / "journal.log")))
+
+
+@contextmanager
+def postgres() -> Iterator[str | None]:
+    """A URL factory on a throwaway PostgreSQL server, or None with the reason printed."""
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.fixtures_pg import PostgresServer, create_database, pg_url
+        import psycopg2  # noqa: F401
+        server = PostgresServer()
+        server.start()
+    except Exception as exc:  # no binaries, no driver, no server: skip those rows
+        print(f"PostgreSQL rows skipped: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        yield None
+        return
+    try:
+        count = iter(range(1000))
+        def url(_: Path) -> str:
+            name = f"bench{next(count)}"
+            create_database(server.port, name)
+            return pg_url(server.port, name)
+        yield url
+    finally:
+        server.stop()
+
+
+def measure(case: Callable, pts: list[dict], dataset: Dataset, folder: Path) -> tuple[float, float]:
+    """(overhead, trial work) per trial, in seconds, of one case."""
+    runner = case(pts, dataset, folder)  # set-up (stage creation, enqueueing) is not timed
+    WORK["seconds"] = 0.0
     started = time.perf_counter()
-    run_stage_processes(url, f"{name}/coarse", dataset, jobs, heartbeat=10)
+    runner()
     wall = time.perf_counter() - started
-    study = optuna.load_study(study_name=f"{name}/coarse", storage=open_storage(url))
-    done = [t for t in study.get_trials() if t.datetime_complete is not None]
-    train = np.array([t.user_attrs["seconds"] for t in done])
-    span = np.array([(t.datetime_complete - t.datetime_start).total_seconds() for t in done])
-    in_trial = span - train
-    whole = (wall * jobs - train.sum()) / len(done)
-    return {
-        "trials": len(done), "train_s": float(train.mean()), "in_trial_s": float(in_trial.mean()),
-        "in_trial_pct": float(100 * in_trial.sum() / train.sum()), "whole_s": float(whole),
-        "whole_pct": float(100 * whole / train.mean()), "wall": wall,
-    }
+    return (wall - WORK["seconds"]) / len(pts), WORK["seconds"] / len(pts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    print(f"{'case':<14} {'jobs':>4} {'trials':>6} {'train/trial':>12} {'in-trial':>10} {'in-trial %':>10} "
-          f"{'whole/trial':>12} {'whole %':>8} {'wall':>7}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, run in CASES.items():
-            load_started = time.perf_counter()
-            dataset = run.load()
-            load_s = time.perf_counter() - load_started
-            for jobs in (1, 2):
-                m = measure(name, run, dataset, args.trials, jobs, Path(tmp))
-                print(f"{name:<14} {jobs:>4} {m['trials']:>6} {m['train_s'] * 1e3:>10.1f}ms "
-                      f"{m['in_trial_s'] * 1e3:>8.1f}ms {m['in_trial_pct']:>9.1f}% "
-                      f"{m['whole_s'] * 1e3:>10.1f}ms {m['whole_pct']:>7.1f}% {m['wall']:>6.1f}s")
-            print(f"{'':<14} (loading + preprocessing the data once: {load_s * 1e3:.0f} ms per stage)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dataset = RUN.load()
+    pts = points(args.trials)
+    with tempfile.TemporaryDirectory() as tmp, (postgres() if not args.no_postgres else _none()) as pg:
+        cases: dict[str, Callable] = {
+            "trainer in a plain loop": bare,
+            "plain Optuna, in-memory": plain_optuna(lambda f: None),
+            "plain Optuna, JournalStorage file": plain_optuna(journal),
+            "plain Optuna, RDB SQLite": plain_optuna(lambda f: f"sqlite:///{f / 'plain.db'}"),
+            "service, SQLite": service(lambda f: f"sqlite:///{f / 'service.db'}"),
+        }
+        if pg is not None:
+            cases["plain Optuna, RDB PostgreSQL"] = plain_optuna(pg)
+            cases["service, PostgreSQL"] = service(pg)
+        print(f"{args.trials} trials, digits, 3 epochs; overhead = (wall - train and diagnose time) / trials")
+        print(f"{'how the trials ran':<36} {'work/trial':>11} {'overhead/trial':>15}")
+        for i, (name, case) in enumerate(cases.items()):
+            folder = Path(tmp, str(i))
+            folder.mkdir()
+            overhead, work = measure(case, pts, dataset, folder)
+            print(f"{name:<36} {work * 1e3:>9.1f}ms {overhead * 1e3:>13.2f}ms", flush=True)
+
+
+@contextmanager
+def _none() -> Iterator[None]:
+    yield None
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from engine.data import DataSpec, load_dataset  # noqa: E402
 from engine.init import InitSpec  # noqa: E402
 from engine.model import FullyConnectedNet, ModelConfig  # noqa: E402
-from engine.optim import SGD  # noqa: E402
+from engine.optim import SGD, Adam  # noqa: E402
 from engine.preprocess import PreprocessSpec, preprocess_dataset  # noqa: E402
 from engine.trainer import TrainConfig, train  # noqa: E402
 
@@ -46,6 +46,7 @@ BATCH = 200
 NUM_CLASSES = 10
 LR = 1e-3
 REG = 1e-3
+OPTIMIZER = "sgd"  # --optimizer: sgd (L2 as weight decay in the update) or adam (L2 gradient, as torch's Adam weight_decay)
 PAUSE = 0.3  # seconds between engine and torch blocks, so the other library's spinning worker threads park
 
 
@@ -160,7 +161,8 @@ def engine_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int) -> Callabl
     """A function that runs k bare SGD steps of the engine (the trainer's inner loop without bookkeeping) -> samples/s."""
     model = engine_model(X.shape[1], h, seed)
     # as the trainer does for SGD: the L2 term applied as weight decay inside the update
-    rule = SGD(weight_decay=REG, decayed=frozenset(model.weight_names))
+    rule = Adam() if OPTIMIZER == "adam" else SGD(weight_decay=REG, decayed=frozenset(model.weight_names))
+    reg_grad = OPTIMIZER == "adam"  # Adam: the trainer adds reg * W to the gradients
     rng = np.random.default_rng(seed)
     batches = X.shape[0] // BATCH
     order = rng.permutation(X.shape[0])
@@ -171,7 +173,7 @@ def engine_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int) -> Callabl
         for _ in range(k):
             b = position[0] = (position[0] + 1) % batches
             idx = order[b * BATCH : (b + 1) * BATCH]
-            _, grads = model.loss(X[idx], y[idx], REG, rng, reg_grad=False)
+            _, grads = model.loss(X[idx], y[idx], REG, rng, reg_grad=reg_grad)
             rule.step(model.params, grads, LR)
         return k * BATCH / (time.perf_counter() - started)
 
@@ -182,7 +184,7 @@ def trainer_samples_per_second(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, 
                                h: int, epochs: int, seed: int) -> float:
     """TrainResult.samples_per_second of engine.trainer.train (step time only) on a fresh model."""
     model = engine_model(X.shape[1], h, seed)
-    config = TrainConfig(epochs=epochs, batch_size=BATCH, optimizer="sgd", lr=LR, reg=REG, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=BATCH, optimizer=OPTIMIZER, lr=LR, reg=REG, seed=seed)
     result = train(model, config, X, y, X_val, y_val)
     if result.status != "completed":
         raise RuntimeError(f"benchmark training run ended with status {result.status!r}")
@@ -193,7 +195,7 @@ def cli_samples_per_second(h: int, threads: int, epochs: int) -> float:
     """samples_per_second reported by ``search train --data synthetic ... --json`` in a fresh process."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-c", "from search.cli import main; main()", "train", "--data", "synthetic",
-               "--optimizer", "sgd", "--batch-size", str(BATCH), "--hidden", str(h), "--epochs", str(epochs),
+               "--optimizer", OPTIMIZER, "--batch-size", str(BATCH), "--hidden", str(h), "--epochs", str(epochs),
                "--lr", str(LR), "--reg", str(REG), "--json"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parents[1])
@@ -214,11 +216,12 @@ def torch_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int, variant: st
     weights = [net[0].weight, net[2].weight]
     biases = [net[0].bias, net[2].bias]
     l2_in_loss = variant == "torch_l2_loss"
+    rule = torch.optim.Adam if OPTIMIZER == "adam" else torch.optim.SGD
     if l2_in_loss:
-        opt = torch.optim.SGD(net.parameters(), lr=LR)
+        opt = rule(net.parameters(), lr=LR)
     else:  # like the engine, biases are not regularised
         groups = [{"params": weights, "weight_decay": REG}, {"params": biases, "weight_decay": 0.0}]
-        opt = torch.optim.SGD(groups, lr=LR, fused=variant == "torch_fused")
+        opt = rule(groups, lr=LR, fused=variant == "torch_fused")
     criterion = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     batches = X.shape[0] // BATCH
@@ -377,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="trainer epochs per round (25 steps each)")
     parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip the `search train` subprocess runs")
     parser.add_argument("--json", action="store_true", help="print only JSON (environment and rows) on stdout")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="update rule of the engine and of torch (Adam: L2 as the gradient term, both sides)")
     args = parser.parse_args(argv)
+    global OPTIMIZER
+    OPTIMIZER = args.optimizer
     threads = args.threads or sorted({1, os.cpu_count() or 1})
 
     ds = preprocess_dataset(load_dataset(DataSpec(name="synthetic")), PreprocessSpec("mean_image"))
@@ -391,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                  for pool in pools],
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "torch": None if torch is None else torch.__version__,
-        "batch": BATCH, "lr": LR, "reg": REG, "rounds": args.rounds, "steps": args.steps,
+        "batch": BATCH, "optimizer": OPTIMIZER, "lr": LR, "reg": REG, "rounds": args.rounds, "steps": args.steps,
     }
     info = sys.stderr if args.json else sys.stdout  # with --json, stdout holds only the JSON
 
@@ -409,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         log("torch: not importable, torch columns skipped (pip install torch==2.13.0)")
     else:
         log(f"torch {torch.__version__} (eager, CPU, float32)")
-    log(f"data: synthetic {ds.X_train.shape} float32; batch {BATCH}, SGD lr {LR}, reg {REG}; "
+    log(f"data: synthetic {ds.X_train.shape} float32; batch {BATCH}, {OPTIMIZER} lr {LR}, reg {REG}; "
         f"{args.rounds} rounds x {args.steps} steps")
 
     rows = []

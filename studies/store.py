@@ -21,12 +21,16 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
+from studies import optuna_rdb
 from studies.budget import RetryStaleTrialOnce
 from studies.errors import StorageError
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
+# PRAGMA synchronous of writing SQLite connections: NORMAL (WAL syncs at checkpoints, not at each
+# commit; a power loss can lose the last commits, never consistency) or FULL (a sync per commit)
+SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 # A fresh database raced by several processes can see "table ... already exists" from
 # create_all, or a duplicate alembic_version row (IntegrityError) from Optuna stamping the
@@ -91,6 +95,7 @@ def url_dialect(url: str) -> str:
 @functools.cache
 def _schema_versions() -> tuple[str, tuple[str, ...]]:
     """(head revision, all known revisions) of this Optuna's storage schema, from a scratch DB."""
+    optuna_rdb.cache_alembic_scripts()
     scratch = optuna.storages.RDBStorage("sqlite:///:memory:")
     try:
         return scratch.get_head_version(), tuple(scratch.get_all_versions())
@@ -101,9 +106,7 @@ def _schema_versions() -> tuple[str, tuple[str, ...]]:
 @functools.cache
 def _optuna_tables() -> set[str]:
     """Names of the tables of Optuna's RDB storage (and alembic's version table)."""
-    from optuna.storages._rdb import models
-
-    return set(models.BaseModel.metadata.tables) | {"alembic_version"}
+    return optuna_rdb.optuna_tables()
 
 
 def _is_in_memory_sqlite(url: str) -> bool:
@@ -172,6 +175,23 @@ def _check_schema(revision: str | None, where: str) -> None:
     )
 
 
+_HEADER_FDS: dict[tuple[int, int], int] = {}
+
+
+def _read_header(path: Path) -> bytes:
+    """The first 16 bytes of ``path``, through a descriptor kept open for the life of the process.
+
+    Closing ANY descriptor of a SQLite file drops every POSIX lock this process holds on it,
+    including those of its pooled connections; another process then believes it is alone and
+    deletes the WAL under them (https://www.sqlite.org/howtocorrupt.html, section 2.2).
+    """
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+    if key not in _HEADER_FDS:
+        _HEADER_FDS[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    return os.pread(_HEADER_FDS[key], len(_SQLITE_HEADER), 0)
+
+
 def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
     """All checks on a SQLite file that must pass before Optuna may touch it."""
     folder = path.parent if str(path.parent) else Path(".")
@@ -190,8 +210,7 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
     if not os.access(path, os.R_OK):
         raise StorageError(f"{where}: {str(path)!r} is not readable")
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(len(_SQLITE_HEADER))
+        header = _read_header(path)
     except OSError as exc:  # e.g. /proc/self/mem: a "regular" file that cannot be read
         raise StorageError(f"{where}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     if not header and path.stat().st_size == 0 and Path("/proc") in path.resolve().parents:
@@ -275,6 +294,8 @@ def _enable_wal(engine: sqlalchemy.engine.Engine) -> None:
 
 def _disable_pysqlite_begin(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN itself
+    sync = "FULL" if os.environ.get(SQLITE_SYNC_ENV, "").upper() == "FULL" else "NORMAL"
+    dbapi_connection.execute(f"PRAGMA synchronous = {sync}")
 
 
 def _begin_immediate(conn: Connection) -> None:
@@ -305,9 +326,11 @@ def open_storage(
                 f"{where} is an in-memory database, gone when the command ends: give a file, "
                 "e.g. sqlite:///search.db"
             )
-        # NullPool: a fresh connection per session. A pooled SQLite connection in WAL mode was seen
-        # to keep reading an old snapshot while other processes' commits went unseen.
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}, "poolclass": sqlalchemy.pool.NullPool}
+        # Writing engines pool their connections: every transaction on them is an explicit BEGIN
+        # IMMEDIATE ... COMMIT/ROLLBACK (see _serialise_sqlite_transactions), so none keeps an old WAL
+        # snapshot open between sessions (pysqlite's implicit transactions did). Read-only: NullPool.
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+                         "poolclass": sqlalchemy.pool.NullPool if readonly else sqlalchemy.pool.QueuePool}
         if path is not None:
             _check_sqlite_file(path, create, where)
             if readonly:
@@ -318,6 +341,7 @@ def open_storage(
             engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
         _check_server_database(url, create, where)
 
+    optuna_rdb.cache_alembic_scripts()
     last_error: Exception | None = None
     for _attempt in range(_OPEN_ATTEMPTS):
         try:
@@ -462,17 +486,5 @@ def connect_readonly(url: str) -> Iterator[Connection]:
 
 
 def set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, object]) -> None:
-    """Write several user attributes of a running trial in one transaction.
-
-    Optuna's public ``set_trial_user_attr`` commits once per key; a finished trial writes eight
-    keys, and on SQLite those eight transactions were most of the service's per-trial overhead.
-    This runs the RDB storage's own per-key writer eight times inside one session (the same
-    Optuna internals ``studies.budget`` builds on; pyproject pins the Optuna major version).
-    """
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    backend = getattr(storage, "_backend", storage)  # a Study wraps RDBStorage in a caching layer
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for key, value in attrs.items():
-            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+    """Write several user attributes of a running trial in one transaction (``optuna_rdb``)."""
+    optuna_rdb.set_trial_user_attrs(storage, trial_id, attrs)

@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from studies.budget import RETRY_OF, RetryStaleTrialOnce, initialise_study, requeue_failed_trials
+from studies.optuna_rdb import LockedStudy
 from studies.store import open_storage
 
 PROCESSES = 4
@@ -67,20 +68,16 @@ def test_initialise_from_four_processes_at_once_enqueues_the_budget_exactly_once
 def test_initialise_killed_midway_leaves_nothing_and_can_be_redone(url, monkeypatch):
     storage = open_storage(url)
     study = optuna.create_study(storage=storage, study_name="c/coarse", direction="maximize")
-    real = optuna.storages.RDBStorage._get_prepared_new_trial
-    calls = {"n": 0}
+    real = LockedStudy.set_user_attrs
 
-    def die_on_the_seventh(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt  # the process is stopped in the middle of the transaction
-        return real(self, *args, **kwargs)
+    def die_before_ready(self, *args, **kwargs):
+        raise KeyboardInterrupt  # the process is stopped after the trials were inserted, before ``ready``
 
-    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_prepared_new_trial", die_on_the_seventh)
+    monkeypatch.setattr(LockedStudy, "set_user_attrs", die_before_ready)
     with pytest.raises(KeyboardInterrupt):
         initialise_study(storage, study._study_id, {"n_trials": 10}, [{}] * 10)
     assert study.get_trials() == [] and "ready" not in study.user_attrs  # all or nothing
-    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_prepared_new_trial", real)
+    monkeypatch.setattr(LockedStudy, "set_user_attrs", real)
     assert initialise_study(storage, study._study_id, {"n_trials": 10}, [{}] * 10)
     assert len(study.get_trials()) == 10
 
@@ -126,3 +123,12 @@ def test_stale_trial_is_failed_and_rerun_through_optuna_heartbeat_machinery(url)
     copy = study.get_trials(states=(TrialState.WAITING,))[0]
     assert copy.system_attrs[RETRY_OF] == trial.number
     assert copy.system_attrs["fixed_params"] == {"lr": 0.5}
+
+
+def test_a_stage_of_100000_trials_is_enqueued_numbered_and_ready(url):
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="c/coarse", direction="maximize")
+    assert initialise_study(storage, study._study_id, {"n_trials": 100_000}, [{}] * 100_000)
+    trials = storage.get_all_trials(study._study_id, deepcopy=False)
+    assert [t.number for t in trials] == list(range(100_000))
+    assert {t.state for t in trials} == {TrialState.WAITING} and study.user_attrs["ready"] is True

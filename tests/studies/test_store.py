@@ -262,3 +262,32 @@ def test_unreachable_server_is_a_storage_error_with_masked_url() -> None:
         open_storage(url)
     assert "secret" not in str(info.value)
     assert "127.0.0.1" in str(info.value)
+
+
+def _enqueue_in_another_process(url: str, n: int) -> None:
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="pooled", storage=storage)
+    for _ in range(n):
+        study.enqueue_trial({})
+    storage.engine.dispose()  # its last connection closes: SQLite checkpoints, and deletes the WAL if alone
+
+
+def test_a_pooled_sqlite_storage_sees_other_processes_commits_and_keeps_its_wal(tmp_path):
+    """Writing engines pool connections: each session is a real BEGIN ... COMMIT, so a parent sees its
+    workers' commits; reopening the file in this process keeps the POSIX locks that guard the WAL."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'pooled.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="pooled", direction="maximize")
+    assert study.get_trials() == []  # a pooled connection now holds the file open
+    open_storage(url).engine.dispose()  # checks the file's header again in this process
+    for round_ in (1, 2):
+        worker = multiprocessing.get_context("spawn").Process(target=_enqueue_in_another_process, args=(url, 3))
+        worker.start()
+        worker.join(60)
+        assert worker.exitcode == 0
+        assert len(study.get_trials()) == 3 * round_  # the other process's commits, through the pool
+    study.enqueue_trial({})  # the WAL this process uses is still the file's
+    storage.engine.dispose()
+    assert len(optuna.load_study(study_name="pooled", storage=open_storage(url)).get_trials()) == 7

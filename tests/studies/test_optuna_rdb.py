@@ -1,0 +1,82 @@
+"""Trial rows written in one transaction each (claim, params, finish), read back by Optuna's public API."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from studies import optuna_rdb
+from studies.budget import initialise_study
+from studies.store import open_storage
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study(request, tmp_path) -> optuna.Study:
+    url = f"sqlite:///{tmp_path / 'rdb.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_database")
+    storage = open_storage(url, heartbeat_interval=10)
+    study = optuna.create_study(storage=storage, study_name="c/coarse", direction="maximize")
+    initialise_study(storage, optuna_rdb.study_id(study), {"n_trials": 3}, [{}, {"lr": 0.5}, {}])
+    return study
+
+
+def _claim(study: optuna.Study, after_id: int = -1) -> tuple[int, int] | None:
+    return optuna_rdb.claim_waiting_trial(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), after_id,
+                                          {"worker": "host:1"})
+
+
+def test_claims_take_the_waiting_trials_in_order_with_their_heartbeat_then_none(study):
+    claimed = [_claim(study) for _ in range(4)]
+    assert [c[1] for c in claimed[:3]] == [0, 1, 2] and claimed[3] is None
+    trials = study.get_trials()
+    assert {t.state for t in trials} == {TrialState.RUNNING}
+    assert all(t.user_attrs == {"worker": "host:1"} and t.datetime_start is not None for t in trials)
+    backend = optuna_rdb.backend(optuna_rdb.study_storage(study))
+    backend.heartbeat_interval, backend.grace_period = 1, 1
+    import time
+    time.sleep(2.2)  # every claimed trial had a heartbeat, so every one can be found stale
+    assert len(backend._get_stale_trial_ids(optuna_rdb.study_id(study))) == 3
+
+
+def test_after_id_skips_the_trials_below_it(study):
+    first, _ = _claim(study)
+    assert _claim(study, after_id=first + 1)[1] == 2
+
+
+def test_a_finished_trial_is_written_in_one_transaction_and_read_by_optuna(study):
+    trial_id, _ = _claim(study)
+    trial = optuna.Trial(study, trial_id)
+    writes = optuna_rdb.BufferedTrialStorage(trial)
+    lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+    assert study.get_trials()[0].params == {}  # suggested in memory
+    writes.commit_params()
+    trial.report(0.5, 1)
+    trial.report(0.75, 2)
+    trial.set_user_attr("val_acc", 0.75)
+    assert study.get_trials()[0].intermediate_values == {}
+    frozen = writes.finish(TrialState.COMPLETE, 0.75)
+    stored = study.get_trials()[0]
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.75 and stored.params == {"lr": lr}
+    assert isinstance(stored.distributions["lr"], optuna.distributions.FloatDistribution)
+    assert stored.intermediate_values == {1: 0.5, 2: 0.75}
+    assert stored.user_attrs == {"worker": "host:1", "val_acc": 0.75}
+    assert stored.datetime_complete is not None and stored.datetime_complete >= stored.datetime_start
+    assert (frozen.value, frozen.params, frozen.intermediate_values) == (0.75, {"lr": lr}, {1: 0.5, 2: 0.75})
+
+
+def test_a_pruned_trial_takes_its_last_report_as_value(study):
+    trial_id, _ = _claim(study)
+    writes = optuna_rdb.BufferedTrialStorage(optuna.Trial(study, trial_id))
+    writes.intermediate.update({1: 0.25, 2: 0.5})
+    assert writes.finish(TrialState.PRUNED).value == 0.5
+    assert study.get_trials()[0].value == 0.5
+
+
+def test_a_trial_failed_by_another_worker_is_not_overwritten(study):
+    trial_id, _ = _claim(study)
+    writes = optuna_rdb.BufferedTrialStorage(optuna.Trial(study, trial_id))
+    writes.user_attrs["val_acc"] = 0.9
+    optuna_rdb.study_storage(study).set_trial_state_values(trial_id, TrialState.FAIL)  # failed as stale meanwhile
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        writes.finish(TrialState.COMPLETE, 0.9)
+    stored = study.get_trials()[0]
+    assert stored.state == TrialState.FAIL and stored.value is None and "val_acc" not in stored.user_attrs
