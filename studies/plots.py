@@ -370,6 +370,65 @@ def plot_loss_curves(
     return ax.figure
 
 
+def diagnosis_axes(n: int, cols: int = 2, size: tuple[float, float] = (6.6, 2.9)) -> list[tuple[Axes, Axes]]:
+    """``n`` panels of two axes each (loss | accuracy), ``cols`` panels a row, on one new figure of ``size``
+    inches per panel; each panel is a subfigure, so it can carry its own title."""
+    cols = max(1, min(cols, n))
+    rows = max(1, -(-n // cols))
+    fig = plt.figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(rows, cols, squeeze=False).ravel())
+    return [tuple(sub.subplots(1, 2)) for sub in subfigs[:n]]  # type: ignore[misc]
+
+
+def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Sequence[dict[str, Any]]) -> Figure:
+    """One panel per example trial: its loss curve against iteration (left; None points are gaps, a log axis when
+    it spans more than a decade, ``threshold`` x its first loss dashed when given) and its train and validation
+    accuracy per epoch (right), titled with ``title``. Each example: title, loss, iterations, train_acc, val_acc
+    and optionally threshold."""
+    for (loss_ax, acc_ax), ex in zip(panels, examples):
+        loss = np.array([np.nan if v is None else float(v) for v in ex.get("loss") or []], dtype=float)
+        ok = loss[np.isfinite(loss)]
+        if loss.size:
+            it = np.linspace(1, max(float(ex.get("iterations") or loss.size), 1.0), loss.size)
+            loss_ax.plot(it, loss, lw=1.2, color="tab:blue")
+            threshold = ex.get("threshold")
+            if threshold and ok.size:
+                loss_ax.axhline(threshold * ok[0], color="tab:red", ls="--", lw=0.9, label=f"{threshold:g} x first")
+                loss_ax.legend(fontsize=7, loc="best")
+                ok = np.append(ok, threshold * ok[0])
+            if ok.size and ok.min() > 0 and ok.max() / ok.min() > 10:
+                _set_scale(loss_ax, "y", True)
+            elif ok.size and ok.min() >= 0:  # from 0, so a loss that barely moved looks flat
+                loss_ax.set_ylim(bottom=0)
+        else:
+            loss_ax.text(0.5, 0.5, "no loss curve", ha="center", va="center", transform=loss_ax.transAxes)
+        loss_ax.set_xlabel("iteration", fontsize=8)
+        loss_ax.set_ylabel("loss", fontsize=8)
+        loss_ax.set_title("loss", fontsize=9)
+        train = np.array([np.nan if v is None else float(v) for v in ex.get("train_acc") or []], dtype=float)
+        val = np.array([np.nan if v is None else float(v) for v in ex.get("val_acc") or []], dtype=float)
+        for values, label, colour in ((train, "train", "tab:orange"), (val, "val", "tab:green")):
+            if values.size:
+                acc_ax.plot(np.arange(1, values.size + 1), values, marker="o", ms=3, lw=1.2, color=colour, label=label)
+        if train.size or val.size:
+            acc_ax.legend(fontsize=7, loc="best")
+        else:
+            acc_ax.text(0.5, 0.5, "no epoch finished", ha="center", va="center", transform=acc_ax.transAxes)
+        acc_ax.set_xlabel("epoch", fontsize=8)
+        acc_ax.set_ylabel("accuracy", fontsize=8)
+        acc_ax.set_title("accuracy per epoch", fontsize=9)
+        for ax in (loss_ax, acc_ax):  # few ticks: most of such a figure's drawing time is spent on tick labels
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True))
+            if ax.get_yscale() == "log":
+                ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            else:
+                ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+            ax.grid(alpha=0.3)
+        loss_ax.get_figure(root=False).suptitle(ex.get("title", ""), fontsize=9, fontweight="bold")
+    return panels[0][0].get_figure(root=True)
+
+
 def plot_best_so_far(
     ax: Axes, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], xlabel: str = "cumulative training time (s)"
 ) -> Figure:

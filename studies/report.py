@@ -26,6 +26,11 @@ Definitions used throughout:
   ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
   ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions. The pair plot shows
   the two dimensions of highest mean importance over the stages that have one.
+- *diagnoses*: each trial's ``diagnosis`` labels (the ``diagnosis`` column, labels joined by commas), counted
+  per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
+  The example of a label is a trial of the last stage that has the label: the one of median value among
+  them (the lower median; lowest number on ties), or the highest-numbered when none has a value (pruned);
+  only these few trials' curves are read.
 """
 from __future__ import annotations
 
@@ -64,6 +69,17 @@ REPORT_FILES = ("report.html", "report.md", "summary.json")
 IMPORTANCE_MAX_TRIALS = 200
 IMPORTANCE_TREES = 16
 IMPORTANCE_MIN_TRIALS = 8
+# the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
+DIAGNOSIS_MEANINGS: dict[str, str] = {
+    "lr_too_low": "the loss barely fell: learning rate too low",
+    "lr_too_high": "the loss exploded or went NaN: learning rate too high",
+    "overfitting": "train accuracy well above validation: more regularisation or less capacity",
+    "underfitting": "no train-val gap and the training set not learned: more capacity",
+    "dead_units": "over half a layer's units never active",
+    "saturated_units": "tanh/sigmoid outputs stuck in their flat tails",
+    "bad_initial_loss": "initial loss far from ln C: wrong output scale",
+    "healthy": "no problem found",
+}
 # image name -> what it shows (the report's captions)
 IMAGE_CAPTIONS: dict[str, str] = {
     "importance": "parameter importance per stage (Optuna's fANOVA evaluator)",
@@ -77,6 +93,7 @@ IMAGE_CAPTIONS: dict[str, str] = {
                    "(dashed: 3 x the first loss, where a run is stopped)",
     "best_so_far": "best validation accuracy so far against cumulative training time, grid vs random",
     "repeats": "best value reached against trials used over repeated random/grid pairs: median and band",
+    "diagnosis_examples": "an example trial of each diagnosis: its loss curve and its train/val accuracy per epoch",
 }
 
 
@@ -278,6 +295,29 @@ def repeat_numbers(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]],
         "random": _spread([r["random_best"] for r in rows]), "grid": _spread([r["grid_best"] for r in rows]),
         "random_curves": _padded_runs(random_runs), "grid_curves": _padded_runs(grid_runs),
     }
+
+
+def diagnosis_labels(frame: pd.DataFrame) -> pd.Series:
+    """One row per (trial, label): the trial's row index and its label (the ``diagnosis`` column split at commas)."""
+    if "diagnosis" not in frame.columns:
+        return pd.Series([], dtype=object)
+    text = frame["diagnosis"].astype(object)
+    text = text[text.map(lambda v: isinstance(v, str) and v.strip() != "")]
+    labels = text.str.split(",").explode().str.strip()
+    return labels[labels != ""]
+
+
+def _label_order(labels: Any) -> list[str]:
+    """Labels in vocabulary order, unknown ones after them in name order."""
+    known = list(DIAGNOSIS_MEANINGS)
+    return sorted(set(labels), key=lambda x: (known.index(x) if x in known else len(known), x))
+
+
+def diagnosis_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Trials per diagnosis label (a trial with two labels counts under both); only labels that occur."""
+    labels = diagnosis_labels(frame)
+    counts = labels.value_counts()
+    return {label: int(counts[label]) for label in _label_order(counts.index)}
 
 
 # --------------------------------------------------------------------------- the campaign's studies
@@ -506,7 +546,92 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
         "training_seconds": budget["training_seconds"], "spent": budget, "pruning": pruning_savings(frame),
         "distinct": distinct_counts(frame, params), "trials_to_within_1pt": trials_to_within(frame),
         "importance": param_importance(frame, info.space),
+        "diagnosed_trials": int(diagnosis_labels(frame).index.nunique()), "diagnoses": diagnosis_counts(frame),
     }
+
+
+def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """One example trial per label present in the campaign (see the module docstring for the choice), in vocabulary
+    order: label, study, stage, number, state, value, stop_reason, iterations."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for info in reversed(infos):  # the last stage that has a label gives its example
+        frame = by_study.get(info.study)
+        if frame is None or frame.empty:
+            continue
+        labels = diagnosis_labels(frame)
+        for label in _label_order(labels.unique()):
+            if label in chosen:
+                continue
+            rows = frame.loc[labels.index[labels.to_numpy() == label].unique()]
+            values = _floats(rows, "value")
+            valued = rows[np.isfinite(values)]
+            if len(valued):
+                ranked = valued.assign(_v=values[np.isfinite(values)]).sort_values(["_v", "number"], kind="stable")
+                row = ranked.iloc[(len(ranked) - 1) // 2]
+            else:
+                row = rows.sort_values("number", kind="stable").iloc[-1]
+            chosen[label] = {"label": label, "study": info.study, "stage": info.stage, "number": int(row["number"]),
+                             "state": row["state"], "value": _num(row["value"]), "stop_reason": row.get("stop_reason"),
+                             "iterations": _num(row.get("iterations"))}
+    return [chosen[label] for label in _label_order(chosen)]
+
+
+def _pct_text(x: Any) -> str:
+    x = _num(x)
+    return "-" if x is None else f"{x * 100:.0f} %"
+
+
+def _worst_layer(fractions: Any) -> tuple[float, int] | None:
+    values = [_num(v) for v in fractions] if isinstance(fractions, (list, tuple)) else []
+    ok = [(v, i + 1) for i, v in enumerate(values) if v is not None]
+    return max(ok) if ok else None
+
+
+def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None) -> str:
+    """The key numbers behind one label, e.g. ``loss fell 4 %`` or ``train 0.99, val 0.90: gap 9 pts``."""
+    n = numbers or {}
+    gap = _num(n.get("train_val_gap"))
+    gap_text = "-" if gap is None else f"{gap * 100:.0f} pts"
+    acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
+    if label == "lr_too_low":
+        return f"loss fell {_pct_text(n.get('loss_change'))}"
+    if label == "lr_too_high":
+        return "loss went NaN" if stop_reason == "nan" else "loss exploded"
+    if label == "overfitting":
+        return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}"
+    if label == "underfitting":
+        return f"train {acc['train_acc']}, gap {gap_text}"
+    if label in ("dead_units", "saturated_units"):
+        worst = _worst_layer(n.get("dead_fraction" if label == "dead_units" else "saturated_fraction"))
+        word = "dead" if label == "dead_units" else "saturated"
+        return f"{word}: -" if worst is None else f"{worst[0] * 100:.0f} % of layer {worst[1]} {word}"
+    if label == "bad_initial_loss":
+        first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
+        return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
+                else "initial loss -")
+    if label == "healthy":
+        return f"loss fell {_pct_text(n.get('loss_change'))}, gap {gap_text}"
+    return label
+
+
+def _read_examples(storage: optuna.storages.BaseStorage, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each example with its diagnosis numbers, text and (under ``curves``) its loss and accuracy curves: one read
+    of each example trial, nothing else."""
+    out = []
+    for ex in examples:
+        try:
+            study_id = storage.get_study_id_from_name(ex["study"])
+            trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, ex["number"]))
+        except KeyError:
+            continue
+        attrs = trial.user_attrs
+        numbers = attrs.get("diagnosis_numbers") if isinstance(attrs.get("diagnosis_numbers"), dict) else {}
+        val = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
+        text = diagnosis_text(ex["label"], numbers, ex["stop_reason"])
+        out.append({**ex, "trial": f"{ex['study']}:{ex['number']}", "text": text, "numbers": numbers,
+                    "curves": {"loss": list(attrs.get("loss_curve") or []), "train_acc": list(attrs.get("train_acc_curve")
+                                                                                      or []), "val_acc": val}})
+    return out
 
 
 def importance_order(stages: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple[list[str], str]:
@@ -551,6 +676,8 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
+    examples = _read_examples(storage, diagnosis_examples(infos, by_study))
+    present = _label_order(label for s in stages for label in s["diagnoses"])
 
     summary = {
         "campaign": campaign,
@@ -563,13 +690,37 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         "trials": len(frame),
         "stages": stages,
         "grid_vs_random": comparison,
+        "diagnoses": {"labels": present, "meanings": {label: DIAGNOSIS_MEANINGS.get(label, label) for label in present},
+                      "examples": [{k: v for k, v in ex.items() if k != "curves"} for ex in examples]},
         "images": {},
+        "captions": {},
     }
     report = Report(summary)
     if images:
         report.images = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs, repeats)
+        if examples:
+            report.images["diagnosis_examples"] = _diagnosis_image(examples)
+            summary["captions"]["diagnosis_examples"] = _diagnosis_caption(examples)
         summary["images"] = {name: f"{name}.png" for name in report.images}
     return report
+
+
+def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
+    return (IMAGE_CAPTIONS["diagnosis_examples"] + " (the median-value trial of the last stage with that label). "
+            + "; ".join(f"{ex['label']}: {DIAGNOSIS_MEANINGS.get(ex['label'], ex['label'])}" for ex in examples))
+
+
+def _diagnosis_image(examples: Sequence[dict[str, Any]]) -> bytes:
+    data = [{"title": f"{ex['label']}: {ex['text']}\n{ex['trial']}"
+                      + (f" (val {ex['value']:.3f})" if ex["value"] is not None else f" ({str(ex['state']).lower()})"),
+             "iterations": ex["iterations"], "threshold": 3.0 if ex["label"] == "lr_too_high" else None,
+             **ex["curves"]} for ex in examples]
+    panels = plots.diagnosis_axes(len(data), cols=2)
+    return plots.figure_png(plots.plot_diagnosis_examples(panels, data))
+
+
+def _caption(summary: dict[str, Any], name: str) -> str:
+    return (summary.get("captions") or {}).get(name) or IMAGE_CAPTIONS.get(name, name)
 
 
 def _label(row: Any, params: Sequence[str]) -> str:
@@ -763,6 +914,27 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _diagnosis_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    labels = summary["diagnoses"]["labels"]
+    head = ["stage", "trials diagnosed", *labels]
+    return head, [[s["stage"], _count(s["diagnosed_trials"]), *(_count(s["diagnoses"].get(label, 0)) for label in labels)]
+                  for s in summary["stages"]]
+
+
+def _diagnosis_notes(summary: dict[str, Any]) -> list[str]:
+    d = summary["diagnoses"]
+    examples = {ex["label"]: ex for ex in d["examples"]}
+    notes = []
+    for label in d["labels"]:
+        ex = examples.get(label)
+        notes.append(f"{label}: {d['meanings'][label]}" + (f"; example {ex['trial']}: {ex['text']}" if ex else ""))
+    return notes
+
+
+_DIAGNOSIS_TEXT = ("Trials per diagnosis label in each stage (a trial with two labels counts under both; failed "
+                   "trials have none). `search explain STUDY:NUMBER` says one trial's diagnosis in words.")
+
+
 def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     head = ["", "trials", "complete", "pruned", "best", "median",
             *(f"distinct {p}" for p in params), "trials to within 1 pt", "training s"]
@@ -836,6 +1008,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if any(s["importance"]["importance"] for s in summary["stages"]):
         out += [_md_table(*_importance_rows(summary)), ""]
     out += [f"- {note}" for note in _importance_notes(summary)]
+    if summary.get("diagnoses", {}).get("labels"):
+        out += ["", "## Diagnoses", "", _md_table(*_diagnosis_rows(summary)), "", _DIAGNOSIS_TEXT, ""]
+        out += [f"- {note}" for note in _diagnosis_notes(summary)]
     out += ["", "## Grid vs random at equal budget", ""]
     comp = summary["grid_vs_random"]
     if comp["hint"]:
@@ -846,7 +1021,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         out += [_repeats_text(comp["repeats"]), ""]
     out += ["## Plots", ""]
     for name, file in summary["images"].items():
-        out += [f"![{IMAGE_CAPTIONS.get(name, name)}]({file})", "", f"*{IMAGE_CAPTIONS.get(name, name)}*", ""]
+        out += [f"![{_caption(summary, name)}]({file})", "", f"*{_caption(summary, name)}*", ""]
     return "\n".join(out)
 
 
@@ -882,6 +1057,11 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     if any(s["importance"]["importance"] for s in summary["stages"]):
         parts.append(_html_table(*_importance_rows(summary)))
     parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in _importance_notes(summary)) + "</ul>")
+    if summary.get("diagnoses", {}).get("labels"):
+        parts += ["<h2>Diagnoses</h2>", _html_table(*_diagnosis_rows(summary)),
+                  f"<p>{esc(_DIAGNOSIS_TEXT)} Example curves: <a href='#diagnosis_examples'>below</a>.</p>"
+                  if "diagnosis_examples" in images else f"<p>{esc(_DIAGNOSIS_TEXT)}</p>",
+                  "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in _diagnosis_notes(summary)) + "</ul>"]
     parts.append("<h2>Grid vs random at equal budget</h2>")
     comp = summary["grid_vs_random"]
     if comp["hint"]:
@@ -893,7 +1073,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     parts.append("<h2>Plots</h2>")
     for name, png in images.items():
         data = base64.b64encode(png).decode("ascii")
-        caption = esc(IMAGE_CAPTIONS.get(name, name))
+        caption = esc(_caption(summary, name))
         parts.append(f"<figure id='{esc(name)}'><img alt='{caption}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append("</body></html>")
@@ -971,6 +1151,7 @@ def safe_dirname(name: str) -> str:
 
 
 __all__ = [
+    "DIAGNOSIS_MEANINGS",
     "IMAGE_CAPTIONS",
     "REPORT_FILES",
     "WITHIN",
@@ -984,6 +1165,10 @@ __all__ = [
     "campaign_report",
     "campaign_stage_infos",
     "compare_report",
+    "diagnosis_counts",
+    "diagnosis_examples",
+    "diagnosis_labels",
+    "diagnosis_text",
     "distinct_counts",
     "grid_pairs",
     "importance_order",

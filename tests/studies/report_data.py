@@ -4,7 +4,9 @@
 form). ``build_mixed_campaign``: a float (lr, log), an int (hidden, log) and a categorical (activation)
 dimension, in the ``{"type": ...}`` form, where one chosen dimension drives the value. Each dict holds
 the state, value, params, iterations, seconds, epochs_run and stop_reason, so a test can compute the
-report's numbers from the same dicts without the report's code.
+report's numbers from the same dicts without the report's code. Each finished trial also gets a known
+``diagnosis`` (``diagnosis_of``: labels from its state and params) with matching ``diagnosis_numbers``,
+loss curve and ``train_acc_curve``.
 """
 from __future__ import annotations
 
@@ -78,6 +80,53 @@ def distribution(spec: list | dict) -> BaseDistribution:
     return FloatDistribution(spec["low"], spec["high"], log=spec["log"])
 
 
+def diagnosis_of(spec: dict) -> list[str]:
+    """The labels a finished trial is given: pruned -> lr_too_high; else lr < 1e-4 -> lr_too_low, reg > 1 ->
+    underfitting, reg < 1e-5 -> overfitting; beside those lr > 0.1 -> dead_units, tanh -> saturated_units,
+    reg > 5 -> bad_initial_loss (a trial may have two or more); healthy when none."""
+    if spec["state"] == "PRUNED":
+        return ["lr_too_high"]
+    labels = []
+    lr, reg = spec.get("lr", 1e-2), spec.get("reg", 1e-3)
+    if lr < 1e-4:
+        labels.append("lr_too_low")
+    elif reg > 1.0:
+        labels.append("underfitting")
+    elif reg < 1e-5:
+        labels.append("overfitting")
+    if lr > 0.1:
+        labels.append("dead_units")
+    if spec.get("activation") == "tanh":
+        labels.append("saturated_units")
+    if reg > 5.0:
+        labels.append("bad_initial_loss")
+    return labels or ["healthy"]
+
+
+def _diagnosis_attrs(spec: dict, curve: list[float | None]) -> dict:
+    """diagnosis, diagnosis_numbers and train_acc_curve of a finished trial, consistent with its labels and curve."""
+    labels = spec["diagnosis"]
+    finite = [v for v in curve if v is not None]
+    first = finite[0] if finite else None
+    tail = finite[-max(1, len(finite) // 10):] if finite else []
+    change = round((first - float(np.mean(tail))) / first, 4) if first else None
+    gap = 0.08 if "overfitting" in labels else 0.005 if "underfitting" in labels else 0.02
+    exploded = spec["state"] == "PRUNED"
+    val = None if exploded else spec["value"]
+    train = None if exploded else round(min(1.0, val + gap), 4)
+    return {
+        "diagnosis": list(labels),
+        "diagnosis_numbers": {
+            "loss_change": change, "train_val_gap": None if exploded else round(train - val, 4), "train_acc": train,
+            "val_acc": val, "dead_fraction": [0.7 if "dead_units" in labels else 0.05],
+            "saturated_fraction": [0.4 if "saturated_units" in labels else 0.0],
+            "initial_data_loss": 4.1 if "bad_initial_loss" in labels else 2.3, "expected_initial_loss": 2.3026,
+        },
+        "train_acc_curve": [round(min(1.0, val - 0.05 * (spec["epochs_run"] - 1 - e) + gap), 4)
+                            for e in range(spec["epochs_run"])] if val is not None else [],
+    }
+
+
 def _frozen(spec: dict, space: dict, rng: np.random.Generator, curve_points: int) -> optuna.trial.FrozenTrial:
     distributions = {name: distribution(entry) for name, entry in space.items()}
     params = {name: spec[name] for name in space}
@@ -85,13 +134,15 @@ def _frozen(spec: dict, space: dict, rng: np.random.Generator, curve_points: int
         return create_trial(state=TrialState.FAIL, params=params, distributions=distributions,
                             user_attrs={"stop_reason": spec["stop_reason"]})
     exploded = spec["state"] == "PRUNED"
+    curve = loss_curve(rng, exploded and spec["stop_reason"] == "exploded", spec["stop_reason"] == "nan", curve_points)
+    if "lr_too_low" in spec["diagnosis"]:  # a loss that barely moves: 2 % of the decay
+        curve = [None if v is None else round(curve[0] + 0.02 * (v - curve[0]), 6) for v in curve]
+    diagnosed = _diagnosis_attrs(spec, curve)
     attrs = {
         "initial_loss": 2.3, "final_loss": None if spec["stop_reason"] == "nan" else 1.0,
-        "train_acc": None if exploded else min(1.0, spec["value"] + 0.02),
+        "train_acc": diagnosed["diagnosis_numbers"]["train_acc"],
         "val_acc": None if exploded else spec["value"], "iterations": spec["iterations"],
-        "seconds": spec["seconds"], "stop_reason": spec["stop_reason"],
-        "loss_curve": loss_curve(rng, exploded and spec["stop_reason"] == "exploded", spec["stop_reason"] == "nan",
-                                 curve_points),
+        "seconds": spec["seconds"], "stop_reason": spec["stop_reason"], "loss_curve": curve, **diagnosed,
     }
     if exploded:
         return create_trial(state=TrialState.PRUNED, params=params, distributions=distributions, user_attrs=attrs)
@@ -114,6 +165,8 @@ def add_stage(url: str, campaign: str, stage: str, space: dict, specs: list[dict
     rng = np.random.default_rng(seed + 1000)
     for spec in specs:  # exploded runs here stop within their first epoch
         spec.setdefault("epochs_run", epochs if spec["state"] == "COMPLETE" else 0)
+        if spec["state"] != "FAIL":
+            spec.setdefault("diagnosis", diagnosis_of(spec))
     study.add_trials([_frozen(spec, space, rng, curve_points) for spec in specs])
     return study
 

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import statistics
+from collections import Counter
 
 import numpy as np
 import optuna
@@ -15,14 +16,15 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (IMPORTANCE_MAX_TRIALS, campaign_report, outcome, param_importance, repeat_numbers,
-                            write_report)
+from studies.report import (DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, campaign_report, outcome, param_importance,
+                            repeat_numbers, write_report)
 from studies.store import open_storage
-from tests.studies.report_data import ACTIVATIONS, build_campaign, build_mixed_campaign
+from tests.studies.report_data import ACTIVATIONS, add_stage, build_campaign, build_mixed_campaign, trial_specs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-REPORT_IMAGES = {"importance", "scatter", "projection", "history", "ranges", "loss_curves", "best_so_far"}
+REPORT_IMAGES = {"importance", "scatter", "projection", "history", "ranges", "loss_curves", "best_so_far",
+                 "diagnosis_examples"}
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +365,8 @@ def test_the_pair_plot_shows_the_two_most_important_dims(mixed_db, driver, pair)
 
 def test_every_mixed_image_is_a_real_png(mixed):
     report, written, _ = mixed
-    assert {"importance", "scatter", "projection", "history", "ranges", "loss_curves"} <= set(report.images)
+    assert {"importance", "scatter", "projection", "history", "ranges", "loss_curves", "diagnosis_examples"} <= set(
+        report.images)
     for name in report.images:
         assert_real_png(written[name].read_bytes())
 
@@ -384,3 +387,109 @@ def test_a_dimension_is_drawn_on_its_own_scale(mixed_db):
     assert pair[0].get_xscale() == "log" and pair[0].get_xlabel() == "hidden (log)"
     assert [t.get_text() for t in pair[0].get_yticklabels()] == ACTIVATIONS
     plots.plt.close(pair[0].figure)
+
+
+# ---- diagnoses: counts per stage and one example curve of each label
+def expected_diagnoses(trials):
+    """Trials per label, counted directly from the trial dicts (two labels: counted under both)."""
+    return Counter(label for t in trials for label in t.get("diagnosis", []))
+
+
+def expected_example(specs, stage_order, label):
+    """(study, number) of a label's example: the last stage with it; median value (lower), else highest number."""
+    for study in reversed(stage_order):
+        numbered = [(i, t) for i, t in enumerate(specs[study]) if label in t.get("diagnosis", [])]
+        if not numbered:
+            continue
+        valued = sorted(((t["value"], i) for i, t in numbered if t["value"] is not None))
+        return study, valued[(len(valued) - 1) // 2][1] if valued else numbered[-1][0]
+    raise AssertionError(f"no trial is {label}")
+
+
+@pytest.mark.parametrize("which", ["demo", "mixed"])
+def test_diagnosis_counts_per_stage_equal_direct_counts(which, demo, mixed):
+    report, written, specs = {"demo": demo, "mixed": mixed}[which]
+    on_disk = json.loads(written["summary.json"].read_text())
+    assert len({label for s in report.summary["stages"] for label in s["diagnoses"]}) >= 4
+    for s, saved in zip(report.summary["stages"], on_disk["stages"]):
+        trials = specs[s["study"]]
+        expected = expected_diagnoses(trials)
+        assert s["diagnoses"] == dict(expected) and saved["diagnoses"] == dict(expected)
+        assert s["diagnosed_trials"] == saved["diagnosed_trials"] == sum(1 for t in trials if t.get("diagnosis"))
+        assert list(s["diagnoses"]) == [x for x in DIAGNOSIS_MEANINGS if x in expected]  # vocabulary order
+    assert any(sum(1 for t in ts if len(t.get("diagnosis", [])) > 1) for ts in specs.values())  # some count twice
+    present = [x for x in DIAGNOSIS_MEANINGS if any(expected_diagnoses(specs[s["study"]])[x]
+                                                    for s in report.summary["stages"])]
+    assert on_disk["diagnoses"]["labels"] == present
+    md, html = written["report.md"].read_text(), written["report.html"].read_text()
+    assert "## Diagnoses" in md and "<h2>Diagnoses</h2>" in html
+    for s in report.summary["stages"]:
+        row = f"| {s['stage']} | {s['diagnosed_trials']} | " + " | ".join(
+            str(s["diagnoses"].get(x, 0)) for x in present) + " |"
+        assert row in md
+
+
+def test_one_example_of_each_label_drawn_named_and_explained(demo, campaign_db, monkeypatch, tmp_path):
+    report, written, specs = demo
+    summary = json.loads(written["summary.json"].read_text())
+    stage_order = [s["study"] for s in summary["stages"]]
+    present = summary["diagnoses"]["labels"]
+    assert set(present) == {"lr_too_low", "lr_too_high", "overfitting", "underfitting", "dead_units",
+                            "bad_initial_loss", "healthy"}
+    examples = summary["diagnoses"]["examples"]
+    assert [ex["label"] for ex in examples] == present
+    for ex in examples:
+        assert (ex["study"], ex["number"]) == expected_example(specs, stage_order, ex["label"])
+        assert ex["trial"] == f"{ex['study']}:{ex['number']}"
+        assert ex["label"] in specs[ex["study"]][ex["number"]]["diagnosis"]
+    texts = {ex["label"]: ex["text"] for ex in examples}
+    assert re.fullmatch(r"loss fell [1-3] %", texts["lr_too_low"])  # the fixture's curve fell ~2 %
+    assert re.fullmatch(r"train 0\.\d\d, val 0\.\d\d: gap 8 pts", texts["overfitting"])
+    assert texts["dead_units"] == "70 % of layer 1 dead" and texts["bad_initial_loss"] == "initial loss 4.1 vs 2.303"
+    assert texts["lr_too_high"] in ("loss exploded", "loss went NaN")
+    assert_real_png(written["diagnosis_examples"].read_bytes(), min_colours=200)
+    caption = summary["captions"]["diagnosis_examples"]
+    for label in present:
+        assert f"{label}: {DIAGNOSIS_MEANINGS[label]}" in caption
+    assert caption in written["report.md"].read_text()
+
+    # the figure itself: one titled panel per label, naming the label, the trial and its numbers
+    storage, _ = campaign_db
+    drawn, reads = [], []
+    real_plot, real_get = plots.plot_diagnosis_examples, type(storage).get_trial
+
+    def spy_plot(panels, data):
+        fig = real_plot(panels, data)
+        drawn.append(([p[0].get_figure(root=False)._suptitle.get_text() for p in panels], [len(p[0].lines) for p in panels]))
+        assert all(p[0].get_figure(root=True) is fig for p in panels)
+        return fig
+
+    def spy_get(self, trial_id):
+        reads.append(trial_id)
+        return real_get(self, trial_id)
+
+    monkeypatch.setattr(plots, "plot_diagnosis_examples", spy_plot)
+    monkeypatch.setattr(type(storage), "get_trial", spy_get)
+    campaign_report(storage, "demo")
+    titles, loss_lines = drawn[0]
+    assert len(titles) == len(present) and all(n >= 1 for n in loss_lines)
+    for title, ex in zip(titles, examples):
+        assert title.startswith(f"{ex['label']}: {ex['text']}") and ex["trial"] in title
+    assert len(reads) == len(present)  # curves read for the example trials only
+
+
+def test_a_campaign_without_diagnoses_has_no_diagnosis_section_or_figure(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(3), {"lr": [1e-3, 1e-1, "log"], "reg": [1e-6, 1e-2, "log"]}, 6, 50)
+    for spec in specs:
+        spec["diagnosis"] = []  # trials recorded before diagnoses existed
+    add_stage(url, "old", "coarse", {"lr": [1e-3, 1e-1, "log"], "reg": [1e-6, 1e-2, "log"]}, specs, 2, "random", None)
+    storage = open_storage(url, create=False)
+    try:
+        report = campaign_report(storage, "old")
+    finally:
+        storage.engine.dispose()
+    assert report.summary["stages"][0]["diagnoses"] == {} and report.summary["diagnoses"]["examples"] == []
+    assert "diagnosis_examples" not in report.images
+    written = write_report(report, tmp_path / "out")
+    assert "Diagnoses" not in written["report.md"].read_text()
