@@ -277,21 +277,24 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
                       status, stopped)
 
 
-def improvement_within_noise(current: optuna.Study, parent: optuna.Study) -> str | None:
-    """Why another stage is not worth it, when the best value rose by less than 2 standard errors; else None."""
-    now, before = _best_value(current), _best_value(parent)
+def improvement_within_noise(current: optuna.Study, parent: optuna.Study, k: int = 5) -> str | None:
+    """Why another stage is not worth it, when the mean of the top ``k`` values rose by less than 2 standard
+    errors of that difference; else None."""
+    now, before = _top_mean(current, k), _top_mean(parent, k)
     se = value_se(now, val_size(current)) if now is not None else None
     if now is None or before is None or se is None:
         return None
-    if now - before < 2 * se:
-        return (f"{current.study_name} improved the best by {now - before:+.4f}, within 2 standard errors "
-                f"({2 * se:.4f})")
+    limit = 2 * se * math.sqrt(2 / k)  # the standard error of a difference of two means of k values
+    if now - before < limit:
+        return (f"{current.study_name} moved the mean of the top {k} by {now - before:+.4f}, within 2 standard "
+                f"errors ({limit:.4f})")
     return None
 
 
-def _best_value(study: optuna.Study) -> float | None:
-    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return max(values) if values else None
+def _top_mean(study: optuna.Study, k: int) -> float | None:
+    values = sorted((t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+                    reverse=True)[:k]
+    return float(np.mean(values)) if values else None
 
 
 def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
@@ -299,8 +302,8 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
              retrains: int = 3) -> tuple[list[StageSummary], FinalScore]:
     """Coarse, then fine stages while they pay, then the top configurations re-evaluated and the best retrained.
 
-    Fine stages stop after ``max_fine``, when the space settles, or when a stage improves the best
-    value by less than 2 standard errors of a validation accuracy. The last stage's top ``top``
+    Fine stages stop after ``max_fine``, when the space settles, or when a stage moves the mean of its
+    top 5 values by less than 2 standard errors of that difference. The last stage's top ``top``
     configurations then run ``repeats`` times each (stage ``final``); the best mean is retrained
     ``retrains`` times and scored on test (mean and std).
 

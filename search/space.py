@@ -435,7 +435,8 @@ def refine_space(
 def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: float) -> str | None:
     """The evidence, when the best and worst thirds of a numeric range do not differ beyond noise.
 
-    Each third's mean has a standard error of max(its values' std, ``value_se``) / sqrt(count); the
+    ``values`` are ranked best first; only the better half is used, so that the runs another
+    dimension ruined (an lr far too low, say) do not pass for this one's effect. Each third's mean has a standard error of max(its values' std, ``value_se``) / sqrt(count); the
     range is insensitive when the highest and lowest means differ by less than twice the standard
     error of that difference. The other dimensions' effects count as noise here, as they should:
     they are what a change of this dimension alone has to stand out from.
@@ -443,7 +444,7 @@ def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: f
     if isinstance(dim, Choice) or len(values) < 6 or dim.width == 0:
         return None
     thirds: list[list[float]] = [[], [], []]
-    for v, value in values:
+    for v, value in values[:max(6, len(values) // 2)]:  # the better half: a dominant dimension's misses left out
         k = min(2, int(3 * (dim.to_unit(v) - dim.to_unit(dim.low)) / dim.width))
         thirds[k].append(value)
     stats = [(float(np.mean(t)), max(float(np.std(t, ddof=1)), value_se) / math.sqrt(len(t)))
@@ -467,8 +468,8 @@ def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tupl
       to the highest of them below the best, so no budget goes where the loss does not move. Every run
       from the lowest exploded lr above the best upward exploded (2 or more): lr's upper bound falls
       to that lr, so widening never reaches back where runs explode.
-    - Most (>= 60 %) of the top trials ``overfitting``: reg's lower bound rises to the best's reg
-      (or, reg not searched, the hidden width's upper bound falls to the best's).
+    - Most (>= 60 %) of the top trials ``overfitting``: reg's lower bound rises half way to the best's
+      reg in its scale (or, reg not searched, the hidden width's upper bound falls to the best's).
     - Most of the top trials ``underfitting``: the hidden width's upper bound rises to twice the
       best's (or, hidden not searched, reg's upper bound falls to the best's).
     """
@@ -523,11 +524,13 @@ def _push(new: dict[str, Dimension], name: str, best: Any, direction: str) -> st
             return ""
         new[name] = dim._make(dim.low, high)
         return f"upper bound raised to {high} (twice the best's {best}) for more capacity; new range {new[name]}"
-    if direction == "up":  # more regularisation: nothing below the best's value
+    if direction == "up":  # more regularisation: the lower bound half way (in its scale) to the best's value
         if best <= dim.low or best >= dim.high:
             return ""
-        new[name] = dim._make(best, dim.high)
-        return f"lower bound raised to the best's {best:.3g} for more regularisation; new range {new[name]}"
+        low = dim.from_unit((dim.to_unit(dim.low) + dim.to_unit(best)) / 2)
+        new[name] = dim._make(*dim._bounds(low, dim.high, [best]))
+        return (f"lower bound raised half way to the best's {best:.3g} for more regularisation; "
+                f"new range {new[name]}")
     if best <= dim.low or best >= dim.high:  # less regularisation or capacity: nothing above the best's value
         return ""
     new[name] = dim._make(dim.low, best)
