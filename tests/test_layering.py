@@ -27,3 +27,16 @@ def test_package_does_not_import_upward_or_sideways(package):
     assert len(files) >= 3
     offenders = {str(f.relative_to(ROOT)): sorted(imported_packages(f) & FORBIDDEN[package]) for f in files}
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+def test_a_plain_install_ships_every_package():
+    """`pip install .` (not -e) installs what pyproject's package finder lists: every folder with code in it."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = set(find_packages(str(ROOT), include=config["include"]))
+    folders = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in FORBIDDEN
+               for p in (ROOT / top).rglob("*.py")}
+    assert folders <= shipped and {"search.cli"} <= shipped
