@@ -19,7 +19,7 @@ from search.objective import trial_config
 from search.progress import FINISHED, Progress
 from search.space import Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
-    Stage, val_size, value_se, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
+    Stage, promotion_stage, val_size, value_se, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     refined_stage, stage_counts, stage_unfinished, study_name,
 )
 from search.workers import run_stage_processes
@@ -201,6 +201,19 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     return refined_stage(study, top, edge, epochs, n_trials), study
 
 
+def promoted_fine_stage(execution: Execution, parent: optuna.Study, top: int, edge: float, epochs: int | None,
+                        n_trials: int | None, promote: int, dataset: Dataset | None = None,
+                        ) -> tuple[Stage, list[StageSummary]]:
+    """The next fine stage, refined on the parent's ``promote`` best configurations re-run at its epochs (stage
+    ``promote-k``, run or joined here) -- or, with ``promote`` 0, on the parent's own ranking."""
+    if promote <= 0:
+        return refined_stage(parent, top, edge, epochs, n_trials), []
+    check = promotion_stage(parent, epochs, promote)
+    summary = execute_stage(execution, check, dataset)
+    promoted = load_stage_study(parent._storage, check.name)
+    return refined_stage(parent, top, edge, epochs, n_trials, promoted), [summary]
+
+
 def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
     """A grid stage over the coarse stage's ranges, epochs and trial budget (k^d points, k = floor(N^(1/d)))."""
     coarse = Stage.from_attrs(load_stage_study(storage, study_name(campaign, "coarse")).user_attrs)
@@ -299,8 +312,11 @@ def _top_mean(study: optuna.Study, k: int) -> float | None:
 
 def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
              fine_epochs: int | None, dataset: Dataset | None = None, repeats: int = 3,
-             retrains: int = 3) -> tuple[list[StageSummary], FinalScore]:
+             retrains: int = 3, promote: int = 8) -> tuple[list[StageSummary], FinalScore]:
     """Coarse, then fine stages while they pay, then the top configurations re-evaluated and the best retrained.
+
+    Each fine stage is refined on the previous stage's ``promote`` best configurations re-run at its
+    own epochs (stage ``promote-k``): short runs rank slow learning rates too high.
 
     Fine stages stop after ``max_fine``, when the space settles, or when a stage moves the mean of its
     top 5 values by less than 2 standard errors of that difference. The last stage's top ``top``
@@ -336,6 +352,8 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
             if within:
                 stopped = within
                 break
-        summaries.append(execute_stage(execution, refined_stage(study, top, edge, fine_epochs, None), dataset))
+        stage, promoted = promoted_fine_stage(execution, study, top, edge, fine_epochs, None, promote, dataset)
+        summaries += promoted
+        summaries.append(execute_stage(execution, stage, dataset))
     summaries.append(execute_stage(execution, final_stage(study, top, repeats), dataset))
     return summaries, retrain_final(storage, coarse.campaign, coarse.seed, retrains, stopped)

@@ -252,23 +252,55 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
 
-def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int | None,
-                  n_trials: int | None) -> Stage:
-    """The next fine stage of a chain: ranges refined from the parent's completed trials."""
+def next_epochs(parent: Stage, epochs: int | None) -> int:
+    """Epochs of the stage after ``parent``: ``epochs`` when given, else twice the parent's."""
+    previous = parent.run.train.epochs
+    return epochs if epochs is not None else max(previous * 2, previous + 1)
+
+
+def promotion_stage(parent_study: optuna.Study, epochs: int | None, n: int) -> Stage:
+    """Stage ``promote-k``: the parent's ``n`` best configurations run at the next stage's epochs, so the next
+    box is drawn around what is best at the length it will run, not at the parent's shorter one."""
     parent = Stage.from_attrs(parent_study.user_attrs)
-    done = [t for t in parent_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ranked = sorted(parent_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: t.value, reverse=True)
+    points: list[dict[str, Any]] = []
+    for t in ranked:
+        if t.params not in points and all(k in t.params for k in parent.space):
+            points.append(dict(t.params))
+        if len(points) == n:
+            break
+    if not points:
+        raise SearchError(f"stage {parent.name} has no completed trials to promote")
+    k = fine_index(parent.stage) + 1
+    run = parent.run.with_params({"train.epochs": next_epochs(parent, epochs)})
+    note = f"the best {len(points)} configurations of {parent.name} at {run.train.epochs} epochs"
+    return replace(parent, stage=f"promote-{k}", sampler="fixed", points=tuple(points), n_trials=len(points),
+                   run=run, seed=parent.seed + 500 + k, parent=parent.name, range_notes=(note,))
+
+
+def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int | None,
+                  n_trials: int | None, promoted: optuna.Study | None = None) -> Stage:
+    """The next fine stage of a chain: ranges refined from the parent's completed trials, or, with ``promoted``
+    (a promotion stage's study), from the parent's best configurations ranked at the new length."""
+    parent = Stage.from_attrs(parent_study.user_attrs)
+    source = promoted if promoted is not None else parent_study
+    done = [t for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if all(k in t.params for k in parent.space)]
     if not done:
-        raise SearchError(f"stage {parent.name} has no completed trials to refine the ranges from")
-    exploded = [t.params for t in parent_study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        raise SearchError(f"stage {source.study_name} has no completed trials to refine the ranges from")
+    exploded = [t.params for t in source.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
                 if "lr_too_high" in t.user_attrs.get("diagnosis", []) and all(k in t.params for k in parent.space)]
+    # a handful of promoted runs cannot show that a dimension does not matter: no insensitivity test on them
+    se = None if promoted is not None else value_se(max(t.value for t in done), val_size(parent_study))
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
-                                diagnoses=[t.user_attrs.get("diagnosis", []) for t in done],
-                                value_se=value_se(max(t.value for t in done), val_size(parent_study)),
+                                diagnoses=[t.user_attrs.get("diagnosis", []) for t in done], value_se=se,
                                 exploded=exploded)
+    if promoted is not None:
+        notes.insert(0, f"ranked at {Stage.from_attrs(promoted.user_attrs).run.train.epochs} epochs by "
+                        f"{promoted.study_name}: {len(done)} of {parent.name}'s best configurations re-run")
     k = fine_index(parent.stage) + 1
-    previous = parent.run.train.epochs
-    run = parent.run.with_params({"train.epochs": epochs if epochs is not None else max(previous * 2, previous + 1)})
+    run = parent.run.with_params({"train.epochs": next_epochs(parent, epochs)})
     return replace(
         parent, stage=f"fine-{k}", space=space, n_trials=n_trials or parent.n_trials, run=run,
         seed=parent.seed + k, sampler="random" if parent.sampler in ("grid", "fixed") else parent.sampler, points=(),

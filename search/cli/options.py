@@ -43,7 +43,7 @@ SECTIONS = {
              "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
     "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
-    "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "top", "edge",
+    "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "top", "edge", "promote",
                "fine_epochs", "max_fine", "repeats", "retrain_seeds"),
     "Execution": ("campaign", "storage", "jobs", "heartbeat", "seed", "as_json", "fmt", "columns", "wide"),
 }
@@ -342,6 +342,9 @@ fine_options = apply([
                  help="Refine the range around this many best trials."),
     click.option("--edge", type=FiniteFloatRange(0, 0.5, min_open=True), default=0.1, show_default=True,
                  help="Widen past a bound when the best lies within this fraction of the width of it."),
+    click.option("--promote", type=click.IntRange(0, 1000), default=8, show_default=True,
+                 help="Re-run this many of the previous stage's best at the new epochs (stage promote-k) and refine "
+                      "on their ranking; 0: refine on the short runs."),
 ])
 
 

@@ -22,7 +22,8 @@ def print_summary(summary: Any) -> None:
     width = shutil.get_terminal_size((80, 24)).columns - 1
 
     def say(text: str, indent: str = "") -> None:
-        click.echo(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "    "))
+        click.echo(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "    ",
+                                 break_on_hyphens=False))  # never inside 1e-05
 
     click.echo()
     say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed of {summary.n_trials}; "
@@ -86,8 +87,8 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
               help="Trials (default: the previous stage's).")
 @stage_run_options
 @json_option
-def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign: str | None, storage: str | None,
-         jobs: int, heartbeat: int, as_json: bool) -> int:
+def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, campaign: str | None,
+         storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """Next fine stage: ranges narrowed around the best trials, widened past a bound the best sits near,
     categories that never reached the top dropped.
 
@@ -95,19 +96,23 @@ def fine(top: int, edge: float, epochs: int | None, trials: int | None, campaign
     Example:
       search fine --top 5 --edge 0.1 --epochs 10
     """
-    from search.campaign import execute_stage, next_fine_stage, resolve_campaign, run_existing
+    from search.campaign import execute_stage, next_fine_stage, promoted_fine_stage, resolve_campaign, run_existing
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st = ex.existing_storage()
     stage, study = next_fine_stage(st, resolve_campaign(st, campaign), top, edge, epochs, trials)
     if stage is None:
         return finish([run_existing(ex, study)], as_json)
+    promoted: list = []
+    if promote:
+        stage, promoted = promoted_fine_stage(ex, study, top, edge, epochs, trials, promote)
     if not as_json:
         click.echo(f"{stage.name} refined from {stage.parent}:")
         width = shutil.get_terminal_size((80, 24)).columns - 1
         for note in stage.range_notes:
-            click.echo(textwrap.fill(note, width, initial_indent="  ", subsequent_indent="      "))
-    return finish([execute_stage(ex, stage)], as_json)
+            click.echo(textwrap.fill(note, width, initial_indent="  ", subsequent_indent="      ",
+                                     break_on_hyphens=False))
+    return finish([*promoted, execute_stage(ex, stage)], as_json)
 
 
 @click.command(cls=SectionedCommand)
@@ -147,8 +152,8 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 @stage_run_options
 @json_option
 def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, explode_factor: float, top: int,
-         edge: float, fine_epochs: int | None, max_fine: int, repeats: int, retrain_seeds: int, campaign: str | None,
-         storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+         edge: float, promote: int, fine_epochs: int | None, max_fine: int, repeats: int, retrain_seeds: int,
+         campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """The whole recipe: coarse, fine stages while they pay, the top configurations re-run, the best tested.
 
     Fine stages stop at --max-fine, when the space settles, or when a stage improves the best by
@@ -169,7 +174,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor)
     summaries, final = run_auto(execution(storage, jobs, heartbeat, as_json), stage, max_fine, top, edge,
-                                fine_epochs, dataset, repeats, retrain_seeds)
+                                fine_epochs, dataset, repeats, retrain_seeds, promote)
     code = finish(summaries, as_json, {"final": final.__dict__})
     if not as_json:
         click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")

@@ -31,11 +31,11 @@ def test_a_dimension_whose_thirds_score_within_noise_is_kept_and_called_insensit
 def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run_cli):
     result = run_cli("auto", "--space", "lr=1e-3:1e-1", "--space", "hidden=16:64:int", "--train-size", "300",
                      "--trials", "6", "--epochs", "2", "--max-fine", "1", "--top", "2", "--repeats", "2",
-                     "--retrain-seeds", "2", "--json")
+                     "--retrain-seeds", "2", "--promote", "3", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     stages = [s["stage"] for s in out["stages"]]
-    assert stages == ["coarse", "fine-1", "final"]
+    assert stages == ["coarse", "promote-1", "fine-1", "final"]
     final = out["final"]
     assert final["repeats"] == 2 and final["retrains"] == 2 and final["epochs"] == 4
     study = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db", create=False))

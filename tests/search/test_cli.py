@@ -16,7 +16,7 @@ def test_coarse_then_fine_on_digits_reaches_97_percent(run_cli, tmp_path):
     assert coarse.exit_code == 0, coarse.output
     fine = run_cli("fine", "--trials", "10", "--json")
     assert fine.exit_code == 0, fine.output
-    stage = json.loads(fine.stdout)["stages"][0]
+    stage = json.loads(fine.stdout)["stages"][-1]  # after the promotion stage
     assert stage["study"] == "digits/fine-1" and stage["parent"] == "digits/coarse"
     assert stage["best_value"] >= 0.97
     assert stage["counts"]["complete"] + stage["counts"]["pruned"] == 10
@@ -26,7 +26,7 @@ def test_coarse_then_fine_on_digits_reaches_97_percent(run_cli, tmp_path):
 
 def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(run_cli):
     assert run_cli("coarse", "--campaign", "up", "--lr", "1e-7:1e-4", "--trials", "20", "--epochs", "2").exit_code == 0
-    fine = run_cli("fine", "--campaign", "up", "--trials", "2")
+    fine = run_cli("fine", "--campaign", "up", "--trials", "2", "--promote", "0")  # the lecture's rule alone
     assert fine.exit_code == 0
     assert "lr: best" in fine.stdout and "widened upward" in fine.stdout
     study = optuna.load_study(study_name="up/fine-1", storage=open_storage("sqlite:///search.db"))
@@ -36,7 +36,7 @@ def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(
 
 def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(run_cli):
     assert run_cli("coarse", "--campaign", "down", "--lr", "1e-1:1e1", "--trials", "10", "--epochs", "2").exit_code == 0
-    fine = run_cli("fine", "--campaign", "down", "--trials", "2")
+    fine = run_cli("fine", "--campaign", "down", "--trials", "2", "--promote", "0")
     assert fine.exit_code == 0
     assert "widened downward" in fine.stdout
     study = optuna.load_study(study_name="down/fine-1", storage=open_storage("sqlite:///search.db"))

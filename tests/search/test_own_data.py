@@ -36,7 +36,7 @@ def test_coarse_then_fine_on_real_csv_data(run_cli, tmp_path, loader, names, flo
     assert coarse.exit_code == 0, coarse.output
     fine = run_cli("fine", "--trials", "10", "--json")
     assert fine.exit_code == 0, fine.output
-    stage = json.loads(fine.stdout)["stages"][0]
+    stage = json.loads(fine.stdout)["stages"][-1]  # after the promotion stage
     assert stage["study"] == "real/fine-1"
     assert stage["best_value"] >= floor
     study = optuna.load_study(study_name="real/coarse", storage=open_storage("sqlite:///search.db", create=False))

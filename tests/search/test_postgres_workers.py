@@ -151,11 +151,12 @@ def test_three_auto_processes_create_each_stage_exactly_once(pg_database, tmp_pa
     storage = open_storage(pg_database, create=False)
     names = [s.study_name for s in storage.get_all_studies()]
     storage.engine.dispose()
-    assert names[:2] == ["pa/coarse", "pa/fine-1"] and names[-1] == "pa/final"
-    assert set(names) <= {"pa/coarse", "pa/fine-1", "pa/fine-2", "pa/final"}
+    assert names[:3] == ["pa/coarse", "pa/promote-1", "pa/fine-1"] and names[-1] == "pa/final"
+    assert set(names) <= {"pa/coarse", "pa/promote-1", "pa/fine-1", "pa/promote-2", "pa/fine-2", "pa/final"}
     for name in names:
         stage = budget(pg_database, name)
-        expected = 5 * 3 if name == "pa/final" else 12  # the final stage: the top 5 configurations, 3 runs each
+        # promote-k: the 8 best configurations of the stage before; final: the top 5, 3 runs each
+        expected = {"pa/final": 5 * 3, "pa/promote-1": 8, "pa/promote-2": 8}.get(name, 12)
         assert stage.finished == stage.n_trials == len(stage.trials) == expected, (name, stage.states)
         creators = [o for o in outputs for s in o["stages"] if s["study"] == name and s["created"]]
         assert len(creators) == 1, name  # by the database's unique study name, not by luck
