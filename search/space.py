@@ -417,18 +417,23 @@ def refine_space(
     ranked = [trials[i] for i in order]
     new: dict[str, Dimension] = {}
     notes: list[str] = []
+    flat_names: set[str] = set()
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
         values = [(p[name], v) for p, v in ranked]
         flat = insensitive(dim, values, value_se) if value_se is not None else None
         if flat is not None:
+            flat_names.add(name)
             new[name], note = dim, f"{name}: insensitive, range kept at {dim}: {flat}"
         else:
             new[name], note = dim.refine(name, values, top, edge, limits)
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]
-        notes += use_diagnoses(space, new, labelled, top, exploded)
+        # a dimension shown not to matter is not moved on a diagnosis either
+        movable = {k: v for k, v in new.items() if k not in flat_names}
+        notes += use_diagnoses({k: v for k, v in space.items() if k in movable}, movable, labelled, top, exploded)
+        new.update(movable)
     return new, notes
 
 

@@ -112,7 +112,8 @@ class Stage:
         size = len(grid.grid_points())
         note = (f"grid of {size} points ({' x '.join(str(len(v)) for v in grid.grid_values().values())}) "
                 f"beside {self.n_trials} trials of {self.name}" +
-                ("" if size == self.n_trials else f": {size - self.n_trials:+d} trials"))
+                ("" if size == self.n_trials else
+                 f": {abs(size - self.n_trials)} {'more' if size > self.n_trials else 'fewer'} than its budget"))
         return replace(grid, n_trials=size, range_notes=(note,))
 
     def grid_values(self) -> dict[str, list]:
@@ -480,11 +481,17 @@ def run_worker(
     looking = f"looking for trials of {name}"
     study_id = optuna_rdb.study_id(study)
     after_id = -1  # the lowest WAITING trial id only grows (see optuna_rdb.claim_waiting_trial)
+    # a trial is stale after 2 x the heartbeat interval: looking once per interval finds it in time
+    stale_every = min(storage.get_heartbeat_interval() or 0, MAX_BEAT_SECONDS)
+    stale_checked = -math.inf
     while max_trials is None or report.ran < max_trials:
-        # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
-        retry_storage(lambda: _fail_stale_trials(study), looking)
+        if time.monotonic() - stale_checked >= stale_every:
+            # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
+            retry_storage(lambda: _fail_stale_trials(study), looking)
+            stale_checked = time.monotonic()
         claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
         if claimed is None:
+            stale_checked = -math.inf  # nothing to claim: look for stale trials before waiting
             if retry_storage(lambda: requeue_failed_trials(storage, study_id), looking):
                 continue  # a process killed between failing a trial and re-enqueueing it left this to do
             counts = retry_storage(lambda: stage_counts(storage, study_id), looking)

@@ -7,7 +7,7 @@ from search.cli.options import (
     FiniteFloatRange,
     SectionedCommand, apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
 )
-from search.cli.output import echo_json, fmt_value, print_frame, select_columns
+from search.cli.output import echo_json, fmt_value, print_frame, say, select_columns
 
 
 STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
@@ -165,9 +165,11 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         return
     params = " ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
-    click.echo(f"{ref}: {trial.state.name.lower()} ({attrs.get('stop_reason')}), value {value}; {params}")
+    reason = attrs.get("stop_reason")
+    state = trial.state.name.lower() + ("" if reason in (None, "completed") else f" ({reason})")
+    say(f"{ref}: {state}, value {value}; {params}")
     for sentence in describe_diagnosis(diagnosis):
-        click.echo(f"  - {sentence}")
+        say(f"- {sentence}", "  ")
     if plot:
         click.echo(f"wrote {plot}")
 

@@ -8,6 +8,16 @@ from typing import Any
 import click
 
 
+def say(text: str, indent: str = "", err: bool = False) -> None:
+    """Prose wrapped to the terminal's width (continuation lines indented); numbers and paths never split."""
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size((80, 24)).columns - 1
+    click.echo(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "    ",
+                             break_on_hyphens=False, break_long_words=False), err=err)
+
+
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=_json_default))
 

@@ -13,7 +13,7 @@ from search.cli.options import (
     build_space, campaign_option, explode_option, heartbeat_option, jobs_option, json_option, open_for_reading,
     run_config_options, space_options, storage_option,
 )
-from search.cli.output import echo_json, fmt
+from search.cli.output import echo_json, fmt, say
 from search.config import RunConfig
 from search.errors import Interrupted, SearchError
 
@@ -54,10 +54,10 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     for key in ("report.html", "report.md", "summary.json"):
         click.echo(f"  wrote {written[key]}")
     images = [str(v) for k, v in written.items() if k in rep.images]
-    click.echo(f"  wrote {len(images)} plots: {', '.join(images)}")
+    say(f"wrote {len(images)} plots: {', '.join(images)}", "  ")
     hint = rep.summary["grid_vs_random"]["hint"]
     if hint:
-        click.echo(f"  note: {hint}")
+        say(f"note: {hint}", "  ")
 
 
 # --------------------------------------------------------------------------- compare
@@ -106,12 +106,12 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     def on_stage(s: Any) -> None:
         if not as_json:
             c = s.counts
-            click.echo(f"  {s.stage:<10} best {fmt(s.best_value)}  ({s.n_trials} trials: {c['complete']} complete, "
-                       f"{c['pruned']} pruned, {c['fail']} failed)")
+            say(f"{s.stage:<10} best {fmt(s.best_value)}  ({s.n_trials} trials: {c['complete']} complete, "
+                f"{c['pruned']} pruned, {c['fail']} failed)", "  ")
 
     if not as_json:
-        click.echo(f"campaign {name}: {repeats} pairs of random and grid stages, {trials} trials of {epochs} epochs "
-                   f"on {run.data.name}")
+        say(f"campaign {name}: {repeats} pairs of random and grid stages, {trials} trials of {epochs} epochs "
+            f"on {run.data.name}")
     result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,
                          on_stage=on_stage)
     written = write_compare_report(result.report, out_dir or safe_dirname(name))

@@ -12,7 +12,7 @@ from search.cli.options import (
     SectionedCommand,
     choice, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
-from search.cli.output import echo_json, finite_or_none
+from search.cli.output import echo_json, finite_or_none, say
 from search.config import RunConfig
 from search.errors import SearchError
 
@@ -95,7 +95,7 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
                       f"{result.initial_loss:.4g}, stopped at iteration {result.iterations}")
         elif status == "diverged":
             status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
-        click.echo(
+        say(
             f"{status}: {result.iterations} iterations in {result.seconds:.2f} s "
             f"({result.samples_per_second:,.0f} samples/s); initial loss {result.initial_loss:.4f}, "
             f"final loss {result.final_loss:.4f}, val_acc {result.val_acc:.4f}, best val_acc {result.best_val_acc:.4f}"
@@ -200,7 +200,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
         echo_json([c.as_dict() for c in checks])
     else:
         for c in checks:
-            click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value:.4g} (expected {c.expected})")
+            say(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value:.4g} (expected {c.expected})")
     return 0 if all(c.passed for c in checks) else 1
 
 
@@ -223,15 +223,20 @@ def data(base: RunConfig, as_json: bool) -> None:
         return
     s = info["samples"]
     shape = f" (images {'x'.join(map(str, info['image_shape']))})" if info["image_shape"] else ""
-    click.echo(f"{info['path'] or info['name']} ({info['format']}): {s['train']} train, {s['val']} val, "
+    say(f"{info['path'] or info['name']} ({info['format']}): {s['train']} train, {s['val']} val, "
                f"{s['test']} test; {info['features']} features{shape}")
-    click.echo(f"values {info['value_range']['min']:.4g} to {info['value_range']['max']:.4g}; feature std "
+    say(f"values {info['value_range']['min']:.4g} to {info['value_range']['max']:.4g}; feature std "
                f"{info['feature_std']['min']:.3g} to {info['feature_std']['max']:.3g}")
-    click.echo(f"{len(info['classes'])} classes:  {'train':>7} {'val':>6} {'test':>6}")
+    click.echo(f"{len(info['classes'])} classes:")
+    click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:
         click.echo(f"  {c['name'][:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
-    for w in info["warnings"]:
-        click.echo(f"warning: {w}")
+    warnings = list(info["warnings"])
+    if s["train"] < base.train.batch_size:
+        warnings.append(f"{s['train']} training samples, fewer than --batch-size {base.train.batch_size}: "
+                        f"give a smaller --batch-size")
+    for w in warnings:
+        say(f"warning: {w}")
 
 
 COMMANDS = [train, layers, sanity, data]

@@ -1,8 +1,6 @@
 """Search stages: ``search coarse``, ``fine``, ``grid``, ``auto`` and ``worker``."""
 from __future__ import annotations
 
-import shutil
-import textwrap
 from typing import Any
 
 import click
@@ -12,19 +10,13 @@ from search.cli.options import (
     build_space, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
-from search.cli.output import echo_json, fmt_value
+from search.cli.output import echo_json, fmt_value, say
 from search.config import RunConfig
 from search.errors import SearchError
 
 
 def print_summary(summary: Any) -> None:
     c = summary.counts
-    width = shutil.get_terminal_size((80, 24)).columns - 1
-
-    def say(text: str, indent: str = "") -> None:
-        click.echo(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "    ",
-                                 break_on_hyphens=False))  # never inside 1e-05
-
     click.echo()
     say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed of {summary.n_trials}; "
         f"{summary.epochs} epochs a trial, {summary.train_seconds:.1f} s of training")
@@ -106,12 +98,6 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     promoted: list = []
     if promote:
         stage, promoted = promoted_fine_stage(ex, study, top, edge, epochs, trials, promote)
-    if not as_json:
-        click.echo(f"{stage.name} refined from {stage.parent}:")
-        width = shutil.get_terminal_size((80, 24)).columns - 1
-        for note in stage.range_notes:
-            click.echo(textwrap.fill(note, width, initial_indent="  ", subsequent_indent="      ",
-                                     break_on_hyphens=False))
     return finish([*promoted, execute_stage(ex, stage)], as_json)
 
 
@@ -132,7 +118,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
     st = ex.existing_storage()
     stage = grid_stage_for(st, resolve_campaign(st, campaign))
     if not as_json:
-        click.echo(f"{stage.name}: {stage.range_notes[0]}")
+        say(f"{stage.name}: {stage.range_notes[0]}")
     return finish([execute_stage(ex, stage)], as_json)
 
 
@@ -183,12 +169,13 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             click.echo(f"{s.study:<22} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
                        f"{s.train_seconds:8.1f} {best:>9}")
         params = " ".join(f"{k}={fmt_value(v)}" for k, v in final.params.items())
-        click.echo(f"\nstopped adding fine stages: {final.stopped}")
-        click.echo(f"chosen: {params}")
-        click.echo(f"  {final.study}: val_acc {final.val_acc:.4f} +- {final.val_std:.4f} over {final.repeats} runs "
-                   f"of {final.epochs} epochs")
-        click.echo(f"  retrained {final.retrains}x: val_acc {final.retrain_val_acc:.4f}, "
-                   f"test_acc {final.test_acc:.4f} +- {final.test_std:.4f}")
+        click.echo()
+        say(f"stopped adding fine stages: {final.stopped}")
+        say(f"chosen: {params}")
+        say(f"{final.study}: val_acc {final.val_acc:.4f} +- {final.val_std:.4f} over {final.repeats} runs "
+            f"of {final.epochs} epochs", "  ")
+        say(f"retrained {final.retrains}x: val_acc {final.retrain_val_acc:.4f}, "
+            f"test_acc {final.test_acc:.4f} +- {final.test_std:.4f}", "  ")
     return code
 
 
