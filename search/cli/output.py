@@ -92,6 +92,21 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         click.echo("(no rows)")
         return
     shown = list(frame.columns) if wide or not columns else [c for c in columns if c in frame.columns]
+    cells = {c: [_cell(row[c]) for row in rows] for c in shown}
+    if not wide:  # whole columns that fit the terminal, never a number cut short
+        import shutil
+
+        room, kept = shutil.get_terminal_size((80, 24)).columns - 1, []
+        for column in shown:
+            need = max(len(column.removeprefix("param_")), *(len(v) for v in cells[column]))
+            if kept and room < need + 2:
+                break
+            room -= need + 2
+            kept.append(column)
+        if len(kept) < len(shown):
+            left = [c.removeprefix("param_") for c in shown[len(kept):]]
+            say(f"({len(left)} more columns: {', '.join(left)}; --wide, --columns or --format csv)", err=True)
+        shown = kept
     from rich.console import Console
     from rich.table import Table
 
@@ -99,10 +114,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     for column in shown:
         numeric = str(frame[column].dtype).startswith(("int", "float", "Int", "Float"))
         name = column.removeprefix("param_")  # a parameter by its own name; csv/json keep the prefix
-        table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric,
-                         min_width=None if wide else len(name))
-    for row in rows:
-        table.add_row(*(_cell(row[c]) for c in shown))
+        table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+    for i in range(len(rows)):
+        table.add_row(*(cells[c][i] for c in shown))
     Console(soft_wrap=False, highlight=False).print(table)
 
 
