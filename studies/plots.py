@@ -301,17 +301,21 @@ def plot_ranges(
     y: str = "reg",
     log: tuple[bool, bool] = (True, True),
     best: Sequence[tuple[str, float, float]] = (),
+    dashed: Sequence[str] = (),
 ) -> Figure:
     """Each stage's (label, (x_low, x_high), (y_low, y_high)) drawn as a rectangle, and best points as stars:
-    the narrowing and widening from coarse to fine stages."""
+    the narrowing and widening from coarse to fine stages. Labels in ``dashed`` (e.g. a grid over the coarse
+    range) get a dashed outline, so a rectangle on top of another still shows both."""
     colours = plt.get_cmap("tab10").colors
     xs: list[float] = []
     ys: list[float] = []
     for i, (label, (x0, x1), (y0, y1)) in enumerate(ranges):
         colour = colours[i % len(colours)]
+        ls = "--" if label in dashed else "-"
         ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=True, alpha=0.08,
-                                                  facecolor=colour, edgecolor=colour, lw=2, label=label))
-        ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, lw=2))
+                                                  facecolor=colour, edgecolor=colour, lw=2, ls=ls, label=label))
+        ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, lw=2,
+                                                  ls=ls))
         xs += [x0, x1]
         ys += [y0, y1]
     for i, (label, bx, by) in enumerate(best):
@@ -350,8 +354,8 @@ def plot_loss_curves(
         if loss.size == 0:
             continue
         it = np.linspace(1, max(float(iterations or loss.size), 1.0), loss.size)
-        (line,) = ax.plot(it, loss, lw=1.2, label=label, marker="o" if loss.size < 20 else None, ms=3)
-        ok = loss[np.isfinite(loss)]
+        ok = loss[np.isfinite(loss)]  # markers when few points: a 2-point curve still shows
+        (line,) = ax.plot(it, loss, lw=1.2, label=label, marker="o" if ok.size < 20 else None, ms=4)
         if threshold is not None and ok.size:
             ax.axhline(threshold * ok[0], color=line.get_color(), ls="--", lw=0.9,
                        label=f"{threshold:g} x first loss (stop)" if i == 0 else None)
@@ -362,6 +366,7 @@ def plot_loss_curves(
         _set_scale(ax, "y", True)
     if not curves:
         ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # iterations are whole numbers
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
@@ -387,10 +392,12 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
     and optionally threshold."""
     for (loss_ax, acc_ax), ex in zip(panels, examples):
         loss = np.array([np.nan if v is None else float(v) for v in ex.get("loss") or []], dtype=float)
-        ok = loss[np.isfinite(loss)]
-        if loss.size:
+        finite = np.isfinite(loss)
+        ok = loss[finite]
+        if ok.size:
             it = np.linspace(1, max(float(ex.get("iterations") or loss.size), 1.0), loss.size)
-            loss_ax.plot(it, loss, lw=1.2, color="tab:blue")
+            # the finite points joined (a None between two is no gap in the line), markers when few are left
+            loss_ax.plot(it[finite], ok, lw=1.4, color="tab:blue", marker="o" if ok.size < 20 else None, ms=3)
             threshold = ex.get("threshold")
             if threshold and ok.size:
                 loss_ax.axhline(threshold * ok[0], color="tab:red", ls="--", lw=0.9, label=f"{threshold:g} x first")
@@ -398,8 +405,9 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
                 ok = np.append(ok, threshold * ok[0])
             if ok.size and ok.min() > 0 and ok.max() / ok.min() > 10:
                 _set_scale(loss_ax, "y", True)
-            elif ok.size and ok.min() >= 0:  # from 0, so a loss that barely moved looks flat
-                loss_ax.set_ylim(bottom=0)
+            elif ok.size and ok.min() >= 0:  # from 0, so a loss that barely moved looks flat; headroom above
+                top = float(ok.max()) * 1.15 or 1.0  # so a flat line never lies on the frame
+                loss_ax.set_ylim(-0.04 * top, top)
         else:
             loss_ax.text(0.5, 0.5, "no loss curve", ha="center", va="center", transform=loss_ax.transAxes)
         loss_ax.set_xlabel("iteration", fontsize=8)
@@ -437,7 +445,7 @@ def plot_best_so_far(
         ax.step(np.asarray(xs, dtype=float), np.asarray(best, dtype=float), where="post", lw=1.6, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best validation accuracy so far")
-    ax.set_title("best so far", fontsize=10)
+    ax.set_title("best so far against training time", fontsize=10)
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8, loc="lower right")

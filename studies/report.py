@@ -24,8 +24,12 @@ Definitions used throughout:
 - *importance*: Optuna's fANOVA evaluator (seed 0, ``IMPORTANCE_TREES`` trees) over the stage's COMPLETE
   trials, rebuilt from the trials frame and the stage's ``space`` (no second read of the trials), at most
   ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
-  ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions. The pair plot shows
-  the two dimensions of highest mean importance over the stages that have one.
+  ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions, and none for a stage whose
+  sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
+  shows the two dimensions of highest mean importance over the stages that have one.
+- *chosen configuration* (campaigns with a ``final`` stage): final's finished (COMPLETE or PRUNED, a PRUNED
+  run counting 0, as ``search auto`` counts it) trials grouped by params; the group of best mean value (the
+  first in trial order on ties), with its mean, its std (population, as ``search auto`` prints it) and runs.
 - *diagnoses*: each trial's ``diagnosis`` labels (the ``diagnosis`` column, labels joined by commas), counted
   per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
   The example of a label is a trial of the last stage that has the label: the one of median value among
@@ -80,6 +84,8 @@ DIAGNOSIS_MEANINGS: dict[str, str] = {
     "bad_initial_loss": "initial loss far from ln C: wrong output scale",
     "healthy": "no problem found",
 }
+BEST_SO_FAR_STAGES = ("best validation accuracy so far against cumulative training time, stages one after another "
+                      "(each stage's own best: stages differ in epochs per trial)")
 # image name -> what it shows (the report's captions)
 IMAGE_CAPTIONS: dict[str, str] = {
     "importance": "parameter importance per stage (Optuna's fANOVA evaluator)",
@@ -335,6 +341,11 @@ class StageInfo:
         return space if isinstance(space, dict) else {}
 
     @property
+    def is_fixed(self) -> bool:
+        """A stage of given configurations re-run (promote-k, final): nothing sampled, nothing to rate."""
+        return self.attrs.get("sampler") == "fixed"
+
+    @property
     def is_grid(self) -> bool:
         return self.attrs.get("sampler") == "grid" or self.stage == "grid" or self.stage.startswith("grid-")
 
@@ -528,6 +539,10 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
     return out
 
 
+FIXED_IMPORTANCE = {"importance": None, "trials_complete": None, "trials_used": 0, "fixed": True,
+                    "message": "a fixed stage (earlier configurations re-run): left out of importance"}
+
+
 def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
                   dims: dict[str, Dim] | None = None) -> dict[str, Any]:
     """Per-stage section: trials by state, range, best and its params, budget (epochs, seconds), pruning
@@ -545,9 +560,35 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
         "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
         "training_seconds": budget["training_seconds"], "spent": budget, "pruning": pruning_savings(frame),
         "distinct": distinct_counts(frame, params), "trials_to_within_1pt": trials_to_within(frame),
-        "importance": param_importance(frame, info.space),
+        "importance": dict(FIXED_IMPORTANCE) if info.is_fixed else param_importance(frame, info.space),
         "diagnosed_trials": int(diagnosis_labels(frame).index.nunique()), "diagnoses": diagnosis_counts(frame),
     }
+
+
+def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
+                         dims: dict[str, Dim] | None = None) -> dict[str, Any] | None:
+    """The final stage's choice (see the module docstring): stage, study, params, mean, std, runs, pruned runs,
+    trial numbers, epochs, and ``candidates`` (configurations compared); None when no trial finished."""
+    finished = in_trial_order(frame[frame["state"].isin(["COMPLETE", "PRUNED"])])
+    dims = dims or {}
+    groups: dict[str, dict[str, Any]] = {}
+    values = _floats(finished, "value")
+    for (_, row), value in zip(finished.iterrows(), values):
+        ps = {p: _plain(row[f"param_{p}"]) for p in params if f"param_{p}" in row and _present(row[f"param_{p}"])}
+        ps = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in ps.items()}
+        key = json.dumps({k: _plain(v) for k, v in ps.items()}, sort_keys=True, default=str)
+        group = groups.setdefault(key, {"params": ps, "values": [], "trials": [], "pruned": 0})
+        pruned = row["state"] != "COMPLETE" or not math.isfinite(value)
+        group["values"].append(0.0 if pruned else float(value))
+        group["pruned"] += int(pruned)
+        group["trials"].append(int(row["number"]))
+    if not groups:
+        return None
+    candidates = [{"params": g["params"], "mean": float(np.mean(g["values"])), "std": float(np.std(g["values"])),
+                   "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]} for g in groups.values()]
+    best = max(candidates, key=lambda c: c["mean"])  # the first in trial order on ties, as search auto picks
+    return {"stage": info.stage, "study": info.study, "epochs": info.attrs.get("epochs"), **best,
+            "candidates": sorted(candidates, key=lambda c: -c["mean"])}
 
 
 def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
@@ -576,9 +617,15 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     return [chosen[label] for label in _label_order(chosen)]
 
 
+def _whole(x: float) -> str:
+    """A number rounded to a whole one, never ``-0`` (-0.3 is 0)."""
+    text = f"{x:.0f}"
+    return "0" if text == "-0" else text
+
+
 def _pct_text(x: Any) -> str:
     x = _num(x)
-    return "-" if x is None else f"{x * 100:.0f} %"
+    return "-" if x is None else f"{_whole(x * 100)} %"
 
 
 def _worst_layer(fractions: Any) -> tuple[float, int] | None:
@@ -591,7 +638,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     """The key numbers behind one label, e.g. ``loss fell 4 %`` or ``train 0.99, val 0.90: gap 9 pts``."""
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
-    gap_text = "-" if gap is None else f"{gap * 100:.0f} pts"
+    gap_text = "-" if gap is None else f"{_whole(gap * 100)} pts"
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":
         return f"loss fell {_pct_text(n.get('loss_change'))}"
@@ -604,7 +651,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     if label in ("dead_units", "saturated_units"):
         worst = _worst_layer(n.get("dead_fraction" if label == "dead_units" else "saturated_fraction"))
         word = "dead" if label == "dead_units" else "saturated"
-        return f"{word}: -" if worst is None else f"{worst[0] * 100:.0f} % of layer {worst[1]} {word}"
+        return f"{word}: -" if worst is None else f"{_whole(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
         return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
@@ -677,6 +724,8 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
     examples = _read_examples(storage, diagnosis_examples(infos, by_study))
+    final = [i for i in infos if i.stage == "final"]
+    chosen = chosen_configuration(final[-1], by_study.get(final[-1].study, empty), params, dims) if final else None
     present = _label_order(label for s in stages for label in s["diagnoses"])
 
     summary = {
@@ -688,6 +737,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         "pair": {"params": order[:2], "reason": reason},
         "within": WITHIN,
         "trials": len(frame),
+        "chosen": chosen,
         "stages": stages,
         "grid_vs_random": comparison,
         "diagnoses": {"labels": present, "meanings": {label: DIAGNOSIS_MEANINGS.get(label, label) for label in present},
@@ -698,6 +748,8 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     report = Report(summary)
     if images:
         report.images = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs, repeats)
+        if not pairs:
+            summary["captions"]["best_so_far"] = BEST_SO_FAR_STAGES
         if examples:
             report.images["diagnosis_examples"] = _diagnosis_image(examples)
             summary["captions"]["diagnosis_examples"] = _diagnosis_caption(examples)
@@ -760,7 +812,7 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
     numeric = [n for n in order if dims[n].numeric][:2]
     if len(numeric) == 2:
         x, y = dims[numeric[0]], dims[numeric[1]]
-        drawn = [i for i in infos if not i.is_grid] or list(infos)
+        drawn = [i for i in infos if not i.is_fixed] or list(infos)  # fixed stages share their parent's space
         rects, stars = [], []
         for info in drawn:
             rx, ry = _range_of(info.space.get(x.name)), _range_of(info.space.get(y.name))
@@ -771,7 +823,8 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
                 stars.append((info.stage, float(best_p[x.name]), float(best_p[y.name])))
         if rects:
             ax = plots.new_axes(1, 1, size=(7.0, 4.6))[0, 0]
-            images["ranges"] = plots.figure_png(plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars))
+            images["ranges"] = plots.figure_png(plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars,
+                                                                  [i.stage for i in drawn if i.is_grid]))
     images["loss_curves"] = _loss_curve_image(storage, frame, order)
     if pairs:
         series = []
@@ -781,6 +834,13 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
                 label = name.rpartition("/")[2] + (" (grid)" if name == grid_name else " (random)")
                 label = label.replace("grid (grid)", "grid").replace("random (random)", "random")
                 series.append((label, np.concatenate([[0.0], secs]), np.concatenate([[np.nan], best])))
+    else:  # no grid: each stage's own best so far, stages one after another on the campaign's training time
+        series, start = [], 0.0
+        for stage, f in staged:
+            secs, best = best_so_far_by_time(f)
+            series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
+            start += float(secs[-1]) if secs.size else 0.0
+    if series:
         ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
         images["best_so_far"] = plots.figure_png(plots.plot_best_so_far(ax, series))
     if repeats is not None:
@@ -899,8 +959,11 @@ def _importance_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]
 
 def _importance_notes(summary: dict[str, Any]) -> list[str]:
     notes = []
+    fixed = [s["stage"] for s in summary["stages"] if s["importance"].get("fixed")]
     for s in summary["stages"]:
         imp = s["importance"]
+        if imp.get("fixed"):
+            continue
         if imp["message"]:
             notes.append(f"{s['stage']}: {imp['message']}")
         elif imp["trials_used"] < imp["trials_complete"]:
@@ -908,6 +971,9 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
                          f"{imp['trials_complete']:,} completed trials")
         else:
             notes.append(f"{s['stage']}: fANOVA on its {imp['trials_used']:,} completed trials")
+    if fixed:
+        notes.append(f"{', '.join(fixed)}: left out of importance and of the pair plot's choice (sampler fixed: "
+                     f"a few earlier configurations re-run, nothing sampled)")
     x = summary["pair"]["params"]
     if len(x) == 2:
         notes.append(f"pair plot: {x[0]} x {x[1]}, {summary['pair']['reason']}")
@@ -994,11 +1060,31 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
                 "iterations it did not run, at the stage's mean seconds per iteration.")
 
 
+def _chosen_text(chosen: dict[str, Any]) -> str:
+    """One sentence on what ``search auto`` chose: params, mean +- std over the runs in final, trials."""
+    runs = chosen["runs"]
+    pruned = f", {chosen['pruned_runs']} of them pruned (counted 0)" if chosen.get("pruned_runs") else ""
+    epochs = f" of {chosen['epochs']} epochs" if chosen.get("epochs") else ""
+    others = len(chosen.get("candidates") or []) - 1
+    return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['mean'])} ± {_acc(chosen['std'])} "
+            f"(mean ± std over {runs} run{'s' if runs != 1 else ''}{epochs}{pruned}; trials "
+            f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
+            f"{others + 1} configurations re-run in stage {chosen['stage']}. Test accuracy is not stored in the "
+            f"database: `search auto` prints it when it retrains the choice.")
+
+
+def _inline_code(text: str) -> str:
+    """HTML of a plain text: escaped, and each `inline code` span as <code> (report.md keeps the backticks)."""
+    return re.sub(r"`([^`\n]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
-           f"{summary['trials']:,} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", "",
-           "## Stages", "", _md_table(*_stage_rows(summary)), "", "## Ranges and best parameters", "",
+           f"{summary['trials']:,} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", ""]
+    if summary.get("chosen"):
+        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"]), ""]
+    out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", "## Ranges and best parameters", "",
            _md_table(*_range_rows(summary)), ""]
     for s in summary["stages"]:
         for note in s["range_notes"]:
@@ -1035,6 +1121,8 @@ th { background: #f2f2f2; } td.num, th.num { text-align: right; font-variant-num
 .nw { white-space: nowrap; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } .hint { background: #fff6d6; padding: 0.5em 1em; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.9em;
+       background: #f2f2f2; padding: 0.05em 0.3em; border-radius: 3px; white-space: nowrap; }
 """
 
 
@@ -1046,36 +1134,38 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
              f"<title>Search report: {esc(summary['campaign'])}</title><style>{_CSS}</style></head><body>",
              f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
              f"<p>{summary['trials']:,} trials in {len(summary['stages'])} stages; generated "
-             f"{esc(summary['generated'])}.</p>",
-             "<h2>Stages</h2>", _html_table(*_stage_rows(summary)),
+             f"{esc(summary['generated'])}.</p>"]
+    if summary.get("chosen"):
+        parts += ["<h2 id='chosen'>Chosen configuration</h2>", f"<p>{_inline_code(_chosen_text(summary['chosen']))}</p>"]
+    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary)),
              "<h2>Ranges and best parameters</h2>", _html_table(*_range_rows(summary))]
-    notes = [f"<li>{esc(s['stage'])}: {esc(n)}</li>" for s in summary["stages"] for n in s["range_notes"]]
+    notes = [f"<li>{esc(s['stage'])}: {_inline_code(n)}</li>" for s in summary["stages"] for n in s["range_notes"]]
     if notes:
         parts.append("<ul>" + "".join(notes) + "</ul>")
-    parts += ["<h2>Budget</h2>", _html_table(*_budget_rows(summary)), f"<p>{esc(_BUDGET_TEXT)}</p>",
+    parts += ["<h2>Budget</h2>", _html_table(*_budget_rows(summary)), f"<p>{_inline_code(_BUDGET_TEXT)}</p>",
               "<h2>Parameter importance</h2>"]
     if any(s["importance"]["importance"] for s in summary["stages"]):
         parts.append(_html_table(*_importance_rows(summary)))
-    parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in _importance_notes(summary)) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li>{_inline_code(n)}</li>" for n in _importance_notes(summary)) + "</ul>")
     if summary.get("diagnoses", {}).get("labels"):
         parts += ["<h2>Diagnoses</h2>", _html_table(*_diagnosis_rows(summary)),
-                  f"<p>{esc(_DIAGNOSIS_TEXT)} Example curves: <a href='#diagnosis_examples'>below</a>.</p>"
-                  if "diagnosis_examples" in images else f"<p>{esc(_DIAGNOSIS_TEXT)}</p>",
-                  "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in _diagnosis_notes(summary)) + "</ul>"]
+                  f"<p>{_inline_code(_DIAGNOSIS_TEXT)} Example curves: <a href='#diagnosis_examples'>below</a>.</p>"
+                  if "diagnosis_examples" in images else f"<p>{_inline_code(_DIAGNOSIS_TEXT)}</p>",
+                  "<ul>" + "".join(f"<li>{_inline_code(n)}</li>" for n in _diagnosis_notes(summary)) + "</ul>"]
     parts.append("<h2>Grid vs random at equal budget</h2>")
     comp = summary["grid_vs_random"]
     if comp["hint"]:
-        parts.append(f"<p class='hint'>{esc(comp['hint'])}</p>")
+        parts.append(f"<p class='hint'>{_inline_code(comp['hint'])}</p>")
     for pair in comp["pairs"]:
-        parts += [_html_table(*_pair_rows(pair, summary["params"])), f"<p><b>Verdict:</b> {esc(_verdict(pair))}.</p>"]
+        parts += [_html_table(*_pair_rows(pair, summary["params"])), f"<p><b>Verdict:</b> {_inline_code(_verdict(pair))}.</p>"]
     if comp.get("repeats"):
-        parts.append(f"<p>{esc(_repeats_text(comp['repeats']))}</p>")
+        parts.append(f"<p>{_inline_code(_repeats_text(comp['repeats']))}</p>")
     parts.append("<h2>Plots</h2>")
     for name, png in images.items():
         data = base64.b64encode(png).decode("ascii")
-        caption = esc(_caption(summary, name))
-        parts.append(f"<figure id='{esc(name)}'><img alt='{caption}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{caption}</figcaption></figure>")
+        caption = _caption(summary, name)
+        parts.append(f"<figure id='{esc(name)}'><img alt='{esc(caption.replace('`', ''))}' "
+                     f"src='data:image/png;base64,{data}'><figcaption>{_inline_code(caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -253,3 +253,27 @@ def build_mixed_campaign(url: str, campaign: str = "mixed", driver: str = "hidde
     add_stage(url, campaign, "fine-1", fine_space, fine, 4, "random", f"{campaign}/coarse", seed + 1)
     add_stage(url, campaign, "fine-2", narrow, fine2, 4, "random", f"{campaign}/fine-1", seed + 2)
     return {f"{campaign}/coarse": coarse, f"{campaign}/fine-1": fine, f"{campaign}/fine-2": fine2}
+
+
+def build_auto_campaign(url: str, campaign: str = "auto", seed: int = 0, repeats: int = 3,
+                        top: int = 3) -> dict[str, list[dict]]:
+    """What ``search auto`` makes: coarse (random), promote-1 (fixed: coarse's best 8 re-run at fine's epochs),
+    fine-1 (random, narrower), final (fixed: fine-1's top ``top`` configurations, ``repeats`` runs each, the
+    runs of one configuration interleaved as the service enqueues them; one run of the second pruned). Returns
+    study name -> trial dicts in trial-number order."""
+    rng = np.random.default_rng(seed)
+    points = [(float(10 ** rng.uniform(-5, -0.6)), float(10 ** rng.uniform(-6, 1))) for _ in range(16)]
+    coarse = trial_specs(rng, COARSE_SPACE, 16, iterations=100, points=points)
+    ranked = sorted(coarse, key=lambda t: -(t["value"] or 0.0))[:8]
+    promote = trial_specs(rng, COARSE_SPACE, 8, iterations=200, points=[(t["lr"], t["reg"]) for t in ranked])
+    fine = trial_specs(rng, FINE_SPACE, 12, iterations=200)
+    leaders = sorted(fine, key=lambda t: -(t["value"] or 0.0))[:top]
+    final = trial_specs(rng, FINE_SPACE, top * repeats, iterations=200,
+                        points=[(t["lr"], t["reg"]) for _ in range(repeats) for t in leaders])
+    final[top + 1].update(state="PRUNED", value=None, stop_reason="exploded", iterations=20)
+    add_stage(url, campaign, "coarse", COARSE_SPACE, coarse, 2, "random", None, seed)
+    add_stage(url, campaign, "promote-1", COARSE_SPACE, promote, 4, "fixed", f"{campaign}/coarse", seed + 1)
+    add_stage(url, campaign, "fine-1", FINE_SPACE, fine, 4, "random", f"{campaign}/coarse", seed + 2)
+    add_stage(url, campaign, "final", FINE_SPACE, final, 4, "fixed", f"{campaign}/fine-1", seed + 3)
+    return {f"{campaign}/coarse": coarse, f"{campaign}/promote-1": promote, f"{campaign}/fine-1": fine,
+            f"{campaign}/final": final}

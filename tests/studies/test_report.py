@@ -16,10 +16,11 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, campaign_report, outcome, param_importance,
-                            repeat_numbers, write_report)
+from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, campaign_report,
+                            diagnosis_text, outcome, param_importance, repeat_numbers, write_report)
 from studies.store import open_storage
-from tests.studies.report_data import ACTIVATIONS, add_stage, build_campaign, build_mixed_campaign, trial_specs
+from tests.studies.report_data import (ACTIVATIONS, add_stage, build_auto_campaign, build_campaign, build_mixed_campaign,
+                                      trial_specs)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -188,10 +189,14 @@ def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(camp
     comparison = report.summary["grid_vs_random"]
     assert comparison["pairs"] == []
     assert "search grid --campaign nogrid" in comparison["hint"]
-    assert "best_so_far" not in report.images and {"scatter", "ranges", "loss_curves"} <= set(report.images)
+    # best so far against training time, promised by README and --help, stays: stages one after another
+    assert {"scatter", "ranges", "loss_curves", "best_so_far"} <= set(report.images)
+    assert report.summary["captions"]["best_so_far"] == BEST_SO_FAR_STAGES
+    assert_real_png(report.images["best_so_far"])
     written = write_report(report, tmp_path / "out")
-    assert "search grid --campaign nogrid" in written["report.html"].read_text()
-    assert "search grid --campaign nogrid" in written["report.md"].read_text()
+    html = written["report.html"].read_text()
+    assert "<code>search grid --campaign nogrid</code>" in html and "`" not in html  # inline code, no backticks
+    assert "`search grid --campaign nogrid`" in written["report.md"].read_text()  # markdown keeps them
 
 
 def test_latest_campaign_is_the_default(campaign_db):
@@ -493,3 +498,135 @@ def test_a_campaign_without_diagnoses_has_no_diagnosis_section_or_figure(tmp_pat
     assert "diagnosis_examples" not in report.images
     written = write_report(report, tmp_path / "out")
     assert "Diagnoses" not in written["report.md"].read_text()
+
+
+# ---- a campaign as search auto makes it: promote-k and final are "fixed" stages
+@pytest.fixture(scope="module")
+def auto(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('auto') / 'search.db'}"
+    specs = build_auto_campaign(url, "auto")
+    storage = open_storage(url, create=False)
+    drawn = {}
+    real = plots.plot_ranges
+
+    def spy(ax, ranges, *args, **kwargs):
+        drawn["ranges"] = [r[0] for r in ranges]
+        return real(ax, ranges, *args, **kwargs)
+
+    plots.plot_ranges = spy
+    try:
+        report = campaign_report(storage, "auto")
+    finally:
+        plots.plot_ranges = real
+        storage.engine.dispose()
+    written = write_report(report, tmp_path_factory.mktemp("auto-report"))
+    return report, written, specs, drawn
+
+
+def test_chosen_configuration_is_the_best_mean_of_final_and_comes_first(auto):
+    report, written, specs, _ = auto
+    groups = {}
+    for number, t in enumerate(specs["auto/final"]):  # pruned runs count 0, as search auto counts them
+        g = groups.setdefault((t["lr"], t["reg"]), {"values": [], "trials": []})
+        g["values"].append(t["value"] if t["state"] == "COMPLETE" else 0.0)
+        g["trials"].append(number)
+    (lr, reg), best = max(groups.items(), key=lambda kv: statistics.fmean(kv[1]["values"]))
+    summary = json.loads(written["summary.json"].read_text())
+    chosen = summary["chosen"]
+    assert chosen["stage"] == "final" and chosen["study"] == "auto/final"
+    assert chosen["params"] == pytest.approx({"lr": lr, "reg": reg})
+    assert chosen["mean"] == pytest.approx(statistics.fmean(best["values"]))
+    assert chosen["std"] == pytest.approx(statistics.pstdev(best["values"]))
+    assert chosen["runs"] == 3 and chosen["trials"] == best["trials"]
+    assert len(chosen["candidates"]) == 3 and sum(c["pruned_runs"] for c in chosen["candidates"]) == 1
+    assert max(c["mean"] for c in chosen["candidates"]) == pytest.approx(chosen["mean"])
+    assert "test" not in {k.split("_")[0] for k in chosen}  # test scores are not in the database: none made up
+    numbers = f"{chosen['mean']:.4f} ± {chosen['std']:.4f}"
+    md, html = written["report.md"].read_text(), written["report.html"].read_text()
+    assert md.index("## Chosen configuration") < md.index("## Stages") and numbers in md
+    assert html.index("Chosen configuration</h2>") < html.index("<h2>Stages</h2>") and numbers in html
+    assert f"over 3 runs of 4 epochs; trials {', '.join(f'#{n}' for n in best['trials'])}" in md
+
+
+def test_a_campaign_without_final_has_no_chosen_section(demo):
+    report, written, _ = demo
+    assert report.summary["chosen"] is None and "Chosen configuration" not in written["report.md"].read_text()
+
+
+def test_fixed_stages_are_left_out_of_importance_and_of_the_pair_choice(auto):
+    report, written, _, _ = auto
+    stages = {s["stage"]: s for s in report.summary["stages"]}
+    assert stages["promote-1"]["sampler"] == stages["final"]["sampler"] == "fixed"
+    for name in ("promote-1", "final"):  # 8 and 9 completed trials over two dims: rated, were they sampled
+        assert stages[name]["importance"]["importance"] is None and stages[name]["importance"]["fixed"]
+    for name in ("coarse", "fine-1"):
+        assert stages[name]["importance"]["importance"]
+    assert report.summary["pair"]["reason"].endswith("(mean importance over coarse, fine-1)")
+    md = written["report.md"].read_text()
+    section = md[md.index("## Parameter importance"):md.index("## Diagnoses")]
+    assert section.count("promote-1") == 1 and section.count("final") == 1  # one line says so
+    assert "- promote-1, final: left out of importance and of the pair plot's choice" in section
+    assert "| dimension | coarse | fine-1 |" in section
+
+
+def test_ranges_draw_the_chain_stages_and_grid_not_the_fixed_ones(auto, campaign_db, monkeypatch):
+    _, _, _, drawn = auto
+    assert drawn["ranges"] == ["coarse", "fine-1"]
+    storage, _ = campaign_db
+    seen = {}
+    real = plots.plot_ranges
+
+    def spy(ax, ranges, *args, **kwargs):
+        seen["ranges"], seen["dashed"] = [r[0] for r in ranges], args[4] if len(args) > 4 else kwargs.get("dashed")
+        return real(ax, ranges, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_ranges", spy)
+    campaign_report(storage, "demo")
+    assert seen["ranges"] == ["coarse", "fine-1", "grid"] and list(seen["dashed"]) == ["grid"]
+
+
+def test_inline_code_is_code_in_html_and_backticks_in_markdown(demo):
+    _, written, _ = demo
+    html, md = written["report.html"].read_text(), written["report.md"].read_text()
+    assert "<code>search explain STUDY:NUMBER</code>" in html and "`" not in html
+    assert "`search explain STUDY:NUMBER`" in md
+
+
+def test_small_negative_numbers_print_as_zero_never_minus_zero():
+    assert diagnosis_text("underfitting", {"train_acc": 0.9, "train_val_gap": -0.004}) == "train 0.90, gap 0 pts"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.001}) == "loss fell 0 %"
+    assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2 pts"
+
+
+def test_a_loss_that_barely_moved_is_drawn_inside_the_axes():
+    flat = [2.3026, None, 2.3025, None, 2.3024] * 20  # the stored curve: None for non-finite points
+    panels = plots.diagnosis_axes(2)
+    plots.plot_diagnosis_examples(panels, [
+        {"title": "lr_too_low", "loss": flat, "iterations": 100, "train_acc": [0.1, 0.1], "val_acc": [0.1, 0.1]},
+        {"title": "one point", "loss": [2.3], "iterations": 1, "train_acc": [], "val_acc": []}])
+    ax = panels[0][0]
+    (line,) = ax.lines
+    y = np.asarray(line.get_ydata(), dtype=float)
+    assert y.size == 60 and np.isfinite(y).all()  # every finite point, joined across the Nones
+    low, high = ax.get_ylim()
+    assert low < 0 <= y.min() and high > y.max() * 1.1  # from 0, with room above: the line is off the frame
+    single = panels[1][0].lines[0]
+    assert single.get_marker() == "o"  # a single point still shows
+    plots.plt.close(ax.get_figure(root=True))
+
+
+def test_short_loss_curves_have_markers_and_whole_iteration_ticks():
+    ax = plots.new_axes()[0, 0]
+    plots.plot_loss_curves(ax, [("a", 2, [2.3, 9.0]), ("b", 2, [2.2, 7.5])], "exploded", 3.0)
+    ax.figure.canvas.draw()
+    assert all(line.get_marker() == "o" for line in ax.lines if line.get_label() in ("a", "b"))
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    plots.plt.close(ax.figure)
+
+
+def test_every_auto_image_is_a_real_png(auto):
+    report, written, _, _ = auto
+    assert {"importance", "scatter", "history", "ranges", "loss_curves", "best_so_far"} <= set(report.images)
+    for name in report.images:
+        assert_real_png(written[name].read_bytes())
