@@ -8,7 +8,10 @@ the same ``train`` and ``diagnose_trial``, timed around each call: a case's over
 (wall time - that trial work) / N. PostgreSQL cases run on a throwaway server (tests/fixtures_pg.py)
 when one can be started, else they are skipped with the reason.
 
-Usage: python benchmarks/search_overhead.py [--trials 200] [--no-postgres]
+``--stage-size N`` also times creating an N-trial stage on SQLite while another process writes to
+the same file every 20 ms, and prints that writer's longest wait.
+
+Usage: python benchmarks/search_overhead.py [--trials 200] [--no-postgres] [--stage-size 100000]
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -134,10 +138,42 @@ def measure(case: Callable, pts: list[dict], dataset: Dataset, folder: Path) -> 
     return (wall - WORK["seconds"]) / len(pts), WORK["seconds"] / len(pts)
 
 
+def _poke(url: str, seconds: float, worst: Any) -> None:
+    storage = open_storage(url)
+    study_id = storage.get_study_id_from_name("other/coarse")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.perf_counter()
+        storage.set_study_user_attr(study_id, "poke", started)
+        worst.value = max(worst.value, time.perf_counter() - started)
+        time.sleep(0.02)
+
+
+def stage_creation(size: int, folder: Path) -> None:
+    """Time creating a ``size``-trial stage while another process keeps writing to the same SQLite file."""
+    import multiprocessing
+
+    url = f"sqlite:///{folder / 'big.db'}"
+    create_stage(open_storage(url), coarse_stage("other", RUN, SPACE, 1, seed=0))
+    ctx = multiprocessing.get_context("spawn")
+    worst = ctx.Value("d", 0.0)
+    poker = ctx.Process(target=_poke, args=(url, 6.0, worst))
+    poker.start()
+    time.sleep(3.0)  # the other process is writing
+    storage = open_storage(url)
+    started = time.perf_counter()
+    create_stage(storage, coarse_stage("big", RUN, SPACE, size, seed=0))
+    seconds = time.perf_counter() - started
+    poker.join()
+    print(f"stage of {size} trials created in {seconds:.2f} s; another process's write waited at most "
+          f"{worst.value:.2f} s meanwhile")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--stage-size", type=int, default=0, help="also time creating a stage of this many trials")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dataset = RUN.load()
@@ -160,6 +196,8 @@ def main() -> None:
             folder.mkdir()
             overhead, work = measure(case, pts, dataset, folder)
             print(f"{name:<36} {work * 1e3:>9.1f}ms {overhead * 1e3:>13.2f}ms", flush=True)
+        if args.stage_size:
+            stage_creation(args.stage_size, Path(tmp))
 
 
 @contextmanager
