@@ -23,6 +23,7 @@ from search.stages import (
     refined_stage, stage_counts, stage_unfinished, study_name,
 )
 from search.workers import run_stage_processes
+from studies import optuna_rdb
 from studies.queries import campaigns, latest_campaign
 from studies.store import open_storage
 
@@ -144,7 +145,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
                  dataset: Dataset | None = None) -> StageSummary:
     """Run the remaining WAITING (and, once their workers are found dead, RUNNING) trials of a stage."""
     stage = Stage.from_attrs(study.user_attrs)
-    unfinished = stage_unfinished(study._storage, study._study_id)
+    unfinished = stage_unfinished(optuna_rdb.study_storage(study), optuna_rdb.study_id(study))
     errors: list[str] = []
     ran = 0
     if unfinished:
@@ -155,7 +156,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
                             mode=execution.progress)
         # every worker of a stage judges staleness with the stage's interval (see create_stage)
         heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
-        counts = stage_counts(study._storage, study._study_id)
+        counts = stage_counts(optuna_rdb.study_storage(study), optuna_rdb.study_id(study))
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
@@ -163,7 +164,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         finally:
             progress.close()
         errors, ran = report.errors, report.ran
-    summary = summarise(load_stage_study(study._storage, stage.name), created, errors)
+    summary = summarise(load_stage_study(optuna_rdb.study_storage(study), stage.name), created, errors)
     summary.ran = ran
     return summary
 
@@ -194,7 +195,7 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     if last is None:
         raise SearchError(f"campaign {campaign!r} has no coarse stage to refine; run `search coarse` first")
     study = load_stage_study(storage, study_name(campaign, last))
-    if stage_unfinished(storage, study._study_id):
+    if stage_unfinished(storage, optuna_rdb.study_id(study)):
         if fine_index(last) > 0:
             return None, study  # an interrupted fine stage: continue it
         raise SearchError(f"stage {study.study_name} is not finished; run it again (same command) to complete it")
@@ -210,7 +211,7 @@ def promoted_fine_stage(execution: Execution, parent: optuna.Study, top: int, ed
         return refined_stage(parent, top, edge, epochs, n_trials), []
     check = promotion_stage(parent, epochs, promote)
     summary = execute_stage(execution, check, dataset)
-    promoted = load_stage_study(parent._storage, check.name)
+    promoted = load_stage_study(optuna_rdb.study_storage(parent), check.name)
     return refined_stage(parent, top, edge, epochs, n_trials, promoted), [summary]
 
 
@@ -334,7 +335,7 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     while True:
         last = latest_chain_stage(storage, coarse.campaign)
         study = load_stage_study(storage, study_name(coarse.campaign, last))
-        if stage_unfinished(storage, study._study_id):
+        if stage_unfinished(storage, optuna_rdb.study_id(study)):
             summaries.append(run_existing(execution, study, dataset=dataset))  # another process created it: join it
             continue
         k = fine_index(last)

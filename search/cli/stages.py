@@ -199,7 +199,8 @@ def worker(campaign: str | None, stage: str | None, storage: str | None, heartbe
     st = ex.existing_storage()
     name = resolve_campaign(st, campaign)
     if stage is None:
-        unfinished = [s for s in campaign_stages(st, name) if stage_unfinished(st, s._study_id)]
+        unfinished = [s for s in campaign_stages(st, name)
+                      if stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
         if not unfinished:
             raise SearchError(f"campaign {name!r} has no unfinished stage to join")
         stage = unfinished[-1].user_attrs["stage"]
