@@ -221,7 +221,7 @@ class DiagnosisThresholds:
 
 
 THRESHOLDS = DiagnosisThresholds()
-DIAGNOSIS_BATCH = 500  # validation samples on which unit statistics are measured at the end of a run
+DIAGNOSIS_BATCH = 256  # validation samples on which unit statistics are measured at the end of a run
 
 
 @dataclass(frozen=True)
