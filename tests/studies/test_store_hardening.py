@@ -201,6 +201,7 @@ def test_a_full_disk_is_named_through_optunas_wrapper(tmp_path) -> None:
     storage = open_storage(_url(path))
     study = optuna.load_study(study_name="digits/coarse", storage=storage)
     event.listen(storage.engine, "connect", lambda conn, _rec: conn.execute("PRAGMA max_page_count = 1"))
+    storage.engine.dispose()  # writers pool their connections: the next one is new and gets the cap
     try:
         with pytest.raises(optuna.exceptions.StorageInternalError) as info:
             for i in range(50):  # each trial adds rows until the one-page cap is hit
