@@ -273,6 +273,8 @@ def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
     """X (N, D) or (N, [C,] H, W) as float32 (N, D); DataError naming the first NaN or inf."""
     if X.dtype.kind not in "biuf":
         raise DataError(f"{source}: {key} must hold numbers, got dtype {X.dtype}")
+    if len(X) == 0 or X.size == 0:
+        raise DataError(f"{source}: {key} has no samples (shape {X.shape})")
     X = X.reshape(len(X), -1)
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32, copy=False)

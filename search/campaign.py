@@ -17,7 +17,7 @@ from search.config import RunConfig
 from search.errors import SearchError, SearchFailed
 from search.objective import trial_config
 from search.progress import FINISHED, Progress
-from search.space import Dimension, FloatRange, IntRange, space_moved
+from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
     Stage, promotion_stage, val_size, value_se, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     refined_stage, stage_counts, stage_unfinished, study_name,
@@ -126,6 +126,13 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
         dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
     identity = data_identity(stage.run.data, dataset)
     storage = execution.storage()
+    if stage.parent is not None:  # a stage refined from, or beside, another one: the same data or nothing
+        _check_same_data(load_stage_study(storage, stage.parent), identity)
+    if "batch_size" in stage.space and not isinstance(stage.space["batch_size"], Choice):
+        largest = stage.space["batch_size"].high
+        if largest > len(dataset.y_train):
+            raise SearchError(f"--space batch_size: {largest} is larger than the training set "
+                              f"({len(dataset.y_train)} samples)")
     study, created = create_stage(storage, stage, identity)
     if not created:
         _check_same_data(study, identity)
@@ -135,7 +142,7 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
 def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
     """SearchError naming the path and both hashes when a stage was started on other data than ``identity``."""
     recorded = study.user_attrs.get("data", {})
-    if recorded.get("sha256") != identity.get("sha256"):
+    if "sha256" in recorded and recorded.get("sha256") != identity.get("sha256"):
         raise SearchError(f"{identity.get('path') or identity.get('name')}: stage {study.study_name} was started on "
                           f"other data (sha256 {recorded.get('sha256')} recorded, {identity.get('sha256')} now); "
                           f"refusing to mix two datasets in one stage")
@@ -218,7 +225,12 @@ def promoted_fine_stage(execution: Execution, parent: optuna.Study, top: int, ed
 def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
     """A grid stage over the coarse stage's ranges, epochs and trial budget (k^d points, k = floor(N^(1/d)))."""
     coarse = Stage.from_attrs(load_stage_study(storage, study_name(campaign, "coarse")).user_attrs)
-    return coarse.grid_beside("grid")
+    grid = coarse.grid_beside("grid")
+    if grid.n_trials > 2 * coarse.n_trials:
+        raise SearchError(f"a grid over {coarse.name}'s space needs {grid.n_trials} points (every category "
+                          f"combination), more than twice its {coarse.n_trials} trials: no comparison at equal "
+                          f"budget; search fewer categories")
+    return grid
 
 
 # --------------------------------------------------------------------------- auto

@@ -367,11 +367,14 @@ def loss_curves(
 
 
 def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str, Any]:
-    """The best COMPLETE trial over all stages of ``campaign`` (by each study's direction).
+    """The best COMPLETE trial over the searching stages of ``campaign`` (by each study's direction).
 
+    Stages of re-runs (sampler ``fixed``: promote-k, final) are left out: their best single run is a
+    maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean.
     Keys: study, stage, number, value, params, user_attrs (without ``loss_curve``).
     """
-    selected = _select_studies(_study_infos(storage), None, campaign)
+    selected = [info for info in _select_studies(_study_infos(storage), None, campaign)
+                if info.attrs.get("sampler") != "fixed"]
     best: tuple[_StudyInfo, FrozenTrial] | None = None
     maximize = True
     for info in selected:

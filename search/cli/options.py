@@ -286,6 +286,9 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
         if key in fixed:
             raise SearchError(f"{where} searches what --{key.replace('_', '-')} fixes; give one of them")
         space[key] = dim
+    if "depth" in space and len(set(base.arch.hidden)) > 1:
+        raise SearchError(f"--space depth makes every hidden layer as wide as the first; --hidden "
+                          f"{','.join(map(str, base.arch.hidden))} gives different widths: give one width")
     if not space:
         space = {k: v for k, v in default.items() if k not in fixed}
     if not space:

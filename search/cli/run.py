@@ -50,10 +50,17 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
         if ctx.meta["fixed"] or given:
             names = sorted(ctx.meta["fixed"]) + given
             raise SearchError(f"--from-trial reruns the trial's own configuration; drop --{names[0].replace('_', '-')}")
-        config, explode_factor, stored = trial_run(storage, from_trial)
+        config, explode_factor, stored, recorded = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
     ds = config.load()
+    if from_trial is not None:
+        from engine.data import data_identity
+
+        now = data_identity(config.data, ds).get("sha256")
+        if recorded.get("sha256", now) != now:
+            raise SearchError(f"{recorded.get('path') or config.data.name}: the data differs from what trial "
+                              f"{from_trial} was trained on (sha256 {recorded.get('sha256')} recorded, {now} now)")
     model = config.build_model(ds)
     result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
                           observers=(ExplosionObserver(explode_factor),))
@@ -109,18 +116,21 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
     return 0 if result.status == "completed" else 1
 
 
-def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float, float | None]:
-    """(the trial's RunConfig, its stage's explode factor, its stored value) from ``STUDY:NUMBER``."""
+def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float, float | None, dict]:
+    """(the trial's RunConfig, its stage's explode factor, its stored value, the stage's data identity) from
+    ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
     from search.stages import load_trial
 
     name, sep, number = ref.rpartition(":")
     if not sep or not name or not number.isdigit():
         raise SearchError(f"--from-trial {ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
-    trial, stage = load_trial(open_for_reading(storage), name, int(number))
+    st = open_for_reading(storage)
+    trial, stage = load_trial(st, name, int(number))
+    recorded = st.get_study_user_attrs(st.get_study_id_from_name(name)).get("data", {})
     if "config" not in trial.user_attrs:
         raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
-    return RunConfig.from_dict(trial.user_attrs["config"]), stage.explode_factor, trial.value
+    return RunConfig.from_dict(trial.user_attrs["config"]), stage.explode_factor, trial.value, recorded
 
 
 # --------------------------------------------------------------------------- layers

@@ -112,3 +112,20 @@ def test_with_params_sets_values_by_path_and_the_sections_check_them():
         RunConfig().with_params({"arch.dropout": 1.5})
     with pytest.raises(ConfigError, match="no run option"):
         RunConfig().with_params({"arch.colour": 1})
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--space", "batch_size=16:5000:int"], ["--space batch_size", "5000", "training set (1257"]),
+    (["--space", "depth=1:3:int", "--hidden", "10,20"], ["--space depth", "--hidden 10,20"]),
+])
+def test_spaces_the_data_or_the_fixed_options_cannot_run_exit_2(run_cli, tmp_path, args, fragments):
+    one_line_error(run_cli("coarse", *args, "--trials", "2", "--epochs", "1"), *fragments)
+    if (tmp_path / "search.db").exists():  # the stage was never created
+        assert optuna.get_all_study_names(open_storage("sqlite:///search.db", readonly=True)) == []
+
+
+def test_a_grid_far_beyond_the_coarse_budget_is_refused(run_cli):
+    cats = [a for name in ("batchnorm", "loss", "activation") for a in ("--space", f"{name}=" + {
+        "batchnorm": "true,false", "loss": "softmax,svm", "activation": "relu,tanh,elu"}[name])]
+    assert run_cli("coarse", *cats, "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0
+    one_line_error(run_cli("grid"), "12 points", "more than twice its 4 trials")

@@ -93,3 +93,23 @@ def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_p
     summary = execute_stage(Execution(url, jobs=2, progress="quiet"), coarse_stage("mine", run, space, 6, 0))
     assert summary.counts["complete"] + summary.counts["pruned"] == 6
     assert summary.best_value >= 0.9  # the label is the sign of the first feature
+
+
+def test_stages_and_reruns_refuse_data_that_changed_since_their_parent(run_cli, tmp_path):
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    assert run_cli("coarse", "--data", str(path), "--trials", "3", "--epochs", "1").exit_code == 0
+    frame = pd.read_csv(path)
+    frame.iloc[0, 0] += 1.0
+    frame.to_csv(path, index=False)
+    one_line_error(run_cli("fine", "--promote", "0"), str(path), "sha256")
+    one_line_error(run_cli("grid"), str(path), "sha256")
+    one_line_error(run_cli("train", "--from-trial", "wine/coarse:0"), str(path), "sha256")
+    studies = optuna.get_all_study_names(open_storage("sqlite:///search.db", readonly=True))
+    assert studies == ["wine/coarse"]  # nothing was created on the other data
+
+
+def test_an_npz_with_an_empty_split_is_one_line(run_cli, tmp_path):
+    X = np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32)
+    y = np.arange(60) % 3
+    np.savez(tmp_path / "noval.npz", X_train=X, y_train=y, X_val=X[:0], y_val=y[:0])
+    one_line_error(run_cli("data", "--data", "noval.npz"), "noval.npz", "X_val has no samples")
