@@ -575,6 +575,7 @@ def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, number: int, 
             if outcome.pruned:
                 return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
             if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
+                writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
                 return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
             return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
     except optuna.exceptions.UpdateFinishedTrialError:
