@@ -42,7 +42,6 @@ import base64
 import datetime as dt
 import html
 import json
-import logging
 import math
 import os
 import re
@@ -519,15 +518,12 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
     if len(complete) > max_trials:
         complete = complete.iloc[np.sort(np.random.default_rng(seed).choice(len(complete), max_trials, replace=False))]
     used = [t for t in (_importance_trial(row, distributions) for _, row in complete.iterrows()) if t is not None]
-    memory = optuna.storages.InMemoryStorage()
-    quiet = logging.getLogger("optuna.storages._in_memory")  # it logs "A new study created" to the CLI's stderr
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # creating a study logs "A new study created" otherwise
     try:
-        memory.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "importance")
+        study = optuna.create_study(direction="maximize")  # in memory
     finally:
-        quiet.setLevel(level)
-    study = optuna.Study("importance", memory)
+        optuna.logging.set_verbosity(verbosity)
     study.add_trials(used)
     try:
         importance = optuna.importance.get_param_importances(
