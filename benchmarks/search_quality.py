@@ -48,7 +48,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from engine.data import DataSpec, Dataset, _read_digits  # noqa: E402
 from engine.preprocess import PreprocessSpec  # noqa: E402
-from engine.trainer import TrainResult, train  # noqa: E402
+from engine.trainer import Observer, TrainResult, train  # noqa: E402
 from search.campaign import Execution, auto_space, coarse_stage, run_auto  # noqa: E402
 from search.config import RunConfig  # noqa: E402
 from search.objective import ExplosionObserver, trial_config, trial_seed  # noqa: E402
@@ -171,7 +171,7 @@ def batches_per_epoch(ds: Dataset, batch_size: int) -> int:
     return max(1, len(ds.y_train) // batch_size)
 
 
-class BudgetObserver:
+class BudgetObserver(Observer):
     """Stops a run when the loop's iterations (``spent`` before this run plus this run's) reach ``limit``."""
 
     def __init__(self, spent: int, limit: int) -> None:
@@ -180,18 +180,12 @@ class BudgetObserver:
     def on_iteration(self, iteration: int, loss: float) -> str | None:
         return "budget" if self.spent + iteration >= self.limit else None
 
-    def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
-        return None
 
-
-class PruneReporter:
+class PruneReporter(Observer):
     """Reports each epoch's validation accuracy to the Optuna trial and stops the run when it should be pruned."""
 
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
-
-    def on_iteration(self, iteration: int, loss: float) -> str | None:
-        return None
 
     def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
         self.trial.report(val_acc, epoch)

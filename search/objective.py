@@ -13,14 +13,14 @@ import optuna
 from engine.data import Dataset
 from engine.diagnostics import Diagnosis, diagnose, expected_initial_loss, unit_stats
 from engine.model import FullyConnectedNet
-from engine.trainer import TrainResult, train
+from engine.trainer import Observer, TrainResult, train
 from search.config import RunConfig
 from search.space import Dimension, params_to_paths
 
 LOSS_CURVE_POINTS = 200
 
 
-class ExplosionObserver:
+class ExplosionObserver(Observer):
     """Stops a run once its loss exceeds ``factor`` x its first loss (the lecture's rule of thumb)."""
 
     def __init__(self, factor: float = 3.0) -> None:
@@ -34,18 +34,12 @@ class ExplosionObserver:
             self.first = loss
         return "exploded" if loss > self.factor * self.first else None
 
-    def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
-        return None
 
-
-class EpochReporter:
+class EpochReporter(Observer):
     """Reports validation accuracy after every epoch as the trial's intermediate value."""
 
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
-
-    def on_iteration(self, iteration: int, loss: float) -> str | None:
-        return None
 
     def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
         self.trial.report(val_acc, epoch)
