@@ -16,11 +16,11 @@ from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed
 from search.objective import trial_config
-from search.progress import FINISHED, Progress
+from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
-    Stage, promotion_stage, val_size, value_se, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
-    refined_stage, stage_counts, stage_unfinished, study_name,
+    FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
+    promotion_stage, refined_stage, stage_counts, stage_unfinished, study_name, val_size, value_se,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb

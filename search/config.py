@@ -45,15 +45,6 @@ class RunConfig:
             config = _set_path(config, path.split("."), value, path)
         return config
 
-    def get(self, path: str) -> Any:
-        """The value at a dotted path (``arch.depth`` is the number of hidden layers)."""
-        obj: Any = self
-        for part in path.split("."):
-            if isinstance(obj, ModelConfig) and part == "depth":
-                return len(obj.hidden)
-            obj = getattr(obj, part)
-        return obj[0] if path == "arch.hidden" and len(set(obj)) == 1 else obj
-
     # ---- building the run
     def load(self) -> Dataset:
         """The dataset, preprocessed with statistics of its training split; checked against the batch size."""

@@ -10,7 +10,7 @@ from typing import TextIO
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+from search.stages import FINISHED
 
 
 def format_params(params: dict) -> str:

@@ -256,9 +256,9 @@ class Choice:
         """Keep the categories seen among the top trials (the best's always); name each dropped one."""
         leaders = [v for v, _ in ranked[:top]]
         kept = tuple(c for c in self.choices if c in leaders)
-        counts = ", ".join(f"{_text(c)} {leaders.count(c)}" for c in kept)
+        counts = ", ".join(f"{value_text(c)} {leaders.count(c)}" for c in kept)
         if kept == self.choices:
-            return self, (f"{name}: kept all of {', '.join(map(_text, kept))}: each appears among the top "
+            return self, (f"{name}: kept all of {', '.join(map(value_text, kept))}: each appears among the top "
                           f"{len(leaders)} trials ({counts})")
         dropped = []
         for c in self.choices:
@@ -266,11 +266,11 @@ class Choice:
                 continue
             scores = [value for v, value in ranked if v == c]
             if scores:
-                dropped.append(f"{_text(c)} ({len(scores)} trials, best {max(scores):.4g}, "
+                dropped.append(f"{value_text(c)} ({len(scores)} trials, best {max(scores):.4g}, "
                                f"mean {sum(scores) / len(scores):.4g})")
             else:
-                dropped.append(f"{_text(c)} (0 trials)")
-        return Choice(kept), (f"{name}: kept {', '.join(map(_text, kept))} (among the top {len(leaders)}: "
+                dropped.append(f"{value_text(c)} (0 trials)")
+        return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} (among the top {len(leaders)}: "
                               f"{counts}); dropped {'; '.join(dropped)}")
 
     def moved(self, new: Dimension, tolerance: float) -> bool:
@@ -280,11 +280,14 @@ class Choice:
         return {"type": "categorical", "choices": list(self.choices)}
 
     def __str__(self) -> str:
-        return ",".join(map(_text, self.choices))
+        return ",".join(map(value_text, self.choices))
 
 
-def _text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def value_text(value: Any) -> str:
+    """A parameter value as people read it: true/false, floats to 3 significant digits, the rest as it is."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 Dimension = Union[FloatRange, IntRange, Choice]
@@ -355,7 +358,7 @@ def check_space(space: Space, base: RunConfig) -> None:
             try:
                 base.with_params({entry.path: value})
             except ConfigError as e:
-                raise SearchError(f"--space {name}: {_text(value)} is not accepted: {e}") from None
+                raise SearchError(f"--space {name}: {value_text(value)} is not accepted: {e}") from None
 
 
 def params_to_paths(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -539,11 +542,7 @@ def _push(new: dict[str, Dimension], name: str, best: Any, direction: str) -> st
     if best <= dim.low or best >= dim.high:  # less regularisation or capacity: nothing above the best's value
         return ""
     new[name] = dim._make(dim.low, best)
-    return f"upper bound lowered to the best's {fmt_number(best)}; new range {new[name]}"
-
-
-def fmt_number(x: Any) -> str:
-    return f"{x:.3g}" if isinstance(x, float) else str(x)
+    return f"upper bound lowered to the best's {value_text(best)}; new range {new[name]}"
 
 
 def space_moved(old: Space, new: Space, tolerance: float = 0.1) -> bool:

@@ -7,7 +7,8 @@ from search.cli.options import (
     FiniteFloatRange,
     SectionedCommand, apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
 )
-from search.cli.output import echo_json, fmt_value, print_frame, say, select_columns
+from search.cli.output import echo_json, print_frame, say, select_columns
+from search.space import value_text
 
 
 STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
@@ -92,7 +93,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     else:  # one trial: a name/value list fits any terminal; nested values only in json
         shown = {k: v for k, v in flat.items()
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
-        print_frame(pd.DataFrame({"field": list(shown), "value": [fmt_value(v) for v in shown.values()]}), fmt,
+        print_frame(pd.DataFrame({"field": list(shown), "value": [value_text(v) for v in shown.values()]}), fmt,
                     wide=True)
         hidden = [k for k in flat if k not in shown]
         if hidden:
@@ -163,7 +164,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
                    "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
                    "sentences": describe_diagnosis(diagnosis), "val_acc_per_epoch": val_acc})
         return
-    params = " ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
+    params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     reason = attrs.get("stop_reason")
     state = trial.state.name.lower() + ("" if reason in (None, "completed") else f" ({reason})")

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from search.space import value_text
+
 
 def say(text: str, indent: str = "", err: bool = False) -> None:
     """Prose wrapped to the terminal's width (continuation lines indented); numbers and paths never split."""
@@ -38,13 +40,6 @@ def fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def fmt_value(v: Any) -> str:
-    """A parameter value for a table: 3 significant digits for floats, the value itself otherwise."""
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
 
 
 def frame_records(frame: Any) -> list[dict[str, Any]]:
@@ -75,7 +70,7 @@ def _cell(value: Any) -> str:
         return ",".join(_cell(v) for v in value)
     if isinstance(value, str) and len(value) == 19 and value[10] == "T":
         return value.replace("T", " ")
-    return fmt_value(value)
+    return value_text(value)
 
 
 def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False) -> None:

@@ -10,9 +10,10 @@ from search.cli.options import (
     build_space, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
-from search.cli.output import echo_json, fmt_value, say
+from search.cli.output import echo_json, say
 from search.config import RunConfig
 from search.errors import SearchError
+from search.space import value_text
 
 
 def print_summary(summary: Any) -> None:
@@ -28,7 +29,7 @@ def print_summary(summary: Any) -> None:
         click.echo(f"  {'trial':>5} {'val_acc':>8} " + " ".join(f"{n[:10]:>10}" for n in names))
         for row in summary.top:
             click.echo(f"  {row['number']:5d} {row['value']:8.4f} " +
-                       " ".join(f"{fmt_value(row[n])[:10]:>10}" for n in names))
+                       " ".join(f"{value_text(row[n])[:10]:>10}" for n in names))
     for err in summary.errors:
         click.echo(f"  error: {err}", err=True)
 
@@ -168,7 +169,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             best = "-" if s.best_value is None else f"{s.best_value:.4f}"
             click.echo(f"{s.study:<22} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
                        f"{s.train_seconds:8.1f} {best:>9}")
-        params = " ".join(f"{k}={fmt_value(v)}" for k, v in final.params.items())
+        params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()
         say(f"stopped adding fine stages: {final.stopped}")
         say(f"chosen: {params}")
