@@ -1,10 +1,12 @@
 """Issue 9 (hostile audit): read-only SQL enforced by the server, time limits, row caps, categorical values."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -259,33 +261,29 @@ class _Terminated(Exception):
     """What a CLI's SIGTERM handler might raise."""
 
 
-def test_sqlite_sigterm_handler_exception_stops_the_query(sqlite_url) -> None:
+@contextlib.contextmanager
+def _sigterm_raises_after(delay: float) -> Iterator[None]:
+    """A SIGTERM to this process after ``delay`` s, whose handler raises _Terminated (as the CLI's does)."""
     def on_term(_signum, _frame):
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, on_term)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     try:
-        with pytest.raises(_Terminated):
-            run_readonly_sql(sqlite_url, FOREVER_SQLITE, timeout=600)
+        yield
     finally:
         timer.cancel()
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_sqlite_sigterm_handler_exception_stops_the_query(sqlite_url) -> None:
+    with _sigterm_raises_after(0.3), pytest.raises(_Terminated):
+        run_readonly_sql(sqlite_url, FOREVER_SQLITE, timeout=600)
 
 
 def test_postgresql_sigterm_handler_exception_cancels_the_query(pg_url) -> None:
-    def on_term(_signum, _frame):
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
-        with pytest.raises(_Terminated):
-            run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=600)
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
+    with _sigterm_raises_after(0.5), pytest.raises(_Terminated):
+        run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=600)
     sleeping = run_readonly_sql(pg_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
     assert sleeping["n"].tolist() == [0]
