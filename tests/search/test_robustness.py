@@ -9,11 +9,9 @@ import json
 import os
 import pickle
 import random
-import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from search.cli import cli
 from tests.search.conftest import one_line_error
 from studies.store import open_storage
 from tests.search.procs import LONG, SMALL, budget, run, start, wait_for
+from tests.unwritable import unwritable
 
 STAGE = "digits/coarse"
 
@@ -260,16 +259,6 @@ def test_a_database_of_a_newer_schema_is_refused_and_untouched(run_cli, tmp_path
     assert _snapshot(path) == before
 
 
-def _immutable(path: Path) -> bool:
-    """Make a file read-only even for root (chattr +i); False where that is impossible."""
-    if os.geteuid() != 0:
-        path.chmod(0o444)
-        return True
-    if shutil.which("chattr") is None:
-        return False
-    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
-
-
 def test_a_read_only_database_is_refused_for_writing_and_still_readable(run_cli, tmp_path):
     _coarse_db(run_cli)
     path = tmp_path / "search.db"
@@ -277,19 +266,12 @@ def test_a_read_only_database_is_refused_for_writing_and_still_readable(run_cli,
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     before = _snapshot(path)
-    if not _immutable(path):
-        pytest.skip("running as root without a working `chattr +i`: root can write any file")
-    try:
+    with unwritable(path):
         one_line_error(run_cli("coarse", *SMALL, "--trials", "5"), "search.db", "read-only")
         one_line_error(run_cli("worker", "--campaign", "digits", "--stage", "coarse"), "read-only")
         studies = run_cli("studies", "--format", "json")
         assert studies.exit_code == 0, studies.output
         assert json.loads(studies.stdout)[0]["study"] == STAGE
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        else:
-            path.chmod(0o644)
     assert _snapshot(path) == before
 
 

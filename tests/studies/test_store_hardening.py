@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +16,7 @@ from sqlalchemy import event
 from studies.errors import StorageError
 from studies.queries import list_studies, trials_frame
 from studies.store import connect_readonly, describe_storage_error, open_storage
+from tests.unwritable import unwritable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -98,23 +97,6 @@ def test_reading_storage_cannot_write(tmp_path) -> None:
 # --- 4. a WAL database in a read-only folder is still readable -------------------------------
 
 
-def _freeze(folder: Path) -> bool:
-    """Make a folder unwritable even for root (chattr +i); False where that is impossible."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        return True
-    if shutil.which("chattr") is None:
-        return False
-    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-
-
-def _thaw(folder: Path) -> None:
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        folder.chmod(0o755)
-
-
 def test_wal_database_in_a_read_only_folder_is_readable(tmp_path) -> None:
     folder = tmp_path / "frozen"
     folder.mkdir()
@@ -125,9 +107,7 @@ def test_wal_database_in_a_read_only_folder_is_readable(tmp_path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     before = sorted(p.name for p in folder.iterdir())
-    if not _freeze(folder):
-        pytest.skip("running as root without a working `chattr +i`: root can write any folder")
-    try:
+    with unwritable(folder):
         storage = open_storage(_url(path), readonly=True)
         try:
             assert list_studies(storage)["n_trials"].tolist() == [4]
@@ -137,8 +117,6 @@ def test_wal_database_in_a_read_only_folder_is_readable(tmp_path) -> None:
             assert conn.exec_driver_sql("SELECT count(*) FROM trials").scalar() == 4
         with pytest.raises(StorageError, match="read-only"):
             open_storage(_url(path))  # writing is still refused, with a clear line
-    finally:
-        _thaw(folder)
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
