@@ -179,6 +179,7 @@ def _proc_state(pid: int) -> str:
         return "X"
 
 
+@pytest.mark.slow
 def test_workers_of_a_killed_parent_record_their_trials_as_interrupted_and_its_data_folder_is_removed(tmp_path, url):
     temp = tmp_path / "tmp"
     temp.mkdir()

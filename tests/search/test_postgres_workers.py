@@ -13,6 +13,7 @@ import signal
 import time
 from collections import Counter
 
+import pytest
 
 from engine.data import DataSpec
 from search.campaign import DEFAULT_SPACE, coarse_stage
@@ -54,7 +55,8 @@ def test_three_workers_share_one_stage_exactly(pg_database, tmp_path):
     assert final.finished == n and len(final.trials) == n  # none lost, none run twice
     assert sorted(t.number for t in final.trials) == list(range(n))
     ran = Counter(_pid(t) for t in final.trials)
-    assert set(ran) == {str(p.pid) for p in procs}, ran  # every worker took a share
+    # shared: more than one worker ran trials (on a busy machine a late-starting worker may find none left)
+    assert set(ran) <= {str(p.pid) for p in procs} and len(ran) >= 2, ran
     for p in procs:
         counts = json.loads(p.stdout)["stages"][0]["counts"]
         assert counts["complete"] + counts["pruned"] == n and counts["running"] == counts["waiting"] == 0
@@ -92,6 +94,7 @@ def _state_of(url: str, name: str, number: int) -> str:
     return next(t for t in budget(url, name).trials if t.number == number).state.name
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun_by_the_others(pg_database, tmp_path):
     n = 15
     _create_stage(pg_database, "pk", n, SLOW, SAFE_SPACE)
@@ -122,6 +125,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun_by_the_others(
     assert copy.number > failed.number
 
 
+@pytest.mark.slow
 def test_a_suspended_worker_that_wakes_up_late_does_not_count_its_trial_twice(pg_database, tmp_path):
     n = 8
     _create_stage(pg_database, "ps", n, SLOW, SAFE_SPACE)
@@ -140,6 +144,7 @@ def test_a_suspended_worker_that_wakes_up_late_does_not_count_its_trial_twice(pg
     assert late.state.name == "FAIL" and late.value is None  # its late result was dropped, not counted
 
 
+@pytest.mark.slow
 def test_three_auto_processes_create_each_stage_exactly_once(pg_database, tmp_path):
     args = ["auto", *SMALL, "--trials", "12", "--max-fine", "2", "--campaign", "pa", "--heartbeat", "1",
             "--storage", pg_database, "--json"]
@@ -190,6 +195,7 @@ def _pg_ctl(server, *args: str) -> None:
     server.started = args[-1] == "start"
 
 
+@pytest.mark.slow
 def test_a_worker_waits_for_a_restarted_server_and_completes_the_stage(postgres_server, pg_database, tmp_path):
     n = 6
     _create_stage(pg_database, "pr", n, SLOW, SAFE_SPACE)
@@ -208,6 +214,7 @@ def test_a_worker_waits_for_a_restarted_server_and_completes_the_stage(postgres_
     assert final.problems() == []
 
 
+@pytest.mark.slow
 def test_a_server_down_past_the_retry_period_stops_the_worker_with_one_line_and_a_rerun_completes(
         postgres_server, pg_database, tmp_path):
     n = 6

@@ -70,6 +70,7 @@ def test_sigterm_fails_the_running_trial_as_interrupted_and_the_same_command_com
     assert copy.params == failed.params and copy.state.name in ("COMPLETE", "PRUNED")  # the same point again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigint-to-group", "sigterm-to-parent"])
 def test_signal_to_a_two_job_run_leaves_no_running_trial(tmp_path, url, how):
     args = ["coarse", *LONG, "--trials", "4", "--jobs", "2", "--heartbeat", "1", "--storage", url]
@@ -95,6 +96,7 @@ def test_signal_to_a_two_job_run_leaves_no_running_trial(tmp_path, url, how):
 
 
 # --------------------------------------------------------------------------- SIGKILL at random moments
+@pytest.mark.slow
 def test_twenty_kills_at_random_moments_then_the_stage_reaches_exactly_n(tmp_path, url):
     n = 200
     args = ["coarse", *SMALL, "--trials", str(n), "--heartbeat", "1", "--storage", url]
@@ -148,6 +150,7 @@ def test_creator_killed_before_enqueueing_is_completed_by_the_next_command(tmp_p
 
 
 # --------------------------------------------------------------------------- concurrent commands on SQLite
+@pytest.mark.slow
 def test_the_same_stage_command_in_four_terminals_shares_the_budget(tmp_path, url):
     # the default heartbeat: with 1 s, a loaded machine delays beats past 2 s and live trials get failed and re-run
     args = ["coarse", *SMALL, "--trials", "200", "--storage", url, "--json"]

@@ -32,6 +32,7 @@ def _screen() -> str:
     return _tmux("capture-pane", "-p", "-J", "-t", "t", "-S", "-200")
 
 
+@pytest.mark.slow
 def test_a_resumed_two_job_stage_fits_80_columns_and_ends_at_exactly_n(tmp_path):
     _tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "40", "-c", str(tmp_path))
     try:

@@ -52,6 +52,7 @@ def _run_at_once(target, url: str) -> list:
             return pool.starmap(target, [(url, barrier)] * PROCESSES)
 
 
+@pytest.mark.slow
 def test_initialise_from_four_processes_at_once_enqueues_the_budget_exactly_once(url):
     storage = open_storage(url)
     optuna.create_study(storage=storage, study_name="c/coarse", direction="maximize")
@@ -82,6 +83,7 @@ def test_initialise_killed_midway_leaves_nothing_and_can_be_redone(url, monkeypa
     assert len(study.get_trials()) == 10
 
 
+@pytest.mark.slow
 def test_each_failed_trial_is_requeued_exactly_once_by_racing_processes(url):
     storage = open_storage(url)
     study = optuna.create_study(storage=storage, study_name="c/coarse")
@@ -125,6 +127,7 @@ def test_stale_trial_is_failed_and_rerun_through_optuna_heartbeat_machinery(url)
     assert copy.system_attrs["fixed_params"] == {"lr": 0.5}
 
 
+@pytest.mark.slow
 def test_a_stage_of_100000_trials_is_enqueued_numbered_and_ready(url):
     storage = open_storage(url)
     study = optuna.create_study(storage=storage, study_name="c/coarse", direction="maximize")

@@ -114,6 +114,7 @@ def _open_fresh(url: str, barrier) -> str:
         return str(exc)
 
 
+@pytest.mark.slow
 def test_a_fresh_database_opened_by_six_processes_at_once(tmp_path) -> None:
     # create_all makes the tables one by one and Optuna stamps the schema version: racers lose
     # on "table ... already exists" or a duplicate alembic_version row, and must try again
