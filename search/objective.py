@@ -48,12 +48,14 @@ class EpochReporter(Observer):
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """What a trial ended as: its value, whether it must be stored as PRUNED, and its user attributes."""
+    """What a trial ended as: its value, whether it must be stored as PRUNED, its (scalar) user attributes and
+    its records (``studies.records``: stored as system attributes)."""
 
     value: float
     pruned: bool
     result: TrainResult
     attrs: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
 
 
 def subsample(values: list[float], points: int = LOSS_CURVE_POINTS) -> list[float | None]:
@@ -124,6 +126,8 @@ def run_trial(
         "stop_reason": stop_reason,
         "model_parameters": model.parameter_count,
         "diagnosis": list(diagnosis.labels),
+    }
+    records = {
         "diagnosis_numbers": diagnosis.numbers,
         "config": config.to_dict(),
         "loss_curve": subsample(result.loss_history),
@@ -133,4 +137,4 @@ def run_trial(
     # The value is the LAST epoch's validation accuracy: what a retrain of this configuration for
     # the same epochs is scored at. The best epoch's (an optimistic maximum over epochs) is kept
     # beside it as best_val_acc.
-    return TrialOutcome(result.val_acc, stop_reason in ("exploded", "nan"), result, attrs)
+    return TrialOutcome(result.val_acc, stop_reason in ("exploded", "nan"), result, attrs, records)

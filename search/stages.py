@@ -572,6 +572,7 @@ def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, number: int, 
                 report.errors.append(f"trial {number}: {message}")
                 return frozen
             writes.user_attrs.update(outcome.attrs)
+            writes.system_attrs.update(outcome.records)
             if outcome.pruned:
                 return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
             if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial

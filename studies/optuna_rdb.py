@@ -229,7 +229,7 @@ def set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, at
 
 
 class BufferedTrialStorage:
-    """A trial's storage that keeps its params, intermediate values and user attributes in memory.
+    """A trial's storage that keeps its params, intermediate values and user and system attributes in memory.
 
     ``optuna.Trial`` writes each suggestion, report and attribute in its own transaction; with this
     as ``trial.storage`` they are written by ``commit_params`` (params, once all are suggested) and
@@ -244,6 +244,7 @@ class BufferedTrialStorage:
         self.params: dict[str, tuple[float, BaseDistribution]] = {}
         self.intermediate: dict[int, float] = {}
         self.user_attrs: dict[str, Any] = {}
+        self.system_attrs: dict[str, Any] = {}
         trial.storage = self  # type: ignore[assignment]
 
     def __getattr__(self, name: str) -> Any:
@@ -258,6 +259,9 @@ class BufferedTrialStorage:
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self.user_attrs[key] = value
 
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.system_attrs[key] = value
+
     def commit_params(self) -> None:
         """Write the suggested params (with their distributions) in one transaction."""
         if not self.params:
@@ -270,7 +274,7 @@ class BufferedTrialStorage:
             s.execute(models.TrialParamModel.__table__.insert(), rows)
 
     def finish(self, state: TrialState, value: float | None = None) -> FrozenTrial:
-        """Intermediate values, user attributes, value and ``state`` in one transaction;
+        """Intermediate values, user and system attributes, value and ``state`` in one transaction;
         UpdateFinishedTrialError (nothing written) when the trial is no longer RUNNING."""
         if state == TrialState.PRUNED and value is None and self.intermediate:
             last = self.intermediate[max(self.intermediate)]
@@ -289,6 +293,7 @@ class BufferedTrialStorage:
                     dict(zip(("intermediate_value", "intermediate_value_type"), to_stored(v)),
                          trial_id=self.trial_id, step=step) for step, v in self.intermediate.items()])
             _upsert_attrs(rdb, s, models.TrialUserAttributeModel, self.trial_id, self.user_attrs)
+            _upsert_attrs(rdb, s, models.TrialSystemAttributeModel, self.trial_id, self.system_attrs)
             if value is not None and state != TrialState.FAIL:
                 stored, kind = models.TrialValueModel.value_to_stored_repr(value)
                 s.execute(models.TrialValueModel.__table__.insert().values(
@@ -301,7 +306,7 @@ class BufferedTrialStorage:
             number=cached.number, state=state, value=value if state != TrialState.FAIL else None,
             datetime_start=cached.datetime_start, datetime_complete=now, params=dict(cached.params),
             distributions=dict(cached.distributions), user_attrs={**cached.user_attrs, **self.user_attrs},
-            system_attrs=dict(cached.system_attrs), intermediate_values=dict(self.intermediate),
+            system_attrs={**cached.system_attrs, **self.system_attrs}, intermediate_values=dict(self.intermediate),
             trial_id=self.trial_id, values=None,
         )
 

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
 
 from studies.errors import StudyError, UnknownStudyError
+from studies.records import RECORD_KEYS
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 
 # list_studies(): one row per study, in creation order.
@@ -351,7 +352,7 @@ def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
 def loss_curves(
     storage: optuna.storages.BaseStorage, study_name: str, numbers: Sequence[int]
 ) -> dict[int, list[float]]:
-    """The ``loss_curve`` user attr of the given trial numbers ([] when a trial has none; NaN for None points)."""
+    """The ``loss_curve`` record of the given trial numbers ([] when a trial has none; NaN for None points)."""
     _select_studies(_study_infos(storage), study_name, None)
     study_id = storage.get_study_id_from_name(study_name)
     curves: dict[int, list[float]] = {}
@@ -360,7 +361,8 @@ def loss_curves(
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
         except KeyError:
             raise StudyError(f"study {study_name!r} has no trial number {number!r}") from None
-        curve = storage.get_trial_user_attrs(trial_id).get("loss_curve") or []
+        curve = (storage.get_trial_system_attrs(trial_id).get("loss_curve")
+                 or storage.get_trial_user_attrs(trial_id).get("loss_curve") or [])  # older databases
         # the trainer stores non-finite points (an exploding run's NaN) as None
         curves[int(number)] = [math.nan if x is None else float(x) for x in curve]
     return curves
@@ -371,7 +373,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str,
 
     Stages of re-runs (sampler ``fixed``: promote-k, final) are left out: their best single run is a
     maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean.
-    Keys: study, stage, number, value, params, user_attrs (without ``loss_curve``).
+    Keys: study, stage, number, value, params, user_attrs (without the records of older databases).
     """
     selected = [info for info in _select_studies(_study_infos(storage), None, campaign)
                 if info.attrs.get("sampler") != "fixed"]
@@ -400,7 +402,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str,
         "number": trial.number,
         "value": _trial_value(trial),
         "params": dict(trial.params),
-        "user_attrs": {k: v for k, v in trial.user_attrs.items() if k != "loss_curve"},
+        "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},
     }
 
 

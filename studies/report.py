@@ -60,6 +60,7 @@ from studies import plots
 from studies.plots import Dim, value_key, value_text
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, latest_campaign, loss_curves, trials_frame
+from studies.records import trial_record
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -667,13 +668,13 @@ def _read_examples(storage: optuna.storages.BaseStorage, examples: Sequence[dict
             trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, ex["number"]))
         except KeyError:
             continue
-        attrs = trial.user_attrs
-        numbers = attrs.get("diagnosis_numbers") if isinstance(attrs.get("diagnosis_numbers"), dict) else {}
+        numbers = trial_record(trial, "diagnosis_numbers")
+        numbers = numbers if isinstance(numbers, dict) else {}
         val = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
         text = diagnosis_text(ex["label"], numbers, ex["stop_reason"])
         out.append({**ex, "trial": f"{ex['study']}:{ex['number']}", "text": text, "numbers": numbers,
-                    "curves": {"loss": list(attrs.get("loss_curve") or []), "train_acc": list(attrs.get("train_acc_curve")
-                                                                                      or []), "val_acc": val}})
+                    "curves": {"loss": list(trial_record(trial, "loss_curve") or []),
+                               "train_acc": list(trial_record(trial, "train_acc_curve") or []), "val_acc": val}})
     return out
 
 

@@ -142,6 +142,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from engine.diagnostics import Diagnosis, describe_diagnosis
     from search.errors import SearchError
     from search.stages import load_trial
+    from studies.records import trial_record
 
     name, sep, number = ref.rpartition(":")
     if not sep or not name or not number.isdigit():
@@ -150,14 +151,14 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     attrs = trial.user_attrs
     if "diagnosis" not in attrs:
         raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
-    diagnosis = Diagnosis(tuple(attrs["diagnosis"]), attrs["diagnosis_numbers"])
+    diagnosis = Diagnosis(tuple(attrs["diagnosis"]), trial_record(trial, "diagnosis_numbers", {}))
     val_acc = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
     if plot:
         from studies.plots import new_axes, plot_training, save
 
         nan = float("nan")
-        losses = [v if v is not None else nan for v in attrs.get("loss_curve", [])]
-        train_acc = [v if v is not None else nan for v in attrs.get("train_acc_curve", [None] * len(val_acc))]
+        losses = [v if v is not None else nan for v in trial_record(trial, "loss_curve", [])]
+        train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
         save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
     if as_json:
         echo_json({"trial": ref, "state": trial.state.name, "value": trial.value, "params": trial.params,

@@ -121,6 +121,7 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float, float | 
     ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
     from search.stages import load_trial
+    from studies.records import trial_record
 
     name, sep, number = ref.rpartition(":")
     if not sep or not name or not number.isdigit():
@@ -128,9 +129,10 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float, float | 
     st = open_for_reading(storage)
     trial, stage = load_trial(st, name, int(number))
     recorded = st.get_study_user_attrs(st.get_study_id_from_name(name)).get("data", {})
-    if "config" not in trial.user_attrs:
+    config = trial_record(trial, "config")
+    if config is None:
         raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
-    return RunConfig.from_dict(trial.user_attrs["config"]), stage.explode_factor, trial.value, recorded
+    return RunConfig.from_dict(config), stage.explode_factor, trial.value, recorded
 
 
 # --------------------------------------------------------------------------- layers

@@ -31,7 +31,7 @@ def test_a_mixed_space_is_sampled_stored_and_refined_by_type(run_cli):
         assert isinstance(t.params["hidden"], int) and 8 <= t.params["hidden"] <= 256
         assert t.params["activation"] in ("relu", "tanh", "elu")  # the value, not Optuna's index
         assert 0.5 <= t.params["dropout"] <= 1.0
-        config = RunConfig.from_dict(t.user_attrs["config"])  # what was trained is what is stored
+        config = RunConfig.from_dict(t.system_attrs["config"])  # what was trained is what is stored
         assert config.arch.hidden == (t.params["hidden"],)
         assert config.arch.activation == t.params["activation"]
         assert config.arch.dropout == t.params["dropout"] and config.train.lr == t.params["lr"]

@@ -21,7 +21,7 @@ def test_a_coarse_stage_over_eight_decades_of_lr_is_read_like_the_lecture(run_cl
     assert low and exploded
     assert sum("lr_too_low" in t.user_attrs["diagnosis"] for t in low) == len(low)
     assert all(t.user_attrs["diagnosis"] == ["lr_too_high"] for t in exploded)
-    numbers = low[0].user_attrs["diagnosis_numbers"]
+    numbers = low[0].system_attrs["diagnosis_numbers"]
     assert numbers["loss_change"] < 0.10 and len(numbers["dead_fraction"]) == 1
     explained = run_cli("explain", f"digits/coarse:{low[0].number}", "--plot", "t.png")
     assert explained.exit_code == 0 and "the learning rate is too low" in " ".join(explained.stdout.split())

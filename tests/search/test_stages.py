@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 
 import optuna
 import pytest
@@ -12,12 +14,13 @@ from search import stages as stages_module
 from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage, grid_stage_for, next_fine_stage
 from search.config import RunConfig
 from search.space import FloatRange
+from studies.records import RECORD_KEYS
 from studies.store import open_storage
 
 RUN = RunConfig(data=DataSpec("digits", train_size=400)).with_params({"train.epochs": 2})
 STUDY_ATTRS = {"campaign", "stage", "parent", "space", "epochs", "data", "config", "seed", "range_notes"}
 TRIAL_ATTRS = {"initial_loss", "final_loss", "train_acc", "val_acc", "iterations", "seconds", "stop_reason",
-               "loss_curve", "model_parameters", "config"}
+               "model_parameters", "diagnosis"}
 
 
 @pytest.fixture
@@ -27,6 +30,17 @@ def url(tmp_path):
 
 def _study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def test_optunas_own_trials_command_prints_a_readable_row_per_trial(url):
+    execute_stage(Execution(url, progress="quiet"), coarse_stage("c", RUN, DEFAULT_SPACE, 4, seed=0))
+    out = subprocess.run([shutil.which("optuna"), "trials", "--storage", url, "--study-name", "c/coarse"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("|")][1:]  # below the header
+    assert len(rows) == 4
+    # scalar user attributes only: the config, curves and diagnosis numbers (about 2,000 characters) are not in it
+    assert all(len(row) < 700 for row in rows), max(map(len, rows))
+    assert not any(key in out for key in RECORD_KEYS)
 
 
 def _states(study: optuna.Study) -> dict[str, int]:
@@ -47,8 +61,9 @@ def test_coarse_stage_stores_exactly_n_trials_with_the_contract_attributes(url):
                                          "reg": {"type": "float", "low": 1e-6, "high": 10.0, "log": True}}
     for t in trials:
         assert TRIAL_ATTRS <= set(t.user_attrs)
+        assert set(RECORD_KEYS) <= set(t.system_attrs) and not set(RECORD_KEYS) & set(t.user_attrs)
         assert 1e-6 <= t.params["lr"] <= 1.0 and 1e-6 <= t.params["reg"] <= 10.0
-        assert len(t.user_attrs["loss_curve"]) <= 200
+        assert len(t.system_attrs["loss_curve"]) == min(t.user_attrs["iterations"], 200)
         if t.state == TrialState.COMPLETE:
             assert t.user_attrs["stop_reason"] == "completed"
             assert sorted(t.intermediate_values) == [1, 2]  # val accuracy reported after each epoch

@@ -1,0 +1,18 @@
+"""A trial's bulky records (its run config, loss and accuracy curves, diagnosis numbers), kept as trial system
+attributes so that Optuna's own tools (``optuna trials``, the dashboard) show a readable row of scalar user
+attributes; databases written before keep them as user attributes, and are read the same way."""
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+RECORD_KEYS = ("config", "loss_curve", "train_acc_curve", "diagnosis_numbers")
+
+
+def trial_record(trial: FrozenTrial, key: str, default: Any = None) -> Any:
+    """Record ``key`` of ``trial`` (one of RECORD_KEYS): its system attribute, else its user attribute, else
+    ``default``."""
+    if key in trial.system_attrs:
+        return trial.system_attrs[key]
+    return trial.user_attrs.get(key, default)
