@@ -94,8 +94,8 @@ def _exploded(lr: float) -> optuna.trial.FrozenTrial:
             "iterations": 7,
             "seconds": 0.1,
             "stop_reason": "exploded",
-            "loss_curve": [2.3, 9.9],
         },
+        system_attrs={"loss_curve": [2.3, 9.9]},  # where trials keep their records now (_complete: older layout)
     )
 
 
@@ -276,7 +276,7 @@ def test_trials_frame_bad_arguments_name_the_valid_values(storage) -> None:
 
 
 def test_loss_curves_by_trial_number(storage) -> None:
-    curves = loss_curves(storage, "digits/coarse", [0, 5, 7])
+    curves = loss_curves(storage, "digits/coarse", [0, 5, 7])  # 0: a user attribute, 5: a system attribute
     assert curves == {0: [2.3, 1.2, 0.4], 5: [2.3, 9.9], 7: []}
     with pytest.raises(StudyError, match="no trial number 99"):
         loss_curves(storage, "digits/coarse", [99])
