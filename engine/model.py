@@ -2,28 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from engine import layers as L
+from engine.activations import ACTIVATION_REGISTRY, ACTIVATIONS
 from engine.errors import ConfigError
 from engine.formats import check_memory
 from engine.init import InitSpec
 
-ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "tanh", "sigmoid", "maxout")
-ACTIVATION_FORWARD: dict[str, Callable] = {
-    "relu": L.relu_forward,
-    "tanh": L.tanh_forward,
-    "sigmoid": L.sigmoid_forward,
-    "maxout": L.maxout_forward,
-}
-ACTIVATION_BACKWARD: dict[str, Callable] = {
-    "relu": L.relu_backward,
-    "tanh": L.tanh_backward,
-    "sigmoid": L.sigmoid_backward,
-    "maxout": L.maxout_backward,
-}
 DTYPES: dict[str, type] = {"float32": np.float32, "float64": np.float64}
 
 
@@ -75,29 +62,30 @@ class FullyConnectedNet:
         if input_dim < 1 or num_classes < 2:
             raise ConfigError(f"need input_dim >= 1 and num_classes >= 2, got {input_dim}, {num_classes}")
         dims = [input_dim, *config.hidden, num_classes]
-        weights = sum(a * b * (2 if config.activation == "maxout" else 1) for a, b in zip(dims, dims[1:]))
+        activation = ACTIVATION_REGISTRY[config.activation]
+        weights = sum(a * b * (activation.pieces if i < len(config.hidden) else 1)
+                      for i, (a, b) in enumerate(zip(dims, dims[1:])))
         # the weights, their gradients and up to three optimiser buffers (Adam: m, v, scratch)
         check_memory(5 * weights * np.dtype(DTYPES[config.dtype]).itemsize,
                      f"network {input_dim}-{'-'.join(map(str, config.hidden))}-{num_classes}",
                      f"{weights:,} weights")
         self.config = config
+        self.activation = activation
         self.dtype = np.dtype(DTYPES[config.dtype])
         self.num_hidden = len(config.hidden)
         self.params: dict[str, np.ndarray] = {}
         self.bn_stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        dims = [input_dim, *config.hidden, num_classes]
-        biased = config.activation in ("relu", "leaky_relu", "prelu", "elu", "maxout")
         for i in range(1, len(dims)):
             fan_in, fan_out = dims[i - 1], dims[i]
             hidden_layer = i <= self.num_hidden
-            if hidden_layer and config.activation == "maxout":
-                fan_out *= 2  # two pieces per unit: twice the parameters
+            if hidden_layer:
+                fan_out *= activation.pieces  # maxout: two pieces per unit, twice the parameters
             w = config.init.draw(fan_in, fan_out, rng, self.dtype)
             if not hidden_layer:
                 w *= self.dtype.type(config.output_scale)
             self.params[f"W{i}"] = w
             if not (hidden_layer and config.batchnorm):  # batch norm's beta replaces the bias
-                bias = config.relu_bias if (hidden_layer and biased) else 0.0
+                bias = config.relu_bias if (hidden_layer and activation.relu_family) else 0.0
                 self.params[f"b{i}"] = np.full(fan_out, bias, dtype=self.dtype)
             if not hidden_layer:
                 continue
@@ -106,7 +94,7 @@ class FullyConnectedNet:
                 self.params[f"gamma{i}"] = np.ones(fan_out, dtype=self.dtype)
                 self.params[f"beta{i}"] = np.zeros(fan_out, dtype=self.dtype)
                 self.bn_stats[i] = (np.zeros(fan_out, dtype=self.dtype), np.ones(fan_out, dtype=self.dtype))
-            if config.activation == "prelu":
+            if activation.learns_slope:
                 self.params[f"alpha{i}"] = np.full(units, config.prelu_init, dtype=self.dtype)
         self.weight_names = [f"W{i}" for i in range(1, len(dims))]
 
@@ -114,28 +102,6 @@ class FullyConnectedNet:
     def parameter_count(self) -> int:
         """Number of learnable parameters (weights, biases, batch-norm gamma/beta, PReLU slopes)."""
         return int(sum(p.size for p in self.params.values()))
-
-    # ------------------------------------------------------------------ activation dispatch
-    def _act_forward(self, x: np.ndarray, i: int) -> tuple[np.ndarray, object]:
-        act = self.config.activation
-        if act == "leaky_relu":
-            return L.leaky_relu_forward(x, self.config.leaky_slope)
-        if act == "elu":
-            return L.elu_forward(x, self.config.elu_alpha)
-        if act == "prelu":
-            return L.prelu_forward(x, self.params[f"alpha{i}"])
-        return ACTIVATION_FORWARD[act](x)
-
-    def _act_backward(self, dout: np.ndarray, cache: object, i: int, grads: dict[str, np.ndarray]) -> np.ndarray:
-        act = self.config.activation
-        if act == "leaky_relu":
-            return L.leaky_relu_backward(dout, cache)
-        if act == "elu":
-            return L.elu_backward(dout, cache)
-        if act == "prelu":
-            dx, grads[f"alpha{i}"] = L.prelu_backward(dout, cache)
-            return dx
-        return ACTIVATION_BACKWARD[act](dout, cache)
 
     # ------------------------------------------------------------------ forward / loss
     def forward(
@@ -160,7 +126,7 @@ class FullyConnectedNet:
                 a, bn, new_stats = L.batchnorm_forward(a, p[f"gamma{i}"], p[f"beta{i}"], mean, var, train)
                 if train:
                     self.bn_stats[i] = new_stats
-            h, ac = self._act_forward(a, i)
+            h, ac = self.activation.forward(a, self.config, p.get(f"alpha{i}"))
             if record is not None:
                 record.append(h)
             h, dc = L.dropout_forward(h, self.config.dropout, train, rng)
@@ -202,7 +168,9 @@ class FullyConnectedNet:
         for i in range(self.num_hidden, 0, -1):
             fc, bn, ac, dc = caches[i - 1]
             dh = L.dropout_backward(dh, dc)
-            da = self._act_backward(dh, ac, i, grads)
+            da, dalpha = self.activation.backward(dh, ac)
+            if dalpha is not None:
+                grads[f"alpha{i}"] = dalpha
             if bn is not None:
                 da, grads[f"gamma{i}"], grads[f"beta{i}"] = L.batchnorm_backward(da, bn)
             dh, grads[f"W{i}"], db = L.affine_backward(da, fc, need_dx=i > 1)
