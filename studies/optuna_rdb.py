@@ -6,6 +6,7 @@ ordinary Optuna database that ``optuna trials``, ``optuna.load_study`` and optun
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session, _VersionManager
 from optuna.trial import FrozenTrial, TrialState
@@ -162,10 +163,22 @@ def locked_study(storage: optuna.storages.BaseStorage, study_id: int) -> Iterato
         yield LockedStudy(rdb, s, study_id)
 
 
+def state_counts(storage: optuna.storages.BaseStorage, study_id: int) -> dict[str, int]:
+    """The study's trials by state name (every state, 0 when none), counted by the database."""
+    trials = models.TrialModel.__table__
+    counts = {state.name: 0 for state in TrialState}
+    with session(storage) as s:
+        for state, n in s.execute(sqlalchemy.select(trials.c.state, sqlalchemy.func.count())
+                                  .where(trials.c.study_id == study_id).group_by(trials.c.state)):
+            counts[state.name] += n
+    return counts
+
+
 def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, after_id: int,
-                        user_attrs: Mapping[str, Any]) -> tuple[int, int] | None:
+                        user_attrs: Mapping[str, Any]) -> FrozenTrial | None:
     """WAITING -> RUNNING for the study's first WAITING trial above ``after_id``, its heartbeat and
-    ``user_attrs``, in one transaction; returns (trial_id, number), or None when none is waiting.
+    ``user_attrs``, in one transaction; returns the RUNNING trial as that transaction read it (what
+    ``storage.get_trial`` would return), or None when none is waiting.
 
     One UPDATE ... WHERE state = 'WAITING' claims it: on PostgreSQL the candidate row is picked with
     FOR UPDATE SKIP LOCKED, on SQLite the transaction holds the write lock (BEGIN IMMEDIATE). A
@@ -180,20 +193,71 @@ def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, aft
                  .order_by(trials.c.trial_id).limit(1))
     if rdb.engine.dialect.name == "postgresql":
         candidate = candidate.with_for_update(skip_locked=True)
+    started = _utcnow()
     claim = (trials.update()
              .where(trials.c.trial_id == candidate.scalar_subquery(), trials.c.state == TrialState.WAITING)
-             .values(state=TrialState.RUNNING, datetime_start=_utcnow())
+             .values(state=TrialState.RUNNING, datetime_start=started)
              .returning(trials.c.trial_id, trials.c.number))
     with session(rdb) as s:
         row = s.execute(claim).first()
         if row is None:
             return None
+        trial_id, number = row
         if rdb.heartbeat_interval is not None:
             # in the claim's transaction: a RUNNING trial without a heartbeat would never be found stale
             s.execute(models.TrialHeartbeatModel.__table__.insert().values(
-                trial_id=row[0], heartbeat=sqlalchemy.func.current_timestamp()))
-        _upsert_attrs(rdb, s, models.TrialUserAttributeModel, row[0], user_attrs)
-        return row[0], row[1]
+                trial_id=trial_id, heartbeat=sqlalchemy.func.current_timestamp()))
+        _upsert_attrs(rdb, s, models.TrialUserAttributeModel, trial_id, user_attrs)
+        params, distributions, attrs = _trial_rows(s, trial_id)
+    return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=started,
+                       datetime_complete=None, params=params, distributions=distributions, user_attrs=attrs["u"],
+                       system_attrs=attrs["s"], intermediate_values={}, trial_id=trial_id)
+
+
+def _trial_rows(s: Any, trial_id: int) -> tuple[dict[str, Any], dict[str, BaseDistribution], dict[str, dict]]:
+    """A trial's params, their distributions and its user ("u") and system ("s") attributes, in one query."""
+    rows = s.execute(_trial_rows_query(), {"trial_id": trial_id}).all()
+    params: dict[str, Any] = {}
+    distributions: dict[str, BaseDistribution] = {}
+    attrs: dict[str, dict] = {"u": {}, "s": {}}
+    for kind, key, value, text, _ in sorted(rows, key=lambda r: (r[0], r[4])):
+        if kind == "p":
+            distributions[key] = json_to_distribution(text)
+            params[key] = distributions[key].to_external_repr(value)
+        else:
+            attrs[kind][key] = json.loads(text)
+    return params, distributions, attrs
+
+
+@functools.cache
+def _trial_rows_query() -> Any:
+    """UNION ALL of a trial's param, user attribute and system attribute rows: (kind, key, value, json, order)."""
+    trial_id = sqlalchemy.bindparam("trial_id")
+    p, u, a = (models.TrialParamModel.__table__, models.TrialUserAttributeModel.__table__,
+               models.TrialSystemAttributeModel.__table__)
+    none = sqlalchemy.cast(sqlalchemy.null(), p.c.param_value.type)
+    return sqlalchemy.union_all(
+        sqlalchemy.select(sqlalchemy.literal("p"), p.c.param_name, p.c.param_value, p.c.distribution_json,
+                          p.c.param_id).where(p.c.trial_id == trial_id),
+        sqlalchemy.select(sqlalchemy.literal("u"), u.c.key, none, u.c.value_json,
+                          u.c.trial_user_attribute_id).where(u.c.trial_id == trial_id),
+        sqlalchemy.select(sqlalchemy.literal("s"), a.c.key, none, a.c.value_json,
+                          a.c.trial_system_attribute_id).where(a.c.trial_id == trial_id),
+    )
+
+
+def open_trial(study: optuna.Study, claimed: FrozenTrial) -> optuna.Trial:
+    """The ``optuna.Trial`` of a trial this process just claimed, built from ``claimed`` (what the claim read)
+    as ``optuna.Trial(study, trial_id)`` builds it from a fresh read of the same rows."""
+    trial = optuna.Trial.__new__(optuna.Trial)
+    trial.study, trial._trial_id, trial.storage = study, claimed._trial_id, study._storage
+    trial._cached_frozen_trial = copy.deepcopy(claimed)
+    study.sampler.before_trial(optuna.pruners._filter_study(study, trial._cached_frozen_trial),
+                               trial._cached_frozen_trial)
+    trial.relative_search_space = None
+    trial._relative_params = None
+    trial._fixed_params = trial._cached_frozen_trial.system_attrs.get("fixed_params", {})
+    return trial
 
 
 def _upsert_attrs(rdb: optuna.storages.RDBStorage, s: Any, model: Any, trial_id: int,
@@ -266,7 +330,7 @@ class BufferedTrialStorage:
                  "distribution_json": distribution_to_json(distribution)}
                 for name, (value, distribution) in self.params.items()]
         with session(self.storage) as s:
-            _check_running(s, self.trial_id, lock=False)
+            _lock_running(s, self.trial_id)
             s.execute(models.TrialParamModel.__table__.insert(), rows)
 
     def finish(self, state: TrialState, value: float | None = None) -> FrozenTrial:
@@ -276,13 +340,11 @@ class BufferedTrialStorage:
             last = self.intermediate[max(self.intermediate)]
             value = last if last == last else None  # Optuna's tell: a pruned trial's value is its last report
         rdb = backend(self.storage)
-        trials = models.TrialModel.__table__
+        now = datetime.now()
         with session(rdb) as s:
-            done = s.execute(trials.update()
-                             .where(trials.c.trial_id == self.trial_id, trials.c.state == TrialState.RUNNING)
-                             .values(state=TrialState.RUNNING))  # takes the row lock before any insert
-            if done.rowcount != 1:
-                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {self.trial_id} is no longer running")
+            # the state first: it takes the row lock, and a trial no longer RUNNING stops the transaction
+            _lock_running(s, self.trial_id, state=state,
+                          datetime_complete=now.astimezone(timezone.utc).replace(tzinfo=None))
             if self.intermediate:
                 to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
                 s.execute(models.TrialIntermediateValueModel.__table__.insert(), [
@@ -293,9 +355,6 @@ class BufferedTrialStorage:
                 stored, kind = models.TrialValueModel.value_to_stored_repr(value)
                 s.execute(models.TrialValueModel.__table__.insert().values(
                     trial_id=self.trial_id, objective=0, value=stored, value_type=kind))
-            now = datetime.now()
-            s.execute(trials.update().where(trials.c.trial_id == self.trial_id)
-                      .values(state=state, datetime_complete=now.astimezone(timezone.utc).replace(tzinfo=None)))
         cached = self.trial._cached_frozen_trial
         return FrozenTrial(
             number=cached.number, state=state, value=value if state != TrialState.FAIL else None,
@@ -306,7 +365,11 @@ class BufferedTrialStorage:
         )
 
 
-def _check_running(s: Any, trial_id: int, lock: bool) -> None:
-    trial = models.TrialModel.find_or_raise_by_id(trial_id, s, for_update=lock)
-    if trial.state != TrialState.RUNNING:
+def _lock_running(s: Any, trial_id: int, **values: Any) -> None:
+    """UPDATE the RUNNING trial's row with ``values`` (none: a no-op that takes its row lock); nothing more
+    is written after UpdateFinishedTrialError when the trial is no longer RUNNING."""
+    trials = models.TrialModel.__table__
+    done = s.execute(trials.update().where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
+                     .values(values or {"state": TrialState.RUNNING}))
+    if done.rowcount != 1:
         raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} is no longer running")
