@@ -186,30 +186,41 @@ def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, aft
     grows: ``after_id`` (the last id this worker claimed) keeps the scan short on huge stages.
     """
     rdb = backend(storage)
-    trials = models.TrialModel.__table__
-    candidate = (sqlalchemy.select(trials.c.trial_id)
-                 .where(trials.c.study_id == study_id, trials.c.state == TrialState.WAITING,
-                        trials.c.trial_id > after_id)
-                 .order_by(trials.c.trial_id).limit(1))
     started = _utcnow()
     if rdb.engine.dialect.name == "postgresql":
         return _claim_postgresql(rdb, study_id, after_id, started, user_attrs)
-    claim = (trials.update()
-             .where(trials.c.trial_id == candidate.scalar_subquery(), trials.c.state == TrialState.WAITING)
-             .values(state=TrialState.RUNNING, datetime_start=started)
-             .returning(trials.c.trial_id, trials.c.number))
-    with session(rdb) as s:
-        row = s.execute(claim).first()
+    with rdb.engine.begin() as conn:  # Core, not an ORM session: the trial's hot path (BEGIN IMMEDIATE on SQLite)
+        row = conn.execute(_claim_statement(), {"sid": study_id, "after_id": after_id, "started": started}).first()
         if row is None:
             return None
         trial_id, number = row
         if rdb.heartbeat_interval is not None:
             # in the claim's transaction: a RUNNING trial without a heartbeat would never be found stale
-            s.execute(models.TrialHeartbeatModel.__table__.insert().values(
-                trial_id=trial_id, heartbeat=sqlalchemy.func.current_timestamp()))
-        _upsert_attrs(rdb, s, models.TrialUserAttributeModel, trial_id, user_attrs)
-        rows = s.execute(_trial_rows_query(), {"trial_id": trial_id}).all()
+            conn.execute(_heartbeat_statement(), {"tid": trial_id})
+        _upsert_attrs(rdb, conn, models.TrialUserAttributeModel, trial_id, user_attrs)
+        rows = conn.execute(_trial_rows_query(), {"trial_id": trial_id}).all()
     return _running_trial(trial_id, number, started, rows, {})
+
+
+@functools.cache
+def _claim_statement() -> Any:
+    """UPDATE the first WAITING trial of study :sid above :after_id to RUNNING since :started, RETURNING its id and number."""
+    trials = models.TrialModel.__table__
+    candidate = (sqlalchemy.select(trials.c.trial_id)
+                 .where(trials.c.study_id == sqlalchemy.bindparam("sid"), trials.c.state == TrialState.WAITING,
+                        trials.c.trial_id > sqlalchemy.bindparam("after_id"))
+                 .order_by(trials.c.trial_id).limit(1))
+    return (trials.update()
+            .where(trials.c.trial_id == candidate.scalar_subquery(), trials.c.state == TrialState.WAITING)
+            .values(state=TrialState.RUNNING, datetime_start=sqlalchemy.bindparam("started"))
+            .returning(trials.c.trial_id, trials.c.number))
+
+
+@functools.cache
+def _heartbeat_statement() -> Any:
+    """INSERT the first heartbeat of trial :tid, now."""
+    return models.TrialHeartbeatModel.__table__.insert().values(
+        trial_id=sqlalchemy.bindparam("tid"), heartbeat=sqlalchemy.func.current_timestamp())
 
 
 def _running_trial(trial_id: int, number: int, started: datetime, rows: Sequence[Sequence[Any]],
@@ -434,9 +445,9 @@ class BufferedTrialStorage:
         rows = [{"trial_id": self.trial_id, "param_name": name, "param_value": value,
                  "distribution_json": distribution_to_json(distribution)}
                 for name, (value, distribution) in self.params.items()]
-        with session(rdb) as s:
-            _lock_running(s, self.trial_id)
-            s.execute(models.TrialParamModel.__table__.insert(), rows)
+        with rdb.engine.begin() as conn:
+            _lock_running(conn, self.trial_id)
+            conn.execute(models.TrialParamModel.__table__.insert(), rows)
 
     def finish(self, state: TrialState, value: float | None = None) -> FrozenTrial:
         """Intermediate values, user attributes, value and ``state`` in one transaction;
@@ -453,19 +464,19 @@ class BufferedTrialStorage:
             if not _finish_postgresql(rdb, self.trial_id, state, completed, self.intermediate, self.user_attrs, value):
                 raise optuna.exceptions.UpdateFinishedTrialError(f"trial {self.trial_id} is no longer running")
             return self._finished(state, value, now)
-        with session(rdb) as s:
+        with rdb.engine.begin() as conn:
             # the state first: it takes the row lock, and a trial no longer RUNNING stops the transaction
-            _lock_running(s, self.trial_id, state=state, datetime_complete=completed)
+            _lock_running(conn, self.trial_id, state, completed)
             if self.intermediate:
                 to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-                s.execute(models.TrialIntermediateValueModel.__table__.insert(), [
+                conn.execute(models.TrialIntermediateValueModel.__table__.insert(), [
                     dict(zip(("intermediate_value", "intermediate_value_type"), to_stored(v)),
                          trial_id=self.trial_id, step=step) for step, v in self.intermediate.items()])
-            _upsert_attrs(rdb, s, models.TrialUserAttributeModel, self.trial_id, self.user_attrs)
+            _upsert_attrs(rdb, conn, models.TrialUserAttributeModel, self.trial_id, self.user_attrs)
             if value is not None:
                 stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-                s.execute(models.TrialValueModel.__table__.insert().values(
-                    trial_id=self.trial_id, objective=0, value=stored, value_type=kind))
+                conn.execute(models.TrialValueModel.__table__.insert(), [
+                    {"trial_id": self.trial_id, "objective": 0, "value": stored, "value_type": kind}])
         return self._finished(state, value, now)
 
     def _finished(self, state: TrialState, value: float | None, now: datetime) -> FrozenTrial:
@@ -480,11 +491,19 @@ class BufferedTrialStorage:
         )
 
 
-def _lock_running(s: Any, trial_id: int, **values: Any) -> None:
-    """UPDATE the RUNNING trial's row with ``values`` (none: a no-op that takes its row lock); nothing more
-    is written after UpdateFinishedTrialError when the trial is no longer RUNNING."""
-    trials = models.TrialModel.__table__
-    done = s.execute(trials.update().where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
-                     .values(values or {"state": TrialState.RUNNING}))
+def _lock_running(conn: Any, trial_id: int, state: TrialState = TrialState.RUNNING,
+                  completed: datetime | None = None) -> None:
+    """Set the RUNNING trial's ``state`` and ``completed`` time (by default a no-op that takes its row lock);
+    UpdateFinishedTrialError, and nothing more is written, when the trial is no longer RUNNING."""
+    done = conn.execute(_lock_running_statement(), {"tid": trial_id, "new_state": state, "completed": completed})
     if done.rowcount != 1:
         raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} is no longer running")
+
+
+@functools.cache
+def _lock_running_statement() -> Any:
+    """UPDATE trial :tid, if RUNNING, to :new_state completed at :completed."""
+    trials = models.TrialModel.__table__
+    return (trials.update().where(trials.c.trial_id == sqlalchemy.bindparam("tid"), trials.c.state == TrialState.RUNNING)
+            .values(state=sqlalchemy.bindparam("new_state", type_=trials.c.state.type),
+                    datetime_complete=sqlalchemy.bindparam("completed", type_=trials.c.datetime_complete.type)))
