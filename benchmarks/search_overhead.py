@@ -36,19 +36,21 @@ from search.config import RunConfig
 from search.space import FloatRange
 from search.stages import create_stage, run_worker
 from studies.store import open_storage
+from machine import ForeignLoad, blas_line
 
 RUN = RunConfig(data=DataSpec("digits")).with_params({"train.epochs": 3})
 SPACE = {"lr": FloatRange(1e-4, 1e-1), "reg": FloatRange(1e-6, 1e-2)}
-WORK = {"seconds": 0.0}  # time spent inside train() and diagnose_trial(), whoever calls them
+WORK = {"seconds": 0.0, "cpu": 0.0}  # wall and CPU time spent inside train() and diagnose_trial(), whoever calls them
 
 
 def _timed(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             WORK["seconds"] += time.perf_counter() - started
+            WORK["cpu"] += time.thread_time() - cpu
     return wrapper
 
 
@@ -128,14 +130,16 @@ def postgres() -> Iterator[str | None]:
         server.stop()
 
 
-def measure(case: Callable, pts: list[dict], dataset: Dataset, folder: Path) -> tuple[float, float]:
-    """(overhead, trial work) per trial, in seconds, of one case."""
+def measure(case: Callable, pts: list[dict], dataset: Dataset, folder: Path) -> tuple[float, float, float, float]:
+    """(overhead, trial work, this process's CPU overhead, other load in cores) per trial, in seconds, of one case."""
     runner = case(pts, dataset, folder)  # set-up (stage creation, enqueueing) is not timed
-    WORK["seconds"] = 0.0
-    started = time.perf_counter()
+    WORK["seconds"] = WORK["cpu"] = 0.0
+    load = ForeignLoad()
+    started, cpu = time.perf_counter(), time.thread_time()
     runner()
-    wall = time.perf_counter() - started
-    return (wall - WORK["seconds"]) / len(pts), WORK["seconds"] / len(pts)
+    wall, cpu = time.perf_counter() - started, time.thread_time() - cpu
+    n = len(pts)
+    return (wall - WORK["seconds"]) / n, WORK["seconds"] / n, (cpu - WORK["cpu"]) / n, load.cores()
 
 
 def _poke(url: str, seconds: float, worst: Any) -> None:
@@ -189,13 +193,18 @@ def main() -> None:
         if pg is not None:
             cases["plain Optuna, RDB PostgreSQL"] = plain_optuna(pg)
             cases["service, PostgreSQL"] = service(pg)
-        print(f"{args.trials} trials, digits, 3 epochs; overhead = (wall - train and diagnose time) / trials")
-        print(f"{'how the trials ran':<36} {'work/trial':>11} {'overhead/trial':>15}")
+        print(blas_line())
+        print(f"{args.trials} trials, digits, 3 epochs; overhead = (wall - train and diagnose time) / trials; "
+              "CPU = the same in CPU time of the main thread (not BLAS threads, not a database server); other load = cores "
+              "other processes (a PostgreSQL server too) kept busy")
+        print(f"{'how the trials ran':<36} {'work/trial':>11} {'overhead/trial':>15} {'CPU overhead':>13} "
+              f"{'other load':>10}")
         for i, (name, case) in enumerate(cases.items()):
             folder = Path(tmp, str(i))
             folder.mkdir()
-            overhead, work = measure(case, pts, dataset, folder)
-            print(f"{name:<36} {work * 1e3:>9.1f}ms {overhead * 1e3:>13.2f}ms", flush=True)
+            overhead, work, cpu, other = measure(case, pts, dataset, folder)
+            print(f"{name:<36} {work * 1e3:>9.1f}ms {overhead * 1e3:>13.2f}ms {cpu * 1e3:>11.2f}ms {other:>10.2f}",
+                  flush=True)
         if args.stage_size:
             stage_creation(args.stage_size, Path(tmp))
 

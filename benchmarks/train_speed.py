@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -36,6 +36,7 @@ from engine.model import FullyConnectedNet, ModelConfig  # noqa: E402
 from engine.optim import SGD, Adam  # noqa: E402
 from engine.preprocess import PreprocessSpec, preprocess_dataset  # noqa: E402
 from engine.trainer import TrainConfig, train  # noqa: E402
+from machine import ForeignLoad, blas_pools  # noqa: E402
 
 try:
     import torch
@@ -64,11 +65,6 @@ def seconds_per_call(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - started) / calls
 
 
-def blas_pools() -> list[dict[str, Any]]:
-    """NumPy's BLAS thread pools as threadpoolctl sees them."""
-    return [info for info in threadpool_info() if info["user_api"] == "blas"]
-
-
 def cpu_has_avx512() -> bool:
     """Whether NumPy's runtime CPU detection reports the AVX-512 (Skylake-X) feature group."""
     try:
@@ -88,33 +84,6 @@ def openblas_hint(pool: dict[str, Any]) -> str | None:
     cause = f"OPENBLAS_CORETYPE={pinned} pins" if pinned else "OpenBLAS's CPU detection chose"
     return (f"  note: {cause} the AVX2 kernels on this AVX-512 CPU; OPENBLAS_CORETYPE=SkylakeX (set before\n"
             f"  Python starts) selects the AVX-512 ones: compare the GEMM rates of both runs")
-
-
-class ForeignLoad:
-    """CPU time other processes used while a block ran, in cores (Linux /proc/stat; NaN elsewhere)."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        except OSError:
-            return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-        busy = (user + nice + system + irq + softirq + steal) / ticks
-        own = os.times()
-        return busy, own.user + own.system + own.children_user + own.children_system, time.perf_counter()
-
-    def cores(self) -> float:
-        """Average number of cores busy with other processes since construction."""
-        end = self._sample()
-        if self.start is None or end is None:
-            return float("nan")
-        busy, own, wall = (e - s for e, s in zip(end, self.start))
-        return max(0.0, (busy - own) / wall)
 
 
 def median(values: list[float]) -> float:

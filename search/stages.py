@@ -243,10 +243,7 @@ def stage_unfinished(storage: RDBStorage, study_id: int) -> bool:
 
 def stage_counts(storage: RDBStorage, study_id: int) -> dict[str, int]:
     """Trials of a study by state name."""
-    counts = {s.name: 0 for s in TrialState}
-    for t in storage.get_all_trials(study_id, deepcopy=False):
-        counts[t.state.name] += 1
-    return counts
+    return optuna_rdb.state_counts(storage, study_id)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -399,25 +396,39 @@ _WATCHED_ENGINES: weakref.WeakSet = weakref.WeakSet()
 
 
 class Heartbeat:
-    """Records a trial's heartbeat every ``interval`` s in a daemon thread (Optuna's RDB heartbeat)."""
+    """Records the running trial's heartbeat every ``interval`` s in one daemon thread per worker (Optuna's
+    RDB heartbeat); ``beating(trial_id)`` names the trial, so no thread is started or joined per trial."""
 
-    def __init__(self, storage: RDBStorage, trial_id: int) -> None:
-        self.storage, self.trial_id = storage, trial_id
+    def __init__(self, storage: RDBStorage) -> None:
+        self.storage = storage
         interval = storage.get_heartbeat_interval()
         self.interval = min(interval, MAX_BEAT_SECONDS) if interval else None  # beating more often is harmless
+        self.trial_id: int | None = None
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
-        if self.interval:  # the first beat was recorded just before the claim (claim_waiting_trial)
+        if self.interval:
             self.thread = threading.Thread(target=self._beat, daemon=True)
             self.thread.start()
         return self
 
+    @contextmanager
+    def beating(self, trial_id: int) -> Iterator[None]:
+        """Beat for ``trial_id`` meanwhile (its first beat was recorded with its claim, see claim_waiting_trial)."""
+        self.trial_id = trial_id
+        try:
+            yield
+        finally:
+            self.trial_id = None
+
     def _beat(self) -> None:
         while not self.stop.wait(self.interval):
+            trial_id = self.trial_id
+            if trial_id is None:
+                continue
             try:
-                self.storage.record_heartbeat(self.trial_id)
+                self.storage.record_heartbeat(trial_id)
             except Exception:  # a busy or briefly unreachable database: keep beating, the next one may land
                 continue
 
@@ -427,9 +438,9 @@ class Heartbeat:
             self.thread.join()
 
 
-def claim_waiting_trial(study: optuna.Study, after_id: int = -1) -> tuple[int, int] | None:
+def claim_waiting_trial(study: optuna.Study, after_id: int = -1) -> FrozenTrial | None:
     """Move one WAITING trial to RUNNING with its first heartbeat and ``worker`` attribute, in one
-    transaction; returns (trial_id, number), None when there is none left to claim."""
+    transaction; returns the RUNNING trial, None when there is none left to claim."""
     return optuna_rdb.claim_waiting_trial(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), after_id,
                                           {"worker": worker_name()})
 
@@ -484,27 +495,28 @@ def run_worker(
     # a trial is stale after 2 x the heartbeat interval: looking once per interval finds it in time
     stale_every = min(storage.get_heartbeat_interval() or 0, MAX_BEAT_SECONDS)
     stale_checked = -math.inf
-    while max_trials is None or report.ran < max_trials:
-        if time.monotonic() - stale_checked >= stale_every:
-            # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
-            retry_storage(lambda: _fail_stale_trials(study), looking)
-            stale_checked = time.monotonic()
-        claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
-        if claimed is None:
-            stale_checked = -math.inf  # nothing to claim: look for stale trials before waiting
-            if retry_storage(lambda: requeue_failed_trials(storage, study_id), looking):
-                continue  # a process killed between failing a trial and re-enqueueing it left this to do
-            counts = retry_storage(lambda: stage_counts(storage, study_id), looking)
-            if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
-                break
-            time.sleep(poll)  # other workers are running the last trials; one of them may die
-            continue
-        trial_id, number = claimed
-        after_id = trial_id
-        frozen = _run_claimed(study, stage, trial_id, number, dataset, report)
-        report.ran += 1
-        if on_trial is not None:
-            on_trial(frozen)
+    with Heartbeat(storage) as heartbeat:
+        while max_trials is None or report.ran < max_trials:
+            if time.monotonic() - stale_checked >= stale_every:
+                # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
+                retry_storage(lambda: _fail_stale_trials(study), looking)
+                stale_checked = time.monotonic()
+            claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
+            if claimed is None:
+                stale_checked = -math.inf  # nothing to claim: look for stale trials before waiting
+                if retry_storage(lambda: requeue_failed_trials(storage, study_id), looking):
+                    continue  # a process killed between failing a trial and re-enqueueing it left this to do
+                counts = retry_storage(lambda: stage_counts(storage, study_id), looking)
+                if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
+                    break
+                time.sleep(poll)  # other workers are running the last trials; one of them may die
+                continue
+            after_id = optuna_rdb.trial_id(claimed)
+            with heartbeat.beating(optuna_rdb.trial_id(claimed)):  # while the result is recorded too, retries included
+                frozen = _run_claimed(study, stage, claimed, dataset, report)
+            report.ran += 1
+            if on_trial is not None:
+                on_trial(frozen)
     return report
 
 
@@ -536,7 +548,7 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, number: int, dataset: Dataset,
+def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, dataset: Dataset,
                  report: WorkerReport) -> FrozenTrial:
     """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry.
 
@@ -546,39 +558,39 @@ def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, number: int, 
     run whose writes were lost is failed as ``interrupted`` and re-run, never stored as ``error:``.
     """
     storage = optuna_rdb.study_storage(study)
+    trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
     what = f"recording trial {number} of {stage.name}"
     study.sampler = make_sampler(stage, number)
     try:
-        with Heartbeat(storage, trial_id):  # beats while the result is recorded too, retries included
-            trial = retry_storage(lambda: optuna.Trial(study, trial_id), what)
-            writes = optuna_rdb.BufferedTrialStorage(trial)
-            try:
-                outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
-                                    stage_seed=stage.seed, explode_factor=stage.explode_factor,
-                                    on_params=lambda: retry_storage(writes.commit_params, what))
-            except (KeyboardInterrupt, Interrupted):
-                with _signals_ignored():
-                    _fail_and_requeue(study, writes, "interrupted")
-                raise
-            except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
-                raise
-            except Exception as e:
-                if is_storage_error(e):  # the run's writes were lost with the database: run it again
-                    retry_storage(lambda: _fail_and_requeue(study, writes, "interrupted"), what)
-                    return storage.get_trial(trial_id)
-                # a bug or a resource error in this trial: record it, keep the stage going
-                message = f"error: {type(e).__name__}: {e}"
-                frozen = retry_storage(lambda: _tell_failed(writes, message[:500]), what)
-                report.errors.append(f"trial {number}: {message}")
-                return frozen
-            writes.user_attrs.update(outcome.attrs)
-            writes.system_attrs.update(outcome.records)
-            if outcome.pruned:
-                return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
-            if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
-                writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
-                return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
-            return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
+        trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
+        writes = optuna_rdb.BufferedTrialStorage(trial)
+        try:
+            outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
+                                stage_seed=stage.seed, explode_factor=stage.explode_factor,
+                                on_params=lambda: retry_storage(writes.commit_params, what))
+        except (KeyboardInterrupt, Interrupted):
+            with _signals_ignored():
+                _fail_and_requeue(study, writes, "interrupted")
+            raise
+        except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
+            raise
+        except Exception as e:
+            if is_storage_error(e):  # the run's writes were lost with the database: run it again
+                retry_storage(lambda: _fail_and_requeue(study, writes, "interrupted"), what)
+                return storage.get_trial(trial_id)
+            # a bug or a resource error in this trial: record it, keep the stage going
+            message = f"error: {type(e).__name__}: {e}"
+            frozen = retry_storage(lambda: _tell_failed(writes, message[:500]), what)
+            report.errors.append(f"trial {number}: {message}")
+            return frozen
+        writes.user_attrs.update(outcome.attrs)
+        writes.system_attrs.update(outcome.records)
+        if outcome.pruned:
+            return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
+        if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
+            writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
+            return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
+        return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
         # the machine was suspended) and enqueued a copy that runs it again: this run's result is dropped.

@@ -6,6 +6,7 @@ ordinary Optuna database that ``optuna trials``, ``optuna.load_study`` and optun
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session, _VersionManager
 from optuna.trial import FrozenTrial, TrialState
@@ -162,10 +163,22 @@ def locked_study(storage: optuna.storages.BaseStorage, study_id: int) -> Iterato
         yield LockedStudy(rdb, s, study_id)
 
 
+def state_counts(storage: optuna.storages.BaseStorage, study_id: int) -> dict[str, int]:
+    """The study's trials by state name (every state, 0 when none), counted by the database."""
+    trials = models.TrialModel.__table__
+    counts = {state.name: 0 for state in TrialState}
+    with session(storage) as s:
+        for state, n in s.execute(sqlalchemy.select(trials.c.state, sqlalchemy.func.count())
+                                  .where(trials.c.study_id == study_id).group_by(trials.c.state)):
+            counts[state.name] += n
+    return counts
+
+
 def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, after_id: int,
-                        user_attrs: Mapping[str, Any]) -> tuple[int, int] | None:
+                        user_attrs: Mapping[str, Any]) -> FrozenTrial | None:
     """WAITING -> RUNNING for the study's first WAITING trial above ``after_id``, its heartbeat and
-    ``user_attrs``, in one transaction; returns (trial_id, number), or None when none is waiting.
+    ``user_attrs``, in one transaction; returns the RUNNING trial as that transaction read it (what
+    ``storage.get_trial`` would return), or None when none is waiting.
 
     One UPDATE ... WHERE state = 'WAITING' claims it: on PostgreSQL the candidate row is picked with
     FOR UPDATE SKIP LOCKED, on SQLite the transaction holds the write lock (BEGIN IMMEDIATE). A
@@ -173,27 +186,192 @@ def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, aft
     grows: ``after_id`` (the last id this worker claimed) keeps the scan short on huge stages.
     """
     rdb = backend(storage)
-    trials = models.TrialModel.__table__
-    candidate = (sqlalchemy.select(trials.c.trial_id)
-                 .where(trials.c.study_id == study_id, trials.c.state == TrialState.WAITING,
-                        trials.c.trial_id > after_id)
-                 .order_by(trials.c.trial_id).limit(1))
+    started = _utcnow()
     if rdb.engine.dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
-    claim = (trials.update()
-             .where(trials.c.trial_id == candidate.scalar_subquery(), trials.c.state == TrialState.WAITING)
-             .values(state=TrialState.RUNNING, datetime_start=_utcnow())
-             .returning(trials.c.trial_id, trials.c.number))
-    with session(rdb) as s:
-        row = s.execute(claim).first()
+        return _claim_postgresql(rdb, study_id, after_id, started, user_attrs)
+    with rdb.engine.begin() as conn:  # Core, not an ORM session: the trial's hot path (BEGIN IMMEDIATE on SQLite)
+        row = conn.execute(_claim_statement(), {"sid": study_id, "after_id": after_id, "started": started}).first()
         if row is None:
             return None
+        trial_id, number = row
         if rdb.heartbeat_interval is not None:
             # in the claim's transaction: a RUNNING trial without a heartbeat would never be found stale
-            s.execute(models.TrialHeartbeatModel.__table__.insert().values(
-                trial_id=row[0], heartbeat=sqlalchemy.func.current_timestamp()))
-        _upsert_attrs(rdb, s, models.TrialUserAttributeModel, row[0], user_attrs)
-        return row[0], row[1]
+            conn.execute(_heartbeat_statement(), {"tid": trial_id})
+        _upsert_attrs(rdb, conn, models.TrialUserAttributeModel, trial_id, user_attrs)
+        rows = conn.execute(_trial_rows_query(), {"trial_id": trial_id}).all()
+    return _running_trial(trial_id, number, started, rows, {})
+
+
+@functools.cache
+def _claim_statement() -> Any:
+    """UPDATE the first WAITING trial of study :sid above :after_id to RUNNING since :started, RETURNING its id and number."""
+    trials = models.TrialModel.__table__
+    candidate = (sqlalchemy.select(trials.c.trial_id)
+                 .where(trials.c.study_id == sqlalchemy.bindparam("sid"), trials.c.state == TrialState.WAITING,
+                        trials.c.trial_id > sqlalchemy.bindparam("after_id"))
+                 .order_by(trials.c.trial_id).limit(1))
+    return (trials.update()
+            .where(trials.c.trial_id == candidate.scalar_subquery(), trials.c.state == TrialState.WAITING)
+            .values(state=TrialState.RUNNING, datetime_start=sqlalchemy.bindparam("started"))
+            .returning(trials.c.trial_id, trials.c.number))
+
+
+@functools.cache
+def _heartbeat_statement() -> Any:
+    """INSERT the first heartbeat of trial :tid, now."""
+    return models.TrialHeartbeatModel.__table__.insert().values(
+        trial_id=sqlalchemy.bindparam("tid"), heartbeat=sqlalchemy.func.current_timestamp())
+
+
+def _running_trial(trial_id: int, number: int, started: datetime, rows: Sequence[Sequence[Any]],
+                   user_attrs: Mapping[str, Any]) -> FrozenTrial:
+    """The claimed trial from its (kind, key, value, json, order) rows (see ``_trial_rows_query``) and
+    the ``user_attrs`` its claim wrote besides them."""
+    params, distributions, attrs = _trial_rows(rows)
+    return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=started,
+                       datetime_complete=None, params=params, distributions=distributions,
+                       user_attrs={**attrs["u"], **user_attrs}, system_attrs=attrs["s"], intermediate_values={},
+                       trial_id=trial_id)
+
+
+def _trial_rows(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, Any], dict[str, BaseDistribution], dict[str, dict]]:
+    """A trial's params, their distributions and its user ("u") and system ("s") attributes from its rows."""
+    params: dict[str, Any] = {}
+    distributions: dict[str, BaseDistribution] = {}
+    attrs: dict[str, dict] = {"u": {}, "s": {}}
+    for kind, key, value, text, _ in sorted((r for r in rows if r[0] is not None), key=lambda r: (r[0], r[4])):
+        if kind == "p":
+            distributions[key] = json_to_distribution(text)
+            params[key] = distributions[key].to_external_repr(value)
+        else:
+            attrs[kind][key] = json.loads(text)
+    return params, distributions, attrs
+
+
+@functools.cache
+def _trial_rows_query() -> Any:
+    """UNION ALL of a trial's param, user attribute and system attribute rows: (kind, key, value, json, order)."""
+    trial_id = sqlalchemy.bindparam("trial_id")
+    p, u, a = (models.TrialParamModel.__table__, models.TrialUserAttributeModel.__table__,
+               models.TrialSystemAttributeModel.__table__)
+    none = sqlalchemy.cast(sqlalchemy.null(), p.c.param_value.type)
+    return sqlalchemy.union_all(
+        sqlalchemy.select(sqlalchemy.literal("p"), p.c.param_name, p.c.param_value, p.c.distribution_json,
+                          p.c.param_id).where(p.c.trial_id == trial_id),
+        sqlalchemy.select(sqlalchemy.literal("u"), u.c.key, none, u.c.value_json,
+                          u.c.trial_user_attribute_id).where(u.c.trial_id == trial_id),
+        sqlalchemy.select(sqlalchemy.literal("s"), a.c.key, none, a.c.value_json,
+                          a.c.trial_system_attribute_id).where(a.c.trial_id == trial_id),
+    )
+
+
+# PostgreSQL: each statement is a network round trip, so a trial's three transactions are one statement each
+# (data-modifying CTEs), run in autocommit mode: no BEGIN and COMMIT round trips, the statement is atomic.
+
+def _postgresql(rdb: optuna.storages.RDBStorage, sql: str, params: Mapping[str, Any]) -> list[Any]:
+    """Run one statement as its own transaction (one round trip); its rows."""
+    with rdb.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(sqlalchemy.text(sql), params).all()
+
+
+def _values(prefix: str, rows: Sequence[Sequence[Any]], casts: Sequence[str], params: dict[str, Any]) -> str:
+    """``VALUES (...), ...`` of bind parameters ``<prefix><column>_<row>``, each cast to its SQL type; fills ``params``."""
+    out = []
+    for i, row in enumerate(rows):
+        names = [f"{prefix}{j}_{i}" for j in range(len(row))]
+        params.update(zip(names, row))
+        out.append("(" + ", ".join(f"CAST(:{n} AS {cast})" for n, cast in zip(names, casts)) + ")")
+    return "VALUES " + ", ".join(out)
+
+
+def _upsert_attrs_cte(source: str, attrs: Mapping[str, Any], params: dict[str, Any], system: bool = False) -> str:
+    """A CTE inserting or replacing ``attrs`` as user (or ``system``) attributes of the trial that CTE ``source``
+    returned."""
+    rows = [(key, json.dumps(value)) for key, value in attrs.items()]
+    kind = "system" if system else "user"
+    return (f", {kind}_attrs AS (INSERT INTO trial_{kind}_attributes (trial_id, key, value_json) "
+            f"SELECT {source}.trial_id, v.key, v.value_json FROM {source}, "
+            f"({_values(kind[0] + 'a', rows, ('VARCHAR', 'TEXT'), params)}) AS v (key, value_json) "
+            f"ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json)") if rows else ""
+
+
+def _claim_postgresql(rdb: optuna.storages.RDBStorage, study_id: int, after_id: int, started: datetime,
+                      user_attrs: Mapping[str, Any]) -> FrozenTrial | None:
+    """``claim_waiting_trial`` as one statement: claim, heartbeat, ``user_attrs`` and reading the trial's rows."""
+    params: dict[str, Any] = {"study_id": study_id, "after_id": after_id, "started": started}
+    sql = ("WITH claimed AS (UPDATE trials SET state = 'RUNNING', datetime_start = :started "
+           "WHERE trial_id = (SELECT trial_id FROM trials WHERE study_id = :study_id AND state = 'WAITING' "
+           "AND trial_id > :after_id ORDER BY trial_id LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'WAITING' "
+           "RETURNING trial_id, number)")
+    if rdb.heartbeat_interval is not None:
+        sql += (", beat AS (INSERT INTO trial_heartbeats (trial_id, heartbeat) "
+                "SELECT trial_id, CURRENT_TIMESTAMP FROM claimed)")
+    sql += _upsert_attrs_cte("claimed", user_attrs, params)
+    of_claimed = "WHERE trial_id = (SELECT trial_id FROM claimed)"
+    sql += (" SELECT claimed.trial_id, claimed.number, r.kind, r.key, r.value, r.text, r.ord FROM claimed LEFT JOIN ("
+            f"SELECT 'p' AS kind, param_name AS key, param_value AS value, distribution_json AS text, param_id AS ord "
+            f"FROM trial_params {of_claimed} "
+            f"UNION ALL SELECT 'u', key, NULL, value_json, trial_user_attribute_id FROM trial_user_attributes {of_claimed} "
+            f"UNION ALL SELECT 's', key, NULL, value_json, trial_system_attribute_id FROM trial_system_attributes "
+            f"{of_claimed}) AS r ON TRUE")
+    rows = _postgresql(rdb, sql, params)
+    if not rows:
+        return None
+    return _running_trial(rows[0][0], rows[0][1], started, [r[2:] for r in rows], user_attrs)
+
+
+def _params_postgresql(rdb: optuna.storages.RDBStorage, trial_id: int,
+                       params: Mapping[str, tuple[float, BaseDistribution]]) -> bool:
+    """Insert a RUNNING trial's params in one statement; False (nothing written) when it is not RUNNING."""
+    binds: dict[str, Any] = {"trial_id": trial_id}
+    rows = [(name, value, distribution_to_json(d)) for name, (value, d) in params.items()]
+    sql = ("WITH running AS (SELECT trial_id FROM trials WHERE trial_id = :trial_id AND state = 'RUNNING' FOR UPDATE) "
+           "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) "
+           f"SELECT running.trial_id, v.name, v.value, v.dist FROM running, "
+           f"({_values('p', rows, ('VARCHAR', 'DOUBLE PRECISION', 'TEXT'), binds)}) AS v (name, value, dist) "
+           "RETURNING 1")
+    return bool(_postgresql(rdb, sql, binds))
+
+
+def _finish_postgresql(rdb: optuna.storages.RDBStorage, trial_id: int, state: TrialState, completed: datetime,
+                       intermediate: Mapping[int, float], user_attrs: Mapping[str, Any],
+                       system_attrs: Mapping[str, Any], value: float | None) -> bool:
+    """``BufferedTrialStorage.finish`` as one statement; False (nothing written) when the trial is not RUNNING."""
+    params: dict[str, Any] = {"trial_id": trial_id, "completed": completed}
+    step_type = models.TrialIntermediateValueModel.__table__.c.intermediate_value_type.type.name
+    value_type = models.TrialValueModel.__table__.c.value_type.type.name
+    sql = (f"WITH done AS (UPDATE trials SET state = '{state.name}', datetime_complete = :completed "
+           "WHERE trial_id = :trial_id AND state = 'RUNNING' RETURNING trial_id)")
+    if intermediate:
+        to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        rows = [(step, stored, kind.name) for step, (stored, kind) in
+                ((step, to_stored(v)) for step, v in intermediate.items())]
+        sql += (", steps AS (INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, "
+                "intermediate_value_type) SELECT done.trial_id, v.step, v.value, v.kind FROM done, "
+                f"({_values('i', rows, ('INTEGER', 'DOUBLE PRECISION', step_type), params)}) "
+                "AS v (step, value, kind))")
+    sql += _upsert_attrs_cte("done", user_attrs, params)
+    sql += _upsert_attrs_cte("done", system_attrs, params, system=True)
+    if value is not None:
+        stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+        params.update(value=stored, value_type=kind.name)
+        sql += (", result AS (INSERT INTO trial_values (trial_id, objective, value, value_type) SELECT trial_id, 0, "
+                f"CAST(:value AS DOUBLE PRECISION), CAST(:value_type AS {value_type}) FROM done)")
+    return bool(_postgresql(rdb, sql + " SELECT trial_id FROM done", params))
+
+
+def open_trial(study: optuna.Study, claimed: FrozenTrial) -> optuna.Trial:
+    """The ``optuna.Trial`` of a trial this process just claimed, built from ``claimed`` (what the claim read)
+    as ``optuna.Trial(study, trial_id)`` builds it from a fresh read of the same rows."""
+    trial = optuna.Trial.__new__(optuna.Trial)
+    trial.study, trial._trial_id, trial.storage = study, claimed._trial_id, study._storage
+    trial._cached_frozen_trial = copy.deepcopy(claimed)
+    study.sampler.before_trial(optuna.pruners._filter_study(study, trial._cached_frozen_trial),
+                               trial._cached_frozen_trial)
+    trial.relative_search_space = None
+    trial._relative_params = None
+    trial._fixed_params = trial._cached_frozen_trial.system_attrs.get("fixed_params", {})
+    return trial
 
 
 def _upsert_attrs(rdb: optuna.storages.RDBStorage, s: Any, model: Any, trial_id: int,
@@ -233,7 +411,8 @@ class BufferedTrialStorage:
 
     ``optuna.Trial`` writes each suggestion, report and attribute in its own transaction; with this
     as ``trial.storage`` they are written by ``commit_params`` (params, once all are suggested) and
-    ``finish`` (everything else, the value and the state) in one transaction each. Nothing reads the
+    ``finish`` (everything else, the value and the state) in one transaction each (on PostgreSQL one
+    statement each, see ``_finish_postgresql``). Nothing reads the
     intermediate values live: the stages use no pruner (explosions are stopped by the trainer).
     """
 
@@ -266,12 +445,17 @@ class BufferedTrialStorage:
         """Write the suggested params (with their distributions) in one transaction."""
         if not self.params:
             return
+        rdb = backend(self.storage)
+        if rdb.engine.dialect.name == "postgresql":
+            if not _params_postgresql(rdb, self.trial_id, self.params):
+                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {self.trial_id} is no longer running")
+            return
         rows = [{"trial_id": self.trial_id, "param_name": name, "param_value": value,
                  "distribution_json": distribution_to_json(distribution)}
                 for name, (value, distribution) in self.params.items()]
-        with session(self.storage) as s:
-            _check_running(s, self.trial_id, lock=False)
-            s.execute(models.TrialParamModel.__table__.insert(), rows)
+        with rdb.engine.begin() as conn:
+            _lock_running(conn, self.trial_id)
+            conn.execute(models.TrialParamModel.__table__.insert(), rows)
 
     def finish(self, state: TrialState, value: float | None = None) -> FrozenTrial:
         """Intermediate values, user and system attributes, value and ``state`` in one transaction;
@@ -280,30 +464,36 @@ class BufferedTrialStorage:
             last = self.intermediate[max(self.intermediate)]
             value = last if last == last else None  # Optuna's tell: a pruned trial's value is its last report
         rdb = backend(self.storage)
-        trials = models.TrialModel.__table__
-        with session(rdb) as s:
-            done = s.execute(trials.update()
-                             .where(trials.c.trial_id == self.trial_id, trials.c.state == TrialState.RUNNING)
-                             .values(state=TrialState.RUNNING))  # takes the row lock before any insert
-            if done.rowcount != 1:
+        now = datetime.now()
+        completed = now.astimezone(timezone.utc).replace(tzinfo=None)
+        if value is not None and state == TrialState.FAIL:
+            value = None
+        if rdb.engine.dialect.name == "postgresql":
+            if not _finish_postgresql(rdb, self.trial_id, state, completed, self.intermediate, self.user_attrs,
+                                      self.system_attrs, value):
                 raise optuna.exceptions.UpdateFinishedTrialError(f"trial {self.trial_id} is no longer running")
+            return self._finished(state, value, now)
+        with rdb.engine.begin() as conn:
+            # the state first: it takes the row lock, and a trial no longer RUNNING stops the transaction
+            _lock_running(conn, self.trial_id, state, completed)
             if self.intermediate:
                 to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-                s.execute(models.TrialIntermediateValueModel.__table__.insert(), [
+                conn.execute(models.TrialIntermediateValueModel.__table__.insert(), [
                     dict(zip(("intermediate_value", "intermediate_value_type"), to_stored(v)),
                          trial_id=self.trial_id, step=step) for step, v in self.intermediate.items()])
-            _upsert_attrs(rdb, s, models.TrialUserAttributeModel, self.trial_id, self.user_attrs)
-            _upsert_attrs(rdb, s, models.TrialSystemAttributeModel, self.trial_id, self.system_attrs)
-            if value is not None and state != TrialState.FAIL:
+            _upsert_attrs(rdb, conn, models.TrialUserAttributeModel, self.trial_id, self.user_attrs)
+            _upsert_attrs(rdb, conn, models.TrialSystemAttributeModel, self.trial_id, self.system_attrs)
+            if value is not None:
                 stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-                s.execute(models.TrialValueModel.__table__.insert().values(
-                    trial_id=self.trial_id, objective=0, value=stored, value_type=kind))
-            now = datetime.now()
-            s.execute(trials.update().where(trials.c.trial_id == self.trial_id)
-                      .values(state=state, datetime_complete=now.astimezone(timezone.utc).replace(tzinfo=None)))
+                conn.execute(models.TrialValueModel.__table__.insert(), [
+                    {"trial_id": self.trial_id, "objective": 0, "value": stored, "value_type": kind}])
+        return self._finished(state, value, now)
+
+    def _finished(self, state: TrialState, value: float | None, now: datetime) -> FrozenTrial:
+        """The trial as ``finish`` wrote it."""
         cached = self.trial._cached_frozen_trial
         return FrozenTrial(
-            number=cached.number, state=state, value=value if state != TrialState.FAIL else None,
+            number=cached.number, state=state, value=value,
             datetime_start=cached.datetime_start, datetime_complete=now, params=dict(cached.params),
             distributions=dict(cached.distributions), user_attrs={**cached.user_attrs, **self.user_attrs},
             system_attrs={**cached.system_attrs, **self.system_attrs}, intermediate_values=dict(self.intermediate),
@@ -311,7 +501,19 @@ class BufferedTrialStorage:
         )
 
 
-def _check_running(s: Any, trial_id: int, lock: bool) -> None:
-    trial = models.TrialModel.find_or_raise_by_id(trial_id, s, for_update=lock)
-    if trial.state != TrialState.RUNNING:
+def _lock_running(conn: Any, trial_id: int, state: TrialState = TrialState.RUNNING,
+                  completed: datetime | None = None) -> None:
+    """Set the RUNNING trial's ``state`` and ``completed`` time (by default a no-op that takes its row lock);
+    UpdateFinishedTrialError, and nothing more is written, when the trial is no longer RUNNING."""
+    done = conn.execute(_lock_running_statement(), {"tid": trial_id, "new_state": state, "completed": completed})
+    if done.rowcount != 1:
         raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} is no longer running")
+
+
+@functools.cache
+def _lock_running_statement() -> Any:
+    """UPDATE trial :tid, if RUNNING, to :new_state completed at :completed."""
+    trials = models.TrialModel.__table__
+    return (trials.update().where(trials.c.trial_id == sqlalchemy.bindparam("tid"), trials.c.state == TrialState.RUNNING)
+            .values(state=sqlalchemy.bindparam("new_state", type_=trials.c.state.type),
+                    datetime_complete=sqlalchemy.bindparam("completed", type_=trials.c.datetime_complete.type)))

@@ -32,6 +32,8 @@ SQLITE_BUSY_TIMEOUT_S = 60
 # commit; a power loss can lose the last commits, never consistency) or FULL (a sync per commit)
 SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# A writing engine's pooled server connection idle longer than this is pinged before it is used again
+PING_IDLE_SECONDS = 1.0
 # A fresh database raced by several processes can see "table ... already exists" from
 # create_all, or a duplicate alembic_version row (IntegrityError) from Optuna stamping the
 # schema version, in the loser; trying again finds them and goes on. create_all makes the tables
@@ -239,6 +241,31 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
     _check_schema(revision, where)
 
 
+def _ping_when_idle(engine: sqlalchemy.engine.Engine) -> None:
+    """Ping a pooled server connection before it is reused only after PING_IDLE_SECONDS idle.
+
+    ``pool_pre_ping`` pings before every transaction, one more network round trip each (three per
+    trial). A connection lost to a server restart within the idle time fails its first statement
+    instead; the pool then discards its connections and the worker's retry (``retry_storage``) runs
+    on a fresh one.
+    """
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection: object, record: object) -> None:
+        record.info["idle_since"] = time.monotonic()  # type: ignore[attr-defined]
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: object, record: object, proxy: object) -> None:
+        if time.monotonic() - record.info.get("idle_since", time.monotonic()) <= PING_IDLE_SECONDS:  # type: ignore[attr-defined]
+            return  # fresh, or used a moment ago
+        try:
+            cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_connection.rollback()  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise sqlalchemy.exc.DisconnectionError(str(exc)) from exc  # the pool reconnects and checks out again
+
+
 def _check_server_database(url: str, create: bool, where: str) -> None:
     """Schema check on a server database (PostgreSQL...), reading only, before Optuna writes."""
     try:
@@ -336,7 +363,7 @@ def open_storage(
             if readonly:
                 engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path))
     else:
-        engine_kwargs = {"pool_pre_ping": True}
+        engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
         if readonly:
             engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
         _check_server_database(url, create, where)
@@ -374,6 +401,8 @@ def open_storage(
         else:
             if storage.engine.dialect.name == "sqlite" and not readonly:
                 _serialise_sqlite_transactions(storage.engine, writable=path is None or os.access(path, os.W_OK))
+            elif not readonly:
+                _ping_when_idle(storage.engine)
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from studies import optuna_rdb
 from studies.budget import initialise_study
@@ -19,14 +19,15 @@ def study(request, tmp_path) -> optuna.Study:
     return study
 
 
-def _claim(study: optuna.Study, after_id: int = -1) -> tuple[int, int] | None:
+def _claim(study: optuna.Study, after_id: int = -1) -> FrozenTrial | None:
     return optuna_rdb.claim_waiting_trial(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), after_id,
                                           {"worker": "host:1"})
 
 
 def test_claims_take_the_waiting_trials_in_order_with_their_heartbeat_then_none(study):
     claimed = [_claim(study) for _ in range(4)]
-    assert [c[1] for c in claimed[:3]] == [0, 1, 2] and claimed[3] is None
+    assert [c.number for c in claimed[:3]] == [0, 1, 2] and claimed[3] is None
+    assert claimed[:3] == study.get_trials()  # the claim returns what Optuna reads back
     trials = study.get_trials()
     assert {t.state for t in trials} == {TrialState.RUNNING}
     assert all(t.user_attrs == {"worker": "host:1"} and t.datetime_start is not None for t in trials)
@@ -38,13 +39,12 @@ def test_claims_take_the_waiting_trials_in_order_with_their_heartbeat_then_none(
 
 
 def test_after_id_skips_the_trials_below_it(study):
-    first, _ = _claim(study)
-    assert _claim(study, after_id=first + 1)[1] == 2
+    first = optuna_rdb.trial_id(_claim(study))
+    assert _claim(study, after_id=first + 1).number == 2
 
 
 def test_a_finished_trial_is_written_in_one_transaction_and_read_by_optuna(study):
-    trial_id, _ = _claim(study)
-    trial = optuna.Trial(study, trial_id)
+    trial = optuna_rdb.open_trial(study, _claim(study))
     writes = optuna_rdb.BufferedTrialStorage(trial)
     lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
     assert study.get_trials()[0].params == {}  # suggested in memory
@@ -52,6 +52,7 @@ def test_a_finished_trial_is_written_in_one_transaction_and_read_by_optuna(study
     trial.report(0.5, 1)
     trial.report(0.75, 2)
     trial.set_user_attr("val_acc", 0.75)
+    writes.system_attrs["loss_curve"] = [2.3, 1.1, None]
     assert study.get_trials()[0].intermediate_values == {}
     frozen = writes.finish(TrialState.COMPLETE, 0.75)
     stored = study.get_trials()[0]
@@ -59,24 +60,49 @@ def test_a_finished_trial_is_written_in_one_transaction_and_read_by_optuna(study
     assert isinstance(stored.distributions["lr"], optuna.distributions.FloatDistribution)
     assert stored.intermediate_values == {1: 0.5, 2: 0.75}
     assert stored.user_attrs == {"worker": "host:1", "val_acc": 0.75}
+    assert stored.system_attrs["loss_curve"] == frozen.system_attrs["loss_curve"] == [2.3, 1.1, None]
     assert stored.datetime_complete is not None and stored.datetime_complete >= stored.datetime_start
     assert (frozen.value, frozen.params, frozen.intermediate_values) == (0.75, {"lr": lr}, {1: 0.5, 2: 0.75})
 
 
 def test_a_pruned_trial_takes_its_last_report_as_value(study):
-    trial_id, _ = _claim(study)
-    writes = optuna_rdb.BufferedTrialStorage(optuna.Trial(study, trial_id))
+    trial_id = optuna_rdb.trial_id(claimed := _claim(study))
+    writes = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, claimed))
     writes.intermediate.update({1: 0.25, 2: 0.5})
     assert writes.finish(TrialState.PRUNED).value == 0.5
     assert study.get_trials()[0].value == 0.5
 
 
 def test_a_trial_failed_by_another_worker_is_not_overwritten(study):
-    trial_id, _ = _claim(study)
-    writes = optuna_rdb.BufferedTrialStorage(optuna.Trial(study, trial_id))
+    trial_id = optuna_rdb.trial_id(claimed := _claim(study))
+    writes = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, claimed))
     writes.user_attrs["val_acc"] = 0.9
     optuna_rdb.study_storage(study).set_trial_state_values(trial_id, TrialState.FAIL)  # failed as stale meanwhile
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         writes.finish(TrialState.COMPLETE, 0.9)
     stored = study.get_trials()[0]
     assert stored.state == TrialState.FAIL and stored.value is None and "val_acc" not in stored.user_attrs
+
+
+def test_open_trial_builds_what_optuna_builds_from_a_fresh_read(study):
+    for claimed in (_claim(study), _claim(study)):  # the second carries fixed_params
+        opened, read = optuna_rdb.open_trial(study, claimed), optuna.Trial(study, optuna_rdb.trial_id(claimed))
+        assert vars(opened).keys() == vars(read).keys()
+        assert opened._cached_frozen_trial == read._cached_frozen_trial
+        assert opened._fixed_params == read._fixed_params
+    writes = optuna_rdb.BufferedTrialStorage(opened)
+    assert opened.suggest_float("lr", 1e-4, 1.0) == 0.5 and writes.params["lr"][0] == 0.5
+
+
+def test_a_retry_copy_is_claimed_with_the_params_of_the_trial_it_retries(study):
+    from studies.budget import requeue_failed_trials
+    writes = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, _claim(study)))
+    lr = writes.trial.suggest_float("lr", 1e-4, 1.0, log=True)
+    writes.commit_params()
+    writes.user_attrs["stop_reason"] = "interrupted"
+    failed = writes.finish(TrialState.FAIL)
+    assert requeue_failed_trials(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), [failed]) == 1
+    copy = [_claim(study) for _ in range(3)][-1]
+    assert copy.params == {"lr": lr} and copy.system_attrs["retry_of"] == 0
+    again = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, copy))
+    assert again.trial.suggest_float("lr", 1e-4, 1.0, log=True) == lr and again.params == {}
