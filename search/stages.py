@@ -548,6 +548,7 @@ def _run_claimed(study: optuna.Study, stage: Stage, trial_id: int, number: int, 
     storage = optuna_rdb.study_storage(study)
     what = f"recording trial {number} of {stage.name}"
     study.sampler = make_sampler(stage, number)
+    optuna_rdb.forget_cached_trials(study)  # the sampler sees the trials finished since the last one
     try:
         with Heartbeat(storage, trial_id):  # beats while the result is recorded too, retries included
             trial = retry_storage(lambda: optuna.Trial(study, trial_id), what)

@@ -41,6 +41,12 @@ def study_id(study: optuna.Study) -> int:
     return study._study_id
 
 
+def forget_cached_trials(study: optuna.Study) -> None:
+    """Drop the study's cached trial list, as ``study.ask`` does: TPE reads its history from that cache, so a
+    study object reused for trial after trial without ``ask`` would sample every trial from the first's history."""
+    study._thread_local.cached_all_trials = None
+
+
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The trial's row id."""
     return trial._trial_id
