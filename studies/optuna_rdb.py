@@ -240,7 +240,9 @@ class BufferedTrialStorage:
     ``optuna.Trial`` writes each suggestion, report and attribute in its own transaction; with this
     as ``trial.storage`` they are written by ``commit_params`` (params, once all are suggested) and
     ``finish`` (everything else, the value and the state) in one transaction each. Nothing reads the
-    intermediate values live: the stages use no pruner (explosions are stopped by the trainer).
+    intermediate values of a running trial from the database: a stage's pruner (``--scheduler asha``,
+    Optuna's SuccessiveHalvingPruner) reads the trial's own from memory and the other trials' rung values
+    from the system attributes it writes through the study's storage, unbuffered, at each rung epoch.
     """
 
     def __init__(self, trial: optuna.Trial) -> None:
