@@ -96,3 +96,14 @@ def test_a_bad_scheduler_is_one_line_exit_2_and_nothing_written(run_cli, tmp_pat
 def test_scheduler_help_has_an_example(run_cli):
     out = run_cli("coarse", "--help").output
     assert "--scheduler [asha|none]" in out and "search coarse --scheduler asha" in out
+
+
+def test_two_workers_share_the_rungs_through_the_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    execute_stage(Execution(url, jobs=2, progress="quiet"), coarse_stage("two", RUN, DEFAULT_SPACE, N, seed=3,
+                                                                         scheduler="asha"))
+    trials = optuna.load_study(study_name="two/coarse", storage=open_storage(url)).get_trials()
+    assert len(trials) == N and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    ran = [t for t in trials if t.user_attrs["stop_reason"] not in ("exploded", "nan")]
+    assert all("completed_rung_0" in t.system_attrs for t in ran)  # each trial's epoch-1 value, seen by the other
+    assert 1 <= sum(t.state == TrialState.COMPLETE for t in trials) < len(ran)
