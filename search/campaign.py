@@ -183,6 +183,9 @@ def coarse_stage(campaign: str, run: RunConfig, space: dict[str, Dimension], n_t
                  sampler=sampler, explode_factor=explode_factor, scheduler=scheduler)
 
 
+FINE_SAMPLER = "tpe"  # search auto's fine stages: measured against random in benchmarks/search_quality.py
+
+
 def with_fine_choices(stage: Stage, sampler: str | None, scheduler: str | None) -> Stage:
     """A fine stage with its own sampler and scheduler where given (None: the parent's, as refined)."""
     return replace(stage, sampler=sampler or stage.sampler, scheduler=scheduler or stage.scheduler)
@@ -331,7 +334,7 @@ def _top_mean(study: optuna.Study, k: int) -> float | None:
 
 def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
              fine_epochs: int | None, dataset: Dataset | None = None, repeats: int = 3,
-             retrains: int = 3, promote: int = 8, fine_sampler: str | None = None,
+             retrains: int = 3, promote: int = 8, fine_sampler: str | None = FINE_SAMPLER,
              fine_scheduler: str | None = None) -> tuple[list[StageSummary], FinalScore]:
     """Coarse, then fine stages while they pay, then the top configurations re-evaluated and the best retrained.
 
@@ -339,8 +342,9 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     own epochs (stage ``promote-k``): short runs rank slow learning rates too high.
 
     Fine stages stop after ``max_fine``, when the space settles, or when a stage moves the mean of its
-    top 5 values by less than 2 standard errors of that difference. Fine stages use ``fine_sampler`` and
-    ``fine_scheduler`` where given, else the coarse stage's. The last stage's top ``top``
+    top 5 values by less than 2 standard errors of that difference. Fine stages use ``fine_sampler`` (TPE by
+    default: better than random inside the refined box, benchmarks/search_quality.py) and ``fine_scheduler``;
+    None: the coarse stage's. The last stage's top ``top``
     configurations then run ``repeats`` times each (stage ``final``); the best mean is retrained
     ``retrains`` times and scored on test (mean and std).
 

@@ -139,8 +139,9 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 @fine_options
 @click.option("--fine-epochs", type=click.IntRange(min=1), default=None,
               help="Epochs of fine trials (default: twice the previous stage's).")
-@click.option("--fine-sampler", type=choice(["random", "tpe", "qmc"]), default=None,
-              help="Sampler of the fine stages inside their refined box (default: --sampler's).")
+@click.option("--fine-sampler", type=choice(["random", "tpe", "qmc"]), default="tpe", show_default=True,
+              help="Sampler of the fine stages inside their refined box; with tpe, the same --seed gives the same "
+                   "trials only with --jobs 1.")
 @click.option("--fine-scheduler", type=choice(SCHEDULERS), default=None,
               help="Scheduler of the fine stages (default: --scheduler's).")
 @click.option("--max-fine", type=click.IntRange(min=0, max=100), default=3, show_default=True,
