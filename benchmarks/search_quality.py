@@ -15,6 +15,14 @@ retrained as many times as auto retrains and scored on test:
 * grid     -- Optuna's GridSampler over k values per dimension (k as large as the budget allows)
 * sha      -- RandomSampler + SuccessiveHalvingPruner on the per-epoch validation accuracy
 
+Variants of ``search auto`` run beside it, each into its own SQLite file, with the budget they spend
+(the baselines stay matched to the default's):
+
+* auto-random       -- ``--fine-sampler random``: the fine stages sample their refined box at random (the
+                       default before TPE measured better there)
+* auto-asha         -- ``--scheduler asha`` (coarse and fine stages) and 3x the trials (asha trials stop early)
+* auto-random-asha  -- both
+
 Every trial uses ``ExplosionObserver(3.0)``, as the product's trials do. Seeds run in parallel
 worker processes (``--workers``, default 2), each with one BLAS thread.
 
@@ -22,6 +30,7 @@ Usage:
     nice -n 10 python benchmarks/search_quality.py                       # 10 seeds, the default problems
     python benchmarks/search_quality.py --quick                          # smoke run: 2 seeds, short auto
     python benchmarks/search_quality.py --seeds 5 --problems digits-noisy,scaled-raw --out /tmp/sq
+    python benchmarks/search_quality.py --methods auto,auto-random,tpe           # a subset (auto always runs)
 """
 from __future__ import annotations
 
@@ -49,12 +58,20 @@ from optuna.trial import TrialState  # noqa: E402
 from engine.data import DataSpec, Dataset, _read_digits  # noqa: E402
 from engine.preprocess import PreprocessSpec  # noqa: E402
 from engine.trainer import Observer, TrainResult, train  # noqa: E402
-from search.campaign import Execution, auto_space, coarse_stage, run_auto  # noqa: E402
+from search.campaign import FINE_SAMPLER, Execution, auto_space, coarse_stage, run_auto  # noqa: E402
 from search.config import RunConfig  # noqa: E402
 from search.objective import ExplosionObserver, trial_config, trial_seed  # noqa: E402
 from search.space import Dimension  # noqa: E402
 
-METHODS = ("auto", "random", "tpe", "grid", "sha")
+# the variants of search auto: run_auto's keyword arguments, and the factor on the coarse stage's trials
+AUTO_VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
+    "auto": ({}, 1),
+    "auto-random": ({"fine_sampler": "random"}, 1),
+    "auto-asha": ({"scheduler": "asha"}, 3),
+    "auto-random-asha": ({"fine_sampler": "random", "scheduler": "asha"}, 3),
+}
+BASELINES = ("random", "tpe", "grid", "sha")  # their order fixes their training seeds
+METHODS = (*AUTO_VARIANTS, *BASELINES)
 RETRAIN_SEED_BASE = 10**6  # as search.campaign.retrain_final: seeds no trial uses
 
 
@@ -207,21 +224,26 @@ def retrain(run: RunConfig, params: dict[str, Any], seed: int, retrains: int, ds
 
 
 # --------------------------------------------------------------------------- search auto
-def run_search_auto(problem: Problem, path: Path, seed: int, folder: Path, quick: bool) -> tuple[dict, RunConfig,
-                                                                                                  Dataset]:
-    """``search auto --data PATH --preprocess P --seed SEED --jobs 1`` from Python, into its own SQLite file."""
+def run_search_auto(problem: Problem, path: Path, seed: int, folder: Path, quick: bool, variant: str = "auto",
+                    ) -> tuple[dict, RunConfig, Dataset]:
+    """``search auto --data PATH --preprocess P --seed SEED --jobs 1`` (with the variant's options) from Python,
+    into its own SQLite file."""
     run = RunConfig(data=DataSpec(str(path), seed=seed), preprocess=PreprocessSpec(problem.preprocess))
     run = run.with_params({"train.epochs": 3, "train.seed": seed})
     ds = run.load()
     space = auto_space(len(ds.y_train))
-    db = folder / f"{problem.name}-seed{seed}.db"
+    suffix = "" if variant == "auto" else f"-{variant}"
+    db = folder / f"{problem.name}-seed{seed}{suffix}.db"
     db.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
     trials, max_fine = (20, 1) if quick else (50, 3)
-    stage = coarse_stage(problem.name, run, space, trials, seed)
+    options, factor = AUTO_VARIANTS[variant]
+    scheduler = options.get("scheduler", "none")
+    stage = coarse_stage(problem.name, run, space, trials * factor, seed, scheduler=scheduler)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     summaries, final = run_auto(Execution(url, jobs=1, progress="quiet"), stage, max_fine=max_fine, top=5,
-                                edge=0.1, fine_epochs=None, dataset=ds, repeats=3, retrains=3)
+                                edge=0.1, fine_epochs=None, dataset=ds, repeats=3, retrains=3,
+                                fine_sampler=options.get("fine_sampler", FINE_SAMPLER))
     cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
 
     # epochs: every trial of every stage by the iterations it ran, then the retrains
@@ -241,7 +263,7 @@ def run_search_auto(problem: Problem, path: Path, seed: int, folder: Path, quick
     search_epochs = iterations / bpe
     retrain_epochs = final.retrains * final.epochs
     result = {
-        "method": "auto", "params": final.params, "reported_val": final.val_acc,
+        "method": variant, "params": final.params, "reported_val": final.val_acc,
         "retrain_val": final.retrain_val_acc, "test": final.test_acc, "test_std": final.test_std,
         "epochs": search_epochs + retrain_epochs, "search_epochs": search_epochs, "trial_epochs": final.epochs,
         "trials": n_trials, "cpu": cpu, "wall": wall, "stopped": final.stopped, "stages": stages,
@@ -284,7 +306,7 @@ def run_baseline(method: str, run: RunConfig, ds: Dataset, space: dict[str, Dime
     else:
         raise ValueError(f"unknown method {method!r}")
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-    stage_seed = seed + 1000 * (1 + METHODS.index(method))  # training seeds differ from auto's trials
+    stage_seed = seed + 1000 * (1 + BASELINES.index(method) + 1)  # training seeds differ from auto's trials
     state: dict[str, Any] = {"spent": 0, "best": -1.0, "params": None, "trials": 0, "stops": {}}
 
     def objective(trial: optuna.Trial) -> float:
@@ -322,16 +344,18 @@ def run_baseline(method: str, run: RunConfig, ds: Dataset, space: dict[str, Dime
     }
 
 
-def run_task(task: tuple[str, int, str, bool]) -> dict[str, Any]:
-    """All methods on one problem and seed: auto first, then the baselines at auto's epochs."""
-    name, seed, folder_text, quick = task
+def run_task(task: tuple[str, int, str, bool, tuple[str, ...]]) -> dict[str, Any]:
+    """The methods on one problem and seed: auto first, its variants, then the baselines at auto's epochs."""
+    name, seed, folder_text, quick, methods = task
     problem, folder = PROBLEMS[name], Path(folder_text)
     data_path = sorted((folder / "data").glob(f"{name}.*"))[0]
     auto, run, ds = run_search_auto(problem, data_path, seed, folder, quick)
     retrains, epochs = 3, auto["trial_epochs"]
     budget = auto["epochs"] - retrains * epochs  # the retrains cost every method the same
     space = auto_space(len(ds.y_train))
-    results = [auto] + [run_baseline(m, run, ds, space, epochs, budget, seed, retrains) for m in METHODS[1:]]
+    results = [auto] + [run_search_auto(problem, data_path, seed, folder, quick, m)[0]
+                        for m in methods if m in AUTO_VARIANTS and m != "auto"]
+    results += [run_baseline(m, run, ds, space, epochs, budget, seed, retrains) for m in methods if m in BASELINES]
     return {"problem": name, "seed": seed, "results": {r["method"]: r for r in results},
             "data": {"train": len(ds.y_train), "val": len(ds.y_val), "test": len(ds.y_test),
                      "features": ds.input_dim, "classes": ds.num_classes},
@@ -356,12 +380,13 @@ def report(problem: Problem, runs: list[dict[str, Any]]) -> dict[str, Any]:
     def col(method: str, key: str) -> np.ndarray:
         return np.array([r["results"][method][key] for r in runs], dtype=float)
 
-    print(f"\n{'method':<7} {'test (retrained)':>18} {'retrain sd':>10} {'reported val':>12} {'retrained val':>13} "
+    methods = [m for m in METHODS if m in runs[0]["results"]]
+    print(f"\n{'method':<13} {'test (retrained)':>18} {'retrain sd':>10} {'reported val':>12} {'retrained val':>13} "
           f"{'gap pts':>7} {'epochs':>7} {'trials':>6} {'trial ep':>8} {'CPU s':>7} {'wall s':>7}")
-    for m in METHODS:
+    for m in methods:
         test = col(m, "test")
         gap = 100 * (col(m, "reported_val") - col(m, "retrain_val"))
-        print(f"{m:<7} {test.mean():8.4f} +- {test.std():.4f} {col(m, 'test_std').mean():10.4f} "
+        print(f"{m:<13} {test.mean():8.4f} +- {test.std():.4f} {col(m, 'test_std').mean():10.4f} "
               f"{col(m, 'reported_val').mean():12.4f} {col(m, 'retrain_val').mean():13.4f} {gap.mean():+7.2f} "
               f"{col(m, 'epochs').mean():7.0f} {col(m, 'trials').mean():6.0f} {col(m, 'trial_epochs').mean():8.1f} "
               f"{col(m, 'cpu').mean():7.1f} {col(m, 'wall').mean():7.1f}")
@@ -370,44 +395,64 @@ def report(problem: Problem, runs: list[dict[str, Any]]) -> dict[str, Any]:
           "mean per seed)")
 
     print("\nwins per seed, row against column (wins-ties-losses on retrained test accuracy):")
-    print(f"{'':<7} " + " ".join(f"{m:>8}" for m in METHODS))
-    for a in METHODS:
+    print(f"{'':<13} " + " ".join(f"{m:>13}" for m in methods))
+    for a in methods:
         cells = []
-        for b in METHODS:
+        for b in methods:
             if a == b:
-                cells.append(f"{'-':>8}")
+                cells.append(f"{'-':>13}")
                 continue
             ta, tb = col(a, "test"), col(b, "test")
-            cells.append(f"{int((ta > tb).sum())}-{int((ta == tb).sum())}-{int((ta < tb).sum()):>1}".rjust(8))
-        print(f"{a:<7} " + " ".join(cells))
+            cells.append(f"{int((ta > tb).sum())}-{int((ta == tb).sum())}-{int((ta < tb).sum()):>1}".rjust(13))
+        print(f"{a:<13} " + " ".join(cells))
 
-    print("\nsearch auto per seed:")
-    for r in runs:
-        a = r["results"]["auto"]
-        chain = " -> ".join(f"{s['stage']}({s['trials']}x{s['epochs']}ep, best {s['best']:.3f})"
-                            if s["best"] is not None else f"{s['stage']}({s['trials']}x{s['epochs']}ep)"
-                            for s in a["stages"])
-        tpe = r["results"]["tpe"]
-        print(f"  seed {r['seed']}: test {a['test']:.4f} (tpe {tpe['test']:.4f}); reported {a['reported_val']:.4f}, "
-              f"retrained val {a['retrain_val']:.4f}; {fmt_params(a['params'])}")
-        print(f"     {chain}")
-        print(f"     stopped: {a['stopped']}")
-        print(f"     tpe chose {fmt_params(tpe['params'])} (val {tpe['reported_val']:.4f})")
-
-    auto, tpe = col("auto", "test"), col("tpe", "test")
-    at_least = int((auto >= tpe).sum())
-    need = math.ceil(0.7 * n)
-    gain = 100 * float((auto - tpe).mean())
-    gap = 100 * float((col("auto", "reported_val") - col("auto", "retrain_val")).mean())
-    checks = {
-        f"auto test >= tpe in >= {need} of {n} seeds": (at_least >= need, f"{at_least} of {n}"),
-        "auto mean gain over tpe >= 1 point": (gain >= 1.0, f"{gain:+.2f} points"),
-        "auto reported val within 1 point of retrained (mean over seeds)": (abs(gap) <= 1.0, f"{gap:+.2f} points"),
-    }
+    for variant in (m for m in methods if m in AUTO_VARIANTS):
+        print_auto_seeds(runs, variant)
+    if "tpe" not in methods:
+        return {}
+    checks = {}
+    for variant in (m for m in methods if m in AUTO_VARIANTS):
+        checks.update(target_checks(runs, variant))
     print("\ntargets (issue 12):")
     for what, (met, value) in checks.items():
         print(f"  {'MET    ' if met else 'NOT MET'} {what}: {value}")
     return checks
+
+
+def print_auto_seeds(runs: list[dict[str, Any]], variant: str) -> None:
+    """One auto variant's stages and choice per seed, beside TPE's choice."""
+    print(f"\nsearch {variant} per seed:")
+    for r in runs:
+        a = r["results"][variant]
+        chain = " -> ".join(f"{s['stage']}({s['trials']}x{s['epochs']}ep, best {s['best']:.3f})"
+                            if s["best"] is not None else f"{s['stage']}({s['trials']}x{s['epochs']}ep)"
+                            for s in a["stages"])
+        tpe = r["results"].get("tpe")
+        print(f"  seed {r['seed']}: test {a['test']:.4f}" + (f" (tpe {tpe['test']:.4f})" if tpe else "") +
+              f"; reported {a['reported_val']:.4f}, retrained val {a['retrain_val']:.4f}; {fmt_params(a['params'])}")
+        print(f"     {chain}")
+        print(f"     stopped: {a['stopped']}")
+        if tpe:
+            print(f"     tpe chose {fmt_params(tpe['params'])} (val {tpe['reported_val']:.4f})")
+
+
+def target_checks(runs: list[dict[str, Any]], variant: str) -> dict[str, tuple[bool, str]]:
+    """Issue 12's targets for one auto variant against TPE: (met, value) by what is checked."""
+    def col(method: str, key: str) -> np.ndarray:
+        return np.array([r["results"][method][key] for r in runs], dtype=float)
+
+    n = len(runs)
+    auto, tpe = col(variant, "test"), col("tpe", "test")
+    at_least = int((auto >= tpe).sum())
+    need = math.ceil(0.7 * n)
+    gain = 100 * float((auto - tpe).mean())
+    gap = 100 * float((col(variant, "reported_val") - col(variant, "retrain_val")).mean())
+    return {
+        f"{variant} test >= tpe in >= {need} of {n} seeds": (at_least >= need, f"{at_least} of {n}"),
+        f"{variant} mean gain over tpe >= 1 point": (gain >= 1.0, f"{gain:+.2f} points"),
+        f"{variant} reported val within 1 point of retrained (mean over seeds)": (abs(gap) <= 1.0,
+                                                                                  f"{gap:+.2f} points"),
+    }
 
 
 def blas_kernel() -> str:
@@ -434,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 seeds unless --seeds is given, auto with a 20-trial coarse stage and one "
                              "fine stage (not the product's defaults)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated, of: {', '.join(METHODS)} (default: all; auto always runs: the "
+                             "baselines get its epochs)")
     parser.add_argument("--workers", type=int, default=2, help="seeds run in parallel (default 2)")
     parser.add_argument("--out", default=None, help="folder for the data, databases and results.json "
                                                     "(default: a new temporary folder, kept)")
@@ -444,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in names if p not in PROBLEMS]
     if unknown or not names:
         parser.error(f"unknown problem(s) {', '.join(unknown) or '(none)'}; known: {', '.join(PROBLEMS)}")
+    methods = tuple(m for m in METHODS if m == "auto" or m in args.methods.split(","))
+    unknown = [m for m in args.methods.split(",") if m and m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     if args.seeds < 1 or args.workers < 1:
         parser.error("--seeds and --workers must be >= 1")
 
@@ -459,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data, databases (one per problem and seed: {{problem}}-seed{{k}}.db) and results.json in {folder}")
     sys.stdout.flush()
 
-    tasks = [(name, seed, str(folder), args.quick) for name in names for seed in range(args.seeds)]
+    tasks = [(name, seed, str(folder), args.quick, methods) for name in names for seed in range(args.seeds)]
     started, cpu0 = time.perf_counter(), cpu_seconds()
     done: list[dict[str, Any]] = []
     ctx = multiprocessing.get_context("spawn")
@@ -467,10 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         for i, result in enumerate(pool.imap_unordered(run_task, tasks), 1):
             done.append(result)
             elapsed = time.perf_counter() - started
-            a, t = result["results"]["auto"], result["results"]["tpe"]
+            tests = " ".join(f"{m} {r['test']:.4f} ({r['epochs']:.0f} ep)" for m, r in result["results"].items())
             print(f"[{i}/{len(tasks)} {elapsed:5.0f} s, eta {elapsed / i * (len(tasks) - i):4.0f} s] "
-                  f"{result['problem']} seed {result['seed']}: auto test {a['test']:.4f} ({a['epochs']:.0f} epochs, "
-                  f"{a['trial_epochs']}-epoch final), tpe {t['test']:.4f}", file=sys.stderr, flush=True)
+                  f"{result['problem']} seed {result['seed']}: test {tests}", file=sys.stderr, flush=True)
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
     (folder / "results.json").write_text(json.dumps(done, indent=1, default=str))
 

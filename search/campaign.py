@@ -178,9 +178,17 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
 
 # --------------------------------------------------------------------------- the stages a user asks for
 def coarse_stage(campaign: str, run: RunConfig, space: dict[str, Dimension], n_trials: int, seed: int,
-                 sampler: str = "random", explode_factor: float = 3.0) -> Stage:
+                 sampler: str = "random", explode_factor: float = 3.0, scheduler: str = "none") -> Stage:
     return Stage(campaign=campaign, stage="coarse", space=dict(space), n_trials=n_trials, run=run, seed=seed,
-                 sampler=sampler, explode_factor=explode_factor)
+                 sampler=sampler, explode_factor=explode_factor, scheduler=scheduler)
+
+
+FINE_SAMPLER = "tpe"  # search auto's fine stages: measured against random in benchmarks/search_quality.py
+
+
+def with_fine_choices(stage: Stage, sampler: str | None, scheduler: str | None) -> Stage:
+    """A fine stage with its own sampler and scheduler where given (None: the parent's, as refined)."""
+    return replace(stage, sampler=sampler or stage.sampler, scheduler=scheduler or stage.scheduler)
 
 
 def resolve_campaign(storage: optuna.storages.RDBStorage, campaign: str | None) -> str:
@@ -268,7 +276,8 @@ def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
     points = tuple(p for _ in range(repeats) for p in leaders)
     note = (f"the top {len(leaders)} configurations of {stage.name}, {repeats} runs each with other seeds; "
             f"the best mean is chosen")
-    return replace(stage, stage="final", sampler="fixed", points=points, n_trials=len(points), parent=stage.name,
+    return replace(stage, stage="final", sampler="fixed", scheduler="none", points=points, n_trials=len(points),
+                   parent=stage.name,
                    seed=stage.seed + 1000, range_notes=(note,))
 
 
@@ -325,14 +334,17 @@ def _top_mean(study: optuna.Study, k: int) -> float | None:
 
 def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge: float,
              fine_epochs: int | None, dataset: Dataset | None = None, repeats: int = 3,
-             retrains: int = 3, promote: int = 8) -> tuple[list[StageSummary], FinalScore]:
+             retrains: int = 3, promote: int = 8, fine_sampler: str | None = FINE_SAMPLER,
+             fine_scheduler: str | None = None) -> tuple[list[StageSummary], FinalScore]:
     """Coarse, then fine stages while they pay, then the top configurations re-evaluated and the best retrained.
 
     Each fine stage is refined on the previous stage's ``promote`` best configurations re-run at its
     own epochs (stage ``promote-k``): short runs rank slow learning rates too high.
 
     Fine stages stop after ``max_fine``, when the space settles, or when a stage moves the mean of its
-    top 5 values by less than 2 standard errors of that difference. The last stage's top ``top``
+    top 5 values by less than 2 standard errors of that difference. Fine stages use ``fine_sampler`` (TPE by
+    default: better than random inside the refined box, benchmarks/search_quality.py) and ``fine_scheduler``;
+    None: the coarse stage's. The last stage's top ``top``
     configurations then run ``repeats`` times each (stage ``final``); the best mean is retrained
     ``retrains`` times and scored on test (mean and std).
 
@@ -367,6 +379,6 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
                 break
         stage, promoted = promoted_fine_stage(execution, study, top, edge, fine_epochs, None, promote, dataset)
         summaries += promoted
-        summaries.append(execute_stage(execution, stage, dataset))
+        summaries.append(execute_stage(execution, with_fine_choices(stage, fine_sampler, fine_scheduler), dataset))
     summaries.append(execute_stage(execution, final_stage(study, top, repeats), dataset))
     return summaries, retrain_final(storage, coarse.campaign, coarse.seed, retrains, stopped)

@@ -18,6 +18,8 @@ from search.config import RunConfig
 from search.space import Dimension, params_to_paths
 
 LOSS_CURVE_POINTS = 200
+SCHEDULER_STOP = "pruned"  # the stop_reason of a trial the stage's scheduler (its Optuna pruner) stopped
+PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as Optuna state PRUNED
 
 
 class ExplosionObserver(Observer):
@@ -36,13 +38,17 @@ class ExplosionObserver(Observer):
 
 
 class EpochReporter(Observer):
-    """Reports validation accuracy after every epoch as the trial's intermediate value."""
+    """Reports validation accuracy after every epoch as the trial's intermediate value; with ``ask_until``, asks
+    the study's pruner after each epoch before that one whether to stop (stop reason ``SCHEDULER_STOP``)."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
+    def __init__(self, trial: optuna.Trial, ask_until: int | None = None) -> None:
         self.trial = trial
+        self.ask_until = ask_until
 
     def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
         self.trial.report(val_acc, epoch)
+        if self.ask_until is not None and epoch < self.ask_until and self.trial.should_prune():
+            return SCHEDULER_STOP
         return None
 
 
@@ -98,8 +104,12 @@ def run_trial(
     stage_seed: int,
     explode_factor: float = 3.0,
     on_params: Callable[[], None] | None = None,
+    scheduled: bool = False,
 ) -> TrialOutcome:
-    """Suggest the trial's params (then ``on_params()``), train; the caller records the outcome's attrs and state."""
+    """Suggest the trial's params (then ``on_params()``), train; the caller records the outcome's attrs and state.
+
+    ``scheduled``: the study's pruner may stop the run after any epoch but the last (a run that reached its
+    last epoch is complete)."""
     params = {name: dim.suggest(trial, name) for name, dim in space.items()}
     if on_params is not None:
         on_params()
@@ -109,7 +119,8 @@ def run_trial(
     initial_reg_loss = model.reg_loss(config.train.reg)
     result = train(
         model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
-        observers=(ExplosionObserver(explode_factor), EpochReporter(trial)),
+        observers=(ExplosionObserver(explode_factor),
+                   EpochReporter(trial, config.train.epochs if scheduled else None)),
     )
     seconds = time.perf_counter() - started
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)
@@ -137,4 +148,4 @@ def run_trial(
     # The value is the LAST epoch's validation accuracy: what a retrain of this configuration for
     # the same epochs is scored at. The best epoch's (an optimistic maximum over epochs) is kept
     # beside it as best_val_acc.
-    return TrialOutcome(result.val_acc, stop_reason in ("exploded", "nan"), result, attrs, records)
+    return TrialOutcome(result.val_acc, stop_reason in PRUNED_REASONS, result, attrs, records)

@@ -34,6 +34,7 @@ from engine.data import Dataset
 from search.errors import Interrupted, SearchError, SearchFailed
 from search.config import RunConfig
 from search.objective import run_trial, trial_seed
+from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
 from studies import optuna_rdb
 from studies.budget import initialise_study, requeue_failed_trials
@@ -67,12 +68,15 @@ class Stage:
     range_notes: tuple[str, ...] = ()
     explode_factor: float = 3.0
     points: tuple[dict[str, Any], ...] = ()  # the trials' params of a "fixed" stage
+    scheduler: str = "none"
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise SearchError(f"--trials must be >= 1, got {self.n_trials}")
         if self.sampler not in SAMPLERS:
             raise SearchError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise SearchError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(SCHEDULERS)}")
         if not (math.isfinite(self.explode_factor) and self.explode_factor > 1):
             raise SearchError(f"--explode-factor must be a finite number > 1, got {self.explode_factor}")
         if "/" in self.campaign or not self.campaign.strip() or not self.campaign.isprintable():
@@ -90,6 +94,7 @@ class Stage:
             "epochs": self.run.train.epochs, "config": self.run.to_dict(), "data": {"name": self.run.data.name},
             "seed": self.seed, "range_notes": list(self.range_notes), "n_trials": self.n_trials,
             "sampler": self.sampler, "explode_factor": self.explode_factor, "points": list(self.points),
+            "scheduler": self.scheduler,
         }
 
     @classmethod
@@ -99,7 +104,7 @@ class Stage:
             n_trials=attrs["n_trials"], run=RunConfig.from_dict(attrs["config"]),
             seed=attrs["seed"], sampler=attrs["sampler"], parent=attrs["parent"],
             range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
-            points=tuple(attrs.get("points", ())),
+            points=tuple(attrs.get("points", ())), scheduler=attrs.get("scheduler", "none"),
         )
 
     def grid_beside(self, stage: str) -> Stage:
@@ -108,7 +113,7 @@ class Stage:
         Its real size (every category x k values per numeric dimension) is its ``n_trials``; the
         range notes say how it differs from this stage's budget.
         """
-        grid = replace(self, stage=stage, sampler="grid", parent=self.name, range_notes=())
+        grid = replace(self, stage=stage, sampler="grid", scheduler="none", parent=self.name, range_notes=())
         size = len(grid.grid_points())
         note = (f"grid of {size} points ({' x '.join(str(len(v)) for v in grid.grid_values().values())}) "
                 f"beside {self.n_trials} trials of {self.name}" +
@@ -166,12 +171,13 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
 
 def _definition(stage: Stage) -> tuple:
     """The parts of a stage that must match for a command to continue it rather than conflict with it."""
-    return (space_attr(stage.space), stage.n_trials, stage.run, stage.sampler, stage.seed, stage.points)
+    return (space_attr(stage.space), stage.n_trials, stage.run, stage.sampler, stage.seed, stage.points,
+            stage.scheduler)
 
 
 def describe_stage(stage: Stage) -> str:
     return (f"{describe_space(stage.space)}, {stage.n_trials} trials, {stage.run.train.epochs} epochs, "
-            f"sampler {stage.sampler}")
+            f"sampler {stage.sampler}" + ("" if stage.scheduler == "none" else f", scheduler {stage.scheduler}"))
 
 
 def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -> optuna.Study:
@@ -273,8 +279,8 @@ def promotion_stage(parent_study: optuna.Study, epochs: int | None, n: int) -> S
     k = fine_index(parent.stage) + 1
     run = parent.run.with_params({"train.epochs": next_epochs(parent, epochs)})
     note = f"the best {len(points)} configurations of {parent.name} at {run.train.epochs} epochs"
-    return replace(parent, stage=f"promote-{k}", sampler="fixed", points=tuple(points), n_trials=len(points),
-                   run=run, seed=parent.seed + 500 + k, parent=parent.name, range_notes=(note,))
+    return replace(parent, stage=f"promote-{k}", sampler="fixed", scheduler="none", points=tuple(points),
+                   n_trials=len(points), run=run, seed=parent.seed + 500 + k, parent=parent.name, range_notes=(note,))
 
 
 def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int | None,
@@ -464,6 +470,14 @@ def make_sampler(stage: Stage, number: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)  # grid trials carry fixed params; this is never asked
 
 
+def make_pruner(stage: Stage) -> optuna.pruners.BasePruner:
+    """The stage's scheduler as an Optuna pruner (``none``: never prunes; explosions are stopped by the trainer)."""
+    if stage.scheduler == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=asha_min_epochs(stage.run.train.epochs),
+                                                      reduction_factor=ASHA_REDUCTION)
+    return optuna.pruners.NopPruner()
+
+
 @dataclass
 class WorkerReport:
     """What one worker did."""
@@ -561,12 +575,15 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
     trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
     what = f"recording trial {number} of {stage.name}"
     study.sampler = make_sampler(stage, number)
+    study.pruner = make_pruner(stage)
+    optuna_rdb.forget_cached_trials(study)  # the sampler sees the trials finished since the last one
     try:
         trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
         writes = optuna_rdb.BufferedTrialStorage(trial)
         try:
             outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
                                 stage_seed=stage.seed, explode_factor=stage.explode_factor,
+                                scheduled=stage.scheduler != "none",
                                 on_params=lambda: retry_storage(writes.commit_params, what))
         except (KeyboardInterrupt, Interrupted):
             with _signals_ignored():

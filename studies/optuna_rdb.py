@@ -42,6 +42,12 @@ def study_id(study: optuna.Study) -> int:
     return study._study_id
 
 
+def forget_cached_trials(study: optuna.Study) -> None:
+    """Drop the study's cached trial list, as ``study.ask`` does: TPE reads its history from that cache, so a
+    study object reused for trial after trial without ``ask`` would sample every trial from the first's history."""
+    study._thread_local.cached_all_trials = None
+
+
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The trial's row id."""
     return trial._trial_id
@@ -412,8 +418,11 @@ class BufferedTrialStorage:
     ``optuna.Trial`` writes each suggestion, report and attribute in its own transaction; with this
     as ``trial.storage`` they are written by ``commit_params`` (params, once all are suggested) and
     ``finish`` (everything else, the value and the state) in one transaction each (on PostgreSQL one
-    statement each, see ``_finish_postgresql``). Nothing reads the
-    intermediate values live: the stages use no pruner (explosions are stopped by the trainer).
+    statement each, see ``_finish_postgresql``). Nothing reads the intermediate values of a running trial
+    from the database: a stage's pruner (``--scheduler asha``, Optuna's SuccessiveHalvingPruner) reads the
+    trial's own from memory and the other trials' rung values from the system attributes it writes through
+    the study's storage, unbuffered, at each rung epoch. The trial's own system attributes set through
+    ``trial.storage`` (the records, ``studies.records``) are buffered like the rest.
     """
 
     def __init__(self, trial: optuna.Trial) -> None:

@@ -185,7 +185,7 @@ def _state_legend(fig: Figure) -> None:
     """One legend for the whole figure, the same whatever the panels hold."""
     handles = [
         Line2D([], [], ls="", marker="o", mfc="lightgrey", mec="black", mew=0.5, label="complete (colour: accuracy)"),
-        Line2D([], [], ls="", marker="x", color="tab:red", label="pruned (exploded/nan)"),
+        Line2D([], [], ls="", marker="x", color="tab:red", label="pruned (exploded, nan, scheduler)"),
         Line2D([], [], ls="", marker="s", mfc="none", mec="grey", label="failed"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)

@@ -90,7 +90,7 @@ BEST_SO_FAR_STAGES = ("best validation accuracy so far against cumulative traini
 IMAGE_CAPTIONS: dict[str, str] = {
     "importance": "parameter importance per stage (Optuna's fANOVA evaluator)",
     "scatter": "the two most important dimensions per stage, coloured by validation accuracy on each stage's "
-               "own scale; red x = pruned (exploded/nan)",
+               "own scale; red x = pruned (exploded, nan or by the scheduler)",
     "projection": "validation accuracy against each dimension alone: log axis for a log range, "
                   "box and jittered points for a category",
     "history": "validation accuracy by trial number, stage after stage, and each stage's best so far",

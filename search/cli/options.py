@@ -20,6 +20,7 @@ from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
 from search.config import RunConfig
 from search.errors import SearchError
+from search.schedulers import SCHEDULER_HELP, SCHEDULERS
 from search.space import Dimension, check_space, parse_dimension, searchable
 
 
@@ -43,8 +44,8 @@ SECTIONS = {
              "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
     "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
-    "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "top", "edge", "promote",
-               "fine_epochs", "max_fine", "repeats", "retrain_seeds"),
+    "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "scheduler", "top", "edge",
+               "promote", "fine_epochs", "fine_sampler", "fine_scheduler", "max_fine", "repeats", "retrain_seeds"),
     "Execution": ("campaign", "storage", "jobs", "heartbeat", "seed", "as_json", "fmt", "columns", "wide"),
 }
 
@@ -337,6 +338,8 @@ stage_options = apply([
     click.option("--sampler", type=choice(["random", "tpe", "qmc"]), default="random", show_default=True,
                  help="random and grid stages: same --seed, same trials with any --jobs; tpe and qmc: only with "
                       "--jobs 1 and no interruption (each draw depends on the trials finished before it)."),
+    click.option("--scheduler", type=choice(SCHEDULERS), default="none", show_default=True,
+                 help=SCHEDULER_HELP),
     explode_option,
 ])
 

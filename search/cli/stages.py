@@ -7,12 +7,13 @@ import click
 
 from search.cli.options import (
     SectionedCommand,
-    build_space, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
+    build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
 from search.cli.output import echo_json, say
 from search.config import RunConfig
 from search.errors import SearchError
+from search.schedulers import SCHEDULERS
 from search.space import value_text
 
 
@@ -52,8 +53,9 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
 @stage_options
 @stage_run_options
 @json_option
-def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, explode_factor: float,
-           campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
+           explode_factor: float, campaign: str | None, storage: str | None, jobs: int, heartbeat: int,
+           as_json: bool) -> int:
     """Coarse stage: random search over the space (default lr and reg on a log scale), short runs.
 
     Running the same command again continues an interrupted stage to exactly --trials.
@@ -63,12 +65,14 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
       search coarse --lr 1e-6:1e0 --reg 1e-6:1e1 --trials 50 --epochs 3 --jobs 2
       search coarse --space lr=1e-4:1e0 --space hidden=8:256:int \\
         --space activation=relu,tanh,elu
+      search coarse --scheduler asha --trials 100 --epochs 9
     """
     from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
 
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
-    stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor)
+    stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
+                         scheduler)
     return finish([execute_stage(execution(storage, jobs, heartbeat, as_json), stage)], as_json)
 
 
@@ -78,18 +82,23 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
               help="Epochs per trial (default: twice the previous stage's).")
 @click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=None,
               help="Trials (default: the previous stage's).")
+@click.option("--scheduler", type=choice(SCHEDULERS), default=None,
+              help="none or asha (default: the previous stage's); see search coarse --help.")
 @stage_run_options
 @json_option
-def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, campaign: str | None,
-         storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, scheduler: str | None,
+         campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """Next fine stage: ranges narrowed around the best trials, widened past a bound the best sits near,
     categories that never reached the top dropped.
 
     \b
-    Example:
+    Examples:
       search fine --top 5 --edge 0.1 --epochs 10
+      search fine --scheduler asha --trials 100
     """
-    from search.campaign import execute_stage, next_fine_stage, promoted_fine_stage, resolve_campaign, run_existing
+    from search.campaign import (
+        execute_stage, next_fine_stage, promoted_fine_stage, resolve_campaign, run_existing, with_fine_choices,
+    )
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st = ex.existing_storage()
@@ -99,7 +108,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     promoted: list = []
     if promote:
         stage, promoted = promoted_fine_stage(ex, study, top, edge, epochs, trials, promote)
-    return finish([*promoted, execute_stage(ex, stage)], as_json)
+    return finish([*promoted, execute_stage(ex, with_fine_choices(stage, None, scheduler))], as_json)
 
 
 @click.command(cls=SectionedCommand)
@@ -130,6 +139,11 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 @fine_options
 @click.option("--fine-epochs", type=click.IntRange(min=1), default=None,
               help="Epochs of fine trials (default: twice the previous stage's).")
+@click.option("--fine-sampler", type=choice(["random", "tpe", "qmc"]), default="tpe", show_default=True,
+              help="Sampler of the fine stages inside their refined box; with tpe, the same --seed gives the same "
+                   "trials only with --jobs 1.")
+@click.option("--fine-scheduler", type=choice(SCHEDULERS), default=None,
+              help="Scheduler of the fine stages (default: --scheduler's).")
 @click.option("--max-fine", type=click.IntRange(min=0, max=100), default=3, show_default=True,
               help="Most fine stages to run (fewer when a stage no longer improves beyond noise).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
@@ -138,9 +152,10 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
               help="Retrains of the chosen configuration, scored on test (mean +- std).")
 @stage_run_options
 @json_option
-def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, explode_factor: float, top: int,
-         edge: float, promote: int, fine_epochs: int | None, max_fine: int, repeats: int, retrain_seeds: int,
-         campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
+         explode_factor: float, top: int, edge: float, promote: int, fine_epochs: int | None, fine_sampler: str | None,
+         fine_scheduler: str | None, max_fine: int, repeats: int, retrain_seeds: int, campaign: str | None,
+         storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """The whole recipe: coarse, fine stages while they pay, the top configurations re-run, the best tested.
 
     Fine stages stop at --max-fine, when the space settles, or when a stage moves the mean of its
@@ -153,15 +168,17 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
       search auto --data digits --trials 30 --jobs 2
       search auto --space lr=1e-4:1e-1 --space hidden=32:512:int \\
         --space dropout=0.5:1:linear
+      search auto --fine-sampler tpe --fine-scheduler asha
     """
     from search.campaign import auto_space, coarse_stage, run_auto
 
     run = base.with_params({"train.epochs": epochs})
     dataset = run.load()
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
-    stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor)
+    stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
+                         scheduler)
     summaries, final = run_auto(execution(storage, jobs, heartbeat, as_json), stage, max_fine, top, edge,
-                                fine_epochs, dataset, repeats, retrain_seeds, promote)
+                                fine_epochs, dataset, repeats, retrain_seeds, promote, fine_sampler, fine_scheduler)
     code = finish(summaries, as_json, {"final": final.__dict__})
     if not as_json:
         click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")

@@ -36,6 +36,9 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     out = json.loads(result.stdout)
     stages = [s["stage"] for s in out["stages"]]
     assert stages == ["coarse", "promote-1", "fine-1", "final"]
+    storage = open_storage("sqlite:///search.db", create=False)
+    samplers = {s.user_attrs["stage"]: s.user_attrs["sampler"] for s in storage.get_all_studies()}
+    assert samplers == {"coarse": "random", "promote-1": "fixed", "fine-1": "tpe", "final": "fixed"}
     final = out["final"]
     assert final["repeats"] == 2 and final["retrains"] == 2 and final["epochs"] == 4
     study = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db", create=False))

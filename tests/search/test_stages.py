@@ -163,3 +163,14 @@ def test_auto_jobs_never_start_more_workers_than_trials_left_or_cores():
     assert auto.processes(1) == 1
     assert auto.processes(1000) == cores
     assert Execution("sqlite:///unused.db", jobs=3).processes(1) == 3  # an explicit number is obeyed
+
+
+def test_a_tpe_stage_samples_from_the_trials_finished_so_far(url):
+    # TPE's first 10 trials are its random startup draws, the same as a random stage's with the same seed;
+    # from the 11th it models the finished trials, so its points differ (a stale trial cache kept them random)
+    for sampler in ("random", "tpe"):
+        stage = coarse_stage(sampler, RUN, DEFAULT_SPACE, 13, seed=4, sampler=sampler)
+        execute_stage(Execution(url, jobs=1, progress="quiet"), stage)
+    random_points, tpe_points = ([t.params for t in _study(url, f"{s}/coarse").get_trials()] for s in ("random", "tpe"))
+    assert tpe_points[:10] == random_points[:10]
+    assert all(t != r for t, r in zip(tpe_points[10:], random_points[10:]))

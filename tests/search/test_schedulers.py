@@ -1,0 +1,109 @@
+"""--scheduler asha: successive halving inside a stage, on a real SQLite study database."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from engine.data import DataSpec
+from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage, final_stage, with_fine_choices
+from search.config import RunConfig
+from search.schedulers import ASHA_REDUCTION, asha_min_epochs, asha_rungs
+from search.stages import Stage, make_pruner, promotion_stage, refined_stage
+from studies.store import open_storage
+from tests.search.conftest import one_line_error
+
+RUN = RunConfig(data=DataSpec("digits", train_size=400)).with_params({"train.epochs": 9})
+N = 12
+
+
+@pytest.fixture(scope="module")
+def asha_study(tmp_path_factory) -> optuna.Study:
+    """A 12-trial, 9-epoch asha stage (rungs at epochs 1 and 3) run by one worker."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('asha') / 'search.db'}"
+    stage = coarse_stage("a", RUN, DEFAULT_SPACE, N, seed=3, scheduler="asha")
+    execute_stage(Execution(url, jobs=1, progress="quiet"), stage)
+    return optuna.load_study(study_name="a/coarse", storage=open_storage(url))
+
+
+def test_asha_rungs_are_m_3m_9m_before_the_last_epoch():
+    assert [asha_rungs(e) for e in (1, 3, 9, 12, 24, 100)] == [[], [1], [1, 3], [1, 3, 9], [3, 9], [12, 36]]
+    assert asha_min_epochs(24) == 3 and ASHA_REDUCTION == 3
+
+
+def _replay_asha(trials: list, rungs: list[int]) -> int:
+    """Successive halving replayed in trial order from the stored per-epoch values: how many reach the end."""
+    seen: dict[int, list[float]] = {r: [] for r in rungs}
+    reached = 0
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.user_attrs["stop_reason"] in ("exploded", "nan"):
+            continue
+        promoted = True
+        for rung in rungs:
+            value = t.intermediate_values[rung]
+            seen[rung].append(value)
+            ranked = sorted(seen[rung], reverse=True)
+            if value < ranked[max(len(ranked) // ASHA_REDUCTION - 1, 0)]:
+                promoted = False
+                break
+        reached += promoted
+    return reached
+
+
+def test_asha_stage_prunes_at_rungs_and_still_ends_with_exactly_n_finished(asha_study):
+    trials = asha_study.get_trials()
+    assert len(trials) == N
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    reasons = [t.user_attrs["stop_reason"] for t in trials]
+    assert (reasons.count("completed"), reasons.count("pruned"), reasons.count("exploded")) == (3, 7, 2)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == _replay_asha(trials, [1, 3]) == 3
+    for t in complete:
+        assert sorted(t.intermediate_values) == list(range(1, 10)) and t.value == t.intermediate_values[9]
+    for t in trials:
+        if t.user_attrs["stop_reason"] == "pruned":
+            assert t.state == TrialState.PRUNED
+            assert max(t.intermediate_values) in (1, 3)  # stopped at a rung, never at the last epoch
+            assert t.value == t.intermediate_values[max(t.intermediate_values)]
+            assert t.user_attrs["iterations"] == max(t.intermediate_values) * 8  # 400 samples, batch 50
+    assert asha_study.user_attrs["scheduler"] == "asha"
+
+
+def test_fine_stages_inherit_the_scheduler_and_fixed_stages_never_use_one(asha_study):
+    fine = refined_stage(asha_study, top=2, edge=0.1, epochs=None, n_trials=None)
+    assert fine.scheduler == "asha" and with_fine_choices(fine, "tpe", "none").scheduler == "none"
+    assert with_fine_choices(fine, "tpe", None).sampler == "tpe"
+    assert promotion_stage(asha_study, None, 2).scheduler == "none"
+    assert final_stage(asha_study, top=2, repeats=2).scheduler == "none"
+    assert isinstance(make_pruner(fine), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner(replace(fine, scheduler="none")), optuna.pruners.NopPruner)
+
+
+def test_a_stage_stored_without_the_scheduler_attribute_loads_as_none():
+    attrs = coarse_stage("old", RUN, DEFAULT_SPACE, 5, seed=0).attrs()
+    del attrs["scheduler"]
+    assert Stage.from_attrs(attrs).scheduler == "none"
+
+
+@pytest.mark.parametrize("command", ["coarse", "fine", "auto"])
+def test_a_bad_scheduler_is_one_line_exit_2_and_nothing_written(run_cli, tmp_path, command):
+    one_line_error(run_cli(command, "--scheduler", "fifo"), "--scheduler", "fifo")
+    assert not (tmp_path / "search.db").exists()
+
+
+def test_scheduler_help_has_an_example(run_cli):
+    out = run_cli("coarse", "--help").output
+    assert "--scheduler [asha|none]" in out and "search coarse --scheduler asha" in out
+
+
+def test_two_workers_share_the_rungs_through_the_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    execute_stage(Execution(url, jobs=2, progress="quiet"), coarse_stage("two", RUN, DEFAULT_SPACE, N, seed=3,
+                                                                         scheduler="asha"))
+    trials = optuna.load_study(study_name="two/coarse", storage=open_storage(url)).get_trials()
+    assert len(trials) == N and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    ran = [t for t in trials if t.user_attrs["stop_reason"] not in ("exploded", "nan")]
+    assert all("completed_rung_0" in t.system_attrs for t in ran)  # each trial's epoch-1 value, seen by the other
+    assert 1 <= sum(t.state == TrialState.COMPLETE for t in trials) < len(ran)
