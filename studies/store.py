@@ -142,9 +142,13 @@ def sqlite_read_uri(path: Path) -> str:
         probe.close()
 
 
-def _read_sqlite_layout(path: Path) -> tuple[set[str], str | None]:
-    """(table names, alembic revision or None) read through a read-only connection."""
-    uri = sqlite_read_uri(path) if path.stat().st_size else f"file:{quote(str(path.resolve()))}?mode=ro"
+def _read_sqlite_layout(path: Path, writable: bool = False) -> tuple[set[str], str | None]:
+    """(table names, alembic revision or None) read through a read-only connection, or (``writable``, for a
+    command that will write anyway) a read-write one, which can recover the WAL index a killed writer left."""
+    if writable:
+        uri = f"file:{quote(str(path.resolve()))}"
+    else:
+        uri = sqlite_read_uri(path) if path.stat().st_size else f"file:{quote(str(path.resolve()))}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
     try:
         tables = {
@@ -227,7 +231,7 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
     revision = None
     if header:  # an empty file is a valid empty SQLite database
         try:
-            tables, revision = _read_sqlite_layout(path)
+            tables, revision = _read_sqlite_layout(path, writable=create)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{where}: cannot read {str(path)!r}: {describe_storage_error(exc)}") from None
     if not tables and not create:
@@ -422,6 +426,9 @@ def _first_line(exc: BaseException | None) -> str:
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         exc = exc.orig
     text = str(exc).strip()
+    code = getattr(exc, "sqlite_errorname", None)  # e.g. SQLITE_READONLY_RECOVERY for "readonly database"
+    if text and code and code not in text:
+        text = f"{text.splitlines()[0]} [{code}]"
     return text.splitlines()[0] if text else type(exc).__name__
 
 
