@@ -15,6 +15,7 @@ from engine.diagnostics import Diagnosis, diagnose, expected_initial_loss, unit_
 from engine.model import FullyConnectedNet
 from engine.trainer import Observer, TrainResult, train
 from search.config import RunConfig
+from search.schedulers import asha_rungs
 from search.space import Dimension, params_to_paths
 
 LOSS_CURVE_POINTS = 200
@@ -38,16 +39,20 @@ class ExplosionObserver(Observer):
 
 
 class EpochReporter(Observer):
-    """Reports validation accuracy after every epoch as the trial's intermediate value; with ``ask_until``, asks
-    the study's pruner after each epoch before that one whether to stop (stop reason ``SCHEDULER_STOP``)."""
+    """Reports validation accuracy after every epoch as the trial's intermediate value; after each epoch in
+    ``rungs`` asks the study's pruner whether to stop (stop reason ``SCHEDULER_STOP``).
 
-    def __init__(self, trial: optuna.Trial, ask_until: int | None = None) -> None:
+    Asking only there gives the pruner's own decisions (successive halving acts at the first step at or past a
+    rung, and every epoch is reported) without reading the trial back from the database every epoch.
+    """
+
+    def __init__(self, trial: optuna.Trial, rungs: frozenset[int] = frozenset()) -> None:
         self.trial = trial
-        self.ask_until = ask_until
+        self.rungs = rungs
 
     def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
         self.trial.report(val_acc, epoch)
-        if self.ask_until is not None and epoch < self.ask_until and self.trial.should_prune():
+        if epoch in self.rungs and self.trial.should_prune():
             return SCHEDULER_STOP
         return None
 
@@ -120,7 +125,7 @@ def run_trial(
     result = train(
         model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
         observers=(ExplosionObserver(explode_factor),
-                   EpochReporter(trial, config.train.epochs if scheduled else None)),
+                   EpochReporter(trial, frozenset(asha_rungs(config.train.epochs)) if scheduled else frozenset())),
     )
     seconds = time.perf_counter() - started
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)

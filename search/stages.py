@@ -165,6 +165,8 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
         raise SearchError(
             f"stage {stage.name} already exists with other settings ({describe_stage(existing)}); "
             f"run it with those settings or pass --campaign NAME to start another campaign"
+            + (f" (search auto: --fine-sampler {existing.sampler} --fine-scheduler {existing.scheduler} "
+               f"continue its fine stages)" if fine_index(stage.stage) > 0 else "")
         )
     return study, created
 

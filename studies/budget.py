@@ -34,10 +34,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from studies.errors import StudyError
 from studies.optuna_rdb import LockedStudy, locked_study, study_id as study_id_of, study_storage
+from studies.records import RECORD_KEYS
 
 READY_ATTR = "ready"  # study user attribute: every trial of the budget is enqueued
 OWNER_KEYS = frozenset({"campaign", "stage"})  # study user attributes that name the stage a study is
 RETRY_OF = "retry_of"  # trial system attribute of a retry: the number of the FAIL trial it re-runs
+PRUNER_RUNG_PREFIX = "completed_rung_"  # system attributes of Optuna's SuccessiveHalvingPruner: value at rung k
 # A FAIL trial whose stop_reason starts with this failed by itself (an exception in the trial) and
 # is not re-run; any other FAIL (interrupted, or its worker died) is re-run once per failure.
 ERROR_PREFIX = "error"
@@ -76,8 +78,13 @@ def is_retried_on_failure(trial: FrozenTrial) -> bool:
 
 
 def retry_copy(trial: FrozenTrial) -> FrozenTrial:
-    """A WAITING trial with the failed trial's parameters and Optuna's retry bookkeeping."""
-    system_attrs = dict(trial.system_attrs)
+    """A WAITING trial with the failed trial's parameters and Optuna's retry bookkeeping.
+
+    What belonged to the failed run is left behind: its records and the values a pruner stored at the rungs it
+    passed (the copy starts again at epoch 1 and must be compared at every rung, its run's values counted once).
+    """
+    system_attrs = {k: v for k, v in trial.system_attrs.items()
+                    if k not in RECORD_KEYS and not k.startswith(PRUNER_RUNG_PREFIX)}
     system_attrs["failed_trial"] = system_attrs.get("failed_trial", trial.number)  # the first of the chain
     system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), trial.number]
     system_attrs[RETRY_OF] = trial.number

@@ -4,7 +4,8 @@ Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 ``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
 (``{"lr": [low, high, "log"], ...}``), ``epochs``, ``data``, ``model``, ``seed``,
 ``range_notes``; trial user attrs ``initial_loss``, ``final_loss``, ``train_acc``,
-``val_acc``, ``iterations``, ``seconds``, ``stop_reason``, ``loss_curve``.
+``val_acc``, ``iterations``, ``seconds``, ``stop_reason``; trial system attrs (``studies.records``,
+user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, ``diagnosis_numbers``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
 
 from studies.errors import StudyError, UnknownStudyError
-from studies.records import RECORD_KEYS
+from studies.records import RECORD_KEYS, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 
 # list_studies(): one row per study, in creation order.
@@ -373,7 +374,8 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str,
 
     Stages of re-runs (sampler ``fixed``: promote-k, final) are left out: their best single run is a
     maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean.
-    Keys: study, stage, number, value, params, user_attrs (without the records of older databases).
+    Keys: study, stage, number, value, params, user_attrs (the scalar ones), records (config, diagnosis_numbers,
+    train_acc_curve; not the loss curve).
     """
     selected = [info for info in _select_studies(_study_infos(storage), None, campaign)
                 if info.attrs.get("sampler") != "fixed"]
@@ -403,6 +405,8 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str,
         "value": _trial_value(trial),
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},
+        "records": {k: trial_record(trial, k) for k in RECORD_KEYS
+                    if k != "loss_curve" and trial_record(trial, k) is not None},
     }
 
 

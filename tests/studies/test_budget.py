@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies.budget import RETRY_OF, RetryStaleTrialOnce, initialise_study, requeue_failed_trials
+from studies.budget import RETRY_OF, RetryStaleTrialOnce, initialise_study, requeue_failed_trials, retry_copy
 from studies.optuna_rdb import LockedStudy
 from studies.store import open_storage
 
@@ -135,3 +135,16 @@ def test_a_stage_of_100000_trials_is_enqueued_numbered_and_ready(url):
     trials = storage.get_all_trials(study._study_id, deepcopy=False)
     assert [t.number for t in trials] == list(range(100_000))
     assert {t.state for t in trials} == {TrialState.WAITING} and study.user_attrs["ready"] is True
+
+
+def test_a_retry_copy_keeps_the_params_and_leaves_the_failed_runs_rung_values_and_records_behind():
+    failed = optuna.trial.create_trial(
+        state=TrialState.FAIL, params={"lr": 0.5}, distributions={"lr": optuna.distributions.FloatDistribution(0.1, 1)},
+        system_attrs={"fixed_params": {"lr": 0.5}, "completed_rung_0": 0.3, "completed_rung_1": 0.4,
+                      "loss_curve": [2.3, 1.0], "config": {"train": {"lr": 0.5}}},
+    )
+    failed.number = 7
+    copy = retry_copy(failed)
+    assert copy.state == TrialState.WAITING and copy.params == {"lr": 0.5}
+    # the copy is compared again at every rung (Optuna counts completed_rung_* keys to find a trial's rung)
+    assert copy.system_attrs == {"fixed_params": {"lr": 0.5}, "failed_trial": 7, "retry_history": [7], RETRY_OF: 7}

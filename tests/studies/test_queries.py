@@ -292,7 +292,7 @@ def test_best_trial_across_the_campaign_stages(storage) -> None:
     assert best["value"] == pytest.approx(value)
     assert best["params"] == pytest.approx({"lr": lr, "reg": reg})
     assert best["user_attrs"]["stop_reason"] == "completed"
-    assert "loss_curve" not in best["user_attrs"]
+    assert "loss_curve" not in best["user_attrs"] and "loss_curve" not in best["records"]
     assert best_trial(storage, "spiral")["value"] == pytest.approx(0.6)
     with pytest.raises(UnknownStudyError, match="known campaigns: digits, spiral"):
         best_trial(storage, "cifar10")
