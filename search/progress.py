@@ -63,7 +63,7 @@ class Progress:
         if self.mode == "log":
             value = "-" if t.value is None else f"{t.value:.4f}"
             reason = t.user_attrs.get("stop_reason", "")
-            reason = "" if reason == "completed" else reason
+            reason = "" if reason in ("completed", t.state.name.lower()) else reason  # no "pruned pruned"
             self.stream.write(
                 f"{self.name} trial {t.number:4d} {t.state.name.lower():8s} {reason:11s} val_acc {value} "
                 f"{format_params(t.params)}  [{self.done}/{self.total}, best {self._best()}]\n"
