@@ -504,6 +504,7 @@ def run_worker(
     watch_sqlite_file(storage)
     study = retry_storage(lambda: load_stage_study(storage, name), f"loading stage {name}")
     stage = Stage.from_attrs(study.user_attrs)
+    study.pruner = make_pruner(stage)  # the stage's scheduler; the sampler is made per trial (make_sampler)
     report = WorkerReport()
     looking = f"looking for trials of {name}"
     study_id = optuna_rdb.study_id(study)
@@ -528,7 +529,7 @@ def run_worker(
                 time.sleep(poll)  # other workers are running the last trials; one of them may die
                 continue
             after_id = optuna_rdb.trial_id(claimed)
-            with heartbeat.beating(optuna_rdb.trial_id(claimed)):  # while the result is recorded too, retries included
+            with heartbeat.beating(after_id):  # while the result is recorded too, retries included
                 frozen = _run_claimed(study, stage, claimed, dataset, report)
             report.ran += 1
             if on_trial is not None:
@@ -577,7 +578,6 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
     trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
     what = f"recording trial {number} of {stage.name}"
     study.sampler = make_sampler(stage, number)
-    study.pruner = make_pruner(stage)
     optuna_rdb.forget_cached_trials(study)  # the sampler sees the trials finished since the last one
     try:
         trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
