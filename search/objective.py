@@ -113,8 +113,8 @@ def run_trial(
 ) -> TrialOutcome:
     """Suggest the trial's params (then ``on_params()``), train; the caller records the outcome's attrs and state.
 
-    ``scheduled``: the study's pruner may stop the run after any epoch but the last (a run that reached its
-    last epoch is complete)."""
+    ``scheduled``: the study's pruner may stop the run after each of its rung epochs (``asha_rungs``, all before
+    the last: a run that reached its last epoch is complete)."""
     params = {name: dim.suggest(trial, name) for name, dim in space.items()}
     if on_params is not None:
         on_params()
