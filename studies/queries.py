@@ -362,8 +362,9 @@ def loss_curves(
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
         except KeyError:
             raise StudyError(f"study {study_name!r} has no trial number {number!r}") from None
+        # trial_record's lookup, without reading the whole trial: the user attrs only for an older database
         curve = (storage.get_trial_system_attrs(trial_id).get("loss_curve")
-                 or storage.get_trial_user_attrs(trial_id).get("loss_curve") or [])  # older databases
+                 or storage.get_trial_user_attrs(trial_id).get("loss_curve") or [])
         # the trainer stores non-finite points (an exploding run's NaN) as None
         curves[int(number)] = [math.nan if x is None else float(x) for x in curve]
     return curves
@@ -405,8 +406,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str,
         "value": _trial_value(trial),
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},
-        "records": {k: trial_record(trial, k) for k in RECORD_KEYS
-                    if k != "loss_curve" and trial_record(trial, k) is not None},
+        "records": {k: v for k in RECORD_KEYS if k != "loss_curve" and (v := trial_record(trial, k)) is not None},
     }
 
 
