@@ -43,7 +43,7 @@ def run_case(folder: Path, run: RunConfig, dataset: object, trials: int, jobs: i
     load = ForeignLoad()
     started, utc_started = time.perf_counter(), datetime.now(timezone.utc).replace(tzinfo=None)
     with threadpool_limits(threads, user_api="blas") if threads else nullcontext():
-        report = run_stage_processes(url, "jobs/coarse", dataset, jobs, heartbeat=10)
+        report = run_stage_processes(url, "jobs/coarse", dataset, jobs, heartbeat=10, parent_works=True)
     wall = time.perf_counter() - started
     other = load.cores()
     done = optuna.load_study(study_name="jobs/coarse", storage=url).get_trials()

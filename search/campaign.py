@@ -52,6 +52,8 @@ class Execution:
     jobs: int | None = 1  # None: auto, the usable cores but never more than the trials left
     heartbeat: int | None = 10
     progress: str = "auto"  # "auto", "bar", "log" or "quiet"
+    # with jobs > 1 this process runs trials too (see run_stage_processes): only for a guarded main module
+    parent_works: bool = False
 
     def __post_init__(self) -> None:
         if self.jobs is not None and self.jobs < 1:
@@ -167,7 +169,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
-                                         on_trial=progress.trial)
+                                         on_trial=progress.trial, parent_works=execution.parent_works)
         finally:
             progress.close()
         errors, ran = report.errors, report.ran

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
 from search.errors import Interrupted, SearchError, SearchFailed
@@ -92,8 +93,15 @@ def run_stage_processes(
     jobs: int,
     heartbeat: int | None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
+    parent_works: bool = False,
 ) -> WorkerReport:
-    """Run the stage's waiting trials in ``jobs`` processes; report finished trials to ``on_trial`` as they land."""
+    """Run the stage's waiting trials in ``jobs`` processes; report finished trials to ``on_trial`` as they land.
+
+    With ``parent_works`` this process is one of the ``jobs`` (one BLAS thread, like the others): its first trial
+    starts while the spawned workers are still importing. Only a caller whose main module is guarded may ask for
+    it (the CLI): a script without the guard is found out by its spawned workers, and by then this process would
+    have changed the stage.
+    """
     if jobs > 1 and getattr(multiprocessing.current_process(), "_inheriting", False):
         # This process is a spawned worker importing the user's unguarded script, which asks for workers
         # again. Leave quietly with a code the parent turns into one line (library code never exits otherwise).
@@ -104,16 +112,19 @@ def run_stage_processes(
         return run_worker(storage, name, dataset, on_trial=on_trial)
 
     watch_sqlite_file(storage)
+    study = load_stage_study(storage, name)
+    watcher = _FinishedTrials(study, on_trial)  # reports every worker's finished trials, this one's too
     cache_dir = tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-")
     saved_env = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
     procs: list[multiprocessing.process.BaseProcess] = []
+    own = WorkerReport()
     try:
         save_cache(dataset, cache_dir)  # workers memory-map it: one copy in the page cache
         os.environ.update({k: "1" for k in BLAS_THREAD_VARS})  # inherited by the spawned workers
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid()),
                              daemon=False)
-                 for _ in range(jobs)]
+                 for _ in range(jobs - 1 if parent_works else jobs)]
         # spawned interpreters keep an ignored SIGINT ignored, so Ctrl-C cannot hit one while it starts
         previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
@@ -122,19 +133,13 @@ def run_stage_processes(
         finally:
             signal.signal(signal.SIGINT, previous_sigint)
         _restore_env(saved_env)
-        study = load_stage_study(storage, name)
-        seen: set[int] = set()
-        while True:
-            alive = any(p.is_alive() for p in procs)
-            for t in _finished_or_none(study):
-                if t.number not in seen:
-                    seen.add(t.number)
-                    if on_trial is not None:
-                        on_trial(t)
-            if not alive:
-                break
+        watcher.start()
+        if parent_works:
+            with threadpool_limits(1, user_api="blas"):
+                own = run_worker(storage, name, dataset)
+        while any(p.is_alive() for p in procs):
             time.sleep(0.3)
-    except (KeyboardInterrupt, Interrupted):
+    except BaseException:  # Ctrl-C, SIGTERM, or this process's own worker stopped by the database
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signal.SIGTERM)  # each records its running trial as interrupted
@@ -146,6 +151,7 @@ def run_stage_processes(
         for p in procs:
             if p.pid is not None:  # started
                 p.join(timeout=5)
+        watcher.stop()
         stopped = sorted(path.read_text(encoding="utf-8") for path in Path(cache_dir).glob("error-*.txt"))
         shutil.rmtree(cache_dir, ignore_errors=True)
     if any(p.exitcode == EXIT_UNGUARDED_MAIN for p in procs):
@@ -154,9 +160,44 @@ def run_stage_processes(
         raise SearchFailed(stopped[0])
     failed = [p.exitcode for p in procs if p.exitcode not in (0, 1)]
     if failed:
-        raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally (exit codes {failed})")
+        raise SearchFailed(f"{len(failed)} of {len(procs)} workers on {mask_url(url)} stopped abnormally "
+                           f"(exit codes {failed})")
+    watcher.poll()  # what landed since its last look
     errors = [p.exitcode for p in procs if p.exitcode == 1]
-    return WorkerReport(ran=len(seen), errors=[f"{len(errors)} worker(s) had trials that failed"] if errors else [])
+    return WorkerReport(ran=watcher.new, errors=own.errors + ([f"{len(errors)} worker(s) had trials that failed"]
+                                                              if errors else []))
+
+
+class _FinishedTrials(threading.Thread):
+    """Polls the stage for finished trials and passes each new one to ``on_trial``, in its own thread (the
+    main thread may be running a trial); ``new`` counts those that finished after it was made."""
+
+    def __init__(self, study: Any, on_trial: Callable[[FrozenTrial], None] | None) -> None:
+        super().__init__(daemon=True, name="finished-trials")
+        self.study, self.on_trial = study, on_trial
+        self.seen = {t.number for t in _finished_or_none(study)}
+        self.before = len(self.seen)
+        self.stopping = threading.Event()
+
+    @property
+    def new(self) -> int:
+        return len(self.seen) - self.before
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.3):
+            self.poll()
+
+    def poll(self) -> None:
+        for t in _finished_or_none(self.study):
+            if t.number not in self.seen:
+                self.seen.add(t.number)
+                if self.on_trial is not None:
+                    self.on_trial(t)
+
+    def stop(self) -> None:
+        if self.is_alive():
+            self.stopping.set()
+            self.join()
 
 
 def _finished_or_none(study: Any) -> list[FrozenTrial]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -69,23 +71,90 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)  # Optuna stores naive UTC
 
 
-def cache_alembic_scripts() -> None:
-    """Read Optuna's ~90 alembic revision files once per process instead of once per opened storage."""
+def skip_alembic_at_head() -> None:
+    """Open a database without importing alembic (0.15-0.2 s of every process): the checks Optuna makes with it
+    read one row of ``alembic_version`` and the newest of Optuna's ~10 revision files, and a new database is
+    stamped with that revision. A database older than that still goes through alembic, whose revision files
+    are then read once per process instead of once per opened storage."""
     if getattr(_VersionManager._create_alembic_script, "_cached", False):
         return
-    original = _VersionManager._create_alembic_script
-
-    @functools.cache
-    def script_directory(self_type: type) -> Any:
-        scratch = _VersionManager.__new__(_VersionManager)
-        scratch.url = "sqlite://"  # the script folder is Optuna's own, whatever the URL
-        return original(scratch)
+    original_init = _VersionManager._init_alembic
+    original_current = _VersionManager.get_current_version
 
     def cached(self: _VersionManager) -> Any:
-        return script_directory(type(self))
+        return _alembic_scripts()
+
+    def init_alembic(self: _VersionManager) -> None:
+        stamped = _stamped_revision(self.engine)
+        if stamped == schema_revisions()[0]:
+            return
+        if stamped is None and self._is_alembic_supported():  # tables just created by this Optuna
+            _stamp_head(self.engine)
+            return
+        original_init(self)  # a database older than alembic; an older revision is refused by the compatibility check
+
+    def current_version(self: _VersionManager) -> str:
+        return _stamped_revision(self.engine) or original_current(self)
+
+    def head_version(self: _VersionManager) -> str:
+        return schema_revisions()[0]
 
     cached._cached = True  # type: ignore[attr-defined]
     _VersionManager._create_alembic_script = cached  # type: ignore[method-assign]
+    _VersionManager._init_alembic = init_alembic  # type: ignore[method-assign]
+    _VersionManager.get_current_version = current_version  # type: ignore[method-assign]
+    _VersionManager.get_head_version = head_version  # type: ignore[method-assign]
+
+
+def _stamped_revision(engine: sqlalchemy.engine.Engine) -> str | None:
+    """The alembic revision a database is stamped with; None for a new database."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+    except sqlalchemy.exc.DBAPIError:  # no such table yet
+        return None
+
+
+def _stamp_head(engine: sqlalchemy.engine.Engine) -> None:
+    """Stamp a new database with the head revision as ``alembic stamp`` does: its one-row version table."""
+    table = sqlalchemy.Table(
+        "alembic_version", sqlalchemy.MetaData(),
+        sqlalchemy.Column("version_num", sqlalchemy.String(32), nullable=False),
+        sqlalchemy.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    with engine.begin() as conn:
+        table.create(conn, checkfirst=True)
+        conn.execute(table.insert().values(version_num=schema_revisions()[0]))
+
+
+@functools.cache
+def schema_revisions() -> tuple[str, tuple[str, ...]]:
+    """(head, all) revisions of this Optuna's storage schema, read from its alembic revision files (the two
+    lines alembic reads of each, without importing it)."""
+    folder = Path(models.__file__).parent / "alembic" / "versions"
+    revisions: dict[str, str | None] = {}
+    for path in sorted(folder.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        revision = re.search(r'^revision = "([^"]+)"', text, re.MULTILINE)
+        down = re.search(r'^down_revision = (?:"([^"]+)"|None)', text, re.MULTILINE)
+        if revision and down:
+            revisions[revision[1]] = down[1]
+    heads = set(revisions) - set(revisions.values())
+    if len(heads) != 1:  # a layout this does not know: ask alembic
+        script = _alembic_scripts()
+        return script.get_current_head(), tuple(r.revision for r in script.walk_revisions())
+    return heads.pop(), tuple(revisions)
+
+
+_ORIGINAL_ALEMBIC_SCRIPT = _VersionManager._create_alembic_script
+
+
+@functools.cache
+def _alembic_scripts() -> Any:
+    """Optuna's alembic ScriptDirectory, read once per process."""
+    scratch = _VersionManager.__new__(_VersionManager)
+    scratch.url = "sqlite://"  # the script folder is Optuna's own, whatever the URL
+    return _ORIGINAL_ALEMBIC_SCRIPT(scratch)
 
 
 class LockedStudy:

@@ -13,10 +13,9 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
@@ -24,6 +23,9 @@ from sqlalchemy import DateTime, Float, Integer, String, text
 from studies.errors import StudyError, UnknownStudyError
 from studies.records import RECORD_KEYS, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
+    import pandas as pd
 
 # list_studies(): one row per study, in creation order.
 STUDY_COLUMNS: dict[str, str] = {
@@ -148,6 +150,7 @@ def _utc_to_local(value: dt.datetime | str | None) -> dt.datetime | None:
 
 
 def _typed_frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
     frame = pd.DataFrame(rows, columns=list(dtypes))
     return frame.astype(dtypes)
 
@@ -324,6 +327,7 @@ def trials_frame(
     dtypes.update({f"param_{name}": "float64" for name in params})
     dtypes.update(TRIAL_TAIL_COLUMNS)
     rows = [_trial_row(info, trial, params) for info, trials in loaded for trial in trials]
+    import pandas as pd
     frame = pd.DataFrame(rows, columns=list(dtypes))
     if not rows:
         frame = frame.astype(dtypes)

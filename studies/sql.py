@@ -25,13 +25,15 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy
 
 from studies.errors import QueryError, StorageError
 from studies.store import describe_storage_error, mask_url, readonly_engine, url_dialect, with_available_driver
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
+    import pandas as pd
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 10_000
@@ -376,6 +378,7 @@ def run_readonly_sql(
             raw.close()
     finally:
         engine.dispose()
+    import pandas as pd
     frame = pd.DataFrame(rows[:max_rows], columns=columns)
     frame.attrs["truncated"] = len(rows) > max_rows
     frame.attrs["max_rows"] = max_rows

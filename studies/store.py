@@ -95,17 +95,6 @@ def url_dialect(url: str) -> str:
 
 
 @functools.cache
-def _schema_versions() -> tuple[str, tuple[str, ...]]:
-    """(head revision, all known revisions) of this Optuna's storage schema, from a scratch DB."""
-    optuna_rdb.cache_alembic_scripts()
-    scratch = optuna.storages.RDBStorage("sqlite:///:memory:")
-    try:
-        return scratch.get_head_version(), tuple(scratch.get_all_versions())
-    finally:
-        scratch.engine.dispose()
-
-
-@functools.cache
 def _optuna_tables() -> set[str]:
     """Names of the tables of Optuna's RDB storage (and alembic's version table)."""
     return optuna_rdb.optuna_tables()
@@ -167,7 +156,7 @@ def _check_schema(revision: str | None, where: str) -> None:
     """Refuse a schema this Optuna cannot use, before anything is written."""
     if revision is None:
         return
-    head, known = _schema_versions()
+    head, known = optuna_rdb.schema_revisions()
     if revision == head:
         return
     if revision in known:
@@ -372,7 +361,7 @@ def open_storage(
             engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
         _check_server_database(url, create, where)
 
-    optuna_rdb.cache_alembic_scripts()
+    optuna_rdb.skip_alembic_at_head()
     last_error: Exception | None = None
     for _attempt in range(_OPEN_ATTEMPTS):
         try:

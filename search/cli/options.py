@@ -367,8 +367,9 @@ def execution(storage: str | None, jobs: int | None, heartbeat: int, as_json: bo
     from search.campaign import Execution
     from studies.store import resolve_storage_url
 
+    # the CLI's main module is guarded, so the command's own process can be one of the workers
     return Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat,
-                     progress="quiet" if as_json else "auto")
+                     progress="quiet" if as_json else "auto", parent_works=True)
 
 
 def open_for_reading(storage: str | None) -> Any:

@@ -101,7 +101,8 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     progress = "quiet" if as_json or not sys.stderr.isatty() else "bar"
-    execution = Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat, progress=progress)
+    execution = Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat, progress=progress,
+                          parent_works=True)
 
     def on_stage(s: Any) -> None:
         if not as_json:

@@ -127,6 +127,24 @@ def test_two_jobs_store_exactly_n_trials(url):
     assert len({t.number for t in study.get_trials()}) == 14
 
 
+def test_with_parent_works_this_process_runs_trials_beside_the_workers_and_reports_only_new_ones(url):
+    from search.stages import create_stage, run_worker, worker_name
+    from search.workers import run_stage_processes
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("p", RUN, DEFAULT_SPACE, 10, seed=2))
+    dataset = RUN.load()
+    assert run_worker(storage, "p/coarse", dataset, max_trials=3).ran == 3  # an earlier command ran three
+    reported: list[int] = []
+    report = run_stage_processes(url, "p/coarse", dataset, 2, heartbeat=10,
+                                 on_trial=lambda t: reported.append(t.number), parent_works=True)
+    trials = _study(url, "p/coarse").get_trials()
+    assert len(trials) == 10 and _states(_study(url, "p/coarse")).get("RUNNING", 0) == 0
+    assert report.ran == 7 and sorted(reported) == sorted(t.number for t in trials)[3:]
+    # the three earlier ones, and at least the first of this run: it starts here while the worker starts
+    assert sum(t.user_attrs["worker"] == worker_name() for t in trials) >= 4
+
+
 def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
     real = stages_module.run_trial
     calls = {"n": 0}

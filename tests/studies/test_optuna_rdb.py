@@ -1,6 +1,8 @@
 """Trial rows written in one transaction each (claim, params, finish), read back by Optuna's public API."""
 from __future__ import annotations
 
+import sqlite3
+
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
@@ -106,3 +108,32 @@ def test_a_retry_copy_is_claimed_with_the_params_of_the_trial_it_retries(study):
     assert copy.params == {"lr": lr} and copy.system_attrs["retry_of"] == 0
     again = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, copy))
     assert again.trial.suggest_float("lr", 1e-4, 1.0, log=True) == lr and again.params == {}
+
+
+def test_schema_revisions_read_from_the_files_are_alembics():
+    from alembic.script import ScriptDirectory  # noqa: F401  (what Optuna reads them with)
+
+    head, known = optuna_rdb.schema_revisions()
+    script = optuna_rdb._alembic_scripts()
+    assert head == script.get_current_head()
+    assert sorted(known) == sorted(r.revision for r in script.walk_revisions()) and len(known) >= 10
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_at_the_head_schema_opens_without_importing_alembic(tmp_path, request, kind):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'rdb.db'}" if kind == "sqlite" else request.getfixturevalue("pg_database")
+    probe = ("import sys; from studies.store import open_storage; s = open_storage(sys.argv[1]); "
+             "print(s.get_current_version(), any(m.split('.')[0] == 'alembic' for m in sys.modules))")
+    runs = [subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True, check=True).stdout.split()
+            for _ in range(2)]
+    head = optuna_rdb.schema_revisions()[0]
+    assert runs == [[head, "False"], [head, "False"]]  # new, then existing
+    if kind == "sqlite":  # stamped as alembic stamps a database plain Optuna creates
+        optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'plain.db'}").engine.dispose()
+        ddl = [sqlite3.connect(tmp_path / name).execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'alembic_version' ORDER BY name").fetchall()
+            for name in ("rdb.db", "plain.db")]
+        assert ddl[0] == ddl[1] and "alembic_version_pkc PRIMARY KEY" in ddl[0][0][0]
