@@ -138,6 +138,7 @@ def run_stage_processes(
             with threadpool_limits(1, user_api="blas"):
                 own = run_worker(storage, name, dataset)
         while any(p.is_alive() for p in procs):
+            watcher.raise_error()
             time.sleep(0.3)
     except BaseException:  # Ctrl-C, SIGTERM, or this process's own worker stopped by the database
         for p in procs:
@@ -160,8 +161,9 @@ def run_stage_processes(
         raise SearchFailed(stopped[0])
     failed = [p.exitcode for p in procs if p.exitcode not in (0, 1)]
     if failed:
-        raise SearchFailed(f"{len(failed)} of {len(procs)} workers on {mask_url(url)} stopped abnormally "
+        raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally "
                            f"(exit codes {failed})")
+    watcher.raise_error()
     watcher.poll()  # what landed since its last look
     errors = [p.exitcode for p in procs if p.exitcode == 1]
     return WorkerReport(ran=watcher.new, errors=own.errors + ([f"{len(errors)} worker(s) had trials that failed"]
@@ -178,14 +180,22 @@ class _FinishedTrials(threading.Thread):
         self.seen = {t.number for t in _finished_or_none(study)}
         self.before = len(self.seen)
         self.stopping = threading.Event()
+        self.error: BaseException | None = None  # raised in the main thread (raise_error)
 
     @property
     def new(self) -> int:
         return len(self.seen) - self.before
 
     def run(self) -> None:
-        while not self.stopping.wait(0.3):
-            self.poll()
+        try:
+            while not self.stopping.wait(0.3):
+                self.poll()
+        except BaseException as exc:  # e.g. StorageLost: the database file deleted; on_trial's stream closed
+            self.error = exc
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     def poll(self) -> None:
         for t in _finished_or_none(self.study):
@@ -197,7 +207,7 @@ class _FinishedTrials(threading.Thread):
     def stop(self) -> None:
         if self.is_alive():
             self.stopping.set()
-            self.join()
+            self.join(timeout=5)  # at most one poll away
 
 
 def _finished_or_none(study: Any) -> list[FrozenTrial]:

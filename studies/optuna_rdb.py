@@ -107,12 +107,11 @@ def skip_alembic_at_head() -> None:
 
 
 def _stamped_revision(engine: sqlalchemy.engine.Engine) -> str | None:
-    """The alembic revision a database is stamped with; None for a new database."""
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
-    except sqlalchemy.exc.DBAPIError:  # no such table yet
-        return None
+    """The alembic revision a database is stamped with; None for a new database (a failing read raises)."""
+    with engine.connect() as conn:
+        if not sqlalchemy.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _stamp_head(engine: sqlalchemy.engine.Engine) -> None:
@@ -133,14 +132,19 @@ def schema_revisions() -> tuple[str, tuple[str, ...]]:
     lines alembic reads of each, without importing it)."""
     folder = Path(models.__file__).parent / "alembic" / "versions"
     revisions: dict[str, str | None] = {}
+    unread = []
     for path in sorted(folder.glob("*.py")):
         text = path.read_text(encoding="utf-8")
-        revision = re.search(r'^revision = "([^"]+)"', text, re.MULTILINE)
-        down = re.search(r'^down_revision = (?:"([^"]+)"|None)', text, re.MULTILINE)
+        # revision = "x" or, as alembic's template writes it, revision: str = 'x'
+        revision = re.search(r"""^revision\s*(?::[^=\n]*)?=\s*['"]([^'"]+)['"]""", text, re.MULTILINE)
+        down = re.search(r"""^down_revision\s*(?::[^=\n]*)?=\s*(?:['"]([^'"]+)['"]|None)\s*$""", text, re.MULTILINE)
         if revision and down:
             revisions[revision[1]] = down[1]
+        elif path.name != "__init__.py":
+            unread.append(path.name)
     heads = set(revisions) - set(revisions.values())
-    if len(heads) != 1:  # a layout this does not know: ask alembic
+    chained = set(revisions.values()) <= set(revisions) | {None}
+    if unread or not chained or len(heads) != 1:  # a file or layout this does not read: ask alembic
         script = _alembic_scripts()
         return script.get_current_head(), tuple(r.revision for r in script.walk_revisions())
     return heads.pop(), tuple(revisions)

@@ -119,9 +119,13 @@ def test_a_huge_heartbeat_interval_runs_the_stage(url):
     assert final.finished == 3 and len(final.trials) == 3 and summary.errors == []
 
 
-def test_the_sqlite_file_deleted_mid_stage_stops_the_worker_without_a_new_empty_file(tmp_path, url):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_the_sqlite_file_deleted_mid_stage_stops_the_worker_without_a_new_empty_file(tmp_path, url, jobs):
     db = tmp_path / "search.db"
-    proc = start(["coarse", *SMALL, "--trials", "500", "--storage", url], tmp_path, "deleted")
+    # with two workers, trials of about a second: the file goes while the command's own process trains and
+    # the thread that reports the others' trials is the first to find it gone
+    trials = [*SMALL, "--trials", "500"] if jobs == "1" else [*LONG, "--trials", "50"]
+    proc = start(["coarse", *trials, "--jobs", jobs, "--storage", url], tmp_path, "deleted")
     wait_for(lambda: (budget(url, STAGE) or Budget(0, False)).finished >= 3, 120, "three finished trials")
     db.unlink()
     assert proc.wait(120) == 1, proc.stderr

@@ -119,6 +119,28 @@ def test_schema_revisions_read_from_the_files_are_alembics():
     assert sorted(known) == sorted(r.revision for r in script.walk_revisions()) and len(known) >= 10
 
 
+def test_schema_revisions_read_alembics_template_style_and_ask_alembic_for_a_file_they_cannot_read(tmp_path,
+                                                                                                 monkeypatch):
+    from types import SimpleNamespace
+
+    versions = tmp_path / "alembic" / "versions"
+    versions.mkdir(parents=True)
+    (versions / "a.py").write_text('revision = "a"\ndown_revision = None\n')
+    (versions / "b.py").write_text("revision: str = 'b'\ndown_revision: Union[str, None] = 'a'\n")
+    monkeypatch.setattr(optuna_rdb, "models", SimpleNamespace(__file__=str(tmp_path / "models.py")))
+    alembic = SimpleNamespace(get_current_head=lambda: "c", walk_revisions=lambda: [
+        SimpleNamespace(revision=r) for r in "cba"])
+    monkeypatch.setattr(optuna_rdb, "_alembic_scripts", lambda: alembic)
+    optuna_rdb.schema_revisions.cache_clear()
+    try:
+        assert optuna_rdb.schema_revisions() == ("b", ("a", "b"))
+        (versions / "c.py").write_text("revision = 'c'\ndown_revision = ('a', 'b')\n")  # a merge
+        optuna_rdb.schema_revisions.cache_clear()
+        assert optuna_rdb.schema_revisions() == ("c", ("c", "b", "a"))
+    finally:
+        optuna_rdb.schema_revisions.cache_clear()
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_database_at_the_head_schema_opens_without_importing_alembic(tmp_path, request, kind):
     import subprocess
