@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,19 +24,33 @@ SCHEDULER_STOP = "pruned"  # the stop_reason of a trial the stage's scheduler (i
 PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as Optuna state PRUNED
 
 
+EXPLODE_WINDOW = 10  # minibatch losses averaged before they are compared with the first one
+
+
 class ExplosionObserver(Observer):
-    """Stops a run once its loss exceeds ``factor`` x its first loss (the lecture's rule of thumb)."""
+    """Stops a run once its loss exceeds ``factor`` x its first loss (the lecture's rule of thumb), the loss
+    being the mean of the last ``EXPLODE_WINDOW`` minibatch losses (a loss that is not finite stops the trainer
+    at once).
+
+    A single minibatch is not enough: on raw features of very different scales Adam's first steps send the
+    loss to 3-4x its first value for an iteration or two, and the run then trains as well as any
+    (``benchmarks/README.md``, "False explosions"); a run that really diverges stays above the threshold and is
+    stopped ``EXPLODE_WINDOW`` iterations in.
+    """
 
     def __init__(self, factor: float = 3.0) -> None:
         if not (math.isfinite(factor) and factor > 1):
             raise ValueError(f"explode factor must be a finite number > 1, got {factor!r}")
         self.factor = factor
         self.first: float | None = None
+        self.recent: deque[float] = deque(maxlen=EXPLODE_WINDOW)
 
     def on_iteration(self, iteration: int, loss: float) -> str | None:
         if self.first is None:
             self.first = loss
-        return "exploded" if loss > self.factor * self.first else None
+        self.recent.append(loss)
+        full = len(self.recent) == EXPLODE_WINDOW
+        return "exploded" if full and sum(self.recent) > self.factor * self.first * EXPLODE_WINDOW else None
 
 
 class EpochReporter(Observer):

@@ -96,7 +96,7 @@ IMAGE_CAPTIONS: dict[str, str] = {
     "history": "validation accuracy by trial number, stage after stage, and each stage's best so far",
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
     "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
-                   "(dashed: 3 x the first loss, where a run is stopped)",
+                   "(dashed: 3 x the first loss; a run whose last 10 losses average above it is stopped)",
     "best_so_far": "best validation accuracy so far against cumulative training time, grid vs random",
     "repeats": "best value reached against trials used over repeated random/grid pairs: median and band",
     "diagnosis_examples": "an example trial of each diagnosis: its loss curve and its train/val accuracy per epoch",

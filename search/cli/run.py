@@ -40,7 +40,7 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
       search train --from-trial digits/coarse:12   # rerun a stored trial exactly
     """
     from engine.trainer import train as run_training
-    from search.objective import ExplosionObserver
+    from search.objective import EXPLODE_WINDOW, ExplosionObserver
 
     ctx = click.get_current_context()
     stored = None
@@ -98,8 +98,9 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
             click.echo(f"epoch {e:3d}  loss {loss:.4f}  train_acc {ta:.4f}  val_acc {va:.4f}")
         status = result.status
         if status == "exploded":
-            status = (f"exploded: loss {result.final_loss:.4g} > {explode_factor:g} x the first loss "
-                      f"{result.initial_loss:.4g}, stopped at iteration {result.iterations}")
+            status = (f"exploded: the loss of the last {EXPLODE_WINDOW} iterations averaged more than "
+                      f"{explode_factor:g} x the first loss {result.initial_loss:.4g}, stopped at iteration "
+                      f"{result.iterations}")
         elif status == "diverged":
             status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
         say(

@@ -55,3 +55,21 @@ def test_train_scores_the_test_split_when_asked(run_cli):
     out = json.loads(run_cli("train", "--epochs", "10", "--lr", "1e-2", "--test", "--json").stdout)
     assert 0.9 < out["test_acc"] <= 1.0
     assert "test_acc" not in json.loads(run_cli("train", "--epochs", "1", "--json").stdout)
+
+
+def _first_explosion(losses: list[float]) -> int | None:
+    from search.objective import ExplosionObserver
+
+    observer = ExplosionObserver(3.0)
+    return next((i for i, loss in enumerate(losses, start=1) if observer.on_iteration(i, loss)), None)
+
+
+def test_a_loss_that_spikes_for_a_few_minibatches_is_not_an_explosion_and_one_that_stays_up_is():
+    # what Adam's first steps on raw features of very different scales do (benchmarks/README.md, "False
+    # explosions"): 3-4x the first loss for two or three minibatches, then training as well as any run
+    assert _first_explosion([2.3, 9.3, 8.0, 7.1, 4.0, 2.5, 2.0] + [1.5] * 50) is None
+    assert _first_explosion([2.3, 30.0] + [2.0] * 50) is None  # one wild minibatch: the mean of 10 is 4.8
+    assert _first_explosion([2.3] + [8.0] * 50) == 10  # stays above 3x: stopped once 10 losses are averaged
+    assert _first_explosion([2.3, 60.0] + [2.3] * 50) == 10  # a blow-up to 26x, then a dead net at chance
+    # a steady climb: at iteration 28 the last 10 are 2.3, 2.3, 2, 4, ..., 16, whose mean 7.66 passes 6.9
+    assert _first_explosion([2.3] * 20 + [2.0 * k for k in range(1, 30)]) == 28
