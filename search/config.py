@@ -12,12 +12,13 @@ import json
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from engine.data import DataSpec, Dataset, load_dataset
+from engine.data import DATASETS, DataSpec, Dataset, load_dataset
 from engine.errors import ConfigError
 from engine.model import FullyConnectedNet, ModelConfig
 from engine.preprocess import PreprocessSpec, preprocess_dataset
@@ -137,3 +138,9 @@ def _dataclass_in(hint: Any) -> type | None:
         if dataclasses.is_dataclass(c):
             return c
     return None
+
+
+def absolute_data_name(name: str) -> str:
+    """A built-in dataset name as it is; a path made absolute, so workers and retrains started elsewhere find
+    the same file."""
+    return name if name in DATASETS else str(Path(name).expanduser().resolve())

@@ -68,7 +68,7 @@ def searchable(name: str) -> tuple[str, Searchable]:
     """(canonical name, its entry) for NAME with ``-`` or ``_``; SearchError listing the names otherwise."""
     key = name.strip().replace("-", "_")
     if key not in SEARCHABLE:
-        raise SearchError(f"--space: {name!r} is not a searchable option; searchable: {', '.join(SEARCHABLE)}")
+        raise SearchError(f"{name!r} is not a searchable option; searchable: {', '.join(SEARCHABLE)}")
     return key, SEARCHABLE[key]
 
 

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
 from search.errors import Interrupted, SearchError, SearchFailed
-from search.config import RunConfig
+from search.config import RunConfig, absolute_data_name
 from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
@@ -148,6 +148,9 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
     killed between creating the study and that transaction leaves a study without ``ready`` and
     without trials; the next command with this stage's definition completes it.
     """
+    # the data as an absolute path: `search worker`, `--from-trial` and retrains may run in another folder
+    data_spec = replace(stage.run.data, name=absolute_data_name(stage.run.data.name))
+    stage = replace(stage, run=replace(stage.run, data=data_spec))
     try:
         optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:

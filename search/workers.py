@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from engine.data import Dataset, load_cache, save_cache
 from search.errors import Interrupted, SearchError, SearchFailed
 from search.stages import WorkerReport, is_storage_error, load_stage_study, run_worker, watch_sqlite_file
+from studies.errors import StudyError
 from studies.store import mask_url, open_storage
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -44,11 +45,12 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     signal.signal(signal.SIGTERM, _raise_interrupted)
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     try:
-        storage = open_storage(url, heartbeat_interval=heartbeat)
+        # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
+        storage = open_storage(url, heartbeat_interval=heartbeat, create=False)
         report = run_worker(storage, name, load_cache(cache_dir))
     except (KeyboardInterrupt, Interrupted):
         sys.exit(130)
-    except SearchError as e:  # e.g. the database stayed down: the parent reports this line
+    except (SearchError, StudyError) as e:  # the database stayed down, or is gone: the parent reports this line
         Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
         sys.exit(EXIT_STOPPED)
     sys.exit(1 if report.errors else 0)

@@ -18,7 +18,7 @@ from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
-from search.config import RunConfig
+from search.config import RunConfig, absolute_data_name
 from search.errors import SearchError
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
 from search.space import Dimension, check_space, parse_dimension, searchable
@@ -87,13 +87,10 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     return int(width), int(height)
 
 
-def data_name(name: str) -> str:
-    """A built-in name as it is; a path made absolute, so workers started elsewhere find the same file."""
-    if name in DATASETS:
-        return name
+def _data_name(name: str) -> str:
     if not name.strip():
         raise SearchError("--data must be a dataset name or a path")
-    return str(Path(name).expanduser().resolve())
+    return absolute_data_name(name)
 
 
 def positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -182,7 +179,7 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     """One RunConfig from the run options' values."""
     hidden = v["hidden"] if v["depth"] is None else (v["hidden"][0],) * v["depth"]
     return RunConfig(
-        data=DataSpec(data_name(v["data"]), v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"],
+        data=DataSpec(_data_name(v["data"]), v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"],
                       label_column=v["label_column"], image_size=v["image_size"], val_fraction=v["val_fraction"],
                       test_fraction=v["test_fraction"]),
         preprocess=PreprocessSpec(v["preprocess"], v["pca_components"]),

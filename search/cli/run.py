@@ -103,10 +103,13 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
                       f"{result.iterations}")
         elif status == "diverged":
             status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
+        scores = (f"val_acc {result.val_acc:.4f}, best val_acc {result.best_val_acc:.4f}" if result.val_acc_history
+                  else "no epoch finished")
+        hint = "; try a lower --lr" if result.status in ("exploded", "diverged") else ""
         say(
             f"{status}: {result.iterations} iterations in {result.seconds:.2f} s "
             f"({result.samples_per_second:,.0f} samples/s); initial loss {result.initial_loss:.4f}, "
-            f"final loss {result.final_loss:.4f}, val_acc {result.val_acc:.4f}, best val_acc {result.best_val_acc:.4f}"
+            f"final loss {result.final_loss:.4f}, {scores}{hint}"
         )
         if stored is not None:
             click.echo(f"stored value of trial {from_trial}: {stored:.4f}")

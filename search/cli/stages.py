@@ -20,8 +20,10 @@ from search.space import value_text
 def print_summary(summary: Any) -> None:
     c = summary.counts
     click.echo()
-    say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed of {summary.n_trials}; "
-        f"{summary.epochs} epochs a trial, {summary.train_seconds:.1f} s of training")
+    failed = f"; {c['fail']} failed (an interrupted one is re-run)" if c["fail"] else ""
+    epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
+    say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
+        f"{epochs} a trial, {summary.train_seconds:.1f} s of training")
     say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
         say(f"range: {note}", "  ")

@@ -135,6 +135,21 @@ def test_the_sqlite_file_deleted_mid_stage_stops_the_worker_without_a_new_empty_
     assert not db.exists()  # no empty database was created in its place
 
 
+def test_a_worker_that_starts_after_the_file_was_deleted_stops_without_making_a_new_one(tmp_path):
+    import multiprocessing
+
+    from search.workers import EXIT_STOPPED, _worker_main
+
+    db, cache = tmp_path / "gone.db", tmp_path / "cache"
+    cache.mkdir()
+    worker = multiprocessing.get_context("spawn").Process(
+        target=_worker_main, args=(f"sqlite:///{db}", "digits/coarse", str(cache), 10, os.getpid()))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == EXIT_STOPPED and not db.exists()
+    assert next(cache.glob("error-*.txt")).read_text().startswith(f"no database at '{db}'")
+
+
 # --------------------------------------------------------------------------- item 15: jobs > 1 from an unguarded script
 SCRIPT = """
 from engine.data import DataSpec

@@ -113,3 +113,20 @@ def test_an_npz_with_an_empty_split_is_one_line(run_cli, tmp_path):
     y = np.arange(60) % 3
     np.savez(tmp_path / "noval.npz", X_train=X, y_train=y, X_val=X[:0], y_val=y[:0])
     one_line_error(run_cli("data", "--data", "noval.npz"), "noval.npz", "X_val has no samples")
+
+
+def test_a_relative_data_path_from_python_is_stored_absolute_and_retrained_from_another_folder(run_cli, tmp_path,
+                                                                                               monkeypatch):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 4)).astype(np.float32)
+    np.savez(tmp_path / "mine.npz", X=X, y=(X[:, 1] > 0).astype(np.int64))
+    run = RunConfig(data=DataSpec("mine.npz")).with_params({"train.epochs": 3, "arch.hidden": 8})  # run_cli's cwd
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    execute_stage(Execution(url, progress="quiet"), coarse_stage("mine", run, {"lr": FloatRange(1e-2, 1e-1)}, 2, 0))
+    study = optuna.load_study(study_name="mine/coarse", storage=open_storage(url))
+    assert study.user_attrs["config"]["data"]["name"] == str(tmp_path / "mine.npz")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = run_cli("train", "--from-trial", "mine/coarse:1", "--storage", url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["val_acc"] == study.trials[1].user_attrs["val_acc"]  # the same numbers

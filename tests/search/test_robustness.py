@@ -95,6 +95,19 @@ def test_signal_to_a_two_job_run_leaves_no_running_trial(tmp_path, url, how):
         assert final.finished == 4 and final.states["RUNNING"] == final.states["WAITING"] == 0
 
 
+def test_ctrl_c_while_the_command_starts_prints_one_line_and_no_traceback(tmp_path, url):
+    # while Python imports NumPy, SQLAlchemy and Optuna (about 0.1 to 0.8 s in) nothing is open yet
+    for i, delay in enumerate((0.1, 0.15, 0.2, 0.3, 0.45, 0.6)):
+        proc = start(["coarse", *LONG, "--trials", "4", "--storage", url], tmp_path, f"early{i}", new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.popen.pid, signal.SIGINT)
+        assert proc.wait(60) == 130, (delay, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("interrupted: "), \
+            (delay, proc.stderr)
+    final = run(["coarse", *SMALL, "--trials", "4", "--storage", url], tmp_path, "after")
+    assert final.popen.returncode == 0, final.stderr
+
+
 # --------------------------------------------------------------------------- SIGKILL at random moments
 @pytest.mark.slow
 def test_twenty_kills_at_random_moments_then_the_stage_reaches_exactly_n(tmp_path, url):

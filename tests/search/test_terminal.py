@@ -57,7 +57,7 @@ def test_a_resumed_two_job_stage_fits_80_columns_and_ends_at_exactly_n(tmp_path)
         assert max(len(line) for line in printed) <= 80, "\n".join(line for line in printed if len(line) > 80)
         assert "30/30" in screen  # the bar counts the stage, not only this run's trials
         assert not re.search(r"\b(3[1-9]|[4-9]\d)/30\b", screen)  # never past the budget
-        counts = re.search(r"digits/coarse: (\d+) complete, (\d+) pruned, (\d+) failed of 30", screen)
+        counts = re.search(r"digits/coarse: (\d+) complete, (\d+) pruned of 30; (\d+) failed", screen)
         assert counts and int(counts.group(1)) + int(counts.group(2)) == 30, screen
         assert int(counts.group(3)) >= 1  # the trials Ctrl-C interrupted, each re-run once
     finally:
