@@ -10,8 +10,9 @@ from threadpoolctl import threadpool_info
 
 
 def blas_pools() -> list[dict[str, Any]]:
-    """NumPy's BLAS thread pools as threadpoolctl sees them."""
-    return [info for info in threadpool_info() if info["user_api"] == "blas"]
+    """The BLAS thread pools threadpoolctl sees, NumPy's own first (SciPy and others may load another)."""
+    pools = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    return sorted(pools, key=lambda info: "numpy" not in info.get("filepath", ""))
 
 
 def blas_line() -> str:

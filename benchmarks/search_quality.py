@@ -62,6 +62,7 @@ from search.campaign import FINE_SAMPLER, Execution, auto_space, coarse_stage, r
 from search.config import RunConfig  # noqa: E402
 from search.objective import ExplosionObserver, trial_config, trial_seed  # noqa: E402
 from search.space import Dimension  # noqa: E402
+from machine import blas_pools  # noqa: E402
 
 # the variants of search auto: run_auto's keyword arguments, and the factor on the coarse stage's trials
 AUTO_VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
@@ -457,17 +458,11 @@ def target_checks(runs: list[dict[str, Any]], variant: str) -> dict[str, tuple[b
 
 def blas_kernel() -> str:
     """The BLAS library and the kernel set it runs with (OPENBLAS_CORETYPE or what OpenBLAS picked)."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-        if infos:
-            i = infos[0]
-            return (f"{i.get('internal_api')} {i.get('version')} kernels {i.get('architecture')}, "
-                    f"{i.get('num_threads')} thread(s)")
-    except ImportError:
-        pass
-    return "unknown (threadpoolctl not installed)"
+    infos = blas_pools()
+    if not infos:
+        return "unknown"
+    i = infos[0]
+    return f"{i.get('internal_api')} {i.get('version')} kernels {i.get('architecture')}, {i.get('num_threads')} thread(s)"
 
 
 def main(argv: list[str] | None = None) -> int:
