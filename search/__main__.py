@@ -1,4 +1,33 @@
-"""``python -m search``: the same as the ``search`` console script."""
-from search.cli import main
+"""The ``search`` program (console script and ``python -m search``): the CLI, and Ctrl-C while it starts."""
+from __future__ import annotations
 
-main()
+import os
+import signal
+import sys
+from typing import Any
+
+from search.errors import INTERRUPTED_LINE
+
+
+def _interrupted_while_starting(signum: int, frame: Any) -> None:
+    # Nothing is open while the CLI's modules import, so leave at once: an exception would print the traceback
+    # of whichever import it cut (or be swallowed by a library's own handler around one)
+    sys.stderr.write(INTERRUPTED_LINE + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    quiet = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a spawned worker keeps it ignored
+    if quiet:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+    from search.cli import main as cli_main  # NumPy, click, ...: most of a command's start-up
+
+    if quiet:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C records what it cuts
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -12,8 +12,8 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -1,6 +1,8 @@
 """The search layer's exceptions; the CLI turns these, EngineError and StudyError into one line and an exit code."""
 from __future__ import annotations
 
+INTERRUPTED_LINE = "interrupted: the database is consistent; run the same command again to continue"
+
 
 class SearchError(Exception):
     """Root of the search layer's own errors; ``exit_code`` 2 means bad usage or input."""

@@ -32,8 +32,8 @@ class ExplosionObserver(Observer):
     being the mean of the last ``EXPLODE_WINDOW`` minibatch losses (a loss that is not finite stops the trainer
     at once).
 
-    A single minibatch is not enough: on raw features of very different scales Adam's first steps send the
-    loss to 3-4x its first value for an iteration or two, and the run then trains as well as any
+    A single minibatch is not enough: on raw features of very different scales Adam's first steps send one to
+    three minibatch losses to 3-10x the first, and the run then trains as well as any
     (``benchmarks/README.md``, "False explosions"); a run that really diverges stays above the threshold and is
     stopped ``EXPLODE_WINDOW`` iterations in.
     """

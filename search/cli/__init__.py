@@ -5,30 +5,15 @@ with ``add_command``; shared options are in ``options``.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import Any
 
-INTERRUPTED_LINE = "interrupted: the database is consistent; run the same command again to continue"
+import click
 
-
-def _interrupted_while_starting(signum: int, frame: Any) -> None:
-    # Nothing is open yet, so leave at once: an exception would print the traceback of whichever import it cut
-    # (or be swallowed by a library's own handler around one)
-    sys.stderr.write(INTERRUPTED_LINE + "\n")
-    sys.stderr.flush()
-    os._exit(130)
-
-
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # a spawned worker keeps its SIGINT ignored
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
-
-import click  # noqa: E402
-
-from engine.errors import EngineError  # noqa: E402
-from search.errors import Interrupted, SearchError  # noqa: E402
-from studies.errors import StudyError  # noqa: E402
+from engine.errors import EngineError
+from search.errors import INTERRUPTED_LINE, Interrupted, SearchError
+from studies.errors import StudyError
 
 EXIT_INTERRUPTED = 130
 
@@ -38,8 +23,6 @@ class SearchGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
         extra.pop("standalone_mode", None)
-        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C records what it cuts
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
