@@ -2,11 +2,13 @@
 
 For each of search_quality.py's problems, ``--runs`` random configurations of ``search auto``'s space
 (lr, reg, hidden, log-uniform) are trained to the end, ``--epochs`` epochs, with no observer; then both rules
-are replayed on each run's minibatch losses. A run a rule would stop is a *false explosion* when it ended
+are replayed on each run's minibatch losses (the window rule by the search's own ExplosionObserver, which also
+judges a first epoch shorter than its window at that epoch's end). A run a rule would stop is a *false explosion* when it ended
 within 5 points of the best validation accuracy of the runs of that problem, and a *missed explosion* when the
-rule let it run and it ended at or below chance (1 / classes) + 5 points with its last 10 losses averaging above
-its first (its loss went up and stayed up; an over-regularised run, whose loss falls from a large first value to
-chance level, is not an explosion).
+rule let it run although its loss went past 3x the first and it ended at or below chance (1 / classes) + 5 points.
+Each such run is listed (lr, reg, first loss, the highest minibatch loss and the highest mean of 10 over the first,
+final validation accuracy), so a reader can tell a net killed by a blow-up from an over-regularised one (whose
+first loss is mostly the L2 term and falls to chance level).
 
 Usage: python benchmarks/explosions.py [--runs 40] [--epochs 24]
 """
@@ -16,7 +18,6 @@ import argparse
 import math
 import sys
 import tempfile
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from engine.trainer import Observer, train  # noqa: E402
 from machine import blas_line  # noqa: E402
 from search.campaign import auto_space  # noqa: E402
 from search.config import RunConfig  # noqa: E402
-from search.objective import EXPLODE_WINDOW, trial_config  # noqa: E402
+from search.objective import EXPLODE_WINDOW, ExplosionObserver, trial_config  # noqa: E402
 from search_quality import DEFAULT_PROBLEMS, PROBLEMS  # noqa: E402
 
 FACTOR = 3.0
@@ -43,14 +44,19 @@ class Losses(Observer):
         self.losses.append(loss)
 
 
-def stops(losses: list[float], window: int) -> bool:
-    """Whether the run is stopped: a loss not finite, or the mean of the last ``window`` above 3x the first."""
-    recent: deque[float] = deque(maxlen=window)
-    for loss in losses:
-        if not math.isfinite(loss):
+def stops_one_minibatch(losses: list[float], per_epoch: int) -> bool:
+    """The rule before: a loss not finite, or one minibatch's loss above 3x the first."""
+    return any(not math.isfinite(loss) or loss > FACTOR * losses[0] for loss in losses)
+
+
+def stops_window(losses: list[float], per_epoch: int) -> bool:
+    """The search's rule, replayed with its own ExplosionObserver as the trainer calls it (a loss that is not
+    finite stops the trainer itself)."""
+    observer = ExplosionObserver(FACTOR)
+    for i, loss in enumerate(losses, start=1):
+        if not math.isfinite(loss) or observer.on_iteration(i, loss):
             return True
-        recent.append(loss)
-        if len(recent) == window and sum(recent) > FACTOR * losses[0] * window:
+        if i % per_epoch == 0 and observer.on_epoch(i // per_epoch, 0.0, 0.0):
             return True
     return False
 
@@ -83,14 +89,21 @@ def main() -> None:
                 observer = Losses()
                 result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val, observers=(observer,))
                 val = result.val_acc if math.isfinite(result.val_acc) else 0.0
-                runs.append((observer.losses, val))
-            best = max(val for _, val in runs)
-            for rule, window in (("one minibatch", 1), (f"mean of last {EXPLODE_WINDOW}", EXPLODE_WINDOW)):
-                stopped = [stops(losses, window) for losses, _ in runs]
-                false = sum(s and val >= best - 0.05 for s, (_, val) in zip(stopped, runs))
-                missed = sum(not s and val <= chance + 0.05 and sum(losses[-10:]) / 10 > losses[0]
-                             for s, (losses, val) in zip(stopped, runs))
-                print(f"{name:<14} {rule:<22} {sum(stopped):>7} {false:>6} {missed:>6}")
+                runs.append((params, observer.losses, val))
+            best = max(val for _, _, val in runs)
+            per_epoch = max(1, len(ds.y_train) // run.train.batch_size)
+            for rule, stops in (("one minibatch", stops_one_minibatch), (f"mean of last {EXPLODE_WINDOW}", stops_window)):
+                stopped = [stops(losses, per_epoch) for _, losses, _ in runs]
+                false = [r for s, r in zip(stopped, runs) if s and r[2] >= best - 0.05]
+                missed = [r for s, r in zip(stopped, runs)
+                          if not s and max(r[1]) > FACTOR * r[1][0] and r[2] <= chance + 0.05]
+                print(f"{name:<14} {rule:<22} {sum(stopped):>7} {len(false):>6} {len(missed):>6}")
+                for kind, listed in (("false", false), ("missed", missed)):
+                    for params, losses, val in listed:
+                        first, mean10 = losses[0], np.convolve(losses, np.ones(10) / 10, mode="valid")
+                        print(f"    {kind}: lr {params['lr']:.3g} reg {params['reg']:.3g}, first loss {first:.3g}, "
+                              f"highest {max(losses) / first:.1f}x, mean of 10 {mean10.max() / first:.1f}x, "
+                              f"val {val:.3f} (best {best:.3f})")
 
 
 if __name__ == "__main__":

@@ -199,7 +199,8 @@ class DiagnosisThresholds:
     - ``loss_change_low`` 0.10: a loss that fell by less than 10 % of its first value over a whole
       run "barely moved" (the lecture's sign of a learning rate too low); a healthy run from
       ln C falls by far more within an epoch.
-    - A run that exploded (loss > 3x its first) or went NaN had a learning rate too high.
+    - A run that exploded (its loss past 3x its first, as the search judges it) or went NaN had a learning rate
+      too high.
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs).
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself

@@ -144,3 +144,10 @@ def absolute_data_name(name: str) -> str:
     """A built-in dataset name as it is; a path made absolute, so workers and retrains started elsewhere find
     the same file."""
     return name if name in DATASETS else str(Path(name).expanduser().resolve())
+
+
+def with_absolute_data(run: RunConfig) -> RunConfig:
+    """``run`` with its data path and data folder (``data_dir``) absolute."""
+    data = run.data
+    folder = str(Path(data.data_dir).expanduser().resolve()) if data.data_dir else data.data_dir
+    return replace(run, data=replace(data, name=absolute_data_name(data.name), data_dir=folder))

@@ -35,7 +35,8 @@ class ExplosionObserver(Observer):
     A single minibatch is not enough: on raw features of very different scales Adam's first steps send one to
     three minibatch losses to 3-10x the first, and the run then trains as well as any
     (``benchmarks/README.md``, "False explosions"); a run that really diverges stays above the threshold and is
-    stopped ``EXPLODE_WINDOW`` iterations in.
+    stopped ``EXPLODE_WINDOW`` iterations in, or at the end of its first epoch when that is shorter (the losses
+    it has are judged then).
     """
 
     def __init__(self, factor: float = 3.0) -> None:
@@ -50,7 +51,14 @@ class ExplosionObserver(Observer):
             self.first = loss
         self.recent.append(loss)
         full = len(self.recent) == EXPLODE_WINDOW
-        return "exploded" if full and sum(self.recent) > self.factor * self.first * EXPLODE_WINDOW else None
+        return "exploded" if full and self._above() else None
+
+    def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
+        return "exploded" if 0 < len(self.recent) < EXPLODE_WINDOW and self._above() else None
+
+    def _above(self) -> bool:
+        assert self.first is not None
+        return sum(self.recent) > self.factor * self.first * len(self.recent)
 
 
 class EpochReporter(Observer):
@@ -139,8 +147,9 @@ def run_trial(
     initial_reg_loss = model.reg_loss(config.train.reg)
     result = train(
         model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
-        observers=(ExplosionObserver(explode_factor),
-                   EpochReporter(trial, frozenset(asha_rungs(config.train.epochs)) if scheduled else frozenset())),
+        # the trainer keeps the last observer's verdict at an epoch's end: an explosion, not the scheduler's prune
+        observers=(EpochReporter(trial, frozenset(asha_rungs(config.train.epochs)) if scheduled else frozenset()),
+                   ExplosionObserver(explode_factor)),
     )
     seconds = time.perf_counter() - started
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)

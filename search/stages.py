@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
 from search.errors import Interrupted, SearchError, SearchFailed
-from search.config import RunConfig, absolute_data_name
+from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
@@ -149,8 +149,7 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
     without trials; the next command with this stage's definition completes it.
     """
     # the data as an absolute path: `search worker`, `--from-trial` and retrains may run in another folder
-    data_spec = replace(stage.run.data, name=absolute_data_name(stage.run.data.name))
-    stage = replace(stage, run=replace(stage.run, data=data_spec))
+    stage = replace(stage, run=with_absolute_data(stage.run))
     try:
         optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
@@ -175,9 +174,10 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
 
 
 def _definition(stage: Stage) -> tuple:
-    """The parts of a stage that must match for a command to continue it rather than conflict with it."""
-    return (space_attr(stage.space), stage.n_trials, stage.run, stage.sampler, stage.seed, stage.points,
-            stage.scheduler)
+    """The parts of a stage that must match for a command to continue it rather than conflict with it (a data
+    path stored relative by an older version is compared as this folder resolves it)."""
+    return (space_attr(stage.space), stage.n_trials, with_absolute_data(stage.run), stage.sampler, stage.seed,
+            stage.points, stage.scheduler)
 
 
 def describe_stage(stage: Stage) -> str:

@@ -23,7 +23,8 @@ from search.errors import SearchError
 @click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float, help="L2 strength.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
-              help="Stop the run once its loss exceeds this x its first loss (as a stage would).")
+              help="Stop the run once its loss, averaged over 10 minibatches, exceeds this x its first loss (as a "
+                   "stage would).")
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
 @storage_option
@@ -98,7 +99,8 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
             click.echo(f"epoch {e:3d}  loss {loss:.4f}  train_acc {ta:.4f}  val_acc {va:.4f}")
         status = result.status
         if status == "exploded":
-            status = (f"exploded: the loss of the last {EXPLODE_WINDOW} iterations averaged more than "
+            status = (f"exploded: the loss of the last {min(EXPLODE_WINDOW, result.iterations)} iterations averaged "
+                      f"more than "
                       f"{explode_factor:g} x the first loss {result.initial_loss:.4g}, stopped at iteration "
                       f"{result.iterations}")
         elif status == "diverged":

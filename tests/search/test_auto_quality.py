@@ -73,3 +73,14 @@ def test_a_loss_that_spikes_for_a_few_minibatches_is_not_an_explosion_and_one_th
     assert _first_explosion([2.3, 60.0] + [2.3] * 50) == 10  # a blow-up to 26x, then a dead net at chance
     # a steady climb: at iteration 28 the last 10 are 2.3, 2.3, 2, 4, ..., 16, whose mean 7.66 passes 6.9
     assert _first_explosion([2.3] * 20 + [2.0 * k for k in range(1, 30)]) == 28
+
+
+def test_an_epoch_shorter_than_the_window_is_judged_on_the_losses_it_has():
+    from search.objective import ExplosionObserver
+
+    for losses, verdict in (([3.19, 66.1, 36.8, 40.3, 40.6, 39.1, 35.9, 35.2], "exploded"),  # lr 0.7, digits-400
+                            ([2.3, 9.3, 8.0, 7.1, 4.0, 2.5, 2.0, 1.5], None)):  # a spike, then training (mean 4.6)
+        observer = ExplosionObserver(3.0)
+        assert [observer.on_iteration(i, loss) for i, loss in enumerate(losses, start=1)] == [None] * 8
+        assert observer.on_epoch(1, 0.5, 0.5) == verdict
+

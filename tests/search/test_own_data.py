@@ -130,3 +130,19 @@ def test_a_relative_data_path_from_python_is_stored_absolute_and_retrained_from_
     result = run_cli("train", "--from-trial", "mine/coarse:1", "--storage", url, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["val_acc"] == study.trials[1].user_attrs["val_acc"]  # the same numbers
+
+
+def test_a_stage_stored_with_a_relative_data_path_by_an_older_version_is_continued_from_its_folder(run_cli,
+                                                                                                  tmp_path):
+    from search.stages import create_stage
+
+    np.savez(tmp_path / "mine.npz", X=np.eye(40, 4, dtype=np.float32), y=np.arange(40) % 2)
+    run = RunConfig(data=DataSpec("mine.npz")).with_params({"train.epochs": 1, "arch.hidden": 8})
+    stage = coarse_stage("mine", run, {"lr": FloatRange(1e-2, 1e-1)}, 2, 0)
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    study, created = create_stage(storage, stage)
+    config = study.user_attrs["config"]
+    study.set_user_attr("config", {**config, "data": {**config["data"], "name": "mine.npz"}})  # as stored before
+    again, created_again = create_stage(storage, stage)
+    assert created and not created_again and again.study_name == "mine/coarse"
+
