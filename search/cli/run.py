@@ -99,10 +99,9 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
             click.echo(f"epoch {e:3d}  loss {loss:.4f}  train_acc {ta:.4f}  val_acc {va:.4f}")
         status = result.status
         if status == "exploded":
-            status = (f"exploded: the loss of the last {min(EXPLODE_WINDOW, result.iterations)} iterations averaged "
-                      f"more than "
-                      f"{explode_factor:g} x the first loss {result.initial_loss:.4g}, stopped at iteration "
-                      f"{result.iterations}")
+            window = min(EXPLODE_WINDOW, result.iterations)
+            status = (f"exploded: the loss of the last {window} iterations averaged more than {explode_factor:g} x "
+                      f"the first loss {result.initial_loss:.4g}, stopped at iteration {result.iterations}")
         elif status == "diverged":
             status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
         scores = (f"val_acc {result.val_acc:.4f}, best val_acc {result.best_val_acc:.4f}" if result.val_acc_history
