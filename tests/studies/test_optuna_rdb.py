@@ -111,8 +111,6 @@ def test_a_retry_copy_is_claimed_with_the_params_of_the_trial_it_retries(study):
 
 
 def test_schema_revisions_read_from_the_files_are_alembics():
-    from alembic.script import ScriptDirectory  # noqa: F401  (what Optuna reads them with)
-
     head, known = optuna_rdb.schema_revisions()
     script = optuna_rdb._alembic_scripts()
     assert head == script.get_current_head()
