@@ -120,6 +120,7 @@ def run_stage_processes(
     saved_env = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
     procs: list[multiprocessing.process.BaseProcess] = []
     own = WorkerReport()
+    dismissed: set[int] = set()  # workers stopped because the stage was done (their exit code is not a failure)
     try:
         save_cache(dataset, cache_dir)  # workers memory-map it: one copy in the page cache
         os.environ.update({k: "1" for k in BLAS_THREAD_VARS})  # inherited by the spawned workers
@@ -139,6 +140,12 @@ def run_stage_processes(
         if parent_works:
             with threadpool_limits(1, user_api="blas"):
                 own = run_worker(storage, name, dataset)
+            # run_worker returns once the stage has nothing WAITING or RUNNING: no worker holds a trial or can
+            # claim one, so the ones still starting (on a short stage, often all of them) are not waited for
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    dismissed.add(p.pid)
+                    os.kill(p.pid, signal.SIGTERM)
         while any(p.is_alive() for p in procs):
             watcher.raise_error()
             time.sleep(0.3)
@@ -161,7 +168,7 @@ def run_stage_processes(
         raise SearchError(UNGUARDED_MAIN)
     if stopped:
         raise SearchFailed(stopped[0])
-    failed = [p.exitcode for p in procs if p.exitcode not in (0, 1)]
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, 1) and p.pid not in dismissed]
     if failed:
         raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally "
                            f"(exit codes {failed})")
