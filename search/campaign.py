@@ -279,8 +279,7 @@ def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
     note = (f"the top {len(leaders)} configurations of {stage.name}, {repeats} runs each with other seeds; "
             f"the best mean is chosen")
     return replace(stage, stage="final", sampler="fixed", scheduler="none", points=points, n_trials=len(points),
-                   parent=stage.name,
-                   seed=stage.seed + 1000, range_notes=(note,))
+                   parent=stage.name, seed=stage.seed + 1000, range_notes=(note,))
 
 
 def choose_final(study: optuna.Study) -> tuple[dict[str, Any], list[float]]:

@@ -321,9 +321,9 @@ heartbeat_option = click.option(
          "Set by the command that creates a stage; its workers use the stage's value.")
 campaign_option = click.option("--campaign", default=None,
                                help="Campaign name (default: the dataset's name / the latest).")
-explode_option = click.option("--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0,
-                              show_default=True, help="Stop a run once its loss, averaged over 10 minibatches, exceeds this x its first "
-                                   "loss.")
+explode_option = click.option(
+    "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
+    help="Stop a run once its loss, averaged over 10 minibatches, exceeds this x its first loss.")
 
 # campaign, database, local worker processes, heartbeat
 stage_run_options = apply([campaign_option, storage_option, jobs_option, heartbeat_option])

@@ -8,9 +8,8 @@ import click
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from search.cli.options import (
-    FiniteFloatRange,
     SectionedCommand,
-    choice, json_option, nonneg_float, positive_float, run_config_options, storage_option,
+    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
 from search.config import RunConfig
@@ -22,9 +21,7 @@ from search.errors import SearchError
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float, help="Learning rate.")
 @click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float, help="L2 strength.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
-              help="Stop the run once its loss, averaged over 10 minibatches, exceeds this x its first loss (as a "
-                   "stage would).")
+@explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
 @storage_option
