@@ -23,7 +23,8 @@ Variants of ``search auto`` run beside it, each into its own SQLite file, with t
 * auto-asha         -- ``--scheduler asha`` (coarse and fine stages) and 3x the trials (asha trials stop early)
 * auto-random-asha  -- both
 
-Every trial uses ``ExplosionObserver(3.0)``, as the product's trials do. Seeds run in parallel
+Every search trial uses ``ExplosionObserver(3.0)``, as the product's do (auto's final re-evaluation and every
+retrain run to the end). Seeds run in parallel
 worker processes (``--workers``, default 2), each with one BLAS thread.
 
 Usage:

@@ -276,10 +276,10 @@ def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
     if not leaders:
         raise SearchFailed(f"stage {stage.name} has no completed trial to re-evaluate")
     points = tuple(p for _ in range(repeats) for p in leaders)
-    note = (f"the top {len(leaders)} configurations of {stage.name}, {repeats} runs each with other seeds; "
-            f"the best mean is chosen")
+    note = (f"the top {len(leaders)} configurations of {stage.name}, {repeats} runs each with other seeds, "
+            f"trained to the end as the retrains are (no run stopped for a loss spike); the best mean is chosen")
     return replace(stage, stage="final", sampler="fixed", scheduler="none", points=points, n_trials=len(points),
-                   parent=stage.name, seed=stage.seed + 1000, range_notes=(note,))
+                   explode_factor=None, parent=stage.name, seed=stage.seed + 1000, range_notes=(note,))
 
 
 def choose_final(study: optuna.Study) -> tuple[dict[str, Any], list[float]]:

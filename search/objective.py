@@ -61,6 +61,12 @@ class ExplosionObserver(Observer):
         return sum(self.recent) > self.factor * self.first * len(self.recent)
 
 
+def explosion_observers(factor: float | None) -> tuple[Observer, ...]:
+    """``(ExplosionObserver(factor),)``, or none with ``factor`` None: the run goes on through loss spikes (a loss
+    that is not finite still stops the trainer)."""
+    return () if factor is None else (ExplosionObserver(factor),)
+
+
 class EpochReporter(Observer):
     """Reports validation accuracy after every epoch as the trial's intermediate value; after each epoch in
     ``rungs`` asks the study's pruner whether to stop (stop reason ``SCHEDULER_STOP``).
@@ -130,7 +136,7 @@ def run_trial(
     dataset: Dataset,
     space: dict[str, Dimension],
     stage_seed: int,
-    explode_factor: float = 3.0,
+    explode_factor: float | None = 3.0,
     on_params: Callable[[], None] | None = None,
     scheduled: bool = False,
 ) -> TrialOutcome:
@@ -149,7 +155,7 @@ def run_trial(
         model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
         # the trainer keeps the last observer's verdict at an epoch's end: an explosion, not the scheduler's prune
         observers=(EpochReporter(trial, frozenset(asha_rungs(config.train.epochs)) if scheduled else frozenset()),
-                   ExplosionObserver(explode_factor)),
+                   *explosion_observers(explode_factor)),
     )
     seconds = time.perf_counter() - started
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)

@@ -66,7 +66,7 @@ class Stage:
     sampler: str = "random"
     parent: str | None = None
     range_notes: tuple[str, ...] = ()
-    explode_factor: float = 3.0
+    explode_factor: float | None = 3.0  # None: no run is stopped for a loss spike (stage final)
     points: tuple[dict[str, Any], ...] = ()  # the trials' params of a "fixed" stage
     scheduler: str = "none"
 
@@ -77,7 +77,7 @@ class Stage:
             raise SearchError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
         if self.scheduler not in SCHEDULERS:
             raise SearchError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(SCHEDULERS)}")
-        if not (math.isfinite(self.explode_factor) and self.explode_factor > 1):
+        if self.explode_factor is not None and not (math.isfinite(self.explode_factor) and self.explode_factor > 1):
             raise SearchError(f"--explode-factor must be a finite number > 1, got {self.explode_factor}")
         if "/" in self.campaign or not self.campaign.strip() or not self.campaign.isprintable():
             raise SearchError(f"campaign name {self.campaign!r} must be non-empty, printable and contain no '/'")

@@ -38,7 +38,7 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
       search train --from-trial digits/coarse:12   # rerun a stored trial exactly
     """
     from engine.trainer import train as run_training
-    from search.objective import EXPLODE_WINDOW, ExplosionObserver
+    from search.objective import EXPLODE_WINDOW, explosion_observers
 
     ctx = click.get_current_context()
     stored = None
@@ -61,7 +61,7 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
                               f"{from_trial} was trained on (sha256 {recorded.get('sha256')} recorded, {now} now)")
     model = config.build_model(ds)
     result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
-                          observers=(ExplosionObserver(explode_factor),))
+                          observers=explosion_observers(explode_factor))
     summary = {
         "status": result.status,
         "initial_loss": finite_or_none(result.initial_loss),

@@ -4,8 +4,14 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
+from optuna.trial import TrialState
 
+from engine.data import DataSpec
+from search.campaign import Execution, execute_stage
+from search.config import RunConfig
 from search.space import FloatRange, refine_space
+from search.stages import Stage
 from studies.store import open_storage
 
 
@@ -39,6 +45,8 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     storage = open_storage("sqlite:///search.db", create=False)
     samplers = {s.user_attrs["stage"]: s.user_attrs["sampler"] for s in storage.get_all_studies()}
     assert samplers == {"coarse": "random", "promote-1": "fixed", "fine-1": "tpe", "final": "fixed"}
+    spikes = {s.user_attrs["stage"]: s.user_attrs["explode_factor"] for s in storage.get_all_studies()}
+    assert spikes == {"coarse": 3.0, "promote-1": 3.0, "fine-1": 3.0, "final": None}  # final: as the retrains
     final = out["final"]
     assert final["repeats"] == 2 and final["retrains"] == 2 and final["epochs"] == 4
     study = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db", create=False))
@@ -49,6 +57,25 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     chosen = [t.value for t in trials if t.params == final["params"]]
     assert abs(final["val_acc"] - sum(chosen) / 2) < 1e-12  # the reported number is the mean of its runs
     assert 0.0 < final["test_acc"] <= 1.0 and final["test_std"] >= 0.0
+
+
+@pytest.mark.parametrize("factor", [3.0, None])
+def test_a_stage_without_an_explode_factor_trains_through_a_loss_spike(tmp_path, factor):
+    # Adam at lr 0.7 on 400 digits: the loss passes 3x its first in the first epoch and stays a number
+    run = RunConfig(data=DataSpec("digits", train_size=400)).with_params({"train.epochs": 3})
+    stage = Stage(campaign="x", stage="final", space={"lr": FloatRange(0.5, 0.9)}, n_trials=2, run=run,
+                  sampler="fixed", points=({"lr": 0.7}, {"lr": 0.7}), explode_factor=factor)
+    url = f"sqlite:///{tmp_path / 'spike.db'}"
+    execute_stage(Execution(url, jobs=1, progress="quiet"), stage)
+    study = optuna.load_study(study_name="x/final", storage=open_storage(url))
+    assert Stage.from_attrs(study.user_attrs).explode_factor == factor  # None survives the stored attributes
+    trials = study.get_trials()
+    if factor is None:
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+        assert [t.user_attrs["iterations"] for t in trials] == [24, 24]  # 3 epochs of 8 minibatches
+    else:
+        assert [(t.state, t.user_attrs["stop_reason"]) for t in trials] == [(TrialState.PRUNED, "exploded")] * 2
+        assert all(t.user_attrs["iterations"] <= 10 for t in trials)
 
 
 def test_train_scores_the_test_split_when_asked(run_cli):
