@@ -8,11 +8,15 @@ several workers gets), and with 2 jobs. Wall time runs from the call to the last
 start-up and the shared data copy are included; the "first trial" column says how long that start-up took.
 "train s/trial" is the trials' own mean ``seconds`` attribute (building and training the net).
 
-Usage: python benchmarks/jobs_scaling.py [--trials 12] [--epochs 2]
+With ``--rounds R`` the three cases run R times, interleaved (1, 2, 3, 1, 2, 3, ...), and the ratios are those of
+the median rates, so that a slow spell of a shared machine does not land on one case only.
+
+Usage: python benchmarks/jobs_scaling.py [--trials 12] [--epochs 2] [--rounds 1]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from contextlib import nullcontext
@@ -56,9 +60,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="times each case runs, interleaved (default 1)")
     args = parser.parse_args()
-    if args.trials < 2 or args.epochs < 1:
-        parser.error("--trials must be >= 2 and --epochs >= 1")
+    if args.trials < 2 or args.epochs < 1 or args.rounds < 1:
+        parser.error("--trials must be >= 2, --epochs and --rounds >= 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = RunConfig(data=DataSpec("synthetic")).with_params({"train.epochs": args.epochs})
     dataset = run.load()
@@ -66,15 +71,20 @@ def main() -> None:
     print(f"{args.trials} trials, synthetic CIFAR-shaped data {dataset.X_train.shape}, hidden {run.arch.hidden}, "
           f"{args.epochs} epochs; other load = cores other processes kept busy during the row")
     print(f"{'how':<30} {'wall s':>7} {'trials/h':>9} {'first trial':>11} {'train s/trial':>13} {'other load':>10}")
-    rates = {}
-    for name, jobs, threads in CASES:
-        with tempfile.TemporaryDirectory() as tmp:
-            wall, first, train_s, other = run_case(Path(tmp), run, dataset, args.trials, jobs, threads)
-        rates[name] = args.trials / wall * 3600
-        print(f"{name:<30} {wall:>7.1f} {rates[name]:>9.0f} {first:>10.2f}s {train_s:>12.2f}s {other:>10.2f}",
-              flush=True)
+    rates: dict[str, list[float]] = {name: [] for name, _, _ in CASES}
+    for _ in range(args.rounds):
+        for name, jobs, threads in CASES:
+            with tempfile.TemporaryDirectory() as tmp:
+                wall, first, train_s, other = run_case(Path(tmp), run, dataset, args.trials, jobs, threads)
+            rates[name].append(args.trials / wall * 3600)
+            print(f"{name:<30} {wall:>7.1f} {rates[name][-1]:>9.0f} {first:>10.2f}s {train_s:>12.2f}s "
+                  f"{other:>10.2f}", flush=True)
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    if args.rounds > 1:
+        print("median trials/h: " + ", ".join(f"{name} {median[name]:.0f}" for name in median))
     for name, _, _ in CASES[:2]:
-        print(f"2 jobs / {name}: {rates['2 jobs'] / rates[name]:.2f}x the trials per hour")
+        print(f"2 jobs / {name}: {median['2 jobs'] / median[name]:.2f}x the trials per hour"
+              + (f" (medians of {args.rounds} rounds)" if args.rounds > 1 else ""))
 
 
 if __name__ == "__main__":
