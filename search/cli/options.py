@@ -328,12 +328,14 @@ explode_option = click.option(
 # campaign, database, local worker processes, heartbeat
 stage_run_options = apply([campaign_option, storage_option, jobs_option, heartbeat_option])
 
+DRAWN_SAMPLERS = ["random", "tpe", "qmc"]  # what --sampler and --fine-sampler offer (grid and fixed are stage kinds)
+
 stage_options = apply([
     click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=50, show_default=True,
                  help="Trials in the stage."),
     click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
                  help="Epochs per trial (coarse runs are short)."),
-    click.option("--sampler", type=choice(["random", "tpe", "qmc"]), default="random", show_default=True,
+    click.option("--sampler", type=choice(DRAWN_SAMPLERS), default="random", show_default=True,
                  help="random and grid stages: same --seed, same trials with any --jobs; tpe and qmc: only with "
                       "--jobs 1 and no interruption (each draw depends on the trials finished before it)."),
     click.option("--scheduler", type=choice(SCHEDULERS), default="none", show_default=True,

@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    SectionedCommand,
+    DRAWN_SAMPLERS, SectionedCommand,
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
@@ -141,7 +141,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 @fine_options
 @click.option("--fine-epochs", type=click.IntRange(min=1), default=None,
               help="Epochs of fine trials (default: twice the previous stage's).")
-@click.option("--fine-sampler", type=choice(["random", "tpe", "qmc"]), default="tpe", show_default=True,
+@click.option("--fine-sampler", type=choice(DRAWN_SAMPLERS), default="tpe", show_default=True,
               help="Sampler of the fine stages inside their refined box; with tpe, the same --seed gives the same "
                    "trials only with --jobs 1.")
 @click.option("--fine-scheduler", type=choice(SCHEDULERS), default=None,
