@@ -12,12 +12,17 @@ noise of 3 runs, and it cannot say how much better any method could have done. T
    cannot expect to choose better among these configurations (the space may hold a better one that none
    of them is near: the ceiling is the best found, evidence rather than proof);
 3. the oracle's choice and every method's choice are retrained with ``--retrains`` other seeds (set B, the
-   same seeds for every configuration) and scored on test: the oracle's score is the ceiling, free of the
-   optimism of having been picked on the same runs.
+   same seeds for every configuration) and scored on test: the oracle's score is the ceiling. The optimism
+   of picking it on the runs that score it is removed; the test examples are the same in both sets.
 
 It prints per problem: the ceiling, each method's mean over the search seeds on set B, the headroom
-(ceiling - method) and auto - TPE per seed on set B. A gain of auto over TPE larger than TPE's headroom is
-not possible in expectation on that problem, whatever the search does.
+(ceiling - method, with the standard error of that difference over the set-B seeds) and auto - TPE per seed
+on set B. The ceiling estimates the best configuration found, not a bound: a method whose expected gain over
+TPE exceeds TPE's headroom would have to choose better than that configuration on average.
+
+Only the problems whose data file carries its own validation and test splits are analysed (a CSV's splits
+are drawn per search seed), and only the methods whose trials had ``auto``'s length (the baselines; an auto
+variant may stop at another length).
 
 Usage:
     python benchmarks/search_quality.py --methods auto,tpe --out /tmp/sq   # first
@@ -49,37 +54,60 @@ from search.objective import trial_config  # noqa: E402
 from search.space import Dimension, IntRange  # noqa: E402
 from search_quality import PROBLEMS, blas_kernel, fmt_params  # noqa: E402
 
-SEEDS_A, SEEDS_B, EXPLORE_SEED = 2_000_000, 3_000_000, 4_000_000  # no search or retrain of search_quality uses them
-_RUN: dict[str, Any] = {}  # per worker process: (problem, epochs) -> (run, dataset)
+# training seeds (trial_config(run, params, 0, n) trains with seed n): search_quality's trial n of a stage trains
+# with stage_seed x 1,000,003 + n and its retrain r with seed x 1,000,003 + 10^6 + r (mod 2^32); _check_seeds
+SEEDS_A, SEEDS_B, EXPLORE_SEED = 500_000, 600_000, 700_000
+_RUN: dict[str, Any] = {}  # per worker process: "problem/epochs" -> (run, dataset)
+
+
+def _check_seeds(retrains: int, explore: int) -> None:
+    """Refuse seeds that a search_quality trial (number below 100,000) or retrain may have used, for stage seeds
+    below 10,000 (search seeds below 5,000)."""
+    starts = (np.arange(10_000, dtype=np.int64) * 1_000_003) % 2**32
+    for low, n in ((SEEDS_A, retrains), (SEEDS_B, retrains), (EXPLORE_SEED, explore)):
+        d = (low - starts) % 2**32  # where our seeds begin, counted from each stage's first seed
+        used = (d < 100_000) | ((d < 10**6 + 1_000) & (d + n > 10**6)) | (d + n > 2**32)
+        if used.any() or n > 100_000:
+            raise SystemExit(f"headroom: seeds {low}..{low + n - 1} may be seeds search_quality trained with; "
+                             "use fewer --retrains or --explore")
+
+
+def data_file(folder: str, problem: str) -> Path:
+    """The problem's data file that search_quality.py wrote into ``folder``."""
+    return sorted((Path(folder) / "data").glob(f"{problem}.*"))[0]
 
 
 def _setup(problem: str, epochs: int, folder: str) -> tuple[RunConfig, Any]:
-    key = f"{problem}/{epochs}"
-    if key not in _RUN:
-        path = sorted((Path(folder) / "data").glob(f"{problem}.*"))[0]
-        run = RunConfig(data=DataSpec(str(path), seed=0), preprocess=PreprocessSpec(PROBLEMS[problem].preprocess))
+    name = f"{problem}/{epochs}"
+    if name not in _RUN:
+        run = RunConfig(data=DataSpec(str(data_file(folder, problem)), seed=0),
+                        preprocess=PreprocessSpec(PROBLEMS[problem].preprocess))
         run = run.with_params({"train.epochs": epochs})
-        _RUN[key] = (run, run.load())
-    return _RUN[key]
+        _RUN[name] = (run, run.load())
+    return _RUN[name]
 
 
 def score(task: tuple[str, int, str, dict[str, Any], int]) -> tuple[float, float]:
-    """(val, test) of one configuration trained with seed (0, ``number``) as the retrains train it: to the end,
-    unless the loss stops being a number (scored 0)."""
+    """(val, test) of one configuration trained with seed ``number`` as the retrains train it: to the end (the
+    trainer stops at a loss that is not finite, and the weights it has then are scored); a validation accuracy
+    that is not a number counts as 0 for ranking."""
     problem, epochs, folder, params, number = task
     run, ds = _setup(problem, epochs, folder)
     config = trial_config(run, params, 0, number)
     model = config.build_model(ds)
     result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
-    if not np.isfinite(result.val_acc):
-        return 0.0, 0.0
-    return float(result.val_acc), float(model.accuracy(ds.X_test, ds.y_test))
+    val = float(result.val_acc) if np.isfinite(result.val_acc) else 0.0
+    return val, float(model.accuracy(ds.X_test, ds.y_test))
+
+
+def _value(dim: Dimension, value: float) -> float | int:
+    """``value`` as the dimension holds it: a whole number inside an integer range, else a float."""
+    return min(max(int(round(value)), dim.low), dim.high) if isinstance(dim, IntRange) else float(value)
 
 
 def draw(dim: Dimension, rng: np.random.Generator) -> float | int:
     """One value of a numeric dimension, uniform in its coordinate (as the random sampler draws it)."""
-    value = float(dim.sample(rng, 1)[0])
-    return min(max(int(round(value)), dim.low), dim.high) if isinstance(dim, IntRange) else value
+    return _value(dim, float(dim.sample(rng, 1)[0]))
 
 
 def neighbour(space: dict[str, Dimension], params: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -87,12 +115,11 @@ def neighbour(space: dict[str, Dimension], params: dict[str, Any], rng: np.rando
     moved = {}
     for name, dim in space.items():
         u = dim.to_unit(params[name]) + rng.uniform(-0.1, 0.1) * dim.width
-        value = dim.from_unit(min(max(u, dim.to_unit(dim.low)), dim.to_unit(dim.high)))
-        moved[name] = min(max(int(round(value)), dim.low), dim.high) if isinstance(dim, IntRange) else float(value)
+        moved[name] = _value(dim, dim.from_unit(min(max(u, dim.to_unit(dim.low)), dim.to_unit(dim.high))))
     return moved
 
 
-def set_a(pool: Any, problem: str, epochs: int, folder: str, cands: list[dict[str, Any]], n: int) -> np.ndarray:
+def mean_test_a(pool: Any, problem: str, epochs: int, folder: str, cands: list[dict[str, Any]], n: int) -> np.ndarray:
     """Mean test accuracy of each candidate over the ``n`` training seeds of set A."""
     if not cands:
         return np.zeros(0)
@@ -105,11 +132,17 @@ def key(params: dict[str, Any]) -> str:
 
 
 def headroom(pool: Any, folder: str, problem: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    methods = [m for m in ("auto", "tpe") if m in runs[0]["results"]] + sorted(
+    ordered = [m for m in ("auto", "tpe") if m in runs[0]["results"]] + sorted(
         m for m in runs[0]["results"] if m not in ("auto", "tpe"))
+    # a method is scored only where its trials had auto's length (the baselines always; a variant of auto may not)
+    methods = [m for m in ordered
+               if all(r["results"][m]["trial_epochs"] == r["results"]["auto"]["trial_epochs"] for r in runs)]
+    if len(methods) < len(ordered):
+        print(f"\n{problem}: left out (trials of another length than auto's): "
+              f"{', '.join(m for m in ordered if m not in methods)}")
     for epochs in sorted({r["results"]["auto"]["trial_epochs"] for r in runs}):
         at = [r for r in runs if r["results"]["auto"]["trial_epochs"] == epochs]
-        run, ds = _setup(problem, epochs, folder)
+        _, ds = _setup(problem, epochs, folder)
         space = auto_space(len(ds.y_train))
         rng = np.random.default_rng(EXPLORE_SEED)
         explored = [{name: draw(dim, rng) for name, dim in space.items()} for _ in range(args.explore)]
@@ -118,12 +151,12 @@ def headroom(pool: Any, folder: str, problem: str, runs: list[dict[str, Any]], a
         candidates = {key(r["results"][m]["params"]): r["results"][m]["params"] for r in at for m in methods}
         candidates.update({key(explored[i]): explored[i] for i in ranked})
         cands = list(candidates.values())
-        test_a = set_a(pool, problem, epochs, folder, cands, args.retrains)
+        test_a = mean_test_a(pool, problem, epochs, folder, cands, args.retrains)
         leaders = [cands[i] for i in np.argsort(-test_a)[:5]]
         near = [neighbour(space, leaders[i % len(leaders)], rng) for i in range(args.local)]
         near = [p for p in {key(p): p for p in near}.values() if key(p) not in candidates]
         cands += near
-        test_a = np.concatenate([test_a, set_a(pool, problem, epochs, folder, near, args.retrains)])
+        test_a = np.concatenate([test_a, mean_test_a(pool, problem, epochs, folder, near, args.retrains)])
         oracle = cands[int(np.argmax(test_a))]
         b = pool.map(score, [(problem, epochs, folder, p, SEEDS_B + s) for p in cands for s in range(args.retrains)])
         test_b = dict(zip((key(p) for p in cands), np.array([t for _, t in b]).reshape(len(cands), args.retrains)))
@@ -136,12 +169,16 @@ def headroom(pool: Any, folder: str, problem: str, runs: list[dict[str, Any]], a
               f"set A {float(test_a.max()):.4f}, set B (the ceiling) {ceiling:.4f} +- {sd:.4f}")
         print(f"best of the {args.explore} random configurations by validation, on set B: "
               f"{float(test_b[key(explored[ranked[0]])].mean()):.4f}")
-        print(f"{'method':<14}{'test, set B':>12}{'headroom pts':>14}{'test, its 3 retrains':>22}")
+        print(f"{'method':<14}{'test, set B':>12}{'headroom pts':>18}{'test, its 3 retrains':>22}")
         means = {}
         for m in methods:
-            means[m] = np.array([test_b[key(r["results"][m]["params"])].mean() for r in at])
+            runs_b = np.array([test_b[key(r["results"][m]["params"])] for r in at])  # search seed x set-B seed
+            means[m] = runs_b.mean(axis=1)
+            # per set-B seed: the ceiling's run minus the method's mean over search seeds; its standard error
+            diff = 100 * (test_b[key(oracle)] - runs_b.mean(axis=0))
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
             own = np.mean([r["results"][m]["test"] for r in at])
-            print(f"{m:<14}{means[m].mean():12.4f}{100 * (ceiling - means[m].mean()):+14.2f}{own:22.4f}")
+            print(f"{m:<14}{means[m].mean():12.4f}{diff.mean():+11.2f} +- {se:.2f}{own:22.4f}")
         if "auto" in means and "tpe" in means:
             d = 100 * (means["auto"] - means["tpe"])
             print(f"auto - tpe on set B per seed (pts): {' '.join(f'{x:+.1f}' for x in d)}; mean {d.mean():+.2f}, "
@@ -169,14 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--retrains must be >= 2, --local >= 0, --explore, --top and --workers >= 1")
     done = json.loads(results.read_text())
     problems = args.problems.split(",") if args.problems else sorted({r["problem"] for r in done})
+    for problem in problems:
+        if not any(r["problem"] == problem for r in done):
+            parser.error(f"{results} has no run of problem {problem!r}")
+        if data_file(args.folder, problem).suffix != ".npz":  # a CSV's splits are drawn per search seed
+            parser.error(f"{problem}: its data file carries no fixed validation and test splits; headroom needs them")
+    _check_seeds(args.retrains, args.explore)
     print(f"headroom of {results}: problems {', '.join(problems)}; sets A and B of {args.retrains} training "
           f"seeds each; BLAS {blas_kernel()}")
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         for problem in problems:
             runs = sorted((r for r in done if r["problem"] == problem), key=lambda r: r["seed"])
-            if not runs:
-                parser.error(f"{results} has no run of problem {problem!r}")
             headroom(pool, args.folder, problem, runs, args)
     print(f"\nran in {time.perf_counter() - started:.0f} s")
     return 0

@@ -199,8 +199,9 @@ class DiagnosisThresholds:
     - ``loss_change_low`` 0.10: a loss that fell by less than 10 % of its first value over a whole
       run "barely moved" (the lecture's sign of a learning rate too low); a healthy run from
       ln C falls by far more within an epoch.
-    - A run that exploded (its loss past 3x its first, as the search judges it) or went NaN had a learning rate
-      too high.
+    - A run that exploded (its loss past 3x its first, as the search judges it), went NaN, or ended with its
+      loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s final stage) had a learning
+      rate too high.
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs).
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
@@ -255,7 +256,9 @@ def diagnose(
     gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
     dead = [s.dead for s in layers]
     saturated = [s.saturated for s in layers]
-    exploded = status in ("exploded", "diverged", "nan")
+    # a loss that went up by more than "barely moved", in a run no explosion test stopped
+    rose = math.isfinite(change) and change < -t.loss_change_low
+    exploded = status in ("exploded", "diverged", "nan") or rose
     if exploded:
         labels.append("lr_too_high")
     elif math.isfinite(change) and change < t.loss_change_low:
@@ -301,7 +304,7 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     """One sentence per label, with the numbers behind it."""
     n, t = diagnosis.numbers, THRESHOLDS
     words = {
-        "lr_too_high": "the loss exploded or went NaN: the learning rate is too high",
+        "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too high",
         "lr_too_low": f"the loss fell by only {_pct(n['loss_change'])} of its first value "
                       f"(< {t.loss_change_low:.0%}): the learning rate is too low",
         "overfitting": f"train accuracy {n['train_acc']} is {_pct(n['train_val_gap'])} above validation "

@@ -1,4 +1,5 @@
-"""One trial: suggest every dimension, ``base.with_params(params)``, train with the explosion observer, record it."""
+"""One trial: suggest every dimension, ``base.with_params(params)``, train with the explosion observer (unless the
+stage has none), record it."""
 from __future__ import annotations
 
 import math

@@ -76,7 +76,7 @@ IMPORTANCE_MIN_TRIALS = 8
 # the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
 DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
-    "lr_too_high": "the loss exploded or went NaN: learning rate too high",
+    "lr_too_high": "the loss exploded, went NaN or ended well above its first value: learning rate too high",
     "overfitting": "train accuracy well above validation: more regularisation or less capacity",
     "underfitting": "no train-val gap and the training set not learned: more capacity",
     "dead_units": "over half a layer's units never active",

@@ -313,8 +313,8 @@ def _jobs(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
 
 jobs_option = click.option(
     "--jobs", default="auto", show_default=True, callback=_jobs, metavar="N|auto", envvar="SEARCH_JOBS",
-    help="Worker processes on this machine, 1 BLAS thread each; auto: the usable cores, never more than the "
-         "trials left ($SEARCH_JOBS).")
+    help="Worker processes on this machine; with 2 or more, 1 BLAS thread each (1 keeps NumPy's own BLAS threads); "
+         "auto: the usable cores, never more than the trials left ($SEARCH_JOBS).")
 heartbeat_option = click.option(
     "--heartbeat", type=click.IntRange(min=1, max=86400), default=10, show_default=True,
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
@@ -323,7 +323,8 @@ campaign_option = click.option("--campaign", default=None,
                                help="Campaign name (default: the dataset's name / the latest).")
 explode_option = click.option(
     "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
-    help="Stop a run once its loss, averaged over 10 minibatches, exceeds this x its first loss.")
+    help="Stop a run once its loss, averaged over 10 minibatches, exceeds this x its first loss (not in "
+         "search auto's final stage, whose runs predict retrains).")
 
 # campaign, database, local worker processes, heartbeat
 stage_run_options = apply([campaign_option, storage_option, jobs_option, heartbeat_option])

@@ -28,7 +28,7 @@ from search.errors import SearchError
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write loss and accuracy curves (PNG).")
 @click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
 @json_option
-def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: float, from_trial: str | None,
+def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: float | None, from_trial: str | None,
           storage: str | None, plot: str | None, score_test: bool, as_json: bool) -> int:
     """Train one network and print its losses and accuracies; exit 1 if it exploded or diverged.
 
@@ -118,7 +118,7 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
     return 0 if result.status == "completed" else 1
 
 
-def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float, float | None, dict]:
+def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, float | None, dict]:
     """(the trial's RunConfig, its stage's explode factor, its stored value, the stage's data identity) from
     ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading

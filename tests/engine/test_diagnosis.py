@@ -33,6 +33,12 @@ def test_an_exploded_or_nan_run_had_a_learning_rate_too_high(status):
     assert _run(loss=[2.3, 9.0], status=status).labels == ("lr_too_high",)
 
 
+def test_a_completed_run_whose_loss_ended_above_its_first_had_a_learning_rate_too_high():
+    # a run nothing stopped (search auto's final stage): up 2.3x and staying there is no lr too low
+    assert _run(loss=[2.3] + [5.3] * 99, train=0.2, val=0.2).labels == ("lr_too_high",)
+    assert _run(loss=[2.3] + [2.3 * 1.05] * 99, train=0.2, val=0.2).labels[0] == "lr_too_low"  # barely moved: +5 %
+
+
 def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():
     # the mean of the last tenth is 9.5 % below the first loss: just under the 10 % threshold
     assert "lr_too_low" in _run(loss=[2.0] + [2.0 * (1 - 0.095)] * 99, train=0.3, val=0.3).labels
