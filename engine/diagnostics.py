@@ -200,8 +200,8 @@ class DiagnosisThresholds:
       run "barely moved" (the lecture's sign of a learning rate too low); a healthy run from
       ln C falls by far more within an epoch.
     - A run that exploded (its loss past 3x its first, as the search judges it), went NaN, or ended with its
-      loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s final stage) had a learning
-      rate too high.
+      loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s
+      final stage) had a learning rate too high.
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs).
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
@@ -304,7 +304,8 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     """One sentence per label, with the numbers behind it."""
     n, t = diagnosis.numbers, THRESHOLDS
     words = {
-        "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too high",
+        "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too "
+                       "high",
         "lr_too_low": f"the loss fell by only {_pct(n['loss_change'])} of its first value "
                       f"(< {t.loss_change_low:.0%}): the learning rate is too low",
         "overfitting": f"train accuracy {n['train_acc']} is {_pct(n['train_val_gap'])} above validation "

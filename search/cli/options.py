@@ -313,8 +313,8 @@ def _jobs(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
 
 jobs_option = click.option(
     "--jobs", default="auto", show_default=True, callback=_jobs, metavar="N|auto", envvar="SEARCH_JOBS",
-    help="Worker processes on this machine; with 2 or more, 1 BLAS thread each (1 keeps NumPy's own BLAS threads); "
-         "auto: the usable cores, never more than the trials left ($SEARCH_JOBS).")
+    help="Worker processes on this machine; with 2 or more, 1 BLAS thread each (1 keeps NumPy's own BLAS "
+         "threads); auto: the usable cores, never more than the trials left ($SEARCH_JOBS).")
 heartbeat_option = click.option(
     "--heartbeat", type=click.IntRange(min=1, max=86400), default=10, show_default=True,
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
