@@ -26,7 +26,14 @@ def main() -> None:
 
     if quiet:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C records what it cuts
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as leaving:
+        if leaving.code == 130:  # interrupted, its line printed: another Ctrl-C must not cut the shutdown short
+            # (Python puts SIGINT back to the system default while it shuts down: a signal then ends the process
+            # with -2 instead of 130)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
 
 
 if __name__ == "__main__":

@@ -293,21 +293,33 @@ def choose_final(study: optuna.Study) -> tuple[dict[str, Any], list[float]]:
     return max(groups.values(), key=lambda g: float(np.mean(g[1])))
 
 
+RETRAINED_ATTR = "retrained"  # the final stage's user attribute: the chosen configuration's retrains and scores
+
+
 def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int, retrains: int,
                   stopped: str) -> FinalScore:
-    """Retrain the final stage's choice ``retrains`` times with fresh seeds; score each on validation and test."""
+    """Retrain the final stage's choice ``retrains`` times with fresh seeds; score each on validation and test.
+
+    The scores are stored in the final stage's ``retrained`` user attribute (queryable with the rest of the
+    campaign); a later call for the same choice, seed and count reads them instead of training again."""
     study = load_stage_study(storage, study_name(campaign, "final"))
     stage = Stage.from_attrs(study.user_attrs)
     params, values = choose_final(study)
-    vals, tests, status = [], [], "completed"
-    for r in range(retrains):
-        config = trial_config(stage.run, params, seed, 10**6 + r)  # seeds no trial of the campaign used
-        ds = config.load()
-        model = config.build_model(ds)
-        result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
-        vals.append(result.val_acc)
-        tests.append(model.accuracy(ds.X_test, ds.y_test))
-        status = result.status if result.status != "completed" else status
+    asked = {"params": params, "seed": seed, "retrains": retrains}
+    stored = study.user_attrs.get(RETRAINED_ATTR, {})
+    if stored.get("asked") == asked:  # retrained before (the same runs, seeded alike): read, not run again
+        vals, tests, status = stored["val_acc"], stored["test_acc"], stored["status"]
+    else:
+        vals, tests, status = [], [], "completed"
+        for r in range(retrains):
+            config = trial_config(stage.run, params, seed, 10**6 + r)  # seeds no trial of the campaign used
+            ds = config.load()
+            model = config.build_model(ds)
+            result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+            vals.append(float(result.val_acc))
+            tests.append(float(model.accuracy(ds.X_test, ds.y_test)))
+            status = result.status if result.status != "completed" else status
+        study.set_user_attr(RETRAINED_ATTR, {"asked": asked, "val_acc": vals, "test_acc": tests, "status": status})
     return FinalScore(stage.name, params, stage.run.train.epochs, float(np.mean(values)), float(np.std(values)),
                       len(values), float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), retrains,
                       status, stopped)
@@ -382,4 +394,14 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
         summaries += promoted
         summaries.append(execute_stage(execution, with_fine_choices(stage, fine_sampler, fine_scheduler), dataset))
     summaries.append(execute_stage(execution, final_stage(study, top, repeats), dataset))
-    return summaries, retrain_final(storage, coarse.campaign, coarse.seed, retrains, stopped)
+    return chain_summaries(storage, coarse.campaign, summaries), retrain_final(storage, coarse.campaign, coarse.seed,
+                                                                              retrains, stopped)
+
+
+def chain_summaries(storage: optuna.storages.RDBStorage, campaign: str, ran: list[StageSummary]) -> list[StageSummary]:
+    """A summary of every stage of the campaign's chain (coarse, promote-k, fine-k, final) in creation order:
+    those in ``ran`` (run or joined by this process) as they are, the others (complete before) read back."""
+    by_name = {s.study: s for s in ran}
+    names = [s.study_name for s in campaign_stages(storage, campaign) if s.user_attrs.get("stage") != "grid"]
+    return [by_name.get(name) or summarise(load_stage_study(storage, name), created=False, errors=[])
+            for name in names]

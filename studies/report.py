@@ -573,8 +573,7 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
     for (_, row), value in zip(finished.iterrows(), values):
         ps = {p: _plain(row[f"param_{p}"]) for p in params if f"param_{p}" in row and _present(row[f"param_{p}"])}
         ps = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in ps.items()}
-        key = json.dumps({k: _plain(v) for k, v in ps.items()}, sort_keys=True, default=str)
-        group = groups.setdefault(key, {"params": ps, "values": [], "trials": [], "pruned": 0})
+        group = groups.setdefault(_params_key(ps), {"params": ps, "values": [], "trials": [], "pruned": 0})
         pruned = row["state"] != "COMPLETE" or not math.isfinite(value)
         group["values"].append(0.0 if pruned else float(value))
         group["pruned"] += int(pruned)
@@ -585,7 +584,26 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
                    "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]} for g in groups.values()]
     best = max(candidates, key=lambda c: c["mean"])  # the first in trial order on ties, as search auto picks
     return {"stage": info.stage, "study": info.study, "epochs": info.attrs.get("epochs"), **best,
-            "candidates": sorted(candidates, key=lambda c: -c["mean"])}
+            "candidates": sorted(candidates, key=lambda c: -c["mean"]), "retrained": _retrained(info, best["params"])}
+
+
+def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The retrains ``search auto`` stored on the final stage (its ``retrained`` attribute) when they are of
+    ``params``: runs, mean validation accuracy, mean and std of test accuracy; else None."""
+    stored = info.attrs.get("retrained")
+    if not isinstance(stored, dict) or not isinstance(stored.get("test_acc"), list) or not stored["test_acc"]:
+        return None
+    asked = stored.get("asked") if isinstance(stored.get("asked"), dict) else {}
+    if _params_key(asked.get("params") or {}) != _params_key(params):
+        return None
+    tests = pd.to_numeric(pd.Series(stored["test_acc"], dtype=object), errors="coerce").to_numpy(dtype=float)
+    vals = stored.get("val_acc") if isinstance(stored.get("val_acc"), list) and stored.get("val_acc") else None
+    val = float(np.mean(pd.to_numeric(pd.Series(vals, dtype=object), errors="coerce"))) if vals else None
+    return {"runs": len(tests), "val_acc": val, "test_acc": float(np.mean(tests)), "test_std": float(np.std(tests))}
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps({k: _plain(v) for k, v in params.items()}, sort_keys=True, default=str)
 
 
 def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
@@ -1066,8 +1084,16 @@ def _chosen_text(chosen: dict[str, Any]) -> str:
     return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['mean'])} ± {_acc(chosen['std'])} "
             f"(mean ± std over {runs} run{'s' if runs != 1 else ''}{epochs}{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
-            f"{others + 1} configurations re-run in stage {chosen['stage']}. Test accuracy is not stored in the "
-            f"database: `search auto` prints it when it retrains the choice.")
+            f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen))
+
+
+def _retrained_text(chosen: dict[str, Any]) -> str:
+    r = chosen.get("retrained")
+    if not r:
+        return "Its retrains are not stored in the database: `search auto` prints them when it retrains the choice."
+    val = f"validation {_acc(r['val_acc'])}, " if r.get("val_acc") is not None else ""
+    return (f"Retrained {r['runs']} time{'s' if r['runs'] != 1 else ''} on the training split with other seeds: "
+            f"{val}test accuracy {_acc(r['test_acc'])} ± {_acc(r['test_std'])} (mean ± std).")
 
 
 def _inline_code(text: str) -> str:

@@ -41,10 +41,12 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
     if as_json:
         echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
     else:
+        before = [s.study for s in summaries if not s.created and not s.ran]
+        if before:
+            click.echo()
+            say(f"{', '.join(before)} {'was' if len(before) == 1 else 'were'} already complete; nothing to run "
+                f"(use --campaign NAME to start a new campaign)")
         for s in summaries:
-            if not s.created and not s.ran:
-                click.echo(f"\n{s.study} was already complete; nothing to run "
-                           f"(use --campaign NAME to start a new campaign)")
             print_summary(s)
     return 1 if any(s.errors for s in summaries) else 0
 

@@ -34,10 +34,12 @@ def test_a_dimension_whose_thirds_score_within_noise_is_kept_and_called_insensit
     assert "insensitive" not in notes[0] and new["lr"].width < 4
 
 
-def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run_cli):
-    result = run_cli("auto", "--space", "lr=1e-3:1e-1", "--space", "hidden=16:64:int", "--train-size", "300",
-                     "--trials", "6", "--epochs", "2", "--max-fine", "1", "--top", "2", "--repeats", "2",
-                     "--retrain-seeds", "2", "--promote", "3", "--json")
+AUTO_ARGS = ("auto", "--space", "lr=1e-3:1e-1", "--space", "hidden=16:64:int", "--train-size", "300", "--trials", "6",
+             "--epochs", "2", "--max-fine", "1", "--top", "2", "--repeats", "2", "--retrain-seeds", "2", "--promote", "3")
+
+
+def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run_cli, monkeypatch):
+    result = run_cli(*AUTO_ARGS, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     stages = [s["stage"] for s in out["stages"]]
@@ -57,6 +59,21 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     chosen = [t.value for t in trials if t.params == final["params"]]
     assert abs(final["val_acc"] - sum(chosen) / 2) < 1e-12  # the reported number is the mean of its runs
     assert 0.0 < final["test_acc"] <= 1.0 and final["test_std"] >= 0.0
+    stored = study.user_attrs["retrained"]  # the retrains' scores are kept with the campaign
+    assert len(stored["test_acc"]) == 2 and abs(sum(stored["test_acc"]) / 2 - final["test_acc"]) < 1e-12
+
+    # the same command again: every stage is listed, nothing is trained (the retrains are read back)
+    import search.campaign
+
+    monkeypatch.setattr(search.campaign, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    again = run_cli(*AUTO_ARGS, "--json")
+    assert again.exit_code == 0, again.output
+    out_again = json.loads(again.stdout)
+    assert [s["stage"] for s in out_again["stages"]] == stages and not any(s["ran"] for s in out_again["stages"])
+    assert out_again["final"] == final
+    text = " ".join(run_cli(*AUTO_ARGS).stdout.split())
+    assert ("digits/coarse, digits/promote-1, digits/fine-1, digits/final were already complete; nothing to run"
+            in text) and text.count("already complete") == 1
 
 
 @pytest.mark.parametrize("factor", [3.0, None])

@@ -548,6 +548,30 @@ def test_chosen_configuration_is_the_best_mean_of_final_and_comes_first(auto):
     assert f"over 3 runs of 4 epochs; trials {', '.join(f'#{n}' for n in best['trials'])}" in md
 
 
+def test_the_stored_retrains_of_the_chosen_configuration_are_reported_and_others_are_not(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    storage = open_storage(url, create=False)
+    chosen = campaign_report(storage, "auto").summary["chosen"]
+    assert chosen["retrained"] is None  # nothing stored: nothing reported
+    final = optuna.load_study(study_name="auto/final", storage=storage)
+    stored = {"asked": {"params": chosen["params"], "seed": 0, "retrains": 3}, "val_acc": [0.9, 0.8, 0.85],
+              "test_acc": [0.91, 0.87, 0.89], "status": "completed"}
+    final.set_user_attr("retrained", stored)
+    report = campaign_report(storage, "auto")
+    assert report.summary["chosen"]["retrained"] == pytest.approx(
+        {"runs": 3, "val_acc": 0.85, "test_acc": 0.89, "test_std": statistics.pstdev([0.91, 0.87, 0.89])})
+    md = write_report(report, tmp_path / "out")["report.md"].read_text()
+    assert "Retrained 3 times on the training split with other seeds: validation 0.8500, test accuracy 0.8900 ± " \
+           "0.0163 (mean ± std)." in " ".join(md.split())
+    other = {**stored, "asked": {**stored["asked"], "params": {**chosen["params"], "lr": 0.5}}}
+    final.set_user_attr("retrained", other)  # retrains of another configuration are not this choice's
+    assert campaign_report(storage, "auto").summary["chosen"]["retrained"] is None
+    final.set_user_attr("retrained", {"test_acc": "0.9; DROP TABLE trials"})  # a hostile attribute: ignored
+    assert campaign_report(storage, "auto").summary["chosen"]["retrained"] is None
+    storage.engine.dispose()
+
+
 def test_a_campaign_without_final_has_no_chosen_section(demo):
     report, written, _ = demo
     assert report.summary["chosen"] is None and "Chosen configuration" not in written["report.md"].read_text()
