@@ -266,7 +266,8 @@ class Choice:
                 continue
             scores = [value for v, value in ranked if v == c]
             if scores:
-                dropped.append(f"{value_text(c)} ({len(scores)} trials, best {max(scores):.4g}, "
+                trials = f"{len(scores)} trial{'s' if len(scores) != 1 else ''}"
+                dropped.append(f"{value_text(c)} ({trials}, best {max(scores):.4g}, "
                                f"mean {sum(scores) / len(scores):.4g})")
             else:
                 dropped.append(f"{value_text(c)} (0 trials)")

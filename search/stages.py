@@ -37,6 +37,7 @@ from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
 from studies import optuna_rdb
+from studies.queries import names_message
 from studies.budget import initialise_study, requeue_failed_trials
 from studies.store import describe_storage_error
 
@@ -191,7 +192,7 @@ def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         known = sorted(s.study_name for s in storage.get_all_studies())
-        raise SearchError(f"unknown study {name!r}; known: {', '.join(known) or 'none'}") from None
+        raise SearchError(f"unknown study {name!r}; known: {names_message(known)}") from None
     deadline = time.monotonic() + wait_ready
     while not study.user_attrs.get("ready"):
         if time.monotonic() > deadline:

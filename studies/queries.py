@@ -71,7 +71,7 @@ TRIAL_ATTR_COLUMNS = tuple(c for c in TRIAL_TAIL_COLUMNS if not c.startswith("da
 STATE_NAMES = tuple(state.name for state in TrialState)
 # Columns whose natural order is "best first" (higher is better); every other column sorts ascending.
 _DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "train_acc"})
-_MAX_NAMES_IN_MESSAGE = 30
+_MAX_NAMES_IN_MESSAGE = 8  # an error names this many, then how many more: one readable line
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,13 @@ class _StudyInfo:
     directions: tuple[StudyDirection, ...]
 
 
-def _names_message(names: Sequence[str]) -> str:
+def names_message(names: Sequence[str]) -> str:
+    """The first few ``names`` for an error line, then how many more (``search studies`` lists them all)."""
     if not names:
         return "none"
     shown = ", ".join(names[:_MAX_NAMES_IN_MESSAGE])
     more = len(names) - _MAX_NAMES_IN_MESSAGE
-    return shown + (f", ... ({more} more)" if more > 0 else "")
+    return shown + (f", ... ({more} more: `search studies` lists them)" if more > 0 else "")
 
 
 def is_service_study(attrs: dict[str, Any], directions: Sequence[StudyDirection]) -> bool:
@@ -237,7 +238,7 @@ def _select_studies(
         known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
         if campaign not in known:
             raise UnknownStudyError(
-                f"unknown campaign {campaign!r}; known campaigns: {_names_message(known)}"
+                f"unknown campaign {campaign!r}; known campaigns: {names_message(known)}"
             )
         selected = [i for i in selected if i.campaign == campaign]
     if study_name is not None:
@@ -245,7 +246,7 @@ def _select_studies(
         if study_name not in known:
             scope = f" in campaign {campaign!r}" if campaign is not None else ""
             raise UnknownStudyError(
-                f"unknown study {study_name!r}{scope}; known studies: {_names_message(known)}"
+                f"unknown study {study_name!r}{scope}; known studies: {names_message(known)}"
             )
         selected = [i for i in selected if i.name == study_name]
     return selected

@@ -59,9 +59,12 @@ def mask_url(url: str) -> str:
 
 def _parse_url(url: str) -> URL:
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
+    if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
+    return parsed
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -88,8 +88,11 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 def _data_name(name: str) -> str:
+    from engine.data import check_dataset_name
+
     if not name.strip():
         raise SearchError("--data must be a dataset name or a path")
+    check_dataset_name(name)  # before it is made absolute: a misspelt built-in name is told the known ones
     return absolute_data_name(name)
 
 

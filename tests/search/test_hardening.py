@@ -255,8 +255,21 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     (["layers", "--depth", "100", "--width", "5000", "--samples", "100000"], ["search layers", "GiB of memory"]),
     (["coarse", "--campaign", "x" * 600], ["600 characters", "at most 200"]),
     (["coarse", "--campaign", ""], ["--campaign must not be empty"]),
+    (["auto", "--data", "digts"], ["unknown dataset 'digts'", "known: cifar10, digits, spiral, synthetic"]),
+    (["studies", "--storage", "postgres://u:secret@localhost/db"], ["write postgresql://, not postgres://",
+                                                                    "u:***@localhost"]),
 ])
-def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, args, fragments):
+def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, args, fragments):  # or were unclear
     """Issue 9 item 11: nan options, nets and experiments too large for memory, names too long for a database."""
     one_line_error(run_cli(*args), *fragments)
     assert not (tmp_path / "search.db").exists()
+
+
+def test_an_unknown_study_names_a_few_known_ones_not_all(run_cli):
+    for name in ("a", "b", "c", "d", "e"):  # 10 stages: coarse and grid of five campaigns
+        args = ["--campaign", name, "--trials", "1", "--epochs", "1", "--train-size", "100"]
+        assert run_cli("coarse", *args).exit_code == 0
+        assert run_cli("grid", "--campaign", name).exit_code == 0
+    line = one_line_error(run_cli("trials", "nope/coarse"), "unknown study 'nope/coarse'")
+    assert "a/coarse, a/grid, b/coarse" in line and "... (2 more: `search studies` lists them)" in line
+    assert "e/grid" not in line and len(line) < 200
