@@ -1058,6 +1058,9 @@ def _verdict(pair: dict[str, Any]) -> str:
     text = word[pair["outcome"]]
     if r is not None and g is not None:
         text += f" (best {r:.4f} vs {g:.4f}, difference {r - g:+.4f})"
+    nr, ng = (sum(pair[side].get(k) or 0 for k in ("complete", "pruned")) for side in ("random", "grid"))
+    if nr != ng:  # a grid has k^d points: with 3 dimensions and 50 trials, 27 (search grid says so too)
+        text += f"; not an equal budget: {_count(nr)} random trials finished against {_count(ng)} grid points"
     return text
 
 

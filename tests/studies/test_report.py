@@ -17,7 +17,7 @@ from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, campaign_report,
-                            diagnosis_text, outcome, param_importance, repeat_numbers, write_report)
+                            diagnosis_text, outcome, param_importance, repeat_numbers, write_report, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, add_stage, build_auto_campaign, build_campaign, build_mixed_campaign,
                                       trial_specs)
@@ -134,6 +134,9 @@ def test_grid_vs_random_numbers(demo):
     assert pair["grid"]["distinct"] == {"lr": 4, "reg": 4}
     r, g = pair["random"]["best_value"], pair["grid"]["best_value"]
     assert pair["outcome"] == ("win" if r > g + 1e-9 else "loss" if g > r + 1e-9 else "tie")
+    assert "equal budget" not in _verdict(pair)  # 16 finished on each side (the failed one is re-run)
+    smaller = {**pair, "grid": {**pair["grid"], "complete": pair["grid"]["complete"] - 7}}
+    assert _verdict(smaller).endswith(f"; not an equal budget: 16 random trials finished against 9 grid points")
 
 
 def test_outcome_rule():
