@@ -62,7 +62,9 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     stored = study.user_attrs["retrained"]  # the retrains' scores are kept with the campaign
     assert len(stored["test_acc"]) == 2 and abs(sum(stored["test_acc"]) / 2 - final["test_acc"]) < 1e-12
 
-    # the same command again: every stage is listed, nothing is trained (the retrains are read back)
+    # the same command again: every stage of the chain is listed (not a grid beside it), nothing is trained (the
+    # retrains are read back)
+    assert run_cli("grid", "--campaign", "digits").exit_code == 0
     import search.campaign
 
     monkeypatch.setattr(search.campaign, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
