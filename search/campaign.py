@@ -402,9 +402,11 @@ def chain_summaries(storage: optuna.storages.RDBStorage, campaign: str, ran: lis
     """A summary of every stage of the campaign's chain (coarse, promote-k, fine-k, final) in creation order:
     those in ``ran`` (run or joined by this process) as they are, the others (complete before) read back."""
     by_name = {s.study: s for s in ran}
-    chain = [s for s in campaign_stages(storage, campaign)
-             if fine_index(str(s.user_attrs.get("stage"))) >= 0 or str(s.user_attrs.get("stage")).startswith("promote-")
-             or s.user_attrs.get("stage") == "final"]
-    names = [s.study_name for s in chain]
+    names = [s.study_name for s in campaign_stages(storage, campaign) if _in_chain(str(s.user_attrs.get("stage")))]
     return [by_name.get(name) or summarise(load_stage_study(storage, name), created=False, errors=[])
             for name in names]
+
+
+def _in_chain(stage: str) -> bool:
+    """Whether a stage is one of ``search auto``'s chain: coarse, promote-k, fine-k, final (not a grid beside it)."""
+    return fine_index(stage) >= 0 or stage.startswith("promote-") or stage == "final"

@@ -596,10 +596,15 @@ def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None
     asked = stored.get("asked") if isinstance(stored.get("asked"), dict) else {}
     if _params_key(asked.get("params") or {}) != _params_key(params):
         return None
-    tests = pd.to_numeric(pd.Series(stored["test_acc"], dtype=object), errors="coerce").to_numpy(dtype=float)
-    vals = stored.get("val_acc") if isinstance(stored.get("val_acc"), list) and stored.get("val_acc") else None
-    val = float(np.mean(pd.to_numeric(pd.Series(vals, dtype=object), errors="coerce"))) if vals else None
+    tests = _numbers(stored["test_acc"])
+    vals = stored.get("val_acc")
+    val = float(np.mean(_numbers(vals))) if isinstance(vals, list) and vals else None
     return {"runs": len(tests), "val_acc": val, "test_acc": float(np.mean(tests)), "test_std": float(np.std(tests))}
+
+
+def _numbers(values: list) -> np.ndarray:
+    """A stored list as floats, anything that is not a number as NaN."""
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
 
 
 def _params_key(params: dict[str, Any]) -> str:
