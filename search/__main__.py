@@ -34,6 +34,16 @@ def main() -> None:
             # with -2 instead of 130)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise
+    finally:
+        _forget_caught_interrupt()
+
+
+def _forget_caught_interrupt() -> None:
+    # CPython remembers a KeyboardInterrupt that ended a string exec (dataclasses, namedtuple and SQLAlchemy run
+    # generated code that way) even when it was caught, and under ``python -m`` it then ends the process with
+    # SIGINT instead of the exit code (-2, not 130, when Ctrl-C cut such an exec). The next string exec resets
+    # that memory; an interrupt that does leave main() still ends the process with SIGINT, as Python intends.
+    exec("")  # noqa: S102
 
 
 if __name__ == "__main__":

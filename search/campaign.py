@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset, data_identity
 from engine.trainer import train
@@ -108,15 +108,20 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in trials:
         counts[t.state.name.lower()] += 1
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=True)
-    rows = [{"number": t.number, "value": t.value, **t.params, "seconds": t.user_attrs.get("seconds")}
-            for t in complete[:top]]
     seconds = sum(t.user_attrs.get("seconds") or 0.0 for t in trials)
-    best = complete[0] if complete else None
+    if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
+        means = config_means(trials)
+        rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), **p} for p, v in means[:top]]
+        best_value, best_params = (rows[0]["value"], means[0][0]) if rows else (None, {})
+    else:
+        complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=True)
+        rows = [{"number": t.number, "value": t.value, **t.params, "seconds": t.user_attrs.get("seconds")}
+                for t in complete[:top]]
+        best_value, best_params = (complete[0].value, dict(complete[0].params)) if complete else (None, {})
     return StageSummary(
         study=stage.name, stage=stage.stage, parent=stage.parent, counts=counts, n_trials=stage.n_trials,
         epochs=stage.run.train.epochs, space={k: str(v) for k, v in stage.space.items()},
-        best_value=best.value if best else None, best_params=dict(best.params) if best else {},
+        best_value=best_value, best_params=best_params,
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
         train_seconds=round(seconds, 3),
     )
@@ -282,15 +287,23 @@ def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
                    explode_factor=None, parent=stage.name, seed=stage.seed + 1000, range_notes=(note,))
 
 
+def config_means(trials: list[FrozenTrial]) -> list[tuple[dict[str, Any], list[float]]]:
+    """(params, values) of each configuration among the finished trials, best mean first; a run stopped
+    without a value counts 0 (in the final stage nothing stops a run for a loss spike)."""
+    groups: dict[str, tuple[dict[str, Any], list[float]]] = {}
+    for t in trials:
+        if t.state in FINISHED:
+            key = json.dumps(t.params, sort_keys=True)
+            groups.setdefault(key, (dict(t.params), []))[1].append(t.value if t.value is not None else 0.0)
+    return sorted(groups.values(), key=lambda g: float(np.mean(g[1])), reverse=True)
+
+
 def choose_final(study: optuna.Study) -> tuple[dict[str, Any], list[float]]:
     """(params, values) of the configuration with the best mean value in the final stage."""
-    groups: dict[str, tuple[dict[str, Any], list[float]]] = {}
-    for t in study.get_trials(deepcopy=False, states=FINISHED):
-        key = json.dumps(t.params, sort_keys=True)
-        groups.setdefault(key, (dict(t.params), []))[1].append(t.value if t.value is not None else 0.0)
-    if not groups:
+    means = config_means(study.get_trials(deepcopy=False))
+    if not means:
         raise SearchFailed(f"stage {study.study_name} has no finished trial to choose from")
-    return max(groups.values(), key=lambda g: float(np.mean(g[1])))
+    return means[0]
 
 
 RETRAINED_ATTR = "retrained"  # the final stage's user attribute: the chosen configuration's retrains and scores

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import random
 import re
@@ -39,6 +40,10 @@ PING_IDLE_SECONDS = 1.0
 # schema version, in the loser; trying again finds them and goes on. create_all makes the tables
 # one by one, so with several racers each try may lose on another table: try up to once per table.
 _OPEN_ATTEMPTS = 20
+# The pool logs the errors it recovers from, e.g. "Error closing cursor" with a traceback when Ctrl-C cut a
+# query and the connection was closed under the cursor; with no logging configured Python would print them on
+# stderr. A handler here keeps them for whoever configures logging, off a terminal that did not ask for them.
+logging.getLogger("sqlalchemy.pool").addHandler(logging.NullHandler())
 
 
 def resolve_storage_url(url: str | None) -> str:

@@ -73,9 +73,11 @@ def _cell(value: Any) -> str:
     return value_text(value)
 
 
-def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False) -> None:
-    """A DataFrame as csv or json (every column), or as a table of ``columns`` (all with ``wide``) that fits
-    the terminal."""
+def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False,
+                more: str = "--wide, --columns or --format csv") -> None:
+    """A DataFrame as csv or json (every column), or as a table of ``columns`` that fits the terminal; with
+    ``wide`` every column at its full width, wider than the terminal if need be. ``more``: how to see the
+    columns left out."""
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
         return
@@ -86,21 +88,22 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     if frame.empty:
         click.echo("(no rows)")
         return
+    import shutil
+
     shown = list(frame.columns) if wide or not columns else [c for c in columns if c in frame.columns]
     cells = {c: [_cell(row[c]) for row in rows] for c in shown}
+    need = {c: max(len(c.removeprefix("param_")), *(len(v) for v in cells[c])) for c in shown}
+    terminal = shutil.get_terminal_size((80, 24)).columns
     if not wide:  # whole columns that fit the terminal, never a number cut short
-        import shutil
-
-        room, kept = shutil.get_terminal_size((80, 24)).columns - 1, []
+        room, kept = terminal - 1, []
         for column in shown:
-            need = max(len(column.removeprefix("param_")), *(len(v) for v in cells[column]))
-            if kept and room < need + 2:
+            if kept and room < need[column] + 2:
                 break
-            room -= need + 2
+            room -= need[column] + 2
             kept.append(column)
         if len(kept) < len(shown):
             left = [c.removeprefix("param_") for c in shown[len(kept):]]
-            say(f"({len(left)} more columns: {', '.join(left)}; --wide, --columns or --format csv)", err=True)
+            say(f"({len(left)} more columns: {', '.join(left)}; {more})", err=True)
         shown = kept
     from rich.console import Console
     from rich.table import Table
@@ -112,7 +115,8 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
     for i in range(len(rows)):
         table.add_row(*(cells[c][i] for c in shown))
-    Console(soft_wrap=False, highlight=False).print(table)
+    width = sum(need[c] + 1 for c in shown) + len(shown)  # each column, its padding and the gap after it
+    Console(soft_wrap=False, highlight=False, width=max(terminal, width) if wide else None).print(table)
 
 
 def select_columns(text: str | None, frame: Any) -> list[str] | None:
@@ -122,7 +126,10 @@ def select_columns(text: str | None, frame: Any) -> list[str] | None:
     from search.errors import SearchError
 
     names = [c.strip() for c in text.split(",") if c.strip()]
+    # a parameter by the name the table shows (lr) or its column's (param_lr)
+    names = [f"param_{c}" if c not in frame.columns and f"param_{c}" in frame.columns else c for c in names]
     unknown = [c for c in names if c not in frame.columns]
     if unknown:
-        raise SearchError(f"--columns: no column {', '.join(unknown)}; columns: {', '.join(frame.columns)}")
+        shown = ", ".join(c.removeprefix("param_") for c in frame.columns)
+        raise SearchError(f"--columns: no column {', '.join(unknown)}; columns: {shown}")
     return names

@@ -17,6 +17,11 @@ from search.schedulers import SCHEDULERS
 from search.space import value_text
 
 
+# a stage summary's row keys printed before the parameters: title, width, format
+LEAD_COLUMNS = {"runs": ("runs", 4, "d"), "number": ("trial", 5, "d"), "value": ("val_acc", 8, ".4f"),
+                "std": ("std", 6, ".4f")}
+
+
 def print_summary(summary: Any) -> None:
     c = summary.counts
     click.echo()
@@ -27,11 +32,13 @@ def print_summary(summary: Any) -> None:
     say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
         say(f"range: {note}", "  ")
-    if summary.top:
-        names = [k for k in summary.top[0] if k not in ("number", "value", "seconds")]
-        click.echo(f"  {'trial':>5} {'val_acc':>8} " + " ".join(f"{n[:10]:>10}" for n in names))
+    if summary.top:  # the final stage lists configurations by their mean (runs, std), the others their best trials
+        lead = [k for k in summary.top[0] if k in LEAD_COLUMNS]
+        names = [k for k in summary.top[0] if k not in LEAD_COLUMNS and k != "seconds"]
+        click.echo("  " + " ".join(f"{LEAD_COLUMNS[k][0]:>{LEAD_COLUMNS[k][1]}}" for k in lead) + " " +
+                   " ".join(f"{n[:10]:>10}" for n in names))
         for row in summary.top:
-            click.echo(f"  {row['number']:5d} {row['value']:8.4f} " +
+            click.echo("  " + " ".join(f"{row[k]:{LEAD_COLUMNS[k][1]}{LEAD_COLUMNS[k][2]}}" for k in lead) + " " +
                        " ".join(f"{value_text(row[n])[:10]:>10}" for n in names))
     for err in summary.errors:
         click.echo(f"  error: {err}", err=True)

@@ -58,6 +58,12 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     assert len(configs) == 2 and json.dumps(final["params"], sort_keys=True) in configs
     chosen = [t.value for t in trials if t.params == final["params"]]
     assert abs(final["val_acc"] - sum(chosen) / 2) < 1e-12  # the reported number is the mean of its runs
+    # the final stage's table ranks configurations as it chooses: by their mean over the runs
+    top = out["stages"][-1]["top"]
+    assert [row["runs"] for row in top] == [2, 2] and top[0]["value"] >= top[1]["value"]
+    assert out["stages"][-1]["best_value"] == final["val_acc"] and out["stages"][-1]["best_params"] == final["params"]
+    other = [t.value for t in trials if t.params != final["params"]]
+    assert abs(top[1]["value"] - sum(other) / 2) < 1e-12 and abs(top[1]["std"] - abs(other[0] - other[1]) / 2) < 1e-12
     assert 0.0 < final["test_acc"] <= 1.0 and final["test_std"] >= 0.0
     stored = study.user_attrs["retrained"]  # the retrains' scores are kept with the campaign
     assert len(stored["test_acc"]) == 2 and abs(sum(stored["test_acc"]) / 2 - final["test_acc"]) < 1e-12

@@ -96,7 +96,7 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "4",
                    "--epochs", "1", "--train-size", "200").exit_code == 0
-    for args in (["studies"], ["trials", "digits/coarse"], ["studies", "--wide"]):
+    for args in (["studies"], ["trials", "digits/coarse"]):
         out = run_cli(*args).stdout
         assert max(len(line) for line in out.splitlines()) <= 80, out
     table = run_cli("trials", "digits/coarse").stdout
@@ -108,7 +108,20 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     assert row["study"] == "digits/coarse" and row["n_trials"] == 4 and isinstance(row["n_trials"], int)
     picked = run_cli("trials", "digits/coarse", "--columns", "number,value").stdout
     assert picked.splitlines()[0].split() == ["number", "value"]
+    by_shown_name = run_cli("trials", "digits/coarse", "--columns", "number,lr,param_activation").stdout
+    assert by_shown_name.splitlines()[0].split() == ["number", "lr", "activation"]  # as the table names them
     one_line_error(run_cli("trials", "--columns", "nope"), "--columns", "nope")
+    # --wide: every column at its full width, past the terminal's edge; no number cut short
+    records = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)
+    wide = run_cli("trials", "digits/coarse", "--wide", "--sort", "number").stdout.splitlines()
+    assert wide[0].split() == [c.removeprefix("param_") for c in records[0]]
+    for line, record in zip(wide[1:], sorted(records, key=lambda r: r["number"]), strict=True):
+        cells = dict(zip(wide[0].split(), line.split()))  # the columns before the two timestamps line up
+        assert cells["state"] == record["state"] and cells["lr"] == f"{record['param_lr']:.4g}", line
+        assert cells["diagnosis"] == record["diagnosis"], line
+    more = run_cli("query", "SELECT * FROM trials_flat")
+    assert "more columns" in more.stderr and "select fewer, or --format csv" in more.stderr
+    assert "--wide" not in more.stderr  # query has no such option
 
 
 def test_a_command_whose_stage_is_complete_says_so(run_cli):

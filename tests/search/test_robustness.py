@@ -108,6 +108,23 @@ def test_ctrl_c_while_the_command_starts_prints_one_line_and_no_traceback(tmp_pa
     assert final.popen.returncode == 0, final.stderr
 
 
+def test_ctrl_c_that_cuts_generated_code_still_exits_130(tmp_path, url):
+    # Ctrl-C landing inside a string exec (the code dataclasses, namedtuple and SQLAlchemy generate) made
+    # ``python -m search`` end with SIGINT (-2) after printing its line: CPython remembers such an interrupt even
+    # when it is caught. Here the command's body raises it from a string exec, as such a Ctrl-C would.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import click\n"
+        "def _cut(self, *args, **kwargs):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "click.Command.invoke = _cut\n")
+    proc = start(["coarse", *SMALL, "--trials", "2", "--storage", url], tmp_path, "cut",
+                 extra_env={"PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[2])])})
+    assert proc.wait(60) == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in proc.stderr
+
+
 # --------------------------------------------------------------------------- SIGKILL at random moments
 @pytest.mark.slow
 def test_twenty_kills_at_random_moments_then_the_stage_reaches_exactly_n(tmp_path, url):

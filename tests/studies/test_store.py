@@ -6,6 +6,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -293,3 +294,13 @@ def test_a_pooled_sqlite_storage_sees_other_processes_commits_and_keeps_its_wal(
     study.enqueue_trial({})  # the WAL this process uses is still the file's
     storage.engine.dispose()
     assert len(optuna.load_study(study_name="pooled", storage=open_storage(url)).get_trials()) == 7
+
+
+def test_errors_the_pool_recovers_from_do_not_reach_a_terminal_that_configured_no_logging():
+    # e.g. "Error closing cursor" and its traceback when Ctrl-C cut a query and the connection closed first
+    code = ("import logging, studies.store\n"
+            "logging.getLogger('sqlalchemy.pool.impl.QueuePool').error('Error closing cursor', exc_info=False)\n"
+            "logging.getLogger('studies').error('shown')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stderr == "shown\n", done.stderr
