@@ -206,6 +206,9 @@ class DiagnosisThresholds:
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs).
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
       is not learned is too little capacity (or too much regularisation).
+    - ``learned_fraction`` 0.5: train accuracy less than halfway from chance (1/C) to 1 has not learned the
+      training set, whatever the gap: underfitting, never overfitting (regularisation strong enough to crush the
+      weights leaves train 0.2 and validation 0.1 on 10 classes; more regularisation is the wrong advice).
     - ``dead_fraction`` 0.5: half the units of a layer never active on a validation batch.
     - ``saturated_fraction`` 0.2: a fifth of tanh/sigmoid outputs in the flat tails (|h| > 0.99),
       where their gradient is below 0.02 (He or Xavier initialised tanh nets stay near 0 %).
@@ -217,6 +220,7 @@ class DiagnosisThresholds:
     gap_overfit: float = 0.05
     gap_underfit: float = 0.02
     train_acc_underfit: float = 0.90
+    learned_fraction: float = 0.5
     dead_fraction: float = 0.5
     saturated_fraction: float = 0.2
     initial_loss_tolerance: float = 0.5
@@ -243,8 +247,10 @@ def diagnose(
     expected_initial_loss: float,
     layers: list[LayerStats],
     thresholds: DiagnosisThresholds = THRESHOLDS,
+    chance: float | None = None,
 ) -> Diagnosis:
-    """Read one run's curves and unit statistics the way the lecture babysits a run."""
+    """Read one run's curves and unit statistics the way the lecture babysits a run; ``chance``: the accuracy of
+    guessing (1/C), below which ``learned_fraction`` is measured."""
     t = thresholds
     labels: list[str] = []
     finite = [v for v in loss_history if math.isfinite(v)]
@@ -263,10 +269,11 @@ def diagnose(
         labels.append("lr_too_high")
     elif math.isfinite(change) and change < t.loss_change_low:
         labels.append("lr_too_low")
+    unlearned = chance is not None and train_acc < chance + t.learned_fraction * (1 - chance)
     if not exploded and math.isfinite(gap):
-        if gap > t.gap_overfit:
+        if gap > t.gap_overfit and not unlearned:
             labels.append("overfitting")
-        elif gap < t.gap_underfit and train_acc < t.train_acc_underfit and "lr_too_low" not in labels:
+        elif (unlearned or (gap < t.gap_underfit and train_acc < t.train_acc_underfit)) and "lr_too_low" not in labels:
             labels.append("underfitting")
     if dead and max(dead) > t.dead_fraction:
         labels.append("dead_units")
@@ -310,8 +317,8 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
                       f"(< {t.loss_change_low:.0%}): the learning rate is too low",
         "overfitting": f"train accuracy {n['train_acc']} is {_pct(n['train_val_gap'])} above validation "
                        f"(> {t.gap_overfit:.0%}): overfitting; raise regularisation or lower capacity",
-        "underfitting": f"train accuracy {n['train_acc']} with no gap to validation ({_pct(n['train_val_gap'])}): "
-                        f"underfitting; raise capacity or lower regularisation",
+        "underfitting": f"train accuracy {n['train_acc']}, train-val gap {_pct(n['train_val_gap'])}: the training "
+                        f"set is not learned; underfitting: raise capacity or lower regularisation",
         "dead_units": f"dead units per layer {n['dead_fraction']} (> {t.dead_fraction:.0%} in a layer): "
                       f"a bad initialisation or a learning rate that knocked them off",
         "saturated_units": f"saturated outputs per layer {n['saturated_fraction']} (> {t.saturated_fraction:.0%}): "

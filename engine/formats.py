@@ -178,6 +178,9 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
             names = tuple(h for i, h in enumerate(header) if i != label_index)
             if not names:
                 raise DataError(f"{path}: no feature columns besides the label column {header[label_index]!r}")
+            if _looks_like_data(names):
+                raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
+                                f"header; add a first line naming the columns, e.g. x1,x2,...,label")
             check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
             chunks: list[np.ndarray] = []
             labels: list[str] = []
@@ -205,6 +208,16 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels, names
+
+
+def _looks_like_data(names: tuple[str, ...]) -> bool:
+    """Whether header cells are a sample's values: all numbers, and not distinct whole numbers (0,1,2,... are the
+    names pandas gives unnamed columns)."""
+    try:
+        values = [float(n) for n in names]
+    except ValueError:
+        return False
+    return len(set(values)) < len(values) or any(not v.is_integer() for v in values)
 
 
 def _label_index(path: Path, header: list[str], label_column: str | None) -> int:

@@ -6,7 +6,7 @@ import signal
 import sys
 from typing import Any
 
-from search.errors import INTERRUPTED_LINE
+from search.errors import INTERRUPTED_LINE, raise_on
 
 
 def _interrupted_while_starting(signum: int, frame: Any) -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     from search.cli import main as cli_main  # NumPy, click, ...: most of a command's start-up
 
     if quiet:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C records what it cuts
+        raise_on(signal.SIGINT, KeyboardInterrupt)  # from here Ctrl-C records what it cuts
     try:
         cli_main()
     except SystemExit as leaving:

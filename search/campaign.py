@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from engine.data import Dataset, data_identity
 from engine.trainer import train
 from search.config import RunConfig
-from search.errors import SearchError, SearchFailed
+from search.errors import SearchError, SearchFailed, raise_pending
 from search.objective import trial_config
 from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
@@ -383,6 +383,7 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     summaries = [execute_stage(execution, coarse, dataset)]
     storage = execution.storage()
     while True:
+        raise_pending()
         last = latest_chain_stage(storage, coarse.campaign)
         study = load_stage_study(storage, study_name(coarse.campaign, last))
         if stage_unfinished(storage, optuna_rdb.study_id(study)):

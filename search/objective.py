@@ -17,6 +17,7 @@ from engine.diagnostics import Diagnosis, diagnose, expected_initial_loss, unit_
 from engine.model import FullyConnectedNet
 from engine.trainer import Observer, TrainResult, train
 from search.config import RunConfig
+from search.errors import raise_pending
 from search.schedulers import asha_rungs
 from search.space import Dimension, params_to_paths
 
@@ -80,6 +81,10 @@ class EpochReporter(Observer):
         self.trial = trial
         self.rungs = rungs
 
+    def on_iteration(self, iteration: int, loss: float) -> str | None:
+        raise_pending()  # a Ctrl-C or SIGTERM whose exception Python dropped (search.errors) stops the run here
+        return None
+
     def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
         self.trial.report(val_acc, epoch)
         if epoch in self.rungs and self.trial.should_prune():
@@ -122,7 +127,7 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
     return diagnose(
         result.status, result.loss_history, result.train_acc, result.val_acc,
         result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
-        unit_stats(model, dataset.X_val),
+        unit_stats(model, dataset.X_val), chance=1 / dataset.num_classes,
     )
 
 

@@ -13,6 +13,11 @@ from tqdm import tqdm
 from search.stages import FINISHED
 
 
+# shorter than tqdm's default (no percentage beside the count, no rate): at 80 columns a long stage name and every
+# count after the bar still fit
+BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
+
+
 def format_params(params: dict) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
@@ -38,7 +43,7 @@ class Progress:
             # the ^C a terminal echoes after it would too
             width = shutil.get_terminal_size((80, 24)).columns - 3
             self.bar = tqdm(total=total, initial=self.done, desc=name, file=self.stream, ncols=width,
-                            unit="trial", leave=True)
+                            unit="trial", leave=True, bar_format=BAR_FORMAT)
             self._postfix()
 
     def _count(self, t: FrozenTrial) -> bool:

@@ -31,7 +31,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
-from search.errors import Interrupted, SearchError, SearchFailed
+from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
@@ -164,6 +164,9 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
     created = initialise_study(storage, storage.get_study_id_from_name(stage.name), attrs, points)
     study = load_stage_study(storage, stage.name)
     existing = Stage.from_attrs(study.user_attrs)
+    if not created and stage.stage == "final" and existing.parent != stage.parent:
+        raise SearchError(f"stage {stage.name} chose from {existing.parent}, and {stage.parent} was added after it "
+                          f"(search fine); pass --campaign NAME to start another campaign")
     if not created and _definition(existing) != _definition(stage):
         raise SearchError(
             f"stage {stage.name} already exists with other settings ({describe_stage(existing)}); "
@@ -518,6 +521,7 @@ def run_worker(
     stale_checked = -math.inf
     with Heartbeat(storage) as heartbeat:
         while max_trials is None or report.ran < max_trials:
+            raise_pending()
             if time.monotonic() - stale_checked >= stale_every:
                 # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
                 retry_storage(lambda: _fail_stale_trials(study), looking)

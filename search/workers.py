@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
-from search.errors import Interrupted, SearchError, SearchFailed
+from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending
 from search.stages import WorkerReport, is_storage_error, load_stage_study, run_worker, watch_sqlite_file
 from studies.errors import StudyError
 from studies.store import mask_url, open_storage
@@ -33,16 +33,12 @@ UNGUARDED_MAIN = ("jobs > 1 from a script needs an `if __name__ == '__main__':` 
                   "stage (each worker process imports the script again); the stage is unchanged: add it and run again")
 
 
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted()
-
-
 def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> None:
     """Entry point of a spawned worker process: exit 0 done, 130 interrupted, 1 failed."""
     # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
     # signal landing while the first one's trial is being recorded could cut that in half.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    raise_on(signal.SIGTERM, Interrupted)
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     try:
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
@@ -148,6 +144,7 @@ def run_stage_processes(
                     os.kill(p.pid, signal.SIGTERM)
         while any(p.is_alive() for p in procs):
             watcher.raise_error()
+            raise_pending()
             time.sleep(0.3)
     except BaseException:  # Ctrl-C, SIGTERM, or this process's own worker stopped by the database
         for p in procs:

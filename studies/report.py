@@ -78,7 +78,8 @@ DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
     "lr_too_high": "the loss exploded, went NaN or ended well above its first value: learning rate too high",
     "overfitting": "train accuracy well above validation: more regularisation or less capacity",
-    "underfitting": "no train-val gap and the training set not learned: more capacity",
+    "underfitting": "the training set not learned (no train-val gap, or under halfway from chance): more capacity "
+                    "or less regularisation",
     "dead_units": "over half a layer's units never active",
     "saturated_units": "tanh/sigmoid outputs stuck in their flat tails",
     "bad_initial_loss": "initial loss far from ln C: wrong output scale",
@@ -234,6 +235,16 @@ def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None,
         return None, {}
     row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
     return int(row["number"]), {p: _plain(row[f"param_{p}"]) for p in params if _present(row.get(f"param_{p}"))}
+
+
+def first_finished(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+    """A random stage's trials in order up to its ``n``-th finished one (COMPLETE or PRUNED; failed ones around
+    them stay, they were re-run): the random side at a grid's budget. A grid has k^d points (27 beside 50 trials in 3
+    dimensions); random trials are drawn alike, so its first ones are a random search of that budget."""
+    ordered = frame.sort_values("number")
+    counted = ordered["state"].isin(["COMPLETE", "PRUNED"])
+    before = counted.cumsum().shift(fill_value=0)
+    return ordered[(before < n) | ((before == n) & ~counted)]  # and the failed ones right after the n-th
 
 
 def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
@@ -731,10 +742,13 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     pairs = grid_pairs(infos)
     comparison: dict[str, Any] = {"pairs": [], "hint": None}
     for random_name, grid_name in pairs:
-        r_side = side_numbers(by_study.get(random_name, empty), params)
-        g_side = side_numbers(by_study.get(grid_name, empty), params)
+        grid_frame, random_frame = by_study.get(grid_name, empty), by_study.get(random_name, empty)
+        used = first_finished(random_frame, int(grid_frame["state"].isin(["COMPLETE", "PRUNED"]).sum()))
+        r_side = side_numbers(used, params)
+        g_side = side_numbers(grid_frame, params)
         comparison["pairs"].append({
             "random_study": random_name, "grid_study": grid_name, "random": r_side, "grid": g_side,
+            "random_trials": len(used), "random_stage_trials": len(random_frame),
             "outcome": outcome(r_side["best_value"], g_side["best_value"]),
         })
     if not pairs:
@@ -1063,8 +1077,11 @@ def _verdict(pair: dict[str, Any]) -> str:
     text = word[pair["outcome"]]
     if r is not None and g is not None:
         text += f" (best {r:.4f} vs {g:.4f}, difference {r - g:+.4f})"
+    used, total = pair.get("random_trials"), pair.get("random_stage_trials")
+    if used is not None and total is not None and used < total:
+        text += f"; random: the first {_count(used)} of its stage's {_count(total)} trials, as many as the grid's points"
     nr, ng = (sum(pair[side].get(k) or 0 for k in ("complete", "pruned")) for side in ("random", "grid"))
-    if nr != ng:  # a grid has k^d points: with 3 dimensions and 50 trials, 27 (search grid says so too)
+    if nr != ng:  # a side not finished yet
         text += f"; not an equal budget: {_count(nr)} random trials finished against {_count(ng)} grid points"
     return text
 

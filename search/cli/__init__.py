@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from engine.errors import EngineError
-from search.errors import INTERRUPTED_LINE, Interrupted, SearchError
+from search.errors import INTERRUPTED_LINE, Interrupted, SearchError, forget_pending, raise_on, raise_pending
 from studies.errors import StudyError
 
 EXIT_INTERRUPTED = 130
@@ -23,10 +23,11 @@ class SearchGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
         extra.pop("standalone_mode", None)
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+        forget_pending()
+        previous = raise_on(signal.SIGTERM, Interrupted)
         try:
             rv = super().main(args=args, prog_name=prog_name or "search", standalone_mode=False, **extra)
+            raise_pending()  # a signal whose exception was dropped (see search.errors) still ends the command
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort):
@@ -44,10 +45,6 @@ class SearchGroup(click.Group):
         finally:
             signal.signal(signal.SIGTERM, previous)
         sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted()
 
 
 def one_line(text: str) -> str:

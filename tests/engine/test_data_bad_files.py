@@ -76,6 +76,16 @@ def test_ragged_and_truncated_csv_rows(tmp_path: Path) -> None:
     _error(DataSpec(str(truncated)), truncated, "row 12 (line 13) has 2 fields")
 
 
+def test_a_csv_without_a_header_row_is_refused_not_read_one_sample_short(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "nohdr.csv", "5.1,3.5,1.4,setosa\n4.9,3.0,1.4,setosa\n" + _good_rows(12))
+    _error(DataSpec(str(path)), path, "the first line looks like a sample (5.1, 3.5, 1.4, ...), not a header")
+    repeated = _csv(tmp_path / "ints.csv", "0,0,5,a\n" + "".join(f"{i},{i},{i},{'ab'[i % 2]}\n" for i in range(12)))
+    _error(DataSpec(str(repeated)), repeated, "looks like a sample")
+    # 0,1,2,... are the names pandas writes for unnamed columns: a header
+    named = _csv(tmp_path / "pandas.csv", "0,1,label\n" + _good_rows(12))
+    assert load_dataset(DataSpec(str(named))).input_dim == 2
+
+
 def test_missing_label_column_lists_the_columns(tmp_path: Path) -> None:
     path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows())
     _error(DataSpec(str(path), label_column="class"), path, "no label column 'class'", "'a', 'b', 'label'")

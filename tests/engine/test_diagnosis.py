@@ -17,9 +17,9 @@ def _falling(first: float, last: float, n: int = 100) -> list[float]:
     return list(np.linspace(first, last, n))
 
 
-def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=()):
+def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None):
     return diagnose(status, loss if loss is not None else _falling(LN10, 0.3), train, val, initial, LN10,
-                    list(layers))
+                    list(layers), chance=chance)
 
 
 def test_a_healthy_run_is_healthy():
@@ -51,6 +51,17 @@ def test_the_train_val_gap_decides_over_and_underfitting():
     assert _run(train=0.99, val=0.99 - gap + 0.001).labels == ("healthy",)
     assert _run(train=0.80, val=0.795).labels == ("underfitting",)  # no gap, training set not learned
     assert _run(train=0.95, val=0.945).labels == ("healthy",)  # no gap, but it learned the training set
+
+
+def test_a_run_that_did_not_learn_the_training_set_underfits_whatever_its_gap():
+    # reg 10 on digits crushes the weights: the loss falls (its reg part does), train 0.2, validation near chance
+    halfway = 0.1 + THRESHOLDS.learned_fraction * 0.9  # 0.55 on 10 classes
+    assert _run(train=0.205, val=0.10, chance=0.1).labels == ("underfitting",)  # a 10.5-point gap: no overfitting
+    assert _run(train=0.109, val=0.0889, chance=0.1).labels == ("underfitting",)  # a 2-point gap
+    assert _run(train=halfway - 0.001, val=halfway - 0.2, chance=0.1).labels == ("underfitting",)
+    assert _run(train=halfway + 0.001, val=halfway - 0.2, chance=0.1).labels == ("overfitting",)
+    assert _run(train=0.99, val=0.93, chance=0.1).labels == ("overfitting",)
+    assert _run(train=0.95, val=0.94, chance=0.1).labels == ("healthy",)
 
 
 def test_dead_and_saturated_units_and_a_bad_initial_loss():

@@ -12,6 +12,7 @@ from search.campaign import Execution, execute_stage
 from search.config import RunConfig
 from search.space import FloatRange, refine_space
 from search.stages import Stage
+from tests.search.conftest import one_line_error
 from studies.store import open_storage
 
 
@@ -136,3 +137,11 @@ def test_an_epoch_shorter_than_the_window_is_judged_on_the_losses_it_has():
         assert [observer.on_iteration(i, loss) for i, loss in enumerate(losses, start=1)] == [None] * 8
         assert observer.on_epoch(1, 0.5, 0.5) == verdict
 
+
+
+def test_auto_after_a_fine_stage_added_past_its_final_says_why_it_cannot_go_on(run_cli):
+    assert run_cli(*AUTO_ARGS).exit_code == 0
+    assert run_cli("fine", "--campaign", "digits", "--trials", "2", "--promote", "2").exit_code == 0
+    again = run_cli(*AUTO_ARGS)
+    one_line_error(again, "stage digits/final chose from digits/fine-1, and digits/fine-2 was added after it",
+                   "--campaign NAME")

@@ -125,6 +125,31 @@ def test_ctrl_c_that_cuts_generated_code_still_exits_130(tmp_path, url):
     assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in proc.stderr
 
 
+def test_ctrl_c_that_python_drops_in_a_weakref_callback_still_stops_the_command(tmp_path, url):
+    # Garbage collection runs __del__ methods and weakref callbacks at any instruction; an exception raised in one
+    # is printed as "Exception ignored in ..." and dropped. A Ctrl-C landing there was ignored: the stage ran on.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, click\n"
+        "class _Collected:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        sum(range(1000))  # the handler runs at the next instruction, inside __del__\n"
+        "_invoke = click.Command.invoke\n"
+        "def _invoke_after_gc(self, ctx):\n"
+        "    _Collected()\n"
+        "    return _invoke(self, ctx)\n"
+        "click.Command.invoke = _invoke_after_gc\n")
+    proc = start(["coarse", *SMALL, "--trials", "20", "--storage", url], tmp_path, "dropped",
+                 extra_env={"PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[2])])})
+    assert proc.wait(60) == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ")
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    state = budget(url, STAGE)
+    assert state.finished == 0 and state.problems() == []  # stopped before its first trial, nothing half-written
+
+
 # --------------------------------------------------------------------------- SIGKILL at random moments
 @pytest.mark.slow
 def test_twenty_kills_at_random_moments_then_the_stage_reaches_exactly_n(tmp_path, url):

@@ -9,6 +9,7 @@ import statistics
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import optuna
 import pytest
 from PIL import Image
@@ -17,7 +18,8 @@ from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, campaign_report,
-                            diagnosis_text, outcome, param_importance, repeat_numbers, write_report, _verdict)
+                            diagnosis_text, first_finished, outcome, param_importance, repeat_numbers, write_report,
+                            _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, add_stage, build_auto_campaign, build_campaign, build_mixed_campaign,
                                       trial_specs)
@@ -137,6 +139,19 @@ def test_grid_vs_random_numbers(demo):
     assert "equal budget" not in _verdict(pair)  # 16 finished on each side (the failed one is re-run)
     smaller = {**pair, "grid": {**pair["grid"], "complete": pair["grid"]["complete"] - 7}}
     assert _verdict(smaller).endswith(f"; not an equal budget: 16 random trials finished against 9 grid points")
+
+
+def test_the_random_side_of_a_grid_comparison_is_its_first_trials_at_the_grids_budget():
+    states = ["COMPLETE", "FAIL", "PRUNED", "COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    frame = pd.DataFrame({"number": list(range(9))[::-1], "state": states[::-1]})  # any row order
+    assert first_finished(frame, 3)["number"].tolist() == [0, 1, 2, 3]  # the failed one among them stays
+    assert first_finished(frame, 6)["number"].tolist() == list(range(8))  # and the one right after the sixth
+    assert first_finished(frame, 7)["number"].tolist() == list(range(9))
+    assert first_finished(frame, 0).empty
+    pair = {"random": {"best_value": 0.9, "complete": 27}, "grid": {"best_value": 0.8, "complete": 27},
+            "outcome": "win", "random_trials": 27, "random_stage_trials": 50}
+    assert _verdict(pair) == ("random search found the better model (best 0.9000 vs 0.8000, difference +0.1000); "
+                              "random: the first 27 of its stage's 50 trials, as many as the grid's points")
 
 
 def test_outcome_rule():
