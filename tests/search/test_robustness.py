@@ -108,19 +108,23 @@ def test_ctrl_c_while_the_command_starts_prints_one_line_and_no_traceback(tmp_pa
     assert final.popen.returncode == 0, final.stderr
 
 
+def _site_hook(tmp_path: Path, code: str) -> dict[str, str]:
+    """The environment of a ``search`` process that runs ``code`` at start-up (a sitecustomize module)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[2])])}
+
+
 def test_ctrl_c_that_cuts_generated_code_still_exits_130(tmp_path, url):
     # Ctrl-C landing inside a string exec (the code dataclasses, namedtuple and SQLAlchemy generate) made
     # ``python -m search`` end with SIGINT (-2) after printing its line: CPython remembers such an interrupt even
     # when it is caught. Here the command's body raises it from a string exec, as such a Ctrl-C would.
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import click\n"
-        "def _cut(self, *args, **kwargs):\n"
-        "    exec('raise KeyboardInterrupt')\n"
-        "click.Command.invoke = _cut\n")
-    proc = start(["coarse", *SMALL, "--trials", "2", "--storage", url], tmp_path, "cut",
-                 extra_env={"PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[2])])})
+    hooked = _site_hook(tmp_path, "import click\n"
+                                  "def _cut(self, *args, **kwargs):\n"
+                                  "    exec('raise KeyboardInterrupt')\n"
+                                  "click.Command.invoke = _cut\n")
+    proc = start(["coarse", *SMALL, "--trials", "2", "--storage", url], tmp_path, "cut", extra_env=hooked)
     assert proc.wait(60) == 130, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in proc.stderr
 
@@ -128,21 +132,17 @@ def test_ctrl_c_that_cuts_generated_code_still_exits_130(tmp_path, url):
 def test_ctrl_c_that_python_drops_in_a_weakref_callback_still_stops_the_command(tmp_path, url):
     # Garbage collection runs __del__ methods and weakref callbacks at any instruction; an exception raised in one
     # is printed as "Exception ignored in ..." and dropped. A Ctrl-C landing there was ignored: the stage ran on.
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal, click\n"
-        "class _Collected:\n"
-        "    def __del__(self):\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "        sum(range(1000))  # the handler runs at the next instruction, inside __del__\n"
-        "_invoke = click.Command.invoke\n"
-        "def _invoke_after_gc(self, ctx):\n"
-        "    _Collected()\n"
-        "    return _invoke(self, ctx)\n"
-        "click.Command.invoke = _invoke_after_gc\n")
-    proc = start(["coarse", *SMALL, "--trials", "20", "--storage", url], tmp_path, "dropped",
-                 extra_env={"PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[2])])})
+    hooked = _site_hook(tmp_path, "import os, signal, click\n"
+                                  "class _Collected:\n"
+                                  "    def __del__(self):\n"
+                                  "        os.kill(os.getpid(), signal.SIGINT)\n"
+                                  "        sum(range(1000))  # the handler runs at the next instruction, in __del__\n"
+                                  "_invoke = click.Command.invoke\n"
+                                  "def _invoke_after_gc(self, ctx):\n"
+                                  "    _Collected()\n"
+                                  "    return _invoke(self, ctx)\n"
+                                  "click.Command.invoke = _invoke_after_gc\n")
+    proc = start(["coarse", *SMALL, "--trials", "20", "--storage", url], tmp_path, "dropped", extra_env=hooked)
     assert proc.wait(60) == 130, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ")
     assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
