@@ -132,14 +132,14 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     if dataset is None:
         dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
     identity = data_identity(stage.run.data, dataset)
+    if "batch_size" in stage.space and not isinstance(stage.space["batch_size"], Choice):
+        largest = stage.space["batch_size"].high
+        if largest > len(dataset.y_train):  # before the database is opened (or made)
+            raise SearchError(f"--space batch_size: {largest} is larger than the training set "
+                              f"({len(dataset.y_train)} samples)")
     storage = execution.storage()
     if stage.parent is not None:  # a stage refined from, or beside, another one: the same data or nothing
         _check_same_data(load_stage_study(storage, stage.parent), identity)
-    if "batch_size" in stage.space and not isinstance(stage.space["batch_size"], Choice):
-        largest = stage.space["batch_size"].high
-        if largest > len(dataset.y_train):
-            raise SearchError(f"--space batch_size: {largest} is larger than the training set "
-                              f"({len(dataset.y_train)} samples)")
     study, created = create_stage(storage, stage, identity)
     if not created:
         _check_same_data(study, identity)
@@ -217,9 +217,10 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     if last is None:
         raise SearchError(f"campaign {campaign!r} has no coarse stage to refine; run `search coarse` first")
     study = load_stage_study(storage, study_name(campaign, last))
-    if stage_unfinished(storage, optuna_rdb.study_id(study)):
-        if fine_index(last) > 0:
-            return None, study  # an interrupted fine stage: continue it
+    continues = fine_index(last) > 0  # an interrupted fine stage is continued; another one is the user's to finish
+    if stage_unfinished(storage, optuna_rdb.study_id(study), repair=continues):
+        if continues:
+            return None, study
         raise SearchError(f"stage {study.study_name} is not finished; run it again (same command) to complete it")
     return refined_stage(study, top, edge, epochs, n_trials), study
 

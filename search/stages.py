@@ -38,7 +38,7 @@ from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
 from studies import optuna_rdb
 from studies.queries import names_message
-from studies.budget import initialise_study, requeue_failed_trials
+from studies.budget import initialise_study, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,9 +249,13 @@ def latest_chain_stage(storage: RDBStorage, campaign: str) -> str | None:
     return max(chain, key=fine_index) if chain else None
 
 
-def stage_unfinished(storage: RDBStorage, study_id: int) -> bool:
-    """Whether the stage has trials left to run, once failed trials a killed process left un-retried are re-enqueued."""
-    requeue_failed_trials(storage, study_id)
+def stage_unfinished(storage: RDBStorage, study_id: int, repair: bool = True) -> bool:
+    """Whether the stage has trials left to run: WAITING, RUNNING, or failed ones a killed process left un-retried
+    (re-enqueued here with ``repair``; without it nothing is written)."""
+    if repair:
+        requeue_failed_trials(storage, study_id)
+    elif unretried_failures(storage.get_all_trials(study_id, deepcopy=False)):
+        return True
     counts = stage_counts(storage, study_id)
     return bool(counts["WAITING"] or counts["RUNNING"])
 

@@ -93,6 +93,15 @@ def retry_copy(trial: FrozenTrial) -> FrozenTrial:
     )
 
 
+def unretried_failures(trials: Iterable[FrozenTrial]) -> list[int]:
+    """Numbers of the re-runnable FAIL trials without their copy yet (what a killed process may leave for the next
+    one to enqueue)."""
+    trials = list(trials)
+    retried = {t.system_attrs[RETRY_OF] for t in trials if RETRY_OF in t.system_attrs}
+    return [t.number for t in trials
+            if t.state == TrialState.FAIL and is_retried_on_failure(t) and t.number not in retried]
+
+
 def requeue_failed_trials(
     storage: optuna.storages.BaseStorage, study_id: int, failed: Iterable[FrozenTrial] | None = None
 ) -> int:

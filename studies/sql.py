@@ -379,10 +379,27 @@ def run_readonly_sql(
     finally:
         engine.dispose()
     import pandas as pd
-    frame = pd.DataFrame(rows[:max_rows], columns=columns)
+    frame = pd.DataFrame(rows[:max_rows], columns=unique_names(columns))
     frame.attrs["truncated"] = len(rows) > max_rows
     frame.attrs["max_rows"] = max_rows
     return frame
+
+
+def unique_names(columns: list[str]) -> list[str]:
+    """Result column names made unique as pandas' CSV reader does: a name seen before gets ``.1``, ``.2``, ...
+    (``SELECT * FROM trials JOIN studies USING ...`` names study_id twice)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in columns:
+        if name in seen:
+            seen[name] += 1
+            while f"{name}.{seen[name]}" in columns or f"{name}.{seen[name]}" in out:
+                seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        else:
+            seen[name] = 0
+        out.append(name)
+    return out
 
 
 _PARAMS_SQL = "SELECT DISTINCT param_name, distribution_json FROM trial_params"

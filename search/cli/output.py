@@ -67,10 +67,17 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        return ",".join(_cell(v) for v in value)
+        return _long(",".join(_cell(v) for v in value))
     if isinstance(value, str) and len(value) == 19 and value[10] == "T":
         return value.replace("T", " ")
-    return value_text(value)
+    return _long(value_text(value))
+
+
+CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a query's long string); csv/json all
+
+
+def _long(text: str) -> str:
+    return text if len(text) <= CELL_CHARS else f"{text[:CELL_CHARS]}... ({len(text):,} characters)"
 
 
 def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False,
@@ -116,7 +123,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     for i in range(len(rows)):
         table.add_row(*(cells[c][i] for c in shown))
     width = sum(need[c] + 1 for c in shown) + len(shown)  # each column, its padding and the gap after it
-    Console(soft_wrap=False, highlight=False, width=max(terminal, width) if wide else None).print(table)
+    # markup off: a cell or a name such as "[red]x" or "[/x]" is text (it would be styled, or fail to parse)
+    Console(soft_wrap=False, highlight=False, markup=False,
+            width=max(terminal, width) if wide else None).print(table)
 
 
 def select_columns(text: str | None, frame: Any) -> list[str] | None:

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.workers import BLAS_THREAD_VARS
-from studies.budget import RETRY_OF, is_retried_on_failure
+from studies.budget import RETRY_OF, unretried_failures
 from studies.errors import StorageError
 from studies.store import open_storage
 
@@ -118,9 +118,7 @@ class Budget:
     @property
     def unretried(self) -> list[int]:
         """Re-runnable FAIL trials without their copy yet (what a killed process may leave for the next one)."""
-        retried = set(self.retries)
-        return [t.number for t in self.trials
-                if t.state == TrialState.FAIL and is_retried_on_failure(t) and t.number not in retried]
+        return unretried_failures(self.trials)
 
     def problems(self) -> list[str]:
         """What breaks the budget's invariant: N slots, each a chain of failed tries ending in one live or finished trial."""

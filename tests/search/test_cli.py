@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 
 import optuna
@@ -129,6 +130,42 @@ def test_a_command_whose_stage_is_complete_says_so(run_cli):
     assert run_cli(*args).exit_code == 0
     again = run_cli(*args)
     assert again.exit_code == 0 and "digits/coarse was already complete; nothing to run" in again.stdout
+
+
+def test_fine_after_an_unfinished_coarse_stage_says_so_and_writes_nothing(run_cli, tmp_path):
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    with sqlite3.connect(tmp_path / "search.db") as db:  # what processes killed after failing them would leave
+        db.execute("UPDATE trials SET state = 'FAIL'")
+    def rows() -> list[tuple]:
+        with sqlite3.connect(tmp_path / "search.db") as db:
+            return db.execute("SELECT trial_id, number, state FROM trials ORDER BY trial_id").fetchall()
+
+    before = rows()
+    one_line_error(run_cli("fine", "--campaign", "digits", "--trials", "2"),
+                   "stage digits/coarse is not finished; run it again")
+    assert rows() == before  # its failed trials are re-enqueued by coarse, not here
+    again = run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["stages"][0]["counts"]["complete"] + \
+        json.loads(again.stdout)["stages"][0]["counts"]["pruned"] == 3
+
+
+def test_query_prints_what_it_selected_as_text(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    # a join names study_id twice: the second is study_id.1, as pandas' CSV reader names it
+    joined = run_cli("query", "SELECT t.number, t.study_id, s.study_id FROM trials t JOIN studies s "
+                              "ON s.study_id = t.study_id ORDER BY t.number", "--format", "json")
+    assert joined.exit_code == 0, joined.output
+    assert json.loads(joined.stdout) == [{"number": 0, "study_id": 1, "study_id.1": 1},
+                                         {"number": 1, "study_id": 1, "study_id.1": 1}]
+    # square brackets are text, not styling (rich markup): "[/x]" once failed to parse, "[red]hi" lost its tag
+    marked = run_cli("query", "SELECT '[/x]' AS a, '[red]hi' AS \"[b]\"")
+    assert marked.exit_code == 0 and marked.stdout.split() == ["a", "[b]", "[/x]", "[red]hi"], marked.output
+    # a long text shows its first 200 characters in a table, all of it in csv
+    long = run_cli("query", "SELECT printf('%.*c', 1000, 'x') AS long")
+    assert long.stdout.split()[1:] == ["x" * 200 + "...", "(1,000", "characters)"], long.stdout
+    assert run_cli("query", "SELECT printf('%.*c', 1000, 'x') AS long", "--format", "csv").stdout.split() == \
+        ["long", "x" * 1000]
 
 
 def test_query_has_a_time_limit_and_a_row_cap(run_cli):
