@@ -165,6 +165,8 @@ class FloatRange:
                    else "not widened: that bound is the option's limit")
             return new, (f"{name}: best {best:.3g} is within {pct} % of the {bound} bound {old_bound:.3g}; "
                          f"new range {new} ({how})")
+        if new.width >= self.width:  # the top trials spread over the whole range
+            return new, f"{name}: best {best:.3g} is inside {self}; kept: the top {len(values)} trials span it"
         unit = "decades" if self.log else "units"
         return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around the top {len(values)} trials "
                      f"to {new} ({new.width:.2g} of {self.width:.2g} {unit})")

@@ -57,6 +57,7 @@ def plot_accuracy_curves(ax: Axes, train_acc: Sequence[float], val_acc: Sequence
     ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
     ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 1.5
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy")
     ax.legend()

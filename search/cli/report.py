@@ -131,7 +131,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
                    f"[{fmt(r['min'])}, {fmt(r['max'])}]")
         click.echo(f"best val acc  grid:   mean {fmt(g['mean'])} std {fmt(g['std'])} "
                    f"[{fmt(g['min'])}, {fmt(g['max'])}]")
-        click.echo(f"wrote {written['repeats']} and {written['compare.json']}")
+        say(f"wrote {written['repeats']} and {written['compare.json']}")
         click.echo(f"full report: search report --campaign {name}")
         for e in errors:
             click.echo(f"  error: {e}", err=True)

@@ -147,6 +147,13 @@ def test_grids_of_each_type():
     assert Choice(("relu", "tanh", "elu")).grid(1) == ["relu", "tanh", "elu"]  # every category whatever k
 
 
+def test_a_range_the_top_trials_span_is_kept_and_says_so():
+    ranked = [(1e-3, 0.99), (1.1e-6, 0.98), (0.9, 0.97), (1e-4, 0.5)]
+    new, note = FloatRange(1e-6, 1.0).refine("lr", ranked, top=3, edge=0.01, limits=(0.0, math.inf))
+    assert new == FloatRange(1e-6, 1.0)
+    assert note == "lr: best 0.001 is inside 1e-06:1; kept: the top 3 trials span it"
+
+
 def test_int_refinement_rounds_outward_and_keeps_the_best():
     ranked = [(64, 0.99), (90, 0.98), (50, 0.97), (500, 0.5), (16, 0.4)]
     new, note = IntRange(16, 1024).refine("hidden", ranked, top=3, edge=0.1, limits=(1, 1_000_000))

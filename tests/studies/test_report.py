@@ -672,3 +672,16 @@ def test_every_auto_image_is_a_real_png(auto):
     assert {"importance", "scatter", "history", "ranges", "loss_curves", "best_so_far"} <= set(report.images)
     for name in report.images:
         assert_real_png(written[name].read_bytes())
+
+
+def test_the_accuracy_curves_mark_whole_epochs():
+    import matplotlib.pyplot as plt
+
+    from studies.plots import plot_accuracy_curves
+
+    fig, ax = plt.subplots()
+    plot_accuracy_curves(ax, [0.5, 0.7, 0.8], [0.45, 0.6, 0.7])
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+    assert ticks == [1.0, 2.0, 3.0]
+    plt.close(fig)
