@@ -601,7 +601,14 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
                                 on_params=lambda: retry_storage(writes.commit_params, what))
         except (KeyboardInterrupt, Interrupted):
             with _signals_ignored():
-                _fail_and_requeue(study, writes, "interrupted")
+                try:
+                    _fail_and_requeue(study, writes, "interrupted")
+                except Exception as e:
+                    if not is_storage_error(e):
+                        raise
+                    # the database did not take the write (locked, gone): the trial stays RUNNING, its heartbeat
+                    # stops, and the next command fails it as stale and runs it again; the interrupt still ends
+                    # this one with its line, not a traceback
             raise
         except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
             raise

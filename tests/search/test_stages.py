@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+import sqlite3
+import time
 import shutil
 import subprocess
 
 import optuna
+import sqlalchemy
 import pytest
 from optuna.trial import TrialState
 
@@ -172,6 +175,24 @@ def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
     states = _states(_study(url, "i/coarse"))
     assert states["COMPLETE"] + states.get("PRUNED", 0) == 8
     assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0
+
+
+def test_an_interrupt_whose_record_the_database_refuses_leaves_the_trial_to_the_next_run(url, monkeypatch):
+    monkeypatch.setattr(stages_module, "run_trial", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    def locked(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(stages_module, "_fail_and_requeue", locked)
+    stage = coarse_stage("l", RUN, DEFAULT_SPACE, 3, seed=0)
+    with pytest.raises(KeyboardInterrupt):  # the interrupt, not the database's error
+        execute_stage(Execution(url, progress="quiet", heartbeat=1), stage)
+    assert _states(_study(url, "l/coarse")) == {"RUNNING": 1, "WAITING": 2}
+    monkeypatch.undo()
+    time.sleep(2.5)  # its heartbeat is stale after 2 intervals: the next run fails it and runs its copy
+    execute_stage(Execution(url, progress="quiet", heartbeat=1), stage)
+    states = _states(_study(url, "l/coarse"))
+    assert states["COMPLETE"] + states.get("PRUNED", 0) == 3 and states["FAIL"] == 1 and "RUNNING" not in states
 
 
 def test_auto_jobs_never_start_more_workers_than_trials_left_or_cores():
