@@ -26,7 +26,7 @@ from engine.cifar import (  # noqa: F401  (re-exported: engine.data is where cal
     read_cifar_label_names,
     read_cifar_pickle,
 )
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, shown
 from engine.formats import (
     FILE_FORMATS,
     check_memory,
@@ -72,7 +72,7 @@ def _check_fractions(val_fraction: Any, test_fraction: Any) -> None:
     """ConfigError unless both fractions are in (0, 1) and leave training samples."""
     for field_name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not _is_number(value) or not 0 < value < 1:
-            raise ConfigError(f"{field_name} must be a number strictly between 0 and 1, got {value!r}")
+            raise ConfigError(f"{field_name} must be a number strictly between 0 and 1, got {shown(value)}")
     if val_fraction + test_fraction >= 1:
         raise ConfigError(
             f"val_fraction + test_fraction must be below 1 to leave training samples, got {val_fraction} + {test_fraction}"
@@ -103,9 +103,9 @@ class DataSpec:
         for field_name in ("train_size", "val_size", "test_size"):
             size = getattr(self, field_name)
             if size is not None and (not _is_int(size) or size < 1):
-                raise ConfigError(f"{field_name} must be an integer >= 1, got {size!r}")
+                raise ConfigError(f"{field_name} must be an integer >= 1, got {shown(size)}")
         if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"data seed must be an integer >= 0, got {self.seed!r}")
+            raise ConfigError(f"data seed must be an integer >= 0, got {shown(self.seed)}")
         if self.label_column is not None:
             if not isinstance(self.label_column, str) or not self.label_column.strip():
                 raise ConfigError(f"label_column must be a column name, got {self.label_column!r}")
@@ -115,7 +115,8 @@ class DataSpec:
             size = self.image_size
             if not (isinstance(size, (tuple, list)) and len(size) == 2
                     and all(_is_int(v) and 1 <= v <= MAX_IMAGE_SIDE for v in size)):
-                raise ConfigError(f"image_size must be (width, height), integers in 1..{MAX_IMAGE_SIDE}, got {size!r}")
+                raise ConfigError(f"image_size must be (width, height), integers in 1..{MAX_IMAGE_SIDE}, "
+                                  f"got {shown(size)}")
             if self.name in DATASETS:
                 raise ConfigError(f"image_size applies to image folders only, not to the built-in {self.name!r}")
             object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
@@ -177,7 +178,7 @@ class Dataset:
         """
         _check_fractions(val_fraction, test_fraction)
         if not _is_int(seed) or seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+            raise ConfigError(f"seed must be an integer >= 0, got {shown(seed)}")
         given: dict[str, tuple[np.ndarray, np.ndarray]] = {"train": (X, y)}
         for split, (X_split, y_split) in (("val", (X_val, y_val)), ("test", (X_test, y_test))):
             if (X_split is None) != (y_split is None):
@@ -193,10 +194,16 @@ def check_dataset_name(name: str) -> None:
     if name in DATASETS:
         return
     path = Path(name).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in FILE_FORMATS):
-        return
+    try:
+        if path.is_dir() or (path.is_file() and path.suffix.lower() in FILE_FORMATS):
+            return
+        exists = path.exists()
+    except OSError as exc:  # a folder on the way that may not be searched
+        raise ConfigError(f"cannot read {name!r}: {exc.strerror or exc}") from exc
     if path.is_file():
         raise ConfigError(f"unsupported data file {name!r}: expected .npz, .csv or .tsv, an image folder or a CIFAR-10 folder")
+    if exists:  # a FIFO or a device (or a link to one) would block or never end
+        raise ConfigError(f"{name!r} is not a regular file or folder")
     if path.suffix.lower() in FILE_FORMATS or os.sep in name:
         raise ConfigError(f"data file or folder not found: {name!r}")
     raise ConfigError(
@@ -273,8 +280,10 @@ def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
     """X (N, D) or (N, [C,] H, W) as float32 (N, D); DataError naming the first NaN or inf."""
     if X.dtype.kind not in "biuf":
         raise DataError(f"{source}: {key} must hold numbers, got dtype {X.dtype}")
-    if len(X) == 0 or X.size == 0:
+    if len(X) == 0:
         raise DataError(f"{source}: {key} has no samples (shape {X.shape})")
+    if X.size == 0:
+        raise DataError(f"{source}: {key} has no features (shape {X.shape})")
     X = X.reshape(len(X), -1)
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32, copy=False)
@@ -286,11 +295,11 @@ def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
 
 
 def _label_text(value: Any) -> str:
-    """A class value as its name: bytes decoded, integral floats without '.0'."""
+    """A class value as its name: bytes decoded, integral floats without '.0' (1e+30 past float's exact integers)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, (float, np.floating)):
-        return str(int(value))
+        return str(int(value)) if abs(value) <= 2**53 else repr(float(value))
     return str(value.item() if isinstance(value, np.generic) else value)
 
 
@@ -309,7 +318,7 @@ def _encode_labels(
     if kind == "f":
         bad = ~np.isfinite(everything) | (everything != np.floor(everything))
         if bad.any():
-            raise DataError(f"{source}: labels must be integers or strings, found {everything[bad][0]!r} "
+            raise DataError(f"{source}: labels must be integers or strings, found {shown(everything[bad][0])} "
                             "(is this the label column?)")
     elif kind not in "biuUS":
         raise DataError(f"{source}: labels must be integers or strings, got dtype {everything.dtype}")
@@ -356,6 +365,12 @@ def _assemble(
     codes, names = _encode_labels(source, ys, label_names)
     if len(names) < 2:
         raise DataError(f"{source}: only one class ({names[0]!r}); classification needs at least two")
+    for split, title in (("val", "validation"), ("test", "test")):  # a class the model never trains on
+        unseen = np.setdiff1d(codes[split], codes["train"]) if split in codes else np.array([], dtype=np.int64)
+        if unseen.size:
+            listed = ", ".join(names[c] for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
+            raise DataError(f"{source}: {'classes' if unseen.size > 1 else 'class'} {listed} "
+                            f"{'appear' if unseen.size > 1 else 'appears'} in the {title} split but not in training")
 
     rng = np.random.default_rng(seed)
     missing = [split for split in ("val", "test") if split not in given]
@@ -405,13 +420,22 @@ def _npz_splits(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, tuple[np
                     f"found {found}")
 
 
-def _label_array(labels: list[str]) -> np.ndarray:
-    """CSV label cells as numbers when every one is a finite number, else as strings."""
+def _label_array(labels: list[str]) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """CSV label cells as (y, class names): integers parsed exactly (y indexes their sorted values, named in full),
+    else (numbers, None) when every one is a finite number, else (strings, None)."""
+    try:
+        integers = [int(label) for label in labels]  # exact: 10**30 would lose digits as a float
+    except ValueError:
+        pass
+    else:
+        values = sorted(set(integers))
+        index = {value: i for i, value in enumerate(values)}
+        return np.array([index[v] for v in integers], dtype=np.int64), tuple(str(v) for v in values)
     try:
         numbers = np.array(labels, dtype=np.float64)
     except ValueError:
-        return np.array(labels)
-    return numbers if np.isfinite(numbers).all() else np.array(labels)
+        return np.array(labels), None
+    return (numbers if np.isfinite(numbers).all() else np.array(labels)), None
 
 
 def load_data_file(spec: DataSpec) -> Dataset:
@@ -429,7 +453,8 @@ def load_data_file(spec: DataSpec) -> Dataset:
         return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
     if fmt in ("csv", "tsv"):
         X, labels, _ = read_table(path, "," if fmt == "csv" else "\t", spec.label_column)
-        return _assemble(spec.name, source, {"train": (X, _label_array(labels))}, **options)
+        y, label_names = _label_array(labels)
+        return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, **options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)
     return _assemble(spec.name, source, {"train": (X, y)}, image_shape=image_shape, label_names=classes, **options)
 

@@ -1,5 +1,7 @@
-"""The engine's exceptions: every error the engine raises on purpose derives from EngineError."""
+"""The engine's exceptions (each one it raises on purpose derives from EngineError) and how a message shows a value."""
 from __future__ import annotations
+
+import numpy as np
 
 
 class EngineError(Exception):
@@ -14,3 +16,11 @@ class ConfigError(EngineError, ValueError):
 
 class DataError(EngineError):
     """A dataset cannot be found, read or trusted."""
+
+
+def shown(value: object) -> str:
+    """repr of ``value`` for a message, NumPy scalars (also in a tuple or list) as Python ones: 0.5, not np.float64(0.5)."""
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(shown(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    return repr(value.item() if isinstance(value, np.generic) else value)

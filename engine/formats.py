@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import os
 import tokenize
@@ -80,6 +81,19 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
 
 
+def cannot_read(path: Path, exc: OSError) -> DataError:
+    """DataError 'cannot read PATH: Permission denied' (the system's reason) for an OSError not about the format."""
+    return DataError(f"cannot read {path}: {exc.strerror or one_line(exc)}")
+
+
+def read_error(path: Path, exc: Exception, problem: str) -> DataError:
+    """cannot_read when the system refused (an OSError with an errno; EINVAL is a seek to an offset a corrupt file
+    gave), else DataError 'PATH: problem (Type: message)' for what a reader found wrong in the content."""
+    if isinstance(exc, OSError) and exc.errno not in (None, errno.EINVAL):
+        return cannot_read(path, exc)
+    return DataError(f"{path}: {problem} ({one_line(exc)})")
+
+
 # ---------------------------------------------------------------------------------------------
 # format and content hash
 
@@ -88,10 +102,15 @@ def detect_format(path: Path) -> str:
     """'npz', 'csv', 'tsv', 'image_folder' or 'cifar10' for ``path``; DataError when missing or unsupported."""
     from engine.cifar import is_cifar_folder
 
-    if path.is_dir():
-        return "cifar10" if is_cifar_folder(path) else "image_folder"
-    if not path.exists():
-        raise DataError(f"data not found: {path}")
+    try:
+        if path.is_dir():
+            return "cifar10" if is_cifar_folder(path) else "image_folder"
+        if not path.exists():
+            raise DataError(f"data not found: {path}")
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise DataError(f"{path} is not a regular file or folder")
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unsupported data file; expected .npz, .csv, .tsv, an image folder or a CIFAR-10 folder")
@@ -141,7 +160,7 @@ def read_npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 headers[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, SyntaxError, tokenize.TokenError,
             NotImplementedError, OSError) as exc:  # a garbled .npy header fails in numpy's parser
-        raise DataError(f"{path}: corrupt or truncated .npz ({one_line(exc)})") from exc
+        raise read_error(path, exc, "corrupt or truncated .npz") from exc
     return headers
 
 
@@ -158,7 +177,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: corrupt or truncated .npz ({one_line(exc)})") from exc
+        raise read_error(path, exc, "corrupt or truncated .npz") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +223,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
     except csv.Error as exc:
         raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {one_line(exc)}") from exc
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {one_line(exc)}") from exc
+        raise cannot_read(path, exc) from exc
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels, names
@@ -276,12 +295,18 @@ def _parse_rows(
 
 def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     """Class names (sorted subfolder names) and (image file, class index) pairs of an image folder."""
-    classes = tuple(sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    try:
+        classes = tuple(sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
     if not classes:
         raise DataError(f"{path}: empty folder; expected one subfolder per class holding PNG or JPEG images")
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
-        images = sorted(p for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        try:
+            images = sorted(p for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        except OSError as exc:
+            raise cannot_read(path / name, exc) from exc
         if not images:
             raise DataError(f"{path}: class folder {name!r} holds no PNG or JPEG images")
         files.extend((image, index) for image in images)
@@ -317,7 +342,7 @@ def read_image_folder(
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3) or (H, W)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                raise DataError(f"{file}: not a readable image, corrupt or truncated ({one_line(exc)})") from exc
+                raise read_error(file, exc, "not a readable image, corrupt or truncated") from exc
         X[i] = (pixels.transpose(2, 0, 1) if colour else pixels).ravel()
     X /= np.float32(255)
     y = np.array([label for _, label in files], dtype=np.int64)
@@ -331,4 +356,4 @@ def _open_image(file: Path) -> PILImage:
     try:
         return Image.open(file)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{file}: not a readable image, corrupt or truncated ({one_line(exc)})") from exc
+        raise read_error(file, exc, "not a readable image, corrupt or truncated") from exc

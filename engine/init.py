@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, shown
 
 Initialiser = Callable[[int, int, np.random.Generator, float], np.ndarray]
 
@@ -116,7 +116,7 @@ class InitSpec:
     def __post_init__(self) -> None:
         check_init_name(self.name)
         if self.std is not None and not (np.isfinite(self.std) and self.std >= 0):
-            raise ConfigError(f"init std must be a finite number >= 0, got {self.std!r}")
+            raise ConfigError(f"init std must be a finite number >= 0, got {shown(self.std)}")
 
     def draw(self, fan_in: int, fan_out: int, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
         """A (fan_in, fan_out) weight matrix in ``dtype``."""

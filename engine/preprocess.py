@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from engine.data import Dataset
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, shown
 
 STD_EPS = 1e-8  # a feature whose training std is below this is left unscaled (constant pixels)
 WHITEN_EPS = 1e-5  # added to each eigenvalue before dividing (CS231n's whitening)
@@ -58,9 +58,10 @@ class PreprocessSpec:
         check_preprocess_name(self.name)
         if self.components is not None:
             if self.name not in ("pca", "whiten"):
-                raise ConfigError(f"components applies only to pca and whiten, not {self.name!r} (got {self.components!r})")
+                raise ConfigError(f"components applies only to pca and whiten, not {self.name!r} "
+                                  f"(got {shown(self.components)})")
             if isinstance(self.components, bool) or not isinstance(self.components, (int, np.integer)) or self.components < 1:
-                raise ConfigError(f"components must be an integer >= 1, got {self.components!r}")
+                raise ConfigError(f"components must be an integer >= 1, got {shown(self.components)}")
 
 
 def check_preprocess_name(name: str) -> None:

@@ -1,6 +1,10 @@
 """Bad data files: each a DataError with one line naming the file and what is wrong (issue 10)."""
 from __future__ import annotations
 
+import builtins
+import errno
+import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -10,6 +14,7 @@ from PIL import Image
 
 from engine.data import DataSpec, load_dataset
 from engine.errors import ConfigError, DataError
+from engine.formats import detect_format
 
 
 def _error(spec: DataSpec, named: Path, *fragments: str) -> str:
@@ -38,6 +43,31 @@ def _good_rows(n: int = 12) -> str:
     return "".join(f"{i},{i * 2},{'ab'[i % 2]}\n" for i in range(n))
 
 
+def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """Make ``denied`` act as mode 0 (root ignores modes): opening or listing it, or reaching inside it, is refused."""
+    real_open, real_stat, real_iterdir = builtins.open, os.stat, Path.iterdir
+
+    def check(path: object, itself: bool) -> None:
+        if isinstance(path, (str, Path)) and (denied in Path(path).parents or itself and Path(path) == denied):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def fake_open(file: object, *args: object, **kwargs: object) -> object:
+        check(file, itself=True)
+        return real_open(file, *args, **kwargs)
+
+    def fake_stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        check(path, itself=False)
+        return real_stat(path, *args, **kwargs)
+
+    def fake_iterdir(self: Path) -> object:
+        check(self, itself=True)
+        return real_iterdir(self)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "stat", fake_stat)
+    monkeypatch.setattr(Path, "iterdir", fake_iterdir)
+
+
 # ---------------------------------------------------------------------------------------------
 # features
 
@@ -54,6 +84,14 @@ def test_nan_and_inf_in_npz_features_name_the_cell(tmp_path: Path) -> None:
     X[3, 1] = 1e300  # beyond float32
     np.savez(path, X=X, y=np.arange(20) % 2)
     _error(DataSpec(str(path)), path, "row 3 feature 1 is 1e+300")
+
+
+def test_npz_with_samples_but_no_features_says_no_features(tmp_path: Path) -> None:
+    path = tmp_path / "nofeat.npz"
+    np.savez(path, X=np.ones((40, 0)), y=np.arange(40) % 2)
+    _error(DataSpec(str(path)), path, "X_train has no features (shape (40, 0))")
+    np.savez(path, X_train=np.ones((40, 2)), y_train=np.arange(40) % 2, X_val=np.ones((0, 2)), y_val=np.arange(0))
+    _error(DataSpec(str(path)), path, "X_val has no samples (shape (0, 2))")
 
 
 def test_nan_in_csv_names_row_and_column(tmp_path: Path) -> None:
@@ -98,6 +136,27 @@ def test_empty_label_and_regression_target_labels(tmp_path: Path) -> None:
     _error(DataSpec(str(real)), real, "labels must be integers or strings", "label column")
 
 
+def test_a_fractional_label_is_shown_as_written_not_as_a_numpy_repr(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "half.csv", "a,b,label\n" + "".join(f"{i},{i},{[0, 1, 0.5][i % 3]}\n" for i in range(30)))
+    message = _error(DataSpec(str(path)), path, "labels must be integers or strings, found 0.5 (is this")
+    assert "np." not in message
+
+
+def test_large_integer_labels_keep_every_digit_and_numeric_order(tmp_path: Path) -> None:
+    big = 10**30
+    labels = ["2", "10", str(big), str(big + 1)]
+    path = _csv(tmp_path / "big.csv", "a,b,label\n" + "".join(f"{i},{i},{labels[i % 4]}\n" for i in range(40)))
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.label_names == ("2", "10", str(big), str(big + 1))  # not 1000000000000000019884624838656, not merged
+    X = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    for row, label in zip(X, y):
+        assert ds.label_names[label] == labels[int(row[0]) % 4]
+    floats = tmp_path / "floats.npz"  # float labels beyond float64's exact integers are named as the float they are
+    np.savez(floats, X=np.ones((20, 2)), y=np.array([1.0, 1e30] * 10))
+    assert load_dataset(DataSpec(str(floats))).label_names == ("1", "1e+30")
+
+
 @pytest.mark.parametrize(("text", "fragment"), [
     ("", "empty file"),
     ("a,b,label\n", "no data rows"),
@@ -122,6 +181,15 @@ def test_x_and_y_of_different_lengths(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, X_train=np.ones((30, 3)), y_train=np.arange(29) % 2)
     _error(DataSpec(str(path)), path, "X_train has 30 samples but y_train has 29 labels")
+
+
+def test_classes_in_validation_or_test_but_not_in_training_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, X_train=np.ones((20, 2)), y_train=np.arange(20) % 2, X_val=np.ones((10, 2)), y_val=np.arange(10) % 5)
+    _error(DataSpec(str(path)), path, "classes 2, 3, 4 appear in the validation split but not in training")
+    np.savez(path, X_train=np.ones((20, 2)), y_train=np.array(["a", "b"] * 10),
+             X_test=np.ones((3, 2)), y_test=np.array(["a", "b", "zebra"]))
+    _error(DataSpec(str(path)), path, "class zebra appears in the test split but not in training")
 
 
 def test_a_class_with_fewer_samples_than_the_split_needs(tmp_path: Path) -> None:
@@ -202,6 +270,43 @@ def test_truncated_and_corrupt_npz(tmp_path: Path) -> None:
     _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
 
 
+def test_unreadable_npz_csv_and_image_say_cannot_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = tmp_path / "d.npz"
+    np.savez(arrays, X=np.ones((20, 2)), y=np.arange(20) % 2)
+    table = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows())
+    image = _png(tmp_path / "imgs" / "a" / "0.png", (4, 4))
+    _png(tmp_path / "imgs" / "b" / "0.png", (4, 4))
+    specs = DataSpec(str(arrays)), DataSpec(str(table)), DataSpec(str(tmp_path / "imgs"))
+    for spec, path in zip(specs, (arrays, table, image)):
+        with monkeypatch.context() as patch:
+            _deny(patch, path)
+            message = _error(spec, path, f"cannot read {path}: Permission denied")
+        assert "corrupt" not in message and "PermissionError" not in message
+
+
+def test_fifos_and_devices_are_not_regular_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    zeros, noise = tmp_path / "zero.csv", tmp_path / "noise.npz"
+    zeros.symlink_to("/dev/zero")
+    noise.symlink_to("/dev/urandom")
+    for path in (fifo, zeros, noise):
+        with pytest.raises(ConfigError, match=re.escape(f"'{path}' is not a regular file or folder")):
+            DataSpec(str(path))
+        with pytest.raises(DataError, match=re.escape(f"{path} is not a regular file or folder")):
+            detect_format(path)
+
+
+def test_a_data_file_in_a_folder_that_cannot_be_searched_says_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "locked").mkdir()
+    path = _csv(tmp_path / "locked" / "d.csv", "a,b,label\n" + _good_rows())
+    _deny(monkeypatch, tmp_path / "locked")
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read '{path}': Permission denied")):
+        DataSpec(str(path))
+
+
 def test_npz_member_with_a_broken_npy_header(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     with zipfile.ZipFile(path, "w") as zf:
@@ -222,6 +327,17 @@ def test_empty_folder_and_empty_class_folder(tmp_path: Path) -> None:
     (folder / "dog").mkdir()
     (folder / "dog" / "notes.txt").write_text("no images here")
     _error(DataSpec(str(folder)), folder, "class folder 'dog' holds no PNG or JPEG images")
+
+
+@pytest.mark.parametrize("denied", ["imgs", "imgs/dog"])
+def test_unreadable_image_folder_or_class_folder_says_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, denied: str
+) -> None:
+    folder = tmp_path / "imgs"
+    for name in ("cat", "dog"):
+        _png(folder / name / "0.png", (4, 4))
+    _deny(monkeypatch, tmp_path / denied)
+    _error(DataSpec(str(folder)), folder, f"cannot read {tmp_path / denied}: Permission denied")
 
 
 def test_truncated_and_corrupt_images_are_named(tmp_path: Path) -> None:

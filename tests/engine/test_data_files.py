@@ -83,6 +83,10 @@ def test_dataspec_defaults_and_json_round_trip(tmp_path: Path) -> None:
         ({"label_column": ""}, "''"),
         ({"label_column": "y"}, "'y'"),  # digits is not a CSV
         ({"seed": -1}, "-1"),
+        ({"seed": np.int64(-1)}, "got -1"),  # NumPy scalars as plain numbers, not np.int64(-1)
+        ({"val_fraction": np.float64(1.5)}, "got 1.5"),
+        ({"train_size": np.int32(0)}, "got 0"),
+        ({"image_size": (np.int64(0), 32)}, "got (0, 32)"),
     ],
 )
 def test_dataspec_rejects_bad_values_showing_them(kwargs: dict, shown: str) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from engine.data import DataSpec, Dataset, load_dataset
 from engine.errors import ConfigError, DataError
+from engine.init import InitSpec
 from engine.preprocess import PREPROCESSORS, PreprocessSpec, fit_preprocessor, preprocess_dataset
 
 
@@ -41,6 +42,15 @@ def test_spec_rejects_bad_components() -> None:
         PreprocessSpec(name="pca", components=0)
     with pytest.raises(ConfigError, match="standardize"):
         PreprocessSpec(name="standardize", components=10)
+
+
+def test_spec_errors_show_numpy_scalars_as_plain_numbers() -> None:
+    with pytest.raises(ConfigError, match=r"got 0$"):
+        PreprocessSpec(name="pca", components=np.int64(0))
+    with pytest.raises(ConfigError, match=r"\(got 3\)$"):
+        PreprocessSpec(name="standardize", components=np.int64(3))
+    with pytest.raises(ConfigError, match=r"got -1.0$"):
+        InitSpec("normal", np.float64(-1.0))
 
 
 def test_none_only_casts_to_float32(digits: Dataset) -> None:
