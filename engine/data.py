@@ -100,6 +100,8 @@ class DataSpec:
         check_dataset_name(self.name)
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path string, got {self.data_dir!r}")
+        if self.data_dir is not None and self.name != "cifar10":
+            raise ConfigError(f"data_dir applies to the built-in cifar10 only, not to {self.name!r}")
         for field_name in ("train_size", "val_size", "test_size"):
             size = getattr(self, field_name)
             if size is not None and (not _is_int(size) or size < 1):

@@ -315,6 +315,8 @@ def parse_dimension(name: str, spec: str) -> Dimension:
     except ValueError:
         raise SearchError(f"{spec!r} has a bound that is not a number") from None
     log, is_int = entry.log, entry.kind == "int"
+    if {"log", "linear"} <= set(parts[2:]):
+        raise SearchError(f"{spec!r} names both log and linear: give one scale")
     for flag in parts[2:]:
         if flag == "log":
             log = True

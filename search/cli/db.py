@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from search.cli.options import (
-    FiniteFloatRange,
-    SectionedCommand, apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
+    FiniteFloatRange, SectionedCommand, WritablePath,
+    apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
 )
 from search.cli.output import echo_json, print_frame, say, select_columns
 from search.space import value_text
@@ -129,7 +129,7 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
 
 @click.command(cls=SectionedCommand)
 @click.argument("ref", metavar="STUDY:NUMBER")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Draw its loss and accuracy curves (PNG).")
+@click.option("--plot", type=WritablePath(), default=None, help="Draw its loss and accuracy curves (PNG).")
 @storage_option
 @json_option
 def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,31 @@ class FiniteFloatRange(click.FloatRange):
         rv = super().convert(value, param, ctx)
         if not math.isfinite(rv):
             self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+class WritablePath(click.Path):
+    """click.Path of a file (``folder``: a folder, made with its parents) the command writes, checked before any
+    work: the folder it goes in (for a new folder, the nearest existing one) must be a writable folder."""
+
+    def __init__(self, folder: bool = False) -> None:
+        super().__init__(file_okay=not folder, dir_okay=folder, readable=False, writable=True)
+        self.folder = folder
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not str(value).strip():
+            self.fail("the path must not be empty", param, ctx)
+        rv = super().convert(value, param, ctx)
+        path = Path(rv)
+        if self.folder and path.exists():
+            return rv  # an existing folder, checked writable by click.Path
+        where = next((p for p in path.parents if p.exists()), path.parent) if self.folder else path.parent
+        if not where.exists():
+            self.fail(f"{str(value)!r}: folder {str(where)!r} does not exist", param, ctx)
+        if not where.is_dir():
+            self.fail(f"{str(value)!r}: {str(where)!r} is not a folder", param, ctx)
+        if not os.access(where, os.W_OK | os.X_OK):
+            self.fail(f"{str(value)!r}: folder {str(where)!r} is not writable", param, ctx)
         return rv
 
 
@@ -108,6 +134,13 @@ def nonneg_float(ctx: click.Context, param: click.Parameter, value: float | None
     return value
 
 
+def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option's text, refused when given empty (empty is not the same as leaving the option out)."""
+    if value is not None and not value.strip():
+        raise SearchError(f"{param.opts[0]} must not be empty")
+    return value
+
+
 def apply(options: list[Callable]) -> Callable:
     """One decorator applying ``options`` in the order listed (first listed = first in --help)."""
     def decorate(f: Callable) -> Callable:
@@ -133,7 +166,7 @@ RUN_OPTIONS = [
                  help=f"A built-in dataset ({', '.join(sorted(DATASETS))}) or a path: .npz, .csv/.tsv, a folder of "
                       "class subfolders of images, or a cifar-10-batches-py folder."),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                 help="Folder of the data (cifar10: the cifar-10-batches-py folder or its parent)."),
+                 help="Folder of the built-in cifar10: the cifar-10-batches-py folder or its parent."),
     click.option("--label-column", default=None, metavar="NAME", help="CSV/TSV label column (default: the last)."),
     click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
                  help="Resize every image of an image folder to W x H pixels."),
@@ -194,7 +227,7 @@ def build_config(v: dict[str, Any]) -> RunConfig:
 
 
 def run_config_options(f: Callable) -> Callable:
-    """Add the run options; the command receives ``base: RunConfig`` instead of them.
+    """Add the run options; the command receives ``base: RunConfig`` instead of them (None with --from-trial).
 
     The searchable names the user fixed on the command line are kept in ``ctx.meta["fixed"]``.
     """
@@ -205,7 +238,10 @@ def run_config_options(f: Callable) -> Callable:
         ctx.meta["fixed"] = {FIXES[name] for name in FIXES
                              if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
                                                                    ParameterSource.ENVIRONMENT)}
-        return f(*args, base=build_config(values), **kwargs)
+        # train --from-trial reruns a stored trial's configuration and refuses these options: none is built, so
+        # a given one is told to be dropped instead of being checked
+        base = None if kwargs.get("from_trial") is not None else build_config(values)
+        return f(*args, base=base, **kwargs)
 
     return apply(RUN_OPTIONS)(wrapper)
 
@@ -303,9 +339,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
                              show_default=True)
 storage_option = click.option(
-    "--storage", default=None, metavar="URL",
+    "--storage", default=None, metavar="URL", callback=not_empty,
     help="Study database URL (default: $SEARCH_STORAGE or sqlite:///search.db).",
 )
+
+
 def _jobs(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
     if value == "auto":
         return None
@@ -322,7 +360,7 @@ heartbeat_option = click.option(
     "--heartbeat", type=click.IntRange(min=1, max=86400), default=10, show_default=True,
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
          "Set by the command that creates a stage; its workers use the stage's value.")
-campaign_option = click.option("--campaign", default=None,
+campaign_option = click.option("--campaign", default=None, callback=not_empty,
                                help="Campaign name (default: the dataset's name / the latest).")
 explode_option = click.option(
     "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
@@ -362,8 +400,6 @@ def campaign_name(campaign: str | None, base: RunConfig) -> str:
     """--campaign, or the dataset's name (a file's name without its extension) when it is not given."""
     if campaign is None:
         return Path(base.data.name).stem or base.data.name
-    if not campaign.strip():
-        raise SearchError("--campaign must not be empty")
     return campaign
 
 

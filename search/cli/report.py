@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    SectionedCommand,
+    SectionedCommand, WritablePath,
     build_space, campaign_option, explode_option, heartbeat_option, jobs_option, json_option, open_for_reading,
     run_config_options, space_options, storage_option,
 )
@@ -17,7 +17,7 @@ from search.cli.output import echo_json, fmt, say
 from search.config import RunConfig
 from search.errors import Interrupted, SearchError
 
-out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+out_option = click.option("--out", "out_dir", type=WritablePath(folder=True), default=None,
                           help="Folder to write into (default: report-<campaign> / <campaign>).")
 
 
@@ -95,8 +95,6 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     from studies.report import safe_dirname, write_compare_report
     from studies.store import resolve_storage_url
 
-    if campaign is not None and not campaign.strip():
-        raise SearchError("--campaign must not be empty")
     name = campaign or default_compare_campaign()
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])

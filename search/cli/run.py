@@ -8,7 +8,7 @@ import click
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from search.cli.options import (
-    SectionedCommand,
+    RUN_PARAMS, SectionedCommand, WritablePath,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
@@ -25,11 +25,11 @@ from search.errors import SearchError
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
 @storage_option
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write loss and accuracy curves (PNG).")
+@click.option("--plot", type=WritablePath(), default=None, help="Write loss and accuracy curves (PNG).")
 @click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
 @json_option
-def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: float | None, from_trial: str | None,
-          storage: str | None, plot: str | None, score_test: bool, as_json: bool) -> int:
+def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_factor: float | None,
+          from_trial: str | None, storage: str | None, plot: str | None, score_test: bool, as_json: bool) -> int:
     """Train one network and print its losses and accuracies; exit 1 if it exploded or diverged.
 
     \b
@@ -42,12 +42,12 @@ def train(base: RunConfig, lr: float, reg: float, epochs: int, explode_factor: f
 
     ctx = click.get_current_context()
     stored = None
-    if from_trial is not None:
-        given = [p for p in ("lr", "reg", "epochs", "explode_factor")
-                 if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
-        if ctx.meta["fixed"] or given:
-            names = sorted(ctx.meta["fixed"]) + given
-            raise SearchError(f"--from-trial reruns the trial's own configuration; drop --{names[0].replace('_', '-')}")
+    if from_trial is not None:  # the trial's data, model, optimisation and seed are fixed by its study
+        given = [p.opts[0] for p in ctx.command.params
+                 if p.name in (*RUN_PARAMS, "lr", "reg", "epochs", "explode_factor")
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise SearchError(f"--from-trial reruns the trial's own configuration; drop {given[0]}")
         config, explode_factor, stored, recorded = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
@@ -148,7 +148,7 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, f
 @click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True)
 @click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True)
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write per-layer histograms (PNG).")
+@click.option("--plot", type=WritablePath(), default=None, help="Write per-layer histograms (PNG).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @json_option
 def layers(init_name: str, init_std: float | None, activation: str, depth: int, width: int, samples: int,
@@ -208,6 +208,9 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
 
     config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": 1})
     ds = config.load()
+    if overfit_samples > len(ds.y_train):  # like --train-size: more than there are is refused, not clamped
+        raise SearchError(f"--overfit-samples {overfit_samples}: only {len(ds.y_train)} training samples are "
+                          f"available")
     checks = sanity_checks(config.arch, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.num_classes,
                            overfit_samples)
     if as_json:

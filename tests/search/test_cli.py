@@ -182,3 +182,52 @@ def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_pat
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")
     assert not (tmp_path / "search.db").exists()
+
+
+TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", "20"]
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["train", *TINY, "--plot", "no/such/x.png"], ["--plot", "folder 'no/such' does not exist"]),
+    (["layers", "--plot", "no/such/x.png"], ["--plot", "folder 'no/such' does not exist"]),
+    (["explain", "digits/coarse:0", "--plot", "no/such/x.png"], ["--plot", "folder 'no/such' does not exist"]),
+    (["train", *TINY, "--plot", "blocker/x.png"], ["--plot", "'blocker' is not a folder"]),
+    (["train", *TINY, "--plot", ""], ["--plot", "must not be empty"]),
+    (["compare", *TINY, "--trials", "2", "--repeats", "1", "--out", "blocker/sub"],
+     ["--out", "'blocker' is not a folder"]),
+    (["train", "--from-trial", "digits/coarse:0", "--data", "digits"], ["drop --data"]),
+    (["train", "--from-trial", "digits/coarse:0", "--train-size", "200"], ["drop --train-size"]),
+    (["train", "--from-trial", "digits/coarse:0", "--val-fraction", "0.2"], ["drop --val-fraction"]),
+    (["train", "--from-trial", "digits/coarse:0", "--data-dir", "cifar"], ["drop --data-dir"]),
+    (["train", "--from-trial", "digits/coarse:0", "--seed", "3"], ["drop --seed"]),
+    (["coarse", *TINY, "--trials", "2", "--space", "lr=1e-4:1e-1:linear:log"],
+     ["--space lr=1e-4:1e-1:linear:log", "names both log and linear"]),
+    (["coarse", *TINY, "--trials", "2", "--space", "hidden=8:64:log:int:linear"],
+     ["--space hidden=8:64:log:int:linear", "names both log and linear"]),
+    (["coarse", *TINY, "--trials", "2", "--data-dir", "no-such"], ["data_dir applies to the built-in cifar10 only"]),
+    (["sanity", "--data", "digits", "--train-size", "200", "--hidden", "20", "--overfit-samples", "100000000"],
+     ["--overfit-samples 100000000: only 200 training samples are available"]),
+    (["report", "--campaign", ""], ["--campaign must not be empty"]),
+    (["best", "--campaign", ""], ["--campaign must not be empty"]),
+    (["trials", "--campaign", " "], ["--campaign must not be empty"]),
+    (["worker", "--campaign", ""], ["--campaign must not be empty"]),
+    (["studies", "--storage", ""], ["--storage must not be empty"]),
+    (["coarse", *TINY, "--trials", "2", "--storage", ""], ["--storage must not be empty"]),
+    (["studies", "--storage", "search.db"], ["not a database URL; write sqlite:///search.db"]),
+])
+def test_bad_input_is_refused_before_any_work(run_cli, tmp_path, args, fragments):
+    (tmp_path / "blocker").write_text("x")
+    result = run_cli(*args)
+    one_line_error(result, *fragments)
+    assert result.stdout == ""  # nothing trained, nothing reported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]  # no database, no plot, no report
+
+
+def test_an_unwritable_plot_folder_is_refused_before_training(run_cli, tmp_path):
+    from tests.unwritable import unwritable
+
+    (tmp_path / "ro").mkdir()
+    with unwritable(tmp_path / "ro"):
+        result = run_cli("train", *TINY, "--plot", "ro/x.png")
+    one_line_error(result, "--plot", "folder 'ro' is not writable")
+    assert result.stdout == ""
