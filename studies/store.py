@@ -71,7 +71,15 @@ def _parse_url(url: str) -> URL:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
+    if parsed.get_backend_name() == "sqlite" and parsed.query.get("uri") != "true":
+        unknown = sorted(set(parsed.query) - _SQLITE_URL_ARGS)  # SQLAlchemy would warn and drop them
+        if unknown:
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}=")
     return parsed
+
+
+# the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI)
+_SQLITE_URL_ARGS = {"timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements", "uri"}
 
 
 def sqlite_path(url: str) -> Path | None:

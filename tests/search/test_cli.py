@@ -214,6 +214,7 @@ TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", 
     (["studies", "--storage", ""], ["--storage must not be empty"]),
     (["coarse", *TINY, "--trials", "2", "--storage", ""], ["--storage must not be empty"]),
     (["studies", "--storage", "search.db"], ["not a database URL; write sqlite:///search.db"]),
+    (["studies", "--storage", "sqlite:///search.db?foo=bar"], ["SQLite takes no ?foo="]),
 ])
 def test_bad_input_is_refused_before_any_work(run_cli, tmp_path, args, fragments):
     (tmp_path / "blocker").write_text("x")
