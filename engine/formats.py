@@ -230,13 +230,13 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
 
 
 def _looks_like_data(names: tuple[str, ...]) -> bool:
-    """Whether header cells are a sample's values: all numbers, and not distinct whole numbers (0,1,2,... are the
-    names pandas gives unnamed columns)."""
+    """Whether header cells are a sample's values: all numbers, and not rising (0,1,2,... are the names pandas gives
+    unnamed columns; 400.5,401.5,... could be wavelengths)."""
     try:
         values = [float(n) for n in names]
     except ValueError:
         return False
-    return len(set(values)) < len(values) or any(not v.is_integer() for v in values)
+    return any(not a < b for a, b in zip(values, values[1:]))
 
 
 def _label_index(path: Path, header: list[str], label_column: str | None) -> int:

@@ -405,6 +405,11 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
             if within:
                 stopped = within
                 break
+        final_parent = next((s.user_attrs.get("parent") for s in campaign_stages(storage, coarse.campaign)
+                             if s.user_attrs.get("stage") == "final"), None)
+        if final_parent == study.study_name:  # concluded before, e.g. with a smaller --max-fine: not extended
+            stopped = f"the campaign's final stage chose from {study.study_name} before"
+            break
         stage, promoted = promoted_fine_stage(execution, study, top, edge, fine_epochs, None, promote, dataset)
         summaries += promoted
         summaries.append(execute_stage(execution, with_fine_choices(stage, fine_sampler, fine_scheduler), dataset))

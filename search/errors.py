@@ -28,18 +28,26 @@ class Interrupted(BaseException):
 # or a weakref callback (garbage collection runs them at any instruction), an exception is printed as "Exception
 # ignored in ..." and lost, and Ctrl-C would be ignored. ``raise_pending`` raises it again at safe points.
 _pending: list[type[BaseException]] = []
+_hooks: list[Any] = []  # the unraisable hook ``raise_on`` replaced
 
 
 def raise_on(signum: int, exception: type[BaseException]) -> Any:
     """Make signal ``signum`` raise ``exception`` in the main thread, never lost (see ``_pending``); returns the
     previous handler."""
-    sys.unraisablehook = _unraisable
+    if sys.unraisablehook is not _unraisable:
+        _hooks[:] = [sys.unraisablehook]
+        sys.unraisablehook = _unraisable
 
     def handler(signum: int, frame: Any) -> None:
         _pending.append(exception)
         raise exception()
 
     return signal.signal(signum, handler)
+
+
+def pending() -> type[BaseException] | None:
+    """The interrupt a signal asked for since the command started (KeyboardInterrupt or Interrupted), or None."""
+    return _pending[0] if _pending else None
 
 
 def raise_pending() -> None:
@@ -49,11 +57,12 @@ def raise_pending() -> None:
 
 
 def forget_pending() -> None:
-    """A new command in the same process (tests, a library caller) starts with no interrupt pending."""
+    """Once the interrupt is handled: nothing pending for whatever runs next in this process (tests, a library
+    caller)."""
     _pending.clear()
 
 
 def _unraisable(unraisable: Any) -> None:
     # a dropped interrupt is raised again at the next safe point: no "Exception ignored" traceback for it
     if not (_pending and isinstance(unraisable.exc_value, (KeyboardInterrupt, Interrupted))):
-        sys.__unraisablehook__(unraisable)
+        (_hooks[0] if _hooks else sys.__unraisablehook__)(unraisable)

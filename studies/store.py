@@ -71,10 +71,11 @@ def _parse_url(url: str) -> URL:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
-    if parsed.get_backend_name() == "sqlite" and parsed.query.get("uri") != "true":
+    if parsed.get_backend_name() == "sqlite" and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
         unknown = sorted(set(parsed.query) - _SQLITE_URL_ARGS)  # SQLAlchemy would warn and drop them
         if unknown:
-            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}=")
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}= (its own "
+                               f"URI arguments need uri=true)")
     return parsed
 
 

@@ -24,6 +24,7 @@ class SearchGroup(click.Group):
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
         extra.pop("standalone_mode", None)
         forget_pending()
+        hook = sys.unraisablehook
         previous = raise_on(signal.SIGTERM, Interrupted)
         try:
             rv = super().main(args=args, prog_name=prog_name or "search", standalone_mode=False, **extra)
@@ -44,6 +45,8 @@ class SearchGroup(click.Group):
             sys.exit(e.exit_code)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            sys.unraisablehook = hook
+            forget_pending()  # handled above: nothing left pending for what runs next in this process
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

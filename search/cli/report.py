@@ -15,7 +15,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo_json, fmt, say
 from search.config import RunConfig
-from search.errors import Interrupted, SearchError
+from search.errors import Interrupted, SearchError, forget_pending, pending
 
 out_option = click.option("--out", "out_dir", type=WritablePath(folder=True), default=None,
                           help="Folder to write into (default: report-<campaign> / <campaign>).")
@@ -173,19 +173,21 @@ def dashboard(port: int, storage: str | None) -> int:
                                     skip_table_creation=True)
     click.echo(f"optuna-dashboard for {mask_url(url)} at http://127.0.0.1:{port}/dashboard (Ctrl-C to stop)",
                err=True)
+    stopped_by: type[BaseException] | None = None
     try:
         optuna_dashboard.run_server(st, host="127.0.0.1", port=port)
+        stopped_by = pending()  # the server may swallow the interrupt and return
     except OSError as e:
         raise SearchError(f"--port {port}: cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from None
-    except KeyboardInterrupt:
-        click.echo("dashboard stopped", err=True)
-        return 130
-    except Interrupted:
-        click.echo("dashboard stopped", err=True)
-        return 143
+    except (KeyboardInterrupt, Interrupted) as e:
+        stopped_by = type(e)
     finally:
         st.engine.dispose()
-    return 0
+    if stopped_by is None:
+        return 0
+    forget_pending()  # handled here: stopping the server is what the signal asked for
+    click.echo("dashboard stopped", err=True)
+    return 143 if stopped_by is Interrupted else 130
 
 
 COMMANDS = [report, compare, dashboard]

@@ -119,9 +119,10 @@ def test_a_csv_without_a_header_row_is_refused_not_read_one_sample_short(tmp_pat
     _error(DataSpec(str(path)), path, "the first line looks like a sample (5.1, 3.5, 1.4, ...), not a header")
     repeated = _csv(tmp_path / "ints.csv", "0,0,5,a\n" + "".join(f"{i},{i},{i},{'ab'[i % 2]}\n" for i in range(12)))
     _error(DataSpec(str(repeated)), repeated, "looks like a sample")
-    # 0,1,2,... are the names pandas writes for unnamed columns: a header
-    named = _csv(tmp_path / "pandas.csv", "0,1,label\n" + _good_rows(12))
-    assert load_dataset(DataSpec(str(named))).input_dim == 2
+    # 0,1,2,... are the names pandas writes for unnamed columns, 400.5,401.5,... could be wavelengths: headers
+    for header in ("0,1,label", "400.5,401.5,label"):
+        named = _csv(tmp_path / "named.csv", header + "\n" + _good_rows(12))
+        assert load_dataset(DataSpec(str(named))).input_dim == 2
 
 
 def test_missing_label_column_lists_the_columns(tmp_path: Path) -> None:

@@ -145,3 +145,16 @@ def test_auto_after_a_fine_stage_added_past_its_final_says_why_it_cannot_go_on(r
     again = run_cli(*AUTO_ARGS)
     one_line_error(again, "stage digits/final chose from digits/fine-1, and digits/fine-2 was added after it",
                    "--campaign NAME")
+
+
+def test_auto_again_with_a_higher_max_fine_reads_its_conclusion_back(run_cli):
+    first = run_cli(*AUTO_ARGS, "--json")
+    assert first.exit_code == 0, first.output
+    more = [a if a != "1" or AUTO_ARGS[i - 1] != "--max-fine" else "3" for i, a in enumerate(AUTO_ARGS)]
+    again = run_cli(*more, "--json")
+    assert again.exit_code == 0, again.output
+    out = json.loads(again.stdout)
+    assert [s["stage"] for s in out["stages"]] == ["coarse", "promote-1", "fine-1", "final"]  # no fine-2 added
+    assert not any(s["ran"] for s in out["stages"])
+    assert out["final"]["stopped"] == "the campaign's final stage chose from digits/fine-1 before"
+    assert out["final"]["params"] == json.loads(first.stdout)["final"]["params"]

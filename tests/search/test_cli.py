@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import os
 
@@ -232,3 +233,25 @@ def test_an_unwritable_plot_folder_is_refused_before_training(run_cli, tmp_path)
         result = run_cli("train", *TINY, "--plot", "ro/x.png")
     one_line_error(result, "--plot", "folder 'ro' is not writable")
     assert result.stdout == ""
+
+
+def test_a_command_leaves_the_processes_unraisable_hook_and_nothing_pending(run_cli, monkeypatch):
+    import sys
+
+    from search.errors import Interrupted, pending, raise_on
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    assert run_cli("data", "--data", "digits", "--json").exit_code == 0
+    assert sys.unraisablehook == seen.append and pending() is None
+    # while a handler is installed, other unraisable errors still reach the hook it replaced
+    previous = raise_on(signal.SIGTERM, Interrupted)
+    try:
+        class Broken:
+            def __del__(self):
+                raise ValueError("in __del__")
+
+        Broken()
+        assert [type(u.exc_value) for u in seen] == [ValueError]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,7 +4,10 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import os
 import re
+import signal
+import time
 
 import pytest
 
@@ -115,3 +118,28 @@ def test_dashboard_on_a_missing_database_is_a_one_line_error(run_cli):
     if importlib.util.find_spec("optuna_dashboard") is None:
         pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
     one_line_error(run_cli("dashboard", "--storage", "sqlite:///missing.db"), "no database at")
+
+
+@pytest.mark.parametrize("how", ["raised", "swallowed"])
+def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
+    import optuna_dashboard
+
+    from search.errors import Interrupted, pending
+
+    def serve(*args, **kwargs):  # SIGTERM while serving; the server may swallow the exception and return
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except Interrupted:
+            if how == "raised":
+                raise
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    monkeypatch.setattr(optuna_dashboard, "run_server", serve)
+    result = run_cli("dashboard")
+    assert result.exit_code == 143, result.output
+    assert [line for line in result.stderr.splitlines() if "stopped" in line or "terminated" in line] == \
+        ["dashboard stopped"]
+    assert pending() is None  # nothing left for what runs next in this process
