@@ -28,11 +28,11 @@ def main() -> None:
         raise_on(signal.SIGINT, KeyboardInterrupt)  # from here Ctrl-C records what it cuts
     try:
         cli_main()
-    except SystemExit as leaving:
-        if leaving.code == 130:  # interrupted, its line printed: another Ctrl-C must not cut the shutdown short
-            # (Python puts SIGINT back to the system default while it shuts down: a signal then ends the process
-            # with -2 instead of 130)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except SystemExit:
+        # the command is over (done, failed or interrupted, its last line printed): a Ctrl-C now must not cut the
+        # shutdown short (Python puts SIGINT back to the system default while it shuts down: a signal then ends
+        # the process with -2 instead of the command's exit code)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise
     finally:
         _forget_caught_interrupt()
