@@ -121,7 +121,11 @@ class InitSpec:
     def draw(self, fan_in: int, fan_out: int, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
         """A (fan_in, fan_out) weight matrix in ``dtype``."""
         std = self.std if self.std is not None else DEFAULT_STD.get(self.name, 1.0)
-        return INITIALISERS[self.name](fan_in, fan_out, rng, std).astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            W = INITIALISERS[self.name](fan_in, fan_out, rng, std).astype(dtype)
+        if not np.isfinite(W).all():
+            raise ConfigError(f"init std {std:g} gives weights beyond {np.dtype(dtype).name}'s range")
+        return W
 
 
 def check_init_name(name: str) -> None:

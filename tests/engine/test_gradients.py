@@ -135,3 +135,13 @@ def test_sgd_weight_decay_is_the_l2_gradient_step():
     SGD(weight_decay=0.3, decayed=frozenset(b.weight_names)).step(b.params, grads_b, lr=0.1)
     for name in a.params:
         assert np.allclose(a.params[name], b.params[name], rtol=1e-12, atol=1e-14), name
+
+
+def test_an_init_std_beyond_the_dtypes_range_is_a_config_error_not_a_warning(recwarn):
+    from engine.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match=r"init std 1e\+300 gives weights beyond float32.s range"):
+        InitSpec("normal", 1e300).draw(4, 3, rng, np.float32)
+    assert InitSpec("normal", 1e300).draw(4, 3, rng, np.float64).shape == (4, 3)  # float64 holds it
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
