@@ -104,6 +104,11 @@ def run_stage_processes(
         # This process is a spawned worker importing the user's unguarded script, which asks for workers
         # again. Leave quietly with a code the parent turns into one line (library code never exits otherwise).
         raise SystemExit(EXIT_UNGUARDED_MAIN)
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if jobs > 1 and main_file is not None and not os.path.exists(main_file):  # e.g. "<stdin>"
+        # each spawned worker imports the main script again and would fail before it starts, again and again
+        raise SearchError(f"jobs > 1 needs the script in a file (each worker process imports it again; "
+                          f"{main_file} cannot be): save it to a file, or use jobs=1")
     remove_stale_data_folders()
     storage = open_storage(url, heartbeat_interval=heartbeat)
     if jobs == 1:

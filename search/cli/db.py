@@ -34,7 +34,8 @@ def studies(storage: str | None, fmt: str, columns: str | None, wide: bool) -> N
     from studies.queries import list_studies
 
     frame = list_studies(open_for_reading(storage))
-    print_frame(frame, fmt, select_columns(columns, frame) or STUDY_COLUMNS, wide)
+    chosen = select_columns(columns, frame)
+    print_frame(frame, fmt, chosen or STUDY_COLUMNS, wide or chosen is not None, everything=wide and not chosen)
 
 
 @click.command(cls=SectionedCommand)
@@ -63,7 +64,8 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
     default = (["study"] if "study" in frame and frame["study"].nunique() > 1 else []) + [
         c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
-    print_frame(frame, fmt, select_columns(columns, frame) or default, wide)
+    chosen = select_columns(columns, frame)
+    print_frame(frame, fmt, chosen or default, wide or chosen is not None, everything=wide and not chosen)
 
 
 @click.command(cls=SectionedCommand)
@@ -94,7 +96,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         shown = {k: v for k, v in flat.items()
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
         print_frame(pd.DataFrame({"field": list(shown), "value": [value_text(v) for v in shown.values()]}), fmt,
-                    wide=True)
+                    everything=True)
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")

@@ -81,9 +81,10 @@ def _long(text: str) -> str:
 
 
 def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False,
-                more: str = "--wide, --columns or --format csv") -> None:
-    """A DataFrame as csv or json (every column), or as a table of ``columns`` that fits the terminal; with
-    ``wide`` every column at its full width, wider than the terminal if need be. ``more``: how to see the
+                more: str = "--wide, --columns or --format csv", everything: bool = False) -> None:
+    """A DataFrame as csv or json (every column), or as a table of ``columns`` (every column with ``everything``
+    or without ``columns``): the whole columns that fit the terminal, or with ``everything`` all of them, their text
+    folded to fit; with ``wide`` at full width, wider than the terminal if need be. ``more``: how to see the
     columns left out."""
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
@@ -97,11 +98,11 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         return
     import shutil
 
-    shown = list(frame.columns) if wide or not columns else [c for c in columns if c in frame.columns]
+    shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
     cells = {c: [_cell(row[c]) for row in rows] for c in shown}
     need = {c: max(len(c.removeprefix("param_")), *(len(v) for v in cells[c])) for c in shown}
     terminal = shutil.get_terminal_size((80, 24)).columns
-    if not wide:  # whole columns that fit the terminal, never a number cut short
+    if not wide and not everything:  # whole columns that fit the terminal, never a number cut short
         room, kept = terminal - 1, []
         for column in shown:
             if kept and room < need[column] + 2:

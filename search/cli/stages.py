@@ -217,6 +217,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
 def worker(campaign: str | None, stage: str | None, storage: str | None, heartbeat: int, as_json: bool) -> int:
     """Join a running stage from this machine (same --storage, e.g. PostgreSQL) and run its trials.
 
+    It serves one stage and exits when that stage is done; for the next stage of a campaign that
+    search auto is running, start it again.
+
     \b
     Example:
       search worker --campaign digits --storage postgresql://user@host/search
@@ -230,8 +233,10 @@ def worker(campaign: str | None, stage: str | None, storage: str | None, heartbe
     if stage is None:
         unfinished = [s for s in campaign_stages(st, name)
                       if stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
-        if not unfinished:
-            raise SearchError(f"campaign {name!r} has no unfinished stage to join")
+        if not unfinished:  # finished before this worker came: nothing is wrong
+            if not as_json:
+                say(f"nothing to join: every stage of campaign {name} is complete")
+            return finish([], as_json)
         stage = unfinished[-1].user_attrs["stage"]
     return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json)
 

@@ -121,6 +121,11 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
         cells = dict(zip(wide[0].split(), line.split()))  # the columns before the two timestamps line up
         assert cells["state"] == record["state"] and cells["lr"] == f"{record['param_lr']:.4g}", line
         assert cells["diagnosis"] == record["diagnosis"], line
+    # --columns: the columns asked for, all of them, at full width (with --wide too)
+    for extra in ([], ["--wide"]):
+        asked = run_cli("trials", "digits/coarse", "--columns", "number,lr,stop_reason,diagnosis", *extra)
+        assert asked.stdout.splitlines()[0].split() == ["number", "lr", "stop_reason", "diagnosis"], asked.stdout
+        assert "more columns" not in asked.stderr
     more = run_cli("query", "SELECT * FROM trials_flat")
     assert "more columns" in more.stderr and "select fewer, or --format csv" in more.stderr
     assert "--wide" not in more.stderr  # query has no such option
@@ -255,3 +260,11 @@ def test_a_command_leaves_the_processes_unraisable_hook_and_nothing_pending(run_
         assert [type(u.exc_value) for u in seen] == [ValueError]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_worker_that_comes_after_the_campaign_is_done_says_so_and_exits_0(run_cli):
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    late = run_cli("worker", "--campaign", "digits")
+    assert late.exit_code == 0 and late.stderr == "", late.output
+    assert "nothing to join: every stage of campaign digits is complete" in late.stdout
+    assert json.loads(run_cli("worker", "--campaign", "digits", "--json").stdout) == {"stages": []}

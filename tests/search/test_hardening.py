@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -180,6 +181,19 @@ def test_jobs_2_from_a_script_without_a_main_guard_says_so_and_leaves_the_stage_
     good = start(["guarded.py"], tmp_path, "guarded", command=python, extra_env={"TMPDIR": str(temp)})
     assert good.wait(120) == 0, good.stderr
     assert good.stdout.strip() == "4" and budget(url, STAGE).finished == 4
+
+
+def test_jobs_2_from_a_script_read_from_stdin_says_so_instead_of_restarting_workers(tmp_path, url):
+    # each spawned worker imports the main script again: "<stdin>" cannot be, and the stage never progressed
+    script = f"URL = {url!r}\n{SCRIPT}\nif __name__ == '__main__':\n    main()\n"
+    done = subprocess.run([sys.executable, "-"], input=script, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == ("search.errors.SearchError: jobs > 1 needs the script in a file (each "
+                                            "worker process imports it again; <stdin> cannot be): save it to a "
+                                            "file, or use jobs=1")
+    after = budget(url, STAGE)
+    assert after is None or (after.states["WAITING"] == 4 and after.problems() == [])
 
 
 # --------------------------------------------------------------------------- item 13: a --jobs parent killed with SIGKILL
