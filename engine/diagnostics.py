@@ -201,7 +201,9 @@ class DiagnosisThresholds:
       ln C falls by far more within an epoch.
     - A run that exploded (its loss past 3x its first, as the search judges it), went NaN, or ended with its
       loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s
-      final stage) had a learning rate too high.
+      final stage) had a learning rate too high; with fewer than ``rose_min_iterations`` 10 losses it must have
+      ended above twice its first: a few minibatches' noise alone moves the loss by more than 10 % (wine, 3
+      iterations an epoch: lr 1e-6 went 1.96 -> 2.21 in 6 iterations).
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs).
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
@@ -220,6 +222,7 @@ class DiagnosisThresholds:
     """
 
     loss_change_low: float = 0.10
+    rose_min_iterations: int = 10
     gap_overfit: float = 0.05
     gap_underfit: float = 0.02
     train_acc_underfit: float = 0.90
@@ -266,7 +269,8 @@ def diagnose(
     dead = [s.dead for s in layers]
     saturated = [s.saturated for s in layers]
     # a loss that went up by more than "barely moved", in a run no explosion test stopped
-    rose = math.isfinite(change) and change < -t.loss_change_low
+    rose = math.isfinite(change) and change < -t.loss_change_low and (len(finite) >= t.rose_min_iterations
+                                                                      or change < -1.0)
     exploded = status in ("exploded", "diverged", "nan") or rose
     if exploded:
         labels.append("lr_too_high")

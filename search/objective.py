@@ -27,6 +27,7 @@ PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as O
 
 
 EXPLODE_WINDOW = 10  # minibatch losses averaged before they are compared with the first one
+EXPLODE_MIN_LOSSES = 3  # the fewest an epoch's end judges (wine in batches of 50: 2 an epoch, one spike stopped it)
 
 
 class ExplosionObserver(Observer):
@@ -56,7 +57,9 @@ class ExplosionObserver(Observer):
         return "exploded" if full and self._above() else None
 
     def on_epoch(self, epoch: int, train_acc: float, val_acc: float) -> str | None:
-        return "exploded" if 0 < len(self.recent) < EXPLODE_WINDOW and self._above() else None
+        # an epoch shorter than the window: judged on its losses once there are EXPLODE_MIN_LOSSES (one or two
+        # minibatches of a tiny dataset are not enough either); the window fills over the next epochs
+        return "exploded" if EXPLODE_MIN_LOSSES <= len(self.recent) < EXPLODE_WINDOW and self._above() else None
 
     def _above(self) -> bool:
         assert self.first is not None

@@ -37,6 +37,10 @@ def test_a_completed_run_whose_loss_ended_above_its_first_had_a_learning_rate_to
     # a run nothing stopped (search auto's final stage): up 2.3x and staying there is no lr too low
     assert _run(loss=[2.3] + [5.3] * 99, train=0.2, val=0.2).labels == ("lr_too_high",)
     assert _run(loss=[2.3] + [2.3 * 1.05] * 99, train=0.2, val=0.2).labels[0] == "lr_too_low"  # barely moved: +5 %
+    # a few minibatches are noise: up 13 % in 6 iterations of a tiny lr is no lr too high
+    assert _run(loss=[1.96, 2.0, 1.9, 2.1, 2.0, 2.21], train=0.4, val=0.4).labels[0] == "lr_too_low"
+    assert _run(loss=[1.96] * 4 + [2.21] * 6, train=0.4, val=0.4).labels[0] == "lr_too_high"  # 10 iterations
+    assert _run(loss=[2.0, 9.0, 20.0], train=0.1, val=0.1).labels[0] == "lr_too_high"  # above twice its first
 
 
 def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():

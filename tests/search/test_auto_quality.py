@@ -136,6 +136,17 @@ def test_an_epoch_shorter_than_the_window_is_judged_on_the_losses_it_has():
         observer = ExplosionObserver(3.0)
         assert [observer.on_iteration(i, loss) for i, loss in enumerate(losses, start=1)] == [None] * 8
         assert observer.on_epoch(1, 0.5, 0.5) == verdict
+    # an epoch of two minibatches (wine in batches of 50): one spike is not judged; the next epochs fill the window
+    observer = ExplosionObserver(3.0)
+    assert [observer.on_iteration(i, loss) for i, loss in enumerate((1.10, 6.09), start=1)] == [None, None]
+    assert observer.on_epoch(1, 0.9, 0.9) is None
+    for i, loss in enumerate((1.0, 0.9), start=3):
+        observer.on_iteration(i, loss)
+    assert observer.on_epoch(2, 0.9, 0.9) is None  # 4 losses, mean 2.27 < 3.3
+    diverging = ExplosionObserver(3.0)
+    for i, loss in enumerate((1.10, 6.09, 8.0), start=1):
+        diverging.on_iteration(i, loss)
+    assert diverging.on_epoch(1, 0.1, 0.1) == "exploded"  # 3 losses, mean 5.06
 
 
 
