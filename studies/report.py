@@ -297,12 +297,13 @@ def repeat_numbers(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]],
     rows = []
     random_runs, grid_runs = [], []
     for random_name, grid_name in pairs:
-        random_frame, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
+        stage_frame, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
+        random_frame = first_finished(stage_frame, int(grid_frame["state"].isin(["COMPLETE", "PRUNED"]).sum()))
         rb, _ = best_and_median(random_frame)
         gb, _ = best_and_median(grid_frame)
         rows.append({"random": random_name, "grid": grid_name, "random_best": rb, "grid_best": gb,
-                     "random_trials": len(random_frame), "grid_trials": len(grid_frame),
-                     "outcome": outcome(rb, gb, tolerance)})
+                     "random_trials": len(random_frame), "random_stage_trials": len(stage_frame),
+                     "grid_trials": len(grid_frame), "outcome": outcome(rb, gb, tolerance)})
         random_runs.append(best_so_far_by_trial(random_frame))
         grid_runs.append(best_so_far_by_trial(grid_frame))
     outcomes = [r["outcome"] for r in rows]

@@ -125,6 +125,10 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         r, g = summary["random"], summary["grid"]
         click.echo(f"\nrandom wins {summary['wins']}, ties {summary['ties']}, losses {summary['losses']} "
                    f"(of {summary['repeats']})")
+        cut = [p for p in summary["pairs"] if p["random_trials"] < p["random_stage_trials"]]
+        if cut:  # a grid has k^d points: fewer than the random stage's trials
+            say(f"equal budgets: each grid has {cut[0]['grid_trials']} points, so random is judged on its first "
+                f"{cut[0]['random_trials']} of {cut[0]['random_stage_trials']} trials")
         click.echo(f"best val acc  random: mean {fmt(r['mean'])} std {fmt(r['std'])} "
                    f"[{fmt(r['min'])}, {fmt(r['max'])}]")
         click.echo(f"best val acc  grid:   mean {fmt(g['mean'])} std {fmt(g['std'])} "

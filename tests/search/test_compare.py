@@ -83,6 +83,18 @@ def test_compare_runs_repeated_pairs_and_counts_wins(run_cli, tmp_path):
     storage.engine.dispose()
 
 
+def test_compare_judges_random_at_the_grids_budget(run_cli):
+    args = ("--repeats", "1", "--trials", "5", "--epochs", "1", "--train-size", "200", "--val-size", "200")
+    out = json.loads(run_cli("compare", *args, "--campaign", "five", "--json").stdout)
+    (pair,) = out["pairs"]
+    assert (pair["random_trials"], pair["random_stage_trials"], pair["grid_trials"]) == (4, 5, 4)  # a 2 x 2 grid
+    frame = trials_frame(open_storage("sqlite:///search.db", create=False), campaign="five")
+    first = frame[frame["study"] == "five/random-0"].sort_values("number").head(4)
+    assert pair["random_best"] == pytest.approx(first.loc[first["state"] == "COMPLETE", "value"].max())
+    text = " ".join(run_cli("compare", *args, "--campaign", "five").stdout.split())
+    assert "equal budgets: each grid has 4 points, so random is judged on its first 4 of 5 trials" in text
+
+
 def test_report_command_writes_the_files_and_says_where(run_cli, tmp_path):
     assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200", "--json").exit_code == 0
     result = run_cli("report")
