@@ -766,6 +766,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     summary = {
         "campaign": campaign,
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "data": next((i.attrs["data"] for i in infos if isinstance(i.attrs.get("data"), dict)), None),
         "params": params,
         "dims": {n: {"type": d.kind, "log": d.log if d.numeric else None, "choices": list(d.choices) or None}
                  for n, d in dims.items()},
@@ -1127,10 +1128,29 @@ def _inline_code(text: str) -> str:
     return re.sub(r"`([^`\n]+)`", r"<code>\1</code>", html.escape(text))
 
 
+def _data_text(data: dict[str, Any] | None) -> str | None:
+    """The data the campaign ran on, as its stages recorded it: name, format, split sizes, features, classes, hash."""
+    if not data:
+        return None
+    shapes = data.get("shapes") or {}
+    sizes = " / ".join(f"{shape[0]:,} {split}" for split, shape in shapes.items() if shape)
+    features = next((shape[1] for shape in shapes.values() if shape and len(shape) > 1), None)
+    text = f"Data: {data.get('path') or data.get('name')} ({data.get('format')})"
+    if sizes:
+        text += f", {sizes} samples"
+    if features is not None:
+        text += f" of {features:,} features"
+    if data.get("classes"):
+        text += f", {len(data['classes'])} classes"
+    return text + (f"; sha256 {data['sha256'][:12]}..." if data.get("sha256") else "") + "."
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
            f"{summary['trials']:,} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", ""]
+    if _data_text(summary.get("data")):
+        out += [_data_text(summary.get("data")), ""]
     if summary.get("chosen"):
         out += ["## Chosen configuration", "", _chosen_text(summary["chosen"]), ""]
     out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", "## Ranges and best parameters", "",
@@ -1184,6 +1204,8 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
              f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
              f"<p>{summary['trials']:,} trials in {len(summary['stages'])} stages; generated "
              f"{esc(summary['generated'])}.</p>"]
+    if _data_text(summary.get("data")):
+        parts.append(f"<p>{esc(_data_text(summary.get('data')))}</p>")
     if summary.get("chosen"):
         parts += ["<h2 id='chosen'>Chosen configuration</h2>", f"<p>{_inline_code(_chosen_text(summary['chosen']))}</p>"]
     parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary)),

@@ -103,6 +103,10 @@ def test_report_command_writes_the_files_and_says_where(run_cli, tmp_path):
         assert f"report-digits/{name}" in result.stdout
         assert (tmp_path / "report-digits" / name).is_file()
     assert "search grid --campaign digits" in result.stdout  # no grid stage yet: how to add one
+    # the data it ran on, as the stages recorded it
+    data = "Data: digits (builtin), 200 train / 270 val / 270 test samples of 64 features, 10 classes."
+    assert data in (tmp_path / "report-digits" / "report.md").read_text()
+    assert f"<p>{data}</p>" in (tmp_path / "report-digits" / "report.html").read_text()
 
 
 def test_report_errors_are_one_line(run_cli, tmp_path):
