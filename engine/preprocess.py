@@ -93,7 +93,7 @@ def _principal_axes(X: np.ndarray, mean: np.ndarray, components: int | None) -> 
     D = X.shape[1]
     k = min(D, DEFAULT_COMPONENTS) if components is None else components
     if k > D:
-        raise ConfigError(f"components {k} exceeds the input dimension {D}")
+        raise ConfigError(f"components {k} (--pca-components) exceeds the input dimension {D}")
     cov = np.zeros((D, D))
     for lo in range(0, len(X), CHUNK_ROWS):
         centred = X[lo : lo + CHUNK_ROWS].astype(np.float64) - mean

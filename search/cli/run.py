@@ -232,9 +232,12 @@ def data(base: RunConfig, as_json: bool) -> None:
       search data --data mine.csv --label-column species
       search data --data photos/ --image-size 32x32 --json
     """
-    from engine.data import describe_dataset
+    from engine.data import describe_dataset, load_dataset
+    from engine.preprocess import preprocess_dataset
 
-    info = describe_dataset(base.data)  # the data as it is in the file, before --preprocess
+    raw = load_dataset(base.data)
+    preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
+    info = describe_dataset(base.data, raw)  # the data as it is in the file, before --preprocess
     if as_json:
         echo_json(info)
         return
@@ -248,7 +251,9 @@ def data(base: RunConfig, as_json: bool) -> None:
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:
         click.echo(f"  {c['name'][:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
-    warnings = list(info["warnings"])
+    # the raw features' scales do not matter once --preprocess standardize rescales each of them
+    rescaled = base.preprocess.name == "standardize"
+    warnings = [w for w in info["warnings"] if not (rescaled and w.startswith("features on very different scales"))]
     if s["train"] < base.train.batch_size:
         warnings.append(f"{s['train']} training samples, fewer than --batch-size {base.train.batch_size}: "
                         f"give a smaller --batch-size")

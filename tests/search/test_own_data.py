@@ -78,7 +78,12 @@ def test_search_data_describes_a_file(run_cli, tmp_path):
     assert [c["name"] for c in out["classes"]] == ["barbera", "barolo", "grignolino"]
     assert any("--preprocess standardize" in w for w in out["warnings"])
     text = run_cli("data", "--data", "wine.csv").stdout
-    assert "13 features" in text and "barolo" in text
+    assert "13 features" in text and "barolo" in text and "warning: features on very different scales" in text
+    # standardized, the raw scales do not matter: no advice to standardize
+    assert "very different scales" not in run_cli("data", "--data", "wine.csv", "--preprocess", "standardize").stdout
+    # what a stage would refuse, search data refuses too
+    one_line_error(run_cli("data", "--data", "wine.csv", "--preprocess", "pca", "--pca-components", "100"),
+                   "components 100 (--pca-components) exceeds the input dimension 13")
 
 
 def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):
