@@ -237,6 +237,11 @@ def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None,
     return int(row["number"]), {p: _plain(row[f"param_{p}"]) for p in params if _present(row.get(f"param_{p}"))}
 
 
+def at_grid_budget(random_frame: pd.DataFrame, grid_frame: pd.DataFrame) -> pd.DataFrame:
+    """The random side of a grid comparison: its first trials, as many finished as the grid's."""
+    return first_finished(random_frame, int(grid_frame["state"].isin(["COMPLETE", "PRUNED"]).sum()))
+
+
 def first_finished(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     """A random stage's trials in order up to its ``n``-th finished one (COMPLETE or PRUNED; failed ones around
     them stay, they were re-run): the random side at a grid's budget. A grid has k^d points (27 beside 50 trials in 3
@@ -298,7 +303,7 @@ def repeat_numbers(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]],
     random_runs, grid_runs = [], []
     for random_name, grid_name in pairs:
         stage_frame, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
-        random_frame = first_finished(stage_frame, int(grid_frame["state"].isin(["COMPLETE", "PRUNED"]).sum()))
+        random_frame = at_grid_budget(stage_frame, grid_frame)
         rb, _ = best_and_median(random_frame)
         gb, _ = best_and_median(grid_frame)
         rows.append({"random": random_name, "grid": grid_name, "random_best": rb, "grid_best": gb,
@@ -744,7 +749,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     comparison: dict[str, Any] = {"pairs": [], "hint": None}
     for random_name, grid_name in pairs:
         grid_frame, random_frame = by_study.get(grid_name, empty), by_study.get(random_name, empty)
-        used = first_finished(random_frame, int(grid_frame["state"].isin(["COMPLETE", "PRUNED"]).sum()))
+        used = at_grid_budget(random_frame, grid_frame)
         r_side = side_numbers(used, params)
         g_side = side_numbers(grid_frame, params)
         comparison["pairs"].append({

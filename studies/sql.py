@@ -387,7 +387,7 @@ def run_readonly_sql(
 
 def unique_names(columns: list[str]) -> list[str]:
     """Result column names made unique as pandas' CSV reader does: a name seen before gets ``.1``, ``.2``, ...
-    (``SELECT * FROM trials JOIN studies USING ...`` names study_id twice)."""
+    (``SELECT * FROM trials t JOIN studies s ON s.study_id = t.study_id`` names study_id twice)."""
     seen: dict[str, int] = {}
     out = []
     for name in columns:
