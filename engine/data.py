@@ -526,8 +526,9 @@ def _feature_std(X: np.ndarray, rows: int = 4096) -> np.ndarray:
     return np.sqrt(total / max(len(X), 1))
 
 
-def describe_dataset(spec: DataSpec, dataset: Dataset | None = None) -> dict[str, Any]:
-    """What would be trained on: samples per split, features, classes with counts, value ranges, and warnings."""
+def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
+    """What would be trained on: samples per split, features, classes with counts, value ranges, and warnings
+    (``standardized``: the features will be rescaled one by one, so their raw scales need no warning)."""
     ds = dataset if dataset is not None else load_dataset(spec)
     path, fmt = data_source(spec)
     names = _class_names(ds)
@@ -536,7 +537,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None) -> dict[str
     warnings: list[str] = []
     if ds.image_shape is None:
         varying = std[std > 0]
-        if varying.size >= 2 and varying.max() / varying.min() > SCALE_RATIO_WARNING:
+        if not standardized and varying.size >= 2 and varying.max() / varying.min() > SCALE_RATIO_WARNING:
             warnings.append(f"features on very different scales: std from {varying.min():.3g} to {varying.max():.3g} "
                             f"(ratio {varying.max() / varying.min():.0f}); try --preprocess standardize")
         if (std == 0).any():

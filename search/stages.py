@@ -252,10 +252,11 @@ def latest_chain_stage(storage: RDBStorage, campaign: str) -> str | None:
 def stage_unfinished(storage: RDBStorage, study_id: int, repair: bool = True) -> bool:
     """Whether the stage has trials left to run: WAITING, RUNNING, or failed ones a killed process left un-retried
     (re-enqueued here with ``repair``; without it nothing is written)."""
-    if repair:
-        requeue_failed_trials(storage, study_id)
-    elif unretried_failures(storage.get_all_trials(study_id, deepcopy=False)):
-        return True
+    if not repair:
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        return bool(unretried_failures(trials)) or any(t.state in (TrialState.WAITING, TrialState.RUNNING)
+                                                       for t in trials)
+    requeue_failed_trials(storage, study_id)
     counts = stage_counts(storage, study_id)
     return bool(counts["WAITING"] or counts["RUNNING"])
 

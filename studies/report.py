@@ -1154,8 +1154,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
            f"{summary['trials']:,} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", ""]
-    if _data_text(summary.get("data")):
-        out += [_data_text(summary.get("data")), ""]
+    data = _data_text(summary.get("data"))
+    if data:
+        out += [data, ""]
     if summary.get("chosen"):
         out += ["## Chosen configuration", "", _chosen_text(summary["chosen"]), ""]
     out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", "## Ranges and best parameters", "",
@@ -1209,8 +1210,9 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
              f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
              f"<p>{summary['trials']:,} trials in {len(summary['stages'])} stages; generated "
              f"{esc(summary['generated'])}.</p>"]
-    if _data_text(summary.get("data")):
-        parts.append(f"<p>{esc(_data_text(summary.get('data')))}</p>")
+    data = _data_text(summary.get("data"))
+    if data:
+        parts.append(f"<p>{esc(data)}</p>")
     if summary.get("chosen"):
         parts += ["<h2 id='chosen'>Chosen configuration</h2>", f"<p>{_inline_code(_chosen_text(summary['chosen']))}</p>"]
     parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary)),

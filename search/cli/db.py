@@ -7,7 +7,7 @@ from search.cli.options import (
     FiniteFloatRange, SectionedCommand, WritablePath,
     apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
 )
-from search.cli.output import echo_json, print_frame, say, select_columns
+from search.cli.output import echo_json, print_frame, print_table, say
 from search.space import value_text
 
 
@@ -34,8 +34,7 @@ def studies(storage: str | None, fmt: str, columns: str | None, wide: bool) -> N
     from studies.queries import list_studies
 
     frame = list_studies(open_for_reading(storage))
-    chosen = select_columns(columns, frame)
-    print_frame(frame, fmt, chosen or STUDY_COLUMNS, wide or chosen is not None, everything=wide and not chosen)
+    print_table(frame, fmt, columns, STUDY_COLUMNS, wide)
 
 
 @click.command(cls=SectionedCommand)
@@ -64,8 +63,7 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
     default = (["study"] if "study" in frame and frame["study"].nunique() > 1 else []) + [
         c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
-    chosen = select_columns(columns, frame)
-    print_frame(frame, fmt, chosen or default, wide or chosen is not None, everything=wide and not chosen)
+    print_table(frame, fmt, columns, default, wide)
 
 
 @click.command(cls=SectionedCommand)

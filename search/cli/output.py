@@ -129,6 +129,13 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             width=max(terminal, width) if wide else None).print(table)
 
 
+def print_table(frame: Any, fmt_name: str, columns_text: str | None, default: list[str], wide: bool) -> None:
+    """``print_frame`` of a listing: the --columns asked for, all of them at full width; else ``default`` fitted
+    to the terminal, or with --wide every column at full width."""
+    chosen = select_columns(columns_text, frame)
+    print_frame(frame, fmt_name, chosen or default, wide or chosen is not None, everything=wide and not chosen)
+
+
 def select_columns(text: str | None, frame: Any) -> list[str] | None:
     """Columns named by --columns (comma-separated), checked against the frame."""
     if text is None:

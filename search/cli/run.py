@@ -237,7 +237,8 @@ def data(base: RunConfig, as_json: bool) -> None:
 
     raw = load_dataset(base.data)
     preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
-    info = describe_dataset(base.data, raw)  # the data as it is in the file, before --preprocess
+    # the data as it is in the file, before --preprocess (with standardize, its raw scales do not matter)
+    info = describe_dataset(base.data, raw, standardized=base.preprocess.name == "standardize")
     if as_json:
         echo_json(info)
         return
@@ -251,9 +252,7 @@ def data(base: RunConfig, as_json: bool) -> None:
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:
         click.echo(f"  {c['name'][:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
-    # the raw features' scales do not matter once --preprocess standardize rescales each of them
-    rescaled = base.preprocess.name == "standardize"
-    warnings = [w for w in info["warnings"] if not (rescaled and w.startswith("features on very different scales"))]
+    warnings = list(info["warnings"])
     if s["train"] < base.train.batch_size:
         warnings.append(f"{s['train']} training samples, fewer than --batch-size {base.train.batch_size}: "
                         f"give a smaller --batch-size")
