@@ -19,7 +19,7 @@ from engine.trainer import Observer, TrainResult, train
 from search.config import RunConfig
 from search.errors import raise_pending
 from search.schedulers import asha_rungs
-from search.space import Dimension, params_to_paths
+from search.space import Dimension, params_to_paths, suggest_params
 
 LOSS_CURVE_POINTS = 200
 SCHEDULER_STOP = "pruned"  # the stop_reason of a trial the stage's scheduler (its Optuna pruner) stopped
@@ -153,7 +153,7 @@ def run_trial(
 
     ``scheduled``: the study's pruner may stop the run after each of its rung epochs (``asha_rungs``, all before
     the last: a run that reached its last epoch is complete)."""
-    params = {name: dim.suggest(trial, name) for name, dim in space.items()}
+    params = suggest_params(trial, space, base)
     if on_params is not None:
         on_params()
     config = trial_config(base, params, stage_seed, trial.number)

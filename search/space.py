@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.init import INITIALISERS
+from engine.activations import ACTIVATION_REGISTRY
+from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS
 from engine.optim import OPTIMIZERS
@@ -40,6 +41,8 @@ class Searchable:
     limits: tuple[float, float] = (-INF, INF)
     choices: tuple[Any, ...] = ()
     help: str = ""
+    # (another searchable option, its values with which this one has an effect); None: it always has one
+    applies_with: tuple[str, tuple[Any, ...]] | None = None
 
 
 # The one table of searchable options. Limits are the option's own (dropout is a keep probability
@@ -52,9 +55,13 @@ SEARCHABLE: dict[str, Searchable] = {
     "dropout": Searchable("arch.dropout", "float", limits=(0.01, 1.0), help="keep probability (1 = off)"),
     "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF), help="minibatch size"),
     "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0), help="lr multiplier per epoch"),
-    "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999), help="mu of momentum/nesterov"),
-    "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF), help="std of normal/uniform init"),
-    "relu_bias": Searchable("arch.relu_bias", "float", limits=(0.0, INF), help="initial bias of ReLU units"),
+    "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999), help="mu of momentum/nesterov",
+                           applies_with=("optimizer", ("momentum", "nesterov"))),
+    "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF), help="std of normal/uniform init",
+                           applies_with=("init", tuple(DEFAULT_STD))),
+    "relu_bias": Searchable("arch.relu_bias", "float", limits=(0.0, INF), help="initial bias of ReLU units",
+                            applies_with=("activation", tuple(a for a, f in ACTIVATION_REGISTRY.items()
+                                                              if f.relu_family))),
     "activation": Searchable("arch.activation", "categorical", choices=ACTIVATIONS),
     "init": Searchable("arch.init.name", "categorical", choices=tuple(sorted(INITIALISERS))),
     "optimizer": Searchable("train.optimizer", "categorical", choices=tuple(OPTIMIZERS)),
@@ -352,7 +359,8 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
 
 
 def check_space(space: Space, base: RunConfig) -> None:
-    """Every dimension's bounds or choices are values its option accepts, applied to ``base``; else SearchError."""
+    """Every dimension's bounds or choices are values its option accepts, applied to ``base``, and each has an
+    effect in some trial (momentum needs optimizer momentum or nesterov, fixed or searched); else SearchError."""
     for name, dim in space.items():
         entry = SEARCHABLE[name]
         values = list(dim.choices) if isinstance(dim, Choice) else [dim.low, dim.high]
@@ -364,6 +372,53 @@ def check_space(space: Space, base: RunConfig) -> None:
                 base.with_params({entry.path: value})
             except ConfigError as e:
                 raise SearchError(f"--space {name}: {value_text(value)} is not accepted: {e}") from None
+    for name in space:  # a dimension that can have no effect in any trial is refused, not sampled for nothing
+        if SEARCHABLE[name].applies_with is None:
+            continue
+        parent, values = SEARCHABLE[name].applies_with
+        given = list(space[parent].choices) if isinstance(space.get(parent), Choice) else [_option(base, parent)]
+        if not any(v in values for v in given):
+            raise SearchError(f"--space {name} has no effect with {parent} {', '.join(map(value_text, given))}: it "
+                              f"applies only with {parent} {_either(values)} (set --{parent} or search it too)")
+
+
+def _either(values: Sequence[Any]) -> str:
+    """``a, b or c``."""
+    texts = [value_text(v) for v in values]
+    return texts[0] if len(texts) == 1 else f"{', '.join(texts[:-1])} or {texts[-1]}"
+
+
+def _option(base: RunConfig, name: str) -> Any:
+    """The value ``base`` gives the searchable option NAME."""
+    value: Any = base
+    for part in SEARCHABLE[name].path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def applies(name: str, params: Mapping[str, Any], base: RunConfig) -> bool:
+    """Whether dimension NAME has an effect in a run of ``base`` with ``params`` (momentum not with adam)."""
+    if SEARCHABLE[name].applies_with is None:
+        return True
+    parent, values = SEARCHABLE[name].applies_with
+    return (params[parent] if parent in params else _option(base, parent)) in values
+
+
+def has_params(params: Mapping[str, Any], space: Space, base: RunConfig) -> bool:
+    """Whether ``params`` holds every dimension of ``space`` that has an effect with them (a trial cut short while
+    its values were suggested does not)."""
+    return all(name in params for name in space if applies(name, params, base))
+
+
+def suggest_params(trial: optuna.Trial, space: Space, base: RunConfig) -> dict[str, Any]:
+    """The trial's values, each option another depends on first; a dimension is suggested only where it has an
+    effect, so a trial of adam has no momentum (Optuna's samplers handle such conditional parameters)."""
+    parents = {SEARCHABLE[name].applies_with[0] for name in space if SEARCHABLE[name].applies_with}
+    params: dict[str, Any] = {}
+    for name in sorted(space, key=lambda n: n not in parents):  # stable: the given order otherwise
+        if applies(name, params, base):
+            params[name] = space[name].suggest(trial, name)
+    return params
 
 
 def params_to_paths(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -428,7 +483,11 @@ def refine_space(
     flat_names: set[str] = set()
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
-        values = [(p[name], v) for p, v in ranked]
+        values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
+        if not values:
+            new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"
+            notes.append(note)
+            continue
         flat = insensitive(dim, values, value_se) if value_se is not None else None
         if flat is not None:
             flat_names.add(name)

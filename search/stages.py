@@ -35,7 +35,8 @@ from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
-from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
+from search.space import (Choice, Dimension, applies, describe_space, has_params, refine_space, space_attr,
+                          space_from_attr)
 from studies import optuna_rdb
 from studies.queries import names_message
 from studies.budget import initialise_study, requeue_failed_trials, unretried_failures
@@ -111,16 +112,19 @@ class Stage:
     def grid_beside(self, stage: str) -> Stage:
         """A grid stage ``stage`` over this stage's space, epochs and data at about the same budget.
 
-        Its real size (every category x k values per numeric dimension) is its ``n_trials``; the
-        range notes say how it differs from this stage's budget.
+        Its points (every category x k values per numeric dimension, k from this stage's budget) are
+        stored with it and their count is its ``n_trials``; the range notes say how that differs from
+        this stage's budget.
         """
-        grid = replace(self, stage=stage, sampler="grid", scheduler="none", parent=self.name, range_notes=())
-        size = len(grid.grid_points())
-        note = (f"grid of {size} points ({' x '.join(str(len(v)) for v in grid.grid_values().values())}) "
-                f"beside {self.n_trials} trials of {self.name}" +
+        points = self.grid_points()
+        size, product = len(points), " x ".join(str(len(v)) for v in self.grid_values().values())
+        if size != math.prod(len(v) for v in self.grid_values().values()):
+            product += ", each combination once without the dimensions that have no effect in it"
+        note = (f"grid of {size} points ({product}) beside {self.n_trials} trials of {self.name}" +
                 ("" if size == self.n_trials else
                  f": {abs(size - self.n_trials)} {'more' if size > self.n_trials else 'fewer'} than its budget"))
-        return replace(grid, n_trials=size, range_notes=(note,))
+        return replace(self, stage=stage, sampler="grid", scheduler="none", parent=self.name, points=tuple(points),
+                       n_trials=size, range_notes=(note,))
 
     def grid_values(self) -> dict[str, list]:
         """The values each dimension takes on the grid: every category, and k per numeric dimension,
@@ -131,11 +135,13 @@ class Stage:
         return {name: dim.grid(k) for name, dim in self.space.items()}
 
     def grid_points(self) -> list[dict[str, float]]:
-        """Every combination of ``grid_values``."""
+        """Every combination of ``grid_values``, without the dimensions that have no effect in it (momentum
+        with adam), each such combination once."""
         points: list[dict[str, float]] = [{}]
         for name, values in self.grid_values().items():
             points = [{**p, name: v} for p in points for v in values]
-        return points
+        kept = ({k: v for k, v in p.items() if applies(k, p, self.run)} for p in points)
+        return list({tuple(p.items()): p for p in kept}.values())
 
 
 # --------------------------------------------------------------------------- creating and loading stages
@@ -155,7 +161,9 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
         optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
         pass  # created by another process (or by an earlier run of this command): join it
-    points = {"grid": stage.grid_points(), "fixed": list(stage.points)}.get(stage.sampler, [{}] * stage.n_trials)
+    # a grid stage stored before its points were (an older database) makes them from its space
+    points = {"grid": list(stage.points) or stage.grid_points(), "fixed": list(stage.points)}.get(
+        stage.sampler, [{}] * stage.n_trials)
     # the heartbeat interval belongs to the stage: a worker judging others' trials stale with a
     # shorter interval than theirs would fail live trials
     attrs = {**stage.attrs(), "heartbeat": storage.get_heartbeat_interval()}
@@ -284,7 +292,7 @@ def promotion_stage(parent_study: optuna.Study, epochs: int | None, n: int) -> S
                     key=lambda t: t.value, reverse=True)
     points: list[dict[str, Any]] = []
     for t in ranked:
-        if t.params not in points and all(k in t.params for k in parent.space):
+        if t.params not in points and has_params(t.params, parent.space, parent.run):
             points.append(dict(t.params))
         if len(points) == n:
             break
@@ -304,11 +312,12 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
     parent = Stage.from_attrs(parent_study.user_attrs)
     source = promoted if promoted is not None else parent_study
     done = [t for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if all(k in t.params for k in parent.space)]
+            if has_params(t.params, parent.space, parent.run)]
     if not done:
         raise SearchError(f"stage {source.study_name} has no completed trials to refine the ranges from")
     exploded = [t.params for t in source.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-                if "lr_too_high" in t.user_attrs.get("diagnosis", []) and all(k in t.params for k in parent.space)]
+                if "lr_too_high" in t.user_attrs.get("diagnosis", [])
+                and has_params(t.params, parent.space, parent.run)]
     # a handful of promoted runs cannot show that a dimension does not matter: no insensitivity test on them
     se = None if promoted is not None else value_se(max(t.value for t in done), val_size(parent_study))
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,

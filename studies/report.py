@@ -504,16 +504,17 @@ def distribution(spec: Any) -> optuna.distributions.BaseDistribution | None:
 
 
 def _importance_trial(row: Any, distributions: dict[str, Any]) -> FrozenTrial | None:
-    """A COMPLETE trial rebuilt from a frame row; None if a value lies outside the stage's space."""
+    """A COMPLETE trial rebuilt from a frame row, with the params it has (a conditional one may be missing);
+    None if a value lies outside the stage's space."""
     params = {}
     for name, dist in distributions.items():
         value = _plain(row[f"param_{name}"]) if f"param_{name}" in row and _present(row[f"param_{name}"]) else None
-        if value is None:
-            return None
-        params[name] = int(value) if isinstance(dist, optuna.distributions.IntDistribution) else (
-            float(value) if isinstance(dist, optuna.distributions.FloatDistribution) else value)
+        if value is not None:
+            params[name] = int(value) if isinstance(dist, optuna.distributions.IntDistribution) else (
+                float(value) if isinstance(dist, optuna.distributions.FloatDistribution) else value)
     try:
-        return create_trial(value=float(row["value"]), params=params, distributions=distributions)
+        return create_trial(value=float(row["value"]), params=params,
+                            distributions={name: distributions[name] for name in params})
     except ValueError:
         return None
 
@@ -549,7 +550,9 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
     except (ValueError, RuntimeError) as exc:
         out["message"] = f"importance could not be estimated: {exc}"
         return out
-    out.update(importance={k: float(v) for k, v in importance.items()}, trials_used=len(used))
+    # Optuna rates the dimensions every trial has: one used only with some value of another (momentum) is left out
+    out.update(importance={k: float(v) for k, v in importance.items()}, trials_used=len(used),
+               left_out=[n for n in searched if n not in importance])
     return out
 
 
@@ -1012,6 +1015,9 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
                          f"{imp['trials_complete']:,} completed trials")
         else:
             notes.append(f"{s['stage']}: fANOVA on its {imp['trials_used']:,} completed trials")
+        if imp.get("left_out"):
+            notes.append(f"{s['stage']}: {', '.join(imp['left_out'])} left out: not in every trial (searched only "
+                         f"where it has an effect), and fANOVA rates the dimensions all trials share")
     if fixed:
         notes.append(f"{', '.join(fixed)}: left out of importance and of the pair plot's choice (sampler fixed: "
                      f"a few earlier configurations re-run, nothing sampled)")

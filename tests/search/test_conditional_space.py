@@ -1,0 +1,129 @@
+"""Dimensions that have an effect only with some value of another (momentum with momentum/nesterov, init_std with
+the std-scaled initialisers, relu_bias with ReLU-family units): refused where they never apply, sampled only in
+the trials where they do, and handled where trials lack them (grid, refinement, promotion, tables, importance)."""
+from __future__ import annotations
+
+import os
+
+import optuna
+import pandas as pd
+import pytest
+
+from search.config import RunConfig
+from search.space import Choice, FloatRange, applies, refine_space
+from search.stages import Stage, promotion_stage
+from studies.report import param_importance
+from studies.store import open_storage
+from tests.search.conftest import one_line_error
+
+OPTIMIZERS = ["--space", "optimizer=adam,momentum,sgd", "--space", "momentum=0.5:0.99", "--space", "lr=1e-3:1e-1"]
+
+
+def _study(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db", create=False))
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--space", "momentum=0.5:0.99"],
+     "error: --space momentum has no effect with optimizer adam: it applies only with optimizer momentum or "
+     "nesterov (set --optimizer or search it too)"),
+    (["--space", "momentum=0.5:0.99", "--space", "optimizer=adam,sgd"],
+     "error: --space momentum has no effect with optimizer adam, sgd: it applies only with optimizer momentum or "
+     "nesterov (set --optimizer or search it too)"),
+    (["--space", "init_std=1e-3:1", "--init", "xavier"],
+     "error: --space init_std has no effect with init xavier: it applies only with init normal, uniform, constant, "
+     "sparse or orthogonal (set --init or search it too)"),
+    (["--space", "relu_bias=0:0.1", "--activation", "tanh"],
+     "error: --space relu_bias has no effect with activation tanh: it applies only with activation relu, "
+     "leaky_relu, prelu, elu or maxout (set --activation or search it too)"),
+])
+def test_a_dimension_that_can_never_have_an_effect_is_refused_before_the_database_is_made(run_cli, args, line):
+    assert one_line_error(run_cli("coarse", *args, "--trials", "2", "--epochs", "1")) == line
+    assert not os.path.exists("search.db")
+
+
+def test_a_fixed_parent_that_uses_it_is_accepted(run_cli):
+    result = run_cli("coarse", "--optimizer", "nesterov", "--space", "momentum=0.5:0.99", "--trials", "3",
+                     "--epochs", "1", "--train-size", "300")
+    assert result.exit_code == 0, result.output
+    assert [sorted(t.params) for t in _study("digits/coarse").get_trials()] == [["momentum"]] * 3
+
+
+def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage_copes(run_cli):
+    coarse = run_cli("coarse", *OPTIMIZERS, "--trials", "18", "--epochs", "2", "--train-size", "400")
+    assert coarse.exit_code == 0, coarse.output
+    trials = _study("digits/coarse").get_trials()
+    assert len(trials) == 18 and all(t.state.name == "COMPLETE" for t in trials)
+    by_optimizer = {o: [t for t in trials if t.params["optimizer"] == o] for o in ("adam", "momentum", "sgd")}
+    assert all(by_optimizer.values())  # 18 draws of 3 categories with this seed: each one at least once
+    for optimizer, group in by_optimizer.items():
+        for t in group:
+            assert ("momentum" in t.params) == (optimizer == "momentum")
+            config = RunConfig.from_dict(t.system_attrs["config"])
+            assert config.train.optimizer == optimizer
+            if optimizer == "momentum":
+                assert config.train.momentum == t.params["momentum"]
+    # the stage's table shows "-" where a trial has no momentum
+    table = coarse.output[coarse.output.index("  trial  val_acc"):].splitlines()
+    assert table[0].split() == ["trial", "val_acc", "optimizer", "momentum", "lr"]
+    assert all((row.split()[3] == "-") == (row.split()[2] != "momentum") for row in table[1:6])
+
+    # the promotion keeps the best configurations whatever their optimizer (an adam one lacks momentum)
+    best_five = sorted(trials, key=lambda t: t.value, reverse=True)[:5]
+    promoted = promotion_stage(_study("digits/coarse"), None, 5)
+    assert list(promoted.points) == [t.params for t in best_five]
+
+    # the grid: 2 values of lr and momentum for momentum, 2 of lr for adam and sgd: 8 points, not 12
+    grid = run_cli("grid")
+    assert grid.exit_code == 0, grid.output
+    points = [t.params for t in _study("digits/grid").get_trials()]
+    assert len(points) == 8
+    assert sum(p["optimizer"] == "momentum" for p in points) == 4
+    assert all(("momentum" in p) == (p["optimizer"] == "momentum") for p in points)
+    assert len({tuple(sorted(p.items())) for p in points}) == 8
+    stage = Stage.from_attrs(_study("digits/grid").user_attrs)
+    assert stage.n_trials == 8 and stage.range_notes[0].startswith(
+        "grid of 8 points (3 x 2 x 2, each combination once without the dimensions that have no effect in it) "
+        "beside 18 trials of digits/coarse: 10 fewer than its budget")
+
+    fine = run_cli("fine", "--trials", "6")
+    assert fine.exit_code == 0, fine.output
+    assert len(_study("digits/fine-1").get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 6
+
+
+def test_refinement_reads_a_conditional_dimension_from_the_trials_that_used_it():
+    space = {"optimizer": Choice(("adam", "momentum")), "momentum": FloatRange(0.5, 0.99, log=False)}
+    trials = [({"optimizer": "adam"}, 0.95), ({"optimizer": "momentum", "momentum": 0.9}, 0.9),
+              ({"optimizer": "adam"}, 0.85), ({"optimizer": "momentum", "momentum": 0.7}, 0.8)]
+    new, notes = refine_space(space, trials, top=2)
+    assert notes[1] == ("momentum: best 0.9 is inside 0.5:0.99:linear; narrowed around the top 2 trials to "
+                        "0.651:0.949:linear (0.3 of 0.49 units)")
+    only_adam = [(p, v) for p, v in trials if p["optimizer"] == "adam"]
+    new, notes = refine_space(space, only_adam, top=2)
+    assert new["momentum"] == space["momentum"]
+    assert notes[1] == "momentum: kept at 0.5:0.99:linear: no finished trial used it"
+
+
+def test_applies_reads_the_trial_first_then_the_fixed_option():
+    base = RunConfig().with_params({"train.optimizer": "nesterov"})
+    assert applies("momentum", {}, base) and applies("lr", {}, RunConfig())
+    assert not applies("momentum", {"optimizer": "adam"}, base)
+    assert applies("relu_bias", {"activation": "elu"}, base) and not applies("relu_bias", {"activation": "tanh"}, base)
+
+
+def test_importance_rates_what_every_trial_has_and_names_what_it_left_out():
+    rows = []
+    for i in range(12):
+        optimizer = ("adam", "momentum", "sgd")[i % 3]
+        lr = 10 ** (-3 + 2 * i / 11)
+        row = {"state": "COMPLETE", "value": 0.5 + 0.03 * i + (0.2 if optimizer == "adam" else 0.0),
+               "param_optimizer": optimizer, "param_lr": lr, "param_momentum": 0.6 + 0.03 * i
+               if optimizer == "momentum" else float("nan")}
+        rows.append(row)
+    space = {"optimizer": {"type": "categorical", "choices": ["adam", "momentum", "sgd"]},
+             "momentum": {"type": "float", "low": 0.5, "high": 0.99, "log": False},
+             "lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}}
+    out = param_importance(pd.DataFrame(rows), space)
+    assert out["trials_used"] == 12 and out["left_out"] == ["momentum"]
+    assert set(out["importance"]) == {"optimizer", "lr"}
+    assert abs(sum(out["importance"].values()) - 1) < 1e-9
