@@ -398,9 +398,10 @@ def _option(base: RunConfig, name: str) -> Any:
 
 def applies(name: str, params: Mapping[str, Any], base: RunConfig) -> bool:
     """Whether dimension NAME has an effect in a run of ``base`` with ``params`` (momentum not with adam)."""
-    if SEARCHABLE[name].applies_with is None:
+    condition = SEARCHABLE[name].applies_with if name in SEARCHABLE else None
+    if condition is None:
         return True
-    parent, values = SEARCHABLE[name].applies_with
+    parent, values = condition
     return (params[parent] if parent in params else _option(base, parent)) in values
 
 
@@ -413,7 +414,8 @@ def has_params(params: Mapping[str, Any], space: Space, base: RunConfig) -> bool
 def suggest_params(trial: optuna.Trial, space: Space, base: RunConfig) -> dict[str, Any]:
     """The trial's values, each option another depends on first; a dimension is suggested only where it has an
     effect, so a trial of adam has no momentum (Optuna's samplers handle such conditional parameters)."""
-    parents = {SEARCHABLE[name].applies_with[0] for name in space if SEARCHABLE[name].applies_with}
+    parents = {SEARCHABLE[name].applies_with[0] for name in space if name in SEARCHABLE
+               and SEARCHABLE[name].applies_with}
     params: dict[str, Any] = {}
     for name in sorted(space, key=lambda n: n not in parents):  # stable: the given order otherwise
         if applies(name, params, base):
