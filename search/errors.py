@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 INTERRUPTED_LINE = "interrupted: the database is consistent; run the same command again to continue"
@@ -66,3 +68,21 @@ def _unraisable(unraisable: Any) -> None:
     # a dropped interrupt is raised again at the next safe point: no "Exception ignored" traceback for it
     if not (_pending and isinstance(unraisable.exc_value, (KeyboardInterrupt, Interrupted))):
         (_hooks[0] if _hooks else sys.__unraisablehook__)(unraisable)
+
+
+@contextmanager
+def signal_held(signum: int) -> Iterator[None]:
+    """Hold signal ``signum`` while the block runs, then act on it as the handler in place would have.
+
+    It is blocked in this thread, so processes started here inherit it blocked (they unblock it when ready); a
+    copy another thread takes is only noted. Either way it is raised again once the block is over."""
+    caught: list[int] = []
+    previous = signal.signal(signum, lambda number, frame: caught.append(number))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})  # one held till now is noted here
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(signum)

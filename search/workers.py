@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
-from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending
+from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, signal_held
 from search.stages import WorkerReport, is_storage_error, load_stage_study, run_worker, watch_sqlite_file
 from studies.errors import StudyError
 from studies.store import mask_url, open_storage
@@ -37,7 +37,8 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     """Entry point of a spawned worker process: exit 0 done, 130 interrupted, 1 failed."""
     # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
     # signal landing while the first one's trial is being recorded could cut that in half.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C pending since the start is dropped here
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it started this one
     raise_on(signal.SIGTERM, Interrupted)
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     try:
@@ -129,13 +130,11 @@ def run_stage_processes(
         procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid()),
                              daemon=False)
                  for _ in range(jobs - 1 if parent_works else jobs)]
-        # spawned interpreters keep an ignored SIGINT ignored, so Ctrl-C cannot hit one while it starts
-        previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
+        # Ctrl-C is held while the workers start: they inherit it blocked, so it cannot hit one before it ignores
+        # SIGINT (``_worker_main``), and here it stops the command once they have started
+        with signal_held(signal.SIGINT):
             for p in procs:
                 p.start()
-        finally:
-            signal.signal(signal.SIGINT, previous_sigint)
         _restore_env(saved_env)
         watcher.start()
         if parent_works:

@@ -150,6 +150,24 @@ def test_ctrl_c_that_python_drops_in_a_weakref_callback_still_stops_the_command(
     assert state.finished == 0 and state.problems() == []  # stopped before its first trial, nothing half-written
 
 
+def test_ctrl_c_while_the_workers_start_stops_the_command(tmp_path, url):
+    # --jobs 2 starts its worker processes with SIGINT kept from them; a Ctrl-C landing in those milliseconds
+    # was dropped (SIGINT was ignored there) and the stage ran to its end. Here it lands as the worker starts.
+    hooked = _site_hook(tmp_path, "import os, signal\n"
+                                  "from multiprocessing.process import BaseProcess\n"
+                                  "_start = BaseProcess.start\n"
+                                  "def _start_after_ctrl_c(self):\n"
+                                  "    os.kill(os.getpid(), signal.SIGINT)\n"
+                                  "    return _start(self)\n"
+                                  "BaseProcess.start = _start_after_ctrl_c\n")
+    proc = start(["coarse", *LONG, "--trials", "6", "--jobs", "2", "--storage", url], tmp_path, "spawning",
+                 extra_env=hooked)
+    assert proc.wait(60) == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in proc.stderr
+    state = budget(url, STAGE)
+    assert state.finished < 6 and state.problems() == [] and state.states["RUNNING"] == 0
+
+
 # --------------------------------------------------------------------------- SIGKILL at random moments
 @pytest.mark.slow
 def test_twenty_kills_at_random_moments_then_the_stage_reaches_exactly_n(tmp_path, url):
