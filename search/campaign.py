@@ -5,6 +5,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
     FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     promotion_stage, refined_stage, stage_counts, stage_unfinished, study_name, val_size, value_se,
+    watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -166,12 +168,17 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         if dataset is None:  # a worker joining a stage, maybe on another machine: same data or nothing
             dataset = stage.run.load()
             _check_same_data(study, data_identity(stage.run.data, dataset))
-        progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
-                            mode=execution.progress)
         # every worker of a stage judges staleness with the stage's interval (see create_stage)
         heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
-        counts = stage_counts(optuna_rdb.study_storage(study), optuna_rdb.study_id(study))
+        storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+        counts = stage_counts(storage, study_id)
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
+        read_stage = None
+        if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
+            watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
+            read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
+        progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
+                            mode=execution.progress, read_stage=read_stage)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works)

@@ -4,18 +4,21 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.stages import FINISHED
+from search.stages import FINISHED, is_storage_error
 
 
 # shorter than tqdm's default (no percentage beside the count, no rate): at 80 columns a long stage name and every
 # count after the bar still fit
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
+# the stage's counts are read from the database when a trial of this process ends, at most this often
+READ_EVERY_SECONDS = 1.0
 
 
 def format_params(params: dict) -> str:
@@ -23,10 +26,15 @@ def format_params(params: dict) -> str:
 
 
 class Progress:
-    """Trials done/total, pruned, failed and best so far of one stage, starting from what the database holds."""
+    """Trials done/total, pruned, failed and best so far of one stage, starting from what the database holds.
+
+    ``read_stage`` (the stage's trials by state name and best value) is for a process that is told only of its own
+    trials while others run the same stage: the counts then come from the database, read as trials end.
+    """
 
     def __init__(self, name: str, total: int, finished: Iterable[FrozenTrial] = (), mode: str = "auto",
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None,
+                 read_stage: Callable[[], tuple[dict[str, int], float | None]] | None = None):
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
@@ -37,6 +45,12 @@ class Progress:
         self.best = -math.inf
         for t in finished:
             self._count(t)
+        self.read_stage = read_stage if self.mode != "quiet" else None  # nothing shown, nothing read
+        self.read_at = -math.inf
+        self.failed_before = 0  # FAIL trials in the database before this process started: not counted
+        if self.read_stage is not None:
+            self._read()
+            self.failed_before, self.failed = self.failed, 0
         self.bar = None
         if self.mode == "bar":
             # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
@@ -65,6 +79,8 @@ class Progress:
         before = self.done
         if not self._count(t):
             return
+        if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
+            self._read()
         if self.mode == "log":
             value = "-" if t.value is None else f"{t.value:.4f}"
             reason = t.user_attrs.get("stop_reason", "")
@@ -77,6 +93,21 @@ class Progress:
         elif self.bar is not None:
             self.bar.update(self.done - before)
             self._postfix()
+
+    def _read(self) -> None:
+        """The stage's counts and best from the database, other processes' trials included; kept as they were
+        while the database fails (the worker retries it)."""
+        try:
+            counts, best = self.read_stage()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            return
+        self.read_at = time.monotonic()
+        self.done, self.pruned = counts["COMPLETE"] + counts["PRUNED"], counts["PRUNED"]
+        self.failed = counts["FAIL"] - self.failed_before
+        if best is not None:
+            self.best = max(self.best, best)
 
     def _best(self) -> str:
         return f"{self.best:.4f}" if math.isfinite(self.best) else "-"

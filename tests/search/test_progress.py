@@ -28,3 +28,51 @@ def test_the_bar_keeps_its_counts_at_80_columns(monkeypatch):
     assert len(last) <= 77, last
     assert last.startswith("my-campaign/promote-2: 2/100 |"), last
     assert last.endswith(", best 0.9815 pruned 1 failed 1"), last
+
+
+def _counts(complete: int, pruned: int = 0, fail: int = 0) -> dict[str, int]:
+    return {"RUNNING": 0, "WAITING": 0, "COMPLETE": complete, "PRUNED": pruned, "FAIL": fail}
+
+
+def test_one_process_shows_the_stage_counts_read_from_the_database_at_most_every_second(monkeypatch):
+    reads = [(_counts(2, fail=1), 0.5), (_counts(5, pruned=1, fail=2), 0.9)]  # at the start, after trial 5
+    out = io.StringIO()
+    progress = Progress("c/coarse", 10, mode="log", stream=out, read_stage=lambda: reads.pop(0))
+    monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 0.0)
+    own = _trial(5, TrialState.COMPLETE, 0.6)
+    own.number = 5
+    progress.trial(own)
+    monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 3600.0)
+    own = _trial(7, TrialState.PRUNED, None)
+    own.number = 7
+    progress.trial(own)  # no read this soon after the last one: counted here
+    assert reads == []
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("[6/10, best 0.9000]"), lines
+    assert lines[1].endswith("[7/10, best 0.9000]"), lines
+    assert (progress.done, progress.pruned, progress.failed) == (7, 2, 1)  # the FAIL from before is not counted
+
+
+def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp_path, monkeypatch, capsys):
+    from engine.data import DataSpec
+    from search import campaign
+    from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
+    from search.config import RunConfig
+    from search.stages import run_worker
+    from studies.store import open_storage
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 1})
+    real = campaign.run_stage_processes
+
+    def another_process_first(url_, name, dataset, *args, **kwargs):
+        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
+        return real(url_, name, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
+    monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 0.0, raising=False)
+    execute_stage(Execution(url, jobs=1, progress="log"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[2] for line in lines] == ["2", "3"]  # this process ran trials 2 and 3
+    assert lines[0].endswith("[3/4, best 0.3630]"), lines  # trial 0 (0.3630) ran elsewhere
+    assert lines[1].endswith("[4/4, best 0.3630]"), lines
