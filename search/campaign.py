@@ -48,7 +48,7 @@ def auto_space(train_samples: int) -> dict[str, Dimension]:
 
 @dataclass(frozen=True)
 class Execution:
-    """How to run a stage's trials: storage, processes, heartbeat, progress mode."""
+    """How to run a stage's trials: storage, processes, heartbeat, progress mode, warnings shown before them."""
 
     url: str
     jobs: int | None = 1  # None: auto, the usable cores but never more than the trials left
@@ -56,6 +56,7 @@ class Execution:
     progress: str = "auto"  # "auto", "bar", "log" or "quiet"
     # with jobs > 1 this process runs trials too (see run_stage_processes): only for a guarded main module
     parent_works: bool = False
+    warnings: tuple[str, ...] = ()  # lines shown before the trials start (not with quiet progress)
 
     def __post_init__(self) -> None:
         if self.jobs is not None and self.jobs < 1:
@@ -178,7 +179,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
             watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
-                            mode=execution.progress, read_stage=read_stage)
+                            mode=execution.progress, read_stage=read_stage, notes=execution.warnings)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works)
@@ -389,6 +390,7 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     """
     dataset = dataset if dataset is not None else coarse.run.load()
     summaries = [execute_stage(execution, coarse, dataset)]
+    execution = replace(execution, warnings=())  # said before the coarse stage: about the data all stages share
     storage = execution.storage()
     while True:
         raise_pending()

@@ -34,7 +34,8 @@ class Progress:
 
     def __init__(self, name: str, total: int, finished: Iterable[FrozenTrial] = (), mode: str = "auto",
                  stream: TextIO | None = None,
-                 read_stage: Callable[[], tuple[dict[str, int], float | None]] | None = None):
+                 read_stage: Callable[[], tuple[dict[str, int], float | None]] | None = None,
+                 notes: Iterable[str] = ()):
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
@@ -51,6 +52,9 @@ class Progress:
         if self.read_stage is not None:
             self._read()
             self.failed_before, self.failed = self.failed, 0
+        if self.mode != "quiet":
+            self.stream.write("".join(f"{note}\n" for note in notes))
+            self.stream.flush()
         self.bar = None
         if self.mode == "bar":
             # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
