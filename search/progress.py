@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from search.stages import FINISHED, is_storage_error
+from studies.budget import ERROR_PREFIX
 
 
 # shorter than tqdm's default (no percentage beside the count, no rate): at 80 columns a long stage name and every
@@ -86,17 +87,29 @@ class Progress:
         if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
             self._read()
         if self.mode == "log":
-            value = "-" if t.value is None else f"{t.value:.4f}"
-            reason = t.user_attrs.get("stop_reason", "")
-            reason = "" if reason in ("completed", t.state.name.lower()) else reason  # no "pruned pruned"
-            self.stream.write(
-                f"{self.name} trial {t.number:4d} {t.state.name.lower():8s} {reason:11s} val_acc {value} "
-                f"{format_params(t.params)}  [{self.done}/{self.total}, best {self._best()}]\n"
-            )
+            self.stream.write(self._line(t))
             self.stream.flush()
         elif self.bar is not None:
             self.bar.update(self.done - before)
             self._postfix()
+
+    def _line(self, t: FrozenTrial) -> str:
+        """A finished trial as a log line of at most 80 columns for a few params: STUDY:NUMBER (as `search explain`
+        takes it), how it ended ("new best" for the best value so far), its value, params and the stage's count; a
+        trial's error on a line of its own."""
+        reason = str(t.user_attrs.get("stop_reason") or "")
+        error = reason if t.state == TrialState.FAIL and reason.startswith(ERROR_PREFIX) else ""
+        if t.state == TrialState.COMPLETE:
+            status = "new best" if t.value is not None and t.value >= self.best else "complete"
+        elif error or not reason:
+            status = "pruned" if t.state == TrialState.PRUNED else "failed"
+        else:
+            status = reason  # exploded, nan, pruned, interrupted
+        value = "-" if t.value is None else f"{t.value:.4f}"
+        number = f"{t.number:<{len(str(max(self.total - 1, 0)))}}"  # the columns after it align within a stage
+        fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", format_params(t.params),
+                  f"[{self.done}/{self.total}]"]
+        return " ".join(f for f in fields if f) + "\n" + (f"    {error}\n" if error else "")
 
     def _read(self) -> None:
         """The stage's counts and best from the database, other processes' trials included; kept as they were

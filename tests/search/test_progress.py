@@ -48,9 +48,9 @@ def test_one_process_shows_the_stage_counts_read_from_the_database_at_most_every
     progress.trial(own)  # no read this soon after the last one: counted here
     assert reads == []
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("[6/10, best 0.9000]"), lines
-    assert lines[1].endswith("[7/10, best 0.9000]"), lines
-    assert (progress.done, progress.pruned, progress.failed) == (7, 2, 1)  # the FAIL from before is not counted
+    assert lines == ["c/coarse:5 complete 0.6000 [6/10]", "c/coarse:7 pruned   -      [7/10]"]
+    # the FAIL from before this process started is not counted
+    assert (progress.done, progress.pruned, progress.failed, progress.best) == (7, 2, 1, 0.9)
 
 
 def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp_path, monkeypatch, capsys):
@@ -73,6 +73,36 @@ def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp
     monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 0.0, raising=False)
     execute_stage(Execution(url, jobs=1, progress="log"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
     lines = capsys.readouterr().err.splitlines()
-    assert [line.split()[2] for line in lines] == ["2", "3"]  # this process ran trials 2 and 3
-    assert lines[0].endswith("[3/4, best 0.3630]"), lines  # trial 0 (0.3630) ran elsewhere
-    assert lines[1].endswith("[4/4, best 0.3630]"), lines
+    # this process ran trials 2 and 3; 0 (0.3630, the best) and 1 ran elsewhere
+    assert lines == ["p/coarse:2 complete 0.2481 lr=0.000413 reg=1.52e-06 [3/4]",
+                     "p/coarse:3 complete 0.2630 lr=0.00202 reg=0.0906 [4/4]"]
+
+
+def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it():
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-6, 1.0, log=True),
+                     "reg": optuna.distributions.FloatDistribution(1e-6, 10.0, log=True),
+                     "hidden": optuna.distributions.IntDistribution(16, 1024, log=True)}
+    ended = [  # number, state, value, params, stop_reason
+        (3, TrialState.COMPLETE, 0.9704, (0.0272, 0.000129, 142), "completed"),
+        (12, TrialState.PRUNED, 0.1, (1.23e-05, 1.23e-06, 1024), "exploded"),
+        (13, TrialState.FAIL, None, (0.5, 0.5, 16), "error: ValueError: boom"),
+        (14, TrialState.COMPLETE, 0.9511, (0.0494, 1.68e-06, 300), "completed"),
+        (15, TrialState.FAIL, None, (0.01, 0.01, 64), "interrupted"),
+    ]
+    out = io.StringIO()
+    progress = Progress("digits/promote-1", 50, mode="log", stream=out)
+    for number, state, value, (lr, reg, hidden), reason in ended:
+        t = optuna.trial.create_trial(state=state, value=value, params={"lr": lr, "reg": reg, "hidden": hidden},
+                                      distributions=distributions, user_attrs={"stop_reason": reason})
+        t.number = number
+        progress.trial(t)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "digits/promote-1:3  new best 0.9704 lr=0.0272 reg=0.000129 hidden=142 [1/50]",
+        "digits/promote-1:12 exploded 0.1000 lr=1.23e-05 reg=1.23e-06 hidden=1024 [2/50]",
+        "digits/promote-1:13 failed   -      lr=0.5 reg=0.5 hidden=16 [2/50]",
+        "    error: ValueError: boom",
+        "digits/promote-1:14 complete 0.9511 lr=0.0494 reg=1.68e-06 hidden=300 [3/50]",
+        "digits/promote-1:15 interrupted -      lr=0.01 reg=0.01 hidden=64 [3/50]",
+    ]
+    assert max(map(len, lines)) <= 80
