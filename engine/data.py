@@ -526,6 +526,18 @@ def _feature_std(X: np.ndarray, rows: int = 4096) -> np.ndarray:
     return np.sqrt(total / max(len(X), 1))
 
 
+def scale_warning(ds: Dataset, std: np.ndarray | None = None) -> str | None:
+    """The warning that the features (not pixels) have very different scales, or None; ``std``: their std (D,)."""
+    if ds.image_shape is not None:
+        return None
+    std = _feature_std(ds.X_train) if std is None else std
+    varying = std[std > 0]
+    if varying.size < 2 or varying.max() / varying.min() <= SCALE_RATIO_WARNING:
+        return None
+    return (f"features on very different scales: std from {varying.min():.3g} to {varying.max():.3g} "
+            f"(ratio {varying.max() / varying.min():.0f}); try --preprocess standardize")
+
+
 def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
     """What would be trained on: samples per split, features, classes with counts, value ranges, and warnings
     (``standardized``: the features will be rescaled one by one, so their raw scales need no warning)."""
@@ -535,13 +547,11 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     counts = {split: np.bincount(getattr(ds, f"y_{split}"), minlength=len(names)) for split in SPLITS}
     std = _feature_std(ds.X_train)
     warnings: list[str] = []
-    if ds.image_shape is None:
-        varying = std[std > 0]
-        if not standardized and varying.size >= 2 and varying.max() / varying.min() > SCALE_RATIO_WARNING:
-            warnings.append(f"features on very different scales: std from {varying.min():.3g} to {varying.max():.3g} "
-                            f"(ratio {varying.max() / varying.min():.0f}); try --preprocess standardize")
-        if (std == 0).any():
-            warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
+    scales = None if standardized else scale_warning(ds, std)
+    if scales is not None:
+        warnings.append(scales)
+    if ds.image_shape is None and (std == 0).any():
+        warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]
     few = [f"{names[c]!r} ({train[c]})" for c in range(len(names)) if train[c] < FEW_SAMPLES_WARNING]
     if few:

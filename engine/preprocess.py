@@ -13,6 +13,8 @@ from engine.errors import ConfigError, DataError, shown
 STD_EPS = 1e-8  # a feature whose training std is below this is left unscaled (constant pixels)
 WHITEN_EPS = 1e-5  # added to each eigenvalue before dividing (CS231n's whitening)
 DEFAULT_COMPONENTS = 100
+# preprocessings after which every feature has unit variance: the raw features' scales need no warning
+RESCALING = ("standardize", "whiten")
 CHUNK_ROWS = 4096  # statistics are accumulated in float64 chunks, never a full float64 copy of X
 
 

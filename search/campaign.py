@@ -5,6 +5,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
     FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     promotion_stage, refined_stage, stage_counts, stage_unfinished, study_name, val_size, value_se,
+    watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -46,7 +48,7 @@ def auto_space(train_samples: int) -> dict[str, Dimension]:
 
 @dataclass(frozen=True)
 class Execution:
-    """How to run a stage's trials: storage, processes, heartbeat, progress mode."""
+    """How to run a stage's trials: storage, processes, heartbeat, progress mode, warnings shown before them."""
 
     url: str
     jobs: int | None = 1  # None: auto, the usable cores but never more than the trials left
@@ -54,6 +56,7 @@ class Execution:
     progress: str = "auto"  # "auto", "bar", "log" or "quiet"
     # with jobs > 1 this process runs trials too (see run_stage_processes): only for a guarded main module
     parent_works: bool = False
+    warnings: tuple[str, ...] = ()  # lines shown before the trials start (not with quiet progress)
 
     def __post_init__(self) -> None:
         if self.jobs is not None and self.jobs < 1:
@@ -166,12 +169,17 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         if dataset is None:  # a worker joining a stage, maybe on another machine: same data or nothing
             dataset = stage.run.load()
             _check_same_data(study, data_identity(stage.run.data, dataset))
-        progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
-                            mode=execution.progress)
         # every worker of a stage judges staleness with the stage's interval (see create_stage)
         heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
-        counts = stage_counts(optuna_rdb.study_storage(study), optuna_rdb.study_id(study))
+        storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+        counts = stage_counts(storage, study_id)
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
+        read_stage = None
+        if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
+            watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
+            read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
+        progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
+                            mode=execution.progress, read_stage=read_stage, notes=execution.warnings)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works)
@@ -382,6 +390,7 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     """
     dataset = dataset if dataset is not None else coarse.run.load()
     summaries = [execute_stage(execution, coarse, dataset)]
+    execution = replace(execution, warnings=())  # said before the coarse stage: about the data all stages share
     storage = execution.storage()
     while True:
         raise_pending()

@@ -47,9 +47,10 @@ class RunConfig:
         return config
 
     # ---- building the run
-    def load(self) -> Dataset:
-        """The dataset, preprocessed with statistics of its training split; checked against the batch size."""
-        dataset = preprocess_dataset(load_dataset(self.data), self.preprocess)
+    def load(self, raw: Dataset | None = None) -> Dataset:
+        """The dataset (``raw``: as ``load_dataset`` read it already), preprocessed with statistics of its training
+        split; checked against the batch size."""
+        dataset = preprocess_dataset(raw if raw is not None else load_dataset(self.data), self.preprocess)
         if self.train.batch_size > len(dataset.y_train):
             raise ConfigError(
                 f"batch size {self.train.batch_size} (--batch-size) is larger than the training set "

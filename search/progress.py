@@ -4,18 +4,22 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.stages import FINISHED
+from search.stages import FINISHED, is_storage_error
+from studies.budget import ERROR_PREFIX
 
 
 # shorter than tqdm's default (no percentage beside the count, no rate): at 80 columns a long stage name and every
 # count after the bar still fit
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
+# the stage's counts are read from the database when a trial of this process ends, at most this often
+READ_EVERY_SECONDS = 1.0
 
 
 def format_params(params: dict) -> str:
@@ -23,10 +27,16 @@ def format_params(params: dict) -> str:
 
 
 class Progress:
-    """Trials done/total, pruned, failed and best so far of one stage, starting from what the database holds."""
+    """Trials done/total, pruned, failed and best so far of one stage, starting from what the database holds.
+
+    ``read_stage`` (the stage's trials by state name and best value) is for a process that is told only of its own
+    trials while others run the same stage: the counts then come from the database, read as trials end.
+    """
 
     def __init__(self, name: str, total: int, finished: Iterable[FrozenTrial] = (), mode: str = "auto",
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None,
+                 read_stage: Callable[[], tuple[dict[str, int], float | None]] | None = None,
+                 notes: Iterable[str] = ()):
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
@@ -37,6 +47,15 @@ class Progress:
         self.best = -math.inf
         for t in finished:
             self._count(t)
+        self.read_stage = read_stage if self.mode != "quiet" else None  # nothing shown, nothing read
+        self.read_at = -math.inf
+        self.failed_before = 0  # FAIL trials in the database before this process started: not counted
+        if self.read_stage is not None:
+            self._read()
+            self.failed_before, self.failed = self.failed, 0
+        if self.mode != "quiet":
+            self.stream.write("".join(f"{note}\n" for note in notes))
+            self.stream.flush()
         self.bar = None
         if self.mode == "bar":
             # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
@@ -65,18 +84,47 @@ class Progress:
         before = self.done
         if not self._count(t):
             return
+        if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
+            self._read()
         if self.mode == "log":
-            value = "-" if t.value is None else f"{t.value:.4f}"
-            reason = t.user_attrs.get("stop_reason", "")
-            reason = "" if reason in ("completed", t.state.name.lower()) else reason  # no "pruned pruned"
-            self.stream.write(
-                f"{self.name} trial {t.number:4d} {t.state.name.lower():8s} {reason:11s} val_acc {value} "
-                f"{format_params(t.params)}  [{self.done}/{self.total}, best {self._best()}]\n"
-            )
+            self.stream.write(self._line(t))
             self.stream.flush()
         elif self.bar is not None:
             self.bar.update(self.done - before)
             self._postfix()
+
+    def _line(self, t: FrozenTrial) -> str:
+        """A finished trial as a log line of at most 80 columns for a few params: STUDY:NUMBER (as `search explain`
+        takes it), how it ended ("new best" for the best value so far), its value, params and the stage's count; a
+        trial's error on a line of its own."""
+        reason = str(t.user_attrs.get("stop_reason") or "")
+        error = reason if t.state == TrialState.FAIL and reason.startswith(ERROR_PREFIX) else ""
+        if t.state == TrialState.COMPLETE:
+            status = "new best" if t.value is not None and t.value >= self.best else "complete"
+        elif error or not reason:
+            status = "pruned" if t.state == TrialState.PRUNED else "failed"
+        else:
+            status = reason  # exploded, nan, pruned, interrupted
+        value = "-" if t.value is None else f"{t.value:.4f}"
+        number = f"{t.number:<{len(str(max(self.total - 1, 0)))}}"  # the columns after it align within a stage
+        fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", format_params(t.params),
+                  f"[{self.done}/{self.total}]"]
+        return " ".join(f for f in fields if f) + "\n" + (f"    {error}\n" if error else "")
+
+    def _read(self) -> None:
+        """The stage's counts and best from the database, other processes' trials included; kept as they were
+        while the database fails (the worker retries it)."""
+        try:
+            counts, best = self.read_stage()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            return
+        self.read_at = time.monotonic()
+        self.done, self.pruned = counts["COMPLETE"] + counts["PRUNED"], counts["PRUNED"]
+        self.failed = counts["FAIL"] - self.failed_before
+        if best is not None:
+            self.best = max(self.best, best)
 
     def _best(self) -> str:
         return f"{self.best:.4f}" if math.isfinite(self.best) else "-"

@@ -253,6 +253,23 @@ def state_counts(storage: optuna.storages.BaseStorage, study_id: int) -> dict[st
     return counts
 
 
+def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[dict[str, int], float | None]:
+    """``state_counts`` and the highest value of a COMPLETE trial (None before one), in one statement."""
+    trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
+    counts = {state.name: 0 for state in TrialState}
+    best = None
+    query = (sqlalchemy.select(trials.c.state, sqlalchemy.func.count(sqlalchemy.distinct(trials.c.trial_id)),
+                               sqlalchemy.func.max(values.c.value))
+             .select_from(trials.outerjoin(values, values.c.trial_id == trials.c.trial_id))
+             .where(trials.c.study_id == study_id).group_by(trials.c.state))
+    with session(storage) as s:
+        for state, n, top in s.execute(query):
+            counts[state.name] += n
+            if state == TrialState.COMPLETE:
+                best = top
+    return counts, best
+
+
 def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, after_id: int,
                         user_attrs: Mapping[str, Any]) -> FrozenTrial | None:
     """WAITING -> RUNNING for the study's first WAITING trial above ``after_id``, its heartbeat and

@@ -50,6 +50,7 @@ class QueryTimeoutError(QueryError):
 
 _READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
 _VIEW_NAME = "trials_flat"
+_VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis")
 _VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "train_acc", "initial_loss", "final_loss")
 _SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
@@ -226,7 +227,8 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
     ``params``: param names, or param name -> kind from ``param_kinds`` (a bare name is a
     ``float``). Columns: study, campaign, stage, trial_id, number, state, value,
     param_<name> (the param's value: numbers as stored, categorical choices as their values,
-    booleans 1/0 on SQLite), stop_reason, seconds, iterations, val_acc, train_acc,
+    booleans 1/0 on SQLite), stop_reason, diagnosis (its labels joined by commas, as in
+    ``trials_frame``), seconds, iterations, val_acc, train_acc,
     initial_loss, final_loss (non-finite numbers are NULL), datetime_start,
     datetime_complete (as stored: naive UTC with Optuna 5).
     """
@@ -248,13 +250,19 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
             f" ELSE {column} END"
         )
 
+    def json_labels(column: str) -> str:
+        # a list of labels (plain names: no quotes or commas) -> "a,b"; the empty list -> ""
+        joined = f"REPLACE(REPLACE(REPLACE({column}, '\", \"', ','), '[\"', ''), '\"]', '')"
+        return f"CASE WHEN {column} = '[]' THEN '' WHEN {column} LIKE '[%' THEN {joined} ELSE {json_text(column)} END"
+
     attr_columns = [
-        f"MAX(CASE WHEN ua.key = 'stop_reason' THEN {json_text('ua.value_json')} END) AS stop_reason"
+        f"MAX(CASE WHEN ua.key = 'stop_reason' THEN {json_text('ua.value_json')} END) AS stop_reason",
+        f"MAX(CASE WHEN ua.key = 'diagnosis' THEN {json_labels('ua.value_json')} END) AS diagnosis",
     ] + [
         f"MAX(CASE WHEN ua.key = {_sql_string(key)} THEN {json_number('ua.value_json')} END) AS {key}"
         for key in _VIEW_NUMERIC_ATTRS
     ]
-    attr_keys = ", ".join(_sql_string(k) for k in ("stop_reason", *_VIEW_NUMERIC_ATTRS))
+    attr_keys = ", ".join(_sql_string(k) for k in (*_VIEW_TEXT_ATTRS, *_VIEW_NUMERIC_ATTRS))
     study_attr_columns = [
         f"MAX(CASE WHEN sa.key = {_sql_string(key)} THEN {json_text('sa.value_json')} END) AS {key}"
         for key in ("campaign", "stage")
@@ -276,7 +284,7 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
         "CAST(t.state AS VARCHAR(16)) AS state",
         "v.value AS value",
         *param_select,
-        *(f"a.{key} AS {key}" for key in ("stop_reason", *_VIEW_NUMERIC_ATTRS)),
+        *(f"a.{key} AS {key}" for key in (*_VIEW_TEXT_ATTRS, *_VIEW_NUMERIC_ATTRS)),
         "t.datetime_start AS datetime_start",
         "t.datetime_complete AS datetime_complete",
     ]

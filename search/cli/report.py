@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import socket
 import sys
 from typing import Any
 
@@ -141,6 +142,21 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
 
 
 # --------------------------------------------------------------------------- dashboard
+def _cannot_listen(port: int, error: OSError) -> SearchError:
+    return SearchError(f"--port {port}: cannot listen on 127.0.0.1:{port}: {error.strerror or error}")
+
+
+def _check_port(port: int) -> None:
+    """SearchError naming the port when nothing may listen on 127.0.0.1:port (in use, or not allowed)."""
+    with socket.socket() as probe:
+        # as the server sets it: a port whose last connection is still in TIME_WAIT is free to it
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise _cannot_listen(port, e) from None
+
+
 @click.command(cls=SectionedCommand)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @storage_option
@@ -156,6 +172,7 @@ def dashboard(port: int, storage: str | None) -> int:
     """
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise SearchError("optuna-dashboard is not installed: pip install '.[dashboard]'")
+    _check_port(port)  # before the banners: a port in use is one line
     import optuna
     import optuna_dashboard
 
@@ -181,8 +198,8 @@ def dashboard(port: int, storage: str | None) -> int:
     try:
         optuna_dashboard.run_server(st, host="127.0.0.1", port=port)
         stopped_by = pending()  # the server may swallow the interrupt and return
-    except OSError as e:
-        raise SearchError(f"--port {port}: cannot listen on 127.0.0.1:{port}: {e.strerror or e}") from None
+    except OSError as e:  # taken since it was checked
+        raise _cannot_listen(port, e) from None
     except (KeyboardInterrupt, Interrupted) as e:
         stopped_by = type(e)
     finally:

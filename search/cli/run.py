@@ -233,12 +233,12 @@ def data(base: RunConfig, as_json: bool) -> None:
       search data --data photos/ --image-size 32x32 --json
     """
     from engine.data import describe_dataset, load_dataset
-    from engine.preprocess import preprocess_dataset
+    from engine.preprocess import RESCALING, preprocess_dataset
 
     raw = load_dataset(base.data)
     preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
     # the data as it is in the file, before --preprocess (with standardize, its raw scales do not matter)
-    info = describe_dataset(base.data, raw, standardized=base.preprocess.name == "standardize")
+    info = describe_dataset(base.data, raw, standardized=base.preprocess.name in RESCALING)
     if as_json:
         echo_json(info)
         return

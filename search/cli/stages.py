@@ -1,6 +1,7 @@
 """Search stages: ``search coarse``, ``fine``, ``grid``, ``auto`` and ``worker``."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -45,6 +46,17 @@ def print_summary(summary: Any) -> None:
         click.echo(f"  error: {err}", err=True)
 
 
+def data_warnings(raw: Any, run: RunConfig, space: dict[str, Any]) -> tuple[str, ...]:
+    """`search data`'s warning when the features' raw scales differ a lot and a trial's preprocessing
+    (--preprocess, or one searched) leaves them so; shown before the stage's trials start."""
+    from engine.data import scale_warning
+    from engine.preprocess import RESCALING
+
+    names = space["preprocess"].choices if "preprocess" in space else (run.preprocess.name,)
+    warning = None if set(names) <= set(RESCALING) else scale_warning(raw)
+    return () if warning is None else (f"warning: {warning}",)
+
+
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:
     if as_json:
         echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
@@ -79,13 +91,17 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
         --space activation=relu,tanh,elu
       search coarse --scheduler asha --trials 100 --epochs 9
     """
+    from engine.data import load_dataset
     from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
 
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
-    return finish([execute_stage(execution(storage, jobs, heartbeat, as_json), stage)], as_json)
+    raw = load_dataset(run.data)
+    dataset = run.load(raw)  # bad data or a batch larger than it fails here, before the database is touched
+    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run, space))
+    return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
 @click.command(cls=SectionedCommand)
@@ -182,15 +198,18 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         --space dropout=0.5:1:linear
       search auto --fine-sampler tpe --fine-scheduler asha
     """
+    from engine.data import load_dataset
     from search.campaign import auto_space, coarse_stage, run_auto
 
     run = base.with_params({"train.epochs": epochs})
-    dataset = run.load()
+    raw = load_dataset(run.data)
+    dataset = run.load(raw)
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
-    summaries, final = run_auto(execution(storage, jobs, heartbeat, as_json), stage, max_fine, top, edge,
-                                fine_epochs, dataset, repeats, retrain_seeds, promote, fine_sampler, fine_scheduler)
+    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run, space))
+    summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
+                                promote, fine_sampler, fine_scheduler)
     code = finish(summaries, as_json, {"final": final.__dict__})
     if not as_json:
         click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")

@@ -92,6 +92,11 @@ def test_trials_and_studies_tables(run_cli):
     assert studies[0]["complete"] + studies[0]["pruned"] == 4
     csv = run_cli("trials", "--campaign", "digits", "--format", "csv", "--limit", "2").stdout.splitlines()
     assert len(csv) == 3 and csv[0].startswith("study,")
+    # the diagnosis column has one name and the same text in the table and in the SQL view
+    table = run_cli("trials", "digits/coarse", "--columns", "number,diagnosis").stdout.split()
+    flat = run_cli("query", "SELECT number, diagnosis FROM trials_flat ORDER BY number").stdout.split()
+    assert table == flat == ["number", "diagnosis", "0", "underfitting", "1", "lr_too_low", "2", "lr_too_low",
+                             "3", "underfitting"], (table, flat)
 
 
 def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):

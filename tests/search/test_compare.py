@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -134,6 +135,20 @@ def test_dashboard_on_a_missing_database_is_a_one_line_error(run_cli):
     if importlib.util.find_spec("optuna_dashboard") is None:
         pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
     one_line_error(run_cli("dashboard", "--storage", "sqlite:///missing.db"), "no database at")
+
+
+def test_dashboard_on_a_port_in_use_is_one_line_naming_the_port(run_cli, tmp_path):
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
+    open_storage(f"sqlite:///{tmp_path / 'search.db'}").engine.dispose()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("dashboard", "--port", str(port))
+    line = one_line_error(result)
+    assert line == f"error: --port {port}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert result.stdout == ""  # no banner before it
 
 
 @pytest.mark.parametrize("how", ["raised", "swallowed"])

@@ -79,11 +79,34 @@ def test_search_data_describes_a_file(run_cli, tmp_path):
     assert any("--preprocess standardize" in w for w in out["warnings"])
     text = run_cli("data", "--data", "wine.csv").stdout
     assert "13 features" in text and "barolo" in text and "warning: features on very different scales" in text
-    # standardized, the raw scales do not matter: no advice to standardize
-    assert "very different scales" not in run_cli("data", "--data", "wine.csv", "--preprocess", "standardize").stdout
+    # standardized or whitened, the raw scales do not matter: no advice to standardize
+    for preprocess in ("standardize", "whiten"):
+        assert "very different scales" not in run_cli("data", "--data", "wine.csv", "--preprocess", preprocess).stdout
     # what a stage would refuse, search data refuses too
     one_line_error(run_cli("data", "--data", "wine.csv", "--preprocess", "pca", "--pca-components", "100"),
                    "components 100 (--pca-components) exceeds the input dimension 13")
+
+
+SCALES = ("warning: features on very different scales: std from 0.127 to 318 (ratio 2516); "
+          "try --preprocess standardize")
+
+
+@pytest.mark.parametrize("command", [["coarse"], ["auto", "--max-fine", "0", "--top", "1", "--repeats", "1",
+                                                  "--retrain-seeds", "1"]])
+def test_a_stage_on_raw_scales_warns_as_search_data_does_unless_they_are_rescaled(run_cli, tmp_path, monkeypatch,
+                                                                                   command):
+    monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
+    _write_csv(tmp_path / "wine.csv", load_wine)
+    assert f"\n{SCALES}\n" in run_cli("data", "--data", "wine.csv").stdout
+    args = [*command, "--data", "wine.csv", "--trials", "2", "--epochs", "1", "--jobs", "1"]
+    raw = run_cli(*args, "--campaign", "raw")
+    assert raw.exit_code == 0, raw.output
+    assert raw.stderr.splitlines()[0] == SCALES  # before the first trial's line
+    assert raw.stderr.count("very different scales") == 1
+    for preprocess in ("standardize", "whiten"):
+        rescaled = run_cli(*args, "--campaign", preprocess, "--preprocess", preprocess)
+        assert rescaled.exit_code == 0, rescaled.output
+        assert "very different scales" not in rescaled.stderr + rescaled.stdout
 
 
 def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -123,6 +124,22 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun_by_the_others(
     # the order of events: killed mid-trial -> failed as stale -> its copy enqueued -> run by a survivor
     assert failed.datetime_start < failed.datetime_complete <= copy.datetime_start < copy.datetime_complete
     assert copy.number > failed.number
+
+
+@pytest.mark.slow
+def test_each_worker_shows_the_stage_count_not_only_its_own_trials(pg_database, tmp_path):
+    n = 8
+    _create_stage(pg_database, "pp", n, SLOW, SAFE_SPACE)
+    args = ["worker", "--campaign", "pp", "--stage", "coarse", "--storage", pg_database]
+    procs = [start(args, tmp_path, f"worker{i}") for i in range(2)]
+    assert [p.wait(180) for p in procs] == [0, 0], [p.stderr for p in procs]
+    ran = Counter(_pid(t) for t in budget(pg_database, "pp/coarse").trials)
+    assert len(ran) == 2, ran  # both took trials (about a second each)
+    for p in procs:
+        # the stage's finished count on the line of each trial this worker ran
+        shown = [int(m[1]) for m in re.finditer(rf"^pp/coarse\S* .*\[(\d+)/{n}\b", p.stderr, re.MULTILINE)]
+        assert len(shown) == ran[str(p.pid)] and shown == sorted(shown) and shown[-1] <= n, p.stderr
+        assert shown[-1] > len(shown), p.stderr  # the other worker's trials are counted too
 
 
 @pytest.mark.slow

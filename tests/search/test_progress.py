@@ -28,3 +28,81 @@ def test_the_bar_keeps_its_counts_at_80_columns(monkeypatch):
     assert len(last) <= 77, last
     assert last.startswith("my-campaign/promote-2: 2/100 |"), last
     assert last.endswith(", best 0.9815 pruned 1 failed 1"), last
+
+
+def _counts(complete: int, pruned: int = 0, fail: int = 0) -> dict[str, int]:
+    return {"RUNNING": 0, "WAITING": 0, "COMPLETE": complete, "PRUNED": pruned, "FAIL": fail}
+
+
+def test_one_process_shows_the_stage_counts_read_from_the_database_at_most_every_second(monkeypatch):
+    reads = [(_counts(2, fail=1), 0.5), (_counts(5, pruned=1, fail=2), 0.9)]  # at the start, after trial 5
+    out = io.StringIO()
+    progress = Progress("c/coarse", 10, mode="log", stream=out, read_stage=lambda: reads.pop(0))
+    monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 0.0)
+    own = _trial(5, TrialState.COMPLETE, 0.6)
+    own.number = 5
+    progress.trial(own)
+    monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 3600.0)
+    own = _trial(7, TrialState.PRUNED, None)
+    own.number = 7
+    progress.trial(own)  # no read this soon after the last one: counted here
+    assert reads == []
+    lines = out.getvalue().splitlines()
+    assert lines == ["c/coarse:5 complete 0.6000 [6/10]", "c/coarse:7 pruned   -      [7/10]"]
+    # the FAIL from before this process started is not counted
+    assert (progress.done, progress.pruned, progress.failed, progress.best) == (7, 2, 1, 0.9)
+
+
+def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp_path, monkeypatch, capsys):
+    from engine.data import DataSpec
+    from search import campaign
+    from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
+    from search.config import RunConfig
+    from search.stages import run_worker
+    from studies.store import open_storage
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 1})
+    real = campaign.run_stage_processes
+
+    def another_process_first(url_, name, dataset, *args, **kwargs):
+        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
+        return real(url_, name, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
+    monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 0.0, raising=False)
+    execute_stage(Execution(url, jobs=1, progress="log"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    lines = capsys.readouterr().err.splitlines()
+    # this process ran trials 2 and 3; 0 (0.3630, the best) and 1 ran elsewhere
+    assert lines == ["p/coarse:2 complete 0.2481 lr=0.000413 reg=1.52e-06 [3/4]",
+                     "p/coarse:3 complete 0.2630 lr=0.00202 reg=0.0906 [4/4]"]
+
+
+def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it():
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-6, 1.0, log=True),
+                     "reg": optuna.distributions.FloatDistribution(1e-6, 10.0, log=True),
+                     "hidden": optuna.distributions.IntDistribution(16, 1024, log=True)}
+    ended = [  # number, state, value, params, stop_reason
+        (3, TrialState.COMPLETE, 0.9704, (0.0272, 0.000129, 142), "completed"),
+        (12, TrialState.PRUNED, 0.1, (1.23e-05, 1.23e-06, 1024), "exploded"),
+        (13, TrialState.FAIL, None, (0.5, 0.5, 16), "error: ValueError: boom"),
+        (14, TrialState.COMPLETE, 0.9511, (0.0494, 1.68e-06, 300), "completed"),
+        (15, TrialState.FAIL, None, (0.01, 0.01, 64), "interrupted"),
+    ]
+    out = io.StringIO()
+    progress = Progress("digits/promote-1", 50, mode="log", stream=out)
+    for number, state, value, (lr, reg, hidden), reason in ended:
+        t = optuna.trial.create_trial(state=state, value=value, params={"lr": lr, "reg": reg, "hidden": hidden},
+                                      distributions=distributions, user_attrs={"stop_reason": reason})
+        t.number = number
+        progress.trial(t)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "digits/promote-1:3  new best 0.9704 lr=0.0272 reg=0.000129 hidden=142 [1/50]",
+        "digits/promote-1:12 exploded 0.1000 lr=1.23e-05 reg=1.23e-06 hidden=1024 [2/50]",
+        "digits/promote-1:13 failed   -      lr=0.5 reg=0.5 hidden=16 [2/50]",
+        "    error: ValueError: boom",
+        "digits/promote-1:14 complete 0.9511 lr=0.0494 reg=1.68e-06 hidden=300 [3/50]",
+        "digits/promote-1:15 interrupted -      lr=0.01 reg=0.01 hidden=64 [3/50]",
+    ]
+    assert max(map(len, lines)) <= 80

@@ -75,6 +75,19 @@ def test_a_pruned_trial_takes_its_last_report_as_value(study):
     assert study.get_trials()[0].value == 0.5
 
 
+def test_state_counts_and_best_take_the_best_of_the_complete_trials_only(study):
+    storage, sid = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+    assert optuna_rdb.state_counts_and_best(storage, sid) == (
+        {"RUNNING": 0, "COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "WAITING": 3}, None)
+    optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, _claim(study))).finish(TrialState.COMPLETE, 0.75)
+    pruned = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, _claim(study)))
+    pruned.intermediate.update({1: 0.9})
+    pruned.finish(TrialState.PRUNED)  # its value 0.9 is an early epoch's, not a result
+    _claim(study)
+    assert optuna_rdb.state_counts_and_best(storage, sid) == (
+        {"RUNNING": 1, "COMPLETE": 1, "PRUNED": 1, "FAIL": 0, "WAITING": 0}, 0.75)
+
+
 def test_a_trial_failed_by_another_worker_is_not_overwritten(study):
     trial_id = optuna_rdb.trial_id(claimed := _claim(study))
     writes = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, claimed))

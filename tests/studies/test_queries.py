@@ -77,6 +77,7 @@ def _complete(value: float, lr: float, reg: float, seconds: float = 1.5) -> optu
             "iterations": 120,
             "seconds": seconds,
             "stop_reason": "completed",
+            "diagnosis": ["healthy"] if value >= 0.5 else ["lr_too_low", "underfitting"],
             "loss_curve": [2.3, 1.2, 0.4],
         },
         intermediate_values={0: value / 2, 1: value},
@@ -94,6 +95,7 @@ def _exploded(lr: float) -> optuna.trial.FrozenTrial:
             "iterations": 7,
             "seconds": 0.1,
             "stop_reason": "exploded",
+            "diagnosis": [] if lr > 0.5 else ["lr_too_high"],
         },
         system_attrs={"loss_curve": [2.3, 9.9]},  # where trials keep their records now (_complete: older layout)
     )
@@ -360,6 +362,16 @@ def test_trials_flat_view_has_one_row_per_trial(db, storage) -> None:
     assert flat["final_loss"].isna().sum() == 3  # two NaN (exploded) and one missing (failed)
 
 
+def test_trials_flat_has_the_diagnosis_column_of_trials_frame(db, storage) -> None:
+    url, _ = db
+    flat = run_readonly_sql(url, "SELECT number, diagnosis FROM trials_flat WHERE study = 'digits/coarse' "
+                                 "ORDER BY number")
+    assert flat["diagnosis"].fillna("-").tolist() == [
+        "healthy", "healthy", "lr_too_low,underfitting", "healthy", "healthy", "lr_too_high", "", "-"]
+    frame = trials_frame(storage, study_name="digits/coarse")
+    assert frame["diagnosis"].fillna("-").tolist() == flat["diagnosis"].fillna("-").tolist()
+
+
 def test_trials_flat_in_aggregates_and_with_user_ctes(db) -> None:
     url, _ = db
     counts = run_readonly_sql(
@@ -424,6 +436,8 @@ def test_queries_on_postgresql(postgres_scratch_url) -> None:
         assert len(flat) == 13
         assert flat["param_lr"].tolist() == pytest.approx(frame["param_lr"].tolist(), nan_ok=True)
         assert flat["stop_reason"].fillna("-").tolist() == frame["stop_reason"].fillna("-").tolist()
+        assert flat["diagnosis"].fillna("-").tolist() == frame["diagnosis"].fillna("-").tolist()
+        assert flat["diagnosis"].tolist()[2] == "lr_too_low,underfitting"
         assert flat["state"].tolist() == frame["state"].tolist()
         for sql in (
             "DELETE FROM trials",
