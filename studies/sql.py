@@ -51,7 +51,8 @@ class QueryTimeoutError(QueryError):
 _READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
 _VIEW_NAME = "trials_flat"
 _VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis")
-_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "train_acc", "initial_loss", "final_loss")
+_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "train_acc", "initial_loss", "final_loss",
+                       "model_parameters")
 _SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 

@@ -179,6 +179,15 @@ def test_query_prints_what_it_selected_as_text(run_cli, monkeypatch):
         ["long", "x" * 1000]
 
 
+def test_query_help_lists_the_columns_of_trials_flat(run_cli):
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    text = " ".join(run_cli("query", "--help").stdout.split())
+    listed = text[text.index("trials_flat: ") + len("trials_flat: "):text.index("; and Optuna")]
+    names = [n.strip() for n in listed.replace("param_NAME for each searched NAME", "param_lr,param_reg").split(",")]
+    columns = json.loads(run_cli("query", "SELECT * FROM trials_flat LIMIT 1", "--format", "json").stdout)[0]
+    assert names == list(columns)
+
+
 def test_query_has_a_time_limit_and_a_row_cap(run_cli):
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     capped = run_cli("query", "SELECT number FROM trials_flat ORDER BY number", "--max-rows", "2", "--format", "csv")

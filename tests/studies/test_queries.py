@@ -74,6 +74,8 @@ def _complete(value: float, lr: float, reg: float, seconds: float = 1.5) -> optu
             "final_loss": 0.4,
             "train_acc": min(1.0, value + 0.05),
             "val_acc": value,
+            "best_val_acc": value + 0.01,
+            "model_parameters": 7510,
             "iterations": 120,
             "seconds": seconds,
             "stop_reason": "completed",
@@ -370,6 +372,17 @@ def test_trials_flat_has_the_diagnosis_column_of_trials_frame(db, storage) -> No
         "healthy", "healthy", "lr_too_low,underfitting", "healthy", "healthy", "lr_too_high", "", "-"]
     frame = trials_frame(storage, study_name="digits/coarse")
     assert frame["diagnosis"].fillna("-").tolist() == flat["diagnosis"].fillna("-").tolist()
+
+
+def test_trials_flat_has_the_best_epoch_value_and_the_model_size_of_trials_frame(db, storage) -> None:
+    url, _ = db
+    flat = run_readonly_sql(url, "SELECT number, best_val_acc, model_parameters FROM trials_flat "
+                                 "WHERE study = 'digits/coarse' ORDER BY number")
+    frame = trials_frame(storage, study_name="digits/coarse").sort_values("number")
+    assert flat["model_parameters"].fillna(-1).tolist() == [7510] * 5 + [-1] * 3
+    assert flat["model_parameters"].fillna(-1).tolist() == frame["model_parameters"].fillna(-1).tolist()
+    assert flat["best_val_acc"].tolist() == pytest.approx(frame["best_val_acc"].tolist(), nan_ok=True)
+    assert flat["best_val_acc"].notna().sum() == 5
 
 
 def test_trials_flat_in_aggregates_and_with_user_ctes(db) -> None:
