@@ -11,7 +11,7 @@ from search.cli.options import (
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
-from search.cli.output import echo_json, say
+from search.cli.output import echo_json, say, wrapped
 from search.config import RunConfig
 from search.errors import SearchError
 from search.schedulers import SCHEDULERS
@@ -54,7 +54,7 @@ def data_warnings(raw: Any, run: RunConfig, space: dict[str, Any]) -> tuple[str,
 
     names = space["preprocess"].choices if "preprocess" in space else (run.preprocess.name,)
     warning = None if set(names) <= set(RESCALING) else scale_warning(raw)
-    return () if warning is None else (f"warning: {warning}",)
+    return () if warning is None else (wrapped(f"warning: {warning}"),)
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:

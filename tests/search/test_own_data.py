@@ -103,6 +103,10 @@ def test_a_stage_on_raw_scales_warns_as_search_data_does_unless_they_are_rescale
     assert raw.exit_code == 0, raw.output
     assert raw.stderr.splitlines()[0] == SCALES  # before the first trial's line
     assert raw.stderr.count("very different scales") == 1
+    monkeypatch.setenv("COLUMNS", "80")  # wrapped as the command's other prose is
+    narrow = run_cli(*args, "--campaign", "narrow").stderr.splitlines()
+    assert narrow[:2] == [SCALES[:SCALES.index(" try")], "    try --preprocess standardize"]
+    monkeypatch.setenv("COLUMNS", "200")
     for preprocess in ("standardize", "whiten"):
         rescaled = run_cli(*args, "--campaign", preprocess, "--preprocess", preprocess)
         assert rescaled.exit_code == 0, rescaled.output
