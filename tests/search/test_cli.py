@@ -132,7 +132,8 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
         assert asked.stdout.splitlines()[0].split() == ["number", "lr", "stop_reason", "diagnosis"], asked.stdout
         assert "more columns" not in asked.stderr
     more = run_cli("query", "SELECT * FROM trials_flat")
-    assert "more columns" in more.stderr and "select fewer, or --format csv" in more.stderr
+    hint = " ".join(more.stderr.split())  # wrapped at 80 columns
+    assert "more columns" in hint and "select fewer, or --format csv" in hint
     assert "--wide" not in more.stderr  # query has no such option
 
 
