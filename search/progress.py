@@ -81,26 +81,27 @@ class Progress:
 
     def trial(self, t: FrozenTrial) -> None:
         """Record one trial that has just finished (COMPLETE, PRUNED or FAIL); a trial seen before is ignored."""
-        before = self.done
+        before, best_before = self.done, self.best
         if not self._count(t):
             return
         if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
             self._read()
         if self.mode == "log":
-            self.stream.write(self._line(t))
+            self.stream.write(self._line(t, best_before))
             self.stream.flush()
         elif self.bar is not None:
             self.bar.update(self.done - before)
             self._postfix()
 
-    def _line(self, t: FrozenTrial) -> str:
+    def _line(self, t: FrozenTrial, best_before: float) -> str:
         """A finished trial as a log line of at most 80 columns for a few params: STUDY:NUMBER (as `search explain`
-        takes it), how it ended ("new best" for the best value so far), its value, params and the stage's count; a
+        takes it), how it ended ("new best" above ``best_before``, the best value so far), its value, params and the stage's count; a
         trial's error on a line of its own."""
         reason = str(t.user_attrs.get("stop_reason") or "")
         error = reason if t.state == TrialState.FAIL and reason.startswith(ERROR_PREFIX) else ""
         if t.state == TrialState.COMPLETE:
-            status = "new best" if t.value is not None and t.value >= self.best else "complete"
+            # above the best before it, and no other process's trial read since is better
+            status = "new best" if t.value is not None and best_before < t.value >= self.best else "complete"
         elif error or not reason:
             status = "pruned" if t.state == TrialState.PRUNED else "failed"
         else:

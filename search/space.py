@@ -503,6 +503,13 @@ def refine_space(
         movable = {k: v for k, v in new.items() if k not in flat_names}
         notes += use_diagnoses({k: v for k, v in space.items() if k in movable}, movable, labelled, top, exploded)
         new.update(movable)
+    for k, name in enumerate(space):  # kept as it was where the refined parent leaves it no trial to act in
+        condition = SEARCHABLE[name].applies_with if name in SEARCHABLE else None
+        if condition and isinstance(new.get(condition[0]), Choice) and not set(new[condition[0]].choices) & set(
+                condition[1]):
+            new[name] = space[name]
+            notes[k] = (f"{name}: kept at {space[name]}, unused from here: {condition[0]} keeps only "
+                        f"{_either(new[condition[0]].choices)}, with which it has no effect")
     return new, notes
 
 

@@ -101,13 +101,17 @@ class Stage:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> Stage:
-        return cls(
+        stage = cls(
             campaign=attrs["campaign"], stage=attrs["stage"], space=space_from_attr(attrs["space"]),
             n_trials=attrs["n_trials"], run=RunConfig.from_dict(attrs["config"]),
             seed=attrs["seed"], sampler=attrs["sampler"], parent=attrs["parent"],
             range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
             points=tuple(attrs.get("points", ())), scheduler=attrs.get("scheduler", "none"),
         )
+        if stage.sampler == "grid" and not stage.points:  # stored before grid stages kept their points: the
+            # grid its n_trials (categories x k^d) gives back, as it was enqueued
+            stage = replace(stage, points=tuple(stage.grid_points()))
+        return stage
 
     def grid_beside(self, stage: str) -> Stage:
         """A grid stage ``stage`` over this stage's space, epochs and data at about the same budget.
@@ -161,9 +165,7 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
         optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
         pass  # created by another process (or by an earlier run of this command): join it
-    # a grid stage stored before its points were (an older database) makes them from its space
-    points = {"grid": list(stage.points) or stage.grid_points(), "fixed": list(stage.points)}.get(
-        stage.sampler, [{}] * stage.n_trials)
+    points = list(stage.points) if stage.sampler in ("grid", "fixed") else [{}] * stage.n_trials
     # the heartbeat interval belongs to the stage: a worker judging others' trials stale with a
     # shorter interval than theirs would fail live trials
     attrs = {**stage.attrs(), "heartbeat": storage.get_heartbeat_interval()}
@@ -489,7 +491,9 @@ def make_sampler(stage: Stage, number: int) -> optuna.samplers.BaseSampler:
     if stage.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if stage.sampler == "qmc":
-        return optuna.samplers.QMCSampler(seed=stage.seed, scramble=True)
+        # a conditional dimension (momentum of some trials only) is outside QMC's sequence: drawn per trial
+        return optuna.samplers.QMCSampler(seed=stage.seed, scramble=True, warn_independent_sampling=False,
+                                          independent_sampler=optuna.samplers.RandomSampler(seed=seed))
     return optuna.samplers.RandomSampler(seed=seed)  # grid trials carry fixed params; this is never asked
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.resource_tracker
 import os
 import re
 import shutil
@@ -132,6 +133,9 @@ def run_stage_processes(
                  for _ in range(jobs - 1 if parent_works else jobs)]
         # Ctrl-C is held while the workers start: they inherit it blocked, so it cannot hit one before it ignores
         # SIGINT (``_worker_main``), and here it stops the command once they have started
+        # the first start launches multiprocessing's resource tracker, which unblocks SIGINT after launching it:
+        # launched here, before, it leaves the signal held for the workers
+        multiprocessing.resource_tracker.ensure_running()
         with signal_held(signal.SIGINT):
             for p in procs:
                 p.start()

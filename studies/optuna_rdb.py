@@ -244,17 +244,12 @@ def locked_study(storage: optuna.storages.BaseStorage, study_id: int) -> Iterato
 
 def state_counts(storage: optuna.storages.BaseStorage, study_id: int) -> dict[str, int]:
     """The study's trials by state name (every state, 0 when none), counted by the database."""
-    trials = models.TrialModel.__table__
-    counts = {state.name: 0 for state in TrialState}
-    with session(storage) as s:
-        for state, n in s.execute(sqlalchemy.select(trials.c.state, sqlalchemy.func.count())
-                                  .where(trials.c.study_id == study_id).group_by(trials.c.state)):
-            counts[state.name] += n
-    return counts
+    return state_counts_and_best(storage, study_id)[0]
 
 
 def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[dict[str, int], float | None]:
-    """``state_counts`` and the highest value of a COMPLETE trial (None before one), in one statement."""
+    """The study's trials by state name (every state, 0 when none) and the highest value of a COMPLETE trial (None
+    before one), in one statement."""
     trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
     counts = {state.name: 0 for state in TrialState}
     best = None

@@ -101,6 +101,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     raw = load_dataset(run.data)
     dataset = run.load(raw)  # bad data or a batch larger than it fails here, before the database is touched
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run, space))
+    del raw  # the preprocessed copy is what trains: not two copies in memory for the whole stage
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
@@ -208,6 +209,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run, space))
+    del raw  # the preprocessed copy is what trains: not two copies in memory for the whole campaign
     summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
                                 promote, fine_sampler, fine_scheduler)
     code = finish(summaries, as_json, {"final": final.__dict__})

@@ -99,9 +99,37 @@ def test_refinement_reads_a_conditional_dimension_from_the_trials_that_used_it()
     assert notes[1] == ("momentum: best 0.9 is inside 0.5:0.99:linear; narrowed around the top 2 trials to "
                         "0.651:0.949:linear (0.3 of 0.49 units)")
     only_adam = [(p, v) for p, v in trials if p["optimizer"] == "adam"]
-    new, notes = refine_space(space, only_adam, top=2)
+    new, notes = refine_space({"momentum": space["momentum"]}, only_adam, top=2)  # the trials' optimizer was fixed
     assert new["momentum"] == space["momentum"]
-    assert notes[1] == "momentum: kept at 0.5:0.99:linear: no finished trial used it"
+    assert notes == ["momentum: kept at 0.5:0.99:linear: no finished trial used it"]
+    # the top trials all adam: the optimizer keeps only adam, and momentum is not narrowed on the others
+    mostly_adam = [({"optimizer": "adam"}, 0.95 - 0.01 * i) for i in range(4)] + trials[1::2]
+    new, notes = refine_space(space, mostly_adam, top=3)
+    assert new["optimizer"] == Choice(("adam",)) and new["momentum"] == space["momentum"]
+    assert notes[1] == ("momentum: kept at 0.5:0.99:linear, unused from here: optimizer keeps only adam, with "
+                        "which it has no effect")
+
+
+def test_qmc_draws_a_conditional_dimension_anew_in_each_trial(run_cli):
+    result = run_cli("coarse", "--sampler", "qmc", "--seed", "2", *OPTIMIZERS[:4], "--trials", "12", "--epochs", "1",
+                     "--train-size", "200")
+    assert result.exit_code == 0, result.output
+    momenta = [t.params["momentum"] for t in _study("digits/coarse").get_trials() if "momentum" in t.params]
+    assert len(momenta) >= 4 and len(set(momenta)) == len(momenta)  # once, every such trial drew the same value
+    assert "sampled independently" not in result.output
+
+
+def test_a_grid_stage_stored_without_its_points_is_continued_as_before(run_cli):
+    # grid stages stored before they kept their points: the same command finds the stage complete, no conflict
+    assert run_cli("coarse", "--trials", "9", "--epochs", "1", "--train-size", "200").exit_code == 0
+    assert run_cli("grid").exit_code == 0
+    study = _study("digits/grid")
+    stage = Stage.from_attrs(study.user_attrs)
+    study.set_user_attr("points", [])
+    assert Stage.from_attrs(_study("digits/grid").user_attrs).points == stage.points
+    again = run_cli("grid")
+    assert again.exit_code == 0, again.output
+    assert "already complete" in again.output and len(study.get_trials()) == 9
 
 
 def test_applies_reads_the_trial_first_then_the_fixed_option():

@@ -88,6 +88,7 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         (13, TrialState.FAIL, None, (0.5, 0.5, 16), "error: ValueError: boom"),
         (14, TrialState.COMPLETE, 0.9511, (0.0494, 1.68e-06, 300), "completed"),
         (15, TrialState.FAIL, None, (0.01, 0.01, 64), "interrupted"),
+        (16, TrialState.COMPLETE, 0.9704, (0.03, 0.0001, 100), "completed"),  # ties the best: not a new one
     ]
     out = io.StringIO()
     progress = Progress("digits/promote-1", 50, mode="log", stream=out)
@@ -104,5 +105,6 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         "    error: ValueError: boom",
         "digits/promote-1:14 complete 0.9511 lr=0.0494 reg=1.68e-06 hidden=300 [3/50]",
         "digits/promote-1:15 interrupted -      lr=0.01 reg=0.01 hidden=64 [3/50]",
+        "digits/promote-1:16 complete 0.9704 lr=0.03 reg=0.0001 hidden=100 [4/50]",
     ]
     assert max(map(len, lines)) <= 80

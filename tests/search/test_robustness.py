@@ -151,17 +151,28 @@ def test_ctrl_c_that_python_drops_in_a_weakref_callback_still_stops_the_command(
 
 
 def test_ctrl_c_while_the_workers_start_stops_the_command(tmp_path, url):
-    # --jobs 2 starts its worker processes with SIGINT kept from them; a Ctrl-C landing in those milliseconds
-    # was dropped (SIGINT was ignored there) and the stage ran to its end. Here it lands as the worker starts.
-    hooked = _site_hook(tmp_path, "import os, signal\n"
-                                  "from multiprocessing.process import BaseProcess\n"
-                                  "_start = BaseProcess.start\n"
-                                  "def _start_after_ctrl_c(self):\n"
-                                  "    os.kill(os.getpid(), signal.SIGINT)\n"
-                                  "    return _start(self)\n"
-                                  "BaseProcess.start = _start_after_ctrl_c\n")
+    # --jobs starts its worker processes with SIGINT held from them; a Ctrl-C landing in those milliseconds was
+    # dropped (SIGINT was ignored there) and the stage ran to its end. Each worker notes whether SIGINT is blocked
+    # as its interpreter starts: it must be, or a Ctrl-C then would print a worker's traceback.
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    hooked = _site_hook(tmp_path, "import os, signal, sys\n"
+                                  "if '--multiprocessing-fork' in sys.argv:\n"
+                                  f"    with open(os.path.join({str(masks)!r}, str(os.getpid())), 'w') as f:\n"
+                                  "        f.write(str(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
+                                  "if os.environ.get('CTRL_C_AT_START'):\n"
+                                  "    from multiprocessing.process import BaseProcess\n"
+                                  "    _start = BaseProcess.start\n"
+                                  "    def _start_after_ctrl_c(self):\n"
+                                  "        os.kill(os.getpid(), signal.SIGINT)\n"
+                                  "        return _start(self)\n"
+                                  "    BaseProcess.start = _start_after_ctrl_c\n")
+    quiet = start(["coarse", *LONG, "--trials", "6", "--jobs", "3", "--storage", url, "--campaign", "quiet"],
+                  tmp_path, "quiet", extra_env=hooked)
+    assert quiet.wait(60) == 0, quiet.stderr
+    assert sorted(path.read_text() for path in masks.iterdir()) == ["True", "True"]  # both workers started blocked
     proc = start(["coarse", *LONG, "--trials", "6", "--jobs", "2", "--storage", url], tmp_path, "spawning",
-                 extra_env=hooked)
+                 extra_env={**hooked, "CTRL_C_AT_START": "1"})
     assert proc.wait(60) == 130, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in proc.stderr
     state = budget(url, STAGE)
