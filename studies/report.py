@@ -22,7 +22,7 @@ Definitions used throughout:
   of a full run (as above) its iterations make; *seconds per epoch* is the stage's training seconds over
   its epochs run: a wider net costs more per epoch.
 - *importance*: Optuna's fANOVA evaluator (seed 0, ``IMPORTANCE_TREES`` trees) over the stage's COMPLETE
-  trials, rebuilt from the trials frame and the stage's ``space`` (no second read of the trials), at most
+  trials, a log dimension given as its log10 (the evaluator works in a distribution's linear units), rebuilt from the trials frame and the stage's ``space`` (no second read of the trials), at most
   ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
   ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions, and none for a stage whose
   sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
@@ -503,15 +503,34 @@ def distribution(spec: Any) -> optuna.distributions.BaseDistribution | None:
     return optuna.distributions.FloatDistribution(bounds[0], bounds[1], log=dim.log)
 
 
+def _log_range(dist: optuna.distributions.BaseDistribution) -> bool:
+    return isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)) and dist.log
+
+
+def _searched_scale(dist: optuna.distributions.BaseDistribution) -> optuna.distributions.BaseDistribution:
+    """The distribution fANOVA is given: a log range as the float range of its log10, since Optuna's evaluator
+    splits and averages in a distribution's linear units (lr 1e-6:1 would otherwise weigh 1e-6:1e-3 as 0.1 %)."""
+    if _log_range(dist):
+        return optuna.distributions.FloatDistribution(math.log10(dist.low), math.log10(dist.high))
+    return dist
+
+
 def _importance_trial(row: Any, distributions: dict[str, Any]) -> FrozenTrial | None:
-    """A COMPLETE trial rebuilt from a frame row; None if a value lies outside the stage's space."""
+    """A COMPLETE trial rebuilt from a frame row, log dimensions as their log10; None if a value lies outside
+    the stage's space."""
     params = {}
     for name, dist in distributions.items():
         value = _plain(row[f"param_{name}"]) if f"param_{name}" in row and _present(row[f"param_{name}"]) else None
         if value is None:
             return None
-        params[name] = int(value) if isinstance(dist, optuna.distributions.IntDistribution) else (
-            float(value) if isinstance(dist, optuna.distributions.FloatDistribution) else value)
+        if _log_range(dist):
+            if float(value) <= 0:
+                return None
+            params[name] = math.log10(float(value))
+        else:
+            params[name] = int(value) if isinstance(dist, optuna.distributions.IntDistribution) else (
+                float(value) if isinstance(dist, optuna.distributions.FloatDistribution) else value)
+    distributions = {name: _searched_scale(dist) for name, dist in distributions.items()}
     try:
         return create_trial(value=float(row["value"]), params=params, distributions=distributions)
     except ValueError:

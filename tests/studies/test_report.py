@@ -373,6 +373,18 @@ def test_importance_uses_a_capped_sample_of_a_large_stage(mixed_db):
     assert IMPORTANCE_MAX_TRIALS <= 500
 
 
+def test_importance_weighs_a_log_range_in_its_own_scale():
+    """lr 1e-6 or 1e-3 on lr=1e-6:1 (log) decides the value, reg moves it by 0.01 a step: lr carries the variance."""
+    rows = [{"state": "COMPLETE", "value": (0.1 if lr == 1e-6 else 0.8) + 0.01 * k, "param_lr": lr, "param_reg": reg}
+            for lr in (1e-6, 1e-3) for k, reg in enumerate((1e-6, 3.16e-3, 3.16, 10.0))]
+    space = {"lr": {"type": "float", "low": 1e-6, "high": 1.0, "log": True},
+             "reg": {"type": "float", "low": 1e-6, "high": 10.0, "log": True}}
+    result = param_importance(pd.DataFrame(rows), space)
+    assert result["trials_used"] == 8
+    # in linear units (lr 1e-6 and 1e-3 both at the bottom of 0:1) reg took 0.19 of the variance for its 0.01 steps
+    assert result["importance"]["lr"] > 0.99 and result["importance"]["reg"] < 0.01
+
+
 @pytest.mark.parametrize("driver, pair", [("hidden", None), ("activation", ["activation", "hidden"]),
                                           ("lr", ["lr", "activation"])])
 def test_the_pair_plot_shows_the_two_most_important_dims(mixed_db, driver, pair):
