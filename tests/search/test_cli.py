@@ -268,3 +268,24 @@ def test_a_worker_that_comes_after_the_campaign_is_done_says_so_and_exits_0(run_
     assert late.exit_code == 0 and late.stderr == "", late.output
     assert "nothing to join: every stage of campaign digits is complete" in late.stdout
     assert json.loads(run_cli("worker", "--campaign", "digits", "--json").stdout) == {"stages": []}
+
+
+def test_a_stage_summary_of_many_parameters_fits_80_columns_and_names_the_rest(monkeypatch, capsys):
+    from search.campaign import StageSummary
+    from search.cli.stages import print_summary
+
+    monkeypatch.setenv("COLUMNS", "80")
+    params = {"lr": 0.00894, "reg": 0.000105, "hidden": 99, "batch_size": 23, "optimizer": "adam", "momentum": 0.514,
+              "dropout": 0.854, "depth": 3, "batchnorm": True}
+    summary = StageSummary(study="many/coarse", stage="coarse", parent=None,
+                           counts={"complete": 24, "pruned": 0, "fail": 0}, n_trials=24, epochs=2,
+                           space={"lr": "0.0001:0.1"}, best_value=0.9741, best_params=params,
+                           top=[{"number": 18, "value": 0.9741, **params, "seconds": 0.1}], range_notes=[],
+                           created=True)
+    print_summary(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 79
+    assert lines[-4:] == ["  trial  val_acc         lr        reg     hidden batch_size  optimizer",
+                          "     18   0.9741    0.00894   0.000105         99         23       adam",
+                          "  (4 more parameters: momentum, dropout, depth, batchnorm; search trials",
+                          "      many/coarse --wide)"]
