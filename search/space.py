@@ -20,7 +20,6 @@ from engine.init import INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS
 from engine.optim import OPTIMIZERS
-from engine.preprocess import PREPROCESSORS
 from search.config import RunConfig
 from search.errors import SearchError
 
@@ -59,14 +58,21 @@ SEARCHABLE: dict[str, Searchable] = {
     "init": Searchable("arch.init.name", "categorical", choices=tuple(sorted(INITIALISERS))),
     "optimizer": Searchable("train.optimizer", "categorical", choices=tuple(OPTIMIZERS)),
     "batchnorm": Searchable("arch.batchnorm", "categorical", choices=(True, False)),
-    "preprocess": Searchable("preprocess.name", "categorical", choices=tuple(PREPROCESSORS)),
     "loss": Searchable("arch.loss", "categorical", choices=tuple(LOSSES)),
+}
+
+# run options every trial of a stage shares, and why
+FIXED_PER_STAGE = {
+    "preprocess": "a stage prepares its data once, so its trials share one --preprocess; start a campaign for "
+                  "each (--preprocess NAME --campaign NAME)",
 }
 
 
 def searchable(name: str) -> tuple[str, Searchable]:
     """(canonical name, its entry) for NAME with ``-`` or ``_``; SearchError listing the names otherwise."""
     key = name.strip().replace("-", "_")
+    if key in FIXED_PER_STAGE:
+        raise SearchError(f"{key} cannot be searched: {FIXED_PER_STAGE[key]}")
     if key not in SEARCHABLE:
         raise SearchError(f"{name!r} is not a searchable option; searchable: {', '.join(SEARCHABLE)}")
     return key, SEARCHABLE[key]
