@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from engine.activations import ACTIVATION_REGISTRY
 from engine.errors import ConfigError
-from engine.init import INITIALISERS
+from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS
-from engine.optim import OPTIMIZERS
+from engine.optim import MOMENTUM_OPTIMIZERS, OPTIMIZERS
 from search.config import RunConfig
 from search.errors import SearchError
 
@@ -358,7 +359,8 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
 
 
 def check_space(space: Space, base: RunConfig) -> None:
-    """Every dimension's bounds or choices are values its option accepts, applied to ``base``; else SearchError."""
+    """Every dimension's bounds or choices are values its option accepts, applied to ``base``, and change the run;
+    else SearchError."""
     for name, dim in space.items():
         entry = SEARCHABLE[name]
         values = list(dim.choices) if isinstance(dim, Choice) else [dim.low, dim.high]
@@ -370,6 +372,17 @@ def check_space(space: Space, base: RunConfig) -> None:
                 base.with_params({entry.path: value})
             except ConfigError as e:
                 raise SearchError(f"--space {name}: {value_text(value)} is not accepted: {e}") from None
+    # an option read only by some values of another: searched beside a fixed value that ignores it, every trial
+    # would train the same net under different params
+    acts_only_with = {"init_std": ("init", base.arch.init.name, tuple(DEFAULT_STD)),
+                      "momentum": ("optimizer", base.train.optimizer, MOMENTUM_OPTIMIZERS),
+                      "relu_bias": ("activation", base.arch.activation,
+                                    tuple(n for n, a in ACTIVATION_REGISTRY.items() if a.relu_family))}
+    for name, (other, fixed, users) in acts_only_with.items():
+        offered = space[other].choices if isinstance(space.get(other), Choice) else (fixed,)
+        if name in space and not set(offered) & set(users):
+            raise SearchError(f"--space {name}: {other} {','.join(offered)} ignores it; it acts with {other} "
+                              f"{', '.join(users)}")
 
 
 def params_to_paths(params: Mapping[str, Any]) -> dict[str, Any]:
