@@ -469,8 +469,8 @@ def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: f
 
     ``values`` are ranked best first; only the better half is used, so that the runs another
     dimension ruined (an lr far too low, say) do not pass for this one's effect. Each third's mean has a standard error of max(its values' std, ``value_se``) / sqrt(count); the
-    range is insensitive when the highest and lowest means differ by less than twice the standard
-    error of that difference. The other dimensions' effects count as noise here, as they should:
+    range is insensitive when every third holds two or more of them and the highest and lowest means differ by
+    less than twice the standard error of that difference. The other dimensions' effects count as noise here, as they should:
     they are what a change of this dimension alone has to stand out from.
     """
     if isinstance(dim, Choice) or len(values) < 6 or dim.width == 0:
@@ -479,15 +479,14 @@ def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: f
     for v, value in values[:max(6, len(values) // 2)]:  # the better half: a dominant dimension's misses left out
         k = min(2, int(3 * (dim.to_unit(v) - dim.to_unit(dim.low)) / dim.width))
         thirds[k].append(value)
-    stats = [(float(np.mean(t)), max(float(np.std(t, ddof=1)), value_se) / math.sqrt(len(t)))
-             for t in thirds if len(t) >= 2]
-    if len(stats) < 2:
+    if any(len(t) < 2 for t in thirds):  # a third without good runs (none, or all pruned) is no evidence of a flat range
         return None
+    stats = [(float(np.mean(t)), max(float(np.std(t, ddof=1)), value_se) / math.sqrt(len(t))) for t in thirds]
     (lo, se_lo), (hi, se_hi) = min(stats), max(stats)
     limit = 2 * math.sqrt(se_lo**2 + se_hi**2)
     if hi - lo >= limit:
         return None
-    shown = "/".join(f"{np.mean(t):.3f}" if len(t) >= 2 else "-" for t in thirds)
+    shown = "/".join(f"{np.mean(t):.3f}" for t in thirds)
     return (f"mean value per third {shown} ({'/'.join(str(len(t)) for t in thirds)} trials) differ by at most "
             f"{hi - lo:.3f}, within 2 standard errors ({limit:.3f})")
 
