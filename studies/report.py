@@ -13,11 +13,10 @@ Definitions used throughout:
 - *trial order*: trial number, which is the order the stage's budget was enqueued in.
 - *within 1 point*: value >= own best - 0.01 (one percentage point of accuracy); the count is
   of trials in trial order, pruned ones included, up to the first that gets there.
-- *time saved by pruning*: a full run is taken to be as long as the longest COMPLETE run of the
-  stage (max ``iterations`` among its COMPLETE trials); each PRUNED trial saved
-  ``(full - iterations it ran)`` iterations, worth the stage's mean seconds per iteration over
-  its COMPLETE trials (sum of seconds / sum of iterations). A stage with no COMPLETE trial has
-  no estimate (None).
+- *time saved by pruning*: a full run is taken to be as long, in samples (``iterations`` x the trial's
+  ``batch_size`` where the stage searched it, else x 1), as the longest COMPLETE run of the stage; each
+  PRUNED trial saved the iterations of its own batch size it did not run, worth the stage's mean seconds
+  per sample over its COMPLETE trials. A stage with no COMPLETE trial has no estimate (None).
 - *epochs run*: the stage's epochs per trial for each COMPLETE trial, and for each other trial the part
   of a full run (as above) its iterations make; *seconds per epoch* is the stage's training seconds over
   its epochs run: a wider net costs more per epoch.
@@ -192,6 +191,12 @@ def trials_to_within(frame: pd.DataFrame, within: float = WITHIN) -> int | None:
     return int(hit[0]) + 1
 
 
+def _batch_sizes(frame: pd.DataFrame) -> np.ndarray:
+    """Each trial's batch size where the stage searched it, else 1: a full run's iterations x this is its epochs x
+    the training samples, the same at any batch size."""
+    return np.nan_to_num(_floats(frame, "param_batch_size"), nan=1.0)
+
+
 def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
     """Iterations and seconds not run because PRUNED trials stopped early (see the module docstring)."""
     complete = frame[frame["state"] == "COMPLETE"]
@@ -202,12 +207,15 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
     if not ok.any():
         return {"full_run_iterations": None, "seconds_per_iteration": None, "pruned_trials": len(pruned),
                 "iterations_saved": None, "seconds_saved": None}
-    full = float(iters[ok].max())
-    per_iteration = float(secs[ok].sum() / iters[ok].sum())
+    samples = iters * _batch_sizes(complete)
+    per_sample = float(secs[ok].sum() / samples[ok].sum())
+    sizes = _batch_sizes(pruned)
     ran = np.nan_to_num(_floats(pruned, "iterations"), nan=0.0)
-    saved = float(np.clip(full - ran, 0.0, None).sum())
-    return {"full_run_iterations": int(full), "seconds_per_iteration": per_iteration, "pruned_trials": len(pruned),
-            "iterations_saved": int(saved), "seconds_saved": saved * per_iteration}
+    saved = np.clip(float(samples[ok].max()) / sizes - ran, 0.0, None)  # each pruned run's own iterations
+    return {"full_run_iterations": int(iters[ok].max()),
+            "seconds_per_iteration": float(secs[ok].sum() / iters[ok].sum()),
+            "pruned_trials": len(pruned), "iterations_saved": int(saved.sum()),
+            "seconds_saved": float((saved * sizes).sum()) * per_sample}
 
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -481,11 +489,11 @@ def budget_numbers(epochs: Any, frame: pd.DataFrame) -> dict[str, Any]:
     """What a stage spent: epochs per trial, epochs run (see the module docstring), training seconds."""
     seconds = float(np.nan_to_num(_floats(frame, "seconds"), nan=0.0).sum())
     complete = (frame["state"] == "COMPLETE").to_numpy()
-    iters = _floats(frame, "iterations")
-    full = iters[complete & np.isfinite(iters)]
+    samples = _floats(frame, "iterations") * _batch_sizes(frame)  # a full run's are the same at any batch size
+    full = samples[complete & np.isfinite(samples)]
     run = None
     if _num(epochs) is not None and full.size and full.max() > 0:
-        ran = np.clip(np.nan_to_num(iters[~complete], nan=0.0) / full.max(), 0.0, 1.0)
+        ran = np.clip(np.nan_to_num(samples[~complete], nan=0.0) / full.max(), 0.0, 1.0)
         run = float(epochs) * (int(complete.sum()) + float(ran.sum()))
     return {"epochs_per_trial": epochs, "trials": len(frame), "epochs_run": run, "training_seconds": seconds,
             "seconds_per_epoch": seconds / run if run else None}
@@ -1122,8 +1130,9 @@ def _repeats_text(rep: dict[str, Any]) -> str:
 _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and for a pruned or failed one the part "
                 "of a full run its iterations make; seconds per epoch is the stage's training seconds over its "
                 "epochs run (a wider net costs more per epoch). Pruning "
-                "savings: a full run is as long as the stage's longest completed run; each pruned trial saved the "
-                "iterations it did not run, at the stage's mean seconds per iteration.")
+                "savings: a full run is as long as the stage's longest completed run, in samples where the batch "
+                "size was searched; each pruned trial saved the iterations it did not run, at the stage's mean "
+                "seconds per sample.")
 
 
 def _chosen_text(chosen: dict[str, Any]) -> str:

@@ -17,9 +17,9 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, campaign_report,
-                            diagnosis_text, first_finished, outcome, param_importance, repeat_numbers, write_report,
-                            _verdict)
+from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, budget_numbers,
+                            campaign_report, diagnosis_text, first_finished, outcome, param_importance,
+                            pruning_savings, repeat_numbers, write_report, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, add_stage, build_auto_campaign, build_campaign, build_mixed_campaign,
                                       trial_specs)
@@ -71,6 +71,22 @@ def expected_epochs_run(trials, epochs):
     full = max(t["iterations"] for t in trials if t["state"] == "COMPLETE")
     return sum(epochs if t["state"] == "COMPLETE" else epochs * min(1.0, (t["iterations"] or 0) / full)
                for t in trials)
+
+
+def test_a_searched_batch_size_sets_each_pruned_runs_own_full_length():
+    # 4 epochs of 1257 samples: 2512 iterations at batch 2, 60 at 81; pruned at 10 iterations with batches 15 and 87
+    # had full runs of about 5024 / 15 and 5024 / 87 iterations, not the batch-2 run's 2512
+    frame = pd.DataFrame([
+        {"state": "COMPLETE", "param_batch_size": 2, "iterations": 2512, "seconds": 0.74},
+        {"state": "COMPLETE", "param_batch_size": 81, "iterations": 60, "seconds": 0.064},
+        {"state": "PRUNED", "param_batch_size": 15, "iterations": 10, "seconds": 0.005},
+        {"state": "PRUNED", "param_batch_size": 87, "iterations": 10, "seconds": 0.013},
+    ])
+    saved = pruning_savings(frame)
+    assert saved["iterations_saved"] == 372  # 324.9 + 47.7
+    assert saved["seconds_saved"] == pytest.approx((324.9333 * 15 + 47.7471 * 87) * 0.804 / 9884, rel=1e-5)
+    # epochs run: 4 for each completed trial, 4 x 150 / 5024 and 4 x 870 / 5024 for the pruned ones
+    assert budget_numbers(4, frame)["epochs_run"] == pytest.approx(8 + 4 * 1020 / 5024)
 
 
 def expected_within(trials, within=0.01):
