@@ -348,6 +348,8 @@ def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
     if column.startswith(("+", "-")):
         ascending = column.startswith("+")
         column = column[1:]
+    if column not in frame.columns and f"param_{column}" in frame.columns:
+        column = f"param_{column}"  # a parameter by the name the table shows (lr), as --columns takes it
     if column not in frame.columns:
         raise StudyError(f"cannot sort by {sort!r}; valid columns: {', '.join(frame.columns)}")
     if ascending is None:

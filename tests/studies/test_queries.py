@@ -235,6 +235,13 @@ def test_trials_frame_sort_filter_and_limit(storage) -> None:
     assert len(pruned) == 3
 
 
+def test_trials_frame_sorts_by_a_parameter_by_the_name_the_table_shows(storage) -> None:
+    by_lr = trials_frame(storage, study_name="digits/coarse", sort="-lr", states=["complete"])
+    assert by_lr["param_lr"].tolist() == [5e-3, 3e-3, 2e-3, 1e-3, 1e-5]
+    assert trials_frame(storage, study_name="digits/coarse", sort="+param_reg", states=["complete"])[
+        "param_reg"].tolist() == [1e-5, 1e-4, 2e-4, 3e-3, 1e-2]
+
+
 def test_trials_frame_over_a_campaign_and_everything(storage) -> None:
     digits = trials_frame(storage, campaign="digits")
     assert len(digits) == 8 + 3
