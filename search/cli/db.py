@@ -61,7 +61,7 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
 
     frame = trials_frame(open_for_reading(storage), study_name=study, campaign=campaign,
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
-    default = (["study"] if "study" in frame and frame["study"].nunique() > 1 else []) + [
+    default = (["study"] if "study" in frame and (study is None or frame["study"].nunique() > 1) else []) + [
         c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
     print_table(frame, fmt, columns, default, wide)
 

@@ -94,6 +94,14 @@ def test_trials_and_studies_tables(run_cli):
     assert len(csv) == 3 and csv[0].startswith("study,")
 
 
+def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_them(run_cli):
+    # trial numbers restart in every stage: "0 COMPLETE" alone does not say which trial it is
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    assert run_cli("trials", "--campaign", "digits").stdout.splitlines()[0].split()[:3] == ["study", "number", "state"]
+    assert run_cli("trials").stdout.splitlines()[0].split()[:3] == ["study", "number", "state"]
+    assert run_cli("trials", "digits/coarse").stdout.splitlines()[0].split()[:2] == ["number", "state"]
+
+
 def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "4",
