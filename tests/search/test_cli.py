@@ -102,6 +102,15 @@ def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_th
     assert run_cli("trials", "digits/coarse").stdout.splitlines()[0].split()[:2] == ["number", "state"]
 
 
+def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
+    for campaign in ("one", "two"):
+        assert run_cli("coarse", "--campaign", campaign, "--trials", "2", "--epochs", "1",
+                       "--train-size", "200").exit_code == 0
+    rows = json.loads(run_cli("studies", "--campaign", "two", "--format", "json").stdout)
+    assert [r["study"] for r in rows] == ["two/coarse"]
+    one_line_error(run_cli("studies", "--campaign", "three"), "unknown campaign 'three'; known campaigns: one, two")
+
+
 def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "4",

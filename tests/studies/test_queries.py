@@ -166,6 +166,15 @@ def test_list_studies_counts_and_best_values(storage) -> None:
     assert rows.loc["spiral/coarse", "campaign"] == "spiral"
 
 
+def test_list_studies_of_one_campaign(storage) -> None:
+    assert list_studies(storage, campaign="digits")["study"].tolist() == ["digits/coarse", "digits/fine-1",
+                                                                          "digits/fine-2"]
+    assert list_studies(storage, campaign="spiral")["study"].tolist() == ["spiral/coarse"]
+    with pytest.raises(UnknownStudyError) as raised:
+        list_studies(storage, campaign="nope")
+    assert str(raised.value) == "unknown campaign 'nope'; known campaigns: digits, spiral"
+
+
 def test_list_studies_created_matches_first_trial_start(storage) -> None:
     created = list_studies(storage).set_index("study").loc["digits/coarse", "created"]
     starts = trials_frame(storage, study_name="digits/coarse")["datetime_start"].dropna()
