@@ -988,13 +988,14 @@ def _params_text(ps: dict[str, Any]) -> str:
 
 
 def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["stage", "sampler", "trials", "complete", "pruned (exploded/nan)", "failed", "best", "median",
+    head = ["stage", "sampler", "trials", "complete", "pruned (exploded/nan/scheduler)", "failed", "best", "median",
             "trials to within 1 pt"]
     rows = []
     for s in summary["stages"]:
         c = s["counts"]
         rows.append([s["stage"], str(s["sampler"] or "-"), _count(c["trials"]), _count(c["complete"]),
-                     f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,})", _count(c["failed"]),
+                     f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,}/{c['pruned_other']:,})",
+                     _count(c["failed"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
     return head, rows
 

@@ -21,8 +21,8 @@ from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_M
                             campaign_report, diagnosis_text, first_finished, outcome, param_importance,
                             pruning_savings, repeat_numbers, write_report, _verdict)
 from studies.store import open_storage
-from tests.studies.report_data import (ACTIVATIONS, add_stage, build_auto_campaign, build_campaign, build_mixed_campaign,
-                                      trial_specs)
+from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
+                                      build_mixed_campaign, trial_specs)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -87,6 +87,19 @@ def test_a_searched_batch_size_sets_each_pruned_runs_own_full_length():
     assert saved["seconds_saved"] == pytest.approx((324.9333 * 15 + 47.7471 * 87) * 0.804 / 9884, rel=1e-5)
     # epochs run: 4 for each completed trial, 4 x 150 / 5024 and 4 x 870 / 5024 for the pruned ones
     assert budget_numbers(4, frame)["epochs_run"] == pytest.approx(8 + 4 * 1020 / 5024)
+
+
+def test_the_stage_table_counts_the_trials_a_scheduler_pruned(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 8, iterations=100,
+                        points=[(1e-3, 1e-4)] * 5 + [(1e-4, 1e-4)] * 2 + [(0.5, 1e-4)])
+    for spec in specs[5:7]:  # stopped at a rung by successive halving
+        spec.update(state="PRUNED", value=None, stop_reason="pruned", iterations=50)
+    add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None)
+    storage = open_storage(url, create=False)
+    md = write_report(campaign_report(storage, "asha", images=False), tmp_path / "out")["report.md"].read_text()
+    assert "| stage | sampler | trials | complete | pruned (exploded/nan/scheduler) | failed |" in md
+    assert "| coarse | random | 8 | 5 | 3 (1/0/2) | 0 |" in md
 
 
 def expected_within(trials, within=0.01):
