@@ -1179,10 +1179,16 @@ def _data_text(data: dict[str, Any] | None) -> str | None:
     return text + (f"; sha256 {data['sha256'][:12]}..." if data.get("sha256") else "") + "."
 
 
+def _size_text(summary: dict[str, Any]) -> str:
+    """'208 trials in 7 stages' (a single trial or stage in the singular)."""
+    trials, stages = summary["trials"], len(summary["stages"])
+    return f"{trials:,} trial{'' if trials == 1 else 's'} in {stages} stage{'' if stages == 1 else 's'}"
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
-           f"{summary['trials']:,} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", ""]
+           f"{_size_text(summary)}; generated {summary['generated']}.", ""]
     data = _data_text(summary.get("data"))
     if data:
         out += [data, ""]
@@ -1237,8 +1243,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>Search report: {esc(summary['campaign'])}</title><style>{_CSS}</style></head><body>",
              f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
-             f"<p>{summary['trials']:,} trials in {len(summary['stages'])} stages; generated "
-             f"{esc(summary['generated'])}.</p>"]
+             f"<p>{_size_text(summary)}; generated {esc(summary['generated'])}.</p>"]
     data = _data_text(summary.get("data"))
     if data:
         parts.append(f"<p>{esc(data)}</p>")
