@@ -1111,7 +1111,7 @@ def _verdict(pair: dict[str, Any]) -> str:
             "tie": "random and grid search tied", "n/a": "no comparison (a side has no completed trial)"}
     text = word[pair["outcome"]]
     if r is not None and g is not None:
-        text += f" (best {r:.4f} vs {g:.4f}, difference {r - g:+.4f})"
+        text += f" (best: random {r:.4f} vs grid {g:.4f}, difference {r - g:+.4f})"
     used, total = pair.get("random_trials"), pair.get("random_stage_trials")
     if used is not None and total is not None and used < total:
         text += f"; random: the first {_count(used)} of its stage's {_count(total)} trials, as many as the grid's points"

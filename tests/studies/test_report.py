@@ -189,8 +189,12 @@ def test_the_random_side_of_a_grid_comparison_is_its_first_trials_at_the_grids_b
     assert first_finished(frame, 0).empty
     pair = {"random": {"best_value": 0.9, "complete": 27}, "grid": {"best_value": 0.8, "complete": 27},
             "outcome": "win", "random_trials": 27, "random_stage_trials": 50}
-    assert _verdict(pair) == ("random search found the better model (best 0.9000 vs 0.8000, difference +0.1000); "
-                              "random: the first 27 of its stage's 50 trials, as many as the grid's points")
+    assert _verdict(pair) == ("random search found the better model (best: random 0.9000 vs grid 0.8000, difference "
+                              "+0.1000); random: the first 27 of its stage's 50 trials, as many as the grid's points")
+    # when grid wins, its number is still named, not left to the order
+    lost = {**pair, "outcome": "loss", "grid": {**pair["grid"], "best_value": 0.95}}
+    assert _verdict(lost).startswith("grid search found the better model (best: random 0.9000 vs grid 0.9500, "
+                                     "difference -0.0500)")
 
 
 def test_outcome_rule():
