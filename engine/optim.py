@@ -116,12 +116,13 @@ class Adam:
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSProp, "adam": Adam}
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")  # the rules that read mu
 
 
 def make_optimizer(name: str, momentum: float = 0.9) -> SGD | Momentum | Nesterov | RMSProp | Adam:
     """A fresh update rule by name (``momentum`` is mu of momentum/nesterov); unknown names list the known ones."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    if name in ("momentum", "nesterov"):
+    if name in MOMENTUM_OPTIMIZERS:
         return OPTIMIZERS[name](mu=momentum)
     return OPTIMIZERS[name]()

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from engine.errors import ConfigError
 from engine.activations import ACTIVATION_REGISTRY
+from engine.errors import ConfigError
 from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS
-from engine.optim import OPTIMIZERS
-from engine.preprocess import PREPROCESSORS
+from engine.optim import MOMENTUM_OPTIMIZERS, OPTIMIZERS
 from search.config import RunConfig
 from search.errors import SearchError
 
@@ -56,7 +55,7 @@ SEARCHABLE: dict[str, Searchable] = {
     "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF), help="minibatch size"),
     "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0), help="lr multiplier per epoch"),
     "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999), help="mu of momentum/nesterov",
-                           applies_with=("optimizer", ("momentum", "nesterov"))),
+                           applies_with=("optimizer", MOMENTUM_OPTIMIZERS)),
     "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF), help="std of normal/uniform init",
                            applies_with=("init", tuple(DEFAULT_STD))),
     "relu_bias": Searchable("arch.relu_bias", "float", limits=(0.0, INF), help="initial bias of ReLU units",
@@ -66,14 +65,21 @@ SEARCHABLE: dict[str, Searchable] = {
     "init": Searchable("arch.init.name", "categorical", choices=tuple(sorted(INITIALISERS))),
     "optimizer": Searchable("train.optimizer", "categorical", choices=tuple(OPTIMIZERS)),
     "batchnorm": Searchable("arch.batchnorm", "categorical", choices=(True, False)),
-    "preprocess": Searchable("preprocess.name", "categorical", choices=tuple(PREPROCESSORS)),
     "loss": Searchable("arch.loss", "categorical", choices=tuple(LOSSES)),
+}
+
+# run options every trial of a stage shares, and why
+FIXED_PER_STAGE = {
+    "preprocess": "a stage prepares its data once, so its trials share one --preprocess; start a campaign for "
+                  "each (--preprocess NAME --campaign NAME)",
 }
 
 
 def searchable(name: str) -> tuple[str, Searchable]:
     """(canonical name, its entry) for NAME with ``-`` or ``_``; SearchError listing the names otherwise."""
     key = name.strip().replace("-", "_")
+    if key in FIXED_PER_STAGE:
+        raise SearchError(f"{key} cannot be searched: {FIXED_PER_STAGE[key]}")
     if key not in SEARCHABLE:
         raise SearchError(f"{name!r} is not a searchable option; searchable: {', '.join(SEARCHABLE)}")
     return key, SEARCHABLE[key]
@@ -518,8 +524,8 @@ def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: f
 
     ``values`` are ranked best first; only the better half is used, so that the runs another
     dimension ruined (an lr far too low, say) do not pass for this one's effect. Each third's mean has a standard error of max(its values' std, ``value_se``) / sqrt(count); the
-    range is insensitive when the highest and lowest means differ by less than twice the standard
-    error of that difference. The other dimensions' effects count as noise here, as they should:
+    range is insensitive when every third holds two or more of them and the highest and lowest means differ by
+    less than twice the standard error of that difference. The other dimensions' effects count as noise here, as they should:
     they are what a change of this dimension alone has to stand out from.
     """
     if isinstance(dim, Choice) or len(values) < 6 or dim.width == 0:
@@ -528,15 +534,14 @@ def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: f
     for v, value in values[:max(6, len(values) // 2)]:  # the better half: a dominant dimension's misses left out
         k = min(2, int(3 * (dim.to_unit(v) - dim.to_unit(dim.low)) / dim.width))
         thirds[k].append(value)
-    stats = [(float(np.mean(t)), max(float(np.std(t, ddof=1)), value_se) / math.sqrt(len(t)))
-             for t in thirds if len(t) >= 2]
-    if len(stats) < 2:
+    if any(len(t) < 2 for t in thirds):  # a third without good runs (none, or all pruned) is no evidence of a flat range
         return None
+    stats = [(float(np.mean(t)), max(float(np.std(t, ddof=1)), value_se) / math.sqrt(len(t))) for t in thirds]
     (lo, se_lo), (hi, se_hi) = min(stats), max(stats)
     limit = 2 * math.sqrt(se_lo**2 + se_hi**2)
     if hi - lo >= limit:
         return None
-    shown = "/".join(f"{np.mean(t):.3f}" if len(t) >= 2 else "-" for t in thirds)
+    shown = "/".join(f"{np.mean(t):.3f}" for t in thirds)
     return (f"mean value per third {shown} ({'/'.join(str(len(t)) for t in thirds)} trials) differ by at most "
             f"{hi - lo:.3f}, within 2 standard errors ({limit:.3f})")
 

@@ -35,8 +35,8 @@ from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
-from search.space import (Choice, Dimension, applies, describe_space, has_params, refine_space, space_attr,
-                          space_from_attr)
+from search.space import (Choice, Dimension, applies, describe_space, has_params, refine_space, searchable,
+                          space_attr, space_from_attr)
 from studies import optuna_rdb
 from studies.queries import names_message
 from studies.budget import initialise_study, requeue_failed_trials, unretried_failures
@@ -159,6 +159,8 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
     killed between creating the study and that transaction leaves a study without ``ready`` and
     without trials; the next command with this stage's definition completes it.
     """
+    for name in stage.space:  # a space read from an older database may hold an option no longer searched
+        searchable(name)
     # the data as an absolute path: `search worker`, `--from-trial` and retrains may run in another folder
     stage = replace(stage, run=with_absolute_data(stage.run))
     try:

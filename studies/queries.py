@@ -163,9 +163,15 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-def list_studies(storage: optuna.storages.RDBStorage) -> pd.DataFrame:
-    """One row per study of the service (creation order) with STUDY_COLUMNS; trial counts come from one SQL query."""
+def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = None) -> pd.DataFrame:
+    """One row per study of the service (creation order), or of ``campaign``, with STUDY_COLUMNS; trial counts
+    come from one SQL query."""
     infos = _study_infos(storage)
+    if campaign is not None:
+        known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
+        if campaign not in known:
+            raise UnknownStudyError(f"unknown campaign {campaign!r}; known campaigns: {names_message(known)}")
+        infos = [i for i in infos if i.campaign == campaign]
     counts_sql = text(
         "SELECT s.study_name AS study_name, t.state AS state, COUNT(*) AS n,"
         " MIN(t.datetime_start) AS first_start, MAX(v.value) AS max_value, MIN(v.value) AS min_value"
@@ -348,6 +354,8 @@ def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
     if column.startswith(("+", "-")):
         ascending = column.startswith("+")
         column = column[1:]
+    if column not in frame.columns and f"param_{column}" in frame.columns:
+        column = f"param_{column}"  # a parameter by the name the table shows (lr), as --columns takes it
     if column not in frame.columns:
         raise StudyError(f"cannot sort by {sort!r}; valid columns: {', '.join(frame.columns)}")
     if ascending is None:

@@ -13,16 +13,15 @@ Definitions used throughout:
 - *trial order*: trial number, which is the order the stage's budget was enqueued in.
 - *within 1 point*: value >= own best - 0.01 (one percentage point of accuracy); the count is
   of trials in trial order, pruned ones included, up to the first that gets there.
-- *time saved by pruning*: a full run is taken to be as long as the longest COMPLETE run of the
-  stage (max ``iterations`` among its COMPLETE trials); each PRUNED trial saved
-  ``(full - iterations it ran)`` iterations, worth the stage's mean seconds per iteration over
-  its COMPLETE trials (sum of seconds / sum of iterations). A stage with no COMPLETE trial has
-  no estimate (None).
+- *time saved by pruning*: a full run is taken to be as long, in samples (``iterations`` x the trial's
+  ``batch_size`` where the stage searched it, else x 1), as the longest COMPLETE run of the stage; each
+  PRUNED trial saved the iterations of its own batch size it did not run, worth the stage's mean seconds
+  per sample over its COMPLETE trials. A stage with no COMPLETE trial has no estimate (None).
 - *epochs run*: the stage's epochs per trial for each COMPLETE trial, and for each other trial the part
   of a full run (as above) its iterations make; *seconds per epoch* is the stage's training seconds over
   its epochs run: a wider net costs more per epoch.
 - *importance*: Optuna's fANOVA evaluator (seed 0, ``IMPORTANCE_TREES`` trees) over the stage's COMPLETE
-  trials, rebuilt from the trials frame and the stage's ``space`` (no second read of the trials), at most
+  trials, a log dimension given as its log10 (the evaluator works in a distribution's linear units), rebuilt from the trials frame and the stage's ``space`` (no second read of the trials), at most
   ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
   ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions, and none for a stage whose
   sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
@@ -192,6 +191,12 @@ def trials_to_within(frame: pd.DataFrame, within: float = WITHIN) -> int | None:
     return int(hit[0]) + 1
 
 
+def _batch_sizes(frame: pd.DataFrame) -> np.ndarray:
+    """Each trial's batch size where the stage searched it, else 1: a full run's iterations x this is its epochs x
+    the training samples, the same at any batch size."""
+    return np.nan_to_num(_floats(frame, "param_batch_size"), nan=1.0)
+
+
 def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
     """Iterations and seconds not run because PRUNED trials stopped early (see the module docstring)."""
     complete = frame[frame["state"] == "COMPLETE"]
@@ -202,12 +207,15 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
     if not ok.any():
         return {"full_run_iterations": None, "seconds_per_iteration": None, "pruned_trials": len(pruned),
                 "iterations_saved": None, "seconds_saved": None}
-    full = float(iters[ok].max())
-    per_iteration = float(secs[ok].sum() / iters[ok].sum())
+    samples = iters * _batch_sizes(complete)
+    per_sample = float(secs[ok].sum() / samples[ok].sum())
+    sizes = _batch_sizes(pruned)
     ran = np.nan_to_num(_floats(pruned, "iterations"), nan=0.0)
-    saved = float(np.clip(full - ran, 0.0, None).sum())
-    return {"full_run_iterations": int(full), "seconds_per_iteration": per_iteration, "pruned_trials": len(pruned),
-            "iterations_saved": int(saved), "seconds_saved": saved * per_iteration}
+    saved = np.clip(float(samples[ok].max()) / sizes - ran, 0.0, None)  # each pruned run's own iterations
+    return {"full_run_iterations": int(iters[ok].max()),
+            "seconds_per_iteration": float(secs[ok].sum() / iters[ok].sum()),
+            "pruned_trials": len(pruned), "iterations_saved": int(saved.sum()),
+            "seconds_saved": float((saved * sizes).sum()) * per_sample}
 
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -481,11 +489,11 @@ def budget_numbers(epochs: Any, frame: pd.DataFrame) -> dict[str, Any]:
     """What a stage spent: epochs per trial, epochs run (see the module docstring), training seconds."""
     seconds = float(np.nan_to_num(_floats(frame, "seconds"), nan=0.0).sum())
     complete = (frame["state"] == "COMPLETE").to_numpy()
-    iters = _floats(frame, "iterations")
-    full = iters[complete & np.isfinite(iters)]
+    samples = _floats(frame, "iterations") * _batch_sizes(frame)  # a full run's are the same at any batch size
+    full = samples[complete & np.isfinite(samples)]
     run = None
     if _num(epochs) is not None and full.size and full.max() > 0:
-        ran = np.clip(np.nan_to_num(iters[~complete], nan=0.0) / full.max(), 0.0, 1.0)
+        ran = np.clip(np.nan_to_num(samples[~complete], nan=0.0) / full.max(), 0.0, 1.0)
         run = float(epochs) * (int(complete.sum()) + float(ran.sum()))
     return {"epochs_per_trial": epochs, "trials": len(frame), "epochs_run": run, "training_seconds": seconds,
             "seconds_per_epoch": seconds / run if run else None}
@@ -503,15 +511,34 @@ def distribution(spec: Any) -> optuna.distributions.BaseDistribution | None:
     return optuna.distributions.FloatDistribution(bounds[0], bounds[1], log=dim.log)
 
 
+def _log_range(dist: optuna.distributions.BaseDistribution) -> bool:
+    return isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)) and dist.log
+
+
+def _searched_scale(dist: optuna.distributions.BaseDistribution) -> optuna.distributions.BaseDistribution:
+    """The distribution fANOVA is given: a log range as the float range of its log10, since Optuna's evaluator
+    splits and averages in a distribution's linear units (lr 1e-6:1 would otherwise weigh 1e-6:1e-3 as 0.1 %)."""
+    if _log_range(dist):
+        return optuna.distributions.FloatDistribution(math.log10(dist.low), math.log10(dist.high))
+    return dist
+
+
 def _importance_trial(row: Any, distributions: dict[str, Any]) -> FrozenTrial | None:
-    """A COMPLETE trial rebuilt from a frame row, with the params it has (a conditional one may be missing);
-    None if a value lies outside the stage's space."""
+    """A COMPLETE trial rebuilt from a frame row with the params it has (a conditional one may be missing), log
+    dimensions as their log10; None if a value lies outside the stage's space."""
     params = {}
     for name, dist in distributions.items():
         value = _plain(row[f"param_{name}"]) if f"param_{name}" in row and _present(row[f"param_{name}"]) else None
-        if value is not None:
+        if value is None:
+            continue
+        if _log_range(dist):
+            if float(value) <= 0:
+                return None
+            params[name] = math.log10(float(value))
+        else:
             params[name] = int(value) if isinstance(dist, optuna.distributions.IntDistribution) else (
                 float(value) if isinstance(dist, optuna.distributions.FloatDistribution) else value)
+    distributions = {name: _searched_scale(dist) for name, dist in distributions.items()}
     try:
         return create_trial(value=float(row["value"]), params=params,
                             distributions={name: distributions[name] for name in params})
@@ -964,13 +991,14 @@ def _params_text(ps: dict[str, Any]) -> str:
 
 
 def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["stage", "sampler", "trials", "complete", "pruned (exploded/nan)", "failed", "best", "median",
+    head = ["stage", "sampler", "trials", "complete", "pruned (exploded/nan/scheduler)", "failed", "best", "median",
             "trials to within 1 pt"]
     rows = []
     for s in summary["stages"]:
         c = s["counts"]
         rows.append([s["stage"], str(s["sampler"] or "-"), _count(c["trials"]), _count(c["complete"]),
-                     f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,})", _count(c["failed"]),
+                     f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,}/{c['pruned_other']:,})",
+                     _count(c["failed"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
     return head, rows
 
@@ -1089,7 +1117,7 @@ def _verdict(pair: dict[str, Any]) -> str:
             "tie": "random and grid search tied", "n/a": "no comparison (a side has no completed trial)"}
     text = word[pair["outcome"]]
     if r is not None and g is not None:
-        text += f" (best {r:.4f} vs {g:.4f}, difference {r - g:+.4f})"
+        text += f" (best: random {r:.4f} vs grid {g:.4f}, difference {r - g:+.4f})"
     used, total = pair.get("random_trials"), pair.get("random_stage_trials")
     if used is not None and total is not None and used < total:
         text += f"; random: the first {_count(used)} of its stage's {_count(total)} trials, as many as the grid's points"
@@ -1109,8 +1137,9 @@ def _repeats_text(rep: dict[str, Any]) -> str:
 _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and for a pruned or failed one the part "
                 "of a full run its iterations make; seconds per epoch is the stage's training seconds over its "
                 "epochs run (a wider net costs more per epoch). Pruning "
-                "savings: a full run is as long as the stage's longest completed run; each pruned trial saved the "
-                "iterations it did not run, at the stage's mean seconds per iteration.")
+                "savings: a full run is as long as the stage's longest completed run, in samples where the batch "
+                "size was searched; each pruned trial saved the iterations it did not run, at the stage's mean "
+                "seconds per sample.")
 
 
 def _chosen_text(chosen: dict[str, Any]) -> str:
@@ -1156,10 +1185,16 @@ def _data_text(data: dict[str, Any] | None) -> str | None:
     return text + (f"; sha256 {data['sha256'][:12]}..." if data.get("sha256") else "") + "."
 
 
+def _size_text(summary: dict[str, Any]) -> str:
+    """'208 trials in 7 stages' (a single trial or stage in the singular)."""
+    trials, stages = summary["trials"], len(summary["stages"])
+    return f"{trials:,} trial{'' if trials == 1 else 's'} in {stages} stage{'' if stages == 1 else 's'}"
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
-           f"{summary['trials']:,} trials in {len(summary['stages'])} stages; generated {summary['generated']}.", ""]
+           f"{_size_text(summary)}; generated {summary['generated']}.", ""]
     data = _data_text(summary.get("data"))
     if data:
         out += [data, ""]
@@ -1214,8 +1249,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>Search report: {esc(summary['campaign'])}</title><style>{_CSS}</style></head><body>",
              f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
-             f"<p>{summary['trials']:,} trials in {len(summary['stages'])} stages; generated "
-             f"{esc(summary['generated'])}.</p>"]
+             f"<p>{_size_text(summary)}; generated {esc(summary['generated'])}.</p>"]
     data = _data_text(summary.get("data"))
     if data:
         parts.append(f"<p>{esc(data)}</p>")

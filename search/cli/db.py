@@ -5,7 +5,7 @@ import click
 
 from search.cli.options import (
     FiniteFloatRange, SectionedCommand, WritablePath,
-    apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
+    apply, campaign_option, format_option, json_option, not_empty, open_for_reading, storage_option,
 )
 from search.cli.output import echo_json, print_frame, print_table, say
 from search.space import value_text
@@ -21,19 +21,21 @@ columns_options = apply([
 
 
 @click.command(cls=SectionedCommand)
+@click.option("--campaign", default=None, callback=not_empty, help="Only this campaign's stages (default: all).")
 @storage_option
 @format_option
 @columns_options
-def studies(storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
+def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
     """One row per stage: trials by state, best value, epochs (--wide: space, parent, created, ...).
 
     \b
-    Example:
+    Examples:
       search studies --format csv
+      search studies --campaign digits
     """
     from studies.queries import list_studies
 
-    frame = list_studies(open_for_reading(storage))
+    frame = list_studies(open_for_reading(storage), campaign)
     print_table(frame, fmt, columns, STUDY_COLUMNS, wide)
 
 
@@ -61,7 +63,7 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
 
     frame = trials_frame(open_for_reading(storage), study_name=study, campaign=campaign,
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
-    default = (["study"] if "study" in frame and frame["study"].nunique() > 1 else []) + [
+    default = (["study"] if "study" in frame and (study is None or frame["study"].nunique() > 1) else []) + [
         c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
     print_table(frame, fmt, columns, default, wide)
 

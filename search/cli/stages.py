@@ -1,6 +1,7 @@
 """Search stages: ``search coarse``, ``fine``, ``grid``, ``auto`` and ``worker``."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from typing import Any
 
@@ -35,13 +36,22 @@ def print_summary(summary: Any) -> None:
         say(f"range: {note}", "  ")
     if summary.top:  # the final stage lists configurations by their mean (runs, std), the others their best trials
         lead = [k for k in summary.top[0] if k in LEAD_COLUMNS]
-        # every parameter a row has, in the space's order; a conditional one is "-" where it had no effect
+        # every parameter a row has, the space's first (a conditional one is "-" where it had no effect), then any
+        # another program's trial added
         names = [k for k in summary.space if any(k in row for row in summary.top)]
+        names += dict.fromkeys(k for row in summary.top for k in row
+                               if k not in LEAD_COLUMNS and k != "seconds" and k not in names)
+        # the parameter columns (a space and 10 characters each) that fit the terminal, as prose does
+        lead_width = 2 + sum(LEAD_COLUMNS[k][1] + 1 for k in lead)
+        fit = max(1, (shutil.get_terminal_size((80, 24)).columns - lead_width) // 11)
+        names, left = names[:fit], names[fit:]
         click.echo("  " + " ".join(f"{LEAD_COLUMNS[k][0]:>{LEAD_COLUMNS[k][1]}}" for k in lead) + " " +
                    " ".join(f"{n[:10]:>10}" for n in names))
         for row in summary.top:
             click.echo("  " + " ".join(f"{row[k]:{LEAD_COLUMNS[k][1]}{LEAD_COLUMNS[k][2]}}" for k in lead) + " " +
                        " ".join(f"{value_text(row[n])[:10] if n in row else '-':>10}" for n in names))
+        if left:
+            say(f"({len(left)} more parameters: {', '.join(left)}; search trials {summary.study} --wide)", "  ")
     for err in summary.errors:
         click.echo(f"  error: {err}", err=True)
 

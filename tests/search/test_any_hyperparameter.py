@@ -90,6 +90,16 @@ def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, ar
     assert not (tmp_path / "search.db").exists()
 
 
+def test_searching_preprocess_is_refused_since_a_stage_prepares_its_data_once(run_cli, tmp_path):
+    # each trial trained on the stage's one preprocessing while its params and config named another
+    result = run_cli("coarse", "--space", "preprocess=standardize,pca", "--trials", "4", "--epochs", "1")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --space preprocess=standardize,pca: preprocess cannot be searched: a stage prepares its data once, "
+        "so its trials share one --preprocess; start a campaign for each (--preprocess NAME --campaign NAME)")
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_a_space_file_gives_the_same_space(run_cli, tmp_path):
     (tmp_path / "space.toml").write_text('[space]\nlr = "1e-3:1e-1"\nhidden = "16:64:int"\n'
                                          'activation = ["relu", "tanh"]\nbatchnorm = [true, false]\n')

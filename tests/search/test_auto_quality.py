@@ -35,6 +35,17 @@ def test_a_dimension_whose_thirds_score_within_noise_is_kept_and_called_insensit
     assert "insensitive" not in notes[0] and new["lr"].width < 4
 
 
+def test_a_range_whose_upper_third_holds_no_good_trial_is_narrowed_not_called_insensitive():
+    # lr 1e-4:1 (thirds split at 0.00215 and 0.0464): the completed runs score alike in the lower two thirds, and the
+    # upper third has none (a scheduler pruned them there)
+    trials = [({"lr": lr}, value) for lr, value in [(2e-4, 0.951), (3e-4, 0.95), (5e-4, 0.95), (3e-3, 0.951),
+                                                     (5e-3, 0.95), (8e-3, 0.95)]]
+    new, notes = refine_space({"lr": FloatRange(1e-4, 1.0)}, trials, top=5, edge=0.1, value_se=0.01)
+    assert notes == ["lr: best 0.0002 is within 10 % of the lower bound 0.0001; new range 7.96e-07:0.0126 "
+                     "(widened downward)"]
+    assert new["lr"].high == pytest.approx(0.012559, rel=1e-4)
+
+
 AUTO_ARGS = ("auto", "--space", "lr=1e-3:1e-1", "--space", "hidden=16:64:int", "--train-size", "300", "--trials", "6",
              "--epochs", "2", "--max-fine", "1", "--top", "2", "--repeats", "2", "--retrain-seeds", "2", "--promote", "3")
 

@@ -99,6 +99,23 @@ def test_trials_and_studies_tables(run_cli):
                              "3", "underfitting"], (table, flat)
 
 
+def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_them(run_cli):
+    # trial numbers restart in every stage: "0 COMPLETE" alone does not say which trial it is
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    assert run_cli("trials", "--campaign", "digits").stdout.splitlines()[0].split()[:3] == ["study", "number", "state"]
+    assert run_cli("trials").stdout.splitlines()[0].split()[:3] == ["study", "number", "state"]
+    assert run_cli("trials", "digits/coarse").stdout.splitlines()[0].split()[:2] == ["number", "state"]
+
+
+def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
+    for campaign in ("one", "two"):
+        assert run_cli("coarse", "--campaign", campaign, "--trials", "2", "--epochs", "1",
+                       "--train-size", "200").exit_code == 0
+    rows = json.loads(run_cli("studies", "--campaign", "two", "--format", "json").stdout)
+    assert [r["study"] for r in rows] == ["two/coarse"]
+    one_line_error(run_cli("studies", "--campaign", "three"), "unknown campaign 'three'; known campaigns: one, two")
+
+
 def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "4",
@@ -283,3 +300,24 @@ def test_a_worker_that_comes_after_the_campaign_is_done_says_so_and_exits_0(run_
     assert late.exit_code == 0 and late.stderr == "", late.output
     assert "nothing to join: every stage of campaign digits is complete" in late.stdout
     assert json.loads(run_cli("worker", "--campaign", "digits", "--json").stdout) == {"stages": []}
+
+
+def test_a_stage_summary_of_many_parameters_fits_80_columns_and_names_the_rest(monkeypatch, capsys):
+    from search.campaign import StageSummary
+    from search.cli.stages import print_summary
+
+    monkeypatch.setenv("COLUMNS", "80")
+    params = {"lr": 0.00894, "reg": 0.000105, "hidden": 99, "batch_size": 23, "optimizer": "adam", "momentum": 0.514,
+              "dropout": 0.854, "depth": 3, "batchnorm": True}
+    summary = StageSummary(study="many/coarse", stage="coarse", parent=None,
+                           counts={"complete": 24, "pruned": 0, "fail": 0}, n_trials=24, epochs=2,
+                           space={name: "..." for name in params}, best_value=0.9741, best_params=params,
+                           top=[{"number": 18, "value": 0.9741, **params, "seconds": 0.1}], range_notes=[],
+                           created=True)
+    print_summary(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 79
+    assert lines[-4:] == ["  trial  val_acc         lr        reg     hidden batch_size  optimizer",
+                          "     18   0.9741    0.00894   0.000105         99         23       adam",
+                          "  (4 more parameters: momentum, dropout, depth, batchnorm; search trials",
+                          "      many/coarse --wide)"]

@@ -140,6 +140,34 @@ def test_bounds_the_option_itself_refuses_name_the_dimension(name, spec, fragmen
         check_space({name: parse_dimension(name, spec)}, RunConfig())
 
 
+@pytest.mark.parametrize("space,base,message", [
+    ({"init_std": "1e-3:1"}, RunConfig(),
+     "--space init_std has no effect with init he: it applies only with init normal, uniform, constant, sparse or "
+     "orthogonal (set --init or search it too)"),
+    ({"momentum": "0.5:0.99:linear"}, RunConfig(),
+     "--space momentum has no effect with optimizer adam: it applies only with optimizer momentum or nesterov (set "
+     "--optimizer or search it too)"),
+    ({"momentum": "0.5:0.99:linear", "optimizer": "adam,sgd"}, RunConfig(),
+     "--space momentum has no effect with optimizer adam, sgd: it applies only with optimizer momentum or nesterov "
+     "(set --optimizer or search it too)"),
+    ({"relu_bias": "0:0.1:linear"}, RunConfig().with_params({"arch.activation": "tanh"}),
+     "--space relu_bias has no effect with activation tanh: it applies only with activation relu, leaky_relu, prelu, "
+     "elu or maxout (set --activation or search it too)"),
+    ({"relu_bias": "0:0.1:linear"}, RunConfig(), None),
+    ({"momentum": "0.5:0.99:linear"}, RunConfig().with_params({"train.optimizer": "nesterov"}), None),
+    ({"momentum": "0.5:0.99:linear", "optimizer": "adam,momentum"}, RunConfig(), None),
+    ({"init_std": "1e-3:1", "init": "he,normal"}, RunConfig(), None),
+])
+def test_an_option_searched_beside_a_fixed_one_that_ignores_it_is_refused(space, base, message):
+    dims = {name: parse_dimension(name, spec) for name, spec in space.items()}
+    if message is None:
+        check_space(dims, base)
+    else:
+        with pytest.raises(SearchError) as raised:
+            check_space(dims, base)
+        assert str(raised.value) == message
+
+
 def test_grids_of_each_type():
     assert IntRange(1, 100, log=True).grid(3) == [1, 10, 100]
     assert IntRange(1, 3, log=False).grid(10) == [1, 2, 3]  # never more values than integers in the range

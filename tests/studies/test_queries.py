@@ -170,6 +170,15 @@ def test_list_studies_counts_and_best_values(storage) -> None:
     assert rows.loc["spiral/coarse", "campaign"] == "spiral"
 
 
+def test_list_studies_of_one_campaign(storage) -> None:
+    assert list_studies(storage, campaign="digits")["study"].tolist() == ["digits/coarse", "digits/fine-1",
+                                                                          "digits/fine-2"]
+    assert list_studies(storage, campaign="spiral")["study"].tolist() == ["spiral/coarse"]
+    with pytest.raises(UnknownStudyError) as raised:
+        list_studies(storage, campaign="nope")
+    assert str(raised.value) == "unknown campaign 'nope'; known campaigns: digits, spiral"
+
+
 def test_list_studies_created_matches_first_trial_start(storage) -> None:
     created = list_studies(storage).set_index("study").loc["digits/coarse", "created"]
     starts = trials_frame(storage, study_name="digits/coarse")["datetime_start"].dropna()
@@ -237,6 +246,13 @@ def test_trials_frame_sort_filter_and_limit(storage) -> None:
     assert top2["study"].tolist() == ["digits/fine-1", "digits/fine-1"]
     pruned = trials_frame(storage, campaign="digits", states=["PRUNED", "FAIL"])
     assert len(pruned) == 3
+
+
+def test_trials_frame_sorts_by_a_parameter_by_the_name_the_table_shows(storage) -> None:
+    by_lr = trials_frame(storage, study_name="digits/coarse", sort="-lr", states=["complete"])
+    assert by_lr["param_lr"].tolist() == [5e-3, 3e-3, 2e-3, 1e-3, 1e-5]
+    assert trials_frame(storage, study_name="digits/coarse", sort="+param_reg", states=["complete"])[
+        "param_reg"].tolist() == [1e-5, 1e-4, 2e-4, 3e-3, 1e-2]
 
 
 def test_trials_frame_over_a_campaign_and_everything(storage) -> None:

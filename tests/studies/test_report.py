@@ -17,12 +17,12 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, campaign_report,
-                            diagnosis_text, first_finished, outcome, param_importance, repeat_numbers, write_report,
-                            _verdict)
+from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, budget_numbers,
+                            campaign_report, diagnosis_text, first_finished, outcome, param_importance,
+                            pruning_savings, repeat_numbers, write_report, _verdict)
 from studies.store import open_storage
-from tests.studies.report_data import (ACTIVATIONS, add_stage, build_auto_campaign, build_campaign, build_mixed_campaign,
-                                      trial_specs)
+from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
+                                      build_mixed_campaign, trial_specs)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -71,6 +71,45 @@ def expected_epochs_run(trials, epochs):
     full = max(t["iterations"] for t in trials if t["state"] == "COMPLETE")
     return sum(epochs if t["state"] == "COMPLETE" else epochs * min(1.0, (t["iterations"] or 0) / full)
                for t in trials)
+
+
+def test_a_searched_batch_size_sets_each_pruned_runs_own_full_length():
+    # 4 epochs of 1257 samples: 2512 iterations at batch 2, 60 at 81; pruned at 10 iterations with batches 15 and 87
+    # had full runs of about 5024 / 15 and 5024 / 87 iterations, not the batch-2 run's 2512
+    frame = pd.DataFrame([
+        {"state": "COMPLETE", "param_batch_size": 2, "iterations": 2512, "seconds": 0.74},
+        {"state": "COMPLETE", "param_batch_size": 81, "iterations": 60, "seconds": 0.064},
+        {"state": "PRUNED", "param_batch_size": 15, "iterations": 10, "seconds": 0.005},
+        {"state": "PRUNED", "param_batch_size": 87, "iterations": 10, "seconds": 0.013},
+    ])
+    saved = pruning_savings(frame)
+    assert saved["iterations_saved"] == 372  # 324.9 + 47.7
+    assert saved["seconds_saved"] == pytest.approx((324.9333 * 15 + 47.7471 * 87) * 0.804 / 9884, rel=1e-5)
+    # epochs run: 4 for each completed trial, 4 x 150 / 5024 and 4 x 870 / 5024 for the pruned ones
+    assert budget_numbers(4, frame)["epochs_run"] == pytest.approx(8 + 4 * 1020 / 5024)
+
+
+def test_the_stage_table_counts_the_trials_a_scheduler_pruned(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 8, iterations=100,
+                        points=[(1e-3, 1e-4)] * 5 + [(1e-4, 1e-4)] * 2 + [(0.5, 1e-4)])
+    for spec in specs[5:7]:  # stopped at a rung by successive halving
+        spec.update(state="PRUNED", value=None, stop_reason="pruned", iterations=50)
+    add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None)
+    storage = open_storage(url, create=False)
+    md = write_report(campaign_report(storage, "asha", images=False), tmp_path / "out")["report.md"].read_text()
+    assert "| stage | sampler | trials | complete | pruned (exploded/nan/scheduler) | failed |" in md
+    assert "| coarse | random | 8 | 5 | 3 (1/0/2) | 0 |" in md
+
+
+def test_one_stage_of_one_trial_is_said_in_the_singular(tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    add_stage(url, "one", "coarse", COARSE_SPACE,
+              trial_specs(np.random.default_rng(0), COARSE_SPACE, 1, iterations=100, points=[(1e-3, 1e-4)]), 2,
+              "random", None)
+    written = write_report(campaign_report(open_storage(url, create=False), "one", images=False), tmp_path / "out")
+    assert "\n1 trial in 1 stage; generated " in written["report.md"].read_text()
+    assert "<p>1 trial in 1 stage; generated " in written["report.html"].read_text()
 
 
 def expected_within(trials, within=0.01):
@@ -150,8 +189,12 @@ def test_the_random_side_of_a_grid_comparison_is_its_first_trials_at_the_grids_b
     assert first_finished(frame, 0).empty
     pair = {"random": {"best_value": 0.9, "complete": 27}, "grid": {"best_value": 0.8, "complete": 27},
             "outcome": "win", "random_trials": 27, "random_stage_trials": 50}
-    assert _verdict(pair) == ("random search found the better model (best 0.9000 vs 0.8000, difference +0.1000); "
-                              "random: the first 27 of its stage's 50 trials, as many as the grid's points")
+    assert _verdict(pair) == ("random search found the better model (best: random 0.9000 vs grid 0.8000, difference "
+                              "+0.1000); random: the first 27 of its stage's 50 trials, as many as the grid's points")
+    # when grid wins, its number is still named, not left to the order
+    lost = {**pair, "outcome": "loss", "grid": {**pair["grid"], "best_value": 0.95}}
+    assert _verdict(lost).startswith("grid search found the better model (best: random 0.9000 vs grid 0.9500, "
+                                     "difference -0.0500)")
 
 
 def test_outcome_rule():
@@ -371,6 +414,18 @@ def test_importance_uses_a_capped_sample_of_a_large_stage(mixed_db):
     assert (capped["trials_used"], capped["trials_complete"]) == (20, complete)
     assert max(capped["importance"], key=capped["importance"].get) == "hidden"
     assert IMPORTANCE_MAX_TRIALS <= 500
+
+
+def test_importance_weighs_a_log_range_in_its_own_scale():
+    """lr 1e-6 or 1e-3 on lr=1e-6:1 (log) decides the value, reg moves it by 0.01 a step: lr carries the variance."""
+    rows = [{"state": "COMPLETE", "value": (0.1 if lr == 1e-6 else 0.8) + 0.01 * k, "param_lr": lr, "param_reg": reg}
+            for lr in (1e-6, 1e-3) for k, reg in enumerate((1e-6, 3.16e-3, 3.16, 10.0))]
+    space = {"lr": {"type": "float", "low": 1e-6, "high": 1.0, "log": True},
+             "reg": {"type": "float", "low": 1e-6, "high": 10.0, "log": True}}
+    result = param_importance(pd.DataFrame(rows), space)
+    assert result["trials_used"] == 8
+    # in linear units (lr 1e-6 and 1e-3 both at the bottom of 0:1) reg took 0.19 of the variance for its 0.01 steps
+    assert result["importance"]["lr"] > 0.99 and result["importance"]["reg"] < 0.01
 
 
 @pytest.mark.parametrize("driver, pair", [("hidden", None), ("activation", ["activation", "hidden"]),
