@@ -9,7 +9,7 @@ how, and serialises itself for the study's ``space`` attribute. ``refine_space``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
@@ -379,13 +379,30 @@ def check_space(space: Space, base: RunConfig) -> None:
             except ConfigError as e:
                 raise SearchError(f"--space {name}: {value_text(value)} is not accepted: {e}") from None
     for name in space:  # a dimension that can have no effect in any trial is refused, not sampled for nothing
-        if SEARCHABLE[name].applies_with is None:
-            continue
-        parent, values = SEARCHABLE[name].applies_with
-        given = list(space[parent].choices) if isinstance(space.get(parent), Choice) else [_option(base, parent)]
-        if not any(v in values for v in given):
-            raise SearchError(f"--space {name} has no effect with {parent} {', '.join(map(value_text, given))}: it "
-                              f"applies only with {parent} {_either(values)} (set --{parent} or search it too)")
+        inert = _inert(name, space, base)
+        if inert:
+            raise SearchError(f"--space {name} {inert} or search it too)")
+
+
+def check_fixed(fixed: Iterable[str], space: Space, base: RunConfig) -> None:
+    """An option given on the command line that has no effect in any trial (``--init-std`` with ``--init he``) is
+    refused as a searched one is: SearchError."""
+    for name in fixed:
+        inert = _inert(name, space, base) if name in SEARCHABLE else None
+        if inert:
+            raise SearchError(f"--{name.replace('_', '-')} {inert})")
+
+
+def _inert(name: str, space: Space, base: RunConfig) -> str | None:
+    """"has no effect with ... (set --PARENT" when option NAME acts in no trial of ``space`` over ``base``."""
+    if SEARCHABLE[name].applies_with is None:
+        return None
+    parent, values = SEARCHABLE[name].applies_with
+    given = list(space[parent].choices) if isinstance(space.get(parent), Choice) else [_option(base, parent)]
+    if any(v in values for v in given):
+        return None
+    return (f"has no effect with {parent} {', '.join(map(value_text, given))}: it applies only with {parent} "
+            f"{_either(values)} (set --{parent}")
 
 
 def _either(values: Sequence[Any]) -> str:

@@ -22,7 +22,7 @@ from engine.trainer import TrainConfig
 from search.config import RunConfig, absolute_data_name
 from search.errors import SearchError
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
-from search.space import Dimension, check_space, parse_dimension, searchable
+from search.space import Dimension, check_fixed, check_space, parse_dimension, searchable
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -241,6 +241,8 @@ def run_config_options(f: Callable) -> Callable:
         # train --from-trial reruns a stored trial's configuration and refuses these options: none is built, so
         # a given one is told to be dropped instead of being checked
         base = None if kwargs.get("from_trial") is not None else build_config(values)
+        if base is not None and not {"space_items", "space_spec"} & kwargs.keys():  # a stage: against its space
+            check_fixed(ctx.meta["fixed"], {}, base)
         return f(*args, base=base, **kwargs)
 
     return apply(RUN_OPTIONS)(wrapper)
@@ -331,6 +333,7 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
     if not space:
         raise SearchError("the search space is empty: give --space NAME=SPEC")
     check_space(space, base)
+    check_fixed(fixed, space, base)
     return space
 
 

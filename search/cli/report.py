@@ -51,7 +51,9 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
         return
-    click.echo(f"report of campaign {name} ({rep.summary['trials']} trials, {len(rep.summary['stages'])} stages):")
+    trials, stages = rep.summary["trials"], len(rep.summary["stages"])
+    click.echo(f"report of campaign {name} ({trials} trial{'s' * (trials != 1)}, "
+               f"{stages} stage{'s' * (stages != 1)}):")
     for key in ("report.html", "report.md", "summary.json"):
         click.echo(f"  wrote {written[key]}")
     images = [str(v) for k, v in written.items() if k in rep.images]

@@ -42,6 +42,36 @@ def test_a_dimension_that_can_never_have_an_effect_is_refused_before_the_databas
     assert not os.path.exists("search.db")
 
 
+@pytest.mark.parametrize("args, line", [
+    (["train", "--init-std", "0.1"],
+     "error: --init-std has no effect with init he: it applies only with init normal, uniform, constant, sparse or "
+     "orthogonal (set --init)"),
+    (["train", "--momentum", "0.5"],
+     "error: --momentum has no effect with optimizer adam: it applies only with optimizer momentum or nesterov (set "
+     "--optimizer)"),
+    (["coarse", "--relu-bias", "0.1", "--activation", "tanh"],
+     "error: --relu-bias has no effect with activation tanh: it applies only with activation relu, leaky_relu, prelu, "
+     "elu or maxout (set --activation)"),
+    (["coarse", "--momentum", "0.5", "--space", "optimizer=adam,sgd"],
+     "error: --momentum has no effect with optimizer adam, sgd: it applies only with optimizer momentum or nesterov "
+     "(set --optimizer)"),
+])
+def test_an_option_given_where_it_has_no_effect_is_refused(run_cli, args, line):
+    assert one_line_error(run_cli(*args, "--epochs", "1")) == line
+    assert not os.path.exists("search.db")
+
+
+def test_an_option_given_for_the_trials_that_use_it_is_accepted(run_cli):
+    result = run_cli("coarse", "--momentum", "0.5", "--space", "optimizer=adam,momentum", "--trials", "4",
+                     "--epochs", "1", "--train-size", "200")
+    assert result.exit_code == 0, result.output
+    configs = [RunConfig.from_dict(t.system_attrs["config"]) for t in _study("digits/coarse").get_trials()]
+    assert {c.train.optimizer for c in configs} == {"adam", "momentum"}
+    assert all(c.train.momentum == 0.5 for c in configs)
+    assert run_cli("train", "--init", "normal", "--init-std", "0.1", "--epochs", "1",
+                   "--train-size", "200").exit_code == 0
+
+
 def test_a_fixed_parent_that_uses_it_is_accepted(run_cli):
     result = run_cli("coarse", "--optimizer", "nesterov", "--space", "momentum=0.5:0.99", "--trials", "3",
                      "--epochs", "1", "--train-size", "300")
