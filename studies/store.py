@@ -33,6 +33,8 @@ SQLITE_BUSY_TIMEOUT_S = 60
 # commit; a power loss can lose the last commits, never consistency) or FULL (a sync per commit)
 SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# Seconds libpq waits to connect to a PostgreSQL server (unless the URL gives ?connect_timeout=)
+PG_CONNECT_TIMEOUT_S = 10
 # A writing engine's pooled server connection idle longer than this is pinged before it is used again
 PING_IDLE_SECONDS = 1.0
 # A fresh database raced by several processes can see "table ... already exists" from
@@ -100,12 +102,17 @@ def _module_available(name: str) -> bool:
 
 def with_available_driver(url: str) -> str:
     """The URL with an installed driver: SQLAlchemy 2.1 maps bare ``postgresql://`` to psycopg 3,
-    so fall back to psycopg2 when only psycopg2 is installed."""
+    so fall back to psycopg2 when only psycopg2 is installed. A PostgreSQL URL also gets libpq's
+    ``connect_timeout`` (PG_CONNECT_TIMEOUT_S) unless it names one: without it a host that accepts the
+    connection and never answers (a firewall, a stopped VM) leaves every command waiting forever."""
     parsed = _parse_url(url)
-    if parsed.drivername == "postgresql" and not _module_available("psycopg"):
-        if _module_available("psycopg2"):
-            return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
-    return url
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    if parsed.drivername == "postgresql" and not _module_available("psycopg") and _module_available("psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if "connect_timeout" not in parsed.query:
+        parsed = parsed.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
+    return parsed.render_as_string(hide_password=False)
 
 
 def url_dialect(url: str) -> str:

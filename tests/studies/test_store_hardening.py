@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -220,3 +221,26 @@ def test_an_unreachable_server_is_named() -> None:
 def test_an_unknown_error_keeps_its_first_line() -> None:
     assert describe_storage_error(ValueError("odd thing\nmore")) == "odd thing"
     assert describe_storage_error(None) == "unknown storage error"
+
+
+def test_a_server_that_accepts_and_never_answers_is_given_up_on(monkeypatch) -> None:
+    pytest.importorskip("psycopg2")
+    from studies import store
+
+    monkeypatch.setattr(store, "PG_CONNECT_TIMEOUT_S", 1, raising=False)
+    listener = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    port = listener.getsockname()[1]
+    url = f"postgresql+psycopg2://user:secret@127.0.0.1:{port}/db"
+    try:
+        with _alarm(30):
+            with pytest.raises(StorageError) as opening:
+                open_storage(url, readonly=True)
+            with pytest.raises(StorageError) as querying:
+                with connect_readonly(url):
+                    pass
+    finally:
+        listener.close()
+    for info in (opening, querying):
+        assert str(info.value).endswith(f'(connection to server at "127.0.0.1", port {port} failed: timeout expired)')
+        assert "cannot reach the database server" in str(info.value)
+    assert store.with_available_driver("postgresql://u@h/db?connect_timeout=3").endswith("?connect_timeout=3")
