@@ -453,6 +453,11 @@ _STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("database is locked", "database table is locked"),
      "the database is locked: another process has held its write lock too long; try again when it is done"),
     (("readonly database", "read-only"), "the database is read-only: it cannot be written here"),
+    # the server answered (libpq's text begins "connection to server ... failed" here too): name what it refused
+    (("password authentication failed", "no password supplied"),
+     "the server refused the user name or password: correct them in the storage URL"),
+    (('fatal: database "',), "the server has no database of that name: create it (createdb NAME) or correct the URL"),
+    (('fatal: role "',), "the server has no user of that name: correct the user name in the storage URL"),
     (("could not connect", "connection refused", "could not translate host", "no route to host",
       "timeout expired", "connection to server"),
      "cannot reach the database server: is it running, and are the host, port and name right?"),
@@ -481,7 +486,7 @@ def describe_storage_error(exc: BaseException | None) -> str:
     if not seen:
         return "unknown storage error"
     for candidate in seen:
-        text = str(candidate).lower()
+        text = " ".join(str(candidate).lower().split())  # libpq writes "FATAL:  database" with two spaces
         for fragments, sentence in _STORAGE_PROBLEMS:
             if any(fragment in text for fragment in fragments):
                 return f"{sentence} ({_first_line(candidate)})"

@@ -244,3 +244,19 @@ def test_a_server_that_accepts_and_never_answers_is_given_up_on(monkeypatch) -> 
         assert str(info.value).endswith(f'(connection to server at "127.0.0.1", port {port} failed: timeout expired)')
         assert "cannot reach the database server" in str(info.value)
     assert store.with_available_driver("postgresql://u@h/db?connect_timeout=3").endswith("?connect_timeout=3")
+
+
+@pytest.mark.parametrize("libpq, sentence", [
+    ('FATAL:  password authentication failed for user "search"',
+     "the server refused the user name or password: correct them in the storage URL"),
+    ("fe_sendauth: no password supplied",
+     "the server refused the user name or password: correct them in the storage URL"),
+    ('FATAL:  database "serach" does not exist',
+     "the server has no database of that name: create it (createdb NAME) or correct the URL"),
+    ('FATAL:  role "serach" does not exist',
+     "the server has no user of that name: correct the user name in the storage URL"),
+])
+def test_a_server_that_refuses_the_login_is_not_called_unreachable(libpq, sentence) -> None:
+    text = f'connection to server at "127.0.0.1", port 5432 failed: {libpq}\n'
+    wrapped = sqlalchemy.exc.OperationalError("connect", {}, Exception(text))
+    assert describe_storage_error(wrapped) == f'{sentence} (connection to server at "127.0.0.1", port 5432 failed: {libpq})'
