@@ -43,6 +43,17 @@ class SearchGroup(click.Group):
         except (EngineError, StudyError, SearchError) as e:
             click.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(e.exit_code)
+        except Exception as e:
+            # the database failing outside a worker's retried writes (creating or loading a stage, summarising it):
+            # a lock held longer than the busy timeout, a full disk, a server gone
+            from search.stages import is_storage_error
+            from studies.store import describe_storage_error
+
+            if not is_storage_error(e):
+                raise
+            click.echo(f"error: the database failed: {one_line(describe_storage_error(e))}; run the same command again",
+                       err=True)
+            sys.exit(1)
         finally:
             signal.signal(signal.SIGTERM, previous)
             sys.unraisablehook = hook

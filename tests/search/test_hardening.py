@@ -287,3 +287,24 @@ def test_an_unknown_study_names_a_few_known_ones_not_all(run_cli):
     line = one_line_error(run_cli("trials", "nope/coarse"), "unknown study 'nope/coarse'")
     assert "a/coarse, a/grid, b/coarse" in line and "... (2 more: `search studies` lists them)" in line
     assert "e/grid" not in line and len(line) < 200
+
+
+def test_a_lock_held_past_the_busy_timeout_while_a_stage_is_created_is_one_line(run_cli, url, monkeypatch):
+    from studies import store
+
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other", "--storage", url)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr == ("error: the database failed: the database is locked: another process has held its write "
+                             "lock too long; try again when it is done (database is locked [SQLITE_BUSY]); run the same "
+                             "command again\n")
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["digits/coarse"]
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other", "--storage", url).exit_code == 0
