@@ -308,3 +308,38 @@ def test_a_lock_held_past_the_busy_timeout_while_a_stage_is_created_is_one_line(
                              "command again\n")
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["digits/coarse"]
     assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other", "--storage", url).exit_code == 0
+
+
+def _limited_to(size: int):
+    """For a child process: files it writes stop at ``size`` bytes (a short write, then EFBIG), like a disk filling."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_output_that_does_not_fit_is_one_line_and_exit_1_never_a_truncated_success(run_cli, tmp_path, url, unbuffered):
+    assert run_cli("coarse", *SMALL, "--trials", "4", "--storage", url).exit_code == 0
+    copy = sqlite3.connect(tmp_path / "copy.db")  # not in WAL mode: no -shm file for the child to make past its limit
+    with sqlite3.connect(tmp_path / "search.db") as source:
+        source.backup(copy)
+    copy.execute("PRAGMA journal_mode = DELETE")
+    copy.close()
+    command = [sys.executable, "-m", "search", "trials", "--format", "csv", "--storage", f"sqlite:///{tmp_path / 'copy.db'}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered, "PYTHONPATH": str(Path(__file__).parents[2])}
+    whole = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120).stdout
+    assert len(whole) > 1000
+
+    with open(tmp_path / "out.csv", "w") as out:
+        cut = subprocess.run(command, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=120,
+                             preexec_fn=_limited_to(512))
+    assert (cut.returncode, cut.stderr) == (1, "error: cannot write the output: File too large\n")
+    assert (tmp_path / "out.csv").read_text() == whole[:512]
+    with open("/dev/full", "w") as full:
+        no_space = subprocess.run(command, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (no_space.returncode, no_space.stderr) == (1, "error: cannot write the output: No space left on device\n")
