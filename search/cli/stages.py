@@ -34,12 +34,13 @@ def print_summary(summary: Any) -> None:
         say(f"range: {note}", "  ")
     if summary.top:  # the final stage lists configurations by their mean (runs, std), the others their best trials
         lead = [k for k in summary.top[0] if k in LEAD_COLUMNS]
-        names = [k for k in summary.top[0] if k not in LEAD_COLUMNS and k != "seconds"]
+        # every row's parameters: a trial added to the study by plain Optuna may have others than the stage's
+        names = list(dict.fromkeys(k for row in summary.top for k in row if k not in LEAD_COLUMNS and k != "seconds"))
         click.echo("  " + " ".join(f"{LEAD_COLUMNS[k][0]:>{LEAD_COLUMNS[k][1]}}" for k in lead) + " " +
                    " ".join(f"{n[:10]:>10}" for n in names))
         for row in summary.top:
             click.echo("  " + " ".join(f"{row[k]:{LEAD_COLUMNS[k][1]}{LEAD_COLUMNS[k][2]}}" for k in lead) + " " +
-                       " ".join(f"{value_text(row[n])[:10]:>10}" for n in names))
+                       " ".join(f"{value_text(row[n]) if n in row else '-':>10.10}" for n in names))
     for err in summary.errors:
         click.echo(f"  error: {err}", err=True)
 

@@ -343,3 +343,18 @@ def test_output_that_does_not_fit_is_one_line_and_exit_1_never_a_truncated_succe
     with open("/dev/full", "w") as full:
         no_space = subprocess.run(command, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert (no_space.returncode, no_space.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+def test_a_trial_added_by_plain_optuna_with_a_parameter_the_stage_does_not_know_is_shown_not_a_traceback(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=STAGE, storage=url)
+    study.add_trial(optuna.trial.create_trial(
+        params={"k": 5}, distributions={"k": optuna.distributions.IntDistribution(1, 9, step=2)}, value=0.99))
+
+    result = run_cli("coarse", *SMALL, "--trials", "2", "--storage", url)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = lines.index("  trial  val_acc          k         lr        reg")
+    assert lines[header + 1] == "      2   0.9900          5          -          -"
+    assert [line.split()[2] for line in lines[header + 2:header + 4]] == ["-", "-"]  # the stage's own trials: no k
