@@ -229,8 +229,10 @@ def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial
 
 # --------------------------------------------------------------------------- campaign navigation
 def campaign_stages(storage: RDBStorage, campaign: str) -> list[optuna.study.StudySummary | Any]:
-    """The campaign's studies (FrozenStudy) in creation order."""
-    return [s for s in storage.get_all_studies() if s.user_attrs.get("campaign") == campaign]
+    """The campaign's studies (FrozenStudy) in creation order; one that does not maximise one value is not a stage,
+    whatever its attributes say (plain Optuna's multi-objective or minimised study), and is left out."""
+    return [s for s in storage.get_all_studies()
+            if s.user_attrs.get("campaign") == campaign and s.directions == [optuna.study.StudyDirection.MAXIMIZE]]
 
 
 def fine_index(stage: str) -> int:

@@ -358,3 +358,18 @@ def test_a_trial_added_by_plain_optuna_with_a_parameter_the_stage_does_not_know_
     header = lines.index("  trial  val_acc          k         lr        reg")
     assert lines[header + 1] == "      2   0.9900          5          -          -"
     assert [line.split()[2] for line in lines[header + 2:header + 4]] == ["-", "-"]  # the stage's own trials: no k
+
+
+@pytest.mark.parametrize("directions", [["maximize", "minimize"], ["minimize"]])
+def test_a_foreign_study_that_claims_the_next_stage_is_not_taken_for_it(run_cli, url, directions):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    foreign = optuna.create_study(storage=url, study_name="digits/fine-1", directions=directions)
+    foreign.set_user_attr("campaign", "digits")
+    foreign.set_user_attr("stage", "fine-1")
+    foreign.optimize(lambda t: (t.suggest_float("x", 0, 1),) * len(directions), n_trials=1)
+
+    result = run_cli("fine", "--promote", "0", "--trials", "2", "--storage", url)
+
+    one_line_error(result, "study digits/fine-1 was not created by this service; use another --campaign")
+    after = optuna.load_study(study_name="digits/fine-1", storage=url)
+    assert (len(after.trials), after.user_attrs) == (1, {"campaign": "digits", "stage": "fine-1"})
