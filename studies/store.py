@@ -449,7 +449,9 @@ def _first_line(exc: BaseException | None) -> str:
 
 # (fragment of a driver's message, lowercase) -> what it means, in the order they are tried
 _STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("disk is full", "no space left"), "the disk holding the database is full: free some space and run again"),
+    # SQLITE_IOERR_SHMSIZE: the WAL index (-shm) could not grow, which is a full disk in practice
+    (("disk is full", "no space left", "sqlite_ioerr_shmsize"),
+     "the disk holding the database is full: free some space and run again"),
     (("database is locked", "database table is locked"),
      "the database is locked: another process has held its write lock too long; try again when it is done"),
     (("readonly database", "read-only"), "the database is read-only: it cannot be written here"),
@@ -486,7 +488,8 @@ def describe_storage_error(exc: BaseException | None) -> str:
     if not seen:
         return "unknown storage error"
     for candidate in seen:
-        text = " ".join(str(candidate).lower().split())  # libpq writes "FATAL:  database" with two spaces
+        # libpq writes "FATAL:  database" with two spaces; SQLite's code (sqlite_errorname) is not in its text
+        text = " ".join(f"{candidate} {getattr(candidate, 'sqlite_errorname', '')}".lower().split())
         for fragments, sentence in _STORAGE_PROBLEMS:
             if any(fragment in text for fragment in fragments):
                 return f"{sentence} ({_first_line(candidate)})"

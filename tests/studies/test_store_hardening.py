@@ -260,3 +260,13 @@ def test_a_server_that_refuses_the_login_is_not_called_unreachable(libpq, senten
     text = f'connection to server at "127.0.0.1", port 5432 failed: {libpq}\n'
     wrapped = sqlalchemy.exc.OperationalError("connect", {}, Exception(text))
     assert describe_storage_error(wrapped) == f'{sentence} (connection to server at "127.0.0.1", port 5432 failed: {libpq})'
+
+
+def test_a_wal_index_that_cannot_grow_is_named_a_full_disk() -> None:
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"  # what SQLite reports when the -shm file cannot grow (ENOSPC)
+    assert describe_storage_error(error) == ("the disk holding the database is full: free some space and run again "
+                                             "(disk I/O error [SQLITE_IOERR_SHMSIZE])")
+    other = sqlite3.OperationalError("disk I/O error")
+    other.sqlite_errorname = "SQLITE_IOERR_READ"
+    assert describe_storage_error(other) == "disk I/O error [SQLITE_IOERR_READ]"
