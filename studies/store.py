@@ -73,6 +73,10 @@ def _parse_url(url: str) -> URL:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
+    if parsed.get_backend_name() == "sqlite" and "?" in url and not parsed.query:
+        # SQLAlchemy drops "?x.db" (no "="): sqlite:///run?2.db would quietly be the database "run"
+        raise StorageError(f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' "
+                           f"in a file name")
     if parsed.get_backend_name() == "sqlite" and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
         unknown = sorted(set(parsed.query) - _SQLITE_URL_ARGS)  # SQLAlchemy would warn and drop them
         if unknown:

@@ -270,3 +270,15 @@ def test_a_wal_index_that_cannot_grow_is_named_a_full_disk() -> None:
     other = sqlite3.OperationalError("disk I/O error")
     other.sqlite_errorname = "SQLITE_IOERR_READ"
     assert describe_storage_error(other) == "disk I/O error [SQLITE_IOERR_READ]"
+
+
+def test_a_question_mark_in_a_sqlite_file_name_is_refused_not_cut_off(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/run?2.db"
+    for kwargs in ({}, {"readonly": True}):
+        with pytest.raises(StorageError) as info:
+            open_storage(url, **kwargs)
+        assert str(info.value) == (f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' in a "
+                                   "file name")
+    assert list(tmp_path.iterdir()) == []
+    open_storage(f"sqlite:///{tmp_path}/run%3F2.db").engine.dispose()
+    assert (tmp_path / "run?2.db").is_file()
