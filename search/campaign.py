@@ -108,7 +108,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in trials:
         counts[t.state.name.lower()] += 1
-    seconds = sum(t.user_attrs.get("seconds") or 0.0 for t in trials)
+    seconds = sum(x for x in (t.user_attrs.get("seconds") for t in trials) if isinstance(x, (int, float)))  # not text
     if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
         means = config_means(trials)
         rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), **p} for p, v in means[:top]]

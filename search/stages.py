@@ -38,6 +38,7 @@ from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import Choice, Dimension, describe_space, refine_space, space_attr, space_from_attr
 from studies import optuna_rdb
 from studies.queries import names_message
+from studies.records import diagnosis_labels
 from studies.budget import initialise_study, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
 
@@ -310,11 +311,11 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
     if not done:
         raise SearchError(f"stage {source.study_name} has no completed trials to refine the ranges from")
     exploded = [t.params for t in source.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-                if "lr_too_high" in t.user_attrs.get("diagnosis", []) and all(k in t.params for k in parent.space)]
+                if "lr_too_high" in diagnosis_labels(t) and all(k in t.params for k in parent.space)]
     # a handful of promoted runs cannot show that a dimension does not matter: no insensitivity test on them
     se = None if promoted is not None else value_se(max(t.value for t in done), val_size(parent_study))
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
-                                diagnoses=[t.user_attrs.get("diagnosis", []) for t in done], value_se=se,
+                                diagnoses=[diagnosis_labels(t) for t in done], value_se=se,
                                 exploded=exploded)
     if promoted is not None:
         notes.insert(0, f"ranked at {Stage.from_attrs(promoted.user_attrs).run.train.epochs} epochs by "

@@ -373,3 +373,20 @@ def test_a_foreign_study_that_claims_the_next_stage_is_not_taken_for_it(run_cli,
     one_line_error(result, "study digits/fine-1 was not created by this service; use another --campaign")
     after = optuna.load_study(study_name="digits/fine-1", storage=url)
     assert (len(after.trials), after.user_attrs) == (1, {"campaign": "digits", "stage": "fine-1"})
+
+
+def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_traceback(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=STAGE, storage=url)
+    lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.01, "reg": 0.001}, distributions={"lr": lr, "reg": reg},
+                                              value=0.99, user_attrs={"diagnosis": 7, "seconds": "x"}))
+
+    again = run_cli("coarse", *SMALL, "--trials", "2", "--storage", url)
+    assert again.exit_code == 0, again.output
+    assert "digits/coarse: 3 complete, 0 pruned of 2" in again.stdout
+    one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
+                   "trial digits/coarse:2 has no diagnosis (state COMPLETE; it never finished training)")
+    fine = run_cli("fine", "--promote", "0", "--trials", "2", "--storage", url)
+    assert fine.exit_code == 0, fine.output
+    assert len(optuna.load_study(study_name="digits/fine-1", storage=url).trials) == 2
