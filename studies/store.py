@@ -261,6 +261,9 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
         raise StorageError(
             f"{where}: {str(path)!r} is a SQLite database but not an Optuna study database"
         )
+    if not create and "alembic_version" in tables and revision is None:  # Optuna would write the version to read it
+        raise StorageError(f"{where}: {str(path)!r} has no Optuna schema version (its alembic_version table is "
+                           f"empty: being created right now, or damaged); nothing was changed")
     _check_schema(revision, where)
 
 

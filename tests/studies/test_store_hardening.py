@@ -282,3 +282,19 @@ def test_a_question_mark_in_a_sqlite_file_name_is_refused_not_cut_off(tmp_path) 
     assert list(tmp_path.iterdir()) == []
     open_storage(f"sqlite:///{tmp_path}/run%3F2.db").engine.dispose()
     assert (tmp_path / "run?2.db").is_file()
+
+
+def test_a_database_whose_schema_version_row_is_gone_is_refused_for_reading_and_untouched(tmp_path) -> None:
+    path = tmp_path / "search.db"
+    _study_db(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM alembic_version")
+    conn.close()
+    before = path.read_bytes()
+    for read in (lambda: open_storage(_url(path), readonly=True), lambda: connect_readonly(_url(path)).__enter__()):
+        with pytest.raises(StorageError) as info:
+            read()
+        assert str(info.value) == (f"storage {_url(path)}: {str(path)!r} has no Optuna schema version (its "
+                                   "alembic_version table is empty: being created right now, or damaged); nothing "
+                                   "was changed")
+    assert path.read_bytes() == before
