@@ -390,3 +390,19 @@ def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_t
     fine = run_cli("fine", "--promote", "0", "--trials", "2", "--storage", url)
     assert fine.exit_code == 0, fine.output
     assert len(optuna.load_study(study_name="digits/fine-1", storage=url).trials) == 2
+
+
+@pytest.mark.parametrize("command", [["fine"], ["grid"], ["worker"], ["fine", "--campaign", "nope"]])
+def test_continuing_a_campaign_a_plain_optuna_database_lacks_changes_not_a_byte(run_cli, tmp_path, url, command):
+    optuna.create_study(storage=url, study_name="plain").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    path = tmp_path / "search.db"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # plain Optuna's, not WAL
+    conn.close()
+    before = path.read_bytes()
+
+    result = run_cli(*command, "--storage", url)
+
+    one_line_error(result, "unknown campaign 'nope'; known: none" if "nope" in command else
+                   "the database has no campaign yet; start one with `search coarse` or `search auto`")
+    assert path.read_bytes() == before
