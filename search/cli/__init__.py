@@ -28,6 +28,9 @@ class SearchGroup(click.Group):
         extra.pop("standalone_mode", None)
         forget_pending()
         _buffer_raw_stdout()
+        for stream in (sys.stdout, sys.stderr):  # a campaign named "ünï" on an ASCII-only stream: ? not a traceback
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(errors="replace")
         hook = sys.unraisablehook
         previous = raise_on(signal.SIGTERM, Interrupted)
         try:

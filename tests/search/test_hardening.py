@@ -406,3 +406,14 @@ def test_continuing_a_campaign_a_plain_optuna_database_lacks_changes_not_a_byte(
     one_line_error(result, "unknown campaign 'nope'; known: none" if "nope" in command else
                    "the database has no campaign yet; start one with `search coarse` or `search auto`")
     assert path.read_bytes() == before
+
+
+def test_a_unicode_campaign_on_an_ascii_only_terminal_is_printed_with_question_marks(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "ünï", "--storage", url).exit_code == 0
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(Path(__file__).parents[2])}
+
+    shown = subprocess.run([sys.executable, "-m", "search", "studies", "--storage", url], env=env,
+                           capture_output=True, text=True, timeout=120)
+
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout.splitlines()[1].split()[:2] == ["?n?/coarse", "2"]
