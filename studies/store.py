@@ -355,6 +355,13 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _pg_read_options() -> str:
+    """libpq options of a reading PostgreSQL connection: no writes, and a table lock another session holds waited
+    for as long as SQLite's busy timeout, then given up on (a session left in a transaction after LOCK TABLE or
+    ALTER TABLE would otherwise keep `search studies` waiting for ever)."""
+    return f"-c default_transaction_read_only=on -c lock_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,
@@ -391,7 +398,7 @@ def open_storage(
     else:
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
         if readonly:
-            engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+            engine_kwargs["connect_args"] = {"options": _pg_read_options()}
         _check_server_database(url, create, where)
 
     optuna_rdb.skip_alembic_at_head()
@@ -459,7 +466,7 @@ _STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
     # SQLITE_IOERR_SHMSIZE: the WAL index (-shm) could not grow, which is a full disk in practice
     (("disk is full", "no space left", "sqlite_ioerr_shmsize"),
      "the disk holding the database is full: free some space and run again"),
-    (("database is locked", "database table is locked"),
+    (("database is locked", "database table is locked", "lock timeout"),
      "the database is locked: another process has held its write lock too long; try again when it is done"),
     (("readonly database", "read-only"), "the database is read-only: it cannot be written here"),
     # the server answered (libpq's text begins "connection to server ... failed" here too): name what it refused
@@ -519,7 +526,7 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         engine = sqlalchemy.create_engine(
             with_available_driver(url),
             pool_pre_ping=True,
-            connect_args={"options": "-c default_transaction_read_only=on"},
+            connect_args={"options": _pg_read_options()},
         )
 
         @event.listens_for(engine, "begin")

@@ -298,3 +298,40 @@ def test_a_database_whose_schema_version_row_is_gone_is_refused_for_reading_and_
                                    "alembic_version table is empty: being created right now, or damaged); nothing "
                                    "was changed")
     assert path.read_bytes() == before
+
+
+def test_a_postgresql_table_lock_held_by_another_session_stops_a_reader_after_the_busy_timeout(pg_database, monkeypatch):
+    import threading
+
+    from studies import store
+
+    storage = open_storage(pg_database)
+    optuna.create_study(storage=storage, study_name="digits/coarse", direction="maximize")
+    storage.engine.dispose()
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder = sqlalchemy.create_engine(store.with_available_driver(pg_database))
+    locked = threading.Event()
+
+    def hold() -> None:  # a session left in a transaction holding a table lock (for 15 s, so that a reader returns)
+        with holder.connect() as conn:
+            conn.exec_driver_sql("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            conn.exec_driver_sql("SELECT pg_sleep(15)")
+            conn.rollback()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(30)
+        reader = open_storage(pg_database, readonly=True)
+        try:
+            with pytest.raises(optuna.exceptions.StorageInternalError) as info:
+                reader.get_all_studies()
+        finally:
+            reader.engine.dispose()
+    finally:
+        thread.join()
+        holder.dispose()
+    assert describe_storage_error(info.value) == (
+        "the database is locked: another process has held its write lock too long; try again when it is done "
+        "(canceling statement due to lock timeout)")
