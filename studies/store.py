@@ -355,11 +355,12 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _pg_read_options() -> str:
-    """libpq options of a reading PostgreSQL connection: no writes, and a table lock another session holds waited
-    for as long as SQLite's busy timeout, then given up on (a session left in a transaction after LOCK TABLE or
-    ALTER TABLE would otherwise keep `search studies` waiting for ever)."""
-    return f"-c default_transaction_read_only=on -c lock_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
+def _pg_options(readonly: bool) -> str:
+    """libpq options of a PostgreSQL connection: a lock another session holds waited for as long as SQLite's busy
+    timeout, then given up on (a session left in a transaction after LOCK TABLE or ALTER TABLE would otherwise keep
+    every command waiting for ever; a worker's writes are then retried); ``readonly``: no writes either."""
+    lock = f"-c lock_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
+    return f"-c default_transaction_read_only=on {lock}" if readonly else lock
 
 
 def open_storage(
@@ -397,8 +398,8 @@ def open_storage(
                 engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path))
     else:
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
-        if readonly:
-            engine_kwargs["connect_args"] = {"options": _pg_read_options()}
+        if url_dialect(url) == "postgresql":
+            engine_kwargs["connect_args"] = {"options": _pg_options(readonly)}
         _check_server_database(url, create, where)
 
     optuna_rdb.skip_alembic_at_head()
@@ -526,7 +527,7 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         engine = sqlalchemy.create_engine(
             with_available_driver(url),
             pool_pre_ping=True,
-            connect_args={"options": _pg_read_options()},
+            connect_args={"options": _pg_options(readonly=True)},
         )
 
         @event.listens_for(engine, "begin")

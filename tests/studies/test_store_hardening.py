@@ -300,7 +300,9 @@ def test_a_database_whose_schema_version_row_is_gone_is_refused_for_reading_and_
     assert path.read_bytes() == before
 
 
-def test_a_postgresql_table_lock_held_by_another_session_stops_a_reader_after_the_busy_timeout(pg_database, monkeypatch):
+@pytest.mark.parametrize("readonly", [True, False])
+def test_a_postgresql_table_lock_held_by_another_session_is_given_up_on_after_the_busy_timeout(pg_database, monkeypatch,
+                                                                                                readonly):
     import threading
 
     from studies import store
@@ -323,12 +325,15 @@ def test_a_postgresql_table_lock_held_by_another_session_stops_a_reader_after_th
     thread.start()
     try:
         assert locked.wait(30)
-        reader = open_storage(pg_database, readonly=True)
+        storage = open_storage(pg_database, readonly=readonly)
         try:
             with pytest.raises(optuna.exceptions.StorageInternalError) as info:
-                reader.get_all_studies()
+                if readonly:
+                    storage.get_all_studies()
+                else:
+                    optuna.create_study(storage=storage, study_name="digits/fine-1", direction="maximize")
         finally:
-            reader.engine.dispose()
+            storage.engine.dispose()
     finally:
         thread.join()
         holder.dispose()
