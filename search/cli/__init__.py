@@ -54,7 +54,10 @@ class SearchGroup(click.Group):
         except OSError as e:
             if e.errno not in _OUTPUT_FAILURES:
                 raise
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit's flush
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit's flush
+            except (OSError, ValueError):
+                pass  # a stream without a file descriptor (captured): nothing flushes it at exit
             if e.errno != errno.EPIPE:  # `| head`: the reader has what it wanted
                 click.echo(f"error: cannot write the output: {e.strerror}", err=True)
             sys.exit(1)

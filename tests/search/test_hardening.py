@@ -417,3 +417,15 @@ def test_a_unicode_campaign_on_an_ascii_only_terminal_is_printed_with_question_m
 
     assert (shown.returncode, shown.stderr) == (0, "")
     assert shown.stdout.splitlines()[1].split()[:2] == ["?n?/coarse", "2"]
+
+
+def test_output_that_does_not_fit_a_captured_stream_is_one_line_too(run_cli, url, monkeypatch):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("search.cli.db.print_table", full)
+    result = run_cli("studies", "--storage", url)
+
+    assert (result.exit_code, result.stderr) == (1, "error: cannot write the output: No space left on device\n")
