@@ -74,11 +74,16 @@ class Execution:
         """The database, created when it does not exist yet (commands that start a campaign)."""
         return open_storage(self.url, heartbeat_interval=self.heartbeat)
 
-    def existing_storage(self) -> optuna.storages.RDBStorage:
-        """The database, which must exist already (commands that continue a campaign create nothing) and be
-        writable."""
-        open_storage(self.url, readonly=True).engine.dispose()  # missing: one line, and no file left behind
-        return self.storage()
+    def existing_storage(self, campaign: str | None) -> tuple[optuna.storages.RDBStorage, str]:
+        """The database, which must exist already and hold the campaign (commands that continue a campaign create
+        and change nothing, not even the journal mode, before both are found) and be writable; and the campaign's
+        name (None: the latest)."""
+        reading = open_storage(self.url, readonly=True)  # missing: one line, and no file left behind
+        try:
+            name = resolve_campaign(reading, campaign)
+        finally:
+            reading.engine.dispose()
+        return self.storage(), name
 
 
 @dataclass
@@ -111,7 +116,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in trials:
         counts[t.state.name.lower()] += 1
-    seconds = sum(t.user_attrs.get("seconds") or 0.0 for t in trials)
+    seconds = sum(x for x in (t.user_attrs.get("seconds") for t in trials) if isinstance(x, (int, float)))  # not text
     if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
         means = config_means(trials)
         rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), **p} for p, v in means[:top]]

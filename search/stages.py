@@ -39,6 +39,7 @@ from search.space import (Choice, Dimension, applies, describe_space, has_params
                           space_attr, space_from_attr)
 from studies import optuna_rdb
 from studies.queries import names_message
+from studies.records import diagnosis_labels
 from studies.budget import initialise_study, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
 
@@ -241,8 +242,10 @@ def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial
 
 # --------------------------------------------------------------------------- campaign navigation
 def campaign_stages(storage: RDBStorage, campaign: str) -> list[optuna.study.StudySummary | Any]:
-    """The campaign's studies (FrozenStudy) in creation order."""
-    return [s for s in storage.get_all_studies() if s.user_attrs.get("campaign") == campaign]
+    """The campaign's studies (FrozenStudy) in creation order; one that does not maximise one value is not a stage,
+    whatever its attributes say (plain Optuna's multi-objective or minimised study), and is left out."""
+    return [s for s in storage.get_all_studies()
+            if s.user_attrs.get("campaign") == campaign and s.directions == [optuna.study.StudyDirection.MAXIMIZE]]
 
 
 def fine_index(stage: str) -> int:
@@ -320,12 +323,12 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
     if not done:
         raise SearchError(f"stage {source.study_name} has no completed trials to refine the ranges from")
     exploded = [t.params for t in source.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-                if "lr_too_high" in t.user_attrs.get("diagnosis", [])
+                if "lr_too_high" in diagnosis_labels(t)
                 and has_params(t.params, parent.space, parent.run)]
     # a handful of promoted runs cannot show that a dimension does not matter: no insensitivity test on them
     se = None if promoted is not None else value_se(max(t.value for t in done), val_size(parent_study))
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
-                                diagnoses=[t.user_attrs.get("diagnosis", []) for t in done], value_se=se,
+                                diagnoses=[diagnosis_labels(t) for t in done], value_se=se,
                                 exploded=exploded)
     if promoted is not None:
         notes.insert(0, f"ranked at {Stage.from_attrs(promoted.user_attrs).run.train.epochs} epochs by "

@@ -163,6 +163,11 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def _float_or_none(value: Any) -> float | None:
+    """A number attribute as a float; None for anything else (text written into the study by other code)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = None) -> pd.DataFrame:
     """One row per study of the service (creation order), or of ``campaign``, with STUDY_COLUMNS; trial counts
     come from one SQL query."""
@@ -288,6 +293,8 @@ def _trial_row(info: _StudyInfo, trial: FrozenTrial, param_names: Sequence[str])
         row[f"param_{name}"] = trial.params.get(name)
     for name in TRIAL_ATTR_COLUMNS:
         row[name] = attrs.get(name)
+        if TRIAL_TAIL_COLUMNS[name] == "float64":
+            row[name] = _float_or_none(row[name])
     row["iterations"] = _int_or_none(row["iterations"])
     row["model_parameters"] = _int_or_none(row["model_parameters"])
     if isinstance(row["diagnosis"], list):  # labels, e.g. "lr_too_low,dead_units"

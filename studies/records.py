@@ -16,3 +16,10 @@ def trial_record(trial: FrozenTrial, key: str, default: Any = None) -> Any:
     if key in trial.system_attrs:
         return trial.system_attrs[key]
     return trial.user_attrs.get(key, default)
+
+
+def diagnosis_labels(trial: FrozenTrial) -> tuple[str, ...]:
+    """The trial's diagnosis labels; () when it has none, or something else than a list of them (written by other
+    code into the study)."""
+    labels = trial.user_attrs.get("diagnosis")
+    return tuple(str(label) for label in labels) if isinstance(labels, list) else ()

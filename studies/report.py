@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import html
 import json
 import math
@@ -1354,8 +1355,10 @@ def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]
 
 
 def safe_dirname(name: str) -> str:
-    """A folder name made from a campaign name: letters, digits, ., _ and - kept, others and a leading . made _."""
-    return re.sub(r"^\.", "_", re.sub(r"[^A-Za-z0-9._-]", "_", name)) or "report"
+    """A folder name made from a campaign name: letters, digits, ., _ and - kept, others and a leading . or - made _;
+    a name changed so gets 8 hex digits of its sha256, so that two campaigns ("ünï", "änä") never share a folder."""
+    plain = re.sub(r"^[.-]", "_", re.sub(r"[^A-Za-z0-9._-]", "_", name)) or "report"
+    return plain if plain == name else f"{plain}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 __all__ = [

@@ -33,6 +33,8 @@ SQLITE_BUSY_TIMEOUT_S = 60
 # commit; a power loss can lose the last commits, never consistency) or FULL (a sync per commit)
 SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# Seconds libpq waits to connect to a PostgreSQL server (unless the URL gives ?connect_timeout=)
+PG_CONNECT_TIMEOUT_S = 10
 # A writing engine's pooled server connection idle longer than this is pinged before it is used again
 PING_IDLE_SECONDS = 1.0
 # A fresh database raced by several processes can see "table ... already exists" from
@@ -71,6 +73,10 @@ def _parse_url(url: str) -> URL:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
+    if parsed.get_backend_name() == "sqlite" and "?" in url and not parsed.query:
+        # SQLAlchemy drops "?x.db" (no "="): sqlite:///run?2.db would quietly be the database "run"
+        raise StorageError(f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' "
+                           f"in a file name")
     if parsed.get_backend_name() == "sqlite" and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
         unknown = sorted(set(parsed.query) - _SQLITE_URL_ARGS)  # SQLAlchemy would warn and drop them
         if unknown:
@@ -100,12 +106,17 @@ def _module_available(name: str) -> bool:
 
 def with_available_driver(url: str) -> str:
     """The URL with an installed driver: SQLAlchemy 2.1 maps bare ``postgresql://`` to psycopg 3,
-    so fall back to psycopg2 when only psycopg2 is installed."""
+    so fall back to psycopg2 when only psycopg2 is installed. A PostgreSQL URL also gets libpq's
+    ``connect_timeout`` (PG_CONNECT_TIMEOUT_S) unless it names one: without it a host that accepts the
+    connection and never answers (a firewall, a stopped VM) leaves every command waiting forever."""
     parsed = _parse_url(url)
-    if parsed.drivername == "postgresql" and not _module_available("psycopg"):
-        if _module_available("psycopg2"):
-            return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
-    return url
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    if parsed.drivername == "postgresql" and not _module_available("psycopg") and _module_available("psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if "connect_timeout" not in parsed.query:
+        parsed = parsed.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
+    return parsed.render_as_string(hide_password=False)
 
 
 def url_dialect(url: str) -> str:
@@ -250,6 +261,9 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
         raise StorageError(
             f"{where}: {str(path)!r} is a SQLite database but not an Optuna study database"
         )
+    if not create and "alembic_version" in tables and revision is None:  # Optuna would write the version to read it
+        raise StorageError(f"{where}: {str(path)!r} has no Optuna schema version (its alembic_version table is "
+                           f"empty: being created right now, or damaged); nothing was changed")
     _check_schema(revision, where)
 
 
@@ -341,6 +355,14 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _pg_options(readonly: bool) -> str:
+    """libpq options of a PostgreSQL connection: a lock another session holds waited for as long as SQLite's busy
+    timeout, then given up on (a session left in a transaction after LOCK TABLE or ALTER TABLE would otherwise keep
+    every command waiting for ever; a worker's writes are then retried); ``readonly``: no writes either."""
+    lock = f"-c lock_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
+    return f"-c default_transaction_read_only=on {lock}" if readonly else lock
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,
@@ -376,8 +398,8 @@ def open_storage(
                 engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path))
     else:
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
-        if readonly:
-            engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        if url_dialect(url) == "postgresql":
+            engine_kwargs["connect_args"] = {"options": _pg_options(readonly)}
         _check_server_database(url, create, where)
 
     optuna_rdb.skip_alembic_at_head()
@@ -442,10 +464,17 @@ def _first_line(exc: BaseException | None) -> str:
 
 # (fragment of a driver's message, lowercase) -> what it means, in the order they are tried
 _STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("disk is full", "no space left"), "the disk holding the database is full: free some space and run again"),
-    (("database is locked", "database table is locked"),
+    # SQLITE_IOERR_SHMSIZE: the WAL index (-shm) could not grow, which is a full disk in practice
+    (("disk is full", "no space left", "sqlite_ioerr_shmsize"),
+     "the disk holding the database is full: free some space and run again"),
+    (("database is locked", "database table is locked", "lock timeout"),
      "the database is locked: another process has held its write lock too long; try again when it is done"),
     (("readonly database", "read-only"), "the database is read-only: it cannot be written here"),
+    # the server answered (libpq's text begins "connection to server ... failed" here too): name what it refused
+    (("password authentication failed", "no password supplied"),
+     "the server refused the user name or password: correct them in the storage URL"),
+    (('fatal: database "',), "the server has no database of that name: create it (createdb NAME) or correct the URL"),
+    (('fatal: role "',), "the server has no user of that name: correct the user name in the storage URL"),
     (("could not connect", "connection refused", "could not translate host", "no route to host",
       "timeout expired", "connection to server"),
      "cannot reach the database server: is it running, and are the host, port and name right?"),
@@ -474,7 +503,8 @@ def describe_storage_error(exc: BaseException | None) -> str:
     if not seen:
         return "unknown storage error"
     for candidate in seen:
-        text = str(candidate).lower()
+        # libpq writes "FATAL:  database" with two spaces; SQLite's code (sqlite_errorname) is not in its text
+        text = " ".join(f"{candidate} {getattr(candidate, 'sqlite_errorname', '')}".lower().split())
         for fragments, sentence in _STORAGE_PROBLEMS:
             if any(fragment in text for fragment in fragments):
                 return f"{sentence} ({_first_line(candidate)})"
@@ -497,7 +527,7 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         engine = sqlalchemy.create_engine(
             with_available_driver(url),
             pool_pre_ping=True,
-            connect_args={"options": "-c default_transaction_read_only=on"},
+            connect_args={"options": _pg_options(readonly=True)},
         )
 
         @event.listens_for(engine, "begin")

@@ -5,6 +5,9 @@ with ``add_command``; shared options are in ``options``.
 """
 from __future__ import annotations
 
+import errno
+import io
+import os
 import signal
 import sys
 from typing import Any
@@ -24,11 +27,16 @@ class SearchGroup(click.Group):
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
         extra.pop("standalone_mode", None)
         forget_pending()
+        _buffer_raw_stdout()
+        for stream in (sys.stdout, sys.stderr):  # a campaign named "ünï" on an ASCII-only stream: ? not a traceback
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(errors="replace")
         hook = sys.unraisablehook
         previous = raise_on(signal.SIGTERM, Interrupted)
         try:
             rv = super().main(args=args, prog_name=prog_name or "search", standalone_mode=False, **extra)
             raise_pending()  # a signal whose exception was dropped (see search.errors) still ends the command
+            sys.stdout.flush()  # a full disk under `> out.csv` fails here, not silently at exit
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort):
@@ -43,11 +51,46 @@ class SearchGroup(click.Group):
         except (EngineError, StudyError, SearchError) as e:
             click.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(e.exit_code)
+        except OSError as e:
+            if e.errno not in _OUTPUT_FAILURES:
+                raise
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit's flush
+            except (OSError, ValueError):
+                pass  # a stream without a file descriptor (captured): nothing flushes it at exit
+            if e.errno != errno.EPIPE:  # `| head`: the reader has what it wanted
+                click.echo(f"error: cannot write the output: {e.strerror}", err=True)
+            sys.exit(1)
+        except Exception as e:
+            # the database failing outside a worker's retried writes (creating or loading a stage, summarising it):
+            # a lock held longer than the busy timeout, a full disk, a server gone
+            from search.stages import is_storage_error
+            from studies.store import describe_storage_error
+
+            if not is_storage_error(e):
+                raise
+            click.echo(f"error: the database failed: {one_line(describe_storage_error(e))}; run the same command again",
+                       err=True)
+            sys.exit(1)
         finally:
             signal.signal(signal.SIGTERM, previous)
             sys.unraisablehook = hook
             forget_pending()  # handled above: nothing left pending for what runs next in this process
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# a write to stdout failing: disk full, quota, file size limit, I/O error, the reading end of a pipe closed
+_OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
+
+
+def _buffer_raw_stdout() -> None:
+    """Under PYTHONUNBUFFERED stdout writes straight to its file, and Python drops what a short write left out
+    (a disk filling up under ``search trials --format csv > out.csv``: a truncated file and exit 0); a buffered
+    writer writes the rest, and raises when nothing more fits."""
+    raw = getattr(sys.stdout, "buffer", None)
+    if isinstance(raw, io.RawIOBase):
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=sys.stdout.encoding, errors=sys.stdout.errors,
+                                      line_buffering=True)
 
 
 def one_line(text: str) -> str:

@@ -151,16 +151,16 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from engine.diagnostics import Diagnosis, describe_diagnosis
     from search.errors import SearchError
     from search.stages import load_trial
-    from studies.records import trial_record
+    from studies.records import diagnosis_labels, trial_record
 
     name, sep, number = ref.rpartition(":")
     if not sep or not name or not number.isdigit():
         raise SearchError(f"{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
     trial, _ = load_trial(open_for_reading(storage), name, int(number))
     attrs = trial.user_attrs
-    if "diagnosis" not in attrs:
+    if not isinstance(attrs.get("diagnosis"), list):
         raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
-    diagnosis = Diagnosis(tuple(attrs["diagnosis"]), trial_record(trial, "diagnosis_numbers", {}))
+    diagnosis = Diagnosis(diagnosis_labels(trial), trial_record(trial, "diagnosis_numbers", {}))
     val_acc = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
     if plot:
         from studies.plots import new_axes, plot_training, save

@@ -49,7 +49,7 @@ def print_summary(summary: Any) -> None:
                    " ".join(f"{n[:10]:>10}" for n in names))
         for row in summary.top:
             click.echo("  " + " ".join(f"{row[k]:{LEAD_COLUMNS[k][1]}{LEAD_COLUMNS[k][2]}}" for k in lead) + " " +
-                       " ".join(f"{value_text(row[n])[:10] if n in row else '-':>10}" for n in names))
+                       " ".join(f"{value_text(row[n]) if n in row else '-':>10.10}" for n in names))
         if left:
             say(f"({len(left)} more parameters: {', '.join(left)}; search trials {summary.study} --wide)", "  ")
     for err in summary.errors:
@@ -136,12 +136,12 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
       search fine --scheduler asha --trials 100
     """
     from search.campaign import (
-        execute_stage, next_fine_stage, promoted_fine_stage, resolve_campaign, run_existing, with_fine_choices,
+        execute_stage, next_fine_stage, promoted_fine_stage, run_existing, with_fine_choices,
     )
 
     ex = execution(storage, jobs, heartbeat, as_json)
-    st = ex.existing_storage()
-    stage, study = next_fine_stage(st, resolve_campaign(st, campaign), top, edge, epochs, trials)
+    st, name = ex.existing_storage(campaign)
+    stage, study = next_fine_stage(st, name, top, edge, epochs, trials)
     if stage is None:
         return finish([run_existing(ex, study)], as_json)
     promoted: list = []
@@ -161,11 +161,11 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
     Example:
       search grid --campaign digits
     """
-    from search.campaign import execute_stage, grid_stage_for, resolve_campaign
+    from search.campaign import execute_stage, grid_stage_for
 
     ex = execution(storage, jobs, heartbeat, as_json)
-    st = ex.existing_storage()
-    stage = grid_stage_for(st, resolve_campaign(st, campaign))
+    st, name = ex.existing_storage(campaign)
+    stage = grid_stage_for(st, name)
     if not as_json:
         say(f"{stage.name}: {stage.range_notes[0]}")
     return finish([execute_stage(ex, stage)], as_json)
@@ -256,12 +256,11 @@ def worker(campaign: str | None, stage: str | None, storage: str | None, heartbe
     Example:
       search worker --campaign digits --storage postgresql://user@host/search
     """
-    from search.campaign import resolve_campaign, run_existing
+    from search.campaign import run_existing
     from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
 
     ex = execution(storage, 1, heartbeat, as_json)
-    st = ex.existing_storage()
-    name = resolve_campaign(st, campaign)
+    st, name = ex.existing_storage(campaign)
     if stage is None:
         unfinished = [s for s in campaign_stages(st, name)
                       if stage_unfinished(st, st.get_study_id_from_name(s.study_name))]

@@ -287,3 +287,145 @@ def test_an_unknown_study_names_a_few_known_ones_not_all(run_cli):
     line = one_line_error(run_cli("trials", "nope/coarse"), "unknown study 'nope/coarse'")
     assert "a/coarse, a/grid, b/coarse" in line and "... (2 more: `search studies` lists them)" in line
     assert "e/grid" not in line and len(line) < 200
+
+
+def test_a_lock_held_past_the_busy_timeout_while_a_stage_is_created_is_one_line(run_cli, url, monkeypatch):
+    from studies import store
+
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other", "--storage", url)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr == ("error: the database failed: the database is locked: another process has held its write "
+                             "lock too long; try again when it is done (database is locked [SQLITE_BUSY]); run the same "
+                             "command again\n")
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["digits/coarse"]
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other", "--storage", url).exit_code == 0
+
+
+def _limited_to(size: int):
+    """For a child process: files it writes stop at ``size`` bytes (a short write, then EFBIG), like a disk filling."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_output_that_does_not_fit_is_one_line_and_exit_1_never_a_truncated_success(run_cli, tmp_path, url, unbuffered):
+    assert run_cli("coarse", *SMALL, "--trials", "4", "--storage", url).exit_code == 0
+    copy = sqlite3.connect(tmp_path / "copy.db")  # not in WAL mode: no -shm file for the child to make past its limit
+    with sqlite3.connect(tmp_path / "search.db") as source:
+        source.backup(copy)
+    copy.execute("PRAGMA journal_mode = DELETE")
+    copy.close()
+    command = [sys.executable, "-m", "search", "trials", "--format", "csv", "--storage", f"sqlite:///{tmp_path / 'copy.db'}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered, "PYTHONPATH": str(Path(__file__).parents[2])}
+    whole = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120).stdout
+    assert len(whole) > 1000
+
+    with open(tmp_path / "out.csv", "w") as out:
+        cut = subprocess.run(command, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=120,
+                             preexec_fn=_limited_to(512))
+    assert (cut.returncode, cut.stderr) == (1, "error: cannot write the output: File too large\n")
+    assert (tmp_path / "out.csv").read_text() == whole[:512]
+    with open("/dev/full", "w") as full:
+        no_space = subprocess.run(command, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (no_space.returncode, no_space.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+def test_a_trial_added_by_plain_optuna_with_a_parameter_the_stage_does_not_know_is_shown_not_a_traceback(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=STAGE, storage=url)
+    study.add_trial(optuna.trial.create_trial(
+        params={"k": 5}, distributions={"k": optuna.distributions.IntDistribution(1, 9, step=2)}, value=0.99))
+
+    result = run_cli("coarse", *SMALL, "--trials", "2", "--storage", url)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = lines.index("  trial  val_acc         lr        reg          k")  # the stage's space first
+    assert lines[header + 1] == "      2   0.9900          -          -          5"
+    assert [line.split()[4] for line in lines[header + 2:header + 4]] == ["-", "-"]  # the stage's own trials: no k
+
+
+@pytest.mark.parametrize("directions", [["maximize", "minimize"], ["minimize"]])
+def test_a_foreign_study_that_claims_the_next_stage_is_not_taken_for_it(run_cli, url, directions):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    foreign = optuna.create_study(storage=url, study_name="digits/fine-1", directions=directions)
+    foreign.set_user_attr("campaign", "digits")
+    foreign.set_user_attr("stage", "fine-1")
+    foreign.optimize(lambda t: (t.suggest_float("x", 0, 1),) * len(directions), n_trials=1)
+
+    result = run_cli("fine", "--promote", "0", "--trials", "2", "--storage", url)
+
+    one_line_error(result, "study digits/fine-1 was not created by this service; use another --campaign")
+    after = optuna.load_study(study_name="digits/fine-1", storage=url)
+    assert (len(after.trials), after.user_attrs) == (1, {"campaign": "digits", "stage": "fine-1"})
+
+
+def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_traceback(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=STAGE, storage=url)
+    lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.01, "reg": 0.001}, distributions={"lr": lr, "reg": reg},
+                                              value=0.99, user_attrs={"diagnosis": 7, "seconds": "x"}))
+
+    again = run_cli("coarse", *SMALL, "--trials", "2", "--storage", url)
+    assert again.exit_code == 0, again.output
+    assert "digits/coarse: 3 complete, 0 pruned of 2" in again.stdout
+    one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
+                   "trial digits/coarse:2 has no diagnosis (state COMPLETE; it never finished training)")
+    fine = run_cli("fine", "--promote", "0", "--trials", "2", "--storage", url)
+    assert fine.exit_code == 0, fine.output
+    assert len(optuna.load_study(study_name="digits/fine-1", storage=url).trials) == 2
+
+
+@pytest.mark.parametrize("command", [["fine"], ["grid"], ["worker"], ["fine", "--campaign", "nope"]])
+def test_continuing_a_campaign_a_plain_optuna_database_lacks_changes_not_a_byte(run_cli, tmp_path, url, command):
+    optuna.create_study(storage=url, study_name="plain").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    path = tmp_path / "search.db"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # plain Optuna's, not WAL
+    conn.close()
+    before = path.read_bytes()
+
+    result = run_cli(*command, "--storage", url)
+
+    one_line_error(result, "unknown campaign 'nope'; known: none" if "nope" in command else
+                   "the database has no campaign yet; start one with `search coarse` or `search auto`")
+    assert path.read_bytes() == before
+
+
+def test_a_unicode_campaign_on_an_ascii_only_terminal_is_printed_with_question_marks(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "ünï", "--storage", url).exit_code == 0
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(Path(__file__).parents[2])}
+
+    shown = subprocess.run([sys.executable, "-m", "search", "studies", "--storage", url], env=env,
+                           capture_output=True, text=True, timeout=120)
+
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout.splitlines()[1].split()[:2] == ["?n?/coarse", "2"]
+
+
+def test_output_that_does_not_fit_a_captured_stream_is_one_line_too(run_cli, url, monkeypatch):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("search.cli.db.print_table", full)
+    result = run_cli("studies", "--storage", url)
+
+    assert (result.exit_code, result.stderr) == (1, "error: cannot write the output: No space left on device\n")

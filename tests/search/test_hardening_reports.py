@@ -49,3 +49,11 @@ def test_compare_with_campaign_dotdot_writes_below_the_current_folder(run_cli, t
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written into the parent folder
     written = Path(safe_dirname(".."))
     assert (work / written / "compare.json").is_file() and (work / written / "repeats.png").is_file()
+
+
+@pytest.mark.parametrize("name, folder", [
+    ("digits", "digits"), ("ünï", "_n_-e975a529"), ("änä", "_n_-29b0af52"), ("-rf", "_rf-686c39ac"),
+    ("a b", "a_b-c8687a08"), ("🙂", "_-d06f1525"),
+])
+def test_campaigns_with_different_names_never_share_a_report_folder_and_none_starts_with_a_dash(name, folder):
+    assert safe_dirname(name) == folder

@@ -59,3 +59,18 @@ def test_a_database_of_only_foreign_studies_has_no_campaign(tmp_path) -> None:
             latest_campaign(storage)
     finally:
         storage.engine.dispose()
+
+
+def test_a_trial_with_text_where_numbers_belong_is_a_row_with_blanks(tmp_path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        _study(storage, "digits/coarse", SERVICE_ATTRS, "maximize", [0.5])
+        study = optuna.load_study(study_name="digits/coarse", storage=storage)
+        study.add_trial(create_trial(value=0.9, user_attrs={"val_acc": "high", "seconds": "x", "train_acc": True,
+                                                            "final_loss": 1, "diagnosis": 7}))
+        frame = trials_frame(storage, sort="val_acc")
+    finally:
+        storage.engine.dispose()
+    assert frame["value"].tolist() == [0.5, 0.9]
+    assert frame.loc[1, ["val_acc", "seconds", "train_acc"]].isna().tolist() == [True, True, True]
+    assert frame.loc[1, "final_loss"] == 1.0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -220,3 +221,122 @@ def test_an_unreachable_server_is_named() -> None:
 def test_an_unknown_error_keeps_its_first_line() -> None:
     assert describe_storage_error(ValueError("odd thing\nmore")) == "odd thing"
     assert describe_storage_error(None) == "unknown storage error"
+
+
+def test_a_server_that_accepts_and_never_answers_is_given_up_on(monkeypatch) -> None:
+    pytest.importorskip("psycopg2")
+    from studies import store
+
+    monkeypatch.setattr(store, "PG_CONNECT_TIMEOUT_S", 1, raising=False)
+    listener = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    port = listener.getsockname()[1]
+    url = f"postgresql+psycopg2://user:secret@127.0.0.1:{port}/db"
+    try:
+        with _alarm(30):
+            with pytest.raises(StorageError) as opening:
+                open_storage(url, readonly=True)
+            with pytest.raises(StorageError) as querying:
+                with connect_readonly(url):
+                    pass
+    finally:
+        listener.close()
+    for info in (opening, querying):
+        assert str(info.value).endswith(f'(connection to server at "127.0.0.1", port {port} failed: timeout expired)')
+        assert "cannot reach the database server" in str(info.value)
+    assert store.with_available_driver("postgresql://u@h/db?connect_timeout=3").endswith("?connect_timeout=3")
+
+
+@pytest.mark.parametrize("libpq, sentence", [
+    ('FATAL:  password authentication failed for user "search"',
+     "the server refused the user name or password: correct them in the storage URL"),
+    ("fe_sendauth: no password supplied",
+     "the server refused the user name or password: correct them in the storage URL"),
+    ('FATAL:  database "serach" does not exist',
+     "the server has no database of that name: create it (createdb NAME) or correct the URL"),
+    ('FATAL:  role "serach" does not exist',
+     "the server has no user of that name: correct the user name in the storage URL"),
+])
+def test_a_server_that_refuses_the_login_is_not_called_unreachable(libpq, sentence) -> None:
+    text = f'connection to server at "127.0.0.1", port 5432 failed: {libpq}\n'
+    wrapped = sqlalchemy.exc.OperationalError("connect", {}, Exception(text))
+    assert describe_storage_error(wrapped) == f'{sentence} (connection to server at "127.0.0.1", port 5432 failed: {libpq})'
+
+
+def test_a_wal_index_that_cannot_grow_is_named_a_full_disk() -> None:
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"  # what SQLite reports when the -shm file cannot grow (ENOSPC)
+    assert describe_storage_error(error) == ("the disk holding the database is full: free some space and run again "
+                                             "(disk I/O error [SQLITE_IOERR_SHMSIZE])")
+    other = sqlite3.OperationalError("disk I/O error")
+    other.sqlite_errorname = "SQLITE_IOERR_READ"
+    assert describe_storage_error(other) == "disk I/O error [SQLITE_IOERR_READ]"
+
+
+def test_a_question_mark_in_a_sqlite_file_name_is_refused_not_cut_off(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/run?2.db"
+    for kwargs in ({}, {"readonly": True}):
+        with pytest.raises(StorageError) as info:
+            open_storage(url, **kwargs)
+        assert str(info.value) == (f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' in a "
+                                   "file name")
+    assert list(tmp_path.iterdir()) == []
+    open_storage(f"sqlite:///{tmp_path}/run%3F2.db").engine.dispose()
+    assert (tmp_path / "run?2.db").is_file()
+
+
+def test_a_database_whose_schema_version_row_is_gone_is_refused_for_reading_and_untouched(tmp_path) -> None:
+    path = tmp_path / "search.db"
+    _study_db(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM alembic_version")
+    conn.close()
+    before = path.read_bytes()
+    for read in (lambda: open_storage(_url(path), readonly=True), lambda: connect_readonly(_url(path)).__enter__()):
+        with pytest.raises(StorageError) as info:
+            read()
+        assert str(info.value) == (f"storage {_url(path)}: {str(path)!r} has no Optuna schema version (its "
+                                   "alembic_version table is empty: being created right now, or damaged); nothing "
+                                   "was changed")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_a_postgresql_table_lock_held_by_another_session_is_given_up_on_after_the_busy_timeout(pg_database, monkeypatch,
+                                                                                                readonly):
+    import threading
+
+    from studies import store
+
+    storage = open_storage(pg_database)
+    optuna.create_study(storage=storage, study_name="digits/coarse", direction="maximize")
+    storage.engine.dispose()
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder = sqlalchemy.create_engine(store.with_available_driver(pg_database))
+    locked = threading.Event()
+
+    def hold() -> None:  # a session left in a transaction holding a table lock (for 15 s, so that a reader returns)
+        with holder.connect() as conn:
+            conn.exec_driver_sql("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            conn.exec_driver_sql("SELECT pg_sleep(15)")
+            conn.rollback()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(30)
+        storage = open_storage(pg_database, readonly=readonly)
+        try:
+            with pytest.raises(optuna.exceptions.StorageInternalError) as info:
+                if readonly:
+                    storage.get_all_studies()
+                else:
+                    optuna.create_study(storage=storage, study_name="digits/fine-1", direction="maximize")
+        finally:
+            storage.engine.dispose()
+    finally:
+        thread.join()
+        holder.dispose()
+    assert describe_storage_error(info.value) == (
+        "the database is locked: another process has held its write lock too long; try again when it is done "
+        "(canceling statement due to lock timeout)")
