@@ -56,14 +56,13 @@ def print_summary(summary: Any) -> None:
         click.echo(f"  error: {err}", err=True)
 
 
-def data_warnings(raw: Any, run: RunConfig, space: dict[str, Any]) -> tuple[str, ...]:
-    """`search data`'s warning when the features' raw scales differ a lot and a trial's preprocessing
-    (--preprocess, or one searched) leaves them so; shown before the stage's trials start."""
+def data_warnings(raw: Any, run: RunConfig) -> tuple[str, ...]:
+    """`search data`'s warning when the features' raw scales differ a lot and --preprocess leaves them so (every
+    trial of a stage shares it); shown before the stage's trials start."""
     from engine.data import scale_warning
     from engine.preprocess import RESCALING
 
-    names = space["preprocess"].choices if "preprocess" in space else (run.preprocess.name,)
-    warning = None if set(names) <= set(RESCALING) else scale_warning(raw)
+    warning = None if run.preprocess.name in RESCALING else scale_warning(raw)
     return () if warning is None else (wrapped(f"warning: {warning}"),)
 
 
@@ -110,7 +109,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
                          scheduler)
     raw = load_dataset(run.data)
     dataset = run.load(raw)  # bad data or a batch larger than it fails here, before the database is touched
-    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run, space))
+    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run))
     del raw  # the preprocessed copy is what trains: not two copies in memory for the whole stage
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
@@ -218,7 +217,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
-    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run, space))
+    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run))
     del raw  # the preprocessed copy is what trains: not two copies in memory for the whole campaign
     summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
                                 promote, fine_sampler, fine_scheduler)
