@@ -95,8 +95,8 @@ class Progress:
 
     def _line(self, t: FrozenTrial, best_before: float) -> str:
         """A finished trial as a log line of at most 80 columns for a few params: STUDY:NUMBER (as `search explain`
-        takes it), how it ended ("new best" above ``best_before``, the best value so far), its value, params and the stage's count; a
-        trial's error on a line of its own."""
+        takes it), how it ended ("new best" above ``best_before``, the best value so far), its value, params and
+        the stage's count; a trial's error on a line of its own."""
         reason = str(t.user_attrs.get("stop_reason") or "")
         error = reason if t.state == TrialState.FAIL and reason.startswith(ERROR_PREFIX) else ""
         if t.state == TrialState.COMPLETE:

@@ -21,7 +21,8 @@ Definitions used throughout:
   of a full run (as above) its iterations make; *seconds per epoch* is the stage's training seconds over
   its epochs run: a wider net costs more per epoch.
 - *importance*: Optuna's fANOVA evaluator (seed 0, ``IMPORTANCE_TREES`` trees) over the stage's COMPLETE
-  trials, a log dimension given as its log10 (the evaluator works in a distribution's linear units), rebuilt from the trials frame and the stage's ``space`` (no second read of the trials), at most
+  trials, a log dimension given as its log10 (the evaluator works in a distribution's linear units), rebuilt
+  from the trials frame and the stage's ``space`` (no second read of the trials), at most
   ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
   ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions, and none for a stage whose
   sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
@@ -1186,7 +1187,7 @@ def _data_text(data: dict[str, Any] | None) -> str | None:
     return text + (f"; sha256 {data['sha256'][:12]}..." if data.get("sha256") else "") + "."
 
 
-def _size_text(summary: dict[str, Any]) -> str:
+def size_text(summary: dict[str, Any]) -> str:
     """'208 trials in 7 stages' (a single trial or stage in the singular)."""
     trials, stages = summary["trials"], len(summary["stages"])
     return f"{trials:,} trial{'' if trials == 1 else 's'} in {stages} stage{'' if stages == 1 else 's'}"
@@ -1195,7 +1196,7 @@ def _size_text(summary: dict[str, Any]) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
-           f"{_size_text(summary)}; generated {summary['generated']}.", ""]
+           f"{size_text(summary)}; generated {summary['generated']}.", ""]
     data = _data_text(summary.get("data"))
     if data:
         out += [data, ""]
@@ -1250,7 +1251,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>Search report: {esc(summary['campaign'])}</title><style>{_CSS}</style></head><body>",
              f"<h1>Search report: campaign {esc(summary['campaign'])}</h1>",
-             f"<p>{_size_text(summary)}; generated {esc(summary['generated'])}.</p>"]
+             f"<p>{size_text(summary)}; generated {esc(summary['generated'])}.</p>"]
     data = _data_text(summary.get("data"))
     if data:
         parts.append(f"<p>{esc(data)}</p>")
@@ -1393,6 +1394,7 @@ __all__ = [
     "repeat_numbers",
     "safe_dirname",
     "side_numbers",
+    "size_text",
     "space_text",
     "stage_numbers",
     "distribution",

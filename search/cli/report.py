@@ -42,7 +42,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
       search report --campaign digits --out digits-report
     """
     from studies.queries import latest_campaign
-    from studies.report import campaign_report, safe_dirname, write_report
+    from studies.report import campaign_report, safe_dirname, size_text, write_report
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
@@ -51,9 +51,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
         return
-    trials, stages = rep.summary["trials"], len(rep.summary["stages"])
-    click.echo(f"report of campaign {name} ({trials} trial{'s' * (trials != 1)}, "
-               f"{stages} stage{'s' * (stages != 1)}):")
+    click.echo(f"report of campaign {name} ({size_text(rep.summary)}):")
     for key in ("report.html", "report.md", "summary.json"):
         click.echo(f"  wrote {written[key]}")
     images = [str(v) for k, v in written.items() if k in rep.images]
