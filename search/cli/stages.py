@@ -37,7 +37,7 @@ def print_summary(summary: Any) -> None:
     if summary.top:  # the final stage lists configurations by their mean (runs, std), the others their best trials
         lead = [k for k in summary.top[0] if k in LEAD_COLUMNS]
         # every parameter a row has, the space's first (a conditional one is "-" where it had no effect), then any
-        # another program's trial added
+        # that a trial added by another program has
         names = [k for k in summary.space if any(k in row for row in summary.top)]
         names += dict.fromkeys(k for row in summary.top for k in row
                                if k not in LEAD_COLUMNS and k != "seconds" and k not in names)
