@@ -121,9 +121,10 @@ class Stage:
         stored with it and their count is its ``n_trials``; the range notes say how that differs from
         this stage's budget.
         """
-        points = self.grid_points()
-        size, product = len(points), " x ".join(str(len(v)) for v in self.grid_values().values())
-        if size != math.prod(len(v) for v in self.grid_values().values()):
+        k = self.grid_k()
+        points, values = self.grid_points(k), self.grid_values(k).values()
+        size, product = len(points), " x ".join(str(len(v)) for v in values)
+        if size != math.prod(len(v) for v in values):
             product += ", each combination once without the dimensions that have no effect in it"
         note = (f"grid of {size} points ({product}) beside {self.n_trials} trials of {self.name}" +
                 ("" if size == self.n_trials else
@@ -131,19 +132,29 @@ class Stage:
         return replace(self, stage=stage, sampler="grid", scheduler="none", parent=self.name, points=tuple(points),
                        n_trials=size, range_notes=(note,))
 
-    def grid_values(self) -> dict[str, list]:
-        """The values each dimension takes on the grid: every category, and k per numeric dimension,
-        k = floor((n_trials / categories) ** (1 / numeric dimensions)), at least 1."""
+    def grid_values(self, k: int | None = None) -> dict[str, list]:
+        """The values each dimension takes on the grid: every category, and k per numeric dimension (default
+        ``grid_k``)."""
+        k = self.grid_k() if k is None else k
+        return {name: dim.grid(k) for name, dim in self.space.items()}
+
+    def grid_k(self) -> int:
+        """k = floor((n_trials / categories) ** (1 / numeric dimensions)), at least 1; where a dimension that acts
+        only with some category leaves combinations out, the largest k whose points still fit n_trials."""
         categories = math.prod(len(d.choices) for d in self.space.values() if isinstance(d, Choice))
         numeric = sum(1 for d in self.space.values() if not isinstance(d, Choice))
         k = max(1, int(math.floor((self.n_trials / categories) ** (1 / max(numeric, 1)) + 1e-9)))
-        return {name: dim.grid(k) for name, dim in self.space.items()}
+        size = len(self.grid_points(k))
+        if numeric and size < math.prod(len(v) for v in self.grid_values(k).values()):
+            while (bigger := len(self.grid_points(k + 1))) <= self.n_trials and bigger > size:
+                k, size = k + 1, bigger
+        return k
 
-    def grid_points(self) -> list[dict[str, float]]:
+    def grid_points(self, k: int | None = None) -> list[dict[str, float]]:
         """Every combination of ``grid_values``, without the dimensions that have no effect in it (momentum
         with adam), each such combination once."""
         points: list[dict[str, float]] = [{}]
-        for name, values in self.grid_values().items():
+        for name, values in self.grid_values(k).items():
             points = [{**p, name: v} for p in points for v in values]
         kept = ({k: v for k, v in p.items() if applies(k, p, self.run)} for p in points)
         return list({tuple(p.items()): p for p in kept}.values())

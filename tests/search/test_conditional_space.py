@@ -103,18 +103,19 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
     promoted = promotion_stage(_study("digits/coarse"), None, 5)
     assert list(promoted.points) == [t.params for t in best_five]
 
-    # the grid: 2 values of lr and momentum for momentum, 2 of lr for adam and sgd: 8 points, not 12
+    # the grid: 3 values of lr and momentum for momentum, 3 of lr for adam and sgd: 15 points within the 18 trials
+    # (k = 2 by the count of categories alone, 8 points; k = 4 would be 24)
     grid = run_cli("grid")
     assert grid.exit_code == 0, grid.output
     points = [t.params for t in _study("digits/grid").get_trials()]
-    assert len(points) == 8
-    assert sum(p["optimizer"] == "momentum" for p in points) == 4
+    assert len(points) == 15
+    assert sum(p["optimizer"] == "momentum" for p in points) == 9
     assert all(("momentum" in p) == (p["optimizer"] == "momentum") for p in points)
-    assert len({tuple(sorted(p.items())) for p in points}) == 8
+    assert len({tuple(sorted(p.items())) for p in points}) == 15
     stage = Stage.from_attrs(_study("digits/grid").user_attrs)
-    assert stage.n_trials == 8 and stage.range_notes[0].startswith(
-        "grid of 8 points (3 x 2 x 2, each combination once without the dimensions that have no effect in it) "
-        "beside 18 trials of digits/coarse: 10 fewer than its budget")
+    assert stage.n_trials == 15 and stage.range_notes[0].startswith(
+        "grid of 15 points (3 x 3 x 3, each combination once without the dimensions that have no effect in it) "
+        "beside 18 trials of digits/coarse: 3 fewer than its budget")
 
     fine = run_cli("fine", "--trials", "6")
     assert fine.exit_code == 0, fine.output
