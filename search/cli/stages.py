@@ -56,14 +56,16 @@ def print_summary(summary: Any) -> None:
         click.echo(f"  error: {err}", err=True)
 
 
-def data_warnings(raw: Any, run: RunConfig) -> tuple[str, ...]:
-    """`search data`'s warning when the features' raw scales differ a lot and --preprocess leaves them so (every
-    trial of a stage shares it); shown before the stage's trials start."""
-    from engine.data import scale_warning
+def stage_data(run: RunConfig) -> tuple[Any, tuple[str, ...]]:
+    """The run's data, preprocessed (bad data or a batch larger than it fails here, before the database is touched),
+    and `search data`'s warning when the features' raw scales differ a lot and --preprocess leaves them so (every
+    trial of a stage shares it), shown before the trials start. The raw copy is not kept beside the other."""
+    from engine.data import load_dataset, scale_warning
     from engine.preprocess import RESCALING
 
+    raw = load_dataset(run.data)
     warning = None if run.preprocess.name in RESCALING else scale_warning(raw)
-    return () if warning is None else (wrapped(f"warning: {warning}"),)
+    return run.load(raw), (() if warning is None else (wrapped(f"warning: {warning}"),))
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:
@@ -100,17 +102,14 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
         --space activation=relu,tanh,elu
       search coarse --scheduler asha --trials 100 --epochs 9
     """
-    from engine.data import load_dataset
     from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
 
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
-    raw = load_dataset(run.data)
-    dataset = run.load(raw)  # bad data or a batch larger than it fails here, before the database is touched
-    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run))
-    del raw  # the preprocessed copy is what trains: not two copies in memory for the whole stage
+    dataset, warnings = stage_data(run)
+    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
@@ -208,17 +207,14 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         --space dropout=0.5:1:linear
       search auto --fine-sampler tpe --fine-scheduler asha
     """
-    from engine.data import load_dataset
     from search.campaign import auto_space, coarse_stage, run_auto
 
     run = base.with_params({"train.epochs": epochs})
-    raw = load_dataset(run.data)
-    dataset = run.load(raw)
+    dataset, warnings = stage_data(run)
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
-    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=data_warnings(raw, run))
-    del raw  # the preprocessed copy is what trains: not two copies in memory for the whole campaign
+    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
     summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
                                 promote, fine_sampler, fine_scheduler)
     code = finish(summaries, as_json, {"final": final.__dict__})
