@@ -388,16 +388,17 @@ def check_fixed(fixed: Iterable[str], space: Space, base: RunConfig) -> None:
     """An option given on the command line that has no effect in any trial (``--init-std`` with ``--init he``) is
     refused as a searched one is: SearchError."""
     for name in fixed:
-        inert = _inert(name, space, base) if name in SEARCHABLE else None
+        inert = _inert(name, space, base)
         if inert:
             raise SearchError(f"--{name.replace('_', '-')} {inert})")
 
 
 def _inert(name: str, space: Space, base: RunConfig) -> str | None:
     """"has no effect with ... (set --PARENT" when option NAME acts in no trial of ``space`` over ``base``."""
-    if SEARCHABLE[name].applies_with is None:
+    condition = applies_with(name)
+    if condition is None:
         return None
-    parent, values = SEARCHABLE[name].applies_with
+    parent, values = condition
     given = list(space[parent].choices) if isinstance(space.get(parent), Choice) else [_option(base, parent)]
     if any(v in values for v in given):
         return None
@@ -419,9 +420,15 @@ def _option(base: RunConfig, name: str) -> Any:
     return value
 
 
+def applies_with(name: str) -> tuple[str, tuple[Any, ...]] | None:
+    """(the option NAME depends on, its values with which NAME has an effect), or None: it always has one (also a
+    stored space's name the table no longer knows)."""
+    return SEARCHABLE[name].applies_with if name in SEARCHABLE else None
+
+
 def applies(name: str, params: Mapping[str, Any], base: RunConfig) -> bool:
     """Whether dimension NAME has an effect in a run of ``base`` with ``params`` (momentum not with adam)."""
-    condition = SEARCHABLE[name].applies_with if name in SEARCHABLE else None
+    condition = applies_with(name)
     if condition is None:
         return True
     parent, values = condition
@@ -437,8 +444,7 @@ def has_params(params: Mapping[str, Any], space: Space, base: RunConfig) -> bool
 def suggest_params(trial: optuna.Trial, space: Space, base: RunConfig) -> dict[str, Any]:
     """The trial's values, each option another depends on first; a dimension is suggested only where it has an
     effect, so a trial of adam has no momentum (Optuna's samplers handle such conditional parameters)."""
-    parents = {SEARCHABLE[name].applies_with[0] for name in space if name in SEARCHABLE
-               and SEARCHABLE[name].applies_with}
+    parents = {condition[0] for condition in map(applies_with, space) if condition}
     params: dict[str, Any] = {}
     for name in sorted(space, key=lambda n: n not in parents):  # stable: the given order otherwise
         if applies(name, params, base):
@@ -527,7 +533,7 @@ def refine_space(
         notes += use_diagnoses({k: v for k, v in space.items() if k in movable}, movable, labelled, top, exploded)
         new.update(movable)
     for k, name in enumerate(space):  # kept as it was where the refined parent leaves it no trial to act in
-        condition = SEARCHABLE[name].applies_with if name in SEARCHABLE else None
+        condition = applies_with(name)
         if condition and isinstance(new.get(condition[0]), Choice) and not set(new[condition[0]].choices) & set(
                 condition[1]):
             new[name] = space[name]
