@@ -129,9 +129,8 @@ def engine_model(d: int, h: int, seed: int) -> FullyConnectedNet:
 def engine_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int) -> Callable[[int], float]:
     """A function that runs k bare SGD steps of the engine (the trainer's inner loop without bookkeeping) -> samples/s."""
     model = engine_model(X.shape[1], h, seed)
-    # as the trainer does for SGD: the L2 term applied as weight decay inside the update
-    rule = Adam() if OPTIMIZER == "adam" else SGD(weight_decay=REG, decayed=frozenset(model.weight_names))
-    reg_grad = OPTIMIZER == "adam"  # Adam: the trainer adds reg * W to the gradients
+    # as the trainer does: the L2 gradient applied inside the update
+    rule = (Adam if OPTIMIZER == "adam" else SGD)(weight_decay=REG, decayed=frozenset(model.weight_names))
     rng = np.random.default_rng(seed)
     batches = X.shape[0] // BATCH
     order = rng.permutation(X.shape[0])
@@ -142,7 +141,7 @@ def engine_step_loop(X: np.ndarray, y: np.ndarray, h: int, seed: int) -> Callabl
         for _ in range(k):
             b = position[0] = (position[0] + 1) % batches
             idx = order[b * BATCH : (b + 1) * BATCH]
-            _, grads = model.loss(X[idx], y[idx], REG, rng, reg_grad=reg_grad)
+            _, grads = model.loss(X[idx], y[idx], REG, rng, reg_grad=False)
             rule.step(model.params, grads, LR)
         return k * BATCH / (time.perf_counter() - started)
 

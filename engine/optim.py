@@ -80,10 +80,18 @@ class RMSProp:
 
 
 class Adam:
-    """Adam with bias correction (Kingma & Ba), updating in place with one scratch buffer per parameter."""
+    """Adam with bias correction (Kingma & Ba), updating in place with one scratch buffer per parameter.
 
-    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+    With ``weight_decay`` the L2 gradient ``weight_decay * w`` of the ``decayed`` weights is added here, in the
+    scratch buffer (the gradient must then come without it: ``model.loss(..., reg_grad=False)``): the same
+    numbers as the model adding it, without a temporary the size of the weights each step.
+    """
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, decayed: frozenset[str] = frozenset()) -> None:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay = float(weight_decay)
+        self.decayed = decayed
         self.m: dict[str, np.ndarray] = {}
         self.v: dict[str, np.ndarray] = {}
         self.scratch: dict[str, np.ndarray] = {}
@@ -101,6 +109,9 @@ class Adam:
                 self.v[name] = np.zeros_like(g)
                 self.scratch[name] = np.empty_like(g)
             v, tmp = self.v[name], self.scratch[name]
+            if self.weight_decay and name in self.decayed:
+                np.multiply(params[name], self.weight_decay, out=tmp)
+                g += tmp
             v *= b2  # v = b2 * v + (1 - b2) * g^2
             np.multiply(g, g, out=tmp)
             tmp *= 1 - b2

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.errors import ConfigError
 from engine.model import FullyConnectedNet
-from engine.optim import OPTIMIZERS, SGD, make_optimizer
+from engine.optim import OPTIMIZERS, make_optimizer
 
 
 class Observer:
@@ -116,10 +116,10 @@ def train(
     if config.batch_size > n:
         raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({n} samples)")
     rng = np.random.default_rng(config.seed)
-    # plain SGD applies L2 as weight decay in its update (same numbers, fewer passes over the weights)
-    fused_decay = config.optimizer == "sgd" and config.reg > 0
+    # plain SGD and Adam apply the L2 gradient in their update (same numbers, fewer passes over the weights)
+    fused_decay = config.optimizer in ("sgd", "adam") and config.reg > 0
     if fused_decay:
-        rule = SGD(weight_decay=config.reg, decayed=frozenset(model.weight_names))
+        rule = OPTIMIZERS[config.optimizer](weight_decay=config.reg, decayed=frozenset(model.weight_names))
     else:
         rule = make_optimizer(config.optimizer, config.momentum)
     batches_per_epoch = max(1, n // config.batch_size)

@@ -137,6 +137,27 @@ def test_sgd_weight_decay_is_the_l2_gradient_step():
         assert np.allclose(a.params[name], b.params[name], rtol=1e-12, atol=1e-14), name
 
 
+def test_adam_weight_decay_is_the_l2_gradient_step_to_the_bit():
+    """Adam adding the L2 gradient itself gives exactly the update of the model adding it, over several steps."""
+    from engine.optim import Adam
+
+    rng = np.random.default_rng(0)
+    config = ModelConfig(hidden=(5,), dtype="float32")
+    a = FullyConnectedNet(config, 6, 3, np.random.default_rng(1))
+    b = FullyConnectedNet(config, 6, 3, np.random.default_rng(1))
+    rule_a, rule_b = Adam(), Adam(weight_decay=0.3, decayed=frozenset(b.weight_names))
+    for _ in range(3):
+        X, y = rng.standard_normal((10, 6)).astype(np.float32), rng.integers(0, 3, 10)
+        loss_a, grads_a = a.loss(X, y, reg=0.3)
+        loss_b, grads_b = b.loss(X, y, reg=0.3, reg_grad=False)
+        assert loss_a == loss_b
+        rule_a.step(a.params, grads_a, lr=0.1)
+        rule_b.step(b.params, grads_b, lr=0.1)
+    for name in a.params:
+        assert np.array_equal(a.params[name], b.params[name]), name
+    assert not np.array_equal(a.params["W1"], FullyConnectedNet(config, 6, 3, np.random.default_rng(1)).params["W1"])
+
+
 def test_an_init_std_beyond_the_dtypes_range_is_a_config_error_not_a_warning(recwarn):
     from engine.errors import ConfigError
 
