@@ -33,6 +33,7 @@ from engine.formats import (
     detect_format,
     list_image_folder,
     read_image_folder,
+    read_columns,
     read_npz,
     read_table,
     sha256_files,
@@ -459,6 +460,61 @@ def load_data_file(spec: DataSpec) -> Dataset:
         return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, **options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)
     return _assemble(spec.name, source, {"train": (X, y)}, image_shape=image_shape, label_names=classes, **options)
+
+
+def read_inputs(
+    path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
+    label_column: str | None = None, image_shape: tuple[int, int, int] | None = None,
+) -> tuple[np.ndarray, list[str] | None]:
+    """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, and each
+    sample's label as a class name when the file holds labels (else None); ``label_names`` are the model's classes,
+    which a CSV label cell is matched to as training named it (a cell ``1.0`` is class ``1``).
+
+    .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
+    ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when
+    present; an image folder (one subfolder per class, which names the label): resized to ``image_shape``.
+    """
+    path = Path(path).expanduser()
+    fmt = detect_format(path)
+    if fmt in ("csv", "tsv"):
+        if features is None:
+            raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
+        X, cells = read_columns(path, "," if fmt == "csv" else "\t", features, label_column)
+        return X, None if cells is None else [c if c in label_names else _cell_label(c) for c in cells]
+    if fmt == "npz":
+        arrays = read_npz(path)
+        for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
+            if X_key in arrays:
+                X = _features(str(path), X_key, arrays[X_key])
+                if y_key not in arrays:
+                    return X, None
+                y = np.asarray(arrays[y_key]).reshape(-1)
+                if len(y) != len(X):
+                    raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
+                return X, [_label_text(v) for v in y.tolist()]
+        found = ", ".join(sorted(arrays)) or "no arrays"
+        raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
+    if fmt == "image_folder":
+        if image_shape is None:
+            raise DataError(f"{path}: an image folder, but the model was not trained on images")
+        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]))
+        if shape != tuple(image_shape):
+            raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
+        return X, [classes[i] for i in y.tolist()]
+    raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
+
+
+def _cell_label(cell: str) -> str:
+    """A label cell of a CSV/TSV as the class name training gave it: integers without leading zeros or '.0'."""
+    try:
+        return str(int(cell))
+    except ValueError:
+        pass
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    return _label_text(value) if math.isfinite(value) and value == math.floor(value) else cell
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import tokenize
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -186,6 +186,64 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
     """A header-row CSV/TSV as features float32 (N, D), the label cell of each row (N,), and the feature names (D,)."""
+    found: list[tuple[str, ...]] = []
+
+    def columns(header: list[str]) -> tuple[None, int, tuple[str, ...]]:
+        label_index = _label_index(path, header, label_column)
+        names = tuple(h for i, h in enumerate(header) if i != label_index)
+        if not names:
+            raise DataError(f"{path}: no feature columns besides the label column {header[label_index]!r}")
+        if _looks_like_data(names):
+            raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
+                            f"header; add a first line naming the columns, e.g. x1,x2,...,label")
+        found.append(names)
+        return None, label_index, names
+
+    X, labels = _read_rows(path, delimiter, columns)
+    return X, labels, found[0]
+
+
+def table_columns(path: Path, delimiter: str, label_column: str | None) -> tuple[tuple[str, ...], str]:
+    """The feature column names of a header-row CSV/TSV, in order, and the name of its label column."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f, delimiter=delimiter), None) or []
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise read_error(path, exc, "not a readable table") from exc
+    label_index = _label_index(path, header, label_column)
+    return tuple(h.strip() for i, h in enumerate(header) if i != label_index), header[label_index].strip()
+
+
+def read_columns(
+    path: Path, delimiter: str, features: tuple[str, ...], label_column: str | None
+) -> tuple[np.ndarray, list[str] | None]:
+    """The named ``features`` of a header-row CSV/TSV as float32 (N, D) in that order, whatever the file's column
+    order and other columns, and the cells of ``label_column`` when the file has that column (else None)."""
+    labelled: list[bool] = []
+
+    def columns(header: list[str]) -> tuple[list[int], int, tuple[str, ...]]:
+        stripped = [h.strip() for h in header]
+        missing = [name for name in features if name.strip() not in stripped]
+        if missing:
+            listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
+                            f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''})")
+        take = [stripped.index(name.strip()) for name in features]
+        labelled.append(label_column is not None and label_column.strip() in stripped)
+        if labelled[0]:
+            take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]
+        return take, len(features), features
+
+    X, labels = _read_rows(path, delimiter, columns)
+    return X, labels if labelled[0] else None
+
+
+def _read_rows(
+    path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
+) -> tuple[np.ndarray, list[str]]:
+    """The rows of a header-row table as float32 features and label cells. ``columns(header)`` gives the columns
+    each row is cut to (None: all of them), the index of the label among those (a row without one gets '-'), and
+    the feature names."""
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -193,13 +251,8 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
-            label_index = _label_index(path, header, label_column)
-            names = tuple(h for i, h in enumerate(header) if i != label_index)
-            if not names:
-                raise DataError(f"{path}: no feature columns besides the label column {header[label_index]!r}")
-            if _looks_like_data(names):
-                raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
-                                f"header; add a first line naming the columns, e.g. x1,x2,...,label")
+            take, label_index, names = columns(header)
+            unlabelled = take is not None and label_index == len(take)
             check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
             chunks: list[np.ndarray] = []
             labels: list[str] = []
@@ -211,6 +264,8 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
                 if len(row) != len(header):
                     raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
                                     f"{len(row)} fields but the header has {len(header)}")
+                if take is not None:
+                    row = [row[i] for i in take] + (["-"] if unlabelled else [])
                 rows.append(row)
                 lines.append(reader.line_num)
                 if len(rows) == CSV_CHUNK_ROWS:
@@ -226,7 +281,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
         raise cannot_read(path, exc) from exc
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
-    return np.concatenate(chunks), labels, names
+    return np.concatenate(chunks), labels
 
 
 def _looks_like_data(names: tuple[str, ...]) -> bool:

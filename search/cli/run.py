@@ -1,10 +1,15 @@
 """One run: ``search train`` (also ``--from-trial``), ``search layers`` and ``search sanity``."""
 from __future__ import annotations
 
+import csv
 import math
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
+from engine.data import DATASETS
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from search.cli.options import (
@@ -27,15 +32,19 @@ from search.errors import SearchError
 @storage_option
 @click.option("--plot", type=WritablePath(), default=None, help="Write loss and accuracy curves (PNG).")
 @click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
+@click.option("--save", type=WritablePath(), default=None, metavar="FILE.npz",
+              help="Save the trained network, its fitted preprocessing and class names for `search predict`.")
 @json_option
 def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_factor: float | None,
-          from_trial: str | None, storage: str | None, plot: str | None, score_test: bool, as_json: bool) -> int:
+          from_trial: str | None, storage: str | None, plot: str | None, score_test: bool, save: str | None,
+          as_json: bool) -> int:
     """Train one network and print its losses and accuracies; exit 1 if it exploded or diverged.
 
     \b
     Examples:
       search train --data digits --epochs 30 --lr 1e-3 --reg 1e-3 --plot run.png
       search train --from-trial digits/coarse:12   # rerun a stored trial exactly
+      search train --from-trial digits/coarse:12 --save model.npz  # see predict
     """
     from engine.trainer import train as run_training
     from search.objective import EXPLODE_WINDOW, explosion_observers
@@ -51,7 +60,12 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         config, explode_factor, stored, recorded = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
-    ds = config.load()
+    raw = None
+    if save is not None:  # kept to fit the preprocessing the model file holds
+        from engine.data import load_dataset
+
+        raw = load_dataset(config.data)
+    ds = config.load(raw)
     if from_trial is not None:
         from engine.data import data_identity
 
@@ -82,6 +96,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         summary["trial_value"] = stored
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
+    if save is not None and result.status == "completed":
+        save_model(save, config, raw, model, {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
+        summary["saved"] = save
     if plot:
         from studies.plots import new_axes, plot_training, save
 
@@ -115,7 +132,29 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
         if plot:
             click.echo(f"wrote {plot}")
+        if save is not None:
+            click.echo(f"wrote {save}: the model for `search predict --model {save} --data FILE`"
+                       if result.status == "completed" else f"not saved to {save}: the run {result.status}")
     return 0 if result.status == "completed" else 1
+
+
+def save_model(path: str, config: RunConfig, raw: Any, model: Any, scores: dict[str, Any]) -> None:
+    """Write the trained ``model`` with the preprocessing ``config`` fits on ``raw``'s training split (as training did),
+    the class names and what the data's samples are: CSV columns by name, or an image shape."""
+    from engine.checkpoint import Checkpoint, save_checkpoint
+    from engine.formats import detect_format, table_columns
+    from engine.preprocess import fit_preprocessor
+
+    features = label_column = None
+    source = Path(config.data.name)
+    if config.data.name not in DATASETS and detect_format(source) in ("csv", "tsv"):
+        features, label_column = table_columns(source, "," if source.suffix.lower() == ".csv" else "\t",
+                                               config.data.label_column)
+    names = raw.label_names or tuple(str(i) for i in range(raw.num_classes))
+    pre = fit_preprocessor(config.preprocess, raw.X_train, raw.image_shape)
+    info = {"run": config.to_dict(), **scores}
+    save_checkpoint(path, Checkpoint(model, pre, names, features=features, label_column=label_column,
+                                     image_shape=raw.image_shape, info=info))
 
 
 def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, float | None, dict]:
@@ -260,4 +299,58 @@ def data(base: RunConfig, as_json: bool) -> None:
         say(f"warning: {w}")
 
 
-COMMANDS = [train, layers, sanity, data]
+@click.command(cls=SectionedCommand)
+@click.option("--model", "model_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              metavar="FILE.npz", help="A model saved by `search train --save`.")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",
+              help="Samples to score: .csv/.tsv with the model's columns by name (others are ignored), .npz with X "
+                   "(and y), or an image folder of class subfolders.")
+@click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
+              help="Write the predictions here instead of stdout.")
+def predict(model_file: str, data_path: str, out: str | None) -> None:
+    """Score samples with a saved model: one CSV row each, in file order, with the predicted class (and, for a
+    softmax model, each class's probability); the accuracy when the data has labels.
+
+    The model applies the preprocessing fitted on its own training split, as validation was scored.
+
+    \b
+    Examples:
+      search train --data wine.csv --label-column cultivar --save wine.npz
+      search predict --model wine.npz --data new_wine.csv --out predictions.csv
+    """
+    from engine.checkpoint import class_probabilities, load_checkpoint
+    from engine.data import read_inputs
+
+    saved = load_checkpoint(model_file)
+    X, labels = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
+                            label_column=saved.label_column, image_shape=saved.image_shape)
+    if X.shape[1] != saved.input_dim:
+        raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
+    scores = saved.preprocessor.transform(X)
+    names = saved.label_names
+    softmax = saved.model.config.loss == "softmax"
+    probs = class_probabilities(saved.model, scores) if softmax else None
+    predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
+    header = ["row", "prediction"] + (["label"] if labels is not None else []) + (
+        [f"p_{n}" for n in names] if softmax else [])
+    stream = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
+    try:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(header)
+        for i, k in enumerate(predicted.tolist()):
+            row = [i, names[k]] + ([labels[i]] if labels is not None else [])
+            writer.writerow(row + ([f"{p:.4f}" for p in probs[i]] if probs is not None else []))
+    finally:
+        if out:
+            stream.close()
+    line = f"{len(X)} samples scored with {model_file}"
+    if labels is not None:
+        right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
+        unknown = sorted({label for label in labels if label not in names})
+        line += f"; accuracy {right / len(X):.4f} ({right} of {len(X)} labels)"
+        if unknown:
+            line += f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r}"
+    say(line + (f"; wrote {out}" if out else ""), err=True)
+
+
+COMMANDS = [train, layers, sanity, data, predict]

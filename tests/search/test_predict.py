@@ -1,0 +1,154 @@
+"""`search train --save` and `search predict`: a saved model scores new data exactly as validation was scored."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_wine
+
+from engine.checkpoint import load_checkpoint
+from engine.data import DataSpec, load_dataset
+from tests.search.conftest import one_line_error
+
+WINE_CLASSES = ("barbera", "barolo", "grignolino")
+
+
+@pytest.fixture
+def wine_csv(tmp_path):
+    """The wine data with string labels in a middle column, as a user's file would have them."""
+    data = load_wine()
+    path = tmp_path / "wine.csv"
+    names = [n.replace("/", "_") for n in data.feature_names]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(names[:5] + ["cultivar"] + names[5:])
+        for x, t in zip(data.data, data.target):
+            writer.writerow([f"{v:g}" for v in x[:5]] + [("barolo", "grignolino", "barbera")[t]] +
+                            [f"{v:g}" for v in x[5:]])
+    return path
+
+
+def rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def train_and_save(run_cli, data: str, *extra: str) -> dict:
+    result = run_cli("train", "--data", data, "--epochs", "15", "--lr", "3e-3", "--save", "model.npz", "--json",
+                     *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_predicting_the_validation_split_gives_the_validation_accuracy_exactly(run_cli, wine_csv, tmp_path):
+    out = train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
+    assert out["saved"] == "model.npz" and out["val_acc"] > 0.9
+    raw = load_dataset(DataSpec(name=str(wine_csv), label_column="cultivar"))
+    assert raw.label_names == WINE_CLASSES
+    np.savez(tmp_path / "val.npz", X=raw.X_val, y=np.array(WINE_CLASSES)[raw.y_val])
+    result = run_cli("predict", "--model", "model.npz", "--data", "val.npz")
+    assert result.exit_code == 0, result.output
+    table = rows(result.stdout)
+    assert table[0] == ["row", "prediction", "label", "p_barbera", "p_barolo", "p_grignolino"]
+    assert len(table) == 1 + len(raw.y_val) == 28
+    right = round(out["val_acc"] * len(raw.y_val))
+    assert sum(r[1] == r[2] for r in table[1:]) == right
+    assert f"accuracy {right / 27:.4f} ({right} of 27 labels)" in result.stderr
+    for r in table[1:]:  # probabilities of each row sum to one, the prediction is the most probable class
+        p = [float(v) for v in r[3:]]
+        assert abs(sum(p) - 1) < 3e-4 and r[1] == WINE_CLASSES[int(np.argmax(p))]
+
+
+def test_columns_are_read_by_name_in_any_order_and_labels_are_optional(run_cli, wine_csv, tmp_path):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    shuffled, unlabelled = tmp_path / "shuffled.csv", tmp_path / "unlabelled.tsv"
+    order = list(range(len(table[0])))[::-1]
+    with open(shuffled, "w", newline="") as f:
+        csv.writer(f).writerows([["id"] + [r[i] for i in order] if k == 0 else [str(k)] + [r[i] for i in order]
+                                 for k, r in enumerate(table)])
+    label = table[0].index("cultivar")
+    with open(unlabelled, "w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([r[:label] + r[label + 1:] for r in table])
+    a = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv))
+    b = run_cli("predict", "--model", "model.npz", "--data", str(shuffled))
+    c = run_cli("predict", "--model", "model.npz", "--data", str(unlabelled), "--out", "p.csv")
+    assert a.exit_code == b.exit_code == c.exit_code == 0, (a.output, b.output, c.output)
+    assert a.stdout == b.stdout and len(rows(a.stdout)) == 179
+    assert c.stdout == "" and "178 samples scored with model.npz; wrote p.csv" in c.stderr
+    with open(tmp_path / "p.csv") as f:
+        without_labels = list(csv.reader(f))
+    assert without_labels[0] == ["row", "prediction", "p_barbera", "p_barolo", "p_grignolino"]
+    assert [r[:2] + r[3:] for r in rows(a.stdout)[1:]] == without_labels[1:]
+    assert "accuracy" not in c.stderr and "accuracy" in a.stderr
+
+
+def test_the_saved_file_holds_the_network_and_its_preprocessing(run_cli, wine_csv):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "pca",
+                   "--pca-components", "5", "--hidden", "7")
+    saved = load_checkpoint("model.npz")
+    assert saved.label_names == WINE_CLASSES and saved.label_column == "cultivar"
+    assert len(saved.features) == 13 and "cultivar" not in saved.features
+    assert saved.preprocessor.name == "pca" and saved.preprocessor.projection.shape == (13, 5)
+    assert saved.model.params["W1"].shape == (5, 7) and saved.input_dim == 13
+    assert saved.info["run"]["arch"]["hidden"] == [7] and saved.info["epochs"] == 15
+
+
+def test_an_image_model_scores_an_image_folder(run_cli, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("dark", "light")):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(30):
+            pixels = np.clip(rng.normal(80 + 100 * k, 30, (6, 5)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    train_and_save(run_cli, "imgs", "--batch-size", "10")
+    assert load_checkpoint("model.npz").image_shape == (1, 6, 5)
+    result = run_cli("predict", "--model", "model.npz", "--data", "imgs")
+    assert result.exit_code == 0, result.output
+    assert "60 samples scored with model.npz; accuracy 1.0000 (60 of 60 labels)" in result.stderr
+
+
+def test_an_svm_model_predicts_classes_without_probabilities(run_cli, wine_csv):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize",
+                   "--loss", "svm")
+    result = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv))
+    assert result.exit_code == 0, result.output
+    table = rows(result.stdout)
+    assert table[0] == ["row", "prediction", "label"] and len(table) == 179
+
+
+def test_a_run_that_explodes_is_not_saved(run_cli, tmp_path):
+    result = run_cli("train", "--lr", "5", "--epochs", "3", "--save", "model.npz")
+    assert result.exit_code == 1
+    assert "not saved to model.npz: the run exploded" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_bad_input_is_one_line_and_exit_2(run_cli, wine_csv, tmp_path):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(tmp_path / "few.csv", "w") as f:
+        f.write("alcohol,malic_acid\n1,2\n")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "few.csv"),
+                   "few.csv: no column 'ash'", "the model reads 13 columns by name")
+    np.savez(tmp_path / "narrow.npz", X=np.zeros((3, 4)))
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "narrow.npz"),
+                   "narrow.npz: samples of 4 features; the model reads 13")
+    np.savez(tmp_path / "other.npz", X=np.zeros((3, 4)))
+    one_line_error(run_cli("predict", "--model", "other.npz", "--data", str(wine_csv)),
+                   "other.npz: not a model file saved by `search train --save`")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "model.npz").read_bytes()[:300])
+    one_line_error(run_cli("predict", "--model", "cut.npz", "--data", str(wine_csv)),
+                   "cut.npz: not a model file saved by `search train --save`")
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "imgs"),
+                   "imgs: an image folder, but the model was not trained on images")
+    with open(tmp_path / "bad.csv", "w") as f:
+        f.write(open(wine_csv).read().replace("14.23", "n/a", 1))
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "bad.csv"),
+                   "bad.csv: row 1 (line 2) column 'alcohol': 'n/a' is not a number")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".csv" and p.name.startswith("p")) == []
