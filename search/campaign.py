@@ -321,6 +321,13 @@ def choose_final(study: optuna.Study) -> tuple[dict[str, Any], list[float]]:
 
 
 RETRAINED_ATTR = "retrained"  # the final stage's user attribute: the chosen configuration's retrains and scores
+RETRAIN_NUMBER = 10**6  # retrain r is seeded as trial RETRAIN_NUMBER + r: a seed no trial of the campaign used
+
+
+def retrain_run(storage: optuna.storages.RDBStorage, campaign: str, seed: int, r: int = 0) -> RunConfig:
+    """The whole run of the chosen configuration's retrain ``r`` (as ``retrain_final`` trains it)."""
+    study = load_stage_study(storage, study_name(campaign, "final"))
+    return trial_config(Stage.from_attrs(study.user_attrs).run, choose_final(study)[0], seed, RETRAIN_NUMBER + r)
 
 
 def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int, retrains: int,
@@ -339,7 +346,7 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
     else:
         vals, tests, status = [], [], "completed"
         for r in range(retrains):
-            config = trial_config(stage.run, params, seed, 10**6 + r)  # seeds no trial of the campaign used
+            config = trial_config(stage.run, params, seed, RETRAIN_NUMBER + r)
             ds = config.load()
             model = config.build_model(ds)
             result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)

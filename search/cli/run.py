@@ -138,6 +138,22 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     return 0 if result.status == "completed" else 1
 
 
+def fit_and_save(path: str, config: RunConfig) -> tuple[str, float, float]:
+    """Train ``config``'s run to its end (no run stopped for a loss spike, as a retrain) and save the network as
+    ``save_model`` does when it completes; (status, val_acc, test_acc) of that network."""
+    from engine.data import load_dataset
+    from engine.trainer import train as run_training
+
+    raw = load_dataset(config.data)
+    ds = config.load(raw)
+    model = config.build_model(ds)
+    result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    test_acc = model.accuracy(ds.X_test, ds.y_test)
+    if result.status == "completed":
+        save_model(path, config, raw, model, {"val_acc": result.val_acc, "test_acc": test_acc, "epochs": result.epochs})
+    return result.status, result.val_acc, test_acc
+
+
 def save_model(path: str, config: RunConfig, raw: Any, model: Any, scores: dict[str, Any]) -> None:
     """Write the trained ``model`` with the preprocessing ``config`` fits on ``raw``'s training split (as training did),
     the class names and what the data's samples are: CSV columns by name, or an image shape."""

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    DRAWN_SAMPLERS, SectionedCommand,
+    DRAWN_SAMPLERS, SectionedCommand, WritablePath,
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
@@ -187,12 +187,14 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
               help="Runs of each of the --top configurations in the final stage; the best mean is chosen.")
 @click.option("--retrain-seeds", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Retrains of the chosen configuration, scored on test (mean +- std).")
+@click.option("--save", type=WritablePath(), default=None, metavar="FILE.npz",
+              help="Save the chosen configuration's first retrain as a model for `search predict`.")
 @stage_run_options
 @json_option
 def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
          explode_factor: float, top: int, edge: float, promote: int, fine_epochs: int | None, fine_sampler: str | None,
-         fine_scheduler: str | None, max_fine: int, repeats: int, retrain_seeds: int, campaign: str | None,
-         storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+         fine_scheduler: str | None, max_fine: int, repeats: int, retrain_seeds: int, save: str | None,
+         campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """The whole recipe: coarse, fine stages while they pay, the top configurations re-run, the best tested.
 
     Fine stages stop at --max-fine, when the space settles, or when a stage moves the mean of its
@@ -206,6 +208,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
       search auto --space lr=1e-4:1e-1 --space hidden=32:512:int \\
         --space dropout=0.5:1:linear
       search auto --fine-sampler tpe --fine-scheduler asha
+      search auto --data wine.csv --save wine.npz   # then: search predict
     """
     from search.campaign import auto_space, coarse_stage, run_auto
 
@@ -217,7 +220,17 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
     summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
                                 promote, fine_sampler, fine_scheduler)
-    code = finish(summaries, as_json, {"final": final.__dict__})
+    saved = None
+    if save is not None:  # retrain 1 again (seeded alike, the same network), kept this time
+        from search.campaign import retrain_run
+        from search.cli.options import open_for_reading
+        from search.cli.run import fit_and_save
+
+        saved = fit_and_save(save, retrain_run(open_for_reading(ex.url), stage.campaign, stage.seed))
+    extra: dict[str, Any] = {"final": final.__dict__}
+    if saved is not None:
+        extra["saved"] = save if saved[0] == "completed" else None
+    code = finish(summaries, as_json, extra)
     if not as_json:
         click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")
         for s in summaries:
@@ -232,6 +245,10 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             f"of {final.epochs} epochs", "  ")
         say(f"retrained {final.retrains}x: val_acc {final.retrain_val_acc:.4f}, "
             f"test_acc {final.test_acc:.4f} +- {final.test_std:.4f}", "  ")
+        if saved is not None:
+            status, val_acc, test_acc = saved
+            say(f"wrote {save}: retrain 1, val_acc {val_acc:.4f}, test_acc {test_acc:.4f}" if status == "completed"
+                else f"not saved to {save}: the retrain {status}", "  ")
     return code
 
 

@@ -152,3 +152,22 @@ def test_bad_input_is_one_line_and_exit_2(run_cli, wine_csv, tmp_path):
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "bad.csv"),
                    "bad.csv: row 1 (line 2) column 'alcohol': 'n/a' is not a number")
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".csv" and p.name.startswith("p")) == []
+
+
+def test_auto_saves_the_chosen_configurations_first_retrain(run_cli, wine_csv, tmp_path):
+    import optuna
+
+    result = run_cli("auto", "--data", str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize",
+                     "--trials", "8", "--max-fine", "0", "--top", "2", "--repeats", "2", "--jobs", "1",
+                     "--save", "auto.npz", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["saved"] == "auto.npz"
+    final = optuna.load_study(study_name="wine/final", storage="sqlite:///search.db")
+    retrained = final.user_attrs["retrained"]
+    saved = load_checkpoint("auto.npz")
+    assert saved.info["val_acc"] == retrained["val_acc"][0] and saved.info["test_acc"] == retrained["test_acc"][0]
+    raw = load_dataset(DataSpec(name=str(wine_csv), label_column="cultivar"))
+    np.savez(tmp_path / "test.npz", X=raw.X_test, y=np.array(WINE_CLASSES)[raw.y_test])
+    scored = run_cli("predict", "--model", "auto.npz", "--data", "test.npz")
+    right = round(retrained["test_acc"][0] * 27)
+    assert f"27 samples scored with auto.npz; accuracy {right / 27:.4f} ({right} of 27 labels)" in scored.stderr
