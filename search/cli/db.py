@@ -95,11 +95,12 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     else:  # one trial: a name/value list fits any terminal; nested values only in json
         shown = {k: v for k, v in flat.items()
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
-        print_frame(pd.DataFrame({"field": list(shown), "value": [value_text(v) for v in shown.values()]}), fmt,
-                    everything=True)
+        texts = [", ".join(map(value_text, v)) if isinstance(v, list) else value_text(v) for v in shown.values()]
+        print_frame(pd.DataFrame({"field": list(shown), "value": texts}), fmt, everything=True)
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
+        click.echo(f"keep it: search train --from-trial {row['study']}:{row['number']} --save model.npz")
 
 
 @click.command(cls=SectionedCommand)

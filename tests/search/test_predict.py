@@ -171,3 +171,21 @@ def test_auto_saves_the_chosen_configurations_first_retrain(run_cli, wine_csv, t
     scored = run_cli("predict", "--model", "auto.npz", "--data", "test.npz")
     right = round(retrained["test_acc"][0] * 27)
     assert f"27 samples scored with auto.npz; accuracy {right / 27:.4f} ({right} of 27 labels)" in scored.stderr
+
+
+def test_best_shows_labels_as_words_and_the_command_that_keeps_the_trial_as_a_model(run_cli, wine_csv):
+    coarse = run_cli("coarse", "--data", str(wine_csv), "--label-column", "cultivar", "--trials", "3", "--epochs", "2",
+                     "--jobs", "1", "--json")
+    assert coarse.exit_code == 0, coarse.output
+    best = json.loads(run_cli("best", "--format", "json").stdout)
+    table = run_cli("best")
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert [line.split(None, 1)[1].strip() for line in lines if line.startswith("diagnosis ")] == [
+        ", ".join(best["user_attrs"]["diagnosis"])]
+    assert "['" not in table.stdout
+    keep = f"keep it: search train --from-trial wine/coarse:{best['number']} --save model.npz"
+    assert lines[-1] == keep
+    rerun = run_cli(*keep.split(": ", 1)[1].split()[1:])
+    assert rerun.exit_code == 0, rerun.output
+    assert load_checkpoint("model.npz").info["val_acc"] == best["user_attrs"]["val_acc"]
