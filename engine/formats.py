@@ -211,7 +211,11 @@ def table_columns(path: Path, delimiter: str, label_column: str | None) -> tuple
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise read_error(path, exc, "not a readable table") from exc
     label_index = _label_index(path, header, label_column)
-    return tuple(h.strip() for i, h in enumerate(header) if i != label_index), header[label_index].strip()
+    names = [h.strip() for h in header]
+    twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
+    if twice is not None:
+        raise DataError(f"{path}: column {twice!r} appears twice; a saved model reads its columns by name: rename one")
+    return tuple(n for i, n in enumerate(names) if i != label_index), names[label_index]
 
 
 def read_columns(
@@ -228,6 +232,9 @@ def read_columns(
             listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
                             f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''})")
+        twice = next((name for name in features if stripped.count(name.strip()) > 1), None)
+        if twice is not None:
+            raise DataError(f"{path}: column {twice!r} appears twice; the model reads its columns by name")
         take = [stripped.index(name.strip()) for name in features]
         labelled.append(label_column is not None and label_column.strip() in stripped)
         if labelled[0]:

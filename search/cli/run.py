@@ -32,11 +32,11 @@ from search.errors import SearchError
 @storage_option
 @click.option("--plot", type=WritablePath(), default=None, help="Write loss and accuracy curves (PNG).")
 @click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
-@click.option("--save", type=WritablePath(), default=None, metavar="FILE.npz",
+@click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
               help="Save the trained network, its fitted preprocessing and class names for `search predict`.")
 @json_option
 def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_factor: float | None,
-          from_trial: str | None, storage: str | None, plot: str | None, score_test: bool, save: str | None,
+          from_trial: str | None, storage: str | None, plot: str | None, score_test: bool, save_to: str | None,
           as_json: bool) -> int:
     """Train one network and print its losses and accuracies; exit 1 if it exploded or diverged.
 
@@ -60,10 +60,11 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         config, explode_factor, stored, recorded = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
-    raw = None
-    if save is not None:  # kept to fit the preprocessing the model file holds
+    raw = columns = None
+    if save_to is not None:  # kept to fit the preprocessing the model file holds
         from engine.data import load_dataset
 
+        columns = model_columns(config)
         raw = load_dataset(config.data)
     ds = config.load(raw)
     if from_trial is not None:
@@ -96,9 +97,10 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         summary["trial_value"] = stored
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
-    if save is not None and result.status == "completed":
-        save_model(save, config, raw, model, {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
-        summary["saved"] = save
+    if save_to is not None and result.status == "completed":
+        save_model(save_to, config, raw, model, columns,
+                   {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
+        summary["saved"] = save_to
     if plot:
         from studies.plots import new_axes, plot_training, save
 
@@ -132,9 +134,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
         if plot:
             click.echo(f"wrote {plot}")
-        if save is not None:
-            click.echo(f"wrote {save}: the model for `search predict --model {save} --data FILE`"
-                       if result.status == "completed" else f"not saved to {save}: the run {result.status}")
+        if save_to is not None:
+            click.echo(f"wrote {save_to}: the model for `search predict --model {save_to} --data FILE`"
+                       if result.status == "completed" else f"not saved to {save_to}: the run {result.status}")
     return 0 if result.status == "completed" else 1
 
 
@@ -144,28 +146,37 @@ def fit_and_save(path: str, config: RunConfig) -> tuple[str, float, float]:
     from engine.data import load_dataset
     from engine.trainer import train as run_training
 
+    columns = model_columns(config)
     raw = load_dataset(config.data)
     ds = config.load(raw)
     model = config.build_model(ds)
     result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
     test_acc = model.accuracy(ds.X_test, ds.y_test)
     if result.status == "completed":
-        save_model(path, config, raw, model, {"val_acc": result.val_acc, "test_acc": test_acc, "epochs": result.epochs})
+        save_model(path, config, raw, model, columns,
+                   {"val_acc": result.val_acc, "test_acc": test_acc, "epochs": result.epochs})
     return result.status, result.val_acc, test_acc
 
 
-def save_model(path: str, config: RunConfig, raw: Any, model: Any, scores: dict[str, Any]) -> None:
-    """Write the trained ``model`` with the preprocessing ``config`` fits on ``raw``'s training split (as training did),
-    the class names and what the data's samples are: CSV columns by name, or an image shape."""
-    from engine.checkpoint import Checkpoint, save_checkpoint
+def model_columns(config: RunConfig) -> tuple[tuple[str, ...] | None, str | None]:
+    """The feature columns and the label column a saved model of ``config``'s CSV/TSV data reads by name ((None, None)
+    for other data); a column name given twice is refused, before any training."""
     from engine.formats import detect_format, table_columns
+
+    source = Path(config.data.name)
+    if config.data.name in DATASETS or detect_format(source) not in ("csv", "tsv"):
+        return None, None
+    return table_columns(source, "," if detect_format(source) == "csv" else "\t", config.data.label_column)
+
+
+def save_model(path: str, config: RunConfig, raw: Any, model: Any,
+               columns: tuple[tuple[str, ...] | None, str | None], scores: dict[str, Any]) -> None:
+    """Write the trained ``model`` with the preprocessing ``config`` fits on ``raw``'s training split (as training did),
+    the class names and what the data's samples are: ``columns`` (``model_columns``), or an image shape."""
+    from engine.checkpoint import Checkpoint, save_checkpoint
     from engine.preprocess import fit_preprocessor
 
-    features = label_column = None
-    source = Path(config.data.name)
-    if config.data.name not in DATASETS and detect_format(source) in ("csv", "tsv"):
-        features, label_column = table_columns(source, "," if source.suffix.lower() == ".csv" else "\t",
-                                               config.data.label_column)
+    features, label_column = columns
     names = raw.label_names or tuple(str(i) for i in range(raw.num_classes))
     pre = fit_preprocessor(config.preprocess, raw.X_train, raw.image_shape)
     info = {"run": config.to_dict(), **scores}

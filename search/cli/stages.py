@@ -187,13 +187,13 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
               help="Runs of each of the --top configurations in the final stage; the best mean is chosen.")
 @click.option("--retrain-seeds", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Retrains of the chosen configuration, scored on test (mean +- std).")
-@click.option("--save", type=WritablePath(), default=None, metavar="FILE.npz",
+@click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
               help="Save the chosen configuration's first retrain as a model for `search predict`.")
 @stage_run_options
 @json_option
 def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
          explode_factor: float, top: int, edge: float, promote: int, fine_epochs: int | None, fine_sampler: str | None,
-         fine_scheduler: str | None, max_fine: int, repeats: int, retrain_seeds: int, save: str | None,
+         fine_scheduler: str | None, max_fine: int, repeats: int, retrain_seeds: int, save_to: str | None,
          campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """The whole recipe: coarse, fine stages while they pay, the top configurations re-run, the best tested.
 
@@ -211,8 +211,11 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
       search auto --data wine.csv --save wine.npz   # then: search predict
     """
     from search.campaign import auto_space, coarse_stage, run_auto
+    from search.cli.run import fit_and_save, model_columns
 
     run = base.with_params({"train.epochs": epochs})
+    if save_to is not None:
+        model_columns(run)  # a table whose columns a saved model could not read by name: refused before the search
     dataset, warnings = stage_data(run)
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
@@ -221,15 +224,14 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
                                 promote, fine_sampler, fine_scheduler)
     saved = None
-    if save is not None:  # retrain 1 again (seeded alike, the same network), kept this time
+    if save_to is not None:  # retrain 1 again (seeded alike, the same network), kept this time
         from search.campaign import retrain_run
         from search.cli.options import open_for_reading
-        from search.cli.run import fit_and_save
 
-        saved = fit_and_save(save, retrain_run(open_for_reading(ex.url), stage.campaign, stage.seed))
+        saved = fit_and_save(save_to, retrain_run(open_for_reading(ex.url), stage.campaign, stage.seed))
     extra: dict[str, Any] = {"final": final.__dict__}
     if saved is not None:
-        extra["saved"] = save if saved[0] == "completed" else None
+        extra["saved"] = save_to if saved[0] == "completed" else None
     code = finish(summaries, as_json, extra)
     if not as_json:
         click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")
@@ -247,8 +249,8 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             f"test_acc {final.test_acc:.4f} +- {final.test_std:.4f}", "  ")
         if saved is not None:
             status, val_acc, test_acc = saved
-            say(f"wrote {save}: retrain 1, val_acc {val_acc:.4f}, test_acc {test_acc:.4f}" if status == "completed"
-                else f"not saved to {save}: the retrain {status}", "  ")
+            say(f"wrote {save_to}: retrain 1, val_acc {val_acc:.4f}, test_acc {test_acc:.4f}" if status == "completed"
+                else f"not saved to {save_to}: the retrain {status}", "  ")
     return code
 
 

@@ -189,3 +189,24 @@ def test_best_shows_labels_as_words_and_the_command_that_keeps_the_trial_as_a_mo
     rerun = run_cli(*keep.split(": ", 1)[1].split()[1:])
     assert rerun.exit_code == 0, rerun.output
     assert load_checkpoint("model.npz").info["val_acc"] == best["user_attrs"]["val_acc"]
+
+
+def test_a_table_with_a_column_name_twice_is_refused_before_training(run_cli, tmp_path):
+    with open(tmp_path / "twice.csv", "w") as f:
+        f.write("a,b,a,label\n" + "".join(f"{i},{i % 3},{i % 5},{i % 2}\n" for i in range(120)))
+    for command in ("train", "auto"):
+        one_line_error(run_cli(command, "--data", "twice.csv", "--save", "m.npz"),
+                       "twice.csv: column 'a' appears twice; a saved model reads its columns by name: rename one")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["twice.csv"]
+    with open(tmp_path / "once.csv", "w") as f:
+        f.write("a,b,c,label\n" + "".join(f"{i},{i % 3},{i % 5},{i % 2}\n" for i in range(120)))
+    assert run_cli("train", "--data", "once.csv", "--save", "m.npz").exit_code == 0
+    one_line_error(run_cli("predict", "--model", "m.npz", "--data", "twice.csv"),
+                   "twice.csv: column 'a' appears twice; the model reads its columns by name")
+
+
+def test_plot_and_save_together(run_cli, tmp_path):
+    result = run_cli("train", "--epochs", "2", "--plot", "run.png", "--save", "model.npz")
+    assert result.exit_code == 0, result.output
+    assert "wrote run.png" in result.stdout and "wrote model.npz: the model for" in result.stdout
+    assert load_checkpoint("model.npz").label_names == tuple(str(k) for k in range(10))
