@@ -549,7 +549,7 @@ def run_worker(
     report = WorkerReport()
     looking = f"looking for trials of {name}"
     study_id = optuna_rdb.study_id(study)
-    after_id = -1  # the lowest WAITING trial id only grows (see optuna_rdb.claim_waiting_trial)
+    after_id = -1  # where the next claim starts looking (see optuna_rdb.claim_waiting_trial)
     # a trial is stale after 2 x the heartbeat interval: looking once per interval finds it in time
     stale_every = min(storage.get_heartbeat_interval() or 0, MAX_BEAT_SECONDS)
     stale_checked = -math.inf

@@ -273,9 +273,21 @@ def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, aft
 
     One UPDATE ... WHERE state = 'WAITING' claims it: on PostgreSQL the candidate row is picked with
     FOR UPDATE SKIP LOCKED, on SQLite the transaction holds the write lock (BEGIN IMMEDIATE). A
-    trial never goes back to WAITING and new trials get higher ids, so the lowest WAITING id only
-    grows: ``after_id`` (the last id this worker claimed) keeps the scan short on huge stages.
+    trial never goes back to WAITING and new trials get higher ids, so ``after_id`` (the last id this
+    worker claimed) keeps the scan short on huge stages. Only almost: on PostgreSQL a row skipped because
+    another claim held it is WAITING again, below ``after_id``, when that claim is rolled back (its worker
+    killed or its connection cut mid-statement), so a scan above ``after_id`` that finds nothing looks again
+    from the first trial before saying none is waiting.
     """
+    claimed = _claim_waiting_trial(storage, study_id, after_id, user_attrs)
+    if claimed is None and after_id >= 0:
+        claimed = _claim_waiting_trial(storage, study_id, -1, user_attrs)
+    return claimed
+
+
+def _claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, after_id: int,
+                         user_attrs: Mapping[str, Any]) -> FrozenTrial | None:
+    """``claim_waiting_trial`` above ``after_id`` only."""
     rdb = backend(storage)
     started = _utcnow()
     if rdb.engine.dialect.name == "postgresql":

@@ -1,0 +1,73 @@
+"""Races of the worker loop with other workers, each forced at the instruction where it bites (hooks, row locks).
+
+Each test makes one interleaving happen deterministically and asserts the trial counts by state it must end with.
+"""
+from __future__ import annotations
+
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from engine.data import DataSpec
+from search import stages as stages_module
+from search.campaign import coarse_stage
+from search.config import RunConfig
+from search.space import FloatRange
+from search.stages import create_stage, run_worker, stage_counts
+from studies import optuna_rdb
+from studies.store import open_storage
+
+RUN = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 10, "train.epochs": 1})
+SPACE = {"lr": FloatRange(1e-4, 1e-3), "reg": FloatRange(1e-5, 1e-4)}
+MAX_POLLS = 20  # a worker that waits this many times with nobody else working would wait for ever
+
+
+def _give_up_waiting(monkeypatch) -> list[dict[str, int]]:
+    """Make the worker loop's "others are still running trials" wait raise after MAX_POLLS looks; returns what it
+    saw each time."""
+    seen: list[dict[str, int]] = []
+    real = stages_module.stage_counts
+
+    def counts(storage, study_id):
+        seen.append(real(storage, study_id))
+        if len(seen) > MAX_POLLS:
+            raise AssertionError(f"the worker kept waiting with nobody else working: {seen[-1]}")
+        return seen[-1]
+
+    monkeypatch.setattr(stages_module, "stage_counts", counts)
+    return seen
+
+
+def test_a_trial_a_killed_claimer_had_locked_is_claimed_by_the_worker_that_skipped_it(pg_database, monkeypatch):
+    """PostgreSQL: a claim skips a WAITING row another claim has locked (FOR UPDATE SKIP LOCKED). When that other
+    claim is rolled back (its worker killed or its connection cut mid-statement) the row is WAITING again, below the
+    id this worker claimed next: it must still be claimed, not waited for for ever."""
+    n = 4
+    storage = open_storage(pg_database, heartbeat_interval=10)
+    create_stage(storage, coarse_stage("skip", RUN, SPACE, n, seed=0))
+    study_id = storage.get_study_id_from_name("skip/coarse")
+    other = sqlalchemy.create_engine(pg_database)
+    claimer = other.connect()
+    held = claimer.begin()  # another worker's claim, mid-statement: the first WAITING row locked
+    first = claimer.execute(sqlalchemy.text(
+        "SELECT trial_id FROM trials WHERE study_id = :sid AND state = 'WAITING' ORDER BY trial_id LIMIT 1 "
+        "FOR UPDATE SKIP LOCKED"), {"sid": study_id}).scalar_one()
+
+    def kill_the_other_claimer(trial):
+        if held.is_active:
+            held.rollback()  # its worker died: the server rolls its claim back, the row is WAITING and unlocked
+
+    seen = _give_up_waiting(monkeypatch)
+    try:
+        report = run_worker(storage, "skip/coarse", RUN.load(), on_trial=kill_the_other_claimer, poll=0.01)
+    finally:
+        claimer.close()
+        other.dispose()
+    counts = stage_counts(storage, study_id)
+    assert report.ran == n
+    assert counts["COMPLETE"] + counts["PRUNED"] == n and counts["WAITING"] == counts["RUNNING"] == 0
+    assert counts["FAIL"] == 0 and sum(counts.values()) == n
+    skipped = next(t for t in storage.get_all_trials(study_id) if optuna_rdb.trial_id(t) == first)
+    assert skipped.number == 0 and skipped.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert len(seen) <= 2  # it looked again at once: no wait for a trial nobody would claim
+    storage.engine.dispose()
