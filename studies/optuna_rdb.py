@@ -425,14 +425,18 @@ def _claim_postgresql(rdb: optuna.storages.RDBStorage, study_id: int, after_id: 
 
 def _params_postgresql(rdb: optuna.storages.RDBStorage, trial_id: int,
                        params: Mapping[str, tuple[float, BaseDistribution]]) -> bool:
-    """Insert a RUNNING trial's params in one statement; False (nothing written) when it is not RUNNING."""
+    """Insert a RUNNING trial's params in one statement; False (nothing written) when it is not RUNNING.
+
+    Idempotent (an upsert): a retry after a connection lost between the server's commit and its answer finds the
+    same rows written, instead of a unique-key violation that would fail the trial as an error of its own."""
     binds: dict[str, Any] = {"trial_id": trial_id}
     rows = [(name, value, distribution_to_json(d)) for name, (value, d) in params.items()]
     sql = ("WITH running AS (SELECT trial_id FROM trials WHERE trial_id = :trial_id AND state = 'RUNNING' FOR UPDATE) "
            "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) "
            f"SELECT running.trial_id, v.name, v.value, v.dist FROM running, "
            f"({_values('p', rows, ('VARCHAR', 'DOUBLE PRECISION', 'TEXT'), binds)}) AS v (name, value, dist) "
-           "RETURNING 1")
+           "ON CONFLICT (trial_id, param_name) DO UPDATE SET param_value = excluded.param_value, "
+           "distribution_json = excluded.distribution_json RETURNING 1")
     return bool(_postgresql(rdb, sql, binds))
 
 

@@ -71,3 +71,32 @@ def test_a_trial_a_killed_claimer_had_locked_is_claimed_by_the_worker_that_skipp
     assert skipped.number == 0 and skipped.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert len(seen) <= 2  # it looked again at once: no wait for a trial nobody would claim
     storage.engine.dispose()
+
+
+def test_params_written_before_the_connection_dropped_are_not_written_twice(pg_database, monkeypatch):
+    """PostgreSQL: the server commits the statement that writes a trial's params, then the connection drops before
+    its answer arrives. The worker retries the write (a database failure, not the trial's): the retry must find
+    the params written, not fail the trial as an error of its own (``error: IntegrityError``, never re-run)."""
+    n = 2
+    storage = open_storage(pg_database, heartbeat_interval=10)
+    create_stage(storage, coarse_stage("ack", RUN, SPACE, n, seed=0))
+    study_id = storage.get_study_id_from_name("ack/coarse")
+    real = optuna_rdb._postgresql
+    dropped: list[str] = []
+
+    def answer_lost_once(rdb, sql, params):
+        rows = real(rdb, sql, params)  # committed on the server
+        if "INSERT INTO trial_params" in sql and not dropped:
+            dropped.append(sql)
+            raise sqlalchemy.exc.OperationalError(sql, params, Exception("server closed the connection unexpectedly"))
+        return rows
+
+    monkeypatch.setattr(optuna_rdb, "_postgresql", answer_lost_once)
+    report = run_worker(storage, "ack/coarse", RUN.load(), poll=0.01)
+    counts = stage_counts(storage, study_id)
+    assert len(dropped) == 1
+    assert report.errors == [] and report.ran == n
+    assert counts["COMPLETE"] + counts["PRUNED"] == n and counts["FAIL"] == 0 and sum(counts.values()) == n
+    first = next(t for t in storage.get_all_trials(study_id) if t.number == 0)
+    assert set(first.params) == {"lr", "reg"}
+    storage.engine.dispose()
