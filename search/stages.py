@@ -40,7 +40,7 @@ from search.space import (Choice, Dimension, applies, describe_space, has_params
 from studies import optuna_rdb
 from studies.queries import names_message
 from studies.records import diagnosis_labels
-from studies.budget import initialise_study, requeue_failed_trials, unretried_failures
+from studies.budget import initialise_study, requeue_and_count, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -282,9 +282,8 @@ def stage_unfinished(storage: RDBStorage, study_id: int, repair: bool = True) ->
         trials = storage.get_all_trials(study_id, deepcopy=False)
         return bool(unretried_failures(trials)) or any(t.state in (TrialState.WAITING, TrialState.RUNNING)
                                                        for t in trials)
-    requeue_failed_trials(storage, study_id)
-    counts = stage_counts(storage, study_id)
-    return bool(counts["WAITING"] or counts["RUNNING"])
+    added, counts = requeue_and_count(storage, study_id)
+    return bool(added or counts["WAITING"] or counts["RUNNING"])
 
 
 def stage_counts(storage: RDBStorage, study_id: int) -> dict[str, int]:
@@ -563,9 +562,10 @@ def run_worker(
             claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
             if claimed is None:
                 stale_checked = -math.inf  # nothing to claim: look for stale trials before waiting
-                if retry_storage(lambda: requeue_failed_trials(storage, study_id), looking):
+                # counted, and failed trials re-enqueued, in one transaction (see requeue_and_count)
+                added, counts = retry_storage(lambda: requeue_and_count(storage, study_id), looking)
+                if added:
                     continue  # a process killed between failing a trial and re-enqueueing it left this to do
-                counts = retry_storage(lambda: stage_counts(storage, study_id), looking)
                 if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
                     break
                 time.sleep(poll)  # other workers are running the last trials; one of them may die

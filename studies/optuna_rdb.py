@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.orm
 from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session, _VersionManager
@@ -229,6 +230,20 @@ class LockedStudy:
                 .filter(models.TrialModel.study_id == self.study_id, models.TrialSystemAttributeModel.key == key))
         return [json.loads(value) for (value,) in rows]
 
+    def state_counts(self) -> dict[str, int]:
+        """The study's trials by state name (every state, 0 when none), read in this transaction."""
+        return _state_counts_and_best(self.session, self.study_id)[0]
+
+    def trials(self, state: TrialState) -> list[FrozenTrial]:
+        """The study's trials in ``state``, read in this transaction (on SQLite another connection would wait for
+        this one's write lock)."""
+        query = (self.session.query(models.TrialModel)
+                 .options(*(sqlalchemy.orm.selectinload(getattr(models.TrialModel, name)) for name in
+                            ("params", "values", "user_attributes", "system_attributes", "intermediate_values")))
+                 .filter(models.TrialModel.study_id == self.study_id, models.TrialModel.state == state)
+                 .order_by(models.TrialModel.trial_id))
+        return [self.storage._build_frozen_trial_from_trial_model(t) for t in query]
+
     def add_trial(self, template: FrozenTrial) -> None:
         """Insert a trial made from ``template`` (as ``RDBStorage.create_new_trial``, in this transaction)."""
         self.storage._get_prepared_new_trial(self.study_id, template, self.session)
@@ -250,6 +265,12 @@ def state_counts(storage: optuna.storages.BaseStorage, study_id: int) -> dict[st
 def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[dict[str, int], float | None]:
     """The study's trials by state name (every state, 0 when none) and the highest value of a COMPLETE trial (None
     before one), in one statement."""
+    with session(storage) as s:
+        return _state_counts_and_best(s, study_id)
+
+
+def _state_counts_and_best(s: Any, study_id: int) -> tuple[dict[str, int], float | None]:
+    """``state_counts_and_best`` in session ``s``."""
     trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
     counts = {state.name: 0 for state in TrialState}
     best = None
@@ -257,11 +278,10 @@ def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -
                                sqlalchemy.func.max(values.c.value))
              .select_from(trials.outerjoin(values, values.c.trial_id == trials.c.trial_id))
              .where(trials.c.study_id == study_id).group_by(trials.c.state))
-    with session(storage) as s:
-        for state, n, top in s.execute(query):
-            counts[state.name] += n
-            if state == TrialState.COMPLETE:
-                best = top
+    for state, n, top in s.execute(query):
+        counts[state.name] += n
+        if state == TrialState.COMPLETE:
+            best = top
     return counts, best
 
 

@@ -14,6 +14,7 @@ from search.campaign import coarse_stage
 from search.config import RunConfig
 from search.space import FloatRange
 from search.stages import create_stage, run_worker, stage_counts
+from studies.budget import requeue_failed_trials
 from studies import optuna_rdb
 from studies.store import open_storage
 
@@ -99,4 +100,48 @@ def test_params_written_before_the_connection_dropped_are_not_written_twice(pg_d
     assert counts["COMPLETE"] + counts["PRUNED"] == n and counts["FAIL"] == 0 and sum(counts.values()) == n
     first = next(t for t in storage.get_all_trials(study_id) if t.number == 0)
     assert set(first.params) == {"lr", "reg"}
+    storage.engine.dispose()
+
+
+def test_a_worker_does_not_leave_while_an_interrupted_worker_enqueues_its_trial_again(pg_database):
+    """Another worker, interrupted (Ctrl-C, SIGTERM), fails its trial and then enqueues its copy, and exits. When
+    that falls between this worker's look for failed trials and its count of trials left, this worker used to
+    see nothing WAITING or RUNNING and leave: the copy stayed WAITING with every worker gone."""
+    import threading
+
+    n = 2
+    storage = open_storage(pg_database, heartbeat_interval=10)
+    create_stage(storage, coarse_stage("leave", RUN, SPACE, n, seed=0))
+    study_id = storage.get_study_id_from_name("leave/coarse")
+    other = open_storage(pg_database, heartbeat_interval=10)  # the other worker, on another machine
+    theirs = optuna_rdb.claim_waiting_trial(other, study_id, -1, {"worker": "elsewhere:1"})
+    their_id = optuna_rdb.trial_id(theirs)
+    state = {"ours_done": False, "failed": False}
+    requeuing: list[threading.Thread] = []
+
+    def interrupt_the_other(conn, cursor, statement, parameters, context, executemany):
+        if state["ours_done"] and not state["failed"] and "count(DISTINCT" in statement:
+            state["failed"] = True  # it is interrupted: its trial FAIL as interrupted ...
+            other.set_trial_user_attr(their_id, "stop_reason", "interrupted")
+            other.set_trial_state_values(their_id, TrialState.FAIL)
+
+    def then_requeue(conn, cursor, statement, parameters, context, executemany):
+        if state["failed"] and not requeuing:  # ... then its copy, as this worker has just counted, and it exits
+            failed = other.get_trial(their_id)
+            thread = threading.Thread(target=requeue_failed_trials, args=(other, study_id, [failed]))
+            requeuing.append(thread)
+            thread.start()
+
+    def ours_done(trial):
+        state["ours_done"] = True
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", interrupt_the_other)
+    sqlalchemy.event.listen(storage.engine, "after_cursor_execute", then_requeue)
+    report = run_worker(storage, "leave/coarse", RUN.load(), on_trial=ours_done, poll=0.01)
+    requeuing[0].join(30)
+    counts = stage_counts(storage, study_id)
+    assert state["failed"] and report.ran == n  # its own trial and the other one's copy
+    assert counts["WAITING"] == counts["RUNNING"] == 0
+    assert counts["COMPLETE"] + counts["PRUNED"] == n and counts["FAIL"] == 1 and sum(counts.values()) == n + 1
+    other.engine.dispose()
     storage.engine.dispose()
