@@ -12,6 +12,7 @@ import time
 import warnings
 import sqlite3
 from collections.abc import Callable, Iterator
+from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -437,8 +438,30 @@ def open_storage(
                 _serialise_sqlite_transactions(storage.engine, writable=path is None or os.access(path, os.W_OK))
             elif not readonly:
                 _ping_when_idle(storage.engine)
+            if storage.engine.dialect.name == "postgresql":
+                _sessions_in_utc(storage.engine)
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
+
+
+def _sessions_in_utc(engine: sqlalchemy.engine.Engine) -> None:
+    """Every PostgreSQL session of ``engine`` in UTC, whatever the server's zone, PGTZ or a role's setting say.
+
+    Optuna stores heartbeats as timestamps without time zone (the server's clock in the writer's session TimeZone)
+    and judges them stale against the same clock in the judge's session: sessions in different zones, or one
+    zone across a DST change, failed live trials at once or left dead ones RUNNING for hours. libpq's PGTZ
+    overrides ``-c timezone`` in the connection options, so it is set on each new connection instead.
+    """
+    @event.listens_for(engine, "connect", insert=True)
+    def _utc(dbapi_connection: Any, _record: object) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # not undone by the pool's rollback when the connection is returned
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
+
+    engine.dispose()  # connections made while Optuna opened the storage: made again with the listener
 
 
 def _readonly_sqlite_creator(uri: str) -> Callable[[], sqlite3.Connection]:

@@ -145,3 +145,44 @@ def test_a_worker_does_not_leave_while_an_interrupted_worker_enqueues_its_trial_
     assert counts["COMPLETE"] + counts["PRUNED"] == n and counts["FAIL"] == 1 and sum(counts.values()) == n + 1
     other.engine.dispose()
     storage.engine.dispose()
+
+
+def test_heartbeats_are_judged_alike_by_workers_whose_sessions_are_in_other_time_zones(pg_database, monkeypatch):
+    """PostgreSQL: a heartbeat is stored as a timestamp without time zone, written and judged with the server's
+    clock in each session's TimeZone (libpq's PGTZ, a role's setting; one zone across a DST change). A worker five
+    hours behind stored heartbeats a worker at UTC found five hours old: its live trial was failed at once; a worker
+    nine hours ahead left a dead trial RUNNING for nine hours."""
+    import time
+
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    storage = open_storage(pg_database, heartbeat_interval=1)
+    create_stage(storage, coarse_stage("tz", RUN, SPACE, 2, seed=0))
+    study_id = storage.get_study_id_from_name("tz/coarse")
+
+    def claim_in(zone: str) -> int:
+        monkeypatch.setenv("PGTZ", zone)
+        there = open_storage(pg_database, heartbeat_interval=1)
+        try:
+            trial_id = optuna_rdb.trial_id(optuna_rdb.claim_waiting_trial(there, study_id, -1, {"worker": zone}))
+            there.record_heartbeat(trial_id)  # Optuna's own beat, as the worker's heartbeat thread records it
+            return trial_id
+        finally:
+            there.engine.dispose()
+            monkeypatch.delenv("PGTZ")
+
+    def state_of(trial_id: int) -> TrialState:
+        return next(t.state for t in storage.get_all_trials(study_id) if optuna_rdb.trial_id(t) == trial_id)
+
+    study = optuna.load_study(study_name="tz/coarse", storage=storage)  # this worker: the server's zone (UTC)
+    live = claim_in("America/New_York")
+    fail_stale_trials(study)
+    assert state_of(live) == TrialState.RUNNING  # its heartbeat is a moment old
+    dead = claim_in("Asia/Tokyo")
+    time.sleep(2.5)  # more than 2 x the heartbeat interval without a beat from either
+    fail_stale_trials(study)
+    assert state_of(live) == state_of(dead) == TrialState.FAIL
+    counts = stage_counts(storage, study_id)
+    assert counts["FAIL"] == 2 and counts["WAITING"] == 2 and counts["RUNNING"] == 0  # each re-enqueued once
+    storage.engine.dispose()
