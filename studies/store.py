@@ -359,9 +359,15 @@ def _begin_immediate(conn: Connection) -> None:
 def _pg_options(readonly: bool) -> str:
     """libpq options of a PostgreSQL connection: a lock another session holds waited for as long as SQLite's busy
     timeout, then given up on (a session left in a transaction after LOCK TABLE or ALTER TABLE would otherwise keep
-    every command waiting for ever; a worker's writes are then retried); ``readonly``: no writes either."""
+    every command waiting for ever; a worker's writes are then retried); ``readonly``: no writes either.
+
+    A writing session idle inside a transaction for half that time is ended by the server: its client is gone
+    (a machine lost, a network cut) while holding a lock, e.g. a study's row lock, that the server would otherwise
+    keep until TCP keepalive notices, hours later, while every other worker gives up waiting for it."""
     lock = f"-c lock_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
-    return f"-c default_transaction_read_only=on {lock}" if readonly else lock
+    if readonly:
+        return f"-c default_transaction_read_only=on {lock}"
+    return f"{lock} -c idle_in_transaction_session_timeout={SQLITE_BUSY_TIMEOUT_S * 1000 // 2}"
 
 
 def open_storage(

@@ -186,3 +186,33 @@ def test_heartbeats_are_judged_alike_by_workers_whose_sessions_are_in_other_time
     counts = stage_counts(storage, study_id)
     assert counts["FAIL"] == 2 and counts["WAITING"] == 2 and counts["RUNNING"] == 0  # each re-enqueued once
     storage.engine.dispose()
+
+
+def test_a_study_lock_held_by_a_vanished_machine_is_released_and_the_workers_go_on(pg_database, monkeypatch):
+    """PostgreSQL: a worker whose machine is lost (power cut, network partition) inside a transaction holding the
+    study's row lock (re-enqueueing failed trials, counting what is left) leaves its server session idle in that
+    transaction: the server does not notice for hours (TCP keepalive). Every other worker then waited for that lock
+    past lock_timeout, retried for the retry period and stopped, and the stage stopped on every machine."""
+    from studies import store
+
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 2)  # lock_timeout 2 s instead of 60 s
+    monkeypatch.setenv(stages_module.STORAGE_RETRY_ENV, "6")
+    storage = open_storage(pg_database, heartbeat_interval=10)
+    create_stage(storage, coarse_stage("lost", RUN, SPACE, 2, seed=0))
+    study_id = storage.get_study_id_from_name("lost/coarse")
+    vanished = open_storage(pg_database, heartbeat_interval=10)  # the lost machine's worker
+    conn = vanished.engine.connect()
+    conn.begin()
+    conn.execute(sqlalchemy.text("SELECT study_id FROM studies WHERE study_id = :sid FOR UPDATE"), {"sid": study_id})
+    # ... and nothing more from it, ever
+    try:
+        report = run_worker(storage, "lost/coarse", RUN.load(), poll=0.01)
+    finally:
+        try:
+            conn.close()
+        except sqlalchemy.exc.DBAPIError:
+            pass  # its session was ended by the server
+        vanished.engine.dispose()
+    counts = stage_counts(storage, study_id)
+    assert report.ran == 2 and counts["COMPLETE"] + counts["PRUNED"] == 2 and sum(counts.values()) == 2
+    storage.engine.dispose()
