@@ -630,15 +630,7 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
                                 scheduled=stage.scheduler != "none",
                                 on_params=lambda: retry_storage(writes.commit_params, what))
         except (KeyboardInterrupt, Interrupted):
-            with _signals_ignored():
-                try:
-                    _fail_and_requeue(study, writes, "interrupted")
-                except Exception as e:
-                    if not is_storage_error(e):
-                        raise
-                    # the database did not take the write (locked, gone): the trial stays RUNNING, its heartbeat
-                    # stops, and the next command fails it as stale and runs it again; the interrupt still ends
-                    # this one with its line, not a traceback
+            _record_interrupted(study, writes)
             raise
         except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
             raise
@@ -653,16 +645,33 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
             return frozen
         writes.user_attrs.update(outcome.attrs)
         writes.system_attrs.update(outcome.records)
-        if outcome.pruned:
-            return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
-        if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
-            writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
-            return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
-        return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
+        try:
+            if outcome.pruned:
+                return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
+            if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
+                writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
+                return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
+            return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
+        except (KeyboardInterrupt, Interrupted):  # while the result was written: failed as during training
+            _record_interrupted(study, writes)  # nothing written when the result was (the trial is no longer RUNNING)
+            raise
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
         # the machine was suspended) and enqueued a copy that runs it again: this run's result is dropped.
         return storage.get_trial(trial_id)
+
+
+def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage) -> None:
+    """Fail the trial as interrupted and enqueue its copy, a second Ctrl-C or SIGTERM ignored meanwhile."""
+    with _signals_ignored():
+        try:
+            _fail_and_requeue(study, writes, "interrupted")
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            # the database did not take the write (locked, gone): the trial stays RUNNING, its heartbeat
+            # stops, and the next command fails it as stale and runs it again; the interrupt still ends
+            # this one with its line, not a traceback
 
 
 def _tell_failed(writes: optuna_rdb.BufferedTrialStorage, stop_reason: str) -> FrozenTrial:

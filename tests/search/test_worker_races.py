@@ -216,3 +216,28 @@ def test_a_study_lock_held_by_a_vanished_machine_is_released_and_the_workers_go_
     counts = stage_counts(storage, study_id)
     assert report.ran == 2 and counts["COMPLETE"] + counts["PRUNED"] == 2 and sum(counts.values()) == 2
     storage.engine.dispose()
+
+
+def test_ctrl_c_while_a_trial_is_being_recorded_fails_it_as_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) while a finished run's result is written (its transaction rolled back): the trial is
+    failed as interrupted and its copy enqueued, as for a Ctrl-C while it trains, not left RUNNING for the next
+    command to wait 2 x the heartbeat for."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    storage = open_storage(url, heartbeat_interval=10)
+    create_stage(storage, coarse_stage("rec", RUN, SPACE, 2, seed=0))
+    study_id = storage.get_study_id_from_name("rec/coarse")
+    real = optuna_rdb.BufferedTrialStorage.finish
+
+    def ctrl_c_while_recording(self, state, value=None):
+        if state != TrialState.FAIL:
+            raise KeyboardInterrupt  # the result's transaction never commits
+        return real(self, state, value)
+
+    monkeypatch.setattr(optuna_rdb.BufferedTrialStorage, "finish", ctrl_c_while_recording)
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(storage, "rec/coarse", RUN.load(), poll=0.01)
+    counts = stage_counts(storage, study_id)
+    assert counts["RUNNING"] == 0 and counts["FAIL"] == 1 and counts["WAITING"] == 2 and sum(counts.values()) == 3
+    failed = storage.get_all_trials(study_id, states=(TrialState.FAIL,))[0]
+    assert failed.number == 0 and failed.user_attrs["stop_reason"] == "interrupted"
+    storage.engine.dispose()
