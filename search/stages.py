@@ -40,7 +40,7 @@ from search.space import (Choice, Dimension, applies, describe_space, has_params
 from studies import optuna_rdb
 from studies.queries import names_message
 from studies.records import diagnosis_labels
-from studies.budget import initialise_study, requeue_failed_trials, unretried_failures
+from studies.budget import initialise_study, requeue_and_count, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -282,9 +282,8 @@ def stage_unfinished(storage: RDBStorage, study_id: int, repair: bool = True) ->
         trials = storage.get_all_trials(study_id, deepcopy=False)
         return bool(unretried_failures(trials)) or any(t.state in (TrialState.WAITING, TrialState.RUNNING)
                                                        for t in trials)
-    requeue_failed_trials(storage, study_id)
-    counts = stage_counts(storage, study_id)
-    return bool(counts["WAITING"] or counts["RUNNING"])
+    added, counts = requeue_and_count(storage, study_id)
+    return bool(added or counts["WAITING"] or counts["RUNNING"])
 
 
 def stage_counts(storage: RDBStorage, study_id: int) -> dict[str, int]:
@@ -549,7 +548,7 @@ def run_worker(
     report = WorkerReport()
     looking = f"looking for trials of {name}"
     study_id = optuna_rdb.study_id(study)
-    after_id = -1  # the lowest WAITING trial id only grows (see optuna_rdb.claim_waiting_trial)
+    after_id = -1  # where the next claim starts looking (see optuna_rdb.claim_waiting_trial)
     # a trial is stale after 2 x the heartbeat interval: looking once per interval finds it in time
     stale_every = min(storage.get_heartbeat_interval() or 0, MAX_BEAT_SECONDS)
     stale_checked = -math.inf
@@ -563,9 +562,10 @@ def run_worker(
             claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
             if claimed is None:
                 stale_checked = -math.inf  # nothing to claim: look for stale trials before waiting
-                if retry_storage(lambda: requeue_failed_trials(storage, study_id), looking):
+                # counted, and failed trials re-enqueued, in one transaction (see requeue_and_count)
+                added, counts = retry_storage(lambda: requeue_and_count(storage, study_id), looking)
+                if added:
                     continue  # a process killed between failing a trial and re-enqueueing it left this to do
-                counts = retry_storage(lambda: stage_counts(storage, study_id), looking)
                 if counts["RUNNING"] == 0 and counts["WAITING"] == 0:
                     break
                 time.sleep(poll)  # other workers are running the last trials; one of them may die
@@ -630,15 +630,7 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
                                 scheduled=stage.scheduler != "none",
                                 on_params=lambda: retry_storage(writes.commit_params, what))
         except (KeyboardInterrupt, Interrupted):
-            with _signals_ignored():
-                try:
-                    _fail_and_requeue(study, writes, "interrupted")
-                except Exception as e:
-                    if not is_storage_error(e):
-                        raise
-                    # the database did not take the write (locked, gone): the trial stays RUNNING, its heartbeat
-                    # stops, and the next command fails it as stale and runs it again; the interrupt still ends
-                    # this one with its line, not a traceback
+            _record_interrupted(study, writes)
             raise
         except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
             raise
@@ -653,16 +645,33 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
             return frozen
         writes.user_attrs.update(outcome.attrs)
         writes.system_attrs.update(outcome.records)
-        if outcome.pruned:
-            return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
-        if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
-            writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
-            return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
-        return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
+        try:
+            if outcome.pruned:
+                return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
+            if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
+                writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
+                return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
+            return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
+        except (KeyboardInterrupt, Interrupted):  # while the result was written: failed as during training
+            _record_interrupted(study, writes)  # nothing written when the result was (the trial is no longer RUNNING)
+            raise
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
         # the machine was suspended) and enqueued a copy that runs it again: this run's result is dropped.
         return storage.get_trial(trial_id)
+
+
+def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage) -> None:
+    """Fail the trial as interrupted and enqueue its copy, a second Ctrl-C or SIGTERM ignored meanwhile."""
+    with _signals_ignored():
+        try:
+            _fail_and_requeue(study, writes, "interrupted")
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            # the database did not take the write (locked, gone): the trial stays RUNNING, its heartbeat
+            # stops, and the next command fails it as stale and runs it again; the interrupt still ends
+            # this one with its line, not a traceback
 
 
 def _tell_failed(writes: optuna_rdb.BufferedTrialStorage, stop_reason: str) -> FrozenTrial:

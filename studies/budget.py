@@ -113,14 +113,33 @@ def requeue_failed_trials(
     candidates = [t for t in failed if t.state == TrialState.FAIL and is_retried_on_failure(t)]
     if not candidates:
         return 0
-    added = 0
     with locked_study(storage, study_id) as study:
-        retried = set(study.system_attr_values(RETRY_OF))
-        for trial in candidates:
-            if trial.number not in retried:
-                study.add_trial(retry_copy(trial))
-                retried.add(trial.number)
-                added += 1
+        return _add_copies(study, candidates)
+
+
+def requeue_and_count(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[int, dict[str, int]]:
+    """The study's trials by state, then one WAITING copy of each re-runnable FAIL trial that has none, in ONE
+    transaction under the study's row lock; returns (copies enqueued, the counts read before them).
+
+    ``(0, counts)`` with nothing WAITING or RUNNING in ``counts`` means the study is done for good: a trial that
+    fails after the counts were read was RUNNING in them, and a copy that another process enqueued (always under this
+    lock) is WAITING in them. Read apart (:func:`requeue_failed_trials`, then the counts) a trial failed in between,
+    its copy enqueued just after the counts by its interrupted worker, looks done to a worker that then leaves."""
+    with locked_study(storage, study_id) as study:
+        counts = study.state_counts()
+        failed = [t for t in study.trials(TrialState.FAIL) if is_retried_on_failure(t)]
+        return _add_copies(study, failed), counts
+
+
+def _add_copies(study: LockedStudy, failed: Iterable[FrozenTrial]) -> int:
+    """Add a retry copy of each of ``failed`` not retried yet (in ``study``'s locked transaction); how many."""
+    added = 0
+    retried = set(study.system_attr_values(RETRY_OF))
+    for trial in failed:
+        if trial.number not in retried:
+            study.add_trial(retry_copy(trial))
+            retried.add(trial.number)
+            added += 1
     return added
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.orm
 from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session, _VersionManager
@@ -229,6 +230,20 @@ class LockedStudy:
                 .filter(models.TrialModel.study_id == self.study_id, models.TrialSystemAttributeModel.key == key))
         return [json.loads(value) for (value,) in rows]
 
+    def state_counts(self) -> dict[str, int]:
+        """The study's trials by state name (every state, 0 when none), read in this transaction."""
+        return _state_counts_and_best(self.session, self.study_id)[0]
+
+    def trials(self, state: TrialState) -> list[FrozenTrial]:
+        """The study's trials in ``state``, read in this transaction (on SQLite another connection would wait for
+        this one's write lock)."""
+        query = (self.session.query(models.TrialModel)
+                 .options(*(sqlalchemy.orm.selectinload(getattr(models.TrialModel, name)) for name in
+                            ("params", "values", "user_attributes", "system_attributes", "intermediate_values")))
+                 .filter(models.TrialModel.study_id == self.study_id, models.TrialModel.state == state)
+                 .order_by(models.TrialModel.trial_id))
+        return [self.storage._build_frozen_trial_from_trial_model(t) for t in query]
+
     def add_trial(self, template: FrozenTrial) -> None:
         """Insert a trial made from ``template`` (as ``RDBStorage.create_new_trial``, in this transaction)."""
         self.storage._get_prepared_new_trial(self.study_id, template, self.session)
@@ -250,6 +265,12 @@ def state_counts(storage: optuna.storages.BaseStorage, study_id: int) -> dict[st
 def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[dict[str, int], float | None]:
     """The study's trials by state name (every state, 0 when none) and the highest value of a COMPLETE trial (None
     before one), in one statement."""
+    with session(storage) as s:
+        return _state_counts_and_best(s, study_id)
+
+
+def _state_counts_and_best(s: Any, study_id: int) -> tuple[dict[str, int], float | None]:
+    """``state_counts_and_best`` in session ``s``."""
     trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
     counts = {state.name: 0 for state in TrialState}
     best = None
@@ -257,11 +278,10 @@ def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -
                                sqlalchemy.func.max(values.c.value))
              .select_from(trials.outerjoin(values, values.c.trial_id == trials.c.trial_id))
              .where(trials.c.study_id == study_id).group_by(trials.c.state))
-    with session(storage) as s:
-        for state, n, top in s.execute(query):
-            counts[state.name] += n
-            if state == TrialState.COMPLETE:
-                best = top
+    for state, n, top in s.execute(query):
+        counts[state.name] += n
+        if state == TrialState.COMPLETE:
+            best = top
     return counts, best
 
 
@@ -273,9 +293,21 @@ def claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, aft
 
     One UPDATE ... WHERE state = 'WAITING' claims it: on PostgreSQL the candidate row is picked with
     FOR UPDATE SKIP LOCKED, on SQLite the transaction holds the write lock (BEGIN IMMEDIATE). A
-    trial never goes back to WAITING and new trials get higher ids, so the lowest WAITING id only
-    grows: ``after_id`` (the last id this worker claimed) keeps the scan short on huge stages.
+    trial never goes back to WAITING and new trials get higher ids, so ``after_id`` (the last id this
+    worker claimed) keeps the scan short on huge stages. Only almost: on PostgreSQL a row skipped because
+    another claim held it is WAITING again, below ``after_id``, when that claim is rolled back (its worker
+    killed or its connection cut mid-statement), so a scan above ``after_id`` that finds nothing looks again
+    from the first trial before saying none is waiting.
     """
+    claimed = _claim_waiting_trial(storage, study_id, after_id, user_attrs)
+    if claimed is None and after_id >= 0:
+        claimed = _claim_waiting_trial(storage, study_id, -1, user_attrs)
+    return claimed
+
+
+def _claim_waiting_trial(storage: optuna.storages.BaseStorage, study_id: int, after_id: int,
+                         user_attrs: Mapping[str, Any]) -> FrozenTrial | None:
+    """``claim_waiting_trial`` above ``after_id`` only."""
     rdb = backend(storage)
     started = _utcnow()
     if rdb.engine.dialect.name == "postgresql":
@@ -413,14 +445,18 @@ def _claim_postgresql(rdb: optuna.storages.RDBStorage, study_id: int, after_id: 
 
 def _params_postgresql(rdb: optuna.storages.RDBStorage, trial_id: int,
                        params: Mapping[str, tuple[float, BaseDistribution]]) -> bool:
-    """Insert a RUNNING trial's params in one statement; False (nothing written) when it is not RUNNING."""
+    """Insert a RUNNING trial's params in one statement; False (nothing written) when it is not RUNNING.
+
+    Idempotent (an upsert): a retry after a connection lost between the server's commit and its answer finds the
+    same rows written, instead of a unique-key violation that would fail the trial as an error of its own."""
     binds: dict[str, Any] = {"trial_id": trial_id}
     rows = [(name, value, distribution_to_json(d)) for name, (value, d) in params.items()]
     sql = ("WITH running AS (SELECT trial_id FROM trials WHERE trial_id = :trial_id AND state = 'RUNNING' FOR UPDATE) "
            "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) "
            f"SELECT running.trial_id, v.name, v.value, v.dist FROM running, "
            f"({_values('p', rows, ('VARCHAR', 'DOUBLE PRECISION', 'TEXT'), binds)}) AS v (name, value, dist) "
-           "RETURNING 1")
+           "ON CONFLICT (trial_id, param_name) DO UPDATE SET param_value = excluded.param_value, "
+           "distribution_json = excluded.distribution_json RETURNING 1")
     return bool(_postgresql(rdb, sql, binds))
 
 

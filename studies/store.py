@@ -12,6 +12,7 @@ import time
 import warnings
 import sqlite3
 from collections.abc import Callable, Iterator
+from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -358,9 +359,15 @@ def _begin_immediate(conn: Connection) -> None:
 def _pg_options(readonly: bool) -> str:
     """libpq options of a PostgreSQL connection: a lock another session holds waited for as long as SQLite's busy
     timeout, then given up on (a session left in a transaction after LOCK TABLE or ALTER TABLE would otherwise keep
-    every command waiting for ever; a worker's writes are then retried); ``readonly``: no writes either."""
+    every command waiting for ever; a worker's writes are then retried); ``readonly``: no writes either.
+
+    A writing session idle inside a transaction for half that time is ended by the server: its client is gone
+    (a machine lost, a network cut) while holding a lock, e.g. a study's row lock, that the server would otherwise
+    keep until TCP keepalive notices, hours later, while every other worker gives up waiting for it."""
     lock = f"-c lock_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
-    return f"-c default_transaction_read_only=on {lock}" if readonly else lock
+    if readonly:
+        return f"-c default_transaction_read_only=on {lock}"
+    return f"{lock} -c idle_in_transaction_session_timeout={SQLITE_BUSY_TIMEOUT_S * 1000 // 2}"
 
 
 def open_storage(
@@ -437,8 +444,30 @@ def open_storage(
                 _serialise_sqlite_transactions(storage.engine, writable=path is None or os.access(path, os.W_OK))
             elif not readonly:
                 _ping_when_idle(storage.engine)
+            if storage.engine.dialect.name == "postgresql":
+                _sessions_in_utc(storage.engine)
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
+
+
+def _sessions_in_utc(engine: sqlalchemy.engine.Engine) -> None:
+    """Every PostgreSQL session of ``engine`` in UTC, whatever the server's zone, PGTZ or a role's setting say.
+
+    Optuna stores heartbeats as timestamps without time zone (the server's clock in the writer's session TimeZone)
+    and judges them stale against the same clock in the judge's session: sessions in different zones, or one
+    zone across a DST change, failed live trials at once or left dead ones RUNNING for hours. libpq's PGTZ
+    overrides ``-c timezone`` in the connection options, so it is set on each new connection instead.
+    """
+    @event.listens_for(engine, "connect", insert=True)
+    def _utc(dbapi_connection: Any, _record: object) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # not undone by the pool's rollback when the connection is returned
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
+
+    engine.dispose()  # connections made while Optuna opened the storage: made again with the listener
 
 
 def _readonly_sqlite_creator(uri: str) -> Callable[[], sqlite3.Connection]:
