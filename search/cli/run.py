@@ -100,10 +100,10 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         save_model(save, config, raw, model, {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
         summary["saved"] = save
     if plot:
-        from studies.plots import new_axes, plot_training, save
+        from studies.plots import new_axes, plot_training, save as save_figure
 
         axes = new_axes(1, 2)[0]
-        save(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history), plot)
+        save_figure(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history), plot)
     if as_json:
         echo_json(summary)
     else:

@@ -171,3 +171,14 @@ def test_auto_saves_the_chosen_configurations_first_retrain(run_cli, wine_csv, t
     scored = run_cli("predict", "--model", "auto.npz", "--data", "test.npz")
     right = round(retrained["test_acc"][0] * 27)
     assert f"27 samples scored with auto.npz; accuracy {right / 27:.4f} ({right} of 27 labels)" in scored.stderr
+
+
+def test_plot_and_save_together_name_the_model_file(run_cli, tmp_path):
+    result = run_cli("train", "--epochs", "2", "--save", "model.npz", "--plot", "run.png")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2:] == [
+        "wrote run.png", "wrote model.npz: the model for `search predict --model model.npz --data FILE`"]
+    plot_only = run_cli("train", "--epochs", "2", "--plot", "other.png")
+    assert plot_only.exit_code == 0, plot_only.output
+    assert plot_only.stdout.splitlines()[-1] == "wrote other.png" and "model" not in plot_only.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "other.png", "run.png"]
