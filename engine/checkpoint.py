@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -71,16 +71,29 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     for name in _PRE_ARRAYS:
         if getattr(pre, name) is not None:
             arrays[f"pre.{name}"] = getattr(pre, name)
+    write_replacing(path, lambda f: np.savez(f, **arrays))
+
+
+def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` a file at ``path`` through a temporary file in its folder and ``os.replace``: an existing file is
+    replaced only once the new one is complete, nothing half-written is left, and the mode is 0666 minus the umask,
+    as open() gives. A device or FIFO there (``/dev/null``) is written to, never replaced by a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            write(f)
+        return
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL on a fresh random name: never an existing file or link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

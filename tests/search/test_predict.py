@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -182,3 +184,27 @@ def test_plot_and_save_together_name_the_model_file(run_cli, tmp_path):
     assert plot_only.exit_code == 0, plot_only.output
     assert plot_only.stdout.splitlines()[-1] == "wrote other.png" and "model" not in plot_only.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "other.png", "run.png"]
+
+
+def test_the_model_file_gets_the_usual_permissions(run_cli, tmp_path):
+    old = os.umask(0o022)
+    try:
+        result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save", "model.npz")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(os.stat(tmp_path / "model.npz").st_mode) == 0o644  # 0666 minus the umask, as open() gives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_saving_to_a_fifo_writes_into_it_and_never_replaces_it(run_cli, tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    reader = os.open(tmp_path / "pipe", os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the writer's open() returns
+    try:
+        result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save", "pipe")
+        assert result.exit_code == 0, result.output
+        data = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)  # like /dev/null: written to, not replaced by a file
+    assert data.startswith(b"PK") and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
