@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 from pathlib import Path
@@ -334,7 +335,7 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
       search train --data wine.csv --label-column cultivar --save wine.npz
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
     """
-    from engine.checkpoint import class_probabilities, load_checkpoint
+    from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
     from engine.data import read_inputs
 
     saved = load_checkpoint(model_file)
@@ -349,16 +350,24 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     header = ["row", "prediction"] + (["label"] if labels is not None else []) + (
         [f"p_{n}" for n in names] if softmax else [])
-    stream = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
-    try:
+
+    def write_rows(stream: Any) -> None:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(header)
         for i, k in enumerate(predicted.tolist()):
             row = [i, names[k]] + ([labels[i]] if labels is not None else [])
             writer.writerow(row + ([f"{p:.4f}" for p in probs[i]] if probs is not None else []))
-    finally:
-        if out:
-            stream.close()
+
+    def write_file(f: Any) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        write_rows(text)
+        text.flush()
+        text.detach()
+
+    if out:  # whole or not at all: an earlier file is replaced once the new one is complete
+        write_replacing(out, write_file)
+    else:
+        write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -208,3 +209,26 @@ def test_saving_to_a_fifo_writes_into_it_and_never_replaces_it(run_cli, tmp_path
         os.close(reader)
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)  # like /dev/null: written to, not replaced by a file
     assert data.startswith(b"PK") and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_predictions_are_written_whole_or_not_at_all(run_cli, wine_csv, tmp_path, monkeypatch):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    (tmp_path / "p.csv").write_text("earlier predictions\n")
+    real_writer = csv.writer
+
+    class FillingDisk:  # the disk fills up after 20 rows
+        def __init__(self, stream, **options):
+            self.writer, self.rows = real_writer(stream, **options), 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.writer.writerow(row)
+
+    monkeypatch.setattr(csv, "writer", FillingDisk)
+    result = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.csv")
+    assert result.exit_code == 1
+    assert result.stderr == "error: cannot write the output: No space left on device\n"
+    assert (tmp_path / "p.csv").read_text() == "earlier predictions\n"  # not half of the new ones
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "p.csv", "wine.csv"]
