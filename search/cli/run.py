@@ -14,7 +14,7 @@ from engine.data import DATASETS
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from search.cli.options import (
-    RUN_PARAMS, SectionedCommand, WritablePath,
+    RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
@@ -61,6 +61,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         config, explode_factor, stored, recorded = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
+    check_not_input("--save", save, {"--data": config.data.name})
     raw = None
     if save is not None:  # kept to fit the preprocessing the model file holds
         from engine.data import load_dataset
@@ -338,6 +339,7 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
     from engine.data import read_inputs
 
+    check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
     X, labels = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
                             label_column=saved.label_column, image_shape=saved.image_shape)

@@ -232,3 +232,21 @@ def test_predictions_are_written_whole_or_not_at_all(run_cli, wine_csv, tmp_path
     assert result.stderr == "error: cannot write the output: No space left on device\n"
     assert (tmp_path / "p.csv").read_text() == "earlier predictions\n"  # not half of the new ones
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "p.csv", "wine.csv"]
+
+
+def test_an_output_never_overwrites_an_input(run_cli, wine_csv, tmp_path):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    data, model = wine_csv.read_bytes(), (tmp_path / "model.npz").read_bytes()
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--out", "./wine.csv"),
+                   "error: --out ./wine.csv is the --data file; write to another file")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--out", "model.npz"),
+                   "error: --out model.npz is the --model file; write to another file")
+    one_line_error(run_cli("train", "--data", "wine.csv", "--label-column", "cultivar", "--save", "wine.csv"),
+                   "error: --save wine.csv is the --data file; write to another file")
+    np.savez(tmp_path / "arrays.npz", X=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 2)
+    arrays = (tmp_path / "arrays.npz").read_bytes()
+    one_line_error(run_cli("auto", "--data", "arrays.npz", "--trials", "2", "--save", "arrays.npz"),
+                   "error: --save arrays.npz is the --data file; write to another file")
+    assert wine_csv.read_bytes() == data and (tmp_path / "model.npz").read_bytes() == model
+    assert (tmp_path / "arrays.npz").read_bytes() == arrays and not (tmp_path / "search.db").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "model.npz", "wine.csv"]
