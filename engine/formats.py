@@ -8,6 +8,7 @@ import os
 import tokenize
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -223,12 +224,25 @@ def read_columns(
 
     def columns(header: list[str]) -> tuple[list[int], int, tuple[str, ...]]:
         stripped = [h.strip() for h in header]
-        missing = [name for name in features if name.strip() not in stripped]
+        positions: dict[str, list[int]] = {}
+        for i, h in enumerate(stripped):
+            positions.setdefault(h, []).append(i)
+        wanted = [name.strip() for name in features]
+        missing = [name for name in features if name.strip() not in positions]
         if missing:
             listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
                             f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''})")
-        take = [stripped.index(name.strip()) for name in features]
+        for name, n in Counter(wanted).items():  # columns of one name: as many as the model reads, taken in order
+            found = len(positions[name])
+            if found != n:
+                raise DataError(f"{path}: {found} column{'s' if found > 1 else ''} named {name!r} but the model reads "
+                                f"{n}; columns are matched by name")
+        used: Counter[str] = Counter()
+        take = []
+        for name in wanted:
+            take.append(positions[name][used[name]])
+            used[name] += 1
         labelled.append(label_column is not None and label_column.strip() in stripped)
         if labelled[0]:
             take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]
