@@ -298,11 +298,12 @@ def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
 
 
 def _label_text(value: Any) -> str:
-    """A class value as its name: bytes decoded, integral floats without '.0' (1e+30 past float's exact integers)."""
+    """A class value as its name: bytes decoded, integral floats without '.0' (1e+30 past float's exact integers),
+    other floats (a label to score, 2.5) as they are, never cut to an integer."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, (float, np.floating)):
-        return str(int(value)) if abs(value) <= 2**53 else repr(float(value))
+        return str(int(value)) if abs(value) <= 2**53 and float(value).is_integer() else repr(float(value))
     return str(value.item() if isinstance(value, np.generic) else value)
 
 

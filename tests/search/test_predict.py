@@ -275,3 +275,12 @@ def test_columns_of_the_same_name_are_matched_in_order_and_counted(run_cli, wine
         csv.writer(f).writerows([r + [r[0]] for r in table])
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "twice.csv"),
                    "error: twice.csv: 2 columns named 'alcohol' but the model reads 1; columns are matched by name")
+
+
+def test_a_fractional_label_is_no_class_of_an_integer_labelled_model(run_cli, tmp_path):
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "new.npz", X=np.zeros((3, 2)), y=np.array([2.5, 1.0, 2.0]))
+    result = run_cli("predict", "--model", "model.npz", "--data", "new.npz")
+    assert result.exit_code == 0, result.output
+    assert [r[2] for r in rows(result.stdout)] == ["label", "2.5", "1", "2"]
+    assert "1 label(s) the model has no class for, e.g. '2.5'" in " ".join(result.stderr.split())
