@@ -486,6 +486,9 @@ def read_inputs(
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
             if X_key in arrays:
+                if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
+                    raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
+                                    f"{arrays[X_key].shape}")
                 X = _features(str(path), X_key, arrays[X_key])
                 if y_key not in arrays:
                     return X, None

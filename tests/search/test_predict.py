@@ -284,3 +284,13 @@ def test_a_fractional_label_is_no_class_of_an_integer_labelled_model(run_cli, tm
     assert result.exit_code == 0, result.output
     assert [r[2] for r in rows(result.stdout)] == ["label", "2.5", "1", "2"]
     assert "1 label(s) the model has no class for, e.g. '2.5'" in " ".join(result.stderr.split())
+
+
+def test_samples_of_an_npz_must_be_rows(run_cli, tmp_path):
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "scalar.npz", X=np.float32(3))
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "scalar.npz"),
+                   "error: scalar.npz: X must be N x D or N x [C x] H x W, got shape ()")
+    np.savez(tmp_path / "flat.npz", X_test=np.zeros(4))
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "flat.npz"),
+                   "error: flat.npz: X_test must be N x D or N x [C x] H x W, got shape (4,)")
