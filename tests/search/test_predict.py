@@ -294,3 +294,65 @@ def test_samples_of_an_npz_must_be_rows(run_cli, tmp_path):
     np.savez(tmp_path / "flat.npz", X_test=np.zeros(4))
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "flat.npz"),
                    "error: flat.npz: X_test must be N x D or N x [C x] H x W, got shape (4,)")
+
+
+def _tamper(source, target, meta=None, **arrays):
+    """A copy of the model file ``source`` with ``meta`` changes (key: JSON value) and arrays replaced or added."""
+    with np.load(source) as npz:
+        stored = {key: npz[key] for key in npz.files}
+    info = json.loads(str(stored["meta"]))
+    info.update(meta or {})
+    stored.update(meta=np.array(json.dumps(info)), **arrays)
+    np.savez(target, **stored)
+
+
+def _huge_npz(source, target):
+    """The model file's arrays plus one whose header declares 8 TiB (and holds no data): a file of a few KiB."""
+    import zipfile
+
+    _tamper(source, target)
+    with zipfile.ZipFile(target, "a") as zf, zf.open("big.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)})
+
+
+@pytest.mark.parametrize("name, change, expected", [
+    ("list.npz", dict(meta_text="[]"), "(ValueError: meta is a JSON list, not an object)"),
+    ("features.npz", dict(meta={"features": 5}), "(ValueError: features must be a list of names, got 5)"),
+    ("column.npz", dict(meta={"label_column": 5}), "(ValueError: label_column must be a column name, got 5)"),
+    ("shape.npz", dict(meta={"image_shape": ["a", 1, 1]}),
+     "(ValueError: image_shape ['a', 1, 1] is not C, H, W of the 2 features the model reads)"),
+    ("mean.npz", dict(arrays={"pre.mean": np.zeros(1, np.float32)}),
+     "(ValueError: pre.mean has shape (1,) float32, the model needs (2,) floats)"),
+    ("bn.npz", dict(arrays={"bn_var.1": np.ones(3, np.float32)}),
+     "(ValueError: bn_var.1 has shape (3,) float32, the model needs (100,) floats)"),
+    ("nan.npz", dict(arrays={"param.W2": np.full((100, 3), np.nan, np.float32)}), "(ValueError: W2 holds NaN or inf)"),
+    ("objects.npz", dict(arrays={"extra": np.array([None])}),
+     "(ValueError: array 'extra' holds Python objects (dtype object))"),
+    ("array.npz", dict(npy=True), "(BadZipFile: File is not a zip file)"),
+])
+def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, change, expected):
+    train_and_save(run_cli, "spiral", "--batchnorm")
+    if change.get("npy"):
+        with open(tmp_path / name, "wb") as f:
+            np.save(f, np.zeros(3))
+    elif "meta_text" in change:
+        with np.load(tmp_path / "model.npz") as npz:
+            np.savez(tmp_path / name, **{**{k: npz[k] for k in npz.files}, "meta": np.array(change["meta_text"])})
+    else:
+        _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), **change.get("arrays", {}))
+    np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
+    line = one_line_error(run_cli("predict", "--model", name, "--data", "new.npz"))
+    assert line == f"error: {name}: not a model file saved by `search train --save` {expected}"
+
+
+def test_a_model_file_too_large_for_memory_is_one_line(run_cli, tmp_path):
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
+    _huge_npz(tmp_path / "model.npz", tmp_path / "huge.npz")  # a zip bomb's effect: terabytes on loading
+    one_line_error(run_cli("predict", "--model", "huge.npz", "--data", "new.npz"),
+                   "error: huge.npz: its arrays would need 8.0 TiB of memory, more than 50% of the")
+    with np.load(tmp_path / "model.npz") as npz:
+        meta = json.loads(str(npz["meta"]))
+    _tamper(tmp_path / "model.npz", tmp_path / "wide.npz", {"model": {**meta["model"], "hidden": [10**12]}})
+    one_line_error(run_cli("predict", "--model", "wide.npz", "--data", "new.npz"),
+                   "error: wide.npz: network 2-1000000000000-3: 5,000,000,000,000 weights would need")
