@@ -369,6 +369,13 @@ def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
     except OSError as exc:
         raise cannot_read(path, exc) from exc
     if not classes:
+        try:
+            images = sum(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir())
+        except OSError as exc:
+            raise cannot_read(path, exc) from exc
+        if images:
+            raise DataError(f"{path}: {images} image{'s' if images > 1 else ''} but no class subfolders; expected one "
+                            "subfolder per class holding PNG or JPEG images (its name is the images' label)")
         raise DataError(f"{path}: empty folder; expected one subfolder per class holding PNG or JPEG images")
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):

@@ -356,3 +356,19 @@ def test_a_model_file_too_large_for_memory_is_one_line(run_cli, tmp_path):
     _tamper(tmp_path / "model.npz", tmp_path / "wide.npz", {"model": {**meta["model"], "hidden": [10**12]}})
     one_line_error(run_cli("predict", "--model", "wide.npz", "--data", "new.npz"),
                    "error: wide.npz: network 2-1000000000000-3: 5,000,000,000,000 weights would need")
+
+
+def test_an_image_folder_without_class_subfolders_is_not_called_empty(run_cli, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "flat").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "flat" / f"{i}.png")
+    problem = ("3 images but no class subfolders; expected one subfolder per class holding PNG or JPEG images (its "
+               "name is the images' label)")
+    assert one_line_error(run_cli("train", "--data", "flat")) == f"error: {tmp_path / 'flat'}: {problem}"
+    train_and_save(run_cli, "digits")
+    assert one_line_error(run_cli("predict", "--model", "model.npz", "--data", "flat")) == f"error: flat: {problem}"
+    (tmp_path / "empty").mkdir()
+    assert one_line_error(run_cli("train", "--data", "empty")) == (
+        f"error: {tmp_path / 'empty'}: empty folder; expected one subfolder per class holding PNG or JPEG images")
