@@ -501,7 +501,7 @@ def read_inputs(
     if fmt == "image_folder":
         if image_shape is None:
             raise DataError(f"{path}: an image folder, but the model was not trained on images")
-        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]))
+        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
         if shape != tuple(image_shape):
             raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
         return X, [classes[i] for i in y.tolist()]

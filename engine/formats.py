@@ -390,14 +390,14 @@ def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
 
 
 def read_image_folder(
-    path: Path, image_size: tuple[int, int] | None
+    path: Path, image_size: tuple[int, int] | None, colour: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, int, int]]:
-    """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W); C is 3 if any image has colour."""
+    """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W); C is 3 if any image has colour
+    or ``colour`` is set (a grey image is then three equal channels, as in a folder where others have colour)."""
     from PIL import Image
 
     classes, files = list_image_folder(path)
     sizes: dict[tuple[int, int], Path] = {}
-    colour = False
     for file, _ in files:  # headers only: sizes and modes
         with _open_image(file) as image:
             sizes.setdefault(image.size, file)

@@ -372,3 +372,23 @@ def test_an_image_folder_without_class_subfolders_is_not_called_empty(run_cli, t
     (tmp_path / "empty").mkdir()
     assert one_line_error(run_cli("train", "--data", "empty")) == (
         f"error: {tmp_path / 'empty'}: empty folder; expected one subfolder per class holding PNG or JPEG images")
+
+
+def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder, shape in (("colour", (6, 5, 3)), ("grey", (6, 5))):
+        for k, name in enumerate(("dark", "light")):
+            (tmp_path / folder / name).mkdir(parents=True)
+            for i in range(30 if folder == "colour" else 5):
+                pixels = np.clip(rng.normal(80 + 100 * k, 30, shape), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / folder / name / f"{i}.png")
+    train_and_save(run_cli, "colour", "--batch-size", "10")
+    assert load_checkpoint("model.npz").image_shape == (3, 6, 5)
+    result = run_cli("predict", "--model", "model.npz", "--data", "grey")  # as three equal channels
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "10 samples scored with model.npz; accuracy 1.0000 (10 of 10 labels)\n"
+    train_and_save(run_cli, "grey", "--batch-size", "2")  # a grey model never saw colour: refused, not made grey
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "colour"),
+                   "error: colour: images with 3 channel(s); the model reads 1")
