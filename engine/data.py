@@ -466,9 +466,10 @@ def load_data_file(spec: DataSpec) -> Dataset:
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None,
-) -> tuple[np.ndarray, list[str] | None]:
+) -> tuple[np.ndarray, list[str | None] | None]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, and each
-    sample's label as a class name when the file holds labels (else None); ``label_names`` are the model's classes,
+    sample's label as a class name when the file holds labels (else None; None for a CSV row whose label cell is
+    empty); ``label_names`` are the model's classes,
     which a CSV label cell is matched to as training named it (a cell ``1.0`` is class ``1``).
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
@@ -481,7 +482,9 @@ def read_inputs(
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
         X, cells = read_columns(path, "," if fmt == "csv" else "\t", features, label_column)
-        return X, None if cells is None else [c if c in label_names else _cell_label(c) for c in cells]
+        if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
+            return X, None
+        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells]
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):

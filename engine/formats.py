@@ -248,16 +248,17 @@ def read_columns(
             take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]
         return take, len(features), features
 
-    X, labels = _read_rows(path, delimiter, columns)
+    X, labels = _read_rows(path, delimiter, columns, empty_label="")
     return X, labels if labelled[0] else None
 
 
 def _read_rows(
     path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
+    empty_label: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """The rows of a header-row table as float32 features and label cells. ``columns(header)`` gives the columns
     each row is cut to (None: all of them), the index of the label among those (a row without one gets '-'), and
-    the feature names."""
+    the feature names; an empty label cell is an error, or ``empty_label`` when given."""
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -283,10 +284,11 @@ def _read_rows(
                 rows.append(row)
                 lines.append(reader.line_num)
                 if len(rows) == CSV_CHUNK_ROWS:
-                    chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels))
+                    chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
+                                              empty_label))
                     rows, lines = [], []
             if rows:
-                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels))
+                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels, empty_label))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except csv.Error as exc:
@@ -329,7 +331,7 @@ def _table_bytes(path: Path, size: int, n_features: int) -> int:
 
 def _parse_rows(
     path: Path, rows: list[list[str]], lines: list[int], label_index: int, names: tuple[str, ...],
-    first_row: int, labels: list[str],
+    first_row: int, labels: list[str], empty_label: str | None = None,
 ) -> np.ndarray:
     """Feature cells of ``rows`` as float32 (len(rows), D); appends the label cells to ``labels``."""
     cells = [row[:label_index] + row[label_index + 1:] for row in rows]
@@ -353,7 +355,9 @@ def _parse_rows(
     for r, row in enumerate(rows):
         label = row[label_index].strip()
         if not label:
-            raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
+            if empty_label is None:
+                raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
+            label = empty_label
         labels.append(label)
     return X32
 

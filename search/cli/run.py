@@ -373,8 +373,9 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     line = f"{len(X)} samples scored with {model_file}"
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
-        unknown = sorted({label for label in labels if label not in names})
-        line += f"; accuracy {right / len(X):.4f} ({right} of {len(X)} labels)"
+        known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled
+        unknown = sorted({label for label in known if label not in names})
+        line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
         if unknown:
             line += f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r}"
     say(line + (f"; wrote {out}" if out else ""), err=True)

@@ -392,3 +392,24 @@ def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
     train_and_save(run_cli, "grey", "--batch-size", "2")  # a grey model never saw colour: refused, not made grey
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "colour"),
                    "error: colour: images with 3 channel(s); the model reads 1")
+
+
+def test_rows_with_an_empty_label_cell_are_scored_unlabelled(run_cli, wine_csv, tmp_path):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    label = table[0].index("cultivar")
+    for blank, name in ((range(1, 11), "some.csv"), (range(1, len(table)), "none.csv")):
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.writer(f).writerows([r[:label] + [" " if i in blank else r[label]] + r[label + 1:]
+                                     for i, r in enumerate(table)])
+    full = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv))
+    some = run_cli("predict", "--model", "model.npz", "--data", "some.csv")
+    none = run_cli("predict", "--model", "model.npz", "--data", "none.csv")
+    assert full.exit_code == some.exit_code == none.exit_code == 0, (some.output, none.output)
+    full_rows, some_rows = rows(full.stdout), rows(some.stdout)
+    assert [r[2] for r in some_rows[1:11]] == [""] * 10 and some_rows[11:] == full_rows[11:]
+    right = sum(r[1] == r[2] for r in full_rows[11:])
+    assert " ".join(some.stderr.split()) == f"178 samples scored with model.npz; accuracy {right / 168:.4f} ({right} of 168 labels)"
+    assert rows(none.stdout)[0] == ["row", "prediction", "p_barbera", "p_barolo", "p_grignolino"]
+    assert none.stderr == "178 samples scored with model.npz\n"
