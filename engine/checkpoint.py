@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -164,6 +165,12 @@ def _not_a_model(path: Path, exc: BaseException) -> DataError:
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of the .npz at ``path``: the headers read first, so that no object array is unpickled and no
     array larger than the memory available (a small compressed file can declare terabytes) is allocated."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
+    if not stat.S_ISREG(mode):  # /dev/zero would be read to no end, a FIFO would block
+        raise DataError(f"{path} is not a regular file")
     try:
         headers = read_npz_headers(path)
     except DataError as exc:

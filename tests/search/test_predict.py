@@ -413,3 +413,19 @@ def test_rows_with_an_empty_label_cell_are_scored_unlabelled(run_cli, wine_csv, 
     assert " ".join(some.stderr.split()) == f"178 samples scored with model.npz; accuracy {right / 168:.4f} ({right} of 168 labels)"
     assert rows(none.stdout)[0] == ["row", "prediction", "p_barbera", "p_barolo", "p_grignolino"]
     assert none.stderr == "178 samples scored with model.npz\n"
+
+
+def test_a_model_path_that_is_no_regular_file_is_refused_unread(run_cli, tmp_path):
+    import resource
+
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
+    with open("/proc/self/status") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), hard))  # a read of /dev/zero to its end fails soon
+    try:
+        result = run_cli("predict", "--model", "/dev/zero", "--data", "new.npz")
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert one_line_error(result) == "error: /dev/zero is not a regular file"
