@@ -98,9 +98,12 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         summary["trial_value"] = stored
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
-    if save is not None and result.status == "completed":
-        save_model(save, config, raw, model, {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
-        summary["saved"] = save
+    if save is not None:  # None: not saved, the run did not complete (as search auto --json says it)
+        summary["saved"] = None
+        if result.status == "completed":
+            save_model(save, config, raw, model,
+                       {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
+            summary["saved"] = save
     if plot:
         from studies.plots import new_axes, plot_training, save as save_figure
 
