@@ -469,8 +469,8 @@ def read_inputs(
 ) -> tuple[np.ndarray, list[str | None] | None]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, and each
     sample's label as a class name when the file holds labels (else None; None for a CSV row whose label cell is
-    empty); ``label_names`` are the model's classes,
-    which a CSV label cell is matched to as training named it (a cell ``1.0`` is class ``1``).
+    empty); ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a
+    cell ``1.0`` is class ``1``).
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
     ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when
