@@ -5,22 +5,24 @@ exactly as its validation data was. Read back with ``allow_pickle=False``: nothi
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from engine.errors import ConfigError, DataError
-from engine.formats import cannot_read, read_error
+from engine.formats import cannot_read, check_memory, one_line, read_npz_headers
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig
-from engine.preprocess import Preprocessor
+from engine.preprocess import PREPROCESSORS, Preprocessor
 
 FORMAT = "nn-hpsearch-model/1"
 _PRE_ARRAYS = ("mean", "scale", "projection")
@@ -71,60 +73,145 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     for name in _PRE_ARRAYS:
         if getattr(pre, name) is not None:
             arrays[f"pre.{name}"] = getattr(pre, name)
+    write_replacing(path, lambda f: np.savez(f, **arrays))
+
+
+def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` a file at ``path`` through a temporary file in its folder and ``os.replace``: an existing file is
+    replaced only once the new one is complete, nothing half-written is left, and the mode is 0666 minus the umask,
+    as open() gives. A device or FIFO there (``/dev/null``) is written to, never replaced by a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            write(f)
+        return
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL on a fresh random name: never an existing file or link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """The model file at ``path``; DataError in one line when it is missing, not such a file, or damaged."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except OSError as exc:
-        raise cannot_read(path, exc) from exc
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
-        raise read_error(path, exc, "not a model file saved by `search train --save`") from exc
+    arrays = _read_arrays(path)
     try:
         meta = json.loads(str(arrays.pop("meta")))
+        if not isinstance(meta, dict):
+            raise ValueError(f"meta is a JSON {type(meta).__name__}, not an object")
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
         spec = dict(meta["model"])
         spec["hidden"] = tuple(spec["hidden"])
         spec["init"] = InitSpec(**spec["init"])
         config = ModelConfig(**spec)
-        names = tuple(str(n) for n in meta["label_names"])
-        model = FullyConnectedNet(config, int(meta["input_dim"]), len(names), np.random.default_rng(0))
+        names = _names(meta["label_names"], "label_names")
+        features = None if meta.get("features") is None else _names(meta["features"], "features")
+        label_column = meta.get("label_column")
+        if label_column is not None and not isinstance(label_column, str):
+            raise ValueError(f"label_column must be a column name, got {label_column!r}")
+        input_dim = int(meta["input_dim"])
+        shape = meta.get("image_shape")
+        if shape is not None:
+            if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v >= 1 for v in shape)
+                    and int(np.prod(shape)) == meta["preprocess"]["input_dim"]):
+                raise ValueError(f"image_shape {shape!r} is not C, H, W of the {meta['preprocess']['input_dim']} "
+                                 "features the model reads")
+            shape = tuple(shape)
+        try:
+            model = FullyConnectedNet(config, input_dim, len(names), np.random.default_rng(0))
+        except DataError as exc:  # a network too large for the memory available
+            raise DataError(f"{path}: {exc}") from exc
         for name, value in model.params.items():
             stored = arrays[f"param.{name}"]
             if stored.shape != value.shape or stored.dtype != value.dtype:
                 raise ValueError(f"{name} has shape {stored.shape} {stored.dtype}, the network needs {value.shape} "
                                  f"{value.dtype}")
-            model.params[name] = stored
+            model.params[name] = _finite(stored, name)
         for i in meta["bn_layers"]:
-            model.bn_stats[int(i)] = (arrays[f"bn_mean.{i}"], arrays[f"bn_var.{i}"])
-        pre = Preprocessor(meta["preprocess"]["name"], int(meta["preprocess"]["input_dim"]),
-                           **{name: arrays.get(f"pre.{name}") for name in _PRE_ARRAYS})
+            if int(i) not in model.bn_stats:
+                raise ValueError(f"bn_layers names layer {i!r}, not a batch-norm layer of the network")
+            mean, var = model.bn_stats[int(i)]
+            model.bn_stats[int(i)] = (_array(arrays, f"bn_mean.{i}", mean.shape),
+                                      _array(arrays, f"bn_var.{i}", var.shape))
+        pre = meta["preprocess"]
+        if pre["name"] not in PREPROCESSORS:
+            raise ValueError(f"unknown preprocessing {pre['name']!r}")
+        pre_dim = int(pre["input_dim"])
+        pre = Preprocessor(pre["name"], pre_dim, **{
+            name: _array(arrays, f"pre.{name}", (pre_dim,) if name != "projection" else (pre_dim, None))
+            if f"pre.{name}" in arrays else None for name in _PRE_ARRAYS})
         if pre.output_dim != model.params["W1"].shape[0]:
             raise ValueError(f"the preprocessing gives {pre.output_dim} features, the network reads "
                              f"{model.params['W1'].shape[0]}")
     except (KeyError, TypeError, ValueError, ConfigError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a model file saved by `search train --save` "
-                        f"({type(exc).__name__}: {exc})".replace("\n", " ")) from exc
-    shape = meta.get("image_shape")
-    return Checkpoint(model, pre, names, features=None if meta.get("features") is None else tuple(meta["features"]),
-                      label_column=meta.get("label_column"),
-                      image_shape=None if shape is None else tuple(int(v) for v in shape),  # type: ignore[arg-type]
-                      info=meta.get("info") or {})
+        raise _not_a_model(path, exc) from exc
+    return Checkpoint(model, pre, names, features=features, label_column=label_column,
+                      image_shape=shape, info=meta.get("info") or {})  # type: ignore[arg-type]
+
+
+def _not_a_model(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{path}: not a model file saved by `search train --save` ({one_line(exc)})")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path``: the headers read first, so that no object array is unpickled and no
+    array larger than the memory available (a small compressed file can declare terabytes) is allocated."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
+    if not stat.S_ISREG(mode):  # /dev/zero would be read to no end, a FIFO would block
+        raise DataError(f"{path} is not a regular file")
+    try:
+        headers = read_npz_headers(path)
+    except DataError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno not in (None, errno.EINVAL):
+            raise  # the system's reason: cannot read PATH: Permission denied
+        raise _not_a_model(path, cause or exc) from exc
+    for key, (_, dtype) in headers.items():
+        if dtype.hasobject:
+            raise _not_a_model(path, ValueError(f"array {key!r} holds Python objects (dtype {dtype})"))
+    check_memory(sum(int(np.prod(shape, dtype=object)) * dtype.itemsize for shape, dtype in headers.values()),
+                 str(path), "its arrays")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+        raise _not_a_model(path, exc) from exc
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ValueError(f"{key} must be a list of names, got {str(value)[:60]}")
+    return tuple(value)
+
+
+def _finite(array: np.ndarray, key: str) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ValueError(f"{key} holds NaN or inf")
+    return array
+
+
+def _array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``arrays[key]``, float, finite and of ``shape`` (None: any length on that axis)."""
+    array = arrays[key]
+    if array.dtype.kind != "f" or array.ndim != len(shape) or any(
+            n is not None and n != m for n, m in zip(shape, array.shape)):
+        needed = "(" + ", ".join("K" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise ValueError(f"{key} has shape {array.shape} {array.dtype}, the model needs {needed} floats")
+    return _finite(array, key)
 
 
 def class_probabilities(model: FullyConnectedNet, X: np.ndarray, batch_size: int = 2000) -> np.ndarray:

@@ -298,11 +298,12 @@ def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
 
 
 def _label_text(value: Any) -> str:
-    """A class value as its name: bytes decoded, integral floats without '.0' (1e+30 past float's exact integers)."""
+    """A class value as its name: bytes decoded, integral floats without '.0' (1e+30 past float's exact integers),
+    other floats (a label to score, 2.5) as they are, never cut to an integer."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, (float, np.floating)):
-        return str(int(value)) if abs(value) <= 2**53 else repr(float(value))
+        return str(int(value)) if abs(value) <= 2**53 and float(value).is_integer() else repr(float(value))
     return str(value.item() if isinstance(value, np.generic) else value)
 
 
@@ -465,10 +466,11 @@ def load_data_file(spec: DataSpec) -> Dataset:
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None,
-) -> tuple[np.ndarray, list[str] | None]:
+) -> tuple[np.ndarray, list[str | None] | None]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, and each
-    sample's label as a class name when the file holds labels (else None); ``label_names`` are the model's classes,
-    which a CSV label cell is matched to as training named it (a cell ``1.0`` is class ``1``).
+    sample's label as a class name when the file holds labels (else None; None for a CSV row whose label cell is
+    empty); ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a
+    cell ``1.0`` is class ``1``).
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
     ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when
@@ -480,11 +482,16 @@ def read_inputs(
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
         X, cells = read_columns(path, "," if fmt == "csv" else "\t", features, label_column)
-        return X, None if cells is None else [c if c in label_names else _cell_label(c) for c in cells]
+        if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
+            return X, None
+        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells]
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
             if X_key in arrays:
+                if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
+                    raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
+                                    f"{arrays[X_key].shape}")
                 X = _features(str(path), X_key, arrays[X_key])
                 if y_key not in arrays:
                     return X, None
@@ -497,7 +504,7 @@ def read_inputs(
     if fmt == "image_folder":
         if image_shape is None:
             raise DataError(f"{path}: an image folder, but the model was not trained on images")
-        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]))
+        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
         if shape != tuple(image_shape):
             raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
         return X, [classes[i] for i in y.tolist()]

@@ -8,6 +8,7 @@ import os
 import tokenize
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -212,9 +213,6 @@ def table_columns(path: Path, delimiter: str, label_column: str | None) -> tuple
         raise read_error(path, exc, "not a readable table") from exc
     label_index = _label_index(path, header, label_column)
     names = [h.strip() for h in header]
-    twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
-    if twice is not None:
-        raise DataError(f"{path}: column {twice!r} appears twice; a saved model reads its columns by name: rename one")
     return tuple(n for i, n in enumerate(names) if i != label_index), names[label_index]
 
 
@@ -227,30 +225,41 @@ def read_columns(
 
     def columns(header: list[str]) -> tuple[list[int], int, tuple[str, ...]]:
         stripped = [h.strip() for h in header]
-        missing = [name for name in features if name.strip() not in stripped]
+        positions: dict[str, list[int]] = {}
+        for i, h in enumerate(stripped):
+            positions.setdefault(h, []).append(i)
+        wanted = [name.strip() for name in features]
+        missing = [name for name in features if name.strip() not in positions]
         if missing:
             listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
                             f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''})")
-        twice = next((name for name in features if stripped.count(name.strip()) > 1), None)
-        if twice is not None:
-            raise DataError(f"{path}: column {twice!r} appears twice; the model reads its columns by name")
-        take = [stripped.index(name.strip()) for name in features]
+        for name, n in Counter(wanted).items():  # columns of one name: as many as the model reads, taken in order
+            found = len(positions[name])
+            if found != n:
+                raise DataError(f"{path}: {found} column{'s' if found > 1 else ''} named {name!r} but the model reads "
+                                f"{n}; columns are matched by name")
+        used: Counter[str] = Counter()
+        take = []
+        for name in wanted:
+            take.append(positions[name][used[name]])
+            used[name] += 1
         labelled.append(label_column is not None and label_column.strip() in stripped)
         if labelled[0]:
             take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]
         return take, len(features), features
 
-    X, labels = _read_rows(path, delimiter, columns)
+    X, labels = _read_rows(path, delimiter, columns, empty_label="")
     return X, labels if labelled[0] else None
 
 
 def _read_rows(
     path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
+    empty_label: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """The rows of a header-row table as float32 features and label cells. ``columns(header)`` gives the columns
     each row is cut to (None: all of them), the index of the label among those (a row without one gets '-'), and
-    the feature names."""
+    the feature names; an empty label cell is an error, or ``empty_label`` when given."""
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -276,10 +285,11 @@ def _read_rows(
                 rows.append(row)
                 lines.append(reader.line_num)
                 if len(rows) == CSV_CHUNK_ROWS:
-                    chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels))
+                    chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
+                                              empty_label))
                     rows, lines = [], []
             if rows:
-                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels))
+                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels, empty_label))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except csv.Error as exc:
@@ -322,7 +332,7 @@ def _table_bytes(path: Path, size: int, n_features: int) -> int:
 
 def _parse_rows(
     path: Path, rows: list[list[str]], lines: list[int], label_index: int, names: tuple[str, ...],
-    first_row: int, labels: list[str],
+    first_row: int, labels: list[str], empty_label: str | None = None,
 ) -> np.ndarray:
     """Feature cells of ``rows`` as float32 (len(rows), D); appends the label cells to ``labels``."""
     cells = [row[:label_index] + row[label_index + 1:] for row in rows]
@@ -346,7 +356,9 @@ def _parse_rows(
     for r, row in enumerate(rows):
         label = row[label_index].strip()
         if not label:
-            raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
+            if empty_label is None:
+                raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
+            label = empty_label
         labels.append(label)
     return X32
 
@@ -362,6 +374,13 @@ def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
     except OSError as exc:
         raise cannot_read(path, exc) from exc
     if not classes:
+        try:
+            images = sum(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir())
+        except OSError as exc:
+            raise cannot_read(path, exc) from exc
+        if images:
+            raise DataError(f"{path}: {images} image{'s' if images > 1 else ''} but no class subfolders; expected one "
+                            "subfolder per class holding PNG or JPEG images (its name is the images' label)")
         raise DataError(f"{path}: empty folder; expected one subfolder per class holding PNG or JPEG images")
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
@@ -376,14 +395,14 @@ def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
 
 
 def read_image_folder(
-    path: Path, image_size: tuple[int, int] | None
+    path: Path, image_size: tuple[int, int] | None, colour: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, int, int]]:
-    """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W); C is 3 if any image has colour."""
+    """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W); C is 3 if any image has colour
+    or ``colour`` is set (a grey image is then three equal channels, as in a folder where others have colour)."""
     from PIL import Image
 
     classes, files = list_image_folder(path)
     sizes: dict[tuple[int, int], Path] = {}
-    colour = False
     for file, _ in files:  # headers only: sizes and modes
         with _open_image(file) as image:
             sizes.setdefault(image.size, file)

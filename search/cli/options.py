@@ -60,6 +60,20 @@ class WritablePath(click.Path):
         return rv
 
 
+def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]) -> None:
+    """SearchError when the file ``option`` writes (``path``) is one the command reads: ``inputs`` maps each reading
+    option to its path (a built-in dataset's name is no file)."""
+    if path is None:
+        return
+    for name, source in inputs.items():
+        try:
+            same = source is not None and os.path.samefile(path, source)
+        except OSError:  # either one missing: not the same file
+            same = False
+        if same:
+            raise SearchError(f"{option} {path} is the {name} file; write to another file")
+
+
 def choice(names: Any) -> click.Choice:
     return click.Choice(sorted(names), case_sensitive=False)
 

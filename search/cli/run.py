@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from engine.data import DATASETS
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from search.cli.options import (
-    RUN_PARAMS, SectionedCommand, WritablePath,
+    RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
@@ -60,6 +61,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         config, explode_factor, stored, recorded = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
+    check_not_input("--save", save_to, {"--data": config.data.name})
     raw = columns = None
     if save_to is not None:  # kept to fit the preprocessing the model file holds
         from engine.data import load_dataset
@@ -97,15 +99,17 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         summary["trial_value"] = stored
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
-    if save_to is not None and result.status == "completed":
-        save_model(save_to, config, raw, model, columns,
-                   {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
-        summary["saved"] = save_to
+    if save_to is not None:  # None: not saved, the run did not complete (as search auto --json says it)
+        summary["saved"] = None
+        if result.status == "completed":
+            save_model(save_to, config, raw, model, columns,
+                       {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
+            summary["saved"] = save_to
     if plot:
-        from studies.plots import new_axes, plot_training, save
+        from studies.plots import new_axes, plot_training, save as save_figure
 
         axes = new_axes(1, 2)[0]
-        save(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history), plot)
+        save_figure(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history), plot)
     if as_json:
         echo_json(summary)
     else:
@@ -160,7 +164,7 @@ def fit_and_save(path: str, config: RunConfig) -> tuple[str, float, float]:
 
 def model_columns(config: RunConfig) -> tuple[tuple[str, ...] | None, str | None]:
     """The feature columns and the label column a saved model of ``config``'s CSV/TSV data reads by name ((None, None)
-    for other data); a column name given twice is refused, before any training."""
+    for other data)."""
     from engine.formats import detect_format, table_columns
 
     source = Path(config.data.name)
@@ -345,9 +349,10 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
       search train --data wine.csv --label-column cultivar --save wine.npz
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
     """
-    from engine.checkpoint import class_probabilities, load_checkpoint
+    from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
     from engine.data import read_inputs
 
+    check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
     X, labels = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
                             label_column=saved.label_column, image_shape=saved.image_shape)
@@ -360,21 +365,30 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     header = ["row", "prediction"] + (["label"] if labels is not None else []) + (
         [f"p_{n}" for n in names] if softmax else [])
-    stream = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
-    try:
+
+    def write_rows(stream: Any) -> None:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(header)
         for i, k in enumerate(predicted.tolist()):
             row = [i, names[k]] + ([labels[i]] if labels is not None else [])
             writer.writerow(row + ([f"{p:.4f}" for p in probs[i]] if probs is not None else []))
-    finally:
-        if out:
-            stream.close()
+
+    def write_file(f: Any) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        write_rows(text)
+        text.flush()
+        text.detach()
+
+    if out:  # whole or not at all: an earlier file is replaced once the new one is complete
+        write_replacing(out, write_file)
+    else:
+        write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
-        unknown = sorted({label for label in labels if label not in names})
-        line += f"; accuracy {right / len(X):.4f} ({right} of {len(X)} labels)"
+        known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled
+        unknown = sorted({label for label in known if label not in names})
+        line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
         if unknown:
             line += f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r}"
     say(line + (f"; wrote {out}" if out else ""), err=True)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    DRAWN_SAMPLERS, SectionedCommand, WritablePath,
+    DRAWN_SAMPLERS, SectionedCommand, WritablePath, check_not_input,
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
@@ -211,11 +211,10 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
       search auto --data wine.csv --save wine.npz   # then: search predict
     """
     from search.campaign import auto_space, coarse_stage, run_auto
-    from search.cli.run import fit_and_save, model_columns
+    from search.cli.run import fit_and_save
 
     run = base.with_params({"train.epochs": epochs})
-    if save_to is not None:
-        model_columns(run)  # a table whose columns a saved model could not read by name: refused before the search
+    check_not_input("--save", save_to, {"--data": run.data.name})
     dataset, warnings = stage_data(run)
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -191,22 +194,265 @@ def test_best_shows_labels_as_words_and_the_command_that_keeps_the_trial_as_a_mo
     assert load_checkpoint("model.npz").info["val_acc"] == best["user_attrs"]["val_acc"]
 
 
-def test_a_table_with_a_column_name_twice_is_refused_before_training(run_cli, tmp_path):
-    with open(tmp_path / "twice.csv", "w") as f:
-        f.write("a,b,a,label\n" + "".join(f"{i},{i % 3},{i % 5},{i % 2}\n" for i in range(120)))
-    for command in ("train", "auto"):
-        one_line_error(run_cli(command, "--data", "twice.csv", "--save", "m.npz"),
-                       "twice.csv: column 'a' appears twice; a saved model reads its columns by name: rename one")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["twice.csv"]
-    with open(tmp_path / "once.csv", "w") as f:
-        f.write("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(120)))
-    assert run_cli("train", "--data", "once.csv", "--save", "m.npz").exit_code == 0
-    one_line_error(run_cli("predict", "--model", "m.npz", "--data", "twice.csv"),
-                   "twice.csv: column 'a' appears twice; the model reads its columns by name")
-
-
-def test_plot_and_save_together(run_cli, tmp_path):
-    result = run_cli("train", "--epochs", "2", "--plot", "run.png", "--save", "model.npz")
+def test_plot_and_save_together_name_the_model_file(run_cli, tmp_path):
+    result = run_cli("train", "--epochs", "2", "--save", "model.npz", "--plot", "run.png")
     assert result.exit_code == 0, result.output
-    assert "wrote run.png" in result.stdout and "wrote model.npz: the model for" in result.stdout
-    assert load_checkpoint("model.npz").label_names == tuple(str(k) for k in range(10))
+    assert result.stdout.splitlines()[-2:] == [
+        "wrote run.png", "wrote model.npz: the model for `search predict --model model.npz --data FILE`"]
+    plot_only = run_cli("train", "--epochs", "2", "--plot", "other.png")
+    assert plot_only.exit_code == 0, plot_only.output
+    assert plot_only.stdout.splitlines()[-1] == "wrote other.png" and "model" not in plot_only.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "other.png", "run.png"]
+
+
+def test_the_model_file_gets_the_usual_permissions(run_cli, tmp_path):
+    old = os.umask(0o022)
+    try:
+        result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save", "model.npz")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(os.stat(tmp_path / "model.npz").st_mode) == 0o644  # 0666 minus the umask, as open() gives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_saving_to_a_fifo_writes_into_it_and_never_replaces_it(run_cli, tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    reader = os.open(tmp_path / "pipe", os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the writer's open() returns
+    try:
+        result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save", "pipe")
+        assert result.exit_code == 0, result.output
+        data = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)  # like /dev/null: written to, not replaced by a file
+    assert data.startswith(b"PK") and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_predictions_are_written_whole_or_not_at_all(run_cli, wine_csv, tmp_path, monkeypatch):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    (tmp_path / "p.csv").write_text("earlier predictions\n")
+    real_writer = csv.writer
+
+    class FillingDisk:  # the disk fills up after 20 rows
+        def __init__(self, stream, **options):
+            self.writer, self.rows = real_writer(stream, **options), 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.writer.writerow(row)
+
+    monkeypatch.setattr(csv, "writer", FillingDisk)
+    result = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.csv")
+    assert result.exit_code == 1
+    assert result.stderr == "error: cannot write the output: No space left on device\n"
+    assert (tmp_path / "p.csv").read_text() == "earlier predictions\n"  # not half of the new ones
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "p.csv", "wine.csv"]
+
+
+def test_an_output_never_overwrites_an_input(run_cli, wine_csv, tmp_path):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    data, model = wine_csv.read_bytes(), (tmp_path / "model.npz").read_bytes()
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--out", "./wine.csv"),
+                   "error: --out ./wine.csv is the --data file; write to another file")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--out", "model.npz"),
+                   "error: --out model.npz is the --model file; write to another file")
+    one_line_error(run_cli("train", "--data", "wine.csv", "--label-column", "cultivar", "--save", "wine.csv"),
+                   "error: --save wine.csv is the --data file; write to another file")
+    np.savez(tmp_path / "arrays.npz", X=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 2)
+    arrays = (tmp_path / "arrays.npz").read_bytes()
+    one_line_error(run_cli("auto", "--data", "arrays.npz", "--trials", "2", "--save", "arrays.npz"),
+                   "error: --save arrays.npz is the --data file; write to another file")
+    assert wine_csv.read_bytes() == data and (tmp_path / "model.npz").read_bytes() == model
+    assert (tmp_path / "arrays.npz").read_bytes() == arrays and not (tmp_path / "search.db").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "model.npz", "wine.csv"]
+
+
+def test_columns_of_the_same_name_are_matched_in_order_and_counted(run_cli, wine_csv, tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
+    y = (X[:, 1] > 0).astype(int)  # only the second column named 'a' tells the classes apart
+    with open(tmp_path / "dup.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["a", "a", "b", "label"]] + [[*map(str, x), str(t)] for x, t in zip(X, y)])
+    train_and_save(run_cli, "dup.csv", "--preprocess", "standardize")
+    np.savez(tmp_path / "dup.npz", X=X, y=y)
+    from_csv = run_cli("predict", "--model", "model.npz", "--data", "dup.csv")
+    from_npz = run_cli("predict", "--model", "model.npz", "--data", "dup.npz")
+    assert from_csv.exit_code == from_npz.exit_code == 0, (from_csv.output, from_npz.output)
+    assert from_csv.stdout == from_npz.stdout
+    with open(tmp_path / "one.csv", "w") as f:
+        f.write("a,b,label\n1,2,0\n")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "one.csv"),
+                   "error: one.csv: 1 column named 'a' but the model reads 2; columns are matched by name")
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    with open(tmp_path / "twice.csv", "w", newline="") as f:
+        csv.writer(f).writerows([r + [r[0]] for r in table])
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "twice.csv"),
+                   "error: twice.csv: 2 columns named 'alcohol' but the model reads 1; columns are matched by name")
+
+
+def test_a_fractional_label_is_no_class_of_an_integer_labelled_model(run_cli, tmp_path):
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "new.npz", X=np.zeros((3, 2)), y=np.array([2.5, 1.0, 2.0]))
+    result = run_cli("predict", "--model", "model.npz", "--data", "new.npz")
+    assert result.exit_code == 0, result.output
+    assert [r[2] for r in rows(result.stdout)] == ["label", "2.5", "1", "2"]
+    assert "1 label(s) the model has no class for, e.g. '2.5'" in " ".join(result.stderr.split())
+
+
+def test_samples_of_an_npz_must_be_rows(run_cli, tmp_path):
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "scalar.npz", X=np.float32(3))
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "scalar.npz"),
+                   "error: scalar.npz: X must be N x D or N x [C x] H x W, got shape ()")
+    np.savez(tmp_path / "flat.npz", X_test=np.zeros(4))
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "flat.npz"),
+                   "error: flat.npz: X_test must be N x D or N x [C x] H x W, got shape (4,)")
+
+
+def _tamper(source, target, meta=None, **arrays):
+    """A copy of the model file ``source`` with ``meta`` changes (key: JSON value) and arrays replaced or added."""
+    with np.load(source) as npz:
+        stored = {key: npz[key] for key in npz.files}
+    info = json.loads(str(stored["meta"]))
+    info.update(meta or {})
+    stored.update(meta=np.array(json.dumps(info)), **arrays)
+    np.savez(target, **stored)
+
+
+def _huge_npz(source, target):
+    """The model file's arrays plus one whose header declares 8 TiB (and holds no data): a file of a few KiB."""
+    import zipfile
+
+    _tamper(source, target)
+    with zipfile.ZipFile(target, "a") as zf, zf.open("big.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)})
+
+
+@pytest.mark.parametrize("name, change, expected", [
+    ("list.npz", dict(meta_text="[]"), "(ValueError: meta is a JSON list, not an object)"),
+    ("features.npz", dict(meta={"features": 5}), "(ValueError: features must be a list of names, got 5)"),
+    ("column.npz", dict(meta={"label_column": 5}), "(ValueError: label_column must be a column name, got 5)"),
+    ("shape.npz", dict(meta={"image_shape": ["a", 1, 1]}),
+     "(ValueError: image_shape ['a', 1, 1] is not C, H, W of the 2 features the model reads)"),
+    ("mean.npz", dict(arrays={"pre.mean": np.zeros(1, np.float32)}),
+     "(ValueError: pre.mean has shape (1,) float32, the model needs (2,) floats)"),
+    ("bn.npz", dict(arrays={"bn_var.1": np.ones(3, np.float32)}),
+     "(ValueError: bn_var.1 has shape (3,) float32, the model needs (100,) floats)"),
+    ("nan.npz", dict(arrays={"param.W2": np.full((100, 3), np.nan, np.float32)}), "(ValueError: W2 holds NaN or inf)"),
+    ("objects.npz", dict(arrays={"extra": np.array([None])}),
+     "(ValueError: array 'extra' holds Python objects (dtype object))"),
+    ("array.npz", dict(npy=True), "(BadZipFile: File is not a zip file)"),
+])
+def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, change, expected):
+    train_and_save(run_cli, "spiral", "--batchnorm")
+    if change.get("npy"):
+        with open(tmp_path / name, "wb") as f:
+            np.save(f, np.zeros(3))
+    elif "meta_text" in change:
+        with np.load(tmp_path / "model.npz") as npz:
+            np.savez(tmp_path / name, **{**{k: npz[k] for k in npz.files}, "meta": np.array(change["meta_text"])})
+    else:
+        _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), **change.get("arrays", {}))
+    np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
+    line = one_line_error(run_cli("predict", "--model", name, "--data", "new.npz"))
+    assert line == f"error: {name}: not a model file saved by `search train --save` {expected}"
+
+
+def test_a_model_file_too_large_for_memory_is_one_line(run_cli, tmp_path):
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
+    _huge_npz(tmp_path / "model.npz", tmp_path / "huge.npz")  # a zip bomb's effect: terabytes on loading
+    one_line_error(run_cli("predict", "--model", "huge.npz", "--data", "new.npz"),
+                   "error: huge.npz: its arrays would need 8.0 TiB of memory, more than 50% of the")
+    with np.load(tmp_path / "model.npz") as npz:
+        meta = json.loads(str(npz["meta"]))
+    _tamper(tmp_path / "model.npz", tmp_path / "wide.npz", {"model": {**meta["model"], "hidden": [10**12]}})
+    one_line_error(run_cli("predict", "--model", "wide.npz", "--data", "new.npz"),
+                   "error: wide.npz: network 2-1000000000000-3: 5,000,000,000,000 weights would need")
+
+
+def test_an_image_folder_without_class_subfolders_is_not_called_empty(run_cli, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "flat").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "flat" / f"{i}.png")
+    problem = ("3 images but no class subfolders; expected one subfolder per class holding PNG or JPEG images (its "
+               "name is the images' label)")
+    assert one_line_error(run_cli("train", "--data", "flat")) == f"error: {tmp_path / 'flat'}: {problem}"
+    train_and_save(run_cli, "digits")
+    assert one_line_error(run_cli("predict", "--model", "model.npz", "--data", "flat")) == f"error: flat: {problem}"
+    (tmp_path / "empty").mkdir()
+    assert one_line_error(run_cli("train", "--data", "empty")) == (
+        f"error: {tmp_path / 'empty'}: empty folder; expected one subfolder per class holding PNG or JPEG images")
+
+
+def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder, shape in (("colour", (6, 5, 3)), ("grey", (6, 5))):
+        for k, name in enumerate(("dark", "light")):
+            (tmp_path / folder / name).mkdir(parents=True)
+            for i in range(30 if folder == "colour" else 5):
+                pixels = np.clip(rng.normal(80 + 100 * k, 30, shape), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / folder / name / f"{i}.png")
+    train_and_save(run_cli, "colour", "--batch-size", "10")
+    assert load_checkpoint("model.npz").image_shape == (3, 6, 5)
+    result = run_cli("predict", "--model", "model.npz", "--data", "grey")  # as three equal channels
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "10 samples scored with model.npz; accuracy 1.0000 (10 of 10 labels)\n"
+    train_and_save(run_cli, "grey", "--batch-size", "2")  # a grey model never saw colour: refused, not made grey
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "colour"),
+                   "error: colour: images with 3 channel(s); the model reads 1")
+
+
+def test_rows_with_an_empty_label_cell_are_scored_unlabelled(run_cli, wine_csv, tmp_path):
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    label = table[0].index("cultivar")
+    for blank, name in ((range(1, 11), "some.csv"), (range(1, len(table)), "none.csv")):
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.writer(f).writerows([r[:label] + [" " if i in blank else r[label]] + r[label + 1:]
+                                     for i, r in enumerate(table)])
+    full = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv))
+    some = run_cli("predict", "--model", "model.npz", "--data", "some.csv")
+    none = run_cli("predict", "--model", "model.npz", "--data", "none.csv")
+    assert full.exit_code == some.exit_code == none.exit_code == 0, (some.output, none.output)
+    full_rows, some_rows = rows(full.stdout), rows(some.stdout)
+    assert [r[2] for r in some_rows[1:11]] == [""] * 10 and some_rows[11:] == full_rows[11:]
+    right = sum(r[1] == r[2] for r in full_rows[11:])
+    assert " ".join(some.stderr.split()) == f"178 samples scored with model.npz; accuracy {right / 168:.4f} ({right} of 168 labels)"
+    assert rows(none.stdout)[0] == ["row", "prediction", "p_barbera", "p_barolo", "p_grignolino"]
+    assert none.stderr == "178 samples scored with model.npz\n"
+
+
+def test_a_model_path_that_is_no_regular_file_is_refused_unread(run_cli, tmp_path):
+    import resource
+
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
+    with open("/proc/self/status") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), hard))  # a read of /dev/zero to its end fails soon
+    try:
+        result = run_cli("predict", "--model", "/dev/zero", "--data", "new.npz")
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert one_line_error(result) == "error: /dev/zero is not a regular file"
+
+
+def test_train_json_says_when_the_model_was_not_saved(run_cli, tmp_path):
+    result = run_cli("train", "--lr", "5", "--epochs", "3", "--save", "model.npz", "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["status"] == "exploded" and out["saved"] is None  # as search auto --json gives it
+    assert "saved" not in json.loads(run_cli("train", "--epochs", "1", "--json").stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
