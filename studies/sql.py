@@ -461,9 +461,16 @@ END
 $search$"""
 
 
-def _ensure_readonly_role(url: str) -> None:
-    """Create ``search_readonly`` (NOLOGIN, SELECT on this schema's tables) and let the login use it; best effort."""
-    engine = sqlalchemy.create_engine(with_available_driver(url), poolclass=sqlalchemy.pool.NullPool)
+def _ensure_readonly_role(url: str, timeout: float) -> None:
+    """Create ``search_readonly`` (NOLOGIN, SELECT on this schema's tables) and let the login use it; best effort.
+
+    Gives up after ``timeout`` s: a GRANT waits for any session holding a lock on a table (an ALTER TABLE
+    left open), for as long as that session lives."""
+    limit = max(1, int(timeout * 1000))
+    engine = sqlalchemy.create_engine(
+        with_available_driver(url), poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"options": f"-c lock_timeout={limit} -c statement_timeout={limit}"},
+    )
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(
@@ -495,7 +502,7 @@ def _run_postgresql(raw: Any, url: str, statement: str, view: ViewBuilder, timeo
         use_role = cursor.fetchone()[0]
         conn.rollback()
         if not use_role:
-            _ensure_readonly_role(url)
+            _ensure_readonly_role(url, timeout)
             cursor.execute(_ROLE_USABLE_SQL)
             use_role = cursor.fetchone()[0]
             conn.rollback()

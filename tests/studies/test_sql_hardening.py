@@ -287,3 +287,31 @@ def test_postgresql_sigterm_handler_exception_cancels_the_query(pg_url) -> None:
         run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=600)
     sleeping = run_readonly_sql(pg_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
     assert sleeping["n"].tolist() == [0]
+
+
+# --- 8. audit 2: setting up the read-only role obeys the time limit; binary values ---------------
+
+
+def test_postgresql_role_setup_blocked_by_a_lock_gives_up_at_the_time_limit(pg_url) -> None:
+    """A GRANT that waits on another session's lock (here an ALTER TABLE left open) once kept the query
+    waiting for as long as that session lived, whatever --timeout said."""
+    run_readonly_sql(pg_url, "SELECT 1")  # the role exists and may read this database's tables
+    dsn = sqlalchemy.engine.make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    holder = psycopg2.connect(dsn)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(f"REVOKE SELECT ON trials FROM {READONLY_ROLE}")  # so the next query grants it again
+            holder.commit()
+            cursor.execute("ALTER TABLE trials ADD COLUMN left_open INTEGER")  # its transaction stays open
+        outcome: dict[str, object] = {}
+        worker = threading.Thread(
+            target=lambda: outcome.update(frame=run_readonly_sql(pg_url, "SELECT 1 AS one", timeout=1)), daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "the query waited for the other session's lock past its time limit"
+        assert outcome["frame"]["one"].tolist() == [1]
+    finally:
+        holder.rollback()
+        holder.close()
+    assert _count(pg_url) == 3 and _count(pg_url, "trials") == 3
+
