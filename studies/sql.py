@@ -349,7 +349,8 @@ def run_readonly_sql(
 ) -> pd.DataFrame:
     """Run ONE read-only query (``trials_flat`` available) for at most ``timeout`` s and ``max_rows`` rows.
 
-    The frame's ``attrs["truncated"]`` is True when rows beyond ``max_rows`` were left out.
+    Binary values come back as hex text (``\\x00ff``, PostgreSQL's form). The frame's ``attrs["truncated"]``
+    is True when rows beyond ``max_rows`` were left out.
     QueryError (exit 2) when refused or failing, QueryTimeoutError (exit 1) past the time
     limit; Ctrl-C cancels the query and raises KeyboardInterrupt.
     """
@@ -388,10 +389,17 @@ def run_readonly_sql(
     finally:
         engine.dispose()
     import pandas as pd
-    frame = pd.DataFrame(rows[:max_rows], columns=unique_names(columns))
+    frame = pd.DataFrame([tuple(map(_binary_as_hex, row)) for row in rows[:max_rows]], columns=unique_names(columns))
     frame.attrs["truncated"] = len(rows) > max_rows
     frame.attrs["max_rows"] = max_rows
     return frame
+
+
+def _binary_as_hex(value: Any) -> Any:
+    """A binary value (SQLite's bytes, psycopg2's memoryview) as PostgreSQL's hex text ``\\x00ff``, not a repr."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return value
 
 
 def unique_names(columns: list[str]) -> list[str]:

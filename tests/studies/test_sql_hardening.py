@@ -315,3 +315,14 @@ def test_postgresql_role_setup_blocked_by_a_lock_gives_up_at_the_time_limit(pg_u
         holder.close()
     assert _count(pg_url) == 3 and _count(pg_url, "trials") == 3
 
+
+@pytest.mark.parametrize(
+    "backend, sql",
+    [("sqlite", "SELECT x'00ff41' AS b, NULL AS n"), ("postgresql", "SELECT '\\x00ff41'::bytea AS b, NULL AS n")],
+)
+def test_binary_values_are_shown_as_hex_text(request, backend, sql) -> None:
+    """PostgreSQL's bytea once came back as a memoryview ('<memory at 0x...>' in every output format)."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    frame = run_readonly_sql(url, sql)
+    assert frame["b"].tolist() == ["\\x00ff41"]
+    assert frame["n"].tolist() == [None]
