@@ -48,13 +48,18 @@ def fmt(x: float | None, digits: int = 4) -> str:
 
 
 def frame_records(frame: Any) -> list[dict[str, Any]]:
-    """Rows as plain Python values: ints stay ints, NaN and NaT become None, timestamps ISO text."""
+    """Rows as plain Python values: ints stay ints, NaN and NaT become None, timestamps ISO text, decimals
+    (PostgreSQL's numeric) numbers."""
+    import decimal
+
     import pandas as pd
 
     rows = []
     for record in frame.to_dict(orient="records"):
         row = {}
         for key, value in record.items():
+            if isinstance(value, decimal.Decimal):
+                value = int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
             if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
                 value = None
             elif isinstance(value, pd.Timestamp):
@@ -95,8 +100,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         click.echo(frame.to_csv(index=False), nl=False)
         return
     rows = frame_records(frame)
-    if fmt_name == "json":
-        click.echo(json.dumps(rows, indent=2, default=_json_default))
+    if fmt_name == "json":  # JSON has no infinities: null, as for NaN
+        finite = [{k: None if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()} for row in rows]
+        click.echo(json.dumps(finite, indent=2, default=_json_default))
         return
     if frame.empty:
         click.echo("(no rows)")

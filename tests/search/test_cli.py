@@ -216,6 +216,33 @@ def test_query_has_a_time_limit_and_a_row_cap(run_cli):
     assert stopped.exit_code == 1 and len(stopped.stderr.strip().splitlines()) == 1
 
 
+
+def _strict_json(text):
+    """json.loads that refuses NaN and Infinity, as JSON itself (RFC 8259) and most parsers other than Python's do."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_query_json_is_strict_json_with_numbers_as_numbers(run_cli):
+    """An infinite value was printed as Infinity (not JSON); PostgreSQL's numeric (avg of integers, round(x, 2))
+    came out as a string ("2.5000000000000000") where SQLite gives a number."""
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    result = run_cli("query", "SELECT 1e999 AS inf, -1e999 AS ninf, 2.5 AS x, 7 AS n", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert _strict_json(result.stdout) == [{"inf": None, "ninf": None, "x": 2.5, "n": 7}]
+    import decimal
+
+    import pandas as pd
+
+    from search.cli.output import frame_records
+
+    numeric = pd.DataFrame({"avg": [decimal.Decimal("2.5000000000000000")], "sum": [decimal.Decimal("7")],
+                            "nan": [decimal.Decimal("NaN")]})
+    assert frame_records(numeric) == [{"avg": 2.5, "sum": 7, "nan": None}]
+    assert type(frame_records(numeric)[0]["sum"]) is int
+
 def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_path):
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")
