@@ -326,3 +326,15 @@ def test_binary_values_are_shown_as_hex_text(request, backend, sql) -> None:
     frame = run_readonly_sql(url, sql)
     assert frame["b"].tolist() == ["\\x00ff41"]
     assert frame["n"].tolist() == [None]
+
+
+def test_sqlite_file_uri_is_refused_naming_what_to_write_and_creates_nothing(tmp_path) -> None:
+    """A file: URI was refused as 'not an in-memory database', which it is not."""
+    from studies.errors import StorageError
+
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StorageError) as info:
+        run_readonly_sql(f"sqlite:///file:{missing}?mode=rwc&uri=true", "SELECT 1")
+    assert str(info.value) == (f"storage sqlite:///file%3A{missing}?mode=rwc&uri=true: read-only SQL takes a "
+                               f"file path, not a file: URI; write sqlite:///{missing}")
+    assert not missing.exists()
