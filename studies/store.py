@@ -530,6 +530,7 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         creator = _readonly_sqlite_creator(sqlite_read_uri(path))
         return sqlalchemy.create_engine("sqlite://", creator=creator, poolclass=sqlalchemy.pool.NullPool)
     if dialect == "postgresql":
+        _check_server_database(with_available_driver(url), False, where)  # as SQLite: an Optuna study database
         engine = sqlalchemy.create_engine(
             with_available_driver(url),
             pool_pre_ping=True,

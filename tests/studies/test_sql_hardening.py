@@ -338,3 +338,19 @@ def test_sqlite_file_uri_is_refused_naming_what_to_write_and_creates_nothing(tmp
     assert str(info.value) == (f"storage sqlite:///file%3A{missing}?mode=rwc&uri=true: read-only SQL takes a "
                                f"file path, not a file: URI; write sqlite:///{missing}")
     assert not missing.exists()
+
+
+def test_postgresql_database_that_is_not_a_study_database_is_refused_and_left_alone(pg_database) -> None:
+    """A query on another application's database once ran, and first granted search_readonly SELECT on its tables."""
+    from studies.errors import StorageError
+
+    dsn = sqlalchemy.engine.make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with contextlib.closing(psycopg2.connect(dsn)) as other, other.cursor() as cursor:
+        cursor.execute("CREATE TABLE secrets (x TEXT)")
+        other.commit()
+    with pytest.raises(StorageError) as info:
+        run_readonly_sql(pg_database, "SELECT * FROM secrets")
+    assert str(info.value) == f"no Optuna study database at storage {pg_database}"
+    with contextlib.closing(psycopg2.connect(dsn)) as other, other.cursor() as cursor:
+        cursor.execute("SELECT relacl FROM pg_class WHERE relname = 'secrets'")
+        assert cursor.fetchone() == (None,)
