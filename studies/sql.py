@@ -12,11 +12,14 @@ accepts exactly one row-returning statement -- no ``COMMIT``, no second statemen
 ``FETCH`` at most ``max_rows + 1`` rows. ``SET LOCAL statement_timeout`` ends it on the server
 even when the client dies; Ctrl-C cancels it. When the login may, the query runs as the NOLOGIN
 role ``search_readonly`` (created on first use, SELECT on the schema's tables only), so
-functions with side effects on others (``pg_terminate_backend``, ``pg_cancel_backend``,
-reading server files) are refused. Without that role (the login cannot create roles or grant
-it) the query runs read-only, single, time-limited, with the login's own privileges; and a
-superuser login could still leave the role from inside a query (``set_config('role', ...)``):
-connect as a non-superuser for a hard boundary.
+a plain call of a function with side effects on others (``pg_terminate_backend``,
+``pg_cancel_backend``, reading server files) is refused. Without that role (the login cannot
+create roles or grant it) the query runs read-only, single, time-limited, with the login's own
+privileges. The role is no hard boundary: ANY login can leave it from inside the query
+(``set_config('role', 'none', true)`` earlier in the same statement) and then has its own
+privileges back for what follows -- a superuser's reads server files and ends any session; any
+login ends its own other sessions (e.g. the workers', when they share it). Writing stays
+refused. For a hard boundary, run queries with a login of their own that may only SELECT.
 """
 from __future__ import annotations
 
