@@ -243,6 +243,21 @@ def test_query_json_is_strict_json_with_numbers_as_numbers(run_cli):
     assert frame_records(numeric) == [{"avg": 2.5, "sum": 7, "nan": None}]
     assert type(frame_records(numeric)[0]["sum"]) is int
 
+
+def test_query_table_shows_control_characters_instead_of_sending_them_to_the_terminal(run_cli, monkeypatch):
+    """An escape sequence stored in the database (a worker on a shared PostgreSQL writes what it likes) reached the
+    terminal raw from a table: ESC]0;...BEL retitles the window, ESC[31m colours what follows, ESC[2J clears it."""
+    monkeypatch.setenv("COLUMNS", "200")
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    shown = run_cli("query", "SELECT char(27) || '[31mRED' AS a, char(0) || char(127) || char(155) || 'x' AS b")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.split() == ["a", "b", "\\x1b[31mRED", "\\x00\\x7f\\x9bx"]
+    named = run_cli("query", "SELECT 1 AS \"" + "\x1b" + "[2J\"")
+    assert named.exit_code == 0 and named.stdout.split() == ["\\x1b[2J", "1"], named.output
+    # machine formats keep the value itself
+    raw = run_cli("query", "SELECT char(27) || '[31mRED' AS a", "--format", "json")
+    assert json.loads(raw.stdout) == [{"a": "\x1b[31mRED"}]
+
 def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_path):
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")
