@@ -12,11 +12,14 @@ accepts exactly one row-returning statement -- no ``COMMIT``, no second statemen
 ``FETCH`` at most ``max_rows + 1`` rows. ``SET LOCAL statement_timeout`` ends it on the server
 even when the client dies; Ctrl-C cancels it. When the login may, the query runs as the NOLOGIN
 role ``search_readonly`` (created on first use, SELECT on the schema's tables only), so
-functions with side effects on others (``pg_terminate_backend``, ``pg_cancel_backend``,
-reading server files) are refused. Without that role (the login cannot create roles or grant
-it) the query runs read-only, single, time-limited, with the login's own privileges; and a
-superuser login could still leave the role from inside a query (``set_config('role', ...)``):
-connect as a non-superuser for a hard boundary.
+a plain call of a function with side effects on others (``pg_terminate_backend``,
+``pg_cancel_backend``, reading server files) is refused. Without that role (the login cannot
+create roles or grant it) the query runs read-only, single, time-limited, with the login's own
+privileges. The role is no hard boundary: ANY login can leave it from inside the query
+(``set_config('role', 'none', true)`` earlier in the same statement) and then has its own
+privileges back for what follows -- a superuser's reads server files and ends any session; any
+login ends its own other sessions (e.g. the workers', when they share it). Writing stays
+refused. For a hard boundary, run queries with a login of their own that may only SELECT.
 """
 from __future__ import annotations
 
@@ -349,7 +352,8 @@ def run_readonly_sql(
 ) -> pd.DataFrame:
     """Run ONE read-only query (``trials_flat`` available) for at most ``timeout`` s and ``max_rows`` rows.
 
-    The frame's ``attrs["truncated"]`` is True when rows beyond ``max_rows`` were left out.
+    Binary values come back as hex text (``\\x00ff``, PostgreSQL's form). The frame's ``attrs["truncated"]``
+    is True when rows beyond ``max_rows`` were left out.
     QueryError (exit 2) when refused or failing, QueryTimeoutError (exit 1) past the time
     limit; Ctrl-C cancels the query and raises KeyboardInterrupt.
     """
@@ -388,10 +392,17 @@ def run_readonly_sql(
     finally:
         engine.dispose()
     import pandas as pd
-    frame = pd.DataFrame(rows[:max_rows], columns=unique_names(columns))
+    frame = pd.DataFrame([tuple(map(_binary_as_hex, row)) for row in rows[:max_rows]], columns=unique_names(columns))
     frame.attrs["truncated"] = len(rows) > max_rows
     frame.attrs["max_rows"] = max_rows
     return frame
+
+
+def _binary_as_hex(value: Any) -> Any:
+    """A binary value (SQLite's bytes, psycopg2's memoryview) as PostgreSQL's hex text ``\\x00ff``, not a repr."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return value
 
 
 def unique_names(columns: list[str]) -> list[str]:
@@ -461,9 +472,16 @@ END
 $search$"""
 
 
-def _ensure_readonly_role(url: str) -> None:
-    """Create ``search_readonly`` (NOLOGIN, SELECT on this schema's tables) and let the login use it; best effort."""
-    engine = sqlalchemy.create_engine(with_available_driver(url), poolclass=sqlalchemy.pool.NullPool)
+def _ensure_readonly_role(url: str, timeout: float) -> None:
+    """Create ``search_readonly`` (NOLOGIN, SELECT on this schema's tables) and let the login use it; best effort.
+
+    Gives up after ``timeout`` s: a GRANT waits for any session holding a lock on a table (an ALTER TABLE
+    left open), for as long as that session lives."""
+    limit = max(1, int(timeout * 1000))
+    engine = sqlalchemy.create_engine(
+        with_available_driver(url), poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"options": f"-c lock_timeout={limit} -c statement_timeout={limit}"},
+    )
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(
@@ -495,7 +513,7 @@ def _run_postgresql(raw: Any, url: str, statement: str, view: ViewBuilder, timeo
         use_role = cursor.fetchone()[0]
         conn.rollback()
         if not use_role:
-            _ensure_readonly_role(url)
+            _ensure_readonly_role(url, timeout)
             cursor.execute(_ROLE_USABLE_SQL)
             use_role = cursor.fetchone()[0]
             conn.rollback()

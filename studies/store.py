@@ -547,12 +547,19 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
     dialect = url_dialect(url)
     if dialect == "sqlite":
         path = sqlite_path(url)
+        database = _parse_url(url).database or ""
+        in_memory = _is_in_memory_sqlite(url) or ":memory:" in database
+        if path is None and database.startswith("file:") and not in_memory:
+            # its own mode= would decide whether it may write or create the file: refused, with the path to write
+            named = database.removeprefix("file:").removeprefix("//localhost").removeprefix("//")
+            raise StorageError(f"{where}: read-only SQL takes a file path, not a file: URI; write sqlite:///{named}")
         if path is None:
             raise StorageError(f"{where}: read-only SQL needs a SQLite file, not an in-memory database")
         _check_sqlite_file(path, False, where)
         creator = _readonly_sqlite_creator(sqlite_read_uri(path))
         return sqlalchemy.create_engine("sqlite://", creator=creator, poolclass=sqlalchemy.pool.NullPool)
     if dialect == "postgresql":
+        _check_server_database(with_available_driver(url), False, where)  # as SQLite: an Optuna study database
         engine = sqlalchemy.create_engine(
             with_available_driver(url),
             pool_pre_ping=True,

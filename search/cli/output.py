@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import click
@@ -48,13 +49,18 @@ def fmt(x: float | None, digits: int = 4) -> str:
 
 
 def frame_records(frame: Any) -> list[dict[str, Any]]:
-    """Rows as plain Python values: ints stay ints, NaN and NaT become None, timestamps ISO text."""
+    """Rows as plain Python values: ints stay ints, NaN and NaT become None, timestamps ISO text, decimals
+    (PostgreSQL's numeric) numbers."""
+    import decimal
+
     import pandas as pd
 
     rows = []
     for record in frame.to_dict(orient="records"):
         row = {}
         for key, value in record.items():
+            if isinstance(value, decimal.Decimal):
+                value = int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
             if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
                 value = None
             elif isinstance(value, pd.Timestamp):
@@ -74,14 +80,22 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return _long(",".join(_cell(v) for v in value))
     if isinstance(value, str) and len(value) == 19 and value[10] == "T":
-        return value.replace("T", " ")
+        return _visible(value.replace("T", " "))
     return _long(value_text(value))
 
 
 CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a query's long string); csv/json all
+# control characters but tab and newline: text from the database must not drive the terminal (ESC[2J clears it)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with its control characters written out (``\\x1b``), as a table prints it."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _long(text: str) -> str:
+    text = _visible(text)
     return text if len(text) <= CELL_CHARS else f"{text[:CELL_CHARS]}... ({len(text):,} characters)"
 
 
@@ -95,8 +109,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         click.echo(frame.to_csv(index=False), nl=False)
         return
     rows = frame_records(frame)
-    if fmt_name == "json":
-        click.echo(json.dumps(rows, indent=2, default=_json_default))
+    if fmt_name == "json":  # JSON has no infinities: null, as for NaN
+        finite = [{k: None if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()} for row in rows]
+        click.echo(json.dumps(finite, indent=2, default=_json_default))
         return
     if frame.empty:
         click.echo("(no rows)")
@@ -105,7 +120,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
 
     shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
     cells = {c: [_cell(row[c]) for row in rows] for c in shown}
-    need = {c: max(len(c.removeprefix("param_")), *(len(v) for v in cells[c])) for c in shown}
+    need = {c: max(len(_visible(c.removeprefix("param_"))), *(len(v) for v in cells[c])) for c in shown}
     terminal = shutil.get_terminal_size((80, 24)).columns
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short
         room, kept = terminal - 1, []
@@ -115,7 +130,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             room -= need[column] + 2
             kept.append(column)
         if len(kept) < len(shown):
-            left = [c.removeprefix("param_") for c in shown[len(kept):]]
+            left = [_visible(c.removeprefix("param_")) for c in shown[len(kept):]]
             say(f"({len(left)} more columns: {', '.join(left)}; {more})", err=True)
         shown = kept
     from rich.console import Console
@@ -124,7 +139,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     for column in shown:
         numeric = str(frame[column].dtype).startswith(("int", "float", "Int", "Float"))
-        name = column.removeprefix("param_")  # a parameter by its own name; csv/json keep the prefix
+        name = _visible(column.removeprefix("param_"))  # a parameter by its own name; csv/json keep the prefix
         table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
     for i in range(len(rows)):
         table.add_row(*(cells[c][i] for c in shown))

@@ -216,6 +216,48 @@ def test_query_has_a_time_limit_and_a_row_cap(run_cli):
     assert stopped.exit_code == 1 and len(stopped.stderr.strip().splitlines()) == 1
 
 
+
+def _strict_json(text):
+    """json.loads that refuses NaN and Infinity, as JSON itself (RFC 8259) and most parsers other than Python's do."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_query_json_is_strict_json_with_numbers_as_numbers(run_cli):
+    """An infinite value was printed as Infinity (not JSON); PostgreSQL's numeric (avg of integers, round(x, 2))
+    came out as a string ("2.5000000000000000") where SQLite gives a number."""
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    result = run_cli("query", "SELECT 1e999 AS inf, -1e999 AS ninf, 2.5 AS x, 7 AS n", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert _strict_json(result.stdout) == [{"inf": None, "ninf": None, "x": 2.5, "n": 7}]
+    import decimal
+
+    import pandas as pd
+
+    from search.cli.output import frame_records
+
+    numeric = pd.DataFrame({"avg": [decimal.Decimal("2.5000000000000000")], "sum": [decimal.Decimal("7")],
+                            "nan": [decimal.Decimal("NaN")]})
+    assert frame_records(numeric) == [{"avg": 2.5, "sum": 7, "nan": None}]
+    assert type(frame_records(numeric)[0]["sum"]) is int
+
+
+def test_query_table_shows_control_characters_instead_of_sending_them_to_the_terminal(run_cli, monkeypatch):
+    """An escape sequence stored in the database (a worker on a shared PostgreSQL writes what it likes) reached the
+    terminal raw from a table: ESC]0;...BEL retitles the window, ESC[31m colours what follows, ESC[2J clears it."""
+    monkeypatch.setenv("COLUMNS", "200")
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    shown = run_cli("query", "SELECT char(27) || '[31mRED' AS a, char(0) || char(127) || char(155) || 'x' AS b")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.split() == ["a", "b", "\\x1b[31mRED", "\\x00\\x7f\\x9bx"]
+    named = run_cli("query", "SELECT 1 AS \"" + "\x1b" + "[2J\"")
+    assert named.exit_code == 0 and named.stdout.split() == ["\\x1b[2J", "1"], named.output
+    # machine formats keep the value itself
+    raw = run_cli("query", "SELECT char(27) || '[31mRED' AS a", "--format", "json")
+    assert json.loads(raw.stdout) == [{"a": "\x1b[31mRED"}]
+
 def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_path):
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")

@@ -287,3 +287,70 @@ def test_postgresql_sigterm_handler_exception_cancels_the_query(pg_url) -> None:
         run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=600)
     sleeping = run_readonly_sql(pg_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
     assert sleeping["n"].tolist() == [0]
+
+
+# --- 8. audit 2: setting up the read-only role obeys the time limit; binary values ---------------
+
+
+def test_postgresql_role_setup_blocked_by_a_lock_gives_up_at_the_time_limit(pg_url) -> None:
+    """A GRANT that waits on another session's lock (here an ALTER TABLE left open) once kept the query
+    waiting for as long as that session lived, whatever --timeout said."""
+    run_readonly_sql(pg_url, "SELECT 1")  # the role exists and may read this database's tables
+    dsn = sqlalchemy.engine.make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    holder = psycopg2.connect(dsn)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(f"REVOKE SELECT ON trials FROM {READONLY_ROLE}")  # so the next query grants it again
+            holder.commit()
+            cursor.execute("ALTER TABLE trials ADD COLUMN left_open INTEGER")  # its transaction stays open
+        outcome: dict[str, object] = {}
+        worker = threading.Thread(
+            target=lambda: outcome.update(frame=run_readonly_sql(pg_url, "SELECT 1 AS one", timeout=1)), daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "the query waited for the other session's lock past its time limit"
+        assert outcome["frame"]["one"].tolist() == [1]
+    finally:
+        holder.rollback()
+        holder.close()
+    assert _count(pg_url) == 3 and _count(pg_url, "trials") == 3
+
+
+@pytest.mark.parametrize(
+    "backend, sql",
+    [("sqlite", "SELECT x'00ff41' AS b, NULL AS n"), ("postgresql", "SELECT '\\x00ff41'::bytea AS b, NULL AS n")],
+)
+def test_binary_values_are_shown_as_hex_text(request, backend, sql) -> None:
+    """PostgreSQL's bytea once came back as a memoryview ('<memory at 0x...>' in every output format)."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    frame = run_readonly_sql(url, sql)
+    assert frame["b"].tolist() == ["\\x00ff41"]
+    assert frame["n"].tolist() == [None]
+
+
+def test_sqlite_file_uri_is_refused_naming_what_to_write_and_creates_nothing(tmp_path) -> None:
+    """A file: URI was refused as 'not an in-memory database', which it is not."""
+    from studies.errors import StorageError
+
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StorageError) as info:
+        run_readonly_sql(f"sqlite:///file:{missing}?mode=rwc&uri=true", "SELECT 1")
+    assert str(info.value) == (f"storage sqlite:///file%3A{missing}?mode=rwc&uri=true: read-only SQL takes a "
+                               f"file path, not a file: URI; write sqlite:///{missing}")
+    assert not missing.exists()
+
+
+def test_postgresql_database_that_is_not_a_study_database_is_refused_and_left_alone(pg_database) -> None:
+    """A query on another application's database once ran, and first granted search_readonly SELECT on its tables."""
+    from studies.errors import StorageError
+
+    dsn = sqlalchemy.engine.make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with contextlib.closing(psycopg2.connect(dsn)) as other, other.cursor() as cursor:
+        cursor.execute("CREATE TABLE secrets (x TEXT)")
+        other.commit()
+    with pytest.raises(StorageError) as info:
+        run_readonly_sql(pg_database, "SELECT * FROM secrets")
+    assert str(info.value) == f"no Optuna study database at storage {pg_database}"
+    with contextlib.closing(psycopg2.connect(dsn)) as other, other.cursor() as cursor:
+        cursor.execute("SELECT relacl FROM pg_class WHERE relname = 'secrets'")
+        assert cursor.fetchone() == (None,)
