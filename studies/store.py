@@ -140,6 +140,15 @@ def _is_in_memory_sqlite(url: str) -> bool:
     )
 
 
+def _refuse_file_uri(url: str, where: str) -> None:
+    """StorageError for a SQLite ``file:`` URI (not in memory): its own ``mode=`` would decide whether the file may be
+    written or created, past every check a path gets (a reading command made an empty file); names the URL to write."""
+    database = _parse_url(url).database or ""
+    if database.startswith("file:") and not _is_in_memory_sqlite(url) and ":memory:" not in database:
+        named = database.removeprefix("file:").removeprefix("//localhost").removeprefix("//")
+        raise StorageError(f"{where} takes a file path, not a file: URI; write sqlite:///{named}")
+
+
 def sqlite_read_uri(path: Path) -> str:
     """A URI that reads ``path`` without ever writing or taking a lock that blocks a writer.
 
@@ -394,6 +403,7 @@ def open_storage(
                 f"{where} is an in-memory database, gone when the command ends: give a file, "
                 "e.g. sqlite:///search.db"
             )
+        _refuse_file_uri(url, where)
         # Writing engines pool their connections: every transaction on them is an explicit BEGIN
         # IMMEDIATE ... COMMIT/ROLLBACK (see _serialise_sqlite_transactions), so none keeps an old WAL
         # snapshot open between sessions (pysqlite's implicit transactions did). Read-only: NullPool.
@@ -547,12 +557,7 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
     dialect = url_dialect(url)
     if dialect == "sqlite":
         path = sqlite_path(url)
-        database = _parse_url(url).database or ""
-        in_memory = _is_in_memory_sqlite(url) or ":memory:" in database
-        if path is None and database.startswith("file:") and not in_memory:
-            # its own mode= would decide whether it may write or create the file: refused, with the path to write
-            named = database.removeprefix("file:").removeprefix("//localhost").removeprefix("//")
-            raise StorageError(f"{where}: read-only SQL takes a file path, not a file: URI; write sqlite:///{named}")
+        _refuse_file_uri(url, f"{where}: read-only SQL")
         if path is None:
             raise StorageError(f"{where}: read-only SQL needs a SQLite file, not an in-memory database")
         _check_sqlite_file(path, False, where)

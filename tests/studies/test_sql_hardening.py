@@ -354,3 +354,17 @@ def test_postgresql_database_that_is_not_a_study_database_is_refused_and_left_al
     with contextlib.closing(psycopg2.connect(dsn)) as other, other.cursor() as cursor:
         cursor.execute("SELECT relacl FROM pg_class WHERE relname = 'secrets'")
         assert cursor.fetchone() == (None,)
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_storage_refuses_a_file_uri_and_creates_nothing(tmp_path, readonly) -> None:
+    """`search studies --storage sqlite:///file:/dir/new.db?uri=true` made an empty new.db, then failed on its tables."""
+    from studies.errors import StorageError
+    from studies.store import open_storage
+
+    missing = tmp_path / "new.db"
+    with pytest.raises(StorageError) as info:
+        open_storage(f"sqlite:///file:{missing}?uri=true", readonly=readonly)
+    assert str(info.value) == (f"storage sqlite:///file%3A{missing}?uri=true takes a file path, not a file: URI; "
+                               f"write sqlite:///{missing}")
+    assert list(tmp_path.iterdir()) == []
