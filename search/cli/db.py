@@ -131,7 +131,7 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
     from studies.store import resolve_storage_url
 
     frame = run_readonly_sql(resolve_storage_url(storage), sql, timeout=timeout, max_rows=max_rows)
-    print_frame(frame, fmt, more="select fewer, or --format csv")
+    print_frame(frame, fmt, more="select fewer, or --format csv", short_params=False)
     if frame.attrs.get("truncated"):
         click.echo(f"note: only the first {max_rows} rows are shown (--max-rows)", err=True)
 

@@ -86,11 +86,16 @@ def _long(text: str) -> str:
 
 
 def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False,
-                more: str = "--wide, --columns or --format csv", everything: bool = False) -> None:
+                more: str = "--wide, --columns or --format csv", everything: bool = False,
+                short_params: bool = True) -> None:
     """A DataFrame as csv or json (every column), or as a table of ``columns`` (every column with ``everything``
     or without ``columns``): the whole columns that fit the terminal, or with ``everything`` all of them, their text
     folded to fit; with ``wide`` at full width, wider than the terminal if need be. ``more``: how to see the
-    columns left out."""
+    columns left out. ``short_params``: a param_<name> column headed <name> (False where the names are the user's
+    own, as a query's are what its SQL must say)."""
+    def heading(column: str) -> str:
+        return column.removeprefix("param_") if short_params else column
+
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
         return
@@ -105,7 +110,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
 
     shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
     cells = {c: [_cell(row[c]) for row in rows] for c in shown}
-    need = {c: max(len(c.removeprefix("param_")), *(len(v) for v in cells[c])) for c in shown}
+    need = {c: max(len(heading(c)), *(len(v) for v in cells[c])) for c in shown}
     terminal = shutil.get_terminal_size((80, 24)).columns
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short
         room, kept = terminal - 1, []
@@ -115,7 +120,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             room -= need[column] + 2
             kept.append(column)
         if len(kept) < len(shown):
-            left = [c.removeprefix("param_") for c in shown[len(kept):]]
+            left = [heading(c) for c in shown[len(kept):]]
             say(f"({len(left)} more columns: {', '.join(left)}; {more})", err=True)
         shown = kept
     from rich.console import Console
@@ -124,7 +129,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     for column in shown:
         numeric = str(frame[column].dtype).startswith(("int", "float", "Int", "Float"))
-        name = column.removeprefix("param_")  # a parameter by its own name; csv/json keep the prefix
+        name = heading(column)  # a parameter by its own name; csv/json keep the prefix
         table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
     for i in range(len(rows)):
         table.add_row(*(cells[c][i] for c in shown))

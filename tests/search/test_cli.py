@@ -206,6 +206,17 @@ def test_query_help_lists_the_columns_of_trials_flat(run_cli):
     assert names == list(columns)
 
 
+def test_query_tables_name_columns_as_the_sql_does(run_cli, monkeypatch):
+    # the table once showed param_lr as "lr", and `WHERE lr > 0` then failed with "no such column: lr"
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    picked = run_cli("query", "SELECT number, param_lr, param_reg FROM trials_flat ORDER BY number")
+    assert picked.exit_code == 0 and picked.stdout.splitlines()[0].split() == ["number", "param_lr", "param_reg"]
+    every = run_cli("query", "SELECT * FROM trials_flat")
+    assert "param_reg" in every.stdout.splitlines()[0] or "param_reg" in " ".join(every.stderr.split())
+    assert run_cli("query", "SELECT param_lr FROM trials_flat WHERE param_lr > 0").exit_code == 0
+
+
 def test_query_has_a_time_limit_and_a_row_cap(run_cli):
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     capped = run_cli("query", "SELECT number FROM trials_flat ORDER BY number", "--max-rows", "2", "--format", "csv")
