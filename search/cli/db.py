@@ -11,7 +11,7 @@ from search.cli.output import echo_json, print_frame, print_table, say
 from search.space import value_text
 
 
-STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
+STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
 TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([
@@ -26,7 +26,7 @@ columns_options = apply([
 @format_option
 @columns_options
 def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
-    """One row per stage: trials by state, best value, epochs (--wide: space, parent, created, ...).
+    """One row per stage: trials by state (waiting: left to run), best value, epochs (--wide: space, ...).
 
     \b
     Examples:
@@ -36,7 +36,9 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
     from studies.queries import list_studies
 
     frame = list_studies(open_for_reading(storage), campaign)
-    print_table(frame, fmt, columns, STUDY_COLUMNS, wide)
+    # an unfinished stage's budget left to run: n_trials counts it, and no other default column would
+    default = [c for c in STUDY_COLUMNS if c != "waiting" or frame["waiting"].any()]
+    print_table(frame, fmt, columns, default, wide)
 
 
 @click.command(cls=SectionedCommand)

@@ -107,6 +107,20 @@ def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_th
     assert run_cli("trials", "digits/coarse").stdout.splitlines()[0].split()[:2] == ["number", "state"]
 
 
+def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, tmp_path, monkeypatch):
+    # after Ctrl-C a stage of 10 listed n_trials 12 = 1 complete + 2 fail and nothing said 9 were still waiting
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    done = run_cli("studies").stdout.splitlines()
+    assert done[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
+    with sqlite3.connect(tmp_path / "search.db") as db:  # what an interrupted stage leaves: its budget WAITING
+        db.execute("UPDATE trials SET state = 'WAITING' WHERE number >= 1")
+    table = run_cli("studies").stdout.splitlines()
+    assert table[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
+    assert table[1].split()[:6] == ["digits/coarse", "3", "1", "0", "0", "2"]
+    assert json.loads(run_cli("studies", "--format", "json").stdout)[0]["waiting"] == 2
+
+
 def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
     for campaign in ("one", "two"):
         assert run_cli("coarse", "--campaign", campaign, "--trials", "2", "--epochs", "1",

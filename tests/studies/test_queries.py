@@ -155,7 +155,8 @@ def test_list_studies_counts_and_best_values(storage) -> None:
     assert frame["study"].tolist() == ["digits/coarse", "digits/fine-1", "digits/fine-2", "spiral/coarse"]
     rows = frame.set_index("study")
     coarse = rows.loc["digits/coarse"]
-    assert (coarse["n_trials"], coarse["complete"], coarse["pruned"], coarse["fail"], coarse["running"]) == (8, 5, 2, 1, 0)
+    assert (coarse["n_trials"], coarse["complete"], coarse["pruned"], coarse["fail"], coarse["running"],
+            coarse["waiting"]) == (8, 5, 2, 1, 0, 0)
     assert coarse["best_value"] == pytest.approx(max(v for v, _, _ in COARSE_COMPLETE))
     assert coarse["space"] == "lr=1e-06:1 reg=1e-06:10"
     assert coarse["epochs"] == 2
