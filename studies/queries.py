@@ -256,6 +256,12 @@ def _select_studies(
         selected = [i for i in selected if i.campaign == campaign]
     if study_name is not None:
         known = [i.name for i in selected]
+        stages = [i.name for i in selected if i.campaign == study_name]
+        if study_name not in known and campaign is None and stages:
+            raise UnknownStudyError(
+                f"{study_name!r} is a campaign, not a study: give it as the campaign (--campaign {study_name}) "
+                f"or name one of its stages: {names_message(stages)}"
+            )
         if study_name not in known:
             scope = f" in campaign {campaign!r}" if campaign is not None else ""
             raise UnknownStudyError(
