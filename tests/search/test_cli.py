@@ -231,6 +231,22 @@ def test_query_tables_name_columns_as_the_sql_does(run_cli, monkeypatch):
     assert run_cli("query", "SELECT param_lr FROM trials_flat WHERE param_lr > 0").exit_code == 0
 
 
+def test_query_gives_whole_numbers_as_search_trials_does(run_cli):
+    # trials_flat once gave param_hidden 94.0, iterations 10.0, model_parameters 1695.0 where `search trials` gave 94
+    assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "hidden=8:64:int", "--trials", "2", "--epochs",
+                   "1", "--train-size", "200").exit_code == 0
+    columns = "number, param_hidden, iterations, model_parameters"
+    trials = json.loads(run_cli("trials", "digits/coarse", "--sort", "number", "--format", "json").stdout)
+    rows = json.loads(run_cli("query", f"SELECT {columns} FROM trials_flat ORDER BY number", "--format",
+                              "json").stdout)
+    assert rows == [{k: t[k] for k in ("number", "param_hidden", "iterations", "model_parameters")} for t in trials]
+    assert all(type(r[k]) is int for r in rows for k in r), rows
+    # with a NULL among them (a trial that never ran): whole numbers and an empty cell, never 94.0
+    csv = run_cli("query", "SELECT param_hidden FROM trials_flat WHERE number = 0 UNION ALL SELECT NULL",
+                  "--format", "csv").stdout.splitlines()
+    assert csv == ["param_hidden", str(trials[0]["param_hidden"]), "\"\""], csv  # an empty row is quoted
+
+
 def test_query_has_a_time_limit_and_a_row_cap(run_cli):
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     capped = run_cli("query", "SELECT number FROM trials_flat ORDER BY number", "--max-rows", "2", "--format", "csv")
