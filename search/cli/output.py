@@ -67,6 +67,7 @@ def frame_records(frame: Any) -> list[dict[str, Any]]:
 
 
 def _cell(value: Any) -> str:
+    """One value as a table cell: floats to 4 significant digits, lists joined by commas, None as '-'."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -77,6 +78,8 @@ def _cell(value: Any) -> str:
         return value.replace("T", " ")
     return _long(value_text(value))
 
+
+cell_text = _cell  # for a table built of name/value rows, its values as every table shows them
 
 CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a query's long string); csv/json all
 

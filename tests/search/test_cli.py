@@ -99,6 +99,20 @@ def test_trials_and_studies_tables(run_cli):
                              "3", "underfitting"], (table, flat)
 
 
+def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
+    # best once showed value 0.993 and lr 0.0316 where trials and studies showed 0.9926 and 0.03162 for the same
+    # trial, and its diagnosis as a Python list, ['healthy']
+    assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0
+    trial = json.loads(run_cli("trials", "digits/coarse", "--sort", "value", "--limit", "1", "--format",
+                               "json").stdout)[0]
+    fields = dict(line.split(None, 1) for line in run_cli("best").stdout.splitlines()[1:])
+    fields = {k: v.strip() for k, v in fields.items()}
+    listed = run_cli("trials", "digits/coarse", "--sort", "value", "--limit", "1", "--columns",
+                     "value,lr,reg,diagnosis").stdout.split()[4:]
+    assert [fields["value"], fields["param_lr"], fields["param_reg"], fields["diagnosis"]] == listed
+    assert fields["value"] == f"{trial['value']:.4g}" and fields["diagnosis"] == trial["diagnosis"]
+
+
 def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_them(run_cli):
     # trial numbers restart in every stage: "0 COMPLETE" alone does not say which trial it is
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
