@@ -328,8 +328,9 @@ def read_image_folder(
             colour = colour or image.mode not in GREY_MODES
     if image_size is None and len(sizes) > 1:
         (size_a, file_a), (size_b, file_b) = list(sizes.items())[:2]
-        raise DataError(f"{path}: images of different sizes, {size_a[0]}x{size_a[1]} ({file_a.name}) and "
-                        f"{size_b[0]}x{size_b[1]} ({file_b.name}); give image_size (--image-size WxH) to resize them")
+        raise DataError(f"{path}: images of different sizes, {size_a[0]}x{size_a[1]} ({file_a.relative_to(path)}) "
+                        f"and {size_b[0]}x{size_b[1]} ({file_b.relative_to(path)}); give image_size (--image-size WxH) "
+                        f"to resize them")
     width, height = image_size if image_size is not None else next(iter(sizes))
     channels = 3 if colour else 1
     check_memory(len(files) * channels * height * width * 4, str(path), f"{len(files)} images")

@@ -239,6 +239,9 @@ def test_image_folder_mixed_sizes_without_image_size_names_two_sizes(tmp_path: P
         load_dataset(DataSpec(str(root)))
     message = str(err.value)
     assert "8x8" in message and "9x7" in message and "image_size" in message and "\n" not in message
+    # each image by its class folder too: every class's first file is img_0.png
+    assert message == (f"{root}: images of different sizes, 8x8 (a/img_0.png) and 9x7 (b/img_0.png); "
+                       f"give image_size (--image-size WxH) to resize them")
 
 
 # ---------------------------------------------------------------------------------------------
