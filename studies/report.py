@@ -1005,6 +1005,13 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
+    """A note for each stage with trials WAITING or RUNNING: its table row counts them among its trials only."""
+    return [f"{s['stage']}: unfinished: {s['counts']['unfinished']:,} of its {s['counts']['trials']:,} trials have not "
+            f"run yet; run the stage's command again to finish it"
+            for s in summary["stages"] if s["counts"].get("unfinished")]
+
+
 def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["stage", "range searched", "best trial", "best params"]
     return head, [[s["stage"], s["space_text"] or "-", "-" if s["best_number"] is None else f"#{s['best_number']}",
@@ -1202,8 +1209,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
         out += [data, ""]
     if summary.get("chosen"):
         out += ["## Chosen configuration", "", _chosen_text(summary["chosen"]), ""]
-    out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", "## Ranges and best parameters", "",
-           _md_table(*_range_rows(summary)), ""]
+    out += ["## Stages", "", _md_table(*_stage_rows(summary)), ""]
+    unfinished = _unfinished_notes(summary)
+    if unfinished:
+        out += [*(f"- {note}" for note in unfinished), ""]
+    out += ["## Ranges and best parameters", "", _md_table(*_range_rows(summary)), ""]
     for s in summary["stages"]:
         for note in s["range_notes"]:
             out.append(f"- {s['stage']}: {note}")
@@ -1257,8 +1267,11 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
         parts.append(f"<p>{esc(data)}</p>")
     if summary.get("chosen"):
         parts += ["<h2 id='chosen'>Chosen configuration</h2>", f"<p>{_inline_code(_chosen_text(summary['chosen']))}</p>"]
-    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary)),
-             "<h2>Ranges and best parameters</h2>", _html_table(*_range_rows(summary))]
+    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
+    unfinished = _unfinished_notes(summary)
+    if unfinished:
+        parts.append("<ul>" + "".join(f"<li>{esc(note)}</li>" for note in unfinished) + "</ul>")
+    parts += ["<h2>Ranges and best parameters</h2>", _html_table(*_range_rows(summary))]
     notes = [f"<li>{esc(s['stage'])}: {_inline_code(n)}</li>" for s in summary["stages"] for n in s["range_notes"]]
     if notes:
         parts.append("<ul>" + "".join(notes) + "</ul>")
