@@ -152,6 +152,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     """
     from engine.diagnostics import Diagnosis, describe_diagnosis
     from search.errors import SearchError
+    from search.objective import scheduler_stop
     from search.stages import load_trial
     from studies.records import diagnosis_labels, trial_record
 
@@ -180,6 +181,9 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     reason = attrs.get("stop_reason")
     state = trial.state.name.lower() + ("" if reason in (None, "completed") else f" ({reason})")
+    stop = scheduler_stop(trial)
+    if stop is not None:  # not "pruned (pruned)": where, since its value is that epoch's
+        state = f"pruned by the scheduler at epoch {stop[0]} of {stop[1]}"
     say(f"{ref}: {state}, value {value}; {params}")
     for sentence in describe_diagnosis(diagnosis):
         say(f"- {sentence}", "  ")
