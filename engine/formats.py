@@ -193,6 +193,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+            _check_separator(path, header, delimiter)
             label_index = _label_index(path, header, label_column)
             names = tuple(h for i, h in enumerate(header) if i != label_index)
             if not names:
@@ -227,6 +228,17 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels, names
+
+
+def _check_separator(path: Path, header: list[str], delimiter: str) -> None:
+    """DataError when the header is one column holding another common separator: the file was saved with it."""
+    if len(header) != 1:
+        return
+    read_as = "comma" if delimiter == "," else "tab"
+    for separator, shown in ((",", "','"), (";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if separator != delimiter and separator in header[0]:
+            raise DataError(f"{path}: the header is one column, but it holds {shown}: a {path.suffix.lower()} file is "
+                            f"read as {read_as}-separated; save it separated by {read_as}s")
 
 
 def _looks_like_data(names: tuple[str, ...]) -> bool:
