@@ -90,6 +90,16 @@ def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, ar
     assert not (tmp_path / "search.db").exists()
 
 
+def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_option(run_cli, tmp_path):
+    # once "0.005 is outside what --dropout accepts (0.01 to 1)", while `search train --dropout 0.005` runs
+    assert run_cli("train", "--dropout", "0.005", "--epochs", "1", "--train-size", "100").exit_code == 0
+    line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
+    assert line == ("error: --space dropout: 0.005 is outside the range dropout is searched in (0.01 to 1), though "
+                    "--dropout accepts it: ranges are searched and widened only within these")
+    line = one_line_error(run_cli("coarse", "--space", "dropout=0.5:1.5", "--trials", "1"), "--space dropout")
+    assert line == "error: --space dropout: 1.5 is outside what --dropout accepts (0.01 to 1)"
+
+
 def test_searching_preprocess_is_refused_since_a_stage_prepares_its_data_once(run_cli, tmp_path):
     # each trial trained on the stage's one preprocessing while its params and config named another
     result = run_cli("coarse", "--space", "preprocess=standardize,pca", "--trials", "4", "--epochs", "1")
