@@ -124,7 +124,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             kept.append(column)
         if len(kept) < len(shown):
             left = [heading(c) for c in shown[len(kept):]]
-            say(f"({len(left)} more columns: {', '.join(left)}; {more})", err=True)
+            say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
         shown = kept
     from rich.console import Console
     from rich.table import Table

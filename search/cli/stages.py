@@ -51,7 +51,8 @@ def print_summary(summary: Any) -> None:
             click.echo("  " + " ".join(f"{row[k]:{LEAD_COLUMNS[k][1]}{LEAD_COLUMNS[k][2]}}" for k in lead) + " " +
                        " ".join(f"{value_text(row[n]) if n in row else '-':>10.10}" for n in names))
         if left:
-            say(f"({len(left)} more parameters: {', '.join(left)}; search trials {summary.study} --wide)", "  ")
+            say(f"({len(left)} more parameter{'s' if len(left) > 1 else ''}: {', '.join(left)}; search trials "
+                f"{summary.study} --wide)", "  ")
     for err in summary.errors:
         click.echo(f"  error: {err}", err=True)
 

@@ -182,6 +182,21 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     assert "--wide" not in more.stderr  # query has no such option
 
 
+def test_one_column_or_epoch_is_said_in_the_singular(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    narrow = run_cli("trials", "digits/coarse", "--columns", "number,diagnosis,seconds", "--sort", "number")
+    assert "more column" not in narrow.stderr  # --columns: all of them
+    monkeypatch.setenv("COLUMNS", "40")
+    cut = run_cli("trials", "digits/coarse")
+    assert " ".join(cut.stderr.split()).startswith("(3 more columns: "), cut.stderr
+    one = run_cli("query", "SELECT number, state, value, stop_reason, diagnosis FROM trials_flat")
+    assert " ".join(one.stderr.split()) == "(1 more column: diagnosis; select fewer, or --format csv)", one.stderr
+    other = run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200")
+    line = one_line_error(other, "already exists with other settings")
+    assert "2 trials, 1 epoch, sampler random" in line
+
+
 def test_a_command_whose_stage_is_complete_says_so(run_cli):
     args = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
     assert run_cli(*args).exit_code == 0
