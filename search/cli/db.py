@@ -1,6 +1,8 @@
 """The study database: ``search studies``, ``trials``, ``best`` and ``query``."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from search.cli.options import (
@@ -70,12 +72,34 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     print_table(frame, fmt, columns, default, wide)
 
 
+def auto_choice(st: Any, campaign: str) -> str | None:
+    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, or None."""
+    from search.campaign import RETRAINED_ATTR
+    from studies.queries import list_studies
+
+    stages = list_studies(st, campaign)
+    finals = stages.loc[stages["stage"] == "final", "study"].tolist()
+    if not finals:
+        return None
+    stored = st.get_study_user_attrs(st.get_study_id_from_name(finals[-1])).get(RETRAINED_ATTR)
+    params = stored.get("asked", {}).get("params") if isinstance(stored, dict) else None
+    if not isinstance(params, dict):
+        return None
+    scores = [v for v in stored.get("test_acc") or [] if isinstance(v, (int, float))]
+    test = f"; test_acc {sum(scores) / len(scores):.4f}" if scores else ""
+    return (f"search auto chose {' '.join(f'{k}={value_text(v)}' for k, v in params.items())} in {finals[-1]} "
+            f"(the best mean over repeats{test})")
+
+
 @click.command(cls=SectionedCommand)
 @campaign_option
 @storage_option
 @format_option
 def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     """The best trial of a campaign (default: the latest) and its parameters.
+
+    The best single trial of its searching stages; after search auto, a note on stderr names the configuration
+    auto chose (the best mean over repeats in its final stage), the one it retrained and tested.
 
     \b
     Example:
@@ -86,7 +110,11 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     from studies.queries import best_trial, latest_campaign
 
     st = open_for_reading(storage)
-    row = best_trial(st, campaign or latest_campaign(st))
+    name = campaign or latest_campaign(st)
+    row = best_trial(st, name)
+    chose = auto_choice(st, name)
+    if chose:
+        say(f"note: {chose}; this is the best single trial", err=True)
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})

@@ -113,6 +113,23 @@ def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
     assert fields["value"] == f"{trial['value']:.4g}" and fields["diagnosis"] == trial["diagnosis"]
 
 
+def test_best_after_search_auto_says_what_auto_chose(run_cli):
+    # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
+    # configuration (the best mean of its final stage), the one it retrained and scored on test
+    auto = run_cli("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
+                   "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    chosen = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db")
+                               ).user_attrs["retrained"]
+    params = " ".join(f"{k}={v:.3g}" for k, v in chosen["asked"]["params"].items())
+    expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
+                f"{chosen['test_acc'][0]:.4f}); this is the best single trial")
+    for fmt in ("table", "json"):
+        best = run_cli("best", "--format", fmt)
+        assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
+    assert "search auto chose" not in run_cli("best").stdout
+
+
 def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_them(run_cli):
     # trial numbers restart in every stage: "0 COMPLETE" alone does not say which trial it is
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
