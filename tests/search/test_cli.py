@@ -130,6 +130,16 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     assert "search auto chose" not in run_cli("best").stdout
 
 
+def test_trials_help_says_how_to_sort_either_way(run_cli):
+    # --sort -lr sorts descending, but the help only said "(value sorts best first)"
+    text = " ".join(run_cli("trials", "--help").stdout.split())
+    assert ("--sort NAME Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
+            "descending, +NAME ascending, e.g. --sort -lr.") in text
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    rows = json.loads(run_cli("trials", "digits/coarse", "--sort", "-lr", "--format", "json").stdout)
+    assert [r["param_lr"] for r in rows] == sorted((r["param_lr"] for r in rows), reverse=True)
+
+
 def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_them(run_cli):
     # trial numbers restart in every stage: "0 COMPLETE" alone does not say which trial it is
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
