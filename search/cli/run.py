@@ -7,6 +7,7 @@ import click
 
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
+from engine.trainer import TrainConfig
 from search.cli.options import (
     RUN_PARAMS, SectionedCommand, WritablePath,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
@@ -16,10 +17,13 @@ from search.config import RunConfig
 from search.errors import SearchError
 
 
+# the run's own defaults, which a stage's trials use for what they do not search: one run, two commands, one reg
 @click.command(cls=SectionedCommand)
 @run_config_options
-@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float, help="Learning rate.")
-@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float, help="L2 strength.")
+@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
+              help="Learning rate.")
+@click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
+              help="L2 strength.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
