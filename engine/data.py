@@ -552,6 +552,8 @@ def id_column_warning(ds: Dataset) -> str | None:
         return None
     for j, name in enumerate(ds.feature_names):
         column = X[:, j]
+        if column.max() - column.min() < len(column) - 1:  # too narrow to hold as many whole numbers (pixels: 0-255)
+            continue
         if np.array_equal(column, np.round(column)) and len(np.unique(column)) == len(column):
             return (f"column {name!r} holds a different whole number in every row ({column.min():.0f} to "
                     f"{column.max():.0f}), as a row id does: it is trained on as a feature; delete it from the file "
