@@ -547,13 +547,16 @@ def id_column_warning(ds: Dataset) -> str | None:
     trained on as a feature, and in a file sorted by class it predicts the class), or None."""
     if ds.feature_names is None or ds.image_shape is not None:
         return None
-    X = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
-    if len(X) < ID_MIN_ROWS:
+    splits = [X for X in (ds.X_train, ds.X_val, ds.X_test) if len(X)]
+    rows = sum(len(X) for X in splits)
+    if rows < ID_MIN_ROWS:
         return None
-    for j, name in enumerate(ds.feature_names):
-        column = X[:, j]
-        if column.max() - column.min() < len(column) - 1:  # too narrow to hold as many whole numbers (pixels: 0-255)
-            continue
+    low = np.min([X.min(axis=0) for X in splits], axis=0)
+    high = np.max([X.max(axis=0) for X in splits], axis=0)
+    # a column narrower than its row count cannot hold a different whole number in each (pixels: 0-255); the
+    # others are read one at a time, never the whole table copied
+    for j in np.flatnonzero(high - low >= rows - 1):
+        name, column = ds.feature_names[j], np.concatenate([X[:, j] for X in splits])
         if np.array_equal(column, np.round(column)) and len(np.unique(column)) == len(column):
             return (f"column {name!r} holds a different whole number in every row ({column.min():.0f} to "
                     f"{column.max():.0f}), as a row id does: it is trained on as a feature; delete it from the file "
