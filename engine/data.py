@@ -56,6 +56,7 @@ SPLITS = ("train", "val", "test")
 SCALE_RATIO_WARNING = 100.0
 FEW_SAMPLES_WARNING = 10
 IMBALANCE_WARNING = 10.0
+ID_MIN_ROWS = 20  # fewer rows than this are too few to tell an id column from a feature
 
 CACHE_META = "meta.json"
 CACHE_ARRAYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
@@ -146,6 +147,7 @@ class Dataset:
     num_classes: int
     image_shape: tuple[int, int, int] | None
     label_names: tuple[str, ...] | None = None
+    feature_names: tuple[str, ...] | None = None  # a table's column headers (D,); None for arrays and images
 
     @property
     def input_dim(self) -> int:
@@ -343,6 +345,7 @@ def _assemble(
     sizes: tuple[int | None, int | None, int | None] = (None, None, None),
     image_shape: tuple[int, int, int] | None = None,
     label_names: tuple[str, ...] | None = None,
+    feature_names: tuple[str, ...] | None = None,
 ) -> Dataset:
     """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified."""
     Xs: dict[str, np.ndarray] = {}
@@ -395,7 +398,7 @@ def _assemble(
     return Dataset(
         name=name, X_train=X_tr, y_train=y_tr, X_val=X_va, y_val=y_va, X_test=X_te, y_test=y_te,
         num_classes=len(names), image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
-        label_names=names,
+        label_names=names, feature_names=feature_names,
     )
 
 
@@ -456,9 +459,10 @@ def load_data_file(spec: DataSpec) -> Dataset:
     if fmt == "npz":
         return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
     if fmt in ("csv", "tsv"):
-        X, labels, _ = read_table(path, "," if fmt == "csv" else "\t", spec.label_column)
+        X, labels, feature_names = read_table(path, "," if fmt == "csv" else "\t", spec.label_column)
         y, label_names = _label_array(labels)
-        return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, **options)
+        return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=feature_names,
+                         **options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)
     return _assemble(spec.name, source, {"train": (X, y)}, image_shape=image_shape, label_names=classes, **options)
 
@@ -601,6 +605,28 @@ def scale_warning(ds: Dataset, std: np.ndarray | None = None) -> str | None:
             f"(ratio {varying.max() / varying.min():.0f}); try --preprocess standardize")
 
 
+def id_column_warning(ds: Dataset) -> str | None:
+    """The warning that a table's column holds a different whole number in every row, as a row id does (it would be
+    trained on as a feature, and in a file sorted by class it predicts the class), or None."""
+    if ds.feature_names is None or ds.image_shape is not None:
+        return None
+    splits = [X for X in (ds.X_train, ds.X_val, ds.X_test) if len(X)]
+    rows = sum(len(X) for X in splits)
+    if rows < ID_MIN_ROWS:
+        return None
+    low = np.min([X.min(axis=0) for X in splits], axis=0)
+    high = np.max([X.max(axis=0) for X in splits], axis=0)
+    # a column narrower than its row count cannot hold a different whole number in each (pixels: 0-255); the
+    # others are read one at a time, never the whole table copied
+    for j in np.flatnonzero(high - low >= rows - 1):
+        name, column = ds.feature_names[j], np.concatenate([X[:, j] for X in splits])
+        if np.array_equal(column, np.round(column)) and len(np.unique(column)) == len(column):
+            return (f"column {name!r} holds a different whole number in every row ({column.min():.0f} to "
+                    f"{column.max():.0f}), as a row id does: it is trained on as a feature; delete it from the file "
+                    f"if it is one")
+    return None
+
+
 def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
     """What would be trained on: samples per split, features, classes with counts, value ranges, and warnings
     (``standardized``: the features will be rescaled one by one, so their raw scales need no warning)."""
@@ -613,6 +639,9 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     scales = None if standardized else scale_warning(ds, std)
     if scales is not None:
         warnings.append(scales)
+    ids = id_column_warning(ds)
+    if ids is not None:
+        warnings.append(ids)
     if ds.image_shape is None and (std == 0).any():
         warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]

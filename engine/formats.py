@@ -267,6 +267,7 @@ def _read_rows(
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+            _check_separator(path, header, delimiter)
             take, label_index, names = columns(header)
             unlabelled = take is not None and label_index == len(take)
             check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
@@ -299,6 +300,17 @@ def _read_rows(
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels
+
+
+def _check_separator(path: Path, header: list[str], delimiter: str) -> None:
+    """DataError when the header is one column holding another common separator: the file was saved with it."""
+    if len(header) != 1:
+        return
+    read_as = "comma" if delimiter == "," else "tab"
+    for separator, shown in ((",", "','"), (";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if separator != delimiter and separator in header[0]:
+            raise DataError(f"{path}: the header is one column, but it holds {shown}: a {path.suffix.lower()} file is "
+                            f"read as {read_as}-separated; save it separated by {read_as}s")
 
 
 def _looks_like_data(names: tuple[str, ...]) -> bool:
@@ -409,8 +421,9 @@ def read_image_folder(
             colour = colour or image.mode not in GREY_MODES
     if image_size is None and len(sizes) > 1:
         (size_a, file_a), (size_b, file_b) = list(sizes.items())[:2]
-        raise DataError(f"{path}: images of different sizes, {size_a[0]}x{size_a[1]} ({file_a.name}) and "
-                        f"{size_b[0]}x{size_b[1]} ({file_b.name}); give image_size (--image-size WxH) to resize them")
+        raise DataError(f"{path}: images of different sizes, {size_a[0]}x{size_a[1]} ({file_a.relative_to(path)}) "
+                        f"and {size_b[0]}x{size_b[1]} ({file_b.relative_to(path)}); give image_size (--image-size WxH) "
+                        f"to resize them")
     width, height = image_size if image_size is not None else next(iter(sizes))
     channels = 3 if colour else 1
     check_memory(len(files) * channels * height * width * 4, str(path), f"{len(files)} images")

@@ -23,6 +23,18 @@ from search.space import Dimension, params_to_paths, suggest_params
 
 LOSS_CURVE_POINTS = 200
 SCHEDULER_STOP = "pruned"  # the stop_reason of a trial the stage's scheduler (its Optuna pruner) stopped
+
+
+def scheduler_stop(trial: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
+    """(the epoch at which the stage's scheduler stopped ``trial``, the epochs of a full run), or None for a trial
+    it did not stop: its value is the validation accuracy of that epoch, not of the last."""
+    from studies.records import trial_record
+
+    config = trial_record(trial, "config") or {}
+    epochs = (config.get("train") or {}).get("epochs") if isinstance(config, dict) else None
+    if trial.user_attrs.get("stop_reason") != SCHEDULER_STOP or not trial.intermediate_values or epochs is None:
+        return None
+    return max(trial.intermediate_values), int(epochs)
 PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as Optuna state PRUNED
 
 

@@ -26,6 +26,20 @@ def format_params(params: dict) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def bar_name(name: str, total: int, width: int) -> str:
+    """``name`` shortened in its campaign part (``campaign…/stage``) so that a bar of ``width`` columns keeps its
+    counts, times and best value whole: tqdm cuts a line that does not fit at its end."""
+    rest = len(f": {total}/{total} || 00:00<00:00, best 0.0000 pruned {total}") + 2  # and a bar of 2 columns
+    room = width - rest
+    if len(name) <= room:
+        return name
+    campaign, sep, stage = name.rpartition("/")
+    tail = sep + stage
+    if room - len(tail) < 4:  # no room left for a useful part of the campaign
+        return "…" + name[-max(room - 1, 1):]
+    return campaign[:room - len(tail) - 1] + "…" + tail
+
+
 class Progress:
     """Trials done/total, pruned, failed and best so far of one stage, starting from what the database holds.
 
@@ -61,7 +75,8 @@ class Progress:
             # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
             # the ^C a terminal echoes after it would too
             width = shutil.get_terminal_size((80, 24)).columns - 3
-            self.bar = tqdm(total=total, initial=self.done, desc=name, file=self.stream, ncols=width,
+            self.bar = tqdm(total=total, initial=self.done, desc=bar_name(name, total, width), file=self.stream,
+                            ncols=width,
                             unit="trial", leave=True, bar_format=BAR_FORMAT)
             self._postfix()
 

@@ -372,8 +372,13 @@ def check_space(space: Space, base: RunConfig) -> None:
         values = list(dim.choices) if isinstance(dim, Choice) else [dim.low, dim.high]
         for value in values:
             if entry.kind != "categorical" and not entry.limits[0] <= value <= entry.limits[1]:
-                raise SearchError(f"--space {name}: {value:g} is outside what --{name.replace('_', '-')} accepts "
-                                  f"({entry.limits[0]:g} to {entry.limits[1]:g})")
+                option, limits = f"--{name.replace('_', '-')}", f"({entry.limits[0]:g} to {entry.limits[1]:g})"
+                try:  # the option may take it where a search may not: an open bound is searched a little inside
+                    base.with_params({entry.path: value})
+                except ConfigError:
+                    raise SearchError(f"--space {name}: {value:g} is outside what {option} accepts {limits}") from None
+                raise SearchError(f"--space {name}: {value:g} is outside the range {name} is searched in {limits}, "
+                                  f"though {option} accepts it: ranges are searched and widened only within these")
             try:
                 base.with_params({entry.path: value})
             except ConfigError as e:

@@ -209,7 +209,8 @@ def _definition(stage: Stage) -> tuple:
 
 
 def describe_stage(stage: Stage) -> str:
-    return (f"{describe_space(stage.space)}, {stage.n_trials} trials, {stage.run.train.epochs} epochs, "
+    epochs = stage.run.train.epochs
+    return (f"{describe_space(stage.space)}, {stage.n_trials} trials, {epochs} epoch{'s' if epochs != 1 else ''}, "
             f"sampler {stage.sampler}" + ("" if stage.scheduler == "none" else f", scheduler {stage.scheduler}"))
 
 

@@ -38,6 +38,7 @@ STUDY_COLUMNS: dict[str, str] = {
     "pruned": "int64",
     "fail": "int64",
     "running": "int64",
+    "waiting": "int64",
     "best_value": "float64",
     "space": "str",
     "epochs": "Int64",
@@ -215,6 +216,7 @@ def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = Non
                 "pruned": counts.get("PRUNED", 0),
                 "fail": counts.get("FAIL", 0),
                 "running": counts.get("RUNNING", 0),
+                "waiting": counts.get("WAITING", 0),
                 "best_value": best_value,
                 "space": format_space(info.attrs.get("space")),
                 "epochs": _int_or_none(info.attrs.get("epochs")),
@@ -254,6 +256,12 @@ def _select_studies(
         selected = [i for i in selected if i.campaign == campaign]
     if study_name is not None:
         known = [i.name for i in selected]
+        stages = [i.name for i in selected if i.campaign == study_name]
+        if study_name not in known and campaign is None and stages:
+            raise UnknownStudyError(
+                f"{study_name!r} is a campaign, not a study: give it as the campaign (--campaign {study_name}) "
+                f"or name one of its stages: {names_message(stages)}"
+            )
         if study_name not in known:
             scope = f" in campaign {campaign!r}" if campaign is not None else ""
             raise UnknownStudyError(

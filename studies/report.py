@@ -47,7 +47,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -761,8 +761,10 @@ def importance_order(stages: Sequence[dict[str, Any]], names: Sequence[str]) -> 
 
 
 def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None = None,
-                    images: bool = True) -> Report:
-    """Numbers (and, with ``images``, the PNGs) of a campaign's report; the latest campaign when None."""
+                    images: bool = True, progress: Callable[[str], None] | None = None) -> Report:
+    """Numbers (and, with ``images``, the PNGs) of a campaign's report; the latest campaign when None.
+    ``progress`` is told each step of the slow part as it starts: a stage's numbers (fANOVA), each plot."""
+    say = progress or (lambda step: None)
     campaign = campaign or latest_campaign(storage)
     infos = campaign_stage_infos(storage, campaign)
     frame = trials_frame(storage, campaign=campaign)
@@ -774,7 +776,10 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     dims = campaign_dims(infos, frame, params)
     by_study = {name: group for name, group in frame.groupby("study", sort=False)}
     empty = frame.iloc[0:0]
-    stages = [stage_numbers(i, by_study.get(i.study, empty), params, dims) for i in infos]
+    stages = []
+    for i in infos:
+        say(f"{i.study}: numbers and parameter importance")
+        stages.append(stage_numbers(i, by_study.get(i.study, empty), params, dims))
     order, reason = importance_order(stages, params)
 
     pairs = grid_pairs(infos)
@@ -820,10 +825,11 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     }
     report = Report(summary)
     if images:
-        report.images = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs, repeats)
+        report.images = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs, repeats, say)
         if not pairs:
             summary["captions"]["best_so_far"] = BEST_SO_FAR_STAGES
         if examples:
+            say("plot diagnosis_examples.png")
             report.images["diagnosis_examples"] = _diagnosis_image(examples)
             summary["captions"]["diagnosis_examples"] = _diagnosis_caption(examples)
         summary["images"] = {name: f"{name}.png" for name in report.images}
@@ -866,22 +872,27 @@ def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple
 def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[StageInfo], frame: pd.DataFrame,
                      by_study: dict[str, pd.DataFrame], dims: dict[str, Dim], order: Sequence[str],
                      stages: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
-                     repeats: dict[str, Any] | None) -> dict[str, bytes]:
+                     repeats: dict[str, Any] | None, say: Callable[[str], None]) -> dict[str, bytes]:
     images: dict[str, bytes] = {}
+
+    def render(name: str, figure: Any) -> bytes:  # drawing is quick, the PNG is the slow part
+        say(f"plot {name}.png")
+        return plots.figure_png(figure)
+
     staged = [(i.stage, by_study[i.study]) for i in infos if i.study in by_study]
     rated = [(s["stage"], s["importance"]["importance"]) for s in stages if s["importance"]["importance"]]
     if rated:
         bars = max(len(r) for _, r in rated)
         _, used = _grid_of_axes(len(rated), (4.4, max(2.4, 0.9 + 0.4 * bars)))
-        images["importance"] = plots.figure_png(plots.plot_importance(used, rated))
+        images["importance"] = render("importance", plots.plot_importance(used, rated))
     both = [(t, f) for t, f in staged if len(order) >= 2 and param_values(f, order[0]) and param_values(f, order[1])]
     if both:  # the stages that searched both dimensions
         _, used = _grid_of_axes(len(both), (4.6, 3.6))
-        images["scatter"] = plots.figure_png(plots.plot_param_scatter(used, both, dims[order[0]], dims[order[1]]))
+        images["scatter"] = render("scatter", plots.plot_param_scatter(used, both, dims[order[0]], dims[order[1]]))
     if dims:
         _, used = _grid_of_axes(len(dims), (4.6, 3.4))
-        images["projection"] = plots.figure_png(plots.plot_param_slices(used, staged, list(dims.values())))
-    images["history"] = plots.figure_png(plots.plot_history(plots.new_axes(1, 1, size=(9.0, 3.8))[0, 0], staged))
+        images["projection"] = render("projection", plots.plot_param_slices(used, staged, list(dims.values())))
+    images["history"] = render("history", plots.plot_history(plots.new_axes(1, 1, size=(9.0, 3.8))[0, 0], staged))
     numeric = [n for n in order if dims[n].numeric][:2]
     if len(numeric) == 2:
         x, y = dims[numeric[0]], dims[numeric[1]]
@@ -896,8 +907,9 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
                 stars.append((info.stage, float(best_p[x.name]), float(best_p[y.name])))
         if rects:
             ax = plots.new_axes(1, 1, size=(7.0, 4.6))[0, 0]
-            images["ranges"] = plots.figure_png(plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars,
+            images["ranges"] = render("ranges", plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars,
                                                                   [i.stage for i in drawn if i.is_grid]))
+    say("plot loss_curves.png")
     images["loss_curves"] = _loss_curve_image(storage, frame, order)
     if pairs:
         series = []
@@ -915,10 +927,10 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
             start += float(secs[-1]) if secs.size else 0.0
     if series:
         ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-        images["best_so_far"] = plots.figure_png(plots.plot_best_so_far(ax, series))
+        images["best_so_far"] = render("best_so_far", plots.plot_best_so_far(ax, series))
     if repeats is not None:
         ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-        images["repeats"] = plots.figure_png(plots.plot_median_band(
+        images["repeats"] = render("repeats", plots.plot_median_band(
             ax, [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
     return images
 
@@ -1003,6 +1015,13 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      _count(c["failed"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
     return head, rows
+
+
+def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
+    """A note for each stage with trials WAITING or RUNNING: its table row counts them among its trials only."""
+    return [f"{s['stage']}: unfinished: {s['counts']['unfinished']:,} of its {s['counts']['trials']:,} trials have not "
+            f"run yet; run the stage's command again to finish it"
+            for s in summary["stages"] if s["counts"].get("unfinished")]
 
 
 def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -1202,8 +1221,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
         out += [data, ""]
     if summary.get("chosen"):
         out += ["## Chosen configuration", "", _chosen_text(summary["chosen"]), ""]
-    out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", "## Ranges and best parameters", "",
-           _md_table(*_range_rows(summary)), ""]
+    out += ["## Stages", "", _md_table(*_stage_rows(summary)), ""]
+    unfinished = _unfinished_notes(summary)
+    if unfinished:
+        out += [*(f"- {note}" for note in unfinished), ""]
+    out += ["## Ranges and best parameters", "", _md_table(*_range_rows(summary)), ""]
     for s in summary["stages"]:
         for note in s["range_notes"]:
             out.append(f"- {s['stage']}: {note}")
@@ -1257,8 +1279,11 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
         parts.append(f"<p>{esc(data)}</p>")
     if summary.get("chosen"):
         parts += ["<h2 id='chosen'>Chosen configuration</h2>", f"<p>{_inline_code(_chosen_text(summary['chosen']))}</p>"]
-    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary)),
-             "<h2>Ranges and best parameters</h2>", _html_table(*_range_rows(summary))]
+    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
+    unfinished = _unfinished_notes(summary)
+    if unfinished:
+        parts.append("<ul>" + "".join(f"<li>{esc(note)}</li>" for note in unfinished) + "</ul>")
+    parts += ["<h2>Ranges and best parameters</h2>", _html_table(*_range_rows(summary))]
     notes = [f"<li>{esc(s['stage'])}: {_inline_code(n)}</li>" for s in summary["stages"] for n in s["range_notes"]]
     if notes:
         parts.append("<ul>" + "".join(notes) + "</ul>")

@@ -54,6 +54,7 @@ class QueryTimeoutError(QueryError):
 _READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
 _VIEW_NAME = "trials_flat"
 _VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis")
+_VIEW_INTEGER_ATTRS = ("iterations", "model_parameters")  # whole numbers, as trials_frame gives them
 _VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "train_acc", "initial_loss", "final_loss",
                        "model_parameters")
 _SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
@@ -168,7 +169,8 @@ def _column_names(param_names: Sequence[str]) -> list[str]:
 def param_kinds(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Per param name, from (param_name, distribution_json) rows: how trials_flat shows its values.
 
-    ``float``: never categorical, Optuna's stored number. Otherwise from the choices of its
+    ``int``: always an IntDistribution, its stored number as a whole number; ``float``: never categorical, Optuna's
+    stored number. Otherwise from the choices of its
     categorical distributions (and any numeric ones): ``number``, ``bool``, or ``text``.
     """
     seen: dict[str, set[str]] = {}
@@ -179,7 +181,8 @@ def param_kinds(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
             distribution = {}
         types = seen.setdefault(name, set())
         if not isinstance(distribution, dict) or distribution.get("name") != "CategoricalDistribution":
-            types.add("float")
+            types.add("int" if isinstance(distribution, dict) and distribution.get("name") == "IntDistribution"
+                      else "float")
             continue
         types.add("categorical")
         for choice in (distribution.get("attributes") or {}).get("choices") or []:
@@ -193,8 +196,8 @@ def param_kinds(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
     for name, types in seen.items():
         values = types - {"categorical"}
         if "categorical" not in types:
-            kinds[name] = "float"
-        elif values <= {"number", "float"}:
+            kinds[name] = "int" if types == {"int"} else "float"
+        elif values <= {"number", "float", "int"}:
             kinds[name] = "number"
         elif values == {"bool"}:
             kinds[name] = "bool"
@@ -207,6 +210,8 @@ def _param_value_sql(kind: str, dialect: str) -> str:
     """The SQL of a trial_params row's value: categoricals decoded from their choices (see param_kinds)."""
     if kind == "float":
         return "tp.param_value"
+    if kind == "int":
+        return "CAST(tp.param_value AS BIGINT)"
     categorical = "tp.distribution_json LIKE '%CategoricalDistribution%'"
     index = "CAST(tp.param_value AS INTEGER)"
     if dialect == "sqlite":
@@ -264,6 +269,8 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
         f"MAX(CASE WHEN ua.key = 'diagnosis' THEN {json_labels('ua.value_json')} END) AS diagnosis",
     ] + [
         f"MAX(CASE WHEN ua.key = {_sql_string(key)} THEN {json_number('ua.value_json')} END) AS {key}"
+        if key not in _VIEW_INTEGER_ATTRS else
+        f"CAST(MAX(CASE WHEN ua.key = {_sql_string(key)} THEN {json_number('ua.value_json')} END) AS BIGINT) AS {key}"
         for key in _VIEW_NUMERIC_ATTRS
     ]
     attr_keys = ", ".join(_sql_string(k) for k in (*_VIEW_TEXT_ATTRS, *_VIEW_NUMERIC_ATTRS))
@@ -392,7 +399,12 @@ def run_readonly_sql(
     finally:
         engine.dispose()
     import pandas as pd
-    frame = pd.DataFrame([tuple(map(_binary_as_hex, row)) for row in rows[:max_rows]], columns=unique_names(columns))
+    kept = [tuple(map(_binary_as_hex, row)) for row in rows[:max_rows]]
+    frame = pd.DataFrame(kept, columns=unique_names(columns))
+    for i, column in enumerate(frame.columns):  # whole numbers with a NULL among them stay whole (not 94.0)
+        values = [row[i] for row in kept if row[i] is not None]
+        if values and frame[column].dtype.kind == "f" and all(type(v) is int for v in values):
+            frame.isetitem(i, frame[column].astype("Int64"))
     frame.attrs["truncated"] = len(rows) > max_rows
     frame.attrs["max_rows"] = max_rows
     return frame

@@ -1,17 +1,19 @@
 """The study database: ``search studies``, ``trials``, ``best`` and ``query``."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from search.cli.options import (
     FiniteFloatRange, SectionedCommand, WritablePath,
     apply, campaign_option, format_option, json_option, not_empty, open_for_reading, storage_option,
 )
-from search.cli.output import echo_json, print_frame, print_table, say
+from search.cli.output import cell_text, echo_json, print_frame, print_table, say
 from search.space import value_text
 
 
-STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
+STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
 TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([
@@ -26,7 +28,7 @@ columns_options = apply([
 @format_option
 @columns_options
 def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
-    """One row per stage: trials by state, best value, epochs (--wide: space, parent, created, ...).
+    """One row per stage: trials by state (waiting: left to run), best value, epochs (--wide: space, ...).
 
     \b
     Examples:
@@ -36,7 +38,9 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
     from studies.queries import list_studies
 
     frame = list_studies(open_for_reading(storage), campaign)
-    print_table(frame, fmt, columns, STUDY_COLUMNS, wide)
+    # an unfinished stage's budget left to run: n_trials counts it, and no other default column would
+    default = [c for c in STUDY_COLUMNS if c != "waiting" or frame["waiting"].any()]
+    print_table(frame, fmt, columns, default, wide)
 
 
 @click.command(cls=SectionedCommand)
@@ -45,7 +49,9 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 @click.option("--state", "states", multiple=True,
               type=click.Choice(["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"], case_sensitive=False),
               help="Only trials in this state (repeatable).")
-@click.option("--sort", default=None, help="Column to sort by (value sorts best first).")
+@click.option("--sort", default=None, metavar="NAME",
+              help="Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
+                   "descending, +NAME ascending, e.g. --sort -lr.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @storage_option
 @format_option
@@ -68,12 +74,34 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     print_table(frame, fmt, columns, default, wide)
 
 
+def auto_choice(st: Any, campaign: str) -> str | None:
+    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, or None."""
+    from search.campaign import RETRAINED_ATTR
+    from studies.queries import list_studies
+
+    stages = list_studies(st, campaign)
+    finals = stages.loc[stages["stage"] == "final", "study"].tolist()
+    if not finals:
+        return None
+    stored = st.get_study_user_attrs(st.get_study_id_from_name(finals[-1])).get(RETRAINED_ATTR)
+    params = stored.get("asked", {}).get("params") if isinstance(stored, dict) else None
+    if not isinstance(params, dict):
+        return None
+    scores = [v for v in stored.get("test_acc") or [] if isinstance(v, (int, float))]
+    test = f"; test_acc {sum(scores) / len(scores):.4f}" if scores else ""
+    return (f"search auto chose {' '.join(f'{k}={value_text(v)}' for k, v in params.items())} in {finals[-1]} "
+            f"(the best mean over repeats{test})")
+
+
 @click.command(cls=SectionedCommand)
 @campaign_option
 @storage_option
 @format_option
 def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     """The best trial of a campaign (default: the latest) and its parameters.
+
+    The best single trial of its searching stages; after search auto, a note on stderr names the configuration
+    auto chose (the best mean over repeats in its final stage), the one it retrained and tested.
 
     \b
     Example:
@@ -84,7 +112,11 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     from studies.queries import best_trial, latest_campaign
 
     st = open_for_reading(storage)
-    row = best_trial(st, campaign or latest_campaign(st))
+    name = campaign or latest_campaign(st)
+    row = best_trial(st, name)
+    chose = auto_choice(st, name)
+    if chose:
+        say(f"note: {chose}; this is the best single trial", err=True)
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
@@ -95,8 +127,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     else:  # one trial: a name/value list fits any terminal; nested values only in json
         shown = {k: v for k, v in flat.items()
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
-        texts = [", ".join(map(value_text, v)) if isinstance(v, list) else value_text(v) for v in shown.values()]
-        print_frame(pd.DataFrame({"field": list(shown), "value": texts}), fmt, everything=True)
+        print_frame(pd.DataFrame({"field": list(shown), "value": [cell_text(v) for v in shown.values()]}), fmt,
+                    everything=True)
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
@@ -132,7 +164,7 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
     from studies.store import resolve_storage_url
 
     frame = run_readonly_sql(resolve_storage_url(storage), sql, timeout=timeout, max_rows=max_rows)
-    print_frame(frame, fmt, more="select fewer, or --format csv")
+    print_frame(frame, fmt, more="select fewer, or --format csv", short_params=False)
     if frame.attrs.get("truncated"):
         click.echo(f"note: only the first {max_rows} rows are shown (--max-rows)", err=True)
 
@@ -151,6 +183,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     """
     from engine.diagnostics import Diagnosis, describe_diagnosis
     from search.errors import SearchError
+    from search.objective import scheduler_stop
     from search.stages import load_trial
     from studies.records import diagnosis_labels, trial_record
 
@@ -179,6 +212,9 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     reason = attrs.get("stop_reason")
     state = trial.state.name.lower() + ("" if reason in (None, "completed") else f" ({reason})")
+    stop = scheduler_stop(trial)
+    if stop is not None:  # not "pruned (pruned)": where, since its value is that epoch's
+        state = f"pruned by the scheduler at epoch {stop[0]} of {stop[1]}"
     say(f"{ref}: {state}, value {value}; {params}")
     for sentence in describe_diagnosis(diagnosis):
         say(f"- {sentence}", "  ")

@@ -311,6 +311,14 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SearchError(f"--space-file {path}: not valid TOML: {e}") from None
     table = data.get("space", data)
+    outside = [key for key in data if key != "space"] if "space" in data else []
+    if outside:  # read as the space, they would be dropped without a word
+        raise SearchError(f"--space-file {path}: {outside[0]} is outside the [space] table; put every dimension "
+                          f"under [space]")
+    tables = [key for key, value in table.items() if isinstance(value, dict)] if isinstance(table, dict) else []
+    if tables:
+        raise SearchError(f"--space-file {path}: [{tables[0]}] is not a table this file holds; put the dimensions "
+                          f"under [space]")
     if not isinstance(table, dict) or not table:
         raise SearchError(f"--space-file {path}: needs a [space] table of NAME = \"SPEC\" entries")
     items = []

@@ -73,6 +73,7 @@ def frame_records(frame: Any) -> list[dict[str, Any]]:
 
 
 def _cell(value: Any) -> str:
+    """One value as a table cell: floats to 4 significant digits, lists joined by commas, None as '-'."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -83,6 +84,8 @@ def _cell(value: Any) -> str:
         return _visible(value.replace("T", " "))
     return _long(value_text(value))
 
+
+cell_text = _cell  # for a table built of name/value rows, its values as every table shows them
 
 CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a query's long string); csv/json all
 # control characters but tab and newline: text from the database must not drive the terminal (ESC[2J clears it)
@@ -100,11 +103,16 @@ def _long(text: str) -> str:
 
 
 def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wide: bool = False,
-                more: str = "--wide, --columns or --format csv", everything: bool = False) -> None:
+                more: str = "--wide, --columns or --format csv", everything: bool = False,
+                short_params: bool = True) -> None:
     """A DataFrame as csv or json (every column), or as a table of ``columns`` (every column with ``everything``
     or without ``columns``): the whole columns that fit the terminal, or with ``everything`` all of them, their text
     folded to fit; with ``wide`` at full width, wider than the terminal if need be. ``more``: how to see the
-    columns left out."""
+    columns left out. ``short_params``: a param_<name> column headed <name> (False where the names are the user's
+    own, as a query's are what its SQL must say)."""
+    def heading(column: str) -> str:  # control characters written out, as in the cells
+        return _visible(column.removeprefix("param_") if short_params else column)
+
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
         return
@@ -120,7 +128,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
 
     shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
     cells = {c: [_cell(row[c]) for row in rows] for c in shown}
-    need = {c: max(len(_visible(c.removeprefix("param_"))), *(len(v) for v in cells[c])) for c in shown}
+    need = {c: max(len(heading(c)), *(len(v) for v in cells[c])) for c in shown}
     terminal = shutil.get_terminal_size((80, 24)).columns
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short
         room, kept = terminal - 1, []
@@ -130,8 +138,8 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             room -= need[column] + 2
             kept.append(column)
         if len(kept) < len(shown):
-            left = [_visible(c.removeprefix("param_")) for c in shown[len(kept):]]
-            say(f"({len(left)} more columns: {', '.join(left)}; {more})", err=True)
+            left = [heading(c) for c in shown[len(kept):]]
+            say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
         shown = kept
     from rich.console import Console
     from rich.table import Table
@@ -139,7 +147,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     for column in shown:
         numeric = str(frame[column].dtype).startswith(("int", "float", "Int", "Float"))
-        name = _visible(column.removeprefix("param_"))  # a parameter by its own name; csv/json keep the prefix
+        name = heading(column)  # a parameter by its own name; csv/json keep the prefix
         table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
     for i in range(len(rows)):
         table.add_row(*(cells[c][i] for c in shown))

@@ -46,7 +46,9 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
-    rep = campaign_report(st, name)
+    rep = campaign_report(st, name, progress=None if as_json else report_progress())
+    if not as_json and sys.stderr.isatty():
+        click.echo("\r\x1b[K", nl=False, err=True)  # the status line gone: the result follows
     written = write_report(rep, out_dir or f"report-{safe_dirname(name)}")
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
@@ -59,6 +61,17 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     hint = rep.summary["grid_vs_random"]["hint"]
     if hint:
         say(f"note: {hint}", "  ")
+
+
+def report_progress() -> Any:
+    """Each slow step of a report as it starts, on stderr: one status line rewritten in place on a terminal (cut
+    to its width), one line each otherwise."""
+    import shutil
+
+    if not sys.stderr.isatty():
+        return lambda step: click.echo(f"report: {step}", err=True)
+    width = shutil.get_terminal_size((80, 24)).columns - 1
+    return lambda step: click.echo(f"\r\x1b[Kreport: {step}"[:width + 4], nl=False, err=True)
 
 
 # --------------------------------------------------------------------------- compare

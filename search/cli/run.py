@@ -13,6 +13,7 @@ import click
 from engine.data import DATASETS
 from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
+from engine.trainer import TrainConfig
 from search.cli.options import (
     RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
@@ -22,10 +23,13 @@ from search.config import RunConfig
 from search.errors import SearchError
 
 
+# the run's own defaults, which a stage's trials use for what they do not search: one run, two commands, one reg
 @click.command(cls=SectionedCommand)
 @run_config_options
-@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float, help="Learning rate.")
-@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float, help="L2 strength.")
+@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
+              help="Learning rate.")
+@click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
+              help="L2 strength.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
@@ -51,14 +55,14 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     from search.objective import EXPLODE_WINDOW, explosion_observers
 
     ctx = click.get_current_context()
-    stored = None
+    stored = stopped_at = None
     if from_trial is not None:  # the trial's data, model, optimisation and seed are fixed by its study
         given = [p.opts[0] for p in ctx.command.params
                  if p.name in (*RUN_PARAMS, "lr", "reg", "epochs", "explode_factor")
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise SearchError(f"--from-trial reruns the trial's own configuration; drop {given[0]}")
-        config, explode_factor, stored, recorded = trial_run(storage, from_trial)
+        config, explode_factor, stored, recorded, stopped_at = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": config.data.name})
@@ -133,7 +137,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             f"final loss {result.final_loss:.4f}, {scores}{hint}"
         )
         if stored is not None:
-            click.echo(f"stored value of trial {from_trial}: {stored:.4f}")
+            at = "" if stopped_at is None else (f" (at epoch {stopped_at[0]} of {stopped_at[1]}: the scheduler "
+                                                f"stopped it there)")
+            say(f"stored value of trial {from_trial}: {stored:.4f}{at}")
         if score_test:
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
         if plot:
@@ -188,10 +194,12 @@ def save_model(path: str, config: RunConfig, raw: Any, model: Any,
                                      image_shape=raw.image_shape, info=info))
 
 
-def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, float | None, dict]:
-    """(the trial's RunConfig, its stage's explode factor, its stored value, the stage's data identity) from
-    ``STUDY:NUMBER``."""
+def trial_run(storage: str | None, ref: str
+              ) -> tuple[RunConfig, float | None, float | None, dict, tuple[int, int] | None]:
+    """(the trial's RunConfig, its stage's explode factor, its stored value, the stage's data identity, the epoch
+    the scheduler stopped it at and of how many, or None) from ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
+    from search.objective import scheduler_stop
     from search.stages import load_trial
     from studies.records import trial_record
 
@@ -204,7 +212,7 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, f
     config = trial_record(trial, "config")
     if config is None:
         raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
-    return RunConfig.from_dict(config), stage.explode_factor, trial.value, recorded
+    return RunConfig.from_dict(config), stage.explode_factor, trial.value, recorded, scheduler_stop(trial)
 
 
 # --------------------------------------------------------------------------- layers

@@ -51,21 +51,23 @@ def print_summary(summary: Any) -> None:
             click.echo("  " + " ".join(f"{row[k]:{LEAD_COLUMNS[k][1]}{LEAD_COLUMNS[k][2]}}" for k in lead) + " " +
                        " ".join(f"{value_text(row[n]) if n in row else '-':>10.10}" for n in names))
         if left:
-            say(f"({len(left)} more parameters: {', '.join(left)}; search trials {summary.study} --wide)", "  ")
+            say(f"({len(left)} more parameter{'s' if len(left) > 1 else ''}: {', '.join(left)}; search trials "
+                f"{summary.study} --wide)", "  ")
     for err in summary.errors:
         click.echo(f"  error: {err}", err=True)
 
 
 def stage_data(run: RunConfig) -> tuple[Any, tuple[str, ...]]:
     """The run's data, preprocessed (bad data or a batch larger than it fails here, before the database is touched),
-    and `search data`'s warning when the features' raw scales differ a lot and --preprocess leaves them so (every
-    trial of a stage shares it), shown before the trials start. The raw copy is not kept beside the other."""
-    from engine.data import load_dataset, scale_warning
+    and `search data`'s warnings that every trial of a stage shares, shown before the trials start: the features' raw
+    scales differ a lot and --preprocess leaves them so; a column numbers the rows. The raw copy is not kept beside
+    the other."""
+    from engine.data import id_column_warning, load_dataset, scale_warning
     from engine.preprocess import RESCALING
 
     raw = load_dataset(run.data)
-    warning = None if run.preprocess.name in RESCALING else scale_warning(raw)
-    return run.load(raw), (() if warning is None else (wrapped(f"warning: {warning}"),))
+    warnings = (None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw))
+    return run.load(raw), tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:

@@ -168,6 +168,19 @@ def test_csv_without_header_rows_or_features(tmp_path: Path, text: str, fragment
     _error(DataSpec(str(path)), path, fragment)
 
 
+@pytest.mark.parametrize(("name", "separator", "shown"), [("semi.csv", ";", "';'"), ("tabs.csv", "\t", "tab"),
+                                                       ("commas.tsv", ",", "','")])
+def test_a_table_separated_by_another_character_says_which(tmp_path: Path, name: str, separator: str,
+                                                          shown: str) -> None:
+    # once: "no feature columns besides the label column 'mean_radius;mean_texture;...;diagnosis'" (the whole header)
+    header = separator.join(["mean_radius", "mean_texture", "diagnosis"])
+    path = _csv(tmp_path / name, f"{header}\n" + f"{separator.join(['1.5', '2', 'benign'])}\n" * 5)
+    read_as = "comma" if name.endswith(".csv") else "tab"
+    message = _error(DataSpec(str(path)), path)
+    assert message == (f"{path}: the header is one column, but it holds {shown}: a .{name[-3:]} file is read as "
+                       f"{read_as}-separated; save it separated by {read_as}s")
+
+
 def test_corrupt_csv_that_is_not_text(tmp_path: Path) -> None:
     path = tmp_path / "binary.csv"
     path.write_bytes(b"a,b,label\n1,2,\xff\xfe\x00\x81\n")

@@ -239,6 +239,9 @@ def test_image_folder_mixed_sizes_without_image_size_names_two_sizes(tmp_path: P
         load_dataset(DataSpec(str(root)))
     message = str(err.value)
     assert "8x8" in message and "9x7" in message and "image_size" in message and "\n" not in message
+    # each image by its class folder too: every class's first file is img_0.png
+    assert message == (f"{root}: images of different sizes, 8x8 (a/img_0.png) and 9x7 (b/img_0.png); "
+                       f"give image_size (--image-size WxH) to resize them")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,3 +327,17 @@ def test_describe_counts_ranges_and_warnings(tmp_path: Path) -> None:
     json.dumps(info)
     clean = describe_dataset(DataSpec("digits"))
     assert clean["warnings"] == [] and clean["image_shape"] == [1, 8, 8] and clean["samples"]["train"] == 1257
+
+
+def test_describe_warns_of_a_column_that_numbers_the_rows(tmp_path: Path) -> None:
+    # an id column is read as one more feature; in a file sorted by class it even predicts the class
+    X, y = _blobs(20, 3, 2, seed=0)
+    rows = [[1000 + i, *x, f"c{label}"] for i, (x, label) in enumerate(zip(X.round(3), y))]
+    path = _write_csv(tmp_path / "ids.csv", ["id", "a", "b", "label"], rows)
+    info = describe_dataset(DataSpec(str(path)))
+    assert info["warnings"] == ["column 'id' holds a different whole number in every row (1000 to 1059), as a "
+                                "row id does: it is trained on as a feature; delete it from the file if it is one"]
+    # a whole-number feature that repeats is a feature, not an id
+    counts = _write_csv(tmp_path / "counts.csv", ["n", "a", "label"],
+                        [[i % 7, x[0], f"c{label}"] for i, (x, label) in enumerate(zip(X.round(3), y))])
+    assert not any("row id" in w for w in describe_dataset(DataSpec(str(counts)))["warnings"])

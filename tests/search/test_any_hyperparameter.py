@@ -90,6 +90,30 @@ def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, ar
     assert not (tmp_path / "search.db").exists()
 
 
+def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_option(run_cli, tmp_path):
+    # once "0.005 is outside what --dropout accepts (0.01 to 1)", while `search train --dropout 0.005` runs
+    assert run_cli("train", "--dropout", "0.005", "--epochs", "1", "--train-size", "100").exit_code == 0
+    line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
+    assert line == ("error: --space dropout: 0.005 is outside the range dropout is searched in (0.01 to 1), though "
+                    "--dropout accepts it: ranges are searched and widened only within these")
+    line = one_line_error(run_cli("coarse", "--space", "dropout=0.5:1.5", "--trials", "1"), "--space dropout")
+    assert line == "error: --space dropout: 1.5 is outside what --dropout accepts (0.01 to 1)"
+
+
+@pytest.mark.parametrize("text,message", [
+    # once: lr silently dropped, the stage searched hidden alone
+    ('lr = "1e-4:1"\n[space]\nhidden = "16:64"\n',
+     "lr is outside the [space] table; put every dimension under [space]"),
+    # once: "spaces must be a string SPEC or a list of choices", as if [spaces] were a dimension
+    ('[spaces]\nhidden = "16:64"\n', "[spaces] is not a table this file holds; put the dimensions under [space]"),
+])
+def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_path, text, message):
+    (tmp_path / "space.toml").write_text(text)
+    line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
+    assert line == f"error: --space-file space.toml: {message}"
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_searching_preprocess_is_refused_since_a_stage_prepares_its_data_once(run_cli, tmp_path):
     # each trial trained on the stage's one preprocessing while its params and config named another
     result = run_cli("coarse", "--space", "preprocess=standardize,pca", "--trials", "4", "--epochs", "1")

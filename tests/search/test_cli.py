@@ -99,12 +99,67 @@ def test_trials_and_studies_tables(run_cli):
                              "3", "underfitting"], (table, flat)
 
 
+def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
+    # best once showed value 0.993 and lr 0.0316 where trials and studies showed 0.9926 and 0.03162 for the same
+    # trial, and its diagnosis as a Python list, ['healthy']
+    assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0
+    trial = json.loads(run_cli("trials", "digits/coarse", "--sort", "value", "--limit", "1", "--format",
+                               "json").stdout)[0]
+    fields = dict(line.split(None, 1) for line in run_cli("best").stdout.splitlines()[1:])
+    fields = {k: v.strip() for k, v in fields.items()}
+    listed = run_cli("trials", "digits/coarse", "--sort", "value", "--limit", "1", "--columns",
+                     "value,lr,reg,diagnosis").stdout.split()[4:]
+    assert [fields["value"], fields["param_lr"], fields["param_reg"], fields["diagnosis"]] == listed
+    assert fields["value"] == f"{trial['value']:.4g}" and fields["diagnosis"] == trial["diagnosis"]
+
+
+def test_best_after_search_auto_says_what_auto_chose(run_cli):
+    # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
+    # configuration (the best mean of its final stage), the one it retrained and scored on test
+    auto = run_cli("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
+                   "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    chosen = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db")
+                               ).user_attrs["retrained"]
+    params = " ".join(f"{k}={v:.3g}" for k, v in chosen["asked"]["params"].items())
+    expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
+                f"{chosen['test_acc'][0]:.4f}); this is the best single trial")
+    for fmt in ("table", "json"):
+        best = run_cli("best", "--format", fmt)
+        assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
+    assert "search auto chose" not in run_cli("best").stdout
+
+
+def test_trials_help_says_how_to_sort_either_way(run_cli):
+    # --sort -lr sorts descending, but the help only said "(value sorts best first)"
+    text = " ".join(run_cli("trials", "--help").stdout.split())
+    assert ("--sort NAME Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
+            "descending, +NAME ascending, e.g. --sort -lr.") in text
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    rows = json.loads(run_cli("trials", "digits/coarse", "--sort", "-lr", "--format", "json").stdout)
+    assert [r["param_lr"] for r in rows] == sorted((r["param_lr"] for r in rows), reverse=True)
+
+
 def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_them(run_cli):
     # trial numbers restart in every stage: "0 COMPLETE" alone does not say which trial it is
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     assert run_cli("trials", "--campaign", "digits").stdout.splitlines()[0].split()[:3] == ["study", "number", "state"]
     assert run_cli("trials").stdout.splitlines()[0].split()[:3] == ["study", "number", "state"]
     assert run_cli("trials", "digits/coarse").stdout.splitlines()[0].split()[:2] == ["number", "state"]
+
+
+def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, tmp_path, monkeypatch):
+    # after Ctrl-C a stage of 10 listed n_trials 12 = 1 complete + 2 fail and nothing said 9 were still waiting
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    done = run_cli("studies").stdout.splitlines()
+    assert done[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
+    with sqlite3.connect(tmp_path / "search.db") as db:  # what an interrupted stage leaves: its budget WAITING
+        db.execute("UPDATE trials SET state = 'WAITING' WHERE number >= 1")
+    table = run_cli("studies").stdout.splitlines()
+    assert table[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
+    assert table[1].split()[:6] == ["digits/coarse", "3", "1", "0", "0", "2"]
+    assert json.loads(run_cli("studies", "--format", "json").stdout)[0]["waiting"] == 2
 
 
 def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
@@ -152,6 +207,21 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     hint = " ".join(more.stderr.split())  # wrapped at 80 columns
     assert "more columns" in hint and "select fewer, or --format csv" in hint
     assert "--wide" not in more.stderr  # query has no such option
+
+
+def test_one_column_or_epoch_is_said_in_the_singular(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    narrow = run_cli("trials", "digits/coarse", "--columns", "number,diagnosis,seconds", "--sort", "number")
+    assert "more column" not in narrow.stderr  # --columns: all of them
+    monkeypatch.setenv("COLUMNS", "40")
+    cut = run_cli("trials", "digits/coarse")
+    assert " ".join(cut.stderr.split()).startswith("(3 more columns: "), cut.stderr
+    one = run_cli("query", "SELECT number, state, value, stop_reason, diagnosis FROM trials_flat")
+    assert " ".join(one.stderr.split()) == "(1 more column: diagnosis; select fewer, or --format csv)", one.stderr
+    other = run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200")
+    line = one_line_error(other, "already exists with other settings")
+    assert "2 trials, 1 epoch, sampler random" in line
 
 
 def test_a_command_whose_stage_is_complete_says_so(run_cli):
@@ -204,6 +274,33 @@ def test_query_help_lists_the_columns_of_trials_flat(run_cli):
     names = [n.strip() for n in listed.replace("param_NAME for each searched NAME", "param_lr,param_reg").split(",")]
     columns = json.loads(run_cli("query", "SELECT * FROM trials_flat LIMIT 1", "--format", "json").stdout)[0]
     assert names == list(columns)
+
+
+def test_query_tables_name_columns_as_the_sql_does(run_cli, monkeypatch):
+    # the table once showed param_lr as "lr", and `WHERE lr > 0` then failed with "no such column: lr"
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    picked = run_cli("query", "SELECT number, param_lr, param_reg FROM trials_flat ORDER BY number")
+    assert picked.exit_code == 0 and picked.stdout.splitlines()[0].split() == ["number", "param_lr", "param_reg"]
+    every = run_cli("query", "SELECT * FROM trials_flat")
+    assert "param_reg" in every.stdout.splitlines()[0] or "param_reg" in " ".join(every.stderr.split())
+    assert run_cli("query", "SELECT param_lr FROM trials_flat WHERE param_lr > 0").exit_code == 0
+
+
+def test_query_gives_whole_numbers_as_search_trials_does(run_cli):
+    # trials_flat once gave param_hidden 94.0, iterations 10.0, model_parameters 1695.0 where `search trials` gave 94
+    assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "hidden=8:64:int", "--trials", "2", "--epochs",
+                   "1", "--train-size", "200").exit_code == 0
+    columns = "number, param_hidden, iterations, model_parameters"
+    trials = json.loads(run_cli("trials", "digits/coarse", "--sort", "number", "--format", "json").stdout)
+    rows = json.loads(run_cli("query", f"SELECT {columns} FROM trials_flat ORDER BY number", "--format",
+                              "json").stdout)
+    assert rows == [{k: t[k] for k in ("number", "param_hidden", "iterations", "model_parameters")} for t in trials]
+    assert all(type(r[k]) is int for r in rows for k in r), rows
+    # with a NULL among them (a trial that never ran): whole numbers and an empty cell, never 94.0
+    csv = run_cli("query", "SELECT param_hidden FROM trials_flat WHERE number = 0 UNION ALL SELECT NULL",
+                  "--format", "csv").stdout.splitlines()
+    assert csv == ["param_hidden", str(trials[0]["param_hidden"]), "\"\""], csv  # an empty row is quoted
 
 
 def test_query_has_a_time_limit_and_a_row_cap(run_cli):
@@ -368,3 +465,11 @@ def test_a_stage_summary_of_many_parameters_fits_80_columns_and_names_the_rest(m
 def test_the_report_line_counts_in_words_that_agree(run_cli):
     assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
     assert run_cli("report").stdout.splitlines()[0] == "report of campaign digits (1 trial in 1 stage):"
+
+
+def test_a_report_says_what_it_is_doing_on_stderr_and_nothing_with_json(run_cli):
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    written = run_cli("report")
+    assert written.stderr.splitlines()[0] == "report: digits/coarse: numbers and parameter importance"
+    assert "report: plot history.png" in written.stderr.splitlines()
+    assert run_cli("report", "--json").stderr == ""

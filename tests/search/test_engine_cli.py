@@ -113,3 +113,13 @@ def test_corrupt_cifar_batch_exits_2_naming_the_file(tmp_path):
     result = invoke("train", "--data", "cifar10", "--data-dir", str(folder))
     assert result.exit_code == 2
     assert "data_batch_3" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_defaults_to_the_reg_a_stage_uses_when_reg_is_not_searched(run_cli):
+    # a stage searching only lr trained every trial at reg 1e-4, while `search train` defaulted to --reg 1e-3:
+    # retyping a trial's searched values into search train gave another run
+    assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--trials", "1", "--epochs", "1",
+                   "--train-size", "200").exit_code == 0
+    stage_reg = json.loads(run_cli("best", "--format", "json").stdout)["records"]["config"]["train"]["reg"]
+    text = " ".join(run_cli("train", "--help").stdout.split())
+    assert f"--reg FLOAT L2 strength. [default: {stage_reg:g}]" in text, text

@@ -87,6 +87,19 @@ def test_search_data_describes_a_file(run_cli, tmp_path):
                    "components 100 (--pca-components) exceeds the input dimension 13")
 
 
+def test_an_id_column_is_named_by_search_data_and_before_a_stage_runs(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
+    frame = load_wine(as_frame=True).frame
+    frame.insert(0, "id", range(1000, 1000 + len(frame)))
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    warning = ("warning: column 'id' holds a different whole number in every row (1000 to 1177), as a row id does: "
+               "it is trained on as a feature; delete it from the file if it is one")
+    assert f"\n{warning}\n" in run_cli("data", "--data", "wine.csv").stdout
+    coarse = run_cli("coarse", "--data", "wine.csv", "--preprocess", "standardize", "--trials", "1", "--epochs", "1",
+                     "--jobs", "1")
+    assert coarse.exit_code == 0 and coarse.stderr.splitlines()[0] == warning, coarse.output
+
+
 SCALES = ("warning: features on very different scales: std from 0.127 to 318 (ratio 2516); "
           "try --preprocess standardize")
 

@@ -185,7 +185,7 @@ def test_best_shows_labels_as_words_and_the_command_that_keeps_the_trial_as_a_mo
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
     assert [line.split(None, 1)[1].strip() for line in lines if line.startswith("diagnosis ")] == [
-        ", ".join(best["user_attrs"]["diagnosis"])]
+        ",".join(best["user_attrs"]["diagnosis"])]
     assert "['" not in table.stdout
     keep = f"keep it: search train --from-trial wine/coarse:{best['number']} --save model.npz"
     assert lines[-1] == keep

@@ -30,6 +30,21 @@ def test_the_bar_keeps_its_counts_at_80_columns(monkeypatch):
     assert last.endswith(", best 0.9815 pruned 1 failed 1"), last
 
 
+def test_a_long_campaign_name_is_shortened_so_the_best_value_stays_whole(monkeypatch):
+    # the bar once cut its own line at 77 columns: "...-v2/coarse: 4/6 |▋| 00:05<00:03, best 0.9"
+    monkeypatch.setenv("COLUMNS", "80")
+    out = io.StringIO()
+    progress = Progress("breast-cancer-wisconsin-standardized-v2/coarse", 6, mode="bar", stream=out)
+    for number, t in enumerate([_trial(0, TrialState.COMPLETE, 0.9776), _trial(1, TrialState.PRUNED, None)]):
+        t.number = number
+        progress.trial(t)
+    progress.close()
+    last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert len(last) <= 77, last
+    assert last.startswith("breast-cancer-wisconsin-s…/coarse: 2/6 |"), last
+    assert last.endswith(", best 0.9776 pruned 1"), last
+
+
 def _counts(complete: int, pruned: int = 0, fail: int = 0) -> dict[str, int]:
     return {"RUNNING": 0, "WAITING": 0, "COMPLETE": complete, "PRUNED": pruned, "FAIL": fail}
 

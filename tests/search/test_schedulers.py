@@ -1,6 +1,7 @@
 """--scheduler asha: successive halving inside a stage, on a real SQLite study database."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import optuna
@@ -109,3 +110,18 @@ def test_two_workers_share_the_rungs_through_the_database(tmp_path):
     ran = [t for t in trials if t.user_attrs["stop_reason"] not in ("exploded", "nan")]
     assert all("completed_rung_0" in t.system_attrs for t in ran)  # each trial's epoch-1 value, seen by the other
     assert 1 <= sum(t.state == TrialState.COMPLETE for t in trials) < len(ran)
+
+
+def test_a_trial_the_scheduler_stopped_says_at_which_epoch_in_explain_and_in_its_rerun(run_cli):
+    # explain once said "pruned (pruned)", and `train --from-trial` put the full rerun's val_acc beside the value
+    # stored at the rung epoch without saying so ("stored value of trial ...: 0.8519" after 9 epochs at 0.9259)
+    assert run_cli("coarse", "--scheduler", "asha", "--trials", "6", "--epochs", "3", "--train-size", "200",
+                   "--jobs", "1").exit_code == 0
+    rows = json.loads(run_cli("trials", "digits/coarse", "--state", "pruned", "--format", "json").stdout)
+    stopped = [r for r in rows if r["stop_reason"] == "pruned"][0]
+    ref = f"digits/coarse:{stopped['number']}"
+    explained = run_cli("explain", ref).stdout
+    assert explained.startswith(f"{ref}: pruned by the scheduler at epoch 1 of 3, value {stopped['value']:.4f};")
+    rerun = run_cli("train", "--from-trial", ref)
+    assert (f"stored value of trial {ref}: {stopped['value']:.4f} (at epoch 1 of 3: the scheduler stopped it "
+            f"there)") in " ".join(rerun.stdout.split())  # wrapped at the terminal's width

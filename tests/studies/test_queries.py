@@ -155,7 +155,8 @@ def test_list_studies_counts_and_best_values(storage) -> None:
     assert frame["study"].tolist() == ["digits/coarse", "digits/fine-1", "digits/fine-2", "spiral/coarse"]
     rows = frame.set_index("study")
     coarse = rows.loc["digits/coarse"]
-    assert (coarse["n_trials"], coarse["complete"], coarse["pruned"], coarse["fail"], coarse["running"]) == (8, 5, 2, 1, 0)
+    assert (coarse["n_trials"], coarse["complete"], coarse["pruned"], coarse["fail"], coarse["running"],
+            coarse["waiting"]) == (8, 5, 2, 1, 0, 0)
     assert coarse["best_value"] == pytest.approx(max(v for v, _, _ in COARSE_COMPLETE))
     assert coarse["space"] == "lr=1e-06:1 reg=1e-06:10"
     assert coarse["epochs"] == 2
@@ -284,6 +285,11 @@ def test_trials_frame_unknown_names_list_the_known_ones(storage) -> None:
         trials_frame(storage, campaign="cifar10")
     with pytest.raises(UnknownStudyError, match="'spiral/coarse' in campaign 'digits'"):
         trials_frame(storage, study_name="spiral/coarse", campaign="digits")
+    # a campaign's name where a study's goes (`search trials digits`): say which it is, and how to ask for it
+    with pytest.raises(UnknownStudyError) as raised:
+        trials_frame(storage, study_name="digits")
+    assert str(raised.value) == ("'digits' is a campaign, not a study: give it as the campaign (--campaign digits) "
+                                 "or name one of its stages: digits/coarse, digits/fine-1, digits/fine-2")
 
 
 def test_trials_frame_bad_arguments_name_the_valid_values(storage) -> None:

@@ -206,7 +206,10 @@ def test_bad_limits_are_refused(sqlite_url, kwargs) -> None:
 
 def test_param_kinds_from_distributions() -> None:
     rows = [(name, optuna.distributions.distribution_to_json(d)) for name, d in DISTRIBUTIONS.items()]
-    assert param_kinds(rows) == {"activation": "text", "batchnorm": "bool", "hidden": "float", "lr": "float"}
+    assert param_kinds(rows) == {"activation": "text", "batchnorm": "bool", "hidden": "int", "lr": "float"}
+    ints_and_floats = [("width", optuna.distributions.distribution_to_json(IntDistribution(1, 100))),
+                       ("width", optuna.distributions.distribution_to_json(FloatDistribution(1, 100)))]
+    assert param_kinds(ints_and_floats) == {"width": "float"}
     mixed = [("width", optuna.distributions.distribution_to_json(CategoricalDistribution([32, 64]))),
              ("width", optuna.distributions.distribution_to_json(FloatDistribution(1, 100)))]
     assert param_kinds(mixed) == {"width": "number"}
