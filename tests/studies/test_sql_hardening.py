@@ -79,10 +79,21 @@ def _naive_splitter(monkeypatch) -> None:
     monkeypatch.setattr(studies.sql, "scan_sql", lambda sql, dialect="sqlite": ([sql], [sql]))
 
 
-def _interrupt_after(seconds: float) -> threading.Timer:
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    return timer
+def _interrupt_after(seconds: float, signum: int = signal.SIGINT) -> threading.Event:
+    """``signum`` ``seconds`` after the query's thread has started (set the returned event to call it off): a Ctrl-C
+    sent while the connection is still being made can land in a finaliser, where Python drops it, and the query
+    then ran until its 600 s limit."""
+    stop = threading.Event()
+
+    def send() -> None:
+        while not any(t.name == "search-query" for t in threading.enumerate()):
+            if stop.wait(0.01):
+                return
+        if not stop.wait(seconds):
+            os.kill(os.getpid(), signum)
+
+    threading.Thread(target=send, daemon=True).start()
+    return stop
 
 
 # --- 1. the database refuses writes, several statements and side effects --------------------
@@ -153,12 +164,12 @@ def test_sqlite_endless_query_stops_at_its_time_limit(sqlite_url) -> None:
 
 
 def test_sqlite_ctrl_c_cancels_the_query(sqlite_url) -> None:
-    timer = _interrupt_after(0.3)
+    stop = _interrupt_after(0.3)
     try:
         with pytest.raises(KeyboardInterrupt):
             run_readonly_sql(sqlite_url, FOREVER_SQLITE, timeout=600)
     finally:
-        timer.cancel()
+        stop.set()
     assert run_readonly_sql(sqlite_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [3]
 
 
@@ -169,12 +180,12 @@ def test_postgresql_sleep_stops_at_its_time_limit(pg_url) -> None:
 
 
 def test_postgresql_ctrl_c_cancels_the_query_on_the_server(pg_url) -> None:
-    timer = _interrupt_after(0.5)
+    stop = _interrupt_after(0.5)
     try:
         with pytest.raises(KeyboardInterrupt):
             run_readonly_sql(pg_url, "SELECT pg_sleep(100000)", timeout=600)
     finally:
-        timer.cancel()
+        stop.set()
     sleeping = run_readonly_sql(pg_url, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
     assert sleeping["n"].tolist() == [0]
 
@@ -271,12 +282,11 @@ def _sigterm_raises_after(delay: float) -> Iterator[None]:
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, on_term)
-    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
+    stop = _interrupt_after(delay, signal.SIGTERM)
     try:
         yield
     finally:
-        timer.cancel()
+        stop.set()
         signal.signal(signal.SIGTERM, previous)
 
 
