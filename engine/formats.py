@@ -208,9 +208,12 @@ def table_columns(path: Path, delimiter: str, label_column: str | None) -> tuple
     """The feature column names of a header-row CSV/TSV, in order, and the name of its label column."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f, delimiter=delimiter), None) or []
+            header = next(csv.reader(f, delimiter=delimiter), None)
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise read_error(path, exc, "not a readable table") from exc
+    if header is None:  # as read_table says it
+        raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+    _check_separator(path, header, delimiter)
     label_index = _label_index(path, header, label_column)
     names = [h.strip() for h in header]
     return tuple(n for i, n in enumerate(names) if i != label_index), names[label_index]

@@ -70,8 +70,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     if save_to is not None:  # kept to fit the preprocessing the model file holds
         from engine.data import load_dataset
 
+        raw = load_dataset(config.data)  # first: a bad table is refused as training alone refuses it
         columns = model_columns(config)
-        raw = load_dataset(config.data)
     ds = config.load(raw)
     if from_trial is not None:
         from engine.data import data_identity
@@ -156,8 +156,8 @@ def fit_and_save(path: str, config: RunConfig) -> tuple[str, float, float]:
     from engine.data import load_dataset
     from engine.trainer import train as run_training
 
-    columns = model_columns(config)
     raw = load_dataset(config.data)
+    columns = model_columns(config)
     ds = config.load(raw)
     model = config.build_model(ds)
     result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)

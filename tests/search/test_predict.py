@@ -456,3 +456,17 @@ def test_train_json_says_when_the_model_was_not_saved(run_cli, tmp_path):
     assert out["status"] == "exploded" and out["saved"] is None  # as search auto --json gives it
     assert "saved" not in json.loads(run_cli("train", "--epochs", "1", "--json").stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_save_gives_the_same_one_line_for_a_bad_table_as_training_alone(run_cli, tmp_path):
+    # --save reads the table's header first (the columns the model reads): it must refuse as training would
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "latin.csv").write_bytes("a,b,caf\xe9\n1,2,3\n".encode("latin-1"))
+    with open(tmp_path / "semi.csv", "w") as f:
+        f.write("a;b;species\n" + "".join(f"{i % 7};{i % 5};{i % 3}\n" for i in range(60)))
+    for data, options in (("empty.csv", []), ("latin.csv", []), ("semi.csv", ["--label-column", "species"])):
+        alone = one_line_error(run_cli("train", "--data", data, *options, "--epochs", "1"))
+        assert one_line_error(run_cli("train", "--data", data, *options, "--epochs", "1", "--save", "m.npz")) == alone
+    assert alone == (f"error: {tmp_path / 'semi.csv'}: the header is one column, but it holds ';': a .csv file is read "
+                     f"as comma-separated; save it separated by commas")
+    assert not (tmp_path / "m.npz").exists()
