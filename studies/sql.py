@@ -404,7 +404,8 @@ def run_readonly_sql(
     for i, column in enumerate(frame.columns):  # whole numbers with a NULL among them stay whole (not 94.0)
         values = [row[i] for row in kept if row[i] is not None]
         if values and frame[column].dtype.kind == "f" and all(type(v) is int for v in values):
-            frame.isetitem(i, frame[column].astype("Int64"))
+            # from the values themselves: through float64 a number past 2**53 loses its last digits
+            frame.isetitem(i, pd.array([row[i] for row in kept], dtype="Int64"))
     frame.attrs["truncated"] = len(rows) > max_rows
     frame.attrs["max_rows"] = max_rows
     return frame

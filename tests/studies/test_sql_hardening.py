@@ -381,3 +381,10 @@ def test_storage_refuses_a_file_uri_and_creates_nothing(tmp_path, readonly) -> N
     assert str(info.value) == (f"storage sqlite:///file%3A{missing}?uri=true takes a file path, not a file: URI; "
                                f"write sqlite:///{missing}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_whole_numbers_with_a_null_among_them_keep_every_digit(sqlite_url) -> None:
+    """A column of whole numbers with a NULL went through float64 on its way to Int64: 2**53 + 1 came back 2**53."""
+    frame = run_readonly_sql(sqlite_url, "SELECT 9007199254740993 AS big UNION ALL SELECT NULL")
+    assert str(frame["big"].dtype) == "Int64"
+    assert frame["big"].tolist()[0] == 9007199254740993 and frame["big"].isna().tolist() == [False, True]
