@@ -209,8 +209,9 @@ def _definition(stage: Stage) -> tuple:
 
 
 def describe_stage(stage: Stage) -> str:
-    epochs = stage.run.train.epochs
-    return (f"{describe_space(stage.space)}, {stage.n_trials} trials, {epochs} epoch{'s' if epochs != 1 else ''}, "
+    trials, epochs = stage.n_trials, stage.run.train.epochs
+    return (f"{describe_space(stage.space)}, {trials} trial{'s' if trials != 1 else ''}, {epochs} "
+            f"epoch{'s' if epochs != 1 else ''}, "
             f"sampler {stage.sampler}" + ("" if stage.scheduler == "none" else f", scheduler {stage.scheduler}"))
 
 

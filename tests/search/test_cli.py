@@ -224,6 +224,13 @@ def test_one_column_or_epoch_is_said_in_the_singular(run_cli, monkeypatch):
     assert "2 trials, 1 epoch, sampler random" in line
 
 
+def test_a_stage_of_one_trial_is_said_in_the_singular_when_another_is_refused(run_cli):
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    line = one_line_error(run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"),
+                          "already exists with other settings")
+    assert "1 trial, 1 epoch, sampler random" in line, line
+
+
 def test_a_command_whose_stage_is_complete_says_so(run_cli):
     args = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
     assert run_cli(*args).exit_code == 0
