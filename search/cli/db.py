@@ -122,8 +122,9 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
     if fmt == "json":
         echo_json(row)
-    elif fmt == "csv":
-        print_frame(pd.DataFrame([flat]), fmt)
+    elif fmt == "csv":  # a list (the diagnosis' labels) as search trials gives it: lr_too_low,dead_units
+        print_frame(pd.DataFrame([{k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flat.items()}]),
+                    fmt)
     else:  # one trial: a name/value list fits any terminal; nested values only in json
         shown = {k: v for k, v in flat.items()
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}

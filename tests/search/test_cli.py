@@ -1,6 +1,8 @@
 """The search CLI end to end on digits: exit codes, one-line errors, coarse -> fine on real data."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import signal
 import sqlite3
@@ -138,6 +140,15 @@ def test_trials_help_says_how_to_sort_either_way(run_cli):
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     rows = json.loads(run_cli("trials", "digits/coarse", "--sort", "-lr", "--format", "json").stdout)
     assert [r["param_lr"] for r in rows] == sorted((r["param_lr"] for r in rows), reverse=True)
+
+
+def test_best_as_csv_gives_the_diagnosis_as_trials_does(run_cli):
+    # best --format csv once gave the diagnosis as a Python list, ['lr_too_low'], where trials gives lr_too_low
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    best = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))
+    trials = list(csv.DictReader(io.StringIO(run_cli("trials", "digits/coarse", "--format", "csv").stdout)))
+    [same] = [t for t in trials if t["number"] == best[0]["number"]]
+    assert len(best) == 1 and best[0]["diagnosis"] == same["diagnosis"] and "[" not in same["diagnosis"]
 
 
 def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_them(run_cli):
