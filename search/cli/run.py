@@ -66,6 +66,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": config.data.name})
+    check_not_input("--plot", plot, {"--data": config.data.name})
+    if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
+        raise SearchError(f"--plot {plot} is the --save file; write to another file")  # the model, then a PNG on it
     raw = columns = None
     if save_to is not None:  # kept to fit the preprocessing the model file holds
         from engine.data import load_dataset

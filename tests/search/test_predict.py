@@ -470,3 +470,17 @@ def test_save_gives_the_same_one_line_for_a_bad_table_as_training_alone(run_cli,
     assert alone == (f"error: {tmp_path / 'semi.csv'}: the header is one column, but it holds ';': a .csv file is read "
                      f"as comma-separated; save it separated by commas")
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_plot_never_overwrites_the_data_or_the_model(run_cli, tmp_path):
+    # --plot DATA replaced the training data with a PNG (and --plot beside --save, the saved model)
+    np.savez(tmp_path / "arrays.npz", X=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 2)
+    arrays = (tmp_path / "arrays.npz").read_bytes()
+    one_line_error(run_cli("train", "--data", "arrays.npz", "--batch-size", "8", "--epochs", "1", "--plot",
+                           "./arrays.npz"),
+                   "error: --plot ./arrays.npz is the --data file; write to another file")
+    assert (tmp_path / "arrays.npz").read_bytes() == arrays
+    one_line_error(run_cli("train", "--data", "arrays.npz", "--batch-size", "8", "--epochs", "1", "--save", "m.npz",
+                           "--plot", "m.npz"),
+                   "error: --plot m.npz is the --save file; write to another file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]
