@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, WriteError
 from engine.formats import cannot_read, check_memory, one_line, read_npz_headers
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig
@@ -81,22 +81,25 @@ def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None
     replaced only once the new one is complete, nothing half-written is left, and the mode is 0666 minus the umask,
     as open() gives. A device or FIFO there (``/dev/null``) is written to, never replaced by a file."""
     path = Path(path)
-    if path.exists() and not path.is_file():
-        with open(path, "wb") as f:
-            write(f)
-        return
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # O_EXCL on a fresh random name: never an existing file or link
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        if path.exists() and not path.is_file():
+            with open(path, "wb") as f:
+                write(f)
+            return
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        # O_EXCL on a fresh random name: never an existing file or link
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:  # the folder gone during a long run, no permission, a full disk: one line, exit 1
+        raise WriteError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

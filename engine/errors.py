@@ -18,6 +18,12 @@ class DataError(EngineError):
     """A dataset cannot be found, read or trusted."""
 
 
+class WriteError(EngineError):
+    """An output file could not be written (the system refused: a folder gone, no permission, a full disk)."""
+
+    exit_code = 1
+
+
 def shown(value: object) -> str:
     """repr of ``value`` for a message, NumPy scalars (also in a tuple or list) as Python ones: 0.5, not np.float64(0.5)."""
     if isinstance(value, (tuple, list)):

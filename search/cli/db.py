@@ -133,7 +133,10 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
-        click.echo(f"keep it: search train --from-trial {row['study']}:{row['number']} --save model.npz")
+        from studies.store import mask_url
+
+        where = f" --storage {mask_url(storage)}" if storage else ""  # as given here ($SEARCH_STORAGE: as set)
+        click.echo(f"keep it: search train --from-trial {row['study']}:{row['number']}{where} --save model.npz")
 
 
 @click.command(cls=SectionedCommand)

@@ -191,6 +191,8 @@ def test_best_shows_labels_as_words_and_the_command_that_keeps_the_trial_as_a_mo
     assert lines[-1] == keep
     rerun = run_cli(*keep.split(": ", 1)[1].split()[1:])
     assert rerun.exit_code == 0, rerun.output
+    elsewhere = run_cli("best", "--storage", "sqlite:///search.db").stdout.splitlines()[-1]
+    assert elsewhere == keep.replace(" --save", " --storage sqlite:///search.db --save")
     assert load_checkpoint("model.npz").info["val_acc"] == best["user_attrs"]["val_acc"]
 
 
@@ -247,7 +249,7 @@ def test_predictions_are_written_whole_or_not_at_all(run_cli, wine_csv, tmp_path
     monkeypatch.setattr(csv, "writer", FillingDisk)
     result = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.csv")
     assert result.exit_code == 1
-    assert result.stderr == "error: cannot write the output: No space left on device\n"
+    assert result.stderr == "error: cannot write p.csv: No space left on device\n"
     assert (tmp_path / "p.csv").read_text() == "earlier predictions\n"  # not half of the new ones
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "p.csv", "wine.csv"]
 
@@ -484,3 +486,21 @@ def test_a_plot_never_overwrites_the_data_or_the_model(run_cli, tmp_path):
                            "--plot", "m.npz"),
                    "error: --plot m.npz is the --save file; write to another file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]
+
+
+def test_a_folder_removed_before_the_model_is_written_is_one_line_and_exit_1(run_cli, tmp_path, monkeypatch):
+    import shutil
+
+    import search.cli.run as run
+
+    (tmp_path / "out").mkdir()
+    real = run.save_model
+
+    def folder_gone(*args, **kwargs):  # the folder removed while the run trained
+        shutil.rmtree(tmp_path / "out")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "save_model", folder_gone)
+    result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save", "out/model.npz")
+    assert result.exit_code == 1
+    assert result.stderr == "error: cannot write out/model.npz: No such file or directory\n"
