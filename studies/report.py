@@ -1020,7 +1020,7 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
     """A note for each stage with trials WAITING or RUNNING: its table row counts them among its trials only."""
     return [f"{s['stage']}: unfinished: {s['counts']['unfinished']:,} of its {s['counts']['trials']:,} trials have not "
-            f"run yet; run the stage's command again to finish it"
+            f"finished (waiting or running); run the stage's command again to finish it"
             for s in summary["stages"] if s["counts"].get("unfinished")]
 
 

@@ -113,7 +113,8 @@ def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
     for _ in range(2):
         study.enqueue_trial({"lr": 1e-3, "reg": 1e-4}, skip_if_exists=False)
     written = write_report(campaign_report(open_storage(url, create=False), "cut", images=False), tmp_path / "out")
-    note = "coarse: unfinished: 2 of its 5 trials have not run yet; run the stage's command again to finish it"
+    note = ("coarse: unfinished: 2 of its 5 trials have not finished (waiting or running); run the stage's command "
+            "again to finish it")
     assert f"| coarse | random | 5 | 3 | 0 (0/0/0) | 0 |" in written["report.md"].read_text()
     assert f"\n- {note}\n" in written["report.md"].read_text()
     assert f"<li>{html.escape(note)}</li>" in written["report.html"].read_text()
