@@ -60,7 +60,7 @@ from optuna.trial import FrozenTrial, create_trial
 from studies import plots
 from studies.plots import Dim, value_key, value_text
 from studies.errors import StudyError, UnknownStudyError
-from studies.queries import format_space, latest_campaign, loss_curves, trials_frame
+from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
 from studies.records import trial_record
 
 WITHIN = 0.01  # "within 1 point" of accuracy
@@ -378,16 +378,18 @@ class StageInfo:
 
 
 def campaign_stage_infos(storage: optuna.storages.BaseStorage, campaign: str) -> list[StageInfo]:
-    """The campaign's studies in creation order; UnknownStudyError listing the known campaigns."""
+    """The campaign's studies in creation order; UnknownStudyError listing the known campaigns. Studies the service
+    did not make (``is_service_study``) are left out, whatever their names."""
     infos, known = [], []
     for s in storage.get_all_studies():
         attrs = dict(s.user_attrs)
-        name_campaign, sep, name_stage = s.study_name.rpartition("/")
-        c = attrs.get("campaign") or (name_campaign if sep else None)
-        if c is not None and c not in known:
+        if not is_service_study(attrs, s.directions):
+            continue
+        c = attrs["campaign"]
+        if c not in known:
             known.append(c)
         if c == campaign:
-            infos.append(StageInfo(s.study_name, str(attrs.get("stage") or name_stage or s.study_name), attrs))
+            infos.append(StageInfo(s.study_name, attrs["stage"], attrs))
     if not infos:
         raise UnknownStudyError(f"unknown campaign {campaign!r}; known campaigns: {', '.join(known) or 'none'}")
     return infos

@@ -74,3 +74,12 @@ def test_a_trial_with_text_where_numbers_belong_is_a_row_with_blanks(tmp_path) -
     assert frame["value"].tolist() == [0.5, 0.9]
     assert frame.loc[1, ["val_acc", "seconds", "train_acc"]].isna().tolist() == [True, True, True]
     assert frame.loc[1, "final_loss"] == 1.0
+
+
+def test_foreign_studies_are_not_in_the_report(storage) -> None:
+    # the report found its stages by name: a plain Optuna study named digits/... was a row of the report
+    from studies.report import campaign_stage_infos
+
+    assert [i.study for i in campaign_stage_infos(storage, "digits")] == ["digits/coarse"]
+    with pytest.raises(UnknownStudyError, match=r"^unknown campaign 'other'; known campaigns: digits$"):
+        campaign_stage_infos(storage, "other")
