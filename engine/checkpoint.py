@@ -219,6 +219,10 @@ def _array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...
 
 def class_probabilities(model: FullyConnectedNet, X: np.ndarray, batch_size: int = 2000) -> np.ndarray:
     """Softmax of the network's scores (N, C) on preprocessed X (N, D), in eval mode and in chunks."""
+    X = np.asarray(X)
+    features = model.params[model.weight_names[0]].shape[0]
+    if X.ndim != 2 or X.shape[1] != features:
+        raise DataError(f"the network takes samples of {features} features (N x {features}), got shape {X.shape}")
     out = np.empty((X.shape[0], model.params[model.weight_names[-1]].shape[1]), dtype=np.float64)
     for start in range(0, X.shape[0], batch_size):
         scores, _ = model.forward(X[start : start + batch_size], train=False)

@@ -35,6 +35,9 @@ class Preprocessor:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """(N, D) -> float32 (N, K), using the statistics of the training data it was fitted on."""
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise DataError(f"{self.name} preprocessor takes numbers, got an array of {X.dtype}")
         if X.ndim != 2 or X.shape[1] != self.input_dim:
             raise DataError(f"{self.name} preprocessor was fitted on {self.input_dim} features, got shape {X.shape}")
         if self.mean is None and self.scale is None and self.projection is None:

@@ -152,3 +152,12 @@ def test_preprocess_dataset_returns_a_new_dataset(digits: Dataset) -> None:
     assert digits.X_train.shape == (1257, 64)  # the input is untouched
     kept = preprocess_dataset(digits, PreprocessSpec("standardize"))
     assert kept.image_shape == (1, 8, 8) and kept.X_val.dtype == np.float32
+
+
+def test_transform_takes_a_list_of_rows_and_refuses_text(digits: Dataset) -> None:
+    # a list was AttributeError ('list' object has no attribute 'ndim'); text was numpy's ValueError
+    pre = fit_preprocessor(PreprocessSpec("standardize"), digits.X_train, None)
+    np.testing.assert_array_equal(pre.transform(digits.X_val[:2].tolist()), pre.transform(digits.X_val[:2]))
+    with pytest.raises(DataError) as raised:
+        pre.transform(np.array([["a"] * 64]))
+    assert str(raised.value) == "standardize preprocessor takes numbers, got an array of <U1"

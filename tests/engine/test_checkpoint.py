@@ -1,0 +1,35 @@
+"""engine.checkpoint from Python: class_probabilities on samples of the wrong shape is one DataError."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.checkpoint import class_probabilities
+from engine.errors import DataError
+from engine.model import FullyConnectedNet, ModelConfig
+
+
+@pytest.fixture
+def model() -> FullyConnectedNet:
+    return FullyConnectedNet(ModelConfig(hidden=(5,)), input_dim=4, num_classes=3, rng=np.random.default_rng(0))
+
+
+def test_probabilities_of_preprocessed_samples_sum_to_one(model) -> None:
+    probs = class_probabilities(model, np.ones((6, 4), dtype=np.float32))
+    assert probs.shape == (6, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), np.ones(6))
+
+
+@pytest.mark.parametrize("X, shape", [
+    (np.ones((6, 3), dtype=np.float32), "(6, 3)"),  # was numpy's matmul error from inside engine/layers.py
+    (np.ones(4, dtype=np.float32), "(4,)"),  # was numpy's AxisError
+    (np.ones((2, 2, 4), dtype=np.float32), "(2, 2, 4)"),
+])
+def test_samples_of_the_wrong_shape_are_one_data_error(model, X, shape) -> None:
+    with pytest.raises(DataError) as raised:
+        class_probabilities(model, X)
+    assert str(raised.value) == f"the network takes samples of 4 features (N x 4), got shape {shape}"
+
+
+def test_a_list_of_rows_is_taken_as_an_array(model) -> None:
+    assert class_probabilities(model, [[1.0, 2.0, 3.0, 4.0]]).shape == (1, 3)
