@@ -222,12 +222,22 @@ def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -
     except KeyError:
         known = sorted(s.study_name for s in storage.get_all_studies())
         raise SearchError(f"unknown study {name!r}; known: {names_message(known)}") from None
+    if _not_ours(study):  # plain Optuna's study: it will never be ready, and it is not half created
+        raise SearchError(f"study {name} was not created by this service")
     deadline = time.monotonic() + wait_ready
     while not study.user_attrs.get("ready"):
         if time.monotonic() > deadline:
             raise SearchError(f"stage {name} was never fully created (its creator stopped while enqueuing trials)")
         time.sleep(0.2)
     return study
+
+
+def _not_ours(study: optuna.Study) -> bool:
+    """Whether a study is not the service's: not one maximised value, or attributes or trials without ``ready``
+    (a stage being created is blank until one transaction writes its attributes, trials and ``ready``)."""
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+        return True
+    return not study.user_attrs.get("ready") and bool(study.user_attrs or study.get_trials(deepcopy=False))
 
 
 def val_size(study: optuna.Study) -> int | None:

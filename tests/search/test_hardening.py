@@ -55,6 +55,20 @@ def test_a_foreign_study_is_refused_and_left_unchanged(run_cli, url, direction, 
     assert _snapshot(url, STAGE) == before
 
 
+@pytest.mark.parametrize("command", [("explain", "plain:0"), ("train", "--from-trial", "plain:0")])
+def test_a_foreign_study_named_for_a_trial_is_not_called_half_created(run_cli, url, command):
+    # the message was "stage plain was never fully created (its creator stopped while enqueuing trials)"
+    study = optuna.create_study(storage=url, study_name="plain")
+    study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=2)
+    before = _snapshot(url, "plain")
+
+    result = run_cli(*command, "--storage", url)
+
+    line = one_line_error(result)
+    assert line == "error: study plain was not created by this service"
+    assert _snapshot(url, "plain") == before
+
+
 # --------------------------------------------------------------------------- item 3: a storage failure is not a trial failure
 RUN = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 10, "train.epochs": 1})
 DISK_FULL = sqlalchemy.exc.OperationalError("INSERT INTO trial_user_attributes", {},
