@@ -400,6 +400,8 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     same unfinished stage, take the same decision when it is done, and create each next stage
     exactly once (``create_stage``); a process that arrives late skips the finished stages.
     """
+    _check_auto_arguments(max_fine=max_fine, top=top, edge=edge, fine_epochs=fine_epochs, repeats=repeats,
+                          retrains=retrains, promote=promote)
     dataset = dataset if dataset is not None else coarse.run.load()
     summaries = [execute_stage(execution, coarse, dataset)]
     execution = replace(execution, warnings=())  # said before the coarse stage: about the data all stages share
@@ -437,6 +439,23 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     summaries.append(execute_stage(execution, final_stage(study, top, repeats), dataset))
     return chain_summaries(storage, coarse.campaign, summaries), retrain_final(storage, coarse.campaign, coarse.seed,
                                                                               retrains, stopped)
+
+
+def _check_auto_arguments(max_fine: int, top: int, edge: float, fine_epochs: int | None, repeats: int,
+                          retrains: int, promote: int) -> None:
+    """SearchError naming the first bad argument of ``run_auto``, before any stage runs (the CLI's options check
+    the same from the command line)."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    for name, value, low in (("max_fine", max_fine, 0), ("top", top, 1), ("repeats", repeats, 1),
+                             ("retrains", retrains, 1), ("promote", promote, 0)):
+        if not whole(value) or value < low:
+            raise SearchError(f"run_auto: {name} must be >= {low}, got {value!r}")
+    if fine_epochs is not None and (not whole(fine_epochs) or fine_epochs < 1):
+        raise SearchError(f"run_auto: fine_epochs must be >= 1 (or None: doubling), got {fine_epochs!r}")
+    if not (isinstance(edge, (int, float)) and math.isfinite(edge) and 0 < edge <= 0.5):
+        raise SearchError(f"run_auto: edge must be in (0, 0.5], got {edge!r}")
 
 
 def chain_summaries(storage: optuna.storages.RDBStorage, campaign: str, ran: list[StageSummary]) -> list[StageSummary]:

@@ -214,3 +214,24 @@ def test_a_tpe_stage_samples_from_the_trials_finished_so_far(url):
     random_points, tpe_points = ([t.params for t in _study(url, f"{s}/coarse").get_trials()] for s in ("random", "tpe"))
     assert tpe_points[:10] == random_points[:10]
     assert all(t != r for t, r in zip(tpe_points[10:], random_points[10:]))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"max_fine": -1}, "max_fine must be >= 0, got -1"),  # ran as '--max-fine -1 stages ran'
+    ({"top": 0}, "top must be >= 1, got 0"),  # refused only after the coarse stage had run
+    ({"edge": 2.0}, "edge must be in (0, 0.5], got 2.0"),
+    ({"fine_epochs": 0}, "fine_epochs must be >= 1 (or None: doubling), got 0"),
+    ({"repeats": 0}, "repeats must be >= 1, got 0"),  # was '--trials must be >= 1, got 0', after two stages
+    ({"retrains": 0}, "retrains must be >= 1, got 0"),  # was a test score of nan and numpy's 'Mean of empty slice'
+    ({"promote": -1}, "promote must be >= 0, got -1"),
+])
+def test_run_auto_refuses_bad_arguments_before_writing_anything(tmp_path, bad, message):
+    from search.campaign import run_auto
+    from search.errors import SearchError
+
+    args = {"max_fine": 1, "top": 2, "edge": 0.1, "fine_epochs": None, **bad}
+    coarse = coarse_stage("auto", RUN, DEFAULT_SPACE, n_trials=2, seed=0)
+    with pytest.raises(SearchError) as raised:
+        run_auto(Execution(f"sqlite:///{tmp_path / 'search.db'}", progress="quiet"), coarse, **args)
+    assert str(raised.value) == f"run_auto: {message}"
+    assert not (tmp_path / "search.db").exists()
