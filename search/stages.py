@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+import numpy as np
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, fail_stale_trials
@@ -35,8 +36,8 @@ from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
-from search.space import (Choice, Dimension, applies, describe_space, has_params, refine_space, searchable,
-                          space_attr, space_from_attr)
+from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
+                          refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
 from studies.queries import names_message
 from studies.records import diagnosis_labels
@@ -74,8 +75,16 @@ class Stage:
     scheduler: str = "none"
 
     def __post_init__(self) -> None:
+        for option, key in (("--trials", "n_trials"), ("--seed", "seed")):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # from Python: before any write
+                raise SearchError(f"{option} must be a whole number, got {value!r}")
+            object.__setattr__(self, key, int(value))  # NumPy's integers are stored as JSON numbers
         if self.n_trials < 1:
             raise SearchError(f"--trials must be >= 1, got {self.n_trials}")
+        for name, dim in self.space.items():
+            if not isinstance(dim, (FloatRange, IntRange, Choice)):
+                raise SearchError(f"space[{name!r}] must be a FloatRange, IntRange or Choice, got {dim!r}")
         if self.sampler not in SAMPLERS:
             raise SearchError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
         if self.scheduler not in SCHEDULERS:

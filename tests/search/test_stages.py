@@ -235,3 +235,21 @@ def test_run_auto_refuses_bad_arguments_before_writing_anything(tmp_path, bad, m
         run_auto(Execution(f"sqlite:///{tmp_path / 'search.db'}", progress="quiet"), coarse, **args)
     assert str(raised.value) == f"run_auto: {message}"
     assert not (tmp_path / "search.db").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    # a text spec where a dimension belongs: AttributeError from inside space.py, after the study was created
+    ({"space": {"lr": "1e-4:1"}}, "space['lr'] must be a FloatRange, IntRange or Choice, got '1e-4:1'"),
+    ({"n_trials": "5"}, "--trials must be a whole number, got '5'"),  # was TypeError: '<' not supported ...
+    ({"n_trials": 2.5}, "--trials must be a whole number, got 2.5"),  # was accepted
+    ({"seed": "x"}, "--seed must be a whole number, got 'x'"),  # was accepted
+])
+def test_a_stage_of_the_wrong_types_is_refused_before_the_database_is_touched(tmp_path, change, message):
+    from search.errors import SearchError
+
+    args = {"space": DEFAULT_SPACE, "n_trials": 2, "seed": 0, **change}
+    with pytest.raises(SearchError) as raised:
+        stage = coarse_stage("typed", RUN, args["space"], n_trials=args["n_trials"], seed=args["seed"])
+        execute_stage(Execution(f"sqlite:///{tmp_path / 'search.db'}", progress="quiet"), stage)
+    assert str(raised.value) == message
+    assert not (tmp_path / "search.db").exists()
