@@ -46,6 +46,9 @@ def auto_space(train_samples: int) -> dict[str, Dimension]:
     return {**DEFAULT_SPACE, "hidden": default_hidden_range(train_samples)}
 
 
+PROGRESS_MODES = ("auto", "bar", "log", "quiet")
+
+
 @dataclass(frozen=True)
 class Execution:
     """How to run a stage's trials: storage, processes, heartbeat, progress mode, warnings shown before them."""
@@ -59,8 +62,10 @@ class Execution:
     warnings: tuple[str, ...] = ()  # lines shown before the trials start (not with quiet progress)
 
     def __post_init__(self) -> None:
-        if self.jobs is not None and self.jobs < 1:
-            raise SearchError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1):
+            raise SearchError(f"--jobs must be a whole number >= 1 (or None: auto), got {self.jobs!r}")
+        if self.progress not in PROGRESS_MODES:
+            raise SearchError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {self.progress!r}")
         if self.heartbeat is not None and self.heartbeat < 1:
             raise SearchError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
 

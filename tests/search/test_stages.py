@@ -253,3 +253,16 @@ def test_a_stage_of_the_wrong_types_is_refused_before_the_database_is_touched(tm
         execute_stage(Execution(f"sqlite:///{tmp_path / 'search.db'}", progress="quiet"), stage)
     assert str(raised.value) == message
     assert not (tmp_path / "search.db").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"progress": "nope"}, "progress must be one of auto, bar, log, quiet, got 'nope'"),  # ran with no progress
+    ({"jobs": "2"}, "--jobs must be a whole number >= 1 (or None: auto), got '2'"),  # was TypeError
+    ({"jobs": 0}, "--jobs must be a whole number >= 1 (or None: auto), got 0"),
+])
+def test_an_execution_with_bad_arguments_is_one_error(args, message):
+    from search.errors import SearchError
+
+    with pytest.raises(SearchError) as raised:
+        Execution("sqlite:///search.db", **args)
+    assert str(raised.value) == message
