@@ -107,6 +107,11 @@ def is_service_study(attrs: dict[str, Any], directions: Sequence[StudyDirection]
 
 def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
     """The service's studies in creation order; studies it did not make (see is_service_study) are left out."""
+    if not isinstance(storage, optuna.storages.BaseStorage):  # e.g. the URL itself, from a notebook
+        got = f"the text {storage!r}" if isinstance(storage, str) else f"a {type(storage).__name__}"
+        example = storage if isinstance(storage, str) else "sqlite:///search.db"
+        raise StudyError(f"storage must be an Optuna storage: open_storage({example!r}, readonly=True) from "
+                         f"studies.store, got {got}")
     infos = []
     for study in storage.get_all_studies():
         attrs = dict(study.user_attrs)

@@ -505,3 +505,13 @@ def test_studies_package_never_imports_engine_or_search() -> None:
                 continue
             for name in names:
                 assert name.split(".")[0] not in {"engine", "search"}, f"{source.name} imports {name}"
+
+
+@pytest.mark.parametrize("query", [list_studies, trials_frame, campaigns, latest_campaign,
+                                   lambda storage: best_trial(storage, "digits")])
+def test_a_url_where_the_storage_belongs_is_one_error_saying_what_to_pass(query) -> None:
+    # a notebook's trials_frame("sqlite:///search.db") was AttributeError: 'str' object has no attribute ...
+    with pytest.raises(StudyError) as raised:
+        query("sqlite:///search.db")
+    assert str(raised.value) == ("storage must be an Optuna storage: open_storage('sqlite:///search.db', "
+                                 "readonly=True) from studies.store, got the text 'sqlite:///search.db'")
