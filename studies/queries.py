@@ -276,12 +276,15 @@ def _select_studies(
     return selected
 
 
-def _parse_states(states: Sequence[str] | None) -> set[TrialState] | None:
+def _parse_states(states: Sequence[str | TrialState] | str | TrialState | None) -> set[TrialState] | None:
+    """States by name (any case) or as Optuna's TrialState; one state alone as well as a list."""
     if states is None:
         return None
+    if isinstance(states, (str, TrialState)):
+        states = [states]
     parsed = set()
     for state in states:
-        name = str(state).strip().upper()
+        name = state.name if isinstance(state, TrialState) else str(state).strip().upper()
         if name not in STATE_NAMES:
             raise StudyError(f"unknown trial state {state!r}; valid states: {', '.join(STATE_NAMES)}")
         parsed.add(TrialState[name])
@@ -321,7 +324,7 @@ def trials_frame(
     storage: optuna.storages.BaseStorage,
     study_name: str | None = None,
     campaign: str | None = None,
-    states: list[str] | None = None,
+    states: Sequence[str | TrialState] | str | TrialState | None = None,
     sort: str | None = None,
     limit: int | None = None,
 ) -> pd.DataFrame:

@@ -515,3 +515,14 @@ def test_a_url_where_the_storage_belongs_is_one_error_saying_what_to_pass(query)
         query("sqlite:///search.db")
     assert str(raised.value) == ("storage must be an Optuna storage: open_storage('sqlite:///search.db', "
                                  "readonly=True) from studies.store, got the text 'sqlite:///search.db'")
+
+
+def test_states_as_optunas_trial_states_or_one_name(storage) -> None:
+    # states=[TrialState.COMPLETE] was "unknown trial state <TrialState.COMPLETE: 1>", and states="COMPLETE"
+    # "unknown trial state 'C'"
+    complete = trials_frame(storage, campaign="digits", states=["COMPLETE"])
+    assert trials_frame(storage, campaign="digits", states=[TrialState.COMPLETE]).equals(complete)
+    assert trials_frame(storage, campaign="digits", states="complete").equals(complete)
+    assert trials_frame(storage, campaign="digits", states=TrialState.COMPLETE).equals(complete)
+    both = trials_frame(storage, campaign="digits", states=[TrialState.PRUNED, "FAIL"])
+    assert set(both["state"]) == {"PRUNED", "FAIL"}
