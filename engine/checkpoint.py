@@ -219,6 +219,9 @@ def _array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...
 
 def class_probabilities(model: FullyConnectedNet, X: np.ndarray, batch_size: int = 2000) -> np.ndarray:
     """Softmax of the network's scores (N, C) on preprocessed X (N, D), in eval mode and in chunks."""
+    if model.config.loss != "softmax":
+        raise DataError(f"an {model.config.loss} model scores classes without probabilities: "
+                        f"model.predict(X) gives its classes")
     X = np.asarray(X)
     features = model.params[model.weight_names[0]].shape[0]
     if X.ndim != 2 or X.shape[1] != features:

@@ -33,3 +33,14 @@ def test_samples_of_the_wrong_shape_are_one_data_error(model, X, shape) -> None:
 
 def test_a_list_of_rows_is_taken_as_an_array(model) -> None:
     assert class_probabilities(model, [[1.0, 2.0, 3.0, 4.0]]).shape == (1, 3)
+
+
+def test_an_svm_model_has_no_probabilities() -> None:
+    # softmax of an SVM's hinge-loss scores was returned as if it were class probabilities (search predict writes
+    # none for such a model)
+    svm = FullyConnectedNet(ModelConfig(hidden=(5,), loss="svm"), input_dim=4, num_classes=3,
+                            rng=np.random.default_rng(0))
+    with pytest.raises(DataError) as raised:
+        class_probabilities(svm, np.ones((2, 4), dtype=np.float32))
+    assert str(raised.value) == ("an svm model scores classes without probabilities: "
+                                 "model.predict(X) gives its classes")
