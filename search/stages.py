@@ -84,7 +84,9 @@ class Stage:
             raise SearchError(f"--trials must be >= 1, got {self.n_trials}")
         for name, dim in self.space.items():
             if not isinstance(dim, (FloatRange, IntRange, Choice)):
-                raise SearchError(f"space[{name!r}] must be a FloatRange, IntRange or Choice, got {dim!r}")
+                raise SearchError(f"space[{name!r}] must be a FloatRange, IntRange or Choice, got {dim!r}"
+                                  + (f" (search.space.parse_dimension({name!r}, {dim!r}) reads a spec)"
+                                     if isinstance(dim, str) else ""))
         if self.sampler not in SAMPLERS:
             raise SearchError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
         if self.scheduler not in SCHEDULERS:

@@ -239,7 +239,8 @@ def test_run_auto_refuses_bad_arguments_before_writing_anything(tmp_path, bad, m
 
 @pytest.mark.parametrize("change, message", [
     # a text spec where a dimension belongs: AttributeError from inside space.py, after the study was created
-    ({"space": {"lr": "1e-4:1"}}, "space['lr'] must be a FloatRange, IntRange or Choice, got '1e-4:1'"),
+    ({"space": {"lr": "1e-4:1"}}, "space['lr'] must be a FloatRange, IntRange or Choice, got '1e-4:1' "
+                                  "(search.space.parse_dimension('lr', '1e-4:1') reads a spec)"),
     ({"n_trials": "5"}, "--trials must be a whole number, got '5'"),  # was TypeError: '<' not supported ...
     ({"n_trials": 2.5}, "--trials must be a whole number, got 2.5"),  # was accepted
     ({"seed": "x"}, "--seed must be a whole number, got 'x'"),  # was accepted
