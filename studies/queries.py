@@ -362,13 +362,38 @@ def trials_frame(
     if not rows:
         frame = frame.astype(dtypes)
     else:
-        # Param columns keep what pandas infers (a categorical choice may be text).
+        # Param columns keep what pandas infers (a categorical choice may be text), but a numeric dimension is
+        # numeric while every trial is still waiting (no params yet).
         frame = frame.astype({k: v for k, v in dtypes.items() if not k.startswith("param_")})
+        kinds = _space_kinds(selected)
+        for name in params:
+            column = f"param_{name}"
+            dtype = _param_dtype([row[column] for row in rows if row[column] is not None], kinds.get(name))
+            if dtype is not None:
+                frame[column] = frame[column].astype(dtype)
     if sort is not None:
         frame = _sort_frame(frame, sort)
     if limit is not None:
         frame = frame.head(limit)
     return frame.reset_index(drop=True)
+
+
+def _space_kinds(infos: Sequence[_StudyInfo]) -> dict[str, str]:
+    """Per searched name, ``int`` or ``float`` as the studies' ``space`` attrs give it (a range as a list: float)."""
+    kinds: dict[str, str] = {}
+    for info in infos:
+        space = info.attrs.get("space")
+        for name, spec in (space.items() if isinstance(space, dict) else ()):
+            kind = spec.get("type") if isinstance(spec, dict) else "float" if isinstance(spec, list) else None
+            if kind in ("int", "float"):
+                kinds.setdefault(str(name), kind)
+    return kinds
+
+
+def _param_dtype(values: list[Any], kind: str | None) -> str | None:
+    """float64 for a numeric dimension no trial has a value of yet (pandas would make it object of None, where a
+    trial with one makes it int64, or float64 beside a missing one); None: keep what pandas infers."""
+    return "float64" if not values and kind in ("int", "float") else None
 
 
 def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:

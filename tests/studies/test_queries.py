@@ -526,3 +526,21 @@ def test_states_as_optunas_trial_states_or_one_name(storage) -> None:
     assert trials_frame(storage, campaign="digits", states=TrialState.COMPLETE).equals(complete)
     both = trials_frame(storage, campaign="digits", states=[TrialState.PRUNED, "FAIL"])
     assert set(both["state"]) == {"PRUNED", "FAIL"}
+
+
+def test_numeric_param_columns_are_numeric_while_every_trial_is_waiting(empty_storage) -> None:
+    # with only waiting trials (a stage created, none started) param_lr and param_hidden were object columns of None
+    study = _study(empty_storage, "w", "coarse", None, 1)
+    study.set_user_attr("space", {"lr": [1e-6, 1.0, "log"], "hidden": {"type": "int", "low": 16, "high": 64,
+                                                                       "log": True},
+                                  "activation": {"type": "categorical", "choices": ["relu", "tanh"]}})
+    study.add_trial(create_trial(state=TrialState.WAITING))
+    waiting = trials_frame(empty_storage, campaign="w")
+    assert [str(waiting[c].dtype) for c in ("param_lr", "param_hidden", "param_activation")] == [
+        "float64", "float64", "object"]
+    assert waiting["param_lr"].isna().all() and waiting["param_hidden"].isna().all()
+    distributions = {"lr": DISTRIBUTIONS["lr"], "hidden": optuna.distributions.IntDistribution(16, 64, log=True)}
+    study.add_trial(create_trial(value=0.5, params={"lr": 1e-3, "hidden": 54}, distributions=distributions))
+    mixed = trials_frame(empty_storage, campaign="w")
+    assert (str(mixed["param_lr"].dtype), str(mixed["param_hidden"].dtype)) == ("float64", "float64")
+    assert mixed["param_hidden"].tolist()[1] == 54.0
