@@ -361,7 +361,8 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
-    from engine.data import read_inputs
+    from engine.data import detect_format, read_inputs
+    from engine.formats import list_image_folder
 
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
@@ -374,14 +375,20 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     softmax = saved.model.config.loss == "softmax"
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
-    header = ["row", "prediction"] + (["label"] if labels is not None else []) + (
-        [f"p_{n}" for n in names] if softmax else [])
+    # an image folder's rows name their file (class folder/name), the only way to tell which image a row is
+    files = ([file.relative_to(folder).as_posix() for file, _ in list_image_folder(folder)[1]]
+             if detect_format(folder := Path(data_path).expanduser()) == "image_folder" else None)
+    if files is not None and len(files) != len(X):
+        raise SearchError(f"{data_path}: images were added or removed while it was read; run again")
+    header = ["row"] + (["file"] if files is not None else []) + ["prediction"] + (
+        ["label"] if labels is not None else []) + ([f"p_{n}" for n in names] if softmax else [])
 
     def write_rows(stream: Any) -> None:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(header)
         for i, k in enumerate(predicted.tolist()):
-            row = [i, names[k]] + ([labels[i]] if labels is not None else [])
+            row = [i] + ([files[i]] if files is not None else []) + [names[k]] + (
+                [labels[i]] if labels is not None else [])
             writer.writerow(row + ([f"{p:.4f}" for p in probs[i]] if probs is not None else []))
 
     def write_file(f: Any) -> None:
