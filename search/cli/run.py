@@ -148,8 +148,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         if plot:
             click.echo(f"wrote {plot}")
         if save_to is not None:
-            click.echo(f"wrote {save_to}: the model for `search predict --model {save_to} --data FILE`"
-                       if result.status == "completed" else f"not saved to {save_to}: the run {result.status}")
+            say(f"wrote {save_to}: the model for `search predict --model {save_to} --data FILE`"
+                if result.status == "completed" else f"not saved to {save_to}: the run {result.status}")
     return 0 if result.status == "completed" else 1
 
 

@@ -227,6 +227,17 @@ def test_plot_and_save_together_name_the_model_file(run_cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "other.png", "run.png"]
 
 
+def test_the_saved_line_fits_80_columns(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    (tmp_path / "models").mkdir()
+    result = run_cli("train", "--epochs", "1", "--save", "models/digits-first.npz")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2:] == [
+        "wrote models/digits-first.npz: the model for `search predict --model",
+        "    models/digits-first.npz --data FILE`",
+    ]
+
+
 def test_the_model_file_gets_the_usual_permissions(run_cli, tmp_path):
     old = os.umask(0o022)
     try:
