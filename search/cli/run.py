@@ -92,7 +92,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         "final_loss": finite_or_none(result.final_loss),
         "train_acc": finite_or_none(result.train_acc),
         "val_acc": finite_or_none(result.val_acc),
-        "best_val_acc": result.best_val_acc,
+        "best_val_acc": finite_or_none(result.best_val_acc),
         "epochs": result.epochs,
         "iterations": result.iterations,
         "seconds": round(result.seconds, 4),
