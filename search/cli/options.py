@@ -124,6 +124,11 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     width, sep, height = value.lower().partition("x")
     if not sep or not width.strip().isdigit() or not height.strip().isdigit():
         raise click.BadParameter(f"{value!r} must look like WxH, e.g. 32x32")
+    from engine.data import MAX_IMAGE_SIDE
+
+    if not all(1 <= int(side) <= MAX_IMAGE_SIDE for side in (width, height)):
+        raise click.BadParameter(f"{value!r}: width and height must be whole numbers in 1..{MAX_IMAGE_SIDE}, "
+                                 "e.g. 32x32")
     return int(width), int(height)
 
 

@@ -71,6 +71,15 @@ def test_bad_data_exits_2_and_leaves_no_database(run_cli, tmp_path):
     assert not (tmp_path / "search.db").exists()
 
 
+@pytest.mark.parametrize("size", ["0x5", "5000x32"])
+def test_an_image_size_out_of_range_names_the_option_as_its_shape_is_named(run_cli, tmp_path, size):
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    line = one_line_error(run_cli("coarse", "--data", "imgs", "--image-size", size, "--trials", "2"))
+    assert line == (f"error: Invalid value for '--image-size': {size!r}: width and height must be whole numbers in "
+                    "1..4096, e.g. 32x32")
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_search_data_describes_a_file(run_cli, tmp_path):
     _write_csv(tmp_path / "wine.csv", load_wine, {0: "barolo", 1: "grignolino", 2: "barbera"})
     out = json.loads(run_cli("data", "--data", "wine.csv", "--json").stdout)
