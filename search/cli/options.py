@@ -197,7 +197,8 @@ RUN_OPTIONS = [
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
     click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True, metavar="NAME",
                  help=f"Fitted on the training split: {', '.join(PREPROCESSORS)}."),
-    click.option("--pca-components", type=click.IntRange(min=1), default=None, help="Components for pca/whiten."),
+    click.option("--pca-components", type=click.IntRange(min=1), default=None,
+                 help="Components kept by pca/whiten (default: the features, at most 100)."),
     # model
     click.option("--hidden", default="100", show_default=True, callback=_hidden,
                  help="Hidden layer sizes, comma-separated."),

@@ -317,7 +317,7 @@ def data(base: RunConfig, as_json: bool) -> None:
     from engine.preprocess import RESCALING, preprocess_dataset
 
     raw = load_dataset(base.data)
-    preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
+    prepared = preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
     # the data as it is in the file, before --preprocess (with standardize, its raw scales do not matter)
     info = describe_dataset(base.data, raw, standardized=base.preprocess.name in RESCALING)
     if as_json:
@@ -329,6 +329,10 @@ def data(base: RunConfig, as_json: bool) -> None:
                f"{s['test']} test; {info['features']} features{shape}")
     say(f"values {info['value_range']['min']:.4g} to {info['value_range']['max']:.4g}; feature std "
                f"{info['feature_std']['min']:.3g} to {info['feature_std']['max']:.3g}")
+    kept = prepared.X_train.shape[1]
+    if kept != info["features"]:  # pca and whiten train on fewer features than the file holds
+        say(f"--preprocess {base.preprocess.name} keeps {kept} of the {info['features']} features (the top principal "
+            f"components; --pca-components sets how many)")
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:
