@@ -88,8 +88,9 @@ class TrainResult:
 
     @property
     def best_val_acc(self) -> float:
+        """The best finite validation accuracy of an epoch; NaN, as val_acc, before the first epoch ends."""
         finite = [a for a in self.val_acc_history if math.isfinite(a)]
-        return max(finite) if finite else 0.0
+        return max(finite) if finite else float("nan")
 
     @property
     def best_epoch(self) -> int | None:

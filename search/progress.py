@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from search.stages import FINISHED, is_storage_error
+from search.space import value_text
 from studies.budget import ERROR_PREFIX
 
 
@@ -23,7 +24,7 @@ READ_EVERY_SECONDS = 1.0
 
 
 def format_params(params: dict) -> str:
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return " ".join(f"{k}={value_text(v)}" for k, v in params.items())
 
 
 def bar_name(name: str, total: int, width: int) -> str:

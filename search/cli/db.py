@@ -173,6 +173,24 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
         click.echo(f"note: only the first {max_rows} rows are shown (--max-rows)", err=True)
 
 
+def failure_story(storage: Any, name: str, trial: Any) -> str:
+    """Why a FAIL trial of stage study ``name`` failed and which trial re-ran it, as ``search explain`` says it."""
+    from studies.budget import RETRY_OF, is_retried_on_failure
+
+    reason = trial.user_attrs.get("stop_reason")
+    # a worker records why it stops; a trial failed by another worker because its heartbeat went stale has no reason
+    how = (f"it failed ({reason})" if reason
+           else "it failed without recording why (its process killed or its machine lost)")
+    if not is_retried_on_failure(trial):
+        return f"{how}; a trial that raised is not re-run"
+    study_id = storage.get_study_id_from_name(name)
+    copies = [t.number for t in storage.get_all_trials(study_id, deepcopy=False)
+              if t.system_attrs.get(RETRY_OF) == trial.number]
+    if not copies:
+        return f"{how}; its re-run is enqueued by the next command or worker on the stage"
+    return f"{how}; re-run as {name}:{copies[0]}"
+
+
 @click.command(cls=SectionedCommand)
 @click.argument("ref", metavar="STUDY:NUMBER")
 @click.option("--plot", type=WritablePath(), default=None, help="Draw its loss and accuracy curves (PNG).")
@@ -185,6 +203,8 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     Example:
       search explain digits/coarse:12 --plot trial12.png
     """
+    from optuna.trial import TrialState
+
     from engine.diagnostics import Diagnosis, describe_diagnosis
     from search.errors import SearchError
     from search.objective import scheduler_stop
@@ -194,8 +214,11 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     name, sep, number = ref.rpartition(":")
     if not sep or not name or not number.isdigit():
         raise SearchError(f"{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
-    trial, _ = load_trial(open_for_reading(storage), name, int(number))
+    reading = open_for_reading(storage)
+    trial, _ = load_trial(reading, name, int(number))
     attrs = trial.user_attrs
+    if trial.state == TrialState.FAIL:
+        raise SearchError(f"trial {ref} has no diagnosis: {failure_story(reading, name, trial)}")
     if not isinstance(attrs.get("diagnosis"), list):
         raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
     diagnosis = Diagnosis(diagnosis_labels(trial), trial_record(trial, "diagnosis_numbers", {}))

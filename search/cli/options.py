@@ -124,6 +124,11 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     width, sep, height = value.lower().partition("x")
     if not sep or not width.strip().isdigit() or not height.strip().isdigit():
         raise click.BadParameter(f"{value!r} must look like WxH, e.g. 32x32")
+    from engine.data import MAX_IMAGE_SIDE
+
+    if not all(1 <= int(side) <= MAX_IMAGE_SIDE for side in (width, height)):
+        raise click.BadParameter(f"{value!r}: width and height must be whole numbers in 1..{MAX_IMAGE_SIDE}, "
+                                 "e.g. 32x32")
     return int(width), int(height)
 
 
@@ -192,7 +197,8 @@ RUN_OPTIONS = [
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
     click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True, metavar="NAME",
                  help=f"Fitted on the training split: {', '.join(PREPROCESSORS)}."),
-    click.option("--pca-components", type=click.IntRange(min=1), default=None, help="Components for pca/whiten."),
+    click.option("--pca-components", type=click.IntRange(min=1), default=None,
+                 help="Components kept by pca/whiten (default: the features, at most 100)."),
     # model
     click.option("--hidden", default="100", show_default=True, callback=_hidden,
                  help="Hidden layer sizes, comma-separated."),

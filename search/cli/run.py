@@ -92,7 +92,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         "final_loss": finite_or_none(result.final_loss),
         "train_acc": finite_or_none(result.train_acc),
         "val_acc": finite_or_none(result.val_acc),
-        "best_val_acc": result.best_val_acc,
+        "best_val_acc": finite_or_none(result.best_val_acc),
         "epochs": result.epochs,
         "iterations": result.iterations,
         "seconds": round(result.seconds, 4),
@@ -148,8 +148,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         if plot:
             click.echo(f"wrote {plot}")
         if save_to is not None:
-            click.echo(f"wrote {save_to}: the model for `search predict --model {save_to} --data FILE`"
-                       if result.status == "completed" else f"not saved to {save_to}: the run {result.status}")
+            say(f"wrote {save_to}: the model for `search predict --model {save_to} --data FILE`"
+                if result.status == "completed" else f"not saved to {save_to}: the run {result.status}")
     return 0 if result.status == "completed" else 1
 
 
@@ -317,7 +317,7 @@ def data(base: RunConfig, as_json: bool) -> None:
     from engine.preprocess import RESCALING, preprocess_dataset
 
     raw = load_dataset(base.data)
-    preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
+    prepared = preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
     # the data as it is in the file, before --preprocess (with standardize, its raw scales do not matter)
     info = describe_dataset(base.data, raw, standardized=base.preprocess.name in RESCALING)
     if as_json:
@@ -329,6 +329,10 @@ def data(base: RunConfig, as_json: bool) -> None:
                f"{s['test']} test; {info['features']} features{shape}")
     say(f"values {info['value_range']['min']:.4g} to {info['value_range']['max']:.4g}; feature std "
                f"{info['feature_std']['min']:.3g} to {info['feature_std']['max']:.3g}")
+    kept = prepared.X_train.shape[1]
+    if kept != info["features"]:  # pca and whiten train on fewer features than the file holds
+        say(f"--preprocess {base.preprocess.name} keeps {kept} of the {info['features']} features (the top principal "
+            f"components; --pca-components sets how many)")
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:
@@ -361,7 +365,8 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
-    from engine.data import read_inputs
+    from engine.data import detect_format, read_inputs
+    from engine.formats import list_image_folder
 
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
@@ -374,14 +379,20 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     softmax = saved.model.config.loss == "softmax"
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
-    header = ["row", "prediction"] + (["label"] if labels is not None else []) + (
-        [f"p_{n}" for n in names] if softmax else [])
+    # an image folder's rows name their file (class folder/name), the only way to tell which image a row is
+    files = ([file.relative_to(folder).as_posix() for file, _ in list_image_folder(folder)[1]]
+             if detect_format(folder := Path(data_path).expanduser()) == "image_folder" else None)
+    if files is not None and len(files) != len(X):
+        raise SearchError(f"{data_path}: images were added or removed while it was read; run again")
+    header = ["row"] + (["file"] if files is not None else []) + ["prediction"] + (
+        ["label"] if labels is not None else []) + ([f"p_{n}" for n in names] if softmax else [])
 
     def write_rows(stream: Any) -> None:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(header)
         for i, k in enumerate(predicted.tolist()):
-            row = [i, names[k]] + ([labels[i]] if labels is not None else [])
+            row = [i] + ([files[i]] if files is not None else []) + [names[k]] + (
+                [labels[i]] if labels is not None else [])
             writer.writerow(row + ([f"{p:.4f}" for p in probs[i]] if probs is not None else []))
 
     def write_file(f: Any) -> None:

@@ -59,6 +59,7 @@ def test_a_run_whose_loss_explodes_says_so_and_exits_1_as_a_stage_would_prune_it
     assert out["status"] == "exploded"
     # the mean of the last 10 minibatch losses, once there are 10, is compared: stopped at iteration 10
     assert out["iterations"] == 10 and sum(out["loss_history"][-10:]) / 10 > 3 * out["initial_loss"]
+    assert out["val_acc"] is None and out["best_val_acc"] is None  # no epoch ended: never validated
     text = invoke("train", "--lr", "5", "--epochs", "3")
     assert "exploded: the loss of the last 10 iterations averaged more than 3 x the first" in text.stdout
     assert "no epoch finished; try a lower --lr" in " ".join(text.stdout.split()) and "nan" not in text.stdout

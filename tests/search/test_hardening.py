@@ -389,6 +389,31 @@ def test_a_foreign_study_that_claims_the_next_stage_is_not_taken_for_it(run_cli,
     assert (len(after.trials), after.user_attrs) == (1, {"campaign": "digits", "stage": "fine-1"})
 
 
+def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(run_cli, url):
+    from studies.budget import requeue_failed_trials
+    from studies.store import open_storage
+
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=STAGE, storage=url)
+    lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
+    for attrs in ({"stop_reason": "interrupted"}, {}, {"stop_reason": "error: ValueError: boom"}):  # trials 2, 3, 4
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"lr": 0.01, "reg": 0.1},
+                                                  distributions={"lr": lr, "reg": reg}, user_attrs=attrs))
+    one_line_error(run_cli("explain", f"{STAGE}:3", "--storage", url),
+                   "trial digits/coarse:3 has no diagnosis: it failed without recording why (its process killed or "
+                   "its machine lost); its re-run is enqueued by the next command or worker on the stage")
+    storage = open_storage(url)
+    assert requeue_failed_trials(storage, storage.get_study_id_from_name(STAGE)) == 2  # copies 5 and 6
+    one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
+                   "trial digits/coarse:2 has no diagnosis: it failed (interrupted); re-run as digits/coarse:5")
+    one_line_error(run_cli("explain", f"{STAGE}:3", "--storage", url),
+                   "trial digits/coarse:3 has no diagnosis: it failed without recording why (its process killed or "
+                   "its machine lost); re-run as digits/coarse:6")
+    one_line_error(run_cli("explain", f"{STAGE}:4", "--storage", url),
+                   "trial digits/coarse:4 has no diagnosis: it failed (error: ValueError: boom); a trial that raised "
+                   "is not re-run")
+
+
 def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_traceback(run_cli, url):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
     study = optuna.load_study(study_name=STAGE, storage=url)

@@ -71,6 +71,31 @@ def test_bad_data_exits_2_and_leaves_no_database(run_cli, tmp_path):
     assert not (tmp_path / "search.db").exists()
 
 
+@pytest.mark.parametrize("size", ["0x5", "5000x32"])
+def test_an_image_size_out_of_range_names_the_option_as_its_shape_is_named(run_cli, tmp_path, size):
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    line = one_line_error(run_cli("coarse", "--data", "imgs", "--image-size", size, "--trials", "2"))
+    assert line == (f"error: Invalid value for '--image-size': {size!r}: width and height must be whole numbers in "
+                    "1..4096, e.g. 32x32")
+    assert not (tmp_path / "search.db").exists()
+
+
+def test_search_data_says_how_many_features_pca_and_whiten_keep(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "wide.npz", X=rng.normal(size=(300, 150)), y=np.arange(300) % 3)
+    for name, kept in (("whiten", []), ("pca", ["--pca-components", "20"])):
+        result = run_cli("data", "--data", "wide.npz", "--preprocess", name, *kept)
+        assert result.exit_code == 0, result.output
+        n = 20 if kept else 100
+        assert result.stdout.splitlines()[1:3] == [
+            "values -4.494 to 4.732; feature std 0.894 to 1.15",
+            f"--preprocess {name} keeps {n} of the 150 features (the top principal components; --pca-components "
+            "sets how many)"]
+    result = run_cli("data", "--data", "wide.npz", "--preprocess", "mean_image")
+    assert "keeps" not in result.stdout
+
+
 def test_search_data_describes_a_file(run_cli, tmp_path):
     _write_csv(tmp_path / "wine.csv", load_wine, {0: "barolo", 1: "grignolino", 2: "barbera"})
     out = json.loads(run_cli("data", "--data", "wine.csv", "--json").stdout)

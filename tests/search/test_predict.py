@@ -116,6 +116,26 @@ def test_an_image_model_scores_an_image_folder(run_cli, tmp_path):
     assert "60 samples scored with model.npz; accuracy 1.0000 (60 of 60 labels)" in result.stderr
 
 
+def test_predictions_for_an_image_folder_name_each_image_file(run_cli, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("dark", "light")):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(80 + 100 * k, 30, (6, 5)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    train_and_save(run_cli, "imgs", "--batch-size", "4")
+    result = run_cli("predict", "--model", "model.npz", "--data", "imgs")
+    assert result.exit_code == 0, result.output
+    table = rows(result.stdout)
+    assert table[0] == ["row", "file", "prediction", "label", "p_dark", "p_light"]
+    order = sorted(f"{i}.png" for i in range(12))  # file order: class folders, then names, sorted
+    assert [r[1] for r in table[1:]] == [f"dark/{n}" for n in order] + [f"light/{n}" for n in order]
+    assert [r[0] for r in table[1:]] == [str(i) for i in range(24)]
+    assert [r[3] for r in table[1:]] == ["dark"] * 12 + ["light"] * 12
+
+
 def test_an_svm_model_predicts_classes_without_probabilities(run_cli, wine_csv):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize",
                    "--loss", "svm")
@@ -205,6 +225,17 @@ def test_plot_and_save_together_name_the_model_file(run_cli, tmp_path):
     assert plot_only.exit_code == 0, plot_only.output
     assert plot_only.stdout.splitlines()[-1] == "wrote other.png" and "model" not in plot_only.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "other.png", "run.png"]
+
+
+def test_the_saved_line_fits_80_columns(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    (tmp_path / "models").mkdir()
+    result = run_cli("train", "--epochs", "1", "--save", "models/digits-first.npz")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2:] == [
+        "wrote models/digits-first.npz: the model for `search predict --model",
+        "    models/digits-first.npz --data FILE`",
+    ]
 
 
 def test_the_model_file_gets_the_usual_permissions(run_cli, tmp_path):

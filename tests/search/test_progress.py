@@ -123,3 +123,20 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         "digits/promote-1:16 complete 0.9704 lr=0.03 reg=0.0001 hidden=100 [4/50]",
     ]
     assert max(map(len, lines)) <= 80
+
+
+def test_log_lines_write_categories_as_every_other_view_does():
+    distributions = {"batchnorm": optuna.distributions.CategoricalDistribution([True, False]),
+                     "activation": optuna.distributions.CategoricalDistribution(["relu", "tanh"])}
+    out = io.StringIO()
+    progress = Progress("img/coarse", 2, mode="log", stream=out)
+    for number, batchnorm in ((0, False), (1, True)):
+        t = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5 + number / 10,
+                                      params={"batchnorm": batchnorm, "activation": "relu"},
+                                      distributions=distributions, user_attrs={"stop_reason": "completed"})
+        t.number = number
+        progress.trial(t)
+    assert out.getvalue().splitlines() == [
+        "img/coarse:0 new best 0.5000 batchnorm=false activation=relu [1/2]",
+        "img/coarse:1 new best 0.6000 batchnorm=true activation=relu [2/2]",
+    ]

@@ -92,6 +92,18 @@ def test_huge_lr_is_pruned_as_exploded_before_its_budget(url):
         assert t.user_attrs["iterations"] <= EXPLODE_WINDOW  # the lecture's 3x rule, on the mean of 10 losses
 
 
+def test_a_trial_stopped_before_its_first_epoch_ended_has_no_accuracy_not_a_best_of_0(url):
+    run = RunConfig(data=DataSpec("digits", train_size=1000)).with_params(
+        {"train.optimizer": "sgd", "train.epochs": 2})  # 20 iterations an epoch: stopped at the 10th
+    space = {"lr": FloatRange(50.0, 100.0), "reg": FloatRange(1e-6, 1e-5)}
+    execute_stage(Execution(url, progress="quiet"), coarse_stage("early", run, space, 2, seed=0))
+    trials = _study(url, "early/coarse").get_trials()
+    assert [t.user_attrs["iterations"] for t in trials] == [EXPLODE_WINDOW, EXPLODE_WINDOW]
+    for t in trials:
+        assert t.state == TrialState.PRUNED and t.intermediate_values == {}
+        assert (t.user_attrs["val_acc"], t.user_attrs["best_val_acc"], t.user_attrs["best_epoch"]) == (None, None, None)
+
+
 def test_fine_stage_stores_its_refined_range_and_parent(url):
     ex = Execution(url, progress="quiet")
     execute_stage(ex, coarse_stage("f", RUN, DEFAULT_SPACE, 10, seed=0))
