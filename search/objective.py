@@ -23,6 +23,7 @@ from search.space import Dimension, params_to_paths, suggest_params
 
 LOSS_CURVE_POINTS = 200
 SCHEDULER_STOP = "pruned"  # the stop_reason of a trial the stage's scheduler (its Optuna pruner) stopped
+PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as Optuna state PRUNED
 
 
 def scheduler_stop(trial: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
@@ -35,7 +36,6 @@ def scheduler_stop(trial: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
     if trial.user_attrs.get("stop_reason") != SCHEDULER_STOP or not trial.intermediate_values or epochs is None:
         return None
     return max(trial.intermediate_values), int(epochs)
-PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as Optuna state PRUNED
 
 
 EXPLODE_WINDOW = 10  # minibatch losses averaged before they are compared with the first one
