@@ -478,7 +478,8 @@ def read_inputs(
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
     ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when
-    present; an image folder (one subfolder per class, which names the label): resized to ``image_shape``.
+    present; an image folder (one subfolder per class, which names the label, or the images alone, unlabelled):
+    resized to ``image_shape``.
     """
     path = Path(path).expanduser()
     fmt = detect_format(path)
@@ -508,10 +509,11 @@ def read_inputs(
     if fmt == "image_folder":
         if image_shape is None:
             raise DataError(f"{path}: an image folder, but the model was not trained on images")
-        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
+        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3,
+                                                 unlabelled=True)
         if shape != tuple(image_shape):
             raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
-        return X, [classes[i] for i in y.tolist()]
+        return X, [classes[i] for i in y.tolist()] if classes else None
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
 
 

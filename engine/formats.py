@@ -382,17 +382,21 @@ def _parse_rows(
 # image folders
 
 
-def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
-    """Class names (sorted subfolder names) and (image file, class index) pairs of an image folder."""
+def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    """Class names (sorted subfolder names) and (image file, class index) pairs of an image folder. With
+    ``unlabelled``, a folder of images without subfolders (new images to score) gives no classes and index -1."""
     try:
         classes = tuple(sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")))
     except OSError as exc:
         raise cannot_read(path, exc) from exc
     if not classes:
         try:
-            images = sum(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir())
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         except OSError as exc:
             raise cannot_read(path, exc) from exc
+        images = len(found)
+        if images and unlabelled:
+            return (), [(image, -1) for image in found]
         if images:
             raise DataError(f"{path}: {images} image{'s' if images > 1 else ''} but no class subfolders; expected one "
                             "subfolder per class holding PNG or JPEG images (its name is the images' label)")
@@ -410,13 +414,14 @@ def list_image_folder(path: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
 
 
 def read_image_folder(
-    path: Path, image_size: tuple[int, int] | None, colour: bool = False
+    path: Path, image_size: tuple[int, int] | None, colour: bool = False, unlabelled: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, int, int]]:
     """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W); C is 3 if any image has colour
-    or ``colour`` is set (a grey image is then three equal channels, as in a folder where others have colour)."""
+    or ``colour`` is set (a grey image is then three equal channels, as in a folder where others have colour).
+    ``unlabelled``: as ``list_image_folder``'s (no classes, y all -1)."""
     from PIL import Image
 
-    classes, files = list_image_folder(path)
+    classes, files = list_image_folder(path, unlabelled)
     sizes: dict[tuple[int, int], Path] = {}
     for file, _ in files:  # headers only: sizes and modes
         with _open_image(file) as image:

@@ -350,7 +350,7 @@ def data(base: RunConfig, as_json: bool) -> None:
               metavar="FILE.npz", help="A model saved by `search train --save`.")
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",
               help="Samples to score: .csv/.tsv with the model's columns by name (others are ignored), .npz with X "
-                   "(and y), or an image folder of class subfolders.")
+                   "(and y), or an image folder (class subfolders, or the new images alone).")
 @click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
               help="Write the predictions here instead of stdout.")
 def predict(model_file: str, data_path: str, out: str | None) -> None:
@@ -380,7 +380,7 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is
-    files = ([file.relative_to(folder).as_posix() for file, _ in list_image_folder(folder)[1]]
+    files = ([file.relative_to(folder).as_posix() for file, _ in list_image_folder(folder, unlabelled=True)[1]]
              if detect_format(folder := Path(data_path).expanduser()) == "image_folder" else None)
     if files is not None and len(files) != len(X):
         raise SearchError(f"{data_path}: images were added or removed while it was read; run again")

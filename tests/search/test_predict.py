@@ -116,6 +116,29 @@ def test_an_image_model_scores_an_image_folder(run_cli, tmp_path):
     assert "60 samples scored with model.npz; accuracy 1.0000 (60 of 60 labels)" in result.stderr
 
 
+def test_new_images_alone_in_a_folder_are_scored_unlabelled(run_cli, tmp_path):
+    """A folder of new images without class subfolders (what a user has to score) is read in file order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("dark", "light")):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(80 + 100 * k, 30, (6, 5)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    train_and_save(run_cli, "imgs", "--batch-size", "4")
+    (tmp_path / "new").mkdir()
+    for name, level in (("a_light.png", 200), ("b_dark.png", 60), ("c_dark.jpg", 70)):
+        Image.fromarray(np.full((6, 5), level, np.uint8)).save(tmp_path / "new" / name)
+    result = run_cli("predict", "--model", "model.npz", "--data", "new")
+    assert result.exit_code == 0, result.output
+    table = rows(result.stdout)
+    assert table[0] == ["row", "file", "prediction", "p_dark", "p_light"]
+    assert [r[:3] for r in table[1:]] == [["0", "a_light.png", "light"], ["1", "b_dark.png", "dark"],
+                                         ["2", "c_dark.jpg", "dark"]]
+    assert result.stderr == "3 samples scored with model.npz\n"
+
+
 def test_predictions_for_an_image_folder_name_each_image_file(run_cli, tmp_path):
     from PIL import Image
 
@@ -418,8 +441,6 @@ def test_an_image_folder_without_class_subfolders_is_not_called_empty(run_cli, t
     problem = ("3 images but no class subfolders; expected one subfolder per class holding PNG or JPEG images (its "
                "name is the images' label)")
     assert one_line_error(run_cli("train", "--data", "flat")) == f"error: {tmp_path / 'flat'}: {problem}"
-    train_and_save(run_cli, "digits")
-    assert one_line_error(run_cli("predict", "--model", "model.npz", "--data", "flat")) == f"error: flat: {problem}"
     (tmp_path / "empty").mkdir()
     assert one_line_error(run_cli("train", "--data", "empty")) == (
         f"error: {tmp_path / 'empty'}: empty folder; expected one subfolder per class holding PNG or JPEG images")
