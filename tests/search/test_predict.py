@@ -34,6 +34,18 @@ def wine_csv(tmp_path):
     return path
 
 
+def dark_and_light(folder, per_class: int, shape: tuple[int, ...] = (6, 5), rng=None) -> None:
+    """An image folder of classes dark and light: ``per_class`` PNGs each of ``shape``, pixels around 80 and 180."""
+    from PIL import Image
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    for k, name in enumerate(("dark", "light")):
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(80 + 100 * k, 30, shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+
+
 def rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
@@ -101,14 +113,7 @@ def test_the_saved_file_holds_the_network_and_its_preprocessing(run_cli, wine_cs
 
 
 def test_an_image_model_scores_an_image_folder(run_cli, tmp_path):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(("dark", "light")):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for i in range(30):
-            pixels = np.clip(rng.normal(80 + 100 * k, 30, (6, 5)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    dark_and_light(tmp_path / "imgs", 30)
     train_and_save(run_cli, "imgs", "--batch-size", "10")
     assert load_checkpoint("model.npz").image_shape == (1, 6, 5)
     result = run_cli("predict", "--model", "model.npz", "--data", "imgs")
@@ -120,12 +125,7 @@ def test_new_images_alone_in_a_folder_are_scored_unlabelled(run_cli, tmp_path):
     """A folder of new images without class subfolders (what a user has to score) is read in file order."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(("dark", "light")):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for i in range(12):
-            pixels = np.clip(rng.normal(80 + 100 * k, 30, (6, 5)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    dark_and_light(tmp_path / "imgs", 12)
     train_and_save(run_cli, "imgs", "--batch-size", "4")
     (tmp_path / "new").mkdir()
     for name, level in (("a_light.png", 200), ("b_dark.png", 60), ("c_dark.jpg", 70)):
@@ -140,14 +140,7 @@ def test_new_images_alone_in_a_folder_are_scored_unlabelled(run_cli, tmp_path):
 
 
 def test_predictions_for_an_image_folder_name_each_image_file(run_cli, tmp_path):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(("dark", "light")):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for i in range(12):
-            pixels = np.clip(rng.normal(80 + 100 * k, 30, (6, 5)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    dark_and_light(tmp_path / "imgs", 12)
     train_and_save(run_cli, "imgs", "--batch-size", "4")
     result = run_cli("predict", "--model", "model.npz", "--data", "imgs")
     assert result.exit_code == 0, result.output
@@ -447,15 +440,9 @@ def test_an_image_folder_without_class_subfolders_is_not_called_empty(run_cli, t
 
 
 def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
-    from PIL import Image
-
     rng = np.random.default_rng(0)
-    for folder, shape in (("colour", (6, 5, 3)), ("grey", (6, 5))):
-        for k, name in enumerate(("dark", "light")):
-            (tmp_path / folder / name).mkdir(parents=True)
-            for i in range(30 if folder == "colour" else 5):
-                pixels = np.clip(rng.normal(80 + 100 * k, 30, shape), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(tmp_path / folder / name / f"{i}.png")
+    dark_and_light(tmp_path / "colour", 30, (6, 5, 3), rng)
+    dark_and_light(tmp_path / "grey", 5, (6, 5), rng)
     train_and_save(run_cli, "colour", "--batch-size", "10")
     assert load_checkpoint("model.npz").image_shape == (3, 6, 5)
     result = run_cli("predict", "--model", "model.npz", "--data", "grey")  # as three equal channels

@@ -16,15 +16,9 @@ def _trial(number: int, state: TrialState, value: float | None) -> optuna.trial.
 
 def test_the_bar_keeps_its_counts_at_80_columns(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
-    out = io.StringIO()
-    progress = Progress("my-campaign/promote-2", 100, mode="bar", stream=out)
-    finished = [_trial(0, TrialState.COMPLETE, 0.9815), _trial(1, TrialState.PRUNED, None),
-                _trial(2, TrialState.FAIL, None)]
-    for number, t in enumerate(finished):
-        t.number = number
-        progress.trial(t)
-    progress.close()
-    last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
+    last = _last_bar_line("my-campaign/promote-2", 100, [_trial(0, TrialState.COMPLETE, 0.9815),
+                                                         _trial(1, TrialState.PRUNED, None),
+                                                         _trial(2, TrialState.FAIL, None)])
     assert len(last) <= 77, last
     assert last.startswith("my-campaign/promote-2: 2/100 |"), last
     assert last.endswith(", best 0.9815 pruned 1 failed 1"), last
@@ -33,16 +27,22 @@ def test_the_bar_keeps_its_counts_at_80_columns(monkeypatch):
 def test_a_long_campaign_name_is_shortened_so_the_best_value_stays_whole(monkeypatch):
     # the bar once cut its own line at 77 columns: "...-v2/coarse: 4/6 |▋| 00:05<00:03, best 0.9"
     monkeypatch.setenv("COLUMNS", "80")
-    out = io.StringIO()
-    progress = Progress("breast-cancer-wisconsin-standardized-v2/coarse", 6, mode="bar", stream=out)
-    for number, t in enumerate([_trial(0, TrialState.COMPLETE, 0.9776), _trial(1, TrialState.PRUNED, None)]):
-        t.number = number
-        progress.trial(t)
-    progress.close()
-    last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
+    last = _last_bar_line("breast-cancer-wisconsin-standardized-v2/coarse", 6,
+                          [_trial(0, TrialState.COMPLETE, 0.9776), _trial(1, TrialState.PRUNED, None)])
     assert len(last) <= 77, last
     assert last.startswith("breast-cancer-wisconsin-s…/coarse: 2/6 |"), last
     assert last.endswith(", best 0.9776 pruned 1"), last
+
+
+def _last_bar_line(name: str, total: int, finished: list) -> str:
+    """The last line a bar of stage ``name`` shows once ``finished`` (numbered in order) have ended."""
+    out = io.StringIO()
+    progress = Progress(name, total, mode="bar", stream=out)
+    for number, t in enumerate(finished):
+        t.number = number
+        progress.trial(t)
+    progress.close()
+    return [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
 
 
 def _counts(complete: int, pruned: int = 0, fail: int = 0) -> dict[str, int]:
