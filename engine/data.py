@@ -33,6 +33,7 @@ from engine.formats import (
     detect_format,
     list_image_folder,
     read_image_folder,
+    read_images,
     read_columns,
     read_npz,
     read_table,
@@ -470,10 +471,10 @@ def load_data_file(spec: DataSpec) -> Dataset:
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None,
-) -> tuple[np.ndarray, list[str | None] | None]:
-    """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, and each
-    sample's label as a class name when the file holds labels (else None; None for a CSV row whose label cell is
-    empty); ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a
+) -> tuple[np.ndarray, list[str | None] | None, list[str] | None]:
+    """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
+    label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty), and
+    for an image folder each sample's file (``class/name.png``, else None); ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a
     cell ``1.0`` is class ``1``).
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
@@ -488,8 +489,8 @@ def read_inputs(
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
         X, cells = read_columns(path, "," if fmt == "csv" else "\t", features, label_column)
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
-            return X, None
-        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells]
+            return X, None, None
+        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], None
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
@@ -499,21 +500,22 @@ def read_inputs(
                                     f"{arrays[X_key].shape}")
                 X = _features(str(path), X_key, arrays[X_key])
                 if y_key not in arrays:
-                    return X, None
+                    return X, None, None
                 y = np.asarray(arrays[y_key]).reshape(-1)
                 if len(y) != len(X):
                     raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
-                return X, [_label_text(v) for v in y.tolist()]
+                return X, [_label_text(v) for v in y.tolist()], None
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
     if fmt == "image_folder":
         if image_shape is None:
             raise DataError(f"{path}: an image folder, but the model was not trained on images")
-        X, y, classes, shape = read_image_folder(path, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3,
-                                                 unlabelled=True)
+        classes, files = list_image_folder(path, unlabelled=True)
+        X, y, shape = read_images(path, files, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
         if shape != tuple(image_shape):
             raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
-        return X, [classes[i] for i in y.tolist()] if classes else None
+        return X, [classes[i] for i in y.tolist()] if classes else None, [
+            file.relative_to(path).as_posix() for file, _ in files]
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
 
 

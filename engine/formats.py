@@ -414,14 +414,23 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
 
 
 def read_image_folder(
-    path: Path, image_size: tuple[int, int] | None, colour: bool = False, unlabelled: bool = False
+    path: Path, image_size: tuple[int, int] | None, colour: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, int, int]]:
-    """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W); C is 3 if any image has colour
-    or ``colour`` is set (a grey image is then three equal channels, as in a folder where others have colour).
-    ``unlabelled``: as ``list_image_folder``'s (no classes, y all -1)."""
+    """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W) of an image folder of class
+    subfolders (see ``read_images``)."""
+    classes, files = list_image_folder(path)
+    X, y, shape = read_images(path, files, image_size, colour)
+    return X, y, classes, shape
+
+
+def read_images(
+    path: Path, files: list[tuple[Path, int]], image_size: tuple[int, int] | None, colour: bool = False
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """X float32 (N, C*H*W) in [0, 1], y int64 (N,) and image shape (C, H, W) of the (image file, class index) pairs
+    ``list_image_folder`` gave for folder ``path``; C is 3 if any image has colour or ``colour`` is set (a grey image
+    is then three equal channels, as in a folder where others have colour)."""
     from PIL import Image
 
-    classes, files = list_image_folder(path, unlabelled)
     sizes: dict[tuple[int, int], Path] = {}
     for file, _ in files:  # headers only: sizes and modes
         with _open_image(file) as image:
@@ -448,7 +457,7 @@ def read_image_folder(
         X[i] = (pixels.transpose(2, 0, 1) if colour else pixels).ravel()
     X /= np.float32(255)
     y = np.array([label for _, label in files], dtype=np.int64)
-    return X, y, classes, (channels, height, width)
+    return X, y, (channels, height, width)
 
 
 def _open_image(file: Path) -> PILImage:

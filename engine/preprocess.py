@@ -184,6 +184,11 @@ def fit_preprocessor(
 
 def preprocess_dataset(ds: Dataset, spec: PreprocessSpec) -> Dataset:
     """A new Dataset with train/val/test transformed by ``spec`` fitted on ds.X_train; no image_shape after pca/whiten."""
+    return fit_dataset(ds, spec)[0]
+
+
+def fit_dataset(ds: Dataset, spec: PreprocessSpec) -> tuple[Dataset, Preprocessor]:
+    """``preprocess_dataset``'s Dataset and the Preprocessor it fitted (which a saved model keeps)."""
     pre = fit_preprocessor(spec, ds.X_train, ds.image_shape)
     return dataclasses.replace(
         ds,
@@ -191,4 +196,4 @@ def preprocess_dataset(ds: Dataset, spec: PreprocessSpec) -> Dataset:
         X_val=pre.transform(ds.X_val),
         X_test=pre.transform(ds.X_test),
         image_shape=None if pre.projection is not None else ds.image_shape,
-    )
+    ), pre

@@ -21,7 +21,7 @@ import numpy as np
 from engine.data import DATASETS, DataSpec, Dataset, load_dataset
 from engine.errors import ConfigError
 from engine.model import FullyConnectedNet, ModelConfig
-from engine.preprocess import PreprocessSpec, preprocess_dataset
+from engine.preprocess import Preprocessor, PreprocessSpec, fit_dataset
 from engine.trainer import TrainConfig
 
 
@@ -50,13 +50,17 @@ class RunConfig:
     def load(self, raw: Dataset | None = None) -> Dataset:
         """The dataset (``raw``: as ``load_dataset`` read it already), preprocessed with statistics of its training
         split; checked against the batch size."""
-        dataset = preprocess_dataset(raw if raw is not None else load_dataset(self.data), self.preprocess)
+        return self.load_fitted(raw)[0]
+
+    def load_fitted(self, raw: Dataset | None = None) -> tuple[Dataset, Preprocessor]:
+        """``load``'s dataset and the preprocessing it fitted on the training split (which a saved model keeps)."""
+        dataset, pre = fit_dataset(raw if raw is not None else load_dataset(self.data), self.preprocess)
         if self.train.batch_size > len(dataset.y_train):
             raise ConfigError(
                 f"batch size {self.train.batch_size} (--batch-size) is larger than the training set "
                 f"({len(dataset.y_train)} samples)"
             )
-        return dataset
+        return dataset, pre
 
     def build_model(self, dataset: Dataset) -> FullyConnectedNet:
         """A fresh network for this data, drawn with ``train.seed``."""

@@ -70,12 +70,12 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
         raise SearchError(f"--plot {plot} is the --save file; write to another file")  # the model, then a PNG on it
     raw = columns = None
-    if save_to is not None:  # kept to fit the preprocessing the model file holds
+    if save_to is not None:  # kept for the image shape the model file holds
         from engine.data import load_dataset
 
         raw = load_dataset(config.data)  # first: a bad table is refused as training alone refuses it
         columns = model_columns(config)
-    ds = config.load(raw)
+    ds, pre = config.load_fitted(raw)
     if from_trial is not None:
         from engine.data import data_identity
 
@@ -109,7 +109,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     if save_to is not None:  # None: not saved, the run did not complete (as search auto --json says it)
         summary["saved"] = None
         if result.status == "completed":
-            save_model(save_to, config, raw, model, columns,
+            save_model(save_to, config, raw, pre, model, columns,
                        {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
             summary["saved"] = save_to
     if plot:
@@ -161,12 +161,12 @@ def fit_and_save(path: str, config: RunConfig) -> tuple[str, float, float]:
 
     raw = load_dataset(config.data)
     columns = model_columns(config)
-    ds = config.load(raw)
+    ds, pre = config.load_fitted(raw)
     model = config.build_model(ds)
     result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
     test_acc = model.accuracy(ds.X_test, ds.y_test)
     if result.status == "completed":
-        save_model(path, config, raw, model, columns,
+        save_model(path, config, raw, pre, model, columns,
                    {"val_acc": result.val_acc, "test_acc": test_acc, "epochs": result.epochs})
     return result.status, result.val_acc, test_acc
 
@@ -177,21 +177,20 @@ def model_columns(config: RunConfig) -> tuple[tuple[str, ...] | None, str | None
     from engine.formats import detect_format, table_columns
 
     source = Path(config.data.name)
-    if config.data.name in DATASETS or detect_format(source) not in ("csv", "tsv"):
+    fmt = None if config.data.name in DATASETS else detect_format(source)
+    if fmt not in ("csv", "tsv"):
         return None, None
-    return table_columns(source, "," if detect_format(source) == "csv" else "\t", config.data.label_column)
+    return table_columns(source, "," if fmt == "csv" else "\t", config.data.label_column)
 
 
-def save_model(path: str, config: RunConfig, raw: Any, model: Any,
+def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,
                columns: tuple[tuple[str, ...] | None, str | None], scores: dict[str, Any]) -> None:
-    """Write the trained ``model`` with the preprocessing ``config`` fits on ``raw``'s training split (as training did),
-    the class names and what the data's samples are: ``columns`` (``model_columns``), or an image shape."""
+    """Write the trained ``model`` with the preprocessing ``pre`` training fitted (``RunConfig.load_fitted``), the class
+    names and what the data's samples are: ``columns`` (``model_columns``), or ``raw``'s image shape."""
     from engine.checkpoint import Checkpoint, save_checkpoint
-    from engine.preprocess import fit_preprocessor
 
     features, label_column = columns
     names = raw.label_names or tuple(str(i) for i in range(raw.num_classes))
-    pre = fit_preprocessor(config.preprocess, raw.X_train, raw.image_shape)
     info = {"run": config.to_dict(), **scores}
     save_checkpoint(path, Checkpoint(model, pre, names, features=features, label_column=label_column,
                                      image_shape=raw.image_shape, info=info))
@@ -365,12 +364,11 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
-    from engine.data import detect_format, read_inputs
-    from engine.formats import list_image_folder
+    from engine.data import read_inputs
 
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
-    X, labels = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
+    X, labels, files = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
                             label_column=saved.label_column, image_shape=saved.image_shape)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
@@ -380,10 +378,6 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is
-    files = ([file.relative_to(folder).as_posix() for file, _ in list_image_folder(folder, unlabelled=True)[1]]
-             if detect_format(folder := Path(data_path).expanduser()) == "image_folder" else None)
-    if files is not None and len(files) != len(X):
-        raise SearchError(f"{data_path}: images were added or removed while it was read; run again")
     header = ["row"] + (["file"] if files is not None else []) + ["prediction"] + (
         ["label"] if labels is not None else []) + ([f"p_{n}" for n in names] if softmax else [])
 
