@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine import kernels
 from engine.errors import ConfigError
 
 
@@ -22,7 +23,10 @@ class SGD:
         """Update every parameter in place (the gradients are scaled in place, i.e. consumed)."""
         for name, g in grads.items():
             w = params[name]
-            if self.weight_decay and name in self.decayed:
+            decayed = self.weight_decay and name in self.decayed
+            if kernels.usable(w, g) and kernels.sgd(w, g, 1.0 - lr * self.weight_decay if decayed else 1.0, lr):
+                continue
+            if decayed:
                 w *= 1.0 - lr * self.weight_decay
             g *= -lr
             w += g
@@ -107,8 +111,14 @@ class Adam:
             if m is None:
                 m = self.m[name] = np.zeros_like(g)
                 self.v[name] = np.zeros_like(g)
-                self.scratch[name] = np.empty_like(g)
-            v, tmp = self.v[name], self.scratch[name]
+            v = self.v[name]
+            decay = self.weight_decay if name in self.decayed else 0.0
+            if kernels.usable(params[name], g, m, v) and kernels.adam(params[name], g, m, v, decay, b1, b2,
+                                                                    self.eps, step):
+                continue  # the same passes as below, in one loop
+            tmp = self.scratch.get(name)
+            if tmp is None:
+                tmp = self.scratch[name] = np.empty_like(g)
             if self.weight_decay and name in self.decayed:
                 np.multiply(params[name], self.weight_decay, out=tmp)
                 g += tmp

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine.optim import Adam, Momentum, make_optimizer
 
@@ -28,3 +29,53 @@ def test_momentum_takes_its_mu_from_the_config():
     for _ in range(2):
         momentum.step({"w": w}, {"w": np.ones(3)}, 0.1)
     assert np.allclose(w, 1 - 0.1 - (0.5 * 0.1 + 0.1))  # v1 = -0.1, v2 = 0.5 v1 - 0.1
+
+
+def _steps(rule_name: str, dtype: type, decay: float, fused: bool, monkeypatch, shape=(600, 500)) -> dict:
+    """Five steps of one rule on a large matrix and a small bias, with or without the one-pass loops."""
+    from engine import kernels
+    from engine.optim import SGD
+
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1 << 18 if fused else 1 << 62)
+    rng = np.random.default_rng(3)
+    params = {"W": rng.standard_normal(shape).astype(dtype), "b": rng.standard_normal(shape[1]).astype(dtype)}
+    params["W"][0, :3] = [0.0, -0.0, 1e-30]
+    rule = (Adam if rule_name == "adam" else SGD)(weight_decay=decay, decayed=frozenset({"W"}))
+    for t in range(5):
+        grads = {k: rng.standard_normal(p.shape).astype(dtype) * (t + 1) for k, p in params.items()}
+        grads["W"][1, :2] = [0.0, -0.0]
+        rule.step(params, grads, 3e-3)
+    return params
+
+
+
+@pytest.mark.parametrize("rule_name", ["adam", "sgd"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("decay", [0.0, 1e-3])
+def test_one_pass_update_of_a_large_matrix_gives_numpys_numbers_to_the_bit(rule_name, dtype, decay, monkeypatch):
+    from engine import kernels
+
+    kernels._compiled.pop(rule_name, None)
+    fused = _steps(rule_name, dtype, decay, True, monkeypatch)
+    assert kernels._compiled.get(rule_name) is not None  # the compiled loop ran
+    passes = _steps(rule_name, dtype, decay, False, monkeypatch)
+    assert fused["W"].dtype == dtype
+    for name in ("W", "b"):
+        assert np.array_equal(fused[name], passes[name]), name
+        assert np.array_equal(np.signbit(fused[name]), np.signbit(passes[name])), name
+    assert np.abs(passes["W"]).max() > 0 and not np.array_equal(passes["W"], _steps(rule_name, dtype, decay + 1e-2,
+                                                                                       False, monkeypatch)["W"])
+
+
+def test_a_non_contiguous_or_small_array_is_updated_by_numpys_passes():
+    from engine import kernels
+
+    big = np.zeros((1024, 512), dtype=np.float32)
+    assert kernels.usable(big, big.copy())
+    assert not kernels.usable(big[:, ::2], big[:, ::2].copy())  # a strided view: reshape(-1) would copy
+    assert not kernels.usable(big.T, big.T.copy())
+    assert not kernels.usable(big[:10], big[:10].copy())
+    assert not kernels.usable(big, big.astype(np.float64))
+    w = np.asfortranarray(np.ones((1024, 512), dtype=np.float32))
+    Adam().step({"w": w}, {"w": np.asfortranarray(np.full((1024, 512), 2.0, dtype=np.float32))}, 0.1)
+    assert np.allclose(w, 1 - 0.1)  # first Adam step moves every weight by lr against the gradient's sign
