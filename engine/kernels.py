@@ -18,11 +18,11 @@ MIN_SIZE = 1 << 18  # elements; below this NumPy's passes stay in cache and comp
 _compiled: dict[tuple[str, str], Callable[..., None] | None] = {}  # (loop, dtype name) -> the loop, None: NumPy
 
 
-def _adam(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, decay: Any, b1: Any, c1: Any,
-          b2: Any, c2: Any, eps: Any, step: Any) -> None:  # pragma: no cover - compiled by numba
+def _adam(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, decayed: bool, decay: Any, b1: Any,
+          c1: Any, b2: Any, c2: Any, eps: Any, step: Any) -> None:  # pragma: no cover - compiled by numba
     for i in range(w.size):
         gi = g[i]
-        if decay != 0:  # as NumPy's passes: no L2 term at all without weight decay (0 * inf would be NaN)
+        if decayed:  # as NumPy's passes: no L2 term at all without weight decay (0 * inf would be NaN)
             gi = gi + w[i] * decay
         vi = v[i] * b2 + (gi * gi) * c2
         mi = m[i] * b1 + gi * c1
@@ -41,7 +41,7 @@ def _signature(numba: Any, name: str, dtype: np.dtype) -> Any:
     scalar = numba.from_dtype(dtype)
     array = scalar[::1]
     if name == "adam":
-        return numba.void(array, array, array, array, *[scalar] * 7)
+        return numba.void(array, array, array, array, numba.boolean, *[scalar] * 7)
     return numba.void(array, array, scalar, scalar)
 
 
@@ -92,8 +92,10 @@ def adam(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, decay: floa
     if kernel is None:
         return False
     t = w.dtype.type  # Python floats become the weights' dtype, as NumPy's passes make them
-    kernel(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(decay), t(b1), t(1 - b1), t(b2),
-           t(1 - b2), t(eps), t(step))
+    # whether to add the L2 term is decided on the Python float, as NumPy's passes decide it: a decay below
+    # float32's smallest number is 0 in the weights' dtype, yet the passes still add w * 0 (NaN where w is inf)
+    kernel(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), decay != 0.0, t(decay), t(b1), t(1 - b1),
+           t(b2), t(1 - b2), t(eps), t(step))
     return True
 
 

@@ -163,3 +163,22 @@ def test_a_full_disk_under_numbas_cache_is_compiled_around_with_numpys_numbers(t
     for name in ("W", "b"):
         assert np.array_equal(_bits(fused[name]), _bits(passes[name])), name
 
+
+
+def test_a_weight_decay_below_float32s_smallest_number_is_applied_as_numpys_passes_apply_it(monkeypatch):
+    """1e-46 is 0 in float32, yet NumPy's passes add w * 0 to the gradient: NaN where w is inf, as Adam's loop."""
+    from engine import kernels
+
+    updated = []
+    for fused in (True, False):
+        monkeypatch.setattr(kernels, "MIN_SIZE", 1 << 18 if fused else 1 << 62)
+        w = np.full(1 << 18, 0.5, dtype=np.float32)
+        w[:3] = [np.inf, -0.0, 0.0]
+        g = np.ones(1 << 18, dtype=np.float32)
+        g[:3] = -0.0
+        with np.errstate(invalid="ignore"):
+            Adam(weight_decay=1e-46, decayed=frozenset({"w"})).step({"w": w}, {"w": g}, 1e-3)
+        updated.append(w)
+    fused, passes = updated
+    assert np.isnan(passes[0]) and passes[3] == np.float32(0.5) - np.float32(1e-3)
+    assert np.array_equal(_bits(fused), _bits(passes))
