@@ -10,7 +10,8 @@ pays only when a step updates about a million weights.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,13 @@ def _kernel(name: str, dtype: np.dtype) -> Callable[..., None] | None:
     if key not in _compiled:
         _compiled[key] = _compile(name, dtype)
     return _compiled[key]
+
+
+def prepare(rule: str, arrays: Iterable[np.ndarray]) -> None:
+    """Compile now (or load from numba's cache) the loop of update rule ``rule`` for the arrays it will update."""
+    if rule in ("adam", "sgd"):
+        for dtype in {a.dtype for a in arrays if usable(a)}:
+            _kernel(rule, dtype)
 
 
 def usable(*arrays: np.ndarray) -> bool:
