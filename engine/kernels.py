@@ -5,7 +5,8 @@ the weights' size in memory; these loops read each element once. They compute th
 same order as the NumPy code in ``engine/optim.py`` (no fast-math, no contraction into fused multiply-adds),
 so both give the same numbers to the bit; ``tests/engine/test_optim.py`` checks it. Small arrays stay with
 NumPy: compiling costs about a second per process (cached on disk where numba can write its cache), which
-pays only when a step updates about a million weights.
+pays only when a step updates about a million weights. Where numba cannot be loaded, or cannot compile even
+without its cache, the NumPy passes of ``engine/optim.py`` update every array.
 """
 from __future__ import annotations
 
