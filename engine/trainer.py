@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine import kernels
 from engine.errors import ConfigError
 from engine.model import FullyConnectedNet
 from engine.optim import OPTIMIZERS, make_optimizer
@@ -131,6 +132,9 @@ def train(
     # regularisation pass over the weights into a float64 loop with casts (several times slower in float32)
     lr, reg = float(config.lr), float(config.reg)
     started = time.perf_counter()
+    # the one-pass loops of large layers: compiled (about a second per process) in the run's seconds, not in the
+    # step time its samples per second are measured on
+    kernels.prepare(config.optimizer, model.params.values())
     iteration = 0
 
     with np.errstate(all="ignore"):  # divergence is detected from the loss, not from warnings

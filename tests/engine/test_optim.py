@@ -1,6 +1,10 @@
 """Update rules against their textbook formulas."""
 from __future__ import annotations
 
+import builtins
+import errno
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -48,6 +52,10 @@ def _steps(rule_name: str, dtype: type, decay: float, fused: bool, monkeypatch, 
     return params
 
 
+def _bits(a: np.ndarray) -> np.ndarray:
+    """The bit patterns of a float array: equal where the numbers, their signs of zero and their NaNs are equal."""
+    return a.view(f"u{a.itemsize}")
+
 
 @pytest.mark.parametrize("rule_name", ["adam", "sgd"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -55,9 +63,9 @@ def _steps(rule_name: str, dtype: type, decay: float, fused: bool, monkeypatch, 
 def test_one_pass_update_of_a_large_matrix_gives_numpys_numbers_to_the_bit(rule_name, dtype, decay, monkeypatch):
     from engine import kernels
 
-    kernels._compiled.pop(rule_name, None)
+    monkeypatch.setattr(kernels, "_compiled", {})
     fused = _steps(rule_name, dtype, decay, True, monkeypatch)
-    assert kernels._compiled.get(rule_name) is not None  # the compiled loop ran
+    assert kernels._compiled.get((rule_name, np.dtype(dtype).name)) is not None  # the compiled loop ran
     passes = _steps(rule_name, dtype, decay, False, monkeypatch)
     assert fused["W"].dtype == dtype
     for name in ("W", "b"):
@@ -76,6 +84,101 @@ def test_a_non_contiguous_or_small_array_is_updated_by_numpys_passes():
     assert not kernels.usable(big.T, big.T.copy())
     assert not kernels.usable(big[:10], big[:10].copy())
     assert not kernels.usable(big, big.astype(np.float64))
+    read_only = big.copy()
+    read_only.flags.writeable = False
+    assert not kernels.usable(big, read_only)  # the loops are compiled for writable arrays only
     w = np.asfortranarray(np.ones((1024, 512), dtype=np.float32))
     Adam().step({"w": w}, {"w": np.asfortranarray(np.full((1024, 512), 2.0, dtype=np.float32))}, 0.1)
     assert np.allclose(w, 1 - 0.1)  # first Adam step moves every weight by lr against the gradient's sign
+
+
+@pytest.mark.parametrize("error", [ImportError, OSError])  # OSError: llvmlite finds no shared library to load
+def test_without_a_loadable_numba_numpys_passes_update_the_large_matrix(error, monkeypatch):
+    from engine import kernels
+
+    real_import = builtins.__import__
+
+    def import_without_numba(name, *args, **kwargs):
+        if name.partition(".")[0] in ("numba", "llvmlite"):
+            raise error(f"cannot load {name}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(builtins, "__import__", import_without_numba)
+    without = _steps("adam", np.float32, 1e-3, True, monkeypatch)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert kernels._compiled and not any(kernels._compiled.values())  # tried once, then NumPy's passes
+    passes = _steps("adam", np.float32, 1e-3, False, monkeypatch)
+    for name in ("W", "b"):
+        assert np.array_equal(_bits(without[name]), _bits(passes[name])), name
+
+
+def _swap_data_files(cache: Path) -> None:
+    """The end of two processes compiling float32 and float64 at once: each data file holds the other's loop."""
+    first, second = sorted(cache.rglob("*.nbc"))
+    first_bytes = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(first_bytes)
+
+
+CACHE_DAMAGE = {
+    "an empty index (a write cut short)": lambda cache: [f.write_bytes(b"") for f in cache.rglob("*.nbi")],
+    "a truncated data file": lambda cache: [f.write_bytes(f.read_bytes()[:100]) for f in cache.rglob("*.nbc")],
+    "data files of the other dtype": _swap_data_files,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CACHE_DAMAGE))
+def test_a_damaged_numba_cache_is_compiled_anew_with_numpys_numbers(damage, tmp_path, monkeypatch):
+    numba = pytest.importorskip("numba")
+    from engine import kernels
+
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", str(tmp_path))
+    for dtype in (np.float32, np.float64):  # compiled, and cached in tmp_path
+        monkeypatch.setattr(kernels, "_compiled", {})
+        _steps("sgd", dtype, 1e-3, True, monkeypatch)
+    assert len(list(tmp_path.rglob("*.nbc"))) == 2
+    CACHE_DAMAGE[damage](tmp_path)
+    monkeypatch.setattr(kernels, "_compiled", {})  # as a new process: the loop is read from the cache
+    fused = _steps("sgd", np.float32, 1e-3, True, monkeypatch)
+    assert any(kernels._compiled.values())  # the compiled loop ran
+    passes = _steps("sgd", np.float32, 1e-3, False, monkeypatch)
+    for name in ("W", "b"):
+        assert np.array_equal(_bits(fused[name]), _bits(passes[name])), name
+
+
+def test_a_full_disk_under_numbas_cache_is_compiled_around_with_numpys_numbers(tmp_path, monkeypatch):
+    numba = pytest.importorskip("numba")
+    from engine import kernels
+
+    def full_disk(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(numba.core.caching.IndexDataCacheFile, "_open_for_write", full_disk)
+    monkeypatch.setattr(kernels, "_compiled", {})
+    fused = _steps("adam", np.float32, 1e-3, True, monkeypatch)
+    assert any(kernels._compiled.values())
+    passes = _steps("adam", np.float32, 1e-3, False, monkeypatch)
+    for name in ("W", "b"):
+        assert np.array_equal(_bits(fused[name]), _bits(passes[name])), name
+
+
+
+def test_a_weight_decay_below_float32s_smallest_number_is_applied_as_numpys_passes_apply_it(monkeypatch):
+    """1e-46 is 0 in float32, yet NumPy's passes add w * 0 to the gradient: NaN where w is inf, as Adam's loop."""
+    from engine import kernels
+
+    updated = []
+    for fused in (True, False):
+        monkeypatch.setattr(kernels, "MIN_SIZE", 1 << 18 if fused else 1 << 62)
+        w = np.full(1 << 18, 0.5, dtype=np.float32)
+        w[:3] = [np.inf, -0.0, 0.0]
+        g = np.ones(1 << 18, dtype=np.float32)
+        g[:3] = -0.0
+        with np.errstate(invalid="ignore"):
+            Adam(weight_decay=1e-46, decayed=frozenset({"w"})).step({"w": w}, {"w": g}, 1e-3)
+        updated.append(w)
+    fused, passes = updated
+    assert np.isnan(passes[0]) and passes[3] == np.float32(0.5) - np.float32(1e-3)
+    assert np.array_equal(_bits(fused), _bits(passes))

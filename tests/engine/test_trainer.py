@@ -1,0 +1,41 @@
+"""The minibatch loop."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import kernels
+from engine.model import FullyConnectedNet, ModelConfig
+from engine.optim import SGD, Adam
+from engine.trainer import TrainConfig, train
+
+
+def _run(optimizer: str, fused: bool, monkeypatch) -> tuple[list[float], dict[str, np.ndarray], list[bool]]:
+    """Four iterations of a 600-500-10 network (W1 of 300,000 weights) with or without the one-pass loops."""
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1 << 18 if fused else 1 << 62)
+    rule = {"adam": Adam, "sgd": SGD}[optimizer]
+    compiled_at_steps = []
+    step = rule.step
+
+    def recording_step(self, params, grads, lr):
+        compiled_at_steps.append(kernels._compiled.get((optimizer, "float32")) is not None)
+        step(self, params, grads, lr)
+
+    monkeypatch.setattr(rule, "step", recording_step)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((80, 600)).astype(np.float32), rng.integers(0, 10, 80)
+    model = FullyConnectedNet(ModelConfig(hidden=(500,)), 600, 10, np.random.default_rng(2))
+    result = train(model, TrainConfig(epochs=1, batch_size=20, optimizer=optimizer, lr=1e-2, reg=1e-3),
+                   X, y, X[:20], y[:20])
+    return result.loss_history, model.params, compiled_at_steps
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_large_layers_loop_is_compiled_before_the_timed_steps_with_numpys_numbers(optimizer, monkeypatch):
+    monkeypatch.setattr(kernels, "_compiled", {})
+    losses, params, compiled_at_steps = _run(optimizer, True, monkeypatch)
+    assert compiled_at_steps == [True] * 4  # compiled before the first step, outside the step time
+    numpy_losses, numpy_params, _ = _run(optimizer, False, monkeypatch)
+    assert losses == numpy_losses and len(set(losses)) == 4
+    for name, value in params.items():
+        assert np.array_equal(value.view(np.uint32), numpy_params[name].view(np.uint32)), name
