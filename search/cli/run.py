@@ -23,13 +23,18 @@ from search.config import RunConfig
 from search.errors import SearchError
 
 
-# the run's own defaults, which a stage's trials use for what they do not search: one run, two commands, one reg
+# the run's own defaults, which a stage's trials use for what they do not search: one run, three commands
+# (train, sanity, a stage), one lr and one reg
+lr_option = click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
+                         help="Learning rate.")
+reg_option = click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
+                          help="L2 strength.")
+
+
 @click.command(cls=SectionedCommand)
 @run_config_options
-@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
-              help="Learning rate.")
-@click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
-              help="L2 strength.")
+@lr_option
+@reg_option
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
@@ -273,8 +278,8 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 # --------------------------------------------------------------------------- sanity
 @click.command(cls=SectionedCommand)
 @run_config_options
-@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float)
-@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float)
+@lr_option
+@reg_option
 @click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True)
 @json_option
 def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json: bool) -> int:
