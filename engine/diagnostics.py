@@ -326,15 +326,21 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
                        f"(> {t.gap_overfit:.0%}): overfitting; raise regularisation or lower capacity",
         "underfitting": f"train accuracy {n['train_acc']}, train-val gap {_pct(n['train_val_gap'])}: the training "
                         f"set is not learned; underfitting: raise capacity or lower regularisation",
-        "dead_units": f"dead units per layer {n['dead_fraction']} (> {t.dead_fraction:.0%} in a layer): "
+        "dead_units": f"dead units: {_per_layer(n['dead_fraction'])} (> {t.dead_fraction:.0%} in a layer): "
                       f"a bad initialisation or a learning rate that knocked them off",
-        "saturated_units": f"saturated outputs per layer {n['saturated_fraction']} (> {t.saturated_fraction:.0%}): "
-                           f"the initial weights are too large for tanh/sigmoid",
+        "saturated_units": f"saturated outputs: {_per_layer(n['saturated_fraction'])} "
+                           f"(> {t.saturated_fraction:.0%} in a layer): the initial weights are too large for "
+                           f"tanh/sigmoid",
         "bad_initial_loss": f"initial data loss {n['initial_data_loss']}, expected about "
                             f"{n['expected_initial_loss']}: the output scale is wrong",
         "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_pct(n['train_val_gap'])}",
     }
     return [words[label] for label in diagnosis.labels]
+
+
+def _per_layer(fractions: list[float]) -> str:
+    """``[0.62, 0.03]`` as ``62% of layer 1, 3% of layer 2``."""
+    return ", ".join(f"{float(f):.0%} of layer {i}" for i, f in enumerate(fractions, start=1))
 
 
 def _pct(x: object) -> str:

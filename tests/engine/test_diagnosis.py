@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from engine.diagnostics import THRESHOLDS, LayerStats, diagnose, expected_initial_loss, unit_stats
+from engine.diagnostics import (
+    THRESHOLDS, LayerStats, describe_diagnosis, diagnose, expected_initial_loss, unit_stats,
+)
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig
 
@@ -77,6 +79,18 @@ def test_dead_and_saturated_units_and_a_bad_initial_loss():
     assert _run(initial=LN10 + 0.51).labels == ("bad_initial_loss",)
     assert expected_initial_loss("svm", 10) == 9.0
 
+
+
+def test_dead_and_saturated_units_are_said_per_layer_in_words():
+    # search explain printed them as Python lists: "dead units per layer [0.62, 0.0312] (> 50% in a layer)"
+    d = _run(layers=[LayerStats(1, 0.1, 0.2, 0.25, 0.62), LayerStats(2, 0.1, 0.2, 0.0, 0.0312)])
+    assert d.labels == ("dead_units", "saturated_units")
+    assert describe_diagnosis(d) == [
+        "dead units: 62% of layer 1, 3% of layer 2 (> 50% in a layer): a bad initialisation or a learning rate "
+        "that knocked them off",
+        "saturated outputs: 25% of layer 1, 0% of layer 2 (> 20% in a layer): the initial weights are too large "
+        "for tanh/sigmoid",
+    ]
 
 def test_unit_statistics_of_real_nets():
     rng = np.random.default_rng(0)
