@@ -491,3 +491,33 @@ def test_a_report_says_what_it_is_doing_on_stderr_and_nothing_with_json(run_cli)
     assert written.stderr.splitlines()[0] == "report: digits/coarse: numbers and parameter importance"
     assert "report: plot history.png" in written.stderr.splitlines()
     assert run_cli("report", "--json").stderr == ""
+
+
+@pytest.mark.parametrize("raised, code, how", [(KeyboardInterrupt, 130, "interrupted"), ("sigterm", 143, "terminated")])
+def test_a_signal_says_the_database_is_consistent_only_for_a_command_that_writes_one(run_cli, tmp_path, monkeypatch,
+                                                                                     raised, code, how):
+    # search train, data and predict write no database, yet a Ctrl-C there said "the database is consistent; run the
+    # same command again to continue"
+    import engine.checkpoint
+    import engine.data
+    import search.config
+    from search.cli import cli
+    from search.errors import Interrupted
+
+    def stop(*args, **kwargs):
+        raise (Interrupted if raised == "sigterm" else raised)()
+
+    for module in (engine.data, search.config):
+        monkeypatch.setattr(module, "load_dataset", stop)
+    monkeypatch.setattr(engine.checkpoint, "load_checkpoint", stop)
+    (tmp_path / "model.npz").write_bytes(b"")
+    blank = "\n" if raised is KeyboardInterrupt else ""  # click ends the ^C line first
+    for args in (["train"], ["data"], ["sanity"], ["predict", "--model", "model.npz", "--data", "model.npz"]):
+        result = run_cli(*args)
+        assert (result.exit_code, result.stderr) == (code, f"{blank}{how}\n"), args
+    result = run_cli("coarse", "--trials", "2")
+    assert (result.exit_code, result.stderr) == (
+        code, f"{blank}{how}: the database is consistent; run the same command again to continue\n")
+    from search.errors import WRITING_COMMANDS
+
+    assert WRITING_COMMANDS == {"coarse", "fine", "grid", "auto", "worker", "compare"} <= cli.commands.keys()
