@@ -521,3 +521,17 @@ def test_a_signal_says_the_database_is_consistent_only_for_a_command_that_writes
     from search.errors import WRITING_COMMANDS
 
     assert WRITING_COMMANDS == {"coarse", "fine", "grid", "auto", "worker", "compare"} <= cli.commands.keys()
+
+
+def test_fine_does_not_widen_a_range_the_parent_stage_found_insensitive(run_cli):
+    # reg has no effect between 1e-8 and 1e-4 on digits; the best of the 8 promoted runs sat near the lower bound,
+    # and fine-1 searched reg down to 8.8e-12
+    assert run_cli("coarse", "--campaign", "s1", "--seed", "1", "--lr", "1e-3:1e-1", "--reg", "1e-8:1e-4",
+                   "--trials", "40", "--epochs", "3", "--jobs", "1").exit_code == 0
+    fine = run_cli("fine", "--campaign", "s1", "--edge", "0.3", "--trials", "2", "--jobs", "1", "--json")
+    notes = json.loads(fine.stdout)["stages"][-1]["range_notes"]
+    reg = next(n for n in notes if n.startswith("reg"))
+    assert reg.startswith("reg: best 4.18e-08 is within 30 % of the lower bound 1e-08; new range 1.47e-08:1.67e-05 "
+                          "(not widened: insensitive in s1/coarse: mean value per third "), reg
+    study = optuna.load_study(study_name="s1/fine-1", storage=open_storage("sqlite:///search.db"))
+    assert study.user_attrs["space"]["reg"]["low"] == pytest.approx(1.47e-08, rel=0.01)
