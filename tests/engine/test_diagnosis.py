@@ -19,9 +19,9 @@ def _falling(first: float, last: float, n: int = 100) -> list[float]:
     return list(np.linspace(first, last, n))
 
 
-def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None):
+def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None, reg_loss=0.0):
     return diagnose(status, loss if loss is not None else _falling(LN10, 0.3), train, val, initial, LN10,
-                    list(layers), chance=chance)
+                    list(layers), chance=chance, final_reg_loss=reg_loss)
 
 
 def test_a_healthy_run_is_healthy():
@@ -50,6 +50,18 @@ def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():
     assert "lr_too_low" in _run(loss=[2.0] + [2.0 * (1 - 0.095)] * 99, train=0.3, val=0.3).labels
     assert "lr_too_low" not in _run(loss=[2.0] + [2.0 * (1 - 0.105)] * 99).labels
 
+
+
+def test_a_loss_held_up_by_its_l2_term_is_over_regularised_not_a_learning_rate_too_low():
+    # lr 1e-4 and reg 0.3 on digits: 32.0 -> 30.1 in 3 epochs, 92 % of it the L2 term; called lr_too_low
+    barely = [32.0] + [30.0] * 99  # fell 6.25 %
+    d = _run(loss=barely, train=0.764, val=0.737, reg_loss=0.75 * 30.0)
+    assert d.labels == ("underfitting",) and d.numbers["reg_share"] == 0.75
+    assert describe_diagnosis(d) == [
+        "the loss fell by only 6.2% of its first value, and its L2 term is 75.0% of it at the end (>= 75%): the "
+        "weights' penalty holds it up, not a small step; underfitting: lower regularisation"]
+    assert _run(loss=barely, train=0.764, val=0.737, reg_loss=0.74 * 30.0).labels == ("lr_too_low",)
+    assert _run(reg_loss=0.9 * 0.3).labels == ("healthy",)  # the loss fell: the share alone says nothing
 
 def test_the_train_val_gap_decides_over_and_underfitting():
     gap = THRESHOLDS.gap_overfit
