@@ -199,6 +199,12 @@ class DiagnosisThresholds:
     - ``loss_change_low`` 0.10: a loss that fell by less than 10 % of its first value over a whole
       run "barely moved" (the lecture's sign of a learning rate too low); a healthy run from
       ln C falls by far more within an epoch.
+    - ``reg_share_high`` 0.75: a loss that barely moved while its L2 term is three quarters or more of it at the
+      end is the weights' penalty, held up by regularisation, and says nothing of the step size (the lecture
+      watches the learning rate with little regularisation): the run is over-regularised, ``underfitting``, not
+      ``lr_too_low``. On digits (one hidden layer of 100), 3 epochs of lr 1e-4 leave the L2 term 0.4 % of the final
+      loss at reg 1e-4, 55 % at reg 0.03 (lr 1e-2 trains either well: validation 0.98, 0.94), 80 % at reg 0.1 and
+      92 % at reg 0.3 (where lr 1e-2 reaches only 0.73, and chance).
     - A run that exploded (its loss past 3x its first, as the search judges it), went NaN, or ended with its
       loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s
       final stage) had a learning rate too high; with fewer than ``rose_min_iterations`` 10 losses it must have
@@ -222,6 +228,7 @@ class DiagnosisThresholds:
     """
 
     loss_change_low: float = 0.10
+    reg_share_high: float = 0.75
     rose_min_iterations: int = 10
     gap_overfit: float = 0.05
     gap_underfit: float = 0.02
@@ -254,9 +261,11 @@ def diagnose(
     layers: list[LayerStats],
     thresholds: DiagnosisThresholds = THRESHOLDS,
     chance: float | None = None,
+    final_reg_loss: float = 0.0,
 ) -> Diagnosis:
     """Read one run's curves and unit statistics the way the lecture babysits a run; ``chance``: the accuracy of
-    guessing (1/C), below which ``learned_fraction`` is measured."""
+    guessing (1/C), below which ``learned_fraction`` is measured; ``final_reg_loss``: the loss's L2 term at the end
+    of the run."""
     t = thresholds
     labels: list[str] = []
     finite = [v for v in loss_history if math.isfinite(v)]
@@ -265,6 +274,7 @@ def diagnose(
     tail = finite[-max(1, len(finite) // 10):] if finite else []
     last = float(np.mean(tail)) if tail else math.nan
     change = (first - last) / first if finite and first > 0 else math.nan
+    reg_share = final_reg_loss / last if math.isfinite(last) and last > 0 else math.nan
     gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
     dead = [s.dead for s in layers]
     saturated = [s.saturated for s in layers]
@@ -272,12 +282,16 @@ def diagnose(
     rose = math.isfinite(change) and change < -t.loss_change_low and (len(finite) >= t.rose_min_iterations
                                                                       or change < -1.0)
     exploded = status in ("exploded", "diverged", "nan") or rose
+    barely_moved = not exploded and math.isfinite(change) and change < t.loss_change_low
+    over_regularised = barely_moved and reg_share >= t.reg_share_high
     if exploded:
         labels.append("lr_too_high")
-    elif math.isfinite(change) and change < t.loss_change_low:
+    elif barely_moved and not over_regularised:
         labels.append("lr_too_low")
     unlearned = chance is not None and train_acc < chance + t.learned_fraction * (1 - chance)
-    if not exploded and math.isfinite(gap):
+    if over_regularised:
+        labels.append("underfitting")
+    elif not exploded and math.isfinite(gap):
         if gap > t.gap_overfit and not unlearned:
             labels.append("overfitting")
         elif (unlearned or (gap < t.gap_underfit and train_acc < t.train_acc_underfit)) and "lr_too_low" not in labels:
@@ -289,8 +303,8 @@ def diagnose(
     if math.isfinite(initial_data_loss) and abs(initial_data_loss - expected_initial_loss) > t.initial_loss_tolerance:
         labels.append("bad_initial_loss")
     numbers = {
-        "loss_change": _num(change), "train_val_gap": _num(gap), "train_acc": _num(train_acc),
-        "val_acc": _num(val_acc), "dead_fraction": [round(d, 4) for d in dead],
+        "loss_change": _num(change), "reg_share": _num(reg_share), "train_val_gap": _num(gap),
+        "train_acc": _num(train_acc), "val_acc": _num(val_acc), "dead_fraction": [round(d, 4) for d in dead],
         "saturated_fraction": [round(s, 4) for s in saturated], "initial_data_loss": _num(initial_data_loss),
         "expected_initial_loss": round(expected_initial_loss, 4),
     }
@@ -317,6 +331,9 @@ def unit_stats(model: FullyConnectedNet, X: np.ndarray) -> list[LayerStats]:
 def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     """One sentence per label, with the numbers behind it."""
     n, t = diagnosis.numbers, THRESHOLDS
+    share, change = n.get("reg_share"), n.get("loss_change")  # no reg_share: diagnosed before it was measured
+    over_regularised = share is not None and change is not None and share >= t.reg_share_high and (
+        change < t.loss_change_low)
     words = {
         "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too "
                        "high",
@@ -324,17 +341,26 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
                       f"(< {t.loss_change_low:.0%}): the learning rate is too low",
         "overfitting": f"train accuracy {n['train_acc']} is {_pct(n['train_val_gap'])} above validation "
                        f"(> {t.gap_overfit:.0%}): overfitting; raise regularisation or lower capacity",
-        "underfitting": f"train accuracy {n['train_acc']}, train-val gap {_pct(n['train_val_gap'])}: the training "
-                        f"set is not learned; underfitting: raise capacity or lower regularisation",
-        "dead_units": f"dead units per layer {n['dead_fraction']} (> {t.dead_fraction:.0%} in a layer): "
+        "underfitting": (f"the loss fell by only {_pct(n['loss_change'])} of its first value, and its L2 term is "
+                         f"{_pct(n['reg_share'])} of it at the end (>= {t.reg_share_high:.0%}): the weights' penalty "
+                         f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
+                         else f"train accuracy {n['train_acc']}, train-val gap {_pct(n['train_val_gap'])}: the "
+                              f"training set is not learned; underfitting: raise capacity or lower regularisation"),
+        "dead_units": f"dead units: {_per_layer(n['dead_fraction'])} (> {t.dead_fraction:.0%} in a layer): "
                       f"a bad initialisation or a learning rate that knocked them off",
-        "saturated_units": f"saturated outputs per layer {n['saturated_fraction']} (> {t.saturated_fraction:.0%}): "
-                           f"the initial weights are too large for tanh/sigmoid",
+        "saturated_units": f"saturated outputs: {_per_layer(n['saturated_fraction'])} "
+                           f"(> {t.saturated_fraction:.0%} in a layer): the initial weights are too large for "
+                           f"tanh/sigmoid",
         "bad_initial_loss": f"initial data loss {n['initial_data_loss']}, expected about "
                             f"{n['expected_initial_loss']}: the output scale is wrong",
         "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_pct(n['train_val_gap'])}",
     }
     return [words[label] for label in diagnosis.labels]
+
+
+def _per_layer(fractions: list[float]) -> str:
+    """``[0.62, 0.03]`` as ``62% of layer 1, 3% of layer 2``."""
+    return ", ".join(f"{float(f):.0%} of layer {i}" for i, f in enumerate(fractions, start=1))
 
 
 def _pct(x: object) -> str:

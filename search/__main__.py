@@ -6,13 +6,13 @@ import signal
 import sys
 from typing import Any
 
-from search.errors import INTERRUPTED_LINE, raise_on
+from search.errors import interrupted_line, raise_on
 
 
 def _interrupted_while_starting(signum: int, frame: Any) -> None:
     # Nothing is open while the CLI's modules import, so leave at once: an exception would print the traceback
     # of whichever import it cut (or be swallowed by a library's own handler around one)
-    sys.stderr.write(INTERRUPTED_LINE + "\n")
+    sys.stderr.write(interrupted_line("interrupted", sys.argv[1:]) + "\n")
     sys.stderr.flush()
     os._exit(130)
 

@@ -3,11 +3,20 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-INTERRUPTED_LINE = "interrupted: the database is consistent; run the same command again to continue"
+# the commands that write a study database: only after them is there a stage to continue
+WRITING_COMMANDS = frozenset({"coarse", "fine", "grid", "auto", "worker", "compare"})
+
+
+def interrupted_line(how: str, args: Sequence[str]) -> str:
+    """The last line of ``search ARGS`` stopped by a signal (``how``: "interrupted" or "terminated"); the group
+    takes no option but --help, so ``args[0]`` names the command."""
+    if args and args[0] in WRITING_COMMANDS:
+        return f"{how}: the database is consistent; run the same command again to continue"
+    return how
 
 
 class SearchError(Exception):

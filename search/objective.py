@@ -26,16 +26,25 @@ SCHEDULER_STOP = "pruned"  # the stop_reason of a trial the stage's scheduler (i
 PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as Optuna state PRUNED
 
 
-def scheduler_stop(trial: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
-    """(the epoch at which the stage's scheduler stopped ``trial``, the epochs of a full run), or None for a trial
-    it did not stop: its value is the validation accuracy of that epoch, not of the last."""
+def value_epoch(trial: optuna.trial.FrozenTrial) -> tuple[int | None, int | None]:
+    """(the epoch whose validation accuracy is ``trial``'s value: the last it finished, None when it finished none;
+    the epochs of its full run, None without a stored config). The two differ for a run stopped early: by the
+    stage's scheduler, or as exploded."""
     from studies.records import trial_record
 
     config = trial_record(trial, "config") or {}
     epochs = (config.get("train") or {}).get("epochs") if isinstance(config, dict) else None
-    if trial.user_attrs.get("stop_reason") != SCHEDULER_STOP or not trial.intermediate_values or epochs is None:
+    return (max(trial.intermediate_values) if trial.intermediate_values else None,
+            None if epochs is None else int(epochs))
+
+
+def scheduler_stop(trial: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
+    """(the epoch at which the stage's scheduler stopped ``trial``, the epochs of a full run), or None for a trial
+    it did not stop: its value is the validation accuracy of that epoch, not of the last."""
+    reached, epochs = value_epoch(trial)
+    if trial.user_attrs.get("stop_reason") != SCHEDULER_STOP or reached is None or epochs is None:
         return None
-    return max(trial.intermediate_values), int(epochs)
+    return reached, epochs
 
 
 EXPLODE_WINDOW = 10  # minibatch losses averaged before they are compared with the first one
@@ -143,6 +152,7 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
         result.status, result.loss_history, result.train_acc, result.val_acc,
         result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
         unit_stats(model, dataset.X_val), chance=1 / dataset.num_classes,
+        final_reg_loss=model.reg_loss(config.train.reg),
     )
 
 

@@ -145,8 +145,9 @@ class FloatRange:
         return FloatRange(low, high, self.log)
 
     def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
-               limits: tuple[float, float]) -> tuple[FloatRange, str]:
-        """Span the top trials (+10 % of the width each side); widen past a bound the best sits near."""
+               limits: tuple[float, float], flat: str | None = None) -> tuple[FloatRange, str]:
+        """Span the top trials (+10 % of the width each side); widen past a bound the best sits near, unless ``flat``
+        says why the range has no measurable effect (``insensitive``'s evidence)."""
         values = [v for v, _ in ranked[:top]]
         best = values[0]
         us = [self.to_unit(v) for v in values]
@@ -156,7 +157,7 @@ class FloatRange:
         side = self.near_bound(best, edge)
         shift = max(0.25 * self.width, hi - lo)
         limit_note = ""
-        if side is not None:
+        if side is not None and flat is None:
             limit = limits[1] if side == "high" else limits[0]
             if side == "high":
                 hi = hi_old + shift
@@ -174,7 +175,8 @@ class FloatRange:
         if side is not None:
             bound, old_bound = ("upper", self.high) if side == "high" else ("lower", self.low)
             moved = new.high > self.high if side == "high" else new.low < self.low
-            how = (f"widened {'upward' if side == 'high' else 'downward'}{limit_note}" if moved
+            how = (f"not widened: {flat}" if flat is not None
+                   else f"widened {'upward' if side == 'high' else 'downward'}{limit_note}" if moved
                    else "not widened: that bound is the option's limit")
             return new, (f"{name}: best {best:.3g} is within {pct} % of the {bound} bound {old_bound:.3g}; "
                          f"new range {new} ({how})")
@@ -494,6 +496,7 @@ def refine_space(
     diagnoses: Sequence[Sequence[str]] | None = None,
     value_se: float | None = None,
     exploded: Sequence[Mapping[str, Any]] = (),
+    flat: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Dimension], list[str]]:
     """New dimensions from finished trials ``(params, value)`` (higher is better) and one note per dimension.
 
@@ -503,8 +506,11 @@ def refine_space(
     new width), up to the option's own limits. Categories keep those seen among the top trials.
     With ``value_se`` (the standard error of one trial's value), a range whose thirds score within
     2 standard errors of each other is "insensitive" and kept as it is: narrowing or widening it
-    would follow noise. With ``diagnoses`` (each trial's labels; ``exploded``: the params of the runs
-    stopped as lr_too_high, which have no value to rank), ``use_diagnoses`` moves bounds.
+    would follow noise. ``flat`` names the ranges other trials found insensitive so (the parent stage's, when
+    ``trials`` are a handful of its configurations re-run), with the evidence: they narrow as ``trials`` say but
+    are never widened, which would spend trials where the range has shown no effect. With ``diagnoses`` (each
+    trial's labels; ``exploded``: the params of the runs stopped as lr_too_high, which have no value to rank),
+    ``use_diagnoses`` moves bounds.
     """
     if not trials:
         raise SearchError("no finished trials to refine the ranges from")
@@ -516,7 +522,7 @@ def refine_space(
     ranked = [trials[i] for i in order]
     new: dict[str, Dimension] = {}
     notes: list[str] = []
-    flat_names: set[str] = set()
+    flat_here = insensitive_dimensions(space, ranked, value_se) if value_se is not None else {}
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
         values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
@@ -524,17 +530,17 @@ def refine_space(
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"
             notes.append(note)
             continue
-        flat = insensitive(dim, values, value_se) if value_se is not None else None
-        if flat is not None:
-            flat_names.add(name)
-            new[name], note = dim, f"{name}: insensitive, range kept at {dim}: {flat}"
+        if name in flat_here:
+            new[name], note = dim, f"{name}: insensitive, range kept at {dim}: {flat_here[name]}"
+        elif flat and name in flat:
+            new[name], note = dim.refine(name, values, top, edge, limits, flat=flat[name])
         else:
             new[name], note = dim.refine(name, values, top, edge, limits)
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]
         # a dimension shown not to matter is not moved on a diagnosis either
-        movable = {k: v for k, v in new.items() if k not in flat_names}
+        movable = {k: v for k, v in new.items() if k not in flat_here}
         notes += use_diagnoses({k: v for k, v in space.items() if k in movable}, movable, labelled, top, exploded)
         new.update(movable)
     for k, name in enumerate(space):  # kept as it was where the refined parent leaves it no trial to act in
@@ -545,6 +551,18 @@ def refine_space(
             notes[k] = (f"{name}: kept at {space[name]}, unused from here: {condition[0]} keeps only "
                         f"{_either(new[condition[0]].choices)}, with which it has no effect")
     return new, notes
+
+
+def insensitive_dimensions(space: Space, ranked: Sequence[tuple[Mapping[str, Any], float]],
+                           value_se: float) -> dict[str, str]:
+    """The numeric ranges of ``space`` that ``insensitive`` finds without effect in the trials ``(params, value)``,
+    ranked best first, with its evidence."""
+    found = {}
+    for name, dim in space.items():
+        evidence = insensitive(dim, [(p[name], v) for p, v in ranked if name in p], value_se)
+        if evidence is not None:
+            found[name] = evidence
+    return found
 
 
 def insensitive(dim: Dimension, values: Sequence[tuple[Any, float]], value_se: float) -> str | None:

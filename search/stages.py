@@ -37,7 +37,7 @@ from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
-                          refine_space, searchable, space_attr, space_from_attr)
+                          insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
 from studies.queries import names_message
 from studies.records import diagnosis_labels
@@ -351,18 +351,29 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
     (a promotion stage's study), from the parent's best configurations ranked at the new length."""
     parent = Stage.from_attrs(parent_study.user_attrs)
     source = promoted if promoted is not None else parent_study
-    done = [t for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if has_params(t.params, parent.space, parent.run)]
+
+    def completed(study: optuna.Study) -> list[FrozenTrial]:
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if has_params(t.params, parent.space, parent.run)]
+
+    done = completed(source)
     if not done:
         raise SearchError(f"stage {source.study_name} has no completed trials to refine the ranges from")
     exploded = [t.params for t in source.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
                 if "lr_too_high" in diagnosis_labels(t)
                 and has_params(t.params, parent.space, parent.run)]
-    # a handful of promoted runs cannot show that a dimension does not matter: no insensitivity test on them
-    se = None if promoted is not None else value_se(max(t.value for t in done), val_size(parent_study))
+    own = sorted(((t.params, t.value) for t in (done if promoted is None else completed(parent_study))),
+                 key=lambda trial: trial[1], reverse=True)
+    se = value_se(own[0][1], val_size(parent_study)) if own else None
+    flat = None
+    if promoted is not None:
+        # a handful of promoted runs cannot show that a dimension does not matter: no insensitivity test on them;
+        # the parent's own trials can, and a range they found without effect is not widened on their word
+        found = insensitive_dimensions(parent.space, own, se) if se is not None else {}
+        flat, se = {name: f"insensitive in {parent.name}: {evidence}" for name, evidence in found.items()}, None
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
                                 diagnoses=[diagnosis_labels(t) for t in done], value_se=se,
-                                exploded=exploded)
+                                exploded=exploded, flat=flat)
     if promoted is not None:
         notes.insert(0, f"ranked at {Stage.from_attrs(promoted.user_attrs).run.train.epochs} epochs by "
                         f"{promoted.study_name}: {len(done)} of {parent.name}'s best configurations re-run")

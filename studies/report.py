@@ -79,8 +79,8 @@ DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
     "lr_too_high": "the loss exploded, went NaN or ended well above its first value: learning rate too high",
     "overfitting": "train accuracy well above validation: more regularisation or less capacity",
-    "underfitting": "the training set not learned (no train-val gap, or near chance): more capacity "
-                    "or less regularisation",
+    "underfitting": "the training set not learned (no train-val gap, near chance, or a loss held up by its L2 "
+                    "term): more capacity or less regularisation",
     "dead_units": "over half a layer's units never active",
     "saturated_units": "tanh/sigmoid outputs stuck in their flat tails",
     "bad_initial_loss": "initial loss far from ln C: wrong output scale",

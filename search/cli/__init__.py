@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from engine.errors import EngineError
-from search.errors import INTERRUPTED_LINE, Interrupted, SearchError, forget_pending, raise_on, raise_pending
+from search.errors import Interrupted, SearchError, forget_pending, interrupted_line, raise_on, raise_pending
 from studies.errors import StudyError
 
 EXIT_INTERRUPTED = 130
@@ -26,6 +26,7 @@ class SearchGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
         extra.pop("standalone_mode", None)
+        given = list(sys.argv[1:] if args is None else args)
         forget_pending()
         _buffer_raw_stdout()
         for stream in (sys.stdout, sys.stderr):  # a campaign named "ünï" on an ASCII-only stream: ? not a traceback
@@ -40,10 +41,10 @@ class SearchGroup(click.Group):
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort):
-            click.echo(INTERRUPTED_LINE, err=True)
+            click.echo(interrupted_line("interrupted", given), err=True)
             sys.exit(EXIT_INTERRUPTED)
         except Interrupted:
-            click.echo("terminated: the database is consistent; run the same command again to continue", err=True)
+            click.echo(interrupted_line("terminated", given), err=True)
             sys.exit(143)
         except click.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)

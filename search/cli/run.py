@@ -23,13 +23,18 @@ from search.config import RunConfig
 from search.errors import SearchError
 
 
-# the run's own defaults, which a stage's trials use for what they do not search: one run, two commands, one reg
+# the run's own defaults, which a stage's trials use for what they do not search: one run, three commands
+# (train, sanity, a stage), one lr and one reg
+lr_option = click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
+                         help="Learning rate.")
+reg_option = click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
+                          help="L2 strength.")
+
+
 @click.command(cls=SectionedCommand)
 @run_config_options
-@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
-              help="Learning rate.")
-@click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
-              help="L2 strength.")
+@lr_option
+@reg_option
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
@@ -52,17 +57,17 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
       search train --from-trial digits/coarse:12 --save model.npz  # see predict
     """
     from engine.trainer import train as run_training
-    from search.objective import EXPLODE_WINDOW, explosion_observers
+    from search.objective import EXPLODE_WINDOW, SCHEDULER_STOP, explosion_observers, value_epoch
 
     ctx = click.get_current_context()
-    stored = stopped_at = None
+    stored = None
     if from_trial is not None:  # the trial's data, model, optimisation and seed are fixed by its study
         given = [p.opts[0] for p in ctx.command.params
                  if p.name in (*RUN_PARAMS, "lr", "reg", "epochs", "explode_factor")
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise SearchError(f"--from-trial reruns the trial's own configuration; drop {given[0]}")
-        config, explode_factor, stored, recorded, stopped_at = trial_run(storage, from_trial)
+        config, explode_factor, stored, recorded = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": config.data.name})
@@ -102,8 +107,11 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         "val_acc_history": result.val_acc_history,
         "loss_history": [finite_or_none(v) for v in result.loss_history],
     }
-    if stored is not None:
-        summary["trial_value"] = stored
+    if stored is not None:  # the epoch the stored value is from: for a run its stage's scheduler stopped, or that
+        # exploded, an earlier one than the last (no scheduler stops this rerun)
+        value_at, full_epochs = value_epoch(stored)
+        reason = stored.user_attrs.get("stop_reason")
+        summary.update({"trial_value": stored.value, "trial_value_epoch": value_at, "trial_stop_reason": reason})
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
     if save_to is not None:  # None: not saved, the run did not complete (as search auto --json says it)
@@ -139,10 +147,13 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             f"({result.samples_per_second:,.0f} samples/s); initial loss {result.initial_loss:.4f}, "
             f"final loss {result.final_loss:.4f}, {scores}{hint}"
         )
-        if stored is not None:
-            at = "" if stopped_at is None else (f" (at epoch {stopped_at[0]} of {stopped_at[1]}: the scheduler "
-                                                f"stopped it there)")
-            say(f"stored value of trial {from_trial}: {stored:.4f}{at}")
+        if stored is not None and stored.value is not None:
+            at = ""
+            if value_at is not None and full_epochs is not None and value_at < full_epochs:
+                why = (": the scheduler stopped it there" if reason == SCHEDULER_STOP
+                       else f", the last it finished: {'its loss went NaN' if reason == 'nan' else f'it {reason}'}")
+                at = f" (at epoch {value_at} of {full_epochs}{why})"
+            say(f"stored value of trial {from_trial}: {stored.value:.4f}{at}")
         if score_test:
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
         if plot:
@@ -196,12 +207,10 @@ def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,
                                      image_shape=raw.image_shape, info=info))
 
 
-def trial_run(storage: str | None, ref: str
-              ) -> tuple[RunConfig, float | None, float | None, dict, tuple[int, int] | None]:
-    """(the trial's RunConfig, its stage's explode factor, its stored value, the stage's data identity, the epoch
-    the scheduler stopped it at and of how many, or None) from ``STUDY:NUMBER``."""
+def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, Any, dict]:
+    """(the trial's RunConfig, its stage's explode factor, the stored trial, the stage's data identity) from
+    ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
-    from search.objective import scheduler_stop
     from search.stages import load_trial
     from studies.records import trial_record
 
@@ -214,7 +223,7 @@ def trial_run(storage: str | None, ref: str
     config = trial_record(trial, "config")
     if config is None:
         raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
-    return RunConfig.from_dict(config), stage.explode_factor, trial.value, recorded, scheduler_stop(trial)
+    return RunConfig.from_dict(config), stage.explode_factor, trial, recorded
 
 
 # --------------------------------------------------------------------------- layers
@@ -273,8 +282,8 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 # --------------------------------------------------------------------------- sanity
 @click.command(cls=SectionedCommand)
 @run_config_options
-@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float)
-@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float)
+@lr_option
+@reg_option
 @click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True)
 @json_option
 def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json: bool) -> int:

@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from engine.diagnostics import THRESHOLDS, LayerStats, diagnose, expected_initial_loss, unit_stats
+from engine.diagnostics import (
+    THRESHOLDS, LayerStats, describe_diagnosis, diagnose, expected_initial_loss, unit_stats,
+)
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig
 
@@ -17,9 +19,9 @@ def _falling(first: float, last: float, n: int = 100) -> list[float]:
     return list(np.linspace(first, last, n))
 
 
-def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None):
+def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None, reg_loss=0.0):
     return diagnose(status, loss if loss is not None else _falling(LN10, 0.3), train, val, initial, LN10,
-                    list(layers), chance=chance)
+                    list(layers), chance=chance, final_reg_loss=reg_loss)
 
 
 def test_a_healthy_run_is_healthy():
@@ -49,6 +51,18 @@ def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():
     assert "lr_too_low" not in _run(loss=[2.0] + [2.0 * (1 - 0.105)] * 99).labels
 
 
+
+def test_a_loss_held_up_by_its_l2_term_is_over_regularised_not_a_learning_rate_too_low():
+    # lr 1e-4 and reg 0.3 on digits: 32.0 -> 30.1 in 3 epochs, 92 % of it the L2 term; called lr_too_low
+    barely = [32.0] + [30.0] * 99  # fell 6.25 %
+    d = _run(loss=barely, train=0.764, val=0.737, reg_loss=0.75 * 30.0)
+    assert d.labels == ("underfitting",) and d.numbers["reg_share"] == 0.75
+    assert describe_diagnosis(d) == [
+        "the loss fell by only 6.2% of its first value, and its L2 term is 75.0% of it at the end (>= 75%): the "
+        "weights' penalty holds it up, not a small step; underfitting: lower regularisation"]
+    assert _run(loss=barely, train=0.764, val=0.737, reg_loss=0.74 * 30.0).labels == ("lr_too_low",)
+    assert _run(reg_loss=0.9 * 0.3).labels == ("healthy",)  # the loss fell: the share alone says nothing
+
 def test_the_train_val_gap_decides_over_and_underfitting():
     gap = THRESHOLDS.gap_overfit
     assert _run(train=0.99, val=0.99 - gap - 0.001).labels == ("overfitting",)
@@ -77,6 +91,18 @@ def test_dead_and_saturated_units_and_a_bad_initial_loss():
     assert _run(initial=LN10 + 0.51).labels == ("bad_initial_loss",)
     assert expected_initial_loss("svm", 10) == 9.0
 
+
+
+def test_dead_and_saturated_units_are_said_per_layer_in_words():
+    # search explain printed them as Python lists: "dead units per layer [0.62, 0.0312] (> 50% in a layer)"
+    d = _run(layers=[LayerStats(1, 0.1, 0.2, 0.25, 0.62), LayerStats(2, 0.1, 0.2, 0.0, 0.0312)])
+    assert d.labels == ("dead_units", "saturated_units")
+    assert describe_diagnosis(d) == [
+        "dead units: 62% of layer 1, 3% of layer 2 (> 50% in a layer): a bad initialisation or a learning rate "
+        "that knocked them off",
+        "saturated outputs: 25% of layer 1, 0% of layer 2 (> 20% in a layer): the initial weights are too large "
+        "for tanh/sigmoid",
+    ]
 
 def test_unit_statistics_of_real_nets():
     rng = np.random.default_rng(0)

@@ -45,3 +45,24 @@ def test_tanh_with_large_initial_weights_is_saturated(run_cli):
     assert run_cli("coarse", "--activation", "tanh", "--init", "normal", "--init-std", "1.0", "--lr", "1e-3:1e-2",
                    "--trials", "3", "--epochs", "2").exit_code == 0
     assert all("saturated_units" in t.user_attrs["diagnosis"] for t in _trials("digits/coarse"))
+
+
+def test_a_slow_run_held_up_by_its_l2_term_is_over_regularised_and_a_lightly_regularised_one_has_too_low_an_lr():
+    # 3 epochs of lr 1e-4 on digits barely move the loss at any reg; at reg 0.3 the loss is 92 % L2 term (lr 1e-2
+    # trains no better than chance there), and it was called lr_too_low all the same
+    from engine.data import DataSpec
+    from engine.trainer import train
+    from search.config import RunConfig
+    from search.objective import diagnose_trial
+
+    base = RunConfig(data=DataSpec("digits")).with_params({"train.epochs": 3, "train.lr": 1e-4})
+    dataset = base.load()
+    seen = {}
+    for reg in (1e-4, 0.3):
+        config = base.with_params({"train.reg": reg})
+        model = config.build_model(dataset)
+        initial_reg_loss = model.reg_loss(reg)
+        result = train(model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val)
+        diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)
+        seen[reg] = diagnosis.labels, diagnosis.numbers["loss_change"], diagnosis.numbers.get("reg_share")
+    assert seen == {1e-4: (("lr_too_low",), 0.0275, 0.0043), 0.3: (("underfitting",), 0.0596, 0.9221)}

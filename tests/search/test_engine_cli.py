@@ -124,3 +124,17 @@ def test_train_defaults_to_the_reg_a_stage_uses_when_reg_is_not_searched(run_cli
     stage_reg = json.loads(run_cli("best", "--format", "json").stdout)["records"]["config"]["train"]["reg"]
     text = " ".join(run_cli("train", "--help").stdout.split())
     assert f"--reg FLOAT L2 strength. [default: {stage_reg:g}]" in text, text
+
+
+def test_sanity_checks_the_run_search_train_and_a_stage_train_by_default(monkeypatch):
+    # search sanity checked a run of --reg 1e-3 by default, search train and a stage's trials train at reg 1e-4
+    import engine.diagnostics
+
+    seen = []
+    monkeypatch.setattr(engine.diagnostics, "sanity_checks", lambda arch, train, *rest: seen.append(train) or [])
+    assert invoke("sanity", "--train-size", "200").exit_code == 0
+    assert (seen[0].lr, seen[0].reg) == (1e-3, 1e-4)
+    for command in ("sanity", "train"):
+        text = " ".join(invoke(command, "--help").stdout.split())
+        assert "--lr FLOAT Learning rate. [default: 0.001]" in text, command
+        assert "--reg FLOAT L2 strength. [default: 0.0001]" in text, command

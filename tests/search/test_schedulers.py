@@ -125,3 +125,31 @@ def test_a_trial_the_scheduler_stopped_says_at_which_epoch_in_explain_and_in_its
     rerun = run_cli("train", "--from-trial", ref)
     assert (f"stored value of trial {ref}: {stopped['value']:.4f} (at epoch 1 of 3: the scheduler stopped it "
             f"there)") in " ".join(rerun.stdout.split())  # wrapped at the terminal's width
+
+
+def test_the_json_of_a_rerun_says_which_epoch_the_stored_value_is_from(run_cli):
+    # `train --from-trial --json` gave the stored value beside the full rerun's numbers and no word that it was
+    # measured at an earlier epoch (the scheduler's rung, or the last epoch before the run exploded)
+    assert run_cli("coarse", "--scheduler", "asha", "--trials", "6", "--epochs", "3", "--train-size", "200",
+                   "--jobs", "1").exit_code == 0
+    rows = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)
+    stopped = [r for r in rows if r["stop_reason"] == "pruned"][0]
+    rerun = json.loads(run_cli("train", "--from-trial", f"digits/coarse:{stopped['number']}", "--json").stdout)
+    assert (rerun["trial_value"], rerun["trial_value_epoch"], rerun["trial_stop_reason"], rerun["epochs"]) == (
+        stopped["value"], 1, "pruned", 3)
+    done = [r for r in rows if r["stop_reason"] == "completed"][0]
+    rerun = json.loads(run_cli("train", "--from-trial", f"digits/coarse:{done['number']}", "--json").stdout)
+    assert (rerun["trial_value"], rerun["trial_value_epoch"], rerun["trial_stop_reason"]) == (
+        done["value"], 3, "completed")
+    # 4 minibatches an epoch: the explosion test judges the first epoch at its end, after its value is reported
+    assert run_cli("coarse", "--campaign", "hot", "--lr", "1:10", "--trials", "1", "--epochs", "3",
+                   "--train-size", "200").exit_code == 0
+    hot = json.loads(run_cli("trials", "hot/coarse", "--format", "json").stdout)[0]
+    assert hot["stop_reason"] == "exploded"
+    rerun = run_cli("train", "--from-trial", "hot/coarse:0", "--json")
+    assert rerun.exit_code == 1  # it explodes again
+    out = json.loads(rerun.stdout)
+    assert (out["trial_value"], out["trial_value_epoch"], out["trial_stop_reason"]) == (hot["value"], 1, "exploded")
+    text = " ".join(run_cli("train", "--from-trial", "hot/coarse:0").stdout.split())
+    assert f"stored value of trial hot/coarse:0: {hot['value']:.4f} (at epoch 1 of 3, the last it finished: it " \
+           f"exploded)" in text

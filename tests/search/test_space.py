@@ -238,3 +238,15 @@ def test_the_low_end_of_lr_all_too_low_raises_the_lower_bound():
     assert new["lr"].low == 9e-7
     assert notes[-1].startswith("lr: diagnosis: all 3 trials in the lowest fifth of 1e-07:1 are lr_too_low; "
                                 "lower bound raised to 9e-07")
+
+
+def test_a_range_the_parent_stage_found_insensitive_is_narrowed_but_never_widened():
+    # refined from a handful of promoted runs, reg went from 1e-8:1e-4 to 8.8e-12:1.67e-05 following the best of
+    # them to the lower bound, where the parent's 40 trials had shown that reg changes nothing
+    trials = _trials({"lr": 1e-3, "reg": 1.5e-6}, [{"lr": 1e-3, "reg": 4e-6}])
+    new, notes = refine_space(SPACE, trials, top=2, edge=0.1, flat={"reg": "insensitive in d/coarse: (evidence)"})
+    assert (new["reg"].low, round(new["reg"].high, 8)) == (1e-6, 2.005e-05)
+    assert notes[1] == ("reg: best 1.5e-06 is within 10 % of the lower bound 1e-06; new range 1e-06:2e-05 "
+                        "(not widened: insensitive in d/coarse: (evidence))")
+    widened, _ = refine_space(SPACE, trials, top=2, edge=0.1)
+    assert widened["reg"].low < 1e-6 and new["lr"] == widened["lr"]  # the other dimensions as without it

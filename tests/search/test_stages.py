@@ -112,7 +112,11 @@ def test_fine_stage_stores_its_refined_range_and_parent(url):
     fine = _study(url, "f/fine-1")
     assert fine.user_attrs["parent"] == "f/coarse"
     assert fine.user_attrs["epochs"] == 4  # twice the coarse runs by default
-    assert len(fine.user_attrs["range_notes"]) == 2
+    # one note per dimension, and reg's upper bound lowered: 2 of the top 3 trials (lr about 3e-4, reg about 0.1)
+    # barely moved a loss that was mostly its L2 term, underfitting
+    notes = fine.user_attrs["range_notes"]
+    assert [n.split(":")[0] for n in notes] == ["lr", "reg", "reg"], notes
+    assert notes[2].startswith("reg: diagnosis: 2 of the top 3 trials are underfitting; upper bound lowered"), notes
     lr = fine.user_attrs["space"]["lr"]
     low, high = lr["low"], lr["high"]
     assert lr["log"] is True and low < high
