@@ -101,6 +101,7 @@ def plot_layer_histograms(
 PRUNED_STYLE = {"marker": "x", "color": "tab:red", "s": 22, "linewidths": 1.0}
 FAILED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "grey", "s": 18, "linewidths": 0.8}
 STAGE_MARKERS = ("o", "^", "s", "D", "v", "P", "*", "<", ">", "h")
+BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: this fraction of it from the bottom
 
 
 def _set_scale(ax: Axes, axis: str, log: bool) -> None:
@@ -192,6 +193,29 @@ def _state_legend(fig: Figure) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
 
 
+def plot_unvalued(ax: Axes, pruned_x: np.ndarray, failed_x: np.ndarray) -> None:
+    """Pruned (red x) and failed (grey square) trials at their x along the bottom edge of a value axis: a pruned
+    run stopped early (no value, or one from an earlier epoch) and a failed one has none; the x limits hold them,
+    and the value axis gets room below its values for them. Call it after the values are drawn."""
+    drawn = False
+    for xs, style, label in ((pruned_x, PRUNED_STYLE, "pruned (exploded, nan, scheduler)"),
+                             (failed_x, FAILED_STYLE, "failed")):
+        xs = np.asarray(xs, dtype=float)
+        xs = xs[np.isfinite(xs)]
+        if xs.size:
+            ax.scatter(xs, np.full(xs.size, BOTTOM_EDGE), transform=ax.get_xaxis_transform(), zorder=3, label=label,
+                       **style)
+            ax.update_datalim(np.column_stack([xs, np.zeros(xs.size)]), updatey=False)  # the axes' x limits
+            drawn = True
+    if drawn:
+        low, high = ax.dataLim.intervaly
+        if np.isfinite(low) and np.isfinite(high):  # the lowest value above the marks, not on them
+            low, high = ax.get_ylim()
+            ax.set_ylim(low - 0.06 * (high - low), high)
+        else:
+            ax.set_ylim(0.0, 1.0)  # no value at all: an accuracy axis
+
+
 def plot_param_scatter(
     axes: Sequence[Axes], stages: Sequence[tuple[str, pd.DataFrame]], x: Dim, y: Dim, seed: int = 0
 ) -> Figure:
@@ -231,7 +255,8 @@ def plot_param_slices(
     axes: Sequence[Axes], stages: Sequence[tuple[str, pd.DataFrame]], dims: Sequence[Dim], seed: int = 0
 ) -> Figure:
     """Value against each dimension alone, one panel per dimension, one colour per stage: a number on its own
-    scale (log for a log range), a category as a box of all stages' values with each trial jittered beside it."""
+    scale (log for a log range), a category as a box of all stages' values with each trial jittered beside it;
+    pruned and failed trials along the bottom edge at their value of the dimension."""
     rng = np.random.default_rng(seed)
     colours = plt.get_cmap("tab10").colors
     for ax, dim in zip(axes, dims):
@@ -245,11 +270,15 @@ def plot_param_slices(
             ax.boxplot(boxes, positions=range(len(boxes)), widths=0.6, showfliers=False,
                        medianprops={"color": "black"}, boxprops={"color": "grey"},
                        whiskerprops={"color": "grey"}, capprops={"color": "grey"})
+        unvalued: dict[str, list[np.ndarray]] = {"PRUNED": [], "FAIL": []}
         for i, (title, frame) in enumerate(stages):
             done = frame[frame["state"] == "COMPLETE"]
             ax.scatter(positions(done, dim, None if dim.numeric else rng, 0.2), _numeric(done, "value"), s=16,
                        alpha=0.75, marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=colours[i % len(colours)],
                        label=title, zorder=3)
+            for state, found in unvalued.items():
+                found.append(positions(frame[frame["state"] == state], dim, None if dim.numeric else rng, 0.2))
+        plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued.values()))
         dress_axis(ax, "x", dim, None)
         ax.set_ylabel("validation accuracy")
         ax.set_title(f"validation accuracy vs {dim.name}", fontsize=10)
@@ -273,13 +302,18 @@ def plot_importance(axes: Sequence[Axes], stages: Sequence[tuple[str, dict[str, 
 
 
 def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
-    """Every COMPLETE trial's value by trial number, stage after stage, with each stage's best so far."""
+    """Every COMPLETE trial's value by trial number, stage after stage, with each stage's best so far; pruned and
+    failed trials along the bottom edge."""
     colours = plt.get_cmap("tab10").colors
     offset = 0
+    unvalued: dict[str, list[np.ndarray]] = {"PRUNED": [], "FAIL": []}
     for i, (title, frame) in enumerate(stages):
         frame = frame.sort_values("number", kind="stable")
         number = frame["number"].to_numpy(dtype=float) + offset
-        value = np.where(frame["state"].to_numpy(dtype=object) == "COMPLETE", _numeric(frame, "value"), np.nan)
+        state = frame["state"].to_numpy(dtype=object)
+        for name, found in unvalued.items():
+            found.append(number[state == name])
+        value = np.where(state == "COMPLETE", _numeric(frame, "value"), np.nan)
         colour = colours[i % len(colours)]
         ax.scatter(number, value, s=12, color=colour, alpha=0.6, label=title)
         best = np.fmax.accumulate(np.where(np.isfinite(value), value, -np.inf)) if value.size else value
@@ -287,11 +321,12 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
         if i:
             ax.axvline(offset - 0.5, color="grey", lw=0.8, ls=":")
         offset += int(frame["number"].max()) + 1 if len(frame) else 0
+    plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued.values()))
     ax.set_xlabel("trial number (stages one after another)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return ax.figure
 
 

@@ -94,8 +94,10 @@ IMAGE_CAPTIONS: dict[str, str] = {
     "scatter": "the two most important dimensions per stage, coloured by validation accuracy on each stage's "
                "own scale; red x = pruned (exploded, nan or by the scheduler)",
     "projection": "validation accuracy against each dimension alone: log axis for a log range, "
-                  "box and jittered points for a category",
-    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far",
+                  "box and jittered points for a category; red x = pruned, grey square = failed, along the bottom "
+                  "at their value of the dimension (no final value)",
+    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far; red x = "
+               "pruned, grey square = failed, along the bottom (no final value)",
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
     "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
                    "(dashed: 3 x the first loss; a run whose last 10 losses average above it is stopped)",

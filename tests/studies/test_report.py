@@ -778,3 +778,28 @@ def test_the_accuracy_curves_mark_whole_epochs():
     ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
     assert ticks == [1.0, 2.0, 3.0]
     plt.close(fig)
+
+
+def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots():
+    # a search of lr=1e-3:1e2 with asha once showed 4 of its 30 coarse trials: the 26 pruned ones, among them every
+    # exploded lr above 0.5, were on no plot of value against lr or against trial number
+    coarse = pd.DataFrame({"number": [0, 1, 2, 3, 4], "state": ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED", "FAIL"],
+                           "value": [0.9, np.nan, 0.95, 0.97, np.nan], "param_lr": [0.01, 3.0, 0.02, 40.0, 0.5]})
+    fine = pd.DataFrame({"number": [0, 1], "state": ["PRUNED", "COMPLETE"], "value": [0.8, 0.96],
+                         "param_lr": [0.2, 0.03]})
+    ax = plots.new_axes()[0, 0]
+    plots.plot_param_slices([ax], [("coarse", coarse), ("fine-1", fine)], [plots.Dim("lr", "float", True)])
+    ax.figure.canvas.draw()
+    drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert drawn["pruned (exploded, nan, scheduler)"] == [[3.0, 0.03], [40.0, 0.03], [0.2, 0.03]]
+    assert drawn["failed"] == [[0.5, 0.03]]
+    assert ax.get_xlim()[1] > 40.0 and ax.get_ylim()[0] > 0.7  # the lr axis holds them; the value axis is the values'
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["coarse", "fine-1",
+                                                                   "pruned (exploded, nan, scheduler)", "failed"]
+    plots.plt.close(ax.figure)
+    ax = plots.new_axes()[0, 0]
+    plots.plot_history(ax, [("coarse", coarse), ("fine-1", fine)])
+    drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert drawn["pruned (exploded, nan, scheduler)"] == [[1.0, 0.03], [3.0, 0.03], [5.0, 0.03]]  # fine-1 after 0-4
+    assert drawn["failed"] == [[4.0, 0.03]]
+    plots.plt.close(ax.figure)
