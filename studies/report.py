@@ -715,8 +715,13 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":
         return f"loss fell {_pct_text(n.get('loss_change'))}"
-    if label == "lr_too_high":
-        return "loss went NaN" if stop_reason == "nan" else "loss exploded"
+    if label == "lr_too_high":  # stopped as exploded or NaN, or (a run nothing stopped) ended above its first loss
+        if stop_reason == "nan":
+            return "loss went NaN"
+        change = _num(n.get("loss_change"))
+        if stop_reason in ("exploded", "diverged") or change is None:
+            return "loss exploded"
+        return f"loss rose {_pct_text(-change)}"
     if label == "overfitting":
         return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}"
     if label == "underfitting":

@@ -803,3 +803,12 @@ def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots(
     assert drawn["pruned (exploded, nan, scheduler)"] == [[1.0, 0.03], [3.0, 0.03], [5.0, 0.03]]  # fine-1 after 0-4
     assert drawn["failed"] == [[4.0, 0.03]]
     plots.plt.close(ax.figure)
+
+
+def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
+    # digits/coarse:6 of search auto completed 3 epochs at val 0.930, its loss ending 20 % above its first: labelled
+    # lr_too_high, its example was titled "loss exploded"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.1986}, "completed") == "loss rose 20 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.4219}, "pruned") == "loss rose 42 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -5.2}, "exploded") == "loss exploded"
+    assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
