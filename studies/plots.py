@@ -97,8 +97,12 @@ def plot_layer_histograms(
 
 # --------------------------------------------------------------------------- search plots (report, compare)
 # Each takes plain data (DataFrames with the columns of studies.queries.trials_frame, or arrays) and
-# the axes to draw on, and returns the figure. Colours: value by viridis; pruned trials red x.
+# the axes to draw on, and returns the figure. Colours: value by viridis; exploded trials red x, trials
+# pruned by the scheduler orange triangles, failed ones grey squares.
 PRUNED_STYLE = {"marker": "x", "color": "tab:red", "s": 22, "linewidths": 1.0}
+SCHEDULER_STYLE = {"marker": "v", "facecolors": "none", "edgecolors": "tab:orange", "s": 22, "linewidths": 1.0}
+EXPLODED_REASONS = ("exploded", "nan")  # a PRUNED trial's stop reasons when its loss blew up; else the scheduler's
+EXPLODED_LABEL, SCHEDULER_LABEL, FAILED_LABEL = "exploded or nan (pruned)", "pruned by the scheduler", "failed"
 FAILED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "grey", "s": 18, "linewidths": 0.8}
 STAGE_MARKERS = ("o", "^", "s", "D", "v", "P", "*", "<", ">", "h")
 BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: this fraction of it from the bottom
@@ -187,19 +191,29 @@ def _state_legend(fig: Figure) -> None:
     """One legend for the whole figure, the same whatever the panels hold."""
     handles = [
         Line2D([], [], ls="", marker="o", mfc="lightgrey", mec="black", mew=0.5, label="complete (colour: accuracy)"),
-        Line2D([], [], ls="", marker="x", color="tab:red", label="pruned (exploded, nan, scheduler)"),
-        Line2D([], [], ls="", marker="s", mfc="none", mec="grey", label="failed"),
+        Line2D([], [], ls="", marker="x", color="tab:red", label=EXPLODED_LABEL),
+        Line2D([], [], ls="", marker="v", mfc="none", mec="tab:orange", label=SCHEDULER_LABEL),
+        Line2D([], [], ls="", marker="s", mfc="none", mec="grey", label=FAILED_LABEL),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
 
 
-def plot_unvalued(ax: Axes, pruned_x: np.ndarray, failed_x: np.ndarray) -> None:
-    """Pruned (red x) and failed (grey square) trials at their x along the bottom edge of a value axis: a pruned
-    run stopped early (no value, or one from an earlier epoch) and a failed one has none; the x limits hold them,
-    and the value axis gets room below its values for them. Call it after the values are drawn."""
+def unvalued_masks(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exploded or nan, pruned by the scheduler, failed): boolean masks of a trials frame's rows."""
+    state = frame["state"].to_numpy(dtype=object)
+    reason = frame["stop_reason"].to_numpy(dtype=object) if "stop_reason" in frame else np.full(len(frame), None)
+    exploded = (state == "PRUNED") & np.isin(reason, EXPLODED_REASONS)
+    return exploded, (state == "PRUNED") & ~exploded, state == "FAIL"
+
+
+def plot_unvalued(ax: Axes, exploded_x: np.ndarray, scheduler_x: np.ndarray, failed_x: np.ndarray) -> None:
+    """Exploded (red x), scheduler-pruned (orange triangle) and failed (grey square) trials at their x along the
+    bottom edge of a value axis: a pruned run stopped early (no value, or one from an earlier epoch) and a failed
+    one has none; the x limits hold them, and the value axis gets room below its values for them. Call it after the
+    values are drawn."""
     drawn = False
-    for xs, style, label in ((pruned_x, PRUNED_STYLE, "pruned (exploded, nan, scheduler)"),
-                             (failed_x, FAILED_STYLE, "failed")):
+    for xs, style, label in ((exploded_x, PRUNED_STYLE, EXPLODED_LABEL), (scheduler_x, SCHEDULER_STYLE, SCHEDULER_LABEL),
+                             (failed_x, FAILED_STYLE, FAILED_LABEL)):
         xs = np.asarray(xs, dtype=float)
         xs = xs[np.isfinite(xs)]
         if xs.size:
@@ -237,15 +251,12 @@ def plot_param_scatter(
             mappable = ax.scatter(px[ok][order], py[ok][order], c=values[ok][order], cmap="viridis", norm=norm,
                                   s=26, edgecolors="black", linewidths=0.3)
             ax.figure.colorbar(mappable, ax=ax, label="validation accuracy", shrink=0.9)
-        pruned = state == "PRUNED"
-        if pruned.any():
-            ax.scatter(px[pruned], py[pruned], **PRUNED_STYLE)
-        failed = state == "FAIL"
-        if failed.any():
-            ax.scatter(px[failed], py[failed], **FAILED_STYLE)
+        for mask, style in zip(unvalued_masks(frame), (PRUNED_STYLE, SCHEDULER_STYLE, FAILED_STYLE)):
+            if mask.any():
+                ax.scatter(px[mask], py[mask], **style)
         dress_axis(ax, "x", x, all_x)
         dress_axis(ax, "y", y, all_y)
-        ax.set_title(f"{title} ({int(done.sum())} complete, {int(pruned.sum())} pruned)", fontsize=10)
+        ax.set_title(f"{title} ({int(done.sum())} complete, {int((state == 'PRUNED').sum())} pruned)", fontsize=10)
     fig = axes[0].figure
     _state_legend(fig)
     return fig
@@ -270,15 +281,15 @@ def plot_param_slices(
             ax.boxplot(boxes, positions=range(len(boxes)), widths=0.6, showfliers=False,
                        medianprops={"color": "black"}, boxprops={"color": "grey"},
                        whiskerprops={"color": "grey"}, capprops={"color": "grey"})
-        unvalued: dict[str, list[np.ndarray]] = {"PRUNED": [], "FAIL": []}
+        unvalued: list[list[np.ndarray]] = [[], [], []]
         for i, (title, frame) in enumerate(stages):
             done = frame[frame["state"] == "COMPLETE"]
             ax.scatter(positions(done, dim, None if dim.numeric else rng, 0.2), _numeric(done, "value"), s=16,
                        alpha=0.75, marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=colours[i % len(colours)],
                        label=title, zorder=3)
-            for state, found in unvalued.items():
-                found.append(positions(frame[frame["state"] == state], dim, None if dim.numeric else rng, 0.2))
-        plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued.values()))
+            for found, mask in zip(unvalued, unvalued_masks(frame)):
+                found.append(positions(frame[mask], dim, None if dim.numeric else rng, 0.2))
+        plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued))
         dress_axis(ax, "x", dim, None)
         ax.set_ylabel("validation accuracy")
         ax.set_title(f"validation accuracy vs {dim.name}", fontsize=10)
@@ -306,14 +317,13 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
     failed trials along the bottom edge."""
     colours = plt.get_cmap("tab10").colors
     offset = 0
-    unvalued: dict[str, list[np.ndarray]] = {"PRUNED": [], "FAIL": []}
+    unvalued: list[list[np.ndarray]] = [[], [], []]
     for i, (title, frame) in enumerate(stages):
         frame = frame.sort_values("number", kind="stable")
         number = frame["number"].to_numpy(dtype=float) + offset
-        state = frame["state"].to_numpy(dtype=object)
-        for name, found in unvalued.items():
-            found.append(number[state == name])
-        value = np.where(state == "COMPLETE", _numeric(frame, "value"), np.nan)
+        for found, mask in zip(unvalued, unvalued_masks(frame)):
+            found.append(number[mask])
+        value = np.where(frame["state"].to_numpy(dtype=object) == "COMPLETE", _numeric(frame, "value"), np.nan)
         colour = colours[i % len(colours)]
         ax.scatter(number, value, s=12, color=colour, alpha=0.6, label=title)
         best = np.fmax.accumulate(np.where(np.isfinite(value), value, -np.inf)) if value.size else value
@@ -321,7 +331,7 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
         if i:
             ax.axvline(offset - 0.5, color="grey", lw=0.8, ls=":")
         offset += int(frame["number"].max()) + 1 if len(frame) else 0
-    plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued.values()))
+    plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued))
     ax.set_xlabel("trial number (stages one after another)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)

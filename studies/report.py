@@ -67,7 +67,6 @@ WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
 BEST_CURVES = 5
 EXPLODED_CURVES = 3
-PRUNED_REASONS = ("exploded", "nan")
 REPORT_FILES = ("report.html", "report.md", "summary.json")
 # fANOVA's cost grows faster than its trials (500 trials: ~9 s with 64 trees); a seeded sample of 200 and 16
 # trees ranked the dimensions of the benchmark stages the same as all trials and 64 trees, in ~0.5 s a stage.
@@ -92,12 +91,15 @@ BEST_SO_FAR_STAGES = ("best validation accuracy so far against cumulative traini
 IMAGE_CAPTIONS: dict[str, str] = {
     "importance": "parameter importance per stage (Optuna's fANOVA evaluator)",
     "scatter": "the two most important dimensions per stage, coloured by validation accuracy on each stage's "
-               "own scale; red x = pruned (exploded, nan or by the scheduler)",
+               "own scale; red x = exploded or nan (pruned), orange triangle = pruned by the scheduler, grey square "
+               "= failed",
     "projection": "validation accuracy against each dimension alone: log axis for a log range, "
-                  "box and jittered points for a category; red x = pruned, grey square = failed, along the bottom "
-                  "at their value of the dimension (no final value)",
-    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far; red x = "
-               "pruned, grey square = failed, along the bottom (no final value)",
+                  "box and jittered points for a category; along the bottom at their value of the dimension (no "
+                  "final value): red x = exploded or nan, orange triangle = pruned by the scheduler, grey square = "
+                  "failed",
+    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far; along the "
+               "bottom (no final value): red x = exploded or nan, orange triangle = pruned by the scheduler, grey "
+               "square = failed",
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
     "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
                    "(dashed: 3 x the first loss; a run whose last 10 losses average above it is stopped)",
@@ -947,7 +949,7 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
 def _loss_curve_image(storage: optuna.storages.BaseStorage, frame: pd.DataFrame, params: Sequence[str]) -> bytes:
     complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
-    exploded = frame[(frame["state"] == "PRUNED") & frame["stop_reason"].isin(PRUNED_REASONS)].head(EXPLODED_CURVES)
+    exploded = frame[(frame["state"] == "PRUNED") & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
     axes = plots.new_axes(1, 2, size=(5.5, 3.8))[0]
     for ax, chosen, title, threshold in ((axes[0], best, f"best {BEST_CURVES} trials", None),
                                          (axes[1], exploded, "exploded trials (pruned)", 3.0)):

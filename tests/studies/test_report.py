@@ -9,6 +9,7 @@ import re
 import statistics
 from collections import Counter
 
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import optuna
@@ -784,24 +785,43 @@ def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots(
     # a search of lr=1e-3:1e2 with asha once showed 4 of its 30 coarse trials: the 26 pruned ones, among them every
     # exploded lr above 0.5, were on no plot of value against lr or against trial number
     coarse = pd.DataFrame({"number": [0, 1, 2, 3, 4], "state": ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED", "FAIL"],
-                           "value": [0.9, np.nan, 0.95, 0.97, np.nan], "param_lr": [0.01, 3.0, 0.02, 40.0, 0.5]})
+                           "value": [0.9, np.nan, 0.95, 0.97, np.nan], "param_lr": [0.01, 3.0, 0.02, 40.0, 0.5],
+                           "stop_reason": ["completed", "exploded", "completed", "nan", "interrupted"]})
     fine = pd.DataFrame({"number": [0, 1], "state": ["PRUNED", "COMPLETE"], "value": [0.8, 0.96],
-                         "param_lr": [0.2, 0.03]})
+                         "param_lr": [0.2, 0.03], "stop_reason": ["pruned", "completed"]})
     ax = plots.new_axes()[0, 0]
     plots.plot_param_slices([ax], [("coarse", coarse), ("fine-1", fine)], [plots.Dim("lr", "float", True)])
     ax.figure.canvas.draw()
     drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
-    assert drawn["pruned (exploded, nan, scheduler)"] == [[3.0, 0.03], [40.0, 0.03], [0.2, 0.03]]
+    assert drawn["exploded or nan (pruned)"] == [[3.0, 0.03], [40.0, 0.03]]
+    assert drawn["pruned by the scheduler"] == [[0.2, 0.03]]
     assert drawn["failed"] == [[0.5, 0.03]]
     assert ax.get_xlim()[1] > 40.0 and ax.get_ylim()[0] > 0.7  # the lr axis holds them; the value axis is the values'
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["coarse", "fine-1",
-                                                                   "pruned (exploded, nan, scheduler)", "failed"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "coarse", "fine-1", "exploded or nan (pruned)", "pruned by the scheduler", "failed"]
     plots.plt.close(ax.figure)
     ax = plots.new_axes()[0, 0]
     plots.plot_history(ax, [("coarse", coarse), ("fine-1", fine)])
     drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
-    assert drawn["pruned (exploded, nan, scheduler)"] == [[1.0, 0.03], [3.0, 0.03], [5.0, 0.03]]  # fine-1 after 0-4
+    assert drawn["exploded or nan (pruned)"] == [[1.0, 0.03], [3.0, 0.03]]
+    assert drawn["pruned by the scheduler"] == [[5.0, 0.03]]  # fine-1's trial 0, after coarse's 0-4
     assert drawn["failed"] == [[4.0, 0.03]]
+    plots.plt.close(ax.figure)
+
+
+def test_the_pair_plot_tells_exploded_trials_from_ones_the_scheduler_pruned():
+    # in an asha stage both were one red x: where lr explodes could not be told from where the scheduler cut runs
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "PRUNED"], "value": [0.9, np.nan, 0.5],
+                          "param_lr": [0.01, 30.0, 0.002], "param_reg": [1e-4, 1e-3, 1e-2],
+                          "stop_reason": ["completed", "exploded", "pruned"]})
+    ax = plots.new_axes()[0, 0]
+    plots.plot_param_scatter([ax], [("coarse", frame)], plots.Dim("lr", "float", True), plots.Dim("reg", "float", True))
+    marks = {tuple(c.get_offsets().tolist()[0]): (c.get_facecolor().tolist(), c.get_edgecolor().tolist())
+             for c in ax.collections[1:]}
+    red, orange = [list(matplotlib.colors.to_rgba(c)) for c in ("tab:red", "tab:orange")]
+    assert marks[(30.0, 1e-3)][0] == [red] and marks[(0.002, 1e-2)] == ([], [orange])
+    assert [t.get_text() for t in ax.figure.legends[0].get_texts()] == [
+        "complete (colour: accuracy)", "exploded or nan (pruned)", "pruned by the scheduler", "failed"]
     plots.plt.close(ax.figure)
 
 
@@ -812,3 +832,4 @@ def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
     assert diagnosis_text("lr_too_high", {"loss_change": -0.4219}, "pruned") == "loss rose 42 %"
     assert diagnosis_text("lr_too_high", {"loss_change": -5.2}, "exploded") == "loss exploded"
     assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
+
