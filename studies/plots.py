@@ -195,7 +195,9 @@ def _state_legend(fig: Figure) -> None:
         Line2D([], [], ls="", marker="v", mfc="none", mec="tab:orange", label=SCHEDULER_LABEL),
         Line2D([], [], ls="", marker="s", mfc="none", mec="grey", label=FAILED_LABEL),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    # four entries take about 7.5 inches in a row: two rows of two under a narrower figure (one pair panel)
+    fig.legend(handles=handles, loc="outside lower center", ncols=4 if fig.get_figwidth() >= 8 else 2, fontsize=8,
+               frameon=False)
 
 
 def unvalued_masks(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -833,3 +833,16 @@ def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
     assert diagnosis_text("lr_too_high", {"loss_change": -5.2}, "exploded") == "loss exploded"
     assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
 
+
+@pytest.mark.parametrize("panels", [1, 2, 3])
+def test_the_pair_plots_legend_fits_its_figure(panels):
+    # one coarse stage alone (an interrupted campaign) cut "complete (colour: accuracy)" and "failed" off the sides
+    frame = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "FAIL"], "value": [0.9, np.nan],
+                          "param_lr": [0.01, 0.1], "param_reg": [1e-4, 1e-3], "stop_reason": ["completed", "interrupted"]})
+    axes = plots.new_axes(1, panels, size=(4.6, 3.6)).ravel()
+    fig = plots.plot_param_scatter(list(axes), [("coarse", frame)] * panels, plots.Dim("lr", "float", True),
+                                   plots.Dim("reg", "float", True))
+    fig.canvas.draw()
+    box, page = fig.legends[0].get_window_extent(), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0
+    plots.plt.close(fig)
