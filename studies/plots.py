@@ -110,8 +110,19 @@ BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: th
 
 def _set_scale(ax: Axes, axis: str, log: bool) -> None:
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log" if log else "linear")
-    if log:  # a range under two decades would otherwise label its minor ticks on top of each other
-        (ax.xaxis if axis == "x" else ax.yaxis).set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if log:  # matplotlib's own minor labels fall on top of each other; none at all left hidden=16:256 one label, 100
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda x, pos: _minor_log_label(x, target)))
+
+
+def _minor_log_label(x: float, axis: Any) -> str:
+    """A log axis's minor tick label: 2 and 5 times a power of ten (``20``, ``0.05``) when the axis spans under two
+    decades, where the powers of ten alone leave one or two labels; nothing on a wider axis."""
+    low, high = sorted(axis.get_view_interval())
+    if not (0 < low and x > 0) or np.log10(high / low) >= 2:
+        return ""
+    mantissa = x / 10 ** np.floor(np.log10(x) + 1e-9)
+    return f"{x:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:

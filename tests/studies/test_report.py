@@ -846,3 +846,26 @@ def test_the_pair_plots_legend_fits_its_figure(panels):
     box, page = fig.legends[0].get_window_extent(), fig.bbox
     assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0
     plots.plt.close(fig)
+
+
+def test_a_log_axis_of_under_two_decades_is_labelled_at_2_and_5_times_the_powers_of_ten():
+    # hidden=16:256:int, search auto's width, had one label on its log axis (10^2): its range could not be read
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [0.9, 0.95, 0.97],
+                          "param_hidden": [16, 64, 256], "param_lr": [1e-6, 1e-3, 1.0]})
+    axes = plots.new_axes(1, 2).ravel()
+    plots.plot_param_slices(list(axes), [("coarse", frame)], [plots.Dim("hidden", "int", True),
+                                                              plots.Dim("lr", "float", True)])
+    axes[0].figure.canvas.draw()
+
+    def shown(axis):  # the minor labels inside the axis' limits
+        low, high = sorted(axis.get_view_interval())
+        return [t.get_text() for t in axis.get_minorticklabels() if t.get_text() and low <= t.get_position()[
+            0 if axis is axis.axes.xaxis else 1] <= high]
+
+    assert [shown(ax.xaxis) for ax in axes] == [["20", "50", "200"], []]  # six decades of lr: the powers of ten alone
+    plots.plt.close(axes[0].figure)
+    ax = plots.new_axes()[0, 0]
+    plots.plot_ranges(ax, [("coarse", (1e-6, 1.0), (16, 256)), ("fine-1", (1e-3, 0.1), (36, 228))], "lr", "hidden")
+    ax.figure.canvas.draw()
+    assert shown(ax.yaxis) == ["20", "50", "200"] and shown(ax.xaxis) == []
+    plots.plt.close(ax.figure)
