@@ -28,7 +28,8 @@ Definitions used throughout:
   sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
   shows the two dimensions of highest mean importance over the stages that have one.
 - *chosen configuration* (campaigns with a ``final`` stage): final's finished (COMPLETE or PRUNED, a PRUNED
-  run counting 0, as ``search auto`` counts it) trials grouped by params; the group of best mean value (the
+  run counting its value, the last epoch it finished, or 0 without one, as ``search auto`` counts it) trials
+  grouped by params; the group of best mean value (the
   first in trial order on ties), with its mean, its std (population, as ``search auto`` prints it) and runs.
 - *diagnoses*: each trial's ``diagnosis`` labels (the ``diagnosis`` column, labels joined by commas), counted
   per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
@@ -629,9 +630,8 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
         ps = {p: _plain(row[f"param_{p}"]) for p in params if f"param_{p}" in row and _present(row[f"param_{p}"])}
         ps = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in ps.items()}
         group = groups.setdefault(_params_key(ps), {"params": ps, "values": [], "trials": [], "pruned": 0})
-        pruned = row["state"] != "COMPLETE" or not math.isfinite(value)
-        group["values"].append(0.0 if pruned else float(value))
-        group["pruned"] += int(pruned)
+        group["values"].append(float(value) if math.isfinite(value) else 0.0)  # as search auto counts a run
+        group["pruned"] += int(row["state"] != "COMPLETE")
         group["trials"].append(int(row["number"]))
     if not groups:
         return None
@@ -1177,7 +1177,8 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
 def _chosen_text(chosen: dict[str, Any]) -> str:
     """One sentence on what ``search auto`` chose: params, mean +- std over the runs in final, trials."""
     runs = chosen["runs"]
-    pruned = f", {chosen['pruned_runs']} of them pruned (counted 0)" if chosen.get("pruned_runs") else ""
+    pruned = (f", {chosen['pruned_runs']} of them pruned (counted at the last epoch they finished, 0 before the first)"
+              if chosen.get("pruned_runs") else "")
     epochs = f" of {chosen['epochs']} epochs" if chosen.get("epochs") else ""
     others = len(chosen.get("candidates") or []) - 1
     return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['mean'])} ± {_acc(chosen['std'])} "

@@ -19,8 +19,8 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, budget_numbers,
-                            campaign_report, diagnosis_text, first_finished, outcome, param_importance,
+from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, StageInfo, budget_numbers,
+                            campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome, param_importance,
                             pruning_savings, repeat_numbers, write_report, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
@@ -869,3 +869,17 @@ def test_a_log_axis_of_under_two_decades_is_labelled_at_2_and_5_times_the_powers
     ax.figure.canvas.draw()
     assert shown(ax.yaxis) == ["20", "50", "200"] and shown(ax.xaxis) == []
     plots.plt.close(ax.figure)
+
+
+def test_the_chosen_configuration_counts_a_pruned_run_as_search_auto_does():
+    # search auto counts a final-stage run stopped with a value (NaN after an epoch) at that value and one stopped
+    # before any epoch as 0; the report counted both 0, and so named another configuration than auto retrained
+    frame = pd.DataFrame({
+        "number": [0, 1, 2, 3, 4, 5, 6], "param_lr": [0.01, 0.02, 0.01, 0.02, 0.01, 0.02, 0.03],
+        "state": ["COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE", "PRUNED", "COMPLETE", "PRUNED"],
+        "value": [0.90, 0.91, 0.90, 0.91, 0.96, 0.91, np.nan]})
+    chosen = chosen_configuration(StageInfo("t/final", "final", {"epochs": 4}), frame, ["lr"])
+    assert chosen["params"] == {"lr": 0.01} and chosen["trials"] == [0, 2, 4] and chosen["pruned_runs"] == 1
+    assert chosen["mean"] == pytest.approx(0.92, abs=1e-12)
+    assert [(c["params"]["lr"], round(c["mean"], 12)) for c in chosen["candidates"]] == [
+        (0.01, 0.92), (0.02, 0.91), (0.03, 0.0)]
