@@ -8,8 +8,8 @@ columns of :func:`studies.queries.trials_frame`), so tests can compute them agai
 
 Definitions used throughout:
 
-- *best* / *median*: of the values (best validation accuracy of a run) of COMPLETE trials;
-  PRUNED trials have no value and count only as spent trials and time.
+- *best* / *median*: of the values (validation accuracy at a run's last epoch) of COMPLETE trials; PRUNED
+  trials (no value, or one from the epoch where they stopped) count only as spent trials and time.
 - *trial order*: trial number, which is the order the stage's budget was enqueued in.
 - *within 1 point*: value >= own best - 0.01 (one percentage point of accuracy); the count is
   of trials in trial order, pruned ones included, up to the first that gets there.
