@@ -183,6 +183,8 @@ def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) 
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(dim.name + (" (log)" if dim.numeric and dim.log else ""))
     if dim.numeric:
         _set_scale(ax, axis, dim.log)
+        if dim.kind == "int" and not dim.log:  # no depth 1.25
+            (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if values is not None:
             ok = values[np.isfinite(values) & ((values > 0) if dim.log else True)]
             if ok.size:

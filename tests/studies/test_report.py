@@ -883,3 +883,17 @@ def test_the_chosen_configuration_counts_a_pruned_run_as_search_auto_does():
     assert chosen["mean"] == pytest.approx(0.92, abs=1e-12)
     assert [(c["params"]["lr"], round(c["mean"], 12)) for c in chosen["candidates"]] == [
         (0.01, 0.92), (0.02, 0.91), (0.03, 0.0)]
+
+
+def test_an_integer_dimension_on_a_linear_axis_has_whole_ticks():
+    # depth=1:3:int was drawn with ticks at 1.25, 1.5 and 1.75
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [0.9, 0.95, 0.97],
+                          "param_depth": [1, 2, 3], "param_lr": [1e-3, 1e-2, 1e-1]})
+    depth, lr = plots.Dim("depth", "int", False), plots.Dim("lr", "float", True)
+    axes = plots.new_axes(1, 2).ravel()
+    plots.plot_param_slices([axes[0]], [("coarse", frame)], [depth])
+    plots.plot_param_scatter([axes[1]], [("coarse", frame)], lr, depth)
+    axes[0].figure.canvas.draw()
+    for ticks, (low, high) in ((axes[0].get_xticks(), axes[0].get_xlim()), (axes[1].get_yticks(), axes[1].get_ylim())):
+        assert [t for t in ticks if low <= t <= high] == [1.0, 2.0, 3.0]
+    plots.plt.close(axes[0].figure)
