@@ -387,8 +387,8 @@ def plot_ranges(
         _set_scale(ax, "y", log[1])
         ax.set_xlim(*_padded(min(xs), max(xs), log[0]))
         ax.set_ylim(*_padded(min(ys), max(ys), log[1]))
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(x + (" (log)" if log[0] else ""))  # as the other plots name a log axis
+    ax.set_ylabel(y + (" (log)" if log[1] else ""))
     ax.set_title("searched ranges by stage", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax.figure

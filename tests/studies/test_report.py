@@ -868,6 +868,7 @@ def test_a_log_axis_of_under_two_decades_is_labelled_at_2_and_5_times_the_powers
     plots.plot_ranges(ax, [("coarse", (1e-6, 1.0), (16, 256)), ("fine-1", (1e-3, 0.1), (36, 228))], "lr", "hidden")
     ax.figure.canvas.draw()
     assert shown(ax.yaxis) == ["20", "50", "200"] and shown(ax.xaxis) == []
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("lr (log)", "hidden (log)")  # named as in the other plots
     plots.plt.close(ax.figure)
 
 
