@@ -57,7 +57,7 @@ def plot_accuracy_curves(ax: Axes, train_acc: Sequence[float], val_acc: Sequence
     ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
     ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 1.5
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy")
     ax.legend()
@@ -184,7 +184,8 @@ def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) 
     if dim.numeric:
         _set_scale(ax, axis, dim.log)
         if dim.kind == "int" and not dim.log:  # no depth 1.25
-            (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(
+                matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         if values is not None:
             ok = values[np.isfinite(values) & ((values > 0) if dim.log else True)]
             if ok.size:
@@ -427,7 +428,7 @@ def plot_loss_curves(
         _set_scale(ax, "y", True)
     if not curves:
         ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # iterations are whole numbers
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # iterations are whole numbers
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
@@ -488,7 +489,7 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
         acc_ax.set_title("accuracy per epoch", fontsize=9)
         for ax in (loss_ax, acc_ax):  # few ticks: most of such a figure's drawing time is spent on tick labels
             ax.tick_params(labelsize=7)
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True))
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True, min_n_ticks=1))
             if ax.get_yscale() == "log":
                 ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             else:
@@ -530,7 +531,7 @@ def plot_median_band(
         (line,) = ax.plot(steps, med, lw=2, marker="o", ms=3, label=f"{label} (median of {runs.shape[0]})")
         ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color(),
                         label=f"{label} {band[0]:g}-{band[1]:g}th percentile")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best validation accuracy reached")
     ax.set_title("best value reached against trials used", fontsize=10)

@@ -898,3 +898,20 @@ def test_an_integer_dimension_on_a_linear_axis_has_whole_ticks():
     for ticks, (low, high) in ((axes[0].get_xticks(), axes[0].get_xlim()), (axes[1].get_yticks(), axes[1].get_ylim())):
         assert [t for t in ticks if low <= t <= high] == [1.0, 2.0, 3.0]
     plots.plt.close(axes[0].figure)
+
+
+def test_a_run_of_one_epoch_has_one_whole_epoch_tick():
+    # a trial the scheduler stopped after its first epoch had its accuracy drawn against epochs 0.95 ... 1.05
+    panels = plots.diagnosis_axes(1)
+    plots.plot_diagnosis_examples(panels, [{"title": "t", "loss": [2.3, 2.0, 1.5], "iterations": 25,
+                                            "train_acc": [0.91], "val_acc": [0.90]}])
+    fig = panels[0][1].get_figure(root=True)
+    fig.canvas.draw()
+    ax = panels[0][1]
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]
+    plots.plt.close(fig)
+    ax = plots.new_axes()[0, 0]
+    plots.plot_accuracy_curves(ax, [0.91], [0.90])  # search explain --plot
+    ax.figure.canvas.draw()
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]
+    plots.plt.close(ax.figure)
