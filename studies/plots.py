@@ -228,8 +228,8 @@ def plot_unvalued(ax: Axes, exploded_x: np.ndarray, scheduler_x: np.ndarray, fai
     one has none; the x limits hold them, and the value axis gets room below its values for them. Call it after the
     values are drawn."""
     drawn = False
-    for xs, style, label in ((exploded_x, PRUNED_STYLE, EXPLODED_LABEL), (scheduler_x, SCHEDULER_STYLE, SCHEDULER_LABEL),
-                             (failed_x, FAILED_STYLE, FAILED_LABEL)):
+    for xs, style, label in ((exploded_x, PRUNED_STYLE, EXPLODED_LABEL),
+                             (scheduler_x, SCHEDULER_STYLE, SCHEDULER_LABEL), (failed_x, FAILED_STYLE, FAILED_LABEL)):
         xs = np.asarray(xs, dtype=float)
         xs = xs[np.isfinite(xs)]
         if xs.size:
@@ -428,7 +428,7 @@ def plot_loss_curves(
         _set_scale(ax, "y", True)
     if not curves:
         ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # iterations are whole numbers
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)

@@ -949,7 +949,8 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
 def _loss_curve_image(storage: optuna.storages.BaseStorage, frame: pd.DataFrame, params: Sequence[str]) -> bytes:
     complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
-    exploded = frame[(frame["state"] == "PRUNED") & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
+    exploded = frame[(frame["state"] == "PRUNED")
+                     & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
     axes = plots.new_axes(1, 2, size=(5.5, 3.8))[0]
     for ax, chosen, title, threshold in ((axes[0], best, f"best {BEST_CURVES} trials", None),
                                          (axes[1], exploded, "exploded trials (pruned)", 3.0)):

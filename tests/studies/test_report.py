@@ -20,8 +20,8 @@ from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, StageInfo, budget_numbers,
-                            campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome, param_importance,
-                            pruning_savings, repeat_numbers, write_report, _verdict)
+                            campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome,
+                            param_importance, pruning_savings, repeat_numbers, write_report, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -838,7 +838,8 @@ def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
 def test_the_pair_plots_legend_fits_its_figure(panels):
     # one coarse stage alone (an interrupted campaign) cut "complete (colour: accuracy)" and "failed" off the sides
     frame = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "FAIL"], "value": [0.9, np.nan],
-                          "param_lr": [0.01, 0.1], "param_reg": [1e-4, 1e-3], "stop_reason": ["completed", "interrupted"]})
+                          "param_lr": [0.01, 0.1], "param_reg": [1e-4, 1e-3],
+                          "stop_reason": ["completed", "interrupted"]})
     axes = plots.new_axes(1, panels, size=(4.6, 3.6)).ravel()
     fig = plots.plot_param_scatter(list(axes), [("coarse", frame)] * panels, plots.Dim("lr", "float", True),
                                    plots.Dim("reg", "float", True))
