@@ -57,7 +57,7 @@ def plot_accuracy_curves(ax: Axes, train_acc: Sequence[float], val_acc: Sequence
     ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
     ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 1.5
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy")
     ax.legend()
@@ -97,16 +97,32 @@ def plot_layer_histograms(
 
 # --------------------------------------------------------------------------- search plots (report, compare)
 # Each takes plain data (DataFrames with the columns of studies.queries.trials_frame, or arrays) and
-# the axes to draw on, and returns the figure. Colours: value by viridis; pruned trials red x.
+# the axes to draw on, and returns the figure. Colours: value by viridis; exploded trials red x, trials
+# pruned by the scheduler orange triangles, failed ones grey squares.
 PRUNED_STYLE = {"marker": "x", "color": "tab:red", "s": 22, "linewidths": 1.0}
+SCHEDULER_STYLE = {"marker": "v", "facecolors": "none", "edgecolors": "tab:orange", "s": 22, "linewidths": 1.0}
+EXPLODED_REASONS = ("exploded", "nan")  # a PRUNED trial's stop reasons when its loss blew up; else the scheduler's
+EXPLODED_LABEL, SCHEDULER_LABEL, FAILED_LABEL = "exploded or nan (pruned)", "pruned by the scheduler", "failed"
 FAILED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "grey", "s": 18, "linewidths": 0.8}
 STAGE_MARKERS = ("o", "^", "s", "D", "v", "P", "*", "<", ">", "h")
+BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: this fraction of it from the bottom
 
 
 def _set_scale(ax: Axes, axis: str, log: bool) -> None:
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log" if log else "linear")
-    if log:  # a range under two decades would otherwise label its minor ticks on top of each other
-        (ax.xaxis if axis == "x" else ax.yaxis).set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if log:  # matplotlib's own minor labels fall on top of each other; none at all left hidden=16:256 one label, 100
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda x, pos: _minor_log_label(x, target)))
+
+
+def _minor_log_label(x: float, axis: Any) -> str:
+    """A log axis's minor tick label: 2 and 5 times a power of ten (``20``, ``0.05``) when the axis spans under two
+    decades, where the powers of ten alone leave one or two labels; nothing on a wider axis."""
+    low, high = sorted(axis.get_view_interval())
+    if not (0 < low and x > 0) or np.log10(high / low) >= 2:
+        return ""
+    mantissa = x / 10 ** np.floor(np.log10(x) + 1e-9)
+    return f"{x:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -167,6 +183,9 @@ def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) 
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(dim.name + (" (log)" if dim.numeric and dim.log else ""))
     if dim.numeric:
         _set_scale(ax, axis, dim.log)
+        if dim.kind == "int" and not dim.log:  # no depth 1.25
+            (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(
+                matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         if values is not None:
             ok = values[np.isfinite(values) & ((values > 0) if dim.log else True)]
             if ok.size:
@@ -186,10 +205,45 @@ def _state_legend(fig: Figure) -> None:
     """One legend for the whole figure, the same whatever the panels hold."""
     handles = [
         Line2D([], [], ls="", marker="o", mfc="lightgrey", mec="black", mew=0.5, label="complete (colour: accuracy)"),
-        Line2D([], [], ls="", marker="x", color="tab:red", label="pruned (exploded, nan, scheduler)"),
-        Line2D([], [], ls="", marker="s", mfc="none", mec="grey", label="failed"),
+        Line2D([], [], ls="", marker="x", color="tab:red", label=EXPLODED_LABEL),
+        Line2D([], [], ls="", marker="v", mfc="none", mec="tab:orange", label=SCHEDULER_LABEL),
+        Line2D([], [], ls="", marker="s", mfc="none", mec="grey", label=FAILED_LABEL),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    # four entries take about 7.5 inches in a row: two rows of two under a narrower figure (one pair panel)
+    fig.legend(handles=handles, loc="outside lower center", ncols=4 if fig.get_figwidth() >= 8 else 2, fontsize=8,
+               frameon=False)
+
+
+def unvalued_masks(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exploded or nan, pruned by the scheduler, failed): boolean masks of a trials frame's rows."""
+    state = frame["state"].to_numpy(dtype=object)
+    reason = frame["stop_reason"].to_numpy(dtype=object) if "stop_reason" in frame else np.full(len(frame), None)
+    exploded = (state == "PRUNED") & np.isin(reason, EXPLODED_REASONS)
+    return exploded, (state == "PRUNED") & ~exploded, state == "FAIL"
+
+
+def plot_unvalued(ax: Axes, exploded_x: np.ndarray, scheduler_x: np.ndarray, failed_x: np.ndarray) -> None:
+    """Exploded (red x), scheduler-pruned (orange triangle) and failed (grey square) trials at their x along the
+    bottom edge of a value axis: a pruned run stopped early (no value, or one from an earlier epoch) and a failed
+    one has none; the x limits hold them, and the value axis gets room below its values for them. Call it after the
+    values are drawn."""
+    drawn = False
+    for xs, style, label in ((exploded_x, PRUNED_STYLE, EXPLODED_LABEL),
+                             (scheduler_x, SCHEDULER_STYLE, SCHEDULER_LABEL), (failed_x, FAILED_STYLE, FAILED_LABEL)):
+        xs = np.asarray(xs, dtype=float)
+        xs = xs[np.isfinite(xs)]
+        if xs.size:
+            ax.scatter(xs, np.full(xs.size, BOTTOM_EDGE), transform=ax.get_xaxis_transform(), zorder=3, label=label,
+                       **style)
+            ax.update_datalim(np.column_stack([xs, np.zeros(xs.size)]), updatey=False)  # the axes' x limits
+            drawn = True
+    if drawn:
+        low, high = ax.dataLim.intervaly
+        if np.isfinite(low) and np.isfinite(high):  # the lowest value above the marks, not on them
+            low, high = ax.get_ylim()
+            ax.set_ylim(low - 0.06 * (high - low), high)
+        else:
+            ax.set_ylim(0.0, 1.0)  # no value at all: an accuracy axis
 
 
 def plot_param_scatter(
@@ -213,15 +267,12 @@ def plot_param_scatter(
             mappable = ax.scatter(px[ok][order], py[ok][order], c=values[ok][order], cmap="viridis", norm=norm,
                                   s=26, edgecolors="black", linewidths=0.3)
             ax.figure.colorbar(mappable, ax=ax, label="validation accuracy", shrink=0.9)
-        pruned = state == "PRUNED"
-        if pruned.any():
-            ax.scatter(px[pruned], py[pruned], **PRUNED_STYLE)
-        failed = state == "FAIL"
-        if failed.any():
-            ax.scatter(px[failed], py[failed], **FAILED_STYLE)
+        for mask, style in zip(unvalued_masks(frame), (PRUNED_STYLE, SCHEDULER_STYLE, FAILED_STYLE)):
+            if mask.any():
+                ax.scatter(px[mask], py[mask], **style)
         dress_axis(ax, "x", x, all_x)
         dress_axis(ax, "y", y, all_y)
-        ax.set_title(f"{title} ({int(done.sum())} complete, {int(pruned.sum())} pruned)", fontsize=10)
+        ax.set_title(f"{title} ({int(done.sum())} complete, {int((state == 'PRUNED').sum())} pruned)", fontsize=10)
     fig = axes[0].figure
     _state_legend(fig)
     return fig
@@ -231,7 +282,8 @@ def plot_param_slices(
     axes: Sequence[Axes], stages: Sequence[tuple[str, pd.DataFrame]], dims: Sequence[Dim], seed: int = 0
 ) -> Figure:
     """Value against each dimension alone, one panel per dimension, one colour per stage: a number on its own
-    scale (log for a log range), a category as a box of all stages' values with each trial jittered beside it."""
+    scale (log for a log range), a category as a box of all stages' values with each trial jittered beside it;
+    pruned and failed trials along the bottom edge at their value of the dimension."""
     rng = np.random.default_rng(seed)
     colours = plt.get_cmap("tab10").colors
     for ax, dim in zip(axes, dims):
@@ -245,11 +297,15 @@ def plot_param_slices(
             ax.boxplot(boxes, positions=range(len(boxes)), widths=0.6, showfliers=False,
                        medianprops={"color": "black"}, boxprops={"color": "grey"},
                        whiskerprops={"color": "grey"}, capprops={"color": "grey"})
+        unvalued: list[list[np.ndarray]] = [[], [], []]
         for i, (title, frame) in enumerate(stages):
             done = frame[frame["state"] == "COMPLETE"]
             ax.scatter(positions(done, dim, None if dim.numeric else rng, 0.2), _numeric(done, "value"), s=16,
                        alpha=0.75, marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=colours[i % len(colours)],
                        label=title, zorder=3)
+            for found, mask in zip(unvalued, unvalued_masks(frame)):
+                found.append(positions(frame[mask], dim, None if dim.numeric else rng, 0.2))
+        plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued))
         dress_axis(ax, "x", dim, None)
         ax.set_ylabel("validation accuracy")
         ax.set_title(f"validation accuracy vs {dim.name}", fontsize=10)
@@ -273,12 +329,16 @@ def plot_importance(axes: Sequence[Axes], stages: Sequence[tuple[str, dict[str, 
 
 
 def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
-    """Every COMPLETE trial's value by trial number, stage after stage, with each stage's best so far."""
+    """Every COMPLETE trial's value by trial number, stage after stage, with each stage's best so far; pruned and
+    failed trials along the bottom edge."""
     colours = plt.get_cmap("tab10").colors
     offset = 0
+    unvalued: list[list[np.ndarray]] = [[], [], []]
     for i, (title, frame) in enumerate(stages):
         frame = frame.sort_values("number", kind="stable")
         number = frame["number"].to_numpy(dtype=float) + offset
+        for found, mask in zip(unvalued, unvalued_masks(frame)):
+            found.append(number[mask])
         value = np.where(frame["state"].to_numpy(dtype=object) == "COMPLETE", _numeric(frame, "value"), np.nan)
         colour = colours[i % len(colours)]
         ax.scatter(number, value, s=12, color=colour, alpha=0.6, label=title)
@@ -287,11 +347,12 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
         if i:
             ax.axvline(offset - 0.5, color="grey", lw=0.8, ls=":")
         offset += int(frame["number"].max()) + 1 if len(frame) else 0
+    plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued))
     ax.set_xlabel("trial number (stages one after another)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return ax.figure
 
 
@@ -327,8 +388,8 @@ def plot_ranges(
         _set_scale(ax, "y", log[1])
         ax.set_xlim(*_padded(min(xs), max(xs), log[0]))
         ax.set_ylim(*_padded(min(ys), max(ys), log[1]))
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(x + (" (log)" if log[0] else ""))  # as the other plots name a log axis
+    ax.set_ylabel(y + (" (log)" if log[1] else ""))
     ax.set_title("searched ranges by stage", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax.figure
@@ -367,7 +428,7 @@ def plot_loss_curves(
         _set_scale(ax, "y", True)
     if not curves:
         ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # iterations are whole numbers
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
@@ -428,7 +489,7 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
         acc_ax.set_title("accuracy per epoch", fontsize=9)
         for ax in (loss_ax, acc_ax):  # few ticks: most of such a figure's drawing time is spent on tick labels
             ax.tick_params(labelsize=7)
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True))
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True, min_n_ticks=1))
             if ax.get_yscale() == "log":
                 ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             else:
@@ -470,7 +531,7 @@ def plot_median_band(
         (line,) = ax.plot(steps, med, lw=2, marker="o", ms=3, label=f"{label} (median of {runs.shape[0]})")
         ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color(),
                         label=f"{label} {band[0]:g}-{band[1]:g}th percentile")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best validation accuracy reached")
     ax.set_title("best value reached against trials used", fontsize=10)

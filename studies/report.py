@@ -8,8 +8,8 @@ columns of :func:`studies.queries.trials_frame`), so tests can compute them agai
 
 Definitions used throughout:
 
-- *best* / *median*: of the values (best validation accuracy of a run) of COMPLETE trials;
-  PRUNED trials have no value and count only as spent trials and time.
+- *best* / *median*: of the values (validation accuracy at a run's last epoch) of COMPLETE trials; PRUNED
+  trials (no value, or one from the epoch where they stopped) count only as spent trials and time.
 - *trial order*: trial number, which is the order the stage's budget was enqueued in.
 - *within 1 point*: value >= own best - 0.01 (one percentage point of accuracy); the count is
   of trials in trial order, pruned ones included, up to the first that gets there.
@@ -28,7 +28,8 @@ Definitions used throughout:
   sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
   shows the two dimensions of highest mean importance over the stages that have one.
 - *chosen configuration* (campaigns with a ``final`` stage): final's finished (COMPLETE or PRUNED, a PRUNED
-  run counting 0, as ``search auto`` counts it) trials grouped by params; the group of best mean value (the
+  run counting its value, the last epoch it finished, or 0 without one, as ``search auto`` counts it) trials
+  grouped by params; the group of best mean value (the
   first in trial order on ties), with its mean, its std (population, as ``search auto`` prints it) and runs.
 - *diagnoses*: each trial's ``diagnosis`` labels (the ``diagnosis`` column, labels joined by commas), counted
   per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
@@ -67,7 +68,6 @@ WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
 BEST_CURVES = 5
 EXPLODED_CURVES = 3
-PRUNED_REASONS = ("exploded", "nan")
 REPORT_FILES = ("report.html", "report.md", "summary.json")
 # fANOVA's cost grows faster than its trials (500 trials: ~9 s with 64 trees); a seeded sample of 200 and 16
 # trees ranked the dimensions of the benchmark stages the same as all trials and 64 trees, in ~0.5 s a stage.
@@ -92,10 +92,15 @@ BEST_SO_FAR_STAGES = ("best validation accuracy so far against cumulative traini
 IMAGE_CAPTIONS: dict[str, str] = {
     "importance": "parameter importance per stage (Optuna's fANOVA evaluator)",
     "scatter": "the two most important dimensions per stage, coloured by validation accuracy on each stage's "
-               "own scale; red x = pruned (exploded, nan or by the scheduler)",
+               "own scale; red x = exploded or nan (pruned), orange triangle = pruned by the scheduler, grey square "
+               "= failed",
     "projection": "validation accuracy against each dimension alone: log axis for a log range, "
-                  "box and jittered points for a category",
-    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far",
+                  "box and jittered points for a category; along the bottom at their value of the dimension (no "
+                  "final value): red x = exploded or nan, orange triangle = pruned by the scheduler, grey square = "
+                  "failed",
+    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far; along the "
+               "bottom (no final value): red x = exploded or nan, orange triangle = pruned by the scheduler, grey "
+               "square = failed",
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
     "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
                    "(dashed: 3 x the first loss; a run whose last 10 losses average above it is stopped)",
@@ -625,9 +630,8 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
         ps = {p: _plain(row[f"param_{p}"]) for p in params if f"param_{p}" in row and _present(row[f"param_{p}"])}
         ps = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in ps.items()}
         group = groups.setdefault(_params_key(ps), {"params": ps, "values": [], "trials": [], "pruned": 0})
-        pruned = row["state"] != "COMPLETE" or not math.isfinite(value)
-        group["values"].append(0.0 if pruned else float(value))
-        group["pruned"] += int(pruned)
+        group["values"].append(float(value) if math.isfinite(value) else 0.0)  # as search auto counts a run
+        group["pruned"] += int(row["state"] != "COMPLETE")
         group["trials"].append(int(row["number"]))
     if not groups:
         return None
@@ -713,8 +717,13 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":
         return f"loss fell {_pct_text(n.get('loss_change'))}"
-    if label == "lr_too_high":
-        return "loss went NaN" if stop_reason == "nan" else "loss exploded"
+    if label == "lr_too_high":  # stopped as exploded or NaN, or (a run nothing stopped) ended above its first loss
+        if stop_reason == "nan":
+            return "loss went NaN"
+        change = _num(n.get("loss_change"))
+        if stop_reason in ("exploded", "diverged") or change is None:
+            return "loss exploded"
+        return f"loss rose {_pct_text(-change)}"
     if label == "overfitting":
         return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}"
     if label == "underfitting":
@@ -940,7 +949,8 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
 def _loss_curve_image(storage: optuna.storages.BaseStorage, frame: pd.DataFrame, params: Sequence[str]) -> bytes:
     complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
-    exploded = frame[(frame["state"] == "PRUNED") & frame["stop_reason"].isin(PRUNED_REASONS)].head(EXPLODED_CURVES)
+    exploded = frame[(frame["state"] == "PRUNED")
+                     & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
     axes = plots.new_axes(1, 2, size=(5.5, 3.8))[0]
     for ax, chosen, title, threshold in ((axes[0], best, f"best {BEST_CURVES} trials", None),
                                          (axes[1], exploded, "exploded trials (pruned)", 3.0)):
@@ -1168,7 +1178,8 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
 def _chosen_text(chosen: dict[str, Any]) -> str:
     """One sentence on what ``search auto`` chose: params, mean +- std over the runs in final, trials."""
     runs = chosen["runs"]
-    pruned = f", {chosen['pruned_runs']} of them pruned (counted 0)" if chosen.get("pruned_runs") else ""
+    pruned = (f", {chosen['pruned_runs']} of them pruned (counted at the last epoch they finished, 0 before the first)"
+              if chosen.get("pruned_runs") else "")
     epochs = f" of {chosen['epochs']} epochs" if chosen.get("epochs") else ""
     others = len(chosen.get("candidates") or []) - 1
     return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['mean'])} ± {_acc(chosen['std'])} "

@@ -9,6 +9,7 @@ import re
 import statistics
 from collections import Counter
 
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import optuna
@@ -18,9 +19,9 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, budget_numbers,
-                            campaign_report, diagnosis_text, first_finished, outcome, param_importance,
-                            pruning_savings, repeat_numbers, write_report, _verdict)
+from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, StageInfo, budget_numbers,
+                            campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome,
+                            param_importance, pruning_savings, repeat_numbers, write_report, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -778,3 +779,140 @@ def test_the_accuracy_curves_mark_whole_epochs():
     ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
     assert ticks == [1.0, 2.0, 3.0]
     plt.close(fig)
+
+
+def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots():
+    # a search of lr=1e-3:1e2 with asha once showed 4 of its 30 coarse trials: the 26 pruned ones, among them every
+    # exploded lr above 0.5, were on no plot of value against lr or against trial number
+    coarse = pd.DataFrame({"number": [0, 1, 2, 3, 4], "state": ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED", "FAIL"],
+                           "value": [0.9, np.nan, 0.95, 0.97, np.nan], "param_lr": [0.01, 3.0, 0.02, 40.0, 0.5],
+                           "stop_reason": ["completed", "exploded", "completed", "nan", "interrupted"]})
+    fine = pd.DataFrame({"number": [0, 1], "state": ["PRUNED", "COMPLETE"], "value": [0.8, 0.96],
+                         "param_lr": [0.2, 0.03], "stop_reason": ["pruned", "completed"]})
+    ax = plots.new_axes()[0, 0]
+    plots.plot_param_slices([ax], [("coarse", coarse), ("fine-1", fine)], [plots.Dim("lr", "float", True)])
+    ax.figure.canvas.draw()
+    drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert drawn["exploded or nan (pruned)"] == [[3.0, 0.03], [40.0, 0.03]]
+    assert drawn["pruned by the scheduler"] == [[0.2, 0.03]]
+    assert drawn["failed"] == [[0.5, 0.03]]
+    assert ax.get_xlim()[1] > 40.0 and ax.get_ylim()[0] > 0.7  # the lr axis holds them; the value axis is the values'
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "coarse", "fine-1", "exploded or nan (pruned)", "pruned by the scheduler", "failed"]
+    plots.plt.close(ax.figure)
+    ax = plots.new_axes()[0, 0]
+    plots.plot_history(ax, [("coarse", coarse), ("fine-1", fine)])
+    drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert drawn["exploded or nan (pruned)"] == [[1.0, 0.03], [3.0, 0.03]]
+    assert drawn["pruned by the scheduler"] == [[5.0, 0.03]]  # fine-1's trial 0, after coarse's 0-4
+    assert drawn["failed"] == [[4.0, 0.03]]
+    plots.plt.close(ax.figure)
+
+
+def test_the_pair_plot_tells_exploded_trials_from_ones_the_scheduler_pruned():
+    # in an asha stage both were one red x: where lr explodes could not be told from where the scheduler cut runs
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "PRUNED"], "value": [0.9, np.nan, 0.5],
+                          "param_lr": [0.01, 30.0, 0.002], "param_reg": [1e-4, 1e-3, 1e-2],
+                          "stop_reason": ["completed", "exploded", "pruned"]})
+    ax = plots.new_axes()[0, 0]
+    plots.plot_param_scatter([ax], [("coarse", frame)], plots.Dim("lr", "float", True), plots.Dim("reg", "float", True))
+    marks = {tuple(c.get_offsets().tolist()[0]): (c.get_facecolor().tolist(), c.get_edgecolor().tolist())
+             for c in ax.collections[1:]}
+    red, orange = [list(matplotlib.colors.to_rgba(c)) for c in ("tab:red", "tab:orange")]
+    assert marks[(30.0, 1e-3)][0] == [red] and marks[(0.002, 1e-2)] == ([], [orange])
+    assert [t.get_text() for t in ax.figure.legends[0].get_texts()] == [
+        "complete (colour: accuracy)", "exploded or nan (pruned)", "pruned by the scheduler", "failed"]
+    plots.plt.close(ax.figure)
+
+
+def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
+    # digits/coarse:6 of search auto completed 3 epochs at val 0.930, its loss ending 20 % above its first: labelled
+    # lr_too_high, its example was titled "loss exploded"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.1986}, "completed") == "loss rose 20 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.4219}, "pruned") == "loss rose 42 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -5.2}, "exploded") == "loss exploded"
+    assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
+
+
+@pytest.mark.parametrize("panels", [1, 2, 3])
+def test_the_pair_plots_legend_fits_its_figure(panels):
+    # one coarse stage alone (an interrupted campaign) cut "complete (colour: accuracy)" and "failed" off the sides
+    frame = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "FAIL"], "value": [0.9, np.nan],
+                          "param_lr": [0.01, 0.1], "param_reg": [1e-4, 1e-3],
+                          "stop_reason": ["completed", "interrupted"]})
+    axes = plots.new_axes(1, panels, size=(4.6, 3.6)).ravel()
+    fig = plots.plot_param_scatter(list(axes), [("coarse", frame)] * panels, plots.Dim("lr", "float", True),
+                                   plots.Dim("reg", "float", True))
+    fig.canvas.draw()
+    box, page = fig.legends[0].get_window_extent(), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0
+    plots.plt.close(fig)
+
+
+def test_a_log_axis_of_under_two_decades_is_labelled_at_2_and_5_times_the_powers_of_ten():
+    # hidden=16:256:int, search auto's width, had one label on its log axis (10^2): its range could not be read
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [0.9, 0.95, 0.97],
+                          "param_hidden": [16, 64, 256], "param_lr": [1e-6, 1e-3, 1.0]})
+    axes = plots.new_axes(1, 2).ravel()
+    plots.plot_param_slices(list(axes), [("coarse", frame)], [plots.Dim("hidden", "int", True),
+                                                              plots.Dim("lr", "float", True)])
+    axes[0].figure.canvas.draw()
+
+    def shown(axis):  # the minor labels inside the axis' limits
+        low, high = sorted(axis.get_view_interval())
+        return [t.get_text() for t in axis.get_minorticklabels() if t.get_text() and low <= t.get_position()[
+            0 if axis is axis.axes.xaxis else 1] <= high]
+
+    assert [shown(ax.xaxis) for ax in axes] == [["20", "50", "200"], []]  # six decades of lr: the powers of ten alone
+    plots.plt.close(axes[0].figure)
+    ax = plots.new_axes()[0, 0]
+    plots.plot_ranges(ax, [("coarse", (1e-6, 1.0), (16, 256)), ("fine-1", (1e-3, 0.1), (36, 228))], "lr", "hidden")
+    ax.figure.canvas.draw()
+    assert shown(ax.yaxis) == ["20", "50", "200"] and shown(ax.xaxis) == []
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("lr (log)", "hidden (log)")  # named as in the other plots
+    plots.plt.close(ax.figure)
+
+
+def test_the_chosen_configuration_counts_a_pruned_run_as_search_auto_does():
+    # search auto counts a final-stage run stopped with a value (NaN after an epoch) at that value and one stopped
+    # before any epoch as 0; the report counted both 0, and so named another configuration than auto retrained
+    frame = pd.DataFrame({
+        "number": [0, 1, 2, 3, 4, 5, 6], "param_lr": [0.01, 0.02, 0.01, 0.02, 0.01, 0.02, 0.03],
+        "state": ["COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE", "PRUNED", "COMPLETE", "PRUNED"],
+        "value": [0.90, 0.91, 0.90, 0.91, 0.96, 0.91, np.nan]})
+    chosen = chosen_configuration(StageInfo("t/final", "final", {"epochs": 4}), frame, ["lr"])
+    assert chosen["params"] == {"lr": 0.01} and chosen["trials"] == [0, 2, 4] and chosen["pruned_runs"] == 1
+    assert chosen["mean"] == pytest.approx(0.92, abs=1e-12)
+    assert [(c["params"]["lr"], round(c["mean"], 12)) for c in chosen["candidates"]] == [
+        (0.01, 0.92), (0.02, 0.91), (0.03, 0.0)]
+
+
+def test_an_integer_dimension_on_a_linear_axis_has_whole_ticks():
+    # depth=1:3:int was drawn with ticks at 1.25, 1.5 and 1.75
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [0.9, 0.95, 0.97],
+                          "param_depth": [1, 2, 3], "param_lr": [1e-3, 1e-2, 1e-1]})
+    depth, lr = plots.Dim("depth", "int", False), plots.Dim("lr", "float", True)
+    axes = plots.new_axes(1, 2).ravel()
+    plots.plot_param_slices([axes[0]], [("coarse", frame)], [depth])
+    plots.plot_param_scatter([axes[1]], [("coarse", frame)], lr, depth)
+    axes[0].figure.canvas.draw()
+    for ticks, (low, high) in ((axes[0].get_xticks(), axes[0].get_xlim()), (axes[1].get_yticks(), axes[1].get_ylim())):
+        assert [t for t in ticks if low <= t <= high] == [1.0, 2.0, 3.0]
+    plots.plt.close(axes[0].figure)
+
+
+def test_a_run_of_one_epoch_has_one_whole_epoch_tick():
+    # a trial the scheduler stopped after its first epoch had its accuracy drawn against epochs 0.95 ... 1.05
+    panels = plots.diagnosis_axes(1)
+    plots.plot_diagnosis_examples(panels, [{"title": "t", "loss": [2.3, 2.0, 1.5], "iterations": 25,
+                                            "train_acc": [0.91], "val_acc": [0.90]}])
+    fig = panels[0][1].get_figure(root=True)
+    fig.canvas.draw()
+    ax = panels[0][1]
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]
+    plots.plt.close(fig)
+    ax = plots.new_axes()[0, 0]
+    plots.plot_accuracy_curves(ax, [0.91], [0.90])  # search explain --plot
+    ax.figure.canvas.draw()
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]
+    plots.plt.close(ax.figure)
