@@ -32,6 +32,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
+from engine.diagnostics import value_se
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
@@ -255,14 +256,6 @@ def val_size(study: optuna.Study) -> int | None:
     """Validation samples of a stage's data, from the identity recorded when it was created."""
     shapes = study.user_attrs.get("data", {}).get("shapes", {})
     return shapes["val"][0] if shapes.get("val") else None
-
-
-def value_se(accuracy: float, n: int | None) -> float | None:
-    """Binomial standard error of an accuracy measured on ``n`` samples (None when n is unknown)."""
-    if not n:
-        return None
-    p = min(max(accuracy, 1.0 / n), 1 - 1.0 / n)  # never 0 at 100 %
-    return math.sqrt(p * (1 - p) / n)
 
 
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:

@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from engine.diagnostics import THRESHOLDS, LayerStats, diagnose, expected_initial_loss, unit_stats
+from engine.diagnostics import (
+    THRESHOLDS, LayerStats, describe_diagnosis, diagnose, expected_initial_loss, unit_stats,
+)
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig
 
@@ -55,6 +57,28 @@ def test_the_train_val_gap_decides_over_and_underfitting():
     assert _run(train=0.99, val=0.99 - gap + 0.001).labels == ("healthy",)
     assert _run(train=0.80, val=0.795).labels == ("underfitting",)  # no gap, training set not learned
     assert _run(train=0.95, val=0.945).labels == ("healthy",)  # no gap, but it learned the training set
+
+
+def test_a_gap_within_the_noise_of_few_samples_is_no_overfitting():
+    # iris: train accuracy on 102 samples, validation on 24 (one sample is 4 points); a 7-point gap is noise
+    def run(samples):
+        return diagnose("completed", _falling(1.1, 0.4), 0.8627, 0.7917, 1.1, math.log(3), [], chance=1 / 3,
+                        samples=samples)
+
+    small = run((102, 24))
+    assert small.labels == ("healthy",)
+    # twice the standard error of the difference: 2 * sqrt(0.8627 * 0.1373 / 102 + 0.7917 * 0.2083 / 24)
+    assert small.numbers["gap_limit"] == pytest.approx(0.1792, abs=1e-4)
+    large = run((1000, 1000))  # the same accuracies on 1000 samples each: the 5-point threshold decides
+    assert large.labels == ("overfitting",) and large.numbers["gap_limit"] == 0.05
+    assert describe_diagnosis(large) == [
+        "train accuracy 0.8627 is 7.1% above validation (> 5%): overfitting; raise regularisation or lower capacity"]
+    big_gap = diagnose("completed", _falling(1.1, 0.4), 1.0, 0.75, 1.1, math.log(3), [], chance=1 / 3,
+                       samples=(102, 24))
+    assert big_gap.labels == ("overfitting",)
+    assert describe_diagnosis(big_gap) == [
+        "train accuracy 1.0 is 25.0% above validation (> 17.8%, twice the standard error of the gap on so few "
+        "samples): overfitting; raise regularisation or lower capacity"]
 
 
 def test_a_run_that_did_not_learn_the_training_set_underfits_whatever_its_gap():
