@@ -22,7 +22,7 @@ columns_options = apply([
 ])
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="One row per stage: trials by state, best value.")
 @click.option("--campaign", default=None, callback=not_empty, help="Only this campaign's stages (default: all).")
 @storage_option
 @format_option
@@ -43,7 +43,7 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
     print_table(frame, fmt, columns, default, wide)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="One row per trial: state, value, params, diagnosis.")
 @click.argument("study", required=False)
 @campaign_option
 @click.option("--state", "states", multiple=True,
@@ -93,7 +93,7 @@ def auto_choice(st: Any, campaign: str) -> str | None:
             f"(the best mean over repeats{test})")
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="The best trial of a campaign, and how to keep it.")
 @campaign_option
 @storage_option
 @format_option
@@ -139,7 +139,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         click.echo(f"keep it: search train --from-trial {row['study']}:{row['number']}{where} --save model.npz")
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")
 @click.argument("sql")
 @click.option("--timeout", type=FiniteFloatRange(0, 86400, min_open=True), default=30.0, show_default=True,
               metavar="SECONDS", help="Stop the query after this long (exit 1); Ctrl-C cancels it too.")
@@ -191,7 +191,7 @@ def failure_story(storage: Any, name: str, trial: Any) -> str:
     return f"{how}; re-run as {name}:{copies[0]}"
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="One trial's diagnosis in words, with its numbers.")
 @click.argument("ref", metavar="STUDY:NUMBER")
 @click.option("--plot", type=WritablePath(), default=None, help="Draw its loss and accuracy curves (PNG).")
 @storage_option

@@ -24,7 +24,7 @@ from search.errors import SearchError
 
 
 # the run's own defaults, which a stage's trials use for what they do not search: one run, two commands, one reg
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Train one network (--from-trial reruns a trial).")
 @run_config_options
 @click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
               help="Learning rate.")
@@ -218,7 +218,7 @@ def trial_run(storage: str | None, ref: str
 
 
 # --------------------------------------------------------------------------- layers
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Per-layer activation statistics of a deep net.")
 @click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True, metavar="NAME",
               help=f"One of {', '.join(sorted(INITIALISERS))}.")
 @click.option("--init-std", type=float, default=None, callback=nonneg_float,
@@ -271,7 +271,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 
 
 # --------------------------------------------------------------------------- sanity
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="The babysitting checklist, each check PASS or FAIL.")
 @run_config_options
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float)
 @click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float)
@@ -301,7 +301,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     return 0 if all(c.passed for c in checks) else 1
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="What a data file or folder holds, with warnings.")
 @run_config_options
 @json_option
 def data(base: RunConfig, as_json: bool) -> None:
@@ -344,7 +344,7 @@ def data(base: RunConfig, as_json: bool) -> None:
         say(f"warning: {w}")
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Score samples with a saved model, one CSV row each.")
 @click.option("--model", "model_file", required=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE.npz", help="A model saved by `search train --save`.")
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",

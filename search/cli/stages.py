@@ -84,7 +84,7 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
     return 1 if any(s.errors for s in summaries) else 0
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Random search over the space with short runs.")
 @run_config_options
 @space_options
 @stage_options
@@ -115,7 +115,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Next stage, refined around the best trials.")
 @fine_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs per trial (default: twice the previous stage's).")
@@ -150,7 +150,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     return finish([*promoted, execute_stage(ex, with_fine_choices(stage, None, scheduler))], as_json)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Grid over the coarse stage's space at its budget.")
 @stage_run_options
 @json_option
 def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
@@ -171,7 +171,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
     return finish([execute_stage(ex, stage)], as_json)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="The whole recipe: coarse, fine stages, final, test score.")
 @run_config_options
 @space_options
 @stage_options
@@ -255,7 +255,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     return code
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Join a running stage and run its trials.")
 @campaign_option
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
 @storage_option

@@ -11,6 +11,7 @@ import os
 import optuna
 import pytest
 
+from search.cli import cli
 from tests.search.conftest import one_line_error
 from studies.store import open_storage
 
@@ -491,3 +492,14 @@ def test_a_report_says_what_it_is_doing_on_stderr_and_nothing_with_json(run_cli)
     assert written.stderr.splitlines()[0] == "report: digits/coarse: numbers and parameter importance"
     assert "report: plot history.png" in written.stderr.splitlines()
     assert run_cli("report", "--json").stderr == ""
+
+
+def test_the_command_list_gives_each_command_a_whole_sentence_in_80_columns(run_cli):
+    # click cut each first sentence to fit: "Random vs grid search at equal budget, repeated:..." and, at the "."
+    # of "e.g.", "worker  Join a running stage from this machine (same --storage, e.g."
+    text = run_cli("--help").stdout
+    listing = text[text.index("Commands:\n") + len("Commands:\n"):].splitlines()
+    assert [line.split()[0] for line in listing] == sorted(cmd for cmd in cli.commands)
+    assert all(len(line) <= 80 and line.endswith(".") and not line.endswith("...") and "e.g." not in line
+               for line in listing), listing
+    assert "  worker     Join a running stage and run its trials." in listing
