@@ -106,6 +106,19 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
     _error(DataSpec(str(empty)), empty, "row 1 (line 2) column 'b'", "'' is not a number")
 
 
+def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -> None:
+    # a string id (wine.tsv's W0000, W0001, ...) was "row 1 (line 2) column 'id': 'W0000' is not a number"
+    rows = "".join(f"W{i:04d}\t{i % 5}\t{i % 3}\t{'ab'[i % 2]}\n" for i in range(12))
+    path = _csv(tmp_path / "wine.tsv", "id\ta\tb\tcultivar\n" + rows)
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: column 'id' holds text, not numbers ('W0000' in row 1 (line 2), and no number in any row); every "
+        "column but the label column is trained on as a feature: delete it from the file if it is an id or a note, "
+        "or name it with --label-column if it holds the labels")
+    # one text cell among numbers is still named by its row
+    mixed = _csv(tmp_path / "mixed.tsv", "id\ta\tb\tcultivar\n" + "7\t1\t2\ta\n" + rows)
+    assert _error(DataSpec(str(mixed)), mixed) == f"{mixed}: row 2 (line 3) column 'id': 'W0000' is not a number"
+
+
 def test_ragged_and_truncated_csv_rows(tmp_path: Path) -> None:
     ragged = _csv(tmp_path / "ragged.csv", "a,b,label\n" + _good_rows(2) + "1,2,3,a\n" + _good_rows(8))
     _error(DataSpec(str(ragged)), ragged, "row 3 (line 4) has 4 fields but the header has 3")
