@@ -38,6 +38,7 @@ from engine.formats import (
     read_npz,
     read_table,
     sha256_files,
+    table_columns,
 )
 
 CIFAR_VAL_FRACTION = 0.1
@@ -261,9 +262,11 @@ def _fraction_split(n: int) -> tuple[int, int, int]:
 
 
 def stratified_split(
-    source: str, y: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator, names: tuple[str, ...]
+    source: str, y: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator, names: tuple[str, ...],
+    labels_from: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train/val/test drawn per class of y (N,) with ``fractions`` (val, test), each split shuffled."""
+    """Indices of train/val/test drawn per class of y (N,) with ``fractions`` (val, test), each split shuffled;
+    ``labels_from`` says where the labels came from (a table's label column) in the error for a class too small."""
     parts: tuple[list[np.ndarray], ...] = ([], [], [])
     order = np.argsort(y, kind="stable")
     bounds = np.cumsum(np.bincount(y, minlength=len(names)))[:-1]
@@ -274,8 +277,9 @@ def stratified_split(
         members = rng.permutation(members)
         n_val, n_test = (0 if f == 0 else max(1, math.floor(f * n + 0.5)) for f in fractions)
         if n - n_val - n_test < 1:
-            raise DataError(f"{source}: class {names[c]!r} has {n} sample(s) but the train/val/test split needs "
-                            f"at least {n_val + n_test + 1} of each class (one or more per split)")
+            raise DataError(f"{source}: class {names[c]!r}{labels_from} has {n} sample(s) but the train/val/test split "
+                            f"needs at least {n_val + n_test + 1} of each class (one or more per split); the labels "
+                            f"hold {len(names)} classes in {len(y)} samples")
         parts[1].append(members[:n_val])
         parts[2].append(members[n_val:n_val + n_test])
         parts[0].append(members[n_val + n_test:])
@@ -347,8 +351,10 @@ def _assemble(
     image_shape: tuple[int, int, int] | None = None,
     label_names: tuple[str, ...] | None = None,
     feature_names: tuple[str, ...] | None = None,
+    labels_from: str = "",
 ) -> Dataset:
-    """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified."""
+    """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified
+    (``labels_from``: see ``stratified_split``)."""
     Xs: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
     sample_shape: tuple[int, ...] | None = None
@@ -385,7 +391,7 @@ def _assemble(
     if missing:
         fractions = (val_fraction if "val" in missing else 0.0, test_fraction if "test" in missing else 0.0)
         pool_X, pool_y = Xs["train"], codes["train"]
-        for split, index in zip(SPLITS, stratified_split(source, pool_y, fractions, rng, names)):
+        for split, index in zip(SPLITS, stratified_split(source, pool_y, fractions, rng, names, labels_from)):
             if split == "train" or split in missing:
                 Xs[split], codes[split] = pool_X[index], pool_y[index]
     out: list[np.ndarray] = []
@@ -460,10 +466,14 @@ def load_data_file(spec: DataSpec) -> Dataset:
     if fmt == "npz":
         return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
     if fmt in ("csv", "tsv"):
-        X, labels, feature_names = read_table(path, "," if fmt == "csv" else "\t", spec.label_column)
+        delimiter = "," if fmt == "csv" else "\t"
+        X, labels, feature_names = read_table(path, delimiter, spec.label_column)
         y, label_names = _label_array(labels)
+        column = table_columns(path, delimiter, spec.label_column)[1]
+        labels_from = (f" of the label column {column!r}" if spec.label_column is not None
+                       else f" of the label column {column!r} (the last; --label-column NAME takes another)")
         return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=feature_names,
-                         **options)
+                         labels_from=labels_from, **options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)
     return _assemble(spec.name, source, {"train": (X, y)}, image_shape=image_shape, label_names=classes, **options)
 

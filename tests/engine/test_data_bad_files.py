@@ -224,7 +224,23 @@ def test_a_class_with_fewer_samples_than_the_split_needs(tmp_path: Path) -> None
     np.savez(path, X=np.ones((22, 3)), y=np.array(["a"] * 20 + ["rare"] * 2))
     _error(DataSpec(str(path)), path, "class 'rare' has 2 sample(s)", "at least 3")
     csv_path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows(20) + "1,1,rare\n")
-    _error(DataSpec(str(csv_path)), csv_path, "class 'rare' has 1 sample(s)")
+    _error(DataSpec(str(csv_path)), csv_path, "class 'rare' of the label column 'label' (the last; --label-column "
+           "NAME takes another) has 1 sample(s)")
+
+
+def test_a_label_column_of_measurements_names_the_column_the_labels_came_from(tmp_path: Path) -> None:
+    # --label-column forgotten on wine: the last column, proline, became 121 classes, and the error named only
+    # "class '278' has 1 sample(s)"
+    rows = "".join(f"{i % 7},{1 + i % 2},{500 + i}\n" for i in range(30))
+    path = _csv(tmp_path / "wine.csv", "alcohol,cultivar,proline\n" + rows)
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: class '500' of the label column 'proline' (the last; --label-column NAME takes another) has 1 "
+        "sample(s) but the train/val/test split needs at least 3 of each class (one or more per split); the labels "
+        "hold 30 classes in 30 samples")
+    named = _csv(tmp_path / "named.csv", "proline,alcohol,cultivar\n" + "".join(
+        f"{500 + i},{i % 7},{1 + i % 2}\n" for i in range(30)))
+    assert _error(DataSpec(str(named), label_column="proline"), named).startswith(
+        f"{named}: class '500' of the label column 'proline' has 1 sample(s)")
 
 
 def test_npz_layout_mistakes(tmp_path: Path) -> None:
