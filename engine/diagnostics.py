@@ -348,7 +348,9 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
         "dead_units": f"dead units per layer {n['dead_fraction']} (> {t.dead_fraction:.0%} in a layer): "
                       f"a bad initialisation or a learning rate that knocked them off",
         "saturated_units": f"saturated outputs per layer {n['saturated_fraction']} (> {t.saturated_fraction:.0%}): "
-                           f"the initial weights are too large for tanh/sigmoid",
+                           + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, "
+                              "not the initialisation)" if "lr_too_high" in diagnosis.labels
+                              else "the initial weights are too large for tanh/sigmoid"),
         "bad_initial_loss": f"initial data loss {n['initial_data_loss']}, expected about "
                             f"{n['expected_initial_loss']}: the output scale is wrong",
         "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_pct(n['train_val_gap'])}",

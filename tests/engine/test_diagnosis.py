@@ -81,6 +81,19 @@ def test_a_gap_within_the_noise_of_few_samples_is_no_overfitting():
         "samples): overfitting; raise regularisation or lower capacity"]
 
 
+def test_units_saturated_by_an_exploding_run_are_blamed_on_its_learning_rate_not_its_initialisation():
+    # fine-1:7 on an image folder, tanh at lr 41.8: "the initial weights are too large for tanh/sigmoid"
+    saturated = [LayerStats(1, 0.0, 1.0, 0.9936, 0.0)]
+    exploded = _run(loss=[2.3, 9.0], status="exploded", layers=saturated)
+    assert exploded.labels == ("lr_too_high", "saturated_units")
+    assert describe_diagnosis(exploded)[1] == (
+        "saturated outputs per layer [0.9936] (> 20%): the updates blew the weights up past what tanh/sigmoid can "
+        "use (the learning rate, not the initialisation)")
+    trained = _run(layers=saturated)  # a run that trained: its weights are where the initialisation put them
+    assert describe_diagnosis(trained) == [
+        "saturated outputs per layer [0.9936] (> 20%): the initial weights are too large for tanh/sigmoid"]
+
+
 def test_a_run_that_did_not_learn_the_training_set_underfits_whatever_its_gap():
     # reg 10 on digits crushes the weights: the loss falls (its reg part does), train 0.2, validation near chance
     learned = 0.1 + THRESHOLDS.learned_fraction * 0.9  # 0.325 on 10 classes
