@@ -504,7 +504,7 @@ def claim_waiting_trial(study: optuna.Study, after_id: int = -1) -> FrozenTrial 
     """Move one WAITING trial to RUNNING with its first heartbeat and ``worker`` attribute, in one
     transaction; returns the RUNNING trial, None when there is none left to claim."""
     return optuna_rdb.claim_waiting_trial(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), after_id,
-                                          {"worker": worker_name()})
+                                          {"worker": worker_name(), "blas_threads": blas_threads()})
 
 
 # Quoted by ``--sampler``'s help and the README: where "same seed, same trials" holds and where it stops.
@@ -606,6 +606,15 @@ def _fail_stale_trials(study: optuna.Study) -> None:
 def worker_name() -> str:
     """``host:pid`` of this process, stored as each trial's ``worker`` user attribute."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def blas_threads() -> int | None:
+    """Threads of the BLAS NumPy calls in this process, stored as each trial's ``blas_threads`` user attribute:
+    a matrix product's last bits depend on it, and a run that explodes turns them into other numbers."""
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 @contextmanager

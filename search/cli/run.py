@@ -55,14 +55,14 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     from search.objective import EXPLODE_WINDOW, explosion_observers
 
     ctx = click.get_current_context()
-    stored = stopped_at = None
+    stored = stopped_at = threads = None
     if from_trial is not None:  # the trial's data, model, optimisation and seed are fixed by its study
         given = [p.opts[0] for p in ctx.command.params
                  if p.name in (*RUN_PARAMS, "lr", "reg", "epochs", "explode_factor")
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise SearchError(f"--from-trial reruns the trial's own configuration; drop {given[0]}")
-        config, explode_factor, stored, recorded, stopped_at = trial_run(storage, from_trial)
+        config, explode_factor, stored, recorded, stopped_at, threads = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": config.data.name})
@@ -84,8 +84,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             raise SearchError(f"{recorded.get('path') or config.data.name}: the data differs from what trial "
                               f"{from_trial} was trained on (sha256 {recorded.get('sha256')} recorded, {now} now)")
     model = config.build_model(ds)
-    result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
-                          observers=explosion_observers(explode_factor))
+    with blas_threads_of(threads):  # the trial's own: --jobs 2 ran it on 1, and the last bits depend on it
+        result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
+                              observers=explosion_observers(explode_factor))
     summary = {
         "status": result.status,
         "initial_loss": finite_or_none(result.initial_loss),
@@ -197,9 +198,10 @@ def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,
 
 
 def trial_run(storage: str | None, ref: str
-              ) -> tuple[RunConfig, float | None, float | None, dict, tuple[int, int] | None]:
+              ) -> tuple[RunConfig, float | None, float | None, dict, tuple[int, int] | None, int | None]:
     """(the trial's RunConfig, its stage's explode factor, its stored value, the stage's data identity, the epoch
-    the scheduler stopped it at and of how many, or None) from ``STUDY:NUMBER``."""
+    the scheduler stopped it at and of how many, or None, the BLAS threads it ran on, or None) from
+    ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
     from search.objective import scheduler_stop
     from search.stages import load_trial
@@ -214,7 +216,18 @@ def trial_run(storage: str | None, ref: str
     config = trial_record(trial, "config")
     if config is None:
         raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
-    return RunConfig.from_dict(config), stage.explode_factor, trial.value, recorded, scheduler_stop(trial)
+    threads = trial.user_attrs.get("blas_threads")
+    return (RunConfig.from_dict(config), stage.explode_factor, trial.value, recorded, scheduler_stop(trial),
+            threads if isinstance(threads, int) and threads >= 1 else None)
+
+
+def blas_threads_of(threads: int | None) -> Any:
+    """A context in which NumPy's BLAS runs on ``threads`` threads (None: as it is)."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    return contextlib.nullcontext() if threads is None else threadpool_limits(threads, user_api="blas")
 
 
 # --------------------------------------------------------------------------- layers
