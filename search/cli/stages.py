@@ -12,7 +12,7 @@ from search.cli.options import (
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
-from search.cli.output import echo_json, say, wrapped
+from search.cli.output import echo_json, say, seconds_text, wrapped
 from search.config import RunConfig
 from search.errors import SearchError
 from search.schedulers import SCHEDULERS
@@ -30,7 +30,7 @@ def print_summary(summary: Any) -> None:
     failed = f"; {c['fail']} failed (an interrupted one is re-run)" if c["fail"] else ""
     epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
     say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
-        f"{epochs} a trial, {summary.train_seconds:.1f} s of training")
+        f"{epochs} a trial, {seconds_text(summary.train_seconds)} s of training")
     say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
         say(f"range: {note}", "  ")
@@ -239,7 +239,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         for s in summaries:
             best = "-" if s.best_value is None else f"{s.best_value:.4f}"
             click.echo(f"{s.study:<22} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
-                       f"{s.train_seconds:8.1f} {best:>9}")
+                       f"{seconds_text(s.train_seconds):>8} {best:>9}")
         params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()
         say(f"stopped adding fine stages: {final.stopped}")

@@ -7,6 +7,7 @@ import json
 import signal
 import sqlite3
 import os
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -503,3 +504,18 @@ def test_the_command_list_gives_each_command_a_whole_sentence_in_80_columns(run_
     assert all(len(line) <= 80 and line.endswith(".") and not line.endswith("...") and "e.g." not in line
                for line in listing), listing
     assert "  worker     Join a running stage and run its trials." in listing
+
+
+def test_a_stage_of_small_data_says_how_long_it_trained_not_zero(capsys):
+    # wine: 8 trials of 3 epochs trained for 0.03 s, and the summary said "0.0 s of training"
+    from search.campaign import StageSummary
+    from search.cli.stages import print_summary
+
+    summary = StageSummary("wine/coarse", "coarse", None, {"complete": 8, "pruned": 0, "fail": 0}, 8, 3,
+                           {"lr": "0.0001:0.1"}, 0.96, {"lr": 0.01}, [], [], True, train_seconds=0.0312)
+    print_summary(summary)
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "wine/coarse: 8 complete, 0 pruned of 8; 3 epochs a trial, 0.031 s of training")
+    for seconds, text in ((0.0, "0.0"), (0.25, "0.25"), (0.96, "1.0"), (12.345, "12.3")):
+        print_summary(replace(summary, train_seconds=seconds))
+        assert f"3 epochs a trial, {text} s of training" in capsys.readouterr().out
