@@ -91,6 +91,8 @@ def _cell(value: Any) -> str:
 
 
 cell_text = _cell  # for a table built of name/value rows, its values as every table shows them
+# accuracies, to 4 decimals as every stage summary, search explain and search auto print them (0.9630, not 0.963)
+ACCURACY_COLUMNS = {"value", "best_value", "val_acc", "train_acc", "best_val_acc", "test_acc"}
 
 CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a query's long string); csv/json all
 # control characters but tab and newline: text from the database must not drive the terminal (ESC[2J clears it)
@@ -132,7 +134,8 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     import shutil
 
     shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
-    cells = {c: [_cell(row[c]) for row in rows] for c in shown}
+    cells = {c: [fmt(row[c]) if c in ACCURACY_COLUMNS and isinstance(row[c], float) else _cell(row[c])
+                 for row in rows] for c in shown}
     need = {c: max(len(heading(c)), *(len(v) for v in cells[c])) for c in shown}
     terminal = shutil.get_terminal_size((80, 24)).columns
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short

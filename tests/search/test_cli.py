@@ -519,3 +519,19 @@ def test_a_stage_of_small_data_says_how_long_it_trained_not_zero(capsys):
     for seconds, text in ((0.0, "0.0"), (0.25, "0.25"), (0.96, "1.0"), (12.345, "12.3")):
         print_summary(replace(summary, train_seconds=seconds))
         assert f"3 epochs a trial, {text} s of training" in capsys.readouterr().out
+
+
+def test_accuracies_in_tables_have_four_decimals_as_everywhere_else(capsys):
+    # search trials showed 0.963 beside 0.1852 (4 significant digits) where the stage summary said 0.9630
+    import pandas as pd
+
+    from search.cli.output import print_frame
+
+    frame = pd.DataFrame({"number": [6, 1], "value": [0.962962963, 0.185185185], "val_acc": [0.962962963, None],
+                          "param_lr": [0.0290912, 0.0001001]})
+    print_frame(frame, "table")
+    assert [line.rstrip() for line in capsys.readouterr().out.splitlines()] == [
+        "number   value  val_acc         lr",
+        "     6  0.9630   0.9630    0.02909",
+        "     1  0.1852        -  0.0001001",
+    ]
