@@ -9,7 +9,7 @@ from search.cli.options import (
     FiniteFloatRange, SectionedCommand, WritablePath,
     apply, campaign_option, format_option, json_option, not_empty, open_for_reading, storage_option,
 )
-from search.cli.output import cell_text, echo_json, print_frame, print_table, say
+from search.cli.output import column_cell, echo_json, print_frame, print_table, say
 from search.space import value_text
 
 
@@ -128,8 +128,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     else:  # one trial: a name/value list fits any terminal; nested values only in json
         shown = {k: v for k, v in flat.items()
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
-        print_frame(pd.DataFrame({"field": list(shown), "value": [cell_text(v) for v in shown.values()]}), fmt,
-                    everything=True)
+        print_frame(pd.DataFrame({"field": list(shown), "value": [column_cell(k, v) for k, v in shown.items()]}),
+                    fmt, everything=True)
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")

@@ -114,7 +114,8 @@ def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
     listed = run_cli("trials", "digits/coarse", "--sort", "value", "--limit", "1", "--columns",
                      "value,lr,reg,diagnosis").stdout.split()[4:]
     assert [fields["value"], fields["param_lr"], fields["param_reg"], fields["diagnosis"]] == listed
-    assert fields["value"] == f"{trial['value']:.4g}" and fields["diagnosis"] == trial["diagnosis"]
+    assert fields["value"] == f"{trial['value']:.4f}" and fields["diagnosis"] == trial["diagnosis"]
+    assert fields["val_acc"] == f"{trial['val_acc']:.4f}" and fields["train_acc"] == f"{trial['train_acc']:.4f}"
 
 
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
@@ -535,3 +536,19 @@ def test_accuracies_in_tables_have_four_decimals_as_everywhere_else(capsys):
         "     6  0.9630   0.9630    0.02909",
         "     1  0.1852        -  0.0001001",
     ]
+
+
+def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch):
+    # best showed "value 0.963" and "val_acc 1" where search trials shows 0.9630 and 1.0000
+    import studies.queries
+
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    real = studies.queries.best_trial
+
+    def best_trial(storage, campaign):
+        row = real(storage, campaign)
+        return {**row, "value": 0.962962963, "user_attrs": {**row["user_attrs"], "val_acc": 1.0}}
+
+    monkeypatch.setattr(studies.queries, "best_trial", best_trial)
+    fields = dict(line.split(None, 1) for line in run_cli("best").stdout.splitlines()[1:])
+    assert (fields["value"].strip(), fields["val_acc"].strip()) == ("0.9630", "1.0000")
