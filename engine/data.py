@@ -34,6 +34,7 @@ from engine.formats import (
     list_image_folder,
     read_image_folder,
     read_images,
+    read_cells,
     read_columns,
     read_npz,
     read_table,
@@ -480,12 +481,13 @@ def load_data_file(spec: DataSpec) -> Dataset:
 
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
-    label_column: str | None = None, image_shape: tuple[int, int, int] | None = None,
+    label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
 ) -> tuple[np.ndarray, list[str | None] | None, list[str] | None]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty), and
-    for an image folder each sample's file (``class/name.png``, else None); ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a
-    cell ``1.0`` is class ``1``).
+    each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the cell of ``id_column``
+    when given, else None; ``label_names`` are the model's classes, which a CSV label cell is matched to as
+    training named it (a cell ``1.0`` is class ``1``).
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
     ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when
@@ -494,13 +496,17 @@ def read_inputs(
     """
     path = Path(path).expanduser()
     fmt = detect_format(path)
+    if id_column is not None and fmt not in ("csv", "tsv"):
+        raise DataError(f"{path}: rows are named by an id column only in a .csv/.tsv table, not in {fmt} data")
     if fmt in ("csv", "tsv"):
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
-        X, cells = read_columns(path, "," if fmt == "csv" else "\t", features, label_column)
+        delimiter = "," if fmt == "csv" else "\t"
+        ids = read_cells(path, delimiter, id_column) if id_column is not None else None
+        X, cells = read_columns(path, delimiter, features, label_column)
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
-            return X, None, None
-        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], None
+            return X, None, ids
+        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], ids
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):

@@ -260,6 +260,22 @@ def read_columns(
     return X, labels if labelled[0] else None
 
 
+def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
+    """The cells of the column named ``column`` of a header-row CSV/TSV, one per data row (blank lines skipped, as
+    ``read_columns`` skips them), as text."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = [h.strip() for h in next(reader, None) or []]
+            if column.strip() not in header:
+                shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
+                raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are {shown}")
+            index = header.index(column.strip())
+            return [row[index] for row in reader if row]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise read_error(path, exc, "not a readable table") from exc
+
+
 def _read_rows(
     path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
     empty_label: str | None = None, text_hint: str | None = None,

@@ -363,9 +363,11 @@ def data(base: RunConfig, as_json: bool) -> None:
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",
               help="Samples to score: .csv/.tsv with the model's columns by name (others are ignored), .npz with X "
                    "(and y), or an image folder (class subfolders, or the new images alone).")
+@click.option("--id-column", default=None, metavar="NAME",
+              help="A .csv/.tsv column that names each sample (an id), copied into every row of the predictions.")
 @click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
               help="Write the predictions here instead of stdout.")
-def predict(model_file: str, data_path: str, out: str | None) -> None:
+def predict(model_file: str, data_path: str, id_column: str | None, out: str | None) -> None:
     """Score samples with a saved model: one CSV row each, in file order, with the predicted class (and, for a
     softmax model, each class's probability); the accuracy when the data has labels.
 
@@ -375,6 +377,7 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     Examples:
       search train --data wine.csv --label-column cultivar --save wine.npz
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
+      search predict --model wine.npz --data new_wine.csv --id-column id
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
     from engine.data import read_inputs
@@ -382,7 +385,8 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
     X, labels, files = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
-                            label_column=saved.label_column, image_shape=saved.image_shape)
+                                   label_column=saved.label_column, image_shape=saved.image_shape,
+                                   id_column=id_column)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
     scores = saved.preprocessor.transform(X)
@@ -390,8 +394,9 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     softmax = saved.model.config.loss == "softmax"
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
-    # an image folder's rows name their file (class folder/name), the only way to tell which image a row is
-    header = ["row"] + (["file"] if files is not None else []) + ["prediction"] + (
+    # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a
+    # table's rows their --id-column
+    header = ["row"] + ([id_column or "file"] if files is not None else []) + ["prediction"] + (
         ["label"] if labels is not None else []) + ([f"p_{n}" for n in names] if softmax else [])
 
     def write_rows(stream: Any) -> None:
