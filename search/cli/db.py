@@ -13,7 +13,8 @@ from search.cli.output import column_cell, echo_json, print_frame, print_table, 
 from search.space import value_text
 
 
-STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
+# best_value before the counts: a table cut to the terminal keeps what a stage found
+STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
 TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([

@@ -172,12 +172,12 @@ def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, 
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     done = run_cli("studies").stdout.splitlines()
-    assert done[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
+    assert done[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "epochs"]
     with sqlite3.connect(tmp_path / "search.db") as db:  # what an interrupted stage leaves: its budget WAITING
         db.execute("UPDATE trials SET state = 'WAITING' WHERE number >= 1")
     table = run_cli("studies").stdout.splitlines()
-    assert table[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
-    assert table[1].split()[:6] == ["digits/coarse", "3", "1", "0", "0", "2"]
+    assert table[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
+    assert table[1].split()[:2] + table[1].split()[3:7] == ["digits/coarse", "3", "1", "0", "0", "2"]
     assert json.loads(run_cli("studies", "--format", "json").stdout)[0]["waiting"] == 2
 
 
@@ -557,3 +557,14 @@ def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch
     monkeypatch.setattr(studies.queries, "best_trial", best_trial)
     fields = dict(line.split(None, 1) for line in run_cli("best").stdout.splitlines()[1:])
     assert (fields["value"].strip(), fields["val_acc"].strip()) == ("0.9630", "1.0000")
+
+
+def test_studies_keeps_the_best_value_in_80_columns_beside_long_stage_names(run_cli, monkeypatch):
+    # search compare's stages (compare-20261206T191843Z/random-0) pushed best_value out of an 80-column table
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--campaign", "compare-20261206T191843Z-01", "--trials", "1", "--epochs", "1",
+                   "--train-size", "200").exit_code == 0
+    shown = run_cli("studies")
+    assert shown.stdout.splitlines()[0].split() == ["study", "n_trials", "best_value", "complete", "pruned"]
+    assert " ".join(shown.stderr.split()) == "(2 more columns: fail, epochs; --wide, --columns or --format csv)"
+    assert all(len(line) <= 80 for line in shown.stdout.splitlines())
