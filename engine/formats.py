@@ -384,6 +384,9 @@ def _parse_rows(
                     if text_hint and cell.strip() and not any(_is_number(other[c]) for other in cells):
                         raise DataError(f"{path}: column {names[c]!r} holds text, not numbers ({cell[:40]!r} in "
                                         f"{where}, and no number in any row); {text_hint}")
+                    if not cell.strip():
+                        raise DataError(f"{path}: {where} column {names[c]!r} is empty (a missing value): fill it "
+                                        f"in or delete the row")
                     raise DataError(f"{path}: {where} column {names[c]!r}: {cell[:40]!r} is not a number")
         raise
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below

@@ -103,7 +103,9 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
     path = _csv(tmp_path / "text.csv", "a,b,label\n" + _good_rows(3) + "1,two,a\n" + _good_rows(8))
     _error(DataSpec(str(path)), path, "row 4 (line 5) column 'b'", "'two' is not a number")
     empty = _csv(tmp_path / "empty_cell.tsv", "a\tb\tlabel\n" + "1\t\ta\n" + _good_rows(6).replace(",", "\t"))
-    _error(DataSpec(str(empty)), empty, "row 1 (line 2) column 'b'", "'' is not a number")
+    # a missing value was "'' is not a number"
+    assert _error(DataSpec(str(empty)), empty) == (f"{empty}: row 1 (line 2) column 'b' is empty (a missing value): "
+                                                   "fill it in or delete the row")
 
 
 def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -> None:
