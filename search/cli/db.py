@@ -53,7 +53,7 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 @click.option("--sort", default=None, metavar="NAME",
               help="Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
                    "descending, +NAME ascending, e.g. --sort -lr.")
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many rows (after --sort).")
 @storage_option
 @format_option
 @columns_options

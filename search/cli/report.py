@@ -171,7 +171,8 @@ def _check_port(port: int) -> None:
 
 
 @click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port on 127.0.0.1 to serve on.")
 @storage_option
 def dashboard(port: int, storage: str | None) -> int:
     """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]').

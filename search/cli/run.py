@@ -30,7 +30,7 @@ from search.errors import SearchError
               help="Learning rate.")
 @click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
               help="L2 strength.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Passes over the training split.")
 @explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
@@ -236,11 +236,14 @@ def blas_threads_of(threads: int | None) -> Any:
               help=f"One of {', '.join(sorted(INITIALISERS))}.")
 @click.option("--init-std", type=float, default=None, callback=nonneg_float,
               help="Std for normal/uniform init (0.01 collapses, 1.0 saturates tanh).")
-@click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True)
-@click.option("--depth", type=click.IntRange(1, 100), default=10, show_default=True)
-@click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True)
-@click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True)
-@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
+@click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True,
+              help=f"One of {', '.join(ACTIVATIONS)}.")
+@click.option("--depth", type=click.IntRange(1, 100), default=10, show_default=True, help="Hidden layers.")
+@click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True, help="Units per hidden layer.")
+@click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True,
+              help="Unit-Gaussian input samples fed through the net.")
+@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
+              help="Batch normalisation before each activation.")
 @click.option("--plot", type=WritablePath(), default=None, help="Write per-layer histograms (PNG).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @json_option
@@ -286,9 +289,12 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 # --------------------------------------------------------------------------- sanity
 @click.command(cls=SectionedCommand, short_help="The babysitting checklist, each check PASS or FAIL.")
 @run_config_options
-@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float)
-@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float)
-@click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, callback=positive_float,
+              help="Learning rate of the overfit check; the tiny-lr check uses it x 1e-4.")
+@click.option("--reg", type=float, default=1e-3, show_default=True, callback=nonneg_float,
+              help="L2 strength; the reg check adds max(100 x this, 1).")
+@click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Training samples the net must learn to 100 % train accuracy.")
 @json_option
 def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json: bool) -> int:
     """Babysitting checklist: each check prints PASS/FAIL with its measured number; exit 1 if one fails.

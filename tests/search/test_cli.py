@@ -568,3 +568,12 @@ def test_studies_keeps_the_best_value_in_80_columns_beside_long_stage_names(run_
     assert shown.stdout.splitlines()[0].split() == ["study", "n_trials", "best_value", "complete", "pruned"]
     assert " ".join(shown.stderr.split()) == "(2 more columns: fail, epochs; --wide, --columns or --format csv)"
     assert all(len(line) <= 80 for line in shown.stdout.splitlines())
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    # --batch-size, --loss, --batchnorm, --format, trials --limit, train --epochs, ... were listed bare
+    import click
+
+    bare = [f"{name} {param.opts[0]}" for name, command in sorted(cli.commands.items()) for param in command.params
+            if isinstance(param, click.Option) and not param.help and param.name != "help"]
+    assert bare == []
