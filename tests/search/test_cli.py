@@ -127,7 +127,10 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     final = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db"))
     # the final stage ranks configurations by their mean over repeats, not by their best trial as search studies
     # does; auto's table said "best val" for both
-    row = next(line for line in auto.stdout.splitlines() if line.startswith("digits/final "))
+    lines = auto.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("digits/final "))
+    header = next(line for line in lines if line.startswith("stage "))
+    assert row.index(" (best mean)") == header.index("best val") + len("best val")  # in the column, as the others
     assert row.split()[1:] == ["2", "0", "1", row.split()[4], f"{max(t.value for t in final.trials):.4f}", "(best",
                                "mean)"]
     chosen = final.user_attrs["retrained"]
