@@ -34,10 +34,12 @@ from engine.formats import (
     list_image_folder,
     read_image_folder,
     read_images,
+    read_cells,
     read_columns,
     read_npz,
     read_table,
     sha256_files,
+    table_columns,
 )
 
 CIFAR_VAL_FRACTION = 0.1
@@ -261,9 +263,11 @@ def _fraction_split(n: int) -> tuple[int, int, int]:
 
 
 def stratified_split(
-    source: str, y: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator, names: tuple[str, ...]
+    source: str, y: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator, names: tuple[str, ...],
+    labels_from: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train/val/test drawn per class of y (N,) with ``fractions`` (val, test), each split shuffled."""
+    """Indices of train/val/test drawn per class of y (N,) with ``fractions`` (val, test), each split shuffled;
+    ``labels_from`` says where the labels came from (a table's label column) in the error for a class too small."""
     parts: tuple[list[np.ndarray], ...] = ([], [], [])
     order = np.argsort(y, kind="stable")
     bounds = np.cumsum(np.bincount(y, minlength=len(names)))[:-1]
@@ -274,8 +278,9 @@ def stratified_split(
         members = rng.permutation(members)
         n_val, n_test = (0 if f == 0 else max(1, math.floor(f * n + 0.5)) for f in fractions)
         if n - n_val - n_test < 1:
-            raise DataError(f"{source}: class {names[c]!r} has {n} sample(s) but the train/val/test split needs "
-                            f"at least {n_val + n_test + 1} of each class (one or more per split)")
+            raise DataError(f"{source}: class {names[c]!r}{labels_from} has {n} sample(s) but the train/val/test split "
+                            f"needs at least {n_val + n_test + 1} of each class (one or more per split); the labels "
+                            f"hold {len(names)} classes in {len(y)} samples")
         parts[1].append(members[:n_val])
         parts[2].append(members[n_val:n_val + n_test])
         parts[0].append(members[n_val + n_test:])
@@ -347,8 +352,10 @@ def _assemble(
     image_shape: tuple[int, int, int] | None = None,
     label_names: tuple[str, ...] | None = None,
     feature_names: tuple[str, ...] | None = None,
+    labels_from: str = "",
 ) -> Dataset:
-    """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified."""
+    """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified
+    (``labels_from``: see ``stratified_split``)."""
     Xs: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
     sample_shape: tuple[int, ...] | None = None
@@ -385,7 +392,7 @@ def _assemble(
     if missing:
         fractions = (val_fraction if "val" in missing else 0.0, test_fraction if "test" in missing else 0.0)
         pool_X, pool_y = Xs["train"], codes["train"]
-        for split, index in zip(SPLITS, stratified_split(source, pool_y, fractions, rng, names)):
+        for split, index in zip(SPLITS, stratified_split(source, pool_y, fractions, rng, names, labels_from)):
             if split == "train" or split in missing:
                 Xs[split], codes[split] = pool_X[index], pool_y[index]
     out: list[np.ndarray] = []
@@ -460,22 +467,27 @@ def load_data_file(spec: DataSpec) -> Dataset:
     if fmt == "npz":
         return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
     if fmt in ("csv", "tsv"):
-        X, labels, feature_names = read_table(path, "," if fmt == "csv" else "\t", spec.label_column)
+        delimiter = "," if fmt == "csv" else "\t"
+        X, labels, feature_names = read_table(path, delimiter, spec.label_column)
         y, label_names = _label_array(labels)
+        column = table_columns(path, delimiter, spec.label_column)[1]
+        labels_from = (f" of the label column {column!r}" if spec.label_column is not None
+                       else f" of the label column {column!r} (the last; --label-column NAME takes another)")
         return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=feature_names,
-                         **options)
+                         labels_from=labels_from, **options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)
     return _assemble(spec.name, source, {"train": (X, y)}, image_shape=image_shape, label_names=classes, **options)
 
 
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
-    label_column: str | None = None, image_shape: tuple[int, int, int] | None = None,
+    label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
 ) -> tuple[np.ndarray, list[str | None] | None, list[str] | None]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty), and
-    for an image folder each sample's file (``class/name.png``, else None); ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a
-    cell ``1.0`` is class ``1``).
+    each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the cell of ``id_column``
+    when given, else None; ``label_names`` are the model's classes, which a CSV label cell is matched to as
+    training named it (a cell ``1.0`` is class ``1``).
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
     ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when
@@ -484,13 +496,17 @@ def read_inputs(
     """
     path = Path(path).expanduser()
     fmt = detect_format(path)
+    if id_column is not None and fmt not in ("csv", "tsv"):
+        raise DataError(f"{path}: rows are named by an id column only in a .csv/.tsv table, not in {fmt} data")
     if fmt in ("csv", "tsv"):
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
-        X, cells = read_columns(path, "," if fmt == "csv" else "\t", features, label_column)
+        delimiter = "," if fmt == "csv" else "\t"
+        ids = read_cells(path, delimiter, id_column) if id_column is not None else None
+        X, cells = read_columns(path, delimiter, features, label_column)
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
-            return X, None, None
-        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], None
+            return X, None, ids
+        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], ids
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):

@@ -211,7 +211,9 @@ class DiagnosisThresholds:
       ended above twice its first: a few minibatches' noise alone moves the loss by more than 10 % (wine, 3
       iterations an epoch: lr 1e-6 went 1.96 -> 2.21 in 6 iterations).
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
-      (healthy runs on the bundled digits stay within +-4 points after 3 epochs).
+      (healthy runs on the bundled digits stay within +-4 points after 3 epochs); on few samples the gap must
+      also exceed twice its standard error (binomial, of the train and validation accuracies): on iris's 24
+      validation samples one sample is 4 points, and a 7-point gap of a net still at 86 % train accuracy is noise.
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
       is not learned is too little capacity (or too much regularisation).
     - ``learned_fraction`` 0.25: train accuracy less than a quarter of the way from chance (1/C) to 1 has not
@@ -251,6 +253,14 @@ class Diagnosis:
     numbers: dict[str, object]
 
 
+def value_se(accuracy: float, n: int | None) -> float | None:
+    """Binomial standard error of an accuracy measured on ``n`` samples (None when n is unknown)."""
+    if not n:
+        return None
+    p = min(max(accuracy, 1.0 / n), 1 - 1.0 / n)  # never 0 at 100 %
+    return math.sqrt(p * (1 - p) / n)
+
+
 def diagnose(
     status: str,
     loss_history: list[float],
@@ -261,11 +271,13 @@ def diagnose(
     layers: list[LayerStats],
     thresholds: DiagnosisThresholds = THRESHOLDS,
     chance: float | None = None,
+    samples: tuple[int, int] | None = None,
     final_reg_loss: float = 0.0,
 ) -> Diagnosis:
     """Read one run's curves and unit statistics the way the lecture babysits a run; ``chance``: the accuracy of
-    guessing (1/C), below which ``learned_fraction`` is measured; ``final_reg_loss``: the loss's L2 term at the end
-    of the run."""
+    guessing (1/C), below which ``learned_fraction`` is measured; ``samples``: how many samples the train and the
+    validation accuracy were measured on (a gap within their noise is no overfitting); ``final_reg_loss``: the
+    loss's L2 term at the end of the run."""
     t = thresholds
     labels: list[str] = []
     finite = [v for v in loss_history if math.isfinite(v)]
@@ -276,6 +288,11 @@ def diagnose(
     change = (first - last) / first if finite and first > 0 else math.nan
     reg_share = final_reg_loss / last if math.isfinite(last) and last > 0 else math.nan
     gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
+    gap_limit = t.gap_overfit
+    if samples is not None and math.isfinite(gap):
+        se_train, se_val = value_se(train_acc, samples[0]), value_se(val_acc, samples[1])
+        if se_train is not None and se_val is not None:
+            gap_limit = max(gap_limit, 2 * math.hypot(se_train, se_val))
     dead = [s.dead for s in layers]
     saturated = [s.saturated for s in layers]
     # a loss that went up by more than "barely moved", in a run no explosion test stopped
@@ -292,7 +309,7 @@ def diagnose(
     if over_regularised:
         labels.append("underfitting")
     elif not exploded and math.isfinite(gap):
-        if gap > t.gap_overfit and not unlearned:
+        if gap > gap_limit and not unlearned:
             labels.append("overfitting")
         elif (unlearned or (gap < t.gap_underfit and train_acc < t.train_acc_underfit)) and "lr_too_low" not in labels:
             labels.append("underfitting")
@@ -304,7 +321,8 @@ def diagnose(
         labels.append("bad_initial_loss")
     numbers = {
         "loss_change": _num(change), "reg_share": _num(reg_share), "train_val_gap": _num(gap),
-        "train_acc": _num(train_acc), "val_acc": _num(val_acc), "dead_fraction": [round(d, 4) for d in dead],
+        "gap_limit": _num(gap_limit), "train_acc": _num(train_acc), "val_acc": _num(val_acc),
+        "dead_fraction": [round(d, 4) for d in dead],
         "saturated_fraction": [round(s, 4) for s in saturated], "initial_data_loss": _num(initial_data_loss),
         "expected_initial_loss": round(expected_initial_loss, 4),
     }
@@ -340,7 +358,8 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
         "lr_too_low": f"the loss fell by only {_pct(n['loss_change'])} of its first value "
                       f"(< {t.loss_change_low:.0%}): the learning rate is too low",
         "overfitting": f"train accuracy {n['train_acc']} is {_pct(n['train_val_gap'])} above validation "
-                       f"(> {t.gap_overfit:.0%}): overfitting; raise regularisation or lower capacity",
+                       f"(> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or lower "
+                       f"capacity",
         "underfitting": (f"the loss fell by only {_pct(n['loss_change'])} of its first value, and its L2 term is "
                          f"{_pct(n['reg_share'])} of it at the end (>= {t.reg_share_high:.0%}): the weights' penalty "
                          f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
@@ -349,13 +368,23 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
         "dead_units": f"dead units: {_per_layer(n['dead_fraction'])} (> {t.dead_fraction:.0%} in a layer): "
                       f"a bad initialisation or a learning rate that knocked them off",
         "saturated_units": f"saturated outputs: {_per_layer(n['saturated_fraction'])} "
-                           f"(> {t.saturated_fraction:.0%} in a layer): the initial weights are too large for "
-                           f"tanh/sigmoid",
+                           f"(> {t.saturated_fraction:.0%} in a layer): "
+                           + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, "
+                              "not the initialisation)" if "lr_too_high" in diagnosis.labels
+                              else "the initial weights are too large for tanh/sigmoid"),
         "bad_initial_loss": f"initial data loss {n['initial_data_loss']}, expected about "
                             f"{n['expected_initial_loss']}: the output scale is wrong",
         "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_pct(n['train_val_gap'])}",
     }
     return [words[label] for label in diagnosis.labels]
+
+
+def _gap_limit_text(limit: object) -> str:
+    """The gap a run had to exceed to be overfitting: the threshold, or the noise of its few samples."""
+    t = THRESHOLDS
+    if limit is None or float(limit) <= t.gap_overfit:  # diagnoses stored before the limit was: the threshold
+        return f"{t.gap_overfit:.0%}"
+    return f"{float(limit):.1%}, twice the standard error of the gap on so few samples"
 
 
 def _per_layer(fractions: list[float]) -> str:

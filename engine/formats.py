@@ -200,8 +200,12 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
         found.append(names)
         return None, label_index, names
 
-    X, labels = _read_rows(path, delimiter, columns)
+    X, labels = _read_rows(path, delimiter, columns, text_hint=TEXT_COLUMN_HINT)
     return X, labels, found[0]
+
+
+TEXT_COLUMN_HINT = ("every column but the label column is trained on as a feature: delete it from the file if it is "
+                    "an id or a note, or name it with --label-column if it holds the labels")
 
 
 def table_columns(path: Path, delimiter: str, label_column: str | None) -> tuple[tuple[str, ...], str]:
@@ -256,13 +260,30 @@ def read_columns(
     return X, labels if labelled[0] else None
 
 
+def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
+    """The cells of the column named ``column`` of a header-row CSV/TSV, one per data row (blank lines skipped, as
+    ``read_columns`` skips them), as text."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = [h.strip() for h in next(reader, None) or []]
+            if column.strip() not in header:
+                shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
+                raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are {shown}")
+            index = header.index(column.strip())
+            return [row[index] for row in reader if row]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise read_error(path, exc, "not a readable table") from exc
+
+
 def _read_rows(
     path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
-    empty_label: str | None = None,
+    empty_label: str | None = None, text_hint: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """The rows of a header-row table as float32 features and label cells. ``columns(header)`` gives the columns
     each row is cut to (None: all of them), the index of the label among those (a row without one gets '-'), and
-    the feature names; an empty label cell is an error, or ``empty_label`` when given."""
+    the feature names; an empty label cell is an error, or ``empty_label`` when given. ``text_hint``: what to do
+    about a feature column that holds text in every row."""
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -290,10 +311,11 @@ def _read_rows(
                 lines.append(reader.line_num)
                 if len(rows) == CSV_CHUNK_ROWS:
                     chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
-                                              empty_label))
+                                              empty_label, text_hint))
                     rows, lines = [], []
             if rows:
-                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels, empty_label))
+                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels, empty_label,
+                                          text_hint))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except csv.Error as exc:
@@ -347,20 +369,25 @@ def _table_bytes(path: Path, size: int, n_features: int) -> int:
 
 def _parse_rows(
     path: Path, rows: list[list[str]], lines: list[int], label_index: int, names: tuple[str, ...],
-    first_row: int, labels: list[str], empty_label: str | None = None,
+    first_row: int, labels: list[str], empty_label: str | None = None, text_hint: str | None = None,
 ) -> np.ndarray:
-    """Feature cells of ``rows`` as float32 (len(rows), D); appends the label cells to ``labels``."""
+    """Feature cells of ``rows`` as float32 (len(rows), D); appends the label cells to ``labels``; ``text_hint`` ends
+    the error for a column of text in every row."""
     cells = [row[:label_index] + row[label_index + 1:] for row in rows]
     try:
         X = np.array(cells, dtype=np.float64)
     except ValueError:
         for r, row in enumerate(cells):
             for c, cell in enumerate(row):
-                try:
-                    float(cell)
-                except ValueError:
-                    raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "
-                                    f"{cell[:40]!r} is not a number") from None
+                if not _is_number(cell):
+                    where = f"row {first_row + r + 1} (line {lines[r]})"
+                    if text_hint and cell.strip() and not any(_is_number(other[c]) for other in cells):
+                        raise DataError(f"{path}: column {names[c]!r} holds text, not numbers ({cell[:40]!r} in "
+                                        f"{where}, and no number in any row); {text_hint}")
+                    if not cell.strip():
+                        raise DataError(f"{path}: {where} column {names[c]!r} is empty (a missing value): fill it "
+                                        f"in or delete the row")
+                    raise DataError(f"{path}: {where} column {names[c]!r}: {cell[:40]!r} is not a number")
         raise
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32)
@@ -376,6 +403,14 @@ def _parse_rows(
             label = empty_label
         labels.append(label)
     return X32
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -151,5 +151,12 @@ class Progress:
         self.bar.set_postfix_str(text, refresh=True)
 
     def close(self) -> None:
+        """End the bar at the stage's counts: read once more, since the last trials another process finished may
+        have ended within a second of the last read."""
         if self.bar is not None:
+            if self.read_stage is not None:
+                before = self.done
+                self._read()
+                self.bar.update(self.done - before)
+                self._postfix()
             self.bar.close()

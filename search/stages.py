@@ -32,6 +32,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
+from engine.diagnostics import value_se
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
 from search.objective import run_trial, trial_seed
@@ -255,14 +256,6 @@ def val_size(study: optuna.Study) -> int | None:
     """Validation samples of a stage's data, from the identity recorded when it was created."""
     shapes = study.user_attrs.get("data", {}).get("shapes", {})
     return shapes["val"][0] if shapes.get("val") else None
-
-
-def value_se(accuracy: float, n: int | None) -> float | None:
-    """Binomial standard error of an accuracy measured on ``n`` samples (None when n is unknown)."""
-    if not n:
-        return None
-    p = min(max(accuracy, 1.0 / n), 1 - 1.0 / n)  # never 0 at 100 %
-    return math.sqrt(p * (1 - p) / n)
 
 
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
@@ -522,7 +515,7 @@ def claim_waiting_trial(study: optuna.Study, after_id: int = -1) -> FrozenTrial 
     """Move one WAITING trial to RUNNING with its first heartbeat and ``worker`` attribute, in one
     transaction; returns the RUNNING trial, None when there is none left to claim."""
     return optuna_rdb.claim_waiting_trial(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), after_id,
-                                          {"worker": worker_name()})
+                                          {"worker": worker_name(), "blas_threads": blas_threads()})
 
 
 # Quoted by ``--sampler``'s help and the README: where "same seed, same trials" holds and where it stops.
@@ -624,6 +617,15 @@ def _fail_stale_trials(study: optuna.Study) -> None:
 def worker_name() -> str:
     """``host:pid`` of this process, stored as each trial's ``worker`` user attribute."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def blas_threads() -> int | None:
+    """Threads of the BLAS NumPy calls in this process, stored as each trial's ``blas_threads`` user attribute:
+    a matrix product's last bits depend on it, and a run that explodes turns them into other numbers."""
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 @contextmanager

@@ -9,11 +9,12 @@ from search.cli.options import (
     FiniteFloatRange, SectionedCommand, WritablePath,
     apply, campaign_option, format_option, json_option, not_empty, open_for_reading, storage_option,
 )
-from search.cli.output import cell_text, echo_json, print_frame, print_table, say
+from search.cli.output import column_cell, echo_json, print_frame, print_table, say
 from search.space import value_text
 
 
-STUDY_COLUMNS = ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
+# best_value before the counts: a table cut to the terminal keeps what a stage found
+STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
 TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([
@@ -22,7 +23,7 @@ columns_options = apply([
 ])
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="One row per stage: trials by state, best value.")
 @click.option("--campaign", default=None, callback=not_empty, help="Only this campaign's stages (default: all).")
 @storage_option
 @format_option
@@ -43,7 +44,7 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
     print_table(frame, fmt, columns, default, wide)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="One row per trial: state, value, params, diagnosis.")
 @click.argument("study", required=False)
 @campaign_option
 @click.option("--state", "states", multiple=True,
@@ -52,7 +53,7 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 @click.option("--sort", default=None, metavar="NAME",
               help="Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
                    "descending, +NAME ascending, e.g. --sort -lr.")
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many rows (after --sort).")
 @storage_option
 @format_option
 @columns_options
@@ -93,7 +94,7 @@ def auto_choice(st: Any, campaign: str) -> str | None:
             f"(the best mean over repeats{test})")
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="The best trial of a campaign, and how to keep it.")
 @campaign_option
 @storage_option
 @format_option
@@ -128,8 +129,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     else:  # one trial: a name/value list fits any terminal; nested values only in json
         shown = {k: v for k, v in flat.items()
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
-        print_frame(pd.DataFrame({"field": list(shown), "value": [cell_text(v) for v in shown.values()]}), fmt,
-                    everything=True)
+        print_frame(pd.DataFrame({"field": list(shown), "value": [column_cell(k, v) for k, v in shown.items()]}),
+                    fmt, everything=True)
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
@@ -139,7 +140,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         click.echo(f"keep it: search train --from-trial {row['study']}:{row['number']}{where} --save model.npz")
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")
 @click.argument("sql")
 @click.option("--timeout", type=FiniteFloatRange(0, 86400, min_open=True), default=30.0, show_default=True,
               metavar="SECONDS", help="Stop the query after this long (exit 1); Ctrl-C cancels it too.")
@@ -191,7 +192,7 @@ def failure_story(storage: Any, name: str, trial: Any) -> str:
     return f"{how}; re-run as {name}:{copies[0]}"
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="One trial's diagnosis in words, with its numbers.")
 @click.argument("ref", metavar="STUDY:NUMBER")
 @click.option("--plot", type=WritablePath(), default=None, help="Draw its loss and accuracy curves (PNG).")
 @storage_option

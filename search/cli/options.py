@@ -210,10 +210,12 @@ RUN_OPTIONS = [
                  help="Weight initialiser: he, xavier, normal, uniform, orthogonal, lecun, ... (see search layers)."),
     click.option("--init-std", type=float, default=None, callback=nonneg_float,
                  help="Std for normal/uniform/sparse/constant init, gain for orthogonal."),
-    click.option("--batchnorm/--no-batchnorm", default=False, show_default=True),
+    click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
+                 help="Batch normalisation before each hidden activation."),
     click.option("--dropout", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Keep probability of inverted dropout (1 = off)."),
-    click.option("--loss", type=choice(["softmax", "svm"]), default="softmax", show_default=True),
+    click.option("--loss", type=choice(["softmax", "svm"]), default="softmax", show_default=True,
+                 help="Softmax cross-entropy, or the multiclass SVM hinge loss (no class probabilities)."),
     click.option("--relu-bias", type=float, default=0.0, callback=nonneg_float,
                  help="Initial bias of ReLU-family units, e.g. 0.01."),
     # optimisation
@@ -221,7 +223,8 @@ RUN_OPTIONS = [
                  help=f"Update rule: {', '.join(OPTIMIZERS)}."),
     click.option("--momentum", type=FiniteFloatRange(0, 1, max_open=True), default=0.9, show_default=True,
                  help="mu of the momentum and nesterov rules."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True),
+    click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True,
+                 help="Samples per update; an epoch is the training samples // this many updates."),
     click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Multiply lr by this after each epoch."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice."),
@@ -368,7 +371,7 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
 # --------------------------------------------------------------------------- where a stage runs
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-                             show_default=True)
+                             show_default=True, help="A table that fits the terminal, or every column as csv or json.")
 storage_option = click.option(
     "--storage", default=None, metavar="URL", callback=not_empty,
     help="Study database URL (default: $SEARCH_STORAGE or sqlite:///search.db).",

@@ -42,6 +42,11 @@ def finite_or_none(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
+def seconds_text(x: float) -> str:
+    """Seconds to one decimal, or two significant digits under a second (a stage of small data: 0.03, not 0.0)."""
+    return f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
+
+
 def fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -85,7 +90,13 @@ def _cell(value: Any) -> str:
     return _long(value_text(value))
 
 
-cell_text = _cell  # for a table built of name/value rows, its values as every table shows them
+# accuracies, to 4 decimals as every stage summary, search explain and search auto print them (0.9630, not 0.963)
+ACCURACY_COLUMNS = {"value", "best_value", "val_acc", "train_acc", "best_val_acc", "test_acc"}
+
+
+def column_cell(column: str, value: Any) -> str:
+    """A value of ``column`` as a table shows it: an accuracy to 4 decimals, anything else as ``_cell``."""
+    return fmt(value) if column in ACCURACY_COLUMNS and isinstance(value, float) else _cell(value)
 
 CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a query's long string); csv/json all
 # control characters but tab and newline: text from the database must not drive the terminal (ESC[2J clears it)
@@ -127,7 +138,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     import shutil
 
     shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
-    cells = {c: [_cell(row[c]) for row in rows] for c in shown}
+    cells = {c: [column_cell(c, row[c]) for row in rows] for c in shown}
     need = {c: max(len(heading(c)), *(len(v) for v in cells[c])) for c in shown}
     terminal = shutil.get_terminal_size((80, 24)).columns
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short

@@ -23,7 +23,7 @@ out_option = click.option("--out", "out_dir", type=WritablePath(folder=True), de
 
 
 # --------------------------------------------------------------------------- report
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Write report.html, report.md and summary.json.")
 @campaign_option
 @out_option
 @storage_option
@@ -75,7 +75,7 @@ def report_progress() -> Any:
 
 
 # --------------------------------------------------------------------------- compare
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Random vs grid search at equal budget, repeated.")
 @run_config_options
 @space_options
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
@@ -170,8 +170,9 @@ def _check_port(port: int) -> None:
             raise _cannot_listen(port, e) from None
 
 
-@click.command(cls=SectionedCommand)
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="Port on 127.0.0.1 to serve on.")
 @storage_option
 def dashboard(port: int, storage: str | None) -> int:
     """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]').

@@ -31,11 +31,12 @@ reg_option = click.option("--reg", type=float, default=TrainConfig.reg, show_def
                           help="L2 strength.")
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Train one network (--from-trial reruns a trial).")
 @run_config_options
 @lr_option
 @reg_option
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Passes over the training split.")
 @explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
@@ -60,14 +61,14 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     from search.objective import EXPLODE_WINDOW, SCHEDULER_STOP, explosion_observers, value_epoch
 
     ctx = click.get_current_context()
-    stored = None
+    stored = threads = None
     if from_trial is not None:  # the trial's data, model, optimisation and seed are fixed by its study
         given = [p.opts[0] for p in ctx.command.params
                  if p.name in (*RUN_PARAMS, "lr", "reg", "epochs", "explode_factor")
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise SearchError(f"--from-trial reruns the trial's own configuration; drop {given[0]}")
-        config, explode_factor, stored, recorded = trial_run(storage, from_trial)
+        config, explode_factor, stored, recorded, threads = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": config.data.name})
@@ -89,8 +90,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             raise SearchError(f"{recorded.get('path') or config.data.name}: the data differs from what trial "
                               f"{from_trial} was trained on (sha256 {recorded.get('sha256')} recorded, {now} now)")
     model = config.build_model(ds)
-    result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
-                          observers=explosion_observers(explode_factor))
+    with blas_threads_of(threads):  # the trial's own: --jobs 2 ran it on 1, and the last bits depend on it
+        result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
+                              observers=explosion_observers(explode_factor))
     summary = {
         "status": result.status,
         "initial_loss": finite_or_none(result.initial_loss),
@@ -207,8 +209,9 @@ def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,
                                      image_shape=raw.image_shape, info=info))
 
 
-def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, Any, dict]:
-    """(the trial's RunConfig, its stage's explode factor, the stored trial, the stage's data identity) from
+def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, Any, dict, int | None]:
+    """(the trial's RunConfig, its stage's explode factor, the stored trial, the stage's data identity, the BLAS
+    threads it ran on or None) from
     ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
     from search.stages import load_trial
@@ -223,20 +226,34 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, A
     config = trial_record(trial, "config")
     if config is None:
         raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
-    return RunConfig.from_dict(config), stage.explode_factor, trial, recorded
+    threads = trial.user_attrs.get("blas_threads")
+    return (RunConfig.from_dict(config), stage.explode_factor, trial, recorded,
+            threads if isinstance(threads, int) and threads >= 1 else None)
+
+
+def blas_threads_of(threads: int | None) -> Any:
+    """A context in which NumPy's BLAS runs on ``threads`` threads (None: as it is)."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    return contextlib.nullcontext() if threads is None else threadpool_limits(threads, user_api="blas")
 
 
 # --------------------------------------------------------------------------- layers
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Per-layer activation statistics of a deep net.")
 @click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True, metavar="NAME",
               help=f"One of {', '.join(sorted(INITIALISERS))}.")
 @click.option("--init-std", type=float, default=None, callback=nonneg_float,
               help="Std for normal/uniform init (0.01 collapses, 1.0 saturates tanh).")
-@click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True)
-@click.option("--depth", type=click.IntRange(1, 100), default=10, show_default=True)
-@click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True)
-@click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True)
-@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
+@click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True,
+              help=f"One of {', '.join(ACTIVATIONS)}.")
+@click.option("--depth", type=click.IntRange(1, 100), default=10, show_default=True, help="Hidden layers.")
+@click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True, help="Units per hidden layer.")
+@click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True,
+              help="Unit-Gaussian input samples fed through the net.")
+@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
+              help="Batch normalisation before each activation.")
 @click.option("--plot", type=WritablePath(), default=None, help="Write per-layer histograms (PNG).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @json_option
@@ -280,11 +297,12 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 
 
 # --------------------------------------------------------------------------- sanity
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="The babysitting checklist, each check PASS or FAIL.")
 @run_config_options
 @lr_option
 @reg_option
-@click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True)
+@click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Training samples the net must learn to 100 % train accuracy.")
 @json_option
 def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json: bool) -> int:
     """Babysitting checklist: each check prints PASS/FAIL with its measured number; exit 1 if one fails.
@@ -310,7 +328,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     return 0 if all(c.passed for c in checks) else 1
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="What a data file or folder holds, with warnings.")
 @run_config_options
 @json_option
 def data(base: RunConfig, as_json: bool) -> None:
@@ -353,15 +371,17 @@ def data(base: RunConfig, as_json: bool) -> None:
         say(f"warning: {w}")
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Score samples with a saved model, one CSV row each.")
 @click.option("--model", "model_file", required=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE.npz", help="A model saved by `search train --save`.")
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",
               help="Samples to score: .csv/.tsv with the model's columns by name (others are ignored), .npz with X "
                    "(and y), or an image folder (class subfolders, or the new images alone).")
+@click.option("--id-column", default=None, metavar="NAME",
+              help="A .csv/.tsv column that names each sample (an id), copied into every row of the predictions.")
 @click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
               help="Write the predictions here instead of stdout.")
-def predict(model_file: str, data_path: str, out: str | None) -> None:
+def predict(model_file: str, data_path: str, id_column: str | None, out: str | None) -> None:
     """Score samples with a saved model: one CSV row each, in file order, with the predicted class (and, for a
     softmax model, each class's probability); the accuracy when the data has labels.
 
@@ -371,6 +391,7 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     Examples:
       search train --data wine.csv --label-column cultivar --save wine.npz
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
+      search predict --model wine.npz --data new_wine.csv --id-column id
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
     from engine.data import read_inputs
@@ -378,7 +399,8 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
     X, labels, files = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
-                            label_column=saved.label_column, image_shape=saved.image_shape)
+                                   label_column=saved.label_column, image_shape=saved.image_shape,
+                                   id_column=id_column)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
     scores = saved.preprocessor.transform(X)
@@ -386,8 +408,9 @@ def predict(model_file: str, data_path: str, out: str | None) -> None:
     softmax = saved.model.config.loss == "softmax"
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
-    # an image folder's rows name their file (class folder/name), the only way to tell which image a row is
-    header = ["row"] + (["file"] if files is not None else []) + ["prediction"] + (
+    # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a
+    # table's rows their --id-column
+    header = ["row"] + ([id_column or "file"] if files is not None else []) + ["prediction"] + (
         ["label"] if labels is not None else []) + ([f"p_{n}" for n in names] if softmax else [])
 
     def write_rows(stream: Any) -> None:

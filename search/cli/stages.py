@@ -12,7 +12,7 @@ from search.cli.options import (
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
-from search.cli.output import echo_json, say, wrapped
+from search.cli.output import echo_json, say, seconds_text, wrapped
 from search.config import RunConfig
 from search.errors import SearchError
 from search.schedulers import SCHEDULERS
@@ -30,7 +30,7 @@ def print_summary(summary: Any) -> None:
     failed = f"; {c['fail']} failed (an interrupted one is re-run)" if c["fail"] else ""
     epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
     say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
-        f"{epochs} a trial, {summary.train_seconds:.1f} s of training")
+        f"{epochs} a trial, {seconds_text(summary.train_seconds)} s of training")
     say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
         say(f"range: {note}", "  ")
@@ -84,7 +84,7 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
     return 1 if any(s.errors for s in summaries) else 0
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Random search over the space with short runs.")
 @run_config_options
 @space_options
 @stage_options
@@ -115,7 +115,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Next stage, refined around the best trials.")
 @fine_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs per trial (default: twice the previous stage's).")
@@ -150,7 +150,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     return finish([*promoted, execute_stage(ex, with_fine_choices(stage, None, scheduler))], as_json)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Grid over the coarse stage's space at its budget.")
 @stage_run_options
 @json_option
 def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
@@ -171,7 +171,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
     return finish([execute_stage(ex, stage)], as_json)
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="The whole recipe: coarse, fine stages, final, test score.")
 @run_config_options
 @space_options
 @stage_options
@@ -238,8 +238,10 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         click.echo(f"\n{'stage':<22} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best val':>9}")
         for s in summaries:
             best = "-" if s.best_value is None else f"{s.best_value:.4f}"
+            # the final stage's is the best mean over repeats, not its best trial as search studies gives
+            mean = " (best mean)" if s.stage == "final" and s.best_value is not None else ""
             click.echo(f"{s.study:<22} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
-                       f"{s.train_seconds:8.1f} {best:>9}")
+                       f"{seconds_text(s.train_seconds):>8} {best:>9}{mean}")
         params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()
         say(f"stopped adding fine stages: {final.stopped}")
@@ -255,7 +257,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     return code
 
 
-@click.command(cls=SectionedCommand)
+@click.command(cls=SectionedCommand, short_help="Join a running stage and run its trials.")
 @campaign_option
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
 @storage_option

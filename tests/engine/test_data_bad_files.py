@@ -103,7 +103,22 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
     path = _csv(tmp_path / "text.csv", "a,b,label\n" + _good_rows(3) + "1,two,a\n" + _good_rows(8))
     _error(DataSpec(str(path)), path, "row 4 (line 5) column 'b'", "'two' is not a number")
     empty = _csv(tmp_path / "empty_cell.tsv", "a\tb\tlabel\n" + "1\t\ta\n" + _good_rows(6).replace(",", "\t"))
-    _error(DataSpec(str(empty)), empty, "row 1 (line 2) column 'b'", "'' is not a number")
+    # a missing value was "'' is not a number"
+    assert _error(DataSpec(str(empty)), empty) == (f"{empty}: row 1 (line 2) column 'b' is empty (a missing value): "
+                                                   "fill it in or delete the row")
+
+
+def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -> None:
+    # a string id (wine.tsv's W0000, W0001, ...) was "row 1 (line 2) column 'id': 'W0000' is not a number"
+    rows = "".join(f"W{i:04d}\t{i % 5}\t{i % 3}\t{'ab'[i % 2]}\n" for i in range(12))
+    path = _csv(tmp_path / "wine.tsv", "id\ta\tb\tcultivar\n" + rows)
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: column 'id' holds text, not numbers ('W0000' in row 1 (line 2), and no number in any row); every "
+        "column but the label column is trained on as a feature: delete it from the file if it is an id or a note, "
+        "or name it with --label-column if it holds the labels")
+    # one text cell among numbers is still named by its row
+    mixed = _csv(tmp_path / "mixed.tsv", "id\ta\tb\tcultivar\n" + "7\t1\t2\ta\n" + rows)
+    assert _error(DataSpec(str(mixed)), mixed) == f"{mixed}: row 2 (line 3) column 'id': 'W0000' is not a number"
 
 
 def test_ragged_and_truncated_csv_rows(tmp_path: Path) -> None:
@@ -211,7 +226,23 @@ def test_a_class_with_fewer_samples_than_the_split_needs(tmp_path: Path) -> None
     np.savez(path, X=np.ones((22, 3)), y=np.array(["a"] * 20 + ["rare"] * 2))
     _error(DataSpec(str(path)), path, "class 'rare' has 2 sample(s)", "at least 3")
     csv_path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows(20) + "1,1,rare\n")
-    _error(DataSpec(str(csv_path)), csv_path, "class 'rare' has 1 sample(s)")
+    _error(DataSpec(str(csv_path)), csv_path, "class 'rare' of the label column 'label' (the last; --label-column "
+           "NAME takes another) has 1 sample(s)")
+
+
+def test_a_label_column_of_measurements_names_the_column_the_labels_came_from(tmp_path: Path) -> None:
+    # --label-column forgotten on wine: the last column, proline, became 121 classes, and the error named only
+    # "class '278' has 1 sample(s)"
+    rows = "".join(f"{i % 7},{1 + i % 2},{500 + i}\n" for i in range(30))
+    path = _csv(tmp_path / "wine.csv", "alcohol,cultivar,proline\n" + rows)
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: class '500' of the label column 'proline' (the last; --label-column NAME takes another) has 1 "
+        "sample(s) but the train/val/test split needs at least 3 of each class (one or more per split); the labels "
+        "hold 30 classes in 30 samples")
+    named = _csv(tmp_path / "named.csv", "proline,alcohol,cultivar\n" + "".join(
+        f"{500 + i},{i % 7},{1 + i % 2}\n" for i in range(30)))
+    assert _error(DataSpec(str(named), label_column="proline"), named).startswith(
+        f"{named}: class '500' of the label column 'proline' has 1 sample(s)")
 
 
 def test_npz_layout_mistakes(tmp_path: Path) -> None:

@@ -71,6 +71,41 @@ def test_the_train_val_gap_decides_over_and_underfitting():
     assert _run(train=0.95, val=0.945).labels == ("healthy",)  # no gap, but it learned the training set
 
 
+def test_a_gap_within_the_noise_of_few_samples_is_no_overfitting():
+    # iris: train accuracy on 102 samples, validation on 24 (one sample is 4 points); a 7-point gap is noise
+    def run(samples):
+        return diagnose("completed", _falling(1.1, 0.4), 0.8627, 0.7917, 1.1, math.log(3), [], chance=1 / 3,
+                        samples=samples)
+
+    small = run((102, 24))
+    assert small.labels == ("healthy",)
+    # twice the standard error of the difference: 2 * sqrt(0.8627 * 0.1373 / 102 + 0.7917 * 0.2083 / 24)
+    assert small.numbers["gap_limit"] == pytest.approx(0.1792, abs=1e-4)
+    large = run((1000, 1000))  # the same accuracies on 1000 samples each: the 5-point threshold decides
+    assert large.labels == ("overfitting",) and large.numbers["gap_limit"] == 0.05
+    assert describe_diagnosis(large) == [
+        "train accuracy 0.8627 is 7.1% above validation (> 5%): overfitting; raise regularisation or lower capacity"]
+    big_gap = diagnose("completed", _falling(1.1, 0.4), 1.0, 0.75, 1.1, math.log(3), [], chance=1 / 3,
+                       samples=(102, 24))
+    assert big_gap.labels == ("overfitting",)
+    assert describe_diagnosis(big_gap) == [
+        "train accuracy 1.0 is 25.0% above validation (> 17.8%, twice the standard error of the gap on so few "
+        "samples): overfitting; raise regularisation or lower capacity"]
+
+
+def test_units_saturated_by_an_exploding_run_are_blamed_on_its_learning_rate_not_its_initialisation():
+    # fine-1:7 on an image folder, tanh at lr 41.8: "the initial weights are too large for tanh/sigmoid"
+    saturated = [LayerStats(1, 0.0, 1.0, 0.9936, 0.0)]
+    exploded = _run(loss=[2.3, 9.0], status="exploded", layers=saturated)
+    assert exploded.labels == ("lr_too_high", "saturated_units")
+    assert describe_diagnosis(exploded)[1] == (
+        "saturated outputs per layer [0.9936] (> 20%): the updates blew the weights up past what tanh/sigmoid can "
+        "use (the learning rate, not the initialisation)")
+    trained = _run(layers=saturated)  # a run that trained: its weights are where the initialisation put them
+    assert describe_diagnosis(trained) == [
+        "saturated outputs per layer [0.9936] (> 20%): the initial weights are too large for tanh/sigmoid"]
+
+
 def test_a_run_that_did_not_learn_the_training_set_underfits_whatever_its_gap():
     # reg 10 on digits crushes the weights: the loss falls (its reg part does), train 0.2, validation near chance
     learned = 0.1 + THRESHOLDS.learned_fraction * 0.9  # 0.325 on 10 classes

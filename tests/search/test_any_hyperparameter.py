@@ -63,6 +63,37 @@ def test_from_trial_reproduces_a_trials_value_exactly(run_cli):
         assert out["loss_history"][-1] == pytest.approx(t.user_attrs["final_loss"], rel=1e-6)
 
 
+def test_from_trial_reruns_on_the_blas_threads_the_trial_ran_on(run_cli, monkeypatch):
+    # a trial of --jobs 2 runs on 1 BLAS thread and `train --from-trial` ran it on NumPy's own: an exploding run
+    # (tanh, momentum, lr 41.8) came back with val_acc 0.7000 for a stored 0.6889
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import engine.trainer
+
+    def blas() -> set[int]:  # of every BLAS loaded (SciPy brings its own)
+        return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    with threadpool_limits(1, user_api="blas"):  # as a worker of --jobs 2 runs
+        assert run_cli("coarse", "--lr", "1e-2:1e-1", "--trials", "1", "--epochs", "1", "--train-size",
+                       "200", "--jobs", "1").exit_code == 0
+    trial = _study("digits/coarse").get_trials()[0]
+    assert trial.user_attrs["blas_threads"] == 1
+    seen: list[set[int]] = []
+    train = engine.trainer.train
+
+    def watched(*args, **kwargs):
+        seen.append(blas())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(engine.trainer, "train", watched)
+    with threadpool_limits(2, user_api="blas"):  # the rerun's own process: NumPy's threads
+        assert blas() == {2}
+        rerun = run_cli("train", "--from-trial", "digits/coarse:0", "--json")
+        assert blas() == {2}  # given back after the run
+    assert seen == [{1}]
+    assert json.loads(rerun.stdout)["val_acc"] == trial.value
+
+
 def test_a_grid_over_a_mixed_space_takes_every_category_times_k_values(run_cli):
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "10",
                    "--epochs", "1", "--train-size", "300").exit_code == 0

@@ -7,10 +7,12 @@ import json
 import signal
 import sqlite3
 import os
+from dataclasses import replace
 
 import optuna
 import pytest
 
+from search.cli import cli
 from tests.search.conftest import one_line_error
 from studies.store import open_storage
 
@@ -113,7 +115,8 @@ def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
     listed = run_cli("trials", "digits/coarse", "--sort", "value", "--limit", "1", "--columns",
                      "value,lr,reg,diagnosis").stdout.split()[4:]
     assert [fields["value"], fields["param_lr"], fields["param_reg"], fields["diagnosis"]] == listed
-    assert fields["value"] == f"{trial['value']:.4g}" and fields["diagnosis"] == trial["diagnosis"]
+    assert fields["value"] == f"{trial['value']:.4f}" and fields["diagnosis"] == trial["diagnosis"]
+    assert fields["val_acc"] == f"{trial['val_acc']:.4f}" and fields["train_acc"] == f"{trial['train_acc']:.4f}"
 
 
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
@@ -122,8 +125,16 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     auto = run_cli("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
                    "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
     assert auto.exit_code == 0, auto.output
-    chosen = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db")
-                               ).user_attrs["retrained"]
+    final = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db"))
+    # the final stage ranks configurations by their mean over repeats, not by their best trial as search studies
+    # does; auto's table said "best val" for both
+    lines = auto.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("digits/final "))
+    header = next(line for line in lines if line.startswith("stage "))
+    assert row.index(" (best mean)") == header.index("best val") + len("best val")  # in the column, as the others
+    assert row.split()[1:] == ["2", "0", "1", row.split()[4], f"{max(t.value for t in final.trials):.4f}", "(best",
+                               "mean)"]
+    chosen = final.user_attrs["retrained"]
     params = " ".join(f"{k}={v:.3g}" for k, v in chosen["asked"]["params"].items())
     expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
                 f"{chosen['test_acc'][0]:.4f}); this is the best single trial")
@@ -165,12 +176,12 @@ def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, 
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     done = run_cli("studies").stdout.splitlines()
-    assert done[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "best_value", "epochs"]
+    assert done[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "epochs"]
     with sqlite3.connect(tmp_path / "search.db") as db:  # what an interrupted stage leaves: its budget WAITING
         db.execute("UPDATE trials SET state = 'WAITING' WHERE number >= 1")
     table = run_cli("studies").stdout.splitlines()
-    assert table[0].split() == ["study", "n_trials", "complete", "pruned", "fail", "waiting", "best_value", "epochs"]
-    assert table[1].split()[:6] == ["digits/coarse", "3", "1", "0", "0", "2"]
+    assert table[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
+    assert table[1].split()[:2] + table[1].split()[3:7] == ["digits/coarse", "3", "1", "0", "0", "2"]
     assert json.loads(run_cli("studies", "--format", "json").stdout)[0]["waiting"] == 2
 
 
@@ -536,3 +547,81 @@ def test_fine_does_not_widen_a_range_the_parent_stage_found_insensitive(run_cli)
                           "(not widened: insensitive in s1/coarse: mean value per third "), reg
     study = optuna.load_study(study_name="s1/fine-1", storage=open_storage("sqlite:///search.db"))
     assert study.user_attrs["space"]["reg"]["low"] == pytest.approx(1.47e-08, rel=0.01)
+
+
+def test_the_command_list_gives_each_command_a_whole_sentence_in_80_columns(run_cli):
+    # click cut each first sentence to fit: "Random vs grid search at equal budget, repeated:..." and, at the "."
+    # of "e.g.", "worker  Join a running stage from this machine (same --storage, e.g."
+    text = run_cli("--help").stdout
+    listing = text[text.index("Commands:\n") + len("Commands:\n"):].splitlines()
+    assert [line.split()[0] for line in listing] == sorted(cmd for cmd in cli.commands)
+    assert all(len(line) <= 80 and line.endswith(".") and not line.endswith("...") and "e.g." not in line
+               for line in listing), listing
+    assert "  worker     Join a running stage and run its trials." in listing
+
+
+def test_a_stage_of_small_data_says_how_long_it_trained_not_zero(capsys):
+    # wine: 8 trials of 3 epochs trained for 0.03 s, and the summary said "0.0 s of training"
+    from search.campaign import StageSummary
+    from search.cli.stages import print_summary
+
+    summary = StageSummary("wine/coarse", "coarse", None, {"complete": 8, "pruned": 0, "fail": 0}, 8, 3,
+                           {"lr": "0.0001:0.1"}, 0.96, {"lr": 0.01}, [], [], True, train_seconds=0.0312)
+    print_summary(summary)
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "wine/coarse: 8 complete, 0 pruned of 8; 3 epochs a trial, 0.031 s of training")
+    for seconds, text in ((0.0, "0.0"), (0.25, "0.25"), (0.96, "1.0"), (12.345, "12.3")):
+        print_summary(replace(summary, train_seconds=seconds))
+        assert f"3 epochs a trial, {text} s of training" in capsys.readouterr().out
+
+
+def test_accuracies_in_tables_have_four_decimals_as_everywhere_else(capsys):
+    # search trials showed 0.963 beside 0.1852 (4 significant digits) where the stage summary said 0.9630
+    import pandas as pd
+
+    from search.cli.output import print_frame
+
+    frame = pd.DataFrame({"number": [6, 1], "value": [0.962962963, 0.185185185], "val_acc": [0.962962963, None],
+                          "param_lr": [0.0290912, 0.0001001]})
+    print_frame(frame, "table")
+    assert [line.rstrip() for line in capsys.readouterr().out.splitlines()] == [
+        "number   value  val_acc         lr",
+        "     6  0.9630   0.9630    0.02909",
+        "     1  0.1852        -  0.0001001",
+    ]
+
+
+def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch):
+    # best showed "value 0.963" and "val_acc 1" where search trials shows 0.9630 and 1.0000
+    import studies.queries
+
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    real = studies.queries.best_trial
+
+    def best_trial(storage, campaign):
+        row = real(storage, campaign)
+        return {**row, "value": 0.962962963, "user_attrs": {**row["user_attrs"], "val_acc": 1.0}}
+
+    monkeypatch.setattr(studies.queries, "best_trial", best_trial)
+    fields = dict(line.split(None, 1) for line in run_cli("best").stdout.splitlines()[1:])
+    assert (fields["value"].strip(), fields["val_acc"].strip()) == ("0.9630", "1.0000")
+
+
+def test_studies_keeps_the_best_value_in_80_columns_beside_long_stage_names(run_cli, monkeypatch):
+    # search compare's stages (compare-20261206T191843Z/random-0) pushed best_value out of an 80-column table
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--campaign", "compare-20261206T191843Z-01", "--trials", "1", "--epochs", "1",
+                   "--train-size", "200").exit_code == 0
+    shown = run_cli("studies")
+    assert shown.stdout.splitlines()[0].split() == ["study", "n_trials", "best_value", "complete", "pruned"]
+    assert " ".join(shown.stderr.split()) == "(2 more columns: fail, epochs; --wide, --columns or --format csv)"
+    assert all(len(line) <= 80 for line in shown.stdout.splitlines())
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    # --batch-size, --loss, --batchnorm, --format, trials --limit, train --epochs, ... were listed bare
+    import click
+
+    bare = [f"{name} {param.opts[0]}" for name, command in sorted(cli.commands.items()) for param in command.params
+            if isinstance(param, click.Option) and not param.help and param.name != "help"]
+    assert bare == []

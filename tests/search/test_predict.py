@@ -101,6 +101,28 @@ def test_columns_are_read_by_name_in_any_order_and_labels_are_optional(run_cli, 
     assert "accuracy" not in c.stderr and "accuracy" in a.stderr
 
 
+def test_an_id_column_names_each_row_of_the_predictions(run_cli, wine_csv, tmp_path):
+    # the predictions of a table named its rows 0, 1, 2, ... only: the user's own ids were left behind
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    new = tmp_path / "new.tsv"
+    with open(new, "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["sample"] + table[0])
+        writer.writerows([f"W-{k:03d}"] + r for k, r in enumerate(table[1:4]))
+    plain = rows(run_cli("predict", "--model", "model.npz", "--data", str(new)).stdout)
+    named = run_cli("predict", "--model", "model.npz", "--data", str(new), "--id-column", "sample")
+    assert named.exit_code == 0, named.output
+    assert rows(named.stdout) == [["row", "sample"] + plain[0][1:]] + [
+        [r[0], f"W-{k:03d}"] + r[1:] for k, r in enumerate(plain[1:])]
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", str(new), "--id-column", "id"),
+                   f"{new}: no column 'id' to name the rows by; the columns are 'sample', ")
+    np.savez(tmp_path / "x.npz", X=np.ones((2, 13)))
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", str(tmp_path / "x.npz"), "--id-column",
+                           "sample"), "rows are named by an id column only in a .csv/.tsv table, not in npz data")
+
+
 def test_the_saved_file_holds_the_network_and_its_preprocessing(run_cli, wine_csv):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "pca",
                    "--pca-components", "5", "--hidden", "7")

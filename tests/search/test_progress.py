@@ -68,6 +68,23 @@ def test_one_process_shows_the_stage_counts_read_from_the_database_at_most_every
     assert (progress.done, progress.pruned, progress.failed, progress.best) == (7, 2, 1, 0.9)
 
 
+def test_the_bar_ends_at_the_counts_of_trials_other_processes_finished_last(monkeypatch):
+    # `search coarse --jobs 1` beside a `search worker` ended its bar at 18/20 while the stage had 20 complete: the
+    # worker's last two trials ended within a second of the bar's last read
+    monkeypatch.setenv("COLUMNS", "80")
+    reads = [(_counts(0), None), (_counts(19, pruned=1), 0.9222)]  # at the start, and at the end
+    out = io.StringIO()
+    monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 3600.0)
+    progress = Progress("digimg/coarse", 20, mode="bar", stream=out, read_stage=lambda: reads.pop(0))
+    own = _trial(3, TrialState.COMPLETE, 0.9)
+    own.number = 3
+    progress.trial(own)
+    progress.close()
+    assert reads == []
+    last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("digimg/coarse: 20/20 |") and last.endswith(", best 0.9222 pruned 1"), last
+
+
 def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp_path, monkeypatch, capsys):
     from engine.data import DataSpec
     from search import campaign
