@@ -99,11 +99,11 @@ def test_units_saturated_by_an_exploding_run_are_blamed_on_its_learning_rate_not
     exploded = _run(loss=[2.3, 9.0], status="exploded", layers=saturated)
     assert exploded.labels == ("lr_too_high", "saturated_units")
     assert describe_diagnosis(exploded)[1] == (
-        "saturated outputs per layer [0.9936] (> 20%): the updates blew the weights up past what tanh/sigmoid can "
-        "use (the learning rate, not the initialisation)")
+        "saturated outputs: 99% of layer 1 (> 20% in a layer): the updates blew the weights up past what "
+        "tanh/sigmoid can use (the learning rate, not the initialisation)")
     trained = _run(layers=saturated)  # a run that trained: its weights are where the initialisation put them
     assert describe_diagnosis(trained) == [
-        "saturated outputs per layer [0.9936] (> 20%): the initial weights are too large for tanh/sigmoid"]
+        "saturated outputs: 99% of layer 1 (> 20% in a layer): the initial weights are too large for tanh/sigmoid"]
 
 
 def test_a_run_that_did_not_learn_the_training_set_underfits_whatever_its_gap():
