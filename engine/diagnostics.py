@@ -365,9 +365,9 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
                          f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
                          else f"train accuracy {n['train_acc']}, train-val gap {_pct(n['train_val_gap'])}: the "
                               f"training set is not learned; underfitting: raise capacity or lower regularisation"),
-        "dead_units": f"dead units: {_per_layer(n['dead_fraction'])} (> {t.dead_fraction:.0%} in a layer): "
+        "dead_units": f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} (> {t.dead_fraction:.0%} in a layer): "
                       f"a bad initialisation or a learning rate that knocked them off",
-        "saturated_units": f"saturated outputs: {_per_layer(n['saturated_fraction'])} "
+        "saturated_units": f"saturated outputs: {_per_layer(n['saturated_fraction'], t.saturated_fraction)} "
                            f"(> {t.saturated_fraction:.0%} in a layer): "
                            + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, "
                               "not the initialisation)" if "lr_too_high" in diagnosis.labels
@@ -387,9 +387,18 @@ def _gap_limit_text(limit: object) -> str:
     return f"{float(limit):.1%}, twice the standard error of the gap on so few samples"
 
 
-def _per_layer(fractions: list[float]) -> str:
-    """``[0.62, 0.03]`` as ``62% of layer 1, 3% of layer 2``."""
-    return ", ".join(f"{float(f):.0%} of layer {i}" for i, f in enumerate(fractions, start=1))
+def _per_layer(fractions: list[float], threshold: float) -> str:
+    """``[0.62, 0.03]`` as ``62% of layer 1, 3% of layer 2``; a fraction above ``threshold`` keeps the decimals
+    that show it above (0.502 of a 50 % threshold: ``50.2%``, not ``50%``)."""
+    return ", ".join(f"{_pct_above(float(f), threshold)} of layer {i}" for i, f in enumerate(fractions, start=1))
+
+
+def _pct_above(x: float, threshold: float) -> str:
+    for digits in range(4):
+        text = f"{x:.{digits}%}"
+        if x <= threshold or float(text[:-1]) / 100 > threshold:
+            return text
+    return text
 
 
 def _pct(x: object) -> str:

@@ -139,6 +139,18 @@ def test_dead_and_saturated_units_are_said_per_layer_in_words():
         "for tanh/sigmoid",
     ]
 
+def test_a_fraction_just_over_its_threshold_is_not_rounded_down_to_it():
+    # 50.2 % dead is dead_units (> 50 %); "50% of layer 1 (> 50% in a layer)" contradicted the label
+    d = _run(layers=[LayerStats(1, 0.1, 0.2, 0.2004, 0.502), LayerStats(2, 0.1, 0.2, 0.0, 0.5)])
+    assert d.labels == ("dead_units", "saturated_units")
+    assert describe_diagnosis(d) == [
+        "dead units: 50.2% of layer 1, 50% of layer 2 (> 50% in a layer): a bad initialisation or a learning rate "
+        "that knocked them off",
+        "saturated outputs: 20.04% of layer 1, 0% of layer 2 (> 20% in a layer): the initial weights are too large "
+        "for tanh/sigmoid",
+    ]
+
+
 def test_unit_statistics_of_real_nets():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 50))
