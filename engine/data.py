@@ -502,8 +502,8 @@ def read_inputs(
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
         delimiter = "," if fmt == "csv" else "\t"
+        X, cells = read_columns(path, delimiter, features, label_column)  # first: it checks every row's fields
         ids = read_cells(path, delimiter, id_column) if id_column is not None else None
-        X, cells = read_columns(path, delimiter, features, label_column)
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
             return X, None, ids
         return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], ids

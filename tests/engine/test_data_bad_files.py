@@ -437,3 +437,18 @@ def test_csv_image_folder_and_npz_beyond_the_memory_budget(tmp_path: Path, one_m
     arrays = tmp_path / "big.npz"
     np.savez(arrays, X=np.zeros((1000, 100)), y=np.arange(1000) % 2)
     _error(DataSpec(str(arrays)), arrays, "its arrays would need")
+
+
+def test_a_short_row_in_a_table_scored_with_an_id_column_is_a_data_error(tmp_path: Path) -> None:
+    # the id column was read before the rows were checked: a row without its id cell raised IndexError
+    from engine.data import read_inputs
+
+    table = tmp_path / "new.csv"
+    table.write_text("a,b,id\n1,2,x1\n3,4\n")
+    with pytest.raises(DataError) as err:
+        read_inputs(table, label_names=("0", "1"), features=("a", "b"), id_column="id")
+    assert str(err.value) == f"{table}: row 2 (line 3) has 2 fields but the header has 3"
+    whole = tmp_path / "ok.csv"
+    whole.write_text("a,b,id\n1,2,x1\n\n3,4,x2\n")
+    X, labels, ids = read_inputs(whole, label_names=("0", "1"), features=("a", "b"), id_column="id")
+    assert (X.tolist(), labels, ids) == ([[1.0, 2.0], [3.0, 4.0]], None, ["x1", "x2"])
