@@ -352,21 +352,25 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     share, change = n.get("reg_share"), n.get("loss_change")  # no reg_share: diagnosed before it was measured
     over_regularised = share is not None and change is not None and share >= t.reg_share_high and (
         change < t.loss_change_low)
+    limit = n.get("gap_limit")  # the gap an overfitting run exceeded, as _gap_limit_text says it
+    gap_limit = t.gap_overfit if limit is None else max(t.gap_overfit, float(limit))
+    fell = _pct_past(change, t.loss_change_low, above=False)  # "< 10%" of it never reads 10.0%
     words = {
         "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too "
                        "high",
-        "lr_too_low": f"the loss fell by only {_pct(n['loss_change'])} of its first value "
-                      f"(< {t.loss_change_low:.0%}): the learning rate is too low",
-        "overfitting": f"train accuracy {n['train_acc']} is {_pct(n['train_val_gap'])} above validation "
-                       f"(> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or lower "
-                       f"capacity",
-        "underfitting": (f"the loss fell by only {_pct(n['loss_change'])} of its first value, and its L2 term is "
+        "lr_too_low": f"the loss fell by only {fell} of its first value (< {t.loss_change_low:.0%}): the learning "
+                      f"rate is too low",
+        "overfitting": f"train accuracy {n['train_acc']} is {_pct_past(n['train_val_gap'], gap_limit)} above "
+                       f"validation (> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
+                       f"lower capacity",
+        "underfitting": (f"the loss fell by only {fell} of its first value, and its L2 term is "
                          f"{_pct(n['reg_share'])} of it at the end (>= {t.reg_share_high:.0%}): the weights' penalty "
                          f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
                          else f"train accuracy {n['train_acc']}, train-val gap {_pct(n['train_val_gap'])}: the "
                               f"training set is not learned; underfitting: raise capacity or lower regularisation"),
-        "dead_units": f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} (> {t.dead_fraction:.0%} in a layer): "
-                      f"a bad initialisation or a learning rate that knocked them off",
+        "dead_units": f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} "
+                      f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that knocked "
+                      f"them off",
         "saturated_units": f"saturated outputs: {_per_layer(n['saturated_fraction'], t.saturated_fraction)} "
                            f"(> {t.saturated_fraction:.0%} in a layer): "
                            + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, "
@@ -390,13 +394,22 @@ def _gap_limit_text(limit: object) -> str:
 def _per_layer(fractions: list[float], threshold: float) -> str:
     """``[0.62, 0.03]`` as ``62% of layer 1, 3% of layer 2``; a fraction above ``threshold`` keeps the decimals
     that show it above (0.502 of a 50 % threshold: ``50.2%``, not ``50%``)."""
-    return ", ".join(f"{_pct_above(float(f), threshold)} of layer {i}" for i, f in enumerate(fractions, start=1))
+    return ", ".join(f"{_pct_past(float(f), threshold, digits=0)} of layer {i}"
+                     for i, f in enumerate(fractions, start=1))
 
 
-def _pct_above(x: float, threshold: float) -> str:
-    for digits in range(4):
-        text = f"{x:.{digits}%}"
-        if x <= threshold or float(text[:-1]) / 100 > threshold:
+def _pct_past(x: object, bound: float, above: bool = True, digits: int = 1) -> str:
+    """``x`` as a percentage with ``digits`` decimals, or as many more as show it past ``bound`` (above it, or
+    below it) when it is: the number a label was given for never reads as the bound itself (0.0996 < 10 %:
+    ``9.96%``, not ``10.0%``)."""
+    if x is None:
+        return "-"
+    x = float(x)
+    past = x > bound if above else x < bound
+    for shown in range(digits, digits + 4):
+        text = f"{x:.{shown}%}"
+        value = float(text[:-1]) / 100
+        if not past or (value > bound if above else value < bound):
             return text
     return text
 

@@ -151,6 +151,22 @@ def test_a_fraction_just_over_its_threshold_is_not_rounded_down_to_it():
     ]
 
 
+def test_a_gap_or_loss_change_just_past_its_limit_is_not_rounded_to_it():
+    # "is 5.0% above validation (> 5%)" and "fell by only 10.0% of its first value (< 10%)" contradicted their labels
+    over = _run(train=0.99, val=0.9396)
+    assert over.labels == ("overfitting",)
+    assert describe_diagnosis(over) == [
+        "train accuracy 0.99 is 5.04% above validation (> 5%): overfitting; raise regularisation or lower capacity"]
+    slow = _run(loss=[2.0] + [2.0 * (1 - 0.0996)] * 99)
+    assert slow.labels == ("lr_too_low",)
+    assert describe_diagnosis(slow) == [
+        "the loss fell by only 9.96% of its first value (< 10%): the learning rate is too low"]
+    noisy = diagnose("completed", _falling(1.1, 0.4), 0.9619, 0.7917, 1.1, math.log(3), [], chance=1 / 3,
+                     samples=(102, 24))
+    assert noisy.labels == ("overfitting",) and noisy.numbers["gap_limit"] == 0.1701
+    assert describe_diagnosis(noisy)[0].startswith("train accuracy 0.9619 is 17.02% above validation (> 17.0%, ")
+
+
 def test_unit_statistics_of_real_nets():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 50))
