@@ -285,8 +285,10 @@ def diagnose(
     # the mean of the last tenth of the iterations, so one noisy minibatch does not decide
     tail = finite[-max(1, len(finite) // 10):] if finite else []
     last = float(np.mean(tail)) if tail else math.nan
-    change = (first - last) / first if finite and first > 0 else math.nan
-    reg_share = final_reg_loss / last if math.isfinite(last) and last > 0 else math.nan
+    # judged as stored (4 decimals), so that describe_diagnosis, reading the stored numbers, gives the reason the
+    # label was given for
+    change = _rounded((first - last) / first if finite and first > 0 else math.nan)
+    reg_share = _rounded(final_reg_loss / last if math.isfinite(last) and last > 0 else math.nan)
     gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
     gap_limit = t.gap_overfit
     if samples is not None and math.isfinite(gap):
@@ -331,6 +333,11 @@ def diagnose(
 
 def _num(x: float) -> float | None:
     return round(float(x), 4) if math.isfinite(x) else None
+
+
+def _rounded(x: float) -> float:
+    """``x`` as ``_num`` stores it, NaN and inf left as they are."""
+    return round(float(x), 4) if math.isfinite(x) else x
 
 
 def expected_initial_loss(loss: str, num_classes: int) -> float:

@@ -167,6 +167,18 @@ def test_a_gap_or_loss_change_just_past_its_limit_is_not_rounded_to_it():
     assert describe_diagnosis(noisy)[0].startswith("train accuracy 0.9619 is 17.02% above validation (> 17.0%, ")
 
 
+def test_the_reason_given_for_underfitting_is_the_one_its_stored_numbers_show():
+    # a loss that fell 9.996 %, 80 % of it L2 term, was underfitting (over-regularised), but its loss change was
+    # stored as 0.1, and search explain, reading it, gave the other reason: "the training set is not learned" for a
+    # run at train accuracy 0.95
+    d = _run(loss=[1.0] + [0.90004] * 99, reg_loss=0.8 * 0.90004)
+    assert d.numbers["loss_change"] == 0.1 and d.labels == ("healthy",)
+    d = _run(loss=[1.0] + [0.9001] * 99, reg_loss=0.8 * 0.9001)
+    assert d.labels == ("underfitting",) and describe_diagnosis(d) == [
+        "the loss fell by only 9.99% of its first value, and its L2 term is 80.0% of it at the end (>= 75%): the "
+        "weights' penalty holds it up, not a small step; underfitting: lower regularisation"]
+
+
 def test_unit_statistics_of_real_nets():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 50))
