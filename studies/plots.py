@@ -110,7 +110,7 @@ BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: th
 
 def _set_scale(ax: Axes, axis: str, log: bool) -> None:
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log" if log else "linear")
-    if log:  # matplotlib's own minor labels fall on top of each other; none at all left hidden=16:256 one label, 100
+    if log:  # matplotlib's own minor labels overlap, and without any a range such as hidden=16:256 had one label (100)
         target = ax.xaxis if axis == "x" else ax.yaxis
         target.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda x, pos: _minor_log_label(x, target)))
 

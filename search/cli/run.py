@@ -211,8 +211,7 @@ def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,
 
 def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, Any, dict, int | None]:
     """(the trial's RunConfig, its stage's explode factor, the stored trial, the stage's data identity, the BLAS
-    threads it ran on or None) from
-    ``STUDY:NUMBER``."""
+    threads it ran on or None) from ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
     from search.stages import load_trial
     from studies.records import trial_record
