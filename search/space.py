@@ -508,9 +508,9 @@ def refine_space(
     2 standard errors of each other is "insensitive" and kept as it is: narrowing or widening it
     would follow noise. ``flat`` names the ranges other trials found insensitive so (the parent stage's, when
     ``trials`` are a handful of its configurations re-run), with the evidence: they narrow as ``trials`` say but
-    are never widened (nor moved on a diagnosis), which would spend trials where the range has shown no effect.
-    With ``diagnoses`` (each trial's labels; ``exploded``: the params of the runs stopped as lr_too_high, which
-    have no value to rank), ``use_diagnoses`` moves bounds.
+    are never widened, which would spend trials where the range has shown no effect. With ``diagnoses`` (each
+    trial's labels; ``exploded``: the params of the runs stopped as lr_too_high, which have no value to rank),
+    ``use_diagnoses`` moves bounds.
     """
     if not trials:
         raise SearchError("no finished trials to refine the ranges from")
@@ -539,9 +539,8 @@ def refine_space(
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]
-        # a dimension shown not to matter (here, or by the trials ``flat`` speaks for) is not moved on a diagnosis
-        # either: doubling a width the parent found insensitive would widen it
-        movable = {k: v for k, v in new.items() if k not in flat_here and not (flat and k in flat)}
+        # a dimension shown not to matter is not moved on a diagnosis either
+        movable = {k: v for k, v in new.items() if k not in flat_here}
         notes += use_diagnoses({k: v for k, v in space.items() if k in movable}, movable, labelled, top, exploded)
         new.update(movable)
     for k, name in enumerate(space):  # kept as it was where the refined parent leaves it no trial to act in

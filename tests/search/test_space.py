@@ -250,22 +250,3 @@ def test_a_range_the_parent_stage_found_insensitive_is_narrowed_but_never_widene
                         "(not widened: insensitive in d/coarse: (evidence))")
     widened, _ = refine_space(SPACE, trials, top=2, edge=0.1)
     assert widened["reg"].low < 1e-6 and new["lr"] == widened["lr"]  # the other dimensions as without it
-
-
-def test_a_range_the_parent_stage_found_insensitive_is_not_moved_on_a_diagnosis_either():
-    # hidden insensitive in the parent's trials, and most of the promoted runs underfitting: its upper bound was
-    # doubled (widened) all the same, as no range of the stage's own found insensitive is
-    space = {"lr": FloatRange(1e-4, 1e-1), "hidden": parse_dimension("hidden", "16:256:int")}
-    trials = [({"lr": 1e-2, "hidden": 128}, 0.9), ({"lr": 3e-3, "hidden": 64}, 0.85),
-              ({"lr": 5e-3, "hidden": 100}, 0.8)]
-    diagnoses = [["underfitting"]] * 3
-    plain, plain_notes = refine_space(space, trials, top=3, edge=0.1, diagnoses=diagnoses)
-    assert plain["hidden"].high == 256 and plain_notes[-1].startswith(
-        "hidden: diagnosis: 3 of the top 3 trials are underfitting; upper bound raised to 256")
-    new, notes = refine_space(space, trials, top=3, edge=0.1, diagnoses=diagnoses,
-                              flat={"hidden": "insensitive in d/coarse: (evidence)"})
-    assert (new["hidden"].low, new["hidden"].high) == (48, 169)  # narrowed around the top trials, no more
-    assert notes == ["lr: best 0.01 is inside 0.0001:0.1; narrowed around the top 3 trials to 0.0015:0.02 (1.1 of 3 "
-                     "decades)",
-                     "hidden: best 128 is inside 16:256:int; narrowed around the top 3 trials to 48:169:int (0.55 of "
-                     "1.2 decades)"]
