@@ -598,12 +598,31 @@ def run_worker(
                 time.sleep(poll)  # other workers are running the last trials; one of them may die
                 continue
             after_id = optuna_rdb.trial_id(claimed)
-            with heartbeat.beating(after_id):  # while the result is recorded too, retries included
-                frozen = _run_claimed(study, stage, claimed, dataset, report)
+            try:
+                with heartbeat.beating(after_id):  # while the result is recorded too, retries included
+                    frozen = _run_claimed(study, stage, claimed, dataset, report)
+            except (KeyboardInterrupt, Interrupted):
+                if on_trial is not None:  # its line too, as a watcher of several workers reports theirs
+                    _report_interrupted(storage, after_id, on_trial)
+                raise
             report.ran += 1
             if on_trial is not None:
                 on_trial(frozen)
     return report
+
+
+def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[FrozenTrial], None]) -> None:
+    """Pass the trial an interrupt ended to ``on_trial`` once it is recorded as FAIL (a second Ctrl-C or SIGTERM
+    ignored meanwhile); nothing when the database did not take the record."""
+    with _signals_ignored():
+        try:
+            frozen = storage.get_trial(trial_id)
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            return
+        if frozen.state == TrialState.FAIL:
+            on_trial(frozen)
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:

@@ -193,6 +193,25 @@ def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
     assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0
 
 
+def test_an_interrupted_trial_of_one_process_has_its_log_line(url, monkeypatch, capsys):
+    real = stages_module.run_trial
+    calls = {"n": 0}
+
+    def interrupt_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages_module, "run_trial", interrupt_on_third)
+    stage = coarse_stage("l", RUN, {"lr": FloatRange(1e-3, 1e-2, log=True)}, 4, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, jobs=1, progress="log"), stage)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("l/coarse:0 new best ") and lines[1].startswith("l/coarse:1 ")
+    assert lines[2] == "l/coarse:2 interrupted -      [2/4]"  # stopped before its params were drawn
+
+
 def test_an_interrupt_whose_record_the_database_refuses_leaves_the_trial_to_the_next_run(url, monkeypatch):
     monkeypatch.setattr(stages_module, "run_trial", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
 
