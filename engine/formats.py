@@ -304,7 +304,7 @@ def _read_rows(
                     continue  # blank line
                 if len(row) != len(header):
                     raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
-                                    f"{len(row)} fields but the header has {len(header)}")
+                                    f"{len(row)} field{'' if len(row) == 1 else 's'} but the header has {len(header)}")
                 if take is not None:
                     row = [row[i] for i in take] + (["-"] if unlabelled else [])
                 rows.append(row)

@@ -420,7 +420,7 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
             continue
         k = fine_index(last)
         if k >= max_fine:
-            stopped = f"--max-fine {max_fine} stages ran"
+            stopped = f"--max-fine {max_fine}: {max_fine} fine stage{'' if max_fine == 1 else 's'} ran"
             break
         if k > 0:
             current = Stage.from_attrs(study.user_attrs)

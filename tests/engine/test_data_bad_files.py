@@ -124,6 +124,8 @@ def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -
 def test_ragged_and_truncated_csv_rows(tmp_path: Path) -> None:
     ragged = _csv(tmp_path / "ragged.csv", "a,b,label\n" + _good_rows(2) + "1,2,3,a\n" + _good_rows(8))
     _error(DataSpec(str(ragged)), ragged, "row 3 (line 4) has 4 fields but the header has 3")
+    short = _csv(tmp_path / "short.csv", "a,b,label\n" + _good_rows(2) + "1\n" + _good_rows(8))
+    _error(DataSpec(str(short)), short, "row 3 (line 4) has 1 field but the header has 3")  # not "1 fields"
     full = "a,b,label\n" + _good_rows(12)
     truncated = _csv(tmp_path / "truncated.csv", full[: full.rindex(",")])  # the last row lost its label
     _error(DataSpec(str(truncated)), truncated, "row 12 (line 13) has 2 fields")

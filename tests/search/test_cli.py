@@ -126,6 +126,7 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
                    "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
     assert auto.exit_code == 0, auto.output
     final = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db"))
+    assert "stopped adding fine stages: --max-fine 0: 0 fine stages ran" in auto.stdout  # was "--max-fine 0 stages ran"
     # the final stage ranks configurations by their mean over repeats, not by their best trial as search studies
     # does; auto's table said "best val" for both
     lines = auto.stdout.splitlines()
