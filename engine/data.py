@@ -39,7 +39,6 @@ from engine.formats import (
     read_npz,
     read_table,
     sha256_files,
-    table_columns,
 )
 
 CIFAR_VAL_FRACTION = 0.1
@@ -468,9 +467,8 @@ def load_data_file(spec: DataSpec) -> Dataset:
         return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
     if fmt in ("csv", "tsv"):
         delimiter = "," if fmt == "csv" else "\t"
-        X, labels, feature_names = read_table(path, delimiter, spec.label_column)
+        X, labels, feature_names, column = read_table(path, delimiter, spec.label_column)
         y, label_names = _label_array(labels)
-        column = table_columns(path, delimiter, spec.label_column)[1]
         labels_from = (f" of the label column {column!r}" if spec.label_column is not None
                        else f" of the label column {column!r} (the last; --label-column NAME takes another)")
         return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=feature_names,

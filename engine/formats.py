@@ -185,9 +185,11 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 # .csv / .tsv
 
 
-def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
-    """A header-row CSV/TSV as features float32 (N, D), the label cell of each row (N,), and the feature names (D,)."""
-    found: list[tuple[str, ...]] = []
+def read_table(path: Path, delimiter: str, label_column: str | None
+               ) -> tuple[np.ndarray, list[str], tuple[str, ...], str]:
+    """A header-row CSV/TSV as features float32 (N, D), the label cell of each row (N,), the feature names (D,) and
+    the label column's name."""
+    found: list[tuple[tuple[str, ...], str]] = []
 
     def columns(header: list[str]) -> tuple[None, int, tuple[str, ...]]:
         label_index = _label_index(path, header, label_column)
@@ -197,11 +199,11 @@ def read_table(path: Path, delimiter: str, label_column: str | None) -> tuple[np
         if _looks_like_data(names):
             raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
                             f"header; add a first line naming the columns, e.g. x1,x2,...,label")
-        found.append(names)
+        found.append((names, header[label_index].strip()))
         return None, label_index, names
 
     X, labels = _read_rows(path, delimiter, columns, text_hint=TEXT_COLUMN_HINT)
-    return X, labels, found[0]
+    return X, labels, *found[0]
 
 
 TEXT_COLUMN_HINT = ("every column but the label column is trained on as a feature: delete it from the file if it is "
