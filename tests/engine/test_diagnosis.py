@@ -127,7 +127,6 @@ def test_dead_and_saturated_units_and_a_bad_initial_loss():
     assert expected_initial_loss("svm", 10) == 9.0
 
 
-
 def test_dead_and_saturated_units_are_said_per_layer_in_words():
     # search explain printed them as Python lists: "dead units per layer [0.62, 0.0312] (> 50% in a layer)"
     d = _run(layers=[LayerStats(1, 0.1, 0.2, 0.25, 0.62), LayerStats(2, 0.1, 0.2, 0.0, 0.0312)])
@@ -138,6 +137,7 @@ def test_dead_and_saturated_units_are_said_per_layer_in_words():
         "saturated outputs: 25% of layer 1, 0% of layer 2 (> 20% in a layer): the initial weights are too large "
         "for tanh/sigmoid",
     ]
+
 
 def test_a_fraction_just_over_its_threshold_is_not_rounded_down_to_it():
     # 50.2 % dead is dead_units (> 50 %); "50% of layer 1 (> 50% in a layer)" contradicted the label
