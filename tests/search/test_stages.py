@@ -165,17 +165,23 @@ def test_with_parent_works_this_process_runs_trials_beside_the_workers_and_repor
     assert sum(t.user_attrs["worker"] == worker_name() for t in trials) >= 4
 
 
-def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
+def _interrupt_trial(monkeypatch, k: int):
+    """Make the ``k``-th trial this process runs end in a Ctrl-C; the real ``run_trial``, to put back."""
     real = stages_module.run_trial
     calls = {"n": 0}
 
-    def interrupt_on_fourth(*args, **kwargs):
+    def interrupt_on_kth(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == k:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stages_module, "run_trial", interrupt_on_fourth)
+    monkeypatch.setattr(stages_module, "run_trial", interrupt_on_kth)
+    return real
+
+
+def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
+    real = _interrupt_trial(monkeypatch, 4)
     stage = coarse_stage("i", RUN, DEFAULT_SPACE, 8, seed=0)
     with pytest.raises(KeyboardInterrupt):
         execute_stage(Execution(url, progress="quiet"), stage)
@@ -194,16 +200,7 @@ def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
 
 
 def test_an_interrupted_trial_of_one_process_has_its_log_line(url, monkeypatch, capsys):
-    real = stages_module.run_trial
-    calls = {"n": 0}
-
-    def interrupt_on_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(stages_module, "run_trial", interrupt_on_third)
+    _interrupt_trial(monkeypatch, 3)
     stage = coarse_stage("l", RUN, {"lr": FloatRange(1e-3, 1e-2, log=True)}, 4, seed=0)
     with pytest.raises(KeyboardInterrupt):
         execute_stage(Execution(url, jobs=1, progress="log"), stage)
