@@ -94,7 +94,8 @@ class SectionedCommand(click.Command):
     """A command whose --help lists its options in sections (data, model, optimisation, search, execution)."""
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        # arguments are named in the usage line; click 8.5.1 gives each a help row too, an empty one
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, click.Option)}
         placed: set[str] = set()
         for title, names in SECTIONS.items():
             rows = [records[n] for n in names if records.get(n)]

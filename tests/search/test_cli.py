@@ -626,3 +626,13 @@ def test_every_option_of_every_command_says_what_it_does():
     bare = [f"{name} {param.opts[0]}" for name, command in sorted(cli.commands.items()) for param in command.params
             if isinstance(param, click.Option) and not param.help and param.name != "help"]
     assert bare == []
+
+
+def test_help_lists_no_argument_as_a_bare_option_row(run_cli):
+    # click 8.5.1 gives an argument a help row: "Options:" began with a bare "  [STUDY]" (trials), "  SQL" (query)
+    text = run_cli("explain", "--help").stdout
+    options = text[text.index("Options:\n") + len("Options:\n"):].splitlines()
+    assert [line.split()[0] for line in options] == ["--plot", "-h,"]
+    for name in ("trials", "query", "explain"):
+        rows = run_cli(name, "--help").stdout.splitlines()
+        assert not [row for row in rows if row.strip() in ("[STUDY]", "SQL", "STUDY:NUMBER")], name
