@@ -25,6 +25,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
 MEMORY_FRACTION = 0.5  # refuse data whose arrays would take more than this share of the available memory
 CSV_CHUNK_ROWS = 10_000
+# cells that spreadsheets, R and pandas write for a missing value (pandas' na_values without its NaN spellings,
+# which parse as numbers, and with the '?' of UCI's files)
+MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "null", "none", "?"})
 HASH_CHUNK = 1 << 20
 
 
@@ -389,6 +392,9 @@ def _parse_rows(
                     if not cell.strip():
                         raise DataError(f"{path}: {where} column {names[c]!r} is empty (a missing value): fill it "
                                         f"in or delete the row")
+                    if cell.strip().lower() in MISSING_CELLS:
+                        raise DataError(f"{path}: {where} column {names[c]!r} is {cell.strip()!r} (a missing value): "
+                                        f"fill it in or delete the row")
                     raise DataError(f"{path}: {where} column {names[c]!r}: {cell[:40]!r} is not a number")
         raise
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below

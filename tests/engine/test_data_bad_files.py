@@ -106,6 +106,11 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
     # a missing value was "'' is not a number"
     assert _error(DataSpec(str(empty)), empty) == (f"{empty}: row 1 (line 2) column 'b' is empty (a missing value): "
                                                    "fill it in or delete the row")
+    # R's NA, a spreadsheet's #N/A and UCI's ? were "'NA' is not a number", as if the cell held a typo
+    for cell in ("NA", "#N/A", "?", " n/a"):
+        marked = _csv(tmp_path / "marked.csv", "a,b,label\n" + _good_rows(3) + f"1,{cell},a\n" + _good_rows(8))
+        assert _error(DataSpec(str(marked)), marked) == (
+            f"{marked}: row 4 (line 5) column 'b' is {cell.strip()!r} (a missing value): fill it in or delete the row")
 
 
 def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ def test_bad_input_is_one_line_and_exit_2(run_cli, wine_csv, tmp_path):
     with open(tmp_path / "bad.csv", "w") as f:
         f.write(open(wine_csv).read().replace("14.23", "n/a", 1))
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "bad.csv"),
-                   "bad.csv: row 1 (line 2) column 'alcohol': 'n/a' is not a number")
+                   "bad.csv: row 1 (line 2) column 'alcohol' is 'n/a' (a missing value): fill it in or delete the row")
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".csv" and p.name.startswith("p")) == []
 
 
