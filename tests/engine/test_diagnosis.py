@@ -167,6 +167,18 @@ def test_a_gap_or_loss_change_just_past_its_limit_is_not_rounded_to_it():
     assert describe_diagnosis(noisy)[0].startswith("train accuracy 0.9619 is 17.02% above validation (> 17.0%, ")
 
 
+def test_a_loss_that_rose_a_little_says_it_rose_not_that_it_fell_by_a_negative_share():
+    # wine/fine-1:21 was "the loss fell by only -3.2% of its first value, and its L2 term is 101.1% of it"
+    held_up = _run(loss=[1.1] + [1.1352] * 99, train=0.9919, val=1.0, reg_loss=1.0112 * 1.1352)
+    assert held_up.labels == ("underfitting",) and held_up.numbers["loss_change"] == -0.032
+    assert describe_diagnosis(held_up) == [
+        "the loss rose by 3.2% of its first value, and its L2 term is 101.1% of it at the end (>= 75%): the weights' "
+        "penalty holds it up, not a small step; underfitting: lower regularisation"]
+    slow = _run(loss=[2.0] + [2.0 * 1.05] * 99, train=0.3, val=0.3)
+    assert slow.labels[0] == "lr_too_low" and describe_diagnosis(slow)[0] == (
+        "the loss rose by 5.0% of its first value (instead of falling by 10% or more): the learning rate is too low")
+
+
 def test_the_reason_given_for_underfitting_is_the_one_its_stored_numbers_show():
     # a loss that fell 9.996 %, 80 % of it L2 term, was underfitting (over-regularised), but its loss change was
     # stored as 0.1, and search explain, reading it, gave the other reason: "the training set is not learned" for a
