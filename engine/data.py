@@ -639,7 +639,9 @@ def id_column_warning(ds: Dataset) -> str | None:
     for j in np.flatnonzero(high - low >= rows - 1):
         name, column = ds.feature_names[j], np.concatenate([X[:, j] for X in splits])
         if np.array_equal(column, np.round(column)) and len(np.unique(column)) == len(column):
-            return (f"column {name!r} holds a different whole number in every row ({column.min():.0f} to "
+            shown = repr(name) if name.strip() else ("'' (no name in the header, as pandas' to_csv names the index "
+                                                     "it writes unless given index=False)")
+            return (f"column {shown} holds a different whole number in every row ({column.min():.0f} to "
                     f"{column.max():.0f}), as a row id does: it is trained on as a feature; delete it from the file "
                     f"if it is one")
     return None

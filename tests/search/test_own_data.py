@@ -125,6 +125,16 @@ def test_an_id_column_is_named_by_search_data_and_before_a_stage_runs(run_cli, t
     assert coarse.exit_code == 0 and coarse.stderr.splitlines()[0] == warning, coarse.output
 
 
+def test_an_unnamed_index_column_says_where_it_came_from(run_cli, tmp_path, monkeypatch):
+    # frame.to_csv(path) writes the index as a first column with an empty name: the warning said "column '' holds ..."
+    monkeypatch.setenv("COLUMNS", "300")  # the line unwrapped
+    load_wine(as_frame=True).frame.to_csv(tmp_path / "wine.csv")
+    assert run_cli("data", "--data", "wine.csv").stdout.splitlines()[-1] == (
+        "warning: column '' (no name in the header, as pandas' to_csv names the index it writes unless given "
+        "index=False) holds a different whole number in every row (0 to 177), as a row id does: it is trained on as "
+        "a feature; delete it from the file if it is one")
+
+
 SCALES = ("warning: features on very different scales: std from 0.127 to 318 (ratio 2516); "
           "try --preprocess standardize")
 
