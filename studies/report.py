@@ -715,8 +715,10 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     gap = _num(n.get("train_val_gap"))
     gap_text = "-" if gap is None else f"{_whole(gap * 100)} pts"
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
-    if label == "lr_too_low":
-        return f"loss fell {_pct_text(n.get('loss_change'))}"
+    if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
+        change = _num(n.get("loss_change"))
+        rose = change is not None and _whole(change * 100).startswith("-")
+        return f"loss rose {_pct_text(-change)}" if rose else f"loss fell {_pct_text(change)}"
     if label == "lr_too_high":  # stopped as exploded or NaN, or (a run nothing stopped) ended above its first loss
         if stop_reason == "nan":
             return "loss went NaN"

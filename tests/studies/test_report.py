@@ -734,6 +734,12 @@ def test_small_negative_numbers_print_as_zero_never_minus_zero():
     assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2 pts"
 
 
+def test_a_loss_that_rose_a_little_reads_rose_not_fell_by_a_negative_share():
+    # a loss up 3.2 % (barely moved: lr_too_low) was titled "loss fell -3 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.032}) == "loss rose 3 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": 0.064}) == "loss fell 6 %"
+
+
 def test_a_loss_that_barely_moved_is_drawn_inside_the_axes():
     flat = [2.3026, None, 2.3025, None, 2.3024] * 20  # the stored curve: None for non-finite points
     panels = plots.diagnosis_axes(2)
