@@ -62,12 +62,21 @@ def stage_data(run: RunConfig) -> tuple[Any, tuple[str, ...]]:
     and `search data`'s warnings that every trial of a stage shares, shown before the trials start: the features' raw
     scales differ a lot and --preprocess leaves them so; a column numbers the rows. The raw copy is not kept beside
     the other."""
-    from engine.data import id_column_warning, load_dataset, scale_warning
-    from engine.preprocess import RESCALING
+    from engine.data import load_dataset
 
     raw = load_dataset(run.data)
+    return run.load(raw), data_warnings(run, raw)
+
+
+def data_warnings(run: RunConfig, raw: Any) -> tuple[str, ...]:
+    """`search data`'s warnings about the run's data ``raw`` (before --preprocess) that a run shares with every other
+    on it, as lines to show before training: the raw scales differ a lot and --preprocess leaves them so; a column
+    numbers the rows."""
+    from engine.data import id_column_warning, scale_warning
+    from engine.preprocess import RESCALING
+
     warnings = (None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw))
-    return run.load(raw), tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
+    return tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:

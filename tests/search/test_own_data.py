@@ -161,6 +161,21 @@ def test_a_stage_on_raw_scales_warns_as_search_data_does_unless_they_are_rescale
         assert "very different scales" not in rescaled.stderr + rescaled.stdout
 
 
+def test_one_run_on_raw_scales_warns_as_a_stage_does(run_cli, tmp_path, monkeypatch):
+    # search train on wine's raw scales reached val_acc 0.67 and search sanity failed its initial loss check (1.53
+    # for ln 3) with no word of why, where search coarse and search data said "try --preprocess standardize"
+    monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
+    _write_csv(tmp_path / "wine.csv", load_wine)
+    train = run_cli("train", "--data", "wine.csv", "--epochs", "1")
+    assert train.exit_code == 0 and train.stderr.splitlines() == [SCALES], train.output
+    sanity = run_cli("sanity", "--data", "wine.csv")
+    assert sanity.stderr.splitlines() == [SCALES]
+    assert sanity.stdout.startswith("FAIL  initial loss near chance (reg 0): 1.53 (expected ln 3 = 1.099 +- 0.05)")
+    for args in (["train", "--epochs", "1", "--preprocess", "standardize"], ["train", "--epochs", "1", "--json"],
+                 ["sanity", "--preprocess", "whiten"], ["sanity", "--json"]):
+        assert run_cli(*args, "--data", "wine.csv").stderr == "", args
+
+
 def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):
     """The documented way from Python: save the arrays with np.savez, point DataSpec at the file."""
     rng = np.random.default_rng(0)
