@@ -734,6 +734,14 @@ def test_small_negative_numbers_print_as_zero_never_minus_zero():
     assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2 pts"
 
 
+def test_an_underfitting_example_gives_the_share_of_its_loss_the_l2_term_holds():
+    # wine/fine-1:21, underfitting because its loss was its L2 term, was titled "train 0.99, gap -1 pts"
+    numbers = {"train_acc": 0.9919, "train_val_gap": -0.0081, "loss_change": -0.0319, "reg_share": 1.0112}
+    assert diagnosis_text("underfitting", numbers) == "train 0.99, gap -1 pts, L2 term 101 %"
+    assert diagnosis_text("underfitting", {**numbers, "train_acc": 0.41, "reg_share": 0.0031}) == (
+        "train 0.41, gap -1 pts, L2 term 0 %")
+
+
 def test_a_loss_that_rose_a_little_reads_rose_not_fell_by_a_negative_share():
     # a loss up 3.2 % (barely moved: lr_too_low) was titled "loss fell -3 %"
     assert diagnosis_text("lr_too_low", {"loss_change": -0.032}) == "loss rose 3 %"
