@@ -1220,7 +1220,7 @@ def _data_text(data: dict[str, Any] | None) -> str | None:
         text += f" of {features:,} features"
     if data.get("classes"):
         text += f", {len(data['classes'])} classes"
-    return text + (f"; sha256 {data['sha256'][:12]}..." if data.get("sha256") else "") + "."
+    return text + (f"; sha256 {data['sha256'][:12]}..." if data.get("sha256") else ".")
 
 
 def size_text(summary: dict[str, Any]) -> str:

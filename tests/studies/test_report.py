@@ -21,7 +21,7 @@ from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, StageInfo, budget_numbers,
                             campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome,
-                            param_importance, pruning_savings, repeat_numbers, write_report, _verdict)
+                            param_importance, pruning_savings, repeat_numbers, write_report, _data_text, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -740,6 +740,15 @@ def test_an_underfitting_example_gives_the_share_of_its_loss_the_l2_term_holds()
     assert diagnosis_text("underfitting", numbers) == "train 0.99, gap -1 pts, L2 term 101 %"
     assert diagnosis_text("underfitting", {**numbers, "train_acc": 0.41, "reg_share": 0.0031}) == (
         "train 0.41, gap -1 pts, L2 term 0 %")
+
+
+def test_the_data_line_ends_its_shortened_hash_with_three_dots_not_four():
+    # "...; sha256 cad2cfa79846...." (the shortened hash's dots, then the sentence's)
+    shapes = {"train": [124, 14], "val": [27, 14], "test": [27, 14]}
+    data = {"path": "/d/wine.csv", "format": "csv", "shapes": shapes, "classes": ["a", "b", "c"]}
+    line = "Data: /d/wine.csv (csv), 124 train / 27 val / 27 test samples of 14 features, 3 classes"
+    assert _data_text({**data, "sha256": "cad2cfa79846" + "0" * 52}) == line + "; sha256 cad2cfa79846..."
+    assert _data_text(data) == line + "."
 
 
 def test_a_loss_that_rose_a_little_reads_rose_not_fell_by_a_negative_share():
