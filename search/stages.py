@@ -204,8 +204,10 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
         raise SearchError(f"stage {stage.name} chose from {existing.parent}, and {stage.parent} was added after it "
                           f"(search fine); pass --campaign NAME to start another campaign")
     if not created and _definition(existing) != _definition(stage):
+        differs = run_differences(with_absolute_data(existing.run), stage.run)
         raise SearchError(
-            f"stage {stage.name} already exists with other settings ({describe_stage(existing)}); "
+            f"stage {stage.name} already exists with other settings ({describe_stage(existing)}"
+            + "".join(f"; {path} {there} in the stage, {here} given" for path, there, here in differs) + "); "
             f"run it with those settings or pass --campaign NAME to start another campaign"
             + (f" (search auto: --fine-sampler {existing.sampler} --fine-scheduler {existing.scheduler} "
                f"continue its fine stages)" if fine_index(stage.stage) > 0 else "")
@@ -218,6 +220,22 @@ def _definition(stage: Stage) -> tuple:
     path stored relative by an older version is compared as this folder resolves it)."""
     return (space_attr(stage.space), stage.n_trials, with_absolute_data(stage.run), stage.sampler, stage.seed,
             stage.points, stage.scheduler)
+
+
+def run_differences(there: RunConfig, here: RunConfig) -> list[tuple[str, str, str]]:
+    """(dotted path, value in ``there``, value in ``here``) of each run setting the two configurations differ in: what
+    a stage's description leaves out (--preprocess, --hidden, --label-column, the data's path, ...)."""
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    def text(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    a, b = flat(there.to_dict()), flat(here.to_dict())
+    return [(path, text(a.get(path)), text(b.get(path))) for path in a if a.get(path) != b.get(path)]
 
 
 def describe_stage(stage: Stage) -> str:

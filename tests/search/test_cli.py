@@ -636,3 +636,16 @@ def test_help_lists_no_argument_as_a_bare_option_row(run_cli):
     for name in ("trials", "query", "explain"):
         rows = run_cli(name, "--help").stdout.splitlines()
         assert not [row for row in rows if row.strip() in ("[STUDY]", "SQL", "STUDY:NUMBER")], name
+
+
+def test_a_stage_refused_for_other_settings_names_the_run_setting_that_differs(run_cli):
+    # search auto again without --preprocess standardize was refused with the stage's space, trials, epochs and
+    # sampler, all as this command gives them: the one setting that differed went unnamed
+    args = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
+    assert run_cli(*args, "--preprocess", "standardize").exit_code == 0
+    line = one_line_error(run_cli(*args), "already exists with other settings")
+    assert line == ("error: stage digits/coarse already exists with other settings (lr=1e-06:1 reg=1e-06:10, 2 "
+                    "trials, 1 epoch, sampler random; preprocess.name standardize in the stage, mean_image given); "
+                    "run it with those settings or pass --campaign NAME to start another campaign")
+    line = one_line_error(run_cli(*args, "--preprocess", "standardize", "--hidden", "50,20"))
+    assert "sampler random; arch.hidden 100 in the stage, 50,20 given); run it" in line
