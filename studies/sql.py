@@ -340,6 +340,10 @@ def _refusal_message(exc: BaseException) -> str:
         return f"refused: only one read-only query (SELECT, WITH, VALUES, EXPLAIN) may run ({detail})"
     if "permission denied" in lowered or re.search(r"must be (a )?(member|superuser)", lowered):
         return f"refused: read-only queries may not do that ({detail})"
+    missing = re.search(r'no such column: (\w+)$|column "(\w+)" does not exist', detail)  # SQLite, PostgreSQL
+    if missing and not (missing[1] or missing[2]).startswith("param_"):  # `WHERE lr > 0` for param_lr
+        return (f"SQL failed: {detail} (searched parameters are columns param_NAME; search query --help lists "
+                f"every column of trials_flat)")
     return f"SQL failed: {detail}"
 
 

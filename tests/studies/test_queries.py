@@ -366,6 +366,14 @@ def test_failed_sql_is_a_query_error(db) -> None:
     url, _ = db
     with pytest.raises(QueryError, match="SQL failed: no such table: nope"):
         run_readonly_sql(url, "SELECT * FROM nope")
+    # `SELECT lr` was "SQL failed: no such column: lr", with no word of where lr is
+    with pytest.raises(QueryError) as err:
+        run_readonly_sql(url, "SELECT lr FROM trials_flat")
+    assert str(err.value) == ("SQL failed: no such column: lr (searched parameters are columns param_NAME; search query "
+                              "--help lists every column of trials_flat)")
+    with pytest.raises(QueryError) as err:
+        run_readonly_sql(url, "SELECT param_momentum FROM trials_flat")
+    assert str(err.value) == "SQL failed: no such column: param_momentum"
 
 
 def test_trials_flat_view_has_one_row_per_trial(db, storage) -> None:
