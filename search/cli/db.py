@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    FiniteFloatRange, SectionedCommand, WritablePath,
+    NEWEST_CAMPAIGN, FiniteFloatRange, SectionedCommand, WritablePath,
     apply, campaign_option, format_option, json_option, not_empty, open_for_reading, storage_option,
 )
 from search.cli.output import column_cell, echo_json, print_frame, print_table, say
@@ -46,7 +46,7 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 
 @click.command(cls=SectionedCommand, short_help="One row per trial: state, value, params, diagnosis.")
 @click.argument("study", required=False)
-@campaign_option
+@campaign_option("every campaign")
 @click.option("--state", "states", multiple=True,
               type=click.Choice(["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"], case_sensitive=False),
               help="Only trials in this state (repeatable).")
@@ -95,7 +95,7 @@ def auto_choice(st: Any, campaign: str) -> str | None:
 
 
 @click.command(cls=SectionedCommand, short_help="The best trial of a campaign, and how to keep it.")
-@campaign_option
+@campaign_option(NEWEST_CAMPAIGN)
 @storage_option
 @format_option
 def best(campaign: str | None, storage: str | None, fmt: str) -> None:

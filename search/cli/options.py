@@ -395,15 +395,25 @@ heartbeat_option = click.option(
     "--heartbeat", type=click.IntRange(min=1, max=86400), default=10, show_default=True,
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
          "Set by the command that creates a stage; its workers use the stage's value.")
-campaign_option = click.option("--campaign", default=None, callback=not_empty,
-                               help="Campaign name (default: the dataset's name / the latest).")
 explode_option = click.option(
     "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
     help="Stop a run once its loss, averaged over 10 minibatches, exceeds this x its first loss (not in "
          "search auto's final stage, whose runs predict retrains).")
 
-# campaign, database, local worker processes, heartbeat
-stage_run_options = apply([campaign_option, storage_option, jobs_option, heartbeat_option])
+# --campaign's default, as its help says it: a command that starts a campaign, one that continues or reads one
+NEW_CAMPAIGN = "the data's name, e.g. wine for wine.csv"
+NEWEST_CAMPAIGN = "the latest"
+
+
+def campaign_option(default: str) -> Callable:
+    """--campaign, whose help gives the command's own ``default``."""
+    return click.option("--campaign", default=None, callback=not_empty, help=f"Campaign name (default: {default}).")
+
+
+def stage_run_options(campaign_default: str) -> Callable:
+    """Campaign (its help giving ``campaign_default``), database, local worker processes, heartbeat."""
+    return apply([campaign_option(campaign_default), storage_option, jobs_option, heartbeat_option])
+
 
 DRAWN_SAMPLERS = ["random", "tpe", "qmc"]  # what --sampler and --fine-sampler offer (grid and fixed are stage kinds)
 

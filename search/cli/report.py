@@ -5,12 +5,13 @@ import importlib.util
 import math
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from search.cli.options import (
-    SectionedCommand, WritablePath,
+    NEWEST_CAMPAIGN, SectionedCommand, WritablePath,
     build_space, campaign_option, explode_option, heartbeat_option, jobs_option, json_option, open_for_reading,
     run_config_options, space_options, storage_option,
 )
@@ -18,14 +19,17 @@ from search.cli.output import echo_json, fmt, say
 from search.config import RunConfig
 from search.errors import Interrupted, SearchError, forget_pending, pending
 
-out_option = click.option("--out", "out_dir", type=WritablePath(folder=True), default=None,
-                          help="Folder to write into (default: report-<campaign> / <campaign>).")
+
+def out_option(default: str) -> Callable:
+    """--out, whose help gives the command's own ``default`` folder."""
+    return click.option("--out", "out_dir", type=WritablePath(folder=True), default=None,
+                        help=f"Folder to write into (default: {default}).")
 
 
 # --------------------------------------------------------------------------- report
 @click.command(cls=SectionedCommand, short_help="Write report.html, report.md and summary.json.")
-@campaign_option
-@out_option
+@campaign_option(NEWEST_CAMPAIGN)
+@out_option("report-<campaign>")
 @storage_option
 @json_option
 def report(campaign: str | None, out_dir: str | None, storage: str | None, as_json: bool) -> None:
@@ -84,8 +88,8 @@ def report_progress() -> Any:
               help="Budget of each stage (the grid gets k x k points, k = floor(sqrt(trials))).")
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per trial.")
 @explode_option
-@campaign_option
-@out_option
+@campaign_option("compare-<UTC timestamp>")
+@out_option("<campaign>")
 @storage_option
 @jobs_option
 @heartbeat_option

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    DRAWN_SAMPLERS, SectionedCommand, WritablePath, check_not_input,
+    DRAWN_SAMPLERS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, SectionedCommand, WritablePath, check_not_input,
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
@@ -97,7 +97,7 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
 @run_config_options
 @space_options
 @stage_options
-@stage_run_options
+@stage_run_options(NEW_CAMPAIGN)
 @json_option
 def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
            explode_factor: float, campaign: str | None, storage: str | None, jobs: int, heartbeat: int,
@@ -132,7 +132,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
               help="Trials (default: the previous stage's).")
 @click.option("--scheduler", type=choice(SCHEDULERS), default=None,
               help="none or asha (default: the previous stage's); see search coarse --help.")
-@stage_run_options
+@stage_run_options(NEWEST_CAMPAIGN)
 @json_option
 def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, scheduler: str | None,
          campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
@@ -160,7 +160,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
 
 
 @click.command(cls=SectionedCommand, short_help="Grid over the coarse stage's space at its budget.")
-@stage_run_options
+@stage_run_options(NEWEST_CAMPAIGN)
 @json_option
 def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """Grid stage over the coarse stage's space, epochs and budget: every category x k values per range,
@@ -200,7 +200,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
               help="Retrains of the chosen configuration, scored on test (mean +- std).")
 @click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
               help="Save the chosen configuration's first retrain as a model for `search predict`.")
-@stage_run_options
+@stage_run_options(NEW_CAMPAIGN)
 @json_option
 def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
          explode_factor: float, top: int, edge: float, promote: int, fine_epochs: int | None, fine_sampler: str | None,
@@ -267,7 +267,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
 
 
 @click.command(cls=SectionedCommand, short_help="Join a running stage and run its trials.")
-@campaign_option
+@campaign_option(NEWEST_CAMPAIGN)
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
 @storage_option
 @heartbeat_option

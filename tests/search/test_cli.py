@@ -649,3 +649,22 @@ def test_a_stage_refused_for_other_settings_names_the_run_setting_that_differs(r
                     "run it with those settings or pass --campaign NAME to start another campaign")
     line = one_line_error(run_cli(*args, "--preprocess", "standardize", "--hidden", "50,20"))
     assert "sampler random; arch.hidden 100 in the stage, 50,20 given); run it" in line
+
+
+def test_campaign_and_out_help_give_each_command_its_own_default(run_cli):
+    # every command said "--campaign ... (default: the dataset's name / the latest)", search trials too, which shows
+    # every campaign; report and compare both said "--out ... (default: report-<campaign> / <campaign>)"
+    def option(command, name):
+        text = " ".join(run_cli(command, "--help").stdout.split())
+        row = f"{name} {'DIRECTORY' if name == '--out' else 'TEXT'} "  # not an example's --campaign digits
+        return text[text.index(row):].split(").")[0] + ")."
+
+    for command in ("coarse", "auto"):
+        assert option(command, "--campaign") == ("--campaign TEXT Campaign name (default: the data's name, e.g. wine "
+                                                 "for wine.csv).")
+    for command in ("fine", "grid", "worker", "best", "report"):
+        assert option(command, "--campaign") == "--campaign TEXT Campaign name (default: the latest).", command
+    assert option("trials", "--campaign") == "--campaign TEXT Campaign name (default: every campaign)."
+    assert option("compare", "--campaign") == "--campaign TEXT Campaign name (default: compare-<UTC timestamp>)."
+    assert option("report", "--out") == "--out DIRECTORY Folder to write into (default: report-<campaign>)."
+    assert option("compare", "--out") == "--out DIRECTORY Folder to write into (default: <campaign>)."
