@@ -408,7 +408,12 @@ def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
         raise StudyError(f"cannot sort by {sort!r}; valid columns: {', '.join(frame.columns)}")
     if ascending is None:
         ascending = column not in _DESCENDING_BY_DEFAULT
-    return frame.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+    if "state" not in frame.columns or column == "state":
+        return frame.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+    # among equal values a completed trial first: an exploded one (PRUNED) is valued at an epoch before its last
+    order = frame[[column]].assign(_unfinished=frame["state"] != "COMPLETE").sort_values(
+        [column, "_unfinished"], ascending=[ascending, True], na_position="last", kind="stable").index
+    return frame.loc[order]
 
 
 def loss_curves(

@@ -249,6 +249,21 @@ def test_trials_frame_sort_filter_and_limit(storage) -> None:
     assert len(pruned) == 3
 
 
+def test_a_completed_trial_sorts_before_a_pruned_one_of_the_same_value(empty_storage) -> None:
+    # on wine's 27 validation samples many trials reach 1.0: `search trials --sort value` listed the exploded ones
+    # (PRUNED, valued at an earlier epoch) first among them, by number
+    study = _study(empty_storage, "wine", "fine-1", None, 6)
+    exploded = _exploded(0.42)
+    study.add_trial(create_trial(state=TrialState.PRUNED, value=1.0, params=exploded.params,
+                                 distributions=exploded.distributions, user_attrs=exploded.user_attrs))
+    for value, lr, reg in [(0.96, 1e-3, 1e-4), (1.0, 3e-2, 2e-6), (1.0, 1e-3, 1e-4)]:
+        study.add_trial(_complete(value, lr, reg))
+    frame = trials_frame(empty_storage, study_name="wine/fine-1", sort="value")
+    assert frame[["number", "state"]].values.tolist() == [[2, "COMPLETE"], [3, "COMPLETE"], [0, "PRUNED"],
+                                                          [1, "COMPLETE"]]
+    assert trials_frame(empty_storage, study_name="wine/fine-1", sort="+value")["number"].tolist() == [1, 2, 3, 0]
+
+
 def test_trials_frame_sorts_by_a_parameter_by_the_name_the_table_shows(storage) -> None:
     by_lr = trials_frame(storage, study_name="digits/coarse", sort="-lr", states=["complete"])
     assert by_lr["param_lr"].tolist() == [5e-3, 3e-3, 2e-3, 1e-3, 1e-5]
