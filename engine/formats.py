@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 FILE_FORMATS = {".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
+# what to do with a file of another kind that is often a table: a spreadsheet, or text (UCI's .data)
+SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xls", ".ods"})
+TEXT_TABLE_SUFFIXES = frozenset({".txt", ".data", ".dat"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
 MEMORY_FRACTION = 0.5  # refuse data whose arrays would take more than this share of the available memory
@@ -117,8 +120,19 @@ def detect_format(path: Path) -> str:
         raise DataError(f"{path} is not a regular file or folder")
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{path}: unsupported data file; expected .npz, .csv, .tsv, an image folder or a CIFAR-10 folder")
+        raise DataError(f"{path}: unsupported data file; expected .npz, .csv, .tsv, an image folder or a CIFAR-10 folder"
+                        f"{unsupported_hint(path)}")
     return fmt
+
+
+def unsupported_hint(path: Path) -> str:
+    """How to make a table of another kind readable (``; ...``), or nothing."""
+    suffix = path.suffix.lower()
+    if suffix in SPREADSHEET_SUFFIXES:
+        return "; save the sheet as CSV (.csv) from the spreadsheet program"
+    if suffix in TEXT_TABLE_SUFFIXES:
+        return "; a table as text is read by its name: rename it .csv if comma-separated, .tsv if tab-separated"
+    return ""
 
 
 def sha256_files(root: Path, files: list[Path]) -> str:

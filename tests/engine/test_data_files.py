@@ -101,6 +101,15 @@ def test_dataspec_paths_missing_or_unsupported(tmp_path: Path) -> None:
     (tmp_path / "data.xlsx").write_bytes(b"x")
     with pytest.raises(ConfigError, match="unsupported data file.*data.xlsx"):
         DataSpec(str(tmp_path / "data.xlsx"))
+    # a spreadsheet, or UCI's iris.data (a CSV by another name), was "expected .npz, .csv or .tsv, ..." alone
+    for name, hint in (("data.xlsx", "; save the sheet as CSV (.csv) from the spreadsheet program"),
+                       ("iris.data", "; a table as text is read by its name: rename it .csv if comma-separated, .tsv "
+                                     "if tab-separated"), ("notes.json", "")):
+        (tmp_path / name).write_bytes(b"x")
+        with pytest.raises(ConfigError) as err:
+            DataSpec(str(tmp_path / name))
+        assert str(err.value) == (f"unsupported data file {str(tmp_path / name)!r}: expected .npz, .csv or .tsv, an "
+                                  f"image folder or a CIFAR-10 folder{hint}")
 
 
 # ---------------------------------------------------------------------------------------------
