@@ -388,7 +388,7 @@ def data(base: RunConfig, as_json: bool) -> None:
 @click.option("--id-column", default=None, metavar="NAME",
               help="A .csv/.tsv column that names each sample (an id), copied into every row of the predictions.")
 @click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
-              help="Write the predictions here instead of stdout.")
+              help="Write the predictions here instead of stdout (tab-separated for a .tsv file).")
 def predict(model_file: str, data_path: str, id_column: str | None, out: str | None) -> None:
     """Score samples with a saved model: one CSV row each, in file order, with the predicted class (and, for a
     softmax model, each class's probability); the accuracy when the data has labels.
@@ -421,8 +421,10 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     header = ["row"] + ([id_column or "file"] if files is not None else []) + ["prediction"] + (
         ["label"] if labels is not None else []) + ([f"p_{n}" for n in names] if softmax else [])
 
+    separator = "\t" if out and out.lower().endswith(".tsv") else ","
+
     def write_rows(stream: Any) -> None:
-        writer = csv.writer(stream, lineterminator="\n")
+        writer = csv.writer(stream, delimiter=separator, lineterminator="\n")
         writer.writerow(header)
         for i, k in enumerate(predicted.tolist()):
             row = [i] + ([files[i]] if files is not None else []) + [names[k]] + (

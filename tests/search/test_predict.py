@@ -101,6 +101,17 @@ def test_columns_are_read_by_name_in_any_order_and_labels_are_optional(run_cli, 
     assert "accuracy" not in c.stderr and "accuracy" in a.stderr
 
 
+def test_predictions_written_to_a_tsv_file_are_tab_separated(run_cli, wine_csv, tmp_path):
+    # --out p.tsv wrote comma-separated rows, which a spreadsheet opens as one column
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    assert run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.tsv").exit_code == 0
+    assert run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.csv").exit_code == 0
+    with open(tmp_path / "p.tsv") as tsv, open(tmp_path / "p.csv") as comma:
+        assert list(csv.reader(tsv, delimiter="\t")) == list(csv.reader(comma))
+    header = (tmp_path / "p.tsv").read_text().splitlines()[0]
+    assert header == "row\tprediction\tlabel\tp_barbera\tp_barolo\tp_grignolino"
+
+
 def test_an_id_column_names_each_row_of_the_predictions(run_cli, wine_csv, tmp_path):
     # the predictions of a table named its rows 0, 1, 2, ... only: the user's own ids were left behind
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
