@@ -165,7 +165,8 @@ def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
     if "sha256" in recorded and recorded.get("sha256") != identity.get("sha256"):
         raise SearchError(f"{identity.get('path') or identity.get('name')}: stage {study.study_name} was started on "
                           f"other data (sha256 {recorded.get('sha256')} recorded, {identity.get('sha256')} now); "
-                          f"refusing to mix two datasets in one stage")
+                          f"refusing to mix two datasets in one stage: put back the data it was started on, or "
+                          f"pass --campaign NAME to start another campaign on this data")
 
 
 def run_existing(execution: Execution, study: optuna.Study, created: bool = False,

@@ -63,6 +63,11 @@ def test_a_stage_refuses_data_that_changed_under_it(run_cli, tmp_path):
     frame.to_csv(path, index=False)
     line = one_line_error(run_cli(*args), str(path), "sha256", "refusing to mix")
     assert line.count("recorded") == 1
+    # the id-column warning says to delete the column; the file edited so, the same command said only "refusing to
+    # mix two datasets in one stage", with no way on
+    assert line.endswith("now); refusing to mix two datasets in one stage: put back the data it was started on, or "
+                         "pass --campaign NAME to start another campaign on this data")
+    assert run_cli(*args, "--campaign", "edited").exit_code == 0
 
 
 def test_bad_data_exits_2_and_leaves_no_database(run_cli, tmp_path):
