@@ -255,6 +255,25 @@ def test_a_stage_of_one_trial_is_said_in_the_singular_when_another_is_refused(ru
     assert "1 trial, 1 epoch, sampler random" in line, line
 
 
+@pytest.mark.parametrize("args, given", [
+    # the settings in brackets are the same in each: the line once ended there, so a changed --seed or --train-size
+    # read as a stage that already had the command's own settings
+    (["--seed", "5"], "seed 5 where it has 0"),
+    (["--train-size", "201"], "data.train_size 201 where it has 200"),
+    (["--epochs", "2"], "train.epochs 2 where it has 1"),
+    (["--hidden", "50", "--activation", "tanh", "--batchnorm", "--optimizer", "sgd"],
+     "arch.hidden (50,) where it has (100,), arch.activation tanh where it has relu, arch.batchnorm True where it "
+     "has False (and 1 more)"),
+])
+def test_a_stage_refused_for_other_settings_names_the_ones_that_differ(run_cli, args, given):
+    first = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
+    assert run_cli(*first).exit_code == 0
+    line = one_line_error(run_cli(*first, *args))
+    assert line == ("error: stage digits/coarse already exists with other settings (lr=1e-06:1 reg=1e-06:10, 2 "
+                    f"trials, 1 epoch, sampler random), and this command gives {given}; run it with those settings "
+                    "or pass --campaign NAME to start another campaign")
+
+
 def test_a_command_whose_stage_is_complete_says_so(run_cli):
     args = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
     assert run_cli(*args).exit_code == 0
