@@ -217,7 +217,7 @@ def _definition(stage: Stage) -> tuple:
     """The parts of a stage that must match for a command to continue it rather than conflict with it (a data
     path stored relative by an older version is compared as this folder resolves it)."""
     return (space_attr(stage.space), stage.n_trials, with_absolute_data(stage.run), stage.sampler, stage.seed,
-            stage.points, stage.scheduler)
+            stage.points, stage.scheduler, stage.explode_factor)
 
 
 def _differences(existing: Stage, stage: Stage, shown: int = 3) -> str:
@@ -228,6 +228,7 @@ def _differences(existing: Stage, stage: Stage, shown: int = 3) -> str:
         space_attr(existing.space) else ("space", 0, 0),
         ("trials", stage.n_trials, existing.n_trials), ("seed", stage.seed, existing.seed),
         ("sampler", stage.sampler, existing.sampler), ("scheduler", stage.scheduler, existing.scheduler),
+        ("explode_factor", stage.explode_factor, existing.explode_factor),
         ("grid points", len(stage.points), len(existing.points)) if stage.points != existing.points
         else ("grid points", 0, 0),
     ]

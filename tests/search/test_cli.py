@@ -261,6 +261,8 @@ def test_a_stage_of_one_trial_is_said_in_the_singular_when_another_is_refused(ru
     (["--seed", "5"], "seed 5 where it has 0"),
     (["--train-size", "201"], "data.train_size 201 where it has 200"),
     (["--epochs", "2"], "train.epochs 2 where it has 1"),
+    # continuing the stage, the stored factor was used and the command's left unsaid
+    (["--explode-factor", "5"], "explode_factor 5.0 where it has 3.0"),
     (["--hidden", "50", "--activation", "tanh", "--batchnorm", "--optimizer", "sgd"],
      "arch.hidden (50,) where it has (100,), arch.activation tanh where it has relu, arch.batchnorm True where it "
      "has False (and 1 more)"),
