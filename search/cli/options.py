@@ -49,6 +49,8 @@ class WritablePath(click.Path):
         rv = super().convert(value, param, ctx)
         path = Path(rv)
         if self.folder and path.exists():
+            if not path.is_dir():  # click.Path refuses a regular file only: a device or FIFO failed after the work
+                self.fail(f"{str(value)!r} is not a folder", param, ctx)
             return rv  # an existing folder, checked writable by click.Path
         where = next((p for p in path.parents if p.exists()), path.parent) if self.folder else path.parent
         if not where.exists():

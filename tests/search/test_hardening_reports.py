@@ -57,3 +57,20 @@ def test_compare_with_campaign_dotdot_writes_below_the_current_folder(run_cli, t
 ])
 def test_campaigns_with_different_names_never_share_a_report_folder_and_none_starts_with_a_dash(name, folder):
     assert safe_dirname(name) == folder
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_report_out_that_is_no_folder_is_refused_before_the_report_is_made(run_cli, tmp_path, kind):
+    # once the plots were drawn and then "--out '/dev/null': cannot create the folder: File exists"
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    out = tmp_path / "pipe"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out = Path(os.devnull)
+
+    result = run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url)
+
+    assert (result.exit_code, result.stderr) == (2, f"error: Invalid value for '--out': '{out}' is not a folder\n")
+    assert result.stdout == ""
