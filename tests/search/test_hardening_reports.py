@@ -100,3 +100,18 @@ def test_a_file_where_the_default_compare_folder_goes_is_refused_before_any_stag
     assert result.exit_code == 2 and result.stderr == (
         "error: cannot write into the default folder of --out: 'mine' is not a folder; give --out FOLDER\n")
     assert not (tmp_path / "search.db").exists()
+
+
+def test_a_folder_where_a_report_file_goes_fails_before_any_file_is_written_and_is_named(run_cli, tmp_path):
+    # once summary.json and the plots were written, then "cannot write the report: Is a directory"
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    out = tmp_path / "out"
+    (out / "report.md").mkdir(parents=True)
+
+    result = run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (f"error: --out '{out}': report.md there is a folder, which the report "
+                                              f"cannot replace; move it or give another --out")
+    assert [p.name for p in out.iterdir()] == ["report.md"]
