@@ -368,14 +368,18 @@ def _looks_like_data(names: tuple[str, ...]) -> bool:
 
 
 def _label_index(path: Path, header: list[str], label_column: str | None) -> int:
-    """Index of the label column in ``header``: the named one, or the last."""
-    if label_column is None:
-        return len(header) - 1
+    """Index of the label column in ``header``: the named one, or the last; its name must be no other column's."""
     stripped = [h.strip() for h in header]
-    if label_column.strip() not in stripped:
+    if label_column is not None and label_column.strip() not in stripped:
         shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
         raise DataError(f"{path}: no label column {label_column!r}; the columns are {shown}")
-    return stripped.index(label_column.strip())
+    index = len(header) - 1 if label_column is None else stripped.index(label_column.strip())
+    same = [i + 1 for i, h in enumerate(stripped) if h == stripped[index]]
+    if len(same) > 1:  # which is the label would depend on the order, and a saved model could not tell them apart
+        raise DataError(f"{path}: columns {', '.join(map(str, same[:-1]))} and {same[-1]} are each named "
+                        f"{stripped[index]!r}, the label column's name; rename all but one (columns are told "
+                        f"apart by name)")
+    return index
 
 
 def _table_bytes(path: Path, size: int, n_features: int) -> int:

@@ -363,6 +363,8 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
         number = float(text)
     except ValueError:
         raise SearchError(f"{text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise SearchError(f"{text!r} is not a finite number")
     return int(number) if entry.kind == "int" and number == int(number) else number
 
 

@@ -204,11 +204,10 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
         raise SearchError(f"stage {stage.name} chose from {existing.parent}, and {stage.parent} was added after it "
                           f"(search fine); pass --campaign NAME to start another campaign")
     if not created and _definition(existing) != _definition(stage):
-        differs = run_differences(with_absolute_data(existing.run), stage.run)
         raise SearchError(
-            f"stage {stage.name} already exists with other settings ({describe_stage(existing)}"
-            + "".join(f"; {path} {there} in the stage, {here} given" for path, there, here in differs) + "); "
-            f"run it with those settings or pass --campaign NAME to start another campaign"
+            f"stage {stage.name} already exists with other settings ({describe_stage(existing)}), and this command "
+            f"gives {_differences(existing, stage)}; run it with those settings or pass --campaign NAME to start "
+            f"another campaign"
             + (f" (search auto: --fine-sampler {existing.sampler} --fine-scheduler {existing.scheduler} "
                f"continue its fine stages)" if fine_index(stage.stage) > 0 else "")
         )
@@ -219,23 +218,40 @@ def _definition(stage: Stage) -> tuple:
     """The parts of a stage that must match for a command to continue it rather than conflict with it (a data
     path stored relative by an older version is compared as this folder resolves it)."""
     return (space_attr(stage.space), stage.n_trials, with_absolute_data(stage.run), stage.sampler, stage.seed,
-            stage.points, stage.scheduler)
+            stage.points, stage.scheduler, stage.explode_factor)
 
 
-def run_differences(there: RunConfig, here: RunConfig) -> list[tuple[str, str, str]]:
-    """(dotted path, value in ``there``, value in ``here``) of each run setting the two configurations differ in: what
-    a stage's description leaves out (--preprocess, --hidden, --label-column, the data's path, ...)."""
-    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-        return out
+def _differences(existing: Stage, stage: Stage, shown: int = 3) -> str:
+    """The first ``shown`` parts of ``_definition`` that ``stage`` sets otherwise than ``existing``, each as ``NAME
+    GIVEN where it has STORED`` (run options by their path in the run configuration: ``data.train_size``)."""
+    pairs: list[tuple[str, Any, Any]] = [
+        ("space", describe_space(stage.space), describe_space(existing.space)) if space_attr(stage.space) !=
+        space_attr(existing.space) else ("space", 0, 0),
+        ("trials", stage.n_trials, existing.n_trials), ("seed", stage.seed, existing.seed),
+        ("sampler", stage.sampler, existing.sampler), ("scheduler", stage.scheduler, existing.scheduler),
+        ("explode_factor", stage.explode_factor, existing.explode_factor),
+        ("grid points", len(stage.points), len(existing.points)) if stage.points != existing.points
+        else ("grid points", 0, 0),
+    ]
+    given, stored = (_paths(with_absolute_data(s.run).to_dict()) for s in (stage, existing))
+    for path in dict.fromkeys([*given, *stored]):
+        if not (path.endswith(".seed") and stage.seed != existing.seed):  # --seed sets them all: said as seed
+            pairs.append((path, given.get(path, "-"), stored.get(path, "-")))
+    found = [f"{name} {'-' if new is None else new} where it has {'-' if old is None else old}"
+             for name, new, old in pairs if new != old]
+    more = len(found) - shown
+    return ", ".join(found[:shown]) + (f" (and {more} more)" if more > 0 else "")
 
-    def text(value: Any) -> str:
-        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
-    a, b = flat(there.to_dict()), flat(here.to_dict())
-    return [(path, text(a.get(path)), text(b.get(path))) for path in a if a.get(path) != b.get(path)]
+def _paths(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict's leaves by dotted path (``{"data": {"seed": 0}}`` -> ``{"data.seed": 0}``)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_paths(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def describe_stage(stage: Stage) -> str:

@@ -1358,14 +1358,25 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8"))
     files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8"))
+    _check_targets(out, [filename for filename, _ in files.values()])
     written: dict[str, Path] = {}
     try:
         for key, (filename, data) in files.items():
             written[key] = out / filename
             _write_file(written[key], data)
     except OSError as exc:
-        raise StudyError(f"--out {str(out)!r}: cannot write the report: {exc.strerror or exc}") from None
+        raise StudyError(f"--out {str(out)!r}: cannot write {written[key].name}: {exc.strerror or exc}") from None
     return written
+
+
+def _check_targets(out: Path, filenames: Sequence[str]) -> None:
+    """StudyError naming the first of ``filenames`` that is a folder in ``out`` (no file can replace it), before any
+    file is written: a report half written beside an old one would mix two of them."""
+    for filename in filenames:
+        target = out / filename
+        if target.is_dir() and not target.is_symlink():
+            raise StudyError(f"--out {str(out)!r}: {filename} there is a folder, which the report cannot replace; "
+                             f"move it or give another --out")
 
 
 # --------------------------------------------------------------------------- repeated random/grid pairs
@@ -1390,6 +1401,7 @@ def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _check_targets(out, ["repeats.png", "compare.json"])
         _write_file(out / "repeats.png", report.images["repeats"])
         _write_file(out / "compare.json", (json.dumps(_jsonable(report.summary), indent=2) + "\n").encode("utf-8"))
     except OSError as exc:

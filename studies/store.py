@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import re
+import secrets
 import stat
 import time
 import warnings
@@ -420,6 +421,8 @@ def open_storage(
         _check_server_database(url, create, where)
 
     optuna_rdb.skip_alembic_at_head()
+    if create and path is not None and not path.exists():
+        _create_sqlite_whole(url, path, engine_kwargs)
     last_error: Exception | None = None
     for _attempt in range(_OPEN_ATTEMPTS):
         try:
@@ -458,6 +461,27 @@ def open_storage(
                 _sessions_in_utc(storage.engine)
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
+
+
+def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object]) -> None:
+    """Make a new SQLite study database at ``path`` whole or not at all.
+
+    Optuna creates its tables one statement at a time, each committed: a Ctrl-C among them left a file of some of
+    them, which every reading command then called "not an Optuna study database". They are made in a temporary file
+    beside ``path`` instead, linked into place unless another process linked its own first (that one is used). Where
+    that fails (a file system without hard links, a full disk) nothing is at ``path`` and the caller creates it there.
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(
+            hide_password=False), engine_kwargs=engine_kwargs)
+        storage.engine.dispose()
+        os.link(tmp, path)
+    except (SQLAlchemyError, OSError):
+        pass  # FileExistsError: another process made it first
+    finally:
+        for leftover in (tmp, tmp.with_name(f"{tmp.name}-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _sessions_in_utc(engine: sqlalchemy.engine.Engine) -> None:

@@ -47,17 +47,38 @@ class WritablePath(click.Path):
         if not str(value).strip():
             self.fail("the path must not be empty", param, ctx)
         rv = super().convert(value, param, ctx)
-        path = Path(rv)
-        if self.folder and path.exists():
-            return rv  # an existing folder, checked writable by click.Path
-        where = next((p for p in path.parents if p.exists()), path.parent) if self.folder else path.parent
-        if not where.exists():
-            self.fail(f"{str(value)!r}: folder {str(where)!r} does not exist", param, ctx)
-        if not where.is_dir():
-            self.fail(f"{str(value)!r}: {str(where)!r} is not a folder", param, ctx)
-        if not os.access(where, os.W_OK | os.X_OK):
-            self.fail(f"{str(value)!r}: folder {str(where)!r} is not writable", param, ctx)
+        problem = write_problem(str(rv), self.folder)
+        if problem:
+            self.fail(problem, param, ctx)
         return rv
+
+
+def write_problem(path_text: str, folder: bool) -> str | None:
+    """Why a command cannot write the file (``folder``: into the folder, made with its parents) at ``path_text``, or
+    None: the folder it goes in (for a new folder, the nearest existing one) must be a writable folder."""
+    path = Path(path_text)
+    if folder and path.exists():
+        if not path.is_dir():  # click.Path refuses a regular file only: a device or FIFO failed after the work
+            return f"{path_text!r} is not a folder"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"folder {path_text!r} is not writable"
+        return None
+    where = next((p for p in path.parents if p.exists()), path.parent) if folder else path.parent
+    if not where.exists():
+        return f"{path_text!r}: folder {str(where)!r} does not exist"
+    if not where.is_dir():
+        return f"{path_text!r}: {str(where)!r} is not a folder"
+    if not os.access(where, os.W_OK | os.X_OK):
+        return f"{path_text!r}: folder {str(where)!r} is not writable"
+    return None
+
+
+def default_folder(folder: str) -> str:
+    """``folder``, the default of --out, checked as a given --out is (before any work); SearchError otherwise."""
+    problem = write_problem(folder, folder=True)
+    if problem:
+        raise SearchError(f"cannot write into the default folder of --out: {problem}; give --out FOLDER")
+    return folder
 
 
 def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]) -> None:

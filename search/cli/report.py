@@ -12,7 +12,8 @@ import click
 
 from search.cli.options import (
     NEWEST_CAMPAIGN, SectionedCommand, WritablePath,
-    build_space, campaign_option, explode_option, heartbeat_option, jobs_option, json_option, open_for_reading,
+    build_space, campaign_option, default_folder, explode_option, heartbeat_option, jobs_option, json_option,
+    open_for_reading,
     run_config_options, space_options, storage_option,
 )
 from search.cli.output import echo_json, fmt, say
@@ -50,10 +51,11 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
+    out_dir = out_dir or default_folder(f"report-{safe_dirname(name)}")
     rep = campaign_report(st, name, progress=None if as_json else report_progress())
     if not as_json and sys.stderr.isatty():
         click.echo("\r\x1b[K", nl=False, err=True)  # the status line gone: the result follows
-    written = write_report(rep, out_dir or f"report-{safe_dirname(name)}")
+    written = write_report(rep, out_dir)
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
         return
@@ -114,6 +116,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     from studies.store import resolve_storage_url
 
     name = campaign or default_compare_campaign()
+    out_dir = out_dir or default_folder(safe_dirname(name))
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     progress = "quiet" if as_json or not sys.stderr.isatty() else "bar"
@@ -131,7 +134,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
             f"on {run.data.name}")
     result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,
                          on_stage=on_stage)
-    written = write_compare_report(result.report, out_dir or safe_dirname(name))
+    written = write_compare_report(result.report, out_dir)
     summary = result.report.summary
     errors = [e for pair in result.pairs for s in pair for e in s.errors]
     if as_json:

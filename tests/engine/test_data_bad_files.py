@@ -152,6 +152,16 @@ def test_missing_label_column_lists_the_columns(tmp_path: Path) -> None:
     _error(DataSpec(str(path), label_column="class"), path, "no label column 'class'", "'a', 'b', 'label'")
 
 
+def test_a_label_column_name_that_another_column_has_too_is_refused(tmp_path: Path) -> None:
+    # --label-column label took the first and trained on the second, to say "column 'label' holds text ...: name it
+    # with --label-column"; by default the last was the label, and a model saved from the file could not score it
+    path = _csv(tmp_path / "d.csv", "a,label,b,label\n" + "".join(f"{i},{i % 2},{i},{'xy'[i % 2]}\n" for i in range(30)))
+    expected = (f"{path}: columns 2 and 4 are each named 'label', the label column's name; rename all but one "
+                "(columns are told apart by name)")
+    assert _error(DataSpec(str(path), label_column="label"), path) == expected
+    assert _error(DataSpec(str(path)), path) == expected
+
+
 def test_empty_label_and_regression_target_labels(tmp_path: Path) -> None:
     empty = _csv(tmp_path / "e.csv", "a,b,label\n" + _good_rows(4) + "1,2,\n")
     _error(DataSpec(str(empty)), empty, "row 5 (line 6) has an empty label")

@@ -115,6 +115,10 @@ def test_a_grid_over_a_mixed_space_takes_every_category_times_k_values(run_cli):
     (["--space", "hidden=16:64:int", "--hidden", "100"], ["--space hidden=16:64:int", "--hidden"]),
     (["--space", "lr"], ["NAME=SPEC"]),
     (["--space", "lr=1e-3:1e-1", "--lr", "1e-3:1e-2"], ["searched twice"]),
+    # a list of numbers holding nan or inf: an integer one ended in a ValueError traceback
+    (["--space", "hidden=nan,3"], ["--space hidden=nan,3: 'nan' is not a finite number"]),
+    (["--space", "depth=1,1e309"], ["--space depth=1,1e309: '1e309' is not a finite number"]),
+    (["--space", "lr=1e-3,inf"], ["--space lr=1e-3,inf: 'inf' is not a finite number"]),
 ])
 def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, args, fragments):
     one_line_error(run_cli("coarse", *args), *fragments)

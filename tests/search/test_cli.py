@@ -255,6 +255,27 @@ def test_a_stage_of_one_trial_is_said_in_the_singular_when_another_is_refused(ru
     assert "1 trial, 1 epoch, sampler random" in line, line
 
 
+@pytest.mark.parametrize("args, given", [
+    # the settings in brackets are the same in each: the line once ended there, so a changed --seed or --train-size
+    # read as a stage that already had the command's own settings
+    (["--seed", "5"], "seed 5 where it has 0"),
+    (["--train-size", "201"], "data.train_size 201 where it has 200"),
+    (["--epochs", "2"], "train.epochs 2 where it has 1"),
+    # continuing the stage, the stored factor was used and the command's left unsaid
+    (["--explode-factor", "5"], "explode_factor 5.0 where it has 3.0"),
+    (["--hidden", "50", "--activation", "tanh", "--batchnorm", "--optimizer", "sgd"],
+     "arch.hidden (50,) where it has (100,), arch.activation tanh where it has relu, arch.batchnorm True where it "
+     "has False (and 1 more)"),
+])
+def test_a_stage_refused_for_other_settings_names_the_ones_that_differ(run_cli, args, given):
+    first = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
+    assert run_cli(*first).exit_code == 0
+    line = one_line_error(run_cli(*first, *args))
+    assert line == ("error: stage digits/coarse already exists with other settings (lr=1e-06:1 reg=1e-06:10, 2 "
+                    f"trials, 1 epoch, sampler random), and this command gives {given}; run it with those settings "
+                    "or pass --campaign NAME to start another campaign")
+
+
 def test_a_command_whose_stage_is_complete_says_so(run_cli):
     args = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
     assert run_cli(*args).exit_code == 0
@@ -645,10 +666,10 @@ def test_a_stage_refused_for_other_settings_names_the_run_setting_that_differs(r
     assert run_cli(*args, "--preprocess", "standardize").exit_code == 0
     line = one_line_error(run_cli(*args), "already exists with other settings")
     assert line == ("error: stage digits/coarse already exists with other settings (lr=1e-06:1 reg=1e-06:10, 2 "
-                    "trials, 1 epoch, sampler random; preprocess.name standardize in the stage, mean_image given); "
-                    "run it with those settings or pass --campaign NAME to start another campaign")
+                    "trials, 1 epoch, sampler random), and this command gives preprocess.name mean_image where it has "
+                    "standardize; run it with those settings or pass --campaign NAME to start another campaign")
     line = one_line_error(run_cli(*args, "--preprocess", "standardize", "--hidden", "50,20"))
-    assert "sampler random; arch.hidden 100 in the stage, 50,20 given); run it" in line
+    assert "and this command gives arch.hidden (50, 20) where it has (100,); run it" in line
 
 
 def test_campaign_and_out_help_give_each_command_its_own_default(run_cli):

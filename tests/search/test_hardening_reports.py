@@ -57,3 +57,61 @@ def test_compare_with_campaign_dotdot_writes_below_the_current_folder(run_cli, t
 ])
 def test_campaigns_with_different_names_never_share_a_report_folder_and_none_starts_with_a_dash(name, folder):
     assert safe_dirname(name) == folder
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_report_out_that_is_no_folder_is_refused_before_the_report_is_made(run_cli, tmp_path, kind):
+    # once the plots were drawn and then "--out '/dev/null': cannot create the folder: File exists"
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    out = tmp_path / "pipe"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out = Path(os.devnull)
+
+    result = run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url)
+
+    assert (result.exit_code, result.stderr) == (2, f"error: Invalid value for '--out': '{out}' is not a folder\n")
+    assert result.stdout == ""
+
+
+def test_a_file_where_the_default_report_folder_goes_is_refused_before_the_report_is_made(run_cli, tmp_path):
+    # once the plots were drawn first, then "--out 'report-demo': cannot create the folder: File exists", naming an
+    # option the command was not given
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    (tmp_path / "report-demo").write_text("notes\n")
+
+    result = run_cli("report", "--campaign", "demo", "--storage", url)
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("error: cannot write into the default folder of --out: 'report-demo' is not a folder; "
+                             "give --out FOLDER\n")
+    assert (tmp_path / "report-demo").read_text() == "notes\n"
+
+
+def test_a_file_where_the_default_compare_folder_goes_is_refused_before_any_stage_runs(run_cli, tmp_path):
+    (tmp_path / "mine").write_text("notes\n")
+
+    result = run_cli("compare", "--campaign", "mine", "--repeats", "1", "--trials", "1", "--epochs", "1",
+                     "--train-size", "100", "--hidden", "10")
+
+    assert result.exit_code == 2 and result.stderr == (
+        "error: cannot write into the default folder of --out: 'mine' is not a folder; give --out FOLDER\n")
+    assert not (tmp_path / "search.db").exists()
+
+
+def test_a_folder_where_a_report_file_goes_fails_before_any_file_is_written_and_is_named(run_cli, tmp_path):
+    # once summary.json and the plots were written, then "cannot write the report: Is a directory"
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    out = tmp_path / "out"
+    (out / "report.md").mkdir(parents=True)
+
+    result = run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (f"error: --out '{out}': report.md there is a folder, which the report "
+                                              f"cannot replace; move it or give another --out")
+    assert [p.name for p in out.iterdir()] == ["report.md"]

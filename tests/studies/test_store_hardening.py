@@ -171,6 +171,30 @@ def test_reading_a_missing_database_creates_nothing(tmp_path, kwargs) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_new_database_whose_creation_is_interrupted_leaves_no_file_and_is_made_whole_next_time(
+        tmp_path, monkeypatch) -> None:
+    """Ctrl-C among the CREATE TABLEs left a file of some of Optuna's tables: every reading command (search studies,
+    after search auto said "interrupted: the database is consistent") then called it not an Optuna study database."""
+    path = tmp_path / "search.db"
+    create_all = sqlalchemy.MetaData.create_all
+
+    def first_table_then_ctrl_c(metadata, bind, tables=None, checkfirst=True):
+        create_all(metadata, bind, tables=list(metadata.sorted_tables)[:1], checkfirst=checkfirst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sqlalchemy.MetaData, "create_all", first_table_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        open_storage(_url(path))
+    assert list(tmp_path.iterdir()) == []  # neither the database nor a temporary file
+
+    monkeypatch.setattr(sqlalchemy.MetaData, "create_all", create_all)
+    open_storage(_url(path)).engine.dispose()
+    reading = open_storage(_url(path), readonly=True)
+    assert list_studies(reading).empty
+    reading.engine.dispose()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 # --- 5. plain sentences for full disks, locks and unreachable servers ------------------------
 
 
