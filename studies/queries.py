@@ -71,7 +71,7 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
 TRIAL_ATTR_COLUMNS = tuple(c for c in TRIAL_TAIL_COLUMNS if not c.startswith("datetime"))
 STATE_NAMES = tuple(state.name for state in TrialState)
 # Columns whose natural order is "best first" (higher is better); every other column sorts ascending.
-_DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "train_acc"})
+_DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "best_val_acc", "train_acc"})
 _MAX_NAMES_IN_MESSAGE = 8  # an error names this many, then how many more: one readable line
 
 
@@ -330,7 +330,7 @@ def trials_frame(
 ) -> pd.DataFrame:
     """One row per trial: TRIAL_HEAD_COLUMNS, ``param_<name>`` (union over the studies), TRIAL_TAIL_COLUMNS.
 
-    ``sort`` is a column name; ``value``, ``val_acc`` and ``train_acc`` sort best (highest)
+    ``sort`` is a column name; ``value``, ``val_acc``, ``best_val_acc`` and ``train_acc`` sort best (highest)
     first, other columns ascending; ``-name`` forces descending, ``+name`` ascending.
     Without ``sort``: study creation order, then trial number. Missing values sort last.
     """

@@ -51,8 +51,8 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
               type=click.Choice(["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"], case_sensitive=False),
               help="Only trials in this state (repeatable).")
 @click.option("--sort", default=None, metavar="NAME",
-              help="Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
-                   "descending, +NAME ascending, e.g. --sort -lr.")
+              help="Column to sort by: value, val_acc, best_val_acc and train_acc best first, the others "
+                   "ascending; -NAME descending, +NAME ascending, e.g. --sort -lr.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many rows (after --sort).")
 @storage_option
 @format_option

@@ -148,8 +148,8 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
 def test_trials_help_says_how_to_sort_either_way(run_cli):
     # --sort -lr sorts descending, but the help only said "(value sorts best first)"
     text = " ".join(run_cli("trials", "--help").stdout.split())
-    assert ("--sort NAME Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
-            "descending, +NAME ascending, e.g. --sort -lr.") in text
+    assert ("--sort NAME Column to sort by: value, val_acc, best_val_acc and train_acc best first, the others "
+            "ascending; -NAME descending, +NAME ascending, e.g. --sort -lr.") in text
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     rows = json.loads(run_cli("trials", "digits/coarse", "--sort", "-lr", "--format", "json").stdout)
     assert [r["param_lr"] for r in rows] == sorted((r["param_lr"] for r in rows), reverse=True)

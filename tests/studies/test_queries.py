@@ -256,6 +256,12 @@ def test_trials_frame_sorts_by_a_parameter_by_the_name_the_table_shows(storage) 
         "param_reg"].tolist() == [1e-5, 1e-4, 2e-4, 3e-3, 1e-2]
 
 
+def test_trials_frame_sorts_every_accuracy_best_first(storage) -> None:
+    by_best = trials_frame(storage, study_name="digits/coarse", sort="best_val_acc")
+    assert by_best["best_val_acc"].head(5).tolist() == pytest.approx([0.91, 0.81, 0.71, 0.51, 0.31])
+    assert by_best["best_val_acc"].tail(3).isna().all()  # missing values last
+
+
 def test_trials_frame_over_a_campaign_and_everything(storage) -> None:
     digits = trials_frame(storage, campaign="digits")
     assert len(digits) == 8 + 3
