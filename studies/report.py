@@ -1163,8 +1163,8 @@ def _verdict(pair: dict[str, Any]) -> str:
 def _repeats_text(rep: dict[str, Any]) -> str:
     r, g = rep["random"], rep["grid"]
     return (f"over {rep['repeats']} random/grid pairs: random wins {rep['wins']}, ties {rep['ties']}, "
-            f"losses {rep['losses']}; best val acc random {_fmt(r['mean'])} ± {_fmt(r['std'])}, "
-            f"grid {_fmt(g['mean'])} ± {_fmt(g['std'])} (mean ± std)")
+            f"losses {rep['losses']}; best value random {_acc(r['mean'])} ± {_acc(r['std'])}, "
+            f"grid {_acc(g['mean'])} ± {_acc(g['std'])} (mean ± std)")
 
 
 _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and for a pruned or failed one the part "

@@ -21,7 +21,8 @@ from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, StageInfo, budget_numbers,
                             campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome,
-                            param_importance, pruning_savings, repeat_numbers, write_report, _verdict)
+                            param_importance, pruning_savings, repeat_numbers, write_report, _repeats_text,
+                            _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -239,6 +240,13 @@ def test_the_random_side_of_a_grid_comparison_is_its_first_trials_at_the_grids_b
 def test_outcome_rule():
     assert outcome(0.9, 0.8) == "win" and outcome(0.8, 0.9) == "loss"
     assert outcome(0.9, 0.9 + 1e-12) == "tie" and outcome(None, 0.9) == "n/a"
+
+
+def test_the_repeats_sentence_gives_the_best_value_to_4_decimals():
+    rep = {"repeats": 3, "wins": 2, "ties": 0, "losses": 1, "random": {"mean": 0.93, "std": 0.0602},
+           "grid": {"mean": 0.9, "std": 0.01}}
+    assert _repeats_text(rep) == ("over 3 random/grid pairs: random wins 2, ties 0, losses 1; best value random "
+                                  "0.9300 ± 0.0602, grid 0.9000 ± 0.0100 (mean ± std)")
 
 
 def test_files_hold_the_same_numbers(demo):
