@@ -132,7 +132,9 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     lines = auto.stdout.splitlines()
     row = next(line for line in lines if line.startswith("digits/final "))
     header = next(line for line in lines if line.startswith("stage "))
-    assert row.index(" (best mean)") == header.index("best val") + len("best val")  # in the column, as the others
+    # the column search studies calls best_value ("best val" read as best_val_acc, the best epoch's)
+    assert header.split() == ["stage", "trials", "pruned", "epochs", "seconds", "best_value"]
+    assert row.index(" (best mean)") == header.index("best_value") + len("best_value")  # in the column, as the others
     assert row.split()[1:] == ["2", "0", "1", row.split()[4], f"{max(t.value for t in final.trials):.4f}", "(best",
                                "mean)"]
     chosen = final.user_attrs["retrained"]
