@@ -235,7 +235,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     if as_json:
         echo_json({"trial": ref, "state": trial.state.name, "value": trial.value, "params": trial.params,
                    "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
-                   "sentences": describe_diagnosis(diagnosis), "val_acc_per_epoch": val_acc})
+                   "sentences": describe_diagnosis(diagnosis), "val_acc_history": val_acc})
         return
     params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"

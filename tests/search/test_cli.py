@@ -119,6 +119,15 @@ def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
     assert fields["val_acc"] == f"{trial['val_acc']:.4f}" and fields["train_acc"] == f"{trial['train_acc']:.4f}"
 
 
+def test_explain_and_a_rerun_give_the_validation_accuracy_per_epoch_under_one_name(run_cli):
+    # explain --json called it val_acc_per_epoch, train --json val_acc_history: the same numbers
+    assert run_cli("coarse", "--trials", "2", "--epochs", "3", "--train-size", "200", "--jobs", "1").exit_code == 0
+    explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
+    rerun = json.loads(run_cli("train", "--from-trial", "digits/coarse:0", "--json").stdout)
+    assert "val_acc_per_epoch" not in explained and len(explained["val_acc_history"]) == 3
+    assert explained["val_acc_history"] == rerun["val_acc_history"]
+
+
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
     # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
     # configuration (the best mean of its final stage), the one it retrained and scored on test
