@@ -233,12 +233,16 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
         save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
     if as_json:
-        echo_json({"trial": ref, "state": trial.state.name, "value": trial.value, "params": trial.params,
-                   "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
+        echo_json({"trial": ref, "state": trial.state.name, "value": trial.value,
+                   "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
+                   "params": trial.params, "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
                    "sentences": describe_diagnosis(diagnosis), "val_acc_history": val_acc})
         return
     params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
+    best = attrs.get("best_val_acc")
+    if isinstance(best, (int, float)):  # the best epoch's, beside the value (the last epoch's)
+        value += f", best_val_acc {best:.4f} (epoch {attrs.get('best_epoch')})"
     reason = attrs.get("stop_reason")
     state = trial.state.name.lower() + ("" if reason in (None, "completed") else f" ({reason})")
     stop = scheduler_stop(trial)

@@ -128,6 +128,18 @@ def test_explain_and_a_rerun_give_the_validation_accuracy_per_epoch_under_one_na
     assert explained["val_acc_history"] == rerun["val_acc_history"]
 
 
+def test_explain_gives_the_best_epoch_beside_the_value_as_search_trials_names_it(run_cli):
+    # explain gave the value alone: the best epoch's validation accuracy was in no line of it
+    assert run_cli("coarse", "--trials", "2", "--epochs", "3", "--train-size", "200", "--jobs", "1").exit_code == 0
+    row = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)[0]
+    explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
+    assert (explained["value"], explained["best_val_acc"], explained["best_epoch"]) == (
+        row["value"], row["best_val_acc"], row["best_epoch"])
+    text = " ".join(run_cli("explain", "digits/coarse:0").stdout.split())
+    assert text.startswith(f"digits/coarse:0: complete, value {row['value']:.4f}, best_val_acc "
+                           f"{row['best_val_acc']:.4f} (epoch {row['best_epoch']}); lr=")
+
+
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
     # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
     # configuration (the best mean of its final stage), the one it retrained and scored on test
