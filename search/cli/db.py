@@ -161,8 +161,8 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
 
     \b
     Examples:
-      search query "SELECT study, count(*), max(value) FROM trials_flat
-                    GROUP BY study"
+      search query "SELECT study, count(*) AS complete, max(value) AS best_value
+                    FROM trials_flat WHERE state = 'COMPLETE' GROUP BY study"
       search query "SELECT param_lr, value FROM trials_flat
                     WHERE state = 'COMPLETE' ORDER BY value DESC LIMIT 5"
     """

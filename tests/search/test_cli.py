@@ -7,7 +7,9 @@ import json
 import signal
 import sqlite3
 import os
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import pytest
@@ -319,6 +321,27 @@ def test_query_prints_what_it_selected_as_text(run_cli, monkeypatch):
     assert long.stdout.split()[1:] == ["x" * 200 + "...", "(1,000", "characters)"], long.stdout
     assert run_cli("query", "SELECT printf('%.*c', 1000, 'x') AS long", "--format", "csv").stdout.split() == \
         ["long", "x" * 1000]
+
+
+def test_the_documented_best_value_query_gives_the_best_value_of_search_studies(run_cli):
+    # "max(value) AS best" counted pruned trials, whose value is the validation accuracy of an earlier epoch (the
+    # scheduler's rung, or the last before the run exploded); a stage's best value is its best completed trial's
+    from optuna.trial import TrialState, create_trial
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    study = optuna.load_study(study_name="digits/coarse", storage=open_storage("sqlite:///search.db"))
+    first = study.trials[0]
+    study.add_trial(create_trial(state=TrialState.PRUNED, value=0.999, params=first.params,
+                                 distributions=first.distributions, intermediate_values={1: 0.999},
+                                 user_attrs={"stop_reason": "pruned"}))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = [" ".join(re.search(r'search query "(SELECT study.*?)"', text, re.S)[1].split())
+                  for text in (readme, run_cli("query", "--help").stdout)]
+    best = json.loads(run_cli("studies", "--format", "json").stdout)[0]["best_value"]
+    assert best == max(t.value for t in study.trials if t.state == TrialState.COMPLETE)
+    for sql in documented:
+        (row,) = json.loads(run_cli("query", sql, "--format", "json").stdout)
+        assert list(row.values())[-1] == best, sql
 
 
 def test_query_help_lists_the_columns_of_trials_flat(run_cli):
