@@ -86,7 +86,7 @@ DIAGNOSIS_MEANINGS: dict[str, str] = {
     "bad_initial_loss": "initial loss far from ln C: wrong output scale",
     "healthy": "no problem found",
 }
-BEST_SO_FAR_STAGES = ("best validation accuracy so far against cumulative training time, stages one after another "
+BEST_SO_FAR_STAGES = ("best value so far against cumulative training time, stages one after another "
                       "(each stage's own best: stages differ in epochs per trial)")
 # image name -> what it shows (the report's captions)
 IMAGE_CAPTIONS: dict[str, str] = {
@@ -104,7 +104,7 @@ IMAGE_CAPTIONS: dict[str, str] = {
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
     "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
                    "(dashed: 3 x the first loss; a run whose last 10 losses average above it is stopped)",
-    "best_so_far": "best validation accuracy so far against cumulative training time, grid vs random",
+    "best_so_far": "best value so far against cumulative training time, grid vs random",
     "repeats": "best value reached against trials used over repeated random/grid pairs: median and band",
     "diagnosis_examples": "an example trial of each diagnosis: its loss curve and its train/val accuracy per epoch",
 }

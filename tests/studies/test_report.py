@@ -19,9 +19,9 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, StageInfo, budget_numbers,
-                            campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome,
-                            param_importance, pruning_savings, repeat_numbers, write_report, _repeats_text,
+from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIONS, IMPORTANCE_MAX_TRIALS, StageInfo,
+                            budget_numbers, campaign_report, chosen_configuration, diagnosis_text, first_finished,
+                            outcome, param_importance, pruning_savings, repeat_numbers, write_report, _repeats_text,
                             _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
@@ -924,3 +924,16 @@ def test_a_run_of_one_epoch_has_one_whole_epoch_tick():
     ax.figure.canvas.draw()
     assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]
     plots.plt.close(ax.figure)
+
+
+def test_the_best_so_far_plots_name_the_best_value_not_a_best_validation_accuracy():
+    # "best validation accuracy so far" read as best_val_acc (a trial's best epoch's); they draw the best value
+    ax = plots.new_axes()[0, 0]
+    assert plots.plot_best_so_far(ax, [("random", [1.0, 2.0], [0.5, 0.6])]).axes[0].get_ylabel() == "best value so far"
+    plots.plt.close(ax.figure)
+    ax = plots.new_axes()[0, 0]
+    band = plots.plot_median_band(ax, [("random", np.array([[0.5, 0.6], [0.4, 0.7]]))])
+    assert band.axes[0].get_ylabel() == "best value reached"
+    plots.plt.close(ax.figure)
+    assert BEST_SO_FAR_STAGES.startswith("best value so far against cumulative training time, stages one after")
+    assert IMAGE_CAPTIONS["best_so_far"] == "best value so far against cumulative training time, grid vs random"
