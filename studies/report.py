@@ -692,15 +692,17 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     return [chosen[label] for label in _label_order(chosen)]
 
 
-def _whole(x: float) -> str:
-    """A number rounded to a whole one, never ``-0`` (-0.3 is 0)."""
-    text = f"{x:.0f}"
-    return "0" if text == "-0" else text
+def _rounded(x: float, digits: int = 0) -> str:
+    """A number rounded to ``digits`` decimals, never negative zero (-0.3 is 0, -0.03 to a tenth 0.0)."""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _pct_text(x: Any) -> str:
+    """A share in percent to a tenth, as search explain gives a loss change (9.7 %: rounded to a whole one, the
+    10 % below which a loss barely moved)."""
     x = _num(x)
-    return "-" if x is None else f"{_whole(x * 100)} %"
+    return "-" if x is None else f"{_rounded(x * 100, 1)} %"
 
 
 def _worst_layer(fractions: Any) -> tuple[float, int] | None:
@@ -710,10 +712,10 @@ def _worst_layer(fractions: Any) -> tuple[float, int] | None:
 
 
 def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None) -> str:
-    """The key numbers behind one label, e.g. ``loss fell 4 %`` or ``train 0.99, val 0.90: gap 9 pts``."""
+    """The key numbers behind one label, e.g. ``loss fell 4.1 %`` or ``train 0.99, val 0.90: gap 9.0 pts``."""
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
-    gap_text = "-" if gap is None else f"{_whole(gap * 100)} pts"
+    gap_text = "-" if gap is None else f"{_rounded(gap * 100, 1)} pts"
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":
         return f"loss fell {_pct_text(n.get('loss_change'))}"
@@ -731,7 +733,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     if label in ("dead_units", "saturated_units"):
         worst = _worst_layer(n.get("dead_fraction" if label == "dead_units" else "saturated_fraction"))
         word = "dead" if label == "dead_units" else "saturated"
-        return f"{word}: -" if worst is None else f"{_whole(worst[0] * 100)} % of layer {worst[1]} {word}"
+        return f"{word}: -" if worst is None else f"{_rounded(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
         return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None

@@ -568,8 +568,8 @@ def test_one_example_of_each_label_drawn_named_and_explained(demo, campaign_db, 
         assert ex["trial"] == f"{ex['study']}:{ex['number']}"
         assert ex["label"] in specs[ex["study"]][ex["number"]]["diagnosis"]
     texts = {ex["label"]: ex["text"] for ex in examples}
-    assert re.fullmatch(r"loss fell [1-3] %", texts["lr_too_low"])  # the fixture's curve fell ~2 %
-    assert re.fullmatch(r"train 0\.\d\d, val 0\.\d\d: gap 8 pts", texts["overfitting"])
+    assert re.fullmatch(r"loss fell [1-3]\.\d %", texts["lr_too_low"])  # the fixture's curve fell ~2 %
+    assert re.fullmatch(r"train 0\.\d\d, val 0\.\d\d: gap 8\.0 pts", texts["overfitting"])
     assert texts["dead_units"] == "70 % of layer 1 dead" and texts["bad_initial_loss"] == "initial loss 4.1 vs 2.303"
     assert texts["lr_too_high"] in ("loss exploded", "loss went NaN")
     assert_real_png(written["diagnosis_examples"].read_bytes(), min_colours=200)
@@ -737,9 +737,18 @@ def test_inline_code_is_code_in_html_and_backticks_in_markdown(demo):
 
 
 def test_small_negative_numbers_print_as_zero_never_minus_zero():
-    assert diagnosis_text("underfitting", {"train_acc": 0.9, "train_val_gap": -0.004}) == "train 0.90, gap 0 pts"
-    assert diagnosis_text("lr_too_low", {"loss_change": -0.001}) == "loss fell 0 %"
-    assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2 pts"
+    assert diagnosis_text("underfitting", {"train_acc": 0.9, "train_val_gap": -0.0004}) == "train 0.90, gap 0.0 pts"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.0001}) == "loss fell 0.0 %"
+    assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2.4 pts"
+
+
+def test_a_loss_change_or_gap_is_given_to_a_tenth_as_search_explain_gives_it():
+    # "loss fell 10 %" beside lr_too_low (a loss that fell by less than 10 %) and "gap 5 pts" beside overfitting (a gap
+    # above 5 points), where search explain said 9.7% and 5.5%
+    assert diagnosis_text("lr_too_low", {"loss_change": 0.0966}) == "loss fell 9.7 %"
+    assert diagnosis_text("overfitting", {"train_acc": 0.99, "val_acc": 0.9354, "train_val_gap": 0.0546}) == (
+        "train 0.99, val 0.94: gap 5.5 pts")
+    assert diagnosis_text("healthy", {"loss_change": 0.9716, "train_val_gap": 0.017}) == "loss fell 97.2 %, gap 1.7 pts"
 
 
 def test_a_loss_that_barely_moved_is_drawn_inside_the_axes():
@@ -836,8 +845,8 @@ def test_the_pair_plot_tells_exploded_trials_from_ones_the_scheduler_pruned():
 def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
     # digits/coarse:6 of search auto completed 3 epochs at val 0.930, its loss ending 20 % above its first: labelled
     # lr_too_high, its example was titled "loss exploded"
-    assert diagnosis_text("lr_too_high", {"loss_change": -0.1986}, "completed") == "loss rose 20 %"
-    assert diagnosis_text("lr_too_high", {"loss_change": -0.4219}, "pruned") == "loss rose 42 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.1986}, "completed") == "loss rose 19.9 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.4219}, "pruned") == "loss rose 42.2 %"
     assert diagnosis_text("lr_too_high", {"loss_change": -5.2}, "exploded") == "loss exploded"
     assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
 
