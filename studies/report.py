@@ -999,10 +999,10 @@ def _acc(x: float | None) -> str:
 
 
 def _secs(x: float | None) -> str:
-    """Seconds: 0.42, 12.3, 1,234."""
+    """Seconds as the stage summaries of search coarse, fine and auto give them: 0.031, 0.42, 2.1, 12.3, 1,234."""
     if x is None:
         return "-"
-    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
 
 
 def _count(x: int | None) -> str:

@@ -43,8 +43,9 @@ def finite_or_none(x: float) -> float | None:
 
 
 def seconds_text(x: float) -> str:
-    """Seconds to one decimal, or two significant digits under a second (a stage of small data: 0.03, not 0.0)."""
-    return f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
+    """Seconds to one decimal, or two significant digits under a second (a stage of small data: 0.03, not 0.0), or
+    whole with thousands separated from 1,000 (the report's ``_secs`` gives the same text)."""
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
