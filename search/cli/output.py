@@ -70,12 +70,15 @@ def frame_records(frame: Any) -> list[dict[str, Any]]:
             if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
                 value = None
             elif isinstance(value, pd.Timestamp):
-                value = value.isoformat(timespec="seconds")
+                value = value.isoformat()  # to the microsecond, as csv gives it (a table: to the second)
             elif hasattr(value, "item"):
                 value = value.item()
             row[key] = value
         rows.append(row)
     return rows
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?")  # a timestamp of frame_records
 
 
 def _cell(value: Any) -> str:
@@ -86,8 +89,8 @@ def _cell(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return _long(",".join(_cell(v) for v in value))
-    if isinstance(value, str) and len(value) == 19 and value[10] == "T":
-        return _visible(value.replace("T", " "))
+    if isinstance(value, str) and _ISO_TIME.fullmatch(value):
+        return _visible(value[:19].replace("T", " "))
     return _long(value_text(value))
 
 

@@ -258,6 +258,20 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     assert "--wide" not in more.stderr  # query has no such option
 
 
+def test_json_gives_the_times_csv_gives_to_the_microsecond(run_cli):
+    # --format json cut datetime_start to the second ("2026-12-06T21:25:20") where csv gave 21:25:20.185026
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    as_json = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)
+    as_csv = list(csv.DictReader(io.StringIO(run_cli("trials", "digits/coarse", "--format", "csv").stdout)))
+    for column in ("datetime_start", "datetime_complete"):
+        assert [r[column] for r in as_json] == [r[column].replace(" ", "T") for r in as_csv]
+    assert len(as_json[0]["datetime_start"]) == len("2026-12-06T21:25:20.185026")
+    created = json.loads(run_cli("studies", "--format", "json").stdout)[0]["created"]
+    assert created == as_json[0]["datetime_start"]  # the stage's first trial's start
+    table = run_cli("trials", "digits/coarse", "--columns", "number,datetime_start").stdout.splitlines()
+    assert table[1].split()[1:] == as_json[0]["datetime_start"][:19].split("T")  # a table: to the second
+
+
 def test_one_column_or_epoch_is_said_in_the_singular(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
