@@ -369,13 +369,13 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
         "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too "
                        "high",
         "lr_too_low": f"the loss {moved} of its first value ({bound}): the learning rate is too low",
-        "overfitting": f"train accuracy {n['train_acc']} is {_pct_past(n['train_val_gap'], gap_limit)} above "
+        "overfitting": f"train accuracy {n['train_acc']:.4f} is {_pct_past(n['train_val_gap'], gap_limit)} above "
                        f"validation (> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
                        f"lower capacity",
         "underfitting": (f"the loss {moved} of its first value, and its L2 term is "
                          f"{_pct(n['reg_share'])} of it at the end (>= {t.reg_share_high:.0%}): the weights' penalty "
                          f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
-                         else f"train accuracy {n['train_acc']}, train-val gap {_pct(n['train_val_gap'])}: the "
+                         else f"train accuracy {n['train_acc']:.4f}, train-val gap {_pct(n['train_val_gap'])}: the "
                               f"training set is not learned; underfitting: raise capacity or lower regularisation"),
         "dead_units": f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} "
                       f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that knocked "

@@ -506,7 +506,7 @@ def plot_best_so_far(
     for label, xs, best in series:
         ax.step(np.asarray(xs, dtype=float), np.asarray(best, dtype=float), where="post", lw=1.6, label=label)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("best validation accuracy so far")
+    ax.set_ylabel("best value so far")
     ax.set_title("best so far against training time", fontsize=10)
     ax.grid(alpha=0.3)
     if series:
@@ -533,7 +533,7 @@ def plot_median_band(
                         label=f"{label} {band[0]:g}-{band[1]:g}th percentile")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("best validation accuracy reached")
+    ax.set_ylabel("best value reached")
     ax.set_title("best value reached against trials used", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

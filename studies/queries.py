@@ -4,7 +4,8 @@ Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 ``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
 (``{"lr": [low, high, "log"], ...}``), ``epochs``, ``data``, ``model``, ``seed``,
 ``range_notes``; trial user attrs ``initial_loss``, ``final_loss``, ``train_acc``,
-``val_acc``, ``iterations``, ``seconds``, ``stop_reason``; trial system attrs (``studies.records``,
+``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``, ``seconds``, ``model_parameters``,
+``stop_reason``, ``diagnosis``; trial system attrs (``studies.records``,
 user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, ``diagnosis_numbers``.
 """
 from __future__ import annotations
@@ -60,6 +61,7 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
     "train_acc": "float64",
     "val_acc": "float64",
     "best_val_acc": "float64",
+    "best_epoch": "Int64",
     "iterations": "Int64",
     "seconds": "float64",
     "model_parameters": "Int64",
@@ -71,7 +73,7 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
 TRIAL_ATTR_COLUMNS = tuple(c for c in TRIAL_TAIL_COLUMNS if not c.startswith("datetime"))
 STATE_NAMES = tuple(state.name for state in TrialState)
 # Columns whose natural order is "best first" (higher is better); every other column sorts ascending.
-_DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "train_acc"})
+_DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "best_val_acc", "train_acc"})
 _MAX_NAMES_IN_MESSAGE = 8  # an error names this many, then how many more: one readable line
 
 
@@ -312,6 +314,7 @@ def _trial_row(info: _StudyInfo, trial: FrozenTrial, param_names: Sequence[str])
         if TRIAL_TAIL_COLUMNS[name] == "float64":
             row[name] = _float_or_none(row[name])
     row["iterations"] = _int_or_none(row["iterations"])
+    row["best_epoch"] = _int_or_none(row["best_epoch"])
     row["model_parameters"] = _int_or_none(row["model_parameters"])
     if isinstance(row["diagnosis"], list):  # labels, e.g. "lr_too_low,dead_units"
         row["diagnosis"] = ",".join(row["diagnosis"])
@@ -330,7 +333,7 @@ def trials_frame(
 ) -> pd.DataFrame:
     """One row per trial: TRIAL_HEAD_COLUMNS, ``param_<name>`` (union over the studies), TRIAL_TAIL_COLUMNS.
 
-    ``sort`` is a column name; ``value``, ``val_acc`` and ``train_acc`` sort best (highest)
+    ``sort`` is a column name; ``value``, ``val_acc``, ``best_val_acc`` and ``train_acc`` sort best (highest)
     first, other columns ascending; ``-name`` forces descending, ``+name`` ascending.
     Without ``sort``: study creation order, then trial number. Missing values sort last.
     """

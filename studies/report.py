@@ -86,7 +86,7 @@ DIAGNOSIS_MEANINGS: dict[str, str] = {
     "bad_initial_loss": "initial loss far from ln C: wrong output scale",
     "healthy": "no problem found",
 }
-BEST_SO_FAR_STAGES = ("best validation accuracy so far against cumulative training time, stages one after another "
+BEST_SO_FAR_STAGES = ("best value so far against cumulative training time, stages one after another "
                       "(each stage's own best: stages differ in epochs per trial)")
 # image name -> what it shows (the report's captions)
 IMAGE_CAPTIONS: dict[str, str] = {
@@ -104,7 +104,7 @@ IMAGE_CAPTIONS: dict[str, str] = {
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
     "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
                    "(dashed: 3 x the first loss; a run whose last 10 losses average above it is stopped)",
-    "best_so_far": "best validation accuracy so far against cumulative training time, grid vs random",
+    "best_so_far": "best value so far against cumulative training time, grid vs random",
     "repeats": "best value reached against trials used over repeated random/grid pairs: median and band",
     "diagnosis_examples": "an example trial of each diagnosis: its loss curve and its train/val accuracy per epoch",
 }
@@ -692,15 +692,17 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     return [chosen[label] for label in _label_order(chosen)]
 
 
-def _whole(x: float) -> str:
-    """A number rounded to a whole one, never ``-0`` (-0.3 is 0)."""
-    text = f"{x:.0f}"
-    return "0" if text == "-0" else text
+def _rounded(x: float, digits: int = 0) -> str:
+    """A number rounded to ``digits`` decimals, never negative zero (-0.3 is 0, -0.03 to a tenth 0.0)."""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _pct_text(x: Any) -> str:
+    """A share in percent to a tenth, as search explain gives a loss change (9.7 %: rounded to a whole one, the
+    10 % below which a loss barely moved)."""
     x = _num(x)
-    return "-" if x is None else f"{_whole(x * 100)} %"
+    return "-" if x is None else f"{_rounded(x * 100, 1)} %"
 
 
 def _worst_layer(fractions: Any) -> tuple[float, int] | None:
@@ -710,14 +712,14 @@ def _worst_layer(fractions: Any) -> tuple[float, int] | None:
 
 
 def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None) -> str:
-    """The key numbers behind one label, e.g. ``loss fell 4 %`` or ``train 0.99, val 0.90: gap 9 pts``."""
+    """The key numbers behind one label, e.g. ``loss fell 4.1 %`` or ``train 0.99, val 0.90: gap 9.0 pts``."""
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
-    gap_text = "-" if gap is None else f"{_whole(gap * 100)} pts"
+    gap_text = "-" if gap is None else f"{_rounded(gap * 100, 1)} pts"
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
         change = _num(n.get("loss_change"))
-        rose = change is not None and _whole(change * 100).startswith("-")
+        rose = change is not None and _rounded(change * 100, 1).startswith("-")
         return f"loss rose {_pct_text(-change)}" if rose else f"loss fell {_pct_text(change)}"
     if label == "lr_too_high":  # stopped as exploded or NaN, or (a run nothing stopped) ended above its first loss
         if stop_reason == "nan":
@@ -730,12 +732,12 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}"
     if label == "underfitting":  # the L2 share tells a loss held up by its penalty (train may be 0.99) from the rest
         share = _num(n.get("reg_share"))
-        held = "" if share is None else f", L2 term {_whole(share * 100)} %"
+        held = "" if share is None else f", L2 term {_rounded(share * 100)} %"
         return f"train {acc['train_acc']}, gap {gap_text}{held}"
     if label in ("dead_units", "saturated_units"):
         worst = _worst_layer(n.get("dead_fraction" if label == "dead_units" else "saturated_fraction"))
         word = "dead" if label == "dead_units" else "saturated"
-        return f"{word}: -" if worst is None else f"{_whole(worst[0] * 100)} % of layer {worst[1]} {word}"
+        return f"{word}: -" if worst is None else f"{_rounded(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
         return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
@@ -1001,10 +1003,10 @@ def _acc(x: float | None) -> str:
 
 
 def _secs(x: float | None) -> str:
-    """Seconds: 0.42, 12.3, 1,234."""
+    """Seconds as the stage summaries of search coarse, fine and auto give them: 0.031, 0.42, 2.1, 12.3, 1,234."""
     if x is None:
         return "-"
-    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
 
 
 def _count(x: int | None) -> str:
@@ -1167,8 +1169,8 @@ def _verdict(pair: dict[str, Any]) -> str:
 def _repeats_text(rep: dict[str, Any]) -> str:
     r, g = rep["random"], rep["grid"]
     return (f"over {rep['repeats']} random/grid pairs: random wins {rep['wins']}, ties {rep['ties']}, "
-            f"losses {rep['losses']}; best val acc random {_fmt(r['mean'])} ± {_fmt(r['std'])}, "
-            f"grid {_fmt(g['mean'])} ± {_fmt(g['std'])} (mean ± std)")
+            f"losses {rep['losses']}; best value random {_acc(r['mean'])} ± {_acc(r['std'])}, "
+            f"grid {_acc(g['mean'])} ± {_acc(g['std'])} (mean ± std)")
 
 
 _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and for a pruned or failed one the part "

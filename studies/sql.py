@@ -54,9 +54,9 @@ class QueryTimeoutError(QueryError):
 _READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
 _VIEW_NAME = "trials_flat"
 _VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis")
-_VIEW_INTEGER_ATTRS = ("iterations", "model_parameters")  # whole numbers, as trials_frame gives them
-_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "train_acc", "initial_loss", "final_loss",
-                       "model_parameters")
+_VIEW_INTEGER_ATTRS = ("iterations", "best_epoch", "model_parameters")  # whole numbers, as trials_frame gives them
+_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "best_epoch", "train_acc", "initial_loss",
+                       "final_loss", "model_parameters")
 _SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 
@@ -237,8 +237,8 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
     ``float``). Columns: study, campaign, stage, trial_id, number, state, value,
     param_<name> (the param's value: numbers as stored, categorical choices as their values,
     booleans 1/0 on SQLite), stop_reason, diagnosis (its labels joined by commas, as in
-    ``trials_frame``), seconds, iterations, val_acc, train_acc,
-    initial_loss, final_loss (non-finite numbers are NULL), datetime_start,
+    ``trials_frame``), seconds, iterations, val_acc, best_val_acc, best_epoch, train_acc,
+    initial_loss, final_loss, model_parameters (non-finite numbers are NULL), datetime_start,
     datetime_complete (as stored: naive UTC with Optuna 5).
     """
     if dialect not in _SQL_FLOAT_TYPE:

@@ -51,8 +51,8 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
               type=click.Choice(["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"], case_sensitive=False),
               help="Only trials in this state (repeatable).")
 @click.option("--sort", default=None, metavar="NAME",
-              help="Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
-                   "descending, +NAME ascending, e.g. --sort -lr.")
+              help="Column to sort by: value, val_acc, best_val_acc and train_acc best first, the others "
+                   "ascending; -NAME descending, +NAME ascending, e.g. --sort -lr.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many rows (after --sort).")
 @storage_option
 @format_option
@@ -154,14 +154,15 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
     \b
     trials_flat: study, campaign, stage, trial_id, number, state, value,
       param_NAME for each searched NAME, stop_reason, diagnosis, seconds,
-      iterations, val_acc, best_val_acc, train_acc, initial_loss, final_loss,
-      model_parameters, datetime_start, datetime_complete; and Optuna's own
-      tables (studies, trials, trial_params, trial_user_attributes, ...).
+      iterations, val_acc, best_val_acc, best_epoch, train_acc, initial_loss,
+      final_loss, model_parameters, datetime_start, datetime_complete; and
+      Optuna's own tables (studies, trials, trial_params, trial_user_attributes,
+      ...).
 
     \b
     Examples:
-      search query "SELECT study, count(*), max(value) FROM trials_flat
-                    GROUP BY study"
+      search query "SELECT study, count(*) AS complete, max(value) AS best_value
+                    FROM trials_flat WHERE state = 'COMPLETE' GROUP BY study"
       search query "SELECT param_lr, value FROM trials_flat
                     WHERE state = 'COMPLETE' ORDER BY value DESC LIMIT 5"
     """
@@ -232,12 +233,16 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
         save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
     if as_json:
-        echo_json({"trial": ref, "state": trial.state.name, "value": trial.value, "params": trial.params,
-                   "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
-                   "sentences": describe_diagnosis(diagnosis), "val_acc_per_epoch": val_acc})
+        echo_json({"trial": ref, "state": trial.state.name, "value": trial.value,
+                   "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
+                   "params": trial.params, "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
+                   "sentences": describe_diagnosis(diagnosis), "val_acc_history": val_acc})
         return
     params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
+    best = attrs.get("best_val_acc")
+    if isinstance(best, (int, float)):  # the best epoch's, beside the value (the last epoch's)
+        value += f", best_val_acc {best:.4f} (epoch {attrs.get('best_epoch')})"
     reason = attrs.get("stop_reason")
     state = trial.state.name.lower() + ("" if reason in (None, "completed") else f" ({reason})")
     stop = scheduler_stop(trial)

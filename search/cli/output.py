@@ -43,8 +43,9 @@ def finite_or_none(x: float) -> float | None:
 
 
 def seconds_text(x: float) -> str:
-    """Seconds to one decimal, or two significant digits under a second (a stage of small data: 0.03, not 0.0)."""
-    return f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
+    """Seconds to one decimal, or two significant digits under a second (a stage of small data: 0.03, not 0.0), or
+    whole with thousands separated from 1,000 (the report's ``_secs`` gives the same text)."""
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -69,12 +70,15 @@ def frame_records(frame: Any) -> list[dict[str, Any]]:
             if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
                 value = None
             elif isinstance(value, pd.Timestamp):
-                value = value.isoformat(timespec="seconds")
+                value = value.isoformat()  # to the microsecond, as csv gives it (a table: to the second)
             elif hasattr(value, "item"):
                 value = value.item()
             row[key] = value
         rows.append(row)
     return rows
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?")  # a timestamp of frame_records
 
 
 def _cell(value: Any) -> str:
@@ -85,8 +89,8 @@ def _cell(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return _long(",".join(_cell(v) for v in value))
-    if isinstance(value, str) and len(value) == 19 and value[10] == "T":
-        return _visible(value.replace("T", " "))
+    if isinstance(value, str) and _ISO_TIME.fullmatch(value):
+        return _visible(value[:19].replace("T", " "))
     return _long(value_text(value))
 
 

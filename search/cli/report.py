@@ -150,9 +150,9 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         if cut:  # a grid has k^d points: fewer than the random stage's trials
             say(f"equal budgets: each grid has {cut[0]['grid_trials']} points, so random is judged on its first "
                 f"{cut[0]['random_trials']} of {cut[0]['random_stage_trials']} trials")
-        click.echo(f"best val acc  random: mean {fmt(r['mean'])} std {fmt(r['std'])} "
+        click.echo(f"best value random: mean {fmt(r['mean'])} std {fmt(r['std'])} "
                    f"[{fmt(r['min'])}, {fmt(r['max'])}]")
-        click.echo(f"best val acc  grid:   mean {fmt(g['mean'])} std {fmt(g['std'])} "
+        click.echo(f"best value grid:   mean {fmt(g['mean'])} std {fmt(g['std'])} "
                    f"[{fmt(g['min'])}, {fmt(g['max'])}]")
         say(f"wrote {written['repeats']} and {written['compare.json']}")
         click.echo(f"full report: search report --campaign {name}")

@@ -102,6 +102,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         "train_acc": finite_or_none(result.train_acc),
         "val_acc": finite_or_none(result.val_acc),
         "best_val_acc": finite_or_none(result.best_val_acc),
+        "best_epoch": result.best_epoch,
         "epochs": result.epochs,
         "iterations": result.iterations,
         "seconds": round(result.seconds, 4),
@@ -143,8 +144,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
                       f"the first loss {result.initial_loss:.4g}, stopped at iteration {result.iterations}")
         elif status == "diverged":
             status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
-        scores = (f"val_acc {result.val_acc:.4f}, best val_acc {result.best_val_acc:.4f}" if result.val_acc_history
-                  else "no epoch finished")
+        scores = (f"val_acc {result.val_acc:.4f}, best_val_acc {result.best_val_acc:.4f} (epoch {result.best_epoch})"
+                  if result.val_acc_history else "no epoch finished")
         hint = "; try a lower --lr" if result.status in ("exploded", "diverged") else ""
         say(
             f"{status}: {result.iterations} iterations in {result.seconds:.2f} s "

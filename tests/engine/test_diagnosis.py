@@ -89,7 +89,7 @@ def test_a_gap_within_the_noise_of_few_samples_is_no_overfitting():
                        samples=(102, 24))
     assert big_gap.labels == ("overfitting",)
     assert describe_diagnosis(big_gap) == [
-        "train accuracy 1.0 is 25.0% above validation (> 17.8%, twice the standard error of the gap on so few "
+        "train accuracy 1.0000 is 25.0% above validation (> 17.8%, twice the standard error of the gap on so few "
         "samples): overfitting; raise regularisation or lower capacity"]
 
 
@@ -156,7 +156,7 @@ def test_a_gap_or_loss_change_just_past_its_limit_is_not_rounded_to_it():
     over = _run(train=0.99, val=0.9396)
     assert over.labels == ("overfitting",)
     assert describe_diagnosis(over) == [
-        "train accuracy 0.99 is 5.04% above validation (> 5%): overfitting; raise regularisation or lower capacity"]
+        "train accuracy 0.9900 is 5.04% above validation (> 5%): overfitting; raise regularisation or lower capacity"]
     slow = _run(loss=[2.0] + [2.0 * (1 - 0.0996)] * 99)
     assert slow.labels == ("lr_too_low",)
     assert describe_diagnosis(slow) == [
@@ -177,6 +177,13 @@ def test_a_loss_that_rose_a_little_says_it_rose_not_that_it_fell_by_a_negative_s
     slow = _run(loss=[2.0] + [2.0 * 1.05] * 99, train=0.3, val=0.3)
     assert slow.labels[0] == "lr_too_low" and describe_diagnosis(slow)[0] == (
         "the loss rose by 5.0% of its first value (instead of falling by 10% or more): the learning rate is too low")
+
+
+def test_the_train_accuracy_is_said_to_4_decimals_as_search_trials_gives_it():
+    # "train accuracy 0.8" where search trials, the report and search auto give accuracies as 0.8000
+    assert describe_diagnosis(_run(train=0.80, val=0.795)) == [
+        "train accuracy 0.8000, train-val gap 0.5%: the training set is not learned; underfitting: raise capacity or "
+        "lower regularisation"]
 
 
 def test_the_reason_given_for_underfitting_is_the_one_its_stored_numbers_show():

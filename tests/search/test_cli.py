@@ -7,7 +7,9 @@ import json
 import signal
 import sqlite3
 import os
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import pytest
@@ -119,6 +121,27 @@ def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
     assert fields["val_acc"] == f"{trial['val_acc']:.4f}" and fields["train_acc"] == f"{trial['train_acc']:.4f}"
 
 
+def test_explain_and_a_rerun_give_the_validation_accuracy_per_epoch_under_one_name(run_cli):
+    # explain --json called it val_acc_per_epoch, train --json val_acc_history: the same numbers
+    assert run_cli("coarse", "--trials", "2", "--epochs", "3", "--train-size", "200", "--jobs", "1").exit_code == 0
+    explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
+    rerun = json.loads(run_cli("train", "--from-trial", "digits/coarse:0", "--json").stdout)
+    assert "val_acc_per_epoch" not in explained and len(explained["val_acc_history"]) == 3
+    assert explained["val_acc_history"] == rerun["val_acc_history"]
+
+
+def test_explain_gives_the_best_epoch_beside_the_value_as_search_trials_names_it(run_cli):
+    # explain gave the value alone: the best epoch's validation accuracy was in no line of it
+    assert run_cli("coarse", "--trials", "2", "--epochs", "3", "--train-size", "200", "--jobs", "1").exit_code == 0
+    row = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)[0]
+    explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
+    assert (explained["value"], explained["best_val_acc"], explained["best_epoch"]) == (
+        row["value"], row["best_val_acc"], row["best_epoch"])
+    text = " ".join(run_cli("explain", "digits/coarse:0").stdout.split())
+    assert text.startswith(f"digits/coarse:0: complete, value {row['value']:.4f}, best_val_acc "
+                           f"{row['best_val_acc']:.4f} (epoch {row['best_epoch']}); lr=")
+
+
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
     # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
     # configuration (the best mean of its final stage), the one it retrained and scored on test
@@ -132,7 +155,9 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     lines = auto.stdout.splitlines()
     row = next(line for line in lines if line.startswith("digits/final "))
     header = next(line for line in lines if line.startswith("stage "))
-    assert row.index(" (best mean)") == header.index("best val") + len("best val")  # in the column, as the others
+    # the column search studies calls best_value ("best val" read as best_val_acc, the best epoch's)
+    assert header.split() == ["stage", "trials", "pruned", "epochs", "seconds", "best_value"]
+    assert row.index(" (best mean)") == header.index("best_value") + len("best_value")  # in the column, as the others
     assert row.split()[1:] == ["2", "0", "1", row.split()[4], f"{max(t.value for t in final.trials):.4f}", "(best",
                                "mean)"]
     chosen = final.user_attrs["retrained"]
@@ -148,8 +173,8 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
 def test_trials_help_says_how_to_sort_either_way(run_cli):
     # --sort -lr sorts descending, but the help only said "(value sorts best first)"
     text = " ".join(run_cli("trials", "--help").stdout.split())
-    assert ("--sort NAME Column to sort by: value, val_acc and train_acc best first, the others ascending; -NAME "
-            "descending, +NAME ascending, e.g. --sort -lr.") in text
+    assert ("--sort NAME Column to sort by: value, val_acc, best_val_acc and train_acc best first, the others "
+            "ascending; -NAME descending, +NAME ascending, e.g. --sort -lr.") in text
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     rows = json.loads(run_cli("trials", "digits/coarse", "--sort", "-lr", "--format", "json").stdout)
     assert [r["param_lr"] for r in rows] == sorted((r["param_lr"] for r in rows), reverse=True)
@@ -231,6 +256,20 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     hint = " ".join(more.stderr.split())  # wrapped at 80 columns
     assert "more columns" in hint and "select fewer, or --format csv" in hint
     assert "--wide" not in more.stderr  # query has no such option
+
+
+def test_json_gives_the_times_csv_gives_to_the_microsecond(run_cli):
+    # --format json cut datetime_start to the second ("2026-12-06T21:25:20") where csv gave 21:25:20.185026
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    as_json = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)
+    as_csv = list(csv.DictReader(io.StringIO(run_cli("trials", "digits/coarse", "--format", "csv").stdout)))
+    for column in ("datetime_start", "datetime_complete"):
+        assert [r[column] for r in as_json] == [r[column].replace(" ", "T") for r in as_csv]
+    assert len(as_json[0]["datetime_start"]) == len("2026-12-06T21:25:20.185026")
+    created = json.loads(run_cli("studies", "--format", "json").stdout)[0]["created"]
+    assert created == as_json[0]["datetime_start"]  # the stage's first trial's start
+    table = run_cli("trials", "digits/coarse", "--columns", "number,datetime_start").stdout.splitlines()
+    assert table[1].split()[1:] == as_json[0]["datetime_start"][:19].split("T")  # a table: to the second
 
 
 def test_one_column_or_epoch_is_said_in_the_singular(run_cli, monkeypatch):
@@ -317,6 +356,27 @@ def test_query_prints_what_it_selected_as_text(run_cli, monkeypatch):
     assert long.stdout.split()[1:] == ["x" * 200 + "...", "(1,000", "characters)"], long.stdout
     assert run_cli("query", "SELECT printf('%.*c', 1000, 'x') AS long", "--format", "csv").stdout.split() == \
         ["long", "x" * 1000]
+
+
+def test_the_documented_best_value_query_gives_the_best_value_of_search_studies(run_cli):
+    # "max(value) AS best" counted pruned trials, whose value is the validation accuracy of an earlier epoch (the
+    # scheduler's rung, or the last before the run exploded); a stage's best value is its best completed trial's
+    from optuna.trial import TrialState, create_trial
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    study = optuna.load_study(study_name="digits/coarse", storage=open_storage("sqlite:///search.db"))
+    first = study.trials[0]
+    study.add_trial(create_trial(state=TrialState.PRUNED, value=0.999, params=first.params,
+                                 distributions=first.distributions, intermediate_values={1: 0.999},
+                                 user_attrs={"stop_reason": "pruned"}))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = [" ".join(re.search(r'search query "(SELECT study.*?)"', text, re.S)[1].split())
+                  for text in (readme, run_cli("query", "--help").stdout)]
+    best = json.loads(run_cli("studies", "--format", "json").stdout)[0]["best_value"]
+    assert best == max(t.value for t in study.trials if t.state == TrialState.COMPLETE)
+    for sql in documented:
+        (row,) = json.loads(run_cli("query", sql, "--format", "json").stdout)
+        assert list(row.values())[-1] == best, sql
 
 
 def test_query_help_lists_the_columns_of_trials_flat(run_cli):
@@ -595,6 +655,15 @@ def test_a_stage_of_small_data_says_how_long_it_trained_not_zero(capsys):
     for seconds, text in ((0.0, "0.0"), (0.25, "0.25"), (0.96, "1.0"), (12.345, "12.3")):
         print_summary(replace(summary, train_seconds=seconds))
         assert f"3 epochs a trial, {text} s of training" in capsys.readouterr().out
+
+
+def test_the_report_gives_a_stages_training_seconds_as_its_summary_does():
+    # the report's budget table said 2.14 s and 3.02 s where search coarse and search auto said 2.1 and 3.0
+    from search.cli.output import seconds_text
+    from studies.report import _secs
+
+    cases = {0.0: "0.0", 0.0312: "0.031", 0.41: "0.41", 0.96: "1.0", 2.14: "2.1", 12.345: "12.3", 1234.5: "1,234"}
+    assert {x: seconds_text(x) for x in cases} == {x: _secs(x) for x in cases} == cases
 
 
 def test_accuracies_in_tables_have_four_decimals_as_everywhere_else(capsys):

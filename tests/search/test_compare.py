@@ -94,6 +94,10 @@ def test_compare_judges_random_at_the_grids_budget(run_cli):
     assert pair["random_best"] == pytest.approx(first.loc[first["state"] == "COMPLETE", "value"].max())
     text = " ".join(run_cli("compare", *args, "--campaign", "five").stdout.split())
     assert "equal budgets: each grid has 4 points, so random is judged on its first 4 of 5 trials" in text
+    # the mean of each stage's best value (the last epoch's validation accuracy), not of best_val_acc
+    r = out["random"]
+    assert (f"best value random: mean {r['mean']:.4f} std {r['std']:.4f} [{r['min']:.4f}, {r['max']:.4f}]"
+            in text)
 
 
 def test_report_command_writes_the_files_and_says_where(run_cli, tmp_path):

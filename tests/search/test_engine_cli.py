@@ -43,6 +43,17 @@ def test_same_seed_same_numbers():
     assert a["loss_history"] == b["loss_history"] and a["val_acc"] == b["val_acc"]
 
 
+def test_train_names_the_best_epoch_as_a_trial_stores_it():
+    # the text said "best val_acc", and --json had no best_epoch, the name a trial keeps the epoch under
+    args = ("train", "--epochs", "3", "--train-size", "200", "--lr", "3e-4")
+    out = json.loads(invoke(*args, "--json").stdout)
+    assert out["best_epoch"] == 1 + out["val_acc_history"].index(out["best_val_acc"])
+    assert list(out)[list(out).index("best_val_acc") + 1] == "best_epoch"
+    text = " ".join(invoke(*args).stdout.split())
+    assert (f"val_acc {out['val_acc']:.4f}, best_val_acc {out['best_val_acc']:.4f} (epoch {out['best_epoch']})"
+            in text)
+
+
 def test_huge_lr_is_reported_as_diverged_not_raised():
     result = invoke("train", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2", "--explode-factor", "1e300",
                     "--json")

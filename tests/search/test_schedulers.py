@@ -120,8 +120,9 @@ def test_a_trial_the_scheduler_stopped_says_at_which_epoch_in_explain_and_in_its
     rows = json.loads(run_cli("trials", "digits/coarse", "--state", "pruned", "--format", "json").stdout)
     stopped = [r for r in rows if r["stop_reason"] == "pruned"][0]
     ref = f"digits/coarse:{stopped['number']}"
-    explained = run_cli("explain", ref).stdout
-    assert explained.startswith(f"{ref}: pruned by the scheduler at epoch 1 of 3, value {stopped['value']:.4f};")
+    explained = " ".join(run_cli("explain", ref).stdout.split())
+    assert explained.startswith(f"{ref}: pruned by the scheduler at epoch 1 of 3, value {stopped['value']:.4f}, "
+                                f"best_val_acc {stopped['best_val_acc']:.4f} (epoch 1);")
     rerun = run_cli("train", "--from-trial", ref)
     assert (f"stored value of trial {ref}: {stopped['value']:.4f} (at epoch 1 of 3: the scheduler stopped it "
             f"there)") in " ".join(rerun.stdout.split())  # wrapped at the terminal's width

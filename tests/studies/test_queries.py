@@ -75,6 +75,7 @@ def _complete(value: float, lr: float, reg: float, seconds: float = 1.5) -> optu
             "train_acc": min(1.0, value + 0.05),
             "val_acc": value,
             "best_val_acc": value + 0.01,
+            "best_epoch": 2,
             "model_parameters": 7510,
             "iterations": 120,
             "seconds": seconds,
@@ -271,6 +272,12 @@ def test_trials_frame_sorts_by_a_parameter_by_the_name_the_table_shows(storage) 
         "param_reg"].tolist() == [1e-5, 1e-4, 2e-4, 3e-3, 1e-2]
 
 
+def test_trials_frame_sorts_every_accuracy_best_first(storage) -> None:
+    by_best = trials_frame(storage, study_name="digits/coarse", sort="best_val_acc")
+    assert by_best["best_val_acc"].head(5).tolist() == pytest.approx([0.91, 0.81, 0.71, 0.51, 0.31])
+    assert by_best["best_val_acc"].tail(3).isna().all()  # missing values last
+
+
 def test_trials_frame_over_a_campaign_and_everything(storage) -> None:
     digits = trials_frame(storage, campaign="digits")
     assert len(digits) == 8 + 3
@@ -428,6 +435,16 @@ def test_trials_flat_has_the_best_epoch_value_and_the_model_size_of_trials_frame
     assert flat["model_parameters"].fillna(-1).tolist() == frame["model_parameters"].fillna(-1).tolist()
     assert flat["best_val_acc"].tolist() == pytest.approx(frame["best_val_acc"].tolist(), nan_ok=True)
     assert flat["best_val_acc"].notna().sum() == 5
+
+
+def test_the_best_epoch_is_a_column_of_trials_frame_and_trials_flat(db, storage) -> None:
+    url, _ = db
+    frame = trials_frame(storage, study_name="digits/coarse")
+    assert list(frame.columns).index("best_epoch") == list(frame.columns).index("best_val_acc") + 1
+    assert frame["best_epoch"].fillna(-1).tolist() == [2] * 5 + [-1] * 3
+    flat = run_readonly_sql(url, "SELECT number, best_epoch FROM trials_flat WHERE study = 'digits/coarse' "
+                                 "ORDER BY number")
+    assert flat["best_epoch"].fillna(-1).tolist() == [2] * 5 + [-1] * 3
 
 
 def test_trials_flat_in_aggregates_and_with_user_ctes(db) -> None:

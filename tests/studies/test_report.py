@@ -19,9 +19,10 @@ from PIL import Image
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
-from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMPORTANCE_MAX_TRIALS, StageInfo, budget_numbers,
-                            campaign_report, chosen_configuration, diagnosis_text, first_finished, outcome,
-                            param_importance, pruning_savings, repeat_numbers, write_report, _data_text, _verdict)
+from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIONS, IMPORTANCE_MAX_TRIALS, StageInfo,
+                            budget_numbers, campaign_report, chosen_configuration, diagnosis_text, first_finished,
+                            outcome, param_importance, pruning_savings, repeat_numbers, write_report, _data_text,
+                            _repeats_text, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -239,6 +240,13 @@ def test_the_random_side_of_a_grid_comparison_is_its_first_trials_at_the_grids_b
 def test_outcome_rule():
     assert outcome(0.9, 0.8) == "win" and outcome(0.8, 0.9) == "loss"
     assert outcome(0.9, 0.9 + 1e-12) == "tie" and outcome(None, 0.9) == "n/a"
+
+
+def test_the_repeats_sentence_gives_the_best_value_to_4_decimals():
+    rep = {"repeats": 3, "wins": 2, "ties": 0, "losses": 1, "random": {"mean": 0.93, "std": 0.0602},
+           "grid": {"mean": 0.9, "std": 0.01}}
+    assert _repeats_text(rep) == ("over 3 random/grid pairs: random wins 2, ties 0, losses 1; best value random "
+                                  "0.9300 ± 0.0602, grid 0.9000 ± 0.0100 (mean ± std)")
 
 
 def test_files_hold_the_same_numbers(demo):
@@ -560,8 +568,8 @@ def test_one_example_of_each_label_drawn_named_and_explained(demo, campaign_db, 
         assert ex["trial"] == f"{ex['study']}:{ex['number']}"
         assert ex["label"] in specs[ex["study"]][ex["number"]]["diagnosis"]
     texts = {ex["label"]: ex["text"] for ex in examples}
-    assert re.fullmatch(r"loss fell [1-3] %", texts["lr_too_low"])  # the fixture's curve fell ~2 %
-    assert re.fullmatch(r"train 0\.\d\d, val 0\.\d\d: gap 8 pts", texts["overfitting"])
+    assert re.fullmatch(r"loss fell [1-3]\.\d %", texts["lr_too_low"])  # the fixture's curve fell ~2 %
+    assert re.fullmatch(r"train 0\.\d\d, val 0\.\d\d: gap 8\.0 pts", texts["overfitting"])
     assert texts["dead_units"] == "70 % of layer 1 dead" and texts["bad_initial_loss"] == "initial loss 4.1 vs 2.303"
     assert texts["lr_too_high"] in ("loss exploded", "loss went NaN")
     assert_real_png(written["diagnosis_examples"].read_bytes(), min_colours=200)
@@ -729,17 +737,26 @@ def test_inline_code_is_code_in_html_and_backticks_in_markdown(demo):
 
 
 def test_small_negative_numbers_print_as_zero_never_minus_zero():
-    assert diagnosis_text("underfitting", {"train_acc": 0.9, "train_val_gap": -0.004}) == "train 0.90, gap 0 pts"
-    assert diagnosis_text("lr_too_low", {"loss_change": -0.001}) == "loss fell 0 %"
-    assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2 pts"
+    assert diagnosis_text("underfitting", {"train_acc": 0.9, "train_val_gap": -0.0004}) == "train 0.90, gap 0.0 pts"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.0001}) == "loss fell 0.0 %"
+    assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2.4 pts"
+
+
+def test_a_loss_change_or_gap_is_given_to_a_tenth_as_search_explain_gives_it():
+    # "loss fell 10 %" beside lr_too_low (a loss that fell by less than 10 %) and "gap 5 pts" beside overfitting (a gap
+    # above 5 points), where search explain said 9.7% and 5.5%
+    assert diagnosis_text("lr_too_low", {"loss_change": 0.0966}) == "loss fell 9.7 %"
+    assert diagnosis_text("overfitting", {"train_acc": 0.99, "val_acc": 0.9354, "train_val_gap": 0.0546}) == (
+        "train 0.99, val 0.94: gap 5.5 pts")
+    assert diagnosis_text("healthy", {"loss_change": 0.9716, "train_val_gap": 0.017}) == "loss fell 97.2 %, gap 1.7 pts"
 
 
 def test_an_underfitting_example_gives_the_share_of_its_loss_the_l2_term_holds():
     # wine/fine-1:21, underfitting because its loss was its L2 term, was titled "train 0.99, gap -1 pts"
     numbers = {"train_acc": 0.9919, "train_val_gap": -0.0081, "loss_change": -0.0319, "reg_share": 1.0112}
-    assert diagnosis_text("underfitting", numbers) == "train 0.99, gap -1 pts, L2 term 101 %"
+    assert diagnosis_text("underfitting", numbers) == "train 0.99, gap -0.8 pts, L2 term 101 %"
     assert diagnosis_text("underfitting", {**numbers, "train_acc": 0.41, "reg_share": 0.0031}) == (
-        "train 0.41, gap -1 pts, L2 term 0 %")
+        "train 0.41, gap -0.8 pts, L2 term 0 %")
 
 
 def test_the_data_line_ends_its_shortened_hash_with_three_dots_not_four():
@@ -753,8 +770,8 @@ def test_the_data_line_ends_its_shortened_hash_with_three_dots_not_four():
 
 def test_a_loss_that_rose_a_little_reads_rose_not_fell_by_a_negative_share():
     # a loss up 3.2 % (barely moved: lr_too_low) was titled "loss fell -3 %"
-    assert diagnosis_text("lr_too_low", {"loss_change": -0.032}) == "loss rose 3 %"
-    assert diagnosis_text("lr_too_low", {"loss_change": 0.064}) == "loss fell 6 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.032}) == "loss rose 3.2 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": 0.064}) == "loss fell 6.4 %"
 
 
 def test_a_loss_that_barely_moved_is_drawn_inside_the_axes():
@@ -851,8 +868,8 @@ def test_the_pair_plot_tells_exploded_trials_from_ones_the_scheduler_pruned():
 def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
     # digits/coarse:6 of search auto completed 3 epochs at val 0.930, its loss ending 20 % above its first: labelled
     # lr_too_high, its example was titled "loss exploded"
-    assert diagnosis_text("lr_too_high", {"loss_change": -0.1986}, "completed") == "loss rose 20 %"
-    assert diagnosis_text("lr_too_high", {"loss_change": -0.4219}, "pruned") == "loss rose 42 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.1986}, "completed") == "loss rose 19.9 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.4219}, "pruned") == "loss rose 42.2 %"
     assert diagnosis_text("lr_too_high", {"loss_change": -5.2}, "exploded") == "loss exploded"
     assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
 
@@ -939,3 +956,16 @@ def test_a_run_of_one_epoch_has_one_whole_epoch_tick():
     ax.figure.canvas.draw()
     assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]
     plots.plt.close(ax.figure)
+
+
+def test_the_best_so_far_plots_name_the_best_value_not_a_best_validation_accuracy():
+    # "best validation accuracy so far" read as best_val_acc (a trial's best epoch's); they draw the best value
+    ax = plots.new_axes()[0, 0]
+    assert plots.plot_best_so_far(ax, [("random", [1.0, 2.0], [0.5, 0.6])]).axes[0].get_ylabel() == "best value so far"
+    plots.plt.close(ax.figure)
+    ax = plots.new_axes()[0, 0]
+    band = plots.plot_median_band(ax, [("random", np.array([[0.5, 0.6], [0.4, 0.7]]))])
+    assert band.axes[0].get_ylabel() == "best value reached"
+    plots.plt.close(ax.figure)
+    assert BEST_SO_FAR_STAGES.startswith("best value so far against cumulative training time, stages one after")
+    assert IMAGE_CAPTIONS["best_so_far"] == "best value so far against cumulative training time, grid vs random"
