@@ -369,13 +369,13 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
         "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too "
                        "high",
         "lr_too_low": f"the loss {moved} of its first value ({bound}): the learning rate is too low",
-        "overfitting": f"train accuracy {n['train_acc']:.4f} is {_pct_past(n['train_val_gap'], gap_limit)} above "
+        "overfitting": f"train accuracy {n['train_acc']:.4f} is {_points(n['train_val_gap'], gap_limit)} above "
                        f"validation (> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
                        f"lower capacity",
         "underfitting": (f"the loss {moved} of its first value, and its L2 term is "
                          f"{_pct(n['reg_share'])} of it at the end (>= {t.reg_share_high:.0%}): the weights' penalty "
                          f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
-                         else f"train accuracy {n['train_acc']:.4f}, train-val gap {_pct(n['train_val_gap'])}: the "
+                         else f"train accuracy {n['train_acc']:.4f}, train-val gap {_points(n['train_val_gap'])}: the "
                               f"training set is not learned; underfitting: raise capacity or lower regularisation"),
         "dead_units": f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} "
                       f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that knocked "
@@ -387,7 +387,7 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
                               else "the initial weights are too large for tanh/sigmoid"),
         "bad_initial_loss": f"initial data loss {n['initial_data_loss']}, expected about "
                             f"{n['expected_initial_loss']}: the output scale is wrong",
-        "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_pct(n['train_val_gap'])}",
+        "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_points(n['train_val_gap'])}",
     }
     return [words[label] for label in diagnosis.labels]
 
@@ -396,8 +396,8 @@ def _gap_limit_text(limit: object) -> str:
     """The gap a run had to exceed to be overfitting: the threshold, or the noise of its few samples."""
     t = THRESHOLDS
     if limit is None or float(limit) <= t.gap_overfit:  # diagnoses stored before the limit was: the threshold
-        return f"{t.gap_overfit:.0%}"
-    return f"{float(limit):.1%}, twice the standard error of the gap on so few samples"
+        return f"{t.gap_overfit * 100:.0f} points"
+    return f"{float(limit) * 100:.1f} points, twice the standard error of the gap on so few samples"
 
 
 def _per_layer(fractions: list[float], threshold: float) -> str:
@@ -425,3 +425,10 @@ def _pct_past(x: object, bound: float, above: bool = True, digits: int = 1) -> s
 
 def _pct(x: object) -> str:
     return "-" if x is None else f"{float(x):.1%}"
+
+
+def _points(x: object, bound: float | None = None) -> str:
+    """A difference of accuracies in points of 100 % (0.071: ``7.1 points``), shown past ``bound`` as ``_pct_past``
+    shows a share."""
+    text = _pct(x) if bound is None else _pct_past(x, bound)
+    return text if x is None else f"{text[:-1]} points"

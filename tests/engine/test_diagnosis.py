@@ -84,13 +84,14 @@ def test_a_gap_within_the_noise_of_few_samples_is_no_overfitting():
     large = run((1000, 1000))  # the same accuracies on 1000 samples each: the 5-point threshold decides
     assert large.labels == ("overfitting",) and large.numbers["gap_limit"] == 0.05
     assert describe_diagnosis(large) == [
-        "train accuracy 0.8627 is 7.1% above validation (> 5%): overfitting; raise regularisation or lower capacity"]
+        "train accuracy 0.8627 is 7.1 points above validation (> 5 points): overfitting; raise regularisation or "
+        "lower capacity"]
     big_gap = diagnose("completed", _falling(1.1, 0.4), 1.0, 0.75, 1.1, math.log(3), [], chance=1 / 3,
                        samples=(102, 24))
     assert big_gap.labels == ("overfitting",)
     assert describe_diagnosis(big_gap) == [
-        "train accuracy 1.0000 is 25.0% above validation (> 17.8%, twice the standard error of the gap on so few "
-        "samples): overfitting; raise regularisation or lower capacity"]
+        "train accuracy 1.0000 is 25.0 points above validation (> 17.8 points, twice the standard error of the gap "
+        "on so few samples): overfitting; raise regularisation or lower capacity"]
 
 
 def test_units_saturated_by_an_exploding_run_are_blamed_on_its_learning_rate_not_its_initialisation():
@@ -152,11 +153,13 @@ def test_a_fraction_just_over_its_threshold_is_not_rounded_down_to_it():
 
 
 def test_a_gap_or_loss_change_just_past_its_limit_is_not_rounded_to_it():
-    # "is 5.0% above validation (> 5%)" and "fell by only 10.0% of its first value (< 10%)" contradicted their labels
+    # "is 5.0% above validation (> 5%)" and "fell by only 10.0% of its first value (< 10%)" contradicted their labels;
+    # a gap of accuracies is in points (of 100 %), as the README, the thresholds and the report say it
     over = _run(train=0.99, val=0.9396)
     assert over.labels == ("overfitting",)
     assert describe_diagnosis(over) == [
-        "train accuracy 0.9900 is 5.04% above validation (> 5%): overfitting; raise regularisation or lower capacity"]
+        "train accuracy 0.9900 is 5.04 points above validation (> 5 points): overfitting; raise regularisation or "
+        "lower capacity"]
     slow = _run(loss=[2.0] + [2.0 * (1 - 0.0996)] * 99)
     assert slow.labels == ("lr_too_low",)
     assert describe_diagnosis(slow) == [
@@ -164,7 +167,8 @@ def test_a_gap_or_loss_change_just_past_its_limit_is_not_rounded_to_it():
     noisy = diagnose("completed", _falling(1.1, 0.4), 0.9619, 0.7917, 1.1, math.log(3), [], chance=1 / 3,
                      samples=(102, 24))
     assert noisy.labels == ("overfitting",) and noisy.numbers["gap_limit"] == 0.1701
-    assert describe_diagnosis(noisy)[0].startswith("train accuracy 0.9619 is 17.02% above validation (> 17.0%, ")
+    assert describe_diagnosis(noisy)[0].startswith(
+        "train accuracy 0.9619 is 17.02 points above validation (> 17.0 points, ")
 
 
 def test_a_loss_that_rose_a_little_says_it_rose_not_that_it_fell_by_a_negative_share():
@@ -182,8 +186,8 @@ def test_a_loss_that_rose_a_little_says_it_rose_not_that_it_fell_by_a_negative_s
 def test_the_train_accuracy_is_said_to_4_decimals_as_search_trials_gives_it():
     # "train accuracy 0.8" where search trials, the report and search auto give accuracies as 0.8000
     assert describe_diagnosis(_run(train=0.80, val=0.795)) == [
-        "train accuracy 0.8000, train-val gap 0.5%: the training set is not learned; underfitting: raise capacity or "
-        "lower regularisation"]
+        "train accuracy 0.8000, train-val gap 0.5 points: the training set is not learned; underfitting: raise "
+        "capacity or lower regularisation"]
 
 
 def test_the_reason_given_for_underfitting_is_the_one_its_stored_numbers_show():
