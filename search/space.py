@@ -145,9 +145,11 @@ class FloatRange:
         return FloatRange(low, high, self.log)
 
     def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
-               limits: tuple[float, float], flat: str | None = None) -> tuple[FloatRange, str]:
-        """Span the top trials (+10 % of the width each side); widen past a bound the best sits near, unless ``flat``
-        says why the range has no measurable effect (``insensitive``'s evidence)."""
+               limits: tuple[float, float], flat: str | None = None,
+               limit_name: str = "the option's limit") -> tuple[FloatRange, str]:
+        """Span the top trials (+10 % of the width each side); widen past a bound the best sits near, up to ``limits``
+        (``limit_name`` says what they are), unless ``flat`` says why the range has no measurable effect
+        (``insensitive``'s evidence)."""
         values = [v for v, _ in ranked[:top]]
         best = values[0]
         us = [self.to_unit(v) for v in values]
@@ -162,14 +164,14 @@ class FloatRange:
             if side == "high":
                 hi = hi_old + shift
                 if self.from_unit(hi) > limit:
-                    hi, limit_note = self.to_unit(limit), f"; stopped at the option's limit {limit:g}"
+                    hi, limit_note = self.to_unit(limit), f"; stopped at {limit_name} {limit:g}"
             else:
                 lo = lo_old - shift
                 if self.from_unit(lo) < limit:
                     if self.log and limit <= 0:
                         pass  # a log range never reaches a limit of 0
                     else:
-                        lo, limit_note = self.to_unit(limit), f"; stopped at the option's limit {limit:g}"
+                        lo, limit_note = self.to_unit(limit), f"; stopped at {limit_name} {limit:g}"
         new = self._make(*self._bounds(self.from_unit(lo), self.from_unit(hi), values))
         pct = round(edge * 100)
         if side is not None:
@@ -177,7 +179,7 @@ class FloatRange:
             moved = new.high > self.high if side == "high" else new.low < self.low
             how = (f"not widened: {flat}" if flat is not None
                    else f"widened {'upward' if side == 'high' else 'downward'}{limit_note}" if moved
-                   else "not widened: that bound is the option's limit")
+                   else f"not widened: that bound is {limit_name}")
             return new, (f"{name}: best {best:.3g} is within {pct} % of the {bound} bound {old_bound:.3g}; "
                          f"new range {new} ({how})")
         if new.width >= self.width:  # the top trials spread over the whole range
@@ -269,8 +271,9 @@ class Choice:
         return list(self.choices)
 
     def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
-               limits: tuple[float, float]) -> tuple[Choice, str]:
-        """Keep the categories seen among the top trials (the best's always); name each dropped one."""
+               limits: tuple[float, float], limit_name: str = "the option's limit") -> tuple[Choice, str]:
+        """Keep the categories seen among the top trials (the best's always); name each dropped one (``limits`` and
+        ``limit_name`` are a range's: categories are never widened)."""
         leaders = [v for v, _ in ranked[:top]]
         kept = tuple(c for c in self.choices if c in leaders)
         counts = ", ".join(f"{value_text(c)} {leaders.count(c)}" for c in kept)
@@ -497,6 +500,7 @@ def refine_space(
     value_se: float | None = None,
     exploded: Sequence[Mapping[str, Any]] = (),
     flat: Mapping[str, str] | None = None,
+    train_size: int | None = None,
 ) -> tuple[dict[str, Dimension], list[str]]:
     """New dimensions from finished trials ``(params, value)`` (higher is better) and one note per dimension.
 
@@ -512,7 +516,8 @@ def refine_space(
     still move them (keeping the diagnoses off them took clusters-12 of ``benchmarks/search_quality.py`` from 9 to
     6 seeds of 10 against TPE, +1.14 to +0.68 points). With ``diagnoses`` (each
     trial's labels; ``exploded``: the params of the runs stopped as lr_too_high, which have no value to rank),
-    ``use_diagnoses`` moves bounds.
+    ``use_diagnoses`` moves bounds. With ``train_size`` (the training samples), batch_size is widened no further than
+    it: a larger batch than the training set is refused.
     """
     if not trials:
         raise SearchError("no finished trials to refine the ranges from")
@@ -527,6 +532,9 @@ def refine_space(
     flat_here = insensitive_dimensions(space, ranked, value_se) if value_se is not None else {}
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
+        limit_name = "the option's limit"
+        if name == "batch_size" and train_size is not None and train_size < limits[1]:
+            limits, limit_name = (limits[0], train_size), "the training set's size"
         values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
         if not values:
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"
@@ -535,9 +543,9 @@ def refine_space(
         if name in flat_here:
             new[name], note = dim, f"{name}: insensitive, range kept at {dim}: {flat_here[name]}"
         elif flat and name in flat:
-            new[name], note = dim.refine(name, values, top, edge, limits, flat=flat[name])
+            new[name], note = dim.refine(name, values, top, edge, limits, flat=flat[name], limit_name=limit_name)
         else:
-            new[name], note = dim.refine(name, values, top, edge, limits)
+            new[name], note = dim.refine(name, values, top, edge, limits, limit_name=limit_name)
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]

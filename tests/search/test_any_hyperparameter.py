@@ -193,3 +193,13 @@ def test_a_grid_far_beyond_the_coarse_budget_is_refused(run_cli):
         "batchnorm": "true,false", "loss": "softmax,svm", "activation": "relu,tanh,elu"}[name])]
     assert run_cli("coarse", *cats, "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0
     one_line_error(run_cli("grid"), "12 points", "more than twice its 4 trials")
+
+
+def test_a_fine_stage_widens_batch_size_no_further_than_the_training_set(run_cli):
+    assert run_cli("coarse", "--space", "batch_size=100:120", "--trials", "3", "--epochs", "1",
+                   "--train-size", "120").exit_code == 0
+    fine = run_cli("fine", "--edge", "0.5", "--promote", "0", "--trials", "2")
+    assert fine.exit_code == 0, fine.output
+    stage = Stage.from_attrs(_study("digits/fine-1").user_attrs)
+    assert stage.space["batch_size"].high == 120
+    assert stage.range_notes[-1].endswith("(not widened: that bound is the training set's size)")

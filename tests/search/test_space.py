@@ -199,6 +199,19 @@ def test_int_refinement_widens_past_a_bound_and_stops_at_the_options_limit():
     assert new.high == 1.0 and "limit" in note
 
 
+def test_batch_size_is_widened_no_further_than_the_training_set():
+    trials = [({"batch_size": 98}, 0.9), ({"batch_size": 60}, 0.8)]
+    new, notes = refine_space({"batch_size": IntRange(16, 100)}, trials, top=2, train_size=120)
+    assert new["batch_size"] == IntRange(49, 120)
+    assert notes == ["batch_size: best 98 is within 10 % of the upper bound 100; new range 49:120:int (widened upward; "
+                     "stopped at the training set's size 120)"]
+    trials = [({"batch_size": 118}, 0.9), ({"batch_size": 60}, 0.8)]
+    new, notes = refine_space({"batch_size": IntRange(16, 120)}, trials, top=2, train_size=120)
+    assert new["batch_size"] == IntRange(49, 120)
+    assert notes == ["batch_size: best 118 is within 10 % of the upper bound 120; new range 49:120:int (not widened: "
+                     "that bound is the training set's size)"]
+
+
 def test_categorical_refinement_drops_a_category_that_never_reached_the_top():
     trials = [({"activation": "relu"}, 0.98), ({"activation": "elu"}, 0.97), ({"activation": "relu"}, 0.96),
               ({"activation": "tanh"}, 0.90), ({"activation": "tanh"}, 0.80)]
