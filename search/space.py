@@ -546,6 +546,8 @@ def refine_space(
             new[name], note = dim.refine(name, values, top, edge, limits, flat=flat[name], limit_name=limit_name)
         else:
             new[name], note = dim.refine(name, values, top, edge, limits, limit_name=limit_name)
+        if len(values) < len(ranked):  # its best and top are those of the trials it applied in, not of all
+            note = f"{name}: in the {len(values)} of {len(ranked)} trials that used it, {note[len(name) + 2:]}"
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]

@@ -127,8 +127,12 @@ def test_refinement_reads_a_conditional_dimension_from_the_trials_that_used_it()
     trials = [({"optimizer": "adam"}, 0.95), ({"optimizer": "momentum", "momentum": 0.9}, 0.9),
               ({"optimizer": "adam"}, 0.85), ({"optimizer": "momentum", "momentum": 0.7}, 0.8)]
     new, notes = refine_space(space, trials, top=2)
-    assert notes[1] == ("momentum: best 0.9 is inside 0.5:0.99:linear; narrowed around the top 2 trials to "
-                        "0.651:0.949:linear (0.3 of 0.49 units)")
+    assert notes[1] == ("momentum: in the 2 of 4 trials that used it, best 0.9 is inside 0.5:0.99:linear; narrowed "
+                        "around the top 2 trials to 0.651:0.949:linear (0.3 of 0.49 units)")
+    with_momentum = [(p, v) for p, v in trials if p["optimizer"] == "momentum"]  # every trial used it
+    assert refine_space({"momentum": space["momentum"]}, with_momentum, top=2)[1] == [
+        "momentum: best 0.9 is inside 0.5:0.99:linear; narrowed around the top 2 trials to 0.651:0.949:linear (0.3 of "
+        "0.49 units)"]
     only_adam = [(p, v) for p, v in trials if p["optimizer"] == "adam"]
     new, notes = refine_space({"momentum": space["momentum"]}, only_adam, top=2)  # the trials' optimizer was fixed
     assert new["momentum"] == space["momentum"]
