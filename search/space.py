@@ -380,8 +380,8 @@ def check_space(space: Space, base: RunConfig) -> None:
                 option, limits = f"--{name.replace('_', '-')}", f"({entry.limits[0]:g} to {entry.limits[1]:g})"
                 try:  # the option may take it where a search may not: an open bound is searched a little inside
                     base.with_params({entry.path: value})
-                except ConfigError:
-                    raise SearchError(f"--space {name}: {value:g} is outside what {option} accepts {limits}") from None
+                except ConfigError as e:  # the option's own reason: the search's limits are not what it accepts
+                    raise SearchError(f"--space {name}: {value:g} is not accepted: {e}") from None
                 raise SearchError(f"--space {name}: {value:g} is outside the range {name} is searched in {limits}, "
                                   f"though {option} accepts it: ranges are searched and widened only within these")
             try:

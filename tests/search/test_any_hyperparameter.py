@@ -127,8 +127,11 @@ def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_o
     line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
     assert line == ("error: --space dropout: 0.005 is outside the range dropout is searched in (0.01 to 1), though "
                     "--dropout accepts it: ranges are searched and widened only within these")
+    # once "1.5 is outside what --dropout accepts (0.01 to 1)": the search's limits, said to be what --dropout takes
     line = one_line_error(run_cli("coarse", "--space", "dropout=0.5:1.5", "--trials", "1"), "--space dropout")
-    assert line == "error: --space dropout: 1.5 is outside what --dropout accepts (0.01 to 1)"
+    assert line == "error: --space dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"
+    line = one_line_error(run_cli("coarse", "--space", "momentum=0.5:1", "--optimizer", "momentum", "--trials", "1"))
+    assert line == "error: --space momentum: 1 is not accepted: momentum must be in [0, 1), got 1.0"
 
 
 @pytest.mark.parametrize("text,message", [

@@ -130,10 +130,10 @@ def test_parsing_uses_each_names_default_scale_and_flags():
 
 
 @pytest.mark.parametrize("name,spec,fragment", [
-    ("dropout", "0.5:1.5:linear", "1.5 is outside"),
-    ("hidden", "0:10:linear:int", "0 is outside"),
+    ("dropout", "0.5:1.5:linear", "1.5 is not accepted: dropout keep probability must be in"),
+    ("hidden", "0:10:linear:int", "0 is not accepted: hidden sizes must be >= 1"),
     ("activation", "relu,swish", "swish is not accepted: unknown activation"),
-    ("momentum", "0.5:1:linear", "1 is outside"),
+    ("momentum", "0.5:1:linear", "1 is not accepted: momentum must be in"),
 ])
 def test_bounds_the_option_itself_refuses_name_the_dimension(name, spec, fragment):
     with pytest.raises(SearchError, match=f"--space {name}: .*{fragment}"):
