@@ -21,7 +21,7 @@ from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS
 from engine.optim import MOMENTUM_OPTIMIZERS, OPTIMIZERS
-from search.config import RunConfig
+from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ SEARCHABLE: dict[str, Searchable] = {
     "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), help="learning rate"),
     "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF), help="L2 strength"),
     "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000), help="width of every hidden layer"),
-    "depth": Searchable("arch.depth", "int", limits=(1, 100), help="number of hidden layers"),
+    "depth": Searchable("arch.depth", "int", limits=(1, MAX_DEPTH), help="number of hidden layers"),
     "dropout": Searchable("arch.dropout", "float", limits=(0.01, 1.0), help="keep probability (1 = off)"),
     "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF), help="minibatch size"),
     "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0), help="lr multiplier per epoch"),

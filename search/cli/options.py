@@ -19,7 +19,7 @@ from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
-from search.config import RunConfig, absolute_data_name
+from search.config import MAX_DEPTH, RunConfig, absolute_data_name
 from search.errors import SearchError
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
 from search.space import Dimension, check_fixed, check_space, parse_dimension, searchable
@@ -202,7 +202,7 @@ RUN_OPTIONS = [
     # model
     click.option("--hidden", default="100", show_default=True, callback=_hidden,
                  help="Hidden layer sizes, comma-separated."),
-    click.option("--depth", type=click.IntRange(1, 100), default=None,
+    click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=None,
                  help="Number of hidden layers, each as wide as the first of --hidden."),
     click.option("--activation", type=choice(ACTIVATIONS), default="relu", show_default=True, metavar="NAME",
                  help=f"One of {', '.join(ACTIVATIONS)}."),

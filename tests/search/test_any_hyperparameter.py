@@ -134,6 +134,16 @@ def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_o
     assert line == "error: --space momentum: 1 is not accepted: momentum must be in [0, 1), got 1.0"
 
 
+@pytest.mark.parametrize("spec, line", [
+    # once "though --depth accepts it", which refuses 101 as the search does
+    ("1:101", "error: --space depth: 101 is not accepted: depth must be 1 to 100 hidden layers, got 101"),
+    # once "hidden sizes must be >= 1, got " (an empty tuple of widths)
+    ("0:3", "error: --space depth: 0 is not accepted: depth must be 1 to 100 hidden layers, got 0"),
+])
+def test_a_depth_no_run_can_have_is_refused_as_depth(run_cli, spec, line):
+    assert one_line_error(run_cli("coarse", "--space", f"depth={spec}", "--trials", "1")) == line
+
+
 @pytest.mark.parametrize("text,message", [
     # once: lr silently dropped, the stage searched hidden alone
     ('lr = "1e-4:1"\n[space]\nhidden = "16:64"\n',
