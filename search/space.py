@@ -346,7 +346,8 @@ def parse_dimension(name: str, spec: str) -> Dimension:
             raise SearchError(f"{spec!r}: unknown flag {flag!r} (log, linear or int)")
     if is_int:
         if not (math.isfinite(low) and math.isfinite(high)) or low != int(low) or high != int(high):
-            raise SearchError(f"range {spec} needs whole-number bounds for :int")
+            why = f": {key} is a whole number" if entry.kind == "int" else " for :int"  # :int not typed for hidden
+            raise SearchError(f"range {spec} needs whole-number bounds{why}")
         if low >= high:
             raise SearchError(f"range {spec} needs low < high")
         return IntRange(int(low), int(high), log)

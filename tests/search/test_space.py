@@ -34,6 +34,17 @@ def test_bad_ranges_are_refused_with_the_reason(text, fragment):
         parse_dimension("lr", text)
 
 
+@pytest.mark.parametrize("name,text,message", [
+    ("hidden", "16.5:256", "range 16.5:256 needs whole-number bounds: hidden is a whole number"),  # once "for :int"
+    ("depth", "1:2.5:linear", "range 1:2.5:linear needs whole-number bounds: depth is a whole number"),
+    ("lr_decay", "0.5:2.5:int", "range 0.5:2.5:int needs whole-number bounds for :int"),
+])
+def test_fractional_bounds_of_a_whole_number_range_say_why_it_is_one(name, text, message):
+    with pytest.raises(SearchError) as raised:
+        parse_dimension(name, text)
+    assert str(raised.value) == message
+
+
 def _trials(best: dict[str, float], others: list[dict[str, float]]):
     return [(best, 0.99)] + [(p, 0.9 - 0.01 * i) for i, p in enumerate(others)]
 
