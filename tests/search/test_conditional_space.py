@@ -190,3 +190,14 @@ def test_importance_rates_what_every_trial_has_and_names_what_it_left_out():
     assert out["trials_used"] == 12 and out["left_out"] == ["momentum"]
     assert set(out["importance"]) == {"optimizer", "lr"}
     assert abs(sum(out["importance"].values()) - 1) < 1e-9
+
+
+def test_coarse_help_shows_a_conditional_space_and_it_runs(run_cli):
+    examples = run_cli("coarse", "--help").stdout.split("Examples:")[1].split("\n\n")[0].replace("\\\n", " ")
+    conditional = [line.split("#")[0].split() for line in examples.splitlines() if "momentum=" in line]
+    assert conditional == [["search", "coarse", "--space", "depth=1:4", "--space", "optimizer=adam,momentum", "--space",
+                            "momentum=0.5:0.99"]]
+    result = run_cli(*conditional[0][1:], "--trials", "4", "--epochs", "1", "--train-size", "200")
+    assert result.exit_code == 0, result.output
+    assert {("momentum" in t.params) == (t.params["optimizer"] == "momentum")
+            for t in _study("digits/coarse").get_trials()} == {True}
