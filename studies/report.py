@@ -715,8 +715,11 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     gap = _num(n.get("train_val_gap"))
     gap_text = "-" if gap is None else f"{_whole(gap * 100)} pts"
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
-    if label == "lr_too_low":
-        return f"loss fell {_pct_text(n.get('loss_change'))}"
+    if label == "lr_too_low":  # a loss that barely moved may have risen a little: "fell -3 %" said it backwards
+        change = _num(n.get("loss_change"))
+        if change is not None and change < -0.005:  # a rise that shows as 1 % or more; less is "fell 0 %"
+            return f"loss rose {_pct_text(-change)}"
+        return f"loss fell {_pct_text(change)}"
     if label == "lr_too_high":  # stopped as exploded or NaN, or (a run nothing stopped) ended above its first loss
         if stop_reason == "nan":
             return "loss went NaN"

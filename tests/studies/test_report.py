@@ -834,6 +834,13 @@ def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
     assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
 
 
+def test_a_too_low_lr_whose_loss_rose_a_little_is_not_said_to_have_fallen():
+    # once "loss fell -3 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.03}, "completed") == "loss rose 3 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": 0.07}, "completed") == "loss fell 7 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": None}, "completed") == "loss fell -"
+
+
 @pytest.mark.parametrize("panels", [1, 2, 3])
 def test_the_pair_plots_legend_fits_its_figure(panels):
     # one coarse stage alone (an interrupted campaign) cut "complete (colour: accuracy)" and "failed" off the sides
