@@ -361,18 +361,20 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
         change < t.loss_change_low)
     limit = n.get("gap_limit")  # the gap an overfitting run exceeded, as _gap_limit_text says it
     gap_limit = t.gap_overfit if limit is None else max(t.gap_overfit, float(limit))
-    if change is not None and change < 0:  # up, by less than lr_too_high takes: it did not fall at all
-        moved, bound = f"rose by {_pct(-change)}", f"instead of falling by {t.loss_change_low:.0%} or more"
+    if change is not None and change <= 0:  # up, by less than lr_too_high takes (-0.0: a rise rounded away)
+        moved = "did not fall" if change == 0 else f"rose by {_pct_past(-change, 0.0)} of its first value"
+        bound = f"instead of falling by {t.loss_change_low:.0%} or more"
     else:  # "< 10%" of it never reads 10.0%
-        moved, bound = f"fell by only {_pct_past(change, t.loss_change_low, above=False)}", f"< {t.loss_change_low:.0%}"
+        moved = f"fell by only {_pct_past(change, t.loss_change_low, above=False)} of its first value"
+        bound = f"< {t.loss_change_low:.0%}"
     words = {
         "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too "
                        "high",
-        "lr_too_low": f"the loss {moved} of its first value ({bound}): the learning rate is too low",
+        "lr_too_low": f"the loss {moved} ({bound}): the learning rate is too low",
         "overfitting": f"train accuracy {n['train_acc']:.4f} is {_points(n['train_val_gap'], gap_limit)} above "
                        f"validation (> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
                        f"lower capacity",
-        "underfitting": (f"the loss {moved} of its first value, and its L2 term is "
+        "underfitting": (f"the loss {moved}, and its L2 term is "
                          f"{_pct(n['reg_share'])} of it at the end (>= {t.reg_share_high:.0%}): the weights' penalty "
                          f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
                          else f"train accuracy {n['train_acc']:.4f}, train-val gap {_points(n['train_val_gap'])}: the "

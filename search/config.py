@@ -24,6 +24,8 @@ from engine.model import FullyConnectedNet, ModelConfig
 from engine.preprocess import Preprocessor, PreprocessSpec, fit_dataset
 from engine.trainer import TrainConfig
 
+MAX_DEPTH = 100  # hidden layers a run may have: --depth and a searched depth alike
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -83,7 +85,10 @@ class RunConfig:
 def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
     name, rest = parts[0], parts[1:]
     if isinstance(obj, ModelConfig) and name == "depth" and not rest:
-        return replace(obj, hidden=(obj.hidden[0],) * _as_int(value, path))
+        depth = _as_int(value, path)
+        if not 1 <= depth <= MAX_DEPTH:
+            raise ConfigError(f"depth must be 1 to {MAX_DEPTH} hidden layers, got {depth}")
+        return replace(obj, hidden=(obj.hidden[0],) * depth)
     if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
         raise ConfigError(f"no run option at {path!r}")
     current = getattr(obj, name)

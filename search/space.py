@@ -21,7 +21,7 @@ from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS
 from engine.optim import MOMENTUM_OPTIMIZERS, OPTIMIZERS
-from search.config import RunConfig
+from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ SEARCHABLE: dict[str, Searchable] = {
     "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), help="learning rate"),
     "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF), help="L2 strength"),
     "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000), help="width of every hidden layer"),
-    "depth": Searchable("arch.depth", "int", limits=(1, 100), help="number of hidden layers"),
+    "depth": Searchable("arch.depth", "int", limits=(1, MAX_DEPTH), help="number of hidden layers"),
     "dropout": Searchable("arch.dropout", "float", limits=(0.01, 1.0), help="keep probability (1 = off)"),
     "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF), help="minibatch size"),
     "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0), help="lr multiplier per epoch"),
@@ -145,9 +145,11 @@ class FloatRange:
         return FloatRange(low, high, self.log)
 
     def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
-               limits: tuple[float, float], flat: str | None = None) -> tuple[FloatRange, str]:
-        """Span the top trials (+10 % of the width each side); widen past a bound the best sits near, unless ``flat``
-        says why the range has no measurable effect (``insensitive``'s evidence)."""
+               limits: tuple[float, float], flat: str | None = None,
+               limit_name: str = "the option's limit") -> tuple[FloatRange, str]:
+        """Span the top trials (+10 % of the width each side); widen past a bound the best sits near, up to ``limits``
+        (``limit_name`` says what they are), unless ``flat`` says why the range has no measurable effect
+        (``insensitive``'s evidence)."""
         values = [v for v, _ in ranked[:top]]
         best = values[0]
         us = [self.to_unit(v) for v in values]
@@ -162,14 +164,14 @@ class FloatRange:
             if side == "high":
                 hi = hi_old + shift
                 if self.from_unit(hi) > limit:
-                    hi, limit_note = self.to_unit(limit), f"; stopped at the option's limit {limit:g}"
+                    hi, limit_note = self.to_unit(limit), f"; stopped at {limit_name} {limit:g}"
             else:
                 lo = lo_old - shift
                 if self.from_unit(lo) < limit:
                     if self.log and limit <= 0:
                         pass  # a log range never reaches a limit of 0
                     else:
-                        lo, limit_note = self.to_unit(limit), f"; stopped at the option's limit {limit:g}"
+                        lo, limit_note = self.to_unit(limit), f"; stopped at {limit_name} {limit:g}"
         new = self._make(*self._bounds(self.from_unit(lo), self.from_unit(hi), values))
         pct = round(edge * 100)
         if side is not None:
@@ -177,13 +179,14 @@ class FloatRange:
             moved = new.high > self.high if side == "high" else new.low < self.low
             how = (f"not widened: {flat}" if flat is not None
                    else f"widened {'upward' if side == 'high' else 'downward'}{limit_note}" if moved
-                   else "not widened: that bound is the option's limit")
+                   else f"not widened: that bound is {limit_name}")
             return new, (f"{name}: best {best:.3g} is within {pct} % of the {bound} bound {old_bound:.3g}; "
                          f"new range {new} ({how})")
         if new.width >= self.width:  # the top trials spread over the whole range
             return new, f"{name}: best {best:.3g} is inside {self}; kept: the top {len(values)} trials span it"
         unit = "decades" if self.log else "units"
-        return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around the top {len(values)} trials "
+        around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
+        return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around {around} "
                      f"to {new} ({new.width:.2g} of {self.width:.2g} {unit})")
 
     def _bounds(self, low: float, high: float, values: Sequence[Any]) -> tuple[Any, Any]:
@@ -269,11 +272,12 @@ class Choice:
         return list(self.choices)
 
     def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
-               limits: tuple[float, float]) -> tuple[Choice, str]:
-        """Keep the categories seen among the top trials (the best's always); name each dropped one."""
+               limits: tuple[float, float], limit_name: str = "the option's limit") -> tuple[Choice, str]:
+        """Keep the categories seen among the top trials (the best's always); name each dropped one (``limits`` and
+        ``limit_name`` are a range's: categories are never widened)."""
         leaders = [v for v, _ in ranked[:top]]
         kept = tuple(c for c in self.choices if c in leaders)
-        counts = ", ".join(f"{value_text(c)} {leaders.count(c)}" for c in kept)
+        counts = ", ".join(f"{leaders.count(c)} with {value_text(c)}" for c in kept)  # "1 3" read badly for depth
         if kept == self.choices:
             return self, (f"{name}: kept all of {', '.join(map(value_text, kept))}: each appears among the top "
                           f"{len(leaders)} trials ({counts})")
@@ -287,7 +291,8 @@ class Choice:
                 dropped.append(f"{value_text(c)} ({trials}, best {max(scores):.4g}, "
                                f"mean {sum(scores) / len(scores):.4g})")
             else:
-                dropped.append(f"{value_text(c)} (0 trials)")
+                # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
+                dropped.append(f"{value_text(c)} (none of the {len(ranked)} trials ranked had it)")
         return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} (among the top {len(leaders)}: "
                               f"{counts}); dropped {'; '.join(dropped)}")
 
@@ -343,7 +348,8 @@ def parse_dimension(name: str, spec: str) -> Dimension:
             raise SearchError(f"{spec!r}: unknown flag {flag!r} (log, linear or int)")
     if is_int:
         if not (math.isfinite(low) and math.isfinite(high)) or low != int(low) or high != int(high):
-            raise SearchError(f"range {spec} needs whole-number bounds for :int")
+            why = f": {key} is a whole number" if entry.kind == "int" else " for :int"  # :int not typed for hidden
+            raise SearchError(f"range {spec} needs whole-number bounds{why}")
         if low >= high:
             raise SearchError(f"range {spec} needs low < high")
         return IntRange(int(low), int(high), log)
@@ -379,8 +385,8 @@ def check_space(space: Space, base: RunConfig) -> None:
                 option, limits = f"--{name.replace('_', '-')}", f"({entry.limits[0]:g} to {entry.limits[1]:g})"
                 try:  # the option may take it where a search may not: an open bound is searched a little inside
                     base.with_params({entry.path: value})
-                except ConfigError:
-                    raise SearchError(f"--space {name}: {value:g} is outside what {option} accepts {limits}") from None
+                except ConfigError as e:  # the option's own reason: the search's limits are not what it accepts
+                    raise SearchError(f"--space {name}: {value:g} is not accepted: {e}") from None
                 raise SearchError(f"--space {name}: {value:g} is outside the range {name} is searched in {limits}, "
                                   f"though {option} accepts it: ranges are searched and widened only within these")
             try:
@@ -499,6 +505,7 @@ def refine_space(
     value_se: float | None = None,
     exploded: Sequence[Mapping[str, Any]] = (),
     flat: Mapping[str, str] | None = None,
+    train_size: int | None = None,
 ) -> tuple[dict[str, Dimension], list[str]]:
     """New dimensions from finished trials ``(params, value)`` (higher is better) and one note per dimension.
 
@@ -514,7 +521,8 @@ def refine_space(
     still move them (keeping the diagnoses off them took clusters-12 of ``benchmarks/search_quality.py`` from 9 to
     6 seeds of 10 against TPE, +1.14 to +0.68 points). With ``diagnoses`` (each
     trial's labels; ``exploded``: the params of the runs stopped as lr_too_high, which have no value to rank),
-    ``use_diagnoses`` moves bounds.
+    ``use_diagnoses`` moves bounds. With ``train_size`` (the training samples), batch_size is widened no further than
+    it: a larger batch than the training set is refused.
     """
     if not trials:
         raise SearchError("no finished trials to refine the ranges from")
@@ -529,6 +537,9 @@ def refine_space(
     flat_here = insensitive_dimensions(space, ranked, value_se) if value_se is not None else {}
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
+        limit_name = "the option's limit"
+        if name == "batch_size" and train_size is not None and train_size < limits[1]:
+            limits, limit_name = (limits[0], train_size), "the training set's size"
         values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
         if not values:
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"
@@ -537,9 +548,11 @@ def refine_space(
         if name in flat_here:
             new[name], note = dim, f"{name}: insensitive, range kept at {dim}: {flat_here[name]}"
         elif flat and name in flat:
-            new[name], note = dim.refine(name, values, top, edge, limits, flat=flat[name])
+            new[name], note = dim.refine(name, values, top, edge, limits, flat=flat[name], limit_name=limit_name)
         else:
-            new[name], note = dim.refine(name, values, top, edge, limits)
+            new[name], note = dim.refine(name, values, top, edge, limits, limit_name=limit_name)
+        if len(values) < len(ranked):  # its best and top are those of the trials it applied in, not of all
+            note = f"{name}: in the {len(values)} of {len(ranked)} trials that used it, {note[len(name) + 2:]}"
         notes.append(note)
     if diagnoses is not None:
         labelled = [(ranked[k][0], set(diagnoses[i])) for k, i in enumerate(order)]

@@ -134,9 +134,10 @@ class Stage:
         this stage's budget.
         """
         k = self.grid_k()
-        points, values = self.grid_points(k), self.grid_values(k).values()
-        size, product = len(points), " x ".join(str(len(v)) for v in values)
-        if size != math.prod(len(v) for v in values):
+        points, values = self.grid_points(k), self.grid_values(k)
+        # named: "1 x 1 x 2 x 3 x 1 ..." over a dozen dimensions did not say which took how many values
+        size, product = len(points), " x ".join(f"{len(v)} {name}" for name, v in values.items())
+        if size != math.prod(len(v) for v in values.values()):
             product += ", each combination once without the dimensions that have no effect in it"
         note = (f"grid of {size} points ({product}) beside {self.n_trials} trials of {self.name}" +
                 ("" if size == self.n_trials else
@@ -292,6 +293,12 @@ def val_size(study: optuna.Study) -> int | None:
     return shapes["val"][0] if shapes.get("val") else None
 
 
+def train_size(study: optuna.Study) -> int | None:
+    """Training samples of a stage's data, from the identity recorded when it was created."""
+    shapes = study.user_attrs.get("data", {}).get("shapes", {})
+    return shapes["train"][0] if shapes.get("train") else None
+
+
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
     """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)
@@ -400,7 +407,7 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
         flat, se = {name: f"insensitive in {parent.name}: {evidence}" for name, evidence in found.items()}, None
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
                                 diagnoses=[diagnosis_labels(t) for t in done], value_se=se,
-                                exploded=exploded, flat=flat)
+                                exploded=exploded, flat=flat, train_size=train_size(parent_study))
     if promoted is not None:
         notes.insert(0, f"ranked at {Stage.from_attrs(promoted.user_attrs).run.train.epochs} epochs by "
                         f"{promoted.study_name}: {len(done)} of {parent.name}'s best configurations re-run")

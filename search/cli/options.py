@@ -19,7 +19,7 @@ from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
-from search.config import RunConfig, absolute_data_name
+from search.config import MAX_DEPTH, RunConfig, absolute_data_name
 from search.errors import SearchError
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
 from search.space import Dimension, check_fixed, check_space, parse_dimension, searchable
@@ -224,7 +224,7 @@ RUN_OPTIONS = [
     # model
     click.option("--hidden", default="100", show_default=True, callback=_hidden,
                  help="Hidden layer sizes, comma-separated."),
-    click.option("--depth", type=click.IntRange(1, 100), default=None,
+    click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=None,
                  help="Number of hidden layers, each as wide as the first of --hidden."),
     click.option("--activation", type=choice(ACTIVATIONS), default="relu", show_default=True, metavar="NAME",
                  help=f"One of {', '.join(ACTIVATIONS)}."),
@@ -346,7 +346,8 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
     if outside:  # read as the space, they would be dropped without a word
         raise SearchError(f"--space-file {path}: {outside[0]} is outside the [space] table; put every dimension "
                           f"under [space]")
-    tables = [key for key, value in table.items() if isinstance(value, dict)] if isinstance(table, dict) else []
+    # without [space], a table is a misspelt one ([spaces]); inside it, a dimension given as a table is refused below
+    tables = [key for key, value in table.items() if isinstance(value, dict)] if table is data else []
     if tables:
         raise SearchError(f"--space-file {path}: [{tables[0]}] is not a table this file holds; put the dimensions "
                           f"under [space]")

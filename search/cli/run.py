@@ -19,7 +19,7 @@ from search.cli.options import (
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
-from search.config import RunConfig
+from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 
 
@@ -250,7 +250,7 @@ def blas_threads_of(threads: int | None) -> Any:
               help="Std for normal/uniform init (0.01 collapses, 1.0 saturates tanh).")
 @click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True,
               help=f"One of {', '.join(ACTIVATIONS)}.")
-@click.option("--depth", type=click.IntRange(1, 100), default=10, show_default=True, help="Hidden layers.")
+@click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=10, show_default=True, help="Hidden layers.")
 @click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True, help="Units per hidden layer.")
 @click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True,
               help="Unit-Gaussian input samples fed through the net.")

@@ -111,6 +111,8 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
       search coarse --lr 1e-6:1e0 --reg 1e-6:1e1 --trials 50 --epochs 3 --jobs 2
       search coarse --space lr=1e-4:1e0 --space hidden=8:256:int \\
         --space activation=relu,tanh,elu
+      search coarse --space depth=1:4 --space optimizer=adam,momentum \\
+        --space momentum=0.5:0.99   # drawn only where optimizer is momentum
       search coarse --scheduler asha --trials 100 --epochs 9
     """
     from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage

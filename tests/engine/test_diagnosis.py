@@ -214,3 +214,14 @@ def test_unit_statistics_of_real_nets():
     dead = FullyConnectedNet(ModelConfig(hidden=(100,), relu_bias=0.0), 50, 10, np.random.default_rng(1))
     dead.params["b1"][:60] = -100.0  # 60 of 100 units can never fire
     assert unit_stats(dead, X)[0].dead == pytest.approx(0.6)
+
+
+def test_a_loss_that_rose_a_little_is_not_said_to_have_fallen_by_a_negative_share():
+    # once "the loss fell by only -0.0% of its first value (< 10%)"
+    flat = _run(loss=[2.0] + [2.0 * 1.0004] * 99)
+    assert flat.labels == ("lr_too_low",) and flat.numbers["loss_change"] == -0.0004
+    assert describe_diagnosis(flat) == [
+        "the loss rose by 0.04% of its first value (instead of falling by 10% or more): the learning rate is too low"]
+    flat.numbers["loss_change"] = -0.0  # as a rise under 0.00005 is stored
+    assert describe_diagnosis(flat) == [
+        "the loss did not fall (instead of falling by 10% or more): the learning rate is too low"]

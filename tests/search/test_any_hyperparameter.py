@@ -104,7 +104,7 @@ def test_a_grid_over_a_mixed_space_takes_every_category_times_k_values(run_cli):
     points = {(t.params["activation"], round(t.params["lr"], 12)) for t in study.get_trials()}
     assert len(points) == len(study.get_trials()) == 10
     assert study.user_attrs["n_trials"] == 10
-    assert "grid of 10 points (5 x 2)" in study.user_attrs["range_notes"][0]
+    assert "grid of 10 points (5 lr x 2 activation)" in study.user_attrs["range_notes"][0]
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -131,8 +131,21 @@ def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_o
     line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
     assert line == ("error: --space dropout: 0.005 is outside the range dropout is searched in (0.01 to 1), though "
                     "--dropout accepts it: ranges are searched and widened only within these")
+    # once "1.5 is outside what --dropout accepts (0.01 to 1)": the search's limits, said to be what --dropout takes
     line = one_line_error(run_cli("coarse", "--space", "dropout=0.5:1.5", "--trials", "1"), "--space dropout")
-    assert line == "error: --space dropout: 1.5 is outside what --dropout accepts (0.01 to 1)"
+    assert line == "error: --space dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"
+    line = one_line_error(run_cli("coarse", "--space", "momentum=0.5:1", "--optimizer", "momentum", "--trials", "1"))
+    assert line == "error: --space momentum: 1 is not accepted: momentum must be in [0, 1), got 1.0"
+
+
+@pytest.mark.parametrize("spec, line", [
+    # once "though --depth accepts it", which refuses 101 as the search does
+    ("1:101", "error: --space depth: 101 is not accepted: depth must be 1 to 100 hidden layers, got 101"),
+    # once "hidden sizes must be >= 1, got " (an empty tuple of widths)
+    ("0:3", "error: --space depth: 0 is not accepted: depth must be 1 to 100 hidden layers, got 0"),
+])
+def test_a_depth_no_run_can_have_is_refused_as_depth(run_cli, spec, line):
+    assert one_line_error(run_cli("coarse", "--space", f"depth={spec}", "--trials", "1")) == line
 
 
 @pytest.mark.parametrize("text,message", [
@@ -141,6 +154,9 @@ def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_o
      "lr is outside the [space] table; put every dimension under [space]"),
     # once: "spaces must be a string SPEC or a list of choices", as if [spaces] were a dimension
     ('[spaces]\nhidden = "16:64"\n', "[spaces] is not a table this file holds; put the dimensions under [space]"),
+    # once "[hidden] is not a table this file holds; put the dimensions under [space]", where it was
+    ('[space]\nhidden = {low = 16, high = 64}\n', "hidden must be a string SPEC or a list of choices"),
+    ('[space.hidden]\nlow = 16\n', "hidden must be a string SPEC or a list of choices"),
 ])
 def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_path, text, message):
     (tmp_path / "space.toml").write_text(text)
@@ -197,3 +213,13 @@ def test_a_grid_far_beyond_the_coarse_budget_is_refused(run_cli):
         "batchnorm": "true,false", "loss": "softmax,svm", "activation": "relu,tanh,elu"}[name])]
     assert run_cli("coarse", *cats, "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0
     one_line_error(run_cli("grid"), "12 points", "more than twice its 4 trials")
+
+
+def test_a_fine_stage_widens_batch_size_no_further_than_the_training_set(run_cli):
+    assert run_cli("coarse", "--space", "batch_size=100:120", "--trials", "3", "--epochs", "1",
+                   "--train-size", "120").exit_code == 0
+    fine = run_cli("fine", "--edge", "0.5", "--promote", "0", "--trials", "2")
+    assert fine.exit_code == 0, fine.output
+    stage = Stage.from_attrs(_study("digits/fine-1").user_attrs)
+    assert stage.space["batch_size"].high == 120
+    assert stage.range_notes[-1].endswith("(not widened: that bound is the training set's size)")

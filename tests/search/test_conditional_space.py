@@ -12,7 +12,7 @@ import pytest
 from search.config import RunConfig
 from search.space import Choice, FloatRange, applies, refine_space
 from search.stages import Stage, promotion_stage
-from studies.report import param_importance
+from studies.report import campaign_report, param_importance
 from studies.store import open_storage
 from tests.search.conftest import one_line_error
 
@@ -114,7 +114,7 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
     assert len({tuple(sorted(p.items())) for p in points}) == 15
     stage = Stage.from_attrs(_study("digits/grid").user_attrs)
     assert stage.n_trials == 15 and stage.range_notes[0].startswith(
-        "grid of 15 points (3 x 3 x 3, each combination once without the dimensions that have no effect in it) "
+        "grid of 15 points (3 optimizer x 3 momentum x 3 lr, each combination once without the dimensions that have no effect in it) "
         "beside 18 trials of digits/coarse: 3 fewer than its budget")
 
     fine = run_cli("fine", "--trials", "6")
@@ -127,8 +127,12 @@ def test_refinement_reads_a_conditional_dimension_from_the_trials_that_used_it()
     trials = [({"optimizer": "adam"}, 0.95), ({"optimizer": "momentum", "momentum": 0.9}, 0.9),
               ({"optimizer": "adam"}, 0.85), ({"optimizer": "momentum", "momentum": 0.7}, 0.8)]
     new, notes = refine_space(space, trials, top=2)
-    assert notes[1] == ("momentum: best 0.9 is inside 0.5:0.99:linear; narrowed around the top 2 trials to "
-                        "0.651:0.949:linear (0.3 of 0.49 units)")
+    assert notes[1] == ("momentum: in the 2 of 4 trials that used it, best 0.9 is inside 0.5:0.99:linear; narrowed "
+                        "around the top 2 trials to 0.651:0.949:linear (0.3 of 0.49 units)")
+    with_momentum = [(p, v) for p, v in trials if p["optimizer"] == "momentum"]  # every trial used it
+    assert refine_space({"momentum": space["momentum"]}, with_momentum, top=2)[1] == [
+        "momentum: best 0.9 is inside 0.5:0.99:linear; narrowed around the top 2 trials to 0.651:0.949:linear (0.3 of "
+        "0.49 units)"]
     only_adam = [(p, v) for p, v in trials if p["optimizer"] == "adam"]
     new, notes = refine_space({"momentum": space["momentum"]}, only_adam, top=2)  # the trials' optimizer was fixed
     assert new["momentum"] == space["momentum"]
@@ -186,3 +190,25 @@ def test_importance_rates_what_every_trial_has_and_names_what_it_left_out():
     assert out["trials_used"] == 12 and out["left_out"] == ["momentum"]
     assert set(out["importance"]) == {"optimizer", "lr"}
     assert abs(sum(out["importance"].values()) - 1) < 1e-9
+
+
+def test_coarse_help_shows_a_conditional_space_and_it_runs(run_cli):
+    examples = run_cli("coarse", "--help").stdout.split("Examples:")[1].split("\n\n")[0].replace("\\\n", " ")
+    conditional = [line.split("#")[0].split() for line in examples.splitlines() if "momentum=" in line]
+    assert conditional == [["search", "coarse", "--space", "depth=1:4", "--space", "optimizer=adam,momentum", "--space",
+                            "momentum=0.5:0.99"]]
+    result = run_cli(*conditional[0][1:], "--trials", "4", "--epochs", "1", "--train-size", "200")
+    assert result.exit_code == 0, result.output
+    assert {("momentum" in t.params) == (t.params["optimizer"] == "momentum")
+            for t in _study("digits/coarse").get_trials()} == {True}
+
+
+def test_the_pair_plot_without_importance_takes_dimensions_every_trial_has(run_cli):
+    # once momentum x optimizer, the first two searched: every adam trial, the best among them, left out of the plot
+    assert run_cli("coarse", "--space", "momentum=0.5:0.99", *OPTIMIZERS[:2], "--space", "lr=1e-3:1e-1", "--trials", "6",
+                   "--epochs", "1", "--train-size", "200").exit_code == 0
+    storage = open_storage("sqlite:///search.db", create=False)
+    pair = campaign_report(storage, "digits", images=False).summary["pair"]
+    storage.engine.dispose()
+    assert pair == {"params": ["optimizer", "lr"], "reason": "no stage has an importance estimate: the first two "
+                    "dimensions searched, those every trial has first"}

@@ -34,6 +34,17 @@ def test_bad_ranges_are_refused_with_the_reason(text, fragment):
         parse_dimension("lr", text)
 
 
+@pytest.mark.parametrize("name,text,message", [
+    ("hidden", "16.5:256", "range 16.5:256 needs whole-number bounds: hidden is a whole number"),  # once "for :int"
+    ("depth", "1:2.5:linear", "range 1:2.5:linear needs whole-number bounds: depth is a whole number"),
+    ("lr_decay", "0.5:2.5:int", "range 0.5:2.5:int needs whole-number bounds for :int"),
+])
+def test_fractional_bounds_of_a_whole_number_range_say_why_it_is_one(name, text, message):
+    with pytest.raises(SearchError) as raised:
+        parse_dimension(name, text)
+    assert str(raised.value) == message
+
+
 def _trials(best: dict[str, float], others: list[dict[str, float]]):
     return [(best, 0.99)] + [(p, 0.9 - 0.01 * i) for i, p in enumerate(others)]
 
@@ -130,10 +141,10 @@ def test_parsing_uses_each_names_default_scale_and_flags():
 
 
 @pytest.mark.parametrize("name,spec,fragment", [
-    ("dropout", "0.5:1.5:linear", "1.5 is outside"),
-    ("hidden", "0:10:linear:int", "0 is outside"),
+    ("dropout", "0.5:1.5:linear", "1.5 is not accepted: dropout keep probability must be in"),
+    ("hidden", "0:10:linear:int", "0 is not accepted: hidden sizes must be >= 1"),
     ("activation", "relu,swish", "swish is not accepted: unknown activation"),
-    ("momentum", "0.5:1:linear", "1 is outside"),
+    ("momentum", "0.5:1:linear", "1 is not accepted: momentum must be in"),
 ])
 def test_bounds_the_option_itself_refuses_name_the_dimension(name, spec, fragment):
     with pytest.raises(SearchError, match=f"--space {name}: .*{fragment}"):
@@ -175,6 +186,11 @@ def test_grids_of_each_type():
     assert Choice(("relu", "tanh", "elu")).grid(1) == ["relu", "tanh", "elu"]  # every category whatever k
 
 
+def test_a_range_narrowed_around_one_trial_says_the_best_trial():
+    new, note = FloatRange(1e-4, 1.0).refine("lr", [(0.01, 0.9), (0.1, 0.8)], top=1, edge=0.1, limits=(0.0, math.inf))
+    assert note == "lr: best 0.01 is inside 0.0001:1; narrowed around the best trial to 0.00398:0.0251 (0.8 of 4 decades)"
+
+
 def test_a_range_the_top_trials_span_is_kept_and_says_so():
     ranked = [(1e-3, 0.99), (1.1e-6, 0.98), (0.9, 0.97), (1e-4, 0.5)]
     new, note = FloatRange(1e-6, 1.0).refine("lr", ranked, top=3, edge=0.01, limits=(0.0, math.inf))
@@ -199,17 +215,37 @@ def test_int_refinement_widens_past_a_bound_and_stops_at_the_options_limit():
     assert new.high == 1.0 and "limit" in note
 
 
+def test_batch_size_is_widened_no_further_than_the_training_set():
+    trials = [({"batch_size": 98}, 0.9), ({"batch_size": 60}, 0.8)]
+    new, notes = refine_space({"batch_size": IntRange(16, 100)}, trials, top=2, train_size=120)
+    assert new["batch_size"] == IntRange(49, 120)
+    assert notes == ["batch_size: best 98 is within 10 % of the upper bound 100; new range 49:120:int (widened upward; "
+                     "stopped at the training set's size 120)"]
+    trials = [({"batch_size": 118}, 0.9), ({"batch_size": 60}, 0.8)]
+    new, notes = refine_space({"batch_size": IntRange(16, 120)}, trials, top=2, train_size=120)
+    assert new["batch_size"] == IntRange(49, 120)
+    assert notes == ["batch_size: best 118 is within 10 % of the upper bound 120; new range 49:120:int (not widened: "
+                     "that bound is the training set's size)"]
+
+
 def test_categorical_refinement_drops_a_category_that_never_reached_the_top():
     trials = [({"activation": "relu"}, 0.98), ({"activation": "elu"}, 0.97), ({"activation": "relu"}, 0.96),
               ({"activation": "tanh"}, 0.90), ({"activation": "tanh"}, 0.80)]
     space = {"activation": Choice(("relu", "tanh", "elu"))}
     new, notes = refine_space(space, trials, top=3, edge=0.1)
     assert new["activation"] == Choice(("relu", "elu"))
-    assert notes == ["activation: kept relu, elu (among the top 3: relu 2, elu 1); "
+    assert notes == ["activation: kept relu, elu (among the top 3: 2 with relu, 1 with elu); "
                      "dropped tanh (2 trials, best 0.9, mean 0.85)"]
     kept, notes = refine_space(space, trials, top=5, edge=0.1)
     assert kept["activation"] == space["activation"] and "kept all of relu, tanh, elu" in notes[0]
     assert space_moved(space, new) and not space_moved(space, kept)
+    unseen = refine_space({"activation": Choice(("relu", "tanh", "elu", "sigmoid"))}, trials, top=3, edge=0.1)[1]
+    assert unseen == ["activation: kept relu, elu (among the top 3: 2 with relu, 1 with elu); dropped tanh (2 trials, "
+                      "best 0.9, mean 0.85); sigmoid (none of the 5 trials ranked had it)"]  # once "(0 trials)"
+    # numbers as categories: once "(among the top 5: 1 3, 2 2)"
+    depths = [({"depth": d}, 0.9 - 0.01 * i) for i, d in enumerate((1, 2, 1, 2, 1, 3))]
+    new, notes = refine_space({"depth": Choice((1, 2, 3))}, depths, top=5)
+    assert notes == ["depth: kept 1, 2 (among the top 5: 3 with 1, 2 with 2); dropped 3 (1 trial, best 0.85, mean 0.85)"]
 
 
 def test_spaces_round_trip_through_the_study_attribute():

@@ -874,6 +874,13 @@ def test_a_completed_run_whose_loss_rose_is_not_said_to_have_exploded():
     assert diagnosis_text("lr_too_high", {"loss_change": None}, "nan") == "loss went NaN"
 
 
+def test_a_too_low_lr_whose_loss_rose_a_little_is_not_said_to_have_fallen():
+    # once "loss fell -3 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.03}, "completed") == "loss rose 3.0 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": 0.07}, "completed") == "loss fell 7.0 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": None}, "completed") == "loss fell -"
+
+
 @pytest.mark.parametrize("panels", [1, 2, 3])
 def test_the_pair_plots_legend_fits_its_figure(panels):
     # one coarse stage alone (an interrupted campaign) cut "complete (colour: accuracy)" and "failed" off the sides
@@ -904,6 +911,10 @@ def test_a_log_axis_of_under_two_decades_is_labelled_at_2_and_5_times_the_powers
             0 if axis is axis.axes.xaxis else 1] <= high]
 
     assert [shown(ax.xaxis) for ax in axes] == [["20", "50", "200"], []]  # six decades of lr: the powers of ten alone
+    # the major label beside them once read 10^2
+    majors = [[t.get_text() for t in ax.xaxis.get_majorticklabels() if t.get_text()] for ax in axes]
+    assert "100" in majors[0] and not any("$" in text for text in majors[0])
+    assert "$\\mathdefault{10^{-3}}$" in majors[1]
     plots.plt.close(axes[0].figure)
     ax = plots.new_axes()[0, 0]
     plots.plot_ranges(ax, [("coarse", (1e-6, 1.0), (16, 256)), ("fine-1", (1e-3, 0.1), (36, 228))], "lr", "hidden")
