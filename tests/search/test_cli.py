@@ -390,6 +390,10 @@ def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_pat
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")
     assert not (tmp_path / "search.db").exists()
+    # run in another folder than search auto was, search report said only "no database at 'search.db' (...)"
+    assert one_line_error(run_cli("report")) == (
+        "error: no database at 'search.db' (storage sqlite:///search.db): search coarse or search auto makes one; a "
+        "database made elsewhere is read from its folder, or with --storage")
 
 
 TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", "20"]
