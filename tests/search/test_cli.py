@@ -119,6 +119,20 @@ def test_best_shows_its_numbers_as_the_other_tables_do(run_cli):
     assert fields["val_acc"] == f"{trial['val_acc']:.4f}" and fields["train_acc"] == f"{trial['train_acc']:.4f}"
 
 
+def test_auto_keeps_its_stage_table_in_columns_beside_a_long_campaign_name(run_cli):
+    # a campaign named after breast_cancer.csv: "breast_cancer/promote-1" pushed its row's numbers a column right
+    auto = run_cli("auto", "--campaign", "breast_cancer", "--trials", "4", "--epochs", "1", "--train-size", "200",
+                   "--max-fine", "1", "--promote", "2", "--top", "2", "--repeats", "1", "--retrain-seeds", "1",
+                   "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    lines = auto.stdout.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("stage "))):][:5]
+    assert [line.split()[0] for line in table] == ["stage", "breast_cancer/coarse", "breast_cancer/promote-1",
+                                                    "breast_cancer/fine-1", "breast_cancer/final"]
+    ends = {len(line.rstrip().removesuffix(" (best mean)")) for line in table}
+    assert ends == {len("breast_cancer/promote-1") + 1 + 40}, table  # the value column ends where the header does
+
+
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
     # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
     # configuration (the best mean of its final stage), the one it retrained and scored on test
