@@ -133,6 +133,19 @@ def test_auto_keeps_its_stage_table_in_columns_beside_a_long_campaign_name(run_c
     assert ends == {len("breast_cancer/promote-1") + 1 + 40}, table  # the value column ends where the header does
 
 
+def test_auto_names_a_campaign_too_long_for_its_table_once_above_it(run_cli, monkeypatch):
+    # breast_cancer_wisconsin_diagnostic/promote-1 made rows of 84 and 92 characters in an 80-column terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    name = "breast_cancer_wisconsin_diagnostic"
+    auto = run_cli("auto", "--campaign", name, "--trials", "4", "--epochs", "1", "--train-size", "200",
+                   "--max-fine", "0", "--top", "2", "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    lines = auto.stdout.splitlines()
+    at = lines.index(f"{name}:")
+    assert [line.split()[0] for line in lines[at:at + 4]] == [f"{name}:", "stage", "coarse", "final"]
+    assert lines[at + 3].endswith(" (best mean)") and all(len(line) <= 80 for line in lines[at:at + 4])
+
+
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
     # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
     # configuration (the best mean of its final stage), the one it retrained and scored on test
