@@ -336,7 +336,8 @@ def _read_rows(
                 chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels, empty_label,
                                           text_hint))
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
+                        f"\"CSV UTF-8\")") from exc
     except csv.Error as exc:
         raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {one_line(exc)}") from exc
     except OSError as exc:

@@ -359,6 +359,7 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
         offset += int(frame["number"].max()) + 1 if len(frame) else 0
     plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued))
     ax.set_xlabel("trial number (stages one after another)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no trial 2.5
     ax.set_ylabel("validation accuracy")
     ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)
     ax.grid(alpha=0.3)

@@ -235,7 +235,8 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
         raise StorageError(f"{where}: folder {str(folder)!r} does not exist")
     if not path.exists():
         if not create:
-            raise StorageError(f"no database at {str(path)!r} ({where})")
+            raise StorageError(f"no database at {str(path)!r} ({where}): search coarse or search auto makes one; a "
+                               f"database made elsewhere is read from its folder, or with --storage")
         if not os.access(folder, os.W_OK):
             raise StorageError(f"{where}: cannot create a database in read-only folder {str(folder)!r}")
         return

@@ -293,7 +293,8 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
         return
     click.echo(f"{'layer':>5} {'mean':>10} {'std':>10} {'saturated':>10} {'dead':>8}")
     for s in stats:
-        click.echo(f"{s.layer:5d} {s.mean:10.5f} {s.std:10.5f} {s.saturated:10.3f} {s.dead:8.3f}")
+        mean = round(s.mean, 5) + 0.0  # a mean of -2e-7 shown as 0.00000, not -0.00000
+        click.echo(f"{s.layer:5d} {mean:10.5f} {s.std:10.5f} {s.saturated:10.3f} {s.dead:8.3f}")
     if plot:
         click.echo(f"wrote {plot}")
 

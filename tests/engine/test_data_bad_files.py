@@ -217,6 +217,11 @@ def test_corrupt_csv_that_is_not_text(tmp_path: Path) -> None:
     path = tmp_path / "binary.csv"
     path.write_bytes(b"a,b,label\n1,2,\xff\xfe\x00\x81\n")
     _error(DataSpec(str(path)), path, "not UTF-8 text")
+    # a spreadsheet's plain "CSV" on Windows is cp1252: "not UTF-8 text (invalid continuation byte)" said no more
+    french = tmp_path / "fleurs.csv"
+    french.write_bytes("longueur s\u00e9pale,esp\u00e8ce\n".encode("cp1252") + b"5.1,setosa\n" * 12)
+    assert _error(DataSpec(str(french)), french) == (
+        f"{french}: not UTF-8 text (invalid continuation byte); save it as UTF-8 (a spreadsheet's \"CSV UTF-8\")")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,6 +142,33 @@ def test_explain_gives_the_best_epoch_beside_the_value_as_search_trials_names_it
                            f"{row['best_val_acc']:.4f} (epoch {row['best_epoch']}); lr=")
 
 
+def test_auto_keeps_its_stage_table_in_columns_beside_a_long_campaign_name(run_cli):
+    # a campaign named after breast_cancer.csv: "breast_cancer/promote-1" pushed its row's numbers a column right
+    auto = run_cli("auto", "--campaign", "breast_cancer", "--trials", "4", "--epochs", "1", "--train-size", "200",
+                   "--max-fine", "1", "--promote", "2", "--top", "2", "--repeats", "1", "--retrain-seeds", "1",
+                   "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    lines = auto.stdout.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("stage "))):][:5]
+    assert [line.split()[0] for line in table] == ["stage", "breast_cancer/coarse", "breast_cancer/promote-1",
+                                                    "breast_cancer/fine-1", "breast_cancer/final"]
+    ends = {len(line.rstrip().removesuffix(" (best mean)")) for line in table}
+    assert ends == {len("breast_cancer/promote-1") + 1 + 41}, table  # the value column ends where the header does
+
+
+def test_auto_names_a_campaign_too_long_for_its_table_once_above_it(run_cli, monkeypatch):
+    # breast_cancer_wisconsin_diagnostic/promote-1 made rows of 84 and 92 characters in an 80-column terminal
+    monkeypatch.setenv("COLUMNS", "80")
+    name = "breast_cancer_wisconsin_diagnostic"
+    auto = run_cli("auto", "--campaign", name, "--trials", "4", "--epochs", "1", "--train-size", "200",
+                   "--max-fine", "0", "--top", "2", "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    lines = auto.stdout.splitlines()
+    at = lines.index(f"{name}:")
+    assert [line.split()[0] for line in lines[at:at + 4]] == [f"{name}:", "stage", "coarse", "final"]
+    assert lines[at + 3].endswith(" (best mean)") and all(len(line) <= 80 for line in lines[at:at + 4])
+
+
 def test_best_after_search_auto_says_what_auto_chose(run_cli):
     # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
     # configuration (the best mean of its final stage), the one it retrained and scored on test
@@ -471,6 +498,10 @@ def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_pat
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")
     assert not (tmp_path / "search.db").exists()
+    # run in another folder than search auto was, search report said only "no database at 'search.db' (...)"
+    assert one_line_error(run_cli("report")) == (
+        "error: no database at 'search.db' (storage sqlite:///search.db): search coarse or search auto makes one; a "
+        "database made elsewhere is read from its folder, or with --storage")
 
 
 TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", "20"]

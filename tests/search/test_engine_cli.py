@@ -92,6 +92,13 @@ def test_layers_reproduce_the_lecture():
     assert bn[-1]["saturated"] < 0.05  # batch norm undoes the bad scale
 
 
+def test_layers_never_print_a_mean_of_minus_zero():
+    # the collapsing net's means printed as -0.00000 beside 0.00000 from layer 4 on
+    result = invoke("layers", "--init", "normal", "--init-std", "0.01", "--activation", "tanh")
+    means = [line.split()[1] for line in result.stdout.splitlines()[1:]]
+    assert means[3:] == ["0.00000"] * 7 and "-0.00000" not in result.stdout
+
+
 def test_layers_plot_is_written(tmp_path):
     png = tmp_path / "layers.png"
     result = invoke("layers", "--init", "he", "--activation", "relu", "--plot", str(png))

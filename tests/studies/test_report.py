@@ -808,6 +808,17 @@ def test_every_auto_image_is_a_real_png(auto):
         assert_real_png(written[name].read_bytes())
 
 
+def test_the_history_of_a_small_stage_marks_whole_trial_numbers():
+    # a 20-trial campaign's history was drawn against trial numbers 0.0, 2.5, 5.0, ..., 17.5
+    frame = pd.DataFrame({"number": range(20), "state": ["COMPLETE"] * 20, "value": np.linspace(0.5, 0.9, 20)})
+    ax = plots.new_axes()[0, 0]
+    plots.plot_history(ax, [("coarse", frame)])
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0]
+    plots.plt.close(ax.figure)
+
+
 def test_the_accuracy_curves_mark_whole_epochs():
     import matplotlib.pyplot as plt
 
