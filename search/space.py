@@ -276,7 +276,7 @@ class Choice:
         ``limit_name`` are a range's: categories are never widened)."""
         leaders = [v for v, _ in ranked[:top]]
         kept = tuple(c for c in self.choices if c in leaders)
-        counts = ", ".join(f"{value_text(c)} {leaders.count(c)}" for c in kept)
+        counts = ", ".join(f"{leaders.count(c)} with {value_text(c)}" for c in kept)  # "1 3" read badly for depth
         if kept == self.choices:
             return self, (f"{name}: kept all of {', '.join(map(value_text, kept))}: each appears among the top "
                           f"{len(leaders)} trials ({counts})")
