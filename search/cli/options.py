@@ -324,7 +324,8 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
     if outside:  # read as the space, they would be dropped without a word
         raise SearchError(f"--space-file {path}: {outside[0]} is outside the [space] table; put every dimension "
                           f"under [space]")
-    tables = [key for key, value in table.items() if isinstance(value, dict)] if isinstance(table, dict) else []
+    # without [space], a table is a misspelt one ([spaces]); inside it, a dimension given as a table is refused below
+    tables = [key for key, value in table.items() if isinstance(value, dict)] if table is data else []
     if tables:
         raise SearchError(f"--space-file {path}: [{tables[0]}] is not a table this file holds; put the dimensions "
                           f"under [space]")

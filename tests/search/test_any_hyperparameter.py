@@ -150,6 +150,9 @@ def test_a_depth_no_run_can_have_is_refused_as_depth(run_cli, spec, line):
      "lr is outside the [space] table; put every dimension under [space]"),
     # once: "spaces must be a string SPEC or a list of choices", as if [spaces] were a dimension
     ('[spaces]\nhidden = "16:64"\n', "[spaces] is not a table this file holds; put the dimensions under [space]"),
+    # once "[hidden] is not a table this file holds; put the dimensions under [space]", where it was
+    ('[space]\nhidden = {low = 16, high = 64}\n', "hidden must be a string SPEC or a list of choices"),
+    ('[space.hidden]\nlow = 16\n', "hidden must be a string SPEC or a list of choices"),
 ])
 def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_path, text, message):
     (tmp_path / "space.toml").write_text(text)
