@@ -134,9 +134,10 @@ class Stage:
         this stage's budget.
         """
         k = self.grid_k()
-        points, values = self.grid_points(k), self.grid_values(k).values()
-        size, product = len(points), " x ".join(str(len(v)) for v in values)
-        if size != math.prod(len(v) for v in values):
+        points, values = self.grid_points(k), self.grid_values(k)
+        # named: "1 x 1 x 2 x 3 x 1 ..." over a dozen dimensions did not say which took how many values
+        size, product = len(points), " x ".join(f"{len(v)} {name}" for name, v in values.items())
+        if size != math.prod(len(v) for v in values.values()):
             product += ", each combination once without the dimensions that have no effect in it"
         note = (f"grid of {size} points ({product}) beside {self.n_trials} trials of {self.name}" +
                 ("" if size == self.n_trials else

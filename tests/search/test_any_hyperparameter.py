@@ -104,7 +104,7 @@ def test_a_grid_over_a_mixed_space_takes_every_category_times_k_values(run_cli):
     points = {(t.params["activation"], round(t.params["lr"], 12)) for t in study.get_trials()}
     assert len(points) == len(study.get_trials()) == 10
     assert study.user_attrs["n_trials"] == 10
-    assert "grid of 10 points (5 x 2)" in study.user_attrs["range_notes"][0]
+    assert "grid of 10 points (5 lr x 2 activation)" in study.user_attrs["range_notes"][0]
 
 
 @pytest.mark.parametrize("args,fragments", [

@@ -114,7 +114,8 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
     assert len({tuple(sorted(p.items())) for p in points}) == 15
     stage = Stage.from_attrs(_study("digits/grid").user_attrs)
     assert stage.n_trials == 15 and stage.range_notes[0].startswith(
-        "grid of 15 points (3 x 3 x 3, each combination once without the dimensions that have no effect in it) "
+        "grid of 15 points (3 optimizer x 3 momentum x 3 lr, each combination once without the dimensions that have "
+        "no effect in it) "
         "beside 18 trials of digits/coarse: 3 fewer than its budget")
 
     fine = run_cli("fine", "--trials", "6")
