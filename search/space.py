@@ -185,7 +185,8 @@ class FloatRange:
         if new.width >= self.width:  # the top trials spread over the whole range
             return new, f"{name}: best {best:.3g} is inside {self}; kept: the top {len(values)} trials span it"
         unit = "decades" if self.log else "units"
-        return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around the top {len(values)} trials "
+        around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
+        return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around {around} "
                      f"to {new} ({new.width:.2g} of {self.width:.2g} {unit})")
 
     def _bounds(self, low: float, high: float, values: Sequence[Any]) -> tuple[Any, Any]:

@@ -186,6 +186,12 @@ def test_grids_of_each_type():
     assert Choice(("relu", "tanh", "elu")).grid(1) == ["relu", "tanh", "elu"]  # every category whatever k
 
 
+def test_a_range_narrowed_around_one_trial_says_the_best_trial():
+    new, note = FloatRange(1e-4, 1.0).refine("lr", [(0.01, 0.9), (0.1, 0.8)], top=1, edge=0.1, limits=(0.0, math.inf))
+    assert note == ("lr: best 0.01 is inside 0.0001:1; narrowed around the best trial to 0.00398:0.0251 (0.8 of 4 "
+                    "decades)")
+
+
 def test_a_range_the_top_trials_span_is_kept_and_says_so():
     ranked = [(1e-3, 0.99), (1.1e-6, 0.98), (0.9, 0.97), (1e-4, 0.5)]
     new, note = FloatRange(1e-6, 1.0).refine("lr", ranked, top=3, edge=0.01, limits=(0.0, math.inf))
