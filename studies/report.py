@@ -48,7 +48,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -764,11 +764,18 @@ def _read_examples(storage: optuna.storages.BaseStorage, examples: Sequence[dict
     return out
 
 
-def importance_order(stages: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple[list[str], str]:
-    """The dimensions by mean importance over the stages that have one (ties keep space order), and why."""
+def importance_order(stages: Sequence[dict[str, Any]], names: Sequence[str],
+                     partial: Collection[str] = ()) -> tuple[list[str], str]:
+    """The dimensions by mean importance over the stages that have one (ties keep space order), and why; with no
+    estimate, in space order with ``partial`` (dimensions some trials lack, as momentum lacks in adam's) last."""
     rated = [s for s in stages if s["importance"]["importance"]]
     if not rated:
-        return list(names), "no stage has an importance estimate: the first two dimensions searched"
+        if not set(partial) & set(names):
+            return list(names), "no stage has an importance estimate: the first two dimensions searched"
+        # a pair plot over momentum would leave every adam trial out of it
+        order = [n for n in names if n not in partial] + [n for n in names if n in partial]
+        return order, ("no stage has an importance estimate: the first two dimensions searched, those every trial "
+                       "has first")
     score = {n: sum(s["importance"]["importance"].get(n, 0.0) for s in rated) / len(rated) for n in names}
     order = sorted(names, key=lambda n: -score[n])
     return order, f"the two most important (mean importance over {', '.join(s['stage'] for s in rated)})"
@@ -794,7 +801,9 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     for i in infos:
         say(f"{i.study}: numbers and parameter importance")
         stages.append(stage_numbers(i, by_study.get(i.study, empty), params, dims))
-    order, reason = importance_order(stages, params)
+    complete = frame[frame["state"] == "COMPLETE"]
+    partial = [p for p in params if f"param_{p}" not in complete or not complete[f"param_{p}"].map(_present).all()]
+    order, reason = importance_order(stages, params, partial)
 
     pairs = grid_pairs(infos)
     comparison: dict[str, Any] = {"pairs": [], "hint": None}

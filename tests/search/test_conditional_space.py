@@ -12,7 +12,7 @@ import pytest
 from search.config import RunConfig
 from search.space import Choice, FloatRange, applies, refine_space
 from search.stages import Stage, promotion_stage
-from studies.report import param_importance
+from studies.report import campaign_report, param_importance
 from studies.store import open_storage
 from tests.search.conftest import one_line_error
 
@@ -202,3 +202,14 @@ def test_coarse_help_shows_a_conditional_space_and_it_runs(run_cli):
     assert result.exit_code == 0, result.output
     assert {("momentum" in t.params) == (t.params["optimizer"] == "momentum")
             for t in _study("digits/coarse").get_trials()} == {True}
+
+
+def test_the_pair_plot_without_importance_takes_dimensions_every_trial_has(run_cli):
+    # once momentum x optimizer, the first two searched: every adam trial, the best among them, left out of the plot
+    assert run_cli("coarse", "--space", "momentum=0.5:0.99", *OPTIMIZERS[:2], "--space", "lr=1e-3:1e-1",
+                   "--trials", "6", "--epochs", "1", "--train-size", "200").exit_code == 0
+    storage = open_storage("sqlite:///search.db", create=False)
+    pair = campaign_report(storage, "digits", images=False).summary["pair"]
+    storage.engine.dispose()
+    assert pair == {"params": ["optimizer", "lr"], "reason": "no stage has an importance estimate: the first two "
+                    "dimensions searched, those every trial has first"}
