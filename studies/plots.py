@@ -113,13 +113,23 @@ def _set_scale(ax: Axes, axis: str, log: bool) -> None:
     if log:  # matplotlib's own minor labels overlap, and without any a range such as hidden=16:256 had one label (100)
         target = ax.xaxis if axis == "x" else ax.yaxis
         target.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda x, pos: _minor_log_label(x, target)))
+        scientific = matplotlib.ticker.LogFormatterSciNotation()
+        scientific.set_axis(target)
+        # beside the minor 20 and 50 a major 10^2 read as another kind of number: there it is 100
+        target.set_major_formatter(matplotlib.ticker.FuncFormatter(
+            lambda x, pos: f"{x:g}" if _narrow(target) else scientific(x, pos)))
+
+
+def _narrow(axis: Any) -> bool:
+    """Whether a log axis spans under two decades, where the powers of ten alone leave one or two labels."""
+    low, high = sorted(axis.get_view_interval())
+    return 0 < low and np.log10(high / low) < 2
 
 
 def _minor_log_label(x: float, axis: Any) -> str:
-    """A log axis's minor tick label: 2 and 5 times a power of ten (``20``, ``0.05``) when the axis spans under two
-    decades, where the powers of ten alone leave one or two labels; nothing on a wider axis."""
-    low, high = sorted(axis.get_view_interval())
-    if not (0 < low and x > 0) or np.log10(high / low) >= 2:
+    """A log axis's minor tick label: 2 and 5 times a power of ten (``20``, ``0.05``) when the axis is ``_narrow``;
+    nothing on a wider axis."""
+    if not (_narrow(axis) and x > 0):
         return ""
     mantissa = x / 10 ** np.floor(np.log10(x) + 1e-9)
     return f"{x:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""

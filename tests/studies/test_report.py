@@ -871,6 +871,10 @@ def test_a_log_axis_of_under_two_decades_is_labelled_at_2_and_5_times_the_powers
             0 if axis is axis.axes.xaxis else 1] <= high]
 
     assert [shown(ax.xaxis) for ax in axes] == [["20", "50", "200"], []]  # six decades of lr: the powers of ten alone
+    # the major label beside them once read 10^2
+    majors = [[t.get_text() for t in ax.xaxis.get_majorticklabels() if t.get_text()] for ax in axes]
+    assert "100" in majors[0] and not any("$" in text for text in majors[0])
+    assert "$\\mathdefault{10^{-3}}$" in majors[1]
     plots.plt.close(axes[0].figure)
     ax = plots.new_axes()[0, 0]
     plots.plot_ranges(ax, [("coarse", (1e-6, 1.0), (16, 256)), ("fine-1", (1e-3, 0.1), (36, 228))], "lr", "hidden")
