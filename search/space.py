@@ -291,7 +291,8 @@ class Choice:
                 dropped.append(f"{value_text(c)} ({trials}, best {max(scores):.4g}, "
                                f"mean {sum(scores) / len(scores):.4g})")
             else:
-                dropped.append(f"{value_text(c)} (0 trials)")
+                # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
+                dropped.append(f"{value_text(c)} (none of the {len(ranked)} trials ranked had it)")
         return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} (among the top {len(leaders)}: "
                               f"{counts}); dropped {'; '.join(dropped)}")
 

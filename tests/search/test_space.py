@@ -240,6 +240,9 @@ def test_categorical_refinement_drops_a_category_that_never_reached_the_top():
     kept, notes = refine_space(space, trials, top=5, edge=0.1)
     assert kept["activation"] == space["activation"] and "kept all of relu, tanh, elu" in notes[0]
     assert space_moved(space, new) and not space_moved(space, kept)
+    unseen = refine_space({"activation": Choice(("relu", "tanh", "elu", "sigmoid"))}, trials, top=3, edge=0.1)[1]
+    assert unseen == ["activation: kept relu, elu (among the top 3: 2 with relu, 1 with elu); dropped tanh (2 trials, "
+                      "best 0.9, mean 0.85); sigmoid (none of the 5 trials ranked had it)"]  # once "(0 trials)"
     # numbers as categories: once "(among the top 5: 1 3, 2 2)"
     depths = [({"depth": d}, 0.9 - 0.01 * i) for i, d in enumerate((1, 2, 1, 2, 1, 3))]
     new, notes = refine_space({"depth": Choice((1, 2, 3))}, depths, top=5)
