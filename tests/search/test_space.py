@@ -192,6 +192,14 @@ def test_a_range_narrowed_around_one_trial_says_the_best_trial():
                     "decades)")
 
 
+def test_a_range_narrowed_a_little_shows_widths_that_differ():
+    # once "narrowed around the top 3 trials to 0.0001:0.0976 (3 of 3 decades)"
+    ranked = [(0.00866, 0.9), (0.0489, 0.8), (0.0002, 0.7)]
+    new, note = FloatRange(1e-4, 0.1).refine("lr", ranked, top=3, edge=0.1, limits=(1e-12, math.inf))
+    assert note == ("lr: best 0.00866 is inside 0.0001:0.1; narrowed around the top 3 trials to 0.0001:0.0976 (2.99 "
+                    "of 3 decades)")
+
+
 def test_a_range_the_top_trials_span_is_kept_and_says_so():
     ranked = [(1e-3, 0.99), (1.1e-6, 0.98), (0.9, 0.97), (1e-4, 0.5)]
     new, note = FloatRange(1e-6, 1.0).refine("lr", ranked, top=3, edge=0.01, limits=(0.0, math.inf))
