@@ -186,8 +186,9 @@ class FloatRange:
             return new, f"{name}: best {best:.3g} is inside {self}; kept: the top {len(values)} trials span it"
         unit = "decades" if self.log else "units"
         around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
+        digits = 2 if f"{new.width:.2g}" != f"{self.width:.2g}" else 3  # "narrowed ... (3 of 3 decades)" read as kept
         return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around {around} "
-                     f"to {new} ({new.width:.2g} of {self.width:.2g} {unit})")
+                     f"to {new} ({new.width:.{digits}g} of {self.width:.{digits}g} {unit})")
 
     def _bounds(self, low: float, high: float, values: Sequence[Any]) -> tuple[Any, Any]:
         return low, high

@@ -114,7 +114,8 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
     assert len({tuple(sorted(p.items())) for p in points}) == 15
     stage = Stage.from_attrs(_study("digits/grid").user_attrs)
     assert stage.n_trials == 15 and stage.range_notes[0].startswith(
-        "grid of 15 points (3 optimizer x 3 momentum x 3 lr, each combination once without the dimensions that have no effect in it) "
+        "grid of 15 points (3 optimizer x 3 momentum x 3 lr, each combination once without the dimensions that have "
+        "no effect in it) "
         "beside 18 trials of digits/coarse: 3 fewer than its budget")
 
     fine = run_cli("fine", "--trials", "6")
@@ -205,8 +206,8 @@ def test_coarse_help_shows_a_conditional_space_and_it_runs(run_cli):
 
 def test_the_pair_plot_without_importance_takes_dimensions_every_trial_has(run_cli):
     # once momentum x optimizer, the first two searched: every adam trial, the best among them, left out of the plot
-    assert run_cli("coarse", "--space", "momentum=0.5:0.99", *OPTIMIZERS[:2], "--space", "lr=1e-3:1e-1", "--trials", "6",
-                   "--epochs", "1", "--train-size", "200").exit_code == 0
+    assert run_cli("coarse", "--space", "momentum=0.5:0.99", *OPTIMIZERS[:2], "--space", "lr=1e-3:1e-1",
+                   "--trials", "6", "--epochs", "1", "--train-size", "200").exit_code == 0
     storage = open_storage("sqlite:///search.db", create=False)
     pair = campaign_report(storage, "digits", images=False).summary["pair"]
     storage.engine.dispose()

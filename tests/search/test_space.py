@@ -188,7 +188,16 @@ def test_grids_of_each_type():
 
 def test_a_range_narrowed_around_one_trial_says_the_best_trial():
     new, note = FloatRange(1e-4, 1.0).refine("lr", [(0.01, 0.9), (0.1, 0.8)], top=1, edge=0.1, limits=(0.0, math.inf))
-    assert note == "lr: best 0.01 is inside 0.0001:1; narrowed around the best trial to 0.00398:0.0251 (0.8 of 4 decades)"
+    assert note == ("lr: best 0.01 is inside 0.0001:1; narrowed around the best trial to 0.00398:0.0251 (0.8 of 4 "
+                    "decades)")
+
+
+def test_a_range_narrowed_a_little_shows_widths_that_differ():
+    # once "narrowed around the top 3 trials to 0.0001:0.0976 (3 of 3 decades)"
+    ranked = [(0.00866, 0.9), (0.0489, 0.8), (0.0002, 0.7)]
+    new, note = FloatRange(1e-4, 0.1).refine("lr", ranked, top=3, edge=0.1, limits=(1e-12, math.inf))
+    assert note == ("lr: best 0.00866 is inside 0.0001:0.1; narrowed around the top 3 trials to 0.0001:0.0976 (2.99 "
+                    "of 3 decades)")
 
 
 def test_a_range_the_top_trials_span_is_kept_and_says_so():
@@ -245,7 +254,8 @@ def test_categorical_refinement_drops_a_category_that_never_reached_the_top():
     # numbers as categories: once "(among the top 5: 1 3, 2 2)"
     depths = [({"depth": d}, 0.9 - 0.01 * i) for i, d in enumerate((1, 2, 1, 2, 1, 3))]
     new, notes = refine_space({"depth": Choice((1, 2, 3))}, depths, top=5)
-    assert notes == ["depth: kept 1, 2 (among the top 5: 3 with 1, 2 with 2); dropped 3 (1 trial, best 0.85, mean 0.85)"]
+    assert notes == ["depth: kept 1, 2 (among the top 5: 3 with 1, 2 with 2); dropped 3 (1 trial, best 0.85, mean "
+                     "0.85)"]
 
 
 def test_spaces_round_trip_through_the_study_attribute():
