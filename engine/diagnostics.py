@@ -83,7 +83,11 @@ def layer_stats(hidden: list[np.ndarray], activation: str) -> list[LayerStats]:
             dead = float(np.mean(np.all(h <= 0, axis=0)))
         else:
             dead = 0.0
-        out.append(LayerStats(i, float(h.mean()), float(h.std()), saturated, dead))
+        # in float64: float32 outputs near their largest value (a ReLU bias of 1e38) overflowed the sum, and NumPy
+        # printed its warning beside the command's lines; an infinite output gives an infinite or NaN std, quietly
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = float(h.mean(dtype=np.float64)), float(h.std(dtype=np.float64))
+        out.append(LayerStats(i, mean, std, saturated, dead))
     return out
 
 

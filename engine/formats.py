@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import tokenize
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -523,10 +524,16 @@ def read_images(
 
 
 def _open_image(file: Path) -> PILImage:
-    """Pillow's lazy open (header only); DataError naming the file when it is not a readable image."""
+    """Pillow's lazy open (header only); DataError naming the file when it is not a readable image, or has more pixels
+    than Pillow opens without suspecting a decompression bomb (between that and twice it, Pillow only printed a
+    warning of two lines beside the command's own)."""
     from PIL import Image
 
     try:
-        return Image.open(file)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(file)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{file}: refused: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise read_error(file, exc, "not a readable image, corrupt or truncated") from exc

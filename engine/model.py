@@ -55,20 +55,25 @@ class ModelConfig:
             raise ConfigError(f"leaky slope must be in [0, 1), got {self.leaky_slope}")
 
 
+def check_network_memory(config: ModelConfig, input_dim: int, num_classes: int) -> None:
+    """DataError naming the network when its weights, their gradients and up to three optimiser buffers (Adam: m, v,
+    scratch) would not fit in memory."""
+    dims = [input_dim, *config.hidden, num_classes]
+    pieces = ACTIVATION_REGISTRY[config.activation].pieces
+    weights = sum(a * b * (pieces if i < len(config.hidden) else 1) for i, (a, b) in enumerate(zip(dims, dims[1:])))
+    check_memory(5 * weights * np.dtype(DTYPES[config.dtype]).itemsize,
+                 f"network {input_dim}-{'-'.join(map(str, config.hidden))}-{num_classes}", f"{weights:,} weights")
+
+
 class FullyConnectedNet:
     """Parameters in ``params`` (W1, b1, gamma1, beta1, alpha1, ...); batch-norm running stats in ``bn_stats``."""
 
     def __init__(self, config: ModelConfig, input_dim: int, num_classes: int, rng: np.random.Generator) -> None:
         if input_dim < 1 or num_classes < 2:
             raise ConfigError(f"need input_dim >= 1 and num_classes >= 2, got {input_dim}, {num_classes}")
+        check_network_memory(config, input_dim, num_classes)
         dims = [input_dim, *config.hidden, num_classes]
         activation = ACTIVATION_REGISTRY[config.activation]
-        weights = sum(a * b * (activation.pieces if i < len(config.hidden) else 1)
-                      for i, (a, b) in enumerate(zip(dims, dims[1:])))
-        # the weights, their gradients and up to three optimiser buffers (Adam: m, v, scratch)
-        check_memory(5 * weights * np.dtype(DTYPES[config.dtype]).itemsize,
-                     f"network {input_dim}-{'-'.join(map(str, config.hidden))}-{num_classes}",
-                     f"{weights:,} weights")
         self.config = config
         self.activation = activation
         self.dtype = np.dtype(DTYPES[config.dtype])

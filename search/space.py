@@ -400,6 +400,20 @@ def check_space(space: Space, base: RunConfig) -> None:
             raise SearchError(f"--space {name} {inert} or search it too)")
 
 
+def largest_network(space: Space, base: RunConfig) -> RunConfig:
+    """``base`` with each searched width, depth and activation at its value of most weights (to check that the
+    stage's largest network fits in memory before a trial tries it)."""
+    values: dict[str, Any] = {}
+    for name in ("hidden", "depth"):
+        dim = space.get(name)
+        if dim is not None:
+            values[SEARCHABLE[name].path] = max(dim.choices) if isinstance(dim, Choice) else dim.high
+    activation = space.get("activation")
+    if isinstance(activation, Choice):
+        values["arch.activation"] = max(activation.choices, key=lambda a: ACTIVATION_REGISTRY[a].pieces)
+    return base.with_params(values)
+
+
 def check_fixed(fixed: Iterable[str], space: Space, base: RunConfig) -> None:
     """An option given on the command line that has no effect in any trial (``--init-std`` with ``--init he``) is
     refused as a searched one is: SearchError."""

@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -391,6 +392,13 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
                 if has_params(t.params, parent.space, parent.run)]
 
     done = completed(source)
+    if not done and promoted is not None:  # the promoted runs ran and none completed: the work failed, not the input
+        ends = Counter(str(t.user_attrs.get("stop_reason", t.state.name.lower()))
+                       for t in promoted.get_trials(deepcopy=False, states=FINISHED))
+        raise SearchFailed(f"stage {source.study_name} has no completed trials to refine the ranges from "
+                           f"({parent.name}'s best configurations re-run at {promoted.user_attrs['epochs']} epochs: "
+                           f"{', '.join(f'{n} {how}' for how, n in ends.most_common())}); --promote 0 refines on "
+                           f"{parent.name}'s own runs")
     if not done:
         raise SearchError(f"stage {source.study_name} has no completed trials to refine the ranges from")
     exploded = [t.params for t in source.get_trials(deepcopy=False, states=(TrialState.PRUNED,))

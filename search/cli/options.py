@@ -356,6 +356,10 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
     items = []
     for name, spec in table.items():
         if isinstance(spec, list):
+            odd = next((v for v in spec if not isinstance(v, (str, int, float))), None)
+            if odd is not None:  # a nested list or table, a date: its text was split at its commas
+                raise SearchError(f"--space-file {path}: {name}: choice {odd!r} is not a string, a number or "
+                                  f"true/false")
             spec = ",".join(json.dumps(v) if isinstance(v, bool) else str(v) for v in spec)
         if not isinstance(spec, str):
             raise SearchError(f"--space-file {path}: {name} must be a string SPEC or a list of choices")

@@ -57,6 +57,15 @@ def print_summary(summary: Any) -> None:
         click.echo(f"  error: {err}", err=True)
 
 
+def check_largest_network(space: dict[str, Any], run: RunConfig, dataset: Any) -> None:
+    """DataError when the stage's largest network (``largest_network``) would not fit in memory: before the database
+    is touched, rather than as the failure of every trial (--hidden 100000,100000)."""
+    from engine.model import check_network_memory
+    from search.space import largest_network
+
+    check_network_memory(largest_network(space, run).arch, dataset.input_dim, dataset.num_classes)
+
+
 def stage_data(run: RunConfig) -> tuple[Any, tuple[str, ...]]:
     """The run's data, preprocessed (bad data or a batch larger than it fails here, before the database is touched),
     and `search data`'s warnings that every trial of a stage shares, shown before the trials start: the features' raw
@@ -122,6 +131,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     dataset, warnings = stage_data(run)
+    check_largest_network(space, run, dataset)
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
@@ -230,6 +240,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     check_not_input("--save", save_to, {"--data": run.data.name})
     dataset, warnings = stage_data(run)
     space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
+    check_largest_network(space, run, dataset)
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)

@@ -5,6 +5,7 @@ import builtins
 import errno
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -405,6 +406,27 @@ def test_unreadable_image_folder_or_class_folder_says_cannot_read(
         _png(folder / name / "0.png", (4, 4))
     _deny(monkeypatch, tmp_path / denied)
     _error(DataSpec(str(folder)), folder, f"cannot read {tmp_path / denied}: Permission denied")
+
+
+def test_an_image_with_more_pixels_than_pillow_opens_quietly_is_refused_by_name(tmp_path: Path, monkeypatch) -> None:
+    # Pillow's limit made small: the images here are 16x16 (256 pixels), as a 10000x9000 image is past its default;
+    # once loaded, with Pillow's DecompressionBombWarning printed on stderr in two lines
+    from PIL import Image as PILImage
+
+    folder = tmp_path / "imgs"
+    for i in range(6):
+        _png(folder / "a" / f"{i}.png", (16, 16), colour=40 * i)
+        _png(folder / "b" / f"{i}.png", (16, 16), colour=200 - 20 * i)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning either
+        message = _error(DataSpec(str(folder)), folder / "a" / "0.png")
+    assert message == (f"{folder / 'a' / '0.png'}: refused: Image size (256 pixels) exceeds limit of 200 pixels, "
+                       "could be decompression bomb DOS attack.")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # past twice the limit: Pillow's own error, said alike
+    assert _error(DataSpec(str(folder)), folder / "a" / "0.png") == (
+        f"{folder / 'a' / '0.png'}: refused: Image size (256 pixels) exceeds limit of 200 pixels, could be "
+        "decompression bomb DOS attack.")
 
 
 def test_truncated_and_corrupt_images_are_named(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -117,6 +118,16 @@ def test_a_run_that_did_not_learn_the_training_set_underfits_whatever_its_gap():
     assert _run(train=0.5, val=0.47, chance=0.125).labels == ("healthy",)  # a short run on a hard problem
     assert _run(train=0.99, val=0.93, chance=0.1).labels == ("overfitting",)
     assert _run(train=0.95, val=0.94, chance=0.1).labels == ("healthy",)
+
+
+def test_unit_statistics_of_outputs_near_the_float32_limit_are_numbers_and_warn_nothing():
+    # a ReLU bias of 1e38: the float32 sum overflowed, and every such trial printed NumPy's RuntimeWarning (twice)
+    model = FullyConnectedNet(ModelConfig(hidden=(20,), relu_bias=1e38), 8, 3, np.random.default_rng(0))
+    X = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = unit_stats(model, X)
+    assert stats[0].mean == pytest.approx(1e38, rel=1e-6) and math.isfinite(stats[0].std) and stats[0].dead == 0.0
 
 
 def test_dead_and_saturated_units_and_a_bad_initial_loss():

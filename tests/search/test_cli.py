@@ -349,6 +349,19 @@ def test_a_command_whose_stage_is_complete_says_so(run_cli):
     assert again.exit_code == 0 and "digits/coarse was already complete; nothing to run" in again.stdout
 
 
+def test_fine_whose_promoted_runs_all_explode_fails_with_exit_1_and_says_what_to_do(run_cli):
+    # once exit 2 (bad input) after the promotion stage had run, and only "has no completed trials to refine the
+    # ranges from"
+    args = ["--trials", "3", "--epochs", "1", "--train-size", "100", "--jobs", "1"]
+    assert run_cli("coarse", *args, "--lr", "1e3:1e4").exit_code == 0  # one epoch is too short to explode
+    result = run_cli("fine", "--trials", "3", "--jobs", "1")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "error: stage digits/promote-1 has no completed trials to refine the ranges from (digits/coarse's best "
+        "configurations re-run at 2 epochs: 3 exploded); --promote 0 refines on digits/coarse's own runs")
+    assert run_cli("fine", "--trials", "3", "--jobs", "1", "--promote", "0").exit_code == 0
+
+
 def test_fine_after_an_unfinished_coarse_stage_says_so_and_writes_nothing(run_cli, tmp_path):
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     with sqlite3.connect(tmp_path / "search.db") as db:  # what processes killed after failing them would leave

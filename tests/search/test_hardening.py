@@ -281,6 +281,13 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     (["coarse", "--explode-factor", "inf"], ["--explode-factor", "not a finite number"]),
     (["train", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
     (["layers", "--depth", "100", "--width", "5000", "--samples", "100000"], ["search layers", "GiB of memory"]),
+    # once a database written and every trial failed on it, exit 1
+    (["coarse", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
+    (["auto", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
+    (["coarse", "--space", "hidden=16:1000000:int", "--depth", "3"],
+     ["network 64-1000000-1000000-1000000-10", "TiB of memory"]),
+    (["coarse", "--space", "depth=1:100:int", "--hidden", "50000", "--space", "activation=relu,maxout"],
+     ["network 64-" + "-".join(["50000"] * 100) + "-10", "TiB of memory"]),
     (["coarse", "--campaign", "x" * 600], ["600 characters", "at most 200"]),
     (["coarse", "--campaign", ""], ["--campaign must not be empty"]),
     (["auto", "--data", "digts"], ["unknown dataset 'digts'", "known: cifar10, digits, spiral, synthetic"]),
