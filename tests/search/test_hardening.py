@@ -284,6 +284,7 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     # once a database written and every trial failed on it, exit 1
     (["coarse", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
     (["auto", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
+    (["compare", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
     (["coarse", "--space", "hidden=16:1000000:int", "--depth", "3"],
      ["network 64-1000000-1000000-1000000-10", "TiB of memory"]),
     (["coarse", "--space", "depth=1:100:int", "--hidden", "50000", "--space", "activation=relu,maxout"],
