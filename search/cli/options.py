@@ -468,9 +468,12 @@ fine_options = apply([
 
 
 def campaign_name(campaign: str | None, base: RunConfig) -> str:
-    """--campaign, or the dataset's name (a file's name without its extension) when it is not given."""
+    """--campaign, or the dataset's name (a file's name without its extension) when it is not given. A new name that
+    begins or ends with white space is refused: tables show it without, and --campaign given so finds no campaign."""
     if campaign is None:
         return Path(base.data.name).stem or base.data.name
+    if campaign != campaign.strip():
+        raise SearchError(f"--campaign {campaign!r} begins or ends with white space; give the name without it")
     return campaign
 
 

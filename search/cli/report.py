@@ -111,6 +111,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
       search compare --repeats 5 --trials 16 --epochs 2
     """
     from search.campaign import DEFAULT_SPACE, Execution
+    from search.cli.stages import check_largest_network
     from search.compare import default_compare_campaign, run_compare
     from studies.report import safe_dirname, write_compare_report
     from studies.store import resolve_storage_url
@@ -119,6 +120,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     out_dir = out_dir or default_folder(safe_dirname(name))
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
+    check_largest_network(space, run, run.load())  # bad data fails here too, before the database is touched
     progress = "quiet" if as_json or not sys.stderr.isatty() else "bar"
     execution = Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat, progress=progress,
                           parent_works=True)

@@ -284,12 +284,17 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     # once a database written and every trial failed on it, exit 1
     (["coarse", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
     (["auto", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
+    (["compare", "--hidden", "100000,100000"], ["network 64-100000-100000-10", "GiB of memory"]),
     (["coarse", "--space", "hidden=16:1000000:int", "--depth", "3"],
      ["network 64-1000000-1000000-1000000-10", "TiB of memory"]),
     (["coarse", "--space", "depth=1:100:int", "--hidden", "50000", "--space", "activation=relu,maxout"],
      ["network 64-" + "-".join(["50000"] * 100) + "-10", "TiB of memory"]),
     (["coarse", "--campaign", "x" * 600], ["600 characters", "at most 200"]),
     (["coarse", "--campaign", ""], ["--campaign must not be empty"]),
+    # once made: `search studies` showed " sp /coarse" as "sp /coarse", and --campaign sp found "no campaign 'sp';
+    # known: sp"
+    (["coarse", "--campaign", " sp "], ["--campaign ' sp ' begins or ends with white space"]),
+    (["auto", "--campaign", "sp\u00a0"], ["--campaign 'sp\\xa0' begins or ends with white space"]),
     (["auto", "--data", "digts"], ["unknown dataset 'digts'", "known: cifar10, digits, spiral, synthetic"]),
     (["studies", "--storage", "postgres://u:secret@localhost/db"], ["write postgresql://, not postgres://",
                                                                     "u:***@localhost"]),
