@@ -719,8 +719,10 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
         change = _num(n.get("loss_change"))
-        rose = change is not None and _rounded(change * 100, 1).startswith("-")
-        return f"loss rose {_pct_text(-change)}" if rose else f"loss fell {_pct_text(change)}"
+        if change is not None and change <= 0:  # as search explain says it: a rise of 0.01 % is no fall of 0.0 %
+            rise = _pct_text(-change) if change <= -0.0005 else f"{-change * 100:.2f} %"  # never "rose 0.0 %"
+            return "loss did not fall" if change == 0 else f"loss rose {rise}"
+        return f"loss fell {_pct_text(change)}"
     if label == "lr_too_high":  # stopped as exploded or NaN, or (a run nothing stopped) ended above its first loss
         if stop_reason == "nan":
             return "loss went NaN"

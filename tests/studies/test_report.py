@@ -738,7 +738,7 @@ def test_inline_code_is_code_in_html_and_backticks_in_markdown(demo):
 
 def test_small_negative_numbers_print_as_zero_never_minus_zero():
     assert diagnosis_text("underfitting", {"train_acc": 0.9, "train_val_gap": -0.0004}) == "train 0.90, gap 0.0 pts"
-    assert diagnosis_text("lr_too_low", {"loss_change": -0.0001}) == "loss fell 0.0 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.0001}) == "loss rose 0.01 %"
     assert diagnosis_text("underfitting", {"train_acc": 0.86, "train_val_gap": -0.0235}) == "train 0.86, gap -2.4 pts"
 
 
@@ -890,6 +890,13 @@ def test_a_too_low_lr_whose_loss_rose_a_little_is_not_said_to_have_fallen():
     assert diagnosis_text("lr_too_low", {"loss_change": -0.03}, "completed") == "loss rose 3.0 %"
     assert diagnosis_text("lr_too_low", {"loss_change": 0.07}, "completed") == "loss fell 7.0 %"
     assert diagnosis_text("lr_too_low", {"loss_change": None}, "completed") == "loss fell -"
+
+
+def test_a_loss_that_rose_a_little_or_did_not_move_is_said_as_search_explain_says_it():
+    # a rise of 0.04 % was "loss fell 0.0 %" where search explain said "rose by 0.04%", and no change "did not fall"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.0004}) == "loss rose 0.04 %"
+    assert diagnosis_text("lr_too_low", {"loss_change": 0.0}) == "loss did not fall"
+    assert diagnosis_text("lr_too_low", {"loss_change": -0.0005}) == "loss rose 0.1 %"
 
 
 @pytest.mark.parametrize("panels", [1, 2, 3])
