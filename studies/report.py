@@ -1013,8 +1013,9 @@ def _acc(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _secs(x: float | None) -> str:
-    """Seconds as the stage summaries of search coarse, fine and auto give them: 0.031, 0.42, 2.1, 12.3, 1,234."""
+def seconds_text(x: float | None) -> str:
+    """Seconds in the report and in the stage summaries of search coarse, fine and auto: two significant digits under
+    a second (0.031, 0.42; 0.0 for none), one decimal (2.1, 12.3), whole with thousands separated from 1,000."""
     if x is None:
         return "-"
     return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
@@ -1064,9 +1065,10 @@ def _budget_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in summary["stages"]:
         b, p = s["spent"], s["pruning"]
-        saved = "-" if p["iterations_saved"] is None else f"{p['iterations_saved']:,} iters, {_secs(p['seconds_saved'])} s"
+        saved = ("-" if p["iterations_saved"] is None
+                 else f"{p['iterations_saved']:,} iters, {seconds_text(p['seconds_saved'])} s")
         rows.append([s["stage"], _count(b["trials"]), str(b["epochs_per_trial"] or "-"), _epochs(b["epochs_run"]),
-                     _secs(b["training_seconds"]), "-" if b["seconds_per_epoch"] is None
+                     seconds_text(b["training_seconds"]), "-" if b["seconds_per_epoch"] is None
                      else f"{b['seconds_per_epoch']:.3g}", saved])
     return head, rows
 
@@ -1135,7 +1137,7 @@ def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], 
         rows.append([f"{side} ({pair[side + '_study']})", _count(n["trials"]), _count(n["complete"]),
                      _count(n["pruned"]), _acc(n["best_value"]), _acc(n["median_value"]),
                      *(_count(n["distinct"].get(p, 0)) for p in params), _count(n["trials_to_within_1pt"]),
-                     _secs(n["training_seconds"])])
+                     seconds_text(n["training_seconds"])])
     return head, rows
 
 
