@@ -734,7 +734,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}"
     if label == "underfitting":  # the L2 share tells a loss held up by its penalty (train may be 0.99) from the rest
         share = _num(n.get("reg_share"))
-        held = "" if share is None else f", L2 term {_rounded(share * 100)} %"
+        held = "" if share is None else f", L2 term {_pct_text(share)}"  # to a tenth, as search explain gives it
         return f"train {acc['train_acc']}, gap {gap_text}{held}"
     if label in ("dead_units", "saturated_units"):
         worst = _worst_layer(n.get("dead_fraction" if label == "dead_units" else "saturated_fraction"))

@@ -754,9 +754,10 @@ def test_a_loss_change_or_gap_is_given_to_a_tenth_as_search_explain_gives_it():
 def test_an_underfitting_example_gives_the_share_of_its_loss_the_l2_term_holds():
     # wine/fine-1:21, underfitting because its loss was its L2 term, was titled "train 0.99, gap -1 pts"
     numbers = {"train_acc": 0.9919, "train_val_gap": -0.0081, "loss_change": -0.0319, "reg_share": 1.0112}
-    assert diagnosis_text("underfitting", numbers) == "train 0.99, gap -0.8 pts, L2 term 101 %"
+    # to a tenth, as search explain gives it ("its L2 term is 101.1% of it"), not "L2 term 101 %" and "0 %"
+    assert diagnosis_text("underfitting", numbers) == "train 0.99, gap -0.8 pts, L2 term 101.1 %"
     assert diagnosis_text("underfitting", {**numbers, "train_acc": 0.41, "reg_share": 0.0031}) == (
-        "train 0.41, gap -0.8 pts, L2 term 0 %")
+        "train 0.41, gap -0.8 pts, L2 term 0.3 %")
 
 
 def test_the_data_line_ends_its_shortened_hash_with_three_dots_not_four():
