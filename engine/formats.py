@@ -121,19 +121,18 @@ def detect_format(path: Path) -> str:
         raise DataError(f"{path} is not a regular file or folder")
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{path}: unsupported data file; expected .npz, .csv, .tsv, an image folder or a CIFAR-10 folder"
-                        f"{unsupported_hint(path)}")
+        raise DataError(f"{path}: unsupported data file; {unsupported_text(path)}")
     return fmt
 
 
-def unsupported_hint(path: Path) -> str:
-    """How to make a table of another kind readable (``; ...``), or nothing."""
-    suffix = path.suffix.lower()
+def unsupported_text(path: Path) -> str:
+    """What a data file of another kind is told: the kinds read, and how to make a table of another kind readable."""
+    suffix, hint = path.suffix.lower(), ""
     if suffix in SPREADSHEET_SUFFIXES:
-        return "; save the sheet as CSV (.csv) from the spreadsheet program"
-    if suffix in TEXT_TABLE_SUFFIXES:
-        return "; a table as text is read by its name: rename it .csv if comma-separated, .tsv if tab-separated"
-    return ""
+        hint = "; save the sheet as CSV (.csv) from the spreadsheet program"
+    elif suffix in TEXT_TABLE_SUFFIXES:
+        hint = "; a table as text is read by its name: rename it .csv if comma-separated, .tsv if tab-separated"
+    return f"expected .npz, .csv or .tsv, an image folder or a CIFAR-10 folder{hint}"
 
 
 def sha256_files(root: Path, files: list[Path]) -> str:
