@@ -232,8 +232,10 @@ def _differences(existing: Stage, stage: Stage, shown: int = 3) -> str:
         ("trials", stage.n_trials, existing.n_trials), ("seed", stage.seed, existing.seed),
         ("sampler", stage.sampler, existing.sampler), ("scheduler", stage.scheduler, existing.scheduler),
         ("explode_factor", stage.explode_factor, existing.explode_factor),
-        ("grid points", len(stage.points), len(existing.points)) if stage.points != existing.points
-        else ("grid points", 0, 0),
+        ("points", len(stage.points), len(existing.points)) if len(stage.points) != len(existing.points)
+        # as many as it has, but others (a promotion of another parent's best): never a refusal naming nothing
+        else ("points", f"{len(stage.points)} others", len(existing.points)) if stage.points != existing.points
+        else ("points", 0, 0),
     ]
     given, stored = (_paths(with_absolute_data(s.run).to_dict()) for s in (stage, existing))
     for path in dict.fromkeys([*given, *stored]):

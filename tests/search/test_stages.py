@@ -299,3 +299,15 @@ def test_an_execution_with_bad_arguments_is_one_error(args, message):
     with pytest.raises(SearchError) as raised:
         Execution("sqlite:///search.db", **args)
     assert str(raised.value) == message
+
+
+def test_a_stage_refused_for_other_points_of_the_same_count_names_them():
+    # "... and this command gives ; run it with those settings": points of the same count were not named
+    from dataclasses import replace
+
+    existing = coarse_stage("c", RUN, {"lr": FloatRange(1e-4, 1e-1)}, 4, 0, "random", 3.0, "none")
+    existing = replace(existing, stage="promote-1", points=({"lr": 0.01}, {"lr": 0.02}))
+    assert stages_module._differences(existing, replace(existing, points=({"lr": 0.01}, {"lr": 0.03}))) == (
+        "points 2 others where it has 2")
+    assert stages_module._differences(existing, replace(existing, points=({"lr": 0.01},))) == (
+        "points 1 where it has 2")
