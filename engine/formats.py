@@ -376,7 +376,9 @@ def _label_index(path: Path, header: list[str], label_column: str | None) -> int
         raise DataError(f"{path}: no label column {label_column!r}; the columns are {shown}")
     index = len(header) - 1 if label_column is None else stripped.index(label_column.strip())
     same = [i + 1 for i, h in enumerate(stripped) if h == stripped[index]]
-    if len(same) > 1:  # which is the label would depend on the order, and a saved model could not tell them apart
+    # which is the label would depend on the order, and a saved model could not tell them apart; a first line of
+    # values (0,0,5,0) repeats a number and is no header at all, as read_table then says
+    if len(same) > 1 and not _looks_like_data(tuple(stripped)):
         raise DataError(f"{path}: columns {', '.join(map(str, same[:-1]))} and {same[-1]} are each named "
                         f"{stripped[index]!r}, the label column's name; rename all but one (columns are told "
                         f"apart by name)")
