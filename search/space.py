@@ -293,9 +293,12 @@ class Choice:
                                f"mean {sum(scores) / len(scores):.4g})")
             else:
                 # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
-                dropped.append(f"{value_text(c)} (none of the {len(ranked)} trials ranked had it)")
-        return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} (among the top {len(leaders)}: "
-                              f"{counts}); dropped {'; '.join(dropped)}")
+                dropped.append(f"{value_text(c)} (none of the {len(ranked)} trials ranked had it)" if len(ranked) > 1
+                               else f"{value_text(c)} (the one trial ranked did not have it)")
+        # --top 1: not "among the top 1: 1 with relu", as a range says "the best trial", not "the top 1 trials"
+        where = f"among the top {len(leaders)}: {counts}" if len(leaders) > 1 else "the best trial's"
+        return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} ({where}); dropped "
+                              f"{'; '.join(dropped)}")
 
     def moved(self, new: Dimension, tolerance: float) -> bool:
         return new != self

@@ -256,6 +256,13 @@ def test_categorical_refinement_drops_a_category_that_never_reached_the_top():
     new, notes = refine_space({"depth": Choice((1, 2, 3))}, depths, top=5)
     assert notes == ["depth: kept 1, 2 (among the top 5: 3 with 1, 2 with 2); dropped 3 (1 trial, best 0.85, mean "
                      "0.85)"]
+    # --top 1 once noted "(among the top 1: 1 with relu)", and one trial ranked "(none of the 1 trials ranked had it)"
+    new, notes = refine_space(space, trials, top=1, edge=0.1)
+    assert notes == ["activation: kept relu (the best trial's); dropped tanh (2 trials, best 0.9, mean 0.85); elu (1 "
+                     "trial, best 0.97, mean 0.97)"]
+    notes = refine_space(space, trials[:1], top=3, edge=0.1)[1]
+    assert notes == ["activation: kept relu (the best trial's); dropped tanh (the one trial ranked did not have it); "
+                     "elu (the one trial ranked did not have it)"]
 
 
 def test_spaces_round_trip_through_the_study_attribute():
