@@ -182,10 +182,12 @@ class FloatRange:
                    else f"not widened: that bound is {limit_name}")
             return new, (f"{name}: best {best:.3g} is within {pct} % of the {bound} bound {old_bound:.3g}; "
                          f"new range {new} ({how})")
-        if new.width >= self.width:  # the top trials spread over the whole range
-            return new, f"{name}: best {best:.3g} is inside {self}; kept: the top {len(values)} trials span it"
-        unit = "decades" if self.log else "units"
         around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
+        if new.width >= self.width:  # the top trials spread over the whole range (or an int range's rounding does)
+            spread = (f"{around} span it" if len(values) > 1  # one trial spans nothing: its range rounded out does
+                      else f"{around}'s range, rounded out to whole numbers, covers it")
+            return new, f"{name}: best {best:.3g} is inside {self}; kept: {spread}"
+        unit = "decades" if self.log else "units"
         digits = 2 if f"{new.width:.2g}" != f"{self.width:.2g}" else 3  # "narrowed ... (3 of 3 decades)" read as kept
         return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around {around} "
                      f"to {new} ({new.width:.{digits}g} of {self.width:.{digits}g} {unit})")

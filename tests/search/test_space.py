@@ -303,3 +303,13 @@ def test_a_range_the_parent_stage_found_insensitive_is_narrowed_but_never_widene
                         "(not widened: insensitive in d/coarse: (evidence))")
     widened, _ = refine_space(SPACE, trials, top=2, edge=0.1)
     assert widened["reg"].low < 1e-6 and new["lr"] == widened["lr"]  # the other dimensions as without it
+
+
+def test_an_int_range_kept_around_one_trial_does_not_say_the_top_1_trials_span_it():
+    # once "depth: best 2 is inside 1:3:linear:int; kept: the top 1 trials span it"
+    new, note = IntRange(1, 3, log=False).refine("depth", [(2, 0.9)], 1, 0.1, (1, 100))
+    assert new == IntRange(1, 3, log=False)
+    assert note == ("depth: best 2 is inside 1:3:linear:int; kept: the best trial's range, rounded out to whole "
+                    "numbers, covers it")
+    note = IntRange(1, 3, log=False).refine("depth", [(2, 0.9), (1, 0.8), (3, 0.7)], 3, 0.1, (1, 100))[1]
+    assert note == "depth: best 2 is inside 1:3:linear:int; kept: the top 3 trials span it"
