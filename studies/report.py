@@ -692,7 +692,7 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     return [chosen[label] for label in _label_order(chosen)]
 
 
-def _rounded(x: float, digits: int = 0) -> str:
+def _decimal_text(x: float, digits: int = 0) -> str:
     """A number rounded to ``digits`` decimals, never negative zero (-0.3 is 0, -0.03 to a tenth 0.0)."""
     text = f"{x:.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
@@ -702,7 +702,7 @@ def _pct_text(x: Any) -> str:
     """A share in percent to a tenth, as search explain gives a loss change (9.7 %: rounded to a whole one, the
     10 % below which a loss barely moved)."""
     x = _num(x)
-    return "-" if x is None else f"{_rounded(x * 100, 1)} %"
+    return "-" if x is None else f"{_decimal_text(x * 100, 1)} %"
 
 
 def _worst_layer(fractions: Any) -> tuple[float, int] | None:
@@ -715,7 +715,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     """The key numbers behind one label, e.g. ``loss fell 4.1 %`` or ``train 0.99, val 0.90: gap 9.0 pts``."""
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
-    gap_text = "-" if gap is None else f"{_rounded(gap * 100, 1)} pts"
+    gap_text = "-" if gap is None else f"{_decimal_text(gap * 100, 1)} pts"
     acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
         change = _num(n.get("loss_change"))
@@ -739,7 +739,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     if label in ("dead_units", "saturated_units"):
         worst = _worst_layer(n.get("dead_fraction" if label == "dead_units" else "saturated_fraction"))
         word = "dead" if label == "dead_units" else "saturated"
-        return f"{word}: -" if worst is None else f"{_rounded(worst[0] * 100)} % of layer {worst[1]} {word}"
+        return f"{word}: -" if worst is None else f"{_decimal_text(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
         return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
