@@ -395,8 +395,10 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
 
     done = completed(source)
     if not done and promoted is not None:  # the promoted runs ran and none completed: the work failed, not the input
-        ends = Counter(str(t.user_attrs.get("stop_reason", t.state.name.lower()))
-                       for t in promoted.get_trials(deepcopy=False, states=FINISHED))
+        # a failed run too: "re-run at 4 epochs: )" named no end when every one had failed
+        ends = Counter(str(t.user_attrs.get("stop_reason", "failed" if t.state == TrialState.FAIL
+                                            else t.state.name.lower()))
+                       for t in promoted.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)))
         raise SearchFailed(f"stage {source.study_name} has no completed trials to refine the ranges from "
                            f"({parent.name}'s best configurations re-run at {promoted.user_attrs['epochs']} epochs: "
                            f"{', '.join(f'{n} {how}' for how, n in ends.most_common())}); --promote 0 refines on "
