@@ -188,7 +188,8 @@ class FloatRange:
                       else f"{around}'s range, rounded out to whole numbers, covers it")
             return new, f"{name}: best {best:.3g} is inside {self}; kept: {spread}"
         unit = "decades" if self.log else "units"
-        digits = 2 if f"{new.width:.2g}" != f"{self.width:.2g}" else 3  # "narrowed ... (3 of 3 decades)" read as kept
+        # as many digits as show the widths differ: "narrowed ... (3 of 3 decades)" read as kept (2.999 of 3)
+        digits = next((d for d in range(2, 7) if f"{new.width:.{d}g}" != f"{self.width:.{d}g}"), 6)
         return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around {around} "
                      f"to {new} ({new.width:.{digits}g} of {self.width:.{digits}g} {unit})")
 

@@ -313,3 +313,10 @@ def test_an_int_range_kept_around_one_trial_does_not_say_the_top_1_trials_span_i
                     "numbers, covers it")
     note = IntRange(1, 3, log=False).refine("depth", [(2, 0.9), (1, 0.8), (3, 0.7)], 3, 0.1, (1, 100))[1]
     assert note == "depth: best 2 is inside 1:3:linear:int; kept: the top 3 trials span it"
+
+
+def test_a_range_narrowed_by_a_sliver_shows_as_many_digits_as_tell_its_width_from_the_old():
+    # once "narrowed around the top 2 trials to 0.0001:0.0998 (3 of 3 decades)": 2.999 shows as 3 to three digits
+    new, note = FloatRange(1e-4, 1e-1).refine("lr", [(0.05, 0.9), (1.2e-4, 0.8)], 5, 0.1, (1e-12, float("inf")))
+    assert note == ("lr: best 0.05 is inside 0.0001:0.1; narrowed around the top 2 trials to 0.0001:0.0998 (2.999 of "
+                    "3 decades)")
