@@ -712,11 +712,12 @@ def _worst_layer(fractions: Any) -> tuple[float, int] | None:
 
 
 def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None) -> str:
-    """The key numbers behind one label, e.g. ``loss fell 4.1 %`` or ``train 0.99, val 0.90: gap 9.0 pts``."""
+    """The key numbers behind one label, e.g. ``loss fell 4.1 %`` or ``train 0.9900, val 0.9000: gap 9.0 pts``."""
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
     gap_text = "-" if gap is None else f"{_decimal_text(gap * 100, 1)} pts"
-    acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
+    # to 4 decimals, as search explain and search trials give them: "train 0.99, val 0.94: gap 5.5 pts" did not add up
+    acc = {k: _acc(_num(n.get(k))) for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
         change = _num(n.get("loss_change"))
         if change is not None and change <= 0:  # as search explain says it: a rise of 0.01 % is no fall of 0.0 %
