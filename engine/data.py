@@ -39,7 +39,7 @@ from engine.formats import (
     read_npz,
     read_table,
     sha256_files,
-    unsupported_hint,
+    unsupported_text,
 )
 
 CIFAR_VAL_FRACTION = 0.1
@@ -209,8 +209,7 @@ def check_dataset_name(name: str) -> None:
     except OSError as exc:  # a folder on the way that may not be searched
         raise ConfigError(f"cannot read {name!r}: {exc.strerror or exc}") from exc
     if path.is_file():
-        raise ConfigError(f"unsupported data file {name!r}: expected .npz, .csv or .tsv, an image folder or a CIFAR-10 "
-                          f"folder{unsupported_hint(path)}")
+        raise ConfigError(f"unsupported data file {name!r}: {unsupported_text(path)}")
     if exists:  # a FIFO or a device (or a link to one) would block or never end
         raise ConfigError(f"{name!r} is not a regular file or folder")
     if path.suffix.lower() in FILE_FORMATS or os.sep in name:

@@ -121,19 +121,18 @@ def detect_format(path: Path) -> str:
         raise DataError(f"{path} is not a regular file or folder")
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{path}: unsupported data file; expected .npz, .csv, .tsv, an image folder or a CIFAR-10 folder"
-                        f"{unsupported_hint(path)}")
+        raise DataError(f"{path}: unsupported data file; {unsupported_text(path)}")
     return fmt
 
 
-def unsupported_hint(path: Path) -> str:
-    """How to make a table of another kind readable (``; ...``), or nothing."""
-    suffix = path.suffix.lower()
+def unsupported_text(path: Path) -> str:
+    """What a data file of another kind is told: the kinds read, and how to make a table of another kind readable."""
+    suffix, hint = path.suffix.lower(), ""
     if suffix in SPREADSHEET_SUFFIXES:
-        return "; save the sheet as CSV (.csv) from the spreadsheet program"
-    if suffix in TEXT_TABLE_SUFFIXES:
-        return "; a table as text is read by its name: rename it .csv if comma-separated, .tsv if tab-separated"
-    return ""
+        hint = "; save the sheet as CSV (.csv) from the spreadsheet program"
+    elif suffix in TEXT_TABLE_SUFFIXES:
+        hint = "; a table as text is read by its name: rename it .csv if comma-separated, .tsv if tab-separated"
+    return f"expected .npz, .csv or .tsv, an image folder or a CIFAR-10 folder{hint}"
 
 
 def sha256_files(root: Path, files: list[Path]) -> str:
@@ -377,7 +376,9 @@ def _label_index(path: Path, header: list[str], label_column: str | None) -> int
         raise DataError(f"{path}: no label column {label_column!r}; the columns are {shown}")
     index = len(header) - 1 if label_column is None else stripped.index(label_column.strip())
     same = [i + 1 for i, h in enumerate(stripped) if h == stripped[index]]
-    if len(same) > 1:  # which is the label would depend on the order, and a saved model could not tell them apart
+    # which is the label would depend on the order, and a saved model could not tell them apart; a first line of
+    # values (0,0,5,0) repeats a number and is no header at all, as read_table then says
+    if len(same) > 1 and not _looks_like_data(tuple(stripped)):
         raise DataError(f"{path}: columns {', '.join(map(str, same[:-1]))} and {same[-1]} are each named "
                         f"{stripped[index]!r}, the label column's name; rename all but one (columns are told "
                         f"apart by name)")

@@ -182,11 +182,14 @@ class FloatRange:
                    else f"not widened: that bound is {limit_name}")
             return new, (f"{name}: best {best:.3g} is within {pct} % of the {bound} bound {old_bound:.3g}; "
                          f"new range {new} ({how})")
-        if new.width >= self.width:  # the top trials spread over the whole range
-            return new, f"{name}: best {best:.3g} is inside {self}; kept: the top {len(values)} trials span it"
-        unit = "decades" if self.log else "units"
         around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
-        digits = 2 if f"{new.width:.2g}" != f"{self.width:.2g}" else 3  # "narrowed ... (3 of 3 decades)" read as kept
+        if new.width >= self.width:  # the top trials spread over the whole range (or an int range's rounding does)
+            spread = (f"{around} span it" if len(values) > 1  # one trial spans nothing: its range rounded out does
+                      else f"{around}'s range, rounded out to whole numbers, covers it")
+            return new, f"{name}: best {best:.3g} is inside {self}; kept: {spread}"
+        unit = "decades" if self.log else "units"
+        # as many digits as show the widths differ: "narrowed ... (3 of 3 decades)" read as kept (2.999 of 3)
+        digits = next((d for d in range(2, 7) if f"{new.width:.{d}g}" != f"{self.width:.{d}g}"), 6)
         return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around {around} "
                      f"to {new} ({new.width:.{digits}g} of {self.width:.{digits}g} {unit})")
 
@@ -293,9 +296,12 @@ class Choice:
                                f"mean {sum(scores) / len(scores):.4g})")
             else:
                 # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
-                dropped.append(f"{value_text(c)} (none of the {len(ranked)} trials ranked had it)")
-        return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} (among the top {len(leaders)}: "
-                              f"{counts}); dropped {'; '.join(dropped)}")
+                dropped.append(f"{value_text(c)} (none of the {len(ranked)} trials ranked had it)" if len(ranked) > 1
+                               else f"{value_text(c)} (the one trial ranked did not have it)")
+        # --top 1: not "among the top 1: 1 with relu", as a range says "the best trial", not "the top 1 trials"
+        where = f"among the top {len(leaders)}: {counts}" if len(leaders) > 1 else "the best trial's"
+        return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} ({where}); dropped "
+                              f"{'; '.join(dropped)}")
 
     def moved(self, new: Dimension, tolerance: float) -> bool:
         return new != self

@@ -232,8 +232,10 @@ def _differences(existing: Stage, stage: Stage, shown: int = 3) -> str:
         ("trials", stage.n_trials, existing.n_trials), ("seed", stage.seed, existing.seed),
         ("sampler", stage.sampler, existing.sampler), ("scheduler", stage.scheduler, existing.scheduler),
         ("explode_factor", stage.explode_factor, existing.explode_factor),
-        ("grid points", len(stage.points), len(existing.points)) if stage.points != existing.points
-        else ("grid points", 0, 0),
+        ("points", len(stage.points), len(existing.points)) if len(stage.points) != len(existing.points)
+        # as many as it has, but others (a promotion of another parent's best): never a refusal naming nothing
+        else ("points", f"{len(stage.points)} others", len(existing.points)) if stage.points != existing.points
+        else ("points", 0, 0),
     ]
     given, stored = (_paths(with_absolute_data(s.run).to_dict()) for s in (stage, existing))
     for path in dict.fromkeys([*given, *stored]):
@@ -393,8 +395,10 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
 
     done = completed(source)
     if not done and promoted is not None:  # the promoted runs ran and none completed: the work failed, not the input
-        ends = Counter(str(t.user_attrs.get("stop_reason", t.state.name.lower()))
-                       for t in promoted.get_trials(deepcopy=False, states=FINISHED))
+        # a failed run too: "re-run at 4 epochs: )" named no end when every one had failed
+        ends = Counter(str(t.user_attrs.get("stop_reason", "failed" if t.state == TrialState.FAIL
+                                            else t.state.name.lower()))
+                       for t in promoted.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)))
         raise SearchFailed(f"stage {source.study_name} has no completed trials to refine the ranges from "
                            f"({parent.name}'s best configurations re-run at {promoted.user_attrs['epochs']} epochs: "
                            f"{', '.join(f'{n} {how}' for how, n in ends.most_common())}); --promote 0 refines on "

@@ -692,7 +692,7 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     return [chosen[label] for label in _label_order(chosen)]
 
 
-def _rounded(x: float, digits: int = 0) -> str:
+def _decimal_text(x: float, digits: int = 0) -> str:
     """A number rounded to ``digits`` decimals, never negative zero (-0.3 is 0, -0.03 to a tenth 0.0)."""
     text = f"{x:.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
@@ -702,7 +702,7 @@ def _pct_text(x: Any) -> str:
     """A share in percent to a tenth, as search explain gives a loss change (9.7 %: rounded to a whole one, the
     10 % below which a loss barely moved)."""
     x = _num(x)
-    return "-" if x is None else f"{_rounded(x * 100, 1)} %"
+    return "-" if x is None else f"{_decimal_text(x * 100, 1)} %"
 
 
 def _worst_layer(fractions: Any) -> tuple[float, int] | None:
@@ -712,15 +712,18 @@ def _worst_layer(fractions: Any) -> tuple[float, int] | None:
 
 
 def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None) -> str:
-    """The key numbers behind one label, e.g. ``loss fell 4.1 %`` or ``train 0.99, val 0.90: gap 9.0 pts``."""
+    """The key numbers behind one label, e.g. ``loss fell 4.1 %`` or ``train 0.9900, val 0.9000: gap 9.0 pts``."""
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
-    gap_text = "-" if gap is None else f"{_rounded(gap * 100, 1)} pts"
-    acc = {k: "-" if _num(n.get(k)) is None else f"{_num(n.get(k)):.2f}" for k in ("train_acc", "val_acc")}
+    gap_text = "-" if gap is None else f"{_decimal_text(gap * 100, 1)} pts"
+    # to 4 decimals, as search explain and search trials give them: "train 0.99, val 0.94: gap 5.5 pts" did not add up
+    acc = {k: _acc(_num(n.get(k))) for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
         change = _num(n.get("loss_change"))
-        rose = change is not None and _rounded(change * 100, 1).startswith("-")
-        return f"loss rose {_pct_text(-change)}" if rose else f"loss fell {_pct_text(change)}"
+        if change is not None and change <= 0:  # as search explain says it: a rise of 0.01 % is no fall of 0.0 %
+            rise = _pct_text(-change) if change <= -0.0005 else f"{-change * 100:.2f} %"  # never "rose 0.0 %"
+            return "loss did not fall" if change == 0 else f"loss rose {rise}"
+        return f"loss fell {_pct_text(change)}"
     if label == "lr_too_high":  # stopped as exploded or NaN, or (a run nothing stopped) ended above its first loss
         if stop_reason == "nan":
             return "loss went NaN"
@@ -732,12 +735,12 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}"
     if label == "underfitting":  # the L2 share tells a loss held up by its penalty (train may be 0.99) from the rest
         share = _num(n.get("reg_share"))
-        held = "" if share is None else f", L2 term {_rounded(share * 100)} %"
+        held = "" if share is None else f", L2 term {_pct_text(share)}"  # to a tenth, as search explain gives it
         return f"train {acc['train_acc']}, gap {gap_text}{held}"
     if label in ("dead_units", "saturated_units"):
         worst = _worst_layer(n.get("dead_fraction" if label == "dead_units" else "saturated_fraction"))
         word = "dead" if label == "dead_units" else "saturated"
-        return f"{word}: -" if worst is None else f"{_rounded(worst[0] * 100)} % of layer {worst[1]} {word}"
+        return f"{word}: -" if worst is None else f"{_decimal_text(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
         return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
@@ -1011,8 +1014,9 @@ def _acc(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _secs(x: float | None) -> str:
-    """Seconds as the stage summaries of search coarse, fine and auto give them: 0.031, 0.42, 2.1, 12.3, 1,234."""
+def seconds_text(x: float | None) -> str:
+    """Seconds in the report and in the stage summaries of search coarse, fine and auto: two significant digits under
+    a second (0.031, 0.42; 0.0 for none), one decimal (2.1, 12.3), whole with thousands separated from 1,000."""
     if x is None:
         return "-"
     return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
@@ -1062,9 +1066,10 @@ def _budget_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in summary["stages"]:
         b, p = s["spent"], s["pruning"]
-        saved = "-" if p["iterations_saved"] is None else f"{p['iterations_saved']:,} iters, {_secs(p['seconds_saved'])} s"
+        saved = ("-" if p["iterations_saved"] is None
+                 else f"{p['iterations_saved']:,} iters, {seconds_text(p['seconds_saved'])} s")
         rows.append([s["stage"], _count(b["trials"]), str(b["epochs_per_trial"] or "-"), _epochs(b["epochs_run"]),
-                     _secs(b["training_seconds"]), "-" if b["seconds_per_epoch"] is None
+                     seconds_text(b["training_seconds"]), "-" if b["seconds_per_epoch"] is None
                      else f"{b['seconds_per_epoch']:.3g}", saved])
     return head, rows
 
@@ -1133,7 +1138,7 @@ def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], 
         rows.append([f"{side} ({pair[side + '_study']})", _count(n["trials"]), _count(n["complete"]),
                      _count(n["pruned"]), _acc(n["best_value"]), _acc(n["median_value"]),
                      *(_count(n["distinct"].get(p, 0)) for p in params), _count(n["trials_to_within_1pt"]),
-                     _secs(n["training_seconds"])])
+                     seconds_text(n["training_seconds"])])
     return head, rows
 
 

@@ -42,12 +42,6 @@ def finite_or_none(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def seconds_text(x: float) -> str:
-    """Seconds to one decimal, or two significant digits under a second (a stage of small data: 0.03, not 0.0), or
-    whole with thousands separated from 1,000 (the report's ``_secs`` gives the same text)."""
-    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
-
-
 def fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 

@@ -12,7 +12,7 @@ from search.cli.options import (
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
-from search.cli.output import echo_json, say, seconds_text, wrapped
+from search.cli.output import echo_json, say, wrapped
 from search.config import RunConfig
 from search.errors import SearchError
 from search.schedulers import SCHEDULERS
@@ -25,6 +25,8 @@ LEAD_COLUMNS = {"runs": ("runs", 4, "d"), "number": ("trial", 5, "d"), "value": 
 
 
 def print_summary(summary: Any) -> None:
+    from studies.report import seconds_text
+
     c = summary.counts
     click.echo()
     failed = f"; {c['fail']} failed (an interrupted one is re-run)" if c["fail"] else ""
@@ -235,6 +237,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     """
     from search.campaign import auto_space, coarse_stage, run_auto
     from search.cli.run import fit_and_save
+    from studies.report import seconds_text
 
     run = base.with_params({"train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": run.data.name})

@@ -142,6 +142,11 @@ def test_a_csv_without_a_header_row_is_refused_not_read_one_sample_short(tmp_pat
     _error(DataSpec(str(path)), path, "the first line looks like a sample (5.1, 3.5, 1.4, ...), not a header")
     repeated = _csv(tmp_path / "ints.csv", "0,0,5,a\n" + "".join(f"{i},{i},{i},{'ab'[i % 2]}\n" for i in range(12)))
     _error(DataSpec(str(repeated)), repeated, "looks like a sample")
+    # a sample's label repeating one of its values: once "columns 1, 2 and 4 are each named '0', the label column's
+    # name; rename all but one"
+    label_repeated = _csv(tmp_path / "zeros.csv", "0,0,5,0\n" + "".join(f"{i},{i},{i},{i % 2}\n" for i in range(12)))
+    _error(DataSpec(str(label_repeated)), label_repeated, "the first line looks like a sample (0, 0, 5, ...), not a "
+                                                          "header")
     # 0,1,2,... are the names pandas writes for unnamed columns, 400.5,401.5,... could be wavelengths: headers
     for header in ("0,1,label", "400.5,401.5,label"):
         named = _csv(tmp_path / "named.csv", header + "\n" + _good_rows(12))

@@ -112,6 +112,17 @@ def test_dataspec_paths_missing_or_unsupported(tmp_path: Path) -> None:
                                   f"image folder or a CIFAR-10 folder{hint}")
 
 
+def test_a_file_read_by_its_format_is_told_the_kinds_as_a_data_name_is(tmp_path: Path) -> None:
+    # once "expected .npz, .csv, .tsv, ..." here and "expected .npz, .csv or .tsv, ..." for --data
+    from engine.formats import detect_format
+
+    (tmp_path / "data.xlsx").write_bytes(b"x")
+    with pytest.raises(DataError) as err:
+        detect_format(tmp_path / "data.xlsx")
+    assert str(err.value) == (f"{tmp_path / 'data.xlsx'}: unsupported data file; expected .npz, .csv or .tsv, an image "
+                              f"folder or a CIFAR-10 folder; save the sheet as CSV (.csv) from the spreadsheet program")
+
+
 # ---------------------------------------------------------------------------------------------
 # .npz
 

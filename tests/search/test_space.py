@@ -256,6 +256,13 @@ def test_categorical_refinement_drops_a_category_that_never_reached_the_top():
     new, notes = refine_space({"depth": Choice((1, 2, 3))}, depths, top=5)
     assert notes == ["depth: kept 1, 2 (among the top 5: 3 with 1, 2 with 2); dropped 3 (1 trial, best 0.85, mean "
                      "0.85)"]
+    # --top 1 once noted "(among the top 1: 1 with relu)", and one trial ranked "(none of the 1 trials ranked had it)"
+    new, notes = refine_space(space, trials, top=1, edge=0.1)
+    assert notes == ["activation: kept relu (the best trial's); dropped tanh (2 trials, best 0.9, mean 0.85); elu (1 "
+                     "trial, best 0.97, mean 0.97)"]
+    notes = refine_space(space, trials[:1], top=3, edge=0.1)[1]
+    assert notes == ["activation: kept relu (the best trial's); dropped tanh (the one trial ranked did not have it); "
+                     "elu (the one trial ranked did not have it)"]
 
 
 def test_spaces_round_trip_through_the_study_attribute():
@@ -296,3 +303,20 @@ def test_a_range_the_parent_stage_found_insensitive_is_narrowed_but_never_widene
                         "(not widened: insensitive in d/coarse: (evidence))")
     widened, _ = refine_space(SPACE, trials, top=2, edge=0.1)
     assert widened["reg"].low < 1e-6 and new["lr"] == widened["lr"]  # the other dimensions as without it
+
+
+def test_an_int_range_kept_around_one_trial_does_not_say_the_top_1_trials_span_it():
+    # once "depth: best 2 is inside 1:3:linear:int; kept: the top 1 trials span it"
+    new, note = IntRange(1, 3, log=False).refine("depth", [(2, 0.9)], 1, 0.1, (1, 100))
+    assert new == IntRange(1, 3, log=False)
+    assert note == ("depth: best 2 is inside 1:3:linear:int; kept: the best trial's range, rounded out to whole "
+                    "numbers, covers it")
+    note = IntRange(1, 3, log=False).refine("depth", [(2, 0.9), (1, 0.8), (3, 0.7)], 3, 0.1, (1, 100))[1]
+    assert note == "depth: best 2 is inside 1:3:linear:int; kept: the top 3 trials span it"
+
+
+def test_a_range_narrowed_by_a_sliver_shows_as_many_digits_as_tell_its_width_from_the_old():
+    # once "narrowed around the top 2 trials to 0.0001:0.0998 (3 of 3 decades)": 2.999 shows as 3 to three digits
+    new, note = FloatRange(1e-4, 1e-1).refine("lr", [(0.05, 0.9), (1.2e-4, 0.8)], 5, 0.1, (1e-12, float("inf")))
+    assert note == ("lr: best 0.05 is inside 0.0001:0.1; narrowed around the top 2 trials to 0.0001:0.0998 (2.999 of "
+                    "3 decades)")

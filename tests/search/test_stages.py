@@ -299,3 +299,42 @@ def test_an_execution_with_bad_arguments_is_one_error(args, message):
     with pytest.raises(SearchError) as raised:
         Execution("sqlite:///search.db", **args)
     assert str(raised.value) == message
+
+
+def test_a_stage_refused_for_other_points_of_the_same_count_names_them():
+    # "... and this command gives ; run it with those settings": points of the same count were not named
+    from dataclasses import replace
+
+    existing = coarse_stage("c", RUN, {"lr": FloatRange(1e-4, 1e-1)}, 4, 0, "random", 3.0, "none")
+    existing = replace(existing, stage="promote-1", points=({"lr": 0.01}, {"lr": 0.02}))
+    assert stages_module._differences(existing, replace(existing, points=({"lr": 0.01}, {"lr": 0.03}))) == (
+        "points 2 others where it has 2")
+    assert stages_module._differences(existing, replace(existing, points=({"lr": 0.01},))) == (
+        "points 1 where it has 2")
+
+
+def test_fine_whose_promoted_runs_all_failed_says_how_they_ended():
+    # once "(c/coarse's best configurations re-run at 4 epochs: )": failed runs were not counted
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from search.errors import SearchFailed
+
+    parent = coarse_stage("c", RUN, {"lr": FloatRange(1e-4, 1e-1)}, 2, 0)
+    parent_study = optuna.create_study(study_name=parent.name, direction="maximize")
+    for key, value in parent.attrs().items():
+        parent_study.set_user_attr(key, value)
+    dist = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    for lr, value in ((0.01, 0.9), (0.02, 0.8)):
+        parent_study.add_trial(create_trial(params={"lr": lr}, distributions=dist, value=value))
+    check = stages_module.promotion_stage(parent_study, None, 2)
+    promoted = optuna.create_study(study_name=check.name, direction="maximize")
+    for key, value in check.attrs().items():
+        promoted.set_user_attr(key, value)
+    for lr in (0.01, 0.02):
+        promoted.add_trial(create_trial(params={"lr": lr}, distributions=dist, state=TrialState.FAIL))
+    with pytest.raises(SearchFailed) as err:
+        stages_module.refined_stage(parent_study, 5, 0.1, None, None, promoted)
+    assert str(err.value) == ("stage c/promote-1 has no completed trials to refine the ranges from (c/coarse's best "
+                              "configurations re-run at 4 epochs: 2 failed); --promote 0 refines on c/coarse's own "
+                              "runs")
