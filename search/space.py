@@ -387,17 +387,24 @@ def check_space(space: Space, base: RunConfig) -> None:
                 try:  # the option may take it where a search may not: an open bound is searched a little inside
                     base.with_params({entry.path: value})
                 except ConfigError as e:  # the option's own reason: the search's limits are not what it accepts
-                    raise SearchError(f"--space {name}: {value:g} is not accepted: {e}") from None
+                    raise SearchError(f"--space {name}: {value:g} is not accepted: {_named(e, entry, name)}") from None
                 raise SearchError(f"--space {name}: {value:g} is outside the range {name} is searched in {limits}, "
                                   f"though {option} accepts it: ranges are searched and widened only within these")
             try:
                 base.with_params({entry.path: value})
             except ConfigError as e:
-                raise SearchError(f"--space {name}: {value_text(value)} is not accepted: {e}") from None
+                raise SearchError(f"--space {name}: {value_text(value)} is not accepted: {_named(e, entry, name)}"
+                                  ) from None
     for name in space:  # a dimension that can have no effect in any trial is refused, not sampled for nothing
         inert = _inert(name, space, base)
         if inert:
             raise SearchError(f"--space {name} {inert} or search it too)")
+
+
+def _named(error: ConfigError, entry: Searchable, name: str) -> str:
+    """A run option's refusal in the words of --space: the option's name where it named its place in the run
+    configuration (``depth needs an integer``, not ``arch.depth needs an integer``)."""
+    return str(error).replace(entry.path, name)
 
 
 def largest_network(space: Space, base: RunConfig) -> RunConfig:
