@@ -612,7 +612,7 @@ def test_a_stage_summary_of_many_parameters_fits_80_columns_and_names_the_rest(m
     print_summary(summary)
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) <= 79
-    assert lines[-4:] == ["  trial  val_acc         lr        reg     hidden batch_size  optimizer",
+    assert lines[-4:] == ["  trial    value         lr        reg     hidden batch_size  optimizer",
                           "     18   0.9741    0.00894   0.000105         99         23       adam",
                           "  (4 more parameters: momentum, dropout, depth, batchnorm; search trials",
                           "      many/coarse --wide)"]
