@@ -10,8 +10,9 @@ PostgreSQL: a READ ONLY transaction (also the session default) that the text can
 text is passed as a value and opened as a cursor by PL/pgSQL (``OPEN ... FOR EXECUTE``), which
 accepts exactly one row-returning statement -- no ``COMMIT``, no second statement; then
 ``FETCH`` at most ``max_rows + 1`` rows (on both dialects a chunk at a time, refused once their values pass
-MAX_RESULT_BYTES). ``SET LOCAL statement_timeout`` ends it on the server even when the client dies; Ctrl-C cancels it. When the login may, the query runs as the NOLOGIN
-role ``search_readonly`` (created on first use, SELECT on the schema's tables only), so
+MAX_RESULT_BYTES). ``SET LOCAL statement_timeout`` ends it on the server even when the client dies;
+Ctrl-C cancels it. When the login may, the query runs as the NOLOGIN role
+``search_readonly`` (created on first use, SELECT on the schema's tables only), so
 a plain call of a function with side effects on others (``pg_terminate_backend``,
 ``pg_cancel_backend``, reading server files) is refused. Without that role (the login cannot
 create roles or grant it) the query runs read-only, single, time-limited, with the login's own
