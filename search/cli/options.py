@@ -387,6 +387,7 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
     """The space from (name, spec, where) triples, or ``default`` minus the options the user fixed; checked
     against ``base``."""
     space: dict[str, Dimension] = {}
+    from_file: dict[str, str] = {}  # a dimension of --space-file, named by its file in what check_space refuses
     for name, spec, where in items:
         try:
             key, _ = searchable(name)
@@ -398,6 +399,8 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
         if key in fixed:
             raise SearchError(f"{where} searches what --{key.replace('_', '-')} fixes; give one of them")
         space[key] = dim
+        if where.startswith("--space-file"):
+            from_file[key] = where
     if "depth" in space and len(set(base.arch.hidden)) > 1:
         raise SearchError(f"--space depth makes every hidden layer as wide as the first; --hidden "
                           f"{','.join(map(str, base.arch.hidden))} gives different widths: give one width")
@@ -405,7 +408,7 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
         space = {k: v for k, v in default.items() if k not in fixed}
     if not space:
         raise SearchError("the search space is empty: give --space NAME=SPEC")
-    check_space(space, base)
+    check_space(space, base, from_file)
     check_fixed(fixed, space, base)
     return space
 
