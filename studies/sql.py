@@ -342,7 +342,7 @@ def _refusal_message(exc: BaseException) -> str:
         return f"refused: the database is opened read-only ({detail})"
     if "multi-query" in lowered or "as cursor" in lowered or "one statement at a time" in lowered:
         return f"refused: only one read-only query (SELECT, WITH, VALUES, EXPLAIN) may run ({detail})"
-    if "permission denied" in lowered or re.search(r"must be (a )?(member|superuser)", lowered):
+    if "permission denied" in lowered or "not authorized" in lowered or re.search(r"must be (a )?(member|superuser)", lowered):
         return f"refused: read-only queries may not do that ({detail})"
     if "string or blob too big" in lowered:
         return f"SQL failed: {detail} (a value may hold at most {MAX_RESULT_BYTES >> 20} MiB)"
@@ -450,6 +450,16 @@ Rows = tuple[list[str], list[tuple[Any, ...]]]
 ViewBuilder = Callable[[dict[str, str]], str] | None
 
 
+_SQLITE_DENIED_FUNCTIONS = frozenset({"fts3_tokenizer"})  # gives a pointer into the process, or sets one
+
+
+def _sqlite_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _source: Any) -> int:
+    """Refuse the SQL functions that reach into the process rather than the data."""
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
 def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
     """SQLite: one statement on the read-only connection, in a thread stopped at the deadline or on Ctrl-C.
 
@@ -463,6 +473,7 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
     conn.execute(f"PRAGMA busy_timeout = {int(min(timeout, 60) * 1000)}")
     # no single value past the result's budget is built at all (randomblob(1e9): "string or blob too big")
     length = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES)
+    conn.set_authorizer(_sqlite_authorizer)
 
     def work() -> Rows:
         conn.set_progress_handler(lambda: int(stop.is_set()), 1000)
@@ -474,6 +485,7 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
         finally:
             conn.set_progress_handler(None, 0)
             conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length)
+            conn.set_authorizer(None)
 
     def cancel(deadline: bool = False) -> None:
         if deadline:

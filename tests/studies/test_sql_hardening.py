@@ -227,6 +227,16 @@ def test_a_result_past_its_byte_budget_is_refused_before_it_is_all_fetched(reque
     assert run_readonly_sql(url, sql, max_rows=150)["t"].str.len().tolist() == [100] * 150
 
 
+def test_sqlite_refuses_the_function_that_gives_a_pointer_into_the_process(sqlite_url) -> None:
+    # SELECT hex(fts3_tokenizer('simple')) gave the address of SQLite's tokenizer (and with a second argument sets it)
+    for sql in ("SELECT hex(fts3_tokenizer('simple')) AS p", "SELECT fts3_tokenizer('simple', x'4141414141414141')"):
+        with pytest.raises(QueryError) as refused:
+            run_readonly_sql(sqlite_url, sql)
+        assert str(refused.value) == ("refused: read-only queries may not do that (not authorized to use function: "
+                                      "fts3_tokenizer)")
+    assert run_readonly_sql(sqlite_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [3]
+
+
 def test_sqlite_builds_no_value_past_the_byte_budget(sqlite_url, monkeypatch) -> None:
     monkeypatch.setattr(studies.sql, "MAX_RESULT_BYTES", 1 << 20)
     with pytest.raises(QueryError, match=r"^SQL failed: string or blob too big \(a value may hold at most 1 MiB\)$"):
