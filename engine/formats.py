@@ -401,6 +401,8 @@ def _parse_rows(
     the error for a column of text in every row."""
     cells = [row[:label_index] + row[label_index + 1:] for row in rows]
     try:
+        if any("_" in "".join(row) for row in cells):  # NumPy reads 1_000 as 1000 (and a code 3_1 as 31)
+            raise ValueError("a cell with '_'")
         X = np.array(cells, dtype=np.float64)
     except ValueError:
         for r, row in enumerate(cells):
@@ -435,6 +437,9 @@ def _parse_rows(
 
 
 def _is_number(cell: str) -> bool:
+    """Whether a CSV cell is a number as a table means it: Python's digit separators (1_000) are not."""
+    if "_" in cell:
+        return False
     try:
         float(cell)
     except ValueError:

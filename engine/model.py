@@ -61,8 +61,14 @@ def check_network_memory(config: ModelConfig, input_dim: int, num_classes: int) 
     dims = [input_dim, *config.hidden, num_classes]
     pieces = ACTIVATION_REGISTRY[config.activation].pieces
     weights = sum(a * b * (pieces if i < len(config.hidden) else 1) for i, (a, b) in enumerate(zip(dims, dims[1:])))
+    hidden = config.hidden
+    if len(hidden) > 4 and len(set(hidden)) == 1:  # 50 layers of 1000000 as one line of 400 characters: said once
+        layers = f"({len(hidden)} hidden layers of {hidden[0]})"
+    else:
+        layers = "-".join(map(str, hidden)) if len(hidden) <= 8 else (
+            f"{'-'.join(map(str, hidden[:3]))}-...({len(hidden)} hidden layers)...-{'-'.join(map(str, hidden[-2:]))}")
     check_memory(5 * weights * np.dtype(DTYPES[config.dtype]).itemsize,
-                 f"network {input_dim}-{'-'.join(map(str, config.hidden))}-{num_classes}", f"{weights:,} weights")
+                 f"network {input_dim}-{layers}-{num_classes}", f"{weights:,} weights")
 
 
 class FullyConnectedNet:

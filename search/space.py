@@ -381,10 +381,12 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
     return int(number) if entry.kind == "int" and number == int(number) else number
 
 
-def check_space(space: Space, base: RunConfig) -> None:
+def check_space(space: Space, base: RunConfig, where: Mapping[str, str] | None = None) -> None:
     """Every dimension's bounds or choices are values its option accepts, applied to ``base``, and each has an
-    effect in some trial (momentum needs optimizer momentum or nesterov, fixed or searched); else SearchError."""
+    effect in some trial (momentum needs optimizer momentum or nesterov, fixed or searched); else SearchError naming
+    the dimension as ``where`` does (``--space-file s.toml: activation``; by default ``--space activation``)."""
     for name, dim in space.items():
+        said = (where or {}).get(name, f"--space {name}")
         entry = SEARCHABLE[name]
         values = list(dim.choices) if isinstance(dim, Choice) else [dim.low, dim.high]
         for value in values:
@@ -393,17 +395,23 @@ def check_space(space: Space, base: RunConfig) -> None:
                 try:  # the option may take it where a search may not: an open bound is searched a little inside
                     base.with_params({entry.path: value})
                 except ConfigError as e:  # the option's own reason: the search's limits are not what it accepts
-                    raise SearchError(f"--space {name}: {value:g} is not accepted: {e}") from None
-                raise SearchError(f"--space {name}: {value:g} is outside the range {name} is searched in {limits}, "
+                    raise SearchError(f"{said}: {value:g} is not accepted: {_named(e, entry, name)}") from None
+                raise SearchError(f"{said}: {value:g} is outside the range {name} is searched in {limits}, "
                                   f"though {option} accepts it: ranges are searched and widened only within these")
             try:
                 base.with_params({entry.path: value})
             except ConfigError as e:
-                raise SearchError(f"--space {name}: {value_text(value)} is not accepted: {e}") from None
+                raise SearchError(f"{said}: {value_text(value)} is not accepted: {_named(e, entry, name)}") from None
     for name in space:  # a dimension that can have no effect in any trial is refused, not sampled for nothing
         inert = _inert(name, space, base)
         if inert:
-            raise SearchError(f"--space {name} {inert} or search it too)")
+            raise SearchError(f"{(where or {}).get(name, f'--space {name}')} {inert} or search it too)")
+
+
+def _named(error: ConfigError, entry: Searchable, name: str) -> str:
+    """A run option's refusal in the words of --space: the option's name where it named its place in the run
+    configuration (``depth needs an integer``, not ``arch.depth needs an integer``)."""
+    return str(error).replace(entry.path, name)
 
 
 def largest_network(space: Space, base: RunConfig) -> RunConfig:

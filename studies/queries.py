@@ -439,11 +439,18 @@ def loss_curves(
     return curves
 
 
+def _longer(info: _StudyInfo, than: _StudyInfo) -> bool:
+    """Whether the trials of ``info``'s stage ran more epochs than those of ``than``'s."""
+    epochs, other = (_int_or_none(i.attrs.get("epochs")) for i in (info, than))
+    return epochs is not None and other is not None and epochs > other
+
+
 def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str, Any]:
     """The best COMPLETE trial over the searching stages of ``campaign`` (by each study's direction).
 
     Stages of re-runs (sampler ``fixed``: promote-k, final) are left out: their best single run is a
-    maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean.
+    maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean. Of two stages
+    whose best values tie, the one of longer runs gives the trial (else the earlier stage).
     Keys: study, stage, number, value, params, user_attrs (the scalar ones), records (config, diagnosis_numbers,
     train_acc_curve; not the loss curve).
     """
@@ -463,7 +470,8 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str,
         value = _trial_value(trial)
         if value is None:
             continue
-        if best is None or (value > best[1].values[0] if maximize else value < best[1].values[0]):
+        if best is None or (value > best[1].values[0] if maximize else value < best[1].values[0]) or (
+                value == best[1].values[0] and _longer(info, best[0])):  # a tie: the longer runs' value, as sure
             best = (info, trial)
     if best is None:
         raise StudyError(f"campaign {campaign!r} has no complete trial yet")

@@ -9,9 +9,10 @@ one statement per call; a progress handler stops the query at the time limit or 
 PostgreSQL: a READ ONLY transaction (also the session default) that the text cannot end: the
 text is passed as a value and opened as a cursor by PL/pgSQL (``OPEN ... FOR EXECUTE``), which
 accepts exactly one row-returning statement -- no ``COMMIT``, no second statement; then
-``FETCH`` at most ``max_rows + 1`` rows. ``SET LOCAL statement_timeout`` ends it on the server
-even when the client dies; Ctrl-C cancels it. When the login may, the query runs as the NOLOGIN
-role ``search_readonly`` (created on first use, SELECT on the schema's tables only), so
+``FETCH`` at most ``max_rows + 1`` rows (on both dialects a chunk at a time, refused once their values pass
+MAX_RESULT_BYTES). ``SET LOCAL statement_timeout`` ends it on the server even when the client dies;
+Ctrl-C cancels it. When the login may, the query runs as the NOLOGIN role
+``search_readonly`` (created on first use, SELECT on the schema's tables only), so
 a plain call of a function with side effects on others (``pg_terminate_backend``,
 ``pg_cancel_backend``, reading server files) is refused. Without that role (the login cannot
 create roles or grant it) the query runs read-only, single, time-limited, with the login's own
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +42,8 @@ if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never n
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 10_000
+MAX_RESULT_BYTES = 256 << 20  # the cells' text and bytes a query may return, whatever its rows (and one SQLite value)
+_FETCH_ROWS = 500  # rows fetched at a time, counting the bytes as they come
 READONLY_ROLE = "search_readonly"
 _CURSOR = "search_rows"
 _QUERY_SETTING = "search.query"
@@ -338,8 +342,10 @@ def _refusal_message(exc: BaseException) -> str:
         return f"refused: the database is opened read-only ({detail})"
     if "multi-query" in lowered or "as cursor" in lowered or "one statement at a time" in lowered:
         return f"refused: only one read-only query (SELECT, WITH, VALUES, EXPLAIN) may run ({detail})"
-    if "permission denied" in lowered or re.search(r"must be (a )?(member|superuser)", lowered):
+    if "permission denied" in lowered or "not authorized" in lowered or re.search(r"must be (a )?(member|superuser)", lowered):
         return f"refused: read-only queries may not do that ({detail})"
+    if "string or blob too big" in lowered:
+        return f"SQL failed: {detail} (a value may hold at most {MAX_RESULT_BYTES >> 20} MiB)"
     missing = re.search(r'no such column: (\w+)$|column "(\w+)" does not exist', detail)  # SQLite, PostgreSQL
     if missing and not (missing[1] or missing[2]).startswith("param_"):  # `WHERE lr > 0` for param_lr
         return (f"SQL failed: {detail} (searched parameters are columns param_NAME; search query --help lists "
@@ -444,6 +450,16 @@ Rows = tuple[list[str], list[tuple[Any, ...]]]
 ViewBuilder = Callable[[dict[str, str]], str] | None
 
 
+_SQLITE_DENIED_FUNCTIONS = frozenset({"fts3_tokenizer"})  # gives a pointer into the process, or sets one
+
+
+def _sqlite_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _source: Any) -> int:
+    """Refuse the SQL functions that reach into the process rather than the data."""
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
 def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout: float, max_rows: int) -> Rows:
     """SQLite: one statement on the read-only connection, in a thread stopped at the deadline or on Ctrl-C.
 
@@ -455,16 +471,21 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
     conn = raw.driver_connection
     stop, timed_out = threading.Event(), threading.Event()
     conn.execute(f"PRAGMA busy_timeout = {int(min(timeout, 60) * 1000)}")
+    # no single value past the result's budget is built at all (randomblob(1e9): "string or blob too big")
+    length = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES)
+    conn.set_authorizer(_sqlite_authorizer)
 
     def work() -> Rows:
         conn.set_progress_handler(lambda: int(stop.is_set()), 1000)
         try:
             text = statement if view is None else view(param_kinds(conn.execute(_PARAMS_SQL).fetchall()))
             cursor = conn.execute(text)
-            rows = cursor.fetchmany(max_rows + 1) if cursor.description else []
+            rows = _fetch_within(cursor.fetchmany, max_rows) if cursor.description else []
             return [d[0] for d in cursor.description or ()], [tuple(row) for row in rows]
         finally:
             conn.set_progress_handler(None, 0)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length)
+            conn.set_authorizer(None)
 
     def cancel(deadline: bool = False) -> None:
         if deadline:
@@ -478,6 +499,8 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
         exc = failed.args[0]
         if timed_out.is_set():
             raise _timeout_error(timeout) from None
+        if isinstance(exc, QueryError):  # the result's own limits
+            raise exc from None
         raise QueryError(_refusal_message(exc)) from None
 
 
@@ -546,8 +569,12 @@ def _run_postgresql(raw: Any, url: str, statement: str, view: ViewBuilder, timeo
                 text = view(param_kinds(cursor.fetchall()))
             cursor.execute("SELECT set_config(%s, %s, true)", (_QUERY_SETTING, text))
             cursor.execute(_OPEN_CURSOR)
-            cursor.execute(f"FETCH FORWARD {max_rows + 1} FROM {_CURSOR}")
-            return [d.name for d in cursor.description], cursor.fetchall()
+            def fetch(n: int) -> list[tuple[Any, ...]]:
+                cursor.execute(f"FETCH FORWARD {int(n)} FROM {_CURSOR}")
+                return cursor.fetchall()
+
+            rows = _fetch_within(fetch, max_rows)
+            return [d.name for d in cursor.description], rows
 
         try:
             return _run_cancellable(work, lambda deadline=False: conn.cancel())
@@ -555,9 +582,29 @@ def _run_postgresql(raw: Any, url: str, statement: str, view: ViewBuilder, timeo
             exc = failed.args[0]
             if getattr(exc, "pgcode", None) == "57014":  # query_canceled: by statement_timeout (Ctrl-C re-raises)
                 raise _timeout_error(timeout) from None
+            if isinstance(exc, QueryError):  # the result's own limits
+                raise exc from None
             raise QueryError(_refusal_message(exc)) from None
     finally:
         conn.rollback()
+
+
+def _fetch_within(fetch: Callable[[int], Sequence[Any]], max_rows: int) -> list[Any]:
+    """Up to ``max_rows + 1`` rows from ``fetch(n)`` (the next n rows, fewer at the end), a chunk at a time; QueryError
+    once their text and bytes pass MAX_RESULT_BYTES, before more is fetched."""
+    rows: list[Any] = []
+    size = 0
+    while len(rows) <= max_rows:
+        chunk = fetch(min(_FETCH_ROWS, max_rows + 1 - len(rows)))
+        if not chunk:
+            break
+        size += sum(len(v) if isinstance(v, (str, bytes, bytearray, memoryview)) else 8 for row in chunk for v in row)
+        if size > MAX_RESULT_BYTES:
+            raise QueryError(f"the result passed {MAX_RESULT_BYTES >> 20} MiB within its first "
+                             f"{len(rows) + len(chunk)} rows: select fewer rows or columns, or shorter values "
+                             f"(substr, length)")
+        rows += chunk
+    return rows
 
 
 def _run_cancellable(work: Callable[[], Rows], cancel: Callable[..., None], timeout: float | None = None) -> Rows:

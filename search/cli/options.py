@@ -271,26 +271,41 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     )
 
 
-def run_config_options(f: Callable) -> Callable:
-    """Add the run options; the command receives ``base: RunConfig`` instead of them (None with --from-trial).
+# what a command given only the data options (search data) builds its run with: the model's and the update's defaults
+_MODEL, _TRAIN = ModelConfig(), TrainConfig()
+RUN_DEFAULTS = {
+    "hidden": _MODEL.hidden, "depth": None, "activation": _MODEL.activation, "init_name": _MODEL.init.name,
+    "init_std": _MODEL.init.std, "batchnorm": _MODEL.batchnorm, "dropout": _MODEL.dropout, "loss": _MODEL.loss,
+    "relu_bias": _MODEL.relu_bias, "optimizer": _TRAIN.optimizer, "momentum": _TRAIN.momentum,
+    "lr_decay": _TRAIN.lr_decay,
+}
+DATA_PARAMS = tuple(name for name in RUN_PARAMS if name not in RUN_DEFAULTS)  # the data's, --batch-size and --seed
+
+
+def run_config_options(f: Callable | None = None, *, params: tuple[str, ...] = RUN_PARAMS) -> Callable:
+    """Add the run options (only ``params`` of them: the rest take RUN_DEFAULTS); the command receives ``base:
+    RunConfig`` instead of them (None with --from-trial).
 
     The searchable names the user fixed on the command line are kept in ``ctx.meta["fixed"]``.
     """
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        values = {name: kwargs.pop(name) for name in RUN_PARAMS}
-        ctx.meta["fixed"] = {FIXES[name] for name in FIXES
-                             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                                                   ParameterSource.ENVIRONMENT)}
-        # train --from-trial reruns a stored trial's configuration and refuses these options: none is built, so
-        # a given one is told to be dropped instead of being checked
-        base = None if kwargs.get("from_trial") is not None else build_config(values)
-        if base is not None and not {"space_items", "space_spec"} & kwargs.keys():  # a stage: against its space
-            check_fixed(ctx.meta["fixed"], {}, base)
-        return f(*args, base=base, **kwargs)
+    def decorate(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            values = {**RUN_DEFAULTS, **{name: kwargs.pop(name) for name in params}}
+            ctx.meta["fixed"] = {FIXES[name] for name in FIXES
+                                 if name in params and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                                                          ParameterSource.ENVIRONMENT)}
+            # train --from-trial reruns a stored trial's configuration and refuses these options: none is built, so
+            # a given one is told to be dropped instead of being checked
+            base = None if kwargs.get("from_trial") is not None else build_config(values)
+            if base is not None and not {"space_items", "space_spec"} & kwargs.keys():  # a stage: against its space
+                check_fixed(ctx.meta["fixed"], {}, base)
+            return f(*args, base=base, **kwargs)
 
-    return apply(RUN_OPTIONS)(wrapper)
+        return apply([option for option, name in zip(RUN_OPTIONS, RUN_PARAMS) if name in params])(wrapper)
+
+    return decorate(f) if f is not None else decorate
 
 
 # --------------------------------------------------------------------------- the search space
@@ -372,6 +387,7 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
     """The space from (name, spec, where) triples, or ``default`` minus the options the user fixed; checked
     against ``base``."""
     space: dict[str, Dimension] = {}
+    from_file: dict[str, str] = {}  # a dimension of --space-file, named by its file in what check_space refuses
     for name, spec, where in items:
         try:
             key, _ = searchable(name)
@@ -383,6 +399,8 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
         if key in fixed:
             raise SearchError(f"{where} searches what --{key.replace('_', '-')} fixes; give one of them")
         space[key] = dim
+        if where.startswith("--space-file"):
+            from_file[key] = where
     if "depth" in space and len(set(base.arch.hidden)) > 1:
         raise SearchError(f"--space depth makes every hidden layer as wide as the first; --hidden "
                           f"{','.join(map(str, base.arch.hidden))} gives different widths: give one width")
@@ -390,7 +408,7 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
         space = {k: v for k, v in default.items() if k not in fixed}
     if not space:
         raise SearchError("the search space is empty: give --space NAME=SPEC")
-    check_space(space, base)
+    check_space(space, base, from_file)
     check_fixed(fixed, space, base)
     return space
 

@@ -15,7 +15,7 @@ from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
-    RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
+    DATA_PARAMS, RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
@@ -339,7 +339,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
 
 
 @click.command(cls=SectionedCommand, short_help="What a data file or folder holds, with warnings.")
-@run_config_options
+@run_config_options(params=DATA_PARAMS)
 @json_option
 def data(base: RunConfig, as_json: bool) -> None:
     """What a data file or folder holds and what would be trained on: splits, features, classes, warnings.

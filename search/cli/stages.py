@@ -20,7 +20,7 @@ from search.space import value_text
 
 
 # a stage summary's row keys printed before the parameters: title, width, format
-LEAD_COLUMNS = {"runs": ("runs", 4, "d"), "number": ("trial", 5, "d"), "value": ("val_acc", 8, ".4f"),
+LEAD_COLUMNS = {"runs": ("runs", 4, "d"), "number": ("trial", 5, "d"), "value": ("value", 8, ".4f"),
                 "std": ("std", 6, ".4f")}
 
 

@@ -114,6 +114,15 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
             f"{marked}: row 4 (line 5) column 'b' is {cell.strip()!r} (a missing value): fill it in or delete the row")
 
 
+def test_a_cell_with_a_digit_separator_is_not_read_as_a_number(tmp_path: Path) -> None:
+    # NumPy read 1_000 as 1000 and a code such as 3_1 as 31, silently
+    path = _csv(tmp_path / "sep.csv", "a,b,label\n" + _good_rows(3) + "1_000,2,a\n" + _good_rows(8))
+    _error(DataSpec(str(path)), path, "row 4 (line 5) column 'a'", "'1_000' is not a number")
+    codes = _csv(tmp_path / "codes.csv", "code,b,label\n" + "".join(f"{i}_1,{i},{'ab'[i % 2]}\n" for i in range(12)))
+    assert _error(DataSpec(str(codes)), codes).startswith(
+        f"{codes}: column 'code' holds text, not numbers ('0_1' in row 1 (line 2), and no number in any row)")
+
+
 def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -> None:
     # a string id (wine.tsv's W0000, W0001, ...) was "row 1 (line 2) column 'id': 'W0000' is not a number"
     rows = "".join(f"W{i:04d}\t{i % 5}\t{i % 3}\t{'ab'[i % 2]}\n" for i in range(12))

@@ -39,3 +39,18 @@ def test_the_large_layers_loop_is_compiled_before_the_timed_steps_with_numpys_nu
     assert losses == numpy_losses and len(set(losses)) == 4
     for name, value in params.items():
         assert np.array_equal(value.view(np.uint32), numpy_params[name].view(np.uint32)), name
+
+
+@pytest.mark.parametrize("hidden, named", [
+    ((10**6,) * 50, "network 64-(50 hidden layers of 1000000)-10: 49,000,074,000,000 weights would need"),
+    (tuple(10**5 + i for i in range(12)), "network 64-100000-100001-100002-...(12 hidden layers)...-100010-100011-10: "),
+    ((10**5, 10**5), "network 64-100000-100000-10: 10,007,400,000 weights would need"),
+])
+def test_a_network_too_large_for_memory_is_named_in_a_line_of_a_readable_length(hidden, named):
+    # 50 layers of 1000000 were spelled out one by one: a line of over 400 characters
+    from engine.errors import DataError
+    from engine.model import ModelConfig, check_network_memory
+
+    with pytest.raises(DataError) as refused:
+        check_network_memory(ModelConfig(hidden=hidden), 64, 10)
+    assert str(refused.value).startswith(named) and len(str(refused.value)) < 200

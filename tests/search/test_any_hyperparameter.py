@@ -166,6 +166,21 @@ def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_
 
 
 @pytest.mark.parametrize("text,message", [
+    # once "--space activation: swish is not accepted: ...", naming an option the command was not given
+    ('activation = ["relu", "swish"]\n', "activation: swish is not accepted: unknown activation 'swish'; known: relu, "
+                                         "leaky_relu, prelu, elu, tanh, sigmoid, maxout"),
+    ('dropout = "0.5:1.5:linear"\n', "dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"),
+    ('momentum = "0.5:0.9:linear"\n', "momentum has no effect with optimizer adam: it applies only with optimizer "
+                                      "momentum or nesterov (set --optimizer or search it too)"),
+])
+def test_a_space_file_dimension_its_option_refuses_is_named_by_the_file(run_cli, tmp_path, text, message):
+    (tmp_path / "space.toml").write_text("[space]\n" + text)
+    line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
+    assert line == f"error: --space-file space.toml: {message}"
+    assert not (tmp_path / "search.db").exists()
+
+
+@pytest.mark.parametrize("text,message", [
     # once: "--space activation: [1 is not accepted: unknown activation '[1'", the list's text cut at its commas
     ('activation = [["relu", "tanh"]]\n', "activation: choice ['relu', 'tanh'] is not a string, a number or true/false"),
     ("hidden = [16, {width = 32}]\n", "hidden: choice {'width': 32} is not a string, a number or true/false"),

@@ -612,7 +612,7 @@ def test_a_stage_summary_of_many_parameters_fits_80_columns_and_names_the_rest(m
     print_summary(summary)
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) <= 79
-    assert lines[-4:] == ["  trial  val_acc         lr        reg     hidden batch_size  optimizer",
+    assert lines[-4:] == ["  trial    value         lr        reg     hidden batch_size  optimizer",
                           "     18   0.9741    0.00894   0.000105         99         23       adam",
                           "  (4 more parameters: momentum, dropout, depth, batchnorm; search trials",
                           "      many/coarse --wide)"]
@@ -801,3 +801,28 @@ def test_campaign_and_out_help_give_each_command_its_own_default(run_cli):
     assert option("compare", "--campaign") == "--campaign TEXT Campaign name (default: compare-<UTC timestamp>)."
     assert option("report", "--out") == "--out DIRECTORY Folder to write into (default: report-<campaign>)."
     assert option("compare", "--out") == "--out DIRECTORY Folder to write into (default: <campaign>)."
+
+
+def test_search_data_takes_the_data_options_alone(run_cli):
+    # search data --help listed the model and update options, and took --hidden 5 --activation tanh without a word
+    text = run_cli("data", "--help").stdout
+    assert "--label-column" in text and "--batch-size" in text and "--hidden" not in text and "--optimizer" not in text
+    refused = run_cli("data", "--hidden", "5")
+    assert refused.exit_code == 2 and "No such option '--hidden'" in refused.output
+
+
+def test_the_run_a_command_of_data_options_builds_has_every_other_option_at_its_default():
+    import click
+    from click.testing import CliRunner
+
+    from search.cli.options import DATA_PARAMS, run_config_options
+
+    built = {}
+    for name, decorate in (("all", run_config_options), ("data", run_config_options(params=DATA_PARAMS))):
+        @click.command()
+        @decorate
+        def command(base):
+            built[name] = base
+
+        assert CliRunner().invoke(command, ["--train-size", "300", "--batch-size", "20"]).exit_code == 0
+    assert built["data"] == built["all"] and built["all"].train.batch_size == 20

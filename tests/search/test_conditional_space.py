@@ -94,8 +94,8 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
             if optimizer == "momentum":
                 assert config.train.momentum == t.params["momentum"]
     # the stage's table shows "-" where a trial has no momentum
-    table = coarse.output[coarse.output.index("  trial  val_acc"):].splitlines()
-    assert table[0].split() == ["trial", "val_acc", "optimizer", "momentum", "lr"]
+    table = coarse.output[coarse.output.index("  trial    value"):].splitlines()
+    assert table[0].split() == ["trial", "value", "optimizer", "momentum", "lr"]
     assert all((row.split()[3] == "-") == (row.split()[2] != "momentum") for row in table[1:6])
 
     # the promotion keeps the best configurations whatever their optimizer (an adam one lacks momentum)

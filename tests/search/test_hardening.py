@@ -381,7 +381,7 @@ def test_a_trial_added_by_plain_optuna_with_a_parameter_the_stage_does_not_know_
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    header = lines.index("  trial  val_acc         lr        reg          k")  # the stage's space first
+    header = lines.index("  trial    value         lr        reg          k")  # the stage's space first
     assert lines[header + 1] == "      2   0.9900          -          -          5"
     assert [line.split()[4] for line in lines[header + 2:header + 4]] == ["-", "-"]  # the stage's own trials: no k
 

@@ -151,6 +151,15 @@ def test_bounds_the_option_itself_refuses_name_the_dimension(name, spec, fragmen
         check_space({name: parse_dimension(name, spec)}, RunConfig())
 
 
+@pytest.mark.parametrize("name,spec", [("depth", "1,2,3.5"), ("hidden", "32.5,64")])
+def test_a_choice_the_option_refuses_is_said_in_the_options_name_not_its_place_in_the_run(name, spec):
+    # once "--space depth: 3.5 is not accepted: arch.depth needs an integer, got 3.5"
+    bad = spec.split(",")[0 if name == "hidden" else 2]
+    with pytest.raises(SearchError) as refused:
+        check_space({name: parse_dimension(name, spec)}, RunConfig())
+    assert str(refused.value) == f"--space {name}: {bad} is not accepted: {name} needs an integer, got {float(bad)}"
+
+
 @pytest.mark.parametrize("space,base,message", [
     ({"init_std": "1e-3:1"}, RunConfig(),
      "--space init_std has no effect with init he: it applies only with init normal, uniform, constant, sparse or "

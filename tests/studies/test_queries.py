@@ -584,3 +584,19 @@ def test_numeric_param_columns_are_numeric_while_every_trial_is_waiting(empty_st
     mixed = trials_frame(empty_storage, campaign="w")
     assert (str(mixed["param_lr"].dtype), str(mixed["param_hidden"].dtype)) == ("float64", "float64")
     assert mixed["param_hidden"].tolist()[1] == 54.0
+
+
+def test_best_trial_of_tied_stages_is_the_one_of_longer_runs(tmp_path) -> None:
+    # a 27-sample validation split ties often: search best took coarse (3 epochs) over fine-1's equal value at 6
+    url = f"sqlite:///{tmp_path / 'ties.db'}"
+    for stage, parent, epochs, value in (("coarse", None, 3, 0.9), ("fine-1", "ties/coarse", 6, 0.9),
+                                         ("grid", "ties/coarse", 3, 0.9), ("fine-2", "ties/fine-1", 12, 0.8)):
+        study = _study(url, "ties", stage, parent, epochs)
+        study.add_trial(_complete(0.5, 1e-3, 1e-4))
+        study.add_trial(_complete(value, 2e-3, 1e-4))
+    storage = open_storage(url, create=False)
+    try:
+        best = best_trial(storage, "ties")
+    finally:
+        storage.engine.dispose()
+    assert (best["study"], best["number"], best["value"]) == ("ties/fine-1", 1, 0.9)

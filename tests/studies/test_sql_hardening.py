@@ -206,6 +206,44 @@ def test_rows_are_capped_and_truncation_reported(request, backend, sql) -> None:
     assert whole["n"].tolist() == [3] and whole.attrs["truncated"] is False
 
 
+@pytest.mark.parametrize(
+    "backend, sql",
+    [
+        ("sqlite", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x, printf('%.100c', 'a') "
+                   "AS t FROM c"),
+        ("postgresql", "SELECT x, repeat('a', 100) AS t FROM generate_series(1, 100000) AS x"),
+    ],
+)
+def test_a_result_past_its_byte_budget_is_refused_before_it_is_all_fetched(request, monkeypatch, backend, sql) -> None:
+    # only rows were capped: 10,000 rows of randomblob(1e9) ran the client out of memory
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    monkeypatch.setattr(studies.sql, "MAX_RESULT_BYTES", 20_000)
+    monkeypatch.setattr(studies.sql, "_FETCH_ROWS", 50)
+    with pytest.raises(QueryError) as refused:
+        run_readonly_sql(url, sql, max_rows=1000)
+    # 50 rows of 108 bytes a chunk: the fourth chunk passes 20,000
+    assert str(refused.value) == ("the result passed 0 MiB within its first 200 rows: select fewer rows or columns, "
+                                  "or shorter values (substr, length)")
+    assert run_readonly_sql(url, sql, max_rows=150)["t"].str.len().tolist() == [100] * 150
+
+
+def test_sqlite_refuses_the_function_that_gives_a_pointer_into_the_process(sqlite_url) -> None:
+    # SELECT hex(fts3_tokenizer('simple')) gave the address of SQLite's tokenizer (and with a second argument sets it)
+    for sql in ("SELECT hex(fts3_tokenizer('simple')) AS p", "SELECT fts3_tokenizer('simple', x'4141414141414141')"):
+        with pytest.raises(QueryError) as refused:
+            run_readonly_sql(sqlite_url, sql)
+        assert str(refused.value) == ("refused: read-only queries may not do that (not authorized to use function: "
+                                      "fts3_tokenizer)")
+    assert run_readonly_sql(sqlite_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [3]
+
+
+def test_sqlite_builds_no_value_past_the_byte_budget(sqlite_url, monkeypatch) -> None:
+    monkeypatch.setattr(studies.sql, "MAX_RESULT_BYTES", 1 << 20)
+    with pytest.raises(QueryError, match=r"^SQL failed: string or blob too big \(a value may hold at most 1 MiB\)$"):
+        run_readonly_sql(sqlite_url, "SELECT randomblob(2000000)")
+    assert run_readonly_sql(sqlite_url, "SELECT length(randomblob(1000)) AS n")["n"].tolist() == [1000]
+
+
 @pytest.mark.parametrize("kwargs", [{"timeout": 0}, {"timeout": -1}, {"max_rows": 0}, {"max_rows": True}])
 def test_bad_limits_are_refused(sqlite_url, kwargs) -> None:
     with pytest.raises(QueryError):
