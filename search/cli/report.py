@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 import socket
 import sys
 from collections.abc import Callable

@@ -14,7 +14,6 @@ from search.cli.options import (
 )
 from search.cli.output import echo_json, say, wrapped
 from search.config import RunConfig
-from search.errors import SearchError
 from search.schedulers import SCHEDULERS
 from search.space import value_text
 
