@@ -1,6 +1,8 @@
 """A trial's bulky records (its run config, loss and accuracy curves, diagnosis numbers), kept as trial system
 attributes so that Optuna's own tools (``optuna trials``, the dashboard) show a readable row of scalar user
-attributes; databases written before keep them as user attributes, and are read the same way."""
+attributes; databases written before keep them as user attributes, and are read the same way. Also how a
+record's seconds are written (``seconds_text``), for the report and the stage summaries alike: here, not in the
+report, so that a stage does not load matplotlib to print them."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,3 +25,11 @@ def diagnosis_labels(trial: FrozenTrial) -> tuple[str, ...]:
     code into the study)."""
     labels = trial.user_attrs.get("diagnosis")
     return tuple(str(label) for label in labels) if isinstance(labels, list) else ()
+
+
+def seconds_text(x: float | None) -> str:
+    """Seconds in the report and in the stage summaries of search coarse, fine and auto: two significant digits under
+    a second (0.031, 0.42; 0.0 for none), one decimal (2.1, 12.3), whole with thousands separated from 1,000."""
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"

@@ -62,7 +62,7 @@ from studies import plots
 from studies.plots import Dim, value_key, value_text
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
-from studies.records import trial_record
+from studies.records import seconds_text, trial_record
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -1012,14 +1012,6 @@ def _fmt(x: Any, digits: int = 4) -> str:
 def _acc(x: float | None) -> str:
     """An accuracy to 4 decimals (0.9712), ``-`` when missing."""
     return "-" if x is None else f"{x:.4f}"
-
-
-def seconds_text(x: float | None) -> str:
-    """Seconds in the report and in the stage summaries of search coarse, fine and auto: two significant digits under
-    a second (0.031, 0.42; 0.0 for none), one decimal (2.1, 12.3), whole with thousands separated from 1,000."""
-    if x is None:
-        return "-"
-    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
 
 
 def _count(x: int | None) -> str:

@@ -24,7 +24,7 @@ LEAD_COLUMNS = {"runs": ("runs", 4, "d"), "number": ("trial", 5, "d"), "value": 
 
 
 def print_summary(summary: Any) -> None:
-    from studies.report import seconds_text
+    from studies.records import seconds_text
 
     c = summary.counts
     click.echo()
@@ -236,7 +236,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     """
     from search.campaign import auto_space, coarse_stage, run_auto
     from search.cli.run import fit_and_save
-    from studies.report import seconds_text
+    from studies.records import seconds_text
 
     run = base.with_params({"train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": run.data.name})

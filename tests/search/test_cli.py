@@ -703,7 +703,7 @@ def test_a_stage_of_small_data_says_how_long_it_trained_not_zero(capsys):
 
 def test_the_report_gives_a_stages_training_seconds_as_its_summary_does():
     # the report's budget table said 2.14 s and 3.02 s where search coarse and search auto said 2.1 and 3.0
-    from studies.report import seconds_text  # the one definition, which the stage summaries use too
+    from studies.records import seconds_text  # the one definition, which the report uses too
 
     cases = {0.0: "0.0", 0.0312: "0.031", 0.41: "0.41", 0.96: "1.0", 2.14: "2.1", 12.345: "12.3", 1234.5: "1,234"}
     assert {x: seconds_text(x) for x in cases} == cases
