@@ -40,3 +40,17 @@ def test_a_plain_install_ships_every_package():
     folders = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in FORBIDDEN
                for p in (ROOT / top).rglob("*.py")}
     assert folders <= shipped and {"search.cli"} <= shipped
+
+
+def test_a_stage_loads_neither_matplotlib_nor_pandas(tmp_path):
+    # print_summary once imported the report module for its seconds: matplotlib, 1.2 s before the first trial
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['search', 'coarse', '--trials', '2', '--epochs', '1', '--train-size', '100', "
+            "'--jobs', '1']\nfrom search.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('matplotlib', 'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
