@@ -342,7 +342,8 @@ def _refusal_message(exc: BaseException) -> str:
         return f"refused: the database is opened read-only ({detail})"
     if "multi-query" in lowered or "as cursor" in lowered or "one statement at a time" in lowered:
         return f"refused: only one read-only query (SELECT, WITH, VALUES, EXPLAIN) may run ({detail})"
-    if "permission denied" in lowered or "not authorized" in lowered or re.search(r"must be (a )?(member|superuser)", lowered):
+    if ("permission denied" in lowered or "not authorized" in lowered
+            or re.search(r"must be (a )?(member|superuser)", lowered)):
         return f"refused: read-only queries may not do that ({detail})"
     if "string or blob too big" in lowered:
         return f"SQL failed: {detail} (a value may hold at most {MAX_RESULT_BYTES >> 20} MiB)"

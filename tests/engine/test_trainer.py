@@ -43,7 +43,8 @@ def test_the_large_layers_loop_is_compiled_before_the_timed_steps_with_numpys_nu
 
 @pytest.mark.parametrize("hidden, named", [
     ((10**6,) * 50, "network 64-(50 hidden layers of 1000000)-10: 49,000,074,000,000 weights would need"),
-    (tuple(10**5 + i for i in range(12)), "network 64-100000-100001-100002-...(12 hidden layers)...-100010-100011-10: "),
+    (tuple(10**5 + i for i in range(12)),
+     "network 64-100000-100001-100002-...(12 hidden layers)...-100010-100011-10: "),
     ((10**5, 10**5), "network 64-100000-100000-10: 10,007,400,000 weights would need"),
 ])
 def test_a_network_too_large_for_memory_is_named_in_a_line_of_a_readable_length(hidden, named):

@@ -169,7 +169,8 @@ def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_
     # once "--space activation: swish is not accepted: ...", naming an option the command was not given
     ('activation = ["relu", "swish"]\n', "activation: swish is not accepted: unknown activation 'swish'; known: relu, "
                                          "leaky_relu, prelu, elu, tanh, sigmoid, maxout"),
-    ('dropout = "0.5:1.5:linear"\n', "dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"),
+    ('dropout = "0.5:1.5:linear"\n',
+     "dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"),
     ('momentum = "0.5:0.9:linear"\n', "momentum has no effect with optimizer adam: it applies only with optimizer "
                                       "momentum or nesterov (set --optimizer or search it too)"),
 ])
