@@ -263,10 +263,11 @@ def run_search_auto(problem: Problem, path: Path, seed: int, folder: Path, quick
                        "range_notes": s.range_notes})
     storage.engine.dispose()
     search_epochs = iterations / bpe
-    retrain_epochs = final.retrains * final.epochs
+    retrain_epochs = final.retrained.runs * final.epochs
     result = {
-        "method": variant, "params": final.params, "reported_val": final.val_acc,
-        "retrain_val": final.retrain_val_acc, "test": final.test_acc, "test_std": final.test_std,
+        "method": variant, "params": final.params, "reported_val": final.value,
+        "retrain_val": final.retrained.val_acc, "test": final.retrained.test_acc,
+        "test_std": final.retrained.test_std,
         "epochs": search_epochs + retrain_epochs, "search_epochs": search_epochs, "trial_epochs": final.epochs,
         "trials": n_trials, "cpu": cpu, "wall": wall, "stopped": final.stopped, "stages": stages,
         "database": str(db),

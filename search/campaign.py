@@ -108,7 +108,7 @@ class StageSummary:
     range_notes: list[str]
     created: bool
     errors: list[str] = field(default_factory=list)
-    train_seconds: float = 0.0  # building and training the nets of all its trials
+    training_seconds: float = 0.0  # building and training the nets of all its trials
     ran: int = 0  # trials this command ran (0: the stage was complete already)
 
     def as_dict(self) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
         epochs=stage.run.train.epochs, space={k: str(v) for k, v in stage.space.items()},
         best_value=best_value, best_params=best_params,
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
-        train_seconds=round(seconds, 3),
+        training_seconds=round(seconds, 4),  # as each trial's seconds are stored
     )
 
 
@@ -270,20 +270,30 @@ def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
 
 # --------------------------------------------------------------------------- auto
 @dataclass
-class FinalScore:
-    """The chosen configuration: its re-evaluation on validation, and its retrains scored on test."""
+class Retrained:
+    """The chosen configuration's retrains (trained on the training split only, fresh seeds), as the report's
+    ``chosen.retrained`` gives them."""
 
-    study: str
-    params: dict[str, Any]
-    epochs: int
-    val_acc: float  # mean validation accuracy of the re-evaluation (the reported number)
-    val_std: float
-    repeats: int
-    retrain_val_acc: float  # mean over the retrains, trained on the training split only
+    runs: int
+    val_acc: float  # mean over the retrains
     test_acc: float  # mean over the retrains
     test_std: float
-    retrains: int
-    status: str
+    status: str  # "completed", or how a retrain that did not complete ended
+
+
+@dataclass
+class FinalScore:
+    """The chosen configuration: its re-evaluation on validation, and its retrains scored on test. The names are
+    those of the report's ``chosen`` (``summary.json``)."""
+
+    study: str
+    stage: str
+    params: dict[str, Any]
+    epochs: int
+    value: float  # the mean of its runs' values in the final stage (the reported number)
+    std: float
+    runs: int
+    retrained: Retrained
     stopped: str  # why no further fine stage was added
 
 
@@ -360,9 +370,9 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
             tests.append(float(model.accuracy(ds.X_test, ds.y_test)))
             status = result.status if result.status != "completed" else status
         study.set_user_attr(RETRAINED_ATTR, {"asked": asked, "val_acc": vals, "test_acc": tests, "status": status})
-    return FinalScore(stage.name, params, stage.run.train.epochs, float(np.mean(values)), float(np.std(values)),
-                      len(values), float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), retrains,
-                      status, stopped)
+    retrained = Retrained(retrains, float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), status)
+    return FinalScore(stage.name, stage.stage, params, stage.run.train.epochs, float(np.mean(values)),
+                      float(np.std(values)), len(values), retrained, stopped)
 
 
 def improvement_within_noise(current: optuna.Study, parent: optuna.Study, k: int = 5) -> str | None:

@@ -30,7 +30,8 @@ Definitions used throughout:
 - *chosen configuration* (campaigns with a ``final`` stage): final's finished (COMPLETE or PRUNED, a PRUNED
   run counting its value, the last epoch it finished, or 0 without one, as ``search auto`` counts it) trials
   grouped by params; the group of best mean value (the
-  first in trial order on ties), with its mean, its std (population, as ``search auto`` prints it) and runs.
+  first in trial order on ties), with its mean as ``value``, its std (population, as ``search auto`` prints it)
+  and runs, under the names of ``search auto --json``'s ``final``.
 - *diagnoses*: each trial's ``diagnosis`` labels (the ``diagnosis`` column, labels joined by commas), counted
   per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
   The example of a label is a trial of the last stage that has the label: the one of median value among
@@ -620,8 +621,9 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
 
 def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
                          dims: dict[str, Dim] | None = None) -> dict[str, Any] | None:
-    """The final stage's choice (see the module docstring): stage, study, params, mean, std, runs, pruned runs,
-    trial numbers, epochs, and ``candidates`` (configurations compared); None when no trial finished."""
+    """The final stage's choice (see the module docstring): stage, study, params, value (the mean of its runs'
+    values), std, runs, pruned runs, trial numbers, epochs, and ``candidates`` (configurations compared); None when
+    no trial finished. ``search auto --json`` gives its ``final`` under the same names."""
     finished = in_trial_order(frame[frame["state"].isin(["COMPLETE", "PRUNED"])])
     dims = dims or {}
     groups: dict[str, dict[str, Any]] = {}
@@ -635,16 +637,16 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
         group["trials"].append(int(row["number"]))
     if not groups:
         return None
-    candidates = [{"params": g["params"], "mean": float(np.mean(g["values"])), "std": float(np.std(g["values"])),
+    candidates = [{"params": g["params"], "value": float(np.mean(g["values"])), "std": float(np.std(g["values"])),
                    "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]} for g in groups.values()]
-    best = max(candidates, key=lambda c: c["mean"])  # the first in trial order on ties, as search auto picks
+    best = max(candidates, key=lambda c: c["value"])  # the first in trial order on ties, as search auto picks
     return {"stage": info.stage, "study": info.study, "epochs": info.attrs.get("epochs"), **best,
-            "candidates": sorted(candidates, key=lambda c: -c["mean"]), "retrained": _retrained(info, best["params"])}
+            "candidates": sorted(candidates, key=lambda c: -c["value"]), "retrained": _retrained(info, best["params"])}
 
 
 def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None:
     """The retrains ``search auto`` stored on the final stage (its ``retrained`` attribute) when they are of
-    ``params``: runs, mean validation accuracy, mean and std of test accuracy; else None."""
+    ``params``: runs, mean validation accuracy, mean and std of test accuracy, status; else None."""
     stored = info.attrs.get("retrained")
     if not isinstance(stored, dict) or not isinstance(stored.get("test_acc"), list) or not stored["test_acc"]:
         return None
@@ -654,7 +656,9 @@ def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None
     tests = _numbers(stored["test_acc"])
     vals = stored.get("val_acc")
     val = float(np.mean(_numbers(vals))) if isinstance(vals, list) and vals else None
-    return {"runs": len(tests), "val_acc": val, "test_acc": float(np.mean(tests)), "test_std": float(np.std(tests))}
+    status = stored.get("status") if isinstance(stored.get("status"), str) else None
+    return {"runs": len(tests), "val_acc": val, "test_acc": float(np.mean(tests)), "test_std": float(np.std(tests)),
+            "status": status}
 
 
 def _numbers(values: list) -> np.ndarray:
@@ -1194,7 +1198,7 @@ def _chosen_text(chosen: dict[str, Any]) -> str:
               if chosen.get("pruned_runs") else "")
     epochs = f" of {chosen['epochs']} epochs" if chosen.get("epochs") else ""
     others = len(chosen.get("candidates") or []) - 1
-    return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['mean'])} ± {_acc(chosen['std'])} "
+    return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['value'])} ± {_acc(chosen['std'])} "
             f"(mean ± std over {runs} run{'s' if runs != 1 else ''}{epochs}{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen))

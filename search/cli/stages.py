@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import click
@@ -31,7 +31,7 @@ def print_summary(summary: Any) -> None:
     failed = f"; {c['fail']} failed (an interrupted one is re-run)" if c["fail"] else ""
     epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
     say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
-        f"{epochs} a trial, {seconds_text(summary.train_seconds)} s of training")
+        f"{epochs} a trial, {seconds_text(summary.training_seconds)} s of training")
     say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
         say(f"range: {note}", "  ")
@@ -254,7 +254,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         from search.cli.options import open_for_reading
 
         saved = fit_and_save(save_to, retrain_run(open_for_reading(ex.url), stage.campaign, stage.seed))
-    extra: dict[str, Any] = {"final": final.__dict__}
+    extra: dict[str, Any] = {"final": asdict(final)}
     if saved is not None:
         extra["saved"] = save_to if saved[0] == "completed" else None
     code = finish(summaries, as_json, extra)
@@ -271,15 +271,15 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             # the final stage's is the best mean over repeats, not its best trial as search studies gives
             mean = " (best mean)" if s.stage == "final" and s.best_value is not None else ""
             click.echo(f"{named[s.study]:<{width}} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
-                       f"{seconds_text(s.train_seconds):>8} {best:>10}{mean}")
+                       f"{seconds_text(s.training_seconds):>8} {best:>10}{mean}")
         params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()
         say(f"stopped adding fine stages: {final.stopped}")
         say(f"chosen: {params}")
-        say(f"{final.study}: val_acc {final.val_acc:.4f} +- {final.val_std:.4f} over {final.repeats} runs "
+        r = final.retrained
+        say(f"{final.study}: value {final.value:.4f} +- {final.std:.4f} over {final.runs} runs "
             f"of {final.epochs} epochs", "  ")
-        say(f"retrained {final.retrains}x: val_acc {final.retrain_val_acc:.4f}, "
-            f"test_acc {final.test_acc:.4f} +- {final.test_std:.4f}", "  ")
+        say(f"retrained {r.runs}x: val_acc {r.val_acc:.4f}, test_acc {r.test_acc:.4f} +- {r.test_std:.4f}", "  ")
         if saved is not None:
             status, val_acc, test_acc = saved
             say(f"wrote {save_to}: retrain 1, val_acc {val_acc:.4f}, test_acc {test_acc:.4f}" if status == "completed"

@@ -62,23 +62,32 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     spikes = {s.user_attrs["stage"]: s.user_attrs["explode_factor"] for s in storage.get_all_studies()}
     assert spikes == {"coarse": 3.0, "promote-1": 3.0, "fine-1": 3.0, "final": None}  # final: as the retrains
     final = out["final"]
-    assert final["repeats"] == 2 and final["retrains"] == 2 and final["epochs"] == 4
+    assert final["runs"] == 2 and final["retrained"]["runs"] == 2 and final["epochs"] == 4 and final["stage"] == "final"
     study = optuna.load_study(study_name="digits/final", storage=open_storage("sqlite:///search.db", create=False))
     trials = study.get_trials()
     assert len(trials) == 4  # 2 configurations x 2 runs
     configs = {json.dumps(t.params, sort_keys=True) for t in trials}
     assert len(configs) == 2 and json.dumps(final["params"], sort_keys=True) in configs
     chosen = [t.value for t in trials if t.params == final["params"]]
-    assert abs(final["val_acc"] - sum(chosen) / 2) < 1e-12  # the reported number is the mean of its runs
+    assert abs(final["value"] - sum(chosen) / 2) < 1e-12  # the reported number is the mean of its runs
     # the final stage's table ranks configurations as it chooses: by their mean over the runs
     top = out["stages"][-1]["top"]
     assert [row["runs"] for row in top] == [2, 2] and top[0]["value"] >= top[1]["value"]
-    assert out["stages"][-1]["best_value"] == final["val_acc"] and out["stages"][-1]["best_params"] == final["params"]
+    assert out["stages"][-1]["best_value"] == final["value"] and out["stages"][-1]["best_params"] == final["params"]
     other = [t.value for t in trials if t.params != final["params"]]
     assert abs(top[1]["value"] - sum(other) / 2) < 1e-12 and abs(top[1]["std"] - abs(other[0] - other[1]) / 2) < 1e-12
-    assert 0.0 < final["test_acc"] <= 1.0 and final["test_std"] >= 0.0
+    assert 0.0 < final["retrained"]["test_acc"] <= 1.0 and final["retrained"]["test_std"] >= 0.0
     stored = study.user_attrs["retrained"]  # the retrains' scores are kept with the campaign
-    assert len(stored["test_acc"]) == 2 and abs(sum(stored["test_acc"]) / 2 - final["test_acc"]) < 1e-12
+    assert len(stored["test_acc"]) == 2 and abs(sum(stored["test_acc"]) / 2 - final["retrained"]["test_acc"]) < 1e-12
+    # the report's summary.json gives the same numbers under the same names
+    from studies.report import campaign_report
+
+    summary = campaign_report(storage, "digits", images=False).summary
+    by_study = {s["study"]: s for s in summary["stages"]}
+    assert all(abs(s["training_seconds"] - by_study[s["study"]]["training_seconds"]) < 1e-9 for s in out["stages"])
+    chosen = summary["chosen"]
+    assert set(final) - set(chosen) == {"stopped"}
+    assert {k: chosen[k] for k in final if k != "stopped"} == {k: v for k, v in final.items() if k != "stopped"}
 
     # the same command again: every stage of the chain is listed (not a grid beside it), nothing is trained (the
     # retrains are read back)

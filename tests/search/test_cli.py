@@ -692,12 +692,12 @@ def test_a_stage_of_small_data_says_how_long_it_trained_not_zero(capsys):
     from search.cli.stages import print_summary
 
     summary = StageSummary("wine/coarse", "coarse", None, {"complete": 8, "pruned": 0, "fail": 0}, 8, 3,
-                           {"lr": "0.0001:0.1"}, 0.96, {"lr": 0.01}, [], [], True, train_seconds=0.0312)
+                           {"lr": "0.0001:0.1"}, 0.96, {"lr": 0.01}, [], [], True, training_seconds=0.0312)
     print_summary(summary)
     assert capsys.readouterr().out.splitlines()[1] == (
         "wine/coarse: 8 complete, 0 pruned of 8; 3 epochs a trial, 0.031 s of training")
     for seconds, text in ((0.0, "0.0"), (0.25, "0.25"), (0.96, "1.0"), (12.345, "12.3")):
-        print_summary(replace(summary, train_seconds=seconds))
+        print_summary(replace(summary, training_seconds=seconds))
         assert f"3 epochs a trial, {text} s of training" in capsys.readouterr().out
 
 

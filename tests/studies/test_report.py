@@ -655,13 +655,13 @@ def test_chosen_configuration_is_the_best_mean_of_final_and_comes_first(auto):
     chosen = summary["chosen"]
     assert chosen["stage"] == "final" and chosen["study"] == "auto/final"
     assert chosen["params"] == pytest.approx({"lr": lr, "reg": reg})
-    assert chosen["mean"] == pytest.approx(statistics.fmean(best["values"]))
+    assert chosen["value"] == pytest.approx(statistics.fmean(best["values"]))
     assert chosen["std"] == pytest.approx(statistics.pstdev(best["values"]))
     assert chosen["runs"] == 3 and chosen["trials"] == best["trials"]
     assert len(chosen["candidates"]) == 3 and sum(c["pruned_runs"] for c in chosen["candidates"]) == 1
-    assert max(c["mean"] for c in chosen["candidates"]) == pytest.approx(chosen["mean"])
+    assert max(c["value"] for c in chosen["candidates"]) == pytest.approx(chosen["value"])
     assert "test" not in {k.split("_")[0] for k in chosen}  # test scores are not in the database: none made up
-    numbers = f"{chosen['mean']:.4f} ± {chosen['std']:.4f}"
+    numbers = f"{chosen['value']:.4f} ± {chosen['std']:.4f}"
     md, html = written["report.md"].read_text(), written["report.html"].read_text()
     assert md.index("## Chosen configuration") < md.index("## Stages") and numbers in md
     assert html.index("Chosen configuration</h2>") < html.index("<h2>Stages</h2>") and numbers in html
@@ -680,7 +680,8 @@ def test_the_stored_retrains_of_the_chosen_configuration_are_reported_and_others
     final.set_user_attr("retrained", stored)
     report = campaign_report(storage, "auto")
     assert report.summary["chosen"]["retrained"] == pytest.approx(
-        {"runs": 3, "val_acc": 0.85, "test_acc": 0.89, "test_std": statistics.pstdev([0.91, 0.87, 0.89])})
+        {"runs": 3, "val_acc": 0.85, "test_acc": 0.89, "test_std": statistics.pstdev([0.91, 0.87, 0.89]),
+         "status": "completed"})
     md = write_report(report, tmp_path / "out")["report.md"].read_text()
     assert "Retrained 3 times on the training split with other seeds: validation 0.8500, test accuracy 0.8900 ± " \
            "0.0163 (mean ± std)." in " ".join(md.split())
@@ -944,8 +945,8 @@ def test_the_chosen_configuration_counts_a_pruned_run_as_search_auto_does():
         "value": [0.90, 0.91, 0.90, 0.91, 0.96, 0.91, np.nan]})
     chosen = chosen_configuration(StageInfo("t/final", "final", {"epochs": 4}), frame, ["lr"])
     assert chosen["params"] == {"lr": 0.01} and chosen["trials"] == [0, 2, 4] and chosen["pruned_runs"] == 1
-    assert chosen["mean"] == pytest.approx(0.92, abs=1e-12)
-    assert [(c["params"]["lr"], round(c["mean"], 12)) for c in chosen["candidates"]] == [
+    assert chosen["value"] == pytest.approx(0.92, abs=1e-12)
+    assert [(c["params"]["lr"], round(c["value"], 12)) for c in chosen["candidates"]] == [
         (0.01, 0.92), (0.02, 0.91), (0.03, 0.0)]
 
 
