@@ -23,6 +23,7 @@ from engine.model import ACTIVATIONS
 from engine.optim import MOMENTUM_OPTIMIZERS, OPTIMIZERS
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
+from studies.records import value_text
 
 if TYPE_CHECKING:
     import optuna
@@ -311,13 +312,6 @@ class Choice:
 
     def __str__(self) -> str:
         return ",".join(map(value_text, self.choices))
-
-
-def value_text(value: Any) -> str:
-    """A parameter value as people read it: true/false, floats to 3 significant digits, the rest as it is."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 Dimension = Union[FloatRange, IntRange, Choice]

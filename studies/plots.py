@@ -21,6 +21,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from studies.records import value_text  # noqa: E402
+
 
 def new_axes(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (5.0, 3.5)) -> np.ndarray:
     """A grid of axes (always a 2-D array) on a new figure of ``size`` inches per panel."""
@@ -162,17 +164,6 @@ def value_key(value: Any) -> tuple[str, Any]:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return ("number", float(value))
     return ("text", str(value))
-
-
-def value_text(value: Any) -> str:
-    """A parameter value as the report prints it: ``true``, ``tanh``, ``128``, ``0.0123``."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.3g}"
-    return str(value)
 
 
 def positions(frame: pd.DataFrame, dim: Dim, rng: np.random.Generator | None = None, jitter: float = 0.25) -> np.ndarray:

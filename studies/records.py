@@ -1,12 +1,13 @@
 """A trial's bulky records (its run config, loss and accuracy curves, diagnosis numbers), kept as trial system
 attributes so that Optuna's own tools (``optuna trials``, the dashboard) show a readable row of scalar user
 attributes; databases written before keep them as user attributes, and are read the same way. Also how a
-record's seconds are written (``seconds_text``), for the report and the stage summaries alike: here, not in the
-report, so that a stage does not load matplotlib to print them."""
+record's seconds and parameter values are written (``seconds_text``, ``value_text``), for the report and the
+command line alike: here, not in the report, so that a stage does not load matplotlib to print them."""
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from optuna.trial import FrozenTrial
 
 RECORD_KEYS = ("config", "loss_curve", "train_acc_curve", "diagnosis_numbers")
@@ -33,3 +34,15 @@ def seconds_text(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
+
+
+def value_text(value: Any) -> str:
+    """A parameter value as people read it: ``true``, ``tanh``, ``128``, floats to 3 significant digits
+    (``0.0123``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.3g}"
+    return str(value)

@@ -60,10 +60,10 @@ import pandas as pd
 from optuna.trial import FrozenTrial, create_trial
 
 from studies import plots
-from studies.plots import Dim, value_key, value_text
+from studies.plots import Dim, value_key
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
-from studies.records import seconds_text, trial_record
+from studies.records import seconds_text, trial_record, value_text
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
