@@ -1,6 +1,8 @@
 """Analytic gradients of every layer and of whole networks agree with centred differences in float64."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,24 @@ def test_network_gradients(activation, batchnorm, loss):
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOL, f"{worst}: {errors[worst]:.2e}"
     assert len(errors) == len(model.params)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_network_gradients_with_dropout(batchnorm):
+    # the check draws the same masks for every finite difference; it raised AttributeError (no generator) before
+    rng = np.random.default_rng(4)
+    config = ModelConfig(hidden=(9, 6), init=InitSpec("xavier_normal"), batchnorm=batchnorm, dropout=0.6,
+                         dtype="float64", output_scale=1.0, relu_bias=0.01)
+    model = FullyConnectedNet(config, 5, 3, rng)
+    X, y = rng.standard_normal((12, 5)), rng.integers(0, 3, 12)
+    errors = check_model_gradients(model, X, y, reg=0.1)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOL, f"{worst}: {errors[worst]:.2e}"
+    # the masks matter: the same check without them (keep 1.0) gives other gradients
+    _, with_masks = model.loss(X, y, 0.1, rng=np.random.default_rng(0))
+    model.config = dataclasses.replace(config, dropout=1.0)
+    _, without = model.loss(X, y, 0.1)
+    assert relative_error(with_masks["W1"], without["W1"]) > 0.05
 
 
 def test_sgd_weight_decay_is_the_l2_gradient_step():
