@@ -85,6 +85,15 @@ def test_batchnorm_gradients_and_modes():
     assert stats[0] is new_mean
 
 
+def test_batchnorm_running_averages_weigh_the_old_by_momentum_and_take_the_biased_variance():
+    rng = _rng()
+    x = rng.standard_normal((8, 3)) * 2 + 1
+    mean, var = np.array([0.5, -1.0, 2.0]), np.array([1.0, 4.0, 0.25])
+    _, _, (new_mean, new_var) = L.batchnorm_forward(x, np.ones(3), np.zeros(3), mean, var, train=True, momentum=0.8)
+    np.testing.assert_allclose(new_mean, 0.8 * mean + 0.2 * x.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(new_var, 0.8 * var + 0.2 * x.var(axis=0), rtol=1e-14)  # ddof 0, as CS231n
+
+
 def test_dropout_is_inverted_and_off_in_eval():
     rng = np.random.default_rng(0)
     x = np.ones((2000, 50))
