@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -111,6 +112,21 @@ def test_loss_gradients(loss):
     value, dscores = L.LOSSES[loss](scores, y)
     num = numerical_gradient(lambda: L.LOSSES[loss](scores, y)[0], scores)
     assert relative_error(num, dscores) < TOL
+
+
+def test_loss_values_by_hand():
+    scores = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    y = np.array([2, 0])
+    # -log softmax: log(1 + e^-1 + e^-2) and log 3
+    assert L.softmax_loss(scores, y)[0] == pytest.approx((math.log(1 + math.exp(-1) + math.exp(-2)) + math.log(3)) / 2,
+                                                         rel=1e-15)
+    # hinge, margin 1, summed over the wrong classes: (0 + 0) for row 0 (3 beats 2 and 1 by >= 1), (1 + 1) for row 1
+    assert L.svm_loss(scores, y)[0] == pytest.approx(1.0, rel=1e-15)
+    assert L.svm_loss(scores, np.array([0, 0]))[0] == pytest.approx(((2 - 1 + 1) + (3 - 1 + 1) + 2) / 2, rel=1e-15)
+    model = FullyConnectedNet(ModelConfig(hidden=(3,), activation="prelu", batchnorm=True, dtype="float64"), 2, 2,
+                              np.random.default_rng(0))
+    weights = sum(float((model.params[n] ** 2).sum()) for n in ("W1", "W2"))  # not gamma, beta, alpha nor b2
+    assert model.weight_names == ["W1", "W2"] and model.reg_loss(0.3) == pytest.approx(0.15 * weights, rel=1e-15)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
