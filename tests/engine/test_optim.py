@@ -31,7 +31,7 @@ def test_adam_is_algorithm_1_with_eps_over_the_root_of_the_second_bias_correctio
     expected, m, v = w.copy(), np.zeros_like(w), np.zeros_like(w)
     rule = Adam()
     for t in range(1, 6):
-        g = rng.standard_normal(w.shape) * 1e-6  # small enough for eps to matter: 30 % at t = 1
+        g = rng.standard_normal(w.shape) * 1e-6  # eps matters: a step 23 % shorter than Algorithm 1 at t = 1
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
         m_hat, v_hat = m / (1 - 0.9**t), v / (1 - 0.999**t)
