@@ -45,11 +45,16 @@ def check_model_gradients(
     model: FullyConnectedNet, X: np.ndarray, y: np.ndarray, reg: float, h: float = 1e-6
 ) -> dict[str, float]:
     """Relative error between analytic and numerical gradients for every parameter (use float64)."""
-    _, grads = model.loss(X, y, reg)
+
+    def loss() -> tuple[float, dict[str, np.ndarray]]:
+        # a generator of the same seed on every call: dropout draws the same mask for each finite difference
+        return model.loss(X, y, reg, rng=np.random.default_rng(0))
+
+    _, grads = loss()
     errors = {}
     for name, param in model.params.items():
         # batch-norm running stats change on every train forward; they do not enter the train-mode loss
-        num = numerical_gradient(lambda: model.loss(X, y, reg)[0], param, h)
+        num = numerical_gradient(lambda: loss()[0], param, h)
         errors[name] = relative_error(num, grads[name])
     return errors
 
@@ -154,8 +159,8 @@ def sanity_checks(
 
     # 1. initial loss ~ ln(C) with reg 0 (softmax), ~ C - 1 for the SVM with small weights
     batch = slice(0, min(len(X_train), 500))
-    with np.errstate(all="ignore"):
-        loss0, _ = fresh().loss(X_train[batch], y_train[batch], reg=0.0)
+    with np.errstate(all="ignore"):  # train mode: dropout, when on, draws its masks from a seeded generator
+        loss0, _ = fresh().loss(X_train[batch], y_train[batch], reg=0.0, rng=np.random.default_rng(seed))
     if model_config.loss == "softmax":
         target, label = math.log(num_classes), f"ln {num_classes} = {math.log(num_classes):.3f} +- 0.05"
     else:
@@ -165,7 +170,7 @@ def sanity_checks(
     # 2. adding regularisation raises the initial loss
     reg_probe = max(train_config.reg * 100, 1.0)
     with np.errstate(all="ignore"):
-        loss_reg, _ = fresh().loss(X_train[batch], y_train[batch], reg=reg_probe)
+        loss_reg, _ = fresh().loss(X_train[batch], y_train[batch], reg=reg_probe, rng=np.random.default_rng(seed))
     checks.append(Check(f"loss rises with reg {reg_probe:g}", loss_reg > loss0, loss_reg, f"> {loss0:.4f}"))
 
     # 3. a tiny subset is overfitted to 100 % train accuracy with no regularisation

@@ -142,8 +142,10 @@ def batchnorm_forward(
 ) -> tuple[np.ndarray, Cache, tuple[np.ndarray, np.ndarray]]:
     """Normalise x (N, H) per feature; returns (out, cache, (new_running_mean, new_running_var)).
 
-    Train mode uses the batch statistics and updates the running averages;
-    eval mode uses the running averages and returns them unchanged.
+    Train mode uses the batch statistics and updates the running averages (``momentum`` is the weight of the
+    old average: 0.9 is torch's momentum 0.1); eval mode uses the running averages and returns them unchanged.
+    The running variance averages the biased batch variance, as CS231n's layer does (torch and the batch-norm
+    paper average the unbiased one, N / (N - 1) times larger).
     """
     if not train:
         xhat = (x - running_mean) / np.sqrt(running_var + eps)

@@ -33,7 +33,12 @@ class SGD:
 
 
 class Momentum:
-    """v = mu * v - lr * dw; w += v."""
+    """v = mu * v - lr * dw; w += v.
+
+    The velocity holds lr (CS231n's and Sutskever et al.'s form): at a constant lr the same steps as
+    ``torch.optim.SGD(momentum=mu)`` (whose buffer is v / -lr); after an lr decay only the new gradients are
+    scaled, where torch's rule scales the whole velocity at once.
+    """
 
     def __init__(self, mu: float = 0.9) -> None:
         self.mu = mu
@@ -51,7 +56,10 @@ class Momentum:
 
 
 class Nesterov(Momentum):
-    """Nesterov momentum in the form of CS231n: w += -mu * v_prev + (1 + mu) * v."""
+    """Nesterov momentum in the form of CS231n: w += -mu * v_prev + (1 + mu) * v.
+
+    At a constant lr the same steps as ``torch.optim.SGD(momentum=mu, nesterov=True)``; lr decay as ``Momentum``.
+    """
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
         """Update every parameter in place."""
@@ -85,6 +93,11 @@ class RMSProp:
 
 class Adam:
     """Adam with bias correction (Kingma & Ba), updating in place with one scratch buffer per parameter.
+
+    In the paper's reordered form: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), i.e. eps is added
+    before v's bias correction. That is Algorithm 1 (and ``torch.optim.Adam``) with eps / sqrt(1 - b2^t) in
+    place of eps: 3.2e-7 at the first step, 1e-8 in the long run. A step differs from Algorithm 1's by about
+    (eps / sqrt(1 - b2^t) - eps) / |gradient|, relatively: 3e-3 for a gradient of 1e-4 at the first step.
 
     With ``weight_decay`` the L2 gradient ``weight_decay * w`` of the ``decayed`` weights is added here, in the
     scratch buffer (the gradient must then come without it: ``model.loss(..., reg_grad=False)``): the same

@@ -154,10 +154,16 @@ def fit_pca(X: np.ndarray, image_shape: tuple[int, int, int] | None, components:
 
 
 def fit_whiten(X: np.ndarray, image_shape: tuple[int, int, int] | None, components: int | None) -> Preprocessor:
-    """PCA, then divide each component by sqrt(eigenvalue + eps): identity covariance on the training data."""
+    """PCA, then divide each component by sqrt(eigenvalue + eps): identity covariance on the training data.
+
+    A direction with no variance in training (a feature constant there; its eigenvalue is rounding noise, below
+    the largest times D times float64's eps) is left unscaled, as standardize leaves a constant feature: dividing
+    by sqrt(eps) would multiply a val/test/predict value that differs there by 316.
+    """
     mean = _feature_mean(X)
     eigvals, axes = _principal_axes(X, mean, components)
-    projection = axes / np.sqrt(eigvals + WHITEN_EPS)
+    noise = eigvals.max(initial=0.0) * X.shape[1] * np.finfo(np.float64).eps
+    projection = axes / np.where(eigvals > noise, np.sqrt(eigvals + WHITEN_EPS), 1.0)
     return Preprocessor("whiten", X.shape[1], mean=mean.astype(np.float32), projection=projection.astype(np.float32))
 
 

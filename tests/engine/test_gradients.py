@@ -1,6 +1,9 @@
 """Analytic gradients of every layer and of whole networks agree with centred differences in float64."""
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 
@@ -83,6 +86,15 @@ def test_batchnorm_gradients_and_modes():
     assert stats[0] is new_mean
 
 
+def test_batchnorm_running_averages_weigh_the_old_by_momentum_and_take_the_biased_variance():
+    rng = _rng()
+    x = rng.standard_normal((8, 3)) * 2 + 1
+    mean, var = np.array([0.5, -1.0, 2.0]), np.array([1.0, 4.0, 0.25])
+    _, _, (new_mean, new_var) = L.batchnorm_forward(x, np.ones(3), np.zeros(3), mean, var, train=True, momentum=0.8)
+    np.testing.assert_allclose(new_mean, 0.8 * mean + 0.2 * x.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(new_var, 0.8 * var + 0.2 * x.var(axis=0), rtol=1e-14)  # ddof 0, as CS231n
+
+
 def test_dropout_is_inverted_and_off_in_eval():
     rng = np.random.default_rng(0)
     x = np.ones((2000, 50))
@@ -102,6 +114,21 @@ def test_loss_gradients(loss):
     assert relative_error(num, dscores) < TOL
 
 
+def test_loss_values_by_hand():
+    scores = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    y = np.array([2, 0])
+    # -log softmax: log(1 + e^-1 + e^-2) and log 3
+    assert L.softmax_loss(scores, y)[0] == pytest.approx((math.log(1 + math.exp(-1) + math.exp(-2)) + math.log(3)) / 2,
+                                                         rel=1e-15)
+    # hinge, margin 1, summed over the wrong classes: (0 + 0) for row 0 (3 beats 2 and 1 by >= 1), (1 + 1) for row 1
+    assert L.svm_loss(scores, y)[0] == pytest.approx(1.0, rel=1e-15)
+    assert L.svm_loss(scores, np.array([0, 0]))[0] == pytest.approx(((2 - 1 + 1) + (3 - 1 + 1) + 2) / 2, rel=1e-15)
+    model = FullyConnectedNet(ModelConfig(hidden=(3,), activation="prelu", batchnorm=True, dtype="float64"), 2, 2,
+                              np.random.default_rng(0))
+    weights = sum(float((model.params[n] ** 2).sum()) for n in ("W1", "W2"))  # not gamma, beta, alpha nor b2
+    assert model.weight_names == ["W1", "W2"] and model.reg_loss(0.3) == pytest.approx(0.15 * weights, rel=1e-15)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("batchnorm", [False, True])
 @pytest.mark.parametrize("loss", ["softmax", "svm"])
@@ -117,6 +144,24 @@ def test_network_gradients(activation, batchnorm, loss):
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOL, f"{worst}: {errors[worst]:.2e}"
     assert len(errors) == len(model.params)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_network_gradients_with_dropout(batchnorm):
+    # the check draws the same masks for every finite difference; it raised AttributeError (no generator) before
+    rng = np.random.default_rng(4)
+    config = ModelConfig(hidden=(9, 6), init=InitSpec("xavier_normal"), batchnorm=batchnorm, dropout=0.6,
+                         dtype="float64", output_scale=1.0, relu_bias=0.01)
+    model = FullyConnectedNet(config, 5, 3, rng)
+    X, y = rng.standard_normal((12, 5)), rng.integers(0, 3, 12)
+    errors = check_model_gradients(model, X, y, reg=0.1)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOL, f"{worst}: {errors[worst]:.2e}"
+    # the masks matter: the same check without them (keep 1.0) gives other gradients
+    _, with_masks = model.loss(X, y, 0.1, rng=np.random.default_rng(0))
+    model.config = dataclasses.replace(config, dropout=1.0)
+    _, without = model.loss(X, y, 0.1)
+    assert relative_error(with_masks["W1"], without["W1"]) > 0.05
 
 
 def test_sgd_weight_decay_is_the_l2_gradient_step():

@@ -25,6 +25,44 @@ def test_in_place_adam_is_the_textbook_update():
     assert np.max(np.abs(w - expected)) < 1e-12
 
 
+def test_adam_is_algorithm_1_with_eps_over_the_root_of_the_second_bias_correction():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(40) * 1e-3
+    expected, m, v = w.copy(), np.zeros_like(w), np.zeros_like(w)
+    rule = Adam()
+    for t in range(1, 6):
+        g = rng.standard_normal(w.shape) * 1e-6  # eps matters: a step 23 % shorter than Algorithm 1 at t = 1
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        m_hat, v_hat = m / (1 - 0.9**t), v / (1 - 0.999**t)
+        expected -= 1e-3 * m_hat / (np.sqrt(v_hat) + 1e-8 / np.sqrt(1 - 0.999**t))
+        rule.step({"w": w}, {"w": g.copy()}, 1e-3)
+    assert np.max(np.abs(w - expected)) < 1e-15
+
+
+def test_momentum_and_nesterov_at_a_constant_lr_are_the_velocity_free_textbook_steps():
+    """v = mu v - lr g is lr times the buffer b = mu b + g: w -= lr b (momentum), w -= lr (g + mu b) (Nesterov)."""
+    rng = np.random.default_rng(2)
+    for name in ("momentum", "nesterov"):
+        w = rng.standard_normal(30)
+        expected, buffer = w.copy(), np.zeros_like(w)
+        rule = make_optimizer(name, momentum=0.8)
+        for _ in range(6):
+            g = rng.standard_normal(w.shape)
+            buffer = 0.8 * buffer + g
+            expected -= 0.05 * (buffer if name == "momentum" else g + 0.8 * buffer)
+            rule.step({"w": w}, {"w": g}, 0.05)
+        assert np.max(np.abs(w - expected)) < 1e-13, name
+
+
+def test_a_decayed_lr_scales_only_the_new_gradients_of_momentum():
+    rule = make_optimizer("momentum", momentum=0.5)
+    w = np.zeros(1)
+    rule.step({"w": w}, {"w": np.ones(1)}, 0.1)  # v = -0.1
+    rule.step({"w": w}, {"w": np.ones(1)}, 0.01)  # v = 0.5 * -0.1 - 0.01 = -0.06 (torch's rule: 0.01 * -1.5)
+    assert w[0] == pytest.approx(-0.1 - 0.06, abs=1e-15)
+
+
 def test_momentum_takes_its_mu_from_the_config():
     rule = make_optimizer("nesterov", momentum=0.5)
     assert isinstance(rule, Momentum) and rule.mu == 0.5

@@ -133,6 +133,20 @@ def test_whiten_gives_identity_covariance_on_train() -> None:
     assert np.abs(Z.mean(axis=0)).max() < 1e-3
 
 
+def test_whiten_leaves_a_direction_constant_in_training_unscaled() -> None:
+    # divided by sqrt(0 + 1e-5), a predict value 1 away from the training constant became 316 away
+    X = _correlated(500, 6, 5)
+    X[:, 2] = 7.0
+    pre = fit_preprocessor(PreprocessSpec("whiten"), X, None)
+    Z = pre.transform(X).astype(np.float64)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False, bias=True)[:5, :5], np.eye(5), atol=1e-2)
+    assert np.abs(Z[:, 5]).max() < 1e-5  # the constant's direction: nothing in training
+    moved = X[:3].copy()
+    moved[:, 2] += 1.0
+    shift = pre.transform(moved).astype(np.float64) - pre.transform(X[:3])
+    np.testing.assert_allclose(np.linalg.norm(shift, axis=1), 1.0, rtol=1e-5)
+
+
 def test_transform_rejects_wrong_width(digits: Dataset) -> None:
     pre = fit_preprocessor(PreprocessSpec("mean_image"), digits.X_train, None)
     with pytest.raises(DataError, match="64"):
