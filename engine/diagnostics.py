@@ -68,7 +68,7 @@ class LayerStats:
     mean: float
     std: float
     saturated: float  # fraction of tanh/sigmoid units in their flat tails
-    dead: float  # fraction of ReLU-family units never active on the batch
+    dead: float  # fraction of ReLU units never active on the batch (units no gradient reaches)
 
     def as_dict(self) -> dict[str, float]:
         return {"layer": self.layer, "mean": self.mean, "std": self.std, "saturated": self.saturated, "dead": self.dead}
@@ -84,8 +84,8 @@ def layer_stats(hidden: list[np.ndarray], activation: str) -> list[LayerStats]:
             saturated = float(np.mean((h < 0.01) | (h > 0.99)))
         else:
             saturated = 0.0
-        if activation in ("relu", "leaky_relu", "prelu", "elu", "maxout"):
-            dead = float(np.mean(np.all(h <= 0, axis=0)))
+        if activation == "relu":  # leaky ReLU, PReLU, ELU and maxout pass a gradient where they are negative: they
+            dead = float(np.mean(np.all(h <= 0, axis=0)))  # do not die (the lecture), whatever their outputs
         else:
             dead = 0.0
         # in float64: float32 outputs near their largest value (a ReLU bias of 1e38) overflowed the sum, and NumPy
@@ -231,7 +231,10 @@ class DiagnosisThresholds:
       advice). Not higher: a short run on a hard problem is still learning (scaled-raw after 3 epochs: train about
       0.5 on 8 classes, halfway is 0.56), and calling it underfitting moved search auto's ranges the wrong way
       (benchmarks/search_quality.py, scaled-raw: -0.74 points against TPE with 0.5, +0.26 without the rule).
-    - ``dead_fraction`` 0.5: half the units of a layer never active on a validation batch.
+    - ``dead_fraction`` 0.5: half the ReLU units of a layer never active on a validation batch. A layer all of
+      whose units are dead passes no gradient and gives the layers above a constant: a loss that barely moved
+      then says nothing of the learning rate or the capacity, and the run is ``dead_units``, not ``lr_too_low`` or
+      ``underfitting``.
     - ``saturated_fraction`` 0.2: a fifth of tanh/sigmoid outputs in the flat tails (|h| > 0.99),
       where their gradient is below 0.02 (He or Xavier initialised tanh nets stay near 0 %).
     - ``initial_loss_tolerance`` 0.5: the data loss at the start (reg left out) more than 0.5 from
@@ -312,14 +315,15 @@ def diagnose(
     exploded = status in ("exploded", "diverged", "nan") or rose
     barely_moved = not exploded and math.isfinite(change) and change < t.loss_change_low
     over_regularised = barely_moved and reg_share >= t.reg_share_high
+    blocked = any(d >= 1.0 for d in dead)  # a layer with every unit dead: nothing below it or in it can learn
     if exploded:
         labels.append("lr_too_high")
-    elif barely_moved and not over_regularised:
+    elif barely_moved and not over_regularised and not blocked:
         labels.append("lr_too_low")
     unlearned = chance is not None and train_acc < chance + t.learned_fraction * (1 - chance)
     if over_regularised:
         labels.append("underfitting")
-    elif not exploded and math.isfinite(gap):
+    elif not exploded and not blocked and math.isfinite(gap):
         if gap > gap_limit and not unlearned:
             labels.append("overfitting")
         elif (unlearned or (gap < t.gap_underfit and train_acc < t.train_acc_underfit)) and "lr_too_low" not in labels:

@@ -130,6 +130,23 @@ def test_unit_statistics_of_outputs_near_the_float32_limit_are_numbers_and_warn_
     assert stats[0].mean == pytest.approx(1e38, rel=1e-6) and math.isfinite(stats[0].std) and stats[0].dead == 0.0
 
 
+def test_only_relu_units_die_and_a_dead_layer_is_no_learning_rate_too_low():
+    # every bias at -100: maxout, leaky ReLU, PReLU and ELU units output <= 0 on every sample yet pass a gradient
+    # (the lecture: they do not die); ReLU units are all dead
+    X = np.random.default_rng(0).standard_normal((256, 50)).astype(np.float32)
+    dead = {}
+    for activation in ("relu", "leaky_relu", "prelu", "elu", "maxout"):
+        model = FullyConnectedNet(ModelConfig(hidden=(100,), activation=activation), 50, 10, np.random.default_rng(1))
+        model.params["b1"][:] = -100
+        dead[activation] = unit_stats(model, X)[0].dead
+    assert dead == {"relu": 1.0, "leaky_relu": 0.0, "prelu": 0.0, "elu": 0.0, "maxout": 0.0}
+    # a flat loss with a layer all dead: the units, not the learning rate
+    flat = [LN10] * 100
+    assert _run(loss=flat, train=0.1, val=0.1, layers=[LayerStats(1, 0.0, 0.0, 0.0, 1.0)]).labels == (
+        "dead_units",)
+    assert _run(loss=flat, train=0.1, val=0.1, layers=[LayerStats(1, 0.0, 0.1, 0.0, 0.99)]).labels[0] == "lr_too_low"
+
+
 def test_dead_and_saturated_units_and_a_bad_initial_loss():
     dead = [LayerStats(1, 0.1, 0.2, 0.0, 0.51), LayerStats(2, 0.1, 0.2, 0.0, 0.1)]
     assert _run(layers=dead).labels == ("dead_units",)
