@@ -287,6 +287,14 @@ def stratified_split(
     return tuple(rng.permutation(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
 
 
+def channels_first(X: np.ndarray) -> np.ndarray:
+    """Images N x H x W x C with 1 or 3 channels last (as Pillow, Matplotlib and Keras keep them) and H, W above 4
+    as N x C x H x W, the layout the engine reads; anything else as it is (N x 2 x 3 x 3 is 2 channels of 3 x 3)."""
+    if X.ndim == 4 and X.shape[3] in (1, 3) and min(X.shape[1:3]) > 4:
+        return X.transpose(0, 3, 1, 2)
+    return X
+
+
 def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
     """X (N, D) or (N, [C,] H, W) as float32 (N, D); DataError naming the first NaN or inf."""
     if X.dtype.kind not in "biuf":
@@ -360,7 +368,7 @@ def _assemble(
     ys: dict[str, np.ndarray] = {}
     sample_shape: tuple[int, ...] | None = None
     for split, (X, y) in given.items():
-        X, y = np.asarray(X), np.asarray(y)
+        X, y = channels_first(np.asarray(X)), np.asarray(y)
         if X.ndim not in (2, 3, 4):
             raise DataError(f"{source}: X_{split} must be N x D or N x [C x] H x W, got shape {X.shape}")
         if y.ndim == 2 and y.shape[1] == 1:
@@ -513,7 +521,7 @@ def read_inputs(
                 if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
                     raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
                                     f"{arrays[X_key].shape}")
-                X = _features(str(path), X_key, arrays[X_key])
+                X = _features(str(path), X_key, channels_first(arrays[X_key]))
                 if y_key not in arrays:
                     return X, None, None
                 y = np.asarray(arrays[y_key]).reshape(-1)

@@ -18,6 +18,7 @@ from engine.data import (
     data_identity,
     describe_dataset,
     load_dataset,
+    read_inputs,
     write_cifar_folder,
 )
 from engine.errors import ConfigError, DataError
@@ -177,6 +178,26 @@ def test_npz_images_are_flattened_and_keep_their_shape(tmp_path: Path) -> None:
     ds = load_dataset(DataSpec(str(grey)))
     assert ds.image_shape == (1, 6, 7) and ds.input_dim == 42 and ds.label_names == ("a", "b", "c")
     assert ds.X_train.max() <= 255 and ds.X_train.dtype == np.float32
+
+
+def test_npz_images_with_channels_last_are_read_as_channels_first(tmp_path: Path) -> None:
+    # N x 8 x 8 x 3 (as Pillow and Keras keep images) was read as 8 channels of 8 x 3, and per-channel
+    # preprocessing took 8 means instead of 3
+    rng = np.random.default_rng(0)
+    first = rng.random((30, 3, 8, 8)).astype(np.float32)
+    y = np.repeat([0, 1, 2], 10)
+    np.savez(tmp_path / "first.npz", X=first, y=y)
+    np.savez(tmp_path / "last.npz", X=first.transpose(0, 2, 3, 1), y=y)
+    a, b = (load_dataset(DataSpec(str(tmp_path / f"{name}.npz"))) for name in ("first", "last"))
+    assert a.image_shape == b.image_shape == (3, 8, 8)
+    assert np.array_equal(a.X_train, b.X_train) and np.array_equal(a.X_test, b.X_test)
+    grey = rng.random((30, 8, 8, 1))
+    np.savez(tmp_path / "grey.npz", X=grey, y=y)
+    assert load_dataset(DataSpec(str(tmp_path / "grey.npz"))).image_shape == (1, 8, 8)
+    # a saved model reads new images alike
+    X_first, _, _ = read_inputs(tmp_path / "first.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))
+    X_last, _, _ = read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))
+    assert np.array_equal(X_first, X_last) and X_first.shape == (30, 192)
 
 
 # ---------------------------------------------------------------------------------------------
