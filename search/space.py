@@ -568,6 +568,10 @@ def refine_space(
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"
             notes.append(note)
             continue
+        if len(values) == 1 < len(ranked):  # a conditional one that a single trial used: no range to narrow to
+            new[name], note = dim, f"{name}: kept at {dim}: 1 of {len(ranked)} trials used it"
+            notes.append(note)
+            continue
         if name in flat_here:
             new[name], note = dim, f"{name}: insensitive, range kept at {dim}: {flat_here[name]}"
         elif flat and name in flat:

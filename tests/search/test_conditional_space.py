@@ -134,6 +134,10 @@ def test_refinement_reads_a_conditional_dimension_from_the_trials_that_used_it()
     assert refine_space({"momentum": space["momentum"]}, with_momentum, top=2)[1] == [
         "momentum: best 0.9 is inside 0.5:0.99:linear; narrowed around the top 2 trials to 0.651:0.949:linear (0.3 of "
         "0.49 units)"]
+    # one trial used it: nothing to narrow around (it had been narrowed to a sliver around that one value)
+    one = trials[:3]
+    new, notes = refine_space(space, one, top=2)
+    assert new["momentum"] == space["momentum"] and notes[1] == "momentum: kept at 0.5:0.99:linear: 1 of 3 trials used it"
     only_adam = [(p, v) for p, v in trials if p["optimizer"] == "adam"]
     new, notes = refine_space({"momentum": space["momentum"]}, only_adam, top=2)  # the trials' optimizer was fixed
     assert new["momentum"] == space["momentum"]
