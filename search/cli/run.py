@@ -21,6 +21,7 @@ from search.cli.options import (
 from search.cli.output import echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
+from studies.records import seconds_text
 
 
 # the run's own defaults, which a stage's trials use for what they do not search: one run, three commands
@@ -148,7 +149,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
                   if result.val_acc_history else "no epoch finished")
         hint = "; try a lower --lr" if result.status in ("exploded", "diverged") else ""
         say(
-            f"{status}: {result.iterations} iterations in {result.seconds:.2f} s "
+            f"{status}: {result.iterations} iterations in {seconds_text(result.seconds)} s "
             f"({result.samples_per_second:,.0f} samples/s); initial loss {result.initial_loss:.4f}, "
             f"final loss {result.final_loss:.4f}, {scores}{hint}"
         )

@@ -54,6 +54,22 @@ def test_train_names_the_best_epoch_as_a_trial_stores_it():
             in text)
 
 
+def test_train_gives_its_seconds_as_a_stage_summary_does(monkeypatch):
+    # "12 iterations in 0.03 s" where a stage's summary and the report say 0.031 (studies.records.seconds_text)
+    import engine.trainer
+
+    trained = engine.trainer.train
+
+    def train(*args, **kwargs):
+        result = trained(*args, **kwargs)
+        result.seconds = 0.0312
+        return result
+
+    monkeypatch.setattr(engine.trainer, "train", train)
+    text = " ".join(invoke("train", "--epochs", "3", "--train-size", "200").stdout.split())
+    assert "completed: 12 iterations in 0.031 s (" in text
+
+
 def test_huge_lr_is_reported_as_diverged_not_raised():
     result = invoke("train", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2", "--explode-factor", "1e300",
                     "--json")
