@@ -242,7 +242,8 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     best = attrs.get("best_val_acc")
     if isinstance(best, (int, float)):  # the best epoch's, beside the value (the last epoch's)
-        value += f", best_val_acc {best:.4f} (epoch {attrs.get('best_epoch')})"
+        epoch = attrs.get("best_epoch")  # none in a database written before trials kept it: not "(epoch None)"
+        value += f", best_val_acc {best:.4f}" + (f" (epoch {epoch})" if isinstance(epoch, int) else "")
     reason = attrs.get("stop_reason")
     state = trial.state.name.lower() + ("" if reason in (None, "completed") else f" ({reason})")
     stop = scheduler_stop(trial)
