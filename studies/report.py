@@ -876,7 +876,7 @@ def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
 
 def _diagnosis_image(examples: Sequence[dict[str, Any]]) -> bytes:
     data = [{"title": f"{ex['label']}: {ex['text']}\n{ex['trial']}"
-                      + (f" (val {ex['value']:.3f})" if ex["value"] is not None else f" ({str(ex['state']).lower()})"),
+                      + (f" (value {ex['value']:.4f})" if ex["value"] is not None else f" ({str(ex['state']).lower()})"),
              "iterations": ex["iterations"], "threshold": 3.0 if ex["label"] == "lr_too_high" else None,
              **ex["curves"]} for ex in examples]
     panels = plots.diagnosis_axes(len(data), cols=2)
@@ -890,7 +890,7 @@ def _caption(summary: dict[str, Any], name: str) -> str:
 def _label(row: Any, params: Sequence[str]) -> str:
     ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
     value = _num(row.get("value"))
-    return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.3f})" if value is not None else "")
+    return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.4f})" if value is not None else "")
 
 
 def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple[np.ndarray, list]:

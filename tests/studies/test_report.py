@@ -992,3 +992,11 @@ def test_the_best_so_far_plots_name_the_best_value_not_a_best_validation_accurac
     plots.plt.close(ax.figure)
     assert BEST_SO_FAR_STAGES.startswith("best value so far against cumulative training time, stages one after")
     assert IMAGE_CAPTIONS["best_so_far"] == "best value so far against cumulative training time, grid vs random"
+
+
+def test_a_curves_label_gives_its_value_to_four_decimals_as_the_tables_do():
+    # the report's curve legends and diagnosis panels said (0.943) and (val 0.943) where its tables say 0.9430
+    from studies.report import _label
+
+    row = {"stage": "coarse", "number": 7, "param_lr": 0.0123, "param_reg": 1e-4, "value": 0.94301}
+    assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (0.9430)"
