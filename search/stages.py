@@ -174,6 +174,17 @@ class Stage:
         return list({tuple(p.items()): p for p in kept}.values())
 
 
+def shuffled_grid(stage: Stage) -> list[dict[str, Any]]:
+    """The trials' fixed params of a stage: none (``{}``, its sampler draws them) but for a random stage over
+    categories only, which runs every combination once in an order its seed shuffles before any runs twice
+    (random draws of 6 trials from 4 combinations ran one 3 times and left one out)."""
+    if stage.sampler != "random" or not stage.space or not all(isinstance(d, Choice) for d in stage.space.values()):
+        return [{}] * stage.n_trials
+    every = stage.grid_points()
+    order = np.random.default_rng(stage.seed).permutation(len(every))
+    return [every[order[i % len(every)]] for i in range(stage.n_trials)]
+
+
 # --------------------------------------------------------------------------- creating and loading stages
 def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None = None) -> tuple[optuna.Study, bool]:
     """Create the stage's study and enqueue its trials, or join it if it exists; returns (study, created).
@@ -193,7 +204,7 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
         optuna.create_study(storage=storage, study_name=stage.name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
         pass  # created by another process (or by an earlier run of this command): join it
-    points = list(stage.points) if stage.sampler in ("grid", "fixed") else [{}] * stage.n_trials
+    points = list(stage.points) if stage.sampler in ("grid", "fixed") else shuffled_grid(stage)
     # the heartbeat interval belongs to the stage: a worker judging others' trials stale with a
     # shorter interval than theirs would fail live trials
     attrs = {**stage.attrs(), "heartbeat": storage.get_heartbeat_interval()}

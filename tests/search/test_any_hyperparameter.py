@@ -20,6 +20,25 @@ def _study(name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db", create=False))
 
 
+def test_a_random_stage_over_categories_only_runs_every_combination_before_any_twice(run_cli):
+    # 6 random draws from 4 combinations ran tanh/adam 3 times and never relu/adam
+    args = ("coarse", "--space", "activation=relu,tanh", "--space", "optimizer=sgd,momentum,adam", "--trials", "8",
+            "--epochs", "1", "--train-size", "200", "--jobs", "1")
+    assert run_cli(*args).exit_code == 0
+    trials = sorted(_study("digits/coarse").get_trials(), key=lambda t: t.number)
+    combos = [(t.params["activation"], t.params["optimizer"]) for t in trials]
+    assert len(trials) == 8 and len(set(combos[:6])) == 6 and set(combos[6:]) <= set(combos[:6])
+    momentum = [t for t in trials if t.params["optimizer"] == "momentum"]
+    assert momentum and all(set(t.params) == {"activation", "optimizer"} for t in trials)  # momentum not searched
+    # the order is the seed's: the same again in another database, another with another seed
+    assert run_cli(*args, "--campaign", "again").exit_code == 0
+    again = sorted(_study("again/coarse").get_trials(), key=lambda t: t.number)
+    assert [(t.params["activation"], t.params["optimizer"]) for t in again] == combos
+    assert run_cli(*args, "--campaign", "other", "--seed", "1").exit_code == 0
+    other = sorted(_study("other/coarse").get_trials(), key=lambda t: t.number)
+    assert [(t.params["activation"], t.params["optimizer"]) for t in other] != combos
+
+
 def test_a_mixed_space_is_sampled_stored_and_refined_by_type(run_cli):
     coarse = run_cli("coarse", *MIXED, "--trials", "30", "--epochs", "3", "--train-size", "600", "--json")
     assert coarse.exit_code == 0, coarse.output
