@@ -7,7 +7,7 @@ import click
 
 from search.cli.options import (
     NEWEST_CAMPAIGN, FiniteFloatRange, SectionedCommand, WritablePath,
-    apply, campaign_option, format_option, json_option, not_empty, open_for_reading, storage_option,
+    apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
 )
 from search.cli.output import column_cell, echo_json, print_frame, print_table, say
 from search.space import value_text
@@ -24,7 +24,7 @@ columns_options = apply([
 
 
 @click.command(cls=SectionedCommand, short_help="One row per stage: trials by state, best value.")
-@click.option("--campaign", default=None, callback=not_empty, help="Only this campaign's stages (default: all).")
+@campaign_option("every campaign")
 @storage_option
 @format_option
 @columns_options
