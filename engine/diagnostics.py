@@ -300,7 +300,9 @@ def diagnose(
     # judged as stored (4 decimals), so that describe_diagnosis, reading the stored numbers, gives the reason the
     # label was given for
     change = _rounded((first - last) / first if finite and first > 0 else math.nan)
-    reg_share = _rounded(final_reg_loss / last if math.isfinite(last) and last > 0 else math.nan)
+    # at most 1: the L2 term at the end against the mean loss of the last tenth, which is below it where the data
+    # loss has gone to ~0 and the weights still grow (softmax on separable data): a share of 102 % is 100 %
+    reg_share = _rounded(min(1.0, final_reg_loss / last) if math.isfinite(last) and last > 0 else math.nan)
     gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
     gap_limit = t.gap_overfit
     if samples is not None and math.isfinite(gap):

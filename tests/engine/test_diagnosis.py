@@ -147,6 +147,12 @@ def test_only_relu_units_die_and_a_dead_layer_is_no_learning_rate_too_low():
     assert _run(loss=flat, train=0.1, val=0.1, layers=[LayerStats(1, 0.0, 0.1, 0.0, 0.99)]).labels[0] == "lr_too_low"
 
 
+def test_the_l2_share_is_at_most_the_whole_loss():
+    # the data loss near 0 and the weights still growing: the final L2 term 0.0102 over a tail mean of 0.0100
+    d = _run(loss=[LN10] + [0.0100] * 99, train=1.0, val=0.97, reg_loss=0.0102)
+    assert d.numbers["reg_share"] == 1.0 and d.labels == ("healthy",)
+
+
 def test_dead_and_saturated_units_and_a_bad_initial_loss():
     dead = [LayerStats(1, 0.1, 0.2, 0.0, 0.51), LayerStats(2, 0.1, 0.2, 0.0, 0.1)]
     assert _run(layers=dead).labels == ("dead_units",)
@@ -200,11 +206,12 @@ def test_a_gap_or_loss_change_just_past_its_limit_is_not_rounded_to_it():
 
 
 def test_a_loss_that_rose_a_little_says_it_rose_not_that_it_fell_by_a_negative_share():
-    # wine/fine-1:21 was "the loss fell by only -3.2% of its first value, and its L2 term is 101.1% of it"
+    # wine/fine-1:21 was "the loss fell by only -3.2% of its first value, and its L2 term is 101.1% of it": a share
+    # of the loss is at most all of it
     held_up = _run(loss=[1.1] + [1.1352] * 99, train=0.9919, val=1.0, reg_loss=1.0112 * 1.1352)
     assert held_up.labels == ("underfitting",) and held_up.numbers["loss_change"] == -0.032
     assert describe_diagnosis(held_up) == [
-        "the loss rose by 3.2% of its first value, and its L2 term is 101.1% of it at the end (>= 75%): the weights' "
+        "the loss rose by 3.2% of its first value, and its L2 term is 100.0% of it at the end (>= 75%): the weights' "
         "penalty holds it up, not a small step; underfitting: lower regularisation"]
     slow = _run(loss=[2.0] + [2.0 * 1.05] * 99, train=0.3, val=0.3)
     assert slow.labels[0] == "lr_too_low" and describe_diagnosis(slow)[0] == (
