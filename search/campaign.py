@@ -189,8 +189,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
             watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
+        notes = execution.warnings + (() if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat))
         progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
-                            mode=execution.progress, read_stage=read_stage, notes=execution.warnings)
+                            mode=execution.progress, read_stage=read_stage, notes=notes)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works)
@@ -200,6 +201,21 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
     summary = summarise(load_stage_study(optuna_rdb.study_storage(study), stage.name), created, errors)
     summary.ran = ran
     return summary
+
+
+def continuing_notes(name: str, n_trials: int, counts: dict[str, int], heartbeat: int) -> tuple[str, ...]:
+    """The line said before the trials of a stage this command did not create: how many of its trials are finished,
+    and that RUNNING ones (another process's, or a killed one's) are waited for; none for a stage not yet begun."""
+    finished, running = counts["COMPLETE"] + counts["PRUNED"], counts["RUNNING"]
+    if not finished and not running:
+        return ()
+    line = f"continuing {name}: {finished} of {n_trials} trials finished"
+    if counts["FAIL"]:
+        line += f", {counts['FAIL']} failed (re-run)"
+    if running:
+        line += f"; {running} running in another process, or left by a killed one and re-run once its heartbeat is "
+        line += f"{2 * heartbeat} s old" if heartbeat else "stale"
+    return (line,)
 
 
 # --------------------------------------------------------------------------- the stages a user asks for
