@@ -14,7 +14,7 @@ from search.space import value_text
 
 
 # best_value before the counts: a table cut to the terminal keeps what a stage found
-STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
+STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "running", "waiting", "epochs"]
 TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([
@@ -29,7 +29,7 @@ columns_options = apply([
 @format_option
 @columns_options
 def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
-    """One row per stage: trials by state (waiting: left to run), best value, epochs (--wide: space, ...).
+    """One row per stage: trials by state (running, waiting: left to run), best value, epochs (--wide: space, ...).
 
     \b
     Examples:
@@ -39,8 +39,8 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
     from studies.queries import list_studies
 
     frame = list_studies(open_for_reading(storage), campaign)
-    # an unfinished stage's budget left to run: n_trials counts it, and no other default column would
-    default = [c for c in STUDY_COLUMNS if c != "waiting" or frame["waiting"].any()]
+    # an unfinished stage's trials running and left to run: n_trials counts them, and no other default column would
+    default = [c for c in STUDY_COLUMNS if c not in ("running", "waiting") or frame[c].any()]
     print_table(frame, fmt, columns, default, wide)
 
 

@@ -224,7 +224,7 @@ def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_th
     assert run_cli("trials", "digits/coarse").stdout.splitlines()[0].split()[:2] == ["number", "state"]
 
 
-def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, tmp_path, monkeypatch):
+def test_studies_shows_the_trials_an_unfinished_stage_is_running_and_still_has_to_run(run_cli, tmp_path, monkeypatch):
     # after Ctrl-C a stage of 10 listed n_trials 12 = 1 complete + 2 fail and nothing said 9 were still waiting
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
@@ -236,6 +236,11 @@ def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, 
     assert table[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
     assert table[1].split()[:2] + table[1].split()[3:7] == ["digits/coarse", "3", "1", "0", "0", "2"]
     assert json.loads(run_cli("studies", "--format", "json").stdout)[0]["waiting"] == 2
+    with sqlite3.connect(tmp_path / "search.db") as db:  # a trial a worker is running now
+        db.execute("UPDATE trials SET state = 'RUNNING' WHERE number = 1")
+    table = run_cli("studies").stdout.splitlines()  # 80 columns: epochs is left for --wide
+    assert table[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "running", "waiting"]
+    assert table[1].split()[:2] + table[1].split()[3:8] == ["digits/coarse", "3", "1", "0", "0", "1", "1"]
 
 
 def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
