@@ -116,15 +116,16 @@ class SectionedCommand(click.Command):
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # arguments are named in the usage line; click 8.5.1 gives each a help row too, an empty one
-        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, click.Option)}
+        # a list, not a dict by name: two options may set one parameter (--format json and --json)
+        records = [(p.name, p.get_help_record(ctx)) for p in self.get_params(ctx) if isinstance(p, click.Option)]
         placed: set[str] = set()
         for title, names in SECTIONS.items():
-            rows = [records[n] for n in names if records.get(n)]
+            rows = [r for n in names for name, r in records if name == n and r]
             placed.update(names)
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
-        rest = [r for n, r in records.items() if r and n not in placed]
+        rest = [r for n, r in records if r and n not in placed]
         if rest:
             with formatter.section("Options"):
                 formatter.write_dl(rest)
@@ -415,8 +416,11 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
 
 # --------------------------------------------------------------------------- where a stage runs
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
-format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-                             show_default=True, help="A table that fits the terminal, or every column as csv or json.")
+format_option = apply([
+    click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+                 help="A table that fits the terminal, or every column as csv or json."),
+    click.option("--json", "fmt", flag_value="json", help="Same as --format json."),
+])
 storage_option = click.option(
     "--storage", default=None, metavar="URL", callback=not_empty,
     help="Study database URL (default: $SEARCH_STORAGE or sqlite:///search.db).",
