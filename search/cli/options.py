@@ -202,6 +202,10 @@ FIXES = {
     "preprocess": "preprocess",
 }
 
+# the seeds of the trials, samplers and splits are taken modulo 2**32: a larger seed would repeat a smaller one
+seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+                           help="Seed of every random choice (0 to 4294967295).")
+
 RUN_OPTIONS = [
     # data
     click.option("--data", default="digits", show_default=True, metavar="NAME|PATH",
@@ -250,7 +254,7 @@ RUN_OPTIONS = [
                  help="Samples per update; an epoch is the training samples // this many updates."),
     click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Multiply lr by this after each epoch."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice."),
+    seed_option,
 ]
 RUN_PARAMS = ("data", "data_dir", "label_column", "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
               "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias", "optimizer",

@@ -16,7 +16,7 @@ from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
     DATA_PARAMS, RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
-    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
+    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
@@ -257,7 +257,7 @@ def blas_threads_of(threads: int | None) -> Any:
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
               help="Batch normalisation before each activation.")
 @click.option("--plot", type=WritablePath(), default=None, help="Write per-layer histograms (PNG).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@seed_option
 @json_option
 def layers(init_name: str, init_std: float | None, activation: str, depth: int, width: int, samples: int,
            batchnorm: bool, plot: str | None, seed: int, as_json: bool) -> None:

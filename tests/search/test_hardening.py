@@ -298,6 +298,11 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     (["auto", "--data", "digts"], ["unknown dataset 'digts'", "known: cifar10, digits, spiral, synthetic"]),
     (["studies", "--storage", "postgres://u:secret@localhost/db"], ["write postgresql://, not postgres://",
                                                                     "u:***@localhost"]),
+    # a negative seed was a NumPy traceback in search layers, and "data seed must be ..." elsewhere; 2**32 gave
+    # the trials of seed 0
+    (["layers", "--seed", "-1"], ["Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."]),
+    (["train", "--seed", "-1"], ["Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."]),
+    (["coarse", "--seed", "4294967296"], ["Invalid value for '--seed': 4294967296 is not in the range"]),
 ])
 def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, args, fragments):  # or were unclear
     """Issue 9 item 11: nan options, nets and experiments too large for memory, names too long for a database."""
