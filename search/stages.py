@@ -305,9 +305,11 @@ def train_size(study: optuna.Study) -> int | None:
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
     """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    if not trials:
-        raise SearchError(f"study {name} has no trial {number} (it has {len(study.get_trials(deepcopy=False))})")
+    every = study.get_trials(deepcopy=False)
+    trials = [t for t in every if t.number == number]
+    if not trials:  # Optuna numbers a study's trials 0, 1, 2, ...
+        have = f"its trials are 0 to {len(every) - 1}" if every else "it has no trials"
+        raise SearchError(f"study {name} has no trial {number}: {have}")
     return trials[0], Stage.from_attrs(study.user_attrs)
 
 
