@@ -75,10 +75,12 @@ class Progress:
         if self.mode == "bar":
             # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
             # the ^C a terminal echoes after it would too
-            width = shutil.get_terminal_size((80, 24)).columns - 3
+            size = shutil.get_terminal_size((80, 24))
+            width = size.columns - 3
+            # the height too: tqdm reads its own, and a terminal that reports 0 rows (some CI and container
+            # terminals) makes it draw nothing at all
             self.bar = tqdm(total=total, initial=self.done, desc=bar_name(name, total, width), file=self.stream,
-                            ncols=width,
-                            unit="trial", leave=True, bar_format=BAR_FORMAT)
+                            ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT)
             self._postfix()
 
     def _count(self, t: FrozenTrial) -> bool:
