@@ -181,3 +181,22 @@ def test_a_terminal_that_reports_no_rows_still_shows_the_bar(monkeypatch):
     assert progress.mode == "bar"
     last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
     assert last.startswith("a/coarse: 1/3 |") and last.endswith(", best 0.9000 pruned 0"), out.getvalue()
+
+
+def test_log_lines_say_the_time_left_and_the_best_at_most_once_a_minute(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("search.progress.time.monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = Progress("c/coarse", 10, [_trial(0, TrialState.COMPLETE, 0.5)], mode="log", stream=out)  # resumed
+    for number, value in ((1, 0.7), (2, 0.6), (3, 0.65), (4, 0.8)):
+        clock[0] += 25.0  # a trial every 25 s: the status after the third of this run, 75 s in
+        t = _trial(number, TrialState.COMPLETE, value)
+        t.number = number
+        progress.trial(t)
+    assert out.getvalue().splitlines() == [
+        "c/coarse:1 new best 0.7000 [2/10]",
+        "c/coarse:2 complete 0.6000 [3/10]",
+        "c/coarse:3 complete 0.6500 [4/10]",
+        "c/coarse: 4/10 in 01:15, about 02:30 left, best 0.7000",  # 6 left at 25 s each
+        "c/coarse:4 new best 0.8000 [5/10]",
+    ]
