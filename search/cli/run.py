@@ -226,8 +226,14 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, A
     trial, stage = load_trial(st, name, int(number))
     recorded = st.get_study_user_attrs(st.get_study_id_from_name(name)).get("data", {})
     config = trial_record(trial, "config")
-    if config is None:
-        raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
+    if config is None:  # stored as a trial ends: a trial failed, running or waiting has none
+        from optuna.trial import TrialState
+
+        from search.cli.db import failure_story
+
+        why = (failure_story(st, name, trial) if trial.state == TrialState.FAIL
+               else f"state {trial.state.name}; it has not finished training")
+        raise SearchError(f"--from-trial {ref}: the trial has no stored config: {why}")
     threads = trial.user_attrs.get("blas_threads")
     return (RunConfig.from_dict(config), stage.explode_factor, trial, recorded,
             threads if isinstance(threads, int) and threads >= 1 else None)

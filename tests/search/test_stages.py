@@ -216,6 +216,26 @@ def test_the_same_command_after_an_interrupt_says_what_it_continues(url, monkeyp
     assert capsys.readouterr().err == ""
 
 
+def test_rerunning_an_interrupted_trial_names_its_copy(url, monkeypatch):
+    # "has no stored config (it never started training)" of a trial cut in the middle of its training
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
+    real = _interrupt_trial(monkeypatch, 2)
+    stage = coarse_stage("r", RUN, DEFAULT_SPACE, 3, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, progress="quiet"), stage)
+    result = CliRunner().invoke(cli, ["train", "--from-trial", "r/coarse:1", "--storage", url])
+    assert result.exit_code == 2 and result.stderr == (
+        "error: --from-trial r/coarse:1: the trial has no stored config: it failed (interrupted); re-run as "
+        "r/coarse:3\n")
+    result = CliRunner().invoke(cli, ["train", "--from-trial", "r/coarse:2", "--storage", url])
+    assert result.exit_code == 2 and result.stderr == (
+        "error: --from-trial r/coarse:2: the trial has no stored config: state WAITING; it has not finished training\n")
+    monkeypatch.setattr(stages_module, "run_trial", real)
+
+
 def test_a_stage_with_a_trial_still_running_says_it_waits_for_its_heartbeat():
     counts = {"COMPLETE": 7, "PRUNED": 1, "FAIL": 0, "RUNNING": 1, "WAITING": 3}
     assert continuing_notes("k/coarse", 12, counts, 10) == (
