@@ -256,7 +256,8 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     if stage_unfinished(storage, optuna_rdb.study_id(study), repair=continues):
         if continues:
             return None, study
-        raise SearchError(f"stage {study.study_name} is not finished; run it again (same command) to complete it")
+        raise SearchError(f"stage {study.study_name} is not finished; run the command that started it again, or "
+                          f"`search worker --campaign {campaign} --stage {last}`, to complete it")
     return refined_stage(study, top, edge, epochs, n_trials), study
 
 

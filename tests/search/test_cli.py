@@ -376,8 +376,10 @@ def test_fine_after_an_unfinished_coarse_stage_says_so_and_writes_nothing(run_cl
             return db.execute("SELECT trial_id, number, state FROM trials ORDER BY trial_id").fetchall()
 
     before = rows()
-    one_line_error(run_cli("fine", "--campaign", "digits", "--trials", "2"),
-                   "stage digits/coarse is not finished; run it again")
+    # "run it again (same command)" read as: run search fine again, which says the same
+    assert one_line_error(run_cli("fine", "--campaign", "digits", "--trials", "2")) == (
+        "error: stage digits/coarse is not finished; run the command that started it again, or `search worker "
+        "--campaign digits --stage coarse`, to complete it")
     assert rows() == before  # its failed trials are re-enqueued by coarse, not here
     again = run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["stages"][0]["counts"]["complete"] + \
