@@ -21,8 +21,8 @@ from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
     FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
-    promotion_stage, refined_stage, stage_counts, stage_unfinished, study_name, val_size, value_se,
-    watch_sqlite_file,
+    promotion_stage, refined_stage, stage_counts, stage_unfinished, storage_retry_seconds, study_name, val_size,
+    value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -68,6 +68,7 @@ class Execution:
             raise SearchError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {self.progress!r}")
         if self.heartbeat is not None and self.heartbeat < 1:
             raise SearchError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
+        storage_retry_seconds()  # read when the database fails, mid-stage: a bad value is refused here, first
 
     def processes(self, trials_left: int) -> int:
         """Worker processes for a stage with ``trials_left`` trials: --jobs, or (auto) the usable cores, at most

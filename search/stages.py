@@ -449,11 +449,15 @@ class StorageLost(SearchFailed):
 
 
 def storage_retry_seconds() -> float:
-    """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS, else 60."""
+    """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS (a number >= 0), else 60."""
+    given = os.environ.get(STORAGE_RETRY_ENV, "").strip()
     try:
-        return max(0.0, float(os.environ.get(STORAGE_RETRY_ENV, STORAGE_RETRY_SECONDS)))
+        seconds = float(given) if given else STORAGE_RETRY_SECONDS
     except ValueError:
-        return STORAGE_RETRY_SECONDS
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise SearchError(f"${STORAGE_RETRY_ENV} must be a number of seconds >= 0, got {given!r}")
+    return seconds
 
 
 def is_storage_error(exc: BaseException) -> bool:

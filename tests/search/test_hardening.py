@@ -310,6 +310,23 @@ def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, 
     assert not (tmp_path / "search.db").exists()
 
 
+@pytest.mark.parametrize("name,value,line", [
+    # read only once the database failed, mid-stage: "abc" was 60 s and "-1" no retry at all, silently
+    ("SEARCH_STORAGE_RETRY_SECONDS", "abc", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
+                                            "got 'abc'"),
+    ("SEARCH_STORAGE_RETRY_SECONDS", "-1", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
+                                           "got '-1'"),
+    # "extra" or "on" gave NORMAL, a weaker setting than asked for, silently
+    ("SEARCH_SQLITE_SYNCHRONOUS", "extra", "error: $SEARCH_SQLITE_SYNCHRONOUS must be NORMAL or FULL, got 'extra'"),
+])
+def test_a_bad_environment_setting_is_one_line_and_writes_nothing(run_cli, tmp_path, monkeypatch, name, value, line):
+    monkeypatch.setenv(name, value)
+    assert one_line_error(run_cli("coarse", *SMALL, "--trials", "2")) == line
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(name, {"SEARCH_SQLITE_SYNCHRONOUS": "full"}.get(name, "0.5"))
+    assert run_cli("coarse", *SMALL, "--trials", "2").exit_code == 0
+
+
 def test_an_unknown_study_names_a_few_known_ones_not_all(run_cli):
     for name in ("a", "b", "c", "d", "e"):  # 10 stages: coarse and grid of five campaigns
         args = ["--campaign", name, "--trials", "1", "--epochs", "1", "--train-size", "100"]
