@@ -233,8 +233,11 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
         save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
     if as_json:
-        echo_json({"trial": ref, "state": trial.state.name, "value": trial.value,
+        # the trial named as search trials and best name it (study, number) besides STUDY:NUMBER
+        echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,
+                   "stop_reason": attrs.get("stop_reason"), "value": trial.value,
                    "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
+                   "seconds": attrs.get("seconds"),
                    "params": trial.params, "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
                    "sentences": describe_diagnosis(diagnosis), "val_acc_history": val_acc})
         return

@@ -137,6 +137,10 @@ def test_explain_gives_the_best_epoch_beside_the_value_as_search_trials_names_it
     explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
     assert (explained["value"], explained["best_val_acc"], explained["best_epoch"]) == (
         row["value"], row["best_val_acc"], row["best_epoch"])
+    # and the trial's identity, how it ended and its training seconds, under search trials' names
+    same = ("study", "number", "state", "stop_reason", "value", "best_val_acc", "best_epoch", "seconds")
+    assert {k: explained[k] for k in same} == {k: row[k] for k in same}
+    assert (explained["study"], explained["number"], explained["trial"]) == ("digits/coarse", 0, "digits/coarse:0")
     text = " ".join(run_cli("explain", "digits/coarse:0").stdout.split())
     assert text.startswith(f"digits/coarse:0: complete, value {row['value']:.4f}, best_val_acc "
                            f"{row['best_val_acc']:.4f} (epoch {row['best_epoch']}); lr=")
