@@ -190,9 +190,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
             watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
-        notes = execution.warnings + (() if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat))
+        continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat)
         progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
-                            mode=execution.progress, read_stage=read_stage, notes=notes)
+                            mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works)

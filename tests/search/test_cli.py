@@ -841,7 +841,8 @@ def test_the_run_a_command_of_data_options_builds_has_every_other_option_at_its_
 
 def test_the_table_commands_take_json_as_the_stage_commands_do(run_cli):
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
-    for args in (["studies"], ["trials", "digits/coarse"], ["best"], ["query", "SELECT number, value FROM trials_flat"]):
+    for args in (["studies"], ["trials", "digits/coarse"], ["best"],
+                 ["query", "SELECT number, value FROM trials_flat"]):
         short, long = run_cli(*args, "--json"), run_cli(*args, "--format", "json")
         assert short.exit_code == 0 and short.stdout == long.stdout, args
         assert json.loads(short.stdout)
