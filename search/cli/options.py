@@ -435,7 +435,10 @@ def _jobs(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
     if value == "auto":
         return None
     if not value.isdigit() or not 1 <= int(value) <= 256:
-        raise click.BadParameter(f"{value!r} must be auto or a number of processes from 1 to 256")
+        # a value from the environment is not on the command line: say where it is (click sets the parameter's
+        # source only after this callback)
+        source = " (from $SEARCH_JOBS)" if os.environ.get("SEARCH_JOBS") == value else ""
+        raise click.BadParameter(f"{value!r}{source} must be auto or a number of processes from 1 to 256")
     return int(value)
 
 

@@ -327,6 +327,16 @@ def test_a_bad_environment_setting_is_one_line_and_writes_nothing(run_cli, tmp_p
     assert run_cli("coarse", *SMALL, "--trials", "2").exit_code == 0
 
 
+def test_a_bad_search_jobs_says_it_comes_from_the_environment(run_cli, tmp_path, monkeypatch):
+    # "Invalid value for '--jobs'" of a command line without --jobs
+    monkeypatch.setenv("SEARCH_JOBS", "abc")
+    assert one_line_error(run_cli("coarse", *SMALL, "--trials", "2")) == (
+        "error: Invalid value for '--jobs': 'abc' (from $SEARCH_JOBS) must be auto or a number of processes from 1 "
+        "to 256")
+    assert list(tmp_path.iterdir()) == []
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--jobs", "1").exit_code == 0  # the option wins
+
+
 def test_an_unknown_study_names_a_few_known_ones_not_all(run_cli):
     for name in ("a", "b", "c", "d", "e"):  # 10 stages: coarse and grid of five campaigns
         args = ["--campaign", name, "--trials", "1", "--epochs", "1", "--train-size", "100"]
