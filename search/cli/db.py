@@ -59,7 +59,8 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 @columns_options
 def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sort: str | None, limit: int | None,
            storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
-    """One row per trial: number, state, value, params, diagnosis, seconds (--wide: all, stop_reason too).
+    """One row per trial: number, state, value, params, diagnosis, seconds (--wide: all; stop_reason too, and
+    by default where no trial shown completed, e.g. with --state fail).
 
     \b
     Examples:
@@ -72,6 +73,8 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
     default = (["study"] if "study" in frame and (study is None or frame["study"].nunique() > 1) else []) + [
         c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
+    if len(frame) and not (frame["state"] == "COMPLETE").any():  # failed, pruned (--state fail): how each ended
+        default.insert(default.index("state") + 1, "stop_reason")
     print_table(frame, fmt, columns, default, wide)
 
 

@@ -856,3 +856,15 @@ def test_a_trial_number_past_the_last_names_the_numbers_there_are(run_cli):
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
     for args in (["explain", "digits/coarse:2"], ["train", "--from-trial", "digits/coarse:2"]):
         assert one_line_error(run_cli(*args)) == "error: study digits/coarse has no trial 2: its trials are 0 to 1"
+
+
+def test_a_table_of_trials_none_of_which_completed_says_how_each_ended(run_cli, monkeypatch):
+    # search trials --state fail listed FAIL rows with "-" in every column that could say why
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--lr", "1:10", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    pruned = run_cli("trials", "digits/coarse", "--state", "pruned").stdout.splitlines()
+    assert pruned[0].split() == ["number", "state", "stop_reason", "value", "lr", "diagnosis", "seconds"]
+    assert [line.split()[:3] for line in pruned[1:]] == [[str(n), "PRUNED", "exploded"] for n in range(3)]
+    assert run_cli("coarse", "--campaign", "ok", "--trials", "2", "--epochs", "1",
+                   "--train-size", "200").exit_code == 0
+    assert "stop_reason" not in run_cli("trials", "ok/coarse").stdout.splitlines()[0]  # completed: as before
