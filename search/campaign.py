@@ -21,8 +21,8 @@ from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
     FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
-    promotion_stage, refined_stage, stage_counts, stage_unfinished, study_name, val_size, value_se,
-    watch_sqlite_file,
+    promotion_stage, refined_stage, stage_counts, stage_unfinished, storage_retry_seconds, study_name, val_size,
+    value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -68,6 +68,7 @@ class Execution:
             raise SearchError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {self.progress!r}")
         if self.heartbeat is not None and self.heartbeat < 1:
             raise SearchError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
+        storage_retry_seconds()  # read when the database fails, mid-stage: a bad value is refused here, first
 
     def processes(self, trials_left: int) -> int:
         """Worker processes for a stage with ``trials_left`` trials: --jobs, or (auto) the usable cores, at most
@@ -189,8 +190,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
             watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
+        continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat)
         progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
-                            mode=execution.progress, read_stage=read_stage, notes=execution.warnings)
+                            mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works)
@@ -200,6 +202,21 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
     summary = summarise(load_stage_study(optuna_rdb.study_storage(study), stage.name), created, errors)
     summary.ran = ran
     return summary
+
+
+def continuing_notes(name: str, n_trials: int, counts: dict[str, int], heartbeat: int) -> tuple[str, ...]:
+    """The line said before the trials of a stage this command did not create: how many of its trials are finished,
+    and that RUNNING ones (another process's, or a killed one's) are waited for; none for a stage not yet begun."""
+    finished, running = counts["COMPLETE"] + counts["PRUNED"], counts["RUNNING"]
+    if not finished and not running:
+        return ()
+    line = f"continuing {name}: {finished} of {n_trials} trials finished"
+    if counts["FAIL"]:
+        line += f", {counts['FAIL']} failed (re-run)"
+    if running:
+        line += f"; {running} running in another process, or left by a killed one and re-run once its heartbeat is "
+        line += f"{2 * heartbeat} s old" if heartbeat else "stale"
+    return (line,)
 
 
 # --------------------------------------------------------------------------- the stages a user asks for
@@ -240,7 +257,8 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     if stage_unfinished(storage, optuna_rdb.study_id(study), repair=continues):
         if continues:
             return None, study
-        raise SearchError(f"stage {study.study_name} is not finished; run it again (same command) to complete it")
+        raise SearchError(f"stage {study.study_name} is not finished; run the command that started it again, or "
+                          f"`search worker --campaign {campaign} --stage {last}`, to complete it")
     return refined_stage(study, top, edge, epochs, n_trials), study
 
 

@@ -21,6 +21,8 @@ from studies.budget import ERROR_PREFIX
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
 # the stage's counts are read from the database when a trial of this process ends, at most this often
 READ_EVERY_SECONDS = 1.0
+# without a bar (a log file, CI), a line with the elapsed time, the time left and the best so far, at most this often
+STATUS_EVERY_SECONDS = 60.0
 
 
 def format_params(params: dict) -> str:
@@ -68,6 +70,8 @@ class Progress:
         if self.read_stage is not None:
             self._read()
             self.failed_before, self.failed = self.failed, 0
+        self.started = self.status_at = time.monotonic()
+        self.done_before = self.done  # the time left is judged on the trials finished since this command started
         if self.mode != "quiet":
             self.stream.write("".join(f"{note}\n" for note in notes))
             self.stream.flush()
@@ -75,10 +79,12 @@ class Progress:
         if self.mode == "bar":
             # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
             # the ^C a terminal echoes after it would too
-            width = shutil.get_terminal_size((80, 24)).columns - 3
+            size = shutil.get_terminal_size((80, 24))
+            width = size.columns - 3
+            # the height too: tqdm reads its own, and a terminal that reports 0 rows (some CI and container
+            # terminals) makes it draw nothing at all
             self.bar = tqdm(total=total, initial=self.done, desc=bar_name(name, total, width), file=self.stream,
-                            ncols=width,
-                            unit="trial", leave=True, bar_format=BAR_FORMAT)
+                            ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT)
             self._postfix()
 
     def _count(self, t: FrozenTrial) -> bool:
@@ -103,7 +109,7 @@ class Progress:
         if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
             self._read()
         if self.mode == "log":
-            self.stream.write(self._line(t, best_before))
+            self.stream.write(self._line(t, best_before) + self._status())
             self.stream.flush()
         elif self.bar is not None:
             self.bar.update(self.done - before)
@@ -127,6 +133,17 @@ class Progress:
         fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", format_params(t.params),
                   f"[{self.done}/{self.total}]"]
         return " ".join(f for f in fields if f) + "\n" + (f"    {error}\n" if error else "")
+
+    def _status(self) -> str:
+        """Every ``STATUS_EVERY_SECONDS`` while trials are left, what a bar shows: "NAME: 12/40 in 01:05, about
+        02:10 left, best 0.9704"; else nothing."""
+        now = time.monotonic()
+        if now - self.status_at < STATUS_EVERY_SECONDS or self.done >= self.total:
+            return ""
+        self.status_at = now
+        elapsed, ran = now - self.started, self.done - self.done_before
+        left = f", about {tqdm.format_interval(elapsed / ran * (self.total - self.done))} left" if ran > 0 else ""
+        return f"{self.name}: {self.done}/{self.total} in {tqdm.format_interval(elapsed)}{left}, best {self._best()}\n"
 
     def _read(self) -> None:
         """The stage's counts and best from the database, other processes' trials included; kept as they were

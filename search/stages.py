@@ -316,9 +316,11 @@ def train_size(study: optuna.Study) -> int | None:
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
     """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    if not trials:
-        raise SearchError(f"study {name} has no trial {number} (it has {len(study.get_trials(deepcopy=False))})")
+    every = study.get_trials(deepcopy=False)
+    trials = [t for t in every if t.number == number]
+    if not trials:  # Optuna numbers a study's trials 0, 1, 2, ...
+        have = f"its trials are 0 to {len(every) - 1}" if every else "it has no trials"
+        raise SearchError(f"study {name} has no trial {number}: {have}")
     return trials[0], Stage.from_attrs(study.user_attrs)
 
 
@@ -458,11 +460,15 @@ class StorageLost(SearchFailed):
 
 
 def storage_retry_seconds() -> float:
-    """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS, else 60."""
+    """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS (a number >= 0), else 60."""
+    given = os.environ.get(STORAGE_RETRY_ENV, "").strip()
     try:
-        return max(0.0, float(os.environ.get(STORAGE_RETRY_ENV, STORAGE_RETRY_SECONDS)))
+        seconds = float(given) if given else STORAGE_RETRY_SECONDS
     except ValueError:
-        return STORAGE_RETRY_SECONDS
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise SearchError(f"${STORAGE_RETRY_ENV} must be a number of seconds >= 0, got {given!r}")
+    return seconds
 
 
 def is_storage_error(exc: BaseException) -> bool:

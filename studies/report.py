@@ -661,6 +661,12 @@ def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None
             "status": status}
 
 
+def _whole(x: Any) -> int | None:
+    """A whole number as JSON gives one (36, not the 36.0 of a column that has a missing value); None if missing."""
+    number = _num(x)
+    return None if number is None else int(number)
+
+
 def _numbers(values: list) -> np.ndarray:
     """A stored list as floats, anything that is not a number as NaN."""
     return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
@@ -692,7 +698,7 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
                 row = rows.sort_values("number", kind="stable").iloc[-1]
             chosen[label] = {"label": label, "study": info.study, "stage": info.stage, "number": int(row["number"]),
                              "state": row["state"], "value": _num(row["value"]), "stop_reason": row.get("stop_reason"),
-                             "iterations": _num(row.get("iterations"))}
+                             "iterations": _whole(row.get("iterations"))}
     return [chosen[label] for label in _label_order(chosen)]
 
 

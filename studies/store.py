@@ -357,10 +357,19 @@ def _enable_wal(engine: sqlalchemy.engine.Engine) -> None:
         pass  # another process holds the file and is switching it (or already has): WAL either way
 
 
+def sqlite_synchronous() -> str:
+    """``PRAGMA synchronous`` of writing SQLite connections: $SEARCH_SQLITE_SYNCHRONOUS, NORMAL or FULL (any case),
+    NORMAL when unset; StorageError for another value, rather than a weaker setting than asked for."""
+    given = os.environ.get(SQLITE_SYNC_ENV, "")
+    value = given.strip().upper() or "NORMAL"
+    if value not in ("NORMAL", "FULL"):
+        raise StorageError(f"${SQLITE_SYNC_ENV} must be NORMAL or FULL, got {given!r}")
+    return value
+
+
 def _disable_pysqlite_begin(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN itself
-    sync = "FULL" if os.environ.get(SQLITE_SYNC_ENV, "").upper() == "FULL" else "NORMAL"
-    dbapi_connection.execute(f"PRAGMA synchronous = {sync}")
+    dbapi_connection.execute(f"PRAGMA synchronous = {sqlite_synchronous()}")
 
 
 def _begin_immediate(conn: Connection) -> None:
@@ -406,6 +415,8 @@ def open_storage(
                 "e.g. sqlite:///search.db"
             )
         _refuse_file_uri(url, where)
+        if not readonly:
+            sqlite_synchronous()  # a bad value is refused before the file is made or written
         # Writing engines pool their connections: every transaction on them is an explicit BEGIN
         # IMMEDIATE ... COMMIT/ROLLBACK (see _serialise_sqlite_transactions), so none keeps an old WAL
         # snapshot open between sessions (pysqlite's implicit transactions did). Read-only: NullPool.

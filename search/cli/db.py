@@ -14,7 +14,7 @@ from search.space import value_text
 
 
 # best_value before the counts: a table cut to the terminal keeps what a stage found
-STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
+STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "running", "waiting", "epochs"]
 TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([
@@ -29,7 +29,7 @@ columns_options = apply([
 @format_option
 @columns_options
 def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
-    """One row per stage: trials by state (waiting: left to run), best value, epochs (--wide: space, ...).
+    """One row per stage: trials by state (running, waiting: left to run), best value, epochs (--wide: space, ...).
 
     \b
     Examples:
@@ -39,8 +39,8 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
     from studies.queries import list_studies
 
     frame = list_studies(open_for_reading(storage), campaign)
-    # an unfinished stage's budget left to run: n_trials counts it, and no other default column would
-    default = [c for c in STUDY_COLUMNS if c != "waiting" or frame["waiting"].any()]
+    # an unfinished stage's trials running and left to run: n_trials counts them, and no other default column would
+    default = [c for c in STUDY_COLUMNS if c not in ("running", "waiting") or frame[c].any()]
     print_table(frame, fmt, columns, default, wide)
 
 
@@ -59,7 +59,8 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 @columns_options
 def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sort: str | None, limit: int | None,
            storage: str | None, fmt: str, columns: str | None, wide: bool) -> None:
-    """One row per trial: number, state, value, params, diagnosis, seconds (--wide: all, stop_reason too).
+    """One row per trial: number, state, value, params, diagnosis, seconds (--wide: all; stop_reason too, and
+    by default where no trial shown completed, e.g. with --state fail).
 
     \b
     Examples:
@@ -72,6 +73,8 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
     default = (["study"] if "study" in frame and (study is None or frame["study"].nunique() > 1) else []) + [
         c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
+    if len(frame) and not (frame["state"] == "COMPLETE").any():  # failed, pruned (--state fail): how each ended
+        default.insert(default.index("state") + 1, "stop_reason")
     print_table(frame, fmt, columns, default, wide)
 
 
@@ -233,8 +236,11 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
         save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
     if as_json:
-        echo_json({"trial": ref, "state": trial.state.name, "value": trial.value,
+        # the trial named as search trials and best name it (study, number) besides STUDY:NUMBER
+        echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,
+                   "stop_reason": attrs.get("stop_reason"), "value": trial.value,
                    "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
+                   "seconds": attrs.get("seconds"),
                    "params": trial.params, "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
                    "sentences": describe_diagnosis(diagnosis), "val_acc_history": val_acc})
         return

@@ -116,15 +116,16 @@ class SectionedCommand(click.Command):
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # arguments are named in the usage line; click 8.5.1 gives each a help row too, an empty one
-        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, click.Option)}
+        # a list, not a dict by name: two options may set one parameter (--format json and --json)
+        records = [(p.name, p.get_help_record(ctx)) for p in self.get_params(ctx) if isinstance(p, click.Option)]
         placed: set[str] = set()
         for title, names in SECTIONS.items():
-            rows = [records[n] for n in names if records.get(n)]
+            rows = [r for n in names for name, r in records if name == n and r]
             placed.update(names)
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
-        rest = [r for n, r in records.items() if r and n not in placed]
+        rest = [r for n, r in records if r and n not in placed]
         if rest:
             with formatter.section("Options"):
                 formatter.write_dl(rest)
@@ -201,6 +202,10 @@ FIXES = {
     "preprocess": "preprocess",
 }
 
+# the seeds of the trials, samplers and splits are taken modulo 2**32: a larger seed would repeat a smaller one
+seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+                           help="Seed of every random choice (0 to 4294967295).")
+
 RUN_OPTIONS = [
     # data
     click.option("--data", default="digits", show_default=True, metavar="NAME|PATH",
@@ -249,7 +254,7 @@ RUN_OPTIONS = [
                  help="Samples per update; an epoch is the training samples // this many updates."),
     click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Multiply lr by this after each epoch."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice."),
+    seed_option,
 ]
 RUN_PARAMS = ("data", "data_dir", "label_column", "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
               "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias", "optimizer",
@@ -415,8 +420,11 @@ def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension]
 
 # --------------------------------------------------------------------------- where a stage runs
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
-format_option = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-                             show_default=True, help="A table that fits the terminal, or every column as csv or json.")
+format_option = apply([
+    click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+                 help="A table that fits the terminal, or every column as csv or json."),
+    click.option("--json", "fmt", flag_value="json", help="Same as --format json."),
+])
 storage_option = click.option(
     "--storage", default=None, metavar="URL", callback=not_empty,
     help="Study database URL (default: $SEARCH_STORAGE or sqlite:///search.db).",
@@ -427,7 +435,10 @@ def _jobs(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
     if value == "auto":
         return None
     if not value.isdigit() or not 1 <= int(value) <= 256:
-        raise click.BadParameter(f"{value!r} must be auto or a number of processes from 1 to 256")
+        # a value from the environment is not on the command line: say where it is (click sets the parameter's
+        # source only after this callback)
+        source = " (from $SEARCH_JOBS)" if os.environ.get("SEARCH_JOBS") == value else ""
+        raise click.BadParameter(f"{value!r}{source} must be auto or a number of processes from 1 to 256")
     return int(value)
 
 

@@ -16,7 +16,7 @@ from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
     DATA_PARAMS, RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
-    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, storage_option,
+    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
@@ -227,8 +227,14 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, A
     trial, stage = load_trial(st, name, int(number))
     recorded = st.get_study_user_attrs(st.get_study_id_from_name(name)).get("data", {})
     config = trial_record(trial, "config")
-    if config is None:
-        raise SearchError(f"--from-trial {ref}: the trial has no stored config (it never started training)")
+    if config is None:  # stored as a trial ends: a trial failed, running or waiting has none
+        from optuna.trial import TrialState
+
+        from search.cli.db import failure_story
+
+        why = (failure_story(st, name, trial) if trial.state == TrialState.FAIL
+               else f"state {trial.state.name}; it has not finished training")
+        raise SearchError(f"--from-trial {ref}: the trial has no stored config: {why}")
     threads = trial.user_attrs.get("blas_threads")
     return (RunConfig.from_dict(config), stage.explode_factor, trial, recorded,
             threads if isinstance(threads, int) and threads >= 1 else None)
@@ -258,7 +264,7 @@ def blas_threads_of(threads: int | None) -> Any:
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
               help="Batch normalisation before each activation.")
 @click.option("--plot", type=WritablePath(), default=None, help="Write per-layer histograms (PNG).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@seed_option
 @json_option
 def layers(init_name: str, init_std: float | None, activation: str, depth: int, width: int, samples: int,
            batchnorm: bool, plot: str | None, seed: int, as_json: bool) -> None:

@@ -137,6 +137,10 @@ def test_explain_gives_the_best_epoch_beside_the_value_as_search_trials_names_it
     explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
     assert (explained["value"], explained["best_val_acc"], explained["best_epoch"]) == (
         row["value"], row["best_val_acc"], row["best_epoch"])
+    # and the trial's identity, how it ended and its training seconds, under search trials' names
+    same = ("study", "number", "state", "stop_reason", "value", "best_val_acc", "best_epoch", "seconds")
+    assert {k: explained[k] for k in same} == {k: row[k] for k in same}
+    assert (explained["study"], explained["number"], explained["trial"]) == ("digits/coarse", 0, "digits/coarse:0")
     text = " ".join(run_cli("explain", "digits/coarse:0").stdout.split())
     assert text.startswith(f"digits/coarse:0: complete, value {row['value']:.4f}, best_val_acc "
                            f"{row['best_val_acc']:.4f} (epoch {row['best_epoch']}); lr=")
@@ -233,7 +237,7 @@ def test_a_campaign_listing_names_each_trials_stage_even_when_one_stage_holds_th
     assert run_cli("trials", "digits/coarse").stdout.splitlines()[0].split()[:2] == ["number", "state"]
 
 
-def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, tmp_path, monkeypatch):
+def test_studies_shows_the_trials_an_unfinished_stage_is_running_and_still_has_to_run(run_cli, tmp_path, monkeypatch):
     # after Ctrl-C a stage of 10 listed n_trials 12 = 1 complete + 2 fail and nothing said 9 were still waiting
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
@@ -245,6 +249,11 @@ def test_studies_shows_the_trials_an_unfinished_stage_still_has_to_run(run_cli, 
     assert table[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "waiting", "epochs"]
     assert table[1].split()[:2] + table[1].split()[3:7] == ["digits/coarse", "3", "1", "0", "0", "2"]
     assert json.loads(run_cli("studies", "--format", "json").stdout)[0]["waiting"] == 2
+    with sqlite3.connect(tmp_path / "search.db") as db:  # a trial a worker is running now
+        db.execute("UPDATE trials SET state = 'RUNNING' WHERE number = 1")
+    table = run_cli("studies").stdout.splitlines()  # 80 columns: epochs is left for --wide
+    assert table[0].split() == ["study", "n_trials", "best_value", "complete", "pruned", "fail", "running", "waiting"]
+    assert table[1].split()[:2] + table[1].split()[3:8] == ["digits/coarse", "3", "1", "0", "0", "1", "1"]
 
 
 def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
@@ -380,8 +389,10 @@ def test_fine_after_an_unfinished_coarse_stage_says_so_and_writes_nothing(run_cl
             return db.execute("SELECT trial_id, number, state FROM trials ORDER BY trial_id").fetchall()
 
     before = rows()
-    one_line_error(run_cli("fine", "--campaign", "digits", "--trials", "2"),
-                   "stage digits/coarse is not finished; run it again")
+    # "run it again (same command)" read as: run search fine again, which says the same
+    assert one_line_error(run_cli("fine", "--campaign", "digits", "--trials", "2")) == (
+        "error: stage digits/coarse is not finished; run the command that started it again, or `search worker "
+        "--campaign digits --stage coarse`, to complete it")
     assert rows() == before  # its failed trials are re-enqueued by coarse, not here
     again = run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["stages"][0]["counts"]["complete"] + \
@@ -835,3 +846,34 @@ def test_the_run_a_command_of_data_options_builds_has_every_other_option_at_its_
 
         assert CliRunner().invoke(command, ["--train-size", "300", "--batch-size", "20"]).exit_code == 0
     assert built["data"] == built["all"] and built["all"].train.batch_size == 20
+
+
+def test_the_table_commands_take_json_as_the_stage_commands_do(run_cli):
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    for args in (["studies"], ["trials", "digits/coarse"], ["best"],
+                 ["query", "SELECT number, value FROM trials_flat"]):
+        short, long = run_cli(*args, "--json"), run_cli(*args, "--format", "json")
+        assert short.exit_code == 0 and short.stdout == long.stdout, args
+        assert json.loads(short.stdout)
+    rows = json.loads(run_cli("query", "SELECT number FROM trials_flat ORDER BY number", "--json").stdout)
+    assert rows == [{"number": 0}, {"number": 1}]
+    assert run_cli("trials", "--help").stdout.count("--json") == 1
+
+
+def test_a_trial_number_past_the_last_names_the_numbers_there_are(run_cli):
+    # "has no trial 2 (it has 2)" read as a contradiction: numbers start at 0
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    for args in (["explain", "digits/coarse:2"], ["train", "--from-trial", "digits/coarse:2"]):
+        assert one_line_error(run_cli(*args)) == "error: study digits/coarse has no trial 2: its trials are 0 to 1"
+
+
+def test_a_table_of_trials_none_of_which_completed_says_how_each_ended(run_cli, monkeypatch):
+    # search trials --state fail listed FAIL rows with "-" in every column that could say why
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--lr", "1:10", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    pruned = run_cli("trials", "digits/coarse", "--state", "pruned").stdout.splitlines()
+    assert pruned[0].split() == ["number", "state", "stop_reason", "value", "lr", "diagnosis", "seconds"]
+    assert [line.split()[:3] for line in pruned[1:]] == [[str(n), "PRUNED", "exploded"] for n in range(3)]
+    assert run_cli("coarse", "--campaign", "ok", "--trials", "2", "--epochs", "1",
+                   "--train-size", "200").exit_code == 0
+    assert "stop_reason" not in run_cli("trials", "ok/coarse").stdout.splitlines()[0]  # completed: as before

@@ -298,11 +298,43 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     (["auto", "--data", "digts"], ["unknown dataset 'digts'", "known: cifar10, digits, spiral, synthetic"]),
     (["studies", "--storage", "postgres://u:secret@localhost/db"], ["write postgresql://, not postgres://",
                                                                     "u:***@localhost"]),
+    # a negative seed was a NumPy traceback in search layers, and "data seed must be ..." elsewhere; 2**32 gave
+    # the trials of seed 0
+    (["layers", "--seed", "-1"], ["Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."]),
+    (["train", "--seed", "-1"], ["Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."]),
+    (["coarse", "--seed", "4294967296"], ["Invalid value for '--seed': 4294967296 is not in the range"]),
 ])
 def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, args, fragments):  # or were unclear
     """Issue 9 item 11: nan options, nets and experiments too large for memory, names too long for a database."""
     one_line_error(run_cli(*args), *fragments)
     assert not (tmp_path / "search.db").exists()
+
+
+@pytest.mark.parametrize("name,value,line", [
+    # read only once the database failed, mid-stage: "abc" was 60 s and "-1" no retry at all, silently
+    ("SEARCH_STORAGE_RETRY_SECONDS", "abc", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
+                                            "got 'abc'"),
+    ("SEARCH_STORAGE_RETRY_SECONDS", "-1", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
+                                           "got '-1'"),
+    # "extra" or "on" gave NORMAL, a weaker setting than asked for, silently
+    ("SEARCH_SQLITE_SYNCHRONOUS", "extra", "error: $SEARCH_SQLITE_SYNCHRONOUS must be NORMAL or FULL, got 'extra'"),
+])
+def test_a_bad_environment_setting_is_one_line_and_writes_nothing(run_cli, tmp_path, monkeypatch, name, value, line):
+    monkeypatch.setenv(name, value)
+    assert one_line_error(run_cli("coarse", *SMALL, "--trials", "2")) == line
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(name, {"SEARCH_SQLITE_SYNCHRONOUS": "full"}.get(name, "0.5"))
+    assert run_cli("coarse", *SMALL, "--trials", "2").exit_code == 0
+
+
+def test_a_bad_search_jobs_says_it_comes_from_the_environment(run_cli, tmp_path, monkeypatch):
+    # "Invalid value for '--jobs'" of a command line without --jobs
+    monkeypatch.setenv("SEARCH_JOBS", "abc")
+    assert one_line_error(run_cli("coarse", *SMALL, "--trials", "2")) == (
+        "error: Invalid value for '--jobs': 'abc' (from $SEARCH_JOBS) must be auto or a number of processes from 1 "
+        "to 256")
+    assert list(tmp_path.iterdir()) == []
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--jobs", "1").exit_code == 0  # the option wins
 
 
 def test_an_unknown_study_names_a_few_known_ones_not_all(run_cli):

@@ -157,3 +157,46 @@ def test_log_lines_write_categories_as_every_other_view_does():
         "img/coarse:0 new best 0.5000 batchnorm=false activation=relu [1/2]",
         "img/coarse:1 new best 0.6000 batchnorm=true activation=relu [2/2]",
     ]
+
+
+class _TerminalOfNoRows(io.StringIO):
+    """A terminal that reports 80 columns and 0 rows, as some CI and container terminals do."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 2
+
+
+def test_a_terminal_that_reports_no_rows_still_shows_the_bar(monkeypatch):
+    # tqdm took 0 rows as a screen too small for any bar and drew nothing: no bar, and no log lines either
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr("os.get_terminal_size", lambda fd=None: __import__("os").terminal_size((80, 0)))
+    out = _TerminalOfNoRows()
+    monkeypatch.setattr("sys.stderr", out)  # tqdm asks the size of stderr and stdout only
+    progress = Progress("a/coarse", 3)
+    progress.trial(_trial(0, TrialState.COMPLETE, 0.9))
+    progress.close()
+    assert progress.mode == "bar"
+    last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("a/coarse: 1/3 |") and last.endswith(", best 0.9000 pruned 0"), out.getvalue()
+
+
+def test_log_lines_say_the_time_left_and_the_best_at_most_once_a_minute(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("search.progress.time.monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = Progress("c/coarse", 10, [_trial(0, TrialState.COMPLETE, 0.5)], mode="log", stream=out)  # resumed
+    for number, value in ((1, 0.7), (2, 0.6), (3, 0.65), (4, 0.8)):
+        clock[0] += 25.0  # a trial every 25 s: the status after the third of this run, 75 s in
+        t = _trial(number, TrialState.COMPLETE, value)
+        t.number = number
+        progress.trial(t)
+    assert out.getvalue().splitlines() == [
+        "c/coarse:1 new best 0.7000 [2/10]",
+        "c/coarse:2 complete 0.6000 [3/10]",
+        "c/coarse:3 complete 0.6500 [4/10]",
+        "c/coarse: 4/10 in 01:15, about 02:30 left, best 0.7000",  # 6 left at 25 s each
+        "c/coarse:4 new best 0.8000 [5/10]",
+    ]

@@ -14,7 +14,9 @@ from optuna.trial import TrialState
 
 from engine.data import DataSpec
 from search import stages as stages_module
-from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage, grid_stage_for, next_fine_stage
+from search.campaign import (
+    DEFAULT_SPACE, Execution, coarse_stage, continuing_notes, execute_stage, grid_stage_for, next_fine_stage,
+)
 from search.config import RunConfig
 from search.objective import EXPLODE_WINDOW
 from search.space import FloatRange
@@ -197,6 +199,49 @@ def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
     states = _states(_study(url, "i/coarse"))
     assert states["COMPLETE"] + states.get("PRUNED", 0) == 8
     assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0
+
+
+def test_the_same_command_after_an_interrupt_says_what_it_continues(url, monkeypatch, capsys):
+    real = _interrupt_trial(monkeypatch, 4)
+    stage = coarse_stage("c", RUN, DEFAULT_SPACE, 8, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, progress="log"), stage)
+    capsys.readouterr()
+    monkeypatch.setattr(stages_module, "run_trial", real)
+    execute_stage(Execution(url, progress="log"), stage)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "continuing c/coarse: 3 of 8 trials finished, 1 failed (re-run)"
+    assert len(lines) == 6 and lines[-1].endswith(" [8/8]")
+    execute_stage(Execution(url, progress="log"), stage)  # complete: nothing to continue, nothing said
+    assert capsys.readouterr().err == ""
+
+
+def test_rerunning_an_interrupted_trial_names_its_copy(url, monkeypatch):
+    # "has no stored config (it never started training)" of a trial cut in the middle of its training
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
+    real = _interrupt_trial(monkeypatch, 2)
+    stage = coarse_stage("r", RUN, DEFAULT_SPACE, 3, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, progress="quiet"), stage)
+    result = CliRunner().invoke(cli, ["train", "--from-trial", "r/coarse:1", "--storage", url])
+    assert result.exit_code == 2 and result.stderr == (
+        "error: --from-trial r/coarse:1: the trial has no stored config: it failed (interrupted); re-run as "
+        "r/coarse:3\n")
+    result = CliRunner().invoke(cli, ["train", "--from-trial", "r/coarse:2", "--storage", url])
+    assert result.exit_code == 2 and result.stderr == (
+        "error: --from-trial r/coarse:2: the trial has no stored config: state WAITING; it has not finished training\n")
+    monkeypatch.setattr(stages_module, "run_trial", real)
+
+
+def test_a_stage_with_a_trial_still_running_says_it_waits_for_its_heartbeat():
+    counts = {"COMPLETE": 7, "PRUNED": 1, "FAIL": 0, "RUNNING": 1, "WAITING": 3}
+    assert continuing_notes("k/coarse", 12, counts, 10) == (
+        "continuing k/coarse: 8 of 12 trials finished; 1 running in another process, or left by a killed one "
+        "and re-run once its heartbeat is 20 s old",)
+    assert continuing_notes("k/coarse", 12, {**counts, "COMPLETE": 0, "PRUNED": 0, "RUNNING": 0}, 10) == ()
 
 
 def test_an_interrupted_trial_of_one_process_has_its_log_line(url, monkeypatch, capsys):

@@ -566,6 +566,8 @@ def test_one_example_of_each_label_drawn_named_and_explained(demo, campaign_db, 
     for ex in examples:
         assert (ex["study"], ex["number"]) == expected_example(specs, stage_order, ex["label"])
         assert ex["trial"] == f"{ex['study']}:{ex['number']}"
+        # a count as every other view gives it: 36, not the 36.0 of a column with a missing value
+        assert type(ex["iterations"]) is int and ex["iterations"] == specs[ex["study"]][ex["number"]]["iterations"]
         assert ex["label"] in specs[ex["study"]][ex["number"]]["diagnosis"]
     texts = {ex["label"]: ex["text"] for ex in examples}
     assert re.fullmatch(r"loss fell [1-3]\.\d %", texts["lr_too_low"])  # the fixture's curve fell ~2 %
