@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import os
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -515,6 +516,16 @@ def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_pat
     assert one_line_error(run_cli("report")) == (
         "error: no database at 'search.db' (storage sqlite:///search.db): search coarse or search auto makes one; a "
         "database made elsewhere is read from its folder, or with --storage")
+
+
+@pytest.mark.parametrize("args", [["studies"], ["coarse", "--trials", "2"], ["query", "SELECT 1"]])
+def test_a_postgresql_url_without_its_driver_says_what_to_install(run_cli, monkeypatch, args):
+    # "database driver missing: No module named 'psycopg'" left a newcomer to guess the package
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # neither psycopg 3 nor psycopg2 importable
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    line = one_line_error(run_cli(*args, "--storage", "postgresql://u:secret@127.0.0.1:1/x"))
+    assert line.startswith("error: storage postgresql://u:***@127.0.0.1:1/x: database driver missing (")
+    assert line.endswith("): pip install '.[postgres]'")
 
 
 TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", "20"]
