@@ -37,14 +37,23 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None = None, title: str = "loss") -> Figure:
-    """Per-iteration loss (log scale when it spans more than a decade); non-finite points are dropped."""
+def iteration_axis(iterations: float | None, points: int) -> np.ndarray:
+    """The iteration of each of ``points`` loss values spread evenly over ``iterations`` run (a stored curve is
+    subsampled that way: first and last kept); 1, 2, ... when ``iterations`` is not known."""
+    return np.linspace(1, max(float(iterations or points), 1.0), points)
+
+
+def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None = None, title: str = "loss",
+                    iterations: float | None = None) -> Figure:
+    """Loss against iteration (log scale when it spans more than a decade); non-finite points are dropped.
+    ``iterations``: how many the run made, when ``loss_history`` is a subsampled curve of fewer points."""
     loss = np.asarray(loss_history, dtype=float)
-    it = np.arange(1, len(loss) + 1)
+    it = iteration_axis(iterations, len(loss))
     ok = np.isfinite(loss)
     ax.plot(it[ok], loss[ok], lw=1, label=label)
     if ok.any() and loss[ok].min() > 0 and loss[ok].max() / loss[ok].min() > 10:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title)
@@ -54,22 +63,30 @@ def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None =
 def plot_accuracy_curves(ax: Axes, train_acc: Sequence[float], val_acc: Sequence[float]) -> Figure:
     """Train and validation accuracy per epoch: the gap between them shows overfitting."""
     epochs = np.arange(1, len(val_acc) + 1)
-    ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
-    ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy")
+    if not len(val_acc):  # a run stopped in its first epoch
+        ax.text(0.5, 0.5, "no epoch finished", ha="center", va="center", transform=ax.transAxes)
+        return ax.figure
+    ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
+    ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5
     ax.legend()
     return ax.figure
 
 
 def plot_training(
-    axes: Sequence[Axes], loss_history: Sequence[float], train_acc: Sequence[float], val_acc: Sequence[float]
+    axes: Sequence[Axes], loss_history: Sequence[float], train_acc: Sequence[float], val_acc: Sequence[float],
+    iterations: float | None = None, title: str | None = None,
 ) -> Figure:
-    """Loss curve on the first axis, accuracy curves on the second."""
-    plot_loss_curve(axes[0], loss_history)
-    return plot_accuracy_curves(axes[1], train_acc, val_acc)
+    """Loss curve on the first axis (``iterations``: as in :func:`plot_loss_curve`), accuracy curves on the
+    second, ``title`` above both."""
+    plot_loss_curve(axes[0], loss_history, iterations=iterations)
+    fig = plot_accuracy_curves(axes[1], train_acc, val_acc)
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def plot_layer_histograms(
@@ -426,7 +443,7 @@ def plot_loss_curves(
         loss = np.array([np.nan if v is None else float(v) for v in curve], dtype=float)
         if loss.size == 0:
             continue
-        it = np.linspace(1, max(float(iterations or loss.size), 1.0), loss.size)
+        it = iteration_axis(iterations, loss.size)
         ok = loss[np.isfinite(loss)]  # markers when few points: a 2-point curve still shows
         (line,) = ax.plot(it, loss, lw=1.2, label=label, marker="o" if ok.size < 20 else None, ms=4)
         if threshold is not None and ok.size:
@@ -468,7 +485,7 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
         finite = np.isfinite(loss)
         ok = loss[finite]
         if ok.size:
-            it = np.linspace(1, max(float(ex.get("iterations") or loss.size), 1.0), loss.size)
+            it = iteration_axis(ex.get("iterations"), loss.size)
             # the finite points joined (a None between two is no gap in the line), markers when few are left
             loss_ax.plot(it[finite], ok, lw=1.4, color="tab:blue", marker="o" if ok.size < 20 else None, ms=3)
             threshold = ex.get("threshold")

@@ -231,7 +231,8 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         nan = float("nan")
         losses = [v if v is not None else nan for v in trial_record(trial, "loss_curve", [])]
         train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
-        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
+        title = f"{ref}: {', '.join(diagnosis.labels)}"
+        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, attrs.get("iterations"), title), plot)
     if as_json:
         echo_json({"trial": ref, "state": trial.state.name, "value": trial.value,
                    "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
