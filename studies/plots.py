@@ -310,7 +310,8 @@ def plot_param_slices(
 ) -> Figure:
     """Value against each dimension alone, one panel per dimension, one colour per stage: a number on its own
     scale (log for a log range), a category as a box of all stages' values with each trial jittered beside it;
-    pruned and failed trials along the bottom edge at their value of the dimension."""
+    pruned and failed trials along the bottom edge at their value of the dimension; one legend below the panels,
+    where it covers no trial."""
     rng = np.random.default_rng(seed)
     colours = plt.get_cmap("tab10").colors
     for ax, dim in zip(axes, dims):
@@ -337,8 +338,14 @@ def plot_param_slices(
         ax.set_ylabel("validation accuracy")
         ax.set_title(f"validation accuracy vs {dim.name}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    return axes[0].figure
+    fig = axes[0].figure
+    entries: dict[str, Any] = {}  # label -> handle, in the order first drawn: stages, then exploded, pruned, failed
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=8, frameon=False,
+               ncols=max(1, min(len(entries), int(fig.get_figwidth() // 2))))
+    return fig
 
 
 def plot_importance(axes: Sequence[Axes], stages: Sequence[tuple[str, dict[str, float]]]) -> Figure:
