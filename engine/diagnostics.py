@@ -135,6 +135,9 @@ class Check:
         return {"check": self.name, "passed": self.passed, "value": self.value, "expected": self.expected}
 
 
+SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' runs
+
+
 def sanity_checks(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -175,8 +178,10 @@ def sanity_checks(
     tiny = train(fresh(), tiny_cfg, tiny_X, tiny_y, tiny_X, tiny_y)
     checks.append(Check(f"overfit {k} samples to 100 % train accuracy", tiny.train_acc == 1.0, tiny.train_acc, "1.0"))
 
-    # 4. a tiny learning rate barely moves the loss
-    short = replace(train_config, epochs=1, lr_decay=1.0)
+    # 4. a tiny learning rate barely moves the loss: a short run, of SANITY_ITERATIONS at least (an epoch of a small
+    # training set can be one update, whose loss is the first one: no lr could move it)
+    per_epoch = max(1, len(X_train) // train_config.batch_size)
+    short = replace(train_config, epochs=-(-SANITY_ITERATIONS // per_epoch), lr_decay=1.0)
     small = train(fresh(), replace(short, lr=train_config.lr * 1e-4), X_train, y_train, X_val, y_val)
     change = abs(small.final_loss - small.initial_loss) / small.initial_loss
     checks.append(Check("tiny lr (x1e-4) barely moves the loss", change < 0.05, change, "relative change < 0.05"))
