@@ -140,6 +140,9 @@ class Check:
         return {"check": self.name, "passed": self.passed, "value": self.value, "expected": self.expected}
 
 
+SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' runs
+
+
 def sanity_checks(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -180,8 +183,10 @@ def sanity_checks(
     tiny = train(fresh(), tiny_cfg, tiny_X, tiny_y, tiny_X, tiny_y)
     checks.append(Check(f"overfit {k} samples to 100 % train accuracy", tiny.train_acc == 1.0, tiny.train_acc, "1.0"))
 
-    # 4. a tiny learning rate barely moves the loss
-    short = replace(train_config, epochs=1, lr_decay=1.0)
+    # 4. a tiny learning rate barely moves the loss: a short run, of SANITY_ITERATIONS at least (an epoch of a small
+    # training set can be one update, whose loss is the first one: no lr could move it)
+    per_epoch = max(1, len(X_train) // train_config.batch_size)
+    short = replace(train_config, epochs=-(-SANITY_ITERATIONS // per_epoch), lr_decay=1.0)
     small = train(fresh(), replace(short, lr=train_config.lr * 1e-4), X_train, y_train, X_val, y_val)
     change = abs(small.final_loss - small.initial_loss) / small.initial_loss
     checks.append(Check("tiny lr (x1e-4) barely moves the loss", change < 0.05, change, "relative change < 0.05"))
@@ -382,31 +387,35 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     else:  # "< 10%" of it never reads 10.0%
         moved = f"fell by only {_pct_past(change, t.loss_change_low, above=False)} of its first value"
         bound = f"< {t.loss_change_low:.0%}"
-    words = {
-        "lr_too_high": "the loss exploded, went NaN or ended well above its first value: the learning rate is too "
-                       "high",
-        "lr_too_low": f"the loss {moved} ({bound}): the learning rate is too low",
-        "overfitting": f"train accuracy {n['train_acc']:.4f} is {_points(n['train_val_gap'], gap_limit)} above "
-                       f"validation (> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
-                       f"lower capacity",
-        "underfitting": (f"the loss {moved}, and its L2 term is "
-                         f"{_pct(n['reg_share'])} of it at the end (>= {t.reg_share_high:.0%}): the weights' penalty "
-                         f"holds it up, not a small step; underfitting: lower regularisation" if over_regularised
-                         else f"train accuracy {n['train_acc']:.4f}, train-val gap {_points(n['train_val_gap'])}: the "
-                              f"training set is not learned; underfitting: raise capacity or lower regularisation"),
-        "dead_units": f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} "
-                      f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that knocked "
-                      f"them off",
-        "saturated_units": f"saturated outputs: {_per_layer(n['saturated_fraction'], t.saturated_fraction)} "
-                           f"(> {t.saturated_fraction:.0%} in a layer): "
-                           + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, "
-                              "not the initialisation)" if "lr_too_high" in diagnosis.labels
-                              else "the initial weights are too large for tanh/sigmoid"),
-        "bad_initial_loss": f"initial data loss {n['initial_data_loss']}, expected about "
-                            f"{n['expected_initial_loss']}: the output scale is wrong",
-        "healthy": f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap {_points(n['train_val_gap'])}",
+    # a sentence is built only for a label the run has: one that exploded in its first epoch has no accuracies
+    words: dict[str, Callable[[], str]] = {
+        "lr_too_high": lambda: "the loss exploded, went NaN or ended well above its first value: the learning "
+                               "rate is too high",
+        "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low",
+        "overfitting": lambda: f"train accuracy {n['train_acc']:.4f} is {_points(n['train_val_gap'], gap_limit)} "
+                               f"above validation (> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise "
+                               f"regularisation or lower capacity",
+        "underfitting": lambda: (
+            f"the loss {moved}, and its L2 term is {_pct(n['reg_share'])} of it at the end "
+            f"(>= {t.reg_share_high:.0%}): the weights' penalty holds it up, not a small step; underfitting: lower "
+            f"regularisation" if over_regularised
+            else f"train accuracy {n['train_acc']:.4f}, train-val gap {_points(n['train_val_gap'])}: the training "
+                 f"set is not learned; underfitting: raise capacity or lower regularisation"),
+        "dead_units": lambda: f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} "
+                              f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that "
+                              f"knocked them off",
+        "saturated_units": lambda: (
+            f"saturated outputs: {_per_layer(n['saturated_fraction'], t.saturated_fraction)} "
+            f"(> {t.saturated_fraction:.0%} in a layer): "
+            + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, not the "
+               "initialisation)" if "lr_too_high" in diagnosis.labels
+               else "the initial weights are too large for tanh/sigmoid")),
+        "bad_initial_loss": lambda: f"initial data loss {n['initial_data_loss']}, expected about "
+                                    f"{n['expected_initial_loss']}: the output scale is wrong",
+        "healthy": lambda: f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap "
+                           f"{_points(n['train_val_gap'])}",
     }
-    return [words[label] for label in diagnosis.labels]
+    return [words[label]() for label in diagnosis.labels]
 
 
 def _gap_limit_text(limit: object) -> str:

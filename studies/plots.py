@@ -39,14 +39,23 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None = None, title: str = "loss") -> Figure:
-    """Per-iteration loss (log scale when it spans more than a decade); non-finite points are dropped."""
+def iteration_axis(iterations: float | None, points: int) -> np.ndarray:
+    """The iteration of each of ``points`` loss values spread evenly over ``iterations`` run (a stored curve is
+    subsampled that way: first and last kept); 1, 2, ... when ``iterations`` is not known."""
+    return np.linspace(1, max(float(iterations or points), 1.0), points)
+
+
+def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None = None, title: str = "loss",
+                    iterations: float | None = None) -> Figure:
+    """Loss against iteration (log scale when it spans more than a decade); non-finite points are dropped.
+    ``iterations``: how many the run made, when ``loss_history`` is a subsampled curve of fewer points."""
     loss = np.asarray(loss_history, dtype=float)
-    it = np.arange(1, len(loss) + 1)
+    it = iteration_axis(iterations, len(loss))
     ok = np.isfinite(loss)
     ax.plot(it[ok], loss[ok], lw=1, label=label)
     if ok.any() and loss[ok].min() > 0 and loss[ok].max() / loss[ok].min() > 10:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title)
@@ -56,22 +65,30 @@ def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None =
 def plot_accuracy_curves(ax: Axes, train_acc: Sequence[float], val_acc: Sequence[float]) -> Figure:
     """Train and validation accuracy per epoch: the gap between them shows overfitting."""
     epochs = np.arange(1, len(val_acc) + 1)
-    ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
-    ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy")
+    if not len(val_acc):  # a run stopped in its first epoch
+        ax.text(0.5, 0.5, "no epoch finished", ha="center", va="center", transform=ax.transAxes)
+        return ax.figure
+    ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
+    ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5
     ax.legend()
     return ax.figure
 
 
 def plot_training(
-    axes: Sequence[Axes], loss_history: Sequence[float], train_acc: Sequence[float], val_acc: Sequence[float]
+    axes: Sequence[Axes], loss_history: Sequence[float], train_acc: Sequence[float], val_acc: Sequence[float],
+    iterations: float | None = None, title: str | None = None,
 ) -> Figure:
-    """Loss curve on the first axis, accuracy curves on the second."""
-    plot_loss_curve(axes[0], loss_history)
-    return plot_accuracy_curves(axes[1], train_acc, val_acc)
+    """Loss curve on the first axis (``iterations``: as in :func:`plot_loss_curve`), accuracy curves on the
+    second, ``title`` above both."""
+    plot_loss_curve(axes[0], loss_history, iterations=iterations)
+    fig = plot_accuracy_curves(axes[1], train_acc, val_acc)
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def plot_layer_histograms(
@@ -284,7 +301,8 @@ def plot_param_slices(
 ) -> Figure:
     """Value against each dimension alone, one panel per dimension, one colour per stage: a number on its own
     scale (log for a log range), a category as a box of all stages' values with each trial jittered beside it;
-    pruned and failed trials along the bottom edge at their value of the dimension."""
+    pruned and failed trials along the bottom edge at their value of the dimension; one legend below the panels,
+    where it covers no trial."""
     rng = np.random.default_rng(seed)
     colours = plt.get_cmap("tab10").colors
     for ax, dim in zip(axes, dims):
@@ -311,8 +329,14 @@ def plot_param_slices(
         ax.set_ylabel("validation accuracy")
         ax.set_title(f"validation accuracy vs {dim.name}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    return axes[0].figure
+    fig = axes[0].figure
+    entries: dict[str, Any] = {}  # label -> handle, in the order first drawn: stages, then exploded, pruned, failed
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=8, frameon=False,
+               ncols=max(1, min(len(entries), int(fig.get_figwidth() // 2))))
+    return fig
 
 
 def plot_importance(axes: Sequence[Axes], stages: Sequence[tuple[str, dict[str, float]]]) -> Figure:
@@ -417,7 +441,7 @@ def plot_loss_curves(
         loss = np.array([np.nan if v is None else float(v) for v in curve], dtype=float)
         if loss.size == 0:
             continue
-        it = np.linspace(1, max(float(iterations or loss.size), 1.0), loss.size)
+        it = iteration_axis(iterations, loss.size)
         ok = loss[np.isfinite(loss)]  # markers when few points: a 2-point curve still shows
         (line,) = ax.plot(it, loss, lw=1.2, label=label, marker="o" if ok.size < 20 else None, ms=4)
         if threshold is not None and ok.size:
@@ -459,7 +483,7 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
         finite = np.isfinite(loss)
         ok = loss[finite]
         if ok.size:
-            it = np.linspace(1, max(float(ex.get("iterations") or loss.size), 1.0), loss.size)
+            it = iteration_axis(ex.get("iterations"), loss.size)
             # the finite points joined (a None between two is no gap in the line), markers when few are left
             loss_ax.plot(it[finite], ok, lw=1.4, color="tab:blue", marker="o" if ok.size < 20 else None, ms=3)
             threshold = ex.get("threshold")

@@ -1058,9 +1058,20 @@ def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
 
 
 def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each stage's range and best trial; the final stage's best is the chosen configuration (best mean), not
+    its luckiest single run."""
     head = ["stage", "range searched", "best trial", "best params"]
-    return head, [[s["stage"], s["space_text"] or "-", "-" if s["best_number"] is None else f"#{s['best_number']}",
-                   _params_text(s["best_params"])] for s in summary["stages"]]
+    chosen = summary.get("chosen") or {}
+    rows = []
+    for s in summary["stages"]:
+        if chosen and s["study"] == chosen["study"]:
+            best = f"best mean of {', '.join(f'#{n}' for n in chosen['trials'])}"
+            params = chosen["params"]
+        else:
+            best = "-" if s["best_number"] is None else f"#{s['best_number']}"
+            params = s["best_params"]
+        rows.append([s["stage"], s["space_text"] or "-", best, _params_text(params)])
+    return head, rows
 
 
 def _budget_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

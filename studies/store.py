@@ -304,12 +304,19 @@ def _ping_when_idle(engine: sqlalchemy.engine.Engine) -> None:
             raise sqlalchemy.exc.DisconnectionError(str(exc)) from exc  # the pool reconnects and checks out again
 
 
+def _driver_missing(url: str, where: str, exc: ImportError) -> StorageError:
+    """The error for a database URL whose driver is not installed, saying what to install."""
+    install = ("pip install '.[postgres]'" if url_dialect(url) == "postgresql"
+               else "install the driver the URL names")
+    return StorageError(f"{where}: database driver missing ({exc}): {install}")
+
+
 def _check_server_database(url: str, create: bool, where: str) -> None:
     """Schema check on a server database (PostgreSQL...), reading only, before Optuna writes."""
     try:
         engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
     except ImportError as exc:
-        raise StorageError(f"{where}: database driver missing: {exc}") from None
+        raise _driver_missing(url, where, exc) from None
     except (ArgumentError, ValueError) as exc:
         raise StorageError(f"{where}: invalid storage URL: {exc}") from None
     try:
@@ -450,7 +457,7 @@ def open_storage(
                     skip_table_creation=not create,
                 )
         except ImportError as exc:
-            raise StorageError(f"{where}: database driver missing: {exc}") from None
+            raise _driver_missing(url, where, exc) from None
         except RuntimeError as exc:
             # Optuna's schema-compatibility check (the SQLite path is checked earlier).
             raise StorageError(f"{where}: {exc}") from None

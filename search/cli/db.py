@@ -234,7 +234,8 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         nan = float("nan")
         losses = [v if v is not None else nan for v in trial_record(trial, "loss_curve", [])]
         train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
-        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc), plot)
+        title = f"{ref}: {', '.join(diagnosis.labels)}"
+        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, attrs.get("iterations"), title), plot)
     if as_json:
         # the trial named as search trials and best name it (study, number) besides STUDY:NUMBER
         echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,

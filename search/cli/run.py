@@ -358,6 +358,7 @@ def data(base: RunConfig, as_json: bool) -> None:
     """
     from engine.data import describe_dataset, load_dataset
     from engine.preprocess import RESCALING, preprocess_dataset
+    from search.cli.stages import batch_warning
 
     raw = load_dataset(base.data)
     prepared = preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
@@ -380,11 +381,8 @@ def data(base: RunConfig, as_json: bool) -> None:
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:
         click.echo(f"  {c['name'][:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
-    warnings = list(info["warnings"])
-    if s["train"] < base.train.batch_size:
-        warnings.append(f"{s['train']} training samples, fewer than --batch-size {base.train.batch_size}: "
-                        f"give a smaller --batch-size")
-    for w in warnings:
+    warnings = [*info["warnings"], batch_warning(s["train"], base.train.batch_size)]
+    for w in filter(None, warnings):
         say(f"warning: {w}")
 
 

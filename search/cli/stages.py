@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Collection
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -67,26 +68,40 @@ def check_largest_network(space: dict[str, Any], run: RunConfig, dataset: Any) -
     check_network_memory(largest_network(space, run).arch, dataset.input_dim, dataset.num_classes)
 
 
-def stage_data(run: RunConfig) -> tuple[Any, tuple[str, ...]]:
+def stage_data(run: RunConfig, make_space: Callable[[int], dict[str, Any]]
+               ) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
     """The run's data, preprocessed (bad data or a batch larger than it fails here, before the database is touched),
-    and `search data`'s warnings that every trial of a stage shares, shown before the trials start: the features' raw
-    scales differ a lot and --preprocess leaves them so; a column numbers the rows. The raw copy is not kept beside
-    the other."""
+    the stage's space (``make_space`` of the training samples), and `search data`'s warnings that every trial of the
+    stage shares, shown before the trials start (``data_warnings``). The raw copy is not kept beside the other."""
     from engine.data import load_dataset
 
     raw = load_dataset(run.data)
-    return run.load(raw), data_warnings(run, raw)
+    space = make_space(len(raw.y_train))
+    return run.load(raw), space, data_warnings(run, raw, space)
 
 
-def data_warnings(run: RunConfig, raw: Any) -> tuple[str, ...]:
+def data_warnings(run: RunConfig, raw: Any, space: Collection[str] = ()) -> tuple[str, ...]:
     """`search data`'s warnings about the run's data ``raw`` (before --preprocess) that a run shares with every other
     on it, as lines to show before training: the raw scales differ a lot and --preprocess leaves them so; a column
-    numbers the rows."""
+    numbers the rows; an epoch is one update (unless ``space`` searches batch_size)."""
     from engine.data import id_column_warning, scale_warning
     from engine.preprocess import RESCALING
 
-    warnings = (None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw))
+    warnings = (None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw),
+                None if "batch_size" in space else batch_warning(len(raw.y_train), run.train.batch_size))
     return tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
+
+
+def batch_warning(train_samples: int, batch_size: int) -> str | None:
+    """The warning for a training set under two batches: an epoch is one update (or none), and the samples past the
+    first batch sit each epoch out; a 3-epoch trial of 84 images at batch 50 made 3 updates."""
+    if train_samples < batch_size:
+        return f"{train_samples} training samples, fewer than --batch-size {batch_size}: give a smaller --batch-size"
+    if train_samples < 2 * batch_size:
+        left = train_samples - batch_size
+        return (f"{train_samples} training samples make one update an epoch at --batch-size {batch_size}"
+                + (f" ({left} of them left out of each)" if left else "") + ": give a smaller --batch-size")
+    return None
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:
@@ -128,10 +143,10 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
 
     run = base.with_params({"train.epochs": epochs})
-    space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
+    fixed = click.get_current_context().meta["fixed"]
+    dataset, space, warnings = stage_data(run, lambda _: build_space(space_spec, DEFAULT_SPACE, run, fixed))
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
-    dataset, warnings = stage_data(run)
     check_largest_network(space, run, dataset)
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
     return finish([execute_stage(ex, stage, dataset)], as_json)
@@ -240,8 +255,8 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
 
     run = base.with_params({"train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": run.data.name})
-    dataset, warnings = stage_data(run)
-    space = build_space(space_spec, auto_space(len(dataset.y_train)), run, click.get_current_context().meta["fixed"])
+    fixed = click.get_current_context().meta["fixed"]
+    dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     check_largest_network(space, run, dataset)
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)

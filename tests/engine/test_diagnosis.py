@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -34,6 +35,15 @@ def test_a_healthy_run_is_healthy():
 @pytest.mark.parametrize("status", ["exploded", "diverged"])
 def test_an_exploded_or_nan_run_had_a_learning_rate_too_high(status):
     assert _run(loss=[2.3, 9.0], status=status).labels == ("lr_too_high",)
+
+
+def test_a_run_that_exploded_in_its_first_epoch_is_described_without_accuracies():
+    # no epoch finished: no train or validation accuracy; search explain of such a trial ended in a TypeError
+    d = _run(loss=[3.9, 84.0, 45.0, 84.0], status="exploded", train=math.nan, val=math.nan)
+    assert d.labels == ("lr_too_high",)
+    d = replace(d, numbers={**d.numbers, "train_acc": None, "val_acc": None, "train_val_gap": None})  # as stored
+    assert describe_diagnosis(d) == [
+        "the loss exploded, went NaN or ended well above its first value: the learning rate is too high"]
 
 
 def test_a_completed_run_whose_loss_ended_above_its_first_had_a_learning_rate_too_high():

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import os
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -128,6 +129,34 @@ def test_explain_and_a_rerun_give_the_validation_accuracy_per_epoch_under_one_na
     rerun = json.loads(run_cli("train", "--from-trial", "digits/coarse:0", "--json").stdout)
     assert "val_acc_per_epoch" not in explained and len(explained["val_acc_history"]) == 3
     assert explained["val_acc_history"] == rerun["val_acc_history"]
+
+
+def test_explain_plot_draws_the_stored_loss_curve_over_the_iterations_the_trial_ran(run_cli, monkeypatch):
+    # a trial of 240 iterations stores 200 loss points: its plot once ended at "iteration" 200, and had no title
+    from studies import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.setdefault("figure", fig))
+    args = ["--trials", "1", "--epochs", "4", "--train-size", "300", "--batch-size", "5", "--hidden", "10"]
+    assert run_cli("coarse", *args, "--jobs", "1").exit_code == 0
+    trial = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)[0]
+    assert trial["iterations"] == 240
+    assert run_cli("explain", "digits/coarse:0", "--plot", "t.png").exit_code == 0
+    figure = drawn["figure"]
+    x = figure.axes[0].lines[0].get_xdata()
+    assert (len(x), x[0], x[-1]) == (200, 1.0, 240.0)
+    assert all(float(t).is_integer() for t in figure.axes[0].get_xticks())
+    assert figure.get_suptitle() == f"digits/coarse:0: {trial['diagnosis']}"
+
+
+def test_the_plot_of_a_run_stopped_in_its_first_epoch_says_no_epoch_finished():
+    # an exploded trial's accuracy panel was an empty frame with one tick, "epoch 0"
+    from studies import plots
+
+    fig = plots.plot_training(plots.new_axes(1, 2)[0], [2.3, 9.0, 84.0], [], [], 10, "digits/coarse:4: lr_too_high")
+    assert [t.get_text() for t in fig.axes[1].texts] == ["no epoch finished"] and not fig.axes[1].lines
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1.0, 5.5, 10.0]
+    plots.plt.close(fig)
 
 
 def test_explain_gives_the_best_epoch_beside_the_value_as_search_trials_names_it(run_cli):
@@ -535,6 +564,16 @@ def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_pat
     assert one_line_error(run_cli("report")) == (
         "error: no database at 'search.db' (storage sqlite:///search.db): search coarse or search auto makes one; a "
         "database made elsewhere is read from its folder, or with --storage")
+
+
+@pytest.mark.parametrize("args", [["studies"], ["coarse", "--trials", "2"], ["query", "SELECT 1"]])
+def test_a_postgresql_url_without_its_driver_says_what_to_install(run_cli, monkeypatch, args):
+    # "database driver missing: No module named 'psycopg'" left a newcomer to guess the package
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # neither psycopg 3 nor psycopg2 importable
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    line = one_line_error(run_cli(*args, "--storage", "postgresql://u:secret@127.0.0.1:1/x"))
+    assert line.startswith("error: storage postgresql://u:***@127.0.0.1:1/x: database driver missing (")
+    assert line.endswith("): pip install '.[postgres]'")
 
 
 TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", "20"]

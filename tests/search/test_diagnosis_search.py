@@ -25,6 +25,10 @@ def test_a_coarse_stage_over_eight_decades_of_lr_is_read_like_the_lecture(run_cl
     assert numbers["loss_change"] < 0.10 and len(numbers["dead_fraction"]) == 1
     explained = run_cli("explain", f"digits/coarse:{low[0].number}", "--plot", "t.png")
     assert explained.exit_code == 0 and "the learning rate is too low" in " ".join(explained.stdout.split())
+    assert any(not t.intermediate_values for t in exploded)  # stopped in its first epoch: no accuracy at all
+    for t in exploded:  # such a trial's explanation once ended in a TypeError
+        explained = run_cli("explain", f"digits/coarse:{t.number}", "--plot", "t.png")
+        assert explained.exit_code == 0 and "the learning rate is too high" in " ".join(explained.stdout.split())
     fine = json.loads(run_cli("fine", "--trials", "2", "--json").stdout)["stages"][-1]
     assert any(note.startswith("lr:") for note in fine["range_notes"])
 

@@ -131,6 +131,16 @@ def test_sanity_passes_every_check_on_digits():
     assert text.count("PASS") == 5
 
 
+def test_sanity_on_a_small_training_set_runs_its_lr_checks_for_ten_updates():
+    # 60 samples at batch 50 are one update an epoch: the one-epoch runs of the tiny and huge lr checks recorded the
+    # first loss alone, so the tiny lr "moved it" by exactly 0 and lr 1e6 FAILed with a ratio of 1
+    result = invoke("sanity", "--data", "digits", "--train-size", "60", "--json")
+    assert result.exit_code == 0, result.output
+    tiny, huge = json.loads(result.stdout)[3:]
+    assert tiny["passed"] and 0 < tiny["value"] < 0.05
+    assert huge["passed"] and huge["value"] > 3
+
+
 def test_train_on_a_cifar_format_folder(tmp_path):
     folder = write_cifar_folder(tmp_path, n_per_batch=40, seed=0)
     result = invoke("train", "--data", "cifar10", "--data-dir", str(folder), "--epochs", "2", "--hidden", "20",

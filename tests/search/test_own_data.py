@@ -181,6 +181,30 @@ def test_one_run_on_raw_scales_warns_as_a_stage_does(run_cli, tmp_path, monkeypa
         assert run_cli(*args, "--data", "wine.csv").stderr == "", args
 
 
+def test_a_training_set_of_one_update_an_epoch_is_warned_of_before_training(run_cli, monkeypatch):
+    # 84 images at --batch-size 50: a 3-epoch trial made 3 updates, 34 images sat each epoch out, with no word of it
+    monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
+    one = ("warning: 80 training samples make one update an epoch at --batch-size 50 (30 of them left out of each): "
+           "give a smaller --batch-size")
+    small = ["--data", "digits", "--train-size", "80"]
+    assert run_cli("data", *small).stdout.splitlines()[-1] == one
+    for command in (["coarse", "--campaign", "one"], ["auto", "--campaign", "two", "--max-fine", "0", "--top", "1",
+                                                       "--repeats", "1", "--retrain-seeds", "1"]):
+        stage = run_cli(*command, *small, "--trials", "2", "--epochs", "1", "--jobs", "1")
+        assert stage.exit_code == 0 and stage.stderr.splitlines()[0] == one, stage.output
+    assert run_cli("train", *small, "--epochs", "1").stderr.splitlines() == [one]
+    searched = run_cli("coarse", *small, "--campaign", "three", "--space", "batch_size=8:32", "--trials", "2",
+                       "--epochs", "1", "--jobs", "1")  # each trial draws its own batch size
+    assert searched.exit_code == 0 and "warning" not in searched.stderr
+    exact = run_cli("data", "--data", "digits", "--train-size", "50").stdout.splitlines()[-1]
+    assert exact == ("warning: 50 training samples make one update an epoch at --batch-size 50: give a smaller "
+                     "--batch-size")
+    for size, warned in ((100, False), (30, True)):
+        lines = run_cli("data", "--data", "digits", "--train-size", str(size)).stdout.splitlines()
+        assert ("warning: 30 training samples, fewer than --batch-size 50: give a smaller --batch-size" in lines) \
+            == warned and not any("update an epoch" in line for line in lines)
+
+
 def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):
     """The documented way from Python: save the arrays with np.savez, point DataSpec at the file."""
     rng = np.random.default_rng(0)
