@@ -16,7 +16,7 @@ from engine.data import Dataset, data_identity
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
-from search.objective import trial_config
+from search.objective import stop_reason, trial_config
 from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.stages import (
@@ -296,7 +296,7 @@ class Retrained:
     val_acc: float  # mean over the retrains
     test_acc: float  # mean over the retrains
     test_std: float
-    status: str  # "completed", or how a retrain that did not complete ended
+    stop_reason: str  # "completed", or how a retrain that did not complete ended, as a trial's stop_reason
 
 
 @dataclass
@@ -376,7 +376,8 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
     asked = {"params": params, "seed": seed, "retrains": retrains}
     stored = study.user_attrs.get(RETRAINED_ATTR, {})
     if stored.get("asked") == asked:  # retrained before (the same runs, seeded alike): read, not run again
-        vals, tests, status = stored["val_acc"], stored["test_acc"], stored["status"]
+        # "status" in a database written before it was named as a trial's stop_reason
+        vals, tests, status = stored["val_acc"], stored["test_acc"], stored.get("stop_reason", stored.get("status"))
     else:
         vals, tests, status = [], [], "completed"
         for r in range(retrains):
@@ -386,8 +387,9 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
             result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
             vals.append(float(result.val_acc))
             tests.append(float(model.accuracy(ds.X_test, ds.y_test)))
-            status = result.status if result.status != "completed" else status
-        study.set_user_attr(RETRAINED_ATTR, {"asked": asked, "val_acc": vals, "test_acc": tests, "status": status})
+            status = stop_reason(result.status) if result.status != "completed" else status
+        study.set_user_attr(RETRAINED_ATTR, {"asked": asked, "val_acc": vals, "test_acc": tests,
+                                             "stop_reason": status})
     retrained = Retrained(retrains, float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), status)
     return FinalScore(stage.name, stage.stage, params, stage.run.train.epochs, float(np.mean(values)),
                       float(np.std(values)), len(values), retrained, stopped)

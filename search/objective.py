@@ -26,6 +26,12 @@ SCHEDULER_STOP = "pruned"  # the stop_reason of a trial the stage's scheduler (i
 PRUNED_REASONS = ("exploded", "nan", SCHEDULER_STOP)  # stop reasons stored as Optuna state PRUNED
 
 
+def stop_reason(status: str) -> str:
+    """A run's ``stop_reason`` as trials store it, from the trainer's status: ``completed``, ``exploded``, ``nan``
+    (the trainer's ``diverged``: the loss became NaN or inf)."""
+    return {"diverged": "nan"}.get(status, status)
+
+
 def value_epoch(trial: optuna.trial.FrozenTrial) -> tuple[int | None, int | None]:
     """(the epoch whose validation accuracy is ``trial``'s value: the last it finished, None when it finished none;
     the epochs of its full run, None without a stored config). The two differ for a run stopped early: by the
@@ -191,7 +197,7 @@ def run_trial(
     )
     seconds = time.perf_counter() - started
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)
-    stop_reason = {"diverged": "nan"}.get(result.status, result.status)
+    reason = stop_reason(result.status)
     attrs = {
         "initial_loss": _finite(result.initial_loss),
         "final_loss": _finite(result.final_loss),
@@ -201,7 +207,7 @@ def run_trial(
         "best_epoch": result.best_epoch,
         "iterations": result.iterations,
         "seconds": round(seconds, 4),  # building the net and training it
-        "stop_reason": stop_reason,
+        "stop_reason": reason,
         "model_parameters": model.parameter_count,
         "diagnosis": list(diagnosis.labels),
     }
@@ -215,4 +221,4 @@ def run_trial(
     # The value is the LAST epoch's validation accuracy: what a retrain of this configuration for
     # the same epochs is scored at. The best epoch's (an optimistic maximum over epochs) is kept
     # beside it as best_val_acc.
-    return TrialOutcome(result.val_acc, stop_reason in PRUNED_REASONS, result, attrs, records)
+    return TrialOutcome(result.val_acc, reason in PRUNED_REASONS, result, attrs, records)

@@ -646,7 +646,7 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
 
 def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None:
     """The retrains ``search auto`` stored on the final stage (its ``retrained`` attribute) when they are of
-    ``params``: runs, mean validation accuracy, mean and std of test accuracy, status; else None."""
+    ``params``: runs, mean validation accuracy, mean and std of test accuracy, stop_reason; else None."""
     stored = info.attrs.get("retrained")
     if not isinstance(stored, dict) or not isinstance(stored.get("test_acc"), list) or not stored["test_acc"]:
         return None
@@ -656,9 +656,10 @@ def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None
     tests = _numbers(stored["test_acc"])
     vals = stored.get("val_acc")
     val = float(np.mean(_numbers(vals))) if isinstance(vals, list) and vals else None
-    status = stored.get("status") if isinstance(stored.get("status"), str) else None
+    reason = stored.get("stop_reason", stored.get("status"))  # "status" in a database written before
+    reason = reason if isinstance(reason, str) else None
     return {"runs": len(tests), "val_acc": val, "test_acc": float(np.mean(tests)), "test_std": float(np.std(tests)),
-            "status": status}
+            "stop_reason": reason}
 
 
 def _whole(x: Any) -> int | None:

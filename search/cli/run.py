@@ -59,7 +59,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
       search train --from-trial digits/coarse:12 --save model.npz  # see predict
     """
     from engine.trainer import train as run_training
-    from search.objective import EXPLODE_WINDOW, SCHEDULER_STOP, explosion_observers, value_epoch
+    from search.objective import EXPLODE_WINDOW, SCHEDULER_STOP, explosion_observers, stop_reason, value_epoch
 
     ctx = click.get_current_context()
     stored = threads = None
@@ -97,7 +97,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
                               observers=explosion_observers(explode_factor))
     summary = {
-        "status": result.status,
+        "stop_reason": stop_reason(result.status),  # as a trial stores it (the trainer's "diverged" is "nan")
         "initial_loss": finite_or_none(result.initial_loss),
         "final_loss": finite_or_none(result.final_loss),
         "train_acc": finite_or_none(result.train_acc),

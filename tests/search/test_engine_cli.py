@@ -26,7 +26,7 @@ def test_train_digits_30_epochs_reaches_97_percent(tmp_path):
     result = invoke("train", "--data", "digits", "--epochs", "30", "--json", "--plot", str(png))
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["status"] == "completed"
+    assert out["stop_reason"] == "completed"
     assert out["val_acc"] >= 0.97
     assert out["epochs"] == 30 and out["iterations"] == 30 * (1257 // 50)
     assert len(out["loss_history"]) == out["iterations"]
@@ -75,7 +75,7 @@ def test_huge_lr_is_reported_as_diverged_not_raised():
                     "--json")
     assert result.exit_code == 1
     out = json.loads(result.stdout)
-    assert out["status"] == "diverged" and out["final_loss"] is None
+    assert out["stop_reason"] == "nan" and out["final_loss"] is None and "status" not in out
 
 
 def test_a_run_whose_loss_explodes_says_so_and_exits_1_as_a_stage_would_prune_it():
@@ -83,7 +83,7 @@ def test_a_run_whose_loss_explodes_says_so_and_exits_1_as_a_stage_would_prune_it
     result = invoke("train", "--lr", "5", "--epochs", "3", "--json")
     assert result.exit_code == 1
     out = json.loads(result.stdout)
-    assert out["status"] == "exploded"
+    assert out["stop_reason"] == "exploded"
     # the mean of the last 10 minibatch losses, once there are 10, is compared: stopped at iteration 10
     assert out["iterations"] == 10 and sum(out["loss_history"][-10:]) / 10 > 3 * out["initial_loss"]
     assert out["val_acc"] is None and out["best_val_acc"] is None  # no epoch ended: never validated

@@ -527,7 +527,7 @@ def test_train_json_says_when_the_model_was_not_saved(run_cli, tmp_path):
     result = run_cli("train", "--lr", "5", "--epochs", "3", "--save", "model.npz", "--json")
     assert result.exit_code == 1
     out = json.loads(result.stdout)
-    assert out["status"] == "exploded" and out["saved"] is None  # as search auto --json gives it
+    assert out["stop_reason"] == "exploded" and out["saved"] is None  # as search auto --json gives it
     assert "saved" not in json.loads(run_cli("train", "--epochs", "1", "--json").stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

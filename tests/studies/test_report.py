@@ -705,7 +705,7 @@ def test_the_stored_retrains_of_the_chosen_configuration_are_reported_and_others
     report = campaign_report(storage, "auto")
     assert report.summary["chosen"]["retrained"] == pytest.approx(
         {"runs": 3, "val_acc": 0.85, "test_acc": 0.89, "test_std": statistics.pstdev([0.91, 0.87, 0.89]),
-         "status": "completed"})
+         "stop_reason": "completed"})
     md = write_report(report, tmp_path / "out")["report.md"].read_text()
     assert "Retrained 3 times on the training split with other seeds: validation 0.8500, test accuracy 0.8900 ± " \
            "0.0163 (mean ± std)." in " ".join(md.split())
