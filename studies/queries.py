@@ -218,7 +218,9 @@ def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = Non
                 "campaign": info.campaign,
                 "stage": info.stage,
                 "parent": info.attrs.get("parent"),
-                "n_trials": sum(counts.values()),
+                # the stage's budget, as its command gives it (a failed trial's copy runs in its place: the
+                # other states add up to it); a study not made by a stage: its trials
+                "n_trials": budget if isinstance(budget := info.attrs.get("n_trials"), int) else sum(counts.values()),
                 "complete": counts.get("COMPLETE", 0),
                 "pruned": counts.get("PRUNED", 0),
                 "fail": counts.get("FAIL", 0),

@@ -45,7 +45,8 @@ FINE_COMPLETE = [(0.85, 4e-3, 2e-5), (0.95, 4.5e-3, 1.5e-5), (0.92, 6e-3, 1e-5)]
 SPIRAL_COMPLETE = [(0.6, 1e-2, 1e-3), (0.4, 1e-1, 1e-3)]
 
 
-def _study(url: str, campaign: str, stage: str, parent: str | None, epochs: int) -> optuna.Study:
+def _study(url: str, campaign: str, stage: str, parent: str | None, epochs: int,
+           n_trials: int | None = None) -> optuna.Study:
     study = optuna.create_study(storage=url, study_name=f"{campaign}/{stage}", direction="maximize")
     attrs = {
         "campaign": campaign,
@@ -57,6 +58,7 @@ def _study(url: str, campaign: str, stage: str, parent: str | None, epochs: int)
         "model": "100,relu",
         "seed": 0,
         "range_notes": [] if parent is None else ["lr narrowed to the best trials"],
+        **({"n_trials": n_trials} if n_trials is not None else {}),
         "ready": True,
     }
     for key, value in attrs.items():
@@ -106,7 +108,7 @@ def _exploded(lr: float) -> optuna.trial.FrozenTrial:
 
 def build_database(url: str) -> str:
     """digits/coarse (5 complete, 2 exploded, 1 fail), digits/fine-1 (3 complete), empty digits/fine-2, spiral/coarse."""
-    coarse = _study(url, "digits", "coarse", None, 2)
+    coarse = _study(url, "digits", "coarse", None, 2, n_trials=7)  # the failed trial's copy: the 8th row
     for value, lr, reg in COARSE_COMPLETE:
         coarse.add_trial(_complete(value, lr, reg))
     for lr in COARSE_PRUNED_LR:
@@ -157,7 +159,7 @@ def test_list_studies_counts_and_best_values(storage) -> None:
     rows = frame.set_index("study")
     coarse = rows.loc["digits/coarse"]
     assert (coarse["n_trials"], coarse["complete"], coarse["pruned"], coarse["fail"], coarse["running"],
-            coarse["waiting"]) == (8, 5, 2, 1, 0, 0)
+            coarse["waiting"]) == (7, 5, 2, 1, 0, 0)  # n_trials: the stage's budget, which the failure does not count
     assert coarse["best_value"] == pytest.approx(max(v for v, _, _ in COARSE_COMPLETE))
     assert coarse["space"] == "lr=1e-06:1 reg=1e-06:10"
     assert coarse["epochs"] == 2
@@ -503,7 +505,7 @@ def test_queries_on_postgresql(postgres_scratch_url) -> None:
     build_database(with_available_driver(postgres_scratch_url))
     try:
         studies = list_studies(storage).set_index("study")
-        assert studies.loc["digits/coarse", ["n_trials", "complete", "pruned", "fail"]].tolist() == [8, 5, 2, 1]
+        assert studies.loc["digits/coarse", ["n_trials", "complete", "pruned", "fail"]].tolist() == [7, 5, 2, 1]
         assert studies.loc["digits/fine-1", "best_value"] == pytest.approx(0.95)
         assert run_readonly_sql(postgres_scratch_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [13]
         flat = run_readonly_sql(postgres_scratch_url, "SELECT * FROM trials_flat ORDER BY trial_id")
