@@ -227,7 +227,8 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
-    """Trials by state, PRUNED split by stop_reason (exploded, nan, other)."""
+    """Trials by state, under the names ``search studies`` and a stage's --json give them (complete, pruned, fail,
+    running, waiting), PRUNED split by stop_reason (exploded, nan, other); ``trials``: every trial row."""
     state = frame["state"].to_numpy(dtype=object)
     reason = frame["stop_reason"].astype(object).to_numpy() if "stop_reason" in frame else np.full(len(frame), None)
     pruned = state == "PRUNED"
@@ -237,8 +238,9 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
         "pruned": int(pruned.sum()),
         "pruned_exploded": int((pruned & (reason == "exploded")).sum()),
         "pruned_nan": int((pruned & (reason == "nan")).sum()),
-        "failed": int((state == "FAIL").sum()),
-        "unfinished": int(np.isin(state, ["RUNNING", "WAITING"]).sum()),
+        "fail": int((state == "FAIL").sum()),
+        "running": int((state == "RUNNING").sum()),
+        "waiting": int((state == "WAITING").sum()),
     }
     counts["pruned_other"] = counts["pruned"] - counts["pruned_exploded"] - counts["pruned_nan"]
     return counts
@@ -1046,16 +1048,16 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         c = s["counts"]
         rows.append([s["stage"], str(s["sampler"] or "-"), _count(c["trials"]), _count(c["complete"]),
                      f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,}/{c['pruned_other']:,})",
-                     _count(c["failed"]),
+                     _count(c["fail"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
     return head, rows
 
 
 def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
     """A note for each stage with trials WAITING or RUNNING: its table row counts them among its trials only."""
-    return [f"{s['stage']}: unfinished: {s['counts']['unfinished']:,} of its {s['counts']['trials']:,} trials have not "
+    return [f"{s['stage']}: unfinished: {n:,} of its {s['counts']['trials']:,} trials have not "
             f"finished (waiting or running); run the stage's command again to finish it"
-            for s in summary["stages"] if s["counts"].get("unfinished")]
+            for s in summary["stages"] if (n := s["counts"].get("running", 0) + s["counts"].get("waiting", 0))]
 
 
 def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -85,6 +85,7 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     summary = campaign_report(storage, "digits", images=False).summary
     by_study = {s["study"]: s for s in summary["stages"]}
     assert all(abs(s["training_seconds"] - by_study[s["study"]]["training_seconds"]) < 1e-9 for s in out["stages"])
+    assert all({k: by_study[s["study"]]["counts"][k] for k in s["counts"]} == s["counts"] for s in out["stages"])
     chosen = summary["chosen"]
     assert set(final) - set(chosen) == {"stopped"}
     assert {k: chosen[k] for k in final if k != "stopped"} == {k: v for k, v in final.items() if k != "stopped"}

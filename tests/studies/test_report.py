@@ -174,7 +174,7 @@ def test_stage_numbers_equal_the_ones_computed_from_the_trials(demo):
         assert s["counts"]["pruned"] == states.count("PRUNED")
         assert s["counts"]["pruned_exploded"] == sum(t["stop_reason"] == "exploded" for t in trials)
         assert s["counts"]["pruned_nan"] == sum(t["stop_reason"] == "nan" for t in trials)
-        assert s["counts"]["failed"] == states.count("FAIL")
+        assert s["counts"]["fail"] == states.count("FAIL")
         assert s["best_value"] == pytest.approx(expected_best(trials), abs=1e-12)
         assert s["median_value"] == pytest.approx(expected_median(trials), abs=1e-12)
         best = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["value"])
@@ -190,7 +190,7 @@ def test_stage_numbers_equal_the_ones_computed_from_the_trials(demo):
         assert s["trials_to_within_1pt"] == expected_within(trials)
     # the fixture's coarse stage really has exploded, nan and failed trials, so the checks above mean something
     coarse = stages["demo/coarse"]["counts"]
-    assert coarse["pruned_exploded"] >= 1 and coarse["pruned_nan"] >= 1 and coarse["failed"] == 1
+    assert coarse["pruned_exploded"] >= 1 and coarse["pruned_nan"] >= 1 and coarse["fail"] == 1
     assert stages["demo/coarse"]["pruning"]["iterations_saved"] > 0
     assert stages["demo/fine-1"]["space"]["lr"] == [1e-3, 1e-1, "log"]
     assert stages["demo/fine-1"]["range_notes"] == ["lr narrowed"]
@@ -400,7 +400,7 @@ def test_mixed_stage_numbers_equal_the_ones_computed_from_the_trials(mixed):
         assert s["spent"]["seconds_per_epoch"] == pytest.approx(seconds / epochs)
     coarse = report.summary["stages"][0]
     assert type(coarse["best_params"]["hidden"]) is int and coarse["best_params"]["activation"] in ACTIVATIONS
-    assert coarse["distinct"]["activation"] == 3 and coarse["counts"]["pruned"] >= 1 and coarse["counts"]["failed"] == 1
+    assert coarse["distinct"]["activation"] == 3 and coarse["counts"]["pruned"] >= 1 and coarse["counts"]["fail"] == 1
     assert coarse["space_text"] == "lr=0.0001:1 hidden=8:256:int activation=relu,tanh,elu"
 
 
