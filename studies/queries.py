@@ -125,7 +125,8 @@ def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
 
 
 def format_space(space: Any) -> str:
-    """Compact text of a ``space`` attr: ``lr=1e-06:1 reg=1e-06:10`` (``:linear`` marks non-log)."""
+    """Compact text of a ``space`` attr: ``lr=1e-06:1 reg=1e-06:10`` (``:linear`` marks non-log), bounds to 3
+    significant digits as a stage prints its space (``lr=0.0107:0.906``; an int range's whole)."""
     if not isinstance(space, dict):
         return "" if space is None else str(space)
     parts = []
@@ -133,11 +134,12 @@ def format_space(space: Any) -> str:
         if isinstance(spec, dict) and spec.get("type") == "categorical":
             part = f"{name}=" + ",".join(str(c).lower() if isinstance(c, bool) else str(c) for c in spec["choices"])
         elif isinstance(spec, dict):
-            part = f"{name}={spec['low']:g}:{spec['high']:g}" + ("" if spec.get("log") else ":linear")
-            part += ":int" if spec.get("type") == "int" else ""
+            whole = spec.get("type") == "int"
+            low, high = (f"{int(b)}" if whole else f"{b:.3g}" for b in (spec["low"], spec["high"]))
+            part = f"{name}={low}:{high}" + ("" if spec.get("log") else ":linear") + (":int" if whole else "")
         elif isinstance(spec, (list, tuple)) and len(spec) >= 2:
             try:
-                part = f"{name}={float(spec[0]):g}:{float(spec[1]):g}"
+                part = f"{name}={float(spec[0]):.3g}:{float(spec[1]):.3g}"
             except (TypeError, ValueError):
                 part = f"{name}={spec[0]}:{spec[1]}"
             if len(spec) >= 3 and spec[2] != "log":

@@ -602,3 +602,15 @@ def test_best_trial_of_tied_stages_is_the_one_of_longer_runs(tmp_path) -> None:
     finally:
         storage.engine.dispose()
     assert (best["study"], best["number"], best["value"]) == ("ties/fine-1", 1, 0.9)
+
+
+def test_a_stages_space_is_given_to_3_significant_digits_as_the_stage_prints_it():
+    # search studies --wide said lr=0.0106641:0.906068 where the stage and the report say lr=0.0107:0.906
+    from studies.report import space_text
+
+    space = {"lr": {"type": "float", "low": 0.0106641, "high": 0.906068, "log": True},
+             "hidden": {"type": "int", "low": 16, "high": 1024, "log": True},
+             "dropout": {"type": "float", "low": 0.5, "high": 1.0, "log": False},
+             "activation": {"type": "categorical", "choices": ["relu", "tanh"]}}
+    text = "lr=0.0107:0.906 hidden=16:1024:int dropout=0.5:1:linear activation=relu,tanh"
+    assert format_space(space) == space_text(space) == text
