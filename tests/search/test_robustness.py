@@ -95,10 +95,22 @@ def test_signal_to_a_two_job_run_leaves_no_running_trial(tmp_path, url, how):
         assert final.finished == 4 and final.states["RUNNING"] == final.states["WAITING"] == 0
 
 
+def _importing_numpy(pid: int) -> bool:
+    """Whether process ``pid`` has mapped NumPy's core library: Python has started (a Ctrl-C before its ``site``
+    module is imported ends the interpreter with a fatal error before any of the command's code can run)."""
+    try:
+        return "_multiarray_umath" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def test_ctrl_c_while_the_command_starts_prints_one_line_and_no_traceback(tmp_path, url):
-    # while Python imports NumPy, SQLAlchemy and Optuna (about 0.1 to 0.8 s in) nothing is open yet
-    for i, delay in enumerate((0.1, 0.15, 0.2, 0.3, 0.45, 0.6)):
+    # while Python imports NumPy, SQLAlchemy and Optuna (about 0.1 to 0.8 s in) nothing is open yet; each Ctrl-C
+    # lands a while after NumPy's import began, however slowly a loaded machine starts Python
+    for i, delay in enumerate((0.0, 0.05, 0.1, 0.2, 0.35, 0.5)):
         proc = start(["coarse", *LONG, "--trials", "4", "--storage", url], tmp_path, f"early{i}", new_session=True)
+        wait_for(lambda: _importing_numpy(proc.popen.pid) or proc.popen.poll() is not None, 60, "NumPy's import",
+                 interval=0.005)
         time.sleep(delay)
         os.killpg(proc.popen.pid, signal.SIGINT)
         assert proc.wait(60) == 130, (delay, proc.stderr)
