@@ -6,6 +6,7 @@ import io
 import math
 import sys
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -396,7 +397,10 @@ def data(base: RunConfig, as_json: bool) -> None:
               help="A .csv/.tsv column that names each sample (an id), copied into every row of the predictions.")
 @click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
               help="Write the predictions here instead of stdout (tab-separated for a .tsv file).")
-def predict(model_file: str, data_path: str, id_column: str | None, out: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON on stdout: the samples, the accuracy and, without --out, the rows under the CSV's "
+                   "column names (probabilities as numbers).")
+def predict(model_file: str, data_path: str, id_column: str | None, out: str | None, as_json: bool) -> None:
     """Score samples with a saved model: one CSV row each, in file order, with the predicted class (and, for a
     softmax model, each class's probability); the accuracy when the data has labels.
 
@@ -407,6 +411,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
       search train --data wine.csv --label-column cultivar --save wine.npz
       search predict --model wine.npz --data new_wine.csv --out predictions.csv
       search predict --model wine.npz --data new_wine.csv --id-column id
+      search predict --model wine.npz --data new_wine.csv --json
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
     from engine.data import read_inputs
@@ -430,13 +435,17 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
 
     separator = "\t" if out and out.lower().endswith(".tsv") else ","
 
-    def write_rows(stream: Any) -> None:
-        writer = csv.writer(stream, delimiter=separator, lineterminator="\n")
-        writer.writerow(header)
+    def rows(probability: Callable[[float], Any]) -> Iterator[list[Any]]:
         for i, k in enumerate(predicted.tolist()):
             row = [i] + ([files[i]] if files is not None else []) + [names[k]] + (
                 [labels[i]] if labels is not None else [])
-            writer.writerow(row + ([f"{p:.4f}" for p in probs[i]] if probs is not None else []))
+            yield row + ([probability(p) for p in probs[i].tolist()] if probs is not None else [])
+
+    def write_rows(stream: Any) -> None:
+        writer = csv.writer(stream, delimiter=separator, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows(lambda p: f"{p:.4f}"):
+            writer.writerow(row)
 
     def write_file(f: Any) -> None:
         text = io.TextIOWrapper(f, encoding="utf-8", newline="")
@@ -446,16 +455,23 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
 
     if out:  # whole or not at all: an earlier file is replaced once the new one is complete
         write_replacing(out, write_file)
-    else:
+    elif not as_json:
         write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
+    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out}
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled
         unknown = sorted({label for label in known if label not in names})
         line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
+        summary.update(accuracy=right / len(known), labels=len(known), unknown_labels=unknown)
         if unknown:
             line += f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r}"
+    if as_json:
+        if not out:
+            summary["rows"] = [dict(zip(header, row)) for row in rows(float)]
+        echo_json(summary)
+        return
     say(line + (f"; wrote {out}" if out else ""), err=True)
 
 

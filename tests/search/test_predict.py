@@ -76,6 +76,27 @@ def test_predicting_the_validation_split_gives_the_validation_accuracy_exactly(r
         assert abs(sum(p) - 1) < 3e-4 and r[1] == WINE_CLASSES[int(np.argmax(p))]
 
 
+def test_predict_json_gives_the_accuracy_and_the_rows_under_the_csvs_names(run_cli, wine_csv, tmp_path):
+    # search predict had no --json, which every other command has
+    out = train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
+    raw = load_dataset(DataSpec(name=str(wine_csv), label_column="cultivar"))
+    np.savez(tmp_path / "val.npz", X=raw.X_val, y=np.array(WINE_CLASSES)[raw.y_val])
+    table = rows(run_cli("predict", "--model", "model.npz", "--data", "val.npz").stdout)
+    result = run_cli("predict", "--model", "model.npz", "--data", "val.npz", "--json")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    right = round(out["val_acc"] * 27)
+    assert (got["samples"], got["labels"], got["out"], got["unknown_labels"]) == (27, 27, None, [])
+    assert got["accuracy"] == right / 27
+    assert [list(r) for r in got["rows"]] == [table[0]] * 27
+    assert [[str(r["row"]), r["prediction"], r["label"]] for r in got["rows"]] == [r[:3] for r in table[1:]]
+    assert all(abs(sum(r[f"p_{c}"] for c in WINE_CLASSES) - 1) < 1e-6 for r in got["rows"])
+    written = json.loads(run_cli("predict", "--model", "model.npz", "--data", "val.npz", "--json", "--out",
+                                 "p.csv").stdout)
+    assert written == {k: v for k, v in got.items() if k != "rows"} | {"out": "p.csv"}
+    assert len(rows((tmp_path / "p.csv").read_text())) == 28
+
+
 def test_columns_are_read_by_name_in_any_order_and_labels_are_optional(run_cli, wine_csv, tmp_path):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize")
     with open(wine_csv) as f:
