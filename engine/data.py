@@ -95,6 +95,7 @@ class DataSpec:
     test_size: int | None = None
     seed: int = 0
     label_column: str | None = None  # CSV/TSV: the label column's header (default: the last column)
+    ignore_columns: tuple[str, ...] = ()  # CSV/TSV: columns neither trained on nor labels (an id, a note)
     image_size: tuple[int, int] | None = None  # image folders: (width, height) every image is resized to
     val_fraction: float = DEFAULT_VAL_FRACTION  # share of the samples drawn for val where the file gives no val split
     test_fraction: float = DEFAULT_TEST_FRACTION  # likewise for test
@@ -118,6 +119,13 @@ class DataSpec:
                 raise ConfigError(f"label_column must be a column name, got {self.label_column!r}")
             if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
                 raise ConfigError(f"label_column {self.label_column!r} applies to .csv/.tsv data only, not {self.name!r}")
+        if not (isinstance(self.ignore_columns, (tuple, list))
+                and all(isinstance(c, str) and c.strip() for c in self.ignore_columns)):
+            raise ConfigError(f"ignore_columns must be column names, got {self.ignore_columns!r}")
+        if self.ignore_columns and Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+            raise ConfigError(f"ignore_columns {', '.join(map(repr, self.ignore_columns))} apply to .csv/.tsv data "
+                              f"only, not {self.name!r}")
+        object.__setattr__(self, "ignore_columns", tuple(self.ignore_columns))
         if self.image_size is not None:
             size = self.image_size
             if not (isinstance(size, (tuple, list)) and len(size) == 2
@@ -476,7 +484,7 @@ def load_data_file(spec: DataSpec) -> Dataset:
         return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
     if fmt in ("csv", "tsv"):
         delimiter = "," if fmt == "csv" else "\t"
-        X, labels, feature_names, column = read_table(path, delimiter, spec.label_column)
+        X, labels, feature_names, column = read_table(path, delimiter, spec.label_column, spec.ignore_columns)
         y, label_names = _label_array(labels)
         labels_from = (f" of the label column {column!r}" if spec.label_column is not None
                        else f" of the label column {column!r} (the last; --label-column NAME takes another)")
@@ -651,8 +659,9 @@ def id_column_warning(ds: Dataset) -> str | None:
             shown = repr(name) if name.strip() else ("'' (no name in the header, as pandas' to_csv names the index "
                                                      "it writes unless given index=False)")
             return (f"column {shown} holds a different whole number in every row ({column.min():.0f} to "
-                    f"{column.max():.0f}), as a row id does: it is trained on as a feature; delete it from the file "
-                    f"if it is one")
+                    f"{column.max():.0f}), as a row id does: it is trained on as a feature; "
+                    + (f"leave it out with --ignore-column {name.strip()}" if name.strip() else "delete it from the file")
+                    + " if it is one")
     return None
 
 

@@ -202,33 +202,44 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 # .csv / .tsv
 
 
-def read_table(path: Path, delimiter: str, label_column: str | None
+def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = ()
                ) -> tuple[np.ndarray, list[str], tuple[str, ...], str]:
     """A header-row CSV/TSV as features float32 (N, D), the label cell of each row (N,), the feature names (D,) and
-    the label column's name."""
+    the label column's name; the ``ignore`` columns are neither."""
     found: list[tuple[tuple[str, ...], str]] = []
 
-    def columns(header: list[str]) -> tuple[None, int, tuple[str, ...]]:
+    def columns(header: list[str]) -> tuple[list[int] | None, int, tuple[str, ...]]:
         label_index = _label_index(path, header, label_column)
-        names = tuple(h for i, h in enumerate(header) if i != label_index)
+        stripped = [h.strip() for h in header]
+        for name in ignore:
+            if name.strip() not in stripped:
+                raise DataError(f"{path}: no column {name!r} to ignore; the columns are {_shown_columns(header)}")
+            if stripped.index(name.strip()) == label_index:
+                raise DataError(f"{path}: column {name!r} is the label column; it cannot be ignored")
+        skipped = {name.strip() for name in ignore}
+        take = [i for i, h in enumerate(stripped) if h not in skipped]
+        label_index = take.index(label_index)
+        names = tuple(header[i] for k, i in enumerate(take) if k != label_index)
         if not names:
-            raise DataError(f"{path}: no feature columns besides the label column {header[label_index]!r}")
+            raise DataError(f"{path}: no feature columns besides the label column {header[take[label_index]]!r}")
         if _looks_like_data(names):
             raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
                             f"header; add a first line naming the columns, e.g. x1,x2,...,label")
-        found.append((names, header[label_index].strip()))
-        return None, label_index, names
+        found.append((names, header[take[label_index]].strip()))
+        return (take if skipped else None), label_index, names  # None: every column, without cutting each row
 
     X, labels = _read_rows(path, delimiter, columns, text_hint=TEXT_COLUMN_HINT)
     return X, labels, *found[0]
 
 
-TEXT_COLUMN_HINT = ("every column but the label column is trained on as a feature: delete it from the file if it is "
-                    "an id or a note, or name it with --label-column if it holds the labels")
+TEXT_COLUMN_HINT = ("every column but the label column is trained on as a feature: leave it out with --ignore-column "
+                    "NAME if it is an id or a note, or name it with --label-column if it holds the labels")
 
 
-def table_columns(path: Path, delimiter: str, label_column: str | None) -> tuple[tuple[str, ...], str]:
-    """The feature column names of a header-row CSV/TSV, in order, and the name of its label column."""
+def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = ()
+                  ) -> tuple[tuple[str, ...], str]:
+    """The feature column names of a header-row CSV/TSV, in order (without the ``ignore`` columns), and the name of
+    its label column."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f, delimiter=delimiter), None)
@@ -238,8 +249,8 @@ def table_columns(path: Path, delimiter: str, label_column: str | None) -> tuple
         raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
     _check_separator(path, header, delimiter)
     label_index = _label_index(path, header, label_column)
-    names = [h.strip() for h in header]
-    return tuple(n for i, n in enumerate(names) if i != label_index), names[label_index]
+    names, skipped = [h.strip() for h in header], {name.strip() for name in ignore}
+    return tuple(n for i, n in enumerate(names) if i != label_index and n not in skipped), names[label_index]
 
 
 def read_columns(
@@ -368,12 +379,15 @@ def _looks_like_data(names: tuple[str, ...]) -> bool:
     return any(not a < b for a, b in zip(values, values[1:]))
 
 
+def _shown_columns(header: list[str]) -> str:
+    return ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
+
+
 def _label_index(path: Path, header: list[str], label_column: str | None) -> int:
     """Index of the label column in ``header``: the named one, or the last; its name must be no other column's."""
     stripped = [h.strip() for h in header]
     if label_column is not None and label_column.strip() not in stripped:
-        shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
-        raise DataError(f"{path}: no label column {label_column!r}; the columns are {shown}")
+        raise DataError(f"{path}: no label column {label_column!r}; the columns are {_shown_columns(header)}")
     index = len(header) - 1 if label_column is None else stripped.index(label_column.strip())
     same = [i + 1 for i, h in enumerate(stripped) if h == stripped[index]]
     # which is the label would depend on the order, and a saved model could not tell them apart; a first line of

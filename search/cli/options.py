@@ -101,7 +101,7 @@ def choice(names: Any) -> click.Choice:
 
 # --help shows options in these sections, in this order; any other option goes under "Options"
 SECTIONS = {
-    "Data": ("data", "data_dir", "label_column", "image_size", "val_fraction", "test_fraction", "train_size",
+    "Data": ("data", "data_dir", "label_column", "ignore_columns", "image_size", "val_fraction", "test_fraction", "train_size",
              "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
     "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
@@ -214,6 +214,8 @@ RUN_OPTIONS = [
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="Folder of the built-in cifar10: the cifar-10-batches-py folder or its parent."),
     click.option("--label-column", default=None, metavar="NAME", help="CSV/TSV label column (default: the last)."),
+    click.option("--ignore-column", "ignore_columns", multiple=True, metavar="NAME",
+                 help="A CSV/TSV column neither trained on nor the labels (an id, a note); repeat for several."),
     click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
                  help="Resize every image of an image folder to W x H pixels."),
     click.option("--val-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.15,
@@ -256,7 +258,7 @@ RUN_OPTIONS = [
                  help="Multiply lr by this after each epoch."),
     seed_option,
 ]
-RUN_PARAMS = ("data", "data_dir", "label_column", "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
+RUN_PARAMS = ("data", "data_dir", "label_column", "ignore_columns", "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
               "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias", "optimizer",
               "momentum", "batch_size", "lr_decay", "seed")
 
@@ -266,7 +268,8 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     hidden = v["hidden"] if v["depth"] is None else (v["hidden"][0],) * v["depth"]
     return RunConfig(
         data=DataSpec(_data_name(v["data"]), v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"],
-                      label_column=v["label_column"], image_size=v["image_size"], val_fraction=v["val_fraction"],
+                      label_column=v["label_column"], ignore_columns=tuple(v["ignore_columns"]),
+                      image_size=v["image_size"], val_fraction=v["val_fraction"],
                       test_fraction=v["test_fraction"]),
         preprocess=PreprocessSpec(v["preprocess"], v["pca_components"]),
         arch=ModelConfig(hidden=hidden, activation=v["activation"], init=InitSpec(v["init_name"], v["init_std"]),

@@ -198,7 +198,7 @@ def model_columns(config: RunConfig) -> tuple[tuple[str, ...] | None, str | None
     fmt = None if config.data.name in DATASETS else detect_format(source)
     if fmt not in ("csv", "tsv"):
         return None, None
-    return table_columns(source, "," if fmt == "csv" else "\t", config.data.label_column)
+    return table_columns(source, "," if fmt == "csv" else "\t", config.data.label_column, config.data.ignore_columns)
 
 
 def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,

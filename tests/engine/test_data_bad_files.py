@@ -129,8 +129,8 @@ def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -
     path = _csv(tmp_path / "wine.tsv", "id\ta\tb\tcultivar\n" + rows)
     assert _error(DataSpec(str(path)), path) == (
         f"{path}: column 'id' holds text, not numbers ('W0000' in row 1 (line 2), and no number in any row); every "
-        "column but the label column is trained on as a feature: delete it from the file if it is an id or a note, "
-        "or name it with --label-column if it holds the labels")
+        "column but the label column is trained on as a feature: leave it out with --ignore-column NAME if it is an "
+        "id or a note, or name it with --label-column if it holds the labels")
     # one text cell among numbers is still named by its row
     mixed = _csv(tmp_path / "mixed.tsv", "id\ta\tb\tcultivar\n" + "7\t1\t2\ta\n" + rows)
     assert _error(DataSpec(str(mixed)), mixed) == f"{mixed}: row 2 (line 3) column 'id': 'W0000' is not a number"

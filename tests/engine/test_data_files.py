@@ -377,7 +377,8 @@ def test_describe_warns_of_a_column_that_numbers_the_rows(tmp_path: Path) -> Non
     path = _write_csv(tmp_path / "ids.csv", ["id", "a", "b", "label"], rows)
     info = describe_dataset(DataSpec(str(path)))
     assert info["warnings"] == ["column 'id' holds a different whole number in every row (1000 to 1059), as a "
-                                "row id does: it is trained on as a feature; delete it from the file if it is one"]
+                                "row id does: it is trained on as a feature; leave it out with --ignore-column id if "
+                                "it is one"]
     # a whole-number feature that repeats is a feature, not an id
     counts = _write_csv(tmp_path / "counts.csv", ["n", "a", "label"],
                         [[i % 7, x[0], f"c{label}"] for i, (x, label) in enumerate(zip(X.round(3), y))])

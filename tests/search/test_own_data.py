@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_wine
 
+from engine.checkpoint import load_checkpoint
 from engine.data import DataSpec
 from search.campaign import Execution, coarse_stage, execute_stage
 from search.config import RunConfig
@@ -123,11 +124,38 @@ def test_an_id_column_is_named_by_search_data_and_before_a_stage_runs(run_cli, t
     frame.insert(0, "id", range(1000, 1000 + len(frame)))
     frame.to_csv(tmp_path / "wine.csv", index=False)
     warning = ("warning: column 'id' holds a different whole number in every row (1000 to 1177), as a row id does: "
-               "it is trained on as a feature; delete it from the file if it is one")
+               "it is trained on as a feature; leave it out with --ignore-column id if it is one")
     assert f"\n{warning}\n" in run_cli("data", "--data", "wine.csv").stdout
     coarse = run_cli("coarse", "--data", "wine.csv", "--preprocess", "standardize", "--trials", "1", "--epochs", "1",
                      "--jobs", "1")
     assert coarse.exit_code == 0 and coarse.stderr.splitlines()[0] == warning, coarse.output
+
+
+def test_ignored_columns_are_neither_features_nor_labels_in_training_and_in_predict(run_cli, tmp_path):
+    # an id and a note column: the id was trained on, the note refused; the only way out was to edit the file
+    frame = load_wine(as_frame=True).frame
+    frame.insert(0, "id", range(1000, 1000 + len(frame)))
+    frame.insert(5, "note", [f"bottle {i}" for i in range(len(frame))])
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    ignore = ("--ignore-column", "id", "--ignore-column", "note")
+    data = run_cli("data", "--data", "wine.csv", *ignore, "--json")
+    assert data.exit_code == 0, data.output
+    described = json.loads(data.stdout)
+    assert described["features"] == 13 and described["warnings"] == [
+        "features on very different scales: std from 0.127 to 318 (ratio 2516); try --preprocess standardize"]
+    train = run_cli("train", "--data", "wine.csv", *ignore, "--preprocess", "standardize", "--epochs", "20",
+                    "--lr", "3e-3", "--save", "model.npz", "--json")
+    assert train.exit_code == 0, train.output
+    assert load_checkpoint(tmp_path / "model.npz").features == tuple(frame.columns[1:5]) + tuple(frame.columns[6:-1])
+    predicted = run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--id-column", "id", "--json")
+    assert json.loads(predicted.stdout)["rows"][0]["id"] == "1000"
+    # a column the file does not have, or the label column, is refused in one line
+    one_line_error(run_cli("data", "--data", "wine.csv", "--ignore-column", "idx"),
+                   f"{tmp_path / 'wine.csv'}: no column 'idx' to ignore; the columns are 'id', ")
+    one_line_error(run_cli("data", "--data", "wine.csv", "--ignore-column", "target"),
+                   f"{tmp_path / 'wine.csv'}: column 'target' is the label column; it cannot be ignored")
+    one_line_error(run_cli("data", "--ignore-column", "id"),
+                   "ignore_columns 'id' apply to .csv/.tsv data only, not 'digits'")
 
 
 def test_an_unnamed_index_column_says_where_it_came_from(run_cli, tmp_path, monkeypatch):
