@@ -396,10 +396,11 @@ def test_samples_of_an_npz_must_be_rows(run_cli, tmp_path):
                    "error: flat.npz: X_test must be N x D or N x [C x] H x W, got shape (4,)")
 
 
-def _tamper(source, target, meta=None, **arrays):
-    """A copy of the model file ``source`` with ``meta`` changes (key: JSON value) and arrays replaced or added."""
+def _tamper(source, target, meta=None, drop=(), **arrays):
+    """A copy of the model file ``source`` with ``meta`` changes (key: JSON value), the arrays ``drop`` left out
+    and arrays replaced or added."""
     with np.load(source) as npz:
-        stored = {key: npz[key] for key in npz.files}
+        stored = {key: npz[key] for key in npz.files if key not in drop}
     info = json.loads(str(stored["meta"]))
     info.update(meta or {})
     stored.update(meta=np.array(json.dumps(info)), **arrays)
@@ -429,6 +430,12 @@ def _huge_npz(source, target):
     ("objects.npz", dict(arrays={"extra": np.array([None])}),
      "(ValueError: array 'extra' holds Python objects (dtype object))"),
     ("array.npz", dict(npy=True), "(BadZipFile: File is not a zip file)"),
+    ("nomean.npz", dict(drop=("pre.mean",)), "(ValueError: mean_image preprocessing keeps pre.mean, the file holds "
+                                             "no array)"),
+    ("scale.npz", dict(arrays={"pre.scale": np.full(2, 1e-3, np.float32)}),
+     "(ValueError: mean_image preprocessing keeps pre.mean, the file holds pre.mean and pre.scale)"),
+    ("deep.npz", dict(meta_text="[" * 100_000 + "]" * 100_000),
+     "(RecursionError: maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
 ])
 def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, change, expected):
     train_and_save(run_cli, "spiral", "--batchnorm")
@@ -439,7 +446,8 @@ def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, c
         with np.load(tmp_path / "model.npz") as npz:
             np.savez(tmp_path / name, **{**{k: npz[k] for k in npz.files}, "meta": np.array(change["meta_text"])})
     else:
-        _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), **change.get("arrays", {}))
+        _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), change.get("drop", ()),
+                **change.get("arrays", {}))
     np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
     line = one_line_error(run_cli("predict", "--model", name, "--data", "new.npz"))
     assert line == f"error: {name}: not a model file saved by `search train --save` {expected}"
