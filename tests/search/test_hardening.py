@@ -275,6 +275,23 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     assert len(trials[0]) == 16 and trials[0] == trials[1]  # past TPE's 10 random start-up trials too
 
 
+@pytest.mark.parametrize("args", [["train", "--epochs", "1", "--plot", "x" * 300 + ".png"],
+                                  ["layers", "--plot", "x" * 300 + ".png"], ["report", "--out", "x" * 300],
+                                  ["predict", "--model", "m.npz", "--data", "m.npz", "--out", "x" * 300 + ".csv"]])
+def test_a_file_name_longer_than_the_file_system_takes_is_one_line_before_any_work(run_cli, tmp_path, args):
+    (tmp_path / "m.npz").write_bytes(b"")
+    line = one_line_error(run_cli(*args), f"Invalid value for '--{args[-2][2:]}': '{'x' * 300}")
+    assert line.endswith(": File name too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+@pytest.mark.parametrize("command", [["studies"], ["coarse", "--trials", "1"]])
+def test_a_database_name_longer_than_the_file_system_takes_is_one_line(run_cli, tmp_path, command):
+    url = f"sqlite:///{'x' * 300}.db"
+    one_line_error(run_cli(*command, "--storage", url), f"error: storage {url}: '{'x' * 300}.db': File name too long")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args,fragments", [
     (["auto", "--edge", "nan"], ["--edge", "not a finite number"]),
     (["fine", "--edge", "nan"], ["--edge", "not a finite number"]),
