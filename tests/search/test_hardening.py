@@ -529,3 +529,25 @@ def test_output_that_does_not_fit_a_captured_stream_is_one_line_too(run_cli, url
     result = run_cli("studies", "--storage", url)
 
     assert (result.exit_code, result.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+@pytest.mark.parametrize("key", ["config", "n_trials", "space"])
+def test_a_stage_whose_stored_definition_lacks_an_attribute_is_one_line_and_left_unchanged(run_cli, url, key):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # as another program, or an older version, might have left it
+        conn.exec_driver_sql(f"DELETE FROM study_user_attributes WHERE key = '{key}'")
+
+    def content() -> list:
+        with engine.connect() as conn:
+            return [conn.exec_driver_sql(f"SELECT * FROM {table}").fetchall()
+                    for table in ("studies", "study_user_attributes", "trials", "trial_values")]
+
+    before = content()
+    expected = (f"error: stage digits/coarse: its stored definition cannot be read (no attribute '{key}'); it was "
+                f"written by another program or changed since, and is left as it is")
+    for command in (["coarse", *SMALL, "--trials", "2"], ["fine", "--promote", "0"], ["grid"],
+                    ["explain", f"{STAGE}:0"]):
+        assert one_line_error(run_cli(*command, "--storage", url)) == expected, command
+    assert content() == before
+    engine.dispose()
