@@ -185,6 +185,20 @@ def test_predictions_for_an_image_folder_name_each_image_file(run_cli, tmp_path)
     assert [r[3] for r in table[1:]] == ["dark"] * 12 + ["light"] * 12
 
 
+def test_an_image_whose_name_is_not_utf8_is_named_by_its_bytes_in_the_predictions_file(run_cli, tmp_path):
+    import os
+
+    from PIL import Image
+
+    dark_and_light(tmp_path / "imgs", 12)
+    train_and_save(run_cli, "imgs", "--batch-size", "4")
+    (tmp_path / "new").mkdir()
+    Image.fromarray(np.full((6, 5), 60, np.uint8)).save(os.fsdecode(bytes(tmp_path / "new") + b"/d\xe9j\xe0.png"))
+    result = run_cli("predict", "--model", "model.npz", "--data", "new", "--out", "p.csv")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p.csv").read_bytes().splitlines()[1].startswith(b"0,d\xe9j\xe0.png,dark,")
+
+
 def test_an_svm_model_predicts_classes_without_probabilities(run_cli, wine_csv):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize",
                    "--loss", "svm")
