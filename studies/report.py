@@ -1388,8 +1388,9 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     summary = _jsonable(report.summary)
     files: dict[str, tuple[str, bytes]] = {name: (f"{name}.png", png) for name, png in report.images.items()}
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8"))
-    files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8"))
+    # a data path that is not UTF-8 (a Latin-1 file name) is written as the bytes that name it
+    files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8", "surrogateescape"))
+    files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
     written: dict[str, Path] = {}
     try:
