@@ -49,6 +49,7 @@ import math
 import os
 import re
 import secrets
+import shlex
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -811,7 +812,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     finished = frame["state"].isin(["COMPLETE", "PRUNED", "FAIL"])
     if not finished.any():
         raise StudyError(f"campaign {campaign!r} has no finished trial yet: run its stages first "
-                         f"(e.g. `search coarse --campaign {campaign}`)")
+                         f"(e.g. `search coarse --campaign {shlex.quote(campaign)}`)")
     params = _param_names(infos, frame)
     dims = campaign_dims(infos, frame, params)
     by_study = {name: group for name, group in frame.groupby("study", sort=False)}
@@ -838,7 +839,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         })
     if not pairs:
         comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {campaign}` and run the report again")
+                              f"`search grid --campaign {shlex.quote(campaign)}` and run the report again")
     repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}

@@ -1,6 +1,7 @@
 """The study database: ``search studies``, ``trials``, ``best`` and ``query``."""
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -139,8 +140,10 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
             click.echo(f"({', '.join(hidden)}: --format json)")
         from studies.store import mask_url
 
-        where = f" --storage {mask_url(storage)}" if storage else ""  # as given here ($SEARCH_STORAGE: as set)
-        click.echo(f"keep it: search train --from-trial {row['study']}:{row['number']}{where} --save model.npz")
+        # quoted where a shell would split them: a campaign named "my run" is pasted back whole
+        trial = shlex.quote(f"{row['study']}:{row['number']}")
+        where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""  # as given ($SEARCH_STORAGE: as set)
+        click.echo(f"keep it: search train --from-trial {trial}{where} --save model.npz")
 
 
 @click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")
