@@ -213,7 +213,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     """
     from optuna.trial import TrialState
 
-    from engine.diagnostics import Diagnosis, describe_diagnosis
+    from engine.diagnostics import LABELS, Diagnosis, describe_diagnosis
     from search.errors import SearchError
     from search.objective import scheduler_stop
     from search.stages import load_trial
@@ -229,7 +229,13 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         raise SearchError(f"trial {ref} has no diagnosis: {failure_story(reading, name, trial)}")
     if not isinstance(attrs.get("diagnosis"), list):
         raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
-    diagnosis = Diagnosis(diagnosis_labels(trial), trial_record(trial, "diagnosis_numbers", {}))
+    numbers = trial_record(trial, "diagnosis_numbers", {})
+    unknown = [label for label in diagnosis_labels(trial) if label not in LABELS]
+    if unknown or not isinstance(numbers, dict):  # a trial other code added to the study
+        raise SearchError(f"trial {ref} has a diagnosis this service did not write ("
+                          + (f"labels it does not know: {', '.join(map(repr, unknown))}" if unknown
+                             else f"its diagnosis_numbers are a {type(numbers).__name__}") + ")")
+    diagnosis = Diagnosis(diagnosis_labels(trial), numbers)
     val_acc = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
     if plot:
         from studies.plots import new_axes, plot_training, save

@@ -551,3 +551,14 @@ def test_a_stage_whose_stored_definition_lacks_an_attribute_is_one_line_and_left
         assert one_line_error(run_cli(*command, "--storage", url)) == expected, command
     assert content() == before
     engine.dispose()
+
+
+def test_explaining_a_trial_other_code_gave_an_unknown_diagnosis_is_one_line(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=STAGE, storage=url)
+    lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.01, "reg": 0.001}, distributions={"lr": lr, "reg": reg},
+                                              value=0.9, user_attrs={"diagnosis": ["wobbly"]}))
+    one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
+                   "error: trial digits/coarse:2 has a diagnosis this service did not write (labels it does not "
+                   "know: 'wobbly')")
