@@ -22,7 +22,7 @@ from engine.errors import ConfigError, DataError, WriteError
 from engine.formats import cannot_read, check_memory, one_line, read_npz_headers
 from engine.init import InitSpec
 from engine.model import FullyConnectedNet, ModelConfig
-from engine.preprocess import PREPROCESSORS, Preprocessor
+from engine.preprocess import FITTED, PREPROCESSORS, Preprocessor
 
 FORMAT = "nn-hpsearch-model/1"
 _PRE_ARRAYS = ("mean", "scale", "projection")
@@ -148,6 +148,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         pre = meta["preprocess"]
         if pre["name"] not in PREPROCESSORS:
             raise ValueError(f"unknown preprocessing {pre['name']!r}")
+        stored = [name for name in _PRE_ARRAYS if f"pre.{name}" in arrays]
+        if stored != [name for name in _PRE_ARRAYS if name in FITTED[pre["name"]]]:  # scored with what it was fitted
+            raise ValueError(f"{pre['name']} preprocessing keeps {_arrays_text(FITTED[pre['name']])}, the file "
+                             f"holds {_arrays_text(stored)}")
         pre_dim = int(pre["input_dim"])
         pre = Preprocessor(pre["name"], pre_dim, **{
             name: _array(arrays, f"pre.{name}", (pre_dim,) if name != "projection" else (pre_dim, None))
@@ -155,7 +159,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if pre.output_dim != model.params["W1"].shape[0]:
             raise ValueError(f"the preprocessing gives {pre.output_dim} features, the network reads "
                              f"{model.params['W1'].shape[0]}")
-    except (KeyError, TypeError, ValueError, ConfigError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError, ConfigError, json.JSONDecodeError) as exc:
         raise _not_a_model(path, exc) from exc
     return Checkpoint(model, pre, names, features=features, label_column=label_column,
                       image_shape=shape, info=meta.get("info") or {})  # type: ignore[arg-type]
@@ -193,6 +197,12 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise cannot_read(path, exc) from exc
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
         raise _not_a_model(path, exc) from exc
+
+
+def _arrays_text(names: Any) -> str:
+    """``("mean", "scale")`` as ``pre.mean and pre.scale``; none as ``no array``."""
+    shown = [f"pre.{name}" for name in names]
+    return " and ".join(shown) if shown else "no array"
 
 
 def _names(value: Any, key: str) -> tuple[str, ...]:

@@ -387,33 +387,35 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     else:  # "< 10%" of it never reads 10.0%
         moved = f"fell by only {_pct_past(change, t.loss_change_low, above=False)} of its first value"
         bound = f"< {t.loss_change_low:.0%}"
-    # a sentence is built only for a label the run has: one that exploded in its first epoch has no accuracies
+    # a sentence is built only for a label the run has: one that exploded in its first epoch has no accuracies, and
+    # an older or foreign diagnosis may lack other numbers (shown as -)
     words: dict[str, Callable[[], str]] = {
         "lr_too_high": lambda: "the loss exploded, went NaN or ended well above its first value: the learning "
                                "rate is too high",
         "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low",
-        "overfitting": lambda: f"train accuracy {n['train_acc']:.4f} is {_points(n['train_val_gap'], gap_limit)} "
-                               f"above validation (> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise "
-                               f"regularisation or lower capacity",
+        "overfitting": lambda: f"train accuracy {_acc(n.get('train_acc'))} is "
+                               f"{_points(n.get('train_val_gap'), gap_limit)} above validation "
+                               f"(> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
+                               f"lower capacity",
         "underfitting": lambda: (
-            f"the loss {moved}, and its L2 term is {_pct(n['reg_share'])} of it at the end "
+            f"the loss {moved}, and its L2 term is {_pct(n.get('reg_share'))} of it at the end "
             f"(>= {t.reg_share_high:.0%}): the weights' penalty holds it up, not a small step; underfitting: lower "
             f"regularisation" if over_regularised
-            else f"train accuracy {n['train_acc']:.4f}, train-val gap {_points(n['train_val_gap'])}: the training "
-                 f"set is not learned; underfitting: raise capacity or lower regularisation"),
-        "dead_units": lambda: f"dead units: {_per_layer(n['dead_fraction'], t.dead_fraction)} "
+            else f"train accuracy {_acc(n.get('train_acc'))}, train-val gap {_points(n.get('train_val_gap'))}: the "
+                 f"training set is not learned; underfitting: raise capacity or lower regularisation"),
+        "dead_units": lambda: f"dead units: {_per_layer(n.get('dead_fraction'), t.dead_fraction)} "
                               f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that "
                               f"knocked them off",
         "saturated_units": lambda: (
-            f"saturated outputs: {_per_layer(n['saturated_fraction'], t.saturated_fraction)} "
+            f"saturated outputs: {_per_layer(n.get('saturated_fraction'), t.saturated_fraction)} "
             f"(> {t.saturated_fraction:.0%} in a layer): "
             + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, not the "
                "initialisation)" if "lr_too_high" in diagnosis.labels
                else "the initial weights are too large for tanh/sigmoid")),
-        "bad_initial_loss": lambda: f"initial data loss {n['initial_data_loss']}, expected about "
-                                    f"{n['expected_initial_loss']}: the output scale is wrong",
-        "healthy": lambda: f"healthy: the loss fell by {_pct(n['loss_change'])}, train-val gap "
-                           f"{_points(n['train_val_gap'])}",
+        "bad_initial_loss": lambda: f"initial data loss {n.get('initial_data_loss')}, expected about "
+                                    f"{n.get('expected_initial_loss')}: the output scale is wrong",
+        "healthy": lambda: f"healthy: the loss fell by {_pct(n.get('loss_change'))}, train-val gap "
+                           f"{_points(n.get('train_val_gap'))}",
     }
     return [words[label]() for label in diagnosis.labels]
 
@@ -426,11 +428,11 @@ def _gap_limit_text(limit: object) -> str:
     return f"{float(limit) * 100:.1f} points, twice the standard error of the gap on so few samples"
 
 
-def _per_layer(fractions: list[float], threshold: float) -> str:
+def _per_layer(fractions: list[float] | None, threshold: float) -> str:
     """``[0.62, 0.03]`` as ``62% of layer 1, 3% of layer 2``; a fraction above ``threshold`` keeps the decimals
     that show it above (0.502 of a 50 % threshold: ``50.2%``, not ``50%``)."""
     return ", ".join(f"{_pct_past(float(f), threshold, digits=0)} of layer {i}"
-                     for i, f in enumerate(fractions, start=1))
+                     for i, f in enumerate(fractions or [], start=1)) or "-"
 
 
 def _pct_past(x: object, bound: float, above: bool = True, digits: int = 1) -> str:
@@ -447,6 +449,11 @@ def _pct_past(x: object, bound: float, above: bool = True, digits: int = 1) -> s
         if not past or (value > bound if above else value < bound):
             return text
     return text
+
+
+def _acc(x: object) -> str:
+    """An accuracy to 4 decimals; ``-`` for one never measured."""
+    return "-" if x is None else f"{float(x):.4f}"
 
 
 def _pct(x: object) -> str:

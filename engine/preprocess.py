@@ -167,6 +167,16 @@ def fit_whiten(X: np.ndarray, image_shape: tuple[int, int, int] | None, componen
     return Preprocessor("whiten", X.shape[1], mean=mean.astype(np.float32), projection=projection.astype(np.float32))
 
 
+# the statistics each preprocessing fits (Preprocessor's fields), which a saved model must hold and no others
+FITTED: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "mean_image": ("mean",),
+    "per_channel_mean": ("mean",),
+    "standardize": ("mean", "scale"),
+    "pca": ("mean", "projection"),
+    "whiten": ("mean", "projection"),
+}
+
 PREPROCESSORS: dict[str, Fitter] = {
     "none": fit_none,
     "mean_image": fit_mean_image,

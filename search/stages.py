@@ -33,6 +33,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
+from engine.errors import EngineError
 from engine.diagnostics import value_se
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
@@ -115,13 +116,21 @@ class Stage:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> Stage:
-        stage = cls(
-            campaign=attrs["campaign"], stage=attrs["stage"], space=space_from_attr(attrs["space"]),
-            n_trials=attrs["n_trials"], run=RunConfig.from_dict(attrs["config"]),
-            seed=attrs["seed"], sampler=attrs["sampler"], parent=attrs["parent"],
-            range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
-            points=tuple(attrs.get("points", ())), scheduler=attrs.get("scheduler", "none"),
-        )
+        """The stage its study's user attributes define; SearchError naming the study when they cannot be read (one
+        missing or of another type: written by another program or changed since)."""
+        try:
+            stage = cls(
+                campaign=attrs["campaign"], stage=attrs["stage"], space=space_from_attr(attrs["space"]),
+                n_trials=attrs["n_trials"], run=RunConfig.from_dict(attrs["config"]),
+                seed=attrs["seed"], sampler=attrs["sampler"], parent=attrs["parent"],
+                range_notes=tuple(attrs["range_notes"]), explode_factor=attrs["explode_factor"],
+                points=tuple(attrs.get("points", ())), scheduler=attrs.get("scheduler", "none"),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, EngineError, SearchError) as exc:
+            detail = f"no attribute {exc.args[0]!r}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+            raise SearchError(f"stage {attrs.get('campaign')}/{attrs.get('stage')}: its stored definition cannot be "
+                              f"read ({detail}); it was written by another program or changed since, and is left as "
+                              f"it is") from None
         if stage.sampler == "grid" and not stage.points:  # stored before grid stages kept their points: the
             # grid its n_trials (categories x k^d) gives back, as it was enqueued
             stage = replace(stage, points=tuple(stage.grid_points()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -270,8 +271,8 @@ def _select_studies(
         stages = [i.name for i in selected if i.campaign == study_name]
         if study_name not in known and campaign is None and stages:
             raise UnknownStudyError(
-                f"{study_name!r} is a campaign, not a study: give it as the campaign (--campaign {study_name}) "
-                f"or name one of its stages: {names_message(stages)}"
+                f"{study_name!r} is a campaign, not a study: give it as the campaign (--campaign "
+                f"{shlex.quote(study_name)}) or name one of its stages: {names_message(stages)}"
             )
         if study_name not in known:
             scope = f" in campaign {campaign!r}" if campaign is not None else ""

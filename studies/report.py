@@ -49,6 +49,7 @@ import math
 import os
 import re
 import secrets
+import shlex
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -811,7 +812,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     finished = frame["state"].isin(["COMPLETE", "PRUNED", "FAIL"])
     if not finished.any():
         raise StudyError(f"campaign {campaign!r} has no finished trial yet: run its stages first "
-                         f"(e.g. `search coarse --campaign {campaign}`)")
+                         f"(e.g. `search coarse --campaign {shlex.quote(campaign)}`)")
     params = _param_names(infos, frame)
     dims = campaign_dims(infos, frame, params)
     by_study = {name: group for name, group in frame.groupby("study", sort=False)}
@@ -838,7 +839,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         })
     if not pairs:
         comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {campaign}` and run the report again")
+                              f"`search grid --campaign {shlex.quote(campaign)}` and run the report again")
     repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
@@ -1388,8 +1389,9 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     summary = _jsonable(report.summary)
     files: dict[str, tuple[str, bytes]] = {name: (f"{name}.png", png) for name, png in report.images.items()}
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8"))
-    files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8"))
+    # a data path that is not UTF-8 (a Latin-1 file name) is written as the bytes that name it
+    files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8", "surrogateescape"))
+    files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
     written: dict[str, Path] = {}
     try:

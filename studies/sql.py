@@ -61,6 +61,9 @@ _VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis")
 _VIEW_INTEGER_ATTRS = ("iterations", "best_epoch", "model_parameters")  # whole numbers, as trials_frame gives them
 _VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "best_epoch", "train_acc", "initial_loss",
                        "final_loss", "model_parameters")
+# a JSON string PostgreSQL's JSONB takes and can give as text: escapes but \u0000, surrogates only in pairs
+_PG_JSON_TEXT = (r'^"([^"\\[:cntrl:]]|\\["\\/bfnrt]|\\u(?!0000)(?![dD][89a-fA-F])[0-9a-fA-F]{4}'
+                 r'|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})*"$')
 _SQL_FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 
@@ -257,11 +260,12 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
         )
 
     def json_text(column: str) -> str:
-        return (
-            f"CASE WHEN {column} LIKE '\"%'"
-            f" THEN REPLACE(SUBSTR({column}, 2, LENGTH({column}) - 2), '\\\"', '\"')"
-            f" ELSE {column} END"
-        )
+        # a JSON string decoded (Optuna writes non-ASCII as \uXXXX) where a text can hold it (no \u0000; on
+        # PostgreSQL no lone surrogate either, which its JSONB refuses): any other value is shown as stored
+        if dialect == "sqlite":
+            return f"CASE WHEN {column} LIKE '\"%' AND json_valid({column}) AND instr({column}, '\\u0000') = 0 " \
+                   f"THEN json_extract({column}, '$') ELSE {column} END"
+        return f"CASE WHEN {column} ~ '{_PG_JSON_TEXT}' THEN CAST({column} AS JSONB) #>> '{{}}' ELSE {column} END"
 
     def json_labels(column: str) -> str:
         # a list of labels (plain names: no quotes or commas) -> "a,b"; the empty list -> ""
@@ -475,6 +479,8 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
     # no single value past the result's budget is built at all (randomblob(1e9): "string or blob too big")
     length = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES)
     conn.set_authorizer(_sqlite_authorizer)
+    # a lone surrogate Optuna wrote as JSON (\udc80, from a file name in an error) comes back as Python wrote it
+    conn.text_factory = lambda data: data.decode("utf-8", "surrogatepass")
 
     def work() -> Rows:
         conn.set_progress_handler(lambda: int(stop.is_set()), 1000)

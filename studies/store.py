@@ -231,6 +231,12 @@ def _read_header(path: Path) -> bytes:
 def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
     """All checks on a SQLite file that must pass before Optuna may touch it."""
     folder = path.parent if str(path.parent) else Path(".")
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # no database yet, or no such folder: said below
+    except OSError as exc:  # a name longer than the file system takes, a loop of links
+        raise StorageError(f"{where}: {str(path)!r}: {exc.strerror or exc}") from None
     if not folder.is_dir():
         raise StorageError(f"{where}: folder {str(folder)!r} does not exist")
     if not path.exists():

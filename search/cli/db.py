@@ -1,6 +1,7 @@
 """The study database: ``search studies``, ``trials``, ``best`` and ``query``."""
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -139,8 +140,10 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
             click.echo(f"({', '.join(hidden)}: --format json)")
         from studies.store import mask_url
 
-        where = f" --storage {mask_url(storage)}" if storage else ""  # as given here ($SEARCH_STORAGE: as set)
-        click.echo(f"keep it: search train --from-trial {row['study']}:{row['number']}{where} --save model.npz")
+        # quoted where a shell would split them: a campaign named "my run" is pasted back whole
+        trial = shlex.quote(f"{row['study']}:{row['number']}")
+        where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""  # as given ($SEARCH_STORAGE: as set)
+        click.echo(f"keep it: search train --from-trial {trial}{where} --save model.npz")
 
 
 @click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")
@@ -210,7 +213,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     """
     from optuna.trial import TrialState
 
-    from engine.diagnostics import Diagnosis, describe_diagnosis
+    from engine.diagnostics import LABELS, Diagnosis, describe_diagnosis
     from search.errors import SearchError
     from search.objective import scheduler_stop
     from search.stages import load_trial
@@ -226,7 +229,13 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         raise SearchError(f"trial {ref} has no diagnosis: {failure_story(reading, name, trial)}")
     if not isinstance(attrs.get("diagnosis"), list):
         raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
-    diagnosis = Diagnosis(diagnosis_labels(trial), trial_record(trial, "diagnosis_numbers", {}))
+    numbers = trial_record(trial, "diagnosis_numbers", {})
+    unknown = [label for label in diagnosis_labels(trial) if label not in LABELS]
+    if unknown or not isinstance(numbers, dict):  # a trial other code added to the study
+        raise SearchError(f"trial {ref} has a diagnosis this service did not write ("
+                          + (f"labels it does not know: {', '.join(map(repr, unknown))}" if unknown
+                             else f"its diagnosis_numbers are a {type(numbers).__name__}") + ")")
+    diagnosis = Diagnosis(diagnosis_labels(trial), numbers)
     val_acc = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
     if plot:
         from studies.plots import new_axes, plot_training, save

@@ -57,6 +57,12 @@ def write_problem(path_text: str, folder: bool) -> str | None:
     """Why a command cannot write the file (``folder``: into the folder, made with its parents) at ``path_text``, or
     None: the folder it goes in (for a new folder, the nearest existing one) must be a writable folder."""
     path = Path(path_text)
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # to be made, or a file on the way: said below
+    except OSError as exc:  # a name longer than the file system takes, a loop of links: before any work
+        return f"{path_text!r}: {exc.strerror or exc}"
     if folder and path.exists():
         if not path.is_dir():  # click.Path refuses a regular file only: a device or FIFO failed after the work
             return f"{path_text!r} is not a folder"

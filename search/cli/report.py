@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import socket
 import sys
 from collections.abc import Callable
@@ -156,7 +157,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         click.echo(f"best value grid:   mean {fmt(g['mean'])} std {fmt(g['std'])} "
                    f"[{fmt(g['min'])}, {fmt(g['max'])}]")
         say(f"wrote {written['repeats']} and {written['compare.json']}")
-        click.echo(f"full report: search report --campaign {name}")
+        click.echo(f"full report: search report --campaign {shlex.quote(name)}")
         for e in errors:
             click.echo(f"  error: {e}", err=True)
     return 1 if errors else 0

@@ -448,7 +448,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
             writer.writerow(row)
 
     def write_file(f: Any) -> None:
-        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        # a file name that is not UTF-8 (an image from a Latin-1 system) is written as the bytes that name it
+        text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
         write_rows(text)
         text.flush()
         text.detach()

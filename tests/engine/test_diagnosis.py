@@ -270,3 +270,17 @@ def test_a_loss_that_rose_a_little_is_not_said_to_have_fallen_by_a_negative_shar
     flat.numbers["loss_change"] = -0.0  # as a rise under 0.00005 is stored
     assert describe_diagnosis(flat) == [
         "the loss did not fall (instead of falling by 10% or more): the learning rate is too low"]
+
+
+def test_a_diagnosis_stored_without_some_numbers_is_described_by_those_it_has():
+    # an older version stored no reg_share or gap_limit; other code may store fewer numbers still
+    from engine.diagnostics import Diagnosis
+
+    assert describe_diagnosis(Diagnosis(("lr_too_high",), {})) == [
+        "the loss exploded, went NaN or ended well above its first value: the learning rate is too high"]
+    older = Diagnosis(("underfitting",), {"loss_change": 0.4, "train_val_gap": 0.011, "train_acc": 0.741})
+    assert describe_diagnosis(older) == [
+        "train accuracy 0.7410, train-val gap 1.1 points: the training set is not learned; underfitting: raise "
+        "capacity or lower regularisation"]
+    assert describe_diagnosis(Diagnosis(("dead_units",), {})) == [
+        "dead units: - (> 50% in a layer): a bad initialisation or a learning rate that knocked them off"]

@@ -7,7 +7,7 @@ import pytest
 from engine.data import DataSpec, Dataset, load_dataset
 from engine.errors import ConfigError, DataError
 from engine.init import InitSpec
-from engine.preprocess import PREPROCESSORS, PreprocessSpec, fit_preprocessor, preprocess_dataset
+from engine.preprocess import FITTED, PREPROCESSORS, PreprocessSpec, fit_preprocessor, preprocess_dataset
 
 
 def _correlated(n: int, d: int, seed: int) -> np.ndarray:
@@ -175,3 +175,13 @@ def test_transform_takes_a_list_of_rows_and_refuses_text(digits: Dataset) -> Non
     with pytest.raises(DataError) as raised:
         pre.transform(np.array([["a"] * 64]))
     assert str(raised.value) == "standardize preprocessor takes numbers, got an array of <U1"
+
+
+def test_each_preprocessing_fits_the_statistics_a_saved_model_keeps_for_it() -> None:
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    fitted = {name: tuple(k for k in ("mean", "scale", "projection")
+                          if getattr(fit_preprocessor(PreprocessSpec(name), X, None), k) is not None)
+              for name in PREPROCESSORS}
+    assert fitted == FITTED == {"none": (), "mean_image": ("mean",), "per_channel_mean": ("mean",),
+                                "standardize": ("mean", "scale"), "pca": ("mean", "projection"),
+                                "whiten": ("mean", "projection")}

@@ -916,3 +916,21 @@ def test_a_table_of_trials_none_of_which_completed_says_how_each_ended(run_cli, 
     assert run_cli("coarse", "--campaign", "ok", "--trials", "2", "--epochs", "1",
                    "--train-size", "200").exit_code == 0
     assert "stop_reason" not in run_cli("trials", "ok/coarse").stdout.splitlines()[0]  # completed: as before
+
+
+def test_commands_suggested_for_a_campaign_named_with_a_space_can_be_pasted_back(run_cli):
+    import shlex
+
+    assert run_cli("coarse", "--campaign", "my run", "--trials", "2", "--epochs", "1", "--train-size", "200",
+                   "--jobs", "1").exit_code == 0
+    keep = run_cli("best", "--campaign", "my run").stdout.splitlines()[-1]
+    assert keep in ("keep it: search train --from-trial 'my run/coarse:0' --save model.npz",
+                    "keep it: search train --from-trial 'my run/coarse:1' --save model.npz")
+    assert shlex.split(keep.removeprefix("keep it: "))[3] in ("my run/coarse:0", "my run/coarse:1")
+    report = run_cli("report", "--campaign", "my run", "--out", "r")
+    assert report.exit_code == 0, report.output
+    assert ("with `search grid --campaign 'my run'` and run the report again"
+            in " ".join(report.stdout.split()))
+    refused = run_cli("trials", "my run")
+    assert refused.exit_code == 2
+    assert "give it as the campaign (--campaign 'my run') or name one of its stages" in refused.stderr

@@ -275,6 +275,23 @@ def test_tpe_with_one_worker_gives_the_same_trials_twice(tmp_path):
     assert len(trials[0]) == 16 and trials[0] == trials[1]  # past TPE's 10 random start-up trials too
 
 
+@pytest.mark.parametrize("args", [["train", "--epochs", "1", "--plot", "x" * 300 + ".png"],
+                                  ["layers", "--plot", "x" * 300 + ".png"], ["report", "--out", "x" * 300],
+                                  ["predict", "--model", "m.npz", "--data", "m.npz", "--out", "x" * 300 + ".csv"]])
+def test_a_file_name_longer_than_the_file_system_takes_is_one_line_before_any_work(run_cli, tmp_path, args):
+    (tmp_path / "m.npz").write_bytes(b"")
+    line = one_line_error(run_cli(*args), f"Invalid value for '--{args[-2][2:]}': '{'x' * 300}")
+    assert line.endswith(": File name too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+@pytest.mark.parametrize("command", [["studies"], ["coarse", "--trials", "1"]])
+def test_a_database_name_longer_than_the_file_system_takes_is_one_line(run_cli, tmp_path, command):
+    url = f"sqlite:///{'x' * 300}.db"
+    one_line_error(run_cli(*command, "--storage", url), f"error: storage {url}: '{'x' * 300}.db': File name too long")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args,fragments", [
     (["auto", "--edge", "nan"], ["--edge", "not a finite number"]),
     (["fine", "--edge", "nan"], ["--edge", "not a finite number"]),
@@ -512,3 +529,36 @@ def test_output_that_does_not_fit_a_captured_stream_is_one_line_too(run_cli, url
     result = run_cli("studies", "--storage", url)
 
     assert (result.exit_code, result.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+@pytest.mark.parametrize("key", ["config", "n_trials", "space"])
+def test_a_stage_whose_stored_definition_lacks_an_attribute_is_one_line_and_left_unchanged(run_cli, url, key):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # as another program, or an older version, might have left it
+        conn.exec_driver_sql(f"DELETE FROM study_user_attributes WHERE key = '{key}'")
+
+    def content() -> list:
+        with engine.connect() as conn:
+            return [conn.exec_driver_sql(f"SELECT * FROM {table}").fetchall()
+                    for table in ("studies", "study_user_attributes", "trials", "trial_values")]
+
+    before = content()
+    expected = (f"error: stage digits/coarse: its stored definition cannot be read (no attribute '{key}'); it was "
+                f"written by another program or changed since, and is left as it is")
+    for command in (["coarse", *SMALL, "--trials", "2"], ["fine", "--promote", "0"], ["grid"],
+                    ["explain", f"{STAGE}:0"]):
+        assert one_line_error(run_cli(*command, "--storage", url)) == expected, command
+    assert content() == before
+    engine.dispose()
+
+
+def test_explaining_a_trial_other_code_gave_an_unknown_diagnosis_is_one_line(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=STAGE, storage=url)
+    lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.01, "reg": 0.001}, distributions={"lr": lr, "reg": reg},
+                                              value=0.9, user_attrs={"diagnosis": ["wobbly"]}))
+    one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
+                   "error: trial digits/coarse:2 has a diagnosis this service did not write (labels it does not "
+                   "know: 'wobbly')")

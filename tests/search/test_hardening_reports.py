@@ -115,3 +115,19 @@ def test_a_folder_where_a_report_file_goes_fails_before_any_file_is_written_and_
     assert result.stderr.splitlines()[-1] == (f"error: --out '{out}': report.md there is a folder, which the report "
                                               f"cannot replace; move it or give another --out")
     assert [p.name for p in out.iterdir()] == ["report.md"]
+
+
+def test_a_data_path_that_is_not_utf8_is_written_into_the_report_as_its_bytes(run_cli, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    name = os.fsdecode(b"d\xe9.npz")  # a Latin-1 file name
+    np.savez(tmp_path / name, X=rng.normal(size=(120, 4)), y=np.arange(120) % 2)
+    assert run_cli("coarse", "--data", name, "--trials", "2", "--epochs", "1", "--jobs", "1",
+                   "--campaign", "c").exit_code == 0
+
+    result = run_cli("report", "--campaign", "c", "--out", "r")
+
+    assert result.exit_code == 0, result.output
+    for report in ("report.md", "report.html"):
+        assert bytes(tmp_path / name) in (tmp_path / "r" / report).read_bytes()

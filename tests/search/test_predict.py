@@ -206,6 +206,20 @@ def test_predictions_for_an_image_folder_name_each_image_file(run_cli, tmp_path)
     assert [r[3] for r in table[1:]] == ["dark"] * 12 + ["light"] * 12
 
 
+def test_an_image_whose_name_is_not_utf8_is_named_by_its_bytes_in_the_predictions_file(run_cli, tmp_path):
+    import os
+
+    from PIL import Image
+
+    dark_and_light(tmp_path / "imgs", 12)
+    train_and_save(run_cli, "imgs", "--batch-size", "4")
+    (tmp_path / "new").mkdir()
+    Image.fromarray(np.full((6, 5), 60, np.uint8)).save(os.fsdecode(bytes(tmp_path / "new") + b"/d\xe9j\xe0.png"))
+    result = run_cli("predict", "--model", "model.npz", "--data", "new", "--out", "p.csv")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p.csv").read_bytes().splitlines()[1].startswith(b"0,d\xe9j\xe0.png,dark,")
+
+
 def test_an_svm_model_predicts_classes_without_probabilities(run_cli, wine_csv):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "standardize",
                    "--loss", "svm")
@@ -417,10 +431,11 @@ def test_samples_of_an_npz_must_be_rows(run_cli, tmp_path):
                    "error: flat.npz: X_test must be N x D or N x [C x] H x W, got shape (4,)")
 
 
-def _tamper(source, target, meta=None, **arrays):
-    """A copy of the model file ``source`` with ``meta`` changes (key: JSON value) and arrays replaced or added."""
+def _tamper(source, target, meta=None, drop=(), **arrays):
+    """A copy of the model file ``source`` with ``meta`` changes (key: JSON value), the arrays ``drop`` left out
+    and arrays replaced or added."""
     with np.load(source) as npz:
-        stored = {key: npz[key] for key in npz.files}
+        stored = {key: npz[key] for key in npz.files if key not in drop}
     info = json.loads(str(stored["meta"]))
     info.update(meta or {})
     stored.update(meta=np.array(json.dumps(info)), **arrays)
@@ -450,6 +465,12 @@ def _huge_npz(source, target):
     ("objects.npz", dict(arrays={"extra": np.array([None])}),
      "(ValueError: array 'extra' holds Python objects (dtype object))"),
     ("array.npz", dict(npy=True), "(BadZipFile: File is not a zip file)"),
+    ("nomean.npz", dict(drop=("pre.mean",)), "(ValueError: mean_image preprocessing keeps pre.mean, the file holds "
+                                             "no array)"),
+    ("scale.npz", dict(arrays={"pre.scale": np.full(2, 1e-3, np.float32)}),
+     "(ValueError: mean_image preprocessing keeps pre.mean, the file holds pre.mean and pre.scale)"),
+    ("deep.npz", dict(meta_text="[" * 100_000 + "]" * 100_000),
+     "(RecursionError: maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
 ])
 def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, change, expected):
     train_and_save(run_cli, "spiral", "--batchnorm")
@@ -460,7 +481,8 @@ def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, c
         with np.load(tmp_path / "model.npz") as npz:
             np.savez(tmp_path / name, **{**{k: npz[k] for k in npz.files}, "meta": np.array(change["meta_text"])})
     else:
-        _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), **change.get("arrays", {}))
+        _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), change.get("drop", ()),
+                **change.get("arrays", {}))
     np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
     line = one_line_error(run_cli("predict", "--model", name, "--data", "new.npz"))
     assert line == f"error: {name}: not a model file saved by `search train --save` {expected}"

@@ -426,3 +426,31 @@ def test_whole_numbers_with_a_null_among_them_keep_every_digit(sqlite_url) -> No
     frame = run_readonly_sql(sqlite_url, "SELECT 9007199254740993 AS big UNION ALL SELECT NULL")
     assert str(frame["big"].dtype) == "Int64"
     assert frame["big"].tolist()[0] == 9007199254740993 and frame["big"].isna().tolist() == [False, True]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_trials_flat_gives_text_attributes_as_written_not_as_json_escapes(request, backend) -> None:
+    # Optuna stores attributes as JSON with non-ASCII characters escaped: "caf\u00e9"
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    campaign, reason = 'café "q" \\x 😀', "error: OSError: cannot open données/é.png \\ tab\there"
+    study = optuna.create_study(storage=with_available_driver(url), study_name=f"{campaign}/coarse",
+                                direction="maximize")
+    for key, value in {"campaign": campaign, "stage": "coarse", "ready": True}.items():
+        study.set_user_attr(key, value)
+    odd = ["\x00", "\udc80", "\ud83d"]  # JSON escapes a text cannot hold (PostgreSQL: lone surrogates): as stored
+    for stop_reason in [reason, *odd]:
+        study.add_trial(create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"stop_reason": stop_reason}))
+    study.add_trial(create_trial(state=optuna.trial.TrialState.FAIL))
+    engine = sqlalchemy.create_engine(with_available_driver(url))
+    with engine.begin() as conn:  # written by other code than Optuna's: not JSON
+        conn.exec_driver_sql("INSERT INTO trial_user_attributes (trial_id, key, value_json) "
+                             "SELECT max(trial_id), 'stop_reason', '\\u0000' FROM trials")
+    engine.dispose()
+    flat = run_readonly_sql(url, "SELECT campaign, stop_reason FROM trials_flat WHERE campaign <> 'digits' "
+                                 "ORDER BY number")
+    assert flat["campaign"].tolist() == [campaign] * 5
+    stored = ['"\\u0000"', '"\\udc80"', '"\\ud83d"', "\\u0000"]  # the last: not a JSON string at all
+    assert flat["stop_reason"].tolist() == [reason, *(stored if backend == "postgresql" else
+                                                      [stored[0], "\udc80", "\ud83d", stored[3]])]
+    chosen = run_readonly_sql(url, f"SELECT count(*) AS n FROM trials_flat WHERE campaign = '{campaign}'")
+    assert chosen["n"].tolist() == [5]
