@@ -19,6 +19,7 @@ from search.errors import SearchError, SearchFailed, raise_pending
 from search.objective import stop_reason, trial_config
 from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
+from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     promotion_stage, refined_stage, stage_counts, stage_unfinished, storage_retry_seconds, study_name, val_size,
@@ -214,9 +215,9 @@ def continuing_notes(name: str, n_trials: int, counts: dict[str, int], heartbeat
     if counts["FAIL"]:
         line += f", {counts['FAIL']} failed (re-run)"
     if running:
-        line += f"; {running} running in another process, or left by a killed one and re-run once its heartbeat is "
-        line += f"{2 * heartbeat} s old" if heartbeat else "stale"
-    return (line,)
+        line += (f"; {running} running in another process, or left by a killed one: re-run at once if it ran on "
+                 f"this machine, else once its heartbeat is " + (f"{2 * heartbeat} s old" if heartbeat else "stale"))
+    return (wrapped(line),)
 
 
 # --------------------------------------------------------------------------- the stages a user asks for

@@ -705,11 +705,49 @@ def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
-    """Optuna's ``fail_stale_trials``; a heartbeat so long that "2 x interval ago" overflows leaves nothing stale."""
+    """Optuna's ``fail_stale_trials``; a heartbeat so long that "2 x interval ago" overflows leaves nothing stale.
+    Then the trials of dead processes of this host (``fail_trials_of_dead_workers``)."""
     try:
         fail_stale_trials(study)
     except OverflowError:
         pass
+    fail_trials_of_dead_workers(study)
+
+
+def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:
+    """Fail each RUNNING trial whose ``worker`` ran on this host in a process that is gone (killed with SIGKILL) as
+    ``fail_stale_trials`` fails a stale one, its copy enqueued by the storage's stale-trial callback, at once instead
+    of once its heartbeat is 2 x the interval old; returns their numbers. A worker of another host, or whose process
+    is alive (or whose pid another process has taken since), is left to its heartbeat. A live trial failed by mistake
+    (another PID namespace under the same host name) is as safe as one failed as stale: its result is not recorded,
+    its copy runs."""
+    storage, host, failed = optuna_rdb.study_storage(study), socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        name, _, pid = worker.rpartition(":") if isinstance(worker, str) else ("", "", "")
+        if name != host or not pid.isdigit() or process_alive(int(pid)):
+            continue
+        try:
+            if not storage.set_trial_state_values(optuna_rdb.trial_id(trial), state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished meanwhile, or another process failed it
+        failed.append(trial.number)
+        callback = storage.get_heartbeat_stale_trial_callback()
+        if callback is not None:
+            callback(study, storage.get_trial(optuna_rdb.trial_id(trial)))
+    return failed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def worker_name() -> str:

@@ -20,7 +20,8 @@ from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
 from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, signal_held
-from search.stages import WorkerReport, is_storage_error, load_stage_study, run_worker, watch_sqlite_file
+from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
+                           watch_sqlite_file)
 from studies.errors import StudyError
 from studies.store import mask_url, open_storage
 
@@ -61,16 +62,6 @@ def _terminate_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)  # the running trial is recorded as interrupted, its copy enqueued
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def remove_stale_data_folders(root: str | None = None) -> list[Path]:
     """Delete this user's ``search-data-<pid>-*`` folders in the temp folder whose process is gone; returns them."""
     removed = []
@@ -80,7 +71,7 @@ def remove_stale_data_folders(root: str | None = None) -> list[Path]:
             mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
         except OSError:
             continue
-        if match and mine and not _alive(int(match[1])):
+        if match and mine and not process_alive(int(match[1])):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

@@ -9,21 +9,12 @@ from typing import Any
 import click
 
 from search.space import value_text
+from search.text import wrapped
 
 
 def say(text: str, indent: str = "", err: bool = False) -> None:
     """Prose wrapped to the terminal's width (continuation lines indented); numbers and paths never split."""
     click.echo(wrapped(text, indent), err=err)
-
-
-def wrapped(text: str, indent: str = "") -> str:
-    """``text`` as ``say`` prints it."""
-    import shutil
-    import textwrap
-
-    width = shutil.get_terminal_size((80, 24)).columns - 1
-    return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "    ",
-                         break_on_hyphens=False, break_long_words=False)
 
 
 def echo_json(obj: Any) -> None:

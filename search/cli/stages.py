@@ -13,7 +13,8 @@ from search.cli.options import (
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     run_config_options, space_options, stage_options, stage_run_options, storage_option,
 )
-from search.cli.output import echo_json, say, wrapped
+from search.cli.output import echo_json, say
+from search.text import wrapped
 from search.config import RunConfig
 from search.schedulers import SCHEDULERS
 from search.space import value_text

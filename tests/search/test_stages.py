@@ -236,12 +236,44 @@ def test_rerunning_an_interrupted_trial_names_its_copy(url, monkeypatch):
     monkeypatch.setattr(stages_module, "run_trial", real)
 
 
-def test_a_stage_with_a_trial_still_running_says_it_waits_for_its_heartbeat():
+def test_a_stage_with_a_trial_still_running_says_it_waits_for_its_heartbeat(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    counts = {"COMPLETE": 7, "PRUNED": 1, "FAIL": 0, "RUNNING": 1, "WAITING": 3}
+    wrapped = continuing_notes("k/coarse", 12, counts, 10)[0].splitlines()
+    assert max(map(len, wrapped)) <= 79 and wrapped[1].startswith("    ")  # as every other note on a terminal
+    monkeypatch.setenv("COLUMNS", "200")
     counts = {"COMPLETE": 7, "PRUNED": 1, "FAIL": 0, "RUNNING": 1, "WAITING": 3}
     assert continuing_notes("k/coarse", 12, counts, 10) == (
-        "continuing k/coarse: 8 of 12 trials finished; 1 running in another process, or left by a killed one "
-        "and re-run once its heartbeat is 20 s old",)
+        "continuing k/coarse: 8 of 12 trials finished; 1 running in another process, or left by a killed one: "
+        "re-run at once if it ran on this machine, else once its heartbeat is 20 s old",)
     assert continuing_notes("k/coarse", 12, {**counts, "COMPLETE": 0, "PRUNED": 0, "RUNNING": 0}, 10) == ()
+
+
+def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_at_once(url):
+    # a re-run after kill -9 waited up to 2 heartbeat intervals (20 s) for the dead process's trial to go stale
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from search.stages import create_stage, fail_trials_of_dead_workers, load_stage_study
+    from studies import optuna_rdb
+
+    storage = open_storage(url, heartbeat_interval=60)
+    create_stage(storage, coarse_stage("dead", RUN, DEFAULT_SPACE, 4, seed=0))
+    study_id = storage.get_study_id_from_name("dead/coarse")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    for worker in (f"{host}:{gone.pid}", f"{host}:{os.getpid()}", f"elsewhere:{gone.pid}", f"{host}:x"):
+        optuna_rdb.claim_waiting_trial(storage, study_id, -1, {"worker": worker})
+    study = load_stage_study(storage, "dead/coarse")
+    assert fail_trials_of_dead_workers(study) == [0]  # alive, another machine's, unreadable: left to the heartbeat
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "RUNNING", "RUNNING", "WAITING"]
+    assert trials[4].system_attrs.get("retry_of") == 0  # its copy, as a stale trial's
+    assert fail_trials_of_dead_workers(study) == []  # once
+    storage.engine.dispose()
 
 
 def test_an_interrupted_trial_of_one_process_has_its_log_line(url, monkeypatch, capsys):
