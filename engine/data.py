@@ -529,7 +529,11 @@ def read_inputs(
                 if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
                     raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
                                     f"{arrays[X_key].shape}")
-                X = _features(str(path), X_key, channels_first(arrays[X_key]))
+                X = arrays[X_key]
+                # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads such samples as it was trained
+                if image_shape is None or X.shape[1:] != tuple(image_shape):
+                    X = channels_first(X)
+                X = _features(str(path), X_key, X)
                 if y_key not in arrays:
                     return X, None, None
                 y = np.asarray(arrays[y_key]).reshape(-1)
