@@ -5,8 +5,8 @@ import csv
 import io
 import math
 import sys
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
