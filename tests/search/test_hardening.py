@@ -245,8 +245,8 @@ def test_workers_of_a_killed_parent_record_their_trials_as_interrupted_and_its_d
     wait_for(lambda: not any(_alive(pid) for pid in workers), 60, "the orphaned workers to exit")
 
     after = budget(url, STAGE)
-    # the spawned worker recorded its trial as interrupted; the parent's own trial stays RUNNING until its
-    # heartbeat is stale, as a killed --jobs 1 leaves it
+    # the spawned worker recorded its trial as interrupted; the parent's own trial stays RUNNING until the next
+    # command on the stage fails it (at once: its process is gone from this machine), as a killed --jobs 1 leaves it
     assert [t.number for t in after.trials if t.state.name == "RUNNING"] == [own] and after.problems() == []
     failed = [t for t in after.trials if t.state.name == "FAIL"]
     assert {t.number for t in failed} == {t.number for t in running} - {own}
