@@ -209,16 +209,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
     found: list[tuple[tuple[str, ...], str]] = []
 
     def columns(header: list[str]) -> tuple[list[int] | None, int, tuple[str, ...]]:
-        label_index = _label_index(path, header, label_column)
-        stripped = [h.strip() for h in header]
-        for name in ignore:
-            if name.strip() not in stripped:
-                raise DataError(f"{path}: no column {name!r} to ignore; the columns are {_shown_columns(header)}")
-            if stripped.index(name.strip()) == label_index:
-                raise DataError(f"{path}: column {name!r} is the label column; it cannot be ignored")
-        skipped = {name.strip() for name in ignore}
-        take = [i for i, h in enumerate(stripped) if h not in skipped]
-        label_index = take.index(label_index)
+        take, label_index = _columns_read(path, header, label_column, ignore)
         names = tuple(header[i] for k, i in enumerate(take) if k != label_index)
         if not names:
             raise DataError(f"{path}: no feature columns besides the label column {header[take[label_index]]!r}")
@@ -226,7 +217,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
             raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
                             f"header; add a first line naming the columns, e.g. x1,x2,...,label")
         found.append((names, header[take[label_index]].strip()))
-        return (take if skipped else None), label_index, names  # None: every column, without cutting each row
+        return (take if ignore else None), label_index, names  # None: every column, without cutting each row
 
     X, labels = _read_rows(path, delimiter, columns, text_hint=TEXT_COLUMN_HINT)
     return X, labels, *found[0]
@@ -248,9 +239,9 @@ def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: 
     if header is None:  # as read_table says it
         raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
     _check_separator(path, header, delimiter)
-    label_index = _label_index(path, header, label_column)
-    names, skipped = [h.strip() for h in header], {name.strip() for name in ignore}
-    return tuple(n for i, n in enumerate(names) if i != label_index and n not in skipped), names[label_index]
+    take, label_index = _columns_read(path, header, label_column, ignore)
+    names = [header[i].strip() for i in take]
+    return tuple(n for k, n in enumerate(names) if k != label_index), names[label_index]
 
 
 def read_columns(
@@ -377,6 +368,22 @@ def _looks_like_data(names: tuple[str, ...]) -> bool:
     except ValueError:
         return False
     return any(not a < b for a, b in zip(values, values[1:]))
+
+
+def _columns_read(path: Path, header: list[str], label_column: str | None, ignore: tuple[str, ...]
+                  ) -> tuple[list[int], int]:
+    """The indices of the columns a table is read from (every one but the ``ignore`` ones) and the label column's
+    position among them; DataError for an ignored column the header lacks, or that is the label column."""
+    label_index = _label_index(path, header, label_column)
+    stripped = [h.strip() for h in header]
+    for name in ignore:
+        if name.strip() not in stripped:
+            raise DataError(f"{path}: no column {name!r} to ignore; the columns are {_shown_columns(header)}")
+        if stripped.index(name.strip()) == label_index:
+            raise DataError(f"{path}: column {name!r} is the label column; it cannot be ignored")
+    skipped = {name.strip() for name in ignore}
+    take = [i for i, h in enumerate(stripped) if h not in skipped]
+    return take, take.index(label_index)
 
 
 def _shown_columns(header: list[str]) -> str:
