@@ -24,7 +24,7 @@ from engine.data import DataSpec
 from search.campaign import Execution, coarse_stage, execute_stage
 from search.config import RunConfig
 from search.space import FloatRange, describe_space, refine_space
-from search.stages import refined_stage, val_size, value_se
+from search.stages import refined_stage, split_size, value_se
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
             parent = optuna.load_study(study_name=f"d{seed}/coarse", storage=storage)
             with_diag = refined_stage(parent, top=5, edge=0.1, epochs=20, n_trials=args.trials)
             done = [t for t in parent.get_trials(states=(TrialState.COMPLETE,))]
-            se = value_se(max(t.value for t in done), val_size(parent))
+            se = value_se(max(t.value for t in done), split_size(parent, "val"))
             plain_space, _ = refine_space(space, [(t.params, t.value) for t in done], top=5, edge=0.1, value_se=se)
             without = replace(with_diag, campaign=f"p{seed}", space=plain_space, parent=None, range_notes=())
             for name, stage in (("with diagnosis", with_diag), ("without", without)):

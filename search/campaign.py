@@ -22,7 +22,7 @@ from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
-    promotion_stage, refined_stage, stage_counts, stage_unfinished, storage_retry_seconds, study_name, val_size,
+    promotion_stage, refined_stage, split_size, stage_counts, stage_unfinished, storage_retry_seconds, study_name,
     value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
@@ -400,7 +400,7 @@ def improvement_within_noise(current: optuna.Study, parent: optuna.Study, k: int
     """Why another stage is not worth it, when the mean of the top ``k`` values rose by less than 2 standard
     errors of that difference; else None."""
     now, before = _top_mean(current, k), _top_mean(parent, k)
-    se = value_se(now, val_size(current)) if now is not None else None
+    se = value_se(now, split_size(current, "val")) if now is not None else None
     if now is None or before is None or se is None:
         return None
     limit = 2 * se * math.sqrt(2 / k)  # the standard error of a difference of two means of k values

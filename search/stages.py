@@ -310,16 +310,10 @@ def _not_ours(study: optuna.Study) -> bool:
     return not study.user_attrs.get("ready") and bool(study.user_attrs or study.get_trials(deepcopy=False))
 
 
-def val_size(study: optuna.Study) -> int | None:
-    """Validation samples of a stage's data, from the identity recorded when it was created."""
+def split_size(study: optuna.Study, split: str) -> int | None:
+    """Samples of a split (``train``, ``val``) of a stage's data, from the identity recorded when it was created."""
     shapes = study.user_attrs.get("data", {}).get("shapes", {})
-    return shapes["val"][0] if shapes.get("val") else None
-
-
-def train_size(study: optuna.Study) -> int | None:
-    """Training samples of a stage's data, from the identity recorded when it was created."""
-    shapes = study.user_attrs.get("data", {}).get("shapes", {})
-    return shapes["train"][0] if shapes.get("train") else None
+    return shapes[split][0] if shapes.get(split) else None
 
 
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
@@ -432,7 +426,7 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
                 and has_params(t.params, parent.space, parent.run)]
     own = sorted(((t.params, t.value) for t in (done if promoted is None else completed(parent_study))),
                  key=lambda trial: trial[1], reverse=True)
-    se = value_se(own[0][1], val_size(parent_study)) if own else None
+    se = value_se(own[0][1], split_size(parent_study, "val")) if own else None
     flat = None
     if promoted is not None:
         # a handful of promoted runs cannot show that a dimension does not matter: no insensitivity test on them;
@@ -441,7 +435,7 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
         flat, se = {name: f"insensitive in {parent.name}: {evidence}" for name, evidence in found.items()}, None
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
                                 diagnoses=[diagnosis_labels(t) for t in done], value_se=se,
-                                exploded=exploded, flat=flat, train_size=train_size(parent_study))
+                                exploded=exploded, flat=flat, train_size=split_size(parent_study, "train"))
     if promoted is not None:
         notes.insert(0, f"ranked at {Stage.from_attrs(promoted.user_attrs).run.train.epochs} epochs by "
                         f"{promoted.study_name}: {len(done)} of {parent.name}'s best configurations re-run")
