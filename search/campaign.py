@@ -126,11 +126,12 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     seconds = sum(x for x in (t.user_attrs.get("seconds") for t in trials) if isinstance(x, (int, float)))  # not text
     if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
         means = config_means(trials)
-        rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), **p} for p, v in means[:top]]
+        rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), "params": p}
+                for p, v in means[:top]]
         best_value, best_params = (rows[0]["value"], means[0][0]) if rows else (None, {})
     else:
         complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=True)
-        rows = [{"number": t.number, "value": t.value, **t.params, "seconds": t.user_attrs.get("seconds")}
+        rows = [{"number": t.number, "value": t.value, "params": dict(t.params), "seconds": t.user_attrs.get("seconds")}
                 for t in complete[:top]]
         best_value, best_params = (complete[0].value, dict(complete[0].params)) if complete else (None, {})
     return StageSummary(

@@ -41,9 +41,8 @@ def print_summary(summary: Any) -> None:
         lead = [k for k in summary.top[0] if k in LEAD_COLUMNS]
         # every parameter a row has, the space's first (a conditional one is "-" where it had no effect), then any
         # that a trial added by another program has
-        names = [k for k in summary.space if any(k in row for row in summary.top)]
-        names += dict.fromkeys(k for row in summary.top for k in row
-                               if k not in LEAD_COLUMNS and k != "seconds" and k not in names)
+        names = [k for k in summary.space if any(k in row["params"] for row in summary.top)]
+        names += dict.fromkeys(k for row in summary.top for k in row["params"] if k not in names)
         # the parameter columns (a space and 10 characters each) that fit the terminal, as prose does
         lead_width = 2 + sum(LEAD_COLUMNS[k][1] + 1 for k in lead)
         fit = max(1, (shutil.get_terminal_size((80, 24)).columns - lead_width) // 11)
@@ -52,7 +51,8 @@ def print_summary(summary: Any) -> None:
                    " ".join(f"{n[:10]:>10}" for n in names))
         for row in summary.top:
             click.echo("  " + " ".join(f"{row[k]:{LEAD_COLUMNS[k][1]}{LEAD_COLUMNS[k][2]}}" for k in lead) + " " +
-                       " ".join(f"{value_text(row[n]) if n in row else '-':>10.10}" for n in names))
+                       " ".join(f"{value_text(row['params'][n]) if n in row['params'] else '-':>10.10}"
+                                for n in names))
         if left:
             say(f"({len(left)} more parameter{'s' if len(left) > 1 else ''}: {', '.join(left)}; search trials "
                 f"{summary.study} --wide)", "  ")

@@ -73,6 +73,10 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     # the final stage's table ranks configurations as it chooses: by their mean over the runs
     top = out["stages"][-1]["top"]
     assert [row["runs"] for row in top] == [2, 2] and top[0]["value"] >= top[1]["value"]
+    assert top[0]["params"] == final["params"] and set(top[0]) == {"runs", "value", "std", "params"}
+    coarse_top = out["stages"][0]["top"]  # a searching stage's best trials: their parameters nested, as search best's
+    assert set(coarse_top[0]) == {"number", "value", "params", "seconds"}
+    assert coarse_top[0]["params"] == out["stages"][0]["best_params"]
     assert out["stages"][-1]["best_value"] == final["value"] and out["stages"][-1]["best_params"] == final["params"]
     other = [t.value for t in trials if t.params != final["params"]]
     assert abs(top[1]["value"] - sum(other) / 2) < 1e-12 and abs(top[1]["std"] - abs(other[0] - other[1]) / 2) < 1e-12

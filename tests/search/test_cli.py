@@ -666,7 +666,7 @@ def test_a_stage_summary_of_many_parameters_fits_80_columns_and_names_the_rest(m
     summary = StageSummary(study="many/coarse", stage="coarse", parent=None,
                            counts={"complete": 24, "pruned": 0, "fail": 0}, n_trials=24, epochs=2,
                            space={name: "..." for name in params}, best_value=0.9741, best_params=params,
-                           top=[{"number": 18, "value": 0.9741, **params, "seconds": 0.1}], range_notes=[],
+                           top=[{"number": 18, "value": 0.9741, "params": params, "seconds": 0.1}], range_notes=[],
                            created=True)
     print_summary(summary)
     lines = capsys.readouterr().out.splitlines()
