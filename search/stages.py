@@ -367,10 +367,6 @@ def stage_counts(storage: RDBStorage, study_id: int) -> dict[str, int]:
     return optuna_rdb.state_counts(storage, study_id)
 
 
-def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=FINISHED)
-
-
 def next_epochs(parent: Stage, epochs: int | None) -> int:
     """Epochs of the stage after ``parent``: ``epochs`` when given, else twice the parent's."""
     previous = parent.run.train.epochs
@@ -591,17 +587,13 @@ def claim_waiting_trial(study: optuna.Study, after_id: int = -1) -> FrozenTrial 
                                           {"worker": worker_name(), "blas_threads": blas_threads()})
 
 
-# Quoted by ``--sampler``'s help and the README: where "same seed, same trials" holds and where it stops.
-REPRODUCIBILITY = (
-    "The same --seed gives the same trials with any --jobs for random and grid stages. With tpe (and qmc) it "
-    "does only with --jobs 1 and a stage that runs without interruption: each TPE trial is drawn from the "
-    "trials finished before it (each QMC point goes to the trial that asks next), and with several workers, "
-    "or when an interrupted trial is re-run later, that order depends on timing."
-)
-
-
 def make_sampler(stage: Stage, number: int) -> optuna.samplers.BaseSampler:
-    """The sampler of one trial, seeded per trial so parallel workers never draw the same point (see REPRODUCIBILITY)."""
+    """The sampler of one trial, seeded per trial so parallel workers never draw the same point.
+
+    The same seed gives the same trials with any --jobs for random and grid stages; with tpe (and qmc) only with
+    --jobs 1 and a stage that runs without interruption: each TPE trial is drawn from the trials finished before it
+    (each QMC point goes to the trial that asks next), an order that depends on timing (``--sampler``'s help).
+    """
     seed = trial_seed(stage.seed, number)
     if stage.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
