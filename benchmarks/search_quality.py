@@ -54,14 +54,13 @@ from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
 
 from engine.data import DataSpec, Dataset, _read_digits  # noqa: E402
 from engine.preprocess import PreprocessSpec  # noqa: E402
 from engine.trainer import Observer, TrainResult, train  # noqa: E402
 from search.campaign import FINE_SAMPLER, Execution, auto_space, coarse_stage, run_auto  # noqa: E402
 from search.config import RunConfig  # noqa: E402
-from search.objective import ExplosionObserver, trial_config, trial_seed  # noqa: E402
+from search.objective import ExplosionObserver, trial_config  # noqa: E402
 from search.space import Dimension  # noqa: E402
 from machine import blas_pools  # noqa: E402
 

@@ -20,11 +20,9 @@ from engine.cifar import (  # noqa: F401  (re-exported: engine.data is where cal
     CIFAR_META,
     CIFAR_TEST_BATCH,
     CIFAR_TRAIN_BATCHES,
-    _CifarUnpickler,
     find_cifar_folder,
     read_cifar_batch,
     read_cifar_label_names,
-    read_cifar_pickle,
 )
 from engine.errors import ConfigError, DataError, shown
 from engine.formats import (
