@@ -19,9 +19,9 @@ from engine.data import (
     describe_dataset,
     load_dataset,
     read_inputs,
-    write_cifar_folder,
 )
 from engine.errors import ConfigError, DataError
+from tests.cifar_files import write_cifar_folder
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]], delimiter: str = ",") -> Path:

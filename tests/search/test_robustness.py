@@ -20,10 +20,10 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from engine.data import write_cifar_batch, write_cifar_folder
 from search.cli import cli
 from tests.search.conftest import one_line_error
 from studies.store import open_storage
+from tests.cifar_files import write_cifar_batch, write_cifar_folder
 from tests.search.procs import LONG, SMALL, budget, run, start, wait_for
 from tests.unwritable import unwritable
 
