@@ -16,7 +16,7 @@ from engine.data import Dataset, data_identity
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
-from search.objective import stop_reason, trial_config
+from search.objective import EXPLODE_FACTOR, stop_reason, trial_config
 from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
@@ -222,7 +222,7 @@ def continuing_notes(name: str, n_trials: int, counts: dict[str, int], heartbeat
 
 # --------------------------------------------------------------------------- the stages a user asks for
 def coarse_stage(campaign: str, run: RunConfig, space: dict[str, Dimension], n_trials: int, seed: int,
-                 sampler: str = "random", explode_factor: float = 3.0, scheduler: str = "none") -> Stage:
+                 sampler: str = "random", explode_factor: float = EXPLODE_FACTOR, scheduler: str = "none") -> Stage:
     return Stage(campaign=campaign, stage="coarse", space=dict(space), n_trials=n_trials, run=run, seed=seed,
                  sampler=sampler, explode_factor=explode_factor, scheduler=scheduler)
 

@@ -37,7 +37,7 @@ from engine.errors import EngineError
 from engine.diagnostics import value_se
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
-from search.objective import run_trial, trial_seed
+from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
                           insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
@@ -73,7 +73,7 @@ class Stage:
     sampler: str = "random"
     parent: str | None = None
     range_notes: tuple[str, ...] = ()
-    explode_factor: float | None = 3.0  # None: no run is stopped for a loss spike (stage final)
+    explode_factor: float | None = EXPLODE_FACTOR  # None: no run is stopped for a loss spike (stage final)
     points: tuple[dict[str, Any], ...] = ()  # the trials' params of a "fixed" stage
     scheduler: str = "none"
 

@@ -21,6 +21,7 @@ from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
 from search.config import MAX_DEPTH, RunConfig, absolute_data_name
 from search.errors import SearchError
+from search.objective import EXPLODE_FACTOR, EXPLODE_WINDOW
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
 from search.space import Dimension, check_fixed, check_space, parse_dimension, searchable
 
@@ -460,8 +461,8 @@ heartbeat_option = click.option(
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
          "Set by the command that creates a stage; its workers use the stage's value.")
 explode_option = click.option(
-    "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
-    help="Stop a run once its loss, averaged over 10 minibatches, exceeds this x its first loss (not in "
+    "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=EXPLODE_FACTOR, show_default=True,
+    help=f"Stop a run once its loss, averaged over {EXPLODE_WINDOW} minibatches, exceeds this x its first loss (not in "
          "search auto's final stage, whose runs predict retrains).")
 
 # --campaign's default, as its help says it: a command that starts a campaign, one that continues or reads one
