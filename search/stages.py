@@ -316,6 +316,14 @@ def split_size(study: optuna.Study, split: str) -> int | None:
     return shapes[split][0] if shapes.get(split) else None
 
 
+def parse_trial_ref(ref: str, option: str = "") -> tuple[str, int]:
+    """(study name, trial number) of ``STUDY:NUMBER``; SearchError naming ``option`` (``--from-trial``) when given."""
+    name, sep, number = ref.rpartition(":")
+    if not sep or not name or not number.isdigit():
+        raise SearchError(f"{option + ' ' if option else ''}{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
+    return name, int(number)
+
+
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
     """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)

@@ -217,14 +217,12 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from engine.diagnostics import LABELS, Diagnosis, describe_diagnosis
     from search.errors import SearchError
     from search.objective import scheduler_stop
-    from search.stages import load_trial
+    from search.stages import load_trial, parse_trial_ref
     from studies.records import diagnosis_labels, trial_record
 
-    name, sep, number = ref.rpartition(":")
-    if not sep or not name or not number.isdigit():
-        raise SearchError(f"{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
+    name, number = parse_trial_ref(ref)
     reading = open_for_reading(storage)
-    trial, _ = load_trial(reading, name, int(number))
+    trial, _ = load_trial(reading, name, number)
     attrs = trial.user_attrs
     if trial.state == TrialState.FAIL:
         raise SearchError(f"trial {ref} has no diagnosis: {failure_story(reading, name, trial)}")
