@@ -21,7 +21,7 @@ from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
-    FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
+    FINISHED, Stage, best_params, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     promotion_stage, refined_stage, split_size, stage_counts, stage_unfinished, storage_retry_seconds, study_name,
     value_se, watch_sqlite_file,
 )
@@ -319,14 +319,7 @@ class FinalScore:
 def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
     """Stage ``final``: the last stage's ``top`` configurations, each run ``repeats`` times with other seeds."""
     stage = Stage.from_attrs(last.user_attrs)
-    ranked = sorted((t for t in last.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-                    key=lambda t: t.value, reverse=True)
-    leaders: list[dict[str, Any]] = []
-    for t in ranked:
-        if t.params not in leaders:
-            leaders.append(dict(t.params))
-        if len(leaders) == top:
-            break
+    leaders = best_params(last, top)
     if not leaders:
         raise SearchFailed(f"stage {stage.name} has no completed trial to re-evaluate")
     points = tuple(p for _ in range(repeats) for p in leaders)

@@ -381,18 +381,26 @@ def next_epochs(parent: Stage, epochs: int | None) -> int:
     return epochs if epochs is not None else max(previous * 2, previous + 1)
 
 
+def best_params(study: optuna.Study, n: int,
+                keep: Callable[[dict[str, Any]], bool] = lambda params: True) -> list[dict[str, Any]]:
+    """The params of the study's ``n`` best COMPLETE trials, best first, each configuration once (only those
+    ``keep`` accepts)."""
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: t.value, reverse=True)
+    best: list[dict[str, Any]] = []
+    for t in ranked:
+        if t.params not in best and keep(t.params):
+            best.append(dict(t.params))
+        if len(best) == n:
+            break
+    return best
+
+
 def promotion_stage(parent_study: optuna.Study, epochs: int | None, n: int) -> Stage:
     """Stage ``promote-k``: the parent's ``n`` best configurations run at the next stage's epochs, so the next
     box is drawn around what is best at the length it will run, not at the parent's shorter one."""
     parent = Stage.from_attrs(parent_study.user_attrs)
-    ranked = sorted(parent_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.value, reverse=True)
-    points: list[dict[str, Any]] = []
-    for t in ranked:
-        if t.params not in points and has_params(t.params, parent.space, parent.run):
-            points.append(dict(t.params))
-        if len(points) == n:
-            break
+    points = best_params(parent_study, n, lambda params: has_params(params, parent.space, parent.run))
     if not points:
         raise SearchError(f"stage {parent.name} has no completed trials to promote")
     k = fine_index(parent.stage) + 1
