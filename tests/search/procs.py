@@ -135,6 +135,12 @@ class Budget:
         return found
 
 
+def training(url: str, name: str) -> list[FrozenTrial]:
+    """RUNNING trials of stage ``name`` past sampling their parameters: a signal now lands in the middle of training."""
+    b = budget(url, name)
+    return [t for t in b.trials if t.state.name == "RUNNING" and t.params] if b else []
+
+
 def budget(url: str, name: str) -> Budget | None:
     """The stage's budget read from the database; None when the database or the study does not exist yet."""
     try:
