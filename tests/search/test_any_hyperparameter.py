@@ -186,21 +186,13 @@ def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_
      "dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"),
     ('momentum = "0.5:0.9:linear"\n', "momentum has no effect with optimizer adam: it applies only with optimizer "
                                       "momentum or nesterov (set --optimizer or search it too)"),
-])
-def test_a_space_file_dimension_its_option_refuses_is_named_by_the_file(run_cli, tmp_path, text, message):
-    (tmp_path / "space.toml").write_text("[space]\n" + text)
-    line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
-    assert line == f"error: --space-file space.toml: {message}"
-    assert not (tmp_path / "search.db").exists()
-
-
-@pytest.mark.parametrize("text,message", [
-    # once: "--space activation: [1 is not accepted: unknown activation '[1'", the list's text cut at its commas
+    # a choice that is no single value; once: "--space activation: [1 is not accepted: unknown activation '[1'", the
+    # list's text cut at its commas
     ('activation = [["relu", "tanh"]]\n', "activation: choice ['relu', 'tanh'] is not a string, a number or true/false"),
     ("hidden = [16, {width = 32}]\n", "hidden: choice {'width': 32} is not a string, a number or true/false"),
     ("lr = [1979-05-27]\n", "lr: choice datetime.date(1979, 5, 27) is not a string, a number or true/false"),
 ])
-def test_a_space_file_choice_that_is_no_single_value_is_refused(run_cli, tmp_path, text, message):
+def test_a_space_file_dimension_its_option_refuses_is_named_by_the_file(run_cli, tmp_path, text, message):
     (tmp_path / "space.toml").write_text("[space]\n" + text)
     line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
     assert line == f"error: --space-file space.toml: {message}"
