@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -603,15 +603,6 @@ def data_identity(spec: DataSpec, dataset: Dataset | None = None) -> dict[str, A
         "image_shape": list(ds.image_shape) if ds.image_shape is not None else None,
         "classes": list(_class_names(ds)),
     }
-
-
-def check_data_identity(spec: DataSpec, recorded: Mapping[str, Any]) -> None:
-    """DataError naming the path and both hashes when the data's content is not what data_identity recorded."""
-    now = data_sha256(spec)
-    if now != recorded.get("sha256"):
-        where = recorded.get("path") or spec.name
-        raise DataError(f"{where}: the data differs from what this study was started on (sha256 "
-                        f"{recorded.get('sha256')} recorded, {now} now); refusing to mix two datasets in one study")
 
 
 def _class_names(ds: Dataset) -> tuple[str, ...]:
