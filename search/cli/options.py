@@ -13,7 +13,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from engine.data import DATASETS, DataSpec
+from engine.data import DATASETS, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
 from engine.init import INITIALISERS, InitSpec
 from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
@@ -225,10 +225,12 @@ RUN_OPTIONS = [
                  help="A CSV/TSV column neither trained on nor the labels (an id, a note); repeat for several."),
     click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
                  help="Resize every image of an image folder to W x H pixels."),
-    click.option("--val-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.15,
-                 show_default=True, help="Share drawn (stratified) for validation where the file gives no val split."),
-    click.option("--test-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.15,
-                 show_default=True, help="Share drawn (stratified) for test where the file gives no test split."),
+    click.option("--val-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
+                 default=DEFAULT_VAL_FRACTION, show_default=True,
+                 help="Share drawn (stratified) for validation where the file gives no val split."),
+    click.option("--test-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
+                 default=DEFAULT_TEST_FRACTION, show_default=True,
+                 help="Share drawn (stratified) for test where the file gives no test split."),
     click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
     click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True, metavar="NAME",
