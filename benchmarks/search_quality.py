@@ -49,19 +49,19 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
 
 from engine.data import DataSpec, Dataset, _read_digits  # noqa: E402
 from engine.preprocess import PreprocessSpec  # noqa: E402
 from engine.trainer import Observer, TrainResult, train  # noqa: E402
 from search.campaign import FINE_SAMPLER, Execution, auto_space, coarse_stage, run_auto  # noqa: E402
 from search.config import RunConfig  # noqa: E402
-from search.objective import ExplosionObserver, trial_config, trial_seed  # noqa: E402
+from search.objective import ExplosionObserver, trial_config  # noqa: E402
 from search.space import Dimension  # noqa: E402
 from machine import blas_pools  # noqa: E402
 
@@ -370,6 +370,11 @@ def fmt_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def results_column(runs: list[dict[str, Any]], method: str, key: str) -> np.ndarray:
+    """One method's ``key`` over the runs (one per seed) as floats."""
+    return np.array([r["results"][method][key] for r in runs], dtype=float)
+
+
 def report(problem: Problem, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Print one problem's tables; return its target checks."""
     runs = sorted(runs, key=lambda r: r["seed"])
@@ -380,8 +385,7 @@ def report(problem: Problem, runs: list[dict[str, Any]]) -> dict[str, Any]:
     print(f"    why hard: {problem.why}")
     print(f"    space: {' '.join(f'{k}={v}' for k, v in runs[0]['space'].items())}")
 
-    def col(method: str, key: str) -> np.ndarray:
-        return np.array([r["results"][method][key] for r in runs], dtype=float)
+    col = partial(results_column, runs)
 
     methods = [m for m in METHODS if m in runs[0]["results"]]
     print(f"\n{'method':<13} {'test (retrained)':>18} {'retrain sd':>10} {'reported val':>12} {'retrained val':>13} "
@@ -441,8 +445,7 @@ def print_auto_seeds(runs: list[dict[str, Any]], variant: str) -> None:
 
 def target_checks(runs: list[dict[str, Any]], variant: str) -> dict[str, tuple[bool, str]]:
     """Issue 12's targets for one auto variant against TPE: (met, value) by what is checked."""
-    def col(method: str, key: str) -> np.ndarray:
-        return np.array([r["results"][method][key] for r in runs], dtype=float)
+    col = partial(results_column, runs)
 
     n = len(runs)
     auto, tpe = col(variant, "test"), col("tpe", "test")

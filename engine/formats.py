@@ -267,11 +267,7 @@ def read_columns(
             if found != n:
                 raise DataError(f"{path}: {found} column{'s' if found > 1 else ''} named {name!r} but the model reads "
                                 f"{n}; columns are matched by name")
-        used: Counter[str] = Counter()
-        take = []
-        for name in wanted:
-            take.append(positions[name][used[name]])
-            used[name] += 1
+        take = [positions[name].pop(0) for name in wanted]  # a name's columns in file order
         labelled.append(label_column is not None and label_column.strip() in stripped)
         if labelled[0]:
             take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]

@@ -7,6 +7,14 @@ from engine import kernels
 from engine.errors import ConfigError
 
 
+def _zeros(buffers: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:
+    """The rule's state ``buffers[name]``, made zeros shaped as ``like`` on its first step."""
+    buffer = buffers.get(name)
+    if buffer is None:
+        buffer = buffers[name] = np.zeros_like(like)
+    return buffer
+
+
 class SGD:
     """w -= lr * dw; with ``weight_decay`` the L2 gradient of the ``decayed`` weights is applied here.
 
@@ -47,9 +55,7 @@ class Momentum:
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
         """Update every parameter in place."""
         for name, g in grads.items():
-            v = self.velocity.get(name)
-            if v is None:
-                v = self.velocity[name] = np.zeros_like(g)
+            v = _zeros(self.velocity, name, g)
             v *= self.mu
             v -= lr * g
             params[name] += v
@@ -64,9 +70,7 @@ class Nesterov(Momentum):
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
         """Update every parameter in place."""
         for name, g in grads.items():
-            v = self.velocity.get(name)
-            if v is None:
-                v = self.velocity[name] = np.zeros_like(g)
+            v = _zeros(self.velocity, name, g)
             v_prev = v.copy()
             v *= self.mu
             v -= lr * g
@@ -83,9 +87,7 @@ class RMSProp:
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
         """Update every parameter in place."""
         for name, g in grads.items():
-            c = self.cache.get(name)
-            if c is None:
-                c = self.cache[name] = np.zeros_like(g)
+            c = _zeros(self.cache, name, g)
             c *= self.rho
             c += (1 - self.rho) * g * g
             params[name] -= lr * g / (np.sqrt(c) + self.eps)
@@ -120,11 +122,7 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         step = lr * float(np.sqrt(1 - b2**self.t)) / (1 - b1**self.t)
         for name, g in grads.items():
-            m = self.m.get(name)
-            if m is None:
-                m = self.m[name] = np.zeros_like(g)
-                self.v[name] = np.zeros_like(g)
-            v = self.v[name]
+            m, v = _zeros(self.m, name, g), _zeros(self.v, name, g)
             decay = self.weight_decay if name in self.decayed else 0.0
             if kernels.usable(params[name], g, m, v) and kernels.adam(params[name], g, m, v, decay, b1, b2,
                                                                     self.eps, step):

@@ -16,12 +16,12 @@ from engine.data import Dataset, data_identity
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
-from search.objective import stop_reason, trial_config
+from search.objective import EXPLODE_FACTOR, stop_reason, trial_config
 from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
-    FINISHED, Stage, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
+    FINISHED, Stage, best_params, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
     promotion_stage, refined_stage, split_size, stage_counts, stage_unfinished, storage_retry_seconds, study_name,
     value_se, watch_sqlite_file,
 )
@@ -223,7 +223,7 @@ def continuing_notes(name: str, n_trials: int, counts: dict[str, int], heartbeat
 
 # --------------------------------------------------------------------------- the stages a user asks for
 def coarse_stage(campaign: str, run: RunConfig, space: dict[str, Dimension], n_trials: int, seed: int,
-                 sampler: str = "random", explode_factor: float = 3.0, scheduler: str = "none") -> Stage:
+                 sampler: str = "random", explode_factor: float = EXPLODE_FACTOR, scheduler: str = "none") -> Stage:
     return Stage(campaign=campaign, stage="coarse", space=dict(space), n_trials=n_trials, run=run, seed=seed,
                  sampler=sampler, explode_factor=explode_factor, scheduler=scheduler)
 
@@ -320,14 +320,7 @@ class FinalScore:
 def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
     """Stage ``final``: the last stage's ``top`` configurations, each run ``repeats`` times with other seeds."""
     stage = Stage.from_attrs(last.user_attrs)
-    ranked = sorted((t for t in last.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-                    key=lambda t: t.value, reverse=True)
-    leaders: list[dict[str, Any]] = []
-    for t in ranked:
-        if t.params not in leaders:
-            leaders.append(dict(t.params))
-        if len(leaders) == top:
-            break
+    leaders = best_params(last, top)
     if not leaders:
         raise SearchFailed(f"stage {stage.name} has no completed trial to re-evaluate")
     points = tuple(p for _ in range(repeats) for p in leaders)

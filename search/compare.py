@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from search.campaign import Execution, StageSummary, execute_stage
 from search.errors import SearchError
 from search.config import RunConfig
+from search.objective import EXPLODE_FACTOR
 from search.space import Dimension
 from search.stages import Stage
 from studies.report import Report, compare_report
@@ -27,7 +28,7 @@ def default_compare_campaign(now: dt.datetime | None = None) -> str:
 
 
 def compare_pair(campaign: str, run: RunConfig, space: dict[str, Dimension], n_trials: int, seed: int, repeat: int,
-                 explode_factor: float = 3.0) -> tuple[Stage, Stage]:
+                 explode_factor: float = EXPLODE_FACTOR) -> tuple[Stage, Stage]:
     """(random stage, grid stage) of one repeat: same ranges, epochs, data and stage seed ``seed + repeat``."""
     random_stage = Stage(campaign=campaign, stage=f"random-{repeat}", space=dict(space), n_trials=n_trials, run=run,
                          seed=seed + repeat, sampler="random", explode_factor=explode_factor)
@@ -51,7 +52,7 @@ def run_compare(
     n_trials: int,
     repeats: int,
     seed: int = 0,
-    explode_factor: float = 3.0,
+    explode_factor: float = EXPLODE_FACTOR,
     on_stage: Callable[[StageSummary], None] | None = None,
 ) -> CompareRun:
     """Run ``repeats`` random/grid pairs (each stage to exactly its budget) and compute wins/ties/losses."""

@@ -53,6 +53,7 @@ def scheduler_stop(trial: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
     return reached, epochs
 
 
+EXPLODE_FACTOR = 3.0  # a run stops once its loss exceeds this x its first loss (the lecture's rule of thumb)
 EXPLODE_WINDOW = 10  # minibatch losses averaged before they are compared with the first one
 EXPLODE_MIN_LOSSES = 3  # the fewest an epoch's end judges (wine in batches of 50: 2 an epoch, one spike stopped it)
 
@@ -69,7 +70,7 @@ class ExplosionObserver(Observer):
     it has are judged then).
     """
 
-    def __init__(self, factor: float = 3.0) -> None:
+    def __init__(self, factor: float = EXPLODE_FACTOR) -> None:
         if not (math.isfinite(factor) and factor > 1):
             raise ValueError(f"explode factor must be a finite number > 1, got {factor!r}")
         self.factor = factor
@@ -174,7 +175,7 @@ def run_trial(
     dataset: Dataset,
     space: dict[str, Dimension],
     stage_seed: int,
-    explode_factor: float | None = 3.0,
+    explode_factor: float | None = EXPLODE_FACTOR,
     on_params: Callable[[], None] | None = None,
     scheduled: bool = False,
 ) -> TrialOutcome:

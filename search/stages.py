@@ -37,7 +37,7 @@ from engine.errors import EngineError
 from engine.diagnostics import value_se
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
-from search.objective import run_trial, trial_seed
+from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
                           insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
@@ -73,7 +73,7 @@ class Stage:
     sampler: str = "random"
     parent: str | None = None
     range_notes: tuple[str, ...] = ()
-    explode_factor: float | None = 3.0  # None: no run is stopped for a loss spike (stage final)
+    explode_factor: float | None = EXPLODE_FACTOR  # None: no run is stopped for a loss spike (stage final)
     points: tuple[dict[str, Any], ...] = ()  # the trials' params of a "fixed" stage
     scheduler: str = "none"
 
@@ -316,6 +316,14 @@ def split_size(study: optuna.Study, split: str) -> int | None:
     return shapes[split][0] if shapes.get(split) else None
 
 
+def parse_trial_ref(ref: str, option: str = "") -> tuple[str, int]:
+    """(study name, trial number) of ``STUDY:NUMBER``; SearchError naming ``option`` (``--from-trial``) when given."""
+    name, sep, number = ref.rpartition(":")
+    if not sep or not name or not number.isdigit():
+        raise SearchError(f"{option + ' ' if option else ''}{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
+    return name, int(number)
+
+
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
     """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)
@@ -367,28 +375,32 @@ def stage_counts(storage: RDBStorage, study_id: int) -> dict[str, int]:
     return optuna_rdb.state_counts(storage, study_id)
 
 
-def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=FINISHED)
-
-
 def next_epochs(parent: Stage, epochs: int | None) -> int:
     """Epochs of the stage after ``parent``: ``epochs`` when given, else twice the parent's."""
     previous = parent.run.train.epochs
     return epochs if epochs is not None else max(previous * 2, previous + 1)
 
 
+def best_params(study: optuna.Study, n: int,
+                keep: Callable[[dict[str, Any]], bool] = lambda params: True) -> list[dict[str, Any]]:
+    """The params of the study's ``n`` best COMPLETE trials, best first, each configuration once (only those
+    ``keep`` accepts)."""
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: t.value, reverse=True)
+    best: list[dict[str, Any]] = []
+    for t in ranked:
+        if t.params not in best and keep(t.params):
+            best.append(dict(t.params))
+        if len(best) == n:
+            break
+    return best
+
+
 def promotion_stage(parent_study: optuna.Study, epochs: int | None, n: int) -> Stage:
     """Stage ``promote-k``: the parent's ``n`` best configurations run at the next stage's epochs, so the next
     box is drawn around what is best at the length it will run, not at the parent's shorter one."""
     parent = Stage.from_attrs(parent_study.user_attrs)
-    ranked = sorted(parent_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.value, reverse=True)
-    points: list[dict[str, Any]] = []
-    for t in ranked:
-        if t.params not in points and has_params(t.params, parent.space, parent.run):
-            points.append(dict(t.params))
-        if len(points) == n:
-            break
+    points = best_params(parent_study, n, lambda params: has_params(params, parent.space, parent.run))
     if not points:
         raise SearchError(f"stage {parent.name} has no completed trials to promote")
     k = fine_index(parent.stage) + 1
@@ -591,17 +603,13 @@ def claim_waiting_trial(study: optuna.Study, after_id: int = -1) -> FrozenTrial 
                                           {"worker": worker_name(), "blas_threads": blas_threads()})
 
 
-# Quoted by ``--sampler``'s help and the README: where "same seed, same trials" holds and where it stops.
-REPRODUCIBILITY = (
-    "The same --seed gives the same trials with any --jobs for random and grid stages. With tpe (and qmc) it "
-    "does only with --jobs 1 and a stage that runs without interruption: each TPE trial is drawn from the "
-    "trials finished before it (each QMC point goes to the trial that asks next), and with several workers, "
-    "or when an interrupted trial is re-run later, that order depends on timing."
-)
-
-
 def make_sampler(stage: Stage, number: int) -> optuna.samplers.BaseSampler:
-    """The sampler of one trial, seeded per trial so parallel workers never draw the same point (see REPRODUCIBILITY)."""
+    """The sampler of one trial, seeded per trial so parallel workers never draw the same point.
+
+    The same seed gives the same trials with any --jobs for random and grid stages; with tpe (and qmc) only with
+    --jobs 1 and a stage that runs without interruption: each TPE trial is drawn from the trials finished before it
+    (each QMC point goes to the trial that asks next), an order that depends on timing (``--sampler``'s help).
+    """
     seed = trial_seed(stage.seed, number)
     if stage.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)

@@ -154,7 +154,8 @@ def _minor_log_label(x: float, axis: Any) -> str:
     return f"{x:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
 
 
-def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+def column_floats(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as floats: NaN where a cell is missing or not a number, and everywhere when there is no such column."""
     if column not in frame.columns:
         return np.full(len(frame), np.nan)
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
@@ -186,7 +187,7 @@ def value_key(value: Any) -> tuple[str, Any]:
 def positions(frame: pd.DataFrame, dim: Dim, rng: np.random.Generator | None = None, jitter: float = 0.25) -> np.ndarray:
     """Where each trial sits on a dimension's axis: its value, or its category's index plus jitter (NaN if absent)."""
     if dim.numeric:
-        return _numeric(frame, f"param_{dim.name}")
+        return column_floats(frame, f"param_{dim.name}")
     index = {value_key(c): i for i, c in enumerate(dim.choices)}
     raw = frame[f"param_{dim.name}"].to_numpy(dtype=object) if f"param_{dim.name}" in frame else [None] * len(frame)
     out = np.array([np.nan if v is None or (isinstance(v, float) and np.isnan(v)) else index.get(value_key(v), np.nan)
@@ -276,7 +277,7 @@ def plot_param_scatter(
         px, py = positions(frame, x, rng), positions(frame, y, rng)
         state = frame["state"].to_numpy(dtype=object)
         done = state == "COMPLETE"
-        values = _numeric(frame, "value")
+        values = column_floats(frame, "value")
         ok = done & np.isfinite(values)
         if ok.any():
             lo, hi = float(values[ok].min()), float(values[ok].max())
@@ -309,8 +310,8 @@ def plot_param_slices(
         if not dim.numeric:
             boxes = []
             for i in range(len(dim.choices)):
-                vals = [_numeric(f[f["state"] == "COMPLETE"], "value")[positions(f[f["state"] == "COMPLETE"], dim) == i]
-                        for _, f in stages]
+                vals = [column_floats(done, "value")[positions(done, dim) == i]
+                        for done in (f[f["state"] == "COMPLETE"] for _, f in stages)]
                 vals = np.concatenate(vals or [np.array([])])
                 boxes.append(vals[np.isfinite(vals)])
             ax.boxplot(boxes, positions=range(len(boxes)), widths=0.6, showfliers=False,
@@ -319,7 +320,7 @@ def plot_param_slices(
         unvalued: list[list[np.ndarray]] = [[], [], []]
         for i, (title, frame) in enumerate(stages):
             done = frame[frame["state"] == "COMPLETE"]
-            ax.scatter(positions(done, dim, None if dim.numeric else rng, 0.2), _numeric(done, "value"), s=16,
+            ax.scatter(positions(done, dim, None if dim.numeric else rng, 0.2), column_floats(done, "value"), s=16,
                        alpha=0.75, marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=colours[i % len(colours)],
                        label=title, zorder=3)
             for found, mask in zip(unvalued, unvalued_masks(frame)):
@@ -364,7 +365,7 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
         number = frame["number"].to_numpy(dtype=float) + offset
         for found, mask in zip(unvalued, unvalued_masks(frame)):
             found.append(number[mask])
-        value = np.where(frame["state"].to_numpy(dtype=object) == "COMPLETE", _numeric(frame, "value"), np.nan)
+        value = np.where(frame["state"].to_numpy(dtype=object) == "COMPLETE", column_floats(frame, "value"), np.nan)
         colour = colours[i % len(colours)]
         ax.scatter(number, value, s=12, color=colour, alpha=0.6, label=title)
         best = np.fmax.accumulate(np.where(np.isfinite(value), value, -np.inf)) if value.size else value

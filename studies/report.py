@@ -61,7 +61,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, create_trial
 
 from studies import plots
-from studies.plots import Dim, value_key
+from studies.plots import Dim, column_floats, value_key
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
 from studies.records import seconds_text, trial_record, value_text
@@ -113,14 +113,8 @@ IMAGE_CAPTIONS: dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- numbers from a trials frame
-def _floats(frame: pd.DataFrame, column: str) -> np.ndarray:
-    if column not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-
-
 def _complete_values(frame: pd.DataFrame) -> np.ndarray:
-    values = _floats(frame[frame["state"] == "COMPLETE"], "value")
+    values = column_floats(frame[frame["state"] == "COMPLETE"], "value")
     return values[np.isfinite(values)]
 
 
@@ -177,7 +171,7 @@ def distinct_counts(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, int
 def best_so_far_by_trial(frame: pd.DataFrame) -> np.ndarray:
     """Running best value after each trial in trial order (NaN until the first COMPLETE trial)."""
     ordered = in_trial_order(frame)
-    values = np.where(ordered["state"].to_numpy(dtype=object) == "COMPLETE", _floats(ordered, "value"), np.nan)
+    values = np.where(ordered["state"].to_numpy(dtype=object) == "COMPLETE", column_floats(ordered, "value"), np.nan)
     values = np.where(np.isfinite(values), values, -np.inf)
     best = np.maximum.accumulate(values) if values.size else values
     return np.where(np.isfinite(best), best, np.nan)
@@ -186,7 +180,7 @@ def best_so_far_by_trial(frame: pd.DataFrame) -> np.ndarray:
 def best_so_far_by_time(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(cumulative training seconds, running best) after each trial in trial order."""
     ordered = in_trial_order(frame)
-    seconds = np.nan_to_num(_floats(ordered, "seconds"), nan=0.0)
+    seconds = np.nan_to_num(column_floats(ordered, "seconds"), nan=0.0)
     return np.cumsum(seconds), best_so_far_by_trial(ordered)
 
 
@@ -203,15 +197,15 @@ def trials_to_within(frame: pd.DataFrame, within: float = WITHIN) -> int | None:
 def _batch_sizes(frame: pd.DataFrame) -> np.ndarray:
     """Each trial's batch size where the stage searched it, else 1: a full run's iterations x this is its epochs x
     the training samples, the same at any batch size."""
-    return np.nan_to_num(_floats(frame, "param_batch_size"), nan=1.0)
+    return np.nan_to_num(column_floats(frame, "param_batch_size"), nan=1.0)
 
 
 def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
     """Iterations and seconds not run because PRUNED trials stopped early (see the module docstring)."""
     complete = frame[frame["state"] == "COMPLETE"]
     pruned = frame[frame["state"] == "PRUNED"]
-    iters = _floats(complete, "iterations")
-    secs = _floats(complete, "seconds")
+    iters = column_floats(complete, "iterations")
+    secs = column_floats(complete, "seconds")
     ok = np.isfinite(iters) & np.isfinite(secs) & (iters > 0)
     if not ok.any():
         return {"full_run_iterations": None, "seconds_per_iteration": None, "pruned_trials": len(pruned),
@@ -219,7 +213,7 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
     samples = iters * _batch_sizes(complete)
     per_sample = float(secs[ok].sum() / samples[ok].sum())
     sizes = _batch_sizes(pruned)
-    ran = np.nan_to_num(_floats(pruned, "iterations"), nan=0.0)
+    ran = np.nan_to_num(column_floats(pruned, "iterations"), nan=0.0)
     saved = np.clip(float(samples[ok].max()) / sizes - ran, 0.0, None)  # each pruned run's own iterations
     return {"full_run_iterations": int(iters[ok].max()),
             "seconds_per_iteration": float(secs[ok].sum() / iters[ok].sum()),
@@ -249,7 +243,7 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
 
 def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, Any]]:
     """(trial number, params as their real values) of the best COMPLETE trial (lowest number on ties)."""
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
+    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
     if complete.empty:
         return None, {}
     row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
@@ -274,7 +268,7 @@ def first_finished(frame: pd.DataFrame, n: int) -> pd.DataFrame:
 def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
     """One side of a grid-vs-random comparison: best, median, distinct values, trials to within 1 point."""
     best, median = best_and_median(frame)
-    seconds = np.nan_to_num(_floats(frame, "seconds"), nan=0.0)
+    seconds = np.nan_to_num(column_floats(frame, "seconds"), nan=0.0)
     counts = state_counts(frame)
     return {
         "trials": counts["trials"], "complete": counts["complete"], "pruned": counts["pruned"],
@@ -500,9 +494,9 @@ class Report:
 
 def budget_numbers(epochs: Any, frame: pd.DataFrame) -> dict[str, Any]:
     """What a stage spent: epochs per trial, epochs run (see the module docstring), training seconds."""
-    seconds = float(np.nan_to_num(_floats(frame, "seconds"), nan=0.0).sum())
+    seconds = float(np.nan_to_num(column_floats(frame, "seconds"), nan=0.0).sum())
     complete = (frame["state"] == "COMPLETE").to_numpy()
-    samples = _floats(frame, "iterations") * _batch_sizes(frame)  # a full run's are the same at any batch size
+    samples = column_floats(frame, "iterations") * _batch_sizes(frame)  # a full run's are the same at any batch size
     full = samples[complete & np.isfinite(samples)]
     run = None
     if _num(epochs) is not None and full.size and full.max() > 0:
@@ -563,7 +557,7 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
                      seed: int = 0) -> dict[str, Any]:
     """Optuna's fANOVA importance (shares summing to 1) of a stage's dimensions, or the message saying why not."""
     distributions = {n: d for n, d in ((n, distribution(spec)) for n, spec in space.items()) if d is not None}
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
+    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
     searched = [n for n, d in distributions.items() if not d.single()]
     out: dict[str, Any] = {"importance": None, "trials_complete": len(complete), "trials_used": 0, "message": None}
     if len(searched) < 2:
@@ -630,7 +624,7 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
     finished = in_trial_order(frame[frame["state"].isin(["COMPLETE", "PRUNED"])])
     dims = dims or {}
     groups: dict[str, dict[str, Any]] = {}
-    values = _floats(finished, "value")
+    values = column_floats(finished, "value")
     for (_, row), value in zip(finished.iterrows(), values):
         ps = {p: _plain(row[f"param_{p}"]) for p in params if f"param_{p}" in row and _present(row[f"param_{p}"])}
         ps = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in ps.items()}
@@ -693,7 +687,7 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
             if label in chosen:
                 continue
             rows = frame.loc[labels.index[labels.to_numpy() == label].unique()]
-            values = _floats(rows, "value")
+            values = column_floats(rows, "value")
             valued = rows[np.isfinite(values)]
             if len(valued):
                 ranked = valued.assign(_v=values[np.isfinite(values)]).sort_values(["_v", "number"], kind="stable")
@@ -979,7 +973,7 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
 
 
 def _loss_curve_image(storage: optuna.storages.BaseStorage, frame: pd.DataFrame, params: Sequence[str]) -> bytes:
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(_floats(frame, "value"))]
+    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
     exploded = frame[(frame["state"] == "PRUNED")
                      & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)

@@ -648,7 +648,3 @@ def connect_readonly(url: str) -> Iterator[Connection]:
     finally:
         engine.dispose()
 
-
-def set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, object]) -> None:
-    """Write several user attributes of a running trial in one transaction (``optuna_rdb``)."""
-    optuna_rdb.set_trial_user_attrs(storage, trial_id, attrs)

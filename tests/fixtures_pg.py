@@ -172,26 +172,25 @@ def _wait_ready(port: int, timeout: float) -> None:
     raise RuntimeError(f"server not ready after {timeout:.0f} s: {_first_line(str(last))}")
 
 
-def create_database(port: int, name: str) -> None:
+def _run_outside_a_transaction(port: int, statement: str) -> None:
+    """Run ``statement`` on the server's postgres database with autocommit (CREATE/DROP DATABASE need it)."""
     conn = _connect(port)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            cur.execute(statement)
     finally:
         conn.close()
+
+
+def create_database(port: int, name: str) -> None:
+    _run_outside_a_transaction(port, f'CREATE DATABASE "{name}"')
 
 
 def drop_database(port: int, name: str) -> None:
-    conn = _connect(port)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            # FORCE (PostgreSQL 13+) ends sessions a test left open, e.g. a pooled
-            # SQLAlchemy engine that was never disposed.
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
+    # FORCE (PostgreSQL 13+) ends sessions a test left open, e.g. a pooled
+    # SQLAlchemy engine that was never disposed.
+    _run_outside_a_transaction(port, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class PostgresServer:

@@ -14,9 +14,10 @@ from search.cli.output import column_cell, echo_json, print_frame, print_table, 
 from search.space import value_text
 
 
-# best_value before the counts: a table cut to the terminal keeps what a stage found
-STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "running", "waiting", "epochs"]
-TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
+# the columns a table shows without --columns or --wide (best_value before the counts: a table cut to the
+# terminal keeps what a stage found)
+SHOWN_STUDY_COLUMNS = ["study", "n_trials", "best_value", "complete", "pruned", "fail", "running", "waiting", "epochs"]
+SHOWN_TRIAL_COLUMNS = ["number", "state", "value", "diagnosis", "seconds"]
 
 columns_options = apply([
     click.option("--columns", default=None, metavar="A,B,...", help="Table columns to show (csv/json give all)."),
@@ -41,7 +42,7 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 
     frame = list_studies(open_for_reading(storage), campaign)
     # an unfinished stage's trials running and left to run: n_trials counts them, and no other default column would
-    default = [c for c in STUDY_COLUMNS if c not in ("running", "waiting") or frame[c].any()]
+    default = [c for c in SHOWN_STUDY_COLUMNS if c not in ("running", "waiting") or frame[c].any()]
     print_table(frame, fmt, columns, default, wide)
 
 
@@ -73,7 +74,7 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     frame = trials_frame(open_for_reading(storage), study_name=study, campaign=campaign,
                          states=[s.upper() for s in states] or None, sort=sort, limit=limit)
     default = (["study"] if "study" in frame and (study is None or frame["study"].nunique() > 1) else []) + [
-        c for c in frame.columns if c in TRIAL_COLUMNS[:3] or c.startswith("param_")] + TRIAL_COLUMNS[3:]
+        c for c in frame.columns if c in SHOWN_TRIAL_COLUMNS[:3] or c.startswith("param_")] + SHOWN_TRIAL_COLUMNS[3:]
     if len(frame) and not (frame["state"] == "COMPLETE").any():  # failed, pruned (--state fail): how each ended
         default.insert(default.index("state") + 1, "stop_reason")
     print_table(frame, fmt, columns, default, wide)
@@ -216,14 +217,12 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from engine.diagnostics import LABELS, Diagnosis, describe_diagnosis
     from search.errors import SearchError
     from search.objective import scheduler_stop
-    from search.stages import load_trial
+    from search.stages import load_trial, parse_trial_ref
     from studies.records import diagnosis_labels, trial_record
 
-    name, sep, number = ref.rpartition(":")
-    if not sep or not name or not number.isdigit():
-        raise SearchError(f"{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
+    name, number = parse_trial_ref(ref)
     reading = open_for_reading(storage)
-    trial, _ = load_trial(reading, name, int(number))
+    trial, _ = load_trial(reading, name, number)
     attrs = trial.user_attrs
     if trial.state == TrialState.FAIL:
         raise SearchError(f"trial {ref} has no diagnosis: {failure_story(reading, name, trial)}")

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from engine.data import DATASETS, DataSpec
+from engine.data import DATASETS, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
 from engine.init import INITIALISERS, InitSpec
 from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
@@ -21,6 +21,7 @@ from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
 from search.config import MAX_DEPTH, RunConfig, absolute_data_name
 from search.errors import SearchError
+from search.objective import EXPLODE_FACTOR, EXPLODE_WINDOW
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
 from search.space import Dimension, check_fixed, check_space, parse_dimension, searchable
 
@@ -224,10 +225,12 @@ RUN_OPTIONS = [
                  help="A CSV/TSV column neither trained on nor the labels (an id, a note); repeat for several."),
     click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
                  help="Resize every image of an image folder to W x H pixels."),
-    click.option("--val-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.15,
-                 show_default=True, help="Share drawn (stratified) for validation where the file gives no val split."),
-    click.option("--test-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.15,
-                 show_default=True, help="Share drawn (stratified) for test where the file gives no test split."),
+    click.option("--val-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
+                 default=DEFAULT_VAL_FRACTION, show_default=True,
+                 help="Share drawn (stratified) for validation where the file gives no val split."),
+    click.option("--test-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
+                 default=DEFAULT_TEST_FRACTION, show_default=True,
+                 help="Share drawn (stratified) for test where the file gives no test split."),
     click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
     click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True, metavar="NAME",
@@ -460,8 +463,8 @@ heartbeat_option = click.option(
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
          "Set by the command that creates a stage; its workers use the stage's value.")
 explode_option = click.option(
-    "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=3.0, show_default=True,
-    help="Stop a run once its loss, averaged over 10 minibatches, exceeds this x its first loss (not in "
+    "--explode-factor", type=FiniteFloatRange(1, min_open=True), default=EXPLODE_FACTOR, show_default=True,
+    help=f"Stop a run once its loss, averaged over {EXPLODE_WINDOW} minibatches, exceeds this x its first loss (not in "
          "search auto's final stage, whose runs predict retrains).")
 
 # --campaign's default, as its help says it: a command that starts a campaign, one that continues or reads one

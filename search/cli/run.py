@@ -218,14 +218,12 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, A
     """(the trial's RunConfig, its stage's explode factor, the stored trial, the stage's data identity, the BLAS
     threads it ran on or None) from ``STUDY:NUMBER``."""
     from search.cli.options import open_for_reading
-    from search.stages import load_trial
+    from search.stages import load_trial, parse_trial_ref
     from studies.records import trial_record
 
-    name, sep, number = ref.rpartition(":")
-    if not sep or not name or not number.isdigit():
-        raise SearchError(f"--from-trial {ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
+    name, number = parse_trial_ref(ref, "--from-trial")
     st = open_for_reading(storage)
-    trial, stage = load_trial(st, name, int(number))
+    trial, stage = load_trial(st, name, number)
     recorded = st.get_study_user_attrs(st.get_study_id_from_name(name)).get("data", {})
     config = trial_record(trial, "config")
     if config is None:  # stored as a trial ends: a trial failed, running or waiting has none

@@ -17,10 +17,9 @@ from engine.data import (
     load_dataset,
     read_cifar_batch,
     save_cache,
-    write_cifar_batch,
-    write_cifar_folder,
 )
 from engine.errors import ConfigError, DataError
+from tests.cifar_files import write_cifar_batch, write_cifar_folder
 
 N_PER_BATCH = 20
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.data import DataSpec, _py2_pickle, load_dataset, read_cifar_batch, write_cifar_batch, write_cifar_folder
+from engine.data import DataSpec, load_dataset, read_cifar_batch
 from engine.errors import DataError
+from tests.cifar_files import py2_pickle, write_cifar_batch, write_cifar_folder
 
 HEADER = b"\x80\x02"
 NDARRAY = b"cnumpy\nndarray\n"
@@ -29,7 +30,7 @@ def _batch(data_ops: bytes, labels_ops: bytes) -> bytes:
 
 def _array_ops(array: np.ndarray) -> bytes:
     """The opcodes of one array as the CIFAR-10 writer emits them (without PROTO and STOP)."""
-    return _py2_pickle(array)[2:-1]
+    return py2_pickle(array)[2:-1]
 
 
 def _refused(path: Path, *fragments: str) -> str:

@@ -1,10 +1,18 @@
 """Fixtures and checks shared by the CLI tests."""
 from __future__ import annotations
 
+import optuna
 import pytest
 from click.testing import CliRunner, Result
 
 from search.cli import cli
+from studies.store import open_storage
+
+
+@pytest.fixture
+def url(tmp_path):
+    """A SQLite database URL in the test's folder."""
+    return f"sqlite:///{tmp_path / 'search.db'}"
 
 
 @pytest.fixture
@@ -17,6 +25,11 @@ def run_cli(tmp_path, monkeypatch):
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
     return invoke
+
+
+def cwd_study(name: str) -> optuna.Study:
+    """Study ``name`` of the search.db in the current folder (the one ``run_cli`` works in)."""
+    return optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db", create=False))
 
 
 def one_line_error(result: Result, *fragments: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from search.workers import BLAS_THREAD_VARS
 from studies.budget import RETRY_OF, unretried_failures
@@ -133,6 +133,12 @@ class Budget:
         if self.finished > (self.n_trials or 0):
             found.append(f"{self.finished} finished trials, more than the budget {self.n_trials}")
         return found
+
+
+def training(url: str, name: str) -> list[FrozenTrial]:
+    """RUNNING trials of stage ``name`` past sampling their parameters: a signal now lands in the middle of training."""
+    b = budget(url, name)
+    return [t for t in b.trials if t.state.name == "RUNNING" and t.params] if b else []
 
 
 def budget(url: str, name: str) -> Budget | None:

@@ -14,13 +14,9 @@ from search.space import Choice, FloatRange, applies, refine_space
 from search.stages import Stage, promotion_stage
 from studies.report import campaign_report, param_importance
 from studies.store import open_storage
-from tests.search.conftest import one_line_error
+from tests.search.conftest import cwd_study, one_line_error
 
 OPTIMIZERS = ["--space", "optimizer=adam,momentum,sgd", "--space", "momentum=0.5:0.99", "--space", "lr=1e-3:1e-1"]
-
-
-def _study(name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db", create=False))
 
 
 @pytest.mark.parametrize("args, line", [
@@ -65,7 +61,7 @@ def test_an_option_given_for_the_trials_that_use_it_is_accepted(run_cli):
     result = run_cli("coarse", "--momentum", "0.5", "--space", "optimizer=adam,momentum", "--trials", "4",
                      "--epochs", "1", "--train-size", "200")
     assert result.exit_code == 0, result.output
-    configs = [RunConfig.from_dict(t.system_attrs["config"]) for t in _study("digits/coarse").get_trials()]
+    configs = [RunConfig.from_dict(t.system_attrs["config"]) for t in cwd_study("digits/coarse").get_trials()]
     assert {c.train.optimizer for c in configs} == {"adam", "momentum"}
     assert all(c.train.momentum == 0.5 for c in configs)
     assert run_cli("train", "--init", "normal", "--init-std", "0.1", "--epochs", "1",
@@ -76,13 +72,13 @@ def test_a_fixed_parent_that_uses_it_is_accepted(run_cli):
     result = run_cli("coarse", "--optimizer", "nesterov", "--space", "momentum=0.5:0.99", "--trials", "3",
                      "--epochs", "1", "--train-size", "300")
     assert result.exit_code == 0, result.output
-    assert [sorted(t.params) for t in _study("digits/coarse").get_trials()] == [["momentum"]] * 3
+    assert [sorted(t.params) for t in cwd_study("digits/coarse").get_trials()] == [["momentum"]] * 3
 
 
 def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage_copes(run_cli):
     coarse = run_cli("coarse", *OPTIMIZERS, "--trials", "18", "--epochs", "2", "--train-size", "400")
     assert coarse.exit_code == 0, coarse.output
-    trials = _study("digits/coarse").get_trials()
+    trials = cwd_study("digits/coarse").get_trials()
     assert len(trials) == 18 and all(t.state.name == "COMPLETE" for t in trials)
     by_optimizer = {o: [t for t in trials if t.params["optimizer"] == o] for o in ("adam", "momentum", "sgd")}
     assert all(by_optimizer.values())  # 18 draws of 3 categories with this seed: each one at least once
@@ -100,19 +96,19 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
 
     # the promotion keeps the best configurations whatever their optimizer (an adam one lacks momentum)
     best_five = sorted(trials, key=lambda t: t.value, reverse=True)[:5]
-    promoted = promotion_stage(_study("digits/coarse"), None, 5)
+    promoted = promotion_stage(cwd_study("digits/coarse"), None, 5)
     assert list(promoted.points) == [t.params for t in best_five]
 
     # the grid: 3 values of lr and momentum for momentum, 3 of lr for adam and sgd: 15 points within the 18 trials
     # (k = 2 by the count of categories alone, 8 points; k = 4 would be 24)
     grid = run_cli("grid")
     assert grid.exit_code == 0, grid.output
-    points = [t.params for t in _study("digits/grid").get_trials()]
+    points = [t.params for t in cwd_study("digits/grid").get_trials()]
     assert len(points) == 15
     assert sum(p["optimizer"] == "momentum" for p in points) == 9
     assert all(("momentum" in p) == (p["optimizer"] == "momentum") for p in points)
     assert len({tuple(sorted(p.items())) for p in points}) == 15
-    stage = Stage.from_attrs(_study("digits/grid").user_attrs)
+    stage = Stage.from_attrs(cwd_study("digits/grid").user_attrs)
     assert stage.n_trials == 15 and stage.range_notes[0].startswith(
         "grid of 15 points (3 optimizer x 3 momentum x 3 lr, each combination once without the dimensions that have "
         "no effect in it) "
@@ -120,7 +116,7 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
 
     fine = run_cli("fine", "--trials", "6")
     assert fine.exit_code == 0, fine.output
-    assert len(_study("digits/fine-1").get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 6
+    assert len(cwd_study("digits/fine-1").get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 6
 
 
 def test_refinement_reads_a_conditional_dimension_from_the_trials_that_used_it():
@@ -154,7 +150,7 @@ def test_qmc_draws_a_conditional_dimension_anew_in_each_trial(run_cli):
     result = run_cli("coarse", "--sampler", "qmc", "--seed", "2", *OPTIMIZERS[:4], "--trials", "12", "--epochs", "1",
                      "--train-size", "200")
     assert result.exit_code == 0, result.output
-    momenta = [t.params["momentum"] for t in _study("digits/coarse").get_trials() if "momentum" in t.params]
+    momenta = [t.params["momentum"] for t in cwd_study("digits/coarse").get_trials() if "momentum" in t.params]
     assert len(momenta) >= 4 and len(set(momenta)) == len(momenta)  # once, every such trial drew the same value
     assert "sampled independently" not in result.output
 
@@ -163,10 +159,10 @@ def test_a_grid_stage_stored_without_its_points_is_continued_as_before(run_cli):
     # grid stages stored before they kept their points: the same command finds the stage complete, no conflict
     assert run_cli("coarse", "--trials", "9", "--epochs", "1", "--train-size", "200").exit_code == 0
     assert run_cli("grid").exit_code == 0
-    study = _study("digits/grid")
+    study = cwd_study("digits/grid")
     stage = Stage.from_attrs(study.user_attrs)
     study.set_user_attr("points", [])
-    assert Stage.from_attrs(_study("digits/grid").user_attrs).points == stage.points
+    assert Stage.from_attrs(cwd_study("digits/grid").user_attrs).points == stage.points
     again = run_cli("grid")
     assert again.exit_code == 0, again.output
     assert "already complete" in again.output and len(study.get_trials()) == 9
@@ -205,7 +201,7 @@ def test_coarse_help_shows_a_conditional_space_and_it_runs(run_cli):
     result = run_cli(*conditional[0][1:], "--trials", "4", "--epochs", "1", "--train-size", "200")
     assert result.exit_code == 0, result.output
     assert {("momentum" in t.params) == (t.params["optimizer"] == "momentum")
-            for t in _study("digits/coarse").get_trials()} == {True}
+            for t in cwd_study("digits/coarse").get_trials()} == {True}
 
 
 def test_the_pair_plot_without_importance_takes_dimensions_every_trial_has(run_cli):

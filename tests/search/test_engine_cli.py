@@ -7,8 +7,8 @@ import math
 import numpy as np
 from click.testing import CliRunner
 
-from engine.data import write_cifar_folder
 from search.cli import cli
+from tests.cifar_files import write_cifar_folder
 
 
 def invoke(*args: str):

@@ -18,14 +18,9 @@ from search.stages import STORAGE_RETRY_ENV, StorageLost
 from tests.search.conftest import one_line_error
 from search.workers import UNGUARDED_MAIN
 from studies import optuna_rdb
-from tests.search.procs import LONG, SMALL, Budget, budget, start, stopped, wait_for
+from tests.search.procs import LONG, SMALL, Budget, budget, start, stopped, training, wait_for
 
 STAGE = "digits/coarse"
-
-
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'search.db'}"
 
 
 def _snapshot(url: str, name: str) -> tuple:
@@ -232,9 +227,7 @@ def test_workers_of_a_killed_parent_record_their_trials_as_interrupted_and_its_d
     temp.mkdir()
     args = ["coarse", *LONG, "--trials", "4", "--jobs", "2", "--heartbeat", "1", "--storage", url]
     proc = start(args, tmp_path, "parent", new_session=True, extra_env={"TMPDIR": str(temp)})
-    running = wait_for(lambda: [t for t in (budget(url, STAGE) or Budget(0, False)).trials
-                                if t.state.name == "RUNNING" and t.params] if _count_training(url) == 2 else None,
-                       120, "both workers to train")
+    running = wait_for(lambda: found if len(found := training(url, STAGE)) == 2 else None, 120, "both workers to train")
     workers = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in running]
     assert sorted(pid == proc.pid for pid in workers) == [False, True]  # the command's process is one of the two
     own = next(t.number for t in running if t.user_attrs["worker"].endswith(f":{proc.pid}"))
@@ -257,11 +250,6 @@ def test_workers_of_a_killed_parent_record_their_trials_as_interrupted_and_its_d
     assert list(temp.iterdir()) == []  # the dead parent's folder was removed, and the new one too
     final = budget(url, STAGE)
     assert final.finished == 4 and final.states["RUNNING"] == final.states["WAITING"] == 0
-
-
-def _count_training(url: str) -> int:
-    b = budget(url, STAGE)
-    return sum(1 for t in b.trials if t.state.name == "RUNNING" and t.params) if b else 0
 
 
 # --------------------------------------------------------------------------- item 7: TPE with one worker is reproducible

@@ -20,19 +20,14 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from engine.data import write_cifar_batch, write_cifar_folder
 from search.cli import cli
 from tests.search.conftest import one_line_error
 from studies.store import open_storage
-from tests.search.procs import LONG, SMALL, budget, run, start, wait_for
+from tests.cifar_files import write_cifar_batch, write_cifar_folder
+from tests.search.procs import LONG, SMALL, budget, run, start, training, wait_for
 from tests.unwritable import unwritable
 
 STAGE = "digits/coarse"
-
-
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'search.db'}"
 
 
 def _finished(url: str) -> int:
@@ -40,17 +35,11 @@ def _finished(url: str) -> int:
     return b.finished if b else 0
 
 
-def _training(url: str) -> int:
-    """RUNNING trials past sampling their parameters: a signal now lands in the middle of training."""
-    b = budget(url, STAGE)
-    return sum(1 for t in b.trials if t.state.name == "RUNNING" and t.params) if b else 0
-
-
 # --------------------------------------------------------------------------- signals
 def test_sigterm_fails_the_running_trial_as_interrupted_and_the_same_command_completes(tmp_path, url):
     args = ["coarse", *LONG, "--trials", "3", "--heartbeat", "1", "--storage", url]
     proc = start(args, tmp_path, "first")
-    wait_for(lambda: _finished(url) == 1 and _training(url) == 1, 60, "the second trial to be training")
+    wait_for(lambda: _finished(url) == 1 and len(training(url, STAGE)) == 1, 60, "the second trial to be training")
     proc.popen.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 143, proc.stderr
     assert proc.stderr.splitlines()[-1] == (
@@ -75,7 +64,7 @@ def test_sigterm_fails_the_running_trial_as_interrupted_and_the_same_command_com
 def test_signal_to_a_two_job_run_leaves_no_running_trial(tmp_path, url, how):
     args = ["coarse", *LONG, "--trials", "4", "--jobs", "2", "--heartbeat", "1", "--storage", url]
     proc = start(args, tmp_path, "jobs", new_session=True)
-    wait_for(lambda: _training(url) == 2, 60, "both workers to train")
+    wait_for(lambda: len(training(url, STAGE)) == 2, 60, "both workers to train")
     if how == "sigint-to-group":
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         expected = 130

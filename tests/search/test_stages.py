@@ -29,11 +29,6 @@ TRIAL_ATTRS = {"initial_loss", "final_loss", "train_acc", "val_acc", "iterations
                "model_parameters", "diagnosis"}
 
 
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'search.db'}"
-
-
 def _study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(url))
 

@@ -68,7 +68,7 @@ def test_a_finished_trial_is_written_in_one_transaction_and_read_by_optuna(study
 
 
 def test_a_pruned_trial_takes_its_last_report_as_value(study):
-    trial_id = optuna_rdb.trial_id(claimed := _claim(study))
+    claimed = _claim(study)
     writes = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, claimed))
     writes.intermediate.update({1: 0.25, 2: 0.5})
     assert writes.finish(TrialState.PRUNED).value == 0.5

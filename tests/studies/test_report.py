@@ -117,7 +117,7 @@ def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
     written = write_report(campaign_report(open_storage(url, create=False), "cut", images=False), tmp_path / "out")
     note = ("coarse: unfinished: 2 of its 5 trials have not finished (waiting or running); run the stage's command "
             "again to finish it")
-    assert f"| coarse | random | 5 | 3 | 0 (0/0/0) | 0 |" in written["report.md"].read_text()
+    assert "| coarse | random | 5 | 3 | 0 (0/0/0) | 0 |" in written["report.md"].read_text()
     assert f"\n- {note}\n" in written["report.md"].read_text()
     assert f"<li>{html.escape(note)}</li>" in written["report.html"].read_text()
     assert "unfinished" not in build_and_report_without_waiting(tmp_path)
@@ -217,7 +217,7 @@ def test_grid_vs_random_numbers(demo):
     assert pair["outcome"] == ("win" if r > g + 1e-9 else "loss" if g > r + 1e-9 else "tie")
     assert "equal budget" not in _verdict(pair)  # 16 finished on each side (the failed one is re-run)
     smaller = {**pair, "grid": {**pair["grid"], "complete": pair["grid"]["complete"] - 7}}
-    assert _verdict(smaller).endswith(f"; not an equal budget: 16 random trials finished against 9 grid points")
+    assert _verdict(smaller).endswith("; not an equal budget: 16 random trials finished against 9 grid points")
 
 
 def test_the_random_side_of_a_grid_comparison_is_its_first_trials_at_the_grids_budget():

@@ -25,6 +25,7 @@ from PIL import Image
 from studies.report import campaign_report, write_report
 from studies.store import open_storage
 from tests.fixtures_browser import _FLAGS, screenshot
+from tests.fixtures_pg import free_port
 from tests.studies.report_data import build_campaign, build_mixed_campaign
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,12 +94,6 @@ def test_report_fits_a_normal_browser_window(chromium_path, tmp_path):
         assert 0 < widths["table"] <= widths["window"] and 0 < widths["image"] <= widths["window"], widths
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,7 +110,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
 def test_dashboard_lists_the_stages_of_a_finished_campaign(chromium_path, finished_campaign, tmp_path):
     if importlib.util.find_spec("optuna_dashboard") is None:
         pytest.skip("optuna-dashboard is not installed: pip install '.[dashboard]' (the test extra has it)")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", "from search.cli import main; main()", "dashboard", "--port", str(port),
          "--storage", finished_campaign],
