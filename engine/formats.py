@@ -428,9 +428,9 @@ def _parse_rows(
     except ValueError:
         for r, row in enumerate(cells):
             for c, cell in enumerate(row):
-                if not _is_number(cell):
+                if not is_number_text(cell):
                     where = f"row {first_row + r + 1} (line {lines[r]})"
-                    if text_hint and cell.strip() and not any(_is_number(other[c]) for other in cells):
+                    if text_hint and cell.strip() and not any(is_number_text(other[c]) for other in cells):
                         raise DataError(f"{path}: column {names[c]!r} holds text, not numbers ({cell[:40]!r} in "
                                         f"{where}, and no number in any row); {text_hint}")
                     if not cell.strip():
@@ -457,8 +457,9 @@ def _parse_rows(
     return X32
 
 
-def _is_number(cell: str) -> bool:
-    """Whether a CSV cell is a number as a table means it: Python's digit separators (1_000) are not."""
+def is_number_text(cell: str) -> bool:
+    """Whether text (a CSV cell, a bound of a search range) is a number as a table means it: Python's digit
+    separators (1_000) are not."""
     if "_" in cell:
         return False
     try:
