@@ -297,6 +297,17 @@ def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
         raise read_error(path, exc, "not a readable table") from exc
 
 
+LONG_READ_BYTES = 10_000_000  # a table this large takes a second or more to read (about 10 MB/s on 2 busy cores)
+_long_read_notice: Callable[[Path, int], None] | None = None
+
+
+def on_long_read(notice: Callable[[Path, int], None] | None) -> None:
+    """Have ``notice(path, size in bytes)`` called before a table of ``LONG_READ_BYTES`` or more is read (the CLI
+    says so on stderr: engine code never prints); None: nothing is called."""
+    global _long_read_notice
+    _long_read_notice = notice
+
+
 def _read_rows(
     path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
     empty_label: str | None = None, text_hint: str | None = None,
@@ -316,6 +327,8 @@ def _read_rows(
             take, label_index, names = columns(header)
             unlabelled = take is not None and label_index == len(take)
             check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
+            if _long_read_notice is not None and size >= LONG_READ_BYTES:
+                _long_read_notice(path, size)
             chunks: list[np.ndarray] = []
             labels: list[str] = []
             rows: list[list[str]] = []
