@@ -293,6 +293,17 @@ def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
         raise read_error(path, exc, "not a readable table") from exc
 
 
+LONG_READ_BYTES = 10_000_000  # a table this large takes a second or more to read (about 10 MB/s on 2 busy cores)
+_long_read_notice: Callable[[Path, int], None] | None = None
+
+
+def on_long_read(notice: Callable[[Path, int], None] | None) -> None:
+    """Have ``notice(path, size in bytes)`` called before a table of ``LONG_READ_BYTES`` or more is read (the CLI
+    says so on stderr: engine code never prints); None: nothing is called."""
+    global _long_read_notice
+    _long_read_notice = notice
+
+
 def _read_rows(
     path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
     empty_label: str | None = None, text_hint: str | None = None,
@@ -312,6 +323,8 @@ def _read_rows(
             take, label_index, names = columns(header)
             unlabelled = take is not None and label_index == len(take)
             check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
+            if _long_read_notice is not None and size >= LONG_READ_BYTES:
+                _long_read_notice(path, size)
             chunks: list[np.ndarray] = []
             labels: list[str] = []
             rows: list[list[str]] = []
@@ -424,9 +437,9 @@ def _parse_rows(
     except ValueError:
         for r, row in enumerate(cells):
             for c, cell in enumerate(row):
-                if not _is_number(cell):
+                if not is_number_text(cell):
                     where = f"row {first_row + r + 1} (line {lines[r]})"
-                    if text_hint and cell.strip() and not any(_is_number(other[c]) for other in cells):
+                    if text_hint and cell.strip() and not any(is_number_text(other[c]) for other in cells):
                         raise DataError(f"{path}: column {names[c]!r} holds text, not numbers ({cell[:40]!r} in "
                                         f"{where}, and no number in any row); {text_hint}")
                     if not cell.strip():
@@ -453,8 +466,9 @@ def _parse_rows(
     return X32
 
 
-def _is_number(cell: str) -> bool:
-    """Whether a CSV cell is a number as a table means it: Python's digit separators (1_000) are not."""
+def is_number_text(cell: str) -> bool:
+    """Whether text (a CSV cell, a bound of a search range) is a number as a table means it: Python's digit
+    separators (1_000) are not."""
     if "_" in cell:
         return False
     try:

@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.activations import ACTIVATION_REGISTRY
 from engine.errors import ConfigError
+from engine.formats import is_number_text
 from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS
@@ -332,9 +333,9 @@ def parse_dimension(name: str, spec: str) -> Dimension:
     if len(parts) < 2:
         raise SearchError(f"{spec!r} must look like LOW:HIGH[:log|:linear][:int] or A,B,C")
     try:
-        low, high = float(parts[0]), float(parts[1])
+        low, high = _number(parts[0]), _number(parts[1])
     except ValueError:
-        raise SearchError(f"{spec!r} has a bound that is not a number") from None
+        raise SearchError(f"{spec!r} has a bound that is not a number{_separators(parts[:2])}") from None
     log, is_int = entry.log, entry.kind == "int"
     if {"log", "linear"} <= set(parts[2:]):
         raise SearchError(f"{spec!r} names both log and linear: give one scale")
@@ -357,6 +358,18 @@ def parse_dimension(name: str, spec: str) -> Dimension:
     return FloatRange(low, high, log)
 
 
+def _number(text: str) -> float:
+    """``float(text)``, but ValueError for Python's digit separators (``1_0`` is 10 to float), as a CSV cell."""
+    if not is_number_text(text):
+        raise ValueError(f"{text!r} is not a number")
+    return float(text)
+
+
+def _separators(texts: Sequence[str]) -> str:
+    """What an error on ``texts`` adds when one of them has a digit separator: that a number takes none."""
+    return " (a number is written without '_')" if any("_" in t for t in texts) else ""
+
+
 def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
     if entry.choices and isinstance(entry.choices[0], bool):
         if text.lower() in TRUE:
@@ -367,9 +380,9 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
     if entry.kind == "categorical":
         return text.lower()
     try:
-        number = float(text)
+        number = _number(text)
     except ValueError:
-        raise SearchError(f"{text!r} is not a number") from None
+        raise SearchError(f"{text!r} is not a number{_separators([text])}") from None
     if not math.isfinite(number):
         raise SearchError(f"{text!r} is not a finite number")
     return int(number) if entry.kind == "int" and number == int(number) else number

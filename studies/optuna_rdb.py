@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from optuna.storages._rdb.storage import _create_scoped_session, _VersionManager
 from optuna.trial import FrozenTrial, TrialState
 
 ENQUEUE_CHUNK = 5000  # rows per multi-row INSERT when a stage's trials are enqueued
+ID_CHUNK = 500  # trial ids per IN (...) when trials are read by id
 
 
 def backend(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
@@ -237,9 +239,7 @@ class LockedStudy:
     def trials(self, state: TrialState) -> list[FrozenTrial]:
         """The study's trials in ``state``, read in this transaction (on SQLite another connection would wait for
         this one's write lock)."""
-        query = (self.session.query(models.TrialModel)
-                 .options(*(sqlalchemy.orm.selectinload(getattr(models.TrialModel, name)) for name in
-                            ("params", "values", "user_attributes", "system_attributes", "intermediate_values")))
+        query = (_whole_trials(self.session)
                  .filter(models.TrialModel.study_id == self.study_id, models.TrialModel.state == state)
                  .order_by(models.TrialModel.trial_id))
         return [self.storage._build_frozen_trial_from_trial_model(t) for t in query]
@@ -247,6 +247,124 @@ class LockedStudy:
     def add_trial(self, template: FrozenTrial) -> None:
         """Insert a trial made from ``template`` (as ``RDBStorage.create_new_trial``, in this transaction)."""
         self.storage._get_prepared_new_trial(self.study_id, template, self.session)
+
+
+def _whole_trials(s: Any) -> Any:
+    """A query of trial rows with everything a FrozenTrial holds, each kind in one more SELECT (as
+    ``RDBStorage.get_all_trials`` reads them)."""
+    return s.query(models.TrialModel).options(
+        *(sqlalchemy.orm.selectinload(getattr(models.TrialModel, name)) for name in
+          ("params", "values", "user_attributes", "system_attributes", "intermediate_values")))
+
+
+def trials_by_id(storage: optuna.storages.BaseStorage, trial_ids: Sequence[int]) -> list[FrozenTrial]:
+    """The trials of ``trial_ids``, in that order, as ``get_all_trials`` builds them (read ``ID_CHUNK`` at a time)."""
+    rdb = backend(storage)
+    found: dict[int, FrozenTrial] = {}
+    with session(rdb) as s:
+        for begin in range(0, len(trial_ids), ID_CHUNK):
+            chunk = list(trial_ids[begin:begin + ID_CHUNK])
+            for t in _whole_trials(s).filter(models.TrialModel.trial_id.in_(chunk)):
+                found[t.trial_id] = rdb._build_frozen_trial_from_trial_model(t)
+    return [found[i] for i in trial_ids]
+
+
+@dataclass(frozen=True)
+class ParamSummary:
+    """What a selection of trials holds of one parameter: how many trials have it, and one value of each kind
+    (a range's: a float or an int; a categorical's: each choice taken), without reading the trials."""
+
+    name: str
+    trials: int
+    samples: tuple[Any, ...]
+    categorical: bool
+
+
+def _selection(study_ids: Sequence[int], states: Sequence[TrialState] | None) -> list[Any]:
+    """WHERE clauses of the trials of ``study_ids`` (in ``states``, when given)."""
+    trials = models.TrialModel.__table__
+    where = [trials.c.study_id.in_(list(study_ids))]
+    if states is not None:
+        where.append(trials.c.state.in_(list(states)))
+    return where
+
+
+def selection_summary(storage: optuna.storages.BaseStorage, study_ids: Sequence[int],
+                      states: Sequence[TrialState] | None) -> tuple[int, list[ParamSummary], bool]:
+    """(how many trials of ``study_ids`` are in ``states``, their parameters in the order first stored, whether any
+    of their values is not finite), in three aggregate statements: nothing per trial is read."""
+    trials, params, values = (models.TrialModel.__table__, models.TrialParamModel.__table__,
+                              models.TrialValueModel.__table__)
+    where = _selection(study_ids, states)
+    categorical = params.c.distribution_json.like('%"CategoricalDistribution"%')
+    taken = sqlalchemy.case((categorical, params.c.param_value), else_=None)
+    grouped = (sqlalchemy.select(params.c.param_name, params.c.distribution_json, taken,
+                                 sqlalchemy.func.count(), sqlalchemy.func.min(params.c.param_id))
+               .select_from(params.join(trials, trials.c.trial_id == params.c.trial_id))
+               .where(*where).group_by(params.c.param_name, params.c.distribution_json, taken))
+    with session(storage) as s:
+        total = s.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(*where)).scalar()
+        rows = s.execute(grouped).all()
+        finite = models.TrialValueModel.TrialValueType.FINITE
+        not_finite = s.execute(
+            sqlalchemy.select(values.c.trial_id)
+            .select_from(values.join(trials, trials.c.trial_id == values.c.trial_id))
+            .where(*where, values.c.value_type != finite).limit(1)
+        ).first() is not None
+    first: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    samples: dict[str, dict[tuple[type, Any], Any]] = {}
+    kinds: dict[str, set[bool]] = {}
+    for name, distribution_json, index, n, first_id in rows:
+        distribution = json_to_distribution(distribution_json)
+        if index is not None:  # a categorical: the choice taken
+            value = distribution.to_external_repr(index)
+        else:  # a range: its kind of number
+            value = 0 if isinstance(distribution, optuna.distributions.IntDistribution) else 0.0
+        first[name] = min(first.get(name, first_id), first_id)
+        counts[name] = counts.get(name, 0) + n
+        samples.setdefault(name, {})[(type(value), value)] = value
+        kinds.setdefault(name, set()).add(index is not None)
+    summaries = [ParamSummary(name, counts[name], tuple(samples[name].values()), True in kinds[name])
+                 for name in sorted(first, key=first.__getitem__)]
+    return total, summaries, not_finite
+
+
+def ordered_trial_ids(storage: optuna.storages.BaseStorage, study_ids: Sequence[int],
+                      states: Sequence[TrialState] | None, key: str | None, descending: bool,
+                      limit: int) -> list[tuple[int, int]]:
+    """(trial id, study id) of the first ``limit`` trials of ``study_ids`` (in ``states``, when given) in the order
+    ``key`` gives, by one ORDER BY ... LIMIT: ``None`` (the studies in the order given, each by trial number),
+    ``number``, ``value``, ``state`` (its name) or ``param:NAME`` (a range's value), ascending or ``descending``; a
+    trial without the key after every trial with it, and among equal keys (but for ``state``) a COMPLETE trial first,
+    then the order of ``None``."""
+    trials, params, values = (models.TrialModel.__table__, models.TrialParamModel.__table__,
+                              models.TrialValueModel.__table__)
+    rank = sqlalchemy.case({study: i for i, study in enumerate(study_ids)}, value=trials.c.study_id)
+    source: Any = trials
+    order: list[Any] = []
+    if key is not None:
+        if key == "number":
+            column = trials.c.number
+        elif key == "state":
+            column = sqlalchemy.cast(trials.c.state, sqlalchemy.String)
+        elif key == "value":
+            source = source.outerjoin(values, (values.c.trial_id == trials.c.trial_id) & (values.c.objective == 0))
+            column = values.c.value
+        elif key.startswith("param:"):
+            source = source.outerjoin(params, (params.c.trial_id == trials.c.trial_id)
+                                      & (params.c.param_name == key.removeprefix("param:")))
+            column = params.c.param_value
+        else:
+            raise ValueError(f"no order by {key!r}")
+        order += [column.is_(None), column.desc() if descending else column.asc()]
+        if key != "state":
+            order.append(trials.c.state != TrialState.COMPLETE)
+    order += [rank, trials.c.trial_id]
+    query = (sqlalchemy.select(trials.c.trial_id, trials.c.study_id).select_from(source)
+             .where(*_selection(study_ids, states)).order_by(*order).limit(limit))
+    with session(storage) as s:
+        return [(trial_id, study) for trial_id, study in s.execute(query)]
 
 
 @contextmanager

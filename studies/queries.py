@@ -22,6 +22,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
 
+from studies import optuna_rdb
 from studies.errors import StudyError, UnknownStudyError
 from studies.records import RECORD_KEYS, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
@@ -347,12 +348,16 @@ def trials_frame(
     wanted_states = _parse_states(states)
     selected = _select_studies(_study_infos(storage), study_name, campaign)
 
-    loaded: list[tuple[_StudyInfo, list[FrozenTrial]]] = []
     param_names: dict[str, None] = {}
     for info in selected:
         space = info.attrs.get("space")
         if isinstance(space, dict):
             param_names.update(dict.fromkeys(str(name) for name in space))
+    if limit is not None:
+        frame = _first_trials_frame(storage, selected, wanted_states, param_names, sort, limit)
+        if frame is not None:
+            return frame
+    loaded: list[tuple[_StudyInfo, list[FrozenTrial]]] = []
     for info in selected:
         study_id = storage.get_study_id_from_name(info.name)
         trials = storage.get_all_trials(study_id, deepcopy=False, states=wanted_states)
@@ -386,6 +391,52 @@ def trials_frame(
     return frame.reset_index(drop=True)
 
 
+def _first_trials_frame(
+    storage: optuna.storages.BaseStorage, selected: Sequence[_StudyInfo], wanted_states: set[TrialState] | None,
+    space_names: dict[str, None], sort: str | None, limit: int,
+) -> pd.DataFrame | None:
+    """``trials_frame(...).head(limit)`` reading only those trials, their order given by one ORDER BY ... LIMIT, and
+    the columns' types by aggregates over the others; None where the sort is one SQL cannot give as pandas sorts it
+    (a user attribute's JSON, a categorical's choices, a value that is not finite): every trial is read then."""
+    study_ids = [storage.get_study_id_from_name(info.name) for info in selected]
+    states = None if wanted_states is None else sorted(wanted_states, key=lambda state: state.value)
+    total, summaries, not_finite = optuna_rdb.selection_summary(storage, study_ids, states)
+    stored = {summary.name: summary for summary in summaries}
+    params = list({**space_names, **dict.fromkeys(stored)})
+    key, descending = None, False
+    if sort is not None:
+        column, ascending = _sort_column([*TRIAL_HEAD_COLUMNS, *(f"param_{n}" for n in params), *TRIAL_TAIL_COLUMNS],
+                                         sort)
+        descending = not ascending
+        name = column.removeprefix("param_")
+        if column in ("number", "state") or (column == "value" and not not_finite):
+            key = column
+        elif column.startswith("param_") and not (name in stored and stored[name].categorical):
+            key = f"param:{name}"
+        else:
+            return None
+    if total == 0:
+        return _typed_frame([], {**TRIAL_HEAD_COLUMNS, **{f"param_{n}": "float64" for n in params},
+                                 **TRIAL_TAIL_COLUMNS})
+    infos = dict(zip(study_ids, selected))
+    order = optuna_rdb.ordered_trial_ids(storage, study_ids, states, key, descending, limit)
+    trials = optuna_rdb.trials_by_id(storage, [trial_id for trial_id, _ in order])
+    rows = [_trial_row(infos[study], trial, params) for (_, study), trial in zip(order, trials)]
+    import pandas as pd
+    frame = pd.DataFrame(rows, columns=[*TRIAL_HEAD_COLUMNS, *(f"param_{n}" for n in params), *TRIAL_TAIL_COLUMNS])
+    frame = frame.astype({**TRIAL_HEAD_COLUMNS, **TRIAL_TAIL_COLUMNS})
+    kinds = _space_kinds(selected)
+    for name in params:  # the type pandas gives the column of every trial's value, as trials_frame without a limit
+        summary = stored.get(name)
+        values = list(summary.samples) if summary is not None else []
+        missing = summary is None or summary.trials < total
+        dtype = _param_dtype(values, kinds.get(name)) or pd.DataFrame(
+            {"c": [*values, *([None] if missing else [])]})["c"].dtype
+        if frame[f"param_{name}"].dtype != dtype:
+            frame[f"param_{name}"] = frame[f"param_{name}"].astype(dtype)
+    return frame
+
+
 def _space_kinds(infos: Sequence[_StudyInfo]) -> dict[str, str]:
     """Per searched name, ``int`` or ``float`` as the studies' ``space`` attrs give it (a range as a list: float)."""
     kinds: dict[str, str] = {}
@@ -404,18 +455,22 @@ def _param_dtype(values: list[Any], kind: str | None) -> str | None:
     return "float64" if not values and kind in ("int", "float") else None
 
 
-def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
+def _sort_column(columns: Sequence[str], sort: str) -> tuple[str, bool]:
+    """(the column of ``columns`` that ``sort`` names, whether it sorts ascending)."""
     column = sort.strip()
     ascending: bool | None = None
     if column.startswith(("+", "-")):
         ascending = column.startswith("+")
         column = column[1:]
-    if column not in frame.columns and f"param_{column}" in frame.columns:
+    if column not in columns and f"param_{column}" in columns:
         column = f"param_{column}"  # a parameter by the name the table shows (lr), as --columns takes it
-    if column not in frame.columns:
-        raise StudyError(f"cannot sort by {sort!r}; valid columns: {', '.join(frame.columns)}")
-    if ascending is None:
-        ascending = column not in _DESCENDING_BY_DEFAULT
+    if column not in columns:
+        raise StudyError(f"cannot sort by {sort!r}; valid columns: {', '.join(columns)}")
+    return column, column not in _DESCENDING_BY_DEFAULT if ascending is None else ascending
+
+
+def _sort_frame(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
+    column, ascending = _sort_column(list(frame.columns), sort)
     if "state" not in frame.columns or column == "state":
         return frame.sort_values(column, ascending=ascending, na_position="last", kind="stable")
     # among equal values a completed trial first: an exploded one (PRUNED) is valued at an epoch before its last

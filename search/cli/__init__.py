@@ -108,6 +108,14 @@ def cli() -> None:
       search train --epochs 30 --plot loss.png
       search studies                   # what is in ./search.db
     """
+    from engine.formats import on_long_read
+
+    on_long_read(_say_long_read)
+
+
+def _say_long_read(path: Any, size: int) -> None:
+    """One line on stderr before a large table is read, which takes seconds (stdout stays for --json)."""
+    click.echo(f"reading {path} ({size / 1e6:.0f} MB)...", err=True)
 
 
 def main() -> None:

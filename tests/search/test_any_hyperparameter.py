@@ -138,6 +138,23 @@ def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, ar
     assert not (tmp_path / "search.db").exists()
 
 
+@pytest.mark.parametrize("args,line", [
+    # once accepted as lr=10:20, hidden=16:64 and batch_size=32,64: float() and int() read Python's digit separators
+    (["--space", "lr=1_0:20"],
+     "error: --space lr=1_0:20: '1_0:20' has a bound that is not a number (a number is written without '_')"),
+    (["--lr", "1e-4:1_0"],
+     "error: --lr 1e-4:1_0: '1e-4:1_0:log' has a bound that is not a number (a number is written without '_')"),
+    (["--space", "hidden=1_6:64"],
+     "error: --space hidden=1_6:64: '1_6:64' has a bound that is not a number (a number is written without '_')"),
+    (["--space", "batch_size=3_2,64"],
+     "error: --space batch_size=3_2,64: '3_2' is not a number (a number is written without '_')"),
+    (["--space", "lr=abc:1"], "error: --space lr=abc:1: 'abc:1' has a bound that is not a number"),
+])
+def test_a_number_with_digit_separators_is_refused_as_a_csv_cell_is(run_cli, tmp_path, args, line):
+    assert one_line_error(run_cli("coarse", *args, "--trials", "1")) == line
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_option(run_cli, tmp_path):
     # once "0.005 is outside what --dropout accepts (0.01 to 1)", while `search train --dropout 0.005` runs
     assert run_cli("train", "--dropout", "0.005", "--epochs", "1", "--train-size", "100").exit_code == 0
@@ -186,6 +203,9 @@ def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_
      "dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"),
     ('momentum = "0.5:0.9:linear"\n', "momentum has no effect with optimizer adam: it applies only with optimizer "
                                       "momentum or nesterov (set --optimizer or search it too)"),
+    # once searched as lr=10:20: Python's float() reads digit separators, which a CSV cell may not hold
+    ('lr = "1_0:20"\n', "lr: '1_0:20' has a bound that is not a number (a number is written without '_')"),
+    ('batch_size = ["3_2", 64]\n', "batch_size: '3_2' is not a number (a number is written without '_')"),
     # a choice that is no single value; once: "--space activation: [1 is not accepted: unknown activation '[1'", the
     # list's text cut at its commas
     ('activation = [["relu", "tanh"]]\n', "activation: choice ['relu', 'tanh'] is not a string, a number or true/false"),

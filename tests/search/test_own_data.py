@@ -298,3 +298,21 @@ def test_a_stage_stored_with_a_relative_data_path_by_an_older_version_is_continu
     again, created_again = create_stage(storage, stage)
     assert created and not created_again and again.study_name == "mine/coarse"
 
+
+
+def test_a_large_table_is_announced_on_stderr_before_it_is_read_and_a_small_one_is_not(run_cli, tmp_path, monkeypatch):
+    # a 100 MB CSV was read for 5-10 s before anything was printed
+    from engine import formats
+
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    size = path.stat().st_size
+    quiet = run_cli("data", "--data", str(path), "--json")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    monkeypatch.setattr(formats, "LONG_READ_BYTES", size)  # as large as the threshold: announced
+    announced = run_cli("data", "--data", str(path), "--json")
+    assert announced.exit_code == 0
+    assert announced.stderr == f"reading {path} ({size / 1e6:.0f} MB)...\n"
+    assert json.loads(announced.stdout)["samples"] == json.loads(quiet.stdout)["samples"]  # stdout: the JSON alone
+    trained = run_cli("train", "--data", str(path), "--epochs", "1", "--json")
+    assert trained.stderr.splitlines()[0] == f"reading {path} ({size / 1e6:.0f} MB)..."
+    json.loads(trained.stdout)

@@ -614,3 +614,81 @@ def test_a_stages_space_is_given_to_3_significant_digits_as_the_stage_prints_it(
              "activation": {"type": "categorical", "choices": ["relu", "tanh"]}}
     text = "lr=0.0107:0.906 hidden=16:1024:int dropout=0.5:1:linear activation=relu,tanh"
     assert format_space(space) == space_text(space) == text
+
+
+def _mixed_campaign(url: str) -> None:
+    """Two stages of trials in every state, values tied across states and stages, an int, a categorical, a flag
+    and a conditional parameter (absent from some completed trials), and waiting trials without any."""
+    space = {"lr": [1e-6, 1.0, "log"], "hidden": {"type": "int", "low": 16, "high": 64, "log": True},
+             "activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+             "batchnorm": {"type": "categorical", "choices": [True, False]},
+             "momentum": [0.5, 0.99, "linear"]}
+    dists = {"lr": DISTRIBUTIONS["lr"], "hidden": optuna.distributions.IntDistribution(16, 64, log=True),
+             "activation": optuna.distributions.CategoricalDistribution(["relu", "tanh"]),
+             "batchnorm": optuna.distributions.CategoricalDistribution([True, False]),
+             "momentum": FloatDistribution(0.5, 0.99)}
+    for stage in ("coarse", "fine-1"):
+        study = _study(url, "m", stage, None if stage == "coarse" else "m/coarse", 2)
+        study.set_user_attr("space", space)
+        for i in range(14):
+            params = {"lr": 10.0 ** -(i % 5 + 1), "hidden": 16 + 3 * (i % 4), "activation": ["relu", "tanh"][i % 2],
+                      "batchnorm": i % 3 == 0, **({"momentum": 0.5 + i / 100} if i % 3 else {})}
+            state = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][i % 4]
+            value = None if state == TrialState.FAIL else [0.5, 0.9, 0.7][i % 3]
+            study.add_trial(create_trial(state=state, value=value, params=params,
+                                         distributions={k: dists[k] for k in params},
+                                         user_attrs={"val_acc": value, "seconds": float(i % 4)}))
+        for _ in range(3):
+            study.add_trial(create_trial(state=TrialState.WAITING))
+
+
+SORTS = [None, "value", "+value", "number", "-number", "state", "-state", "lr", "-hidden", "momentum", "-momentum",
+         "activation", "batchnorm", "val_acc", "seconds", "datetime_start"]
+
+
+@pytest.mark.parametrize("sort", SORTS)
+def test_a_limit_gives_the_first_rows_of_the_whole_listing(empty_storage, sort) -> None:
+    # the limit is applied in SQL where the sort allows it (every trial was read, then all but N dropped)
+    _mixed_campaign(empty_storage)
+    for scope in ({"study_name": "m/fine-1"}, {"campaign": "m"}):
+        for states in (None, ["COMPLETE"], ["PRUNED", "FAIL"], ["WAITING"], ["RUNNING"]):
+            whole = trials_frame(empty_storage, **scope, states=states, sort=sort)
+            for limit in (1, 4, 9, 100):
+                first = trials_frame(empty_storage, **scope, states=states, sort=sort, limit=limit)
+                pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
+
+
+@pytest.mark.parametrize("sort", [None, "value", "-number", "state", "-hidden"])
+def test_a_limit_reads_only_the_trials_it_shows(empty_storage, monkeypatch, sort) -> None:
+    from studies import optuna_rdb
+
+    _mixed_campaign(empty_storage)
+    read = []
+    by_id = optuna_rdb.trials_by_id
+    monkeypatch.setattr(optuna_rdb, "trials_by_id", lambda storage, ids: read.append(len(ids)) or by_id(storage, ids))
+
+    def every_trial(*args, **kwargs):
+        raise AssertionError("every trial was read")
+
+    monkeypatch.setattr(type(empty_storage), "get_all_trials", every_trial)
+    frame = trials_frame(empty_storage, campaign="m", sort=sort, limit=5)
+    assert len(frame) == 5 and read == [5]
+
+
+def test_a_limit_gives_the_first_rows_of_the_whole_listing_on_postgresql(postgres_scratch_url) -> None:
+    # PostgreSQL's state is an enum type (sorted by its declaration order unless cast to text)
+    storage = open_storage(postgres_scratch_url)
+    for name in optuna.get_all_study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
+    _mixed_campaign(with_available_driver(postgres_scratch_url))
+    try:
+        for sort in [None, "value", "-number", "state", "-state", "-hidden", "momentum"]:
+            for states in (None, ["PRUNED", "FAIL"]):
+                whole = trials_frame(storage, campaign="m", states=states, sort=sort)
+                for limit in (1, 9):
+                    first = trials_frame(storage, campaign="m", states=states, sort=sort, limit=limit)
+                    pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
+    finally:
+        for name in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=name, storage=storage)
+        storage.engine.dispose()
