@@ -159,7 +159,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if pre.output_dim != model.params["W1"].shape[0]:
             raise ValueError(f"the preprocessing gives {pre.output_dim} features, the network reads "
                              f"{model.params['W1'].shape[0]}")
-    except (KeyError, TypeError, ValueError, RecursionError, ConfigError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError, ConfigError,
+            json.JSONDecodeError) as exc:  # OverflowError: a JSON Infinity where a size is read
         raise _not_a_model(path, exc) from exc
     return Checkpoint(model, pre, names, features=features, label_column=label_column,
                       image_shape=shape, info=meta.get("info") or {})  # type: ignore[arg-type]
