@@ -155,6 +155,24 @@ def test_an_id_column_names_each_row_of_the_predictions(run_cli, wine_csv, tmp_p
                            "sample"), "rows are named by an id column only in a .csv/.tsv table, not in npz data")
 
 
+@pytest.mark.parametrize("column", ["row", "prediction", "label", "p_barolo"])
+def test_an_id_column_named_as_a_column_of_the_predictions_is_refused_before_any_work(run_cli, wine_csv, tmp_path,
+                                                                                      column):
+    # an id column named row or prediction gave two columns of one name: --json kept one of them, the other lost
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    new = tmp_path / "new.csv"
+    with open(new, "w", newline="") as f:
+        csv.writer(f).writerows([[column] + table[0]] + [[f"W-{k}"] + r for k, r in enumerate(table[1:4])])
+    for extra in ((), ("--json",), ("--out", "p.csv")):
+        assert one_line_error(run_cli("predict", "--model", "model.npz", "--data", str(new), "--id-column", column,
+                                      *extra)) == (
+            f"error: --id-column {column}: the predictions have a column {column!r} of their own; rename the "
+            f"column in {new} to name the rows by it")
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_the_saved_file_holds_the_network_and_its_preprocessing(run_cli, wine_csv):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "pca",
                    "--pca-components", "5", "--hidden", "7")
