@@ -534,6 +534,23 @@ def test_an_image_folder_without_class_subfolders_is_not_called_empty(run_cli, t
         f"error: {tmp_path / 'empty'}: empty folder; expected one subfolder per class holding PNG or JPEG images")
 
 
+def test_images_beside_the_class_subfolders_are_refused_not_left_out(run_cli, tmp_path):
+    # a loose image beside the class folders was neither trained on nor scored, and nothing said so
+    from PIL import Image
+
+    dark_and_light(tmp_path / "images", 12)
+    train_and_save(run_cli, "images", "--batch-size", "4")
+    for i in range(2):
+        Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "images" / f"new{i}.png")
+    problem = ("2 images beside the class subfolders (new0.png, ...), which no class names; move each into its "
+               "class's subfolder, or out of the folder")
+    for command in (("train", "--data", "images", "--batch-size", "4"), ("data", "--data", "images"),
+                    ("predict", "--model", "model.npz", "--data", "images", "--out", "p.csv")):
+        line = one_line_error(run_cli(*command))  # predict names the folder as given, training by its whole path
+        assert line in (f"error: {tmp_path / 'images'}: {problem}", f"error: images: {problem}")
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
     rng = np.random.default_rng(0)
     dark_and_light(tmp_path / "colour", 30, (6, 5, 3), rng)
