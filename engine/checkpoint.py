@@ -117,6 +117,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         spec["init"] = InitSpec(**spec["init"])
         config = ModelConfig(**spec)
         names = _names(meta["label_names"], "label_names")
+        twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if twice is not None:  # a prediction of it would name either class, an accuracy count both
+            raise ValueError(f"label_names holds {twice!r} twice")
         features = None if meta.get("features") is None else _names(meta["features"], "features")
         label_column = meta.get("label_column")
         if label_column is not None and not isinstance(label_column, str):

@@ -487,6 +487,7 @@ def _huge_npz(source, target):
                                              "no array)"),
     ("scale.npz", dict(arrays={"pre.scale": np.full(2, 1e-3, np.float32)}),
      "(ValueError: mean_image preprocessing keeps pre.mean, the file holds pre.mean and pre.scale)"),
+    ("classes.npz", dict(meta={"label_names": ["a", "b", "a"]}), "(ValueError: label_names holds 'a' twice)"),
     ("inf.npz", dict(meta={"input_dim": float("inf")}), "(OverflowError: cannot convert float infinity to integer)"),
     ("deep.npz", dict(meta_text="[" * 100_000 + "]" * 100_000),
      "(RecursionError: maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
