@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import json
 import os
 import secrets
@@ -73,7 +74,19 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     for name in _PRE_ARRAYS:
         if getattr(pre, name) is not None:
             arrays[f"pre.{name}"] = getattr(pre, name)
-    write_replacing(path, lambda f: np.savez(f, **arrays))
+    write_replacing(path, lambda f: _write_npz(f, arrays))
+
+
+def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """``arrays`` as an .npz into the open file ``f``."""
+    if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        np.savez(f, **arrays)
+        return
+    # a device or a pipe: the zip made in memory first, since /dev/null seeks and tells 0 however much was written,
+    # from which zipfile computed a negative end record (struct.error)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    f.write(buffer.getbuffer())
 
 
 def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
