@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import json
 import os
 import secrets
@@ -73,7 +74,19 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     for name in _PRE_ARRAYS:
         if getattr(pre, name) is not None:
             arrays[f"pre.{name}"] = getattr(pre, name)
-    write_replacing(path, lambda f: np.savez(f, **arrays))
+    write_replacing(path, lambda f: _write_npz(f, arrays))
+
+
+def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """``arrays`` as an .npz into the open file ``f``."""
+    if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        np.savez(f, **arrays)
+        return
+    # a device or a pipe: the zip made in memory first, since /dev/null seeks and tells 0 however much was written,
+    # from which zipfile computed a negative end record (struct.error)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    f.write(buffer.getbuffer())
 
 
 def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -117,6 +130,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         spec["init"] = InitSpec(**spec["init"])
         config = ModelConfig(**spec)
         names = _names(meta["label_names"], "label_names")
+        twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if twice is not None:  # a prediction of it would name either class, an accuracy count both
+            raise ValueError(f"label_names holds {twice!r} twice")
         features = None if meta.get("features") is None else _names(meta["features"], "features")
         label_column = meta.get("label_column")
         if label_column is not None and not isinstance(label_column, str):
@@ -159,7 +175,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if pre.output_dim != model.params["W1"].shape[0]:
             raise ValueError(f"the preprocessing gives {pre.output_dim} features, the network reads "
                              f"{model.params['W1'].shape[0]}")
-    except (KeyError, TypeError, ValueError, RecursionError, ConfigError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError, ConfigError,
+            json.JSONDecodeError) as exc:  # OverflowError: a JSON Infinity where a size is read
         raise _not_a_model(path, exc) from exc
     return Checkpoint(model, pre, names, features=features, label_column=label_column,
                       image_shape=shape, info=meta.get("info") or {})  # type: ignore[arg-type]

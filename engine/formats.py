@@ -489,12 +489,16 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
         classes = tuple(sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")))
     except OSError as exc:
         raise cannot_read(path, exc) from exc
+    try:
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
+    images = len(found)
+    if classes and images:  # no class names them: they would be neither trained on nor scored
+        raise DataError(f"{path}: {images} image{'s' if images > 1 else ''} beside the class subfolders "
+                        f"({found[0].name}{', ...' if images > 1 else ''}), which no class names; move each into its "
+                        f"class's subfolder, or out of the folder")
     if not classes:
-        try:
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        except OSError as exc:
-            raise cannot_read(path, exc) from exc
-        images = len(found)
         if images and unlabelled:
             return (), [(image, -1) for image in found]
         if images:

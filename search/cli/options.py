@@ -392,7 +392,13 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
             if odd is not None:  # a nested list or table, a date: its text was split at its commas
                 raise SearchError(f"--space-file {path}: {name}: choice {odd!r} is not a string, a number or "
                                   f"true/false")
-            spec = ",".join(json.dumps(v) if isinstance(v, bool) else str(v) for v in spec)
+            for mark in ",:":  # a comma would split it into two choices, a colon make the list a range
+                joined = next((v for v in spec if isinstance(v, str) and mark in v), None)
+                if joined is not None:
+                    raise SearchError(f"--space-file {path}: {name}: choice {joined!r} holds a '{mark}'; a list "
+                                      f"gives each choice alone (a range is a string: {name} = \"LOW:HIGH\")")
+            # a trailing comma keeps a list of one (or none) a choice, as in --space hidden=64, (not a range)
+            spec = ",".join(json.dumps(v) if isinstance(v, bool) else str(v) for v in spec) + ("," * (len(spec) < 2))
         if not isinstance(spec, str):
             raise SearchError(f"--space-file {path}: {name} must be a string SPEC or a list of choices")
         items.append((name, spec, f"--space-file {path}: {name}"))

@@ -416,20 +416,24 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
 
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     saved = load_checkpoint(model_file)
+    names = saved.label_names
+    softmax = saved.model.config.loss == "softmax"
+    probability_columns = [f"p_{n}" for n in names] if softmax else []
+    if id_column in ("row", "prediction", "label", *probability_columns):  # two columns of one name: --json keeps one
+        raise SearchError(f"--id-column {id_column}: the predictions have a column {id_column!r} of their own; "
+                          f"rename the column in {data_path} to name the rows by it")
     X, labels, files = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
                                    label_column=saved.label_column, image_shape=saved.image_shape,
                                    id_column=id_column)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
     scores = saved.preprocessor.transform(X)
-    names = saved.label_names
-    softmax = saved.model.config.loss == "softmax"
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a
     # table's rows their --id-column
     header = ["row"] + ([id_column or "file"] if files is not None else []) + ["prediction"] + (
-        ["label"] if labels is not None else []) + ([f"p_{n}" for n in names] if softmax else [])
+        ["label"] if labels is not None else []) + probability_columns
 
     separator = "\t" if out and out.lower().endswith(".tsv") else ","
 

@@ -211,12 +211,28 @@ def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_
     ('activation = [["relu", "tanh"]]\n', "activation: choice ['relu', 'tanh'] is not a string, a number or true/false"),
     ("hidden = [16, {width = 32}]\n", "hidden: choice {'width': 32} is not a string, a number or true/false"),
     ("lr = [1979-05-27]\n", "lr: choice datetime.date(1979, 5, 27) is not a string, a number or true/false"),
+    # once: split at its comma into the choices tanh and elu, three where the file listed two
+    ('activation = ["relu", "tanh,elu"]\n', "activation: choice 'tanh,elu' holds a ','; a list gives each choice "
+                                          "alone (a range is a string: activation = \"LOW:HIGH\")"),
+    ('hidden = ["16:32"]\n', "hidden: choice '16:32' holds a ':'; a list gives each choice alone (a range is a "
+                             "string: hidden = \"LOW:HIGH\")"),
+    # once: "hidden: '' must look like LOW:HIGH[:log|:linear][:int] or A,B,C"
+    ("hidden = []\n", "hidden: a choice needs at least one value"),
 ])
 def test_a_space_file_dimension_its_option_refuses_is_named_by_the_file(run_cli, tmp_path, text, message):
     (tmp_path / "space.toml").write_text("[space]\n" + text)
     line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
     assert line == f"error: --space-file space.toml: {message}"
     assert not (tmp_path / "search.db").exists()
+
+
+def test_a_space_file_list_of_one_number_is_a_choice_of_one(run_cli, tmp_path):
+    # once: "hidden: '64' must look like LOW:HIGH[:log|:linear][:int] or A,B,C", the list read as a range
+    (tmp_path / "space.toml").write_text('[space]\nhidden = [64]\nlr = "1e-3:1e-1"\n')
+    assert run_cli("coarse", "--space-file", "space.toml", "--trials", "1", "--epochs", "1",
+                   "--train-size", "300").exit_code == 0
+    stage = Stage.from_attrs(_study("digits/coarse").user_attrs)
+    assert stage.space == {"hidden": Choice((64,)), "lr": FloatRange(1e-3, 0.1)}
 
 
 def test_searching_preprocess_is_refused_since_a_stage_prepares_its_data_once(run_cli, tmp_path):

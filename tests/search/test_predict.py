@@ -155,6 +155,24 @@ def test_an_id_column_names_each_row_of_the_predictions(run_cli, wine_csv, tmp_p
                            "sample"), "rows are named by an id column only in a .csv/.tsv table, not in npz data")
 
 
+@pytest.mark.parametrize("column", ["row", "prediction", "label", "p_barolo"])
+def test_an_id_column_named_as_a_column_of_the_predictions_is_refused_before_any_work(run_cli, wine_csv, tmp_path,
+                                                                                      column):
+    # an id column named row or prediction gave two columns of one name: --json kept one of them, the other lost
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    new = tmp_path / "new.csv"
+    with open(new, "w", newline="") as f:
+        csv.writer(f).writerows([[column] + table[0]] + [[f"W-{k}"] + r for k, r in enumerate(table[1:4])])
+    for extra in ((), ("--json",), ("--out", "p.csv")):
+        assert one_line_error(run_cli("predict", "--model", "model.npz", "--data", str(new), "--id-column", column,
+                                      *extra)) == (
+            f"error: --id-column {column}: the predictions have a column {column!r} of their own; rename the "
+            f"column in {new} to name the rows by it")
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_the_saved_file_holds_the_network_and_its_preprocessing(run_cli, wine_csv):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--preprocess", "pca",
                    "--pca-components", "5", "--hidden", "7")
@@ -346,6 +364,14 @@ def test_saving_to_a_fifo_writes_into_it_and_never_replaces_it(run_cli, tmp_path
     assert data.startswith(b"PK") and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
+def test_saving_to_dev_null_writes_into_it(run_cli, tmp_path):
+    # /dev/null seeks and tells 0 whatever was written: the zip's end record came out negative, a struct.error
+    # traceback after the training
+    result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save", os.devnull)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode) and sorted(tmp_path.iterdir()) == []
+
+
 def test_predictions_are_written_whole_or_not_at_all(run_cli, wine_csv, tmp_path, monkeypatch):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
     (tmp_path / "p.csv").write_text("earlier predictions\n")
@@ -469,6 +495,8 @@ def _huge_npz(source, target):
                                              "no array)"),
     ("scale.npz", dict(arrays={"pre.scale": np.full(2, 1e-3, np.float32)}),
      "(ValueError: mean_image preprocessing keeps pre.mean, the file holds pre.mean and pre.scale)"),
+    ("classes.npz", dict(meta={"label_names": ["a", "b", "a"]}), "(ValueError: label_names holds 'a' twice)"),
+    ("inf.npz", dict(meta={"input_dim": float("inf")}), "(OverflowError: cannot convert float infinity to integer)"),
     ("deep.npz", dict(meta_text="[" * 100_000 + "]" * 100_000),
      "(RecursionError: maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
 ])
@@ -513,6 +541,23 @@ def test_an_image_folder_without_class_subfolders_is_not_called_empty(run_cli, t
     (tmp_path / "empty").mkdir()
     assert one_line_error(run_cli("train", "--data", "empty")) == (
         f"error: {tmp_path / 'empty'}: empty folder; expected one subfolder per class holding PNG or JPEG images")
+
+
+def test_images_beside_the_class_subfolders_are_refused_not_left_out(run_cli, tmp_path):
+    # a loose image beside the class folders was neither trained on nor scored, and nothing said so
+    from PIL import Image
+
+    dark_and_light(tmp_path / "images", 12)
+    train_and_save(run_cli, "images", "--batch-size", "4")
+    for i in range(2):
+        Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "images" / f"new{i}.png")
+    problem = ("2 images beside the class subfolders (new0.png, ...), which no class names; move each into its "
+               "class's subfolder, or out of the folder")
+    for command in (("train", "--data", "images", "--batch-size", "4"), ("data", "--data", "images"),
+                    ("predict", "--model", "model.npz", "--data", "images", "--out", "p.csv")):
+        line = one_line_error(run_cli(*command))  # predict names the folder as given, training by its whole path
+        assert line in (f"error: {tmp_path / 'images'}: {problem}", f"error: images: {problem}")
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
