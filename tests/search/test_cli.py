@@ -934,3 +934,14 @@ def test_commands_suggested_for_a_campaign_named_with_a_space_can_be_pasted_back
     refused = run_cli("trials", "my run")
     assert refused.exit_code == 2
     assert "give it as the campaign (--campaign 'my run') or name one of its stages" in refused.stderr
+
+
+def test_the_note_of_columns_left_out_follows_the_table(run_cli, monkeypatch):
+    # it came before the table, so that a long listing scrolled it off the top of the terminal
+    monkeypatch.setenv("COLUMNS", "50")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    shown = run_cli("trials", "digits/coarse", "--sort", "number")
+    lines = shown.output.splitlines()
+    assert lines[0].split() == ["number", "state", "value", "lr", "reg"]
+    assert [line.split()[0] for line in lines[1:3]] == ["0", "1"]
+    assert " ".join(" ".join(lines[3:]).split()) == "(2 more columns: diagnosis, seconds; --wide, --columns or --format csv)"
