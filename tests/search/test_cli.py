@@ -231,8 +231,11 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
                                "mean)"]
     chosen = final.user_attrs["retrained"]
     params = " ".join(f"{k}={v:.3g}" for k, v in chosen["asked"]["params"].items())
+    # and said how to keep the best single trial only: a run of auto's choice in the final stage retrains it
+    run = min(t.number for t in final.trials if t.params == chosen["asked"]["params"])
     expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
-                f"{chosen['test_acc'][0]:.4f}); this is the best single trial")
+                f"{chosen['test_acc'][0]:.4f}); this is the best single trial; keep auto's choice with search train "
+                f"--from-trial digits/final:{run} --save model.npz")
     for fmt in ("table", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
