@@ -80,8 +80,11 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     print_table(frame, fmt, columns, default, wide)
 
 
-def auto_choice(st: Any, campaign: str) -> str | None:
-    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, or None."""
+def auto_choice(st: Any, campaign: str, storage: str | None) -> str | None:
+    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, and the command
+    that keeps it (a run of it in that stage, retrained); None when no search auto finished."""
+    from optuna.trial import TrialState
+
     from search.campaign import RETRAINED_ATTR
     from studies.queries import list_studies
 
@@ -89,14 +92,28 @@ def auto_choice(st: Any, campaign: str) -> str | None:
     finals = stages.loc[stages["stage"] == "final", "study"].tolist()
     if not finals:
         return None
-    stored = st.get_study_user_attrs(st.get_study_id_from_name(finals[-1])).get(RETRAINED_ATTR)
+    study_id = st.get_study_id_from_name(finals[-1])
+    stored = st.get_study_user_attrs(study_id).get(RETRAINED_ATTR)
     params = stored.get("asked", {}).get("params") if isinstance(stored, dict) else None
     if not isinstance(params, dict):
         return None
     scores = [v for v in stored.get("test_acc") or [] if isinstance(v, (int, float))]
     test = f"; test_acc {sum(scores) / len(scores):.4f}" if scores else ""
-    return (f"search auto chose {' '.join(f'{k}={value_text(v)}' for k, v in params.items())} in {finals[-1]} "
-            f"(the best mean over repeats{test})")
+    chose = (f"search auto chose {' '.join(f'{k}={value_text(v)}' for k, v in params.items())} in {finals[-1]} "
+             f"(the best mean over repeats{test}); this is the best single trial")
+    runs = [t.number for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.params == params]
+    keep = keep_command(f"{finals[-1]}:{min(runs)}", storage) if runs else None
+    return chose + (f"; keep auto's choice with {keep}" if keep else "")
+
+
+def keep_command(trial: str, storage: str | None) -> str:
+    """The command that retrains ``trial`` (STUDY:NUMBER) and saves it, as the user can paste it back."""
+    from studies.store import mask_url
+
+    # quoted where a shell would split them: a campaign named "my run" is pasted back whole
+    where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""  # as given ($SEARCH_STORAGE: as set)
+    return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
 
 
 @click.command(cls=SectionedCommand, short_help="The best trial of a campaign, and how to keep it.")
@@ -107,7 +124,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     """The best trial of a campaign (default: the latest) and its parameters.
 
     The best single trial of its searching stages; after search auto, a note on stderr names the configuration
-    auto chose (the best mean over repeats in its final stage), the one it retrained and tested.
+    auto chose (the best mean over repeats in its final stage), the one it retrained and tested, and how to keep it.
 
     \b
     Example:
@@ -120,9 +137,9 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
     row = best_trial(st, name)
-    chose = auto_choice(st, name)
+    chose = auto_choice(st, name, storage)
     if chose:
-        say(f"note: {chose}; this is the best single trial", err=True)
+        say(f"note: {chose}", err=True)
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
@@ -139,12 +156,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
-        from studies.store import mask_url
-
-        # quoted where a shell would split them: a campaign named "my run" is pasted back whole
-        trial = shlex.quote(f"{row['study']}:{row['number']}")
-        where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""  # as given ($SEARCH_STORAGE: as set)
-        click.echo(f"keep it: search train --from-trial {trial}{where} --save model.npz")
+        click.echo("keep it: " + keep_command(f"{row['study']}:{row['number']}", storage))
 
 
 @click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 import click
@@ -130,6 +131,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     cells = {c: [column_cell(c, row[c]) for row in rows] for c in shown}
     need = {c: max(len(heading(c)), *(len(v) for v in cells[c])) for c in shown}
     terminal = shutil.get_terminal_size((80, 24)).columns
+    left: list[str] = []
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short
         room, kept = terminal - 1, []
         for column in shown:
@@ -137,9 +139,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
                 break
             room -= need[column] + 2
             kept.append(column)
-        if len(kept) < len(shown):
-            left = [heading(c) for c in shown[len(kept):]]
-            say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
+        left = [heading(c) for c in shown[len(kept):]]
         shown = kept
     from rich.console import Console
     from rich.table import Table
@@ -155,6 +155,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     # markup off: a cell or a name such as "[red]x" or "[/x]" is text (it would be styled, or fail to parse)
     Console(soft_wrap=False, highlight=False, markup=False,
             width=max(terminal, width) if wide else None).print(table)
+    if left:  # after the table, where a long one leaves the eye, as the stage summaries say theirs
+        sys.stdout.flush()  # the table first, also where stdout is a pipe (2>&1 | less)
+        say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
 
 
 def print_table(frame: Any, fmt_name: str, columns_text: str | None, default: list[str], wide: bool) -> None:

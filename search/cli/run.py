@@ -385,6 +385,10 @@ def data(base: RunConfig, as_json: bool) -> None:
         say(f"warning: {w}")
 
 
+# what --out of search predict refuses: files read as another format than the CSV it writes
+OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx", ".xls", ".ods", ".pkl", ".pickle"})
+
+
 @click.command(cls=SectionedCommand, short_help="Score samples with a saved model, one CSV row each.")
 @click.option("--model", "model_file", required=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE.npz", help="A model saved by `search train --save`.")
@@ -415,6 +419,10 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     from engine.data import read_inputs
 
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
+    suffix = Path(out).suffix.lower() if out else ""
+    if suffix in OTHER_FORMATS:  # it would hold comma-separated text under a name that promises another format
+        raise SearchError(f"--out {out}: predictions are written as .csv or .tsv, not {suffix}"
+                          + ("; --json without --out prints them as JSON" if suffix.startswith(".json") else ""))
     saved = load_checkpoint(model_file)
     names = saved.label_names
     softmax = saved.model.config.loss == "softmax"

@@ -231,8 +231,11 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
                                "mean)"]
     chosen = final.user_attrs["retrained"]
     params = " ".join(f"{k}={v:.3g}" for k, v in chosen["asked"]["params"].items())
+    # and said how to keep the best single trial only: a run of auto's choice in the final stage retrains it
+    run = min(t.number for t in final.trials if t.params == chosen["asked"]["params"])
     expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
-                f"{chosen['test_acc'][0]:.4f}); this is the best single trial")
+                f"{chosen['test_acc'][0]:.4f}); this is the best single trial; keep auto's choice with search train "
+                f"--from-trial digits/final:{run} --save model.npz")
     for fmt in ("table", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
@@ -934,3 +937,14 @@ def test_commands_suggested_for_a_campaign_named_with_a_space_can_be_pasted_back
     refused = run_cli("trials", "my run")
     assert refused.exit_code == 2
     assert "give it as the campaign (--campaign 'my run') or name one of its stages" in refused.stderr
+
+
+def test_the_note_of_columns_left_out_follows_the_table(run_cli, monkeypatch):
+    # it came before the table, so that a long listing scrolled it off the top of the terminal
+    monkeypatch.setenv("COLUMNS", "50")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    shown = run_cli("trials", "digits/coarse", "--sort", "number")
+    lines = shown.output.splitlines()
+    assert lines[0].split() == ["number", "state", "value", "lr", "reg"]
+    assert [line.split()[0] for line in lines[1:3]] == ["0", "1"]
+    assert " ".join(" ".join(lines[3:]).split()) == "(2 more columns: diagnosis, seconds; --wide, --columns or --format csv)"

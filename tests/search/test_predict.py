@@ -664,3 +664,16 @@ def test_a_folder_removed_before_the_model_is_written_is_one_line_and_exit_1(run
     result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save", "out/model.npz")
     assert result.exit_code == 1
     assert result.stderr == "error: cannot write out/model.npz: No such file or directory\n"
+
+
+def test_predictions_to_a_json_or_other_non_csv_file_are_refused(run_cli, wine_csv, tmp_path):
+    # --out p.json wrote comma-separated rows into p.json, which json.load then refused
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    refused = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.json")
+    assert one_line_error(refused) == ("error: --out p.json: predictions are written as .csv or .tsv, not .json; "
+                                       "--json without --out prints them as JSON")
+    parquet = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.parquet")
+    assert one_line_error(parquet) == "error: --out p.parquet: predictions are written as .csv or .tsv, not .parquet"
+    assert not (tmp_path / "p.json").exists() and not (tmp_path / "p.parquet").exists()
+    assert run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.txt").exit_code == 0
+    assert (tmp_path / "p.txt").read_text().splitlines()[0] == "row,prediction,label,p_barbera,p_barolo,p_grignolino"
