@@ -231,7 +231,7 @@ def test_a_space_file_list_of_one_number_is_a_choice_of_one(run_cli, tmp_path):
     (tmp_path / "space.toml").write_text('[space]\nhidden = [64]\nlr = "1e-3:1e-1"\n')
     assert run_cli("coarse", "--space-file", "space.toml", "--trials", "1", "--epochs", "1",
                    "--train-size", "300").exit_code == 0
-    stage = Stage.from_attrs(_study("digits/coarse").user_attrs)
+    stage = Stage.from_attrs(cwd_study("digits/coarse").user_attrs)
     assert stage.space == {"hidden": Choice((64,)), "lr": FloatRange(1e-3, 0.1)}
 
 
