@@ -69,6 +69,7 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
     "model_parameters": "Int64",
     "stop_reason": "str",
     "diagnosis": "str",
+    "worker": "str",  # host:pid of the process that ran it
     "datetime_start": "datetime64[us]",
     "datetime_complete": "datetime64[us]",
 }

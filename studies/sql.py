@@ -57,7 +57,7 @@ class QueryTimeoutError(QueryError):
 
 _READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
 _VIEW_NAME = "trials_flat"
-_VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis")
+_VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis", "worker")
 _VIEW_INTEGER_ATTRS = ("iterations", "best_epoch", "model_parameters")  # whole numbers, as trials_frame gives them
 _VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "best_epoch", "train_acc", "initial_loss",
                        "final_loss", "model_parameters")
@@ -275,6 +275,7 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
     attr_columns = [
         f"MAX(CASE WHEN ua.key = 'stop_reason' THEN {json_text('ua.value_json')} END) AS stop_reason",
         f"MAX(CASE WHEN ua.key = 'diagnosis' THEN {json_labels('ua.value_json')} END) AS diagnosis",
+        f"MAX(CASE WHEN ua.key = 'worker' THEN {json_text('ua.value_json')} END) AS worker",
     ] + [
         f"MAX(CASE WHEN ua.key = {_sql_string(key)} THEN {json_number('ua.value_json')} END) AS {key}"
         if key not in _VIEW_INTEGER_ATTRS else

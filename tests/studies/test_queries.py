@@ -83,6 +83,7 @@ def _complete(value: float, lr: float, reg: float, seconds: float = 1.5) -> optu
             "seconds": seconds,
             "stop_reason": "completed",
             "diagnosis": ["healthy"] if value >= 0.5 else ["lr_too_low", "underfitting"],
+            "worker": f"node{int(value * 100)}:42",
             "loss_curve": [2.3, 1.2, 0.4],
         },
         intermediate_values={0: value / 2, 1: value},
@@ -416,6 +417,9 @@ def test_trials_flat_view_has_one_row_per_trial(db, storage) -> None:
     assert flat["stop_reason"].fillna("-").tolist() == frame["stop_reason"].fillna("-").tolist()
     assert flat["iterations"].fillna(-1).tolist() == frame["iterations"].fillna(-1).tolist()
     assert flat["final_loss"].isna().sum() == 3  # two NaN (exploded) and one missing (failed)
+    # which process ran each trial (host:pid), in both
+    assert flat["worker"].fillna("-").tolist() == frame["worker"].fillna("-").tolist()
+    assert flat["worker"].dropna().tolist()[:5] == ["node50:42", "node80:42", "node30:42", "node90:42", "node70:42"]
 
 
 def test_trials_flat_has_the_diagnosis_column_of_trials_frame(db, storage) -> None:
