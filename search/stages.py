@@ -319,7 +319,7 @@ def split_size(study: optuna.Study, split: str) -> int | None:
 def parse_trial_ref(ref: str, option: str = "") -> tuple[str, int]:
     """(study name, trial number) of ``STUDY:NUMBER``; SearchError naming ``option`` (``--from-trial``) when given."""
     name, sep, number = ref.rpartition(":")
-    if not sep or not name or not number.isdigit():
+    if not sep or not name or not (number.isascii() and number.isdigit()):  # "²" is a digit int() refuses
         raise SearchError(f"{option + ' ' if option else ''}{ref!r} must look like STUDY:NUMBER, e.g. digits/coarse:12")
     return name, int(number)
 

@@ -948,3 +948,14 @@ def test_the_note_of_columns_left_out_follows_the_table(run_cli, monkeypatch):
     assert lines[0].split() == ["number", "state", "value", "lr", "reg"]
     assert [line.split()[0] for line in lines[1:3]] == ["0", "1"]
     assert " ".join(" ".join(lines[3:]).split()) == "(2 more columns: diagnosis, seconds; --wide, --columns or --format csv)"
+
+
+@pytest.mark.parametrize("command", [("explain",), ("train", "--from-trial")])
+@pytest.mark.parametrize("number", ["²", "٣", "x", ""])
+def test_a_trial_reference_whose_number_is_not_written_in_ascii_digits_is_one_line(run_cli, command, number):
+    # "a:²" ended in a ValueError traceback (str.isdigit takes it, int() does not); "a:٣" was read as trial 3
+    result = run_cli(*command, f"digits/coarse:{number}")
+    assert result.exit_code == 2
+    option = "--from-trial " if command[0] == "train" else ""
+    assert result.output.strip() == (f"error: {option}'digits/coarse:{number}' must look like STUDY:NUMBER, "
+                                     f"e.g. digits/coarse:12")
