@@ -57,13 +57,16 @@ def resolve_storage_url(url: str | None) -> str:
     return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
+# user:password@ after the scheme, read as SQLAlchemy reads it: the user up to ":" or "/", the password up to "@"
+_URL_PASSWORD = re.compile(r"(://[^:/]*:)[^@]*@")
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for every message that shows it."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError, TypeError):
-        # Not parseable by SQLAlchemy: still never show what looks like user:password@.
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+    """The URL as written with its password replaced by ``***``, for every message that shows it.
+
+    Not SQLAlchemy's rendering, which escapes a SQLite path's colons (sqlite:///:memory: as sqlite:///%3Amemory%3A).
+    """
+    return _URL_PASSWORD.sub(r"\1***@", str(url), count=1)
 
 
 def _parse_url(url: str) -> URL:

@@ -569,6 +569,15 @@ def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_pat
         "database made elsewhere is read from its folder, or with --storage")
 
 
+@pytest.mark.parametrize("args", [["studies"], ["coarse", "--trials", "2"]])
+def test_an_in_memory_storage_is_named_as_the_user_wrote_it(run_cli, tmp_path, args):
+    # the line said "storage sqlite:///%3Amemory%3A", SQLAlchemy's escaping of the URL given
+    assert one_line_error(run_cli(*args, "--storage", "sqlite:///:memory:")) == (
+        "error: storage sqlite:///:memory: is an in-memory database, gone when the command ends: give a file, "
+        "e.g. sqlite:///search.db")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args", [["studies"], ["coarse", "--trials", "2"], ["query", "SELECT 1"]])
 def test_a_postgresql_url_without_its_driver_says_what_to_install(run_cli, monkeypatch, args):
     # "database driver missing: No module named 'psycopg'" left a newcomer to guess the package

@@ -386,7 +386,7 @@ def test_sqlite_file_uri_is_refused_naming_what_to_write_and_creates_nothing(tmp
     missing = tmp_path / "missing.db"
     with pytest.raises(StorageError) as info:
         run_readonly_sql(f"sqlite:///file:{missing}?mode=rwc&uri=true", "SELECT 1")
-    assert str(info.value) == (f"storage sqlite:///file%3A{missing}?mode=rwc&uri=true: read-only SQL takes a "
+    assert str(info.value) == (f"storage sqlite:///file:{missing}?mode=rwc&uri=true: read-only SQL takes a "
                                f"file path, not a file: URI; write sqlite:///{missing}")
     assert not missing.exists()
 
@@ -416,7 +416,7 @@ def test_storage_refuses_a_file_uri_and_creates_nothing(tmp_path, readonly) -> N
     missing = tmp_path / "new.db"
     with pytest.raises(StorageError) as info:
         open_storage(f"sqlite:///file:{missing}?uri=true", readonly=readonly)
-    assert str(info.value) == (f"storage sqlite:///file%3A{missing}?uri=true takes a file path, not a file: URI; "
+    assert str(info.value) == (f"storage sqlite:///file:{missing}?uri=true takes a file path, not a file: URI; "
                                f"write sqlite:///{missing}")
     assert list(tmp_path.iterdir()) == []
 

@@ -63,6 +63,16 @@ def test_mask_url_hides_the_password() -> None:
     assert mask_url("sqlite:///search.db") == "sqlite:///search.db"
 
 
+def test_mask_url_shows_the_url_as_written_but_its_password() -> None:
+    # SQLAlchemy's rendering escaped a SQLite path's colons: sqlite:///:memory: was shown as sqlite:///%3Amemory%3A
+    assert mask_url("sqlite:///:memory:") == "sqlite:///:memory:"
+    assert mask_url("sqlite:////data/run:2/search.db") == "sqlite:////data/run:2/search.db"
+    assert mask_url("postgresql://host:5432/db") == "postgresql://host:5432/db"
+    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert (mask_url("postgresql://u:p%40ss/w:rd@h:5432/db?connect_timeout=3")
+            == "postgresql://u:***@h:5432/db?connect_timeout=3")
+
+
 def test_sqlite_path_only_for_sqlite_files(tmp_path) -> None:
     assert sqlite_path(_url(tmp_path / "a.db")) == tmp_path / "a.db"
     assert sqlite_path("sqlite:///:memory:") is None
