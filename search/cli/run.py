@@ -474,10 +474,16 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled
         unknown = sorted({label for label in known if label not in names})
-        line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
-        summary.update(accuracy=right / len(known), labels=len(known), unknown_labels=unknown)
-        if unknown:
-            line += f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r}"
+        summary.update(labels=len(known), unknown_labels=unknown)
+        if known and all(label not in names for label in known):  # no accuracy to speak of: labels of another kind
+            shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+            line += (f"; no accuracy: none of its {len(known)} labels is a class of the model (it has {shown}; the "
+                     f"file has {', '.join(map(repr, unknown[:3]))}{', ...' if len(unknown) > 3 else ''})")
+        else:
+            line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
+            summary["accuracy"] = right / len(known)
+            if unknown:
+                line += f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r}"
     if as_json:
         if not out:
             summary["rows"] = [dict(zip(header, row)) for row in rows(float)]

@@ -677,3 +677,21 @@ def test_predictions_to_a_json_or_other_non_csv_file_are_refused(run_cli, wine_c
     assert not (tmp_path / "p.json").exists() and not (tmp_path / "p.parquet").exists()
     assert run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "p.txt").exit_code == 0
     assert (tmp_path / "p.txt").read_text().splitlines()[0] == "row,prediction,label,p_barbera,p_barolo,p_grignolino"
+
+
+def test_labels_none_of_which_is_a_class_of_the_model_give_no_accuracy(run_cli, wine_csv, tmp_path):
+    # integer labels against a model of named classes scored "accuracy 0.0000 (0 of 5 labels)", as if it had
+    # predicted them all wrong
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    column = table[0].index("cultivar")
+    X = np.array([[float(v) for k, v in enumerate(r) if k != column] for r in table[1:6]])
+    np.savez(tmp_path / "numbered.npz", X=X, y=np.array([0, 1, 2, 0, 1]))
+    result = run_cli("predict", "--model", "model.npz", "--data", "numbered.npz", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["accuracy"] is None and out["labels"] == 5 and out["unknown_labels"] == ["0", "1", "2"]
+    assert " ".join(run_cli("predict", "--model", "model.npz", "--data", "numbered.npz").stderr.split()) == (
+        "5 samples scored with model.npz; no accuracy: none of its 5 labels is a class of the model (it has "
+        "'barbera', 'barolo', 'grignolino'; the file has '0', '1', '2')")
