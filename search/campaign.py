@@ -192,7 +192,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
             watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat)
-        progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
+        # from the database itself: through the study (Optuna's cache) every WAITING trial would be read too
+        finished = optuna_rdb.backend(storage).get_all_trials(study_id, deepcopy=False, states=FINISHED)
+        progress = Progress(stage.name, stage.n_trials, finished,
                             mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,

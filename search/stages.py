@@ -716,7 +716,10 @@ def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:
     (another PID namespace under the same host name) is as safe as one failed as stale: its result is not recorded,
     its copy runs."""
     storage, host, failed = optuna_rdb.study_storage(study), socket.gethostname(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    # from the database itself: through the study (Optuna's cache) every WAITING trial would be read too
+    running = optuna_rdb.backend(storage).get_all_trials(optuna_rdb.study_id(study), deepcopy=False,
+                                                         states=(TrialState.RUNNING,))
+    for trial in running:
         worker = trial.user_attrs.get("worker")
         name, _, pid = worker.rpartition(":") if isinstance(worker, str) else ("", "", "")
         if name != host or not pid.isdigit() or process_alive(int(pid)):
