@@ -319,12 +319,14 @@ def split_size(study: optuna.Study, split: str) -> int | None:
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
     """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)
-    every = study.get_trials(deepcopy=False)
-    trials = [t for t in every if t.number == number]
-    if not trials:  # Optuna numbers a study's trials 0, 1, 2, ...
-        have = f"its trials are 0 to {len(every) - 1}" if every else "it has no trials"
-        raise SearchError(f"study {name} has no trial {number}: {have}")
-    return trials[0], Stage.from_attrs(study.user_attrs)
+    study_id = optuna_rdb.study_id(study)
+    try:  # that trial alone: a stage may hold a million
+        trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+    except KeyError:  # Optuna numbers a study's trials 0, 1, 2, ...
+        count = sum(stage_counts(storage, study_id).values())
+        have = f"its trials are 0 to {count - 1}" if count else "it has no trials"
+        raise SearchError(f"study {name} has no trial {number}: {have}") from None
+    return trial, Stage.from_attrs(study.user_attrs)
 
 
 # --------------------------------------------------------------------------- campaign navigation
