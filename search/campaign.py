@@ -119,18 +119,19 @@ class StageSummary:
 
 def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 5) -> StageSummary:
     stage = Stage.from_attrs(study.user_attrs)
-    trials = study.get_trials(deepcopy=False)
-    counts = {s.name.lower(): 0 for s in TrialState}
-    for t in trials:
-        counts[t.state.name.lower()] += 1
-    seconds = sum(x for x in (t.user_attrs.get("seconds") for t in trials) if isinstance(x, (int, float)))  # not text
+    # counted and ranked by the database: a stage of a million trials is not read whole to say how it went
+    storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+    counts = {name.lower(): n for name, n in optuna_rdb.state_counts(storage, study_id).items()}
+    seconds = sum(x for x in optuna_rdb.trial_user_attr_values(storage, study_id, "seconds")
+                  if isinstance(x, (int, float)))  # not text
     if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
-        means = config_means(trials)
+        means = config_means(study.get_trials(deepcopy=False))
         rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), "params": p}
                 for p, v in means[:top]]
         best_value, best_params = (rows[0]["value"], means[0][0]) if rows else (None, {})
-    else:
-        complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, reverse=True)
+    else:  # the best first; of equal values, the earlier trial
+        ranked = optuna_rdb.ordered_trial_ids(storage, [study_id], [TrialState.COMPLETE], "value", True, top)
+        complete = optuna_rdb.trials_by_id(storage, [trial_id for trial_id, _ in ranked])
         rows = [{"number": t.number, "value": t.value, "params": dict(t.params), "seconds": t.user_attrs.get("seconds")}
                 for t in complete[:top]]
         best_value, best_params = (complete[0].value, dict(complete[0].params)) if complete else (None, {})
@@ -193,7 +194,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
             watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat)
-        progress = Progress(stage.name, stage.n_trials, study.get_trials(deepcopy=False, states=FINISHED),
+        # counted by the database: a stage's trials are not read to count them (through the study, Optuna's cache,
+        # every WAITING one would be read too)
+        progress = Progress(stage.name, stage.n_trials, optuna_rdb.state_counts_and_best(storage, study_id),
                             mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,

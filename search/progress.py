@@ -46,11 +46,13 @@ def bar_name(name: str, total: int, width: int) -> str:
 class Progress:
     """Trials done/total, pruned, failed and best so far of one stage, starting from what the database holds.
 
-    ``read_stage`` (the stage's trials by state name and best value) is for a process that is told only of its own
-    trials while others run the same stage: the counts then come from the database, read as trials end.
+    ``before`` (the stage's trials by state name and best value, as the database counts them when the command
+    starts) is what it finished before; ``read_stage`` (the same, read again) is for a process that is told only of
+    its own trials while others run the same stage: the counts then come from the database, read as trials end.
     """
 
-    def __init__(self, name: str, total: int, finished: Iterable[FrozenTrial] = (), mode: str = "auto",
+    def __init__(self, name: str, total: int, before: tuple[dict[str, int], float | None] | None = None,
+                 mode: str = "auto",
                  stream: TextIO | None = None,
                  read_stage: Callable[[], tuple[dict[str, int], float | None]] | None = None,
                  notes: Iterable[str] = ()):
@@ -62,14 +64,14 @@ class Progress:
         self.seen: set[int] = set()
         self.done = self.pruned = self.failed = 0
         self.best = -math.inf
-        for t in finished:
-            self._count(t)
         self.read_stage = read_stage if self.mode != "quiet" else None  # nothing shown, nothing read
         self.read_at = -math.inf
         self.failed_before = 0  # FAIL trials in the database before this process started: not counted
+        if before is not None:
+            self._take(*before)
         if self.read_stage is not None:
             self._read()
-            self.failed_before, self.failed = self.failed, 0
+        self.failed_before, self.failed = self.failed, 0
         self.started = self.status_at = time.monotonic()
         self.done_before = self.done  # the time left is judged on the trials finished since this command started
         if self.mode != "quiet":
@@ -155,6 +157,10 @@ class Progress:
                 raise
             return
         self.read_at = time.monotonic()
+        self._take(counts, best)
+
+    def _take(self, counts: dict[str, int], best: float | None) -> None:
+        """The stage's counts and best value as the database gave them."""
         self.done, self.pruned = counts["COMPLETE"] + counts["PRUNED"], counts["PRUNED"]
         self.failed = counts["FAIL"] - self.failed_before
         if best is not None:

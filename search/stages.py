@@ -327,12 +327,14 @@ def parse_trial_ref(ref: str, option: str = "") -> tuple[str, int]:
 def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
     """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)
-    every = study.get_trials(deepcopy=False)
-    trials = [t for t in every if t.number == number]
-    if not trials:  # Optuna numbers a study's trials 0, 1, 2, ...
-        have = f"its trials are 0 to {len(every) - 1}" if every else "it has no trials"
-        raise SearchError(f"study {name} has no trial {number}: {have}")
-    return trials[0], Stage.from_attrs(study.user_attrs)
+    study_id = optuna_rdb.study_id(study)
+    try:  # that trial alone: a stage may hold a million
+        trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+    except KeyError:  # Optuna numbers a study's trials 0, 1, 2, ...
+        count = sum(stage_counts(storage, study_id).values())
+        have = f"its trials are 0 to {count - 1}" if count else "it has no trials"
+        raise SearchError(f"study {name} has no trial {number}: {have}") from None
+    return trial, Stage.from_attrs(study.user_attrs)
 
 
 # --------------------------------------------------------------------------- campaign navigation
@@ -724,7 +726,10 @@ def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:
     (another PID namespace under the same host name) is as safe as one failed as stale: its result is not recorded,
     its copy runs."""
     storage, host, failed = optuna_rdb.study_storage(study), socket.gethostname(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    # from the database itself: through the study (Optuna's cache) every WAITING trial would be read too
+    running = optuna_rdb.backend(storage).get_all_trials(optuna_rdb.study_id(study), deepcopy=False,
+                                                         states=(TrialState.RUNNING,))
+    for trial in running:
         worker = trial.user_attrs.get("worker")
         name, _, pid = worker.rpartition(":") if isinstance(worker, str) else ("", "", "")
         if name != host or not pid.isdigit() or process_alive(int(pid)):

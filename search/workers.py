@@ -22,12 +22,14 @@ from engine.data import Dataset, load_cache, save_cache
 from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, signal_held
 from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
                            watch_sqlite_file)
+from studies import optuna_rdb
 from studies.errors import StudyError
 from studies.store import mask_url, open_storage
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 CACHE_PREFIX = "search-data-"  # + the parent's pid + "-": a folder whose process is gone is left from a SIGKILL
 ORPHAN_POLL_SECONDS = 1.0
+REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # the trials a stage's progress shows
 # exit code of a worker process that found itself re-running an unguarded script while starting
 EXIT_UNGUARDED_MAIN = 3
 EXIT_STOPPED = 4  # a worker stopped by a SearchError, whose line it left in error-<pid>.txt of the data folder
@@ -181,15 +183,14 @@ class _FinishedTrials(threading.Thread):
 
     def __init__(self, study: Any, on_trial: Callable[[FrozenTrial], None] | None) -> None:
         super().__init__(daemon=True, name="finished-trials")
-        self.study, self.on_trial = study, on_trial
-        self.seen = {t.number for t in _finished_or_none(study)}
-        self.before = len(self.seen)
+        self.on_trial = on_trial
+        self.storage, self.study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+        self.seen: set[int] = set()  # ids of the finished trials seen, from the floor up
+        self.floor = 0  # every trial below this id was finished, and seen, at the last look
+        self.new = 0  # trials finished since
+        self.poll(report=False)  # the trials finished before: not reported, not counted
         self.stopping = threading.Event()
         self.error: BaseException | None = None  # raised in the main thread (raise_error)
-
-    @property
-    def new(self) -> int:
-        return len(self.seen) - self.before
 
     def run(self) -> None:
         try:
@@ -202,27 +203,29 @@ class _FinishedTrials(threading.Thread):
         if self.error is not None:
             raise self.error
 
-    def poll(self) -> None:
-        for t in _finished_or_none(self.study):
-            if t.number not in self.seen:
-                self.seen.add(t.number)
-                if self.on_trial is not None:
-                    self.on_trial(t)
+    def poll(self, report: bool = True) -> None:
+        """Pass the trials finished since the last look to ``on_trial`` (``report`` False: only note them); nothing
+        while the database fails (the workers retry, and stop if it stays down). They are read by id from the lowest
+        unfinished trial up: through the study (Optuna's cache) every WAITING trial would be read at every look."""
+        try:
+            ids, floor = optuna_rdb.finished_trial_ids(self.storage, self.study_id, self.floor, REPORTED_STATES)
+            new = [i for i in ids if i not in self.seen]
+            trials = optuna_rdb.trials_by_id(self.storage, new) if new and report and self.on_trial is not None else []
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            return
+        self.seen = {i for i in self.seen.union(new) if i >= floor}  # below the floor nothing is read again
+        self.floor = floor
+        if report:
+            self.new += len(new)
+        for t in trials:
+            self.on_trial(t)
 
     def stop(self) -> None:
         if self.is_alive():
             self.stopping.set()
             self.join(timeout=5)  # at most one poll away
-
-
-def _finished_or_none(study: Any) -> list[FrozenTrial]:
-    """The study's finished trials; none while the database fails (the workers retry, and stop if it stays down)."""
-    try:
-        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    except Exception as exc:
-        if not is_storage_error(exc):
-            raise
-        return []
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:

@@ -269,6 +269,34 @@ def trials_by_id(storage: optuna.storages.BaseStorage, trial_ids: Sequence[int])
     return [found[i] for i in trial_ids]
 
 
+def trial_user_attr_values(storage: optuna.storages.BaseStorage, study_id: int, key: str) -> list[Any]:
+    """The values of trial user attribute ``key`` over the study's trials that have it, without reading the trials."""
+    trials, attrs = models.TrialModel.__table__, models.TrialUserAttributeModel.__table__
+    query = (sqlalchemy.select(attrs.c.value_json)
+             .select_from(attrs.join(trials, trials.c.trial_id == attrs.c.trial_id)).where(trials.c.study_id == study_id, attrs.c.key == key))
+    with session(storage) as s:
+        return [json.loads(value) for (value,) in s.execute(query)]
+
+
+def finished_trial_ids(storage: optuna.storages.BaseStorage, study_id: int, from_id: int,
+                       finished: Sequence[TrialState]) -> tuple[list[int], int]:
+    """(the ids of the study's trials in ``finished`` states from ``from_id`` up, in order; the id below which every
+    trial of the study is finished, to give as ``from_id`` next time): what finished since the last look, read by id
+    alone however many trials a stage holds (a trial once finished never changes state; a retry is a new trial)."""
+    trials = models.TrialModel.__table__
+    unfinished = [state for state in TrialState if state not in finished]
+    with session(storage) as s:
+        # the floor first: every trial below it was finished when it was read, so in what the next statement reads
+        floor = s.execute(sqlalchemy.select(sqlalchemy.func.min(trials.c.trial_id)).where(
+            trials.c.study_id == study_id, trials.c.state.in_(unfinished))).scalar()
+        ids = [trial_id for (trial_id,) in s.execute(
+            sqlalchemy.select(trials.c.trial_id).where(trials.c.study_id == study_id, trials.c.state.in_(finished),
+                                                       trials.c.trial_id >= from_id).order_by(trials.c.trial_id))]
+    if floor is None:  # nothing unfinished: what comes later (a retry) is a new trial, above every id read
+        floor = max([from_id - 1, *ids]) + 1
+    return ids, max(floor, from_id)
+
+
 @dataclass(frozen=True)
 class ParamSummary:
     """What a selection of trials holds of one parameter: how many trials have it, and one value of each kind

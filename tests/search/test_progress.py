@@ -187,7 +187,8 @@ def test_log_lines_say_the_time_left_and_the_best_at_most_once_a_minute(monkeypa
     clock = [1000.0]
     monkeypatch.setattr("search.progress.time.monotonic", lambda: clock[0])
     out = io.StringIO()
-    progress = Progress("c/coarse", 10, [_trial(0, TrialState.COMPLETE, 0.5)], mode="log", stream=out)  # resumed
+    resumed = ({"RUNNING": 0, "COMPLETE": 1, "PRUNED": 0, "FAIL": 1, "WAITING": 9}, 0.5)  # one done, one failed
+    progress = Progress("c/coarse", 10, resumed, mode="log", stream=out)
     for number, value in ((1, 0.7), (2, 0.6), (3, 0.65), (4, 0.8)):
         clock[0] += 25.0  # a trial every 25 s: the status after the third of this run, 75 s in
         t = _trial(number, TrialState.COMPLETE, value)
