@@ -159,12 +159,16 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
               help="Epochs per trial (default: twice the previous stage's).")
 @click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=None,
               help="Trials (default: the previous stage's).")
+@click.option("--sampler", type=choice(DRAWN_SAMPLERS), default=None,
+              help="random, tpe or qmc inside the refined box (default: the previous stage's; search auto's fine "
+                   "stages use tpe); with tpe, the same --seed gives the same trials only with --jobs 1.")
 @click.option("--scheduler", type=choice(SCHEDULERS), default=None,
               help="none or asha (default: the previous stage's); see search coarse --help.")
 @stage_run_options(NEWEST_CAMPAIGN)
 @json_option
-def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, scheduler: str | None,
-         campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, sampler: str | None,
+         scheduler: str | None, campaign: str | None, storage: str | None, jobs: int, heartbeat: int,
+         as_json: bool) -> int:
     """Next fine stage: ranges narrowed around the best trials, widened past a bound the best sits near,
     categories that never reached the top dropped.
 
@@ -172,6 +176,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     Examples:
       search fine --top 5 --edge 0.1 --epochs 10
       search fine --scheduler asha --trials 100
+      search fine --sampler tpe          # TPE inside the refined box, as search auto
     """
     from search.campaign import (
         execute_stage, next_fine_stage, promoted_fine_stage, run_existing, with_fine_choices,
@@ -185,7 +190,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     promoted: list = []
     if promote:
         stage, promoted = promoted_fine_stage(ex, study, top, edge, epochs, trials, promote)
-    return finish([*promoted, execute_stage(ex, with_fine_choices(stage, None, scheduler))], as_json)
+    return finish([*promoted, execute_stage(ex, with_fine_choices(stage, sampler, scheduler))], as_json)
 
 
 @click.command(cls=SectionedCommand, short_help="Grid over the coarse stage's space at its budget.")

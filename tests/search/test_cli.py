@@ -968,3 +968,13 @@ def test_a_trial_reference_whose_number_is_not_written_in_ascii_digits_is_one_li
     option = "--from-trial " if command[0] == "train" else ""
     assert result.output.strip() == (f"error: {option}'digits/coarse:{number}' must look like STUDY:NUMBER, "
                                      f"e.g. digits/coarse:12")
+
+
+def test_search_fine_takes_a_sampler_for_its_refined_box(run_cli):
+    # search auto's fine stages sampled with TPE; search fine had no --sampler and took the coarse stage's random
+    assert run_cli("coarse", "--trials", "6", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    assert run_cli("fine", "--promote", "0", "--trials", "4", "--jobs", "1").exit_code == 0
+    assert run_cli("fine", "--promote", "0", "--sampler", "tpe", "--trials", "4", "--jobs", "1").exit_code == 0
+    samplers = [optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db")).user_attrs["sampler"]
+                for name in ("digits/coarse", "digits/fine-1", "digits/fine-2")]
+    assert samplers == ["random", "random", "tpe"]
