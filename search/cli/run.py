@@ -391,7 +391,7 @@ OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx
 
 @click.command(cls=SectionedCommand, short_help="Score samples with a saved model, one CSV row each.")
 @click.option("--model", "model_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              metavar="FILE.npz", help="A model saved by `search train --save`.")
+              metavar="FILE.npz", help="A model saved by `search train --save` or `search auto --save`.")
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",
               help="Samples to score: .csv/.tsv with the model's columns by name (others are ignored), .npz with X "
                    "(and y), or an image folder (class subfolders, or the new images alone).")

@@ -695,3 +695,10 @@ def test_labels_none_of_which_is_a_class_of_the_model_give_no_accuracy(run_cli, 
     assert " ".join(run_cli("predict", "--model", "model.npz", "--data", "numbered.npz").stderr.split()) == (
         "5 samples scored with model.npz; no accuracy: none of its 5 labels is a class of the model (it has "
         "'barbera', 'barolo', 'grignolino'; the file has '0', '1', '2')")
+
+
+def test_predict_help_names_both_commands_that_save_a_model(run_cli):
+    # --model named search train --save alone, though search auto --save writes the same file
+    shown = " ".join(run_cli("predict", "--help").stdout.split())
+    assert shown.split("--model FILE.npz ")[1].split(" --data")[0] == (
+        "A model saved by `search train --save` or `search auto --save`. [required]")
