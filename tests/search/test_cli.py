@@ -978,3 +978,37 @@ def test_search_fine_takes_a_sampler_for_its_refined_box(run_cli):
     samplers = [optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db")).user_attrs["sampler"]
                 for name in ("digits/coarse", "digits/fine-1", "digits/fine-2")]
     assert samplers == ["random", "random", "tpe"]
+
+
+def test_a_following_worker_joins_each_next_stage_until_the_final_one_is_done(run_cli, monkeypatch):
+    # search worker served one stage and exited: a machine helping search auto had to be started again per stage
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    created, real_sleep = [], time.sleep
+
+    def sleep(seconds):  # while the worker waits, "search auto" creates the next stage: fine-1, then final
+        if seconds != stages_cli.FOLLOW_POLL_SECONDS:
+            return real_sleep(seconds)
+        name = ("fine-1", "final")[len(created)]
+        create_stage(open_storage("sqlite:///search.db"),
+                     replace(coarse_stage("digits", run, DEFAULT_SPACE, 3, seed=len(created) + 1), stage=name,
+                             parent="digits/coarse"))
+        created.append(name)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    once = run_cli("worker", "--json")  # without --follow: nothing left, so nothing to join
+    assert once.exit_code == 0 and json.loads(once.stdout) == {"stages": []} and created == []
+    followed = run_cli("worker", "--follow", "--json")
+    assert followed.exit_code == 0, followed.output
+    assert created == ["fine-1", "final"]
+    ran = [(s["study"], s["ran"], s["counts"]["complete"] + s["counts"]["pruned"])
+           for s in json.loads(followed.stdout)["stages"]]
+    assert ran == [("digits/fine-1", 3, 3), ("digits/final", 3, 3)]
