@@ -1012,3 +1012,23 @@ def test_a_following_worker_joins_each_next_stage_until_the_final_one_is_done(ru
     ran = [(s["study"], s["ran"], s["counts"]["complete"] + s["counts"]["pruned"])
            for s in json.loads(followed.stdout)["stages"]]
     assert ran == [("digits/fine-1", 3, 3), ("digits/final", 3, 3)]
+
+
+def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
+    # search explain --plot of an exploded trial showed its loss alone: not what it was stopped against
+    from studies import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    base = ["--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1"]
+    assert run_cli("coarse", "--lr", "1:10", "--explode-factor", "4", *base).exit_code == 0
+    assert run_cli("coarse", "--campaign", "calm", "--lr", "1e-3:2e-3", *base).exit_code == 0
+    assert [optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db")).trials[0]
+            .user_attrs["stop_reason"] for name in ("digits/coarse", "calm/coarse")] == ["exploded", "completed"]
+    assert run_cli("explain", "digits/coarse:0", "--plot", "t.png").exit_code == 0
+    assert run_cli("explain", "calm/coarse:0", "--plot", "t.png").exit_code == 0
+    exploded, calm = (figure.axes[0] for figure in drawn)
+    curve, line = exploded.lines
+    assert list(line.get_ydata()) == [4 * curve.get_ydata()[0]] * 2
+    assert [text.get_text() for text in exploded.get_legend().get_texts()] == ["4 x first loss (stop)"]
+    assert len(calm.lines) == 1 and calm.get_legend() is None
