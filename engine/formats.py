@@ -260,8 +260,13 @@ def read_columns(
         missing = [name for name in features if name.strip() not in positions]
         if missing:
             listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            # a header written in other case ('Proline' for 'proline'): columns are matched exactly, so say which
+            folded = {h.casefold(): h for h in stripped if h}
+            near = [(m, folded[m.strip().casefold()]) for m in missing if m.strip().casefold() in folded]
+            hint = "; names are matched exactly, in case too: " + ", ".join(
+                f"{found!r} is not {name.strip()!r}" for name, found in near[:3]) if near else ""
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
-                            f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''})")
+                            f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''}){hint}")
         for name, n in Counter(wanted).items():  # columns of one name: as many as the model reads, taken in order
             found = len(positions[name])
             if found != n:

@@ -702,3 +702,15 @@ def test_predict_help_names_both_commands_that_save_a_model(run_cli):
     shown = " ".join(run_cli("predict", "--help").stdout.split())
     assert shown.split("--model FILE.npz ")[1].split(" --data")[0] == (
         "A model saved by `search train --save` or `search auto --save`. [required]")
+
+
+def test_a_column_named_in_other_case_is_said_to_be_matched_exactly(run_cli, wine_csv, tmp_path):
+    # "no column 'proline'" alone, beside a column 'Proline' the user could see in the file
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    text = wine_csv.read_text().split("\n", 1)
+    (tmp_path / "cased.csv").write_text(text[0].replace("proline", "Proline").replace("alcohol", "ALCOHOL") + "\n"
+                                        + text[1])
+    line = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "cased.csv"))
+    assert line == ("error: cased.csv: no column 'alcohol', 'proline'; the model reads 13 columns by name (alcohol, "
+                    "malic_acid, ash, alcalinity_of_ash, magnesium, ...); names are matched exactly, in case too: "
+                    "'ALCOHOL' is not 'alcohol', 'Proline' is not 'proline'")
