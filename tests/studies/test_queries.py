@@ -320,6 +320,8 @@ def test_trials_frame_unknown_names_list_the_known_ones(storage) -> None:
         trials_frame(storage, study_name="digits/coarse:3")
     assert str(raised.value) == ("'digits/coarse:3' is one trial of study digits/coarse: `search explain "
                                  "digits/coarse:3` tells it, `search trials digits/coarse` lists them all")
+    with pytest.raises(UnknownStudyError, match="unknown study 'digits/coarse:²'"):  # no trial is numbered so
+        trials_frame(storage, study_name="digits/coarse:²")
 
 
 def test_trials_frame_bad_arguments_name_the_valid_values(storage) -> None:
