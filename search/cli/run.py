@@ -131,7 +131,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         from studies.plots import new_axes, plot_training, save as save_figure
 
         axes = new_axes(1, 2)[0]
-        save_figure(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history), plot)
+        threshold = explode_factor if summary["stop_reason"] == "exploded" else None  # the line its loss crossed
+        save_figure(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history,
+                                  threshold=threshold), plot)
     if as_json:
         echo_json(summary)
     else:

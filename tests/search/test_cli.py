@@ -1032,3 +1032,19 @@ def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkey
     assert list(line.get_ydata()) == [4 * curve.get_ydata()[0]] * 2
     assert [text.get_text() for text in exploded.get_legend().get_texts()] == ["4 x first loss (stop)"]
     assert len(calm.lines) == 1 and calm.get_legend() is None
+
+
+def test_search_train_plots_an_exploded_run_with_the_line_its_loss_crossed(run_cli, monkeypatch):
+    # search train --plot of a run it reported as exploded drew its loss alone
+    from studies import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    base = ["--epochs", "1", "--train-size", "200", "--plot", "run.png"]
+    assert run_cli("train", "--lr", "3", "--explode-factor", "5", *base).exit_code == 1  # exploded
+    assert run_cli("train", "--lr", "1e-3", *base).exit_code == 0
+    exploded, calm = (figure.axes[0] for figure in drawn)
+    curve, line = exploded.lines
+    assert list(line.get_ydata()) == [5 * curve.get_ydata()[0]] * 2
+    assert [text.get_text() for text in exploded.get_legend().get_texts()] == ["5 x first loss (stop)"]
+    assert len(calm.lines) == 1 and calm.get_legend() is None
