@@ -260,8 +260,13 @@ def read_columns(
         missing = [name for name in features if name.strip() not in positions]
         if missing:
             listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            # a header written in other case ('Proline' for 'proline'): columns are matched exactly, so say which
+            folded = {h.casefold(): h for h in stripped if h}
+            near = [(m, folded[m.strip().casefold()]) for m in missing if m.strip().casefold() in folded]
+            hint = "; names are matched exactly, in case too: " + ", ".join(
+                f"{found!r} is not {name.strip()!r}" for name, found in near[:3]) if near else ""
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
-                            f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''})")
+                            f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''}){hint}")
         for name, n in Counter(wanted).items():  # columns of one name: as many as the model reads, taken in order
             found = len(positions[name])
             if found != n:
@@ -442,12 +447,10 @@ def _parse_rows(
                     if text_hint and cell.strip() and not any(is_number_text(other[c]) for other in cells):
                         raise DataError(f"{path}: column {names[c]!r} holds text, not numbers ({cell[:40]!r} in "
                                         f"{where}, and no number in any row); {text_hint}")
-                    if not cell.strip():
-                        raise DataError(f"{path}: {where} column {names[c]!r} is empty (a missing value): fill it "
-                                        f"in or delete the row")
-                    if cell.strip().lower() in MISSING_CELLS:
-                        raise DataError(f"{path}: {where} column {names[c]!r} is {cell.strip()!r} (a missing value): "
-                                        f"fill it in or delete the row")
+                    if _is_missing(cell):
+                        what = "empty" if not cell.strip() else repr(cell.strip())
+                        raise DataError(f"{path}: {where} column {names[c]!r} is {what} (a missing value)"
+                                        f"{_more_missing(cells[r + 1:], lines[r + 1:], first_row + r + 1)}")
                     raise DataError(f"{path}: {where} column {names[c]!r}: {cell[:40]!r} is not a number")
         raise
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
@@ -464,6 +467,23 @@ def _parse_rows(
             label = empty_label
         labels.append(label)
     return X32
+
+
+def _is_missing(cell: str) -> bool:
+    """Whether a CSV cell stands for a missing value: empty, or as spreadsheets, R and pandas write one (NA, ?)."""
+    return not cell.strip() or cell.strip().lower() in MISSING_CELLS
+
+
+def _more_missing(cells: list[list[str]], lines: list[int], first_row: int, shown: int = 5) -> str:
+    """The end of the error for a missing value: the other rows of ``cells`` (the rows after it in the same read,
+    the first numbered ``first_row`` + 1) that miss one too, so that all are mended at once, and what to do."""
+    rows = [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if any(map(_is_missing, row))]
+    if not rows:
+        return ": fill it in or delete the row"
+    listed = ", ".join(f"{row} (line {line})" for row, line in rows[:shown])
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    have = f"rows {listed}{more} have" if len(rows) > 1 else f"row {listed} has"
+    return f"; {have} one too: fill them in or delete those rows"
 
 
 def is_number_text(cell: str) -> bool:

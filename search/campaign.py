@@ -22,8 +22,8 @@ from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, best_params, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
-    promotion_stage, refined_stage, split_size, stage_counts, stage_unfinished, storage_retry_seconds, study_name,
-    value_se, watch_sqlite_file,
+    promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts, stage_unfinished,
+    storage_retry_seconds, study_name, value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -193,7 +193,8 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
             watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
-        continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat)
+        continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat,
+                                                         running_trials_by_worker(study))
         # counted by the database: a stage's trials are not read to count them (through the study, Optuna's cache,
         # every WAITING one would be read too)
         progress = Progress(stage.name, stage.n_trials, optuna_rdb.state_counts_and_best(storage, study_id),
@@ -209,18 +210,26 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
     return summary
 
 
-def continuing_notes(name: str, n_trials: int, counts: dict[str, int], heartbeat: int) -> tuple[str, ...]:
+def continuing_notes(name: str, n_trials: int, counts: dict[str, int], heartbeat: int,
+                     running: tuple[int, int, int] | None = None) -> tuple[str, ...]:
     """The line said before the trials of a stage this command did not create: how many of its trials are finished,
-    and that RUNNING ones (another process's, or a killed one's) are waited for; none for a stage not yet begun."""
-    finished, running = counts["COMPLETE"] + counts["PRUNED"], counts["RUNNING"]
-    if not finished and not running:
+    and what becomes of the RUNNING ones; none for a stage not yet begun. ``running``: the RUNNING trials as
+    ``running_trials_by_worker`` tells them apart (None: all of another host, or not known)."""
+    finished = counts["COMPLETE"] + counts["PRUNED"]
+    alive, gone, elsewhere = running if running is not None else (0, 0, counts["RUNNING"])
+    if not finished and not (alive or gone or elsewhere):
         return ()
     line = f"continuing {name}: {finished} of {n_trials} trials finished"
     if counts["FAIL"]:
         line += f", {counts['FAIL']} failed (re-run)"
-    if running:
-        line += (f"; {running} running in another process, or left by a killed one: re-run at once if it ran on "
-                 f"this machine, else once its heartbeat is " + (f"{2 * heartbeat} s old" if heartbeat else "stale"))
+    if alive:  # a second terminal on the same stage: nothing to worry about
+        line += f"; {alive} running in {'another process' if alive == 1 else 'other processes'} on this machine"
+    if gone:
+        line += f"; {gone} left by a process of this machine that is gone: re-run at once"
+    if elsewhere:
+        line += (f"; {elsewhere} running on another machine, or left by a killed one: re-run once "
+                 f"{'its' if elsewhere == 1 else 'their'} heartbeat is "
+                 + (f"{2 * heartbeat} s old" if heartbeat else "stale"))
     return (wrapped(line),)
 
 

@@ -725,14 +725,10 @@ def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:
     is alive (or whose pid another process has taken since), is left to its heartbeat. A live trial failed by mistake
     (another PID namespace under the same host name) is as safe as one failed as stale: its result is not recorded,
     its copy runs."""
-    storage, host, failed = optuna_rdb.study_storage(study), socket.gethostname(), []
-    # from the database itself: through the study (Optuna's cache) every WAITING trial would be read too
-    running = optuna_rdb.backend(storage).get_all_trials(optuna_rdb.study_id(study), deepcopy=False,
-                                                         states=(TrialState.RUNNING,))
-    for trial in running:
-        worker = trial.user_attrs.get("worker")
-        name, _, pid = worker.rpartition(":") if isinstance(worker, str) else ("", "", "")
-        if name != host or not pid.isdigit() or process_alive(int(pid)):
+    storage, failed = optuna_rdb.study_storage(study), []
+    for trial in running_trials(study):
+        pid = local_worker(trial)
+        if pid is None or process_alive(pid):
             continue
         try:
             if not storage.set_trial_state_values(optuna_rdb.trial_id(trial), state=TrialState.FAIL):
@@ -744,6 +740,37 @@ def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:
         if callback is not None:
             callback(study, storage.get_trial(optuna_rdb.trial_id(trial)))
     return failed
+
+
+def local_worker(trial: FrozenTrial) -> int | None:
+    """The pid of the process that claimed ``trial`` when it ran on this host (its ``worker`` is ``host:pid``), else
+    None (another host's, or no worker recorded)."""
+    worker = trial.user_attrs.get("worker")
+    name, _, pid = worker.rpartition(":") if isinstance(worker, str) else ("", "", "")
+    return int(pid) if name == socket.gethostname() and pid.isascii() and pid.isdigit() else None
+
+
+def running_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The stage's RUNNING trials, from the database itself: through the study (Optuna's cache) every WAITING trial
+    would be read too."""
+    storage = optuna_rdb.study_storage(study)
+    return optuna_rdb.backend(storage).get_all_trials(optuna_rdb.study_id(study), deepcopy=False,
+                                                      states=(TrialState.RUNNING,))
+
+
+def running_trials_by_worker(study: optuna.Study) -> tuple[int, int, int]:
+    """The stage's RUNNING trials as (run by a live process of this host, left by a process of this host that is
+    gone, of another host or of no known worker)."""
+    alive = gone = elsewhere = 0
+    for trial in running_trials(study):
+        pid = local_worker(trial)
+        if pid is None:
+            elsewhere += 1
+        elif process_alive(pid):
+            alive += 1
+        else:
+            gone += 1
+    return alive, gone, elsewhere
 
 
 def process_alive(pid: int) -> bool:

@@ -46,14 +46,20 @@ def iteration_axis(iterations: float | None, points: int) -> np.ndarray:
 
 
 def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None = None, title: str = "loss",
-                    iterations: float | None = None) -> Figure:
+                    iterations: float | None = None, threshold: float | None = None) -> Figure:
     """Loss against iteration (log scale when it spans more than a decade); non-finite points are dropped.
-    ``iterations``: how many the run made, when ``loss_history`` is a subsampled curve of fewer points."""
+    ``iterations``: how many the run made, when ``loss_history`` is a subsampled curve of fewer points. With
+    ``threshold`` (a run stopped as exploded) the line ``threshold`` x the first loss it crossed, dashed."""
     loss = np.asarray(loss_history, dtype=float)
     it = iteration_axis(iterations, len(loss))
     ok = np.isfinite(loss)
     ax.plot(it[ok], loss[ok], lw=1, label=label)
-    if ok.any() and loss[ok].min() > 0 and loss[ok].max() / loss[ok].min() > 10:
+    shown = loss[ok]
+    if threshold is not None and ok.any():
+        ax.axhline(threshold * shown[0], color="tab:red", ls="--", lw=0.9, label=f"{threshold:g} x first loss (stop)")
+        shown = np.append(shown, threshold * shown[0])
+        ax.legend(fontsize=8)
+    if shown.size and shown.min() > 0 and shown.max() / shown.min() > 10:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
     ax.set_xlabel("iteration")
@@ -80,11 +86,11 @@ def plot_accuracy_curves(ax: Axes, train_acc: Sequence[float], val_acc: Sequence
 
 def plot_training(
     axes: Sequence[Axes], loss_history: Sequence[float], train_acc: Sequence[float], val_acc: Sequence[float],
-    iterations: float | None = None, title: str | None = None,
+    iterations: float | None = None, title: str | None = None, threshold: float | None = None,
 ) -> Figure:
-    """Loss curve on the first axis (``iterations``: as in :func:`plot_loss_curve`), accuracy curves on the
-    second, ``title`` above both."""
-    plot_loss_curve(axes[0], loss_history, iterations=iterations)
+    """Loss curve on the first axis (``iterations``, ``threshold``: as in :func:`plot_loss_curve`), accuracy curves
+    on the second, ``title`` above both."""
+    plot_loss_curve(axes[0], loss_history, iterations=iterations, threshold=threshold)
     fig = plot_accuracy_curves(axes[1], train_acc, val_acc)
     if title:
         fig.suptitle(title)

@@ -276,6 +276,13 @@ def _select_studies(
                 f"{study_name!r} is a campaign, not a study: give it as the campaign (--campaign "
                 f"{shlex.quote(study_name)}) or name one of its stages: {names_message(stages)}"
             )
+        study, _, number = study_name.rpartition(":")
+        # a trial as search explain takes it (ASCII digits: "²" is a digit no trial number is written in)
+        if study_name not in known and study in known and number.isascii() and number.isdigit():
+            raise UnknownStudyError(
+                f"{study_name!r} is one trial of study {study}: `search explain {shlex.quote(study_name)}` tells "
+                f"it, `search trials {shlex.quote(study)}` lists them all"
+            )
         if study_name not in known:
             scope = f" in campaign {campaign!r}" if campaign is not None else ""
             raise UnknownStudyError(

@@ -1216,7 +1216,14 @@ def _chosen_text(chosen: dict[str, Any]) -> str:
     return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['value'])} ± {_acc(chosen['std'])} "
             f"(mean ± std over {runs} run{'s' if runs != 1 else ''}{epochs}{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
-            f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen))
+            f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
+            + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)} "
+              f"--save model.npz`.")
+
+
+def _first_run(chosen: dict[str, Any]) -> str:
+    """STUDY:NUMBER of the chosen configuration's first run in its stage, as search train --from-trial takes it."""
+    return shlex.quote(f"{chosen['study']}:{min(chosen['trials'])}")
 
 
 def _retrained_text(chosen: dict[str, Any]) -> str:

@@ -234,7 +234,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
 
     name, number = parse_trial_ref(ref)
     reading = open_for_reading(storage)
-    trial, _ = load_trial(reading, name, number)
+    trial, stage = load_trial(reading, name, number)
     attrs = trial.user_attrs
     if trial.state == TrialState.FAIL:
         raise SearchError(f"trial {ref} has no diagnosis: {failure_story(reading, name, trial)}")
@@ -255,7 +255,10 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         losses = [v if v is not None else nan for v in trial_record(trial, "loss_curve", [])]
         train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
         title = f"{ref}: {', '.join(diagnosis.labels)}"
-        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, attrs.get("iterations"), title), plot)
+        # an exploded run's stopping line, as the report draws it: the curve crossed it on average
+        threshold = stage.explode_factor if attrs.get("stop_reason") == "exploded" else None
+        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, attrs.get("iterations"), title, threshold),
+             plot)
     if as_json:
         # the trial named as search trials and best name it (study, number) besides STUDY:NUMBER
         echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,

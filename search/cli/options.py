@@ -23,7 +23,7 @@ from search.config import MAX_DEPTH, RunConfig, absolute_data_name
 from search.errors import SearchError
 from search.objective import EXPLODE_FACTOR, EXPLODE_WINDOW
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
-from search.space import Dimension, check_fixed, check_space, parse_dimension, searchable
+from search.space import SEARCHABLE, Dimension, check_fixed, check_space, parse_dimension, searchable
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -372,12 +372,21 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
     except OSError as e:
         raise SearchError(f"--space-file {path}: {e.strerror or e}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SearchError(f"--space-file {path}: not valid TOML: {e}") from None
+        other = Path(path).suffix.lower() in (".yaml", ".yml", ".json")  # a sweep configuration of another tool
+        raise SearchError(f"--space-file {path}: not valid TOML: {e}" + (
+            "; the space file is TOML, a [space] table of NAME = \"SPEC\" entries (see search coarse --help)"
+            if other else "")) from None
     table = data.get("space", data)
     outside = [key for key in data if key != "space"] if "space" in data else []
     if outside:  # read as the space, they would be dropped without a word
-        raise SearchError(f"--space-file {path}: {outside[0]} is outside the [space] table; put every dimension "
-                          f"under [space]")
+        key, context = outside[0], click.get_current_context(silent=True)
+        options = {param.name for param in context.command.params} if context is not None else set()
+        name = key.strip().replace("-", "_")
+        if name in SEARCHABLE or name not in options:  # a dimension, or no setting of this command either
+            raise SearchError(f"--space-file {path}: {key} is outside the [space] table; put every dimension "
+                              f"under [space]")
+        raise SearchError(f"--space-file {path}: {key} is outside the [space] table, and the file holds the space "
+                          f"alone: give {key} on the command line (--{key.strip().replace('_', '-')})")
     # without [space], a table is a misspelt one ([spaces]); inside it, a dimension given as a table is refused below
     tables = [key for key, value in table.items() if isinstance(value, dict)] if table is data else []
     if tables:

@@ -131,7 +131,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         from studies.plots import new_axes, plot_training, save as save_figure
 
         axes = new_axes(1, 2)[0]
-        save_figure(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history), plot)
+        threshold = explode_factor if summary["stop_reason"] == "exploded" else None  # the line its loss crossed
+        save_figure(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history,
+                                  threshold=threshold), plot)
     if as_json:
         echo_json(summary)
     else:
@@ -391,7 +393,7 @@ OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx
 
 @click.command(cls=SectionedCommand, short_help="Score samples with a saved model, one CSV row each.")
 @click.option("--model", "model_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              metavar="FILE.npz", help="A model saved by `search train --save`.")
+              metavar="FILE.npz", help="A model saved by `search train --save` or `search auto --save`.")
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",
               help="Samples to score: .csv/.tsv with the model's columns by name (others are ignored), .npz with X "
                    "(and y), or an image folder (class subfolders, or the new images alone).")

@@ -159,12 +159,16 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
               help="Epochs per trial (default: twice the previous stage's).")
 @click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=None,
               help="Trials (default: the previous stage's).")
+@click.option("--sampler", type=choice(DRAWN_SAMPLERS), default=None,
+              help="random, tpe or qmc inside the refined box (default: the previous stage's; search auto's fine "
+                   "stages use tpe); with tpe, the same --seed gives the same trials only with --jobs 1.")
 @click.option("--scheduler", type=choice(SCHEDULERS), default=None,
               help="none or asha (default: the previous stage's); see search coarse --help.")
 @stage_run_options(NEWEST_CAMPAIGN)
 @json_option
-def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, scheduler: str | None,
-         campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
+def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, sampler: str | None,
+         scheduler: str | None, campaign: str | None, storage: str | None, jobs: int, heartbeat: int,
+         as_json: bool) -> int:
     """Next fine stage: ranges narrowed around the best trials, widened past a bound the best sits near,
     categories that never reached the top dropped.
 
@@ -172,6 +176,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     Examples:
       search fine --top 5 --edge 0.1 --epochs 10
       search fine --scheduler asha --trials 100
+      search fine --sampler tpe          # TPE inside the refined box, as search auto
     """
     from search.campaign import (
         execute_stage, next_fine_stage, promoted_fine_stage, run_existing, with_fine_choices,
@@ -185,7 +190,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     promoted: list = []
     if promote:
         stage, promoted = promoted_fine_stage(ex, study, top, edge, epochs, trials, promote)
-    return finish([*promoted, execute_stage(ex, with_fine_choices(stage, None, scheduler))], as_json)
+    return finish([*promoted, execute_stage(ex, with_fine_choices(stage, sampler, scheduler))], as_json)
 
 
 @click.command(cls=SectionedCommand, short_help="Grid over the coarse stage's space at its budget.")
@@ -303,36 +308,57 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     return code
 
 
+FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the campaign's next stage
+
+
 @click.command(cls=SectionedCommand, short_help="Join a running stage and run its trials.")
 @campaign_option(NEWEST_CAMPAIGN)
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
+@click.option("--follow", is_flag=True,
+              help="After its stage, wait for the campaign's next one (as search auto creates them) and join it "
+                   "too, until a final stage is complete; Ctrl-C stops it.")
 @storage_option
 @heartbeat_option
 @json_option
-def worker(campaign: str | None, stage: str | None, storage: str | None, heartbeat: int, as_json: bool) -> int:
+def worker(campaign: str | None, stage: str | None, follow: bool, storage: str | None, heartbeat: int,
+           as_json: bool) -> int:
     """Join a running stage from this machine (same --storage, e.g. PostgreSQL) and run its trials.
 
-    It serves one stage and exits when that stage is done; for the next stage of a campaign that
-    search auto is running, start it again.
+    It serves one stage and exits when that stage is done; with --follow it serves every next stage of a
+    campaign that search auto is running, until auto's final stage is done.
 
     \b
-    Example:
+    Examples:
       search worker --campaign digits --storage postgresql://user@host/search
+      search worker --campaign digits --follow --storage postgresql://user@host/search
     """
+    import time
+
     from search.campaign import run_existing
     from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
 
     ex = execution(storage, 1, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
-    if stage is None:
-        unfinished = [s for s in campaign_stages(st, name)
-                      if stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
-        if not unfinished:  # finished before this worker came: nothing is wrong
-            if not as_json:
-                say(f"nothing to join: every stage of campaign {name} is complete")
-            return finish([], as_json)
-        stage = unfinished[-1].user_attrs["stage"]
-    return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json)
+    if stage is not None:
+        return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json)
+    summaries: list[Any] = []
+    served: set[str] = set()  # a stage is joined once: its trials others still run are theirs to finish
+    while True:
+        stages = campaign_stages(st, name)
+        unfinished = [s for s in stages if s.study_name not in served
+                      and stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
+        if unfinished:
+            served.add(unfinished[-1].study_name)
+            summaries.append(run_existing(ex, load_stage_study(st, unfinished[-1].study_name)))
+            if not follow:
+                break
+        elif not follow or any(s.user_attrs.get("stage") == "final" for s in stages):
+            break
+        else:
+            time.sleep(FOLLOW_POLL_SECONDS)
+    if not summaries and not as_json:  # finished before this worker came: nothing is wrong
+        say(f"nothing to join: every stage of campaign {name} is complete")
+    return finish(summaries, as_json)
 
 
 COMMANDS = [coarse, fine, grid, auto, worker]

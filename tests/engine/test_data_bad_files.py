@@ -114,6 +114,19 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
             f"{marked}: row 4 (line 5) column 'b' is {cell.strip()!r} (a missing value): fill it in or delete the row")
 
 
+def test_every_row_with_a_missing_value_is_named_at_once(tmp_path: Path) -> None:
+    # only the first was named: a file with two empty cells took two runs to find them
+    two = _csv(tmp_path / "two.csv", "a,b,label\n" + _good_rows(3) + "1,,a\n" + _good_rows(4) + "NA,3,b\n" +
+               _good_rows(5))
+    assert _error(DataSpec(str(two)), two) == (f"{two}: row 4 (line 5) column 'b' is empty (a missing value); row 9 "
+                                               "(line 10) has one too: fill them in or delete those rows")
+    rows = "".join("1,,a\n" if i in (2, 4, 5, 7, 8, 9, 11) else f"{i},{i},{'ab'[i % 2]}\n" for i in range(14))
+    many = _csv(tmp_path / "many.csv", "a,b,label\n" + rows)
+    assert _error(DataSpec(str(many)), many) == (
+        f"{many}: row 3 (line 4) column 'b' is empty (a missing value); rows 5 (line 6), 6 (line 7), 8 (line 9), "
+        "9 (line 10), 10 (line 11) and 1 more have one too: fill them in or delete those rows")
+
+
 def test_a_cell_with_a_digit_separator_is_not_read_as_a_number(tmp_path: Path) -> None:
     # NumPy read 1_000 as 1000 and a code such as 3_1 as 31, silently
     path = _csv(tmp_path / "sep.csv", "a,b,label\n" + _good_rows(3) + "1_000,2,a\n" + _good_rows(8))

@@ -182,6 +182,10 @@ def test_a_depth_no_run_can_have_is_refused_as_depth(run_cli, spec, line):
     # once: lr silently dropped, the stage searched hidden alone
     ('lr = "1e-4:1"\n[space]\nhidden = "16:64"\n',
      "lr is outside the [space] table; put every dimension under [space]"),
+    # once "... put every dimension under [space]" for a setting that is no dimension, refused there too
+    ('train_size = 100\n[space]\nhidden = "16:64"\n', "train_size is outside the [space] table, and the file holds "
+                                                       "the space alone: give train_size on the command line "
+                                                       "(--train-size)"),
     # once: "spaces must be a string SPEC or a list of choices", as if [spaces] were a dimension
     ('[spaces]\nhidden = "16:64"\n', "[spaces] is not a table this file holds; put the dimensions under [space]"),
     # once "[hidden] is not a table this file holds; put the dimensions under [space]", where it was
@@ -192,6 +196,16 @@ def test_a_space_file_with_entries_outside_its_space_table_says_so(run_cli, tmp_
     (tmp_path / "space.toml").write_text(text)
     line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
     assert line == f"error: --space-file space.toml: {message}"
+    assert not (tmp_path / "search.db").exists()
+
+
+def test_a_yaml_or_json_space_file_is_told_the_file_is_toml(run_cli, tmp_path):
+    # a sweep configuration of another tool was "not valid TOML: Expected '=' ..." alone
+    (tmp_path / "sweep.yaml").write_text("parameters:\n  lr:\n    min: 0.0001\n")
+    line = one_line_error(run_cli("coarse", "--space-file", "sweep.yaml", "--trials", "1"))
+    assert line == ("error: --space-file sweep.yaml: not valid TOML: Expected '=' after a key in a key/value pair (at "
+                    "line 1, column 11); the space file is TOML, a [space] table of NAME = \"SPEC\" entries (see "
+                    "search coarse --help)")
     assert not (tmp_path / "search.db").exists()
 
 

@@ -968,3 +968,83 @@ def test_a_trial_reference_whose_number_is_not_written_in_ascii_digits_is_one_li
     option = "--from-trial " if command[0] == "train" else ""
     assert result.output.strip() == (f"error: {option}'digits/coarse:{number}' must look like STUDY:NUMBER, "
                                      f"e.g. digits/coarse:12")
+
+
+def test_search_fine_takes_a_sampler_for_its_refined_box(run_cli):
+    # search auto's fine stages sampled with TPE; search fine had no --sampler and took the coarse stage's random
+    assert run_cli("coarse", "--trials", "6", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    assert run_cli("fine", "--promote", "0", "--trials", "4", "--jobs", "1").exit_code == 0
+    assert run_cli("fine", "--promote", "0", "--sampler", "tpe", "--trials", "4", "--jobs", "1").exit_code == 0
+    samplers = [optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db")).user_attrs["sampler"]
+                for name in ("digits/coarse", "digits/fine-1", "digits/fine-2")]
+    assert samplers == ["random", "random", "tpe"]
+
+
+def test_a_following_worker_joins_each_next_stage_until_the_final_one_is_done(run_cli, monkeypatch):
+    # search worker served one stage and exited: a machine helping search auto had to be started again per stage
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    created, real_sleep = [], time.sleep
+
+    def sleep(seconds):  # while the worker waits, "search auto" creates the next stage: fine-1, then final
+        if seconds != stages_cli.FOLLOW_POLL_SECONDS:
+            return real_sleep(seconds)
+        name = ("fine-1", "final")[len(created)]
+        create_stage(open_storage("sqlite:///search.db"),
+                     replace(coarse_stage("digits", run, DEFAULT_SPACE, 3, seed=len(created) + 1), stage=name,
+                             parent="digits/coarse"))
+        created.append(name)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    once = run_cli("worker", "--json")  # without --follow: nothing left, so nothing to join
+    assert once.exit_code == 0 and json.loads(once.stdout) == {"stages": []} and created == []
+    followed = run_cli("worker", "--follow", "--json")
+    assert followed.exit_code == 0, followed.output
+    assert created == ["fine-1", "final"]
+    ran = [(s["study"], s["ran"], s["counts"]["complete"] + s["counts"]["pruned"])
+           for s in json.loads(followed.stdout)["stages"]]
+    assert ran == [("digits/fine-1", 3, 3), ("digits/final", 3, 3)]
+
+
+def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
+    # search explain --plot of an exploded trial showed its loss alone: not what it was stopped against
+    from studies import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    base = ["--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1"]
+    assert run_cli("coarse", "--lr", "1:10", "--explode-factor", "4", *base).exit_code == 0
+    assert run_cli("coarse", "--campaign", "calm", "--lr", "1e-3:2e-3", *base).exit_code == 0
+    assert [optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db")).trials[0]
+            .user_attrs["stop_reason"] for name in ("digits/coarse", "calm/coarse")] == ["exploded", "completed"]
+    assert run_cli("explain", "digits/coarse:0", "--plot", "t.png").exit_code == 0
+    assert run_cli("explain", "calm/coarse:0", "--plot", "t.png").exit_code == 0
+    exploded, calm = (figure.axes[0] for figure in drawn)
+    curve, line = exploded.lines
+    assert list(line.get_ydata()) == [4 * curve.get_ydata()[0]] * 2
+    assert [text.get_text() for text in exploded.get_legend().get_texts()] == ["4 x first loss (stop)"]
+    assert len(calm.lines) == 1 and calm.get_legend() is None
+
+
+def test_search_train_plots_an_exploded_run_with_the_line_its_loss_crossed(run_cli, monkeypatch):
+    # search train --plot of a run it reported as exploded drew its loss alone
+    from studies import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    base = ["--epochs", "1", "--train-size", "200", "--plot", "run.png"]
+    assert run_cli("train", "--lr", "3", "--explode-factor", "5", *base).exit_code == 1  # exploded
+    assert run_cli("train", "--lr", "1e-3", *base).exit_code == 0
+    exploded, calm = (figure.axes[0] for figure in drawn)
+    curve, line = exploded.lines
+    assert list(line.get_ydata()) == [5 * curve.get_ydata()[0]] * 2
+    assert [text.get_text() for text in exploded.get_legend().get_texts()] == ["5 x first loss (stop)"]
+    assert len(calm.lines) == 1 and calm.get_legend() is None

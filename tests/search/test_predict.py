@@ -695,3 +695,22 @@ def test_labels_none_of_which_is_a_class_of_the_model_give_no_accuracy(run_cli, 
     assert " ".join(run_cli("predict", "--model", "model.npz", "--data", "numbered.npz").stderr.split()) == (
         "5 samples scored with model.npz; no accuracy: none of its 5 labels is a class of the model (it has "
         "'barbera', 'barolo', 'grignolino'; the file has '0', '1', '2')")
+
+
+def test_predict_help_names_both_commands_that_save_a_model(run_cli):
+    # --model named search train --save alone, though search auto --save writes the same file
+    shown = " ".join(run_cli("predict", "--help").stdout.split())
+    assert shown.split("--model FILE.npz ")[1].split(" --data")[0] == (
+        "A model saved by `search train --save` or `search auto --save`. [required]")
+
+
+def test_a_column_named_in_other_case_is_said_to_be_matched_exactly(run_cli, wine_csv, tmp_path):
+    # "no column 'proline'" alone, beside a column 'Proline' the user could see in the file
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    text = wine_csv.read_text().split("\n", 1)
+    (tmp_path / "cased.csv").write_text(text[0].replace("proline", "Proline").replace("alcohol", "ALCOHOL") + "\n"
+                                        + text[1])
+    line = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "cased.csv"))
+    assert line == ("error: cased.csv: no column 'alcohol', 'proline'; the model reads 13 columns by name (alcohol, "
+                    "malic_acid, ash, alcalinity_of_ash, magnesium, ...); names are matched exactly, in case too: "
+                    "'ALCOHOL' is not 'alcohol', 'Proline' is not 'proline'")

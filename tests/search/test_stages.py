@@ -239,8 +239,16 @@ def test_a_stage_with_a_trial_still_running_says_it_waits_for_its_heartbeat(monk
     monkeypatch.setenv("COLUMNS", "200")
     counts = {"COMPLETE": 7, "PRUNED": 1, "FAIL": 0, "RUNNING": 1, "WAITING": 3}
     assert continuing_notes("k/coarse", 12, counts, 10) == (
-        "continuing k/coarse: 8 of 12 trials finished; 1 running in another process, or left by a killed one: "
-        "re-run at once if it ran on this machine, else once its heartbeat is 20 s old",)
+        "continuing k/coarse: 8 of 12 trials finished; 1 running on another machine, or left by a killed one: "
+        "re-run once its heartbeat is 20 s old",)
+    # a second terminal on the same stage was told its neighbour's trial might be "left by a killed one"
+    monkeypatch.setenv("COLUMNS", "300")
+    assert continuing_notes("k/coarse", 12, {**counts, "RUNNING": 4}, 10, (2, 1, 1)) == (
+        "continuing k/coarse: 8 of 12 trials finished; 2 running in other processes on this machine; 1 left by a "
+        "process of this machine that is gone: re-run at once; 1 running on another machine, or left by a killed "
+        "one: re-run once its heartbeat is 20 s old",)
+    assert continuing_notes("k/coarse", 12, {**counts, "RUNNING": 1}, 10, (1, 0, 0)) == (
+        "continuing k/coarse: 8 of 12 trials finished; 1 running in another process on this machine",)
     assert continuing_notes("k/coarse", 12, {**counts, "COMPLETE": 0, "PRUNED": 0, "RUNNING": 0}, 10) == ()
 
 
@@ -251,7 +259,7 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     import subprocess
     import sys
 
-    from search.stages import create_stage, fail_trials_of_dead_workers, load_stage_study
+    from search.stages import create_stage, fail_trials_of_dead_workers, load_stage_study, running_trials_by_worker
     from studies import optuna_rdb
 
     storage = open_storage(url, heartbeat_interval=60)
@@ -263,6 +271,8 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     for worker in (f"{host}:{gone.pid}", f"{host}:{os.getpid()}", f"elsewhere:{gone.pid}", f"{host}:x"):
         optuna_rdb.claim_waiting_trial(storage, study_id, -1, {"worker": worker})
     study = load_stage_study(storage, "dead/coarse")
+    # what the next command on the stage says of them: this live process's, the dead one's, the two others
+    assert running_trials_by_worker(study) == (1, 1, 2)
     assert fail_trials_of_dead_workers(study) == [0]  # alive, another machine's, unreadable: left to the heartbeat
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "RUNNING", "RUNNING", "WAITING"]

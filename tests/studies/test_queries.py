@@ -315,6 +315,13 @@ def test_trials_frame_unknown_names_list_the_known_ones(storage) -> None:
         trials_frame(storage, study_name="digits")
     assert str(raised.value) == ("'digits' is a campaign, not a study: give it as the campaign (--campaign digits) "
                                  "or name one of its stages: digits/coarse, digits/fine-1, digits/fine-2")
+    # a trial where a study goes (`search trials digits/coarse:3`) was an unknown study
+    with pytest.raises(UnknownStudyError) as raised:
+        trials_frame(storage, study_name="digits/coarse:3")
+    assert str(raised.value) == ("'digits/coarse:3' is one trial of study digits/coarse: `search explain "
+                                 "digits/coarse:3` tells it, `search trials digits/coarse` lists them all")
+    with pytest.raises(UnknownStudyError, match="unknown study 'digits/coarse:²'"):  # no trial is numbered so
+        trials_frame(storage, study_name="digits/coarse:²")
 
 
 def test_trials_frame_bad_arguments_name_the_valid_values(storage) -> None:

@@ -688,6 +688,10 @@ def test_the_final_stage_s_best_params_are_the_chosen_configuration_not_its_luck
     assert report.summary["chosen"]["trials"] == [1, 3, 5]
     md = written["report.md"].read_text()
     assert "| final | lr=1e-06:1 reg=1e-06:10 | best mean of #1, #3, #5 | lr=0.01 reg=0.0001 |" in md
+    # and said how to keep it: a run of it retrained, as search best says after search auto
+    assert ("Keep it as a model for `search predict`: `search train --from-trial pick/final:1 --save model.npz`."
+            in " ".join(md.split()))
+    assert "<code>search train --from-trial pick/final:1 --save model.npz</code>" in written["report.html"].read_text()
     page = re.sub(r"<[^>]+>", " ", written["report.html"].read_text())
     assert "final lr=1e-06:1 reg=1e-06:10 best mean of #1, #3, #5 lr=0.01 reg=0.0001" in " ".join(page.split())
 
