@@ -2,7 +2,8 @@
 
 Repeat ``r`` is a random stage ``random-r`` (stage seed ``seed + r``) and a grid stage ``grid-r`` over
 the same ranges, epochs and data, with ``k^d`` points (k = floor(N^(1/d))) and the same stage seed,
-so the pair differs only in where it puts its trials. All stages go into one campaign
+so the pair differs only in where it puts its trials; where the grid has fewer points than N, the random
+stage runs as many trials as it has, so both spend the same. All stages go into one campaign
 (``compare-<UTC timestamp>`` unless named); running the same command with the same ``--campaign``
 continues an interrupted comparison.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from search.campaign import Execution, StageSummary, execute_stage
 from search.errors import SearchError
@@ -29,9 +30,13 @@ def default_compare_campaign(now: dt.datetime | None = None) -> str:
 
 def compare_pair(campaign: str, run: RunConfig, space: dict[str, Dimension], n_trials: int, seed: int, repeat: int,
                  explode_factor: float = EXPLODE_FACTOR) -> tuple[Stage, Stage]:
-    """(random stage, grid stage) of one repeat: same ranges, epochs, data and stage seed ``seed + repeat``."""
+    """(random stage, grid stage) of one repeat: same ranges, epochs, data and stage seed ``seed + repeat``; the
+    random stage runs no more trials than the grid has points (a grid of k^d points may fit ``n_trials`` loosely)."""
     random_stage = Stage(campaign=campaign, stage=f"random-{repeat}", space=dict(space), n_trials=n_trials, run=run,
                          seed=seed + repeat, sampler="random", explode_factor=explode_factor)
+    points = random_stage.grid_beside(f"grid-{repeat}").n_trials
+    if points < n_trials:  # trials past the grid's points would be run and left out of the comparison
+        random_stage = replace(random_stage, n_trials=points)
     return random_stage, random_stage.grid_beside(f"grid-{repeat}")
 
 

@@ -87,7 +87,8 @@ def report_progress() -> Any:
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Independent random/grid pairs (stage seeds --seed, --seed+1, ...).")
 @click.option("--trials", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Budget of each stage (the grid gets k x k points, k = floor(sqrt(trials))).")
+              help="Budget of each stage: the grid takes k values per range (and every category), the most "
+                   "that fit; the random stage as many trials as the grid has points.")
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per trial.")
 @explode_option
 @campaign_option("compare-<UTC timestamp>")
@@ -112,7 +113,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     """
     from search.campaign import DEFAULT_SPACE, Execution
     from search.cli.stages import check_largest_network
-    from search.compare import default_compare_campaign, run_compare
+    from search.compare import compare_pair, default_compare_campaign, run_compare
     from studies.report import safe_dirname, write_compare_report
     from studies.store import resolve_storage_url
 
@@ -132,7 +133,13 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
                 f"{c['pruned']} pruned, {c['fail']} failed)", "  ")
 
     if not as_json:
-        say(f"campaign {name}: {repeats} pairs of random and grid stages, {trials} trials of {epochs} epochs "
+        random_stage, grid_stage = compare_pair(name, run, space, trials, run.train.seed, 0, explode_factor)
+        size = (f"{random_stage.n_trials} trials each" if random_stage.n_trials == grid_stage.n_trials else
+                f"{random_stage.n_trials} random trials and {grid_stage.n_trials} grid points")
+        fit = "" if random_stage.n_trials == trials else f" (the grid that --trials {trials} fits)"
+        pairs, epoch_text = ("1 pair" if repeats == 1 else f"{repeats} pairs"), ("1 epoch" if epochs == 1 else
+                                                                                   f"{epochs} epochs")
+        say(f"campaign {name}: {pairs} of random and grid stages, {size}{fit}, {epoch_text} a trial, "
             f"on {run.data.name}")
     result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,
                          on_stage=on_stage)
@@ -148,10 +155,6 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         r, g = summary["random"], summary["grid"]
         click.echo(f"\nrandom wins {summary['wins']}, ties {summary['ties']}, losses {summary['losses']} "
                    f"(of {summary['repeats']})")
-        cut = [p for p in summary["pairs"] if p["random_trials"] < p["random_stage_trials"]]
-        if cut:  # a grid has k^d points: fewer than the random stage's trials
-            say(f"equal budgets: each grid has {cut[0]['grid_trials']} points, so random is judged on its first "
-                f"{cut[0]['random_trials']} of {cut[0]['random_stage_trials']} trials")
         click.echo(f"best value random: mean {fmt(r['mean'])} std {fmt(r['std'])} "
                    f"[{fmt(r['min'])}, {fmt(r['max'])}]")
         click.echo(f"best value grid:   mean {fmt(g['mean'])} std {fmt(g['std'])} "

@@ -14,7 +14,7 @@ import pytest
 
 from search.compare import compare_pair, default_compare_campaign
 from search.config import RunConfig
-from search.space import FloatRange
+from search.space import Choice, FloatRange
 from studies.queries import trials_frame
 from studies.store import open_storage
 from tests.search.conftest import one_line_error
@@ -30,8 +30,12 @@ def test_compare_pair_is_a_random_and_a_grid_stage_at_the_same_budget():
     assert random_stage.sampler == "random" and grid.sampler == "grid"
     assert random_stage.seed == grid.seed == 8
     assert random_stage.space == grid.space and random_stage.run == grid.run
-    assert (random_stage.n_trials, grid.n_trials) == (10, 9)  # k = floor(sqrt(10)) = 3 -> 3 x 3
+    assert (random_stage.n_trials, grid.n_trials) == (9, 9)  # k = floor(sqrt(10)) = 3 -> 3 x 3; random as many
     assert grid.parent == random_stage.name
+    # a grid with more points than the budget (every category at least once) leaves random at its budget
+    small, bigger = compare_pair("c", run, {**space, "activation": Choice(("relu", "tanh", "elu"))}, n_trials=2, seed=5,
+                             repeat=0)
+    assert (small.n_trials, bigger.n_trials) == (2, 3)
 
 
 def test_default_campaign_is_compare_and_a_utc_timestamp():
@@ -84,16 +88,20 @@ def test_compare_runs_repeated_pairs_and_counts_wins(run_cli, tmp_path):
     storage.engine.dispose()
 
 
-def test_compare_judges_random_at_the_grids_budget(run_cli):
+def test_compare_runs_random_at_the_grids_budget(run_cli):
+    # random ran all 5 trials, was judged on its first 4 (a 2 x 2 grid) and its stage line gave the best of 5
     args = ("--repeats", "1", "--trials", "5", "--epochs", "1", "--train-size", "200", "--val-size", "200")
     out = json.loads(run_cli("compare", *args, "--campaign", "five", "--json").stdout)
     (pair,) = out["pairs"]
-    assert (pair["random_trials"], pair["random_stage_trials"], pair["grid_trials"]) == (4, 5, 4)  # a 2 x 2 grid
+    assert (pair["random_trials"], pair["random_stage_trials"], pair["grid_trials"]) == (4, 4, 4)  # a 2 x 2 grid
     frame = trials_frame(open_storage("sqlite:///search.db", create=False), campaign="five")
-    first = frame[frame["study"] == "five/random-0"].sort_values("number").head(4)
-    assert pair["random_best"] == pytest.approx(first.loc[first["state"] == "COMPLETE", "value"].max())
+    assert frame["study"].value_counts().to_dict() == {"five/random-0": 4, "five/grid-0": 4}
+    random = frame[frame["study"] == "five/random-0"]
+    assert pair["random_best"] == pytest.approx(random.loc[random["state"] == "COMPLETE", "value"].max())
     text = " ".join(run_cli("compare", *args, "--campaign", "five").stdout.split())
-    assert "equal budgets: each grid has 4 points, so random is judged on its first 4 of 5 trials" in text
+    assert text.startswith("campaign five: 1 pair of random and grid stages, 4 trials each (the grid that --trials 5 "
+                           "fits), 1 epoch a trial, on digits")
+    assert f"random-0 best {pair['random_best']:.4f} (4 trials:" in text and "judged" not in text
     # the mean of each stage's best value (the last epoch's validation accuracy), not of best_val_acc
     r = out["random"]
     assert (f"best value random: mean {r['mean']:.4f} std {r['std']:.4f} [{r['min']:.4f}, {r['max']:.4f}]"
