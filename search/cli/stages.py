@@ -60,6 +60,37 @@ def print_summary(summary: Any) -> None:
         click.echo(f"  error: {err}", err=True)
 
 
+# the options that shape a coarse stage's search; given none of them, search auto takes an existing coarse stage's
+SEARCH_SETTINGS = ("space_file", "lr_range", "reg_range", "space_items", "trials", "epochs", "sampler", "scheduler",
+                   "explode_factor")
+
+
+def stored_search_settings(stage: Any, ex: Any) -> tuple[Any, str | None]:
+    """``stage`` with the space, budget, epochs, sampler, scheduler and explosion factor of the campaign's coarse
+    stage where it exists and the command gives none of ``SEARCH_SETTINGS`` (search auto --campaign NAME continues a
+    campaign begun with search coarse, as search fine does), and the line that says so; else ``stage`` as it is."""
+    import optuna
+    from click.core import ParameterSource
+
+    from search.stages import Stage, describe_stage
+
+    context = click.get_current_context()
+    if any(context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+           for name in SEARCH_SETTINGS):
+        return stage, None
+    try:
+        study = optuna.load_study(study_name=stage.name, storage=ex.storage())
+    except KeyError:  # a new campaign
+        return stage, None
+    if not study.user_attrs.get("ready"):  # being created, or not this service's: the usual checks say which
+        return stage, None
+    stored = Stage.from_attrs(study.user_attrs)
+    kept = replace(stage, space=stored.space, n_trials=stored.n_trials, sampler=stored.sampler,
+                   scheduler=stored.scheduler, explode_factor=stored.explode_factor,
+                   run=stage.run.with_params({"train.epochs": stored.run.train.epochs}))
+    return kept, f"continuing from {stage.name} as it was created ({describe_stage(stored)})"
+
+
 def check_largest_network(space: dict[str, Any], run: RunConfig, dataset: Any) -> None:
     """DataError when the stage's largest network (``largest_network``) would not fit in memory: before the database
     is touched, rather than as the failure of every trial (--hidden 100000,100000)."""
@@ -267,6 +298,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
+    stage, continued = stored_search_settings(stage, ex)
+    if continued and not as_json:
+        say(continued, err=True)
     summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
                                 promote, fine_sampler, fine_scheduler)
     saved = None

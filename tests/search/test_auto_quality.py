@@ -194,3 +194,22 @@ def test_auto_again_with_a_higher_max_fine_reads_its_conclusion_back(run_cli):
     assert not any(s["ran"] for s in out["stages"])
     assert out["final"]["stopped"] == "the campaign's final stage chose from digits/fine-1 before"
     assert out["final"]["params"] == json.loads(first.stdout)["final"]["params"]
+
+
+def test_auto_continues_a_campaign_begun_with_search_coarse_when_it_gives_no_search_setting(run_cli):
+    # it refused: "stage c/coarse already exists with other settings", unless every setting was given again
+    assert run_cli("coarse", "--campaign", "c", "--space", "hidden=16:64:int", "--trials", "4", "--epochs", "1",
+                   "--train-size", "200").exit_code == 0
+    small = ("--campaign", "c", "--train-size", "200", "--max-fine", "0", "--top", "1", "--repeats", "1",
+             "--retrain-seeds", "1")
+    refused = run_cli("auto", *small, "--trials", "5")  # a setting given: it must match, as before
+    assert refused.exit_code == 2 and "trials 5 where it has 4" in refused.output
+    result = run_cli("auto", *small)
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).startswith(
+        "continuing from c/coarse as it was created (hidden=16:64:int, 4 trials, 1 epoch, sampler random)")
+    again = json.loads(run_cli("auto", *small, "--json").stdout)
+    coarse = again["stages"][0]
+    assert (coarse["study"], coarse["n_trials"], coarse["epochs"], coarse["space"]) == (
+        "c/coarse", 4, 1, {"hidden": "16:64:int"})
+    assert again["final"]["params"].keys() == {"hidden"}
