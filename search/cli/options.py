@@ -102,6 +102,15 @@ def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]
             raise SearchError(f"{option} {path} is the {name} file; write to another file")
 
 
+def storage_file(storage: str | None) -> str | None:
+    """The SQLite file of ``--storage`` (else $SEARCH_STORAGE, else the default), for ``check_not_input``; None for a
+    server's database or one in memory."""
+    from studies.store import resolve_storage_url, sqlite_path
+
+    path = sqlite_path(resolve_storage_url(storage))
+    return None if path is None else str(path)
+
+
 def choice(names: Any) -> click.Choice:
     return click.Choice(sorted(names), case_sensitive=False)
 

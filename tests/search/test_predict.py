@@ -648,6 +648,28 @@ def test_a_plot_never_overwrites_the_data_or_the_model(run_cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]
 
 
+def test_a_plot_or_model_never_overwrites_the_study_database(run_cli, tmp_path):
+    # search explain --plot search.db wrote its PNG over the database of every stage, exit 0
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--jobs", "1").exit_code == 0
+    database = (tmp_path / "search.db").read_bytes()
+    commands = [("explain", "digits/coarse:0", "--plot", "./search.db"),
+                ("train", "--from-trial", "digits/coarse:0", "--plot", "search.db"),
+                ("train", "--from-trial", "digits/coarse:0", "--save", "search.db"),
+                ("auto", "--trials", "2", "--epochs", "1", "--max-fine", "0", "--save", "search.db")]
+    for command in commands:
+        option, path = command[-2:]
+        assert one_line_error(run_cli(*command)) == (f"error: {option} {path} is the --storage file; write to "
+                                                     f"another file")
+    assert (tmp_path / "search.db").read_bytes() == database
+    assert {p.name for p in tmp_path.iterdir()} <= {"search.db", "search.db-wal", "search.db-shm"}  # no model, no plot
+    # the same file named by --storage
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "search.db").rename(tmp_path / "runs" / "s.db")
+    one_line_error(run_cli("explain", "digits/coarse:0", "--storage", "sqlite:///runs/s.db", "--plot", "runs/s.db"),
+                   "error: --plot runs/s.db is the --storage file; write to another file")
+    assert (tmp_path / "runs" / "s.db").read_bytes() == database
+
+
 def test_a_folder_removed_before_the_model_is_written_is_one_line_and_exit_1(run_cli, tmp_path, monkeypatch):
     import shutil
 
