@@ -374,10 +374,18 @@ def space_options(f: Callable) -> Callable:
     return apply(SPACE_OPTIONS)(wrapper)
 
 
+SPACE_FILE_BYTES = 1 << 20  # a space file is a few lines: a larger one is some other file, given by mistake
+
+
 def read_space_file(path: str) -> list[tuple[str, str, str]]:
     """(name, spec, where) triples from a TOML file's [space] table (or its top level)."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        with open(path, "rb") as f:  # a pipe too (--space-file <(...)); /dev/zero would be read until memory ran out
+            text = f.read(SPACE_FILE_BYTES + 1)
+        if len(text) > SPACE_FILE_BYTES:
+            raise SearchError(f"--space-file {path}: more than {SPACE_FILE_BYTES >> 20} MiB; a space file holds a few "
+                              f"lines")
+        data = tomllib.loads(text.decode())
     except OSError as e:
         raise SearchError(f"--space-file {path}: {e.strerror or e}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
