@@ -137,6 +137,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         label_column = meta.get("label_column")
         if label_column is not None and not isinstance(label_column, str):
             raise ValueError(f"label_column must be a column name, got {label_column!r}")
+        if label_column is not None and features is not None and label_column in features:  # scored as a feature
+            raise ValueError(f"label_column {label_column!r} is one of the features")
         input_dim = int(meta["input_dim"])
         shape = meta.get("image_shape")
         if shape is not None:

@@ -483,6 +483,9 @@ def _huge_npz(source, target):
     ("column.npz", dict(meta={"label_column": 5}), "(ValueError: label_column must be a column name, got 5)"),
     # once: "new.csv: samples of 1 features; the model reads 2", the data blamed for the file's fault
     ("columns.npz", dict(meta={"features": ["a"]}), "(ValueError: features names 1 column, the model reads 2)"),
+    # once: the labels read as a feature too, and scored
+    ("label.npz", dict(meta={"features": ["a", "b"], "label_column": "b"}),
+     "(ValueError: label_column 'b' is one of the features)"),
     ("shape.npz", dict(meta={"image_shape": ["a", 1, 1]}),
      "(ValueError: image_shape ['a', 1, 1] is not C, H, W of the 2 features the model reads)"),
     ("mean.npz", dict(arrays={"pre.mean": np.zeros(1, np.float32)}),
