@@ -137,6 +137,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         label_column = meta.get("label_column")
         if label_column is not None and not isinstance(label_column, str):
             raise ValueError(f"label_column must be a column name, got {label_column!r}")
+        if label_column is not None and features is not None and label_column in features:  # scored as a feature
+            raise ValueError(f"label_column {label_column!r} is one of the features")
         input_dim = int(meta["input_dim"])
         shape = meta.get("image_shape")
         if shape is not None:
@@ -169,6 +171,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise ValueError(f"{pre['name']} preprocessing keeps {_arrays_text(FITTED[pre['name']])}, the file "
                              f"holds {_arrays_text(stored)}")
         pre_dim = int(pre["input_dim"])
+        if features is not None and len(features) != pre_dim:  # else the data would be blamed for too few columns
+            raise ValueError(f"features names {len(features)} column{'s' if len(features) != 1 else ''}, the model "
+                             f"reads {pre_dim}")
         pre = Preprocessor(pre["name"], pre_dim, **{
             name: _array(arrays, f"pre.{name}", (pre_dim,) if name != "projection" else (pre_dim, None))
             if f"pre.{name}" in arrays else None for name in _PRE_ARRAYS})

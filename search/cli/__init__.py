@@ -28,6 +28,9 @@ class SearchGroup(click.Group):
         extra.pop("standalone_mode", None)
         given = list(sys.argv[1:] if args is None else args)
         forget_pending()
+        closed_stdout = sys.stdout is None
+        if closed_stdout:  # started with stdout closed (`>&-`, a daemon's): what it prints is kept, and its loss said
+            sys.stdout = io.StringIO()
         _buffer_raw_stdout()
         for stream in (sys.stdout, sys.stderr):  # a campaign named "ünï" on an ASCII-only stream: ? not a traceback
             if isinstance(stream, io.TextIOWrapper):
@@ -37,6 +40,9 @@ class SearchGroup(click.Group):
         try:
             rv = super().main(args=args, prog_name=prog_name or "search", standalone_mode=False, **extra)
             raise_pending()  # a signal whose exception was dropped (see search.errors) still ends the command
+            if closed_stdout and sys.stdout.getvalue():
+                click.echo("error: cannot write the output: stdout is closed", err=True)
+                sys.exit(1)
             sys.stdout.flush()  # a full disk under `> out.csv` fails here, not silently at exit
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)

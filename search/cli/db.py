@@ -8,7 +8,8 @@ import click
 
 from search.cli.options import (
     NEWEST_CAMPAIGN, FiniteFloatRange, SectionedCommand, WritablePath,
-    apply, campaign_option, format_option, json_option, open_for_reading, storage_option,
+    apply, campaign_option, check_not_input, format_option, json_option, open_for_reading, storage_file,
+    storage_option,
 )
 from search.cli.output import column_cell, echo_json, print_frame, print_table, say
 from search.space import value_text
@@ -233,6 +234,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from studies.records import diagnosis_labels, trial_record
 
     name, number = parse_trial_ref(ref)
+    check_not_input("--plot", plot, {"--storage": storage_file(storage)})
     reading = open_for_reading(storage)
     trial, stage = load_trial(reading, name, number)
     attrs = trial.user_attrs

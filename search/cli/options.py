@@ -102,6 +102,15 @@ def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]
             raise SearchError(f"{option} {path} is the {name} file; write to another file")
 
 
+def storage_file(storage: str | None) -> str | None:
+    """The SQLite file of ``--storage`` (else $SEARCH_STORAGE, else the default), for ``check_not_input``; None for a
+    server's database or one in memory."""
+    from studies.store import resolve_storage_url, sqlite_path
+
+    path = sqlite_path(resolve_storage_url(storage))
+    return None if path is None else str(path)
+
+
 def choice(names: Any) -> click.Choice:
     return click.Choice(sorted(names), case_sensitive=False)
 
@@ -365,10 +374,18 @@ def space_options(f: Callable) -> Callable:
     return apply(SPACE_OPTIONS)(wrapper)
 
 
+SPACE_FILE_BYTES = 1 << 20  # a space file is a few lines: a larger one is some other file, given by mistake
+
+
 def read_space_file(path: str) -> list[tuple[str, str, str]]:
     """(name, spec, where) triples from a TOML file's [space] table (or its top level)."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        with open(path, "rb") as f:  # a pipe too (--space-file <(...)); /dev/zero would be read until memory ran out
+            text = f.read(SPACE_FILE_BYTES + 1)
+        if len(text) > SPACE_FILE_BYTES:
+            raise SearchError(f"--space-file {path}: more than {SPACE_FILE_BYTES >> 20} MiB; a space file holds a few "
+                              f"lines")
+        data = tomllib.loads(text.decode())
     except OSError as e:
         raise SearchError(f"--space-file {path}: {e.strerror or e}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

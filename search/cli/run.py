@@ -17,7 +17,8 @@ from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
     DATA_PARAMS, RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
-    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_option,
+    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_file,
+    storage_option,
 )
 from search.cli.output import echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
@@ -73,8 +74,10 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         config, explode_factor, stored, recorded, threads = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
-    check_not_input("--save", save_to, {"--data": config.data.name})
-    check_not_input("--plot", plot, {"--data": config.data.name})
+    # a rerun reads the study database: never written over
+    inputs = {"--data": config.data.name, "--storage": storage_file(storage) if from_trial is not None else None}
+    check_not_input("--save", save_to, inputs)
+    check_not_input("--plot", plot, inputs)
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
         raise SearchError(f"--plot {plot} is the --save file; write to another file")  # the model, then a PNG on it
     from engine.data import load_dataset

@@ -11,7 +11,7 @@ import click
 from search.cli.options import (
     DRAWN_SAMPLERS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, SectionedCommand, WritablePath, check_not_input,
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
-    run_config_options, space_options, stage_options, stage_run_options, storage_option,
+    run_config_options, space_options, stage_options, stage_run_options, storage_file, storage_option,
 )
 from search.cli.output import echo_json, say
 from search.text import wrapped
@@ -291,7 +291,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     from studies.records import seconds_text
 
     run = base.with_params({"train.epochs": epochs})
-    check_not_input("--save", save_to, {"--data": run.data.name})
+    check_not_input("--save", save_to, {"--data": run.data.name, "--storage": storage_file(storage)})
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     check_largest_network(space, run, dataset)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -238,6 +239,26 @@ def test_a_space_file_dimension_its_option_refuses_is_named_by_the_file(run_cli,
     line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
     assert line == f"error: --space-file space.toml: {message}"
     assert not (tmp_path / "search.db").exists()
+
+
+def test_a_space_file_past_1_mib_is_refused_and_a_pipe_is_read(run_cli, tmp_path):
+    # --space-file /dev/zero read until memory ran out: a MemoryError traceback
+    with open(tmp_path / "big.toml", "w") as f:
+        f.write("[space]\n" + "# padding\n" * 200_000)
+    for path in ("/dev/zero", "big.toml"):
+        assert one_line_error(run_cli("coarse", "--space-file", path, "--trials", "1")) == (
+            f"error: --space-file {path}: more than 1 MiB; a space file holds a few lines")
+    assert not (tmp_path / "search.db").exists()
+    read, write = os.pipe()  # as --space-file <(echo ...) gives it
+    os.write(write, b'[space]\nhidden = [64]\n')
+    os.close(write)
+    try:
+        result = run_cli("coarse", "--space-file", f"/dev/fd/{read}", "--trials", "1", "--epochs", "1",
+                         "--train-size", "300")
+    finally:
+        os.close(read)
+    assert result.exit_code == 0, result.output
+    assert Stage.from_attrs(cwd_study("digits/coarse").user_attrs).space == {"hidden": Choice((64,))}
 
 
 def test_a_space_file_list_of_one_number_is_a_choice_of_one(run_cli, tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy
@@ -406,6 +407,29 @@ def test_output_that_does_not_fit_is_one_line_and_exit_1_never_a_truncated_succe
     with open("/dev/full", "w") as full:
         no_space = subprocess.run(command, env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert (no_space.returncode, no_space.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+def test_a_command_started_with_stdout_closed_says_its_output_is_lost_in_one_line(run_cli, tmp_path, url):
+    # `search studies >&-` (a daemon's closed stdout): every command ended in an AttributeError traceback
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+
+    def closed(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "search", *args], env=env, stderr=subprocess.PIPE, text=True,
+                              timeout=120, cwd=tmp_path, preexec_fn=lambda: os.close(1))
+
+    for args in (("studies", "--storage", url), ("trials", "--format", "csv", "--storage", url),
+                 ("query", "SELECT 1", "--storage", url)):
+        result = closed(*args)
+        assert (result.returncode, result.stderr) == (1, "error: cannot write the output: stdout is closed\n")
+    # what writes nothing to stdout still succeeds; an error is its own line
+    assert run_cli("train", "--epochs", "1", "--hidden", "10", "--save", "m.npz").exit_code == 0
+    np.savez(tmp_path / "x.npz", X=np.zeros((3, 64)))
+    scored = closed("predict", "--model", "m.npz", "--data", "x.npz", "--out", "p.csv")
+    assert (scored.returncode, scored.stderr) == (0, "3 samples scored with m.npz; wrote p.csv\n")
+    missing = closed("explain", "digits/coarse:9", "--storage", url)
+    assert (missing.returncode, missing.stderr) == (
+        2, "error: study digits/coarse has no trial 9: its trials are 0 to 1\n")
 
 
 def test_a_trial_added_by_plain_optuna_with_a_parameter_the_stage_does_not_know_is_shown_not_a_traceback(run_cli, url):

@@ -481,6 +481,11 @@ def _huge_npz(source, target):
     ("list.npz", dict(meta_text="[]"), "(ValueError: meta is a JSON list, not an object)"),
     ("features.npz", dict(meta={"features": 5}), "(ValueError: features must be a list of names, got 5)"),
     ("column.npz", dict(meta={"label_column": 5}), "(ValueError: label_column must be a column name, got 5)"),
+    # once: "new.csv: samples of 1 features; the model reads 2", the data blamed for the file's fault
+    ("columns.npz", dict(meta={"features": ["a"]}), "(ValueError: features names 1 column, the model reads 2)"),
+    # once: the labels read as a feature too, and scored
+    ("label.npz", dict(meta={"features": ["a", "b"], "label_column": "b"}),
+     "(ValueError: label_column 'b' is one of the features)"),
     ("shape.npz", dict(meta={"image_shape": ["a", 1, 1]}),
      "(ValueError: image_shape ['a', 1, 1] is not C, H, W of the 2 features the model reads)"),
     ("mean.npz", dict(arrays={"pre.mean": np.zeros(1, np.float32)}),
@@ -646,6 +651,28 @@ def test_a_plot_never_overwrites_the_data_or_the_model(run_cli, tmp_path):
                            "--plot", "m.npz"),
                    "error: --plot m.npz is the --save file; write to another file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]
+
+
+def test_a_plot_or_model_never_overwrites_the_study_database(run_cli, tmp_path):
+    # search explain --plot search.db wrote its PNG over the database of every stage, exit 0
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--jobs", "1").exit_code == 0
+    database = (tmp_path / "search.db").read_bytes()
+    commands = [("explain", "digits/coarse:0", "--plot", "./search.db"),
+                ("train", "--from-trial", "digits/coarse:0", "--plot", "search.db"),
+                ("train", "--from-trial", "digits/coarse:0", "--save", "search.db"),
+                ("auto", "--trials", "2", "--epochs", "1", "--max-fine", "0", "--save", "search.db")]
+    for command in commands:
+        option, path = command[-2:]
+        assert one_line_error(run_cli(*command)) == (f"error: {option} {path} is the --storage file; write to "
+                                                     f"another file")
+    assert (tmp_path / "search.db").read_bytes() == database
+    assert {p.name for p in tmp_path.iterdir()} <= {"search.db", "search.db-wal", "search.db-shm"}  # no model, no plot
+    # the same file named by --storage
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "search.db").rename(tmp_path / "runs" / "s.db")
+    one_line_error(run_cli("explain", "digits/coarse:0", "--storage", "sqlite:///runs/s.db", "--plot", "runs/s.db"),
+                   "error: --plot runs/s.db is the --storage file; write to another file")
+    assert (tmp_path / "runs" / "s.db").read_bytes() == database
 
 
 def test_a_folder_removed_before_the_model_is_written_is_one_line_and_exit_1(run_cli, tmp_path, monkeypatch):
