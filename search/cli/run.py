@@ -403,7 +403,7 @@ OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx
 @click.option("--id-column", default=None, metavar="NAME",
               help="A .csv/.tsv column that names each sample (an id), copied into every row of the predictions.")
 @click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
-              help="Write the predictions here instead of stdout (tab-separated for a .tsv file).")
+              help="Write the predictions here instead of stdout (tab-separated for a .tsv file; - is stdout).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON on stdout: the samples, the accuracy and, without --out, the rows under the CSV's "
                    "column names (probabilities as numbers).")
@@ -423,6 +423,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
     from engine.data import read_inputs
 
+    if out == "-":  # stdout, as the predictions go without --out (a file named "-" is ./-)
+        out = None
     check_not_input("--out", out, {"--data": data_path, "--model": model_file})
     suffix = Path(out).suffix.lower() if out else ""
     if suffix in OTHER_FORMATS:  # it would hold comma-separated text under a name that promises another format

@@ -741,3 +741,13 @@ def test_a_column_named_in_other_case_is_said_to_be_matched_exactly(run_cli, win
     assert line == ("error: cased.csv: no column 'alcohol', 'proline'; the model reads 13 columns by name (alcohol, "
                     "malic_acid, ash, alcalinity_of_ash, magnesium, ...); names are matched exactly, in case too: "
                     "'ALCOHOL' is not 'alcohol', 'Proline' is not 'proline'")
+
+
+def test_out_dash_is_stdout(run_cli, wine_csv, tmp_path):
+    # it wrote a file named "-" and said "wrote -"
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    dash = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--out", "-")
+    plain = run_cli("predict", "--model", "model.npz", "--data", str(wine_csv))
+    assert dash.exit_code == plain.exit_code == 0, dash.output
+    assert dash.stdout == plain.stdout and len(rows(dash.stdout)) == 179  # a header and 178 samples
+    assert not (tmp_path / "-").exists()
