@@ -494,7 +494,7 @@ def read_inputs(
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
 ) -> tuple[np.ndarray, list[str | None] | None, list[str] | None]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
-    label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty), and
+    label as a class name when the file holds labels (else None; None for a CSV row whose label cell, or an npz label, is empty), and
     each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the cell of ``id_column``
     when given, else None; ``label_names`` are the model's classes, which a CSV label cell is matched to as
     training named it (a cell ``1.0`` is class ``1``).
@@ -534,7 +534,8 @@ def read_inputs(
                 y = np.asarray(arrays[y_key]).reshape(-1)
                 if len(y) != len(X):
                     raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
-                return X, [_label_text(v) for v in y.tolist()], None
+                labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
+                return X, labels if any(labels) else None, None
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
     if fmt == "image_folder":

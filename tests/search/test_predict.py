@@ -751,3 +751,18 @@ def test_out_dash_is_stdout(run_cli, wine_csv, tmp_path):
     assert dash.exit_code == plain.exit_code == 0, dash.output
     assert dash.stdout == plain.stdout and len(rows(dash.stdout)) == 179  # a header and 178 samples
     assert not (tmp_path / "-").exists()
+
+
+def test_an_empty_npz_label_is_unlabelled_as_an_empty_csv_cell(run_cli, wine_csv, tmp_path):
+    # "" in an npz's y was a label the model has no class for, scored wrong ("accuracy 0.0000 (0 of 3 labels)")
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    column = table[0].index("cultivar")
+    X = np.array([[float(v) for k, v in enumerate(r) if k != column] for r in table[1:4]])
+    np.savez(tmp_path / "none.npz", X=X, y=np.array(["", "", ""]))
+    np.savez(tmp_path / "some.npz", X=X, y=np.array([table[1][column], "", ""]))
+    none = json.loads(run_cli("predict", "--model", "model.npz", "--data", "none.npz", "--json").stdout)
+    assert (none["accuracy"], none["labels"]) == (None, 0) and "label" not in none["rows"][0]
+    some = json.loads(run_cli("predict", "--model", "model.npz", "--data", "some.npz", "--json").stdout)
+    assert some["labels"] == 1 and some["unknown_labels"] == [] and some["accuracy"] in (0.0, 1.0)
