@@ -494,8 +494,8 @@ def read_inputs(
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
 ) -> tuple[np.ndarray, list[str | None] | None, list[str] | None]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
-    label as a class name when the file holds labels (else None; None for a CSV row whose label cell, or an npz label, is empty), and
-    each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the cell of ``id_column``
+    label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty, or
+    an npz label ""), and each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the cell of ``id_column``
     when given, else None; ``label_names`` are the model's classes, which a CSV label cell is matched to as
     training named it (a cell ``1.0`` is class ``1``).
 
