@@ -34,10 +34,13 @@ def compare_pair(campaign: str, run: RunConfig, space: dict[str, Dimension], n_t
     random stage runs no more trials than the grid has points (a grid of k^d points may fit ``n_trials`` loosely)."""
     random_stage = Stage(campaign=campaign, stage=f"random-{repeat}", space=dict(space), n_trials=n_trials, run=run,
                          seed=seed + repeat, sampler="random", explode_factor=explode_factor)
-    points = random_stage.grid_beside(f"grid-{repeat}").n_trials
+    # k from the whole budget: the grid's points may be fewer than k^d (an integer range of fewer than k values),
+    # and k recomputed from that smaller count would give a smaller grid than the random stage it is beside
+    k = random_stage.grid_k()
+    points = random_stage.grid_beside(f"grid-{repeat}", k).n_trials
     if points < n_trials:  # trials past the grid's points would be run and left out of the comparison
         random_stage = replace(random_stage, n_trials=points)
-    return random_stage, random_stage.grid_beside(f"grid-{repeat}")
+    return random_stage, random_stage.grid_beside(f"grid-{repeat}", k)
 
 
 @dataclass

@@ -136,14 +136,14 @@ class Stage:
             stage = replace(stage, points=tuple(stage.grid_points()))
         return stage
 
-    def grid_beside(self, stage: str) -> Stage:
+    def grid_beside(self, stage: str, k: int | None = None) -> Stage:
         """A grid stage ``stage`` over this stage's space, epochs and data at about the same budget.
 
-        Its points (every category x k values per numeric dimension, k from this stage's budget) are
+        Its points (every category x k values per numeric dimension, k from this stage's budget unless given) are
         stored with it and their count is its ``n_trials``; the range notes say how that differs from
         this stage's budget.
         """
-        k = self.grid_k()
+        k = self.grid_k() if k is None else k
         points, values = self.grid_points(k), self.grid_values(k)
         # named: "1 x 1 x 2 x 3 x 1 ..." over a dozen dimensions did not say which took how many values
         size, product = len(points), " x ".join(f"{len(v)} {name}" for name, v in values.items())

@@ -14,7 +14,7 @@ import pytest
 
 from search.compare import compare_pair, default_compare_campaign
 from search.config import RunConfig
-from search.space import Choice, FloatRange
+from search.space import Choice, FloatRange, IntRange
 from studies.queries import trials_frame
 from studies.store import open_storage
 from tests.search.conftest import one_line_error
@@ -36,6 +36,16 @@ def test_compare_pair_is_a_random_and_a_grid_stage_at_the_same_budget():
     small, bigger = compare_pair("c", run, {**space, "activation": Choice(("relu", "tanh", "elu"))}, n_trials=2, seed=5,
                              repeat=0)
     assert (small.n_trials, bigger.n_trials) == (2, 3)
+
+
+def test_compare_pair_grid_keeps_its_size_when_an_integer_range_has_fewer_values_than_k():
+    space = {"lr": FloatRange(1e-5, 1e-1), "hidden": IntRange(8, 10)}
+    random_stage, grid = compare_pair("c", RunConfig(), space, n_trials=25, seed=0, repeat=0)
+    # k = 5: 5 lr values x the 3 integers 8, 9, 10 = 15 points, and the random stage runs 15 trials beside them
+    assert (random_stage.n_trials, grid.n_trials) == (15, 15)
+    assert sorted({p["hidden"] for p in grid.points}) == [8, 9, 10]
+    assert len({p["lr"] for p in grid.points}) == 5
+    assert grid.range_notes == ("grid of 15 points (5 lr x 3 hidden) beside 15 trials of c/random-0",)
 
 
 def test_default_campaign_is_compare_and_a_utc_timestamp():
