@@ -319,37 +319,54 @@ def _selection(study_ids: Sequence[int], states: Sequence[TrialState] | None) ->
 
 def selection_summary(storage: optuna.storages.BaseStorage, study_ids: Sequence[int],
                       states: Sequence[TrialState] | None) -> tuple[int, list[ParamSummary], bool]:
-    """(how many trials of ``study_ids`` are in ``states``, their parameters in the order first stored, whether any
-    of their values is not finite), in three aggregate statements: nothing per trial is read."""
+    """(how many trials of ``study_ids`` are in ``states``, their parameters in the order a listing of those trials
+    meets them (the studies in the order given, each by trial id, a trial's own in the order stored, as
+    ``get_all_trials`` gives them), whether any of their values is not finite), in aggregate statements: nothing
+    per trial is read."""
     trials, params, values = (models.TrialModel.__table__, models.TrialParamModel.__table__,
                               models.TrialValueModel.__table__)
     where = _selection(study_ids, states)
     categorical = params.c.distribution_json.like('%"CategoricalDistribution"%')
     taken = sqlalchemy.case((categorical, params.c.param_value), else_=None)
-    grouped = (sqlalchemy.select(params.c.param_name, params.c.distribution_json, taken,
-                                 sqlalchemy.func.count(), sqlalchemy.func.min(params.c.param_id))
+    grouped = (sqlalchemy.select(params.c.param_name, params.c.distribution_json, taken, sqlalchemy.func.count())
                .select_from(params.join(trials, trials.c.trial_id == params.c.trial_id))
                .where(*where).group_by(params.c.param_name, params.c.distribution_json, taken))
+    # each name's first trial in each study: the order of the names is read from those trials alone
+    first_trials = (sqlalchemy.select(params.c.param_name, trials.c.study_id, sqlalchemy.func.min(trials.c.trial_id))
+                    .select_from(params.join(trials, trials.c.trial_id == params.c.trial_id))
+                    .where(*where).group_by(params.c.param_name, trials.c.study_id))
     with session(storage) as s:
         total = s.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(*where)).scalar()
         rows = s.execute(grouped).all()
+        firsts = s.execute(first_trials).all()
+        first_ids = sorted({trial_id for _, _, trial_id in firsts})
+        stored_at: dict[tuple[str, int], int] = {}  # (name, trial id) -> param id, of those first trials
+        for begin in range(0, len(first_ids), ID_CHUNK):
+            chunk = first_ids[begin:begin + ID_CHUNK]
+            for name, trial_id, param_id in s.execute(
+                    sqlalchemy.select(params.c.param_name, params.c.trial_id, params.c.param_id)
+                    .where(params.c.trial_id.in_(chunk))):
+                stored_at[(name, trial_id)] = param_id
         finite = models.TrialValueModel.TrialValueType.FINITE
         not_finite = s.execute(
             sqlalchemy.select(values.c.trial_id)
             .select_from(values.join(trials, trials.c.trial_id == values.c.trial_id))
             .where(*where, values.c.value_type != finite).limit(1)
         ).first() is not None
-    first: dict[str, int] = {}
+    rank = {study: i for i, study in enumerate(study_ids)}
+    first: dict[str, tuple[int, int, int]] = {}
+    for name, study, trial_id in firsts:
+        met = (rank[study], trial_id, stored_at[(name, trial_id)])
+        first[name] = min(first.get(name, met), met)
     counts: dict[str, int] = {}
     samples: dict[str, dict[tuple[type, Any], Any]] = {}
     kinds: dict[str, set[bool]] = {}
-    for name, distribution_json, index, n, first_id in rows:
+    for name, distribution_json, index, n in rows:
         distribution = json_to_distribution(distribution_json)
         if index is not None:  # a categorical: the choice taken
             value = distribution.to_external_repr(index)
         else:  # a range: its kind of number
             value = 0 if isinstance(distribution, optuna.distributions.IntDistribution) else 0.0
-        first[name] = min(first.get(name, first_id), first_id)
         counts[name] = counts.get(name, 0) + n
         samples.setdefault(name, {})[(type(value), value)] = value
         kinds.setdefault(name, set()).add(index is not None)

@@ -703,3 +703,24 @@ def test_a_limit_gives_the_first_rows_of_the_whole_listing_on_postgresql(postgre
         for name in optuna.get_all_study_names(storage):
             optuna.delete_study(study_name=name, storage=storage)
         storage.engine.dispose()
+
+
+def test_a_limit_lists_parameters_outside_the_space_in_the_order_of_the_whole_listing(empty_storage) -> None:
+    # trials added by another program with parameters the space does not name: the fine stage's trial stored its
+    # "width" before the coarse stage's trials stored "depth" then "width"; the listing meets coarse's first
+    coarse, fine = (_study(empty_storage, "o", stage, parent, 2)
+                    for stage, parent in (("coarse", None), ("fine-1", "o/coarse")))
+    width, depth = FloatDistribution(1, 10), FloatDistribution(1, 5)
+    fine.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5, params={"width": 2.0},
+                                distributions={"width": width}))
+    coarse.add_trial(create_trial(state=TrialState.COMPLETE, value=0.6, params={"depth": 3.0},
+                                  distributions={"depth": depth}))
+    coarse.add_trial(create_trial(state=TrialState.COMPLETE, value=0.7, params={"width": 4.0, "depth": 1.0},
+                                  distributions={"width": width, "depth": depth}))
+    params = [c for c in trials_frame(empty_storage, campaign="o").columns if c.startswith("param_")]
+    assert params == ["param_lr", "param_reg", "param_depth", "param_width"]
+    for sort in (None, "number", "width", "-value"):
+        whole = trials_frame(empty_storage, campaign="o", sort=sort)
+        first = trials_frame(empty_storage, campaign="o", sort=sort, limit=2)
+        assert [c for c in first.columns if c.startswith("param_")] == params
+        pd.testing.assert_frame_equal(first, whole.head(2).reset_index(drop=True))
