@@ -21,8 +21,8 @@ from search.progress import Progress
 from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
-    FINISHED, Stage, best_params, campaign_stages, create_stage, fine_index, latest_chain_stage, load_stage_study,
-    promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts, stage_unfinished,
+    FINISHED, Stage, best_configurations, campaign_stages, create_stage, fine_index, latest_chain_stage,
+    load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts, stage_unfinished,
     storage_retry_seconds, study_name, value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
@@ -332,7 +332,7 @@ class FinalScore:
 def final_stage(last: optuna.Study, top: int, repeats: int) -> Stage:
     """Stage ``final``: the last stage's ``top`` configurations, each run ``repeats`` times with other seeds."""
     stage = Stage.from_attrs(last.user_attrs)
-    leaders = best_params(last, top)
+    leaders = best_configurations(last, top)
     if not leaders:
         raise SearchFailed(f"stage {stage.name} has no completed trial to re-evaluate")
     points = tuple(p for _ in range(repeats) for p in leaders)

@@ -383,8 +383,8 @@ def next_epochs(parent: Stage, epochs: int | None) -> int:
     return epochs if epochs is not None else max(previous * 2, previous + 1)
 
 
-def best_params(study: optuna.Study, n: int,
-                keep: Callable[[dict[str, Any]], bool] = lambda params: True) -> list[dict[str, Any]]:
+def best_configurations(study: optuna.Study, n: int,
+                        keep: Callable[[dict[str, Any]], bool] = lambda params: True) -> list[dict[str, Any]]:
     """The params of the study's ``n`` best COMPLETE trials, best first, each configuration once (only those
     ``keep`` accepts)."""
     ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
@@ -402,7 +402,7 @@ def promotion_stage(parent_study: optuna.Study, epochs: int | None, n: int) -> S
     """Stage ``promote-k``: the parent's ``n`` best configurations run at the next stage's epochs, so the next
     box is drawn around what is best at the length it will run, not at the parent's shorter one."""
     parent = Stage.from_attrs(parent_study.user_attrs)
-    points = best_params(parent_study, n, lambda params: has_params(params, parent.space, parent.run))
+    points = best_configurations(parent_study, n, lambda params: has_params(params, parent.space, parent.run))
     if not points:
         raise SearchError(f"stage {parent.name} has no completed trials to promote")
     k = fine_index(parent.stage) + 1
