@@ -334,23 +334,38 @@ def _read_rows(
             labels: list[str] = []
             rows: list[list[str]] = []
             lines: list[int] = []
-            for row in reader:
-                if not row:
-                    continue  # blank line
-                if len(row) != len(header):
-                    raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
-                                    f"{len(row)} field{'' if len(row) == 1 else 's'} but the header has {len(header)}")
-                if take is not None:
-                    row = [row[i] for i in take] + (["-"] if unlabelled else [])
-                rows.append(row)
-                lines.append(reader.line_num)
-                if len(rows) == CSV_CHUNK_ROWS:
+            try:
+                for row in reader:
+                    if not row:
+                        continue  # blank line
+                    if len(row) != len(header):
+                        raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
+                                        f"{len(row)} field{'' if len(row) == 1 else 's'} but the header has "
+                                        f"{len(header)}")
+                    if take is not None:
+                        row = [row[i] for i in take] + (["-"] if unlabelled else [])
+                    rows.append(row)
+                    lines.append(reader.line_num)
+                    if len(rows) == CSV_CHUNK_ROWS:
+                        chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
+                                                  empty_label, text_hint))
+                        rows, lines = [], []
+                if rows:
                     chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
                                               empty_label, text_hint))
-                    rows, lines = [], []
-            if rows:
-                chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels, empty_label,
-                                          text_hint))
+            except _MissingValue as missing:
+                # the rows after this read miss values too: all are named (counted) at once, not one read per run
+                later = missing.rows
+                number = len(labels) + len(rows)
+                for row in reader:
+                    if not row or len(row) != len(header):
+                        continue  # a blank line; a ragged row is said once the values are filled in
+                    number += 1
+                    if take is not None:
+                        row = [row[i] for i in take] + (["-"] if unlabelled else [])
+                    if any(map(_is_missing, row[:label_index] + row[label_index + 1:])):
+                        later.append((number, reader.line_num))
+                raise DataError(missing.head + _more_missing(later)) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
                         f"\"CSV UTF-8\")") from exc
@@ -449,8 +464,8 @@ def _parse_rows(
                                         f"{where}, and no number in any row); {text_hint}")
                     if _is_missing(cell):
                         what = "empty" if not cell.strip() else repr(cell.strip())
-                        raise DataError(f"{path}: {where} column {names[c]!r} is {what} (a missing value)"
-                                        f"{_more_missing(cells[r + 1:], lines[r + 1:], first_row + r + 1)}")
+                        raise _MissingValue(f"{path}: {where} column {names[c]!r} is {what} (a missing value)",
+                                            _missing_rows(cells[r + 1:], lines[r + 1:], first_row + r + 1))
                     raise DataError(f"{path}: {where} column {names[c]!r}: {cell[:40]!r} is not a number")
         raise
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
@@ -474,10 +489,23 @@ def _is_missing(cell: str) -> bool:
     return not cell.strip() or cell.strip().lower() in MISSING_CELLS
 
 
-def _more_missing(cells: list[list[str]], lines: list[int], first_row: int, shown: int = 5) -> str:
-    """The end of the error for a missing value: the other rows of ``cells`` (the rows after it in the same read,
-    the first numbered ``first_row`` + 1) that miss one too, so that all are mended at once, and what to do."""
-    rows = [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if any(map(_is_missing, row))]
+class _MissingValue(DataError):
+    """A missing value in a table's rows read so far: ``head`` names the first, ``rows`` (row, line) the others
+    after it among those rows; ``_read_rows`` adds the rest of the file's before it is raised as a DataError."""
+
+    def __init__(self, head: str, rows: list[tuple[int, int]]) -> None:
+        super().__init__(head + _more_missing(rows))
+        self.head, self.rows = head, rows
+
+
+def _missing_rows(cells: list[list[str]], lines: list[int], first_row: int) -> list[tuple[int, int]]:
+    """(row, line) of each row of ``cells`` (the first numbered ``first_row`` + 1) with a missing value."""
+    return [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if any(map(_is_missing, row))]
+
+
+def _more_missing(rows: list[tuple[int, int]], shown: int = 5) -> str:
+    """The end of the error for a missing value: the other ``rows`` (row, line) that miss one too, so that all are
+    mended at once, and what to do."""
     if not rows:
         return ": fill it in or delete the row"
     listed = ", ".join(f"{row} (line {line})" for row, line in rows[:shown])

@@ -127,6 +127,24 @@ def test_every_row_with_a_missing_value_is_named_at_once(tmp_path: Path) -> None
         "9 (line 10), 10 (line 11) and 1 more have one too: fill them in or delete those rows")
 
 
+def test_rows_missing_a_value_past_the_first_read_are_named_too(tmp_path: Path, monkeypatch) -> None:
+    # a table is read CSV_CHUNK_ROWS rows at a time: the rows missing a value in later reads were left out, and the
+    # message said the first one was the only one
+    from engine import formats
+
+    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", 4)
+    rows = "".join("1,,a\n" if i in (1, 6, 9) else "NA,2,b\n" if i == 13 else f"{i},{i},{'ab'[i % 2]}\n"
+                   for i in range(16))
+    late = _csv(tmp_path / "late.csv", "a,b,label\n" + rows)
+    assert _error(DataSpec(str(late)), late) == (
+        f"{late}: row 2 (line 3) column 'b' is empty (a missing value); rows 7 (line 8), 10 (line 11), 14 (line 15) "
+        "have one too: fill them in or delete those rows")
+    alone = _csv(tmp_path / "alone.csv", "a,b,label\n" + "".join(
+        f"{i},{i},{'ab'[i % 2]}\n" if i != 9 else "1,,a\n" for i in range(12)))
+    assert _error(DataSpec(str(alone)), alone) == (
+        f"{alone}: row 10 (line 11) column 'b' is empty (a missing value): fill it in or delete the row")
+
+
 def test_a_cell_with_a_digit_separator_is_not_read_as_a_number(tmp_path: Path) -> None:
     # NumPy read 1_000 as 1000 and a code such as 3_1 as 31, silently
     path = _csv(tmp_path / "sep.csv", "a,b,label\n" + _good_rows(3) + "1_000,2,a\n" + _good_rows(8))
