@@ -225,7 +225,7 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
     if not created and stage.stage == "final" and existing.parent != stage.parent:
         raise SearchError(f"stage {stage.name} chose from {existing.parent}, and {stage.parent} was added after it "
                           f"(search fine); pass --campaign NAME to start another campaign")
-    if not created and _definition(existing) != _definition(stage):
+    if not created and not same_definition(existing, stage):
         raise SearchError(
             f"stage {stage.name} already exists with other settings ({describe_stage(existing)}), and this command "
             f"gives {_differences(existing, stage)}; run it with those settings or pass --campaign NAME to start "
@@ -234,6 +234,11 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
                f"continue its fine stages)" if fine_index(stage.stage) > 0 else "")
         )
     return study, created
+
+
+def same_definition(stage: Stage, other: Stage) -> bool:
+    """Whether a command giving ``stage`` continues ``other`` (see create_stage) rather than being refused."""
+    return _definition(stage) == _definition(other)
 
 
 def _definition(stage: Stage) -> tuple:

@@ -68,11 +68,12 @@ SEARCH_SETTINGS = ("space_file", "lr_range", "reg_range", "space_items", "trials
 def stored_search_settings(stage: Any, ex: Any) -> tuple[Any, str | None]:
     """``stage`` with the space, budget, epochs, sampler, scheduler and explosion factor of the campaign's coarse
     stage where it exists and the command gives none of ``SEARCH_SETTINGS`` (search auto --campaign NAME continues a
-    campaign begun with search coarse, as search fine does), and the line that says so; else ``stage`` as it is."""
+    campaign begun with search coarse, as search fine does), and the line that says so (none where another run
+    option differs, and the stage is refused as continuing nothing); else ``stage`` as it is."""
     import optuna
     from click.core import ParameterSource
 
-    from search.stages import Stage, describe_stage
+    from search.stages import Stage, describe_stage, same_definition
 
     context = click.get_current_context()
     if any(context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
@@ -88,6 +89,8 @@ def stored_search_settings(stage: Any, ex: Any) -> tuple[Any, str | None]:
     kept = replace(stage, space=stored.space, n_trials=stored.n_trials, sampler=stored.sampler,
                    scheduler=stored.scheduler, explode_factor=stored.explode_factor,
                    run=stage.run.with_params({"train.epochs": stored.run.train.epochs}))
+    if not same_definition(kept, stored):  # another run option (--seed, --train-size, ...): refused, not continued
+        return kept, None
     return kept, f"continuing from {stage.name} as it was created ({describe_stage(stored)})"
 
 

@@ -204,6 +204,10 @@ def test_auto_continues_a_campaign_begun_with_search_coarse_when_it_gives_no_sea
              "--retrain-seeds", "1")
     refused = run_cli("auto", *small, "--trials", "5")  # a setting given: it must match, as before
     assert refused.exit_code == 2 and "trials 5 where it has 4" in refused.output
+    # another run option: refused without first saying that it continues from the coarse stage
+    other_seed = run_cli("auto", *small, "--seed", "3")
+    assert other_seed.exit_code == 2 and "seed 3 where it has 0" in other_seed.stderr
+    assert "continuing from" not in other_seed.stderr
     result = run_cli("auto", *small)
     assert result.exit_code == 0, result.output
     assert " ".join(result.stderr.split()).startswith(
