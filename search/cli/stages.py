@@ -74,18 +74,25 @@ def stored_search_settings(stage: Any, ex: Any) -> tuple[Any, str | None]:
     from click.core import ParameterSource
 
     from search.stages import Stage, describe_stage, same_definition
+    from studies.store import open_storage, sqlite_path
 
     context = click.get_current_context()
     if any(context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
            for name in SEARCH_SETTINGS):
         return stage, None
+    path = sqlite_path(ex.url)
+    if path is not None and not path.exists():  # a new database: nothing to continue, and nothing made here
+        return stage, None
+    storage = open_storage(ex.url, readonly=True)
     try:
-        study = optuna.load_study(study_name=stage.name, storage=ex.storage())
+        attrs = optuna.load_study(study_name=stage.name, storage=storage).user_attrs
     except KeyError:  # a new campaign
         return stage, None
-    if not study.user_attrs.get("ready"):  # being created, or not this service's: the usual checks say which
+    finally:
+        storage.engine.dispose()
+    if not attrs.get("ready"):  # being created, or not this service's: the usual checks say which
         return stage, None
-    stored = Stage.from_attrs(study.user_attrs)
+    stored = Stage.from_attrs(attrs)
     kept = replace(stage, space=stored.space, n_trials=stored.n_trials, sampler=stored.sampler,
                    scheduler=stored.scheduler, explode_factor=stored.explode_factor,
                    run=stage.run.with_params({"train.epochs": stored.run.train.epochs}))
@@ -297,11 +304,11 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     check_not_input("--save", save_to, {"--data": run.data.name, "--storage": storage_file(storage)})
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
-    check_largest_network(space, run, dataset)
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
     stage, continued = stored_search_settings(stage, ex)
+    check_largest_network(stage.space, stage.run, dataset)  # the space it will search, a stored one's too
     if continued and not as_json:
         say(continued, err=True)
     summaries, final = run_auto(ex, stage, max_fine, top, edge, fine_epochs, dataset, repeats, retrain_seeds,
