@@ -59,6 +59,7 @@ def resolve_storage_url(url: str | None) -> str:
 
 # user:password@ after the scheme, read as SQLAlchemy reads it: the user up to ":" or "/", the password up to "@"
 _URL_PASSWORD = re.compile(r"(://[^:/]*:)[^@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
@@ -66,7 +67,8 @@ def mask_url(url: str) -> str:
 
     Not SQLAlchemy's rendering, which escapes a SQLite path's colons (sqlite:///:memory: as sqlite:///%3Amemory%3A).
     """
-    return _URL_PASSWORD.sub(r"\1***@", str(url), count=1)
+    masked = _URL_PASSWORD.sub(r"\1***@", str(url), count=1)
+    return _QUERY_PASSWORD.sub(r"\1***", masked)  # libpq's ?password= too
 
 
 def _parse_url(url: str) -> URL:

@@ -61,6 +61,9 @@ def test_mask_url_hides_the_password() -> None:
     assert "secret" not in masked
     assert masked == "postgresql://u:***@h/db"
     assert mask_url("sqlite:///search.db") == "sqlite:///search.db"
+    # libpq also takes the password as a URL argument; it was shown as written
+    assert (mask_url("postgresql://u@h/db?sslmode=require&Password=secret&connect_timeout=3")
+            == "postgresql://u@h/db?sslmode=require&Password=***&connect_timeout=3")
 
 
 def test_mask_url_shows_the_url_as_written_but_its_password() -> None:
