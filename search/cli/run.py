@@ -75,7 +75,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
     # a rerun reads the study database: never written over
-    inputs = {"--data": config.data.name, "--storage": storage_file(storage) if from_trial is not None else None}
+    inputs = {"--data": config.data.name, "--storage": storage_file(storage)}  # read or not, never written over
     check_not_input("--save", save_to, inputs)
     check_not_input("--plot", plot, inputs)
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
@@ -283,6 +283,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     from engine.diagnostics import activation_experiment
     from engine.init import InitSpec
 
+    check_not_input("--plot", plot, {"study database": storage_file(None)})  # before any work
     stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
                                           samples, seed)
     if plot:

@@ -660,11 +660,15 @@ def test_a_plot_or_model_never_overwrites_the_study_database(run_cli, tmp_path):
     commands = [("explain", "digits/coarse:0", "--plot", "./search.db"),
                 ("train", "--from-trial", "digits/coarse:0", "--plot", "search.db"),
                 ("train", "--from-trial", "digits/coarse:0", "--save", "search.db"),
-                ("auto", "--trials", "2", "--epochs", "1", "--max-fine", "0", "--save", "search.db")]
+                ("auto", "--trials", "2", "--epochs", "1", "--max-fine", "0", "--save", "search.db"),
+                # a run of its own, which reads no database, wrote over it too
+                ("train", "--epochs", "1", "--save", "search.db"), ("train", "--epochs", "1", "--plot", "search.db")]
     for command in commands:
         option, path = command[-2:]
         assert one_line_error(run_cli(*command)) == (f"error: {option} {path} is the --storage file; write to "
                                                      f"another file")
+    assert one_line_error(run_cli("layers", "--plot", "search.db")) == (
+        "error: --plot search.db is the study database file; write to another file")
     assert (tmp_path / "search.db").read_bytes() == database
     assert {p.name for p in tmp_path.iterdir()} <= {"search.db", "search.db-wal", "search.db-shm"}  # no model, no plot
     # the same file named by --storage
