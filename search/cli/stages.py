@@ -379,8 +379,12 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
     import time
 
     from search.campaign import run_existing
+    from search.errors import SearchError
     from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
 
+    if stage is not None and follow:  # one stage named, or every next one followed: --follow was dropped silently
+        raise SearchError("--stage and --follow: give one, --stage to join that stage alone or --follow to join each "
+                          "next stage")
     ex = execution(storage, 1, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
     if stage is not None:

@@ -1012,6 +1012,9 @@ def test_a_following_worker_joins_each_next_stage_until_the_final_one_is_done(ru
     ran = [(s["study"], s["ran"], s["counts"]["complete"] + s["counts"]["pruned"])
            for s in json.loads(followed.stdout)["stages"]]
     assert ran == [("digits/fine-1", 3, 3), ("digits/final", 3, 3)]
+    # a stage named and --follow: it joined the stage and dropped --follow without a word
+    assert one_line_error(run_cli("worker", "--stage", "coarse", "--follow")) == (
+        "error: --stage and --follow: give one, --stage to join that stage alone or --follow to join each next stage")
 
 
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
