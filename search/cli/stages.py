@@ -226,7 +226,17 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
     stage, study = next_fine_stage(st, name, top, edge, epochs, trials)
-    if stage is None:
+    if stage is None:  # its newest fine stage is unfinished: continued as it was created
+        from search.stages import Stage
+
+        stored = Stage.from_attrs(study.user_attrs)
+        unused = [f"--{option} {given}" for option, given, has in (
+            ("trials", trials, stored.n_trials), ("epochs", epochs, stored.run.train.epochs),
+            ("sampler", sampler, stored.sampler), ("scheduler", scheduler, stored.scheduler))
+            if given is not None and given != has]
+        if unused and not as_json:
+            say(f"continuing {study.study_name}, unfinished, as it was created: {', '.join(unused)} not applied; "
+                f"run the command again once it is done for a new stage with them", err=True)
         return finish([run_existing(ex, study)], as_json)
     promoted: list = []
     if promote:

@@ -1051,3 +1051,21 @@ def test_search_train_plots_an_exploded_run_with_the_line_its_loss_crossed(run_c
     assert list(line.get_ydata()) == [5 * curve.get_ydata()[0]] * 2
     assert [text.get_text() for text in exploded.get_legend().get_texts()] == ["5 x first loss (stop)"]
     assert len(calm.lines) == 1 and calm.get_legend() is None
+
+
+def test_fine_continuing_an_unfinished_stage_says_which_options_it_does_not_apply(run_cli):
+    # --trials, --epochs, --sampler and --scheduler were dropped without a word when the newest fine stage was unfinished
+    from search.campaign import next_fine_stage
+    from search.stages import create_stage
+
+    assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0
+    storage = open_storage("sqlite:///search.db")
+    stage, _ = next_fine_stage(storage, "digits", 5, 0.1, None, 3)  # created, none of its 3 trials run
+    create_stage(storage, stage)
+    storage.engine.dispose()
+    result = run_cli("fine", "--trials", "5", "--epochs", "2", "--sampler", "tpe")
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).startswith(
+        "continuing digits/fine-1, unfinished, as it was created: --trials 5, --sampler tpe not applied; run the "
+        "command again once it is done for a new stage with them")
+    assert json.loads(run_cli("studies", "--json").stdout)[-1]["n_trials"] == 3  # as created
