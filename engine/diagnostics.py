@@ -218,7 +218,10 @@ class DiagnosisThresholds:
       watches the learning rate with little regularisation): the run is over-regularised, ``underfitting``, not
       ``lr_too_low``. On digits (one hidden layer of 100), 3 epochs of lr 1e-4 leave the L2 term 0.4 % of the final
       loss at reg 1e-4, 55 % at reg 0.03 (lr 1e-2 trains either well: validation 0.98, 0.94), 80 % at reg 0.1 and
-      92 % at reg 0.3 (where lr 1e-2 reaches only 0.73, and chance).
+      92 % at reg 0.3 (where lr 1e-2 reaches only 0.73, and chance). Only where the L2 term itself moved by
+      ``loss_change_low`` or more of its first value, though: a penalty that stayed where the initialisation put it
+      says the weights did not move, which is the step, whatever the reg (lr 1.2e-7 at reg 0.035 on breast cancer:
+      83 % L2 term, unchanged, where lr 1e-2 trains to 0.98; lr 1e-4 at reg 0.3 on digits: fell 6.6 %).
     - A run that exploded (its loss past 3x its first, as the search judges it), went NaN, or ended with its
       loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s
       final stage) had a learning rate too high; with fewer than ``rose_min_iterations`` 10 losses it must have
@@ -290,11 +293,12 @@ def diagnose(
     chance: float | None = None,
     samples: tuple[int, int] | None = None,
     final_reg_loss: float = 0.0,
+    initial_reg_loss: float | None = None,
 ) -> Diagnosis:
     """Read one run's curves and unit statistics the way the lecture babysits a run; ``chance``: the accuracy of
     guessing (1/C), below which ``learned_fraction`` is measured; ``samples``: how many samples the train and the
     validation accuracy were measured on (a gap within their noise is no overfitting); ``final_reg_loss``: the
-    loss's L2 term at the end of the run."""
+    loss's L2 term at the end of the run; ``initial_reg_loss``: at its start (None: not known, taken as moved)."""
     t = thresholds
     labels: list[str] = []
     finite = [v for v in loss_history if math.isfinite(v)]
@@ -308,6 +312,9 @@ def diagnose(
     # at most 1: the L2 term at the end against the mean loss of the last tenth, which is below it where the data
     # loss has gone to ~0 and the weights still grow (softmax on separable data): a share of 102 % is 100 %
     reg_share = _rounded(min(1.0, final_reg_loss / last) if math.isfinite(last) and last > 0 else math.nan)
+    # how far the L2 term fell (rose, negative) from its first value: how far the step moved the weights' norm
+    reg_change = _rounded((initial_reg_loss - final_reg_loss) / initial_reg_loss
+                          if initial_reg_loss is not None and initial_reg_loss > 0 else math.nan)
     gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
     gap_limit = t.gap_overfit
     if samples is not None and math.isfinite(gap):
@@ -321,7 +328,7 @@ def diagnose(
                                                                       or change < -1.0)
     exploded = status in ("exploded", "diverged", "nan") or rose
     barely_moved = not exploded and math.isfinite(change) and change < t.loss_change_low
-    over_regularised = barely_moved and reg_share >= t.reg_share_high
+    over_regularised = barely_moved and reg_share >= t.reg_share_high and _penalty_moved(reg_change, t)
     blocked = any(d >= 1.0 for d in dead)  # a layer with every unit dead: nothing below it or in it can learn
     if exploded:
         labels.append("lr_too_high")
@@ -342,13 +349,19 @@ def diagnose(
     if math.isfinite(initial_data_loss) and abs(initial_data_loss - expected_initial_loss) > t.initial_loss_tolerance:
         labels.append("bad_initial_loss")
     numbers = {
-        "loss_change": _num(change), "reg_share": _num(reg_share), "train_val_gap": _num(gap),
+        "loss_change": _num(change), "reg_share": _num(reg_share), "reg_change": _num(reg_change),
+        "train_val_gap": _num(gap),
         "gap_limit": _num(gap_limit), "train_acc": _num(train_acc), "val_acc": _num(val_acc),
         "dead_fraction": [round(d, 4) for d in dead],
         "saturated_fraction": [round(s, 4) for s in saturated], "initial_data_loss": _num(initial_data_loss),
         "expected_initial_loss": round(expected_initial_loss, 4),
     }
     return Diagnosis(tuple(labels) or ("healthy",), numbers)
+
+
+def _penalty_moved(reg_change: float | None, t: DiagnosisThresholds) -> bool:
+    """Whether the L2 term moved by ``loss_change_low`` of its first value or more (not known: taken as moved)."""
+    return reg_change is None or not math.isfinite(reg_change) or abs(reg_change) >= t.loss_change_low
 
 
 def _num(x: float) -> float | None:
@@ -377,8 +390,9 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     """One sentence per label, with the numbers behind it."""
     n, t = diagnosis.numbers, THRESHOLDS
     share, change = n.get("reg_share"), n.get("loss_change")  # no reg_share: diagnosed before it was measured
-    over_regularised = share is not None and change is not None and share >= t.reg_share_high and (
-        change < t.loss_change_low)
+    reg_change = n.get("reg_change")  # none: diagnosed before it was measured
+    held_up = share is not None and change is not None and share >= t.reg_share_high and change < t.loss_change_low
+    over_regularised = held_up and _penalty_moved(reg_change, t)
     limit = n.get("gap_limit")  # the gap an overfitting run exceeded, as _gap_limit_text says it
     gap_limit = t.gap_overfit if limit is None else max(t.gap_overfit, float(limit))
     if change is not None and change <= 0:  # up, by less than lr_too_high takes (-0.0: a rise rounded away)
@@ -392,7 +406,10 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     words: dict[str, Callable[[], str]] = {
         "lr_too_high": lambda: "the loss exploded, went NaN or ended well above its first value: the learning "
                                "rate is too high",
-        "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low",
+        "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low" + (
+            f"; its L2 term, {_pct(share)} of it at the end, moved by only {_pct(abs(float(reg_change)))} of its "
+            f"first value: the step did not move the weights (whether reg is too high shows with a larger lr)"
+            if held_up and not over_regularised else ""),
         "overfitting": lambda: f"train accuracy {_acc(n.get('train_acc'))} is "
                                f"{_points(n.get('train_val_gap'), gap_limit)} above validation "
                                f"(> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "

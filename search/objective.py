@@ -160,7 +160,7 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
         result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
         unit_stats(model, dataset.X_val), chance=1 / dataset.num_classes,
         samples=(min(len(dataset.y_train), config.train.train_acc_samples), len(dataset.y_val)),
-        final_reg_loss=model.reg_loss(config.train.reg),
+        final_reg_loss=model.reg_loss(config.train.reg), initial_reg_loss=initial_reg_loss,
     )
 
 

@@ -21,9 +21,10 @@ def _falling(first: float, last: float, n: int = 100) -> list[float]:
     return list(np.linspace(first, last, n))
 
 
-def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None, reg_loss=0.0):
+def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None, reg_loss=0.0,
+         initial_reg_loss=None):
     return diagnose(status, loss if loss is not None else _falling(LN10, 0.3), train, val, initial, LN10,
-                    list(layers), chance=chance, final_reg_loss=reg_loss)
+                    list(layers), chance=chance, final_reg_loss=reg_loss, initial_reg_loss=initial_reg_loss)
 
 
 def test_a_healthy_run_is_healthy():
@@ -73,6 +74,24 @@ def test_a_loss_held_up_by_its_l2_term_is_over_regularised_not_a_learning_rate_t
         "weights' penalty holds it up, not a small step; underfitting: lower regularisation"]
     assert _run(loss=barely, train=0.764, val=0.737, reg_loss=0.74 * 30.0).labels == ("lr_too_low",)
     assert _run(reg_loss=0.9 * 0.3).labels == ("healthy",)  # the loss fell: the share alone says nothing
+    # the L2 term fell 10 % from its first value: the weights moved, and the penalty held the loss up
+    assert _run(loss=barely, train=0.764, val=0.737, reg_loss=0.75 * 30.0,
+                initial_reg_loss=0.75 * 30.0 / 0.9).labels == ("underfitting",)
+
+
+def test_a_loss_held_up_by_an_l2_term_that_did_not_move_is_a_learning_rate_too_low():
+    # lr 1.2e-7 at reg 0.0345 on breast cancer (standardised): 83 % of the loss is L2 term, and it never moved from
+    # where the initialisation put it; it was "underfitting: lower regularisation", where lr 1e-2 trains to 0.98
+    barely = [4.15] * 100
+    d = _run(loss=barely, train=0.88, val=0.88, reg_loss=0.834 * 4.15, initial_reg_loss=0.834 * 4.15 * 1.0005)
+    assert d.labels == ("lr_too_low",) and d.numbers["reg_change"] == 0.0005
+    assert describe_diagnosis(d) == [
+        "the loss did not fall (instead of falling by 10% or more): the learning rate is too low; its L2 term, 83.4% "
+        "of it at the end, moved by only 0.1% of its first value: the step did not move the weights (whether reg "
+        "is too high shows with a larger lr)"]
+    # a term that moved 9.9 % is still one the step barely moved
+    assert _run(loss=barely, train=0.88, val=0.88, reg_loss=0.834 * 4.15,
+                initial_reg_loss=0.834 * 4.15 / 0.901).labels == ("lr_too_low",)
 
 def test_the_train_val_gap_decides_over_and_underfitting():
     gap = THRESHOLDS.gap_overfit
