@@ -155,12 +155,14 @@ def trial_seed(stage_seed: int, number: int) -> int:
 def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Dataset, config: RunConfig,
                    initial_reg_loss: float) -> Diagnosis:
     """The lecture's reading of this run: its curves, and its units on a validation batch at the end."""
+    with np.errstate(all="ignore"):  # the weights of a run that blew up overflow their squared sum: inf, quietly
+        final_reg_loss = model.reg_loss(config.train.reg)
     return diagnose(
         result.status, result.loss_history, result.train_acc, result.val_acc,
         result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
         unit_stats(model, dataset.X_val), chance=1 / dataset.num_classes,
         samples=(min(len(dataset.y_train), config.train.train_acc_samples), len(dataset.y_val)),
-        final_reg_loss=model.reg_loss(config.train.reg), initial_reg_loss=initial_reg_loss,
+        final_reg_loss=final_reg_loss, initial_reg_loss=initial_reg_loss,
     )
 
 

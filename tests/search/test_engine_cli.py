@@ -182,3 +182,23 @@ def test_sanity_checks_the_run_search_train_and_a_stage_train_by_default(monkeyp
         text = " ".join(invoke(command, "--help").stdout.split())
         assert "--lr FLOAT Learning rate. [default: 0.001]" in text, command
         assert "--reg FLOAT L2 strength. [default: 0.0001]" in text, command
+
+
+def test_train_says_the_diagnosis_a_trial_of_the_same_run_stores(monkeypatch):
+    # one run babysat by hand printed its curves but not their reading, which only a stage's trials got
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "diagnosis: lr_too_low",
+        "  - the loss rose by 0.03% of its first value (instead of falling by 10% or",
+        "      more): the learning rate is too low",
+    ]
+    out = json.loads(invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7", "--json").stdout)
+    assert out["diagnosis"] == ["lr_too_low"] and out["diagnosis_numbers"]["loss_change"] == -0.0003
+    assert out["sentences"] == ["the loss rose by 0.03% of its first value (instead of falling by 10% or more): the "
+                                "learning rate is too low"]
+    # a run that blew up: its weights overflow their squared sum, and NumPy's warning was printed beside the lines
+    blown = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e6", "--optimizer", "sgd")
+    assert blown.exit_code == 1 and blown.stderr == ""
+    assert blown.stdout.splitlines()[-3] == "diagnosis: lr_too_high"
