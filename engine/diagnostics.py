@@ -141,6 +141,39 @@ class Check:
 
 
 SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' runs
+GRADIENT_CHECK_SAMPLES = 5  # training samples the gradient check's loss is computed on
+GRADIENT_CHECK_ENTRIES = 10  # entries of each parameter compared (all of a smaller one)
+GRADIENT_CHECK_TOLERANCE = 1e-5  # the worst parameter's relative error that passes: float64 centred differences
+# give 1e-7 or less on a smooth loss; a ReLU or hinge kink crossed by a step of h adds up to about 1e-6 (CS231n)
+
+
+def sampled_gradient_check(
+    model: FullyConnectedNet, X: np.ndarray, y: np.ndarray, reg: float, rng: np.random.Generator,
+    entries: int = GRADIENT_CHECK_ENTRIES, h: float = 1e-6,
+) -> dict[str, float]:
+    """Relative error (normwise) of analytic against centred-difference gradients at ``entries`` random entries of
+    every parameter of a float64 ``model`` on X (N, D); a checked net of any size costs 2 * entries losses a
+    parameter."""
+
+    def loss() -> tuple[float, dict[str, np.ndarray]]:
+        return model.loss(X, y, reg, rng=np.random.default_rng(0))  # dropout: the same masks every time
+
+    _, grads = loss()
+    errors = {}
+    for name, param in model.params.items():
+        flat = param.reshape(-1)  # a view: writing it moves the parameter
+        picked = rng.choice(flat.size, size=min(entries, flat.size), replace=False)
+        numeric = np.empty(len(picked))
+        for k, i in enumerate(picked):
+            old = flat[i]
+            flat[i] = old + h
+            plus = loss()[0]
+            flat[i] = old - h
+            minus = loss()[0]
+            flat[i] = old
+            numeric[k] = (plus - minus) / (2 * h)
+        errors[name] = relative_error(numeric, grads[name].reshape(-1)[picked])
+    return errors
 
 
 def sanity_checks(
@@ -197,6 +230,16 @@ def sanity_checks(
     ratio = max(finite) / huge.initial_loss if finite and math.isfinite(huge.initial_loss) else math.inf
     diverged = huge.status == "diverged" or ratio > 3
     checks.append(Check(f"huge lr 1e6 diverges ({huge.status})", diverged, ratio, "diverged or max loss > 3x first"))
+
+    # 6. the analytic gradient matches a numerical one: the same net in float64, reg as trained, a few samples
+    n = min(GRADIENT_CHECK_SAMPLES, len(X_train))
+    exact = FullyConnectedNet(replace(model_config, dtype="float64"), X_train.shape[1], num_classes,
+                              np.random.default_rng(seed))
+    errors = sampled_gradient_check(exact, X_train[:n].astype(np.float64), y_train[:n], train_config.reg,
+                                    np.random.default_rng(seed))
+    worst = max(errors, key=lambda name: errors[name])
+    checks.append(Check(f"gradient check (worst: {worst})", errors[worst] < GRADIENT_CHECK_TOLERANCE, errors[worst],
+                        f"relative error < {GRADIENT_CHECK_TOLERANCE:g}"))
     return checks
 
 

@@ -125,10 +125,10 @@ def test_sanity_passes_every_check_on_digits():
     result = invoke("sanity", "--data", "digits", "--json")
     assert result.exit_code == 0, result.output
     checks = json.loads(result.stdout)
-    assert len(checks) == 5 and all(c["passed"] for c in checks)
+    assert len(checks) == 6 and all(c["passed"] for c in checks)
     assert abs(checks[0]["value"] - math.log(10)) < 0.05
     text = invoke("sanity", "--data", "digits").stdout
-    assert text.count("PASS") == 5
+    assert text.count("PASS") == 6
 
 
 def test_sanity_on_a_small_training_set_runs_its_lr_checks_for_ten_updates():
@@ -136,7 +136,7 @@ def test_sanity_on_a_small_training_set_runs_its_lr_checks_for_ten_updates():
     # first loss alone, so the tiny lr "moved it" by exactly 0 and lr 1e6 FAILed with a ratio of 1
     result = invoke("sanity", "--data", "digits", "--train-size", "60", "--json")
     assert result.exit_code == 0, result.output
-    tiny, huge = json.loads(result.stdout)[3:]
+    tiny, huge = json.loads(result.stdout)[3:5]
     assert tiny["passed"] and 0 < tiny["value"] < 0.05
     assert huge["passed"] and huge["value"] > 3
 
