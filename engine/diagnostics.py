@@ -429,8 +429,9 @@ def unit_stats(model: FullyConnectedNet, X: np.ndarray) -> list[LayerStats]:
     return layer_stats(hidden, model.config.activation)
 
 
-def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
-    """One sentence per label, with the numbers behind it."""
+def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> list[str]:
+    """One sentence per label, with the numbers behind it; ``stop_reason`` (as a trial stores it: ``completed``,
+    ``exploded``, ``nan``, ...) says which way a loss too high went, where it is known."""
     n, t = diagnosis.numbers, THRESHOLDS
     share, change = n.get("reg_share"), n.get("loss_change")  # no reg_share: diagnosed before it was measured
     reg_change = n.get("reg_change")  # none: diagnosed before it was measured
@@ -447,8 +448,7 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     # a sentence is built only for a label the run has: one that exploded in its first epoch has no accuracies, and
     # an older or foreign diagnosis may lack other numbers (shown as -)
     words: dict[str, Callable[[], str]] = {
-        "lr_too_high": lambda: "the loss exploded, went NaN or ended well above its first value: the learning "
-                               "rate is too high",
+        "lr_too_high": lambda: f"{_how_it_rose(change, stop_reason)}: the learning rate is too high",
         "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low" + (
             f"; its L2 term, {_pct(share)} of it at the end, moved by only {_pct(abs(float(reg_change)))} of its "
             f"first value: the step did not move the weights (whether reg is too high shows with a larger lr)"
@@ -478,6 +478,20 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
                            f"{_points(n.get('train_val_gap'))}",
     }
     return [words[label]() for label in diagnosis.labels]
+
+
+def _how_it_rose(change: float | None, stop_reason: str | None) -> str:
+    """What the loss of a run whose learning rate was too high did, as far as its stop reason and change tell."""
+    if stop_reason in ("nan", "diverged"):
+        return "the loss went NaN or inf"
+    if stop_reason == "exploded":
+        return "the loss exploded, and the run was stopped there"
+    if stop_reason == "completed" and change is not None and change < 0:  # a run nothing stopped, ended above
+        ratio = 1 - float(change)  # the mean of its last tenth over its first loss
+        rise = _pct_past(-float(change), THRESHOLDS.loss_change_low)
+        above = f"at {ratio:.3g} times" if ratio >= 2 else f"{rise} above"
+        return f"the loss ended {above} its first value (the mean of its last tenth of iterations)"
+    return "the loss exploded, went NaN or ended well above its first value"
 
 
 def _gap_limit_text(limit: object) -> str:

@@ -120,7 +120,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         "loss_history": [finite_or_none(v) for v in result.loss_history],
         "diagnosis": list(diagnosis.labels),
         "diagnosis_numbers": diagnosis.numbers,
-        "sentences": describe_diagnosis(diagnosis),
+        "sentences": describe_diagnosis(diagnosis, stop_reason(result.status)),
     }
     if stored is not None:  # the epoch the stored value is from: for a run its stage's scheduler stopped, or that
         # exploded, an earlier one than the last (no scheduler stops this rerun)
@@ -163,7 +163,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             f"final loss {result.final_loss:.4f}, {scores}{hint}"
         )
         say(f"diagnosis: {', '.join(diagnosis.labels)}")
-        for sentence in describe_diagnosis(diagnosis):
+        for sentence in describe_diagnosis(diagnosis, stop_reason(result.status)):
             say(f"- {sentence}", "  ")
         if stored is not None and stored.value is not None:
             at = ""

@@ -303,3 +303,21 @@ def test_a_diagnosis_stored_without_some_numbers_is_described_by_those_it_has():
         "capacity or lower regularisation"]
     assert describe_diagnosis(Diagnosis(("dead_units",), {})) == [
         "dead units: - (> 50% in a layer): a bad initialisation or a learning rate that knocked them off"]
+
+
+def test_a_learning_rate_too_high_is_told_by_what_its_loss_did():
+    # every such run read "the loss exploded, went NaN or ended well above its first value", whichever it was
+    stopped = _run(loss=[2.3, 9.0], status="exploded")
+    assert describe_diagnosis(stopped, "exploded") == [
+        "the loss exploded, and the run was stopped there: the learning rate is too high"]
+    assert describe_diagnosis(_run(loss=[2.3, math.nan], status="diverged"), "nan") == [
+        "the loss went NaN or inf: the learning rate is too high"]
+    rose = _run(loss=[2.0] + [2.5] * 99, train=0.5, val=0.5)  # a run nothing stopped: its last tenth 25 % above
+    assert rose.labels[0] == "lr_too_high" and rose.numbers["loss_change"] == -0.25
+    assert describe_diagnosis(rose, "completed")[0] == (
+        "the loss ended 25.0% above its first value (the mean of its last tenth of iterations): the learning rate is "
+        "too high")
+    far = _run(loss=[2.0] + [5.0] * 99, train=0.5, val=0.5)
+    assert describe_diagnosis(far, "completed")[0].startswith("the loss ended at 2.5 times its first value (")
+    assert describe_diagnosis(rose)[0] == (  # no stop reason known: all three ways
+        "the loss exploded, went NaN or ended well above its first value: the learning rate is too high")

@@ -201,4 +201,5 @@ def test_train_says_the_diagnosis_a_trial_of_the_same_run_stores(monkeypatch):
     # a run that blew up: its weights overflow their squared sum, and NumPy's warning was printed beside the lines
     blown = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e6", "--optimizer", "sgd")
     assert blown.exit_code == 1 and blown.stderr == ""
-    assert blown.stdout.splitlines()[-3] == "diagnosis: lr_too_high"
+    assert blown.stdout.splitlines()[-2:] == ["diagnosis: lr_too_high",
+                                              "  - the loss went NaN or inf: the learning rate is too high"]
