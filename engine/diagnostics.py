@@ -437,6 +437,10 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
     reg_change = n.get("reg_change")  # none: diagnosed before it was measured
     held_up = share is not None and change is not None and share >= t.reg_share_high and change < t.loss_change_low
     over_regularised = held_up and _penalty_moved(reg_change, t)
+    # a loss that fell while its L2 term, most of it, fell too: the weights shrank (a net fitting separable data
+    # grows its weights instead, and its share nears 100 % with a small reg)
+    shrunk = (share is not None and share >= t.reg_share_high and isinstance(reg_change, (int, float))
+              and reg_change >= t.loss_change_low)
     limit = n.get("gap_limit")  # the gap an overfitting run exceeded, as _gap_limit_text says it
     gap_limit = t.gap_overfit if limit is None else max(t.gap_overfit, float(limit))
     if change is not None and change <= 0:  # up, by less than lr_too_high takes (-0.0: a rise rounded away)
@@ -475,7 +479,10 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
         "bad_initial_loss": lambda: f"initial data loss {n.get('initial_data_loss')}, expected about "
                                     f"{n.get('expected_initial_loss')}: the output scale is wrong",
         "healthy": lambda: f"healthy: the loss fell by {_pct(n.get('loss_change'))}, train-val gap "
-                           f"{_points(n.get('train_val_gap'))}",
+                           f"{_points(n.get('train_val_gap'))}" + (
+            f"; but its L2 term is {_pct(share)} of it at the end and fell by {_pct(reg_change)} of its first value: "
+            f"the curve shows the penalty shrinking the weights more than the data being fitted"
+            if shrunk else ""),
     }
     return [words[label]() for label in diagnosis.labels]
 

@@ -321,3 +321,18 @@ def test_a_learning_rate_too_high_is_told_by_what_its_loss_did():
     assert describe_diagnosis(far, "completed")[0].startswith("the loss ended at 2.5 times its first value (")
     assert describe_diagnosis(rose)[0] == (  # no stop reason known: all three ways
         "the loss exploded, went NaN or ended well above its first value: the learning rate is too high")
+
+
+def test_a_healthy_run_whose_fall_is_mostly_its_l2_term_shrinking_says_so():
+    # reg 10 on breast cancer: the loss 990 -> 641, 97 % of it the L2 term, read "healthy: the loss fell by 34.0%"
+    # as if the data were being fitted
+    falling = [990.0] + [653.0] * 99
+    d = _run(loss=falling, train=0.9118, val=0.907, reg_loss=0.9746 * 653.0, initial_reg_loss=0.9746 * 653.0 / 0.6434)
+    assert d.labels == ("healthy",) and d.numbers["reg_change"] == 0.3566
+    assert describe_diagnosis(d) == [
+        "healthy: the loss fell by 34.0%, train-val gap 0.5 points; but its L2 term is 97.5% of it at the end and fell "
+        "by 35.7% of its first value: the curve shows the penalty shrinking the weights more than the data being "
+        "fitted"]
+    # a net fitting separable data grows its weights: a share near 100 % with a term that rose says nothing of it
+    grown = _run(loss=falling, train=1.0, val=0.99, reg_loss=0.98 * 653.0, initial_reg_loss=0.5 * 653.0)
+    assert describe_diagnosis(grown) == ["healthy: the loss fell by 34.0%, train-val gap 1.0 points"]
