@@ -290,6 +290,9 @@ class DiagnosisThresholds:
       where their gradient is below 0.02 (He or Xavier initialised tanh nets stay near 0 %).
     - ``initial_loss_tolerance`` 0.5: the data loss at the start (reg left out) more than 0.5 from
       ln C (softmax; C - 1 for the SVM) means the output scale is off.
+    - ``collapse_ratio`` 0.1 (``search layers``): the last layer's std below a tenth of the first's is the lecture's
+      collapse toward zero (10 layers of 500: normal 0.01 + tanh 0.214 -> 0.000000, Xavier + ReLU 0.58 -> 0.025);
+      Xavier + tanh (0.63 -> 0.23) and He + ReLU (0.83 -> 0.80) keep their scale.
     """
 
     loss_change_low: float = 0.10
@@ -302,6 +305,7 @@ class DiagnosisThresholds:
     dead_fraction: float = 0.5
     saturated_fraction: float = 0.2
     initial_loss_tolerance: float = 0.5
+    collapse_ratio: float = 0.1
 
 
 THRESHOLDS = DiagnosisThresholds()
@@ -499,6 +503,35 @@ def _how_it_rose(change: float | None, stop_reason: str | None) -> str:
         above = f"at {ratio:.3g} times" if ratio >= 2 else f"{rise} above"
         return f"the loss ended {above} its first value (the mean of its last tenth of iterations)"
     return "the loss exploded, went NaN or ended well above its first value"
+
+
+def read_layers(stats: list[LayerStats], thresholds: DiagnosisThresholds = THRESHOLDS) -> str:
+    """One sentence reading ``search layers``' statistics as the lecture reads its figure: saturated, dead,
+    collapsing toward zero, or keeping their scale."""
+    t = thresholds
+    if not stats:
+        return "no hidden layer"
+    first, last = stats[0], stats[-1]
+    saturated = max(stats, key=lambda s: s.saturated)
+    dead = max(stats, key=lambda s: s.dead)
+    if saturated.saturated > t.saturated_fraction:
+        return (f"saturated: {saturated.saturated:.0%} of layer {saturated.layer}'s outputs are in the flat tails "
+                f"(> {t.saturated_fraction:.0%}), where the local gradient is near 0: the weights are too large")
+    if dead.dead > t.dead_fraction:
+        return (f"dead: {dead.dead:.0%} of layer {dead.layer}'s units are never active (> {t.dead_fraction:.0%}): "
+                f"no gradient flows through them")
+    overflowed = next((s for s in stats if not math.isfinite(s.std)), None)
+    if overflowed is not None:
+        return f"overflowing: layer {overflowed.layer}'s outputs are too large to measure (std {overflowed.std})"
+    if len(stats) > 1 and last.std < t.collapse_ratio * first.std:
+        return (f"collapsing: the std falls from {first.std:.3g} in layer 1 to {last.std:.3g} in layer {last.layer} "
+                f"(below {t.collapse_ratio:g} x layer 1's): the outputs shrink toward zero layer by layer, and so do "
+                f"the weights' gradients (a layer's input times the gradient from above); the weights are too small "
+                f"for this depth")
+    if len(stats) == 1:
+        return f"one layer: std {first.std:.3g}, its outputs neither saturated nor dead"
+    return (f"keeps its scale: the std goes from {first.std:.3g} in layer 1 to {last.std:.3g} in layer {last.layer} "
+            f"with no layer saturated or dead")
 
 
 def _gap_limit_text(limit: object) -> str:

@@ -286,7 +286,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
       search layers --init normal --init-std 1.0 --activation tanh   # saturate
       search layers --init he --activation relu --plot he_relu.png   # alive
     """
-    from engine.diagnostics import activation_experiment
+    from engine.diagnostics import activation_experiment, read_layers
     from engine.init import InitSpec
 
     stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
@@ -312,6 +312,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     for s in stats:
         mean = round(s.mean, 5) + 0.0  # a mean of -2e-7 shown as 0.00000, not -0.00000
         click.echo(f"{s.layer:5d} {mean:10.5f} {s.std:10.5f} {s.saturated:10.3f} {s.dead:8.3f}")
+    say(read_layers(stats))
     if plot:
         click.echo(f"wrote {plot}")
 

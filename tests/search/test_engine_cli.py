@@ -111,7 +111,7 @@ def test_layers_reproduce_the_lecture():
 def test_layers_never_print_a_mean_of_minus_zero():
     # the collapsing net's means printed as -0.00000 beside 0.00000 from layer 4 on
     result = invoke("layers", "--init", "normal", "--init-std", "0.01", "--activation", "tanh")
-    means = [line.split()[1] for line in result.stdout.splitlines()[1:]]
+    means = [line.split()[1] for line in result.stdout.splitlines()[1:11]]
     assert means[3:] == ["0.00000"] * 7 and "-0.00000" not in result.stdout
 
 
@@ -203,3 +203,26 @@ def test_train_says_the_diagnosis_a_trial_of_the_same_run_stores(monkeypatch):
     assert blown.exit_code == 1 and blown.stderr == ""
     assert blown.stdout.splitlines()[-2:] == ["diagnosis: lr_too_high",
                                               "  - the loss went NaN or inf: the learning rate is too high"]
+
+
+def test_layers_reads_its_table_as_the_lecture_reads_its_figure(monkeypatch):
+    # the table gave ten rows of numbers and left the reading (collapse, saturation, a kept scale) to the student
+    monkeypatch.setenv("COLUMNS", "80")
+    small = invoke("layers", "--init", "normal", "--init-std", "0.01", "--activation", "tanh").stdout.splitlines()
+    assert small[11:] == [
+        "collapsing: the std falls from 0.214 in layer 1 to 2.96e-07 in layer 10 (below",
+        "    0.1 x layer 1's): the outputs shrink toward zero layer by layer, and so do",
+        "    the weights' gradients (a layer's input times the gradient from above); the",
+        "    weights are too small for this depth"]
+    large = invoke("layers", "--init", "normal", "--init-std", "1.0", "--activation", "tanh").stdout.splitlines()
+    assert large[11:] == [
+        "saturated: 91% of layer 1's outputs are in the flat tails (> 20%), where the",
+        "    local gradient is near 0: the weights are too large"]
+    he = invoke("layers", "--init", "he", "--activation", "relu").stdout.splitlines()
+    assert he[11:] == [
+        "keeps its scale: the std goes from 0.826 in layer 1 to 0.802 in layer 10 with",
+        "    no layer saturated or dead"]
+    xavier_relu = invoke("layers", "--init", "xavier", "--activation", "relu").stdout.splitlines()
+    assert xavier_relu[11].startswith("collapsing: the std falls from 0.584 in layer 1 to 0.0251 in layer 10")
+    one = invoke("layers", "--depth", "1", "--init", "he", "--activation", "relu").stdout.splitlines()
+    assert one[2] == "one layer: std 0.827, its outputs neither saturated nor dead"
