@@ -276,7 +276,8 @@ class DiagnosisThresholds:
       validation samples one sample is 4 points, and a 7-point gap of a net still at 86 % train accuracy is noise.
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
       is not learned is too little capacity (or too much regularisation).
-    - ``learned_fraction`` 0.25: train accuracy less than a quarter of the way from chance (1/C) to 1 has not
+    - ``learned_fraction`` 0.25: train accuracy less than a quarter of the way from chance (always guessing the
+      training set's most frequent class: 1/C on balanced classes, 0.95 where 95 % are one class) to 1 has not
       learned the training set, whatever the gap: underfitting, never overfitting (regularisation strong enough to
       crush the weights leaves train 0.2 and validation 0.1 on 10 classes; more regularisation is the wrong
       advice). Not higher: a short run on a hard problem is still learning (scaled-raw after 3 epochs: train about
@@ -403,6 +404,8 @@ def diagnose(
         "saturated_fraction": [round(s, 4) for s in saturated], "initial_data_loss": _num(initial_data_loss),
         "expected_initial_loss": round(expected_initial_loss, 4),
     }
+    if chance is not None:
+        numbers["chance"] = round(chance, 4)
     return Diagnosis(tuple(labels) or ("healthy",), numbers)
 
 
@@ -469,8 +472,9 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             f"the loss {moved}, and its L2 term is {_pct(n.get('reg_share'))} of it at the end "
             f"(>= {t.reg_share_high:.0%}): the weights' penalty holds it up, not a small step; underfitting: lower "
             f"regularisation" if over_regularised
-            else f"train accuracy {_acc(n.get('train_acc'))}, train-val gap {_points(n.get('train_val_gap'))}: the "
-                 f"training set is not learned; underfitting: raise capacity or lower regularisation"),
+            else f"train accuracy {_acc(n.get('train_acc'))}{_chance_text(n)}, train-val gap "
+                 f"{_points(n.get('train_val_gap'))}: the training set is not learned; underfitting: raise capacity "
+                 f"or lower regularisation"),
         "dead_units": lambda: f"dead units: {_per_layer(n.get('dead_fraction'), t.dead_fraction)} "
                               f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that "
                               f"knocked them off",
@@ -489,6 +493,17 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             if shrunk else ""),
     }
     return [words[label]() for label in diagnosis.labels]
+
+
+def _chance_text(n: dict[str, object]) -> str:
+    """`` (always guessing the most frequent class scores 0.9531)`` where train accuracy is under a quarter of the
+    way from that to 1; nothing where it is above, or where chance was not stored."""
+    chance, acc = n.get("chance"), n.get("train_acc")
+    if not isinstance(chance, (int, float)) or not isinstance(acc, (int, float)):
+        return ""
+    if acc >= chance + THRESHOLDS.learned_fraction * (1 - chance):
+        return ""
+    return f" (always guessing the most frequent class scores {float(chance):.4f})"
 
 
 def _how_it_rose(change: float | None, stop_reason: str | None) -> str:

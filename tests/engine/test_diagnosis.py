@@ -336,3 +336,14 @@ def test_a_healthy_run_whose_fall_is_mostly_its_l2_term_shrinking_says_so():
     # a net fitting separable data grows its weights: a share near 100 % with a term that rose says nothing of it
     grown = _run(loss=falling, train=1.0, val=0.99, reg_loss=0.98 * 653.0, initial_reg_loss=0.5 * 653.0)
     assert describe_diagnosis(grown) == ["healthy: the loss fell by 34.0%, train-val gap 1.0 points"]
+
+
+def test_a_net_that_always_guesses_the_most_frequent_class_has_not_learned_the_training_set():
+    # 95 % of a CSV's rows were one class: a net crushed by reg 30 guessed it every time, train 0.953, validation
+    # 0.949, and was "healthy" (chance was taken as 1/C = 0.5)
+    d = _run(train=0.9530, val=0.9492, chance=0.9505)
+    assert d.labels == ("underfitting",) and d.numbers["chance"] == 0.9505
+    assert describe_diagnosis(d) == [
+        "train accuracy 0.9530 (always guessing the most frequent class scores 0.9505), train-val gap 0.4 points: the "
+        "training set is not learned; underfitting: raise capacity or lower regularisation"]
+    assert _run(train=0.9530, val=0.9492, chance=0.5).labels == ("healthy",)

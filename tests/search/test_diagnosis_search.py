@@ -72,3 +72,12 @@ def test_a_slow_run_whose_l2_term_barely_moved_has_too_low_an_lr_however_large_i
         seen[reg] = (diagnosis.labels, diagnosis.numbers["loss_change"], diagnosis.numbers.get("reg_share"),
                      diagnosis.numbers.get("reg_change"))
     assert seen == {1e-4: (("lr_too_low",), 0.0275, 0.0043, 0.0137), 0.3: (("lr_too_low",), 0.0596, 0.9221, 0.0658)}
+
+
+def test_chance_is_the_share_of_the_most_frequent_training_label():
+    import numpy as np
+
+    from search.objective import majority_share
+
+    assert majority_share(np.array([0] * 19 + [1])) == 0.95
+    assert majority_share(np.array([0, 1, 2, 0])) == 0.5
