@@ -474,7 +474,7 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             f"regularisation" if over_regularised
             else f"train accuracy {_acc(n.get('train_acc'))}{_chance_text(n)}, train-val gap "
                  f"{_points(n.get('train_val_gap'))}: the training set is not learned; underfitting: raise capacity "
-                 f"or lower regularisation"),
+                 f"or lower regularisation{_units_to_blame(diagnosis.labels)}"),
         "dead_units": lambda: f"dead units: {_per_layer(n.get('dead_fraction'), t.dead_fraction)} "
                               f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that "
                               f"knocked them off",
@@ -493,6 +493,14 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             if shrunk else ""),
     }
     return [words[label]() for label in diagnosis.labels]
+
+
+def _units_to_blame(labels: tuple[str, ...]) -> str:
+    """Where a run that underfits has saturated or dead units too: they pass little or no gradient, and may be why."""
+    units = [word for label, word in (("saturated_units", "saturated"), ("dead_units", "dead")) if label in labels]
+    if not units:
+        return ""
+    return f", or first mend the {' and '.join(units)} units (below), which pass little or no gradient and may be why"
 
 
 def _chance_text(n: dict[str, object]) -> str:

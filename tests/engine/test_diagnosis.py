@@ -347,3 +347,16 @@ def test_a_net_that_always_guesses_the_most_frequent_class_has_not_learned_the_t
         "train accuracy 0.9530 (always guessing the most frequent class scores 0.9505), train-val gap 0.4 points: the "
         "training set is not learned; underfitting: raise capacity or lower regularisation"]
     assert _run(train=0.9530, val=0.9492, chance=0.5).labels == ("healthy",)
+
+
+def test_a_run_that_underfits_with_saturated_or_dead_units_points_at_them():
+    # sigmoid at init std 5 on digits: "underfitting: raise capacity or lower regularisation" beside 67 % of its
+    # outputs saturated, where more units of the same kind would saturate as well
+    saturated = [LayerStats(1, 0.5, 0.45, 0.67, 0.0)]
+    d = _run(train=0.854, val=0.863, layers=saturated, chance=0.1)
+    assert d.labels == ("underfitting", "saturated_units")
+    assert describe_diagnosis(d)[0] == (
+        "train accuracy 0.8540, train-val gap -0.9 points: the training set is not learned; underfitting: raise "
+        "capacity or lower regularisation, or first mend the saturated units (below), which pass little or no "
+        "gradient and may be why")
+    assert describe_diagnosis(_run(train=0.854, val=0.863))[0].endswith("raise capacity or lower regularisation")
