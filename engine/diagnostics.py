@@ -298,7 +298,8 @@ class DiagnosisThresholds:
       where their gradient is below 0.02 (He or Xavier initialised tanh nets stay near 0 %).
     - ``initial_loss_tolerance`` 0.5: the data loss at the start (reg left out) more than 0.5 from
       ln C (softmax; C - 1 for the SVM) means the output scale is off.
-    - ``collapse_ratio`` 0.1 (``search layers``): the last layer's std below a tenth of the first's is the lecture's
+    - ``collapse_ratio`` 0.1 (``search layers``, and a run's loss that barely moved): the last layer's std below a
+      tenth of the first's is the lecture's
       collapse toward zero (10 layers of 500: normal 0.01 + tanh 0.214 -> 0.000000, Xavier + ReLU 0.58 -> 0.025);
       Xavier + tanh (0.63 -> 0.23) and He + ReLU (0.83 -> 0.80) keep their scale.
     """
@@ -408,7 +409,10 @@ def diagnose(
         "train_val_gap": _num(gap),
         "gap_limit": _num(gap_limit), "train_acc": _num(train_acc), "val_acc": _num(val_acc),
         "dead_fraction": [round(d, 4) for d in dead],
-        "saturated_fraction": [round(s, 4) for s in saturated], "initial_data_loss": _num(initial_data_loss),
+        "saturated_fraction": [round(s, 4) for s in saturated],
+        # 3 significant digits: a collapsed layer's std is 3e-06
+        "layer_std": [float(f"{s.std:.3g}") if math.isfinite(s.std) else None for s in layers],
+        "initial_data_loss": _num(initial_data_loss),
         "expected_initial_loss": round(expected_initial_loss, 4),
     }
     if chance is not None:
@@ -470,7 +474,7 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
         "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low" + (
             f"; its L2 term, {_pct(share)} of it at the end, moved by only {_pct(abs(float(reg_change)))} of its "
             f"first value: the step did not move the weights (whether reg is too high shows with a larger lr)"
-            if held_up and not over_regularised else ""),
+            if held_up and not over_regularised else "") + _collapse_text(n.get("layer_std")),
         "overfitting": lambda: f"train accuracy {_acc(n.get('train_acc'))} is "
                                f"{_points(n.get('train_val_gap'), gap_limit)} above validation "
                                f"(> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
@@ -500,6 +504,19 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             if shrunk else ""),
     }
     return [words[label]() for label in diagnosis.labels]
+
+
+def _collapse_text(stds: object) -> str:
+    """Where the last hidden layer's std is under ``collapse_ratio`` of the first's (the lecture's collapse of a deep
+    net initialised too small), that it may be the cause of a loss that barely moved; else nothing."""
+    if not isinstance(stds, list) or len(stds) < 2 or not all(isinstance(v, (int, float)) for v in stds):
+        return ""
+    first, last, ratio = float(stds[0]), float(stds[-1]), THRESHOLDS.collapse_ratio
+    if not last < ratio * first:
+        return ""
+    return (f"; or the initialisation is too small for this depth: the outputs collapse from std {first:.3g} in "
+            f"layer 1 to {last:.3g} in layer {len(stds)} (under {ratio:g} x), and the weights' gradients with them "
+            f"(search layers shows it)")
 
 
 def _units_to_blame(labels: tuple[str, ...]) -> str:

@@ -360,3 +360,19 @@ def test_a_run_that_underfits_with_saturated_or_dead_units_points_at_them():
         "capacity or lower regularisation, or first mend the saturated units (below), which pass little or no "
         "gradient and may be why")
     assert describe_diagnosis(_run(train=0.854, val=0.863))[0].endswith("raise capacity or lower regularisation")
+
+
+def test_a_deep_net_whose_outputs_collapsed_names_its_initialisation_beside_the_learning_rate():
+    # 5 layers of 100 at normal std 0.01 on digits: the loss never moved and the run read "the learning rate is too
+    # low" alone, where the lecture's reading is the collapse of its activations (std 0.0127 -> 3.16e-06)
+    stds = [0.0127, 0.00094, 7e-05, 4.8e-06, 3.16e-06]
+    collapsed = [LayerStats(i, 0.0, s, 0.0, 0.0) for i, s in enumerate(stds, start=1)]
+    d = _run(loss=[2.3026] * 100, train=0.1, val=0.09, layers=collapsed, chance=0.1)
+    assert d.labels == ("lr_too_low",) and d.numbers["layer_std"] == stds
+    assert describe_diagnosis(d) == [
+        "the loss did not fall (instead of falling by 10% or more): the learning rate is too low; or the "
+        "initialisation is too small for this depth: the outputs collapse from std 0.0127 in layer 1 to 3.16e-06 in "
+        "layer 5 (under 0.1 x), and the weights' gradients with them (search layers shows it)"]
+    kept = [LayerStats(i, 0.0, s, 0.0, 0.0) for i, s in enumerate([0.26, 0.37, 0.59], start=1)]
+    assert describe_diagnosis(_run(loss=[2.3026] * 100, train=0.1, val=0.09, layers=kept, chance=0.1)) == [
+        "the loss did not fall (instead of falling by 10% or more): the learning rate is too low"]
