@@ -141,6 +141,39 @@ class Check:
 
 
 SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' runs
+GRADIENT_CHECK_SAMPLES = 5  # training samples the gradient check's loss is computed on
+GRADIENT_CHECK_ENTRIES = 10  # entries of each parameter compared (all of a smaller one)
+GRADIENT_CHECK_TOLERANCE = 1e-5  # the worst parameter's relative error that passes: float64 centred differences
+# give 1e-7 or less on a smooth loss; a ReLU or hinge kink crossed by a step of h adds up to about 1e-6 (CS231n)
+
+
+def sampled_gradient_check(
+    model: FullyConnectedNet, X: np.ndarray, y: np.ndarray, reg: float, rng: np.random.Generator,
+    entries: int = GRADIENT_CHECK_ENTRIES, h: float = 1e-6,
+) -> dict[str, float]:
+    """Relative error (normwise) of analytic against centred-difference gradients at ``entries`` random entries of
+    every parameter of a float64 ``model`` on X (N, D); a checked net of any size costs 2 * entries losses a
+    parameter."""
+
+    def loss() -> tuple[float, dict[str, np.ndarray]]:
+        return model.loss(X, y, reg, rng=np.random.default_rng(0))  # dropout: the same masks every time
+
+    _, grads = loss()
+    errors = {}
+    for name, param in model.params.items():
+        flat = param.reshape(-1)  # a view: writing it moves the parameter
+        picked = rng.choice(flat.size, size=min(entries, flat.size), replace=False)
+        numeric = np.empty(len(picked))
+        for k, i in enumerate(picked):
+            old = flat[i]
+            flat[i] = old + h
+            plus = loss()[0]
+            flat[i] = old - h
+            minus = loss()[0]
+            flat[i] = old
+            numeric[k] = (plus - minus) / (2 * h)
+        errors[name] = relative_error(numeric, grads[name].reshape(-1)[picked])
+    return errors
 
 
 def sanity_checks(
@@ -187,8 +220,15 @@ def sanity_checks(
     # training set can be one update, whose loss is the first one: no lr could move it)
     per_epoch = max(1, len(X_train) // train_config.batch_size)
     short = replace(train_config, epochs=-(-SANITY_ITERATIONS // per_epoch), lr_decay=1.0)
-    small = train(fresh(), replace(short, lr=train_config.lr * 1e-4), X_train, y_train, X_val, y_val)
-    change = abs(small.final_loss - small.initial_loss) / small.initial_loss
+    # measured on one fixed batch before and after: the first and last minibatches' losses differ by the batches
+    # alone (breast cancer on raw scales: 23 % apart at lr 1e-7, which moved the loss on a fixed batch by 0.6 %)
+    slow = fresh()
+    with np.errstate(all="ignore"):
+        before, _ = slow.loss(X_train[batch], y_train[batch], reg=train_config.reg, rng=np.random.default_rng(seed))
+    train(slow, replace(short, lr=train_config.lr * 1e-4), X_train, y_train, X_val, y_val)
+    with np.errstate(all="ignore"):
+        after, _ = slow.loss(X_train[batch], y_train[batch], reg=train_config.reg, rng=np.random.default_rng(seed))
+    change = abs(after - before) / before
     checks.append(Check("tiny lr (x1e-4) barely moves the loss", change < 0.05, change, "relative change < 0.05"))
 
     # 5. a huge learning rate diverges (NaN/inf) or explodes past 3x the first loss
@@ -197,6 +237,16 @@ def sanity_checks(
     ratio = max(finite) / huge.initial_loss if finite and math.isfinite(huge.initial_loss) else math.inf
     diverged = huge.status == "diverged" or ratio > 3
     checks.append(Check(f"huge lr 1e6 diverges ({huge.status})", diverged, ratio, "diverged or max loss > 3x first"))
+
+    # 6. the analytic gradient matches a numerical one: the same net in float64, reg as trained, a few samples
+    n = min(GRADIENT_CHECK_SAMPLES, len(X_train))
+    exact = FullyConnectedNet(replace(model_config, dtype="float64"), X_train.shape[1], num_classes,
+                              np.random.default_rng(seed))
+    errors = sampled_gradient_check(exact, X_train[:n].astype(np.float64), y_train[:n], train_config.reg,
+                                    np.random.default_rng(seed))
+    worst = max(errors, key=lambda name: errors[name])
+    checks.append(Check(f"gradient check (worst: {worst})", errors[worst] < GRADIENT_CHECK_TOLERANCE, errors[worst],
+                        f"relative error < {GRADIENT_CHECK_TOLERANCE:g}"))
     return checks
 
 
@@ -218,7 +268,10 @@ class DiagnosisThresholds:
       watches the learning rate with little regularisation): the run is over-regularised, ``underfitting``, not
       ``lr_too_low``. On digits (one hidden layer of 100), 3 epochs of lr 1e-4 leave the L2 term 0.4 % of the final
       loss at reg 1e-4, 55 % at reg 0.03 (lr 1e-2 trains either well: validation 0.98, 0.94), 80 % at reg 0.1 and
-      92 % at reg 0.3 (where lr 1e-2 reaches only 0.73, and chance).
+      92 % at reg 0.3 (where lr 1e-2 reaches only 0.73, and chance). Only where the L2 term itself moved by
+      ``loss_change_low`` or more of its first value, though: a penalty that stayed where the initialisation put it
+      says the weights did not move, which is the step, whatever the reg (lr 1.2e-7 at reg 0.035 on breast cancer:
+      83 % L2 term, unchanged, where lr 1e-2 trains to 0.98; lr 1e-4 at reg 0.3 on digits: fell 6.6 %).
     - A run that exploded (its loss past 3x its first, as the search judges it), went NaN, or ended with its
       loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s
       final stage) had a learning rate too high; with fewer than ``rose_min_iterations`` 10 losses it must have
@@ -230,7 +283,8 @@ class DiagnosisThresholds:
       validation samples one sample is 4 points, and a 7-point gap of a net still at 86 % train accuracy is noise.
     - ``gap_underfit`` 0.02 with ``train_acc_underfit`` 0.90: no gap while the training set itself
       is not learned is too little capacity (or too much regularisation).
-    - ``learned_fraction`` 0.25: train accuracy less than a quarter of the way from chance (1/C) to 1 has not
+    - ``learned_fraction`` 0.25: train accuracy less than a quarter of the way from chance (always guessing the
+      training set's most frequent class: 1/C on balanced classes, 0.95 where 95 % are one class) to 1 has not
       learned the training set, whatever the gap: underfitting, never overfitting (regularisation strong enough to
       crush the weights leaves train 0.2 and validation 0.1 on 10 classes; more regularisation is the wrong
       advice). Not higher: a short run on a hard problem is still learning (scaled-raw after 3 epochs: train about
@@ -244,6 +298,10 @@ class DiagnosisThresholds:
       where their gradient is below 0.02 (He or Xavier initialised tanh nets stay near 0 %).
     - ``initial_loss_tolerance`` 0.5: the data loss at the start (reg left out) more than 0.5 from
       ln C (softmax; C - 1 for the SVM) means the output scale is off.
+    - ``collapse_ratio`` 0.1 (``search layers``, and a run's loss that barely moved): the last layer's std below a
+      tenth of the first's is the lecture's
+      collapse toward zero (10 layers of 500: normal 0.01 + tanh 0.214 -> 0.000000, Xavier + ReLU 0.58 -> 0.025);
+      Xavier + tanh (0.63 -> 0.23) and He + ReLU (0.83 -> 0.80) keep their scale.
     """
 
     loss_change_low: float = 0.10
@@ -256,6 +314,7 @@ class DiagnosisThresholds:
     dead_fraction: float = 0.5
     saturated_fraction: float = 0.2
     initial_loss_tolerance: float = 0.5
+    collapse_ratio: float = 0.1
 
 
 THRESHOLDS = DiagnosisThresholds()
@@ -290,11 +349,12 @@ def diagnose(
     chance: float | None = None,
     samples: tuple[int, int] | None = None,
     final_reg_loss: float = 0.0,
+    initial_reg_loss: float | None = None,
 ) -> Diagnosis:
     """Read one run's curves and unit statistics the way the lecture babysits a run; ``chance``: the accuracy of
     guessing (1/C), below which ``learned_fraction`` is measured; ``samples``: how many samples the train and the
     validation accuracy were measured on (a gap within their noise is no overfitting); ``final_reg_loss``: the
-    loss's L2 term at the end of the run."""
+    loss's L2 term at the end of the run; ``initial_reg_loss``: at its start (None: not known, taken as moved)."""
     t = thresholds
     labels: list[str] = []
     finite = [v for v in loss_history if math.isfinite(v)]
@@ -308,6 +368,9 @@ def diagnose(
     # at most 1: the L2 term at the end against the mean loss of the last tenth, which is below it where the data
     # loss has gone to ~0 and the weights still grow (softmax on separable data): a share of 102 % is 100 %
     reg_share = _rounded(min(1.0, final_reg_loss / last) if math.isfinite(last) and last > 0 else math.nan)
+    # how far the L2 term fell (rose, negative) from its first value: how far the step moved the weights' norm
+    reg_change = _rounded((initial_reg_loss - final_reg_loss) / initial_reg_loss
+                          if initial_reg_loss is not None and initial_reg_loss > 0 else math.nan)
     gap = train_acc - val_acc if math.isfinite(train_acc) and math.isfinite(val_acc) else math.nan
     gap_limit = t.gap_overfit
     if samples is not None and math.isfinite(gap):
@@ -321,7 +384,7 @@ def diagnose(
                                                                       or change < -1.0)
     exploded = status in ("exploded", "diverged", "nan") or rose
     barely_moved = not exploded and math.isfinite(change) and change < t.loss_change_low
-    over_regularised = barely_moved and reg_share >= t.reg_share_high
+    over_regularised = barely_moved and reg_share >= t.reg_share_high and _penalty_moved(reg_change, t)
     blocked = any(d >= 1.0 for d in dead)  # a layer with every unit dead: nothing below it or in it can learn
     if exploded:
         labels.append("lr_too_high")
@@ -342,13 +405,24 @@ def diagnose(
     if math.isfinite(initial_data_loss) and abs(initial_data_loss - expected_initial_loss) > t.initial_loss_tolerance:
         labels.append("bad_initial_loss")
     numbers = {
-        "loss_change": _num(change), "reg_share": _num(reg_share), "train_val_gap": _num(gap),
+        "loss_change": _num(change), "reg_share": _num(reg_share), "reg_change": _num(reg_change),
+        "train_val_gap": _num(gap),
         "gap_limit": _num(gap_limit), "train_acc": _num(train_acc), "val_acc": _num(val_acc),
         "dead_fraction": [round(d, 4) for d in dead],
-        "saturated_fraction": [round(s, 4) for s in saturated], "initial_data_loss": _num(initial_data_loss),
+        "saturated_fraction": [round(s, 4) for s in saturated],
+        # 3 significant digits: a collapsed layer's std is 3e-06
+        "layer_std": [float(f"{s.std:.3g}") if math.isfinite(s.std) else None for s in layers],
+        "initial_data_loss": _num(initial_data_loss),
         "expected_initial_loss": round(expected_initial_loss, 4),
     }
+    if chance is not None:
+        numbers["chance"] = round(chance, 4)
     return Diagnosis(tuple(labels) or ("healthy",), numbers)
+
+
+def _penalty_moved(reg_change: float | None, t: DiagnosisThresholds) -> bool:
+    """Whether the L2 term moved by ``loss_change_low`` of its first value or more (not known: taken as moved)."""
+    return reg_change is None or not math.isfinite(reg_change) or abs(reg_change) >= t.loss_change_low
 
 
 def _num(x: float) -> float | None:
@@ -373,12 +447,18 @@ def unit_stats(model: FullyConnectedNet, X: np.ndarray) -> list[LayerStats]:
     return layer_stats(hidden, model.config.activation)
 
 
-def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
-    """One sentence per label, with the numbers behind it."""
+def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> list[str]:
+    """One sentence per label, with the numbers behind it; ``stop_reason`` (as a trial stores it: ``completed``,
+    ``exploded``, ``nan``, ...) says which way a loss too high went, where it is known."""
     n, t = diagnosis.numbers, THRESHOLDS
     share, change = n.get("reg_share"), n.get("loss_change")  # no reg_share: diagnosed before it was measured
-    over_regularised = share is not None and change is not None and share >= t.reg_share_high and (
-        change < t.loss_change_low)
+    reg_change = n.get("reg_change")  # none: diagnosed before it was measured
+    held_up = share is not None and change is not None and share >= t.reg_share_high and change < t.loss_change_low
+    over_regularised = held_up and _penalty_moved(reg_change, t)
+    # a loss that fell while its L2 term, most of it, fell too: the weights shrank (a net fitting separable data
+    # grows its weights instead, and its share nears 100 % with a small reg)
+    shrunk = (share is not None and share >= t.reg_share_high and isinstance(reg_change, (int, float))
+              and reg_change >= t.loss_change_low)
     limit = n.get("gap_limit")  # the gap an overfitting run exceeded, as _gap_limit_text says it
     gap_limit = t.gap_overfit if limit is None else max(t.gap_overfit, float(limit))
     if change is not None and change <= 0:  # up, by less than lr_too_high takes (-0.0: a rise rounded away)
@@ -390,9 +470,11 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
     # a sentence is built only for a label the run has: one that exploded in its first epoch has no accuracies, and
     # an older or foreign diagnosis may lack other numbers (shown as -)
     words: dict[str, Callable[[], str]] = {
-        "lr_too_high": lambda: "the loss exploded, went NaN or ended well above its first value: the learning "
-                               "rate is too high",
-        "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low",
+        "lr_too_high": lambda: f"{_how_it_rose(change, stop_reason)}: the learning rate is too high",
+        "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low" + (
+            f"; its L2 term, {_pct(share)} of it at the end, moved by only {_pct(abs(float(reg_change)))} of its "
+            f"first value: the step did not move the weights (whether reg is too high shows with a larger lr)"
+            if held_up and not over_regularised else "") + _collapse_text(n.get("layer_std")),
         "overfitting": lambda: f"train accuracy {_acc(n.get('train_acc'))} is "
                                f"{_points(n.get('train_val_gap'), gap_limit)} above validation "
                                f"(> {_gap_limit_text(n.get('gap_limit'))}): overfitting; raise regularisation or "
@@ -401,8 +483,9 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
             f"the loss {moved}, and its L2 term is {_pct(n.get('reg_share'))} of it at the end "
             f"(>= {t.reg_share_high:.0%}): the weights' penalty holds it up, not a small step; underfitting: lower "
             f"regularisation" if over_regularised
-            else f"train accuracy {_acc(n.get('train_acc'))}, train-val gap {_points(n.get('train_val_gap'))}: the "
-                 f"training set is not learned; underfitting: raise capacity or lower regularisation"),
+            else f"train accuracy {_acc(n.get('train_acc'))}{_chance_text(n)}, train-val gap "
+                 f"{_points(n.get('train_val_gap'))}: the training set is not learned; underfitting: raise capacity "
+                 f"or lower regularisation{_units_to_blame(diagnosis.labels)}"),
         "dead_units": lambda: f"dead units: {_per_layer(n.get('dead_fraction'), t.dead_fraction)} "
                               f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that "
                               f"knocked them off",
@@ -415,9 +498,87 @@ def describe_diagnosis(diagnosis: Diagnosis) -> list[str]:
         "bad_initial_loss": lambda: f"initial data loss {n.get('initial_data_loss')}, expected about "
                                     f"{n.get('expected_initial_loss')}: the output scale is wrong",
         "healthy": lambda: f"healthy: the loss fell by {_pct(n.get('loss_change'))}, train-val gap "
-                           f"{_points(n.get('train_val_gap'))}",
+                           f"{_points(n.get('train_val_gap'))}" + (
+            f"; but its L2 term is {_pct(share)} of it at the end and fell by {_pct(reg_change)} of its first value: "
+            f"the curve shows the penalty shrinking the weights more than the data being fitted"
+            if shrunk else ""),
     }
     return [words[label]() for label in diagnosis.labels]
+
+
+def _collapse_text(stds: object) -> str:
+    """Where the last hidden layer's std is under ``collapse_ratio`` of the first's (the lecture's collapse of a deep
+    net initialised too small), that it may be the cause of a loss that barely moved; else nothing."""
+    if not isinstance(stds, list) or len(stds) < 2 or not all(isinstance(v, (int, float)) for v in stds):
+        return ""
+    first, last, ratio = float(stds[0]), float(stds[-1]), THRESHOLDS.collapse_ratio
+    if not last < ratio * first:
+        return ""
+    return (f"; or the initialisation is too small for this depth: the outputs collapse from std {first:.3g} in "
+            f"layer 1 to {last:.3g} in layer {len(stds)} (under {ratio:g} x), and the weights' gradients with them "
+            f"(search layers shows it)")
+
+
+def _units_to_blame(labels: tuple[str, ...]) -> str:
+    """Where a run that underfits has saturated or dead units too: they pass little or no gradient, and may be why."""
+    units = [word for label, word in (("saturated_units", "saturated"), ("dead_units", "dead")) if label in labels]
+    if not units:
+        return ""
+    return f", or first mend the {' and '.join(units)} units (below), which pass little or no gradient and may be why"
+
+
+def _chance_text(n: dict[str, object]) -> str:
+    """`` (always guessing the most frequent class scores 0.9531)`` where train accuracy is under a quarter of the
+    way from that to 1; nothing where it is above, or where chance was not stored."""
+    chance, acc = n.get("chance"), n.get("train_acc")
+    if not isinstance(chance, (int, float)) or not isinstance(acc, (int, float)):
+        return ""
+    if acc >= chance + THRESHOLDS.learned_fraction * (1 - chance):
+        return ""
+    return f" (always guessing the most frequent class scores {float(chance):.4f})"
+
+
+def _how_it_rose(change: float | None, stop_reason: str | None) -> str:
+    """What the loss of a run whose learning rate was too high did, as far as its stop reason and change tell."""
+    if stop_reason in ("nan", "diverged"):
+        return "the loss went NaN or inf"
+    if stop_reason == "exploded":
+        return "the loss exploded, and the run was stopped there"
+    if stop_reason == "completed" and change is not None and change < 0:  # a run nothing stopped, ended above
+        ratio = 1 - float(change)  # the mean of its last tenth over its first loss
+        rise = _pct_past(-float(change), THRESHOLDS.loss_change_low)
+        above = f"at {ratio:.3g} times" if ratio >= 2 else f"{rise} above"
+        return f"the loss ended {above} its first value (the mean of its last tenth of iterations)"
+    return "the loss exploded, went NaN or ended well above its first value"
+
+
+def read_layers(stats: list[LayerStats], thresholds: DiagnosisThresholds = THRESHOLDS) -> str:
+    """One sentence reading ``search layers``' statistics as the lecture reads its figure: saturated, dead,
+    collapsing toward zero, or keeping their scale."""
+    t = thresholds
+    if not stats:
+        return "no hidden layer"
+    first, last = stats[0], stats[-1]
+    saturated = max(stats, key=lambda s: s.saturated)
+    dead = max(stats, key=lambda s: s.dead)
+    if saturated.saturated > t.saturated_fraction:
+        return (f"saturated: {saturated.saturated:.0%} of layer {saturated.layer}'s outputs are in the flat tails "
+                f"(> {t.saturated_fraction:.0%}), where the local gradient is near 0: the weights are too large")
+    if dead.dead > t.dead_fraction:
+        return (f"dead: {dead.dead:.0%} of layer {dead.layer}'s units are never active (> {t.dead_fraction:.0%}): "
+                f"no gradient flows through them")
+    overflowed = next((s for s in stats if not math.isfinite(s.std)), None)
+    if overflowed is not None:
+        return f"overflowing: layer {overflowed.layer}'s outputs are too large to measure (std {overflowed.std})"
+    if len(stats) > 1 and last.std < t.collapse_ratio * first.std:
+        return (f"collapsing: the std falls from {first.std:.3g} in layer 1 to {last.std:.3g} in layer {last.layer} "
+                f"(below {t.collapse_ratio:g} x layer 1's): the outputs shrink toward zero layer by layer, and so do "
+                f"the weights' gradients (a layer's input times the gradient from above); the weights are too small "
+                f"for this depth")
+    if len(stats) == 1:
+        return f"one layer: std {first.std:.3g}, its outputs neither saturated nor dead"
+    return (f"keeps its scale: the std goes from {first.std:.3g} in layer 1 to {last.std:.3g} in layer {last.layer} "
+            f"with no layer saturated or dead")
 
 
 def _gap_limit_text(limit: object) -> str:

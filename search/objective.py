@@ -152,15 +152,22 @@ def trial_seed(stage_seed: int, number: int) -> int:
     return (stage_seed * 1_000_003 + number) % (2**32)
 
 
+def majority_share(y: np.ndarray) -> float:
+    """The accuracy of always guessing the most frequent label of y (N,): chance, on balanced classes or not."""
+    return float(np.bincount(y).max() / len(y)) if len(y) else 0.0
+
+
 def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Dataset, config: RunConfig,
                    initial_reg_loss: float) -> Diagnosis:
     """The lecture's reading of this run: its curves, and its units on a validation batch at the end."""
+    with np.errstate(all="ignore"):  # the weights of a run that blew up overflow their squared sum: inf, quietly
+        final_reg_loss = model.reg_loss(config.train.reg)
     return diagnose(
         result.status, result.loss_history, result.train_acc, result.val_acc,
         result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
-        unit_stats(model, dataset.X_val), chance=1 / dataset.num_classes,
+        unit_stats(model, dataset.X_val), chance=majority_share(dataset.y_train),
         samples=(min(len(dataset.y_train), config.train.train_acc_samples), len(dataset.y_val)),
-        final_reg_loss=model.reg_loss(config.train.reg),
+        final_reg_loss=final_reg_loss, initial_reg_loss=initial_reg_loss,
     )
 
 

@@ -271,6 +271,9 @@ def plot_unvalued(ax: Axes, exploded_x: np.ndarray, scheduler_x: np.ndarray, fai
             ax.set_ylim(0.0, 1.0)  # no value at all: an accuracy axis
 
 
+CONSTANT_HALF_SPAN = 0.005  # the colour scale's reach either side of a stage whose trials all scored the same
+
+
 def plot_param_scatter(
     axes: Sequence[Axes], stages: Sequence[tuple[str, pd.DataFrame]], x: Dim, y: Dim, seed: int = 0
 ) -> Figure:
@@ -287,7 +290,10 @@ def plot_param_scatter(
         ok = done & np.isfinite(values)
         if ok.any():
             lo, hi = float(values[ok].min()), float(values[ok].max())
-            norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+            if hi <= lo:  # one value: a scale of 1e-6 above it drew the best trials in its lowest colour, under a
+                # colour bar labelled 1e-6+9.88372e-1; half a point either side puts them mid-scale, at their value
+                lo, hi = lo - CONSTANT_HALF_SPAN, hi + CONSTANT_HALF_SPAN
+            norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi)
             order = np.argsort(values[ok])  # the best drawn last, on top
             mappable = ax.scatter(px[ok][order], py[ok][order], c=values[ok][order], cmap="viridis", norm=norm,
                                   s=26, edgecolors="black", linewidths=0.3)

@@ -268,7 +268,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
                    "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
                    "seconds": attrs.get("seconds"),
                    "params": trial.params, "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
-                   "sentences": describe_diagnosis(diagnosis), "val_acc_history": val_acc})
+                   "sentences": describe_diagnosis(diagnosis, attrs.get("stop_reason")), "val_acc_history": val_acc})
         return
     params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
@@ -282,7 +282,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     if stop is not None:  # not "pruned (pruned)": where, since its value is that epoch's
         state = f"pruned by the scheduler at epoch {stop[0]} of {stop[1]}"
     say(f"{ref}: {state}, value {value}; {params}")
-    for sentence in describe_diagnosis(diagnosis):
+    for sentence in describe_diagnosis(diagnosis, attrs.get("stop_reason")):
         say(f"- {sentence}", "  ")
     if plot:
         click.echo(f"wrote {plot}")

@@ -61,7 +61,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
       search train --from-trial digits/coarse:12 --save model.npz  # see predict
     """
     from engine.trainer import train as run_training
-    from search.objective import EXPLODE_WINDOW, SCHEDULER_STOP, explosion_observers, stop_reason, value_epoch
+    from engine.diagnostics import describe_diagnosis
+    from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, stop_reason,
+                                  value_epoch)
 
     ctx = click.get_current_context()
     stored = threads = None
@@ -97,9 +99,12 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             raise SearchError(f"{recorded.get('path') or config.data.name}: the data differs from what trial "
                               f"{from_trial} was trained on (sha256 {recorded.get('sha256')} recorded, {now} now)")
     model = config.build_model(ds)
+    initial_reg_loss = model.reg_loss(config.train.reg)
     with blas_threads_of(threads):  # the trial's own: --jobs 2 ran it on 1, and the last bits depend on it
         result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
                               observers=explosion_observers(explode_factor))
+    # the reading a trial of the same run stores, before --score-test or --save touch nothing of the model
+    diagnosis = diagnose_trial(result, model, ds, config, initial_reg_loss)
     summary = {
         "stop_reason": stop_reason(result.status),  # as a trial stores it (the trainer's "diverged" is "nan")
         "initial_loss": finite_or_none(result.initial_loss),
@@ -116,6 +121,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         "train_acc_history": result.train_acc_history,
         "val_acc_history": result.val_acc_history,
         "loss_history": [finite_or_none(v) for v in result.loss_history],
+        "diagnosis": list(diagnosis.labels),
+        "diagnosis_numbers": diagnosis.numbers,
+        "sentences": describe_diagnosis(diagnosis, stop_reason(result.status)),
     }
     if stored is not None:  # the epoch the stored value is from: for a run its stage's scheduler stopped, or that
         # exploded, an earlier one than the last (no scheduler stops this rerun)
@@ -159,6 +167,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             f"({result.samples_per_second:,.0f} samples/s); initial loss {result.initial_loss:.4f}, "
             f"final loss {result.final_loss:.4f}, {scores}{hint}"
         )
+        say(f"diagnosis: {', '.join(diagnosis.labels)}")
+        for sentence in describe_diagnosis(diagnosis, stop_reason(result.status)):
+            say(f"- {sentence}", "  ")
         if stored is not None and stored.value is not None:
             at = ""
             if value_at is not None and full_epochs is not None and value_at < full_epochs:
@@ -280,7 +291,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
       search layers --init normal --init-std 1.0 --activation tanh   # saturate
       search layers --init he --activation relu --plot he_relu.png   # alive
     """
-    from engine.diagnostics import activation_experiment
+    from engine.diagnostics import activation_experiment, read_layers
     from engine.init import InitSpec
 
     check_not_input("--plot", plot, {"study database": storage_file(None)})  # before any work
@@ -307,6 +318,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     for s in stats:
         mean = round(s.mean, 5) + 0.0  # a mean of -2e-7 shown as 0.00000, not -0.00000
         click.echo(f"{s.layer:5d} {mean:10.5f} {s.std:10.5f} {s.saturated:10.3f} {s.dead:8.3f}")
+    say(read_layers(stats))
     if plot:
         click.echo(f"wrote {plot}")
 

@@ -21,9 +21,10 @@ def _falling(first: float, last: float, n: int = 100) -> list[float]:
     return list(np.linspace(first, last, n))
 
 
-def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None, reg_loss=0.0):
+def _run(loss=None, status="completed", train=0.95, val=0.94, initial=LN10, layers=(), chance=None, reg_loss=0.0,
+         initial_reg_loss=None):
     return diagnose(status, loss if loss is not None else _falling(LN10, 0.3), train, val, initial, LN10,
-                    list(layers), chance=chance, final_reg_loss=reg_loss)
+                    list(layers), chance=chance, final_reg_loss=reg_loss, initial_reg_loss=initial_reg_loss)
 
 
 def test_a_healthy_run_is_healthy():
@@ -73,6 +74,24 @@ def test_a_loss_held_up_by_its_l2_term_is_over_regularised_not_a_learning_rate_t
         "weights' penalty holds it up, not a small step; underfitting: lower regularisation"]
     assert _run(loss=barely, train=0.764, val=0.737, reg_loss=0.74 * 30.0).labels == ("lr_too_low",)
     assert _run(reg_loss=0.9 * 0.3).labels == ("healthy",)  # the loss fell: the share alone says nothing
+    # the L2 term fell 10 % from its first value: the weights moved, and the penalty held the loss up
+    assert _run(loss=barely, train=0.764, val=0.737, reg_loss=0.75 * 30.0,
+                initial_reg_loss=0.75 * 30.0 / 0.9).labels == ("underfitting",)
+
+
+def test_a_loss_held_up_by_an_l2_term_that_did_not_move_is_a_learning_rate_too_low():
+    # lr 1.2e-7 at reg 0.0345 on breast cancer (standardised): 83 % of the loss is L2 term, and it never moved from
+    # where the initialisation put it; it was "underfitting: lower regularisation", where lr 1e-2 trains to 0.98
+    barely = [4.15] * 100
+    d = _run(loss=barely, train=0.88, val=0.88, reg_loss=0.834 * 4.15, initial_reg_loss=0.834 * 4.15 * 1.0005)
+    assert d.labels == ("lr_too_low",) and d.numbers["reg_change"] == 0.0005
+    assert describe_diagnosis(d) == [
+        "the loss did not fall (instead of falling by 10% or more): the learning rate is too low; its L2 term, 83.4% "
+        "of it at the end, moved by only 0.1% of its first value: the step did not move the weights (whether reg "
+        "is too high shows with a larger lr)"]
+    # a term that moved 9.9 % is still one the step barely moved
+    assert _run(loss=barely, train=0.88, val=0.88, reg_loss=0.834 * 4.15,
+                initial_reg_loss=0.834 * 4.15 / 0.901).labels == ("lr_too_low",)
 
 def test_the_train_val_gap_decides_over_and_underfitting():
     gap = THRESHOLDS.gap_overfit
@@ -284,3 +303,76 @@ def test_a_diagnosis_stored_without_some_numbers_is_described_by_those_it_has():
         "capacity or lower regularisation"]
     assert describe_diagnosis(Diagnosis(("dead_units",), {})) == [
         "dead units: - (> 50% in a layer): a bad initialisation or a learning rate that knocked them off"]
+
+
+def test_a_learning_rate_too_high_is_told_by_what_its_loss_did():
+    # every such run read "the loss exploded, went NaN or ended well above its first value", whichever it was
+    stopped = _run(loss=[2.3, 9.0], status="exploded")
+    assert describe_diagnosis(stopped, "exploded") == [
+        "the loss exploded, and the run was stopped there: the learning rate is too high"]
+    assert describe_diagnosis(_run(loss=[2.3, math.nan], status="diverged"), "nan") == [
+        "the loss went NaN or inf: the learning rate is too high"]
+    rose = _run(loss=[2.0] + [2.5] * 99, train=0.5, val=0.5)  # a run nothing stopped: its last tenth 25 % above
+    assert rose.labels[0] == "lr_too_high" and rose.numbers["loss_change"] == -0.25
+    assert describe_diagnosis(rose, "completed")[0] == (
+        "the loss ended 25.0% above its first value (the mean of its last tenth of iterations): the learning rate is "
+        "too high")
+    far = _run(loss=[2.0] + [5.0] * 99, train=0.5, val=0.5)
+    assert describe_diagnosis(far, "completed")[0].startswith("the loss ended at 2.5 times its first value (")
+    assert describe_diagnosis(rose)[0] == (  # no stop reason known: all three ways
+        "the loss exploded, went NaN or ended well above its first value: the learning rate is too high")
+
+
+def test_a_healthy_run_whose_fall_is_mostly_its_l2_term_shrinking_says_so():
+    # reg 10 on breast cancer: the loss 990 -> 641, 97 % of it the L2 term, read "healthy: the loss fell by 34.0%"
+    # as if the data were being fitted
+    falling = [990.0] + [653.0] * 99
+    d = _run(loss=falling, train=0.9118, val=0.907, reg_loss=0.9746 * 653.0, initial_reg_loss=0.9746 * 653.0 / 0.6434)
+    assert d.labels == ("healthy",) and d.numbers["reg_change"] == 0.3566
+    assert describe_diagnosis(d) == [
+        "healthy: the loss fell by 34.0%, train-val gap 0.5 points; but its L2 term is 97.5% of it at the end and fell "
+        "by 35.7% of its first value: the curve shows the penalty shrinking the weights more than the data being "
+        "fitted"]
+    # a net fitting separable data grows its weights: a share near 100 % with a term that rose says nothing of it
+    grown = _run(loss=falling, train=1.0, val=0.99, reg_loss=0.98 * 653.0, initial_reg_loss=0.5 * 653.0)
+    assert describe_diagnosis(grown) == ["healthy: the loss fell by 34.0%, train-val gap 1.0 points"]
+
+
+def test_a_net_that_always_guesses_the_most_frequent_class_has_not_learned_the_training_set():
+    # 95 % of a CSV's rows were one class: a net crushed by reg 30 guessed it every time, train 0.953, validation
+    # 0.949, and was "healthy" (chance was taken as 1/C = 0.5)
+    d = _run(train=0.9530, val=0.9492, chance=0.9505)
+    assert d.labels == ("underfitting",) and d.numbers["chance"] == 0.9505
+    assert describe_diagnosis(d) == [
+        "train accuracy 0.9530 (always guessing the most frequent class scores 0.9505), train-val gap 0.4 points: the "
+        "training set is not learned; underfitting: raise capacity or lower regularisation"]
+    assert _run(train=0.9530, val=0.9492, chance=0.5).labels == ("healthy",)
+
+
+def test_a_run_that_underfits_with_saturated_or_dead_units_points_at_them():
+    # sigmoid at init std 5 on digits: "underfitting: raise capacity or lower regularisation" beside 67 % of its
+    # outputs saturated, where more units of the same kind would saturate as well
+    saturated = [LayerStats(1, 0.5, 0.45, 0.67, 0.0)]
+    d = _run(train=0.854, val=0.863, layers=saturated, chance=0.1)
+    assert d.labels == ("underfitting", "saturated_units")
+    assert describe_diagnosis(d)[0] == (
+        "train accuracy 0.8540, train-val gap -0.9 points: the training set is not learned; underfitting: raise "
+        "capacity or lower regularisation, or first mend the saturated units (below), which pass little or no "
+        "gradient and may be why")
+    assert describe_diagnosis(_run(train=0.854, val=0.863))[0].endswith("raise capacity or lower regularisation")
+
+
+def test_a_deep_net_whose_outputs_collapsed_names_its_initialisation_beside_the_learning_rate():
+    # 5 layers of 100 at normal std 0.01 on digits: the loss never moved and the run read "the learning rate is too
+    # low" alone, where the lecture's reading is the collapse of its activations (std 0.0127 -> 3.16e-06)
+    stds = [0.0127, 0.00094, 7e-05, 4.8e-06, 3.16e-06]
+    collapsed = [LayerStats(i, 0.0, s, 0.0, 0.0) for i, s in enumerate(stds, start=1)]
+    d = _run(loss=[2.3026] * 100, train=0.1, val=0.09, layers=collapsed, chance=0.1)
+    assert d.labels == ("lr_too_low",) and d.numbers["layer_std"] == stds
+    assert describe_diagnosis(d) == [
+        "the loss did not fall (instead of falling by 10% or more): the learning rate is too low; or the "
+        "initialisation is too small for this depth: the outputs collapse from std 0.0127 in layer 1 to 3.16e-06 in "
+        "layer 5 (under 0.1 x), and the weights' gradients with them (search layers shows it)"]
+    kept = [LayerStats(i, 0.0, s, 0.0, 0.0) for i, s in enumerate([0.26, 0.37, 0.59], start=1)]
+    assert describe_diagnosis(_run(loss=[2.3026] * 100, train=0.1, val=0.09, layers=kept, chance=0.1)) == [
+        "the loss did not fall (instead of falling by 10% or more): the learning rate is too low"]

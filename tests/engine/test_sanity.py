@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from engine.data import DataSpec, load_dataset
-from engine.diagnostics import sanity_checks
-from engine.model import ModelConfig
+from engine.diagnostics import GRADIENT_CHECK_TOLERANCE, sampled_gradient_check, sanity_checks
+from engine.model import FullyConnectedNet, ModelConfig
 from engine.trainer import TrainConfig
 
 
@@ -17,7 +18,30 @@ def test_the_checklist_runs_with_and_without_dropout(dropout):
     ds = load_dataset(DataSpec("spiral", seed=0))
     checks = sanity_checks(ModelConfig(hidden=(20,), dropout=dropout), TrainConfig(epochs=1, batch_size=30, seed=0),
                            ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.num_classes)
-    assert len(checks) == 5
+    assert len(checks) == 6
     initial, with_reg = checks[0], checks[1]
     assert initial.passed and abs(initial.value - math.log(ds.num_classes)) < 0.05
     assert with_reg.passed and with_reg.value > initial.value
+
+
+def test_the_checklist_ends_with_a_gradient_check_that_catches_a_wrong_gradient():
+    # the lecture's checklist starts from a gradient check; search sanity had none
+    ds = load_dataset(DataSpec("spiral", seed=0))
+    checks = sanity_checks(ModelConfig(hidden=(20,)), TrainConfig(epochs=1, batch_size=30, seed=0, reg=0.01),
+                           ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.num_classes)
+    grad = checks[-1]
+    assert grad.name.startswith("gradient check (worst: ") and grad.passed
+    assert 0 < grad.value < GRADIENT_CHECK_TOLERANCE and grad.expected == "relative error < 1e-05"
+    model = FullyConnectedNet(ModelConfig(hidden=(20,), dtype="float64"), 2, 3, np.random.default_rng(0))
+    X, y = ds.X_train[:5].astype(np.float64), ds.y_train[:5]
+    right = sampled_gradient_check(model, X, y, 0.01, np.random.default_rng(0))
+    assert sorted(right) == ["W1", "W2", "b1", "b2"] and max(right.values()) < GRADIENT_CHECK_TOLERANCE
+    loss = model.loss
+
+    def off_by_a_tenth(*args, **kwargs):  # a backward pass that forgot a factor somewhere in W2
+        value, grads = loss(*args, **kwargs)
+        return value, {**grads, "W2": grads["W2"] * 1.1}
+
+    model.loss = off_by_a_tenth
+    wrong = sampled_gradient_check(model, X, y, 0.01, np.random.default_rng(0))
+    assert wrong["W2"] == pytest.approx(0.1 / 2.1, rel=1e-4) and wrong["W1"] < GRADIENT_CHECK_TOLERANCE

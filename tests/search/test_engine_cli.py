@@ -111,7 +111,7 @@ def test_layers_reproduce_the_lecture():
 def test_layers_never_print_a_mean_of_minus_zero():
     # the collapsing net's means printed as -0.00000 beside 0.00000 from layer 4 on
     result = invoke("layers", "--init", "normal", "--init-std", "0.01", "--activation", "tanh")
-    means = [line.split()[1] for line in result.stdout.splitlines()[1:]]
+    means = [line.split()[1] for line in result.stdout.splitlines()[1:11]]
     assert means[3:] == ["0.00000"] * 7 and "-0.00000" not in result.stdout
 
 
@@ -125,10 +125,10 @@ def test_sanity_passes_every_check_on_digits():
     result = invoke("sanity", "--data", "digits", "--json")
     assert result.exit_code == 0, result.output
     checks = json.loads(result.stdout)
-    assert len(checks) == 5 and all(c["passed"] for c in checks)
+    assert len(checks) == 6 and all(c["passed"] for c in checks)
     assert abs(checks[0]["value"] - math.log(10)) < 0.05
     text = invoke("sanity", "--data", "digits").stdout
-    assert text.count("PASS") == 5
+    assert text.count("PASS") == 6
 
 
 def test_sanity_on_a_small_training_set_runs_its_lr_checks_for_ten_updates():
@@ -136,7 +136,7 @@ def test_sanity_on_a_small_training_set_runs_its_lr_checks_for_ten_updates():
     # first loss alone, so the tiny lr "moved it" by exactly 0 and lr 1e6 FAILed with a ratio of 1
     result = invoke("sanity", "--data", "digits", "--train-size", "60", "--json")
     assert result.exit_code == 0, result.output
-    tiny, huge = json.loads(result.stdout)[3:]
+    tiny, huge = json.loads(result.stdout)[3:5]
     assert tiny["passed"] and 0 < tiny["value"] < 0.05
     assert huge["passed"] and huge["value"] > 3
 
@@ -182,3 +182,47 @@ def test_sanity_checks_the_run_search_train_and_a_stage_train_by_default(monkeyp
         text = " ".join(invoke(command, "--help").stdout.split())
         assert "--lr FLOAT Learning rate. [default: 0.001]" in text, command
         assert "--reg FLOAT L2 strength. [default: 0.0001]" in text, command
+
+
+def test_train_says_the_diagnosis_a_trial_of_the_same_run_stores(monkeypatch):
+    # one run babysat by hand printed its curves but not their reading, which only a stage's trials got
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "diagnosis: lr_too_low",
+        "  - the loss rose by 0.03% of its first value (instead of falling by 10% or",
+        "      more): the learning rate is too low",
+    ]
+    out = json.loads(invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7", "--json").stdout)
+    assert out["diagnosis"] == ["lr_too_low"] and out["diagnosis_numbers"]["loss_change"] == -0.0003
+    assert out["sentences"] == ["the loss rose by 0.03% of its first value (instead of falling by 10% or more): the "
+                                "learning rate is too low"]
+    # a run that blew up: its weights overflow their squared sum, and NumPy's warning was printed beside the lines
+    blown = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e6", "--optimizer", "sgd")
+    assert blown.exit_code == 1 and blown.stderr == ""
+    assert blown.stdout.splitlines()[-2:] == ["diagnosis: lr_too_high",
+                                              "  - the loss went NaN or inf: the learning rate is too high"]
+
+
+def test_layers_reads_its_table_as_the_lecture_reads_its_figure(monkeypatch):
+    # the table gave ten rows of numbers and left the reading (collapse, saturation, a kept scale) to the student
+    monkeypatch.setenv("COLUMNS", "80")
+    small = invoke("layers", "--init", "normal", "--init-std", "0.01", "--activation", "tanh").stdout.splitlines()
+    assert small[11:] == [
+        "collapsing: the std falls from 0.214 in layer 1 to 2.96e-07 in layer 10 (below",
+        "    0.1 x layer 1's): the outputs shrink toward zero layer by layer, and so do",
+        "    the weights' gradients (a layer's input times the gradient from above); the",
+        "    weights are too small for this depth"]
+    large = invoke("layers", "--init", "normal", "--init-std", "1.0", "--activation", "tanh").stdout.splitlines()
+    assert large[11:] == [
+        "saturated: 91% of layer 1's outputs are in the flat tails (> 20%), where the",
+        "    local gradient is near 0: the weights are too large"]
+    he = invoke("layers", "--init", "he", "--activation", "relu").stdout.splitlines()
+    assert he[11:] == [
+        "keeps its scale: the std goes from 0.826 in layer 1 to 0.802 in layer 10 with",
+        "    no layer saturated or dead"]
+    xavier_relu = invoke("layers", "--init", "xavier", "--activation", "relu").stdout.splitlines()
+    assert xavier_relu[11].startswith("collapsing: the std falls from 0.584 in layer 1 to 0.0251 in layer 10")
+    one = invoke("layers", "--depth", "1", "--init", "he", "--activation", "relu").stdout.splitlines()
+    assert one[2] == "one layer: std 0.827, its outputs neither saturated nor dead"

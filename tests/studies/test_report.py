@@ -1045,3 +1045,20 @@ def test_a_curves_label_gives_its_value_to_four_decimals_as_the_tables_do():
 
     row = {"stage": "coarse", "number": 7, "param_lr": 0.0123, "param_reg": 1e-4, "value": 0.94301}
     assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (0.9430)"
+
+
+def test_the_pair_plot_of_a_stage_whose_trials_all_scored_the_same_colours_them_at_their_value():
+    # four trials of 0.9884 were drawn in the scale's lowest colour (dark, as the worst) under a colour bar from
+    # 0.988372 to 0.988373 labelled 1e-6+9.88372e-1
+    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE"] * 4, "value": [0.9884] * 4,
+                          "param_lr": [0.1, 0.01, 0.02, 0.05], "param_reg": [1e-6, 1e-7, 1e-5, 2e-6]})
+    ax = plots.new_axes()[0, 0]
+    fig = plots.plot_param_scatter([ax], [("fine-2", frame)], plots.Dim("lr", "float", True),
+                                   plots.Dim("reg", "float", True))
+    norm = ax.collections[0].norm
+    assert (round(norm.vmin, 6), round(norm.vmax, 6)) == (0.9834, 0.9934)
+    assert norm(0.9884) == pytest.approx(0.5)
+    fig.canvas.draw()
+    bar = fig.axes[-1]
+    assert bar.yaxis.get_offset_text().get_text() == ""
+    plots.plt.close(fig)
