@@ -50,6 +50,15 @@ def rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
+def wine_rows(wine_csv, n: int) -> tuple[np.ndarray, list[str]]:
+    """The first ``n`` samples of the wine CSV: their features (file order, without the label) and labels."""
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    column = table[0].index("cultivar")
+    X = np.array([[float(v) for k, v in enumerate(r) if k != column] for r in table[1:n + 1]])
+    return X, [r[column] for r in table[1:n + 1]]
+
+
 def train_and_save(run_cli, data: str, *extra: str) -> dict:
     result = run_cli("train", "--data", data, "--epochs", "15", "--lr", "3e-3", "--save", "model.npz", "--json",
                      *extra)
@@ -714,10 +723,7 @@ def test_labels_none_of_which_is_a_class_of_the_model_give_no_accuracy(run_cli, 
     # integer labels against a model of named classes scored "accuracy 0.0000 (0 of 5 labels)", as if it had
     # predicted them all wrong
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
-    with open(wine_csv) as f:
-        table = list(csv.reader(f))
-    column = table[0].index("cultivar")
-    X = np.array([[float(v) for k, v in enumerate(r) if k != column] for r in table[1:6]])
+    X, _ = wine_rows(wine_csv, 5)
     np.savez(tmp_path / "numbered.npz", X=X, y=np.array([0, 1, 2, 0, 1]))
     result = run_cli("predict", "--model", "model.npz", "--data", "numbered.npz", "--json")
     assert result.exit_code == 0, result.output
@@ -760,12 +766,9 @@ def test_out_dash_is_stdout(run_cli, wine_csv, tmp_path):
 def test_an_empty_npz_label_is_unlabelled_as_an_empty_csv_cell(run_cli, wine_csv, tmp_path):
     # "" in an npz's y was a label the model has no class for, scored wrong ("accuracy 0.0000 (0 of 3 labels)")
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
-    with open(wine_csv) as f:
-        table = list(csv.reader(f))
-    column = table[0].index("cultivar")
-    X = np.array([[float(v) for k, v in enumerate(r) if k != column] for r in table[1:4]])
+    X, labels = wine_rows(wine_csv, 3)
     np.savez(tmp_path / "none.npz", X=X, y=np.array(["", "", ""]))
-    np.savez(tmp_path / "some.npz", X=X, y=np.array([table[1][column], "", ""]))
+    np.savez(tmp_path / "some.npz", X=X, y=np.array([labels[0], "", ""]))
     none = json.loads(run_cli("predict", "--model", "model.npz", "--data", "none.npz", "--json").stdout)
     assert (none["accuracy"], none["labels"]) == (None, 0) and "label" not in none["rows"][0]
     some = json.loads(run_cli("predict", "--model", "model.npz", "--data", "some.npz", "--json").stdout)
