@@ -496,8 +496,8 @@ def read_inputs(
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty, or
     an npz label ""), and each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the
-    cell of ``id_column`` when given, else None; ``label_names`` are the model's classes, which a CSV label cell is matched to as
-    training named it (a cell ``1.0`` is class ``1``).
+    cell of ``id_column`` when given, else None; ``label_names`` are the model's classes, which a CSV label cell is
+    matched to as training named it (a cell ``1.0`` is class ``1``).
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
     ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when

@@ -22,8 +22,8 @@ from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, best_configurations, campaign_stages, create_stage, fine_index, latest_chain_stage,
-    load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts, stage_unfinished,
-    storage_retry_seconds, study_name, value_se, watch_sqlite_file,
+    load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts,
+    stage_unfinished, storage_retry_seconds, study_name, value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -132,8 +132,8 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     else:  # the best first; of equal values, the earlier trial
         ranked = optuna_rdb.ordered_trial_ids(storage, [study_id], [TrialState.COMPLETE], "value", True, top)
         complete = optuna_rdb.trials_by_id(storage, [trial_id for trial_id, _ in ranked])
-        rows = [{"number": t.number, "value": t.value, "params": dict(t.params), "seconds": t.user_attrs.get("seconds")}
-                for t in complete[:top]]
+        rows = [{"number": t.number, "value": t.value, "params": dict(t.params),
+                 "seconds": t.user_attrs.get("seconds")} for t in complete[:top]]
         best_value, best_params = (complete[0].value, dict(complete[0].params)) if complete else (None, {})
     return StageSummary(
         study=stage.name, stage=stage.stage, parent=stage.parent, counts=counts, n_trials=stage.n_trials,
