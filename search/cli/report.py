@@ -137,8 +137,8 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         size = (f"{random_stage.n_trials} trials each" if random_stage.n_trials == grid_stage.n_trials else
                 f"{random_stage.n_trials} random trials and {grid_stage.n_trials} grid points")
         fit = "" if random_stage.n_trials == trials else f" (the grid that --trials {trials} fits)"
-        pairs, epoch_text = ("1 pair" if repeats == 1 else f"{repeats} pairs"), ("1 epoch" if epochs == 1 else
-                                                                                   f"{epochs} epochs")
+        pairs = "1 pair" if repeats == 1 else f"{repeats} pairs"
+        epoch_text = "1 epoch" if epochs == 1 else f"{epochs} epochs"
         say(f"campaign {name}: {pairs} of random and grid stages, {size}{fit}, {epoch_text} a trial, "
             f"on {run.data.name}")
     result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,

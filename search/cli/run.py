@@ -76,8 +76,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         config, explode_factor, stored, recorded, threads = trial_run(storage, from_trial)
     else:
         config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": epochs})
-    # a rerun reads the study database: never written over
-    inputs = {"--data": config.data.name, "--storage": storage_file(storage)}  # read or not, never written over
+    # the study database is never written over, whether this run reads it (--from-trial) or not
+    inputs = {"--data": config.data.name, "--storage": storage_file(storage)}
     check_not_input("--save", save_to, inputs)
     check_not_input("--plot", plot, inputs)
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
