@@ -509,40 +509,50 @@ def postgres_scratch_url(request) -> str:
     return os.environ.get("SEARCH_TEST_POSTGRES_URL") or request.getfixturevalue("pg_database")
 
 
-def test_queries_on_postgresql(postgres_scratch_url) -> None:
+@pytest.fixture
+def postgres_storage(postgres_scratch_url):
+    """The scratch database's storage, without studies before the test and after it."""
     storage = open_storage(postgres_scratch_url)
-    for name in optuna.get_all_study_names(storage):
-        optuna.delete_study(study_name=name, storage=storage)
-    build_database(with_available_driver(postgres_scratch_url))
-    try:
-        studies = list_studies(storage).set_index("study")
-        assert studies.loc["digits/coarse", ["n_trials", "complete", "pruned", "fail"]].tolist() == [7, 5, 2, 1]
-        assert studies.loc["digits/fine-1", "best_value"] == pytest.approx(0.95)
-        assert run_readonly_sql(postgres_scratch_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [13]
-        flat = run_readonly_sql(postgres_scratch_url, "SELECT * FROM trials_flat ORDER BY trial_id")
-        frame = trials_frame(storage)
-        assert len(flat) == 13
-        assert flat["param_lr"].tolist() == pytest.approx(frame["param_lr"].tolist(), nan_ok=True)
-        assert flat["stop_reason"].fillna("-").tolist() == frame["stop_reason"].fillna("-").tolist()
-        assert flat["diagnosis"].fillna("-").tolist() == frame["diagnosis"].fillna("-").tolist()
-        assert flat["diagnosis"].tolist()[2] == "lr_too_low,underfitting"
-        assert flat["state"].tolist() == frame["state"].tolist()
-        for sql in (
-            "DELETE FROM trials",
-            "WITH x AS (SELECT 1) UPDATE trial_values SET value = 0",
-            "SELECT 1; COMMIT; DELETE FROM trials",
-            "SELECT set_config('transaction_read_only', 'off', false), count(*) FROM trials",
-        ):
-            with pytest.raises(QueryError):
-                run_readonly_sql(postgres_scratch_url, sql)
-        assert len(trials_frame(storage)) == 13
-        assert trials_frame(storage, states=["COMPLETE"])["value"].sum() == pytest.approx(
-            sum(v for v, _, _ in COARSE_COMPLETE + FINE_COMPLETE + SPIRAL_COMPLETE)
-        )
-    finally:
+
+    def delete_studies() -> None:
         for name in optuna.get_all_study_names(storage):
             optuna.delete_study(study_name=name, storage=storage)
+
+    delete_studies()
+    try:
+        yield storage
+    finally:
+        delete_studies()
         storage.engine.dispose()
+
+
+def test_queries_on_postgresql(postgres_scratch_url, postgres_storage) -> None:
+    storage = postgres_storage
+    build_database(with_available_driver(postgres_scratch_url))
+    studies = list_studies(storage).set_index("study")
+    assert studies.loc["digits/coarse", ["n_trials", "complete", "pruned", "fail"]].tolist() == [7, 5, 2, 1]
+    assert studies.loc["digits/fine-1", "best_value"] == pytest.approx(0.95)
+    assert run_readonly_sql(postgres_scratch_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [13]
+    flat = run_readonly_sql(postgres_scratch_url, "SELECT * FROM trials_flat ORDER BY trial_id")
+    frame = trials_frame(storage)
+    assert len(flat) == 13
+    assert flat["param_lr"].tolist() == pytest.approx(frame["param_lr"].tolist(), nan_ok=True)
+    assert flat["stop_reason"].fillna("-").tolist() == frame["stop_reason"].fillna("-").tolist()
+    assert flat["diagnosis"].fillna("-").tolist() == frame["diagnosis"].fillna("-").tolist()
+    assert flat["diagnosis"].tolist()[2] == "lr_too_low,underfitting"
+    assert flat["state"].tolist() == frame["state"].tolist()
+    for sql in (
+        "DELETE FROM trials",
+        "WITH x AS (SELECT 1) UPDATE trial_values SET value = 0",
+        "SELECT 1; COMMIT; DELETE FROM trials",
+        "SELECT set_config('transaction_read_only', 'off', false), count(*) FROM trials",
+    ):
+        with pytest.raises(QueryError):
+            run_readonly_sql(postgres_scratch_url, sql)
+    assert len(trials_frame(storage)) == 13
+    assert trials_frame(storage, states=["COMPLETE"])["value"].sum() == pytest.approx(
+        sum(v for v, _, _ in COARSE_COMPLETE + FINE_COMPLETE + SPIRAL_COMPLETE)
+    )
 
 
 def test_studies_package_never_imports_engine_or_search() -> None:
@@ -686,23 +696,16 @@ def test_a_limit_reads_only_the_trials_it_shows(empty_storage, monkeypatch, sort
     assert len(frame) == 5 and read == [5]
 
 
-def test_a_limit_gives_the_first_rows_of_the_whole_listing_on_postgresql(postgres_scratch_url) -> None:
+def test_a_limit_gives_the_first_rows_of_the_whole_listing_on_postgresql(postgres_scratch_url,
+                                                                        postgres_storage) -> None:
     # PostgreSQL's state is an enum type (sorted by its declaration order unless cast to text)
-    storage = open_storage(postgres_scratch_url)
-    for name in optuna.get_all_study_names(storage):
-        optuna.delete_study(study_name=name, storage=storage)
     _mixed_campaign(with_available_driver(postgres_scratch_url))
-    try:
-        for sort in [None, "value", "-number", "state", "-state", "-hidden", "momentum"]:
-            for states in (None, ["PRUNED", "FAIL"]):
-                whole = trials_frame(storage, campaign="m", states=states, sort=sort)
-                for limit in (1, 9):
-                    first = trials_frame(storage, campaign="m", states=states, sort=sort, limit=limit)
-                    pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
-    finally:
-        for name in optuna.get_all_study_names(storage):
-            optuna.delete_study(study_name=name, storage=storage)
-        storage.engine.dispose()
+    for sort in [None, "value", "-number", "state", "-state", "-hidden", "momentum"]:
+        for states in (None, ["PRUNED", "FAIL"]):
+            whole = trials_frame(postgres_storage, campaign="m", states=states, sort=sort)
+            for limit in (1, 9):
+                first = trials_frame(postgres_storage, campaign="m", states=states, sort=sort, limit=limit)
+                pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
 
 
 def test_a_limit_lists_parameters_outside_the_space_in_the_order_of_the_whole_listing(empty_storage) -> None:
