@@ -22,7 +22,7 @@ from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, best_configurations, campaign_stages, create_stage, fine_index, latest_chain_stage,
-    load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts,
+    load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size,
     stage_unfinished, storage_retry_seconds, study_name, value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
@@ -187,7 +187,10 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         # every worker of a stage judges staleness with the stage's interval (see create_stage)
         heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
         storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
-        counts = stage_counts(storage, study_id)
+        # counted by the database: a stage's trials are not read to count them (through the study, Optuna's cache,
+        # every WAITING one would be read too); the same counts size the workers and start the progress
+        before = optuna_rdb.state_counts_and_best(storage, study_id)
+        counts = before[0]
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
         read_stage = None
         if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
@@ -195,9 +198,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat,
                                                          running_trials_by_worker(study))
-        # counted by the database: a stage's trials are not read to count them (through the study, Optuna's cache,
-        # every WAITING one would be read too)
-        progress = Progress(stage.name, stage.n_trials, optuna_rdb.state_counts_and_best(storage, study_id),
+        progress = Progress(stage.name, stage.n_trials, before,
                             mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
