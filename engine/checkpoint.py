@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from engine.encoding import TableEncoding
 from engine.errors import ConfigError, DataError, WriteError
 from engine.formats import cannot_read, check_memory, one_line, read_npz_headers
 from engine.init import InitSpec
@@ -34,8 +35,9 @@ class Checkpoint:
     """A trained model and what scoring new data with it needs.
 
     ``features``: the CSV/TSV columns it reads, in order (None for other data); ``label_column``: the CSV column
-    that held the labels; ``image_shape``: (C, H, W) of the images it reads, before preprocessing; ``info``: the
-    run's configuration, data and scores, kept for the reader (JSON values).
+    that held the labels; ``image_shape``: (C, H, W) of the images it reads, before preprocessing; ``encoding``: how
+    the columns become features (text columns one-hot, missing cells filled), None for columns of numbers read as
+    they are; ``info``: the run's configuration, data and scores, kept for the reader (JSON values).
     """
 
     model: FullyConnectedNet
@@ -44,6 +46,7 @@ class Checkpoint:
     features: tuple[str, ...] | None = None
     label_column: str | None = None
     image_shape: tuple[int, int, int] | None = None
+    encoding: TableEncoding | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,6 +67,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         "label_column": checkpoint.label_column,
         "image_shape": None if checkpoint.image_shape is None else list(checkpoint.image_shape),
         "preprocess": {"name": pre.name, "input_dim": pre.input_dim},
+        "encoding": None if checkpoint.encoding is None else checkpoint.encoding.as_dict(),
         "bn_layers": sorted(model.bn_stats),
         "info": checkpoint.info,
     }
@@ -171,9 +175,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise ValueError(f"{pre['name']} preprocessing keeps {_arrays_text(FITTED[pre['name']])}, the file "
                              f"holds {_arrays_text(stored)}")
         pre_dim = int(pre["input_dim"])
-        if features is not None and len(features) != pre_dim:  # else the data would be blamed for too few columns
-            raise ValueError(f"features names {len(features)} column{'s' if len(features) != 1 else ''}, the model "
-                             f"reads {pre_dim}")
+        encoding = None if meta.get("encoding") is None else TableEncoding.from_dict(meta["encoding"])
+        if encoding is not None and encoding.columns != features:
+            raise ValueError("encoding.columns are not the features the model reads")
+        if features is not None:  # else the data would be blamed for too few columns
+            read = len(features) if encoding is None else encoding.output_dim
+            if read != pre_dim:
+                raise ValueError(f"features names {len(features)} column{'s' if len(features) != 1 else ''}"
+                                 f"{'' if encoding is None else f' encoded into {read} features'}, the model "
+                                 f"reads {pre_dim}")
         pre = Preprocessor(pre["name"], pre_dim, **{
             name: _array(arrays, f"pre.{name}", (pre_dim,) if name != "projection" else (pre_dim, None))
             if f"pre.{name}" in arrays else None for name in _PRE_ARRAYS})
@@ -184,7 +194,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             json.JSONDecodeError) as exc:  # OverflowError: a JSON Infinity where a size is read
         raise _not_a_model(path, exc) from exc
     return Checkpoint(model, pre, names, features=features, label_column=label_column,
-                      image_shape=shape, info=meta.get("info") or {})  # type: ignore[arg-type]
+                      image_shape=shape, encoding=encoding, info=meta.get("info") or {})  # type: ignore[arg-type]
 
 
 def _not_a_model(path: Path, exc: BaseException) -> DataError:

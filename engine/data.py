@@ -1,6 +1,7 @@
 """Datasets: built-in ones by name or the user's files by path, as X float32 (N, D) and y int64 (N,) per split."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -22,6 +23,7 @@ from engine.cifar import (  # noqa: F401  (re-exported: engine.data is where cal
     read_cifar_batch,
     read_cifar_label_names,
 )
+from engine.encoding import MISSING_POLICIES, TableEncoding, fit_encoding
 from engine.errors import ConfigError, DataError, shown
 from engine.formats import (
     FILE_FORMATS,
@@ -35,6 +37,7 @@ from engine.formats import (
     read_npz,
     read_table,
     sha256_files,
+    TableText,
     unsupported_text,
 )
 
@@ -94,6 +97,7 @@ class DataSpec:
     image_size: tuple[int, int] | None = None  # image folders: (width, height) every image is resized to
     val_fraction: float = DEFAULT_VAL_FRACTION  # share of the samples drawn for val where the file gives no val split
     test_fraction: float = DEFAULT_TEST_FRACTION  # likewise for test
+    missing: str | None = None  # CSV/TSV: a missing cell is refused (None), filled ("mean") or its row dropped ("drop")
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -121,6 +125,11 @@ class DataSpec:
             raise ConfigError(f"ignore_columns {', '.join(map(repr, self.ignore_columns))} apply to .csv/.tsv data "
                               f"only, not {self.name!r}")
         object.__setattr__(self, "ignore_columns", tuple(self.ignore_columns))
+        if self.missing is not None:
+            if self.missing not in MISSING_POLICIES:
+                raise ConfigError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {shown(self.missing)}")
+            if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+                raise ConfigError(f"missing {self.missing!r} applies to .csv/.tsv data only, not {self.name!r}")
         if self.image_size is not None:
             size = self.image_size
             if not (isinstance(size, (tuple, list)) and len(size) == 2
@@ -154,6 +163,8 @@ class Dataset:
     image_shape: tuple[int, int, int] | None
     label_names: tuple[str, ...] | None = None
     feature_names: tuple[str, ...] | None = None  # a table's column headers (D,); None for arrays and images
+    encoding: TableEncoding | None = None  # a table's text columns and missing cells, fitted on the training split
+    table_notes: dict[str, Any] | None = None  # what reading the table did: rows dropped, cells filled, unseen values
 
     @property
     def input_dim(self) -> int:
@@ -298,8 +309,8 @@ def channels_first(X: np.ndarray) -> np.ndarray:
     return X
 
 
-def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
-    """X (N, D) or (N, [C,] H, W) as float32 (N, D); DataError naming the first NaN or inf."""
+def _features(source: str, key: str, X: np.ndarray, nan_ok: bool = False) -> np.ndarray:
+    """X (N, D) or (N, [C,] H, W) as float32 (N, D); DataError naming the first NaN (unless ``nan_ok``) or inf."""
     if X.dtype.kind not in "biuf":
         raise DataError(f"{source}: {key} must hold numbers, got dtype {X.dtype}")
     if len(X) == 0:
@@ -309,7 +320,7 @@ def _features(source: str, key: str, X: np.ndarray) -> np.ndarray:
     X = X.reshape(len(X), -1)
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32, copy=False)
-    if X.dtype.kind == "f" and not np.isfinite(X32).all():
+    if X.dtype.kind == "f" and not np.isfinite(X32).all() and not (nan_ok and not np.isinf(X32).any()):
         r, c = np.argwhere(~np.isfinite(X32))[0]
         raise DataError(f"{source}: NaN or inf in features: {key} row {r} feature {c} is {X[r, c].item()!r} "
                         "(counting from 0; values beyond float32 become inf)")
@@ -364,6 +375,7 @@ def _assemble(
     label_names: tuple[str, ...] | None = None,
     feature_names: tuple[str, ...] | None = None,
     labels_from: str = "",
+    nan_ok: bool = False,
 ) -> Dataset:
     """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified
     (``labels_from``: see ``stratified_split``)."""
@@ -383,7 +395,7 @@ def _assemble(
         if sample_shape is not None and X.shape[1:] != sample_shape:
             raise DataError(f"{source}: X_{split} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
         sample_shape = X.shape[1:]
-        Xs[split], ys[split] = _features(source, f"X_{split}", X), y
+        Xs[split], ys[split] = _features(source, f"X_{split}", X, nan_ok), y
     if len(ys["train"]) == 0:
         raise DataError(f"{source}: no training samples")
     if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
@@ -478,31 +490,64 @@ def load_data_file(spec: DataSpec) -> Dataset:
     if fmt == "npz":
         return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
     if fmt in ("csv", "tsv"):
-        delimiter = "," if fmt == "csv" else "\t"
-        X, labels, feature_names, column = read_table(path, delimiter, spec.label_column, spec.ignore_columns)
-        y, label_names = _label_array(labels)
-        labels_from = (f" of the label column {column!r}" if spec.label_column is not None
-                       else f" of the label column {column!r} (the last; --label-column NAME takes another)")
-        return _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=feature_names,
-                         labels_from=labels_from, **options)
+        return _load_table(spec, path, "," if fmt == "csv" else "\t", options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)
     return _assemble(spec.name, source, {"train": (X, y)}, image_shape=image_shape, label_names=classes, **options)
+
+
+def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, Any]) -> Dataset:
+    """A CSV/TSV as a Dataset: rows missing a label (or, with ``--missing drop``, a value) dropped, split, then its
+    text columns and missing cells encoded as fitted on the training split (``table_notes`` says what was done)."""
+    source = str(path)
+    X, labels, columns, label_column, text = read_table(path, delimiter, spec.label_column, spec.ignore_columns,
+                                                        missing_ok=spec.missing is not None)
+    notes: dict[str, Any] = {"missing": spec.missing, "unlabelled_rows_dropped": 0, "rows_dropped": 0,
+                             "cells_filled": 0, "unseen": {}}
+    if spec.missing is not None:
+        labelled = np.array([label != "" for label in labels])
+        complete = ~np.isnan(X).any(axis=1) if spec.missing == "drop" else np.ones(len(X), dtype=bool)
+        notes["unlabelled_rows_dropped"] = int((~labelled).sum())
+        notes["rows_dropped"] = int((labelled & ~complete).sum())
+        keep = labelled & complete
+        if not keep.any():
+            raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
+                            f"{notes['rows_dropped']} a value (--missing {spec.missing})")
+        X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
+    y, label_names = _label_array(labels)
+    labels_from = (f" of the label column {label_column!r}" if spec.label_column is not None
+                   else f" of the label column {label_column!r} (the last; --label-column NAME takes another)")
+    ds = _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=columns,
+                   labels_from=labels_from, nan_ok=True, **options)
+    if not text.values and spec.missing is None:
+        return ds
+    encoding = fit_encoding(source, columns, ds.X_train, text.values, fill=spec.missing == "mean")
+    encoded: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        raw = getattr(ds, f"X_{split}")
+        notes["cells_filled"] += int(np.isnan(raw).sum())
+        encoded[split], unseen = encoding.transform(raw, text.values)
+        if unseen:
+            notes["unseen"][split] = unseen
+    return dataclasses.replace(ds, X_train=encoded["train"], X_val=encoded["val"], X_test=encoded["test"],
+                               feature_names=encoding.feature_names, encoding=encoding, table_notes=notes)
 
 
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
-) -> tuple[np.ndarray, list[str | None] | None, list[str] | None]:
+    encoding: TableEncoding | None = None,
+) -> tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int]]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty, or
-    an npz label ""), and each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the
-    cell of ``id_column`` when given, else None; ``label_names`` are the model's classes, which a CSV label cell is
-    matched to as training named it (a cell ``1.0`` is class ``1``).
+    an npz label ""), each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the
+    cell of ``id_column`` when given, else None; and per text column the cells of a category the model never saw.
+    ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a cell
+    ``1.0`` is class ``1``).
 
-    .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), labels from
-    ``label_column`` when the file has it; .npz: ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when
-    present; an image folder (one subfolder per class, which names the label, or the images alone, unlabelled):
-    resized to ``image_shape``.
+    .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), encoded with the model's
+    ``encoding`` (text columns, missing cells), labels from ``label_column`` when the file has it; .npz: ``X`` (or
+    ``X_test``), labels from ``y`` (or ``y_test``) when present; an image folder (one subfolder per class, which
+    names the label, or the images alone, unlabelled): resized to ``image_shape``.
     """
     path = Path(path).expanduser()
     fmt = detect_format(path)
@@ -512,11 +557,19 @@ def read_inputs(
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
         delimiter = "," if fmt == "csv" else "\t"
-        X, cells = read_columns(path, delimiter, features, label_column)  # first: it checks every row's fields
+        text = TableText()
+        if encoding is not None:
+            text = TableText(missing_ok=encoding.fill is not None,
+                             values={c: {} for c, cats in enumerate(encoding.categories) if cats is not None})
+        # first: it checks every row's fields
+        X, cells = read_columns(path, delimiter, features, label_column, text)
+        unseen: dict[str, int] = {}
+        if encoding is not None:
+            X, unseen = encoding.transform(X, text.values)
         ids = read_cells(path, delimiter, id_column) if id_column is not None else None
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
-            return X, None, ids
-        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], ids
+            return X, None, ids, unseen
+        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], ids, unseen
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
@@ -530,12 +583,12 @@ def read_inputs(
                     X = channels_first(X)
                 X = _features(str(path), X_key, X)
                 if y_key not in arrays:
-                    return X, None, None
+                    return X, None, None, {}
                 y = np.asarray(arrays[y_key]).reshape(-1)
                 if len(y) != len(X):
                     raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
                 labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
-                return X, labels if any(labels) else None, None
+                return X, labels if any(labels) else None, None, {}
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
     if fmt == "image_folder":
@@ -546,7 +599,7 @@ def read_inputs(
         if shape != tuple(image_shape):
             raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
         return X, [classes[i] for i in y.tolist()] if classes else None, [
-            file.relative_to(path).as_posix() for file, _ in files]
+            file.relative_to(path).as_posix() for file, _ in files], {}
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
 
 
@@ -693,6 +746,20 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
         "value_range": {"min": float(min(X.min() for X in X_all)), "max": float(max(X.max() for X in X_all))},
         "feature_std": {"min": float(std.min()), "max": float(std.max())},
         "warnings": warnings,
+        "table": None if ds.encoding is None else table_encoding_info(ds.encoding, ds.table_notes or {}),
+    }
+
+
+def table_encoding_info(encoding: TableEncoding, notes: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready: a table's columns, its text columns with their training categories, what a missing cell became,
+    and the rows dropped, cells filled and cells of unseen categories per split (``Dataset.table_notes``)."""
+    return {
+        "columns": len(encoding.columns),
+        "text_columns": [{"name": name.strip(), "categories": list(cats)}
+                         for name, cats in zip(encoding.columns, encoding.categories) if cats is not None],
+        "fill": None if encoding.fill is None else {name.strip(): value
+                                                    for name, value in zip(encoding.columns, encoding.fill)},
+        **notes,
     }
 
 

@@ -10,6 +10,7 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -33,6 +34,7 @@ CSV_CHUNK_ROWS = 10_000
 # which parse as numbers, and with the '?' of UCI's files)
 MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "null", "none", "?"})
 HASH_CHUNK = 1 << 20
+MAX_CATEGORIES = 100  # a column of text with more values than this is refused, not one-hot encoded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,10 +204,24 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 # .csv / .tsv
 
 
-def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = ()
-               ) -> tuple[np.ndarray, list[str], tuple[str, ...], str]:
-    """A header-row CSV/TSV as features float32 (N, D), the label cell of each row (N,), the feature names (D,) and
-    the label column's name; the ``ignore`` columns are neither."""
+@dataclass
+class TableText:
+    """What reading a table finds beyond numbers. A column of text holds each cell's code, the index of its value in
+    ``values[column]``, as a float; a missing cell is NaN when ``missing_ok``, else refused. ``discover``: a column
+    whose cells are all text is read as text (training); otherwise only the columns ``values`` names are."""
+
+    discover: bool = False
+    missing_ok: bool = False
+    values: dict[int, dict[str, int]] = field(default_factory=dict)
+    first: dict[int, tuple[str, str]] = field(default_factory=dict)  # column -> its first text cell and where
+    numeric: set[int] = field(default_factory=set)  # columns that held a number
+
+
+def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = (),
+               missing_ok: bool = False) -> tuple[np.ndarray, list[str], tuple[str, ...], str, TableText]:
+    """A header-row CSV/TSV as features float32 (N, D), the label cell of each row (N,), the feature names (D,), the
+    label column's name and its columns of text (their cells as codes, see ``TableText``); the ``ignore`` columns
+    are neither. ``missing_ok``: a missing feature cell is NaN and a missing label ''."""
     found: list[tuple[tuple[str, ...], str]] = []
 
     def columns(header: list[str]) -> tuple[list[int] | None, int, tuple[str, ...]]:
@@ -219,12 +235,23 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         found.append((names, header[take[label_index]].strip()))
         return (take if ignore else None), label_index, names  # None: every column, without cutting each row
 
-    X, labels = _read_rows(path, delimiter, columns, text_hint=TEXT_COLUMN_HINT)
-    return X, labels, *found[0]
-
-
-TEXT_COLUMN_HINT = ("every column but the label column is trained on as a feature: leave it out with --ignore-column "
-                    "NAME if it is an id or a note, or name it with --label-column if it holds the labels")
+    text = TableText(discover=True, missing_ok=missing_ok)
+    X, labels = _read_rows(path, delimiter, columns, text, empty_label="" if missing_ok else None)
+    names = found[0][0]
+    for c, values in text.values.items():
+        cells = int(np.count_nonzero(~np.isnan(X[:, c])))
+        example, where = text.first[c]
+        if len(values) > 2 and len(values) > cells / 2:
+            raise DataError(f"{path}: column {names[c]!r} holds text, not numbers, with {len(values)} different "
+                            f"values in {cells} rows ({example[:40]!r} in {where}, ...): an id or a note, not "
+                            f"categories; leave it out with --ignore-column {names[c].strip()}, or name it with "
+                            f"--label-column if it holds the labels")
+        if len(values) > MAX_CATEGORIES:
+            raise DataError(f"{path}: column {names[c]!r} holds text with {len(values)} different values ("
+                            f"{example[:40]!r} in {where}, ...), more than the {MAX_CATEGORIES} categories a column "
+                            f"is one-hot encoded into; leave it out with --ignore-column {names[c].strip()}, or "
+                            f"merge its values into fewer")
+    return X, labels, *found[0], text
 
 
 def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = ()
@@ -245,10 +272,11 @@ def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: 
 
 
 def read_columns(
-    path: Path, delimiter: str, features: tuple[str, ...], label_column: str | None
+    path: Path, delimiter: str, features: tuple[str, ...], label_column: str | None, text: TableText | None = None
 ) -> tuple[np.ndarray, list[str] | None]:
     """The named ``features`` of a header-row CSV/TSV as float32 (N, D) in that order, whatever the file's column
-    order and other columns, and the cells of ``label_column`` when the file has that column (else None)."""
+    order and other columns, and the cells of ``label_column`` when the file has that column (else None); ``text``:
+    which of them hold text, and whether a missing cell is read (see ``TableText``)."""
     labelled: list[bool] = []
 
     def columns(header: list[str]) -> tuple[list[int], int, tuple[str, ...]]:
@@ -278,7 +306,7 @@ def read_columns(
             take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]
         return take, len(features), features
 
-    X, labels = _read_rows(path, delimiter, columns, empty_label="")
+    X, labels = _read_rows(path, delimiter, columns, text or TableText(), empty_label="")
     return X, labels if labelled[0] else None
 
 
@@ -311,12 +339,12 @@ def on_long_read(notice: Callable[[Path, int], None] | None) -> None:
 
 def _read_rows(
     path: Path, delimiter: str, columns: Callable[[list[str]], tuple[list[int] | None, int, tuple[str, ...]]],
-    empty_label: str | None = None, text_hint: str | None = None,
+    text: TableText, empty_label: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """The rows of a header-row table as float32 features and label cells. ``columns(header)`` gives the columns
     each row is cut to (None: all of them), the index of the label among those (a row without one gets '-'), and
-    the feature names; an empty label cell is an error, or ``empty_label`` when given. ``text_hint``: what to do
-    about a feature column that holds text in every row."""
+    the feature names; an empty label cell is an error, or ``empty_label`` when given. ``text``: the columns of text
+    found or known, and whether a missing cell is read."""
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -348,11 +376,11 @@ def _read_rows(
                     lines.append(reader.line_num)
                     if len(rows) == CSV_CHUNK_ROWS:
                         chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
-                                                  empty_label, text_hint))
+                                                  text, empty_label))
                         rows, lines = [], []
                 if rows:
                     chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
-                                              empty_label, text_hint))
+                                              text, empty_label))
             except _MissingValue as missing:
                 # the rows after this read miss values too: all are named (counted) at once, not one read per run
                 later = missing.rows
@@ -365,7 +393,7 @@ def _read_rows(
                         row = [row[i] for i in take] + (["-"] if unlabelled else [])
                     if any(map(_is_missing, row[:label_index] + row[label_index + 1:])):
                         later.append((number, reader.line_num))
-                raise DataError(missing.head + _more_missing(later)) from None
+                raise DataError(missing.head + _more_missing(later, text.discover)) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
                         f"\"CSV UTF-8\")") from exc
@@ -445,43 +473,75 @@ def _table_bytes(path: Path, size: int, n_features: int) -> int:
 
 def _parse_rows(
     path: Path, rows: list[list[str]], lines: list[int], label_index: int, names: tuple[str, ...],
-    first_row: int, labels: list[str], empty_label: str | None = None, text_hint: str | None = None,
+    first_row: int, labels: list[str], text: TableText, empty_label: str | None = None,
 ) -> np.ndarray:
-    """Feature cells of ``rows`` as float32 (len(rows), D); appends the label cells to ``labels``; ``text_hint`` ends
-    the error for a column of text in every row."""
+    """Feature cells of ``rows`` as float32 (len(rows), D) (columns of text as codes, see ``TableText``); appends the
+    label cells to ``labels`` (a missing one as ``empty_label`` when ``text.missing_ok``)."""
     cells = [row[:label_index] + row[label_index + 1:] for row in rows]
-    try:
-        if any("_" in "".join(row) for row in cells):  # NumPy reads 1_000 as 1000 (and a code 3_1 as 31)
-            raise ValueError("a cell with '_'")
-        X = np.array(cells, dtype=np.float64)
-    except ValueError:
-        for r, row in enumerate(cells):
-            for c, cell in enumerate(row):
-                if not is_number_text(cell):
-                    where = f"row {first_row + r + 1} (line {lines[r]})"
-                    if text_hint and cell.strip() and not any(is_number_text(other[c]) for other in cells):
-                        raise DataError(f"{path}: column {names[c]!r} holds text, not numbers ({cell[:40]!r} in "
-                                        f"{where}, and no number in any row); {text_hint}")
-                    if _is_missing(cell):
-                        what = "empty" if not cell.strip() else repr(cell.strip())
-                        raise _MissingValue(f"{path}: {where} column {names[c]!r} is {what} (a missing value)",
-                                            _missing_rows(cells[r + 1:], lines[r + 1:], first_row + r + 1))
-                    raise DataError(f"{path}: {where} column {names[c]!r}: {cell[:40]!r} is not a number")
-        raise
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+    X = None
+    if not text.values and not any("_" in "".join(row) for row in cells):  # NumPy reads 1_000 as 1000 (3_1 as 31)
+        try:
+            X = np.array(cells, dtype=np.float64)
+        except ValueError:
+            pass
+    if X is None:
+        X = _parse_cells(path, cells, lines, names, first_row, text)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32)
-    if not np.isfinite(X32).all():
-        r, c = np.argwhere(~np.isfinite(X32))[0]
-        raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "
-                        f"{cells[r][c][:40]!r} is NaN or infinite in float32")
+    for r, c in np.argwhere(~np.isfinite(X32)):
+        if not _is_missing(cells[r][c]):
+            raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "
+                            f"{cells[r][c][:40]!r} is NaN or infinite in float32")
     for r, row in enumerate(rows):
         label = row[label_index].strip()
-        if not label:
+        if not label or (text.missing_ok and _is_missing(label)):
             if empty_label is None:
                 raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
             label = empty_label
         labels.append(label)
     return X32
+
+
+def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tuple[str, ...], first_row: int,
+                 text: TableText) -> np.ndarray:
+    """Feature cells as float64 (N, D) one by one: numbers, codes of the columns of text (a column all text is one when
+    ``text.discover``), NaN for a missing cell when ``text.missing_ok``; else DataError naming the cell."""
+    X = np.full((len(cells), len(names)), np.nan)
+
+    def where(r: int) -> str:
+        return f"row {first_row + r + 1} (line {lines[r]})"
+
+    for c, name in enumerate(names):
+        column = [row[c] for row in cells]
+        if c not in text.values:
+            numbers = [is_number_text(cell) for cell in column]
+            words = [r for r, cell in enumerate(column) if not numbers[r] and not _is_missing(cell)]
+            if not words:
+                for r in np.flatnonzero(numbers):
+                    X[r, c] = float(column[r])
+                text.numeric.update([c] if any(numbers) else [])
+                continue
+            if not text.discover or any(numbers) or c in text.numeric:
+                r = words[0]
+                raise DataError(f"{path}: {where(r)} column {name!r}: {column[r][:40]!r} is not a number")
+            text.values[c], text.first[c] = {}, (column[words[0]].strip(), where(words[0]))
+        codes = text.values[c]
+        for r, cell in enumerate(column):
+            if _is_missing(cell):
+                continue
+            if text.discover and is_number_text(cell):
+                raise DataError(f"{path}: {where(r)} column {name!r}: {cell[:40]!r} is a number, but the column "
+                                f"holds text ({text.first[c][0][:40]!r} in {text.first[c][1]})")
+            X[r, c] = codes.setdefault(cell.strip(), len(codes))
+    if not text.missing_ok:
+        for r, row in enumerate(cells):
+            for c, cell in enumerate(row):
+                if _is_missing(cell):
+                    what = "empty" if not cell.strip() else repr(cell.strip())
+                    raise _MissingValue(f"{path}: {where(r)} column {names[c]!r} is {what} (a missing value)",
+                                        _missing_rows(cells[r + 1:], lines[r + 1:], first_row + r + 1),
+                                        text.discover)
+    return X
 
 
 def _is_missing(cell: str) -> bool:
@@ -493,8 +553,8 @@ class _MissingValue(DataError):
     """A missing value in a table's rows read so far: ``head`` names the first, ``rows`` (row, line) the others
     after it among those rows; ``_read_rows`` adds the rest of the file's before it is raised as a DataError."""
 
-    def __init__(self, head: str, rows: list[tuple[int, int]]) -> None:
-        super().__init__(head + _more_missing(rows))
+    def __init__(self, head: str, rows: list[tuple[int, int]], training: bool) -> None:
+        super().__init__(head + _more_missing(rows, training))
         self.head, self.rows = head, rows
 
 
@@ -503,15 +563,16 @@ def _missing_rows(cells: list[list[str]], lines: list[int], first_row: int) -> l
     return [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if any(map(_is_missing, row))]
 
 
-def _more_missing(rows: list[tuple[int, int]], shown: int = 5) -> str:
+def _more_missing(rows: list[tuple[int, int]], training: bool, shown: int = 5) -> str:
     """The end of the error for a missing value: the other ``rows`` (row, line) that miss one too, so that all are
-    mended at once, and what to do."""
+    mended at once, and what to do (``training``: what --missing does too)."""
+    option = ", or train with --missing mean (fill in the training split's mean) or --missing drop" if training else ""
     if not rows:
-        return ": fill it in or delete the row"
+        return f": fill it in or delete the row{option}"
     listed = ", ".join(f"{row} (line {line})" for row, line in rows[:shown])
     more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
     have = f"rows {listed}{more} have" if len(rows) > 1 else f"row {listed} has"
-    return f"; {have} one too: fill them in or delete those rows"
+    return f"; {have} one too: fill them in or delete those rows{option}"
 
 
 def is_number_text(cell: str) -> bool:

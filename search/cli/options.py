@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from engine.data import DATASETS, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
+from engine.encoding import MISSING_POLICIES
 from engine.init import INITIALISERS, InitSpec
 from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
@@ -117,8 +118,8 @@ def choice(names: Any) -> click.Choice:
 
 # --help shows options in these sections, in this order; any other option goes under "Options"
 SECTIONS = {
-    "Data": ("data", "data_dir", "label_column", "ignore_columns", "image_size", "val_fraction", "test_fraction", "train_size",
-             "val_size", "preprocess", "pca_components"),
+    "Data": ("data", "data_dir", "label_column", "ignore_columns", "missing", "image_size", "val_fraction",
+             "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
     "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
     "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "scheduler", "top", "edge",
@@ -232,6 +233,10 @@ RUN_OPTIONS = [
     click.option("--label-column", default=None, metavar="NAME", help="CSV/TSV label column (default: the last)."),
     click.option("--ignore-column", "ignore_columns", multiple=True, metavar="NAME",
                  help="A CSV/TSV column neither trained on nor the labels (an id, a note); repeat for several."),
+    click.option("--missing", type=click.Choice(MISSING_POLICIES), default=None,
+                 help="A CSV/TSV's missing cells (empty, NA, ?): mean fills the training split's mean (a text "
+                      "column: its most frequent value), drop drops the row; rows without a label are dropped. "
+                      "Default: refused."),
     click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
                  help="Resize every image of an image folder to W x H pixels."),
     click.option("--val-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
@@ -276,7 +281,8 @@ RUN_OPTIONS = [
                  help="Multiply lr by this after each epoch."),
     seed_option,
 ]
-RUN_PARAMS = ("data", "data_dir", "label_column", "ignore_columns", "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
+RUN_PARAMS = ("data", "data_dir", "label_column", "ignore_columns", "missing", "image_size", "val_fraction",
+              "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
               "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias", "optimizer",
               "momentum", "batch_size", "lr_decay", "seed")
 
@@ -286,7 +292,7 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     hidden = v["hidden"] if v["depth"] is None else (v["hidden"][0],) * v["depth"]
     return RunConfig(
         data=DataSpec(_data_name(v["data"]), v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"],
-                      label_column=v["label_column"], ignore_columns=tuple(v["ignore_columns"]),
+                      label_column=v["label_column"], ignore_columns=tuple(v["ignore_columns"]), missing=v["missing"],
                       image_size=v["image_size"], val_fraction=v["val_fraction"],
                       test_fraction=v["test_fraction"]),
         preprocess=PreprocessSpec(v["preprocess"], v["pca_components"]),

@@ -227,7 +227,7 @@ def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,
     names = raw.label_names or tuple(str(i) for i in range(raw.num_classes))
     info = {"run": config.to_dict(), **scores}
     save_checkpoint(path, Checkpoint(model, pre, names, features=features, label_column=label_column,
-                                     image_shape=raw.image_shape, info=info))
+                                     image_shape=raw.image_shape, encoding=raw.encoding, info=info))
 
 
 def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, Any, dict, int | None]:
@@ -390,6 +390,10 @@ def data(base: RunConfig, as_json: bool) -> None:
                f"{s['test']} test; {info['features']} features{shape}")
     say(f"values {info['value_range']['min']:.4g} to {info['value_range']['max']:.4g}; feature std "
                f"{info['feature_std']['min']:.3g} to {info['feature_std']['max']:.3g}")
+    table = info["table"]
+    if table is not None:
+        for line in table_lines(table):
+            say(line)
     kept = prepared.X_train.shape[1]
     if kept != info["features"]:  # pca and whiten train on fewer features than the file holds
         say(f"--preprocess {base.preprocess.name} keeps {kept} of the {info['features']} features (the top principal "
@@ -401,6 +405,34 @@ def data(base: RunConfig, as_json: bool) -> None:
     warnings = [*info["warnings"], batch_warning(s["train"], base.train.batch_size)]
     for w in filter(None, warnings):
         say(f"warning: {w}")
+
+
+def table_lines(table: dict[str, Any]) -> list[str]:
+    """What ``search data`` says of a table's encoding (``engine.data.table_encoding_info``): its text columns and
+    their categories, missing cells and dropped rows, cells of categories training never saw."""
+    lines = []
+    for column in table["text_columns"]:
+        cats = column["categories"]
+        shown = ", ".join(cats[:8]) + (", ..." if len(cats) > 8 else "")
+        lines.append(f"text column {column['name']!r}: one-hot, {len(cats)} categories of the training split "
+                     f"({shown}) -> {len(cats)} features")
+    if table["missing"] is not None:
+        fills = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value!r}"
+                          for name, value in (table["fill"] or {}).items())
+        filled = f"{table['cells_filled']} missing cells filled ({fills})" if table["missing"] == "mean" else (
+            f"{table['rows_dropped']} rows with a missing value dropped")
+        lines.append(f"--missing {table['missing']}: {filled}, {table['unlabelled_rows_dropped']} rows without a "
+                     f"label dropped")
+    for split, unseen in table["unseen"].items():
+        lines.append(f"{split}: {unseen_text(unseen)}")
+    return lines
+
+
+def unseen_text(unseen: dict[str, int]) -> str:
+    """'2 cells of a category training never saw (color 2), encoded as all zeros' of the counts per text column."""
+    total = sum(unseen.values())
+    counts = ", ".join(f"{name} {n}" for name, n in unseen.items())
+    return f"{total} cell{'s' if total != 1 else ''} of a category training never saw ({counts}), encoded as all zeros"
 
 
 # what --out of search predict refuses: files read as another format than the CSV it writes
@@ -450,9 +482,9 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if id_column in ("row", "prediction", "label", *probability_columns):  # two columns of one name: --json keeps one
         raise SearchError(f"--id-column {id_column}: the predictions have a column {id_column!r} of their own; "
                           f"rename the column in {data_path} to name the rows by it")
-    X, labels, files = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
-                                   label_column=saved.label_column, image_shape=saved.image_shape,
-                                   id_column=id_column)
+    X, labels, files, unseen = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
+                                           label_column=saved.label_column, image_shape=saved.image_shape,
+                                           id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
     scores = saved.preprocessor.transform(X)
@@ -489,7 +521,9 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     elif not as_json:
         write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
-    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out}
+    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen}
+    if unseen:
+        line += f"; {unseen_text(unseen)}"
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled

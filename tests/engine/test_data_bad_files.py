@@ -17,6 +17,9 @@ from engine.data import DataSpec, load_dataset
 from engine.errors import ConfigError, DataError
 from engine.formats import detect_format
 
+# how a training read's refusal of a missing value ends
+OR_MISSING = ", or train with --missing mean (fill in the training split's mean) or --missing drop"
+
 
 def _error(spec: DataSpec, named: Path, *fragments: str) -> str:
     """The one-line DataError that loading ``spec`` raises; it names ``named`` and holds every fragment."""
@@ -106,12 +109,13 @@ def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
     empty = _csv(tmp_path / "empty_cell.tsv", "a\tb\tlabel\n" + "1\t\ta\n" + _good_rows(6).replace(",", "\t"))
     # a missing value was "'' is not a number"
     assert _error(DataSpec(str(empty)), empty) == (f"{empty}: row 1 (line 2) column 'b' is empty (a missing value): "
-                                                   "fill it in or delete the row")
+                                                   "fill it in or delete the row" + OR_MISSING)
     # R's NA, a spreadsheet's #N/A and UCI's ? were "'NA' is not a number", as if the cell held a typo
     for cell in ("NA", "#N/A", "?", " n/a"):
         marked = _csv(tmp_path / "marked.csv", "a,b,label\n" + _good_rows(3) + f"1,{cell},a\n" + _good_rows(8))
         assert _error(DataSpec(str(marked)), marked) == (
-            f"{marked}: row 4 (line 5) column 'b' is {cell.strip()!r} (a missing value): fill it in or delete the row")
+            f"{marked}: row 4 (line 5) column 'b' is {cell.strip()!r} (a missing value): fill it in or delete the "
+            "row" + OR_MISSING)
 
 
 def test_every_row_with_a_missing_value_is_named_at_once(tmp_path: Path) -> None:
@@ -119,12 +123,12 @@ def test_every_row_with_a_missing_value_is_named_at_once(tmp_path: Path) -> None
     two = _csv(tmp_path / "two.csv", "a,b,label\n" + _good_rows(3) + "1,,a\n" + _good_rows(4) + "NA,3,b\n" +
                _good_rows(5))
     assert _error(DataSpec(str(two)), two) == (f"{two}: row 4 (line 5) column 'b' is empty (a missing value); row 9 "
-                                               "(line 10) has one too: fill them in or delete those rows")
+                                               "(line 10) has one too: fill them in or delete those rows" + OR_MISSING)
     rows = "".join("1,,a\n" if i in (2, 4, 5, 7, 8, 9, 11) else f"{i},{i},{'ab'[i % 2]}\n" for i in range(14))
     many = _csv(tmp_path / "many.csv", "a,b,label\n" + rows)
     assert _error(DataSpec(str(many)), many) == (
         f"{many}: row 3 (line 4) column 'b' is empty (a missing value); rows 5 (line 6), 6 (line 7), 8 (line 9), "
-        "9 (line 10), 10 (line 11) and 1 more have one too: fill them in or delete those rows")
+        "9 (line 10), 10 (line 11) and 1 more have one too: fill them in or delete those rows" + OR_MISSING)
 
 
 def test_rows_missing_a_value_past_the_first_read_are_named_too(tmp_path: Path, monkeypatch) -> None:
@@ -138,11 +142,11 @@ def test_rows_missing_a_value_past_the_first_read_are_named_too(tmp_path: Path, 
     late = _csv(tmp_path / "late.csv", "a,b,label\n" + rows)
     assert _error(DataSpec(str(late)), late) == (
         f"{late}: row 2 (line 3) column 'b' is empty (a missing value); rows 7 (line 8), 10 (line 11), 14 (line 15) "
-        "have one too: fill them in or delete those rows")
+        "have one too: fill them in or delete those rows" + OR_MISSING)
     alone = _csv(tmp_path / "alone.csv", "a,b,label\n" + "".join(
         f"{i},{i},{'ab'[i % 2]}\n" if i != 9 else "1,,a\n" for i in range(12)))
     assert _error(DataSpec(str(alone)), alone) == (
-        f"{alone}: row 10 (line 11) column 'b' is empty (a missing value): fill it in or delete the row")
+        f"{alone}: row 10 (line 11) column 'b' is empty (a missing value): fill it in or delete the row" + OR_MISSING)
 
 
 def test_a_cell_with_a_digit_separator_is_not_read_as_a_number(tmp_path: Path) -> None:
@@ -151,17 +155,18 @@ def test_a_cell_with_a_digit_separator_is_not_read_as_a_number(tmp_path: Path) -
     _error(DataSpec(str(path)), path, "row 4 (line 5) column 'a'", "'1_000' is not a number")
     codes = _csv(tmp_path / "codes.csv", "code,b,label\n" + "".join(f"{i}_1,{i},{'ab'[i % 2]}\n" for i in range(12)))
     assert _error(DataSpec(str(codes)), codes).startswith(
-        f"{codes}: column 'code' holds text, not numbers ('0_1' in row 1 (line 2), and no number in any row)")
+        f"{codes}: column 'code' holds text, not numbers, with 12 different values in 12 rows ('0_1' in row 1 (line 2)")
 
 
 def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -> None:
     # a string id (wine.tsv's W0000, W0001, ...) was "row 1 (line 2) column 'id': 'W0000' is not a number"
     rows = "".join(f"W{i:04d}\t{i % 5}\t{i % 3}\t{'ab'[i % 2]}\n" for i in range(12))
     path = _csv(tmp_path / "wine.tsv", "id\ta\tb\tcultivar\n" + rows)
+    # text columns are one-hot encoded, but one with a different value in (nearly) every row is an id, not categories
     assert _error(DataSpec(str(path)), path) == (
-        f"{path}: column 'id' holds text, not numbers ('W0000' in row 1 (line 2), and no number in any row); every "
-        "column but the label column is trained on as a feature: leave it out with --ignore-column NAME if it is an "
-        "id or a note, or name it with --label-column if it holds the labels")
+        f"{path}: column 'id' holds text, not numbers, with 12 different values in 12 rows ('W0000' in row 1 (line 2), "
+        "...): an id or a note, not categories; leave it out with --ignore-column id, or name it with --label-column "
+        "if it holds the labels")
     # one text cell among numbers is still named by its row
     mixed = _csv(tmp_path / "mixed.tsv", "id\ta\tb\tcultivar\n" + "7\t1\t2\ta\n" + rows)
     assert _error(DataSpec(str(mixed)), mixed) == f"{mixed}: row 2 (line 3) column 'id': 'W0000' is not a number"
@@ -539,5 +544,5 @@ def test_a_short_row_in_a_table_scored_with_an_id_column_is_a_data_error(tmp_pat
     assert str(err.value) == f"{table}: row 2 (line 3) has 2 fields but the header has 3"
     whole = tmp_path / "ok.csv"
     whole.write_text("a,b,id\n1,2,x1\n\n3,4,x2\n")
-    X, labels, ids = read_inputs(whole, label_names=("0", "1"), features=("a", "b"), id_column="id")
+    X, labels, ids, _ = read_inputs(whole, label_names=("0", "1"), features=("a", "b"), id_column="id")
     assert (X.tolist(), labels, ids) == ([[1.0, 2.0], [3.0, 4.0]], None, ["x1", "x2"])

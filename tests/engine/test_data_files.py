@@ -194,11 +194,11 @@ def test_npz_images_with_channels_last_are_read_as_channels_first(tmp_path: Path
     np.savez(tmp_path / "grey.npz", X=grey, y=y)
     assert load_dataset(DataSpec(str(tmp_path / "grey.npz"))).image_shape == (1, 8, 8)
     # a saved model reads new images alike
-    X_first, _, _ = read_inputs(tmp_path / "first.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))
-    X_last, _, _ = read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))
+    X_first, *_ = read_inputs(tmp_path / "first.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))
+    X_last, *_ = read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))
     assert np.array_equal(X_first, X_last) and X_first.shape == (30, 192)
     # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads its samples as it was trained on them
-    X_old, _, _ = read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(8, 8, 3))
+    X_old, *_ = read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(8, 8, 3))
     assert np.array_equal(X_old, first.transpose(0, 2, 3, 1).reshape(30, -1))
 
 

@@ -326,3 +326,74 @@ def test_sanity_measures_the_tiny_lr_check_on_one_fixed_batch(run_cli, tmp_path)
     tiny = json.loads(result.stdout)[3]
     assert tiny["check"] == "tiny lr (x1e-4) barely moves the loss"
     assert tiny["passed"] and round(tiny["value"], 6) == 0.005787
+
+
+def _colours_csv(path, n: int = 150):
+    """colour (text, names the class: red -> a, green -> b, blue -> c; 'NA' now and then), shade (text, noise),
+    x (a number, noise, empty now and then), label."""
+    rng = np.random.default_rng(2)
+    colours = ("red", "green", "blue")
+    lines = ["colour,shade,x,label"]
+    for i in range(n):
+        k = int(rng.integers(3))
+        colour = "NA" if i % 29 == 3 else colours[k]
+        x = "" if i % 13 == 5 else f"{rng.normal():.3f}"
+        lines.append(f"{colour},{('light', 'dark')[i % 2]},{x},{'abc'[k]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # lines unwrapped
+    _colours_csv(tmp_path / "colours.csv")
+    refused = one_line_error(run_cli("data", "--data", "colours.csv"),
+                             "row 4 (line 5) column 'colour' is 'NA' (a missing value); rows 6 (line 7), ")
+    assert refused.endswith("fill them in or delete those rows, or train with --missing mean (fill in the training "
+                            "split's mean) or --missing drop")
+    described = run_cli("data", "--data", "colours.csv", "--missing", "mean")
+    assert described.exit_code == 0, described.output
+    lines = described.stdout.splitlines()
+    assert lines[0] == f"{tmp_path / 'colours.csv'} (csv): 104 train, 23 val, 23 test; 6 features"
+    fill = json.loads(run_cli("data", "--data", "colours.csv", "--missing", "mean", "--json").stdout)["table"]["fill"]
+    assert lines[2:6] == [
+        "text column 'colour': one-hot, 3 categories of the training split (blue, green, red) -> 3 features",
+        "text column 'shade': one-hot, 2 categories of the training split (dark, light) -> 2 features",
+        f"--missing mean: 18 missing cells filled (colour {fill['colour']!r}, shade {fill['shade']!r}, "
+        f"x {fill['x']:.4g}), 0 rows without a label dropped",
+        "3 classes:"]
+    dropped = run_cli("data", "--data", "colours.csv", "--missing", "drop").stdout.splitlines()
+    assert dropped[0].endswith(": 95 train, 19 val, 19 test; 6 features")  # 150 rows, 17 missing a value
+    assert dropped[4] == "--missing drop: 17 rows with a missing value dropped, 0 rows without a label dropped"
+
+    train = run_cli("train", "--data", "colours.csv", "--missing", "mean", "--epochs", "30", "--batch-size", "10",
+                    "--lr", "3e-3", "--save", "model.npz", "--json")
+    assert train.exit_code == 0, train.output
+    assert json.loads(train.stdout)["val_acc"] >= 0.9  # the label is the colour's: only the NA rows are guesses
+    saved = load_checkpoint(tmp_path / "model.npz")
+    assert saved.features == ("colour", "shade", "x") and saved.encoding.fill[:2] == (fill["colour"], fill["shade"])
+    # new rows: columns in another order, a colour training never saw, missing cells
+    (tmp_path / "new.csv").write_text("x,label,shade,colour\n0.1,a,light,red\n,b,dark,green\n0.3,c,?,blue\n"
+                                      "0.2,c,dark,purple\n-0.1,a,light,\n")
+    scored = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--json")
+    assert scored.exit_code == 0, scored.output
+    out = json.loads(scored.stdout)
+    assert [row["prediction"] for row in out["rows"][:3]] == ["a", "b", "c"] and out["unseen"] == {"colour": 1}
+    text = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv")
+    assert text.stderr.startswith("5 samples scored with model.npz; 1 cell of a category training never saw "
+                                  "(colour 1), encoded as all zeros; accuracy ")
+
+
+def test_a_model_trained_without_filling_refuses_a_missing_cell_and_bad_options_exit_2(run_cli, tmp_path):
+    _colours_csv(tmp_path / "colours.csv")
+    train = run_cli("train", "--data", "colours.csv", "--missing", "drop", "--epochs", "1", "--batch-size", "10",
+                    "--save", "model.npz")
+    assert train.exit_code == 0, train.output
+    assert load_checkpoint(tmp_path / "model.npz").encoding.fill is None
+    (tmp_path / "new.csv").write_text("colour,shade,x\nred,light,\n")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new.csv"),
+                   "error: new.csv: row 1 (line 2) column 'x' is empty (a missing value): fill it in or "
+                   "delete the row")
+    one_line_error(run_cli("data", "--data", "colours.csv", "--missing", "median"),
+                   "Invalid value for '--missing': 'median' is not one of 'mean', 'drop'.")
+    one_line_error(run_cli("data", "--missing", "mean"), "missing 'mean' applies to .csv/.tsv data only, not 'digits'")
+    assert not (tmp_path / "search.db").exists()

@@ -1,0 +1,115 @@
+"""A table's columns as the network's features, fitted on the training split: a column of text one-hot over the
+categories training holds, a missing cell filled with the training split's mean or most frequent category."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.errors import DataError
+
+MISSING_POLICIES = ("mean", "drop")
+
+
+@dataclass(frozen=True, eq=False)
+class TableEncoding:
+    """``categories[c]``: the sorted categories column c is one-hot encoded into (None: a column of numbers, kept as
+    it is); ``fill[c]``: what a missing cell of column c becomes (None for all: a missing cell is refused)."""
+
+    columns: tuple[str, ...]
+    categories: tuple[tuple[str, ...] | None, ...]
+    fill: tuple[float | str, ...] | None = None
+
+    @property
+    def output_dim(self) -> int:
+        """K, the number of features after encoding."""
+        return sum(1 if cats is None else len(cats) for cats in self.categories)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The K features' names: a column's name, or ``column=category`` for each of a text column's categories."""
+        return tuple(name for column, cats in zip(self.columns, self.categories)
+                     for name in ([column] if cats is None else [f"{column.strip()}={cat}" for cat in cats]))
+
+    def transform(self, X: np.ndarray, values: dict[int, dict[str, int]]) -> tuple[np.ndarray, dict[str, int]]:
+        """Raw table X (N, D) (codes into ``values[c]`` for a text column, NaN missing) as float32 (N, K), and per text
+        column the cells of a category training never saw (encoded as all zeros), where there are any."""
+        blocks: list[np.ndarray] = []
+        unseen: dict[str, int] = {}
+        for c, cats in enumerate(self.categories):
+            column = X[:, c].astype(np.float64)
+            missing = np.isnan(column)
+            if cats is None:
+                if self.fill is not None:
+                    column[missing] = self.fill[c]
+                blocks.append(column[:, None])
+                continue
+            index = {cat: k for k, cat in enumerate(cats)}
+            lookup = np.full(len(values.get(c, {})) + 1, -1)
+            for value, code in values.get(c, {}).items():
+                lookup[code] = index.get(value, -1)
+            k = np.full(len(column), -1)
+            k[~missing] = lookup[column[~missing].astype(np.int64)]
+            if self.fill is not None:
+                k[missing] = index[str(self.fill[c])]
+            if (k[~missing] < 0).any():
+                unseen[self.columns[c].strip()] = int((k[~missing] < 0).sum())
+            onehot = np.zeros((len(column), len(cats)))
+            rows = np.flatnonzero(k >= 0)
+            onehot[rows, k[rows]] = 1.0
+            blocks.append(onehot)
+        return np.hstack(blocks).astype(np.float32), unseen
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: columns, categories and fill values (what a saved model keeps)."""
+        return {"columns": list(self.columns), "categories": [None if c is None else list(c) for c in self.categories],
+                "fill": None if self.fill is None else list(self.fill)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TableEncoding:
+        """``as_dict``'s output checked back into an encoding; ValueError saying what is wrong."""
+        columns, categories, fill = data["columns"], data["categories"], data["fill"]
+        if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+                and isinstance(categories, list) and len(categories) == len(columns)):
+            raise ValueError("encoding.columns must be names, and encoding.categories one entry per column")
+        for cats in categories:
+            if cats is not None and not (isinstance(cats, list) and cats and all(isinstance(v, str) for v in cats)
+                                         and len(set(cats)) == len(cats)):
+                raise ValueError(f"encoding.categories holds {str(cats)[:60]}, not distinct names")
+        if fill is not None:
+            if not (isinstance(fill, list) and len(fill) == len(columns)):
+                raise ValueError("encoding.fill must hold one value per column")
+            for value, cats in zip(fill, categories):
+                if cats is None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                         and np.isfinite(value)):
+                    raise ValueError(f"encoding.fill holds {value!r} for a column of numbers")
+                if cats is not None and value not in cats:
+                    raise ValueError(f"encoding.fill holds {value!r}, not a category of its column")
+        return cls(tuple(columns), tuple(None if c is None else tuple(c) for c in categories),
+                   None if fill is None else tuple(fill))
+
+
+def fit_encoding(source: str, columns: tuple[str, ...], X_train: np.ndarray, values: dict[int, dict[str, int]],
+                 fill: bool) -> TableEncoding:
+    """The encoding of a raw table (see ``TableEncoding.transform``) fitted on its training rows X_train (N, D):
+    categories a text column holds there, and with ``fill`` each column's mean or most frequent category there."""
+    categories: list[tuple[str, ...] | None] = []
+    fills: list[float | str] = []
+    for c, name in enumerate(columns):
+        column = X_train[:, c].astype(np.float64)
+        present = column[~np.isnan(column)]
+        if not len(present):
+            raise DataError(f"{source}: column {name!r} has no value in the training split ({len(column)} rows): "
+                            f"leave it out with --ignore-column {name.strip()}")
+        if c not in values:
+            categories.append(None)
+            fills.append(float(present.mean()))
+            continue
+        texts = {code: value for value, code in values[c].items()}
+        codes, counts = np.unique(present.astype(np.int64), return_counts=True)
+        count = {texts[int(code)]: int(n) for code, n in zip(codes, counts)}
+        cats = tuple(sorted(count))
+        categories.append(cats)
+        fills.append(max(cats, key=lambda cat: count[cat]))  # the first of the most frequent, in sorted order
+    return TableEncoding(columns, tuple(categories), tuple(fills) if fill else None)

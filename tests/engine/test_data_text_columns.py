@@ -1,0 +1,126 @@
+"""A table's text columns (one-hot) and missing cells (--missing mean|drop), fitted on the training split only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from engine.data import DataSpec, load_dataset, read_inputs
+from engine.errors import ConfigError, DataError
+from engine.model import FullyConnectedNet, ModelConfig
+from engine.preprocess import PreprocessSpec, fit_preprocessor
+
+COLOURS = ("red", "green", "blue")
+
+
+def _table(path: Path, n: int = 60, rare_row: int | None = None) -> Path:
+    """x (a number, empty in rows 4, 15, 26, ...), colour (text, the label's cause; 'NA' in row 7), label."""
+    rng = np.random.default_rng(1)
+    lines = ["x,colour,label"]
+    for i in range(n):
+        x = "" if i % 11 == 4 else f"{rng.normal(10, 2):.3f}"
+        colour = "NA" if i == 7 else "violet" if i == rare_row else COLOURS[i % 3]
+        lines.append(f"{x},{colour},{'abc'[i % 3]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_text_column_is_one_hot_and_missing_cells_take_the_training_splits_values(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.csv")
+    ds = load_dataset(DataSpec(str(path), missing="mean"))
+    assert ds.feature_names == ("x", "colour=blue", "colour=green", "colour=red")
+    assert ds.encoding.categories == (None, ("blue", "green", "red"))
+    X = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    # every row one category, and the category names the class (a -> red, b -> green, c -> blue)
+    assert (X[:, 1:].sum(axis=1) == 1).all()
+    assert (X[:, 1:].argmax(axis=1) == np.array([2, 1, 0])[y]).sum() == len(y) - 1  # row 7's NA became the mode
+    fill_x, fill_colour = ds.encoding.fill
+    assert fill_colour in COLOURS
+    # the mean of the training split's x (filling with it keeps that mean), not of the whole file's
+    assert fill_x == pytest.approx(float(ds.X_train[:, 0].mean()), rel=1e-6)
+    assert fill_x != pytest.approx(float(X[:, 0].mean()), rel=1e-6)
+    assert ds.table_notes["cells_filled"] == 6 + 1 and ds.table_notes["rows_dropped"] == 0
+
+
+def test_drop_leaves_out_the_rows_missing_a_value_and_a_missing_label_is_dropped_and_counted(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.csv")
+    path.write_text(path.read_text() + "1.5,red,\n2.5,green,?\n")
+    ds = load_dataset(DataSpec(str(path), missing="drop"))
+    assert sum(ds.sizes.values()) == 60 - 7 and ds.encoding.fill is None
+    assert ds.table_notes["rows_dropped"] == 7 and ds.table_notes["unlabelled_rows_dropped"] == 2
+    assert load_dataset(DataSpec(str(path), missing="mean")).table_notes["unlabelled_rows_dropped"] == 2
+
+
+def test_a_category_only_outside_the_training_split_is_encoded_as_all_zeros(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.csv", rare_row=30)
+    seen = {}
+    for seed in range(30):
+        ds = load_dataset(DataSpec(str(path), missing="mean", seed=seed))
+        seen[("colour=violet" in ds.feature_names)] = ds
+    trained, held_out = seen[True], seen[False]  # violet in the training split, or only in val or test
+    assert trained.feature_names[1:] == ("colour=blue", "colour=green", "colour=red", "colour=violet")
+    assert held_out.feature_names[1:] == ("colour=blue", "colour=green", "colour=red")
+    (split, unseen), = held_out.table_notes["unseen"].items()
+    assert unseen == {"colour": 1}
+    X = getattr(held_out, f"X_{split}")
+    assert (X[:, 1:].sum(axis=1) == 0).sum() == 1
+
+
+def test_text_columns_that_are_ids_or_too_many_categories_are_refused(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.csv"
+    ids.write_text("name,x,label\n" + "".join(f"n{i // 2 if i < 10 else i},{i},{'ab'[i % 2]}\n" for i in range(40)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(ids)))
+    assert str(err.value) == (f"{ids}: column 'name' holds text, not numbers, with 35 different values in 40 rows "
+                              "('n0' in row 1 (line 2), ...): an id or a note, not categories; leave it out with "
+                              "--ignore-column name, or name it with --label-column if it holds the labels")
+    many = tmp_path / "many.csv"
+    many.write_text("zip,x,label\n" + "".join(f"z{i % 101},{i},{'ab'[i % 2]}\n" for i in range(202)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(many)))
+    assert str(err.value) == (f"{many}: column 'zip' holds text with 101 different values ('z0' in row 1 (line 2), "
+                              "...), more than the 100 categories a column is one-hot encoded into; leave it out with "
+                              "--ignore-column zip, or merge its values into fewer")
+
+
+def test_a_column_of_text_with_a_number_in_a_later_read_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from engine import formats
+
+    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", 4)
+    path = tmp_path / "mixed.csv"
+    path.write_text("size,x,label\n" + "".join(f"{'7' if i == 9 else 'SML'[i % 3]},{i},{'ab'[i % 2]}\n"
+                                               for i in range(20)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: row 10 (line 11) column 'size': '7' is a number, but the column holds text "
+                              "('S' in row 1 (line 2))")
+
+
+def test_missing_is_mean_or_drop_and_applies_to_tables_only() -> None:
+    with pytest.raises(ConfigError, match="missing must be one of mean, drop, got 'median'"):
+        DataSpec("digits", missing="median")
+    with pytest.raises(ConfigError, match="missing 'mean' applies to .csv/.tsv data only, not 'digits'"):
+        DataSpec("digits", missing="mean")
+
+
+def test_a_saved_model_keeps_the_encoding_and_scores_new_rows_with_it(tmp_path: Path) -> None:
+    ds = load_dataset(DataSpec(str(_table(tmp_path / "t.csv")), missing="mean"))
+    pre = fit_preprocessor(PreprocessSpec("standardize"), ds.X_train, None)
+    model = FullyConnectedNet(ModelConfig(hidden=(4,)), ds.input_dim, ds.num_classes, np.random.default_rng(0))
+    save_checkpoint(tmp_path / "m.npz", Checkpoint(model, pre, ds.label_names, features=("x", "colour"),
+                                                   label_column="label", encoding=ds.encoding))
+    saved = load_checkpoint(tmp_path / "m.npz")
+    assert saved.encoding.as_dict() == ds.encoding.as_dict()
+    new = tmp_path / "new.csv"
+    new.write_text("colour,x\nblue,1\nviolet,\n?,3\n")
+    X, labels, ids, unseen = read_inputs(new, label_names=saved.label_names, features=saved.features,
+                                         label_column="label", encoding=saved.encoding)
+    mode = 1 + ("blue", "green", "red").index(ds.encoding.fill[1])
+    expected = np.zeros((3, 4), dtype=np.float32)
+    expected[:, 0] = [1, ds.encoding.fill[0], 3]
+    expected[0, 1], expected[2, mode] = 1, 1  # violet: no category of training; '?' the most frequent
+    np.testing.assert_array_equal(X, expected)
+    assert labels is None and unseen == {"colour": 1}
