@@ -234,8 +234,8 @@ RUN_OPTIONS = [
     click.option("--ignore-column", "ignore_columns", multiple=True, metavar="NAME",
                  help="A CSV/TSV column neither trained on nor the labels (an id, a note); repeat for several."),
     click.option("--missing", type=click.Choice(MISSING_POLICIES), default=None,
-                 help="A CSV/TSV's missing cells (empty, NA, ?): mean fills the training split's mean (a text "
-                      "column: its most frequent value), drop drops the row; rows without a label are dropped. "
+                 help="A CSV/TSV's missing cells (empty, NA, ?): mean fills in the training split's mean (a "
+                      "text column's most frequent value), drop drops the row; either drops rows without a label. "
                       "Default: refused."),
     click.option("--image-size", default=None, metavar="WxH", callback=_image_size,
                  help="Resize every image of an image folder to W x H pixels."),

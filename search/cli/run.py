@@ -59,6 +59,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
       search train --data digits --epochs 30 --lr 1e-3 --reg 1e-3 --plot run.png
       search train --from-trial digits/coarse:12   # rerun a stored trial exactly
       search train --from-trial digits/coarse:12 --save model.npz  # see predict
+      search train --data mine.csv --missing mean --save mine.npz  # text, gaps
     """
     from engine.trainer import train as run_training
     from engine.diagnostics import describe_diagnosis
@@ -371,7 +372,11 @@ def data(base: RunConfig, as_json: bool) -> None:
     \b
     Examples:
       search data --data mine.csv --label-column species
+      search data --data penguins.csv --label-column species --missing mean
       search data --data photos/ --image-size 32x32 --json
+
+    A column of text is one-hot encoded over the training split's categories;
+    --missing fills or drops missing cells (default: they are refused).
     """
     from engine.data import describe_dataset, load_dataset
     from engine.preprocess import RESCALING, preprocess_dataset
@@ -456,7 +461,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     """Score samples with a saved model: one CSV row each, in file order, with the predicted class (and, for a
     softmax model, each class's probability); the accuracy when the data has labels.
 
-    The model applies the preprocessing fitted on its own training split, as validation was scored.
+    The model applies the preprocessing fitted on its own training split, as validation was scored, and encodes a
+    table's text columns and missing cells as training did (a category training never saw: all zeros).
 
     \b
     Examples:
