@@ -520,7 +520,9 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
                    labels_from=labels_from, nan_ok=True, **options)
     if not text.values and spec.missing is None:
         return ds
-    encoding = fit_encoding(source, columns, ds.X_train, text.values, fill=spec.missing == "mean")
+    # by the names a saved model reads its columns by (table_columns'), which are stripped
+    encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values,
+                            fill=spec.missing == "mean")
     encoded: dict[str, np.ndarray] = {}
     for split in SPLITS:
         raw = getattr(ds, f"X_{split}")

@@ -397,3 +397,15 @@ def test_a_model_trained_without_filling_refuses_a_missing_cell_and_bad_options_
                    "Invalid value for '--missing': 'median' is not one of 'mean', 'drop'.")
     one_line_error(run_cli("data", "--missing", "mean"), "missing 'mean' applies to .csv/.tsv data only, not 'digits'")
     assert not (tmp_path / "search.db").exists()
+
+
+def test_a_model_of_a_table_whose_header_has_spaces_is_saved_and_scores(run_cli, tmp_path):
+    # the encoding named its columns ' shade' where the model named them 'shade': the file saved was refused
+    path = _colours_csv(tmp_path / "colours.csv")
+    path.write_text(path.read_text().replace("colour,shade,x,label", "colour, shade , x,label", 1))
+    train = run_cli("train", "--data", "colours.csv", "--missing", "mean", "--epochs", "1", "--batch-size", "10",
+                    "--save", "model.npz")
+    assert train.exit_code == 0, train.output
+    assert load_checkpoint(tmp_path / "model.npz").encoding.columns == ("colour", "shade", "x")
+    scored = run_cli("predict", "--model", "model.npz", "--data", "colours.csv", "--json")
+    assert scored.exit_code == 0 and json.loads(scored.stdout)["samples"] == 150, scored.output
