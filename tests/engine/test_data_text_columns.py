@@ -124,3 +124,34 @@ def test_a_saved_model_keeps_the_encoding_and_scores_new_rows_with_it(tmp_path: 
     expected[0, 1], expected[2, mode] = 1, 1  # violet: no category of training; '?' the most frequent
     np.testing.assert_array_equal(X, expected)
     assert labels is None and unseen == {"colour": 1}
+
+
+def test_a_model_file_whose_encoding_is_damaged_is_not_a_model(tmp_path: Path) -> None:
+    import json
+
+    ds = load_dataset(DataSpec(str(_table(tmp_path / "t.csv")), missing="mean"))
+    pre = fit_preprocessor(PreprocessSpec("none"), ds.X_train, None)
+    model = FullyConnectedNet(ModelConfig(hidden=(4,)), ds.input_dim, ds.num_classes, np.random.default_rng(0))
+    save_checkpoint(tmp_path / "m.npz", Checkpoint(model, pre, ds.label_names, features=("x", "colour"),
+                                                   encoding=ds.encoding))
+    with np.load(tmp_path / "m.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    meta = json.loads(str(arrays["meta"]))
+    for key, value, problem in (("fill", [1.0, "violet"], "encoding.fill holds 'violet', not a category of its column"),
+                                ("categories", [None, ["blue", "green", "red", "violet"]],
+                                 "features names 2 columns encoded into 5 features, the model reads 4"),
+                                ("columns", ["x", "color"], "encoding.columns are not the features the model reads")):
+        arrays["meta"] = np.array(json.dumps({**meta, "encoding": {**meta["encoding"], key: value}}))
+        np.savez(tmp_path / "bad.npz", **arrays)
+        with pytest.raises(DataError, match="not a model file saved by `search train --save`") as err:
+            load_checkpoint(tmp_path / "bad.npz")
+        assert problem in str(err.value)
+
+
+def test_a_column_with_no_value_in_the_training_split_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gap.csv"
+    path.write_text("x,empty,label\n" + "".join(f"{i},,{'ab'[i % 2]}\n" for i in range(20)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path), missing="mean"))
+    assert str(err.value) == (f"{path}: column 'empty' has no value in the training split (12 rows): leave it out "
+                              "with --ignore-column empty")
