@@ -513,6 +513,13 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
 
     for c, name in enumerate(names):
         column = [row[c] for row in cells]
+        if c not in text.values and not any("_" in cell for cell in column):
+            try:  # a column of numbers alone, read at once
+                X[:, c] = np.array(column, dtype=np.float64)
+                text.numeric.add(c)
+                continue
+            except ValueError:
+                pass
         if c not in text.values:
             numbers = [is_number_text(cell) for cell in column]
             words = [r for r, cell in enumerate(column) if not numbers[r] and not _is_missing(cell)]
@@ -525,15 +532,15 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
                 r = words[0]
                 raise DataError(f"{path}: {where(r)} column {name!r}: {column[r][:40]!r} is not a number")
             text.values[c], text.first[c] = {}, (column[words[0]].strip(), where(words[0]))
-        codes = text.values[c]
+        codes, read = text.values[c], dict[str, float]()  # read: each cell's code, found once per distinct cell
         for r, cell in enumerate(column):
-            if _is_missing(cell):
-                continue
-            if text.discover and is_number_text(cell):
-                raise DataError(f"{path}: {where(r)} column {name!r}: {cell[:40]!r} is a number, but the column "
-                                f"holds text ({text.first[c][0][:40]!r} in {text.first[c][1]})")
-            X[r, c] = codes.setdefault(cell.strip(), len(codes))
-    if not text.missing_ok:
+            if cell not in read:
+                if text.discover and is_number_text(cell):
+                    raise DataError(f"{path}: {where(r)} column {name!r}: {cell[:40]!r} is a number, but the column "
+                                    f"holds text ({text.first[c][0][:40]!r} in {text.first[c][1]})")
+                read[cell] = np.nan if _is_missing(cell) else codes.setdefault(cell.strip(), len(codes))
+            X[r, c] = read[cell]
+    if not text.missing_ok and np.isnan(X).any():
         for r, row in enumerate(cells):
             for c, cell in enumerate(row):
                 if _is_missing(cell):
