@@ -530,7 +530,10 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
                 continue
             if not text.discover or any(numbers) or c in text.numeric:
                 r = words[0]
-                raise DataError(f"{path}: {where(r)} column {name!r}: {column[r][:40]!r} is not a number")
+                # a typo among numbers, or a column of codes such as Titanic's tickets (113803, A/5 21171)
+                mixed = (f"; other rows hold numbers: correct it, or leave the column out with --ignore-column "
+                         f"{name.strip()}") if text.discover else ""
+                raise DataError(f"{path}: {where(r)} column {name!r}: {column[r][:40]!r} is not a number{mixed}")
             text.values[c], text.first[c] = {}, (column[words[0]].strip(), where(words[0]))
         codes, read = text.values[c], dict[str, float]()  # read: each cell's code, found once per distinct cell
         for r, cell in enumerate(column):
