@@ -409,3 +409,17 @@ def test_a_model_of_a_table_whose_header_has_spaces_is_saved_and_scores(run_cli,
     assert load_checkpoint(tmp_path / "model.npz").encoding.columns == ("colour", "shade", "x")
     scored = run_cli("predict", "--model", "model.npz", "--data", "colours.csv", "--json")
     assert scored.exit_code == 0 and json.loads(scored.stdout)["samples"] == 150, scored.output
+
+
+def test_search_data_counts_the_cells_of_a_category_training_never_saw(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # lines unwrapped
+    path = _colours_csv(tmp_path / "colours.csv")
+    path.write_text(path.read_text().replace("\nred,", "\npurple,", 1))  # one purple row, in one split
+    said = {}
+    for seed in range(20):
+        lines = run_cli("data", "--data", "colours.csv", "--missing", "mean", "--seed", str(seed)).stdout.splitlines()
+        said[any("purple" in line for line in lines)] = lines
+    assert "(blue, green, purple, red) -> 4 features" in said[True][2]  # purple in the training split
+    held_out = [line for line in said[False] if "never saw" in line]
+    assert held_out in (["val: 1 cell of a category training never saw (colour 1), encoded as all zeros"],
+                        ["test: 1 cell of a category training never saw (colour 1), encoded as all zeros"])
