@@ -117,27 +117,51 @@ def keep_command(trial: str, storage: str | None) -> str:
     return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
 
 
-@click.command(cls=SectionedCommand, short_help="The best trial of a campaign, and how to keep it.")
+def ties_line(row: dict[str, Any], margin: float) -> str:
+    """What ``search best`` says of the trials within ``margin`` (2 standard errors) of the highest value."""
+    where = f"{margin:.4f} (2 standard errors, {row['val_samples']} validation samples) of the highest value"
+    if row["ties"] == 1:
+        return f"no other trial within {where}"
+    shown = f"{row['study']}:{row['number']}"
+    highest = "" if row["highest_trial"] == shown else f", {row['highest_value']:.4f} ({row['highest_trial']})"
+    return (f"{row['ties']} trials within {where}{highest}: any of them may be the best on new data; shown: the "
+            f"highest of the longest runs among them ({row['epochs']} epochs)")
+
+
+@click.command(cls=SectionedCommand, short_help="The trial to keep of a campaign, with its standard error.")
 @campaign_option(NEWEST_CAMPAIGN)
 @storage_option
 @format_option
 def best(campaign: str | None, storage: str | None, fmt: str) -> None:
-    """The best trial of a campaign (default: the latest) and its parameters.
+    """The trial to keep of a campaign (default: the latest): its value, standard error and parameters.
 
-    The best single trial of its searching stages; after search auto, a note on stderr names the configuration
-    auto chose (the best mean over repeats in its final stage), the one it retrained and tested, and how to keep it.
+    Of the searching stages' trials (coarse, fine, grid), those within 2 standard errors (binomial, on the
+    validation samples) of the highest value tie: shown is the highest of them at the longest run length, the
+    length a retrain of it runs at, not a shorter run ahead by noise. value_se is its value's standard error, ties
+    how many trials tie, highest_trial and highest_value the highest one. After search auto, a note on stderr names
+    the configuration auto chose (the best mean over repeats in its final stage), the one it retrained and tested,
+    and how to keep it.
 
     \b
     Example:
       search best --campaign digits --format json
     """
+    import optuna
     import pandas as pd
 
+    from search.stages import split_size, value_se
     from studies.queries import best_trial, latest_campaign
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
-    row = best_trial(st, name)
+    found = best_trial(st, name)
+    samples = split_size(optuna.load_study(study_name=found["study"], storage=st), "val")
+    se = value_se(found["value"], samples)
+    if se is not None:  # the highest of the longest runs within 2 standard errors of the highest value
+        found = best_trial(st, name, margin=2 * se)
+    head = ("study", "stage", "number", "value")
+    row = {**{k: found[k] for k in head}, "value_se": value_se(found["value"], samples), "val_samples": samples,
+           **{k: v for k, v in found.items() if k not in head}}
     chose = auto_choice(st, name, storage)
     if chose:
         say(f"note: {chose}", err=True)
@@ -157,6 +181,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
+        if se is not None:
+            say(ties_line(row, 2 * se))
         click.echo("keep it: " + keep_command(f"{row['study']}:{row['number']}", storage))
 
 
