@@ -847,6 +847,8 @@ def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_val
                          f"digits/fine-1:{closer} --save model.npz")
     fields = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))[0]
     assert (fields["number"], fields["ties"], fields["highest_trial"]) == (str(closer), "2", f"digits/coarse:{top}")
+    assert ("those within 2 standard errors (binomial, on the validation samples) of the highest value tie: shown is "
+            "the highest of them at the longest run length") in " ".join(run_cli("best", "--help").stdout.split())
 
 
 def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch):
