@@ -432,6 +432,18 @@ def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -
         return _state_counts_and_best(s, study_id)
 
 
+def count_values_at_least(storage: optuna.storages.BaseStorage, study_ids: Sequence[int], lowest: float) -> int:
+    """How many COMPLETE trials of ``study_ids`` have a finite value of at least ``lowest``, counted by the
+    database (no trial is read)."""
+    trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
+    query = (sqlalchemy.select(sqlalchemy.func.count())
+             .select_from(trials.join(values, values.c.trial_id == trials.c.trial_id))
+             .where(*_selection(study_ids, [TrialState.COMPLETE]), values.c.objective == 0,
+                    values.c.value_type == models.TrialValueModel.TrialValueType.FINITE, values.c.value >= lowest))
+    with session(storage) as s:
+        return s.execute(query).scalar()
+
+
 def _state_counts_and_best(s: Any, study_id: int) -> tuple[dict[str, int], float | None]:
     """``state_counts_and_best`` in session ``s``."""
     trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__

@@ -507,48 +507,50 @@ def loss_curves(
     return curves
 
 
-def _longer(info: _StudyInfo, than: _StudyInfo) -> bool:
-    """Whether the trials of ``info``'s stage ran more epochs than those of ``than``'s."""
-    epochs, other = (_int_or_none(i.attrs.get("epochs")) for i in (info, than))
-    return epochs is not None and other is not None and epochs > other
+def _epochs(info: _StudyInfo) -> int:
+    """The epochs of a trial of ``info``'s stage (0 when the stage did not record them)."""
+    return _int_or_none(info.attrs.get("epochs")) or 0
 
 
-def best_trial(storage: optuna.storages.BaseStorage, campaign: str) -> dict[str, Any]:
-    """The best COMPLETE trial over the searching stages of ``campaign`` (by each study's direction).
+def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: float = 0.0) -> dict[str, Any]:
+    """The best COMPLETE trial over the searching stages of ``campaign``: of the stages whose best value is within
+    ``margin`` of the highest value, the one of the longest runs gives its best trial (of equal lengths, the higher
+    value, then the earlier stage); a trial at the length the user retrains at, not a shorter run ahead by noise.
 
     Stages of re-runs (sampler ``fixed``: promote-k, final) are left out: their best single run is a
-    maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean. Of two stages
-    whose best values tie, the one of longer runs gives the trial (else the earlier stage).
-    Keys: study, stage, number, value, params, user_attrs (the scalar ones), records (config, diagnosis_numbers,
-    train_acc_curve; not the loss curve).
+    maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean.
+    Keys: study, stage, number, value, epochs (its stage's), highest_trial (STUDY:NUMBER) and highest_value (the
+    highest value's trial, of equal values the one of longer runs), ties (how many COMPLETE trials of those stages
+    are within ``margin`` of the highest value, its own trial included), params, user_attrs (the scalar ones),
+    records (config, diagnosis_numbers, train_acc_curve; not the loss curve).
     """
     selected = [info for info in _select_studies(_study_infos(storage), None, campaign)
                 if info.attrs.get("sampler") != "fixed"]
-    best: tuple[_StudyInfo, FrozenTrial] | None = None
-    maximize = True
-    for info in selected:
-        if len(info.directions) != 1:
-            continue
-        maximize = info.directions[0] == StudyDirection.MAXIMIZE
-        study_id = storage.get_study_id_from_name(info.name)
+    ids = [storage.get_study_id_from_name(info.name) for info in selected]
+    bests: list[tuple[_StudyInfo, FrozenTrial, float]] = []
+    for info, study_id in zip(selected, ids):
         try:
             trial = storage.get_best_trial(study_id)
         except ValueError:
             continue  # no COMPLETE trial in this stage yet
         value = _trial_value(trial)
-        if value is None:
-            continue
-        if best is None or (value > best[1].values[0] if maximize else value < best[1].values[0]) or (
-                value == best[1].values[0] and _longer(info, best[0])):  # a tie: the longer runs' value, as sure
-            best = (info, trial)
-    if best is None:
+        if value is not None:
+            bests.append((info, trial, value))
+    if not bests:
         raise StudyError(f"campaign {campaign!r} has no complete trial yet")
-    info, trial = best
+    # max() keeps the first of equal keys: the earlier stage
+    highest = max(bests, key=lambda best: (best[2], _epochs(best[0])))
+    info, trial, value = max((best for best in bests if best[2] >= highest[2] - margin),
+                             key=lambda best: (_epochs(best[0]), best[2]))
     return {
         "study": info.name,
         "stage": info.stage,
         "number": trial.number,
-        "value": _trial_value(trial),
+        "value": value,
+        "epochs": _int_or_none(info.attrs.get("epochs")),
+        "highest_trial": f"{highest[0].name}:{highest[1].number}",
+        "highest_value": highest[2],
+        "ties": optuna_rdb.count_values_at_least(storage, ids, highest[2] - margin),
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},
         "records": {k: v for k in RECORD_KEYS if k != "loss_curve" and (v := trial_record(trial, k)) is not None},

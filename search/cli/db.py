@@ -81,9 +81,10 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     print_table(frame, fmt, columns, default, wide)
 
 
-def auto_choice(st: Any, campaign: str, storage: str | None) -> str | None:
-    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, and the command
-    that keeps it (a run of it in that stage, retrained); None when no search auto finished."""
+def auto_choice(st: Any, campaign: str, storage: str | None) -> tuple[str, str | None] | None:
+    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, with the command
+    that keeps it, and a run of it in that stage (STUDY:NUMBER, which the command retrains; None when no run of it
+    completed); None when no search auto finished."""
     from optuna.trial import TrialState
 
     from search.campaign import RETRAINED_ATTR
@@ -101,11 +102,11 @@ def auto_choice(st: Any, campaign: str, storage: str | None) -> str | None:
     scores = [v for v in stored.get("test_acc") or [] if isinstance(v, (int, float))]
     test = f"; test_acc {sum(scores) / len(scores):.4f}" if scores else ""
     chose = (f"search auto chose {' '.join(f'{k}={value_text(v)}' for k, v in params.items())} in {finals[-1]} "
-             f"(the best mean over repeats{test}); this is the best single trial")
+             f"(the best mean over repeats{test}), not the single trial shown")
     runs = [t.number for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
             if t.params == params]
-    keep = keep_command(f"{finals[-1]}:{min(runs)}", storage) if runs else None
-    return chose + (f"; keep auto's choice with {keep}" if keep else "")
+    run = f"{finals[-1]}:{min(runs)}" if runs else None
+    return chose + (f"; keep auto's choice with {keep_command(run, storage)}" if run else ""), run
 
 
 def keep_command(trial: str, storage: str | None) -> str:
@@ -117,30 +118,54 @@ def keep_command(trial: str, storage: str | None) -> str:
     return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
 
 
-@click.command(cls=SectionedCommand, short_help="The best trial of a campaign, and how to keep it.")
+def ties_line(row: dict[str, Any], margin: float) -> str:
+    """What ``search best`` says of the trials within ``margin`` (2 standard errors) of the highest value."""
+    where = f"{margin:.4f} (2 standard errors, {row['val_samples']} validation samples) of the highest value"
+    if row["ties"] == 1:
+        return f"no other trial within {where}"
+    shown = f"{row['study']}:{row['number']}"
+    highest = "" if row["highest_trial"] == shown else f", {row['highest_value']:.4f} ({row['highest_trial']})"
+    return (f"{row['ties']} trials within {where}{highest}: any of them may be the best on new data; shown: the "
+            f"highest of the longest runs among them ({row['epochs']} epochs)")
+
+
+@click.command(cls=SectionedCommand, short_help="The trial to keep of a campaign, with its standard error.")
 @campaign_option(NEWEST_CAMPAIGN)
 @storage_option
 @format_option
 def best(campaign: str | None, storage: str | None, fmt: str) -> None:
-    """The best trial of a campaign (default: the latest) and its parameters.
+    """The trial to keep of a campaign (default: the latest): its value, standard error and parameters.
 
-    The best single trial of its searching stages; after search auto, a note on stderr names the configuration
-    auto chose (the best mean over repeats in its final stage), the one it retrained and tested, and how to keep it.
+    Of the searching stages' trials (coarse, fine, grid), those within 2 standard errors (binomial, on the
+    validation samples) of the highest value tie: shown is the highest of them at the longest run length, the
+    length a retrain of it runs at, not a shorter run ahead by noise. value_se is its value's standard error, ties
+    how many trials tie, highest_trial and highest_value the highest one. After search auto, a note on stderr names
+    the configuration auto chose (the best mean over repeats in its final stage), the one it retrained and tested,
+    and how to keep it; auto_trial is a run of it in that stage, which the command retrains.
 
     \b
     Example:
       search best --campaign digits --format json
     """
+    import optuna
     import pandas as pd
 
+    from search.stages import split_size, value_se
     from studies.queries import best_trial, latest_campaign
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
-    row = best_trial(st, name)
+    found = best_trial(st, name)
+    samples = split_size(optuna.load_study(study_name=found["study"], storage=st), "val")
+    se = value_se(found["value"], samples)
+    if se is not None:  # the highest of the longest runs within 2 standard errors of the highest value
+        found = best_trial(st, name, margin=2 * se)
+    head = ("study", "stage", "number", "value")
     chose = auto_choice(st, name, storage)
+    row = {**{k: found[k] for k in head}, "value_se": value_se(found["value"], samples), "val_samples": samples,
+           **{k: v for k, v in found.items() if k not in head}, "auto_trial": chose[1] if chose else None}
     if chose:
-        say(f"note: {chose}", err=True)
+        say(f"note: {chose[0]}", err=True)
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
@@ -157,6 +182,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         hidden = [k for k in flat if k not in shown]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
+        if se is not None:
+            say(ties_line(row, 2 * se))
         click.echo("keep it: " + keep_command(f"{row['study']}:{row['number']}", storage))
 
 

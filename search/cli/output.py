@@ -81,7 +81,7 @@ def _cell(value: Any) -> str:
 
 
 # accuracies, to 4 decimals as every stage summary, search explain and search auto print them (0.9630, not 0.963)
-ACCURACY_COLUMNS = {"value", "best_value", "val_acc", "train_acc", "best_val_acc", "test_acc"}
+ACCURACY_COLUMNS = {"value", "best_value", "highest_value", "val_acc", "train_acc", "best_val_acc", "test_acc"}
 
 
 def column_cell(column: str, value: Any) -> str:

@@ -235,12 +235,17 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     # and said how to keep the best single trial only: a run of auto's choice in the final stage retrains it
     run = min(t.number for t in final.trials if t.params == chosen["asked"]["params"])
     expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
-                f"{chosen['test_acc'][0]:.4f}); this is the best single trial; keep auto's choice with search train "
+                f"{chosen['test_acc'][0]:.4f}), not the single trial shown; keep auto's choice with search train "
                 f"--from-trial digits/final:{run} --save model.npz")
     for fmt in ("table", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
     assert "search auto chose" not in run_cli("best").stdout
+    # and names that run where a script reads it
+    assert json.loads(run_cli("best", "--format", "json").stdout)["auto_trial"] == f"digits/final:{run}"
+    plain = run_cli("coarse", "--campaign", "plain", "--trials", "1", "--epochs", "1", "--train-size", "200")
+    assert plain.exit_code == 0
+    assert json.loads(run_cli("best", "--json").stdout)["auto_trial"] is None
 
 
 def test_trials_help_says_how_to_sort_either_way(run_cli):
@@ -798,6 +803,54 @@ def test_accuracies_in_tables_have_four_decimals_as_everywhere_else(capsys):
     ]
 
 
+def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_value(run_cli, monkeypatch):
+    # a 1-epoch coarse trial ahead of a 2-epoch fine trial by less than the noise of the validation split was
+    # "the best", with no word of its standard error, though the user retrains at the longer length
+    import math
+
+    from tests.search.conftest import cwd_study
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    assert run_cli("fine", "--trials", "2", "--promote", "0").exit_code == 0
+    coarse, fine = cwd_study("digits/coarse"), cwd_study("digits/fine-1")
+    n = coarse.user_attrs["data"]["shapes"]["val"][0]
+    distributions = {name: optuna.distributions.FloatDistribution(1e-6, 10.0, log=True) for name in ("lr", "reg")}
+
+    def add(study: optuna.Study, value: float) -> int:
+        study.add_trial(optuna.trial.create_trial(value=value, params={"lr": 0.01, "reg": 0.001},
+                                                  distributions=distributions))
+        return len(study.trials) - 1
+
+    def se(p: float) -> float:
+        return math.sqrt(p * (1 - p) / n)
+
+    top = add(coarse, 0.99)
+    add(fine, 0.99 - 2.5 * se(0.99))  # outside 2 standard errors: the highest value is kept
+    shown = run_cli("best")
+    margin = f"{2 * se(0.99):.4f} (2 standard errors, {n} validation samples) of the highest value"
+    assert " ".join(shown.stdout.split()).endswith(
+        f"ties 1 auto_trial - param_lr 0.01 param_reg 0.001 no other trial within {margin} keep it: search train "
+        f"--from-trial digits/coarse:{top} --save model.npz")
+    assert all(len(line) <= 80 for line in shown.stdout.splitlines()[:-1])
+    closer = add(fine, 0.99 - 1.5 * se(0.99))  # within 2 standard errors, at twice the length: shown
+    best = json.loads(run_cli("best", "--format", "json").stdout)
+    assert {k: best[k] for k in ("study", "number", "value", "value_se", "val_samples", "epochs", "highest_trial",
+                                 "highest_value", "ties")} == {
+        "study": "digits/fine-1", "number": closer, "value": 0.99 - 1.5 * se(0.99),
+        "value_se": pytest.approx(se(0.99 - 1.5 * se(0.99))), "val_samples": n, "epochs": 2,
+        "highest_trial": f"digits/coarse:{top}", "highest_value": 0.99, "ties": 2}
+    text = " ".join(run_cli("best").stdout.split())
+    assert text.endswith(f"value 0.9900 ties 2 auto_trial - param_lr 0.01 param_reg 0.001 2 trials within {margin}, "
+                         f"0.9900 (digits/coarse:{top}): any of them may be the best on new data; shown: the highest "
+                         f"of the longest runs among them (2 epochs) keep it: search train --from-trial "
+                         f"digits/fine-1:{closer} --save model.npz")
+    fields = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))[0]
+    assert (fields["number"], fields["ties"], fields["highest_trial"]) == (str(closer), "2", f"digits/coarse:{top}")
+    assert ("those within 2 standard errors (binomial, on the validation samples) of the highest value tie: shown is "
+            "the highest of them at the longest run length") in " ".join(run_cli("best", "--help").stdout.split())
+
+
 def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch):
     # best showed "value 0.963" and "val_acc 1" where search trials shows 0.9630 and 1.0000
     import studies.queries
@@ -805,8 +858,8 @@ def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch
     assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
     real = studies.queries.best_trial
 
-    def best_trial(storage, campaign):
-        row = real(storage, campaign)
+    def best_trial(storage, campaign, margin=0.0):
+        row = real(storage, campaign, margin)
         return {**row, "value": 0.962962963, "user_attrs": {**row["user_attrs"], "val_acc": 1.0}}
 
     monkeypatch.setattr(studies.queries, "best_trial", best_trial)

@@ -623,6 +623,31 @@ def test_best_trial_of_tied_stages_is_the_one_of_longer_runs(tmp_path) -> None:
     finally:
         storage.engine.dispose()
     assert (best["study"], best["number"], best["value"]) == ("ties/fine-1", 1, 0.9)
+    assert (best["epochs"], best["highest_trial"], best["highest_value"], best["ties"]) == (6, "ties/fine-1:1", 0.9, 3)
+
+
+@pytest.mark.parametrize("margin,chosen,ties", [(0.05, ("ties/fine-1", 1, 0.9, 6), 3),
+                                                (0.15, ("ties/fine-2", 1, 0.8, 12), 4),
+                                                (0.45, ("ties/fine-2", 1, 0.8, 12), 8)])
+def test_best_trial_within_a_margin_of_the_highest_is_the_best_of_the_longest_runs(tmp_path, margin, chosen, ties):
+    # a 2-epoch coarse trial ahead of 12-epoch fine trials by a point of noise was "the best", though the user
+    # retrains at the longer length
+    url = f"sqlite:///{tmp_path / 'ties.db'}"
+    for stage, parent, epochs, value in (("coarse", None, 3, 0.9), ("fine-1", "ties/coarse", 6, 0.9),
+                                         ("grid", "ties/coarse", 3, 0.9), ("fine-2", "ties/fine-1", 12, 0.8)):
+        study = _study(url, "ties", stage, parent, epochs)
+        study.add_trial(_complete(0.5, 1e-3, 1e-4))
+        study.add_trial(_complete(value, 2e-3, 1e-4))
+    promoted = _study(url, "ties", "promote-2", "ties/fine-1", 12)
+    promoted.set_user_attr("sampler", "fixed")  # re-runs: neither chosen nor counted
+    promoted.add_trial(_complete(0.85, 2e-3, 1e-4))
+    storage = open_storage(url, create=False)
+    try:
+        best = best_trial(storage, "ties", margin=margin)
+    finally:
+        storage.engine.dispose()
+    assert (best["study"], best["number"], best["value"], best["epochs"]) == chosen
+    assert (best["highest_trial"], best["highest_value"], best["ties"]) == ("ties/fine-1:1", 0.9, ties)
 
 
 def test_a_stages_space_is_given_to_3_significant_digits_as_the_stage_prints_it():
