@@ -118,6 +118,9 @@ def keep_command(trial: str, storage: str | None) -> str:
     return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
 
 
+BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial")
+
+
 def ties_line(row: dict[str, Any], margin: float) -> str:
     """What ``search best`` says of the trials within ``margin`` (2 standard errors) of the highest value."""
     where = f"{margin:.4f} (2 standard errors, {row['val_samples']} validation samples) of the highest value"
@@ -126,7 +129,7 @@ def ties_line(row: dict[str, Any], margin: float) -> str:
     shown = f"{row['study']}:{row['number']}"
     highest = "" if row["highest_trial"] == shown else f", {row['highest_value']:.4f} ({row['highest_trial']})"
     return (f"{row['ties']} trials within {where}{highest}: any of them may be the best on new data; shown: the "
-            f"highest of the longest runs among them ({row['epochs']} epochs)")
+            f"highest of the longest runs among them ({row['epochs']} epoch{'' if row['epochs'] == 1 else 's'})")
 
 
 @click.command(cls=SectionedCommand, short_help="The trial to keep of a campaign, with its standard error.")
@@ -172,14 +175,17 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     if fmt == "json":
         echo_json(row)
     elif fmt == "csv":  # a list (the diagnosis' labels) as search trials gives it: lr_too_low,dead_units
+        # the columns added to search best's output come last: a script reading the others by position still can
+        flat = {**{k: v for k, v in flat.items() if k not in BEST_ADDED}, **{k: flat[k] for k in BEST_ADDED}}
         print_frame(pd.DataFrame([{k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flat.items()}]),
                     fmt)
     else:  # one trial: a name/value list fits any terminal; nested values only in json
-        shown = {k: v for k, v in flat.items()
-                 if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)}
+        shown = {k: v for k, v in flat.items()  # auto_trial only where search auto ran
+                 if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)
+                 and not (k == "auto_trial" and v is None)}
         print_frame(pd.DataFrame({"field": list(shown), "value": [column_cell(k, v) for k, v in shown.items()]}),
                     fmt, everything=True)
-        hidden = [k for k in flat if k not in shown]
+        hidden = [k for k in flat if k not in shown and k != "auto_trial"]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
         if se is not None:

@@ -830,7 +830,7 @@ def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_val
     shown = run_cli("best")
     margin = f"{2 * se(0.99):.4f} (2 standard errors, {n} validation samples) of the highest value"
     assert " ".join(shown.stdout.split()).endswith(
-        f"ties 1 auto_trial - param_lr 0.01 param_reg 0.001 no other trial within {margin} keep it: search train "
+        f"ties 1 param_lr 0.01 param_reg 0.001 no other trial within {margin} keep it: search train "
         f"--from-trial digits/coarse:{top} --save model.npz")
     assert all(len(line) <= 80 for line in shown.stdout.splitlines()[:-1])
     closer = add(fine, 0.99 - 1.5 * se(0.99))  # within 2 standard errors, at twice the length: shown
@@ -841,12 +841,16 @@ def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_val
         "value_se": pytest.approx(se(0.99 - 1.5 * se(0.99))), "val_samples": n, "epochs": 2,
         "highest_trial": f"digits/coarse:{top}", "highest_value": 0.99, "ties": 2}
     text = " ".join(run_cli("best").stdout.split())
-    assert text.endswith(f"value 0.9900 ties 2 auto_trial - param_lr 0.01 param_reg 0.001 2 trials within {margin}, "
+    assert text.endswith(f"value 0.9900 ties 2 param_lr 0.01 param_reg 0.001 2 trials within {margin}, "
                          f"0.9900 (digits/coarse:{top}): any of them may be the best on new data; shown: the highest "
                          f"of the longest runs among them (2 epochs) keep it: search train --from-trial "
                          f"digits/fine-1:{closer} --save model.npz")
     fields = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))[0]
     assert (fields["number"], fields["ties"], fields["highest_trial"]) == (str(closer), "2", f"digits/coarse:{top}")
+    # the columns best gave before come first, in their old places, the added ones last
+    assert list(fields)[:6] + list(fields)[-7:] == ["study", "stage", "number", "value", "param_lr", "param_reg",
+                                                    "value_se", "val_samples", "epochs", "ties", "highest_trial",
+                                                    "highest_value", "auto_trial"]
     assert ("those within 2 standard errors (binomial, on the validation samples) of the highest value tie: shown is "
             "the highest of them at the longest run length") in " ".join(run_cli("best", "--help").stdout.split())
 
