@@ -168,6 +168,7 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
         unit_stats(model, dataset.X_val), chance=majority_share(dataset.y_train),
         samples=(min(len(dataset.y_train), config.train.train_acc_samples), len(dataset.y_val)),
         final_reg_loss=final_reg_loss, initial_reg_loss=initial_reg_loss,
+        train_acc_history=result.train_acc_history, val_acc_history=result.val_acc_history,
     )
 
 

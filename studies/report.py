@@ -80,12 +80,14 @@ IMPORTANCE_MIN_TRIALS = 8
 DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
     "lr_too_high": "the loss exploded, went NaN or ended well above its first value: learning rate too high",
-    "overfitting": "train accuracy well above validation: more regularisation or less capacity",
+    "overfitting": "train accuracy well above validation, or validation fallen from an earlier peak: more "
+                   "regularisation or less capacity",
     "underfitting": "the training set not learned (no train-val gap, near chance, or a loss held up by its L2 "
                     "term): more capacity or less regularisation",
     "dead_units": "over half a layer's units never active",
     "saturated_units": "tanh/sigmoid outputs stuck in their flat tails",
     "bad_initial_loss": "initial loss far from ln C: wrong output scale",
+    "still_learning": "the training set not yet learned and the loss still falling steeply at the end: train longer",
     "healthy": "no problem found",
 }
 BEST_SO_FAR_STAGES = ("best value so far against cumulative training time, stages one after another "
@@ -739,8 +741,10 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         if stop_reason in ("exploded", "diverged") or change is None:
             return "loss exploded"
         return f"loss rose {_pct_text(-change)}"
-    if label == "overfitting":
-        return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}"
+    if label == "overfitting":  # a validation curve fallen from its peak (search explain's val_fell) says where
+        fell = (f", val fell {_decimal_text(_num(n.get('val_drop')) * 100, 1)} pts from epoch {n.get('val_peak_epoch')}"
+                if n.get("val_fell") is True and _num(n.get("val_drop")) is not None else "")
+        return f"train {acc['train_acc']}, val {acc['val_acc']}: gap {gap_text}{fell}"
     if label == "underfitting":  # the L2 share tells a loss held up by its penalty (train may be 0.99) from the rest
         share = _num(n.get("reg_share"))
         held = "" if share is None else f", L2 term {_pct_text(share)}"  # to a tenth, as search explain gives it
@@ -753,6 +757,8 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
         return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
                 else "initial loss -")
+    if label == "still_learning":
+        return f"train {acc['train_acc']}, loss still falling {_pct_text(n.get('late_loss_fall'))} a tenth"
     if label == "healthy":
         return f"loss fell {_pct_text(n.get('loss_change'))}, gap {gap_text}"
     return label

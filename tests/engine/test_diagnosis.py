@@ -18,6 +18,12 @@ LN10 = math.log(10)
 
 
 def _falling(first: float, last: float, n: int = 100) -> list[float]:
+    """A loss from ``first`` levelling off at ``last`` (a run that converged)."""
+    return list(last + (first - last) * np.exp(-np.arange(n) / 8))
+
+
+def _still_falling(first: float, last: float, n: int = 100) -> list[float]:
+    """A loss falling in a straight line from ``first`` to ``last``: still falling steeply at its end."""
     return list(np.linspace(first, last, n))
 
 
@@ -376,3 +382,76 @@ def test_a_deep_net_whose_outputs_collapsed_names_its_initialisation_beside_the_
     kept = [LayerStats(i, 0.0, s, 0.0, 0.0) for i, s in enumerate([0.26, 0.37, 0.59], start=1)]
     assert describe_diagnosis(_run(loss=[2.3026] * 100, train=0.1, val=0.09, layers=kept, chance=0.1)) == [
         "the loss did not fall (instead of falling by 10% or more): the learning rate is too low"]
+
+
+def test_a_run_far_from_its_training_set_whose_loss_still_falls_steeply_is_still_learning():
+    # one hidden layer of 3 units, 20 epochs on 300 digits: train 0.60, validation 0.52, the loss still falling
+    # 6.5 % per tenth of the run; with its 7.8-point gap within noise it was called "healthy"
+    d = _run(loss=_still_falling(LN10, 1.0), train=0.60, val=0.56)
+    slope = (LN10 - 1.0) / 99  # per iteration; the last 30 of 100 losses have their mean 14.5 iterations above 1.0
+    assert d.labels == ("still_learning",)
+    assert d.numbers["late_loss_fall"] == pytest.approx(slope * 10 / (1.0 + 14.5 * slope), abs=1e-4)
+    assert d.numbers["late_loss_limit"] == THRESHOLDS.late_fall  # a straight line: no noise
+    assert describe_diagnosis(d) == [
+        "the loss is still falling steeply at the end (11.1% of it per tenth of the run over its last 30% of "
+        "iterations, > 3%), with train accuracy 0.6000 and a train-val gap of 4.0 points: still learning, not "
+        "converged; train longer (more epochs) before judging its capacity or regularisation"]
+    # the same accuracies with a loss that levelled off (a problem whose labels are a quarter noise tops out at
+    # 0.75): nothing says more epochs or more capacity would help
+    assert _run(loss=_falling(LN10, 1.0), train=0.60, val=0.56).labels == ("healthy",)
+    # a training set learned: the loss still falling is no reason to call it anything else
+    assert _run(loss=_still_falling(LN10, 1.0), train=0.95, val=0.94).labels == ("healthy",)
+
+
+def test_a_late_fall_must_pass_three_percent_a_tenth_and_twice_its_noise():
+    # 1.4 -> 1.0: 3.8 % of the loss per tenth of the run over its last 30 %; 1.4 -> 1.2: 1.8 %
+    assert _run(loss=_still_falling(1.4, 1.0), train=0.60, val=0.56).labels == ("still_learning",)
+    assert _run(loss=_still_falling(1.2, 1.0), train=0.60, val=0.56).labels == ("healthy",)
+    # the same 3.8 % under minibatch noise of +-0.5: twice the slope's standard error is 21 % a tenth
+    noisy = _run(loss=list(np.array(_still_falling(1.4, 1.0)) + 0.5 * (-1.0) ** np.arange(100)), train=0.60,
+                 val=0.56)
+    assert noisy.labels == ("healthy",) and noisy.numbers["late_loss_limit"] > 0.2
+    assert _run(loss=_still_falling(LN10, 1.0)[:9], train=0.60, val=0.56).numbers["late_loss_fall"] is None
+
+
+def test_an_underfitting_run_whose_loss_still_falls_is_told_to_train_longer_not_to_grow():
+    # 3 epochs of Adam at lr 1e-3 on digits: train 0.81, no gap, the loss still falling 10 % a tenth: "raise capacity"
+    d = _run(loss=_still_falling(LN10, 1.0), train=0.80, val=0.795)
+    assert d.labels == ("underfitting",)  # as refinement reads it
+    assert describe_diagnosis(d) == [
+        "train accuracy 0.8000, train-val gap 0.5 points: the training set is not learned; underfitting, but the loss "
+        "is still falling steeply at the end (11.1% of it per tenth of the run over its last 30% of iterations, > 3%): "
+        "train longer first, then raise capacity or lower regularisation if it levels off this low"]
+    levelled = _run(loss=_falling(LN10, 1.0), train=0.80, val=0.795)
+    assert describe_diagnosis(levelled) == [
+        "train accuracy 0.8000, train-val gap 0.5 points: the training set is not learned; underfitting: raise "
+        "capacity or lower regularisation"]
+
+
+def _curves(train_hist, val_hist, n_val=1000):
+    return diagnose("completed", _falling(LN10, 0.5), train_hist[-1], val_hist[-1], LN10, LN10, [],
+                    samples=(1000, n_val), train_acc_history=train_hist, val_acc_history=val_hist)
+
+
+def test_a_validation_curve_fallen_from_an_early_peak_while_train_rises_is_overfitting():
+    train, val = [0.80, 0.84, 0.86, 0.87, 0.88], [0.81, 0.87, 0.86, 0.85, 0.845]  # the final gap: 3.5 points
+    d = _curves(train, val)
+    limit = round(2 * math.sqrt(0.87 * 0.13 / 1000), 4)  # twice the binomial standard error at the peak
+    assert d.labels == ("overfitting",)
+    keys = ("val_peak_epoch", "val_peak", "val_drop", "val_drop_limit", "train_rise", "val_fell")
+    assert {k: d.numbers[k] for k in keys} == {
+        "val_peak_epoch": 2, "val_peak": 0.87, "val_drop": 0.025, "val_drop_limit": limit, "train_rise": 0.04,
+        "val_fell": True}
+    assert describe_diagnosis(d) == [
+        "validation accuracy peaked at 0.8700 in epoch 2 and fell 2.5 points by the end (> 2.1 points, twice its "
+        "standard error) while train accuracy rose 4.0 points to 0.8800, though the final gap is 3.5 points: "
+        "overfitting; stop near epoch 2 or raise regularisation"]
+    assert _curves(train, val, n_val=270).labels == ("healthy",)  # 2.5 points is noise on 270 samples (4.1)
+    # train fell with it (to 0.83, 1.5 points under validation): no overfitting
+    assert _curves([0.80, 0.86, 0.85, 0.84, 0.83], val).labels == ("underfitting",)
+    assert _curves(train, [0.81, 0.83, 0.84, 0.845, 0.85]).labels == ("healthy",)  # still rising at the end
+    big = _curves([0.80, 0.94, 0.97, 0.99], [0.81, 0.93, 0.91, 0.89])  # both signs: a gap of 10 points, a fall of 4
+    assert describe_diagnosis(big) == [
+        "train accuracy 0.9900 is 10.0 points above validation (> 5 points); validation accuracy peaked at 0.9300 in "
+        "epoch 2 and fell 4.0 points by the end (> 2 points) while train accuracy rose 5.0 points to 0.9900: "
+        "overfitting; stop near epoch 2 or raise regularisation"]

@@ -81,3 +81,43 @@ def test_chance_is_the_share_of_the_most_frequent_training_label():
 
     assert majority_share(np.array([0] * 19 + [1])) == 0.95
     assert majority_share(np.array([0, 1, 2, 0])) == 0.5
+
+
+def _diagnosed(data_spec, params):
+    from engine.trainer import train
+    from search.config import RunConfig
+    from search.objective import diagnose_trial
+
+    config = RunConfig(data=data_spec).with_params(params)
+    dataset = config.load()
+    model = config.build_model(dataset)
+    initial_reg_loss = model.reg_loss(config.train.reg)
+    result = train(model, config.train, dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val)
+    return diagnose_trial(result, model, dataset, config, initial_reg_loss)
+
+
+def test_short_runs_still_falling_are_told_to_train_longer_and_a_levelled_small_net_to_grow():
+    from engine.data import DataSpec
+    from engine.diagnostics import describe_diagnosis
+
+    # 3 epochs of SGD at lr 0.05 on digits: train 0.76, a 2.2-point gap, the loss still falling: it was "healthy"
+    sgd = _diagnosed(DataSpec("digits"), {"train.epochs": 3, "train.optimizer": "sgd", "train.lr": 5e-2})
+    assert sgd.labels == ("still_learning",) and sgd.numbers["train_acc"] < 0.9
+    assert sgd.numbers["late_loss_fall"] > sgd.numbers["late_loss_limit"]
+    # 3 epochs of Adam at lr 1e-3: train 0.81 and no gap, told "raise capacity", where 30 epochs reach 0.99
+    adam = _diagnosed(DataSpec("digits"), {"train.epochs": 3})
+    assert adam.labels == ("underfitting",)
+    assert "train longer first, then raise capacity" in describe_diagnosis(adam)[0]
+    # 2 hidden units for 30 epochs: train 0.68, its loss levelled off: too little capacity
+    small = _diagnosed(DataSpec("digits"), {"train.epochs": 30, "train.lr": 1e-2, "arch.hidden": (2,)})
+    assert small.labels == ("underfitting",) and small.numbers["late_loss_fall"] < small.numbers["late_loss_limit"]
+    assert describe_diagnosis(small)[0].endswith("underfitting: raise capacity or lower regularisation")
+
+
+def test_search_explain_reads_a_stored_trial_still_learning(run_cli):
+    assert run_cli("coarse", "--lr", "1e-3:1.1e-3", "--trials", "1", "--epochs", "3").exit_code == 0
+    trial = _trials("digits/coarse")[0]
+    assert trial.user_attrs["diagnosis"] == ["underfitting"]
+    explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
+    assert "train longer first" in explained["sentences"][0]
+    assert explained["diagnosis_numbers"]["late_loss_fall"] > explained["diagnosis_numbers"]["late_loss_limit"]

@@ -780,6 +780,15 @@ def test_a_loss_change_or_gap_is_given_to_a_tenth_as_search_explain_gives_it():
     assert diagnosis_text("healthy", {"loss_change": 0.9716, "train_val_gap": 0.017}) == "loss fell 97.2 %, gap 1.7 pts"
 
 
+def test_an_example_of_a_run_still_learning_or_whose_validation_fell_says_so():
+    assert diagnosis_text("still_learning", {"train_acc": 0.6, "late_loss_fall": 0.0648}) == (
+        "train 0.6000, loss still falling 6.5 % a tenth")
+    fell = {"train_acc": 0.88, "val_acc": 0.845, "train_val_gap": 0.035, "val_peak_epoch": 2, "val_drop": 0.025,
+            "val_drop_limit": 0.0213, "val_fell": True}
+    assert diagnosis_text("overfitting", fell) == "train 0.8800, val 0.8450: gap 3.5 pts, val fell 2.5 pts from epoch 2"
+    assert diagnosis_text("overfitting", {**fell, "val_fell": False}) == "train 0.8800, val 0.8450: gap 3.5 pts"
+
+
 def test_an_underfitting_example_gives_the_share_of_its_loss_the_l2_term_holds():
     # wine/fine-1:21, underfitting because its loss was its L2 term, was titled "train 0.99, gap -1 pts"
     numbers = {"train_acc": 0.9919, "train_val_gap": -0.0081, "loss_change": -0.0319, "reg_share": 1.0112}
