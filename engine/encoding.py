@@ -77,12 +77,14 @@ class TableEncoding:
             if cats is not None and not (isinstance(cats, list) and cats and all(isinstance(v, str) for v in cats)
                                          and len(set(cats)) == len(cats)):
                 raise ValueError(f"encoding.categories holds {str(cats)[:60]}, not distinct names")
+            if cats is not None and cats != sorted(cats):  # fit_encoding sorts them: the network's inputs in order
+                raise ValueError(f"encoding.categories holds {str(cats)[:60]}, not in sorted order")
         if fill is not None:
             if not (isinstance(fill, list) and len(fill) == len(columns)):
                 raise ValueError("encoding.fill must hold one value per column")
             for value, cats in zip(fill, categories):
                 if cats is None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                         and np.isfinite(value)):
+                                         and abs(value) <= float(np.finfo(np.float32).max)):  # a feature is float32
                     raise ValueError(f"encoding.fill holds {value!r} for a column of numbers")
                 if cats is not None and value not in cats:
                     raise ValueError(f"encoding.fill holds {value!r}, not a category of its column")

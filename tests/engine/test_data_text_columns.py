@@ -140,7 +140,13 @@ def test_a_model_file_whose_encoding_is_damaged_is_not_a_model(tmp_path: Path) -
     for key, value, problem in (("fill", [1.0, "violet"], "encoding.fill holds 'violet', not a category of its column"),
                                 ("categories", [None, ["blue", "green", "red", "violet"]],
                                  "features names 2 columns encoded into 5 features, the model reads 4"),
-                                ("columns", ["x", "color"], "encoding.columns are not the features the model reads")):
+                                ("columns", ["x", "color"], "encoding.columns are not the features the model reads"),
+                                # swapped: each category would feed another input of the network
+                                ("categories", [None, ["red", "green", "blue"]],
+                                 "encoding.categories holds ['red', 'green', 'blue'], not in sorted order"),
+                                # beyond float32: every prediction NaN
+                                ("fill", [1e308, ds.encoding.fill[1]], "encoding.fill holds 1e+308 for a column of "
+                                 "numbers")):
         arrays["meta"] = np.array(json.dumps({**meta, "encoding": {**meta["encoding"], key: value}}))
         np.savez(tmp_path / "bad.npz", **arrays)
         with pytest.raises(DataError, match="not a model file saved by `search train --save`") as err:
@@ -155,3 +161,4 @@ def test_a_column_with_no_value_in_the_training_split_is_refused(tmp_path: Path)
         load_dataset(DataSpec(str(path), missing="mean"))
     assert str(err.value) == (f"{path}: column 'empty' has no value in the training split (12 rows): leave it out "
                               "with --ignore-column empty")
+
