@@ -523,6 +523,9 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     # by the names a saved model reads its columns by (table_columns'), which are stripped
     encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values,
                             fill=spec.missing == "mean")
+    rows = sum(ds.sizes.values())  # a text column of 100 categories takes 100 times its cells' memory
+    check_memory(rows * encoding.output_dim * 4, source, f"its {rows} rows one-hot encoded into "
+                 f"{encoding.output_dim} features")
     encoded: dict[str, np.ndarray] = {}
     for split in SPLITS:
         raw = getattr(ds, f"X_{split}")

@@ -35,15 +35,17 @@ class TableEncoding:
     def transform(self, X: np.ndarray, values: dict[int, dict[str, int]]) -> tuple[np.ndarray, dict[str, int]]:
         """Raw table X (N, D) (codes into ``values[c]`` for a text column, NaN missing) as float32 (N, K), and per text
         column the cells of a category training never saw (encoded as all zeros), where there are any."""
-        blocks: list[np.ndarray] = []
+        out = np.zeros((len(X), self.output_dim), dtype=np.float32)  # written in place: no float64 copy of it
         unseen: dict[str, int] = {}
+        start = 0
         for c, cats in enumerate(self.categories):
             column = X[:, c].astype(np.float64)
             missing = np.isnan(column)
             if cats is None:
                 if self.fill is not None:
                     column[missing] = self.fill[c]
-                blocks.append(column[:, None])
+                out[:, start] = column
+                start += 1
                 continue
             index = {cat: k for k, cat in enumerate(cats)}
             lookup = np.full(len(values.get(c, {})) + 1, -1)
@@ -55,11 +57,10 @@ class TableEncoding:
                 k[missing] = index[str(self.fill[c])]
             if (k[~missing] < 0).any():
                 unseen[self.columns[c].strip()] = int((k[~missing] < 0).sum())
-            onehot = np.zeros((len(column), len(cats)))
             rows = np.flatnonzero(k >= 0)
-            onehot[rows, k[rows]] = 1.0
-            blocks.append(onehot)
-        return np.hstack(blocks).astype(np.float32), unseen
+            out[rows, start + k[rows]] = 1.0
+            start += len(cats)
+        return out, unseen
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: columns, categories and fill values (what a saved model keeps)."""

@@ -162,3 +162,15 @@ def test_a_column_with_no_value_in_the_training_split_is_refused(tmp_path: Path)
     assert str(err.value) == (f"{path}: column 'empty' has no value in the training split (12 rows): leave it out "
                               "with --ignore-column empty")
 
+
+def test_a_table_too_large_once_one_hot_encoded_is_refused_before_it_is_made(tmp_path: Path, monkeypatch) -> None:
+    from engine import formats
+
+    path = tmp_path / "wide.csv"
+    path.write_text("x,code,label\n" + "".join(f"{i},k{i % 90},{'ab'[i % 2]}\n" for i in range(900)))
+    # the table read (900 rows of 2 columns) fits, its 91 encoded features (900 x 91 x 4 bytes) do not
+    monkeypatch.setattr(formats, "available_memory", lambda: 200_000)
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: its 900 rows one-hot encoded into 91 features would need 319.9 KiB of memory, "
+                              "more than 50% of the 195.3 KiB available")
