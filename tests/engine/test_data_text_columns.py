@@ -174,3 +174,29 @@ def test_a_table_too_large_once_one_hot_encoded_is_refused_before_it_is_made(tmp
         load_dataset(DataSpec(str(path)))
     assert str(err.value) == (f"{path}: its 900 rows one-hot encoded into 91 features would need 319.9 KiB of memory, "
                               "more than 50% of the 195.3 KiB available")
+
+
+
+def test_one_hot_columns_and_filled_cells_are_scikit_learns_fitted_on_the_training_rows(tmp_path: Path) -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(5)
+    rows = [(i, "" if i % 9 == 2 else f"{rng.normal(5, 3):.3f}", "?" if i % 13 == 5 else str(rng.choice(
+        ["Paris", "Lyon", "Nice", "Metz", "Brest"], p=[.5, .3, .15, .04, .01])), "xyz"[i % 3]) for i in range(200)]
+    path = tmp_path / "t.csv"
+    path.write_text("uid,a,city,label\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    ds = load_dataset(DataSpec(str(path), missing="mean", seed=3))
+    uid = ds.X_train[:, 0].astype(int)  # the training rows, as the split drew them
+    numbers = np.array([[np.nan if not rows[i][1] else float(rows[i][1])] for i in range(200)])
+    texts = np.array([[np.nan if rows[i][2] == "?" else rows[i][2]] for i in range(200)], dtype=object)
+    imputer = SimpleImputer(strategy="mean").fit(numbers[uid])
+    mode = SimpleImputer(strategy="most_frequent").fit(texts[uid])
+    onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(mode.transform(texts[uid]))
+    for split in ("train", "val", "test"):
+        X = getattr(ds, f"X_{split}")
+        ids = X[:, 0].astype(int)
+        expected = np.hstack([ids[:, None], imputer.transform(numbers[ids]),
+                              onehot.transform(mode.transform(texts[ids]))])
+        np.testing.assert_allclose(X, expected, rtol=1e-6)
+    assert ds.feature_names[2:] == tuple(f"city={cat}" for cat in onehot.categories_[0])
