@@ -502,7 +502,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     X, labels, columns, label_column, text = read_table(path, delimiter, spec.label_column, spec.ignore_columns,
                                                         missing_ok=spec.missing is not None)
     notes: dict[str, Any] = {"missing": spec.missing, "unlabelled_rows_dropped": 0, "rows_dropped": 0,
-                             "cells_filled": 0, "unseen": {}}
+                             "cells_filled": 0, "cells_filled_per_column": {}, "unseen": {}}
     if spec.missing is not None:
         labelled = np.array([label != "" for label in labels])
         complete = ~np.isnan(X).any(axis=1) if spec.missing == "drop" else np.ones(len(X), dtype=bool)
@@ -527,12 +527,15 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     check_memory(rows * encoding.output_dim * 4, source, f"its {rows} rows one-hot encoded into "
                  f"{encoding.output_dim} features")
     encoded: dict[str, np.ndarray] = {}
+    filled = np.zeros(len(columns), dtype=np.int64)
     for split in SPLITS:
         raw = getattr(ds, f"X_{split}")
-        notes["cells_filled"] += int(np.isnan(raw).sum())
+        filled += np.isnan(raw).sum(axis=0)
         encoded[split], unseen = encoding.transform(raw, text.values)
         if unseen:
             notes["unseen"][split] = unseen
+    notes["cells_filled"] = int(filled.sum())
+    notes["cells_filled_per_column"] = {name: int(n) for name, n in zip(encoding.columns, filled) if n}
     return dataclasses.replace(ds, X_train=encoded["train"], X_val=encoded["val"], X_test=encoded["test"],
                                feature_names=encoding.feature_names, encoding=encoding, table_notes=notes)
 

@@ -43,6 +43,7 @@ def test_a_text_column_is_one_hot_and_missing_cells_take_the_training_splits_val
     assert fill_x == pytest.approx(float(ds.X_train[:, 0].mean()), rel=1e-6)
     assert fill_x != pytest.approx(float(X[:, 0].mean()), rel=1e-6)
     assert ds.table_notes["cells_filled"] == 6 + 1 and ds.table_notes["rows_dropped"] == 0
+    assert ds.table_notes["cells_filled_per_column"] == {"x": 6, "colour": 1}
 
 
 def test_drop_leaves_out_the_rows_missing_a_value_and_a_missing_label_is_dropped_and_counted(tmp_path: Path) -> None:

@@ -358,8 +358,8 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
     assert lines[2:6] == [
         "text column 'colour': one-hot, 3 categories of the training split (blue, green, red) -> 3 features",
         "text column 'shade': one-hot, 2 categories of the training split (dark, light) -> 2 features",
-        f"--missing mean: 18 missing cells filled (colour {fill['colour']!r}, shade {fill['shade']!r}, "
-        f"x {fill['x']:.4g}), 0 rows without a label dropped",
+        f"--missing mean: 18 missing cells filled (colour 6 with {fill['colour']!r}, x 12 with {fill['x']:.4g}), 0 "
+        "rows without a label dropped",
         "3 classes:"]
     dropped = run_cli("data", "--data", "colours.csv", "--missing", "drop").stdout.splitlines()
     assert dropped[0].endswith(": 95 train, 19 val, 19 test; 6 features")  # 150 rows, 17 missing a value
