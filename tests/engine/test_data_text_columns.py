@@ -201,3 +201,18 @@ def test_one_hot_columns_and_filled_cells_are_scikit_learns_fitted_on_the_traini
                               onehot.transform(mode.transform(texts[ids]))])
         np.testing.assert_allclose(X, expected, rtol=1e-6)
     assert ds.feature_names[2:] == tuple(f"city={cat}" for cat in onehot.categories_[0])
+
+
+def test_every_column_that_cannot_be_trained_on_is_named_at_once(tmp_path: Path) -> None:
+    # Titanic's Name (an id), Ticket (numbers and codes) and Cabin (too many categories) took three runs, one each
+    path = tmp_path / "titanic.csv"
+    path.write_text("Name,Ticket,Cabin,Fare,Survived\n" + "".join(
+        f"passenger {i},{'A/5 ' if i % 4 == 1 else ''}{1000 + i},C{i % 120},{i % 7}.5,{i % 2}\n" for i in range(300)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (
+        f"{path}: 3 columns cannot be trained on: 'Name' holds text with 300 different values in 300 rows (an id or a "
+        "note); 'Ticket' mixes numbers and text ('A/5 1001' in row 2 (line 3)); 'Cabin' holds text with 120 different "
+        "values (more than 100 categories); leave them out with --ignore-column Name --ignore-column Ticket "
+        "--ignore-column Cabin")
+    assert load_dataset(DataSpec(str(path), ignore_columns=("Name", "Ticket", "Cabin"))).input_dim == 1
