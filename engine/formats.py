@@ -512,7 +512,9 @@ def _parse_rows(
         label = row[label_index].strip()
         if not label or (text.missing_ok and _is_missing(label)):
             if empty_label is None:
-                raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
+                raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label: fill it in or "
+                                f"delete the row, or train with --missing mean or --missing drop, which drop the rows "
+                                f"without a label")
             label = empty_label
         labels.append(label)
     return X32
