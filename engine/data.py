@@ -510,8 +510,12 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
         notes["rows_dropped"] = int((labelled & ~complete).sum())
         keep = labelled & complete
         if not keep.any():
+            empty = [columns[c].strip() for c in np.flatnonzero(np.isnan(X[labelled]).all(axis=0))]
+            hint = "" if not empty or not labelled.any() else (
+                f"; no row has a value in {', '.join(map(repr, empty))}: leave {'them' if len(empty) > 1 else 'it'} "
+                f"out with {' '.join(f'--ignore-column {name}' for name in empty)}")
             raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
-                            f"{notes['rows_dropped']} a value (--missing {spec.missing})")
+                            f"{notes['rows_dropped']} a value (--missing {spec.missing}){hint}")
         X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
     y, label_names = _label_array(labels)
     labels_from = (f" of the label column {label_column!r}" if spec.label_column is not None

@@ -162,6 +162,10 @@ def test_a_column_with_no_value_in_the_training_split_is_refused(tmp_path: Path)
         load_dataset(DataSpec(str(path), missing="mean"))
     assert str(err.value) == (f"{path}: column 'empty' has no value in the training split (12 rows): leave it out "
                               "with --ignore-column empty")
+    with pytest.raises(DataError) as err:  # every row dropped: the column is the reason
+        load_dataset(DataSpec(str(path), missing="drop"))
+    assert str(err.value) == (f"{path}: no row left to train on: 0 miss their label, 20 a value (--missing drop); "
+                              "no row has a value in 'empty': leave it out with --ignore-column empty")
 
 
 def test_a_table_too_large_once_one_hot_encoded_is_refused_before_it_is_made(tmp_path: Path, monkeypatch) -> None:
