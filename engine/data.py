@@ -527,9 +527,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     # by the names a saved model reads its columns by (table_columns'), which are stripped
     encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values,
                             fill=spec.missing == "mean")
-    rows = sum(ds.sizes.values())  # a text column of 100 categories takes 100 times its cells' memory
-    check_memory(rows * encoding.output_dim * 4, source, f"its {rows} rows one-hot encoded into "
-                 f"{encoding.output_dim} features")
+    encoding.check_memory(sum(ds.sizes.values()), source)
     encoded: dict[str, np.ndarray] = {}
     filled = np.zeros(len(columns), dtype=np.int64)
     for split in SPLITS:
@@ -577,6 +575,7 @@ def read_inputs(
         X, cells = read_columns(path, delimiter, features, label_column, text)
         unseen: dict[str, int] = {}
         if encoding is not None:
+            encoding.check_memory(len(X), str(path))
             X, unseen = encoding.transform(X, text.values)
         ids = read_cells(path, delimiter, id_column) if id_column is not None else None
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
+from engine.formats import check_memory
 
 MISSING_POLICIES = ("mean", "drop")
 
@@ -31,6 +32,12 @@ class TableEncoding:
         """The K features' names: a column's name, or ``column=category`` for each of a text column's categories."""
         return tuple(name for column, cats in zip(self.columns, self.categories)
                      for name in ([column] if cats is None else [f"{column.strip()}={cat}" for cat in cats]))
+
+    def check_memory(self, rows: int, source: str) -> None:
+        """DataError naming ``source`` when ``rows`` encoded would not fit in memory (a text column of 100 categories
+        takes 100 times its cells' memory)."""
+        check_memory(rows * self.output_dim * 4, source, f"its {rows} rows one-hot encoded into {self.output_dim} "
+                     "features")
 
     def transform(self, X: np.ndarray, values: dict[int, dict[str, int]]) -> tuple[np.ndarray, dict[str, int]]:
         """Raw table X (N, D) (codes into ``values[c]`` for a text column, NaN missing) as float32 (N, K), and per text

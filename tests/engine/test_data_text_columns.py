@@ -8,6 +8,7 @@ import pytest
 
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engine.data import DataSpec, load_dataset, read_inputs
+from engine.encoding import TableEncoding
 from engine.errors import ConfigError, DataError
 from engine.model import FullyConnectedNet, ModelConfig
 from engine.preprocess import PreprocessSpec, fit_preprocessor
@@ -177,6 +178,12 @@ def test_a_table_too_large_once_one_hot_encoded_is_refused_before_it_is_made(tmp
     monkeypatch.setattr(formats, "available_memory", lambda: 200_000)
     with pytest.raises(DataError) as err:
         load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: its 900 rows one-hot encoded into 91 features would need 319.9 KiB of memory, "
+                              "more than 50% of the 195.3 KiB available")
+    # and so are new rows to score with a model of it
+    encoding = TableEncoding(("x", "code"), (None, tuple(sorted(f"k{i}" for i in range(90)))))
+    with pytest.raises(DataError) as err:
+        read_inputs(path, label_names=("a", "b"), features=("x", "code"), encoding=encoding)
     assert str(err.value) == (f"{path}: its 900 rows one-hot encoded into 91 features would need 319.9 KiB of memory, "
                               "more than 50% of the 195.3 KiB available")
 
