@@ -27,6 +27,7 @@ from engine.encoding import MISSING_POLICIES, TableEncoding, fit_encoding
 from engine.errors import ConfigError, DataError, shown
 from engine.formats import (
     FILE_FORMATS,
+    MISSING_CELLS,
     check_memory,
     detect_format,
     list_image_folder,
@@ -720,6 +721,20 @@ def id_column_warning(ds: Dataset) -> str | None:
     return None
 
 
+def missing_label_warning(ds: Dataset) -> str | None:
+    """The warning that a table's class is named as a missing value is written ('?', 'NA'), which without --missing
+    is trained on as a class (with it, its rows are dropped), or None."""
+    if ds.feature_names is None or ds.label_names is None:
+        return None
+    marked = [c for c, name in enumerate(ds.label_names) if name.strip().lower() in MISSING_CELLS]
+    if not marked:
+        return None
+    rows = sum(np.bincount(getattr(ds, f"y_{split}"), minlength=ds.num_classes) for split in SPLITS)
+    listed = ", ".join(f"{ds.label_names[c]!r} ({rows[c]} rows)" for c in marked)
+    return (f"{'classes' if len(marked) > 1 else 'class'} {listed} {'are' if len(marked) > 1 else 'is'} how a missing "
+            "label is written, trained on as a class; --missing mean or --missing drop drops such rows")
+
+
 def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
     """What would be trained on: samples per split, features, classes with counts, value ranges, and warnings
     (``standardized``: the features will be rescaled one by one, so their raw scales need no warning)."""
@@ -732,9 +747,9 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     scales = None if standardized else scale_warning(ds, std)
     if scales is not None:
         warnings.append(scales)
-    ids = id_column_warning(ds)
-    if ids is not None:
-        warnings.append(ids)
+    for warning in (id_column_warning(ds), missing_label_warning(ds)):
+        if warning is not None:
+            warnings.append(warning)
     if ds.image_shape is None and (std == 0).any():
         warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]
