@@ -27,6 +27,7 @@ from engine.encoding import MISSING_POLICIES, TableEncoding, fit_encoding
 from engine.errors import ConfigError, DataError, shown
 from engine.formats import (
     FILE_FORMATS,
+    MISSING_CELLS,
     check_memory,
     detect_format,
     list_image_folder,
@@ -502,7 +503,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     X, labels, columns, label_column, text = read_table(path, delimiter, spec.label_column, spec.ignore_columns,
                                                         missing_ok=spec.missing is not None)
     notes: dict[str, Any] = {"missing": spec.missing, "unlabelled_rows_dropped": 0, "rows_dropped": 0,
-                             "cells_filled": 0, "unseen": {}}
+                             "cells_filled": 0, "cells_filled_per_column": {}, "unseen": {}}
     if spec.missing is not None:
         labelled = np.array([label != "" for label in labels])
         complete = ~np.isnan(X).any(axis=1) if spec.missing == "drop" else np.ones(len(X), dtype=bool)
@@ -510,8 +511,12 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
         notes["rows_dropped"] = int((labelled & ~complete).sum())
         keep = labelled & complete
         if not keep.any():
+            empty = [columns[c].strip() for c in np.flatnonzero(np.isnan(X[labelled]).all(axis=0))]
+            hint = "" if not empty or not labelled.any() else (
+                f"; no row has a value in {', '.join(map(repr, empty))}: leave {'them' if len(empty) > 1 else 'it'} "
+                f"out with {' '.join(f'--ignore-column {name}' for name in empty)}")
             raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
-                            f"{notes['rows_dropped']} a value (--missing {spec.missing})")
+                            f"{notes['rows_dropped']} a value (--missing {spec.missing}){hint}")
         X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
     y, label_names = _label_array(labels)
     labels_from = (f" of the label column {label_column!r}" if spec.label_column is not None
@@ -523,13 +528,17 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     # by the names a saved model reads its columns by (table_columns'), which are stripped
     encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values,
                             fill=spec.missing == "mean")
+    encoding.check_memory(sum(ds.sizes.values()), source)
     encoded: dict[str, np.ndarray] = {}
+    filled = np.zeros(len(columns), dtype=np.int64)
     for split in SPLITS:
         raw = getattr(ds, f"X_{split}")
-        notes["cells_filled"] += int(np.isnan(raw).sum())
+        filled += np.isnan(raw).sum(axis=0)
         encoded[split], unseen = encoding.transform(raw, text.values)
         if unseen:
             notes["unseen"][split] = unseen
+    notes["cells_filled"] = int(filled.sum())
+    notes["cells_filled_per_column"] = {name: int(n) for name, n in zip(encoding.columns, filled) if n}
     return dataclasses.replace(ds, X_train=encoded["train"], X_val=encoded["val"], X_test=encoded["test"],
                                feature_names=encoding.feature_names, encoding=encoding, table_notes=notes)
 
@@ -567,6 +576,7 @@ def read_inputs(
         X, cells = read_columns(path, delimiter, features, label_column, text)
         unseen: dict[str, int] = {}
         if encoding is not None:
+            encoding.check_memory(len(X), str(path))
             X, unseen = encoding.transform(X, text.values)
         ids = read_cells(path, delimiter, id_column) if id_column is not None else None
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
@@ -711,6 +721,20 @@ def id_column_warning(ds: Dataset) -> str | None:
     return None
 
 
+def missing_label_warning(ds: Dataset) -> str | None:
+    """The warning that a table's class is named as a missing value is written ('?', 'NA'), which without --missing
+    is trained on as a class (with it, its rows are dropped), or None."""
+    if ds.feature_names is None or ds.label_names is None:
+        return None
+    marked = [c for c, name in enumerate(ds.label_names) if name.strip().lower() in MISSING_CELLS]
+    if not marked:
+        return None
+    rows = sum(np.bincount(getattr(ds, f"y_{split}"), minlength=ds.num_classes) for split in SPLITS)
+    listed = ", ".join(f"{ds.label_names[c]!r} ({rows[c]} rows)" for c in marked)
+    return (f"{'classes' if len(marked) > 1 else 'class'} {listed} {'are' if len(marked) > 1 else 'is'} how a missing "
+            "label is written, trained on as a class; --missing mean or --missing drop drops such rows")
+
+
 def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
     """What would be trained on: samples per split, features, classes with counts, value ranges, and warnings
     (``standardized``: the features will be rescaled one by one, so their raw scales need no warning)."""
@@ -723,9 +747,9 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     scales = None if standardized else scale_warning(ds, std)
     if scales is not None:
         warnings.append(scales)
-    ids = id_column_warning(ds)
-    if ids is not None:
-        warnings.append(ids)
+    for warning in (id_column_warning(ds), missing_label_warning(ds)):
+        if warning is not None:
+            warnings.append(warning)
     if ds.image_shape is None and (std == 0).any():
         warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]

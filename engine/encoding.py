@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
+from engine.formats import check_memory
 
 MISSING_POLICIES = ("mean", "drop")
 
@@ -32,18 +33,26 @@ class TableEncoding:
         return tuple(name for column, cats in zip(self.columns, self.categories)
                      for name in ([column] if cats is None else [f"{column.strip()}={cat}" for cat in cats]))
 
+    def check_memory(self, rows: int, source: str) -> None:
+        """DataError naming ``source`` when ``rows`` encoded would not fit in memory (a text column of 100 categories
+        takes 100 times its cells' memory)."""
+        check_memory(rows * self.output_dim * 4, source, f"its {rows} rows one-hot encoded into {self.output_dim} "
+                     "features")
+
     def transform(self, X: np.ndarray, values: dict[int, dict[str, int]]) -> tuple[np.ndarray, dict[str, int]]:
         """Raw table X (N, D) (codes into ``values[c]`` for a text column, NaN missing) as float32 (N, K), and per text
         column the cells of a category training never saw (encoded as all zeros), where there are any."""
-        blocks: list[np.ndarray] = []
+        out = np.zeros((len(X), self.output_dim), dtype=np.float32)  # written in place: no float64 copy of it
         unseen: dict[str, int] = {}
+        start = 0
         for c, cats in enumerate(self.categories):
             column = X[:, c].astype(np.float64)
             missing = np.isnan(column)
             if cats is None:
                 if self.fill is not None:
                     column[missing] = self.fill[c]
-                blocks.append(column[:, None])
+                out[:, start] = column
+                start += 1
                 continue
             index = {cat: k for k, cat in enumerate(cats)}
             lookup = np.full(len(values.get(c, {})) + 1, -1)
@@ -55,11 +64,10 @@ class TableEncoding:
                 k[missing] = index[str(self.fill[c])]
             if (k[~missing] < 0).any():
                 unseen[self.columns[c].strip()] = int((k[~missing] < 0).sum())
-            onehot = np.zeros((len(column), len(cats)))
             rows = np.flatnonzero(k >= 0)
-            onehot[rows, k[rows]] = 1.0
-            blocks.append(onehot)
-        return np.hstack(blocks).astype(np.float32), unseen
+            out[rows, start + k[rows]] = 1.0
+            start += len(cats)
+        return out, unseen
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: columns, categories and fill values (what a saved model keeps)."""
@@ -77,12 +85,14 @@ class TableEncoding:
             if cats is not None and not (isinstance(cats, list) and cats and all(isinstance(v, str) for v in cats)
                                          and len(set(cats)) == len(cats)):
                 raise ValueError(f"encoding.categories holds {str(cats)[:60]}, not distinct names")
+            if cats is not None and cats != sorted(cats):  # fit_encoding sorts them: the network's inputs in order
+                raise ValueError(f"encoding.categories holds {str(cats)[:60]}, not in sorted order")
         if fill is not None:
             if not (isinstance(fill, list) and len(fill) == len(columns)):
                 raise ValueError("encoding.fill must hold one value per column")
             for value, cats in zip(fill, categories):
                 if cats is None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                         and np.isfinite(value)):
+                                         and abs(value) <= float(np.finfo(np.float32).max)):  # a feature is float32
                     raise ValueError(f"encoding.fill holds {value!r} for a column of numbers")
                 if cats is not None and value not in cats:
                     raise ValueError(f"encoding.fill holds {value!r}, not a category of its column")

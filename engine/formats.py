@@ -215,6 +215,7 @@ class TableText:
     values: dict[int, dict[str, int]] = field(default_factory=dict)
     first: dict[int, tuple[str, str]] = field(default_factory=dict)  # column -> its first text cell and where
     numeric: set[int] = field(default_factory=set)  # columns that held a number
+    mixed: dict[int, tuple[str, str]] = field(default_factory=dict)  # discover: column -> its first text among numbers
 
 
 def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = (),
@@ -238,19 +239,34 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
     text = TableText(discover=True, missing_ok=missing_ok)
     X, labels = _read_rows(path, delimiter, columns, text, empty_label="" if missing_ok else None)
     names = found[0][0]
+    refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
+    for c, (example, where) in text.mixed.items():
+        refused[c] = (f"{where} column {names[c]!r}: {example[:40]!r} is not a number; other rows hold numbers: "
+                      f"correct it, or leave the column out with --ignore-column {names[c].strip()}",
+                      f"{names[c]!r} mixes numbers and text ({example[:40]!r} in {where})")
     for c, values in text.values.items():
         cells = int(np.count_nonzero(~np.isnan(X[:, c])))
         example, where = text.first[c]
         if len(values) > 2 and len(values) > cells / 2:
-            raise DataError(f"{path}: column {names[c]!r} holds text, not numbers, with {len(values)} different "
-                            f"values in {cells} rows ({example[:40]!r} in {where}, ...): an id or a note, not "
-                            f"categories; leave it out with --ignore-column {names[c].strip()}, or name it with "
-                            f"--label-column if it holds the labels")
-        if len(values) > MAX_CATEGORIES:
-            raise DataError(f"{path}: column {names[c]!r} holds text with {len(values)} different values ("
-                            f"{example[:40]!r} in {where}, ...), more than the {MAX_CATEGORIES} categories a column "
-                            f"is one-hot encoded into; leave it out with --ignore-column {names[c].strip()}, or "
-                            f"merge its values into fewer")
+            refused[c] = (f"column {names[c]!r} holds text, not numbers, with {len(values)} different values in "
+                          f"{cells} rows ({example[:40]!r} in {where}, ...): an id or a note, not categories; leave "
+                          f"it out with --ignore-column {names[c].strip()}, or name it with --label-column if it "
+                          f"holds the labels",
+                          f"{names[c]!r} holds text with {len(values)} different values in {cells} rows (an id or a "
+                          f"note)")
+        elif len(values) > MAX_CATEGORIES:
+            refused[c] = (f"column {names[c]!r} holds text with {len(values)} different values ({example[:40]!r} in "
+                          f"{where}, ...), more than the {MAX_CATEGORIES} categories a column is one-hot encoded "
+                          f"into; leave it out with --ignore-column {names[c].strip()}, or merge its values into fewer",
+                          f"{names[c]!r} holds text with {len(values)} different values (more than {MAX_CATEGORIES} "
+                          f"categories)")
+    if len(refused) == 1:
+        raise DataError(f"{path}: {next(iter(refused.values()))[0]}")
+    if refused:  # all named at once (Titanic's Name, Ticket and Cabin), not one a run
+        order = sorted(refused)
+        raise DataError(f"{path}: {len(order)} columns cannot be trained on: "
+                        f"{'; '.join(refused[c][1] for c in order)}; leave them out with "
+                        f"{' '.join(f'--ignore-column {names[c].strip()}' for c in order)}")
     return X, labels, *found[0], text
 
 
@@ -496,7 +512,9 @@ def _parse_rows(
         label = row[label_index].strip()
         if not label or (text.missing_ok and _is_missing(label)):
             if empty_label is None:
-                raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label")
+                raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label: fill it in or "
+                                f"delete the row, or train with --missing mean or --missing drop, which drop the rows "
+                                f"without a label")
             label = empty_label
         labels.append(label)
     return X32
@@ -512,6 +530,9 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
         return f"row {first_row + r + 1} (line {lines[r]})"
 
     for c, name in enumerate(names):
+        if c in text.mixed:  # refused once the whole file is read
+            X[:, c] = 0.0
+            continue
         column = [row[c] for row in cells]
         if c not in text.values and not any("_" in cell for cell in column):
             try:  # a column of numbers alone, read at once
@@ -528,12 +549,13 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
                     X[r, c] = float(column[r])
                 text.numeric.update([c] if any(numbers) else [])
                 continue
-            if not text.discover or any(numbers) or c in text.numeric:
-                r = words[0]
-                # a typo among numbers, or a column of codes such as Titanic's tickets (113803, A/5 21171)
-                mixed = (f"; other rows hold numbers: correct it, or leave the column out with --ignore-column "
-                         f"{name.strip()}") if text.discover else ""
-                raise DataError(f"{path}: {where(r)} column {name!r}: {column[r][:40]!r} is not a number{mixed}")
+            if not text.discover:
+                raise DataError(f"{path}: {where(words[0])} column {name!r}: {column[words[0]][:40]!r} is not a number")
+            if any(numbers) or c in text.numeric:
+                # a typo among numbers, or a column of codes such as Titanic's tickets (113803, A/5 21171): refused
+                # in read_table, with the other columns that cannot be trained on
+                text.mixed[c], X[:, c] = (column[words[0]], where(words[0])), 0.0
+                continue
             text.values[c], text.first[c] = {}, (column[words[0]].strip(), where(words[0]))
         codes, read = text.values[c], dict[str, float]()  # read: each cell's code, found once per distinct cell
         for r, cell in enumerate(column):

@@ -422,8 +422,10 @@ def table_lines(table: dict[str, Any]) -> list[str]:
         lines.append(f"text column {column['name']!r}: one-hot, {len(cats)} categories of the training split "
                      f"({shown}) -> {len(cats)} features")
     if table["missing"] is not None:
-        fills = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value!r}"
-                          for name, value in (table["fill"] or {}).items())
+        # the columns that missed a cell, not every column's fill value
+        fills = ", ".join(f"{name} {n} with {fill:.4g}" if isinstance(fill, float) else f"{name} {n} with {fill!r}"
+                          for name, n in table["cells_filled_per_column"].items()
+                          for fill in [(table["fill"] or {})[name]])
         filled = f"{table['cells_filled']} missing cells filled ({fills})" if table["missing"] == "mean" else (
             f"{table['rows_dropped']} rows with a missing value dropped")
         lines.append(f"--missing {table['missing']}: {filled}, {table['unlabelled_rows_dropped']} rows without a "

@@ -217,7 +217,9 @@ def test_a_label_column_name_that_another_column_has_too_is_refused(tmp_path: Pa
 
 def test_empty_label_and_regression_target_labels(tmp_path: Path) -> None:
     empty = _csv(tmp_path / "e.csv", "a,b,label\n" + _good_rows(4) + "1,2,\n")
-    _error(DataSpec(str(empty)), empty, "row 5 (line 6) has an empty label")
+    assert _error(DataSpec(str(empty)), empty) == (f"{empty}: row 5 (line 6) has an empty label: fill it in or delete "
+                                                   "the row, or train with --missing mean or --missing drop, which "
+                                                   "drop the rows without a label")
     real = _csv(tmp_path / "r.csv", "a,b,price\n" + "".join(f"{i},{i},{i * 0.37}\n" for i in range(30)))
     _error(DataSpec(str(real)), real, "labels must be integers or strings", "label column")
 

@@ -8,6 +8,7 @@ import pytest
 
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engine.data import DataSpec, load_dataset, read_inputs
+from engine.encoding import TableEncoding
 from engine.errors import ConfigError, DataError
 from engine.model import FullyConnectedNet, ModelConfig
 from engine.preprocess import PreprocessSpec, fit_preprocessor
@@ -43,6 +44,7 @@ def test_a_text_column_is_one_hot_and_missing_cells_take_the_training_splits_val
     assert fill_x == pytest.approx(float(ds.X_train[:, 0].mean()), rel=1e-6)
     assert fill_x != pytest.approx(float(X[:, 0].mean()), rel=1e-6)
     assert ds.table_notes["cells_filled"] == 6 + 1 and ds.table_notes["rows_dropped"] == 0
+    assert ds.table_notes["cells_filled_per_column"] == {"x": 6, "colour": 1}
 
 
 def test_drop_leaves_out_the_rows_missing_a_value_and_a_missing_label_is_dropped_and_counted(tmp_path: Path) -> None:
@@ -140,7 +142,13 @@ def test_a_model_file_whose_encoding_is_damaged_is_not_a_model(tmp_path: Path) -
     for key, value, problem in (("fill", [1.0, "violet"], "encoding.fill holds 'violet', not a category of its column"),
                                 ("categories", [None, ["blue", "green", "red", "violet"]],
                                  "features names 2 columns encoded into 5 features, the model reads 4"),
-                                ("columns", ["x", "color"], "encoding.columns are not the features the model reads")):
+                                ("columns", ["x", "color"], "encoding.columns are not the features the model reads"),
+                                # swapped: each category would feed another input of the network
+                                ("categories", [None, ["red", "green", "blue"]],
+                                 "encoding.categories holds ['red', 'green', 'blue'], not in sorted order"),
+                                # beyond float32: every prediction NaN
+                                ("fill", [1e308, ds.encoding.fill[1]], "encoding.fill holds 1e+308 for a column of "
+                                 "numbers")):
         arrays["meta"] = np.array(json.dumps({**meta, "encoding": {**meta["encoding"], key: value}}))
         np.savez(tmp_path / "bad.npz", **arrays)
         with pytest.raises(DataError, match="not a model file saved by `search train --save`") as err:
@@ -155,3 +163,67 @@ def test_a_column_with_no_value_in_the_training_split_is_refused(tmp_path: Path)
         load_dataset(DataSpec(str(path), missing="mean"))
     assert str(err.value) == (f"{path}: column 'empty' has no value in the training split (12 rows): leave it out "
                               "with --ignore-column empty")
+    with pytest.raises(DataError) as err:  # every row dropped: the column is the reason
+        load_dataset(DataSpec(str(path), missing="drop"))
+    assert str(err.value) == (f"{path}: no row left to train on: 0 miss their label, 20 a value (--missing drop); "
+                              "no row has a value in 'empty': leave it out with --ignore-column empty")
+
+
+def test_a_table_too_large_once_one_hot_encoded_is_refused_before_it_is_made(tmp_path: Path, monkeypatch) -> None:
+    from engine import formats
+
+    path = tmp_path / "wide.csv"
+    path.write_text("x,code,label\n" + "".join(f"{i},k{i % 90},{'ab'[i % 2]}\n" for i in range(900)))
+    # the table read (900 rows of 2 columns) fits, its 91 encoded features (900 x 91 x 4 bytes) do not
+    monkeypatch.setattr(formats, "available_memory", lambda: 200_000)
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: its 900 rows one-hot encoded into 91 features would need 319.9 KiB of memory, "
+                              "more than 50% of the 195.3 KiB available")
+    # and so are new rows to score with a model of it
+    encoding = TableEncoding(("x", "code"), (None, tuple(sorted(f"k{i}" for i in range(90)))))
+    with pytest.raises(DataError) as err:
+        read_inputs(path, label_names=("a", "b"), features=("x", "code"), encoding=encoding)
+    assert str(err.value) == (f"{path}: its 900 rows one-hot encoded into 91 features would need 319.9 KiB of memory, "
+                              "more than 50% of the 195.3 KiB available")
+
+
+
+def test_one_hot_columns_and_filled_cells_are_scikit_learns_fitted_on_the_training_rows(tmp_path: Path) -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(5)
+    rows = [(i, "" if i % 9 == 2 else f"{rng.normal(5, 3):.3f}", "?" if i % 13 == 5 else str(rng.choice(
+        ["Paris", "Lyon", "Nice", "Metz", "Brest"], p=[.5, .3, .15, .04, .01])), "xyz"[i % 3]) for i in range(200)]
+    path = tmp_path / "t.csv"
+    path.write_text("uid,a,city,label\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    ds = load_dataset(DataSpec(str(path), missing="mean", seed=3))
+    uid = ds.X_train[:, 0].astype(int)  # the training rows, as the split drew them
+    numbers = np.array([[np.nan if not rows[i][1] else float(rows[i][1])] for i in range(200)])
+    texts = np.array([[np.nan if rows[i][2] == "?" else rows[i][2]] for i in range(200)], dtype=object)
+    imputer = SimpleImputer(strategy="mean").fit(numbers[uid])
+    mode = SimpleImputer(strategy="most_frequent").fit(texts[uid])
+    onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(mode.transform(texts[uid]))
+    for split in ("train", "val", "test"):
+        X = getattr(ds, f"X_{split}")
+        ids = X[:, 0].astype(int)
+        expected = np.hstack([ids[:, None], imputer.transform(numbers[ids]),
+                              onehot.transform(mode.transform(texts[ids]))])
+        np.testing.assert_allclose(X, expected, rtol=1e-6)
+    assert ds.feature_names[2:] == tuple(f"city={cat}" for cat in onehot.categories_[0])
+
+
+def test_every_column_that_cannot_be_trained_on_is_named_at_once(tmp_path: Path) -> None:
+    # Titanic's Name (an id), Ticket (numbers and codes) and Cabin (too many categories) took three runs, one each
+    path = tmp_path / "titanic.csv"
+    path.write_text("Name,Ticket,Cabin,Fare,Survived\n" + "".join(
+        f"passenger {i},{'A/5 ' if i % 4 == 1 else ''}{1000 + i},C{i % 120},{i % 7}.5,{i % 2}\n" for i in range(300)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (
+        f"{path}: 3 columns cannot be trained on: 'Name' holds text with 300 different values in 300 rows (an id or a "
+        "note); 'Ticket' mixes numbers and text ('A/5 1001' in row 2 (line 3)); 'Cabin' holds text with 120 different "
+        "values (more than 100 categories); leave them out with --ignore-column Name --ignore-column Ticket "
+        "--ignore-column Cabin")
+    assert load_dataset(DataSpec(str(path), ignore_columns=("Name", "Ticket", "Cabin"))).input_dim == 1

@@ -358,8 +358,8 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
     assert lines[2:6] == [
         "text column 'colour': one-hot, 3 categories of the training split (blue, green, red) -> 3 features",
         "text column 'shade': one-hot, 2 categories of the training split (dark, light) -> 2 features",
-        f"--missing mean: 18 missing cells filled (colour {fill['colour']!r}, shade {fill['shade']!r}, "
-        f"x {fill['x']:.4g}), 0 rows without a label dropped",
+        f"--missing mean: 18 missing cells filled (colour 6 with {fill['colour']!r}, x 12 with {fill['x']:.4g}), 0 "
+        "rows without a label dropped",
         "3 classes:"]
     dropped = run_cli("data", "--data", "colours.csv", "--missing", "drop").stdout.splitlines()
     assert dropped[0].endswith(": 95 train, 19 val, 19 test; 6 features")  # 150 rows, 17 missing a value
@@ -423,3 +423,16 @@ def test_search_data_counts_the_cells_of_a_category_training_never_saw(run_cli, 
     held_out = [line for line in said[False] if "never saw" in line]
     assert held_out in (["val: 1 cell of a category training never saw (colour 1), encoded as all zeros"],
                         ["test: 1 cell of a category training never saw (colour 1), encoded as all zeros"])
+
+
+def test_search_data_warns_of_a_class_named_as_a_missing_label_is_written(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # lines unwrapped
+    # adult income's '?': without --missing, a class of its own, trained on and predicted
+    (tmp_path / "q.csv").write_text("x,label\n" + "".join(f"{i % 7},{'ab?'[i % 3] if i % 10 else 'NA'}\n"
+                                                          for i in range(90)))
+    said = run_cli("data", "--data", "q.csv")
+    assert said.exit_code == 0, said.output
+    assert ("warning: classes '?' (27 rows), 'NA' (9 rows) are how a missing label is written, trained on as a "
+            "class; --missing mean or --missing drop drops such rows") in said.stdout.splitlines()
+    dropped = run_cli("data", "--data", "q.csv", "--missing", "drop")
+    assert "2 classes:" in dropped.stdout and "missing label" not in dropped.stdout
