@@ -32,9 +32,13 @@ class RunConfig:
     """One run: ``data``, ``preprocess``, ``arch`` (the network) and ``train`` (optimisation, epochs, seed)."""
 
     data: DataSpec = field(default_factory=DataSpec)
-    preprocess: PreprocessSpec = field(default_factory=lambda: PreprocessSpec("mean_image"))
+    preprocess: PreprocessSpec = None  # type: ignore[assignment]  # None: default_preprocess(data.name)
     arch: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=50))
+
+    def __post_init__(self) -> None:
+        if self.preprocess is None:
+            object.__setattr__(self, "preprocess", PreprocessSpec(default_preprocess(self.data.name)))
 
     # ---- applying values by path
     def with_params(self, values: Mapping[str, Any]) -> RunConfig:
@@ -80,6 +84,12 @@ class RunConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """Rebuild from ``to_dict`` output (lists become tuples); unknown keys are refused."""
         return _from_dict(cls, data)
+
+
+def default_preprocess(data: str) -> str:
+    """The preprocessing a run of ``data`` gets unless one is named: a CSV/TSV table's columns are rescaled one by one
+    (standardize: their units differ, e.g. age and income), anything else is zero-centred (mean_image, the lecture's)."""
+    return "standardize" if Path(data).suffix.lower() in (".csv", ".tsv") else "mean_image"
 
 
 def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:

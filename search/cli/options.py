@@ -20,7 +20,7 @@ from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
-from search.config import MAX_DEPTH, RunConfig, absolute_data_name
+from search.config import MAX_DEPTH, RunConfig, absolute_data_name, default_preprocess
 from search.errors import SearchError
 from search.objective import EXPLODE_FACTOR, EXPLODE_WINDOW
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
@@ -247,8 +247,9 @@ RUN_OPTIONS = [
                  help="Share drawn (stratified) for test where the file gives no test split."),
     click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
     click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
-    click.option("--preprocess", type=choice(PREPROCESSORS), default="mean_image", show_default=True, metavar="NAME",
-                 help=f"Fitted on the training split: {', '.join(PREPROCESSORS)}."),
+    click.option("--preprocess", type=choice(PREPROCESSORS), default=None, metavar="NAME",
+                 help=f"Fitted on the training split: {', '.join(PREPROCESSORS)} (default: standardize for a "
+                      f"CSV/TSV table, mean_image otherwise)."),
     click.option("--pca-components", type=click.IntRange(min=1), default=None,
                  help="Components kept by pca/whiten (default: the features, at most 100)."),
     # model
@@ -295,7 +296,7 @@ def build_config(v: dict[str, Any]) -> RunConfig:
                       label_column=v["label_column"], ignore_columns=tuple(v["ignore_columns"]), missing=v["missing"],
                       image_size=v["image_size"], val_fraction=v["val_fraction"],
                       test_fraction=v["test_fraction"]),
-        preprocess=PreprocessSpec(v["preprocess"], v["pca_components"]),
+        preprocess=PreprocessSpec(v["preprocess"] or default_preprocess(v["data"]), v["pca_components"]),
         arch=ModelConfig(hidden=hidden, activation=v["activation"], init=InitSpec(v["init_name"], v["init_std"]),
                          batchnorm=v["batchnorm"], dropout=v["dropout"], loss=v["loss"], relu_bias=v["relu_bias"]),
         train=TrainConfig(batch_size=v["batch_size"], optimizer=v["optimizer"], momentum=v["momentum"],

@@ -386,6 +386,7 @@ def data(base: RunConfig, as_json: bool) -> None:
     prepared = preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too
     # the data as it is in the file, before --preprocess (with standardize, its raw scales do not matter)
     info = describe_dataset(base.data, raw, standardized=base.preprocess.name in RESCALING)
+    info["preprocess"] = base.preprocess.name  # what --preprocess gives, or its default for this data
     if as_json:
         echo_json(info)
         return
@@ -400,9 +401,9 @@ def data(base: RunConfig, as_json: bool) -> None:
         for line in table_lines(table):
             say(line)
     kept = prepared.X_train.shape[1]
-    if kept != info["features"]:  # pca and whiten train on fewer features than the file holds
-        say(f"--preprocess {base.preprocess.name} keeps {kept} of the {info['features']} features (the top principal "
-            f"components; --pca-components sets how many)")
+    say(f"preprocessing: {base.preprocess.name}, fitted on the training split" + (
+        f", keeps {kept} of the {info['features']} features (the top principal components; --pca-components sets how "
+        f"many)" if kept != info["features"] else " (--preprocess NAME to choose)"))  # pca and whiten keep fewer
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:

@@ -96,10 +96,12 @@ def test_search_data_says_how_many_features_pca_and_whiten_keep(run_cli, tmp_pat
         n = 20 if kept else 100
         assert result.stdout.splitlines()[1:3] == [
             "values -4.494 to 4.732; feature std 0.894 to 1.15",
-            f"--preprocess {name} keeps {n} of the 150 features (the top principal components; --pca-components "
-            "sets how many)"]
-    result = run_cli("data", "--data", "wide.npz", "--preprocess", "mean_image")
+            f"preprocessing: {name}, fitted on the training split, keeps {n} of the 150 features (the top principal "
+            "components; --pca-components sets how many)"]
+    result = run_cli("data", "--data", "wide.npz")  # an array is zero-centred unless told otherwise
     assert "keeps" not in result.stdout
+    assert ("preprocessing: mean_image, fitted on the training split (--preprocess NAME to choose)"
+            in result.stdout.splitlines())
 
 
 def test_search_data_describes_a_file(run_cli, tmp_path):
@@ -107,8 +109,11 @@ def test_search_data_describes_a_file(run_cli, tmp_path):
     out = json.loads(run_cli("data", "--data", "wine.csv", "--json").stdout)
     assert out["features"] == 13 and sum(out["samples"].values()) == 178
     assert [c["name"] for c in out["classes"]] == ["barbera", "barolo", "grignolino"]
-    assert any("--preprocess standardize" in w for w in out["warnings"])
-    text = run_cli("data", "--data", "wine.csv").stdout
+    # a table is standardized unless told otherwise: its raw scales (0.13 to 1680) then need no warning
+    assert out["preprocess"] == "standardize" and not any("scales" in w for w in out["warnings"])
+    out = json.loads(run_cli("data", "--data", "wine.csv", "--preprocess", "mean_image", "--json").stdout)
+    assert out["preprocess"] == "mean_image" and any("--preprocess standardize" in w for w in out["warnings"])
+    text = run_cli("data", "--data", "wine.csv", "--preprocess", "mean_image").stdout
     assert "13 features" in text and "barolo" in text and "warning: features on very different scales" in text
     # standardized or whitened, the raw scales do not matter: no advice to standardize
     for preprocess in ("standardize", "whiten"):
@@ -138,7 +143,7 @@ def test_ignored_columns_are_neither_features_nor_labels_in_training_and_in_pred
     frame.insert(5, "note", [f"bottle {i}" for i in range(len(frame))])
     frame.to_csv(tmp_path / "wine.csv", index=False)
     ignore = ("--ignore-column", "id", "--ignore-column", "note")
-    data = run_cli("data", "--data", "wine.csv", *ignore, "--json")
+    data = run_cli("data", "--data", "wine.csv", *ignore, "--preprocess", "mean_image", "--json")
     assert data.exit_code == 0, data.output
     described = json.loads(data.stdout)
     assert described["features"] == 13 and described["warnings"] == [
@@ -178,18 +183,18 @@ def test_a_stage_on_raw_scales_warns_as_search_data_does_unless_they_are_rescale
                                                                                    command):
     monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
     _write_csv(tmp_path / "wine.csv", load_wine)
-    assert f"\n{SCALES}\n" in run_cli("data", "--data", "wine.csv").stdout
+    assert f"\n{SCALES}\n" in run_cli("data", "--data", "wine.csv", "--preprocess", "mean_image").stdout
     args = [*command, "--data", "wine.csv", "--trials", "2", "--epochs", "1", "--jobs", "1"]
-    raw = run_cli(*args, "--campaign", "raw")
+    raw = run_cli(*args, "--campaign", "raw", "--preprocess", "mean_image")
     assert raw.exit_code == 0, raw.output
     assert raw.stderr.splitlines()[0] == SCALES  # before the first trial's line
     assert raw.stderr.count("very different scales") == 1
     monkeypatch.setenv("COLUMNS", "80")  # wrapped as the command's other prose is
-    narrow = run_cli(*args, "--campaign", "narrow").stderr.splitlines()
+    narrow = run_cli(*args, "--campaign", "narrow", "--preprocess", "mean_image").stderr.splitlines()
     assert narrow[:2] == [SCALES[:SCALES.index(" try")], "    try --preprocess standardize"]
     monkeypatch.setenv("COLUMNS", "200")
-    for preprocess in ("standardize", "whiten"):
-        rescaled = run_cli(*args, "--campaign", preprocess, "--preprocess", preprocess)
+    for preprocess in ("standardize", "whiten", None):  # None: a table's default, standardize
+        rescaled = run_cli(*args, "--campaign", str(preprocess), *(["--preprocess", preprocess] if preprocess else []))
         assert rescaled.exit_code == 0, rescaled.output
         assert "very different scales" not in rescaled.stderr + rescaled.stdout
 
@@ -199,13 +204,15 @@ def test_one_run_on_raw_scales_warns_as_a_stage_does(run_cli, tmp_path, monkeypa
     # for ln 3) with no word of why, where search coarse and search data said "try --preprocess standardize"
     monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
     _write_csv(tmp_path / "wine.csv", load_wine)
-    train = run_cli("train", "--data", "wine.csv", "--epochs", "1")
+    train = run_cli("train", "--data", "wine.csv", "--epochs", "1", "--preprocess", "mean_image")
     assert train.exit_code == 0 and train.stderr.splitlines() == [SCALES], train.output
-    sanity = run_cli("sanity", "--data", "wine.csv")
+    sanity = run_cli("sanity", "--data", "wine.csv", "--preprocess", "mean_image")
     assert sanity.stderr.splitlines() == [SCALES]
     assert sanity.stdout.startswith("FAIL  initial loss near chance (reg 0): 1.53 (expected ln 3 = 1.099 +- 0.05)")
-    for args in (["train", "--epochs", "1", "--preprocess", "standardize"], ["train", "--epochs", "1", "--json"],
-                 ["sanity", "--preprocess", "whiten"], ["sanity", "--json"]):
+    for args in (["train", "--epochs", "1", "--preprocess", "standardize"],
+                 ["train", "--epochs", "1", "--json", "--preprocess", "mean_image"],
+                 ["sanity", "--preprocess", "whiten"], ["sanity", "--json", "--preprocess", "mean_image"],
+                 ["train", "--epochs", "1"], ["sanity"]):  # the last two: a table is standardized by default
         assert run_cli(*args, "--data", "wine.csv").stderr == "", args
 
 
@@ -322,7 +329,7 @@ def test_sanity_measures_the_tiny_lr_check_on_one_fixed_batch(run_cli, tmp_path)
     # breast cancer on raw scales: the tiny lr's first and last minibatches' losses were 23 % apart by the batches
     # alone, and the check FAILed with 0.2348 though lr 1e-7 moved no weight that mattered
     _write_csv(tmp_path / "bc.csv", load_breast_cancer)
-    result = run_cli("sanity", "--data", "bc.csv", "--json")
+    result = run_cli("sanity", "--data", "bc.csv", "--preprocess", "mean_image", "--json")
     tiny = json.loads(result.stdout)[3]
     assert tiny["check"] == "tiny lr (x1e-4) barely moves the loss"
     assert tiny["passed"] and round(tiny["value"], 6) == 0.005787
@@ -360,7 +367,7 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
         "text column 'shade': one-hot, 2 categories of the training split (dark, light) -> 2 features",
         f"--missing mean: 18 missing cells filled (colour 6 with {fill['colour']!r}, x 12 with {fill['x']:.4g}), 0 "
         "rows without a label dropped",
-        "3 classes:"]
+        "preprocessing: standardize, fitted on the training split (--preprocess NAME to choose)"]
     dropped = run_cli("data", "--data", "colours.csv", "--missing", "drop").stdout.splitlines()
     assert dropped[0].endswith(": 95 train, 19 val, 19 test; 6 features")  # 150 rows, 17 missing a value
     assert dropped[4] == "--missing drop: 17 rows with a missing value dropped, 0 rows without a label dropped"
