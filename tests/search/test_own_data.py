@@ -443,3 +443,15 @@ def test_search_data_warns_of_a_class_named_as_a_missing_label_is_written(run_cl
             "class; --missing mean or --missing drop drops such rows") in said.stdout.splitlines()
     dropped = run_cli("data", "--data", "q.csv", "--missing", "drop")
     assert "2 classes:" in dropped.stdout and "missing label" not in dropped.stdout
+
+
+def test_a_table_is_standardized_unless_told_otherwise_from_python_as_from_the_command_line(tmp_path):
+    from engine.data import DataSpec
+    from engine.preprocess import PreprocessSpec
+    from search.config import RunConfig
+
+    assert RunConfig(data=DataSpec(str(tmp_path / "x.csv"))).preprocess == PreprocessSpec("standardize")
+    assert RunConfig(data=DataSpec(str(tmp_path / "x.TSV"))).preprocess == PreprocessSpec("standardize")
+    assert RunConfig().preprocess == PreprocessSpec("mean_image")  # digits, an array
+    named = RunConfig(data=DataSpec(str(tmp_path / "x.csv")), preprocess=PreprocessSpec("none"))
+    assert named.preprocess == PreprocessSpec("none") and RunConfig.from_dict(named.to_dict()) == named
