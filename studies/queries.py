@@ -427,7 +427,8 @@ def _first_trials_frame(
         return _typed_frame([], {**TRIAL_HEAD_COLUMNS, **{f"param_{n}": "float64" for n in params},
                                  **TRIAL_TAIL_COLUMNS})
     infos = dict(zip(study_ids, selected))
-    order = optuna_rdb.ordered_trial_ids(storage, study_ids, states, key, descending, limit)
+    # never more than the trials selected: a limit past SQL's 64-bit integers (--limit 99999999999999999999) is all
+    order = optuna_rdb.ordered_trial_ids(storage, study_ids, states, key, descending, min(limit, total))
     trials = optuna_rdb.trials_by_id(storage, [trial_id for trial_id, _ in order])
     rows = [_trial_row(infos[study], trial, params) for (_, study), trial in zip(order, trials)]
     import pandas as pd

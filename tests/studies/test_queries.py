@@ -674,7 +674,7 @@ def test_a_limit_gives_the_first_rows_of_the_whole_listing(empty_storage, sort) 
     for scope in ({"study_name": "m/fine-1"}, {"campaign": "m"}):
         for states in (None, ["COMPLETE"], ["PRUNED", "FAIL"], ["WAITING"], ["RUNNING"]):
             whole = trials_frame(empty_storage, **scope, states=states, sort=sort)
-            for limit in (1, 4, 9, 100):
+            for limit in (1, 4, 9, 100, 2**64):  # past SQL's 64-bit integers: every row
                 first = trials_frame(empty_storage, **scope, states=states, sort=sort, limit=limit)
                 pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
 
@@ -703,7 +703,7 @@ def test_a_limit_gives_the_first_rows_of_the_whole_listing_on_postgresql(postgre
     for sort in [None, "value", "-number", "state", "-state", "-hidden", "momentum"]:
         for states in (None, ["PRUNED", "FAIL"]):
             whole = trials_frame(postgres_storage, campaign="m", states=states, sort=sort)
-            for limit in (1, 9):
+            for limit in (1, 9, 2**63):
                 first = trials_frame(postgres_storage, campaign="m", states=states, sort=sort, limit=limit)
                 pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
 
