@@ -916,8 +916,10 @@ def test_the_table_commands_take_json_as_the_stage_commands_do(run_cli):
 def test_a_trial_number_past_the_last_names_the_numbers_there_are(run_cli):
     # "has no trial 2 (it has 2)" read as a contradiction: numbers start at 0
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
-    for args in (["explain", "digits/coarse:2"], ["train", "--from-trial", "digits/coarse:2"]):
-        assert one_line_error(run_cli(*args)) == "error: study digits/coarse has no trial 2: its trials are 0 to 1"
+    for number in (2, 2**64):  # one past SQL's 64-bit integers crashed with an OverflowError
+        for args in (["explain", f"digits/coarse:{number}"], ["train", "--from-trial", f"digits/coarse:{number}"]):
+            assert (one_line_error(run_cli(*args))
+                    == f"error: study digits/coarse has no trial {number}: its trials are 0 to 1")
 
 
 def test_a_table_of_trials_none_of_which_completed_says_how_each_ended(run_cli, monkeypatch):
