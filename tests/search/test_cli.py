@@ -1021,6 +1021,36 @@ def test_a_following_worker_joins_each_next_stage_until_the_final_one_is_done(ru
         "error: --stage and --follow: give one, --stage to join that stage alone or --follow to join each next stage")
 
 
+def test_a_following_worker_says_once_that_it_waits_for_the_next_stage(run_cli, monkeypatch):
+    # after a stage begun by search coarse, worker --follow waited for a next stage without a word, forever
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # two polls find nothing, the third a final stage ("search auto" made it)
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) == 3:
+            create_stage(open_storage("sqlite:///search.db"),
+                         replace(coarse_stage("digits", run, DEFAULT_SPACE, 1, seed=1), stage="final",
+                                 parent="digits/coarse"))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow")
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 3 and followed.stderr.count("waiting") == 1
+    assert " ".join(followed.stderr.split()).startswith(  # wrapped to the terminal's width
+        "waiting for the next stage of campaign digits (search auto adds them; Ctrl-C stops) ")
+
+
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
     # search explain --plot of an exploded trial showed its loss alone: not what it was stopped against
     from studies import plots
