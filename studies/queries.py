@@ -170,10 +170,13 @@ def _typed_frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataF
 
 
 def _int_or_none(value: Any) -> int | None:
+    """A whole-number attribute as an int; None for text, NaN, Infinity (written into the study by other code) and a
+    number past 2**53, which the column's floats on their way to Int64 (a trial without it is a NaN) do not hold."""
     try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
+        number = int(value) if value is not None else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is None or abs(number) <= 2**53 else None
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import create_trial
 
@@ -74,6 +75,23 @@ def test_a_trial_with_text_where_numbers_belong_is_a_row_with_blanks(tmp_path) -
     assert frame["value"].tolist() == [0.5, 0.9]
     assert frame.loc[1, ["val_acc", "seconds", "train_acc"]].isna().tolist() == [True, True, True]
     assert frame.loc[1, "final_loss"] == 1.0
+
+
+def test_a_trial_with_a_whole_number_no_integer_column_holds_is_a_row_with_blanks(tmp_path) -> None:
+    # iterations 1e308 or Infinity (JSON Optuna reads) crashed search trials and report: OverflowError traceback
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        _study(storage, "digits/coarse", SERVICE_ATTRS, "maximize", [])
+        study = optuna.load_study(study_name="digits/coarse", storage=storage)
+        for iterations in (1e308, float("inf"), float("nan"), 2**63, 2**53 + 1, 2**53, 12.0):
+            study.add_trial(create_trial(value=0.9, user_attrs={"iterations": iterations, "best_epoch": iterations,
+                                                                "model_parameters": iterations}))
+        for limit in (None, 7):
+            frame = trials_frame(storage, sort="value", limit=limit)
+            for column in ("iterations", "best_epoch", "model_parameters"):
+                assert frame[column].tolist() == [pd.NA] * 5 + [2**53, 12]
+    finally:
+        storage.engine.dispose()
 
 
 def test_foreign_studies_are_not_in_the_report(storage) -> None:
