@@ -444,8 +444,8 @@ def campaign_dims(infos: Sequence[StageInfo], frame: pd.DataFrame, params: Seque
     for name in params:
         found = [d for d in (parse_dim(name, i.space.get(name)) for i in infos) if d is not None]
         values = param_values(frame, name)
-        if not found:
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not found or (found[0].numeric and not numeric):  # a range the trials chose text in: written elsewhere
             found = [Dim(name, "float", bool(values) and all(v > 0 for v in values)) if numeric
                      else Dim(name, "categorical")]
         dim = found[0]

@@ -94,6 +94,30 @@ def test_a_trial_with_a_whole_number_no_integer_column_holds_is_a_row_with_blank
         storage.engine.dispose()
 
 
+def test_a_space_that_calls_a_dimension_of_text_choices_a_range_is_reported_as_categorical(tmp_path) -> None:
+    # a stage's space written by another program gave opt=1:2 where its trials chose "x" or "y": the report took
+    # it for a log range and ended in a traceback ("Data cannot be log-scaled because all values are <= 0")
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from studies.report import campaign_report
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        space = {"lr": [1e-5, 1, "log"], "opt": [1, 2]}
+        _study(storage, "t/coarse", {**SERVICE_ATTRS, "campaign": "t", "space": space}, "maximize", [])
+        study = optuna.load_study(study_name="t/coarse", storage=storage)
+        for i, choice in enumerate(["x", "y", "x"]):
+            study.add_trial(create_trial(value=0.5 + i / 10, params={"opt": choice, "lr": 10.0**-i},
+                                         distributions={"opt": CategoricalDistribution(["x", "y"]),
+                                                        "lr": FloatDistribution(1e-5, 1, log=True)}))
+        report = campaign_report(storage, "t")
+    finally:
+        storage.engine.dispose()
+    assert report.summary["dims"] == {"lr": {"type": "float", "log": True, "choices": None},
+                                      "opt": {"type": "categorical", "log": None, "choices": ["x", "y"]}}
+    assert "projection" in report.images
+
+
 def test_foreign_studies_are_not_in_the_report(storage) -> None:
     # the report found its stages by name: a plain Optuna study named digits/... was a row of the report
     from studies.report import campaign_stage_infos
