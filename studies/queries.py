@@ -11,7 +11,6 @@ user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from sqlalchemy import DateTime, Float, Integer, String, text
 
 from studies import optuna_rdb
 from studies.errors import StudyError, UnknownStudyError
-from studies.records import RECORD_KEYS, trial_record
+from studies.records import RECORD_KEYS, curve_points, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
@@ -506,8 +505,7 @@ def loss_curves(
         # trial_record's lookup, without reading the whole trial: the user attrs only for an older database
         curve = (storage.get_trial_system_attrs(trial_id).get("loss_curve")
                  or storage.get_trial_user_attrs(trial_id).get("loss_curve") or [])
-        # the trainer stores non-finite points (an exploding run's NaN) as None
-        curves[int(number)] = [math.nan if x is None else float(x) for x in curve]
+        curves[int(number)] = curve_points(curve)
     return curves
 
 

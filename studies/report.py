@@ -64,7 +64,7 @@ from studies import plots
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
-from studies.records import seconds_text, trial_record, value_text
+from studies.records import curve_points, seconds_text, trial_record, value_text
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -773,8 +773,8 @@ def _read_examples(storage: optuna.storages.BaseStorage, examples: Sequence[dict
         val = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
         text = diagnosis_text(ex["label"], numbers, ex["stop_reason"])
         out.append({**ex, "trial": f"{ex['study']}:{ex['number']}", "text": text, "numbers": numbers,
-                    "curves": {"loss": list(trial_record(trial, "loss_curve") or []),
-                               "train_acc": list(trial_record(trial, "train_acc_curve") or []), "val_acc": val}})
+                    "curves": {"loss": curve_points(trial_record(trial, "loss_curve")),
+                               "train_acc": curve_points(trial_record(trial, "train_acc_curve")), "val_acc": val}})
     return out
 
 

@@ -1071,6 +1071,25 @@ def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkey
     assert len(calm.lines) == 1 and calm.get_legend() is None
 
 
+def test_a_trials_plot_draws_no_curve_that_is_not_a_list_of_numbers(run_cli, monkeypatch):
+    # curves other code wrote into the study ("zz") ended search explain --plot in a traceback
+    from studies import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    assert run_cli("coarse", "--trials", "1", "--epochs", "2", "--train-size", "200", "--jobs", "1").exit_code == 0
+    with sqlite3.connect("search.db") as db:
+        db.execute("UPDATE trial_system_attributes SET value_json = '\"zz\"' "
+                   "WHERE key IN ('loss_curve', 'train_acc_curve')")
+    result = run_cli("explain", "digits/coarse:0", "--plot", "t.png")
+    assert result.exit_code == 0, result.output
+    loss, accuracy = drawn[0].axes
+    assert [list(line.get_ydata()) for line in loss.lines] == [[]]
+    train, val = accuracy.lines
+    assert list(train.get_xdata()) == list(val.get_xdata()) == [1, 2]
+    assert all(y != y for y in train.get_ydata()) and len(val.get_ydata()) == 2
+
+
 def test_search_train_plots_an_exploded_run_with_the_line_its_loss_crossed(run_cli, monkeypatch):
     # search train --plot of a run it reported as exploded drew its loss alone
     from studies import plots

@@ -118,6 +118,28 @@ def test_a_space_that_calls_a_dimension_of_text_choices_a_range_is_reported_as_c
     assert "projection" in report.images
 
 
+def test_a_curve_that_is_not_a_list_of_numbers_is_drawn_as_no_curve(tmp_path) -> None:
+    # a loss_curve "zz" (written by another program) was read as the points "z", "z": search report ended in a
+    # traceback (could not convert string to float: 'z'), as did the loss curves of search explain --plot
+    from studies.queries import loss_curves
+    from studies.report import campaign_report
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        _study(storage, "t/coarse", {**SERVICE_ATTRS, "campaign": "t"}, "maximize", [])
+        study = optuna.load_study(study_name="t/coarse", storage=storage)
+        for i, curve in enumerate(["zz", [2.0, "x"], [True], [2.5, None, 1]]):
+            study.add_trial(create_trial(value=0.5 + i / 10, user_attrs={
+                "diagnosis": ["lr_too_low"], "loss_curve": curve, "train_acc_curve": curve}))
+        curves = loss_curves(storage, "t/coarse", [0, 1, 2, 3])
+        report = campaign_report(storage, "t")
+    finally:
+        storage.engine.dispose()
+    assert {n: c[:1] + [str(x) for x in c[1:]] for n, c in curves.items()} == {
+        0: [], 1: [], 2: [], 3: [2.5, "nan", "1.0"]}
+    assert "diagnosis_examples" in report.images
+
+
 def test_foreign_studies_are_not_in_the_report(storage) -> None:
     # the report found its stages by name: a plain Optuna study named digits/... was a row of the report
     from studies.report import campaign_stage_infos
