@@ -476,6 +476,15 @@ def test_trials_flat_in_aggregates_and_with_user_ctes(db) -> None:
     assert campaign.values.tolist() == [["digits", "coarse"], ["digits", "fine-1"], ["spiral", "coarse"]]
 
 
+def test_a_query_may_define_its_own_trials_flat_quoted_or_materialized(db) -> None:
+    # 'duplicate WITH table name: trials_flat': the view was added beside the query's own, quoted or MATERIALIZED
+    url, _ = db
+    for cte in ('"trials_flat" AS', "trials_flat AS MATERIALIZED", "[trials_flat] AS NOT MATERIALIZED",
+                "`trials_flat`(a) AS"):
+        frame = run_readonly_sql(url, f"WITH {cte} (SELECT 7 AS a) SELECT a FROM trials_flat")
+        assert frame["a"].tolist() == [7], cte
+
+
 def test_scan_sql_splits_only_outside_strings_and_comments() -> None:
     assert scan_sql("SELECT 1;")[0] == ["SELECT 1"]
     assert len(scan_sql("SELECT ';' /* ; */ -- ;\n")[0]) == 1
