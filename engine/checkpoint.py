@@ -93,13 +93,26 @@ def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
     f.write(buffer.getbuffer())
 
 
+def _names_a_descriptor(path: Path) -> bool:
+    """Is ``path`` an open descriptor by name: in ``/proc`` (``/dev/fd/1``), or a link into it (``/dev/stdout``)?"""
+    for _ in range(40):  # as many links as the kernel follows
+        folder = Path(os.path.realpath(path.parent))
+        if folder.parts[:2] == ("/", "proc"):
+            return True
+        if not (folder / path.name).is_symlink():
+            return False
+        path = folder / os.readlink(folder / path.name)
+    return False
+
+
 def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """``write`` a file at ``path`` through a temporary file in its folder and ``os.replace``: an existing file is
     replaced only once the new one is complete, nothing half-written is left, and the mode is 0666 minus the umask,
-    as open() gives. A device or FIFO there (``/dev/null``) is written to, never replaced by a file."""
+    as open() gives. A device or FIFO there (``/dev/null``), or an open descriptor by name (``/dev/stdout``), is
+    written to, never replaced by a file."""
     path = Path(path)
     try:
-        if path.exists() and not path.is_file():
+        if (path.exists() and not path.is_file()) or _names_a_descriptor(path):
             with open(path, "wb") as f:
                 write(f)
             return

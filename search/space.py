@@ -132,7 +132,8 @@ class FloatRange:
         """``k`` evenly spaced values in the range's coordinate, bounds included."""
         lo, hi = self.to_unit(self.low), self.to_unit(self.high)
         units = [(lo + hi) / 2] if k == 1 else list(np.linspace(lo, hi, k))
-        return [float(self.from_unit(u)) for u in units]
+        # within the bounds whatever the rounding: exp(log(50)) is 49.99999999999999
+        return [min(max(float(self.from_unit(u)), self.low), self.high) for u in units]
 
     def near_bound(self, value: float, edge: float) -> str | None:
         """``"low"`` or ``"high"`` when value lies within ``edge`` x width of that bound, else None."""

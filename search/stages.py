@@ -334,6 +334,8 @@ def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial
     study = load_stage_study(storage, name, wait_ready=0.0)
     study_id = optuna_rdb.study_id(study)
     try:  # that trial alone: a stage may hold a million
+        if number >= 2**63:  # past SQL's integers, which the driver refuses to send: no trial has it
+            raise KeyError(number)
         trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
     except KeyError:  # Optuna numbers a study's trials 0, 1, 2, ...
         count = sum(stage_counts(storage, study_id).values())

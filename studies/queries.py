@@ -11,7 +11,6 @@ user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from sqlalchemy import DateTime, Float, Integer, String, text
 
 from studies import optuna_rdb
 from studies.errors import StudyError, UnknownStudyError
-from studies.records import RECORD_KEYS, trial_record
+from studies.records import RECORD_KEYS, curve_points, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
@@ -170,10 +169,13 @@ def _typed_frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataF
 
 
 def _int_or_none(value: Any) -> int | None:
+    """A whole-number attribute as an int; None for text, NaN, Infinity (written into the study by other code) and a
+    number past 2**53, which the column's floats on their way to Int64 (a trial without it is a NaN) do not hold."""
     try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
+        number = int(value) if value is not None else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is None or abs(number) <= 2**53 else None
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -427,7 +429,8 @@ def _first_trials_frame(
         return _typed_frame([], {**TRIAL_HEAD_COLUMNS, **{f"param_{n}": "float64" for n in params},
                                  **TRIAL_TAIL_COLUMNS})
     infos = dict(zip(study_ids, selected))
-    order = optuna_rdb.ordered_trial_ids(storage, study_ids, states, key, descending, limit)
+    # never more than the trials selected: a limit past SQL's 64-bit integers (--limit 99999999999999999999) is all
+    order = optuna_rdb.ordered_trial_ids(storage, study_ids, states, key, descending, min(limit, total))
     trials = optuna_rdb.trials_by_id(storage, [trial_id for trial_id, _ in order])
     rows = [_trial_row(infos[study], trial, params) for (_, study), trial in zip(order, trials)]
     import pandas as pd
@@ -502,8 +505,7 @@ def loss_curves(
         # trial_record's lookup, without reading the whole trial: the user attrs only for an older database
         curve = (storage.get_trial_system_attrs(trial_id).get("loss_curve")
                  or storage.get_trial_user_attrs(trial_id).get("loss_curve") or [])
-        # the trainer stores non-finite points (an exploding run's NaN) as None
-        curves[int(number)] = [math.nan if x is None else float(x) for x in curve]
+        curves[int(number)] = curve_points(curve)
     return curves
 
 

@@ -21,6 +21,15 @@ def trial_record(trial: FrozenTrial, key: str, default: Any = None) -> Any:
     return trial.user_attrs.get(key, default)
 
 
+def curve_points(curve: Any) -> list[float]:
+    """A stored curve (``loss_curve``, ``train_acc_curve``) as floats, its None points (not finite when run) NaN;
+    [] for anything but a list of numbers (written by other code into the study)."""
+    if not isinstance(curve, list) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in curve):
+        return []
+    return [float("nan") if v is None else float(v) for v in curve]
+
+
 def diagnosis_labels(trial: FrozenTrial) -> tuple[str, ...]:
     """The trial's diagnosis labels; () when it has none, or something else than a list of them (written by other
     code into the study)."""

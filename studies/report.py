@@ -64,7 +64,7 @@ from studies import plots
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
-from studies.records import seconds_text, trial_record, value_text
+from studies.records import curve_points, seconds_text, trial_record, value_text
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -446,8 +446,8 @@ def campaign_dims(infos: Sequence[StageInfo], frame: pd.DataFrame, params: Seque
     for name in params:
         found = [d for d in (parse_dim(name, i.space.get(name)) for i in infos) if d is not None]
         values = param_values(frame, name)
-        if not found:
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not found or (found[0].numeric and not numeric):  # a range the trials chose text in: written elsewhere
             found = [Dim(name, "float", bool(values) and all(v > 0 for v in values)) if numeric
                      else Dim(name, "categorical")]
         dim = found[0]
@@ -779,8 +779,8 @@ def _read_examples(storage: optuna.storages.BaseStorage, examples: Sequence[dict
         val = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
         text = diagnosis_text(ex["label"], numbers, ex["stop_reason"])
         out.append({**ex, "trial": f"{ex['study']}:{ex['number']}", "text": text, "numbers": numbers,
-                    "curves": {"loss": list(trial_record(trial, "loss_curve") or []),
-                               "train_acc": list(trial_record(trial, "train_acc_curve") or []), "val_acc": val}})
+                    "curves": {"loss": curve_points(trial_record(trial, "loss_curve")),
+                               "train_acc": curve_points(trial_record(trial, "train_acc_curve")), "val_acc": val}})
     return out
 
 

@@ -395,7 +395,8 @@ def run_readonly_sql(
         got = keyword or statement.strip()[:20]
         raise QueryError(f"refused: only read-only queries ({allowed}) may run, got {got!r}")
     uses_view = re.search(rf"\b{_VIEW_NAME}\b", mask, re.IGNORECASE) is not None
-    defines_view = re.search(rf"\b{_VIEW_NAME}\s*(\([^)]*\))?\s*AS\s*\(", mask, re.IGNORECASE) is not None
+    defines_view = re.search(rf"\b{_VIEW_NAME}[\"`\]]?\s*(\([^)]*\))?\s*AS\s*((NOT\s+)?MATERIALIZED\s*)?\(", mask,
+                             re.IGNORECASE) is not None  # the query's own (quoted, materialized or not)
     if uses_view and not defines_view and keyword == "EXPLAIN":
         raise QueryError(f"{_VIEW_NAME} cannot be used with EXPLAIN; EXPLAIN the underlying tables")
     view = (lambda kinds: _with_trials_view(statement, mask, trial_view_sql(kinds, dialect))) if (

@@ -562,6 +562,9 @@ _STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
      "the disk holding the database is full: free some space and run again"),
     (("database is locked", "database table is locked", "lock timeout"),
      "the database is locked: another process has held its write lock too long; try again when it is done"),
+    # a hot journal: reading it needs a rollback, a write, which a read-only connection may not do
+    (("sqlite_readonly_rollback",), "a process writing it was killed mid-transaction and left a journal that only a "
+     "writing command rolls back: run the interrupted command again, then this one"),
     (("readonly database", "read-only"), "the database is read-only: it cannot be written here"),
     # the server answered (libpq's text begins "connection to server ... failed" here too): name what it refused
     (("password authentication failed", "no password supplied"),

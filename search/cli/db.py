@@ -264,7 +264,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from search.errors import SearchError
     from search.objective import scheduler_stop
     from search.stages import load_trial, parse_trial_ref
-    from studies.records import diagnosis_labels, trial_record
+    from studies.records import curve_points, diagnosis_labels, trial_record
 
     name, number = parse_trial_ref(ref)
     check_not_input("--plot", plot, {"--storage": storage_file(storage)})
@@ -286,9 +286,10 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     if plot:
         from studies.plots import new_axes, plot_training, save
 
-        nan = float("nan")
-        losses = [v if v is not None else nan for v in trial_record(trial, "loss_curve", [])]
-        train_acc = [v if v is not None else nan for v in trial_record(trial, "train_acc_curve", [None] * len(val_acc))]
+        losses = curve_points(trial_record(trial, "loss_curve"))
+        train_acc = curve_points(trial_record(trial, "train_acc_curve"))
+        if len(train_acc) != len(val_acc):  # none stored, or not one the run wrote (other code's): no train line
+            train_acc = [float("nan")] * len(val_acc)
         title = f"{ref}: {', '.join(diagnosis.labels)}"
         # an exploded run's stopping line, as the report draws it: the curve crossed it on average
         threshold = stage.explode_factor if attrs.get("stop_reason") == "exploded" else None

@@ -403,6 +403,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
         return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json)
     summaries: list[Any] = []
     served: set[str] = set()  # a stage is joined once: its trials others still run are theirs to finish
+    waiting = False
     while True:
         stages = campaign_stages(st, name)
         unfinished = [s for s in stages if s.study_name not in served
@@ -410,11 +411,15 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
         if unfinished:
             served.add(unfinished[-1].study_name)
             summaries.append(run_existing(ex, load_stage_study(st, unfinished[-1].study_name)))
+            waiting = False
             if not follow:
                 break
         elif not follow or any(s.user_attrs.get("stage") == "final" for s in stages):
             break
         else:
+            if not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
+                say(f"waiting for the next stage of campaign {name} (search auto adds them; Ctrl-C stops)", err=True)
+            waiting = True
             time.sleep(FOLLOW_POLL_SECONDS)
     if not summaries and not as_json:  # finished before this worker came: nothing is wrong
         say(f"nothing to join: every stage of campaign {name} is complete")

@@ -973,8 +973,10 @@ def test_the_table_commands_take_json_as_the_stage_commands_do(run_cli):
 def test_a_trial_number_past_the_last_names_the_numbers_there_are(run_cli):
     # "has no trial 2 (it has 2)" read as a contradiction: numbers start at 0
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
-    for args in (["explain", "digits/coarse:2"], ["train", "--from-trial", "digits/coarse:2"]):
-        assert one_line_error(run_cli(*args)) == "error: study digits/coarse has no trial 2: its trials are 0 to 1"
+    for number in (2, 2**64):  # one past SQL's 64-bit integers crashed with an OverflowError
+        for args in (["explain", f"digits/coarse:{number}"], ["train", "--from-trial", f"digits/coarse:{number}"]):
+            assert (one_line_error(run_cli(*args))
+                    == f"error: study digits/coarse has no trial {number}: its trials are 0 to 1")
 
 
 def test_a_table_of_trials_none_of_which_completed_says_how_each_ended(run_cli, monkeypatch):
@@ -1076,6 +1078,36 @@ def test_a_following_worker_joins_each_next_stage_until_the_final_one_is_done(ru
         "error: --stage and --follow: give one, --stage to join that stage alone or --follow to join each next stage")
 
 
+def test_a_following_worker_says_once_that_it_waits_for_the_next_stage(run_cli, monkeypatch):
+    # after a stage begun by search coarse, worker --follow waited for a next stage without a word, forever
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # two polls find nothing, the third a final stage ("search auto" made it)
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) == 3:
+            create_stage(open_storage("sqlite:///search.db"),
+                         replace(coarse_stage("digits", run, DEFAULT_SPACE, 1, seed=1), stage="final",
+                                 parent="digits/coarse"))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow")
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 3 and followed.stderr.count("waiting") == 1
+    assert " ".join(followed.stderr.split()).startswith(  # wrapped to the terminal's width
+        "waiting for the next stage of campaign digits (search auto adds them; Ctrl-C stops) ")
+
+
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
     # search explain --plot of an exploded trial showed its loss alone: not what it was stopped against
     from studies import plots
@@ -1094,6 +1126,25 @@ def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkey
     assert list(line.get_ydata()) == [4 * curve.get_ydata()[0]] * 2
     assert [text.get_text() for text in exploded.get_legend().get_texts()] == ["4 x first loss (stop)"]
     assert len(calm.lines) == 1 and calm.get_legend() is None
+
+
+def test_a_trials_plot_draws_no_curve_that_is_not_a_list_of_numbers(run_cli, monkeypatch):
+    # curves other code wrote into the study ("zz") ended search explain --plot in a traceback
+    from studies import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    assert run_cli("coarse", "--trials", "1", "--epochs", "2", "--train-size", "200", "--jobs", "1").exit_code == 0
+    with sqlite3.connect("search.db") as db:
+        db.execute("UPDATE trial_system_attributes SET value_json = '\"zz\"' "
+                   "WHERE key IN ('loss_curve', 'train_acc_curve')")
+    result = run_cli("explain", "digits/coarse:0", "--plot", "t.png")
+    assert result.exit_code == 0, result.output
+    loss, accuracy = drawn[0].axes
+    assert [list(line.get_ydata()) for line in loss.lines] == [[]]
+    train, val = accuracy.lines
+    assert list(train.get_xdata()) == list(val.get_xdata()) == [1, 2]
+    assert all(y != y for y in train.get_ydata()) and len(val.get_ydata()) == 2
 
 
 def test_search_train_plots_an_exploded_run_with_the_line_its_loss_crossed(run_cli, monkeypatch):

@@ -373,6 +373,22 @@ def test_saving_to_a_fifo_writes_into_it_and_never_replaces_it(run_cli, tmp_path
     assert data.startswith(b"PK") and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
+def test_saving_to_a_descriptor_by_name_writes_into_it_and_never_replaces_the_name(run_cli, tmp_path):
+    # --out /dev/stdout with stdout sent to a file (/dev/stdout -> /proc/self/fd/1 -> that file) replaced the
+    # /dev/stdout link by a new file, for every program on the machine, and wrote nothing where stdout went
+    for name in ("stdout", "fd"):
+        with open(tmp_path / "sink", "wb") as sink:
+            link = f"/proc/self/fd/{sink.fileno()}"
+            if name == "stdout":
+                os.symlink(link, tmp_path / "stdout")  # as /dev/stdout is
+            result = run_cli("train", "--epochs", "1", "--hidden", "10", "--save",
+                             "stdout" if name == "stdout" else link)
+        assert result.exit_code == 0, result.output
+        assert len(load_checkpoint(tmp_path / "sink").label_names) == 10  # digits
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["sink", "stdout"]
+    assert os.readlink(tmp_path / "stdout").startswith("/proc/self/fd/")
+
+
 def test_saving_to_dev_null_writes_into_it(run_cli, tmp_path):
     # /dev/null seeks and tells 0 whatever was written: the zip's end record came out negative, a struct.error
     # traceback after the training

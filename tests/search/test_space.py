@@ -23,6 +23,11 @@ def test_log_uniform_sampling_stays_in_range_and_covers_it_in_log_space():
 
 def test_grid_is_log_spaced_with_bounds():
     assert np.allclose(FloatRange(1e-4, 1e-1).grid(4), [1e-4, 1e-3, 1e-2, 1e-1])
+    # exp(log(50)) is 49.99999999999999: search grid --lr 50:100 stored lr below its range, and Optuna warned so
+    for low, high, log in ((50.0, 100.0, True), (1e-6, 1.0, True), (0.1, 0.7, False)):
+        points = FloatRange(low, high, log).grid(4)
+        assert (points[0], points[-1]) == (low, high)
+        assert all(low <= p <= high for p in points)
 
 
 @pytest.mark.parametrize("text,fragment", [

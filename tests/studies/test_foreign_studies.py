@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import create_trial
 
@@ -74,6 +75,69 @@ def test_a_trial_with_text_where_numbers_belong_is_a_row_with_blanks(tmp_path) -
     assert frame["value"].tolist() == [0.5, 0.9]
     assert frame.loc[1, ["val_acc", "seconds", "train_acc"]].isna().tolist() == [True, True, True]
     assert frame.loc[1, "final_loss"] == 1.0
+
+
+def test_a_trial_with_a_whole_number_no_integer_column_holds_is_a_row_with_blanks(tmp_path) -> None:
+    # iterations 1e308 or Infinity (JSON Optuna reads) crashed search trials and report: OverflowError traceback
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        _study(storage, "digits/coarse", SERVICE_ATTRS, "maximize", [])
+        study = optuna.load_study(study_name="digits/coarse", storage=storage)
+        for iterations in (1e308, float("inf"), float("nan"), 2**63, 2**53 + 1, 2**53, 12.0):
+            study.add_trial(create_trial(value=0.9, user_attrs={"iterations": iterations, "best_epoch": iterations,
+                                                                "model_parameters": iterations}))
+        for limit in (None, 7):
+            frame = trials_frame(storage, sort="value", limit=limit)
+            for column in ("iterations", "best_epoch", "model_parameters"):
+                assert frame[column].tolist() == [pd.NA] * 5 + [2**53, 12]
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_space_that_calls_a_dimension_of_text_choices_a_range_is_reported_as_categorical(tmp_path) -> None:
+    # a stage's space written by another program gave opt=1:2 where its trials chose "x" or "y": the report took
+    # it for a log range and ended in a traceback ("Data cannot be log-scaled because all values are <= 0")
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from studies.report import campaign_report
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        space = {"lr": [1e-5, 1, "log"], "opt": [1, 2]}
+        _study(storage, "t/coarse", {**SERVICE_ATTRS, "campaign": "t", "space": space}, "maximize", [])
+        study = optuna.load_study(study_name="t/coarse", storage=storage)
+        for i, choice in enumerate(["x", "y", "x"]):
+            study.add_trial(create_trial(value=0.5 + i / 10, params={"opt": choice, "lr": 10.0**-i},
+                                         distributions={"opt": CategoricalDistribution(["x", "y"]),
+                                                        "lr": FloatDistribution(1e-5, 1, log=True)}))
+        report = campaign_report(storage, "t")
+    finally:
+        storage.engine.dispose()
+    assert report.summary["dims"] == {"lr": {"type": "float", "log": True, "choices": None},
+                                      "opt": {"type": "categorical", "log": None, "choices": ["x", "y"]}}
+    assert "projection" in report.images
+
+
+def test_a_curve_that_is_not_a_list_of_numbers_is_drawn_as_no_curve(tmp_path) -> None:
+    # a loss_curve "zz" (written by another program) was read as the points "z", "z": search report ended in a
+    # traceback (could not convert string to float: 'z'), as did the loss curves of search explain --plot
+    from studies.queries import loss_curves
+    from studies.report import campaign_report
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
+    try:
+        _study(storage, "t/coarse", {**SERVICE_ATTRS, "campaign": "t"}, "maximize", [])
+        study = optuna.load_study(study_name="t/coarse", storage=storage)
+        for i, curve in enumerate(["zz", [2.0, "x"], [True], [2.5, None, 1]]):
+            study.add_trial(create_trial(value=0.5 + i / 10, user_attrs={
+                "diagnosis": ["lr_too_low"], "loss_curve": curve, "train_acc_curve": curve}))
+        curves = loss_curves(storage, "t/coarse", [0, 1, 2, 3])
+        report = campaign_report(storage, "t")
+    finally:
+        storage.engine.dispose()
+    assert {n: c[:1] + [str(x) for x in c[1:]] for n, c in curves.items()} == {
+        0: [], 1: [], 2: [], 3: [2.5, "nan", "1.0"]}
+    assert "diagnosis_examples" in report.images
 
 
 def test_foreign_studies_are_not_in_the_report(storage) -> None:

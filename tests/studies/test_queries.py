@@ -476,6 +476,15 @@ def test_trials_flat_in_aggregates_and_with_user_ctes(db) -> None:
     assert campaign.values.tolist() == [["digits", "coarse"], ["digits", "fine-1"], ["spiral", "coarse"]]
 
 
+def test_a_query_may_define_its_own_trials_flat_quoted_or_materialized(db) -> None:
+    # 'duplicate WITH table name: trials_flat': the view was added beside the query's own, quoted or MATERIALIZED
+    url, _ = db
+    for cte in ('"trials_flat" AS', "trials_flat AS MATERIALIZED", "[trials_flat] AS NOT MATERIALIZED",
+                "`trials_flat`(a) AS"):
+        frame = run_readonly_sql(url, f"WITH {cte} (SELECT 7 AS a) SELECT a FROM trials_flat")
+        assert frame["a"].tolist() == [7], cte
+
+
 def test_scan_sql_splits_only_outside_strings_and_comments() -> None:
     assert scan_sql("SELECT 1;")[0] == ["SELECT 1"]
     assert len(scan_sql("SELECT ';' /* ; */ -- ;\n")[0]) == 1
@@ -699,7 +708,7 @@ def test_a_limit_gives_the_first_rows_of_the_whole_listing(empty_storage, sort) 
     for scope in ({"study_name": "m/fine-1"}, {"campaign": "m"}):
         for states in (None, ["COMPLETE"], ["PRUNED", "FAIL"], ["WAITING"], ["RUNNING"]):
             whole = trials_frame(empty_storage, **scope, states=states, sort=sort)
-            for limit in (1, 4, 9, 100):
+            for limit in (1, 4, 9, 100, 2**64):  # past SQL's 64-bit integers: every row
                 first = trials_frame(empty_storage, **scope, states=states, sort=sort, limit=limit)
                 pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
 
@@ -728,7 +737,7 @@ def test_a_limit_gives_the_first_rows_of_the_whole_listing_on_postgresql(postgre
     for sort in [None, "value", "-number", "state", "-state", "-hidden", "momentum"]:
         for states in (None, ["PRUNED", "FAIL"]):
             whole = trials_frame(postgres_storage, campaign="m", states=states, sort=sort)
-            for limit in (1, 9):
+            for limit in (1, 9, 2**63):
                 first = trials_frame(postgres_storage, campaign="m", states=states, sort=sort, limit=limit)
                 pd.testing.assert_frame_equal(first, whole.head(limit).reset_index(drop=True))
 

@@ -159,6 +159,27 @@ def test_an_empty_file_is_no_database_for_reading(tmp_path) -> None:
     assert path.stat().st_size == 0
 
 
+def test_a_journal_a_killed_writer_left_is_named_not_called_a_read_only_database(tmp_path) -> None:
+    # kill -9 of search coarse as it made its database left a hot journal; search studies then said "the database
+    # is read-only: it cannot be written here", though the next writing command rolled it back and went on
+    import subprocess
+    import sys
+
+    path = tmp_path / "search.db"
+    writer = (f"import os, sqlite3; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
+              "c.execute('PRAGMA cache_size = 1'); c.execute('CREATE TABLE t (x BLOB)'); "
+              "c.execute('INSERT INTO t VALUES (zeroblob(100000))'); c.execute('BEGIN'); "
+              "c.execute('UPDATE t SET x = zeroblob(200000)'); os._exit(0)")  # killed before its COMMIT
+    subprocess.run([sys.executable, "-c", writer], check=True)
+    assert (tmp_path / "search.db-journal").exists()
+    with pytest.raises(StorageError) as info:
+        open_storage(_url(path), readonly=True)
+    assert str(info.value) == (
+        f"cannot read '{path}': a process writing it was killed mid-transaction and left a journal that only a "
+        "writing command rolls back: run the interrupted command again, then this one (attempt to write a readonly "
+        "database [SQLITE_READONLY_ROLLBACK])")
+
+
 # --- 6. reading a missing database creates nothing --------------------------------------------
 
 
