@@ -450,6 +450,8 @@ def test_a_table_is_standardized_unless_told_otherwise_from_python_as_from_the_c
     from engine.preprocess import PreprocessSpec
     from search.config import RunConfig
 
+    for name in ("x.csv", "x.TSV"):
+        (tmp_path / name).write_text("a,label\n1,0\n")
     assert RunConfig(data=DataSpec(str(tmp_path / "x.csv"))).preprocess == PreprocessSpec("standardize")
     assert RunConfig(data=DataSpec(str(tmp_path / "x.TSV"))).preprocess == PreprocessSpec("standardize")
     assert RunConfig().preprocess == PreprocessSpec("mean_image")  # digits, an array
