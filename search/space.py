@@ -344,6 +344,9 @@ def parse_dimension(name: str, spec: str) -> Dimension:
     log, is_int = entry.log, entry.kind == "int"
     if {"log", "linear"} <= set(parts[2:]):
         raise SearchError(f"{spec!r} names both log and linear: give one scale")
+    twice = next((flag for flag in parts[2:] if parts[2:].count(flag) > 1), None)
+    if twice is not None:  # a typo, as 16:32:int:int: said, not read as something else
+        raise SearchError(f"{spec!r} names {twice!r} twice: give each flag once")
     for flag in parts[2:]:
         if flag == "log":
             log = True
