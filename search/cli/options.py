@@ -48,6 +48,8 @@ class WritablePath(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not str(value).strip():
             self.fail("the path must not be empty", param, ctx)
+        if self.folder and str(value) == "-":  # "-" is standard output to predict --out; a folder is no stream
+            self.fail("'-' (standard output) cannot hold a folder of files: give a folder's name", param, ctx)
         rv = super().convert(value, param, ctx)
         problem = write_problem(str(rv), self.folder)
         if problem:
