@@ -666,6 +666,8 @@ def run_worker(
     looking = f"looking for trials of {name}"
     study_id = optuna_rdb.study_id(study)
     after_id = -1  # where the next claim starts looking (see optuna_rdb.claim_waiting_trial)
+    # the finished trials TPE and QMC draw from, kept here and read as they finish (the others read no history)
+    history = optuna_rdb.FinishedTrials() if stage.sampler in ("tpe", "qmc") else None
     # a trial is stale after 2 x the heartbeat interval: looking once per interval finds it in time
     stale_every = min(storage.get_heartbeat_interval() or 0, MAX_BEAT_SECONDS)
     stale_checked = -math.inf
@@ -690,7 +692,7 @@ def run_worker(
             after_id = optuna_rdb.trial_id(claimed)
             try:
                 with heartbeat.beating(after_id):  # while the result is recorded too, retries included
-                    frozen = _run_claimed(study, stage, claimed, dataset, report)
+                    frozen = _run_claimed(study, stage, claimed, dataset, report, history)
             except (KeyboardInterrupt, Interrupted):
                 if on_trial is not None:  # its line too, as a watcher of several workers reports theirs
                     _report_interrupted(storage, after_id, on_trial)
@@ -821,8 +823,9 @@ def _signals_ignored() -> Iterator[None]:
 
 
 def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, dataset: Dataset,
-                 report: WorkerReport) -> FrozenTrial:
-    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry.
+                 report: WorkerReport, history: optuna_rdb.FinishedTrials | None = None) -> FrozenTrial:
+    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry. ``history``:
+    the stage's finished trials as far as read, for a sampler that draws from them (TPE, QMC).
 
     The trial's params are written in one transaction once suggested, and its intermediate values,
     user attributes, value and state in one more when it ends (``optuna_rdb.BufferedTrialStorage``).
@@ -833,7 +836,10 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
     trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
     what = f"recording trial {number} of {stage.name}"
     study.sampler = make_sampler(stage, number)
-    optuna_rdb.forget_cached_trials(study)  # the sampler sees the trials finished since the last one
+    if history is not None:  # the sampler sees the trials finished since the last one
+        optuna_rdb.cache_finished_trials(study, history)
+    else:
+        optuna_rdb.forget_cached_trials(study)
     try:
         trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
         writes = optuna_rdb.BufferedTrialStorage(trial)

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,30 @@ def forget_cached_trials(study: optuna.Study) -> None:
     """Drop the study's cached trial list, as ``study.ask`` does: TPE reads its history from that cache, so a
     study object reused for trial after trial without ``ask`` would sample every trial from the first's history."""
     study._thread_local.cached_all_trials = None
+
+
+@dataclass
+class FinishedTrials:
+    """One process's copy of a study's finished trials (COMPLETE, PRUNED, FAIL), by trial number; ``floor``: the id
+    below which every trial was finished when last read (see ``finished_trial_ids``)."""
+
+    trials: list[FrozenTrial] = field(default_factory=list)
+    floor: int = 0
+
+
+def cache_finished_trials(study: optuna.Study, finished: FinishedTrials) -> None:
+    """Give the study's sampler its finished trials as the trial list it reads (``study.ask`` would read every trial
+    instead, through Optuna's cache, which reads each WAITING and RUNNING trial again every time: about 12 ms a trial
+    for a fine stage's budget of 50), reading only the trials finished since the last call. TPE and QMC read only
+    finished trials of that list, in trial order, so they draw what they would from the whole list."""
+    storage, sid = study_storage(study), study_id(study)
+    ids, finished.floor = finished_trial_ids(storage, sid, finished.floor,
+                                             (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    known = {trial_id(t) for t in finished.trials}
+    new = [i for i in ids if i not in known]
+    if new:
+        finished.trials = sorted(finished.trials + trials_by_id(storage, new), key=lambda t: t.number)
+    study._thread_local.cached_all_trials = finished.trials
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:

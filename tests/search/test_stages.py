@@ -333,6 +333,26 @@ def test_a_tpe_stage_samples_from_the_trials_finished_so_far(url):
     assert all(t != r for t, r in zip(tpe_points[10:], random_points[10:]))
 
 
+def test_a_tpe_stage_draws_from_its_finished_trials_as_from_optunas_trial_cache(tmp_path, monkeypatch):
+    # a worker keeps the finished trials TPE reads, reading only those finished since the last trial, where
+    # Optuna's cache read every WAITING trial of the stage's budget again for each trial: the same draws, also with
+    # a dimension only some trials use (momentum, with optimizer momentum) in the intersection TPE models
+    from search.space import parse_dimension
+    from studies import optuna_rdb
+
+    space = {name: parse_dimension(name, spec) for name, spec in
+             (("lr", "1e-3:1e-1"), ("optimizer", "adam,momentum"), ("momentum", "0.5:0.99"))}
+    points = []
+    for cached in (True, False):
+        if not cached:
+            monkeypatch.setattr(optuna_rdb, "cache_finished_trials",
+                                lambda study, finished: optuna_rdb.forget_cached_trials(study))
+        url = f"sqlite:///{tmp_path / f'{cached}.db'}"
+        execute_stage(Execution(url, jobs=1, progress="quiet"), coarse_stage("c", RUN, space, 14, seed=2, sampler="tpe"))
+        points.append([t.params for t in _study(url, "c/coarse").get_trials()])
+    assert len(points[0]) == 14 and points[0] == points[1]
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"max_fine": -1}, "max_fine must be >= 0, got -1"),  # ran as '--max-fine -1 stages ran'
     ({"top": 0}, "top must be >= 1, got 0"),  # refused only after the coarse stage had run
