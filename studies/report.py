@@ -917,6 +917,7 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
         return plots.figure_png(figure)
 
     staged = [(i.stage, by_study[i.study]) for i in infos if i.study in by_study]
+    colour = {stage: plots.stage_colour(k) for k, (stage, _) in enumerate(staged)}  # the one order every plot uses
     rated = [(s["stage"], s["importance"]["importance"]) for s in stages if s["importance"]["importance"]]
     if rated:
         bars = max(len(r) for _, r in rated)
@@ -945,26 +946,30 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
         if rects:
             ax = plots.new_axes(1, 1, size=(7.0, 4.6))[0, 0]
             images["ranges"] = render("ranges", plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars,
-                                                                  [i.stage for i in drawn if i.is_grid]))
+                                                                  [i.stage for i in drawn if i.is_grid],
+                                                                  [colour.get(r[0]) for r in rects]))
     say("plot loss_curves.png")
     images["loss_curves"] = _loss_curve_image(storage, frame, order)
     if pairs:
-        series = []
+        series, colours = [], []
         for random_name, grid_name in pairs[:5]:
             for name in (random_name, grid_name):
                 secs, best = best_so_far_by_time(by_study.get(name, frame.iloc[0:0]))
-                label = name.rpartition("/")[2] + (" (grid)" if name == grid_name else " (random)")
+                stage = name.rpartition("/")[2]
+                label = stage + (" (grid)" if name == grid_name else " (random)")
                 label = label.replace("grid (grid)", "grid").replace("random (random)", "random")
                 series.append((label, np.concatenate([[0.0], secs]), np.concatenate([[np.nan], best])))
+                colours.append(colour.get(stage))
     else:  # no grid: each stage's own best so far, stages one after another on the campaign's training time
         series, start = [], 0.0
+        colours = [colour[stage] for stage, _ in staged]
         for stage, f in staged:
             secs, best = best_so_far_by_time(f)
             series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
             start += float(secs[-1]) if secs.size else 0.0
     if series:
         ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-        images["best_so_far"] = render("best_so_far", plots.plot_best_so_far(ax, series))
+        images["best_so_far"] = render("best_so_far", plots.plot_best_so_far(ax, series, colours=colours))
     if repeats is not None:
         ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
         images["repeats"] = render("repeats", plots.plot_median_band(

@@ -10,6 +10,7 @@ import statistics
 from collections import Counter
 
 import matplotlib.colors
+import matplotlib.markers
 import numpy as np
 import pandas as pd
 import optuna
@@ -1062,3 +1063,39 @@ def test_the_pair_plot_of_a_stage_whose_trials_all_scored_the_same_colours_them_
     bar = fig.axes[-1]
     assert bar.yaxis.get_offset_text().get_text() == ""
     plots.plt.close(fig)
+
+
+def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_or_failed_trial(tmp_path, monkeypatch):
+    # search auto on wine drew promote-1 as orange triangles beside "pruned by the scheduler" orange triangles and
+    # final in red beside the red x of exploded runs; fine-1 was green in the history plot and orange in the ranges
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    figures = []
+    real = plots.figure_png
+    monkeypatch.setattr(plots, "figure_png", lambda fig, *a, **k: figures.append(fig) or real(fig, *a, **k))
+    storage = open_storage(url, create=False)
+    report = campaign_report(storage, "auto")
+    storage.engine.dispose()
+    stages = ["coarse", "promote-1", "fine-1", "final"]
+    seen = {}  # (plot, stage) -> colour
+    for name, fig in zip(report.images, figures):
+        for ax in fig.axes:
+            artists = [*ax.collections, *ax.lines, *ax.patches]
+            for artist in artists:
+                label = artist.get_label()
+                if label in stages and name in ("history", "projection", "ranges", "best_so_far"):
+                    colour = (artist.get_edgecolor() if name == "ranges" else
+                              artist.get_color() if name == "best_so_far" else artist.get_facecolor()[0])
+                    seen[(name, label)] = matplotlib.colors.to_hex(colour)
+                    if name == "projection":  # not the scheduler's downward triangle
+                        v = matplotlib.markers.MarkerStyle("v")
+                        down = v.get_path().transformed(v.get_transform()).vertices
+                        drawn = artist.get_paths()[0].vertices
+                        assert drawn.shape != down.shape or not np.allclose(drawn, down)
+    assert {plot for plot, _ in seen} == {"history", "projection", "ranges", "best_so_far"}
+    by_stage = {stage: {c for (_, s), c in seen.items() if s == stage} for stage in stages}
+    assert all(len(colours) == 1 for colours in by_stage.values()), by_stage
+    colours = [next(iter(c)) for c in by_stage.values()]
+    assert len(set(colours)) == len(stages)
+    marks = {matplotlib.colors.to_hex(c) for c in ("tab:red", "tab:orange", "grey", "tab:gray")}
+    assert not set(colours) & marks, colours
