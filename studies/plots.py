@@ -303,6 +303,8 @@ def plot_param_scatter(
             if hi <= lo:  # one value: a scale of 1e-6 above it drew the best trials in its lowest colour, under a
                 # colour bar labelled 1e-6+9.88372e-1; half a point either side puts them mid-scale, at their value
                 lo, hi = lo - CONSTANT_HALF_SPAN, hi + CONSTANT_HALF_SPAN
+                if 0.0 <= values[ok].min() and values[ok].max() <= 1.0:  # an accuracy: no bar up to 1.004
+                    lo, hi = max(lo, 0.0), min(hi, 1.0)
             norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi)
             order = np.argsort(values[ok])  # the best drawn last, on top
             mappable = ax.scatter(px[ok][order], py[ok][order], c=values[ok][order], cmap="viridis", norm=norm,

@@ -1099,3 +1099,17 @@ def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_
     assert len(set(colours)) == len(stages)
     marks = {matplotlib.colors.to_hex(c) for c in ("tab:red", "tab:orange", "grey", "tab:gray")}
     assert not set(colours) & marks, colours
+
+
+def test_the_colour_bar_of_a_stage_whose_trials_all_scored_1_ends_at_1():
+    # search auto on wine: fine-1's 14 completed trials all scored 1.0000, under a colour bar from 0.996 to 1.004
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [1.0] * 3,
+                          "param_lr": [0.1, 0.01, 0.02], "param_reg": [1e-6, 1e-7, 1e-5]})
+    ax = plots.new_axes()[0, 0]
+    fig = plots.plot_param_scatter([ax], [("fine-1", frame)], plots.Dim("lr", "float", True),
+                                   plots.Dim("reg", "float", True))
+    norm = ax.collections[0].norm
+    assert (norm.vmin, norm.vmax) == (0.995, 1.0) and norm(1.0) == 1.0  # the best colour, at the bar's top
+    fig.canvas.draw()
+    assert fig.axes[-1].get_ylim() == pytest.approx((0.995, 1.0))  # the colour bar
+    plots.plt.close(fig)
