@@ -24,9 +24,9 @@ Definitions used throughout:
   trials, a log dimension given as its log10 (the evaluator works in a distribution's linear units), rebuilt
   from the trials frame and the stage's ``space`` (no second read of the trials), at most
   ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
-  ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions, and none for a stage whose
-  sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
-  shows the two dimensions of highest mean importance over the stages that have one.
+  ``IMPORTANCE_MIN_TRIALS`` trials, of one value alone or with fewer than two searched dimensions, and none for
+  a stage whose sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled).
+  The pair plot shows the two dimensions of highest mean importance over the stages that have one.
 - *chosen configuration* (campaigns with a ``final`` stage): final's finished (COMPLETE or PRUNED, a PRUNED
   run counting its value, the last epoch it finished, or 0 without one, as ``search auto`` counts it) trials
   grouped by params; the group of best mean value (the
@@ -567,6 +567,11 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
     if len(complete) < IMPORTANCE_MIN_TRIALS:
         out["message"] = (f"importance needs {IMPORTANCE_MIN_TRIALS} or more completed trials; "
                           f"this stage has {len(complete)}")
+        return out
+    values = column_floats(complete, "value")
+    if values.min() == values.max():  # fANOVA would say "Encountered zero total variance in all trees."
+        out["message"] = (f"importance needs completed trials of different values; this stage's {len(complete)} "
+                          f"all scored {_acc(float(values[0]))}")
         return out
     if len(complete) > max_trials:
         complete = complete.iloc[np.sort(np.random.default_rng(seed).choice(len(complete), max_trials, replace=False))]

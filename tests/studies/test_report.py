@@ -1113,3 +1113,17 @@ def test_the_colour_bar_of_a_stage_whose_trials_all_scored_1_ends_at_1():
     fig.canvas.draw()
     assert fig.axes[-1].get_ylim() == pytest.approx((0.995, 1.0))  # the colour bar
     plots.plt.close(fig)
+
+
+def test_a_stage_whose_completed_trials_all_scored_the_same_says_so_instead_of_fanovas_words():
+    # search auto on wine: "fine-1: importance could not be estimated: Encountered zero total variance in all trees."
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"number": range(10), "state": ["COMPLETE"] * 9 + ["PRUNED"], "value": [1.0] * 9 + [0.4],
+                          "param_lr": 10 ** rng.uniform(-3, 0, 10), "param_hidden": rng.integers(16, 64, 10)})
+    space = {"lr": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
+             "hidden": {"type": "int", "low": 16, "high": 64, "log": True}}
+    out = param_importance(frame, space)
+    assert out["importance"] is None
+    assert out["message"] == "importance needs completed trials of different values; this stage's 9 all scored 1.0000"
+    frame.loc[0, "value"] = 0.9  # one different value is enough
+    assert set(param_importance(frame, space)["importance"]) == {"lr", "hidden"}
