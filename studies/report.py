@@ -1322,8 +1322,10 @@ th { background: #f2f2f2; } td.num, th.num { text-align: right; font-variant-num
 .nw { white-space: nowrap; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } .hint { background: #fff6d6; padding: 0.5em 1em; }
+/* a command kept whole on a line where it fits, else broken between its words: never past a phone's screen */
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.9em;
-       background: #f2f2f2; padding: 0.05em 0.3em; border-radius: 3px; white-space: nowrap; }
+       background: #f2f2f2; padding: 0.05em 0.3em; border-radius: 3px; display: inline-block; max-width: 100%;
+       box-sizing: border-box; overflow-wrap: anywhere; }
 """
 
 
