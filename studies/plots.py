@@ -358,8 +358,13 @@ def plot_param_slices(
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=8, frameon=False,
-               ncols=max(1, min(len(entries), int(fig.get_figwidth() // 2))))
+    rows = -(-len(entries) // max(1, int(fig.get_figwidth() // 2)))  # as few rows as the width allows
+    cols = max(1, -(-len(entries) // max(1, rows)))  # and the entries spread evenly over them
+    # matplotlib fills a legend column by column: given so, the entries read left to right, then the next row
+    order = [k for j in range(cols) for k in range(j, len(entries), cols)]
+    labels = list(entries)
+    fig.legend([entries[labels[k]] for k in order], [labels[k] for k in order], loc="outside lower center",
+               fontsize=8, frameon=False, ncols=cols)
     return fig
 
 

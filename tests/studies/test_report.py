@@ -1127,3 +1127,24 @@ def test_a_stage_whose_completed_trials_all_scored_the_same_says_so_instead_of_f
     assert out["message"] == "importance needs completed trials of different values; this stage's 9 all scored 1.0000"
     frame.loc[0, "value"] = 0.9  # one different value is enough
     assert set(param_importance(frame, space)["importance"]) == {"lr", "hidden"}
+
+
+@pytest.mark.parametrize("stages", [2, 6, 7])
+def test_the_legend_below_the_value_plots_reads_in_stage_order_row_by_row(stages):
+    # search auto's six stages and the exploded trials read "coarse, fine-1, promote-2, fine-2, final, exploded"
+    # on the first row and "promote-1" alone below coarse: matplotlib fills a legend column by column
+    names = ["coarse", "promote-1", "fine-1", "promote-2", "fine-2", "final", "fine-3"][:stages]
+    frame = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "PRUNED"], "value": [0.9, np.nan],
+                          "param_lr": [0.01, 3.0], "stop_reason": ["completed", "exploded"]})
+    axes = plots.new_axes(1, 3, size=(4.6, 3.4)).ravel()
+    dims = [plots.Dim(n, "float", True) for n in ("lr", "lr", "lr")]
+    fig = plots.plot_param_slices(list(axes), [(name, frame) for name in names], dims)
+    fig.canvas.draw()
+    texts = fig.legends[0].get_texts()
+    boxes = {t.get_text(): t.get_window_extent() for t in texts}
+    rows = sorted({round(b.y0) for b in boxes.values()}, reverse=True)
+    reading = sorted(boxes, key=lambda label: (rows.index(round(boxes[label].y0)), boxes[label].x0))
+    assert reading == [*names, "exploded or nan (pruned)"]
+    per_row = Counter(round(b.y0) for b in boxes.values())
+    assert max(per_row.values()) - min(per_row.values()) <= 1  # rows of even length: 4 + 4, not 6 + 2
+    plots.plt.close(fig)
