@@ -65,6 +65,7 @@ from studies.plots import Dim, column_floats, value_key
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
 from studies.records import seconds_text, trial_record, value_text
+from studies.store import mask_url, resolve_storage_url
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -857,6 +858,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         "pair": {"params": order[:2], "reason": reason},
         "within": WITHIN,
         "trials": len(frame),
+        "storage": _pasted_storage(storage),
         "chosen": chosen,
         "stages": stages,
         "grid_vs_random": comparison,
@@ -1216,8 +1218,16 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
                 "seconds per sample.")
 
 
-def _chosen_text(chosen: dict[str, Any]) -> str:
-    """One sentence on what ``search auto`` chose: params, mean +- std over the runs in final, trials."""
+def _pasted_storage(storage: optuna.storages.BaseStorage) -> str | None:
+    """The --storage a command pasted from the report needs (password masked): None where the command would find
+    this database without one (the default, or $SEARCH_STORAGE)."""
+    url = getattr(storage, "url", None)
+    return mask_url(url) if isinstance(url, str) and url != resolve_storage_url(None) else None
+
+
+def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
+    """One sentence on what ``search auto`` chose: params, mean +- std over the runs in final, trials; the command
+    that keeps it names ``storage`` (a URL) where it is given."""
     runs = chosen["runs"]
     pruned = (f", {chosen['pruned_runs']} of them pruned (counted at the last epoch they finished, 0 before the first)"
               if chosen.get("pruned_runs") else "")
@@ -1227,8 +1237,8 @@ def _chosen_text(chosen: dict[str, Any]) -> str:
             f"(mean ± std over {runs} run{'s' if runs != 1 else ''}{epochs}{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
-            + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)} "
-              f"--save model.npz`.")
+            + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)}"
+              + (f" --storage {shlex.quote(storage)}" if storage else "") + " --save model.npz`.")
 
 
 def _first_run(chosen: dict[str, Any]) -> str:
@@ -1281,7 +1291,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if data:
         out += [data, ""]
     if summary.get("chosen"):
-        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"]), ""]
+        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), ""]
     out += ["## Stages", "", _md_table(*_stage_rows(summary)), ""]
     unfinished = _unfinished_notes(summary)
     if unfinished:
@@ -1341,7 +1351,8 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     if data:
         parts.append(f"<p>{esc(data)}</p>")
     if summary.get("chosen"):
-        parts += ["<h2 id='chosen'>Chosen configuration</h2>", f"<p>{_inline_code(_chosen_text(summary['chosen']))}</p>"]
+        parts += ["<h2 id='chosen'>Chosen configuration</h2>",
+                  f"<p>{_inline_code(_chosen_text(summary['chosen'], summary.get('storage')))}</p>"]
     parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
     unfinished = _unfinished_notes(summary)
     if unfinished:

@@ -689,10 +689,12 @@ def test_the_final_stage_s_best_params_are_the_chosen_configuration_not_its_luck
     assert report.summary["chosen"]["trials"] == [1, 3, 5]
     md = written["report.md"].read_text()
     assert "| final | lr=1e-06:1 reg=1e-06:10 | best mean of #1, #3, #5 | lr=0.01 reg=0.0001 |" in md
-    # and said how to keep it: a run of it retrained, as search best says after search auto
-    assert ("Keep it as a model for `search predict`: `search train --from-trial pick/final:1 --save model.npz`."
-            in " ".join(md.split()))
-    assert "<code>search train --from-trial pick/final:1 --save model.npz</code>" in written["report.html"].read_text()
+    # and said how to keep it: a run of it retrained, as search best says after search auto, with the --storage it
+    # needs to find this database (it once left it out: pasted, the command said "no database at 'search.db'")
+    keep = f"search train --from-trial pick/final:1 --storage {url} --save model.npz"
+    assert f"Keep it as a model for `search predict`: `{keep}`." in " ".join(md.split())
+    assert f"<code>{keep}</code>" in written["report.html"].read_text()
+    assert report.summary["storage"] == url
     page = re.sub(r"<[^>]+>", " ", written["report.html"].read_text())
     assert "final lr=1e-06:1 reg=1e-06:10 best mean of #1, #3, #5 lr=0.01 reg=0.0001" in " ".join(page.split())
 
@@ -1148,3 +1150,18 @@ def test_the_legend_below_the_value_plots_reads_in_stage_order_row_by_row(stages
     per_row = Counter(round(b.y0) for b in boxes.values())
     assert max(per_row.values()) - min(per_row.values()) <= 1  # rows of even length: 4 + 4, not 6 + 2
     plots.plt.close(fig)
+
+
+
+def test_the_command_that_keeps_the_chosen_configuration_needs_no_storage_where_the_default_finds_it(tmp_path,
+                                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+    build_auto_campaign("sqlite:///search.db", "auto")
+    report = campaign_report(open_storage("sqlite:///search.db", create=False), "auto", images=False)
+    md = " ".join(write_report(report, tmp_path / "out")["report.md"].read_text().split())
+    assert report.summary["storage"] is None
+    assert re.search(r"`search train --from-trial auto/final:\d+ --save model.npz`", md)
+    monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///other.db")  # the default is now another database: name it
+    report = campaign_report(open_storage("sqlite:///search.db", create=False), "auto", images=False)
+    assert report.summary["storage"] == "sqlite:///search.db"
