@@ -838,8 +838,9 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
             "outcome": outcome(r_side["best_value"], g_side["best_value"]),
         })
     if not pairs:
+        where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
         comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {shlex.quote(campaign)}` and run the report again")
+                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
     repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}

@@ -297,15 +297,16 @@ def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(camp
     report = campaign_report(storage, "nogrid")
     comparison = report.summary["grid_vs_random"]
     assert comparison["pairs"] == []
-    assert "search grid --campaign nogrid" in comparison["hint"]
+    grid = f"search grid --campaign nogrid --storage {storage.url}"  # the database pasted without --storage was not
+    assert f"`{grid}`" in comparison["hint"]
     # best so far against training time, promised by README and --help, stays: stages one after another
     assert {"scatter", "ranges", "loss_curves", "best_so_far"} <= set(report.images)
     assert report.summary["captions"]["best_so_far"] == BEST_SO_FAR_STAGES
     assert_real_png(report.images["best_so_far"])
     written = write_report(report, tmp_path / "out")
     html = written["report.html"].read_text()
-    assert "<code>search grid --campaign nogrid</code>" in html and "`" not in html  # inline code, no backticks
-    assert "`search grid --campaign nogrid`" in written["report.md"].read_text()  # markdown keeps them
+    assert f"<code>{grid}</code>" in html and "`" not in html  # inline code, no backticks
+    assert f"`{grid}`" in written["report.md"].read_text()  # markdown keeps them
 
 
 def test_latest_campaign_is_the_default(campaign_db):
