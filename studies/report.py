@@ -36,7 +36,8 @@ Definitions used throughout:
   per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
   The example of a label is a trial of the last stage that has the label: the one of median value among
   them (the lower median; lowest number on ties), or the highest-numbered when none has a value (pruned);
-  only these few trials' curves are read.
+  trials the scheduler pruned (``stop_reason`` pruned) only where no other trial has the label; only these few
+  trials' curves are read.
 """
 from __future__ import annotations
 
@@ -684,10 +685,14 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     """One example trial per label present in the campaign (see the module docstring for the choice), in vocabulary
     order: label, study, stage, number, state, value, stop_reason, iterations."""
     chosen: dict[str, dict[str, Any]] = {}
-    for info in reversed(infos):  # the last stage that has a label gives its example
+    # a run the scheduler cut short shows a curve of an epoch or two: such runs give an example only of a label no
+    # other run has
+    passes = [lambda f: f[f["stop_reason"].astype(object) != "pruned"] if "stop_reason" in f else f, lambda f: f]
+    for info, keep in ((info, keep) for keep in passes for info in reversed(infos)):  # the last stage with a label
         frame = by_study.get(info.study)
         if frame is None or frame.empty:
             continue
+        frame = keep(frame)
         labels = diagnosis_labels(frame)
         for label in _label_order(labels.unique()):
             if label in chosen:

@@ -21,9 +21,9 @@ from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIONS, IMPORTANCE_MAX_TRIALS, StageInfo,
-                            budget_numbers, campaign_report, chosen_configuration, diagnosis_text, first_finished,
-                            outcome, param_importance, pruning_savings, repeat_numbers, write_report, _data_text,
-                            _repeats_text, _verdict)
+                            budget_numbers, campaign_report, chosen_configuration, diagnosis_examples, diagnosis_text,
+                            first_finished, outcome, param_importance, pruning_savings, repeat_numbers, write_report,
+                            _data_text, _repeats_text, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -1166,3 +1166,22 @@ def test_the_command_that_keeps_the_chosen_configuration_needs_no_storage_where_
     monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///other.db")  # the default is now another database: name it
     report = campaign_report(open_storage("sqlite:///search.db", create=False), "auto", images=False)
     assert report.summary["storage"] == "sqlite:///search.db"
+
+
+def test_a_diagnosis_example_is_a_run_the_scheduler_did_not_cut_short_where_there_is_one():
+    # search auto on wine with --fine-scheduler asha: the lr_too_low example was wine/fine-1:4, pruned by the scheduler
+    # after its first epoch, a loss curve of 2 points, where coarse had 32 lr_too_low runs of all their epochs
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["number", "state", "value", "stop_reason", "iterations", "diagnosis"])
+
+    coarse = frame([[0, "COMPLETE", 0.30, "completed", 9, "lr_too_low"], [1, "COMPLETE", 0.20, "completed", 9,
+                    "lr_too_low"], [2, "COMPLETE", 0.40, "completed", 9, "lr_too_low"],
+                    [3, "COMPLETE", 0.90, "completed", 9, "healthy"]])
+    fine = frame([[0, "PRUNED", 0.41, "pruned", 2, "lr_too_low"], [1, "PRUNED", 0.80, "pruned", 2, "underfitting"],
+                  [2, "COMPLETE", 0.95, "completed", 6, "healthy"]])
+    infos = [StageInfo("w/coarse", "coarse", {}), StageInfo("w/fine-1", "fine-1", {})]
+    examples = diagnosis_examples(infos, {"w/coarse": coarse, "w/fine-1": fine})
+    assert [(ex["label"], ex["study"], ex["number"]) for ex in examples] == [
+        ("lr_too_low", "w/coarse", 0),  # the median of coarse's three, not fine-1's cut-short run
+        ("underfitting", "w/fine-1", 1),  # only a cut-short run has it: that one
+        ("healthy", "w/fine-1", 2)]
