@@ -1247,6 +1247,20 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
               + (f" --storage {shlex.quote(storage)}" if storage else "") + " --save model.npz`.")
 
 
+def _chain_text(summary: dict[str, Any]) -> str:
+    """The stages that led to the chosen configuration, in order: 'How it was found: coarse (random, 50 trials of 3
+    epochs) → promote-1 (fixed, 8 trials of 6 epochs) → ... → final (...) → retrained 3 times and tested.'"""
+    def plural(n: Any, word: str) -> str:
+        return f"{_count(n) if isinstance(n, int) else n or '-'} {word}{'' if n == 1 else 's'}"
+
+    steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(s['counts']['trials'], 'trial')} of "
+             f"{plural(s['epochs'], 'epoch')})" for s in summary["stages"] if s["sampler"] != "grid"]
+    retrained = summary["chosen"].get("retrained")
+    if retrained:
+        steps.append(f"retrained {plural(retrained['runs'], 'time')} and tested")
+    return "How it was found: " + " → ".join(steps) + "."
+
+
 def _first_run(chosen: dict[str, Any]) -> str:
     """STUDY:NUMBER of the chosen configuration's first run in its stage, as search train --from-trial takes it."""
     return shlex.quote(f"{chosen['study']}:{min(chosen['trials'])}")
@@ -1297,7 +1311,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if data:
         out += [data, ""]
     if summary.get("chosen"):
-        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), ""]
+        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), "",
+                _chain_text(summary), ""]
     out += ["## Stages", "", _md_table(*_stage_rows(summary)), ""]
     unfinished = _unfinished_notes(summary)
     if unfinished:
@@ -1358,7 +1373,8 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
         parts.append(f"<p>{esc(data)}</p>")
     if summary.get("chosen"):
         parts += ["<h2 id='chosen'>Chosen configuration</h2>",
-                  f"<p>{_inline_code(_chosen_text(summary['chosen'], summary.get('storage')))}</p>"]
+                  f"<p>{_inline_code(_chosen_text(summary['chosen'], summary.get('storage')))}</p>",
+                  f"<p>{html.escape(_chain_text(summary))}</p>"]
     parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
     unfinished = _unfinished_notes(summary)
     if unfinished:

@@ -22,8 +22,8 @@ from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIONS, IMPORTANCE_MAX_TRIALS, StageInfo,
                             budget_numbers, campaign_report, chosen_configuration, diagnosis_examples, diagnosis_text,
-                            first_finished, outcome, param_importance, pruning_savings, repeat_numbers, write_report,
-                            _data_text, _repeats_text, _verdict)
+                            first_finished, outcome, param_importance, pruning_savings, render_markdown, repeat_numbers,
+                            write_report, _data_text, _repeats_text, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -860,6 +860,13 @@ def test_the_accuracy_curves_mark_whole_epochs():
     plt.close(fig)
 
 
+def reading_order(legend) -> list[str]:
+    """A drawn legend's labels as they read: row by row from the top, left to right."""
+    boxes = {t.get_text(): t.get_window_extent() for t in legend.get_texts()}
+    rows = sorted({round(b.y0) for b in boxes.values()}, reverse=True)
+    return sorted(boxes, key=lambda label: (rows.index(round(boxes[label].y0)), boxes[label].x0))
+
+
 def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots():
     # a search of lr=1e-3:1e2 with asha once showed 4 of its 30 coarse trials: the 26 pruned ones, among them every
     # exploded lr above 0.5, were on no plot of value against lr or against trial number
@@ -876,7 +883,7 @@ def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots(
     assert drawn["pruned by the scheduler"] == [[0.2, 0.03]]
     assert drawn["failed"] == [[0.5, 0.03]]
     assert ax.get_xlim()[1] > 40.0 and ax.get_ylim()[0] > 0.7  # the lr axis holds them; the value axis is the values'
-    assert [t.get_text() for t in ax.figure.legends[0].get_texts()] == [
+    assert reading_order(ax.figure.legends[0]) == [
         "coarse", "fine-1", "exploded or nan (pruned)", "pruned by the scheduler", "failed"]
     plots.plt.close(ax.figure)
     ax = plots.new_axes()[0, 0]
@@ -1143,12 +1150,8 @@ def test_the_legend_below_the_value_plots_reads_in_stage_order_row_by_row(stages
     dims = [plots.Dim(n, "float", True) for n in ("lr", "lr", "lr")]
     fig = plots.plot_param_slices(list(axes), [(name, frame) for name in names], dims)
     fig.canvas.draw()
-    texts = fig.legends[0].get_texts()
-    boxes = {t.get_text(): t.get_window_extent() for t in texts}
-    rows = sorted({round(b.y0) for b in boxes.values()}, reverse=True)
-    reading = sorted(boxes, key=lambda label: (rows.index(round(boxes[label].y0)), boxes[label].x0))
-    assert reading == [*names, "exploded or nan (pruned)"]
-    per_row = Counter(round(b.y0) for b in boxes.values())
+    assert reading_order(fig.legends[0]) == [*names, "exploded or nan (pruned)"]
+    per_row = Counter(round(t.get_window_extent().y0) for t in fig.legends[0].get_texts())
     assert max(per_row.values()) - min(per_row.values()) <= 1  # rows of even length: 4 + 4, not 6 + 2
     plots.plt.close(fig)
 
@@ -1185,3 +1188,18 @@ def test_a_diagnosis_example_is_a_run_the_scheduler_did_not_cut_short_where_ther
         ("lr_too_low", "w/coarse", 0),  # the median of coarse's three, not fine-1's cut-short run
         ("underfitting", "w/fine-1", 1),  # only a cut-short run has it: that one
         ("healthy", "w/fine-1", 2)]
+
+
+def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
+    # the chain of search auto (coarse, promote, fine, final, the retrains) was told only in pieces: a table of
+    # stages, notes under another, the retrains in a sentence of their own
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    report = campaign_report(open_storage(url, create=False), "auto", images=False)
+    chain = ("How it was found: coarse (random, 16 trials of 2 epochs) → promote-1 (fixed, 8 trials of 4 epochs) → "
+             "fine-1 (random, 12 trials of 4 epochs) → final (fixed, 9 trials of 4 epochs)")
+    written = write_report(report, tmp_path / "out")
+    assert f"{chain}." in written["report.md"].read_text()
+    assert html.escape(f"{chain}.") in written["report.html"].read_text()
+    report.summary["chosen"]["retrained"] = {"runs": 3, "val_acc": 0.9, "test_acc": 0.88, "test_std": 0.01}
+    assert f"{chain} → retrained 3 times and tested." in render_markdown(report.summary)
