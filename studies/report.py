@@ -612,7 +612,8 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     budget = budget_numbers(info.attrs.get("epochs"), frame)
     return {
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
-        "sampler": info.attrs.get("sampler"), "epochs": info.attrs.get("epochs"),
+        "sampler": info.attrs.get("sampler"), "scheduler": info.attrs.get("scheduler"),
+        "epochs": info.attrs.get("epochs"),
         "budget": info.attrs.get("n_trials"), "counts": state_counts(frame),
         "space": info.space, "space_text": space_text(info.space), "range_notes": list(info.attrs.get("range_notes") or []),
         "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
@@ -1059,7 +1060,9 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in summary["stages"]:
         c = s["counts"]
-        rows.append([s["stage"], str(s["sampler"] or "-"), _count(c["trials"]), _count(c["complete"]),
+        scheduler = s.get("scheduler")  # the one that pruned the trials counted under scheduler
+        sampler = str(s["sampler"] or "-") + (f", {scheduler} scheduler" if scheduler not in (None, "none") else "")
+        rows.append([s["stage"], sampler, _count(c["trials"]), _count(c["complete"]),
                      f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,}/{c['pruned_other']:,})",
                      _count(c["fail"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])

@@ -99,11 +99,12 @@ def test_the_stage_table_counts_the_trials_a_scheduler_pruned(tmp_path):
                         points=[(1e-3, 1e-4)] * 5 + [(1e-4, 1e-4)] * 2 + [(0.5, 1e-4)])
     for spec in specs[5:7]:  # stopped at a rung by successive halving
         spec.update(state="PRUNED", value=None, stop_reason="pruned", iterations=50)
-    add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None)
+    add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("scheduler", "asha")
     storage = open_storage(url, create=False)
     md = write_report(campaign_report(storage, "asha", images=False), tmp_path / "out")["report.md"].read_text()
     assert "| stage | sampler | trials | complete | pruned (exploded/nan/scheduler) | failed |" in md
-    assert "| coarse | random | 8 | 5 | 3 (1/0/2) | 0 |" in md
+    # which scheduler pruned them (search auto --fine-scheduler asha on wine: 35 of fine-1's 50, named nowhere)
+    assert "| coarse | random, asha scheduler | 8 | 5 | 3 (1/0/2) | 0 |" in md
 
 
 def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
