@@ -906,8 +906,10 @@ def _caption(summary: dict[str, Any], name: str) -> str:
 
 
 def _label(row: Any, params: Sequence[str]) -> str:
+    """A curve's legend: stage, number, two params and the value of a run that finished (a pruned run's value is
+    of the epoch where it stopped: 1.0000 beside an exploded loss)."""
     ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
-    value = _num(row.get("value"))
+    value = _num(row.get("value")) if row.get("state", "COMPLETE") == "COMPLETE" else None
     return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.4f})" if value is not None else "")
 
 
