@@ -406,7 +406,10 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
     ax.set_ylabel("validation accuracy")
     ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    handles, labels = ax.get_legend_handles_labels()
+    best = Line2D([], [], color="grey", lw=1.5, label="line: the stage's best so far")  # each in its stage's colour
+    # beside the axes: inside ("best") it hid the trials of a stage that filled the plot
+    ax.legend([*handles, best], [*labels, best.get_label()], fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax.figure
 
 

@@ -893,6 +893,13 @@ def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots(
     assert drawn["exploded or nan (pruned)"] == [[1.0, 0.03], [3.0, 0.03]]
     assert drawn["pruned by the scheduler"] == [[5.0, 0.03]]  # fine-1's trial 0, after coarse's 0-4
     assert drawn["failed"] == [[4.0, 0.03]]
+    # the step lines were in no legend: one entry says what they are
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "coarse", "fine-1", "exploded or nan (pruned)", "pruned by the scheduler", "failed",
+        "line: the stage's best so far"]
+    ax.figure.canvas.draw()  # and it lies beside the trials, never on them
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+    assert ax.get_legend().get_window_extent().x1 <= ax.figure.bbox.x1
     plots.plt.close(ax.figure)
 
 
