@@ -491,8 +491,8 @@ def plot_loss_curves(
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
-    if curves:
-        ax.legend(fontsize=7, loc="best")
+    if curves:  # below the axes: inside, five labels of trials covered the curves they name
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return ax.figure
 
 

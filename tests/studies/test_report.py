@@ -827,6 +827,9 @@ def test_short_loss_curves_have_markers_and_whole_iteration_ticks():
     assert all(line.get_marker() == "o" for line in ax.lines if line.get_label() in ("a", "b"))
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
+    # the legend lies below the axes and their tick labels, inside the figure: never on the curves
+    legend, axes = ax.get_legend().get_window_extent(), ax.xaxis.get_tightbbox()
+    assert legend.y1 <= axes.y0 and ax.figure.bbox.y0 <= legend.y0
     plots.plt.close(ax.figure)
 
 
