@@ -129,7 +129,17 @@ SCHEDULER_STYLE = {"marker": "v", "facecolors": "none", "edgecolors": "tab:orang
 EXPLODED_REASONS = ("exploded", "nan")  # a PRUNED trial's stop reasons when its loss blew up; else the scheduler's
 EXPLODED_LABEL, SCHEDULER_LABEL, FAILED_LABEL = "exploded or nan (pruned)", "pruned by the scheduler", "failed"
 FAILED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "grey", "s": 18, "linewidths": 0.8}
-STAGE_MARKERS = ("o", "^", "s", "D", "v", "P", "*", "<", ">", "h")
+# a stage's colour and marker, the same stage alike in every plot; never red, orange or grey, nor the x and the
+# downward triangle, which mark exploded, scheduler-pruned and failed trials beside the stages
+STAGE_COLOURS = tuple(plt.get_cmap("tab10").colors[i] for i in (0, 2, 4, 5, 6, 8, 9))
+STAGE_MARKERS = ("o", "^", "s", "D", "P", "*", "<", ">", "h")
+
+
+def stage_colour(index: int, given: Sequence[Any] = ()) -> Any:
+    """The colour of a campaign's ``index``-th stage (in creation order) in every plot: ``given[index]`` where the
+    caller names one."""
+    chosen = given[index] if index < len(given) else None
+    return STAGE_COLOURS[index % len(STAGE_COLOURS)] if chosen is None else chosen
 BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: this fraction of it from the bottom
 
 
@@ -293,6 +303,8 @@ def plot_param_scatter(
             if hi <= lo:  # one value: a scale of 1e-6 above it drew the best trials in its lowest colour, under a
                 # colour bar labelled 1e-6+9.88372e-1; half a point either side puts them mid-scale, at their value
                 lo, hi = lo - CONSTANT_HALF_SPAN, hi + CONSTANT_HALF_SPAN
+                if 0.0 <= values[ok].min() and values[ok].max() <= 1.0:  # an accuracy: no bar up to 1.004
+                    lo, hi = max(lo, 0.0), min(hi, 1.0)
             norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi)
             order = np.argsort(values[ok])  # the best drawn last, on top
             mappable = ax.scatter(px[ok][order], py[ok][order], c=values[ok][order], cmap="viridis", norm=norm,
@@ -317,7 +329,6 @@ def plot_param_slices(
     pruned and failed trials along the bottom edge at their value of the dimension; one legend below the panels,
     where it covers no trial."""
     rng = np.random.default_rng(seed)
-    colours = plt.get_cmap("tab10").colors
     for ax, dim in zip(axes, dims):
         if not dim.numeric:
             boxes = []
@@ -333,7 +344,7 @@ def plot_param_slices(
         for i, (title, frame) in enumerate(stages):
             done = frame[frame["state"] == "COMPLETE"]
             ax.scatter(positions(done, dim, None if dim.numeric else rng, 0.2), column_floats(done, "value"), s=16,
-                       alpha=0.75, marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=colours[i % len(colours)],
+                       alpha=0.75, marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], color=stage_colour(i),
                        label=title, zorder=3)
             for found, mask in zip(unvalued, unvalued_masks(frame)):
                 found.append(positions(frame[mask], dim, None if dim.numeric else rng, 0.2))
@@ -347,8 +358,13 @@ def plot_param_slices(
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=8, frameon=False,
-               ncols=max(1, min(len(entries), int(fig.get_figwidth() // 2))))
+    rows = -(-len(entries) // max(1, int(fig.get_figwidth() // 2)))  # as few rows as the width allows
+    cols = max(1, -(-len(entries) // max(1, rows)))  # and the entries spread evenly over them
+    # matplotlib fills a legend column by column: given so, the entries read left to right, then the next row
+    order = [k for j in range(cols) for k in range(j, len(entries), cols)]
+    labels = list(entries)
+    fig.legend([entries[labels[k]] for k in order], [labels[k] for k in order], loc="outside lower center",
+               fontsize=8, frameon=False, ncols=cols)
     return fig
 
 
@@ -368,8 +384,7 @@ def plot_importance(axes: Sequence[Axes], stages: Sequence[tuple[str, dict[str, 
 
 def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
     """Every COMPLETE trial's value by trial number, stage after stage, with each stage's best so far; pruned and
-    failed trials along the bottom edge."""
-    colours = plt.get_cmap("tab10").colors
+    failed trials along the bottom edge; the i-th stage in ``stage_colour(i)``."""
     offset = 0
     unvalued: list[list[np.ndarray]] = [[], [], []]
     for i, (title, frame) in enumerate(stages):
@@ -378,7 +393,7 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
         for found, mask in zip(unvalued, unvalued_masks(frame)):
             found.append(number[mask])
         value = np.where(frame["state"].to_numpy(dtype=object) == "COMPLETE", column_floats(frame, "value"), np.nan)
-        colour = colours[i % len(colours)]
+        colour = stage_colour(i)
         ax.scatter(number, value, s=12, color=colour, alpha=0.6, label=title)
         best = np.fmax.accumulate(np.where(np.isfinite(value), value, -np.inf)) if value.size else value
         ax.step(number, np.where(np.isfinite(best), best, np.nan), where="post", color=colour, lw=1.5)
@@ -391,7 +406,10 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
     ax.set_ylabel("validation accuracy")
     ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    handles, labels = ax.get_legend_handles_labels()
+    best = Line2D([], [], color="grey", lw=1.5, label="line: the stage's best so far")  # each in its stage's colour
+    # beside the axes: inside ("best") it hid the trials of a stage that filled the plot
+    ax.legend([*handles, best], [*labels, best.get_label()], fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax.figure
 
 
@@ -403,15 +421,17 @@ def plot_ranges(
     log: tuple[bool, bool] = (True, True),
     best: Sequence[tuple[str, float, float]] = (),
     dashed: Sequence[str] = (),
+    colours: Sequence[Any] = (),
 ) -> Figure:
     """Each stage's (label, (x_low, x_high), (y_low, y_high)) drawn as a rectangle, and best points as stars:
     the narrowing and widening from coarse to fine stages. Labels in ``dashed`` (e.g. a grid over the coarse
-    range) get a dashed outline, so a rectangle on top of another still shows both."""
-    colours = plt.get_cmap("tab10").colors
+    range) get a dashed outline, so a rectangle on top of another still shows both. ``colours``: one per range
+    (default ``stage_colour(i)``), each stage's star in its rectangle's colour."""
+    colour_of: dict[str, Any] = {}
     xs: list[float] = []
     ys: list[float] = []
     for i, (label, (x0, x1), (y0, y1)) in enumerate(ranges):
-        colour = colours[i % len(colours)]
+        colour = colour_of[label] = stage_colour(i, colours)
         ls = "--" if label in dashed else "-"
         ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=True, alpha=0.08,
                                                   facecolor=colour, edgecolor=colour, lw=2, ls=ls, label=label))
@@ -420,7 +440,7 @@ def plot_ranges(
         xs += [x0, x1]
         ys += [y0, y1]
     for i, (label, bx, by) in enumerate(best):
-        ax.scatter([bx], [by], marker="*", s=140, color=colours[i % len(colours)], edgecolors="black",
+        ax.scatter([bx], [by], marker="*", s=140, color=colour_of.get(label, stage_colour(i)), edgecolors="black",
                    linewidths=0.6, zorder=3, label=f"best of {label}")
     if xs:
         _set_scale(ax, "x", log[0])
@@ -471,8 +491,8 @@ def plot_loss_curves(
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
-    if curves:
-        ax.legend(fontsize=7, loc="best")
+    if curves:  # below the axes: inside, five labels of trials covered the curves they name
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return ax.figure
 
 
@@ -539,11 +559,14 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
 
 
 def plot_best_so_far(
-    ax: Axes, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], xlabel: str = "cumulative training time (s)"
+    ax: Axes, series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    xlabel: str = "cumulative training time (s)", colours: Sequence[Any] = (),
 ) -> Figure:
-    """(label, x, best value so far) step lines, e.g. against cumulative training seconds for grid and random."""
-    for label, xs, best in series:
-        ax.step(np.asarray(xs, dtype=float), np.asarray(best, dtype=float), where="post", lw=1.6, label=label)
+    """(label, x, best value so far) step lines, e.g. against cumulative training seconds for grid and random;
+    ``colours``: one per series (default ``stage_colour(i)``)."""
+    for i, (label, xs, best) in enumerate(series):
+        ax.step(np.asarray(xs, dtype=float), np.asarray(best, dtype=float), where="post", lw=1.6, label=label,
+                color=stage_colour(i, colours))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best value so far")
     ax.set_title("best so far against training time", fontsize=10)

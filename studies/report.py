@@ -24,9 +24,9 @@ Definitions used throughout:
   trials, a log dimension given as its log10 (the evaluator works in a distribution's linear units), rebuilt
   from the trials frame and the stage's ``space`` (no second read of the trials), at most
   ``IMPORTANCE_MAX_TRIALS`` of them (a seeded random sample beyond that); none below
-  ``IMPORTANCE_MIN_TRIALS`` trials or with fewer than two searched dimensions, and none for a stage whose
-  sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled). The pair plot
-  shows the two dimensions of highest mean importance over the stages that have one.
+  ``IMPORTANCE_MIN_TRIALS`` trials, of one value alone or with fewer than two searched dimensions, and none for
+  a stage whose sampler is ``fixed`` (promote-k, final: a few earlier configurations re-run, nothing sampled).
+  The pair plot shows the two dimensions of highest mean importance over the stages that have one.
 - *chosen configuration* (campaigns with a ``final`` stage): final's finished (COMPLETE or PRUNED, a PRUNED
   run counting its value, the last epoch it finished, or 0 without one, as ``search auto`` counts it) trials
   grouped by params; the group of best mean value (the
@@ -36,7 +36,8 @@ Definitions used throughout:
   per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
   The example of a label is a trial of the last stage that has the label: the one of median value among
   them (the lower median; lowest number on ties), or the highest-numbered when none has a value (pruned);
-  only these few trials' curves are read.
+  trials the scheduler pruned (``stop_reason`` pruned) only where no other trial has the label; only these few
+  trials' curves are read.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ from studies.plots import Dim, column_floats, value_key
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
 from studies.records import curve_points, seconds_text, trial_record, value_text
+from studies.store import mask_url, resolve_storage_url
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -570,6 +572,11 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
         out["message"] = (f"importance needs {IMPORTANCE_MIN_TRIALS} or more completed trials; "
                           f"this stage has {len(complete)}")
         return out
+    values = column_floats(complete, "value")
+    if values.min() == values.max():  # fANOVA would say "Encountered zero total variance in all trees."
+        out["message"] = (f"importance needs completed trials of different values; this stage's {len(complete)} "
+                          f"all scored {_acc(float(values[0]))}")
+        return out
     if len(complete) > max_trials:
         complete = complete.iloc[np.sort(np.random.default_rng(seed).choice(len(complete), max_trials, replace=False))]
     used = [t for t in (_importance_trial(row, distributions) for _, row in complete.iterrows()) if t is not None]
@@ -607,7 +614,8 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     budget = budget_numbers(info.attrs.get("epochs"), frame)
     return {
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
-        "sampler": info.attrs.get("sampler"), "epochs": info.attrs.get("epochs"),
+        "sampler": info.attrs.get("sampler"), "scheduler": info.attrs.get("scheduler"),
+        "epochs": info.attrs.get("epochs"),
         "budget": info.attrs.get("n_trials"), "counts": state_counts(frame),
         "space": info.space, "space_text": space_text(info.space), "range_notes": list(info.attrs.get("range_notes") or []),
         "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
@@ -680,10 +688,14 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     """One example trial per label present in the campaign (see the module docstring for the choice), in vocabulary
     order: label, study, stage, number, state, value, stop_reason, iterations."""
     chosen: dict[str, dict[str, Any]] = {}
-    for info in reversed(infos):  # the last stage that has a label gives its example
+    # a run the scheduler cut short shows a curve of an epoch or two: such runs give an example only of a label no
+    # other run has
+    passes = [lambda f: f[f["stop_reason"].astype(object) != "pruned"] if "stop_reason" in f else f, lambda f: f]
+    for info, keep in ((info, keep) for keep in passes for info in reversed(infos)):  # the last stage with a label
         frame = by_study.get(info.study)
         if frame is None or frame.empty:
             continue
+        frame = keep(frame)
         labels = diagnosis_labels(frame)
         for label in _label_order(labels.unique()):
             if label in chosen:
@@ -838,8 +850,9 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
             "outcome": outcome(r_side["best_value"], g_side["best_value"]),
         })
     if not pairs:
+        where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
         comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {shlex.quote(campaign)}` and run the report again")
+                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
     repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
@@ -858,6 +871,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         "pair": {"params": order[:2], "reason": reason},
         "within": WITHIN,
         "trials": len(frame),
+        "storage": _pasted_storage(storage),
         "chosen": chosen,
         "stages": stages,
         "grid_vs_random": comparison,
@@ -898,8 +912,10 @@ def _caption(summary: dict[str, Any], name: str) -> str:
 
 
 def _label(row: Any, params: Sequence[str]) -> str:
+    """A curve's legend: stage, number, two params and the value of a run that finished (a pruned run's value is
+    of the epoch where it stopped: 1.0000 beside an exploded loss)."""
     ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
-    value = _num(row.get("value"))
+    value = _num(row.get("value")) if row.get("state", "COMPLETE") == "COMPLETE" else None
     return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.4f})" if value is not None else "")
 
 
@@ -923,6 +939,7 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
         return plots.figure_png(figure)
 
     staged = [(i.stage, by_study[i.study]) for i in infos if i.study in by_study]
+    colour = {stage: plots.stage_colour(k) for k, (stage, _) in enumerate(staged)}  # the one order every plot uses
     rated = [(s["stage"], s["importance"]["importance"]) for s in stages if s["importance"]["importance"]]
     if rated:
         bars = max(len(r) for _, r in rated)
@@ -951,26 +968,30 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
         if rects:
             ax = plots.new_axes(1, 1, size=(7.0, 4.6))[0, 0]
             images["ranges"] = render("ranges", plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars,
-                                                                  [i.stage for i in drawn if i.is_grid]))
+                                                                  [i.stage for i in drawn if i.is_grid],
+                                                                  [colour.get(r[0]) for r in rects]))
     say("plot loss_curves.png")
     images["loss_curves"] = _loss_curve_image(storage, frame, order)
     if pairs:
-        series = []
+        series, colours = [], []
         for random_name, grid_name in pairs[:5]:
             for name in (random_name, grid_name):
                 secs, best = best_so_far_by_time(by_study.get(name, frame.iloc[0:0]))
-                label = name.rpartition("/")[2] + (" (grid)" if name == grid_name else " (random)")
+                stage = name.rpartition("/")[2]
+                label = stage + (" (grid)" if name == grid_name else " (random)")
                 label = label.replace("grid (grid)", "grid").replace("random (random)", "random")
                 series.append((label, np.concatenate([[0.0], secs]), np.concatenate([[np.nan], best])))
+                colours.append(colour.get(stage))
     else:  # no grid: each stage's own best so far, stages one after another on the campaign's training time
         series, start = [], 0.0
+        colours = [colour[stage] for stage, _ in staged]
         for stage, f in staged:
             secs, best = best_so_far_by_time(f)
             series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
             start += float(secs[-1]) if secs.size else 0.0
     if series:
         ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-        images["best_so_far"] = render("best_so_far", plots.plot_best_so_far(ax, series))
+        images["best_so_far"] = render("best_so_far", plots.plot_best_so_far(ax, series, colours=colours))
     if repeats is not None:
         ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
         images["repeats"] = render("repeats", plots.plot_median_band(
@@ -1047,7 +1068,9 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in summary["stages"]:
         c = s["counts"]
-        rows.append([s["stage"], str(s["sampler"] or "-"), _count(c["trials"]), _count(c["complete"]),
+        scheduler = s.get("scheduler")  # the one that pruned the trials counted under scheduler
+        sampler = str(s["sampler"] or "-") + (f", {scheduler} scheduler" if scheduler not in (None, "none") else "")
+        rows.append([s["stage"], sampler, _count(c["trials"]), _count(c["complete"]),
                      f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,}/{c['pruned_other']:,})",
                      _count(c["fail"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
@@ -1212,8 +1235,16 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
                 "seconds per sample.")
 
 
-def _chosen_text(chosen: dict[str, Any]) -> str:
-    """One sentence on what ``search auto`` chose: params, mean +- std over the runs in final, trials."""
+def _pasted_storage(storage: optuna.storages.BaseStorage) -> str | None:
+    """The --storage a command pasted from the report needs (password masked): None where the command would find
+    this database without one (the default, or $SEARCH_STORAGE)."""
+    url = getattr(storage, "url", None)
+    return mask_url(url) if isinstance(url, str) and url != resolve_storage_url(None) else None
+
+
+def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
+    """One sentence on what ``search auto`` chose: params, mean +- std over the runs in final, trials; the command
+    that keeps it names ``storage`` (a URL) where it is given."""
     runs = chosen["runs"]
     pruned = (f", {chosen['pruned_runs']} of them pruned (counted at the last epoch they finished, 0 before the first)"
               if chosen.get("pruned_runs") else "")
@@ -1223,8 +1254,22 @@ def _chosen_text(chosen: dict[str, Any]) -> str:
             f"(mean ± std over {runs} run{'s' if runs != 1 else ''}{epochs}{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
-            + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)} "
-              f"--save model.npz`.")
+            + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)}"
+              + (f" --storage {shlex.quote(storage)}" if storage else "") + " --save model.npz`.")
+
+
+def _chain_text(summary: dict[str, Any]) -> str:
+    """The stages that led to the chosen configuration, in order: 'How it was found: coarse (random, 50 trials of 3
+    epochs) → promote-1 (fixed, 8 trials of 6 epochs) → ... → final (...) → retrained 3 times and tested.'"""
+    def plural(n: Any, word: str) -> str:
+        return f"{_count(n) if isinstance(n, int) else n or '-'} {word}{'' if n == 1 else 's'}"
+
+    steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(s['counts']['trials'], 'trial')} of "
+             f"{plural(s['epochs'], 'epoch')})" for s in summary["stages"] if s["sampler"] != "grid"]
+    retrained = summary["chosen"].get("retrained")
+    if retrained:
+        steps.append(f"retrained {plural(retrained['runs'], 'time')} and tested")
+    return "How it was found: " + " → ".join(steps) + "."
 
 
 def _first_run(chosen: dict[str, Any]) -> str:
@@ -1277,7 +1322,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if data:
         out += [data, ""]
     if summary.get("chosen"):
-        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"]), ""]
+        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), "",
+                _chain_text(summary), ""]
     out += ["## Stages", "", _md_table(*_stage_rows(summary)), ""]
     unfinished = _unfinished_notes(summary)
     if unfinished:
@@ -1318,8 +1364,10 @@ th { background: #f2f2f2; } td.num, th.num { text-align: right; font-variant-num
 .nw { white-space: nowrap; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } .hint { background: #fff6d6; padding: 0.5em 1em; }
+/* a command kept whole on a line where it fits, else broken between its words: never past a phone's screen */
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.9em;
-       background: #f2f2f2; padding: 0.05em 0.3em; border-radius: 3px; white-space: nowrap; }
+       background: #f2f2f2; padding: 0.05em 0.3em; border-radius: 3px; display: inline-block; max-width: 100%;
+       box-sizing: border-box; overflow-wrap: anywhere; }
 """
 
 
@@ -1335,7 +1383,9 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     if data:
         parts.append(f"<p>{esc(data)}</p>")
     if summary.get("chosen"):
-        parts += ["<h2 id='chosen'>Chosen configuration</h2>", f"<p>{_inline_code(_chosen_text(summary['chosen']))}</p>"]
+        parts += ["<h2 id='chosen'>Chosen configuration</h2>",
+                  f"<p>{_inline_code(_chosen_text(summary['chosen'], summary.get('storage')))}</p>",
+                  f"<p>{html.escape(_chain_text(summary))}</p>"]
     parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
     unfinished = _unfinished_notes(summary)
     if unfinished:

@@ -10,6 +10,7 @@ import statistics
 from collections import Counter
 
 import matplotlib.colors
+import matplotlib.markers
 import numpy as np
 import pandas as pd
 import optuna
@@ -20,9 +21,9 @@ from studies import plots
 from studies.errors import StudyError, UnknownStudyError
 from studies.queries import trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIONS, IMPORTANCE_MAX_TRIALS, StageInfo,
-                            budget_numbers, campaign_report, chosen_configuration, diagnosis_text, first_finished,
-                            outcome, param_importance, pruning_savings, repeat_numbers, write_report, _data_text,
-                            _repeats_text, _verdict)
+                            budget_numbers, campaign_report, chosen_configuration, diagnosis_examples, diagnosis_text,
+                            first_finished, outcome, param_importance, pruning_savings, render_markdown, repeat_numbers,
+                            write_report, _data_text, _repeats_text, _verdict)
 from studies.store import open_storage
 from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
                                       build_mixed_campaign, trial_specs)
@@ -98,11 +99,12 @@ def test_the_stage_table_counts_the_trials_a_scheduler_pruned(tmp_path):
                         points=[(1e-3, 1e-4)] * 5 + [(1e-4, 1e-4)] * 2 + [(0.5, 1e-4)])
     for spec in specs[5:7]:  # stopped at a rung by successive halving
         spec.update(state="PRUNED", value=None, stop_reason="pruned", iterations=50)
-    add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None)
+    add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("scheduler", "asha")
     storage = open_storage(url, create=False)
     md = write_report(campaign_report(storage, "asha", images=False), tmp_path / "out")["report.md"].read_text()
     assert "| stage | sampler | trials | complete | pruned (exploded/nan/scheduler) | failed |" in md
-    assert "| coarse | random | 8 | 5 | 3 (1/0/2) | 0 |" in md
+    # which scheduler pruned them (search auto --fine-scheduler asha on wine: 35 of fine-1's 50, named nowhere)
+    assert "| coarse | random, asha scheduler | 8 | 5 | 3 (1/0/2) | 0 |" in md
 
 
 def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
@@ -296,15 +298,16 @@ def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(camp
     report = campaign_report(storage, "nogrid")
     comparison = report.summary["grid_vs_random"]
     assert comparison["pairs"] == []
-    assert "search grid --campaign nogrid" in comparison["hint"]
+    grid = f"search grid --campaign nogrid --storage {storage.url}"  # the database pasted without --storage was not
+    assert f"`{grid}`" in comparison["hint"]
     # best so far against training time, promised by README and --help, stays: stages one after another
     assert {"scatter", "ranges", "loss_curves", "best_so_far"} <= set(report.images)
     assert report.summary["captions"]["best_so_far"] == BEST_SO_FAR_STAGES
     assert_real_png(report.images["best_so_far"])
     written = write_report(report, tmp_path / "out")
     html = written["report.html"].read_text()
-    assert "<code>search grid --campaign nogrid</code>" in html and "`" not in html  # inline code, no backticks
-    assert "`search grid --campaign nogrid`" in written["report.md"].read_text()  # markdown keeps them
+    assert f"<code>{grid}</code>" in html and "`" not in html  # inline code, no backticks
+    assert f"`{grid}`" in written["report.md"].read_text()  # markdown keeps them
 
 
 def test_latest_campaign_is_the_default(campaign_db):
@@ -688,10 +691,12 @@ def test_the_final_stage_s_best_params_are_the_chosen_configuration_not_its_luck
     assert report.summary["chosen"]["trials"] == [1, 3, 5]
     md = written["report.md"].read_text()
     assert "| final | lr=1e-06:1 reg=1e-06:10 | best mean of #1, #3, #5 | lr=0.01 reg=0.0001 |" in md
-    # and said how to keep it: a run of it retrained, as search best says after search auto
-    assert ("Keep it as a model for `search predict`: `search train --from-trial pick/final:1 --save model.npz`."
-            in " ".join(md.split()))
-    assert "<code>search train --from-trial pick/final:1 --save model.npz</code>" in written["report.html"].read_text()
+    # and said how to keep it: a run of it retrained, as search best says after search auto, with the --storage it
+    # needs to find this database (it once left it out: pasted, the command said "no database at 'search.db'")
+    keep = f"search train --from-trial pick/final:1 --storage {url} --save model.npz"
+    assert f"Keep it as a model for `search predict`: `{keep}`." in " ".join(md.split())
+    assert f"<code>{keep}</code>" in written["report.html"].read_text()
+    assert report.summary["storage"] == url
     page = re.sub(r"<[^>]+>", " ", written["report.html"].read_text())
     assert "final lr=1e-06:1 reg=1e-06:10 best mean of #1, #3, #5 lr=0.01 reg=0.0001" in " ".join(page.split())
 
@@ -831,6 +836,9 @@ def test_short_loss_curves_have_markers_and_whole_iteration_ticks():
     assert all(line.get_marker() == "o" for line in ax.lines if line.get_label() in ("a", "b"))
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
+    # the legend lies below the axes and their tick labels, inside the figure: never on the curves
+    legend, axes = ax.get_legend().get_window_extent(), ax.xaxis.get_tightbbox()
+    assert legend.y1 <= axes.y0 and ax.figure.bbox.y0 <= legend.y0
     plots.plt.close(ax.figure)
 
 
@@ -865,6 +873,13 @@ def test_the_accuracy_curves_mark_whole_epochs():
     plt.close(fig)
 
 
+def reading_order(legend) -> list[str]:
+    """A drawn legend's labels as they read: row by row from the top, left to right."""
+    boxes = {t.get_text(): t.get_window_extent() for t in legend.get_texts()}
+    rows = sorted({round(b.y0) for b in boxes.values()}, reverse=True)
+    return sorted(boxes, key=lambda label: (rows.index(round(boxes[label].y0)), boxes[label].x0))
+
+
 def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots():
     # a search of lr=1e-3:1e2 with asha once showed 4 of its 30 coarse trials: the 26 pruned ones, among them every
     # exploded lr above 0.5, were on no plot of value against lr or against trial number
@@ -881,7 +896,7 @@ def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots(
     assert drawn["pruned by the scheduler"] == [[0.2, 0.03]]
     assert drawn["failed"] == [[0.5, 0.03]]
     assert ax.get_xlim()[1] > 40.0 and ax.get_ylim()[0] > 0.7  # the lr axis holds them; the value axis is the values'
-    assert [t.get_text() for t in ax.figure.legends[0].get_texts()] == [
+    assert reading_order(ax.figure.legends[0]) == [
         "coarse", "fine-1", "exploded or nan (pruned)", "pruned by the scheduler", "failed"]
     plots.plt.close(ax.figure)
     ax = plots.new_axes()[0, 0]
@@ -890,6 +905,13 @@ def test_pruned_and_failed_trials_are_drawn_along_the_bottom_of_the_value_plots(
     assert drawn["exploded or nan (pruned)"] == [[1.0, 0.03], [3.0, 0.03]]
     assert drawn["pruned by the scheduler"] == [[5.0, 0.03]]  # fine-1's trial 0, after coarse's 0-4
     assert drawn["failed"] == [[4.0, 0.03]]
+    # the step lines were in no legend: one entry says what they are
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "coarse", "fine-1", "exploded or nan (pruned)", "pruned by the scheduler", "failed",
+        "line: the stage's best so far"]
+    ax.figure.canvas.draw()  # and it lies beside the trials, never on them
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+    assert ax.get_legend().get_window_extent().x1 <= ax.figure.bbox.x1
     plots.plt.close(ax.figure)
 
 
@@ -1054,6 +1076,8 @@ def test_a_curves_label_gives_its_value_to_four_decimals_as_the_tables_do():
 
     row = {"stage": "coarse", "number": 7, "param_lr": 0.0123, "param_reg": 1e-4, "value": 0.94301}
     assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (0.9430)"
+    # an exploded run of wine read "coarse #4 lr=0.634 hidden=62 (1.0000)": the value of the epoch before it stopped
+    assert _label({**row, "state": "PRUNED", "value": 1.0}, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001"
 
 
 def test_the_pair_plot_of_a_stage_whose_trials_all_scored_the_same_colours_them_at_their_value():
@@ -1071,3 +1095,133 @@ def test_the_pair_plot_of_a_stage_whose_trials_all_scored_the_same_colours_them_
     bar = fig.axes[-1]
     assert bar.yaxis.get_offset_text().get_text() == ""
     plots.plt.close(fig)
+
+
+def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_or_failed_trial(tmp_path, monkeypatch):
+    # search auto on wine drew promote-1 as orange triangles beside "pruned by the scheduler" orange triangles and
+    # final in red beside the red x of exploded runs; fine-1 was green in the history plot and orange in the ranges
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    figures = []
+    real = plots.figure_png
+    monkeypatch.setattr(plots, "figure_png", lambda fig, *a, **k: figures.append(fig) or real(fig, *a, **k))
+    storage = open_storage(url, create=False)
+    report = campaign_report(storage, "auto")
+    storage.engine.dispose()
+    stages = ["coarse", "promote-1", "fine-1", "final"]
+    seen = {}  # (plot, stage) -> colour
+    for name, fig in zip(report.images, figures):
+        for ax in fig.axes:
+            artists = [*ax.collections, *ax.lines, *ax.patches]
+            for artist in artists:
+                label = artist.get_label()
+                if label in stages and name in ("history", "projection", "ranges", "best_so_far"):
+                    colour = (artist.get_edgecolor() if name == "ranges" else
+                              artist.get_color() if name == "best_so_far" else artist.get_facecolor()[0])
+                    seen[(name, label)] = matplotlib.colors.to_hex(colour)
+                    if name == "projection":  # not the scheduler's downward triangle
+                        v = matplotlib.markers.MarkerStyle("v")
+                        down = v.get_path().transformed(v.get_transform()).vertices
+                        drawn = artist.get_paths()[0].vertices
+                        assert drawn.shape != down.shape or not np.allclose(drawn, down)
+    assert {plot for plot, _ in seen} == {"history", "projection", "ranges", "best_so_far"}
+    by_stage = {stage: {c for (_, s), c in seen.items() if s == stage} for stage in stages}
+    assert all(len(colours) == 1 for colours in by_stage.values()), by_stage
+    colours = [next(iter(c)) for c in by_stage.values()]
+    assert len(set(colours)) == len(stages)
+    marks = {matplotlib.colors.to_hex(c) for c in ("tab:red", "tab:orange", "grey", "tab:gray")}
+    assert not set(colours) & marks, colours
+
+
+def test_the_colour_bar_of_a_stage_whose_trials_all_scored_1_ends_at_1():
+    # search auto on wine: fine-1's 14 completed trials all scored 1.0000, under a colour bar from 0.996 to 1.004
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [1.0] * 3,
+                          "param_lr": [0.1, 0.01, 0.02], "param_reg": [1e-6, 1e-7, 1e-5]})
+    ax = plots.new_axes()[0, 0]
+    fig = plots.plot_param_scatter([ax], [("fine-1", frame)], plots.Dim("lr", "float", True),
+                                   plots.Dim("reg", "float", True))
+    norm = ax.collections[0].norm
+    assert (norm.vmin, norm.vmax) == (0.995, 1.0) and norm(1.0) == 1.0  # the best colour, at the bar's top
+    fig.canvas.draw()
+    assert fig.axes[-1].get_ylim() == pytest.approx((0.995, 1.0))  # the colour bar
+    plots.plt.close(fig)
+
+
+def test_a_stage_whose_completed_trials_all_scored_the_same_says_so_instead_of_fanovas_words():
+    # search auto on wine: "fine-1: importance could not be estimated: Encountered zero total variance in all trees."
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"number": range(10), "state": ["COMPLETE"] * 9 + ["PRUNED"], "value": [1.0] * 9 + [0.4],
+                          "param_lr": 10 ** rng.uniform(-3, 0, 10), "param_hidden": rng.integers(16, 64, 10)})
+    space = {"lr": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
+             "hidden": {"type": "int", "low": 16, "high": 64, "log": True}}
+    out = param_importance(frame, space)
+    assert out["importance"] is None
+    assert out["message"] == "importance needs completed trials of different values; this stage's 9 all scored 1.0000"
+    frame.loc[0, "value"] = 0.9  # one different value is enough
+    assert set(param_importance(frame, space)["importance"]) == {"lr", "hidden"}
+
+
+@pytest.mark.parametrize("stages", [2, 6, 7])
+def test_the_legend_below_the_value_plots_reads_in_stage_order_row_by_row(stages):
+    # search auto's six stages and the exploded trials read "coarse, fine-1, promote-2, fine-2, final, exploded"
+    # on the first row and "promote-1" alone below coarse: matplotlib fills a legend column by column
+    names = ["coarse", "promote-1", "fine-1", "promote-2", "fine-2", "final", "fine-3"][:stages]
+    frame = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "PRUNED"], "value": [0.9, np.nan],
+                          "param_lr": [0.01, 3.0], "stop_reason": ["completed", "exploded"]})
+    axes = plots.new_axes(1, 3, size=(4.6, 3.4)).ravel()
+    dims = [plots.Dim(n, "float", True) for n in ("lr", "lr", "lr")]
+    fig = plots.plot_param_slices(list(axes), [(name, frame) for name in names], dims)
+    fig.canvas.draw()
+    assert reading_order(fig.legends[0]) == [*names, "exploded or nan (pruned)"]
+    per_row = Counter(round(t.get_window_extent().y0) for t in fig.legends[0].get_texts())
+    assert max(per_row.values()) - min(per_row.values()) <= 1  # rows of even length: 4 + 4, not 6 + 2
+    plots.plt.close(fig)
+
+
+
+def test_the_command_that_keeps_the_chosen_configuration_needs_no_storage_where_the_default_finds_it(tmp_path,
+                                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+    build_auto_campaign("sqlite:///search.db", "auto")
+    report = campaign_report(open_storage("sqlite:///search.db", create=False), "auto", images=False)
+    md = " ".join(write_report(report, tmp_path / "out")["report.md"].read_text().split())
+    assert report.summary["storage"] is None
+    assert re.search(r"`search train --from-trial auto/final:\d+ --save model.npz`", md)
+    monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///other.db")  # the default is now another database: name it
+    report = campaign_report(open_storage("sqlite:///search.db", create=False), "auto", images=False)
+    assert report.summary["storage"] == "sqlite:///search.db"
+
+
+def test_a_diagnosis_example_is_a_run_the_scheduler_did_not_cut_short_where_there_is_one():
+    # search auto on wine with --fine-scheduler asha: the lr_too_low example was wine/fine-1:4, pruned by the scheduler
+    # after its first epoch, a loss curve of 2 points, where coarse had 32 lr_too_low runs of all their epochs
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["number", "state", "value", "stop_reason", "iterations", "diagnosis"])
+
+    coarse = frame([[0, "COMPLETE", 0.30, "completed", 9, "lr_too_low"], [1, "COMPLETE", 0.20, "completed", 9,
+                    "lr_too_low"], [2, "COMPLETE", 0.40, "completed", 9, "lr_too_low"],
+                    [3, "COMPLETE", 0.90, "completed", 9, "healthy"]])
+    fine = frame([[0, "PRUNED", 0.41, "pruned", 2, "lr_too_low"], [1, "PRUNED", 0.80, "pruned", 2, "underfitting"],
+                  [2, "COMPLETE", 0.95, "completed", 6, "healthy"]])
+    infos = [StageInfo("w/coarse", "coarse", {}), StageInfo("w/fine-1", "fine-1", {})]
+    examples = diagnosis_examples(infos, {"w/coarse": coarse, "w/fine-1": fine})
+    assert [(ex["label"], ex["study"], ex["number"]) for ex in examples] == [
+        ("lr_too_low", "w/coarse", 0),  # the median of coarse's three, not fine-1's cut-short run
+        ("underfitting", "w/fine-1", 1),  # only a cut-short run has it: that one
+        ("healthy", "w/fine-1", 2)]
+
+
+def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
+    # the chain of search auto (coarse, promote, fine, final, the retrains) was told only in pieces: a table of
+    # stages, notes under another, the retrains in a sentence of their own
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    report = campaign_report(open_storage(url, create=False), "auto", images=False)
+    chain = ("How it was found: coarse (random, 16 trials of 2 epochs) → promote-1 (fixed, 8 trials of 4 epochs) → "
+             "fine-1 (random, 12 trials of 4 epochs) → final (fixed, 9 trials of 4 epochs)")
+    written = write_report(report, tmp_path / "out")
+    assert f"{chain}." in written["report.md"].read_text()
+    assert html.escape(f"{chain}.") in written["report.html"].read_text()
+    report.summary["chosen"]["retrained"] = {"runs": 3, "val_acc": 0.9, "test_acc": 0.88, "test_std": 0.01}
+    assert f"{chain} → retrained 3 times and tested." in render_markdown(report.summary)

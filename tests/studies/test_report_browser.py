@@ -6,7 +6,9 @@ Both skip with the reason when Chromium cannot take a headless screenshot here (
 """
 from __future__ import annotations
 
+import html
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -26,7 +28,7 @@ from studies.report import campaign_report, write_report
 from studies.store import open_storage
 from tests.fixtures_browser import _FLAGS, screenshot
 from tests.fixtures_pg import free_port
-from tests.studies.report_data import build_campaign, build_mixed_campaign
+from tests.studies.report_data import build_auto_campaign, build_campaign, build_mixed_campaign
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -92,6 +94,45 @@ def test_report_fits_a_normal_browser_window(chromium_path, tmp_path):
         widths = _page_widths(chromium_path, written["report.html"], width)
         assert widths["document"] <= widths["window"], widths
         assert 0 < widths["table"] <= widths["window"] and 0 < widths["image"] <= widths["window"], widths
+
+
+def _phone_widths(chromium: str, page, width: int = 390) -> tuple[int, list[str]]:
+    """The page in a frame ``width`` pixels wide (a headless window is never narrower than 500): the width it lays
+    out to, and each element that reaches past the frame outside a sideways-scrolling box (tag and text)."""
+    probe = page.with_name("phone.html")
+    probe.write_text(
+        f"<html><body style='margin:0'><iframe id='f' src='{page.name}' style='width:{width}px;height:900px;border:0'>"
+        "</iframe><script>document.getElementById('f').onload = () => {"
+        "const d = document.getElementById('f').contentDocument;"
+        f"const over = [...d.body.querySelectorAll('*')].filter(e => !e.parentElement.closest('.scroll') && "
+        f"e.getBoundingClientRect().right > {width} + 0.5).map(e => e.tagName + ' ' + e.textContent.slice(0, 60));"
+        "document.body.dataset.width = d.documentElement.scrollWidth;"
+        "document.body.dataset.over = JSON.stringify(over);};</script></body></html>")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        dom = subprocess.run(
+            [chromium, *_FLAGS, f"--user-data-dir={profile}", "--allow-file-access-from-files",
+             "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90, check=False,
+        ).stdout
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    found = re.search(r'data-width="(\d+)" data-over="([^"]*)"', dom)
+    assert found, f"no widths in the page ({len(dom)} characters of DOM)"
+    return int(found.group(1)), json.loads(html.unescape(found.group(2)))
+
+
+def test_report_fits_a_phone_screen(chromium_path, tmp_path):
+    """At 390 pixels wide nothing but a table's own box scrolls sideways: the chosen configuration's command to keep
+    it (search train --from-trial ... --save model.npz) reached 130 pixels past a phone's screen."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    storage = open_storage(url, create=False)
+    written = write_report(campaign_report(storage, "auto"), tmp_path / "report")
+    storage.engine.dispose()
+    assert "search train --from-trial auto/final:" in written["report.html"].read_text()
+    width, over = _phone_widths(chromium_path, written["report.html"], 390)
+    assert (width, over) == (390, [])
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
