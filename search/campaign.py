@@ -363,6 +363,7 @@ def choose_final(study: optuna.Study) -> tuple[dict[str, Any], list[float]]:
 
 
 RETRAINED_ATTR = "retrained"  # the final stage's user attribute: the chosen configuration's retrains and scores
+STOPPED_ATTR = "fine_stages_stopped"  # the final stage's user attribute: why search auto added no further fine stage
 RETRAIN_NUMBER = 10**6  # retrain r is seeded as trial RETRAIN_NUMBER + r: a seed no trial of the campaign used
 
 
@@ -379,6 +380,8 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
     The scores are stored in the final stage's ``retrained`` user attribute (queryable with the rest of the
     campaign); a later call for the same choice, seed and count reads them instead of training again."""
     study = load_stage_study(storage, study_name(campaign, "final"))
+    if not isinstance(study.user_attrs.get(STOPPED_ATTR), str):  # the first reason, not "chose from ... before"
+        study.set_user_attr(STOPPED_ATTR, stopped)
     stage = Stage.from_attrs(study.user_attrs)
     params, values = choose_final(study)
     asked = {"params": params, "seed": seed, "retrains": retrains}

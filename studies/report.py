@@ -647,8 +647,10 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
     candidates = [{"params": g["params"], "value": float(np.mean(g["values"])), "std": float(np.std(g["values"])),
                    "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]} for g in groups.values()]
     best = max(candidates, key=lambda c: c["value"])  # the first in trial order on ties, as search auto picks
+    stopped = info.attrs.get("fine_stages_stopped")  # why search auto added no further fine stage
     return {"stage": info.stage, "study": info.study, "epochs": info.attrs.get("epochs"), **best,
-            "candidates": sorted(candidates, key=lambda c: -c["value"]), "retrained": _retrained(info, best["params"])}
+            "candidates": sorted(candidates, key=lambda c: -c["value"]), "retrained": _retrained(info, best["params"]),
+            "stopped": stopped if isinstance(stopped, str) else None}
 
 
 def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -1269,7 +1271,8 @@ def _chain_text(summary: dict[str, Any]) -> str:
     retrained = summary["chosen"].get("retrained")
     if retrained:
         steps.append(f"retrained {plural(retrained['runs'], 'time')} and tested")
-    return "How it was found: " + " → ".join(steps) + "."
+    stopped = summary["chosen"].get("stopped")
+    return "How it was found: " + " → ".join(steps) + "." + (f" No further fine stage: {stopped}." if stopped else "")
 
 
 def _first_run(chosen: dict[str, Any]) -> str:

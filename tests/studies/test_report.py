@@ -1225,3 +1225,7 @@ def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
     assert html.escape(f"{chain}.") in written["report.html"].read_text()
     report.summary["chosen"]["retrained"] = {"runs": 3, "val_acc": 0.9, "test_acc": 0.88, "test_std": 0.01}
     assert f"{chain} → retrained 3 times and tested." in render_markdown(report.summary)
+    # why search auto added no further fine stage, as it stores it on the final stage
+    optuna.load_study(study_name="auto/final", storage=url).set_user_attr("fine_stages_stopped", "--max-fine 1: ...")
+    report = campaign_report(open_storage(url, create=False), "auto", images=False)
+    assert f"{chain}. No further fine stage: --max-fine 1: ...." in render_markdown(report.summary)
