@@ -275,8 +275,9 @@ class DiagnosisThresholds:
     - A run that exploded (its loss past 3x its first, as the search judges it), went NaN, or ended with its
       loss more than ``loss_change_low`` above its first value (a run nothing stopped, e.g. in ``search auto``'s
       final stage) had a learning rate too high; with fewer than ``rose_min_iterations`` 10 losses it must have
-      ended above twice its first: a few minibatches' noise alone moves the loss by more than 10 % (wine, 3
-      iterations an epoch: lr 1e-6 went 1.96 -> 2.21 in 6 iterations).
+      ended ``short_rise`` 0.5 above its first: a few minibatches' noise alone moves the loss by more than 10 % (wine,
+      3 iterations an epoch: lr 1e-6 went 1.96 -> 2.21 in 6 iterations, +13 %), but not by half (wine at lr 0.66,
+      stopped by asha after its first epoch of 2 iterations: +75 %, which read as "barely moved", lr_too_low).
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs); on few samples the gap must
       also exceed twice its standard error (binomial, of the train and validation accuracies): on iris's 24
@@ -319,6 +320,7 @@ class DiagnosisThresholds:
     loss_change_low: float = 0.10
     reg_share_high: float = 0.75
     rose_min_iterations: int = 10
+    short_rise: float = 0.5
     gap_overfit: float = 0.05
     gap_underfit: float = 0.02
     train_acc_underfit: float = 0.90
@@ -403,7 +405,7 @@ def diagnose(
               **_val_peak(train_acc_history, val_acc_history, samples[1] if samples else None, t)}
     # a loss that went up by more than "barely moved", in a run no explosion test stopped
     rose = math.isfinite(change) and change < -t.loss_change_low and (len(finite) >= t.rose_min_iterations
-                                                                      or change < -1.0)
+                                                                      or change < -t.short_rise)
     exploded = status in ("exploded", "diverged", "nan") or rose
     barely_moved = not exploded and math.isfinite(change) and change < t.loss_change_low
     over_regularised = barely_moved and reg_share >= t.reg_share_high and _penalty_moved(reg_change, t)

@@ -61,6 +61,9 @@ def test_a_completed_run_whose_loss_ended_above_its_first_had_a_learning_rate_to
     assert _run(loss=[1.96, 2.0, 1.9, 2.1, 2.0, 2.21], train=0.4, val=0.4).labels[0] == "lr_too_low"
     assert _run(loss=[1.96] * 4 + [2.21] * 6, train=0.4, val=0.4).labels[0] == "lr_too_high"  # 10 iterations
     assert _run(loss=[2.0, 9.0, 20.0], train=0.1, val=0.1).labels[0] == "lr_too_high"  # above twice its first
+    # wine at lr 0.66, stopped by asha after 2 iterations 75 % up: "rose by 75.2% ...: the learning rate is too low"
+    assert _run(loss=[1.0943, 1.9173], train=0.39, val=0.41).labels[0] == "lr_too_high"
+    assert _run(loss=[1.0, 1.45], train=0.39, val=0.41).labels[0] == "lr_too_low"  # +45 %: within a short run's noise
 
 
 def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():
