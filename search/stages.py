@@ -674,7 +674,13 @@ def run_worker(
                 # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
                 retry_storage(lambda: _fail_stale_trials(study), looking)
                 stale_checked = time.monotonic()
-            claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
+            try:
+                claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
+                if claimed is not None:
+                    after_id = optuna_rdb.trial_id(claimed)
+            except (KeyboardInterrupt, Interrupted):
+                _fail_own_running_trials(study, on_trial)  # its claim may have been written just before
+                raise
             if claimed is None:
                 stale_checked = -math.inf  # nothing to claim: look for stale trials before waiting
                 # counted, and failed trials re-enqueued, in one transaction (see requeue_and_count)
@@ -685,7 +691,6 @@ def run_worker(
                     break
                 time.sleep(poll)  # other workers are running the last trials; one of them may die
                 continue
-            after_id = optuna_rdb.trial_id(claimed)
             try:
                 with heartbeat.beating(after_id):  # while the result is recorded too, retries included
                     frozen = _run_claimed(study, stage, claimed, dataset, report)
@@ -697,6 +702,32 @@ def run_worker(
             if on_trial is not None:
                 on_trial(frozen)
     return report
+
+
+def _fail_own_running_trials(study: optuna.Study, on_trial: Callable[[FrozenTrial], None] | None) -> None:
+    """Fail as interrupted, and enqueue the copy of, each trial this process claimed and left RUNNING: an interrupt
+    that came after a claim was written and before the run's own handler took over (while its sampler was made)
+    left it there for the next command to find."""
+    storage = optuna_rdb.study_storage(study)
+    with _signals_ignored():
+        try:
+            for trial in running_trials(study):
+                if local_worker(trial) != os.getpid():
+                    continue
+                trial_id = optuna_rdb.trial_id(trial)
+                try:
+                    storage.set_trial_user_attr(trial_id, "stop_reason", "interrupted")
+                    storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # another worker failed it as stale meanwhile, and enqueued its copy
+                frozen = storage.get_trial(trial_id)
+                requeue_failed_trials(storage, optuna_rdb.study_id(study), [frozen])
+                if on_trial is not None:
+                    on_trial(frozen)
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            # the database did not take the write: the trial stays RUNNING and the next command fails it at once
 
 
 def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[FrozenTrial], None]) -> None:
@@ -827,14 +858,18 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
     A database failure is not the trial's failure: its writes are retried (``retry_storage``), and a
     run whose writes were lost is failed as ``interrupted`` and re-run, never stored as ``error:``.
     """
-    storage = optuna_rdb.study_storage(study)
-    trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
-    what = f"recording trial {number} of {stage.name}"
-    study.sampler = make_sampler(stage, number)
-    optuna_rdb.forget_cached_trials(study)  # the sampler sees the trials finished since the last one
     try:
+        storage = optuna_rdb.study_storage(study)
+        trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
+        what = f"recording trial {number} of {stage.name}"
+        study.sampler = make_sampler(stage, number)
+        optuna_rdb.forget_cached_trials(study)  # the sampler sees the trials finished since the last one
         trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
         writes = optuna_rdb.BufferedTrialStorage(trial)
+    except (KeyboardInterrupt, Interrupted):
+        _fail_own_running_trials(study, None)  # before the handler below is in place
+        raise
+    try:
         try:
             outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
                                 stage_seed=stage.seed, explode_factor=stage.explode_factor,

@@ -198,6 +198,34 @@ def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
     assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0
 
 
+@pytest.mark.parametrize("window", ["claim_waiting_trial", "make_sampler"])
+def test_an_interrupt_between_the_claim_and_the_training_leaves_no_trial_running(url, monkeypatch, window):
+    # a Ctrl-C just after a trial's claim was written, or while its sampler was made, left it RUNNING (1 in 10
+    # Ctrl-Cs of `search coarse --trials 2000 --epochs 1 --train-size 200` on two cores)
+    real = getattr(stages_module, window)
+    calls = {"n": 0}
+
+    def interrupt_after_the_4th(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(stages_module, window, interrupt_after_the_4th)
+    stage = coarse_stage("w", RUN, DEFAULT_SPACE, 8, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, progress="quiet"), stage)
+    study = _study(url, "w/coarse")
+    states = _states(study)
+    assert states["FAIL"] == 1 and states["WAITING"] == 5 and "RUNNING" not in states  # the copy waits to run
+    assert study.get_trials(states=(TrialState.FAIL,))[0].user_attrs["stop_reason"] == "interrupted"
+    monkeypatch.setattr(stages_module, window, real)
+    execute_stage(Execution(url, progress="quiet"), stage)  # the same command again
+    states = _states(_study(url, "w/coarse"))
+    assert states["COMPLETE"] + states.get("PRUNED", 0) == 8 and states["FAIL"] == 1 and len(states) <= 3
+
+
 def test_the_same_command_after_an_interrupt_says_what_it_continues(url, monkeypatch, capsys):
     real = _interrupt_trial(monkeypatch, 4)
     stage = coarse_stage("c", RUN, DEFAULT_SPACE, 8, seed=0)
