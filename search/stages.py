@@ -678,7 +678,8 @@ def run_worker(
                 claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
                 if claimed is not None:
                     after_id = optuna_rdb.trial_id(claimed)
-            except (KeyboardInterrupt, Interrupted):
+            except (KeyboardInterrupt, Interrupted) as interrupt:
+                interrupt.__traceback__ = None  # a claim's statement it cut short would hold the write lock
                 _fail_own_running_trials(study, on_trial)  # its claim may have been written just before
                 raise
             if claimed is None:
@@ -875,8 +876,8 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
                                 stage_seed=stage.seed, explode_factor=stage.explode_factor,
                                 scheduled=stage.scheduler != "none",
                                 on_params=lambda: retry_storage(writes.commit_params, what))
-        except (KeyboardInterrupt, Interrupted):
-            _record_interrupted(study, writes)
+        except (KeyboardInterrupt, Interrupted) as interrupt:
+            _record_interrupted(study, writes, interrupt)
             raise
         except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
             raise
@@ -898,8 +899,8 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
                 writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
                 return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
             return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
-        except (KeyboardInterrupt, Interrupted):  # while the result was written: failed as during training
-            _record_interrupted(study, writes)  # nothing written when the result was (the trial is no longer RUNNING)
+        except (KeyboardInterrupt, Interrupted) as interrupt:  # while the result was written: as during training
+            _record_interrupted(study, writes, interrupt)  # nothing written when the result was (no longer RUNNING)
             raise
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
@@ -907,8 +908,11 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
         return storage.get_trial(trial_id)
 
 
-def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage) -> None:
+def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage, interrupt: BaseException) -> None:
     """Fail the trial as interrupted and enqueue its copy, a second Ctrl-C or SIGTERM ignored meanwhile."""
+    # a SQLite statement the interrupt cut short holds the write lock while the traceback keeps its cursor alive:
+    # let it go first, or this write would wait for its own lock
+    interrupt.__traceback__ = None
     with _signals_ignored():
         try:
             _fail_and_requeue(study, writes, "interrupted")
