@@ -678,7 +678,14 @@ def run_worker(
                 # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
                 retry_storage(lambda: _fail_stale_trials(study), looking)
                 stale_checked = time.monotonic()
-            claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
+            try:
+                claimed = retry_storage(lambda: claim_waiting_trial(study, after_id), looking)
+                if claimed is not None:
+                    after_id = optuna_rdb.trial_id(claimed)
+            except (KeyboardInterrupt, Interrupted) as interrupt:
+                interrupt.__traceback__ = None  # a claim's statement it cut short would hold the write lock
+                _fail_own_running_trials(study, on_trial)  # its claim may have been written just before
+                raise
             if claimed is None:
                 stale_checked = -math.inf  # nothing to claim: look for stale trials before waiting
                 # counted, and failed trials re-enqueued, in one transaction (see requeue_and_count)
@@ -689,7 +696,6 @@ def run_worker(
                     break
                 time.sleep(poll)  # other workers are running the last trials; one of them may die
                 continue
-            after_id = optuna_rdb.trial_id(claimed)
             try:
                 with heartbeat.beating(after_id):  # while the result is recorded too, retries included
                     frozen = _run_claimed(study, stage, claimed, dataset, report, history)
@@ -701,6 +707,32 @@ def run_worker(
             if on_trial is not None:
                 on_trial(frozen)
     return report
+
+
+def _fail_own_running_trials(study: optuna.Study, on_trial: Callable[[FrozenTrial], None] | None) -> None:
+    """Fail as interrupted, and enqueue the copy of, each trial this process claimed and left RUNNING: an interrupt
+    that came after a claim was written and before the run's own handler took over (while its sampler was made)
+    left it there for the next command to find."""
+    storage = optuna_rdb.study_storage(study)
+    with _signals_ignored():
+        try:
+            for trial in running_trials(study):
+                if local_worker(trial) != os.getpid():
+                    continue
+                trial_id = optuna_rdb.trial_id(trial)
+                try:
+                    storage.set_trial_user_attr(trial_id, "stop_reason", "interrupted")
+                    storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # another worker failed it as stale meanwhile, and enqueued its copy
+                frozen = storage.get_trial(trial_id)
+                requeue_failed_trials(storage, optuna_rdb.study_id(study), [frozen])
+                if on_trial is not None:
+                    on_trial(frozen)
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            # the database did not take the write: the trial stays RUNNING and the next command fails it at once
 
 
 def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[FrozenTrial], None]) -> None:
@@ -832,24 +864,28 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
     A database failure is not the trial's failure: its writes are retried (``retry_storage``), and a
     run whose writes were lost is failed as ``interrupted`` and re-run, never stored as ``error:``.
     """
-    storage = optuna_rdb.study_storage(study)
-    trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
-    what = f"recording trial {number} of {stage.name}"
-    study.sampler = make_sampler(stage, number)
-    if history is not None:  # the sampler sees the trials finished since the last one
-        optuna_rdb.cache_finished_trials(study, history)
-    else:
-        optuna_rdb.forget_cached_trials(study)
     try:
+        storage = optuna_rdb.study_storage(study)
+        trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
+        what = f"recording trial {number} of {stage.name}"
+        study.sampler = make_sampler(stage, number)
+        if history is not None:  # the sampler sees the trials finished since the last one
+            retry_storage(lambda: optuna_rdb.cache_finished_trials(study, history), what)
+        else:
+            optuna_rdb.forget_cached_trials(study)
         trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
         writes = optuna_rdb.BufferedTrialStorage(trial)
+    except (KeyboardInterrupt, Interrupted):
+        _fail_own_running_trials(study, None)  # before the handler below is in place
+        raise
+    try:
         try:
             outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
                                 stage_seed=stage.seed, explode_factor=stage.explode_factor,
                                 scheduled=stage.scheduler != "none",
                                 on_params=lambda: retry_storage(writes.commit_params, what))
-        except (KeyboardInterrupt, Interrupted):
-            _record_interrupted(study, writes)
+        except (KeyboardInterrupt, Interrupted) as interrupt:
+            _record_interrupted(study, writes, interrupt)
             raise
         except (optuna.exceptions.UpdateFinishedTrialError, StorageLost):
             raise
@@ -871,8 +907,8 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
                 writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
                 return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
             return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
-        except (KeyboardInterrupt, Interrupted):  # while the result was written: failed as during training
-            _record_interrupted(study, writes)  # nothing written when the result was (the trial is no longer RUNNING)
+        except (KeyboardInterrupt, Interrupted) as interrupt:  # while the result was written: as during training
+            _record_interrupted(study, writes, interrupt)  # nothing written when the result was (no longer RUNNING)
             raise
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.
@@ -880,8 +916,11 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
         return storage.get_trial(trial_id)
 
 
-def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage) -> None:
+def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage, interrupt: BaseException) -> None:
     """Fail the trial as interrupted and enqueue its copy, a second Ctrl-C or SIGTERM ignored meanwhile."""
+    # a SQLite statement the interrupt cut short holds the write lock while the traceback keeps its cursor alive:
+    # let it go first, or this write would wait for its own lock
+    interrupt.__traceback__ = None
     with _signals_ignored():
         try:
             _fail_and_requeue(study, writes, "interrupted")

@@ -318,7 +318,8 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     click.echo(f"{'layer':>5} {'mean':>10} {'std':>10} {'saturated':>10} {'dead':>8}")
     for s in stats:
         mean = round(s.mean, 5) + 0.0  # a mean of -2e-7 shown as 0.00000, not -0.00000
-        click.echo(f"{s.layer:5d} {mean:10.5f} {s.std:10.5f} {s.saturated:10.3f} {s.dead:8.3f}")
+        # std to 3 significant figures: a collapsing net's 3e-07 is the number the line below quotes, not 0.00000
+        click.echo(f"{s.layer:5d} {mean:10.5f} {s.std:10.3g} {s.saturated:10.3f} {s.dead:8.3f}")
     say(read_layers(stats))
     if plot:
         click.echo(f"wrote {plot}")

@@ -115,6 +115,16 @@ def test_layers_never_print_a_mean_of_minus_zero():
     assert means[3:] == ["0.00000"] * 7 and "-0.00000" not in result.stdout
 
 
+def test_layers_table_shows_the_std_of_a_collapsed_layer_as_the_line_under_it_does():
+    # the std column printed 0.00000 for layers 8 to 10, where the reading below quotes 2.96e-07
+    args = ("--init", "normal", "--init-std", "0.01", "--activation", "tanh")
+    stds = [row["std"] for row in layers(*args)]
+    text = invoke("layers", *args).stdout
+    shown = [line.split()[2] for line in text.splitlines()[1:11]]
+    assert shown == [f"{std:.3g}" for std in stds] and float(shown[-1]) == float(f"{stds[-1]:.3g}") > 0
+    assert f"to {stds[-1]:.3g} in layer 10" in " ".join(text.split())
+
+
 def test_layers_plot_is_written(tmp_path):
     png = tmp_path / "layers.png"
     result = invoke("layers", "--init", "he", "--activation", "relu", "--plot", str(png))

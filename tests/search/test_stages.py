@@ -5,6 +5,7 @@ import math
 import sqlite3
 import time
 import shutil
+import signal
 import subprocess
 
 import optuna
@@ -197,6 +198,67 @@ def test_interrupted_stage_resumes_to_exactly_n(url, monkeypatch):
     states = _states(_study(url, "i/coarse"))
     assert states["COMPLETE"] + states.get("PRUNED", 0) == 8
     assert states["FAIL"] == 1 and states.get("RUNNING", 0) == 0 and states.get("WAITING", 0) == 0
+
+
+@pytest.mark.parametrize("window", ["claim_waiting_trial", "make_sampler"])
+def test_an_interrupt_between_the_claim_and_the_training_leaves_no_trial_running(url, monkeypatch, window):
+    # a Ctrl-C just after a trial's claim was written, or while its sampler was made, left it RUNNING (1 in 10
+    # Ctrl-Cs of `search coarse --trials 2000 --epochs 1 --train-size 200` on two cores)
+    real = getattr(stages_module, window)
+    calls = {"n": 0}
+
+    def interrupt_after_the_4th(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(stages_module, window, interrupt_after_the_4th)
+    stage = coarse_stage("w", RUN, DEFAULT_SPACE, 8, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, progress="quiet"), stage)
+    study = _study(url, "w/coarse")
+    states = _states(study)
+    assert states["FAIL"] == 1 and states["WAITING"] == 5 and "RUNNING" not in states  # the copy waits to run
+    assert study.get_trials(states=(TrialState.FAIL,))[0].user_attrs["stop_reason"] == "interrupted"
+    monkeypatch.setattr(stages_module, window, real)
+    execute_stage(Execution(url, progress="quiet"), stage)  # the same command again
+    states = _states(_study(url, "w/coarse"))
+    assert states["COMPLETE"] + states.get("PRUNED", 0) == 8 and states["FAIL"] == 1 and len(states) <= 3
+
+
+def test_an_interrupt_inside_a_statement_of_the_result_still_records_the_trial(url, monkeypatch):
+    # a Ctrl-C that Python raises as a SQLite statement of the result's transaction returns: the statement, kept
+    # alive by the exception's traceback, held the write lock, so recording the interrupt waited for it (the busy
+    # timeout, 60 s), gave up and left the trial RUNNING (and the stage's other worker stopped, locked out)
+    from optuna.storages._rdb import models
+
+    from studies import optuna_rdb, store
+
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    real = optuna_rdb._upsert_attrs
+    calls = []
+
+    def interrupted_statement(rdb, conn, model, trial_id, attrs):
+        if model is models.TrialSystemAttributeModel and not calls:  # the first result's transaction
+            calls.append(trial_id)
+            previous = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.01)  # goes off while SQLite counts, raised as it returns
+                conn.exec_driver_sql("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                                     "WHERE x < 3000000) SELECT count(*) FROM c").all()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        return real(rdb, conn, model, trial_id, attrs)
+
+    monkeypatch.setattr(optuna_rdb, "_upsert_attrs", interrupted_statement)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, progress="quiet"), coarse_stage("s", RUN, DEFAULT_SPACE, 3, seed=0))
+    study = _study(url, "s/coarse")
+    assert _states(study) == {"FAIL": 1, "WAITING": 3}
+    assert study.get_trials(states=(TrialState.FAIL,))[0].user_attrs["stop_reason"] == "interrupted"
 
 
 def test_the_same_command_after_an_interrupt_says_what_it_continues(url, monkeypatch, capsys):
