@@ -214,7 +214,7 @@ def sanity_checks(
     tiny_X, tiny_y = X_train[:k], y_train[:k]
     tiny_cfg = replace(train_config, epochs=200, batch_size=k, reg=0.0, lr_decay=1.0, train_acc_samples=k)
     tiny = train(fresh(), tiny_cfg, tiny_X, tiny_y, tiny_X, tiny_y)
-    checks.append(Check(f"overfit {k} samples to 100 % train accuracy", tiny.train_acc == 1.0, tiny.train_acc, "1.0"))
+    checks.append(Check(f"overfit {k} samples to 100 % train accuracy", tiny.train_acc == 1.0, tiny.train_acc, "1"))
 
     # 4. a tiny learning rate barely moves the loss: a short run, of SANITY_ITERATIONS at least (an epoch of a small
     # training set can be one update, whose loss is the first one: no lr could move it)

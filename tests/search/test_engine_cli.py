@@ -139,6 +139,8 @@ def test_sanity_passes_every_check_on_digits():
     assert abs(checks[0]["value"] - math.log(10)) < 0.05
     text = invoke("sanity", "--data", "digits").stdout
     assert text.count("PASS") == 6
+    # the value and what it should be, written alike (it said "1 (expected 1.0)")
+    assert "PASS  overfit 20 samples to 100 % train accuracy: 1 (expected 1)" in text.splitlines()
 
 
 def test_sanity_on_a_small_training_set_runs_its_lr_checks_for_ten_updates():
