@@ -415,6 +415,25 @@ def test_a_tpe_stage_draws_from_its_finished_trials_as_from_optunas_trial_cache(
     assert len(points[0]) == 14 and points[0] == points[1]
 
 
+def test_a_qmc_trial_asked_while_the_first_still_runs_gets_the_space_optunas_cache_gives(tmp_path):
+    # QMC reads the RUNNING trials until one has finished: the space of the first trial, which a second worker's
+    # trial draws from the sequence in; a list of finished trials alone gave it none (drawn at random instead)
+    from studies import optuna_rdb
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'q.db'}"), study_name="q")
+    study.ask().suggest_float("lr", 1e-3, 1e-1, log=True)  # the first worker's trial, running
+    second = study.ask()
+    frozen = optuna_rdb.study_storage(study).get_trial(optuna_rdb.trial_id(second))
+    spaces = []
+    for cached in (True, False):
+        if cached:
+            optuna_rdb.cache_finished_trials(study, optuna_rdb.FinishedTrials())
+        else:
+            optuna_rdb.forget_cached_trials(study)
+        spaces.append(optuna.samplers.QMCSampler(seed=0).infer_relative_search_space(study, frozen))
+    assert spaces[0] == spaces[1] == {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"max_fine": -1}, "max_fine must be >= 0, got -1"),  # ran as '--max-fine -1 stages ran'
     ({"top": 0}, "top must be >= 1, got 0"),  # refused only after the coarse stage had run
