@@ -88,7 +88,8 @@ class RunConfig:
 
 def default_preprocess(data: str) -> str:
     """The preprocessing a run of ``data`` gets unless one is named: a CSV/TSV table's columns are rescaled one by one
-    (standardize: their units differ, e.g. age and income), anything else is zero-centred (mean_image, the lecture's)."""
+    (standardize: their units differ, e.g. age and income), anything else is zero-centred (mean_image, the
+    lecture's)."""
     return "standardize" if Path(data).suffix.lower() in (".csv", ".tsv") else "mean_image"
 
 

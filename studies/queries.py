@@ -509,7 +509,7 @@ def loss_curves(
     return curves
 
 
-def _epochs(info: _StudyInfo) -> int:
+def _stage_epochs(info: _StudyInfo) -> int:
     """The epochs of a trial of ``info``'s stage (0 when the stage did not record them)."""
     return _int_or_none(info.attrs.get("epochs")) or 0
 
@@ -541,9 +541,9 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
     if not bests:
         raise StudyError(f"campaign {campaign!r} has no complete trial yet")
     # max() keeps the first of equal keys: the earlier stage
-    highest = max(bests, key=lambda best: (best[2], _epochs(best[0])))
+    highest = max(bests, key=lambda best: (best[2], _stage_epochs(best[0])))
     info, trial, value = max((best for best in bests if best[2] >= highest[2] - margin),
-                             key=lambda best: (_epochs(best[0]), best[2]))
+                             key=lambda best: (_stage_epochs(best[0]), best[2]))
     return {
         "study": info.name,
         "stage": info.stage,

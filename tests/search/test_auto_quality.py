@@ -196,7 +196,8 @@ def test_auto_again_with_a_higher_max_fine_reads_its_conclusion_back(run_cli):
     assert out["final"]["params"] == json.loads(first.stdout)["final"]["params"]
     from studies.report import campaign_report  # the report keeps the first reason, not "chose ... before"
 
-    chosen = campaign_report(open_storage("sqlite:///search.db", create=False), "digits", images=False).summary["chosen"]
+    chosen = campaign_report(open_storage("sqlite:///search.db", create=False), "digits",
+                             images=False).summary["chosen"]
     assert chosen["stopped"] == json.loads(first.stdout)["final"]["stopped"] == "--max-fine 1: 1 fine stage ran"
 
 

@@ -410,7 +410,8 @@ def test_a_tpe_stage_draws_from_its_finished_trials_as_from_optunas_trial_cache(
             monkeypatch.setattr(optuna_rdb, "cache_finished_trials",
                                 lambda study, finished: optuna_rdb.forget_cached_trials(study))
         url = f"sqlite:///{tmp_path / f'{cached}.db'}"
-        execute_stage(Execution(url, jobs=1, progress="quiet"), coarse_stage("c", RUN, space, 14, seed=2, sampler="tpe"))
+        execute_stage(Execution(url, jobs=1, progress="quiet"),
+                      coarse_stage("c", RUN, space, 14, seed=2, sampler="tpe"))
         points.append([t.params for t in _study(url, "c/coarse").get_trials()])
     assert len(points[0]) == 14 and points[0] == points[1]
 
