@@ -140,6 +140,8 @@ def stage_colour(index: int, given: Sequence[Any] = ()) -> Any:
     caller names one."""
     chosen = given[index] if index < len(given) else None
     return STAGE_COLOURS[index % len(STAGE_COLOURS)] if chosen is None else chosen
+
+
 BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: this fraction of it from the bottom
 
 
