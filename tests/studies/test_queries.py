@@ -618,14 +618,21 @@ def test_numeric_param_columns_are_numeric_while_every_trial_is_waiting(empty_st
     assert mixed["param_hidden"].tolist()[1] == 54.0
 
 
-def test_best_trial_of_tied_stages_is_the_one_of_longer_runs(tmp_path) -> None:
-    # a 27-sample validation split ties often: search best took coarse (3 epochs) over fine-1's equal value at 6
+def _tied_stages(tmp_path) -> str:
+    """The URL of campaign ``ties``: coarse and grid of 3 epochs and fine-1 of 6, each best at 0.9, fine-2 of 12 at
+    0.8 (and a 0.5 in each)."""
     url = f"sqlite:///{tmp_path / 'ties.db'}"
     for stage, parent, epochs, value in (("coarse", None, 3, 0.9), ("fine-1", "ties/coarse", 6, 0.9),
                                          ("grid", "ties/coarse", 3, 0.9), ("fine-2", "ties/fine-1", 12, 0.8)):
         study = _study(url, "ties", stage, parent, epochs)
         study.add_trial(_complete(0.5, 1e-3, 1e-4))
         study.add_trial(_complete(value, 2e-3, 1e-4))
+    return url
+
+
+def test_best_trial_of_tied_stages_is_the_one_of_longer_runs(tmp_path) -> None:
+    # a 27-sample validation split ties often: search best took coarse (3 epochs) over fine-1's equal value at 6
+    url = _tied_stages(tmp_path)
     storage = open_storage(url, create=False)
     try:
         best = best_trial(storage, "ties")
@@ -641,12 +648,7 @@ def test_best_trial_of_tied_stages_is_the_one_of_longer_runs(tmp_path) -> None:
 def test_best_trial_within_a_margin_of_the_highest_is_the_best_of_the_longest_runs(tmp_path, margin, chosen, ties):
     # a 2-epoch coarse trial ahead of 12-epoch fine trials by a point of noise was "the best", though the user
     # retrains at the longer length
-    url = f"sqlite:///{tmp_path / 'ties.db'}"
-    for stage, parent, epochs, value in (("coarse", None, 3, 0.9), ("fine-1", "ties/coarse", 6, 0.9),
-                                         ("grid", "ties/coarse", 3, 0.9), ("fine-2", "ties/fine-1", 12, 0.8)):
-        study = _study(url, "ties", stage, parent, epochs)
-        study.add_trial(_complete(0.5, 1e-3, 1e-4))
-        study.add_trial(_complete(value, 2e-3, 1e-4))
+    url = _tied_stages(tmp_path)
     promoted = _study(url, "ties", "promote-2", "ties/fine-1", 12)
     promoted.set_user_attr("sampler", "fixed")  # re-runs: neither chosen nor counted
     promoted.add_trial(_complete(0.85, 2e-3, 1e-4))
