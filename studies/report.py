@@ -1317,6 +1317,13 @@ def size_text(summary: dict[str, Any]) -> str:
     return f"{trials:,} trial{'' if trials == 1 else 's'} in {stages} stage{'' if stages == 1 else 's'}"
 
 
+def _no_html(markdown: str) -> str:
+    """``markdown`` with each ``<`` outside a code span written ``&lt;``: a campaign, class or column name such as
+    ``<img src=x onerror=...>`` reaches report.md as text, never as HTML a Markdown viewer would render (and run)."""
+    return "\n".join("`".join(part if k % 2 else part.replace("<", "&lt;") for k, part in enumerate(line.split("`")))
+                     for line in markdown.split("\n"))
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
     out = [f"# Search report: campaign {summary['campaign']}", "",
@@ -1450,7 +1457,7 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     files: dict[str, tuple[str, bytes]] = {name: (f"{name}.png", png) for name, png in report.images.items()}
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     # a data path that is not UTF-8 (a Latin-1 file name) is written as the bytes that name it
-    files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8", "surrogateescape"))
+    files["report.md"] = ("report.md", (_no_html(render_markdown(summary)) + "\n").encode("utf-8", "surrogateescape"))
     files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
     written: dict[str, Path] = {}

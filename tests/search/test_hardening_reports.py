@@ -131,3 +131,16 @@ def test_a_data_path_that_is_not_utf8_is_written_into_the_report_as_its_bytes(ru
     assert result.exit_code == 0, result.output
     for report in ("report.md", "report.html"):
         assert bytes(tmp_path / name) in (tmp_path / "r" / report).read_bytes()
+
+
+def test_a_campaign_named_as_html_reaches_report_md_as_text(run_cli, tmp_path):
+    # report.md carried the name as raw HTML: a Markdown viewer that renders HTML would have run its script
+    name = "<img src=x onerror=alert(3)>"
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1",
+                   "--campaign", name).exit_code == 0
+    assert run_cli("report", "--campaign", name, "--out", "r").exit_code == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.startswith("# Search report: campaign &lt;img src=x onerror=alert(3)>\n")
+    outside_code = [part for line in md.splitlines() for k, part in enumerate(line.split("`")) if k % 2 == 0]
+    assert not any("<" in part for part in outside_code) and md.count("&lt;img src=x onerror=alert(3)>") >= 2
+    assert f"`search grid --campaign '{name}'`" in md  # a command in a code span is shown as typed, to paste back
