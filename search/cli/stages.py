@@ -65,32 +65,57 @@ SEARCH_SETTINGS = ("space_file", "lr_range", "reg_range", "space_items", "trials
                    "explode_factor")
 
 
+def stored_stage_attrs(url: str, name: str) -> dict[str, Any] | None:
+    """The attributes of stage ``name`` in the database at ``url``, read only; None where there is no such stage yet
+    (no database file is made) or it is being created or not this service's (the usual checks then say which)."""
+    import optuna
+
+    from studies.store import open_storage, sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():  # a new database: nothing to continue, and nothing made here
+        return None
+    storage = open_storage(url, readonly=True)
+    try:
+        attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+    except KeyError:  # a new campaign
+        return None
+    finally:
+        storage.engine.dispose()
+    return attrs if attrs.get("ready") else None
+
+
+def stored_preprocess(run: RunConfig, name: str, url: str) -> RunConfig:
+    """``run`` with the preprocessing stage ``name`` was created with, where the stage exists and the command names
+    none (--preprocess and --pca-components at their defaults): the same command continues the stage as it was made,
+    also where the data's default differed then (a table's was mean_image before it was standardize)."""
+    from click.core import ParameterSource
+
+    from search.stages import Stage
+
+    context = click.get_current_context()
+    if any(context.get_parameter_source(option) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+           for option in ("preprocess", "pca_components")):
+        return run
+    attrs = stored_stage_attrs(url, name)
+    return run if attrs is None else replace(run, preprocess=Stage.from_attrs(attrs).run.preprocess)
+
+
 def stored_search_settings(stage: Any, ex: Any) -> tuple[Any, str | None]:
     """``stage`` with the space, budget, epochs, sampler, scheduler and explosion factor of the campaign's coarse
     stage where it exists and the command gives none of ``SEARCH_SETTINGS`` (search auto --campaign NAME continues a
     campaign begun with search coarse, as search fine does), and the line that says so (none where another run
     option differs, and the stage is refused as continuing nothing); else ``stage`` as it is."""
-    import optuna
     from click.core import ParameterSource
 
     from search.stages import Stage, describe_stage, same_definition
-    from studies.store import open_storage, sqlite_path
 
     context = click.get_current_context()
     if any(context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
            for name in SEARCH_SETTINGS):
         return stage, None
-    path = sqlite_path(ex.url)
-    if path is not None and not path.exists():  # a new database: nothing to continue, and nothing made here
-        return stage, None
-    storage = open_storage(ex.url, readonly=True)
-    try:
-        attrs = optuna.load_study(study_name=stage.name, storage=storage).user_attrs
-    except KeyError:  # a new campaign
-        return stage, None
-    finally:
-        storage.engine.dispose()
-    if not attrs.get("ready"):  # being created, or not this service's: the usual checks say which
+    attrs = stored_stage_attrs(ex.url, stage.name)
+    if attrs is None:
         return stage, None
     stored = Stage.from_attrs(attrs)
     kept = replace(stage, space=stored.space, n_trials=stored.n_trials, sampler=stored.sampler,
@@ -185,14 +210,17 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
       search coarse --scheduler asha --trials 100 --epochs 9
     """
     from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
+    from search.stages import study_name
 
+    ex = execution(storage, jobs, heartbeat, as_json)
     run = base.with_params({"train.epochs": epochs})
+    run = stored_preprocess(run, study_name(campaign_name(campaign, run), "coarse"), ex.url)
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda _: build_space(space_spec, DEFAULT_SPACE, run, fixed))
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     check_largest_network(space, run, dataset)
-    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
+    ex = replace(ex, warnings=warnings)
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
@@ -310,15 +338,18 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     """
     from search.campaign import auto_space, coarse_stage, run_auto
     from search.cli.run import fit_and_save
+    from search.stages import study_name
     from studies.records import seconds_text
 
+    ex = execution(storage, jobs, heartbeat, as_json)
     run = base.with_params({"train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": run.data.name, "--storage": storage_file(storage)})
+    run = stored_preprocess(run, study_name(campaign_name(campaign, run), "coarse"), ex.url)
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
-    ex = replace(execution(storage, jobs, heartbeat, as_json), warnings=warnings)
+    ex = replace(ex, warnings=warnings)
     stage, continued = stored_search_settings(stage, ex)
     check_largest_network(stage.space, stage.run, dataset)  # the space it will search, a stored one's too
     if continued and not as_json:

@@ -457,3 +457,23 @@ def test_a_table_is_standardized_unless_told_otherwise_from_python_as_from_the_c
     assert RunConfig().preprocess == PreprocessSpec("mean_image")  # digits, an array
     named = RunConfig(data=DataSpec(str(tmp_path / "x.csv")), preprocess=PreprocessSpec("none"))
     assert named.preprocess == PreprocessSpec("none") and RunConfig.from_dict(named.to_dict()) == named
+
+
+def test_a_table_campaign_made_with_mean_image_continues_with_the_command_that_made_it(run_cli, tmp_path):
+    # a campaign made when a table's default was mean_image was refused by the same command ("gives
+    # preprocess.name standardize where it has mean_image") once the default became standardize
+    _write_csv(tmp_path / "wine.csv", load_wine)
+    args = ["coarse", "--data", "wine.csv", "--trials", "2", "--epochs", "1", "--jobs", "1"]
+    assert run_cli(*args, "--campaign", "old", "--preprocess", "mean_image").exit_code == 0
+    again = run_cli(*args, "--campaign", "old")
+    assert again.exit_code == 0, again.output
+    study = optuna.load_study(study_name="old/coarse", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    assert study.user_attrs["config"]["preprocess"]["name"] == "mean_image" and len(study.trials) == 2
+    auto = run_cli("auto", "--data", "wine.csv", "--campaign", "old", "--max-fine", "0", "--top", "1", "--repeats", "1",
+                   "--retrain-seeds", "1", "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    one_line_error(run_cli(*args, "--campaign", "old", "--preprocess", "standardize"),
+                   "gives preprocess.name standardize where it has mean_image")
+    assert run_cli(*args, "--campaign", "new").exit_code == 0  # a new campaign: a table's default
+    new = optuna.load_study(study_name="new/coarse", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    assert new.user_attrs["config"]["preprocess"]["name"] == "standardize"
