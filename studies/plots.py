@@ -493,7 +493,7 @@ def plot_loss_curves(
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
-    if curves:  # below the axes: inside, five labels of trials covered the curves they name
+    if ax.get_legend_handles_labels()[0]:  # below the axes: inside, five labels of trials covered their curves
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return ax.figure
 
