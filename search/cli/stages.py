@@ -70,12 +70,16 @@ def stored_stage_attrs(url: str, name: str) -> dict[str, Any] | None:
     (no database file is made) or it is being created or not this service's (the usual checks then say which)."""
     import optuna
 
+    from studies.errors import StorageError
     from studies.store import open_storage, sqlite_path
 
     path = sqlite_path(url)
-    if path is not None and not path.exists():  # a new database: nothing to continue, and nothing made here
-        return None
-    storage = open_storage(url, readonly=True)
+    try:
+        if path is not None and not path.exists():  # a new database: nothing to continue, and nothing made here
+            return None
+        storage = open_storage(url, readonly=True)
+    except (OSError, StorageError):  # a name too long, an empty PostgreSQL database, a server down: the
+        return None  # command's own opening of the storage says which, in one line
     try:
         attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
     except KeyError:  # a new campaign
