@@ -317,6 +317,14 @@ RUN_DEFAULTS = {
 DATA_PARAMS = tuple(name for name in RUN_PARAMS if name not in RUN_DEFAULTS)  # the data's, --batch-size and --seed
 
 
+def options_given(*names: str) -> bool:
+    """Whether the running command was given any of the options ``names`` (on its command line or through the
+    environment), not left at their defaults."""
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+               for name in names)
+
+
 def run_config_options(f: Callable | None = None, *, params: tuple[str, ...] = RUN_PARAMS) -> Callable:
     """Add the run options (only ``params`` of them: the rest take RUN_DEFAULTS); the command receives ``base:
     RunConfig`` instead of them (None with --from-trial).
@@ -328,9 +336,7 @@ def run_config_options(f: Callable | None = None, *, params: tuple[str, ...] = R
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             ctx = click.get_current_context()
             values = {**RUN_DEFAULTS, **{name: kwargs.pop(name) for name in params}}
-            ctx.meta["fixed"] = {FIXES[name] for name in FIXES
-                                 if name in params and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                                                                          ParameterSource.ENVIRONMENT)}
+            ctx.meta["fixed"] = {FIXES[name] for name in FIXES if name in params and options_given(name)}
             # train --from-trial reruns a stored trial's configuration and refuses these options: none is built, so
             # a given one is told to be dropped instead of being checked
             base = None if kwargs.get("from_trial") is not None else build_config(values)

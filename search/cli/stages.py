@@ -11,7 +11,7 @@ import click
 from search.cli.options import (
     DRAWN_SAMPLERS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, SectionedCommand, WritablePath, check_not_input,
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
-    run_config_options, space_options, stage_options, stage_run_options, storage_file, storage_option,
+    options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file, storage_option,
 )
 from search.cli.output import echo_json, say
 from search.text import wrapped
@@ -89,37 +89,27 @@ def stored_stage_attrs(url: str, name: str) -> dict[str, Any] | None:
     return attrs if attrs.get("ready") else None
 
 
-def stored_preprocess(run: RunConfig, name: str, url: str) -> RunConfig:
-    """``run`` with the preprocessing stage ``name`` was created with, where the stage exists and the command names
-    none (--preprocess and --pca-components at their defaults): the same command continues the stage as it was made,
-    also where the data's default differed then (a table's was mean_image before it was standardize)."""
-    from click.core import ParameterSource
-
+def stored_preprocess(run: RunConfig, attrs: dict[str, Any] | None) -> RunConfig:
+    """``run`` with the preprocessing of the campaign's coarse stage (its ``attrs``, ``stored_stage_attrs``), where it
+    exists and the command names none (--preprocess and --pca-components at their defaults): the same command
+    continues the stage as it was made, also where the data's default differed then (a table's was mean_image before
+    it was standardize)."""
     from search.stages import Stage
 
-    context = click.get_current_context()
-    if any(context.get_parameter_source(option) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-           for option in ("preprocess", "pca_components")):
+    if attrs is None or options_given("preprocess", "pca_components"):
         return run
-    attrs = stored_stage_attrs(url, name)
-    return run if attrs is None else replace(run, preprocess=Stage.from_attrs(attrs).run.preprocess)
+    return replace(run, preprocess=Stage.from_attrs(attrs).run.preprocess)
 
 
-def stored_search_settings(stage: Any, ex: Any) -> tuple[Any, str | None]:
+def stored_search_settings(stage: Any, attrs: dict[str, Any] | None) -> tuple[Any, str | None]:
     """``stage`` with the space, budget, epochs, sampler, scheduler and explosion factor of the campaign's coarse
-    stage where it exists and the command gives none of ``SEARCH_SETTINGS`` (search auto --campaign NAME continues a
-    campaign begun with search coarse, as search fine does), and the line that says so (none where another run
-    option differs, and the stage is refused as continuing nothing); else ``stage`` as it is."""
-    from click.core import ParameterSource
-
+    stage (its ``attrs``, ``stored_stage_attrs``) where it exists and the command gives none of ``SEARCH_SETTINGS``
+    (search auto --campaign NAME continues a campaign begun with search coarse, as search fine does), and the line
+    that says so (none where another run option differs, and the stage is refused as continuing nothing); else
+    ``stage`` as it is."""
     from search.stages import Stage, describe_stage, same_definition
 
-    context = click.get_current_context()
-    if any(context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-           for name in SEARCH_SETTINGS):
-        return stage, None
-    attrs = stored_stage_attrs(ex.url, stage.name)
-    if attrs is None:
+    if attrs is None or options_given(*SEARCH_SETTINGS):
         return stage, None
     stored = Stage.from_attrs(attrs)
     kept = replace(stage, space=stored.space, n_trials=stored.n_trials, sampler=stored.sampler,
@@ -218,7 +208,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
 
     ex = execution(storage, jobs, heartbeat, as_json)
     run = base.with_params({"train.epochs": epochs})
-    run = stored_preprocess(run, study_name(campaign_name(campaign, run), "coarse"), ex.url)
+    run = stored_preprocess(run, stored_stage_attrs(ex.url, study_name(campaign_name(campaign, run), "coarse")))
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda _: build_space(space_spec, DEFAULT_SPACE, run, fixed))
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
@@ -348,13 +338,14 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     ex = execution(storage, jobs, heartbeat, as_json)
     run = base.with_params({"train.epochs": epochs})
     check_not_input("--save", save_to, {"--data": run.data.name, "--storage": storage_file(storage)})
-    run = stored_preprocess(run, study_name(campaign_name(campaign, run), "coarse"), ex.url)
+    stored = stored_stage_attrs(ex.url, study_name(campaign_name(campaign, run), "coarse"))  # read once, for both
+    run = stored_preprocess(run, stored)
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     ex = replace(ex, warnings=warnings)
-    stage, continued = stored_search_settings(stage, ex)
+    stage, continued = stored_search_settings(stage, stored)
     check_largest_network(stage.space, stage.run, dataset)  # the space it will search, a stored one's too
     if continued and not as_json:
         say(continued, err=True)
