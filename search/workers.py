@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
@@ -29,7 +29,6 @@ from studies.store import mask_url, open_storage
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 CACHE_PREFIX = "search-data-"  # + the parent's pid + "-": a folder whose process is gone is left from a SIGKILL
 ORPHAN_POLL_SECONDS = 1.0
-REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # the trials a stage's progress shows
 # exit code of a worker process that found itself re-running an unguarded script while starting
 EXIT_UNGUARDED_MAIN = 3
 EXIT_STOPPED = 4  # a worker stopped by a SearchError, whose line it left in error-<pid>.txt of the data folder
@@ -185,8 +184,7 @@ class _FinishedTrials(threading.Thread):
         super().__init__(daemon=True, name="finished-trials")
         self.on_trial = on_trial
         self.storage, self.study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
-        self.seen: set[int] = set()  # ids of the finished trials seen, from the floor up
-        self.floor = 0  # every trial below this id was finished, and seen, at the last look
+        self.look = optuna_rdb.NewlyFinished()
         self.new = 0  # trials finished since
         self.poll(report=False)  # the trials finished before: not reported, not counted
         self.stopping = threading.Event()
@@ -208,15 +206,13 @@ class _FinishedTrials(threading.Thread):
         while the database fails (the workers retry, and stop if it stays down). They are read by id from the lowest
         unfinished trial up: through the study (Optuna's cache) every WAITING trial would be read at every look."""
         try:
-            ids, floor = optuna_rdb.finished_trial_ids(self.storage, self.study_id, self.floor, REPORTED_STATES)
-            new = [i for i in ids if i not in self.seen]
+            new, look = self.look.since(self.storage, self.study_id)
             trials = optuna_rdb.trials_by_id(self.storage, new) if new and report and self.on_trial is not None else []
         except Exception as exc:
             if not is_storage_error(exc):
                 raise
             return
-        self.seen = {i for i in self.seen.union(new) if i >= floor}  # below the floor nothing is read again
-        self.floor = floor
+        self.look = look
         if report:
             self.new += len(new)
         for t in trials:

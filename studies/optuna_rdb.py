@@ -53,13 +53,33 @@ def forget_cached_trials(study: optuna.Study) -> None:
     study._thread_local.cached_all_trials = None
 
 
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class NewlyFinished:
+    """Where a look for a study's newly finished trials stands: every trial below the id ``floor`` was finished, and
+    seen, at the last look; ``seen`` holds the ids seen from the floor up."""
+
+    floor: int = 0
+    seen: frozenset[int] = frozenset()
+
+    def since(self, storage: optuna.storages.BaseStorage, study_id: int) -> tuple[list[int], NewlyFinished]:
+        """The ids of the study's trials finished (``FINISHED_STATES``) since this look, in order, and the next look
+        (to keep once what they were read for succeeded: a look lost with the database is taken again)."""
+        ids, floor = finished_trial_ids(storage, study_id, self.floor, FINISHED_STATES)
+        new = [i for i in ids if i not in self.seen]
+        # below the floor nothing is read again
+        return new, NewlyFinished(floor, frozenset(i for i in self.seen.union(new) if i >= floor))
+
+
 @dataclass
 class FinishedTrials:
-    """One process's copy of a study's finished trials (COMPLETE, PRUNED, FAIL), by trial number; ``floor``: the id
-    below which every trial was finished when last read (see ``finished_trial_ids``)."""
+    """One process's copy of a study's finished trials (``FINISHED_STATES``), by trial number, and where its look for
+    newly finished ones stands."""
 
     trials: list[FrozenTrial] = field(default_factory=list)
-    floor: int = 0
+    look: NewlyFinished = NewlyFinished()
 
 
 def cache_finished_trials(study: optuna.Study, finished: FinishedTrials) -> None:
@@ -68,13 +88,11 @@ def cache_finished_trials(study: optuna.Study, finished: FinishedTrials) -> None
     for a fine stage's budget of 50), reading only the trials finished since the last call. TPE reads only finished
     trials of that list, in trial order, so it draws what it would from the whole list; QMC reads the RUNNING trials
     too until a trial is COMPLETE or PRUNED (the first trial's space), so until then Optuna reads the whole list."""
-    storage, sid = study_storage(study), study_id(study)
-    ids, finished.floor = finished_trial_ids(storage, sid, finished.floor,
-                                             (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    known = {trial_id(t) for t in finished.trials}
-    new = [i for i in ids if i not in known]
+    storage = study_storage(study)
+    new, look = finished.look.since(storage, study_id(study))
     if new:
         finished.trials = sorted(finished.trials + trials_by_id(storage, new), key=lambda t: t.number)
+    finished.look = look  # once they are read: a read lost with the database is taken again
     suggested = any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in finished.trials)
     study._thread_local.cached_all_trials = finished.trials if suggested else None  # None: Optuna reads them all
 

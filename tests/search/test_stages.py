@@ -435,6 +435,37 @@ def test_a_qmc_trial_asked_while_the_first_still_runs_gets_the_space_optunas_cac
     assert spaces[0] == spaces[1] == {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
 
 
+def test_a_tpe_workers_history_keeps_the_trials_a_lost_read_left_out(url, monkeypatch):
+    # the look for finished trials moved past them before they were read: a read the database lost (retried by the
+    # worker) left them out of TPE's history for good
+    from search.stages import create_stage, load_stage_study
+    from studies import optuna_rdb
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("h", RUN, DEFAULT_SPACE, 6, seed=0, sampler="tpe"))
+    study = load_stage_study(storage, "h/coarse")
+    study_id = optuna_rdb.study_id(study)
+    for number in (0, 1):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.5])
+    history, by_id, calls = optuna_rdb.FinishedTrials(), optuna_rdb.trials_by_id, []
+
+    def lost_once(st, ids):
+        calls.append(list(ids))
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+        return by_id(st, ids)
+
+    monkeypatch.setattr(optuna_rdb, "trials_by_id", lost_once)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        optuna_rdb.cache_finished_trials(study, history)
+    optuna_rdb.cache_finished_trials(study, history)  # as retry_storage takes it again
+    assert [t.number for t in history.trials] == [0, 1] and len(calls[1]) == 2
+    assert [t.number for t in study._thread_local.cached_all_trials] == [0, 1]
+    storage.engine.dispose()
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"max_fine": -1}, "max_fine must be >= 0, got -1"),  # ran as '--max-fine -1 stages ran'
     ({"top": 0}, "top must be >= 1, got 0"),  # refused only after the coarse stage had run
@@ -569,7 +600,7 @@ def test_the_trials_of_a_large_stage_are_watched_without_reading_the_waiting_one
     finish(4, TrialState.COMPLETE)
     watcher.poll()
     assert [t.number for t in reported] == [2, 3, 5, 4] and [len(ids) for ids in read] == [3, 1]
-    assert watcher.new == 4 and watcher.floor == storage.get_trial_id_from_study_id_trial_number(study_id, 6)
+    assert watcher.new == 4 and watcher.look.floor == storage.get_trial_id_from_study_id_trial_number(study_id, 6)
     assert fail_trials_of_dead_workers(study) == []  # its RUNNING trials read from the database alone
     storage.engine.dispose()
 
