@@ -41,10 +41,16 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b)) / denom if denom > 0 else 0.0
 
 
+GRADIENT_CHECK_ENTRIES = 10  # entries of each parameter a sampled check compares (all of a smaller one)
+
+
 def check_model_gradients(
-    model: FullyConnectedNet, X: np.ndarray, y: np.ndarray, reg: float, h: float = 1e-6
+    model: FullyConnectedNet, X: np.ndarray, y: np.ndarray, reg: float, h: float = 1e-6,
+    rng: np.random.Generator | None = None, entries: int = GRADIENT_CHECK_ENTRIES,
 ) -> dict[str, float]:
-    """Relative error between analytic and numerical gradients for every parameter (use float64)."""
+    """Relative error (normwise) between analytic and centred-difference gradients of every parameter of a float64
+    ``model`` on X (N, D): at every entry, or with ``rng`` at ``entries`` random entries of each (all of a smaller
+    one), so that a checked net of any size costs 2 * entries losses a parameter."""
 
     def loss() -> tuple[float, dict[str, np.ndarray]]:
         # a generator of the same seed on every call: dropout draws the same mask for each finite difference
@@ -54,8 +60,21 @@ def check_model_gradients(
     errors = {}
     for name, param in model.params.items():
         # batch-norm running stats change on every train forward; they do not enter the train-mode loss
-        num = numerical_gradient(lambda: loss()[0], param, h)
-        errors[name] = relative_error(num, grads[name])
+        if rng is None:
+            errors[name] = relative_error(numerical_gradient(lambda: loss()[0], param, h), grads[name])
+            continue
+        flat = param.reshape(-1)  # a view: writing it moves the parameter
+        picked = rng.choice(flat.size, size=min(entries, flat.size), replace=False)
+        numeric = np.empty(len(picked))
+        for k, i in enumerate(picked):
+            old = flat[i]
+            flat[i] = old + h
+            plus = loss()[0]
+            flat[i] = old - h
+            minus = loss()[0]
+            flat[i] = old
+            numeric[k] = (plus - minus) / (2 * h)
+        errors[name] = relative_error(numeric, grads[name].reshape(-1)[picked])
     return errors
 
 
@@ -142,38 +161,8 @@ class Check:
 
 SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' runs
 GRADIENT_CHECK_SAMPLES = 5  # training samples the gradient check's loss is computed on
-GRADIENT_CHECK_ENTRIES = 10  # entries of each parameter compared (all of a smaller one)
 GRADIENT_CHECK_TOLERANCE = 1e-5  # the worst parameter's relative error that passes: float64 centred differences
 # give 1e-7 or less on a smooth loss; a ReLU or hinge kink crossed by a step of h adds up to about 1e-6 (CS231n)
-
-
-def sampled_gradient_check(
-    model: FullyConnectedNet, X: np.ndarray, y: np.ndarray, reg: float, rng: np.random.Generator,
-    entries: int = GRADIENT_CHECK_ENTRIES, h: float = 1e-6,
-) -> dict[str, float]:
-    """Relative error (normwise) of analytic against centred-difference gradients at ``entries`` random entries of
-    every parameter of a float64 ``model`` on X (N, D); a checked net of any size costs 2 * entries losses a
-    parameter."""
-
-    def loss() -> tuple[float, dict[str, np.ndarray]]:
-        return model.loss(X, y, reg, rng=np.random.default_rng(0))  # dropout: the same masks every time
-
-    _, grads = loss()
-    errors = {}
-    for name, param in model.params.items():
-        flat = param.reshape(-1)  # a view: writing it moves the parameter
-        picked = rng.choice(flat.size, size=min(entries, flat.size), replace=False)
-        numeric = np.empty(len(picked))
-        for k, i in enumerate(picked):
-            old = flat[i]
-            flat[i] = old + h
-            plus = loss()[0]
-            flat[i] = old - h
-            minus = loss()[0]
-            flat[i] = old
-            numeric[k] = (plus - minus) / (2 * h)
-        errors[name] = relative_error(numeric, grads[name].reshape(-1)[picked])
-    return errors
 
 
 def sanity_checks(
@@ -242,8 +231,8 @@ def sanity_checks(
     n = min(GRADIENT_CHECK_SAMPLES, len(X_train))
     exact = FullyConnectedNet(replace(model_config, dtype="float64"), X_train.shape[1], num_classes,
                               np.random.default_rng(seed))
-    errors = sampled_gradient_check(exact, X_train[:n].astype(np.float64), y_train[:n], train_config.reg,
-                                    np.random.default_rng(seed))
+    errors = check_model_gradients(exact, X_train[:n].astype(np.float64), y_train[:n], train_config.reg,
+                                   rng=np.random.default_rng(seed))
     worst = max(errors, key=lambda name: errors[name])
     checks.append(Check(f"gradient check (worst: {worst})", errors[worst] < GRADIENT_CHECK_TOLERANCE, errors[worst],
                         f"relative error < {GRADIENT_CHECK_TOLERANCE:g}"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.data import DataSpec, load_dataset
-from engine.diagnostics import GRADIENT_CHECK_TOLERANCE, sampled_gradient_check, sanity_checks
+from engine.diagnostics import GRADIENT_CHECK_TOLERANCE, check_model_gradients, sanity_checks
 from engine.model import FullyConnectedNet, ModelConfig
 from engine.trainer import TrainConfig
 
@@ -34,7 +34,7 @@ def test_the_checklist_ends_with_a_gradient_check_that_catches_a_wrong_gradient(
     assert 0 < grad.value < GRADIENT_CHECK_TOLERANCE and grad.expected == "relative error < 1e-05"
     model = FullyConnectedNet(ModelConfig(hidden=(20,), dtype="float64"), 2, 3, np.random.default_rng(0))
     X, y = ds.X_train[:5].astype(np.float64), ds.y_train[:5]
-    right = sampled_gradient_check(model, X, y, 0.01, np.random.default_rng(0))
+    right = check_model_gradients(model, X, y, 0.01, rng=np.random.default_rng(0))
     assert sorted(right) == ["W1", "W2", "b1", "b2"] and max(right.values()) < GRADIENT_CHECK_TOLERANCE
     loss = model.loss
 
@@ -43,5 +43,5 @@ def test_the_checklist_ends_with_a_gradient_check_that_catches_a_wrong_gradient(
         return value, {**grads, "W2": grads["W2"] * 1.1}
 
     model.loss = off_by_a_tenth
-    wrong = sampled_gradient_check(model, X, y, 0.01, np.random.default_rng(0))
+    wrong = check_model_gradients(model, X, y, 0.01, rng=np.random.default_rng(0))
     assert wrong["W2"] == pytest.approx(0.1 / 2.1, rel=1e-4) and wrong["W1"] < GRADIENT_CHECK_TOLERANCE
