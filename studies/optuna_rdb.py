@@ -326,7 +326,12 @@ def finished_trial_ids(storage: optuna.storages.BaseStorage, study_id: int, from
                        finished: Sequence[TrialState]) -> tuple[list[int], int]:
     """(the ids of the study's trials in ``finished`` states from ``from_id`` up, in order; the id below which every
     trial of the study is finished, to give as ``from_id`` next time): what finished since the last look, read by id
-    alone however many trials a stage holds (a trial once finished never changes state; a retry is a new trial)."""
+    alone however many trials a stage holds (a trial once finished never changes state; a retry is a new trial).
+
+    The floor cannot pass a trial added later whose transaction commits late (PostgreSQL hands out ids in the order
+    of the inserts, not of the commits): after its stage is created a study gains trials only as retry copies, each
+    added under the study's row lock (``studies.budget``), so the next id of a study is taken only once the last one
+    is committed."""
     trials = models.TrialModel.__table__
     unfinished = [state for state in TrialState if state not in finished]
     with session(storage) as s:
