@@ -27,10 +27,11 @@ from engine.encoding import MISSING_POLICIES, TableEncoding, fit_encoding
 from engine.errors import ConfigError, DataError, shown
 from engine.formats import (
     FILE_FORMATS,
-    MISSING_CELLS,
+    MISSING_NUMBERS,
     check_memory,
     detect_format,
     list_image_folder,
+    missing_words,
     read_image_folder,
     read_images,
     read_cells,
@@ -726,13 +727,28 @@ def missing_label_warning(ds: Dataset) -> str | None:
     is trained on as a class (with it, its rows are dropped), or None."""
     if ds.feature_names is None or ds.label_names is None:
         return None
-    marked = [c for c, name in enumerate(ds.label_names) if name.strip().lower() in MISSING_CELLS]
+    missing = missing_words(ds.label_names)
+    marked = [c for c, name in enumerate(ds.label_names) if name.strip().lower() in missing]
     if not marked:
         return None
     rows = sum(np.bincount(getattr(ds, f"y_{split}"), minlength=ds.num_classes) for split in SPLITS)
     listed = ", ".join(f"{ds.label_names[c]!r} ({rows[c]} rows)" for c in marked)
     return (f"{'classes' if len(marked) > 1 else 'class'} {listed} {'are' if len(marked) > 1 else 'is'} how a missing "
             "label is written, trained on as a class; --missing mean or --missing drop drops such rows")
+
+
+def missing_word_warning(ds: Dataset) -> str | None:
+    """The warning that a text column has a category None or null, which is a missing value in a column of numbers
+    (and pandas reads as one) but a word in a column of text, or None."""
+    if ds.encoding is None:
+        return None
+    found = [f"{name!r} ({cat!r})" for name, cats in zip(ds.encoding.columns, ds.encoding.categories)
+             for cat in cats or () if cat.lower() in MISSING_NUMBERS]
+    if not found:
+        return None
+    return (f"{'text columns' if len(found) > 1 else 'text column'} {', '.join(found)}: in a column of text None and "
+            "null are a category, a missing value only in a column of numbers; empty those cells (or write NA) if "
+            "they mean a missing value")
 
 
 def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
@@ -747,7 +763,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     scales = None if standardized else scale_warning(ds, std)
     if scales is not None:
         warnings.append(scales)
-    for warning in (id_column_warning(ds), missing_label_warning(ds)):
+    for warning in (id_column_warning(ds), missing_label_warning(ds), missing_word_warning(ds)):
         if warning is not None:
             warnings.append(warning)
     if ds.image_shape is None and (std == 0).any():

@@ -12,7 +12,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -30,9 +30,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
 MEMORY_FRACTION = 0.5  # refuse data whose arrays would take more than this share of the available memory
 CSV_CHUNK_ROWS = 10_000
-# cells that spreadsheets, R and pandas write for a missing value (pandas' na_values without its NaN spellings,
-# which parse as numbers, and with the '?' of UCI's files)
-MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "null", "none", "?"})
+# cells that spreadsheets, R and pandas write for a missing value, in any column (pandas' na_values without its NaN
+# spellings, which parse as numbers, and with the '?' of UCI's files)
+MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "?"})
+# a missing value in a column of numbers only: in a column of text they are words, a category (a discount of None)
+MISSING_NUMBERS = frozenset({"none", "null"})
 HASH_CHUNK = 1 << 20
 MAX_CATEGORIES = 100  # a column of text with more values than this is refused, not one-hot encoded
 
@@ -217,6 +219,10 @@ class TableText:
     numeric: set[int] = field(default_factory=set)  # columns that held a number
     mixed: dict[int, tuple[str, str]] = field(default_factory=dict)  # discover: column -> its first text among numbers
 
+    def misses(self, cells: list[str]) -> bool:
+        """Whether a row's feature ``cells`` miss a value (None is a word in a column of text, missing in others)."""
+        return any(_is_missing(cell, c in self.values) for c, cell in enumerate(cells))
+
 
 def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = (),
                missing_ok: bool = False) -> tuple[np.ndarray, list[str], tuple[str, ...], str, TableText]:
@@ -238,6 +244,9 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
 
     text = TableText(discover=True, missing_ok=missing_ok)
     X, labels = _read_rows(path, delimiter, columns, text, empty_label="" if missing_ok else None)
+    if missing_ok:  # a label None or null among numbers is missing too, as in a feature column
+        missing = missing_words(labels)
+        labels = ["" if label.lower() in missing else label for label in labels]
     names = found[0][0]
     refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, (example, where) in text.mixed.items():
@@ -407,7 +416,7 @@ def _read_rows(
                     number += 1
                     if take is not None:
                         row = [row[i] for i in take] + (["-"] if unlabelled else [])
-                    if any(map(_is_missing, row[:label_index] + row[label_index + 1:])):
+                    if text.misses(row[:label_index] + row[label_index + 1:]):
                         later.append((number, reader.line_num))
                 raise DataError(missing.head + _more_missing(later, text.discover)) from None
     except UnicodeDecodeError as exc:
@@ -510,7 +519,7 @@ def _parse_rows(
                             f"{cells[r][c][:40]!r} is NaN or infinite in float32")
     for r, row in enumerate(rows):
         label = row[label_index].strip()
-        if not label or (text.missing_ok and _is_missing(label)):
+        if not label or (text.missing_ok and _is_missing(label, text=True)):
             if empty_label is None:
                 raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label: fill it in or "
                                 f"delete the row, or train with --missing mean or --missing drop, which drop the rows "
@@ -563,22 +572,31 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
                 if text.discover and is_number_text(cell):
                     raise DataError(f"{path}: {where(r)} column {name!r}: {cell[:40]!r} is a number, but the column "
                                     f"holds text ({text.first[c][0][:40]!r} in {text.first[c][1]})")
-                read[cell] = np.nan if _is_missing(cell) else codes.setdefault(cell.strip(), len(codes))
+                read[cell] = np.nan if _is_missing(cell, text=True) else codes.setdefault(cell.strip(), len(codes))
             X[r, c] = read[cell]
     if not text.missing_ok and np.isnan(X).any():
         for r, row in enumerate(cells):
             for c, cell in enumerate(row):
-                if _is_missing(cell):
+                if _is_missing(cell, c in text.values):
                     what = "empty" if not cell.strip() else repr(cell.strip())
                     raise _MissingValue(f"{path}: {where(r)} column {names[c]!r} is {what} (a missing value)",
-                                        _missing_rows(cells[r + 1:], lines[r + 1:], first_row + r + 1),
+                                        _missing_rows(cells[r + 1:], lines[r + 1:], first_row + r + 1, text),
                                         text.discover)
     return X
 
 
-def _is_missing(cell: str) -> bool:
-    """Whether a CSV cell stands for a missing value: empty, or as spreadsheets, R and pandas write one (NA, ?)."""
-    return not cell.strip() or cell.strip().lower() in MISSING_CELLS
+def _is_missing(cell: str, text: bool = False) -> bool:
+    """Whether a CSV cell stands for a missing value: empty, or as spreadsheets, R and pandas write one (NA, ?); in a
+    column of numbers (not ``text``) None and null too."""
+    word = cell.strip().lower()
+    return not word or word in MISSING_CELLS or (not text and word in MISSING_NUMBERS)
+
+
+def missing_words(cells: Iterable[str]) -> frozenset[str]:
+    """The cells (lower case) that stand for a missing value in a column of ``cells`` (a label column, class names):
+    MISSING_CELLS, and MISSING_NUMBERS too when its other cells are numbers."""
+    others = {cell.strip().lower() for cell in cells} - MISSING_CELLS - MISSING_NUMBERS - {""}
+    return MISSING_CELLS | MISSING_NUMBERS if all(map(is_number_text, others)) else MISSING_CELLS
 
 
 class _MissingValue(DataError):
@@ -590,9 +608,10 @@ class _MissingValue(DataError):
         self.head, self.rows = head, rows
 
 
-def _missing_rows(cells: list[list[str]], lines: list[int], first_row: int) -> list[tuple[int, int]]:
+def _missing_rows(cells: list[list[str]], lines: list[int], first_row: int, text: TableText
+                  ) -> list[tuple[int, int]]:
     """(row, line) of each row of ``cells`` (the first numbered ``first_row`` + 1) with a missing value."""
-    return [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if any(map(_is_missing, row))]
+    return [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if text.misses(row)]
 
 
 def _more_missing(rows: list[tuple[int, int]], training: bool, shown: int = 5) -> str:

@@ -227,3 +227,36 @@ def test_every_column_that_cannot_be_trained_on_is_named_at_once(tmp_path: Path)
         "values (more than 100 categories); leave them out with --ignore-column Name --ignore-column Ticket "
         "--ignore-column Cabin")
     assert load_dataset(DataSpec(str(path), ignore_columns=("Name", "Ticket", "Cabin"))).input_dim == 1
+
+
+def test_none_and_null_are_a_category_in_a_column_of_text_and_a_missing_value_among_numbers(tmp_path: Path) -> None:
+    from engine.data import describe_dataset
+
+    # a discount of None, Low or High is three categories; a price of None or null is missing, as is a discount NA
+    path = tmp_path / "shop.csv"
+    path.write_text("price,discount,bought\n" + "".join(
+        f"{'None' if i == 5 else 'null' if i == 8 else i},{'NA' if i == 13 else ('None', 'Low', 'High')[i % 3]},"
+        f"{'yn'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: row 6 (line 7) column 'price' is 'None' (a missing value); rows 9 (line 10), "
+                              "14 (line 15) have one too: fill them in or delete those rows, or train with --missing "
+                              "mean (fill in the training split's mean) or --missing drop")
+    ds = load_dataset(DataSpec(str(path), missing="mean"))
+    assert ds.encoding.categories == (None, ("High", "Low", "None"))
+    assert ds.table_notes["cells_filled_per_column"] == {"price": 2, "discount": 1}
+    assert describe_dataset(DataSpec(str(path), missing="mean"), ds)["warnings"][0] == (
+        "text column 'discount' ('None'): in a column of text None and null are a category, a missing value only in a "
+        "column of numbers; empty those cells (or write NA) if they mean a missing value")
+    # new rows are read as training read them
+    new = tmp_path / "new.csv"
+    new.write_text("discount,price\nNone,null\nLow,7\n")
+    X, _, _, unseen = read_inputs(new, label_names=ds.label_names, features=("price", "discount"),
+                                  encoding=ds.encoding)
+    np.testing.assert_array_equal(X, np.array([[ds.encoding.fill[0], 0, 0, 1], [7, 0, 1, 0]], dtype=np.float32))
+    assert unseen == {}
+    # a label null among numbers is missing (dropped with --missing), a label None among words a class
+    path.write_text("x,label\n" + "".join(f"{i},{'null' if i == 3 else i % 2}\n" for i in range(20)))
+    assert sum(load_dataset(DataSpec(str(path), missing="drop")).sizes.values()) == 19
+    path.write_text("x,label\n" + "".join(f"{i},{('None', 'Some')[i % 2]}\n" for i in range(20)))
+    assert load_dataset(DataSpec(str(path), missing="drop")).label_names == ("None", "Some")
