@@ -248,6 +248,11 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         missing = missing_words(labels)
         labels = ["" if label.lower() in missing else label for label in labels]
     names = found[0][0]
+    for c, values in list(text.values.items()):
+        numbers = sum(map(is_number_text, values))
+        if numbers > len(values) - numbers:  # more of its values are numbers than text: numbers with a typo, or codes
+            text.mixed[c] = text.first.pop(c)
+            del text.values[c]
     refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, (example, where) in text.mixed.items():
         refused[c] = (f"{where} column {names[c]!r}: {example[:40]!r} is not a number; other rows hold numbers: "
@@ -560,18 +565,16 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
                 continue
             if not text.discover:
                 raise DataError(f"{path}: {where(words[0])} column {name!r}: {column[words[0]][:40]!r} is not a number")
-            if any(numbers) or c in text.numeric:
-                # a typo among numbers, or a column of codes such as Titanic's tickets (113803, A/5 21171): refused
-                # in read_table, with the other columns that cannot be trained on
+            if c in text.numeric:
+                # text after rows of numbers alone: a typo, or a column of codes such as Titanic's tickets (113803,
+                # A/5 21171), refused in read_table with the other columns that cannot be trained on; numbers among
+                # text (red, blue, 1) are its categories, until read_table counts them
                 text.mixed[c], X[:, c] = (column[words[0]], where(words[0])), 0.0
                 continue
             text.values[c], text.first[c] = {}, (column[words[0]].strip(), where(words[0]))
         codes, read = text.values[c], dict[str, float]()  # read: each cell's code, found once per distinct cell
         for r, cell in enumerate(column):
             if cell not in read:
-                if text.discover and is_number_text(cell):
-                    raise DataError(f"{path}: {where(r)} column {name!r}: {cell[:40]!r} is a number, but the column "
-                                    f"holds text ({text.first[c][0][:40]!r} in {text.first[c][1]})")
                 read[cell] = np.nan if _is_missing(cell, text=True) else codes.setdefault(cell.strip(), len(codes))
             X[r, c] = read[cell]
     if not text.missing_ok and np.isnan(X).any():

@@ -88,17 +88,25 @@ def test_text_columns_that_are_ids_or_too_many_categories_are_refused(tmp_path: 
                               "--ignore-column zip, or merge its values into fewer")
 
 
-def test_a_column_of_text_with_a_number_in_a_later_read_is_refused(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("chunk", [4, 10_000])
+def test_a_number_among_text_is_a_category_and_text_among_more_numbers_is_refused(tmp_path: Path, monkeypatch,
+                                                                                   chunk: int) -> None:
     from engine import formats
 
-    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", 4)
+    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", chunk)  # 4: the '7' and the '1' are met in a later read
     path = tmp_path / "mixed.csv"
-    path.write_text("size,x,label\n" + "".join(f"{'7' if i == 9 else 'SML'[i % 3]},{i},{'ab'[i % 2]}\n"
-                                               for i in range(20)))
+    path.write_text("size,colour,x,label\n" + "".join(
+        f"{'7' if i == 9 else 'SML'[i % 3]},{('red', 'blue', '1')[i % 3] if i > 4 else 'red'},{i},{'ab'[i % 2]}\n"
+        for i in range(20)))
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.encoding.categories == (("7", "L", "M", "S"), ("1", "blue", "red"), None)
+    # Pclass with a typo: more of its values are numbers (1, 2, 3) than text (x)
+    path.write_text("Pclass,x,label\n" + "".join(f"{'x' if i == 9 else 1 + i % 3},{i},{'ab'[i % 2]}\n"
+                                                  for i in range(20)))
     with pytest.raises(DataError) as err:
         load_dataset(DataSpec(str(path)))
-    assert str(err.value) == (f"{path}: row 10 (line 11) column 'size': '7' is a number, but the column holds text "
-                              "('S' in row 1 (line 2))")
+    assert str(err.value) == (f"{path}: row 10 (line 11) column 'Pclass': 'x' is not a number; other rows hold "
+                              "numbers: correct it, or leave the column out with --ignore-column Pclass")
 
 
 def test_missing_is_mean_or_drop_and_applies_to_tables_only() -> None:
