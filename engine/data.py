@@ -408,7 +408,7 @@ def _assemble(
     for split, title in (("val", "validation"), ("test", "test")):  # a class the model never trains on
         unseen = np.setdiff1d(codes[split], codes["train"]) if split in codes else np.array([], dtype=np.int64)
         if unseen.size:
-            listed = ", ".join(names[c] for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
+            listed = ", ".join(repr(names[c]) for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
             raise DataError(f"{source}: {'classes' if unseen.size > 1 else 'class'} {listed} "
                             f"{'appear' if unseen.size > 1 else 'appears'} in the {title} split but not in training")
 

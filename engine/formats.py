@@ -324,7 +324,7 @@ def read_columns(
             hint = "; names are matched exactly, in case too: " + ", ".join(
                 f"{found!r} is not {name.strip()!r}" for name, found in near[:3]) if near else ""
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
-                            f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''}){hint}")
+                            f"({', '.join(map(repr, features[:5]))}{', ...' if len(features) > 5 else ''}){hint}")
         for name, n in Counter(wanted).items():  # columns of one name: as many as the model reads, taken in order
             found = len(positions[name])
             if found != n:

@@ -420,7 +420,7 @@ def table_lines(table: dict[str, Any]) -> list[str]:
     lines = []
     for column in table["text_columns"]:
         cats = column["categories"]
-        shown = ", ".join(cats[:8]) + (", ..." if len(cats) > 8 else "")
+        shown = ", ".join(map(repr, cats[:8])) + (", ..." if len(cats) > 8 else "")  # a category may hold a comma
         lines.append(f"text column {column['name']!r}: one-hot, {len(cats)} categories of the training split "
                      f"({shown}) -> {len(cats)} features")
     if table["missing"] is not None:

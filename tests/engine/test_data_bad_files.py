@@ -293,10 +293,10 @@ def test_x_and_y_of_different_lengths(tmp_path: Path) -> None:
 def test_classes_in_validation_or_test_but_not_in_training_are_named(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, X_train=np.ones((20, 2)), y_train=np.arange(20) % 2, X_val=np.ones((10, 2)), y_val=np.arange(10) % 5)
-    _error(DataSpec(str(path)), path, "classes 2, 3, 4 appear in the validation split but not in training")
+    _error(DataSpec(str(path)), path, "classes '2', '3', '4' appear in the validation split but not in training")
     np.savez(path, X_train=np.ones((20, 2)), y_train=np.array(["a", "b"] * 10),
              X_test=np.ones((3, 2)), y_test=np.array(["a", "b", "zebra"]))
-    _error(DataSpec(str(path)), path, "class zebra appears in the test split but not in training")
+    _error(DataSpec(str(path)), path, "class 'zebra' appears in the test split but not in training")
 
 
 def test_a_class_with_fewer_samples_than_the_split_needs(tmp_path: Path) -> None:
