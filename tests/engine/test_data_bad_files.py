@@ -549,5 +549,5 @@ def test_a_short_row_in_a_table_scored_with_an_id_column_is_a_data_error(tmp_pat
     assert str(err.value) == f"{table}: row 2 (line 3) has 2 fields but the header has 3"
     whole = tmp_path / "ok.csv"
     whole.write_text("a,b,id\n1,2,x1\n\n3,4,x2\n")
-    X, labels, ids, _ = read_inputs(whole, label_names=("0", "1"), features=("a", "b"), id_column="id")
+    X, labels, ids, *_ = read_inputs(whole, label_names=("0", "1"), features=("a", "b"), id_column="id")
     assert (X.tolist(), labels, ids) == ([[1.0, 2.0], [3.0, 4.0]], None, ["x1", "x2"])

@@ -390,6 +390,23 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
                                   "(colour 1), encoded as all zeros; accuracy ")
 
 
+def test_a_new_category_differing_only_in_case_from_a_training_one_is_named(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    (tmp_path / "people.csv").write_text("age,sex,survived\n" + "".join(
+        f"{i % 9},{('male', 'female')[i % 2]},{i % 3 % 2}\n" for i in range(40)))
+    assert run_cli("train", "--data", "people.csv", "--epochs", "1", "--batch-size", "10", "--save",
+                   "model.npz").exit_code == 0
+    (tmp_path / "new.csv").write_text("age,sex\n1,Male\n2,male\n3,FEMALE\n4,other\n")
+    scored = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv")
+    assert scored.exit_code == 0, scored.output
+    assert " ".join(scored.stderr.split()).startswith(  # wrapped at 200 columns
+        "4 samples scored with model.npz; 3 cells of a category training never saw (sex 3), encoded as all zeros; sex "
+        "'Male' (training has 'male'), sex 'FEMALE' (training has 'female'): categories are matched exactly, in case "
+        "and spaces too")
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--json").stdout)
+    assert out["unseen"] == {"sex": 3} and out["unseen_near"] == {"sex": {"FEMALE": "female", "Male": "male"}}
+
+
 def test_categories_are_quoted_as_one_may_hold_a_comma(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     cities = ('"Paris, FR"', '"Lyon, FR"', "Nice")  # was (Lyon, FR, Nice, Paris, FR): five cities or three?
