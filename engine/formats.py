@@ -240,7 +240,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
             raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
                             f"header; add a first line naming the columns, e.g. x1,x2,...,label")
         found.append((names, header[take[label_index]].strip()))
-        return (take if ignore else None), label_index, names  # None: every column, without cutting each row
+        return (take if len(take) < len(header) else None), label_index, names  # None: every column, uncut
 
     text = TableText(discover=True, missing_ok=missing_ok)
     X, labels = _read_rows(path, delimiter, columns, text, empty_label="" if missing_ok else None)
@@ -384,6 +384,7 @@ def _read_rows(
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
             _check_separator(path, header, delimiter)
             take, label_index, names = columns(header)
+            width = _named_width(header)
             unlabelled = take is not None and label_index == len(take)
             check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
             if _long_read_notice is not None and size >= LONG_READ_BYTES:
@@ -400,6 +401,10 @@ def _read_rows(
                         raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
                                         f"{len(row)} field{'' if len(row) == 1 else 's'} but the header has "
                                         f"{len(header)}")
+                    if text.discover and any(cell.strip() for cell in row[width:]):  # not a trailing comma's
+                        raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has a "
+                                        f"value in column {width + 1}, which the header leaves unnamed; name it in "
+                                        f"the header")
                     if take is not None:
                         row = [row[i] for i in take] + (["-"] if unlabelled else [])
                     rows.append(row)
@@ -459,8 +464,9 @@ def _looks_like_data(names: tuple[str, ...]) -> bool:
 
 def _columns_read(path: Path, header: list[str], label_column: str | None, ignore: tuple[str, ...]
                   ) -> tuple[list[int], int]:
-    """The indices of the columns a table is read from (every one but the ``ignore`` ones) and the label column's
-    position among them; DataError for an ignored column the header lacks, or that is the label column."""
+    """The indices of the columns a table is read from (every one but the ``ignore`` ones and those a trailing comma
+    adds, unnamed at the header's end) and the label column's position among them; DataError for an ignored column
+    the header lacks, or that is the label column."""
     label_index = _label_index(path, header, label_column)
     stripped = [h.strip() for h in header]
     for name in ignore:
@@ -469,8 +475,16 @@ def _columns_read(path: Path, header: list[str], label_column: str | None, ignor
         if stripped.index(name.strip()) == label_index:
             raise DataError(f"{path}: column {name!r} is the label column; it cannot be ignored")
     skipped = {name.strip() for name in ignore}
-    take = [i for i, h in enumerate(stripped) if h not in skipped]
+    take = [i for i, h in enumerate(stripped[:_named_width(header)]) if h not in skipped]
     return take, take.index(label_index)
+
+
+def _named_width(header: list[str]) -> int:
+    """The number of columns of ``header`` but the unnamed ones at its end (a trailing comma on every line)."""
+    stripped = [h.strip() for h in header]
+    while len(stripped) > 1 and not stripped[-1]:
+        stripped.pop()
+    return len(stripped)
 
 
 def _shown_columns(header: list[str]) -> str:
@@ -482,7 +496,7 @@ def _label_index(path: Path, header: list[str], label_column: str | None) -> int
     stripped = [h.strip() for h in header]
     if label_column is not None and label_column.strip() not in stripped:
         raise DataError(f"{path}: no label column {label_column!r}; the columns are {_shown_columns(header)}")
-    index = len(header) - 1 if label_column is None else stripped.index(label_column.strip())
+    index = _named_width(header) - 1 if label_column is None else stripped.index(label_column.strip())
     same = [i + 1 for i, h in enumerate(stripped) if h == stripped[index]]
     # which is the label would depend on the order, and a saved model could not tell them apart; a first line of
     # values (0,0,5,0) repeats a number and is no header at all, as read_table then says
