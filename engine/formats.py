@@ -248,12 +248,19 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         missing = missing_words(labels)
         labels = ["" if label.lower() in missing else label for label in labels]
     names = found[0][0]
+    refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, values in list(text.values.items()):
         numbers = sum(map(is_number_text, values))
-        if numbers > len(values) - numbers:  # more of its values are numbers than text: numbers with a typo, or codes
+        if all(is_number_text(value.replace(",", "")) for value in values):  # 3,5 or 1,023 (quoted in a CSV)
+            example, where = text.first.pop(c)
+            refused[c] = (f"column {names[c]!r} holds numbers written with a comma ({example[:40]!r} in {where}, ...), "
+                          f"a decimal comma or a thousands separator; save them with a decimal point and no "
+                          f"separator (3.5, 1023)",
+                          f"{names[c]!r} holds numbers written with a comma ({example[:40]!r} in {where})")
+            del text.values[c]
+        elif numbers > len(values) - numbers:  # more of its values are numbers than text: a typo, or codes
             text.mixed[c] = text.first.pop(c)
             del text.values[c]
-    refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, (example, where) in text.mixed.items():
         refused[c] = (f"{where} column {names[c]!r}: {example[:40]!r} is not a number; other rows hold numbers: "
                       f"correct it, or leave the column out with --ignore-column {names[c].strip()}",

@@ -284,3 +284,19 @@ def test_a_new_category_differing_from_a_training_one_only_in_case_or_spaces_is_
                                                       [0, 0, 0, 1]], dtype=np.float32))
     assert unseen == {"sex": 4, "city": 3}
     assert near == {"sex": {"FEMALE": "female", "Male": "male"}, "city": {"New  york": "New York", "paris": "Paris"}}
+
+
+def test_numbers_written_with_a_comma_are_refused_not_read_as_categories(tmp_path: Path) -> None:
+    # a European TSV's 0,5 1,0 1,5 were one-hot encoded as three categories
+    path = tmp_path / "eu.tsv"
+    path.write_text("dose\tlabel\n" + "".join(f"{('0,5', '1,0', '1,5')[i % 3]}\t{'ab'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: column 'dose' holds numbers written with a comma ('0,5' in row 1 (line 2), "
+                              "...), a decimal comma or a thousands separator; save them with a decimal point and no "
+                              "separator (3.5, 1023)")
+    path = tmp_path / "fares.csv"  # a spreadsheet's 1,023 quoted, beside 999
+    path.write_text("fare,port,label\n" + "".join(f"{'999' if i % 4 else chr(34) + f'1,{i:03d}' + chr(34)},"
+                                                  f"{'SCQ'[i % 3]},{'ab'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(DataError, match="column 'fare' holds numbers written with a comma \\('1,000' in row 1"):
+        load_dataset(DataSpec(str(path)))
