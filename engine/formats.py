@@ -297,7 +297,7 @@ def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: 
     its label column."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f, delimiter=delimiter), None)
+            header = _header(csv.reader(f, delimiter=delimiter))
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise read_error(path, exc, "not a readable table") from exc
     if header is None:  # as read_table says it
@@ -353,7 +353,7 @@ def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = [h.strip() for h in next(reader, None) or []]
+            header = [h.strip() for h in _header(reader) or []]
             if column.strip() not in header:
                 shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
                 raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are {shown}")
@@ -386,7 +386,7 @@ def _read_rows(
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
+            header = _header(reader)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
             _check_separator(path, header, delimiter)
@@ -446,6 +446,12 @@ def _read_rows(
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels
+
+
+def _header(reader: Iterable[list[str]]) -> list[str] | None:
+    """The first row of a CSV reader that is not a blank line (blank lines are skipped, before the header too), or
+    None when there is none."""
+    return next((row for row in reader if row), None)
 
 
 def _check_separator(path: Path, header: list[str], delimiter: str) -> None:

@@ -248,12 +248,26 @@ def test_large_integer_labels_keep_every_digit_and_numeric_order(tmp_path: Path)
 
 @pytest.mark.parametrize(("text", "fragment"), [
     ("", "empty file"),
+    ("\r\n\r\n", "empty file"),  # blank lines alone were a traceback (ValueError: -1 is not in list)
     ("a,b,label\n", "no data rows"),
     ("label\n1\n2\n", "no feature columns"),
 ])
 def test_csv_without_header_rows_or_features(tmp_path: Path, text: str, fragment: str) -> None:
     path = _csv(tmp_path / "d.csv", text)
     _error(DataSpec(str(path)), path, fragment)
+
+
+def test_blank_lines_before_the_header_are_skipped_as_blank_lines_after_it(tmp_path: Path) -> None:
+    from engine.data import read_inputs
+    from engine.formats import table_columns
+
+    path = _csv(tmp_path / "d.csv", "\n\r\na,b,label\n" + _good_rows())
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.feature_names == ("a", "b") and ds.label_names == ("a", "b") and sum(ds.sizes.values()) == 12
+    assert table_columns(path, ",", None) == (("a", "b"), "label")
+    X, labels, ids, *_ = read_inputs(path, label_names=("a", "b"), features=("b", "a"), label_column="label",
+                                     id_column="a")
+    assert X[:2].tolist() == [[0, 0], [2, 1]] and labels[:2] == ["a", "b"] and ids[:2] == ["0", "1"]
 
 
 @pytest.mark.parametrize(("name", "separator", "shown"), [("semi.csv", ";", "';'"), ("tabs.csv", "\t", "tab"),
