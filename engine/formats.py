@@ -449,9 +449,14 @@ def _read_rows(
 
 
 def _header(reader: Iterable[list[str]]) -> list[str] | None:
-    """The first row of a CSV reader that is not a blank line (blank lines are skipped, before the header too), or
-    None when there is none."""
-    return next((row for row in reader if row), None)
+    """The first row of a CSV reader that is not a blank line (blank lines are skipped, before the header too) nor
+    the line ``sep=,`` by which Excel names the separator, or None when there is none."""
+    rows = (row for row in reader if row)
+    header = next(rows, None)
+    line = "".join(header or [])  # sep=, itself: ['sep=', ''] (its comma read as one), sep=; read with commas
+    if line.lower().startswith("sep=") and len(line) <= 5 and len(header or []) <= 2:
+        header = next(rows, None)
+    return header
 
 
 def _check_separator(path: Path, header: list[str], delimiter: str) -> None:

@@ -270,6 +270,14 @@ def test_blank_lines_before_the_header_are_skipped_as_blank_lines_after_it(tmp_p
     assert X[:2].tolist() == [[0, 0], [2, 1]] and labels[:2] == ["a", "b"] and ids[:2] == ["0", "1"]
 
 
+def test_excels_line_naming_the_separator_is_skipped(tmp_path: Path) -> None:
+    # sep=, was read as the header: "row 1 (line 2) has 3 fields but the header has 2"
+    path = _csv(tmp_path / "d.csv", "sep=,\r\na,b,label\r\n" + _good_rows())
+    assert load_dataset(DataSpec(str(path))).feature_names == ("a", "b")
+    semi = _csv(tmp_path / "semi.csv", "sep=;\na;b;label\n" + _good_rows().replace(",", ";"))
+    _error(DataSpec(str(semi)), semi, "the header is one column, but it holds ';'")
+
+
 @pytest.mark.parametrize(("name", "separator", "shown"), [("semi.csv", ";", "';'"), ("tabs.csv", "\t", "tab"),
                                                        ("commas.tsv", ",", "','")])
 def test_a_table_separated_by_another_character_says_which(tmp_path: Path, name: str, separator: str,
