@@ -544,6 +544,7 @@ def _parse_rows(
     if not text.values and not any("_" in "".join(row) for row in cells):  # NumPy reads 1_000 as 1000 (3_1 as 31)
         try:
             X = np.array(cells, dtype=np.float64)
+            text.numeric.update(range(len(names)))  # text in a later read is among numbers, not a column of text
         except ValueError:
             pass
     if X is None:

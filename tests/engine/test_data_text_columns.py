@@ -300,3 +300,17 @@ def test_numbers_written_with_a_comma_are_refused_not_read_as_categories(tmp_pat
                                                   f"{'SCQ'[i % 3]},{'ab'[i % 2]}\n" for i in range(30)))
     with pytest.raises(DataError, match="column 'fare' holds numbers written with a comma \\('1,000' in row 1"):
         load_dataset(DataSpec(str(path)))
+
+
+def test_text_after_a_read_of_numbers_alone_is_refused_not_read_as_codes(tmp_path: Path, monkeypatch) -> None:
+    from engine import formats
+
+    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", 4)
+    # the 1s of the first reads (numbers alone, read at once) became code 1, the category 'blue' of the later reads
+    path = tmp_path / "late.csv"
+    path.write_text("x,colour,label\n" + "".join(f"{i},{'1' if i < 8 else ('red', 'blue')[i % 2]},{'ab'[i % 2]}\n"
+                                                 for i in range(20)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: row 9 (line 10) column 'colour': 'red' is not a number; other rows hold "
+                              "numbers: correct it, or leave the column out with --ignore-column colour")
