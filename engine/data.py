@@ -27,10 +27,11 @@ from engine.encoding import MISSING_POLICIES, TableEncoding, fit_encoding
 from engine.errors import ConfigError, DataError, shown
 from engine.formats import (
     FILE_FORMATS,
-    MISSING_CELLS,
+    MISSING_NUMBERS,
     check_memory,
     detect_format,
     list_image_folder,
+    missing_words,
     read_image_folder,
     read_images,
     read_cells,
@@ -407,7 +408,7 @@ def _assemble(
     for split, title in (("val", "validation"), ("test", "test")):  # a class the model never trains on
         unseen = np.setdiff1d(codes[split], codes["train"]) if split in codes else np.array([], dtype=np.int64)
         if unseen.size:
-            listed = ", ".join(names[c] for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
+            listed = ", ".join(repr(names[c]) for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
             raise DataError(f"{source}: {'classes' if unseen.size > 1 else 'class'} {listed} "
                             f"{'appear' if unseen.size > 1 else 'appears'} in the {title} split but not in training")
 
@@ -503,7 +504,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     X, labels, columns, label_column, text = read_table(path, delimiter, spec.label_column, spec.ignore_columns,
                                                         missing_ok=spec.missing is not None)
     notes: dict[str, Any] = {"missing": spec.missing, "unlabelled_rows_dropped": 0, "rows_dropped": 0,
-                             "cells_filled": 0, "cells_filled_per_column": {}, "unseen": {}}
+                             "cells_filled": 0, "cells_filled_per_column": {}, "unseen": {}, "unseen_near": {}}
     if spec.missing is not None:
         labelled = np.array([label != "" for label in labels])
         complete = ~np.isnan(X).any(axis=1) if spec.missing == "drop" else np.ones(len(X), dtype=bool)
@@ -534,9 +535,11 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     for split in SPLITS:
         raw = getattr(ds, f"X_{split}")
         filled += np.isnan(raw).sum(axis=0)
-        encoded[split], unseen = encoding.transform(raw, text.values)
+        encoded[split], unseen, near = encoding.transform(raw, text.values)
         if unseen:
             notes["unseen"][split] = unseen
+        if near:
+            notes["unseen_near"][split] = near
     notes["cells_filled"] = int(filled.sum())
     notes["cells_filled_per_column"] = {name: int(n) for name, n in zip(encoding.columns, filled) if n}
     return dataclasses.replace(ds, X_train=encoded["train"], X_val=encoded["val"], X_test=encoded["test"],
@@ -547,11 +550,12 @@ def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
     encoding: TableEncoding | None = None,
-) -> tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int]]:
+) -> tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int], dict[str, dict[str, str]]]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty, or
     an npz label ""), each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the
-    cell of ``id_column`` when given, else None; and per text column the cells of a category the model never saw.
+    cell of ``id_column`` when given, else None; per text column the cells of a category the model never saw; and
+    of those categories the ones that differ from one of the model's only in case or spaces (column: {cell: its}).
     ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a cell
     ``1.0`` is class ``1``).
 
@@ -575,13 +579,14 @@ def read_inputs(
         # first: it checks every row's fields
         X, cells = read_columns(path, delimiter, features, label_column, text)
         unseen: dict[str, int] = {}
+        near: dict[str, dict[str, str]] = {}
         if encoding is not None:
             encoding.check_memory(len(X), str(path))
-            X, unseen = encoding.transform(X, text.values)
+            X, unseen, near = encoding.transform(X, text.values)
         ids = read_cells(path, delimiter, id_column) if id_column is not None else None
         if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
-            return X, None, ids, unseen
-        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], ids, unseen
+            return X, None, ids, unseen, near
+        return X, [None if not c else c if c in label_names else _cell_label(c) for c in cells], ids, unseen, near
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
@@ -595,12 +600,12 @@ def read_inputs(
                     X = channels_first(X)
                 X = _features(str(path), X_key, X)
                 if y_key not in arrays:
-                    return X, None, None, {}
+                    return X, None, None, {}, {}
                 y = np.asarray(arrays[y_key]).reshape(-1)
                 if len(y) != len(X):
                     raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
                 labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
-                return X, labels if any(labels) else None, None, {}
+                return X, labels if any(labels) else None, None, {}, {}
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
     if fmt == "image_folder":
@@ -611,7 +616,7 @@ def read_inputs(
         if shape != tuple(image_shape):
             raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
         return X, [classes[i] for i in y.tolist()] if classes else None, [
-            file.relative_to(path).as_posix() for file, _ in files], {}
+            file.relative_to(path).as_posix() for file, _ in files], {}, {}
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
 
 
@@ -726,13 +731,28 @@ def missing_label_warning(ds: Dataset) -> str | None:
     is trained on as a class (with it, its rows are dropped), or None."""
     if ds.feature_names is None or ds.label_names is None:
         return None
-    marked = [c for c, name in enumerate(ds.label_names) if name.strip().lower() in MISSING_CELLS]
+    missing = missing_words(ds.label_names)
+    marked = [c for c, name in enumerate(ds.label_names) if name.strip().lower() in missing]
     if not marked:
         return None
     rows = sum(np.bincount(getattr(ds, f"y_{split}"), minlength=ds.num_classes) for split in SPLITS)
     listed = ", ".join(f"{ds.label_names[c]!r} ({rows[c]} rows)" for c in marked)
     return (f"{'classes' if len(marked) > 1 else 'class'} {listed} {'are' if len(marked) > 1 else 'is'} how a missing "
             "label is written, trained on as a class; --missing mean or --missing drop drops such rows")
+
+
+def missing_word_warning(ds: Dataset) -> str | None:
+    """The warning that a text column has a category None or null, which is a missing value in a column of numbers
+    (and pandas reads as one) but a word in a column of text, or None."""
+    if ds.encoding is None:
+        return None
+    found = [f"{name!r} ({cat!r})" for name, cats in zip(ds.encoding.columns, ds.encoding.categories)
+             for cat in cats or () if cat.lower() in MISSING_NUMBERS]
+    if not found:
+        return None
+    return (f"{'text columns' if len(found) > 1 else 'text column'} {', '.join(found)}: in a column of text None and "
+            "null are a category, a missing value only in a column of numbers; empty those cells (or write NA) if "
+            "they mean a missing value")
 
 
 def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
@@ -747,7 +767,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     scales = None if standardized else scale_warning(ds, std)
     if scales is not None:
         warnings.append(scales)
-    for warning in (id_column_warning(ds), missing_label_warning(ds)):
+    for warning in (id_column_warning(ds), missing_label_warning(ds), missing_word_warning(ds)):
         if warning is not None:
             warnings.append(warning)
     if ds.image_shape is None and (std == 0).any():

@@ -39,11 +39,14 @@ class TableEncoding:
         check_memory(rows * self.output_dim * 4, source, f"its {rows} rows one-hot encoded into {self.output_dim} "
                      "features")
 
-    def transform(self, X: np.ndarray, values: dict[int, dict[str, int]]) -> tuple[np.ndarray, dict[str, int]]:
-        """Raw table X (N, D) (codes into ``values[c]`` for a text column, NaN missing) as float32 (N, K), and per text
-        column the cells of a category training never saw (encoded as all zeros), where there are any."""
+    def transform(self, X: np.ndarray, values: dict[int, dict[str, int]]
+                  ) -> tuple[np.ndarray, dict[str, int], dict[str, dict[str, str]]]:
+        """Raw table X (N, D) (codes into ``values[c]`` for a text column, NaN missing) as float32 (N, K); per text
+        column the cells of a category training never saw (encoded as all zeros), where there are any; and of those
+        categories, the ones that differ from a training category only in case or spaces ('Male': 'male')."""
         out = np.zeros((len(X), self.output_dim), dtype=np.float32)  # written in place: no float64 copy of it
         unseen: dict[str, int] = {}
+        near: dict[str, dict[str, str]] = {}
         start = 0
         for c, cats in enumerate(self.categories):
             column = X[:, c].astype(np.float64)
@@ -63,11 +66,18 @@ class TableEncoding:
             if self.fill is not None:
                 k[missing] = index[str(self.fill[c])]
             if (k[~missing] < 0).any():
-                unseen[self.columns[c].strip()] = int((k[~missing] < 0).sum())
+                name = self.columns[c].strip()
+                unseen[name] = int((k[~missing] < 0).sum())
+                texts = {code: value for value, code in values[c].items()}
+                folded = {_folded(cat): cat for cat in cats}
+                new = (texts[int(code)] for code in np.unique(column[~missing][k[~missing] < 0]))
+                like = {value: folded[_folded(value)] for value in new if _folded(value) in folded}
+                if like:
+                    near[name] = like
             rows = np.flatnonzero(k >= 0)
             out[rows, start + k[rows]] = 1.0
             start += len(cats)
-        return out, unseen
+        return out, unseen, near
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: columns, categories and fill values (what a saved model keeps)."""
@@ -98,6 +108,11 @@ class TableEncoding:
                     raise ValueError(f"encoding.fill holds {value!r}, not a category of its column")
         return cls(tuple(columns), tuple(None if c is None else tuple(c) for c in categories),
                    None if fill is None else tuple(fill))
+
+
+def _folded(category: str) -> str:
+    """A category as compared for a near match: in lower case, its runs of spaces one space."""
+    return " ".join(category.split()).casefold()
 
 
 def fit_encoding(source: str, columns: tuple[str, ...], X_train: np.ndarray, values: dict[int, dict[str, int]],

@@ -12,7 +12,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -30,9 +30,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
 MEMORY_FRACTION = 0.5  # refuse data whose arrays would take more than this share of the available memory
 CSV_CHUNK_ROWS = 10_000
-# cells that spreadsheets, R and pandas write for a missing value (pandas' na_values without its NaN spellings,
-# which parse as numbers, and with the '?' of UCI's files)
-MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "null", "none", "?"})
+# cells that spreadsheets, R and pandas write for a missing value, in any column (pandas' na_values without its NaN
+# spellings, which parse as numbers, and with the '?' of UCI's files)
+MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "?"})
+# a missing value in a column of numbers only: in a column of text they are words, a category (a discount of None)
+MISSING_NUMBERS = frozenset({"none", "null"})
 HASH_CHUNK = 1 << 20
 MAX_CATEGORIES = 100  # a column of text with more values than this is refused, not one-hot encoded
 
@@ -217,6 +219,10 @@ class TableText:
     numeric: set[int] = field(default_factory=set)  # columns that held a number
     mixed: dict[int, tuple[str, str]] = field(default_factory=dict)  # discover: column -> its first text among numbers
 
+    def misses(self, cells: list[str]) -> bool:
+        """Whether a row's feature ``cells`` miss a value (None is a word in a column of text, missing in others)."""
+        return any(_is_missing(cell, c in self.values) for c, cell in enumerate(cells))
+
 
 def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = (),
                missing_ok: bool = False) -> tuple[np.ndarray, list[str], tuple[str, ...], str, TableText]:
@@ -234,12 +240,27 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
             raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
                             f"header; add a first line naming the columns, e.g. x1,x2,...,label")
         found.append((names, header[take[label_index]].strip()))
-        return (take if ignore else None), label_index, names  # None: every column, without cutting each row
+        return (take if len(take) < len(header) else None), label_index, names  # None: every column, uncut
 
     text = TableText(discover=True, missing_ok=missing_ok)
     X, labels = _read_rows(path, delimiter, columns, text, empty_label="" if missing_ok else None)
+    if missing_ok:  # a label None or null among numbers is missing too, as in a feature column
+        missing = missing_words(labels)
+        labels = ["" if label.lower() in missing else label for label in labels]
     names = found[0][0]
     refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
+    for c, values in list(text.values.items()):
+        numbers = sum(map(is_number_text, values))
+        if all(is_number_text(value.replace(",", "")) for value in values):  # 3,5 or 1,023 (quoted in a CSV)
+            example, where = text.first.pop(c)
+            refused[c] = (f"column {names[c]!r} holds numbers written with a comma ({example[:40]!r} in {where}, ...), "
+                          f"a decimal comma or a thousands separator; save them with a decimal point and no "
+                          f"separator (3.5, 1023)",
+                          f"{names[c]!r} holds numbers written with a comma ({example[:40]!r} in {where})")
+            del text.values[c]
+        elif numbers > len(values) - numbers:  # more of its values are numbers than text: a typo, or codes
+            text.mixed[c] = text.first.pop(c)
+            del text.values[c]
     for c, (example, where) in text.mixed.items():
         refused[c] = (f"{where} column {names[c]!r}: {example[:40]!r} is not a number; other rows hold numbers: "
                       f"correct it, or leave the column out with --ignore-column {names[c].strip()}",
@@ -276,7 +297,7 @@ def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: 
     its label column."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f, delimiter=delimiter), None)
+            header = _header(csv.reader(f, delimiter=delimiter))
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise read_error(path, exc, "not a readable table") from exc
     if header is None:  # as read_table says it
@@ -310,7 +331,7 @@ def read_columns(
             hint = "; names are matched exactly, in case too: " + ", ".join(
                 f"{found!r} is not {name.strip()!r}" for name, found in near[:3]) if near else ""
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
-                            f"({', '.join(features[:5])}{', ...' if len(features) > 5 else ''}){hint}")
+                            f"({', '.join(map(repr, features[:5]))}{', ...' if len(features) > 5 else ''}){hint}")
         for name, n in Counter(wanted).items():  # columns of one name: as many as the model reads, taken in order
             found = len(positions[name])
             if found != n:
@@ -332,7 +353,7 @@ def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = [h.strip() for h in next(reader, None) or []]
+            header = [h.strip() for h in _header(reader) or []]
             if column.strip() not in header:
                 shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
                 raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are {shown}")
@@ -365,11 +386,12 @@ def _read_rows(
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
+            header = _header(reader)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
             _check_separator(path, header, delimiter)
             take, label_index, names = columns(header)
+            width = _named_width(header)
             unlabelled = take is not None and label_index == len(take)
             check_memory(_table_bytes(path, size, len(names)), str(path), "its table")
             if _long_read_notice is not None and size >= LONG_READ_BYTES:
@@ -386,6 +408,10 @@ def _read_rows(
                         raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
                                         f"{len(row)} field{'' if len(row) == 1 else 's'} but the header has "
                                         f"{len(header)}")
+                    if text.discover and any(cell.strip() for cell in row[width:]):  # not a trailing comma's
+                        raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has a "
+                                        f"value in column {width + 1}, which the header leaves unnamed; name it in "
+                                        f"the header")
                     if take is not None:
                         row = [row[i] for i in take] + (["-"] if unlabelled else [])
                     rows.append(row)
@@ -407,7 +433,7 @@ def _read_rows(
                     number += 1
                     if take is not None:
                         row = [row[i] for i in take] + (["-"] if unlabelled else [])
-                    if any(map(_is_missing, row[:label_index] + row[label_index + 1:])):
+                    if text.misses(row[:label_index] + row[label_index + 1:]):
                         later.append((number, reader.line_num))
                 raise DataError(missing.head + _more_missing(later, text.discover)) from None
     except UnicodeDecodeError as exc:
@@ -420,6 +446,17 @@ def _read_rows(
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels
+
+
+def _header(reader: Iterable[list[str]]) -> list[str] | None:
+    """The first row of a CSV reader that is not a blank line (blank lines are skipped, before the header too) nor
+    the line ``sep=,`` by which Excel names the separator, or None when there is none."""
+    rows = (row for row in reader if row)
+    header = next(rows, None)
+    line = "".join(header or [])  # sep=, itself: ['sep=', ''] (its comma read as one), sep=; read with commas
+    if line.lower().startswith("sep=") and len(line) <= 5 and len(header or []) <= 2:
+        header = next(rows, None)
+    return header
 
 
 def _check_separator(path: Path, header: list[str], delimiter: str) -> None:
@@ -445,8 +482,9 @@ def _looks_like_data(names: tuple[str, ...]) -> bool:
 
 def _columns_read(path: Path, header: list[str], label_column: str | None, ignore: tuple[str, ...]
                   ) -> tuple[list[int], int]:
-    """The indices of the columns a table is read from (every one but the ``ignore`` ones) and the label column's
-    position among them; DataError for an ignored column the header lacks, or that is the label column."""
+    """The indices of the columns a table is read from (every one but the ``ignore`` ones and those a trailing comma
+    adds, unnamed at the header's end) and the label column's position among them; DataError for an ignored column
+    the header lacks, or that is the label column."""
     label_index = _label_index(path, header, label_column)
     stripped = [h.strip() for h in header]
     for name in ignore:
@@ -455,8 +493,16 @@ def _columns_read(path: Path, header: list[str], label_column: str | None, ignor
         if stripped.index(name.strip()) == label_index:
             raise DataError(f"{path}: column {name!r} is the label column; it cannot be ignored")
     skipped = {name.strip() for name in ignore}
-    take = [i for i, h in enumerate(stripped) if h not in skipped]
+    take = [i for i, h in enumerate(stripped[:_named_width(header)]) if h not in skipped]
     return take, take.index(label_index)
+
+
+def _named_width(header: list[str]) -> int:
+    """The number of columns of ``header`` but the unnamed ones at its end (a trailing comma on every line)."""
+    stripped = [h.strip() for h in header]
+    while len(stripped) > 1 and not stripped[-1]:
+        stripped.pop()
+    return len(stripped)
 
 
 def _shown_columns(header: list[str]) -> str:
@@ -468,7 +514,7 @@ def _label_index(path: Path, header: list[str], label_column: str | None) -> int
     stripped = [h.strip() for h in header]
     if label_column is not None and label_column.strip() not in stripped:
         raise DataError(f"{path}: no label column {label_column!r}; the columns are {_shown_columns(header)}")
-    index = len(header) - 1 if label_column is None else stripped.index(label_column.strip())
+    index = _named_width(header) - 1 if label_column is None else stripped.index(label_column.strip())
     same = [i + 1 for i, h in enumerate(stripped) if h == stripped[index]]
     # which is the label would depend on the order, and a saved model could not tell them apart; a first line of
     # values (0,0,5,0) repeats a number and is no header at all, as read_table then says
@@ -498,6 +544,7 @@ def _parse_rows(
     if not text.values and not any("_" in "".join(row) for row in cells):  # NumPy reads 1_000 as 1000 (3_1 as 31)
         try:
             X = np.array(cells, dtype=np.float64)
+            text.numeric.update(range(len(names)))  # text in a later read is among numbers, not a column of text
         except ValueError:
             pass
     if X is None:
@@ -510,7 +557,7 @@ def _parse_rows(
                             f"{cells[r][c][:40]!r} is NaN or infinite in float32")
     for r, row in enumerate(rows):
         label = row[label_index].strip()
-        if not label or (text.missing_ok and _is_missing(label)):
+        if not label or (text.missing_ok and _is_missing(label, text=True)):
             if empty_label is None:
                 raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) has an empty label: fill it in or "
                                 f"delete the row, or train with --missing mean or --missing drop, which drop the rows "
@@ -551,34 +598,41 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
                 continue
             if not text.discover:
                 raise DataError(f"{path}: {where(words[0])} column {name!r}: {column[words[0]][:40]!r} is not a number")
-            if any(numbers) or c in text.numeric:
-                # a typo among numbers, or a column of codes such as Titanic's tickets (113803, A/5 21171): refused
-                # in read_table, with the other columns that cannot be trained on
+            if c in text.numeric:
+                # text after rows of numbers alone: a typo, or a column of codes such as Titanic's tickets (113803,
+                # A/5 21171), refused in read_table with the other columns that cannot be trained on; numbers among
+                # text (red, blue, 1) are its categories, until read_table counts them
                 text.mixed[c], X[:, c] = (column[words[0]], where(words[0])), 0.0
                 continue
             text.values[c], text.first[c] = {}, (column[words[0]].strip(), where(words[0]))
         codes, read = text.values[c], dict[str, float]()  # read: each cell's code, found once per distinct cell
         for r, cell in enumerate(column):
             if cell not in read:
-                if text.discover and is_number_text(cell):
-                    raise DataError(f"{path}: {where(r)} column {name!r}: {cell[:40]!r} is a number, but the column "
-                                    f"holds text ({text.first[c][0][:40]!r} in {text.first[c][1]})")
-                read[cell] = np.nan if _is_missing(cell) else codes.setdefault(cell.strip(), len(codes))
+                read[cell] = np.nan if _is_missing(cell, text=True) else codes.setdefault(cell.strip(), len(codes))
             X[r, c] = read[cell]
     if not text.missing_ok and np.isnan(X).any():
         for r, row in enumerate(cells):
             for c, cell in enumerate(row):
-                if _is_missing(cell):
+                if _is_missing(cell, c in text.values):
                     what = "empty" if not cell.strip() else repr(cell.strip())
                     raise _MissingValue(f"{path}: {where(r)} column {names[c]!r} is {what} (a missing value)",
-                                        _missing_rows(cells[r + 1:], lines[r + 1:], first_row + r + 1),
+                                        _missing_rows(cells[r + 1:], lines[r + 1:], first_row + r + 1, text),
                                         text.discover)
     return X
 
 
-def _is_missing(cell: str) -> bool:
-    """Whether a CSV cell stands for a missing value: empty, or as spreadsheets, R and pandas write one (NA, ?)."""
-    return not cell.strip() or cell.strip().lower() in MISSING_CELLS
+def _is_missing(cell: str, text: bool = False) -> bool:
+    """Whether a CSV cell stands for a missing value: empty, or as spreadsheets, R and pandas write one (NA, ?); in a
+    column of numbers (not ``text``) None and null too."""
+    word = cell.strip().lower()
+    return not word or word in MISSING_CELLS or (not text and word in MISSING_NUMBERS)
+
+
+def missing_words(cells: Iterable[str]) -> frozenset[str]:
+    """The cells (lower case) that stand for a missing value in a column of ``cells`` (a label column, class names):
+    MISSING_CELLS, and MISSING_NUMBERS too when its other cells are numbers."""
+    others = {cell.strip().lower() for cell in cells} - MISSING_CELLS - MISSING_NUMBERS - {""}
+    return MISSING_CELLS | MISSING_NUMBERS if all(map(is_number_text, others)) else MISSING_CELLS
 
 
 class _MissingValue(DataError):
@@ -590,9 +644,10 @@ class _MissingValue(DataError):
         self.head, self.rows = head, rows
 
 
-def _missing_rows(cells: list[list[str]], lines: list[int], first_row: int) -> list[tuple[int, int]]:
+def _missing_rows(cells: list[list[str]], lines: list[int], first_row: int, text: TableText
+                  ) -> list[tuple[int, int]]:
     """(row, line) of each row of ``cells`` (the first numbered ``first_row`` + 1) with a missing value."""
-    return [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if any(map(_is_missing, row))]
+    return [(first_row + r + 1, lines[r]) for r, row in enumerate(cells) if text.misses(row)]
 
 
 def _more_missing(rows: list[tuple[int, int]], training: bool, shown: int = 5) -> str:

@@ -420,7 +420,7 @@ def table_lines(table: dict[str, Any]) -> list[str]:
     lines = []
     for column in table["text_columns"]:
         cats = column["categories"]
-        shown = ", ".join(cats[:8]) + (", ..." if len(cats) > 8 else "")
+        shown = ", ".join(map(repr, cats[:8])) + (", ..." if len(cats) > 8 else "")  # a category may hold a comma
         lines.append(f"text column {column['name']!r}: one-hot, {len(cats)} categories of the training split "
                      f"({shown}) -> {len(cats)} features")
     if table["missing"] is not None:
@@ -433,15 +433,21 @@ def table_lines(table: dict[str, Any]) -> list[str]:
         lines.append(f"--missing {table['missing']}: {filled}, {table['unlabelled_rows_dropped']} rows without a "
                      f"label dropped")
     for split, unseen in table["unseen"].items():
-        lines.append(f"{split}: {unseen_text(unseen)}")
+        lines.append(f"{split}: {unseen_text(unseen, table['unseen_near'].get(split, {}))}")
     return lines
 
 
-def unseen_text(unseen: dict[str, int]) -> str:
-    """'2 cells of a category training never saw (color 2), encoded as all zeros' of the counts per text column."""
+def unseen_text(unseen: dict[str, int], near: dict[str, dict[str, str]]) -> str:
+    """'2 cells of a category training never saw (color 2), encoded as all zeros' of the counts per text column, and
+    the categories among them that differ from a training category only in case or spaces (``near``)."""
     total = sum(unseen.values())
     counts = ", ".join(f"{name} {n}" for name, n in unseen.items())
-    return f"{total} cell{'s' if total != 1 else ''} of a category training never saw ({counts}), encoded as all zeros"
+    like = [f"{name} {value!r} (training has {category!r})" for name, values in near.items()
+            for value, category in values.items()]
+    hint = "" if not like else (f"; {', '.join(like[:3])}{', ...' if len(like) > 3 else ''}: categories are matched "
+                                "exactly, in case and spaces too")
+    return (f"{total} cell{'s' if total != 1 else ''} of a category training never saw ({counts}), encoded as all "
+            f"zeros{hint}")
 
 
 # what --out of search predict refuses: files read as another format than the CSV it writes
@@ -492,9 +498,9 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if id_column in ("row", "prediction", "label", *probability_columns):  # two columns of one name: --json keeps one
         raise SearchError(f"--id-column {id_column}: the predictions have a column {id_column!r} of their own; "
                           f"rename the column in {data_path} to name the rows by it")
-    X, labels, files, unseen = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
-                                           label_column=saved.label_column, image_shape=saved.image_shape,
-                                           id_column=id_column, encoding=saved.encoding)
+    X, labels, files, unseen, near = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
+                                                 label_column=saved.label_column, image_shape=saved.image_shape,
+                                                 id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
     scores = saved.preprocessor.transform(X)
@@ -531,9 +537,10 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     elif not as_json:
         write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
-    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen}
+    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen,
+                               "unseen_near": near}
     if unseen:
-        line += f"; {unseen_text(unseen)}"
+        line += f"; {unseen_text(unseen, near)}"
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled

@@ -168,7 +168,8 @@ def test_a_column_of_text_says_it_is_trained_on_and_what_to_do(tmp_path: Path) -
         "...): an id or a note, not categories; leave it out with --ignore-column id, or name it with --label-column "
         "if it holds the labels")
     # one text cell among numbers is still named by its row
-    mixed = _csv(tmp_path / "mixed.tsv", "id\ta\tb\tcultivar\n" + "7\t1\t2\ta\n" + rows)
+    numbers = rows.replace("\nW", "\n")  # W0000, then 0001, 0002, ...
+    mixed = _csv(tmp_path / "mixed.tsv", "id\ta\tb\tcultivar\n" + "7\t1\t2\ta\n" + numbers)
     assert _error(DataSpec(str(mixed)), mixed) == (f"{mixed}: row 2 (line 3) column 'id': 'W0000' is not a number; "
                                                    "other rows hold numbers: correct it, or leave the column out with "
                                                    "--ignore-column id")
@@ -247,12 +248,34 @@ def test_large_integer_labels_keep_every_digit_and_numeric_order(tmp_path: Path)
 
 @pytest.mark.parametrize(("text", "fragment"), [
     ("", "empty file"),
+    ("\r\n\r\n", "empty file"),  # blank lines alone were a traceback (ValueError: -1 is not in list)
     ("a,b,label\n", "no data rows"),
     ("label\n1\n2\n", "no feature columns"),
 ])
 def test_csv_without_header_rows_or_features(tmp_path: Path, text: str, fragment: str) -> None:
     path = _csv(tmp_path / "d.csv", text)
     _error(DataSpec(str(path)), path, fragment)
+
+
+def test_blank_lines_before_the_header_are_skipped_as_blank_lines_after_it(tmp_path: Path) -> None:
+    from engine.data import read_inputs
+    from engine.formats import table_columns
+
+    path = _csv(tmp_path / "d.csv", "\n\r\na,b,label\n" + _good_rows())
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.feature_names == ("a", "b") and ds.label_names == ("a", "b") and sum(ds.sizes.values()) == 12
+    assert table_columns(path, ",", None) == (("a", "b"), "label")
+    X, labels, ids, *_ = read_inputs(path, label_names=("a", "b"), features=("b", "a"), label_column="label",
+                                     id_column="a")
+    assert X[:2].tolist() == [[0, 0], [2, 1]] and labels[:2] == ["a", "b"] and ids[:2] == ["0", "1"]
+
+
+def test_excels_line_naming_the_separator_is_skipped(tmp_path: Path) -> None:
+    # sep=, was read as the header: "row 1 (line 2) has 3 fields but the header has 2"
+    path = _csv(tmp_path / "d.csv", "sep=,\r\na,b,label\r\n" + _good_rows())
+    assert load_dataset(DataSpec(str(path))).feature_names == ("a", "b")
+    semi = _csv(tmp_path / "semi.csv", "sep=;\na;b;label\n" + _good_rows().replace(",", ";"))
+    _error(DataSpec(str(semi)), semi, "the header is one column, but it holds ';'")
 
 
 @pytest.mark.parametrize(("name", "separator", "shown"), [("semi.csv", ";", "';'"), ("tabs.csv", "\t", "tab"),
@@ -292,10 +315,10 @@ def test_x_and_y_of_different_lengths(tmp_path: Path) -> None:
 def test_classes_in_validation_or_test_but_not_in_training_are_named(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, X_train=np.ones((20, 2)), y_train=np.arange(20) % 2, X_val=np.ones((10, 2)), y_val=np.arange(10) % 5)
-    _error(DataSpec(str(path)), path, "classes 2, 3, 4 appear in the validation split but not in training")
+    _error(DataSpec(str(path)), path, "classes '2', '3', '4' appear in the validation split but not in training")
     np.savez(path, X_train=np.ones((20, 2)), y_train=np.array(["a", "b"] * 10),
              X_test=np.ones((3, 2)), y_test=np.array(["a", "b", "zebra"]))
-    _error(DataSpec(str(path)), path, "class zebra appears in the test split but not in training")
+    _error(DataSpec(str(path)), path, "class 'zebra' appears in the test split but not in training")
 
 
 def test_a_class_with_fewer_samples_than_the_split_needs(tmp_path: Path) -> None:
@@ -548,5 +571,5 @@ def test_a_short_row_in_a_table_scored_with_an_id_column_is_a_data_error(tmp_pat
     assert str(err.value) == f"{table}: row 2 (line 3) has 2 fields but the header has 3"
     whole = tmp_path / "ok.csv"
     whole.write_text("a,b,id\n1,2,x1\n\n3,4,x2\n")
-    X, labels, ids, _ = read_inputs(whole, label_names=("0", "1"), features=("a", "b"), id_column="id")
+    X, labels, ids, *_ = read_inputs(whole, label_names=("0", "1"), features=("a", "b"), id_column="id")
     assert (X.tolist(), labels, ids) == ([[1.0, 2.0], [3.0, 4.0]], None, ["x1", "x2"])

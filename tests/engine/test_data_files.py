@@ -228,6 +228,26 @@ def test_tsv_with_a_named_numeric_label_column_in_the_middle(tmp_path: Path) -> 
     assert np.array_equal(X[:, 1], -X[:, 0])  # the label column is not a feature
 
 
+def test_a_trailing_comma_on_every_line_adds_no_column(tmp_path: Path) -> None:
+    from engine.formats import table_columns
+
+    # the unnamed last column was the label column, and every row's label was refused as empty
+    path = tmp_path / "t.csv"
+    path.write_text("x,port,label,\r\n" + "".join(f"{i},{'SCQ'[i % 3]},{'ab'[i % 2]},\r\n" for i in range(20)))
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.label_names == ("a", "b") and ds.feature_names == ("x", "port=C", "port=Q", "port=S")
+    assert table_columns(path, ",", None) == (("x", "port"), "label")
+    X, labels, *_ = read_inputs(path, label_names=ds.label_names, features=("x", "port"), label_column="label",
+                                encoding=ds.encoding)
+    assert X.shape == (20, 4) and labels[:3] == ["a", "b", "a"]
+    # a value under no name is not dropped unseen
+    path.write_text("x,label,\n1,a,\n2,b,7\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: row 2 (line 3) has a value in column 3, which the header leaves unnamed; name "
+                              "it in the header")
+
+
 @pytest.mark.parametrize(("loader", "classes", "features", "counts"), [
     ("load_wine", 3, 13, [59, 71, 48]),
     ("load_breast_cancer", 2, 30, [212, 357]),

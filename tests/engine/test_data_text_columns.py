@@ -88,17 +88,25 @@ def test_text_columns_that_are_ids_or_too_many_categories_are_refused(tmp_path: 
                               "--ignore-column zip, or merge its values into fewer")
 
 
-def test_a_column_of_text_with_a_number_in_a_later_read_is_refused(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("chunk", [4, 10_000])
+def test_a_number_among_text_is_a_category_and_text_among_more_numbers_is_refused(tmp_path: Path, monkeypatch,
+                                                                                   chunk: int) -> None:
     from engine import formats
 
-    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", 4)
+    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", chunk)  # 4: the '7' and the '1' are met in a later read
     path = tmp_path / "mixed.csv"
-    path.write_text("size,x,label\n" + "".join(f"{'7' if i == 9 else 'SML'[i % 3]},{i},{'ab'[i % 2]}\n"
-                                               for i in range(20)))
+    path.write_text("size,colour,x,label\n" + "".join(
+        f"{'7' if i == 9 else 'SML'[i % 3]},{('red', 'blue', '1')[i % 3] if i > 4 else 'red'},{i},{'ab'[i % 2]}\n"
+        for i in range(20)))
+    ds = load_dataset(DataSpec(str(path)))
+    assert ds.encoding.categories == (("7", "L", "M", "S"), ("1", "blue", "red"), None)
+    # Pclass with a typo: more of its values are numbers (1, 2, 3) than text (x)
+    path.write_text("Pclass,x,label\n" + "".join(f"{'x' if i == 9 else 1 + i % 3},{i},{'ab'[i % 2]}\n"
+                                                  for i in range(20)))
     with pytest.raises(DataError) as err:
         load_dataset(DataSpec(str(path)))
-    assert str(err.value) == (f"{path}: row 10 (line 11) column 'size': '7' is a number, but the column holds text "
-                              "('S' in row 1 (line 2))")
+    assert str(err.value) == (f"{path}: row 10 (line 11) column 'Pclass': 'x' is not a number; other rows hold "
+                              "numbers: correct it, or leave the column out with --ignore-column Pclass")
 
 
 def test_missing_is_mean_or_drop_and_applies_to_tables_only() -> None:
@@ -118,7 +126,7 @@ def test_a_saved_model_keeps_the_encoding_and_scores_new_rows_with_it(tmp_path: 
     assert saved.encoding.as_dict() == ds.encoding.as_dict()
     new = tmp_path / "new.csv"
     new.write_text("colour,x\nblue,1\nviolet,\n?,3\n")
-    X, labels, ids, unseen = read_inputs(new, label_names=saved.label_names, features=saved.features,
+    X, labels, ids, unseen, _ = read_inputs(new, label_names=saved.label_names, features=saved.features,
                                          label_column="label", encoding=saved.encoding)
     mode = 1 + ("blue", "green", "red").index(ds.encoding.fill[1])
     expected = np.zeros((3, 4), dtype=np.float32)
@@ -227,3 +235,82 @@ def test_every_column_that_cannot_be_trained_on_is_named_at_once(tmp_path: Path)
         "values (more than 100 categories); leave them out with --ignore-column Name --ignore-column Ticket "
         "--ignore-column Cabin")
     assert load_dataset(DataSpec(str(path), ignore_columns=("Name", "Ticket", "Cabin"))).input_dim == 1
+
+
+def test_none_and_null_are_a_category_in_a_column_of_text_and_a_missing_value_among_numbers(tmp_path: Path) -> None:
+    from engine.data import describe_dataset
+
+    # a discount of None, Low or High is three categories; a price of None or null is missing, as is a discount NA
+    path = tmp_path / "shop.csv"
+    path.write_text("price,discount,bought\n" + "".join(
+        f"{'None' if i == 5 else 'null' if i == 8 else i},{'NA' if i == 13 else ('None', 'Low', 'High')[i % 3]},"
+        f"{'yn'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: row 6 (line 7) column 'price' is 'None' (a missing value); rows 9 (line 10), "
+                              "14 (line 15) have one too: fill them in or delete those rows, or train with --missing "
+                              "mean (fill in the training split's mean) or --missing drop")
+    ds = load_dataset(DataSpec(str(path), missing="mean"))
+    assert ds.encoding.categories == (None, ("High", "Low", "None"))
+    assert ds.table_notes["cells_filled_per_column"] == {"price": 2, "discount": 1}
+    assert describe_dataset(DataSpec(str(path), missing="mean"), ds)["warnings"][0] == (
+        "text column 'discount' ('None'): in a column of text None and null are a category, a missing value only in a "
+        "column of numbers; empty those cells (or write NA) if they mean a missing value")
+    # new rows are read as training read them
+    new = tmp_path / "new.csv"
+    new.write_text("discount,price\nNone,null\nLow,7\n")
+    X, _, _, unseen, _ = read_inputs(new, label_names=ds.label_names, features=("price", "discount"),
+                                  encoding=ds.encoding)
+    np.testing.assert_array_equal(X, np.array([[ds.encoding.fill[0], 0, 0, 1], [7, 0, 1, 0]], dtype=np.float32))
+    assert unseen == {}
+    # a label null among numbers is missing (dropped with --missing), a label None among words a class
+    path.write_text("x,label\n" + "".join(f"{i},{'null' if i == 3 else i % 2}\n" for i in range(20)))
+    assert sum(load_dataset(DataSpec(str(path), missing="drop")).sizes.values()) == 19
+    path.write_text("x,label\n" + "".join(f"{i},{('None', 'Some')[i % 2]}\n" for i in range(20)))
+    assert load_dataset(DataSpec(str(path), missing="drop")).label_names == ("None", "Some")
+
+
+def test_a_new_category_differing_from_a_training_one_only_in_case_or_spaces_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("age,sex,city,survived\n" + "".join(
+        f"{i},{('male', 'female')[i % 2]},{('New York', 'Paris')[i % 2]},{i % 3 % 2}\n" for i in range(30)))
+    ds = load_dataset(DataSpec(str(path)))
+    new = tmp_path / "new.csv"
+    new.write_text("age,sex,city\n1,Male,Paris\n2,male ,New  york\n3,FEMALE,Lyon\n4,other,paris\n5,Male,Paris\n")
+    X, _, _, unseen, near = read_inputs(new, label_names=ds.label_names, features=("age", "sex", "city"),
+                                        encoding=ds.encoding)
+    # the encoding is as before: each of them all zeros ('male ' is 'male', its spaces around it cut)
+    np.testing.assert_array_equal(X[:, 1:], np.array([[0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0],
+                                                      [0, 0, 0, 1]], dtype=np.float32))
+    assert unseen == {"sex": 4, "city": 3}
+    assert near == {"sex": {"FEMALE": "female", "Male": "male"}, "city": {"New  york": "New York", "paris": "Paris"}}
+
+
+def test_numbers_written_with_a_comma_are_refused_not_read_as_categories(tmp_path: Path) -> None:
+    # a European TSV's 0,5 1,0 1,5 were one-hot encoded as three categories
+    path = tmp_path / "eu.tsv"
+    path.write_text("dose\tlabel\n" + "".join(f"{('0,5', '1,0', '1,5')[i % 3]}\t{'ab'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: column 'dose' holds numbers written with a comma ('0,5' in row 1 (line 2), "
+                              "...), a decimal comma or a thousands separator; save them with a decimal point and no "
+                              "separator (3.5, 1023)")
+    path = tmp_path / "fares.csv"  # a spreadsheet's 1,023 quoted, beside 999
+    path.write_text("fare,port,label\n" + "".join(f"{'999' if i % 4 else chr(34) + f'1,{i:03d}' + chr(34)},"
+                                                  f"{'SCQ'[i % 3]},{'ab'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(DataError, match="column 'fare' holds numbers written with a comma \\('1,000' in row 1"):
+        load_dataset(DataSpec(str(path)))
+
+
+def test_text_after_a_read_of_numbers_alone_is_refused_not_read_as_codes(tmp_path: Path, monkeypatch) -> None:
+    from engine import formats
+
+    monkeypatch.setattr(formats, "CSV_CHUNK_ROWS", 4)
+    # the 1s of the first reads (numbers alone, read at once) became code 1, the category 'blue' of the later reads
+    path = tmp_path / "late.csv"
+    path.write_text("x,colour,label\n" + "".join(f"{i},{'1' if i < 8 else ('red', 'blue')[i % 2]},{'ab'[i % 2]}\n"
+                                                 for i in range(20)))
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path)))
+    assert str(err.value) == (f"{path}: row 9 (line 10) column 'colour': 'red' is not a number; other rows hold "
+                              "numbers: correct it, or leave the column out with --ignore-column colour")

@@ -363,8 +363,8 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
     assert lines[0] == f"{tmp_path / 'colours.csv'} (csv): 104 train, 23 val, 23 test; 6 features"
     fill = json.loads(run_cli("data", "--data", "colours.csv", "--missing", "mean", "--json").stdout)["table"]["fill"]
     assert lines[2:6] == [
-        "text column 'colour': one-hot, 3 categories of the training split (blue, green, red) -> 3 features",
-        "text column 'shade': one-hot, 2 categories of the training split (dark, light) -> 2 features",
+        "text column 'colour': one-hot, 3 categories of the training split ('blue', 'green', 'red') -> 3 features",
+        "text column 'shade': one-hot, 2 categories of the training split ('dark', 'light') -> 2 features",
         f"--missing mean: 18 missing cells filled (colour 6 with {fill['colour']!r}, x 12 with {fill['x']:.4g}), 0 "
         "rows without a label dropped",
         "preprocessing: standardize, fitted on the training split (--preprocess NAME to choose)"]
@@ -388,6 +388,34 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
     text = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv")
     assert text.stderr.startswith("5 samples scored with model.npz; 1 cell of a category training never saw "
                                   "(colour 1), encoded as all zeros; accuracy ")
+
+
+def test_a_new_category_differing_only_in_case_from_a_training_one_is_named(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    (tmp_path / "people.csv").write_text("age,sex,survived\n" + "".join(
+        f"{i % 9},{('male', 'female')[i % 2]},{i % 3 % 2}\n" for i in range(40)))
+    assert run_cli("train", "--data", "people.csv", "--epochs", "1", "--batch-size", "10", "--save",
+                   "model.npz").exit_code == 0
+    (tmp_path / "new.csv").write_text("age,sex\n1,Male\n2,male\n3,FEMALE\n4,other\n")
+    scored = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv")
+    assert scored.exit_code == 0, scored.output
+    assert " ".join(scored.stderr.split()).startswith(  # wrapped at 200 columns
+        "4 samples scored with model.npz; 3 cells of a category training never saw (sex 3), encoded as all zeros; sex "
+        "'Male' (training has 'male'), sex 'FEMALE' (training has 'female'): categories are matched exactly, in case "
+        "and spaces too")
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--json").stdout)
+    assert out["unseen"] == {"sex": 3} and out["unseen_near"] == {"sex": {"FEMALE": "female", "Male": "male"}}
+
+
+def test_categories_are_quoted_as_one_may_hold_a_comma(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    cities = ('"Paris, FR"', '"Lyon, FR"', "Nice")  # was (Lyon, FR, Nice, Paris, FR): five cities or three?
+    (tmp_path / "cities.csv").write_text("x,city,label\n" + "".join(f"{i % 7},{cities[i % 3]},{'ab'[i % 2]}\n"
+                                                                    for i in range(60)))
+    described = run_cli("data", "--data", "cities.csv")
+    assert described.exit_code == 0, described.output
+    assert described.stdout.splitlines()[2] == ("text column 'city': one-hot, 3 categories of the training split "
+                                                "('Lyon, FR', 'Nice', 'Paris, FR') -> 3 features")
 
 
 def test_a_model_trained_without_filling_refuses_a_missing_cell_and_bad_options_exit_2(run_cli, tmp_path):
@@ -426,7 +454,7 @@ def test_search_data_counts_the_cells_of_a_category_training_never_saw(run_cli, 
     for seed in range(20):
         lines = run_cli("data", "--data", "colours.csv", "--missing", "mean", "--seed", str(seed)).stdout.splitlines()
         said[any("purple" in line for line in lines)] = lines
-    assert "(blue, green, purple, red) -> 4 features" in said[True][2]  # purple in the training split
+    assert "('blue', 'green', 'purple', 'red') -> 4 features" in said[True][2]  # purple in the training split
     held_out = [line for line in said[False] if "never saw" in line]
     assert held_out in (["val: 1 cell of a category training never saw (colour 1), encoded as all zeros"],
                         ["test: 1 cell of a category training never saw (colour 1), encoded as all zeros"])

@@ -764,9 +764,9 @@ def test_a_column_named_in_other_case_is_said_to_be_matched_exactly(run_cli, win
     (tmp_path / "cased.csv").write_text(text[0].replace("proline", "Proline").replace("alcohol", "ALCOHOL") + "\n"
                                         + text[1])
     line = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "cased.csv"))
-    assert line == ("error: cased.csv: no column 'alcohol', 'proline'; the model reads 13 columns by name (alcohol, "
-                    "malic_acid, ash, alcalinity_of_ash, magnesium, ...); names are matched exactly, in case too: "
-                    "'ALCOHOL' is not 'alcohol', 'Proline' is not 'proline'")
+    assert line == ("error: cased.csv: no column 'alcohol', 'proline'; the model reads 13 columns by name ('alcohol', "
+                    "'malic_acid', 'ash', 'alcalinity_of_ash', 'magnesium', ...); names are matched exactly, in case "
+                    "too: 'ALCOHOL' is not 'alcohol', 'Proline' is not 'proline'")
 
 
 def test_out_dash_is_stdout(run_cli, wine_csv, tmp_path):
