@@ -30,11 +30,12 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
 MEMORY_FRACTION = 0.5  # refuse data whose arrays would take more than this share of the available memory
 CSV_CHUNK_ROWS = 10_000
-# cells that spreadsheets, R and pandas write for a missing value, in any column (pandas' na_values without its NaN
-# spellings, which parse as numbers, and with the '?' of UCI's files)
+# cells that spreadsheets, R and pandas write for a missing value, in any column (pandas' na_values, and the '?' of
+# UCI's files)
 MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "?"})
-# a missing value in a column of numbers only: in a column of text they are words, a category (a discount of None)
-MISSING_NUMBERS = frozenset({"none", "null"})
+# a missing value in a column of numbers only (NumPy's savetxt and str() write nan): in a column of text they are
+# words, a category (a discount of None)
+MISSING_NUMBERS = frozenset({"none", "null", "nan"})
 HASH_CHUNK = 1 << 20
 MAX_CATEGORIES = 100  # a column of text with more values than this is refused, not one-hot encoded
 
@@ -547,7 +548,7 @@ def _parse_rows(
             text.numeric.update(range(len(names)))  # text in a later read is among numbers, not a column of text
         except ValueError:
             pass
-    if X is None:
+    if X is None or np.isnan(X).any():  # a nan cell is a missing value: read cell by cell, which names it
         X = _parse_cells(path, cells, lines, names, first_row, text)
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32)
@@ -623,7 +624,7 @@ def _parse_cells(path: Path, cells: list[list[str]], lines: list[int], names: tu
 
 def _is_missing(cell: str, text: bool = False) -> bool:
     """Whether a CSV cell stands for a missing value: empty, or as spreadsheets, R and pandas write one (NA, ?); in a
-    column of numbers (not ``text``) None and null too."""
+    column of numbers (not ``text``) None, null and NaN too."""
     word = cell.strip().lower()
     return not word or word in MISSING_CELLS or (not text and word in MISSING_NUMBERS)
 

@@ -98,9 +98,18 @@ def test_npz_with_samples_but_no_features_says_no_features(tmp_path: Path) -> No
     _error(DataSpec(str(path)), path, "X_val has no samples (shape (0, 2))")
 
 
-def test_nan_in_csv_names_row_and_column(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "nan.csv", "a,b,label\n" + _good_rows(5) + "5,nan,a\n" + _good_rows(6))
+def test_inf_in_csv_names_row_and_column(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "inf.csv", "a,b,label\n" + _good_rows(5) + "5,-inf,a\n" + _good_rows(6))
     _error(DataSpec(str(path)), path, "row 6 (line 7) column 'b'", "NaN or infinite")
+
+
+def test_nan_in_csv_is_a_missing_value(tmp_path: Path) -> None:
+    # NumPy's savetxt writes a missing value as nan: refused as missing, naming --missing, and filled with it
+    rows = "".join(f"{i},{'nan' if i == 5 else i % 3},{'ab'[i % 2]}\n" for i in range(12))
+    path = _csv(tmp_path / "nan.csv", "a,b,label\n" + rows)
+    _error(DataSpec(str(path)), path, "row 6 (line 7) column 'b'", "(a missing value)", "--missing")
+    ds = load_dataset(DataSpec(str(path), missing="mean", val_size=2, test_size=2))
+    assert np.isfinite(ds.X_train).all() and ds.X_train.shape[0] + ds.X_val.shape[0] + ds.X_test.shape[0] == 12
 
 
 def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
