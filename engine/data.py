@@ -750,9 +750,28 @@ def missing_word_warning(ds: Dataset) -> str | None:
              for cat in cats or () if cat.lower() in MISSING_NUMBERS]
     if not found:
         return None
-    return (f"{'text columns' if len(found) > 1 else 'text column'} {', '.join(found)}: in a column of text None and "
-            "null are a category, a missing value only in a column of numbers; empty those cells (or write NA) if "
-            "they mean a missing value")
+    return (f"{'text columns' if len(found) > 1 else 'text column'} {', '.join(found)}: in a column of text None, "
+            "null and nan are a category, a missing value only in a column of numbers; empty those cells (or write NA) "
+            "if they mean a missing value")
+
+
+def case_variant_warning(ds: Dataset) -> str | None:
+    """The warning that a text column (or the label) holds names that differ only in case ('male', 'Male'), which are
+    different categories (classes), or None."""
+    columns = list(zip(ds.encoding.columns, ds.encoding.categories)) if ds.encoding is not None else []
+    if ds.feature_names is not None and ds.label_names is not None:
+        columns.append(("the label", ds.label_names))
+    found = []
+    for name, names in columns:
+        alike: dict[str, list[str]] = {}
+        for category in names or ():
+            alike.setdefault(category.casefold(), []).append(category)
+        found += [f"{name if name == 'the label' else repr(name)} ({', '.join(map(repr, same))})"
+                  for same in alike.values() if len(same) > 1]
+    if not found:
+        return None
+    return (f"{', '.join(found)}: names that differ only in case are told apart (as different categories or "
+            "classes); write them alike where they mean the same")
 
 
 def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardized: bool = False) -> dict[str, Any]:
@@ -767,7 +786,8 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     scales = None if standardized else scale_warning(ds, std)
     if scales is not None:
         warnings.append(scales)
-    for warning in (id_column_warning(ds), missing_label_warning(ds), missing_word_warning(ds)):
+    for warning in (id_column_warning(ds), missing_label_warning(ds), missing_word_warning(ds),
+                    case_variant_warning(ds)):
         if warning is not None:
             warnings.append(warning)
     if ds.image_shape is None and (std == 0).any():

@@ -386,6 +386,18 @@ def test_describe_counts_ranges_and_warnings(tmp_path: Path) -> None:
     assert clean["warnings"] == [] and clean["image_shape"] == [1, 8, 8] and clean["samples"]["train"] == 1257
 
 
+def test_describe_warns_of_names_that_differ_only_in_case(tmp_path: Path) -> None:
+    # 'male' and 'Male' are two categories (two classes for 'yes' and 'Yes'): most often one thing typed two ways
+    rows = [[i % 5, ("male", "Male", "female")[i % 3], ("yes", "Yes", "no")[i % 3]] for i in range(60)]
+    info = describe_dataset(DataSpec(str(_write_csv(tmp_path / "case.csv", ["x", "sex", "label"], rows))))
+    assert info["warnings"] == ["'sex' ('Male', 'male'), the label ('Yes', 'yes'): names that differ only in case are "
+                                "told apart (as different categories or classes); write them alike where they mean "
+                                "the same"]
+    rows = [[i % 5, ("male", "female")[i % 2], ("yes", "no")[i % 3 == 0]] for i in range(60)]
+    assert describe_dataset(DataSpec(str(_write_csv(tmp_path / "same.csv", ["x", "sex", "label"], rows))))[
+        "warnings"] == []
+
+
 def test_describe_warns_of_a_column_that_numbers_the_rows(tmp_path: Path) -> None:
     # an id column is read as one more feature; in a file sorted by class it even predicts the class
     X, y = _blobs(20, 3, 2, seed=0)
