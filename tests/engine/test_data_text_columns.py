@@ -254,8 +254,8 @@ def test_none_and_null_are_a_category_in_a_column_of_text_and_a_missing_value_am
     assert ds.encoding.categories == (None, ("High", "Low", "None"))
     assert ds.table_notes["cells_filled_per_column"] == {"price": 2, "discount": 1}
     assert describe_dataset(DataSpec(str(path), missing="mean"), ds)["warnings"][0] == (
-        "text column 'discount' ('None'): in a column of text None and null are a category, a missing value only in a "
-        "column of numbers; empty those cells (or write NA) if they mean a missing value")
+        "text column 'discount' ('None'): in a column of text None, null and nan are a category, a missing value only "
+        "in a column of numbers; empty those cells (or write NA) if they mean a missing value")
     # new rows are read as training read them
     new = tmp_path / "new.csv"
     new.write_text("discount,price\nNone,null\nLow,7\n")
