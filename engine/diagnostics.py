@@ -417,7 +417,7 @@ def diagnose(
         labels.append("saturated_units")
     if math.isfinite(initial_data_loss) and abs(initial_data_loss - expected_initial_loss) > t.initial_loss_tolerance:
         labels.append("bad_initial_loss")
-    if not labels and train_acc < t.train_acc_underfit and _still_learning(curves):
+    if not labels and train_acc < t.train_acc_underfit and still_falling(curves):
         labels.append("still_learning")  # far from the training set learned, and no sign yet that it levels off
     numbers = {
         "loss_change": _num(change), "reg_share": _num(reg_share), "reg_change": _num(reg_change),
@@ -473,8 +473,9 @@ def _val_peak(train: Sequence[float], val: Sequence[float], n_val: int | None,
             "train_rise": rise, "val_fell": drop > limit and rise >= 0}
 
 
-def _still_learning(n: dict[str, object]) -> bool:
-    """Whether the stored numbers show a loss still falling steeply at the end (``late_fall``)."""
+def still_falling(n: dict[str, object]) -> bool:
+    """Whether a diagnosis's (stored) numbers show a loss still falling steeply at the end (``late_fall``): a run
+    that is still learning, whatever its labels."""
     fall, limit = n.get("late_loss_fall"), n.get("late_loss_limit")
     return isinstance(fall, (int, float)) and isinstance(limit, (int, float)) and fall > limit
 
@@ -542,7 +543,7 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             else f"train accuracy {_acc(n.get('train_acc'))}{_chance_text(n)}, train-val gap "
                  f"{_points(n.get('train_val_gap'))}: the training set is not learned; underfitting"
                  + (f", but {_late_fall_text(n)}: train longer first, then raise capacity or lower regularisation if "
-                    f"it levels off this low" if _still_learning(n) else ": raise capacity or lower regularisation")
+                    f"it levels off this low" if still_falling(n) else ": raise capacity or lower regularisation")
                  + _units_to_blame(diagnosis.labels)),
         "dead_units": lambda: f"dead units: {_per_layer(n.get('dead_fraction'), t.dead_fraction)} "
                               f"(> {t.dead_fraction:.0%} in a layer): a bad initialisation or a learning rate that "
