@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 
 from engine.data import Dataset
-from engine.diagnostics import Diagnosis, diagnose, expected_initial_loss, unit_stats
+from engine.diagnostics import Diagnosis, diagnose, expected_initial_loss, label_noise, unit_stats
 from engine.model import FullyConnectedNet
 from engine.trainer import Observer, TrainResult, train
 from search.config import RunConfig
@@ -169,6 +169,7 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
         samples=(min(len(dataset.y_train), config.train.train_acc_samples), len(dataset.y_val)),
         final_reg_loss=final_reg_loss, initial_reg_loss=initial_reg_loss,
         train_acc_history=result.train_acc_history, val_acc_history=result.val_acc_history,
+        label_noise=label_noise(model, dataset.X_train, dataset.y_train),
     )
 
 

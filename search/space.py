@@ -668,7 +668,9 @@ def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tupl
     - Most (>= 60 %) of the top trials ``overfitting``: reg's lower bound rises half way to the best's
       reg in its scale (or, reg not searched, the hidden width's upper bound falls to the best's).
     - Most of the top trials ``underfitting``: the hidden width's upper bound rises to twice the
-      best's (or, hidden not searched, reg's upper bound falls to the best's).
+      best's (or, hidden not searched, reg's upper bound falls to the best's). A trial ``underfitting`` and
+      ``still_learning`` too (its loss still falling steeply at the end) does not count: it needs more epochs, which
+      the next stage gives, not more capacity.
     """
     notes: list[str] = []
     best = ranked[0][0]
@@ -676,7 +678,8 @@ def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tupl
     majority = max(2, math.ceil(0.6 * len(leaders)))
 
     def count(label: str) -> int:
-        return sum(label in labels for _, labels in leaders)
+        return sum(label in labels and (label != "underfitting" or "still_learning" not in labels)
+                   for _, labels in leaders)
 
     lr = space.get("lr")
     if isinstance(lr, FloatRange) and not isinstance(lr, IntRange):
@@ -700,10 +703,16 @@ def use_diagnoses(space: Space, new: dict[str, Dimension], ranked: Sequence[tupl
     for label, first, second in (("overfitting", ("reg", "up"), ("hidden", "down")),
                                  ("underfitting", ("hidden", "up"), ("reg", "down"))):
         n = count(label)
-        if n < majority:
+        learning = sum({label, "still_learning"} <= labels for _, labels in leaders) if label == "underfitting" else 0
+        if n + learning < majority:
             continue
         for name, direction in (first, second):
             if name in new and not isinstance(new[name], Choice):
+                if n < majority:
+                    notes.append(f"{name}: diagnosis: {n + learning} of the top {len(leaders)} trials are {label}, "
+                                 f"but {learning} of them still learning (the loss still falling steeply at the end): "
+                                 f"more epochs, not more capacity; not moved")
+                    break
                 note = _push(new, name, best[name], direction)
                 if note:
                     notes.append(f"{name}: diagnosis: {n} of the top {len(leaders)} trials are {label}; {note}")

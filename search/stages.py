@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset
 from engine.errors import EngineError
-from engine.diagnostics import value_se
+from engine.diagnostics import still_falling, value_se
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
 from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
@@ -43,7 +43,7 @@ from search.space import (Choice, Dimension, FloatRange, IntRange, applies, desc
                           insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
 from studies.queries import names_message
-from studies.records import diagnosis_labels
+from studies.records import diagnosis_labels, trial_record
 from studies.budget import initialise_study, requeue_and_count, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
 
@@ -419,6 +419,17 @@ def promotion_stage(parent_study: optuna.Study, epochs: int | None, n: int) -> S
                    n_trials=len(points), run=run, seed=parent.seed + 500 + k, parent=parent.name, range_notes=(note,))
 
 
+def refinement_labels(trial: FrozenTrial) -> tuple[str, ...]:
+    """The trial's diagnosis labels as refinement reads them: an ``underfitting`` run whose loss was still falling
+    steeply at the end (its stored numbers) is ``still_learning`` too, and wants more epochs, not more capacity."""
+    labels = diagnosis_labels(trial)
+    numbers = trial_record(trial, "diagnosis_numbers", {})
+    if "underfitting" in labels and "still_learning" not in labels and isinstance(numbers, dict) \
+            and still_falling(numbers):
+        return (*labels, "still_learning")
+    return labels
+
+
 def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int | None,
                   n_trials: int | None, promoted: optuna.Study | None = None) -> Stage:
     """The next fine stage of a chain: ranges refined from the parent's completed trials, or, with ``promoted``
@@ -455,7 +466,7 @@ def refined_stage(parent_study: optuna.Study, top: int, edge: float, epochs: int
         found = insensitive_dimensions(parent.space, own, se) if se is not None else {}
         flat, se = {name: f"insensitive in {parent.name}: {evidence}" for name, evidence in found.items()}, None
     space, notes = refine_space(parent.space, [(t.params, t.value) for t in done], top=top, edge=edge,
-                                diagnoses=[diagnosis_labels(t) for t in done], value_se=se,
+                                diagnoses=[refinement_labels(t) for t in done], value_se=se,
                                 exploded=exploded, flat=flat, train_size=split_size(parent_study, "train"))
     if promoted is not None:
         notes.insert(0, f"ranked at {Stage.from_attrs(promoted.user_attrs).run.train.epochs} epochs by "

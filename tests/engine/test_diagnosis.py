@@ -458,3 +458,48 @@ def test_a_validation_curve_fallen_from_an_early_peak_while_train_rises_is_overf
         "train accuracy 0.9900 is 10.0 points above validation (> 5 points); validation accuracy peaked at 0.9300 in "
         "epoch 2 and fell 4.0 points by the end (> 2 points) while train accuracy rose 5.0 points to 0.9900: "
         "overfitting; stop near epoch 2 or raise regularisation"]
+
+
+def _noisy_spiral_run(hidden: int, flip: float = 0.2):
+    """A net of ``hidden`` units trained 300 epochs on the spiral (700 train, 200 val) with ``flip`` of its labels
+    flipped at random to another class, and diagnosed with its label-noise reading."""
+    from engine.data import make_spiral
+    from engine.diagnostics import label_noise
+    from engine.trainer import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    X, y = make_spiral(300, 3, rng)
+    flipped = rng.random(len(y)) < flip
+    y[flipped] = (y[flipped] + rng.integers(1, 3, flipped.sum())) % 3
+    order = rng.permutation(len(y))
+    Xt, yt, Xv, yv = X[order[:700]], y[order[:700]], X[order[700:]], y[order[700:]]
+    model = FullyConnectedNet(ModelConfig(hidden=(hidden,)), 2, 3, np.random.default_rng(0))
+    reg0 = model.reg_loss(1e-4)
+    res = train(model, TrainConfig(epochs=300, lr=1e-2, reg=1e-4, seed=0), Xt, yt, Xv, yv)
+    return diagnose(res.status, res.loss_history, res.train_acc, res.val_acc, res.initial_loss - reg0, math.log(3),
+                    unit_stats(model, Xv), chance=1 / 3, samples=(700, 200), final_reg_loss=model.reg_loss(1e-4),
+                    initial_reg_loss=reg0, train_acc_history=res.train_acc_history,
+                    val_acc_history=res.val_acc_history, label_noise=label_noise(model, Xt, yt))
+
+
+def test_a_run_at_the_ceiling_of_its_noisy_labels_is_not_underfitting():
+    # a fifth of the labels flipped: 100 units level off at train 0.77, validation 0.81, the loss flat; it was
+    # "underfitting: raise capacity", but it confidently contradicts three quarters of the labels it misses, and fits
+    # 93 % of the rest
+    at_ceiling = _noisy_spiral_run(100)
+    n = at_ceiling.numbers
+    assert at_ceiling.labels == ("healthy",)
+    assert (n["train_acc"], n["val_acc"], n["train_val_gap"]) == (0.7686, 0.805, -0.0364)
+    assert n["late_loss_fall"] < n["late_loss_limit"]
+    assert (n["contradicted_errors"], n["uncontradicted_acc"]) == (0.7542, 0.9314)
+    assert describe_diagnosis(at_ceiling)[0].endswith(
+        "train accuracy 0.7686 with no gap is the ceiling its labels allow, not too little capacity: it confidently "
+        "contradicts 75.4% of the labels it misses (their probability under 0.4 of its own answer's; >= 67% of them: "
+        "noisy or ambiguous labels), and fits 0.9314 of the other training samples (>= 0.9): more capacity would "
+        "only memorise those labels")
+    # 3 units on the same labels: errors at its boundary, and short of the rest: too little capacity still
+    small = _noisy_spiral_run(3)
+    assert small.labels == ("underfitting",)
+    assert (small.numbers["train_acc"], small.numbers["contradicted_errors"], small.numbers["uncontradicted_acc"]) == (
+        0.55, 0.1991, 0.603)
+    assert describe_diagnosis(small)[0].endswith("underfitting: raise capacity or lower regularisation")

@@ -334,3 +334,20 @@ def test_a_range_narrowed_by_a_sliver_shows_as_many_digits_as_tell_its_width_fro
     new, note = FloatRange(1e-4, 1e-1).refine("lr", [(0.05, 0.9), (1.2e-4, 0.8)], 5, 0.1, (1e-12, float("inf")))
     assert note == ("lr: best 0.05 is inside 0.0001:0.1; narrowed around the top 2 trials to 0.0001:0.0998 (2.999 of "
                     "3 decades)")
+
+
+def test_underfitting_top_trials_still_learning_leave_the_width_alone():
+    # the top 3 underfit; where 2 of them are still learning (loss still falling steeply), the remedy is more epochs
+    trials = [({"hidden": 60, "lr": 1e-3}, 0.8), ({"hidden": 50, "lr": 2e-3}, 0.79), ({"hidden": 40, "lr": 5e-4}, 0.78),
+              ({"hidden": 20, "lr": 1e-2}, 0.5)]
+    space = {"hidden": IntRange(10, 200), "lr": FloatRange(1e-4, 1e-1)}
+    levelled = [["underfitting"]] * 3 + [["healthy"]]
+    widened, notes = refine_space(space, trials, top=3, edge=0.1, diagnoses=levelled)
+    assert widened["hidden"] == IntRange(29, 120)
+    assert notes[-1] == ("hidden: diagnosis: 3 of the top 3 trials are underfitting; upper bound raised to 120 (twice "
+                         "the best's 60) for more capacity; new range 29:120:int")
+    learning = [["underfitting", "still_learning"]] * 2 + [["underfitting"], ["healthy"]]
+    kept, notes = refine_space(space, trials, top=3, edge=0.1, diagnoses=learning)
+    assert kept["hidden"] == IntRange(29, 81)  # narrowed around the top 3 only
+    assert notes[-1] == ("hidden: diagnosis: 3 of the top 3 trials are underfitting, but 2 of them still learning "
+                         "(the loss still falling steeply at the end): more epochs, not more capacity; not moved")

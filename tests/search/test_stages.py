@@ -654,3 +654,17 @@ def test_one_trial_of_a_large_stage_is_read_alone(url, monkeypatch):
     with pytest.raises(SearchError, match="^study one/coarse has no trial 2000: its trials are 0 to 1999$"):
         load_trial(storage, "one/coarse", 2_000)
     storage.engine.dispose()
+
+
+def test_refinement_reads_an_underfitting_trial_whose_loss_still_falls_as_still_learning():
+    def trial(labels, fall, where="system"):
+        numbers = {"late_loss_fall": fall, "late_loss_limit": 0.03}
+        attrs = {"diagnosis": labels} | ({"diagnosis_numbers": numbers} if where == "user" else {})
+        return optuna.trial.create_trial(value=0.8, params={}, distributions={}, user_attrs=attrs,
+                                         system_attrs={"diagnosis_numbers": numbers} if where == "system" else {})
+
+    assert stages_module.refinement_labels(trial(["underfitting"], 0.103)) == ("underfitting", "still_learning")
+    assert stages_module.refinement_labels(trial(["underfitting"], 0.103, "user")) == ("underfitting", "still_learning")
+    assert stages_module.refinement_labels(trial(["underfitting"], 0.019)) == ("underfitting",)  # levelled off
+    assert stages_module.refinement_labels(trial(["healthy"], 0.103)) == ("healthy",)
+    assert stages_module.refinement_labels(trial(["underfitting"], 0.103, "none")) == ("underfitting",)
