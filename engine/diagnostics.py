@@ -413,6 +413,8 @@ def diagnose(
     saturated = [s.saturated for s in layers]
     late_fall, late_limit = _late_fall(finite, t)
     curves = {"late_loss_fall": _num(late_fall), "late_loss_limit": _num(late_limit),
+              # the loss of the last tenth less its L2 term at the end: the data loss, to set against its first
+              "final_data_loss": _num(last - final_reg_loss), "initial_data_loss": _num(initial_data_loss),
               **_val_peak(train_acc_history, val_acc_history, samples[1] if samples else None, t)}
     # a loss that went up by more than "barely moved", in a run no explosion test stopped
     rose = math.isfinite(change) and change < -t.loss_change_low and (len(finite) >= t.rose_min_iterations
@@ -450,7 +452,6 @@ def diagnose(
         "saturated_fraction": [round(s, 4) for s in saturated],
         # 3 significant digits: a collapsed layer's std is 3e-06
         "layer_std": [float(f"{s.std:.3g}") if math.isfinite(s.std) else None for s in layers],
-        "initial_data_loss": _num(initial_data_loss),
         "expected_initial_loss": round(expected_initial_loss, 4),
         **curves,
     }
@@ -534,11 +535,14 @@ def _val_peak(train: Sequence[float], val: Sequence[float], n_val: int | None,
             "train_rise": rise, "val_fell": drop > limit and rise >= 0}
 
 
-def still_falling(n: dict[str, object]) -> bool:
-    """Whether a diagnosis's (stored) numbers show a loss still falling steeply at the end (``late_fall``): a run
-    that is still learning, whatever its labels."""
+def still_falling(n: Mapping[str, object]) -> bool:
+    """Whether a diagnosis's (stored) numbers show a loss still falling steeply at the end (``late_fall``) while its
+    data part is below where it started: a run that is still learning, whatever its labels. Where the data loss has
+    not fallen (a run at chance under a strong L2 penalty), what falls is the penalty, as the weights decay."""
     fall, limit = n.get("late_loss_fall"), n.get("late_loss_limit")
-    return isinstance(fall, (int, float)) and isinstance(limit, (int, float)) and fall > limit
+    data, start = n.get("final_data_loss"), n.get("initial_data_loss")
+    learned = not isinstance(data, (int, float)) or not isinstance(start, (int, float)) or data < start
+    return isinstance(fall, (int, float)) and isinstance(limit, (int, float)) and fall > limit and learned
 
 
 def _penalty_moved(reg_change: float | None, t: DiagnosisThresholds) -> bool:

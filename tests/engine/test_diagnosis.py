@@ -431,6 +431,23 @@ def test_an_underfitting_run_whose_loss_still_falls_is_told_to_train_longer_not_
         "capacity or lower regularisation"]
 
 
+def test_a_loss_that_falls_as_a_strong_penalty_decays_at_chance_is_not_still_learning():
+    # digits, lr 0.174, reg 6.02, 178 units, 3 epochs: the loss fell from 1070 (almost all L2) to 2.59 and still fell
+    # 19.5 % a tenth at the end, yet train accuracy stayed at chance: the weights decay, the net does not learn, and
+    # "train longer first" sent the student the wrong way (the remedy is less regularisation)
+    loss = list(2.38 + 1067.0 * np.exp(-np.arange(75) / 9))
+    d = _run(loss=loss, train=0.106, val=0.089, chance=0.109, reg_loss=0.21, initial=2.3015, initial_reg_loss=1067.0)
+    assert d.numbers["late_loss_fall"] > d.numbers["late_loss_limit"]  # the loss does still fall
+    assert d.numbers["final_data_loss"] == pytest.approx(np.mean(loss[-7:]) - 0.21, abs=1e-4)
+    assert d.numbers["final_data_loss"] > d.numbers["initial_data_loss"] == 2.3015
+    assert d.labels == ("underfitting",)
+    assert describe_diagnosis(d)[0].endswith("underfitting: raise capacity or lower regularisation")
+    # the same fall with a data loss below where it started is a net still learning
+    learning = _run(loss=_still_falling(LN10, 1.0), train=0.80, val=0.795, reg_loss=0.01)
+    assert learning.numbers["final_data_loss"] < learning.numbers["initial_data_loss"]
+    assert "train longer first" in describe_diagnosis(learning)[0]
+
+
 def _curves(train_hist, val_hist, n_val=1000):
     return diagnose("completed", _falling(LN10, 0.5), train_hist[-1], val_hist[-1], LN10, LN10, [],
                     samples=(1000, n_val), train_acc_history=train_hist, val_acc_history=val_hist)
