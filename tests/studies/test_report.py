@@ -1110,7 +1110,7 @@ def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_
     storage.engine.dispose()
     stages = ["coarse", "promote-1", "fine-1", "final"]
     seen = {}  # (plot, stage) -> colour
-    for name, fig in zip(report.images, figures):
+    for name, fig in zip([name for name in report.images for _ in ("wide", "phone")], figures):  # both layouts
         for ax in fig.axes:
             artists = [*ax.collections, *ax.lines, *ax.patches]
             for artist in artists:
@@ -1229,3 +1229,28 @@ def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
     optuna.load_study(study_name="auto/final", storage=url).set_user_attr("fine_stages_stopped", "--max-fine 1: ...")
     report = campaign_report(open_storage(url, create=False), "auto", images=False)
     assert f"{chain}. No further fine stage: --max-fine 1: ...." in render_markdown(report.summary)
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(png)).size
+
+
+def test_every_plot_has_a_phone_layout_with_its_panels_stacked(demo):
+    """Three stages' scatter panels side by side (1380 pixels) read on a 390-pixel phone only with pinch-zoom: each
+    plot is drawn again at most 460 pixels wide, panels one above the other, and report.html shows it on a narrow
+    screen."""
+    report, written, _ = demo
+    assert set(report.phone) == set(report.images) == REPORT_IMAGES
+    for name, png in report.images.items():
+        width, height = _png_size(report.phone[name])
+        assert width <= 460, (name, width)
+    assert _png_size(report.images["scatter"])[0] == 1380  # coarse, fine-1, grid: three 4.6-inch panels in a row
+    scatter, projection = _png_size(report.phone["scatter"]), _png_size(report.phone["projection"])
+    assert scatter == (460, 3 * 360) and projection == (460, 2 * 340)  # stages, dimensions (lr, reg) stacked
+    page = written["report.html"].read_text()
+    sources = re.findall(r"<picture><source media='\(max-width: 700px\)' srcset='data:image/png;base64,([^']+)'>"
+                         r"<img alt='[^']*' src='data:image/png;base64,([^']+)'></picture>", page)
+    assert [(base64.b64decode(p), base64.b64decode(d)) for p, d in sources] == [
+        (report.phone[name], report.images[name]) for name in report.images]
+    assert not any((written["report.html"].parent / f"{name}.png").read_bytes() == report.phone[name]
+                   for name in report.images)  # the files beside the page (report.md's) are the wide ones
