@@ -1097,15 +1097,30 @@ def _params_text(ps: dict[str, Any]) -> str:
     return " ".join(f"{k}={value_text(v)}" for k, v in ps.items()) or "-"
 
 
+def _n_trials(stage: dict[str, Any]) -> int:
+    """A stage's n_trials as ``search studies`` gives it: its budget (a failed trial's copy runs in its place, so
+    its fail count comes on top), or its trials where no stage command stored one."""
+    return stage["budget"] if isinstance(stage.get("budget"), int) else stage["counts"]["trials"]
+
+
+# the stage table's columns: those `search studies` also shows under the same names (n_trials, complete, pruned,
+# fail, best_value); and what each means, for report.md and report.html
+_STAGE_TEXT = ("n_trials: the stage's budget (a failed trial is re-run, so fail comes on top), as `search studies` "
+               "counts it; pruned: stopped early, because the loss exploded or went NaN or by the scheduler; "
+               "best_value and median_value: of the completed trials' values (validation accuracy at a run's last "
+               "epoch); trials to within 1 pt: "
+               "trials in order until one came within 0.01 of the stage's best_value.")
+
+
 def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["stage", "sampler", "trials", "complete", "pruned (exploded/nan/scheduler)", "failed", "best", "median",
-            "trials to within 1 pt"]
+    head = ["stage", "sampler", "n_trials", "complete", "pruned (exploded/nan/scheduler)", "fail", "best_value",
+            "median_value", "trials to within 1 pt"]
     rows = []
     for s in summary["stages"]:
         c = s["counts"]
         scheduler = s.get("scheduler")  # the one that pruned the trials counted under scheduler
         sampler = str(s["sampler"] or "-") + (f", {scheduler} scheduler" if scheduler not in (None, "none") else "")
-        rows.append([s["stage"], sampler, _count(c["trials"]), _count(c["complete"]),
+        rows.append([s["stage"], sampler, _count(_n_trials(s)), _count(c["complete"]),
                      f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,}/{c['pruned_other']:,})",
                      _count(c["fail"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
@@ -1137,13 +1152,13 @@ def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _budget_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["stage", "trials", "epochs per trial", "epochs run", "training s", "s per epoch", "pruning saved"]
+    head = ["stage", "n_trials", "epochs per trial", "epochs run", "training s", "s per epoch", "pruning saved"]
     rows = []
     for s in summary["stages"]:
         b, p = s["spent"], s["pruning"]
         saved = ("-" if p["iterations_saved"] is None
                  else f"{p['iterations_saved']:,} iters, {seconds_text(p['seconds_saved'])} s")
-        rows.append([s["stage"], _count(b["trials"]), str(b["epochs_per_trial"] or "-"), _epochs(b["epochs_run"]),
+        rows.append([s["stage"], _count(_n_trials(s)), str(b["epochs_per_trial"] or "-"), _epochs(b["epochs_run"]),
                      seconds_text(b["training_seconds"]), "-" if b["seconds_per_epoch"] is None
                      else f"{b['seconds_per_epoch']:.3g}", saved])
     return head, rows
@@ -1205,7 +1220,7 @@ _DIAGNOSIS_TEXT = ("Trials per diagnosis label in each stage (a trial with two l
 
 
 def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    head = ["", "trials", "complete", "pruned", "best", "median",
+    head = ["", "trials", "complete", "pruned", "best_value", "median_value",
             *(f"distinct {p}" for p in params), "trials to within 1 pt", "training s"]
     rows = []
     for side in ("random", "grid"):
@@ -1299,7 +1314,7 @@ def _chain_text(summary: dict[str, Any]) -> str:
     def plural(n: Any, word: str) -> str:
         return f"{_count(n) if isinstance(n, int) else n or '-'} {word}{'' if n == 1 else 's'}"
 
-    steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(s['counts']['trials'], 'trial')} of "
+    steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(_n_trials(s), 'trial')} of "
              f"{plural(s['epochs'], 'epoch')})" for s in summary["stages"] if s["sampler"] != "grid"]
     retrained = summary["chosen"].get("retrained")
     if retrained:
@@ -1367,7 +1382,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if summary.get("chosen"):
         out += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), "",
                 _chain_text(summary), ""]
-    out += ["## Stages", "", _md_table(*_stage_rows(summary)), ""]
+    out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", _STAGE_TEXT, ""]
     unfinished = _unfinished_notes(summary)
     if unfinished:
         out += [*(f"- {note}" for note in unfinished), ""]
@@ -1430,7 +1445,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes], phone: dict[s
         parts += ["<h2 id='chosen'>Chosen configuration</h2>",
                   f"<p>{_inline_code(_chosen_text(summary['chosen'], summary.get('storage')))}</p>",
                   f"<p>{html.escape(_chain_text(summary))}</p>"]
-    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
+    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary)), f"<p>{_inline_code(_STAGE_TEXT)}</p>"]
     unfinished = _unfinished_notes(summary)
     if unfinished:
         parts.append("<ul>" + "".join(f"<li>{esc(note)}</li>" for note in unfinished) + "</ul>")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
-from studies.queries import trials_frame
+from studies.queries import list_studies, trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIONS, IMPORTANCE_MAX_TRIALS, StageInfo,
                             budget_numbers, campaign_report, chosen_configuration, diagnosis_examples, diagnosis_text,
                             first_finished, outcome, param_importance, pruning_savings, render_markdown, repeat_numbers,
@@ -102,9 +102,34 @@ def test_the_stage_table_counts_the_trials_a_scheduler_pruned(tmp_path):
     add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("scheduler", "asha")
     storage = open_storage(url, create=False)
     md = write_report(campaign_report(storage, "asha", images=False), tmp_path / "out")["report.md"].read_text()
-    assert "| stage | sampler | trials | complete | pruned (exploded/nan/scheduler) | failed |" in md
+    assert "| stage | sampler | n_trials | complete | pruned (exploded/nan/scheduler) | fail |" in md
     # which scheduler pruned them (search auto --fine-scheduler asha on wine: 35 of fine-1's 50, named nowhere)
     assert "| coarse | random, asha scheduler | 8 | 5 | 3 (1/0/2) | 0 |" in md
+
+
+def test_the_stage_table_names_and_counts_as_search_studies_does(tmp_path):
+    # the report said trials 8, failed 1, best 0.8600 where search studies said n_trials 7, fail 1, best_value 0.8600
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 7, iterations=100, points=[(1e-3, 1e-4)] * 7)
+    for k, spec in enumerate(specs):
+        spec["value"] = 0.8 + 0.01 * k
+    specs.append({"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                  "stop_reason": "error: MemoryError: out of memory"})
+    add_stage(url, "f", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 7)  # re-run
+    storage = open_storage(url, create=False)
+    row = list_studies(storage, "f").iloc[0]
+    written = write_report(campaign_report(storage, "f", images=False), tmp_path / "out")
+    storage.engine.dispose()
+    counts = (row["n_trials"], row["complete"], row["pruned"], row["fail"], round(row["best_value"], 4))
+    assert counts == (7, 7, 0, 1, 0.86)
+    md, page = written["report.md"].read_text(), written["report.html"].read_text()
+    assert ("| stage | sampler | n_trials | complete | pruned (exploded/nan/scheduler) | fail | best_value | "
+            "median_value | trials to within 1 pt |\n|---|---|---|---|---|---|---|---|---|\n"
+            "| coarse | random | 7 | 7 | 0 (0/0/0) | 1 | 0.8600 | 0.8300 | 6 |") in md
+    assert "| coarse | 7 | 2 |" in md  # the budget table: n_trials, epochs per trial
+    assert re.search(r"<th><span class='nw'>n_trials</span></th>.*<th><span class='nw'>fail</span></th>"
+                     r"<th><span class='nw'>best_value</span></th>", page)
+    assert "n_trials: the stage&#x27;s budget (a failed trial is re-run, so fail comes on top), as " in page
 
 
 def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
@@ -112,7 +137,7 @@ def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 3, iterations=100,
                         points=[(1e-3, 1e-4)] * 3)
-    add_stage(url, "cut", "coarse", COARSE_SPACE, specs, 2, "random", None)
+    add_stage(url, "cut", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 5)  # 3 run
     study = optuna.load_study(study_name="cut/coarse", storage=url)
     for _ in range(2):
         study.enqueue_trial({"lr": 1e-3, "reg": 1e-4}, skip_if_exists=False)
