@@ -928,7 +928,7 @@ def _label(row: Any, params: Sequence[str]) -> str:
     of the epoch where it stopped: 1.0000 beside an exploded loss)."""
     ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
     value = _num(row.get("value")) if row.get("state", "COMPLETE") == "COMPLETE" else None
-    return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.4f})" if value is not None else "")
+    return f"{row['stage']} #{int(row['number'])} {ps}" + (f" (value {value:.4f})" if value is not None else "")
 
 
 def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple[np.ndarray, list]:

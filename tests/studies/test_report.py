@@ -1100,7 +1100,7 @@ def test_a_curves_label_gives_its_value_to_four_decimals_as_the_tables_do():
     from studies.report import _label
 
     row = {"stage": "coarse", "number": 7, "param_lr": 0.0123, "param_reg": 1e-4, "value": 0.94301}
-    assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (0.9430)"
+    assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (value 0.9430)"  # "(0.9430)": of what?
     # an exploded run of wine read "coarse #4 lr=0.634 hidden=62 (1.0000)": the value of the epoch before it stopped
     assert _label({**row, "state": "PRUNED", "value": 1.0}, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001"
 
