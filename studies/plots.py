@@ -561,10 +561,11 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
         acc_ax.set_ylabel("accuracy", fontsize=8)
         acc_ax.set_title("accuracy per epoch", fontsize=9)
         for ax in (loss_ax, acc_ax):  # few ticks: most of such a figure's drawing time is spent on tick labels
-            ax.tick_params(labelsize=7)
+            ax.tick_params(which="both", labelsize=7)
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True, min_n_ticks=1))
-            if ax.get_yscale() == "log":
-                ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            if ax.get_yscale() == "log":  # minor ticks at 2 and 5 only: labelled where the axis spans under two
+                # decades, else a loss of 6,000 to 30,000 read off one label, 10^4
+                ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
             else:
                 ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
             ax.grid(alpha=0.3)

@@ -1279,3 +1279,20 @@ def test_every_plot_has_a_phone_layout_with_its_panels_stacked(demo):
         (report.phone[name], report.images[name]) for name in report.images]
     assert not any((written["report.html"].parent / f"{name}.png").read_bytes() == report.phone[name]
                    for name in report.images)  # the files beside the page (report.md's) are the wide ones
+
+
+def test_a_diagnosis_loss_axis_of_about_a_decade_has_more_than_one_label():
+    # an exploded run of digits' grid (loss 2,500 to 30,000, log axis) was read off one label, 10000
+    panels = plots.diagnosis_axes(1)
+    loss = [2500, 30000, 9000, 15000, 25000, 20000, 8000, 5500, 14000, 18000]
+    fig = plots.plot_diagnosis_examples(panels, [{"title": "lr_too_high", "loss": loss, "iterations": 10,
+                                                  "threshold": 3.0, "train_acc": [], "val_acc": []}])
+    ax = panels[0][0]
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    shown = [t for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+             if t.get_text() and low <= t.get_position()[1] <= high]
+    assert ax.get_yscale() == "log"
+    assert sorted((t.get_position()[1], t.get_text(), t.get_fontsize()) for t in shown) == [
+        (5000.0, "5000", 7.0), (10000.0, "10000", 7.0), (20000.0, "20000", 7.0)]
+    plots.plt.close(fig)
