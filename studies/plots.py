@@ -384,9 +384,10 @@ def plot_importance(axes: Sequence[Axes], stages: Sequence[tuple[str, dict[str, 
     return axes[0].figure
 
 
-def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
+def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]], legend_below: bool = False) -> Figure:
     """Every COMPLETE trial's value by trial number, stage after stage, with each stage's best so far; pruned and
-    failed trials along the bottom edge; the i-th stage in ``stage_colour(i)``."""
+    failed trials along the bottom edge; the i-th stage in ``stage_colour(i)``. The legend beside the axes, or
+    (``legend_below``, a figure for a phone's narrow screen) under them."""
     offset = 0
     unvalued: list[list[np.ndarray]] = [[], [], []]
     for i, (title, frame) in enumerate(stages):
@@ -411,8 +412,17 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]]) -> Figure
     handles, labels = ax.get_legend_handles_labels()
     best = Line2D([], [], color="grey", lw=1.5, label="line: the stage's best so far")  # each in its stage's colour
     # beside the axes: inside ("best") it hid the trials of a stage that filled the plot
-    ax.legend([*handles, best], [*labels, best.get_label()], fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _outside_legend(ax, [*handles, best], [*labels, best.get_label()], 8, legend_below)
     return ax.figure
+
+
+def _outside_legend(ax: Axes, handles: Sequence[Any], labels: Sequence[str], fontsize: float, below: bool) -> None:
+    """A legend outside the axes, where it covers no data: beside them, or under the figure in two columns (a
+    phone's narrow figure, where one beside would take half its width)."""
+    if below:
+        ax.figure.legend(handles, labels, fontsize=fontsize, loc="outside lower center", ncols=2, frameon=False)
+    else:
+        ax.legend(handles, labels, fontsize=fontsize, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def plot_ranges(
@@ -424,11 +434,13 @@ def plot_ranges(
     best: Sequence[tuple[str, float, float]] = (),
     dashed: Sequence[str] = (),
     colours: Sequence[Any] = (),
+    legend_below: bool = False,
 ) -> Figure:
     """Each stage's (label, (x_low, x_high), (y_low, y_high)) drawn as a rectangle, and best points as stars:
     the narrowing and widening from coarse to fine stages. Labels in ``dashed`` (e.g. a grid over the coarse
     range) get a dashed outline, so a rectangle on top of another still shows both. ``colours``: one per range
-    (default ``stage_colour(i)``), each stage's star in its rectangle's colour."""
+    (default ``stage_colour(i)``), each stage's star in its rectangle's colour; the legend beside the axes, or under
+    them (``legend_below``)."""
     colour_of: dict[str, Any] = {}
     xs: list[float] = []
     ys: list[float] = []
@@ -452,7 +464,7 @@ def plot_ranges(
     ax.set_xlabel(x + (" (log)" if log[0] else ""))  # as the other plots name a log axis
     ax.set_ylabel(y + (" (log)" if log[1] else ""))
     ax.set_title("searched ranges by stage", fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _outside_legend(ax, *ax.get_legend_handles_labels(), 7, legend_below)
     return ax.figure
 
 
@@ -549,10 +561,11 @@ def plot_diagnosis_examples(panels: Sequence[tuple[Axes, Axes]], examples: Seque
         acc_ax.set_ylabel("accuracy", fontsize=8)
         acc_ax.set_title("accuracy per epoch", fontsize=9)
         for ax in (loss_ax, acc_ax):  # few ticks: most of such a figure's drawing time is spent on tick labels
-            ax.tick_params(labelsize=7)
+            ax.tick_params(which="both", labelsize=7)
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True, min_n_ticks=1))
-            if ax.get_yscale() == "log":
-                ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            if ax.get_yscale() == "log":  # minor ticks at 2 and 5 only: labelled where the axis spans under two
+                # decades, else a loss of 6,000 to 30,000 read off one label, 10^4
+                ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
             else:
                 ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
             ax.grid(alpha=0.3)

@@ -78,6 +78,10 @@ REPORT_FILES = ("report.html", "report.md", "summary.json")
 IMPORTANCE_MAX_TRIALS = 200
 IMPORTANCE_TREES = 16
 IMPORTANCE_MIN_TRIALS = 8
+# a plot's phone layout is this many inches wide (at 100 dpi, 460 pixels shown ~360 wide: text at 3/4 of its size);
+# report.html shows it on a screen up to PHONE_MEDIA wide
+PHONE_INCHES = 4.6
+PHONE_MEDIA = "(max-width: 700px)"
 # the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
 DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
@@ -490,10 +494,13 @@ def space_text(space: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the report
 @dataclass
 class Report:
-    """A campaign's report: the numbers (``summary``, JSON-ready) and the images (name -> PNG bytes)."""
+    """A campaign's report: the numbers (``summary``, JSON-ready) and the images (name -> PNG bytes), each also in
+    its phone layout."""
 
     summary: dict[str, Any]
     images: dict[str, bytes] = field(default_factory=dict)
+    # the same plots laid out for a phone's screen (panels stacked, PHONE_INCHES wide): report.html shows them there
+    phone: dict[str, bytes] = field(default_factory=dict)
 
 
 def budget_numbers(epochs: Any, frame: pd.DataFrame) -> dict[str, Any]:
@@ -884,12 +891,14 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     }
     report = Report(summary)
     if images:
-        report.images = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs, repeats, say)
+        report.images, report.phone = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs,
+                                                       repeats, say)
         if not pairs:
             summary["captions"]["best_so_far"] = BEST_SO_FAR_STAGES
         if examples:
             say("plot diagnosis_examples.png")
             report.images["diagnosis_examples"] = _diagnosis_image(examples)
+            report.phone["diagnosis_examples"] = _diagnosis_image(examples, phone=True)
             summary["captions"]["diagnosis_examples"] = _diagnosis_caption(examples)
         summary["images"] = {name: f"{name}.png" for name in report.images}
     return report
@@ -900,12 +909,13 @@ def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
             + "; ".join(f"{ex['label']}: {DIAGNOSIS_MEANINGS.get(ex['label'], ex['label'])}" for ex in examples))
 
 
-def _diagnosis_image(examples: Sequence[dict[str, Any]]) -> bytes:
+def _diagnosis_image(examples: Sequence[dict[str, Any]], phone: bool = False) -> bytes:
     data = [{"title": f"{ex['label']}: {ex['text']}\n{ex['trial']}"
                       + (f" (value {ex['value']:.4f})" if ex["value"] is not None else f" ({str(ex['state']).lower()})"),
              "iterations": ex["iterations"], "threshold": 3.0 if ex["label"] == "lr_too_high" else None,
              **ex["curves"]} for ex in examples]
-    panels = plots.diagnosis_axes(len(data), cols=2)
+    panels = plots.diagnosis_axes(len(data), cols=1, size=(PHONE_INCHES, 2.8)) if phone else plots.diagnosis_axes(
+        len(data), cols=2)
     return plots.figure_png(plots.plot_diagnosis_examples(panels, data))
 
 
@@ -918,10 +928,11 @@ def _label(row: Any, params: Sequence[str]) -> str:
     of the epoch where it stopped: 1.0000 beside an exploded loss)."""
     ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
     value = _num(row.get("value")) if row.get("state", "COMPLETE") == "COMPLETE" else None
-    return f"{row['stage']} #{int(row['number'])} {ps}" + (f" ({value:.4f})" if value is not None else "")
+    return f"{row['stage']} #{int(row['number'])} {ps}" + (f" (value {value:.4f})" if value is not None else "")
 
 
 def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple[np.ndarray, list]:
+    """``n`` panels of ``size`` inches, ``max_cols`` a row (1: stacked, for a phone), on one new figure."""
     cols = max(1, min(max_cols, n))
     rows = max(1, math.ceil(n / cols))
     axes = plots.new_axes(rows, cols, size=size).ravel()
@@ -933,28 +944,40 @@ def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple
 def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[StageInfo], frame: pd.DataFrame,
                      by_study: dict[str, pd.DataFrame], dims: dict[str, Dim], order: Sequence[str],
                      stages: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
-                     repeats: dict[str, Any] | None, say: Callable[[str], None]) -> dict[str, bytes]:
+                     repeats: dict[str, Any] | None, say: Callable[[str], None],
+                     ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The plots (name -> PNG), and each again in its phone layout: panels stacked, legends under the axes, no
+    wider than ``PHONE_INCHES`` (three panels side by side read only with pinch-zoom on a phone's screen)."""
     images: dict[str, bytes] = {}
+    phone: dict[str, bytes] = {}
 
-    def render(name: str, figure: Any) -> bytes:  # drawing is quick, the PNG is the slow part
+    def render(name: str, draw: Callable[[bool], Any]) -> None:  # draw(phone) -> figure; the PNG is the slow part
         say(f"plot {name}.png")
-        return plots.figure_png(figure)
+        images[name] = plots.figure_png(draw(False))
+        phone[name] = plots.figure_png(draw(True))
+
+    def cols(narrow: bool) -> int:
+        return 1 if narrow else 3
+
+    def width(narrow: bool, inches: float) -> float:
+        return min(inches, PHONE_INCHES) if narrow else inches
 
     staged = [(i.stage, by_study[i.study]) for i in infos if i.study in by_study]
     colour = {stage: plots.stage_colour(k) for k, (stage, _) in enumerate(staged)}  # the one order every plot uses
     rated = [(s["stage"], s["importance"]["importance"]) for s in stages if s["importance"]["importance"]]
     if rated:
         bars = max(len(r) for _, r in rated)
-        _, used = _grid_of_axes(len(rated), (4.4, max(2.4, 0.9 + 0.4 * bars)))
-        images["importance"] = render("importance", plots.plot_importance(used, rated))
+        render("importance", lambda narrow: plots.plot_importance(
+            _grid_of_axes(len(rated), (4.4, max(2.4, 0.9 + 0.4 * bars)), cols(narrow))[1], rated))
     both = [(t, f) for t, f in staged if len(order) >= 2 and param_values(f, order[0]) and param_values(f, order[1])]
     if both:  # the stages that searched both dimensions
-        _, used = _grid_of_axes(len(both), (4.6, 3.6))
-        images["scatter"] = render("scatter", plots.plot_param_scatter(used, both, dims[order[0]], dims[order[1]]))
+        render("scatter", lambda narrow: plots.plot_param_scatter(
+            _grid_of_axes(len(both), (4.6, 3.6), cols(narrow))[1], both, dims[order[0]], dims[order[1]]))
     if dims:
-        _, used = _grid_of_axes(len(dims), (4.6, 3.4))
-        images["projection"] = render("projection", plots.plot_param_slices(used, staged, list(dims.values())))
-    images["history"] = render("history", plots.plot_history(plots.new_axes(1, 1, size=(9.0, 3.8))[0, 0], staged))
+        render("projection", lambda narrow: plots.plot_param_slices(
+            _grid_of_axes(len(dims), (4.6, 3.4), cols(narrow))[1], staged, list(dims.values())))
+    render("history", lambda narrow: plots.plot_history(
+        plots.new_axes(1, 1, size=(width(narrow, 9.0), 3.8))[0, 0], staged, legend_below=narrow))
     numeric = [n for n in order if dims[n].numeric][:2]
     if len(numeric) == 2:
         x, y = dims[numeric[0]], dims[numeric[1]]
@@ -968,12 +991,11 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
             if x.name in best_p and y.name in best_p:
                 stars.append((info.stage, float(best_p[x.name]), float(best_p[y.name])))
         if rects:
-            ax = plots.new_axes(1, 1, size=(7.0, 4.6))[0, 0]
-            images["ranges"] = render("ranges", plots.plot_ranges(ax, rects, x.name, y.name, (x.log, y.log), stars,
-                                                                  [i.stage for i in drawn if i.is_grid],
-                                                                  [colour.get(r[0]) for r in rects]))
-    say("plot loss_curves.png")
-    images["loss_curves"] = _loss_curve_image(storage, frame, order)
+            render("ranges", lambda narrow: plots.plot_ranges(
+                plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.6))[0, 0], rects, x.name, y.name, (x.log, y.log),
+                stars, [i.stage for i in drawn if i.is_grid], [colour.get(r[0]) for r in rects], legend_below=narrow))
+    curves = _loss_curves_drawn(storage, frame, order)
+    render("loss_curves", lambda narrow: _loss_curve_figure(curves, narrow))
     if pairs:
         series, colours = [], []
         for random_name, grid_name in pairs[:5]:
@@ -992,29 +1014,40 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
             series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
             start += float(secs[-1]) if secs.size else 0.0
     if series:
-        ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-        images["best_so_far"] = render("best_so_far", plots.plot_best_so_far(ax, series, colours=colours))
+        render("best_so_far", lambda narrow: plots.plot_best_so_far(
+            plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0], series, colours=colours))
     if repeats is not None:
-        ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-        images["repeats"] = render("repeats", plots.plot_median_band(
-            ax, [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
-    return images
+        render("repeats", lambda narrow: plots.plot_median_band(
+            plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0],
+            [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
+    return images, phone
 
 
-def _loss_curve_image(storage: optuna.storages.BaseStorage, frame: pd.DataFrame, params: Sequence[str]) -> bytes:
+def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,
+                       params: Sequence[str]) -> list[tuple[str, list, float | None]]:
+    """(title, curves, explosion threshold) of the loss-curve plot's two panels: the best trials, the exploded ones."""
     complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
     exploded = frame[(frame["state"] == "PRUNED")
                      & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
-    axes = plots.new_axes(1, 2, size=(5.5, 3.8))[0]
-    for ax, chosen, title, threshold in ((axes[0], best, f"best {BEST_CURVES} trials", None),
-                                         (axes[1], exploded, "exploded trials (pruned)", 3.0)):
+    panels = []
+    for chosen, title, threshold in ((best, f"best {BEST_CURVES} trials", None),
+                                     (exploded, "exploded trials (pruned)", 3.0)):
         found = {study: loss_curves(storage, str(study), [int(n) for n in rows["number"]])
                  for study, rows in chosen.groupby("study", sort=False)}
         curves = [(_label(row, params), _num(row["iterations"]) or 0.0, found[row["study"]][int(row["number"])])
                   for _, row in chosen.iterrows()]
+        panels.append((title, curves, threshold))
+    return panels
+
+
+def _loss_curve_figure(panels: Sequence[tuple[str, list, float | None]], phone: bool = False) -> Any:
+    """The two loss-curve panels side by side, or (``phone``) one above the other."""
+    axes = (plots.new_axes(2, 1, size=(PHONE_INCHES, 3.8))[:, 0] if phone
+            else plots.new_axes(1, 2, size=(5.5, 3.8))[0])
+    for ax, (title, curves, threshold) in zip(axes, panels):
         plots.plot_loss_curves(ax, curves, title, threshold)
-    return plots.figure_png(axes[0].figure)
+    return axes[0].figure
 
 
 # --------------------------------------------------------------------------- writing the files
@@ -1064,15 +1097,30 @@ def _params_text(ps: dict[str, Any]) -> str:
     return " ".join(f"{k}={value_text(v)}" for k, v in ps.items()) or "-"
 
 
+def _n_trials(stage: dict[str, Any]) -> int:
+    """A stage's n_trials as ``search studies`` gives it: its budget (a failed trial's copy runs in its place, so
+    its fail count comes on top), or its trials where no stage command stored one."""
+    return stage["budget"] if isinstance(stage.get("budget"), int) else stage["counts"]["trials"]
+
+
+# the stage table's columns: those `search studies` also shows under the same names (n_trials, complete, pruned,
+# fail, best_value); and what each means, for report.md and report.html
+_STAGE_TEXT = ("n_trials: the stage's budget (a failed trial is re-run, so fail comes on top), as `search studies` "
+               "counts it; pruned: stopped early, because the loss exploded or went NaN or by the scheduler; "
+               "best_value and median_value: of the completed trials' values (validation accuracy at a run's last "
+               "epoch); trials to within 1 pt: "
+               "trials in order until one came within 0.01 of the stage's best_value.")
+
+
 def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["stage", "sampler", "trials", "complete", "pruned (exploded/nan/scheduler)", "failed", "best", "median",
-            "trials to within 1 pt"]
+    head = ["stage", "sampler", "n_trials", "complete", "pruned (exploded/nan/scheduler)", "fail", "best_value",
+            "median_value", "trials to within 1 pt"]
     rows = []
     for s in summary["stages"]:
         c = s["counts"]
         scheduler = s.get("scheduler")  # the one that pruned the trials counted under scheduler
         sampler = str(s["sampler"] or "-") + (f", {scheduler} scheduler" if scheduler not in (None, "none") else "")
-        rows.append([s["stage"], sampler, _count(c["trials"]), _count(c["complete"]),
+        rows.append([s["stage"], sampler, _count(_n_trials(s)), _count(c["complete"]),
                      f"{c['pruned']:,} ({c['pruned_exploded']:,}/{c['pruned_nan']:,}/{c['pruned_other']:,})",
                      _count(c["fail"]),
                      _acc(s["best_value"]), _acc(s["median_value"]), _count(s["trials_to_within_1pt"])])
@@ -1104,13 +1152,13 @@ def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _budget_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["stage", "trials", "epochs per trial", "epochs run", "training s", "s per epoch", "pruning saved"]
+    head = ["stage", "n_trials", "epochs per trial", "epochs run", "training s", "s per epoch", "pruning saved"]
     rows = []
     for s in summary["stages"]:
         b, p = s["spent"], s["pruning"]
         saved = ("-" if p["iterations_saved"] is None
                  else f"{p['iterations_saved']:,} iters, {seconds_text(p['seconds_saved'])} s")
-        rows.append([s["stage"], _count(b["trials"]), str(b["epochs_per_trial"] or "-"), _epochs(b["epochs_run"]),
+        rows.append([s["stage"], _count(_n_trials(s)), str(b["epochs_per_trial"] or "-"), _epochs(b["epochs_run"]),
                      seconds_text(b["training_seconds"]), "-" if b["seconds_per_epoch"] is None
                      else f"{b['seconds_per_epoch']:.3g}", saved])
     return head, rows
@@ -1172,7 +1220,7 @@ _DIAGNOSIS_TEXT = ("Trials per diagnosis label in each stage (a trial with two l
 
 
 def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    head = ["", "trials", "complete", "pruned", "best", "median",
+    head = ["", "trials", "complete", "pruned", "best_value", "median_value",
             *(f"distinct {p}" for p in params), "trials to within 1 pt", "training s"]
     rows = []
     for side in ("random", "grid"):
@@ -1266,7 +1314,7 @@ def _chain_text(summary: dict[str, Any]) -> str:
     def plural(n: Any, word: str) -> str:
         return f"{_count(n) if isinstance(n, int) else n or '-'} {word}{'' if n == 1 else 's'}"
 
-    steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(s['counts']['trials'], 'trial')} of "
+    steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(_n_trials(s), 'trial')} of "
              f"{plural(s['epochs'], 'epoch')})" for s in summary["stages"] if s["sampler"] != "grid"]
     retrained = summary["chosen"].get("retrained")
     if retrained:
@@ -1334,7 +1382,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if summary.get("chosen"):
         out += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), "",
                 _chain_text(summary), ""]
-    out += ["## Stages", "", _md_table(*_stage_rows(summary)), ""]
+    out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", _STAGE_TEXT, ""]
     unfinished = _unfinished_notes(summary)
     if unfinished:
         out += [*(f"- {note}" for note in unfinished), ""]
@@ -1381,8 +1429,9 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
 """
 
 
-def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
-    """report.html: tables and the PNGs embedded as base64 data URIs (opens from disk, no server)."""
+def render_html(summary: dict[str, Any], images: dict[str, bytes], phone: dict[str, bytes] | None = None) -> str:
+    """report.html: tables and the PNGs embedded as base64 data URIs (opens from disk, no server); an image's
+    ``phone`` layout, where given, shown instead on a screen up to PHONE_MEDIA wide."""
     esc = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -1396,7 +1445,7 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
         parts += ["<h2 id='chosen'>Chosen configuration</h2>",
                   f"<p>{_inline_code(_chosen_text(summary['chosen'], summary.get('storage')))}</p>",
                   f"<p>{html.escape(_chain_text(summary))}</p>"]
-    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary))]
+    parts += ["<h2>Stages</h2>", _html_table(*_stage_rows(summary)), f"<p>{_inline_code(_STAGE_TEXT)}</p>"]
     unfinished = _unfinished_notes(summary)
     if unfinished:
         parts.append("<ul>" + "".join(f"<li>{esc(note)}</li>" for note in unfinished) + "</ul>")
@@ -1426,8 +1475,11 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes]) -> str:
     for name, png in images.items():
         data = base64.b64encode(png).decode("ascii")
         caption = _caption(summary, name)
-        parts.append(f"<figure id='{esc(name)}'><img alt='{esc(caption.replace('`', ''))}' "
-                     f"src='data:image/png;base64,{data}'><figcaption>{_inline_code(caption)}</figcaption></figure>")
+        img = f"<img alt='{esc(caption.replace('`', ''))}' src='data:image/png;base64,{data}'>"
+        if (phone or {}).get(name):
+            narrow = base64.b64encode(phone[name]).decode("ascii")  # type: ignore[index]
+            img = f"<picture><source media='{PHONE_MEDIA}' srcset='data:image/png;base64,{narrow}'>{img}</picture>"
+        parts.append(f"<figure id='{esc(name)}'>{img}<figcaption>{_inline_code(caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -1458,7 +1510,8 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     # a data path that is not UTF-8 (a Latin-1 file name) is written as the bytes that name it
     files["report.md"] = ("report.md", (_no_html(render_markdown(summary)) + "\n").encode("utf-8", "surrogateescape"))
-    files["report.html"] = ("report.html", render_html(summary, report.images).encode("utf-8", "surrogateescape"))
+    page = render_html(summary, report.images, report.phone)
+    files["report.html"] = ("report.html", page.encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
     written: dict[str, Path] = {}
     try:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from studies import plots
 from studies.errors import StudyError, UnknownStudyError
-from studies.queries import trials_frame
+from studies.queries import list_studies, trials_frame
 from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIONS, IMPORTANCE_MAX_TRIALS, StageInfo,
                             budget_numbers, campaign_report, chosen_configuration, diagnosis_examples, diagnosis_text,
                             first_finished, outcome, param_importance, pruning_savings, render_markdown, repeat_numbers,
@@ -102,9 +102,34 @@ def test_the_stage_table_counts_the_trials_a_scheduler_pruned(tmp_path):
     add_stage(url, "asha", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("scheduler", "asha")
     storage = open_storage(url, create=False)
     md = write_report(campaign_report(storage, "asha", images=False), tmp_path / "out")["report.md"].read_text()
-    assert "| stage | sampler | trials | complete | pruned (exploded/nan/scheduler) | failed |" in md
+    assert "| stage | sampler | n_trials | complete | pruned (exploded/nan/scheduler) | fail |" in md
     # which scheduler pruned them (search auto --fine-scheduler asha on wine: 35 of fine-1's 50, named nowhere)
     assert "| coarse | random, asha scheduler | 8 | 5 | 3 (1/0/2) | 0 |" in md
+
+
+def test_the_stage_table_names_and_counts_as_search_studies_does(tmp_path):
+    # the report said trials 8, failed 1, best 0.8600 where search studies said n_trials 7, fail 1, best_value 0.8600
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 7, iterations=100, points=[(1e-3, 1e-4)] * 7)
+    for k, spec in enumerate(specs):
+        spec["value"] = 0.8 + 0.01 * k
+    specs.append({"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                  "stop_reason": "error: MemoryError: out of memory"})
+    add_stage(url, "f", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 7)  # re-run
+    storage = open_storage(url, create=False)
+    row = list_studies(storage, "f").iloc[0]
+    written = write_report(campaign_report(storage, "f", images=False), tmp_path / "out")
+    storage.engine.dispose()
+    counts = (row["n_trials"], row["complete"], row["pruned"], row["fail"], round(row["best_value"], 4))
+    assert counts == (7, 7, 0, 1, 0.86)
+    md, page = written["report.md"].read_text(), written["report.html"].read_text()
+    assert ("| stage | sampler | n_trials | complete | pruned (exploded/nan/scheduler) | fail | best_value | "
+            "median_value | trials to within 1 pt |\n|---|---|---|---|---|---|---|---|---|\n"
+            "| coarse | random | 7 | 7 | 0 (0/0/0) | 1 | 0.8600 | 0.8300 | 6 |") in md
+    assert "| coarse | 7 | 2 |" in md  # the budget table: n_trials, epochs per trial
+    assert re.search(r"<th><span class='nw'>n_trials</span></th>.*<th><span class='nw'>fail</span></th>"
+                     r"<th><span class='nw'>best_value</span></th>", page)
+    assert "n_trials: the stage&#x27;s budget (a failed trial is re-run, so fail comes on top), as " in page
 
 
 def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
@@ -112,7 +137,7 @@ def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
     url = f"sqlite:///{tmp_path / 'search.db'}"
     specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 3, iterations=100,
                         points=[(1e-3, 1e-4)] * 3)
-    add_stage(url, "cut", "coarse", COARSE_SPACE, specs, 2, "random", None)
+    add_stage(url, "cut", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 5)  # 3 run
     study = optuna.load_study(study_name="cut/coarse", storage=url)
     for _ in range(2):
         study.enqueue_trial({"lr": 1e-3, "reg": 1e-4}, skip_if_exists=False)
@@ -1075,7 +1100,7 @@ def test_a_curves_label_gives_its_value_to_four_decimals_as_the_tables_do():
     from studies.report import _label
 
     row = {"stage": "coarse", "number": 7, "param_lr": 0.0123, "param_reg": 1e-4, "value": 0.94301}
-    assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (0.9430)"
+    assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (value 0.9430)"  # "(0.9430)": of what?
     # an exploded run of wine read "coarse #4 lr=0.634 hidden=62 (1.0000)": the value of the epoch before it stopped
     assert _label({**row, "state": "PRUNED", "value": 1.0}, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001"
 
@@ -1110,7 +1135,7 @@ def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_
     storage.engine.dispose()
     stages = ["coarse", "promote-1", "fine-1", "final"]
     seen = {}  # (plot, stage) -> colour
-    for name, fig in zip(report.images, figures):
+    for name, fig in zip([name for name in report.images for _ in ("wide", "phone")], figures):  # both layouts
         for ax in fig.axes:
             artists = [*ax.collections, *ax.lines, *ax.patches]
             for artist in artists:
@@ -1229,3 +1254,45 @@ def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
     optuna.load_study(study_name="auto/final", storage=url).set_user_attr("fine_stages_stopped", "--max-fine 1: ...")
     report = campaign_report(open_storage(url, create=False), "auto", images=False)
     assert f"{chain}. No further fine stage: --max-fine 1: ...." in render_markdown(report.summary)
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(png)).size
+
+
+def test_every_plot_has_a_phone_layout_with_its_panels_stacked(demo):
+    """Three stages' scatter panels side by side (1380 pixels) read on a 390-pixel phone only with pinch-zoom: each
+    plot is drawn again at most 460 pixels wide, panels one above the other, and report.html shows it on a narrow
+    screen."""
+    report, written, _ = demo
+    assert set(report.phone) == set(report.images) == REPORT_IMAGES
+    for name, png in report.images.items():
+        width, height = _png_size(report.phone[name])
+        assert width <= 460, (name, width)
+    assert _png_size(report.images["scatter"])[0] == 1380  # coarse, fine-1, grid: three 4.6-inch panels in a row
+    scatter, projection = _png_size(report.phone["scatter"]), _png_size(report.phone["projection"])
+    assert scatter == (460, 3 * 360) and projection == (460, 2 * 340)  # stages, dimensions (lr, reg) stacked
+    page = written["report.html"].read_text()
+    sources = re.findall(r"<picture><source media='\(max-width: 700px\)' srcset='data:image/png;base64,([^']+)'>"
+                         r"<img alt='[^']*' src='data:image/png;base64,([^']+)'></picture>", page)
+    assert [(base64.b64decode(p), base64.b64decode(d)) for p, d in sources] == [
+        (report.phone[name], report.images[name]) for name in report.images]
+    assert not any((written["report.html"].parent / f"{name}.png").read_bytes() == report.phone[name]
+                   for name in report.images)  # the files beside the page (report.md's) are the wide ones
+
+
+def test_a_diagnosis_loss_axis_of_about_a_decade_has_more_than_one_label():
+    # an exploded run of digits' grid (loss 2,500 to 30,000, log axis) was read off one label, 10000
+    panels = plots.diagnosis_axes(1)
+    loss = [2500, 30000, 9000, 15000, 25000, 20000, 8000, 5500, 14000, 18000]
+    fig = plots.plot_diagnosis_examples(panels, [{"title": "lr_too_high", "loss": loss, "iterations": 10,
+                                                  "threshold": 3.0, "train_acc": [], "val_acc": []}])
+    ax = panels[0][0]
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    shown = [t for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+             if t.get_text() and low <= t.get_position()[1] <= high]
+    assert ax.get_yscale() == "log"
+    assert sorted((t.get_position()[1], t.get_text(), t.get_fontsize()) for t in shown) == [
+        (5000.0, "5000", 7.0), (10000.0, "10000", 7.0), (20000.0, "20000", 7.0)]
+    plots.plt.close(fig)

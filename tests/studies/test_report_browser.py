@@ -96,9 +96,10 @@ def test_report_fits_a_normal_browser_window(chromium_path, tmp_path):
         assert 0 < widths["table"] <= widths["window"] and 0 < widths["image"] <= widths["window"], widths
 
 
-def _phone_widths(chromium: str, page, width: int = 390) -> tuple[int, list[str]]:
+def _phone_widths(chromium: str, page, width: int = 390) -> tuple[int, list[str], list[int]]:
     """The page in a frame ``width`` pixels wide (a headless window is never narrower than 500): the width it lays
-    out to, and each element that reaches past the frame outside a sideways-scrolling box (tag and text)."""
+    out to, each element that reaches past the frame outside a sideways-scrolling box (tag and text), and the width
+    in pixels of each image it chose to show."""
     probe = page.with_name("phone.html")
     probe.write_text(
         f"<html><body style='margin:0'><iframe id='f' src='{page.name}' style='width:{width}px;height:900px;border:0'>"
@@ -107,7 +108,9 @@ def _phone_widths(chromium: str, page, width: int = 390) -> tuple[int, list[str]
         f"const over = [...d.body.querySelectorAll('*')].filter(e => !e.parentElement.closest('.scroll') && "
         f"e.getBoundingClientRect().right > {width} + 0.5).map(e => e.tagName + ' ' + e.textContent.slice(0, 60));"
         "document.body.dataset.width = d.documentElement.scrollWidth;"
-        "document.body.dataset.over = JSON.stringify(over);};</script></body></html>")
+        "document.body.dataset.over = JSON.stringify(over);"
+        "document.body.dataset.images = JSON.stringify([...d.images].map(i => i.naturalWidth));};"
+        "</script></body></html>")
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         dom = subprocess.run(
@@ -117,22 +120,25 @@ def _phone_widths(chromium: str, page, width: int = 390) -> tuple[int, list[str]
         ).stdout
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-    found = re.search(r'data-width="(\d+)" data-over="([^"]*)"', dom)
+    found = re.search(r'data-width="(\d+)" data-over="([^"]*)" data-images="([^"]*)"', dom)
     assert found, f"no widths in the page ({len(dom)} characters of DOM)"
-    return int(found.group(1)), json.loads(html.unescape(found.group(2)))
+    return int(found.group(1)), json.loads(html.unescape(found.group(2))), json.loads(html.unescape(found.group(3)))
 
 
 def test_report_fits_a_phone_screen(chromium_path, tmp_path):
     """At 390 pixels wide nothing but a table's own box scrolls sideways: the chosen configuration's command to keep
-    it (search train --from-trial ... --save model.npz) reached 130 pixels past a phone's screen."""
+    it (search train --from-trial ... --save model.npz) reached 130 pixels past a phone's screen. Each plot is its
+    phone layout, at most 460 pixels wide (shown at 358: text at 3/4 of its size); three panels side by side, 1,380
+    pixels shrunk to 358, read only with pinch-zoom."""
     url = f"sqlite:///{tmp_path / 'search.db'}"
     build_auto_campaign(url, "auto")
     storage = open_storage(url, create=False)
     written = write_report(campaign_report(storage, "auto"), tmp_path / "report")
     storage.engine.dispose()
     assert "search train --from-trial auto/final:" in written["report.html"].read_text()
-    width, over = _phone_widths(chromium_path, written["report.html"], 390)
+    width, over, images = _phone_widths(chromium_path, written["report.html"], 390)
     assert (width, over) == (390, [])
+    assert len(images) == 8 and max(images) == 460, images
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
