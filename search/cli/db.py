@@ -144,7 +144,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     length a retrain of it runs at, not a shorter run ahead by noise. value_se is its value's standard error, ties
     how many trials tie, highest_trial and highest_value the highest one. After search auto, a note on stderr names
     the configuration auto chose (the best mean over repeats in its final stage), the one it retrained and tested,
-    and how to keep it; auto_trial is a run of it in that stage, which the command retrains.
+    and how to keep it; auto_trial is a run of it in that stage, which the command retrains, as does then the
+    keep it line under the table (not the trial shown).
 
     \b
     Example:
@@ -190,7 +191,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
             click.echo(f"({', '.join(hidden)}: --format json)")
         if se is not None:
             say(ties_line(row, 2 * se))
-        click.echo("keep it: " + keep_command(f"{row['study']}:{row['number']}", storage))
+        # after search auto, a run of its choice (what it retrained and tested), not the single trial shown
+        click.echo("keep it: " + keep_command(row["auto_trial"] or f"{row['study']}:{row['number']}", storage))
 
 
 @click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")

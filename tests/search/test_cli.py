@@ -240,7 +240,10 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     for fmt in ("table", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
-    assert "search auto chose" not in run_cli("best").stdout
+    table = run_cli("best").stdout
+    assert "search auto chose" not in table
+    # the line under the table keeps auto's choice too, where it kept the single trial shown (another configuration)
+    assert table.splitlines()[-1] == f"keep it: search train --from-trial digits/final:{run} --save model.npz"
     # and names that run where a script reads it
     assert json.loads(run_cli("best", "--format", "json").stdout)["auto_trial"] == f"digits/final:{run}"
     plain = run_cli("coarse", "--campaign", "plain", "--trials", "1", "--epochs", "1", "--train-size", "200")
