@@ -103,9 +103,10 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     """Random vs grid search at equal budget, repeated: wins/ties/losses and the spread of the best.
 
     Runs --repeats pairs of a random stage (random-r) and a grid stage (grid-r) with the same
-    ranges, epochs and data into campaign compare-<UTC timestamp> (or --campaign), then writes
-    repeats.png (best value against trials used, median over repeats with a band) and
-    compare.json. Bergstra & Bengio (2012) on your own problem.
+    ranges, epochs and data into campaign compare-<UTC timestamp> (or --campaign, a campaign of
+    its own: one of search auto or search coarse is refused), then writes repeats.png (best value
+    against trials used, median over repeats with a band) and compare.json. Bergstra & Bengio
+    (2012) on your own problem.
 
     \b
     Example:

@@ -897,6 +897,15 @@ def test_every_option_of_every_command_says_what_it_does():
     assert bare == []
 
 
+def test_every_help_fits_80_columns_and_gives_an_example(run_cli, monkeypatch):
+    # the examples of fine and worker and query's list of trials_flat's columns ran past 80 columns (83, 84, 84)
+    monkeypatch.setenv("COLUMNS", "80")
+    for name in sorted(cli.commands):
+        text = run_cli(name, "--help").stdout
+        assert [line for line in text.splitlines() if len(line) > 80] == [], name
+        assert re.search(r"^  Examples?:$", text, re.M) and f"    search {name} " in text, name
+
+
 def test_help_lists_no_argument_as_a_bare_option_row(run_cli):
     # click 8.5.1 gives an argument a help row: "Options:" began with a bare "  [STUDY]" (trials), "  SQL" (query)
     text = run_cli("explain", "--help").stdout
