@@ -10,17 +10,15 @@ continues an interrupted comparison.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from search.campaign import Execution, StageSummary, execute_stage
 from search.errors import SearchError
 from search.config import RunConfig
 from search.objective import EXPLODE_FACTOR
 from search.space import Dimension
-from search.stages import Stage, campaign_stages
+from search.stages import Stage
 from studies.report import Report, compare_report
 
 
@@ -43,17 +41,6 @@ def compare_pair(campaign: str, run: RunConfig, space: dict[str, Dimension], n_t
     if points < n_trials:  # trials past the grid's points would be run and left out of the comparison
         random_stage = replace(random_stage, n_trials=points)
     return random_stage, random_stage.grid_beside(f"grid-{repeat}", k)
-
-
-def check_compare_campaign(storage: Any, campaign: str) -> None:
-    """SearchError where ``campaign`` already holds stages that are not compare's (``random-r``, ``grid-r``): a
-    search auto or search coarse campaign would mix two searches, for search best and search report too."""
-    others = [s.user_attrs.get("stage") for s in campaign_stages(storage, campaign)
-              if not re.fullmatch(r"(random|grid)-\d+", str(s.user_attrs.get("stage")))]
-    if others:
-        raise SearchError(f"campaign {campaign} holds another search's stages ({', '.join(map(str, others))}): "
-                          f"search compare puts its random and grid stages in a campaign of their own; give "
-                          f"--campaign NEW, or none for compare-<UTC timestamp>")
 
 
 @dataclass
@@ -79,7 +66,6 @@ def run_compare(
     """Run ``repeats`` random/grid pairs (each stage to exactly its budget) and compute wins/ties/losses."""
     if repeats < 1:
         raise SearchError(f"--repeats must be >= 1, got {repeats}")
-    check_compare_campaign(execution.storage(), campaign)
     summaries: list[tuple[StageSummary, StageSummary]] = []
     for r in range(repeats):
         done = []

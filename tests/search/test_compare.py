@@ -119,7 +119,7 @@ def test_compare_runs_random_at_the_grids_budget(run_cli):
             in text)
 
 
-def test_compare_into_a_campaign_of_another_search_is_refused_and_changes_nothing(run_cli, tmp_path):
+def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
     # search auto's stages and compare's were mixed in one campaign without a word (search best then picked among both)
     args = ("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
             "--repeats", "1", "--retrain-seeds", "1", "--campaign", "mine")
@@ -136,6 +136,15 @@ def test_compare_into_a_campaign_of_another_search_is_refused_and_changes_nothin
     # a compare campaign is continued as before
     assert run_cli("compare", *SMALL, "--campaign", "cmp", "--json").exit_code == 0
     assert run_cli("compare", *SMALL, "--campaign", "cmp", "--json").exit_code == 0
+    # and, the other way round, search coarse and search auto do not add their stages to it
+    before = (tmp_path / "search.db").read_bytes()
+    for command in ((*args[:-1], "cmp"), ("coarse", "--trials", "2", "--campaign", "cmp")):  # auto's, coarse's
+        assert one_line_error(run_cli(*command)) == (
+            "error: campaign cmp holds search compare's stages (random-0, grid-0, random-1, grid-1): a coarse-to-fine "
+            "search goes in a campaign of its own; give --campaign NEW")
+    assert (tmp_path / "search.db").read_bytes() == before
+    assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == [
+        "cmp/grid-0", "cmp/grid-1", "cmp/random-0", "cmp/random-1", "mine/coarse", "mine/final"]
 
 
 def test_report_command_writes_the_files_and_says_where(run_cli, tmp_path):
