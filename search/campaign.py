@@ -284,6 +284,7 @@ def resolve_campaign(storage: optuna.storages.RDBStorage, campaign: str | None) 
 def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int, edge: float,
                     epochs: int | None, n_trials: int | None) -> tuple[Stage | None, optuna.Study]:
     """(new stage refined from the chain's last stage, that parent study), or (None, unfinished fine study)."""
+    check_campaign_kind(storage, campaign, compare=False)  # search compare's: not "run `search coarse` first"
     last = latest_chain_stage(storage, campaign)
     if last is None:
         raise SearchError(f"campaign {campaign!r} has no coarse stage to refine; run `search coarse` first")
@@ -312,6 +313,7 @@ def promoted_fine_stage(execution: Execution, parent: optuna.Study, top: int, ed
 
 def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
     """A grid stage over the coarse stage's ranges, epochs and trial budget (k^d points, k = floor(N^(1/d)))."""
+    check_campaign_kind(storage, campaign, compare=False)  # search compare's: not "unknown study .../coarse"
     coarse = Stage.from_attrs(load_stage_study(storage, study_name(campaign, "coarse")).user_attrs)
     grid = coarse.grid_beside("grid")
     if grid.n_trials > 2 * coarse.n_trials:

@@ -136,9 +136,11 @@ def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
     # a compare campaign is continued as before
     assert run_cli("compare", *SMALL, "--campaign", "cmp", "--json").exit_code == 0
     assert run_cli("compare", *SMALL, "--campaign", "cmp", "--json").exit_code == 0
-    # and, the other way round, search coarse and search auto do not add their stages to it
+    # and the other way round: search auto, coarse, fine and grid refuse it (fine said "run `search coarse` first",
+    # grid "unknown study 'cmp/coarse'")
     before = (tmp_path / "search.db").read_bytes()
-    for command in ((*args[:-1], "cmp"), ("coarse", "--trials", "2", "--campaign", "cmp")):  # auto's, coarse's
+    for command in ((*args[:-1], "cmp"), ("coarse", "--trials", "2", "--campaign", "cmp"),
+                    ("fine", "--campaign", "cmp"), ("grid", "--campaign", "cmp")):
         assert one_line_error(run_cli(*command)) == (
             "error: campaign cmp holds search compare's stages (random-0, grid-0, random-1, grid-1): a coarse-to-fine "
             "search goes in a campaign of its own; give --campaign NEW")
