@@ -1,4 +1,5 @@
-"""The ``search`` program (console script and ``python -m search``): the CLI, and Ctrl-C while it starts."""
+"""The ``search`` program (console script and ``python -m search``): the CLI, and Ctrl-C or SIGTERM while it starts
+or once it is over."""
 from __future__ import annotations
 
 import os
@@ -12,9 +13,10 @@ from search.errors import interrupted_line, raise_on
 def _interrupted_while_starting(signum: int, frame: Any) -> None:
     # Nothing is open while the CLI's modules import, so leave at once: an exception would print the traceback
     # of whichever import it cut (or be swallowed by a library's own handler around one)
-    sys.stderr.write(interrupted_line("interrupted", sys.argv[1:]) + "\n")
+    how, code = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
+    sys.stderr.write(interrupted_line(how, sys.argv[1:]) + "\n")
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(code)
 
 
 def main() -> None:
@@ -22,6 +24,8 @@ def main() -> None:
     quiet = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a spawned worker keeps it ignored
     if quiet:
         signal.signal(signal.SIGINT, _interrupted_while_starting)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # the CLI's own handler takes over once it runs
+        signal.signal(signal.SIGTERM, _interrupted_while_starting)
     from search.cli import main as cli_main  # NumPy, click, ...: most of a command's start-up
 
     if quiet:
@@ -29,10 +33,12 @@ def main() -> None:
     try:
         cli_main()
     except SystemExit:
-        # the command is over (done, failed or interrupted, its last line printed): a Ctrl-C now must not cut the
-        # shutdown short (Python puts SIGINT back to the system default while it shuts down: a signal then ends
-        # the process with -2 instead of the command's exit code)
+        # the command is over (done, failed or interrupted, its last line printed): a Ctrl-C or SIGTERM now must
+        # not cut the shutdown (a few tenths of a second) short (Python puts SIGINT back to the system default while
+        # it shuts down, SIGTERM is there already: a signal then ends the process silently, killed, instead of with
+        # the command's exit code)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise
     finally:
         _forget_caught_interrupt()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -155,12 +156,31 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
             raise SearchError(f"--space batch_size: {largest} is larger than the training set "
                               f"({len(dataset.y_train)} samples)")
     storage = execution.storage()
+    check_campaign_kind(storage, stage.campaign, compare=bool(COMPARE_STAGE.fullmatch(stage.stage)))
     if stage.parent is not None:  # a stage refined from, or beside, another one: the same data or nothing
         _check_same_data(load_stage_study(storage, stage.parent), identity)
     study, created = create_stage(storage, stage, identity)
     if not created:
         _check_same_data(study, identity)
     return run_existing(execution, study, created, dataset)
+
+
+COMPARE_STAGE = re.compile(r"(random|grid)-\d+")  # search compare's stages; search grid's is "grid"
+
+
+def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, compare: bool) -> None:
+    """SearchError where ``campaign`` holds stages of the other search than the one adding a stage (``compare``:
+    search compare's random-r and grid-r; else the coarse-to-fine chain of search coarse, fine, grid and auto): one
+    campaign of both would mix them in search best and search report."""
+    others = [str(s.user_attrs.get("stage")) for s in campaign_stages(storage, campaign)
+              if bool(COMPARE_STAGE.fullmatch(str(s.user_attrs.get("stage")))) != compare]
+    if others and compare:
+        raise SearchError(f"campaign {campaign} holds another search's stages ({', '.join(others)}): search compare "
+                          f"puts its random and grid stages in a campaign of their own; give --campaign NEW, or none "
+                          f"for compare-<UTC timestamp>")
+    if others:
+        raise SearchError(f"campaign {campaign} holds search compare's stages ({', '.join(others)}): a coarse-to-fine "
+                          f"search goes in a campaign of its own; give --campaign NEW")
 
 
 def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
@@ -264,6 +284,7 @@ def resolve_campaign(storage: optuna.storages.RDBStorage, campaign: str | None) 
 def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int, edge: float,
                     epochs: int | None, n_trials: int | None) -> tuple[Stage | None, optuna.Study]:
     """(new stage refined from the chain's last stage, that parent study), or (None, unfinished fine study)."""
+    check_campaign_kind(storage, campaign, compare=False)  # search compare's: not "run `search coarse` first"
     last = latest_chain_stage(storage, campaign)
     if last is None:
         raise SearchError(f"campaign {campaign!r} has no coarse stage to refine; run `search coarse` first")
@@ -292,6 +313,7 @@ def promoted_fine_stage(execution: Execution, parent: optuna.Study, top: int, ed
 
 def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
     """A grid stage over the coarse stage's ranges, epochs and trial budget (k^d points, k = floor(N^(1/d)))."""
+    check_campaign_kind(storage, campaign, compare=False)  # search compare's: not "unknown study .../coarse"
     coarse = Stage.from_attrs(load_stage_study(storage, study_name(campaign, "coarse")).user_attrs)
     grid = coarse.grid_beside("grid")
     if grid.n_trials > 2 * coarse.n_trials:

@@ -10,7 +10,9 @@ import io
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import click
 
@@ -61,13 +63,7 @@ class SearchGroup(click.Group):
         except OSError as e:
             if e.errno not in _OUTPUT_FAILURES:
                 raise
-            try:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit's flush
-            except (OSError, ValueError):
-                pass  # a stream without a file descriptor (captured): nothing flushes it at exit
-            if e.errno != errno.EPIPE:  # `| head`: the reader has what it wanted
-                click.echo(f"error: cannot write the output: {e.strerror}", err=True)
-            sys.exit(1)
+            _output_failed(e)
         except Exception as e:
             # the database failing outside a worker's retried writes (creating or loading a stage, summarising it):
             # a lock held longer than the busy timeout, a full disk, a server gone
@@ -85,9 +81,41 @@ class SearchGroup(click.Group):
             forget_pending()  # handled above: nothing left pending for what runs next in this process
         sys.exit(rv if isinstance(rv, int) else 0)
 
+    # click's own main ends a write to a closed pipe with exit 1 (``| head``), before the handler above sees it
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:  # noqa: D102 (--help prints here)
+        with _output_checked():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:  # noqa: D102
+        with _output_checked():
+            return super().invoke(ctx)
+
 
 # a write to stdout failing: disk full, quota, file size limit, I/O error, the reading end of a pipe closed
 _OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
+
+
+@contextmanager
+def _output_checked() -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _OUTPUT_FAILURES:
+            raise
+        _output_failed(e)
+
+
+def _output_failed(e: OSError) -> NoReturn:
+    """End the command whose output could not be written: quietly with 0 where the reader of a pipe left
+    (``| head`` has what it wanted), else with one line and exit 1."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit's flush
+    except (OSError, ValueError):
+        pass  # a stream without a file descriptor (captured): nothing flushes it at exit
+    if e.errno == errno.EPIPE:
+        sys.exit(0)
+    click.echo(f"error: cannot write the output: {e.strerror}", err=True)
+    sys.exit(1)
 
 
 def _buffer_raw_stdout() -> None:

@@ -144,7 +144,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     length a retrain of it runs at, not a shorter run ahead by noise. value_se is its value's standard error, ties
     how many trials tie, highest_trial and highest_value the highest one. After search auto, a note on stderr names
     the configuration auto chose (the best mean over repeats in its final stage), the one it retrained and tested,
-    and how to keep it; auto_trial is a run of it in that stage, which the command retrains.
+    and how to keep it; auto_trial is a run of it in that stage, which the command retrains, as does then the
+    keep it line under the table (not the trial shown).
 
     \b
     Example:
@@ -190,7 +191,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
             click.echo(f"({', '.join(hidden)}: --format json)")
         if se is not None:
             say(ties_line(row, 2 * se))
-        click.echo("keep it: " + keep_command(f"{row['study']}:{row['number']}", storage))
+        # after search auto, a run of its choice (what it retrained and tested), not the single trial shown
+        click.echo("keep it: " + keep_command(row["auto_trial"] or f"{row['study']}:{row['number']}", storage))
 
 
 @click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")
@@ -207,8 +209,9 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
     \b
     trials_flat: study, campaign, stage, trial_id, number, state, value,
       param_NAME for each searched NAME, stop_reason, diagnosis, worker,
-      seconds, iterations, val_acc, best_val_acc, best_epoch, train_acc, initial_loss,
-      final_loss, model_parameters, datetime_start, datetime_complete; and
+      seconds, iterations, val_acc, best_val_acc, best_epoch, train_acc,
+      initial_loss, final_loss, model_parameters, datetime_start,
+      datetime_complete; and
       Optuna's own tables (studies, trials, trial_params, trial_user_attributes,
       ...).
 

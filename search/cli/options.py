@@ -533,12 +533,13 @@ DRAWN_SAMPLERS = ["random", "tpe", "qmc"]  # what --sampler and --fine-sampler o
 
 stage_options = apply([
     click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=50, show_default=True,
-                 help="Trials in the stage."),
+                 help="Trials in the stage (search auto: in its coarse stage and in each fine stage)."),
     click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
                  help="Epochs per trial (coarse runs are short)."),
     click.option("--sampler", type=choice(DRAWN_SAMPLERS), default="random", show_default=True,
-                 help="random and grid stages: same --seed, same trials with any --jobs; tpe and qmc: only with "
-                      "--jobs 1 and no interruption (each draw depends on the trials finished before it)."),
+                 help="How the stage draws its trials (search auto: its coarse stage; --fine-sampler the fine "
+                      "stages). random: same --seed, same trials with any --jobs; tpe and qmc: only with --jobs 1 "
+                      "and no interruption (each draw depends on the trials finished before it)."),
     click.option("--scheduler", type=choice(SCHEDULERS), default="none", show_default=True,
                  help=SCHEDULER_HELP),
     explode_option,

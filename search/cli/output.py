@@ -1,8 +1,10 @@
 """Printing: JSON, tables of DataFrames, numbers and parameter values."""
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
 import sys
 from typing import Any
@@ -153,11 +155,18 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         table.add_row(*(cells[c][i] for c in shown))
     width = sum(need[c] + 1 for c in shown) + len(shown)  # each column, its padding and the gap after it
     # markup off: a cell or a name such as "[red]x" or "[/x]" is text (it would be styled, or fail to parse)
-    Console(soft_wrap=False, highlight=False, markup=False,
-            width=max(terminal, width) if wide else None).print(table)
+    console = Console(soft_wrap=False, highlight=False, markup=False, width=max(terminal, width) if wide else None)
+    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
+    console.print(table)
     if left:  # after the table, where a long one leaves the eye, as the stage summaries say theirs
         sys.stdout.flush()  # the table first, also where stdout is a pipe (2>&1 | less)
         say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
+
+
+def _broken_pipe() -> None:
+    """rich's Console on a pipe whose reader left (``| head``) ends the process with exit 1 itself: the error goes
+    to the CLI's one handler of a failed output instead."""
+    raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
 def print_table(frame: Any, fmt_name: str, columns_text: str | None, default: list[str], wide: bool) -> None:

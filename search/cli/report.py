@@ -103,15 +103,16 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     """Random vs grid search at equal budget, repeated: wins/ties/losses and the spread of the best.
 
     Runs --repeats pairs of a random stage (random-r) and a grid stage (grid-r) with the same
-    ranges, epochs and data into campaign compare-<UTC timestamp> (or --campaign), then writes
-    repeats.png (best value against trials used, median over repeats with a band) and
-    compare.json. Bergstra & Bengio (2012) on your own problem.
+    ranges, epochs and data into campaign compare-<UTC timestamp> (or --campaign, a campaign of
+    its own: one of search auto or search coarse is refused), then writes repeats.png (best value
+    against trials used, median over repeats with a band) and compare.json. Bergstra & Bengio
+    (2012) on your own problem.
 
     \b
     Example:
       search compare --repeats 5 --trials 16 --epochs 2
     """
-    from search.campaign import DEFAULT_SPACE, Execution
+    from search.campaign import DEFAULT_SPACE, Execution, check_campaign_kind
     from search.cli.stages import check_largest_network
     from search.compare import compare_pair, default_compare_campaign, run_compare
     from studies.report import safe_dirname, write_compare_report
@@ -132,6 +133,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
             say(f"{s.stage:<10} best {fmt(s.best_value)}  ({s.n_trials} trials: {c['complete']} complete, "
                 f"{c['pruned']} pruned, {c['fail']} failed)", "  ")
 
+    check_campaign_kind(execution.storage(), name, compare=True)  # before the line that says what it will run
     if not as_json:
         random_stage, grid_stage = compare_pair(name, run, space, trials, run.train.seed, 0, explode_factor)
         size = (f"{random_stage.n_trials} trials each" if random_stage.n_trials == grid_stage.n_trials else

@@ -241,7 +241,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
     Examples:
       search fine --top 5 --edge 0.1 --epochs 10
       search fine --scheduler asha --trials 100
-      search fine --sampler tpe          # TPE inside the refined box, as search auto
+      search fine --sampler tpe   # TPE inside the refined box, as search auto
     """
     from search.campaign import (
         execute_stage, next_fine_stage, promoted_fine_stage, run_existing, with_fine_choices,
@@ -412,7 +412,8 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
     \b
     Examples:
       search worker --campaign digits --storage postgresql://user@host/search
-      search worker --campaign digits --follow --storage postgresql://user@host/search
+      search worker --campaign digits --follow \\
+        --storage postgresql://user@host/search
     """
     import time
 

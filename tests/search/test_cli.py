@@ -240,7 +240,10 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     for fmt in ("table", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
-    assert "search auto chose" not in run_cli("best").stdout
+    table = run_cli("best").stdout
+    assert "search auto chose" not in table
+    # the line under the table keeps auto's choice too, where it kept the single trial shown (another configuration)
+    assert table.splitlines()[-1] == f"keep it: search train --from-trial digits/final:{run} --save model.npz"
     # and names that run where a script reads it
     assert json.loads(run_cli("best", "--format", "json").stdout)["auto_trial"] == f"digits/final:{run}"
     plain = run_cli("coarse", "--campaign", "plain", "--trials", "1", "--epochs", "1", "--train-size", "200")
@@ -892,6 +895,15 @@ def test_every_option_of_every_command_says_what_it_does():
     bare = [f"{name} {param.opts[0]}" for name, command in sorted(cli.commands.items()) for param in command.params
             if isinstance(param, click.Option) and not param.help and param.name != "help"]
     assert bare == []
+
+
+def test_every_help_fits_80_columns_and_gives_an_example(run_cli, monkeypatch):
+    # the examples of fine and worker and query's list of trials_flat's columns ran past 80 columns (83, 84, 84)
+    monkeypatch.setenv("COLUMNS", "80")
+    for name in sorted(cli.commands):
+        text = run_cli(name, "--help").stdout
+        assert [line for line in text.splitlines() if len(line) > 80] == [], name
+        assert re.search(r"^  Examples?:$", text, re.M) and f"    search {name} " in text, name
 
 
 def test_help_lists_no_argument_as_a_bare_option_row(run_cli):

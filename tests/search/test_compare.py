@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 
+import optuna
 import pytest
 
 from search.compare import compare_pair, default_compare_campaign
@@ -116,6 +117,36 @@ def test_compare_runs_random_at_the_grids_budget(run_cli):
     r = out["random"]
     assert (f"best value random: mean {r['mean']:.4f} std {r['std']:.4f} [{r['min']:.4f}, {r['max']:.4f}]"
             in text)
+
+
+def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
+    # search auto's stages and compare's were mixed in one campaign without a word (search best then picked among both)
+    args = ("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
+            "--repeats", "1", "--retrain-seeds", "1", "--campaign", "mine")
+    assert run_cli(*args).exit_code == 0
+    before = (tmp_path / "search.db").read_bytes()
+    refused = run_cli("compare", *SMALL, "--campaign", "mine")
+    assert refused.stdout == ""
+    assert one_line_error(refused) == (
+        "error: campaign mine holds another search's stages (coarse, final): search compare puts its random and "
+        "grid stages in a campaign of their own; give --campaign NEW, or none for compare-<UTC timestamp>")
+    assert (tmp_path / "search.db").read_bytes() == before
+    assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == ["mine/coarse", "mine/final"]
+    assert not (tmp_path / "mine").exists()
+    # a compare campaign is continued as before
+    assert run_cli("compare", *SMALL, "--campaign", "cmp", "--json").exit_code == 0
+    assert run_cli("compare", *SMALL, "--campaign", "cmp", "--json").exit_code == 0
+    # and the other way round: search auto, coarse, fine and grid refuse it (fine said "run `search coarse` first",
+    # grid "unknown study 'cmp/coarse'")
+    before = (tmp_path / "search.db").read_bytes()
+    for command in ((*args[:-1], "cmp"), ("coarse", "--trials", "2", "--campaign", "cmp"),
+                    ("fine", "--campaign", "cmp"), ("grid", "--campaign", "cmp")):
+        assert one_line_error(run_cli(*command)) == (
+            "error: campaign cmp holds search compare's stages (random-0, grid-0, random-1, grid-1): a coarse-to-fine "
+            "search goes in a campaign of its own; give --campaign NEW")
+    assert (tmp_path / "search.db").read_bytes() == before
+    assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == [
+        "cmp/grid-0", "cmp/grid-1", "cmp/random-0", "cmp/random-1", "mine/coarse", "mine/final"]
 
 
 def test_report_command_writes_the_files_and_says_where(run_cli, tmp_path):

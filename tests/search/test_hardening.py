@@ -409,6 +409,22 @@ def test_output_that_does_not_fit_is_one_line_and_exit_1_never_a_truncated_succe
     assert (no_space.returncode, no_space.stderr) == (1, "error: cannot write the output: No space left on device\n")
 
 
+def test_output_piped_into_a_reader_that_left_ends_quietly_with_0(run_cli, tmp_path, url):
+    # `search trials | head -1`: click (every command) and rich (the tables) ended it with exit 1
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    for args in (("trials",), ("trials", "--format", "csv"), ("trials", "--format", "json"), ("studies",),
+                 ("best", "--format", "json"), ("query", "SELECT 1"), ("trials", "--help")):
+        read, write = os.pipe()
+        os.close(read)  # every write fails with EPIPE, as once head has its line
+        try:
+            result = subprocess.run([sys.executable, "-m", "search", *args, "--storage", url], env=env, stdout=write,
+                                    stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+        finally:
+            os.close(write)
+        assert (result.returncode, result.stderr) == (0, ""), args
+
+
 def test_a_command_started_with_stdout_closed_says_its_output_is_lost_in_one_line(run_cli, tmp_path, url):
     # `search studies >&-` (a daemon's closed stdout): every command ended in an AttributeError traceback
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0

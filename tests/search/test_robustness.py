@@ -130,6 +130,35 @@ def test_ctrl_c_that_cuts_generated_code_still_exits_130(tmp_path, url):
     assert proc.stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in proc.stderr
 
 
+AUTO = ["auto", *SMALL, "--trials", "4", "--max-fine", "0", "--top", "2", "--repeats", "1", "--retrain-seeds", "1"]
+
+
+def test_sigterm_while_the_command_starts_prints_one_line_and_exits_143(tmp_path, url):
+    # while the CLI's modules import nothing is open; SIGTERM (timeout, kill) then ended the process with no line
+    hooked = _site_hook(tmp_path, "import os, signal, sys\n"
+                                  "class _Term:\n"
+                                  "    def find_spec(self, name, path=None, target=None):\n"
+                                  "        if name == 'click':\n"
+                                  "            os.kill(os.getpid(), signal.SIGTERM)\n"
+                                  "sys.meta_path.insert(0, _Term())\n")
+    proc = start([*AUTO, "--storage", url], tmp_path, "term", extra_env=hooked)
+    assert (proc.wait(60), proc.stderr) == (
+        143, "terminated: the database is consistent; run the same command again to continue\n")
+    assert not (tmp_path / "search.db").exists()
+
+
+def test_sigterm_once_search_auto_printed_its_summary_keeps_its_exit_code(tmp_path, url):
+    # the few tenths of a second Python takes to shut down after the last line: SIGTERM then killed the process
+    # (143 in the shell, no line) though the campaign was done and printed
+    hooked = _site_hook(tmp_path, "import atexit, os, signal, time\n"
+                                  "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.2)))\n")
+    proc = start([*AUTO, "--storage", url], tmp_path, "over", extra_env=hooked)
+    assert proc.wait(120) == 0, proc.stderr
+    assert "chosen: " in proc.stdout and "terminated" not in proc.stderr
+    for stage in ("digits/coarse", "digits/final"):
+        assert budget(url, stage).states["RUNNING"] == 0
+
+
 def test_ctrl_c_that_python_drops_in_a_weakref_callback_still_stops_the_command(tmp_path, url):
     # Garbage collection runs __del__ methods and weakref callbacks at any instruction; an exception raised in one
     # is printed as "Exception ignored in ..." and dropped. A Ctrl-C landing there was ignored: the stage ran on.
