@@ -364,16 +364,16 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     if not as_json:
         click.echo()
         named = {s.study: s.study for s in summaries}
-        if max(map(len, named)) + 1 + 41 + len(" (best mean)") > shutil.get_terminal_size((80, 24)).columns:
+        if max(map(len, named)) + 1 + 43 + len(" (best mean)") > shutil.get_terminal_size((80, 24)).columns:
             click.echo(f"{stage.campaign}:")  # a campaign named after a long file name: said once, above its stages
             named = {s.study: s.stage for s in summaries}
         width = max(22, *(len(name) + 1 for name in named.values()))
-        click.echo(f"{'stage':<{width}} {'trials':>6} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best_value':>10}")
+        click.echo(f"{'stage':<{width}} {'n_trials':>8} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best_value':>10}")
         for s in summaries:
             best = "-" if s.best_value is None else f"{s.best_value:.4f}"
             # the final stage's is the best mean over repeats, not its best trial as search studies gives
             mean = " (best mean)" if s.stage == "final" and s.best_value is not None else ""
-            click.echo(f"{named[s.study]:<{width}} {s.n_trials:6d} {s.counts['pruned']:6d} {s.epochs:6d} "
+            click.echo(f"{named[s.study]:<{width}} {s.n_trials:8d} {s.counts['pruned']:6d} {s.epochs:6d} "
                        f"{seconds_text(s.training_seconds):>8} {best:>10}{mean}")
         params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()

@@ -196,7 +196,7 @@ def test_auto_keeps_its_stage_table_in_columns_beside_a_long_campaign_name(run_c
     assert [line.split()[0] for line in table] == ["stage", "breast_cancer/coarse", "breast_cancer/promote-1",
                                                     "breast_cancer/fine-1", "breast_cancer/final"]
     ends = {len(line.rstrip().removesuffix(" (best mean)")) for line in table}
-    assert ends == {len("breast_cancer/promote-1") + 1 + 41}, table  # the value column ends where the header does
+    assert ends == {len("breast_cancer/promote-1") + 1 + 43}, table  # the value column ends where the header does
 
 
 def test_auto_names_a_campaign_too_long_for_its_table_once_above_it(run_cli, monkeypatch):
@@ -226,7 +226,7 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     row = next(line for line in lines if line.startswith("digits/final "))
     header = next(line for line in lines if line.startswith("stage "))
     # the column search studies calls best_value ("best val" read as best_val_acc, the best epoch's)
-    assert header.split() == ["stage", "trials", "pruned", "epochs", "seconds", "best_value"]
+    assert header.split() == ["stage", "n_trials", "pruned", "epochs", "seconds", "best_value"]
     assert row.index(" (best mean)") == header.index("best_value") + len("best_value")  # in the column, as the others
     assert row.split()[1:] == ["2", "0", "1", row.split()[4], f"{max(t.value for t in final.trials):.4f}", "(best",
                                "mean)"]
