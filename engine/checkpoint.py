@@ -200,6 +200,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         pre = Preprocessor(pre["name"], pre_dim, **{
             name: _array(arrays, f"pre.{name}", (pre_dim,) if name != "projection" else (pre_dim, None))
             if f"pre.{name}" in arrays else None for name in _PRE_ARRAYS})
+        if pre.scale is not None and not (pre.scale > 0).all():  # every score would be inf or NaN
+            raise ValueError(f"pre.scale holds {pre.scale[~(pre.scale > 0)][0]:g}: a feature's scale must be above 0")
         if pre.output_dim != model.params["W1"].shape[0]:
             raise ValueError(f"the preprocessing gives {pre.output_dim} features, the network reads "
                              f"{model.params['W1'].shape[0]}")

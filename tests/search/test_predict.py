@@ -525,13 +525,20 @@ def _huge_npz(source, target):
                                              "no array)"),
     ("scale.npz", dict(arrays={"pre.scale": np.full(2, 1e-3, np.float32)}),
      "(ValueError: mean_image preprocessing keeps pre.mean, the file holds pre.mean and pre.scale)"),
+    # once: exit 0, NaN probabilities on every row and an accuracy of whatever class NaN scores give
+    ("zero.npz", dict(arrays={"pre.scale": np.array([1.0, 0.0], np.float32)}, preprocess="standardize"),
+     "(ValueError: pre.scale holds 0: a feature's scale must be above 0)"),
+    ("negative.npz", dict(arrays={"pre.scale": np.array([-2.0, 1.0], np.float32)}, preprocess="standardize"),
+     "(ValueError: pre.scale holds -2: a feature's scale must be above 0)"),
+    ("infscale.npz", dict(arrays={"pre.scale": np.array([np.inf, 1.0], np.float32)}, preprocess="standardize"),
+     "(ValueError: pre.scale holds NaN or inf)"),
     ("classes.npz", dict(meta={"label_names": ["a", "b", "a"]}), "(ValueError: label_names holds 'a' twice)"),
     ("inf.npz", dict(meta={"input_dim": float("inf")}), "(OverflowError: cannot convert float infinity to integer)"),
     ("deep.npz", dict(meta_text="[" * 100_000 + "]" * 100_000),
      "(RecursionError: maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
 ])
 def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, change, expected):
-    train_and_save(run_cli, "spiral", "--batchnorm")
+    train_and_save(run_cli, "spiral", "--batchnorm", "--preprocess", change.get("preprocess", "mean_image"))
     if change.get("npy"):
         with open(tmp_path / name, "wb") as f:
             np.save(f, np.zeros(3))
