@@ -498,7 +498,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if id_column in ("row", "prediction", "label", *probability_columns):  # two columns of one name: --json keeps one
         raise SearchError(f"--id-column {id_column}: the predictions have a column {id_column!r} of their own; "
                           f"rename the column in {data_path} to name the rows by it")
-    X, labels, files, unseen, near = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
+    X, labels, files, unseen, near, filled = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
                                                  label_column=saved.label_column, image_shape=saved.image_shape,
                                                  id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
@@ -538,9 +538,14 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
     summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen,
-                               "unseen_near": near}
+                               "unseen_near": near, "cells_filled": sum(filled.values()),
+                               "cells_filled_per_column": filled}
     if unseen:
         line += f"; {unseen_text(unseen, near)}"
+    if filled:  # as `search data` counts them: the columns that missed a cell
+        total = sum(filled.values())
+        line += (f"; {total} missing cell{'s' if total != 1 else ''} filled as in training "
+                 f"({', '.join(f'{name} {n}' for name, n in filled.items())})")
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled

@@ -385,9 +385,11 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
     assert scored.exit_code == 0, scored.output
     out = json.loads(scored.stdout)
     assert [row["prediction"] for row in out["rows"][:3]] == ["a", "b", "c"] and out["unseen"] == {"colour": 1}
+    assert out["cells_filled"] == 3 and out["cells_filled_per_column"] == {"colour": 1, "shade": 1, "x": 1}
     text = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv")
     assert text.stderr.startswith("5 samples scored with model.npz; 1 cell of a category training never saw "
-                                  "(colour 1), encoded as all zeros; accuracy ")
+                                  "(colour 1), encoded as all zeros; 3 missing cells filled as in training (colour 1, "
+                                  "shade 1, x 1); accuracy ")
 
 
 def test_a_new_category_differing_only_in_case_from_a_training_one_is_named(run_cli, tmp_path, monkeypatch):
