@@ -20,9 +20,10 @@ from search.cli.options import (
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_file,
     storage_option,
 )
-from search.cli.output import echo_json, finite_or_none, say
+from search.cli.output import echo, echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
+from search.text import visible
 from studies.records import seconds_text
 
 
@@ -91,7 +92,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     ds, pre = config.load_fitted(raw)
     if from_trial is None and not as_json:  # a trial's stage said them before its first trial
         for line in data_warnings(config, raw):
-            click.echo(line, err=True)
+            echo(line, err=True)
     if from_trial is not None:
         from engine.data import data_identity
 
@@ -181,7 +182,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         if score_test:
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
         if plot:
-            click.echo(f"wrote {plot}")
+            echo(f"wrote {plot}")
         if save_to is not None:
             say(f"wrote {save_to}: the model for `search predict --model {save_to} --data FILE`"
                 if result.status == "completed" else f"not saved to {save_to}: the run {result.status}")
@@ -322,7 +323,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
         click.echo(f"{s.layer:5d} {mean:10.5f} {s.std:10.3g} {s.saturated:10.3f} {s.dead:8.3f}")
     say(read_layers(stats))
     if plot:
-        click.echo(f"wrote {plot}")
+        echo(f"wrote {plot}")
 
 
 # --------------------------------------------------------------------------- sanity
@@ -350,7 +351,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     ds = config.load(raw)
     if not as_json:  # the reason a check on raw scales may fail (wine: the initial loss 1.53, not ln 3)
         for line in data_warnings(config, raw):
-            click.echo(line, err=True)
+            echo(line, err=True)
     if overfit_samples > len(ds.y_train):  # like --train-size: more than there are is refused, not clamped
         raise SearchError(f"--overfit-samples {overfit_samples}: only {len(ds.y_train)} training samples are "
                           f"available")
@@ -407,8 +408,8 @@ def data(base: RunConfig, as_json: bool) -> None:
         f"many)" if kept != info["features"] else " (--preprocess NAME to choose)"))  # pca and whiten keep fewer
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
-    for c in info["classes"]:
-        click.echo(f"  {c['name'][:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
+    for c in info["classes"]:  # a class named in the file: its control characters written out
+        echo(f"  {visible(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
     warnings = [*info["warnings"], batch_warning(s["train"], base.train.batch_size)]
     for w in filter(None, warnings):
         say(f"warning: {w}")
@@ -498,9 +499,9 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if id_column in ("row", "prediction", "label", *probability_columns):  # two columns of one name: --json keeps one
         raise SearchError(f"--id-column {id_column}: the predictions have a column {id_column!r} of their own; "
                           f"rename the column in {data_path} to name the rows by it")
-    X, labels, files, unseen, near, filled = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
-                                                 label_column=saved.label_column, image_shape=saved.image_shape,
-                                                 id_column=id_column, encoding=saved.encoding)
+    X, labels, files, unseen, near, filled = read_inputs(
+        data_path, label_names=saved.label_names, features=saved.features, label_column=saved.label_column,
+        image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
     scores = saved.preprocessor.transform(X)
