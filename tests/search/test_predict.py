@@ -796,3 +796,40 @@ def test_an_empty_npz_label_is_unlabelled_as_an_empty_csv_cell(run_cli, wine_csv
     assert (none["accuracy"], none["labels"]) == (None, 0) and "label" not in none["rows"][0]
     some = json.loads(run_cli("predict", "--model", "model.npz", "--data", "some.npz", "--json").stdout)
     assert some["labels"] == 1 and some["unknown_labels"] == [] and some["accuracy"] in (0.0, 1.0)
+
+
+def test_samples_far_outside_the_training_range_are_warned_of(run_cli, tmp_path, monkeypatch):
+    # once: the built-in digits' model (pixels scaled to [0, 1]) scored raw load_digits (0..16) 0.89 without a word
+    monkeypatch.setenv("COLUMNS", "400")
+    from sklearn.datasets import load_digits
+
+    train_and_save(run_cli, "digits")
+    digits = load_digits()
+    np.savez(tmp_path / "raw.npz", X=digits.data, y=digits.target)
+    np.savez(tmp_path / "scaled.npz", X=digits.data / 16, y=digits.target)
+    raw = run_cli("predict", "--model", "model.npz", "--data", "raw.npz", "--out", "p.csv")
+    assert raw.exit_code == 0, raw.output
+    warning = ("warning: 50.1% of the values (54904 in 61 of 64 features) lie far outside the training split's range "
+               "(by half its width or more), e.g. feature 11: 0 to 1 in training, 0 to 16 here; predictions are "
+               "unreliable unless these samples are scaled and encoded as the training data was")
+    assert raw.stderr.splitlines()[0] == warning
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "raw.npz", "--json").stdout)
+    assert out["warnings"] == [warning.removeprefix("warning: ")]
+    assert out["outside_training_range"] == {"values": 54904, "share": 54904 / (1797 * 61), "features": 61,
+                                             "feature": 11, "train_min": 0.0, "train_max": 1.0, "min": 0.0,
+                                             "max": 16.0}
+    scaled = run_cli("predict", "--model", "model.npz", "--data", "scaled.npz", "--json")
+    assert "warning" not in scaled.stderr
+    assert json.loads(scaled.stdout)["warnings"] == [] and json.loads(scaled.stdout)["outside_training_range"][
+        "values"] == 0
+    # a model file saved before the range was kept loads, with nothing to judge by
+    _tamper(tmp_path / "model.npz", tmp_path / "old.npz", drop=("range.min", "range.max"))
+    old = json.loads(run_cli("predict", "--model", "old.npz", "--data", "raw.npz", "--json").stdout)
+    assert old["outside_training_range"] is None and old["warnings"] == [] and old["accuracy"] == out["accuracy"]
+    _tamper(tmp_path / "model.npz", tmp_path / "upside.npz", **{"range.min": np.ones(64, np.float32)})
+    one_line_error(run_cli("predict", "--model", "upside.npz", "--data", "raw.npz"),
+                   "(ValueError: range.min is above range.max)")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "digits"),
+                   "error: Invalid value for '--data': 'digits' is a built-in data set, read by search train and auto; "
+                   "search predict scores a file: write the samples to a .npz of X and y, a .csv/.tsv or an image "
+                   "folder (digits: scikit-learn's load_digits() X divided by 16, as training read it)")
