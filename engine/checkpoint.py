@@ -37,7 +37,9 @@ class Checkpoint:
     ``features``: the CSV/TSV columns it reads, in order (None for other data); ``label_column``: the CSV column
     that held the labels; ``image_shape``: (C, H, W) of the images it reads, before preprocessing; ``encoding``: how
     the columns become features (text columns one-hot, missing cells filled), None for columns of numbers read as
-    they are; ``info``: the run's configuration, data and scores, kept for the reader (JSON values).
+    they are; ``info``: the run's configuration, data and scores, kept for the reader (JSON values);
+    ``train_range``: each feature's lowest and highest value (D,) in the training split, before preprocessing (None in
+    a file saved before they were kept), by which ``outside_training_range`` judges new samples.
     """
 
     model: FullyConnectedNet
@@ -48,6 +50,7 @@ class Checkpoint:
     image_shape: tuple[int, int, int] | None = None
     encoding: TableEncoding | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    train_range: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def input_dim(self) -> int:
@@ -78,6 +81,8 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     for name in _PRE_ARRAYS:
         if getattr(pre, name) is not None:
             arrays[f"pre.{name}"] = getattr(pre, name)
+    if checkpoint.train_range is not None:
+        arrays["range.min"], arrays["range.max"] = (np.asarray(a, dtype=np.float32) for a in checkpoint.train_range)
     write_replacing(path, lambda f: _write_npz(f, arrays))
 
 
@@ -200,14 +205,45 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         pre = Preprocessor(pre["name"], pre_dim, **{
             name: _array(arrays, f"pre.{name}", (pre_dim,) if name != "projection" else (pre_dim, None))
             if f"pre.{name}" in arrays else None for name in _PRE_ARRAYS})
+        if pre.scale is not None and not (pre.scale > 0).all():  # every score would be inf or NaN
+            raise ValueError(f"pre.scale holds {pre.scale[~(pre.scale > 0)][0]:g}: a feature's scale must be above 0")
         if pre.output_dim != model.params["W1"].shape[0]:
             raise ValueError(f"the preprocessing gives {pre.output_dim} features, the network reads "
                              f"{model.params['W1'].shape[0]}")
+        train_range = None  # absent from a file saved before it was kept: nothing to judge new samples by
+        if "range.min" in arrays or "range.max" in arrays:
+            train_range = (_array(arrays, "range.min", (pre_dim,)), _array(arrays, "range.max", (pre_dim,)))
+            if (train_range[0] > train_range[1]).any():
+                raise ValueError("range.min is above range.max")
     except (KeyError, TypeError, ValueError, OverflowError, RecursionError, ConfigError,
             json.JSONDecodeError) as exc:  # OverflowError: a JSON Infinity where a size is read
         raise _not_a_model(path, exc) from exc
     return Checkpoint(model, pre, names, features=features, label_column=label_column,
-                      image_shape=shape, encoding=encoding, info=meta.get("info") or {})  # type: ignore[arg-type]
+                      image_shape=shape, encoding=encoding, info=meta.get("info") or {},  # type: ignore[arg-type]
+                      train_range=train_range)
+
+
+FAR_OUTSIDE = 0.5  # a value is far outside a feature's training range when beyond it by half its width or more
+
+
+def outside_training_range(checkpoint: Checkpoint, X: np.ndarray) -> dict[str, Any] | None:
+    """How many values of the samples X (N, D), before preprocessing, lie far outside their feature's range in the
+    training split (``FAR_OUTSIDE``; a feature constant there is not judged): ``values``, their ``share`` of the values
+    judged, the ``features`` holding any, and the ``feature`` holding most, with its ``train_min``/``train_max`` and
+    its ``min``/``max`` in X. None when the model file keeps no training range (saved before it was kept)."""
+    if checkpoint.train_range is None:
+        return None
+    low, high = checkpoint.train_range
+    margin = FAR_OUTSIDE * (high - low)
+    judged = high > low
+    far = ((X < low - margin) | (X > high + margin)) & judged
+    per_feature = far.sum(axis=0)
+    judged_values, values = len(X) * int(judged.sum()), int(per_feature.sum())
+    worst = int(per_feature.argmax()) if len(per_feature) else 0
+    return {"values": values, "share": values / judged_values if judged_values else 0.0,
+            "features": int((per_feature > 0).sum()), "feature": worst,
+            "train_min": float(low[worst]), "train_max": float(high[worst]),
+            "min": float(X[:, worst].min()) if len(X) else None, "max": float(X[:, worst].max()) if len(X) else None}
 
 
 def _not_a_model(path: Path, exc: BaseException) -> DataError:

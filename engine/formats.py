@@ -240,6 +240,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         if _looks_like_data(names):
             raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
                             f"header; add a first line naming the columns, e.g. x1,x2,...,label")
+        _check_unique(path, [h.strip() for h in header], {n.strip() for n in names})
         found.append((names, header[take[label_index]].strip()))
         return (take if len(take) < len(header) else None), label_index, names  # None: every column, uncut
 
@@ -333,7 +334,8 @@ def read_columns(
                 f"{found!r} is not {name.strip()!r}" for name, found in near[:3]) if near else ""
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
                             f"({', '.join(map(repr, features[:5]))}{', ...' if len(features) > 5 else ''}){hint}")
-        for name, n in Counter(wanted).items():  # columns of one name: as many as the model reads, taken in order
+        _check_unique(path, stripped, set(wanted))
+        for name, n in Counter(wanted).items():  # an older model's columns of one name: as many, taken in order
             found = len(positions[name])
             if found != n:
                 raise DataError(f"{path}: {found} column{'s' if found > 1 else ''} named {name!r} but the model reads "
@@ -496,6 +498,21 @@ def _columns_read(path: Path, header: list[str], label_column: str | None, ignor
     skipped = {name.strip() for name in ignore}
     take = [i for i, h in enumerate(stripped[:_named_width(header)]) if h not in skipped]
     return take, take.index(label_index)
+
+
+def _check_unique(path: Path, stripped: list[str], names: set[str]) -> None:
+    """DataError naming the feature ``names`` that more than one column of the ``stripped`` header has: a saved model
+    reads its columns by name, so two of one name could be swapped in a new file and nothing would tell."""
+    positions: dict[str, list[int]] = {}
+    for i, h in enumerate(stripped):
+        if h in names:
+            positions.setdefault(h, []).append(i + 1)
+    same = {name: at for name, at in positions.items() if len(at) > 1}
+    if not same:
+        return
+    said = [f"columns {', '.join(map(str, at[:-1]))} and {at[-1]} are each named {name!r}" for name, at in same.items()]
+    raise DataError(f"{path}: {'; '.join(said[:3])}{'; ...' if len(said) > 3 else ''}: rename all but one"
+                    f"{' of each' if len(same) > 1 else ''} (columns are read by name, and a saved model could not tell them apart)")
 
 
 def _named_width(header: list[str]) -> int:

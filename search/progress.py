@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from search.stages import FINISHED, is_storage_error
 from search.space import value_text
+from search.text import visible
 from studies.budget import ERROR_PREFIX
 
 
@@ -60,7 +61,7 @@ class Progress:
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
         self.mode = mode  # "bar", "log" or "quiet"
-        self.name, self.total = name, total
+        self.name, self.total = visible(name), total  # a campaign named after a file: shown, never obeyed
         self.seen: set[int] = set()
         self.done = self.pruned = self.failed = 0
         self.best = -math.inf
@@ -75,7 +76,7 @@ class Progress:
         self.started = self.status_at = time.monotonic()
         self.done_before = self.done  # the time left is judged on the trials finished since this command started
         if self.mode != "quiet":
-            self.stream.write("".join(f"{note}\n" for note in notes))
+            self.stream.write("".join(f"{visible(note)}\n" for note in notes))
             self.stream.flush()
         self.bar = None
         if self.mode == "bar":
@@ -85,7 +86,7 @@ class Progress:
             width = size.columns - 3
             # the height too: tqdm reads its own, and a terminal that reports 0 rows (some CI and container
             # terminals) makes it draw nothing at all
-            self.bar = tqdm(total=total, initial=self.done, desc=bar_name(name, total, width), file=self.stream,
+            self.bar = tqdm(total=total, initial=self.done, desc=bar_name(self.name, total, width), file=self.stream,
                             ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT)
             self._postfix()
 
@@ -111,7 +112,7 @@ class Progress:
         if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
             self._read()
         if self.mode == "log":
-            self.stream.write(self._line(t, best_before) + self._status())
+            self.stream.write(visible(self._line(t, best_before) + self._status()))
             self.stream.flush()
         elif self.bar is not None:
             self.bar.update(self.done - before)

@@ -18,6 +18,7 @@ import click
 
 from engine.errors import EngineError
 from search.errors import Interrupted, SearchError, forget_pending, interrupted_line, raise_on, raise_pending
+from search.text import visible
 from studies.errors import StudyError
 
 EXIT_INTERRUPTED = 130
@@ -55,10 +56,10 @@ class SearchGroup(click.Group):
             click.echo(interrupted_line("terminated", given), err=True)
             sys.exit(143)
         except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
+            click.echo(f"error: {visible(e.format_message())}", err=True)
             sys.exit(e.exit_code)
         except (EngineError, StudyError, SearchError) as e:
-            click.echo(f"error: {one_line(str(e))}", err=True)
+            click.echo(f"error: {visible(one_line(str(e)))}", err=True)
             sys.exit(e.exit_code)
         except OSError as e:
             if e.errno not in _OUTPUT_FAILURES:
@@ -72,8 +73,8 @@ class SearchGroup(click.Group):
 
             if not is_storage_error(e):
                 raise
-            click.echo(f"error: the database failed: {one_line(describe_storage_error(e))}; run the same command again",
-                       err=True)
+            click.echo(f"error: the database failed: {visible(one_line(describe_storage_error(e)))}; run the same "
+                       "command again", err=True)
             sys.exit(1)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -149,7 +150,7 @@ def cli() -> None:
 
 def _say_long_read(path: Any, size: int) -> None:
     """One line on stderr before a large table is read, which takes seconds (stdout stays for --json)."""
-    click.echo(f"reading {path} ({size / 1e6:.0f} MB)...", err=True)
+    click.echo(visible(f"reading {path} ({size / 1e6:.0f} MB)..."), err=True)
 
 
 def main() -> None:

@@ -12,7 +12,12 @@ from typing import Any
 import click
 
 from search.space import value_text
-from search.text import wrapped
+from search.text import visible, wrapped
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """A line as it is (a table's row, a path written), its control characters written out (``visible``)."""
+    click.echo(visible(text), err=err)
 
 
 def say(text: str, indent: str = "", err: bool = False) -> None:
@@ -78,7 +83,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return _long(",".join(_cell(v) for v in value))
     if isinstance(value, str) and _ISO_TIME.fullmatch(value):
-        return _visible(value[:19].replace("T", " "))
+        return visible(value[:19].replace("T", " "))
     return _long(value_text(value))
 
 
@@ -91,17 +96,10 @@ def column_cell(column: str, value: Any) -> str:
     return fmt(value) if column in ACCURACY_COLUMNS and isinstance(value, float) else _cell(value)
 
 CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a query's long string); csv/json all
-# control characters but tab and newline: text from the database must not drive the terminal (ESC[2J clears it)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _visible(text: str) -> str:
-    """``text`` with its control characters written out (``\\x1b``), as a table prints it."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _long(text: str) -> str:
-    text = _visible(text)
+    text = visible(text)
     return text if len(text) <= CELL_CHARS else f"{text[:CELL_CHARS]}... ({len(text):,} characters)"
 
 
@@ -114,7 +112,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     columns left out. ``short_params``: a param_<name> column headed <name> (False where the names are the user's
     own, as a query's are what its SQL must say)."""
     def heading(column: str) -> str:  # control characters written out, as in the cells
-        return _visible(column.removeprefix("param_") if short_params else column)
+        return visible(column.removeprefix("param_") if short_params else column)
 
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)

@@ -16,7 +16,7 @@ from search.cli.options import (
     open_for_reading,
     run_config_options, space_options, storage_option,
 )
-from search.cli.output import echo_json, fmt, say
+from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
 from search.errors import Interrupted, SearchError, forget_pending, pending
 
@@ -59,9 +59,9 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
         return
-    click.echo(f"report of campaign {name} ({size_text(rep.summary)}):")
+    echo(f"report of campaign {name} ({size_text(rep.summary)}):")
     for key in ("report.html", "report.md", "summary.json"):
-        click.echo(f"  wrote {written[key]}")
+        echo(f"  wrote {written[key]}")
     images = [str(v) for k, v in written.items() if k in rep.images]
     say(f"wrote {len(images)} plots: {', '.join(images)}", "  ")
     hint = rep.summary["grid_vs_random"]["hint"]
@@ -164,7 +164,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         say(f"wrote {written['repeats']} and {written['compare.json']}")
         click.echo(f"full report: search report --campaign {shlex.quote(name)}")
         for e in errors:
-            click.echo(f"  error: {e}", err=True)
+            echo(f"  error: {e}", err=True)
     return 1 if errors else 0
 
 

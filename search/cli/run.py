@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +21,10 @@ from search.cli.options import (
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_file,
     storage_option,
 )
-from search.cli.output import echo_json, finite_or_none, say
+from search.cli.output import echo, echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
+from search.text import visible
 from studies.records import seconds_text
 
 
@@ -91,7 +93,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     ds, pre = config.load_fitted(raw)
     if from_trial is None and not as_json:  # a trial's stage said them before its first trial
         for line in data_warnings(config, raw):
-            click.echo(line, err=True)
+            echo(line, err=True)
     if from_trial is not None:
         from engine.data import data_identity
 
@@ -181,7 +183,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         if score_test:
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
         if plot:
-            click.echo(f"wrote {plot}")
+            echo(f"wrote {plot}")
         if save_to is not None:
             say(f"wrote {save_to}: the model for `search predict --model {save_to} --data FILE`"
                 if result.status == "completed" else f"not saved to {save_to}: the run {result.status}")
@@ -228,7 +230,8 @@ def save_model(path: str, config: RunConfig, raw: Any, pre: Any, model: Any,
     names = raw.label_names or tuple(str(i) for i in range(raw.num_classes))
     info = {"run": config.to_dict(), **scores}
     save_checkpoint(path, Checkpoint(model, pre, names, features=features, label_column=label_column,
-                                     image_shape=raw.image_shape, encoding=raw.encoding, info=info))
+                                     image_shape=raw.image_shape, encoding=raw.encoding, info=info,
+                                     train_range=(raw.X_train.min(axis=0), raw.X_train.max(axis=0))))
 
 
 def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, Any, dict, int | None]:
@@ -322,7 +325,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
         click.echo(f"{s.layer:5d} {mean:10.5f} {s.std:10.3g} {s.saturated:10.3f} {s.dead:8.3f}")
     say(read_layers(stats))
     if plot:
-        click.echo(f"wrote {plot}")
+        echo(f"wrote {plot}")
 
 
 # --------------------------------------------------------------------------- sanity
@@ -350,7 +353,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     ds = config.load(raw)
     if not as_json:  # the reason a check on raw scales may fail (wine: the initial loss 1.53, not ln 3)
         for line in data_warnings(config, raw):
-            click.echo(line, err=True)
+            echo(line, err=True)
     if overfit_samples > len(ds.y_train):  # like --train-size: more than there are is refused, not clamped
         raise SearchError(f"--overfit-samples {overfit_samples}: only {len(ds.y_train)} training samples are "
                           f"available")
@@ -407,8 +410,8 @@ def data(base: RunConfig, as_json: bool) -> None:
         f"many)" if kept != info["features"] else " (--preprocess NAME to choose)"))  # pca and whiten keep fewer
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
-    for c in info["classes"]:
-        click.echo(f"  {c['name'][:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
+    for c in info["classes"]:  # a class named in the file: its control characters written out
+        echo(f"  {visible(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
     warnings = [*info["warnings"], batch_warning(s["train"], base.train.batch_size)]
     for w in filter(None, warnings):
         say(f"warning: {w}")
@@ -450,6 +453,33 @@ def unseen_text(unseen: dict[str, int], near: dict[str, dict[str, str]]) -> str:
             f"zeros{hint}")
 
 
+class InputPath(click.Path):
+    """click.Path of the samples search predict scores: a built-in data set's name (digits) is said to be none."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in DATASETS and not os.path.exists(value):
+            how = (" (digits: scikit-learn's load_digits() X divided by 16, as training read it)" if value == "digits"
+                   else "")
+            self.fail(f"{value!r} is a built-in data set, read by search train and auto; search predict scores a file: "
+                      f"write the samples to a .npz of X and y, a .csv/.tsv or an image folder{how}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUTSIDE_WARNING = 0.01  # search predict warns when this share of the values lie far outside the training range
+
+
+def outside_text(saved: Any, outside: dict[str, Any]) -> str:
+    """The warning of ``engine.checkpoint.outside_training_range``'s count, naming the feature with most such values."""
+    k = outside["feature"]
+    names = (saved.encoding.feature_names if saved.encoding is not None else saved.features
+             or tuple(f"feature {i}" for i in range(saved.input_dim)))
+    return (f"{outside['share']:.1%} of the values ({outside['values']} in {outside['features']} of "
+            f"{saved.input_dim} features) lie far outside the training split's range (by half its width or more), "
+            f"e.g. {names[k]}: {outside['train_min']:.4g} to {outside['train_max']:.4g} in training, "
+            f"{outside['min']:.4g} to {outside['max']:.4g} here; predictions are unreliable unless these samples are "
+            f"scaled and encoded as the training data was")
+
+
 # what --out of search predict refuses: files read as another format than the CSV it writes
 OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx", ".xls", ".ods", ".pkl", ".pickle"})
 
@@ -457,7 +487,7 @@ OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx
 @click.command(cls=SectionedCommand, short_help="Score samples with a saved model, one CSV row each.")
 @click.option("--model", "model_file", required=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE.npz", help="A model saved by `search train --save` or `search auto --save`.")
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True), metavar="PATH",
+@click.option("--data", "data_path", required=True, type=InputPath(exists=True), metavar="PATH",
               help="Samples to score: .csv/.tsv with the model's columns by name (others are ignored), .npz with X "
                    "(and y), or an image folder (class subfolders, or the new images alone).")
 @click.option("--id-column", default=None, metavar="NAME",
@@ -481,7 +511,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
       search predict --model wine.npz --data new_wine.csv --id-column id
       search predict --model wine.npz --data new_wine.csv --json
     """
-    from engine.checkpoint import class_probabilities, load_checkpoint, write_replacing
+    from engine.checkpoint import class_probabilities, load_checkpoint, outside_training_range, write_replacing
     from engine.data import read_inputs
 
     if out == "-":  # stdout, as the predictions go without --out (a file named "-" is ./-)
@@ -498,11 +528,15 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if id_column in ("row", "prediction", "label", *probability_columns):  # two columns of one name: --json keeps one
         raise SearchError(f"--id-column {id_column}: the predictions have a column {id_column!r} of their own; "
                           f"rename the column in {data_path} to name the rows by it")
-    X, labels, files, unseen, near = read_inputs(data_path, label_names=saved.label_names, features=saved.features,
-                                                 label_column=saved.label_column, image_shape=saved.image_shape,
-                                                 id_column=id_column, encoding=saved.encoding)
+    X, labels, files, unseen, near, filled = read_inputs(
+        data_path, label_names=saved.label_names, features=saved.features, label_column=saved.label_column,
+        image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
+    outside = outside_training_range(saved, X)
+    warnings = [] if outside is None or outside["share"] < OUTSIDE_WARNING else [outside_text(saved, outside)]
+    for warning in warnings:  # before the rows, where they go to a terminal too
+        say(f"warning: {warning}", err=True)
     scores = saved.preprocessor.transform(X)
     probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
@@ -538,9 +572,15 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
     summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen,
-                               "unseen_near": near}
+                               "unseen_near": near, "cells_filled": sum(filled.values()),
+                               "cells_filled_per_column": filled, "outside_training_range": outside,
+                               "warnings": warnings}
     if unseen:
         line += f"; {unseen_text(unseen, near)}"
+    if filled:  # as `search data` counts them: the columns that missed a cell
+        total = sum(filled.values())
+        line += (f"; {total} missing cell{'s' if total != 1 else ''} filled as in training "
+                 f"({', '.join(f'{name} {n}' for name, n in filled.items())})")
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled

@@ -13,7 +13,7 @@ from search.cli.options import (
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file, storage_option,
 )
-from search.cli.output import echo_json, say
+from search.cli.output import echo, echo_json, say
 from search.text import wrapped
 from search.config import RunConfig
 from search.schedulers import SCHEDULERS
@@ -57,7 +57,7 @@ def print_summary(summary: Any) -> None:
             say(f"({len(left)} more parameter{'s' if len(left) > 1 else ''}: {', '.join(left)}; search trials "
                 f"{summary.study} --wide)", "  ")
     for err in summary.errors:
-        click.echo(f"  error: {err}", err=True)
+        echo(f"  error: {err}", err=True)
 
 
 # the options that shape a coarse stage's search; given none of them, search auto takes an existing coarse stage's
@@ -365,7 +365,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         click.echo()
         named = {s.study: s.study for s in summaries}
         if max(map(len, named)) + 1 + 43 + len(" (best mean)") > shutil.get_terminal_size((80, 24)).columns:
-            click.echo(f"{stage.campaign}:")  # a campaign named after a long file name: said once, above its stages
+            echo(f"{stage.campaign}:")  # a campaign named after a long file name: said once, above its stages
             named = {s.study: s.stage for s in summaries}
         width = max(22, *(len(name) + 1 for name in named.values()))
         click.echo(f"{'stage':<{width}} {'n_trials':>8} {'pruned':>6} {'epochs':>6} {'seconds':>8} {'best_value':>10}")
@@ -373,7 +373,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             best = "-" if s.best_value is None else f"{s.best_value:.4f}"
             # the final stage's is the best mean over repeats, not its best trial as search studies gives
             mean = " (best mean)" if s.stage == "final" and s.best_value is not None else ""
-            click.echo(f"{named[s.study]:<{width}} {s.n_trials:8d} {s.counts['pruned']:6d} {s.epochs:6d} "
+            echo(f"{named[s.study]:<{width}} {s.n_trials:8d} {s.counts['pruned']:6d} {s.epochs:6d} "
                        f"{seconds_text(s.training_seconds):>8} {best:>10}{mean}")
         params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()

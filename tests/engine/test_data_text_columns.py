@@ -126,7 +126,7 @@ def test_a_saved_model_keeps_the_encoding_and_scores_new_rows_with_it(tmp_path: 
     assert saved.encoding.as_dict() == ds.encoding.as_dict()
     new = tmp_path / "new.csv"
     new.write_text("colour,x\nblue,1\nviolet,\n?,3\n")
-    X, labels, ids, unseen, _ = read_inputs(new, label_names=saved.label_names, features=saved.features,
+    X, labels, ids, unseen, *_ = read_inputs(new, label_names=saved.label_names, features=saved.features,
                                          label_column="label", encoding=saved.encoding)
     mode = 1 + ("blue", "green", "red").index(ds.encoding.fill[1])
     expected = np.zeros((3, 4), dtype=np.float32)
@@ -259,7 +259,7 @@ def test_none_and_null_are_a_category_in_a_column_of_text_and_a_missing_value_am
     # new rows are read as training read them
     new = tmp_path / "new.csv"
     new.write_text("discount,price\nNone,null\nLow,7\n")
-    X, _, _, unseen, _ = read_inputs(new, label_names=ds.label_names, features=("price", "discount"),
+    X, _, _, unseen, *_ = read_inputs(new, label_names=ds.label_names, features=("price", "discount"),
                                   encoding=ds.encoding)
     np.testing.assert_array_equal(X, np.array([[ds.encoding.fill[0], 0, 0, 1], [7, 0, 1, 0]], dtype=np.float32))
     assert unseen == {}
@@ -277,7 +277,7 @@ def test_a_new_category_differing_from_a_training_one_only_in_case_or_spaces_is_
     ds = load_dataset(DataSpec(str(path)))
     new = tmp_path / "new.csv"
     new.write_text("age,sex,city\n1,Male,Paris\n2,male ,New  york\n3,FEMALE,Lyon\n4,other,paris\n5,Male,Paris\n")
-    X, _, _, unseen, near = read_inputs(new, label_names=ds.label_names, features=("age", "sex", "city"),
+    X, _, _, unseen, near, _ = read_inputs(new, label_names=ds.label_names, features=("age", "sex", "city"),
                                         encoding=ds.encoding)
     # the encoding is as before: each of them all zeros ('male ' is 'male', its spaces around it cut)
     np.testing.assert_array_equal(X[:, 1:], np.array([[0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0],

@@ -94,6 +94,7 @@ def test_standardize_gives_unit_std_and_survives_constant_pixels(digits: Dataset
     std = train.std(axis=0, dtype=np.float64)
     varying = digits.X_train.std(axis=0) > 0
     assert (~varying).any()  # digits has pixels that are always 0 in training
+    assert (pre.scale[~varying] == 1.0).all() and (pre.scale > 0).all()  # left unscaled: a saved model loads
     np.testing.assert_allclose(std[varying], 1.0, atol=1e-4)
     assert np.abs(train.mean(axis=0, dtype=np.float64)).max() < 1e-5
     assert np.isfinite(pre.transform(digits.X_val)).all() and np.isfinite(pre.transform(digits.X_test)).all()

@@ -385,9 +385,11 @@ def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(
     assert scored.exit_code == 0, scored.output
     out = json.loads(scored.stdout)
     assert [row["prediction"] for row in out["rows"][:3]] == ["a", "b", "c"] and out["unseen"] == {"colour": 1}
+    assert out["cells_filled"] == 3 and out["cells_filled_per_column"] == {"colour": 1, "shade": 1, "x": 1}
     text = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv")
     assert text.stderr.startswith("5 samples scored with model.npz; 1 cell of a category training never saw "
-                                  "(colour 1), encoded as all zeros; accuracy ")
+                                  "(colour 1), encoded as all zeros; 3 missing cells filled as in training (colour 1, "
+                                  "shade 1, x 1); accuracy ")
 
 
 def test_a_new_category_differing_only_in_case_from_a_training_one_is_named(run_cli, tmp_path, monkeypatch):
@@ -505,3 +507,30 @@ def test_a_table_campaign_made_with_mean_image_continues_with_the_command_that_m
     assert run_cli(*args, "--campaign", "new").exit_code == 0  # a new campaign: a table's default
     new = optuna.load_study(study_name="new/coarse", storage=f"sqlite:///{tmp_path / 'search.db'}")
     assert new.user_attrs["config"]["preprocess"]["name"] == "standardize"
+
+
+def test_names_from_files_never_reach_the_terminal_as_control_codes(run_cli, tmp_path, monkeypatch):
+    # a label, a file name, an image folder's class: ESC]0;...BEL set the terminal's title, ESC[31m its colour
+    monkeypatch.setenv("COLUMNS", "200")
+    esc = "\x1b]0;PWN\x07\x1b[31m"
+    shown = "\\x1b]0;PWN\\x07\\x1b[31m"
+    rng = np.random.default_rng(0)
+    (tmp_path / "cols.csv").write_text("a,b,label\n" + "".join(
+        f"{rng.normal():.3f},{rng.normal():.3f},{('cat', 'dog' + esc)[i % 2]}\n" for i in range(100)))
+    described = run_cli("data", "--data", "cols.csv")
+    assert described.exit_code == 0, described.output
+    assert "\x1b" not in described.output and "\x07" not in described.output
+    assert "  dog\\x1b]0;PWN\\x07\\x1      34      8      8" in described.stdout.splitlines()
+    assert json.loads(run_cli("data", "--data", "cols.csv", "--json").stdout)["classes"][1]["name"] == "dog" + esc
+    (tmp_path / f"name{esc}.csv").write_text("a,b\n1\n")
+    one_line_error(run_cli("data", "--data", f"name{esc}.csv"),
+                   f"/name{shown}.csv: row 1 (line 2) has 1 field but the header has 2")
+    from PIL import Image
+
+    for k, name in enumerate(("dark", f"light{esc}")):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(np.full((4, 4), 60 + 120 * k, np.uint8)).save(tmp_path / "photos" / name / f"{i}.png")
+    photos = run_cli("data", "--data", "photos")
+    assert photos.exit_code == 0, photos.output
+    assert "\x1b" not in photos.output and f"light{shown}"[:20] in photos.stdout

@@ -438,29 +438,29 @@ def test_an_output_never_overwrites_an_input(run_cli, wine_csv, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "model.npz", "wine.csv"]
 
 
-def test_columns_of_the_same_name_are_matched_in_order_and_counted(run_cli, wine_csv, tmp_path):
+def test_feature_columns_of_the_same_name_are_refused_in_training_and_in_predict(run_cli, wine_csv, tmp_path):
+    # once accepted and matched in order: a new file with the two 'a' columns swapped scored 0.52, not 1.0
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
+    X = rng.normal(size=(200, 4))
     y = (X[:, 1] > 0).astype(int)  # only the second column named 'a' tells the classes apart
     with open(tmp_path / "dup.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["a", "a", "b", "label"]] + [[*map(str, x), str(t)] for x, t in zip(X, y)])
-    train_and_save(run_cli, "dup.csv", "--preprocess", "standardize")
-    np.savez(tmp_path / "dup.npz", X=X, y=y)
-    from_csv = run_cli("predict", "--model", "model.npz", "--data", "dup.csv")
-    from_npz = run_cli("predict", "--model", "model.npz", "--data", "dup.npz")
-    assert from_csv.exit_code == from_npz.exit_code == 0, (from_csv.output, from_npz.output)
-    assert from_csv.stdout == from_npz.stdout
-    with open(tmp_path / "one.csv", "w") as f:
-        f.write("a,b,label\n1,2,0\n")
-    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "one.csv"),
-                   "error: one.csv: 1 column named 'a' but the model reads 2; columns are matched by name")
+        csv.writer(f).writerows([["a", "a", "b", " b ", "label"]] + [[*map(str, x), str(t)] for x, t in zip(X, y)])
+    for command in ("train", "data"):
+        one_line_error(run_cli(command, "--data", "dup.csv"),
+                       "/dup.csv: columns 1 and 2 are each named 'a'; columns 3 and 4 are each named 'b': "
+                       "rename all but one of each (columns are read by name, and a saved model could not tell "
+                       "them apart)")
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
     with open(wine_csv) as f:
         table = list(csv.reader(f))
     with open(tmp_path / "twice.csv", "w", newline="") as f:
         csv.writer(f).writerows([r + [r[0]] for r in table])
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "twice.csv"),
-                   "error: twice.csv: 2 columns named 'alcohol' but the model reads 1; columns are matched by name")
+                   "error: twice.csv: columns 1 and 15 are each named 'alcohol': rename all but one (columns are "
+                   "read by name, and a saved model could not tell them apart)")
+    with open(tmp_path / "other.csv", "w", newline="") as f:  # a column the model does not read: left out, as before
+        csv.writer(f).writerows([r + ["note", "note"] if i == 0 else r + ["x", "y"] for i, r in enumerate(table)])
+    assert run_cli("predict", "--model", "model.npz", "--data", "other.csv").exit_code == 0
 
 
 def test_a_fractional_label_is_no_class_of_an_integer_labelled_model(run_cli, tmp_path):
@@ -525,13 +525,20 @@ def _huge_npz(source, target):
                                              "no array)"),
     ("scale.npz", dict(arrays={"pre.scale": np.full(2, 1e-3, np.float32)}),
      "(ValueError: mean_image preprocessing keeps pre.mean, the file holds pre.mean and pre.scale)"),
+    # once: exit 0, NaN probabilities on every row and an accuracy of whatever class NaN scores give
+    ("zero.npz", dict(arrays={"pre.scale": np.array([1.0, 0.0], np.float32)}, preprocess="standardize"),
+     "(ValueError: pre.scale holds 0: a feature's scale must be above 0)"),
+    ("negative.npz", dict(arrays={"pre.scale": np.array([-2.0, 1.0], np.float32)}, preprocess="standardize"),
+     "(ValueError: pre.scale holds -2: a feature's scale must be above 0)"),
+    ("infscale.npz", dict(arrays={"pre.scale": np.array([np.inf, 1.0], np.float32)}, preprocess="standardize"),
+     "(ValueError: pre.scale holds NaN or inf)"),
     ("classes.npz", dict(meta={"label_names": ["a", "b", "a"]}), "(ValueError: label_names holds 'a' twice)"),
     ("inf.npz", dict(meta={"input_dim": float("inf")}), "(OverflowError: cannot convert float infinity to integer)"),
     ("deep.npz", dict(meta_text="[" * 100_000 + "]" * 100_000),
      "(RecursionError: maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
 ])
 def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, change, expected):
-    train_and_save(run_cli, "spiral", "--batchnorm")
+    train_and_save(run_cli, "spiral", "--batchnorm", "--preprocess", change.get("preprocess", "mean_image"))
     if change.get("npy"):
         with open(tmp_path / name, "wb") as f:
             np.save(f, np.zeros(3))
@@ -789,3 +796,40 @@ def test_an_empty_npz_label_is_unlabelled_as_an_empty_csv_cell(run_cli, wine_csv
     assert (none["accuracy"], none["labels"]) == (None, 0) and "label" not in none["rows"][0]
     some = json.loads(run_cli("predict", "--model", "model.npz", "--data", "some.npz", "--json").stdout)
     assert some["labels"] == 1 and some["unknown_labels"] == [] and some["accuracy"] in (0.0, 1.0)
+
+
+def test_samples_far_outside_the_training_range_are_warned_of(run_cli, tmp_path, monkeypatch):
+    # once: the built-in digits' model (pixels scaled to [0, 1]) scored raw load_digits (0..16) 0.89 without a word
+    monkeypatch.setenv("COLUMNS", "400")
+    from sklearn.datasets import load_digits
+
+    train_and_save(run_cli, "digits")
+    digits = load_digits()
+    np.savez(tmp_path / "raw.npz", X=digits.data, y=digits.target)
+    np.savez(tmp_path / "scaled.npz", X=digits.data / 16, y=digits.target)
+    raw = run_cli("predict", "--model", "model.npz", "--data", "raw.npz", "--out", "p.csv")
+    assert raw.exit_code == 0, raw.output
+    warning = ("warning: 50.1% of the values (54904 in 61 of 64 features) lie far outside the training split's range "
+               "(by half its width or more), e.g. feature 11: 0 to 1 in training, 0 to 16 here; predictions are "
+               "unreliable unless these samples are scaled and encoded as the training data was")
+    assert raw.stderr.splitlines()[0] == warning
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "raw.npz", "--json").stdout)
+    assert out["warnings"] == [warning.removeprefix("warning: ")]
+    assert out["outside_training_range"] == {"values": 54904, "share": 54904 / (1797 * 61), "features": 61,
+                                             "feature": 11, "train_min": 0.0, "train_max": 1.0, "min": 0.0,
+                                             "max": 16.0}
+    scaled = run_cli("predict", "--model", "model.npz", "--data", "scaled.npz", "--json")
+    assert "warning" not in scaled.stderr
+    assert json.loads(scaled.stdout)["warnings"] == [] and json.loads(scaled.stdout)["outside_training_range"][
+        "values"] == 0
+    # a model file saved before the range was kept loads, with nothing to judge by
+    _tamper(tmp_path / "model.npz", tmp_path / "old.npz", drop=("range.min", "range.max"))
+    old = json.loads(run_cli("predict", "--model", "old.npz", "--data", "raw.npz", "--json").stdout)
+    assert old["outside_training_range"] is None and old["warnings"] == [] and old["accuracy"] == out["accuracy"]
+    _tamper(tmp_path / "model.npz", tmp_path / "upside.npz", **{"range.min": np.ones(64, np.float32)})
+    one_line_error(run_cli("predict", "--model", "upside.npz", "--data", "raw.npz"),
+                   "(ValueError: range.min is above range.max)")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "digits"),
+                   "error: Invalid value for '--data': 'digits' is a built-in data set, read by search train and auto; "
+                   "search predict scores a file: write the samples to a .npz of X and y, a .csv/.tsv or an image "
+                   "folder (digits: scikit-learn's load_digits() X divided by 16, as training read it)")

@@ -201,3 +201,16 @@ def test_log_lines_say_the_time_left_and_the_best_at_most_once_a_minute(monkeypa
         "c/coarse: 4/10 in 01:15, about 02:30 left, best 0.7000",  # 6 left at 25 s each
         "c/coarse:4 new best 0.8000 [5/10]",
     ]
+
+
+def test_a_campaign_named_with_control_codes_is_shown_not_obeyed(monkeypatch):
+    # a campaign is named after its data file's name, which may hold ESC]0;...BEL (the terminal's title)
+    monkeypatch.setenv("COLUMNS", "80")
+    out = io.StringIO()
+    progress = Progress("x\x1b]0;PWN\x07/coarse", 3, mode="log", stream=out, notes=["warning: col\x1b[2J"])
+    t = _trial(0, TrialState.COMPLETE, 0.5)
+    t.number = 0
+    progress.trial(t)
+    assert out.getvalue().splitlines() == ["warning: col\\x1b[2J",
+                                           "x\\x1b]0;PWN\\x07/coarse:0 new best 0.5000 [1/3]"]
+    assert "\x1b" not in _last_bar_line("x\x1b]0;PWN\x07/coarse", 3, [_trial(0, TrialState.COMPLETE, 0.5)])
