@@ -13,7 +13,7 @@ import time
 import warnings
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -26,11 +26,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from studies import optuna_rdb
 from studies.budget import RetryStaleTrialOnce
-from studies.errors import StorageError
+from studies.errors import StorageBusyError, StorageError
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
+# Opening a SQLite file waits for another process's lock in steps this long: SQLite's own busy wait ignores signals
+# and sqlite3's interrupt(), so a Ctrl-C (and a query's --timeout) is acted on between the steps
+_LOCK_POLL_S = 0.1
 # PRAGMA synchronous of writing SQLite connections: NORMAL (WAL syncs at checkpoints, not at each
 # commit; a power loss can lose the last commits, never consistency) or FULL (a sync per commit)
 SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
@@ -155,37 +158,72 @@ def _refuse_file_uri(url: str, where: str) -> None:
         raise StorageError(f"{where} takes a file path, not a file: URI; write sqlite:///{named}")
 
 
-def sqlite_read_uri(path: Path) -> str:
+_T = TypeVar("_T")
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (another process holds the lock) and "database table is locked"."""
+    return isinstance(exc, sqlite3.OperationalError) and "is locked" in str(exc)
+
+
+def _unreadable(message: str, exc: BaseException) -> StorageError:
+    """StorageError ``message: why`` for a SQLite file that could not be read; StorageBusyError (exit 1) for a lock
+    held past the wait, which the same command gets past once it is released."""
+    error = StorageBusyError if _is_locked(exc) else StorageError
+    return error(f"{message}: {describe_storage_error(exc)}")
+
+
+def _wait_deadline(deadline: float | None) -> float:
+    return time.monotonic() + SQLITE_BUSY_TIMEOUT_S if deadline is None else deadline
+
+
+def _read_sqlite(uri: str, read: Callable[[sqlite3.Connection], _T], deadline: float | None = None) -> _T:
+    """``read(a connection to uri)``, tried again while another process holds the lock, until ``deadline``
+    (``time.monotonic()``; default SQLITE_BUSY_TIMEOUT_S from now), then its "database is locked" raised."""
+    deadline = _wait_deadline(deadline)
+    while True:
+        conn = sqlite3.connect(uri, uri=True, timeout=_LOCK_POLL_S)
+        try:
+            return read(conn)
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc) or time.monotonic() >= deadline:
+                raise
+        finally:
+            conn.close()
+
+
+def sqlite_read_uri(path: Path, deadline: float | None = None) -> str:
     """A URI that reads ``path`` without ever writing or taking a lock that blocks a writer.
 
     ``mode=ro`` normally. A WAL database needs its ``-shm`` file, which SQLite cannot create in
     a read-only folder: there, when no ``-wal`` file holds unmerged commits, the file is opened
     ``immutable=1`` (no locks, no ``-shm``; correct because nobody can write in that folder
     either). A read-only folder beside a non-empty ``-wal`` without its ``-shm`` is refused.
+    A lock another process holds is waited for until ``deadline`` (see ``_read_sqlite``): StorageBusyError.
     """
     base = f"file:{quote(str(path.resolve()))}"
-    probe = sqlite3.connect(f"{base}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
     try:
-        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        _read_sqlite(f"{base}?mode=ro", lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone(),
+                     deadline)
         return f"{base}?mode=ro"
     except sqlite3.OperationalError as exc:
         wal = Path(f"{path}-wal")
-        if os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
-            raise StorageError(f"cannot read {str(path)!r}: {describe_storage_error(exc)}") from None
+        if _is_locked(exc) or os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
+            raise _unreadable(f"cannot read {str(path)!r}", exc) from None
         return f"{base}?immutable=1"
-    finally:
-        probe.close()
 
 
-def _read_sqlite_layout(path: Path, writable: bool = False) -> tuple[set[str], str | None]:
+def _read_sqlite_layout(path: Path, writable: bool = False,
+                        deadline: float | None = None) -> tuple[set[str], str | None]:
     """(table names, alembic revision or None) read through a read-only connection, or (``writable``, for a
     command that will write anyway) a read-write one, which can recover the WAL index a killed writer left."""
+    deadline = _wait_deadline(deadline)
     if writable:
         uri = f"file:{quote(str(path.resolve()))}"
     else:
-        uri = sqlite_read_uri(path) if path.stat().st_size else f"file:{quote(str(path.resolve()))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
-    try:
+        uri = sqlite_read_uri(path, deadline) if path.stat().st_size else f"file:{quote(str(path.resolve()))}?mode=ro"
+
+    def read(conn: sqlite3.Connection) -> tuple[set[str], str | None]:
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
@@ -194,8 +232,8 @@ def _read_sqlite_layout(path: Path, writable: bool = False) -> tuple[set[str], s
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             revision = row[0] if row else None
         return tables, revision
-    finally:
-        conn.close()
+
+    return _read_sqlite(uri, read, deadline)
 
 
 def _check_schema(revision: str | None, where: str) -> None:
@@ -233,8 +271,9 @@ def _read_header(path: Path) -> bytes:
     return os.pread(_HEADER_FDS[key], len(_SQLITE_HEADER), 0)
 
 
-def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
-    """All checks on a SQLite file that must pass before Optuna may touch it."""
+def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | None = None) -> None:
+    """All checks on a SQLite file that must pass before Optuna may touch it; a lock is waited for until
+    ``deadline`` (see ``_read_sqlite``)."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
         os.stat(path)
@@ -273,9 +312,9 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
     revision = None
     if header:  # an empty file is a valid empty SQLite database
         try:
-            tables, revision = _read_sqlite_layout(path, writable=create)
+            tables, revision = _read_sqlite_layout(path, writable=create, deadline=deadline)
         except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{where}: cannot read {str(path)!r}: {describe_storage_error(exc)}") from None
+            raise _unreadable(f"{where}: cannot read {str(path)!r}", exc) from None
     if not tables and not create:
         raise StorageError(f"no database at {str(path)!r} ({where}): the file is empty")
     # only Optuna's tables but not yet version_info: another process is creating them right now
@@ -441,9 +480,10 @@ def open_storage(
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
                          "poolclass": sqlalchemy.pool.NullPool if readonly else sqlalchemy.pool.QueuePool}
         if path is not None:
-            _check_sqlite_file(path, create, where)
+            deadline = _wait_deadline(None)
+            _check_sqlite_file(path, create, where, deadline)
             if readonly:
-                engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path))
+                engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path, deadline))
     else:
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
         if url_dialect(url) == "postgresql":
@@ -608,8 +648,11 @@ def describe_storage_error(exc: BaseException | None) -> str:
     return _first_line(drivers[0] if drivers else seen[-1])
 
 
-def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
-    """An engine whose connections cannot write: SQLite mode=ro, PostgreSQL read-only transactions."""
+def readonly_engine(url: str, wait: float | None = None) -> sqlalchemy.engine.Engine:
+    """An engine whose connections cannot write: SQLite mode=ro, PostgreSQL read-only transactions.
+
+    A SQLite lock another process holds is waited for at most ``wait`` s (default SQLITE_BUSY_TIMEOUT_S), then
+    StorageBusyError."""
     where = f"storage {mask_url(url)}"
     dialect = url_dialect(url)
     if dialect == "sqlite":
@@ -617,8 +660,9 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         _refuse_file_uri(url, f"{where}: read-only SQL")
         if path is None:
             raise StorageError(f"{where}: read-only SQL needs a SQLite file, not an in-memory database")
-        _check_sqlite_file(path, False, where)
-        creator = _readonly_sqlite_creator(sqlite_read_uri(path))
+        deadline = _wait_deadline(None if wait is None else time.monotonic() + wait)
+        _check_sqlite_file(path, False, where, deadline)
+        creator = _readonly_sqlite_creator(sqlite_read_uri(path, deadline))
         return sqlalchemy.create_engine("sqlite://", creator=creator, poolclass=sqlalchemy.pool.NullPool)
     if dialect == "postgresql":
         _check_server_database(with_available_driver(url), False, where)  # as SQLite: an Optuna study database

@@ -374,6 +374,31 @@ def test_a_lock_held_past_the_busy_timeout_while_a_stage_is_created_is_one_line(
     assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other", "--storage", url).exit_code == 0
 
 
+@pytest.mark.parametrize("command", ["studies", "trials", "coarse"])
+def test_a_lock_held_past_the_busy_timeout_while_a_rollback_journal_database_is_opened_is_exit_1(
+        run_cli, url, tmp_path, monkeypatch, command):
+    from studies import store
+
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    journal = tmp_path / "journal.db"  # the mode plain Optuna leaves a database in: a lock stops readers too
+    holder = sqlite3.connect(journal, isolation_level=None)
+    with sqlite3.connect(tmp_path / "search.db") as source:
+        source.backup(holder)
+    holder.execute("PRAGMA journal_mode = DELETE")
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_cli(command, *(SMALL if command == "coarse" else ()), "--storage", f"sqlite:///{journal}")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert result.stderr.endswith(f"cannot read '{journal}': the database is locked: another process has held its "
+                                  f"write lock too long; try again when it is done (database is locked [SQLITE_BUSY])\n")
+
+
 def _limited_to(size: int):
     """For a child process: files it writes stop at ``size`` bytes (a short write, then EFBIG), like a disk filling."""
     import resource
