@@ -386,7 +386,8 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
 
 
 def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: bool) -> None:
-    """WAL and, where writable, every transaction as BEGIN IMMEDIATE.
+    """WAL (once something is written: see ``_wal_after_first_write``) and, where writable, every transaction as
+    BEGIN IMMEDIATE.
 
     Optuna claims a WAITING trial and fails a stale one by reading the trial's state and then
     writing it, trusting SELECT ... FOR UPDATE to make that atomic. SQLite ignores FOR UPDATE,
@@ -395,23 +396,31 @@ def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: b
     timeout makes the others wait for it instead of failing.
     """
     if writable:
-        _enable_wal(engine)
+        _wal_after_first_write(engine)
         event.listen(engine, "connect", _disable_pysqlite_begin)
         event.listen(engine, "begin", _begin_immediate)
     engine.dispose()  # connections made while Optuna created the tables lack the listeners
 
 
-def _enable_wal(engine: sqlalchemy.engine.Engine) -> None:
-    """Put the file in WAL mode (readers and one writer at once); the mode is stored in the file.
+def _wal_after_first_write(engine: sqlalchemy.engine.Engine) -> None:
+    """Put the file in WAL mode (readers and one writer at once; the mode is stored in the file) once a transaction
+    of ``engine`` has written, when its connection is returned to the pool, outside any transaction.
 
-    Set once here rather than on every connection: with a fresh connection per session each
-    extra pragma is paid on every storage call. The busy timeout comes from ``connect_args``.
+    Not when the storage is opened: a command refused before it writes (a study this service did not create in a
+    plain Optuna file) leaves the file as it was, its journal mode too. Tried once: another process holding the file
+    is switching it (or already has), WAL either way. The busy timeout comes from ``connect_args``.
     """
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode = WAL").fetchall()
-    except SQLAlchemyError:
-        pass  # another process holds the file and is switching it (or already has): WAL either way
+    tried: list[bool] = []
+
+    @event.listens_for(engine, "checkin")
+    def _switch(dbapi_connection: sqlite3.Connection | None, _record: object) -> None:
+        if tried or dbapi_connection is None or not dbapi_connection.total_changes:
+            return
+        tried.append(True)
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode = WAL").fetchall()
+        except sqlite3.Error:
+            pass
 
 
 def sqlite_synchronous() -> str:

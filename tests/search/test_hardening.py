@@ -51,6 +51,19 @@ def test_a_foreign_study_is_refused_and_left_unchanged(run_cli, url, direction, 
     assert _snapshot(url, STAGE) == before
 
 
+@pytest.mark.parametrize("command", ["coarse", "auto"])
+def test_a_refused_stage_command_leaves_a_plain_optuna_file_byte_for_byte(run_cli, tmp_path, url, command):
+    optuna.create_study(storage=url, study_name=STAGE)  # plain Optuna's file: rollback journal, no WAL
+    path = tmp_path / "search.db"
+    before = path.read_bytes()
+
+    result = run_cli(command, *SMALL, "--trials", "2", "--storage", url)
+
+    one_line_error(result, "study digits/coarse was not created by this service; use another --campaign")
+    assert path.read_bytes() == before  # it was switched to WAL (header bytes 18-19: 1 -> 2) when opened
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search.db"]  # no -wal, no -shm
+
+
 @pytest.mark.parametrize("command", [("explain", "plain:0"), ("train", "--from-trial", "plain:0")])
 def test_a_foreign_study_named_for_a_trial_is_not_called_half_created(run_cli, url, command):
     # the message was "stage plain was never fully created (its creator stopped while enqueuing trials)"
