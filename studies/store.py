@@ -470,6 +470,7 @@ def open_storage(
     URI (see ``sqlite_read_uri``), PostgreSQL in read-only transactions.
     """
     where = f"storage {mask_url(url)}"
+    given = url
     create = create and not readonly
     path = sqlite_path(url)
     url = with_available_driver(url)
@@ -538,8 +539,30 @@ def open_storage(
                 _ping_when_idle(storage.engine)
             if storage.engine.dialect.name == "postgresql":
                 _sessions_in_utc(storage.engine)
+            _OPENED[given] = time.monotonic()
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
+
+
+_OPENED: dict[str, float] = {}  # storage URL -> when open_storage last opened it, for ``unreadable_stored_value``
+
+
+def unreadable_stored_value(since: float) -> str | None:
+    """Where a database this process opened at ``time.monotonic()`` ``since`` or later holds a value that cannot be
+    read (see ``optuna_rdb.unreadable_value``), as "storage URL: study NAME, ...", or None (also when that cannot be
+    told): for a command that failed unexpectedly, to say so in one line rather than with a traceback."""
+    for url in [url for url, opened in _OPENED.items() if opened >= since]:
+        try:
+            storage = open_storage(url, readonly=True)
+            try:
+                found = optuna_rdb.unreadable_value(storage)
+            finally:
+                storage.engine.dispose()
+        except Exception:  # noqa: BLE001  the database itself failed: said as it is by the caller
+            continue
+        if found:
+            return f"storage {mask_url(url)}: {found}"
+    return None
 
 
 def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object]) -> None:
