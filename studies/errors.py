@@ -12,6 +12,13 @@ class StorageError(StudyError):
     """The storage is bad, unreachable, unreadable, not a database, or has a schema we cannot use."""
 
 
+class StorageBusyError(StorageError):
+    """Another process held the database's lock past the wait (the busy timeout, or a query's time limit): the
+    input may be fine, the same command can be run again (exit code 1)."""
+
+    exit_code = 1
+
+
 class UnknownStudyError(StudyError):
     """A study or campaign name is not in the storage (the message lists the known names)."""
 

@@ -871,3 +871,70 @@ def _lock_running_statement() -> Any:
     return (trials.update().where(trials.c.trial_id == sqlalchemy.bindparam("tid"), trials.c.state == TrialState.RUNNING)
             .values(state=sqlalchemy.bindparam("new_state", type_=trials.c.state.type),
                     datetime_complete=sqlalchemy.bindparam("completed", type_=trials.c.datetime_complete.type)))
+
+
+# study attributes this service reads as JSON objects: one stored as another JSON value (null, a number) cannot be read
+_OBJECT_ATTRS = frozenset({"space", "data", "config"})
+
+
+def _json_problem(text: Any, want_object: bool) -> str | None:
+    """Why the attribute value ``text`` cannot be read (not JSON, nested too deep, not an object where one is
+    wanted), or None."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return "its JSON is nested too deep"
+    except (TypeError, ValueError) as exc:
+        return f"not JSON: {exc}"
+    if want_object and not isinstance(value, dict):
+        return f"a JSON object was expected, not {json.dumps(value)[:40]}"
+    return None
+
+
+def unreadable_value(storage: optuna.storages.BaseStorage) -> str | None:
+    """Where the study database holds a value that Optuna or this service cannot read (changed by hand or by another
+    program): "study NAME, trial N, user attribute 'KEY' cannot be read (why)", or None when every value reads.
+
+    Read with plain SQL, past Optuna's decoding, which fails on the first such value with a bare JSONDecodeError,
+    "Unknown distribution class" or "could not convert string to float" that names no study or trial."""
+    rdb = backend(storage)
+    with rdb.engine.connect() as conn:
+        def rows(sql: str) -> list[Any]:
+            return list(conn.exec_driver_sql(sql))
+
+        names = dict(rows("SELECT study_id, study_name FROM studies"))
+        trials = {tid: (sid, number) for tid, sid, number in rows("SELECT trial_id, study_id, number FROM trials")}
+
+        def trial(tid: int) -> str:
+            sid, number = trials.get(tid, (None, None))
+            return f"study {names.get(sid)}, trial {number}"
+
+        for table, kind in (("study_user_attributes", "user"), ("study_system_attributes", "system")):
+            for sid, key, text in rows(f"SELECT study_id, key, value_json FROM {table}"):
+                why = _json_problem(text, kind == "user" and key in _OBJECT_ATTRS)
+                if why:
+                    return f"study {names.get(sid)}, {kind} attribute {key!r} cannot be read ({why})"
+        for table, kind in (("trial_user_attributes", "user"), ("trial_system_attributes", "system")):
+            for tid, key, text in rows(f"SELECT trial_id, key, value_json FROM {table}"):
+                why = _json_problem(text, False)
+                if why:
+                    return f"{trial(tid)}, {kind} attribute {key!r} cannot be read ({why})"
+        for tid, name, value, text in rows("SELECT trial_id, param_name, param_value, distribution_json "
+                                           "FROM trial_params"):
+            try:
+                distribution = json_to_distribution(text)
+                inside = distribution._contains(value)
+            except Exception as exc:  # noqa: BLE001  whatever Optuna raises for it, it cannot be read
+                return f"{trial(tid)}, parameter {name!r} cannot be read (its distribution: {exc})"
+            if not inside:
+                return f"{trial(tid)}, parameter {name!r} cannot be read ({value!r} is outside its distribution {text})"
+        for table, column in (("trial_values", "value"), ("trial_intermediate_values", "intermediate_value")):
+            for tid, value in rows(f"SELECT trial_id, {column} FROM {table}"):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    return f"{trial(tid)}, {column.replace('_', ' ')} cannot be read ({value!r} is not a number)"
+        seen: set[tuple[int, int]] = set()
+        for sid, number in trials.values():
+            if (sid, number) in seen:
+                return f"study {names.get(sid)} cannot be read (several of its trials are number {number})"
+            seen.add((sid, number))
+    return None

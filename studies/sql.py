@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy
 
-from studies.errors import QueryError, StorageError
-from studies.store import describe_storage_error, mask_url, readonly_engine, url_dialect, with_available_driver
+from studies.errors import QueryError, StorageBusyError, StorageError
+from studies.store import (
+    _LOCK_POLL_S, describe_storage_error, mask_url, readonly_engine, url_dialect, with_available_driver,
+)
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
     import pandas as pd
@@ -403,14 +405,20 @@ def run_readonly_sql(
         uses_view and not defines_view
     ) else None
     run = _run_postgresql if dialect == "postgresql" else _run_sqlite
-    engine = readonly_engine(url)
+    started = time.monotonic()  # the time limit covers waiting for another process's lock while opening too
+    try:
+        engine = readonly_engine(url, wait=timeout)
+    except StorageBusyError:
+        raise _timeout_error(timeout) from None
     try:
         try:
             raw = engine.raw_connection()
         except Exception as exc:  # the driver's own errors, wrapped or not
             raise StorageError(f"storage {mask_url(url)}: cannot open read-only: {describe_storage_error(exc)}") from None
         try:
-            columns, rows = run(raw, url, statement, view, timeout, max_rows)
+            columns, rows = run(raw, url, statement, view, max(0.001, timeout - (time.monotonic() - started)), max_rows)
+        except QueryTimeoutError:
+            raise _timeout_error(timeout) from None
         finally:
             raw.close()
     finally:
@@ -477,7 +485,9 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
     """
     conn = raw.driver_connection
     stop, timed_out = threading.Event(), threading.Event()
-    conn.execute(f"PRAGMA busy_timeout = {int(min(timeout, 60) * 1000)}")
+    # a lock another process holds is waited for in short steps (SQLite's busy wait ignores interrupt()), the query
+    # tried again after each until the deadline or Ctrl-C sets ``stop``
+    conn.execute(f"PRAGMA busy_timeout = {int(_LOCK_POLL_S * 1000)}")
     # no single value past the result's budget is built at all (randomblob(1e9): "string or blob too big")
     length = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES)
     conn.set_authorizer(_sqlite_authorizer)
@@ -487,10 +497,15 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
     def work() -> Rows:
         conn.set_progress_handler(lambda: int(stop.is_set()), 1000)
         try:
-            text = statement if view is None else view(param_kinds(conn.execute(_PARAMS_SQL).fetchall()))
-            cursor = conn.execute(text)
-            rows = _fetch_within(cursor.fetchmany, max_rows) if cursor.description else []
-            return [d[0] for d in cursor.description or ()], [tuple(row) for row in rows]
+            while True:
+                try:
+                    text = statement if view is None else view(param_kinds(conn.execute(_PARAMS_SQL).fetchall()))
+                    cursor = conn.execute(text)
+                    rows = _fetch_within(cursor.fetchmany, max_rows) if cursor.description else []
+                    return [d[0] for d in cursor.description or ()], [tuple(row) for row in rows]
+                except sqlite3.OperationalError as exc:
+                    if "database is locked" not in str(exc) or stop.is_set():
+                        raise
         finally:
             conn.set_progress_handler(None, 0)
             conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length)

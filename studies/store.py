@@ -13,7 +13,7 @@ import time
 import warnings
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -26,11 +26,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from studies import optuna_rdb
 from studies.budget import RetryStaleTrialOnce
-from studies.errors import StorageError
+from studies.errors import StorageBusyError, StorageError
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
+# Opening a SQLite file waits for another process's lock in steps this long: SQLite's own busy wait ignores signals
+# and sqlite3's interrupt(), so a Ctrl-C (and a query's --timeout) is acted on between the steps
+_LOCK_POLL_S = 0.1
 # PRAGMA synchronous of writing SQLite connections: NORMAL (WAL syncs at checkpoints, not at each
 # commit; a power loss can lose the last commits, never consistency) or FULL (a sync per commit)
 SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
@@ -155,37 +158,72 @@ def _refuse_file_uri(url: str, where: str) -> None:
         raise StorageError(f"{where} takes a file path, not a file: URI; write sqlite:///{named}")
 
 
-def sqlite_read_uri(path: Path) -> str:
+_T = TypeVar("_T")
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (another process holds the lock) and "database table is locked"."""
+    return isinstance(exc, sqlite3.OperationalError) and "is locked" in str(exc)
+
+
+def _unreadable(message: str, exc: BaseException) -> StorageError:
+    """StorageError ``message: why`` for a SQLite file that could not be read; StorageBusyError (exit 1) for a lock
+    held past the wait, which the same command gets past once it is released."""
+    error = StorageBusyError if _is_locked(exc) else StorageError
+    return error(f"{message}: {describe_storage_error(exc)}")
+
+
+def _wait_deadline(deadline: float | None) -> float:
+    return time.monotonic() + SQLITE_BUSY_TIMEOUT_S if deadline is None else deadline
+
+
+def _read_sqlite(uri: str, read: Callable[[sqlite3.Connection], _T], deadline: float | None = None) -> _T:
+    """``read(a connection to uri)``, tried again while another process holds the lock, until ``deadline``
+    (``time.monotonic()``; default SQLITE_BUSY_TIMEOUT_S from now), then its "database is locked" raised."""
+    deadline = _wait_deadline(deadline)
+    while True:
+        conn = sqlite3.connect(uri, uri=True, timeout=_LOCK_POLL_S)
+        try:
+            return read(conn)
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc) or time.monotonic() >= deadline:
+                raise
+        finally:
+            conn.close()
+
+
+def sqlite_read_uri(path: Path, deadline: float | None = None) -> str:
     """A URI that reads ``path`` without ever writing or taking a lock that blocks a writer.
 
     ``mode=ro`` normally. A WAL database needs its ``-shm`` file, which SQLite cannot create in
     a read-only folder: there, when no ``-wal`` file holds unmerged commits, the file is opened
     ``immutable=1`` (no locks, no ``-shm``; correct because nobody can write in that folder
     either). A read-only folder beside a non-empty ``-wal`` without its ``-shm`` is refused.
+    A lock another process holds is waited for until ``deadline`` (see ``_read_sqlite``): StorageBusyError.
     """
     base = f"file:{quote(str(path.resolve()))}"
-    probe = sqlite3.connect(f"{base}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
     try:
-        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        _read_sqlite(f"{base}?mode=ro", lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone(),
+                     deadline)
         return f"{base}?mode=ro"
     except sqlite3.OperationalError as exc:
         wal = Path(f"{path}-wal")
-        if os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
-            raise StorageError(f"cannot read {str(path)!r}: {describe_storage_error(exc)}") from None
+        if _is_locked(exc) or os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
+            raise _unreadable(f"cannot read {str(path)!r}", exc) from None
         return f"{base}?immutable=1"
-    finally:
-        probe.close()
 
 
-def _read_sqlite_layout(path: Path, writable: bool = False) -> tuple[set[str], str | None]:
+def _read_sqlite_layout(path: Path, writable: bool = False,
+                        deadline: float | None = None) -> tuple[set[str], str | None]:
     """(table names, alembic revision or None) read through a read-only connection, or (``writable``, for a
     command that will write anyway) a read-write one, which can recover the WAL index a killed writer left."""
+    deadline = _wait_deadline(deadline)
     if writable:
         uri = f"file:{quote(str(path.resolve()))}"
     else:
-        uri = sqlite_read_uri(path) if path.stat().st_size else f"file:{quote(str(path.resolve()))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
-    try:
+        uri = sqlite_read_uri(path, deadline) if path.stat().st_size else f"file:{quote(str(path.resolve()))}?mode=ro"
+
+    def read(conn: sqlite3.Connection) -> tuple[set[str], str | None]:
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
@@ -194,8 +232,8 @@ def _read_sqlite_layout(path: Path, writable: bool = False) -> tuple[set[str], s
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             revision = row[0] if row else None
         return tables, revision
-    finally:
-        conn.close()
+
+    return _read_sqlite(uri, read, deadline)
 
 
 def _check_schema(revision: str | None, where: str) -> None:
@@ -233,8 +271,9 @@ def _read_header(path: Path) -> bytes:
     return os.pread(_HEADER_FDS[key], len(_SQLITE_HEADER), 0)
 
 
-def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
-    """All checks on a SQLite file that must pass before Optuna may touch it."""
+def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | None = None) -> None:
+    """All checks on a SQLite file that must pass before Optuna may touch it; a lock is waited for until
+    ``deadline`` (see ``_read_sqlite``)."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
         os.stat(path)
@@ -273,9 +312,9 @@ def _check_sqlite_file(path: Path, create: bool, where: str) -> None:
     revision = None
     if header:  # an empty file is a valid empty SQLite database
         try:
-            tables, revision = _read_sqlite_layout(path, writable=create)
+            tables, revision = _read_sqlite_layout(path, writable=create, deadline=deadline)
         except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{where}: cannot read {str(path)!r}: {describe_storage_error(exc)}") from None
+            raise _unreadable(f"{where}: cannot read {str(path)!r}", exc) from None
     if not tables and not create:
         raise StorageError(f"no database at {str(path)!r} ({where}): the file is empty")
     # only Optuna's tables but not yet version_info: another process is creating them right now
@@ -347,7 +386,8 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
 
 
 def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: bool) -> None:
-    """WAL and, where writable, every transaction as BEGIN IMMEDIATE.
+    """WAL (once something is written: see ``_wal_after_first_write``) and, where writable, every transaction as
+    BEGIN IMMEDIATE.
 
     Optuna claims a WAITING trial and fails a stale one by reading the trial's state and then
     writing it, trusting SELECT ... FOR UPDATE to make that atomic. SQLite ignores FOR UPDATE,
@@ -356,23 +396,31 @@ def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: b
     timeout makes the others wait for it instead of failing.
     """
     if writable:
-        _enable_wal(engine)
+        _wal_after_first_write(engine)
         event.listen(engine, "connect", _disable_pysqlite_begin)
         event.listen(engine, "begin", _begin_immediate)
     engine.dispose()  # connections made while Optuna created the tables lack the listeners
 
 
-def _enable_wal(engine: sqlalchemy.engine.Engine) -> None:
-    """Put the file in WAL mode (readers and one writer at once); the mode is stored in the file.
+def _wal_after_first_write(engine: sqlalchemy.engine.Engine) -> None:
+    """Put the file in WAL mode (readers and one writer at once; the mode is stored in the file) once a transaction
+    of ``engine`` has written, when its connection is returned to the pool, outside any transaction.
 
-    Set once here rather than on every connection: with a fresh connection per session each
-    extra pragma is paid on every storage call. The busy timeout comes from ``connect_args``.
+    Not when the storage is opened: a command refused before it writes (a study this service did not create in a
+    plain Optuna file) leaves the file as it was, its journal mode too. Tried once: another process holding the file
+    is switching it (or already has), WAL either way. The busy timeout comes from ``connect_args``.
     """
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode = WAL").fetchall()
-    except SQLAlchemyError:
-        pass  # another process holds the file and is switching it (or already has): WAL either way
+    tried: list[bool] = []
+
+    @event.listens_for(engine, "checkin")
+    def _switch(dbapi_connection: sqlite3.Connection | None, _record: object) -> None:
+        if tried or dbapi_connection is None or not dbapi_connection.total_changes:
+            return
+        tried.append(True)
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode = WAL").fetchall()
+        except sqlite3.Error:
+            pass
 
 
 def sqlite_synchronous() -> str:
@@ -422,6 +470,7 @@ def open_storage(
     URI (see ``sqlite_read_uri``), PostgreSQL in read-only transactions.
     """
     where = f"storage {mask_url(url)}"
+    given = url
     create = create and not readonly
     path = sqlite_path(url)
     url = with_available_driver(url)
@@ -441,9 +490,10 @@ def open_storage(
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
                          "poolclass": sqlalchemy.pool.NullPool if readonly else sqlalchemy.pool.QueuePool}
         if path is not None:
-            _check_sqlite_file(path, create, where)
+            deadline = _wait_deadline(None)
+            _check_sqlite_file(path, create, where, deadline)
             if readonly:
-                engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path))
+                engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path, deadline))
     else:
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
         if url_dialect(url) == "postgresql":
@@ -489,8 +539,30 @@ def open_storage(
                 _ping_when_idle(storage.engine)
             if storage.engine.dialect.name == "postgresql":
                 _sessions_in_utc(storage.engine)
+            _OPENED[given] = time.monotonic()
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
+
+
+_OPENED: dict[str, float] = {}  # storage URL -> when open_storage last opened it, for ``unreadable_stored_value``
+
+
+def unreadable_stored_value(since: float) -> str | None:
+    """Where a database this process opened at ``time.monotonic()`` ``since`` or later holds a value that cannot be
+    read (see ``optuna_rdb.unreadable_value``), as "storage URL: study NAME, ...", or None (also when that cannot be
+    told): for a command that failed unexpectedly, to say so in one line rather than with a traceback."""
+    for url in [url for url, opened in _OPENED.items() if opened >= since]:
+        try:
+            storage = open_storage(url, readonly=True)
+            try:
+                found = optuna_rdb.unreadable_value(storage)
+            finally:
+                storage.engine.dispose()
+        except Exception:  # noqa: BLE001  the database itself failed: said as it is by the caller
+            continue
+        if found:
+            return f"storage {mask_url(url)}: {found}"
+    return None
 
 
 def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object]) -> None:
@@ -608,8 +680,11 @@ def describe_storage_error(exc: BaseException | None) -> str:
     return _first_line(drivers[0] if drivers else seen[-1])
 
 
-def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
-    """An engine whose connections cannot write: SQLite mode=ro, PostgreSQL read-only transactions."""
+def readonly_engine(url: str, wait: float | None = None) -> sqlalchemy.engine.Engine:
+    """An engine whose connections cannot write: SQLite mode=ro, PostgreSQL read-only transactions.
+
+    A SQLite lock another process holds is waited for at most ``wait`` s (default SQLITE_BUSY_TIMEOUT_S), then
+    StorageBusyError."""
     where = f"storage {mask_url(url)}"
     dialect = url_dialect(url)
     if dialect == "sqlite":
@@ -617,8 +692,9 @@ def readonly_engine(url: str) -> sqlalchemy.engine.Engine:
         _refuse_file_uri(url, f"{where}: read-only SQL")
         if path is None:
             raise StorageError(f"{where}: read-only SQL needs a SQLite file, not an in-memory database")
-        _check_sqlite_file(path, False, where)
-        creator = _readonly_sqlite_creator(sqlite_read_uri(path))
+        deadline = _wait_deadline(None if wait is None else time.monotonic() + wait)
+        _check_sqlite_file(path, False, where, deadline)
+        creator = _readonly_sqlite_creator(sqlite_read_uri(path, deadline))
         return sqlalchemy.create_engine("sqlite://", creator=creator, poolclass=sqlalchemy.pool.NullPool)
     if dialect == "postgresql":
         _check_server_database(with_available_driver(url), False, where)  # as SQLite: an Optuna study database

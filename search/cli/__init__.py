@@ -10,6 +10,7 @@ import io
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -30,6 +31,7 @@ class SearchGroup(click.Group):
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
         extra.pop("standalone_mode", None)
         given = list(sys.argv[1:] if args is None else args)
+        started = time.monotonic()
         forget_pending()
         closed_stdout = sys.stdout is None
         if closed_stdout:  # started with stdout closed (`>&-`, a daemon's): what it prints is kept, and its loss said
@@ -69,10 +71,17 @@ class SearchGroup(click.Group):
             # the database failing outside a worker's retried writes (creating or loading a stage, summarising it):
             # a lock held longer than the busy timeout, a full disk, a server gone
             from search.stages import is_storage_error
-            from studies.store import describe_storage_error
+            from studies.store import describe_storage_error, unreadable_stored_value
 
             if not is_storage_error(e):
-                raise
+                # a value changed by hand, which Optuna or this service cannot read: one line naming it, not the
+                # traceback it made
+                unreadable = unreadable_stored_value(since=started)
+                if not unreadable:
+                    raise
+                click.echo(f"error: {visible(one_line(unreadable))}; it was written by another program or changed "
+                           "since, and is left as it is", err=True)
+                sys.exit(2)
             click.echo(f"error: the database failed: {visible(one_line(describe_storage_error(e)))}; run the same "
                        "command again", err=True)
             sys.exit(1)

@@ -51,6 +51,19 @@ def test_a_foreign_study_is_refused_and_left_unchanged(run_cli, url, direction, 
     assert _snapshot(url, STAGE) == before
 
 
+@pytest.mark.parametrize("command", ["coarse", "auto"])
+def test_a_refused_stage_command_leaves_a_plain_optuna_file_byte_for_byte(run_cli, tmp_path, url, command):
+    optuna.create_study(storage=url, study_name=STAGE)  # plain Optuna's file: rollback journal, no WAL
+    path = tmp_path / "search.db"
+    before = path.read_bytes()
+
+    result = run_cli(command, *SMALL, "--trials", "2", "--storage", url)
+
+    one_line_error(result, "study digits/coarse was not created by this service; use another --campaign")
+    assert path.read_bytes() == before  # it was switched to WAL (header bytes 18-19: 1 -> 2) when opened
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search.db"]  # no -wal, no -shm
+
+
 @pytest.mark.parametrize("command", [("explain", "plain:0"), ("train", "--from-trial", "plain:0")])
 def test_a_foreign_study_named_for_a_trial_is_not_called_half_created(run_cli, url, command):
     # the message was "stage plain was never fully created (its creator stopped while enqueuing trials)"
@@ -374,6 +387,32 @@ def test_a_lock_held_past_the_busy_timeout_while_a_stage_is_created_is_one_line(
     assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other", "--storage", url).exit_code == 0
 
 
+@pytest.mark.parametrize("command", ["studies", "trials", "coarse"])
+def test_a_lock_held_past_the_busy_timeout_while_a_rollback_journal_database_is_opened_is_exit_1(
+        run_cli, url, tmp_path, monkeypatch, command):
+    from studies import store
+
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    journal = tmp_path / "journal.db"  # the mode plain Optuna leaves a database in: a lock stops readers too
+    holder = sqlite3.connect(journal, isolation_level=None)
+    with sqlite3.connect(tmp_path / "search.db") as source:
+        source.backup(holder)
+    holder.execute("PRAGMA journal_mode = DELETE")
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_cli(command, *(SMALL if command == "coarse" else ()), "--storage", f"sqlite:///{journal}")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert result.stderr.endswith(f"cannot read '{journal}': the database is locked: another process has held its "
+                                  f"write lock too long; try again when it is done (database is locked "
+                                  f"[SQLITE_BUSY])\n")
+
+
 def _limited_to(size: int):
     """For a child process: files it writes stop at ``size`` bytes (a short write, then EFBIG), like a disk filling."""
     import resource
@@ -579,6 +618,42 @@ def test_a_stage_whose_stored_definition_lacks_an_attribute_is_one_line_and_left
         assert one_line_error(run_cli(*command, "--storage", url)) == expected, command
     assert content() == before
     engine.dispose()
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("change, command, what", [
+    ("UPDATE study_user_attributes SET value_json = '{not json' WHERE key = 'space'", ["trials"],
+     "study digits/coarse, user attribute 'space' cannot be read (not JSON: Expecting property name"),
+    ("UPDATE trial_values SET value = 'abc'", ["studies"],
+     "study digits/coarse, trial 0, value cannot be read ('abc' is not a number)"),
+    ("""UPDATE trial_params SET distribution_json = '{"name": "Evil"}'""", ["explain", f"{STAGE}:0"],
+     "study digits/coarse, trial 0, parameter 'lr' cannot be read (its distribution: Unknown distribution class: "
+     "Evil)"),
+    ("UPDATE study_user_attributes SET value_json = 'null' WHERE key = 'data'", ["fine", "--trials", "1"],
+     "study digits/coarse, user attribute 'data' cannot be read (a JSON object was expected, not null)"),
+    ("UPDATE trial_params SET param_value = 1e308", ["report", "--out", "out"],
+     "study digits/coarse, trial 0, parameter 'lr' cannot be read (1e+308 is outside its distribution {"),
+    ("UPDATE trials SET number = 0", ["explain", f"{STAGE}:0"],
+     "study digits/coarse cannot be read (several of its trials are number 0)"),
+    (f"UPDATE trial_user_attributes SET value_json = '{DEEP}' WHERE key = 'diagnosis'", ["trials", STAGE],
+     "study digits/coarse, trial 0, user attribute 'diagnosis' cannot be read (its JSON is nested too deep)"),
+], ids=["space-not-json", "value-text", "unknown-distribution", "data-null", "param-outside", "numbers-twice", "deep"])
+def test_a_stored_value_changed_by_hand_is_one_line_naming_it(run_cli, url, change, command, what):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # as another program might have left it; each made a traceback of 30 to 90 lines
+        conn.exec_driver_sql(change)
+    engine.dispose()
+
+    result = run_cli(*command, "--storage", url)
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    last = result.stderr.splitlines()[-1]  # the report says what it draws before
+    assert last.startswith(f"error: storage {url}: {what}"), last
+    assert last.endswith("; it was written by another program or changed since, and is left as it is")
 
 
 def test_explaining_a_trial_other_code_gave_an_unknown_diagnosis_is_one_line(run_cli, url):

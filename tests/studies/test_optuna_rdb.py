@@ -170,3 +170,23 @@ def test_a_database_at_the_head_schema_opens_without_importing_alembic(tmp_path,
             "SELECT sql FROM sqlite_master WHERE tbl_name = 'alembic_version' ORDER BY name").fetchall()
             for name in ("rdb.db", "plain.db")]
         assert ddl[0] == ddl[1] and "alembic_version_pkc PRIMARY KEY" in ddl[0][0][0]
+
+
+def test_unreadable_value_finds_nothing_in_values_optuna_wrote_and_names_a_value_changed_by_hand(tmp_path):
+    url = f"sqlite:///{tmp_path / 'rdb.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s", direction="maximize")
+    study.set_user_attr("space", {"lr": {"type": "float"}})
+    study.set_user_attr("data", {"name": "digits"})
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-5, 1.0, log=True),
+                     "act": optuna.distributions.CategoricalDistribution(["relu", "tanh"])}
+    for i in range(2):
+        study.add_trial(optuna.trial.create_trial(value=0.5 + i, params={"lr": 0.01, "act": "tanh"},
+                                                  distributions=distributions, intermediate_values={0: 0.1},
+                                                  user_attrs={"diagnosis": ["ok"], "curve": [1.0, float("nan")]}))
+    assert optuna_rdb.unreadable_value(optuna_rdb.study_storage(study)) is None
+
+    with sqlite3.connect(tmp_path / "rdb.db") as conn:
+        conn.execute("UPDATE trial_params SET param_value = 2 WHERE param_name = 'act'")  # a third choice of two
+    assert optuna_rdb.unreadable_value(optuna_rdb.study_storage(study)) == (
+        "study s, trial 0, parameter 'act' cannot be read (2.0 is outside its distribution {\"name\": "
+        "\"CategoricalDistribution\", \"attributes\": {\"choices\": [\"relu\", \"tanh\"]}})")

@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,6 +172,39 @@ def test_sqlite_ctrl_c_cancels_the_query(sqlite_url) -> None:
     finally:
         stop.set()
     assert run_readonly_sql(sqlite_url, "SELECT count(*) AS n FROM trials")["n"].tolist() == [3]
+
+
+@contextlib.contextmanager
+def _locked_rollback_journal(url: str) -> Iterator[str]:
+    """The URL of a copy of the database in rollback-journal mode (plain Optuna's), another connection holding its
+    exclusive lock."""
+    path = Path(url.removeprefix("sqlite:///")).with_name("journal.db")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as source:
+            source.backup(holder)
+        holder.execute("PRAGMA journal_mode = DELETE")
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            holder.execute("ROLLBACK")
+
+
+def test_sqlite_time_limit_covers_waiting_for_a_lock_while_opening(sqlite_url) -> None:
+    started = time.monotonic()
+    with _locked_rollback_journal(sqlite_url) as url, pytest.raises(QueryTimeoutError, match="limit of 0.5 s") as info:
+        run_readonly_sql(url, "SELECT 1", timeout=0.5)
+    assert info.value.exit_code == 1 and time.monotonic() - started < 3  # it waited the busy timeout (60 s)
+
+
+def test_sqlite_ctrl_c_while_waiting_for_a_lock_stops_at_once(sqlite_url, monkeypatch) -> None:
+    monkeypatch.setattr(studies.sql, "_run_sqlite", lambda *args: pytest.fail("the query ran"))
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    with _locked_rollback_journal(sqlite_url) as url, pytest.raises(KeyboardInterrupt):
+        timer.start()
+        run_readonly_sql(url, "SELECT 1", timeout=30)
+    assert time.monotonic() - started < 3  # it was acted on once the lock was released, 30 s later
 
 
 def test_postgresql_sleep_stops_at_its_time_limit(pg_url) -> None:
