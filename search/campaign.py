@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -28,7 +27,7 @@ from search.stages import (
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
-from studies.queries import campaigns, latest_campaign, names_message
+from studies.queries import COMPARE_STAGE, campaigns, latest_campaign, names_message
 from studies.store import open_storage
 
 DEFAULT_SPACE: dict[str, Dimension] = {"lr": FloatRange(1e-6, 1.0), "reg": FloatRange(1e-6, 10.0)}
@@ -165,7 +164,6 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     return run_existing(execution, study, created, dataset)
 
 
-COMPARE_STAGE = re.compile(r"(random|grid)-\d+")  # search compare's stages; search grid's is "grid"
 
 
 def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, compare: bool) -> None:

@@ -11,6 +11,7 @@ user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -251,11 +252,25 @@ def campaigns(storage: optuna.storages.BaseStorage) -> list[str]:
     return list(seen)
 
 
+COMPARE_STAGE = re.compile(r"(random|grid)-\d+")  # search compare's stages (its own campaign); search grid's: "grid"
+
+
 def latest_campaign(storage: optuna.storages.BaseStorage) -> str:
-    """The campaign of the most recently created study; UnknownStudyError when there is none."""
+    """The campaign of the most recently created study, search compare's campaigns left out (a comparison of two
+    samplers, not a search to refine or keep a trial of: the commands that default to this one name it with
+    --campaign); UnknownStudyError when there is none."""
+    compared: list[str] = []
     for info in reversed(_study_infos(storage)):
-        if info.campaign is not None:
-            return info.campaign
+        if info.campaign is None or info.campaign in compared:
+            continue
+        if info.stage is not None and COMPARE_STAGE.fullmatch(info.stage):
+            compared.append(info.campaign)
+            continue
+        return info.campaign
+    if compared:
+        raise UnknownStudyError(f"the storage holds only search compare's campaigns ({names_message(compared[::-1])}), "
+                                f"which are never the default: give --campaign NAME, or start a search with "
+                                f"`search coarse`")
     raise UnknownStudyError("no campaign in the storage yet: run `search coarse` first")
 
 
@@ -560,6 +575,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
 
 
 __all__ = [
+    "COMPARE_STAGE",
     "STUDY_COLUMNS",
     "TRIAL_HEAD_COLUMNS",
     "TRIAL_TAIL_COLUMNS",

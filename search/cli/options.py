@@ -516,7 +516,7 @@ explode_option = click.option(
 
 # --campaign's default, as its help says it: a command that starts a campaign, one that continues or reads one
 NEW_CAMPAIGN = "the data's name, e.g. wine for wine.csv"
-NEWEST_CAMPAIGN = "the latest"
+NEWEST_CAMPAIGN = "the latest, search compare's left out"
 
 
 def campaign_option(default: str) -> Callable:

@@ -942,7 +942,8 @@ def test_campaign_and_out_help_give_each_command_its_own_default(run_cli):
         assert option(command, "--campaign") == ("--campaign TEXT Campaign name (default: the data's name, e.g. wine "
                                                  "for wine.csv).")
     for command in ("fine", "grid", "worker", "best", "report"):
-        assert option(command, "--campaign") == "--campaign TEXT Campaign name (default: the latest).", command
+        assert option(command, "--campaign") == ("--campaign TEXT Campaign name (default: the latest, search "
+                                                 "compare's left out)."), command
     assert option("trials", "--campaign") == "--campaign TEXT Campaign name (default: every campaign)."
     assert option("compare", "--campaign") == "--campaign TEXT Campaign name (default: compare-<UTC timestamp>)."
     assert option("report", "--out") == "--out DIRECTORY Folder to write into (default: report-<campaign>)."
