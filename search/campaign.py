@@ -27,6 +27,7 @@ from search.stages import (
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
+from studies.budget import ERROR_PREFIX
 from studies.queries import COMPARE_STAGE, campaigns, latest_campaign, names_message
 from studies.store import open_storage
 
@@ -112,6 +113,7 @@ class StageSummary:
     errors: list[str] = field(default_factory=list)
     training_seconds: float = 0.0  # building and training the nets of all its trials
     ran: int = 0  # trials this command ran (0: the stage was complete already)
+    failed_by_error: int = 0  # of counts["fail"]: trials that failed by themselves, not re-run (the others were)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -124,6 +126,8 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     counts = {name.lower(): n for name, n in optuna_rdb.state_counts(storage, study_id).items()}
     seconds = sum(x for x in optuna_rdb.trial_user_attr_values(storage, study_id, "seconds")
                   if isinstance(x, (int, float)))  # not text
+    errored = 0 if not counts.get("fail") else sum(  # read only where a trial failed
+        str(x).startswith(ERROR_PREFIX) for x in optuna_rdb.trial_user_attr_values(storage, study_id, "stop_reason"))
     if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
         means = config_means(study.get_trials(deepcopy=False))
         rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), "params": p}
@@ -141,6 +145,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
         best_value=best_value, best_params=best_params,
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
         training_seconds=round(seconds, 4),  # as each trial's seconds are stored
+        failed_by_error=min(errored, counts.get("fail", 0)),
     )
 
 

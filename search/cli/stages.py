@@ -25,12 +25,21 @@ LEAD_COLUMNS = {"runs": ("runs", 4, "d"), "number": ("trial", 5, "d"), "value": 
                 "std": ("std", 6, ".4f")}
 
 
+def failed_text(failed: int, by_error: int) -> str:
+    """Why ``failed`` trials failed and what became of them, ``by_error`` of them by an error of their own."""
+    rerun = failed - by_error
+    if not by_error:
+        return "interrupted, so re-run"
+    errors = f"by {'an error' if by_error == 1 else 'errors'}, not re-run"
+    return f"{rerun} interrupted, so re-run; {by_error} {errors}" if rerun else errors
+
+
 def print_summary(summary: Any) -> None:
     from studies.records import seconds_text
 
     c = summary.counts
     click.echo()
-    failed = f"; {c['fail']} failed (an interrupted one is re-run)" if c["fail"] else ""
+    failed = f"; {c['fail']} failed ({failed_text(c['fail'], summary.failed_by_error)})" if c["fail"] else ""
     epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
     say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
         f"{epochs} a trial, {seconds_text(summary.training_seconds)} s of training")
