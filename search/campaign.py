@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -478,6 +479,10 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     summaries = [execute_stage(execution, coarse, dataset)]
     execution = replace(execution, warnings=())  # said before the coarse stage: about the data all stages share
     storage = execution.storage()
+    if (not summaries[0].created and not summaries[0].ran and execution.progress != "quiet"
+            and latest_chain_stage(storage, coarse.campaign) == "coarse"):  # a rerun after the coarse stage: say so
+        print(f"{coarse.name} is complete ({coarse.n_trials} trials); continuing with the fine stages",
+              file=sys.stderr, flush=True)
     while True:
         raise_pending()
         last = latest_chain_stage(storage, coarse.campaign)

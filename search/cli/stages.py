@@ -180,11 +180,15 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
     if as_json:
         echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
     else:
-        before = [s.study for s in summaries if not s.created and not s.ran]
+        before = [s for s in summaries if not s.created and not s.ran]
         if before:
             click.echo()
-            say(f"{', '.join(before)} {'was' if len(before) == 1 else 'were'} already complete; nothing to run "
-                f"(use --campaign NAME to start a new campaign)")
+            done = f"{', '.join(s.study for s in before)} {'was' if len(before) == 1 else 'were'} already complete"
+            if len(before) < len(summaries):  # search auto or fine went on with the stages after them
+                say(f"{done} ({', '.join(str(s.n_trials) for s in before)} trials); continued with the stages "
+                    f"after {'it' if len(before) == 1 else 'them'}")
+            else:
+                say(f"{done}; nothing to run (use --campaign NAME to start a new campaign)")
         for s in summaries:
             print_summary(s)
     return 1 if any(s.errors for s in summaries) else 0

@@ -408,6 +408,18 @@ def test_a_command_whose_stage_is_complete_says_so(run_cli):
     assert again.exit_code == 0 and "digits/coarse was already complete; nothing to run" in again.stdout
 
 
+def test_auto_after_its_coarse_stage_says_it_continues_with_the_fine_stages(run_cli):
+    # it said "digits/coarse was already complete; nothing to run" and then ran promote-1, fine-1 and final
+    coarse = ["--trials", "4", "--epochs", "1", "--train-size", "200", "--space", "hidden=16:64:int"]
+    assert run_cli("coarse", *coarse).exit_code == 0
+    result = run_cli("auto", *coarse, "--max-fine", "1", "--top", "2", "--repeats", "1", "--retrain-seeds", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == "digits/coarse is complete (4 trials); continuing with the fine stages"
+    text = " ".join(result.stdout.split())
+    assert text.startswith("digits/coarse was already complete (4 trials); continued with the stages after it "
+                           "digits/coarse: 4 complete") and "nothing to run" not in text
+
+
 def test_fine_whose_promoted_runs_all_explode_fails_with_exit_1_and_says_what_to_do(run_cli):
     # once exit 2 (bad input) after the promotion stage had run, and only "has no completed trials to refine the
     # ranges from"
