@@ -81,10 +81,10 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     print_table(frame, fmt, columns, default, wide)
 
 
-def auto_choice(st: Any, campaign: str, storage: str | None) -> tuple[str, str | None] | None:
-    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, with the command
-    that keeps it, and a run of it in that stage (STUDY:NUMBER, which the command retrains; None when no run of it
-    completed); None when no search auto finished."""
+def auto_choice(st: Any, campaign: str) -> tuple[str, str | None] | None:
+    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, and a run of it in
+    that stage (STUDY:NUMBER, which ``keep_command`` retrains; None when no run of it completed); None when no search
+    auto finished."""
     from optuna.trial import TrialState
 
     from search.campaign import RETRAINED_ATTR
@@ -106,7 +106,7 @@ def auto_choice(st: Any, campaign: str, storage: str | None) -> tuple[str, str |
     runs = [t.number for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
             if t.params == params]
     run = f"{finals[-1]}:{min(runs)}" if runs else None
-    return chose + (f"; keep auto's choice with {keep_command(run, storage)}" if run else ""), run
+    return chose, run
 
 
 def keep_command(trial: str, storage: str | None) -> str:
@@ -165,11 +165,12 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     if se is not None:  # the highest of the longest runs within 2 standard errors of the highest value
         found = best_trial(st, name, margin=2 * se)
     head = ("study", "stage", "number", "value")
-    chose = auto_choice(st, name, storage)
+    chose = auto_choice(st, name)
     row = {**{k: found[k] for k in head}, "value_se": value_se(found["value"], samples), "val_samples": samples,
            **{k: v for k, v in found.items() if k not in head}, "auto_trial": chose[1] if chose else None}
-    if chose:
-        say(f"note: {chose[0]}", err=True)
+    if chose:  # the table's "keep it:" line keeps auto's choice: the command is said once
+        keep = f"; keep auto's choice with {keep_command(chose[1], storage)}" if chose[1] and fmt != "table" else ""
+        say(f"note: {chose[0]}{keep}", err=True)
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})

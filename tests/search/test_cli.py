@@ -237,10 +237,13 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
                 f"{chosen['test_acc'][0]:.4f}), not the single trial shown; keep auto's choice with search train "
                 f"--from-trial digits/final:{run} --save model.npz")
-    for fmt in ("table", "json"):
+    for fmt in ("csv", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
-    table = run_cli("best").stdout
+    # the table's last line keeps auto's choice: the note said the same command again
+    best = run_cli("best")
+    assert " ".join(best.stderr.split()) == expected.split("; keep auto's choice")[0]
+    table = best.stdout
     assert "search auto chose" not in table
     # the line under the table keeps auto's choice too, where it kept the single trial shown (another configuration)
     assert table.splitlines()[-1] == f"keep it: search train --from-trial digits/final:{run} --save model.npz"
