@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import signal
 import sqlite3
 import os
@@ -876,6 +877,24 @@ def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_val
             "the highest of them at the longest run length") in " ".join(run_cli("best", "--help").stdout.split())
 
 
+def test_best_trial_from_python_is_what_search_best_gives(run_cli):
+    # the README's best_trial(storage, "digits") gave ties 29 and no value_se where search best --json gave ties 74
+    # and value_se: the function took margin 0, the command 2 standard errors
+    from studies.queries import best_trial
+
+    assert run_cli("coarse", "--trials", "12", "--epochs", "1", "--train-size", "200").exit_code == 0
+    cli = json.loads(run_cli("best", "--json").stdout)
+    storage = open_storage("sqlite:///search.db", readonly=True)
+    try:
+        found = best_trial(storage, "digits")
+    finally:
+        storage.engine.dispose()
+    assert found["val_samples"] == cli["val_samples"] == 270
+    high = found["highest_value"]
+    assert found["margin"] == pytest.approx(2 * math.sqrt(high * (1 - high) / 270)) and found["margin"] > 0
+    assert {k: v for k, v in found.items() if k != "margin"} == {k: v for k, v in cli.items() if k != "auto_trial"}
+
+
 def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch):
     # best showed "value 0.963" and "val_acc 1" where search trials shows 0.9630 and 1.0000
     import studies.queries
@@ -883,7 +902,7 @@ def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch
     assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
     real = studies.queries.best_trial
 
-    def best_trial(storage, campaign, margin=0.0):
+    def best_trial(storage, campaign, margin=None):
         row = real(storage, campaign, margin)
         return {**row, "value": 0.962962963, "user_attrs": {**row["user_attrs"], "val_acc": 1.0}}
 
