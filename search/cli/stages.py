@@ -296,10 +296,8 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
-    stage = grid_stage_for(st, name)
-    if not as_json:
-        say(f"{stage.name}: {stage.range_notes[0]}")
-    return finish([execute_stage(ex, stage)], as_json)
+    # its size (the note under "range:") is said in the summary, and [n/points] as the trials run
+    return finish([execute_stage(ex, grid_stage_for(st, name))], as_json)
 
 
 @click.command(cls=SectionedCommand, short_help="The whole recipe: coarse, fine stages, final, test score.")
