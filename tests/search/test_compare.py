@@ -194,6 +194,15 @@ def test_report_errors_are_one_line(run_cli, tmp_path):
     one_line_error(run_cli("report", "--out", "blocker/sub"), "--out")
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc, where no folder can be made")
+def test_report_into_a_folder_that_cannot_be_made_is_refused_before_the_plots(run_cli):
+    # as root, /proc passes os.access: all 8 plots were drawn before "--out '/proc/x': cannot create the folder"
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "100", "--json").exit_code == 0
+    for out in ("/proc/x", "/proc/x/y"):
+        assert one_line_error(run_cli("report", "--out", out)) == (
+            f"error: Invalid value for '--out': '{out}': cannot create a folder in '/proc': No such file or directory")
+
+
 def test_compare_rejects_bad_options(run_cli):
     result = run_cli("compare", "--repeats", "0")
     assert result.exit_code == 2 and "--repeats" in result.stderr
