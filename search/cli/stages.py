@@ -183,12 +183,13 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
         before = [s for s in summaries if not s.created and not s.ran]
         if before:
             click.echo()
-            done = f"{', '.join(s.study for s in before)} {'was' if len(before) == 1 else 'were'} already complete"
+            were = "was" if len(before) == 1 else "were"
             if len(before) < len(summaries):  # search auto or fine went on with the stages after them
-                say(f"{done} ({', '.join(str(s.n_trials) for s in before)} trials); continued with the stages "
-                    f"after {'it' if len(before) == 1 else 'them'}")
+                say(f"{', '.join(f'{s.study} ({s.n_trials} trials)' for s in before)} {were} already complete; "
+                    f"continued with the stages after {'it' if len(before) == 1 else 'them'}")
             else:
-                say(f"{done}; nothing to run (use --campaign NAME to start a new campaign)")
+                say(f"{', '.join(s.study for s in before)} {were} already complete; nothing to run (use --campaign "
+                    f"NAME to start a new campaign)")
         for s in summaries:
             print_summary(s)
     return 1 if any(s.errors for s in summaries) else 0

@@ -420,7 +420,7 @@ def test_auto_after_its_coarse_stage_says_it_continues_with_the_fine_stages(run_
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[0] == "digits/coarse is complete (4 trials); continuing with the fine stages"
     text = " ".join(result.stdout.split())
-    assert text.startswith("digits/coarse was already complete (4 trials); continued with the stages after it "
+    assert text.startswith("digits/coarse (4 trials) was already complete; continued with the stages after it "
                            "digits/coarse: 4 complete") and "nothing to run" not in text
 
 
