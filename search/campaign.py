@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
+import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -28,7 +28,8 @@ from search.stages import (
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
-from studies.queries import campaigns, latest_campaign, names_message
+from studies.budget import ERROR_PREFIX
+from studies.queries import COMPARE_STAGE, campaigns, latest_campaign, names_message
 from studies.store import open_storage
 
 DEFAULT_SPACE: dict[str, Dimension] = {"lr": FloatRange(1e-6, 1.0), "reg": FloatRange(1e-6, 10.0)}
@@ -113,6 +114,7 @@ class StageSummary:
     errors: list[str] = field(default_factory=list)
     training_seconds: float = 0.0  # building and training the nets of all its trials
     ran: int = 0  # trials this command ran (0: the stage was complete already)
+    failed_by_error: int = 0  # of counts["fail"]: trials that failed by themselves, not re-run (the others were)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -125,6 +127,8 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     counts = {name.lower(): n for name, n in optuna_rdb.state_counts(storage, study_id).items()}
     seconds = sum(x for x in optuna_rdb.trial_user_attr_values(storage, study_id, "seconds")
                   if isinstance(x, (int, float)))  # not text
+    errored = 0 if not counts.get("fail") else sum(  # read only where a trial failed
+        str(x).startswith(ERROR_PREFIX) for x in optuna_rdb.trial_user_attr_values(storage, study_id, "stop_reason"))
     if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
         means = config_means(study.get_trials(deepcopy=False))
         rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), "params": p}
@@ -142,6 +146,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
         best_value=best_value, best_params=best_params,
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
         training_seconds=round(seconds, 4),  # as each trial's seconds are stored
+        failed_by_error=min(errored, counts.get("fail", 0)),
     )
 
 
@@ -165,7 +170,6 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     return run_existing(execution, study, created, dataset)
 
 
-COMPARE_STAGE = re.compile(r"(random|grid)-\d+")  # search compare's stages; search grid's is "grid"
 
 
 def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, compare: bool) -> None:
@@ -475,6 +479,10 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     summaries = [execute_stage(execution, coarse, dataset)]
     execution = replace(execution, warnings=())  # said before the coarse stage: about the data all stages share
     storage = execution.storage()
+    if (not summaries[0].created and not summaries[0].ran and execution.progress != "quiet"
+            and latest_chain_stage(storage, coarse.campaign) == "coarse"):  # a rerun after the coarse stage: say so
+        print(f"{coarse.name} is complete ({coarse.n_trials} trials); continuing with the fine stages",
+              file=sys.stderr, flush=True)
     while True:
         raise_pending()
         last = latest_chain_stage(storage, coarse.campaign)

@@ -32,8 +32,8 @@ import sqlalchemy
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from engine.data import Dataset
-from engine.errors import EngineError
+from engine.data import Dataset, check_dataset_name
+from engine.errors import ConfigError, EngineError
 from engine.diagnostics import still_falling, value_se
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
 from search.config import RunConfig, with_absolute_data
@@ -58,6 +58,29 @@ MAX_CAMPAIGN = 200
 
 def study_name(campaign: str, stage: str) -> str:
     return f"{campaign}/{stage}"
+
+
+def _check_stored_data(attrs: dict[str, Any]) -> None:
+    """SearchError saying what became of the data a stage was trained on when it is no longer there (moved, deleted,
+    replaced by something that is not a file): the stage's definition is whole, its data is not."""
+    config = attrs.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name:
+        return  # a definition that cannot be read: said by from_attrs
+    try:
+        check_dataset_name(name)
+    except ConfigError as exc:
+        path = os.path.expanduser(name)
+        try:
+            gone = not os.path.exists(path)
+            other = not gone and not os.path.isdir(path) and not os.path.isfile(path)
+        except (OSError, ValueError):
+            gone = other = False
+        what = ("which is not found (moved or deleted?)" if gone else
+                "which is no longer a regular file or folder" if other else f"which cannot be used now ({exc})")
+        raise SearchError(f"stage {attrs.get('campaign')}/{attrs.get('stage')} was trained on {name}, {what}: put it "
+                          f"back, or pass --campaign NAME to start another campaign") from None
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,7 @@ class Stage:
     def from_attrs(cls, attrs: dict[str, Any]) -> Stage:
         """The stage its study's user attributes define; SearchError naming the study when they cannot be read (one
         missing or of another type: written by another program or changed since)."""
+        _check_stored_data(attrs)
         try:
             stage = cls(
                 campaign=attrs["campaign"], stage=attrs["stage"], space=space_from_attr(attrs["space"]),

@@ -42,18 +42,27 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     # signal landing while the first one's trial is being recorded could cut that in half.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C pending since the start is dropped here
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it started this one
-    raise_on(signal.SIGTERM, Interrupted)
+    try:  # from the handler on: a SIGTERM as it starts (its parent killed meanwhile) is an exit 130, no traceback
+        raise_on(signal.SIGTERM, Interrupted)
+        code = _worker_run(url, name, cache_dir, heartbeat, parent)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: a late SIGTERM has nothing left to stop
+    except (KeyboardInterrupt, Interrupted):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        code = 130
+    sys.exit(code)
+
+
+def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> int:
+    """The worker's work and its exit code (0 done, 1 failed, EXIT_STOPPED); Interrupted on SIGTERM."""
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     try:
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
         storage = open_storage(url, heartbeat_interval=heartbeat, create=False)
         report = run_worker(storage, name, load_cache(cache_dir))
-    except (KeyboardInterrupt, Interrupted):
-        sys.exit(130)
     except (SearchError, StudyError) as e:  # the database stayed down, or is gone: the parent reports this line
         Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
-        sys.exit(EXIT_STOPPED)
-    sys.exit(1 if report.errors else 0)
+        return EXIT_STOPPED
+    return 1 if report.errors else 0
 
 
 def _terminate_when_orphaned(parent: int) -> None:

@@ -11,6 +11,8 @@ user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -251,11 +253,25 @@ def campaigns(storage: optuna.storages.BaseStorage) -> list[str]:
     return list(seen)
 
 
+COMPARE_STAGE = re.compile(r"(random|grid)-\d+")  # search compare's stages (its own campaign); search grid's: "grid"
+
+
 def latest_campaign(storage: optuna.storages.BaseStorage) -> str:
-    """The campaign of the most recently created study; UnknownStudyError when there is none."""
+    """The campaign of the most recently created study, search compare's campaigns left out (a comparison of two
+    samplers, not a search to refine or keep a trial of: the commands that default to this one name it with
+    --campaign); UnknownStudyError when there is none."""
+    compared: list[str] = []
     for info in reversed(_study_infos(storage)):
-        if info.campaign is not None:
-            return info.campaign
+        if info.campaign is None or info.campaign in compared:
+            continue
+        if info.stage is not None and COMPARE_STAGE.fullmatch(info.stage):
+            compared.append(info.campaign)
+            continue
+        return info.campaign
+    if compared:
+        raise UnknownStudyError(f"the storage holds only search compare's campaigns ({names_message(compared[::-1])}), "
+                                f"which are never the default: give --campaign NAME, or start a search with "
+                                f"`search coarse`")
     raise UnknownStudyError("no campaign in the storage yet: run `search coarse` first")
 
 
@@ -514,16 +530,34 @@ def _stage_epochs(info: _StudyInfo) -> int:
     return _int_or_none(info.attrs.get("epochs")) or 0
 
 
-def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: float = 0.0) -> dict[str, Any]:
-    """The best COMPLETE trial over the searching stages of ``campaign``: of the stages whose best value is within
-    ``margin`` of the highest value, the one of the longest runs gives its best trial (of equal lengths, the higher
-    value, then the earlier stage); a trial at the length the user retrains at, not a shorter run ahead by noise.
+def _value_se(value: float, n: int | None) -> float | None:
+    """Binomial standard error of an accuracy on ``n`` samples, as ``search best`` gives it (engine's value_se)."""
+    if not n:
+        return None
+    p = min(max(value, 1.0 / n), 1 - 1.0 / n)  # never 0 at 100 %
+    return math.sqrt(p * (1 - p) / n)
+
+
+def _val_samples(info: _StudyInfo) -> int | None:
+    """The validation samples of a stage's data, from the identity recorded when the stage was created."""
+    data = info.attrs.get("data")
+    shape = data.get("shapes", {}).get("val") if isinstance(data, dict) else None
+    return shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else None
+
+
+def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: float | None = None) -> dict[str, Any]:
+    """The trial ``search best`` gives: the best COMPLETE trial over the searching stages of ``campaign``: of the
+    stages whose best value is within ``margin`` of the highest value, the one of the longest runs gives its best
+    trial (of equal lengths, the higher value, then the earlier stage); a trial at the length the user retrains at,
+    not a shorter run ahead by noise. ``margin`` None (the default, as search best): 2 binomial standard errors of
+    the highest value on its stage's validation samples (0 where they were not recorded).
 
     Stages of re-runs (sampler ``fixed``: promote-k, final) are left out: their best single run is a
     maximum over repeats of the same configurations; ``search auto`` chooses by final's best mean.
     Keys: study, stage, number, value, epochs (its stage's), highest_trial (STUDY:NUMBER) and highest_value (the
     highest value's trial, of equal values the one of longer runs), ties (how many COMPLETE trials of those stages
-    are within ``margin`` of the highest value, its own trial included), params, user_attrs (the scalar ones),
+    are within ``margin`` of the highest value, its own trial included), value_se (the value's standard error, None
+    where the validation samples were not recorded), val_samples, margin, params, user_attrs (the scalar ones),
     records (config, diagnosis_numbers, train_acc_curve; not the loss curve).
     """
     selected = [info for info in _select_studies(_study_infos(storage), None, campaign)
@@ -542,6 +576,8 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
         raise StudyError(f"campaign {campaign!r} has no complete trial yet")
     # max() keeps the first of equal keys: the earlier stage
     highest = max(bests, key=lambda best: (best[2], _stage_epochs(best[0])))
+    if margin is None:
+        margin = 2 * (_value_se(highest[2], _val_samples(highest[0])) or 0.0)
     info, trial, value = max((best for best in bests if best[2] >= highest[2] - margin),
                              key=lambda best: (_stage_epochs(best[0]), best[2]))
     return {
@@ -553,6 +589,9 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
         "highest_trial": f"{highest[0].name}:{highest[1].number}",
         "highest_value": highest[2],
         "ties": optuna_rdb.count_values_at_least(storage, ids, highest[2] - margin),
+        "value_se": _value_se(value, _val_samples(info)),
+        "val_samples": _val_samples(info),
+        "margin": margin,
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},
         "records": {k: v for k in RECORD_KEYS if k != "loss_curve" and (v := trial_record(trial, k)) is not None},
@@ -560,6 +599,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
 
 
 __all__ = [
+    "COMPARE_STAGE",
     "STUDY_COLUMNS",
     "TRIAL_HEAD_COLUMNS",
     "TRIAL_TAIL_COLUMNS",

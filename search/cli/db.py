@@ -81,10 +81,10 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     print_table(frame, fmt, columns, default, wide)
 
 
-def auto_choice(st: Any, campaign: str, storage: str | None) -> tuple[str, str | None] | None:
-    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, with the command
-    that keeps it, and a run of it in that stage (STUDY:NUMBER, which the command retrains; None when no run of it
-    completed); None when no search auto finished."""
+def auto_choice(st: Any, campaign: str) -> tuple[str, str | None] | None:
+    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, and a run of it in
+    that stage (STUDY:NUMBER, which ``keep_command`` retrains; None when no run of it completed); None when no search
+    auto finished."""
     from optuna.trial import TrialState
 
     from search.campaign import RETRAINED_ATTR
@@ -106,7 +106,7 @@ def auto_choice(st: Any, campaign: str, storage: str | None) -> tuple[str, str |
     runs = [t.number for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
             if t.params == params]
     run = f"{finals[-1]}:{min(runs)}" if runs else None
-    return chose + (f"; keep auto's choice with {keep_command(run, storage)}" if run else ""), run
+    return chose, run
 
 
 def keep_command(trial: str, storage: str | None) -> str:
@@ -151,25 +151,21 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     Example:
       search best --campaign digits --format json
     """
-    import optuna
     import pandas as pd
 
-    from search.stages import split_size, value_se
     from studies.queries import best_trial, latest_campaign
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
-    found = best_trial(st, name)
-    samples = split_size(optuna.load_study(study_name=found["study"], storage=st), "val")
-    se = value_se(found["value"], samples)
-    if se is not None:  # the highest of the longest runs within 2 standard errors of the highest value
-        found = best_trial(st, name, margin=2 * se)
-    head = ("study", "stage", "number", "value")
-    chose = auto_choice(st, name, storage)
-    row = {**{k: found[k] for k in head}, "value_se": value_se(found["value"], samples), "val_samples": samples,
-           **{k: v for k, v in found.items() if k not in head}, "auto_trial": chose[1] if chose else None}
-    if chose:
-        say(f"note: {chose[0]}", err=True)
+    found = best_trial(st, name)  # the highest of the longest runs within 2 standard errors of the highest value
+    margin = found.pop("margin")
+    head = ("study", "stage", "number", "value", "value_se", "val_samples")
+    chose = auto_choice(st, name)
+    row = {**{k: found[k] for k in head}, **{k: v for k, v in found.items() if k not in head},
+           "auto_trial": chose[1] if chose else None}
+    if chose:  # the table's "keep it:" line keeps auto's choice: the command is said once
+        keep = f"; keep auto's choice with {keep_command(chose[1], storage)}" if chose[1] and fmt != "table" else ""
+        say(f"note: {chose[0]}{keep}", err=True)
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
@@ -189,8 +185,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         hidden = [k for k in flat if k not in shown and k != "auto_trial"]
         if hidden:
             click.echo(f"({', '.join(hidden)}: --format json)")
-        if se is not None:
-            say(ties_line(row, 2 * se))
+        if row["value_se"] is not None:
+            say(ties_line(row, margin))
         # after search auto, a run of its choice (what it retrained and tested), not the single trial shown
         click.echo("keep it: " + keep_command(row["auto_trial"] or f"{row['study']}:{row['number']}", storage))
 

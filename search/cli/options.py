@@ -5,6 +5,7 @@ import functools
 import json
 import math
 import os
+import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,11 @@ def write_problem(path_text: str, folder: bool) -> str | None:
         return f"{path_text!r}: {str(where)!r} is not a folder"
     if not os.access(where, os.W_OK | os.X_OK):
         return f"{path_text!r}: folder {str(where)!r} is not writable"
+    if folder:  # root passes os.access where no folder can be made (/proc): one made and removed at once says it
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".search-", dir=where))
+        except OSError as exc:
+            return f"{path_text!r}: cannot create a folder in {str(where)!r}: {exc.strerror or exc}"
     return None
 
 
@@ -516,7 +522,7 @@ explode_option = click.option(
 
 # --campaign's default, as its help says it: a command that starts a campaign, one that continues or reads one
 NEW_CAMPAIGN = "the data's name, e.g. wine for wine.csv"
-NEWEST_CAMPAIGN = "the latest"
+NEWEST_CAMPAIGN = "the latest, search compare's left out"
 
 
 def campaign_option(default: str) -> Callable:

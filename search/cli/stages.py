@@ -25,12 +25,21 @@ LEAD_COLUMNS = {"runs": ("runs", 4, "d"), "number": ("trial", 5, "d"), "value": 
                 "std": ("std", 6, ".4f")}
 
 
+def failed_text(failed: int, by_error: int) -> str:
+    """Why ``failed`` trials failed and what became of them, ``by_error`` of them by an error of their own."""
+    rerun = failed - by_error
+    if not by_error:
+        return "interrupted, so re-run"
+    errors = f"by {'an error' if by_error == 1 else 'errors'}, not re-run"
+    return f"{rerun} interrupted, so re-run; {by_error} {errors}" if rerun else errors
+
+
 def print_summary(summary: Any) -> None:
     from studies.records import seconds_text
 
     c = summary.counts
     click.echo()
-    failed = f"; {c['fail']} failed (an interrupted one is re-run)" if c["fail"] else ""
+    failed = f"; {c['fail']} failed ({failed_text(c['fail'], summary.failed_by_error)})" if c["fail"] else ""
     epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
     say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
         f"{epochs} a trial, {seconds_text(summary.training_seconds)} s of training")
@@ -171,11 +180,16 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
     if as_json:
         echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
     else:
-        before = [s.study for s in summaries if not s.created and not s.ran]
+        before = [s for s in summaries if not s.created and not s.ran]
         if before:
             click.echo()
-            say(f"{', '.join(before)} {'was' if len(before) == 1 else 'were'} already complete; nothing to run "
-                f"(use --campaign NAME to start a new campaign)")
+            were = "was" if len(before) == 1 else "were"
+            if len(before) < len(summaries):  # search auto or fine went on with the stages after them
+                say(f"{', '.join(f'{s.study} ({s.n_trials} trials)' for s in before)} {were} already complete; "
+                    f"continued with the stages after {'it' if len(before) == 1 else 'them'}")
+            else:
+                say(f"{', '.join(s.study for s in before)} {were} already complete; nothing to run (use --campaign "
+                    f"NAME to start a new campaign)")
         for s in summaries:
             print_summary(s)
     return 1 if any(s.errors for s in summaries) else 0
@@ -283,10 +297,8 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
-    stage = grid_stage_for(st, name)
-    if not as_json:
-        say(f"{stage.name}: {stage.range_notes[0]}")
-    return finish([execute_stage(ex, stage)], as_json)
+    # its size (the note under "range:") is said in the summary, and [n/points] as the trials run
+    return finish([execute_stage(ex, grid_stage_for(st, name))], as_json)
 
 
 @click.command(cls=SectionedCommand, short_help="The whole recipe: coarse, fine stages, final, test score.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import signal
 import sqlite3
 import os
@@ -237,10 +238,13 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
                 f"{chosen['test_acc'][0]:.4f}), not the single trial shown; keep auto's choice with search train "
                 f"--from-trial digits/final:{run} --save model.npz")
-    for fmt in ("table", "json"):
+    for fmt in ("csv", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
-    table = run_cli("best").stdout
+    # the table's last line keeps auto's choice: the note said the same command again
+    best = run_cli("best")
+    assert " ".join(best.stderr.split()) == expected.split("; keep auto's choice")[0]
+    table = best.stdout
     assert "search auto chose" not in table
     # the line under the table keeps auto's choice too, where it kept the single trial shown (another configuration)
     assert table.splitlines()[-1] == f"keep it: search train --from-trial digits/final:{run} --save model.npz"
@@ -406,6 +410,18 @@ def test_a_command_whose_stage_is_complete_says_so(run_cli):
     assert run_cli(*args).exit_code == 0
     again = run_cli(*args)
     assert again.exit_code == 0 and "digits/coarse was already complete; nothing to run" in again.stdout
+
+
+def test_auto_after_its_coarse_stage_says_it_continues_with_the_fine_stages(run_cli):
+    # it said "digits/coarse was already complete; nothing to run" and then ran promote-1, fine-1 and final
+    coarse = ["--trials", "4", "--epochs", "1", "--train-size", "200", "--space", "hidden=16:64:int"]
+    assert run_cli("coarse", *coarse).exit_code == 0
+    result = run_cli("auto", *coarse, "--max-fine", "1", "--top", "2", "--repeats", "1", "--retrain-seeds", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == "digits/coarse is complete (4 trials); continuing with the fine stages"
+    text = " ".join(result.stdout.split())
+    assert text.startswith("digits/coarse (4 trials) was already complete; continued with the stages after it "
+                           "digits/coarse: 4 complete") and "nothing to run" not in text
 
 
 def test_fine_whose_promoted_runs_all_explode_fails_with_exit_1_and_says_what_to_do(run_cli):
@@ -861,6 +877,24 @@ def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_val
             "the highest of them at the longest run length") in " ".join(run_cli("best", "--help").stdout.split())
 
 
+def test_best_trial_from_python_is_what_search_best_gives(run_cli):
+    # the README's best_trial(storage, "digits") gave ties 29 and no value_se where search best --json gave ties 74
+    # and value_se: the function took margin 0, the command 2 standard errors
+    from studies.queries import best_trial
+
+    assert run_cli("coarse", "--trials", "12", "--epochs", "1", "--train-size", "200").exit_code == 0
+    cli = json.loads(run_cli("best", "--json").stdout)
+    storage = open_storage("sqlite:///search.db", readonly=True)
+    try:
+        found = best_trial(storage, "digits")
+    finally:
+        storage.engine.dispose()
+    assert found["val_samples"] == cli["val_samples"] == 270
+    high = found["highest_value"]
+    assert found["margin"] == pytest.approx(2 * math.sqrt(high * (1 - high) / 270)) and found["margin"] > 0
+    assert {k: v for k, v in found.items() if k != "margin"} == {k: v for k, v in cli.items() if k != "auto_trial"}
+
+
 def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch):
     # best showed "value 0.963" and "val_acc 1" where search trials shows 0.9630 and 1.0000
     import studies.queries
@@ -868,7 +902,7 @@ def test_best_gives_accuracies_four_decimals_as_trials_does(run_cli, monkeypatch
     assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
     real = studies.queries.best_trial
 
-    def best_trial(storage, campaign, margin=0.0):
+    def best_trial(storage, campaign, margin=None):
         row = real(storage, campaign, margin)
         return {**row, "value": 0.962962963, "user_attrs": {**row["user_attrs"], "val_acc": 1.0}}
 
@@ -942,7 +976,8 @@ def test_campaign_and_out_help_give_each_command_its_own_default(run_cli):
         assert option(command, "--campaign") == ("--campaign TEXT Campaign name (default: the data's name, e.g. wine "
                                                  "for wine.csv).")
     for command in ("fine", "grid", "worker", "best", "report"):
-        assert option(command, "--campaign") == "--campaign TEXT Campaign name (default: the latest).", command
+        assert option(command, "--campaign") == ("--campaign TEXT Campaign name (default: the latest, search "
+                                                 "compare's left out)."), command
     assert option("trials", "--campaign") == "--campaign TEXT Campaign name (default: every campaign)."
     assert option("compare", "--campaign") == "--campaign TEXT Campaign name (default: compare-<UTC timestamp>)."
     assert option("report", "--out") == "--out DIRECTORY Folder to write into (default: report-<campaign>)."

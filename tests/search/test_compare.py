@@ -149,6 +149,29 @@ def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
         "cmp/grid-0", "cmp/grid-1", "cmp/random-0", "cmp/random-1", "mine/coarse", "mine/final"]
 
 
+def test_commands_that_default_to_the_latest_campaign_leave_compare_campaigns_out(run_cli, tmp_path):
+    # after search compare, search fine said "campaign compare-... holds search compare's stages" and search best
+    # answered with a comparison trial: compare's campaign was "the latest"
+    only = run_cli("compare", *SMALL[2:], "--repeats", "1", "--campaign", "cmp")
+    assert only.exit_code == 0, only.output
+    for command in ("fine", "best", "grid", "report", "worker"):
+        assert one_line_error(run_cli(command)) == (
+            "error: the storage holds only search compare's campaigns (cmp), which are never the default: give "
+            "--campaign NAME, or start a search with `search coarse`"), command
+    assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200", "--campaign", "mine",
+                   "--json").exit_code == 0
+    assert run_cli("compare", *SMALL[2:], "--repeats", "1", "--campaign", "cmp2").exit_code == 0
+    best = run_cli("best", "--format", "json")
+    assert best.exit_code == 0, best.output
+    assert json.loads(best.stdout)["study"] == "mine/coarse"
+    fine = run_cli("fine", "--trials", "2", "--epochs", "1", "--json")
+    assert fine.exit_code == 0, fine.output
+    assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == [
+        "cmp/grid-0", "cmp/random-0", "cmp2/grid-0", "cmp2/random-0", "mine/coarse", "mine/fine-1", "mine/promote-1"]
+    # named, a compare campaign is read as before
+    assert json.loads(run_cli("best", "--campaign", "cmp2", "--format", "json").stdout)["study"].startswith("cmp2/")
+
+
 def test_report_command_writes_the_files_and_says_where(run_cli, tmp_path):
     assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200", "--json").exit_code == 0
     result = run_cli("report")
@@ -169,6 +192,15 @@ def test_report_errors_are_one_line(run_cli, tmp_path):
     one_line_error(run_cli("report", "--campaign", "nope"), "unknown campaign 'nope'", "digits")
     (tmp_path / "blocker").write_text("x")
     one_line_error(run_cli("report", "--out", "blocker/sub"), "--out")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc, where no folder can be made")
+def test_report_into_a_folder_that_cannot_be_made_is_refused_before_the_plots(run_cli):
+    # as root, /proc passes os.access: all 8 plots were drawn before "--out '/proc/x': cannot create the folder"
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "100", "--json").exit_code == 0
+    for out in ("/proc/x", "/proc/x/y"):
+        assert one_line_error(run_cli("report", "--out", out)) == (
+            f"error: Invalid value for '--out': '{out}': cannot create a folder in '/proc': No such file or directory")
 
 
 def test_compare_rejects_bad_options(run_cli):

@@ -103,6 +103,8 @@ def test_momentum_is_sampled_only_with_the_optimizers_that_use_it_and_each_stage
     # (k = 2 by the count of categories alone, 8 points; k = 4 would be 24)
     grid = run_cli("grid")
     assert grid.exit_code == 0, grid.output
+    text = " ".join(grid.stdout.split())  # said once, in the summary (it was also said before the trials)
+    assert text.count("fewer than its budget") == 1 and "range: grid of 15 points" in text
     points = [t.params for t in cwd_study("digits/grid").get_trials()]
     assert len(points) == 15
     assert sum(p["optimizer"] == "momentum" for p in points) == 9

@@ -174,6 +174,24 @@ def test_a_worker_that_starts_after_the_file_was_deleted_stops_without_making_a_
     assert next(cache.glob("error-*.txt")).read_text().startswith(f"no database at '{db}'")
 
 
+def test_a_worker_terminated_as_it_starts_leaves_quietly(tmp_path):
+    # its parent killed with SIGKILL as the worker started, the orphan watcher's SIGTERM (or any) landed before the
+    # worker's try: a traceback ending in search.errors.Interrupted at threading.Thread(...).start()
+    script = (
+        "import os, signal, threading\n"
+        "from search import workers\n"
+        "real = threading.Thread.start\n"
+        "def start(self):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(self)\n"
+        "threading.Thread.start = start\n"
+        f"workers._worker_main('sqlite:///{tmp_path}/none.db', 'digits/coarse', '{tmp_path}', 10, os.getppid())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert (done.returncode, done.stderr) == (130, "")
+    assert not (tmp_path / "none.db").exists()
+
+
 # --------------------------------------------------------------------------- item 15: jobs > 1 from an unguarded script
 SCRIPT = """
 from engine.data import DataSpec

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import optuna
@@ -69,6 +70,24 @@ def test_a_stage_refuses_data_that_changed_under_it(run_cli, tmp_path):
     assert line.endswith("now); refusing to mix two datasets in one stage: put back the data it was started on, or "
                          "pass --campaign NAME to start another campaign on this data")
     assert run_cli(*args, "--campaign", "edited").exit_code == 0
+
+
+def test_a_stage_whose_data_is_gone_says_so_not_that_its_definition_is_unreadable(run_cli, tmp_path):
+    # "stage data/coarse: its stored definition cannot be read (data file or folder not found: ...); it was written by
+    # another program or changed since": the database was blamed for a moved file
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    assert run_cli("coarse", "--campaign", "data", "--data", str(path), "--trials", "3", "--epochs", "1").exit_code == 0
+    path.rename(tmp_path / "moved.csv")
+    assert one_line_error(run_cli("fine", "--campaign", "data")) == (
+        f"error: stage data/coarse was trained on {path}, which is not found (moved or deleted?): put it back, or pass "
+        f"--campaign NAME to start another campaign")
+    os.mkfifo(path)
+    assert one_line_error(run_cli("fine", "--campaign", "data")) == (
+        f"error: stage data/coarse was trained on {path}, which is no longer a regular file or folder: put it back, or "
+        f"pass --campaign NAME to start another campaign")
+    path.unlink()
+    (tmp_path / "moved.csv").rename(path)
+    assert run_cli("fine", "--campaign", "data", "--trials", "2", "--epochs", "1").exit_code == 0
 
 
 def test_bad_data_exits_2_and_leaves_no_database(run_cli, tmp_path):

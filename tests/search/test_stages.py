@@ -276,6 +276,26 @@ def test_the_same_command_after_an_interrupt_says_what_it_continues(url, monkeyp
     assert capsys.readouterr().err == ""
 
 
+def test_the_summary_says_what_became_of_each_failed_trial(url, monkeypatch, capsys):
+    # "2 failed (an interrupted one is re-run)" where both were interrupted, and both re-run
+    from search.cli.stages import failed_text, print_summary
+
+    stage = coarse_stage("f", RUN, DEFAULT_SPACE, 6, seed=0)
+    for k in (2, 3):
+        real = _interrupt_trial(monkeypatch, k)
+        with pytest.raises(KeyboardInterrupt):
+            execute_stage(Execution(url, progress="quiet"), stage)
+        monkeypatch.setattr(stages_module, "run_trial", real)
+    summary = execute_stage(Execution(url, progress="quiet"), stage)
+    assert (summary.counts["fail"], summary.failed_by_error) == (2, 0)
+    capsys.readouterr()
+    print_summary(summary)
+    assert " ".join(capsys.readouterr().out.split()).startswith(
+        "f/coarse: 6 complete, 0 pruned of 6; 2 failed (interrupted, so re-run); 2 epochs a trial")
+    assert failed_text(1, 1) == "by an error, not re-run"
+    assert failed_text(3, 2) == "1 interrupted, so re-run; 2 by errors, not re-run"
+
+
 def test_rerunning_an_interrupted_trial_names_its_copy(url, monkeypatch):
     # "has no stored config (it never started training)" of a trial cut in the middle of its training
     from click.testing import CliRunner
