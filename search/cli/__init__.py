@@ -30,7 +30,7 @@ class SearchGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # noqa: D102
         extra.pop("standalone_mode", None)
-        given = list(sys.argv[1:] if args is None else args)
+        given = self.given = list(sys.argv[1:] if args is None else args)
         started = time.monotonic()
         forget_pending()
         closed_stdout = sys.stdout is None
@@ -66,7 +66,7 @@ class SearchGroup(click.Group):
         except OSError as e:
             if e.errno not in _OUTPUT_FAILURES:
                 raise
-            _output_failed(e)
+            _output_failed(e, given)
         except Exception as e:
             # the database failing outside a worker's retried writes (creating or loading a stage, summarising it):
             # a lock held longer than the busy timeout, a full disk, a server gone
@@ -93,36 +93,45 @@ class SearchGroup(click.Group):
 
     # click's own main ends a write to a closed pipe with exit 1 (``| head``), before the handler above sees it
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:  # noqa: D102 (--help prints here)
-        with _output_checked():
+        with _output_checked(getattr(self, "given", [])):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:  # noqa: D102
-        with _output_checked():
+        with _output_checked(getattr(self, "given", [])):
             return super().invoke(ctx)
 
 
 # a write to stdout failing: disk full, quota, file size limit, I/O error, the reading end of a pipe closed
 _OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
+# commands that only read and print: a reader of their output that left (| head) cut nothing short
+READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data"})
+
+
+def _only_reading(given: list[str]) -> bool:
+    """Whether the command line ``given`` runs a reading command (or none: --help of the group)."""
+    name = next((arg for arg in given if not arg.startswith("-")), None)
+    return name is None or name in READING_COMMANDS or "--help" in given or "-h" in given
 
 
 @contextmanager
-def _output_checked() -> Iterator[None]:
+def _output_checked(given: list[str]) -> Iterator[None]:
     try:
         yield
     except OSError as e:
         if e.errno not in _OUTPUT_FAILURES:
             raise
-        _output_failed(e)
+        _output_failed(e, given)
 
 
-def _output_failed(e: OSError) -> NoReturn:
-    """End the command whose output could not be written: quietly with 0 where the reader of a pipe left
-    (``| head`` has what it wanted), else with one line and exit 1."""
+def _output_failed(e: OSError, given: list[str]) -> NoReturn:
+    """End the command whose output could not be written: quietly with 0 where the reader of a pipe left a command
+    that only reads (``search trials | head -1`` has what it wanted), else with one line and exit 1 (``search
+    compare | head -1`` stopped the comparison: not a success)."""
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit's flush
     except (OSError, ValueError):
         pass  # a stream without a file descriptor (captured): nothing flushes it at exit
-    if e.errno == errno.EPIPE:
+    if e.errno == errno.EPIPE and _only_reading(given):
         sys.exit(0)
     click.echo(f"error: cannot write the output: {e.strerror}", err=True)
     sys.exit(1)

@@ -480,6 +480,16 @@ def test_output_piped_into_a_reader_that_left_ends_quietly_with_0(run_cli, tmp_p
         finally:
             os.close(write)
         assert (result.returncode, result.stderr) == (0, ""), args
+    # a command that writes (a stage, a comparison) cut short by the reader's leaving has not succeeded
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        cut = subprocess.run([sys.executable, "-m", "search", "coarse", *SMALL, "--trials", "2", "--campaign", "cut",
+                              "--storage", url], env=env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                             cwd=tmp_path)
+    finally:
+        os.close(write)
+    assert (cut.returncode, cut.stderr.splitlines()[-1]) == (1, "error: cannot write the output: Broken pipe")
 
 
 def test_a_command_started_with_stdout_closed_says_its_output_is_lost_in_one_line(run_cli, tmp_path, url):
