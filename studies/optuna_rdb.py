@@ -892,35 +892,41 @@ def _json_problem(text: Any, want_object: bool) -> str | None:
 
 
 def unreadable_value(storage: optuna.storages.BaseStorage) -> str | None:
-    """Where the study database holds a value that Optuna or this service cannot read (changed by hand or by another
-    program): "study NAME, trial N, user attribute 'KEY' cannot be read (why)", or None when every value reads.
+    """Where a study of this service (one with ``campaign`` and ``stage`` user attributes) holds a value that Optuna
+    or this service cannot read (changed by hand or by another program): "study NAME, trial N, user attribute 'KEY'
+    cannot be read (why)", or None when every value reads. Other programs' studies are not looked at: what Optuna
+    lets them store (an enqueued parameter outside its range, an attribute ``data`` that is a string) is theirs.
 
     Read with plain SQL, past Optuna's decoding, which fails on the first such value with a bare JSONDecodeError,
-    "Unknown distribution class" or "could not convert string to float" that names no study or trial."""
+    "Unknown distribution class" or "could not convert string to float" that names no study or trial; row by row,
+    so a stage of millions of trials is read without holding it."""
+    ours = ("SELECT study_id FROM study_user_attributes WHERE key IN ('campaign', 'stage') GROUP BY study_id "
+            "HAVING COUNT(DISTINCT key) = 2")
+    our_trials = f"SELECT trial_id FROM trials WHERE study_id IN ({ours})"
     rdb = backend(storage)
     with rdb.engine.connect() as conn:
-        def rows(sql: str) -> list[Any]:
-            return list(conn.exec_driver_sql(sql))
+        def rows(sql: str) -> Any:
+            return conn.exec_driver_sql(sql)
 
-        names = dict(rows("SELECT study_id, study_name FROM studies"))
-        trials = {tid: (sid, number) for tid, sid, number in rows("SELECT trial_id, study_id, number FROM trials")}
+        names = dict(rows(f"SELECT study_id, study_name FROM studies WHERE study_id IN ({ours})").all())
 
         def trial(tid: int) -> str:
-            sid, number = trials.get(tid, (None, None))
-            return f"study {names.get(sid)}, trial {number}"
+            found = rows(f"SELECT study_id, number FROM trials WHERE trial_id = {int(tid)}").first()
+            return f"study {names.get(found[0]) if found else None}, trial {found[1] if found else None}"
 
         for table, kind in (("study_user_attributes", "user"), ("study_system_attributes", "system")):
-            for sid, key, text in rows(f"SELECT study_id, key, value_json FROM {table}"):
+            for sid, key, text in rows(f"SELECT study_id, key, value_json FROM {table} WHERE study_id IN ({ours})"):
                 why = _json_problem(text, kind == "user" and key in _OBJECT_ATTRS)
                 if why:
                     return f"study {names.get(sid)}, {kind} attribute {key!r} cannot be read ({why})"
         for table, kind in (("trial_user_attributes", "user"), ("trial_system_attributes", "system")):
-            for tid, key, text in rows(f"SELECT trial_id, key, value_json FROM {table}"):
+            for tid, key, text in rows(f"SELECT trial_id, key, value_json FROM {table} WHERE trial_id IN "
+                                       f"({our_trials})"):
                 why = _json_problem(text, False)
                 if why:
                     return f"{trial(tid)}, {kind} attribute {key!r} cannot be read ({why})"
         for tid, name, value, text in rows("SELECT trial_id, param_name, param_value, distribution_json "
-                                           "FROM trial_params"):
+                                           f"FROM trial_params WHERE trial_id IN ({our_trials})"):
             try:
                 distribution = json_to_distribution(text)
                 inside = distribution._contains(value)
@@ -929,12 +935,11 @@ def unreadable_value(storage: optuna.storages.BaseStorage) -> str | None:
             if not inside:
                 return f"{trial(tid)}, parameter {name!r} cannot be read ({value!r} is outside its distribution {text})"
         for table, column in (("trial_values", "value"), ("trial_intermediate_values", "intermediate_value")):
-            for tid, value in rows(f"SELECT trial_id, {column} FROM {table}"):
+            for tid, value in rows(f"SELECT trial_id, {column} FROM {table} WHERE trial_id IN ({our_trials})"):
                 if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                     return f"{trial(tid)}, {column.replace('_', ' ')} cannot be read ({value!r} is not a number)"
-        seen: set[tuple[int, int]] = set()
-        for sid, number in trials.values():
-            if (sid, number) in seen:
-                return f"study {names.get(sid)} cannot be read (several of its trials are number {number})"
-            seen.add((sid, number))
+        twice = rows(f"SELECT study_id, number FROM trials WHERE study_id IN ({ours}) GROUP BY study_id, number "
+                     "HAVING COUNT(*) > 1").first()
+        if twice:
+            return f"study {names.get(twice[0])} cannot be read (several of its trials are number {twice[1]})"
     return None

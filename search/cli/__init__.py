@@ -76,7 +76,12 @@ class SearchGroup(click.Group):
             if not is_storage_error(e):
                 # a value changed by hand, which Optuna or this service cannot read: one line naming it, not the
                 # traceback it made
-                unreadable = unreadable_stored_value(since=started)
+                try:
+                    unreadable = unreadable_stored_value(since=started)
+                except (KeyboardInterrupt, Interrupted) as stop:  # while the database is looked through: as ever
+                    click.echo(interrupted_line("interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated",
+                                                given), err=True)
+                    sys.exit(EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 143)
                 if not unreadable:
                     raise
                 click.echo(f"error: {visible(one_line(unreadable))}; it was written by another program or changed "

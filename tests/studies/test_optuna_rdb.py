@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+import warnings
 
 import optuna
 import pytest
@@ -175,8 +176,17 @@ def test_a_database_at_the_head_schema_opens_without_importing_alembic(tmp_path,
 def test_unreadable_value_finds_nothing_in_values_optuna_wrote_and_names_a_value_changed_by_hand(tmp_path):
     url = f"sqlite:///{tmp_path / 'rdb.db'}"
     study = optuna.create_study(storage=open_storage(url), study_name="s", direction="maximize")
-    study.set_user_attr("space", {"lr": {"type": "float"}})
-    study.set_user_attr("data", {"name": "digits"})
+    for key, value in {"campaign": "c", "stage": "coarse", "space": {"lr": {"type": "float"}},
+                       "data": {"name": "digits"}}.items():
+        study.set_user_attr(key, value)
+    # another program's study in the same file, with what Optuna lets it store and this service would not read: an
+    # attribute data that is a string, a parameter enqueued outside its range (Optuna only warns)
+    theirs = optuna.create_study(storage=open_storage(url), study_name="mine")
+    theirs.set_user_attr("data", "mnist")
+    theirs.enqueue_trial({"x": 5.0}, skip_if_exists=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     distributions = {"lr": optuna.distributions.FloatDistribution(1e-5, 1.0, log=True),
                      "act": optuna.distributions.CategoricalDistribution(["relu", "tanh"])}
     for i in range(2):
