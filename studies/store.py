@@ -402,25 +402,35 @@ def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: b
     engine.dispose()  # connections made while Optuna created the tables lack the listeners
 
 
+WAL_SWITCH_WAIT_MS = 200  # the longest a switch to WAL waits for another connection's lock before it is left for later
+
+
 def _wal_after_first_write(engine: sqlalchemy.engine.Engine) -> None:
     """Put the file in WAL mode (readers and one writer at once; the mode is stored in the file) once a transaction
     of ``engine`` has written, when its connection is returned to the pool, outside any transaction.
 
     Not when the storage is opened: a command refused before it writes (a study this service did not create in a
-    plain Optuna file) leaves the file as it was, its journal mode too. Tried once: another process holding the file
-    is switching it (or already has), WAL either way. The busy timeout comes from ``connect_args``.
+    plain Optuna file) leaves the file as it was, its journal mode too. The switch waits at most WAL_SWITCH_WAIT_MS
+    for another connection's lock (a reader's holds it off), and is tried again at each later return of a connection
+    that wrote until the file reports WAL.
     """
-    tried: list[bool] = []
+    done: list[bool] = []
 
     @event.listens_for(engine, "checkin")
     def _switch(dbapi_connection: sqlite3.Connection | None, _record: object) -> None:
-        if tried or dbapi_connection is None or not dbapi_connection.total_changes:
+        if done or dbapi_connection is None or not dbapi_connection.total_changes:
             return
-        tried.append(True)
         try:
-            dbapi_connection.execute("PRAGMA journal_mode = WAL").fetchall()
+            (busy,) = dbapi_connection.execute("PRAGMA busy_timeout").fetchone()
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {WAL_SWITCH_WAIT_MS}")
+            try:
+                (mode,) = dbapi_connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            finally:
+                dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy)}")
         except sqlite3.Error:
-            pass
+            return  # locked, or the connection broken: the next connection that wrote tries again
+        if str(mode).lower() == "wal":
+            done.append(True)
 
 
 def sqlite_synchronous() -> str:

@@ -317,3 +317,38 @@ def test_errors_the_pool_recovers_from_do_not_reach_a_terminal_that_configured_n
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stderr == "shown\n", done.stderr
+
+
+def test_wal_is_switched_on_after_a_first_write_and_tried_again_while_a_reader_holds_it_off(tmp_path):
+    import sqlalchemy
+
+    from studies import store
+
+    path = tmp_path / "plain.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30},
+                                      poolclass=sqlalchemy.pool.NullPool)
+    store._wal_after_first_write(engine)
+
+    def mode() -> str:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    with engine.connect() as c:  # reading only: left as it is
+        c.exec_driver_sql("SELECT * FROM t").all()
+    assert mode() == "delete"
+    reader = sqlite3.connect(path, isolation_level=None)
+    c = engine.connect()
+    c.exec_driver_sql("INSERT INTO t VALUES (1)")
+    c.commit()
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM t").fetchall()  # a reader's lock when the writer's connection is returned
+    c.close()  # the switch waits at most WAL_SWITCH_WAIT_MS, not the 30 s busy timeout, and is left for later
+    reader.execute("COMMIT")
+    reader.close()
+    assert mode() == "delete"
+    with engine.begin() as c:  # the next connection that wrote switches it
+        c.exec_driver_sql("INSERT INTO t VALUES (2)")
+    assert mode() == "wal"
+    engine.dispose()
