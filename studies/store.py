@@ -445,7 +445,10 @@ def sqlite_synchronous() -> str:
 
 def _disable_pysqlite_begin(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN itself
-    dbapi_connection.execute(f"PRAGMA synchronous = {sqlite_synchronous()}")
+    # NORMAL loses no consistency in WAL mode only: a file not switched yet (a plain Optuna file before this service
+    # first writes to it) is written with FULL, as SQLite asks of a rollback journal
+    (mode,) = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
+    dbapi_connection.execute(f"PRAGMA synchronous = {sqlite_synchronous() if str(mode).lower() == 'wal' else 'FULL'}")
 
 
 def _begin_immediate(conn: Connection) -> None:

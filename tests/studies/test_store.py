@@ -352,3 +352,19 @@ def test_wal_is_switched_on_after_a_first_write_and_tried_again_while_a_reader_h
         c.exec_driver_sql("INSERT INTO t VALUES (2)")
     assert mode() == "wal"
     engine.dispose()
+
+
+def test_a_file_not_yet_in_wal_mode_is_written_with_synchronous_full(tmp_path, monkeypatch):
+    # NORMAL is safe from corruption on power loss in WAL mode only
+    from studies import store
+
+    monkeypatch.delenv(store.SQLITE_SYNC_ENV, raising=False)
+    levels = {}
+    for mode in ("delete", "wal"):
+        with sqlite3.connect(tmp_path / f"{mode}.db") as conn:
+            conn.execute(f"PRAGMA journal_mode = {mode}")
+        conn = sqlite3.connect(tmp_path / f"{mode}.db")
+        store._disable_pysqlite_begin(conn, None)
+        levels[mode] = conn.execute("PRAGMA synchronous").fetchone()[0]
+        conn.close()
+    assert levels == {"delete": 2, "wal": 1}  # FULL, NORMAL
