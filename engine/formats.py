@@ -334,13 +334,12 @@ def read_columns(
                 f"{found!r} is not {name.strip()!r}" for name, found in near[:3]) if near else ""
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
                             f"({', '.join(map(repr, features[:5]))}{', ...' if len(features) > 5 else ''}){hint}")
+        twice = [repr(name) for name, n in Counter(wanted).items() if n > 1]
+        if twice:  # a model saved before a table's columns of one name were refused
+            raise DataError(f"the model reads several columns named {', '.join(twice)}, which new rows cannot be "
+                            "matched to by name: train it again on a file whose columns have distinct names")
         _check_unique(path, stripped, set(wanted))
-        for name, n in Counter(wanted).items():  # an older model's columns of one name: as many, taken in order
-            found = len(positions[name])
-            if found != n:
-                raise DataError(f"{path}: {found} column{'s' if found > 1 else ''} named {name!r} but the model reads "
-                                f"{n}; columns are matched by name")
-        take = [positions[name].pop(0) for name in wanted]  # a name's columns in file order
+        take = [positions[name][0] for name in wanted]
         labelled.append(label_column is not None and label_column.strip() in stripped)
         if labelled[0]:
             take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]
