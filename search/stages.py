@@ -42,7 +42,7 @@ from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
                           insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
-from studies.queries import names_message
+from studies.queries import names_message, split_samples
 from studies.records import diagnosis_labels, trial_record
 from studies.budget import initialise_study, requeue_and_count, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
@@ -341,8 +341,7 @@ def _not_ours(study: optuna.Study) -> bool:
 
 def split_size(study: optuna.Study, split: str) -> int | None:
     """Samples of a split (``train``, ``val``) of a stage's data, from the identity recorded when it was created."""
-    shapes = study.user_attrs.get("data", {}).get("shapes", {})
-    return shapes[split][0] if shapes.get(split) else None
+    return split_samples(study.user_attrs, split)
 
 
 def parse_trial_ref(ref: str, option: str = "") -> tuple[str, int]:

@@ -538,10 +538,12 @@ def _value_se(value: float, n: int | None) -> float | None:
     return math.sqrt(p * (1 - p) / n)
 
 
-def _val_samples(info: _StudyInfo) -> int | None:
-    """The validation samples of a stage's data, from the identity recorded when the stage was created."""
-    data = info.attrs.get("data")
-    shape = data.get("shapes", {}).get("val") if isinstance(data, dict) else None
+def split_samples(attrs: dict[str, Any], split: str) -> int | None:
+    """Samples of a split (``train``, ``val``) of a stage's data, from the identity recorded in its user attributes
+    ``attrs`` when it was created; None where it is not recorded."""
+    data = attrs.get("data")
+    shapes = data.get("shapes") if isinstance(data, dict) else None
+    shape = shapes.get(split) if isinstance(shapes, dict) else None
     return shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else None
 
 
@@ -577,7 +579,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
     # max() keeps the first of equal keys: the earlier stage
     highest = max(bests, key=lambda best: (best[2], _stage_epochs(best[0])))
     if margin is None:
-        margin = 2 * (_value_se(highest[2], _val_samples(highest[0])) or 0.0)
+        margin = 2 * (_value_se(highest[2], split_samples(highest[0].attrs, "val")) or 0.0)
     info, trial, value = max((best for best in bests if best[2] >= highest[2] - margin),
                              key=lambda best: (_stage_epochs(best[0]), best[2]))
     return {
@@ -589,8 +591,8 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
         "highest_trial": f"{highest[0].name}:{highest[1].number}",
         "highest_value": highest[2],
         "ties": optuna_rdb.count_values_at_least(storage, ids, highest[2] - margin),
-        "value_se": _value_se(value, _val_samples(info)),
-        "val_samples": _val_samples(info),
+        "value_se": _value_se(value, split_samples(info.attrs, "val")),
+        "val_samples": split_samples(info.attrs, "val"),
         "margin": margin,
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},
