@@ -397,7 +397,6 @@ def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine, writable: b
     """
     if writable:
         _wal_after_first_write(engine)
-        event.listen(engine, "connect", _disable_pysqlite_begin)
         event.listen(engine, "begin", _begin_immediate)
     engine.dispose()  # connections made while Optuna created the tables lack the listeners
 
@@ -407,18 +406,37 @@ WAL_SWITCH_WAIT_MS = 200  # the longest a switch to WAL waits for another connec
 
 def _wal_after_first_write(engine: sqlalchemy.engine.Engine) -> None:
     """Put the file in WAL mode (readers and one writer at once; the mode is stored in the file) once a transaction
-    of ``engine`` has written, when its connection is returned to the pool, outside any transaction.
+    of ``engine`` has written, when its connection is returned to the pool, outside any transaction; and set each
+    connection's ``PRAGMA synchronous`` (pysqlite's own BEGIN off: SQLAlchemy's "begin" event emits BEGIN IMMEDIATE).
 
     Not when the storage is opened: a command refused before it writes (a study this service did not create in a
     plain Optuna file) leaves the file as it was, its journal mode too. The switch waits at most WAL_SWITCH_WAIT_MS
     for another connection's lock (a reader's holds it off), and is tried again at each later return of a connection
-    that wrote until the file reports WAL.
+    that wrote until the file reports WAL. NORMAL loses no consistency in WAL mode only: until then a connection
+    writes with FULL, as a rollback journal needs, and is set to the configured level at its next checkout after.
     """
-    done: list[bool] = []
+    wal: list[bool] = []  # the file seen in WAL mode (switched here or found so): it stays so
+
+    def synchronous(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        level = sqlite_synchronous() if wal else "FULL"
+        if record.info.get("synchronous") != level:
+            dbapi_connection.execute(f"PRAGMA synchronous = {level}")
+            record.info["synchronous"] = level
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        if not wal and str(dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            wal.append(True)
+        synchronous(dbapi_connection, record)
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: sqlite3.Connection, record: Any, _proxy: object) -> None:
+        synchronous(dbapi_connection, record)
 
     @event.listens_for(engine, "checkin")
     def _switch(dbapi_connection: sqlite3.Connection | None, _record: object) -> None:
-        if done or dbapi_connection is None or not dbapi_connection.total_changes:
+        if wal or dbapi_connection is None or not dbapi_connection.total_changes:
             return
         try:
             (busy,) = dbapi_connection.execute("PRAGMA busy_timeout").fetchone()
@@ -430,7 +448,7 @@ def _wal_after_first_write(engine: sqlalchemy.engine.Engine) -> None:
         except sqlite3.Error:
             return  # locked, or the connection broken: the next connection that wrote tries again
         if str(mode).lower() == "wal":
-            done.append(True)
+            wal.append(True)
 
 
 def sqlite_synchronous() -> str:
@@ -443,12 +461,6 @@ def sqlite_synchronous() -> str:
     return value
 
 
-def _disable_pysqlite_begin(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN itself
-    # NORMAL loses no consistency in WAL mode only: a file not switched yet (a plain Optuna file before this service
-    # first writes to it) is written with FULL, as SQLite asks of a rollback journal
-    (mode,) = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
-    dbapi_connection.execute(f"PRAGMA synchronous = {sqlite_synchronous() if str(mode).lower() == 'wal' else 'FULL'}")
 
 
 def _begin_immediate(conn: Connection) -> None:
