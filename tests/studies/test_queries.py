@@ -763,3 +763,13 @@ def test_a_limit_lists_parameters_outside_the_space_in_the_order_of_the_whole_li
         first = trials_frame(empty_storage, campaign="o", sort=sort, limit=2)
         assert [c for c in first.columns if c.startswith("param_")] == params
         pd.testing.assert_frame_equal(first, whole.head(2).reset_index(drop=True))
+
+
+def test_the_standard_error_search_best_ties_by_is_the_diagnosis_one():
+    # written twice (studies may not import engine): held to one formula here
+    from engine.diagnostics import value_se
+    from studies.queries import _value_se
+
+    for n in (None, 0, 1, 2, 30, 270, 1000):
+        for accuracy in (0.0, 0.001, 0.5, 0.9852, 0.999, 1.0):
+            assert _value_se(accuracy, n) == value_se(accuracy, n), (accuracy, n)
