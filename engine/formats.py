@@ -320,9 +320,9 @@ def read_columns(
 
     def columns(header: list[str]) -> tuple[list[int], int, tuple[str, ...]]:
         stripped = [h.strip() for h in header]
-        positions: dict[str, list[int]] = {}
+        positions: dict[str, int] = {}  # each name's first column (a feature's is its only one: _check_unique)
         for i, h in enumerate(stripped):
-            positions.setdefault(h, []).append(i)
+            positions.setdefault(h, i)
         wanted = [name.strip() for name in features]
         missing = [name for name in features if name.strip() not in positions]
         if missing:
@@ -339,7 +339,7 @@ def read_columns(
             raise DataError(f"the model reads several columns named {', '.join(twice)}, which new rows cannot be "
                             "matched to by name: train it again on a file whose columns have distinct names")
         _check_unique(path, stripped, set(wanted))
-        take = [positions[name][0] for name in wanted]
+        take = [positions[name] for name in wanted]
         labelled.append(label_column is not None and label_column.strip() in stripped)
         if labelled[0]:
             take.append(stripped.index(label_column.strip()))  # type: ignore[union-attr]
