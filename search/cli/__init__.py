@@ -51,12 +51,8 @@ class SearchGroup(click.Group):
             sys.stdout.flush()  # a full disk under `> out.csv` fails here, not silently at exit
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        except (KeyboardInterrupt, click.exceptions.Abort):
-            click.echo(interrupted_line("interrupted", given), err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except Interrupted:
-            click.echo(interrupted_line("terminated", given), err=True)
-            sys.exit(143)
+        except (KeyboardInterrupt, click.exceptions.Abort, Interrupted) as stop:
+            _exit_interrupted(stop, given)
         except click.ClickException as e:
             click.echo(f"error: {visible(e.format_message())}", err=True)
             sys.exit(e.exit_code)
@@ -79,9 +75,7 @@ class SearchGroup(click.Group):
                 try:
                     unreadable = unreadable_stored_value(since=started)
                 except (KeyboardInterrupt, Interrupted) as stop:  # while the database is looked through: as ever
-                    click.echo(interrupted_line("interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated",
-                                                given), err=True)
-                    sys.exit(EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 143)
+                    _exit_interrupted(stop, given)
                 if not unreadable:
                     raise
                 click.echo(f"error: {visible(one_line(unreadable))}; it was written by another program or changed "
@@ -108,6 +102,13 @@ class SearchGroup(click.Group):
 
 # a write to stdout failing: disk full, quota, file size limit, I/O error, the reading end of a pipe closed
 _OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
+def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
+    """End a command stopped by Ctrl-C (exit 130) or SIGTERM (``Interrupted``, exit 143) with its one line."""
+    terminated = isinstance(stop, Interrupted)
+    click.echo(interrupted_line("terminated" if terminated else "interrupted", given), err=True)
+    sys.exit(143 if terminated else EXIT_INTERRUPTED)
+
+
 # commands that only read and print: a reader of their output that left (| head) cut nothing short
 READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data"})
 
