@@ -36,7 +36,7 @@ import sqlalchemy
 
 from studies.errors import QueryError, StorageBusyError, StorageError
 from studies.store import (
-    _LOCK_POLL_S, describe_storage_error, mask_url, readonly_engine, url_dialect, with_available_driver,
+    LOCK_POLL_S, describe_storage_error, mask_url, readonly_engine, url_dialect, with_available_driver,
 )
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
@@ -487,7 +487,7 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
     stop, timed_out = threading.Event(), threading.Event()
     # a lock another process holds is waited for in short steps (SQLite's busy wait ignores interrupt()), the query
     # tried again after each until the deadline or Ctrl-C sets ``stop``
-    conn.execute(f"PRAGMA busy_timeout = {int(_LOCK_POLL_S * 1000)}")
+    conn.execute(f"PRAGMA busy_timeout = {int(LOCK_POLL_S * 1000)}")
     # no single value past the result's budget is built at all (randomblob(1e9): "string or blob too big")
     length = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES)
     conn.set_authorizer(_sqlite_authorizer)

@@ -33,7 +33,7 @@ STORAGE_ENV = "SEARCH_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
 # Opening a SQLite file waits for another process's lock in steps this long: SQLite's own busy wait ignores signals
 # and sqlite3's interrupt(), so a Ctrl-C (and a query's --timeout) is acted on between the steps
-_LOCK_POLL_S = 0.1
+LOCK_POLL_S = 0.1
 # PRAGMA synchronous of writing SQLite connections: NORMAL (WAL syncs at checkpoints, not at each
 # commit; a power loss can lose the last commits, never consistency) or FULL (a sync per commit)
 SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
@@ -182,7 +182,7 @@ def _read_sqlite(uri: str, read: Callable[[sqlite3.Connection], _T], deadline: f
     (``time.monotonic()``; default SQLITE_BUSY_TIMEOUT_S from now), then its "database is locked" raised."""
     deadline = _wait_deadline(deadline)
     while True:
-        conn = sqlite3.connect(uri, uri=True, timeout=_LOCK_POLL_S)
+        conn = sqlite3.connect(uri, uri=True, timeout=LOCK_POLL_S)
         try:
             return read(conn)
         except sqlite3.OperationalError as exc:
