@@ -891,15 +891,14 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     }
     report = Report(summary)
     if images:
-        report.images, report.phone = _campaign_images(storage, infos, frame, by_study, dims, order, stages, pairs,
-                                                       repeats, say)
+        jobs = _campaign_figures(storage, infos, frame, by_study, dims, order, stages, pairs, repeats)
         if not pairs:
             summary["captions"]["best_so_far"] = BEST_SO_FAR_STAGES
         if examples:
-            say("plot diagnosis_examples.png")
-            report.images["diagnosis_examples"] = _diagnosis_image(examples)
-            report.phone["diagnosis_examples"] = _diagnosis_image(examples, phone=True)
+            jobs.append(("diagnosis_examples", lambda narrow: _diagnosis_figure(examples, narrow)))
             summary["captions"]["diagnosis_examples"] = _diagnosis_caption(examples)
+        say(f"plot {len(jobs)} figures")
+        report.images, report.phone = plots.render_pngs(jobs)
         summary["images"] = {name: f"{name}.png" for name in report.images}
     return report
 
@@ -909,14 +908,14 @@ def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
             + "; ".join(f"{ex['label']}: {DIAGNOSIS_MEANINGS.get(ex['label'], ex['label'])}" for ex in examples))
 
 
-def _diagnosis_image(examples: Sequence[dict[str, Any]], phone: bool = False) -> bytes:
+def _diagnosis_figure(examples: Sequence[dict[str, Any]], phone: bool = False) -> Any:
     data = [{"title": f"{ex['label']}: {ex['text']}\n{ex['trial']}"
                       + (f" (value {ex['value']:.4f})" if ex["value"] is not None else f" ({str(ex['state']).lower()})"),
              "iterations": ex["iterations"], "threshold": 3.0 if ex["label"] == "lr_too_high" else None,
              **ex["curves"]} for ex in examples]
     panels = plots.diagnosis_axes(len(data), cols=1, size=(PHONE_INCHES, 2.8)) if phone else plots.diagnosis_axes(
         len(data), cols=2)
-    return plots.figure_png(plots.plot_diagnosis_examples(panels, data))
+    return plots.plot_diagnosis_examples(panels, data)
 
 
 def _caption(summary: dict[str, Any], name: str) -> str:
@@ -941,20 +940,17 @@ def _grid_of_axes(n: int, size: tuple[float, float], max_cols: int = 3) -> tuple
     return axes, list(axes[:n])
 
 
-def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[StageInfo], frame: pd.DataFrame,
-                     by_study: dict[str, pd.DataFrame], dims: dict[str, Dim], order: Sequence[str],
-                     stages: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
-                     repeats: dict[str, Any] | None, say: Callable[[str], None],
-                     ) -> tuple[dict[str, bytes], dict[str, bytes]]:
-    """The plots (name -> PNG), and each again in its phone layout: panels stacked, legends under the axes, no
-    wider than ``PHONE_INCHES`` (three panels side by side read only with pinch-zoom on a phone's screen)."""
-    images: dict[str, bytes] = {}
-    phone: dict[str, bytes] = {}
+def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[StageInfo], frame: pd.DataFrame,
+                      by_study: dict[str, pd.DataFrame], dims: dict[str, Dim], order: Sequence[str],
+                      stages: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]],
+                      repeats: dict[str, Any] | None) -> list[tuple[str, plots.Draw]]:
+    """The plots, as (name, draw): ``draw(phone)`` makes the figure, with ``phone`` in its phone layout: panels
+    stacked, legends under the axes, no wider than ``PHONE_INCHES`` (three panels side by side read only with
+    pinch-zoom on a phone's screen)."""
+    jobs: list[tuple[str, plots.Draw]] = []
 
-    def render(name: str, draw: Callable[[bool], Any]) -> None:  # draw(phone) -> figure; the PNG is the slow part
-        say(f"plot {name}.png")
-        images[name] = plots.figure_png(draw(False))
-        phone[name] = plots.figure_png(draw(True))
+    def add(name: str, draw: plots.Draw) -> None:  # draw(phone) is called later: what it reads is never rebound
+        jobs.append((name, draw))
 
     def cols(narrow: bool) -> int:
         return 1 if narrow else 3
@@ -967,16 +963,16 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
     rated = [(s["stage"], s["importance"]["importance"]) for s in stages if s["importance"]["importance"]]
     if rated:
         bars = max(len(r) for _, r in rated)
-        render("importance", lambda narrow: plots.plot_importance(
+        add("importance", lambda narrow: plots.plot_importance(
             _grid_of_axes(len(rated), (4.4, max(2.4, 0.9 + 0.4 * bars)), cols(narrow))[1], rated))
     both = [(t, f) for t, f in staged if len(order) >= 2 and param_values(f, order[0]) and param_values(f, order[1])]
     if both:  # the stages that searched both dimensions
-        render("scatter", lambda narrow: plots.plot_param_scatter(
+        add("scatter", lambda narrow: plots.plot_param_scatter(
             _grid_of_axes(len(both), (4.6, 3.6), cols(narrow))[1], both, dims[order[0]], dims[order[1]]))
     if dims:
-        render("projection", lambda narrow: plots.plot_param_slices(
+        add("projection", lambda narrow: plots.plot_param_slices(
             _grid_of_axes(len(dims), (4.6, 3.4), cols(narrow))[1], staged, list(dims.values())))
-    render("history", lambda narrow: plots.plot_history(
+    add("history", lambda narrow: plots.plot_history(
         plots.new_axes(1, 1, size=(width(narrow, 9.0), 3.8))[0, 0], staged, legend_below=narrow))
     numeric = [n for n in order if dims[n].numeric][:2]
     if len(numeric) == 2:
@@ -991,11 +987,11 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
             if x.name in best_p and y.name in best_p:
                 stars.append((info.stage, float(best_p[x.name]), float(best_p[y.name])))
         if rects:
-            render("ranges", lambda narrow: plots.plot_ranges(
+            add("ranges", lambda narrow: plots.plot_ranges(
                 plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.6))[0, 0], rects, x.name, y.name, (x.log, y.log),
                 stars, [i.stage for i in drawn if i.is_grid], [colour.get(r[0]) for r in rects], legend_below=narrow))
     curves = _loss_curves_drawn(storage, frame, order)
-    render("loss_curves", lambda narrow: _loss_curve_figure(curves, narrow))
+    add("loss_curves", lambda narrow: _loss_curve_figure(curves, narrow))
     if pairs:
         series, colours = [], []
         for random_name, grid_name in pairs[:5]:
@@ -1014,13 +1010,13 @@ def _campaign_images(storage: optuna.storages.BaseStorage, infos: Sequence[Stage
             series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
             start += float(secs[-1]) if secs.size else 0.0
     if series:
-        render("best_so_far", lambda narrow: plots.plot_best_so_far(
+        add("best_so_far", lambda narrow: plots.plot_best_so_far(
             plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0], series, colours=colours))
     if repeats is not None:
-        render("repeats", lambda narrow: plots.plot_median_band(
+        add("repeats", lambda narrow: plots.plot_median_band(
             plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0],
             [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
-    return images, phone
+    return jobs
 
 
 def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,

@@ -726,7 +726,7 @@ def test_a_report_says_what_it_is_doing_on_stderr_and_nothing_with_json(run_cli)
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     written = run_cli("report")
     assert written.stderr.splitlines()[0] == "report: digits/coarse: numbers and parameter importance"
-    assert "report: plot history.png" in written.stderr.splitlines()
+    assert "report: plot 7 figures" in written.stderr.splitlines()  # 3 trials: no diagnosis example
     assert run_cli("report", "--json").stderr == ""
 
 

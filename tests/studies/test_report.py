@@ -5,8 +5,11 @@ import base64
 import html
 import io
 import json
+import multiprocessing
+import os
 import re
 import statistics
+import time
 from collections import Counter
 
 import matplotlib.colors
@@ -166,7 +169,7 @@ def test_the_slow_steps_are_told_as_they_start(campaign_db):
     report = campaign_report(storage, "demo", progress=steps.append)
     stages = [f"demo/{stage}: numbers and parameter importance" for stage in ("coarse", "fine-1", "grid")]
     assert steps[:3] == stages
-    assert steps[3:] == [f"plot {name}.png" for name in report.images]
+    assert steps[3:] == [f"plot {len(report.images)} figures"] and len(report.images) == 8
 
 
 def test_one_stage_of_one_trial_is_said_in_the_singular(tmp_path):
@@ -623,6 +626,7 @@ def test_one_example_of_each_label_drawn_named_and_explained(demo, campaign_db, 
         reads.append(trial_id)
         return real_get(self, trial_id)
 
+    monkeypatch.setattr(plots, "DRAW_BESIDE", False)  # drawn in this process, where the spy sees it
     monkeypatch.setattr(plots, "plot_diagnosis_examples", spy_plot)
     monkeypatch.setattr(type(storage), "get_trial", spy_get)
     campaign_report(storage, "demo")
@@ -663,11 +667,11 @@ def auto(tmp_path_factory):
         drawn["ranges"] = [r[0] for r in ranges]
         return real(ax, ranges, *args, **kwargs)
 
-    plots.plot_ranges = spy
+    plots.plot_ranges, plots.DRAW_BESIDE = spy, False  # drawn in this process, where the spy sees it
     try:
         report = campaign_report(storage, "auto")
     finally:
-        plots.plot_ranges = real
+        plots.plot_ranges, plots.DRAW_BESIDE = real, True
         storage.engine.dispose()
     written = write_report(report, tmp_path_factory.mktemp("auto-report"))
     return report, written, specs, drawn
@@ -783,6 +787,7 @@ def test_ranges_draw_the_chain_stages_and_grid_not_the_fixed_ones(auto, campaign
         seen["ranges"], seen["dashed"] = [r[0] for r in ranges], args[4] if len(args) > 4 else kwargs.get("dashed")
         return real(ax, ranges, *args, **kwargs)
 
+    monkeypatch.setattr(plots, "DRAW_BESIDE", False)  # drawn in this process, where the spy sees it
     monkeypatch.setattr(plots, "plot_ranges", spy)
     campaign_report(storage, "demo")
     assert seen["ranges"] == ["coarse", "fine-1", "grid"] and list(seen["dashed"]) == ["grid"]
@@ -1129,6 +1134,7 @@ def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_
     build_auto_campaign(url, "auto")
     figures = []
     real = plots.figure_png
+    monkeypatch.setattr(plots, "DRAW_BESIDE", False)  # drawn in this process, where the spy sees it
     monkeypatch.setattr(plots, "figure_png", lambda fig, *a, **k: figures.append(fig) or real(fig, *a, **k))
     storage = open_storage(url, create=False)
     report = campaign_report(storage, "auto")
@@ -1296,3 +1302,65 @@ def test_a_diagnosis_loss_axis_of_about_a_decade_has_more_than_one_label():
     assert sorted((t.get_position()[1], t.get_text(), t.get_fontsize()) for t in shown) == [
         (5000.0, "5000", 7.0), (10000.0, "10000", 7.0), (20000.0, "20000", 7.0)]
     plots.plt.close(fig)
+
+
+# ---- the figures drawn in two processes
+def _slow_figures(tmp_path, names, die_in_helper=False, interrupt_at=None):
+    """(name, draw) jobs whose draws take 0.2 s and write the drawing process's id to a file; ``die_in_helper``:
+    a forked helper ends itself at its first figure; ``interrupt_at``: that figure raises KeyboardInterrupt here."""
+    parent, log, calls = os.getpid(), tmp_path / "pids", []
+
+    def draw(name, phone):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        if die_in_helper and os.getpid() != parent:
+            os._exit(3)
+        calls.append(name)
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        time.sleep(0.2)
+        (ax,) = plots.new_axes(1, 1, size=(3.0 if phone else 5.0, 2.0))[0]
+        ax.set_title(f"{name} {'phone' if phone else 'desktop'}")
+        ax.plot([0, 1, 2], [len(name), 1, 0])
+        return ax.figure
+
+    jobs = [(name, lambda phone, name=name: draw(name, phone)) for name in names]
+    return jobs, lambda: sorted(set(log.read_text().split())) if log.exists() else []
+
+
+def _two_cores():
+    if not plots._helper_may_draw(2):
+        pytest.skip("a helper process draws only on Linux with two or more usable cores")
+
+
+def test_figures_drawn_in_two_processes_are_the_bytes_drawn_in_one(tmp_path, monkeypatch):
+    _two_cores()
+    names = ["a", "bb", "ccc"]
+    jobs, pids = _slow_figures(tmp_path, names)
+    images, phones = plots.render_pngs(jobs)
+    assert len(pids()) == 2  # this process and the helper each drew
+    monkeypatch.setattr(plots, "DRAW_BESIDE", False)
+    (tmp_path / "alone").mkdir()
+    alone_jobs, alone_pids = _slow_figures(tmp_path / "alone", names)
+    alone = plots.render_pngs(alone_jobs)
+    assert alone_pids() == [str(os.getpid())]
+    assert list(images) == list(phones) == names == list(alone[0])
+    assert images == alone[0] and phones == alone[1] and images["a"] != phones["a"]
+
+
+def test_a_helper_that_stops_leaves_its_figures_to_this_process(tmp_path):
+    _two_cores()
+    jobs, pids = _slow_figures(tmp_path, ["a", "bb", "ccc"], die_in_helper=True)
+    images, phones = plots.render_pngs(jobs)
+    assert len(pids()) == 2  # the helper took a figure, and ended
+    assert list(images) == list(phones) == ["a", "bb", "ccc"]
+    assert all(Image.open(io.BytesIO(png)).size[0] in (300, 500) for png in [*images.values(), *phones.values()])
+    assert multiprocessing.active_children() == []
+
+
+def test_ctrl_c_while_drawing_stops_the_helper_too(tmp_path):
+    _two_cores()
+    jobs, pids = _slow_figures(tmp_path, ["a", "bb", "ccc", "dddd"], interrupt_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        plots.render_pngs(jobs)
+    assert multiprocessing.active_children() == []
