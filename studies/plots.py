@@ -673,7 +673,9 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(target=helper, args=(sender,), daemon=True)
         try:
-            process.start()
+            with warnings.catch_warnings():  # Python 3.12+ warns of forking beside threads: the BLAS's own, idle,
+                warnings.simplefilter("ignore", DeprecationWarning)  # whose library re-makes them after a fork
+                process.start()
         except OSError:  # no process to be had (a limit on processes or memory): drawn here alone
             process = None
         sender.close()
