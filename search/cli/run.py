@@ -408,6 +408,9 @@ def data(base: RunConfig, as_json: bool) -> None:
     say(f"preprocessing: {base.preprocess.name}, fitted on the training split" + (
         f", keeps {kept} of the {info['features']} features (the top principal components; --pca-components sets how "
         f"many)" if kept != info["features"] else " (--preprocess NAME to choose)"))  # pca and whiten keep fewer
+    if info["label_column"] is not None:  # the class of each row, which a forgotten --label-column leaves the last
+        say(f"labels: column {visible(info['label_column'])!r}" + (
+            "" if base.data.label_column is not None else " (the last; --label-column NAME takes another)"))
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:  # a class named in the file: its control characters written out

@@ -142,6 +142,25 @@ def test_search_data_describes_a_file(run_cli, tmp_path):
                    "components 100 (--pca-components) exceeds the input dimension 13")
 
 
+def test_search_data_names_the_label_column_and_says_when_it_is_the_last_by_default(run_cli, tmp_path, monkeypatch):
+    # a table with its label first and no --label-column was described with the last column's values as its classes,
+    # never saying which column that was
+    monkeypatch.setenv("COLUMNS", "200")
+    frame = load_wine(as_frame=True).frame
+    frame.insert(0, "cultivar", frame.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"}))
+    frame["region"] = np.array(["north", "south", "coast"])[np.arange(len(frame)) % 3]
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    lines = run_cli("data", "--data", "wine.csv").stdout.splitlines()
+    assert lines[4:6] == ["labels: column 'region' (the last; --label-column NAME takes another)", "3 classes:"]
+    assert "  north                     42      9      9" in lines
+    lines = run_cli("data", "--data", "wine.csv", "--label-column", "cultivar").stdout.splitlines()
+    assert lines[4:6] == ["labels: column 'cultivar'", "3 classes:"]
+    assert "  barolo                    41      9      9" in lines
+    out = json.loads(run_cli("data", "--data", "wine.csv", "--label-column", "cultivar", "--json").stdout)
+    assert out["label_column"] == "cultivar"
+    assert json.loads(run_cli("data", "--data", "digits", "--json").stdout)["label_column"] is None
+    assert not any(line.startswith("labels:") for line in run_cli("data", "--data", "digits").stdout.splitlines())
+
 def test_an_id_column_is_named_by_search_data_and_before_a_stage_runs(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
     frame = load_wine(as_frame=True).frame
