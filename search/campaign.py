@@ -194,7 +194,7 @@ def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
         raise SearchError(f"{identity.get('path') or identity.get('name')}: stage {study.study_name} was started on "
                           f"other data (sha256 {recorded.get('sha256')} recorded, {identity.get('sha256')} now); "
                           f"refusing to mix two datasets in one stage: put back the data it was started on, or "
-                          f"pass --campaign NAME to start another campaign on this data")
+                          f"start another campaign on this data with search coarse or auto --campaign NAME")
 
 
 def run_existing(execution: Execution, study: optuna.Study, created: bool = False,

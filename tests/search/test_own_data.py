@@ -68,8 +68,11 @@ def test_a_stage_refuses_data_that_changed_under_it(run_cli, tmp_path):
     # the id-column warning says to delete the column; the file edited so, the same command said only "refusing to
     # mix two datasets in one stage", with no way on
     assert line.endswith("now); refusing to mix two datasets in one stage: put back the data it was started on, or "
-                         "pass --campaign NAME to start another campaign on this data")
+                         "start another campaign on this data with search coarse or auto --campaign NAME")
     assert run_cli(*args, "--campaign", "edited").exit_code == 0
+    # search fine, which takes no --data, was told to "pass --campaign NAME to start another campaign on this data"
+    line = one_line_error(run_cli("fine", "--campaign", "wine", "--trials", "2"), "refusing to mix")
+    assert line.endswith("start another campaign on this data with search coarse or auto --campaign NAME")
 
 
 def test_a_stage_whose_data_is_gone_says_so_not_that_its_definition_is_unreadable(run_cli, tmp_path):
@@ -78,13 +81,14 @@ def test_a_stage_whose_data_is_gone_says_so_not_that_its_definition_is_unreadabl
     path = _write_csv(tmp_path / "wine.csv", load_wine)
     assert run_cli("coarse", "--campaign", "data", "--data", str(path), "--trials", "3", "--epochs", "1").exit_code == 0
     path.rename(tmp_path / "moved.csv")
+    # search fine takes no --data: "pass --campaign NAME to start another campaign" was no way on
     assert one_line_error(run_cli("fine", "--campaign", "data")) == (
-        f"error: stage data/coarse was trained on {path}, which is not found (moved or deleted?): put it back, or pass "
-        f"--campaign NAME to start another campaign")
+        f"error: stage data/coarse was trained on {path}, which is not found (moved or deleted?): put it back, or "
+        f"start another campaign with search coarse or auto --campaign NAME --data PATH")
     os.mkfifo(path)
     assert one_line_error(run_cli("fine", "--campaign", "data")) == (
         f"error: stage data/coarse was trained on {path}, which is no longer a regular file or folder: put it back, or "
-        f"pass --campaign NAME to start another campaign")
+        f"start another campaign with search coarse or auto --campaign NAME --data PATH")
     path.unlink()
     (tmp_path / "moved.csv").rename(path)
     assert run_cli("fine", "--campaign", "data", "--trials", "2", "--epochs", "1").exit_code == 0
