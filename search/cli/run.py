@@ -299,6 +299,10 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     from engine.init import InitSpec
 
     check_not_input("--plot", plot, {"study database": storage_file(None)})  # before any work
+    if init_std is not None:  # as search train refuses it: ignored, it showed the default xavier as if it were the std
+        from search.space import check_fixed
+
+        check_fixed(["init_std"], {}, RunConfig().with_params({"arch.init.name": init_name}))
     stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
                                           samples, seed)
     if plot:
