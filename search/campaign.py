@@ -183,8 +183,9 @@ def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, comp
                           f"puts its random and grid stages in a campaign of their own; give --campaign NEW, or none "
                           f"for compare-<UTC timestamp>")
     if others:
+        # search fine and grid cannot begin a campaign: the one way on names the commands that can
         raise SearchError(f"campaign {campaign} holds search compare's stages ({', '.join(others)}): a coarse-to-fine "
-                          f"search goes in a campaign of its own; give --campaign NEW")
+                          f"search goes in a campaign of its own, begun by search coarse or auto --campaign NEW")
 
 
 def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:

@@ -172,7 +172,7 @@ def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
                     ("fine", "--campaign", "cmp"), ("grid", "--campaign", "cmp")):
         assert one_line_error(run_cli(*command)) == (
             "error: campaign cmp holds search compare's stages (random-0, grid-0, random-1, grid-1): a coarse-to-fine "
-            "search goes in a campaign of its own; give --campaign NEW")
+            "search goes in a campaign of its own, begun by search coarse or auto --campaign NEW")  # fine, grid: no NEW
     assert (tmp_path / "search.db").read_bytes() == before
     assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == [
         "cmp/grid-0", "cmp/grid-1", "cmp/random-0", "cmp/random-1", "mine/coarse", "mine/final"]
