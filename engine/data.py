@@ -167,6 +167,7 @@ class Dataset:
     feature_names: tuple[str, ...] | None = None  # a table's column headers (D,); None for arrays and images
     encoding: TableEncoding | None = None  # a table's text columns and missing cells, fitted on the training split
     table_notes: dict[str, Any] | None = None  # what reading the table did: rows dropped, cells filled, unseen values
+    label_column: str | None = None  # a table's label column header; None for arrays and images
 
     @property
     def input_dim(self) -> int:
@@ -524,6 +525,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
                    else f" of the label column {label_column!r} (the last; --label-column NAME takes another)")
     ds = _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=columns,
                    labels_from=labels_from, nan_ok=True, **options)
+    ds.label_column = label_column.strip()
     if not text.values and spec.missing is None:
         return ds
     # by the names a saved model reads its columns by (table_columns'), which are stripped
@@ -817,6 +819,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
         "value_range": {"min": float(min(X.min() for X in X_all)), "max": float(max(X.max() for X in X_all))},
         "feature_std": {"min": float(std.min()), "max": float(std.max())},
         "warnings": warnings,
+        "label_column": ds.label_column,
         "table": None if ds.encoding is None else table_encoding_info(ds.encoding, ds.table_notes or {}),
     }
 

@@ -267,6 +267,11 @@ class DiagnosisThresholds:
       ended ``short_rise`` 0.5 above its first: a few minibatches' noise alone moves the loss by more than 10 % (wine,
       3 iterations an epoch: lr 1e-6 went 1.96 -> 2.21 in 6 iterations, +13 %), but not by half (wine at lr 0.66,
       stopped by asha after its first epoch of 2 iterations: +75 %, which read as "barely moved", lr_too_low).
+    - ``bounce_low`` 0.5: a loss that ended within ``loss_change_low`` of its first value (or above it by less than
+      the above) after falling to half of it or less (the lowest mean of a tenth of its iterations) did move: its
+      steps overshoot, and it had a learning rate too high, not too low (wine, Adam at lr 0.53: 1.12 down to 0.22
+      and back to 1.03 in 12 iterations at train accuracy 0.99; at lr 0.25: down to 0.01 and up to 1.44 in 6).
+      Runs whose learning rate is too low stay near their first loss throughout (digits and wine: 0.90 or more).
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs); on few samples the gap must
       also exceed twice its standard error (binomial, of the train and validation accuracies): on iris's 24
@@ -326,6 +331,7 @@ class DiagnosisThresholds:
     reg_share_high: float = 0.75
     rose_min_iterations: int = 10
     short_rise: float = 0.5
+    bounce_low: float = 0.5
     gap_overfit: float = 0.05
     gap_underfit: float = 0.02
     train_acc_underfit: float = 0.90
@@ -394,6 +400,10 @@ def diagnose(
     # the mean of the last tenth of the iterations, so one noisy minibatch does not decide
     tail = finite[-max(1, len(finite) // 10):] if finite else []
     last = float(np.mean(tail)) if tail else math.nan
+    # the lowest mean of as many consecutive iterations, against the first loss: how far down the loss ever went
+    sums = np.cumsum([0.0, *finite])
+    lowest = float(np.min(sums[len(tail):] - sums[:-len(tail)]) / len(tail)) if tail else math.nan
+    low = _rounded(lowest / first if finite and first > 0 else math.nan)
     # judged as stored (4 decimals), so that describe_diagnosis, reading the stored numbers, gives the reason the
     # label was given for
     change = _rounded((first - last) / first if finite and first > 0 else math.nan)
@@ -423,6 +433,10 @@ def diagnose(
     barely_moved = not exploded and math.isfinite(change) and change < t.loss_change_low
     over_regularised = barely_moved and reg_share >= t.reg_share_high and _penalty_moved(reg_change, t)
     blocked = any(d >= 1.0 for d in dead)  # a layer with every unit dead: nothing below it or in it can learn
+    # down to half its first value or below, and back up near it (or past it, within a short run's noise)
+    bounced = (barely_moved and not over_regularised and not blocked and math.isfinite(low)
+               and low <= t.bounce_low)
+    exploded = exploded or bounced
     if exploded:
         labels.append("lr_too_high")
     elif barely_moved and not over_regularised and not blocked:
@@ -445,7 +459,8 @@ def diagnose(
     if not labels and train_acc < t.train_acc_underfit and still_falling(curves):
         labels.append("still_learning")  # far from the training set learned, and no sign yet that it levels off
     numbers = {
-        "loss_change": _num(change), "reg_share": _num(reg_share), "reg_change": _num(reg_change),
+        "loss_change": _num(change), "loss_low": _num(low), "reg_share": _num(reg_share),
+        "reg_change": _num(reg_change),
         "train_val_gap": _num(gap),
         "gap_limit": _num(gap_limit), "train_acc": _num(train_acc), "val_acc": _num(val_acc),
         "dead_fraction": [round(d, 4) for d in dead],
@@ -595,7 +610,7 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
     # a sentence is built only for a label the run has: one that exploded in its first epoch has no accuracies, and
     # an older or foreign diagnosis may lack other numbers (shown as -)
     words: dict[str, Callable[[], str]] = {
-        "lr_too_high": lambda: f"{_how_it_rose(change, stop_reason)}: the learning rate is too high",
+        "lr_too_high": lambda: f"{_how_it_rose(change, stop_reason, n.get('loss_low'))}: the learning rate is too high",
         "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low" + (
             f"; its L2 term, {_pct(share)} of it at the end, moved by only {_pct(abs(float(reg_change)))} of its "
             f"first value: the step did not move the weights (whether reg is too high shows with a larger lr)"
@@ -706,12 +721,19 @@ def _chance_text(n: dict[str, object]) -> str:
     return f" (always guessing the most frequent class scores {float(chance):.4f})"
 
 
-def _how_it_rose(change: float | None, stop_reason: str | None) -> str:
-    """What the loss of a run whose learning rate was too high did, as far as its stop reason and change tell."""
+def _how_it_rose(change: float | None, stop_reason: str | None, low: object = None) -> str:
+    """What the loss of a run whose learning rate was too high did, as far as its stop reason, change and lowest
+    value (``loss_low``, a share of its first; None: not stored) tell."""
     if stop_reason in ("nan", "diverged"):
         return "the loss went NaN or inf"
     if stop_reason == "exploded":
         return "the loss exploded, and the run was stopped there"
+    if (stop_reason is not None and change is not None and isinstance(low, (int, float))
+            and low <= THRESHOLDS.bounce_low and change < THRESHOLDS.loss_change_low):
+        ratio = 1 - float(change)  # the mean of its last tenth over its first loss
+        back = f"{ratio:.3g} times it" if ratio >= 2 else f"{_pct(ratio)} of it"
+        return (f"the loss fell to {_pct(low)} of its first value, then came back up to {back} (the mean of its last "
+                f"tenth of iterations): its steps overshoot")
     if stop_reason == "completed" and change is not None and change < 0:  # a run nothing stopped, ended above
         ratio = 1 - float(change)  # the mean of its last tenth over its first loss
         rise = _pct_past(-float(change), THRESHOLDS.loss_change_low)

@@ -717,7 +717,18 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
         if images:
             raise DataError(f"{path}: {images} image{'s' if images > 1 else ''} but no class subfolders; expected one "
                             "subfolder per class holding PNG or JPEG images (its name is the images' label)")
-        raise DataError(f"{path}: empty folder; expected one subfolder per class holding PNG or JPEG images")
+        try:  # a folder holding the user's table (data/ with data.csv in it) is not empty: name the file to give
+            others = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        except OSError as exc:
+            raise cannot_read(path, exc) from exc
+        if not others:
+            raise DataError(f"{path}: empty folder; expected one subfolder per class holding PNG or JPEG images")
+        tables = [name for name in others if Path(name).suffix.lower() in FILE_FORMATS]
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        hint = f"; to read a table or array, give the file itself (--data {path / tables[0]})" if tables else ""
+        files = f"{len(others)} file{'s' if len(others) > 1 else ''}"
+        raise DataError(f"{path}: no images or class subfolders, only {files} ({shown}); an image folder holds one "
+                        f"subfolder per class of PNG or JPEG images{hint}")
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
         try:

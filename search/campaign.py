@@ -183,8 +183,9 @@ def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, comp
                           f"puts its random and grid stages in a campaign of their own; give --campaign NEW, or none "
                           f"for compare-<UTC timestamp>")
     if others:
+        # search fine and grid cannot begin a campaign: the one way on names the commands that can
         raise SearchError(f"campaign {campaign} holds search compare's stages ({', '.join(others)}): a coarse-to-fine "
-                          f"search goes in a campaign of its own; give --campaign NEW")
+                          f"search goes in a campaign of its own, begun by search coarse or auto --campaign NEW")
 
 
 def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
@@ -194,7 +195,7 @@ def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
         raise SearchError(f"{identity.get('path') or identity.get('name')}: stage {study.study_name} was started on "
                           f"other data (sha256 {recorded.get('sha256')} recorded, {identity.get('sha256')} now); "
                           f"refusing to mix two datasets in one stage: put back the data it was started on, or "
-                          f"pass --campaign NAME to start another campaign on this data")
+                          f"start another campaign on this data with search coarse or auto --campaign NAME")
 
 
 def run_existing(execution: Execution, study: optuna.Study, created: bool = False,

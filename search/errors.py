@@ -1,6 +1,7 @@
 """The search layer's exceptions; the CLI turns these, EngineError and StudyError into one line and an exit code."""
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -11,11 +12,13 @@ from typing import Any
 WRITING_COMMANDS = frozenset({"coarse", "fine", "grid", "auto", "worker", "compare"})
 
 
-def interrupted_line(how: str, args: Sequence[str]) -> str:
+def interrupted_line(how: str, args: Sequence[str], campaign: str | None = None) -> str:
     """The last line of ``search ARGS`` stopped by a signal (``how``: "interrupted" or "terminated"); the group
-    takes no option but --help, so ``args[0]`` names the command."""
+    takes no option but --help, so ``args[0]`` names the command. ``campaign``: the campaign the command named
+    itself (search compare's compare-<UTC timestamp>), which the same command run again would not continue."""
     if args and args[0] in WRITING_COMMANDS:
-        return f"{how}: the database is consistent; run the same command again to continue"
+        again = "again" if campaign is None else f"with --campaign {shlex.quote(campaign)}"
+        return f"{how}: the database is consistent; run the same command {again} to continue"
     return how
 
 

@@ -79,8 +79,10 @@ def _check_stored_data(attrs: dict[str, Any]) -> None:
             gone = other = False
         what = ("which is not found (moved or deleted?)" if gone else
                 "which is no longer a regular file or folder" if other else f"which cannot be used now ({exc})")
+        # search fine, grid and worker take no --data: a campaign on other data is begun by search coarse or auto
         raise SearchError(f"stage {attrs.get('campaign')}/{attrs.get('stage')} was trained on {name}, {what}: put it "
-                          f"back, or pass --campaign NAME to start another campaign") from None
+                          f"back, or start another campaign with search coarse or auto --campaign NAME --data PATH"
+                          ) from None
 
 
 @dataclass(frozen=True)

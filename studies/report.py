@@ -83,9 +83,13 @@ IMPORTANCE_MIN_TRIALS = 8
 PHONE_INCHES = 4.6
 PHONE_MEDIA = "(max-width: 700px)"
 # the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
+# engine.diagnostics.THRESHOLDS.bounce_low (studies may not import engine; a test keeps them equal): a loss that
+# fell to this share of its first value or below and came back up near it had a learning rate too high
+LOSS_BOUNCE_LOW = 0.5
 DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
-    "lr_too_high": "the loss exploded, went NaN or ended well above its first value: learning rate too high",
+    "lr_too_high": "the loss exploded, went NaN, ended well above its first value or came back up near it after "
+                   "falling by half: learning rate too high",
     "overfitting": "train accuracy well above validation, or validation fallen from an earlier peak: more "
                    "regularisation or less capacity",
     "underfitting": "the training set not learned (no train-val gap, near chance, or a loss held up by its L2 "
@@ -761,6 +765,9 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         change = _num(n.get("loss_change"))
         if stop_reason in ("exploded", "diverged") or change is None:
             return "loss exploded"
+        low = _num(n.get("loss_low"))  # none: diagnosed before it was stored
+        if low is not None and low <= LOSS_BOUNCE_LOW:  # down by half or more, then back up near its first value
+            return f"loss fell to {_pct_text(low)}, then back to {_pct_text(1 - change)} of its first"
         return f"loss rose {_pct_text(-change)}"
     if label == "overfitting":  # a validation curve fallen from its peak (search explain's val_fell) says where
         fell = (f", val fell {_decimal_text(_num(n.get('val_drop')) * 100, 1)} pts from epoch {n.get('val_peak_epoch')}"

@@ -105,7 +105,9 @@ _OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EP
 def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
     """End a command stopped by Ctrl-C (exit 130) or SIGTERM (``Interrupted``, exit 143) with its one line."""
     terminated = isinstance(stop, Interrupted)
-    click.echo(interrupted_line("terminated" if terminated else "interrupted", given), err=True)
+    # a campaign the command named itself (search compare's), on the signal's exception or on click's Abort made of it
+    campaign = getattr(stop, "campaign", None) or getattr(stop.__cause__, "campaign", None)
+    click.echo(interrupted_line("terminated" if terminated else "interrupted", given, campaign), err=True)
     sys.exit(143 if terminated else EXIT_INTERRUPTED)
 
 

@@ -143,8 +143,13 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         epoch_text = "1 epoch" if epochs == 1 else f"{epochs} epochs"
         say(f"campaign {name}: {pairs} of random and grid stages, {size}{fit}, {epoch_text} a trial, "
             f"on {run.data.name}")
-    result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,
-                         on_stage=on_stage)
+    try:
+        result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,
+                             on_stage=on_stage)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        if campaign is None:  # named by the time it started: the same command again would start another campaign
+            stop.campaign = name  # type: ignore[union-attr]
+        raise
     written = write_compare_report(result.report, out_dir)
     summary = result.report.summary
     errors = [e for pair in result.pairs for s in pair for e in s.errors]

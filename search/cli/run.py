@@ -299,6 +299,10 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     from engine.init import InitSpec
 
     check_not_input("--plot", plot, {"study database": storage_file(None)})  # before any work
+    if init_std is not None:  # as search train refuses it: ignored, it showed the default xavier as if it were the std
+        from search.space import check_fixed
+
+        check_fixed(["init_std"], {}, RunConfig().with_params({"arch.init.name": init_name}))
     stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
                                           samples, seed)
     if plot:
@@ -408,6 +412,9 @@ def data(base: RunConfig, as_json: bool) -> None:
     say(f"preprocessing: {base.preprocess.name}, fitted on the training split" + (
         f", keeps {kept} of the {info['features']} features (the top principal components; --pca-components sets how "
         f"many)" if kept != info["features"] else " (--preprocess NAME to choose)"))  # pca and whiten keep fewer
+    if info["label_column"] is not None:  # the class of each row, which a forgotten --label-column leaves the last
+        say(f"labels: column {visible(info['label_column'])!r}" + (
+            "" if base.data.label_column is not None else " (the last; --label-column NAME takes another)"))
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
     for c in info["classes"]:  # a class named in the file: its control characters written out

@@ -473,6 +473,21 @@ def test_npz_member_with_a_broken_npy_header(tmp_path: Path) -> None:
 # image folders
 
 
+def test_a_folder_holding_a_table_names_the_file_to_give_not_an_empty_folder(tmp_path: Path) -> None:
+    # --data data/ with data/wine.csv in it said "empty folder"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "wine.csv").write_text("a,label\n1,x\n")
+    (folder / "notes.txt").write_text("n")
+    (folder / ".hidden").write_text("h")
+    assert _error(DataSpec(str(folder)), folder) == (
+        f"{folder}: no images or class subfolders, only 2 files (notes.txt, wine.csv); an image folder holds one "
+        f"subfolder per class of PNG or JPEG images; to read a table or array, give the file itself (--data "
+        f"{folder / 'wine.csv'})")
+    (folder / "wine.csv").unlink()
+    assert _error(DataSpec(str(folder)), folder).endswith(
+        "only 1 file (notes.txt); an image folder holds one subfolder per class of PNG or JPEG images")
+
 def test_empty_folder_and_empty_class_folder(tmp_path: Path) -> None:
     folder = tmp_path / "empty"
     folder.mkdir()

@@ -55,6 +55,35 @@ def test_default_campaign_is_compare_and_a_utc_timestamp():
     assert re.fullmatch(r"compare-\d{8}T\d{6}Z", default_compare_campaign())
 
 
+def test_an_interrupted_compare_names_the_campaign_its_rerun_must_be_given(run_cli, tmp_path, monkeypatch):
+    # "run the same command again to continue" started a new compare-<timestamp> campaign from its first stage
+    import search.compare
+
+    real = search.compare.run_compare
+
+    def stopped_after_the_first_stage(*args, on_stage, **kwargs):
+        def stage_done(summary):
+            on_stage(summary)
+            raise KeyboardInterrupt
+        return real(*args, on_stage=stage_done, **kwargs)
+
+    monkeypatch.setattr(search.compare, "run_compare", stopped_after_the_first_stage)
+    stopped = run_cli("compare", *SMALL, "--jobs", "1")
+    name = re.match(r"campaign (compare-\d{8}T\d{6}Z):", stopped.stdout).group(1)
+    assert stopped.exit_code == 130
+    assert stopped.stderr.lstrip("\n") == (
+        f"interrupted: the database is consistent; run the same command with --campaign {name} to continue\n")
+    given = run_cli("compare", *SMALL, "--jobs", "1", "--campaign", "mine")  # a name given: the same command again
+    assert given.exit_code == 130
+    assert given.stderr.lstrip("\n") == (
+        "interrupted: the database is consistent; run the same command again to continue\n")
+    monkeypatch.setattr(search.compare, "run_compare", real)
+    resumed = run_cli("compare", *SMALL, "--jobs", "1", "--campaign", name, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    studies = optuna.get_all_study_names(open_storage("sqlite:///search.db", create=False))
+    assert sorted(studies) == sorted(f"{c}/{s}-{r}" for c in (name, "mine") for s in ("random", "grid") for r in (0, 1)
+                                     if c == name or (s, r) == ("random", 0))
+
 def test_compare_runs_repeated_pairs_and_counts_wins(run_cli, tmp_path):
     result = run_cli("compare", *SMALL, "--campaign", "cmp", "--json")
     assert result.exit_code == 0, result.output
@@ -143,7 +172,7 @@ def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
                     ("fine", "--campaign", "cmp"), ("grid", "--campaign", "cmp")):
         assert one_line_error(run_cli(*command)) == (
             "error: campaign cmp holds search compare's stages (random-0, grid-0, random-1, grid-1): a coarse-to-fine "
-            "search goes in a campaign of its own; give --campaign NEW")
+            "search goes in a campaign of its own, begun by search coarse or auto --campaign NEW")  # fine, grid: no NEW
     assert (tmp_path / "search.db").read_bytes() == before
     assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == [
         "cmp/grid-0", "cmp/grid-1", "cmp/random-0", "cmp/random-1", "mine/coarse", "mine/final"]

@@ -3,6 +3,7 @@ the std-scaled initialisers, relu_bias with ReLU-family units): refused where th
 the trials where they do, and handled where trials lack them (grid, refinement, promotion, tables, importance)."""
 from __future__ import annotations
 
+import json
 import os
 
 import optuna
@@ -56,6 +57,18 @@ def test_an_option_given_where_it_has_no_effect_is_refused(run_cli, args, line):
     assert one_line_error(run_cli(*args, "--epochs", "1")) == line
     assert not os.path.exists("search.db")
 
+
+def test_search_layers_refuses_an_init_std_its_init_ignores_as_search_train_does(run_cli, tmp_path):
+    # `search layers --init-std 0.01` printed the default xavier's statistics, "keeps its scale", as if of std 0.01
+    assert one_line_error(run_cli("layers", "--init-std", "0.01", "--plot", "x.png")) == (
+        "error: --init-std has no effect with init xavier: it applies only with init normal, uniform, constant, "
+        "sparse or orthogonal (set --init)")
+    assert not (tmp_path / "x.png").exists()
+    assert one_line_error(run_cli("layers", "--init", "he", "--init-std", "0.1")).startswith(
+        "error: --init-std has no effect with init he: ")
+    collapsed = run_cli("layers", "--init", "normal", "--init-std", "0.01", "--json")
+    assert collapsed.exit_code == 0 and json.loads(collapsed.stdout)[-1]["std"] < 1e-5
+    assert run_cli("layers", "--init", "orthogonal", "--init-std", "2", "--depth", "2").exit_code == 0
 
 def test_an_option_given_for_the_trials_that_use_it_is_accepted(run_cli):
     result = run_cli("coarse", "--momentum", "0.5", "--space", "optimizer=adam,momentum", "--trials", "4",

@@ -68,8 +68,11 @@ def test_a_stage_refuses_data_that_changed_under_it(run_cli, tmp_path):
     # the id-column warning says to delete the column; the file edited so, the same command said only "refusing to
     # mix two datasets in one stage", with no way on
     assert line.endswith("now); refusing to mix two datasets in one stage: put back the data it was started on, or "
-                         "pass --campaign NAME to start another campaign on this data")
+                         "start another campaign on this data with search coarse or auto --campaign NAME")
     assert run_cli(*args, "--campaign", "edited").exit_code == 0
+    # search fine, which takes no --data, was told to "pass --campaign NAME to start another campaign on this data"
+    line = one_line_error(run_cli("fine", "--campaign", "wine", "--trials", "2"), "refusing to mix")
+    assert line.endswith("start another campaign on this data with search coarse or auto --campaign NAME")
 
 
 def test_a_stage_whose_data_is_gone_says_so_not_that_its_definition_is_unreadable(run_cli, tmp_path):
@@ -78,13 +81,14 @@ def test_a_stage_whose_data_is_gone_says_so_not_that_its_definition_is_unreadabl
     path = _write_csv(tmp_path / "wine.csv", load_wine)
     assert run_cli("coarse", "--campaign", "data", "--data", str(path), "--trials", "3", "--epochs", "1").exit_code == 0
     path.rename(tmp_path / "moved.csv")
+    # search fine takes no --data: "pass --campaign NAME to start another campaign" was no way on
     assert one_line_error(run_cli("fine", "--campaign", "data")) == (
-        f"error: stage data/coarse was trained on {path}, which is not found (moved or deleted?): put it back, or pass "
-        f"--campaign NAME to start another campaign")
+        f"error: stage data/coarse was trained on {path}, which is not found (moved or deleted?): put it back, or "
+        f"start another campaign with search coarse or auto --campaign NAME --data PATH")
     os.mkfifo(path)
     assert one_line_error(run_cli("fine", "--campaign", "data")) == (
         f"error: stage data/coarse was trained on {path}, which is no longer a regular file or folder: put it back, or "
-        f"pass --campaign NAME to start another campaign")
+        f"start another campaign with search coarse or auto --campaign NAME --data PATH")
     path.unlink()
     (tmp_path / "moved.csv").rename(path)
     assert run_cli("fine", "--campaign", "data", "--trials", "2", "--epochs", "1").exit_code == 0
@@ -141,6 +145,25 @@ def test_search_data_describes_a_file(run_cli, tmp_path):
     one_line_error(run_cli("data", "--data", "wine.csv", "--preprocess", "pca", "--pca-components", "100"),
                    "components 100 (--pca-components) exceeds the input dimension 13")
 
+
+def test_search_data_names_the_label_column_and_says_when_it_is_the_last_by_default(run_cli, tmp_path, monkeypatch):
+    # a table with its label first and no --label-column was described with the last column's values as its classes,
+    # never saying which column that was
+    monkeypatch.setenv("COLUMNS", "200")
+    frame = load_wine(as_frame=True).frame
+    frame.insert(0, "cultivar", frame.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"}))
+    frame["region"] = np.array(["north", "south", "coast"])[np.arange(len(frame)) % 3]
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    lines = run_cli("data", "--data", "wine.csv").stdout.splitlines()
+    assert lines[4:6] == ["labels: column 'region' (the last; --label-column NAME takes another)", "3 classes:"]
+    assert "  north                     42      9      9" in lines
+    lines = run_cli("data", "--data", "wine.csv", "--label-column", "cultivar").stdout.splitlines()
+    assert lines[4:6] == ["labels: column 'cultivar'", "3 classes:"]
+    assert "  barolo                    41      9      9" in lines
+    out = json.loads(run_cli("data", "--data", "wine.csv", "--label-column", "cultivar", "--json").stdout)
+    assert out["label_column"] == "cultivar"
+    assert json.loads(run_cli("data", "--data", "digits", "--json").stdout)["label_column"] is None
+    assert not any(line.startswith("labels:") for line in run_cli("data", "--data", "digits").stdout.splitlines())
 
 def test_an_id_column_is_named_by_search_data_and_before_a_stage_runs(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped

@@ -815,6 +815,17 @@ def test_a_loss_change_or_gap_is_given_to_a_tenth_as_search_explain_gives_it():
     assert diagnosis_text("healthy", {"loss_change": 0.9716, "train_val_gap": 0.017}) == "loss fell 97.2 %, gap 1.7 pts"
 
 
+def test_an_example_of_a_loss_that_fell_by_half_and_came_back_says_so_not_that_it_rose_by_a_negative_share():
+    from engine.diagnostics import THRESHOLDS
+    from studies.report import LOSS_BOUNCE_LOW
+
+    assert LOSS_BOUNCE_LOW == THRESHOLDS.bounce_low
+    numbers = {"loss_change": 0.078, "loss_low": 0.1946}
+    assert diagnosis_text("lr_too_high", numbers, "completed") == "loss fell to 19.5 %, then back to 92.2 % of its first"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.25, "loss_low": 0.97}, "completed") == "loss rose 25.0 %"
+    assert diagnosis_text("lr_too_high", {"loss_change": -0.25}, "completed") == "loss rose 25.0 %"  # stored before
+    assert diagnosis_text("lr_too_high", numbers, "exploded") == "loss exploded"
+
 def test_an_example_of_a_run_still_learning_or_whose_validation_fell_says_so():
     assert diagnosis_text("still_learning", {"train_acc": 0.6, "late_loss_fall": 0.0648}) == (
         "train 0.6000, loss still falling 6.5 % a tenth")
