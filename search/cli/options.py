@@ -74,6 +74,10 @@ def write_problem(path_text: str, folder: bool) -> str | None:
         if not os.access(path, os.W_OK | os.X_OK):
             return f"folder {path_text!r} is not writable"
         return None
+    if folder:  # mkdir cannot make a folder where a link to nothing is (File exists, once the work is done)
+        broken = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+        if broken is not None:
+            return f"{str(broken)!r} is a link to {os.readlink(broken)!r}, which does not exist"
     where = next((p for p in path.parents if p.exists()), path.parent) if folder else path.parent
     if not where.exists():
         return f"{path_text!r}: folder {str(where)!r} does not exist"
