@@ -11,11 +11,22 @@ from typing import Any
 WRITING_COMMANDS = frozenset({"coarse", "fine", "grid", "auto", "worker", "compare"})
 
 
+# the options a stopped command is to be run again with: its default named a campaign after the time it started
+_resume: list[str] = []
+
+
+def continue_with(options: str | None) -> None:
+    """Have the last line of a command stopped from here on say to run it again with ``options`` (None: as it was
+    given): run as it was, ``search compare`` without --campaign would start a new campaign, not continue this one."""
+    _resume[:] = [options] if options else []
+
+
 def interrupted_line(how: str, args: Sequence[str]) -> str:
     """The last line of ``search ARGS`` stopped by a signal (``how``: "interrupted" or "terminated"); the group
     takes no option but --help, so ``args[0]`` names the command."""
     if args and args[0] in WRITING_COMMANDS:
-        return f"{how}: the database is consistent; run the same command again to continue"
+        again = f"with {_resume[0]}" if _resume else "again"
+        return f"{how}: the database is consistent; run the same command {again} to continue"
     return how
 
 

@@ -18,7 +18,15 @@ from typing import Any, NoReturn
 import click
 
 from engine.errors import EngineError
-from search.errors import Interrupted, SearchError, forget_pending, interrupted_line, raise_on, raise_pending
+from search.errors import (
+    Interrupted,
+    SearchError,
+    continue_with,
+    forget_pending,
+    interrupted_line,
+    raise_on,
+    raise_pending,
+)
 from search.text import visible
 from studies.errors import StudyError
 
@@ -33,6 +41,7 @@ class SearchGroup(click.Group):
         given = self.given = list(sys.argv[1:] if args is None else args)
         started = time.monotonic()
         forget_pending()
+        continue_with(None)
         closed_stdout = sys.stdout is None
         if closed_stdout:  # started with stdout closed (`>&-`, a daemon's): what it prints is kept, and its loss said
             sys.stdout = io.StringIO()

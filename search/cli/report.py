@@ -18,7 +18,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
-from search.errors import Interrupted, SearchError, forget_pending, pending
+from search.errors import Interrupted, SearchError, continue_with, forget_pending, pending
 
 
 def out_option(default: str) -> Callable:
@@ -119,6 +119,8 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     from studies.store import resolve_storage_url
 
     name = campaign or default_compare_campaign()
+    if campaign is None:  # run again as it was, it would start a campaign of its own time
+        continue_with(f"--campaign {name}")
     out_dir = out_dir or default_folder(safe_dirname(name))
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])

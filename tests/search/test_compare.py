@@ -259,3 +259,27 @@ def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
     assert [line for line in result.stderr.splitlines() if "stopped" in line or "terminated" in line] == \
         ["dashboard stopped"]
     assert pending() is None  # nothing left for what runs next in this process
+
+
+@pytest.mark.parametrize("raised, code, how", [(KeyboardInterrupt, 130, "interrupted"), ("sigterm", 143, "terminated")])
+def test_a_stopped_compare_without_campaign_says_which_campaign_continues_it(run_cli, monkeypatch, raised, code, how):
+    # it said "run the same command again to continue", which started a campaign of a new timestamp and left the
+    # stopped one's grid unfinished
+    import search.compare
+    from search.errors import Interrupted
+
+    def stop(*args, **kwargs):
+        raise (Interrupted if raised == "sigterm" else raised)()
+
+    monkeypatch.setattr(search.compare, "run_compare", stop)
+    name = default_compare_campaign(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    monkeypatch.setattr(search.compare, "default_compare_campaign", lambda: name)
+    blank = "\n" if raised is KeyboardInterrupt else ""  # click ends the ^C line first
+
+    result = run_cli("compare", *SMALL)
+
+    assert (result.exit_code, result.stderr) == (code, f"{blank}{how}: the database is consistent; run the same "
+                                                       f"command with --campaign {name} to continue\n")
+    result = run_cli("compare", "--campaign", "mine", *SMALL)  # named: run as it was, it continues
+    assert (result.exit_code, result.stderr) == (
+        code, f"{blank}{how}: the database is consistent; run the same command again to continue\n")
