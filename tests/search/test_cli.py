@@ -1230,3 +1230,10 @@ def test_fine_continuing_an_unfinished_stage_says_which_options_it_does_not_appl
         "continuing digits/fine-1, unfinished, as it was created: --trials 5, --sampler tpe not applied; run the "
         "command again once it is done for a new stage with them")
     assert json.loads(run_cli("studies", "--json").stdout)[-1]["n_trials"] == 3  # as created
+
+
+def test_train_on_a_loss_not_finite_before_any_update_blames_the_initialisation(run_cli):
+    result = run_cli("train", "--epochs", "1", "--depth", "4", "--init", "normal", "--init-std", "1e10")
+    assert result.exit_code == 1
+    assert "no epoch finished\ndiagnosis: bad_initial_loss\n" in result.stdout
+    assert "lr" not in result.stdout.split("diagnosis:")[0]  # no "try a lower --lr"
