@@ -430,6 +430,8 @@ def diagnose(
     rose = math.isfinite(change) and change < -t.loss_change_low and (len(finite) >= t.rose_min_iterations
                                                                       or change < -t.short_rise)
     exploded = status in ("exploded", "diverged", "nan") or rose
+    # NaN or inf at the first minibatch, before any update: the initial weights (or the inputs) overflow, not the step
+    unstarted = bool(loss_history) and not math.isfinite(loss_history[0])
     barely_moved = not exploded and math.isfinite(change) and change < t.loss_change_low
     over_regularised = barely_moved and reg_share >= t.reg_share_high and _penalty_moved(reg_change, t)
     blocked = any(d >= 1.0 for d in dead)  # a layer with every unit dead: nothing below it or in it can learn
@@ -437,7 +439,7 @@ def diagnose(
     bounced = (barely_moved and not over_regularised and not blocked and math.isfinite(low)
                and low <= t.bounce_low)
     exploded = exploded or bounced
-    if exploded:
+    if exploded and not unstarted:
         labels.append("lr_too_high")
     elif barely_moved and not over_regularised and not blocked:
         labels.append("lr_too_low")
@@ -454,7 +456,8 @@ def diagnose(
         labels.append("dead_units")
     if saturated and max(saturated) > t.saturated_fraction:
         labels.append("saturated_units")
-    if math.isfinite(initial_data_loss) and abs(initial_data_loss - expected_initial_loss) > t.initial_loss_tolerance:
+    if unstarted or (math.isfinite(initial_data_loss)
+                     and abs(initial_data_loss - expected_initial_loss) > t.initial_loss_tolerance):
         labels.append("bad_initial_loss")
     if not labels and train_acc < t.train_acc_underfit and still_falling(curves):
         labels.append("still_learning")  # far from the training set learned, and no sign yet that it levels off
@@ -634,8 +637,11 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             + ("the updates blew the weights up past what tanh/sigmoid can use (the learning rate, not the "
                "initialisation)" if "lr_too_high" in diagnosis.labels
                else "the initial weights are too large for tanh/sigmoid")),
-        "bad_initial_loss": lambda: f"initial data loss {n.get('initial_data_loss')}, expected about "
-                                    f"{n.get('expected_initial_loss')}: the output scale is wrong",
+        "bad_initial_loss": lambda: (
+            f"initial data loss {n.get('initial_data_loss')}, expected about {n.get('expected_initial_loss')}: the "
+            f"output scale is wrong" if n.get("initial_data_loss") is not None
+            else "the loss was NaN or inf at the first minibatch, before any update: the initial weights or the "
+                 "inputs are too large for the network's floats, whatever the learning rate"),
         "still_learning": lambda: f"{_late_fall_text(n)}, with train accuracy {_acc(n.get('train_acc'))} and a "
                                   f"train-val gap of {_points(n.get('train_val_gap'))}: still learning, not converged; "
                                   f"train longer (more epochs) before judging its capacity or regularisation",

@@ -53,6 +53,8 @@ class ModelConfig:
             raise ConfigError(f"output scale must be a finite number > 0, got {self.output_scale}")
         if not 0.0 <= self.leaky_slope < 1.0:
             raise ConfigError(f"leaky slope must be in [0, 1), got {self.leaky_slope}")
+        if not abs(self.relu_bias) <= float(np.finfo(DTYPES[self.dtype]).max):  # NaN too; biases are made in the dtype
+            raise ConfigError(f"relu bias {self.relu_bias:g} is beyond {self.dtype}'s range")
 
 
 def check_network_memory(config: ModelConfig, input_dim: int, num_classes: int) -> None:

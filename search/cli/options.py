@@ -74,6 +74,10 @@ def write_problem(path_text: str, folder: bool) -> str | None:
         if not os.access(path, os.W_OK | os.X_OK):
             return f"folder {path_text!r} is not writable"
         return None
+    if folder:  # mkdir cannot make a folder where a link to nothing is (File exists, once the work is done)
+        broken = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+        if broken is not None:
+            return f"{str(broken)!r} is a link to {os.readlink(broken)!r}, which does not exist"
     where = next((p for p in path.parents if p.exists()), path.parent) if folder else path.parent
     if not where.exists():
         return f"{path_text!r}: folder {str(where)!r} does not exist"
@@ -264,7 +268,7 @@ RUN_OPTIONS = [
     click.option("--hidden", default="100", show_default=True, callback=_hidden,
                  help="Hidden layer sizes, comma-separated."),
     click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=None,
-                 help="Number of hidden layers, each as wide as the first of --hidden."),
+                 help="Number of hidden layers, each as wide as --hidden (one width)."),
     click.option("--activation", type=choice(ACTIVATIONS), default="relu", show_default=True, metavar="NAME",
                  help=f"One of {', '.join(ACTIVATIONS)}."),
     click.option("--init", "init_name", type=choice(INITIALISERS), default="he", show_default=True, metavar="NAME",
@@ -298,6 +302,9 @@ RUN_PARAMS = ("data", "data_dir", "label_column", "ignore_columns", "missing", "
 
 def build_config(v: dict[str, Any]) -> RunConfig:
     """One RunConfig from the run options' values."""
+    if v["depth"] is not None and len(set(v["hidden"])) > 1:  # else every width but the first was dropped unsaid
+        raise SearchError(f"--depth makes every hidden layer as wide as the first; --hidden "
+                          f"{','.join(map(str, v['hidden']))} gives different widths: give one width")
     hidden = v["hidden"] if v["depth"] is None else (v["hidden"][0],) * v["depth"]
     return RunConfig(
         data=DataSpec(_data_name(v["data"]), v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"],

@@ -542,3 +542,16 @@ def test_a_run_at_the_ceiling_of_its_noisy_labels_is_not_underfitting():
     assert (small.numbers["train_acc"], small.numbers["contradicted_errors"], small.numbers["uncontradicted_acc"]) == (
         0.55, 0.1991, 0.603)
     assert describe_diagnosis(small)[0].endswith("underfitting: raise capacity or lower regularisation")
+
+
+def test_a_loss_not_finite_before_any_update_is_a_bad_initialisation_not_a_learning_rate_too_high():
+    # the first minibatch's loss is taken before the first step: a NaN there (init std 1e10 through 4 ReLU layers
+    # overflows float32) was lr_too_high, "try a lower --lr", and refinement could lower lr's upper bound on it
+    for first in (math.nan, math.inf):
+        d = _run(loss=[first], status="diverged", train=math.nan, val=math.nan, initial=first)
+        assert d.labels == ("bad_initial_loss",)
+        assert describe_diagnosis(d, "nan") == [
+            "the loss was NaN or inf at the first minibatch, before any update: the initial weights or the inputs "
+            "are too large for the network's floats, whatever the learning rate"]
+    assert _run(loss=[2.3, math.nan], status="diverged").labels == ("lr_too_high",)  # after a step: the step
+

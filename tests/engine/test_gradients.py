@@ -211,3 +211,14 @@ def test_an_init_std_beyond_the_dtypes_range_is_a_config_error_not_a_warning(rec
         InitSpec("normal", 1e300).draw(4, 3, rng, np.float32)
     assert InitSpec("normal", 1e300).draw(4, 3, rng, np.float64).shape == (4, 3)  # float64 holds it
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_relu_bias_beyond_the_dtypes_range_is_a_config_error_not_a_warning(recwarn):
+    # --relu-bias 1e39 printed NumPy's "overflow encountered in cast" and trained on inf biases to a NaN loss
+    from engine.errors import ConfigError
+
+    for bias in (1e39, -1e300, math.nan):
+        with pytest.raises(ConfigError, match=r"relu bias (1e\+39|-1e\+300|nan) is beyond float32.s range"):
+            ModelConfig(hidden=(4,), relu_bias=bias)
+    assert ModelConfig(hidden=(4,), relu_bias=1e39, dtype="float64").relu_bias == 1e39  # float64 holds it
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

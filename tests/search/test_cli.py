@@ -1230,3 +1230,21 @@ def test_fine_continuing_an_unfinished_stage_says_which_options_it_does_not_appl
         "continuing digits/fine-1, unfinished, as it was created: --trials 5, --sampler tpe not applied; run the "
         "command again once it is done for a new stage with them")
     assert json.loads(run_cli("studies", "--json").stdout)[-1]["n_trials"] == 3  # as created
+
+
+def test_train_on_a_loss_not_finite_before_any_update_blames_the_initialisation(run_cli):
+    result = run_cli("train", "--epochs", "1", "--depth", "4", "--init", "normal", "--init-std", "1e10")
+    assert result.exit_code == 1
+    assert "no epoch finished\ndiagnosis: bad_initial_loss\n" in result.stdout
+    assert "lr" not in result.stdout.split("diagnosis:")[0]  # no "try a lower --lr"
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["coarse", "--trials", "1", "--epochs", "1"]])
+def test_depth_beside_several_hidden_widths_is_refused_not_cut_to_the_first(run_cli, tmp_path, command):
+    # --hidden 10,20 --depth 3 trained 10,10,10: the width 20 was dropped without a word
+    result = run_cli(*command, "--hidden", "10,20", "--depth", "3")
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", (
+        "error: --depth makes every hidden layer as wide as the first; --hidden 10,20 gives different widths: give "
+        "one width\n"))
+    assert not (tmp_path / "search.db").exists()
+    assert run_cli("train", "--epochs", "1", "--hidden", "10,10", "--depth", "3", "--json").exit_code == 0

@@ -238,3 +238,8 @@ def test_layers_reads_its_table_as_the_lecture_reads_its_figure(monkeypatch):
     assert xavier_relu[11].startswith("collapsing: the std falls from 0.584 in layer 1 to 0.0251 in layer 10")
     one = invoke("layers", "--depth", "1", "--init", "he", "--activation", "relu").stdout.splitlines()
     assert one[2] == "one layer: std 0.827, its outputs neither saturated nor dead"
+
+
+def test_a_relu_bias_beyond_float32_is_one_line_and_exit_2():
+    result = invoke("train", "--epochs", "1", "--relu-bias", "1e39")
+    assert (result.exit_code, result.output) == (2, "error: relu bias 1e+39 is beyond float32's range\n")

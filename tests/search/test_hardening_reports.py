@@ -144,3 +144,32 @@ def test_a_campaign_named_as_html_reaches_report_md_as_text(run_cli, tmp_path):
     outside_code = [part for line in md.splitlines() for k, part in enumerate(line.split("`")) if k % 2 == 0]
     assert not any("<" in part for part in outside_code) and md.count("&lt;img src=x onerror=alert(3)>") >= 2
     assert f"`search grid --campaign '{name}'`" in md  # a command in a code span is shown as typed, to paste back
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_report_out_through_a_link_to_nothing_is_refused_before_the_report_is_made(run_cli, tmp_path, below):
+    # once the plots were drawn first, then "--out 'gone': cannot create the folder: File exists"
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nowhere")
+    out = link / below if below else link
+
+    result = run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url)
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: Invalid value for '--out': '{link}' is a link to '{tmp_path / 'nowhere'}', "
+                             f"which does not exist\n")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_compare_out_through_a_link_to_nothing_is_refused_before_any_stage_runs(run_cli, tmp_path):
+    # once every stage ran and was stored, then "--out 'gone': cannot write: File exists", exit 2
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+
+    result = run_cli("compare", "--campaign", "mine", "--out", "gone", "--repeats", "1", "--trials", "1",
+                     "--epochs", "1", "--train-size", "100", "--hidden", "10")
+
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: Invalid value for '--out': 'gone' is a link to '{tmp_path / 'nowhere'}', which does not exist\n")
+    assert not (tmp_path / "search.db").exists()
