@@ -288,4 +288,3 @@ def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
     assert [line for line in result.stderr.splitlines() if "stopped" in line or "terminated" in line] == \
         ["dashboard stopped"]
     assert pending() is None  # nothing left for what runs next in this process
-
