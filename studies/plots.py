@@ -45,10 +45,11 @@ def _thin_log_minor_ticks(fig: Figure) -> None:
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write the figure as PNG and close it."""
+    """Write the figure as PDF or SVG where the path's suffix says so, else as PNG, and close it."""
     path = Path(path)
     _thin_log_minor_ticks(fig)
-    fig.savefig(path, dpi=dpi, format="png")
+    suffix = path.suffix.lower()
+    fig.savefig(path, dpi=dpi, format=suffix[1:] if suffix in (".pdf", ".svg") else "png")
     plt.close(fig)
     return path
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    NEWEST_CAMPAIGN, FiniteFloatRange, SectionedCommand, WritablePath,
+    NEWEST_CAMPAIGN, FiniteFloatRange, ImagePath, SectionedCommand,
     apply, campaign_option, check_not_input, format_option, json_option, open_for_reading, storage_file,
     storage_option,
 )
@@ -247,7 +247,7 @@ def failure_story(storage: Any, name: str, trial: Any) -> str:
 
 @click.command(cls=SectionedCommand, short_help="One trial's diagnosis in words, with its numbers.")
 @click.argument("ref", metavar="STUDY:NUMBER")
-@click.option("--plot", type=WritablePath(), default=None, help="Draw its loss and accuracy curves (PNG).")
+@click.option("--plot", type=ImagePath(), default=None, help="Draw its loss and accuracy curves (.png, .pdf or .svg).")
 @storage_option
 @json_option
 def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> None:

@@ -58,6 +58,20 @@ class WritablePath(click.Path):
         return rv
 
 
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")  # --plot's formats, chosen by the file's suffix (studies.plots.save)
+
+
+class ImagePath(WritablePath):
+    """A WritablePath of a plot, whose suffix names its format: .png, .pdf or .svg."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if Path(str(rv)).suffix.lower() not in IMAGE_SUFFIXES:
+            self.fail(f"{str(rv)!r}: a plot is written as {', '.join(IMAGE_SUFFIXES[:-1])} or {IMAGE_SUFFIXES[-1]}, "
+                      f"by the file's suffix", param, ctx)
+        return rv
+
+
 def write_problem(path_text: str, folder: bool) -> str | None:
     """Why a command cannot write the file (``folder``: into the folder, made with its parents) at ``path_text``, or
     None: the folder it goes in (for a new folder, the nearest existing one) must be a writable folder."""

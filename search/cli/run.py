@@ -17,7 +17,7 @@ from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
-    DATA_PARAMS, RUN_PARAMS, SectionedCommand, WritablePath, check_not_input,
+    DATA_PARAMS, RUN_PARAMS, ImagePath, SectionedCommand, WritablePath, check_not_input,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_file,
     storage_option,
 )
@@ -46,7 +46,7 @@ reg_option = click.option("--reg", type=float, default=TrainConfig.reg, show_def
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
               help="Rerun a stored trial with its whole configuration and seed (e.g. digits/coarse:12).")
 @storage_option
-@click.option("--plot", type=WritablePath(), default=None, help="Write loss and accuracy curves (PNG).")
+@click.option("--plot", type=ImagePath(), default=None, help="Write loss and accuracy curves (.png, .pdf or .svg).")
 @click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
 @click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
               help="Save the trained network, its fitted preprocessing and class names for `search predict`.")
@@ -282,7 +282,7 @@ def blas_threads_of(threads: int | None) -> Any:
               help="Unit-Gaussian input samples fed through the net.")
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
               help="Batch normalisation before each activation.")
-@click.option("--plot", type=WritablePath(), default=None, help="Write per-layer histograms (PNG).")
+@click.option("--plot", type=ImagePath(), default=None, help="Write per-layer histograms (.png, .pdf or .svg).")
 @seed_option
 @json_option
 def layers(init_name: str, init_std: float | None, activation: str, depth: int, width: int, samples: int,

@@ -1248,3 +1248,16 @@ def test_depth_beside_several_hidden_widths_is_refused_not_cut_to_the_first(run_
         "one width\n"))
     assert not (tmp_path / "search.db").exists()
     assert run_cli("train", "--epochs", "1", "--hidden", "10,10", "--depth", "3", "--json").exit_code == 0
+
+
+def test_a_plot_is_written_in_the_format_its_suffix_names_or_refused(run_cli, tmp_path):
+    # --plot x.txt wrote a PNG named x.txt, and x.pdf a PNG named x.pdf
+    refused = run_cli("layers", "--plot", "x.txt")
+    assert (refused.exit_code, refused.stdout) == (2, "")
+    assert refused.stderr.endswith("'x.txt': a plot is written as .png, .pdf or .svg, by the file's suffix\n")
+    assert not (tmp_path / "x.txt").exists()
+    for name, start in (("x.png", b"\x89PNG"), ("x.PDF", b"%PDF"), ("x.svg", b"<?xml")):
+        assert run_cli("layers", "--plot", name).exit_code == 0
+        assert (tmp_path / name).read_bytes().startswith(start), name
+    assert run_cli("train", "--epochs", "1", "--train-size", "200", "--plot", "curves.svg").exit_code == 0
+    assert b"<svg" in (tmp_path / "curves.svg").read_bytes()
