@@ -31,7 +31,8 @@ IMPORTS = "import search.cli.stages, search.campaign, search.workers"
 def first_trial_seconds(folder: Path, jobs: str, existing: bool) -> float:
     """Seconds from starting the command to the first trial's recorded start."""
     db = folder / f"first-{jobs}-{existing}.db"
-    db.unlink(missing_ok=True)
+    for left in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):  # a killed run's logs too
+        left.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
     if existing:
         subprocess.run([*COMMAND, "--campaign", "earlier", "--jobs", "1", "--storage", url], check=True,

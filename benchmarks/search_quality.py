@@ -236,7 +236,8 @@ def run_search_auto(problem: Problem, path: Path, seed: int, folder: Path, quick
     space = auto_space(len(ds.y_train))
     suffix = "" if variant == "auto" else f"-{variant}"
     db = folder / f"{problem.name}-seed{seed}{suffix}.db"
-    db.unlink(missing_ok=True)
+    for left in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):  # a killed run's logs too
+        left.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
     trials, max_fine = (20, 1) if quick else (50, 3)
     options, factor = AUTO_VARIANTS[variant]

@@ -289,6 +289,7 @@ def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | N
                                f"database made elsewhere is read from its folder, or with --storage")
         if not os.access(folder, os.W_OK):
             raise StorageError(f"{where}: cannot create a database in read-only folder {str(folder)!r}")
+        _refuse_orphaned_journal(path, where)
         return
     if path.is_dir():
         raise StorageError(f"{where}: {str(path)!r} is a folder, not a database file")
@@ -588,6 +589,24 @@ def unreadable_stored_value(since: float) -> str | None:
         if found:
             return f"storage {mask_url(url)}: {found}"
     return None
+
+
+def _refuse_orphaned_journal(path: Path, where: str) -> None:
+    """StorageError where a write-ahead log or rollback journal of a database no longer at ``path`` is left beside
+    it (the file deleted while a killed process had it open): SQLite would replay its pages into the new database
+    made there, which then held another database's tables and failed its integrity check."""
+    for suffix in ("-wal", "-journal"):
+        left = path.with_name(path.name + suffix)
+        try:
+            orphaned = left.stat().st_size > 0 and not path.exists()  # made by now: the log is of the new database
+        except OSError:
+            continue
+        if orphaned:
+            others = " and ".join(repr(str(path.with_name(path.name + s))) for s in (suffix, "-shm")
+                                  if path.with_name(path.name + s).exists())
+            raise StorageError(f"{where}: {str(left)!r} is left from a database {str(path)!r} that is gone (deleted "
+                               f"while a process had it open); a new database there would take in its pages: remove "
+                               f"{others}, or put the database back")
 
 
 def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object]) -> None:

@@ -180,6 +180,40 @@ def test_a_journal_a_killed_writer_left_is_named_not_called_a_read_only_database
         "database [SQLITE_READONLY_ROLLBACK])")
 
 
+@pytest.mark.parametrize("mode", ["wal", "journal"])
+def test_a_log_left_by_a_deleted_database_is_not_replayed_into_a_new_one(tmp_path, mode) -> None:
+    # rm search.db after a killed run left search.db-wal: the next search coarse made a new search.db that took in
+    # the old one's pages (its tables beside Optuna's, "Page 29 is never used" from PRAGMA integrity_check)
+    import subprocess
+    import sys
+
+    path = tmp_path / "search.db"
+    open_storage(_url(path)).engine.dispose()
+    writer = (f"import os, sqlite3; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
+              f"c.execute('PRAGMA journal_mode = {mode}'); c.execute('PRAGMA cache_size = 1'); "
+              "c.execute('CREATE TABLE old (x BLOB)'); c.execute('BEGIN'); "
+              "c.execute('INSERT INTO old VALUES (zeroblob(200000))'); "
+              + ("c.execute('COMMIT'); " if mode == "wal" else "") + "os._exit(0)")  # killed, its log left
+    subprocess.run([sys.executable, "-c", writer], check=True)
+    path.unlink()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert f"search.db-{mode}" in left
+    with pytest.raises(StorageError) as info:
+        open_storage(_url(path))
+    assert info.value.exit_code == 2
+    assert str(info.value) == (
+        f"storage sqlite:///{path}: '{path}-{mode}' is left from a database '{path}' that is gone (deleted while a "
+        f"process had it open); a new database there would take in its pages: remove '{path}-{mode}'"
+        + (f" and '{path}-shm'" if mode == "wal" else "") + ", or put the database back")
+    assert sorted(p.name for p in tmp_path.iterdir()) == left  # nothing made, nothing removed
+    for name in left:
+        (tmp_path / name).unlink()
+    storage = open_storage(_url(path))
+    storage.engine.dispose()
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert ("old",) not in tables and ("trials",) in tables
+
+
 # --- 6. reading a missing database creates nothing --------------------------------------------
 
 
