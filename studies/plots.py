@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -704,10 +705,11 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
 
 
 def _helper_may_draw(units: int) -> bool:
-    """Whether a forked process may draw beside this one: Linux (fork is safe there for drawing with Agg), two or
-    more usable cores, more than one figure."""
+    """Whether a forked process may draw beside this one: more than one figure, Linux, two or more usable cores, and
+    no other Python thread (one holding a lock as the fork copies it, stderr's for one, would leave the copy locked
+    for good in the forked process)."""
     return (units > 1 and sys.platform.startswith("linux") and hasattr(os, "sched_getaffinity")
-            and len(os.sched_getaffinity(0)) >= 2)
+            and len(os.sched_getaffinity(0)) >= 2 and threading.active_count() == 1)
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:

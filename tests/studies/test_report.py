@@ -1375,3 +1375,20 @@ def test_ctrl_c_while_drawing_stops_the_helper_too(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         plots.render_pngs(jobs)
     assert multiprocessing.active_children() == []
+
+
+def test_beside_another_thread_the_figures_are_drawn_in_this_process_alone(tmp_path):
+    # a fork copies a lock another thread holds (stderr's, the logging module's) locked for good in the copy
+    import threading
+
+    _two_cores()
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        jobs, pids = _slow_figures(tmp_path, ["a", "bb"])
+        images, phones = plots.render_pngs(jobs)
+    finally:
+        release.set()
+        other.join()
+    assert pids() == [str(os.getpid())] and list(images) == list(phones) == ["a", "bb"]
