@@ -1303,8 +1303,10 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
               if chosen.get("pruned_runs") else "")
     epochs = f" of {chosen['epochs']} epochs" if chosen.get("epochs") else ""
     others = len(chosen.get("candidates") or []) - 1
-    return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['value'])} ± {_acc(chosen['std'])} "
-            f"(mean ± std over {runs} run{'s' if runs != 1 else ''}{epochs}{pruned}; trials "
+    # one run has no spread: its std of 0 would read as a value known exactly
+    spread = f" ± {_acc(chosen['std'])} (mean ± std over {runs} runs" if runs != 1 else " (1 run"
+    return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}{pruned}; "
+            f"trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
             + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)}"
@@ -1336,8 +1338,10 @@ def _retrained_text(chosen: dict[str, Any]) -> str:
     if not r:
         return "Its retrains are not stored in the database: `search auto` prints them when it retrains the choice."
     val = f"validation {_acc(r['val_acc'])}, " if r.get("val_acc") is not None else ""
+    test = (f"{_acc(r['test_acc'])} ± {_acc(r['test_std'])} (mean ± std)" if r['runs'] != 1
+            else f"{_acc(r['test_acc'])} (1 retrain: no spread)")
     return (f"Retrained {r['runs']} time{'s' if r['runs'] != 1 else ''} on the training split with other seeds: "
-            f"{val}test accuracy {_acc(r['test_acc'])} ± {_acc(r['test_std'])} (mean ± std).")
+            f"{val}test accuracy {test}.")
 
 
 def _inline_code(text: str) -> str:

@@ -164,7 +164,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
         scores = (f"val_acc {result.val_acc:.4f}, best_val_acc {result.best_val_acc:.4f} (epoch {result.best_epoch})"
                   if result.val_acc_history else "no epoch finished")
-        hint = "; try a lower --lr" if result.status in ("exploded", "diverged") and "lr_too_high" in diagnosis.labels else ""
+        blown = result.status in ("exploded", "diverged") and "lr_too_high" in diagnosis.labels
+        hint = "; try a lower --lr" if blown else ""  # not for a loss NaN before any update (bad_initial_loss)
         say(
             f"{status}: {result.iterations} iterations in {seconds_text(result.seconds)} s "
             f"({result.samples_per_second:,.0f} samples/s); initial loss {result.initial_loss:.4f}, "

@@ -1261,3 +1261,18 @@ def test_a_plot_is_written_in_the_format_its_suffix_names_or_refused(run_cli, tm
         assert (tmp_path / name).read_bytes().startswith(start), name
     assert run_cli("train", "--epochs", "1", "--train-size", "200", "--plot", "curves.svg").exit_code == 0
     assert b"<svg" in (tmp_path / "curves.svg").read_bytes()
+
+
+def test_one_run_or_one_retrain_is_given_no_spread_of_zero(run_cli, tmp_path):
+    # --repeats 1 --retrain-seeds 1 printed "value 0.9593 +- 0.0000 over 1 runs" and "test_acc 0.9593 +- 0.0000", the
+    # std of one value, which reads as a value known exactly
+    auto = run_cli("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
+                   "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
+    assert auto.exit_code == 0, auto.output
+    chosen, retrained = auto.stdout.splitlines()[-2:]
+    assert re.fullmatch(r"  digits/final: value 0\.\d{4} over 1 run of 1 epochs \(1 run: no spread\)", chosen), chosen
+    assert re.fullmatch(r"  retrained 1x: val_acc 0\.\d{4}, test_acc 0\.\d{4} \(1 retrain: no spread\)", retrained)
+    assert run_cli("report", "--out", "rep").exit_code == 0
+    md = " ".join((tmp_path / "rep" / "report.md").read_text().split())
+    assert re.search(r"validation accuracy 0\.\d{4} \(1 run of 1 epochs; trials #\d+ of digits/final\)", md)
+    assert re.search(r"test accuracy 0\.\d{4} \(1 retrain: no spread\)\.", md) and "± 0.0000" not in md
