@@ -127,6 +127,12 @@ def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]
             same = False
         if same:
             raise SearchError(f"{option} {path} is the {name} file; write to another file")
+        # a SQLite database's log and index beside it, there or not yet: SQLite reads them as the database's own
+        companion = source is not None and any(Path(path).resolve() == Path(source + suffix).resolve()
+                                               for suffix in ("-wal", "-shm", "-journal"))
+        if companion:
+            raise SearchError(f"{option} {path} is a file SQLite keeps beside the {name} file {source}; write to "
+                              f"another file")
 
 
 def storage_file(storage: str | None) -> str | None:

@@ -678,12 +678,13 @@ def test_a_plot_never_overwrites_the_data_or_the_model(run_cli, tmp_path):
     np.savez(tmp_path / "arrays.npz", X=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 2)
     arrays = (tmp_path / "arrays.npz").read_bytes()
     one_line_error(run_cli("train", "--data", "arrays.npz", "--batch-size", "8", "--epochs", "1", "--plot",
-                           "./arrays.npz"),
-                   "error: --plot ./arrays.npz is the --data file; write to another file")
+                           "./arrays.npz"),  # no data file is named as a plot is
+                   "error: Invalid value for '--plot': './arrays.npz': a plot is written as .png, .pdf or .svg, by "
+                   "the file's suffix")
     assert (tmp_path / "arrays.npz").read_bytes() == arrays
-    one_line_error(run_cli("train", "--data", "arrays.npz", "--batch-size", "8", "--epochs", "1", "--save", "m.npz",
-                           "--plot", "m.npz"),
-                   "error: --plot m.npz is the --save file; write to another file")
+    one_line_error(run_cli("train", "--data", "arrays.npz", "--batch-size", "8", "--epochs", "1", "--save", "m.png",
+                           "--plot", "m.png"),
+                   "error: --plot m.png is the --save file; write to another file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]
 
 
@@ -698,20 +699,24 @@ def test_a_plot_or_model_never_overwrites_the_study_database(run_cli, tmp_path):
                 ("train", "--from-trial", "digits/coarse:0", "--save", "search.db"),
                 ("auto", "--trials", "2", "--epochs", "1", "--max-fine", "0", "--save", "search.db"),
                 # a run of its own, which reads no database, wrote over it too
-                ("train", "--epochs", "1", "--save", "search.db"), ("train", "--epochs", "1", "--plot", "search.db")]
+                ("train", "--epochs", "1", "--save", "search.db"), ("train", "--epochs", "1", "--plot", "search.db"),
+                ("layers", "--plot", "search.db")]
     for command in commands:
         option, path = command[-2:]
-        assert one_line_error(run_cli(*command)) == (f"error: {option} {path} is the --storage file; write to "
-                                                     f"another file")
-    assert one_line_error(run_cli("layers", "--plot", "search.db")) == (
-        "error: --plot search.db is the study database file; write to another file")
+        assert one_line_error(run_cli(*command)) == (
+            f"error: Invalid value for '--plot': '{path}': a plot is written as .png, .pdf or .svg, by the file's "
+            f"suffix" if option == "--plot" else f"error: {option} {path} is the --storage file; write to another file")
+    # nor the files SQLite keeps beside it (a model written over the log of a running stage's database)
+    for name in ("search.db-wal", "search.db-shm", "search.db-journal"):
+        assert one_line_error(run_cli("train", "--epochs", "1", "--save", name)) == (
+            f"error: --save {name} is a file SQLite keeps beside the --storage file search.db; write to another file")
     assert (tmp_path / "search.db").read_bytes() == database
     assert {p.name for p in tmp_path.iterdir()} <= {"search.db", "search.db-wal", "search.db-shm"}  # no model, no plot
     # the same file named by --storage
     (tmp_path / "runs").mkdir()
     (tmp_path / "search.db").rename(tmp_path / "runs" / "s.db")
-    one_line_error(run_cli("explain", "digits/coarse:0", "--storage", "sqlite:///runs/s.db", "--plot", "runs/s.db"),
-                   "error: --plot runs/s.db is the --storage file; write to another file")
+    one_line_error(run_cli("train", "--from-trial", "digits/coarse:0", "--storage", "sqlite:///runs/s.db", "--save",
+                           "runs/s.db"), "error: --save runs/s.db is the --storage file; write to another file")
     assert (tmp_path / "runs" / "s.db").read_bytes() == database
 
 
