@@ -254,8 +254,8 @@ def create_stage(storage: RDBStorage, stage: Stage, data: dict[str, Any] | None 
     if not created and not same_definition(existing, stage):
         raise SearchError(
             f"stage {stage.name} already exists with other settings ({describe_stage(existing)}), and this command "
-            f"gives {_differences(existing, stage)}; run it with those settings or pass --campaign NAME to start "
-            f"another campaign"
+            f"gives (by its options, or their defaults where none is given) {_differences(existing, stage)}; run it "
+            f"with those settings or pass --campaign NAME to start another campaign"
             + (f" (search auto: --fine-sampler {existing.sampler} --fine-scheduler {existing.scheduler} "
                f"continue its fine stages)" if fine_index(stage.stage) > 0 else "")
         )

@@ -401,7 +401,8 @@ def test_a_stage_refused_for_other_settings_names_the_ones_that_differ(run_cli, 
     assert run_cli(*first).exit_code == 0
     line = one_line_error(run_cli(*first, *args))
     assert line == ("error: stage digits/coarse already exists with other settings (lr=1e-06:1 reg=1e-06:10, 2 "
-                    f"trials, 1 epoch, sampler random), and this command gives {given}; run it with those settings "
+                    "trials, 1 epoch, sampler random), and this command gives (by its options, or their defaults "
+                    f"where none is given) {given}; run it with those settings "
                     "or pass --campaign NAME to start another campaign")
 
 
@@ -958,10 +959,12 @@ def test_a_stage_refused_for_other_settings_names_the_run_setting_that_differs(r
     assert run_cli(*args).exit_code == 0  # naming no preprocessing: the stage's own, as it was created
     line = one_line_error(run_cli(*args, "--preprocess", "mean_image"), "already exists with other settings")
     assert line == ("error: stage digits/coarse already exists with other settings (lr=1e-06:1 reg=1e-06:10, 2 "
-                    "trials, 1 epoch, sampler random), and this command gives preprocess.name mean_image where it has "
+                    "trials, 1 epoch, sampler random), and this command gives (by its options, or their defaults "
+                    "where none is given) preprocess.name mean_image where it has "
                     "standardize; run it with those settings or pass --campaign NAME to start another campaign")
     line = one_line_error(run_cli(*args, "--preprocess", "standardize", "--hidden", "50,20"))
-    assert "and this command gives arch.hidden (50, 20) where it has (100,); run it" in line
+    assert "and this command gives (by its options, or their defaults where none is given) arch.hidden (50, 20) " \
+        "where it has (100,); run it" in line
 
 
 def test_campaign_and_out_help_give_each_command_its_own_default(run_cli):
