@@ -154,9 +154,10 @@ class FullyConnectedNet:
         if reg == 0.0:
             return 0.0
         total = 0.0
-        for name in self.weight_names:
-            w = self.params[name].ravel()
-            total += float(np.dot(w, w))
+        with np.errstate(over="ignore", invalid="ignore"):  # weights past float range: an inf loss, said by the run
+            for name in self.weight_names:
+                w = self.params[name].ravel()
+                total += float(np.dot(w, w))
         return 0.5 * reg * total
 
     def loss(

@@ -1236,7 +1236,12 @@ def test_fine_continuing_an_unfinished_stage_says_which_options_it_does_not_appl
 
 
 def test_train_on_a_loss_not_finite_before_any_update_blames_the_initialisation(run_cli):
-    result = run_cli("train", "--epochs", "1", "--depth", "4", "--init", "normal", "--init-std", "1e10")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # NumPy's "overflow encountered in dot" went to stderr
+        warnings.simplefilter("always")
+        result = run_cli("train", "--epochs", "1", "--depth", "4", "--init", "normal", "--init-std", "1e10")
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
     assert result.exit_code == 1
     assert "no epoch finished\ndiagnosis: bad_initial_loss\n" in result.stdout
     assert "lr" not in result.stdout.split("diagnosis:")[0]  # no "try a lower --lr"
