@@ -1240,6 +1240,7 @@ def test_train_on_a_loss_not_finite_before_any_update_blames_the_initialisation(
 
     with warnings.catch_warnings(record=True) as caught:  # NumPy's "overflow encountered in dot" went to stderr
         warnings.simplefilter("always")
+        assert run_cli("train", "--epochs", "1", "--init", "normal", "--init-std", "1e30").exit_code == 1
         result = run_cli("train", "--epochs", "1", "--depth", "4", "--init", "normal", "--init-std", "1e10")
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
     assert result.exit_code == 1
