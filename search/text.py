@@ -15,6 +15,11 @@ def visible(text: str) -> str:
     return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
+def visible_line(text: str) -> str:
+    """``visible(text)`` with its line breaks and tabs written out too (``\\n``, ``\\t``): a table cell on one line."""
+    return visible(text).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def wrapped(text: str, indent: str = "") -> str:
     """``text`` wrapped to the terminal's width less one column (80 when it has none), continuation lines indented
     four more than ``indent``; a word (a number, a path) is never split; control characters written out."""

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from search.space import value_text
-from search.text import visible, wrapped
+from search.text import visible, visible_line, wrapped
 
 
 def echo(text: str = "", err: bool = False) -> None:
@@ -99,7 +99,7 @@ CELL_CHARS = 200  # a table shows this much of a longer text (a JSON blob, a que
 
 
 def _long(text: str) -> str:
-    text = visible(text)
+    text = visible_line(text)
     return text if len(text) <= CELL_CHARS else f"{text[:CELL_CHARS]}... ({len(text):,} characters)"
 
 
@@ -111,8 +111,8 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     folded to fit; with ``wide`` at full width, wider than the terminal if need be. ``more``: how to see the
     columns left out. ``short_params``: a param_<name> column headed <name> (False where the names are the user's
     own, as a query's are what its SQL must say)."""
-    def heading(column: str) -> str:  # control characters written out, as in the cells
-        return visible(column.removeprefix("param_") if short_params else column)
+    def heading(column: str) -> str:  # control characters and line breaks written out, as in the cells
+        return visible_line(column.removeprefix("param_") if short_params else column)
 
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)

@@ -581,6 +581,9 @@ def test_query_table_shows_control_characters_instead_of_sending_them_to_the_ter
     assert shown.stdout.split() == ["a", "b", "\\x1b[31mRED", "\\x00\\x7f\\x9bx"]
     named = run_cli("query", "SELECT 1 AS \"" + "\x1b" + "[2J\"")
     assert named.exit_code == 0 and named.stdout.split() == ["\\x1b[2J", "1"], named.output
+    # a line break or tab in a name or value broke the table's rows in two and its columns out of line
+    broken = run_cli("query", "SELECT 1 AS \"a" + "\n" + "b\", 'x' || char(10) || 'y' || char(9) || 'z' AS c")
+    assert broken.exit_code == 0 and broken.stdout.split() == ["a\\nb", "c", "1", "x\\ny\\tz"]
     # machine formats keep the value itself
     raw = run_cli("query", "SELECT char(27) || '[31mRED' AS a", "--format", "json")
     assert json.loads(raw.stdout) == [{"a": "\x1b[31mRED"}]
