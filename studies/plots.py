@@ -660,6 +660,9 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
     def helper(sender: Any) -> None:  # the forked process: Ctrl-C is the parent's to handle; it ends this one
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # the parent's end, copied by the fork: held open here, a parent killed (SIGKILL) before reading left this
+        # process blocked for good in its send, a full pipe with a reader in itself; closed, the send fails
+        receiver.close()
         try:
             drawn = {}
             while (index := take()) is not None:
