@@ -1435,3 +1435,32 @@ plots.render_pngs([("a", draw), ("b", draw)])
     if alive:
         os.kill(helper, signal.SIGKILL)
     assert not alive
+
+
+def test_ctrl_c_as_the_helper_is_forked_ends_it_too(tmp_path, monkeypatch):
+    # Ctrl-C inside Process.start(), after the fork: the helper was never ended and drew on after the command ended
+    import signal
+
+    _two_cores()
+    real_fork, forked = os.fork, []
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+            signal.raise_signal(signal.SIGINT)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    jobs, pids = _slow_figures(tmp_path, ["a", "bb", "ccc"])
+    with pytest.raises(KeyboardInterrupt):
+        plots.render_pngs(jobs)
+    monkeypatch.undo()
+    try:
+        left = os.waitpid(forked[0], os.WNOHANG) == (0, 0)
+    except ChildProcessError:  # ended and reaped
+        left = False
+    if left:
+        os.kill(forked[0], signal.SIGKILL)
+        os.waitpid(forked[0], 0)
+    assert not left and multiprocessing.active_children() == []
