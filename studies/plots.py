@@ -645,7 +645,12 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
     """
     units = [(name, phone) for name, _ in jobs for phone in (False, True)]
     draw = dict(jobs)
-    taken = multiprocessing.get_context("fork").Value("i", 0) if DRAW_BESIDE and _helper_may_draw(len(units)) else None
+    taken = None
+    if DRAW_BESIDE and _helper_may_draw(len(units)):
+        try:
+            taken = multiprocessing.get_context("fork").Value("i", 0)
+        except OSError:  # no shared semaphore to be had (no /dev/shm, as in some containers): drawn here alone
+            pass
 
     def take() -> int | None:
         if taken is None:

@@ -1464,3 +1464,18 @@ def test_ctrl_c_as_the_helper_is_forked_ends_it_too(tmp_path, monkeypatch):
         os.kill(forked[0], signal.SIGKILL)
         os.waitpid(forked[0], 0)
     assert not left and multiprocessing.active_children() == []
+
+
+def test_without_a_shared_semaphore_the_figures_are_drawn_in_this_process_alone(tmp_path, monkeypatch):
+    # where /dev/shm is missing the counter's semaphore cannot be made: the report failed where it drew alone before
+    import errno
+
+    _two_cores()
+
+    def no_semaphore(*args, **kwargs):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(type(multiprocessing.get_context("fork")), "Value", no_semaphore)
+    jobs, pids = _slow_figures(tmp_path, ["a", "bb"])
+    images, phones = plots.render_pngs(jobs)
+    assert pids() == [str(os.getpid())] and list(images) == list(phones) == ["a", "bb"]
