@@ -632,6 +632,7 @@ def plot_median_band(
 
 
 Draw = Callable[[bool], Figure]  # draw(phone) -> the figure in its desktop (False) or phone (True) layout
+_STOPS = {signal.SIGINT, signal.SIGTERM}  # held while the helper is forked
 DRAW_BESIDE = True  # render_pngs may fork a process that draws beside this one (False: tests that watch the drawing)
 
 
@@ -644,7 +645,12 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
     """
     units = [(name, phone) for name, _ in jobs for phone in (False, True)]
     draw = dict(jobs)
-    taken = multiprocessing.get_context("fork").Value("i", 0) if DRAW_BESIDE and _helper_may_draw(len(units)) else None
+    taken = None
+    if DRAW_BESIDE and _helper_may_draw(len(units)):
+        try:
+            taken = multiprocessing.get_context("fork").Value("i", 0)
+        except OSError:  # no shared semaphore to be had (no /dev/shm, as in some containers): drawn here alone
+            pass
 
     def take() -> int | None:
         if taken is None:
@@ -660,6 +666,10 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
     def helper(sender: Any) -> None:  # the forked process: Ctrl-C is the parent's to handle; it ends this one
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # as before the fork, which held them
+        # the parent's end, copied by the fork: held open here, a parent killed (SIGKILL) before reading left this
+        # process blocked for good in its send, a full pipe with a reader in itself; closed, the send fails
+        receiver.close()
         try:
             drawn = {}
             while (index := take()) is not None:
@@ -669,19 +679,28 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
             os._exit(1)  # to tell (and no traceback on the terminal of a command that ended)
 
     done: dict[int, bytes] = {}
-    process = receiver = None
+    process = receiver = held = None
     if taken is not None:
         context = multiprocessing.get_context("fork")
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(target=helper, args=(sender,), daemon=True)
+        # Ctrl-C or SIGTERM held while the fork is made: cut inside start(), the process was made but never
+        # ended (nor known to multiprocessing), and drew on after the command ended; the helper takes them once
+        # its own handlers are in place, this process below, where they end the helper
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         try:
             with warnings.catch_warnings():  # Python 3.12+ warns of forking beside threads: the BLAS's own, idle,
                 warnings.simplefilter("ignore", DeprecationWarning)  # whose library re-makes them after a fork
                 process.start()
         except OSError:  # no process to be had (a limit on processes or memory): drawn here alone
             process = None
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
         sender.close()
     try:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held till now is raised here
         if process is not None:
             while (index := take()) is not None:
                 done[index] = png(index)

@@ -1392,3 +1392,90 @@ def test_beside_another_thread_the_figures_are_drawn_in_this_process_alone(tmp_p
         release.set()
         other.join()
     assert pids() == [str(os.getpid())] and list(images) == list(phones) == ["a", "bb"]
+
+
+def test_a_helper_whose_parent_was_killed_ends_instead_of_waiting_for_good(tmp_path):
+    # the parent SIGKILLed while drawing: the helper, holding the pipe's reading end too, blocked in its send forever
+    import signal
+    import subprocess
+    import sys
+
+    _two_cores()
+    script = f"""
+import os, signal, time
+import numpy as np
+from studies import plots
+parent = os.getpid()
+def draw(phone):
+    if os.getpid() == parent:
+        time.sleep(1.0)
+        os.kill(parent, signal.SIGKILL)
+    with open({str(tmp_path / 'helper')!r}, 'w') as f:
+        f.write(str(os.getpid()))
+    (ax,) = plots.new_axes(1, 1, size=(6.0, 6.0))[0]
+    ax.imshow(np.random.default_rng(0).random((400, 400)))  # a PNG far larger than a pipe holds
+    return ax.figure
+plots.render_pngs([("a", draw), ("b", draw)])
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    helper = int((tmp_path / "helper").read_text())
+
+    def running() -> bool:  # a zombie left for init to reap has ended
+        try:
+            with open(f"/proc/{helper}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and running():
+        time.sleep(0.1)
+    alive = running()
+    if alive:
+        os.kill(helper, signal.SIGKILL)
+    assert not alive
+
+
+def test_ctrl_c_as_the_helper_is_forked_ends_it_too(tmp_path, monkeypatch):
+    # Ctrl-C inside Process.start(), after the fork: the helper was never ended and drew on after the command ended
+    import signal
+
+    _two_cores()
+    real_fork, forked = os.fork, []
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+            signal.raise_signal(signal.SIGINT)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    jobs, pids = _slow_figures(tmp_path, ["a", "bb", "ccc"])
+    with pytest.raises(KeyboardInterrupt):
+        plots.render_pngs(jobs)
+    monkeypatch.undo()
+    try:
+        left = os.waitpid(forked[0], os.WNOHANG) == (0, 0)
+    except ChildProcessError:  # ended and reaped
+        left = False
+    if left:
+        os.kill(forked[0], signal.SIGKILL)
+        os.waitpid(forked[0], 0)
+    assert not left and multiprocessing.active_children() == []
+
+
+def test_without_a_shared_semaphore_the_figures_are_drawn_in_this_process_alone(tmp_path, monkeypatch):
+    # where /dev/shm is missing the counter's semaphore cannot be made: the report failed where it drew alone before
+    import errno
+
+    _two_cores()
+
+    def no_semaphore(*args, **kwargs):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(type(multiprocessing.get_context("fork")), "Value", no_semaphore)
+    jobs, pids = _slow_figures(tmp_path, ["a", "bb"])
+    images, phones = plots.render_pngs(jobs)
+    assert pids() == [str(os.getpid())] and list(images) == list(phones) == ["a", "bb"]
