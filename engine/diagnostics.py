@@ -268,9 +268,10 @@ class DiagnosisThresholds:
       3 iterations an epoch: lr 1e-6 went 1.96 -> 2.21 in 6 iterations, +13 %), but not by half (wine at lr 0.66,
       stopped by asha after its first epoch of 2 iterations: +75 %, which read as "barely moved", lr_too_low).
     - ``bounce_low`` 0.5: a loss that ended within ``loss_change_low`` of its first value (or above it by less than
-      the above) after falling to half of it or less (the lowest mean of a tenth of its iterations) did move: its
-      steps overshoot, and it had a learning rate too high, not too low (wine, Adam at lr 0.53: 1.12 down to 0.22
-      and back to 1.03 in 12 iterations at train accuracy 0.99; at lr 0.25: down to 0.01 and up to 1.44 in 6).
+      the above) after falling to half of it or less (the lowest mean of a tenth of its iterations, two at least)
+      did move: its steps overshoot, and it had a learning rate too high, not too low (wine, Adam at lr 0.53: 1.12
+      down to 0.22 and back to 1.03 in 12 iterations at train accuracy 0.99; at lr 0.25: down to 0.01 and up to 1.44
+      in 6).
       Runs whose learning rate is too low stay near their first loss throughout (digits and wine: 0.90 or more).
     - ``gap_overfit`` 0.05: train accuracy 5 points above validation is the lecture's "big gap"
       (healthy runs on the bundled digits stay within +-4 points after 3 epochs); on few samples the gap must
@@ -400,9 +401,11 @@ def diagnose(
     # the mean of the last tenth of the iterations, so one noisy minibatch does not decide
     tail = finite[-max(1, len(finite) // 10):] if finite else []
     last = float(np.mean(tail)) if tail else math.nan
-    # the lowest mean of as many consecutive iterations, against the first loss: how far down the loss ever went
+    # the lowest mean of as many consecutive iterations, against the first loss: how far down the loss ever went;
+    # of two at least, so one low minibatch of a short run (under 20 iterations) is no fall by half
+    span = min(len(finite), max(2, len(tail)))
     sums = np.cumsum([0.0, *finite])
-    lowest = float(np.min(sums[len(tail):] - sums[:-len(tail)]) / len(tail)) if tail else math.nan
+    lowest = float(np.min(sums[span:] - sums[:-span]) / span) if finite else math.nan
     low = _rounded(lowest / first if finite and first > 0 else math.nan)
     # judged as stored (4 decimals), so that describe_diagnosis, reading the stored numbers, gives the reason the
     # label was given for

@@ -71,14 +71,15 @@ def test_a_loss_that_fell_by_half_and_came_back_up_had_a_learning_rate_too_high_
     bounced = [1.115, 2.986, 2.708, 0.856, 1.516, 0.849, 0.217, 1.212, 0.242, 0.929, 0.365, 1.028]
     d = _run(loss=bounced, train=0.9912, val=0.96)
     assert d.labels == ("lr_too_high",)
-    assert d.numbers["loss_change"] == 0.0780 and d.numbers["loss_low"] == 0.1946
+    assert d.numbers["loss_change"] == 0.0780 and d.numbers["loss_low"] == 0.4780  # (0.849 + 0.217) / 2 / 1.115
     assert describe_diagnosis(d, "completed") == [
-        "the loss fell to 19.5% of its first value, then came back up to 92.2% of it (the mean of its last tenth of "
+        "the loss fell to 47.8% of its first value, then came back up to 92.2% of it (the mean of its last tenth of "
         "iterations): its steps overshoot: the learning rate is too high"]
-    # wine at lr 0.25, 6 iterations: down to 0.9 % of its first, ended 32 % above it (a short run's noise alone)
+    # wine at lr 0.25, 6 iterations: down to 2.6 % of its first (two iterations' mean), ended 32 % above it (a short
+    # run's noise alone)
     up = _run(loss=[1.094, 0.378, 0.13, 0.047, 0.01, 1.443], train=0.9823, val=0.96)
-    assert up.labels == ("lr_too_high",) and up.numbers["loss_low"] == 0.0091
-    assert describe_diagnosis(up, "completed")[0].startswith("the loss fell to 0.9% of its first value, then came "
+    assert up.labels == ("lr_too_high",) and up.numbers["loss_low"] == 0.0261
+    assert describe_diagnosis(up, "completed")[0].startswith("the loss fell to 2.6% of its first value, then came "
                                                             "back up to 131.9% of it (")
     # runs whose learning rate is too low never go that far down: digits at lr 2e-5 and 6e-5, wine at lr 4e-4
     assert _run(loss=[2.643] * 10 + [2.63] * 65, train=0.68, val=0.69).labels[0] == "lr_too_low"
@@ -87,6 +88,10 @@ def test_a_loss_that_fell_by_half_and_came_back_up_had_a_learning_rate_too_high_
     noisy = [2.3] * 50 + [1.0] + [2.3] * 49
     assert _run(loss=noisy, train=0.3, val=0.3).labels[0] == "lr_too_low"
     assert _run(loss=[2.3] * 45 + [1.0] * 10 + [2.2] * 45, train=0.3, val=0.3).labels[0] == "lr_too_high"
+    # nor of a short one, whose tenth is one minibatch: two at least
+    for short in ([2.3] * 5 + [1.1] + [2.3] * 6, [2.3, 2.2, 1.1, 2.25, 2.2, 2.1]):
+        assert _run(loss=short, train=0.3, val=0.3).labels[0] == "lr_too_low", short
+    assert _run(loss=[2.3] * 5 + [1.1, 1.0] + [2.3] * 5, train=0.3, val=0.3).labels[0] == "lr_too_high"
 
 def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():
     # the mean of the last tenth is 9.5 % below the first loss: just under the 10 % threshold
