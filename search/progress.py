@@ -17,6 +17,13 @@ from search.text import visible
 from studies.budget import ERROR_PREFIX
 
 
+class _Bar(tqdm):
+    """tqdm without its monitor thread, which outlived the bar: a process with it forks no helper to draw a report's
+    figures (see studies.plots.render_pngs), as search compare's report, drawn after its bars, was not."""
+
+    monitor_interval = 0
+
+
 # shorter than tqdm's default (no percentage beside the count, no rate): at 80 columns a long stage name and every
 # count after the bar still fit
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
@@ -86,7 +93,7 @@ class Progress:
             width = size.columns - 3
             # the height too: tqdm reads its own, and a terminal that reports 0 rows (some CI and container
             # terminals) makes it draw nothing at all
-            self.bar = tqdm(total=total, initial=self.done, desc=bar_name(self.name, total, width), file=self.stream,
+            self.bar = _Bar(total=total, initial=self.done, desc=bar_name(self.name, total, width), file=self.stream,
                             ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT)
             self._postfix()
 

@@ -214,3 +214,18 @@ def test_a_campaign_named_with_control_codes_is_shown_not_obeyed(monkeypatch):
     assert out.getvalue().splitlines() == ["warning: col\\x1b[2J",
                                            "x\\x1b]0;PWN\\x07/coarse:0 new best 0.5000 [1/3]"]
     assert "\x1b" not in _last_bar_line("x\x1b]0;PWN\x07/coarse", 3, [_trial(0, TrialState.COMPLETE, 0.5)])
+
+
+def test_a_bar_leaves_no_thread_behind():
+    # tqdm's monitor thread outlived the bar: a report drawn later in the process (search compare's) was drawn in
+    # one process, as a fork beside another thread is not made
+    import threading
+
+    from tqdm import tqdm
+
+    if tqdm.monitor is not None:  # one another library's bar started in this process
+        tqdm.monitor.exit()
+        tqdm.monitor = None
+    before = {t.ident for t in threading.enumerate()}
+    _last_bar_line("c/coarse", 3, [_trial(0, TrialState.COMPLETE, 0.5)])
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == []

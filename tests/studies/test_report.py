@@ -1340,8 +1340,11 @@ def _slow_figures(tmp_path, names, die_in_helper=False, interrupt_at=None):
 
 
 def _two_cores():
+    import threading
+
     if not plots._helper_may_draw(2):
-        pytest.skip("a helper process draws only on Linux with two or more usable cores")
+        pytest.skip(f"a helper process draws only on Linux with two or more usable cores and no other thread "
+                    f"(threads: {[t.name for t in threading.enumerate()]})")
 
 
 def test_figures_drawn_in_two_processes_are_the_bytes_drawn_in_one(tmp_path, monkeypatch):
