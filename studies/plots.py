@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -633,6 +634,7 @@ def plot_median_band(
 
 Draw = Callable[[bool], Figure]  # draw(phone) -> the figure in its desktop (False) or phone (True) layout
 _STOPS = {signal.SIGINT, signal.SIGTERM}  # held while the helper is forked
+HELPER_PATIENCE_S = 60.0  # and 10 x this process's slowest figure: how long the drawing helper's last ones may take
 DRAW_BESIDE = True  # render_pngs may fork a process that draws beside this one (False: tests that watch the drawing)
 
 
@@ -702,12 +704,17 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
         if held is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held till now is raised here
         if process is not None:
+            slowest = 0.0
             while (index := take()) is not None:
+                started = time.monotonic()
                 done[index] = png(index)
-            try:
-                done.update(receiver.recv())
-            except (EOFError, OSError):  # it stopped before sending: what it took is drawn below
-                pass
+                slowest = max(slowest, time.monotonic() - started)
+            # it has a figure or so left to draw: silent far longer than that, it hangs, and is ended below
+            if receiver.poll(HELPER_PATIENCE_S + 10 * slowest):
+                try:
+                    done.update(receiver.recv())
+                except (EOFError, OSError):  # it stopped before sending: what it took is drawn below
+                    pass
         for index in range(len(units)):
             if index not in done:
                 done[index] = png(index)

@@ -1316,9 +1316,10 @@ def test_a_diagnosis_loss_axis_of_about_a_decade_has_more_than_one_label():
 
 
 # ---- the figures drawn in two processes
-def _slow_figures(tmp_path, names, die_in_helper=False, interrupt_at=None):
+def _slow_figures(tmp_path, names, die_in_helper=False, interrupt_at=None, hang_in_helper=False):
     """(name, draw) jobs whose draws take 0.2 s and write the drawing process's id to a file; ``die_in_helper``:
-    a forked helper ends itself at its first figure; ``interrupt_at``: that figure raises KeyboardInterrupt here."""
+    a forked helper ends itself at its first figure; ``hang_in_helper``: it hangs there; ``interrupt_at``: that
+    figure raises KeyboardInterrupt here."""
     parent, log, calls = os.getpid(), tmp_path / "pids", []
 
     def draw(name, phone):
@@ -1326,6 +1327,8 @@ def _slow_figures(tmp_path, names, die_in_helper=False, interrupt_at=None):
             f.write(f"{os.getpid()}\n")
         if die_in_helper and os.getpid() != parent:
             os._exit(3)
+        if hang_in_helper and os.getpid() != parent:
+            time.sleep(600)
         calls.append(name)
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt
@@ -1367,6 +1370,19 @@ def test_a_helper_that_stops_leaves_its_figures_to_this_process(tmp_path):
     jobs, pids = _slow_figures(tmp_path, ["a", "bb", "ccc"], die_in_helper=True)
     images, phones = plots.render_pngs(jobs)
     assert len(pids()) == 2  # the helper took a figure, and ended
+    assert list(images) == list(phones) == ["a", "bb", "ccc"]
+    assert all(Image.open(io.BytesIO(png)).size[0] in (300, 500) for png in [*images.values(), *phones.values()])
+    assert multiprocessing.active_children() == []
+
+
+def test_a_helper_that_hangs_is_ended_and_its_figures_drawn_here(tmp_path, monkeypatch):
+    # the command waited for the helper's figures with no limit
+    _two_cores()
+    monkeypatch.setattr(plots, "HELPER_PATIENCE_S", 1.0)
+    jobs, pids = _slow_figures(tmp_path, ["a", "bb", "ccc"], hang_in_helper=True)
+    started = time.monotonic()
+    images, phones = plots.render_pngs(jobs)
+    assert time.monotonic() - started < 30 and len(pids()) == 2  # the helper took a figure, and hung there
     assert list(images) == list(phones) == ["a", "bb", "ccc"]
     assert all(Image.open(io.BytesIO(png)).size[0] in (300, 500) for png in [*images.values(), *phones.values()])
     assert multiprocessing.active_children() == []
