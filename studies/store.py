@@ -31,6 +31,9 @@ from studies.errors import StorageBusyError, StorageError
 DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
+# the files SQLite keeps beside a database ``path`` as ``path`` + suffix: its write-ahead log, the log's index, its
+# rollback journal; SQLite reads them as that database's own
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 # Opening a SQLite file waits for another process's lock in steps this long: SQLite's own busy wait ignores signals
 # and sqlite3's interrupt(), so a Ctrl-C (and a query's --timeout) is acted on between the steps
 LOCK_POLL_S = 0.1
@@ -595,15 +598,15 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
     """StorageError where a write-ahead log or rollback journal of a database no longer at ``path`` is left beside
     it (the file deleted while a killed process had it open): SQLite would replay its pages into the new database
     made there, which then held another database's tables and failed its integrity check."""
-    for suffix in ("-wal", "-journal"):
-        left = path.with_name(path.name + suffix)
+    side = {suffix: path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES}
+    for suffix in ("-wal", "-journal"):  # the logs; "-shm" indexes the WAL and holds no pages
+        left = side[suffix]
         try:
             orphaned = left.stat().st_size > 0 and not path.exists()  # made by now: the log is of the new database
         except OSError:
             continue
         if orphaned:
-            others = " and ".join(repr(str(path.with_name(path.name + s))) for s in (suffix, "-shm")
-                                  if path.with_name(path.name + s).exists())
+            others = " and ".join(repr(str(side[s])) for s in (suffix, "-shm") if side[s].exists())
             raise StorageError(f"{where}: {str(left)!r} is left from a database {str(path)!r} that is gone (deleted "
                                f"while a process had it open); a new database there would take in its pages: remove "
                                f"{others}, or put the database back")

@@ -120,6 +120,8 @@ def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]
     option to its path (a built-in dataset's name is no file)."""
     if path is None:
         return
+    from studies.store import SQLITE_SIDE_FILES  # deferred, as storage_file's: the store loads SQLAlchemy and Optuna
+
     for name, source in inputs.items():
         try:
             same = source is not None and os.path.samefile(path, source)
@@ -129,7 +131,7 @@ def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]
             raise SearchError(f"{option} {path} is the {name} file; write to another file")
         # a SQLite database's log and index beside it, there or not yet: SQLite reads them as the database's own
         companion = source is not None and any(Path(path).resolve() == Path(source + suffix).resolve()
-                                               for suffix in ("-wal", "-shm", "-journal"))
+                                               for suffix in SQLITE_SIDE_FILES)
         if companion:
             raise SearchError(f"{option} {path} is a file SQLite keeps beside the {name} file {source}; write to "
                               f"another file")
