@@ -647,10 +647,11 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
     """
     units = [(name, phone) for name, _ in jobs for phone in (False, True)]
     draw = dict(jobs)
+    context = multiprocessing.get_context("fork") if DRAW_BESIDE and _helper_may_draw(len(units)) else None
     taken = None
-    if DRAW_BESIDE and _helper_may_draw(len(units)):
+    if context is not None:
         try:
-            taken = multiprocessing.get_context("fork").Value("i", 0)
+            taken = context.Value("i", 0)
         except OSError:  # no shared semaphore to be had (no /dev/shm, as in some containers): drawn here alone
             pass
 
@@ -683,7 +684,6 @@ def render_pngs(jobs: Sequence[tuple[str, Draw]]) -> tuple[dict[str, bytes], dic
     done: dict[int, bytes] = {}
     process = receiver = held = None
     if taken is not None:
-        context = multiprocessing.get_context("fork")
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(target=helper, args=(sender,), daemon=True)
         # Ctrl-C or SIGTERM held while the fork is made: cut inside start(), the process was made but never
