@@ -511,7 +511,8 @@ def _check_unique(path: Path, stripped: list[str], names: set[str]) -> None:
         return
     said = [f"columns {', '.join(map(str, at[:-1]))} and {at[-1]} are each named {name!r}" for name, at in same.items()]
     raise DataError(f"{path}: {'; '.join(said[:3])}{'; ...' if len(said) > 3 else ''}: rename all but one"
-                    f"{' of each' if len(same) > 1 else ''} (columns are read by name, and a saved model could not tell them apart)")
+                    f"{' of each' if len(same) > 1 else ''} (columns are read by name, and a saved model could not "
+                    f"tell them apart)")
 
 
 def _named_width(header: list[str]) -> int:

@@ -582,6 +582,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
         margin = 2 * (_value_se(highest[2], split_samples(highest[0].attrs, "val")) or 0.0)
     info, trial, value = max((best for best in bests if best[2] >= highest[2] - margin),
                              key=lambda best: (_stage_epochs(best[0]), best[2]))
+    val_samples = split_samples(info.attrs, "val")
     return {
         "study": info.name,
         "stage": info.stage,
@@ -591,8 +592,8 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
         "highest_trial": f"{highest[0].name}:{highest[1].number}",
         "highest_value": highest[2],
         "ties": optuna_rdb.count_values_at_least(storage, ids, highest[2] - margin),
-        "value_se": _value_se(value, split_samples(info.attrs, "val")),
-        "val_samples": split_samples(info.attrs, "val"),
+        "value_se": _value_se(value, val_samples),
+        "val_samples": val_samples,
         "margin": margin,
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},

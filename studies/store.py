@@ -465,8 +465,6 @@ def sqlite_synchronous() -> str:
     return value
 
 
-
-
 def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 

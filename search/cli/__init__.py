@@ -102,6 +102,8 @@ class SearchGroup(click.Group):
 
 # a write to stdout failing: disk full, quota, file size limit, I/O error, the reading end of a pipe closed
 _OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE}
+
+
 def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
     """End a command stopped by Ctrl-C (exit 130) or SIGTERM (``Interrupted``, exit 143) with its one line."""
     terminated = isinstance(stop, Interrupted)

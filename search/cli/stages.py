@@ -386,7 +386,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             # the final stage's is the best mean over repeats, not its best trial as search studies gives
             mean = " (best mean)" if s.stage == "final" and s.best_value is not None else ""
             echo(f"{named[s.study]:<{width}} {s.n_trials:8d} {s.counts['pruned']:6d} {s.epochs:6d} "
-                       f"{seconds_text(s.training_seconds):>8} {best:>10}{mean}")
+                 f"{seconds_text(s.training_seconds):>8} {best:>10}{mean}")
         params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()
         say(f"stopped adding fine stages: {final.stopped}")
