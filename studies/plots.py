@@ -46,12 +46,15 @@ def _thin_log_minor_ticks(fig: Figure) -> None:
                 axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
 
 
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")  # the formats ``save`` writes, by the file's suffix (PNG for any other)
+
+
 def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write the figure as PDF or SVG where the path's suffix says so, else as PNG, and close it."""
     path = Path(path)
     _thin_log_minor_ticks(fig)
     suffix = path.suffix.lower()
-    fig.savefig(path, dpi=dpi, format=suffix[1:] if suffix in (".pdf", ".svg") else "png")
+    fig.savefig(path, dpi=dpi, format=suffix[1:] if suffix in IMAGE_SUFFIXES else "png")
     plt.close(fig)
     return path
 

@@ -58,13 +58,12 @@ class WritablePath(click.Path):
         return rv
 
 
-IMAGE_SUFFIXES = (".png", ".pdf", ".svg")  # --plot's formats, chosen by the file's suffix (studies.plots.save)
-
-
 class ImagePath(WritablePath):
-    """A WritablePath of a plot, whose suffix names its format: .png, .pdf or .svg."""
+    """A WritablePath of a plot, whose suffix names its format: .png, .pdf or .svg (``studies.plots.save``'s)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from studies.plots import IMAGE_SUFFIXES  # deferred: matplotlib, for the commands given --plot only
+
         rv = super().convert(value, param, ctx)
         if Path(str(rv)).suffix.lower() not in IMAGE_SUFFIXES:
             self.fail(f"{str(rv)!r}: a plot is written as {', '.join(IMAGE_SUFFIXES[:-1])} or {IMAGE_SUFFIXES[-1]}, "
