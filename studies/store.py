@@ -592,6 +592,13 @@ def unreadable_stored_value(since: float) -> str | None:
     return None
 
 
+# what a log SQLite would replay starts with (the WAL's magic number, either byte order flag; a rollback journal's
+# header): a journal kept by journal_mode=PERSIST has its header zeroed, a truncated one is empty, and neither is
+# replayed
+_LOG_MAGIC = {"-wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"),
+              "-journal": (b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7",)}
+
+
 def _refuse_orphaned_journal(path: Path, where: str) -> None:
     """StorageError where a write-ahead log or rollback journal of a database no longer at ``path`` is left beside
     it (the file deleted while a killed process had it open): SQLite would replay its pages into the new database
@@ -600,7 +607,10 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
     for suffix in ("-wal", "-journal"):  # the logs; "-shm" indexes the WAL and holds no pages
         left = side[suffix]
         try:
-            orphaned = left.stat().st_size > 0 and not path.exists()  # made by now: the log is of the new database
+            with left.open("rb") as log:
+                head = log.read(8)
+            # made by now: the log is of the new database
+            orphaned = head.startswith(_LOG_MAGIC[suffix]) and not path.exists()
         except OSError:
             continue
         if orphaned:

@@ -214,6 +214,26 @@ def test_a_log_left_by_a_deleted_database_is_not_replayed_into_a_new_one(tmp_pat
     assert ("old",) not in tables and ("trials",) in tables
 
 
+@pytest.mark.parametrize("mode", ["persist", "truncate"])
+def test_a_journal_sqlite_would_not_replay_does_not_stop_a_new_database(tmp_path, mode) -> None:
+    # journal_mode=PERSIST zeroes the journal's header at each commit and TRUNCATE empties it: SQLite replays
+    # neither, and a new database beside one was refused as if it would take in another's pages
+    import subprocess
+    import sys
+
+    path = tmp_path / "search.db"
+    writer = (f"import sqlite3; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
+              f"c.execute('PRAGMA journal_mode = {mode}'); c.execute('CREATE TABLE old (x BLOB)'); "
+              "c.execute('INSERT INTO old VALUES (zeroblob(200000))'); c.close()")
+    subprocess.run([sys.executable, "-c", writer], check=True)
+    journal = tmp_path / "search.db-journal"
+    assert journal.exists() and journal.read_bytes()[:8] == b"\0" * len(journal.read_bytes()[:8])
+    path.unlink()
+    open_storage(_url(path)).engine.dispose()
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert ("old",) not in tables and ("trials",) in tables
+
+
 # --- 6. reading a missing database creates nothing --------------------------------------------
 
 
