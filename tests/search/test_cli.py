@@ -1088,6 +1088,20 @@ def test_a_trial_reference_whose_number_is_not_written_in_ascii_digits_is_one_li
                                      f"e.g. digits/coarse:12")
 
 
+@pytest.mark.parametrize("args, hint", [
+    (["digits/coarse", "3"], "not 2 arguments: give digits/coarse:3"),
+    (["digits/coarse:", "3", "--json"], "not 2 arguments: give digits/coarse:3"),
+    (["my", "run/coarse:3"], "not 2 arguments: give 'my run/coarse:3'"),
+    (["digits/coarse:3", "x"], "got 2 arguments: digits/coarse:3 x"),
+])
+def test_explain_given_a_trial_in_more_than_one_argument_names_the_study_number_form(run_cli, args, hint):
+    # search explain digits/coarse 3 got click's bare "Got unexpected extra argument (3)"
+    assert one_line_error(run_cli("explain", *args)) == (
+        f"error: search explain takes one trial as STUDY:NUMBER, e.g. digits/coarse:12{',' if 'give' in hint else ';'} "
+        f"{hint}")
+    assert not os.path.exists("search.db")
+
+
 def test_search_fine_takes_a_sampler_for_its_refined_box(run_cli):
     # search auto's fine stages sampled with TPE; search fine had no --sampler and took the coarse stage's random
     assert run_cli("coarse", "--trials", "6", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
