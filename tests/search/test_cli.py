@@ -310,6 +310,14 @@ def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_
     one_line_error(run_cli("studies", "--campaign", "three"), "unknown campaign 'three'; known campaigns: one, two")
 
 
+def test_every_command_names_an_unknown_campaign_in_the_same_words(run_cli):
+    # search fine said "known: digits" where search best said "known campaigns: digits"
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    lines = {command: one_line_error(run_cli(command, "--campaign", "digitz"))
+             for command in ("fine", "grid", "worker", "best", "trials", "studies", "report")}
+    assert set(lines.values()) == {"error: unknown campaign 'digitz'; known campaigns: digits"}, lines
+
+
 def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "4",
