@@ -149,9 +149,10 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         shown = kept
     numeric = {c: str(frame[c].dtype).startswith(("int", "float", "Int", "Float")) for c in shown}
     width = sum(need[c] for c in shown) + 2 * (len(shown) - 1)  # each column and the gap of two after it
-    # markup off: a cell or a name such as "[red]x" or "[/x]" is text (it would be styled, or fail to parse); as wide
-    # as the terminal the columns were chosen for
-    console = Console(soft_wrap=False, highlight=False, markup=False, width=max(terminal, width) if wide else terminal)
+    # markup and emoji codes off: a cell or a name such as "[red]x", "[/x]" or ":smile:" is text (it would be styled,
+    # fail to parse or become a picture); as wide as the terminal the columns were chosen for
+    console = Console(soft_wrap=False, highlight=False, markup=False, emoji=False,
+                      width=max(terminal, width) if wide else terminal)
     console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
     if width <= console.width:  # as rich lays out a table that fits, a line at a time (rich takes 1 ms a row)
         from rich.text import Text

@@ -482,6 +482,11 @@ def test_query_prints_what_it_selected_as_text(run_cli, monkeypatch):
     assert long.stdout.split()[1:] == ["x" * 200 + "...", "(1,000", "characters)"], long.stdout
     assert run_cli("query", "SELECT printf('%.*c', 1000, 'x') AS long", "--format", "csv").stdout.split() == \
         ["long", "x" * 1000]
+    # :name: is text, not an emoji (rich's emoji codes), in a table that fits and in one folded to fit
+    monkeypatch.setenv("COLUMNS", "80")
+    for sql in ("SELECT ':smile:' AS a", f"SELECT ':smile: {'x' * 100}' AS a"):
+        coded = run_cli("query", sql)
+        assert coded.exit_code == 0 and coded.stdout.split()[:2] == ["a", ":smile:"], coded.output
 
 
 def test_the_documented_best_value_query_gives_the_best_value_of_search_studies(run_cli):
