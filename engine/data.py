@@ -590,10 +590,10 @@ def read_inputs(
             filled = {name: int(n) for name, n in zip(encoding.columns, np.isnan(X).sum(axis=0)) if n}
             X, unseen, near = encoding.transform(X, text.values)
         ids = read_cells(path, delimiter, id_column) if id_column is not None else None
-        if cells is None or not any(cells):  # an empty label cell: a sample to score, not one to count
+        if cells is None:
             return X, None, ids, unseen, near, filled
         labels = [None if not c else c if c in label_names else _cell_label(c) for c in cells]
-        return X, labels, ids, unseen, near, filled
+        return X, _counted_labels(labels, label_names), ids, unseen, near, filled
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
@@ -612,7 +612,7 @@ def read_inputs(
                 if len(y) != len(X):
                     raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
                 labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
-                return X, labels if any(labels) else None, None, {}, {}, {}
+                return X, _counted_labels(labels, label_names), None, {}, {}, {}
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
     if fmt == "image_folder":
@@ -625,6 +625,16 @@ def read_inputs(
         return X, [classes[i] for i in y.tolist()] if classes else None, [
             file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
+
+
+def _counted_labels(labels: list[str | None], label_names: tuple[str, ...]) -> list[str | None] | None:
+    """``labels`` to count against the model's classes ``label_names``: a label written as a missing value (NA, ?; in
+    labels of numbers nan too, as training with --missing drops its rows) that names none of them is unlabelled, as an
+    empty cell is: a sample to score, not one to count. None when no sample has a label."""
+    missing = missing_words(label_names)
+    kept = [None if label is None or (label not in label_names and label.strip().lower() in missing) else label
+            for label in labels]
+    return kept if any(kept) else None
 
 
 def _cell_label(cell: str) -> str:

@@ -49,6 +49,13 @@ class ModelConfig:
             raise ConfigError(f"hidden sizes must be >= 1, got {','.join(map(str, self.hidden))}")
         if not 0.0 < self.dropout <= 1.0:
             raise ConfigError(f"dropout keep probability must be in (0, 1], got {self.dropout}")
+        dtype = DTYPES[self.dtype]
+        with np.errstate(over="ignore", divide="ignore"):  # as dropout_forward scales the units it keeps
+            scale = dtype(1) / dtype(self.dropout)
+        if not np.isfinite(scale):  # (1e-300 is 0 in float32): a NaN first loss, not the weights' or inputs' fault
+            low = 1 / float(np.finfo(dtype).max)
+            raise ConfigError(f"dropout keep probability {self.dropout:g} is below {low:.3g}: inverted dropout's 1/p "
+                              f"scale of the units it keeps overflows {self.dtype}")
         if not (np.isfinite(self.output_scale) and self.output_scale > 0):
             raise ConfigError(f"output scale must be a finite number > 0, got {self.output_scale}")
         if not 0.0 <= self.leaky_slope < 1.0:

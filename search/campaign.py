@@ -29,7 +29,7 @@ from search.stages import (
 from search.workers import run_stage_processes
 from studies import optuna_rdb
 from studies.budget import ERROR_PREFIX
-from studies.queries import COMPARE_STAGE, campaigns, latest_campaign, names_message
+from studies.queries import COMPARE_STAGE, campaigns, latest_campaign, unknown_campaign
 from studies.store import open_storage
 
 DEFAULT_SPACE: dict[str, Dimension] = {"lr": FloatRange(1e-6, 1.0), "reg": FloatRange(1e-6, 10.0)}
@@ -282,7 +282,7 @@ def resolve_campaign(storage: optuna.storages.RDBStorage, campaign: str | None) 
             raise SearchError("the database has no campaign yet; start one with `search coarse` or `search auto`")
         return latest_campaign(storage)
     if campaign not in known:
-        raise SearchError(f"unknown campaign {campaign!r}; known: {names_message(known)}")
+        raise SearchError(unknown_campaign(campaign, known))
     return campaign
 
 

@@ -101,6 +101,11 @@ def names_message(names: Sequence[str]) -> str:
     return shown + (f", ... ({more} more: `search studies` lists them)" if more > 0 else "")
 
 
+def unknown_campaign(campaign: str, known: Sequence[str]) -> str:
+    """The line for a ``campaign`` name the database does not hold, beside the ``known`` ones: every command's."""
+    return f"unknown campaign {campaign!r}; known campaigns: {names_message(known)}"
+
+
 def is_service_study(attrs: dict[str, Any], directions: Sequence[StudyDirection]) -> bool:
     """True for a study this service made: ``campaign`` and ``stage`` attrs, ``ready`` True, one maximised value."""
     return (
@@ -192,7 +197,7 @@ def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = Non
     if campaign is not None:
         known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
         if campaign not in known:
-            raise UnknownStudyError(f"unknown campaign {campaign!r}; known campaigns: {names_message(known)}")
+            raise UnknownStudyError(unknown_campaign(campaign, known))
         infos = [i for i in infos if i.campaign == campaign]
     counts_sql = text(
         "SELECT s.study_name AS study_name, t.state AS state, COUNT(*) AS n,"
@@ -282,9 +287,7 @@ def _select_studies(
     if campaign is not None:
         known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
         if campaign not in known:
-            raise UnknownStudyError(
-                f"unknown campaign {campaign!r}; known campaigns: {names_message(known)}"
-            )
+            raise UnknownStudyError(unknown_campaign(campaign, known))
         selected = [i for i in selected if i.campaign == campaign]
     if study_name is not None:
         known = [i.name for i in selected]

@@ -64,7 +64,7 @@ from optuna.trial import FrozenTrial, create_trial
 from studies import plots
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import StudyError, UnknownStudyError
-from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame
+from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
 from studies.records import curve_points, seconds_text, trial_record, value_text
 from studies.store import mask_url, resolve_storage_url
 
@@ -406,7 +406,7 @@ def campaign_stage_infos(storage: optuna.storages.BaseStorage, campaign: str) ->
         if c == campaign:
             infos.append(StageInfo(s.study_name, attrs["stage"], attrs))
     if not infos:
-        raise UnknownStudyError(f"unknown campaign {campaign!r}; known campaigns: {', '.join(known) or 'none'}")
+        raise UnknownStudyError(unknown_campaign(campaign, known))
     return infos
 
 

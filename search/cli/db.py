@@ -245,7 +245,31 @@ def failure_story(storage: Any, name: str, trial: Any) -> str:
     return f"{how}; re-run as {name}:{copies[0]}"
 
 
-@click.command(cls=SectionedCommand, short_help="One trial's diagnosis in words, with its numbers.")
+def _one_trial_ref(ref: str, extra: list[str]) -> str:
+    """The line refusing ``search explain REF EXTRA...``: it takes one trial, and the arguments given look like one
+    written with a space (``digits/coarse 3``, a campaign's name with a space not quoted) where they can be read so."""
+    from search.errors import SearchError
+    from search.stages import parse_trial_ref
+
+    number = extra[0].lstrip(":")
+    candidates = [" ".join((ref, *extra))]
+    if len(extra) == 1 and number.isascii() and number.isdigit():
+        candidates.insert(0, f"{ref.rstrip(':')}:{number}")
+    for candidate in candidates:
+        try:
+            parse_trial_ref(candidate)
+        except SearchError:
+            continue
+        return (f"search explain takes one trial as STUDY:NUMBER, e.g. digits/coarse:12, not {len(extra) + 1} "
+                f"arguments: give {shlex.quote(candidate)}")
+    return (f"search explain takes one trial as STUDY:NUMBER, e.g. digits/coarse:12; got {len(extra) + 1} arguments: "
+            f"{' '.join(map(shlex.quote, (ref, *extra)))}")
+
+
+# extra arguments are taken, to be refused with the STUDY:NUMBER they may have meant (click said "unexpected extra
+# argument (3)" to ``search explain digits/coarse 3``)
+@click.command(cls=SectionedCommand, short_help="One trial's diagnosis in words, with its numbers.",
+               context_settings={"allow_extra_args": True})
 @click.argument("ref", metavar="STUDY:NUMBER")
 @click.option("--plot", type=ImagePath(), default=None, help="Draw its loss and accuracy curves (.png, .pdf or .svg).")
 @storage_option
@@ -265,6 +289,9 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from search.stages import load_trial, parse_trial_ref
     from studies.records import curve_points, diagnosis_labels, trial_record
 
+    extra = click.get_current_context().args
+    if extra:
+        raise SearchError(_one_trial_ref(ref, extra))
     name, number = parse_trial_ref(ref)
     check_not_input("--plot", plot, {"--storage": storage_file(storage)})
     reading = open_for_reading(storage)

@@ -563,10 +563,12 @@ def stage_run_options(campaign_default: str) -> Callable:
     return apply([campaign_option(campaign_default), storage_option, jobs_option, heartbeat_option])
 
 
+MAX_TRIALS = 10_000_000  # a stage's --trials at most: far past any search, short of a count that never ends
+MAX_REPEATS = 1000  # search compare's pairs at most: 2000 stages
 DRAWN_SAMPLERS = ["random", "tpe", "qmc"]  # what --sampler and --fine-sampler offer (grid and fixed are stage kinds)
 
 stage_options = apply([
-    click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=50, show_default=True,
+    click.option("--trials", type=click.IntRange(min=1, max=MAX_TRIALS), default=50, show_default=True,
                  help="Trials in the stage (search auto: in its coarse stage and in each fine stage)."),
     click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
                  help="Epochs per trial (coarse runs are short)."),

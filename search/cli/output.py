@@ -117,9 +117,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     if fmt_name == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
         return
-    rows = frame_records(frame)
     if fmt_name == "json":  # JSON has no infinities: null, as for NaN
-        finite = [{k: None if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()} for row in rows]
+        finite = [{k: None if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()}
+                  for row in frame_records(frame)]
         click.echo(json.dumps(finite, indent=2, default=_json_default))
         return
     if frame.empty:
@@ -127,9 +127,15 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         return
     import shutil
 
+    from rich.cells import cell_len
+    from rich.console import Console
+
     shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
-    cells = {c: [column_cell(c, row[c]) for row in rows] for c in shown}
-    need = {c: max(len(heading(c)), *(len(v) for v in cells[c])) for c in shown}
+    # the cells are made twice, a block of rows at a time, for their widths and to print them: never all at once
+    need = {c: cell_len(heading(c)) for c in shown}
+    for cells in _cell_blocks(frame, shown):
+        for c in shown:
+            need[c] = max(need[c], *map(cell_len, cells[c]))
     terminal = shutil.get_terminal_size((80, 24)).columns
     left: list[str] = []
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short
@@ -141,24 +147,61 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             kept.append(column)
         left = [heading(c) for c in shown[len(kept):]]
         shown = kept
-    from rich.console import Console
+    numeric = {c: str(frame[c].dtype).startswith(("int", "float", "Int", "Float")) for c in shown}
+    width = sum(need[c] for c in shown) + 2 * (len(shown) - 1)  # each column and the gap of two after it
+    # markup and emoji codes off: a cell or a name such as "[red]x", "[/x]" or ":smile:" is text (it would be styled,
+    # fail to parse or become a picture); as wide as the terminal the columns were chosen for
+    console = Console(soft_wrap=False, highlight=False, markup=False, emoji=False,
+                      width=max(terminal, width) if wide else terminal)
+    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
+    if width <= console.width:  # as rich lays out a table that fits, a line at a time (rich takes 1 ms a row)
+        from rich.text import Text
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(" " * (need[c] - cell_len(v)) + v if numeric[c] else v + " " * (need[c] - cell_len(v))
+                             for c, v in zip(shown, cells))
+
+        console.print(Text(line([heading(c) for c in shown]), style="bold"))
+        for cells in _cell_blocks(frame, shown):
+            sys.stdout.write("".join(line(row) + "\n" for row in zip(*(cells[c] for c in shown))))
+        _say_left(left, more)
+        return
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
-    for column in shown:
-        numeric = str(frame[column].dtype).startswith(("int", "float", "Int", "Float"))
-        name = heading(column)  # a parameter by its own name; csv/json keep the prefix
-        table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
-    for i in range(len(rows)):
-        table.add_row(*(cells[c][i] for c in shown))
-    width = sum(need[c] + 1 for c in shown) + len(shown)  # each column, its padding and the gap after it
-    # markup off: a cell or a name such as "[red]x" or "[/x]" is text (it would be styled, or fail to parse)
-    console = Console(soft_wrap=False, highlight=False, markup=False, width=max(terminal, width) if wide else None)
-    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
-    console.print(table)
+    # a column folded to fit, by rich: one column (a query's long text) as wide as the terminal, a block of rows at a
+    # time; several (search best's field/value list, a few rows) as wide as rich shares the terminal out among them
+    one = len(shown) == 1
+    table = None
+    for block, cells in enumerate(_cell_blocks(frame, shown)):
+        if table is None or one:
+            table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False, show_header=block == 0)
+            for column in shown:  # a parameter by its own name; csv/json keep the prefix
+                table.add_column(heading(column), justify="right" if numeric[column] else "left", overflow="fold",
+                                 no_wrap=numeric[column], width=console.width if one else None)
+        for row in zip(*(cells[c] for c in shown)):
+            table.add_row(*row)
+        if one:
+            console.print(table)
+    if not one:
+        console.print(table)
+    _say_left(left, more)
+
+
+def _say_left(left: list[str], more: str) -> None:
+    """The columns a table ``left`` out, and how to see them (``more``), on stderr."""
     if left:  # after the table, where a long one leaves the eye, as the stage summaries say theirs
         sys.stdout.flush()  # the table first, also where stdout is a pipe (2>&1 | less)
         say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
+
+
+CELL_BLOCK = 10_000  # rows made into cells at a time
+
+
+def _cell_blocks(frame: Any, columns: list[str]) -> Any:
+    """The table cells of ``columns`` (column: its cells), a block of CELL_BLOCK rows at a time."""
+    for start in range(0, len(frame), CELL_BLOCK):
+        rows = frame_records(frame.iloc[start:start + CELL_BLOCK][columns])
+        yield {c: [column_cell(c, row[c]) for row in rows] for c in columns}
 
 
 def _broken_pipe() -> None:

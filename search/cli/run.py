@@ -592,7 +592,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled
-        unknown = sorted({label for label in known if label not in names})
+        classes = set(names)
+        unknown = sorted({label for label in known if label not in classes})
         summary.update(labels=len(known), unknown_labels=unknown)
         if known and all(label not in names for label in known):  # no accuracy to speak of: labels of another kind
             shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
@@ -601,8 +602,10 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         else:
             line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
             summary["accuracy"] = right / len(known)
-            if unknown:
-                line += f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r}"
+            if unknown:  # how many rows too: they are scored wrong, in the accuracy
+                wrong = sum(label not in classes for label in known)
+                line += (f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r} ({wrong} "
+                         f"row{'s' if wrong != 1 else ''}, scored wrong)")
     if as_json:
         if not out:
             summary["rows"] = [dict(zip(header, row)) for row in rows(float)]

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    DRAWN_SAMPLERS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, SectionedCommand, WritablePath, check_not_input,
+    DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, SectionedCommand, WritablePath, check_not_input,
     build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
     options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file, storage_option,
 )
@@ -236,7 +236,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
 @fine_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs per trial (default: twice the previous stage's).")
-@click.option("--trials", type=click.IntRange(min=1, max=10_000_000), default=None,
+@click.option("--trials", type=click.IntRange(min=1, max=MAX_TRIALS), default=None,
               help="Trials (default: the previous stage's).")
 @click.option("--sampler", type=choice(DRAWN_SAMPLERS), default=None,
               help="random, tpe or qmc inside the refined box (default: the previous stage's; search auto's fine "

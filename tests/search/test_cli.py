@@ -310,6 +310,14 @@ def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_
     one_line_error(run_cli("studies", "--campaign", "three"), "unknown campaign 'three'; known campaigns: one, two")
 
 
+def test_every_command_names_an_unknown_campaign_in_the_same_words(run_cli):
+    # search fine said "known: digits" where search best said "known campaigns: digits"
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    lines = {command: one_line_error(run_cli(command, "--campaign", "digitz"))
+             for command in ("fine", "grid", "worker", "best", "trials", "studies", "report")}
+    assert set(lines.values()) == {"error: unknown campaign 'digitz'; known campaigns: digits"}, lines
+
+
 def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "activation=relu,tanh", "--trials", "4",
@@ -474,6 +482,11 @@ def test_query_prints_what_it_selected_as_text(run_cli, monkeypatch):
     assert long.stdout.split()[1:] == ["x" * 200 + "...", "(1,000", "characters)"], long.stdout
     assert run_cli("query", "SELECT printf('%.*c', 1000, 'x') AS long", "--format", "csv").stdout.split() == \
         ["long", "x" * 1000]
+    # :name: is text, not an emoji (rich's emoji codes), in a table that fits and in one folded to fit
+    monkeypatch.setenv("COLUMNS", "80")
+    for sql in ("SELECT ':smile:' AS a", f"SELECT ':smile: {'x' * 100}' AS a"):
+        coded = run_cli("query", sql)
+        assert coded.exit_code == 0 and coded.stdout.split()[:2] == ["a", ":smile:"], coded.output
 
 
 def test_the_documented_best_value_query_gives_the_best_value_of_search_studies(run_cli):
@@ -829,6 +842,49 @@ def test_accuracies_in_tables_have_four_decimals_as_everywhere_else(capsys):
     ]
 
 
+def test_a_table_of_many_rows_is_printed_in_memory_that_does_not_grow_with_them(tmp_path, monkeypatch):
+    # search query --max-rows 1000000 as a table took 193 s and 2.4 GB (rich laid out every row at once), csv 4 s
+    import contextlib
+    import tracemalloc
+
+    import pandas as pd
+
+    from search.cli import output
+
+    def printed(frame) -> tuple[list[str], int]:
+        """The table's lines, and the most memory printing it took (into a file: none of it kept)."""
+        with open(tmp_path / "out.txt", "w") as out, contextlib.redirect_stdout(out):
+            tracemalloc.start()
+            output.print_frame(frame, "table")
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        return (tmp_path / "out.txt").read_text().splitlines(), peak
+
+    monkeypatch.setattr(output, "CELL_BLOCK", 1000, raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    printed(pd.DataFrame({"n": [1]}))  # rich's modules loaded before the count
+    peaks = []
+    for n in (3000, 12000):
+        lines, peak = printed(pd.DataFrame({"n": range(n), "x": [i / 8 for i in range(n)],
+                                            "s": [f"row{i}" for i in range(n)]}))
+        peaks.append(peak)
+        assert len(lines) == n + 1
+        width = len(str(n - 1))
+        assert lines[:3] == [f"{'n':>{width}}      x  s{' ' * (width + 2)}",
+                             f"{0:>{width}}      0  row0{' ' * (width - 1)}",
+                             f"{1:>{width}}  0.125  row1{' ' * (width - 1)}"]
+        assert lines[-1] == f"{n - 1}  {(n - 1) / 8:>5.4g}  row{n - 1}"
+    assert peaks[1] < 1.5 * peaks[0], peaks  # four times the rows: about the same memory, not four times it
+    peaks = []
+    for n in (3000, 12000):  # one column of text wider than the terminal: folded by rich, as before, a block at a time
+        lines, peak = printed(pd.DataFrame({"text": [f"{'x' * 100} {i}" for i in range(n)]}))
+        peaks.append(peak)
+        assert len(lines) == 2 * n + 1
+        assert lines[:3] == ["text".ljust(80), "x" * 80, ("x" * 20 + " 0").ljust(80)]
+        assert lines[-1] == f"{'x' * 20} {n - 1}".ljust(80)
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
 def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_value(run_cli, monkeypatch):
     # a 1-epoch coarse trial ahead of a 2-epoch fine trial by less than the noise of the validation split was
     # "the best", with no word of its standard error, though the user retrains at the longer length
@@ -1086,6 +1142,20 @@ def test_a_trial_reference_whose_number_is_not_written_in_ascii_digits_is_one_li
     option = "--from-trial " if command[0] == "train" else ""
     assert result.output.strip() == (f"error: {option}'digits/coarse:{number}' must look like STUDY:NUMBER, "
                                      f"e.g. digits/coarse:12")
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["digits/coarse", "3"], "not 2 arguments: give digits/coarse:3"),
+    (["digits/coarse:", "3", "--json"], "not 2 arguments: give digits/coarse:3"),
+    (["my", "run/coarse:3"], "not 2 arguments: give 'my run/coarse:3'"),
+    (["digits/coarse:3", "x"], "got 2 arguments: digits/coarse:3 x"),
+])
+def test_explain_given_a_trial_in_more_than_one_argument_names_the_study_number_form(run_cli, args, hint):
+    # search explain digits/coarse 3 got click's bare "Got unexpected extra argument (3)"
+    assert one_line_error(run_cli("explain", *args)) == (
+        f"error: search explain takes one trial as STUDY:NUMBER, e.g. digits/coarse:12{',' if 'give' in hint else ';'} "
+        f"{hint}")
+    assert not os.path.exists("search.db")
 
 
 def test_search_fine_takes_a_sampler_for_its_refined_box(run_cli):

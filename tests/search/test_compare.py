@@ -237,6 +237,21 @@ def test_compare_rejects_bad_options(run_cli):
     assert result.exit_code == 2 and "--repeats" in result.stderr
 
 
+@pytest.mark.parametrize("option, value, bound", [("--repeats", "1000001", 1000),
+                                                  ("--trials", "10000000001", 10_000_000)])
+def test_compare_refuses_an_absurd_count_before_any_stage(run_cli, monkeypatch, option, value, bound):
+    # --repeats 10**9 ran pair after pair; --trials 10**11 hung building the grid: both unbounded
+    import search.cli.report
+
+    def ran(*args, **kwargs):
+        raise AssertionError(f"compare ran with {option} {value}")
+
+    monkeypatch.setattr(search.cli.report, "build_space", ran)
+    line = one_line_error(run_cli("compare", option, value, "--epochs", "1"))
+    assert line == f"error: Invalid value for '{option}': {value} is not in the range 1<=x<={bound}."
+    assert not os.path.exists("search.db")
+
+
 def test_dashboard_without_optuna_dashboard_says_how_to_install_it(run_cli, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -243,3 +243,11 @@ def test_layers_reads_its_table_as_the_lecture_reads_its_figure(monkeypatch):
 def test_a_relu_bias_beyond_float32_is_one_line_and_exit_2():
     result = invoke("train", "--epochs", "1", "--relu-bias", "1e39")
     assert (result.exit_code, result.output) == (2, "error: relu bias 1e+39 is beyond float32's range\n")
+
+
+def test_a_dropout_keep_probability_whose_scale_overflows_float32_is_one_line_and_exit_2():
+    # the first loss was NaN and told as "the initial weights or the inputs are too large for the network's floats"
+    result = invoke("train", "--epochs", "1", "--dropout", "1e-300")
+    assert (result.exit_code, result.output) == (
+        2, "error: dropout keep probability 1e-300 is below 2.94e-39: inverted dropout's 1/p scale of the units it "
+           "keeps overflows float32\n")

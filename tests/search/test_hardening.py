@@ -598,7 +598,7 @@ def test_continuing_a_campaign_a_plain_optuna_database_lacks_changes_not_a_byte(
 
     result = run_cli(*command, "--storage", url)
 
-    one_line_error(result, "unknown campaign 'nope'; known: none" if "nope" in command else
+    one_line_error(result, "unknown campaign 'nope'; known campaigns: none" if "nope" in command else
                    "the database has no campaign yet; start one with `search coarse` or `search auto`")
     assert path.read_bytes() == before
 

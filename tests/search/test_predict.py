@@ -634,6 +634,32 @@ def test_rows_with_an_empty_label_cell_are_scored_unlabelled(run_cli, wine_csv, 
     assert none.stderr == "178 samples scored with model.npz\n"
 
 
+def test_a_label_cell_written_as_a_missing_value_is_not_counted_as_an_empty_one_is(run_cli, wine_csv, tmp_path):
+    # NA and (labels being numbers) nan were labels the model has no class for: scored wrong and counted, where
+    # training with --missing drops such rows and an empty cell is not counted
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    label = table[0].index("cultivar")
+    number = {"barolo": "0", "grignolino": "1", "barbera": "2"}
+    cells = ["cultivar"] + [number[r[label]] for r in table[1:]]
+    with open(tmp_path / "full.csv", "w", newline="") as f:
+        csv.writer(f).writerows([r[:label] + [c] + r[label + 1:] for r, c in zip(table, cells)])
+    cells[1:21] = [""] * 5 + ["nan"] * 5 + ["NA", " n/a", "?", "NaN"] + ["7"] * 6
+    with open(tmp_path / "some.csv", "w", newline="") as f:
+        csv.writer(f).writerows([r[:label] + [c] + r[label + 1:] for r, c in zip(table, cells)])
+    train_and_save(run_cli, "full.csv", "--label-column", "cultivar")
+    full = run_cli("predict", "--model", "model.npz", "--data", "full.csv")
+    some = run_cli("predict", "--model", "model.npz", "--data", "some.csv")
+    assert full.exit_code == some.exit_code == 0, some.output
+    assert [r[2] for r in rows(some.stdout)[1:21]] == [""] * 14 + ["7"] * 6
+    right = sum(r[1] == r[2] for r in rows(full.stdout)[21:])
+    assert " ".join(some.stderr.split()) == (
+        f"178 samples scored with model.npz; accuracy {right / 164:.4f} ({right} of 164 labels); 1 label(s) the "
+        f"model has no class for, e.g. '7' (6 rows, scored wrong)")
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "some.csv", "--json").stdout)
+    assert (out["labels"], out["unknown_labels"], out["accuracy"]) == (164, ["7"], right / 164)
+
+
 def test_a_model_path_that_is_no_regular_file_is_refused_unread(run_cli, tmp_path):
     import resource
 
