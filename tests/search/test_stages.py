@@ -366,6 +366,38 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     storage.engine.dispose()
 
 
+def test_a_trial_of_a_killed_worker_its_parent_has_not_reaped_yet_is_failed_at_once(url):
+    # search coarse --jobs 3 runs trials in its own process and reaps no worker meanwhile: one killed with SIGKILL
+    # (the OOM killer) stayed a zombie, which kill(pid, 0) finds, and its trial waited 2 heartbeats (10 min with
+    # --heartbeat 300) where it is failed and re-run at once
+    import signal
+    import socket
+    import sys
+
+    from search.stages import create_stage, fail_trials_of_dead_workers, load_stage_study, process_alive
+    from studies import optuna_rdb
+
+    storage = open_storage(url, heartbeat_interval=300)
+    create_stage(storage, coarse_stage("zombie", RUN, DEFAULT_SPACE, 2, seed=0))
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while process_alive(killed.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(f"/proc/{killed.pid}/stat") as f:
+            assert f.read().rpartition(")")[2].split()[0] == "Z"  # not reaped: a zombie
+        assert not process_alive(killed.pid)
+        study_id = storage.get_study_id_from_name("zombie/coarse")
+        optuna_rdb.claim_waiting_trial(storage, study_id, -1, {"worker": f"{socket.gethostname()}:{killed.pid}"})
+        study = load_stage_study(storage, "zombie/coarse")
+        assert fail_trials_of_dead_workers(study) == [0]
+        assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING", "WAITING"]
+    finally:
+        killed.wait()
+        storage.engine.dispose()
+
+
 def test_an_interrupted_trial_of_one_process_has_its_log_line(url, monkeypatch, capsys):
     _interrupt_trial(monkeypatch, 3)
     stage = coarse_stage("l", RUN, {"lr": FloatRange(1e-3, 1e-2, log=True)}, 4, seed=0)
