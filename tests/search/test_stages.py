@@ -228,6 +228,28 @@ def test_an_interrupt_between_the_claim_and_the_training_leaves_no_trial_running
     assert states["COMPLETE"] + states.get("PRUNED", 0) == 8 and states["FAIL"] == 1 and len(states) <= 3
 
 
+def test_an_interrupt_as_a_claimed_trial_s_run_is_entered_leaves_no_trial_running(url, monkeypatch, capsys):
+    # a Ctrl-C that came after the claim's handler and before the run's own one (as the heartbeat was told of the
+    # trial, or the run's function was entered) left the trial RUNNING
+    real = stages_module._run_claimed
+    calls = {"n": 0}
+
+    def interrupt_as_the_4th_is_entered(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages_module, "_run_claimed", interrupt_as_the_4th_is_entered)
+    stage = coarse_stage("e", RUN, DEFAULT_SPACE, 8, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, jobs=1, progress="log"), stage)
+    study = _study(url, "e/coarse")
+    assert _states(study) == {"COMPLETE": 3, "FAIL": 1, "WAITING": 5}  # the copy waits to run
+    assert study.get_trials(states=(TrialState.FAIL,))[0].user_attrs["stop_reason"] == "interrupted"
+    assert capsys.readouterr().err.splitlines()[-1] == "e/coarse:3 interrupted -      [3/8]"  # its line, once
+
+
 def test_an_interrupt_inside_a_statement_of_the_result_still_records_the_trial(url, monkeypatch):
     # a Ctrl-C that Python raises as a SQLite statement of the result's transaction returns: the statement, kept
     # alive by the exception's traceback, held the write lock, so recording the interrupt waited for it (the busy
