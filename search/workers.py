@@ -138,8 +138,12 @@ def run_stage_processes(
         # launched here, before, it leaves the signal held for the workers
         multiprocessing.resource_tracker.ensure_running()
         with signal_held(signal.SIGINT):
-            for p in procs:
-                p.start()
+            try:
+                for p in procs:
+                    p.start()
+            except OSError as e:  # no more processes to be had (a limit on processes or memory)
+                raise SearchFailed(f"cannot start {len(procs)} worker processes: {e.strerror or e}; run with fewer "
+                                   f"jobs") from None
         _restore_env(saved_env)
         watcher.start()
         if parent_works:
@@ -160,7 +164,8 @@ def run_stage_processes(
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signal.SIGTERM)  # each records its running trial as interrupted
         for p in procs:
-            p.join(timeout=60)
+            if p.pid is not None:  # started (a failed start, or one cut by SIGTERM, leaves the later ones not)
+                p.join(timeout=60)
         raise
     finally:
         _restore_env(saved_env)

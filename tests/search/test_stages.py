@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import time
 import shutil
@@ -164,6 +165,38 @@ def test_with_parent_works_this_process_runs_trials_beside_the_workers_and_repor
     assert report.ran == 7 and sorted(reported) == sorted(t.number for t in trials)[3:]
     # the three earlier ones, and at least the first of this run: it starts here while the worker starts
     assert sum(t.user_attrs["worker"] == worker_name() for t in trials) >= 4
+
+
+def test_a_worker_process_that_cannot_be_started_is_one_error_and_the_started_ones_are_ended(url, monkeypatch):
+    # the second worker's start failing (no more processes to be had) was hidden behind "AssertionError: can only
+    # join a started process", a traceback, raised where the workers already started were waited for
+    import errno
+    import multiprocessing.resource_tracker
+    import multiprocessing.util
+
+    from search.errors import SearchFailed
+    from search.stages import create_stage
+    from search.workers import run_stage_processes
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("f", RUN, DEFAULT_SPACE, 6, seed=0))
+    multiprocessing.resource_tracker.ensure_running()  # started the same way: not counted as a worker
+    real, made = multiprocessing.util.spawnv_passfds, []
+
+    def second_refused(path, args, passfds):
+        if made:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        made.append(real(path, args, passfds))
+        return made[-1]
+
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", second_refused)
+    with pytest.raises(SearchFailed) as info:
+        run_stage_processes(url, "f/coarse", RUN.load(), 3, heartbeat=10)
+    assert str(info.value) == "cannot start 3 worker processes: Resource temporarily unavailable; run with fewer jobs"
+    with pytest.raises(ChildProcessError):  # the one started was ended and waited for
+        os.waitpid(made[0], os.WNOHANG)
+    assert _states(_study(url, "f/coarse")).get("RUNNING", 0) == 0
+    storage.engine.dispose()
 
 
 def _interrupt_trial(monkeypatch, k: int):
