@@ -44,6 +44,7 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it started this one
     try:  # from the handler on: a SIGTERM as it starts (its parent killed meanwhile) is an exit 130, no traceback
         raise_on(signal.SIGTERM, Interrupted)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held by the parent too: one pending acts here
         code = _worker_run(url, name, cache_dir, heartbeat, parent)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: a late SIGTERM has nothing left to stop
     except (KeyboardInterrupt, Interrupted):
@@ -132,12 +133,13 @@ def run_stage_processes(
         procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid()),
                              daemon=False)
                  for _ in range(jobs - 1 if parent_works else jobs)]
-        # Ctrl-C is held while the workers start: they inherit it blocked, so it cannot hit one before it ignores
-        # SIGINT (``_worker_main``), and here it stops the command once they have started
+        # Ctrl-C and SIGTERM are held while the workers start: they inherit them blocked, so Ctrl-C cannot hit one
+        # before it ignores SIGINT (``_worker_main``), and here they stop the command once the workers have started
+        # (one cut inside a start left a worker made and never known, ended or waited for)
         # the first start launches multiprocessing's resource tracker, which unblocks SIGINT after launching it:
         # launched here, before, it leaves the signal held for the workers
         multiprocessing.resource_tracker.ensure_running()
-        with signal_held(signal.SIGINT):
+        with signal_held(signal.SIGINT), signal_held(signal.SIGTERM):
             try:
                 for p in procs:
                     p.start()

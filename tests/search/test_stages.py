@@ -199,6 +199,43 @@ def test_a_worker_process_that_cannot_be_started_is_one_error_and_the_started_on
     storage.engine.dispose()
 
 
+def test_a_sigterm_while_the_workers_start_ends_every_worker_made(url, monkeypatch):
+    # a SIGTERM that came inside a worker's start (its process made, its data not yet sent) left that process
+    # unknown: never ended nor waited for, it printed "EOFError: Ran out of input" after the command had ended
+    import multiprocessing.resource_tracker
+    import multiprocessing.util
+
+    from search.errors import Interrupted, forget_pending, raise_on
+    from search.stages import create_stage
+    from search.workers import run_stage_processes
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("t", RUN, DEFAULT_SPACE, 6, seed=0))
+    multiprocessing.resource_tracker.ensure_running()  # started the same way: not counted as a worker
+    real, made = multiprocessing.util.spawnv_passfds, []
+
+    def sigterm_after_the_second(path, args, passfds):
+        made.append(real(path, args, passfds))
+        if len(made) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return made[-1]
+
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", sigterm_after_the_second)
+    previous = raise_on(signal.SIGTERM, Interrupted)
+    try:
+        with pytest.raises(Interrupted):
+            run_stage_processes(url, "t/coarse", RUN.load(), 3, heartbeat=10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        forget_pending()
+    for pid in made:
+        with pytest.raises(ChildProcessError):  # each ended and waited for
+            os.waitpid(pid, os.WNOHANG)
+    assert len(made) == 3  # every start went through, then the signal acted
+    assert _states(_study(url, "t/coarse")).get("RUNNING", 0) == 0
+    storage.engine.dispose()
+
+
 def _interrupt_trial(monkeypatch, k: int):
     """Make the ``k``-th trial this process runs end in a Ctrl-C; the real ``run_trial``, to put back."""
     real = stages_module.run_trial
