@@ -32,12 +32,16 @@ ORPHAN_POLL_SECONDS = 1.0
 # exit code of a worker process that found itself re-running an unguarded script while starting
 EXIT_UNGUARDED_MAIN = 3
 EXIT_STOPPED = 4  # a worker stopped by a SearchError, whose line it left in error-<pid>.txt of the data folder
+# a worker that ran its trials, some failing by themselves (recorded "error: ..."); not 1, which is Python's own for
+# an exception nothing caught: a worker that stopped so ran nothing more and is no trial's failure
+EXIT_TRIAL_ERRORS = 5
 UNGUARDED_MAIN = ("jobs > 1 from a script needs an `if __name__ == '__main__':` guard around the code that runs the "
                   "stage (each worker process imports the script again); the stage is unchanged: add it and run again")
 
 
 def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> None:
-    """Entry point of a spawned worker process: exit 0 done, 130 interrupted, 1 failed."""
+    """Entry point of a spawned worker process: exit 0 done, 130 interrupted, EXIT_TRIAL_ERRORS some trials failed,
+    EXIT_STOPPED stopped by the database."""
     # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
     # signal landing while the first one's trial is being recorded could cut that in half.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C pending since the start is dropped here
@@ -54,7 +58,7 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
 
 
 def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> int:
-    """The worker's work and its exit code (0 done, 1 failed, EXIT_STOPPED); Interrupted on SIGTERM."""
+    """The worker's work and its exit code (0 done, EXIT_TRIAL_ERRORS, EXIT_STOPPED); Interrupted on SIGTERM."""
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     try:
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
@@ -63,7 +67,7 @@ def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, pare
     except (SearchError, StudyError) as e:  # the database stayed down, or is gone: the parent reports this line
         Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
         return EXIT_STOPPED
-    return 1 if report.errors else 0
+    return EXIT_TRIAL_ERRORS if report.errors else 0
 
 
 def _terminate_when_orphaned(parent: int) -> None:
@@ -181,13 +185,13 @@ def run_stage_processes(
         raise SearchError(UNGUARDED_MAIN)
     if stopped:
         raise SearchFailed(stopped[0])
-    failed = [p.exitcode for p in procs if p.exitcode not in (0, 1) and p.pid not in dismissed]
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, EXIT_TRIAL_ERRORS) and p.pid not in dismissed]
     if failed:
         raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally "
                            f"(exit codes {failed})")
     watcher.raise_error()
     watcher.poll()  # what landed since its last look
-    errors = [p.exitcode for p in procs if p.exitcode == 1]
+    errors = [p.exitcode for p in procs if p.exitcode == EXIT_TRIAL_ERRORS]
     return WorkerReport(ran=watcher.new, errors=own.errors + ([f"{len(errors)} worker(s) had trials that failed"]
                                                               if errors else []))
 

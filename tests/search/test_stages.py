@@ -236,6 +236,24 @@ def test_a_sigterm_while_the_workers_start_ends_every_worker_made(url, monkeypat
     storage.engine.dispose()
 
 
+def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_had_failed_trials(url, monkeypatch):
+    # a worker ended by an exception nothing caught exits 1, the code that meant "some of its trials failed": two
+    # workers that could not read the data ran nothing, and the stage's 4 trials waited on, while the command said
+    # "2 worker(s) had trials that failed"
+    from search import workers
+    from search.errors import SearchFailed
+    from search.stages import create_stage
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("x", RUN, DEFAULT_SPACE, 4, seed=0))
+    monkeypatch.setattr(workers, "save_cache", lambda dataset, folder: None)  # the workers find no data
+    with pytest.raises(SearchFailed) as info:
+        workers.run_stage_processes(url, "x/coarse", RUN.load(), 2, heartbeat=10)
+    assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally (exit codes [1, 1])"
+    assert _states(_study(url, "x/coarse")) == {"WAITING": 4}
+    storage.engine.dispose()
+
+
 def _interrupt_trial(monkeypatch, k: int):
     """Make the ``k``-th trial this process runs end in a Ctrl-C; the real ``run_trial``, to put back."""
     real = stages_module.run_trial
