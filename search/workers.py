@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
+from engine.errors import EngineError
 from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, signal_held
 from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
                            watch_sqlite_file)
@@ -64,7 +65,8 @@ def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, pare
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
         storage = open_storage(url, heartbeat_interval=heartbeat, create=False)
         report = run_worker(storage, name, load_cache(cache_dir))
-    except (SearchError, StudyError) as e:  # the database stayed down, or is gone: the parent reports this line
+    except (SearchError, StudyError, EngineError) as e:  # the database stayed down, or is gone; the data's copy
+        # is gone (the temp folder cleaned): the parent reports this line
         Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
         return EXIT_STOPPED
     return EXIT_TRIAL_ERRORS if report.errors else 0

@@ -236,21 +236,44 @@ def test_a_sigterm_while_the_workers_start_ends_every_worker_made(url, monkeypat
     storage.engine.dispose()
 
 
-def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_had_failed_trials(url, monkeypatch):
+def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_had_failed_trials(url, monkeypatch,
+                                                                                                 tmp_path):
     # a worker ended by an exception nothing caught exits 1, the code that meant "some of its trials failed": two
-    # workers that could not read the data ran nothing, and the stage's 4 trials waited on, while the command said
-    # "2 worker(s) had trials that failed"
+    # workers that stopped so ran nothing, and the stage's 4 trials waited on, while the command said "2 worker(s)
+    # had trials that failed"
     from search import workers
     from search.errors import SearchFailed
     from search.stages import create_stage
 
     storage = open_storage(url)
     create_stage(storage, coarse_stage("x", RUN, DEFAULT_SPACE, 4, seed=0))
-    monkeypatch.setattr(workers, "save_cache", lambda dataset, folder: None)  # the workers find no data
+    site = tmp_path / "site"  # imported first by each spawned worker (they inherit PYTHONPATH): a bug in its loop
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nif '--multiprocessing-fork' in sys.argv:\n    import search.workers\n"
+        "    search.workers.run_worker = lambda *a, **k: 1 / 0\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     with pytest.raises(SearchFailed) as info:
         workers.run_stage_processes(url, "x/coarse", RUN.load(), 2, heartbeat=10)
     assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally (exit codes [1, 1])"
     assert _states(_study(url, "x/coarse")) == {"WAITING": 4}
+    storage.engine.dispose()
+
+
+def test_workers_that_find_no_copy_of_the_data_stop_with_its_one_line(url, monkeypatch):
+    # the data's copy in the temp folder gone (a cleaner of /tmp) as the workers started: each printed a traceback
+    from search import workers
+    from search.errors import SearchFailed
+    from search.stages import create_stage
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("y", RUN, DEFAULT_SPACE, 4, seed=0))
+    monkeypatch.setattr(workers, "save_cache", lambda dataset, folder: None)  # the workers find no data
+    with pytest.raises(SearchFailed) as info:
+        workers.run_stage_processes(url, "y/coarse", RUN.load(), 2, heartbeat=10)
+    assert str(info.value).startswith(f"no dataset cache in {workers.tempfile.gettempdir()}/{workers.CACHE_PREFIX}")
+    assert str(info.value).endswith(": meta.json is missing")
+    assert _states(_study(url, "y/coarse")) == {"WAITING": 4}
     storage.engine.dispose()
 
 
