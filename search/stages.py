@@ -735,8 +735,13 @@ def run_worker(
             try:
                 with heartbeat.beating(after_id):  # while the result is recorded too, retries included
                     frozen = _run_claimed(study, stage, claimed, dataset, report, history)
-            except (KeyboardInterrupt, Interrupted):
-                if on_trial is not None:  # its line too, as a watcher of several workers reports theirs
+            except (KeyboardInterrupt, Interrupted) as interrupt:
+                if not getattr(interrupt, _RECORDED, False):
+                    # it came before the run's own handler took over (as the run was entered, or its sampler was
+                    # made): the trial is still RUNNING; a statement it cut short would hold the write lock
+                    interrupt.__traceback__ = None
+                    _fail_own_running_trials(study, on_trial)
+                elif on_trial is not None:  # its line too, as a watcher of several workers reports theirs
                     _report_interrupted(storage, after_id, on_trial)
                 raise
             report.ran += 1
@@ -851,14 +856,19 @@ def running_trials_by_worker(study: optuna.Study) -> tuple[int, int, int]:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (another user's counts)."""
+    """Whether a process ``pid`` runs on this host (another user's counts); a zombie (killed, not yet reaped by its
+    parent: a worker killed while the command that started it runs trials itself) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's process
-    return True
+        pass  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[:1] != ["Z"]  # the state follows the name "(comm)"
+    except OSError:  # reaped since; or no /proc (not Linux): os.kill's answer
+        return not os.path.isdir("/proc/self")
 
 
 def worker_name() -> str:
@@ -900,20 +910,17 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
     A database failure is not the trial's failure: its writes are retried (``retry_storage``), and a
     run whose writes were lost is failed as ``interrupted`` and re-run, never stored as ``error:``.
     """
-    try:
-        storage = optuna_rdb.study_storage(study)
-        trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
-        what = f"recording trial {number} of {stage.name}"
-        study.sampler = make_sampler(stage, number)
-        if history is not None:  # the sampler sees the trials finished since the last one
-            retry_storage(lambda: optuna_rdb.cache_finished_trials(study, history), what)
-        else:
-            optuna_rdb.forget_cached_trials(study)
-        trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
-        writes = optuna_rdb.BufferedTrialStorage(trial)
-    except (KeyboardInterrupt, Interrupted):
-        _fail_own_running_trials(study, None)  # before the handler below is in place
-        raise
+    # an interrupt before the handler below is in place is run_worker's to record
+    storage = optuna_rdb.study_storage(study)
+    trial_id, number = optuna_rdb.trial_id(claimed), claimed.number
+    what = f"recording trial {number} of {stage.name}"
+    study.sampler = make_sampler(stage, number)
+    if history is not None:  # the sampler sees the trials finished since the last one
+        retry_storage(lambda: optuna_rdb.cache_finished_trials(study, history), what)
+    else:
+        optuna_rdb.forget_cached_trials(study)
+    trial = optuna_rdb.open_trial(study, claimed)  # no second read of the rows the claim read
+    writes = optuna_rdb.BufferedTrialStorage(trial)
     try:
         try:
             outcome = run_trial(trial, dataset=dataset, base=stage.run, space=stage.space,
@@ -952,11 +959,15 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
         return storage.get_trial(trial_id)
 
 
+_RECORDED = "trial_recorded"  # set on an interrupt once _record_interrupted took it: run_worker leaves its trial be
+
+
 def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage, interrupt: BaseException) -> None:
     """Fail the trial as interrupted and enqueue its copy, a second Ctrl-C or SIGTERM ignored meanwhile."""
     # a SQLite statement the interrupt cut short holds the write lock while the traceback keeps its cursor alive:
     # let it go first, or this write would wait for its own lock
     interrupt.__traceback__ = None
+    setattr(interrupt, _RECORDED, True)  # tried once: a database that refused it is not waited for twice
     with _signals_ignored():
         try:
             _fail_and_requeue(study, writes, "interrupted")

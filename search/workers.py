@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
+from engine.errors import EngineError
 from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, signal_held
 from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
                            watch_sqlite_file)
@@ -32,18 +33,23 @@ ORPHAN_POLL_SECONDS = 1.0
 # exit code of a worker process that found itself re-running an unguarded script while starting
 EXIT_UNGUARDED_MAIN = 3
 EXIT_STOPPED = 4  # a worker stopped by a SearchError, whose line it left in error-<pid>.txt of the data folder
+# a worker that ran its trials, some failing by themselves (recorded "error: ..."); not 1, which is Python's own for
+# an exception nothing caught: a worker that stopped so ran nothing more and is no trial's failure
+EXIT_TRIAL_ERRORS = 5
 UNGUARDED_MAIN = ("jobs > 1 from a script needs an `if __name__ == '__main__':` guard around the code that runs the "
                   "stage (each worker process imports the script again); the stage is unchanged: add it and run again")
 
 
 def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> None:
-    """Entry point of a spawned worker process: exit 0 done, 130 interrupted, 1 failed."""
+    """Entry point of a spawned worker process: exit 0 done, 130 interrupted, EXIT_TRIAL_ERRORS some trials failed,
+    EXIT_STOPPED stopped by the database."""
     # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
     # signal landing while the first one's trial is being recorded could cut that in half.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C pending since the start is dropped here
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it started this one
     try:  # from the handler on: a SIGTERM as it starts (its parent killed meanwhile) is an exit 130, no traceback
         raise_on(signal.SIGTERM, Interrupted)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held by the parent too: one pending acts here
         code = _worker_run(url, name, cache_dir, heartbeat, parent)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: a late SIGTERM has nothing left to stop
     except (KeyboardInterrupt, Interrupted):
@@ -53,16 +59,17 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
 
 
 def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> int:
-    """The worker's work and its exit code (0 done, 1 failed, EXIT_STOPPED); Interrupted on SIGTERM."""
+    """The worker's work and its exit code (0 done, EXIT_TRIAL_ERRORS, EXIT_STOPPED); Interrupted on SIGTERM."""
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     try:
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
         storage = open_storage(url, heartbeat_interval=heartbeat, create=False)
         report = run_worker(storage, name, load_cache(cache_dir))
-    except (SearchError, StudyError) as e:  # the database stayed down, or is gone: the parent reports this line
+    except (SearchError, StudyError, EngineError) as e:  # the database stayed down, or is gone; the data's copy
+        # is gone (the temp folder cleaned): the parent reports this line
         Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
         return EXIT_STOPPED
-    return 1 if report.errors else 0
+    return EXIT_TRIAL_ERRORS if report.errors else 0
 
 
 def _terminate_when_orphaned(parent: int) -> None:
@@ -132,14 +139,19 @@ def run_stage_processes(
         procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid()),
                              daemon=False)
                  for _ in range(jobs - 1 if parent_works else jobs)]
-        # Ctrl-C is held while the workers start: they inherit it blocked, so it cannot hit one before it ignores
-        # SIGINT (``_worker_main``), and here it stops the command once they have started
+        # Ctrl-C and SIGTERM are held while the workers start: they inherit them blocked, so Ctrl-C cannot hit one
+        # before it ignores SIGINT (``_worker_main``), and here they stop the command once the workers have started
+        # (one cut inside a start left a worker made and never known, ended or waited for)
         # the first start launches multiprocessing's resource tracker, which unblocks SIGINT after launching it:
         # launched here, before, it leaves the signal held for the workers
         multiprocessing.resource_tracker.ensure_running()
-        with signal_held(signal.SIGINT):
-            for p in procs:
-                p.start()
+        with signal_held(signal.SIGINT), signal_held(signal.SIGTERM):
+            try:
+                for p in procs:
+                    p.start()
+            except OSError as e:  # no more processes to be had (a limit on processes or memory)
+                raise SearchFailed(f"cannot start {len(procs)} worker processes: {e.strerror or e}; run with fewer "
+                                   f"jobs") from None
         _restore_env(saved_env)
         watcher.start()
         if parent_works:
@@ -160,7 +172,8 @@ def run_stage_processes(
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signal.SIGTERM)  # each records its running trial as interrupted
         for p in procs:
-            p.join(timeout=60)
+            if p.pid is not None:  # started (a failed start, or one cut by SIGTERM, leaves the later ones not)
+                p.join(timeout=60)
         raise
     finally:
         _restore_env(saved_env)
@@ -174,13 +187,13 @@ def run_stage_processes(
         raise SearchError(UNGUARDED_MAIN)
     if stopped:
         raise SearchFailed(stopped[0])
-    failed = [p.exitcode for p in procs if p.exitcode not in (0, 1) and p.pid not in dismissed]
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, EXIT_TRIAL_ERRORS) and p.pid not in dismissed]
     if failed:
         raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally "
                            f"(exit codes {failed})")
     watcher.raise_error()
     watcher.poll()  # what landed since its last look
-    errors = [p.exitcode for p in procs if p.exitcode == 1]
+    errors = [p.exitcode for p in procs if p.exitcode == EXIT_TRIAL_ERRORS]
     return WorkerReport(ran=watcher.new, errors=own.errors + ([f"{len(errors)} worker(s) had trials that failed"]
                                                               if errors else []))
 

@@ -572,9 +572,10 @@ def _heartbeat_statement() -> Any:
 
 def _running_trial(trial_id: int, number: int, started: datetime, rows: Sequence[Sequence[Any]],
                    user_attrs: Mapping[str, Any]) -> FrozenTrial:
-    """The claimed trial from its (kind, key, value, json, order) rows (see ``_trial_rows_query``) and
-    the ``user_attrs`` its claim wrote besides them."""
+    """The claimed trial from its (kind, key, value, json, order) rows (see ``_trial_rows_query``), the
+    ``user_attrs`` its claim wrote besides them and its start ``started`` (naive UTC, as stored)."""
     params, distributions, attrs = _trial_rows(rows)
+    started = started.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)  # as Optuna reads it: local
     return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=started,
                        datetime_complete=None, params=params, distributions=distributions,
                        user_attrs={**attrs["u"], **user_attrs}, system_attrs=attrs["s"], intermediate_values={},

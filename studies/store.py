@@ -43,6 +43,7 @@ SQLITE_SYNC_ENV = "SEARCH_SQLITE_SYNCHRONOUS"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 # Seconds libpq waits to connect to a PostgreSQL server (unless the URL gives ?connect_timeout=)
 PG_CONNECT_TIMEOUT_S = 10
+_PG_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's error code of a statement that gave up waiting for a lock
 # A writing engine's pooled server connection idle longer than this is pinged before it is used again
 PING_IDLE_SECONDS = 1.0
 # A fresh database raced by several processes can see "table ... already exists" from
@@ -366,9 +367,12 @@ def _driver_missing(url: str, where: str, exc: ImportError) -> StorageError:
 
 
 def _check_server_database(url: str, create: bool, where: str) -> None:
-    """Schema check on a server database (PostgreSQL...), reading only, before Optuna writes."""
+    """Schema check on a server database (PostgreSQL...), reading only, before Optuna writes; a lock another session
+    holds on the version table is waited for as long as SQLite's busy timeout, then StorageBusyError."""
+    postgresql = url_dialect(url) == "postgresql"
     try:
-        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True,
+                                          connect_args={"options": _pg_options(readonly=True)} if postgresql else {})
     except ImportError as exc:
         raise _driver_missing(url, where, exc) from None
     except (ArgumentError, ValueError) as exc:
@@ -379,7 +383,13 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
             tables = set(inspector.get_table_names())
             revision = None
             if "alembic_version" in tables:
-                revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                try:
+                    revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                except DBAPIError as exc:
+                    if getattr(exc.orig, "pgcode", None) != _PG_LOCK_NOT_AVAILABLE:
+                        raise
+                    raise StorageBusyError(f"{where}: cannot read its schema version: "
+                                           f"{describe_storage_error(exc)}") from None
     except SQLAlchemyError as exc:
         raise StorageError(f"{where}: cannot connect: {describe_storage_error(exc)}") from None
     finally:

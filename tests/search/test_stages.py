@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import time
 import shutil
@@ -166,6 +167,116 @@ def test_with_parent_works_this_process_runs_trials_beside_the_workers_and_repor
     assert sum(t.user_attrs["worker"] == worker_name() for t in trials) >= 4
 
 
+def test_a_worker_process_that_cannot_be_started_is_one_error_and_the_started_ones_are_ended(url, monkeypatch):
+    # the second worker's start failing (no more processes to be had) was hidden behind "AssertionError: can only
+    # join a started process", a traceback, raised where the workers already started were waited for
+    import errno
+    import multiprocessing.resource_tracker
+    import multiprocessing.util
+
+    from search.errors import SearchFailed
+    from search.stages import create_stage
+    from search.workers import run_stage_processes
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("f", RUN, DEFAULT_SPACE, 6, seed=0))
+    multiprocessing.resource_tracker.ensure_running()  # started the same way: not counted as a worker
+    real, made = multiprocessing.util.spawnv_passfds, []
+
+    def second_refused(path, args, passfds):
+        if made:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        made.append(real(path, args, passfds))
+        return made[-1]
+
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", second_refused)
+    with pytest.raises(SearchFailed) as info:
+        run_stage_processes(url, "f/coarse", RUN.load(), 3, heartbeat=10)
+    assert str(info.value) == "cannot start 3 worker processes: Resource temporarily unavailable; run with fewer jobs"
+    with pytest.raises(ChildProcessError):  # the one started was ended and waited for
+        os.waitpid(made[0], os.WNOHANG)
+    assert _states(_study(url, "f/coarse")).get("RUNNING", 0) == 0
+    storage.engine.dispose()
+
+
+def test_a_sigterm_while_the_workers_start_ends_every_worker_made(url, monkeypatch):
+    # a SIGTERM that came inside a worker's start (its process made, its data not yet sent) left that process
+    # unknown: never ended nor waited for, it printed "EOFError: Ran out of input" after the command had ended
+    import multiprocessing.resource_tracker
+    import multiprocessing.util
+
+    from search.errors import Interrupted, forget_pending, raise_on
+    from search.stages import create_stage
+    from search.workers import run_stage_processes
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("t", RUN, DEFAULT_SPACE, 6, seed=0))
+    multiprocessing.resource_tracker.ensure_running()  # started the same way: not counted as a worker
+    real, made = multiprocessing.util.spawnv_passfds, []
+
+    def sigterm_after_the_second(path, args, passfds):
+        made.append(real(path, args, passfds))
+        if len(made) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return made[-1]
+
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", sigterm_after_the_second)
+    previous = raise_on(signal.SIGTERM, Interrupted)
+    try:
+        with pytest.raises(Interrupted):
+            run_stage_processes(url, "t/coarse", RUN.load(), 3, heartbeat=10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        forget_pending()
+    for pid in made:
+        with pytest.raises(ChildProcessError):  # each ended and waited for
+            os.waitpid(pid, os.WNOHANG)
+    assert len(made) == 3  # every start went through, then the signal acted
+    assert _states(_study(url, "t/coarse")).get("RUNNING", 0) == 0
+    storage.engine.dispose()
+
+
+def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_had_failed_trials(url, monkeypatch,
+                                                                                                 tmp_path):
+    # a worker ended by an exception nothing caught exits 1, the code that meant "some of its trials failed": two
+    # workers that stopped so ran nothing, and the stage's 4 trials waited on, while the command said "2 worker(s)
+    # had trials that failed"
+    from search import workers
+    from search.errors import SearchFailed
+    from search.stages import create_stage
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("x", RUN, DEFAULT_SPACE, 4, seed=0))
+    site = tmp_path / "site"  # imported first by each spawned worker (they inherit PYTHONPATH): a bug in its loop
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nif '--multiprocessing-fork' in sys.argv:\n    import search.workers\n"
+        "    search.workers.run_worker = lambda *a, **k: 1 / 0\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    with pytest.raises(SearchFailed) as info:
+        workers.run_stage_processes(url, "x/coarse", RUN.load(), 2, heartbeat=10)
+    assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally (exit codes [1, 1])"
+    assert _states(_study(url, "x/coarse")) == {"WAITING": 4}
+    storage.engine.dispose()
+
+
+def test_workers_that_find_no_copy_of_the_data_stop_with_its_one_line(url, monkeypatch):
+    # the data's copy in the temp folder gone (a cleaner of /tmp) as the workers started: each printed a traceback
+    from search import workers
+    from search.errors import SearchFailed
+    from search.stages import create_stage
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("y", RUN, DEFAULT_SPACE, 4, seed=0))
+    monkeypatch.setattr(workers, "save_cache", lambda dataset, folder: None)  # the workers find no data
+    with pytest.raises(SearchFailed) as info:
+        workers.run_stage_processes(url, "y/coarse", RUN.load(), 2, heartbeat=10)
+    assert str(info.value).startswith(f"no dataset cache in {workers.tempfile.gettempdir()}/{workers.CACHE_PREFIX}")
+    assert str(info.value).endswith(": meta.json is missing")
+    assert _states(_study(url, "y/coarse")) == {"WAITING": 4}
+    storage.engine.dispose()
+
+
 def _interrupt_trial(monkeypatch, k: int):
     """Make the ``k``-th trial this process runs end in a Ctrl-C; the real ``run_trial``, to put back."""
     real = stages_module.run_trial
@@ -226,6 +337,28 @@ def test_an_interrupt_between_the_claim_and_the_training_leaves_no_trial_running
     execute_stage(Execution(url, progress="quiet"), stage)  # the same command again
     states = _states(_study(url, "w/coarse"))
     assert states["COMPLETE"] + states.get("PRUNED", 0) == 8 and states["FAIL"] == 1 and len(states) <= 3
+
+
+def test_an_interrupt_as_a_claimed_trial_s_run_is_entered_leaves_no_trial_running(url, monkeypatch, capsys):
+    # a Ctrl-C that came after the claim's handler and before the run's own one (as the heartbeat was told of the
+    # trial, or the run's function was entered) left the trial RUNNING
+    real = stages_module._run_claimed
+    calls = {"n": 0}
+
+    def interrupt_as_the_4th_is_entered(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages_module, "_run_claimed", interrupt_as_the_4th_is_entered)
+    stage = coarse_stage("e", RUN, DEFAULT_SPACE, 8, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        execute_stage(Execution(url, jobs=1, progress="log"), stage)
+    study = _study(url, "e/coarse")
+    assert _states(study) == {"COMPLETE": 3, "FAIL": 1, "WAITING": 5}  # the copy waits to run
+    assert study.get_trials(states=(TrialState.FAIL,))[0].user_attrs["stop_reason"] == "interrupted"
+    assert capsys.readouterr().err.splitlines()[-1] == "e/coarse:3 interrupted -      [3/8]"  # its line, once
 
 
 def test_an_interrupt_inside_a_statement_of_the_result_still_records_the_trial(url, monkeypatch):
@@ -364,6 +497,38 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     assert trials[4].system_attrs.get("retry_of") == 0  # its copy, as a stale trial's
     assert fail_trials_of_dead_workers(study) == []  # once
     storage.engine.dispose()
+
+
+def test_a_trial_of_a_killed_worker_its_parent_has_not_reaped_yet_is_failed_at_once(url):
+    # search coarse --jobs 3 runs trials in its own process and reaps no worker meanwhile: one killed with SIGKILL
+    # (the OOM killer) stayed a zombie, which kill(pid, 0) finds, and its trial waited 2 heartbeats (10 min with
+    # --heartbeat 300) where it is failed and re-run at once
+    import signal
+    import socket
+    import sys
+
+    from search.stages import create_stage, fail_trials_of_dead_workers, load_stage_study, process_alive
+    from studies import optuna_rdb
+
+    storage = open_storage(url, heartbeat_interval=300)
+    create_stage(storage, coarse_stage("zombie", RUN, DEFAULT_SPACE, 2, seed=0))
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while process_alive(killed.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(f"/proc/{killed.pid}/stat") as f:
+            assert f.read().rpartition(")")[2].split()[0] == "Z"  # not reaped: a zombie
+        assert not process_alive(killed.pid)
+        study_id = storage.get_study_id_from_name("zombie/coarse")
+        optuna_rdb.claim_waiting_trial(storage, study_id, -1, {"worker": f"{socket.gethostname()}:{killed.pid}"})
+        study = load_stage_study(storage, "zombie/coarse")
+        assert fail_trials_of_dead_workers(study) == [0]
+        assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING", "WAITING"]
+    finally:
+        killed.wait()
+        storage.engine.dispose()
 
 
 def test_an_interrupted_trial_of_one_process_has_its_log_line(url, monkeypatch, capsys):

@@ -41,6 +41,25 @@ def test_claims_take_the_waiting_trials_in_order_with_their_heartbeat_then_none(
     assert len(backend._get_stale_trial_ids(optuna_rdb.study_id(study))) == 3
 
 
+def test_a_claimed_and_a_finished_trial_have_the_times_optuna_reads_back_in_any_time_zone(study, monkeypatch):
+    # the claim gave its trial's start in UTC where Optuna gives local time: 9 hours off in Tokyo, and a finished
+    # trial's duration (its local end less that start) 9 hours long
+    import time
+
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    try:
+        claimed = _claim(study)
+        assert claimed.datetime_start == study.get_trials()[0].datetime_start
+        frozen = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, claimed)).finish(TrialState.COMPLETE, 1.0)
+        stored = study.get_trials()[0]
+        assert (frozen.datetime_start, frozen.datetime_complete) == (stored.datetime_start, stored.datetime_complete)
+        assert 0 <= frozen.duration.total_seconds() < 60
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_after_id_skips_the_trials_below_it(study):
     first = optuna_rdb.trial_id(_claim(study))
     assert _claim(study, after_id=first + 1).number == 2

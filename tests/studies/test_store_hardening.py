@@ -439,3 +439,44 @@ def test_a_postgresql_table_lock_held_by_another_session_is_given_up_on_after_th
     assert describe_storage_error(info.value) == (
         "the database is locked: another process has held its write lock too long; try again when it is done "
         "(canceling statement due to lock timeout)")
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_a_postgresql_schema_version_locked_by_another_session_is_given_up_on_after_the_busy_timeout(
+        pg_database, monkeypatch, readonly):
+    # opening read the schema version without a lock timeout: a session left in a transaction holding a lock on
+    # alembic_version (an `optuna storage upgrade` cut off mid-way, a LOCK TABLE) kept every command waiting for it
+    import threading
+    import time
+
+    from studies import store
+    from studies.errors import StorageBusyError
+
+    open_storage(pg_database).engine.dispose()
+    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder = sqlalchemy.create_engine(store.with_available_driver(pg_database))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.connect() as conn:
+            conn.exec_driver_sql("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(30)
+            conn.rollback()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(30)
+        started = time.monotonic()
+        with pytest.raises(StorageBusyError) as info:
+            open_storage(pg_database, readonly=readonly)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join()
+        holder.dispose()
+    assert waited < 10
+    assert str(info.value) == (f"storage {pg_database}: cannot read its schema version: the database is locked: "
+                               "another process has held its write lock too long; try again when it is done "
+                               "(canceling statement due to lock timeout)")
