@@ -667,7 +667,14 @@ DEEP = "[" * 100_000 + "]" * 100_000
      "study digits/coarse cannot be read (several of its trials are number 0)"),
     (f"UPDATE trial_user_attributes SET value_json = '{DEEP}' WHERE key = 'diagnosis'", ["trials", STAGE],
      "study digits/coarse, trial 0, user attribute 'diagnosis' cannot be read (its JSON is nested too deep)"),
-], ids=["space-not-json", "value-text", "unknown-distribution", "data-null", "param-outside", "numbers-twice", "deep"])
+    # JSON of another kind than the list of strings this service writes: the report and the tables joined them
+    ("UPDATE study_user_attributes SET value_json = '3.5' WHERE key = 'range_notes'", ["report", "--out", "out"],
+     "study digits/coarse, user attribute 'range_notes' cannot be read (a JSON list of strings was expected, not 3.5)"),
+    ("UPDATE trial_user_attributes SET value_json = '[1e308]' WHERE key = 'diagnosis'", ["trials", STAGE],
+     "study digits/coarse, trial 0, user attribute 'diagnosis' cannot be read (a JSON list of strings was expected, "
+     "not [1e+308])"),
+], ids=["space-not-json", "value-text", "unknown-distribution", "data-null", "param-outside", "numbers-twice", "deep",
+        "notes-number", "diagnosis-numbers"])
 def test_a_stored_value_changed_by_hand_is_one_line_naming_it(run_cli, url, change, command, what):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
     engine = sqlalchemy.create_engine(url)
