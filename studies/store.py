@@ -529,7 +529,7 @@ def open_storage(
 
     optuna_rdb.skip_alembic_at_head()
     if create and path is not None and not path.exists():
-        _create_sqlite_whole(url, path, engine_kwargs)
+        _create_sqlite_whole(url, path, engine_kwargs, where)
     last_error: Exception | None = None
     for _attempt in range(_OPEN_ATTEMPTS):
         try:
@@ -610,22 +610,28 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
                                f"{others}, or put the database back")
 
 
-def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object]) -> None:
+def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object], where: str) -> None:
     """Make a new SQLite study database at ``path`` whole or not at all.
 
     Optuna creates its tables one statement at a time, each committed: a Ctrl-C among them left a file of some of
     them, which every reading command then called "not an Optuna study database". They are made in a temporary file
     beside ``path`` instead, linked into place unless another process linked its own first (that one is used). Where
-    that fails (a file system without hard links, a full disk) nothing is at ``path`` and the caller creates it there.
+    the link fails (a file system without hard links) nothing is at ``path`` and the caller creates it there; where
+    the tables cannot be made (a full disk, a file size limit) StorageError, nothing at ``path`` either: made there,
+    they were left half made, which reading commands called "not an Optuna study database" or "read-only".
     """
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(
-            hide_password=False), engine_kwargs=engine_kwargs)
-        storage.engine.dispose()
-        os.link(tmp, path)
-    except (SQLAlchemyError, OSError):
-        pass  # FileExistsError: another process made it first
+        try:
+            storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(
+                hide_password=False), engine_kwargs=engine_kwargs)
+            storage.engine.dispose()
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"{where}: cannot create the database: {describe_storage_error(exc)}") from None
+        try:
+            os.link(tmp, path)
+        except OSError:
+            pass  # FileExistsError: another process made it first
     finally:
         for leftover in (tmp, tmp.with_name(f"{tmp.name}-journal")):
             leftover.unlink(missing_ok=True)

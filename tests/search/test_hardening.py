@@ -466,6 +466,19 @@ def test_output_that_does_not_fit_is_one_line_and_exit_1_never_a_truncated_succe
     assert (no_space.returncode, no_space.stderr) == (1, "error: cannot write the output: No space left on device\n")
 
 
+def test_a_new_database_that_does_not_fit_on_the_disk_leaves_no_file(tmp_path):
+    # its tables made one by one where it goes, a disk filling up left a file of some of them, which search studies
+    # then called "read-only" or "not an Optuna study database"
+    command = [sys.executable, "-m", "search", "coarse", *SMALL, "--trials", "2", "--storage", "sqlite:///n.db"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    full = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limited_to(16384))
+    assert list(tmp_path.iterdir()) == []
+    assert (full.returncode, full.stderr) == (2, "error: storage sqlite:///n.db: cannot create the database: disk "
+                                                 "I/O error [SQLITE_IOERR_WRITE]\n")
+    assert subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120).returncode == 0
+
+
 def test_output_piped_into_a_reader_that_left_ends_quietly_with_0(run_cli, tmp_path, url):
     # `search trials | head -1`: click (every command) and rich (the tables) ended it with exit 1
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
