@@ -204,3 +204,26 @@ def test_a_report_that_does_not_fit_on_the_disk_leaves_the_folder_as_it_was(run_
     assert (result.returncode, result.stderr.splitlines()[-1]) == (
         1, f"error: --out '{out}': cannot write report.html: File too large; no file there was replaced")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old report whole, no temporary file
+
+
+def test_a_report_never_overwrites_the_study_database_in_its_folder(run_cli, tmp_path):
+    # a database named summary.json in the --out folder was replaced by the report's summary, exit 0
+    (tmp_path / "out").mkdir()
+    url = "sqlite:///out/summary.json"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    database = (tmp_path / "out" / "summary.json").read_bytes()
+
+    result = run_cli("report", "--campaign", "demo", "--out", "out", "--storage", url)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == ("error: --out out/summary.json is the --storage file; write to another "
+                                              "file")
+    assert (tmp_path / "out" / "summary.json").read_bytes() == database
+    assert {p.name for p in (tmp_path / "out").iterdir()} <= {"summary.json", "summary.json-wal", "summary.json-shm"}
+    # search compare's files: refused before its stages run
+    (tmp_path / "out" / "summary.json").rename(tmp_path / "out" / "compare.json")
+    compared = run_cli("compare", "--campaign", "c", "--out", "out", "--storage", "sqlite:///out/compare.json",
+                       "--repeats", "1", "--trials", "1", "--epochs", "1")
+    assert (compared.exit_code, compared.stderr) == (
+        2, "error: --out out/compare.json is the --storage file; write to another file\n")
+    assert (tmp_path / "out" / "compare.json").read_bytes() == database
