@@ -90,16 +90,37 @@ def _parse_url(url: str) -> URL:
         # SQLAlchemy drops "?x.db" (no "="): sqlite:///run?2.db would quietly be the database "run"
         raise StorageError(f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' "
                            f"in a file name")
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_url_args(url, parsed)
     if parsed.get_backend_name() == "sqlite" and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
-        unknown = sorted(set(parsed.query) - _SQLITE_URL_ARGS)  # SQLAlchemy would warn and drop them
+        unknown = sorted(set(parsed.query) - set(_SQLITE_URL_ARGS))  # SQLAlchemy would warn and drop them
         if unknown:
             raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}= (its own "
                                f"URI arguments need uri=true)")
     return parsed
 
 
-# the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI)
-_SQLITE_URL_ARGS = {"timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements", "uri"}
+# the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI), and
+# what each must be
+_SQLITE_URL_ARGS = {"timeout": "a number of seconds", "isolation_level": "", "detect_types": "a whole number",
+                    "check_same_thread": "true or false", "cached_statements": "a whole number", "uri": "true or false"}
+
+
+def _check_sqlite_url_args(url: str, parsed: URL) -> None:
+    """StorageError naming a SQLite URL argument whose value sqlite3.connect cannot take (``?uri=maybe`` ended in a
+    traceback, ``?timeout=abc`` in "could not convert string to float")."""
+    readers = {"a number of seconds": float, "a whole number": int, "true or false": sqlalchemy.util.asbool}
+    for key, want in _SQLITE_URL_ARGS.items():
+        value = parsed.query.get(key)
+        if value is None or not want:
+            continue
+        try:
+            if not isinstance(value, str):
+                raise ValueError("given twice")
+            readers[want](value)
+        except ValueError:
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: ?{key}= must be {want}, got "
+                               f"{value if isinstance(value, str) else '&'.join(value)!r}") from None
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -651,6 +651,10 @@ TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", 
     (["coarse", *TINY, "--trials", "2", "--storage", ""], ["--storage must not be empty"]),
     (["studies", "--storage", "search.db"], ["not a database URL; write sqlite:///search.db"]),
     (["studies", "--storage", "sqlite:///search.db?foo=bar"], ["SQLite takes no ?foo="]),
+    # a value sqlite3.connect cannot take: a ValueError traceback, or "could not convert string to float: 'abc'"
+    (["studies", "--storage", "sqlite:///search.db?uri=maybe"], ["?uri= must be true or false, got 'maybe'"]),
+    (["coarse", *TINY, "--trials", "2", "--storage", "sqlite:///search.db?timeout=abc"],
+     ["?timeout= must be a number of seconds, got 'abc'"]),
 ])
 def test_bad_input_is_refused_before_any_work(run_cli, tmp_path, args, fragments):
     (tmp_path / "blocker").write_text("x")
