@@ -92,11 +92,16 @@ def _parse_url(url: str) -> URL:
                            f"in a file name")
     if parsed.get_backend_name() == "sqlite":
         _check_sqlite_url_args(url, parsed)
-    if parsed.get_backend_name() == "sqlite" and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
+    if parsed.get_backend_name() == "sqlite":
         unknown = sorted(set(parsed.query) - set(_SQLITE_URL_ARGS))  # SQLAlchemy would warn and drop them
-        if unknown:
-            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}= (its own "
-                               f"URI arguments need uri=true)")
+        database = parsed.database or ""
+        if unknown and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}=")
+        if unknown and not database.startswith("file:") and parsed.query.get("mode") != "memory":
+            # SQLite's own arguments beside a path: every check and read went to the file named, the stage's writes
+            # to another one, named with them ("search.db?mode=ro"), which no later command read
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite's own URI arguments (?{unknown[0]}=) "
+                               f"are not taken with a file path; give sqlite:///{database}")
     return parsed
 
 
