@@ -703,10 +703,7 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
         classes = tuple(sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")))
     except OSError as exc:
         raise cannot_read(path, exc) from exc
-    try:
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    except OSError as exc:
-        raise cannot_read(path, exc) from exc
+    found = _image_files(path)
     images = len(found)
     if classes and images:  # no class names them: they would be neither trained on nor scored
         raise DataError(f"{path}: {images} image{'s' if images > 1 else ''} beside the class subfolders "
@@ -732,14 +729,26 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
                         f"subfolder per class of PNG or JPEG images{hint}")
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
-        try:
-            images = sorted(p for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        except OSError as exc:
-            raise cannot_read(path / name, exc) from exc
+        images = _image_files(path / name)
         if not images:
             raise DataError(f"{path}: class folder {name!r} holds no PNG or JPEG images")
         files.extend((image, index) for image in images)
     return classes, files
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The PNG and JPEG files in ``folder``, sorted; DataError naming one of their names that is neither a file nor a
+    folder (a link to nothing, a FIFO): left out, its image was not trained on, and nothing said so."""
+    try:
+        named = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise cannot_read(folder, exc) from exc
+    odd = next((p for p in named if not p.is_file() and not p.is_dir()), None)
+    if odd is not None:
+        what = (f"a link to {os.readlink(odd)!r}, which does not exist" if odd.is_symlink() and not odd.exists()
+                else "not a regular file")
+        raise DataError(f"{odd}: {what}; an image folder holds PNG or JPEG files")
+    return [p for p in named if p.is_file()]
 
 
 def read_image_folder(

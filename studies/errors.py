@@ -19,6 +19,12 @@ class StorageBusyError(StorageError):
     exit_code = 1
 
 
+class OutputError(StudyError):
+    """A report's files could not be written (a full disk, a file size limit): not the input, so exit code 1."""
+
+    exit_code = 1
+
+
 class UnknownStudyError(StudyError):
     """A study or campaign name is not in the storage (the message lists the known names)."""
 

@@ -876,11 +876,13 @@ def _lock_running_statement() -> Any:
 
 # study attributes this service reads as JSON objects: one stored as another JSON value (null, a number) cannot be read
 _OBJECT_ATTRS = frozenset({"space", "data", "config"})
+# user attributes (of a study, of a trial) it writes as lists of strings, and joins or prints as text
+_STRINGS_ATTRS = {"study": frozenset({"range_notes"}), "trial": frozenset({"diagnosis"})}
 
 
-def _json_problem(text: Any, want_object: bool) -> str | None:
-    """Why the attribute value ``text`` cannot be read (not JSON, nested too deep, not an object where one is
-    wanted), or None."""
+def _json_problem(text: Any, want_object: bool, want_strings: bool = False) -> str | None:
+    """Why the attribute value ``text`` cannot be read (not JSON, nested too deep, not an object or a list of strings
+    where one is wanted), or None."""
     try:
         value = json.loads(text)
     except RecursionError:
@@ -889,6 +891,8 @@ def _json_problem(text: Any, want_object: bool) -> str | None:
         return f"not JSON: {exc}"
     if want_object and not isinstance(value, dict):
         return f"a JSON object was expected, not {json.dumps(value)[:40]}"
+    if want_strings and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return f"a JSON list of strings was expected, not {json.dumps(value)[:40]}"
     return None
 
 
@@ -917,13 +921,14 @@ def unreadable_value(storage: optuna.storages.BaseStorage) -> str | None:
 
         for table, kind in (("study_user_attributes", "user"), ("study_system_attributes", "system")):
             for sid, key, text in rows(f"SELECT study_id, key, value_json FROM {table} WHERE study_id IN ({ours})"):
-                why = _json_problem(text, kind == "user" and key in _OBJECT_ATTRS)
+                why = _json_problem(text, kind == "user" and key in _OBJECT_ATTRS,
+                                    kind == "user" and key in _STRINGS_ATTRS["study"])
                 if why:
                     return f"study {names.get(sid)}, {kind} attribute {key!r} cannot be read ({why})"
         for table, kind in (("trial_user_attributes", "user"), ("trial_system_attributes", "system")):
             for tid, key, text in rows(f"SELECT trial_id, key, value_json FROM {table} WHERE trial_id IN "
                                        f"({our_trials})"):
-                why = _json_problem(text, False)
+                why = _json_problem(text, False, kind == "user" and key in _STRINGS_ATTRS["trial"])
                 if why:
                     return f"{trial(tid)}, {kind} attribute {key!r} cannot be read ({why})"
         for tid, name, value, text in rows("SELECT trial_id, param_name, param_value, distribution_json "

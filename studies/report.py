@@ -63,7 +63,7 @@ from optuna.trial import FrozenTrial, create_trial
 
 from studies import plots
 from studies.plots import Dim, column_floats, value_key
-from studies.errors import StudyError, UnknownStudyError
+from studies.errors import OutputError, StudyError, UnknownStudyError
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
 from studies.records import curve_points, seconds_text, trial_record, value_text
 from studies.store import mask_url, resolve_storage_url
@@ -1491,18 +1491,29 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes], phone: dict[s
     return "\n".join(parts)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``path`` through a temporary file in its folder and ``os.replace``: a symlink there is replaced, never followed."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # O_EXCL on a fresh random name: never an existing file or link; mode 0666 minus the umask, as open() gives
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
+    """Write each (file name, bytes) into folder ``out``, all or none: every one first to a temporary file beside it,
+    then each ``os.replace``d over its name, so a disk that fills up leaves the folder as it was, never a new
+    report.md beside an old report.html; a symlink there is replaced, never followed. OutputError naming the file."""
+    tmps: list[Path] = []
+    replaced = 0
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for filename, data in files:
+            tmp = out / f".{filename}.{secrets.token_hex(6)}.tmp"
+            # O_EXCL on a fresh random name: never an existing file or link; mode 0666 minus the umask, as open() gives
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+            tmps.append(tmp)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        for tmp, (filename, _) in zip(tmps, files):
+            os.replace(tmp, out / filename)
+            replaced += 1
+    except OSError as exc:
+        kept = "" if replaced else "; no file there was replaced"
+        raise OutputError(f"--out {str(out)!r}: cannot write {filename}: {exc.strerror or exc}{kept}") from None
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
@@ -1520,14 +1531,8 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     page = render_html(summary, report.images, report.phone)
     files["report.html"] = ("report.html", page.encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
-    written: dict[str, Path] = {}
-    try:
-        for key, (filename, data) in files.items():
-            written[key] = out / filename
-            _write_file(written[key], data)
-    except OSError as exc:
-        raise StudyError(f"--out {str(out)!r}: cannot write {written[key].name}: {exc.strerror or exc}") from None
-    return written
+    _write_files(out, list(files.values()))
+    return {key: out / filename for key, (filename, _) in files.items()}
 
 
 def _check_targets(out: Path, filenames: Sequence[str]) -> None:
@@ -1562,11 +1567,11 @@ def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _check_targets(out, ["repeats.png", "compare.json"])
-        _write_file(out / "repeats.png", report.images["repeats"])
-        _write_file(out / "compare.json", (json.dumps(_jsonable(report.summary), indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
-        raise StudyError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    _check_targets(out, ["repeats.png", "compare.json"])
+    _write_files(out, [("repeats.png", report.images["repeats"]),
+                       ("compare.json", (json.dumps(_jsonable(report.summary), indent=2) + "\n").encode("utf-8"))])
     return {"repeats": out / "repeats.png", "compare.json": out / "compare.json"}
 
 

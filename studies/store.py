@@ -91,16 +91,42 @@ def _parse_url(url: str) -> URL:
         # SQLAlchemy drops "?x.db" (no "="): sqlite:///run?2.db would quietly be the database "run"
         raise StorageError(f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' "
                            f"in a file name")
-    if parsed.get_backend_name() == "sqlite" and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
-        unknown = sorted(set(parsed.query) - _SQLITE_URL_ARGS)  # SQLAlchemy would warn and drop them
-        if unknown:
-            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}= (its own "
-                               f"URI arguments need uri=true)")
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_url_args(url, parsed)
+    if parsed.get_backend_name() == "sqlite":
+        unknown = sorted(set(parsed.query) - set(_SQLITE_URL_ARGS))  # SQLAlchemy would warn and drop them
+        database = parsed.database or ""
+        if unknown and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite takes no ?{unknown[0]}=")
+        if unknown and not database.startswith("file:") and parsed.query.get("mode") != "memory":
+            # SQLite's own arguments beside a path: every check and read went to the file named, the stage's writes
+            # to another one, named with them ("search.db?mode=ro"), which no later command read
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: SQLite's own URI arguments (?{unknown[0]}=) "
+                               f"are not taken with a file path; give sqlite:///{database}")
     return parsed
 
 
-# the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI)
-_SQLITE_URL_ARGS = {"timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements", "uri"}
+# the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI), and
+# what each must be
+_SQLITE_URL_ARGS = {"timeout": "a number of seconds", "isolation_level": "", "detect_types": "a whole number",
+                    "check_same_thread": "true or false", "cached_statements": "a whole number", "uri": "true or false"}
+
+
+def _check_sqlite_url_args(url: str, parsed: URL) -> None:
+    """StorageError naming a SQLite URL argument whose value sqlite3.connect cannot take (``?uri=maybe`` ended in a
+    traceback, ``?timeout=abc`` in "could not convert string to float")."""
+    readers = {"a number of seconds": float, "a whole number": int, "true or false": sqlalchemy.util.asbool}
+    for key, want in _SQLITE_URL_ARGS.items():
+        value = parsed.query.get(key)
+        if value is None or not want:
+            continue
+        try:
+            if not isinstance(value, str):
+                raise ValueError("given twice")
+            readers[want](value)
+        except ValueError:
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: ?{key}= must be {want}, got "
+                               f"{value if isinstance(value, str) else '&'.join(value)!r}") from None
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -539,7 +565,7 @@ def open_storage(
 
     optuna_rdb.skip_alembic_at_head()
     if create and path is not None and not path.exists():
-        _create_sqlite_whole(url, path, engine_kwargs)
+        _create_sqlite_whole(url, path, engine_kwargs, where)
     last_error: Exception | None = None
     for _attempt in range(_OPEN_ATTEMPTS):
         try:
@@ -630,22 +656,28 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
                                f"{others}, or put the database back")
 
 
-def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object]) -> None:
+def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object], where: str) -> None:
     """Make a new SQLite study database at ``path`` whole or not at all.
 
     Optuna creates its tables one statement at a time, each committed: a Ctrl-C among them left a file of some of
     them, which every reading command then called "not an Optuna study database". They are made in a temporary file
     beside ``path`` instead, linked into place unless another process linked its own first (that one is used). Where
-    that fails (a file system without hard links, a full disk) nothing is at ``path`` and the caller creates it there.
+    the link fails (a file system without hard links) nothing is at ``path`` and the caller creates it there; where
+    the tables cannot be made (a full disk, a file size limit) StorageError, nothing at ``path`` either: made there,
+    they were left half made, which reading commands called "not an Optuna study database" or "read-only".
     """
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(
-            hide_password=False), engine_kwargs=engine_kwargs)
-        storage.engine.dispose()
-        os.link(tmp, path)
-    except (SQLAlchemyError, OSError):
-        pass  # FileExistsError: another process made it first
+        try:
+            storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(
+                hide_password=False), engine_kwargs=engine_kwargs)
+            storage.engine.dispose()
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"{where}: cannot create the database: {describe_storage_error(exc)}") from None
+        try:
+            os.link(tmp, path)
+        except OSError:
+            pass  # FileExistsError: another process made it first
     finally:
         for leftover in (tmp, tmp.with_name(f"{tmp.name}-journal")):
             leftover.unlink(missing_ok=True)

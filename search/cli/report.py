@@ -12,9 +12,9 @@ import click
 
 from search.cli.options import (
     MAX_REPEATS, MAX_TRIALS, NEWEST_CAMPAIGN, SectionedCommand, WritablePath,
-    build_space, campaign_option, default_folder, explode_option, heartbeat_option, jobs_option, json_option,
-    open_for_reading,
-    run_config_options, space_options, storage_option,
+    build_space, campaign_option, check_not_input, default_folder, explode_option, heartbeat_option, jobs_option,
+    json_option, open_for_reading,
+    run_config_options, space_options, storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
@@ -55,6 +55,8 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     rep = campaign_report(st, name, progress=None if as_json else report_progress())
     if not as_json and sys.stderr.isatty():
         click.echo("\r\x1b[K", nl=False, err=True)  # the status line gone: the result follows
+    check_not_written(out_dir, ["report.html", "report.md", "summary.json", *(f"{k}.png" for k in rep.images)],
+                      storage)
     written = write_report(rep, out_dir)
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
@@ -67,6 +69,15 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     hint = rep.summary["grid_vs_random"]["hint"]
     if hint:
         say(f"note: {hint}", "  ")
+
+
+def check_not_written(out_dir: str, filenames: list[str], storage: str | None) -> None:
+    """SearchError when a file the command writes into ``out_dir`` is the study database (a database named
+    summary.json in the --out folder was replaced by the report)."""
+    from pathlib import Path
+
+    for filename in filenames:
+        check_not_input("--out", str(Path(out_dir) / filename), {"--storage": storage_file(storage)})
 
 
 def report_progress() -> Any:
@@ -120,6 +131,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
 
     name = campaign or default_compare_campaign()
     out_dir = out_dir or default_folder(safe_dirname(name))
+    check_not_written(out_dir, ["repeats.png", "compare.json"], storage)  # before the stages run
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     check_largest_network(space, run, run.load())  # bad data fails here too, before the database is touched

@@ -524,7 +524,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
 
     if out == "-":  # stdout, as the predictions go without --out (a file named "-" is ./-)
         out = None
-    check_not_input("--out", out, {"--data": data_path, "--model": model_file})
+    inputs = {"--data": data_path, "--model": model_file, "study database": storage_file(None)}
+    check_not_input("--out", out, inputs)  # the study database too: predictions written over it lost every stage
     suffix = Path(out).suffix.lower() if out else ""
     if suffix in OTHER_FORMATS:  # it would hold comma-separated text under a name that promises another format
         raise SearchError(f"--out {out}: predictions are written as .csv or .tsv, not {suffix}"

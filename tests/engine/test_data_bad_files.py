@@ -488,6 +488,25 @@ def test_a_folder_holding_a_table_names_the_file_to_give_not_an_empty_folder(tmp
     assert _error(DataSpec(str(folder)), folder).endswith(
         "only 1 file (notes.txt); an image folder holds one subfolder per class of PNG or JPEG images")
 
+def test_an_image_name_that_is_no_file_is_named_not_left_out(tmp_path: Path) -> None:
+    # a link to a moved image and a FIFO were left out without a word: their images were never trained on
+    folder = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        for i in range(4):
+            _png(folder / name / f"{i}.png", (4, 4))
+    (folder / "cat" / "lost.png").symlink_to(tmp_path / "moved.png")
+    assert _error(DataSpec(str(folder)), folder / "cat" / "lost.png") == (
+        f"{folder / 'cat' / 'lost.png'}: a link to '{tmp_path / 'moved.png'}', which does not exist; an image folder "
+        f"holds PNG or JPEG files")
+    (folder / "cat" / "lost.png").unlink()
+    os.mkfifo(folder / "dog" / "pipe.jpg")
+    assert _error(DataSpec(str(folder)), folder / "dog" / "pipe.jpg") == (
+        f"{folder / 'dog' / 'pipe.jpg'}: not a regular file; an image folder holds PNG or JPEG files")
+    (folder / "dog" / "pipe.jpg").unlink()
+    (folder / "dog" / "more.png").mkdir()  # a folder inside a class folder is passed over, as before
+    assert len(load_dataset(DataSpec(str(folder), val_fraction=0.25, test_fraction=0.25)).y_train) == 4
+
+
 def test_empty_folder_and_empty_class_folder(tmp_path: Path) -> None:
     folder = tmp_path / "empty"
     folder.mkdir()

@@ -664,6 +664,13 @@ TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", 
     (["coarse", *TINY, "--trials", "2", "--storage", ""], ["--storage must not be empty"]),
     (["studies", "--storage", "search.db"], ["not a database URL; write sqlite:///search.db"]),
     (["studies", "--storage", "sqlite:///search.db?foo=bar"], ["SQLite takes no ?foo="]),
+    # a value sqlite3.connect cannot take: a ValueError traceback, or "could not convert string to float: 'abc'"
+    (["studies", "--storage", "sqlite:///search.db?uri=maybe"], ["?uri= must be true or false, got 'maybe'"]),
+    (["coarse", *TINY, "--trials", "2", "--storage", "sqlite:///search.db?timeout=abc"],
+     ["?timeout= must be a number of seconds, got 'abc'"]),
+    # the checks read search.db, the stage wrote a new file "search.db?mode=ro" that no later command read
+    (["coarse", *TINY, "--trials", "2", "--storage", "sqlite:///search.db?uri=true&mode=ro"],
+     ["SQLite's own URI arguments (?mode=) are not taken with a file path; give sqlite:///search.db"]),
 ])
 def test_bad_input_is_refused_before_any_work(run_cli, tmp_path, args, fragments):
     (tmp_path / "blocker").write_text("x")

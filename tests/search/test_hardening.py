@@ -466,6 +466,19 @@ def test_output_that_does_not_fit_is_one_line_and_exit_1_never_a_truncated_succe
     assert (no_space.returncode, no_space.stderr) == (1, "error: cannot write the output: No space left on device\n")
 
 
+def test_a_new_database_that_does_not_fit_on_the_disk_leaves_no_file(tmp_path):
+    # its tables made one by one where it goes, a disk filling up left a file of some of them, which search studies
+    # then called "read-only" or "not an Optuna study database"
+    command = [sys.executable, "-m", "search", "coarse", *SMALL, "--trials", "2", "--storage", "sqlite:///n.db"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    full = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limited_to(16384))
+    assert list(tmp_path.iterdir()) == []
+    assert (full.returncode, full.stderr) == (2, "error: storage sqlite:///n.db: cannot create the database: disk "
+                                                 "I/O error [SQLITE_IOERR_WRITE]\n")
+    assert subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120).returncode == 0
+
+
 def test_output_piped_into_a_reader_that_left_ends_quietly_with_0(run_cli, tmp_path, url):
     # `search trials | head -1`: click (every command) and rich (the tables) ended it with exit 1
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
@@ -667,7 +680,14 @@ DEEP = "[" * 100_000 + "]" * 100_000
      "study digits/coarse cannot be read (several of its trials are number 0)"),
     (f"UPDATE trial_user_attributes SET value_json = '{DEEP}' WHERE key = 'diagnosis'", ["trials", STAGE],
      "study digits/coarse, trial 0, user attribute 'diagnosis' cannot be read (its JSON is nested too deep)"),
-], ids=["space-not-json", "value-text", "unknown-distribution", "data-null", "param-outside", "numbers-twice", "deep"])
+    # JSON of another kind than the list of strings this service writes: the report and the tables joined them
+    ("UPDATE study_user_attributes SET value_json = '3.5' WHERE key = 'range_notes'", ["report", "--out", "out"],
+     "study digits/coarse, user attribute 'range_notes' cannot be read (a JSON list of strings was expected, not 3.5)"),
+    ("UPDATE trial_user_attributes SET value_json = '[1e308]' WHERE key = 'diagnosis'", ["trials", STAGE],
+     "study digits/coarse, trial 0, user attribute 'diagnosis' cannot be read (a JSON list of strings was expected, "
+     "not [1e+308])"),
+], ids=["space-not-json", "value-text", "unknown-distribution", "data-null", "param-outside", "numbers-twice", "deep",
+        "notes-number", "diagnosis-numbers"])
 def test_a_stored_value_changed_by_hand_is_one_line_naming_it(run_cli, url, change, command, what):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
     engine = sqlalchemy.create_engine(url)

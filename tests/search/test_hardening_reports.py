@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,55 @@ def test_compare_out_through_a_link_to_nothing_is_refused_before_any_stage_runs(
     assert result.exit_code == 2 and result.stderr == (
         f"error: Invalid value for '--out': 'gone' is a link to '{tmp_path / 'nowhere'}', which does not exist\n")
     assert not (tmp_path / "search.db").exists()
+
+
+def test_a_report_that_does_not_fit_on_the_disk_leaves_the_folder_as_it_was(run_cli, tmp_path):
+    # the disk full at report.html: the new report.md, summary.json and plots were left beside the old report.html,
+    # exit 2 as if the input were bad
+    import resource
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    build_campaign(url, "other", n_coarse=8, n_fine=4, seed=1)
+    out = tmp_path / "out"
+    assert run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    limit = len(before["report.html"]) // 2
+    assert max(len(data) for name, data in before.items() if name != "report.html") < limit // 2
+
+    def filling_disk() -> None:  # files stop at ``limit`` bytes, as on a disk filling up
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = subprocess.run([sys.executable, "-m", "search", "report", "--campaign", "other", "--out", str(out),
+                             "--storage", url], env=env, capture_output=True, text=True, timeout=300,
+                            preexec_fn=filling_disk)
+
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1, f"error: --out '{out}': cannot write report.html: File too large; no file there was replaced")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old report whole, no temporary file
+
+
+def test_a_report_never_overwrites_the_study_database_in_its_folder(run_cli, tmp_path):
+    # a database named summary.json in the --out folder was replaced by the report's summary, exit 0
+    (tmp_path / "out").mkdir()
+    url = "sqlite:///out/summary.json"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    database = (tmp_path / "out" / "summary.json").read_bytes()
+
+    result = run_cli("report", "--campaign", "demo", "--out", "out", "--storage", url)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == ("error: --out out/summary.json is the --storage file; write to another "
+                                              "file")
+    assert (tmp_path / "out" / "summary.json").read_bytes() == database
+    assert {p.name for p in (tmp_path / "out").iterdir()} <= {"summary.json", "summary.json-wal", "summary.json-shm"}
+    # search compare's files: refused before its stages run
+    (tmp_path / "out" / "summary.json").rename(tmp_path / "out" / "compare.json")
+    compared = run_cli("compare", "--campaign", "c", "--out", "out", "--storage", "sqlite:///out/compare.json",
+                       "--repeats", "1", "--trials", "1", "--epochs", "1")
+    assert (compared.exit_code, compared.stderr) == (
+        2, "error: --out out/compare.json is the --storage file; write to another file\n")
+    assert (tmp_path / "out" / "compare.json").read_bytes() == database

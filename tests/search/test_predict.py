@@ -746,6 +746,29 @@ def test_a_plot_or_model_never_overwrites_the_study_database(run_cli, tmp_path):
     assert (tmp_path / "runs" / "s.db").read_bytes() == database
 
 
+def test_predictions_never_overwrite_the_study_database(run_cli, tmp_path, monkeypatch):
+    # search predict --out search.db wrote its CSV over the database of every stage, exit 0
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--jobs", "1").exit_code == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "search.db")) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    database = (tmp_path / "search.db").read_bytes()
+    train_and_save(run_cli, "spiral")
+    np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
+    for name in ("search.db", "./search.db", "search.db-wal"):
+        refused = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new.npz", "--out", name))
+        assert refused == (f"error: --out {name} is the study database file; write to another file" if "wal" not in
+                           name else f"error: --out {name} is a file SQLite keeps beside the study database file "
+                           f"search.db; write to another file")
+    # the database $SEARCH_STORAGE names
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "search.db").rename(tmp_path / "runs" / "s.db")
+    monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///runs/s.db")
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new.npz", "--out", "runs/s.db"),
+                   "error: --out runs/s.db is the study database file; write to another file")
+    assert (tmp_path / "runs" / "s.db").read_bytes() == database
+    assert {p.name for p in tmp_path.iterdir()} <= {"model.npz", "new.npz", "runs", "search.db-wal", "search.db-shm"}
+
+
 def test_a_folder_removed_before_the_model_is_written_is_one_line_and_exit_1(run_cli, tmp_path, monkeypatch):
     import shutil
 
