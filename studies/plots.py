@@ -150,8 +150,10 @@ EXPLODED_REASONS = ("exploded", "nan")  # a PRUNED trial's stop reasons when its
 EXPLODED_LABEL, SCHEDULER_LABEL, FAILED_LABEL = "exploded or nan (pruned)", "pruned by the scheduler", "failed"
 FAILED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "grey", "s": 18, "linewidths": 0.8}
 # a stage's colour and marker, the same stage alike in every plot; never red, orange or grey, nor the x and the
-# downward triangle, which mark exploded, scheduler-pruned and failed trials beside the stages
-STAGE_COLOURS = tuple(plt.get_cmap("tab10").colors[i] for i in (0, 2, 4, 5, 6, 8, 9))
+# downward triangle, which mark exploded, scheduler-pruned and failed trials beside the stages; eleven, so that a
+# search auto campaign of four fine stages and a grid (coarse, promote-k, fine-k, final, grid) has no two alike
+STAGE_COLOURS = (*(plt.get_cmap("tab10").colors[i] for i in (0, 2, 4, 5, 6, 8, 9)),
+                 *(matplotlib.colors.to_rgb(name) for name in ("black", "navy", "teal", "magenta")))
 STAGE_MARKERS = ("o", "^", "s", "D", "P", "*", "<", ">", "h")
 
 

@@ -1175,6 +1175,15 @@ def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_
     assert not set(colours) & marks, colours
 
 
+def test_the_stages_of_an_auto_campaign_with_three_fine_stages_and_a_grid_have_nine_colours():
+    # the README's recipe (coarse, promote-1..3, fine-1..3, grid) drew its grid in coarse's blue: in the best-so-far
+    # plot of grid against random, two blue lines
+    colours = [matplotlib.colors.to_hex(plots.stage_colour(i)) for i in range(9)]
+    assert len(set(colours)) == 9, colours
+    marks = {matplotlib.colors.to_hex(c) for c in ("tab:red", "tab:orange", "grey", "tab:gray")}
+    assert not set(colours) & marks
+
+
 def test_the_colour_bar_of_a_stage_whose_trials_all_scored_1_ends_at_1():
     # search auto on wine: fine-1's 14 completed trials all scored 1.0000, under a colour bar from 0.996 to 1.004
     frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [1.0] * 3,
