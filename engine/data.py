@@ -229,8 +229,9 @@ def check_dataset_name(name: str) -> None:
         raise ConfigError(f"unsupported data file {name!r}: {unsupported_text(path)}")
     if exists:  # a FIFO or a device (or a link to one) would block or never end
         raise ConfigError(f"{name!r} is not a regular file or folder")
-    if path.suffix.lower() in FILE_FORMATS or os.sep in name:
-        raise ConfigError(f"data file or folder not found: {name!r}")
+    if path.suffix or os.sep in name:  # a file name: 'wine.cvs' is a typo of a path, not of a built-in name
+        formats = "" if path.suffix.lower() in FILE_FORMATS else "; a data file is .npz, .csv or .tsv"
+        raise ConfigError(f"data file or folder not found: {name!r}{formats}")
     raise ConfigError(
         f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
         "or a path to an .npz, .csv or .tsv file, an image folder or a CIFAR-10 folder"
