@@ -128,6 +128,11 @@ def plot_layer_histograms(
     axes[1].set_title("layer std")
     for ax in axes[:2]:
         ax.set_xlabel("layer")
+    # on the scale of the spread, from 0 for the std: zoomed to their own range, a std of 0.80 to 0.87 through ten
+    # layers (he + relu, "keeps its scale") drew as wild swings, and a mean of +-5e-5 as one
+    spread = 1.1 * max(max(stds, default=0.0), max((abs(m) for m in means), default=0.0)) or 1.0
+    axes[0].set_ylim(-spread, spread)
+    axes[1].set_ylim(0.0, spread)
     lo = min(float(np.min(h)) for h in hidden)
     hi = max(float(np.max(h)) for h in hidden)
     if hi <= lo:

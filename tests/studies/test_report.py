@@ -1184,6 +1184,19 @@ def test_the_stages_of_an_auto_campaign_with_three_fine_stages_and_a_grid_have_n
     assert not set(colours) & marks
 
 
+def test_the_layer_mean_and_std_are_drawn_on_the_scale_of_the_spread_the_std_from_0():
+    # search layers --init he --activation relu --plot: its std of 0.80 to 0.87 ("keeps its scale") on an axis
+    # from 0.80 to 0.87 looked like wild swings
+    axes = plots.new_axes(2, 4).ravel()
+    stds = [0.826, 0.845, 0.826, 0.817, 0.857, 0.84, 0.819, 0.872, 0.853, 0.802]
+    means = [0.564, 0.595, 0.565, 0.560, 0.598, 0.526, 0.557, 0.615, 0.552, 0.546]
+    hidden = [np.full((4, 3), m) for m in means]
+    fig = plots.plot_layer_histograms([axes[0], axes[1], *axes[2:]], hidden[:6], means[:6], stds[:6], "he + relu")
+    assert axes[1].get_ylim() == pytest.approx((0.0, 1.1 * 0.857))
+    assert axes[0].get_ylim() == pytest.approx((-1.1 * 0.857, 1.1 * 0.857))
+    plots.plt.close(fig)
+
+
 def test_the_colour_bar_of_a_stage_whose_trials_all_scored_1_ends_at_1():
     # search auto on wine: fine-1's 14 completed trials all scored 1.0000, under a colour bar from 0.996 to 1.004
     frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [1.0] * 3,
