@@ -1319,8 +1319,12 @@ def _chain_text(summary: dict[str, Any]) -> str:
     def plural(n: Any, word: str) -> str:
         return f"{_count(n) if isinstance(n, int) else n or '-'} {word}{'' if n == 1 else 's'}"
 
+    # up to the chosen configuration's stage: a `search fine` run after search auto came after the choice
+    names = [s["stage"] for s in summary["stages"]]
+    chosen = summary["chosen"].get("stage")
+    led = summary["stages"][:names.index(chosen) + 1] if chosen in names else summary["stages"]
     steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(_n_trials(s), 'trial')} of "
-             f"{plural(s['epochs'], 'epoch')})" for s in summary["stages"] if s["sampler"] != "grid"]
+             f"{plural(s['epochs'], 'epoch')})" for s in led if s["sampler"] != "grid"]
     retrained = summary["chosen"].get("retrained")
     if retrained:
         steps.append(f"retrained {plural(retrained['runs'], 'time')} and tested")

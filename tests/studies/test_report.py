@@ -28,8 +28,8 @@ from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIO
                             first_finished, outcome, param_importance, pruning_savings, render_markdown, repeat_numbers,
                             write_report, _data_text, _repeats_text, _verdict)
 from studies.store import open_storage
-from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
-                                      build_mixed_campaign, trial_specs)
+from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, FINE_SPACE, add_stage, build_auto_campaign,
+                                      build_campaign, build_mixed_campaign, trial_specs)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -1293,6 +1293,23 @@ def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
     optuna.load_study(study_name="auto/final", storage=url).set_user_attr("fine_stages_stopped", "--max-fine 1: ...")
     report = campaign_report(open_storage(url, create=False), "auto", images=False)
     assert f"{chain}. No further fine stage: --max-fine 1: ...." in render_markdown(report.summary)
+
+
+def test_the_chain_of_the_chosen_configuration_ends_at_its_final_stage(tmp_path):
+    # `search fine` after search auto added promote-2 and fine-2, and the chain went on through them to
+    # "→ retrained 3 times and tested", as if the retrained choice had come from fine-2
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    rng = np.random.default_rng(5)
+    add_stage(url, "auto", "promote-2", FINE_SPACE, trial_specs(rng, FINE_SPACE, 8, iterations=400), 8, "fixed",
+              "auto/fine-1")
+    add_stage(url, "auto", "fine-2", FINE_SPACE, trial_specs(rng, FINE_SPACE, 10, iterations=400), 8, "random",
+              "auto/fine-1")
+    report = campaign_report(open_storage(url, create=False), "auto", images=False)
+    assert [s["stage"] for s in report.summary["stages"]][-2:] == ["promote-2", "fine-2"]
+    report.summary["chosen"]["retrained"] = {"runs": 3, "val_acc": 0.9, "test_acc": 0.88, "test_std": 0.01}
+    assert ("fine-1 (random, 12 trials of 4 epochs) → final (fixed, 9 trials of 4 epochs) → retrained 3 times and "
+            "tested.") in render_markdown(report.summary)
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
