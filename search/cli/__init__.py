@@ -54,7 +54,7 @@ class SearchGroup(click.Group):
         except (KeyboardInterrupt, click.exceptions.Abort, Interrupted) as stop:
             _exit_interrupted(stop, given)
         except click.ClickException as e:
-            click.echo(f"error: {visible(e.format_message())}", err=True)
+            click.echo(f"error: {visible(self._campaign_data_hint(e) or e.format_message())}", err=True)
             sys.exit(e.exit_code)
         except (EngineError, StudyError, SearchError) as e:
             click.echo(f"error: {visible(one_line(str(e)))}", err=True)
@@ -89,6 +89,20 @@ class SearchGroup(click.Group):
             sys.unraisablehook = hook
             forget_pending()  # handled above: nothing left pending for what runs next in this process
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def _campaign_data_hint(self, e: click.ClickException) -> str | None:
+        """Where a command of a campaign takes its data from, when it was given a data option (search fine --data),
+        in place of click's "No such option" and its guesses ("Did you mean '--state'?")."""
+        command = e.ctx.command if isinstance(e, click.NoSuchOption) and e.ctx else None
+        if command is None or not any(p.name == "campaign" for p in command.params):
+            return None
+        from search.cli.options import SECTIONS
+
+        data = {o for p in self.commands["coarse"].params if p.name in SECTIONS["Data"] for o in p.opts}
+        if e.option_name not in data:
+            return None
+        return (f"search {command.name} takes no {e.option_name}: it works on a campaign, which keeps the data it was "
+                "created with; choose the campaign with --campaign NAME (search studies lists them)")
 
     # click's own main ends a write to a closed pipe with exit 1 (``| head``), before the handler above sees it
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:  # noqa: D102 (--help prints here)

@@ -79,6 +79,20 @@ def test_bad_input_exits_2_with_one_line(run_cli, args, fragments):
         assert not os.path.exists("search.db") or optuna.get_all_study_names("sqlite:///search.db") == []
 
 
+def test_a_data_option_given_to_a_command_of_a_campaign_says_where_its_data_comes_from(run_cli, tmp_path):
+    # search fine --data wine.csv said "No such option '--data'." and search trials --data added "Did you mean
+    # '--state'?"
+    one_line_error(run_cli("fine", "--data", "wine.csv"), "search fine takes no --data: it works on a campaign, which "
+                   "keeps the data it was created with; choose the campaign with --campaign NAME (search studies "
+                   "lists them)")
+    assert "search grid takes no --label-column: " in one_line_error(run_cli("grid", "--label-column", "species"))
+    assert "search trials takes no --data: " in one_line_error(run_cli("trials", "--data", "wine.csv"))
+    # other unknown options, and a command of no campaign, keep click's message
+    assert one_line_error(run_cli("fine", "--foo")) == "error: No such option '--foo'. Did you mean '--top'?"
+    assert one_line_error(run_cli("layers", "--data", "x")).startswith("error: No such option '--data'.")
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_query_refuses_a_delete_and_changes_nothing(run_cli):
     assert run_cli("coarse", "--trials", "3", "--epochs", "1").exit_code == 0
     count = 'SELECT count(*) AS n FROM trials'
