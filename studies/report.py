@@ -1348,9 +1348,17 @@ def _retrained_text(chosen: dict[str, Any]) -> str:
             f"{val}test accuracy {test}.")
 
 
+CODE_WORD_KEPT = 32  # characters: a command's word up to this long is never broken, a longer one (a path) anywhere
+
+
 def _inline_code(text: str) -> str:
-    """HTML of a plain text: escaped, and each `inline code` span as <code> (report.md keeps the backticks)."""
-    return re.sub(r"`([^`\n]+)`", r"<code>\1</code>", html.escape(text))
+    """HTML of a plain text: escaped, and each `inline code` span as <code> (report.md keeps the backticks), its words
+    each kept whole: a browser breaks a line after a hyphen, and on a phone `--save` read "-" and, below, "-save"."""
+    def code(match: re.Match) -> str:
+        words = match.group(1).split(" ")
+        return "<code>" + " ".join(f"<span class='nw'>{w}</span>" if len(w) <= CODE_WORD_KEPT else w
+                                   for w in words) + "</code>"
+    return re.sub(r"`([^`\n]+)`", code, html.escape(text))
 
 
 def _data_text(data: dict[str, Any] | None) -> str | None:

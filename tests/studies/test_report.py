@@ -334,7 +334,7 @@ def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(camp
     assert_real_png(report.images["best_so_far"])
     written = write_report(report, tmp_path / "out")
     html = written["report.html"].read_text()
-    assert f"<code>{grid}</code>" in html and "`" not in html  # inline code, no backticks
+    assert f"<code>{grid}</code>" in _unspanned(html) and "`" not in html  # inline code, no backticks
     assert f"`{grid}`" in written["report.md"].read_text()  # markdown keeps them
 
 
@@ -724,7 +724,7 @@ def test_the_final_stage_s_best_params_are_the_chosen_configuration_not_its_luck
     # needs to find this database (it once left it out: pasted, the command said "no database at 'search.db'")
     keep = f"search train --from-trial pick/final:1 --storage {url} --save model.npz"
     assert f"Keep it as a model for `search predict`: `{keep}`." in " ".join(md.split())
-    assert f"<code>{keep}</code>" in written["report.html"].read_text()
+    assert f"<code>{keep}</code>" in _unspanned(written["report.html"].read_text())
     assert report.summary["storage"] == url
     page = re.sub(r"<[^>]+>", " ", written["report.html"].read_text())
     assert "final lr=1e-06:1 reg=1e-06:10 best mean of #1, #3, #5 lr=0.01 reg=0.0001" in " ".join(page.split())
@@ -793,10 +793,28 @@ def test_ranges_draw_the_chain_stages_and_grid_not_the_fixed_ones(auto, campaign
     assert seen["ranges"] == ["coarse", "fine-1", "grid"] and list(seen["dashed"]) == ["grid"]
 
 
+def _unspanned(html_text: str) -> str:
+    """The HTML without its <span> tags: inline code as the text it shows."""
+    return re.sub(r"</?span[^>]*>", "", html_text)
+
+
+def test_inline_code_keeps_each_word_whole(tmp_path):
+    # at 390 pixels the report's command to keep the chosen model broke after the first hyphen of --save:
+    # "wine/final:1 -" and, on the next line, "-save model.npz"
+    from studies.report import _inline_code
+
+    assert _inline_code("keep it: `search train --from-trial wine/final:1 --save model.npz`.") == (
+        "keep it: <code><span class='nw'>search</span> <span class='nw'>train</span> "
+        "<span class='nw'>--from-trial</span> <span class='nw'>wine/final:1</span> <span class='nw'>--save</span> "
+        "<span class='nw'>model.npz</span></code>.")
+    long_url = "sqlite:////home/someone/experiments/2024/search.db"  # longer than a phone's line: may break
+    assert _inline_code(f"`--storage {long_url}`") == f"<code><span class='nw'>--storage</span> {long_url}</code>"
+
+
 def test_inline_code_is_code_in_html_and_backticks_in_markdown(demo):
     _, written, _ = demo
     html, md = written["report.html"].read_text(), written["report.md"].read_text()
-    assert "<code>search explain STUDY:NUMBER</code>" in html and "`" not in html
+    assert "<code>search explain STUDY:NUMBER</code>" in _unspanned(html) and "`" not in html
     assert "`search explain STUDY:NUMBER`" in md
 
 
