@@ -25,6 +25,11 @@ from studies.errors import StudyError
 EXIT_INTERRUPTED = 130
 
 
+# click 8.2 and later raise this for a group run with no command (printed as an error, "error: Usage: ..."); 8.1
+# printed the help itself
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class SearchGroup(click.Group):
     """A click group whose errors print as one line on stderr with the contract's exit codes."""
 
@@ -53,6 +58,9 @@ class SearchGroup(click.Group):
             sys.exit(e.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort, Interrupted) as stop:
             _exit_interrupted(stop, given)
+        except _NO_ARGS_IS_HELP as e:  # `search` alone: its help on stdout, as `search --help` and click 8.1 print it
+            click.echo(e.format_message())
+            sys.exit(0)
         except click.ClickException as e:
             click.echo(f"error: {visible(self._campaign_data_hint(e) or e.format_message())}", err=True)
             sys.exit(e.exit_code)

@@ -79,6 +79,13 @@ def test_bad_input_exits_2_with_one_line(run_cli, args, fragments):
         assert not os.path.exists("search.db") or optuna.get_all_study_names("sqlite:///search.db") == []
 
 
+def test_search_alone_prints_its_help_as_search_help_does(run_cli):
+    # it printed "error: Usage: search [OPTIONS] COMMAND [ARGS]..." and the whole help after it, on stderr, exit 2
+    alone, asked = run_cli(), run_cli("--help")
+    assert (alone.exit_code, alone.stderr) == (0, "")
+    assert alone.stdout == asked.stdout and alone.stdout.startswith("Usage: ")
+
+
 def test_a_data_option_given_to_a_command_of_a_campaign_says_where_its_data_comes_from(run_cli, tmp_path):
     # search fine --data wine.csv said "No such option '--data'." and search trials --data added "Did you mean
     # '--state'?"
