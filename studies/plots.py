@@ -80,7 +80,7 @@ def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None =
         shown = np.append(shown, threshold * shown[0])
         ax.legend(fontsize=8)
     if shown.size and shown.min() > 0 and shown.max() / shown.min() > 10:
-        ax.set_yscale("log")
+        _set_scale(ax, "y", True)  # labelled as the report's loss curves are: 5, 10, 20, not 10^1 and 2x10^1 alone
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")

@@ -1215,6 +1215,19 @@ def test_the_layer_mean_and_std_are_drawn_on_the_scale_of_the_spread_the_std_fro
     plots.plt.close(fig)
 
 
+def test_a_single_runs_log_loss_axis_is_labelled_in_plain_numbers():
+    # search explain --plot of an exploded run (loss 2.9 up to 38) labelled its axis 10^1 and 2x10^1 alone, a tick
+    # at 5 left blank
+    ax = plots.new_axes()[0, 0]
+    fig = plots.plot_loss_curve(ax, [2.9, 38, 19, 33, 31, 36, 27, 32, 30, 35], iterations=10, threshold=3.0)
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    shown = [t.get_text() for t in [*ax.yaxis.get_majorticklabels(), *ax.yaxis.get_minorticklabels()]
+             if low <= t.get_position()[1] <= high and t.get_text()]
+    assert sorted(shown, key=float) == ["5", "10", "20"]
+    plots.plt.close(fig)
+
+
 def test_the_colour_bar_of_a_stage_whose_trials_all_scored_1_ends_at_1():
     # search auto on wine: fine-1's 14 completed trials all scored 1.0000, under a colour bar from 0.996 to 1.004
     frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [1.0] * 3,
