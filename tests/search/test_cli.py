@@ -68,6 +68,7 @@ def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(
     (["train", "--init", "magic"], ["--init", "magic"]),
     (["train", "--lr", "-1"], ["--lr", "-1"]),
     (["train", "--data", "cifar10", "--data-dir", "/no/such/cifar"], ["/no/such/cifar"]),
+    (["data", "--data", "cifar10"], ["cifar10 needs data_dir (--data-dir DIR): the cifar-10-batches-py folder"]),
     (["train", "--batch-size", "5000"], ["batch size", "5000"]),
 ])
 def test_bad_input_exits_2_with_one_line(run_cli, args, fragments):
