@@ -69,6 +69,12 @@ def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(
     (["train", "--lr", "-1"], ["--lr", "-1"]),
     (["train", "--data", "cifar10", "--data-dir", "/no/such/cifar"], ["/no/such/cifar"]),
     (["data", "--data", "cifar10"], ["cifar10 needs data_dir (--data-dir DIR): the cifar-10-batches-py folder"]),
+    # the data's settings were named as in Python alone: "components applies only to pca and whiten"
+    (["data", "--val-fraction", "0.5", "--test-fraction", "0.6"],
+     ["val_fraction + test_fraction (--val-fraction, --test-fraction) must be below 1"]),
+    (["data", "--train-size", "100000"], ["asked for train_size 100000 (--train-size) but only 1257 train samples"]),
+    (["data", "--pca-components", "5"], ["components (--pca-components) applies only to pca and whiten, not "
+                                         "'mean_image'"]),
     (["train", "--batch-size", "5000"], ["batch size", "5000"]),
 ])
 def test_bad_input_exits_2_with_one_line(run_cli, args, fragments):
