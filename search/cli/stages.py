@@ -442,6 +442,9 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
     ex = execution(storage, 1, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
     if stage is not None:
+        if study_name(name, stage) not in {s.study_name for s in st.get_all_studies()}:  # (one being created waits)
+            stages = ", ".join(str(s.user_attrs.get("stage")) for s in campaign_stages(st, name))
+            raise SearchError(f"campaign {name} has no stage {stage!r}; its stages: {stages}")  # not every campaign's
         return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json)
     summaries: list[Any] = []
     served: set[str] = set()  # a stage is joined once: its trials others still run are theirs to finish
