@@ -402,6 +402,8 @@ def test_unknown_campaign_or_stage_lists_the_known_ones(run_cli):
     # the campaign's own stages: it listed the first few studies of every campaign, the other's among them
     assert one_line_error(run_cli("worker", "--campaign", "digits", "--stage", "fine-7")) == (
         "error: campaign digits has no stage 'fine-7'; its stages: coarse")
+    assert one_line_error(run_cli("explain", "digits/fine1:0")) == (
+        "error: unknown study 'digits/fine1'; studies of campaign digits: digits/coarse")
     one_line_error(run_cli("grid", "--campaign", "nope"), "unknown campaign 'nope'", "digits, other")
     one_line_error(run_cli("best", "--campaign", "nope"), "nope", "digits")
     one_line_error(run_cli("trials", "--campaign", "nope"), "nope", "digits")
