@@ -404,6 +404,9 @@ def test_unknown_campaign_or_stage_lists_the_known_ones(run_cli):
         "error: campaign digits has no stage 'fine-7'; its stages: coarse")
     assert one_line_error(run_cli("explain", "digits/fine1:0")) == (
         "error: unknown study 'digits/fine1'; studies of campaign digits: digits/coarse")
+    # a worker starts no campaign: "(use --campaign NAME to start a new campaign)" was no advice for it
+    joined = run_cli("worker", "--campaign", "digits", "--stage", "coarse")
+    assert joined.exit_code == 0 and "digits/coarse was already complete; nothing to run\n" in joined.stdout
     one_line_error(run_cli("grid", "--campaign", "nope"), "unknown campaign 'nope'", "digits, other")
     one_line_error(run_cli("best", "--campaign", "nope"), "nope", "digits")
     one_line_error(run_cli("trials", "--campaign", "nope"), "nope", "digits")
