@@ -240,10 +240,15 @@ def outside_training_range(checkpoint: Checkpoint, X: np.ndarray) -> dict[str, A
     per_feature = far.sum(axis=0)
     judged_values, values = len(X) * int(judged.sum()), int(per_feature.sum())
     worst = int(per_feature.argmax()) if len(per_feature) else 0
+
+    def shortest(v: np.generic) -> float:  # a float32 as it prints (11.62), not widened to 11.619999885559082
+        return float(str(v))
+
     return {"values": values, "share": values / judged_values if judged_values else 0.0,
             "features": int((per_feature > 0).sum()), "feature": worst,
-            "train_min": float(low[worst]), "train_max": float(high[worst]),
-            "min": float(X[:, worst].min()) if len(X) else None, "max": float(X[:, worst].max()) if len(X) else None}
+            "train_min": shortest(low[worst]), "train_max": shortest(high[worst]),
+            "min": shortest(X[:, worst].min()) if len(X) else None,
+            "max": shortest(X[:, worst].max()) if len(X) else None}
 
 
 def _not_a_model(path: Path, exc: BaseException) -> DataError:

@@ -291,7 +291,8 @@ def read_cifar_label_names(path: Path) -> tuple[str, ...] | None:
 def find_cifar_folder(data_dir: str | Path | None) -> Path:
     """The cifar-10-batches-py folder: ``data_dir`` itself or its child of that name."""
     if data_dir is None:
-        raise DataError(f"cifar10 needs data_dir: the {CIFAR_FOLDER} folder or the folder containing it")
+        raise DataError(f"cifar10 needs data_dir (--data-dir DIR): the {CIFAR_FOLDER} folder or the folder "
+                        "containing it")
     path = Path(data_dir).expanduser()
     if (path / CIFAR_FOLDER).is_dir():
         return path / CIFAR_FOLDER

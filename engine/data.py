@@ -80,7 +80,8 @@ def _check_fractions(val_fraction: Any, test_fraction: Any) -> None:
             raise ConfigError(f"{field_name} must be a number strictly between 0 and 1, got {shown(value)}")
     if val_fraction + test_fraction >= 1:
         raise ConfigError(
-            f"val_fraction + test_fraction must be below 1 to leave training samples, got {val_fraction} + {test_fraction}"
+            "val_fraction + test_fraction (--val-fraction, --test-fraction) must be below 1 to leave training samples, "
+            f"got {val_fraction} + {test_fraction}"
         )
 
 
@@ -229,8 +230,9 @@ def check_dataset_name(name: str) -> None:
         raise ConfigError(f"unsupported data file {name!r}: {unsupported_text(path)}")
     if exists:  # a FIFO or a device (or a link to one) would block or never end
         raise ConfigError(f"{name!r} is not a regular file or folder")
-    if path.suffix.lower() in FILE_FORMATS or os.sep in name:
-        raise ConfigError(f"data file or folder not found: {name!r}")
+    if path.suffix or os.sep in name:  # a file name: 'wine.cvs' is a typo of a path, not of a built-in name
+        formats = "" if path.suffix.lower() in FILE_FORMATS else "; a data file is .npz, .csv or .tsv"
+        raise ConfigError(f"data file or folder not found: {name!r}{formats}")
     raise ConfigError(
         f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
         "or a path to an .npz, .csv or .tsv file, an image folder or a CIFAR-10 folder"
@@ -253,7 +255,8 @@ def _take_first(name: str, split: str, X: np.ndarray, y: np.ndarray, size: int |
     if size is None:
         return X, y
     if size > len(X):
-        raise DataError(f"{name}: asked for {split}_size {size} but only {len(X)} {split} samples are available")
+        option = {"train": " (--train-size)", "val": " (--val-size)"}.get(split, "")  # test_size: from Python alone
+        raise DataError(f"{name}: asked for {split}_size {size}{option} but only {len(X)} {split} samples are available")
     return X[:size], y[:size]
 
 
@@ -962,7 +965,8 @@ def _load_cifar10(spec: DataSpec, folder: Path) -> Dataset:
 
     n_val = spec.val_size if spec.val_size is not None else int(round(CIFAR_VAL_FRACTION * len(X_all)))
     if n_val >= len(X_all):
-        raise DataError(f"cifar10: asked for val_size {n_val} but only {len(X_all)} training images are available")
+        raise DataError(f"cifar10: asked for val_size {n_val} (--val-size) but only {len(X_all)} training images are "
+                        "available")
     n_train = len(X_all) - n_val
     X_tr, y_tr = _take_first("cifar10", "train", X_all[:n_train], y_all[:n_train], spec.train_size)
     X_te, y_te = _take_first("cifar10", "test", X_test.astype(np.float32) / np.float32(255), y_test, spec.test_size)

@@ -63,7 +63,7 @@ class PreprocessSpec:
         check_preprocess_name(self.name)
         if self.components is not None:
             if self.name not in ("pca", "whiten"):
-                raise ConfigError(f"components applies only to pca and whiten, not {self.name!r} "
+                raise ConfigError(f"components (--pca-components) applies only to pca and whiten, not {self.name!r} "
                                   f"(got {shown(self.components)})")
             if isinstance(self.components, bool) or not isinstance(self.components, (int, np.integer)) or self.components < 1:
                 raise ConfigError(f"components must be an integer >= 1, got {shown(self.components)}")

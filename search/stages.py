@@ -42,7 +42,7 @@ from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
                           insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
-from studies.queries import names_message, split_samples
+from studies.queries import known_studies_message, split_samples
 from studies.records import diagnosis_labels, trial_record
 from studies.budget import initialise_study, requeue_and_count, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
@@ -322,7 +322,7 @@ def load_stage_study(storage: RDBStorage, name: str, wait_ready: float = 30.0) -
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         known = sorted(s.study_name for s in storage.get_all_studies())
-        raise SearchError(f"unknown study {name!r}; known: {names_message(known)}") from None
+        raise SearchError(f"unknown study {name!r}; {known_studies_message(known, name)}") from None
     if _not_ours(study):  # plain Optuna's study: it will never be ready, and it is not half created
         raise SearchError(f"study {name} was not created by this service")
     deadline = time.monotonic() + wait_ready

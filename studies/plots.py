@@ -80,7 +80,7 @@ def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None =
         shown = np.append(shown, threshold * shown[0])
         ax.legend(fontsize=8)
     if shown.size and shown.min() > 0 and shown.max() / shown.min() > 10:
-        ax.set_yscale("log")
+        _set_scale(ax, "y", True)  # labelled as the report's loss curves are: 5, 10, 20, not 10^1 and 2x10^1 alone
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
@@ -128,6 +128,11 @@ def plot_layer_histograms(
     axes[1].set_title("layer std")
     for ax in axes[:2]:
         ax.set_xlabel("layer")
+    # on the scale of the spread, from 0 for the std: zoomed to their own range, a std of 0.80 to 0.87 through ten
+    # layers (he + relu, "keeps its scale") drew as wild swings, and a mean of +-5e-5 as one
+    spread = 1.1 * max(max(stds, default=0.0), max((abs(m) for m in means), default=0.0)) or 1.0
+    axes[0].set_ylim(-spread, spread)
+    axes[1].set_ylim(0.0, spread)
     lo = min(float(np.min(h)) for h in hidden)
     hi = max(float(np.max(h)) for h in hidden)
     if hi <= lo:
@@ -150,8 +155,10 @@ EXPLODED_REASONS = ("exploded", "nan")  # a PRUNED trial's stop reasons when its
 EXPLODED_LABEL, SCHEDULER_LABEL, FAILED_LABEL = "exploded or nan (pruned)", "pruned by the scheduler", "failed"
 FAILED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "grey", "s": 18, "linewidths": 0.8}
 # a stage's colour and marker, the same stage alike in every plot; never red, orange or grey, nor the x and the
-# downward triangle, which mark exploded, scheduler-pruned and failed trials beside the stages
-STAGE_COLOURS = tuple(plt.get_cmap("tab10").colors[i] for i in (0, 2, 4, 5, 6, 8, 9))
+# downward triangle, which mark exploded, scheduler-pruned and failed trials beside the stages; eleven, so that a
+# search auto campaign of four fine stages and a grid (coarse, promote-k, fine-k, final, grid) has no two alike
+STAGE_COLOURS = (*(plt.get_cmap("tab10").colors[i] for i in (0, 2, 4, 5, 6, 8, 9)),
+                 *(matplotlib.colors.to_rgb(name) for name in ("black", "navy", "teal", "magenta")))
 STAGE_MARKERS = ("o", "^", "s", "D", "P", "*", "<", ">", "h")
 
 

@@ -92,6 +92,14 @@ class _StudyInfo:
     directions: tuple[StudyDirection, ...]
 
 
+def known_studies_message(known: Sequence[str], name: str) -> str:
+    """The studies to name beside an unknown study ``name``: a misspelt stage of a known campaign (wine/fine1) gets
+    that campaign's, not the first few of every campaign."""
+    campaign = name.rpartition("/")[0]
+    kin = [k for k in known if k.rpartition("/")[0] == campaign]
+    return f"studies of campaign {campaign}: {names_message(kin)}" if kin else f"known studies: {names_message(known)}"
+
+
 def names_message(names: Sequence[str]) -> str:
     """The first few ``names`` for an error line, then how many more (``search studies`` lists them all)."""
     if not names:
@@ -306,9 +314,7 @@ def _select_studies(
             )
         if study_name not in known:
             scope = f" in campaign {campaign!r}" if campaign is not None else ""
-            raise UnknownStudyError(
-                f"unknown study {study_name!r}{scope}; known studies: {names_message(known)}"
-            )
+            raise UnknownStudyError(f"unknown study {study_name!r}{scope}; {known_studies_message(known, study_name)}")
         selected = [i for i in selected if i.name == study_name]
     return selected
 

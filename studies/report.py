@@ -1319,8 +1319,12 @@ def _chain_text(summary: dict[str, Any]) -> str:
     def plural(n: Any, word: str) -> str:
         return f"{_count(n) if isinstance(n, int) else n or '-'} {word}{'' if n == 1 else 's'}"
 
+    # up to the chosen configuration's stage: a `search fine` run after search auto came after the choice
+    names = [s["stage"] for s in summary["stages"]]
+    chosen = summary["chosen"].get("stage")
+    led = summary["stages"][:names.index(chosen) + 1] if chosen in names else summary["stages"]
     steps = [f"{s['stage']} ({s['sampler'] or '-'}, {plural(_n_trials(s), 'trial')} of "
-             f"{plural(s['epochs'], 'epoch')})" for s in summary["stages"] if s["sampler"] != "grid"]
+             f"{plural(s['epochs'], 'epoch')})" for s in led if s["sampler"] != "grid"]
     retrained = summary["chosen"].get("retrained")
     if retrained:
         steps.append(f"retrained {plural(retrained['runs'], 'time')} and tested")
@@ -1344,9 +1348,17 @@ def _retrained_text(chosen: dict[str, Any]) -> str:
             f"{val}test accuracy {test}.")
 
 
+CODE_WORD_KEPT = 32  # characters: a command's word up to this long is never broken, a longer one (a path) anywhere
+
+
 def _inline_code(text: str) -> str:
-    """HTML of a plain text: escaped, and each `inline code` span as <code> (report.md keeps the backticks)."""
-    return re.sub(r"`([^`\n]+)`", r"<code>\1</code>", html.escape(text))
+    """HTML of a plain text: escaped, and each `inline code` span as <code> (report.md keeps the backticks), its words
+    each kept whole: a browser breaks a line after a hyphen, and on a phone `--save` read "-" and, below, "-save"."""
+    def code(match: re.Match) -> str:
+        words = match.group(1).split(" ")
+        return "<code>" + " ".join(f"<span class='nw'>{w}</span>" if len(w) <= CODE_WORD_KEPT else w
+                                   for w in words) + "</code>"
+    return re.sub(r"`([^`\n]+)`", code, html.escape(text))
 
 
 def _data_text(data: dict[str, Any] | None) -> str | None:

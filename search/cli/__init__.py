@@ -25,6 +25,11 @@ from studies.errors import StudyError
 EXIT_INTERRUPTED = 130
 
 
+# click 8.2 and later raise this for a group run with no command (printed as an error, "error: Usage: ..."); 8.1
+# printed the help itself
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class SearchGroup(click.Group):
     """A click group whose errors print as one line on stderr with the contract's exit codes."""
 
@@ -53,8 +58,11 @@ class SearchGroup(click.Group):
             sys.exit(e.exit_code)
         except (KeyboardInterrupt, click.exceptions.Abort, Interrupted) as stop:
             _exit_interrupted(stop, given)
+        except _NO_ARGS_IS_HELP as e:  # `search` alone: its help on stdout, as `search --help` and click 8.1 print it
+            click.echo(e.format_message())
+            sys.exit(0)
         except click.ClickException as e:
-            click.echo(f"error: {visible(e.format_message())}", err=True)
+            click.echo(f"error: {visible(self._campaign_data_hint(e) or e.format_message())}", err=True)
             sys.exit(e.exit_code)
         except (EngineError, StudyError, SearchError) as e:
             click.echo(f"error: {visible(one_line(str(e)))}", err=True)
@@ -89,6 +97,20 @@ class SearchGroup(click.Group):
             sys.unraisablehook = hook
             forget_pending()  # handled above: nothing left pending for what runs next in this process
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def _campaign_data_hint(self, e: click.ClickException) -> str | None:
+        """Where a command of a campaign takes its data from, when it was given a data option (search fine --data),
+        in place of click's "No such option" and its guesses ("Did you mean '--state'?")."""
+        command = e.ctx.command if isinstance(e, click.NoSuchOption) and e.ctx else None
+        if command is None or not any(p.name == "campaign" for p in command.params):
+            return None
+        from search.cli.options import SECTIONS
+
+        data = {o for p in self.commands["coarse"].params if p.name in SECTIONS["Data"] for o in p.opts}
+        if e.option_name not in data:
+            return None
+        return (f"search {command.name} takes no {e.option_name}: it works on a campaign, which keeps the data it was "
+                "created with; choose the campaign with --campaign NAME (search studies lists them)")
 
     # click's own main ends a write to a closed pipe with exit 1 (``| head``), before the handler above sees it
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:  # noqa: D102 (--help prints here)

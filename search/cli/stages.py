@@ -176,7 +176,10 @@ def batch_warning(train_samples: int, batch_size: int) -> str | None:
     return None
 
 
-def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None) -> int:
+def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None,
+           complete_hint: str = " (use --campaign NAME to start a new campaign)") -> int:
+    """Print the stages' summaries (or JSON); ``complete_hint`` follows "already complete; nothing to run" (a worker,
+    which starts no campaign, gives none)."""
     if as_json:
         echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
     else:
@@ -188,8 +191,7 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
                 say(f"{', '.join(f'{s.study} ({s.n_trials} trials)' for s in before)} {were} already complete; "
                     f"continued with the stages after {'it' if len(before) == 1 else 'them'}")
             else:
-                say(f"{', '.join(s.study for s in before)} {were} already complete; nothing to run (use --campaign "
-                    f"NAME to start a new campaign)")
+                say(f"{', '.join(s.study for s in before)} {were} already complete; nothing to run{complete_hint}")
         for s in summaries:
             print_summary(s)
     return 1 if any(s.errors for s in summaries) else 0
@@ -442,7 +444,10 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
     ex = execution(storage, 1, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
     if stage is not None:
-        return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json)
+        if study_name(name, stage) not in {s.study_name for s in st.get_all_studies()}:  # (one being created waits)
+            stages = ", ".join(str(s.user_attrs.get("stage")) for s in campaign_stages(st, name))
+            raise SearchError(f"campaign {name} has no stage {stage!r}; its stages: {stages}")  # not every campaign's
+        return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json, complete_hint="")
     summaries: list[Any] = []
     served: set[str] = set()  # a stage is joined once: its trials others still run are theirs to finish
     waiting = False
@@ -465,7 +470,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
             time.sleep(FOLLOW_POLL_SECONDS)
     if not summaries and not as_json:  # finished before this worker came: nothing is wrong
         say(f"nothing to join: every stage of campaign {name} is complete")
-    return finish(summaries, as_json)
+    return finish(summaries, as_json, complete_hint="")
 
 
 COMMANDS = [coarse, fine, grid, auto, worker]

@@ -68,6 +68,13 @@ def test_fine_widens_a_range_whose_lower_bound_is_above_the_good_learning_rates(
     (["train", "--init", "magic"], ["--init", "magic"]),
     (["train", "--lr", "-1"], ["--lr", "-1"]),
     (["train", "--data", "cifar10", "--data-dir", "/no/such/cifar"], ["/no/such/cifar"]),
+    (["data", "--data", "cifar10"], ["cifar10 needs data_dir (--data-dir DIR): the cifar-10-batches-py folder"]),
+    # the data's settings were named as in Python alone: "components applies only to pca and whiten"
+    (["data", "--val-fraction", "0.5", "--test-fraction", "0.6"],
+     ["val_fraction + test_fraction (--val-fraction, --test-fraction) must be below 1"]),
+    (["data", "--train-size", "100000"], ["asked for train_size 100000 (--train-size) but only 1257 train samples"]),
+    (["data", "--pca-components", "5"], ["components (--pca-components) applies only to pca and whiten, not "
+                                         "'mean_image'"]),
     (["train", "--batch-size", "5000"], ["batch size", "5000"]),
 ])
 def test_bad_input_exits_2_with_one_line(run_cli, args, fragments):
@@ -77,6 +84,27 @@ def test_bad_input_exits_2_with_one_line(run_cli, args, fragments):
     if args[0] == "coarse":
         # nothing was written for a refused command
         assert not os.path.exists("search.db") or optuna.get_all_study_names("sqlite:///search.db") == []
+
+
+def test_search_alone_prints_its_help_as_search_help_does(run_cli):
+    # it printed "error: Usage: search [OPTIONS] COMMAND [ARGS]..." and the whole help after it, on stderr, exit 2
+    alone, asked = run_cli(), run_cli("--help")
+    assert (alone.exit_code, alone.stderr) == (0, "")
+    assert alone.stdout == asked.stdout and alone.stdout.startswith("Usage: ")
+
+
+def test_a_data_option_given_to_a_command_of_a_campaign_says_where_its_data_comes_from(run_cli, tmp_path):
+    # search fine --data wine.csv said "No such option '--data'." and search trials --data added "Did you mean
+    # '--state'?"
+    one_line_error(run_cli("fine", "--data", "wine.csv"), "search fine takes no --data: it works on a campaign, which "
+                   "keeps the data it was created with; choose the campaign with --campaign NAME (search studies "
+                   "lists them)")
+    assert "search grid takes no --label-column: " in one_line_error(run_cli("grid", "--label-column", "species"))
+    assert "search trials takes no --data: " in one_line_error(run_cli("trials", "--data", "wine.csv"))
+    # other unknown options, and a command of no campaign, keep click's message
+    assert one_line_error(run_cli("fine", "--foo")) == "error: No such option '--foo'. Did you mean '--top'?"
+    assert one_line_error(run_cli("layers", "--data", "x")).startswith("error: No such option '--data'.")
+    assert not (tmp_path / "search.db").exists()
 
 
 def test_query_refuses_a_delete_and_changes_nothing(run_cli):

@@ -333,6 +333,9 @@ def test_a_database_name_longer_than_the_file_system_takes_is_one_line(run_cli, 
     (["coarse", "--campaign", " sp "], ["--campaign ' sp ' begins or ends with white space"]),
     (["auto", "--campaign", "sp\u00a0"], ["--campaign 'sp\\xa0' begins or ends with white space"]),
     (["auto", "--data", "digts"], ["unknown dataset 'digts'", "known: cifar10, digits, spiral, synthetic"]),
+    # a misspelt file name was "unknown dataset 'wine.cvs'; known: cifar10, digits, ...", as if it named a built-in
+    (["data", "--data", "wine.cvs"], ["data file or folder not found: 'wine.cvs'; a data file is .npz, .csv or .tsv"]),
+    (["auto", "--data", "wines.csv"], ["data file or folder not found: 'wines.csv'"]),
     (["studies", "--storage", "postgres://u:secret@localhost/db"], ["write postgresql://, not postgres://",
                                                                     "u:***@localhost"]),
     # a negative seed was a NumPy traceback in search layers, and "data seed must be ..." elsewhere; 2**32 gave

@@ -856,6 +856,18 @@ def test_an_empty_npz_label_is_unlabelled_as_an_empty_csv_cell(run_cli, wine_csv
     assert some["labels"] == 1 and some["unknown_labels"] == [] and some["accuracy"] in (0.0, 1.0)
 
 
+def test_the_training_range_in_json_is_written_as_the_values_print(run_cli, wine_csv):
+    # search predict --json on wine wrote "train_min": 11.619999885559082, a float32 widened, for 11.62
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    raw = load_dataset(DataSpec(name=str(wine_csv), label_column="cultivar"))
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", str(wine_csv), "--json").stdout)
+    shown = out["outside_training_range"]
+    assert shown["feature"] == 0 and raw.X_train.dtype == np.float32
+    assert (shown["train_min"], shown["train_max"]) == (float(str(raw.X_train[:, 0].min())),
+                                                        float(str(raw.X_train[:, 0].max())))
+    assert len(repr(shown["train_min"])) <= 8, shown
+
+
 def test_samples_far_outside_the_training_range_are_warned_of(run_cli, tmp_path, monkeypatch):
     # once: the built-in digits' model (pixels scaled to [0, 1]) scored raw load_digits (0..16) 0.89 without a word
     monkeypatch.setenv("COLUMNS", "400")

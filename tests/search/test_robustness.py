@@ -399,8 +399,14 @@ def test_unknown_campaign_or_stage_lists_the_known_ones(run_cli):
     _coarse_db(run_cli)
     assert run_cli("coarse", *SMALL, "--trials", "2", "--campaign", "other").exit_code == 0
     one_line_error(run_cli("worker", "--campaign", "nope"), "unknown campaign 'nope'", "digits", "other")
-    one_line_error(run_cli("worker", "--campaign", "digits", "--stage", "fine-7"),
-                    "digits/fine-7", "digits/coarse", "other/coarse")
+    # the campaign's own stages: it listed the first few studies of every campaign, the other's among them
+    assert one_line_error(run_cli("worker", "--campaign", "digits", "--stage", "fine-7")) == (
+        "error: campaign digits has no stage 'fine-7'; its stages: coarse")
+    assert one_line_error(run_cli("explain", "digits/fine1:0")) == (
+        "error: unknown study 'digits/fine1'; studies of campaign digits: digits/coarse")
+    # a worker starts no campaign: "(use --campaign NAME to start a new campaign)" was no advice for it
+    joined = run_cli("worker", "--campaign", "digits", "--stage", "coarse")
+    assert joined.exit_code == 0 and "digits/coarse was already complete; nothing to run\n" in joined.stdout
     one_line_error(run_cli("grid", "--campaign", "nope"), "unknown campaign 'nope'", "digits, other")
     one_line_error(run_cli("best", "--campaign", "nope"), "nope", "digits")
     one_line_error(run_cli("trials", "--campaign", "nope"), "nope", "digits")

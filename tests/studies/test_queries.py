@@ -304,8 +304,15 @@ def test_trials_frame_on_empty_storage(empty_storage) -> None:
 
 
 def test_trials_frame_unknown_names_list_the_known_ones(storage) -> None:
-    with pytest.raises(UnknownStudyError, match="digits/coarse, digits/fine-1, digits/fine-2, spiral/coarse"):
+    # a misspelt stage of a known campaign: that campaign's studies, where the first few of every campaign could
+    # leave them out
+    with pytest.raises(UnknownStudyError) as raised:
         trials_frame(storage, study_name="digits/nope")
+    assert str(raised.value) == ("unknown study 'digits/nope'; studies of campaign digits: digits/coarse, "
+                                 "digits/fine-1, digits/fine-2")
+    with pytest.raises(UnknownStudyError, match="known studies: digits/coarse, digits/fine-1, digits/fine-2, "
+                                                "spiral/coarse"):
+        trials_frame(storage, study_name="nope/coarse")
     with pytest.raises(UnknownStudyError, match="known campaigns: digits, spiral"):
         trials_frame(storage, campaign="cifar10")
     with pytest.raises(UnknownStudyError, match="'spiral/coarse' in campaign 'digits'"):

@@ -28,8 +28,8 @@ from studies.report import (BEST_SO_FAR_STAGES, DIAGNOSIS_MEANINGS, IMAGE_CAPTIO
                             first_finished, outcome, param_importance, pruning_savings, render_markdown, repeat_numbers,
                             write_report, _data_text, _repeats_text, _verdict)
 from studies.store import open_storage
-from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, add_stage, build_auto_campaign, build_campaign,
-                                      build_mixed_campaign, trial_specs)
+from tests.studies.report_data import (ACTIVATIONS, COARSE_SPACE, FINE_SPACE, add_stage, build_auto_campaign,
+                                      build_campaign, build_mixed_campaign, trial_specs)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -334,7 +334,7 @@ def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(camp
     assert_real_png(report.images["best_so_far"])
     written = write_report(report, tmp_path / "out")
     html = written["report.html"].read_text()
-    assert f"<code>{grid}</code>" in html and "`" not in html  # inline code, no backticks
+    assert f"<code>{grid}</code>" in _unspanned(html) and "`" not in html  # inline code, no backticks
     assert f"`{grid}`" in written["report.md"].read_text()  # markdown keeps them
 
 
@@ -724,7 +724,7 @@ def test_the_final_stage_s_best_params_are_the_chosen_configuration_not_its_luck
     # needs to find this database (it once left it out: pasted, the command said "no database at 'search.db'")
     keep = f"search train --from-trial pick/final:1 --storage {url} --save model.npz"
     assert f"Keep it as a model for `search predict`: `{keep}`." in " ".join(md.split())
-    assert f"<code>{keep}</code>" in written["report.html"].read_text()
+    assert f"<code>{keep}</code>" in _unspanned(written["report.html"].read_text())
     assert report.summary["storage"] == url
     page = re.sub(r"<[^>]+>", " ", written["report.html"].read_text())
     assert "final lr=1e-06:1 reg=1e-06:10 best mean of #1, #3, #5 lr=0.01 reg=0.0001" in " ".join(page.split())
@@ -793,10 +793,28 @@ def test_ranges_draw_the_chain_stages_and_grid_not_the_fixed_ones(auto, campaign
     assert seen["ranges"] == ["coarse", "fine-1", "grid"] and list(seen["dashed"]) == ["grid"]
 
 
+def _unspanned(html_text: str) -> str:
+    """The HTML without its <span> tags: inline code as the text it shows."""
+    return re.sub(r"</?span[^>]*>", "", html_text)
+
+
+def test_inline_code_keeps_each_word_whole(tmp_path):
+    # at 390 pixels the report's command to keep the chosen model broke after the first hyphen of --save:
+    # "wine/final:1 -" and, on the next line, "-save model.npz"
+    from studies.report import _inline_code
+
+    assert _inline_code("keep it: `search train --from-trial wine/final:1 --save model.npz`.") == (
+        "keep it: <code><span class='nw'>search</span> <span class='nw'>train</span> "
+        "<span class='nw'>--from-trial</span> <span class='nw'>wine/final:1</span> <span class='nw'>--save</span> "
+        "<span class='nw'>model.npz</span></code>.")
+    long_url = "sqlite:////home/someone/experiments/2024/search.db"  # longer than a phone's line: may break
+    assert _inline_code(f"`--storage {long_url}`") == f"<code><span class='nw'>--storage</span> {long_url}</code>"
+
+
 def test_inline_code_is_code_in_html_and_backticks_in_markdown(demo):
     _, written, _ = demo
     html, md = written["report.html"].read_text(), written["report.md"].read_text()
-    assert "<code>search explain STUDY:NUMBER</code>" in html and "`" not in html
+    assert "<code>search explain STUDY:NUMBER</code>" in _unspanned(html) and "`" not in html
     assert "`search explain STUDY:NUMBER`" in md
 
 
@@ -1175,6 +1193,41 @@ def test_a_stage_has_one_colour_in_every_plot_and_never_one_that_marks_a_pruned_
     assert not set(colours) & marks, colours
 
 
+def test_the_stages_of_an_auto_campaign_with_three_fine_stages_and_a_grid_have_nine_colours():
+    # the README's recipe (coarse, promote-1..3, fine-1..3, grid) drew its grid in coarse's blue: in the best-so-far
+    # plot of grid against random, two blue lines
+    colours = [matplotlib.colors.to_hex(plots.stage_colour(i)) for i in range(9)]
+    assert len(set(colours)) == 9, colours
+    marks = {matplotlib.colors.to_hex(c) for c in ("tab:red", "tab:orange", "grey", "tab:gray")}
+    assert not set(colours) & marks
+
+
+def test_the_layer_mean_and_std_are_drawn_on_the_scale_of_the_spread_the_std_from_0():
+    # search layers --init he --activation relu --plot: its std of 0.80 to 0.87 ("keeps its scale") on an axis
+    # from 0.80 to 0.87 looked like wild swings
+    axes = plots.new_axes(2, 4).ravel()
+    stds = [0.826, 0.845, 0.826, 0.817, 0.857, 0.84, 0.819, 0.872, 0.853, 0.802]
+    means = [0.564, 0.595, 0.565, 0.560, 0.598, 0.526, 0.557, 0.615, 0.552, 0.546]
+    hidden = [np.full((4, 3), m) for m in means]
+    fig = plots.plot_layer_histograms([axes[0], axes[1], *axes[2:]], hidden[:6], means[:6], stds[:6], "he + relu")
+    assert axes[1].get_ylim() == pytest.approx((0.0, 1.1 * 0.857))
+    assert axes[0].get_ylim() == pytest.approx((-1.1 * 0.857, 1.1 * 0.857))
+    plots.plt.close(fig)
+
+
+def test_a_single_runs_log_loss_axis_is_labelled_in_plain_numbers():
+    # search explain --plot of an exploded run (loss 2.9 up to 38) labelled its axis 10^1 and 2x10^1 alone, a tick
+    # at 5 left blank
+    ax = plots.new_axes()[0, 0]
+    fig = plots.plot_loss_curve(ax, [2.9, 38, 19, 33, 31, 36, 27, 32, 30, 35], iterations=10, threshold=3.0)
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    shown = [t.get_text() for t in [*ax.yaxis.get_majorticklabels(), *ax.yaxis.get_minorticklabels()]
+             if low <= t.get_position()[1] <= high and t.get_text()]
+    assert sorted(shown, key=float) == ["5", "10", "20"]
+    plots.plt.close(fig)
+
+
 def test_the_colour_bar_of_a_stage_whose_trials_all_scored_1_ends_at_1():
     # search auto on wine: fine-1's 14 completed trials all scored 1.0000, under a colour bar from 0.996 to 1.004
     frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [1.0] * 3,
@@ -1271,6 +1324,23 @@ def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
     optuna.load_study(study_name="auto/final", storage=url).set_user_attr("fine_stages_stopped", "--max-fine 1: ...")
     report = campaign_report(open_storage(url, create=False), "auto", images=False)
     assert f"{chain}. No further fine stage: --max-fine 1: ...." in render_markdown(report.summary)
+
+
+def test_the_chain_of_the_chosen_configuration_ends_at_its_final_stage(tmp_path):
+    # `search fine` after search auto added promote-2 and fine-2, and the chain went on through them to
+    # "→ retrained 3 times and tested", as if the retrained choice had come from fine-2
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_auto_campaign(url, "auto")
+    rng = np.random.default_rng(5)
+    add_stage(url, "auto", "promote-2", FINE_SPACE, trial_specs(rng, FINE_SPACE, 8, iterations=400), 8, "fixed",
+              "auto/fine-1")
+    add_stage(url, "auto", "fine-2", FINE_SPACE, trial_specs(rng, FINE_SPACE, 10, iterations=400), 8, "random",
+              "auto/fine-1")
+    report = campaign_report(open_storage(url, create=False), "auto", images=False)
+    assert [s["stage"] for s in report.summary["stages"]][-2:] == ["promote-2", "fine-2"]
+    report.summary["chosen"]["retrained"] = {"runs": 3, "val_acc": 0.9, "test_acc": 0.88, "test_std": 0.01}
+    assert ("fine-1 (random, 12 trials of 4 epochs) → final (fixed, 9 trials of 4 epochs) → retrained 3 times and "
+            "tested.") in render_markdown(report.summary)
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
