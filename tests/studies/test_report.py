@@ -1307,6 +1307,29 @@ def test_a_diagnosis_example_is_a_run_the_scheduler_did_not_cut_short_where_ther
         ("healthy", "w/fine-1", 2)]
 
 
+def test_a_diagnosis_example_is_a_run_whose_learning_rate_does_not_explain_the_label_where_there_is_one():
+    # the README's recipe: the overfitting example was recipe/grid:8, lr 1e-05, whose loss fell 0.3 % (lr_too_low,
+    # overfitting: train 0.4930, val 0.3963), beside recipe/grid:35, overfitting alone at 0.9037
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["number", "state", "value", "stop_reason", "iterations", "diagnosis"])
+
+    coarse = frame([[0, "COMPLETE", 0.85, "completed", 9, "overfitting,dead_units"],
+                    [1, "PRUNED", 0.10, "exploded", 2, "lr_too_high,dead_units"]])
+    grid = frame([[8, "COMPLETE", 0.3963, "completed", 9, "lr_too_low,overfitting"],
+                  [35, "COMPLETE", 0.9037, "completed", 9, "overfitting"],
+                  [40, "COMPLETE", 0.20, "completed", 9, "lr_too_low,saturated_units"],
+                  [41, "COMPLETE", 0.95, "completed", 9, "healthy"]])
+    infos = [StageInfo("r/coarse", "coarse", {}), StageInfo("r/grid", "grid", {})]
+    examples = diagnosis_examples(infos, {"r/coarse": coarse, "r/grid": grid})
+    assert [(ex["label"], ex["study"], ex["number"]) for ex in examples] == [
+        ("lr_too_low", "r/grid", 40),  # the lower median of the two
+        ("lr_too_high", "r/coarse", 1),
+        ("overfitting", "r/grid", 35),  # not grid:8, a run that barely trained
+        ("dead_units", "r/coarse", 0),  # of an earlier stage, rather than coarse:1, whose lr exploded
+        ("saturated_units", "r/grid", 40),  # only a run with a learning-rate label has it: that one
+        ("healthy", "r/grid", 41)]
+
+
 def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
     # the chain of search auto (coarse, promote, fine, final, the retrains) was told only in pieces: a table of
     # stages, notes under another, the retrains in a sentence of their own
