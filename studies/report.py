@@ -1141,8 +1141,9 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
-    """A note for each stage with trials WAITING or RUNNING: its table row counts them among its trials only."""
-    return [f"{s['stage']}: unfinished: {n:,} of its {s['counts']['trials']:,} trials have not "
+    """A note for each stage with trials WAITING or RUNNING, out of its n_trials (an interrupted trial's copy runs
+    in its place): its table row counts them among its trials only."""
+    return [f"{s['stage']}: unfinished: {n:,} of its {_n_trials(s):,} trials have not "
             f"finished (waiting or running); run the stage's command again to finish it"
             for s in summary["stages"] if (n := s["counts"].get("running", 0) + s["counts"].get("waiting", 0))]
 

@@ -153,6 +153,25 @@ def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
     assert "unfinished" not in build_and_report_without_waiting(tmp_path)
 
 
+def test_an_interrupted_stage_is_said_to_be_unfinished_out_of_its_budget(tmp_path):
+    # Ctrl-C in search coarse --trials 60: the report said "46 of its 62 trials have not finished" where search
+    # studies said n_trials 60, counting each interrupted trial (FAIL) beside the copy enqueued in its place
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 3, iterations=100, points=[(1e-3, 1e-4)] * 3)
+    specs.append({"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                  "stop_reason": "interrupted"})
+    add_stage(url, "cut", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 5)
+    study = optuna.load_study(study_name="cut/coarse", storage=url)
+    for lr in (1e-3, 1e-3):  # the interrupted trial's copy, and one never run
+        study.enqueue_trial({"lr": lr, "reg": 1e-3}, skip_if_exists=False)
+    storage = open_storage(url, create=False)
+    assert list_studies(storage, "cut").iloc[0]["n_trials"] == 5
+    md = write_report(campaign_report(storage, "cut", images=False), tmp_path / "out")["report.md"].read_text()
+    assert "| coarse | random | 5 | 3 | 0 (0/0/0) | 1 |" in md
+    assert ("\n- coarse: unfinished: 2 of its 5 trials have not finished (waiting or running); run the stage's "
+            "command again to finish it\n") in md
+
+
 def build_and_report_without_waiting(tmp_path) -> str:
     url = f"sqlite:///{tmp_path / 'done.db'}"
     add_stage(url, "done", "coarse", COARSE_SPACE,
