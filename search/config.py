@@ -86,11 +86,16 @@ class RunConfig:
         return _from_dict(cls, data)
 
 
+def is_table(data: str) -> bool:
+    """Whether ``data`` names a CSV/TSV table: columns in their own units, no image (no colour channels)."""
+    return Path(data).suffix.lower() in (".csv", ".tsv")
+
+
 def default_preprocess(data: str) -> str:
     """The preprocessing a run of ``data`` gets unless one is named: a CSV/TSV table's columns are rescaled one by one
     (standardize: their units differ, e.g. age and income), anything else is zero-centred (mean_image, the
     lecture's)."""
-    return "standardize" if Path(data).suffix.lower() in (".csv", ".tsv") else "mean_image"
+    return "standardize" if is_table(data) else "mean_image"
 
 
 def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:

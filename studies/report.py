@@ -36,8 +36,9 @@ Definitions used throughout:
   per stage; a trial with two labels counts under both, a trial without a diagnosis (failed) under none.
   The example of a label is a trial of the last stage that has the label: the one of median value among
   them (the lower median; lowest number on ties), or the highest-numbered when none has a value (pruned);
-  trials the scheduler pruned (``stop_reason`` pruned) only where no other trial has the label; only these few
-  trials' curves are read.
+  trials the scheduler pruned (``stop_reason`` pruned) only where no other trial has the label, and, for a label
+  other than ``LR_LABELS``, trials with one of those (a run that barely trained, or exploded, beside
+  ``overfitting``) only where no trial without one has it; only these few trials' curves are read.
 """
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ PHONE_MEDIA = "(max-width: 700px)"
 # engine.diagnostics.THRESHOLDS.bounce_low (studies may not import engine; a test keeps them equal): a loss that
 # fell to this share of its first value or below and came back up near it had a learning rate too high
 LOSS_BOUNCE_LOW = 0.5
+# the labels of a step too small or too large: beside another label they explain it (a run that barely trained
+# has a train-val gap between two accuracies near chance)
+LR_LABELS = ("lr_too_low", "lr_too_high")
 DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
     "lr_too_high": "the loss exploded, went NaN, ended well above its first value or came back up near it after "
@@ -701,19 +705,25 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
     """One example trial per label present in the campaign (see the module docstring for the choice), in vocabulary
     order: label, study, stage, number, state, value, stop_reason, iterations."""
     chosen: dict[str, dict[str, Any]] = {}
-    # a run the scheduler cut short shows a curve of an epoch or two: such runs give an example only of a label no
-    # other run has
-    passes = [lambda f: f[f["stop_reason"].astype(object) != "pruned"] if "stop_reason" in f else f, lambda f: f]
-    for info, keep in ((info, keep) for keep in passes for info in reversed(infos)):  # the last stage with a label
+    # a run the scheduler cut short shows a curve of an epoch or two, and a run whose learning rate was too low or
+    # too high did not train as its other labels assume (a gap between two accuracies near chance): such runs give
+    # an example only of a label no other run has. Passes: (leave out cut-short runs, leave out lr-explained runs)
+    passes = [(True, True), (True, False), (False, False)]
+    for (uncut, unexplained), info in ((p, info) for p in passes for info in reversed(infos)):  # the last stage
         frame = by_study.get(info.study)
         if frame is None or frame.empty:
             continue
-        frame = keep(frame)
+        if uncut and "stop_reason" in frame:
+            frame = frame[frame["stop_reason"].astype(object) != "pruned"]
         labels = diagnosis_labels(frame)
+        explained = labels.index[labels.isin(LR_LABELS).to_numpy()].unique()
         for label in _label_order(labels.unique()):
-            if label in chosen:
+            index = labels.index[labels.to_numpy() == label].unique()
+            if unexplained and label not in LR_LABELS:
+                index = index.difference(explained)
+            if label in chosen or not len(index):
                 continue
-            rows = frame.loc[labels.index[labels.to_numpy() == label].unique()]
+            rows = frame.loc[index]
             values = column_floats(rows, "value")
             valued = rows[np.isfinite(values)]
             if len(valued):
@@ -1131,8 +1141,9 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
-    """A note for each stage with trials WAITING or RUNNING: its table row counts them among its trials only."""
-    return [f"{s['stage']}: unfinished: {n:,} of its {s['counts']['trials']:,} trials have not "
+    """A note for each stage with trials WAITING or RUNNING, out of its n_trials (an interrupted trial's copy runs
+    in its place): its table row counts them among its trials only."""
+    return [f"{s['stage']}: unfinished: {n:,} of its {_n_trials(s):,} trials have not "
             f"finished (waiting or running); run the stage's command again to finish it"
             for s in summary["stages"] if (n := s["counts"].get("running", 0) + s["counts"].get("waiting", 0))]
 

@@ -21,7 +21,7 @@ from engine.model import ACTIVATIONS, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
-from search.config import MAX_DEPTH, RunConfig, absolute_data_name, default_preprocess
+from search.config import MAX_DEPTH, RunConfig, absolute_data_name, default_preprocess, is_table
 from search.errors import SearchError
 from search.objective import EXPLODE_FACTOR, EXPLODE_WINDOW
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
@@ -327,6 +327,9 @@ def build_config(v: dict[str, Any]) -> RunConfig:
         raise SearchError(f"--depth makes every hidden layer as wide as the first; --hidden "
                           f"{','.join(map(str, v['hidden']))} gives different widths: give one width")
     hidden = v["hidden"] if v["depth"] is None else (v["hidden"][0],) * v["depth"]
+    if v["preprocess"] == "per_channel_mean" and is_table(v["data"]):  # else one mean over columns of other units
+        raise SearchError(f"--preprocess per_channel_mean needs images (one mean per colour channel); "
+                          f"{v['data']} is a table: use standardize (a table's default) or mean_image")
     return RunConfig(
         data=DataSpec(_data_name(v["data"]), v["data_dir"], v["train_size"], v["val_size"], seed=v["seed"],
                       label_column=v["label_column"], ignore_columns=tuple(v["ignore_columns"]), missing=v["missing"],

@@ -157,9 +157,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     if width <= console.width:  # as rich lays out a table that fits, a line at a time (rich takes 1 ms a row)
         from rich.text import Text
 
-        def line(cells: list[str]) -> str:
+        def line(cells: list[str]) -> str:  # no line ends in spaces: the last column's padding is no part of it
             return "  ".join(" " * (need[c] - cell_len(v)) + v if numeric[c] else v + " " * (need[c] - cell_len(v))
-                             for c, v in zip(shown, cells))
+                             for c, v in zip(shown, cells)).rstrip(" ")
 
         console.print(Text(line([heading(c) for c in shown]), style="bold"))
         for cells in _cell_blocks(frame, shown):
@@ -171,6 +171,12 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     # a column folded to fit, by rich: one column (a query's long text) as wide as the terminal, a block of rows at a
     # time; several (search best's field/value list, a few rows) as wide as rich shares the terminal out among them
     one = len(shown) == 1
+
+    def show(table: Table) -> None:  # rich pads every cell to its column's width: no line ends in spaces
+        with console.capture() as captured:
+            console.print(table)
+        sys.stdout.write("".join(line.rstrip(" ") + "\n" for line in captured.get().splitlines()))
+
     table = None
     for block, cells in enumerate(_cell_blocks(frame, shown)):
         if table is None or one:
@@ -181,9 +187,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         for row in zip(*(cells[c] for c in shown)):
             table.add_row(*row)
         if one:
-            console.print(table)
+            show(table)
     if not one:
-        console.print(table)
+        show(table)
     _say_left(left, more)
 
 

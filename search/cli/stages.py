@@ -114,8 +114,8 @@ def stored_search_settings(stage: Any, attrs: dict[str, Any] | None) -> tuple[An
     """``stage`` with the space, budget, epochs, sampler, scheduler and explosion factor of the campaign's coarse
     stage (its ``attrs``, ``stored_stage_attrs``) where it exists and the command gives none of ``SEARCH_SETTINGS``
     (search auto --campaign NAME continues a campaign begun with search coarse, as search fine does), and the line
-    that says so (none where another run option differs, and the stage is refused as continuing nothing); else
-    ``stage`` as it is."""
+    that says so (that it is reused where the command's own settings are the stored ones; none where another run
+    option differs, and the stage is refused as continuing nothing); else ``stage`` as it is."""
     from search.stages import Stage, describe_stage, same_definition
 
     if attrs is None or options_given(*SEARCH_SETTINGS):
@@ -126,6 +126,8 @@ def stored_search_settings(stage: Any, attrs: dict[str, Any] | None) -> tuple[An
                    run=stage.run.with_params({"train.epochs": stored.run.train.epochs}))
     if not same_definition(kept, stored):  # another run option (--seed, --train-size, ...): refused, not continued
         return kept, None
+    if same_definition(stage, stored):  # the command's own settings: the same command run again
+        return kept, f"reusing {stage.name}, which exists with the same settings ({describe_stage(stored)})"
     return kept, f"continuing from {stage.name} as it was created ({describe_stage(stored)})"
 
 

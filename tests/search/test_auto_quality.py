@@ -201,6 +201,22 @@ def test_auto_again_with_a_higher_max_fine_reads_its_conclusion_back(run_cli):
     assert chosen["stopped"] == json.loads(first.stdout)["final"]["stopped"] == "--max-fine 1: 1 fine stage ran"
 
 
+def test_auto_run_again_says_it_reuses_a_coarse_stage_of_the_same_settings(run_cli):
+    # the same search auto after it finished said "continuing from autoc/coarse as it was created (lr=...)", which
+    # reads as if a setting had been changed
+    small = ("--campaign", "same", "--train-size", "200", "--max-fine", "0", "--top", "1", "--repeats", "1",
+             "--retrain-seeds", "1")
+    first = run_cli("auto", *small)
+    assert first.exit_code == 0, first.output
+    assert "continuing from" not in first.stderr and "reusing" not in first.stderr
+    again = run_cli("auto", *small)
+    assert again.exit_code == 0, again.output
+    assert " ".join(again.stderr.split()).startswith(
+        "reusing same/coarse, which exists with the same settings (lr=1e-06:1 reg=1e-06:10 hidden=16:64:int, "
+        "50 trials, 3 epochs, sampler random)")
+    assert "as it was created" not in again.stderr
+
+
 def test_auto_continues_a_campaign_begun_with_search_coarse_when_it_gives_no_search_setting(run_cli):
     # it refused: "stage c/coarse already exists with other settings", unless every setting was given again
     assert run_cli("coarse", "--campaign", "c", "--space", "hidden=16:64:int", "--trials", "4", "--epochs", "1",

@@ -146,6 +146,18 @@ def test_search_data_describes_a_file(run_cli, tmp_path):
                    "components 100 (--pca-components) exceeds the input dimension 13")
 
 
+def test_per_channel_mean_on_a_table_is_refused_in_one_line_naming_the_option(run_cli, tmp_path):
+    # search data --data wine.csv --preprocess per_channel_mean was accepted without a word: one mean over columns
+    # of other units (0.13 to 1680), as no colour channels are there to take a mean of
+    _write_csv(tmp_path / "wine.csv", load_wine)
+    line = ("error: --preprocess per_channel_mean needs images (one mean per colour channel); wine.csv is a table: "
+            "use standardize (a table's default) or mean_image")
+    for command in ("data", "coarse", "train"):
+        assert one_line_error(run_cli(command, "--data", "wine.csv", "--preprocess", "per_channel_mean")) == line
+    assert not (tmp_path / "search.db").exists()
+    assert run_cli("data", "--preprocess", "per_channel_mean").exit_code == 0  # the digits images: one channel
+
+
 def test_search_data_names_the_label_column_and_says_when_it_is_the_last_by_default(run_cli, tmp_path, monkeypatch):
     # a table with its label first and no --label-column was described with the last column's values as its classes,
     # never saying which column that was

@@ -153,6 +153,25 @@ def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
     assert "unfinished" not in build_and_report_without_waiting(tmp_path)
 
 
+def test_an_interrupted_stage_is_said_to_be_unfinished_out_of_its_budget(tmp_path):
+    # Ctrl-C in search coarse --trials 60: the report said "46 of its 62 trials have not finished" where search
+    # studies said n_trials 60, counting each interrupted trial (FAIL) beside the copy enqueued in its place
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 3, iterations=100, points=[(1e-3, 1e-4)] * 3)
+    specs.append({"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                  "stop_reason": "interrupted"})
+    add_stage(url, "cut", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 5)
+    study = optuna.load_study(study_name="cut/coarse", storage=url)
+    for lr in (1e-3, 1e-3):  # the interrupted trial's copy, and one never run
+        study.enqueue_trial({"lr": lr, "reg": 1e-3}, skip_if_exists=False)
+    storage = open_storage(url, create=False)
+    assert list_studies(storage, "cut").iloc[0]["n_trials"] == 5
+    md = write_report(campaign_report(storage, "cut", images=False), tmp_path / "out")["report.md"].read_text()
+    assert "| coarse | random | 5 | 3 | 0 (0/0/0) | 1 |" in md
+    assert ("\n- coarse: unfinished: 2 of its 5 trials have not finished (waiting or running); run the stage's "
+            "command again to finish it\n") in md
+
+
 def build_and_report_without_waiting(tmp_path) -> str:
     url = f"sqlite:///{tmp_path / 'done.db'}"
     add_stage(url, "done", "coarse", COARSE_SPACE,
@@ -1305,6 +1324,29 @@ def test_a_diagnosis_example_is_a_run_the_scheduler_did_not_cut_short_where_ther
         ("lr_too_low", "w/coarse", 0),  # the median of coarse's three, not fine-1's cut-short run
         ("underfitting", "w/fine-1", 1),  # only a cut-short run has it: that one
         ("healthy", "w/fine-1", 2)]
+
+
+def test_a_diagnosis_example_is_a_run_whose_learning_rate_does_not_explain_the_label_where_there_is_one():
+    # the README's recipe: the overfitting example was recipe/grid:8, lr 1e-05, whose loss fell 0.3 % (lr_too_low,
+    # overfitting: train 0.4930, val 0.3963), beside recipe/grid:35, overfitting alone at 0.9037
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["number", "state", "value", "stop_reason", "iterations", "diagnosis"])
+
+    coarse = frame([[0, "COMPLETE", 0.85, "completed", 9, "overfitting,dead_units"],
+                    [1, "PRUNED", 0.10, "exploded", 2, "lr_too_high,dead_units"]])
+    grid = frame([[8, "COMPLETE", 0.3963, "completed", 9, "lr_too_low,overfitting"],
+                  [35, "COMPLETE", 0.9037, "completed", 9, "overfitting"],
+                  [40, "COMPLETE", 0.20, "completed", 9, "lr_too_low,saturated_units"],
+                  [41, "COMPLETE", 0.95, "completed", 9, "healthy"]])
+    infos = [StageInfo("r/coarse", "coarse", {}), StageInfo("r/grid", "grid", {})]
+    examples = diagnosis_examples(infos, {"r/coarse": coarse, "r/grid": grid})
+    assert [(ex["label"], ex["study"], ex["number"]) for ex in examples] == [
+        ("lr_too_low", "r/grid", 40),  # the lower median of the two
+        ("lr_too_high", "r/coarse", 1),
+        ("overfitting", "r/grid", 35),  # not grid:8, a run that barely trained
+        ("dead_units", "r/coarse", 0),  # of an earlier stage, rather than coarse:1, whose lr exploded
+        ("saturated_units", "r/grid", 40),  # only a run with a learning-rate label has it: that one
+        ("healthy", "r/grid", 41)]
 
 
 def test_the_chosen_configuration_says_which_stages_led_to_it(tmp_path):
