@@ -333,7 +333,10 @@ def parse_dimension(name: str, spec: str) -> Dimension:
     key, entry = searchable(name)
     text = spec.strip()
     if entry.kind == "categorical" or ("," in text and ":" not in text):
-        return Choice(tuple(_parse_choice(key, entry, part.strip()) for part in text.split(",") if part.strip()))
+        parts = [part.strip() for part in text.split(",")]
+        if any(parts) and not all(parts):  # relu, or relu,,tanh: a value left out, not read as relu or relu,tanh
+            raise SearchError(f"choice {text} has an empty value: give each value between commas")
+        return Choice(tuple(_parse_choice(key, entry, part) for part in parts if part))
     parts = [p.strip() for p in text.split(":")]
     if len(parts) < 2:
         raise SearchError(f"{spec!r} must look like LOW:HIGH[:log|:linear][:int] or A,B,C")

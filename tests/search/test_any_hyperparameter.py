@@ -133,6 +133,9 @@ def test_a_grid_over_a_mixed_space_takes_every_category_times_k_values(run_cli):
     (["--space", "hidden=nan,3"], ["--space hidden=nan,3: 'nan' is not a finite number"]),
     (["--space", "depth=1,1e309"], ["--space depth=1,1e309: '1e309' is not a finite number"]),
     (["--space", "lr=1e-3,inf"], ["--space lr=1e-3,inf: 'inf' is not a finite number"]),
+    # an empty value between commas: relu, ran as relu alone, relu,,tanh as relu,tanh
+    (["--space", "activation=relu,"], ["--space activation=relu,: choice relu, has an empty value"]),
+    (["--space", "activation=relu,,tanh"], ["--space activation=relu,,tanh: choice relu,,tanh has an empty value"]),
 ])
 def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, args, fragments):
     one_line_error(run_cli("coarse", *args), *fragments)
