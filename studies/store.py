@@ -82,8 +82,9 @@ def _parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        if "://" not in url and "@" not in url:  # a file name where a URL belongs, e.g. search.db
-            raise StorageError(f"invalid storage URL {url!r}: not a database URL; write sqlite:///{url}") from None
+        if "://" not in url and "@" not in url:  # a file name where a URL belongs, e.g. search.db or sqlite:search.db
+            path = url[len("sqlite:"):] if url.lower().startswith("sqlite:") else url
+            raise StorageError(f"invalid storage URL {url!r}: not a database URL; write sqlite:///{path}") from None
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")

@@ -691,6 +691,8 @@ TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", 
     (["studies", "--storage", ""], ["--storage must not be empty"]),
     (["coarse", *TINY, "--trials", "2", "--storage", ""], ["--storage must not be empty"]),
     (["studies", "--storage", "search.db"], ["not a database URL; write sqlite:///search.db"]),
+    # the scheme without its slashes: "write sqlite:///sqlite:search.db" suggested a file named sqlite:search.db
+    (["studies", "--storage", "sqlite:search.db"], ["'sqlite:search.db': not a database URL; write sqlite:///search.db"]),
     (["studies", "--storage", "sqlite:///search.db?foo=bar"], ["SQLite takes no ?foo="]),
     # a value sqlite3.connect cannot take: a ValueError traceback, or "could not convert string to float: 'abc'"
     (["studies", "--storage", "sqlite:///search.db?uri=maybe"], ["?uri= must be true or false, got 'maybe'"]),
