@@ -697,7 +697,10 @@ TINY = ["--data", "digits", "--train-size", "200", "--epochs", "1", "--hidden", 
     # a value sqlite3.connect cannot take: a ValueError traceback, or "could not convert string to float: 'abc'"
     (["studies", "--storage", "sqlite:///search.db?uri=maybe"], ["?uri= must be true or false, got 'maybe'"]),
     (["coarse", *TINY, "--trials", "2", "--storage", "sqlite:///search.db?timeout=abc"],
-     ["?timeout= must be a number of seconds, got 'abc'"]),
+     ["?timeout= must be a finite number of seconds >= 0, got 'abc'"]),
+    # a timeout sqlite3.connect takes, though no wait can be nan, negative or endless: taken without a word
+    *[(["studies", "--storage", f"sqlite:///search.db?timeout={t}"],
+       [f"?timeout= must be a finite number of seconds >= 0, got '{t}'"]) for t in ("nan", "-5", "inf")],
     # the checks read search.db, the stage wrote a new file "search.db?mode=ro" that no later command read
     (["coarse", *TINY, "--trials", "2", "--storage", "sqlite:///search.db?uri=true&mode=ro"],
      ["SQLite's own URI arguments (?mode=) are not taken with a file path; give sqlite:///search.db"]),
