@@ -51,6 +51,8 @@ class WritablePath(click.Path):
             self.fail("the path must not be empty", param, ctx)
         if self.folder and str(value) == "-":  # "-" is standard output to predict --out; a folder is no stream
             self.fail("'-' (standard output) cannot hold a folder of files: give a folder's name", param, ctx)
+        if not self.folder and str(value).endswith(os.sep):  # x.png/ was written as x.png, exit 0
+            self.fail(f"{str(value)!r} ends in {os.sep!r}, so it names a folder: give the file's name", param, ctx)
         rv = super().convert(value, param, ctx)
         problem = write_problem(str(rv), self.folder)
         if problem:
