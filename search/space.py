@@ -328,9 +328,12 @@ Space = Mapping[str, Dimension]
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
-def parse_dimension(name: str, spec: str) -> Dimension:
-    """A dimension from ``LOW:HIGH[:log|:linear][:int]`` or ``A,B,C``, with NAME's default scale and type."""
+def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
+    """A dimension from ``LOW:HIGH[:log|:linear][:int]`` or ``A,B,C``, with NAME's default scale and type; a list
+    (of a --space-file) is the texts of the choices, a choice even of one value."""
     key, entry = searchable(name)
+    if isinstance(spec, list):
+        return Choice(tuple(_parse_choice(key, entry, part.strip()) for part in spec))
     text = spec.strip()
     if entry.kind == "categorical" or ("," in text and ":" not in text):
         parts = [part.strip() for part in text.split(",")]

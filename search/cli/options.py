@@ -428,7 +428,7 @@ def space_options(f: Callable) -> Callable:
 SPACE_FILE_BYTES = 1 << 20  # a space file is a few lines: a larger one is some other file, given by mistake
 
 
-def read_space_file(path: str) -> list[tuple[str, str, str]]:
+def read_space_file(path: str) -> list[tuple[str, str | list[str], str]]:
     """(name, spec, where) triples from a TOML file's [space] table (or its top level)."""
     try:
         with open(path, "rb") as f:  # a pipe too (--space-file <(...)); /dev/zero would be read until memory ran out
@@ -474,15 +474,15 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
                 if joined is not None:
                     raise SearchError(f"--space-file {path}: {name}: choice {joined!r} holds a '{mark}'; a list "
                                       f"gives each choice alone (a range is a string: {name} = \"LOW:HIGH\")")
-            # a trailing comma keeps a list of one (or none) a choice, as in --space hidden=64, (not a range)
-            spec = ",".join(json.dumps(v) if isinstance(v, bool) else str(v) for v in spec) + ("," * (len(spec) < 2))
-        if not isinstance(spec, str):
+            # the choices' texts, a choice even of one value (hidden = [64]), never a range
+            spec = [json.dumps(v) if isinstance(v, bool) else str(v) for v in spec]
+        if not isinstance(spec, (str, list)):
             raise SearchError(f"--space-file {path}: {name} must be a string SPEC or a list of choices")
         items.append((name, spec, f"--space-file {path}: {name}"))
     return items
 
 
-def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension], base: RunConfig,
+def build_space(items: list[tuple[str, str | list[str], str]], default: dict[str, Dimension], base: RunConfig,
                 fixed: set[str]) -> dict[str, Dimension]:
     """The space from (name, spec, where) triples, or ``default`` minus the options the user fixed; checked
     against ``base``."""
