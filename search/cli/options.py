@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from engine.data import DATASETS, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
 from engine.encoding import MISSING_POLICIES
 from engine.init import INITIALISERS, InitSpec
-from engine.model import ACTIVATIONS, ModelConfig
+from engine.model import ACTIVATIONS, MIN_KEEP, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
@@ -300,7 +300,7 @@ RUN_OPTIONS = [
                  help="Std for normal/uniform/sparse/constant init, gain for orthogonal."),
     click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
                  help="Batch normalisation before each hidden activation."),
-    click.option("--dropout", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+    click.option("--dropout", type=FiniteFloatRange(MIN_KEEP, 1), default=1.0, show_default=True,
                  help="Keep probability of inverted dropout (1 = off)."),
     click.option("--loss", type=choice(["softmax", "svm"]), default="softmax", show_default=True,
                  help="Softmax cross-entropy, or the multiclass SVM hinge loss (no class probabilities)."),
