@@ -5,6 +5,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,14 @@ def check_dataset_name(name: str) -> None:
         raise ConfigError(f"unsupported data file {name!r}: {unsupported_text(path)}")
     if exists:  # a FIFO or a device (or a link to one) would block or never end
         raise ConfigError(f"{name!r} is not a regular file or folder")
+    try:  # a link that loops, or to nothing: not a misspelt built-in name nor a file not there
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"cannot resolve {name!r}: a link on its path loops (too many levels of symbolic "
+                              "links)") from None
+        if path.is_symlink():
+            raise ConfigError(f"{name!r} is a link to {os.readlink(path)!r}, which does not exist") from None
     if path.suffix or os.sep in name:  # a file name: 'wine.cvs' is a typo of a path, not of a built-in name
         formats = "" if path.suffix.lower() in FILE_FORMATS else "; a data file is .npz, .csv or .tsv"
         raise ConfigError(f"data file or folder not found: {name!r}{formats}")

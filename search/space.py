@@ -20,7 +20,7 @@ from engine.errors import ConfigError
 from engine.formats import is_number_text
 from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
-from engine.model import ACTIVATIONS
+from engine.model import ACTIVATIONS, MIN_KEEP
 from engine.optim import MOMENTUM_OPTIMIZERS, OPTIMIZERS
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
@@ -47,13 +47,13 @@ class Searchable:
 
 
 # The one table of searchable options. Limits are the option's own (dropout is a keep probability
-# in (0, 1]); widening a range stops at them. Open bounds are closed a little inside.
+# in [MIN_KEEP, 1]); widening a range stops at them. Open bounds are closed a little inside.
 SEARCHABLE: dict[str, Searchable] = {
     "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), help="learning rate"),
     "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF), help="L2 strength"),
     "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000), help="width of every hidden layer"),
     "depth": Searchable("arch.depth", "int", limits=(1, MAX_DEPTH), help="number of hidden layers"),
-    "dropout": Searchable("arch.dropout", "float", limits=(0.01, 1.0), help="keep probability (1 = off)"),
+    "dropout": Searchable("arch.dropout", "float", limits=(MIN_KEEP, 1.0), help="keep probability (1 = off)"),
     "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF), help="minibatch size"),
     "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0), help="lr multiplier per epoch"),
     "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999), help="mu of momentum/nesterov",
@@ -328,12 +328,18 @@ Space = Mapping[str, Dimension]
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
-def parse_dimension(name: str, spec: str) -> Dimension:
-    """A dimension from ``LOW:HIGH[:log|:linear][:int]`` or ``A,B,C``, with NAME's default scale and type."""
+def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
+    """A dimension from ``LOW:HIGH[:log|:linear][:int]`` or ``A,B,C``, with NAME's default scale and type; a list
+    (of a --space-file) is the texts of the choices, a choice even of one value."""
     key, entry = searchable(name)
+    if isinstance(spec, list):
+        return Choice(tuple(_parse_choice(key, entry, part.strip()) for part in spec))
     text = spec.strip()
     if entry.kind == "categorical" or ("," in text and ":" not in text):
-        return Choice(tuple(_parse_choice(key, entry, part.strip()) for part in text.split(",") if part.strip()))
+        parts = [part.strip() for part in text.split(",")]
+        if any(parts) and not all(parts):  # relu, or relu,,tanh: a value left out, not read as relu or relu,tanh
+            raise SearchError(f"choice {text} has an empty value: give each value between commas")
+        return Choice(tuple(_parse_choice(key, entry, part) for part in parts if part))
     parts = [p.strip() for p in text.split(":")]
     if len(parts) < 2:
         raise SearchError(f"{spec!r} must look like LOW:HIGH[:log|:linear][:int] or A,B,C")

@@ -1,6 +1,9 @@
 """The study database's exceptions: every error ``studies`` raises on purpose derives from StudyError."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class StudyError(Exception):
     """Root of the studies package's own errors; ``exit_code`` is what a CLI should exit with."""
@@ -31,3 +34,16 @@ class UnknownStudyError(StudyError):
 
 class QueryError(StudyError):
     """A read-only SQL statement was refused or failed."""
+
+
+@contextmanager
+def attribute_read(study: str, key: str) -> Iterator[None]:
+    """Reading user attribute ``key`` of ``study`` in the block: a value inside it of another kind than this service
+    writes (a list where it wrote a number, changed by hand) is a StudyError naming them, not the TypeError,
+    ValueError, KeyError, IndexError or AttributeError its reader ended in."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        raise StudyError(f"study {study}, user attribute {key!r} cannot be read (a value inside it is of another kind "
+                         "than this service writes); it was written by another program or changed since, and is "
+                         "left as it is") from None

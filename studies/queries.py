@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
 
 from studies import optuna_rdb
-from studies.errors import StudyError, UnknownStudyError
+from studies.errors import StudyError, UnknownStudyError, attribute_read
 from studies.records import RECORD_KEYS, curve_points, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 
@@ -141,6 +141,12 @@ def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
     return infos
 
 
+def _space_text(study: str, space: Any) -> str:
+    """``format_space`` of ``study``'s space attribute; StudyError naming them for a value inside it changed by hand."""
+    with attribute_read(study, "space"):
+        return format_space(space)
+
+
 def format_space(space: Any) -> str:
     """Compact text of a ``space`` attr: ``lr=1e-06:1 reg=1e-06:10`` (``:linear`` marks non-log), bounds to 3
     significant digits as a stage prints its space (``lr=0.0107:0.906``; an int range's whole)."""
@@ -249,7 +255,7 @@ def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = Non
                 "running": counts.get("RUNNING", 0),
                 "waiting": counts.get("WAITING", 0),
                 "best_value": best_value,
-                "space": format_space(info.attrs.get("space")),
+                "space": _space_text(info.name, info.attrs.get("space")),
                 "epochs": _int_or_none(info.attrs.get("epochs")),
                 "created": _utc_to_local(min(entry["starts"])) if entry["starts"] else None,
             }

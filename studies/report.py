@@ -64,7 +64,7 @@ from optuna.trial import FrozenTrial, create_trial
 
 from studies import plots
 from studies.plots import Dim, column_floats, value_key
-from studies.errors import OutputError, StudyError, UnknownStudyError
+from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
 from studies.records import curve_points, seconds_text, trial_record, value_text
 from studies.store import mask_url, resolve_storage_url
@@ -627,12 +627,14 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     dims = dims or {}
     best_p = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in best_p.items()}
     budget = budget_numbers(info.attrs.get("epochs"), frame)
+    with attribute_read(info.study, "space"):
+        text = space_text(info.space)
     return {
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
         "sampler": info.attrs.get("sampler"), "scheduler": info.attrs.get("scheduler"),
         "epochs": info.attrs.get("epochs"),
         "budget": info.attrs.get("n_trials"), "counts": state_counts(frame),
-        "space": info.space, "space_text": space_text(info.space), "range_notes": list(info.attrs.get("range_notes") or []),
+        "space": info.space, "space_text": text, "range_notes": list(info.attrs.get("range_notes") or []),
         "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
         "training_seconds": budget["training_seconds"], "spent": budget, "pruning": pruning_savings(frame),
         "distinct": distinct_counts(frame, params), "trials_to_within_1pt": trials_to_within(frame),
@@ -887,10 +889,14 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     chosen = chosen_configuration(final[-1], by_study.get(final[-1].study, empty), params, dims) if final else None
     present = _label_order(label for s in stages for label in s["diagnoses"])
 
+    data_stage = next((i for i in infos if isinstance(i.attrs.get("data"), dict)), None)
+    if data_stage is not None:  # read here, where its study is known: report.md and report.html write its text
+        with attribute_read(data_stage.study, "data"):
+            _data_text(data_stage.attrs["data"])
     summary = {
         "campaign": campaign,
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "data": next((i.attrs["data"] for i in infos if isinstance(i.attrs.get("data"), dict)), None),
+        "data": data_stage.attrs["data"] if data_stage is not None else None,
         "params": params,
         "dims": {n: {"type": d.kind, "log": d.log if d.numeric else None, "choices": list(d.choices) or None}
                  for n, d in dims.items()},

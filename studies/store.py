@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import os
 import random
 import re
@@ -82,8 +83,9 @@ def _parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        if "://" not in url and "@" not in url:  # a file name where a URL belongs, e.g. search.db
-            raise StorageError(f"invalid storage URL {url!r}: not a database URL; write sqlite:///{url}") from None
+        if "://" not in url and "@" not in url:  # a file name where a URL belongs, e.g. search.db or sqlite:search.db
+            path = url[len("sqlite:"):] if url.lower().startswith("sqlite:") else url
+            raise StorageError(f"invalid storage URL {url!r}: not a database URL; write sqlite:///{path}") from None
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
@@ -108,14 +110,25 @@ def _parse_url(url: str) -> URL:
 
 # the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI), and
 # what each must be
-_SQLITE_URL_ARGS = {"timeout": "a number of seconds", "isolation_level": "", "detect_types": "a whole number",
+_SQLITE_URL_ARGS = {"timeout": "a finite number of seconds >= 0", "isolation_level": "",
+                    "detect_types": "a whole number",
                     "check_same_thread": "true or false", "cached_statements": "a whole number", "uri": "true or false"}
+
+
+def _seconds(text: str) -> float:
+    """``text`` as a number of seconds to wait; ValueError for one that is not finite or is below 0
+    (sqlite3.connect took nan, -5 and inf without a word)."""
+    seconds = float(text)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(text)
+    return seconds
 
 
 def _check_sqlite_url_args(url: str, parsed: URL) -> None:
     """StorageError naming a SQLite URL argument whose value sqlite3.connect cannot take (``?uri=maybe`` ended in a
     traceback, ``?timeout=abc`` in "could not convert string to float")."""
-    readers = {"a number of seconds": float, "a whole number": int, "true or false": sqlalchemy.util.asbool}
+    readers = {"a finite number of seconds >= 0": _seconds, "a whole number": int,
+               "true or false": sqlalchemy.util.asbool}
     for key, want in _SQLITE_URL_ARGS.items():
         value = parsed.query.get(key)
         if value is None or not want:

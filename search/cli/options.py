@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from engine.data import DATASETS, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
 from engine.encoding import MISSING_POLICIES
 from engine.init import INITIALISERS, InitSpec
-from engine.model import ACTIVATIONS, ModelConfig
+from engine.model import ACTIVATIONS, MIN_KEEP, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
@@ -51,6 +51,8 @@ class WritablePath(click.Path):
             self.fail("the path must not be empty", param, ctx)
         if self.folder and str(value) == "-":  # "-" is standard output to predict --out; a folder is no stream
             self.fail("'-' (standard output) cannot hold a folder of files: give a folder's name", param, ctx)
+        if not self.folder and str(value).endswith(os.sep):  # x.png/ was written as x.png, exit 0
+            self.fail(f"{str(value)!r} ends in {os.sep!r}, so it names a folder: give the file's name", param, ctx)
         rv = super().convert(value, param, ctx)
         problem = write_problem(str(rv), self.folder)
         if problem:
@@ -298,7 +300,7 @@ RUN_OPTIONS = [
                  help="Std for normal/uniform/sparse/constant init, gain for orthogonal."),
     click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
                  help="Batch normalisation before each hidden activation."),
-    click.option("--dropout", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+    click.option("--dropout", type=FiniteFloatRange(MIN_KEEP, 1), default=1.0, show_default=True,
                  help="Keep probability of inverted dropout (1 = off)."),
     click.option("--loss", type=choice(["softmax", "svm"]), default="softmax", show_default=True,
                  help="Softmax cross-entropy, or the multiclass SVM hinge loss (no class probabilities)."),
@@ -429,7 +431,7 @@ def space_options(f: Callable) -> Callable:
 SPACE_FILE_BYTES = 1 << 20  # a space file is a few lines: a larger one is some other file, given by mistake
 
 
-def read_space_file(path: str) -> list[tuple[str, str, str]]:
+def read_space_file(path: str) -> list[tuple[str, str | list[str], str]]:
     """(name, spec, where) triples from a TOML file's [space] table (or its top level)."""
     try:
         with open(path, "rb") as f:  # a pipe too (--space-file <(...)); /dev/zero would be read until memory ran out
@@ -475,15 +477,15 @@ def read_space_file(path: str) -> list[tuple[str, str, str]]:
                 if joined is not None:
                     raise SearchError(f"--space-file {path}: {name}: choice {joined!r} holds a '{mark}'; a list "
                                       f"gives each choice alone (a range is a string: {name} = \"LOW:HIGH\")")
-            # a trailing comma keeps a list of one (or none) a choice, as in --space hidden=64, (not a range)
-            spec = ",".join(json.dumps(v) if isinstance(v, bool) else str(v) for v in spec) + ("," * (len(spec) < 2))
-        if not isinstance(spec, str):
+            # the choices' texts, a choice even of one value (hidden = [64]), never a range
+            spec = [json.dumps(v) if isinstance(v, bool) else str(v) for v in spec]
+        if not isinstance(spec, (str, list)):
             raise SearchError(f"--space-file {path}: {name} must be a string SPEC or a list of choices")
         items.append((name, spec, f"--space-file {path}: {name}"))
     return items
 
 
-def build_space(items: list[tuple[str, str, str]], default: dict[str, Dimension], base: RunConfig,
+def build_space(items: list[tuple[str, str | list[str], str]], default: dict[str, Dimension], base: RunConfig,
                 fixed: set[str]) -> dict[str, Dimension]:
     """The space from (name, spec, where) triples, or ``default`` minus the options the user fixed; checked
     against ``base``."""

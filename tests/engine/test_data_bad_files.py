@@ -451,6 +451,21 @@ def test_fifos_and_devices_are_not_regular_files(tmp_path: Path) -> None:
             detect_format(path)
 
 
+def test_a_link_that_loops_or_leads_nowhere_is_named_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 'loop' (ln -s loop loop) read "unknown dataset 'loop'; known: ...", a dangling link as a misspelt name
+    monkeypatch.chdir(tmp_path)
+    Path("loop").symlink_to("loop")
+    Path("gone").symlink_to("moved.csv")
+    for name, message in (("loop", "cannot resolve 'loop': a link on its path loops (too many levels of symbolic "
+                                   "links)"),
+                          ("loop/d.csv", "cannot resolve 'loop/d.csv': a link on its path loops (too many levels of "
+                                         "symbolic links)"),
+                          ("gone", "'gone' is a link to 'moved.csv', which does not exist")):
+        with pytest.raises(ConfigError) as raised:
+            DataSpec(name)
+        assert str(raised.value) == message
+
+
 def test_a_data_file_in_a_folder_that_cannot_be_searched_says_cannot_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,6 +133,9 @@ def test_a_grid_over_a_mixed_space_takes_every_category_times_k_values(run_cli):
     (["--space", "hidden=nan,3"], ["--space hidden=nan,3: 'nan' is not a finite number"]),
     (["--space", "depth=1,1e309"], ["--space depth=1,1e309: '1e309' is not a finite number"]),
     (["--space", "lr=1e-3,inf"], ["--space lr=1e-3,inf: 'inf' is not a finite number"]),
+    # an empty value between commas: relu, ran as relu alone, relu,,tanh as relu,tanh
+    (["--space", "activation=relu,"], ["--space activation=relu,: choice relu, has an empty value"]),
+    (["--space", "activation=relu,,tanh"], ["--space activation=relu,,tanh: choice relu,,tanh has an empty value"]),
 ])
 def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, args, fragments):
     one_line_error(run_cli("coarse", *args), *fragments)
@@ -157,14 +160,18 @@ def test_a_number_with_digit_separators_is_refused_as_a_csv_cell_is(run_cli, tmp
 
 
 def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_option(run_cli, tmp_path):
-    # once "0.005 is outside what --dropout accepts (0.01 to 1)", while `search train --dropout 0.005` runs
-    assert run_cli("train", "--dropout", "0.005", "--epochs", "1", "--train-size", "100").exit_code == 0
-    line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
-    assert line == ("error: --space dropout: 0.005 is outside the range dropout is searched in (0.01 to 1), though "
-                    "--dropout accepts it: ranges are searched and widened only within these")
+    # once "0.005 is outside what --lr-decay accepts (0.01 to 1)", while `search train --lr-decay 0.005` runs
+    assert run_cli("train", "--lr-decay", "0.005", "--epochs", "1", "--train-size", "100").exit_code == 0
+    line = one_line_error(run_cli("coarse", "--space", "lr_decay=0.005:1", "--trials", "1"), "--space lr_decay")
+    assert line == ("error: --space lr_decay: 0.005 is outside the range lr_decay is searched in (0.01 to 1), though "
+                    "--lr-decay accepts it: ranges are searched and widened only within these")
     # once "1.5 is outside what --dropout accepts (0.01 to 1)": the search's limits, said to be what --dropout takes
     line = one_line_error(run_cli("coarse", "--space", "dropout=0.5:1.5", "--trials", "1"), "--space dropout")
-    assert line == "error: --space dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"
+    assert line == "error: --space dropout: 1.5 is not accepted: dropout keep probability must be in [0.01, 1], got 1.5"
+    # --dropout takes what a search of it may take: 0.005 dropped nearly every unit, and read as a learning rate too low
+    line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
+    assert line == ("error: --space dropout: 0.005 is not accepted: dropout keep probability must be in [0.01, 1], "
+                    "got 0.005")
     line = one_line_error(run_cli("coarse", "--space", "momentum=0.5:1", "--optimizer", "momentum", "--trials", "1"))
     assert line == "error: --space momentum: 1 is not accepted: momentum must be in [0, 1), got 1.0"
 
@@ -215,7 +222,7 @@ def test_a_yaml_or_json_space_file_is_told_the_file_is_toml(run_cli, tmp_path):
     ('activation = ["relu", "swish"]\n', "activation: swish is not accepted: unknown activation 'swish'; known: relu, "
                                          "leaky_relu, prelu, elu, tanh, sigmoid, maxout"),
     ('dropout = "0.5:1.5:linear"\n',
-     "dropout: 1.5 is not accepted: dropout keep probability must be in (0, 1], got 1.5"),
+     "dropout: 1.5 is not accepted: dropout keep probability must be in [0.01, 1], got 1.5"),
     ('momentum = "0.5:0.9:linear"\n', "momentum has no effect with optimizer adam: it applies only with optimizer "
                                       "momentum or nesterov (set --optimizer or search it too)"),
     # once searched as lr=10:20: Python's float() reads digit separators, which a CSV cell may not hold

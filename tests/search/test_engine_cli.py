@@ -245,9 +245,10 @@ def test_a_relu_bias_beyond_float32_is_one_line_and_exit_2():
     assert (result.exit_code, result.output) == (2, "error: relu bias 1e+39 is beyond float32's range\n")
 
 
-def test_a_dropout_keep_probability_whose_scale_overflows_float32_is_one_line_and_exit_2():
-    # the first loss was NaN and told as "the initial weights or the inputs are too large for the network's floats"
-    result = invoke("train", "--epochs", "1", "--dropout", "1e-300")
-    assert (result.exit_code, result.output) == (
-        2, "error: dropout keep probability 1e-300 is below 2.94e-39: inverted dropout's 1/p scale of the units it "
-           "keeps overflows float32\n")
+def test_a_dropout_keep_probability_below_the_searched_range_is_one_line_and_exit_2():
+    # 1e-30 dropped every unit in training: the loss barely moved and the run was diagnosed lr_too_low; 1e-300 made
+    # the first loss NaN, told as "the initial weights or the inputs are too large for the network's floats"
+    for keep in ("1e-30", "1e-300", "0.009"):
+        result = invoke("train", "--epochs", "1", "--dropout", keep)
+        assert (result.exit_code, result.output) == (
+            2, f"error: Invalid value for '--dropout': {keep} is not in the range 0.01<=x<=1.\n")

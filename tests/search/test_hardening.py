@@ -707,6 +707,40 @@ def test_a_stored_value_changed_by_hand_is_one_line_naming_it(run_cli, url, chan
     assert last.endswith("; it was written by another program or changed since, and is left as it is")
 
 
+@pytest.mark.parametrize("key, path, value, command", [
+    # a JSON object as this service writes it, a value inside it of another kind: a TypeError or ValueError traceback
+    ("data", "$.shapes.train[1]", "json('[]')", ["report", "--out", "out"]),  # "unsupported format string passed"
+    ("data", "$.classes", "5", ["report", "--out", "out"]),  # "object of type 'int' has no len()"
+    ("space", "$.lr.low", "'a'", ["studies"]),  # "Unknown format code 'g' for object of type 'str'"
+    ("space", "$.lr.low", "'a'", ["best"]),
+    ("space", "$.lr.low", "'a'", ["report", "--out", "out"]),
+], ids=["data-shape-list", "data-classes-number", "space-bound-text-studies", "space-bound-text-best",
+        "space-bound-text-report"])
+def test_a_value_inside_a_stored_attribute_changed_by_hand_is_one_line_naming_it(run_cli, url, tmp_path, key, path,
+                                                                                  value, command):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE study_user_attributes SET value_json = json_set(value_json, '{path}', {value}) "
+                             f"WHERE key = '{key}'")
+
+    def content() -> list:
+        with engine.connect() as conn:
+            return [conn.exec_driver_sql(f"SELECT * FROM {table}").fetchall()
+                    for table in ("studies", "study_user_attributes", "trials", "trial_values")]
+
+    before = content()
+    result = run_cli(*command, "--storage", url)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"error: study {STAGE}, user attribute {key!r} cannot be read (a value inside it is of another kind than this "
+        "service writes); it was written by another program or changed since, and is left as it is")
+    assert content() == before
+    assert not (tmp_path / "out").exists()
+    engine.dispose()
+
+
 def test_explaining_a_trial_other_code_gave_an_unknown_diagnosis_is_one_line(run_cli, url):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
     study = optuna.load_study(study_name=STAGE, storage=url)
