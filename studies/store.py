@@ -95,7 +95,6 @@ def _parse_url(url: str) -> URL:
                            f"in a file name")
     if parsed.get_backend_name() == "sqlite":
         _check_sqlite_url_args(url, parsed)
-    if parsed.get_backend_name() == "sqlite":
         unknown = sorted(set(parsed.query) - set(_SQLITE_URL_ARGS))  # SQLAlchemy would warn and drop them
         database = parsed.database or ""
         if unknown and not sqlalchemy.util.asbool(parsed.query.get("uri", False)):
