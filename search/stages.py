@@ -858,17 +858,18 @@ def running_trials_by_worker(study: optuna.Study) -> tuple[int, int, int]:
 def process_alive(pid: int) -> bool:
     """Whether a process ``pid`` runs on this host (another user's counts); a zombie (killed, not yet reaped by its
     parent: a worker killed while the command that started it runs trials itself) does not."""
+    others = False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass  # another user's process
+        others = True  # another user's process
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             return f.read().rpartition(")")[2].split()[:1] != ["Z"]  # the state follows the name "(comm)"
-    except OSError:  # reaped since; or no /proc (not Linux): os.kill's answer
-        return not os.path.isdir("/proc/self")
+    except OSError:  # reaped since; another user's, hidden (/proc mounted hidepid=); no /proc (not Linux)
+        return others or not os.path.isdir("/proc/self")
 
 
 def worker_name() -> str:

@@ -853,3 +853,26 @@ def test_refinement_reads_an_underfitting_trial_whose_loss_still_falls_as_still_
     assert stages_module.refinement_labels(trial(["underfitting"], 0.019)) == ("underfitting",)  # levelled off
     assert stages_module.refinement_labels(trial(["healthy"], 0.103)) == ("healthy",)
     assert stages_module.refinement_labels(trial(["underfitting"], 0.103, "none")) == ("underfitting",)
+
+
+def test_a_process_of_another_user_whose_proc_files_are_hidden_is_alive(monkeypatch):
+    # /proc mounted with hidepid=1 or 2 hides another user's /proc/PID/stat from this one: kill(pid, 0) says the
+    # process exists (EPERM), and it was taken for gone, its worker's running trial failed and run again
+    import builtins
+    import os
+
+    from search.stages import process_alive
+
+    def denied(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    real_open = builtins.open
+
+    def hidden(file, *args, **kwargs):
+        if str(file) == "/proc/4242/stat":
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "kill", denied)
+    monkeypatch.setattr(builtins, "open", hidden)
+    assert process_alive(4242) is True
