@@ -23,7 +23,7 @@ from engine.encoding import TableEncoding
 from engine.errors import ConfigError, DataError, WriteError
 from engine.formats import cannot_read, check_memory, one_line, read_npz_headers
 from engine.init import InitSpec
-from engine.model import FullyConnectedNet, ModelConfig
+from engine.model import MIN_KEEP, FullyConnectedNet, ModelConfig
 from engine.preprocess import FITTED, PREPROCESSORS, Preprocessor
 
 FORMAT = "nn-hpsearch-model/1"
@@ -150,6 +150,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         spec = dict(meta["model"])
         spec["hidden"] = tuple(spec["hidden"])
         spec["init"] = InitSpec(**spec["init"])
+        keep = spec.get("dropout")
+        if isinstance(keep, float) and 0 < keep < MIN_KEEP:  # saved before the floor: dropout plays no part in scoring
+            spec["dropout"] = MIN_KEEP
         config = ModelConfig(**spec)
         names = _names(meta["label_names"], "label_names")
         twice = next((name for i, name in enumerate(names) if name in names[:i]), None)

@@ -44,3 +44,24 @@ def test_an_svm_model_has_no_probabilities() -> None:
         class_probabilities(svm, np.ones((2, 4), dtype=np.float32))
     assert str(raised.value) == ("an svm model scores classes without probabilities: "
                                  "model.predict(X) gives its classes")
+
+
+def test_a_model_file_saved_with_a_keep_probability_below_min_keep_is_still_read(model, tmp_path) -> None:
+    # --dropout took any keep probability in (0, 1] before its floor of 0.01: such a file was refused as "not a model
+    # file saved by `search train --save`", while dropout plays no part in scoring
+    import json
+
+    from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from engine.preprocess import Preprocessor
+
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, Checkpoint(model, Preprocessor("none", 4), ("a", "b", "c")))
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    meta = json.loads(str(arrays["meta"]))
+    meta["model"]["dropout"] = 0.005
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    np.savez(path, **arrays)
+    loaded = load_checkpoint(path)
+    X = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(class_probabilities(loaded.model, X), class_probabilities(model, X))
