@@ -167,12 +167,31 @@ def test_with_parent_works_this_process_runs_trials_beside_the_workers_and_repor
     assert sum(t.user_attrs["worker"] == worker_name() for t in trials) >= 4
 
 
+def _watch_worker_spawns(monkeypatch, before=None, after=None) -> list[int]:
+    """Worker processes' spawns watched: ``before(made)`` runs ahead of each (it may raise), ``after(made)`` once the
+    process is made; the pids made, as they are. The resource tracker is started first, the same way: no worker."""
+    import multiprocessing.resource_tracker
+    import multiprocessing.util
+
+    multiprocessing.resource_tracker.ensure_running()
+    real, made = multiprocessing.util.spawnv_passfds, []
+
+    def spawn(path, args, passfds):
+        if before is not None:
+            before(made)
+        made.append(real(path, args, passfds))
+        if after is not None:
+            after(made)
+        return made[-1]
+
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", spawn)
+    return made
+
+
 def test_a_worker_process_that_cannot_be_started_is_one_error_and_the_started_ones_are_ended(url, monkeypatch):
     # the second worker's start failing (no more processes to be had) was hidden behind "AssertionError: can only
     # join a started process", a traceback, raised where the workers already started were waited for
     import errno
-    import multiprocessing.resource_tracker
-    import multiprocessing.util
 
     from search.errors import SearchFailed
     from search.stages import create_stage
@@ -180,16 +199,12 @@ def test_a_worker_process_that_cannot_be_started_is_one_error_and_the_started_on
 
     storage = open_storage(url)
     create_stage(storage, coarse_stage("f", RUN, DEFAULT_SPACE, 6, seed=0))
-    multiprocessing.resource_tracker.ensure_running()  # started the same way: not counted as a worker
-    real, made = multiprocessing.util.spawnv_passfds, []
 
-    def second_refused(path, args, passfds):
+    def second_refused(made: list[int]) -> None:
         if made:
             raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
-        made.append(real(path, args, passfds))
-        return made[-1]
 
-    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", second_refused)
+    made = _watch_worker_spawns(monkeypatch, before=second_refused)
     with pytest.raises(SearchFailed) as info:
         run_stage_processes(url, "f/coarse", RUN.load(), 3, heartbeat=10)
     assert str(info.value) == "cannot start 3 worker processes: Resource temporarily unavailable; run with fewer jobs"
@@ -202,25 +217,18 @@ def test_a_worker_process_that_cannot_be_started_is_one_error_and_the_started_on
 def test_a_sigterm_while_the_workers_start_ends_every_worker_made(url, monkeypatch):
     # a SIGTERM that came inside a worker's start (its process made, its data not yet sent) left that process
     # unknown: never ended nor waited for, it printed "EOFError: Ran out of input" after the command had ended
-    import multiprocessing.resource_tracker
-    import multiprocessing.util
-
     from search.errors import Interrupted, forget_pending, raise_on
     from search.stages import create_stage
     from search.workers import run_stage_processes
 
     storage = open_storage(url)
     create_stage(storage, coarse_stage("t", RUN, DEFAULT_SPACE, 6, seed=0))
-    multiprocessing.resource_tracker.ensure_running()  # started the same way: not counted as a worker
-    real, made = multiprocessing.util.spawnv_passfds, []
 
-    def sigterm_after_the_second(path, args, passfds):
-        made.append(real(path, args, passfds))
+    def sigterm_after_the_second(made: list[int]) -> None:
         if len(made) == 2:
             os.kill(os.getpid(), signal.SIGTERM)
-        return made[-1]
 
-    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", sigterm_after_the_second)
+    made = _watch_worker_spawns(monkeypatch, after=sigterm_after_the_second)
     previous = raise_on(signal.SIGTERM, Interrupted)
     try:
         with pytest.raises(Interrupted):
