@@ -107,13 +107,6 @@ def _parse_url(url: str) -> URL:
     return parsed
 
 
-# the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI), and
-# what each must be
-_SQLITE_URL_ARGS = {"timeout": "a finite number of seconds >= 0", "isolation_level": "",
-                    "detect_types": "a whole number",
-                    "check_same_thread": "true or false", "cached_statements": "a whole number", "uri": "true or false"}
-
-
 def _seconds(text: str) -> float:
     """``text`` as a number of seconds to wait; ValueError for one that is not finite or is below 0
     (sqlite3.connect took nan, -5 and inf without a word)."""
@@ -123,19 +116,26 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+# the ?arguments SQLAlchemy passes to sqlite3.connect (others need uri=true and then belong to SQLite's own URI), and
+# what each must be with the reader that checks it (None: any text)
+_SQLITE_URL_ARGS = {"timeout": ("a finite number of seconds >= 0", _seconds), "isolation_level": None,
+                    "detect_types": ("a whole number", int),
+                    "check_same_thread": ("true or false", sqlalchemy.util.asbool),
+                    "cached_statements": ("a whole number", int), "uri": ("true or false", sqlalchemy.util.asbool)}
+
+
 def _check_sqlite_url_args(url: str, parsed: URL) -> None:
     """StorageError naming a SQLite URL argument whose value sqlite3.connect cannot take (``?uri=maybe`` ended in a
     traceback, ``?timeout=abc`` in "could not convert string to float")."""
-    readers = {"a finite number of seconds >= 0": _seconds, "a whole number": int,
-               "true or false": sqlalchemy.util.asbool}
-    for key, want in _SQLITE_URL_ARGS.items():
+    for key, check in _SQLITE_URL_ARGS.items():
         value = parsed.query.get(key)
-        if value is None or not want:
+        if value is None or check is None:
             continue
+        want, read = check
         try:
             if not isinstance(value, str):
                 raise ValueError("given twice")
-            readers[want](value)
+            read(value)
         except ValueError:
             raise StorageError(f"invalid storage URL {mask_url(url)!r}: ?{key}= must be {want}, got "
                                f"{value if isinstance(value, str) else '&'.join(value)!r}") from None
