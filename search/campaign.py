@@ -19,7 +19,7 @@ from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
 from search.objective import EXPLODE_FACTOR, stop_reason, trial_config
 from search.progress import Progress
-from search.space import Choice, Dimension, FloatRange, IntRange, space_moved
+from search.space import DEFAULT_SPACE, Choice, Dimension, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, best_configurations, campaign_stages, create_stage, fine_index, latest_chain_stage,
@@ -31,8 +31,6 @@ from studies import optuna_rdb
 from studies.budget import ERROR_PREFIX
 from studies.queries import COMPARE_STAGE, campaigns, latest_campaign, unknown_campaign
 from studies.store import open_storage
-
-DEFAULT_SPACE: dict[str, Dimension] = {"lr": FloatRange(1e-6, 1.0), "reg": FloatRange(1e-6, 10.0)}
 
 
 def default_hidden_range(train_samples: int) -> IntRange:

@@ -322,6 +322,8 @@ class Choice:
 
 Dimension = Union[FloatRange, IntRange, Choice]
 Space = Mapping[str, Dimension]
+# what a stage searches where no --space, --space-file, --lr or --reg is given (search auto adds the hidden width)
+DEFAULT_SPACE: dict[str, Dimension] = {"lr": FloatRange(1e-6, 1.0), "reg": FloatRange(1e-6, 10.0)}
 
 
 # --------------------------------------------------------------------------- parsing and checking

@@ -25,7 +25,9 @@ from search.config import MAX_DEPTH, RunConfig, absolute_data_name, default_prep
 from search.errors import SearchError
 from search.objective import EXPLODE_FACTOR, EXPLODE_WINDOW
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
-from search.space import SEARCHABLE, Dimension, check_fixed, check_space, parse_dimension, searchable
+from search.space import (
+    DEFAULT_SPACE, SEARCHABLE, Dimension, check_fixed, check_space, describe_space, parse_dimension, searchable,
+)
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -393,7 +395,8 @@ SPACE_OPTIONS = [
     click.option("--space", "space_items", multiple=True, metavar="NAME=SPEC",
                  help="Search NAME (a run option: lr, reg, hidden, depth, dropout, activation, ...) over SPEC: "
                       "LOW:HIGH[:log|:linear][:int] or A,B,C. Repeatable, e.g. --space hidden=16:512:int "
-                      "--space activation=relu,tanh."),
+                      f"--space activation=relu,tanh. Default, without --space, --lr, --reg or a space file: "
+                      f"{describe_space(DEFAULT_SPACE)} (search auto: and the hidden width)."),
     click.option("--space-file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
                  help="The same in a TOML file: a [space] table of NAME = \"SPEC\" or NAME = [A, B, C]."),
     click.option("--lr", "lr_range", default=None, metavar="LOW:HIGH",

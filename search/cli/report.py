@@ -19,6 +19,7 @@ from search.cli.options import (
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
 from search.errors import Interrupted, SearchError, forget_pending, pending
+from search.space import DEFAULT_SPACE
 
 
 def out_option(default: str) -> Callable:
@@ -123,7 +124,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     Example:
       search compare --repeats 5 --trials 16 --epochs 2
     """
-    from search.campaign import DEFAULT_SPACE, Execution, check_campaign_kind
+    from search.campaign import Execution, check_campaign_kind
     from search.cli.stages import check_largest_network
     from search.compare import compare_pair, default_compare_campaign, run_compare
     from studies.report import safe_dirname, write_compare_report

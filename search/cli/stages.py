@@ -17,7 +17,7 @@ from search.cli.output import echo, echo_json, say
 from search.text import wrapped
 from search.config import RunConfig
 from search.schedulers import SCHEDULERS
-from search.space import value_text
+from search.space import DEFAULT_SPACE, value_text
 
 
 # a stage summary's row keys printed before the parameters: title, width, format
@@ -221,7 +221,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
         --space momentum=0.5:0.99   # drawn only where optimizer is momentum
       search coarse --scheduler asha --trials 100 --epochs 9
     """
-    from search.campaign import DEFAULT_SPACE, coarse_stage, execute_stage
+    from search.campaign import coarse_stage, execute_stage
     from search.stages import study_name
 
     ex = execution(storage, jobs, heartbeat, as_json)

@@ -1065,6 +1065,23 @@ def test_every_help_fits_80_columns_and_gives_an_example(run_cli, monkeypatch):
         assert re.search(r"^  Examples?:$", text, re.M) and f"    search {name} " in text, name
 
 
+def test_the_help_and_the_readme_name_the_space_a_stage_searches_without_one(run_cli):
+    # neither said over which ranges lr and reg are searched where no --space, --lr, --reg or space file is given
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    space = json.loads(run_cli("studies", "--format", "json").stdout)[0]["space"]
+    assert space == "lr=1e-06:1 reg=1e-06:10"
+    for name in ("coarse", "auto", "compare"):
+        text = " ".join(run_cli(name, "--help").stdout.split())
+        assert f"Default, without --space, --lr, --reg or a space file: {space} (search auto: and the hidden " \
+            "width)." in text, name
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    said = re.search(r"Without `--space`, `--lr`, `--reg` or `--space-file` a stage searches lr over (\S+) and reg "
+                     r"over (\S+) \(`search auto`: and the hidden width", readme)
+    stored = {name: [float(v) for v in spec.split(":")] for name, spec in (d.split("=") for d in space.split())}
+    assert said and {"lr": [float(v) for v in said[1].split(":")], "reg": [float(v) for v in said[2].split(":")]} \
+        == stored
+
+
 def test_help_lists_no_argument_as_a_bare_option_row(run_cli):
     # click 8.5.1 gives an argument a help row: "Options:" began with a bare "  [STUDY]" (trials), "  SQL" (query)
     text = run_cli("explain", "--help").stdout
