@@ -260,6 +260,7 @@ FIXES = {
 seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
                            help="Seed of every random choice (0 to 4294967295).")
 
+INIT_STD_HELP = "Std for normal/uniform/sparse/constant init, gain for orthogonal"  # search layers' too
 RUN_OPTIONS = [
     # data
     click.option("--data", default="digits", show_default=True, metavar="NAME|PATH",
@@ -299,7 +300,7 @@ RUN_OPTIONS = [
     click.option("--init", "init_name", type=choice(INITIALISERS), default="he", show_default=True, metavar="NAME",
                  help="Weight initialiser: he, xavier, normal, uniform, orthogonal, lecun, ... (see search layers)."),
     click.option("--init-std", type=float, default=None, callback=nonneg_float,
-                 help="Std for normal/uniform/sparse/constant init, gain for orthogonal."),
+                 help=f"{INIT_STD_HELP}."),
     click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
                  help="Batch normalisation before each hidden activation."),
     click.option("--dropout", type=FiniteFloatRange(MIN_KEEP, 1), default=1.0, show_default=True,

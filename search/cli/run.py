@@ -17,7 +17,7 @@ from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
-    DATA_PARAMS, RUN_PARAMS, ImagePath, SectionedCommand, WritablePath, check_not_input,
+    DATA_PARAMS, INIT_STD_HELP, RUN_PARAMS, ImagePath, SectionedCommand, WritablePath, check_not_input,
     choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_file,
     storage_option,
 )
@@ -274,7 +274,7 @@ def blas_threads_of(threads: int | None) -> Any:
 @click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True, metavar="NAME",
               help=f"One of {', '.join(sorted(INITIALISERS))}.")
 @click.option("--init-std", type=float, default=None, callback=nonneg_float,
-              help="Std for normal/uniform init (0.01 collapses, 1.0 saturates tanh).")
+              help=f"{INIT_STD_HELP} (normal: 0.01 collapses, 1.0 saturates tanh).")
 @click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True,
               help=f"One of {', '.join(ACTIVATIONS)}.")
 @click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=10, show_default=True, help="Hidden layers.")

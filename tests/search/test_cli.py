@@ -1082,6 +1082,19 @@ def test_the_help_and_the_readme_name_the_space_a_stage_searches_without_one(run
         == stored
 
 
+def test_init_std_help_names_every_init_it_applies_to_in_layers_as_in_train(run_cli):
+    # search layers said "Std for normal/uniform init" where it takes sparse's and constant's std and orthogonal's gain
+    from engine.init import DEFAULT_STD
+
+    for name in ("layers", "train"):
+        text = " ".join(run_cli(name, "--help").stdout.split())
+        said = re.search(r"--init-std FLOAT Std for (\S+) init, gain for (\w+)", text)
+        assert said and {*said[1].split("/"), said[2]} == set(DEFAULT_STD), name
+    layers = " ".join(run_cli("layers", "--help").stdout.split())
+    assert "gain for orthogonal (normal: 0.01 collapses, 1.0 saturates tanh)." in layers
+    assert run_cli("layers", "--init", "orthogonal", "--init-std", "2", "--depth", "2", "--width", "8").exit_code == 0
+
+
 def test_help_lists_no_argument_as_a_bare_option_row(run_cli):
     # click 8.5.1 gives an argument a help row: "Options:" began with a bare "  [STUDY]" (trials), "  SQL" (query)
     text = run_cli("explain", "--help").stdout
