@@ -507,6 +507,38 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     storage.engine.dispose()
 
 
+@pytest.mark.parametrize("heartbeat", [None, 0, 2.5, True])
+def test_an_execution_without_heartbeats_is_refused(url, heartbeat):
+    # Execution(heartbeat=None) made a stage whose trials carried no heartbeat: one whose worker was lost on another
+    # machine stayed RUNNING for ever, and every command on the stage waited for it
+    from search.errors import SearchError
+
+    with pytest.raises(SearchError) as info:
+        Execution(url, heartbeat=heartbeat)
+    assert str(info.value) == f"--heartbeat must be a whole number of seconds >= 1, got {heartbeat!r}"
+    assert info.value.exit_code == 2
+
+
+def test_a_stage_stored_without_a_heartbeat_runs_with_the_commands_one(url, monkeypatch):
+    # a stage created with heartbeats off (a storage opened without an interval) kept them off for every command that
+    # ran it: a trial of a worker lost on another machine was never re-run, and the stage never finished
+    from search import campaign
+    from search.stages import create_stage
+
+    storage = open_storage(url)  # no heartbeat interval
+    create_stage(storage, coarse_stage("nb", RUN, DEFAULT_SPACE, 2, seed=0))
+    assert storage.get_study_user_attrs(storage.get_study_id_from_name("nb/coarse"))["heartbeat"] is None
+    storage.engine.dispose()
+    given = []
+    real = campaign.run_stage_processes
+    monkeypatch.setattr(campaign, "run_stage_processes",
+                        lambda url, name, dataset, jobs, heartbeat, **kw: given.append(heartbeat)
+                        or real(url, name, dataset, jobs, heartbeat, **kw))
+    summary = execute_stage(Execution(url, heartbeat=7, progress="quiet"), coarse_stage("nb", RUN, DEFAULT_SPACE, 2,
+                                                                                        seed=0))
+    assert given == [7] and summary.counts["complete"] + summary.counts["pruned"] == 2
+
+
 def test_a_trial_of_a_killed_worker_its_parent_has_not_reaped_yet_is_failed_at_once(url):
     # search coarse --jobs 3 runs trials in its own process and reaps no worker meanwhile: one killed with SIGKILL
     # (the OOM killer) stayed a zombie, which kill(pid, 0) finds, and its trial waited 2 heartbeats (10 min with
