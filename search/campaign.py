@@ -56,7 +56,7 @@ class Execution:
 
     url: str
     jobs: int | None = 1  # None: auto, the usable cores but never more than the trials left
-    heartbeat: int | None = 10
+    heartbeat: int = 10  # seconds; a trial silent for twice this is failed and re-run
     progress: str = "auto"  # "auto", "bar", "log" or "quiet"
     # with jobs > 1 this process runs trials too (see run_stage_processes): only for a guarded main module
     parent_works: bool = False
@@ -67,8 +67,10 @@ class Execution:
             raise SearchError(f"--jobs must be a whole number >= 1 (or None: auto), got {self.jobs!r}")
         if self.progress not in PROGRESS_MODES:
             raise SearchError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {self.progress!r}")
-        if self.heartbeat is not None and self.heartbeat < 1:
-            raise SearchError(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
+        if isinstance(self.heartbeat, bool) or not isinstance(self.heartbeat, int) or self.heartbeat < 1:
+            # None (no heartbeats) left a trial whose worker was lost on another machine RUNNING for ever, and every
+            # command on its stage waiting for it
+            raise SearchError(f"--heartbeat must be a whole number of seconds >= 1, got {self.heartbeat!r}")
         storage_retry_seconds()  # read when the database fails, mid-stage: a bad value is refused here, first
 
     def processes(self, trials_left: int) -> int:
@@ -207,8 +209,10 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         if dataset is None:  # a worker joining a stage, maybe on another machine: same data or nothing
             dataset = stage.run.load()
             _check_same_data(study, data_identity(stage.run.data, dataset))
-        # every worker of a stage judges staleness with the stage's interval (see create_stage)
-        heartbeat = study.user_attrs.get("heartbeat", execution.heartbeat)
+        # every worker of a stage judges staleness with the stage's interval (see create_stage); a stage stored
+        # without one (created with heartbeats off) is run with this command's, or a lost worker's trial is never
+        # re-run
+        heartbeat = study.user_attrs.get("heartbeat") or execution.heartbeat
         storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
         # counted by the database: a stage's trials are not read to count them (through the study, Optuna's cache,
         # every WAITING one would be read too); the same counts size the workers and start the progress

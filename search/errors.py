@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -87,7 +88,11 @@ def signal_held(signum: int) -> Iterator[None]:
     """Hold signal ``signum`` while the block runs, then act on it as the handler in place would have.
 
     It is blocked in this thread, so processes started here inherit it blocked (they unblock it when ready); a
-    copy another thread takes is only noted. Either way it is raised again once the block is over."""
+    copy another thread takes is only noted. Either way it is raised again once the block is over. Outside the main
+    thread, which no handler runs in, nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     caught: list[int] = []
     previous = signal.signal(signum, lambda number, frame: caught.append(number))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signum})

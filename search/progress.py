@@ -37,10 +37,14 @@ def format_params(params: dict) -> str:
     return " ".join(f"{k}={value_text(v)}" for k, v in params.items())
 
 
-def bar_name(name: str, total: int, width: int) -> str:
+def bar_name(name: str, total: int, width: int, pruned: int = 0, failed: int = 0) -> str:
     """``name`` shortened in its campaign part (``campaign…/stage``) so that a bar of ``width`` columns keeps its
-    counts, times and best value whole: tqdm cuts a line that does not fit at its end."""
+    counts, times and best value whole, ``pruned`` and ``failed`` trials once one failed: tqdm cuts a line that does
+    not fit at its end."""
     rest = len(f": {total}/{total} || 00:00<00:00, best 0.0000 pruned {total}") + 2  # and a bar of 2 columns
+    if failed:  # shown once a trial failed, as a Ctrl-C ends the bar (its running trial failed as interrupted)
+        shown = f": {total}/{total} || 00:00<00:00, best 0.0000 pruned {pruned} failed {failed}"
+        rest = max(rest, len(shown) + 1)  # and a bar of 1 column, the fewest tqdm draws
     room = width - rest
     if len(name) <= room:
         return name
@@ -90,7 +94,7 @@ class Progress:
             # three columns short of the terminal: a bar in the last column makes the terminal wrap, and
             # the ^C a terminal echoes after it would too
             size = shutil.get_terminal_size((80, 24))
-            width = size.columns - 3
+            width = self.width = size.columns - 3
             # the height too: tqdm reads its own, and a terminal that reports 0 rows (some CI and container
             # terminals) makes it draw nothing at all
             self.bar = _Bar(total=total, initial=self.done, desc=bar_name(self.name, total, width), file=self.stream,
@@ -179,6 +183,9 @@ class Progress:
 
     def _postfix(self) -> None:
         text = f"best {self._best()} pruned {self.pruned}" + (f" failed {self.failed}" if self.failed else "")
+        name = bar_name(self.name, self.total, self.width, self.pruned, self.failed)  # failures counted: shorter
+        if name != self.bar.desc:
+            self.bar.set_description_str(name, refresh=False)
         self.bar.set_postfix_str(text, refresh=True)
 
     def close(self) -> None:

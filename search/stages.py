@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from engine.data import Dataset, check_dataset_name
 from engine.errors import ConfigError, EngineError
 from engine.diagnostics import still_falling, value_se
-from search.errors import Interrupted, SearchError, SearchFailed, raise_pending
+from search.errors import Interrupted, SearchError, SearchFailed, raise_pending, signal_held
 from search.config import RunConfig, with_absolute_data
 from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
@@ -777,8 +777,9 @@ def _fail_own_running_trials(study: optuna.Study, on_trial: Callable[[FrozenTria
 
 
 def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[FrozenTrial], None]) -> None:
-    """Pass the trial an interrupt ended to ``on_trial`` once it is recorded as FAIL (a second Ctrl-C or SIGTERM
-    ignored meanwhile); nothing when the database did not take the record."""
+    """Pass the trial an interrupt ended to ``on_trial`` once it is recorded, as FAIL or with its result where the
+    interrupt came while that was written (a second Ctrl-C or SIGTERM ignored meanwhile); nothing when the database
+    did not take the record."""
     with _signals_ignored():
         try:
             frozen = storage.get_trial(trial_id)
@@ -786,7 +787,7 @@ def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[
             if not is_storage_error(e):
                 raise
             return
-        if frozen.state == TrialState.FAIL:
+        if frozen.state != TrialState.RUNNING:
             on_trial(frozen)
 
 
@@ -944,15 +945,27 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
             return frozen
         writes.user_attrs.update(outcome.attrs)
         writes.system_attrs.update(outcome.records)
+        written: list[FrozenTrial] = []
+
+        def finish(state: TrialState, value: float | None = None) -> FrozenTrial:
+            # Ctrl-C and SIGTERM wait while the result's transaction runs (each attempt: the waits between retries
+            # take them at once), then act: the finished run is kept, not failed and run again
+            with signal_held(signal.SIGINT), signal_held(signal.SIGTERM):
+                written.append(writes.finish(state, value))
+            return written[-1]
+
         try:
             if outcome.pruned:
-                return retry_storage(lambda: writes.finish(TrialState.PRUNED), what)
+                return retry_storage(lambda: finish(TrialState.PRUNED), what)
             if not math.isfinite(outcome.value):  # as Optuna's tell: a value that is no number fails the trial
                 writes.user_attrs["stop_reason"] = "error: the validation accuracy is not a number"  # not re-run
-                return retry_storage(lambda: writes.finish(TrialState.FAIL), what)
-            return retry_storage(lambda: writes.finish(TrialState.COMPLETE, outcome.value), what)
-        except (KeyboardInterrupt, Interrupted) as interrupt:  # while the result was written: as during training
-            _record_interrupted(study, writes, interrupt)  # nothing written when the result was (no longer RUNNING)
+                return retry_storage(lambda: finish(TrialState.FAIL), what)
+            return retry_storage(lambda: finish(TrialState.COMPLETE, outcome.value), what)
+        except (KeyboardInterrupt, Interrupted) as interrupt:
+            if written:  # held while the result was written: the trial is kept, and run_worker reports it
+                setattr(interrupt, _RECORDED, True)
+            else:  # between the retries' attempts: as during training
+                _record_interrupted(study, writes, interrupt)
             raise
     except optuna.exceptions.UpdateFinishedTrialError:
         # Another worker failed this trial as stale (its heartbeats stopped reaching the database, e.g.

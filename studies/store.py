@@ -569,6 +569,8 @@ def open_storage(
             _check_sqlite_file(path, create, where, deadline)
             if readonly:
                 engine_kwargs["creator"] = _readonly_sqlite_creator(sqlite_read_uri(path, deadline))
+            else:
+                _remove_left_temporary_names(path)
     else:
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
         if url_dialect(url) == "postgresql":
@@ -668,17 +670,40 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
                                f"{others}, or put the database back")
 
 
+_TEMPORARY_HEX = 6  # random bytes in the name of the temporary file a new SQLite database is made in
+
+
+def _remove_left_temporary_names(path: Path) -> None:
+    """Remove the temporary name ``_create_sqlite_whole`` gave the database at ``path`` where the process that made
+    it was killed between linking it into place and unlinking it: a hidden second name of the same file, which kept
+    its data on disk after ``path`` was deleted. A temporary that is another file (a creator killed before its link,
+    or one still making its tables) is left as it is."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{{2 * _TEMPORARY_HEX}}}\.tmp")
+    try:
+        names = [entry.path for entry in os.scandir(path.parent) if pattern.fullmatch(entry.name)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            if not os.path.islink(name) and os.path.samefile(name, path):
+                os.unlink(name)
+        except OSError:
+            continue  # gone meanwhile (another process removed it), or a folder this process may not change
+
+
 def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object], where: str) -> None:
     """Make a new SQLite study database at ``path`` whole or not at all.
 
     Optuna creates its tables one statement at a time, each committed: a Ctrl-C among them left a file of some of
     them, which every reading command then called "not an Optuna study database". They are made in a temporary file
-    beside ``path`` instead, linked into place unless another process linked its own first (that one is used). Where
+    beside ``path`` instead, linked into place unless another process linked its own first (that one is used: a
+    rename would replace it, and the trials written into it since). A kill between the link and the unlink leaves the
+    temporary as a second name of the database, which the next writing open removes. Where
     the link fails (a file system without hard links) nothing is at ``path`` and the caller creates it there; where
     the tables cannot be made (a full disk, a file size limit) StorageError, nothing at ``path`` either: made there,
     they were left half made, which reading commands called "not an Optuna study database" or "read-only".
     """
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(_TEMPORARY_HEX)}.tmp"
     try:
         try:
             storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(

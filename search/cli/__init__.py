@@ -19,7 +19,7 @@ import click
 
 from engine.errors import EngineError
 from search.errors import Interrupted, SearchError, forget_pending, interrupted_line, raise_on, raise_pending
-from search.text import visible
+from search.text import visible, wrapped
 from studies.errors import StudyError
 
 EXIT_INTERRUPTED = 130
@@ -131,7 +131,8 @@ def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
     terminated = isinstance(stop, Interrupted)
     # a campaign the command named itself (search compare's), on the signal's exception or on click's Abort made of it
     campaign = getattr(stop, "campaign", None) or getattr(stop.__cause__, "campaign", None)
-    click.echo(interrupted_line("terminated" if terminated else "interrupted", given, campaign), err=True)
+    # wrapped at the terminal's width: a campaign named in it (compare-<timestamp>) made it too long for 80 columns
+    click.echo(wrapped(interrupted_line("terminated" if terminated else "interrupted", given, campaign)), err=True)
     sys.exit(143 if terminated else EXIT_INTERRUPTED)
 
 

@@ -68,11 +68,12 @@ def test_an_interrupted_compare_names_the_campaign_its_rerun_must_be_given(run_c
         return real(*args, on_stage=stage_done, **kwargs)
 
     monkeypatch.setattr(search.compare, "run_compare", stopped_after_the_first_stage)
+    monkeypatch.setenv("COLUMNS", "80")
     stopped = run_cli("compare", *SMALL, "--jobs", "1")
     name = re.match(r"campaign (compare-\d{8}T\d{6}Z):", stopped.stdout).group(1)
     assert stopped.exit_code == 130
-    assert stopped.stderr.lstrip("\n") == (
-        f"interrupted: the database is consistent; run the same command with --campaign {name} to continue\n")
+    assert stopped.stderr.lstrip("\n") == (  # wrapped at 80 columns, never inside the campaign's name
+        f"interrupted: the database is consistent; run the same command with --campaign\n    {name} to continue\n")
     given = run_cli("compare", *SMALL, "--jobs", "1", "--campaign", "mine")  # a name given: the same command again
     assert given.exit_code == 130
     assert given.stderr.lstrip("\n") == (

@@ -34,6 +34,20 @@ def test_a_long_campaign_name_is_shortened_so_the_best_value_stays_whole(monkeyp
     assert last.endswith(", best 0.9776 pruned 1"), last
 
 
+def test_a_long_campaign_name_is_shortened_further_once_a_trial_failed(monkeypatch):
+    # Ctrl-C counts the running trial as failed as the bar ends, and its count cut the last line mid-word at 80
+    # columns: "my-long-experiment-…/coarse: 10/200 | | 00:03<01:12, best 0.9481 pruned 1 fai"
+    monkeypatch.setenv("COLUMNS", "80")
+    finished = [_trial(0, TrialState.COMPLETE, 0.9481), _trial(1, TrialState.PRUNED, None)]
+    before = _last_bar_line("my-long-experiment-name-for-flowers/coarse", 200, finished)
+    assert before.startswith("my-long-experiment-…/coarse: 2/200 |"), before  # no failure: as long as it fits
+    last = _last_bar_line("my-long-experiment-name-for-flowers/coarse", 200,
+                          [*finished, _trial(2, TrialState.FAIL, None)])
+    assert len(last) <= 77, last
+    assert last.startswith("my-long-exper…/coarse: 2/200 |"), last
+    assert last.endswith(", best 0.9481 pruned 1 failed 1"), last
+
+
 def _last_bar_line(name: str, total: int, finished: list) -> str:
     """The last line a bar of stage ``name`` shows once ``finished`` (numbered in order) have ended."""
     out = io.StringIO()

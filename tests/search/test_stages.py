@@ -370,7 +370,8 @@ def test_an_interrupt_as_a_claimed_trial_s_run_is_entered_leaves_no_trial_runnin
 
 
 def test_an_interrupt_inside_a_statement_of_the_result_still_records_the_trial(url, monkeypatch):
-    # a Ctrl-C that Python raises as a SQLite statement of the result's transaction returns: the statement, kept
+    # an interrupt that Python raises as a SQLite statement of the result's transaction returns (a handler's other
+    # than Ctrl-C's or SIGTERM's, which wait for that transaction since): the statement, kept
     # alive by the exception's traceback, held the write lock, so recording the interrupt waited for it (the busy
     # timeout, 60 s), gave up and left the trial RUNNING (and the stage's other worker stopped, locked out)
     from optuna.storages._rdb import models
@@ -400,6 +401,62 @@ def test_an_interrupt_inside_a_statement_of_the_result_still_records_the_trial(u
     study = _study(url, "s/coarse")
     assert _states(study) == {"FAIL": 1, "WAITING": 3}
     assert study.get_trials(states=(TrialState.FAIL,))[0].user_attrs["stop_reason"] == "interrupted"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_finished_trials_result_is_written_keeps_the_result(url, monkeypatch, capsys, signum):
+    # a Ctrl-C (or SIGTERM) that landed while a finished run's result was being written rolled it back: the trial
+    # was failed as interrupted and its whole run done again; it waits for the transaction, then stops the command
+    from optuna.storages._rdb import models
+
+    from search.errors import Interrupted, forget_pending, raise_on
+    from studies import optuna_rdb
+
+    real = optuna_rdb._upsert_attrs
+    sent = []
+
+    def signal_inside_the_result(rdb, conn, model, trial_id, attrs):
+        if model is models.TrialSystemAttributeModel and not sent:  # the first result's transaction
+            sent.append(trial_id)
+            os.kill(os.getpid(), signum)
+        return real(rdb, conn, model, trial_id, attrs)
+
+    monkeypatch.setattr(optuna_rdb, "_upsert_attrs", signal_inside_the_result)
+    previous = raise_on(signal.SIGTERM, Interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else Interrupted):
+            execute_stage(Execution(url, progress="log"), coarse_stage("w", RUN, DEFAULT_SPACE, 3, seed=0))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        forget_pending()
+    assert len(sent) == 1
+    study = _study(url, "w/coarse")
+    assert _states(study) == {"COMPLETE": 1, "WAITING": 2}
+    (kept,) = study.get_trials(states=(TrialState.COMPLETE,))
+    assert kept.number == 0 and kept.user_attrs["stop_reason"] == "completed" and kept.value > 0
+    lines = capsys.readouterr().err.splitlines()  # counted by the progress as it was written
+    assert len(lines) == 1 and lines[0].startswith("w/coarse:0 new best ") and lines[0].endswith(" [1/3]")
+
+
+def test_a_stage_run_outside_the_main_thread_records_its_results(url):
+    # signals are held while a result is written; off the main thread, where no handler runs, there is nothing to
+    # hold (signal.signal would refuse: "signal only works in main thread")
+    import threading
+
+    failed = []
+    thread = threading.Thread(target=lambda: _run_or_note(failed, url))
+    thread.start()
+    thread.join()
+    assert failed == []
+    states = _states(_study(url, "th/coarse"))
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 2 and set(states) <= {"COMPLETE", "PRUNED"}
+
+
+def _run_or_note(failed: list, url: str) -> None:
+    try:
+        execute_stage(Execution(url, progress="quiet"), coarse_stage("th", RUN, DEFAULT_SPACE, 2, seed=0))
+    except BaseException as exc:  # noqa: BLE001  asserted in the main thread
+        failed.append(repr(exc))
 
 
 def test_the_same_command_after_an_interrupt_says_what_it_continues(url, monkeypatch, capsys):
@@ -505,6 +562,38 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     assert trials[4].system_attrs.get("retry_of") == 0  # its copy, as a stale trial's
     assert fail_trials_of_dead_workers(study) == []  # once
     storage.engine.dispose()
+
+
+@pytest.mark.parametrize("heartbeat", [None, 0, 2.5, True])
+def test_an_execution_without_heartbeats_is_refused(url, heartbeat):
+    # Execution(heartbeat=None) made a stage whose trials carried no heartbeat: one whose worker was lost on another
+    # machine stayed RUNNING for ever, and every command on the stage waited for it
+    from search.errors import SearchError
+
+    with pytest.raises(SearchError) as info:
+        Execution(url, heartbeat=heartbeat)
+    assert str(info.value) == f"--heartbeat must be a whole number of seconds >= 1, got {heartbeat!r}"
+    assert info.value.exit_code == 2
+
+
+def test_a_stage_stored_without_a_heartbeat_runs_with_the_commands_one(url, monkeypatch):
+    # a stage created with heartbeats off (a storage opened without an interval) kept them off for every command that
+    # ran it: a trial of a worker lost on another machine was never re-run, and the stage never finished
+    from search import campaign
+    from search.stages import create_stage
+
+    storage = open_storage(url)  # no heartbeat interval
+    create_stage(storage, coarse_stage("nb", RUN, DEFAULT_SPACE, 2, seed=0))
+    assert storage.get_study_user_attrs(storage.get_study_id_from_name("nb/coarse"))["heartbeat"] is None
+    storage.engine.dispose()
+    given = []
+    real = campaign.run_stage_processes
+    monkeypatch.setattr(campaign, "run_stage_processes",
+                        lambda url, name, dataset, jobs, heartbeat, **kw: given.append(heartbeat)
+                        or real(url, name, dataset, jobs, heartbeat, **kw))
+    summary = execute_stage(Execution(url, heartbeat=7, progress="quiet"), coarse_stage("nb", RUN, DEFAULT_SPACE, 2,
+                                                                                        seed=0))
+    assert given == [7] and summary.counts["complete"] + summary.counts["pruned"] == 2
 
 
 def test_a_trial_of_a_killed_worker_its_parent_has_not_reaped_yet_is_failed_at_once(url):

@@ -270,6 +270,29 @@ def test_a_new_database_whose_creation_is_interrupted_leaves_no_file_and_is_made
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_creator_killed_between_linking_its_temporary_and_unlinking_it_leaves_no_second_name(tmp_path) -> None:
+    """kill -9 as a new database was linked into place left its temporary beside it, a hidden second name of the
+    same file (its data kept on disk after search.db was deleted); the next writing open removes it, and only it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "search.db"
+    creator = ("import os, signal\nlink = os.link\n"
+               "def link_then_killed(src, dst):\n    link(src, dst)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+               f"os.link = link_then_killed\nfrom studies.store import open_storage\nopen_storage({_url(path)!r})")
+    assert subprocess.run([sys.executable, "-c", creator]).returncode == -signal.SIGKILL
+    (left,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert left.samefile(path) and path.stat().st_nlink == 2
+    other = tmp_path / ".search.db.0123456789ab.tmp"  # another file: a creator killed before its link
+    other.write_bytes(b"x")
+    reading = open_storage(_url(path), readonly=True)  # reading writes nothing, in the folder either
+    reading.engine.dispose()
+    assert left.exists()
+    open_storage(_url(path)).engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "search.db"]
+    assert path.stat().st_nlink == 1
+
+
 # --- 5. plain sentences for full disks, locks and unreachable servers ------------------------
 
 
