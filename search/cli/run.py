@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -307,18 +306,12 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
                                           samples, seed)
     if plot:
-        from studies.plots import new_axes, plot_layer_histograms, save
+        from studies.plots import layer_histogram_axes, plot_layer_histograms, save
 
-        cols = 4
-        rows = 1 + math.ceil(depth / cols)
-        axes = new_axes(rows, cols, size=(3.0, 2.2)).ravel()
         title = f"{init_name}{'' if init_std is None else f' std {init_std:g}'} + {activation}" + (
             " + batchnorm" if batchnorm else "")
-        # first row: mean and std curves; then one histogram per layer
-        panel = [axes[0], axes[1], *axes[cols:cols + depth]]
-        for ax in [*axes[2:cols], *axes[cols + depth:]]:
-            ax.set_axis_off()
-        fig = plot_layer_histograms(panel, hidden, [s.mean for s in stats], [s.std for s in stats], title)
+        fig = plot_layer_histograms(layer_histogram_axes(depth), hidden, [s.mean for s in stats],
+                                    [s.std for s in stats], title)
         save(fig, plot)
     if as_json:
         echo_json([s.as_dict() for s in stats])
