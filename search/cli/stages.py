@@ -10,8 +10,9 @@ import click
 
 from search.cli.options import (
     DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, AsciiIntRange, SectionedCommand, WritablePath,
-    check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
-    options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file, storage_option,
+    check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option,
+    json_option, options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file,
+    storage_option,
 )
 from search.cli.output import echo, echo_json, say
 from search.text import wrapped
