@@ -363,7 +363,8 @@ class Diagnosis:
 
 
 def value_se(accuracy: float, n: int | None) -> float | None:
-    """Binomial standard error of an accuracy measured on ``n`` samples (None when n is unknown)."""
+    """Binomial standard error of an accuracy measured on ``n`` samples (None when n is unknown); its twin is
+    ``studies.queries._value_se`` (studies never imports engine)."""
     if not n:
         return None
     p = min(max(accuracy, 1.0 / n), 1 - 1.0 / n)  # never 0 at 100 %

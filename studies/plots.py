@@ -117,6 +117,18 @@ def plot_training(
     return fig
 
 
+def layer_histogram_axes(depth: int, cols: int = 4, size: tuple[float, float] = (3.0, 2.2)) -> list[Axes]:
+    """The axes ``plot_layer_histograms`` draws on, ``size`` inches each: mean and std in a first row of ``cols``
+    panels, then ``depth`` histograms ``cols`` a row; two grids, so that the std curve's tick labels do not widen the
+    gap before the second column of histograms, as one grid of them all did."""
+    rows = -(-depth // cols)
+    fig = plt.figure(figsize=(size[0] * cols, size[1] * (1 + rows)), layout="constrained")
+    curves, histograms = fig.add_gridspec(2, 1, height_ratios=(1, rows))
+    top, grid = curves.subgridspec(1, cols), histograms.subgridspec(rows, cols)
+    return [fig.add_subplot(top[0, 0]), fig.add_subplot(top[0, 1]),
+            *(fig.add_subplot(grid[k // cols, k % cols]) for k in range(depth))]
+
+
 def plot_layer_histograms(
     axes: Sequence[Axes], hidden: Sequence[np.ndarray], means: Sequence[float], stds: Sequence[float], title: str
 ) -> Figure:

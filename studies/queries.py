@@ -546,7 +546,9 @@ def _stage_epochs(info: _StudyInfo) -> int:
 
 
 def _value_se(value: float, n: int | None) -> float | None:
-    """Binomial standard error of an accuracy on ``n`` samples, as ``search best`` gives it (engine's value_se)."""
+    """Binomial standard error of an accuracy on ``n`` samples, as ``search best`` gives it: the twin of
+    ``engine.diagnostics.value_se``, kept here as studies never imports engine (nor engine studies, and no package
+    lies below both); a change to one is made to both (tests/studies/test_queries.py holds them alike)."""
     if not n:
         return None
     p = min(max(value, 1.0 / n), 1 - 1.0 / n)  # never 0 at 100 %

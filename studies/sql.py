@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy
 
-from studies.errors import QueryError, StorageBusyError, StorageError
+from studies.errors import QueryError, StorageBusyError
 from studies.store import (
-    LOCK_POLL_S, describe_storage_error, mask_url, readonly_engine, url_dialect, with_available_driver,
+    LOCK_POLL_S, is_locked, readonly_engine, readonly_open_error, url_dialect, with_available_driver,
 )
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
@@ -414,7 +414,7 @@ def run_readonly_sql(
         try:
             raw = engine.raw_connection()
         except Exception as exc:  # the driver's own errors, wrapped or not
-            raise StorageError(f"storage {mask_url(url)}: cannot open read-only: {describe_storage_error(exc)}") from None
+            raise readonly_open_error(url, exc) from None
         try:
             columns, rows = run(raw, url, statement, view, max(0.001, timeout - (time.monotonic() - started)), max_rows)
         except QueryTimeoutError:
@@ -504,7 +504,7 @@ def _run_sqlite(raw: Any, _url: str, statement: str, view: ViewBuilder, timeout:
                     rows = _fetch_within(cursor.fetchmany, max_rows) if cursor.description else []
                     return [d[0] for d in cursor.description or ()], [tuple(row) for row in rows]
                 except sqlite3.OperationalError as exc:
-                    if "database is locked" not in str(exc) or stop.is_set():
+                    if not is_locked(exc) or stop.is_set():
                         raise
         finally:
             conn.set_progress_handler(None, 0)

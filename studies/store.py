@@ -203,15 +203,16 @@ def _refuse_file_uri(url: str, where: str) -> None:
 _T = TypeVar("_T")
 
 
-def _is_locked(exc: BaseException) -> bool:
-    """True for SQLite's "database is locked" (another process holds the lock) and "database table is locked"."""
+def is_locked(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (another process holds the lock) and "database table is locked":
+    the error a read waits out, tried again (``_read_sqlite``, a query of ``studies.sql``)."""
     return isinstance(exc, sqlite3.OperationalError) and "is locked" in str(exc)
 
 
 def _unreadable(message: str, exc: BaseException) -> StorageError:
     """StorageError ``message: why`` for a SQLite file that could not be read; StorageBusyError (exit 1) for a lock
     held past the wait, which the same command gets past once it is released."""
-    error = StorageBusyError if _is_locked(exc) else StorageError
+    error = StorageBusyError if is_locked(exc) else StorageError
     return error(f"{message}: {describe_storage_error(exc)}")
 
 
@@ -228,7 +229,7 @@ def _read_sqlite(uri: str, read: Callable[[sqlite3.Connection], _T], deadline: f
         try:
             return read(conn)
         except sqlite3.OperationalError as exc:
-            if not _is_locked(exc) or time.monotonic() >= deadline:
+            if not is_locked(exc) or time.monotonic() >= deadline:
                 raise
         finally:
             conn.close()
@@ -250,7 +251,7 @@ def sqlite_read_uri(path: Path, deadline: float | None = None) -> str:
         return f"{base}?mode=ro"
     except sqlite3.OperationalError as exc:
         wal = Path(f"{path}-wal")
-        if _is_locked(exc) or os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
+        if is_locked(exc) or os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
             raise _unreadable(f"cannot read {str(path)!r}", exc) from None
         return f"{base}?immutable=1"
 
@@ -846,6 +847,11 @@ def readonly_engine(url: str, wait: float | None = None) -> sqlalchemy.engine.En
     raise StorageError(f"{where}: read-only SQL is supported on SQLite and PostgreSQL, not {dialect}")
 
 
+def readonly_open_error(url: str, exc: BaseException) -> StorageError:
+    """The error of a connection of ``readonly_engine(url)`` that could not be opened."""
+    return StorageError(f"storage {mask_url(url)}: cannot open read-only: {describe_storage_error(exc)}")
+
+
 @contextmanager
 def connect_readonly(url: str) -> Iterator[Connection]:
     """A SQLAlchemy connection (in a transaction, rolled back at the end) that cannot write."""
@@ -854,9 +860,7 @@ def connect_readonly(url: str) -> Iterator[Connection]:
         try:
             conn = engine.connect()
         except SQLAlchemyError as exc:
-            raise StorageError(
-                f"storage {mask_url(url)}: cannot open read-only: {describe_storage_error(exc)}"
-            ) from None
+            raise readonly_open_error(url, exc) from None
         with conn:
             transaction = conn.begin()
             try:

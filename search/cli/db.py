@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    NEWEST_CAMPAIGN, FiniteFloatRange, ImagePath, SectionedCommand,
+    NEWEST_CAMPAIGN, AsciiIntRange, FiniteFloatRange, ImagePath, SectionedCommand,
     apply, campaign_option, check_not_input, format_option, json_option, open_for_reading, storage_file,
     storage_option,
 )
@@ -56,7 +56,7 @@ def studies(campaign: str | None, storage: str | None, fmt: str, columns: str | 
 @click.option("--sort", default=None, metavar="NAME",
               help="Column to sort by: value, val_acc, best_val_acc and train_acc best first, the others "
                    "ascending; -NAME descending, +NAME ascending, e.g. --sort -lr.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many rows (after --sort).")
+@click.option("--limit", type=AsciiIntRange(min=1), default=None, help="Show at most this many rows (after --sort).")
 @storage_option
 @format_option
 @columns_options
@@ -195,7 +195,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
 @click.argument("sql")
 @click.option("--timeout", type=FiniteFloatRange(0, 86400, min_open=True), default=30.0, show_default=True,
               metavar="SECONDS", help="Stop the query after this long (exit 1); Ctrl-C cancels it too.")
-@click.option("--max-rows", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True,
+@click.option("--max-rows", type=AsciiIntRange(1, 10_000_000), default=10_000, show_default=True,
               help="Return at most this many rows (a line on stderr says when more were left out).")
 @storage_option
 @format_option

@@ -5,6 +5,7 @@ import functools
 import json
 import math
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -30,8 +31,40 @@ from search.space import (
 )
 
 
-class FiniteFloatRange(click.FloatRange):
-    """click.FloatRange that also refuses nan and inf (nan passes every comparison click makes)."""
+# a number option's text: ASCII digits only, as int() and float() also read other scripts' digits (--jobs ２ was 2)
+# and digit separators (1_000); float also takes inf and nan, which FiniteFloatRange refuses by name
+INT_TEXT = re.compile(r"[+-]?[0-9]+")
+FLOAT_TEXT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)
+
+
+class AsciiNumber(click.ParamType):
+    """A number type whose text must match ``text`` (before the type's own conversion), else click's message."""
+
+    text: re.Pattern[str]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not self.text.fullmatch(value):
+            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)  # click's own words
+        return super().convert(value, param, ctx)
+
+
+class AsciiIntRange(AsciiNumber, click.IntRange):
+    """click.IntRange of a whole number written in ASCII digits with an optional sign."""
+
+    text = INT_TEXT
+
+
+class AsciiFloat(AsciiNumber, click.types.FloatParamType):
+    """click's float of a number written in ASCII (digits, sign, point, exponent; inf, nan)."""
+
+    text = FLOAT_TEXT
+
+
+class FiniteFloatRange(AsciiNumber, click.FloatRange):
+    """click.FloatRange of a number written in ASCII that also refuses nan and inf (nan passes every comparison
+    click makes)."""
+
+    text = FLOAT_TEXT
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         rv = super().convert(value, param, ctx)
@@ -257,7 +290,7 @@ FIXES = {
 }
 
 # the seeds of the trials, samplers and splits are taken modulo 2**32: a larger seed would repeat a smaller one
-seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+seed_option = click.option("--seed", type=AsciiIntRange(0, 2**32 - 1), default=0, show_default=True,
                            help="Seed of every random choice (0 to 4294967295).")
 
 INIT_STD_HELP = "Std for normal/uniform/sparse/constant init, gain for orthogonal"  # search layers' too
@@ -283,23 +316,23 @@ RUN_OPTIONS = [
     click.option("--test-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
                  default=DEFAULT_TEST_FRACTION, show_default=True,
                  help="Share drawn (stratified) for test where the file gives no test split."),
-    click.option("--train-size", type=click.IntRange(min=1), default=None, help="Use the first N training samples."),
-    click.option("--val-size", type=click.IntRange(min=1), default=None, help="Use the first N validation samples."),
+    click.option("--train-size", type=AsciiIntRange(min=1), default=None, help="Use the first N training samples."),
+    click.option("--val-size", type=AsciiIntRange(min=1), default=None, help="Use the first N validation samples."),
     click.option("--preprocess", type=choice(PREPROCESSORS), default=None, metavar="NAME",
                  help=f"Fitted on the training split: {', '.join(PREPROCESSORS)} (default: standardize for a "
                       f"CSV/TSV table, mean_image otherwise)."),
-    click.option("--pca-components", type=click.IntRange(min=1), default=None,
+    click.option("--pca-components", type=AsciiIntRange(min=1), default=None,
                  help="Components kept by pca/whiten (default: the features, at most 100)."),
     # model
     click.option("--hidden", default="100", show_default=True, callback=_hidden,
                  help="Hidden layer sizes, comma-separated."),
-    click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=None,
+    click.option("--depth", type=AsciiIntRange(1, MAX_DEPTH), default=None,
                  help="Number of hidden layers, each as wide as --hidden (one width)."),
     click.option("--activation", type=choice(ACTIVATIONS), default="relu", show_default=True, metavar="NAME",
                  help=f"One of {', '.join(ACTIVATIONS)}."),
     click.option("--init", "init_name", type=choice(INITIALISERS), default="he", show_default=True, metavar="NAME",
                  help="Weight initialiser: he, xavier, normal, uniform, orthogonal, lecun, ... (see search layers)."),
-    click.option("--init-std", type=float, default=None, callback=nonneg_float,
+    click.option("--init-std", type=AsciiFloat(), default=None, callback=nonneg_float,
                  help=f"{INIT_STD_HELP}."),
     click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
                  help="Batch normalisation before each hidden activation."),
@@ -307,14 +340,14 @@ RUN_OPTIONS = [
                  help="Keep probability of inverted dropout (1 = off)."),
     click.option("--loss", type=choice(["softmax", "svm"]), default="softmax", show_default=True,
                  help="Softmax cross-entropy, or the multiclass SVM hinge loss (no class probabilities)."),
-    click.option("--relu-bias", type=float, default=0.0, callback=nonneg_float,
+    click.option("--relu-bias", type=AsciiFloat(), default=0.0, callback=nonneg_float,
                  help="Initial bias of ReLU-family units, e.g. 0.01."),
     # optimisation
     click.option("--optimizer", type=choice(OPTIMIZERS), default="adam", show_default=True, metavar="NAME",
                  help=f"Update rule: {', '.join(OPTIMIZERS)}."),
     click.option("--momentum", type=FiniteFloatRange(0, 1, max_open=True), default=0.9, show_default=True,
                  help="mu of the momentum and nesterov rules."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True,
+    click.option("--batch-size", type=AsciiIntRange(min=1), default=50, show_default=True,
                  help="Samples per update; an epoch is the training samples // this many updates."),
     click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Multiply lr by this after each epoch."),
@@ -536,7 +569,7 @@ storage_option = click.option(
 def _jobs(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
     if value == "auto":
         return None
-    if not value.isdigit() or not 1 <= int(value) <= 256:
+    if not INT_TEXT.fullmatch(value) or not 1 <= int(value) <= 256:
         # a value from the environment is not on the command line: say where it is (click sets the parameter's
         # source only after this callback)
         source = " (from $SEARCH_JOBS)" if os.environ.get("SEARCH_JOBS") == value else ""
@@ -549,7 +582,7 @@ jobs_option = click.option(
     help="Worker processes on this machine; with 2 or more, 1 BLAS thread each (1 keeps NumPy's own BLAS "
          "threads); auto: the usable cores, never more than the trials left ($SEARCH_JOBS).")
 heartbeat_option = click.option(
-    "--heartbeat", type=click.IntRange(min=1, max=86400), default=10, show_default=True,
+    "--heartbeat", type=AsciiIntRange(min=1, max=86400), default=10, show_default=True,
     help="Seconds between a running trial's heartbeats; a trial silent for 2x this is failed and re-run. "
          "Set by the command that creates a stage; its workers use the stage's value.")
 explode_option = click.option(
@@ -577,9 +610,9 @@ MAX_REPEATS = 1000  # search compare's pairs at most: 2000 stages
 DRAWN_SAMPLERS = ["random", "tpe", "qmc"]  # what --sampler and --fine-sampler offer (grid and fixed are stage kinds)
 
 stage_options = apply([
-    click.option("--trials", type=click.IntRange(min=1, max=MAX_TRIALS), default=50, show_default=True,
+    click.option("--trials", type=AsciiIntRange(min=1, max=MAX_TRIALS), default=50, show_default=True,
                  help="Trials in the stage (search auto: in its coarse stage and in each fine stage)."),
-    click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
+    click.option("--epochs", type=AsciiIntRange(min=1), default=3, show_default=True,
                  help="Epochs per trial (coarse runs are short)."),
     click.option("--sampler", type=choice(DRAWN_SAMPLERS), default="random", show_default=True,
                  help="How the stage draws its trials (search auto: its coarse stage; --fine-sampler the fine "
@@ -591,11 +624,11 @@ stage_options = apply([
 ])
 
 fine_options = apply([
-    click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+    click.option("--top", type=AsciiIntRange(min=1), default=5, show_default=True,
                  help="Refine the range around this many best trials."),
     click.option("--edge", type=FiniteFloatRange(0, 0.5, min_open=True), default=0.1, show_default=True,
                  help="Widen past a bound when the best lies within this fraction of the width of it."),
-    click.option("--promote", type=click.IntRange(0, 1000), default=8, show_default=True,
+    click.option("--promote", type=AsciiIntRange(0, 1000), default=8, show_default=True,
                  help="Re-run this many of the previous stage's best at the new epochs (stage promote-k) and refine "
                       "on their ranking; 0: refine on the short runs."),
 ])

@@ -130,12 +130,15 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     from rich.cells import cell_len
     from rich.console import Console
 
+    def text_width(text: str) -> int:  # an ASCII cell (control characters written out): a column a character
+        return len(text) if text.isascii() else cell_len(text)
+
     shown = list(frame.columns) if everything or not columns else [c for c in columns if c in frame.columns]
     # the cells are made twice, a block of rows at a time, for their widths and to print them: never all at once
-    need = {c: cell_len(heading(c)) for c in shown}
+    need = {c: text_width(heading(c)) for c in shown}
     for cells in _cell_blocks(frame, shown):
         for c in shown:
-            need[c] = max(need[c], *map(cell_len, cells[c]))
+            need[c] = max(need[c], *map(text_width, cells[c]))
     terminal = shutil.get_terminal_size((80, 24)).columns
     left: list[str] = []
     if not wide and not everything:  # whole columns that fit the terminal, never a number cut short
@@ -158,8 +161,8 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
         from rich.text import Text
 
         def line(cells: list[str]) -> str:  # no line ends in spaces: the last column's padding is no part of it
-            return "  ".join(" " * (need[c] - cell_len(v)) + v if numeric[c] else v + " " * (need[c] - cell_len(v))
-                             for c, v in zip(shown, cells)).rstrip(" ")
+            pads = (" " * (need[c] - text_width(v)) for c, v in zip(shown, cells))
+            return "  ".join(pad + v if numeric[c] else v + pad for c, v, pad in zip(shown, cells, pads)).rstrip(" ")
 
         console.print(Text(line([heading(c) for c in shown]), style="bold"))
         for cells in _cell_blocks(frame, shown):
@@ -206,8 +209,22 @@ CELL_BLOCK = 10_000  # rows made into cells at a time
 def _cell_blocks(frame: Any, columns: list[str]) -> Any:
     """The table cells of ``columns`` (column: its cells), a block of CELL_BLOCK rows at a time."""
     for start in range(0, len(frame), CELL_BLOCK):
-        rows = frame_records(frame.iloc[start:start + CELL_BLOCK][columns])
-        yield {c: [column_cell(c, row[c]) for row in rows] for c in columns}
+        block = frame.iloc[start:start + CELL_BLOCK]
+        yield {c: _column_cells(c, block[c]) for c in columns}
+
+
+def _column_cells(column: str, values: Any) -> list[str]:
+    """``column_cell`` of each of a column's values (a Series) as ``frame_records`` gives them (a missing value as
+    None); a column of integers, floats or text read straight from its Python values, 5 times as fast."""
+    import pandas as pd
+
+    if pd.api.types.is_integer_dtype(values.dtype):  # _cell of an int: its digits, never long
+        return [str(v) if isinstance(v, int) else "-" for v in values.tolist()]
+    if pd.api.types.is_float_dtype(values.dtype):
+        return [column_cell(column, v if isinstance(v, float) and v == v else None) for v in values.tolist()]
+    if isinstance(values.dtype, pd.StringDtype):
+        return [column_cell(column, v if isinstance(v, str) else None) for v in values.tolist()]
+    return [column_cell(column, row[column]) for row in frame_records(values.to_frame())]
 
 
 def _broken_pipe() -> None:

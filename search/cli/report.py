@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    MAX_REPEATS, MAX_TRIALS, NEWEST_CAMPAIGN, SectionedCommand, WritablePath,
+    MAX_REPEATS, MAX_TRIALS, NEWEST_CAMPAIGN, AsciiIntRange, SectionedCommand, WritablePath,
     build_space, campaign_option, check_not_input, default_folder, explode_option, heartbeat_option, jobs_option,
     json_option, open_for_reading,
     run_config_options, space_options, storage_file, storage_option,
@@ -96,12 +96,12 @@ def report_progress() -> Any:
 @click.command(cls=SectionedCommand, short_help="Random vs grid search at equal budget, repeated.")
 @run_config_options
 @space_options
-@click.option("--repeats", type=click.IntRange(1, MAX_REPEATS), default=5, show_default=True,
+@click.option("--repeats", type=AsciiIntRange(1, MAX_REPEATS), default=5, show_default=True,
               help="Independent random/grid pairs (stage seeds --seed, --seed+1, ...).")
-@click.option("--trials", type=click.IntRange(1, MAX_TRIALS), default=16, show_default=True,
+@click.option("--trials", type=AsciiIntRange(1, MAX_TRIALS), default=16, show_default=True,
               help="Budget of each stage: the grid takes k values per range (and every category), the most "
                    "that fit; the random stage as many trials as the grid has points.")
-@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per trial.")
+@click.option("--epochs", type=AsciiIntRange(min=1), default=2, show_default=True, help="Epochs per trial.")
 @explode_option
 @campaign_option("compare-<UTC timestamp>")
 @out_option("<campaign>")
@@ -203,7 +203,7 @@ def _check_port(port: int) -> None:
 
 
 @click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+@click.option("--port", type=AsciiIntRange(1, 65535), default=8080, show_default=True,
               help="Port on 127.0.0.1 to serve on.")
 @storage_option
 def dashboard(port: int, storage: str | None) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -17,9 +16,9 @@ from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
-    DATA_PARAMS, INIT_STD_HELP, RUN_PARAMS, ImagePath, SectionedCommand, WritablePath, check_not_input,
-    choice, explode_option, json_option, nonneg_float, positive_float, run_config_options, seed_option, storage_file,
-    storage_option,
+    DATA_PARAMS, INIT_STD_HELP, RUN_PARAMS, AsciiFloat, AsciiIntRange, ImagePath, SectionedCommand, WritablePath,
+    check_not_input, choice, explode_option, json_option, nonneg_float, positive_float, run_config_options,
+    seed_option, storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
@@ -30,17 +29,17 @@ from studies.records import seconds_text
 
 # the run's own defaults, which a stage's trials use for what they do not search: one run, three commands
 # (train, sanity, a stage), one lr and one reg
-lr_option = click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, callback=positive_float,
-                         help="Learning rate.")
-reg_option = click.option("--reg", type=float, default=TrainConfig.reg, show_default=True, callback=nonneg_float,
-                          help="L2 strength.")
+lr_option = click.option("--lr", type=AsciiFloat(), default=TrainConfig.lr, show_default=True,
+                         callback=positive_float, help="Learning rate.")
+reg_option = click.option("--reg", type=AsciiFloat(), default=TrainConfig.reg, show_default=True,
+                          callback=nonneg_float, help="L2 strength.")
 
 
 @click.command(cls=SectionedCommand, short_help="Train one network (--from-trial reruns a trial).")
 @run_config_options
 @lr_option
 @reg_option
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--epochs", type=AsciiIntRange(min=1), default=10, show_default=True,
               help="Passes over the training split.")
 @explode_option
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER",
@@ -273,13 +272,13 @@ def blas_threads_of(threads: int | None) -> Any:
 @click.command(cls=SectionedCommand, short_help="Per-layer activation statistics of a deep net.")
 @click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True, metavar="NAME",
               help=f"One of {', '.join(sorted(INITIALISERS))}.")
-@click.option("--init-std", type=float, default=None, callback=nonneg_float,
+@click.option("--init-std", type=AsciiFloat(), default=None, callback=nonneg_float,
               help=f"{INIT_STD_HELP} (normal: 0.01 collapses, 1.0 saturates tanh).")
 @click.option("--activation", type=choice(ACTIVATIONS), default="tanh", show_default=True,
               help=f"One of {', '.join(ACTIVATIONS)}.")
-@click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=10, show_default=True, help="Hidden layers.")
-@click.option("--width", type=click.IntRange(1, 5000), default=500, show_default=True, help="Units per hidden layer.")
-@click.option("--samples", type=click.IntRange(2, 100000), default=1000, show_default=True,
+@click.option("--depth", type=AsciiIntRange(1, MAX_DEPTH), default=10, show_default=True, help="Hidden layers.")
+@click.option("--width", type=AsciiIntRange(1, 5000), default=500, show_default=True, help="Units per hidden layer.")
+@click.option("--samples", type=AsciiIntRange(2, 100000), default=1000, show_default=True,
               help="Unit-Gaussian input samples fed through the net.")
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True,
               help="Batch normalisation before each activation.")
@@ -307,18 +306,12 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
                                           samples, seed)
     if plot:
-        from studies.plots import new_axes, plot_layer_histograms, save
+        from studies.plots import layer_histogram_axes, plot_layer_histograms, save
 
-        cols = 4
-        rows = 1 + math.ceil(depth / cols)
-        axes = new_axes(rows, cols, size=(3.0, 2.2)).ravel()
         title = f"{init_name}{'' if init_std is None else f' std {init_std:g}'} + {activation}" + (
             " + batchnorm" if batchnorm else "")
-        # first row: mean and std curves; then one histogram per layer
-        panel = [axes[0], axes[1], *axes[cols:cols + depth]]
-        for ax in [*axes[2:cols], *axes[cols + depth:]]:
-            ax.set_axis_off()
-        fig = plot_layer_histograms(panel, hidden, [s.mean for s in stats], [s.std for s in stats], title)
+        fig = plot_layer_histograms(layer_histogram_axes(depth), hidden, [s.mean for s in stats],
+                                    [s.std for s in stats], title)
         save(fig, plot)
     if as_json:
         echo_json([s.as_dict() for s in stats])
@@ -338,7 +331,7 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
 @run_config_options
 @lr_option
 @reg_option
-@click.option("--overfit-samples", type=click.IntRange(min=2), default=20, show_default=True,
+@click.option("--overfit-samples", type=AsciiIntRange(min=2), default=20, show_default=True,
               help="Training samples the net must learn to 100 % train accuracy.")
 @json_option
 def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json: bool) -> int:

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, SectionedCommand, WritablePath, check_not_input,
-    build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option, json_option,
-    options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file, storage_option,
+    DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, AsciiIntRange, SectionedCommand, WritablePath,
+    check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option,
+    json_option, options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file,
+    storage_option,
 )
 from search.cli.output import echo, echo_json, say
 from search.text import wrapped
@@ -238,9 +239,9 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
 
 @click.command(cls=SectionedCommand, short_help="Next stage, refined around the best trials.")
 @fine_options
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=AsciiIntRange(min=1), default=None,
               help="Epochs per trial (default: twice the previous stage's).")
-@click.option("--trials", type=click.IntRange(min=1, max=MAX_TRIALS), default=None,
+@click.option("--trials", type=AsciiIntRange(min=1, max=MAX_TRIALS), default=None,
               help="Trials (default: the previous stage's).")
 @click.option("--sampler", type=choice(DRAWN_SAMPLERS), default=None,
               help="random, tpe or qmc inside the refined box (default: the previous stage's; search auto's fine "
@@ -310,18 +311,18 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 @space_options
 @stage_options
 @fine_options
-@click.option("--fine-epochs", type=click.IntRange(min=1), default=None,
+@click.option("--fine-epochs", type=AsciiIntRange(min=1), default=None,
               help="Epochs of fine trials (default: twice the previous stage's).")
 @click.option("--fine-sampler", type=choice(DRAWN_SAMPLERS), default="tpe", show_default=True,
               help="Sampler of the fine stages inside their refined box; with tpe, the same --seed gives the same "
                    "trials only with --jobs 1.")
 @click.option("--fine-scheduler", type=choice(SCHEDULERS), default=None,
               help="Scheduler of the fine stages (default: --scheduler's).")
-@click.option("--max-fine", type=click.IntRange(min=0, max=100), default=3, show_default=True,
+@click.option("--max-fine", type=AsciiIntRange(min=0, max=100), default=3, show_default=True,
               help="Most fine stages to run (fewer when a stage no longer improves beyond noise).")
-@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
+@click.option("--repeats", type=AsciiIntRange(1, 20), default=3, show_default=True,
               help="Runs of each of the --top configurations in the final stage; the best mean is chosen.")
-@click.option("--retrain-seeds", type=click.IntRange(1, 20), default=3, show_default=True,
+@click.option("--retrain-seeds", type=AsciiIntRange(1, 20), default=3, show_default=True,
               help="Retrains of the chosen configuration, scored on test (mean +- std).")
 @click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
               help="Save the chosen configuration's first retrain as a model for `search predict`.")

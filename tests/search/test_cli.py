@@ -612,6 +612,30 @@ def test_query_json_is_strict_json_with_numbers_as_numbers(run_cli):
     assert type(frame_records(numeric)[0]["sum"]) is int
 
 
+def test_table_cells_read_from_a_column_are_those_of_its_records():
+    """A table's cells are made a column at a time from its Python values (5 times as fast as by frame_records):
+    the same cells, missing values and accuracies too, for every kind of column."""
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+
+    from search.cli.output import _column_cells, column_cell, frame_records
+
+    frame = pd.DataFrame({
+        "i": [1, -2**62, 3], "u": np.array([0, 7, 2**63], dtype="uint64"), "Int": pd.array([4, None, 5], dtype="Int64"),
+        "f": [0.5, np.nan, np.inf], "value": [0.96301, np.nan, -np.inf], "Float": pd.array([1.25, None, np.nan]),
+        "s": pd.Series(["a\nb", None, "2024-01-02T03:04:05.6"], dtype="str"),
+        "string": pd.Series(["x" * 300, None, "\x1b[2J"], dtype="string"),
+        "o": [decimal.Decimal("2.50"), [1, 0.5], None], "b": [True, False, True],
+        "t": pd.to_datetime(["2024-01-02 03:04:05", None, "2025-06-07 00:00:00"]),
+    })
+    expected = {c: [column_cell(c, row[c]) for row in frame_records(frame)] for c in frame.columns}
+    assert {c: _column_cells(c, frame[c]) for c in frame.columns} == expected
+    assert expected["Int"] == ["4", "-", "5"] and expected["value"] == ["0.9630", "-", "-"]
+    assert expected["f"] == ["0.5", "-", "inf"] and expected["s"] == ["a\\nb", "-", "2024-01-02 03:04:05"]
+
+
 def test_query_table_shows_control_characters_instead_of_sending_them_to_the_terminal(run_cli, monkeypatch):
     """An escape sequence stored in the database (a worker on a shared PostgreSQL writes what it likes) reached the
     terminal raw from a table: ESC]0;...BEL retitles the window, ESC[31m colours what follows, ESC[2J clears it."""

@@ -131,6 +131,22 @@ def test_layers_plot_is_written(tmp_path):
     assert result.exit_code == 0 and png.stat().st_size > 10_000
 
 
+def test_layers_plot_leaves_the_same_gap_between_each_two_columns_of_histograms(tmp_path, monkeypatch):
+    # one grid of them all: the std curve's tick labels above the second column widened the gap before it to 0.033
+    # of the figure's width, where the others were 0.011
+    import studies.plots
+
+    figures = []
+    save = studies.plots.save
+    monkeypatch.setattr(studies.plots, "save", lambda fig, path: figures.append(fig) or save(fig, path))
+    assert invoke("layers", "--depth", "6", "--plot", str(tmp_path / "layers.png")).exit_code == 0
+    boxes = {ax.get_title(): ax.get_position() for ax in figures[0].axes}
+    for row in (range(1, 5), range(5, 7)):
+        gaps = [boxes[f"layer {i + 1}"].x0 - boxes[f"layer {i}"].x1 for i in row[:-1]]
+        assert max(gaps) - min(gaps) < 0.001, gaps
+    assert boxes["layer 1"].x0 == boxes["layer 5"].x0 and boxes["layer 2"].x0 == boxes["layer 6"].x0
+
+
 def test_sanity_passes_every_check_on_digits():
     result = invoke("sanity", "--data", "digits", "--json")
     assert result.exit_code == 0, result.output

@@ -350,6 +350,29 @@ def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, 
     assert not (tmp_path / "search.db").exists()
 
 
+@pytest.mark.parametrize("args,line", [
+    # int() and float() read any script's digits: --jobs \uff12 (full-width 2) ran 2 workers, --trials \uff12 2 trials
+    (["coarse", "--jobs", "\uff12", "--epochs", "1"],
+     "error: Invalid value for '--jobs': '\uff12' must be auto or a number of processes from 1 to 256"),
+    (["coarse", "--trials", "\uff12", "--epochs", "1"],
+     "error: Invalid value for '--trials': '\uff12' is not a valid integer range."),
+    (["layers", "--seed", "+\u0663"], "error: Invalid value for '--seed': '+\u0663' is not a valid integer range."),
+    (["train", "--epochs", "1_0"], "error: Invalid value for '--epochs': '1_0' is not a valid integer range."),
+    (["fine", "--edge", "\uff10.2"], "error: Invalid value for '--edge': '\uff10.2' is not a valid float range."),
+    (["train", "--epochs", "1", "--lr", "\uff11e-3"],
+     "error: Invalid value for '--lr': '\uff11e-3' is not a valid float."),
+])
+def test_a_number_written_in_other_than_ascii_digits_is_one_line(run_cli, tmp_path, args, line):
+    assert one_line_error(run_cli(*args)) == line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ascii_numbers_with_a_sign_point_or_exponent_are_still_read(run_cli):
+    assert run_cli("train", "--epochs", "+1", "--lr", "1E-3", "--reg", ".5e-4", "--dropout", "1.").exit_code == 0
+    line = one_line_error(run_cli("train", "--lr", "-1"))
+    assert line == "error: Invalid value for '--lr': -1.0 must be a finite number > 0"
+
+
 @pytest.mark.parametrize("name,value,line", [
     # read only once the database failed, mid-stage: "abc" was 60 s and "-1" no retry at all, silently
     ("SEARCH_STORAGE_RETRY_SECONDS", "abc", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
