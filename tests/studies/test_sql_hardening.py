@@ -214,7 +214,8 @@ def test_sqlite_time_limit_covers_waiting_for_a_lock_while_opening(sqlite_url) -
     started = time.monotonic()
     with _locked_rollback_journal(sqlite_url) as url, pytest.raises(QueryTimeoutError, match="limit of 0.5 s") as info:
         run_readonly_sql(url, "SELECT 1", timeout=0.5)
-    assert info.value.exit_code == 1 and time.monotonic() - started < 3  # it waited the busy timeout (60 s)
+    # it waited the busy timeout (60 s); 15 s leaves a loaded machine room
+    assert info.value.exit_code == 1 and time.monotonic() - started < 15
 
 
 def test_sqlite_ctrl_c_while_waiting_for_a_lock_stops_at_once(sqlite_url, monkeypatch) -> None:
@@ -224,7 +225,7 @@ def test_sqlite_ctrl_c_while_waiting_for_a_lock_stops_at_once(sqlite_url, monkey
     with _locked_rollback_journal(sqlite_url) as url, pytest.raises(KeyboardInterrupt):
         timer.start()
         run_readonly_sql(url, "SELECT 1", timeout=30)
-    assert time.monotonic() - started < 3  # it was acted on once the lock was released, 30 s later
+    assert time.monotonic() - started < 15  # it was acted on once the lock was released, 30 s later
 
 
 def test_postgresql_sleep_stops_at_its_time_limit(pg_url) -> None:
