@@ -113,8 +113,8 @@ def test_query_refuses_a_delete_and_changes_nothing(run_cli):
     before = json.loads(run_cli("query", count, "--format", "json").stdout)[0]["n"]
     assert before == 3
     refused = run_cli("query", "DELETE FROM trials")
-    assert one_line_error(refused) == ("error: refused: only read-only queries (EXPLAIN, SELECT, VALUES, WITH) may run, "
-                                       "got 'DELETE'")
+    assert one_line_error(refused) == (
+        "error: refused: only read-only queries (EXPLAIN, SELECT, VALUES, WITH) may run, got 'DELETE'")
     assert json.loads(run_cli("query", count, "--format", "json").stdout)[0]["n"] == 3
 
 
