@@ -1,7 +1,6 @@
 """Study/trial DataFrames, best trials and read-only SQL over a database built directly with Optuna."""
 from __future__ import annotations
 
-import ast
 import math
 import os
 import sqlite3
@@ -577,21 +576,6 @@ def test_queries_on_postgresql(postgres_scratch_url, postgres_storage) -> None:
     assert trials_frame(storage, states=["COMPLETE"])["value"].sum() == pytest.approx(
         sum(v for v, _, _ in COARSE_COMPLETE + FINE_COMPLETE + SPIRAL_COMPLETE)
     )
-
-
-def test_studies_package_never_imports_engine_or_search() -> None:
-    package = Path(__file__).resolve().parents[2] / "studies"
-    for source in package.glob("*.py"):
-        tree = ast.parse(source.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] not in {"engine", "search"}, f"{source.name} imports {name}"
 
 
 @pytest.mark.parametrize("query", [list_studies, trials_frame, campaigns, latest_campaign,
