@@ -49,8 +49,34 @@ def test_a_stage_loads_neither_matplotlib_nor_pandas(tmp_path):
     import sys
 
     code = ("import sys; sys.argv = ['search', 'coarse', '--trials', '2', '--epochs', '1', '--train-size', '100', "
-            "'--jobs', '1']\nfrom search.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('matplotlib', 'pandas') if m in sys.modules))")
+            "'--jobs', '1']\nfrom search.cli import main\ntry:\n    main()\nexcept SystemExit as exit:\n"
+            "    print(exit.code)\nprint(sorted(m for m in ('matplotlib', 'pandas') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
+    # the stage ran (exit code 0): a command refused before it began loads neither either
+    assert done.stdout.splitlines()[-2:] == ["0", "[]"], done.stdout + done.stderr
+
+
+def _optuna_internals(path: Path) -> list[str]:
+    """The private Optuna names ``path`` imports or reaches through the ``optuna`` module (``optuna.storages._rdb``,
+    ``optuna.pruners._filter_study``, ``from optuna.x import _y``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "optuna":
+            parts = [*node.module.split("."), *(alias.name for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            parts = [part for alias in node.names if alias.name.split(".")[0] == "optuna"
+                     for part in alias.name.split(".")]
+        elif isinstance(node, ast.Attribute) and ast.unparse(node).split(".")[0] == "optuna":
+            parts = ast.unparse(node).split(".")
+        else:
+            continue
+        if any(part.startswith("_") and not part.startswith("__") for part in parts):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_only_optuna_rdb_touches_optuna_internals():
+    files = sorted(p for top in ("engine", "search", "studies") for p in (ROOT / top).rglob("*.py"))
+    found = [where for path in files for where in _optuna_internals(path)]
+    assert found and {where.split(":")[0] for where in found} == {"studies/optuna_rdb.py"}, found

@@ -32,7 +32,9 @@ def test_samples_of_the_wrong_shape_are_one_data_error(model, X, shape) -> None:
 
 
 def test_a_list_of_rows_is_taken_as_an_array(model) -> None:
-    assert class_probabilities(model, [[1.0, 2.0, 3.0, 4.0]]).shape == (1, 3)
+    probs = class_probabilities(model, [[1.0, 2.0, 3.0, 4.0]])
+    assert probs.shape == (1, 3)
+    np.testing.assert_array_equal(probs, class_probabilities(model, np.array([[1.0, 2.0, 3.0, 4.0]])))
 
 
 def test_an_svm_model_has_no_probabilities() -> None:

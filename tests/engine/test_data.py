@@ -256,20 +256,23 @@ def test_label_count_mismatch_is_refused(cifar_root: Path) -> None:
         load_dataset(DataSpec(name="cifar10", data_dir=str(cifar_root)))
 
 
-@pytest.mark.parametrize(
-    "data", [np.zeros((3, 100), dtype=np.uint8), np.full((3, 3072), 300, dtype=np.int64), np.zeros((3, 3072), dtype=np.float32)]
-)
-def test_data_that_is_not_uint8_n_by_3072_is_refused(cifar_root: Path, data: np.ndarray) -> None:
+@pytest.mark.parametrize("data, reason", [
+    (np.zeros((3, 100), dtype=np.uint8), "data must be a uint8 N x 3072 array, got shape (3, 100) dtype uint8"),
+    (np.full((3, 3072), 300, dtype=np.int64), "pixel values must be in 0..255, got 300..300"),
+    (np.zeros((3, 3072), dtype=np.float32), "data must be a uint8 N x 3072 array, got shape (3, 3072) dtype float32"),
+])
+def test_data_that_is_not_uint8_n_by_3072_is_refused(cifar_root: Path, data: np.ndarray, reason: str) -> None:
     write_cifar_batch(cifar_root / "data_batch_4", data, [0, 1, 2])
-    with pytest.raises(DataError, match="data_batch_4"):
+    with pytest.raises(DataError) as err:
         load_dataset(DataSpec(name="cifar10", data_dir=str(cifar_root)))
+    assert str(err.value) == f"CIFAR-10 batch {cifar_root / 'data_batch_4'}: {reason}"
 
 
 def test_missing_folder_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError) as err:
         load_dataset(DataSpec(name="cifar10", data_dir=str(missing)))
-    assert str(missing) in str(err.value)
+    assert str(err.value) == f"CIFAR-10 folder not found: {missing}"
 
 
 def test_missing_batch_file_is_named(cifar_root: Path) -> None:
@@ -279,13 +282,16 @@ def test_missing_batch_file_is_named(cifar_root: Path) -> None:
 
 
 def test_cifar_without_data_dir_is_a_data_error() -> None:
-    with pytest.raises(DataError, match="data_dir"):
+    with pytest.raises(DataError) as err:
         load_dataset(DataSpec(name="cifar10"))
+    assert str(err.value) == ("cifar10 needs data_dir (--data-dir DIR): the cifar-10-batches-py folder or the folder "
+                              "containing it")
 
 
 def test_cifar_sizes_beyond_available_are_refused(cifar_root: Path) -> None:
-    with pytest.raises(DataError, match="1000.*90"):
+    with pytest.raises(DataError) as err:
         load_dataset(DataSpec(name="cifar10", data_dir=str(cifar_root), train_size=1000))
+    assert str(err.value) == "cifar10: asked for train_size 1000 (--train-size) but only 90 train samples are available"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,9 +66,9 @@ def test_a_mixed_space_is_sampled_stored_and_refined_by_type(run_cli):
 def test_from_trial_reproduces_a_trials_value_exactly(run_cli):
     assert run_cli("coarse", "--space", "lr=1e-3:1e-1", "--space", "hidden=16:64:int", "--space",
                    "activation=relu,tanh", "--trials", "4", "--epochs", "2", "--train-size", "400").exit_code == 0
-    for t in cwd_study("digits/coarse").get_trials():
-        if t.value is None:
-            continue
+    trials = cwd_study("digits/coarse").get_trials()
+    assert [t.value is not None for t in trials] == [True] * 4  # each has a value to reproduce
+    for t in trials:
         rerun = run_cli("train", "--from-trial", f"digits/coarse:{t.number}", "--json")
         out = json.loads(rerun.stdout)
         assert out["val_acc"] == t.value and out["trial_value"] == t.value  # the last epoch's, as stored

@@ -80,9 +80,11 @@ def test_auto_re_evaluates_the_top_configurations_and_retrains_the_best_mean(run
     assert out["stages"][-1]["best_value"] == final["value"] and out["stages"][-1]["best_params"] == final["params"]
     other = [t.value for t in trials if t.params != final["params"]]
     assert abs(top[1]["value"] - sum(other) / 2) < 1e-12 and abs(top[1]["std"] - abs(other[0] - other[1]) / 2) < 1e-12
-    assert 0.0 < final["retrained"]["test_acc"] <= 1.0 and final["retrained"]["test_std"] >= 0.0
+    assert 0.8 < final["retrained"]["test_acc"] <= 1.0  # 0.93 here; chance is 0.1
     stored = study.user_attrs["retrained"]  # the retrains' scores are kept with the campaign
     assert len(stored["test_acc"]) == 2 and abs(sum(stored["test_acc"]) / 2 - final["retrained"]["test_acc"]) < 1e-12
+    # the population standard deviation of the two
+    assert abs(final["retrained"]["test_std"] - abs(stored["test_acc"][0] - stored["test_acc"][1]) / 2) < 1e-12
     # the report's summary.json gives the same numbers under the same names
     from studies.report import campaign_report
 

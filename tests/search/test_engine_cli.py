@@ -125,10 +125,19 @@ def test_layers_table_shows_the_std_of_a_collapsed_layer_as_the_line_under_it_do
     assert f"to {stds[-1]:.3g} in layer 10" in " ".join(text.split())
 
 
-def test_layers_plot_is_written(tmp_path):
+def test_layers_plot_is_written_with_the_numbers_layers_prints(tmp_path, monkeypatch):
+    from studies import plots
+
+    drawn, save = [], plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or save(fig, path))
     png = tmp_path / "layers.png"
-    result = invoke("layers", "--init", "he", "--activation", "relu", "--plot", str(png))
-    assert result.exit_code == 0 and png.stat().st_size > 10_000
+    rows = layers("--init", "he", "--activation", "relu", "--plot", str(png))
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    shown = [ax for ax in drawn[0].axes if ax.axison]
+    assert [ax.get_title() for ax in shown] == ["layer mean", "layer std", *(f"layer {i}" for i in range(1, 11))]
+    assert list(shown[0].lines[0].get_ydata()) == [row["mean"] for row in rows]
+    assert list(shown[1].lines[0].get_ydata()) == [row["std"] for row in rows]
+    assert [sum(bar.get_height() for bar in ax.patches) for ax in shown[2:]] == [1000 * 500] * 10  # every output
 
 
 def test_layers_plot_leaves_the_same_gap_between_each_two_columns_of_histograms(tmp_path, monkeypatch):

@@ -96,7 +96,9 @@ def test_a_stage_whose_data_is_gone_says_so_not_that_its_definition_is_unreadabl
 
 def test_bad_data_exits_2_and_leaves_no_database(run_cli, tmp_path):
     (tmp_path / "bad.csv").write_text("a,b,label\n1,2,x\n3,nan,y\n5,6,x\n")
-    one_line_error(run_cli("coarse", "--data", "bad.csv", "--trials", "2"), "bad.csv")
+    assert one_line_error(run_cli("coarse", "--data", "bad.csv", "--trials", "2")) == (
+        f"error: {tmp_path / 'bad.csv'}: row 2 (line 3) column 'b' is 'nan' (a missing value): fill it in or delete "
+        "the row, or train with --missing mean (fill in the training split's mean) or --missing drop")
     assert not (tmp_path / "search.db").exists()
 
 

@@ -84,7 +84,9 @@ def test_huge_lr_is_pruned_as_exploded_before_its_budget(url):
     space = {"lr": FloatRange(50.0, 100.0), "reg": FloatRange(1e-6, 1e-5)}
     execute_stage(Execution(url, progress="quiet"), coarse_stage("boom", run, space, 3, seed=0))
     budget = 3 * (400 // run.train.batch_size)
-    for t in _study(url, "boom/coarse").get_trials():
+    trials = _study(url, "boom/coarse").get_trials()
+    assert len(trials) == 3
+    for t in trials:
         assert t.state == TrialState.PRUNED
         assert t.user_attrs["stop_reason"] in ("exploded", "nan")
         assert t.user_attrs["iterations"] < budget

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 
 from studies.errors import StorageError, StudyError
 from studies import optuna_rdb
@@ -259,7 +260,8 @@ def test_connect_readonly_reads_but_cannot_write(tmp_path) -> None:
     _make_study_db(path, n_trials=5)
     with connect_readonly(_url(path)) as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM trials").scalar() == 5
-        with pytest.raises(Exception, match="readonly"):
+        with pytest.raises(sqlalchemy.exc.OperationalError, match=r"\(sqlite3\.OperationalError\) attempt to write a "
+                                                                 r"readonly database"):
             conn.exec_driver_sql("DELETE FROM trials")
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 5
@@ -320,8 +322,6 @@ def test_errors_the_pool_recovers_from_do_not_reach_a_terminal_that_configured_n
 
 
 def test_wal_is_switched_on_after_a_first_write_and_tried_again_while_a_reader_holds_it_off(tmp_path):
-    import sqlalchemy
-
     from studies import store
 
     path = tmp_path / "plain.db"
