@@ -3,7 +3,8 @@
 What keeps ``run_readonly_sql`` from writing, by dialect (the keyword checks here only give
 clearer messages; the database is what refuses):
 
-SQLite: a ``mode=ro`` (or ``immutable=1``) connection with ``PRAGMA query_only``; sqlite3 runs
+SQLite: a ``mode=ro`` (or ``immutable=1``) connection with ``PRAGMA query_only`` and an authorizer that
+refuses ATTACH and a PRAGMA setting a value, which ``mode=ro`` allows; sqlite3 runs
 one statement per call; a progress handler stops the query at the time limit or on Ctrl-C.
 
 PostgreSQL: a READ ONLY transaction (also the session default) that the text cannot end: the
@@ -469,8 +470,14 @@ _SQLITE_DENIED_FUNCTIONS = frozenset({"fts3_tokenizer"})  # gives a pointer into
 
 
 def _sqlite_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _source: Any) -> int:
-    """Refuse the SQL functions that reach into the process rather than the data."""
+    """Refuse the SQL functions that reach into the process rather than the data, and what a ``mode=ro``
+    connection still allows: ATTACH (which creates the file it names) and a PRAGMA that sets a value
+    (``query_only = OFF``)."""
     if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
 

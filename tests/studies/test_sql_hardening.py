@@ -29,6 +29,7 @@ EXPLOIT = "SELECT 1 AS x$$a$; COMMIT; BEGIN READ WRITE; DELETE FROM trial_values
 FOREVER_SQLITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 ONE_QUERY = "refused: only one read-only query (SELECT, WITH, VALUES, EXPLAIN) may run"
 READ_ONLY = "refused: the database is opened read-only"
+NOT_AUTHORIZED = "refused: read-only queries may not do that"
 DISTRIBUTIONS = {
     "activation": CategoricalDistribution(["relu", "tanh"]),
     "batchnorm": CategoricalDistribution([True, False]),
@@ -167,12 +168,25 @@ def test_sqlite_several_statements_are_refused_by_sqlite(sqlite_url, monkeypatch
         ("SELECT 1; DELETE FROM trial_values", f"{ONE_QUERY} (You can only execute one statement at a time.)"),
         ("DELETE FROM trial_values", f"{READ_ONLY} (attempt to write a readonly database)"),
         ("DROP TABLE trials", f"{READ_ONLY} (attempt to write a readonly database)"),
-        ("PRAGMA user_version = 5", f"{READ_ONLY} (attempt to write a readonly database)"),
+        ("PRAGMA user_version = 5", f"{NOT_AUTHORIZED} (not authorized)"),
     ):
         with pytest.raises(QueryError) as refused:
             run_readonly_sql(sqlite_url, sql)
         assert str(refused.value) == refusal, sql
     assert _count(sqlite_url) == 3 and _count(sqlite_url, "trials") == 3
+
+
+def test_sqlite_attach_and_a_pragma_that_sets_a_value_are_refused_by_the_authorizer(sqlite_url, tmp_path,
+                                                                                    monkeypatch) -> None:
+    """What a mode=ro connection itself allows: ATTACH creates the file it names, query_only can be turned off."""
+    _naive_splitter(monkeypatch)
+    made = tmp_path / "made.db"
+    for sql in (f"ATTACH DATABASE '{made}' AS x", "PRAGMA query_only = OFF", "DETACH DATABASE main"):
+        with pytest.raises(QueryError) as refused:
+            run_readonly_sql(sqlite_url, sql)
+        assert str(refused.value) == f"{NOT_AUTHORIZED} (not authorized)", sql
+    assert not made.exists()
+    assert run_readonly_sql(sqlite_url, "PRAGMA query_only")["query_only"].tolist() == [1]  # reading one is allowed
 
 
 # --- 2. time limits, Ctrl-C and row caps ------------------------------------------------------
