@@ -375,15 +375,18 @@ def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
 
 
 def _number(text: str) -> float:
-    """``float(text)``, but ValueError for Python's digit separators (``1_0`` is 10 to float), as a CSV cell."""
-    if not is_number_text(text):
+    """``float(text)``, but ValueError for Python's digit separators (``1_0`` is 10 to float), as a CSV cell, and
+    for digits of other scripts (the full-width １６ is 16 to float), as the number options."""
+    if not is_number_text(text) or not text.isascii():
         raise ValueError(f"{text!r} is not a number")
     return float(text)
 
 
 def _separators(texts: Sequence[str]) -> str:
-    """What an error on ``texts`` adds when one of them has a digit separator: that a number takes none."""
-    return " (a number is written without '_')" if any("_" in t for t in texts) else ""
+    """What an error on ``texts`` adds when one of them has a digit separator or another script's digits."""
+    if any("_" in t for t in texts):
+        return " (a number is written without '_')"
+    return " (a number is written in the digits 0-9)" if not all(t.isascii() for t in texts) else ""
 
 
 def _parse_choice(key: str, entry: Searchable, text: str) -> Any:

@@ -153,8 +153,13 @@ def test_bad_spaces_exit_2_with_one_line_and_write_nothing(run_cli, tmp_path, ar
     (["--space", "batch_size=3_2,64"],
      "error: --space batch_size=3_2,64: '3_2' is not a number (a number is written without '_')"),
     (["--space", "lr=abc:1"], "error: --space lr=abc:1: 'abc:1' has a bound that is not a number"),
+    # once searched as hidden=16:32 and batch_size=32,64: float() reads the digits of any script
+    (["--space", "hidden=１６:３２"],
+     "error: --space hidden=１６:３２: '１６:３２' has a bound that is not a number (a number is written in the digits 0-9)"),
+    (["--space", "batch_size=３２,64"],
+     "error: --space batch_size=３２,64: '３２' is not a number (a number is written in the digits 0-9)"),
 ])
-def test_a_number_with_digit_separators_is_refused_as_a_csv_cell_is(run_cli, tmp_path, args, line):
+def test_a_bound_with_digit_separators_or_other_scripts_digits_is_refused(run_cli, tmp_path, args, line):
     assert one_line_error(run_cli("coarse", *args, "--trials", "1")) == line
     assert not (tmp_path / "search.db").exists()
 
