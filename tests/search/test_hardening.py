@@ -714,8 +714,13 @@ def test_a_stored_value_changed_by_hand_is_one_line_naming_it(run_cli, url, chan
     ("space", "$.lr.low", "'a'", ["studies"]),  # "Unknown format code 'g' for object of type 'str'"
     ("space", "$.lr.low", "'a'", ["best"]),
     ("space", "$.lr.low", "'a'", ["report", "--out", "out"]),
+    # a whole dimension a number: shown as lr=5, as if a range or a value had been searched
+    ("space", "$.lr", "5", ["studies"]),
+    ("space", "$.lr", "5", ["best"]),
+    ("space", "$.lr", "5", ["report", "--out", "out"]),
 ], ids=["data-shape-list", "data-classes-number", "space-bound-text-studies", "space-bound-text-best",
-        "space-bound-text-report"])
+        "space-bound-text-report", "space-dimension-number-studies", "space-dimension-number-best",
+        "space-dimension-number-report"])
 def test_a_value_inside_a_stored_attribute_changed_by_hand_is_one_line_naming_it(run_cli, url, tmp_path, key, path,
                                                                                   value, command):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
