@@ -313,6 +313,20 @@ def _read_header(path: Path) -> bytes:
     return os.pread(_HEADER_FDS[key], len(_SQLITE_HEADER), 0)
 
 
+def _refuse_name_without_room_for_a_log(path: Path, folder: Path, where: str) -> None:
+    """StorageError where the folder's file names are too short for ``path``'s name with SQLite's ``-journal``
+    after it: every write makes one, and failed (unable to open database file) after the database was made."""
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    size = len(os.fsencode(path.name))
+    if size + len("-journal") > longest:
+        raise StorageError(f"{where}: its file name is {size} bytes long, and the log SQLite writes beside it (the "
+                           f"name with '-journal' added) would pass the {longest} bytes a file name may have there: "
+                           f"use a name of at most {longest - len('-journal')} bytes")
+
+
 def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | None = None) -> None:
     """All checks on a SQLite file that must pass before Optuna may touch it; a lock is waited for until
     ``deadline`` (see ``_read_sqlite``)."""
@@ -325,6 +339,8 @@ def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | N
         raise StorageError(f"{where}: {str(path)!r}: {exc.strerror or exc}") from None
     if not folder.is_dir():
         raise StorageError(f"{where}: folder {str(folder)!r} does not exist")
+    if create:
+        _refuse_name_without_room_for_a_log(path, folder, where)
     if not path.exists():
         if not create:
             raise StorageError(f"no database at {str(path)!r} ({where}): search coarse or search auto makes one; a "
@@ -678,7 +694,7 @@ def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object],
     the tables cannot be made (a full disk, a file size limit) StorageError, nothing at ``path`` either: made there,
     they were left half made, which reading commands called "not an Optuna study database" or "read-only".
     """
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = path.parent / f".{path.name[:64]}.{secrets.token_hex(6)}.tmp"  # and its -journal: within a name's 255 bytes
     try:
         try:
             storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(

@@ -270,6 +270,27 @@ def test_a_new_database_whose_creation_is_interrupted_leaves_no_file_and_is_made
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_long_database_name_is_made_or_refused_in_one_line_where_its_log_would_not_fit(tmp_path) -> None:
+    # a name of 230 to 255 bytes ended in a traceback (OSError: File name too long): the temporary file the database
+    # is made in was named after it, 26 bytes longer with its -journal
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path = tmp_path / ("a" * (longest - len("-journal") - 3) + ".db")
+    storage = open_storage(_url(path))
+    optuna.create_study(storage=storage, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    storage.engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    # a name with no room for '-journal': the database was made, then failed at its first write (exit code 1)
+    path = tmp_path / ("b" * (longest - len("-journal") - 2) + ".db")
+    with pytest.raises(StorageError) as info:
+        open_storage(_url(path))
+    assert info.value.exit_code == 2
+    assert str(info.value) == (
+        f"storage sqlite:///{path}: its file name is {longest - 7} bytes long, and the log SQLite writes beside it "
+        f"(the name with '-journal' added) would pass the {longest} bytes a file name may have there: use a name of "
+        f"at most {longest - 8} bytes")
+    assert not path.exists()
+
+
 # --- 5. plain sentences for full disks, locks and unreachable servers ------------------------
 
 
