@@ -201,8 +201,8 @@ def test_one_stage_of_one_trial_is_said_in_the_singular(tmp_path):
               trial_specs(np.random.default_rng(0), COARSE_SPACE, 1, iterations=100, points=[(1e-3, 1e-4)]), 2,
               "random", None)
     written = write_report(campaign_report(open_storage(url, create=False), "one", images=False), tmp_path / "out")
-    assert "\n1 trial in 1 stage; generated " in written["report.md"].read_text()
-    assert "<p>1 trial in 1 stage; generated " in written["report.html"].read_text()
+    assert "\n1 trial in 1 stage, 1 finished; generated " in written["report.md"].read_text()
+    assert "<p>1 trial in 1 stage, 1 finished; generated " in written["report.html"].read_text()
 
 
 def expected_within(trials, within=0.01):
