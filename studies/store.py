@@ -361,6 +361,8 @@ def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | N
         raise StorageError(f"{where}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     if not header and path.stat().st_size == 0 and Path("/proc") in path.resolve().parents:
         raise StorageError(f"{where}: {str(path)!r} is a /proc file, not a database file")
+    if not header:
+        _refuse_orphaned_journal(path, where)
     if header and header != _SQLITE_HEADER:
         raise StorageError(f"{where}: {str(path)!r} is not a SQLite database")
     if create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
@@ -666,7 +668,9 @@ _LOG_MAGIC = {"-wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"),
 def _refuse_orphaned_journal(path: Path, where: str) -> None:
     """StorageError where a write-ahead log or rollback journal of a database no longer at ``path`` is left beside
     it (the file deleted while a killed process had it open): SQLite would replay its pages into the new database
-    made there, which then held another database's tables and failed its integrity check."""
+    made there, which then held another database's tables and failed its integrity check. Also where ``path`` is an
+    empty file (emptied while a process had it open): SQLite deletes the log of an empty database on opening it, and
+    the last changes in it with it."""
     side = {suffix: path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES}
     for suffix in ("-wal", "-journal"):  # the logs; "-shm" indexes the WAL and holds no pages
         left = side[suffix]
@@ -674,14 +678,17 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
             with left.open("rb") as log:
                 head = log.read(8)
             # made by now: the log is of the new database
-            orphaned = head.startswith(_LOG_MAGIC[suffix]) and not path.exists()
+            gone = not path.exists()
+            orphaned = head.startswith(_LOG_MAGIC[suffix]) and (gone or path.stat().st_size == 0)
         except OSError:
             continue
         if orphaned:
             others = " and ".join(repr(str(side[s])) for s in (suffix, "-shm") if side[s].exists())
-            raise StorageError(f"{where}: {str(left)!r} is left from a database {str(path)!r} that is gone (deleted "
-                               f"while a process had it open); a new database there would take in its pages: remove "
-                               f"{others}, or put the database back")
+            raise StorageError(f"{where}: {str(left)!r} is left from a database {str(path)!r} that is "
+                               + ("gone (deleted while a process had it open); a new database there would take in "
+                                  "its pages" if gone else "now an empty file (emptied while a process had it open); "
+                                  "opening it would delete the log, and the pages in it")
+                               + f": remove {others}, or put the database back")
 
 
 def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object], where: str) -> None:
