@@ -350,6 +350,12 @@ def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, 
     assert not (tmp_path / "search.db").exists()
 
 
+@pytest.mark.parametrize("data", ["x/y", "x/y/", "photos/", "runs.v2/"])
+def test_a_missing_folder_is_not_found_without_the_suffixes_of_a_data_file(run_cli, data):
+    # "data file or folder not found: 'x/y'; a data file is .npz, .csv or .tsv", as if a file's suffix were missing
+    assert one_line_error(run_cli("data", "--data", data)) == f"error: data file or folder not found: {data!r}"
+
+
 @pytest.mark.parametrize("name,value,line", [
     # read only once the database failed, mid-stage: "abc" was 60 s and "-1" no retry at all, silently
     ("SEARCH_STORAGE_RETRY_SECONDS", "abc", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
