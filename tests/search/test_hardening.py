@@ -752,6 +752,20 @@ def test_a_value_inside_a_stored_attribute_changed_by_hand_is_one_line_naming_it
     engine.dispose()
 
 
+def test_a_stage_whose_space_dimension_was_changed_into_a_number_is_one_line_naming_it(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE study_user_attributes SET value_json = json_set(value_json, '$.lr', 5) "
+                             "WHERE key = 'space'")
+    engine.dispose()
+    expected = ("error: stage digits/coarse: its stored definition cannot be read (space dimension 'lr' is 5, not a "
+                "range or a list of choices); it was written by another program or changed since, and is left as it "
+                "is")  # was "('int' object is not subscriptable)"
+    for command in (["coarse", *SMALL, "--trials", "3"], ["fine", "--promote", "0"], ["explain", f"{STAGE}:0"]):
+        assert one_line_error(run_cli(*command, "--storage", url)) == expected, command
+
+
 def test_explaining_a_trial_other_code_gave_an_unknown_diagnosis_is_one_line(run_cli, url):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
     study = optuna.load_study(study_name=STAGE, storage=url)
