@@ -240,7 +240,9 @@ def check_dataset_name(name: str) -> None:
         if path.is_symlink():
             raise ConfigError(f"{name!r} is a link to {os.readlink(path)!r}, which does not exist") from None
     if path.suffix or os.sep in name:  # a file name: 'wine.cvs' is a typo of a path, not of a built-in name
-        formats = "" if path.suffix.lower() in FILE_FORMATS else "; a data file is .npz, .csv or .tsv"
+        # the suffixes only where a file's was given: 'x/y' and 'photos/' name a folder
+        folder = not path.suffix or name.endswith(("/", os.sep))
+        formats = "" if folder or path.suffix.lower() in FILE_FORMATS else "; a data file is .npz, .csv or .tsv"
         raise ConfigError(f"data file or folder not found: {name!r}{formats}")
     raise ConfigError(
         f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "

@@ -44,12 +44,16 @@ class Searchable:
     help: str = ""
     # (another searchable option, its values with which this one has an effect); None: it always has one
     applies_with: tuple[str, tuple[Any, ...]] | None = None
+    # the highest value refinement widens a range to by itself, where the limits allow far more than any run can use
+    widen_high: float = INF
 
 
 # The one table of searchable options. Limits are the option's own (dropout is a keep probability
-# in [MIN_KEEP, 1]); widening a range stops at them. Open bounds are closed a little inside.
+# in [MIN_KEEP, 1]); widening a range stops at them. Open bounds are closed a little inside. Widening lr stops at
+# 10 too: every run above it explodes (sgd and adam on digits explode at 3 and at 1), where a 10-trial coarse stage
+# whose best sat near 1 was widened to 1e4 and more.
 SEARCHABLE: dict[str, Searchable] = {
-    "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), help="learning rate"),
+    "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), help="learning rate", widen_high=10.0),
     "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF), help="L2 strength"),
     "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000), help="width of every hidden layer"),
     "depth": Searchable("arch.depth", "int", limits=(1, MAX_DEPTH), help="number of hidden layers"),
@@ -535,6 +539,8 @@ def space_from_attr(attr: Mapping[str, Any]) -> dict[str, Dimension]:
     """The space from a study's ``space`` attribute (also the older ``[low, high, "log"|"linear"]`` form)."""
     out: dict[str, Dimension] = {}
     for name, a in attr.items():
+        if not isinstance(a, (list, dict)):  # changed by hand: "'int' object is not subscriptable" said nothing
+            raise SearchError(f"space dimension {name!r} is {a!r}, not a range or a list of choices")
         if isinstance(a, list):
             out[name] = FloatRange(float(a[0]), float(a[1]), a[2] == "log")
         elif a["type"] == "categorical":
@@ -567,7 +573,8 @@ def refine_space(
     Ranges span the ``top`` best trials' values, padded by 10 % of the old width on each side and
     kept inside the old range, so they narrow and always contain the best value; when the best lies
     within ``edge`` x width of a bound, that bound moves outward by max(25 % of the old width, the
-    new width), up to the option's own limits. Categories keep those seen among the top trials.
+    new width), up to the option's own limits (lr: up to 10, its ``widen_high``, or its high bound when above).
+    Categories keep those seen among the top trials.
     With ``value_se`` (the standard error of one trial's value), a range whose thirds score within
     2 standard errors of each other is "insensitive" and kept as it is: narrowing or widening it
     would follow noise. ``flat`` names the ranges other trials found insensitive so (the parent stage's, when
@@ -595,6 +602,9 @@ def refine_space(
         limit_name = "the option's limit"
         if name == "batch_size" and train_size is not None and train_size < limits[1]:
             limits, limit_name = (limits[0], train_size), "the training set's size"
+        widen_high = SEARCHABLE[name].widen_high if name in SEARCHABLE else INF
+        if widen_high < limits[1] and not isinstance(dim, Choice):  # a range given above it is not cut down to it
+            limits, limit_name = (limits[0], max(widen_high, dim.high)), f"{name}'s widening limit"
         values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
         if not values:
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"

@@ -167,8 +167,8 @@ def format_space(space: Any) -> str:
                 part = f"{name}={spec[0]}:{spec[1]}"
             if len(spec) >= 3 and spec[2] != "log":
                 part += f":{spec[2]}"
-        else:
-            part = f"{name}={spec}"
+        else:  # a number or text in place of a whole dimension (changed by hand): no range to show it as
+            raise TypeError(f"space dimension {name!r} is {spec!r}, not a range or a list of choices")
         parts.append(part)
     return " ".join(parts)
 

@@ -314,6 +314,20 @@ def _read_header(path: Path) -> bytes:
     return os.pread(_HEADER_FDS[key], len(_SQLITE_HEADER), 0)
 
 
+def _refuse_name_without_room_for_a_log(path: Path, folder: Path, where: str) -> None:
+    """StorageError where the folder's file names are too short for ``path``'s name with SQLite's ``-journal``
+    after it: every write makes one, and failed (unable to open database file) after the database was made."""
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    size = len(os.fsencode(path.name))
+    if size + len("-journal") > longest:
+        raise StorageError(f"{where}: its file name is {size} bytes long, and the log SQLite writes beside it (the "
+                           f"name with '-journal' added) would pass the {longest} bytes a file name may have there: "
+                           f"use a name of at most {longest - len('-journal')} bytes")
+
+
 def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | None = None) -> None:
     """All checks on a SQLite file that must pass before Optuna may touch it; a lock is waited for until
     ``deadline`` (see ``_read_sqlite``)."""
@@ -326,6 +340,8 @@ def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | N
         raise StorageError(f"{where}: {str(path)!r}: {exc.strerror or exc}") from None
     if not folder.is_dir():
         raise StorageError(f"{where}: folder {str(folder)!r} does not exist")
+    if create:
+        _refuse_name_without_room_for_a_log(path, folder, where)
     if not path.exists():
         if not create:
             raise StorageError(f"no database at {str(path)!r} ({where}): search coarse or search auto makes one; a "
@@ -346,6 +362,8 @@ def _check_sqlite_file(path: Path, create: bool, where: str, deadline: float | N
         raise StorageError(f"{where}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     if not header and path.stat().st_size == 0 and Path("/proc") in path.resolve().parents:
         raise StorageError(f"{where}: {str(path)!r} is a /proc file, not a database file")
+    if not header:
+        _refuse_orphaned_journal(path, where)
     if header and header != _SQLITE_HEADER:
         raise StorageError(f"{where}: {str(path)!r} is not a SQLite database")
     if create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
@@ -653,7 +671,9 @@ _LOG_MAGIC = {"-wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"),
 def _refuse_orphaned_journal(path: Path, where: str) -> None:
     """StorageError where a write-ahead log or rollback journal of a database no longer at ``path`` is left beside
     it (the file deleted while a killed process had it open): SQLite would replay its pages into the new database
-    made there, which then held another database's tables and failed its integrity check."""
+    made there, which then held another database's tables and failed its integrity check. Also where ``path`` is an
+    empty file (emptied while a process had it open): SQLite deletes the log of an empty database on opening it, and
+    the last changes in it with it."""
     side = {suffix: path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES}
     for suffix in ("-wal", "-journal"):  # the logs; "-shm" indexes the WAL and holds no pages
         left = side[suffix]
@@ -661,17 +681,21 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
             with left.open("rb") as log:
                 head = log.read(8)
             # made by now: the log is of the new database
-            orphaned = head.startswith(_LOG_MAGIC[suffix]) and not path.exists()
+            gone = not path.exists()
+            orphaned = head.startswith(_LOG_MAGIC[suffix]) and (gone or path.stat().st_size == 0)
         except OSError:
             continue
         if orphaned:
             others = " and ".join(repr(str(side[s])) for s in (suffix, "-shm") if side[s].exists())
-            raise StorageError(f"{where}: {str(left)!r} is left from a database {str(path)!r} that is gone (deleted "
-                               f"while a process had it open); a new database there would take in its pages: remove "
-                               f"{others}, or put the database back")
+            raise StorageError(f"{where}: {str(left)!r} is left from a database {str(path)!r} that is "
+                               + ("gone (deleted while a process had it open); a new database there would take in "
+                                  "its pages" if gone else "now an empty file (emptied while a process had it open); "
+                                  "opening it would delete the log, and the pages in it")
+                               + f": remove {others}, or put the database back")
 
 
 _TEMPORARY_HEX = 6  # random bytes in the name of the temporary file a new SQLite database is made in
+_TEMPORARY_STEM = 64  # characters of the database's name that name it
 
 
 def _remove_left_temporary_names(path: Path) -> None:
@@ -679,7 +703,7 @@ def _remove_left_temporary_names(path: Path) -> None:
     it was killed between linking it into place and unlinking it: a hidden second name of the same file, which kept
     its data on disk after ``path`` was deleted. A temporary that is another file (a creator killed before its link,
     or one still making its tables) is left as it is."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{{2 * _TEMPORARY_HEX}}}\.tmp")
+    pattern = re.compile(rf"\.{re.escape(path.name[:_TEMPORARY_STEM])}\.[0-9a-f]{{{2 * _TEMPORARY_HEX}}}\.tmp")
     try:
         names = [entry.path for entry in os.scandir(path.parent) if pattern.fullmatch(entry.name)]
     except OSError:
@@ -704,7 +728,8 @@ def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object],
     the tables cannot be made (a full disk, a file size limit) StorageError, nothing at ``path`` either: made there,
     they were left half made, which reading commands called "not an Optuna study database" or "read-only".
     """
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(_TEMPORARY_HEX)}.tmp"
+    # its name and its -journal's fit within a file name's 255 bytes
+    tmp = path.parent / f".{path.name[:_TEMPORARY_STEM]}.{secrets.token_hex(_TEMPORARY_HEX)}.tmp"
     try:
         try:
             storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(

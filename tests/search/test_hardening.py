@@ -373,6 +373,12 @@ def test_ascii_numbers_with_a_sign_point_or_exponent_are_still_read(run_cli):
     assert line == "error: Invalid value for '--lr': -1.0 must be a finite number > 0"
 
 
+@pytest.mark.parametrize("data", ["x/y", "x/y/", "photos/", "runs.v2/"])
+def test_a_missing_folder_is_not_found_without_the_suffixes_of_a_data_file(run_cli, data):
+    # "data file or folder not found: 'x/y'; a data file is .npz, .csv or .tsv", as if a file's suffix were missing
+    assert one_line_error(run_cli("data", "--data", data)) == f"error: data file or folder not found: {data!r}"
+
+
 @pytest.mark.parametrize("name,value,line", [
     # read only once the database failed, mid-stage: "abc" was 60 s and "-1" no retry at all, silently
     ("SEARCH_STORAGE_RETRY_SECONDS", "abc", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
@@ -737,8 +743,13 @@ def test_a_stored_value_changed_by_hand_is_one_line_naming_it(run_cli, url, chan
     ("space", "$.lr.low", "'a'", ["studies"]),  # "Unknown format code 'g' for object of type 'str'"
     ("space", "$.lr.low", "'a'", ["best"]),
     ("space", "$.lr.low", "'a'", ["report", "--out", "out"]),
+    # a whole dimension a number: shown as lr=5, as if a range or a value had been searched
+    ("space", "$.lr", "5", ["studies"]),
+    ("space", "$.lr", "5", ["best"]),
+    ("space", "$.lr", "5", ["report", "--out", "out"]),
 ], ids=["data-shape-list", "data-classes-number", "space-bound-text-studies", "space-bound-text-best",
-        "space-bound-text-report"])
+        "space-bound-text-report", "space-dimension-number-studies", "space-dimension-number-best",
+        "space-dimension-number-report"])
 def test_a_value_inside_a_stored_attribute_changed_by_hand_is_one_line_naming_it(run_cli, url, tmp_path, key, path,
                                                                                   value, command):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
@@ -762,6 +773,20 @@ def test_a_value_inside_a_stored_attribute_changed_by_hand_is_one_line_naming_it
     assert content() == before
     assert not (tmp_path / "out").exists()
     engine.dispose()
+
+
+def test_a_stage_whose_space_dimension_was_changed_into_a_number_is_one_line_naming_it(run_cli, url):
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE study_user_attributes SET value_json = json_set(value_json, '$.lr', 5) "
+                             "WHERE key = 'space'")
+    engine.dispose()
+    expected = ("error: stage digits/coarse: its stored definition cannot be read (space dimension 'lr' is 5, not a "
+                "range or a list of choices); it was written by another program or changed since, and is left as it "
+                "is")  # was "('int' object is not subscriptable)"
+    for command in (["coarse", *SMALL, "--trials", "3"], ["fine", "--promote", "0"], ["explain", f"{STAGE}:0"]):
+        assert one_line_error(run_cli(*command, "--storage", url)) == expected, command
 
 
 def test_explaining_a_trial_other_code_gave_an_unknown_diagnosis_is_one_line(run_cli, url):

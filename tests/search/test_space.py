@@ -287,15 +287,29 @@ def test_spaces_round_trip_through_the_study_attribute():
 
 
 def test_widening_stops_where_the_runs_above_the_best_exploded():
-    trials = [({"lr": 7.0}, 0.95), ({"lr": 0.3}, 0.9), ({"lr": 0.01}, 0.85)]
-    space = {"lr": FloatRange(1e-4, 10.0)}
+    trials = [({"lr": 0.7}, 0.95), ({"lr": 0.03}, 0.9), ({"lr": 0.001}, 0.85)]
+    space = {"lr": FloatRange(1e-4, 1.0)}
     widened, _ = refine_space(space, trials, top=2, edge=0.1, diagnoses=[["healthy"]] * 3)
-    assert widened["lr"].high > 1000  # the lecture's rule alone widens past 10
+    assert widened["lr"].high == 10.0  # the lecture's rule alone widens to lr's widening limit
     capped, notes = refine_space(space, trials, top=2, edge=0.1, diagnoses=[["healthy"]] * 3,
-                                 exploded=[{"lr": 8.0}, {"lr": 9.0}, {"lr": 9.5}])
-    assert capped["lr"].high == 8.0 and capped["lr"].low == widened["lr"].low
-    assert notes[-1] == ("lr: diagnosis: all 3 trials at lr >= 8 exploded (lr_too_high); upper bound lowered to 8; "
-                         "new range 0.0949:8")
+                                 exploded=[{"lr": 0.8}, {"lr": 0.9}, {"lr": 0.95}])
+    assert capped["lr"].high == 0.8 and capped["lr"].low == widened["lr"].low
+    assert notes[-1] == ("lr: diagnosis: all 3 trials at lr >= 0.8 exploded (lr_too_high); upper bound lowered to "
+                         "0.8; new range 0.0119:0.8")
+
+
+def test_lr_is_widened_no_further_than_10_where_every_run_explodes():
+    # a 10-trial coarse stage whose best sat near its upper bound 1 was widened to 8.51e+04: each
+    # padded top trial's span added to the bound
+    trials = [({"lr": 0.3}, 0.95), ({"lr": 1e-5}, 0.9), ({"lr": 0.001}, 0.85), ({"lr": 2e-6}, 0.5)]
+    new, notes = refine_space({"lr": FloatRange(1e-6, 1.0)}, trials, top=3)
+    assert new["lr"].high == 10.0 and math.isclose(new["lr"].low, 10**-5.6)
+    assert notes == ["lr: best 0.3 is 0.52 of the range's 6 decades from the upper bound 1 (within 10 %); new range "
+                     "2.51e-06:10 (widened upward; stopped at lr's widening limit 10)"]
+    # a range given above the limit keeps its bound: it is not widened further, nor cut down to 10
+    new, notes = refine_space({"lr": FloatRange(0.01, 100.0)}, [({"lr": 90.0}, 0.9), ({"lr": 0.1}, 0.8)], top=2)
+    assert new["lr"].high == 100.0
+    assert notes[0].endswith("new range 0.0398:100 (not widened: that bound is lr's widening limit)")
 
 
 def test_the_low_end_of_lr_all_too_low_raises_the_lower_bound():

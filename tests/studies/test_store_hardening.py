@@ -217,6 +217,34 @@ def test_a_log_left_by_a_deleted_database_is_not_replayed_into_a_new_one(tmp_pat
     assert ("old",) not in tables and ("trials",) in tables
 
 
+@pytest.mark.parametrize("mode", ["wal", "journal"])
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_log_beside_an_emptied_database_is_not_deleted(tmp_path, mode, readonly) -> None:
+    # `: > search.db` while a process had it open: search coarse went on, SQLite deleting the log of the empty
+    # database and the pages in it (a writer still running then found its database malformed)
+    import subprocess
+    import sys
+
+    path = tmp_path / "search.db"
+    open_storage(_url(path)).engine.dispose()
+    writer = (f"import os, sqlite3; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
+              f"c.execute('PRAGMA journal_mode = {mode}'); c.execute('PRAGMA cache_size = 1'); "
+              "c.execute('CREATE TABLE old (x BLOB)'); c.execute('BEGIN'); "
+              "c.execute('INSERT INTO old VALUES (zeroblob(200000))'); "
+              + ("c.execute('COMMIT'); " if mode == "wal" else "") + "os._exit(0)")  # killed, its log left
+    subprocess.run([sys.executable, "-c", writer], check=True)
+    path.write_bytes(b"")
+    left = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(StorageError) as info:
+        open_storage(_url(path), readonly=readonly)
+    assert info.value.exit_code == 2
+    assert str(info.value) == (
+        f"storage sqlite:///{path}: '{path}-{mode}' is left from a database '{path}' that is now an empty file "
+        f"(emptied while a process had it open); opening it would delete the log, and the pages in it: remove "
+        f"'{path}-{mode}'" + (f" and '{path}-shm'" if mode == "wal" else "") + ", or put the database back")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == left  # nothing made, changed or removed
+
+
 @pytest.mark.parametrize("mode", ["persist", "truncate"])
 def test_a_journal_sqlite_would_not_replay_does_not_stop_a_new_database(tmp_path, mode) -> None:
     # journal_mode=PERSIST zeroes the journal's header at each commit and TRUNCATE empties it: SQLite replays
@@ -294,6 +322,27 @@ def test_a_creator_killed_between_linking_its_temporary_and_unlinking_it_leaves_
     open_storage(_url(path)).engine.dispose()
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "search.db"]
     assert path.stat().st_nlink == 1
+
+
+def test_a_long_database_name_is_made_or_refused_in_one_line_where_its_log_would_not_fit(tmp_path) -> None:
+    # a name of 230 to 255 bytes ended in a traceback (OSError: File name too long): the temporary file the database
+    # is made in was named after it, 26 bytes longer with its -journal
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path = tmp_path / ("a" * (longest - len("-journal") - 3) + ".db")
+    storage = open_storage(_url(path))
+    optuna.create_study(storage=storage, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    storage.engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    # a name with no room for '-journal': the database was made, then failed at its first write (exit code 1)
+    path = tmp_path / ("b" * (longest - len("-journal") - 2) + ".db")
+    with pytest.raises(StorageError) as info:
+        open_storage(_url(path))
+    assert info.value.exit_code == 2
+    assert str(info.value) == (
+        f"storage sqlite:///{path}: its file name is {longest - 7} bytes long, and the log SQLite writes beside it "
+        f"(the name with '-journal' added) would pass the {longest} bytes a file name may have there: use a name of "
+        f"at most {longest - 8} bytes")
+    assert not path.exists()
 
 
 # --- 5. plain sentences for full disks, locks and unreachable servers ------------------------
