@@ -1397,13 +1397,15 @@ def _data_text(data: dict[str, Any] | None) -> str | None:
 
 def size_text(summary: dict[str, Any]) -> str:
     """'208 trials in 7 stages, 200 finished, 2 failed and queued again': the stages' n_trials, their budgets, as the
-    stage table counts them, not every trial row stored (a single trial or stage in the singular)."""
+    stage table counts them, not every trial row stored (a single trial or stage in the singular; 'all finished'
+    where every one did)."""
     stages = summary["stages"]
     trials = sum(_n_trials(s) for s in stages)
     finished = sum(s["counts"]["complete"] + s["counts"]["pruned"] for s in stages)
     failed = sum(s["counts"]["fail"] for s in stages)
     return (f"{trials:,} trial{'' if trials == 1 else 's'} in {len(stages)} stage{'' if len(stages) == 1 else 's'}, "
-            f"{finished:,} finished" + (f", {failed:,} failed and queued again" if failed else ""))
+            + ("all" if finished == trials else f"{finished:,}") + " finished"
+            + (f", {failed:,} failed and queued again" if failed else ""))
 
 
 def _no_html(markdown: str) -> str:

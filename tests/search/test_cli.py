@@ -808,7 +808,7 @@ def test_a_stage_summary_of_many_parameters_fits_80_columns_and_names_the_rest(m
 
 def test_the_report_line_counts_in_words_that_agree(run_cli):
     assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
-    assert run_cli("report").stdout.splitlines()[0] == "report of campaign digits (1 trial in 1 stage, 1 finished):"
+    assert run_cli("report").stdout.splitlines()[0] == "report of campaign digits (1 trial in 1 stage, all finished):"
 
 
 def test_a_report_says_what_it_is_doing_on_stderr_and_nothing_with_json(run_cli):

@@ -134,8 +134,8 @@ def test_the_stage_table_names_and_counts_as_search_studies_does(tmp_path):
                      r"<th><span class='nw'>best_value</span></th>", page)
     assert "n_trials: the stage&#x27;s budget (a failed trial is re-run, so fail comes on top), as " in page
     # the header counted every trial row: "8 trials in 1 stage" above a table of n_trials 7
-    assert "\n7 trials in 1 stage, 7 finished, 1 failed and queued again; generated " in md
-    assert "<p>7 trials in 1 stage, 7 finished, 1 failed and queued again; generated " in page
+    assert "\n7 trials in 1 stage, all finished, 1 failed and queued again; generated " in md
+    assert "<p>7 trials in 1 stage, all finished, 1 failed and queued again; generated " in page
 
 
 def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
@@ -201,8 +201,8 @@ def test_one_stage_of_one_trial_is_said_in_the_singular(tmp_path):
               trial_specs(np.random.default_rng(0), COARSE_SPACE, 1, iterations=100, points=[(1e-3, 1e-4)]), 2,
               "random", None)
     written = write_report(campaign_report(open_storage(url, create=False), "one", images=False), tmp_path / "out")
-    assert "\n1 trial in 1 stage, 1 finished; generated " in written["report.md"].read_text()
-    assert "<p>1 trial in 1 stage, 1 finished; generated " in written["report.html"].read_text()
+    assert "\n1 trial in 1 stage, all finished; generated " in written["report.md"].read_text()
+    assert "<p>1 trial in 1 stage, all finished; generated " in written["report.html"].read_text()
 
 
 def expected_within(trials, within=0.01):
