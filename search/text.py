@@ -21,8 +21,9 @@ def visible_line(text: str) -> str:
 
 
 def wrapped(text: str, indent: str = "") -> str:
-    """``text`` wrapped to the terminal's width less one column (80 when it has none), continuation lines indented
-    four more than ``indent``; a word (a number, a path) is never split; control characters written out."""
-    width = shutil.get_terminal_size((80, 24)).columns - 1
+    """``text`` wrapped to the terminal's width less one column (80 when it has none; a word a line where $COLUMNS
+    says 1 or less), continuation lines indented four more than ``indent``; a word (a number, a path) is never split;
+    control characters written out."""
+    width = max(1, shutil.get_terminal_size((80, 24)).columns - 1)  # COLUMNS=1: textwrap refuses a width of 0
     return textwrap.fill(visible(text), width, initial_indent=indent, subsequent_indent=indent + "    ",
                          break_on_hyphens=False, break_long_words=False)

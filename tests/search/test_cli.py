@@ -1479,3 +1479,16 @@ def test_one_run_or_one_retrain_is_given_no_spread_of_zero(run_cli, tmp_path):
     md = " ".join((tmp_path / "rep" / "report.md").read_text().split())
     assert re.search(r"validation accuracy 0\.\d{4} \(1 run of 1 epochs; trials #\d+ of digits/final\)", md)
     assert re.search(r"test accuracy 0\.\d{4} \(1 retrain: no spread\)\.", md) and "± 0.0000" not in md
+
+
+@pytest.mark.parametrize("columns", ["1", "0", "-5", "abc"])
+def test_a_terminal_width_of_one_column_or_none_wraps_a_word_a_line(run_cli, monkeypatch, columns):
+    # COLUMNS=1 once wrapped to a width of 0, which textwrap refuses: a traceback; 0, -5 and abc read as unset (80)
+    monkeypatch.setenv("COLUMNS", columns)
+    result = run_cli("data", "--data", "digits")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:3] == (["digits", "    (builtin):", "    1257"] if columns == "1" else [
+        "digits (builtin): 1257 train, 270 val, 270 test; 64 features (images 1x8x8)",
+        "values 0 to 1; feature std 0 to 0.407",
+        "preprocessing: mean_image, fitted on the training split (--preprocess NAME to"]), lines
