@@ -469,11 +469,26 @@ class InputPath(click.Path):
 OUTSIDE_WARNING = 0.01  # search predict warns when this share of the values lie far outside the training range
 
 
+def input_names(saved: Any) -> tuple[str, ...]:
+    """The names of a saved model's inputs: a table's columns (one-hot encoded ones by category), else 'feature i'."""
+    return (saved.encoding.feature_names if saved.encoding is not None else saved.features
+            or tuple(f"feature {i}" for i in range(saved.input_dim)))
+
+
+def overflow_text(saved: Any, data_path: str, X: Any, overflowed: Any) -> str:
+    """The error for samples (``overflowed``: their rows) whose values overflow float32 inside the network."""
+    rows = overflowed.tolist()
+    row, column = divmod(int(abs(X[rows]).argmax()), X.shape[1])
+    return (f"{data_path}: {len(rows)} of {len(X)} samples (row{'s' if len(rows) > 1 else ''} "
+            f"{', '.join(map(str, rows[:3]))}{', ...' if len(rows) > 3 else ''}) "
+            f"overflow{'s' if len(rows) == 1 else ''} the network, scores beyond float32 (no class can be told): "
+            f"values far beyond the training split's range, e.g. {X[rows[row], column]:.4g} in column "
+            f"{input_names(saved)[column]} of row {rows[row]}; scale them as the training data was")
+
+
 def outside_text(saved: Any, outside: dict[str, Any]) -> str:
     """The warning of ``engine.checkpoint.outside_training_range``'s count, naming the feature with most such values."""
-    k = outside["feature"]
-    names = (saved.encoding.feature_names if saved.encoding is not None else saved.features
-             or tuple(f"feature {i}" for i in range(saved.input_dim)))
+    k, names = outside["feature"], input_names(saved)
     return (f"{outside['share']:.1%} of the values ({outside['values']} in {outside['features']} of "
             f"{saved.input_dim} features) lie far outside the training split's range (by half its width or more), "
             f"e.g. {names[k]}: {outside['train_min']:.4g} to {outside['train_max']:.4g} in training, "
@@ -514,6 +529,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, outside_training_range, write_replacing
     from engine.data import read_inputs
+    import numpy as np
 
     if out == "-":  # stdout, as the predictions go without --out (a file named "-" is ./-)
         out = None
@@ -535,12 +551,20 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
+    # a value far beyond the training range (3e38 where training had -2 to 2) overflows float32 inside the network:
+    # NaN scores, of which argmax makes class 0; refused, naming the samples, rather than written as a prediction
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = saved.preprocessor.transform(X)
+        probs = class_probabilities(saved.model, scores) if softmax else None
+        finite = np.isfinite(probs).all(axis=1) if probs is not None else np.concatenate(
+            [np.isfinite(saved.model.forward(scores[i:i + 2000], train=False)[0]).all(axis=1)
+             for i in range(0, len(scores), 2000)] or [np.ones(0, dtype=bool)])
+    if not finite.all():
+        raise SearchError(overflow_text(saved, data_path, X, np.flatnonzero(~finite)))
     outside = outside_training_range(saved, X)
     warnings = [] if outside is None or outside["share"] < OUTSIDE_WARNING else [outside_text(saved, outside)]
     for warning in warnings:  # before the rows, where they go to a terminal too
         say(f"warning: {warning}", err=True)
-    scores = saved.preprocessor.transform(X)
-    probs = class_probabilities(saved.model, scores) if softmax else None
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a
     # table's rows their --id-column

@@ -903,3 +903,29 @@ def test_samples_far_outside_the_training_range_are_warned_of(run_cli, tmp_path,
                    "error: Invalid value for '--data': 'digits' is a built-in data set, read by search train and auto; "
                    "search predict scores a file: write the samples to a .npz of X and y, a .csv/.tsv or an image "
                    "folder (digits: scikit-learn's load_digits() X divided by 16, as training read it)")
+
+
+@pytest.mark.parametrize("loss", ["softmax", "svm"])
+def test_values_that_overflow_the_network_are_refused_naming_the_rows(run_cli, wine_csv, tmp_path, loss):
+    # once: 3e38 (a float32, far beyond training's 11 to 15) made NaN scores, written as class barbera with NaN
+    # probabilities (NaN in --json, which is not JSON), exit 0, after numpy's overflow warnings
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar", "--loss", loss)
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))[:5]
+    assert table[0][11] == "hue"
+    table[2][0], table[4][11] = "3e38", "-3.3e38"
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows(table)
+    for extra in ([], ["--json"], ["--out", "p.csv"]):
+        result = run_cli("predict", "--model", "model.npz", "--data", "new.csv", *extra)
+        line = one_line_error(result)
+        assert line == ("error: new.csv: 2 of 4 samples (rows 1, 3) overflow the network, scores beyond float32 "
+                        "(no class can be told): values far beyond the training split's range, e.g. -3.3e+38 in "
+                        "column hue of row 3; scale them as the training data was"), line
+        assert result.stdout == ""
+    assert not (tmp_path / "p.csv").exists()
+    del table[2], table[3]
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows(table)
+    assert run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv").exit_code == 0
+    assert len(rows((tmp_path / "p.csv").read_text())) == 3
