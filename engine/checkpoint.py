@@ -237,7 +237,7 @@ def outside_training_range(checkpoint: Checkpoint, X: np.ndarray) -> dict[str, A
     if checkpoint.train_range is None:
         return None
     low, high = checkpoint.train_range
-    margin = FAR_OUTSIDE * (high - low)
+    margin = FAR_OUTSIDE * (high.astype(np.float64) - low)  # float64: -3e38 to 3e38 would overflow float32
     judged = high > low
     far = ((X < low - margin) | (X > high + margin)) & judged
     per_feature = far.sum(axis=0)

@@ -745,7 +745,8 @@ def id_column_warning(ds: Dataset) -> str | None:
     high = np.max([X.max(axis=0) for X in splits], axis=0)
     # a column narrower than its row count cannot hold a different whole number in each (pixels: 0-255); the
     # others are read one at a time, never the whole table copied
-    for j in np.flatnonzero(high - low >= rows - 1):
+    # (float64: a column from -3e38 to 3e38 would overflow float32)
+    for j in np.flatnonzero(high.astype(np.float64) - low >= rows - 1):
         name, column = ds.feature_names[j], np.concatenate([X[:, j] for X in splits])
         if np.array_equal(column, np.round(column)) and len(np.unique(column)) == len(column):
             shown = repr(name) if name.strip() else ("'' (no name in the header, as pandas' to_csv names the index "

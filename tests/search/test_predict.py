@@ -929,3 +929,22 @@ def test_values_that_overflow_the_network_are_refused_naming_the_rows(run_cli, w
         csv.writer(f).writerows(table)
     assert run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv").exit_code == 0
     assert len(rows((tmp_path / "p.csv").read_text())) == 3
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_feature_spanning_the_whole_float32_range_is_trained_on_and_judged_without_overflow(run_cli, tmp_path):
+    # once: its width (3e38 - -3e38) overflowed float32 in the id-column check and the range check of search predict,
+    # numpy's overflow warnings on stderr
+    rng = np.random.default_rng(0)
+    lines = ["a,b,label"] + [f"{x:.3f},{i % 5},{i % 2}" for i, x in enumerate(rng.normal(size=40))]
+    lines[1:3] = ["3e38,0.5,0", "-3e38,0.5,1"]
+    (tmp_path / "wide.csv").write_text("\n".join(lines) + "\n")
+    train = run_cli("train", "--data", "wide.csv", "--epochs", "1", "--batch-size", "10", "--save", "model.npz")
+    assert train.exit_code == 0, train.output
+    assert "overflow" not in train.output
+    (tmp_path / "new.csv").write_text("a,b\n1e38,0.5\n0.5,30\n")
+    result = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outside_training_range"] == {
+        "values": 1, "share": 0.25, "features": 1, "feature": 1, "train_min": 0.0, "train_max": 4.0,
+        "min": 0.5, "max": 30.0}
