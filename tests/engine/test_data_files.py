@@ -295,6 +295,28 @@ def test_image_folder_greyscale_and_resized(tmp_path: Path) -> None:
     assert ds.image_shape == (1, 5, 6) and ds.input_dim == 30 and ds.num_classes == 3
 
 
+def test_sixteen_bit_grey_pngs_keep_their_levels(tmp_path: Path) -> None:
+    # once: Pillow's convert to L (or to RGB, beside a colour image) clipped every level above 255 to 255, so 1000,
+    # 30000 and 65535 were all 1.0
+    levels = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    for name in ("a", "b"):
+        (tmp_path / "deep" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(levels).save(tmp_path / "deep" / name / f"{i}.png")
+    assert Image.open(tmp_path / "deep" / "a" / "0.png").mode == "I;16"
+    ds = load_dataset(DataSpec(str(tmp_path / "deep")))
+    expected = np.array([0, 1000, 30000, 65535], dtype=np.float32) / 65535
+    assert ds.image_shape == (1, 2, 2) and np.allclose(ds.X_train, expected, rtol=1e-6, atol=0)
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "deep" / "a" / "colour.png")
+    mixed = load_dataset(DataSpec(str(tmp_path / "deep")))
+    assert mixed.image_shape == (3, 2, 2)
+    grey = [x for x in np.concatenate([mixed.X_train, mixed.X_val, mixed.X_test]) if x.any()]
+    assert len(grey) == 6 and all(np.allclose(x, np.tile(expected, 3), rtol=1e-6, atol=0) for x in grey)
+    resized = load_dataset(DataSpec(str(tmp_path / "deep"), image_size=(4, 4)))
+    smooth = np.asarray(Image.fromarray(levels.astype(np.float32)).resize((4, 4), Image.Resampling.BILINEAR)) / 65535
+    assert all(np.allclose(x, np.tile(smooth.ravel(), 3), rtol=1e-5, atol=0) for x in resized.X_train if x.any())
+
+
 def test_image_folder_mixed_sizes_without_image_size_names_two_sizes(tmp_path: Path) -> None:
     root = _write_images(tmp_path / "m", {"a": 3}, (8, 8))
     _write_images(tmp_path / "m", {"b": 3}, (9, 7), seed=1)
