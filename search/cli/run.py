@@ -568,8 +568,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a
     # table's rows their --id-column
-    header = ["row"] + ([id_column or "file"] if files is not None else []) + ["prediction"] + (
-        ["label"] if labels is not None else []) + probability_columns
+    header = ["row"] + ([id_column if id_column is not None else "file"] if files is not None else []) + [
+        "prediction"] + (["label"] if labels is not None else []) + probability_columns
 
     separator = "\t" if out and out.lower().endswith(".tsv") else ","
 

@@ -166,6 +166,21 @@ def test_an_id_column_names_each_row_of_the_predictions(run_cli, wine_csv, tmp_p
                            "sample"), "rows are named by an id column only in a .csv/.tsv table, not in npz data")
 
 
+def test_the_unnamed_index_column_pandas_writes_names_the_rows_under_its_own_empty_name(run_cli, wine_csv, tmp_path):
+    # --id-column "" (the column to_csv writes for the index, unless index=False) was headed 'file', as an image's
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows([[""] + table[0]] + [[f"{k + 10}"] + r for k, r in enumerate(table[1:3])])
+    result = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--id-column", "")
+    assert result.exit_code == 0, result.output
+    assert [r[:2] for r in rows(result.stdout)] == [["row", ""], ["0", "10"], ["1", "11"]]
+    as_json = json.loads(run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--id-column", "",
+                                 "--json").stdout)
+    assert [(r["row"], r[""]) for r in as_json["rows"]] == [(0, "10"), (1, "11")] and "file" not in as_json["rows"][0]
+
+
 @pytest.mark.parametrize("column", ["row", "prediction", "label", "p_barolo"])
 def test_an_id_column_named_as_a_column_of_the_predictions_is_refused_before_any_work(run_cli, wine_csv, tmp_path,
                                                                                       column):
