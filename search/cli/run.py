@@ -529,6 +529,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, outside_training_range, write_replacing
     from engine.data import read_inputs
+    from engine.formats import check_memory
     import numpy as np
 
     if out == "-":  # stdout, as the predictions go without --out (a file named "-" is ./-)
@@ -551,6 +552,9 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
+    # N x classes probabilities, float64: 10,000 classes took 2.2 GiB for 30,000 rows (a traceback past the memory)
+    check_memory(8 * len(X) * len(names) * softmax, data_path, f"the class probabilities of {len(X)} samples for "
+                 f"{len(names)} classes")
     # a value far beyond the training range (3e38 where training had -2 to 2) overflows float32 inside the network:
     # NaN scores, of which argmax makes class 0; refused, naming the samples, rather than written as a prediction
     with np.errstate(over="ignore", invalid="ignore"):

@@ -963,3 +963,23 @@ def test_a_feature_spanning_the_whole_float32_range_is_trained_on_and_judged_wit
     assert json.loads(result.stdout)["outside_training_range"] == {
         "values": 1, "share": 0.25, "features": 1, "feature": 1, "train_min": 0.0, "train_max": 4.0,
         "min": 0.5, "max": 30.0}
+
+
+def test_class_probabilities_beyond_the_memory_budget_are_refused_before_any_row(run_cli, tmp_path, monkeypatch):
+    # once: numpy's MemoryError as a traceback (10,000 classes of 30,000 rows wanted 2.2 GiB)
+    import engine.formats
+
+    rng = np.random.default_rng(0)
+    lines = ["a,b,label"] + [f"{rng.normal():.3f},{rng.normal():.3f},c{i % 60}" for i in range(180)]
+    (tmp_path / "many.csv").write_text("\n".join(lines) + "\n")
+    train = run_cli("train", "--data", "many.csv", "--epochs", "1", "--batch-size", "20", "--save", "model.npz")
+    assert train.exit_code == 0, train.output
+    (tmp_path / "new.csv").write_text("a,b\n" + "0.5,0.5\n" * 2000)
+    monkeypatch.setattr(engine.formats, "available_memory", lambda: 1 << 20)
+    for extra in ([], ["--json"], ["--out", "p.csv"]):
+        line = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new.csv", *extra))
+        assert line == ("error: new.csv: the class probabilities of 2000 samples for 60 classes would need 937.5 KiB "
+                        "of memory, more than 50% of the 1.0 MiB available"), line
+    assert not (tmp_path / "p.csv").exists()
+    (tmp_path / "new.csv").write_text("a,b\n" + "0.5,0.5\n" * 1000)
+    assert run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv").exit_code == 0
