@@ -350,7 +350,7 @@ def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
     if len(parts) < 2:
         raise SearchError(f"{spec!r} must look like LOW:HIGH[:log|:linear][:int] or A,B,C")
     try:
-        low, high = plain_number(parts[0]), plain_number(parts[1])
+        low, high = _number(parts[0]), _number(parts[1])
     except ValueError:
         raise SearchError(f"{spec!r} has a bound that is not a number{_separators(parts[:2])}") from None
     log, is_int = entry.log, entry.kind == "int"
@@ -378,7 +378,7 @@ def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
     return FloatRange(low, high, log)
 
 
-def plain_number(text: str) -> float:
+def _number(text: str) -> float:
     """``float(text)``, but ValueError for Python's digit separators (``1_0`` is 10 to float), as a CSV cell, and
     for digits of other scripts (the full-width １６ is 16 to float), as the number options."""
     if not is_number_text(text) or not text.isascii():
@@ -403,7 +403,7 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
     if entry.kind == "categorical":
         return text.lower()
     try:
-        number = plain_number(text)
+        number = _number(text)
     except ValueError:
         raise SearchError(f"{text!r} is not a number{_separators([text])}") from None
     if not math.isfinite(number):

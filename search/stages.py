@@ -40,7 +40,7 @@ from search.config import RunConfig, with_absolute_data
 from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
-                          insensitive_dimensions, plain_number, refine_space, searchable, space_attr, space_from_attr)
+                          insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
 from studies.queries import known_studies_message, split_samples
 from studies.records import diagnosis_labels, trial_record
@@ -523,7 +523,7 @@ def storage_retry_seconds() -> float:
     """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS (a number >= 0), else 60."""
     given = os.environ.get(STORAGE_RETRY_ENV, "").strip()
     try:
-        seconds = plain_number(given) if given else STORAGE_RETRY_SECONDS  # float reads '١٠' and 1_0 as 10
+        seconds = float(given) if given else STORAGE_RETRY_SECONDS
     except ValueError:
         seconds = math.nan
     if not 0 <= seconds < math.inf:

@@ -385,11 +385,6 @@ def test_a_missing_folder_is_not_found_without_the_suffixes_of_a_data_file(run_c
                                             "got 'abc'"),
     ("SEARCH_STORAGE_RETRY_SECONDS", "-1", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
                                            "got '-1'"),
-    # read as 10 seconds by float(), as the number options once read other scripts' digits and separators
-    ("SEARCH_STORAGE_RETRY_SECONDS", "\u0661\u0660", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of "
-                                                   "seconds >= 0, got '\u0661\u0660'"),
-    ("SEARCH_STORAGE_RETRY_SECONDS", "1_0", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
-                                            "got '1_0'"),
     # "extra" or "on" gave NORMAL, a weaker setting than asked for, silently
     ("SEARCH_SQLITE_SYNCHRONOUS", "extra", "error: $SEARCH_SQLITE_SYNCHRONOUS must be NORMAL or FULL, got 'extra'"),
 ])
