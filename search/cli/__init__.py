@@ -135,8 +135,9 @@ def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
     sys.exit(143 if terminated else EXIT_INTERRUPTED)
 
 
-# commands that only read and print: a reader of their output that left (| head) cut nothing short
-READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data"})
+# commands that only read and print: a reader of their output that left (| head) cut nothing short (predict writes
+# its --out file before it prints)
+READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data", "predict"})
 
 
 def _only_reading(given: list[str]) -> bool:

@@ -577,8 +577,6 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
 
     if out:  # whole or not at all: an earlier file is replaced once the new one is complete
         write_replacing(out, write_file)
-    elif not as_json:
-        write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
     summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen,
                                "unseen_near": near, "cells_filled": sum(filled.values()),
@@ -612,6 +610,13 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
             summary["rows"] = [dict(zip(header, row)) for row in rows(float)]
         echo_json(summary)
         return
+    if not out:
+        try:
+            write_rows(sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader left (| head -3) with the rows it wanted: the summary is still said
+            say(line, err=True)
+            raise
     say(line + (f"; wrote {out}" if out else ""), err=True)
 
 

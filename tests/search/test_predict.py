@@ -9,6 +9,9 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -903,3 +906,21 @@ def test_samples_far_outside_the_training_range_are_warned_of(run_cli, tmp_path,
                    "error: Invalid value for '--data': 'digits' is a built-in data set, read by search train and auto; "
                    "search predict scores a file: write the samples to a .npz of X and y, a .csv/.tsv or an image "
                    "folder (digits: scikit-learn's load_digits() X divided by 16, as training read it)")
+
+
+def test_predictions_piped_into_a_reader_that_left_end_quietly_with_0(run_cli, wine_csv, tmp_path):
+    # `search predict ... | head -3` ended "error: cannot write the output: Broken pipe", exit 1, when head left first
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    for extra in ((), ("--json",), ("--out", "p.csv", "--json")):
+        read, write = os.pipe()
+        os.close(read)  # every write fails with EPIPE, as once head has its lines
+        try:
+            result = subprocess.run([sys.executable, "-m", "search", "predict", "--model", "model.npz", "--data",
+                                     "wine.csv", *extra], env=env, stdout=write, stderr=subprocess.PIPE, text=True,
+                                    timeout=120, cwd=tmp_path)
+        finally:
+            os.close(write)
+        said = [] if extra else ["178 samples scored with model.npz; accuracy 0.9944 (177 of 178 labels)"]
+        assert (result.returncode, result.stderr.splitlines()) == (0, said), extra  # --json: the summary in it
+    assert len(rows((tmp_path / "p.csv").read_text())) == 179  # written whole before the JSON was printed
