@@ -439,10 +439,11 @@ def table_lines(table: dict[str, Any]) -> list[str]:
         fills = ", ".join(f"{name} {n} with {fill:.4g}" if isinstance(fill, float) else f"{name} {n} with {fill!r}"
                           for name, n in table["cells_filled_per_column"].items()
                           for fill in [(table["fill"] or {})[name]])
-        filled = f"{table['cells_filled']} missing cells filled ({fills})" if table["missing"] == "mean" else (
-            f"{table['rows_dropped']} rows with a missing value dropped")
-        lines.append(f"--missing {table['missing']}: {filled}, {table['unlabelled_rows_dropped']} rows without a "
-                     f"label dropped")
+        cells, dropped, unlabelled = table["cells_filled"], table["rows_dropped"], table["unlabelled_rows_dropped"]
+        filled = (f"{cells} missing cell{'s' if cells != 1 else ''} filled ({fills})" if table["missing"] == "mean"
+                  else f"{dropped} row{'s' if dropped != 1 else ''} with a missing value dropped")
+        lines.append(f"--missing {table['missing']}: {filled}, {unlabelled} row{'s' if unlabelled != 1 else ''} "
+                     "without a label dropped")
     for split, unseen in table["unseen"].items():
         lines.append(f"{split}: {unseen_text(unseen, table['unseen_near'].get(split, {}))}")
     return lines
