@@ -29,9 +29,9 @@ def failed_text(failed: int, by_error: int) -> str:
     """Why ``failed`` trials failed and what became of them, ``by_error`` of them by an error of their own."""
     rerun = failed - by_error
     if not by_error:
-        return "interrupted, so re-run"
+        return "interrupted or killed, so re-run"
     errors = f"by {'an error' if by_error == 1 else 'errors'}, not re-run"
-    return f"{rerun} interrupted, so re-run; {by_error} {errors}" if rerun else errors
+    return f"{rerun} interrupted or killed, so re-run; {by_error} {errors}" if rerun else errors
 
 
 def print_summary(summary: Any) -> None:
