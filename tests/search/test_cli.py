@@ -283,6 +283,16 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     assert json.loads(run_cli("best", "--json").stdout)["auto_trial"] is None
 
 
+def test_auto_help_gives_the_hidden_widths_floor_and_ceiling(run_cli):
+    # "16 up to about a quarter of the training set": the wine table's 110 training rows searched 16:64, not 16:27
+    from search.campaign import default_hidden_range
+
+    text = " ".join(run_cli("auto", "--help").stdout.split())
+    assert ("The default space is lr, reg and the hidden width (16 up to about a quarter of the training set, at "
+            "least 64 and at most 1024).") in text
+    assert [default_hidden_range(n).high for n in (110, 256, 1257, 100_000)] == [64, 64, 256, 1024]
+
+
 def test_trials_help_says_how_to_sort_either_way(run_cli):
     # --sort -lr sorts descending, but the help only said "(value sorts best first)"
     text = " ".join(run_cli("trials", "--help").stdout.split())
