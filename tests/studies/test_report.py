@@ -502,6 +502,18 @@ def test_importance_for_a_stage_of_two_or_more_dims_and_a_message_otherwise(mixe
         assert f"{importance['hidden']:.3f}" in text
 
 
+def test_the_notes_say_a_log_range_is_rated_on_its_log10_unlike_optunas_own_call(demo, mixed):
+    # lr 0.967 in the report where optuna.importance.get_param_importances(study) gave lr 0.36, with no word why
+    report, written, _ = demo
+    assert [s["importance"]["log10"] for s in report.summary["stages"]] == [["lr", "reg"]] * 3
+    note = ("lr, reg: rated on their log10, the scale they were sampled on; Optuna's get_param_importances(study) "
+            "splits a range in its own units, and gives other shares")
+    assert f"- {note}" in written["report.md"].read_text()
+    assert "lr, reg: rated on their log10" in written["report.html"].read_text()
+    mixed_report, _, _ = mixed
+    assert mixed_report.summary["stages"][0]["importance"]["log10"] == ["lr", "hidden"]
+
+
 def test_importance_uses_a_capped_sample_of_a_large_stage(mixed_db):
     storage, _ = mixed_db
     frame = trials_frame(storage, study_name="mixed-hidden/coarse")
