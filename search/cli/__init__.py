@@ -136,8 +136,8 @@ def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
 
 
 # commands that only read and print: a reader of their output that left (| head) cut nothing short (predict writes
-# its --out file before it prints)
-READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data", "predict"})
+# its --out file, and layers its --plot, before they print)
+READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data", "predict", "layers"})
 
 
 def _only_reading(given: list[str]) -> bool:
