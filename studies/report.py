@@ -67,7 +67,7 @@ from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
 from studies.records import curve_points, seconds_text, trial_record, value_text
-from studies.store import mask_url, resolve_storage_url
+from studies.store import given_url, mask_url, resolve_storage_url
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -1314,8 +1314,8 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
 def _pasted_storage(storage: optuna.storages.BaseStorage) -> str | None:
     """The --storage a command pasted from the report needs (password masked): None where the command would find
     this database without one (the default, or $SEARCH_STORAGE)."""
-    url = getattr(storage, "url", None)
-    return mask_url(url) if isinstance(url, str) and url != resolve_storage_url(None) else None
+    url = given_url(storage)
+    return mask_url(url) if url is not None and url != resolve_storage_url(None) else None
 
 
 def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:

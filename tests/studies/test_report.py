@@ -357,6 +357,22 @@ def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(camp
     assert f"`{grid}`" in written["report.md"].read_text()  # markdown keeps them
 
 
+def test_the_storage_a_report_tells_to_paste_is_the_url_as_given(pg_database):
+    # `search grid --campaign nogrid --storage 'postgresql+psycopg2://...?connect_timeout=10'`: the URL the service
+    # opened, where the user gave postgresql://...
+    given = pg_database.replace("postgresql+psycopg2://", "postgresql://")
+    build_campaign(pg_database, "nogrid", with_grid=False, seed=7)
+    storage = open_storage(given, readonly=True)
+    try:
+        report = campaign_report(storage, "nogrid", images=False)
+    finally:
+        storage.engine.dispose()
+    assert report.summary["grid_vs_random"]["hint"] == (
+        f"campaign 'nogrid' has no grid stage; add one at the coarse stage's budget with `search grid --campaign "
+        f"nogrid --storage {given}` and run the report again")
+    assert report.summary["storage"] == given
+
+
 def test_latest_campaign_is_the_default(campaign_db):
     storage, _ = campaign_db
     assert campaign_report(storage, images=False).summary["campaign"] == "nogrid"
