@@ -38,7 +38,8 @@ def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(
     assert run_cli("coarse", "--campaign", "up", "--lr", "1e-7:1e-4", "--trials", "20", "--epochs", "2").exit_code == 0
     fine = run_cli("fine", "--campaign", "up", "--trials", "2", "--promote", "0")  # the lecture's rule alone
     assert fine.exit_code == 0
-    assert "lr: best" in fine.stdout and "widened upward" in fine.stdout
+    text = " ".join(fine.stdout.split())  # as wrapped to the terminal
+    assert "lr: best" in text and "widened upward" in text
     study = optuna.load_study(study_name="up/fine-1", storage=open_storage("sqlite:///search.db"))
     assert study.user_attrs["space"]["lr"]["high"] > 1e-4
     assert any("widened upward" in note for note in study.user_attrs["range_notes"])
