@@ -842,9 +842,9 @@ def test_fine_does_not_widen_a_range_the_parent_stage_found_insensitive(run_cli)
     fine = run_cli("fine", "--campaign", "s1", "--edge", "0.3", "--trials", "2", "--jobs", "1", "--json")
     notes = json.loads(fine.stdout)["stages"][-1]["range_notes"]
     reg = next(n for n in notes if n.startswith("reg"))
-    assert reg.startswith("reg: best 4.18e-08 is 0.62 decades from the lower bound 1e-08, 16 % of the range's 4 (within "
-                          "30 %); new range 1.47e-08:1.67e-05 (not widened: insensitive in s1/coarse: mean value per "
-                          "third "), reg
+    assert reg.startswith("reg: best 4.18e-08 is 0.62 decades from the lower bound 1e-08, 16 % of the range's 4 "
+                          "(within 30 %); new range 1.47e-08:1.67e-05 (not widened: insensitive in s1/coarse: mean "
+                          "value per third "), reg
     study = optuna.load_study(study_name="s1/fine-1", storage=open_storage("sqlite:///search.db"))
     assert study.user_attrs["space"]["reg"]["low"] == pytest.approx(1.47e-08, rel=0.01)
 
