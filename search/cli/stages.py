@@ -16,6 +16,7 @@ from search.cli.options import (
 from search.cli.output import echo, echo_json, say
 from search.text import wrapped
 from search.config import RunConfig
+from search.objective import SCHEDULER_STOP
 from search.schedulers import SCHEDULERS
 from search.space import value_text
 
@@ -41,7 +42,13 @@ def print_summary(summary: Any) -> None:
     click.echo()
     failed = f"; {c['fail']} failed ({failed_text(c['fail'], summary.failed_by_error)})" if c["fail"] else ""
     epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
-    say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
+    by = summary.pruned_by
+    # where the scheduler stopped some: which were its, and which exploded (one word "pruned" for both otherwise)
+    pruned = f"{c['pruned']} pruned" + (" (" + ", ".join(
+        f"{n} {'by the scheduler' if reason == SCHEDULER_STOP else reason}"
+        for reason, n in sorted(by.items(), key=lambda item: item[0] != SCHEDULER_STOP)) + ")"
+        if by.get(SCHEDULER_STOP) else "")
+    say(f"{summary.study}: {c['complete']} complete, {pruned} of {summary.n_trials}{failed}; "
         f"{epochs} a trial, {seconds_text(summary.training_seconds)} s of training")
     say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
