@@ -63,6 +63,7 @@ class Execution:
     # with jobs > 1 this process runs trials too (see run_stage_processes): only for a guarded main module
     parent_works: bool = False
     warnings: tuple[str, ...] = ()  # lines shown before the trials start (not with quiet progress)
+    heartbeat_given: bool = False  # --heartbeat was given: a stage that keeps another interval says so
 
     def __post_init__(self) -> None:
         if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1):
@@ -227,6 +228,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat,
                                                          running_trials_by_worker(study))
+        if execution.heartbeat_given and heartbeat != execution.heartbeat:
+            continuing += (wrapped(f"--heartbeat {execution.heartbeat} not used: {stage.name} keeps the {heartbeat} s "
+                                   "it was created with, by which every worker of it judges a trial stale"),)
         progress = Progress(stage.name, stage.n_trials, before,
                             mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
         try:

@@ -612,8 +612,9 @@ def execution(storage: str | None, jobs: int | None, heartbeat: int, as_json: bo
     from studies.store import resolve_storage_url
 
     # the CLI's main module is guarded, so the command's own process can be one of the workers
+    given = click.get_current_context().get_parameter_source("heartbeat") == click.core.ParameterSource.COMMANDLINE
     return Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat,
-                     progress="quiet" if as_json else "auto", parent_works=True)
+                     progress="quiet" if as_json else "auto", parent_works=True, heartbeat_given=given)
 
 
 def open_for_reading(storage: str | None) -> Any:

@@ -284,6 +284,30 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     assert json.loads(run_cli("best", "--json").stdout)["auto_trial"] is None
 
 
+def test_a_worker_given_another_heartbeat_than_its_stage_says_it_keeps_the_stages(run_cli, monkeypatch):
+    # search worker --heartbeat 5 on a stage created with 10 ran with 10 without a word
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    monkeypatch.setenv("COLUMNS", "200")
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    storage = open_storage("sqlite:///search.db", heartbeat_interval=10)
+    create_stage(storage, coarse_stage("hb", run, DEFAULT_SPACE, 2, seed=0))
+    storage.engine.dispose()
+    note = ("--heartbeat 5 not used: hb/coarse keeps the 10 s it was created with, by which every worker of it "
+            "judges a trial stale")
+    joined = run_cli("worker", "--campaign", "hb", "--heartbeat", "5")
+    assert joined.exit_code == 0, joined.output
+    assert note in joined.stderr.splitlines()
+    create_stage(open_storage("sqlite:///search.db", heartbeat_interval=10),
+                 coarse_stage("hb2", run, DEFAULT_SPACE, 2, seed=0))
+    for same in (("--heartbeat", "10"), ()):  # given as the stage keeps it, or not given: nothing to say
+        quiet = run_cli("worker", "--campaign", "hb2", *same)
+        assert quiet.exit_code == 0 and "--heartbeat" not in quiet.stderr, quiet.output
+
+
 def test_auto_help_gives_the_hidden_widths_floor_and_ceiling(run_cli):
     # "16 up to about a quarter of the training set": the wine table's 110 training rows searched 16:64, not 16:27
     from search.campaign import default_hidden_range
