@@ -153,8 +153,9 @@ def choice(names: Any) -> click.Choice:
 
 # --help shows options in these sections, in this order; any other option goes under "Options"
 SECTIONS = {
-    "Data": ("data", "data_dir", "label_column", "ignore_columns", "missing", "image_size", "val_fraction",
-             "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
+    # search predict's --model, --data (data_path) and --id-column first: what it scores
+    "Data": ("model_file", "data_path", "id_column", "data", "data_dir", "label_column", "ignore_columns", "missing",
+             "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
     "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
     "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "scheduler", "top", "edge",

@@ -825,6 +825,15 @@ def test_predict_help_names_both_commands_that_save_a_model(run_cli):
         "A model saved by `search train --save` or `search auto --save`. [required]")
 
 
+def test_predict_help_lists_what_it_scores_first_under_data(run_cli):
+    # the required --model and --data came last, under "Options", after --json under "Execution"
+    lines = run_cli("predict", "--help").stdout.splitlines()
+    sections = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections[-3:] == ["Data:", "Execution:", "Options:"]
+    data = lines[lines.index("Data:") + 1:lines.index("Execution:")]
+    assert [line.split()[0] for line in data if line.startswith("  --")] == ["--model", "--data", "--id-column"]
+
+
 def test_a_column_named_in_other_case_is_said_to_be_matched_exactly(run_cli, wine_csv, tmp_path):
     # "no column 'proline'" alone, beside a column 'Proline' the user could see in the file
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
