@@ -188,11 +188,13 @@ class FloatRange:
                    else f"widened {'upward' if side == 'high' else 'downward'}{limit_note}" if moved
                    else f"not widened: that bound is {limit_name}")
             # the distance in the range's own scale: "1.78e-06 is within 10 % of the lower bound 1e-06" read as a
-            # value 10 % above 1e-06, where it was 0.25 of the range's 8 decades from it
+            # value 10 % above 1e-06, where it was 0.25 of the range's 8 decades from it; and that "0.25 of" as a
+            # share, which "(within 10 %)" then contradicted: the distance, then its share of the width
             distance = abs(self.to_unit(best) - self.to_unit(old_bound))
             unit = "decades" if self.log else "units"
-            return new, (f"{name}: best {best:.3g} is {distance:.2g} of the range's {self.width:.3g} {unit} from the "
-                         f"{bound} bound {old_bound:.3g} (within {pct} %); new range {new} ({how})")
+            return new, (f"{name}: best {best:.3g} is {distance:.2g} {unit} from the {bound} bound {old_bound:.3g}, "
+                         f"{100 * distance / self.width:.2g} % of the range's {self.width:.3g} (within {pct} %); "
+                         f"new range {new} ({how})")
         around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
         if new.width >= self.width:  # the top trials spread over the whole range (or an int range's rounding does)
             spread = (f"{around} span it" if len(values) > 1  # one trial spans nothing: its range rounded out does

@@ -67,7 +67,7 @@ from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
 from studies.records import curve_points, seconds_text, trial_record, value_text
-from studies.store import mask_url, resolve_storage_url
+from studies.store import given_url, mask_url, resolve_storage_url
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -610,7 +610,8 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
         return out
     # Optuna rates the dimensions every trial has: one used only with some value of another (momentum) is left out
     out.update(importance={k: float(v) for k, v in importance.items()}, trials_used=len(used),
-               left_out=[n for n in searched if n not in importance])
+               left_out=[n for n in searched if n not in importance],
+               log10=[n for n in searched if n in importance and _log_range(distributions[n])])
     return out
 
 
@@ -1209,6 +1210,11 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
         if imp.get("left_out"):
             notes.append(f"{s['stage']}: {', '.join(imp['left_out'])} left out: not in every trial (searched only "
                          f"where it has an effect), and fANOVA rates the dimensions all trials share")
+    logs = list(dict.fromkeys(n for s in summary["stages"] for n in s["importance"].get("log10") or []))
+    if logs:  # an Optuna user's own get_param_importances gives other shares: say why
+        notes.append(f"{', '.join(logs)}: rated on {'its' if len(logs) == 1 else 'their'} log10, the scale "
+                     f"{'it was' if len(logs) == 1 else 'they were'} sampled on; Optuna's get_param_importances(study) "
+                     "splits a range in its own units, and gives other shares")
     if fixed:
         notes.append(f"{', '.join(fixed)}: left out of importance and of the pair plot's choice (sampler fixed: "
                      f"a few earlier configurations re-run, nothing sampled)")
@@ -1308,8 +1314,8 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
 def _pasted_storage(storage: optuna.storages.BaseStorage) -> str | None:
     """The --storage a command pasted from the report needs (password masked): None where the command would find
     this database without one (the default, or $SEARCH_STORAGE)."""
-    url = getattr(storage, "url", None)
-    return mask_url(url) if isinstance(url, str) and url != resolve_storage_url(None) else None
+    url = given_url(storage)
+    return mask_url(url) if url is not None and url != resolve_storage_url(None) else None
 
 
 def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:

@@ -12,6 +12,7 @@ import secrets
 import stat
 import time
 import warnings
+import weakref
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -636,11 +637,20 @@ def open_storage(
             if storage.engine.dialect.name == "postgresql":
                 _sessions_in_utc(storage.engine)
             _OPENED[given] = time.monotonic()
+            _GIVEN[storage] = given
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
 
 
 _OPENED: dict[str, float] = {}  # storage URL -> when open_storage last opened it, for ``unreadable_stored_value``
+# storage -> the URL open_storage was given, which its own ``url`` is not where a driver or connect_timeout was added
+_GIVEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def given_url(storage: optuna.storages.BaseStorage) -> str | None:
+    """The URL ``storage`` was opened with as written (for a command to paste), or its own URL, or None."""
+    url = _GIVEN.get(storage, getattr(storage, "url", None))
+    return url if isinstance(url, str) else None
 
 
 def unreadable_stored_value(since: float) -> str | None:

@@ -188,8 +188,9 @@ def choice(names: Any) -> click.Choice:
 
 # --help shows options in these sections, in this order; any other option goes under "Options"
 SECTIONS = {
-    "Data": ("data", "data_dir", "label_column", "ignore_columns", "missing", "image_size", "val_fraction",
-             "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
+    # search predict's --model, --data (data_path) and --id-column first: what it scores
+    "Data": ("model_file", "data_path", "id_column", "data", "data_dir", "label_column", "ignore_columns", "missing",
+             "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
     "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
     "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "scheduler", "top", "edge",
@@ -649,8 +650,9 @@ def execution(storage: str | None, jobs: int | None, heartbeat: int, as_json: bo
     from studies.store import resolve_storage_url
 
     # the CLI's main module is guarded, so the command's own process can be one of the workers
+    given = click.get_current_context().get_parameter_source("heartbeat") == click.core.ParameterSource.COMMANDLINE
     return Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat,
-                     progress="quiet" if as_json else "auto", parent_works=True)
+                     progress="quiet" if as_json else "auto", parent_works=True, heartbeat_given=given)
 
 
 def open_for_reading(storage: str | None) -> Any:

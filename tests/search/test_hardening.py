@@ -537,6 +537,22 @@ def test_output_piped_into_a_reader_that_left_ends_quietly_with_0(run_cli, tmp_p
     assert (cut.returncode, cut.stderr.splitlines()[-1]) == (1, "error: cannot write the output: Broken pipe")
 
 
+def test_search_layers_piped_into_a_reader_that_left_ends_quietly_with_0(tmp_path):
+    # `search layers | head -1` ended "error: cannot write the output: Broken pipe", exit 1, when head left first;
+    # its --plot is written before the table
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    for extra in ((), ("--plot", "layers.png"), ("--json",)):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            result = subprocess.run([sys.executable, "-m", "search", "layers", "--depth", "3", "--width", "20", *extra],
+                                    env=env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+        finally:
+            os.close(write)
+        assert (result.returncode, result.stderr) == (0, ""), extra
+    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_command_started_with_stdout_closed_says_its_output_is_lost_in_one_line(run_cli, tmp_path, url):
     # `search studies >&-` (a daemon's closed stdout): every command ended in an AttributeError traceback
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0

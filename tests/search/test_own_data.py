@@ -406,6 +406,21 @@ def _colours_csv(path, n: int = 150):
     return path
 
 
+def test_one_missing_cell_and_one_unlabelled_row_are_counted_in_the_singular(run_cli, tmp_path, monkeypatch):
+    # "1 missing cells filled", "1 rows with a missing value dropped"
+    monkeypatch.setenv("COLUMNS", "200")  # lines unwrapped
+    rows = [f"{i % 7},{i % 5},{'ab'[i % 2]}" for i in range(40)]
+    rows[3], rows[8] = "NA,1,a", "2,3,"
+    (tmp_path / "one.csv").write_text("x,z,label\n" + "\n".join(rows) + "\n")
+    mean = run_cli("data", "--data", "one.csv", "--missing", "mean")
+    assert mean.exit_code == 0, mean.output
+    assert [line for line in mean.stdout.splitlines() if line.startswith("--missing")] == [
+        "--missing mean: 1 missing cell filled (x 1 with 2.741), 1 row without a label dropped"]
+    drop = run_cli("data", "--data", "one.csv", "--missing", "drop")
+    assert [line for line in drop.stdout.splitlines() if line.startswith("--missing")] == [
+        "--missing drop: 1 row with a missing value dropped, 1 row without a label dropped"]
+
+
 def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # lines unwrapped
     _colours_csv(tmp_path / "colours.csv")
