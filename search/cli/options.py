@@ -219,10 +219,10 @@ class SectionedCommand(click.Command):
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 100 or 200,100") from None
+    texts = [v.strip() for v in value.split(",")]
+    if not all(INT_TEXT.fullmatch(v) for v in texts):  # int() reads other scripts' digits and '_': 1_6 and １６ were 16
+        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 100 or 200,100")
+    sizes = tuple(int(v) for v in texts)
     if any(s < 1 for s in sizes):
         raise click.BadParameter(f"{value!r}: every layer needs at least 1 unit")
     return sizes

@@ -361,6 +361,11 @@ def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, 
     (["fine", "--edge", "\uff10.2"], "error: Invalid value for '--edge': '\uff10.2' is not a valid float range."),
     (["train", "--epochs", "1", "--lr", "\uff11e-3"],
      "error: Invalid value for '--lr': '\uff11e-3' is not a valid float."),
+    # --hidden's widths were read by int(): --hidden \uff11\uff16 and 1_6 trained 16 units
+    (["train", "--epochs", "1", "--hidden", "32,\uff11\uff16"],
+     "error: Invalid value for '--hidden': '32,\uff11\uff16' must be comma-separated integers, e.g. 100 or 200,100"),
+    (["train", "--epochs", "1", "--hidden", "1_6"],
+     "error: Invalid value for '--hidden': '1_6' must be comma-separated integers, e.g. 100 or 200,100"),
 ])
 def test_a_number_written_in_other_than_ascii_digits_is_one_line(run_cli, tmp_path, args, line):
     assert one_line_error(run_cli(*args)) == line
@@ -369,6 +374,7 @@ def test_a_number_written_in_other_than_ascii_digits_is_one_line(run_cli, tmp_pa
 
 def test_ascii_numbers_with_a_sign_point_or_exponent_are_still_read(run_cli):
     assert run_cli("train", "--epochs", "+1", "--lr", "1E-3", "--reg", ".5e-4", "--dropout", "1.").exit_code == 0
+    assert run_cli("train", "--epochs", "1", "--hidden", "+16, 8").exit_code == 0
     line = one_line_error(run_cli("train", "--lr", "-1"))
     assert line == "error: Invalid value for '--lr': -1.0 must be a finite number > 0"
 
