@@ -232,7 +232,8 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value is None:
         return None
     width, sep, height = value.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+    # digits 0-9 only: "²" is a digit int() refuses (a traceback), "３２" one it reads as 32
+    if not sep or not all(side.strip().isascii() and side.strip().isdigit() for side in (width, height)):
         raise click.BadParameter(f"{value!r} must look like WxH, e.g. 32x32")
     from engine.data import MAX_IMAGE_SIDE
 
