@@ -345,6 +345,16 @@ def test_a_long_database_name_is_made_or_refused_in_one_line_where_its_log_would
     assert not path.exists()
 
 
+def test_a_long_database_name_of_four_byte_characters_is_made(tmp_path) -> None:
+    # its temporary took the name's first 64 characters, 232 bytes of 58 emoji: with its -journal past 255 bytes, a
+    # traceback (OSError: File name too long)
+    path = tmp_path / ("\U0001f600" * 58 + ".db")  # 235 bytes, room for its own -journal
+    storage = open_storage(_url(path))
+    optuna.create_study(storage=storage, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    storage.engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 # --- 5. plain sentences for full disks, locks and unreachable servers ------------------------
 
 
