@@ -523,6 +523,8 @@ def storage_retry_seconds() -> float:
     """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS (a number >= 0), else 60."""
     given = os.environ.get(STORAGE_RETRY_ENV, "").strip()
     try:
+        if not given.isascii() or "_" in given:  # digits 0-9, as the number options: float() reads ６０ and 1_0 too
+            raise ValueError(given)
         seconds = float(given) if given else STORAGE_RETRY_SECONDS
     except ValueError:
         seconds = math.nan

@@ -391,6 +391,11 @@ def test_a_missing_folder_is_not_found_without_the_suffixes_of_a_data_file(run_c
                                             "got 'abc'"),
     ("SEARCH_STORAGE_RETRY_SECONDS", "-1", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
                                            "got '-1'"),
+    # float() reads other scripts' digits and '_', as the number options no longer do: "\uff16\uff10" was 60 s
+    ("SEARCH_STORAGE_RETRY_SECONDS", "\uff16\uff10", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of "
+                                                     "seconds >= 0, got '\uff16\uff10'"),
+    ("SEARCH_STORAGE_RETRY_SECONDS", "1_0", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
+                                            "got '1_0'"),
     # "extra" or "on" gave NORMAL, a weaker setting than asked for, silently
     ("SEARCH_SQLITE_SYNCHRONOUS", "extra", "error: $SEARCH_SQLITE_SYNCHRONOUS must be NORMAL or FULL, got 'extra'"),
 ])
