@@ -906,8 +906,9 @@ def _signals_ignored() -> Iterator[None]:
 
 def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, dataset: Dataset,
                  report: WorkerReport, history: optuna_rdb.FinishedTrials | None = None) -> FrozenTrial:
-    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry. ``history``:
-    the stage's finished trials as far as read, for a sampler that draws from them (TPE, QMC).
+    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry (one while the
+    result is written waits for it, and the trial is kept). ``history``: the stage's finished trials as far as read,
+    for a sampler that draws from them (TPE, QMC).
 
     The trial's params are written in one transaction once suggested, and its intermediate values,
     user attributes, value and state in one more when it ends (``optuna_rdb.BufferedTrialStorage``).
@@ -975,7 +976,9 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
         return storage.get_trial(trial_id)
 
 
-_RECORDED = "trial_recorded"  # set on an interrupt once _record_interrupted took it: run_worker leaves its trial be
+# set on an interrupt once _record_interrupted took it, or once it waited for the result written: run_worker leaves
+# its trial be
+_RECORDED = "trial_recorded"
 
 
 def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage, interrupt: BaseException) -> None:
