@@ -43,7 +43,8 @@ class AsciiNumber(click.ParamType):
     text: re.Pattern[str]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not self.text.fullmatch(value):
+        # the spaces around it are no part of it, as int() and float() read them (--epochs " 3" ran 3 epochs)
+        if isinstance(value, str) and not self.text.fullmatch(value.strip()):
             self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)  # click's own words
         return super().convert(value, param, ctx)
 

@@ -375,6 +375,7 @@ def test_a_number_written_in_other_than_ascii_digits_is_one_line(run_cli, tmp_pa
 def test_ascii_numbers_with_a_sign_point_or_exponent_are_still_read(run_cli):
     assert run_cli("train", "--epochs", "+1", "--lr", "1E-3", "--reg", ".5e-4", "--dropout", "1.").exit_code == 0
     assert run_cli("train", "--epochs", "1", "--hidden", "+16, 8").exit_code == 0
+    assert run_cli("train", "--epochs", " 1 ", "--lr", "1e-3\n", "--dropout", " 1").exit_code == 0  # spaces around
     line = one_line_error(run_cli("train", "--lr", "-1"))
     assert line == "error: Invalid value for '--lr': -1.0 must be a finite number > 0"
 
