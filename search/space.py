@@ -606,7 +606,8 @@ def refine_space(
             limits, limit_name = (limits[0], train_size), "the training set's size"
         widen_high = SEARCHABLE[name].widen_high if name in SEARCHABLE else INF
         if widen_high < limits[1] and not isinstance(dim, Choice):  # a range given above it is not cut down to it
-            limits, limit_name = (limits[0], max(widen_high, dim.high)), f"{name}'s widening limit"
+            limit_name = f"{name}'s widening limit" + ("" if dim.high <= widen_high else f" ({widen_high:g}) or above")
+            limits = (limits[0], max(widen_high, dim.high))
         values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
         if not values:
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"

@@ -63,6 +63,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, create_trial
 
 from studies import plots
+from studies.budget import ERROR_PREFIX
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
@@ -239,7 +240,8 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Trials by state, under the names ``search studies`` and a stage's --json give them (complete, pruned, fail,
-    running, waiting), PRUNED split by stop_reason (exploded, nan, other); ``trials``: every trial row."""
+    running, waiting), PRUNED split by stop_reason (exploded, nan, other), ``fail_error`` the FAIL trials that failed
+    by an error in the trial (not run again); ``trials``: every trial row."""
     state = frame["state"].to_numpy(dtype=object)
     reason = frame["stop_reason"].astype(object).to_numpy() if "stop_reason" in frame else np.full(len(frame), None)
     pruned = state == "PRUNED"
@@ -250,6 +252,7 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
         "pruned_exploded": int((pruned & (reason == "exploded")).sum()),
         "pruned_nan": int((pruned & (reason == "nan")).sum()),
         "fail": int((state == "FAIL").sum()),
+        "fail_error": sum(s == "FAIL" and str(r).startswith(ERROR_PREFIX) for s, r in zip(state, reason)),
         "running": int((state == "RUNNING").sum()),
         "waiting": int((state == "WAITING").sum()),
     }
@@ -1402,16 +1405,18 @@ def _data_text(data: dict[str, Any] | None) -> str | None:
 
 
 def size_text(summary: dict[str, Any]) -> str:
-    """'208 trials in 7 stages, 200 finished, 2 failed and queued again': the stages' n_trials, their budgets, as the
-    stage table counts them, not every trial row stored (a single trial or stage in the singular; 'all finished'
-    where every one did)."""
+    """'208 trials in 7 stages, 200 finished, 2 failed and queued again, 1 failed by an error (not run again)': the
+    stages' n_trials, their budgets, as the stage table counts them, not every trial row stored (a single trial or
+    stage in the singular; 'all finished' where every one did)."""
     stages = summary["stages"]
     trials = sum(_n_trials(s) for s in stages)
     finished = sum(s["counts"]["complete"] + s["counts"]["pruned"] for s in stages)
-    failed = sum(s["counts"]["fail"] for s in stages)
+    errors = sum(s["counts"]["fail_error"] for s in stages)  # its copy is not run: it takes a trial of the budget
+    failed = sum(s["counts"]["fail"] for s in stages) - errors
     return (f"{trials:,} trial{'' if trials == 1 else 's'} in {len(stages)} stage{'' if len(stages) == 1 else 's'}, "
             + ("all" if finished == trials else f"{finished:,}") + " finished"
-            + (f", {failed:,} failed and queued again" if failed else ""))
+            + (f", {failed:,} failed and queued again" if failed else "")
+            + (f", {errors:,} failed by an error (not run again)" if errors else ""))
 
 
 def _no_html(markdown: str) -> str:

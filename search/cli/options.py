@@ -43,7 +43,8 @@ class AsciiNumber(click.ParamType):
     text: re.Pattern[str]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not self.text.fullmatch(value):
+        # the spaces around it are no part of it, as int() and float() read them (--epochs " 3" ran 3 epochs)
+        if isinstance(value, str) and not self.text.fullmatch(value.strip()):
             self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)  # click's own words
         return super().convert(value, param, ctx)
 
@@ -220,10 +221,10 @@ class SectionedCommand(click.Command):
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 100 or 200,100") from None
+    texts = [v.strip() for v in value.split(",")]
+    if not all(INT_TEXT.fullmatch(v) for v in texts):  # int() reads other scripts' digits and '_': 1_6 and １６ were 16
+        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 100 or 200,100")
+    sizes = tuple(int(v) for v in texts)
     if any(s < 1 for s in sizes):
         raise click.BadParameter(f"{value!r}: every layer needs at least 1 unit")
     return sizes
@@ -233,7 +234,8 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value is None:
         return None
     width, sep, height = value.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+    # digits 0-9 only: "²" is a digit int() refuses (a traceback), "３２" one it reads as 32
+    if not sep or not all(side.strip().isascii() and side.strip().isdigit() for side in (width, height)):
         raise click.BadParameter(f"{value!r} must look like WxH, e.g. 32x32")
     from engine.data import MAX_IMAGE_SIDE
 

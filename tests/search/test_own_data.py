@@ -111,6 +111,15 @@ def test_an_image_size_out_of_range_names_the_option_as_its_shape_is_named(run_c
     assert not (tmp_path / "search.db").exists()
 
 
+# "\u00b2" (superscript 2) is a digit to str.isdigit that int() refuses: a traceback; "\uff13\uff12" (full-width) was 32
+@pytest.mark.parametrize("size", ["\u00b2x2", "\uff13\uff12x\uff13\uff12", "1_6x16"])
+def test_an_image_size_in_other_than_the_digits_0_to_9_is_refused_as_a_shape(run_cli, tmp_path, size):
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    line = one_line_error(run_cli("coarse", "--data", "imgs", "--image-size", size, "--trials", "2"))
+    assert line == f"error: Invalid value for '--image-size': {size!r} must look like WxH, e.g. 32x32"
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_search_data_says_how_many_features_pca_and_whiten_keep(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")
     rng = np.random.default_rng(0)

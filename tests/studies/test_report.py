@@ -134,8 +134,24 @@ def test_the_stage_table_names_and_counts_as_search_studies_does(tmp_path):
                      r"<th><span class='nw'>best_value</span></th>", page)
     assert "n_trials: the stage&#x27;s budget (a failed trial is re-run, so fail comes on top), as " in page
     # the header counted every trial row: "8 trials in 1 stage" above a table of n_trials 7
-    assert "\n7 trials in 1 stage, all finished, 1 failed and queued again; generated " in md
-    assert "<p>7 trials in 1 stage, all finished, 1 failed and queued again; generated " in page
+    assert "\n7 trials in 1 stage, all finished, 1 failed by an error (not run again); generated " in md
+    assert "<p>7 trials in 1 stage, all finished, 1 failed by an error (not run again); generated " in page
+
+
+def test_a_trial_failed_by_an_error_is_not_said_to_be_queued_again(tmp_path):
+    # an error in a trial is not re-run: its stage of 7 ended with 6 complete, said as "6 finished, 1 failed and
+    # queued again" as if a copy were to run
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 6, iterations=100, points=[(1e-3, 1e-4)] * 6)
+    specs.insert(2, {"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                     "stop_reason": "error: the validation accuracy is not a number"})
+    specs.append({"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                  "stop_reason": "interrupted"})  # and one re-run: its copy is among the 6
+    add_stage(url, "e", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 7)
+    md = write_report(campaign_report(open_storage(url, create=False), "e", images=False),
+                      tmp_path / "out")["report.md"].read_text()
+    assert "| coarse | random | 7 | 6 | 0 (0/0/0) | 2 |" in md
+    assert "\n7 trials in 1 stage, 6 finished, 1 failed and queued again, 1 failed by an error (not run again); " in md
 
 
 def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
