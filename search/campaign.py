@@ -17,7 +17,7 @@ from engine.data import Dataset, data_identity
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
-from search.objective import EXPLODE_FACTOR, stop_reason, trial_config
+from search.objective import EXPLODE_FACTOR, PRUNED_REASONS, stop_reason, trial_config
 from search.progress import Progress
 from search.space import DEFAULT_SPACE, Choice, Dimension, IntRange, space_moved
 from search.text import wrapped
@@ -61,6 +61,7 @@ class Execution:
     # with jobs > 1 this process runs trials too (see run_stage_processes): only for a guarded main module
     parent_works: bool = False
     warnings: tuple[str, ...] = ()  # lines shown before the trials start (not with quiet progress)
+    heartbeat_given: bool = False  # --heartbeat was given: a stage that keeps another interval says so
 
     def __post_init__(self) -> None:
         if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1):
@@ -115,6 +116,7 @@ class StageSummary:
     training_seconds: float = 0.0  # building and training the nets of all its trials
     ran: int = 0  # trials this command ran (0: the stage was complete already)
     failed_by_error: int = 0  # of counts["fail"]: trials that failed by themselves, not re-run (the others were)
+    pruned_by: dict[str, int] = field(default_factory=dict)  # of counts["pruned"]: per stop_reason (PRUNED_REASONS)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -127,8 +129,11 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     counts = {name.lower(): n for name, n in optuna_rdb.state_counts(storage, study_id).items()}
     seconds = sum(x for x in optuna_rdb.trial_user_attr_values(storage, study_id, "seconds")
                   if isinstance(x, (int, float)))  # not text
-    errored = 0 if not counts.get("fail") else sum(  # read only where a trial failed
-        str(x).startswith(ERROR_PREFIX) for x in optuna_rdb.trial_user_attr_values(storage, study_id, "stop_reason"))
+    # read only where a trial failed or was pruned
+    reasons = (optuna_rdb.trial_user_attr_values(storage, study_id, "stop_reason")
+               if counts.get("fail") or counts.get("pruned") else [])
+    errored = sum(str(x).startswith(ERROR_PREFIX) for x in reasons) if counts.get("fail") else 0
+    pruned_by = {reason: n for reason in PRUNED_REASONS if (n := reasons.count(reason))}
     if stage.stage == "final":  # ranked as it chooses: by each configuration's mean over its runs
         means = config_means(study.get_trials(deepcopy=False))
         rows = [{"runs": len(v), "value": float(np.mean(v)), "std": float(np.std(v)), "params": p}
@@ -146,7 +151,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
         best_value=best_value, best_params=best_params,
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
         training_seconds=round(seconds, 4),  # as each trial's seconds are stored
-        failed_by_error=min(errored, counts.get("fail", 0)),
+        failed_by_error=min(errored, counts.get("fail", 0)), pruned_by=pruned_by,
     )
 
 
@@ -225,6 +230,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
             read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat,
                                                          running_trials_by_worker(study))
+        if execution.heartbeat_given and heartbeat != execution.heartbeat:
+            continuing += (wrapped(f"--heartbeat {execution.heartbeat} not used: {stage.name} keeps the {heartbeat} s "
+                                   "it was created with, by which every worker of it judges a trial stale"),)
         progress = Progress(stage.name, stage.n_trials, before,
                             mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
         try:

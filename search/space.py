@@ -188,11 +188,13 @@ class FloatRange:
                    else f"widened {'upward' if side == 'high' else 'downward'}{limit_note}" if moved
                    else f"not widened: that bound is {limit_name}")
             # the distance in the range's own scale: "1.78e-06 is within 10 % of the lower bound 1e-06" read as a
-            # value 10 % above 1e-06, where it was 0.25 of the range's 8 decades from it
+            # value 10 % above 1e-06, where it was 0.25 of the range's 8 decades from it; and that "0.25 of" as a
+            # share, which "(within 10 %)" then contradicted: the distance, then its share of the width
             distance = abs(self.to_unit(best) - self.to_unit(old_bound))
             unit = "decades" if self.log else "units"
-            return new, (f"{name}: best {best:.3g} is {distance:.2g} of the range's {self.width:.3g} {unit} from the "
-                         f"{bound} bound {old_bound:.3g} (within {pct} %); new range {new} ({how})")
+            return new, (f"{name}: best {best:.3g} is {distance:.2g} {unit} from the {bound} bound {old_bound:.3g}, "
+                         f"{100 * distance / self.width:.2g} % of the range's {self.width:.3g} (within {pct} %); "
+                         f"new range {new} ({how})")
         around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
         if new.width >= self.width:  # the top trials spread over the whole range (or an int range's rounding does)
             spread = (f"{around} span it" if len(values) > 1  # one trial spans nothing: its range rounded out does
@@ -604,7 +606,8 @@ def refine_space(
             limits, limit_name = (limits[0], train_size), "the training set's size"
         widen_high = SEARCHABLE[name].widen_high if name in SEARCHABLE else INF
         if widen_high < limits[1] and not isinstance(dim, Choice):  # a range given above it is not cut down to it
-            limits, limit_name = (limits[0], max(widen_high, dim.high)), f"{name}'s widening limit"
+            limit_name = f"{name}'s widening limit" + ("" if dim.high <= widen_high else f" ({widen_high:g}) or above")
+            limits = (limits[0], max(widen_high, dim.high))
         values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
         if not values:
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"

@@ -523,6 +523,8 @@ def storage_retry_seconds() -> float:
     """Seconds a failing database is retried: $SEARCH_STORAGE_RETRY_SECONDS (a number >= 0), else 60."""
     given = os.environ.get(STORAGE_RETRY_ENV, "").strip()
     try:
+        if not given.isascii() or "_" in given:  # digits 0-9, as the number options: float() reads ６０ and 1_0 too
+            raise ValueError(given)
         seconds = float(given) if given else STORAGE_RETRY_SECONDS
     except ValueError:
         seconds = math.nan
@@ -904,8 +906,9 @@ def _signals_ignored() -> Iterator[None]:
 
 def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, dataset: Dataset,
                  report: WorkerReport, history: optuna_rdb.FinishedTrials | None = None) -> FrozenTrial:
-    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry. ``history``:
-    the stage's finished trials as far as read, for a sampler that draws from them (TPE, QMC).
+    """Run one claimed trial and record how it ended; an interruption fails it and enqueues its retry (one while the
+    result is written waits for it, and the trial is kept). ``history``: the stage's finished trials as far as read,
+    for a sampler that draws from them (TPE, QMC).
 
     The trial's params are written in one transaction once suggested, and its intermediate values,
     user attributes, value and state in one more when it ends (``optuna_rdb.BufferedTrialStorage``).
@@ -973,7 +976,9 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
         return storage.get_trial(trial_id)
 
 
-_RECORDED = "trial_recorded"  # set on an interrupt once _record_interrupted took it: run_worker leaves its trial be
+# set on an interrupt once _record_interrupted took it, or once it waited for the result written: run_worker leaves
+# its trial be
+_RECORDED = "trial_recorded"
 
 
 def _record_interrupted(study: optuna.Study, writes: optuna_rdb.BufferedTrialStorage, interrupt: BaseException) -> None:

@@ -63,11 +63,12 @@ import pandas as pd
 from optuna.trial import FrozenTrial, create_trial
 
 from studies import plots
+from studies.budget import ERROR_PREFIX
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
 from studies.records import curve_points, seconds_text, trial_record, value_text
-from studies.store import mask_url, resolve_storage_url
+from studies.store import given_url, mask_url, resolve_storage_url
 
 WITHIN = 0.01  # "within 1 point" of accuracy
 TIE_TOLERANCE = 1e-9  # best values closer than this are a tie
@@ -239,7 +240,8 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Trials by state, under the names ``search studies`` and a stage's --json give them (complete, pruned, fail,
-    running, waiting), PRUNED split by stop_reason (exploded, nan, other); ``trials``: every trial row."""
+    running, waiting), PRUNED split by stop_reason (exploded, nan, other), ``fail_error`` the FAIL trials that failed
+    by an error in the trial (not run again); ``trials``: every trial row."""
     state = frame["state"].to_numpy(dtype=object)
     reason = frame["stop_reason"].astype(object).to_numpy() if "stop_reason" in frame else np.full(len(frame), None)
     pruned = state == "PRUNED"
@@ -250,6 +252,7 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
         "pruned_exploded": int((pruned & (reason == "exploded")).sum()),
         "pruned_nan": int((pruned & (reason == "nan")).sum()),
         "fail": int((state == "FAIL").sum()),
+        "fail_error": sum(s == "FAIL" and str(r).startswith(ERROR_PREFIX) for s, r in zip(state, reason)),
         "running": int((state == "RUNNING").sum()),
         "waiting": int((state == "WAITING").sum()),
     }
@@ -610,7 +613,8 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
         return out
     # Optuna rates the dimensions every trial has: one used only with some value of another (momentum) is left out
     out.update(importance={k: float(v) for k, v in importance.items()}, trials_used=len(used),
-               left_out=[n for n in searched if n not in importance])
+               left_out=[n for n in searched if n not in importance],
+               log10=[n for n in searched if n in importance and _log_range(distributions[n])])
     return out
 
 
@@ -1209,6 +1213,11 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
         if imp.get("left_out"):
             notes.append(f"{s['stage']}: {', '.join(imp['left_out'])} left out: not in every trial (searched only "
                          f"where it has an effect), and fANOVA rates the dimensions all trials share")
+    logs = list(dict.fromkeys(n for s in summary["stages"] for n in s["importance"].get("log10") or []))
+    if logs:  # an Optuna user's own get_param_importances gives other shares: say why
+        notes.append(f"{', '.join(logs)}: rated on {'its' if len(logs) == 1 else 'their'} log10, the scale "
+                     f"{'it was' if len(logs) == 1 else 'they were'} sampled on; Optuna's get_param_importances(study) "
+                     "splits a range in its own units, and gives other shares")
     if fixed:
         notes.append(f"{', '.join(fixed)}: left out of importance and of the pair plot's choice (sampler fixed: "
                      f"a few earlier configurations re-run, nothing sampled)")
@@ -1308,8 +1317,8 @@ _BUDGET_TEXT = ("Epochs run: the epochs per trial for each completed trial, and 
 def _pasted_storage(storage: optuna.storages.BaseStorage) -> str | None:
     """The --storage a command pasted from the report needs (password masked): None where the command would find
     this database without one (the default, or $SEARCH_STORAGE)."""
-    url = getattr(storage, "url", None)
-    return mask_url(url) if isinstance(url, str) and url != resolve_storage_url(None) else None
+    url = given_url(storage)
+    return mask_url(url) if url is not None and url != resolve_storage_url(None) else None
 
 
 def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
@@ -1396,16 +1405,18 @@ def _data_text(data: dict[str, Any] | None) -> str | None:
 
 
 def size_text(summary: dict[str, Any]) -> str:
-    """'208 trials in 7 stages, 200 finished, 2 failed and queued again': the stages' n_trials, their budgets, as the
-    stage table counts them, not every trial row stored (a single trial or stage in the singular; 'all finished'
-    where every one did)."""
+    """'208 trials in 7 stages, 200 finished, 2 failed and queued again, 1 failed by an error (not run again)': the
+    stages' n_trials, their budgets, as the stage table counts them, not every trial row stored (a single trial or
+    stage in the singular; 'all finished' where every one did)."""
     stages = summary["stages"]
     trials = sum(_n_trials(s) for s in stages)
     finished = sum(s["counts"]["complete"] + s["counts"]["pruned"] for s in stages)
-    failed = sum(s["counts"]["fail"] for s in stages)
+    errors = sum(s["counts"]["fail_error"] for s in stages)  # its copy is not run: it takes a trial of the budget
+    failed = sum(s["counts"]["fail"] for s in stages) - errors
     return (f"{trials:,} trial{'' if trials == 1 else 's'} in {len(stages)} stage{'' if len(stages) == 1 else 's'}, "
             + ("all" if finished == trials else f"{finished:,}") + " finished"
-            + (f", {failed:,} failed and queued again" if failed else ""))
+            + (f", {failed:,} failed and queued again" if failed else "")
+            + (f", {errors:,} failed by an error (not run again)" if errors else ""))
 
 
 def _no_html(markdown: str) -> str:

@@ -467,17 +467,22 @@ ViewBuilder = Callable[[dict[str, str]], str] | None
 
 
 _SQLITE_DENIED_FUNCTIONS = frozenset({"fts3_tokenizer"})  # gives a pointer into the process, or sets one
+# the PRAGMAs whose argument names what they describe (a table, an index) and sets nothing: what the table-valued
+# functions SELECT ... FROM pragma_table_info('trials') run, argument and all
+_SQLITE_DESCRIBING_PRAGMAS = frozenset({"table_info", "table_xinfo", "table_list", "index_info", "index_xinfo",
+                                        "index_list", "foreign_key_list", "foreign_key_check", "integrity_check",
+                                        "quick_check"})
 
 
 def _sqlite_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _source: Any) -> int:
     """Refuse the SQL functions that reach into the process rather than the data, and what a ``mode=ro``
     connection still allows: ATTACH (which creates the file it names) and a PRAGMA that sets a value
-    (``query_only = OFF``)."""
+    (``query_only = OFF``); one whose argument names what it describes (``pragma_table_info('trials')``) runs."""
     if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_DENIED_FUNCTIONS:
         return sqlite3.SQLITE_DENY
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
         return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and str(arg1).lower() not in _SQLITE_DESCRIBING_PRAGMAS:
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
 

@@ -12,6 +12,7 @@ import secrets
 import stat
 import time
 import warnings
+import weakref
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -636,11 +637,20 @@ def open_storage(
             if storage.engine.dialect.name == "postgresql":
                 _sessions_in_utc(storage.engine)
             _OPENED[given] = time.monotonic()
+            _GIVEN[storage] = given
             return storage
     raise StorageError(f"{where}: cannot open: {describe_storage_error(last_error)}")
 
 
 _OPENED: dict[str, float] = {}  # storage URL -> when open_storage last opened it, for ``unreadable_stored_value``
+# storage -> the URL open_storage was given, which its own ``url`` is not where a driver or connect_timeout was added
+_GIVEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def given_url(storage: optuna.storages.BaseStorage) -> str | None:
+    """The URL ``storage`` was opened with as written (for a command to paste), or its own URL, or None."""
+    url = _GIVEN.get(storage, getattr(storage, "url", None))
+    return url if isinstance(url, str) else None
 
 
 def unreadable_stored_value(since: float) -> str | None:
@@ -695,7 +705,16 @@ def _refuse_orphaned_journal(path: Path, where: str) -> None:
 
 
 _TEMPORARY_HEX = 6  # random bytes in the name of the temporary file a new SQLite database is made in
-_TEMPORARY_STEM = 64  # characters of the database's name that name it
+_TEMPORARY_STEM = 64  # bytes of the database's name, at most, that name it
+
+
+def _temporary_stem(name: str) -> str:
+    """The start of a database's file ``name`` that names its temporary: whole characters, at most _TEMPORARY_STEM
+    bytes (64 characters of a name in emoji or another 4-byte script were 256 bytes, more than a name may have)."""
+    stem = name[:_TEMPORARY_STEM]
+    while len(os.fsencode(stem)) > _TEMPORARY_STEM:
+        stem = stem[:-1]
+    return stem
 
 
 def _remove_left_temporary_names(path: Path) -> None:
@@ -703,7 +722,7 @@ def _remove_left_temporary_names(path: Path) -> None:
     it was killed between linking it into place and unlinking it: a hidden second name of the same file, which kept
     its data on disk after ``path`` was deleted. A temporary that is another file (a creator killed before its link,
     or one still making its tables) is left as it is."""
-    pattern = re.compile(rf"\.{re.escape(path.name[:_TEMPORARY_STEM])}\.[0-9a-f]{{{2 * _TEMPORARY_HEX}}}\.tmp")
+    pattern = re.compile(rf"\.{re.escape(_temporary_stem(path.name))}\.[0-9a-f]{{{2 * _TEMPORARY_HEX}}}\.tmp")
     try:
         names = [entry.path for entry in os.scandir(path.parent) if pattern.fullmatch(entry.name)]
     except OSError:
@@ -729,7 +748,7 @@ def _create_sqlite_whole(url: str, path: Path, engine_kwargs: dict[str, object],
     they were left half made, which reading commands called "not an Optuna study database" or "read-only".
     """
     # its name and its -journal's fit within a file name's 255 bytes
-    tmp = path.parent / f".{path.name[:_TEMPORARY_STEM]}.{secrets.token_hex(_TEMPORARY_HEX)}.tmp"
+    tmp = path.parent / f".{_temporary_stem(path.name)}.{secrets.token_hex(_TEMPORARY_HEX)}.tmp"
     try:
         try:
             storage = optuna.storages.RDBStorage(make_url(url).set(database=str(tmp)).render_as_string(

@@ -136,8 +136,9 @@ def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
     sys.exit(143 if terminated else EXIT_INTERRUPTED)
 
 
-# commands that only read and print: a reader of their output that left (| head) cut nothing short
-READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data"})
+# commands that only read and print: a reader of their output that left (| head) cut nothing short (predict writes
+# its --out file, and layers its --plot, before they print)
+READING_COMMANDS = frozenset({"studies", "trials", "best", "explain", "query", "data", "predict", "layers"})
 
 
 def _only_reading(given: list[str]) -> bool:

@@ -43,7 +43,8 @@ class AsciiNumber(click.ParamType):
     text: re.Pattern[str]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not self.text.fullmatch(value):
+        # the spaces around it are no part of it, as int() and float() read them (--epochs " 3" ran 3 epochs)
+        if isinstance(value, str) and not self.text.fullmatch(value.strip()):
             self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)  # click's own words
         return super().convert(value, param, ctx)
 
@@ -188,8 +189,9 @@ def choice(names: Any) -> click.Choice:
 
 # --help shows options in these sections, in this order; any other option goes under "Options"
 SECTIONS = {
-    "Data": ("data", "data_dir", "label_column", "ignore_columns", "missing", "image_size", "val_fraction",
-             "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
+    # search predict's --model, --data (data_path) and --id-column first: what it scores
+    "Data": ("model_file", "data_path", "id_column", "data", "data_dir", "label_column", "ignore_columns", "missing",
+             "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
     "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
     "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "scheduler", "top", "edge",
@@ -219,10 +221,10 @@ class SectionedCommand(click.Command):
 
 
 def _hidden(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 100 or 200,100") from None
+    texts = [v.strip() for v in value.split(",")]
+    if not all(INT_TEXT.fullmatch(v) for v in texts):  # int() reads other scripts' digits and '_': 1_6 and １６ were 16
+        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 100 or 200,100")
+    sizes = tuple(int(v) for v in texts)
     if any(s < 1 for s in sizes):
         raise click.BadParameter(f"{value!r}: every layer needs at least 1 unit")
     return sizes
@@ -232,7 +234,8 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value is None:
         return None
     width, sep, height = value.lower().partition("x")
-    if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+    # digits 0-9 only: "²" is a digit int() refuses (a traceback), "３２" one it reads as 32
+    if not sep or not all(side.strip().isascii() and side.strip().isdigit() for side in (width, height)):
         raise click.BadParameter(f"{value!r} must look like WxH, e.g. 32x32")
     from engine.data import MAX_IMAGE_SIDE
 
@@ -649,8 +652,9 @@ def execution(storage: str | None, jobs: int | None, heartbeat: int, as_json: bo
     from studies.store import resolve_storage_url
 
     # the CLI's main module is guarded, so the command's own process can be one of the workers
+    given = click.get_current_context().get_parameter_source("heartbeat") == click.core.ParameterSource.COMMANDLINE
     return Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat,
-                     progress="quiet" if as_json else "auto", parent_works=True)
+                     progress="quiet" if as_json else "auto", parent_works=True, heartbeat_given=given)
 
 
 def open_for_reading(storage: str | None) -> Any:

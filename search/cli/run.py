@@ -432,10 +432,11 @@ def table_lines(table: dict[str, Any]) -> list[str]:
         fills = ", ".join(f"{name} {n} with {fill:.4g}" if isinstance(fill, float) else f"{name} {n} with {fill!r}"
                           for name, n in table["cells_filled_per_column"].items()
                           for fill in [(table["fill"] or {})[name]])
-        filled = f"{table['cells_filled']} missing cells filled ({fills})" if table["missing"] == "mean" else (
-            f"{table['rows_dropped']} rows with a missing value dropped")
-        lines.append(f"--missing {table['missing']}: {filled}, {table['unlabelled_rows_dropped']} rows without a "
-                     f"label dropped")
+        cells, dropped, unlabelled = table["cells_filled"], table["rows_dropped"], table["unlabelled_rows_dropped"]
+        filled = (f"{cells} missing cell{'s' if cells != 1 else ''} filled ({fills})" if table["missing"] == "mean"
+                  else f"{dropped} row{'s' if dropped != 1 else ''} with a missing value dropped")
+        lines.append(f"--missing {table['missing']}: {filled}, {unlabelled} row{'s' if unlabelled != 1 else ''} "
+                     "without a label dropped")
     for split, unseen in table["unseen"].items():
         lines.append(f"{split}: {unseen_text(unseen, table['unseen_near'].get(split, {}))}")
     return lines
@@ -598,8 +599,6 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
 
     if out:  # whole or not at all: an earlier file is replaced once the new one is complete
         write_replacing(out, write_file)
-    elif not as_json:
-        write_rows(sys.stdout)
     line = f"{len(X)} samples scored with {model_file}"
     summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen,
                                "unseen_near": near, "cells_filled": sum(filled.values()),
@@ -633,6 +632,13 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
             summary["rows"] = [dict(zip(header, row)) for row in rows(float)]
         echo_json(summary)
         return
+    if not out:
+        try:
+            write_rows(sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader left (| head -3) with the rows it wanted: the summary is still said
+            say(line, err=True)
+            raise
     say(line + (f"; wrote {out}" if out else ""), err=True)
 
 

@@ -17,6 +17,7 @@ from search.cli.options import (
 from search.cli.output import echo, echo_json, say
 from search.text import wrapped
 from search.config import RunConfig
+from search.objective import SCHEDULER_STOP
 from search.schedulers import SCHEDULERS
 from search.space import DEFAULT_SPACE, value_text
 
@@ -30,9 +31,9 @@ def failed_text(failed: int, by_error: int) -> str:
     """Why ``failed`` trials failed and what became of them, ``by_error`` of them by an error of their own."""
     rerun = failed - by_error
     if not by_error:
-        return "interrupted, so re-run"
+        return "interrupted or killed, so re-run"
     errors = f"by {'an error' if by_error == 1 else 'errors'}, not re-run"
-    return f"{rerun} interrupted, so re-run; {by_error} {errors}" if rerun else errors
+    return f"{rerun} interrupted or killed, so re-run; {by_error} {errors}" if rerun else errors
 
 
 def print_summary(summary: Any) -> None:
@@ -42,7 +43,13 @@ def print_summary(summary: Any) -> None:
     click.echo()
     failed = f"; {c['fail']} failed ({failed_text(c['fail'], summary.failed_by_error)})" if c["fail"] else ""
     epochs = "1 epoch" if summary.epochs == 1 else f"{summary.epochs} epochs"
-    say(f"{summary.study}: {c['complete']} complete, {c['pruned']} pruned of {summary.n_trials}{failed}; "
+    by = summary.pruned_by
+    # where the scheduler stopped some: which were its, and which exploded (one word "pruned" for both otherwise)
+    pruned = f"{c['pruned']} pruned" + (" (" + ", ".join(
+        f"{n} {'by the scheduler' if reason == SCHEDULER_STOP else reason}"
+        for reason, n in sorted(by.items(), key=lambda item: item[0] != SCHEDULER_STOP)) + ")"
+        if by.get(SCHEDULER_STOP) else "")
+    say(f"{summary.study}: {c['complete']} complete, {pruned} of {summary.n_trials}{failed}; "
         f"{epochs} a trial, {seconds_text(summary.training_seconds)} s of training")
     say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
@@ -337,7 +344,8 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     Fine stages stop at --max-fine, when the space settles, or when a stage moves the mean of its
     top 5 by less than 2 standard errors. Stage "final" runs the last stage's --top configurations
     --repeats times each; the best mean is retrained --retrain-seeds times and scored on test.
-    The default space is lr, reg and the hidden width (16 up to about a quarter of the training set).
+    The default space is lr, reg and the hidden width (16 up to about a quarter of the training set,
+    at least 64 and at most 1024).
 
     \b
     Examples:

@@ -41,8 +41,8 @@ def test_a_range_whose_upper_third_holds_no_good_trial_is_narrowed_not_called_in
     trials = [({"lr": lr}, value) for lr, value in [(2e-4, 0.951), (3e-4, 0.95), (5e-4, 0.95), (3e-3, 0.951),
                                                      (5e-3, 0.95), (8e-3, 0.95)]]
     new, notes = refine_space({"lr": FloatRange(1e-4, 1.0)}, trials, top=5, edge=0.1, value_se=0.01)
-    assert notes == ["lr: best 0.0002 is 0.3 of the range's 4 decades from the lower bound 0.0001 (within 10 %); new "
-                     "range 7.96e-07:0.0126 (widened downward)"]
+    assert notes == ["lr: best 0.0002 is 0.3 decades from the lower bound 0.0001, 7.5 % of the range's 4 (within 10 "
+                     "%); new range 7.96e-07:0.0126 (widened downward)"]
     assert new["lr"].high == pytest.approx(0.012559, rel=1e-4)
 
 

@@ -38,7 +38,8 @@ def test_fine_widens_a_range_whose_upper_bound_is_below_the_good_learning_rates(
     assert run_cli("coarse", "--campaign", "up", "--lr", "1e-7:1e-4", "--trials", "20", "--epochs", "2").exit_code == 0
     fine = run_cli("fine", "--campaign", "up", "--trials", "2", "--promote", "0")  # the lecture's rule alone
     assert fine.exit_code == 0
-    assert "lr: best" in fine.stdout and "widened upward" in fine.stdout
+    text = " ".join(fine.stdout.split())  # as wrapped to the terminal
+    assert "lr: best" in text and "widened upward" in text
     study = optuna.load_study(study_name="up/fine-1", storage=open_storage("sqlite:///search.db"))
     assert study.user_attrs["space"]["lr"]["high"] > 1e-4
     assert any("widened upward" in note for note in study.user_attrs["range_notes"])
@@ -282,6 +283,40 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     plain = run_cli("coarse", "--campaign", "plain", "--trials", "1", "--epochs", "1", "--train-size", "200")
     assert plain.exit_code == 0
     assert json.loads(run_cli("best", "--json").stdout)["auto_trial"] is None
+
+
+def test_a_worker_given_another_heartbeat_than_its_stage_says_it_keeps_the_stages(run_cli, monkeypatch):
+    # search worker --heartbeat 5 on a stage created with 10 ran with 10 without a word
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    monkeypatch.setenv("COLUMNS", "200")
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    storage = open_storage("sqlite:///search.db", heartbeat_interval=10)
+    create_stage(storage, coarse_stage("hb", run, DEFAULT_SPACE, 2, seed=0))
+    storage.engine.dispose()
+    note = ("--heartbeat 5 not used: hb/coarse keeps the 10 s it was created with, by which every worker of it "
+            "judges a trial stale")
+    joined = run_cli("worker", "--campaign", "hb", "--heartbeat", "5")
+    assert joined.exit_code == 0, joined.output
+    assert note in joined.stderr.splitlines()
+    create_stage(open_storage("sqlite:///search.db", heartbeat_interval=10),
+                 coarse_stage("hb2", run, DEFAULT_SPACE, 2, seed=0))
+    for same in (("--heartbeat", "10"), ()):  # given as the stage keeps it, or not given: nothing to say
+        quiet = run_cli("worker", "--campaign", "hb2", *same)
+        assert quiet.exit_code == 0 and "--heartbeat" not in quiet.stderr, quiet.output
+
+
+def test_auto_help_gives_the_hidden_widths_floor_and_ceiling(run_cli):
+    # "16 up to about a quarter of the training set": the wine table's 110 training rows searched 16:64, not 16:27
+    from search.campaign import default_hidden_range
+
+    text = " ".join(run_cli("auto", "--help").stdout.split())
+    assert ("The default space is lr, reg and the hidden width (16 up to about a quarter of the training set, at "
+            "least 64 and at most 1024).") in text
+    assert [default_hidden_range(n).high for n in (110, 256, 1257, 100_000)] == [64, 64, 256, 1024]
 
 
 def test_trials_help_says_how_to_sort_either_way(run_cli):
@@ -857,9 +892,9 @@ def test_fine_does_not_widen_a_range_the_parent_stage_found_insensitive(run_cli)
     fine = run_cli("fine", "--campaign", "s1", "--edge", "0.3", "--trials", "2", "--jobs", "1", "--json")
     notes = json.loads(fine.stdout)["stages"][-1]["range_notes"]
     reg = next(n for n in notes if n.startswith("reg"))
-    assert reg.startswith("reg: best 4.18e-08 is 0.62 of the range's 4 decades from the lower bound 1e-08 (within 30 "
-                          "%); new range 1.47e-08:1.67e-05 (not widened: insensitive in s1/coarse: mean value per "
-                          "third "), reg
+    assert reg.startswith("reg: best 4.18e-08 is 0.62 decades from the lower bound 1e-08, 16 % of the range's 4 "
+                          "(within 30 %); new range 1.47e-08:1.67e-05 (not widened: insensitive in s1/coarse: mean "
+                          "value per third "), reg
     study = optuna.load_study(study_name="s1/fine-1", storage=open_storage("sqlite:///search.db"))
     assert study.user_attrs["space"]["reg"]["low"] == pytest.approx(1.47e-08, rel=0.01)
 

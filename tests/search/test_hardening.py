@@ -361,6 +361,11 @@ def test_values_that_used_to_end_in_a_traceback_are_one_line(run_cli, tmp_path, 
     (["fine", "--edge", "\uff10.2"], "error: Invalid value for '--edge': '\uff10.2' is not a valid float range."),
     (["train", "--epochs", "1", "--lr", "\uff11e-3"],
      "error: Invalid value for '--lr': '\uff11e-3' is not a valid float."),
+    # --hidden's widths were read by int(): --hidden \uff11\uff16 and 1_6 trained 16 units
+    (["train", "--epochs", "1", "--hidden", "32,\uff11\uff16"],
+     "error: Invalid value for '--hidden': '32,\uff11\uff16' must be comma-separated integers, e.g. 100 or 200,100"),
+    (["train", "--epochs", "1", "--hidden", "1_6"],
+     "error: Invalid value for '--hidden': '1_6' must be comma-separated integers, e.g. 100 or 200,100"),
 ])
 def test_a_number_written_in_other_than_ascii_digits_is_one_line(run_cli, tmp_path, args, line):
     assert one_line_error(run_cli(*args)) == line
@@ -369,6 +374,8 @@ def test_a_number_written_in_other_than_ascii_digits_is_one_line(run_cli, tmp_pa
 
 def test_ascii_numbers_with_a_sign_point_or_exponent_are_still_read(run_cli):
     assert run_cli("train", "--epochs", "+1", "--lr", "1E-3", "--reg", ".5e-4", "--dropout", "1.").exit_code == 0
+    assert run_cli("train", "--epochs", "1", "--hidden", "+16, 8").exit_code == 0
+    assert run_cli("train", "--epochs", " 1 ", "--lr", "1e-3\n", "--dropout", " 1").exit_code == 0  # spaces around
     line = one_line_error(run_cli("train", "--lr", "-1"))
     assert line == "error: Invalid value for '--lr': -1.0 must be a finite number > 0"
 
@@ -385,6 +392,11 @@ def test_a_missing_folder_is_not_found_without_the_suffixes_of_a_data_file(run_c
                                             "got 'abc'"),
     ("SEARCH_STORAGE_RETRY_SECONDS", "-1", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
                                            "got '-1'"),
+    # float() reads other scripts' digits and '_', as the number options no longer do: "\uff16\uff10" was 60 s
+    ("SEARCH_STORAGE_RETRY_SECONDS", "\uff16\uff10", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of "
+                                                     "seconds >= 0, got '\uff16\uff10'"),
+    ("SEARCH_STORAGE_RETRY_SECONDS", "1_0", "error: $SEARCH_STORAGE_RETRY_SECONDS must be a number of seconds >= 0, "
+                                            "got '1_0'"),
     # "extra" or "on" gave NORMAL, a weaker setting than asked for, silently
     ("SEARCH_SQLITE_SYNCHRONOUS", "extra", "error: $SEARCH_SQLITE_SYNCHRONOUS must be NORMAL or FULL, got 'extra'"),
 ])
@@ -535,6 +547,22 @@ def test_output_piped_into_a_reader_that_left_ends_quietly_with_0(run_cli, tmp_p
     finally:
         os.close(write)
     assert (cut.returncode, cut.stderr.splitlines()[-1]) == (1, "error: cannot write the output: Broken pipe")
+
+
+def test_search_layers_piped_into_a_reader_that_left_ends_quietly_with_0(tmp_path):
+    # `search layers | head -1` ended "error: cannot write the output: Broken pipe", exit 1, when head left first;
+    # its --plot is written before the table
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    for extra in ((), ("--plot", "layers.png"), ("--json",)):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            result = subprocess.run([sys.executable, "-m", "search", "layers", "--depth", "3", "--width", "20", *extra],
+                                    env=env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+        finally:
+            os.close(write)
+        assert (result.returncode, result.stderr) == (0, ""), extra
+    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_command_started_with_stdout_closed_says_its_output_is_lost_in_one_line(run_cli, tmp_path, url):

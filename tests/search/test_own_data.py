@@ -111,6 +111,15 @@ def test_an_image_size_out_of_range_names_the_option_as_its_shape_is_named(run_c
     assert not (tmp_path / "search.db").exists()
 
 
+# "\u00b2" (superscript 2) is a digit to str.isdigit that int() refuses: a traceback; "\uff13\uff12" (full-width) was 32
+@pytest.mark.parametrize("size", ["\u00b2x2", "\uff13\uff12x\uff13\uff12", "1_6x16"])
+def test_an_image_size_in_other_than_the_digits_0_to_9_is_refused_as_a_shape(run_cli, tmp_path, size):
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    line = one_line_error(run_cli("coarse", "--data", "imgs", "--image-size", size, "--trials", "2"))
+    assert line == f"error: Invalid value for '--image-size': {size!r} must look like WxH, e.g. 32x32"
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_search_data_says_how_many_features_pca_and_whiten_keep(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")
     rng = np.random.default_rng(0)
@@ -404,6 +413,21 @@ def _colours_csv(path, n: int = 150):
         lines.append(f"{colour},{('light', 'dark')[i % 2]},{x},{'abc'[k]}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_one_missing_cell_and_one_unlabelled_row_are_counted_in_the_singular(run_cli, tmp_path, monkeypatch):
+    # "1 missing cells filled", "1 rows with a missing value dropped"
+    monkeypatch.setenv("COLUMNS", "200")  # lines unwrapped
+    rows = [f"{i % 7},{i % 5},{'ab'[i % 2]}" for i in range(40)]
+    rows[3], rows[8] = "NA,1,a", "2,3,"
+    (tmp_path / "one.csv").write_text("x,z,label\n" + "\n".join(rows) + "\n")
+    mean = run_cli("data", "--data", "one.csv", "--missing", "mean")
+    assert mean.exit_code == 0, mean.output
+    assert [line for line in mean.stdout.splitlines() if line.startswith("--missing")] == [
+        "--missing mean: 1 missing cell filled (x 1 with 2.741), 1 row without a label dropped"]
+    drop = run_cli("data", "--data", "one.csv", "--missing", "drop")
+    assert [line for line in drop.stdout.splitlines() if line.startswith("--missing")] == [
+        "--missing drop: 1 row with a missing value dropped, 1 row without a label dropped"]
 
 
 def test_a_table_with_text_and_missing_cells_is_described_trained_on_and_scored(run_cli, tmp_path, monkeypatch):

@@ -9,6 +9,9 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -837,6 +840,15 @@ def test_predict_help_names_both_commands_that_save_a_model(run_cli):
         "A model saved by `search train --save` or `search auto --save`. [required]")
 
 
+def test_predict_help_lists_what_it_scores_first_under_data(run_cli):
+    # the required --model and --data came last, under "Options", after --json under "Execution"
+    lines = run_cli("predict", "--help").stdout.splitlines()
+    sections = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections[-3:] == ["Data:", "Execution:", "Options:"]
+    data = lines[lines.index("Data:") + 1:lines.index("Execution:")]
+    assert [line.split()[0] for line in data if line.startswith("  --")] == ["--model", "--data", "--id-column"]
+
+
 def test_a_column_named_in_other_case_is_said_to_be_matched_exactly(run_cli, wine_csv, tmp_path):
     # "no column 'proline'" alone, beside a column 'Proline' the user could see in the file
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
@@ -918,6 +930,24 @@ def test_samples_far_outside_the_training_range_are_warned_of(run_cli, tmp_path,
                    "error: Invalid value for '--data': 'digits' is a built-in data set, read by search train and auto; "
                    "search predict scores a file: write the samples to a .npz of X and y, a .csv/.tsv or an image "
                    "folder (digits: scikit-learn's load_digits() X divided by 16, as training read it)")
+
+
+def test_predictions_piped_into_a_reader_that_left_end_quietly_with_0(run_cli, wine_csv, tmp_path):
+    # `search predict ... | head -3` ended "error: cannot write the output: Broken pipe", exit 1, when head left first
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    for extra in ((), ("--json",), ("--out", "p.csv", "--json")):
+        read, write = os.pipe()
+        os.close(read)  # every write fails with EPIPE, as once head has its lines
+        try:
+            result = subprocess.run([sys.executable, "-m", "search", "predict", "--model", "model.npz", "--data",
+                                     "wine.csv", *extra], env=env, stdout=write, stderr=subprocess.PIPE, text=True,
+                                    timeout=120, cwd=tmp_path)
+        finally:
+            os.close(write)
+        said = [] if extra else ["178 samples scored with model.npz; accuracy 0.9944 (177 of 178 labels)"]
+        assert (result.returncode, result.stderr.splitlines()) == (0, said), extra  # --json: the summary in it
+    assert len(rows((tmp_path / "p.csv").read_text())) == 179  # written whole before the JSON was printed
 
 
 @pytest.mark.parametrize("loss", ["softmax", "svm"])

@@ -74,6 +74,20 @@ def test_asha_stage_prunes_at_rungs_and_still_ends_with_exactly_n_finished(asha_
     assert asha_study.user_attrs["scheduler"] == "asha"
 
 
+def test_the_summary_of_an_asha_stage_tells_the_schedulers_stops_from_explosions(asha_study, capsys, monkeypatch):
+    # "3 complete, 9 pruned of 12": 7 stopped by successive halving and 2 whose loss exploded, told apart by the
+    # report alone
+    from search.campaign import summarise
+    from search.cli.stages import print_summary
+
+    monkeypatch.setenv("COLUMNS", "200")
+    summary = summarise(asha_study, created=False, errors=[])
+    assert summary.pruned_by == {"pruned": 7, "exploded": 2}
+    print_summary(summary)
+    assert capsys.readouterr().out.splitlines()[1].startswith(
+        "a/coarse: 3 complete, 9 pruned (7 by the scheduler, 2 exploded) of 12; 9 epochs a trial")
+
+
 def test_fine_stages_inherit_the_scheduler_and_fixed_stages_never_use_one(asha_study):
     fine = refined_stage(asha_study, top=2, edge=0.1, epochs=None, n_trials=None)
     assert fine.scheduler == "asha" and with_fine_choices(fine, "tpe", "none").scheduler == "none"

@@ -491,9 +491,33 @@ def test_the_summary_says_what_became_of_each_failed_trial(url, monkeypatch, cap
     capsys.readouterr()
     print_summary(summary)
     assert " ".join(capsys.readouterr().out.split()).startswith(
-        "f/coarse: 6 complete, 0 pruned of 6; 2 failed (interrupted, so re-run); 2 epochs a trial")
+        "f/coarse: 6 complete, 0 pruned of 6; 2 failed (interrupted or killed, so re-run); 2 epochs a trial")
     assert failed_text(1, 1) == "by an error, not re-run"
-    assert failed_text(3, 2) == "1 interrupted, so re-run; 2 by errors, not re-run"
+    assert failed_text(3, 2) == "1 interrupted or killed, so re-run; 2 by errors, not re-run"
+
+
+def test_the_summary_of_a_stage_whose_worker_was_killed_does_not_call_its_trial_interrupted(url, capsys):
+    # "1 failed (interrupted, so re-run)" of a trial whose worker was killed with SIGKILL, which records nothing
+    import socket
+    import sys
+
+    from search.cli.stages import print_summary
+    from search.stages import create_stage
+    from studies import optuna_rdb
+
+    storage = open_storage(url)
+    stage = coarse_stage("k", RUN, DEFAULT_SPACE, 3, seed=0)
+    create_stage(storage, stage)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    optuna_rdb.claim_waiting_trial(storage, storage.get_study_id_from_name("k/coarse"), -1,
+                                   {"worker": f"{socket.gethostname()}:{gone.pid}"})
+    storage.engine.dispose()
+    summary = execute_stage(Execution(url, progress="quiet"), stage)
+    capsys.readouterr()
+    print_summary(summary)
+    assert " ".join(capsys.readouterr().out.split()).startswith(
+        "k/coarse: 3 complete, 0 pruned of 3; 1 failed (interrupted or killed, so re-run); 2 epochs a trial")
 
 
 def test_rerunning_an_interrupted_trial_names_its_copy(url, monkeypatch):

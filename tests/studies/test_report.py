@@ -134,8 +134,24 @@ def test_the_stage_table_names_and_counts_as_search_studies_does(tmp_path):
                      r"<th><span class='nw'>best_value</span></th>", page)
     assert "n_trials: the stage&#x27;s budget (a failed trial is re-run, so fail comes on top), as " in page
     # the header counted every trial row: "8 trials in 1 stage" above a table of n_trials 7
-    assert "\n7 trials in 1 stage, all finished, 1 failed and queued again; generated " in md
-    assert "<p>7 trials in 1 stage, all finished, 1 failed and queued again; generated " in page
+    assert "\n7 trials in 1 stage, all finished, 1 failed by an error (not run again); generated " in md
+    assert "<p>7 trials in 1 stage, all finished, 1 failed by an error (not run again); generated " in page
+
+
+def test_a_trial_failed_by_an_error_is_not_said_to_be_queued_again(tmp_path):
+    # an error in a trial is not re-run: its stage of 7 ended with 6 complete, said as "6 finished, 1 failed and
+    # queued again" as if a copy were to run
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 6, iterations=100, points=[(1e-3, 1e-4)] * 6)
+    specs.insert(2, {"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                     "stop_reason": "error: the validation accuracy is not a number"})
+    specs.append({"lr": 1e-3, "reg": 1e-3, "state": "FAIL", "value": None, "iterations": None, "seconds": None,
+                  "stop_reason": "interrupted"})  # and one re-run: its copy is among the 6
+    add_stage(url, "e", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 7)
+    md = write_report(campaign_report(open_storage(url, create=False), "e", images=False),
+                      tmp_path / "out")["report.md"].read_text()
+    assert "| coarse | random | 7 | 6 | 0 (0/0/0) | 2 |" in md
+    assert "\n7 trials in 1 stage, 6 finished, 1 failed and queued again, 1 failed by an error (not run again); " in md
 
 
 def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
@@ -361,6 +377,22 @@ def test_campaign_without_grid_still_gets_a_report_that_says_how_to_add_one(camp
     assert f"`{grid}`" in written["report.md"].read_text()  # markdown keeps them
 
 
+def test_the_storage_a_report_tells_to_paste_is_the_url_as_given(pg_database):
+    # `search grid --campaign nogrid --storage 'postgresql+psycopg2://...?connect_timeout=10'`: the URL the service
+    # opened, where the user gave postgresql://...
+    given = pg_database.replace("postgresql+psycopg2://", "postgresql://")
+    build_campaign(pg_database, "nogrid", with_grid=False, seed=7)
+    storage = open_storage(given, readonly=True)
+    try:
+        report = campaign_report(storage, "nogrid", images=False)
+    finally:
+        storage.engine.dispose()
+    assert report.summary["grid_vs_random"]["hint"] == (
+        f"campaign 'nogrid' has no grid stage; add one at the coarse stage's budget with `search grid --campaign "
+        f"nogrid --storage {given}` and run the report again")
+    assert report.summary["storage"] == given
+
+
 def test_latest_campaign_is_the_default(campaign_db):
     storage, _ = campaign_db
     assert campaign_report(storage, images=False).summary["campaign"] == "nogrid"
@@ -504,6 +536,18 @@ def test_importance_for_a_stage_of_two_or_more_dims_and_a_message_otherwise(mixe
         text = written[name].read_text()
         assert "this stage searched lr" in text and "8 or more completed trials" in text
         assert f"{importance['hidden']:.3f}" in text
+
+
+def test_the_notes_say_a_log_range_is_rated_on_its_log10_unlike_optunas_own_call(demo, mixed):
+    # lr 0.967 in the report where optuna.importance.get_param_importances(study) gave lr 0.36, with no word why
+    report, written, _ = demo
+    assert [s["importance"]["log10"] for s in report.summary["stages"]] == [["lr", "reg"]] * 3
+    note = ("lr, reg: rated on their log10, the scale they were sampled on; Optuna's get_param_importances(study) "
+            "splits a range in its own units, and gives other shares")
+    assert f"- {note}" in written["report.md"].read_text()
+    assert "lr, reg: rated on their log10" in written["report.html"].read_text()
+    mixed_report, _, _ = mixed
+    assert mixed_report.summary["stages"][0]["importance"]["log10"] == ["lr", "hidden"]
 
 
 def test_importance_uses_a_capped_sample_of_a_large_stage(mixed_db):

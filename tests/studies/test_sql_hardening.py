@@ -189,6 +189,19 @@ def test_sqlite_attach_and_a_pragma_that_sets_a_value_are_refused_by_the_authori
     assert run_readonly_sql(sqlite_url, "PRAGMA query_only")["query_only"].tolist() == [1]  # reading one is allowed
 
 
+def test_sqlite_pragma_functions_describing_a_table_still_answer(sqlite_url) -> None:
+    # the authorizer refused every PRAGMA given an argument, these reads among them ("not authorized")
+    columns = run_readonly_sql(sqlite_url, "SELECT name FROM pragma_table_info('trial_values') ORDER BY cid")
+    assert columns["name"].tolist() == ["trial_value_id", "trial_id", "objective", "value", "value_type"]
+    indexes = run_readonly_sql(sqlite_url, "SELECT count(*) AS n FROM pragma_index_list('trial_values')")
+    assert indexes["n"].tolist() == [1]
+    keys = run_readonly_sql(sqlite_url, "SELECT \"table\" FROM pragma_foreign_key_list('trial_values')")
+    assert keys["table"].tolist() == ["trials"]
+    with pytest.raises(QueryError) as refused:  # one that writes, given its argument the same way
+        run_readonly_sql(sqlite_url, "SELECT * FROM pragma_optimize(65538)")
+    assert str(refused.value) == f"{NOT_AUTHORIZED} (not authorized)"
+
+
 # --- 2. time limits, Ctrl-C and row caps ------------------------------------------------------
 
 

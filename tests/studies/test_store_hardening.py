@@ -183,21 +183,26 @@ def test_a_journal_a_killed_writer_left_is_named_not_called_a_read_only_database
         "database [SQLITE_READONLY_ROLLBACK])")
 
 
-@pytest.mark.parametrize("mode", ["wal", "journal"])
-def test_a_log_left_by_a_deleted_database_is_not_replayed_into_a_new_one(tmp_path, mode) -> None:
-    # rm search.db after a killed run left search.db-wal: the next search coarse made a new search.db that took in
-    # the old one's pages (its tables beside Optuna's, "Page 29 is never used" from PRAGMA integrity_check)
+def _leave_a_log(path: Path, mode: str) -> None:
+    """A process that writes a table into ``path`` in journal ``mode`` and is killed (os._exit), its log left."""
     import subprocess
     import sys
 
-    path = tmp_path / "search.db"
-    open_storage(_url(path)).engine.dispose()
     writer = (f"import os, sqlite3; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
               f"c.execute('PRAGMA journal_mode = {mode}'); c.execute('PRAGMA cache_size = 1'); "
               "c.execute('CREATE TABLE old (x BLOB)'); c.execute('BEGIN'); "
               "c.execute('INSERT INTO old VALUES (zeroblob(200000))'); "
-              + ("c.execute('COMMIT'); " if mode == "wal" else "") + "os._exit(0)")  # killed, its log left
+              + ("c.execute('COMMIT'); " if mode == "wal" else "") + "os._exit(0)")
     subprocess.run([sys.executable, "-c", writer], check=True)
+
+
+@pytest.mark.parametrize("mode", ["wal", "journal"])
+def test_a_log_left_by_a_deleted_database_is_not_replayed_into_a_new_one(tmp_path, mode) -> None:
+    # rm search.db after a killed run left search.db-wal: the next search coarse made a new search.db that took in
+    # the old one's pages (its tables beside Optuna's, "Page 29 is never used" from PRAGMA integrity_check)
+    path = tmp_path / "search.db"
+    open_storage(_url(path)).engine.dispose()
+    _leave_a_log(path, mode)
     path.unlink()
     left = sorted(p.name for p in tmp_path.iterdir())
     assert f"search.db-{mode}" in left
@@ -222,17 +227,9 @@ def test_a_log_left_by_a_deleted_database_is_not_replayed_into_a_new_one(tmp_pat
 def test_a_log_beside_an_emptied_database_is_not_deleted(tmp_path, mode, readonly) -> None:
     # `: > search.db` while a process had it open: search coarse went on, SQLite deleting the log of the empty
     # database and the pages in it (a writer still running then found its database malformed)
-    import subprocess
-    import sys
-
     path = tmp_path / "search.db"
     open_storage(_url(path)).engine.dispose()
-    writer = (f"import os, sqlite3; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
-              f"c.execute('PRAGMA journal_mode = {mode}'); c.execute('PRAGMA cache_size = 1'); "
-              "c.execute('CREATE TABLE old (x BLOB)'); c.execute('BEGIN'); "
-              "c.execute('INSERT INTO old VALUES (zeroblob(200000))'); "
-              + ("c.execute('COMMIT'); " if mode == "wal" else "") + "os._exit(0)")  # killed, its log left
-    subprocess.run([sys.executable, "-c", writer], check=True)
+    _leave_a_log(path, mode)
     path.write_bytes(b"")
     left = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(StorageError) as info:
@@ -343,6 +340,16 @@ def test_a_long_database_name_is_made_or_refused_in_one_line_where_its_log_would
         f"(the name with '-journal' added) would pass the {longest} bytes a file name may have there: use a name of "
         f"at most {longest - 8} bytes")
     assert not path.exists()
+
+
+def test_a_long_database_name_of_four_byte_characters_is_made(tmp_path) -> None:
+    # its temporary took the name's first 64 characters, 232 bytes of 58 emoji: with its -journal past 255 bytes, a
+    # traceback (OSError: File name too long)
+    path = tmp_path / ("\U0001f600" * 58 + ".db")  # 235 bytes, room for its own -journal
+    storage = open_storage(_url(path))
+    optuna.create_study(storage=storage, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    storage.engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 # --- 5. plain sentences for full disks, locks and unreachable servers ------------------------
