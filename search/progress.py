@@ -78,12 +78,10 @@ class Progress:
         self.best = -math.inf
         self.read_stage = read_stage if self.mode != "quiet" else None  # nothing shown, nothing read
         self.read_at = -math.inf
-        self.failed_before = 0  # FAIL trials in the database before this process started: not counted
         if before is not None:
             self._take(*before)
         if self.read_stage is not None:
             self._read()
-        self.failed_before, self.failed = self.failed, 0
         self.started = self.status_at = time.monotonic()
         self.done_before = self.done  # the time left is judged on the trials finished since this command started
         if self.mode != "quiet":
@@ -174,7 +172,7 @@ class Progress:
     def _take(self, counts: dict[str, int], best: float | None) -> None:
         """The stage's counts and best value as the database gave them."""
         self.done, self.pruned = counts["COMPLETE"] + counts["PRUNED"], counts["PRUNED"]
-        self.failed = counts["FAIL"] - self.failed_before
+        self.failed = counts["FAIL"]  # the stage's, before this process started too, as the stage summary counts
         if best is not None:
             self.best = max(self.best, best)
 

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import Dataset, check_dataset_name
@@ -794,10 +794,11 @@ def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
-    """Optuna's ``fail_stale_trials``; a heartbeat so long that "2 x interval ago" overflows leaves nothing stale.
-    Then the trials of dead processes of this host (``fail_trials_of_dead_workers``)."""
+    """Optuna's ``fail_stale_trials`` as ``optuna_rdb.fail_stale_trials`` does it, with each trial's stop_reason; a
+    heartbeat so long that "2 x interval ago" overflows leaves nothing stale. Then the trials of dead processes of
+    this host (``fail_trials_of_dead_workers``)."""
     try:
-        fail_stale_trials(study)
+        optuna_rdb.fail_stale_trials(study)
     except OverflowError:
         pass
     fail_trials_of_dead_workers(study)
@@ -815,10 +816,8 @@ def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:
         pid = local_worker(trial)
         if pid is None or process_alive(pid):
             continue
-        try:
-            if not storage.set_trial_state_values(optuna_rdb.trial_id(trial), state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
+        reason = f"worker lost: its process {pid} on this host is gone"
+        if not optuna_rdb.fail_running_trial(storage, optuna_rdb.trial_id(trial), reason):
             continue  # it finished meanwhile, or another process failed it
         failed.append(trial.number)
         callback = storage.get_heartbeat_stale_trial_callback()

@@ -818,30 +818,11 @@ class BufferedTrialStorage:
         if state == TrialState.PRUNED and value is None and self.intermediate:
             last = self.intermediate[max(self.intermediate)]
             value = last if last == last else None  # Optuna's tell: a pruned trial's value is its last report
-        rdb = backend(self.storage)
         now = datetime.now()
-        completed = now.astimezone(timezone.utc).replace(tzinfo=None)
         if value is not None and state == TrialState.FAIL:
             value = None
-        if rdb.engine.dialect.name == "postgresql":
-            if not _finish_postgresql(rdb, self.trial_id, state, completed, self.intermediate, self.user_attrs,
-                                      self.system_attrs, value):
-                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {self.trial_id} is no longer running")
-            return self._finished(state, value, now)
-        with rdb.engine.begin() as conn:
-            # the state first: it takes the row lock, and a trial no longer RUNNING stops the transaction
-            _lock_running(conn, self.trial_id, state, completed)
-            if self.intermediate:
-                to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-                conn.execute(models.TrialIntermediateValueModel.__table__.insert(), [
-                    dict(zip(("intermediate_value", "intermediate_value_type"), to_stored(v)),
-                         trial_id=self.trial_id, step=step) for step, v in self.intermediate.items()])
-            _upsert_attrs(rdb, conn, models.TrialUserAttributeModel, self.trial_id, self.user_attrs)
-            _upsert_attrs(rdb, conn, models.TrialSystemAttributeModel, self.trial_id, self.system_attrs)
-            if value is not None:
-                stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-                conn.execute(models.TrialValueModel.__table__.insert(), [
-                    {"trial_id": self.trial_id, "objective": 0, "value": stored, "value_type": kind}])
+        finish_running_trial(self.storage, self.trial_id, state, now, self.intermediate, self.user_attrs,
+                             self.system_attrs, value)
         return self._finished(state, value, now)
 
     def _finished(self, state: TrialState, value: float | None, now: datetime) -> FrozenTrial:
@@ -854,6 +835,62 @@ class BufferedTrialStorage:
             system_attrs={**cached.system_attrs, **self.system_attrs}, intermediate_values=dict(self.intermediate),
             trial_id=self.trial_id, values=None,
         )
+
+
+def finish_running_trial(storage: optuna.storages.BaseStorage, trial_id: int, state: TrialState, now: datetime,
+                         intermediate: Mapping[int, float], user_attrs: Mapping[str, Any],
+                         system_attrs: Mapping[str, Any], value: float | None) -> None:
+    """A RUNNING trial's intermediate values, user and system attributes, value and ``state`` (finished at the local
+    time ``now``) in one transaction; UpdateFinishedTrialError (nothing written) when it is no longer RUNNING."""
+    rdb = backend(storage)
+    completed = now.astimezone(timezone.utc).replace(tzinfo=None)
+    if rdb.engine.dialect.name == "postgresql":
+        if not _finish_postgresql(rdb, trial_id, state, completed, intermediate, user_attrs, system_attrs, value):
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} is no longer running")
+        return
+    with rdb.engine.begin() as conn:
+        # the state first: it takes the row lock, and a trial no longer RUNNING stops the transaction
+        _lock_running(conn, trial_id, state, completed)
+        if intermediate:
+            to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+            conn.execute(models.TrialIntermediateValueModel.__table__.insert(), [
+                dict(zip(("intermediate_value", "intermediate_value_type"), to_stored(v)),
+                     trial_id=trial_id, step=step) for step, v in intermediate.items()])
+        _upsert_attrs(rdb, conn, models.TrialUserAttributeModel, trial_id, user_attrs)
+        _upsert_attrs(rdb, conn, models.TrialSystemAttributeModel, trial_id, system_attrs)
+        if value is not None:
+            stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+            conn.execute(models.TrialValueModel.__table__.insert(), [
+                {"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind}])
+
+
+def fail_running_trial(storage: optuna.storages.BaseStorage, trial_id: int, stop_reason: str) -> bool:
+    """FAIL a RUNNING trial with its ``stop_reason`` user attribute, in one transaction; False when it was no longer
+    RUNNING (finished meanwhile, or failed by another process), nothing written."""
+    try:
+        finish_running_trial(storage, trial_id, TrialState.FAIL, datetime.now(), {}, {"stop_reason": stop_reason}, {},
+                             None)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Optuna's ``fail_stale_trials`` (each RUNNING trial whose heartbeat is older than the storage's grace period
+    failed, then the storage's stale-trial callback run on it), the FAIL written with the trial's ``stop_reason``
+    ("worker lost: no heartbeat for 20 s") in its one transaction; returns the failed trials' ids."""
+    storage = study_storage(study)
+    rdb = backend(storage)
+    if rdb.heartbeat_interval is None:
+        return []
+    grace = rdb.grace_period or 2 * rdb.heartbeat_interval
+    failed = [trial_id for trial_id in rdb._get_stale_trial_ids(study_id(study))
+              if fail_running_trial(storage, trial_id, f"worker lost: no heartbeat for {grace} s")]
+    callback = rdb.get_heartbeat_stale_trial_callback()
+    if callback is not None:
+        for trial_id in failed:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return failed
 
 
 def _lock_running(conn: Any, trial_id: int, state: TrialState = TrialState.RUNNING,

@@ -181,7 +181,7 @@ def stage_colour(index: int, given: Sequence[Any] = ()) -> Any:
     return STAGE_COLOURS[index % len(STAGE_COLOURS)] if chosen is None else chosen
 
 
-BOTTOM_EDGE = 0.03  # where trials without a final value sit on a value axis: this fraction of it from the bottom
+BOTTOM_EDGE = 0.03  # where stopped and failed trials sit on a value axis: this fraction of it from the bottom
 
 
 def _set_scale(ax: Axes, axis: str, log: bool) -> None:

@@ -107,6 +107,9 @@ DIAGNOSIS_MEANINGS: dict[str, str] = {
 }
 BEST_SO_FAR_STAGES = ("best value so far against cumulative training time, stages one after another "
                       "(each stage's own best: stages differ in epochs per trial)")
+# where the value plots draw the runs that ended without a value of their last epoch (an exploded run may have one of
+# an epoch before, "exploded 0.8750", a scheduler-pruned one that of the epoch it was stopped at)
+UNVALUED_CAPTION = "not at their accuracy (a stopped run's, if any, is of an earlier epoch; a failed run has none)"
 # image name -> what it shows (the report's captions)
 IMAGE_CAPTIONS: dict[str, str] = {
     "importance": "parameter importance per stage (Optuna's fANOVA evaluator)",
@@ -114,12 +117,12 @@ IMAGE_CAPTIONS: dict[str, str] = {
                "own scale; red x = exploded or nan (pruned), orange triangle = pruned by the scheduler, grey square "
                "= failed",
     "projection": "validation accuracy against each dimension alone: log axis for a log range, "
-                  "box and jittered points for a category; along the bottom at their value of the dimension (no "
-                  "final value): red x = exploded or nan, orange triangle = pruned by the scheduler, grey square = "
-                  "failed",
-    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far; along the "
-               "bottom (no final value): red x = exploded or nan, orange triangle = pruned by the scheduler, grey "
-               "square = failed",
+                  "box and jittered points for a category; runs stopped early or failed along the bottom at their "
+                  f"value of the dimension, {UNVALUED_CAPTION}: red x = exploded or nan, orange triangle = pruned by "
+                  "the scheduler, grey square = failed",
+    "history": "validation accuracy by trial number, stage after stage, and each stage's best so far; runs stopped "
+               f"early or failed along the bottom, {UNVALUED_CAPTION}: red x = exploded or nan, orange triangle = "
+               "pruned by the scheduler, grey square = failed",
     "ranges": "the range each stage searched: narrowing (and widening) from coarse to fine",
     "loss_curves": f"loss curves of the best {BEST_CURVES} trials and of up to {EXPLODED_CURVES} exploded ones "
                    "(dashed: 3 x the first loss; a run whose last 10 losses average above it is stopped)",

@@ -231,7 +231,7 @@ def failure_story(storage: Any, name: str, trial: Any) -> str:
     from studies.budget import RETRY_OF, is_retried_on_failure
 
     reason = trial.user_attrs.get("stop_reason")
-    # a worker records why it stops; a trial failed by another worker because its heartbeat went stale has no reason
+    # a worker records why it stops, and why it fails a lost worker's trial; one failed by other code may have none
     how = (f"it failed ({reason})" if reason
            else "it failed without recording why (its process killed or its machine lost)")
     if not is_retried_on_failure(trial):
@@ -296,8 +296,19 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     reading = open_for_reading(storage)
     trial, stage = load_trial(reading, name, number)
     attrs = trial.user_attrs
-    if trial.state == TrialState.FAIL:
-        raise SearchError(f"trial {ref} has no diagnosis: {failure_story(reading, name, trial)}")
+    if trial.state == TrialState.FAIL:  # why it failed is the answer; only a plot of its curves is not there
+        story = failure_story(reading, name, trial)
+        if plot:
+            raise SearchError(f"trial {ref} has no curves to plot: {story}")
+        params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
+        if as_json:
+            echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": "FAIL",
+                       "stop_reason": attrs.get("stop_reason"), "value": None, "params": trial.params,
+                       "diagnosis": None, "sentences": [story]})
+        else:
+            say(f"{ref}: failed, no diagnosis; {params}")
+            say(f"- {story}", "  ")
+        return
     if not isinstance(attrs.get("diagnosis"), list):
         raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
     numbers = trial_record(trial, "diagnosis_numbers", {})

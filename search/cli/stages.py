@@ -157,7 +157,9 @@ def stage_data(run: RunConfig, make_space: Callable[[int], dict[str, Any]]
 
     raw = load_dataset(run.data)
     space = make_space(len(raw.y_train))
-    return run.load(raw), space, data_warnings(run, raw, space)
+    short = None if "batch_size" in space else updates_warning(len(raw.y_train), run.train.batch_size,
+                                                                 run.train.epochs)
+    return run.load(raw), space, data_warnings(run, raw, space) + ((wrapped(f"warning: {short}"),) if short else ())
 
 
 def data_warnings(run: RunConfig, raw: Any, space: Collection[str] = ()) -> tuple[str, ...]:
@@ -184,6 +186,24 @@ def batch_warning(train_samples: int, batch_size: int) -> str | None:
         return (f"{train_samples} training samples make one update an epoch at --batch-size {batch_size}"
                 + (f" ({left} of them left out of each)" if left else "") + ": give a smaller --batch-size")
     return None
+
+
+# Fewer updates than this in a stage's trial warn. On wine (124 training samples, --batch-size 50..5, 3 epochs,
+# 50 coarse trials over lr 1e-6:1) 6 updates a trial left 32 trials lr_too_low, 12 left 27, 21 and 36 left 23, 72
+# left 20: under about 20 a trial stops before a slow learning rate has moved its loss. Bundled digits at the
+# defaults makes 75 (25 an epoch), and 25 at --epochs 1.
+MIN_TRIAL_UPDATES = 20
+
+
+def updates_warning(train_samples: int, batch_size: int, epochs: int) -> str | None:
+    """The warning for a stage whose trials make fewer than ``MIN_TRIAL_UPDATES`` updates (two an epoch or more;
+    ``batch_warning`` speaks of fewer), which leave many slow learning rates diagnosed lr_too_low."""
+    per_epoch = train_samples // batch_size
+    if per_epoch < 2 or per_epoch * epochs >= MIN_TRIAL_UPDATES:
+        return None
+    return (f"{train_samples} training samples make {per_epoch} updates an epoch at --batch-size {batch_size}, "
+            f"{per_epoch * epochs} in a {epochs}-epoch trial (under {MIN_TRIAL_UPDATES}, too few for a slow learning "
+            f"rate to move the loss): give a smaller --batch-size or more --epochs")
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None,

@@ -1,6 +1,7 @@
 """Issue 9: foreign studies, storage failures mid-stage, orphaned workers, spawn without a main guard, TPE seeds."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -618,29 +619,42 @@ def test_a_foreign_study_that_claims_the_next_stage_is_not_taken_for_it(run_cli,
     assert (len(after.trials), after.user_attrs) == (1, {"campaign": "digits", "stage": "fine-1"})
 
 
-def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(run_cli, url):
+def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(run_cli, url, monkeypatch):
+    # the answer, not an error: it said "error: trial digits/coarse:3 has no diagnosis: ..." and exited 2
+    monkeypatch.setenv("COLUMNS", "200")  # each line unwrapped
     from studies.budget import requeue_failed_trials
     from studies.store import open_storage
 
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
     study = optuna.load_study(study_name=STAGE, storage=url)
     lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
-    for attrs in ({"stop_reason": "interrupted"}, {}, {"stop_reason": "error: ValueError: boom"}):  # trials 2, 3, 4
+    for attrs in ({"stop_reason": "interrupted"}, {}, {"stop_reason": "error: ValueError: boom"},
+                  {"stop_reason": "worker lost: no heartbeat for 20 s"}):  # trials 2, 3, 4, 5
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"lr": 0.01, "reg": 0.1},
                                                   distributions={"lr": lr, "reg": reg}, user_attrs=attrs))
-    one_line_error(run_cli("explain", f"{STAGE}:3", "--storage", url),
-                   "trial digits/coarse:3 has no diagnosis: it failed without recording why (its process killed or "
-                   "its machine lost); its re-run is enqueued by the next command or worker on the stage")
+
+    def explained(number: int) -> list[str]:
+        result = run_cli("explain", f"{STAGE}:{number}", "--storage", url)
+        assert result.exit_code == 0 and result.stderr == "", result.output
+        return result.stdout.splitlines()
+
+    assert explained(3) == [f"{STAGE}:3: failed, no diagnosis; lr=0.01 reg=0.1",
+                            "  - it failed without recording why (its process killed or its machine lost); its re-run "
+                            "is enqueued by the next command or worker on the stage"]
     storage = open_storage(url)
-    assert requeue_failed_trials(storage, storage.get_study_id_from_name(STAGE)) == 2  # copies 5 and 6
-    one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
-                   "trial digits/coarse:2 has no diagnosis: it failed (interrupted); re-run as digits/coarse:5")
-    one_line_error(run_cli("explain", f"{STAGE}:3", "--storage", url),
-                   "trial digits/coarse:3 has no diagnosis: it failed without recording why (its process killed or "
-                   "its machine lost); re-run as digits/coarse:6")
-    one_line_error(run_cli("explain", f"{STAGE}:4", "--storage", url),
-                   "trial digits/coarse:4 has no diagnosis: it failed (error: ValueError: boom); a trial that raised "
-                   "is not re-run")
+    assert requeue_failed_trials(storage, storage.get_study_id_from_name(STAGE)) == 3  # copies 6, 7 and 8
+    assert explained(2)[1] == "  - it failed (interrupted); re-run as digits/coarse:6"
+    assert explained(3)[1] == ("  - it failed without recording why (its process killed or its machine lost); "
+                               "re-run as digits/coarse:7")
+    assert explained(4)[1] == "  - it failed (error: ValueError: boom); a trial that raised is not re-run"
+    assert explained(5)[1] == "  - it failed (worker lost: no heartbeat for 20 s); re-run as digits/coarse:8"
+    as_json = json.loads(run_cli("explain", f"{STAGE}:5", "--storage", url, "--json").stdout)
+    assert (as_json["state"], as_json["stop_reason"], as_json["diagnosis"], as_json["sentences"]) == (
+        "FAIL", "worker lost: no heartbeat for 20 s", None,
+        ["it failed (worker lost: no heartbeat for 20 s); re-run as digits/coarse:8"])
+    one_line_error(run_cli("explain", f"{STAGE}:4", "--storage", url, "--plot", "t.png"),
+                   "trial digits/coarse:4 has no curves to plot: it failed (error: ValueError: boom); a trial that "
+                   "raised is not re-run")
 
 
 def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_traceback(run_cli, url):

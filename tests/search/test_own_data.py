@@ -305,6 +305,24 @@ def test_a_training_set_of_one_update_an_epoch_is_warned_of_before_training(run_
             == warned and not any("update an epoch" in line for line in lines)
 
 
+def test_a_stage_of_too_few_updates_a_trial_is_warned_of_before_training(run_cli, monkeypatch):
+    # wine at the defaults: 2 updates an epoch, 6 a coarse trial, and 32 of 50 coarse trials lr_too_low unexplained
+    monkeypatch.setenv("COLUMNS", "300")  # the line unwrapped
+    few = ("warning: 300 training samples make 6 updates an epoch at --batch-size 50, 18 in a 3-epoch trial (under "
+           "20, too few for a slow learning rate to move the loss): give a smaller --batch-size or more --epochs")
+    small = ["--data", "digits", "--train-size", "300", "--trials", "1", "--jobs", "1"]
+    stage = run_cli("coarse", *small, "--campaign", "one")
+    assert stage.exit_code == 0 and stage.stderr.splitlines()[0] == few, stage.output
+    auto = run_cli("auto", *small, "--campaign", "two", "--max-fine", "0", "--top", "1", "--repeats", "1",
+                   "--retrain-seeds", "1")
+    assert auto.exit_code == 0 and auto.stderr.splitlines()[0] == few, auto.output
+    for more in (["--epochs", "4"], ["--batch-size", "37"], ["--space", "batch_size=8:64"]):  # 24 updates
+        enough = run_cli("coarse", *small, "--campaign", more[1].replace(":", "-"), *more)
+        assert enough.exit_code == 0 and "warning" not in enough.stderr, (more, enough.output)
+    default = run_cli("coarse", "--data", "digits", "--trials", "1", "--jobs", "1", "--campaign", "digits")
+    assert default.exit_code == 0 and "warning" not in default.stderr, default.output  # 25 an epoch, 75 a trial
+
+
 def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):
     """The documented way from Python: save the arrays with np.savez, point DataSpec at the file."""
     rng = np.random.default_rng(0)

@@ -48,6 +48,25 @@ def test_a_long_campaign_name_is_shortened_further_once_a_trial_failed(monkeypat
     assert last.endswith(", best 0.9481 pruned 1 failed 1"), last
 
 
+def test_the_bar_counts_the_stages_failed_trials_as_the_stage_summary_does(monkeypatch):
+    # a trial of another worker failed before this process started: the bar said "pruned 2 failed 1" above the
+    # summary's "2 failed (interrupted or killed, so re-run)"
+    monkeypatch.setenv("COLUMNS", "80")
+    before = ({"COMPLETE": 3, "PRUNED": 2, "FAIL": 1, "WAITING": 2, "RUNNING": 0}, 0.95)
+    out = io.StringIO()
+    progress = Progress("c/coarse", 8, before, mode="bar", stream=out)
+    failed = _trial(0, TrialState.FAIL, None)
+    failed.number = 6
+    progress.trial(failed)
+    progress.close()
+    last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("c/coarse: 5/8 |") and last.endswith(", best 0.9500 pruned 2 failed 2"), last
+    # read from the database (--jobs 1, search worker): another machine's failure since counted too
+    read = Progress("c/coarse", 8, before, mode="log", stream=io.StringIO(),
+                    read_stage=lambda: ({"COMPLETE": 3, "PRUNED": 2, "FAIL": 3, "WAITING": 0, "RUNNING": 0}, 0.95))
+    assert (read.done, read.pruned, read.failed) == (5, 2, 3)
+
+
 def _last_bar_line(name: str, total: int, finished: list) -> str:
     """The last line a bar of stage ``name`` shows once ``finished`` (numbered in order) have ended."""
     out = io.StringIO()
@@ -78,8 +97,8 @@ def test_one_process_shows_the_stage_counts_read_from_the_database_at_most_every
     assert reads == []
     lines = out.getvalue().splitlines()
     assert lines == ["c/coarse:5 complete 0.6000 [6/10]", "c/coarse:7 pruned   -      [7/10]"]
-    # the FAIL from before this process started is not counted
-    assert (progress.done, progress.pruned, progress.failed, progress.best) == (7, 2, 1, 0.9)
+    # the FAIL from before this process started is counted too, as the stage summary counts it
+    assert (progress.done, progress.pruned, progress.failed, progress.best) == (7, 2, 2, 0.9)
 
 
 def test_the_bar_ends_at_the_counts_of_trials_other_processes_finished_last(monkeypatch):

@@ -586,6 +586,9 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "RUNNING", "RUNNING", "WAITING"]
     assert trials[4].system_attrs.get("retry_of") == 0  # its copy, as a stale trial's
+    # why, written with the FAIL (it had no stop_reason, where an interrupted trial says "interrupted")
+    assert trials[0].user_attrs["stop_reason"] == f"worker lost: its process {gone.pid} on this host is gone"
+    assert "stop_reason" not in trials[4].user_attrs and "stop_reason" not in trials[1].user_attrs
     assert fail_trials_of_dead_workers(study) == []  # once
     storage.engine.dispose()
 

@@ -41,6 +41,30 @@ def test_claims_take_the_waiting_trials_in_order_with_their_heartbeat_then_none(
     assert len(backend._get_stale_trial_ids(optuna_rdb.study_id(study))) == 3
 
 
+def test_a_stale_trial_is_failed_with_its_stop_reason_in_the_same_write_and_re_run_once(study):
+    # failed by Optuna's fail_stale_trials, a lost worker's trial had no stop_reason: search explain said "it failed
+    # without recording why"
+    import time
+
+    claimed = [_claim(study) for _ in range(3)]
+    backend = optuna_rdb.backend(optuna_rdb.study_storage(study))
+    backend.heartbeat_interval, backend.grace_period = 1, 2
+    assert optuna_rdb.fail_stale_trials(study) == []  # every heartbeat is new
+    time.sleep(3.2)  # SQLite's heartbeat times are whole seconds
+    writes = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, claimed[1]))
+    finished = writes.finish(TrialState.COMPLETE, 1.0)
+    assert optuna_rdb.fail_stale_trials(study) == [optuna_rdb.trial_id(claimed[i]) for i in (0, 2)]
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL,
+                                         TrialState.WAITING, TrialState.WAITING]  # the two copies, by the callback
+    assert [t.user_attrs.get("stop_reason") for t in trials] == ["worker lost: no heartbeat for 2 s", None,
+                                                                 "worker lost: no heartbeat for 2 s", None, None]
+    assert trials[1] == finished and trials[0].datetime_complete is not None
+    assert optuna_rdb.fail_stale_trials(study) == []  # once
+    assert not optuna_rdb.fail_running_trial(optuna_rdb.study_storage(study), optuna_rdb.trial_id(claimed[0]), "x")
+    assert study.get_trials()[0].user_attrs["stop_reason"] == "worker lost: no heartbeat for 2 s"  # nothing written
+
+
 def test_a_claimed_and_a_finished_trial_have_the_times_optuna_reads_back_in_any_time_zone(study, monkeypatch):
     # the claim gave its trial's start in UTC where Optuna gives local time: 9 hours off in Tokyo, and a finished
     # trial's duration (its local end less that start) 9 hours long

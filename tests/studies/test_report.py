@@ -1196,6 +1196,21 @@ def test_the_best_so_far_plots_name_the_best_value_not_a_best_validation_accurac
     assert IMAGE_CAPTIONS["best_so_far"] == "best value so far against cumulative training time, grid vs random"
 
 
+def test_the_captions_say_an_exploded_run_with_a_value_is_drawn_along_the_bottom_not_at_it():
+    # "along the bottom (no final value)": an exploded run has the value of an epoch before it blew up (0.8750)
+    frame = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "PRUNED"], "value": [0.9, 0.875],
+                          "stop_reason": ["completed", "exploded"]})
+    ax = plots.new_axes()[0, 0]
+    plots.plot_history(ax, [("c/coarse", frame)])
+    (exploded,) = [c for c in ax.collections if c.get_label() == plots.EXPLODED_LABEL]
+    assert exploded.get_offsets().tolist() == [[1.0, plots.BOTTOM_EDGE]]  # at the bottom edge, not at 0.875
+    plots.plt.close(ax.figure)
+    why = "not at their accuracy (a stopped run's, if any, is of an earlier epoch; a failed run has none): red x"
+    assert f"runs stopped early or failed along the bottom, {why} = exploded or nan" in IMAGE_CAPTIONS["history"]
+    assert f"failed along the bottom at their value of the dimension, {why}" in IMAGE_CAPTIONS["projection"]
+    assert not any("final value" in caption for caption in IMAGE_CAPTIONS.values())
+
+
 def test_a_curves_label_gives_its_value_to_four_decimals_as_the_tables_do():
     # the report's curve legends and diagnosis panels said (0.943) and (val 0.943) where its tables say 0.9430
     from studies.report import _label
