@@ -304,8 +304,8 @@ def test_lr_is_widened_no_further_than_10_where_every_run_explodes():
     trials = [({"lr": 0.3}, 0.95), ({"lr": 1e-5}, 0.9), ({"lr": 0.001}, 0.85), ({"lr": 2e-6}, 0.5)]
     new, notes = refine_space({"lr": FloatRange(1e-6, 1.0)}, trials, top=3)
     assert new["lr"].high == 10.0 and math.isclose(new["lr"].low, 10**-5.6)
-    assert notes == ["lr: best 0.3 is 0.52 of the range's 6 decades from the upper bound 1 (within 10 %); new range "
-                     "2.51e-06:10 (widened upward; stopped at lr's widening limit 10)"]
+    assert notes == ["lr: best 0.3 is 0.52 decades from the upper bound 1, 8.7 % of the range's 6 (within 10 %); new "
+                     "range 2.51e-06:10 (widened upward; stopped at lr's widening limit 10)"]
     # a range given above the limit keeps its bound: it is not widened further, nor cut down to 10
     new, notes = refine_space({"lr": FloatRange(0.01, 100.0)}, [({"lr": 90.0}, 0.9), ({"lr": 0.1}, 0.8)], top=2)
     assert new["lr"].high == 100.0
