@@ -140,6 +140,7 @@ def plot_layer_histograms(
     axes[1].set_title("layer std")
     for ax in axes[:2]:
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no layer 0.96
     # on the scale of the spread, from 0 for the std: zoomed to their own range, a std of 0.80 to 0.87 through ten
     # layers (he + relu, "keeps its scale") drew as wild swings, and a mean of +-5e-5 as one
     spread = 1.1 * max(max(stds, default=0.0), max((abs(m) for m in means), default=0.0)) or 1.0

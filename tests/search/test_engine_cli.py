@@ -156,6 +156,19 @@ def test_layers_plot_leaves_the_same_gap_between_each_two_columns_of_histograms(
     assert boxes["layer 1"].x0 == boxes["layer 5"].x0 and boxes["layer 2"].x0 == boxes["layer 6"].x0
 
 
+def test_layers_plot_of_one_layer_labels_its_layer_axis_with_whole_numbers(tmp_path, monkeypatch):
+    # --depth 1 labelled the mean and std panels' layer axis 0.96, 0.98, 1.00, 1.02, 1.04
+    import studies.plots
+
+    figures = []
+    save = studies.plots.save
+    monkeypatch.setattr(studies.plots, "save", lambda fig, path: figures.append(fig) or save(fig, path))
+    assert invoke("layers", "--depth", "1", "--plot", str(tmp_path / "layers.png")).exit_code == 0
+    for ax in figures[0].axes[:2]:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks == [1.0], (ax.get_title(), ticks)
+
+
 def test_sanity_passes_every_check_on_digits():
     result = invoke("sanity", "--data", "digits", "--json")
     assert result.exit_code == 0, result.output
