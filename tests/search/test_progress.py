@@ -262,3 +262,22 @@ def test_a_bar_leaves_no_thread_behind():
     before = {t.ident for t in threading.enumerate()}
     _last_bar_line("c/coarse", 3, [_trial(0, TrialState.COMPLETE, 0.5)])
     assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+
+
+def test_a_trial_failed_as_its_worker_was_lost_is_logged_failed_with_why_on_a_line_of_its_own():
+    # the stop_reason a lost worker's trial is failed with took the status column: an 88-column line
+    out = io.StringIO()
+    progress = Progress("digits/coarse", 50, mode="log", stream=out)
+    for number, reason in ((7, "worker lost: its process 4242 on this host is gone"),
+                           (8, "worker lost: no heartbeat for 20 s")):
+        t = optuna.trial.create_trial(state=TrialState.FAIL, params={"lr": 0.01},
+                                      distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 1.0, log=True)},
+                                      user_attrs={"stop_reason": reason})
+        t.number = number
+        progress.trial(t)
+    assert out.getvalue().splitlines() == [
+        "digits/coarse:7  failed   -      lr=0.01 [0/50]",
+        "    worker lost: its process 4242 on this host is gone",
+        "digits/coarse:8  failed   -      lr=0.01 [0/50]",
+        "    worker lost: no heartbeat for 20 s",
+    ]
