@@ -629,7 +629,7 @@ def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(
     study = optuna.load_study(study_name=STAGE, storage=url)
     lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
     for attrs in ({"stop_reason": "interrupted"}, {}, {"stop_reason": "error: ValueError: boom"},
-                  {"stop_reason": "worker lost: no heartbeat for 20 s"}):  # trials 2, 3, 4, 5
+                  {"stop_reason": "worker lost: no heartbeat for more than 20 s"}):  # trials 2, 3, 4, 5
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"lr": 0.01, "reg": 0.1},
                                                   distributions={"lr": lr, "reg": reg}, user_attrs=attrs))
 
@@ -647,11 +647,11 @@ def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(
     assert explained(3)[1] == ("  - it failed without recording why (its process killed or its machine lost); "
                                "re-run as digits/coarse:7")
     assert explained(4)[1] == "  - it failed (error: ValueError: boom); a trial that raised is not re-run"
-    assert explained(5)[1] == "  - it failed (worker lost: no heartbeat for 20 s); re-run as digits/coarse:8"
+    assert explained(5)[1] == "  - it failed (worker lost: no heartbeat for more than 20 s); re-run as digits/coarse:8"
     as_json = json.loads(run_cli("explain", f"{STAGE}:5", "--storage", url, "--json").stdout)
     assert (as_json["state"], as_json["stop_reason"], as_json["diagnosis"], as_json["sentences"]) == (
-        "FAIL", "worker lost: no heartbeat for 20 s", None,
-        ["it failed (worker lost: no heartbeat for 20 s); re-run as digits/coarse:8"])
+        "FAIL", "worker lost: no heartbeat for more than 20 s", None,
+        ["it failed (worker lost: no heartbeat for more than 20 s); re-run as digits/coarse:8"])
     one_line_error(run_cli("explain", f"{STAGE}:4", "--storage", url, "--plot", "t.png"),
                    "trial digits/coarse:4 has no curves to plot: it failed (error: ValueError: boom); a trial that "
                    "raised is not re-run")

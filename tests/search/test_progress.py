@@ -269,7 +269,7 @@ def test_a_trial_failed_as_its_worker_was_lost_is_logged_failed_with_why_on_a_li
     out = io.StringIO()
     progress = Progress("digits/coarse", 50, mode="log", stream=out)
     for number, reason in ((7, "worker lost: its process 4242 on this host is gone"),
-                           (8, "worker lost: no heartbeat for 20 s")):
+                           (8, "worker lost: no heartbeat for more than 20 s")):
         t = optuna.trial.create_trial(state=TrialState.FAIL, params={"lr": 0.01},
                                       distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 1.0, log=True)},
                                       user_attrs={"stop_reason": reason})
@@ -279,5 +279,5 @@ def test_a_trial_failed_as_its_worker_was_lost_is_logged_failed_with_why_on_a_li
         "digits/coarse:7  failed   -      lr=0.01 [0/50]",
         "    worker lost: its process 4242 on this host is gone",
         "digits/coarse:8  failed   -      lr=0.01 [0/50]",
-        "    worker lost: no heartbeat for 20 s",
+        "    worker lost: no heartbeat for more than 20 s",
     ]
