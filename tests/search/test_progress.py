@@ -154,6 +154,8 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         (14, TrialState.COMPLETE, 0.9511, (0.0494, 1.68e-06, 300), "completed"),
         (15, TrialState.FAIL, None, (0.01, 0.01, 64), "interrupted"),
         (16, TrialState.COMPLETE, 0.9704, (0.03, 0.0001, 100), "completed"),  # ties the best: not a new one
+        # its stop_reason took the status column: an 88-column line
+        (17, TrialState.FAIL, None, (0.01, 0.01, 64), "worker lost: its process 4242 on this host is gone"),
     ]
     out = io.StringIO()
     progress = Progress("digits/promote-1", 50, mode="log", stream=out)
@@ -171,6 +173,8 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         "digits/promote-1:14 complete 0.9511 lr=0.0494 reg=1.68e-06 hidden=300 [3/50]",
         "digits/promote-1:15 interrupted -      lr=0.01 reg=0.01 hidden=64 [3/50]",
         "digits/promote-1:16 complete 0.9704 lr=0.03 reg=0.0001 hidden=100 [4/50]",
+        "digits/promote-1:17 failed   -      lr=0.01 reg=0.01 hidden=64 [4/50]",
+        "    worker lost: its process 4242 on this host is gone",
     ]
     assert max(map(len, lines)) <= 80
 
@@ -263,21 +267,3 @@ def test_a_bar_leaves_no_thread_behind():
     _last_bar_line("c/coarse", 3, [_trial(0, TrialState.COMPLETE, 0.5)])
     assert [t.name for t in threading.enumerate() if t.ident not in before] == []
 
-
-def test_a_trial_failed_as_its_worker_was_lost_is_logged_failed_with_why_on_a_line_of_its_own():
-    # the stop_reason a lost worker's trial is failed with took the status column: an 88-column line
-    out = io.StringIO()
-    progress = Progress("digits/coarse", 50, mode="log", stream=out)
-    for number, reason in ((7, "worker lost: its process 4242 on this host is gone"),
-                           (8, "worker lost: no heartbeat for more than 20 s")):
-        t = optuna.trial.create_trial(state=TrialState.FAIL, params={"lr": 0.01},
-                                      distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 1.0, log=True)},
-                                      user_attrs={"stop_reason": reason})
-        t.number = number
-        progress.trial(t)
-    assert out.getvalue().splitlines() == [
-        "digits/coarse:7  failed   -      lr=0.01 [0/50]",
-        "    worker lost: its process 4242 on this host is gone",
-        "digits/coarse:8  failed   -      lr=0.01 [0/50]",
-        "    worker lost: no heartbeat for more than 20 s",
-    ]
