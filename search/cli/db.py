@@ -302,9 +302,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
             raise SearchError(f"trial {ref} has no curves to plot: {story}")
         params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
         if as_json:
-            echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": "FAIL",
-                       "stop_reason": attrs.get("stop_reason"), "value": None, "params": trial.params,
-                       "diagnosis": None, "sentences": [story]})
+            echo_json(_explained(name, trial, None, None, [story]))
         else:
             say(f"{ref}: failed, no diagnosis; {params}")
             say(f"- {story}", "  ")
@@ -318,10 +316,10 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
                           + (f"labels it does not know: {', '.join(map(repr, unknown))}" if unknown
                              else f"its diagnosis_numbers are a {type(numbers).__name__}") + ")")
     diagnosis = Diagnosis(diagnosis_labels(trial), numbers)
-    val_acc = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
     if plot:
         from studies.plots import new_axes, plot_training, save
 
+        val_acc = _val_acc_history(trial)
         losses = curve_points(trial_record(trial, "loss_curve"))
         train_acc = curve_points(trial_record(trial, "train_acc_curve"))
         if len(train_acc) != len(val_acc):  # none stored, or not one the run wrote (other code's): no train line
@@ -332,13 +330,8 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, attrs.get("iterations"), title, threshold),
              plot)
     if as_json:
-        # the trial named as search trials and best name it (study, number) besides STUDY:NUMBER
-        echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,
-                   "stop_reason": attrs.get("stop_reason"), "value": trial.value,
-                   "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
-                   "seconds": attrs.get("seconds"),
-                   "params": trial.params, "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
-                   "sentences": describe_diagnosis(diagnosis, attrs.get("stop_reason")), "val_acc_history": val_acc})
+        echo_json(_explained(name, trial, list(diagnosis.labels), diagnosis.numbers,
+                             describe_diagnosis(diagnosis, attrs.get("stop_reason"))))
         return
     params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
@@ -356,6 +349,24 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         say(f"- {sentence}", "  ")
     if plot:
         click.echo(f"wrote {plot}")
+
+
+def _explained(name: str, trial: Any, labels: list[str] | None, numbers: dict[str, Any] | None,
+               sentences: list[str]) -> dict[str, Any]:
+    """``search explain --json``'s answer, of a failed trial (no ``labels`` nor ``numbers``) as of a finished one: the
+    trial named as search trials and best name it (study, number) besides STUDY:NUMBER."""
+    attrs = trial.user_attrs
+    return {"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,
+            "stop_reason": attrs.get("stop_reason"), "value": trial.value,
+            "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
+            "seconds": attrs.get("seconds"), "params": trial.params, "diagnosis": labels,
+            "diagnosis_numbers": numbers, "sentences": sentences,
+            "val_acc_history": _val_acc_history(trial)}
+
+
+def _val_acc_history(trial: Any) -> list[float]:
+    """The trial's validation accuracy epoch by epoch (its intermediate values in step order)."""
+    return [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
 
 
 COMMANDS = [studies, trials, best, query, explain]

@@ -652,6 +652,12 @@ def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(
     assert (as_json["state"], as_json["stop_reason"], as_json["diagnosis"], as_json["sentences"]) == (
         "FAIL", "worker lost: no heartbeat for more than 20 s", None,
         ["it failed (worker lost: no heartbeat for more than 20 s); re-run as digits/coarse:8"])
+    # the keys of a finished trial's answer, each null or empty where a failed one has nothing: a reader of several
+    # trials' JSON found no val_acc_history, seconds, best_val_acc, best_epoch or diagnosis_numbers in it
+    complete = json.loads(run_cli("explain", f"{STAGE}:0", "--storage", url, "--json").stdout)
+    assert list(as_json) == list(complete)
+    assert [as_json[k] for k in ("seconds", "best_val_acc", "best_epoch", "diagnosis_numbers", "val_acc_history")] == [
+        None, None, None, None, []]
     one_line_error(run_cli("explain", f"{STAGE}:4", "--storage", url, "--plot", "t.png"),
                    "trial digits/coarse:4 has no curves to plot: it failed (error: ValueError: boom); a trial that "
                    "raised is not re-run")
