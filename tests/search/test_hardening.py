@@ -661,6 +661,13 @@ def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(
     one_line_error(run_cli("explain", f"{STAGE}:4", "--storage", url, "--plot", "t.png"),
                    "trial digits/coarse:4 has no curves to plot: it failed (error: ValueError: boom); a trial that "
                    "raised is not re-run")
+    # one interrupted after 2 epochs has curves that far (its --json gave them), which --plot refused to draw
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"lr": 0.01, "reg": 0.1}, distributions={"lr": lr, "reg": reg},
+        user_attrs={"stop_reason": "interrupted"}, intermediate_values={1: 0.3, 2: 0.35}))  # trial 9
+    plotted = run_cli("explain", f"{STAGE}:9", "--storage", url, "--plot", "t.png")
+    assert plotted.exit_code == 0 and plotted.stdout.splitlines()[-1] == "wrote t.png", plotted.output
+    assert os.path.getsize("t.png") > 0
 
 
 def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_traceback(run_cli, url):
