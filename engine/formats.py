@@ -28,8 +28,8 @@ SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xls", ".ods"})
 TEXT_TABLE_SUFFIXES = frozenset({".txt", ".data", ".dat"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
-# a 16-bit grey PNG's modes, read as 0..65535 scaled to 0..255: Pillow's convert to L or RGB clips every value above
-# 255 to 255 (1000, 30000 and 65535 all white)
+# a 16-bit grey PNG's modes, read as 0..65535 scaled to 0..255 (levels beyond clipped): Pillow's convert to L or RGB
+# clips every value above 255 to 255 (1000, 30000 and 65535 all white)
 DEEP_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B"})
 MEMORY_FRACTION = 0.5  # refuse data whose arrays would take more than this share of the available memory
 CSV_CHUNK_ROWS = 10_000
@@ -795,7 +795,8 @@ def read_images(
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3) or (H, W)
                 if deep:
-                    pixels = pixels / np.float32(257)  # 65535 is 255
+                    # 65535 is 255; mode I holds 32-bit levels too (a TIFF under a .png name), kept within 16 bits
+                    pixels = np.clip(pixels, 0, 65535) / np.float32(257)
                     pixels = np.repeat(pixels[:, :, None], 3, axis=2) if colour else pixels
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 raise read_error(file, exc, "not a readable image, corrupt or truncated") from exc

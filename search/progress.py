@@ -14,7 +14,6 @@ from tqdm import tqdm
 from search.stages import FINISHED, is_storage_error
 from search.space import value_text
 from search.text import visible
-from studies.budget import ERROR_PREFIX
 
 
 class _Bar(tqdm):
@@ -130,13 +129,14 @@ class Progress:
     def _line(self, t: FrozenTrial, best_before: float) -> str:
         """A finished trial as a log line of at most 80 columns for a few params: STUDY:NUMBER (as `search explain`
         takes it), how it ended ("new best" above ``best_before``, the best value so far), its value, params and
-        the stage's count; a trial's error on a line of its own."""
+        the stage's count; a trial's error, or why its worker was lost, on a line of its own."""
         reason = str(t.user_attrs.get("stop_reason") or "")
-        error = reason if t.state == TrialState.FAIL and reason.startswith(ERROR_PREFIX) else ""
+        # an error ('error: ...') or a lost worker ('worker lost: ...'): too long for the status column
+        why = reason if t.state == TrialState.FAIL and reason != "interrupted" else ""
         if t.state == TrialState.COMPLETE:
             # above the best before it, and no other process's trial read since is better
             status = "new best" if t.value is not None and best_before < t.value >= self.best else "complete"
-        elif error or not reason:
+        elif why or not reason:
             status = "pruned" if t.state == TrialState.PRUNED else "failed"
         else:
             status = reason  # exploded, nan, pruned, interrupted
@@ -144,7 +144,7 @@ class Progress:
         number = f"{t.number:<{len(str(max(self.total - 1, 0)))}}"  # the columns after it align within a stage
         fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", format_params(t.params),
                   f"[{self.done}/{self.total}]"]
-        return " ".join(f for f in fields if f) + "\n" + (f"    {error}\n" if error else "")
+        return " ".join(f for f in fields if f) + "\n" + (f"    {why}\n" if why else "")
 
     def _status(self) -> str:
         """Every ``STATUS_EVERY_SECONDS`` while trials are left, what a bar shows: "NAME: 12/40 in 01:05, about

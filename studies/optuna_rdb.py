@@ -878,14 +878,15 @@ def fail_running_trial(storage: optuna.storages.BaseStorage, trial_id: int, stop
 def fail_stale_trials(study: optuna.Study) -> list[int]:
     """Optuna's ``fail_stale_trials`` (each RUNNING trial whose heartbeat is older than the storage's grace period
     failed, then the storage's stale-trial callback run on it), the FAIL written with the trial's ``stop_reason``
-    ("worker lost: no heartbeat for 20 s") in its one transaction; returns the failed trials' ids."""
+    ("worker lost: no heartbeat for more than 20 s": the grace period, the least its heartbeat is late by) in its one
+    transaction; returns the failed trials' ids."""
     storage = study_storage(study)
     rdb = backend(storage)
     if rdb.heartbeat_interval is None:
         return []
     grace = rdb.grace_period or 2 * rdb.heartbeat_interval
     failed = [trial_id for trial_id in rdb._get_stale_trial_ids(study_id(study))
-              if fail_running_trial(storage, trial_id, f"worker lost: no heartbeat for {grace} s")]
+              if fail_running_trial(storage, trial_id, f"worker lost: no heartbeat for more than {grace} s")]
     callback = rdb.get_heartbeat_stale_trial_callback()
     if callback is not None:
         for trial_id in failed:

@@ -286,7 +286,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from search.errors import SearchError
     from search.objective import scheduler_stop
     from search.stages import load_trial, parse_trial_ref
-    from studies.records import curve_points, diagnosis_labels, trial_record
+    from studies.records import diagnosis_labels, trial_record
 
     extra = click.get_current_context().args
     if extra:
@@ -296,18 +296,20 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     reading = open_for_reading(storage)
     trial, stage = load_trial(reading, name, number)
     attrs = trial.user_attrs
-    if trial.state == TrialState.FAIL:  # why it failed is the answer; only a plot of its curves is not there
+    if trial.state == TrialState.FAIL:  # why it failed is the answer, and its curves as far as they went
         story = failure_story(reading, name, trial)
-        if plot:
+        if plot and not trial.intermediate_values:
             raise SearchError(f"trial {ref} has no curves to plot: {story}")
+        if plot:
+            _plot_curves(trial, stage, f"{ref}: failed", plot)
         params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
         if as_json:
-            echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": "FAIL",
-                       "stop_reason": attrs.get("stop_reason"), "value": None, "params": trial.params,
-                       "diagnosis": None, "sentences": [story]})
-        else:
-            say(f"{ref}: failed, no diagnosis; {params}")
-            say(f"- {story}", "  ")
+            echo_json(_explained(name, trial, None, None, [story]))
+            return
+        say(f"{ref}: failed, no diagnosis; {params}")
+        say(f"- {story}", "  ")
+        if plot:
+            click.echo(f"wrote {plot}")
         return
     if not isinstance(attrs.get("diagnosis"), list):
         raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
@@ -318,27 +320,11 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
                           + (f"labels it does not know: {', '.join(map(repr, unknown))}" if unknown
                              else f"its diagnosis_numbers are a {type(numbers).__name__}") + ")")
     diagnosis = Diagnosis(diagnosis_labels(trial), numbers)
-    val_acc = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
     if plot:
-        from studies.plots import new_axes, plot_training, save
-
-        losses = curve_points(trial_record(trial, "loss_curve"))
-        train_acc = curve_points(trial_record(trial, "train_acc_curve"))
-        if len(train_acc) != len(val_acc):  # none stored, or not one the run wrote (other code's): no train line
-            train_acc = [float("nan")] * len(val_acc)
-        title = f"{ref}: {', '.join(diagnosis.labels)}"
-        # an exploded run's stopping line, as the report draws it: the curve crossed it on average
-        threshold = stage.explode_factor if attrs.get("stop_reason") == "exploded" else None
-        save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, attrs.get("iterations"), title, threshold),
-             plot)
+        _plot_curves(trial, stage, f"{ref}: {', '.join(diagnosis.labels)}", plot)
     if as_json:
-        # the trial named as search trials and best name it (study, number) besides STUDY:NUMBER
-        echo_json({"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,
-                   "stop_reason": attrs.get("stop_reason"), "value": trial.value,
-                   "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
-                   "seconds": attrs.get("seconds"),
-                   "params": trial.params, "diagnosis": list(diagnosis.labels), "diagnosis_numbers": diagnosis.numbers,
-                   "sentences": describe_diagnosis(diagnosis, attrs.get("stop_reason")), "val_acc_history": val_acc})
+        echo_json(_explained(name, trial, list(diagnosis.labels), diagnosis.numbers,
+                             describe_diagnosis(diagnosis, attrs.get("stop_reason"))))
         return
     params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
@@ -356,6 +342,40 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         say(f"- {sentence}", "  ")
     if plot:
         click.echo(f"wrote {plot}")
+
+
+def _explained(name: str, trial: Any, labels: list[str] | None, numbers: dict[str, Any] | None,
+               sentences: list[str]) -> dict[str, Any]:
+    """``search explain --json``'s answer, of a failed trial (no ``labels`` nor ``numbers``) as of a finished one: the
+    trial named as search trials and best name it (study, number) besides STUDY:NUMBER."""
+    attrs = trial.user_attrs
+    return {"trial": f"{name}:{trial.number}", "study": name, "number": trial.number, "state": trial.state.name,
+            "stop_reason": attrs.get("stop_reason"), "value": trial.value,
+            "best_val_acc": attrs.get("best_val_acc"), "best_epoch": attrs.get("best_epoch"),
+            "seconds": attrs.get("seconds"), "params": trial.params, "diagnosis": labels,
+            "diagnosis_numbers": numbers, "sentences": sentences,
+            "val_acc_history": _val_acc_history(trial)}
+
+
+def _plot_curves(trial: Any, stage: Any, title: str, plot: str) -> None:
+    """Draw the trial's loss and accuracy curves, as far as it ran, under ``title`` into the file ``plot``."""
+    from studies.plots import new_axes, plot_training, save
+    from studies.records import curve_points, trial_record
+
+    val_acc = _val_acc_history(trial)
+    losses = curve_points(trial_record(trial, "loss_curve"))
+    train_acc = curve_points(trial_record(trial, "train_acc_curve"))
+    if len(train_acc) != len(val_acc):  # none stored, or not one the run wrote (other code's): no train line
+        train_acc = [float("nan")] * len(val_acc)
+    # an exploded run's stopping line, as the report draws it: the curve crossed it on average
+    threshold = stage.explode_factor if trial.user_attrs.get("stop_reason") == "exploded" else None
+    save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, trial.user_attrs.get("iterations"), title,
+                       threshold), plot)
+
+
+def _val_acc_history(trial: Any) -> list[float]:
+    """The trial's validation accuracy epoch by epoch (its intermediate values in step order)."""
+    return [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
 
 
 COMMANDS = [studies, trials, best, query, explain]

@@ -468,6 +468,9 @@ class InputPath(click.Path):
 
 
 OUTSIDE_WARNING = 0.01  # search predict warns when this share of the values lie far outside the training range
+# memory a probability printed by search predict --json takes at most: a Python float in its row's dict, then
+# json.dumps's indented text (243 bytes a value at its peak for 1,000 rows of 1,000 classes)
+JSON_PROBABILITY_BYTES = 240
 
 
 def input_names(saved: Any) -> tuple[str, ...]:
@@ -553,9 +556,12 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
-    # N x classes probabilities, float64: 10,000 classes took 2.2 GiB for 30,000 rows (a traceback past the memory)
-    check_memory(8 * len(X) * len(names) * softmax, data_path, f"the class probabilities of {len(X)} samples for "
-                 f"{len(names)} classes")
+    # N x classes probabilities, float64: 10,000 classes took 2.2 GiB for 30,000 rows (a traceback past the memory);
+    # printed as --json rows, 30 times that
+    as_rows = as_json and not out
+    check_memory((JSON_PROBABILITY_BYTES if as_rows else 8) * len(X) * len(names) * softmax, data_path,
+                 f"the class probabilities of {len(X)} samples for {len(names)} classes"
+                 + (" as --json rows" if as_rows else ""))
     # a value far beyond the training range (3e38 where training had -2 to 2) overflows float32 inside the network:
     # NaN scores, of which argmax makes class 0; refused, naming the samples, rather than written as a prediction
     with np.errstate(over="ignore", invalid="ignore"):

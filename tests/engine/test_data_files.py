@@ -317,6 +317,19 @@ def test_sixteen_bit_grey_pngs_keep_their_levels(tmp_path: Path) -> None:
     assert all(np.allclose(x, np.tile(smooth.ravel(), 3), rtol=1e-5, atol=0) for x in resized.X_train if x.any())
 
 
+def test_a_32_bit_grey_image_keeps_its_levels_within_0_and_1(tmp_path: Path) -> None:
+    # Pillow's mode I holds 32-bit levels (a TIFF under a .png name): read as 16-bit ones, 100000 was 1.53 and -5
+    # below 0, where every other pixel lies in [0, 1]
+    for name in ("a", "b"):
+        (tmp_path / "deep" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.array([[0, 100000], [-5, 7]], dtype=np.int32)).save(
+                tmp_path / "deep" / name / f"{i}.png", format="TIFF")
+    assert Image.open(tmp_path / "deep" / "a" / "0.png").mode == "I"
+    ds = load_dataset(DataSpec(str(tmp_path / "deep")))
+    assert np.allclose(ds.X_train, np.array([0, 65535, 0, 7], dtype=np.float32) / 65535, rtol=1e-6, atol=0)
+
+
 def test_image_folder_mixed_sizes_without_image_size_names_two_sizes(tmp_path: Path) -> None:
     root = _write_images(tmp_path / "m", {"a": 3}, (8, 8))
     _write_images(tmp_path / "m", {"b": 3}, (9, 7), seed=1)

@@ -629,7 +629,7 @@ def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(
     study = optuna.load_study(study_name=STAGE, storage=url)
     lr, reg = study.trials[0].distributions["lr"], study.trials[0].distributions["reg"]
     for attrs in ({"stop_reason": "interrupted"}, {}, {"stop_reason": "error: ValueError: boom"},
-                  {"stop_reason": "worker lost: no heartbeat for 20 s"}):  # trials 2, 3, 4, 5
+                  {"stop_reason": "worker lost: no heartbeat for more than 20 s"}):  # trials 2, 3, 4, 5
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"lr": 0.01, "reg": 0.1},
                                                   distributions={"lr": lr, "reg": reg}, user_attrs=attrs))
 
@@ -647,14 +647,27 @@ def test_explaining_a_failed_trial_says_why_it_failed_and_which_trial_re_ran_it(
     assert explained(3)[1] == ("  - it failed without recording why (its process killed or its machine lost); "
                                "re-run as digits/coarse:7")
     assert explained(4)[1] == "  - it failed (error: ValueError: boom); a trial that raised is not re-run"
-    assert explained(5)[1] == "  - it failed (worker lost: no heartbeat for 20 s); re-run as digits/coarse:8"
+    assert explained(5)[1] == "  - it failed (worker lost: no heartbeat for more than 20 s); re-run as digits/coarse:8"
     as_json = json.loads(run_cli("explain", f"{STAGE}:5", "--storage", url, "--json").stdout)
     assert (as_json["state"], as_json["stop_reason"], as_json["diagnosis"], as_json["sentences"]) == (
-        "FAIL", "worker lost: no heartbeat for 20 s", None,
-        ["it failed (worker lost: no heartbeat for 20 s); re-run as digits/coarse:8"])
+        "FAIL", "worker lost: no heartbeat for more than 20 s", None,
+        ["it failed (worker lost: no heartbeat for more than 20 s); re-run as digits/coarse:8"])
+    # the keys of a finished trial's answer, each null or empty where a failed one has nothing: a reader of several
+    # trials' JSON found no val_acc_history, seconds, best_val_acc, best_epoch or diagnosis_numbers in it
+    complete = json.loads(run_cli("explain", f"{STAGE}:0", "--storage", url, "--json").stdout)
+    assert list(as_json) == list(complete)
+    assert [as_json[k] for k in ("seconds", "best_val_acc", "best_epoch", "diagnosis_numbers", "val_acc_history")] == [
+        None, None, None, None, []]
     one_line_error(run_cli("explain", f"{STAGE}:4", "--storage", url, "--plot", "t.png"),
                    "trial digits/coarse:4 has no curves to plot: it failed (error: ValueError: boom); a trial that "
                    "raised is not re-run")
+    # one interrupted after 2 epochs has curves that far (its --json gave them), which --plot refused to draw
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"lr": 0.01, "reg": 0.1}, distributions={"lr": lr, "reg": reg},
+        user_attrs={"stop_reason": "interrupted"}, intermediate_values={1: 0.3, 2: 0.35}))  # trial 9
+    plotted = run_cli("explain", f"{STAGE}:9", "--storage", url, "--plot", "t.png")
+    assert plotted.exit_code == 0 and plotted.stdout.splitlines()[-1] == "wrote t.png", plotted.output
+    assert os.path.getsize("t.png") > 0
 
 
 def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_traceback(run_cli, url):

@@ -119,7 +119,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun_by_the_others(
     failed = next(t for t in final.trials if t.state.name == "FAIL")
     assert failed.number == killed.number  # failed by the others, who say why: whichever of the two they saw first
     assert failed.user_attrs["stop_reason"] in (f"worker lost: its process {victim.popen.pid} on this host is gone",
-                                                "worker lost: no heartbeat for 2 s")
+                                                "worker lost: no heartbeat for more than 2 s")
     copy = next(t for t in final.trials if t.system_attrs.get("retry_of") == failed.number)
     assert copy.state.name == "COMPLETE" and copy.params == failed.params
     assert _pid(copy) in {str(p.pid) for p in survivors}

@@ -1006,10 +1006,15 @@ def test_class_probabilities_beyond_the_memory_budget_are_refused_before_any_row
     assert train.exit_code == 0, train.output
     (tmp_path / "new.csv").write_text("a,b\n" + "0.5,0.5\n" * 2000)
     monkeypatch.setattr(engine.formats, "available_memory", lambda: 1 << 20)
-    for extra in ([], ["--json"], ["--out", "p.csv"]):
+    for extra in ([], ["--out", "p.csv", "--json"], ["--out", "p.csv"]):
         line = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new.csv", *extra))
         assert line == ("error: new.csv: the class probabilities of 2000 samples for 60 classes would need 937.5 KiB "
                         "of memory, more than 50% of the 1.0 MiB available"), line
     assert not (tmp_path / "p.csv").exists()
     (tmp_path / "new.csv").write_text("a,b\n" + "0.5,0.5\n" * 1000)
     assert run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv").exit_code == 0
+    # printed as JSON, each probability is a Python float in a row's dict, then indented text: 30 times the array
+    line = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--json"))
+    assert line == ("error: new.csv: the class probabilities of 1000 samples for 60 classes as --json rows would "
+                    "need 13.7 MiB of memory, more than 50% of the 1.0 MiB available"), line
+    assert run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv", "--json").exit_code == 0

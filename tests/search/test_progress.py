@@ -154,6 +154,8 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         (14, TrialState.COMPLETE, 0.9511, (0.0494, 1.68e-06, 300), "completed"),
         (15, TrialState.FAIL, None, (0.01, 0.01, 64), "interrupted"),
         (16, TrialState.COMPLETE, 0.9704, (0.03, 0.0001, 100), "completed"),  # ties the best: not a new one
+        # its stop_reason took the status column: an 88-column line
+        (17, TrialState.FAIL, None, (0.01, 0.01, 64), "worker lost: its process 4242 on this host is gone"),
     ]
     out = io.StringIO()
     progress = Progress("digits/promote-1", 50, mode="log", stream=out)
@@ -171,6 +173,8 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         "digits/promote-1:14 complete 0.9511 lr=0.0494 reg=1.68e-06 hidden=300 [3/50]",
         "digits/promote-1:15 interrupted -      lr=0.01 reg=0.01 hidden=64 [3/50]",
         "digits/promote-1:16 complete 0.9704 lr=0.03 reg=0.0001 hidden=100 [4/50]",
+        "digits/promote-1:17 failed   -      lr=0.01 reg=0.01 hidden=64 [4/50]",
+        "    worker lost: its process 4242 on this host is gone",
     ]
     assert max(map(len, lines)) <= 80
 
@@ -262,3 +266,4 @@ def test_a_bar_leaves_no_thread_behind():
     before = {t.ident for t in threading.enumerate()}
     _last_bar_line("c/coarse", 3, [_trial(0, TrialState.COMPLETE, 0.5)])
     assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+

@@ -43,7 +43,8 @@ def test_claims_take_the_waiting_trials_in_order_with_their_heartbeat_then_none(
 
 def test_a_stale_trial_is_failed_with_its_stop_reason_in_the_same_write_and_re_run_once(study):
     # failed by Optuna's fail_stale_trials, a lost worker's trial had no stop_reason: search explain said "it failed
-    # without recording why"
+    # without recording why"; the grace period is the least its heartbeat is late by (the trial of a worker lost a day
+    # ago is failed by the next command), not how late it is
     import time
 
     claimed = [_claim(study) for _ in range(3)]
@@ -57,12 +58,12 @@ def test_a_stale_trial_is_failed_with_its_stop_reason_in_the_same_write_and_re_r
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL,
                                          TrialState.WAITING, TrialState.WAITING]  # the two copies, by the callback
-    assert [t.user_attrs.get("stop_reason") for t in trials] == ["worker lost: no heartbeat for 2 s", None,
-                                                                 "worker lost: no heartbeat for 2 s", None, None]
+    lost = "worker lost: no heartbeat for more than 2 s"
+    assert [t.user_attrs.get("stop_reason") for t in trials] == [lost, None, lost, None, None]
     assert trials[1] == finished and trials[0].datetime_complete is not None
     assert optuna_rdb.fail_stale_trials(study) == []  # once
     assert not optuna_rdb.fail_running_trial(optuna_rdb.study_storage(study), optuna_rdb.trial_id(claimed[0]), "x")
-    assert study.get_trials()[0].user_attrs["stop_reason"] == "worker lost: no heartbeat for 2 s"  # nothing written
+    assert study.get_trials()[0].user_attrs["stop_reason"] == lost  # nothing written
 
 
 def test_a_claimed_and_a_finished_trial_have_the_times_optuna_reads_back_in_any_time_zone(study, monkeypatch):
