@@ -296,13 +296,13 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     reading = open_for_reading(storage)
     trial, stage = load_trial(reading, name, number)
     attrs = trial.user_attrs
+    params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     if trial.state == TrialState.FAIL:  # why it failed is the answer, and its curves as far as they went
         story = failure_story(reading, name, trial)
         if plot and not trial.intermediate_values:
             raise SearchError(f"trial {ref} has no curves to plot: {story}")
         if plot:
             _plot_curves(trial, stage, f"{ref}: failed", plot)
-        params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
         if as_json:
             echo_json(_explained(name, trial, None, None, [story]))
             return
@@ -326,7 +326,6 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
         echo_json(_explained(name, trial, list(diagnosis.labels), diagnosis.numbers,
                              describe_diagnosis(diagnosis, attrs.get("stop_reason"))))
         return
-    params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     best = attrs.get("best_val_acc")
     if isinstance(best, (int, float)):  # the best epoch's, beside the value (the last epoch's)
