@@ -566,17 +566,20 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     # NaN scores, of which argmax makes class 0; refused, naming the samples, rather than written as a prediction
     with np.errstate(over="ignore", invalid="ignore"):
         scores = saved.preprocessor.transform(X)
-        probs = class_probabilities(saved.model, scores) if softmax else None
-        finite = np.isfinite(probs).all(axis=1) if probs is not None else np.concatenate(
-            [np.isfinite(saved.model.forward(scores[i:i + 2000], train=False)[0]).all(axis=1)
-             for i in range(0, len(scores), 2000)] or [np.ones(0, dtype=bool)])
+        if softmax:
+            probs = class_probabilities(saved.model, scores)
+            finite, predicted = np.isfinite(probs).all(axis=1), probs.argmax(axis=1)
+        else:  # the network's scores a chunk at a time, as model.predict takes them: each read once
+            probs, finite, predicted = None, np.ones(len(X), dtype=bool), np.empty(len(X), dtype=np.int64)
+            for i in range(0, len(X), 2000):
+                raw, _ = saved.model.forward(scores[i:i + 2000], train=False)
+                finite[i:i + 2000], predicted[i:i + 2000] = np.isfinite(raw).all(axis=1), raw.argmax(axis=1)
     if not finite.all():
         raise SearchError(overflow_text(saved, data_path, X, np.flatnonzero(~finite)))
     outside = outside_training_range(saved, X)
     warnings = [] if outside is None or outside["share"] < OUTSIDE_WARNING else [outside_text(saved, outside)]
     for warning in warnings:  # before the rows, where they go to a terminal too
         say(f"warning: {warning}", err=True)
-    predicted = probs.argmax(axis=1) if probs is not None else saved.model.predict(scores)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a
     # table's rows their --id-column
     header = ["row"] + ([id_column if id_column is not None else "file"] if files is not None else []) + [
@@ -622,7 +625,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         classes = set(names)
         unknown = sorted({label for label in known if label not in classes})
         summary.update(labels=len(known), unknown_labels=unknown)
-        if known and all(label not in names for label in known):  # no accuracy to speak of: labels of another kind
+        if known and all(label not in classes for label in known):  # no accuracy to speak of: labels of another kind
             shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
             line += (f"; no accuracy: none of its {len(known)} labels is a class of the model (it has {shown}; the "
                      f"file has {', '.join(map(repr, unknown[:3]))}{', ...' if len(unknown) > 3 else ''})")
