@@ -81,7 +81,7 @@ def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None =
         ax.legend(fontsize=8)
     if shown.size and shown.min() > 0 and shown.max() / shown.min() > 10:
         _set_scale(ax, "y", True)  # labelled as the report's loss curves are: 5, 10, 20, not 10^1 and 2x10^1 alone
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
+    _whole_number_ticks(ax.xaxis)  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title)
@@ -99,7 +99,7 @@ def plot_accuracy_curves(ax: Axes, train_acc: Sequence[float], val_acc: Sequence
         return ax.figure
     ax.plot(epochs, train_acc, marker="o", ms=3, label="train")
     ax.plot(epochs, val_acc, marker="o", ms=3, label="val")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5
+    _whole_number_ticks(ax.xaxis)  # no epoch 1.5
     ax.legend()
     return ax.figure
 
@@ -140,7 +140,7 @@ def plot_layer_histograms(
     axes[1].set_title("layer std")
     for ax in axes[:2]:
         ax.set_xlabel("layer")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no layer 0.96
+        _whole_number_ticks(ax.xaxis)  # no layer 0.96
     # on the scale of the spread, from 0 for the std: zoomed to their own range, a std of 0.80 to 0.87 through ten
     # layers (he + relu, "keeps its scale") drew as wild swings, and a mean of +-5e-5 as one
     spread = 1.1 * max(max(stds, default=0.0), max((abs(m) for m in means), default=0.0)) or 1.0
@@ -183,6 +183,11 @@ def stage_colour(index: int, given: Sequence[Any] = ()) -> Any:
 
 
 BOTTOM_EDGE = 0.03  # where stopped and failed trials sit on a value axis: this fraction of it from the bottom
+
+
+def _whole_number_ticks(axis: Any) -> None:
+    """Ticks of ``axis`` at whole numbers only (an iteration, epoch, trial or layer, never 1.5), at least one."""
+    axis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def _set_scale(ax: Axes, axis: str, log: bool) -> None:
@@ -261,8 +266,7 @@ def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) 
     if dim.numeric:
         _set_scale(ax, axis, dim.log)
         if dim.kind == "int" and not dim.log:  # no depth 1.25
-            (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(
-                matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+            _whole_number_ticks(ax.xaxis if axis == "x" else ax.yaxis)
         if values is not None:
             ok = values[np.isfinite(values) & ((values > 0) if dim.log else True)]
             if ok.size:
@@ -445,7 +449,7 @@ def plot_history(ax: Axes, stages: Sequence[tuple[str, pd.DataFrame]], legend_be
         offset += int(frame["number"].max()) + 1 if len(frame) else 0
     plot_unvalued(ax, *(np.concatenate(found or [np.array([])]) for found in unvalued))
     ax.set_xlabel("trial number (stages one after another)")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no trial 2.5
+    _whole_number_ticks(ax.xaxis)  # no trial 2.5
     ax.set_ylabel("validation accuracy")
     ax.set_title("history: each trial's value and the stage's best so far", fontsize=10)
     ax.grid(alpha=0.3)
@@ -541,7 +545,7 @@ def plot_loss_curves(
         _set_scale(ax, "y", True)
     if not curves:
         ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # whole iterations
+    _whole_number_ticks(ax.xaxis)  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
@@ -646,7 +650,7 @@ def plot_median_band(
         (line,) = ax.plot(steps, med, lw=2, marker="o", ms=3, label=f"{label} (median of {runs.shape[0]})")
         ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color(),
                         label=f"{label} {band[0]:g}-{band[1]:g}th percentile")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    _whole_number_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best value reached")
     ax.set_title("best value reached against trials used", fontsize=10)
