@@ -103,3 +103,10 @@ def signal_held(signum: int) -> Iterator[None]:
         signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         if caught:
             signal.raise_signal(signum)
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM, the signals that stop a command, each held while the block runs (``signal_held``)."""
+    with signal_held(signal.SIGINT), signal_held(signal.SIGTERM):
+        yield

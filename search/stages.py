@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from engine.data import Dataset, check_dataset_name
 from engine.errors import ConfigError, EngineError
 from engine.diagnostics import still_falling, value_se
-from search.errors import Interrupted, SearchError, SearchFailed, raise_pending, signal_held
+from search.errors import Interrupted, SearchError, SearchFailed, raise_pending, stops_held
 from search.config import RunConfig, with_absolute_data
 from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
@@ -952,7 +952,7 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
         def finish(state: TrialState, value: float | None = None) -> FrozenTrial:
             # Ctrl-C and SIGTERM wait while the result's transaction runs (each attempt: the waits between retries
             # take them at once), then act: the finished run is kept, not failed and run again
-            with signal_held(signal.SIGINT), signal_held(signal.SIGTERM):
+            with stops_held():
                 written.append(writes.finish(state, value))
             return written[-1]
 

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
 from engine.errors import EngineError
-from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, signal_held
+from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, stops_held
 from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
                            watch_sqlite_file)
 from studies import optuna_rdb
@@ -145,7 +145,7 @@ def run_stage_processes(
         # the first start launches multiprocessing's resource tracker, which unblocks SIGINT after launching it:
         # launched here, before, it leaves the signal held for the workers
         multiprocessing.resource_tracker.ensure_running()
-        with signal_held(signal.SIGINT), signal_held(signal.SIGTERM):
+        with stops_held():
             try:
                 for p in procs:
                     p.start()
