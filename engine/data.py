@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import json
 import math
-import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
