@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
+import itertools
 import os
 import tokenize
 import warnings
@@ -387,6 +388,7 @@ def _read_rows(
     each row is cut to (None: all of them), the index of the label among those (a row without one gets '-'), and
     the feature names; an empty label cell is an error, or ``empty_label`` when given. ``text``: the columns of text
     found or known, and whether a missing cell is read."""
+    end = 0  # the line the row read last ends at (the header's, once read)
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -394,6 +396,8 @@ def _read_rows(
             header = _header(reader)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+            if any("\n" in h or "\r" in h for h in header):  # a quote left open in the header (after blank lines)
+                _check_quotes(path, delimiter, 1)
             _check_separator(path, header, delimiter)
             take, label_index, names = columns(header)
             width = _named_width(header)
@@ -405,11 +409,14 @@ def _read_rows(
             labels: list[str] = []
             rows: list[list[str]] = []
             lines: list[int] = []
+            start = end = reader.line_num  # the lines the row read last begins and ends at (blank lines before it)
             try:
                 for row in reader:
                     if not row:
                         continue  # blank line
+                    start, end = end + 1, reader.line_num
                     if len(row) != len(header):
+                        _check_quotes(path, delimiter, start)
                         raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has "
                                         f"{len(row)} field{'' if len(row) == 1 else 's'} but the header has "
                                         f"{len(header)}")
@@ -425,6 +432,8 @@ def _read_rows(
                         chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
                                                   text, empty_label))
                         rows, lines = [], []
+                if end > start:  # the last row spans lines: a quote left open takes the rest of the file into a cell
+                    _check_quotes(path, delimiter, start)
                 if rows:
                     chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
                                               text, empty_label))
@@ -444,13 +453,45 @@ def _read_rows(
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
                         f"\"CSV UTF-8\")") from exc
-    except csv.Error as exc:
+    except csv.Error as exc:  # a cell beyond the csv module's limit of 131072 characters: a quote left open?
+        _check_quotes(path, delimiter, end + 1)
         raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {one_line(exc)}") from exc
     except OSError as exc:
         raise cannot_read(path, exc) from exc
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
     return np.concatenate(chunks), labels
+
+
+def _check_quotes(path: Path, delimiter: str, start: int) -> None:
+    """DataError naming the line where a quoted cell opens that no quote closes, in the row that begins at line
+    ``start`` (after blank lines): the csv module reads the rest of the file into that cell and names only the end.
+    Read as the csv module reads a cell: a quote opens it only as its first character, and in it two quotes are one."""
+    opened = None  # the line where the quoted cell being read opened
+    # past the csv module's error, bytes that are not UTF-8 may follow: what they are does not matter here
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        for number, line in enumerate(itertools.islice(f, start - 1, None), start):
+            if opened is None and not line.strip("\r\n"):
+                continue  # a blank line before the row
+            at = 0
+            while True:
+                if opened is not None:  # in a quoted cell, to its closing quote
+                    at = line.find('"', at)
+                    if at < 0:
+                        break  # the cell goes on in the next line
+                    if line.startswith('"', at + 1):  # a quote in the cell
+                        at += 2
+                        continue
+                    opened, at = None, at + 1
+                elif line.startswith('"', at):
+                    opened, at = number, at + 1
+                    continue
+                at = line.find(delimiter, at) + 1  # the next cell, unquoted up to it
+                if not at:
+                    return  # the row ends with this line
+    if opened is not None:
+        raise DataError(f"{path}: line {opened}: a quote (\") opens a cell that no quote closes, so the rest of the "
+                        f"file is read into that cell; close it, or write a quote inside a cell as two (\"\")")
 
 
 def _header(reader: Iterable[list[str]]) -> list[str] | None:

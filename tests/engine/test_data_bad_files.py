@@ -194,6 +194,26 @@ def test_ragged_and_truncated_csv_rows(tmp_path: Path) -> None:
     _error(DataSpec(str(truncated)), truncated, "row 12 (line 13) has 2 fields")
 
 
+def test_a_quote_left_open_is_named_at_the_line_it_opens_not_the_files_end(tmp_path: Path) -> None:
+    # the csv module reads the rest of the file into the quoted cell: a row of too few fields at the last line, a
+    # label holding 20 rows (a class of one sample), or a cell beyond its limit of 131072 characters
+    opened = "line 5: a quote (\") opens a cell that no quote closes, so the rest of the file is read into that cell"
+    for name, row, rows in (("few.csv", '3,"6,b\n', 20), ("label.csv", '3,6,"b\n', 20),
+                            ("long.csv", '3,"6,b\n', 15000)):
+        path = _csv(tmp_path / name, "a,b,label\n" + _good_rows(3) + row + _good_rows(rows))
+        _error(DataSpec(str(path)), path, opened)
+    path.write_bytes(path.read_bytes() + b"\xff\n")  # beyond the cell's limit, bytes that are not UTF-8
+    _error(DataSpec(str(path)), path, opened)
+    header = _csv(tmp_path / "header.csv", '\na,b,"label\n' + _good_rows(12))
+    _error(DataSpec(str(header)), header, "line 2: a quote")  # after the blank line
+    # a quote in a cell that does not open it, a quoted cell over two lines, blank lines: read as they were
+    fine = _csv(tmp_path / "fine.csv", 'a,b,label\n\n1,2"5,a\n' + _good_rows(12) + '\n2,"4\n",b\n\n3,"6",a\n')
+    with pytest.raises(DataError, match=r"row 1 \(line 3\) column 'b': '2\"5' is not a number"):
+        load_dataset(DataSpec(str(fine)))
+    assert load_dataset(DataSpec(str(_csv(fine, fine.read_text().replace('2"5', "25"))))).sizes == {
+        "train": 11, "val": 2, "test": 2}
+
+
 def test_a_csv_without_a_header_row_is_refused_not_read_one_sample_short(tmp_path: Path) -> None:
     path = _csv(tmp_path / "nohdr.csv", "5.1,3.5,1.4,setosa\n4.9,3.0,1.4,setosa\n" + _good_rows(12))
     _error(DataSpec(str(path)), path, "the first line looks like a sample (5.1, 3.5, 1.4, ...), not a header")
