@@ -13,6 +13,7 @@ import secrets
 import stat
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -159,6 +160,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if twice is not None:  # a prediction of it would name either class, an accuracy count both
             raise ValueError(f"label_names holds {twice!r} twice")
         features = None if meta.get("features") is None else _names(meta["features"], "features")
+        twice = [repr(name) for name, n in Counter(f.strip() for f in features or ()).items() if n > 1]
+        if twice:  # a model saved before a table's columns of one name were refused
+            raise DataError(f"{path}: the model reads several columns named {', '.join(twice)}, which new rows "
+                            "cannot be matched to by name: train it again on a file whose columns have distinct names")
         label_column = meta.get("label_column")
         if label_column is not None and not isinstance(label_column, str):
             raise ValueError(f"label_column must be a column name, got {label_column!r}")

@@ -10,7 +10,6 @@ import tokenize
 import warnings
 import zipfile
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -338,10 +337,6 @@ def read_columns(
                 f"{found!r} is not {name.strip()!r}" for name, found in near[:3]) if near else ""
             raise DataError(f"{path}: no column {listed}; the model reads {len(features)} columns by name "
                             f"({', '.join(map(repr, features[:5]))}{', ...' if len(features) > 5 else ''}){hint}")
-        twice = [repr(name) for name, n in Counter(wanted).items() if n > 1]
-        if twice:  # a model saved before a table's columns of one name were refused
-            raise DataError(f"the model reads several columns named {', '.join(twice)}, which new rows cannot be "
-                            "matched to by name: train it again on a file whose columns have distinct names")
         _check_unique(path, stripped, set(wanted))
         take = [positions[name] for name in wanted]
         labelled.append(label_column is not None and label_column.strip() in stripped)

@@ -67,3 +67,20 @@ def test_a_model_file_saved_with_a_keep_probability_below_min_keep_is_still_read
     loaded = load_checkpoint(path)
     X = np.arange(8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(class_probabilities(loaded.model, X), class_probabilities(model, X))
+
+
+def test_a_model_file_reading_two_columns_of_one_name_is_named_and_told_to_be_trained_again(model, tmp_path) -> None:
+    # such a model was saved before a table's columns of one name were refused; new rows cannot be matched to it, and
+    # the line that said so named neither the model file nor any file
+    from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from engine.preprocess import Preprocessor
+
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, Checkpoint(model, Preprocessor("none", 4), ("x", "y", "z"), features=("a", "b", " a ", "c"),
+                                     label_column="label"))
+    with pytest.raises(DataError) as raised:
+        load_checkpoint(path)
+    assert str(raised.value) == (f"{path}: the model reads several columns named 'a', which new rows cannot be "
+                                 "matched to by name: train it again on a file whose columns have distinct names")
+    save_checkpoint(path, Checkpoint(model, Preprocessor("none", 4), ("x", "y", "z"), features=("a", "b", "d", "c")))
+    assert load_checkpoint(path).features == ("a", "b", "d", "c")
