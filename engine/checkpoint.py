@@ -1,6 +1,7 @@
 """A trained network as one .npz file: its weights and batch-norm statistics, the preprocessing fitted on its
 training split, its class names and what it reads (CSV columns or an image shape), so that new data is scored
-exactly as its validation data was. Read back with ``allow_pickle=False``: nothing in the file is executed.
+exactly as its validation data was. Read back with ``allow_pickle=False``: nothing in the file is executed, and a
+file holding any member besides the arrays ``save_checkpoint`` writes for its network is refused, not read past.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import errno
 import io
 import json
 import os
+import re
 import secrets
 import stat
 import zipfile
@@ -29,6 +31,8 @@ from engine.preprocess import FITTED, PREPROCESSORS, Preprocessor
 
 FORMAT = "nn-hpsearch-model/1"
 _PRE_ARRAYS = ("mean", "scale", "projection")
+# the names of the arrays a model file holds (save_checkpoint's): any other member is refused, not read past
+_MEMBER = re.compile(r"(meta|param\.[A-Za-z]+\d+|bn_(mean|var)\.\d+|pre\.(mean|scale|projection)|range\.(min|max))\.npy")
 
 
 @dataclass
@@ -223,6 +227,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             train_range = (_array(arrays, "range.min", (pre_dim,)), _array(arrays, "range.max", (pre_dim,)))
             if (train_range[0] > train_range[1]).any():
                 raise ValueError("range.min is above range.max")
+        read = {f"param.{name}" for name in model.params} | {f"pre.{name}" for name in stored} | {
+            f"bn_{kind}.{i}" for i in meta["bn_layers"] for kind in ("mean", "var")} | {"range.min", "range.max"}
+        unread = sorted(set(arrays) - read)
+        if unread:  # of a model file's kind, but not of this network (param.W3 beside 2 layers)
+            raise ValueError(f"it holds an array {unread[0]!r}, which the model does not read")
     except (KeyError, TypeError, ValueError, OverflowError, RecursionError, ConfigError,
             json.JSONDecodeError) as exc:  # OverflowError: a JSON Infinity where a size is read
         raise _not_a_model(path, exc) from exc
@@ -272,6 +281,13 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise cannot_read(path, exc) from exc
     if not stat.S_ISREG(mode):  # /dev/zero would be read to no end, a FIFO would block
         raise DataError(f"{path} is not a regular file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            other = next((name for name in zf.namelist() if not _MEMBER.fullmatch(name)), None)
+    except (zipfile.BadZipFile, OSError):
+        other = None  # said below, as a file that is no .npz
+    if other is not None:
+        raise _not_a_model(path, ValueError(f"it holds a member {other!r}, which no model file holds"))
     try:
         headers = read_npz_headers(path)
     except DataError as exc:
