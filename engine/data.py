@@ -565,7 +565,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
-    encoding: TableEncoding | None = None,
+    encoding: TableEncoding | None = None, input_dim: int | None = None,
 ) -> tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int], dict[str, dict[str, str]],
            dict[str, int]]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
@@ -579,8 +579,9 @@ def read_inputs(
 
     .csv/.tsv: the ``features`` columns by name (the model's; other columns are ignored), encoded with the model's
     ``encoding`` (text columns, missing cells), labels from ``label_column`` when the file has it; .npz: ``X`` (or
-    ``X_test``), labels from ``y`` (or ``y_test``) when present; an image folder (one subfolder per class, which
-    names the label, or the images alone, unlabelled): resized to ``image_shape``.
+    ``X_test``), labels from ``y`` (or ``y_test``) when present, its samples rows (N x ``input_dim``, the features the
+    model reads) or, for a model of images, rows or images of ``image_shape``; an image folder (one subfolder per
+    class, which names the label, or the images alone, unlabelled): resized to ``image_shape``.
     """
     path = Path(path).expanduser()
     fmt = detect_format(path)
@@ -619,6 +620,7 @@ def read_inputs(
                 # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads such samples as it was trained
                 if image_shape is None or X.shape[1:] != tuple(image_shape):
                     X = channels_first(X)
+                _check_sample_shape(path, X_key, X.shape, image_shape, input_dim)
                 X = _features(str(path), X_key, X)
                 if y_key not in arrays:
                     return X, None, None, {}, {}, {}
@@ -639,6 +641,23 @@ def read_inputs(
         return X, [classes[i] for i in y.tolist()] if classes else None, [
             file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
+
+
+def _check_sample_shape(path: Path, key: str, shape: tuple[int, ...], image_shape: tuple[int, int, int] | None,
+                        input_dim: int | None) -> None:
+    """DataError when samples of ``shape`` (N x ...) of an .npz are images, or images of another shape, than the model
+    was trained on: its rows of ``input_dim`` features, or its images of ``image_shape``; rows of as many values as an
+    image are read as the image flattened."""
+    sample = shape[1:]
+    if len(sample) == 1 or (image_shape is not None and (1, *sample)[-3:] == tuple(image_shape)):
+        return
+    shown = " x ".join(map(str, sample))
+    if image_shape is None:
+        rows = f" of {input_dim} features (N x {input_dim})" if input_dim is not None else " of features (N x D)"
+        raise DataError(f"{path}: {key} holds samples of {shown} (shape {shape}), but the model was trained on rows"
+                        f"{rows}, not images: give {key} as rows")
+    raise DataError(f"{path}: {key} holds images of {shown} (shape {shape}), but the model was trained on images of "
+                    f"{' x '.join(map(str, image_shape))} (C x H x W)")
 
 
 def _counted_labels(labels: list[str | None], label_names: tuple[str, ...]) -> list[str | None] | None:

@@ -553,7 +553,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
                           f"rename the column in {data_path} to name the rows by it")
     X, labels, files, unseen, near, filled = read_inputs(
         data_path, label_names=saved.label_names, features=saved.features, label_column=saved.label_column,
-        image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding)
+        image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding, input_dim=saved.input_dim)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
     # N x classes probabilities, float64: 10,000 classes took 2.2 GiB for 30,000 rows (a traceback past the memory);

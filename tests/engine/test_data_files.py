@@ -200,6 +200,16 @@ def test_npz_images_with_channels_last_are_read_as_channels_first(tmp_path: Path
     # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads its samples as it was trained on them
     X_old, *_ = read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(8, 8, 3))
     assert np.array_equal(X_old, first.transpose(0, 2, 3, 1).reshape(30, -1))
+    # images flattened into rows are read as they are; images of another shape were scored without a word
+    np.savez(tmp_path / "rows.npz", X=first.reshape(30, -1))
+    assert np.array_equal(read_inputs(tmp_path / "rows.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))[0],
+                          X_first)
+    np.savez(tmp_path / "wide.npz", X=rng.random((30, 8, 24)))
+    with pytest.raises(DataError) as err:
+        read_inputs(tmp_path / "wide.npz", label_names=("0", "1", "2"), image_shape=(3, 8, 8))
+    assert str(err.value) == (f"{tmp_path / 'wide.npz'}: X holds images of 8 x 24 (shape (30, 8, 24)), but the model "
+                              "was trained on images of 3 x 8 x 8 (C x H x W)")
+    assert read_inputs(tmp_path / "grey.npz", label_names=("0", "1", "2"), image_shape=(1, 8, 8))[0].shape == (30, 64)
 
 
 # ---------------------------------------------------------------------------------------------
