@@ -41,6 +41,7 @@ from engine.formats import (
     read_table,
     sha256_files,
     TableText,
+    unread_files_warning,
     unsupported_text,
 )
 
@@ -838,7 +839,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     if scales is not None:
         warnings.append(scales)
     for warning in (id_column_warning(ds), missing_label_warning(ds), missing_word_warning(ds),
-                    case_variant_warning(ds)):
+                    case_variant_warning(ds), unread_files_warning(path) if fmt == "image_folder" else None):
         if warning is not None:
             warnings.append(warning)
     if ds.image_shape is None and (std == 0).any():

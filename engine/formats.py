@@ -27,6 +27,10 @@ FILE_FORMATS = {".npz": "npz", ".csv": "csv", ".tsv": "tsv"}
 SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xls", ".ods"})
 TEXT_TABLE_SUFFIXES = frozenset({".txt", ".data", ".dat"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+# what an image folder's other files are told: the suffixes read; and the files a system writes beside images, not
+# counted among them
+IMAGE_SUFFIXES_TEXT = ".png, .jpg and .jpeg"
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F"})
 # a 16-bit grey PNG's modes, read as 0..65535 scaled to 0..255 (levels beyond clipped): Pillow's convert to L or RGB
 # clips every value above 255 to 255 (1000, 30000 and 65535 all white)
@@ -770,7 +774,11 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
     for index, name in enumerate(classes):
         images = _image_files(path / name)
         if not images:
-            raise DataError(f"{path}: class folder {name!r} holds no PNG or JPEG images")
+            others = _other_files(path / name)
+            kinds = "" if not others else (
+                f" ({len(others)} file{'s' if len(others) > 1 else ''} of another kind, e.g. {others[0].name}: only "
+                f"{IMAGE_SUFFIXES_TEXT} are read; convert them to PNG)")
+            raise DataError(f"{path}: class folder {name!r} holds no PNG or JPEG images{kinds}")
         files.extend((image, index) for image in images)
     return classes, files
 
@@ -788,6 +796,30 @@ def _image_files(folder: Path) -> list[Path]:
                 else "not a regular file")
         raise DataError(f"{odd}: {what}; an image folder holds PNG or JPEG files")
     return [p for p in named if p.is_file()]
+
+
+def _other_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` that are no PNG or JPEG by name (a GIF, a BMP, a note), sorted; hidden files and the
+    thumbnail databases systems write are not counted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")
+                  and p.name.lower() not in SYSTEM_FILES and p.is_file())
+
+
+def unread_files_warning(path: Path) -> str | None:
+    """The warning that the class subfolders of the image folder ``path`` (or, without any, the folder itself) hold
+    files that are not read, being no PNG or JPEG by name, or None."""
+    try:
+        classes = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        others = [file for folder in sorted(classes) or [path] for file in _other_files(folder)]
+    except OSError:
+        return None  # said where the folder is read
+    if not others:
+        return None
+    n = len(others)
+    return (f"{n} file{'s' if n > 1 else ''} in {'the class folders' if classes else path.name or path} "
+            f"{'are' if n > 1 else 'is'} not read, being no PNG or JPEG image by name (e.g. "
+            f"{others[0].relative_to(path).as_posix()}): only {IMAGE_SUFFIXES_TEXT} are read; convert "
+            f"{'them' if n > 1 else 'it'} to PNG to have {'them' if n > 1 else 'it'} read")
 
 
 def read_image_folder(

@@ -533,7 +533,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     """
     from engine.checkpoint import class_probabilities, load_checkpoint, outside_training_range, write_replacing
     from engine.data import read_inputs
-    from engine.formats import check_memory
+    from engine.formats import check_memory, unread_files_warning
     import numpy as np
 
     if out == "-":  # stdout, as the predictions go without --out (a file named "-" is ./-)
@@ -578,6 +578,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         raise SearchError(overflow_text(saved, data_path, X, np.flatnonzero(~finite)))
     outside = outside_training_range(saved, X)
     warnings = [] if outside is None or outside["share"] < OUTSIDE_WARNING else [outside_text(saved, outside)]
+    if Path(data_path).is_dir():  # an image folder's files of another kind (a GIF), not scored
+        warnings += filter(None, [unread_files_warning(Path(data_path))])
     for warning in warnings:  # before the rows, where they go to a terminal too
         say(f"warning: {warning}", err=True)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a

@@ -549,7 +549,30 @@ def test_empty_folder_and_empty_class_folder(tmp_path: Path) -> None:
     _png(folder / "cat" / "a.png", (4, 4))
     (folder / "dog").mkdir()
     (folder / "dog" / "notes.txt").write_text("no images here")
-    _error(DataSpec(str(folder)), folder, "class folder 'dog' holds no PNG or JPEG images")
+    _error(DataSpec(str(folder)), folder, "class folder 'dog' holds no PNG or JPEG images (1 file of another kind, "
+                                          "e.g. notes.txt: only .png, .jpg and .jpeg are read; convert them to PNG)")
+
+
+def test_files_of_an_image_folder_that_are_not_read_are_counted_in_a_warning(tmp_path: Path) -> None:
+    # once left out without a word: a GIF among PNGs was neither trained on nor said to be left out
+    from engine.data import describe_dataset
+
+    folder = tmp_path / "imgs"
+    for name in ("cat", "dog"):
+        for i in range(6):
+            _png(folder / name / f"{i}.png", (4, 4), colour=40 * i)
+    Image.new("L", (4, 4)).save(folder / "dog" / "odd.gif")
+    (folder / "dog" / ".hidden").write_text("")
+    (folder / "cat" / "Thumbs.db").write_text("")
+    (folder / "notes.txt").write_text("beside the class folders: no image of any class")
+    spec = DataSpec(str(folder), val_fraction=0.25, test_fraction=0.25)
+    unread = "is not read, being no PNG or JPEG image by name"
+    assert [w for w in describe_dataset(spec)["warnings"] if unread in w] == [
+        "1 file in the class folders is not read, being no PNG or JPEG image by name (e.g. dog/odd.gif): only .png, "
+        ".jpg and .jpeg are read; convert it to PNG to have it read"]
+    Image.new("L", (4, 4)).save(folder / "cat" / "a.bmp")
+    assert [w.split(":")[0] for w in describe_dataset(spec)["warnings"] if "not read" in w] == [
+        "2 files in the class folders are not read, being no PNG or JPEG image by name (e.g. cat/a.bmp)"]
 
 
 @pytest.mark.parametrize("denied", ["imgs", "imgs/dog"])

@@ -238,6 +238,12 @@ def test_new_images_alone_in_a_folder_are_scored_unlabelled(run_cli, tmp_path):
     assert [r[:3] for r in table[1:]] == [["0", "a_light.png", "light"], ["1", "b_dark.png", "dark"],
                                          ["2", "c_dark.jpg", "dark"]]
     assert result.stderr == "3 samples scored with model.npz\n"
+    Image.fromarray(np.full((6, 5), 60, np.uint8)).save(tmp_path / "new" / "d_dark.gif")
+    result = run_cli("predict", "--model", "model.npz", "--data", "new", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["samples"] == 3, result.output
+    assert json.loads(result.stdout)["warnings"] == [
+        "1 file in new is not read, being no PNG or JPEG image by name (e.g. d_dark.gif): only .png, .jpg and .jpeg "
+        "are read; convert it to PNG to have it read"]
 
 
 def test_predictions_for_an_image_folder_name_each_image_file(run_cli, tmp_path):
