@@ -32,6 +32,7 @@ from engine.formats import (
     check_memory,
     detect_format,
     list_image_folder,
+    merged_values_warning,
     missing_words,
     read_image_folder,
     read_images,
@@ -171,6 +172,7 @@ class Dataset:
     encoding: TableEncoding | None = None  # a table's text columns and missing cells, fitted on the training split
     table_notes: dict[str, Any] | None = None  # what reading the table did: rows dropped, cells filled, unseen values
     label_column: str | None = None  # a table's label column header; None for arrays and images
+    notes: tuple[str, ...] = ()  # warnings of what reading the data changed (integers that merged as float32)
 
     @property
     def input_dim(self) -> int:
@@ -399,6 +401,7 @@ def _assemble(
     (``labels_from``: see ``stratified_split``)."""
     Xs: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
+    notes: list[str] = []
     sample_shape: tuple[int, ...] | None = None
     for split, (X, y) in given.items():
         X, y = channels_first(np.asarray(X)), np.asarray(y)
@@ -414,6 +417,9 @@ def _assemble(
             raise DataError(f"{source}: X_{split} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
         sample_shape = X.shape[1:]
         Xs[split], ys[split] = _features(source, f"X_{split}", X, nan_ok), y
+        if X.dtype.kind in "iu":  # a table's cells are judged as they are read
+            notes += filter(None, [merged_values_warning(X.reshape(len(X), -1), Xs[split],
+                                                         lambda j: f"X_{split} feature {j} (counting from 0)")])
     if len(ys["train"]) == 0:
         raise DataError(f"{source}: no training samples")
     if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
@@ -447,7 +453,7 @@ def _assemble(
     return Dataset(
         name=name, X_train=X_tr, y_train=y_tr, X_val=X_va, y_val=y_va, X_test=X_te, y_test=y_te,
         num_classes=len(names), image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
-        label_names=names, feature_names=feature_names,
+        label_names=names, feature_names=feature_names, notes=tuple(notes),
     )
 
 
@@ -541,6 +547,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     ds = _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=columns,
                    labels_from=labels_from, nan_ok=True, **options)
     ds.label_column = label_column.strip()
+    ds.notes += (text.merged,) if text.merged is not None else ()
     if not text.values and spec.missing is None:
         return ds
     # by the names a saved model reads its columns by (table_columns'), which are stripped
@@ -838,7 +845,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     scales = None if standardized else scale_warning(ds, std)
     if scales is not None:
         warnings.append(scales)
-    for warning in (id_column_warning(ds), missing_label_warning(ds), missing_word_warning(ds),
+    for warning in (*ds.notes, id_column_warning(ds), missing_label_warning(ds), missing_word_warning(ds),
                     case_variant_warning(ds), unread_files_warning(path) if fmt == "image_folder" else None):
         if warning is not None:
             warnings.append(warning)

@@ -45,6 +45,7 @@ MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "?"})
 MISSING_NUMBERS = frozenset({"none", "null", "nan"})
 HASH_CHUNK = 1 << 20
 MAX_CATEGORIES = 100  # a column of text with more values than this is refused, not one-hot encoded
+FLOAT32_EXACT = 2**24  # float32, the dtype trained on, holds every integer up to this in magnitude, not all beyond
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,6 +113,29 @@ def read_error(path: Path, exc: Exception, problem: str) -> DataError:
     if isinstance(exc, OSError) and exc.errno not in (None, errno.EINVAL):
         return cannot_read(path, exc)
     return DataError(f"{path}: {problem} ({one_line(exc)})")
+
+
+def merged_values_warning(X: np.ndarray, X32: np.ndarray, named: Callable[[int], str]) -> str | None:
+    """The warning that features of X (N, D) with values beyond ``FLOAT32_EXACT`` lost distinct values as float32 X32
+    (2**60 and 2**60 + 1 are one number), naming the first by ``named(index)``, or None. Values are counted (sorted)
+    only in the columns that reach beyond it: in the others the cost is a min and a max."""
+    if not len(X) or X.dtype.kind not in "iuf":
+        return None
+    with warnings.catch_warnings():  # a column of missing cells alone (NaN) has no max
+        warnings.simplefilter("ignore", RuntimeWarning)
+        wide = np.flatnonzero((np.nanmax(X, axis=0) > FLOAT32_EXACT) | (np.nanmin(X, axis=0) < -FLOAT32_EXACT))
+    merged = [(j, before, after) for j in wide
+              for before, after in [(len(np.unique(X[:, j])), len(np.unique(X32[:, j])))] if after < before]
+    if not merged:
+        return None
+    j, before, after = merged[0]
+    column = X[:, j][~np.isnan(X[:, j])] if X.dtype.kind == "f" else X[:, j]
+    largest = max(abs(column.max().item()), abs(column.min().item()))  # Python numbers: abs of int64's least
+    others = f" (and {len(merged) - 1} other feature{'s' if len(merged) > 2 else ''})" if len(merged) > 1 else ""
+    shown = largest if isinstance(largest, int) else f"{largest:.17g}"
+    return (f"{named(j)}{others}: values up to {shown} are beyond the integers float32 holds exactly (2^24 = "
+            f"{FLOAT32_EXACT}), the dtype trained on: its {before} distinct values become {after}; subtract an offset "
+            f"or rescale them before saving")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +250,7 @@ class TableText:
     first: dict[int, tuple[str, str]] = field(default_factory=dict)  # column -> its first text cell and where
     numeric: set[int] = field(default_factory=set)  # columns that held a number
     mixed: dict[int, tuple[str, str]] = field(default_factory=dict)  # discover: column -> its first text among numbers
+    merged: str | None = None  # the warning that values of a column merged as float32 (merged_values_warning)
 
     def misses(self, cells: list[str]) -> bool:
         """Whether a row's feature ``cells`` miss a value (None is a word in a column of text, missing in others)."""
@@ -612,6 +637,8 @@ def _parse_rows(
         X = _parse_cells(path, cells, lines, names, first_row, text)
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32)
+    if text.merged is None:  # the rows read at once (CSV_CHUNK_ROWS) judged
+        text.merged = merged_values_warning(X, X32, lambda c: f"column {names[c]!r}")
     for r, c in np.argwhere(~np.isfinite(X32)):
         if not _is_missing(cells[r][c]):
             raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "

@@ -464,3 +464,30 @@ def test_a_models_columns_are_read_by_name_in_its_order(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "new.csv", ["a", "b", "label"], [[1, 2, "x"], [3, 4, "y"]])
     X, labels = read_columns(path, ",", ("b", "a"), "label")
     assert X.tolist() == [[2.0, 1.0], [4.0, 3.0]] and labels == ["x", "y"]
+
+
+def test_integers_that_merge_as_float32_are_named_in_a_warning(tmp_path: Path) -> None:
+    # once said only by "1 feature(s) constant": 2**60 + 0..199 are one float32, 2**24 + 0..199 are 101
+    n = 200
+    X = np.zeros((n, 2), dtype=np.uint64)
+    X[:, 0] = np.arange(n) % 7
+    X[:, 1] = np.uint64(2**60) + np.arange(n, dtype=np.uint64)
+    np.savez(tmp_path / "big.npz", X=X, y=np.arange(n) % 2)
+    ds = load_dataset(DataSpec(str(tmp_path / "big.npz")))
+    assert ds.notes == ("X_train feature 1 (counting from 0): values up to 1152921504606847175 are beyond the integers "
+                        "float32 holds exactly (2^24 = 16777216), the dtype trained on: its 200 distinct values become "
+                        "1; subtract an offset or rescale them before saving",)
+    assert ds.notes[0] in describe_dataset(DataSpec(str(tmp_path / "big.npz")))["warnings"]
+    np.savez(tmp_path / "signed.npz", X=np.stack([np.arange(n) % 7, -(2**24) - np.arange(n)], axis=1),
+             y=np.arange(n) % 2)
+    assert load_dataset(DataSpec(str(tmp_path / "signed.npz"))).notes[0].startswith(
+        "X_train feature 1 (counting from 0): values up to 16777415 are beyond the integers float32 holds exactly "
+        "(2^24 = 16777216), the dtype trained on: its 200 distinct values become 101;")
+    path = _write_csv(tmp_path / "ids.csv", ["a", "id", "label"], [[i % 7, 2**24 + i, i % 2] for i in range(n)])
+    assert load_dataset(DataSpec(str(path))).notes == (
+        "column 'id': values up to 16777415 are beyond the integers float32 holds exactly (2^24 = 16777216), the dtype "
+        "trained on: its 200 distinct values become 101; subtract an offset or rescale them before saving",)
+    # exact in float32: no warning, whatever the values' size (every other integer up to 2**25)
+    np.savez(tmp_path / "even.npz", X=np.stack([np.arange(n) % 7, 2**24 + 2 * np.arange(n)], axis=1),
+             y=np.arange(n) % 2)
+    assert load_dataset(DataSpec(str(tmp_path / "even.npz"))).notes == ()
