@@ -32,7 +32,8 @@ from engine.preprocess import FITTED, PREPROCESSORS, Preprocessor
 FORMAT = "nn-hpsearch-model/1"
 _PRE_ARRAYS = ("mean", "scale", "projection")
 # the names of the arrays a model file holds (save_checkpoint's): any other member is refused, not read past
-_MEMBER = re.compile(r"(meta|param\.[A-Za-z]+\d+|bn_(mean|var)\.\d+|pre\.(mean|scale|projection)|range\.(min|max))\.npy")
+_MEMBER = re.compile(r"(meta|param\.[A-Za-z]+\d+|bn_(mean|var)\.\d+|pre\.(mean|scale|projection)|range\.(min|max))"
+                     r"\.npy")
 
 
 @dataclass

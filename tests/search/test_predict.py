@@ -509,8 +509,8 @@ def test_samples_of_an_npz_must_be_rows(run_cli, tmp_path):
     # once: flattened to 5 rows of 2 features and scored without a word
     np.savez(tmp_path / "cube.npz", X=np.zeros((5, 1, 2)))
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "cube.npz"),
-                   "error: cube.npz: X holds samples of 1 x 2 (shape (5, 1, 2)), but the model was trained on rows of 2 "
-                   "features (N x 2), not images: give X as rows")
+                   "error: cube.npz: X holds samples of 1 x 2 (shape (5, 1, 2)), but the model was trained on rows of "
+                   "2 features (N x 2), not images: give X as rows")
 
 
 def _tamper(source, target, meta=None, drop=(), **arrays):
