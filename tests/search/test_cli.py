@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from search.cli import cli
-from tests.search.conftest import one_line_error
+from tests.search.conftest import cwd_study, one_line_error
 from studies.store import open_storage
 
 
@@ -1389,6 +1389,48 @@ def test_a_following_worker_says_once_that_it_waits_for_the_next_stage(run_cli, 
     assert len(polls) == 3 and followed.stderr.count("waiting") == 1
     assert " ".join(followed.stderr.split()).startswith(  # wrapped to the terminal's width
         "waiting for the next stage of campaign digits (search auto adds them; Ctrl-C stops) ")
+
+
+def test_a_following_worker_waits_for_its_campaign_to_be_created(run_cli, monkeypatch):
+    # search worker --follow --campaign X started before X existed stopped at once: "unknown campaign 'X'"
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    assert one_line_error(run_cli("worker", "--campaign", "later")) == (  # without --follow: as before
+        "error: unknown campaign 'later'; known campaigns: digits")
+    polls = []
+
+    def sleep(seconds):  # two polls find no campaign "later", the third its final stage ("search auto" made it)
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) == 3:
+            create_stage(open_storage("sqlite:///search.db"),
+                         replace(coarse_stage("later", run, DEFAULT_SPACE, 2, seed=1), stage="final"))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow", "--campaign", "later")
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 3 and followed.stderr.count("waiting") == 1
+    assert " ".join(followed.stderr.split()).startswith(
+        "waiting for campaign later to be created (known campaigns: digits; Ctrl-C stops) ")
+    assert all(t.state.is_finished() for t in cwd_study("later/final").trials)  # the worker ran both trials
+    assert len(cwd_study("later/final").trials) == 2
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupted)  # Ctrl-C while it waits: the command's last line, as ever
+    stopped = run_cli("worker", "--follow", "--campaign", "not-yet", "--json")
+    assert stopped.exit_code == 130 and stopped.stdout == ""
+    assert stopped.stderr.lstrip("\n") == (  # after the newline that ends the ^C a terminal echoes
+        "interrupted: the database is consistent; run the same command again to continue\n")
 
 
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
