@@ -157,6 +157,8 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     console = Console(soft_wrap=False, highlight=False, markup=False, emoji=False,
                       width=max(terminal, width) if wide else terminal)
     console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
+    # the heading bold, but under NO_COLOR (no-color.org), where rich drops the colours only: no escape at all
+    heading_style = "" if console.no_color else "bold"
     if width <= console.width:  # as rich lays out a table that fits, a line at a time (rich takes 1 ms a row)
         from rich.text import Text
 
@@ -164,7 +166,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             pads = (" " * (need[c] - text_width(v)) for c, v in zip(shown, cells))
             return "  ".join(pad + v if numeric[c] else v + pad for c, v, pad in zip(shown, cells, pads)).rstrip(" ")
 
-        console.print(Text(line([heading(c) for c in shown]), style="bold"))
+        console.print(Text(line([heading(c) for c in shown]), style=heading_style))
         for cells in _cell_blocks(frame, shown):
             sys.stdout.write("".join(line(row) + "\n" for row in zip(*(cells[c] for c in shown))))
         _say_left(left, more)
@@ -183,7 +185,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     table = None
     for block, cells in enumerate(_cell_blocks(frame, shown)):
         if table is None or one:
-            table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False, show_header=block == 0)
+            table = Table(box=None, pad_edge=False, header_style=heading_style, show_edge=False, show_header=block == 0)
             for column in shown:  # a parameter by its own name; csv/json keep the prefix
                 table.add_column(heading(column), justify="right" if numeric[column] else "left", overflow="fold",
                                  no_wrap=numeric[column], width=console.width if one else None)

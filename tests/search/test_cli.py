@@ -690,6 +690,25 @@ def test_query_table_shows_control_characters_instead_of_sending_them_to_the_ter
     raw = run_cli("query", "SELECT char(27) || '[31mRED' AS a", "--format", "json")
     assert json.loads(raw.stdout) == [{"a": "\x1b[31mRED"}]
 
+@pytest.mark.parametrize("command", ["studies", "best"])  # a table laid out a line at a time, one folded by rich
+def test_no_color_sends_no_escape_to_a_terminal(run_cli, monkeypatch, command):
+    # NO_COLOR=1 still gave bold headings on a terminal: rich drops the colours only (TERM=dumb dropped the bold)
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich writes as to a terminal
+    monkeypatch.setenv("COLUMNS", "30")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    bold = run_cli(command)
+    assert bold.exit_code == 0 and "\x1b[1m" in bold.stdout.splitlines()[0]  # its heading, on a terminal
+    monkeypatch.setenv("NO_COLOR", "yes")  # any value but an empty one (no-color.org)
+    plain = run_cli(command)
+    assert plain.exit_code == 0 and "\x1b" not in plain.output
+    heading = {"studies": ["study", "n_trials"], "best": ["field", "value"]}[command]
+    assert plain.stdout.splitlines()[0].split() == heading
+    # the same table, its heading not bold (rich's bold heading kept its padding)
+    assert [line.rstrip(" ") for line in re.sub("\x1b\\[[0-9;]*m", "", bold.stdout).splitlines()] == (
+        plain.stdout.splitlines())
+
+
 def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_path):
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")
