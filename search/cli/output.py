@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -23,6 +24,18 @@ def echo(text: str = "", err: bool = False) -> None:
 def say(text: str, indent: str = "", err: bool = False) -> None:
     """Prose wrapped to the terminal's width (continuation lines indented); numbers and paths never split."""
     click.echo(wrapped(text, indent), err=err)
+
+
+class LostOutput(io.StringIO):
+    """stdout of a command started with it closed (``>&-``): what the command prints is kept, and its loss said in
+    one line once the command is over (``search.cli.SearchGroup``)."""
+
+
+def note_on_output(text: str) -> None:
+    """A note on stderr about what the command printed (columns or rows left out): none where that output is lost
+    (stdout closed), which the command's one line says instead."""
+    if not isinstance(sys.stdout, LostOutput):
+        say(text, err=True)
 
 
 def echo_json(obj: Any) -> None:
@@ -202,7 +215,7 @@ def _say_left(left: list[str], more: str) -> None:
     """The columns a table ``left`` out, and how to see them (``more``), on stderr."""
     if left:  # after the table, where a long one leaves the eye, as the stage summaries say theirs
         sys.stdout.flush()  # the table first, also where stdout is a pipe (2>&1 | less)
-        say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
+        note_on_output(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})")
 
 
 CELL_BLOCK = 10_000  # rows made into cells at a time
