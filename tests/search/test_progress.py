@@ -48,6 +48,28 @@ def test_a_long_campaign_name_is_shortened_further_once_a_trial_failed(monkeypat
     assert last.endswith(", best 0.9481 pruned 1 failed 1"), last
 
 
+def test_a_stage_running_for_hours_keeps_every_line_of_its_bar_whole(monkeypatch):
+    # its times in hours (3 columns wider each) cut the last line at 80 columns: "... | 4:30:00<445:30:00, best
+    # 0.9481 pruned 1 fail"; the line tqdm drew as a trial was counted, with the name shortened for the times before
+    monkeypatch.setenv("COLUMNS", "80")
+    clock = [1000.0]
+    monkeypatch.setattr("tqdm.std.time", lambda: clock[0])  # tqdm's clock: 90 minutes a trial
+    out = io.StringIO()
+    progress = Progress("my-long-experiment-name-for-flowers/coarse", 200, mode="bar", stream=out)
+    for number, (state, value) in enumerate([(TrialState.COMPLETE, 0.9481), (TrialState.PRUNED, None),
+                                             (TrialState.FAIL, None)]):
+        clock[0] += 5400
+        t = _trial(number, state, value)
+        t.number = number
+        progress.trial(t)
+    progress.close()
+    lines = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert all(len(line) <= 77 for line in lines), lines
+    assert list(dict.fromkeys(line.rpartition(", ")[2] for line in lines if "best" in line)) == [  # each drawn whole
+        "best - pruned 0", "best 0.9481 pruned 0", "best 0.9481 pruned 1", "best 0.9481 pruned 1 failed 1"]
+    assert lines[-1].startswith("my-long…/coarse: 2/200 |") and "| 4:30:00<445:30:00, best" in lines[-1], lines[-1]
+
+
 def test_the_bar_counts_the_stages_failed_trials_as_the_stage_summary_does(monkeypatch):
     # a trial of another worker failed before this process started: the bar said "pruned 2 failed 1" above the
     # summary's "2 failed (interrupted or killed, so re-run)"
