@@ -65,13 +65,16 @@ class Progress:
     ``before`` (the stage's trials by state name and best value, as the database counts them when the command
     starts) is what it finished before; ``read_stage`` (the same, read again) is for a process that is told only of
     its own trials while others run the same stage: the counts then come from the database, read as trials end.
+    With ``told_all`` it is told of every process's trials (the watcher of --jobs N) from a first look taken after
+    ``before``: the stage is read only as the bar ends, for those that ended between the two (a read while trials
+    are told would count twice the ones it holds that are told after it).
     """
 
     def __init__(self, name: str, total: int, before: tuple[dict[str, int], float | None] | None = None,
                  mode: str = "auto",
                  stream: TextIO | None = None,
                  read_stage: Callable[[], tuple[dict[str, int], float | None]] | None = None,
-                 notes: Iterable[str] = ()):
+                 notes: Iterable[str] = (), told_all: bool = False):
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
@@ -81,6 +84,7 @@ class Progress:
         self.done = self.pruned = self.failed = 0
         self.best = -math.inf
         self.read_stage = read_stage if self.mode != "quiet" else None  # nothing shown, nothing read
+        self.told_all = told_all
         self.read_at = -math.inf
         if before is not None:
             self._take(*before)
@@ -125,7 +129,7 @@ class Progress:
         before, best_before = self.done, self.best
         if not self._count(t):
             return
-        if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
+        if self.read_stage is not None and not self.told_all and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
             self._read()
         if self.mode == "log":
             self.stream.write(visible(self._line(t, best_before) + self._status()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from search.progress import Progress
@@ -163,6 +164,33 @@ def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp
     # this process ran trials 2 and 3; 0 (0.3630, the best) and 1 ran elsewhere
     assert lines == ["p/coarse:2 complete 0.2481 lr=0.000413 reg=1.52e-06 [3/4]",
                      "p/coarse:3 complete 0.2630 lr=0.00202 reg=0.0906 [4/4]"]
+
+
+def test_the_bar_of_a_two_job_stage_ends_at_the_stage_counts_the_summary_gives(tmp_path, monkeypatch, capsys):
+    # --jobs 2 is told of every process's trials from its first look on: two trials another process finished before
+    # it, after the command read the stage's counts, were counted by neither, and the bar ended at 2/4 above a summary
+    # of 4 complete
+    from engine.data import DataSpec
+    from search import campaign
+    from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
+    from search.config import RunConfig
+    from search.stages import run_worker
+    from studies.store import open_storage
+
+    monkeypatch.setenv("COLUMNS", "80")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 1})
+    real = campaign.run_stage_processes
+
+    def another_process_first(url_, name, dataset, *args, **kwargs):
+        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
+        return real(url_, name, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
+    summary = execute_stage(Execution(url, jobs=2, progress="bar"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    assert (summary.counts["complete"], summary.best_value) == (4, pytest.approx(0.3630, abs=5e-5))
+    last = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("p/coarse: 4/4 |") and last.endswith(", best 0.3630 pruned 0"), last
 
 
 def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it():
