@@ -873,6 +873,39 @@ def test_a_report_says_what_it_is_doing_on_stderr_and_nothing_with_json(run_cli)
     assert run_cli("report", "--json").stderr == ""
 
 
+def test_a_reports_status_line_on_a_terminal_is_written_over_with_spaces_not_an_escape(run_cli, tmp_path, capsys):
+    # it cleared its line with ESC[K, under NO_COLOR too, and a dumb terminal shows that escape
+    import pty
+    import subprocess
+
+    from search.cli.report import report_progress
+
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    terminal, stderr = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "NO_COLOR": "1", "COLUMNS": "60"}
+    try:
+        written = subprocess.run([sys.executable, "-m", "search", "report"], env=env, cwd=tmp_path, stderr=stderr,
+                                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
+    finally:
+        os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert written.returncode == 0 and written.stdout.startswith("report of campaign digits")
+    steps = "report: digits/coarse: numbers and parameter importance", "report: plot 7 figures"
+    # each step over the one before, cut or padded to 59 columns; the line blank, the cursor at its start, at the end
+    assert shown.decode() == "".join(f"\r{step[:59]:<59}" for step in steps) + f"\r{'':59}\r"
+    report_progress()("x\x1b[2J/coarse: a step")  # a study's name written out, as elsewhere (not a terminal here)
+    assert capsys.readouterr().err == "report: x\\x1b[2J/coarse: a step\n"
+
+
 @pytest.mark.parametrize("raised, code, how", [(KeyboardInterrupt, 130, "interrupted"), ("sigterm", 143, "terminated")])
 def test_a_signal_says_the_database_is_consistent_only_for_a_command_that_writes_one(run_cli, tmp_path, monkeypatch,
                                                                                      raised, code, how):
