@@ -224,17 +224,17 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         before = optuna_rdb.state_counts_and_best(storage, study_id)
         counts = before[0]
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
-        read_stage = None
-        if jobs == 1:  # told of its own trials only (more are told of every worker's): the others' are read
-            watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
-            read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
+        # the progress reads the stage's counts: one process is told of its own trials only, and more of every
+        # trial that ends after their first look (not of another process's that ended between that and ``before``)
+        watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
+        read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat,
                                                          running_trials_by_worker(study))
         if execution.heartbeat_given and heartbeat != execution.heartbeat:
             continuing += (wrapped(f"--heartbeat {execution.heartbeat} not used: {stage.name} keeps the {heartbeat} s "
                                    "it was created with, by which every worker of it judges a trial stale"),)
-        progress = Progress(stage.name, stage.n_trials, before,
-                            mode=execution.progress, read_stage=read_stage, notes=execution.warnings + continuing)
+        progress = Progress(stage.name, stage.n_trials, before, mode=execution.progress, read_stage=read_stage,
+                            told_all=jobs > 1, notes=execution.warnings + continuing)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works)

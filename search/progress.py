@@ -36,13 +36,18 @@ def format_params(params: dict) -> str:
     return " ".join(f"{k}={value_text(v)}" for k, v in params.items())
 
 
-def bar_name(name: str, total: int, width: int, pruned: int = 0, failed: int = 0) -> str:
+# the times a bar's name leaves room for at least: minutes, as most stages take
+SHORT_TIMES = "00:00<00:00"
+
+
+def bar_name(name: str, total: int, width: int, pruned: int = 0, failed: int = 0, times: str = SHORT_TIMES) -> str:
     """``name`` shortened in its campaign part (``campaign…/stage``) so that a bar of ``width`` columns keeps its
-    counts, times and best value whole, ``pruned`` and ``failed`` trials once one failed: tqdm cuts a line that does
-    not fit at its end."""
-    rest = len(f": {total}/{total} || 00:00<00:00, best 0.0000 pruned {total}") + 2  # and a bar of 2 columns
+    counts, times (``times``, the elapsed and remaining ones as the bar shows them, when longer than minutes) and best
+    value whole, ``pruned`` and ``failed`` trials once one failed: tqdm cuts a line that does not fit at its end."""
+    times = max(times, SHORT_TIMES, key=len)  # the name keeps its length while the times are shorter ("00:03<?")
+    rest = len(f": {total}/{total} || {times}, best 0.0000 pruned {total}") + 2  # and a bar of 2 columns
     if failed:  # shown once a trial failed, as a Ctrl-C ends the bar (its running trial failed as interrupted)
-        shown = f": {total}/{total} || 00:00<00:00, best 0.0000 pruned {pruned} failed {failed}"
+        shown = f": {total}/{total} || {times}, best 0.0000 pruned {pruned} failed {failed}"
         rest = max(rest, len(shown) + 1)  # and a bar of 1 column, the fewest tqdm draws
     room = width - rest
     if len(name) <= room:
@@ -60,13 +65,16 @@ class Progress:
     ``before`` (the stage's trials by state name and best value, as the database counts them when the command
     starts) is what it finished before; ``read_stage`` (the same, read again) is for a process that is told only of
     its own trials while others run the same stage: the counts then come from the database, read as trials end.
+    With ``told_all`` it is told of every process's trials (the watcher of --jobs N) from a first look taken after
+    ``before``: the stage is read only as the bar ends, for those that ended between the two (a read while trials
+    are told would count twice the ones it holds that are told after it).
     """
 
     def __init__(self, name: str, total: int, before: tuple[dict[str, int], float | None] | None = None,
                  mode: str = "auto",
                  stream: TextIO | None = None,
                  read_stage: Callable[[], tuple[dict[str, int], float | None]] | None = None,
-                 notes: Iterable[str] = ()):
+                 notes: Iterable[str] = (), told_all: bool = False):
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
@@ -76,6 +84,7 @@ class Progress:
         self.done = self.pruned = self.failed = 0
         self.best = -math.inf
         self.read_stage = read_stage if self.mode != "quiet" else None  # nothing shown, nothing read
+        self.told_all = told_all
         self.read_at = -math.inf
         if before is not None:
             self._take(*before)
@@ -94,8 +103,11 @@ class Progress:
             width = self.width = size.columns - 3
             # the height too: tqdm reads its own, and a terminal that reports 0 rows (some CI and container
             # terminals) makes it draw nothing at all
+            # drawn only by _postfix, which shortens the name for the times it draws (an hour widens each by three
+            # columns): never by tqdm's update, with the name as the times were at the last draw
             self.bar = _Bar(total=total, initial=self.done, desc=bar_name(self.name, total, width), file=self.stream,
-                            ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT)
+                            ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT,
+                            mininterval=math.inf)
             self._postfix()
 
     def _count(self, t: FrozenTrial) -> bool:
@@ -117,7 +129,7 @@ class Progress:
         before, best_before = self.done, self.best
         if not self._count(t):
             return
-        if self.read_stage is not None and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
+        if self.read_stage is not None and not self.told_all and time.monotonic() - self.read_at >= READ_EVERY_SECONDS:
             self._read()
         if self.mode == "log":
             self.stream.write(visible(self._line(t, best_before) + self._status()))
@@ -181,7 +193,9 @@ class Progress:
 
     def _postfix(self) -> None:
         text = f"best {self._best()} pruned {self.pruned}" + (f" failed {self.failed}" if self.failed else "")
-        name = bar_name(self.name, self.total, self.width, self.pruned, self.failed)  # failures counted: shorter
+        # the times as tqdm draws them now (elapsed, and remaining at the rate so far)
+        times = self.bar.format_meter(**{**self.bar.format_dict, "bar_format": "{elapsed}<{remaining}", "ncols": None})
+        name = bar_name(self.name, self.total, self.width, self.pruned, self.failed, times)  # failures counted: shorter
         if name != self.bar.desc:
             self.bar.set_description_str(name, refresh=False)
         self.bar.set_postfix_str(text, refresh=True)
@@ -194,5 +208,5 @@ class Progress:
                 before = self.done
                 self._read()
                 self.bar.update(self.done - before)
-                self._postfix()
+            self._postfix()  # the times now, which the last line shows
             self.bar.close()

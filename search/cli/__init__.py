@@ -40,7 +40,9 @@ class SearchGroup(click.Group):
         forget_pending()
         closed_stdout = sys.stdout is None
         if closed_stdout:  # started with stdout closed (`>&-`, a daemon's): what it prints is kept, and its loss said
-            sys.stdout = io.StringIO()
+            from search.cli.output import LostOutput
+
+            sys.stdout = LostOutput()
         _buffer_raw_stdout()
         for stream in (sys.stdout, sys.stderr):  # a campaign named "ünï" on an ASCII-only stream: ? not a traceback
             if isinstance(stream, io.TextIOWrapper):

@@ -11,7 +11,7 @@ from search.cli.options import (
     apply, campaign_option, check_not_input, format_option, json_option, open_for_reading, storage_file,
     storage_option,
 )
-from search.cli.output import column_cell, echo_json, print_frame, print_table, say
+from search.cli.output import column_cell, echo_json, note_on_output, print_frame, print_table, say
 from search.space import value_text
 
 
@@ -165,7 +165,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
            "auto_trial": chose[1] if chose else None}
     if chose:  # the table's "keep it:" line keeps auto's choice: the command is said once
         keep = f"; keep auto's choice with {keep_command(chose[1], storage)}" if chose[1] and fmt != "table" else ""
-        say(f"note: {chose[0]}{keep}", err=True)
+        note_on_output(f"note: {chose[0]}{keep}")
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
@@ -223,7 +223,7 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
     frame = run_readonly_sql(resolve_storage_url(storage), sql, timeout=timeout, max_rows=max_rows)
     print_frame(frame, fmt, more="select fewer, or --format csv", short_params=False)
     if frame.attrs.get("truncated"):
-        click.echo(f"note: only the first {max_rows} rows are shown (--max-rows)", err=True)
+        note_on_output(f"note: only the first {max_rows} rows are shown (--max-rows)")
 
 
 def failure_story(storage: Any, name: str, trial: Any) -> str:

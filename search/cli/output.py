@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -23,6 +24,18 @@ def echo(text: str = "", err: bool = False) -> None:
 def say(text: str, indent: str = "", err: bool = False) -> None:
     """Prose wrapped to the terminal's width (continuation lines indented); numbers and paths never split."""
     click.echo(wrapped(text, indent), err=err)
+
+
+class LostOutput(io.StringIO):
+    """stdout of a command started with it closed (``>&-``): what the command prints is kept, and its loss said in
+    one line once the command is over (``search.cli.SearchGroup``)."""
+
+
+def note_on_output(text: str) -> None:
+    """A note on stderr about what the command printed (columns or rows left out): none where that output is lost
+    (stdout closed), which the command's one line says instead."""
+    if not isinstance(sys.stdout, LostOutput):
+        say(text, err=True)
 
 
 def echo_json(obj: Any) -> None:
@@ -157,6 +170,8 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     console = Console(soft_wrap=False, highlight=False, markup=False, emoji=False,
                       width=max(terminal, width) if wide else terminal)
     console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
+    # the heading bold, but under NO_COLOR (no-color.org), where rich drops the colours only: no escape at all
+    heading_style = "" if console.no_color else "bold"
     if width <= console.width:  # as rich lays out a table that fits, a line at a time (rich takes 1 ms a row)
         from rich.text import Text
 
@@ -164,7 +179,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
             pads = (" " * (need[c] - text_width(v)) for c, v in zip(shown, cells))
             return "  ".join(pad + v if numeric[c] else v + pad for c, v, pad in zip(shown, cells, pads)).rstrip(" ")
 
-        console.print(Text(line([heading(c) for c in shown]), style="bold"))
+        console.print(Text(line([heading(c) for c in shown]), style=heading_style))
         for cells in _cell_blocks(frame, shown):
             sys.stdout.write("".join(line(row) + "\n" for row in zip(*(cells[c] for c in shown))))
         _say_left(left, more)
@@ -183,7 +198,7 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     table = None
     for block, cells in enumerate(_cell_blocks(frame, shown)):
         if table is None or one:
-            table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False, show_header=block == 0)
+            table = Table(box=None, pad_edge=False, header_style=heading_style, show_edge=False, show_header=block == 0)
             for column in shown:  # a parameter by its own name; csv/json keep the prefix
                 table.add_column(heading(column), justify="right" if numeric[column] else "left", overflow="fold",
                                  no_wrap=numeric[column], width=console.width if one else None)
@@ -200,7 +215,7 @@ def _say_left(left: list[str], more: str) -> None:
     """The columns a table ``left`` out, and how to see them (``more``), on stderr."""
     if left:  # after the table, where a long one leaves the eye, as the stage summaries say theirs
         sys.stdout.flush()  # the table first, also where stdout is a pipe (2>&1 | less)
-        say(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})", err=True)
+        note_on_output(f"({len(left)} more column{'s' if len(left) > 1 else ''}: {', '.join(left)}; {more})")
 
 
 CELL_BLOCK = 10_000  # rows made into cells at a time

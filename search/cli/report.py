@@ -20,6 +20,7 @@ from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
 from search.errors import Interrupted, SearchError, forget_pending, pending
 from search.space import DEFAULT_SPACE
+from search.text import visible
 
 
 def out_option(default: str) -> Callable:
@@ -55,7 +56,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     out_dir = out_dir or default_folder(f"report-{safe_dirname(name)}")
     rep = campaign_report(st, name, progress=None if as_json else report_progress())
     if not as_json and sys.stderr.isatty():
-        click.echo("\r\x1b[K", nl=False, err=True)  # the status line gone: the result follows
+        status_line("")  # the status line gone: the result follows
     check_not_written(out_dir, ["report.html", "report.md", "summary.json", *(f"{k}.png" for k in rep.images)],
                       storage)
     written = write_report(rep, out_dir)
@@ -84,12 +85,19 @@ def check_not_written(out_dir: str, filenames: list[str], storage: str | None) -
 def report_progress() -> Any:
     """Each slow step of a report as it starts, on stderr: one status line rewritten in place on a terminal (cut
     to its width), one line each otherwise."""
+    if not sys.stderr.isatty():  # a study's name in a step: shown, never obeyed
+        return lambda step: echo(f"report: {step}", err=True)
+    return lambda step: status_line(visible(f"report: {step}"))
+
+
+def status_line(text: str) -> None:
+    """``text`` on stderr's last line, over what it showed (cut to the terminal's width less one column; "": that
+    line blank, the cursor at its start), padded with spaces: no escape sequence clears it (none under NO_COLOR,
+    and a dumb terminal would show one)."""
     import shutil
 
-    if not sys.stderr.isatty():
-        return lambda step: click.echo(f"report: {step}", err=True)
     width = shutil.get_terminal_size((80, 24)).columns - 1
-    return lambda step: click.echo(f"\r\x1b[Kreport: {step}"[:width + 4], nl=False, err=True)
+    click.echo("\r" + text[:width].ljust(width) + ("" if text else "\r"), nl=False, err=True)
 
 
 # --------------------------------------------------------------------------- compare

@@ -448,7 +448,8 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
 @click.option("--follow", is_flag=True,
               help="After its stage, wait for the campaign's next one (as search auto creates them) and join it "
-                   "too, until a final stage is complete; Ctrl-C stops it.")
+                   "too, until a final stage is complete; a --campaign not created yet is waited for too; Ctrl-C "
+                   "stops it.")
 @storage_option
 @heartbeat_option
 @json_option
@@ -475,6 +476,8 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
         raise SearchError("--stage and --follow: give one, --stage to join that stage alone or --follow to join each "
                           "next stage")
     ex = execution(storage, 1, heartbeat, as_json)
+    if follow and campaign is not None:
+        _wait_for_campaign(ex.url, campaign, as_json)
     st, name = ex.existing_storage(campaign)
     if stage is not None:
         if study_name(name, stage) not in {s.study_name for s in st.get_all_studies()}:  # (one being created waits)
@@ -504,6 +507,30 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
     if not summaries and not as_json:  # finished before this worker came: nothing is wrong
         say(f"nothing to join: every stage of campaign {name} is complete")
     return finish(summaries, as_json, complete_hint="")
+
+
+def _wait_for_campaign(url: str, campaign: str, as_json: bool) -> None:
+    """Return once the database at ``url`` holds ``campaign``: search worker --follow may start before the command
+    that creates it, and waits for it as for a next stage, saying so once."""
+    import time
+
+    from studies.queries import campaigns, names_message
+    from studies.store import open_storage
+
+    said = False
+    while True:
+        reading = open_storage(url, readonly=True)  # missing: one line, as without --follow
+        try:
+            known = campaigns(reading)
+        finally:
+            reading.engine.dispose()
+        if campaign in known:
+            return
+        if not said and not as_json:  # the known ones named: a misspelt name is seen at once
+            say(f"waiting for campaign {campaign} to be created (known campaigns: {names_message(known)}; "
+                "Ctrl-C stops)", err=True)
+        said = True
+        time.sleep(FOLLOW_POLL_SECONDS)
 
 
 COMMANDS = [coarse, fine, grid, auto, worker]

@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from search.cli import cli
-from tests.search.conftest import one_line_error
+from tests.search.conftest import cwd_study, one_line_error
 from studies.store import open_storage
 
 
@@ -690,6 +690,25 @@ def test_query_table_shows_control_characters_instead_of_sending_them_to_the_ter
     raw = run_cli("query", "SELECT char(27) || '[31mRED' AS a", "--format", "json")
     assert json.loads(raw.stdout) == [{"a": "\x1b[31mRED"}]
 
+@pytest.mark.parametrize("command", ["studies", "best"])  # a table laid out a line at a time, one folded by rich
+def test_no_color_sends_no_escape_to_a_terminal(run_cli, monkeypatch, command):
+    # NO_COLOR=1 still gave bold headings on a terminal: rich drops the colours only (TERM=dumb dropped the bold)
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich writes as to a terminal
+    monkeypatch.setenv("COLUMNS", "30")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    bold = run_cli(command)
+    assert bold.exit_code == 0 and "\x1b[1m" in bold.stdout.splitlines()[0]  # its heading, on a terminal
+    monkeypatch.setenv("NO_COLOR", "yes")  # any value but an empty one (no-color.org)
+    plain = run_cli(command)
+    assert plain.exit_code == 0 and "\x1b" not in plain.output
+    heading = {"studies": ["study", "n_trials"], "best": ["field", "value"]}[command]
+    assert plain.stdout.splitlines()[0].split() == heading
+    # the same table, its heading not bold (rich's bold heading kept its padding)
+    assert [line.rstrip(" ") for line in re.sub("\x1b\\[[0-9;]*m", "", bold.stdout).splitlines()] == (
+        plain.stdout.splitlines())
+
+
 def test_reading_commands_in_an_empty_folder_create_no_database(run_cli, tmp_path):
     for args in (["studies"], ["fine"], ["grid"], ["worker"], ["trials"]):
         one_line_error(run_cli(*args), "no database")
@@ -852,6 +871,39 @@ def test_a_report_says_what_it_is_doing_on_stderr_and_nothing_with_json(run_cli)
     assert written.stderr.splitlines()[0] == "report: digits/coarse: numbers and parameter importance"
     assert "report: plot 7 figures" in written.stderr.splitlines()  # 3 trials: no diagnosis example
     assert run_cli("report", "--json").stderr == ""
+
+
+def test_a_reports_status_line_on_a_terminal_is_written_over_with_spaces_not_an_escape(run_cli, tmp_path, capsys):
+    # it cleared its line with ESC[K, under NO_COLOR too, and a dumb terminal shows that escape
+    import pty
+    import subprocess
+
+    from search.cli.report import report_progress
+
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    terminal, stderr = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "NO_COLOR": "1", "COLUMNS": "60"}
+    try:
+        written = subprocess.run([sys.executable, "-m", "search", "report"], env=env, cwd=tmp_path, stderr=stderr,
+                                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
+    finally:
+        os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert written.returncode == 0 and written.stdout.startswith("report of campaign digits")
+    steps = "report: digits/coarse: numbers and parameter importance", "report: plot 7 figures"
+    # each step over the one before, cut or padded to 59 columns; the line blank, the cursor at its start, at the end
+    assert shown.decode() == "".join(f"\r{step[:59]:<59}" for step in steps) + f"\r{'':59}\r"
+    report_progress()("x\x1b[2J/coarse: a step")  # a study's name written out, as elsewhere (not a terminal here)
+    assert capsys.readouterr().err == "report: x\\x1b[2J/coarse: a step\n"
 
 
 @pytest.mark.parametrize("raised, code, how", [(KeyboardInterrupt, 130, "interrupted"), ("sigterm", 143, "terminated")])
@@ -1389,6 +1441,48 @@ def test_a_following_worker_says_once_that_it_waits_for_the_next_stage(run_cli, 
     assert len(polls) == 3 and followed.stderr.count("waiting") == 1
     assert " ".join(followed.stderr.split()).startswith(  # wrapped to the terminal's width
         "waiting for the next stage of campaign digits (search auto adds them; Ctrl-C stops) ")
+
+
+def test_a_following_worker_waits_for_its_campaign_to_be_created(run_cli, monkeypatch):
+    # search worker --follow --campaign X started before X existed stopped at once: "unknown campaign 'X'"
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    assert one_line_error(run_cli("worker", "--campaign", "later")) == (  # without --follow: as before
+        "error: unknown campaign 'later'; known campaigns: digits")
+    polls = []
+
+    def sleep(seconds):  # two polls find no campaign "later", the third its final stage ("search auto" made it)
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) == 3:
+            create_stage(open_storage("sqlite:///search.db"),
+                         replace(coarse_stage("later", run, DEFAULT_SPACE, 2, seed=1), stage="final"))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow", "--campaign", "later")
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 3 and followed.stderr.count("waiting") == 1
+    assert " ".join(followed.stderr.split()).startswith(
+        "waiting for campaign later to be created (known campaigns: digits; Ctrl-C stops) ")
+    assert all(t.state.is_finished() for t in cwd_study("later/final").trials)  # the worker ran both trials
+    assert len(cwd_study("later/final").trials) == 2
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupted)  # Ctrl-C while it waits: the command's last line, as ever
+    stopped = run_cli("worker", "--follow", "--campaign", "not-yet", "--json")
+    assert stopped.exit_code == 130 and stopped.stdout == ""
+    assert stopped.stderr.lstrip("\n") == (  # after the newline that ends the ^C a terminal echoes
+        "interrupted: the database is consistent; run the same command again to continue\n")
 
 
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):

@@ -589,6 +589,21 @@ def test_a_command_started_with_stdout_closed_says_its_output_is_lost_in_one_lin
         2, "error: study digits/coarse has no trial 9: its trials are 0 to 1\n")
 
 
+def test_a_table_printed_to_a_closed_stdout_leaves_no_note_about_it(run_cli, tmp_path, url):
+    # `search studies >&-` on a narrow terminal: "(5 more columns: ...)" on stderr, then the error line; a query cut
+    # at --max-rows: "note: only the first 1 rows are shown", then the error line
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "COLUMNS": "30"}
+    for args in (("studies",), ("query", "SELECT number FROM trials_flat", "--max-rows", "1")):
+        shown = subprocess.run([sys.executable, "-m", "search", *args, "--storage", url], env=env,
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert shown.returncode == 0 and shown.stderr.startswith(("(5 more columns", "note: only the first 1 rows"))
+        closed = subprocess.run([sys.executable, "-m", "search", *args, "--storage", url], env=env,
+                                stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path,
+                                preexec_fn=lambda: os.close(1))
+        assert (closed.returncode, closed.stderr) == (1, "error: cannot write the output: stdout is closed\n")
+
+
 def test_a_trial_added_by_plain_optuna_with_a_parameter_the_stage_does_not_know_is_shown_not_a_traceback(run_cli, url):
     assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
     study = optuna.load_study(study_name=STAGE, storage=url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from search.progress import Progress
@@ -46,6 +47,28 @@ def test_a_long_campaign_name_is_shortened_further_once_a_trial_failed(monkeypat
     assert len(last) <= 77, last
     assert last.startswith("my-long-exper…/coarse: 2/200 |"), last
     assert last.endswith(", best 0.9481 pruned 1 failed 1"), last
+
+
+def test_a_stage_running_for_hours_keeps_every_line_of_its_bar_whole(monkeypatch):
+    # its times in hours (3 columns wider each) cut the last line at 80 columns: "... | 4:30:00<445:30:00, best
+    # 0.9481 pruned 1 fail"; the line tqdm drew as a trial was counted, with the name shortened for the times before
+    monkeypatch.setenv("COLUMNS", "80")
+    clock = [1000.0]
+    monkeypatch.setattr("tqdm.std.time", lambda: clock[0])  # tqdm's clock: 90 minutes a trial
+    out = io.StringIO()
+    progress = Progress("my-long-experiment-name-for-flowers/coarse", 200, mode="bar", stream=out)
+    for number, (state, value) in enumerate([(TrialState.COMPLETE, 0.9481), (TrialState.PRUNED, None),
+                                             (TrialState.FAIL, None)]):
+        clock[0] += 5400
+        t = _trial(number, state, value)
+        t.number = number
+        progress.trial(t)
+    progress.close()
+    lines = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert all(len(line) <= 77 for line in lines), lines
+    assert list(dict.fromkeys(line.rpartition(", ")[2] for line in lines if "best" in line)) == [  # each drawn whole
+        "best - pruned 0", "best 0.9481 pruned 0", "best 0.9481 pruned 1", "best 0.9481 pruned 1 failed 1"]
+    assert lines[-1].startswith("my-long…/coarse: 2/200 |") and "| 4:30:00<445:30:00, best" in lines[-1], lines[-1]
 
 
 def test_the_bar_counts_the_stages_failed_trials_as_the_stage_summary_does(monkeypatch):
@@ -141,6 +164,33 @@ def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp
     # this process ran trials 2 and 3; 0 (0.3630, the best) and 1 ran elsewhere
     assert lines == ["p/coarse:2 complete 0.2481 lr=0.000413 reg=1.52e-06 [3/4]",
                      "p/coarse:3 complete 0.2630 lr=0.00202 reg=0.0906 [4/4]"]
+
+
+def test_the_bar_of_a_two_job_stage_ends_at_the_stage_counts_the_summary_gives(tmp_path, monkeypatch, capsys):
+    # --jobs 2 is told of every process's trials from its first look on: two trials another process finished before
+    # it, after the command read the stage's counts, were counted by neither, and the bar ended at 2/4 above a summary
+    # of 4 complete
+    from engine.data import DataSpec
+    from search import campaign
+    from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
+    from search.config import RunConfig
+    from search.stages import run_worker
+    from studies.store import open_storage
+
+    monkeypatch.setenv("COLUMNS", "80")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 1})
+    real = campaign.run_stage_processes
+
+    def another_process_first(url_, name, dataset, *args, **kwargs):
+        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
+        return real(url_, name, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
+    summary = execute_stage(Execution(url, jobs=2, progress="bar"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    assert (summary.counts["complete"], summary.best_value) == (4, pytest.approx(0.3630, abs=5e-5))
+    last = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("p/coarse: 4/4 |") and last.endswith(", best 0.3630 pruned 0"), last
 
 
 def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it():
