@@ -501,7 +501,13 @@ def test_npz_member_with_a_broken_npy_header(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("X.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': garbage")
         zf.writestr("y.npy", b"")
-    _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
+    # once: numpy's words alone, naming no member
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz (its member 'X.npy' cannot be read: TokenError: ")
+    np.save(path.with_suffix(".npy"), np.zeros((4, 2)))
+    with zipfile.ZipFile(path, "w") as zf:  # X's header whole, its data cut short
+        zf.writestr("X.npy", path.with_suffix(".npy").read_bytes()[:-10])
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz (its member 'X.npy' cannot be read: ValueError: EOF: "
+                                      "reading array data, expected 64 bytes got 54)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -533,6 +533,13 @@ def _huge_npz(source, target):
         np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)})
 
 
+def _npy_header(shape):
+    """The .npy header of a float32 array of ``shape`` (its data to follow)."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return out.getvalue()
+
+
 @pytest.mark.parametrize("name, change, expected", [
     ("list.npz", dict(meta_text="[]"), "(ValueError: meta is a JSON list, not an object)"),
     ("features.npz", dict(meta={"features": 5}), "(ValueError: features must be a list of names, got 5)"),
@@ -556,7 +563,13 @@ def _huge_npz(source, target):
                                                        "file holds)"),
     ("notes.npz", dict(member=("notes.txt", b"hello there")), "(ValueError: it holds a member 'notes.txt', which no "
                                                                "model file holds)"),
-    ("garbage.npz", dict(member=("param.W3.npy", b"\x93NUMPY garbage")), "(ValueError: EOF: reading array header"),
+    # once: numpy's words alone, naming no member
+    ("garbage.npz", dict(member=("param.W3.npy", b"\x93NUMPY garbage")),
+     "(its member 'param.W3.npy' cannot be read: ValueError: EOF: reading array header"),
+    ("replaced.npz", dict(member=("param.W1.npy", b"\x93NUMPY garbage")),
+     "(its member 'param.W1.npy' cannot be read: ValueError: EOF: reading array header"),
+    ("short.npz", dict(member=("param.b2.npy", _npy_header((3,)) + b"xx")),
+     "(its member 'param.b2.npy' cannot be read: ValueError: EOF: reading array data, expected 12 bytes got 2)"),
     ("layer.npz", dict(arrays={"param.W3": np.zeros((3, 3), np.float32)}),
      "(ValueError: it holds an array 'param.W3', which the model does not read)"),
     ("array.npz", dict(npy=True), "(BadZipFile: File is not a zip file)"),
@@ -587,10 +600,12 @@ def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, c
     else:
         _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), change.get("drop", ()),
                 **change.get("arrays", {}))
-    if "member" in change:
+    if "member" in change:  # added, or a second of a name replacing the first (as np.load reads it)
+        import warnings
         import zipfile
 
-        with zipfile.ZipFile(tmp_path / name, "a") as zf:
+        with zipfile.ZipFile(tmp_path / name, "a") as zf, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
             zf.writestr(*change["member"])
     np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
     line = one_line_error(run_cli("predict", "--model", name, "--data", "new.npz"))
