@@ -1057,3 +1057,34 @@ def test_class_probabilities_beyond_the_memory_budget_are_refused_before_any_row
     assert line == ("error: new.csv: the class probabilities of 1000 samples for 60 classes as --json rows would "
                     "need 13.7 MiB of memory, more than 50% of the 1.0 MiB available"), line
     assert run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv", "--json").exit_code == 0
+
+
+def test_integers_that_merge_as_float32_are_named_in_a_warning_of_predict_as_of_training(run_cli, wine_csv, tmp_path):
+    # training named them; predict scored them without a word
+    merged = ("values up to 16777221 are beyond the integers float32 holds exactly (2^24 = 16777216), the dtype "
+              "trained on: its 6 distinct values become 3; subtract an offset or rescale them before saving")
+    train_and_save(run_cli, "spiral")
+    X = np.stack([2**24 + np.arange(6), np.arange(6) % 3], axis=1)
+    np.savez(tmp_path / "ids.npz", X=X)
+    np.savez(tmp_path / "scored.npz", X=X.astype(np.float32))  # as they are scored
+    result = run_cli("predict", "--model", "model.npz", "--data", "ids.npz", "--json")
+    assert result.exit_code == 0, result.output
+    out, scored = json.loads(result.stdout), json.loads(run_cli("predict", "--model", "model.npz", "--data",
+                                                                "scored.npz", "--json").stdout)
+    assert out["warnings"][0] == f"X feature 0 (counting from 0): {merged}"
+    assert out["warnings"][1:] == scored["warnings"] and out["rows"] == scored["rows"]
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    table = rows(wine_csv.read_text())[:7]
+    column = table[0].index("magnesium")
+    scored_values = [2**24, 2**24, 2**24 + 2] + [2**24 + 4] * 3  # 2**24 + 0..5 as float32
+    for name, values in (("ids.csv", 2**24 + np.arange(6)), ("scored.csv", scored_values)):
+        for row, value in zip(table[1:], values):
+            row[column] = str(value)
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.writer(f).writerows(table)
+    result = run_cli("predict", "--model", "model.npz", "--data", "ids.csv")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("warning: column 'magnesium': values up to 16777221 are beyond the integers")
+    assert result.stdout == run_cli("predict", "--model", "model.npz", "--data", "scored.csv").stdout
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "ids.csv", "--json").stdout)
+    assert out["warnings"][0] == f"column 'magnesium': {merged}"
