@@ -396,30 +396,33 @@ def _assemble(
     feature_names: tuple[str, ...] | None = None,
     labels_from: str = "",
     nan_ok: bool = False,
+    unsplit: bool = False,
 ) -> Dataset:
     """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified
-    (``labels_from``: see ``stratified_split``)."""
+    (``labels_from``: see ``stratified_split``). ``unsplit``: the file's arrays are named X and y, not X_train and
+    y_train, as messages name them."""
     Xs: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
     notes: list[str] = []
     sample_shape: tuple[int, ...] | None = None
     for split, (X, y) in given.items():
         X, y = channels_first(np.asarray(X)), np.asarray(y)
+        X_key, y_key = ("X", "y") if unsplit else (f"X_{split}", f"y_{split}")
         if X.ndim not in (2, 3, 4):
-            raise DataError(f"{source}: X_{split} must be N x D or N x [C x] H x W, got shape {X.shape}")
+            raise DataError(f"{source}: {X_key} must be N x D or N x [C x] H x W, got shape {X.shape}")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise DataError(f"{source}: y_{split} must hold one label per sample, got shape {y.shape}")
+            raise DataError(f"{source}: {y_key} must hold one label per sample, got shape {y.shape}")
         if len(X) != len(y):
-            raise DataError(f"{source}: X_{split} has {len(X)} samples but y_{split} has {len(y)} labels")
+            raise DataError(f"{source}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
         if sample_shape is not None and X.shape[1:] != sample_shape:
-            raise DataError(f"{source}: X_{split} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
+            raise DataError(f"{source}: {X_key} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
         sample_shape = X.shape[1:]
-        Xs[split], ys[split] = _features(source, f"X_{split}", X, nan_ok), y
+        Xs[split], ys[split] = _features(source, X_key, X, nan_ok), y
         if X.dtype.kind in "iu":  # a table's cells are judged as they are read
             notes += filter(None, [merged_values_warning(X.reshape(len(X), -1), Xs[split],
-                                                         lambda j: f"X_{split} feature {j} (counting from 0)")])
+                                                         lambda j: f"{X_key} feature {j} (counting from 0)")])
     if len(ys["train"]) == 0:
         raise DataError(f"{source}: no training samples")
     if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
@@ -512,7 +515,8 @@ def load_data_file(spec: DataSpec) -> Dataset:
     options: dict[str, Any] = dict(val_fraction=spec.val_fraction, test_fraction=spec.test_fraction, seed=spec.seed,
                                    sizes=(spec.train_size, spec.val_size, spec.test_size))
     if fmt == "npz":
-        return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
+        arrays = read_npz(path)
+        return _assemble(spec.name, source, _npz_splits(path, arrays), unsplit="X" in arrays, **options)
     if fmt in ("csv", "tsv"):
         return _load_table(spec, path, "," if fmt == "csv" else "\t", options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)

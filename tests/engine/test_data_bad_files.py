@@ -81,7 +81,7 @@ def test_nan_and_inf_in_npz_features_name_the_cell(tmp_path: Path) -> None:
     X[7, 2] = np.nan
     path = tmp_path / "nan.npz"
     np.savez(path, X=X, y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "NaN or inf", "X_train row 7 feature 2")
+    _error(DataSpec(str(path)), path, "NaN or inf in features: X row 7 feature 2")  # the file's name: once X_train
     X[7, 2], X[3, 1] = 1.0, np.inf
     np.savez(path, X_train=X, y_train=np.arange(20) % 2, X_val=X, y_val=np.arange(20) % 2)
     _error(DataSpec(str(path)), path, "X_train row 3 feature 1")
@@ -93,7 +93,7 @@ def test_nan_and_inf_in_npz_features_name_the_cell(tmp_path: Path) -> None:
 def test_npz_with_samples_but_no_features_says_no_features(tmp_path: Path) -> None:
     path = tmp_path / "nofeat.npz"
     np.savez(path, X=np.ones((40, 0)), y=np.arange(40) % 2)
-    _error(DataSpec(str(path)), path, "X_train has no features (shape (40, 0))")
+    _error(DataSpec(str(path)), path, ": X has no features (shape (40, 0))")
     np.savez(path, X_train=np.ones((40, 2)), y_train=np.arange(40) % 2, X_val=np.ones((0, 2)), y_val=np.arange(0))
     _error(DataSpec(str(path)), path, "X_val has no samples (shape (0, 2))")
 
@@ -339,6 +339,10 @@ def test_x_and_y_of_different_lengths(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, X_train=np.ones((30, 3)), y_train=np.arange(29) % 2)
     _error(DataSpec(str(path)), path, "X_train has 30 samples but y_train has 29 labels")
+    np.savez(path, X=np.ones((30, 3)), y=np.arange(29) % 2)  # named as the file names them: once X_train, y_train
+    _error(DataSpec(str(path)), path, ": X has 30 samples but y has 29 labels")
+    np.savez(path, X=np.ones((30, 3)), y=np.ones((30, 2)))
+    _error(DataSpec(str(path)), path, ": y must hold one label per sample, got shape (30, 2)")
 
 
 def test_classes_in_validation_or_test_but_not_in_training_are_named(tmp_path: Path) -> None:
@@ -383,11 +387,11 @@ def test_npz_layout_mistakes(tmp_path: Path) -> None:
     np.savez(path, X=np.ones((20, 2)), y=np.zeros(20, dtype=int))
     _error(DataSpec(str(path)), path, "only one class")
     np.savez(path, X=np.ones(20), y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "X_train must be N x D", "(20,)")
+    _error(DataSpec(str(path)), path, ": X must be N x D", "(20,)")
     np.savez(path, X=np.array(["a"] * 20), y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "X_train must be N x D")
+    _error(DataSpec(str(path)), path, ": X must be N x D")
     np.savez(path, X=np.array([["a", "b"]] * 20), y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "X_train must hold numbers", "<U1")
+    _error(DataSpec(str(path)), path, ": X must hold numbers", "<U1")
 
 
 def test_train_size_beyond_the_file_names_both_numbers(tmp_path: Path) -> None:
