@@ -432,15 +432,16 @@ def _read_rows(
     the feature names; an empty label cell is an error, or ``empty_label`` when given. ``text``: the columns of text
     found or known, and whether a missing cell is read."""
     end = 0  # the line the row read last ends at (the header's, once read)
+    begins = [1]  # the line the header begins at (after Excel's sep=, line)
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = _header(reader)
+            header = _header(reader, begins)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
             if any("\n" in h or "\r" in h for h in header):  # a quote left open in the header (after blank lines)
-                _check_quotes(path, delimiter, 1)
+                _check_quotes(path, delimiter, begins[0])
             _check_separator(path, header, delimiter)
             take, label_index, names = columns(header)
             width = _named_width(header)
@@ -497,7 +498,7 @@ def _read_rows(
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
                         f"\"CSV UTF-8\")") from exc
     except csv.Error as exc:  # a cell beyond the csv module's limit of 131072 characters: a quote left open?
-        _check_quotes(path, delimiter, end + 1)
+        _check_quotes(path, delimiter, end + 1 if end else begins[0])
         raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {one_line(exc)}") from exc
     except OSError as exc:
         raise cannot_read(path, exc) from exc
@@ -537,13 +538,18 @@ def _check_quotes(path: Path, delimiter: str, start: int) -> None:
                         f"file is read into that cell; close it, or write a quote inside a cell as two (\"\")")
 
 
-def _header(reader: Iterable[list[str]]) -> list[str] | None:
-    """The first row of a CSV reader that is not a blank line (blank lines are skipped, before the header too) nor
-    the line ``sep=,`` by which Excel names the separator, or None when there is none."""
+def _header(reader: Any, begins: list[int] | None = None) -> list[str] | None:
+    """The first row of a csv reader that is not a blank line (blank lines are skipped, before the header too) nor
+    the line ``sep=,`` by which Excel names the separator, or None when there is none. ``begins``: the line the header
+    begins at (or a blank line before it) is put in it before the header is read, where a quote left open in it is
+    looked for, also when the csv module fails in it."""
+    begins = [] if begins is None else begins
     rows = (row for row in reader if row)
+    begins[:] = [reader.line_num + 1]
     header = next(rows, None)
     line = "".join(header or [])  # sep=, itself: ['sep=', ''] (its comma read as one), sep=; read with commas
     if line.lower().startswith("sep=") and len(line) <= 5 and len(header or []) <= 2:
+        begins[:] = [reader.line_num + 1]
         header = next(rows, None)
     return header
 

@@ -206,6 +206,10 @@ def test_a_quote_left_open_is_named_at_the_line_it_opens_not_the_files_end(tmp_p
     _error(DataSpec(str(path)), path, opened)
     header = _csv(tmp_path / "header.csv", '\na,b,"label\n' + _good_rows(12))
     _error(DataSpec(str(header)), header, "line 2: a quote")  # after the blank line
+    # after Excel's sep=, line: once "no data rows after the header", or the csv module's limit past 131072 characters
+    for rows in (12, 15000):
+        header = _csv(tmp_path / "sep.csv", 'sep=,\n\na,b,"label\n' + _good_rows(rows))
+        _error(DataSpec(str(header)), header, "line 3: a quote (\") opens a cell that no quote closes")
     # a quote in a cell that does not open it, a quoted cell over two lines, blank lines: read as they were
     fine = _csv(tmp_path / "fine.csv", 'a,b,label\n\n1,2"5,a\n' + _good_rows(12) + '\n2,"4\n",b\n\n3,"6",a\n')
     with pytest.raises(DataError, match=r"row 1 \(line 3\) column 'b': '2\"5' is not a number"):
