@@ -6,7 +6,6 @@ file holding any member besides the arrays ``save_checkpoint`` writes for its ne
 from __future__ import annotations
 
 import dataclasses
-import errno
 import io
 import json
 import os
@@ -14,7 +13,6 @@ import re
 import secrets
 import stat
 import zipfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +22,13 @@ import numpy as np
 
 from engine.encoding import TableEncoding
 from engine.errors import ConfigError, DataError, WriteError
-from engine.formats import cannot_read, check_memory, one_line, read_npz_headers
+from engine.formats import cannot_read, check_memory, load_npz, one_line, read_npz_headers
 from engine.init import InitSpec
 from engine.model import MIN_KEEP, FullyConnectedNet, ModelConfig
 from engine.preprocess import FITTED, PREPROCESSORS, Preprocessor
 
 FORMAT = "nn-hpsearch-model/1"
+NOT_A_MODEL = "not a model file saved by `search train --save`"  # what a file that is no model file is called
 _PRE_ARRAYS = ("mean", "scale", "projection")
 # the names of the arrays a model file holds (save_checkpoint's): any other member is refused, not read past
 _MEMBER = re.compile(r"(meta|param\.[A-Za-z]+\d+|bn_(mean|var)\.\d+|pre\.(mean|scale|projection)|range\.(min|max))"
@@ -270,7 +269,7 @@ def outside_training_range(checkpoint: Checkpoint, X: np.ndarray) -> dict[str, A
 
 
 def _not_a_model(path: Path, exc: BaseException) -> DataError:
-    return DataError(f"{path}: not a model file saved by `search train --save` ({one_line(exc)})")
+    return DataError(f"{path}: {NOT_A_MODEL} ({one_line(exc)})")
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -289,25 +288,13 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         other = None  # said below, as a file that is no .npz
     if other is not None:
         raise _not_a_model(path, ValueError(f"it holds a member {other!r}, which no model file holds"))
-    try:
-        headers = read_npz_headers(path)
-    except DataError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, OSError) and cause.errno not in (None, errno.EINVAL):
-            raise  # the system's reason: cannot read PATH: Permission denied
-        raise _not_a_model(path, cause or exc) from exc
+    headers = read_npz_headers(path, NOT_A_MODEL)  # else the system's reason: cannot read PATH: Permission denied
     for key, (_, dtype) in headers.items():
         if dtype.hasobject:
             raise _not_a_model(path, ValueError(f"array {key!r} holds Python objects (dtype {dtype})"))
     check_memory(sum(int(np.prod(shape, dtype=object)) * dtype.itemsize for shape, dtype in headers.values()),
                  str(path), "its arrays")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except OSError as exc:
-        raise cannot_read(path, exc) from exc
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
-        raise _not_a_model(path, exc) from exc
+    return load_npz(path, NOT_A_MODEL)
 
 
 def _arrays_text(names: Any) -> str:

@@ -396,30 +396,33 @@ def _assemble(
     feature_names: tuple[str, ...] | None = None,
     labels_from: str = "",
     nan_ok: bool = False,
+    unsplit: bool = False,
 ) -> Dataset:
     """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified
-    (``labels_from``: see ``stratified_split``)."""
+    (``labels_from``: see ``stratified_split``). ``unsplit``: the file's arrays are named X and y, not X_train and
+    y_train, as messages name them."""
     Xs: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
     notes: list[str] = []
     sample_shape: tuple[int, ...] | None = None
     for split, (X, y) in given.items():
         X, y = channels_first(np.asarray(X)), np.asarray(y)
+        X_key, y_key = ("X", "y") if unsplit else (f"X_{split}", f"y_{split}")
         if X.ndim not in (2, 3, 4):
-            raise DataError(f"{source}: X_{split} must be N x D or N x [C x] H x W, got shape {X.shape}")
+            raise DataError(f"{source}: {X_key} must be N x D or N x [C x] H x W, got shape {X.shape}")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise DataError(f"{source}: y_{split} must hold one label per sample, got shape {y.shape}")
+            raise DataError(f"{source}: {y_key} must hold one label per sample, got shape {y.shape}")
         if len(X) != len(y):
-            raise DataError(f"{source}: X_{split} has {len(X)} samples but y_{split} has {len(y)} labels")
+            raise DataError(f"{source}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
         if sample_shape is not None and X.shape[1:] != sample_shape:
-            raise DataError(f"{source}: X_{split} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
+            raise DataError(f"{source}: {X_key} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
         sample_shape = X.shape[1:]
-        Xs[split], ys[split] = _features(source, f"X_{split}", X, nan_ok), y
+        Xs[split], ys[split] = _features(source, X_key, X, nan_ok), y
         if X.dtype.kind in "iu":  # a table's cells are judged as they are read
             notes += filter(None, [merged_values_warning(X.reshape(len(X), -1), Xs[split],
-                                                         lambda j: f"X_{split} feature {j} (counting from 0)")])
+                                                         lambda j: f"{X_key} feature {j} (counting from 0)")])
     if len(ys["train"]) == 0:
         raise DataError(f"{source}: no training samples")
     if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
@@ -512,7 +515,8 @@ def load_data_file(spec: DataSpec) -> Dataset:
     options: dict[str, Any] = dict(val_fraction=spec.val_fraction, test_fraction=spec.test_fraction, seed=spec.seed,
                                    sizes=(spec.train_size, spec.val_size, spec.test_size))
     if fmt == "npz":
-        return _assemble(spec.name, source, _npz_splits(path, read_npz(path)), **options)
+        arrays = read_npz(path)
+        return _assemble(spec.name, source, _npz_splits(path, arrays), unsplit="X" in arrays, **options)
     if fmt in ("csv", "tsv"):
         return _load_table(spec, path, "," if fmt == "csv" else "\t", options)
     X, y, classes, image_shape = read_image_folder(path, spec.image_size)
@@ -575,13 +579,14 @@ def read_inputs(
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
     encoding: TableEncoding | None = None, input_dim: int | None = None,
 ) -> tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int], dict[str, dict[str, str]],
-           dict[str, int]]:
+           dict[str, int], tuple[str, ...]]:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty, or
     an npz label ""), each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the
     cell of ``id_column`` when given, else None; per text column the cells of a category the model never saw; and
     of those categories the ones that differ from one of the model's only in case or spaces (column: {cell: its});
-    per column the missing cells filled as training filled them (the model's ``encoding.fill``), where there are any.
+    per column the missing cells filled as training filled them (the model's ``encoding.fill``), where there are any;
+    the warnings of what reading changed, as ``Dataset.notes`` (integer values that merged as float32).
     ``label_names`` are the model's classes, which a CSV label cell is matched to as training named it (a cell
     ``1.0`` is class ``1``).
 
@@ -613,10 +618,11 @@ def read_inputs(
             filled = {name: int(n) for name, n in zip(encoding.columns, np.isnan(X).sum(axis=0)) if n}
             X, unseen, near = encoding.transform(X, text.values)
         ids = read_cells(path, delimiter, id_column) if id_column is not None else None
+        notes = (text.merged,) if text.merged is not None else ()
         if cells is None:
-            return X, None, ids, unseen, near, filled
+            return X, None, ids, unseen, near, filled, notes
         labels = [None if not c else c if c in label_names else _cell_label(c) for c in cells]
-        return X, _counted_labels(labels, label_names), ids, unseen, near, filled
+        return X, _counted_labels(labels, label_names), ids, unseen, near, filled, notes
     if fmt == "npz":
         arrays = read_npz(path)
         for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
@@ -629,14 +635,17 @@ def read_inputs(
                 if image_shape is None or X.shape[1:] != tuple(image_shape):
                     X = channels_first(X)
                 _check_sample_shape(path, X_key, X.shape, image_shape, input_dim)
-                X = _features(str(path), X_key, X)
+                X_read, X = X, _features(str(path), X_key, X)
+                merged = None if X_read.dtype.kind not in "iu" else merged_values_warning(  # as training judges them
+                    X_read.reshape(len(X), -1), X, lambda j: f"{X_key} feature {j} (counting from 0)")
+                notes = (merged,) if merged is not None else ()
                 if y_key not in arrays:
-                    return X, None, None, {}, {}, {}
+                    return X, None, None, {}, {}, {}, notes
                 y = np.asarray(arrays[y_key]).reshape(-1)
                 if len(y) != len(X):
                     raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
                 labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
-                return X, _counted_labels(labels, label_names), None, {}, {}, {}
+                return X, _counted_labels(labels, label_names), None, {}, {}, {}, notes
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
     if fmt == "image_folder":
@@ -647,7 +656,7 @@ def read_inputs(
         if shape != tuple(image_shape):
             raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
         return X, [classes[i] for i in y.tolist()] if classes else None, [
-            file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}
+            file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}, ()
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
 
 

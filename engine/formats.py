@@ -45,6 +45,7 @@ MISSING_CELLS = frozenset({"na", "n/a", "#n/a", "#na", "<na>", "?"})
 MISSING_NUMBERS = frozenset({"none", "null", "nan"})
 HASH_CHUNK = 1 << 20
 MAX_CATEGORIES = 100  # a column of text with more values than this is refused, not one-hot encoded
+CORRUPT_NPZ = "corrupt or truncated .npz"  # what a data .npz that cannot be read is called
 FLOAT32_EXACT = 2**24  # float32, the dtype trained on, holds every integer up to this in magnitude, not all beyond
 
 
@@ -107,12 +108,14 @@ def cannot_read(path: Path, exc: OSError) -> DataError:
     return DataError(f"cannot read {path}: {exc.strerror or one_line(exc)}")
 
 
-def read_error(path: Path, exc: Exception, problem: str) -> DataError:
+def read_error(path: Path, exc: Exception, problem: str, member: str | None = None) -> DataError:
     """cannot_read when the system refused (an OSError with an errno; EINVAL is a seek to an offset a corrupt file
-    gave), else DataError 'PATH: problem (Type: message)' for what a reader found wrong in the content."""
+    gave), else DataError 'PATH: problem (Type: message)' for what a reader found wrong in the content, naming the
+    ``member`` of an archive that cannot be read."""
     if isinstance(exc, OSError) and exc.errno not in (None, errno.EINVAL):
         return cannot_read(path, exc)
-    return DataError(f"{path}: {problem} ({one_line(exc)})")
+    where = f"its member {member!r} cannot be read: " if member is not None else ""
+    return DataError(f"{path}: {problem} ({where}{one_line(exc)})")
 
 
 def merged_values_warning(X: np.ndarray, X32: np.ndarray, named: Callable[[int], str]) -> str | None:
@@ -199,12 +202,15 @@ def _hash_into(digest: Any, path: Path) -> None:
 # .npz
 
 
-def read_npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every array in an .npz, read from the .npy headers without loading any data."""
+def read_npz_headers(path: Path, problem: str = CORRUPT_NPZ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an .npz, read from the .npy headers without loading any data; DataError
+    'PATH: problem (...)' naming the member that cannot be read."""
     headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    name = None  # the member being read
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
+                name = info.filename
                 with zf.open(info) as member:
                     version = npy_format.read_magic(member)
                     if version == (1, 0):
@@ -212,10 +218,27 @@ def read_npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     else:
                         shape, _, dtype = npy_format.read_array_header_2_0(member)
                 headers[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+            name = None
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, SyntaxError, tokenize.TokenError,
             NotImplementedError, OSError) as exc:  # a garbled .npy header fails in numpy's parser
-        raise read_error(path, exc, "corrupt or truncated .npz") from exc
+        raise read_error(path, exc, problem, name) from exc
     return headers
+
+
+def load_npz(path: Path, problem: str = CORRUPT_NPZ) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path`` by name (its headers checked first, see ``read_npz``), without unpickling;
+    DataError 'PATH: problem (...)' naming the member whose data cannot be read."""
+    name = None  # the member being read
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            members = {member.removesuffix(".npy"): member for member in npz.zip.namelist()}
+            arrays = {}
+            for key in npz.files:
+                name = members.get(key, key)
+                arrays[key] = npz[key]
+            return arrays
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
+        raise read_error(path, exc, problem, name) from exc
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -227,11 +250,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                             "would unpickle code: save plain numeric or string arrays")
     n_bytes = sum(int(np.prod(shape, dtype=object)) * max(dtype.itemsize, 4) for shape, dtype in headers.values())
     check_memory(2 * n_bytes, str(path), "its arrays")  # the arrays as stored plus their float32 copies
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
-        raise read_error(path, exc, "corrupt or truncated .npz") from exc
+    return load_npz(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,15 +432,16 @@ def _read_rows(
     the feature names; an empty label cell is an error, or ``empty_label`` when given. ``text``: the columns of text
     found or known, and whether a missing cell is read."""
     end = 0  # the line the row read last ends at (the header's, once read)
+    begins = [1]  # the line the header begins at (after Excel's sep=, line)
     try:
         size = path.stat().st_size
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = _header(reader)
+            header = _header(reader, begins)
             if header is None:
                 raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
             if any("\n" in h or "\r" in h for h in header):  # a quote left open in the header (after blank lines)
-                _check_quotes(path, delimiter, 1)
+                _check_quotes(path, delimiter, begins[0])
             _check_separator(path, header, delimiter)
             take, label_index, names = columns(header)
             width = _named_width(header)
@@ -478,7 +498,7 @@ def _read_rows(
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
                         f"\"CSV UTF-8\")") from exc
     except csv.Error as exc:  # a cell beyond the csv module's limit of 131072 characters: a quote left open?
-        _check_quotes(path, delimiter, end + 1)
+        _check_quotes(path, delimiter, end + 1 if end else begins[0])
         raise DataError(f"{path}: not a readable {delimiter!r}-separated table: {one_line(exc)}") from exc
     except OSError as exc:
         raise cannot_read(path, exc) from exc
@@ -518,13 +538,18 @@ def _check_quotes(path: Path, delimiter: str, start: int) -> None:
                         f"file is read into that cell; close it, or write a quote inside a cell as two (\"\")")
 
 
-def _header(reader: Iterable[list[str]]) -> list[str] | None:
-    """The first row of a CSV reader that is not a blank line (blank lines are skipped, before the header too) nor
-    the line ``sep=,`` by which Excel names the separator, or None when there is none."""
+def _header(reader: Any, begins: list[int] | None = None) -> list[str] | None:
+    """The first row of a csv reader that is not a blank line (blank lines are skipped, before the header too) nor
+    the line ``sep=,`` by which Excel names the separator, or None when there is none. ``begins``: the line the header
+    begins at (or a blank line before it) is put in it before the header is read, where a quote left open in it is
+    looked for, also when the csv module fails in it."""
+    begins = [] if begins is None else begins
     rows = (row for row in reader if row)
+    begins[:] = [reader.line_num + 1]
     header = next(rows, None)
     line = "".join(header or [])  # sep=, itself: ['sep=', ''] (its comma read as one), sep=; read with commas
     if line.lower().startswith("sep=") and len(line) <= 5 and len(header or []) <= 2:
+        begins[:] = [reader.line_num + 1]
         header = next(rows, None)
     return header
 

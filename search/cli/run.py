@@ -551,7 +551,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if id_column in ("row", "prediction", "label", *probability_columns):  # two columns of one name: --json keeps one
         raise SearchError(f"--id-column {id_column}: the predictions have a column {id_column!r} of their own; "
                           f"rename the column in {data_path} to name the rows by it")
-    X, labels, files, unseen, near, filled = read_inputs(
+    X, labels, files, unseen, near, filled, notes = read_inputs(
         data_path, label_names=saved.label_names, features=saved.features, label_column=saved.label_column,
         image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding, input_dim=saved.input_dim)
     if X.shape[1] != saved.input_dim:
@@ -577,7 +577,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if not finite.all():
         raise SearchError(overflow_text(saved, data_path, X, np.flatnonzero(~finite)))
     outside = outside_training_range(saved, X)
-    warnings = [] if outside is None or outside["share"] < OUTSIDE_WARNING else [outside_text(saved, outside)]
+    warnings = [*notes] + ([] if outside is None or outside["share"] < OUTSIDE_WARNING else [
+        outside_text(saved, outside)])
     if Path(data_path).is_dir():  # an image folder's files of another kind (a GIF), not scored
         warnings += filter(None, [unread_files_warning(Path(data_path))])
     for warning in warnings:  # before the rows, where they go to a terminal too

@@ -81,7 +81,7 @@ def test_nan_and_inf_in_npz_features_name_the_cell(tmp_path: Path) -> None:
     X[7, 2] = np.nan
     path = tmp_path / "nan.npz"
     np.savez(path, X=X, y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "NaN or inf", "X_train row 7 feature 2")
+    _error(DataSpec(str(path)), path, "NaN or inf in features: X row 7 feature 2")  # the file's name: once X_train
     X[7, 2], X[3, 1] = 1.0, np.inf
     np.savez(path, X_train=X, y_train=np.arange(20) % 2, X_val=X, y_val=np.arange(20) % 2)
     _error(DataSpec(str(path)), path, "X_train row 3 feature 1")
@@ -93,7 +93,7 @@ def test_nan_and_inf_in_npz_features_name_the_cell(tmp_path: Path) -> None:
 def test_npz_with_samples_but_no_features_says_no_features(tmp_path: Path) -> None:
     path = tmp_path / "nofeat.npz"
     np.savez(path, X=np.ones((40, 0)), y=np.arange(40) % 2)
-    _error(DataSpec(str(path)), path, "X_train has no features (shape (40, 0))")
+    _error(DataSpec(str(path)), path, ": X has no features (shape (40, 0))")
     np.savez(path, X_train=np.ones((40, 2)), y_train=np.arange(40) % 2, X_val=np.ones((0, 2)), y_val=np.arange(0))
     _error(DataSpec(str(path)), path, "X_val has no samples (shape (0, 2))")
 
@@ -206,6 +206,10 @@ def test_a_quote_left_open_is_named_at_the_line_it_opens_not_the_files_end(tmp_p
     _error(DataSpec(str(path)), path, opened)
     header = _csv(tmp_path / "header.csv", '\na,b,"label\n' + _good_rows(12))
     _error(DataSpec(str(header)), header, "line 2: a quote")  # after the blank line
+    # after Excel's sep=, line: once "no data rows after the header", or the csv module's limit past 131072 characters
+    for rows in (12, 15000):
+        header = _csv(tmp_path / "sep.csv", 'sep=,\n\na,b,"label\n' + _good_rows(rows))
+        _error(DataSpec(str(header)), header, "line 3: a quote (\") opens a cell that no quote closes")
     # a quote in a cell that does not open it, a quoted cell over two lines, blank lines: read as they were
     fine = _csv(tmp_path / "fine.csv", 'a,b,label\n\n1,2"5,a\n' + _good_rows(12) + '\n2,"4\n",b\n\n3,"6",a\n')
     with pytest.raises(DataError, match=r"row 1 \(line 3\) column 'b': '2\"5' is not a number"):
@@ -339,6 +343,10 @@ def test_x_and_y_of_different_lengths(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, X_train=np.ones((30, 3)), y_train=np.arange(29) % 2)
     _error(DataSpec(str(path)), path, "X_train has 30 samples but y_train has 29 labels")
+    np.savez(path, X=np.ones((30, 3)), y=np.arange(29) % 2)  # named as the file names them: once X_train, y_train
+    _error(DataSpec(str(path)), path, ": X has 30 samples but y has 29 labels")
+    np.savez(path, X=np.ones((30, 3)), y=np.ones((30, 2)))
+    _error(DataSpec(str(path)), path, ": y must hold one label per sample, got shape (30, 2)")
 
 
 def test_classes_in_validation_or_test_but_not_in_training_are_named(tmp_path: Path) -> None:
@@ -383,11 +391,11 @@ def test_npz_layout_mistakes(tmp_path: Path) -> None:
     np.savez(path, X=np.ones((20, 2)), y=np.zeros(20, dtype=int))
     _error(DataSpec(str(path)), path, "only one class")
     np.savez(path, X=np.ones(20), y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "X_train must be N x D", "(20,)")
+    _error(DataSpec(str(path)), path, ": X must be N x D", "(20,)")
     np.savez(path, X=np.array(["a"] * 20), y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "X_train must be N x D")
+    _error(DataSpec(str(path)), path, ": X must be N x D")
     np.savez(path, X=np.array([["a", "b"]] * 20), y=np.arange(20) % 2)
-    _error(DataSpec(str(path)), path, "X_train must hold numbers", "<U1")
+    _error(DataSpec(str(path)), path, ": X must hold numbers", "<U1")
 
 
 def test_train_size_beyond_the_file_names_both_numbers(tmp_path: Path) -> None:
@@ -501,7 +509,13 @@ def test_npz_member_with_a_broken_npy_header(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("X.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': garbage")
         zf.writestr("y.npy", b"")
-    _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
+    # once: numpy's words alone, naming no member
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz (its member 'X.npy' cannot be read: TokenError: ")
+    np.save(path.with_suffix(".npy"), np.zeros((4, 2)))
+    with zipfile.ZipFile(path, "w") as zf:  # X's header whole, its data cut short
+        zf.writestr("X.npy", path.with_suffix(".npy").read_bytes()[:-10])
+    _error(DataSpec(str(path)), path, "corrupt or truncated .npz (its member 'X.npy' cannot be read: ValueError: EOF: "
+                                      "reading array data, expected 64 bytes got 54)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -474,14 +474,17 @@ def test_integers_that_merge_as_float32_are_named_in_a_warning(tmp_path: Path) -
     X[:, 1] = np.uint64(2**60) + np.arange(n, dtype=np.uint64)
     np.savez(tmp_path / "big.npz", X=X, y=np.arange(n) % 2)
     ds = load_dataset(DataSpec(str(tmp_path / "big.npz")))
-    assert ds.notes == ("X_train feature 1 (counting from 0): values up to 1152921504606847175 are beyond the integers "
+    assert ds.notes == ("X feature 1 (counting from 0): values up to 1152921504606847175 are beyond the integers "
                         "float32 holds exactly (2^24 = 16777216), the dtype trained on: its 200 distinct values become "
                         "1; subtract an offset or rescale them before saving",)
     assert ds.notes[0] in describe_dataset(DataSpec(str(tmp_path / "big.npz")))["warnings"]
+    np.savez(tmp_path / "splits.npz", X_train=X, y_train=np.arange(n) % 2)  # each array named as the file names it
+    assert load_dataset(DataSpec(str(tmp_path / "splits.npz"))).notes[0].startswith(
+        "X_train feature 1 (counting from 0): values up to 1152921504606847175 are beyond")
     np.savez(tmp_path / "signed.npz", X=np.stack([np.arange(n) % 7, -(2**24) - np.arange(n)], axis=1),
              y=np.arange(n) % 2)
     assert load_dataset(DataSpec(str(tmp_path / "signed.npz"))).notes[0].startswith(
-        "X_train feature 1 (counting from 0): values up to 16777415 are beyond the integers float32 holds exactly "
+        "X feature 1 (counting from 0): values up to 16777415 are beyond the integers float32 holds exactly "
         "(2^24 = 16777216), the dtype trained on: its 200 distinct values become 101;")
     path = _write_csv(tmp_path / "ids.csv", ["a", "id", "label"], [[i % 7, 2**24 + i, i % 2] for i in range(n)])
     assert load_dataset(DataSpec(str(path))).notes == (

@@ -277,7 +277,7 @@ def test_a_new_category_differing_from_a_training_one_only_in_case_or_spaces_is_
     ds = load_dataset(DataSpec(str(path)))
     new = tmp_path / "new.csv"
     new.write_text("age,sex,city\n1,Male,Paris\n2,male ,New  york\n3,FEMALE,Lyon\n4,other,paris\n5,Male,Paris\n")
-    X, _, _, unseen, near, _ = read_inputs(new, label_names=ds.label_names, features=("age", "sex", "city"),
+    X, _, _, unseen, near, *_ = read_inputs(new, label_names=ds.label_names, features=("age", "sex", "city"),
                                         encoding=ds.encoding)
     # the encoding is as before: each of them all zeros ('male ' is 'male', its spaces around it cut)
     np.testing.assert_array_equal(X[:, 1:], np.array([[0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0],

@@ -533,6 +533,13 @@ def _huge_npz(source, target):
         np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)})
 
 
+def _npy_header(shape):
+    """The .npy header of a float32 array of ``shape`` (its data to follow)."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return out.getvalue()
+
+
 @pytest.mark.parametrize("name, change, expected", [
     ("list.npz", dict(meta_text="[]"), "(ValueError: meta is a JSON list, not an object)"),
     ("features.npz", dict(meta={"features": 5}), "(ValueError: features must be a list of names, got 5)"),
@@ -556,7 +563,13 @@ def _huge_npz(source, target):
                                                        "file holds)"),
     ("notes.npz", dict(member=("notes.txt", b"hello there")), "(ValueError: it holds a member 'notes.txt', which no "
                                                                "model file holds)"),
-    ("garbage.npz", dict(member=("param.W3.npy", b"\x93NUMPY garbage")), "(ValueError: EOF: reading array header"),
+    # once: numpy's words alone, naming no member
+    ("garbage.npz", dict(member=("param.W3.npy", b"\x93NUMPY garbage")),
+     "(its member 'param.W3.npy' cannot be read: ValueError: EOF: reading array header"),
+    ("replaced.npz", dict(member=("param.W1.npy", b"\x93NUMPY garbage")),
+     "(its member 'param.W1.npy' cannot be read: ValueError: EOF: reading array header"),
+    ("short.npz", dict(member=("param.b2.npy", _npy_header((3,)) + b"xx")),
+     "(its member 'param.b2.npy' cannot be read: ValueError: EOF: reading array data, expected 12 bytes got 2)"),
     ("layer.npz", dict(arrays={"param.W3": np.zeros((3, 3), np.float32)}),
      "(ValueError: it holds an array 'param.W3', which the model does not read)"),
     ("array.npz", dict(npy=True), "(BadZipFile: File is not a zip file)"),
@@ -587,10 +600,12 @@ def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, c
     else:
         _tamper(tmp_path / "model.npz", tmp_path / name, change.get("meta"), change.get("drop", ()),
                 **change.get("arrays", {}))
-    if "member" in change:
+    if "member" in change:  # added, or a second of a name replacing the first (as np.load reads it)
+        import warnings
         import zipfile
 
-        with zipfile.ZipFile(tmp_path / name, "a") as zf:
+        with zipfile.ZipFile(tmp_path / name, "a") as zf, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
             zf.writestr(*change["member"])
     np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
     line = one_line_error(run_cli("predict", "--model", name, "--data", "new.npz"))
@@ -1042,3 +1057,34 @@ def test_class_probabilities_beyond_the_memory_budget_are_refused_before_any_row
     assert line == ("error: new.csv: the class probabilities of 1000 samples for 60 classes as --json rows would "
                     "need 13.7 MiB of memory, more than 50% of the 1.0 MiB available"), line
     assert run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--out", "p.csv", "--json").exit_code == 0
+
+
+def test_integers_that_merge_as_float32_are_named_in_a_warning_of_predict_as_of_training(run_cli, wine_csv, tmp_path):
+    # training named them; predict scored them without a word
+    merged = ("values up to 16777221 are beyond the integers float32 holds exactly (2^24 = 16777216), the dtype "
+              "trained on: its 6 distinct values become 3; subtract an offset or rescale them before saving")
+    train_and_save(run_cli, "spiral")
+    X = np.stack([2**24 + np.arange(6), np.arange(6) % 3], axis=1)
+    np.savez(tmp_path / "ids.npz", X=X)
+    np.savez(tmp_path / "scored.npz", X=X.astype(np.float32))  # as they are scored
+    result = run_cli("predict", "--model", "model.npz", "--data", "ids.npz", "--json")
+    assert result.exit_code == 0, result.output
+    out, scored = json.loads(result.stdout), json.loads(run_cli("predict", "--model", "model.npz", "--data",
+                                                                "scored.npz", "--json").stdout)
+    assert out["warnings"][0] == f"X feature 0 (counting from 0): {merged}"
+    assert out["warnings"][1:] == scored["warnings"] and out["rows"] == scored["rows"]
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    table = rows(wine_csv.read_text())[:7]
+    column = table[0].index("magnesium")
+    scored_values = [2**24, 2**24, 2**24 + 2] + [2**24 + 4] * 3  # 2**24 + 0..5 as float32
+    for name, values in (("ids.csv", 2**24 + np.arange(6)), ("scored.csv", scored_values)):
+        for row, value in zip(table[1:], values):
+            row[column] = str(value)
+        with open(tmp_path / name, "w", newline="") as f:
+            csv.writer(f).writerows(table)
+    result = run_cli("predict", "--model", "model.npz", "--data", "ids.csv")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("warning: column 'magnesium': values up to 16777221 are beyond the integers")
+    assert result.stdout == run_cli("predict", "--model", "model.npz", "--data", "scored.csv").stdout
+    out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "ids.csv", "--json").stdout)
+    assert out["warnings"][0] == f"column 'magnesium': {merged}"
