@@ -411,11 +411,30 @@ def data(base: RunConfig, as_json: bool) -> None:
             "" if base.data.label_column is not None else " (the last; --label-column NAME takes another)"))
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
-    for c in info["classes"]:  # a class named in the file: its control characters written out
-        echo(f"  {visible(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
+    for c in class_rows(info["classes"]):  # a class named in the file: its control characters written out
+        echo(f"  {visible(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}" if isinstance(c, dict)
+             else c)
     warnings = [*info["warnings"], batch_warning(s["train"], base.train.batch_size)]
     for w in filter(None, warnings):
         say(f"warning: {w}")
+
+
+# search data lists every class up to this many; past it, the CLASS_ENDS most and least frequent in training
+CLASS_TABLE_ROWS = 30
+CLASS_ENDS = 10
+
+
+def class_rows(classes: list[dict[str, Any]]) -> list[dict[str, Any] | str]:
+    """The classes ``search data`` lists: all of them in their order, up to CLASS_TABLE_ROWS; past it (10,000 classes
+    printed 10,000 rows) the CLASS_ENDS most frequent in training, then a line counting those left out, then the
+    CLASS_ENDS least frequent, most frequent first."""
+    if len(classes) <= CLASS_TABLE_ROWS:
+        return list(classes)
+    ranked = sorted(classes, key=lambda c: -c["train"])  # stable: classes of one count in their order
+    between = ranked[CLASS_ENDS:-CLASS_ENDS]
+    return [*ranked[:CLASS_ENDS],
+            f"  ... {len(between)} classes of {between[-1]['train']} to {between[0]['train']} training samples left "
+            "out (--json lists every class)", *ranked[-CLASS_ENDS:]]
 
 
 def table_lines(table: dict[str, Any]) -> list[str]:

@@ -632,3 +632,29 @@ def test_names_from_files_never_reach_the_terminal_as_control_codes(run_cli, tmp
     photos = run_cli("data", "--data", "photos")
     assert photos.exit_code == 0, photos.output
     assert "\x1b" not in photos.output and f"light{shown}"[:20] in photos.stdout
+
+
+def test_search_data_of_many_classes_lists_the_most_and_least_frequent_and_counts_the_rest(run_cli, tmp_path,
+                                                                                          monkeypatch):
+    # 10,000 classes printed one row each, and the few-samples warning named 1,803 of them: 11,818 lines
+    monkeypatch.setenv("COLUMNS", "200")
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.normal():.3f},{rng.normal():.3f},k{i:02d}" for i in range(40) for _ in range(3 + i)]
+    (tmp_path / "many.csv").write_text("\n".join(["a,b,label", *rows]) + "\n")
+    lines = run_cli("data", "--data", "many.csv").stdout.splitlines()
+    table = lines[lines.index("40 classes:") + 2:]
+    assert len(table) == 23, table  # 10 rows, a line, 10 rows, two warnings
+    assert table[:2] == ["  k39                       30      6      6", "  k38                       29      6      6"]
+    assert table[10] == "  ... 20 classes of 9 to 22 training samples left out (--json lists every class)"
+    assert table[20:22] == ["  k00                        1      1      1",
+                            "warning: few training samples (< 10) in 11 of 40 classes, the fewest 'k00' (1), 'k01' "
+                            "(2), 'k02' (3), 'k03' (4), 'k04' (5), 'k05' (6), 'k07' (6), 'k06' (7), 'k08' (7), "
+                            "'k09' (8), ..."]
+    assert len(json.loads(run_cli("data", "--data", "many.csv", "--json").stdout)["classes"]) == 40
+    # up to 30 classes, every one in its order, and up to 10 few ones each named
+    small = "\n".join(["a,b,label", *(row for row in rows if int(row[-2:]) >= 10)])
+    (tmp_path / "some.csv").write_text(small + "\n")
+    lines = run_cli("data", "--data", "some.csv").stdout.splitlines()
+    table = lines[lines.index("30 classes:") + 2:]
+    assert [row.split()[0] for row in table[:30]] == [f"k{i}" for i in range(10, 40)]
+    assert table[30] == "warning: few training samples (< 10) in class 'k10' (9)", table[30]
