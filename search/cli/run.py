@@ -20,7 +20,7 @@ from search.cli.options import (
     check_not_input, choice, explode_option, json_option, nonneg_float, positive_float, run_config_options,
     seed_option, storage_file, storage_option,
 )
-from search.cli.output import echo, echo_json, finite_or_none, say
+from search.cli.output import echo, echo_json, echo_json_items, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 from search.text import visible
@@ -487,9 +487,6 @@ class InputPath(click.Path):
 
 
 OUTSIDE_WARNING = 0.01  # search predict warns when this share of the values lie far outside the training range
-# memory a probability printed by search predict --json takes at most: a Python float in its row's dict, then
-# json.dumps's indented text (243 bytes a value at its peak for 1,000 rows of 1,000 classes)
-JSON_PROBABILITY_BYTES = 240
 
 
 def input_names(saved: Any) -> tuple[str, ...]:
@@ -575,12 +572,9 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         image_shape=saved.image_shape, id_column=id_column, encoding=saved.encoding)
     if X.shape[1] != saved.input_dim:
         raise SearchError(f"{data_path}: samples of {X.shape[1]} features; the model reads {saved.input_dim}")
-    # N x classes probabilities, float64: 10,000 classes took 2.2 GiB for 30,000 rows (a traceback past the memory);
-    # printed as --json rows, 30 times that
-    as_rows = as_json and not out
-    check_memory((JSON_PROBABILITY_BYTES if as_rows else 8) * len(X) * len(names) * softmax, data_path,
-                 f"the class probabilities of {len(X)} samples for {len(names)} classes"
-                 + (" as --json rows" if as_rows else ""))
+    # N x classes probabilities, float64: 10,000 classes took 2.2 GiB for 30,000 rows (a traceback past the memory)
+    check_memory(8 * len(X) * len(names) * softmax, data_path,
+                 f"the class probabilities of {len(X)} samples for {len(names)} classes")
     # a value far beyond the training range (3e38 where training had -2 to 2) overflows float32 inside the network:
     # NaN scores, of which argmax makes class 0; refused, naming the samples, rather than written as a prediction
     with np.errstate(over="ignore", invalid="ignore"):
@@ -664,9 +658,10 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
                 line += (f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r} ({wrong} "
                          f"row{'s' if wrong != 1 else ''}, scored wrong)")
     if as_json:
-        if not out:
-            summary["rows"] = [dict(zip(header, row)) for row in rows()]
-        echo_json(summary)
+        if out:
+            echo_json(summary)
+        else:  # each row as it is made: as dicts, then text, they took 30 times the probabilities' array
+            echo_json_items(summary, "rows", (dict(zip(header, row)) for row in rows()))
         return
     if not out:
         try:
