@@ -323,6 +323,28 @@ def test_a_stage_of_too_few_updates_a_trial_is_warned_of_before_training(run_cli
     assert default.exit_code == 0 and "warning" not in default.stderr, default.output  # 25 an epoch, 75 a trial
 
 
+def test_fine_grid_and_auto_stages_of_too_few_updates_a_trial_are_warned_of_too(run_cli, monkeypatch):
+    # search fine --epochs 2 after a coarse stage of 4 epochs (24 updates): 12 updates a trial, without a word
+    monkeypatch.setenv("COLUMNS", "300")
+    few = ("warning: 300 training samples make 6 updates an epoch at --batch-size 50, {n} in a {e}-epoch trial "
+           "(under 20, too few for a slow learning rate to move the loss): give a smaller --batch-size or more {o}")
+    small = ["--data", "digits", "--train-size", "300", "--jobs", "1"]
+    assert "warning" not in run_cli("coarse", *small, "--trials", "2", "--epochs", "4", "--campaign", "c").stderr
+    for promote in ("1", "0"):  # once, before the promoted runs of its epochs or before the stage
+        fine = run_cli("fine", "--campaign", "c", "--epochs", "2", "--trials", "2", "--promote", promote, "--jobs", "1")
+        assert fine.exit_code == 0, fine.output
+        assert [line for line in fine.stderr.splitlines() if "warning" in line] == [
+            few.format(n=12, e=2, o="--epochs")], fine.stderr
+    fine = run_cli("fine", "--campaign", "c", "--trials", "2", "--jobs", "1")  # 4 epochs, doubled: 24 updates
+    assert fine.exit_code == 0 and "warning" not in fine.stderr, fine.output
+    assert run_cli("coarse", *small, "--trials", "2", "--epochs", "3", "--campaign", "g").exit_code == 0
+    grid = run_cli("grid", "--campaign", "g", "--jobs", "1")  # the coarse stage's 3 epochs: 18 updates
+    assert grid.exit_code == 0 and grid.stderr.splitlines()[0] == few.format(n=18, e=3, o="--epochs"), grid.output
+    auto = run_cli("auto", *small, "--trials", "2", "--epochs", "4", "--fine-epochs", "3", "--max-fine", "1", "--top",
+                   "1", "--promote", "0", "--repeats", "1", "--retrain-seeds", "1", "--campaign", "a")
+    assert auto.exit_code == 0 and auto.stderr.splitlines()[0] == few.format(n=18, e=3, o="--fine-epochs"), auto.output
+
+
 def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):
     """The documented way from Python: save the arrays with np.savez, point DataSpec at the file."""
     rng = np.random.default_rng(0)
