@@ -498,7 +498,8 @@ def input_names(saved: Any) -> tuple[str, ...]:
 def overflow_text(saved: Any, data_path: str, X: Any, overflowed: Any) -> str:
     """The error for samples (``overflowed``: their rows) whose values overflow float32 inside the network."""
     rows = overflowed.tolist()
-    row, column = divmod(int(abs(X[rows]).argmax()), X.shape[1])
+    # the column largest once preprocessed, as the network reads it (a raw 1e38 of a column of std 1e30 is not)
+    row, column = divmod(int(saved.preprocessor.input_magnitudes(X[rows]).argmax()), X.shape[1])
     return (f"{data_path}: {len(rows)} of {len(X)} samples (row{'s' if len(rows) > 1 else ''} "
             f"{', '.join(map(str, rows[:3]))}{', ...' if len(rows) > 3 else ''}) "
             f"overflow{'s' if len(rows) == 1 else ''} the network, scores beyond float32 (no class can be told): "

@@ -1057,3 +1057,21 @@ def test_probabilities_are_written_a_row_at_a_time_with_the_same_bytes(run_cli, 
         writer.writerows([k, i, WINE_CLASSES[p.argmax()], label, *(f"{v:.4f}" for v in p)]
                          for k, (i, label, p) in enumerate(zip(ids, labels, probs)))
         assert (tmp_path / out).read_text() == expected.getvalue()
+
+
+def test_an_overflow_names_the_column_largest_once_preprocessed_not_the_largest_raw_value(run_cli, tmp_path):
+    # standardize divides a by its std of 1e30 and b by 1e-3: a's raw 1e38 becomes 1e8, b's 3e37 is 3e40, past
+    # float32; the error named a, the largest raw value, as the column to scale
+    rng = np.random.default_rng(0)
+    lines = ["a,b,label"] + [f"{rng.normal() * 1e30:.6g},{rng.normal() * 1e-3:.6g},{k % 2}" for k in range(300)]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    assert run_cli("train", "--data", "train.csv", "--epochs", "1", "--save", "model.npz").exit_code == 0
+    saved = load_checkpoint(tmp_path / "model.npz")
+    assert saved.preprocessor.name == "standardize"
+    (tmp_path / "new.csv").write_text("a,b\n1e30,0.001\n1e38,3e37\n")
+    line = one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new.csv"))
+    assert line == ("error: new.csv: 1 of 2 samples (row 1) overflows the network, scores beyond float32 (no class "
+                    "can be told): values far beyond the training split's range, e.g. 3e+37 in column b of row 1; "
+                    "scale them as the training data was"), line
+    magnitudes = saved.preprocessor.input_magnitudes(np.array([[1e38, 3e37]]))
+    assert magnitudes[0, 1] / magnitudes[0, 0] > 1e30  # b's 3e40 against a's about 1e8
