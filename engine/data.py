@@ -61,6 +61,7 @@ SPLITS = ("train", "val", "test")
 # describe_dataset's warnings
 SCALE_RATIO_WARNING = 100.0
 FEW_SAMPLES_WARNING = 10
+FEW_CLASSES_NAMED = 10  # the few-samples warning names at most this many classes
 IMBALANCE_WARNING = 10.0
 ID_MIN_ROWS = 20  # fewer rows than this are too few to tell an id column from a feature
 
@@ -861,9 +862,13 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
     if ds.image_shape is None and (std == 0).any():
         warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]
-    few = [f"{names[c]!r} ({train[c]})" for c in range(len(names)) if train[c] < FEW_SAMPLES_WARNING]
-    if few:
-        warnings.append(f"few training samples (< {FEW_SAMPLES_WARNING}) in class {', '.join(few)}")
+    few = [c for c in range(len(names)) if train[c] < FEW_SAMPLES_WARNING]
+    if few:  # past FEW_CLASSES_NAMED classes (1,803 of 10,000 took 1,800 lines), the fewest samples first
+        named = few if len(few) <= FEW_CLASSES_NAMED else sorted(few, key=lambda c: train[c])[:FEW_CLASSES_NAMED]
+        listed = ", ".join(f"{names[c]!r} ({train[c]})" for c in named)
+        warnings.append(f"few training samples (< {FEW_SAMPLES_WARNING}) in class {listed}" if named == few else
+                        f"few training samples (< {FEW_SAMPLES_WARNING}) in {len(few)} of {len(names)} classes, the "
+                        f"fewest {listed}, ...")
     if train.min() > 0 and train.max() / train.min() > IMBALANCE_WARNING:
         big, small = int(train.argmax()), int(train.argmin())
         warnings.append(f"heavy class imbalance: {names[big]!r} has {train[big]} training samples, {names[small]!r} "

@@ -51,6 +51,17 @@ class Preprocessor:
             out = out @ self.projection
         return out
 
+    def input_magnitudes(self, X: np.ndarray) -> np.ndarray:
+        """(N, D) float64: how large each input comes out of ``transform``, |x - mean| / scale times the length of its
+        projection row (each component mixes every input), never overflowing: which inputs make a row's preprocessed
+        values large, where the largest raw value may be in a column standardize divides by a large std."""
+        out = np.abs(np.asarray(X, dtype=np.float64) - (0.0 if self.mean is None else self.mean))
+        if self.scale is not None:
+            out /= self.scale
+        if self.projection is not None:
+            out *= np.linalg.norm(self.projection.astype(np.float64), axis=1)
+        return out
+
 
 @dataclass(frozen=True)
 class PreprocessSpec:

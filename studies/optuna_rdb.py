@@ -322,6 +322,17 @@ def trial_user_attr_values(storage: optuna.storages.BaseStorage, study_id: int, 
         return [json.loads(value) for (value,) in s.execute(query)]
 
 
+def trial_system_attr_values(storage: optuna.storages.BaseStorage, study_id: int, key: str) -> list[tuple[int, Any]]:
+    """(number, value) of trial system attribute ``key`` over the study's trials that have it, by number, without
+    reading the trials."""
+    trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+    query = (sqlalchemy.select(trials.c.number, attrs.c.value_json)
+             .select_from(attrs.join(trials, trials.c.trial_id == attrs.c.trial_id))
+             .where(trials.c.study_id == study_id, attrs.c.key == key).order_by(trials.c.number))
+    with session(storage) as s:
+        return [(number, json.loads(value)) for number, value in s.execute(query)]
+
+
 def finished_trial_ids(storage: optuna.storages.BaseStorage, study_id: int, from_id: int,
                        finished: Sequence[TrialState]) -> tuple[list[int], int]:
     """(the ids of the study's trials in ``finished`` states from ``from_id`` up, in order; the id below which every

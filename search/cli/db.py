@@ -228,6 +228,7 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
 
 def failure_story(storage: Any, name: str, trial: Any) -> str:
     """Why a FAIL trial of stage study ``name`` failed and which trial re-ran it, as ``search explain`` says it."""
+    from studies import optuna_rdb
     from studies.budget import RETRY_OF, is_retried_on_failure
 
     reason = trial.user_attrs.get("stop_reason")
@@ -236,9 +237,9 @@ def failure_story(storage: Any, name: str, trial: Any) -> str:
            else "it failed without recording why (its process killed or its machine lost)")
     if not is_retried_on_failure(trial):
         return f"{how}; a trial that raised is not re-run"
-    study_id = storage.get_study_id_from_name(name)
-    copies = [t.number for t in storage.get_all_trials(study_id, deepcopy=False)
-              if t.system_attrs.get(RETRY_OF) == trial.number]
+    # the re-runs' numbers alone: reading every trial of a stage of 3,000 took 2.3 s of CPU
+    copies = [number for number, of in optuna_rdb.trial_system_attr_values(
+        storage, storage.get_study_id_from_name(name), RETRY_OF) if of == trial.number]
     if not copies:
         return f"{how}; its re-run is enqueued by the next command or worker on the stage"
     return f"{how}; re-run as {name}:{copies[0]}"

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -40,6 +41,19 @@ def note_on_output(text: str) -> None:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def echo_json_items(obj: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """echo_json of ``obj`` with ``items`` as the list under its last key ``key``, the same text, each item written as
+    it comes: the whole list is never held (search predict --json's rows, of 10,000 classes each)."""
+    head = json.dumps(obj, indent=2, default=_json_default)[:-2] + ",\n" if obj else "{\n"  # "{...}" without its "\n}"
+    before = f"{head}  {json.dumps(key)}: ["
+    end = "]\n}"  # of an empty list
+    for item in items:  # an item's JSON holds no newline but its own layout's: strings escape theirs
+        text = json.dumps(item, indent=2, default=_json_default).replace("\n", "\n    ")
+        click.echo(f"{before}\n    {text}", nl=False)
+        before, end = ",", "\n  ]\n}"
+    click.echo(before.lstrip(",") + end)
 
 
 def _json_default(o: Any) -> Any:

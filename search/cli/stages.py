@@ -157,9 +157,16 @@ def stage_data(run: RunConfig, make_space: Callable[[int], dict[str, Any]]
 
     raw = load_dataset(run.data)
     space = make_space(len(raw.y_train))
-    short = None if "batch_size" in space else updates_warning(len(raw.y_train), run.train.batch_size,
-                                                                 run.train.epochs)
-    return run.load(raw), space, data_warnings(run, raw, space) + ((wrapped(f"warning: {short}"),) if short else ())
+    return run.load(raw), space, data_warnings(run, raw, space) + updates_lines(run, space, len(raw.y_train))
+
+
+def updates_lines(run: RunConfig, space: Collection[str], train_samples: int, option: str = "--epochs"
+                  ) -> tuple[str, ...]:
+    """``updates_warning``'s line for the trials of a stage of ``run`` over ``space`` (none where it searches
+    batch_size), to show before they start: coarse, fine, grid and auto stages alike."""
+    short = None if "batch_size" in space else updates_warning(train_samples, run.train.batch_size, run.train.epochs,
+                                                               option)
+    return (wrapped(f"warning: {short}"),) if short else ()
 
 
 def data_warnings(run: RunConfig, raw: Any, space: Collection[str] = ()) -> tuple[str, ...]:
@@ -197,15 +204,16 @@ def batch_warning(train_samples: int, batch_size: int) -> str | None:
 MIN_TRIAL_UPDATES = 20
 
 
-def updates_warning(train_samples: int, batch_size: int, epochs: int) -> str | None:
+def updates_warning(train_samples: int, batch_size: int, epochs: int, option: str = "--epochs") -> str | None:
     """The warning for a stage whose trials make fewer than ``MIN_TRIAL_UPDATES`` updates (two an epoch or more;
-    ``batch_warning`` speaks of fewer), which leave many slow learning rates diagnosed lr_too_low."""
+    ``batch_warning`` speaks of fewer), which leave many slow learning rates diagnosed lr_too_low; ``option`` sets
+    the epochs."""
     per_epoch = train_samples // batch_size
     if per_epoch < 2 or per_epoch * epochs >= MIN_TRIAL_UPDATES:
         return None
     return (f"{train_samples} training samples make {per_epoch} updates an epoch at --batch-size {batch_size}, "
             f"{per_epoch * epochs} in a {epochs}-epoch trial (under {MIN_TRIAL_UPDATES}, too few for a slow learning "
-            f"rate to move the loss): give a smaller --batch-size or more --epochs")
+            f"rate to move the loss): give a smaller --batch-size or more {option}")
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None,
@@ -310,10 +318,14 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
             say(f"continuing {study.study_name}, unfinished, as it was created: {', '.join(unused)} not applied; "
                 f"run the command again once it is done for a new stage with them", err=True)
         return finish([run_existing(ex, study)], as_json)
+    dataset = stage.run.load()  # once, for the promoted runs and the stage
+    # said before the promoted runs, of the stage's epochs (--epochs 3 on wine: 6 updates a trial, without a word)
+    ex = replace(ex, warnings=updates_lines(stage.run, stage.space, len(dataset.y_train)))
     promoted: list = []
     if promote:
-        stage, promoted = promoted_fine_stage(ex, study, top, edge, epochs, trials, promote)
-    return finish([*promoted, execute_stage(ex, with_fine_choices(stage, sampler, scheduler))], as_json)
+        stage, promoted = promoted_fine_stage(ex, study, top, edge, epochs, trials, promote, dataset)
+        ex = replace(ex, warnings=())
+    return finish([*promoted, execute_stage(ex, with_fine_choices(stage, sampler, scheduler), dataset)], as_json)
 
 
 @click.command(cls=SectionedCommand, short_help="Grid over the coarse stage's space at its budget.")
@@ -331,8 +343,11 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
+    stage = grid_stage_for(st, name)
+    dataset = stage.run.load()
+    ex = replace(ex, warnings=updates_lines(stage.run, stage.space, len(dataset.y_train)))  # the coarse stage's
     # its size (the note under "range:") is said in the summary, and [n/points] as the trials run
-    return finish([execute_stage(ex, grid_stage_for(st, name))], as_json)
+    return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
 @click.command(cls=SectionedCommand, short_help="The whole recipe: coarse, fine stages, final, test score.")
@@ -391,6 +406,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
+    if fine_epochs is not None and fine_epochs < epochs:  # fine trials shorter than coarse ones: fewer updates
+        warnings += updates_lines(run.with_params({"train.epochs": fine_epochs}), space, len(dataset.y_train),
+                                  "--fine-epochs")
     ex = replace(ex, warnings=warnings)
     stage, continued = stored_search_settings(stage, stored)
     check_largest_network(stage.space, stage.run, dataset)  # the space it will search, a stored one's too

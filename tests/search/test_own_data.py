@@ -323,6 +323,28 @@ def test_a_stage_of_too_few_updates_a_trial_is_warned_of_before_training(run_cli
     assert default.exit_code == 0 and "warning" not in default.stderr, default.output  # 25 an epoch, 75 a trial
 
 
+def test_fine_grid_and_auto_stages_of_too_few_updates_a_trial_are_warned_of_too(run_cli, monkeypatch):
+    # search fine --epochs 2 after a coarse stage of 4 epochs (24 updates): 12 updates a trial, without a word
+    monkeypatch.setenv("COLUMNS", "300")
+    few = ("warning: 300 training samples make 6 updates an epoch at --batch-size 50, {n} in a {e}-epoch trial "
+           "(under 20, too few for a slow learning rate to move the loss): give a smaller --batch-size or more {o}")
+    small = ["--data", "digits", "--train-size", "300", "--jobs", "1"]
+    assert "warning" not in run_cli("coarse", *small, "--trials", "2", "--epochs", "4", "--campaign", "c").stderr
+    for promote in ("1", "0"):  # once, before the promoted runs of its epochs or before the stage
+        fine = run_cli("fine", "--campaign", "c", "--epochs", "2", "--trials", "2", "--promote", promote, "--jobs", "1")
+        assert fine.exit_code == 0, fine.output
+        assert [line for line in fine.stderr.splitlines() if "warning" in line] == [
+            few.format(n=12, e=2, o="--epochs")], fine.stderr
+    fine = run_cli("fine", "--campaign", "c", "--trials", "2", "--jobs", "1")  # 4 epochs, doubled: 24 updates
+    assert fine.exit_code == 0 and "warning" not in fine.stderr, fine.output
+    assert run_cli("coarse", *small, "--trials", "2", "--epochs", "3", "--campaign", "g").exit_code == 0
+    grid = run_cli("grid", "--campaign", "g", "--jobs", "1")  # the coarse stage's 3 epochs: 18 updates
+    assert grid.exit_code == 0 and grid.stderr.splitlines()[0] == few.format(n=18, e=3, o="--epochs"), grid.output
+    auto = run_cli("auto", *small, "--trials", "2", "--epochs", "4", "--fine-epochs", "3", "--max-fine", "1", "--top",
+                   "1", "--promote", "0", "--repeats", "1", "--retrain-seeds", "1", "--campaign", "a")
+    assert auto.exit_code == 0 and auto.stderr.splitlines()[0] == few.format(n=18, e=3, o="--fine-epochs"), auto.output
+
+
 def test_arrays_from_python_are_searched_with_two_jobs_through_an_npz_file(tmp_path):
     """The documented way from Python: save the arrays with np.savez, point DataSpec at the file."""
     rng = np.random.default_rng(0)
@@ -632,3 +654,29 @@ def test_names_from_files_never_reach_the_terminal_as_control_codes(run_cli, tmp
     photos = run_cli("data", "--data", "photos")
     assert photos.exit_code == 0, photos.output
     assert "\x1b" not in photos.output and f"light{shown}"[:20] in photos.stdout
+
+
+def test_search_data_of_many_classes_lists_the_most_and_least_frequent_and_counts_the_rest(run_cli, tmp_path,
+                                                                                          monkeypatch):
+    # 10,000 classes printed one row each, and the few-samples warning named 1,803 of them: 11,818 lines
+    monkeypatch.setenv("COLUMNS", "200")
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.normal():.3f},{rng.normal():.3f},k{i:02d}" for i in range(40) for _ in range(3 + i)]
+    (tmp_path / "many.csv").write_text("\n".join(["a,b,label", *rows]) + "\n")
+    lines = run_cli("data", "--data", "many.csv").stdout.splitlines()
+    table = lines[lines.index("40 classes:") + 2:]
+    assert len(table) == 23, table  # 10 rows, a line, 10 rows, two warnings
+    assert table[:2] == ["  k39                       30      6      6", "  k38                       29      6      6"]
+    assert table[10] == "  ... 20 classes of 9 to 22 training samples left out (--json lists every class)"
+    assert table[20:22] == ["  k00                        1      1      1",
+                            "warning: few training samples (< 10) in 11 of 40 classes, the fewest 'k00' (1), 'k01' "
+                            "(2), 'k02' (3), 'k03' (4), 'k04' (5), 'k05' (6), 'k07' (6), 'k06' (7), 'k08' (7), "
+                            "'k09' (8), ..."]
+    assert len(json.loads(run_cli("data", "--data", "many.csv", "--json").stdout)["classes"]) == 40
+    # up to 30 classes, every one in its order, and up to 10 few ones each named
+    small = "\n".join(["a,b,label", *(row for row in rows if int(row[-2:]) >= 10)])
+    (tmp_path / "some.csv").write_text(small + "\n")
+    lines = run_cli("data", "--data", "some.csv").stdout.splitlines()
+    table = lines[lines.index("30 classes:") + 2:]
+    assert [row.split()[0] for row in table[:30]] == [f"k{i}" for i in range(10, 40)]
+    assert table[30] == "warning: few training samples (< 10) in class 'k10' (9)", table[30]
