@@ -751,13 +751,6 @@ def _upsert_statement(dialect: str, table: sqlalchemy.Table) -> Any:
                                            set_={"value_json": statement.excluded.value_json})
 
 
-def set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
-    """Write several user attributes of a running trial in one transaction."""
-    rdb = backend(storage)
-    with session(rdb, True) as s:
-        _upsert_attrs(rdb, s, models.TrialUserAttributeModel, trial_id, attrs)
-
-
 class BufferedTrialStorage:
     """A trial's storage that keeps its params, intermediate values and user and system attributes in memory.
 
