@@ -20,7 +20,7 @@ from search.cli.options import (
     check_not_input, choice, explode_option, json_option, nonneg_float, positive_float, run_config_options,
     seed_option, storage_file, storage_option,
 )
-from search.cli.output import echo, echo_json, finite_or_none, say
+from search.cli.output import echo, echo_json, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 from search.text import visible
@@ -64,8 +64,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     """
     from engine.trainer import train as run_training
     from engine.diagnostics import describe_diagnosis
-    from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, stop_reason,
-                                  value_epoch)
+    from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, finite_or_none,
+                                  stop_reason, value_epoch)
 
     ctx = click.get_current_context()
     stored = threads = None
