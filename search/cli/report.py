@@ -18,7 +18,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
-from search.errors import Interrupted, SearchError, forget_pending, pending
+from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending
 from search.space import DEFAULT_SPACE
 
 
@@ -254,7 +254,7 @@ def dashboard(port: int, storage: str | None) -> int:
         return 0
     forget_pending()  # handled here: stopping the server is what the signal asked for
     click.echo("dashboard stopped", err=True)
-    return 143 if stopped_by is Interrupted else 130
+    return STOP_EXIT_CODES["terminated" if stopped_by is Interrupted else "interrupted"]
 
 
 COMMANDS = [report, compare, dashboard]
