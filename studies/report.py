@@ -67,7 +67,7 @@ from studies.budget import ERROR_PREFIX
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
 from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
-from studies.records import curve_points, seconds_text, trial_record, value_text
+from studies.records import curve_points, params_text, seconds_text, trial_record, value_text
 from studies.store import given_url, mask_url, resolve_storage_url
 
 WITHIN = 0.01  # "within 1 point" of accuracy
@@ -1119,10 +1119,6 @@ def _epochs(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
 
 
-def _params_text(ps: dict[str, Any]) -> str:
-    return " ".join(f"{k}={value_text(v)}" for k, v in ps.items()) or "-"
-
-
 def _n_trials(stage: dict[str, Any]) -> int:
     """A stage's n_trials as ``search studies`` gives it: its budget (a failed trial's copy runs in its place, so
     its fail count comes on top), or its trials where no stage command stored one."""
@@ -1174,7 +1170,7 @@ def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         else:
             best = "-" if s["best_number"] is None else f"#{s['best_number']}"
             params = s["best_params"]
-        rows.append([s["stage"], s["space_text"] or "-", best, _params_text(params)])
+        rows.append([s["stage"], s["space_text"] or "-", best, params_text(params) or "-"])
     return head, rows
 
 
@@ -1334,8 +1330,8 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
     others = len(chosen.get("candidates") or []) - 1
     # one run has no spread: its std of 0 would read as a value known exactly
     spread = f" ± {_acc(chosen['std'])} (mean ± std over {runs} runs" if runs != 1 else " (1 run"
-    return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}{pruned}; "
-            f"trials "
+    return (f"{params_text(chosen['params']) or '-'}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}"
+            f"{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
             + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)}"
