@@ -105,7 +105,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     with blas_threads_of(threads):  # the trial's own: --jobs 2 ran it on 1, and the last bits depend on it
         result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
                               observers=explosion_observers(explode_factor))
-    # the reading a trial of the same run stores, before --score-test or --save touch nothing of the model
+    # the reading a trial of the same run stores, before --test or --save touch nothing of the model
     diagnosis = diagnose_trial(result, model, ds, config, initial_reg_loss)
     summary = {
         "stop_reason": stop_reason(result.status),  # as a trial stores it (the trainer's "diverged" is "nan")

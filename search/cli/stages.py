@@ -272,7 +272,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
               help="Trials (default: the previous stage's).")
 @click.option("--sampler", type=choice(DRAWN_SAMPLERS), default=None,
               help="random, tpe or qmc inside the refined box (default: the previous stage's; search auto's fine "
-                   "stages use tpe); with tpe, the same --seed gives the same trials only with --jobs 1.")
+                   "stages use tpe); with tpe, the campaign's --seed gives the same trials only with --jobs 1.")
 @click.option("--scheduler", type=choice(SCHEDULERS), default=None,
               help="none or asha (default: the previous stage's); see search coarse --help.")
 @stage_run_options(NEWEST_CAMPAIGN)
