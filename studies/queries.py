@@ -2,10 +2,10 @@
 
 Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 ``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
-(``{"lr": [low, high, "log"], ...}``), ``epochs``, ``data``, ``model``, ``seed``,
-``range_notes``; trial user attrs ``initial_loss``, ``final_loss``, ``train_acc``,
-``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``, ``seconds``, ``model_parameters``,
-``stop_reason``, ``diagnosis``; trial system attrs (``studies.records``,
+(``{"lr": [low, high, "log"], ...}``), ``epochs``, ``config``, ``data``, ``seed``, ``range_notes``,
+``n_trials``, ``sampler``, ``explode_factor``, ``points``, ``scheduler``; trial user attrs ``initial_loss``,
+``final_loss``, ``train_acc``, ``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``, ``seconds``,
+``model_parameters``, ``stop_reason``, ``diagnosis``, ``worker``; trial system attrs (``studies.records``,
 user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, ``diagnosis_numbers``.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The study database: ``search studies``, ``trials``, ``best`` and ``query``."""
+"""The study database: ``search studies``, ``trials``, ``best``, ``query`` and ``explain``."""
 from __future__ import annotations
 
 import shlex

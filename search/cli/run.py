@@ -1,4 +1,4 @@
-"""One run: ``search train`` (also ``--from-trial``), ``search layers`` and ``search sanity``."""
+"""One run and its data: ``search train`` (also ``--from-trial``), ``layers``, ``sanity``, ``data`` and ``predict``."""
 from __future__ import annotations
 
 import csv
