@@ -79,10 +79,10 @@ def _terminate_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)  # the running trial is recorded as interrupted, its copy enqueued
 
 
-def remove_stale_data_folders(root: str | None = None) -> list[Path]:
+def remove_stale_data_folders() -> list[Path]:
     """Delete this user's ``search-data-<pid>-*`` folders in the temp folder whose process is gone; returns them."""
     removed = []
-    for path in Path(root or tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*"):
+    for path in Path(tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*"):
         match = re.fullmatch(rf"{CACHE_PREFIX}(\d+)-\w+", path.name)
         try:
             mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
