@@ -207,12 +207,7 @@ def _float_or_none(value: Any) -> float | None:
 def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = None) -> pd.DataFrame:
     """One row per study of the service (creation order), or of ``campaign``, with STUDY_COLUMNS; trial counts
     come from one SQL query."""
-    infos = _study_infos(storage)
-    if campaign is not None:
-        known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
-        if campaign not in known:
-            raise UnknownStudyError(unknown_campaign(campaign, known))
-        infos = [i for i in infos if i.campaign == campaign]
+    infos = _select_studies(_study_infos(storage), None, campaign)
     counts_sql = text(
         "SELECT s.study_name AS study_name, t.state AS state, COUNT(*) AS n,"
         " MIN(t.datetime_start) AS first_start, MAX(v.value) AS max_value, MIN(v.value) AS min_value"
