@@ -1564,11 +1564,7 @@ def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write report.html, report.md, summary.json and one PNG per image into ``out_dir``; returns name -> path."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    out = _made_folder(out_dir)
     summary = _jsonable(report.summary)
     files: dict[str, tuple[str, bytes]] = {name: (f"{name}.png", png) for name, png in report.images.items()}
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
@@ -1579,6 +1575,16 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     _check_targets(out, [filename for filename, _ in files.values()])
     _write_files(out, list(files.values()))
     return {key: out / filename for key, (filename, _) in files.items()}
+
+
+def _made_folder(out_dir: str | Path) -> Path:
+    """``out_dir``, created with its parents where missing; StudyError naming it when it cannot be."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    return out
 
 
 def _check_targets(out: Path, filenames: Sequence[str]) -> None:
@@ -1610,11 +1616,7 @@ def compare_report(storage: optuna.storages.BaseStorage, pairs: Sequence[tuple[s
 
 def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write compare.json and repeats.png into ``out_dir``; returns name -> path."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    out = _made_folder(out_dir)
     _check_targets(out, ["repeats.png", "compare.json"])
     _write_files(out, [("repeats.png", report.images["repeats"]),
                        ("compare.json", (json.dumps(_jsonable(report.summary), indent=2) + "\n").encode("utf-8"))])
