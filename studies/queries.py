@@ -27,6 +27,7 @@ from studies import optuna_rdb
 from studies.errors import StudyError, UnknownStudyError, attribute_read
 from studies.records import RECORD_KEYS, curve_points, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
+from studies.store import mask_url
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
     import pandas as pd
@@ -557,6 +558,13 @@ def split_samples(attrs: dict[str, Any], split: str) -> int | None:
     shapes = data.get("shapes") if isinstance(data, dict) else None
     shape = shapes.get(split) if isinstance(shapes, dict) else None
     return shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else None
+
+
+def keep_command(trial: str, storage: str | None) -> str:
+    """The command that retrains ``trial`` (STUDY:NUMBER) and saves it, as the user can paste it back: quoted where a
+    shell would split it (a campaign named "my run"), the ``--storage`` URL where one is given, its password masked."""
+    where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""
+    return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
 
 
 def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: float | None = None) -> dict[str, Any]:

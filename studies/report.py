@@ -66,7 +66,8 @@ from studies import plots
 from studies.budget import ERROR_PREFIX
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
-from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
+from studies.queries import (format_space, is_service_study, keep_command, latest_campaign, loss_curves, trials_frame,
+                             unknown_campaign)
 from studies.records import curve_points, params_text, seconds_text, trial_record, value_text
 from studies.store import given_url, mask_url, resolve_storage_url
 
@@ -1330,12 +1331,12 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
     others = len(chosen.get("candidates") or []) - 1
     # one run has no spread: its std of 0 would read as a value known exactly
     spread = f" ± {_acc(chosen['std'])} (mean ± std over {runs} runs" if runs != 1 else " (1 run"
+    first_run = f"{chosen['study']}:{min(chosen['trials'])}"  # the chosen configuration's first run in its stage
     return (f"{params_text(chosen['params']) or '-'}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}"
             f"{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
-            + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)}"
-              + (f" --storage {shlex.quote(storage)}" if storage else "") + " --save model.npz`.")
+            + f" Keep it as a model for `search predict`: `{keep_command(first_run, storage)}`.")
 
 
 def _chain_text(summary: dict[str, Any]) -> str:
@@ -1355,11 +1356,6 @@ def _chain_text(summary: dict[str, Any]) -> str:
         steps.append(f"retrained {plural(retrained['runs'], 'time')} and tested")
     stopped = summary["chosen"].get("stopped")
     return "How it was found: " + " → ".join(steps) + "." + (f" No further fine stage: {stopped}." if stopped else "")
-
-
-def _first_run(chosen: dict[str, Any]) -> str:
-    """STUDY:NUMBER of the chosen configuration's first run in its stage, as search train --from-trial takes it."""
-    return shlex.quote(f"{chosen['study']}:{min(chosen['trials'])}")
 
 
 def _retrained_text(chosen: dict[str, Any]) -> str:

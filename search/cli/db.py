@@ -109,14 +109,6 @@ def auto_choice(st: Any, campaign: str) -> tuple[str, str | None] | None:
     return chose, run
 
 
-def keep_command(trial: str, storage: str | None) -> str:
-    """The command that retrains ``trial`` (STUDY:NUMBER) and saves it, as the user can paste it back."""
-    from studies.store import mask_url
-
-    # quoted where a shell would split them: a campaign named "my run" is pasted back whole
-    where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""  # as given ($SEARCH_STORAGE: as set)
-    return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
-
 
 BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial")
 
@@ -153,7 +145,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     """
     import pandas as pd
 
-    from studies.queries import best_trial, latest_campaign
+    from studies.queries import best_trial, keep_command, latest_campaign
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
