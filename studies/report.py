@@ -803,7 +803,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         return f"{word}: -" if worst is None else f"{_decimal_text(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
-        return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
+        return (f"initial loss {_fmt(first)} vs {_fmt(expected)}" if first is not None and expected is not None
                 else "initial loss -")
     if label == "still_learning":
         return f"train {acc['train_acc']}, loss still falling {_pct_text(n.get('late_loss_fall'))} a tenth"
@@ -1098,12 +1098,9 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.{digits}f}".rstrip("0").rstrip(".")
-    return str(x)
+def _fmt(x: float) -> str:
+    """A number to 3 decimals (trailing zeros dropped), or to 3 significant digits below 0.001 and from 10,000."""
+    return f"{x:.3g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.3f}".rstrip("0").rstrip(".")
 
 
 def _acc(x: float | None) -> str:
