@@ -108,9 +108,9 @@ def optuna_tables() -> set[str]:
 
 
 @contextmanager
-def session(storage: optuna.storages.BaseStorage, ignore_integrity_error: bool = False) -> Iterator[Any]:
+def session(storage: optuna.storages.BaseStorage) -> Iterator[Any]:
     """An ORM session of the RDB storage, committed on success and rolled back on any exception."""
-    with _create_scoped_session(backend(storage).scoped_session, ignore_integrity_error) as s:
+    with _create_scoped_session(backend(storage).scoped_session) as s:
         yield s
 
 
