@@ -48,7 +48,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
       search report --campaign digits --out digits-report
     """
     from studies.queries import latest_campaign
-    from studies.report import campaign_report, safe_dirname, size_text, write_report
+    from studies.report import REPORT_FILES, campaign_report, safe_dirname, size_text, write_report
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
@@ -56,14 +56,13 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     rep = campaign_report(st, name, progress=None if as_json else report_progress())
     if not as_json and sys.stderr.isatty():
         click.echo("\r\x1b[K", nl=False, err=True)  # the status line gone: the result follows
-    check_not_written(out_dir, ["report.html", "report.md", "summary.json", *(f"{k}.png" for k in rep.images)],
-                      storage)
+    check_not_written(out_dir, [*REPORT_FILES, *(f"{k}.png" for k in rep.images)], storage)
     written = write_report(rep, out_dir)
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
         return
     echo(f"report of campaign {name} ({size_text(rep.summary)}):")
-    for key in ("report.html", "report.md", "summary.json"):
+    for key in REPORT_FILES:
         echo(f"  wrote {written[key]}")
     images = [str(v) for k, v in written.items() if k in rep.images]
     say(f"wrote {len(images)} plots: {', '.join(images)}", "  ")
