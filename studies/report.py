@@ -264,9 +264,14 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
+def _valued(frame: pd.DataFrame) -> pd.DataFrame:
+    """The COMPLETE trials of ``frame`` whose value is a finite number."""
+    return frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+
+
 def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, Any]]:
     """(trial number, params as their real values) of the best COMPLETE trial (lowest number on ties)."""
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+    complete = _valued(frame)
     if complete.empty:
         return None, {}
     row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
@@ -583,7 +588,7 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
                      seed: int = 0) -> dict[str, Any]:
     """Optuna's fANOVA importance (shares summing to 1) of a stage's dimensions, or the message saying why not."""
     distributions = {n: d for n, d in ((n, distribution(spec)) for n, spec in space.items()) if d is not None}
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+    complete = _valued(frame)
     searched = [n for n, d in distributions.items() if not d.single()]
     out: dict[str, Any] = {"importance": None, "trials_complete": len(complete), "trials_used": 0, "message": None}
     if len(searched) < 2:
@@ -1053,7 +1058,7 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
 def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,
                        params: Sequence[str]) -> list[tuple[str, list, float | None]]:
     """(title, curves, explosion threshold) of the loss-curve plot's two panels: the best trials, the exploded ones."""
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+    complete = _valued(frame)
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
     exploded = frame[(frame["state"] == "PRUNED")
                      & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
