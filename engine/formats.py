@@ -875,12 +875,12 @@ def unread_files_warning(path: Path) -> str | None:
 
 
 def read_image_folder(
-    path: Path, image_size: tuple[int, int] | None, colour: bool = False
+    path: Path, image_size: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[int, int, int]]:
     """X float32 (N, C*H*W) in [0, 1], y int64 (N,), class names, image shape (C, H, W) of an image folder of class
     subfolders (see ``read_images``)."""
     classes, files = list_image_folder(path)
-    X, y, shape = read_images(path, files, image_size, colour)
+    X, y, shape = read_images(path, files, image_size)
     return X, y, classes, shape
 
 

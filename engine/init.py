@@ -1,4 +1,5 @@
-"""Weight initialisers by name: each maps (fan_in, fan_out, rng, std, dtype) to a (fan_in, fan_out) matrix."""
+"""Weight initialisers by name: each maps (fan_in, fan_out, rng, std) to a (fan_in, fan_out) matrix; ``InitSpec.draw``
+casts it to the network's dtype."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,16 +7,16 @@ import signal
 import sys
 from typing import Any
 
-from search.errors import interrupted_line, raise_on
+from search.errors import STOP_EXIT_CODES, interrupted_line, raise_on
 
 
 def _interrupted_while_starting(signum: int, frame: Any) -> None:
     # Nothing is open while the CLI's modules import, so leave at once: an exception would print the traceback
     # of whichever import it cut (or be swallowed by a library's own handler around one)
-    how, code = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
+    how = "interrupted" if signum == signal.SIGINT else "terminated"
     sys.stderr.write(interrupted_line(how, sys.argv[1:]) + "\n")
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(STOP_EXIT_CODES[how])
 
 
 def main() -> None:

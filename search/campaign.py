@@ -404,10 +404,10 @@ STOPPED_ATTR = "fine_stages_stopped"  # the final stage's user attribute: why se
 RETRAIN_NUMBER = 10**6  # retrain r is seeded as trial RETRAIN_NUMBER + r: a seed no trial of the campaign used
 
 
-def retrain_run(storage: optuna.storages.RDBStorage, campaign: str, seed: int, r: int = 0) -> RunConfig:
-    """The whole run of the chosen configuration's retrain ``r`` (as ``retrain_final`` trains it)."""
+def retrain_run(storage: optuna.storages.RDBStorage, campaign: str, seed: int) -> RunConfig:
+    """The whole run of the chosen configuration's first retrain (as ``retrain_final`` trains it)."""
     study = load_stage_study(storage, study_name(campaign, "final"))
-    return trial_config(Stage.from_attrs(study.user_attrs).run, choose_final(study)[0], seed, RETRAIN_NUMBER + r)
+    return trial_config(Stage.from_attrs(study.user_attrs).run, choose_final(study)[0], seed, RETRAIN_NUMBER)
 
 
 def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int, retrains: int,

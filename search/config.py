@@ -8,7 +8,6 @@ so adding a hyperparameter is adding a field to one of the sections (and a line 
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from collections.abc import Mapping
@@ -76,9 +75,6 @@ class RunConfig:
     # ---- serialisation, generic over the dataclass fields
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:

@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+# the exit code of a command (or a worker) stopped by Ctrl-C or by SIGTERM, as a shell gives a process the signal ended
+STOP_EXIT_CODES = {"interrupted": 130, "terminated": 143}
 # the commands that write a study database: only after them is there a stage to continue
 WRITING_COMMANDS = frozenset({"coarse", "fine", "grid", "auto", "worker", "compare"})
 

@@ -143,7 +143,8 @@ def subsample(values: list[float], points: int = LOSS_CURVE_POINTS) -> list[floa
     return [float(v) if math.isfinite(v) else None for v in values]
 
 
-def _finite(x: float) -> float | None:
+def finite_or_none(x: float) -> float | None:
+    """``x`` as a float, None where it is NaN or infinite (JSON has neither)."""
     return float(x) if math.isfinite(x) else None
 
 
@@ -209,11 +210,11 @@ def run_trial(
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)
     reason = stop_reason(result.status)
     attrs = {
-        "initial_loss": _finite(result.initial_loss),
-        "final_loss": _finite(result.final_loss),
-        "train_acc": _finite(result.train_acc),
-        "val_acc": _finite(result.val_acc),
-        "best_val_acc": _finite(result.best_val_acc),
+        "initial_loss": finite_or_none(result.initial_loss),
+        "final_loss": finite_or_none(result.final_loss),
+        "train_acc": finite_or_none(result.train_acc),
+        "val_acc": finite_or_none(result.val_acc),
+        "best_val_acc": finite_or_none(result.best_val_acc),
         "best_epoch": result.best_epoch,
         "iterations": result.iterations,
         "seconds": round(seconds, 4),  # building the net and training it
@@ -225,7 +226,7 @@ def run_trial(
         "diagnosis_numbers": diagnosis.numbers,
         "config": config.to_dict(),
         "loss_curve": subsample(result.loss_history),
-        "train_acc_curve": [_finite(a) for a in result.train_acc_history],  # per epoch; val_acc per epoch is
+        "train_acc_curve": [finite_or_none(a) for a in result.train_acc_history],  # per epoch; val_acc per epoch is
         # the trial's intermediate values
     }
     # The value is the LAST epoch's validation accuracy: what a retrain of this configuration for

@@ -12,8 +12,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from search.stages import FINISHED, is_storage_error
-from search.space import value_text
 from search.text import visible
+from studies.records import params_text
 
 
 class _Bar(tqdm):
@@ -30,10 +30,6 @@ BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}
 READ_EVERY_SECONDS = 1.0
 # without a bar (a log file, CI), a line with the elapsed time, the time left and the best so far, at most this often
 STATUS_EVERY_SECONDS = 60.0
-
-
-def format_params(params: dict) -> str:
-    return " ".join(f"{k}={value_text(v)}" for k, v in params.items())
 
 
 # the times a bar's name leaves room for at least: minutes, as most stages take
@@ -154,7 +150,7 @@ class Progress:
             status = reason  # exploded, nan, pruned, interrupted
         value = "-" if t.value is None else f"{t.value:.4f}"
         number = f"{t.number:<{len(str(max(self.total - 1, 0)))}}"  # the columns after it align within a stage
-        fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", format_params(t.params),
+        fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", params_text(t.params),
                   f"[{self.done}/{self.total}]"]
         return " ".join(f for f in fields if f) + "\n" + (f"    {why}\n" if why else "")
 

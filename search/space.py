@@ -41,7 +41,6 @@ class Searchable:
     log: bool = False
     limits: tuple[float, float] = (-INF, INF)
     choices: tuple[Any, ...] = ()
-    help: str = ""
     # (another searchable option, its values with which this one has an effect); None: it always has one
     applies_with: tuple[str, tuple[Any, ...]] | None = None
     # the highest value refinement widens a range to by itself, where the limits allow far more than any run can use
@@ -53,18 +52,18 @@ class Searchable:
 # 10 too: every run above it explodes (sgd and adam on digits explode at 3 and at 1), where a 10-trial coarse stage
 # whose best sat near 1 was widened to 1e4 and more.
 SEARCHABLE: dict[str, Searchable] = {
-    "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), help="learning rate", widen_high=10.0),
-    "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF), help="L2 strength"),
-    "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000), help="width of every hidden layer"),
-    "depth": Searchable("arch.depth", "int", limits=(1, MAX_DEPTH), help="number of hidden layers"),
-    "dropout": Searchable("arch.dropout", "float", limits=(MIN_KEEP, 1.0), help="keep probability (1 = off)"),
-    "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF), help="minibatch size"),
-    "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0), help="lr multiplier per epoch"),
-    "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999), help="mu of momentum/nesterov",
+    "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), widen_high=10.0),
+    "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF)),
+    "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000)),
+    "depth": Searchable("arch.depth", "int", limits=(1, MAX_DEPTH)),
+    "dropout": Searchable("arch.dropout", "float", limits=(MIN_KEEP, 1.0)),
+    "batch_size": Searchable("train.batch_size", "int", log=True, limits=(1, INF)),
+    "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0)),
+    "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999),
                            applies_with=("optimizer", MOMENTUM_OPTIMIZERS)),
-    "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF), help="std of normal/uniform init",
+    "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF),
                            applies_with=("init", tuple(DEFAULT_STD))),
-    "relu_bias": Searchable("arch.relu_bias", "float", limits=(0.0, INF), help="initial bias of ReLU units",
+    "relu_bias": Searchable("arch.relu_bias", "float", limits=(0.0, INF),
                             applies_with=("activation", tuple(a for a, f in ACTIVATION_REGISTRY.items()
                                                               if f.relu_family))),
     "activation": Searchable("arch.activation", "categorical", choices=ACTIVATIONS),

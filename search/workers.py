@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from engine.data import Dataset, load_cache, save_cache
 from engine.errors import EngineError
-from search.errors import Interrupted, SearchError, SearchFailed, raise_on, raise_pending, stops_held
+from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, SearchFailed, raise_on, raise_pending, stops_held
 from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
                            watch_sqlite_file)
 from studies import optuna_rdb
@@ -54,7 +54,7 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: a late SIGTERM has nothing left to stop
     except (KeyboardInterrupt, Interrupted):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        code = 130
+        code = STOP_EXIT_CODES["interrupted"]
     sys.exit(code)
 
 
@@ -79,10 +79,10 @@ def _terminate_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)  # the running trial is recorded as interrupted, its copy enqueued
 
 
-def remove_stale_data_folders(root: str | None = None) -> list[Path]:
+def remove_stale_data_folders() -> list[Path]:
     """Delete this user's ``search-data-<pid>-*`` folders in the temp folder whose process is gone; returns them."""
     removed = []
-    for path in Path(root or tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*"):
+    for path in Path(tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*"):
         match = re.fullmatch(rf"{CACHE_PREFIX}(\d+)-\w+", path.name)
         try:
             mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()

@@ -108,9 +108,9 @@ def optuna_tables() -> set[str]:
 
 
 @contextmanager
-def session(storage: optuna.storages.BaseStorage, ignore_integrity_error: bool = False) -> Iterator[Any]:
+def session(storage: optuna.storages.BaseStorage) -> Iterator[Any]:
     """An ORM session of the RDB storage, committed on success and rolled back on any exception."""
-    with _create_scoped_session(backend(storage).scoped_session, ignore_integrity_error) as s:
+    with _create_scoped_session(backend(storage).scoped_session) as s:
         yield s
 
 
@@ -760,13 +760,6 @@ def _upsert_statement(dialect: str, table: sqlalchemy.Table) -> Any:
     statement = insert(table)
     return statement.on_conflict_do_update(index_elements=[table.c.trial_id, table.c.key],
                                            set_={"value_json": statement.excluded.value_json})
-
-
-def set_trial_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
-    """Write several user attributes of a running trial in one transaction."""
-    rdb = backend(storage)
-    with session(rdb, True) as s:
-        _upsert_attrs(rdb, s, models.TrialUserAttributeModel, trial_id, attrs)
 
 
 class BufferedTrialStorage:

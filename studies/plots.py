@@ -65,15 +65,15 @@ def iteration_axis(iterations: float | None, points: int) -> np.ndarray:
     return np.linspace(1, max(float(iterations or points), 1.0), points)
 
 
-def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None = None, title: str = "loss",
-                    iterations: float | None = None, threshold: float | None = None) -> Figure:
+def plot_loss_curve(ax: Axes, loss_history: Sequence[float], iterations: float | None = None,
+                    threshold: float | None = None) -> Figure:
     """Loss against iteration (log scale when it spans more than a decade); non-finite points are dropped.
     ``iterations``: how many the run made, when ``loss_history`` is a subsampled curve of fewer points. With
     ``threshold`` (a run stopped as exploded) the line ``threshold`` x the first loss it crossed, dashed."""
     loss = np.asarray(loss_history, dtype=float)
     it = iteration_axis(iterations, len(loss))
     ok = np.isfinite(loss)
-    ax.plot(it[ok], loss[ok], lw=1, label=label)
+    ax.plot(it[ok], loss[ok], lw=1)
     shown = loss[ok]
     if threshold is not None and ok.any():
         ax.axhline(threshold * shown[0], color="tab:red", ls="--", lw=0.9, label=f"{threshold:g} x first loss (stop)")
@@ -84,7 +84,7 @@ def plot_loss_curve(ax: Axes, loss_history: Sequence[float], label: str | None =
     _whole_number_ticks(ax.xaxis)  # whole iterations
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    ax.set_title(title)
+    ax.set_title("loss")
     return ax.figure
 
 

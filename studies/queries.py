@@ -2,10 +2,10 @@
 
 Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 ``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
-(``{"lr": [low, high, "log"], ...}``), ``epochs``, ``data``, ``model``, ``seed``,
-``range_notes``; trial user attrs ``initial_loss``, ``final_loss``, ``train_acc``,
-``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``, ``seconds``, ``model_parameters``,
-``stop_reason``, ``diagnosis``; trial system attrs (``studies.records``,
+(``{"lr": [low, high, "log"], ...}``), ``epochs``, ``config``, ``data``, ``seed``, ``range_notes``,
+``n_trials``, ``sampler``, ``explode_factor``, ``points``, ``scheduler``; trial user attrs ``initial_loss``,
+``final_loss``, ``train_acc``, ``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``, ``seconds``,
+``model_parameters``, ``stop_reason``, ``diagnosis``, ``worker``; trial system attrs (``studies.records``,
 user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, ``diagnosis_numbers``.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from studies import optuna_rdb
 from studies.errors import StudyError, UnknownStudyError, attribute_read
 from studies.records import RECORD_KEYS, curve_points, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
+from studies.store import mask_url
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker never needs it
     import pandas as pd
@@ -207,12 +208,7 @@ def _float_or_none(value: Any) -> float | None:
 def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = None) -> pd.DataFrame:
     """One row per study of the service (creation order), or of ``campaign``, with STUDY_COLUMNS; trial counts
     come from one SQL query."""
-    infos = _study_infos(storage)
-    if campaign is not None:
-        known = list(dict.fromkeys(i.campaign for i in infos if i.campaign is not None))
-        if campaign not in known:
-            raise UnknownStudyError(unknown_campaign(campaign, known))
-        infos = [i for i in infos if i.campaign == campaign]
+    infos = _select_studies(_study_infos(storage), None, campaign)
     counts_sql = text(
         "SELECT s.study_name AS study_name, t.state AS state, COUNT(*) AS n,"
         " MIN(t.datetime_start) AS first_start, MAX(v.value) AS max_value, MIN(v.value) AS min_value"
@@ -562,6 +558,13 @@ def split_samples(attrs: dict[str, Any], split: str) -> int | None:
     shapes = data.get("shapes") if isinstance(data, dict) else None
     shape = shapes.get(split) if isinstance(shapes, dict) else None
     return shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else None
+
+
+def keep_command(trial: str, storage: str | None) -> str:
+    """The command that retrains ``trial`` (STUDY:NUMBER) and saves it, as the user can paste it back: quoted where a
+    shell would split it (a campaign named "my run"), the ``--storage`` URL where one is given, its password masked."""
+    where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""
+    return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
 
 
 def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: float | None = None) -> dict[str, Any]:

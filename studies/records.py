@@ -1,7 +1,7 @@
 """A trial's bulky records (its run config, loss and accuracy curves, diagnosis numbers), kept as trial system
 attributes so that Optuna's own tools (``optuna trials``, the dashboard) show a readable row of scalar user
 attributes; databases written before keep them as user attributes, and are read the same way. Also how a
-record's seconds and parameter values are written (``seconds_text``, ``value_text``), for the report and the
+record's seconds and parameters are written (``seconds_text``, ``value_text``, ``params_text``), for the report and the
 command line alike: here, not in the report, so that a stage does not load matplotlib to print them."""
 from __future__ import annotations
 
@@ -55,3 +55,8 @@ def value_text(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.3g}"
     return str(value)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """A trial's parameters as people read them: ``lr=0.0123 hidden=128 activation=tanh`` ('' for none)."""
+    return " ".join(f"{k}={value_text(v)}" for k, v in params.items())

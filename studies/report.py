@@ -66,8 +66,9 @@ from studies import plots
 from studies.budget import ERROR_PREFIX
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
-from studies.queries import format_space, is_service_study, latest_campaign, loss_curves, trials_frame, unknown_campaign
-from studies.records import curve_points, seconds_text, trial_record, value_text
+from studies.queries import (format_space, is_service_study, keep_command, latest_campaign, loss_curves, trials_frame,
+                             unknown_campaign)
+from studies.records import curve_points, params_text, seconds_text, trial_record, value_text
 from studies.store import given_url, mask_url, resolve_storage_url
 
 WITHIN = 0.01  # "within 1 point" of accuracy
@@ -263,9 +264,14 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
+def _valued(frame: pd.DataFrame) -> pd.DataFrame:
+    """The COMPLETE trials of ``frame`` whose value is a finite number."""
+    return frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+
+
 def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, Any]]:
     """(trial number, params as their real values) of the best COMPLETE trial (lowest number on ties)."""
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+    complete = _valued(frame)
     if complete.empty:
         return None, {}
     row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
@@ -582,7 +588,7 @@ def param_importance(frame: pd.DataFrame, space: dict[str, Any], max_trials: int
                      seed: int = 0) -> dict[str, Any]:
     """Optuna's fANOVA importance (shares summing to 1) of a stage's dimensions, or the message saying why not."""
     distributions = {n: d for n, d in ((n, distribution(spec)) for n, spec in space.items()) if d is not None}
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+    complete = _valued(frame)
     searched = [n for n, d in distributions.items() if not d.single()]
     out: dict[str, Any] = {"importance": None, "trials_complete": len(complete), "trials_used": 0, "message": None}
     if len(searched) < 2:
@@ -802,7 +808,7 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         return f"{word}: -" if worst is None else f"{_decimal_text(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
-        return (f"initial loss {_fmt(first, 3)} vs {_fmt(expected, 3)}" if first is not None and expected is not None
+        return (f"initial loss {_fmt(first)} vs {_fmt(expected)}" if first is not None and expected is not None
                 else "initial loss -")
     if label == "still_learning":
         return f"train {acc['train_acc']}, loss still falling {_pct_text(n.get('late_loss_fall'))} a tenth"
@@ -1052,7 +1058,7 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
 def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,
                        params: Sequence[str]) -> list[tuple[str, list, float | None]]:
     """(title, curves, explosion threshold) of the loss-curve plot's two panels: the best trials, the exploded ones."""
-    complete = frame[(frame["state"] == "COMPLETE") & np.isfinite(column_floats(frame, "value"))]
+    complete = _valued(frame)
     best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
     exploded = frame[(frame["state"] == "PRUNED")
                      & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
@@ -1097,12 +1103,9 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.{digits}f}".rstrip("0").rstrip(".")
-    return str(x)
+def _fmt(x: float) -> str:
+    """A number to 3 decimals (trailing zeros dropped), or to 3 significant digits below 0.001 and from 10,000."""
+    return f"{x:.3g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.3f}".rstrip("0").rstrip(".")
 
 
 def _acc(x: float | None) -> str:
@@ -1117,10 +1120,6 @@ def _count(x: int | None) -> str:
 def _epochs(x: float | None) -> str:
     """Epochs: 1,200 or 70.4."""
     return "-" if x is None else f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
-
-
-def _params_text(ps: dict[str, Any]) -> str:
-    return " ".join(f"{k}={value_text(v)}" for k, v in ps.items()) or "-"
 
 
 def _n_trials(stage: dict[str, Any]) -> int:
@@ -1174,7 +1173,7 @@ def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         else:
             best = "-" if s["best_number"] is None else f"#{s['best_number']}"
             params = s["best_params"]
-        rows.append([s["stage"], s["space_text"] or "-", best, _params_text(params)])
+        rows.append([s["stage"], s["space_text"] or "-", best, params_text(params) or "-"])
     return head, rows
 
 
@@ -1334,12 +1333,12 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
     others = len(chosen.get("candidates") or []) - 1
     # one run has no spread: its std of 0 would read as a value known exactly
     spread = f" ± {_acc(chosen['std'])} (mean ± std over {runs} runs" if runs != 1 else " (1 run"
-    return (f"{_params_text(chosen['params'])}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}{pruned}; "
-            f"trials "
+    first_run = f"{chosen['study']}:{min(chosen['trials'])}"  # the chosen configuration's first run in its stage
+    return (f"{params_text(chosen['params']) or '-'}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}"
+            f"{pruned}; trials "
             f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
-            + f" Keep it as a model for `search predict`: `search train --from-trial {_first_run(chosen)}"
-              + (f" --storage {shlex.quote(storage)}" if storage else "") + " --save model.npz`.")
+            + f" Keep it as a model for `search predict`: `{keep_command(first_run, storage)}`.")
 
 
 def _chain_text(summary: dict[str, Any]) -> str:
@@ -1359,11 +1358,6 @@ def _chain_text(summary: dict[str, Any]) -> str:
         steps.append(f"retrained {plural(retrained['runs'], 'time')} and tested")
     stopped = summary["chosen"].get("stopped")
     return "How it was found: " + " → ".join(steps) + "." + (f" No further fine stage: {stopped}." if stopped else "")
-
-
-def _first_run(chosen: dict[str, Any]) -> str:
-    """STUDY:NUMBER of the chosen configuration's first run in its stage, as search train --from-trial takes it."""
-    return shlex.quote(f"{chosen['study']}:{min(chosen['trials'])}")
 
 
 def _retrained_text(chosen: dict[str, Any]) -> str:
@@ -1568,11 +1562,7 @@ def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write report.html, report.md, summary.json and one PNG per image into ``out_dir``; returns name -> path."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    out = _made_folder(out_dir)
     summary = _jsonable(report.summary)
     files: dict[str, tuple[str, bytes]] = {name: (f"{name}.png", png) for name, png in report.images.items()}
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
@@ -1583,6 +1573,16 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     _check_targets(out, [filename for filename, _ in files.values()])
     _write_files(out, list(files.values()))
     return {key: out / filename for key, (filename, _) in files.items()}
+
+
+def _made_folder(out_dir: str | Path) -> Path:
+    """``out_dir``, created with its parents where missing; StudyError naming it when it cannot be."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    return out
 
 
 def _check_targets(out: Path, filenames: Sequence[str]) -> None:
@@ -1614,11 +1614,7 @@ def compare_report(storage: optuna.storages.BaseStorage, pairs: Sequence[tuple[s
 
 def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write compare.json and repeats.png into ``out_dir``; returns name -> path."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudyError(f"--out {str(out)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    out = _made_folder(out_dir)
     _check_targets(out, ["repeats.png", "compare.json"])
     _write_files(out, [("repeats.png", report.images["repeats"]),
                        ("compare.json", (json.dumps(_jsonable(report.summary), indent=2) + "\n").encode("utf-8"))])

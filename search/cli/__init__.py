@@ -18,11 +18,10 @@ from typing import Any, NoReturn
 import click
 
 from engine.errors import EngineError
-from search.errors import Interrupted, SearchError, forget_pending, interrupted_line, raise_on, raise_pending
+from search.errors import (STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, interrupted_line, raise_on,
+                           raise_pending)
 from search.text import visible, wrapped
 from studies.errors import StudyError
-
-EXIT_INTERRUPTED = 130
 
 
 # click 8.2 and later raise this for a group run with no command (printed as an error, "error: Usage: ..."); 8.1
@@ -130,12 +129,12 @@ _OUTPUT_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EP
 
 def _exit_interrupted(stop: BaseException, given: list[str]) -> NoReturn:
     """End a command stopped by Ctrl-C (exit 130) or SIGTERM (``Interrupted``, exit 143) with its one line."""
-    terminated = isinstance(stop, Interrupted)
+    how = "terminated" if isinstance(stop, Interrupted) else "interrupted"
     # a campaign the command named itself (search compare's), on the signal's exception or on click's Abort made of it
     campaign = getattr(stop, "campaign", None) or getattr(stop.__cause__, "campaign", None)
     # wrapped at the terminal's width: a campaign named in it (compare-<timestamp>) made it too long for 80 columns
-    click.echo(wrapped(interrupted_line("terminated" if terminated else "interrupted", given, campaign)), err=True)
-    sys.exit(143 if terminated else EXIT_INTERRUPTED)
+    click.echo(wrapped(interrupted_line(how, given, campaign)), err=True)
+    sys.exit(STOP_EXIT_CODES[how])
 
 
 # commands that only read and print: a reader of their output that left (| head) cut nothing short (predict writes

@@ -1,4 +1,4 @@
-"""The study database: ``search studies``, ``trials``, ``best`` and ``query``."""
+"""The study database: ``search studies``, ``trials``, ``best``, ``query`` and ``explain``."""
 from __future__ import annotations
 
 import shlex
@@ -12,7 +12,7 @@ from search.cli.options import (
     storage_option,
 )
 from search.cli.output import column_cell, echo_json, note_on_output, print_frame, print_table, say
-from search.space import value_text
+from studies.records import params_text
 
 
 # the columns a table shows without --columns or --wide (best_value before the counts: a table cut to the
@@ -101,21 +101,13 @@ def auto_choice(st: Any, campaign: str) -> tuple[str, str | None] | None:
         return None
     scores = [v for v in stored.get("test_acc") or [] if isinstance(v, (int, float))]
     test = f"; test_acc {sum(scores) / len(scores):.4f}" if scores else ""
-    chose = (f"search auto chose {' '.join(f'{k}={value_text(v)}' for k, v in params.items())} in {finals[-1]} "
+    chose = (f"search auto chose {params_text(params)} in {finals[-1]} "
              f"(the best mean over repeats{test}), not the single trial shown")
     runs = [t.number for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
             if t.params == params]
     run = f"{finals[-1]}:{min(runs)}" if runs else None
     return chose, run
 
-
-def keep_command(trial: str, storage: str | None) -> str:
-    """The command that retrains ``trial`` (STUDY:NUMBER) and saves it, as the user can paste it back."""
-    from studies.store import mask_url
-
-    # quoted where a shell would split them: a campaign named "my run" is pasted back whole
-    where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""  # as given ($SEARCH_STORAGE: as set)
-    return f"search train --from-trial {shlex.quote(trial)}{where} --save model.npz"
 
 
 BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial")
@@ -153,7 +145,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     """
     import pandas as pd
 
-    from studies.queries import best_trial, latest_campaign
+    from studies.queries import best_trial, keep_command, latest_campaign
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
@@ -297,7 +289,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     reading = open_for_reading(storage)
     trial, stage = load_trial(reading, name, number)
     attrs = trial.user_attrs
-    params = " ".join(f"{k}={value_text(v)}" for k, v in trial.params.items())
+    params = params_text(trial.params)
     if trial.state == TrialState.FAIL:  # why it failed is the answer, and its curves as far as they went
         story = failure_story(reading, name, trial)
         if plot and not trial.intermediate_values:

@@ -64,12 +64,9 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def finite_or_none(x: float) -> float | None:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def fmt(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+def fmt(x: float | None) -> str:
+    """An accuracy to 4 decimals; ``-`` for none, or one not finite."""
+    return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"
 
 
 

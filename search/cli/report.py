@@ -18,7 +18,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
-from search.errors import Interrupted, SearchError, forget_pending, pending
+from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending
 from search.space import DEFAULT_SPACE
 from search.text import visible
 
@@ -49,7 +49,7 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
       search report --campaign digits --out digits-report
     """
     from studies.queries import latest_campaign
-    from studies.report import campaign_report, safe_dirname, size_text, write_report
+    from studies.report import REPORT_FILES, campaign_report, safe_dirname, size_text, write_report
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
@@ -57,14 +57,13 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     rep = campaign_report(st, name, progress=None if as_json else report_progress())
     if not as_json and sys.stderr.isatty():
         status_line("")  # the status line gone: the result follows
-    check_not_written(out_dir, ["report.html", "report.md", "summary.json", *(f"{k}.png" for k in rep.images)],
-                      storage)
+    check_not_written(out_dir, [*REPORT_FILES, *(f"{k}.png" for k in rep.images)], storage)
     written = write_report(rep, out_dir)
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
         return
     echo(f"report of campaign {name} ({size_text(rep.summary)}):")
-    for key in ("report.html", "report.md", "summary.json"):
+    for key in REPORT_FILES:
         echo(f"  wrote {written[key]}")
     images = [str(v) for k, v in written.items() if k in rep.images]
     say(f"wrote {len(images)} plots: {', '.join(images)}", "  ")
@@ -262,7 +261,7 @@ def dashboard(port: int, storage: str | None) -> int:
         return 0
     forget_pending()  # handled here: stopping the server is what the signal asked for
     click.echo("dashboard stopped", err=True)
-    return 143 if stopped_by is Interrupted else 130
+    return STOP_EXIT_CODES["terminated" if stopped_by is Interrupted else "interrupted"]
 
 
 COMMANDS = [report, compare, dashboard]

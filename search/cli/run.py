@@ -1,4 +1,4 @@
-"""One run: ``search train`` (also ``--from-trial``), ``search layers`` and ``search sanity``."""
+"""One run and its data: ``search train`` (also ``--from-trial``), ``layers``, ``sanity``, ``data`` and ``predict``."""
 from __future__ import annotations
 
 import csv
@@ -20,7 +20,7 @@ from search.cli.options import (
     check_not_input, choice, explode_option, json_option, nonneg_float, positive_float, run_config_options,
     seed_option, storage_file, storage_option,
 )
-from search.cli.output import echo, echo_json, echo_json_items, finite_or_none, say
+from search.cli.output import echo, echo_json, echo_json_items, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 from search.text import visible
@@ -64,8 +64,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     """
     from engine.trainer import train as run_training
     from engine.diagnostics import describe_diagnosis
-    from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, stop_reason,
-                                  value_epoch)
+    from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, finite_or_none,
+                                  stop_reason, value_epoch)
 
     ctx = click.get_current_context()
     stored = threads = None
@@ -105,7 +105,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     with blas_threads_of(threads):  # the trial's own: --jobs 2 ran it on 1, and the last bits depend on it
         result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
                               observers=explosion_observers(explode_factor))
-    # the reading a trial of the same run stores, before --score-test or --save touch nothing of the model
+    # the reading a trial of the same run stores, before --test or --save touch nothing of the model
     diagnosis = diagnose_trial(result, model, ds, config, initial_reg_loss)
     summary = {
         "stop_reason": stop_reason(result.status),  # as a trial stores it (the trainer's "diverged" is "nan")

@@ -282,7 +282,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
               help="Trials (default: the previous stage's).")
 @click.option("--sampler", type=choice(DRAWN_SAMPLERS), default=None,
               help="random, tpe or qmc inside the refined box (default: the previous stage's; search auto's fine "
-                   "stages use tpe); with tpe, the same --seed gives the same trials only with --jobs 1.")
+                   "stages use tpe); with tpe, the campaign's --seed gives the same trials only with --jobs 1.")
 @click.option("--scheduler", type=choice(SCHEDULERS), default=None,
               help="none or asha (default: the previous stage's); see search coarse --help.")
 @stage_run_options(NEWEST_CAMPAIGN)
@@ -395,7 +395,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     from search.campaign import auto_space, coarse_stage, run_auto
     from search.cli.run import fit_and_save
     from search.stages import study_name
-    from studies.records import seconds_text
+    from studies.records import params_text, seconds_text
 
     ex = execution(storage, jobs, heartbeat, as_json)
     run = base.with_params({"train.epochs": epochs})
@@ -440,10 +440,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
             mean = " (best mean)" if s.stage == "final" and s.best_value is not None else ""
             echo(f"{named[s.study]:<{width}} {s.n_trials:8d} {s.counts['pruned']:6d} {s.epochs:6d} "
                  f"{seconds_text(s.training_seconds):>8} {best:>10}{mean}")
-        params = " ".join(f"{k}={value_text(v)}" for k, v in final.params.items())
         click.echo()
         say(f"stopped adding fine stages: {final.stopped}")
-        say(f"chosen: {params}")
+        say(f"chosen: {params_text(final.params)}")
         r = final.retrained
         # one run has no spread: its std of 0 would read as a value known exactly
         spread = (f" +- {final.std:.4f} over {final.runs} runs of {final.epochs} epochs" if final.runs > 1

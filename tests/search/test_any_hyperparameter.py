@@ -307,7 +307,7 @@ def test_with_params_sets_values_by_path_and_the_sections_check_them():
                                       "arch.activation": "tanh", "arch.init.std": 0.5, "train.momentum": 0.8})
     assert config.arch.hidden == (256, 256, 256) and config.arch.activation == "tanh"
     assert config.train.lr == 0.01 and config.arch.init.std == 0.5 and config.train.momentum == 0.8
-    assert RunConfig.from_dict(json.loads(config.to_json())) == config
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     from engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match="dropout keep probability"):

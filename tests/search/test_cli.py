@@ -206,11 +206,9 @@ def test_explain_gives_the_best_epoch_beside_the_value_as_search_trials_names_it
     assert text.startswith(f"digits/coarse:0: complete, value {row['value']:.4f}, best_val_acc "
                            f"{row['best_val_acc']:.4f} (epoch {row['best_epoch']}); lr=")
     # a trial written without its best epoch (an earlier version's database) has no "(epoch None)"
-    from studies.optuna_rdb import set_trial_user_attrs
-
-    storage = open_storage("sqlite:///search.db", create=False)
-    trial = optuna.load_study(study_name="digits/coarse", storage=storage).get_trials()[0]
-    set_trial_user_attrs(storage, trial._trial_id, {"best_epoch": None})
+    with sqlite3.connect("search.db") as db:
+        db.execute("UPDATE trial_user_attributes SET value_json = 'null' WHERE key = 'best_epoch' AND trial_id = "
+                   "(SELECT trial_id FROM trials WHERE number = 0)")
     text = " ".join(run_cli("explain", "digits/coarse:0").stdout.split())
     assert text.startswith(f"digits/coarse:0: complete, value {row['value']:.4f}, best_val_acc "
                            f"{row['best_val_acc']:.4f}; lr=")
