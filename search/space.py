@@ -349,6 +349,8 @@ def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
             raise SearchError(f"choice {text} has an empty value: give each value between commas")
         return Choice(tuple(_parse_choice(key, entry, part) for part in parts if part))
     parts = [p.strip() for p in text.split(":")]
+    if len(parts) < 2 and is_number_text(text):  # A of A,B,C: the one value every trial takes, as [A] in a space file
+        return Choice((_parse_choice(key, entry, text),))
     if len(parts) < 2:
         raise SearchError(f"{spec!r} must look like LOW:HIGH[:log|:linear][:int] or A,B,C")
     try:

@@ -17,6 +17,7 @@ from click.core import ParameterSource
 
 from engine.data import DATASETS, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
 from engine.encoding import MISSING_POLICIES
+from engine.formats import is_number_text
 from engine.init import INITIALISERS, InitSpec
 from engine.model import ACTIVATIONS, MIN_KEEP, ModelConfig
 from engine.optim import OPTIMIZERS
@@ -454,7 +455,8 @@ def space_options(f: Callable) -> Callable:
             value = kwargs[f"{key}_range"]
             if value is not None:
                 if value.count(":") != 1:
-                    raise SearchError(f"--{key} {value!r} must look like LOW:HIGH, e.g. 1e-5:1e-1")
+                    one = f"; one value for every trial: --space {key}={value}" if is_number_text(value) else ""
+                    raise SearchError(f"--{key} {value!r} must look like LOW:HIGH, e.g. 1e-5:1e-1{one}")
                 items.append((key, value + ":log", f"--{key} {value}"))
         for item in kwargs["space_items"]:
             name, sep, spec = item.partition("=")
