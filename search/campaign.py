@@ -34,7 +34,8 @@ from studies.store import open_storage
 
 
 def default_hidden_range(train_samples: int) -> IntRange:
-    """Hidden width searched by ``search auto``: 16 up to about a quarter of the training set (64 to 1024), log scale.
+    """Hidden width searched by ``search auto``: 16 up to the power of two nearest a quarter of the training set (64
+    to 1024), log scale.
 
     Wider nets than that mostly memorise a small training set and cost time per epoch.
     """

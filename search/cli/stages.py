@@ -376,8 +376,8 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     Fine stages stop at --max-fine, when the space settles, or when a stage moves the mean of its
     top 5 by less than 2 standard errors. Stage "final" runs the last stage's --top configurations
     --repeats times each; the best mean is retrained --retrain-seeds times and scored on test.
-    The default space is lr, reg and the hidden width (16 up to about a quarter of the training set,
-    at least 64 and at most 1024).
+    The default space is lr, reg and the hidden width (16 up to the power of two nearest a quarter of the
+    training set, at least 64 and at most 1024: 256 for digits).
 
     \b
     Examples:
