@@ -320,6 +320,14 @@ def test_auto_help_gives_the_hidden_widths_floor_and_ceiling(run_cli):
     assert [default_hidden_range(n).high for n in (110, 256, 1257, 100_000)] == [64, 64, 256, 1024]
 
 
+def test_report_help_names_the_pair_plot_by_importance(run_cli):
+    # it said "plots of lr x reg", where a campaign's pair plot is of its two most important parameters (lr x
+    # batch_size on a table whose space has no reg)
+    text = " ".join(run_cli("report", "--help").stdout.split())
+    assert "plots of the two most important parameters against each other, each parameter alone" in text
+    assert "lr x reg" not in text
+
+
 def test_trials_help_says_how_to_sort_either_way(run_cli):
     # --sort -lr sorts descending, but the help only said "(value sorts best first)"
     text = " ".join(run_cli("trials", "--help").stdout.split())
