@@ -433,8 +433,8 @@ SPACE_OPTIONS = [
     click.option("--space", "space_items", multiple=True, metavar="NAME=SPEC",
                  help="Search NAME (a run option: lr, reg, hidden, depth, dropout, activation, ...) over SPEC: "
                       "LOW:HIGH[:log|:linear][:int] or A,B,C (one value A: every trial's). Repeatable, e.g. "
-                      f"--space hidden=16:512:int --space activation=relu,tanh. Default, without --space, --lr, --reg or a space file: "
-                      f"{describe_space(DEFAULT_SPACE)} (search auto: and the hidden width)."),
+                      "--space hidden=16:512:int --space activation=relu,tanh. Default, without --space, --lr, --reg "
+                      f"or a space file: {describe_space(DEFAULT_SPACE)} (search auto: and the hidden width)."),
     click.option("--space-file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
                  help="The same in a TOML file: a [space] table of NAME = \"SPEC\" or NAME = [A, B, C]."),
     click.option("--lr", "lr_range", default=None, metavar="LOW:HIGH",
