@@ -148,7 +148,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
         best_value, best_params = (complete[0].value, dict(complete[0].params)) if complete else (None, {})
     return StageSummary(
         study=stage.name, stage=stage.stage, parent=stage.parent, counts=counts, n_trials=stage.n_trials,
-        epochs=stage.run.train.epochs, space={k: str(v) for k, v in stage.space.items()},
+        epochs=stage.run.train.epochs, space={k: v.text(k) for k, v in stage.space.items()},
         best_value=best_value, best_params=best_params,
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
         training_seconds=round(seconds, 4),  # as each trial's seconds are stored

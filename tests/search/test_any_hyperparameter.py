@@ -307,6 +307,25 @@ def test_one_value_of_a_range_fixes_it_in_every_trial_as_a_space_file_list_of_on
     assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == ["digits/coarse", "h/coarse"]
 
 
+def test_a_log_range_of_a_name_whose_scale_is_linear_is_printed_as_space_reads_it_back(run_cli):
+    # printed "dropout=0.5:1" and "depth=1:4:int", which --space reads as linear ranges: the command the refusal
+    # named ("where it has dropout=0.5:1; run it with those settings") was refused again
+    args = ("coarse", "--campaign", "c", "--space", "dropout=0.5:1:log", "--space", "depth=1:4:log", "--trials", "3",
+            "--epochs", "1", "--train-size", "300", "--jobs", "1")
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "  space: dropout=0.5:1:log depth=1:4:log:int\n" in first.output
+    linear = run_cli(*args[:4], "dropout=0.5:1", *args[5:])
+    assert linear.exit_code == 2
+    assert "space dropout=0.5:1:linear depth=1:4:log:int where it has dropout=0.5:1:log depth=1:4:log:int" in (
+        linear.stderr)
+    assert run_cli(*args).exit_code == 0  # the space as printed: the same stage
+    fine = run_cli("fine", "--campaign", "c", "--promote", "0", "--top", "2", "--json")
+    notes = cwd_study("c/fine-1").user_attrs["range_notes"]
+    assert fine.exit_code == 0 and "is inside 0.5:1:log; narrowed around the top 2 trials to " in notes[0], notes
+    assert json.loads(fine.stdout)["stages"][0]["space"]["depth"].endswith(":log:int")
+
+
 def test_searching_preprocess_is_refused_since_a_stage_prepares_its_data_once(run_cli, tmp_path):
     # each trial trained on the stage's one preprocessing while its params and config named another
     result = run_cli("coarse", "--space", "preprocess=standardize,pca", "--trials", "4", "--epochs", "1")
