@@ -775,10 +775,16 @@ def read_layers(stats: list[LayerStats], thresholds: DiagnosisThresholds = THRES
                 f"(below {t.collapse_ratio:g} x layer 1's): the outputs shrink toward zero layer by layer, and so do "
                 f"the weights' gradients (a layer's input times the gradient from above); the weights are too small "
                 f"for this depth")
+    # the most a layer has under the limits: "no layer dead" beside a table row of 10 % dead read as a contradiction
+    most = " and ".join(f"{share:.0%} of layer {layer}'s {what} (under {limit:.0%})"
+                        for what, share, layer, limit in (
+                            ("outputs saturated", saturated.saturated, saturated.layer, t.saturated_fraction),
+                            ("units dead", dead.dead, dead.layer, t.dead_fraction)) if share >= 0.005)
+    under = f" beyond the limits: at most {most}" if most else ""
     if len(stats) == 1:
-        return f"one layer: std {first.std:.3g}, its outputs neither saturated nor dead"
+        return f"one layer: std {first.std:.3g}, its outputs neither saturated nor dead{under}"
     return (f"keeps its scale: the std goes from {first.std:.3g} in layer 1 to {last.std:.3g} in layer {last.layer} "
-            f"with no layer saturated or dead")
+            f"with no layer saturated or dead{under}")
 
 
 def _gap_limit_text(limit: object) -> str:

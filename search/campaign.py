@@ -34,7 +34,8 @@ from studies.store import open_storage
 
 
 def default_hidden_range(train_samples: int) -> IntRange:
-    """Hidden width searched by ``search auto``: 16 up to about a quarter of the training set (64 to 1024), log scale.
+    """Hidden width searched by ``search auto``: 16 up to the power of two nearest a quarter of the training set (64
+    to 1024), log scale.
 
     Wider nets than that mostly memorise a small training set and cost time per epoch.
     """
@@ -147,7 +148,7 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
         best_value, best_params = (complete[0].value, dict(complete[0].params)) if complete else (None, {})
     return StageSummary(
         study=stage.name, stage=stage.stage, parent=stage.parent, counts=counts, n_trials=stage.n_trials,
-        epochs=stage.run.train.epochs, space={k: str(v) for k, v in stage.space.items()},
+        epochs=stage.run.train.epochs, space={k: v.text(k) for k, v in stage.space.items()},
         best_value=best_value, best_params=best_params,
         top=rows, range_notes=list(stage.range_notes), created=created, errors=errors,
         training_seconds=round(seconds, 4),  # as each trial's seconds are stored

@@ -193,17 +193,17 @@ class FloatRange:
             unit = "decades" if self.log else "units"
             return new, (f"{name}: best {best:.3g} is {distance:.2g} {unit} from the {bound} bound {old_bound:.3g}, "
                          f"{100 * distance / self.width:.2g} % of the range's {self.width:.3g} (within {pct} %); "
-                         f"new range {new} ({how})")
+                         f"new range {new.text(name)} ({how})")
         around = f"the top {len(values)} trials" if len(values) > 1 else "the best trial"  # not "the top 1 trials"
         if new.width >= self.width:  # the top trials spread over the whole range (or an int range's rounding does)
             spread = (f"{around} span it" if len(values) > 1  # one trial spans nothing: its range rounded out does
                       else f"{around}'s range, rounded out to whole numbers, covers it")
-            return new, f"{name}: best {best:.3g} is inside {self}; kept: {spread}"
+            return new, f"{name}: best {best:.3g} is inside {self.text(name)}; kept: {spread}"
         unit = "decades" if self.log else "units"
         # as many digits as show the widths differ: "narrowed ... (3 of 3 decades)" read as kept (2.999 of 3)
         digits = next((d for d in range(2, 7) if f"{new.width:.{d}g}" != f"{self.width:.{d}g}"), 6)
-        return new, (f"{name}: best {best:.3g} is inside {self}; narrowed around {around} "
-                     f"to {new} ({new.width:.{digits}g} of {self.width:.{digits}g} {unit})")
+        return new, (f"{name}: best {best:.3g} is inside {self.text(name)}; narrowed around {around} "
+                     f"to {new.text(name)} ({new.width:.{digits}g} of {self.width:.{digits}g} {unit})")
 
     def _bounds(self, low: float, high: float, values: Sequence[Any]) -> tuple[Any, Any]:
         return low, high
@@ -221,6 +221,14 @@ class FloatRange:
 
     def __str__(self) -> str:
         return f"{self.low:.3g}:{self.high:.3g}" + ("" if self.log else ":linear")
+
+    def text(self, name: str) -> str:
+        """The range as ``--space NAME=`` reads it back: ``:log`` said where NAME's own scale is linear (once printed
+        ``dropout=0.5:1``, which --space reads as a linear range, and a stage refused as another space)."""
+        plain = str(self)
+        if not self.log or name not in SEARCHABLE or SEARCHABLE[name].log:
+            return plain
+        return plain[:-len(":int")] + ":log:int" if isinstance(self, IntRange) else plain + ":log"
 
 
 @dataclass(frozen=True)
@@ -324,6 +332,9 @@ class Choice:
     def __str__(self) -> str:
         return ",".join(map(value_text, self.choices))
 
+    def text(self, name: str) -> str:
+        return str(self)
+
 
 Dimension = Union[FloatRange, IntRange, Choice]
 Space = Mapping[str, Dimension]
@@ -348,6 +359,8 @@ def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
             raise SearchError(f"choice {text} has an empty value: give each value between commas")
         return Choice(tuple(_parse_choice(key, entry, part) for part in parts if part))
     parts = [p.strip() for p in text.split(":")]
+    if len(parts) < 2 and is_number_text(text):  # A of A,B,C: the one value every trial takes, as [A] in a space file
+        return Choice((_parse_choice(key, entry, text),))
     if len(parts) < 2:
         raise SearchError(f"{spec!r} must look like LOW:HIGH[:log|:linear][:int] or A,B,C")
     try:
@@ -554,7 +567,7 @@ def space_from_attr(attr: Mapping[str, Any]) -> dict[str, Dimension]:
 
 
 def describe_space(space: Space) -> str:
-    return " ".join(f"{name}={dim}" for name, dim in space.items())
+    return " ".join(f"{name}={dim.text(name)}" for name, dim in space.items())
 
 
 # --------------------------------------------------------------------------- refinement

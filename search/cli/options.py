@@ -17,6 +17,7 @@ from click.core import ParameterSource
 
 from engine.data import DATASETS, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, DataSpec
 from engine.encoding import MISSING_POLICIES
+from engine.formats import is_number_text
 from engine.init import INITIALISERS, InitSpec
 from engine.model import ACTIVATIONS, MIN_KEEP, ModelConfig
 from engine.optim import OPTIMIZERS
@@ -431,9 +432,9 @@ def run_config_options(f: Callable | None = None, *, params: tuple[str, ...] = R
 SPACE_OPTIONS = [
     click.option("--space", "space_items", multiple=True, metavar="NAME=SPEC",
                  help="Search NAME (a run option: lr, reg, hidden, depth, dropout, activation, ...) over SPEC: "
-                      "LOW:HIGH[:log|:linear][:int] or A,B,C. Repeatable, e.g. --space hidden=16:512:int "
-                      f"--space activation=relu,tanh. Default, without --space, --lr, --reg or a space file: "
-                      f"{describe_space(DEFAULT_SPACE)} (search auto: and the hidden width)."),
+                      "LOW:HIGH[:log|:linear][:int] or A,B,C (one value A: every trial's). Repeatable, e.g. "
+                      "--space hidden=16:512:int --space activation=relu,tanh. Default, without --space, --lr, --reg "
+                      f"or a space file: {describe_space(DEFAULT_SPACE)} (search auto: and the hidden width)."),
     click.option("--space-file", type=click.Path(dir_okay=False), default=None, metavar="FILE.toml",
                  help="The same in a TOML file: a [space] table of NAME = \"SPEC\" or NAME = [A, B, C]."),
     click.option("--lr", "lr_range", default=None, metavar="LOW:HIGH",
@@ -454,7 +455,8 @@ def space_options(f: Callable) -> Callable:
             value = kwargs[f"{key}_range"]
             if value is not None:
                 if value.count(":") != 1:
-                    raise SearchError(f"--{key} {value!r} must look like LOW:HIGH, e.g. 1e-5:1e-1")
+                    one = f"; one value for every trial: --space {key}={value}" if is_number_text(value) else ""
+                    raise SearchError(f"--{key} {value!r} must look like LOW:HIGH, e.g. 1e-5:1e-1{one}")
                 items.append((key, value + ":log", f"--{key} {value}"))
         for item in kwargs["space_items"]:
             name, sep, spec = item.partition("=")

@@ -38,10 +38,11 @@ def out_option(default: str) -> Callable:
 def report(campaign: str | None, out_dir: str | None, storage: str | None, as_json: bool) -> None:
     """Write report.html (self-contained), report.md, summary.json and the plots of a campaign.
 
-    Per stage: trials by state, range, epochs, best, training time, time saved by pruning; grid
-    vs random at equal budget (best, median, distinct values per parameter, trials to come
-    within 1 point of the best); plots of lr x reg, each parameter alone, the ranges, loss
-    curves and best-so-far against training time.
+    Per stage: trials by state, range, epochs, best, training time, time saved by pruning and
+    parameter importance (fANOVA); grid vs random at equal budget (best, median, distinct values
+    per parameter, trials to come within 1 point of the best); plots of the two most important
+    parameters against each other, each parameter alone, the ranges, loss curves and best-so-far
+    against training time.
 
     \b
     Examples:

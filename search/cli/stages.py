@@ -9,10 +9,10 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, AsciiIntRange, SectionedCommand, WritablePath,
-    check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options, heartbeat_option,
-    json_option, options_given, run_config_options, space_options, stage_options, stage_run_options, storage_file,
-    storage_option,
+    DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, RUN_PARAMS, AsciiIntRange, SectionedCommand,
+    WritablePath, check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options,
+    heartbeat_option, json_option, options_given, run_config_options, space_options, stage_options, stage_run_options,
+    storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, say
 from search.text import wrapped
@@ -116,6 +116,18 @@ def stored_preprocess(run: RunConfig, attrs: dict[str, Any] | None) -> RunConfig
     if attrs is None or options_given("preprocess", "pca_components"):
         return run
     return replace(run, preprocess=Stage.from_attrs(attrs).run.preprocess)
+
+
+def stored_run(run: RunConfig, attrs: dict[str, Any] | None) -> RunConfig:
+    """``run`` with the run configuration of the campaign's coarse stage (its ``attrs``, ``stored_stage_attrs``) but
+    ``run``'s epochs (a search setting, ``stored_search_settings``'), where it exists and the command gives no run
+    option: search auto --campaign NAME continues a campaign begun with search coarse --data FILE as search fine
+    does, without --data FILE again; else ``stored_preprocess``."""
+    from search.stages import Stage
+
+    if attrs is None or options_given(*RUN_PARAMS):
+        return stored_preprocess(run, attrs)
+    return Stage.from_attrs(attrs).run.with_params({"train.epochs": run.train.epochs})
 
 
 def stored_search_settings(stage: Any, attrs: dict[str, Any] | None) -> tuple[Any, str | None]:
@@ -381,8 +393,8 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     Fine stages stop at --max-fine, when the space settles, or when a stage moves the mean of its
     top 5 by less than 2 standard errors. Stage "final" runs the last stage's --top configurations
     --repeats times each; the best mean is retrained --retrain-seeds times and scored on test.
-    The default space is lr, reg and the hidden width (16 up to about a quarter of the training set,
-    at least 64 and at most 1024).
+    The default space is lr, reg and the hidden width (16 up to the power of two nearest a quarter of the
+    training set, at least 64 and at most 1024: 256 for digits).
 
     \b
     Examples:
@@ -399,13 +411,13 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
 
     ex = execution(storage, jobs, heartbeat, as_json)
     run = base.with_params({"train.epochs": epochs})
+    name = campaign_name(campaign, run)
+    stored = stored_stage_attrs(ex.url, study_name(name, "coarse"))  # read once, for both
+    run = stored_run(run, stored)
     check_not_input("--save", save_to, {"--data": run.data.name, "--storage": storage_file(storage)})
-    stored = stored_stage_attrs(ex.url, study_name(campaign_name(campaign, run), "coarse"))  # read once, for both
-    run = stored_preprocess(run, stored)
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
-    stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
-                         scheduler)
+    stage = coarse_stage(name, run, space, trials, run.train.seed, sampler, explode_factor, scheduler)
     if fine_epochs is not None and fine_epochs < epochs:  # fine trials shorter than coarse ones: fewer updates
         warnings += updates_lines(run.with_params({"train.epochs": fine_epochs}), space, len(dataset.y_train),
                                   "--fine-epochs")

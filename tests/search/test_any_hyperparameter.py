@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+import optuna
 import pytest
 
 from search.config import RunConfig
@@ -280,6 +281,49 @@ def test_a_space_file_list_of_one_number_is_a_choice_of_one(run_cli, tmp_path):
                    "--train-size", "300").exit_code == 0
     stage = Stage.from_attrs(cwd_study("digits/coarse").user_attrs)
     assert stage.space == {"hidden": Choice((64,)), "lr": FloatRange(1e-3, 0.1)}
+
+
+def test_one_value_of_a_range_fixes_it_in_every_trial_as_a_space_file_list_of_one(run_cli, tmp_path):
+    # once: "--space lr=0.01: '0.01' must look like LOW:HIGH[:log|:linear][:int] or A,B,C", and --lr 0.01 the
+    # same: a stage that searched reg alone ran every trial at lr 0.001, with no option to set another
+    result = run_cli("coarse", "--space", "lr=0.01", "--space", "reg=1e-6:1", "--trials", "3", "--epochs", "1",
+                     "--train-size", "300", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    stage = Stage.from_attrs(cwd_study("digits/coarse").user_attrs)
+    assert stage.space == {"lr": Choice((0.01,)), "reg": FloatRange(1e-6, 1.0)}
+    trials = cwd_study("digits/coarse").get_trials()
+    assert [t.params["lr"] for t in trials] == [0.01] * 3
+    assert {t.system_attrs["config"]["train"]["lr"] for t in trials} == {0.01}
+    assert "  space: lr=0.01 reg=1e-06:1\n" in result.output
+    assert run_cli("coarse", "--campaign", "h", "--space", "hidden=64", "--trials", "1", "--epochs", "1",
+                   "--train-size", "300").exit_code == 0
+    assert Stage.from_attrs(cwd_study("h/coarse").user_attrs).space == {"hidden": Choice((64,))}
+    assert one_line_error(run_cli("coarse", "--campaign", "x", "--lr", "0.01", "--trials", "1")) == (
+        "error: --lr '0.01' must look like LOW:HIGH, e.g. 1e-5:1e-1; one value for every trial: --space lr=0.01")
+    assert one_line_error(run_cli("coarse", "--campaign", "x", "--space", "lr=abc", "--trials", "1")) == (
+        "error: --space lr=abc: 'abc' must look like LOW:HIGH[:log|:linear][:int] or A,B,C")
+    assert one_line_error(run_cli("coarse", "--campaign", "x", "--space", "lr=inf", "--trials", "1")) == (
+        "error: --space lr=inf: 'inf' is not a finite number")
+    assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == ["digits/coarse", "h/coarse"]
+
+
+def test_a_log_range_of_a_name_whose_scale_is_linear_is_printed_as_space_reads_it_back(run_cli):
+    # printed "dropout=0.5:1" and "depth=1:4:int", which --space reads as linear ranges: the command the refusal
+    # named ("where it has dropout=0.5:1; run it with those settings") was refused again
+    args = ("coarse", "--campaign", "c", "--space", "dropout=0.5:1:log", "--space", "depth=1:4:log", "--trials", "3",
+            "--epochs", "1", "--train-size", "300", "--jobs", "1")
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "  space: dropout=0.5:1:log depth=1:4:log:int\n" in first.output
+    linear = run_cli(*args[:4], "dropout=0.5:1", *args[5:])
+    assert linear.exit_code == 2
+    assert "space dropout=0.5:1:linear depth=1:4:log:int where it has dropout=0.5:1:log depth=1:4:log:int" in (
+        linear.stderr)
+    assert run_cli(*args).exit_code == 0  # the space as printed: the same stage
+    fine = run_cli("fine", "--campaign", "c", "--promote", "0", "--top", "2", "--json")
+    notes = cwd_study("c/fine-1").user_attrs["range_notes"]
+    assert fine.exit_code == 0 and "is inside 0.5:1:log; narrowed around the top 2 trials to " in notes[0], notes
+    assert json.loads(fine.stdout)["stages"][0]["space"]["depth"].endswith(":log:int")
 
 
 def test_searching_preprocess_is_refused_since_a_stage_prepares_its_data_once(run_cli, tmp_path):

@@ -12,7 +12,7 @@ from search.campaign import Execution, execute_stage
 from search.config import RunConfig
 from search.space import FloatRange, refine_space
 from search.stages import Stage
-from tests.search.conftest import one_line_error
+from tests.search.conftest import cwd_study, one_line_error
 from studies.store import open_storage
 
 
@@ -240,3 +240,21 @@ def test_auto_continues_a_campaign_begun_with_search_coarse_when_it_gives_no_sea
     assert (coarse["study"], coarse["n_trials"], coarse["epochs"], coarse["space"]) == (
         "c/coarse", 4, 1, {"hidden": "16:64:int"})
     assert again["final"]["params"].keys() == {"hidden"}
+
+
+def test_auto_continues_a_campaign_begun_on_other_data_without_its_data_options_again(run_cli):
+    # it refused: "... data.name digits where it has spiral, data.train_size - where it has 200; run it with those
+    # settings", where search fine --campaign s continues the same campaign with no option
+    assert run_cli("coarse", "--campaign", "s", "--data", "spiral", "--train-size", "200", "--space",
+                   "hidden=16:64:int", "--trials", "4", "--epochs", "1").exit_code == 0
+    result = run_cli("auto", "--campaign", "s", "--max-fine", "0", "--top", "1", "--repeats", "1",
+                     "--retrain-seeds", "1")
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).startswith(
+        "continuing from s/coarse as it was created (hidden=16:64:int, 4 trials, 1 epoch, sampler random)")
+    final = cwd_study("s/final")
+    data = final.trials[0].system_attrs["config"]["data"]
+    assert (data["name"], data["train_size"], len(final.trials)) == ("spiral", 200, 1)
+    # a run option given: the command's run configuration, which must match the stage's, as before
+    other = run_cli("auto", "--campaign", "s", "--train-size", "300", "--max-fine", "0")
+    assert other.exit_code == 2 and "data.train_size 300 where it has 200" in other.stderr

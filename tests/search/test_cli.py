@@ -312,9 +312,18 @@ def test_auto_help_gives_the_hidden_widths_floor_and_ceiling(run_cli):
     from search.campaign import default_hidden_range
 
     text = " ".join(run_cli("auto", "--help").stdout.split())
-    assert ("The default space is lr, reg and the hidden width (16 up to about a quarter of the training set, at "
-            "least 64 and at most 1024).") in text
+    # "about a quarter" read as 314 for digits' 1257 training samples, where the range is 16:256
+    assert ("The default space is lr, reg and the hidden width (16 up to the power of two nearest a quarter of the "
+            "training set, at least 64 and at most 1024: 256 for digits).") in text
     assert [default_hidden_range(n).high for n in (110, 256, 1257, 100_000)] == [64, 64, 256, 1024]
+
+
+def test_report_help_names_the_pair_plot_by_importance(run_cli):
+    # it said "plots of lr x reg", where a campaign's pair plot is of its two most important parameters (lr x
+    # batch_size on a table whose space has no reg)
+    text = " ".join(run_cli("report", "--help").stdout.split())
+    assert "plots of the two most important parameters against each other, each parameter alone" in text
+    assert "lr x reg" not in text
 
 
 def test_trials_help_says_how_to_sort_either_way(run_cli):

@@ -271,7 +271,12 @@ def test_layers_reads_its_table_as_the_lecture_reads_its_figure(monkeypatch):
     he = invoke("layers", "--init", "he", "--activation", "relu").stdout.splitlines()
     assert he[11:] == [
         "keeps its scale: the std goes from 0.826 in layer 1 to 0.802 in layer 10 with",
-        "    no layer saturated or dead"]
+        "    no layer saturated or dead beyond the limits: at most 10% of layer 9's",
+        "    units dead (under 50%)"]  # "no layer ... dead" alone, beside a row of 0.104 dead
+    tanh = invoke("layers", "--init", "xavier", "--activation", "tanh").stdout.splitlines()
+    assert " ".join(line.strip() for line in tanh[11:]) == (
+        "keeps its scale: the std goes from 0.628 in layer 1 to 0.228 in layer 10 with no layer saturated or dead "
+        "beyond the limits: at most 1% of layer 1's outputs saturated (under 20%)")
     xavier_relu = invoke("layers", "--init", "xavier", "--activation", "relu").stdout.splitlines()
     assert xavier_relu[11].startswith("collapsing: the std falls from 0.584 in layer 1 to 0.0251 in layer 10")
     one = invoke("layers", "--depth", "1", "--init", "he", "--activation", "relu").stdout.splitlines()
