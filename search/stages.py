@@ -951,7 +951,8 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
 
         def finish(state: TrialState, value: float | None = None) -> FrozenTrial:
             # Ctrl-C and SIGTERM wait while the result's transaction runs (each attempt: the waits between retries
-            # take them at once), then act: the finished run is kept, not failed and run again
+            # take them at once), then act: the finished run is kept, not failed and run again; not blocked, each is
+            # noted as it comes, and the first one received ends the command
             with stops_held():
                 written.append(writes.finish(state, value))
             return written[-1]

@@ -150,7 +150,7 @@ def run_stage_processes(
         # the first start launches multiprocessing's resource tracker, which unblocks SIGINT after launching it:
         # launched here, before, it leaves the signal held for the workers
         multiprocessing.resource_tracker.ensure_running()
-        with stops_held():
+        with stops_held(block=True):
             try:
                 for p in procs:
                     p.start()
