@@ -221,12 +221,13 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         heartbeat = study.user_attrs.get("heartbeat") or execution.heartbeat
         storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
         # counted by the database: a stage's trials are not read to count them (through the study, Optuna's cache,
-        # every WAITING one would be read too); the same counts size the workers and start the progress
-        before = optuna_rdb.state_counts_and_best(storage, study_id)
+        # every WAITING one would be read too); the same counts size the workers and start the progress, and more
+        # processes' watcher looks for trials finished from the same moment on: none is missed or counted twice
+        before, first_look = optuna_rdb.state_counts_and_first_look(storage, study_id)
         counts = before[0]
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
         # the progress reads the stage's counts: one process is told of its own trials only, and more of every
-        # trial that ends after their first look (not of another process's that ended between that and ``before``)
+        # trial that ends after ``before``
         watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
         read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat,
@@ -238,7 +239,8 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
                             told_all=jobs > 1, notes=execution.warnings + continuing)
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
-                                         on_trial=progress.trial, parent_works=execution.parent_works)
+                                         on_trial=progress.trial, parent_works=execution.parent_works,
+                                         first_look=first_look)
         finally:
             progress.close()
         errors, ran = report.errors, report.ran

@@ -86,29 +86,29 @@ def _unraisable(unraisable: Any) -> None:
 
 
 @contextmanager
-def signal_held(signum: int) -> Iterator[None]:
-    """Hold signal ``signum`` while the block runs, then act on it as the handler in place would have.
+def stops_held(block: bool = False) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM, the signals that stop a command, while the block runs, then act on the first one
+    received as the handler in place would have: a second one asks for the same stop, and the command ends by the
+    first one's exit code (130 or 143).
 
-    It is blocked in this thread, so processes started here inherit it blocked (they unblock it when ready); a
-    copy another thread takes is only noted. Either way it is raised again once the block is over. Outside the main
-    thread, which no handler runs in, nothing is held."""
+    They are noted as they come (two within one call into C, a database statement, are noted in signal-number order,
+    Ctrl-C's first). With ``block`` they are blocked in this thread too, so processes started here inherit them
+    blocked (they unblock them when ready); a copy another thread takes is only noted, and the ones held till the
+    end are noted then, in signal-number order. Outside the main thread, which no handler runs in, nothing is held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stops = {signal.SIGINT, signal.SIGTERM}
     caught: list[int] = []
-    previous = signal.signal(signum, lambda number, frame: caught.append(number))
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    previous = {signum: signal.signal(signum, lambda number, frame: caught.append(number)) for signum in stops}
+    if block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})  # one held till now is noted here
-        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        if block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # the ones held till now are noted here
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         if caught:
-            signal.raise_signal(signum)
-
-
-@contextmanager
-def stops_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM, the signals that stop a command, each held while the block runs (``signal_held``)."""
-    with signal_held(signal.SIGINT), signal_held(signal.SIGTERM):
-        yield
+            signal.raise_signal(caught[0])

@@ -61,9 +61,9 @@ class Progress:
     ``before`` (the stage's trials by state name and best value, as the database counts them when the command
     starts) is what it finished before; ``read_stage`` (the same, read again) is for a process that is told only of
     its own trials while others run the same stage: the counts then come from the database, read as trials end.
-    With ``told_all`` it is told of every process's trials (the watcher of --jobs N) from a first look taken after
-    ``before``: the stage is read only as the bar ends, for those that ended between the two (a read while trials
-    are told would count twice the ones it holds that are told after it).
+    With ``told_all`` it is told of every process's trials (the watcher of --jobs N) from a first look taken with
+    ``before``: the stage is read only as the bar ends (a read while trials are told would count twice the ones it
+    holds that are told after it).
     """
 
     def __init__(self, name: str, total: int, before: tuple[dict[str, int], float | None] | None = None,

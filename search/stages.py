@@ -42,7 +42,7 @@ from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
                           insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
-from studies.queries import known_studies_message, split_samples
+from studies.queries import check_stored_space, known_studies_message, split_samples
 from studies.records import diagnosis_labels, trial_record
 from studies.budget import initialise_study, requeue_and_count, requeue_failed_trials, unretried_failures
 from studies.store import describe_storage_error
@@ -144,6 +144,7 @@ class Stage:
         """The stage its study's user attributes define; SearchError naming the study when they cannot be read (one
         missing or of another type: written by another program or changed since)."""
         _check_stored_data(attrs)
+        check_stored_space(f"{attrs.get('campaign')}/{attrs.get('stage')}", attrs.get("space"))
         try:
             stage = cls(
                 campaign=attrs["campaign"], stage=attrs["stage"], space=space_from_attr(attrs["space"]),
@@ -951,7 +952,8 @@ def _run_claimed(study: optuna.Study, stage: Stage, claimed: FrozenTrial, datase
 
         def finish(state: TrialState, value: float | None = None) -> FrozenTrial:
             # Ctrl-C and SIGTERM wait while the result's transaction runs (each attempt: the waits between retries
-            # take them at once), then act: the finished run is kept, not failed and run again
+            # take them at once), then act: the finished run is kept, not failed and run again; not blocked, each is
+            # noted as it comes, and the first one received ends the command
             with stops_held():
                 written.append(writes.finish(state, value))
             return written[-1]

@@ -102,6 +102,7 @@ def run_stage_processes(
     heartbeat: int | None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     parent_works: bool = False,
+    first_look: optuna_rdb.NewlyFinished | None = None,
 ) -> WorkerReport:
     """Run the stage's waiting trials in ``jobs`` processes; report finished trials to ``on_trial`` as they land.
 
@@ -109,6 +110,10 @@ def run_stage_processes(
     starts while the spawned workers are still importing. Only a caller whose main module is guarded may ask for
     it (the CLI): a script without the guard is found out by its spawned workers, and by then this process would
     have changed the stage.
+
+    ``first_look`` (``optuna_rdb.state_counts_and_first_look``'s, taken with the counts a progress starts from): the
+    trials finished by then are not reported, and every one finished after it is; None: those finished as the
+    workers start are not reported.
     """
     if jobs > 1 and getattr(multiprocessing.current_process(), "_inheriting", False):
         # This process is a spawned worker importing the user's unguarded script, which asks for workers
@@ -126,7 +131,7 @@ def run_stage_processes(
 
     watch_sqlite_file(storage)
     study = load_stage_study(storage, name)
-    watcher = _FinishedTrials(study, on_trial)  # reports every worker's finished trials, this one's too
+    watcher = _FinishedTrials(study, on_trial, first_look)  # reports every worker's finished trials, this one's too
     cache_dir = tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-")
     saved_env = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
     procs: list[multiprocessing.process.BaseProcess] = []
@@ -145,7 +150,7 @@ def run_stage_processes(
         # the first start launches multiprocessing's resource tracker, which unblocks SIGINT after launching it:
         # launched here, before, it leaves the signal held for the workers
         multiprocessing.resource_tracker.ensure_running()
-        with stops_held():
+        with stops_held(block=True):
             try:
                 for p in procs:
                     p.start()
@@ -200,15 +205,18 @@ def run_stage_processes(
 
 class _FinishedTrials(threading.Thread):
     """Polls the stage for finished trials and passes each new one to ``on_trial``, in its own thread (the
-    main thread may be running a trial); ``new`` counts those that finished after it was made."""
+    main thread may be running a trial); ``new`` counts those that finished after ``look`` (None: after it was
+    made)."""
 
-    def __init__(self, study: Any, on_trial: Callable[[FrozenTrial], None] | None) -> None:
+    def __init__(self, study: Any, on_trial: Callable[[FrozenTrial], None] | None,
+                 look: optuna_rdb.NewlyFinished | None = None) -> None:
         super().__init__(daemon=True, name="finished-trials")
         self.on_trial = on_trial
         self.storage, self.study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
-        self.look = optuna_rdb.NewlyFinished()
+        self.look = look or optuna_rdb.NewlyFinished()
         self.new = 0  # trials finished since
-        self.poll(report=False)  # the trials finished before: not reported, not counted
+        if look is None:
+            self.poll(report=False)  # the trials finished before: not reported, not counted
         self.stopping = threading.Event()
         self.error: BaseException | None = None  # raised in the main thread (raise_error)
 

@@ -68,6 +68,10 @@ class NewlyFinished:
         """The ids of the study's trials finished (``FINISHED_STATES``) since this look, in order, and the next look
         (to keep once what they were read for succeeded: a look lost with the database is taken again)."""
         ids, floor = finished_trial_ids(storage, study_id, self.floor, FINISHED_STATES)
+        return self._after(ids, floor)
+
+    def _after(self, ids: list[int], floor: int) -> tuple[list[int], NewlyFinished]:
+        """``since`` for the finished ``ids`` and ``floor`` read from this look's floor up."""
         new = [i for i in ids if i not in self.seen]
         # below the floor nothing is read again
         return new, NewlyFinished(floor, frozenset(i for i in self.seen.union(new) if i >= floor))
@@ -343,15 +347,20 @@ def finished_trial_ids(storage: optuna.storages.BaseStorage, study_id: int, from
     of the inserts, not of the commits): after its stage is created a study gains trials only as retry copies, each
     added under the study's row lock (``studies.budget``), so the next id of a study is taken only once the last one
     is committed."""
+    with session(storage) as s:
+        return _finished_trial_ids(s, study_id, from_id, finished)
+
+
+def _finished_trial_ids(s: Any, study_id: int, from_id: int, finished: Sequence[TrialState]) -> tuple[list[int], int]:
+    """``finished_trial_ids`` in session ``s``."""
     trials = models.TrialModel.__table__
     unfinished = [state for state in TrialState if state not in finished]
-    with session(storage) as s:
-        # the floor first: every trial below it was finished when it was read, so in what the next statement reads
-        floor = s.execute(sqlalchemy.select(sqlalchemy.func.min(trials.c.trial_id)).where(
-            trials.c.study_id == study_id, trials.c.state.in_(unfinished))).scalar()
-        ids = [trial_id for (trial_id,) in s.execute(
-            sqlalchemy.select(trials.c.trial_id).where(trials.c.study_id == study_id, trials.c.state.in_(finished),
-                                                       trials.c.trial_id >= from_id).order_by(trials.c.trial_id))]
+    # the floor first: every trial below it was finished when it was read, so in what the next statement reads
+    floor = s.execute(sqlalchemy.select(sqlalchemy.func.min(trials.c.trial_id)).where(
+        trials.c.study_id == study_id, trials.c.state.in_(unfinished))).scalar()
+    ids = [trial_id for (trial_id,) in s.execute(
+        sqlalchemy.select(trials.c.trial_id).where(trials.c.study_id == study_id, trials.c.state.in_(finished),
+                                                   trials.c.trial_id >= from_id).order_by(trials.c.trial_id))]
     if floor is None:  # nothing unfinished: what comes later (a retry) is a new trial, above every id read
         floor = max([from_id - 1, *ids]) + 1
     return ids, max(floor, from_id)
@@ -490,6 +499,20 @@ def state_counts_and_best(storage: optuna.storages.BaseStorage, study_id: int) -
     before one), in one statement."""
     with session(storage) as s:
         return _state_counts_and_best(s, study_id)
+
+
+def state_counts_and_first_look(storage: optuna.storages.BaseStorage,
+                                study_id: int) -> tuple[tuple[dict[str, int], float | None], NewlyFinished]:
+    """``state_counts_and_best`` and a first ``NewlyFinished`` look (every trial finished by then seen) taken at one
+    moment: a trial that ends meanwhile is in both or in neither, so one counted by the first is never reported new
+    by the look, nor one missed by both. One transaction: SQLite's BEGIN IMMEDIATE holds every writer off until it
+    ends; on PostgreSQL it is REPEATABLE READ, where both statements read one snapshot."""
+    with session(storage) as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})  # before its first statement
+        counts = _state_counts_and_best(s, study_id)
+        ids, floor = _finished_trial_ids(s, study_id, 0, FINISHED_STATES)
+    return counts, NewlyFinished()._after(ids, floor)[1]
 
 
 def count_values_at_least(storage: optuna.storages.BaseStorage, study_ids: Sequence[int], lowest: float) -> int:

@@ -11,6 +11,7 @@ user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import shlex
@@ -144,8 +145,36 @@ def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
 
 def _space_text(study: str, space: Any) -> str:
     """``format_space`` of ``study``'s space attribute; StudyError naming them for a value inside it changed by hand."""
+    check_stored_space(study, space)
     with attribute_read(study, "space"):
         return format_space(space)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _readable_dimension(spec: Any) -> bool:
+    """Whether ``spec`` is a dimension as this service stores it: ``{"type": "float"|"int", "low", "high", "log"}``,
+    ``{"type": "categorical", "choices": [...]}``, or the older ``[low, high, "log"|"linear"]``."""
+    if isinstance(spec, list):
+        return len(spec) == 3 and _number(spec[0]) and _number(spec[1]) and spec[2] in ("log", "linear")
+    if not isinstance(spec, dict):
+        return False
+    if spec.get("type") == "categorical":
+        return isinstance(spec.get("choices"), list) and bool(spec["choices"])
+    return (spec.get("type") in ("float", "int") and _number(spec.get("low")) and _number(spec.get("high"))
+            and isinstance(spec.get("log"), bool))
+
+
+def check_stored_space(study: str, space: Any) -> None:
+    """StudyError naming the stage ``study``, the dimension and its value for the first dimension of its stored
+    ``space`` that is not one this service writes (changed by hand): the one line every command that reads a
+    stage's space gives for it."""
+    for name, spec in (space.items() if isinstance(space, dict) else ()):
+        if not _readable_dimension(spec):
+            raise StudyError(f"stage {study}: space dimension {name!r} is {json.dumps(spec)}, not a range or a list "
+                             "of choices; it was written by another program or changed since, and is left as it is")
 
 
 def format_space(space: Any) -> str:
@@ -628,6 +657,7 @@ __all__ = [
     "TRIAL_TAIL_COLUMNS",
     "best_trial",
     "campaigns",
+    "check_stored_space",
     "format_space",
     "latest_campaign",
     "list_studies",

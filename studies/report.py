@@ -66,8 +66,8 @@ from studies import plots
 from studies.budget import ERROR_PREFIX
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
-from studies.queries import (format_space, is_service_study, keep_command, latest_campaign, loss_curves, trials_frame,
-                             unknown_campaign)
+from studies.queries import (check_stored_space, format_space, is_service_study, keep_command, latest_campaign,
+                             loss_curves, trials_frame, unknown_campaign)
 from studies.records import curve_points, params_text, seconds_text, trial_record, value_text
 from studies.store import given_url, mask_url, resolve_storage_url
 
@@ -640,6 +640,7 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     dims = dims or {}
     best_p = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in best_p.items()}
     budget = budget_numbers(info.attrs.get("epochs"), frame)
+    check_stored_space(info.study, info.attrs.get("space"))
     with attribute_read(info.study, "space"):
         text = space_text(info.space)
     return {

@@ -477,8 +477,8 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
 @click.option("--follow", is_flag=True,
               help="After its stage, wait for the campaign's next one (as search auto creates them) and join it "
-                   "too, until a final stage is complete; a --campaign not created yet is waited for too; Ctrl-C "
-                   "stops it.")
+                   "too, until a final stage is complete; a --campaign not created yet (without --campaign: a first "
+                   "campaign) is waited for too; Ctrl-C stops it.")
 @storage_option
 @heartbeat_option
 @json_option
@@ -505,7 +505,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
         raise SearchError("--stage and --follow: give one, --stage to join that stage alone or --follow to join each "
                           "next stage")
     ex = execution(storage, 1, heartbeat, as_json)
-    if follow and campaign is not None:
+    if follow:
         _wait_for_campaign(ex.url, campaign, as_json)
     st, name = ex.existing_storage(campaign)
     if stage is not None:
@@ -538,9 +538,9 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
     return finish(summaries, as_json, complete_hint="")
 
 
-def _wait_for_campaign(url: str, campaign: str, as_json: bool) -> None:
-    """Return once the database at ``url`` holds ``campaign``: search worker --follow may start before the command
-    that creates it, and waits for it as for a next stage, saying so once."""
+def _wait_for_campaign(url: str, campaign: str | None, as_json: bool) -> None:
+    """Return once the database at ``url`` holds ``campaign`` (None: any campaign): search worker --follow may start
+    before the command that creates it, and waits for it as for a next stage, saying so once."""
     import time
 
     from studies.queries import campaigns, names_message
@@ -553,9 +553,12 @@ def _wait_for_campaign(url: str, campaign: str, as_json: bool) -> None:
             known = campaigns(reading)
         finally:
             reading.engine.dispose()
-        if campaign in known:
+        if campaign in known or (campaign is None and known):
             return
-        if not said and not as_json:  # the known ones named: a misspelt name is seen at once
+        if not said and not as_json and campaign is None:
+            say("waiting for a first campaign to be created in the database (search coarse or search auto makes "
+                "one; Ctrl-C stops)", err=True)
+        elif not said and not as_json:  # the known ones named: a misspelt name is seen at once
             say(f"waiting for campaign {campaign} to be created (known campaigns: {names_message(known)}; "
                 "Ctrl-C stops)", err=True)
         said = True

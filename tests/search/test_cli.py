@@ -1492,6 +1492,41 @@ def test_a_following_worker_waits_for_its_campaign_to_be_created(run_cli, monkey
         "interrupted: the database is consistent; run the same command again to continue\n")
 
 
+def test_a_following_worker_without_campaign_waits_for_a_first_campaign(run_cli, monkeypatch):
+    # search worker --follow on a database with no campaign yet stopped at once: "the database has no campaign yet"
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    assert one_line_error(run_cli("worker", "--follow")).startswith(  # no file: an error still (a wrong folder?)
+        "error: no database at 'search.db' (storage sqlite:///search.db): ")
+    open_storage("sqlite:///search.db").engine.dispose()  # a database with no campaign in it
+    assert one_line_error(run_cli("worker")) == (  # without --follow: as before
+        "error: the database has no campaign yet; start one with `search coarse` or `search auto`")
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # two polls find no campaign, the third one campaign's final stage ("search auto" made it)
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) == 3:
+            create_stage(open_storage("sqlite:///search.db"),
+                         replace(coarse_stage("first", run, DEFAULT_SPACE, 2, seed=1), stage="final"))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow")
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 3 and followed.stderr.count("waiting") == 1
+    assert " ".join(followed.stderr.split()).startswith(
+        "waiting for a first campaign to be created in the database (search coarse or search auto makes one; "
+        "Ctrl-C stops) ")
+    assert [t.state.is_finished() for t in cwd_study("first/final").trials] == [True, True]  # the worker ran both
+
+
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
     # search explain --plot of an exploded trial showed its loss alone: not what it was stopped against
     from studies import plots

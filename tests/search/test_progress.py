@@ -193,6 +193,35 @@ def test_the_bar_of_a_two_job_stage_ends_at_the_stage_counts_the_summary_gives(t
     assert last.startswith("p/coarse: 4/4 |") and last.endswith(", best 0.3630 pruned 0"), last
 
 
+def test_the_log_of_a_two_job_stage_tells_each_trial_once_from_the_stage_counts(tmp_path, monkeypatch, capsys):
+    # the stage counted, then the watcher's first look: two trials another process finished between the two were
+    # told by neither, and the stage's log began at [1/4] with a "new best" below the best already found
+    from engine.data import DataSpec
+    from search import campaign
+    from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
+    from search.config import RunConfig
+    from search.stages import run_worker
+    from studies.store import open_storage
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 1})
+    real = campaign.run_stage_processes
+
+    def another_process_first(url_, name, dataset, *args, **kwargs):
+        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
+        return real(url_, name, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
+    summary = execute_stage(Execution(url, jobs=2, progress="log"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    assert summary.counts["complete"] == 4
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:2] == ["p/coarse:0 new best 0.3630 lr=0.00196 reg=0.101 [1/4]",
+                         "p/coarse:1 complete 0.1444 lr=0.000318 reg=0.11 [2/4]"]
+    assert [line[-5:] for line in lines[2:]] == ["[3/4]", "[4/4]"]  # the two workers' trials, as they end
+    assert sorted(line[:-6] for line in lines[2:]) == ["p/coarse:2 complete 0.2481 lr=0.000413 reg=1.52e-06",
+                                                       "p/coarse:3 complete 0.2630 lr=0.00202 reg=0.0906"]
+
+
 def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it():
     distributions = {"lr": optuna.distributions.FloatDistribution(1e-6, 1.0, log=True),
                      "reg": optuna.distributions.FloatDistribution(1e-6, 10.0, log=True),

@@ -440,6 +440,34 @@ def test_a_signal_while_a_finished_trials_result_is_written_keeps_the_result(url
     assert len(lines) == 1 and lines[0].startswith("w/coarse:0 new best ") and lines[0].endswith(" [1/3]")
 
 
+@pytest.mark.parametrize("first, second, code", [(signal.SIGTERM, signal.SIGINT, 143),
+                                                  (signal.SIGINT, signal.SIGTERM, 130)])
+def test_two_signals_while_a_result_is_written_end_by_the_first_ones_code(run_cli, monkeypatch, first, second, code):
+    # a SIGTERM then a Ctrl-C while a finished trial's result was written ended with 130, Ctrl-C's code: each was
+    # acted on in turn once the write was over, Ctrl-C's last
+    from optuna.storages._rdb import models
+
+    from studies import optuna_rdb
+
+    real = optuna_rdb._upsert_attrs
+    sent = []
+
+    def signals_inside_the_result(rdb, conn, model, trial_id, attrs):
+        if model is models.TrialSystemAttributeModel and not sent:  # the first result's transaction
+            sent.append(trial_id)
+            os.kill(os.getpid(), first)
+            os.kill(os.getpid(), second)
+        return real(rdb, conn, model, trial_id, attrs)
+
+    monkeypatch.setattr(optuna_rdb, "_upsert_attrs", signals_inside_the_result)
+    result = run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200", "--jobs", "1")
+    assert result.exit_code == code, result.output
+    assert result.stderr.splitlines()[-1] == (f"{'terminated' if code == 143 else 'interrupted'}: the database is "
+                                              "consistent; run the same command again to continue")
+    study = _study("sqlite:///search.db", "digits/coarse")
+    assert len(sent) == 1 and _states(study) == {"COMPLETE": 1, "WAITING": 2}  # the trial kept, as with one signal
+
+
 def test_a_stage_run_outside_the_main_thread_records_its_results(url):
     # signals are held while a result is written; off the main thread, where no handler runs, there is nothing to
     # hold (signal.signal would refuse: "signal only works in main thread")

@@ -133,6 +133,32 @@ def test_state_counts_and_best_take_the_best_of_the_complete_trials_only(study):
         {"RUNNING": 1, "COMPLETE": 1, "PRUNED": 1, "FAIL": 0, "WAITING": 0}, 0.75)
 
 
+def test_the_counts_and_the_first_look_are_taken_at_one_moment(study, monkeypatch):
+    # the stage's counts, then a look for finished trials: a trial that ended between the two was in neither, and
+    # a --jobs N log began below the stage's count and best
+    storage, sid = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+    optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, _claim(study))).finish(TrialState.COMPLETE, 0.75)
+    running = _claim(study)
+    backend = optuna_rdb.backend(storage)
+    real = optuna_rdb._finished_trial_ids
+    ended = []
+
+    def another_process_ends_a_trial(*args):  # between the two statements (SQLite's BEGIN IMMEDIATE holds it off)
+        if backend.engine.dialect.name == "postgresql":
+            other = optuna.load_study(study_name="c/coarse", storage=open_storage(backend.url))
+            ended.append(optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(other, running))
+                         .finish(TrialState.COMPLETE, 0.5).number)
+        return real(*args)
+
+    monkeypatch.setattr(optuna_rdb, "_finished_trial_ids", another_process_ends_a_trial)
+    counts, look = optuna_rdb.state_counts_and_first_look(storage, sid)
+    monkeypatch.setattr(optuna_rdb, "_finished_trial_ids", real)
+    assert counts == ({"RUNNING": 1, "COMPLETE": 1, "PRUNED": 0, "FAIL": 0, "WAITING": 1}, 0.75)
+    assert look.floor == optuna_rdb.trial_id(running) and look.seen == frozenset()
+    if ended:  # ended after the counts: the look tells it as new
+        assert look.since(storage, sid)[0] == [optuna_rdb.trial_id(running)]
+
+
 def test_a_trial_failed_by_another_worker_is_not_overwritten(study):
     trial_id = optuna_rdb.trial_id(claimed := _claim(study))
     writes = optuna_rdb.BufferedTrialStorage(optuna_rdb.open_trial(study, claimed))
