@@ -1129,6 +1129,23 @@ def test_probabilities_are_written_a_row_at_a_time_with_the_same_bytes(run_cli, 
         assert (tmp_path / out).read_text() == expected.getvalue()
 
 
+def test_an_id_cell_holding_a_line_break_is_quoted_in_the_predictions(run_cli, wine_csv, tmp_path):
+    # a row's cells were written with no line terminator, so csv did not quote a cell holding one: "a\nb" split the
+    # row in two lines, and the file read back had more rows than samples
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))[:4]
+    ids = ["first\nline", "two\n\nbreaks", "plain"]
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["id"] + table[0]] + [[i] + r for i, r in zip(ids, table[1:])])
+    for out, separator in (("p.csv", ","), ("p.tsv", "\t")):
+        result = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--id-column", "id", "--out", out)
+        assert result.exit_code == 0, result.output
+        with open(tmp_path / out, newline="") as f:
+            written = list(csv.reader(f, delimiter=separator))
+        assert [r[1] for r in written] == ["id", *ids] and {len(r) for r in written} == {4 + len(WINE_CLASSES)}
+
+
 def test_an_overflow_names_the_column_largest_once_preprocessed_not_the_largest_raw_value(run_cli, tmp_path):
     # standardize divides a by its std of 1e30 and b by 1e-3: a's raw 1e38 becomes 1e8, b's 3e37 is 3e40, past
     # float32; the error named a, the largest raw value, as the column to scale
