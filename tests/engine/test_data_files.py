@@ -494,3 +494,19 @@ def test_integers_that_merge_as_float32_are_named_in_a_warning(tmp_path: Path) -
     np.savez(tmp_path / "even.npz", X=np.stack([np.arange(n) % 7, 2**24 + 2 * np.arange(n)], axis=1),
              y=np.arange(n) % 2)
     assert load_dataset(DataSpec(str(tmp_path / "even.npz"))).notes == ()
+
+
+def test_integers_of_a_table_that_merge_as_float32_are_counted_over_the_whole_file(tmp_path: Path, monkeypatch) -> None:
+    # the rows read at once were judged alone: the first read's ids below 2**24 were not counted ("its 3 distinct
+    # values become 2", of 6), and values that merge only with another read's were never seen
+    monkeypatch.setattr("engine.formats.CSV_CHUNK_ROWS", 3)
+    ids = [1, 2, 3, 2**30, 2**30 + 1, 2**30 + 2]  # as float32: 1, 2, 3, 2**30 (the second read's 3 are one)
+    path = _write_csv(tmp_path / "ids.csv", ["a", "id", "label"], [[i % 7, v, i % 2] for i, v in enumerate(ids)])
+    assert load_dataset(DataSpec(str(path))).notes == (
+        "column 'id': values up to 1073741826 are beyond the integers float32 holds exactly (2^24 = 16777216), the "
+        "dtype trained on: its 6 distinct values become 4; subtract an offset or rescale them before saving",)
+    across = [1, 2, 2**30, 2**30 + 1, 5, 6]  # one in each read: they merge only with each other
+    path = _write_csv(tmp_path / "across.csv", ["a", "id", "label"], [[i % 7, v, i % 2] for i, v in enumerate(across)])
+    assert load_dataset(DataSpec(str(path))).notes == (
+        "column 'id': values up to 1073741825 are beyond the integers float32 holds exactly (2^24 = 16777216), the "
+        "dtype trained on: its 6 distinct values become 5; subtract an offset or rescale them before saving",)
