@@ -210,6 +210,15 @@ def test_npz_images_with_channels_last_are_read_as_channels_first(tmp_path: Path
     assert str(err.value) == (f"{tmp_path / 'wide.npz'}: X holds images of 8 x 24 (shape (30, 8, 24)), but the model "
                               "was trained on images of 3 x 8 x 8 (C x H x W)")
     assert read_inputs(tmp_path / "grey.npz", label_names=("0", "1", "2"), image_shape=(1, 8, 8))[0].shape == (30, 64)
+    # images with their channels last are named in the shape the file holds (it gave (30, 3, 8, 8), of no array)
+    with pytest.raises(DataError) as err:
+        read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(3, 16, 16))
+    assert str(err.value) == (f"{tmp_path / 'last.npz'}: X holds images of 3 x 8 x 8 (shape (30, 8, 8, 3)), but the "
+                              "model was trained on images of 3 x 16 x 16 (C x H x W)")
+    with pytest.raises(DataError) as err:
+        read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), input_dim=192)
+    assert str(err.value) == (f"{tmp_path / 'last.npz'}: X holds samples of 8 x 8 x 3 (shape (30, 8, 8, 3)), but the "
+                              "model was trained on rows of 192 features (N x 192), not images: give X as rows")
 
 
 # ---------------------------------------------------------------------------------------------
