@@ -635,7 +635,7 @@ def read_inputs(
                 # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads such samples as it was trained
                 if image_shape is None or X.shape[1:] != tuple(image_shape):
                     X = channels_first(X)
-                _check_sample_shape(path, X_key, X.shape, image_shape, input_dim)
+                _check_sample_shape(path, X_key, arrays[X_key].shape, X.shape[1:], image_shape, input_dim)
                 X_read, X = X, _features(str(path), X_key, X)
                 merged = None if X_read.dtype.kind not in "iu" else merged_values_warning(  # as training judges them
                     X_read.reshape(len(X), -1), X, lambda j: f"{X_key} feature {j} (counting from 0)")
@@ -661,21 +661,20 @@ def read_inputs(
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
 
 
-def _check_sample_shape(path: Path, key: str, shape: tuple[int, ...], image_shape: tuple[int, int, int] | None,
-                        input_dim: int | None) -> None:
-    """DataError when samples of ``shape`` (N x ...) of an .npz are images, or images of another shape, than the model
-    was trained on: its rows of ``input_dim`` features, or its images of ``image_shape``; rows of as many values as an
-    image are read as the image flattened."""
-    sample = shape[1:]
+def _check_sample_shape(path: Path, key: str, shape: tuple[int, ...], sample: tuple[int, ...],
+                        image_shape: tuple[int, int, int] | None, input_dim: int | None) -> None:
+    """DataError when the samples of an .npz's array ``key`` of ``shape`` (N x ...), read as ``sample`` each (images
+    with their channels first), are images, or images of another shape, than the model was trained on: its rows of
+    ``input_dim`` features, or its images of ``image_shape``; rows of as many values as an image are read as the image
+    flattened."""
     if len(sample) == 1 or (image_shape is not None and (1, *sample)[-3:] == tuple(image_shape)):
         return
-    shown = " x ".join(map(str, sample))
-    if image_shape is None:
+    if image_shape is None:  # as the file holds them: no layout of images is meant
         rows = f" of {input_dim} features (N x {input_dim})" if input_dim is not None else " of features (N x D)"
-        raise DataError(f"{path}: {key} holds samples of {shown} (shape {shape}), but the model was trained on rows"
-                        f"{rows}, not images: give {key} as rows")
-    raise DataError(f"{path}: {key} holds images of {shown} (shape {shape}), but the model was trained on images of "
-                    f"{' x '.join(map(str, image_shape))} (C x H x W)")
+        raise DataError(f"{path}: {key} holds samples of {' x '.join(map(str, shape[1:]))} (shape {shape}), but the "
+                        f"model was trained on rows{rows}, not images: give {key} as rows")
+    raise DataError(f"{path}: {key} holds images of {' x '.join(map(str, sample))} (shape {shape}), but the model was "
+                    f"trained on images of {' x '.join(map(str, image_shape))} (C x H x W)")
 
 
 def _counted_labels(labels: list[str | None], label_names: tuple[str, ...]) -> list[str | None] | None:

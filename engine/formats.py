@@ -124,15 +124,25 @@ def merged_values_warning(X: np.ndarray, X32: np.ndarray, named: Callable[[int],
     only in the columns that reach beyond it: in the others the cost is a min and a max."""
     if not len(X) or X.dtype.kind not in "iuf":
         return None
+    return _merged_text([(j, X[:, j], X32[:, j]) for j in _wide_columns(X)], named)
+
+
+def _wide_columns(X: np.ndarray) -> np.ndarray:
+    """The columns of X (N, D) holding a value beyond ``FLOAT32_EXACT`` in magnitude."""
     with warnings.catch_warnings():  # a column of missing cells alone (NaN) has no max
         warnings.simplefilter("ignore", RuntimeWarning)
-        wide = np.flatnonzero((np.nanmax(X, axis=0) > FLOAT32_EXACT) | (np.nanmin(X, axis=0) < -FLOAT32_EXACT))
-    merged = [(j, before, after) for j in wide
-              for before, after in [(len(np.unique(X[:, j])), len(np.unique(X32[:, j])))] if after < before]
+        return np.flatnonzero((np.nanmax(X, axis=0) > FLOAT32_EXACT) | (np.nanmin(X, axis=0) < -FLOAT32_EXACT))
+
+
+def _merged_text(columns: list[tuple[int, np.ndarray, np.ndarray]], named: Callable[[int], str]) -> str | None:
+    """``merged_values_warning``'s text for ``columns`` (index, its values as read, the same as float32), or None
+    where float32 keeps every one of them distinct."""
+    merged = [(j, raw, before, after) for j, raw, X32 in columns
+              for before, after in [(len(np.unique(raw)), len(np.unique(X32)))] if after < before]
     if not merged:
         return None
-    j, before, after = merged[0]
-    column = X[:, j][~np.isnan(X[:, j])] if X.dtype.kind == "f" else X[:, j]
+    j, column, before, after = merged[0]
+    column = column[~np.isnan(column)] if column.dtype.kind == "f" else column
     largest = max(abs(column.max().item()), abs(column.min().item()))  # Python numbers: abs of int64's least
     others = f" (and {len(merged) - 1} other feature{'s' if len(merged) > 2 else ''})" if len(merged) > 1 else ""
     shown = largest if isinstance(largest, int) else f"{largest:.17g}"
@@ -270,6 +280,9 @@ class TableText:
     numeric: set[int] = field(default_factory=set)  # columns that held a number
     mixed: dict[int, tuple[str, str]] = field(default_factory=dict)  # discover: column -> its first text among numbers
     merged: str | None = None  # the warning that values of a column merged as float32 (merged_values_warning)
+    # column -> (first row, rows, distinct values as read) of each read of rows in which it passes FLOAT32_EXACT:
+    # merged is judged over the whole file, the rows read at once (CSV_CHUNK_ROWS) being gone
+    wide: dict[int, list[tuple[int, int, np.ndarray]]] = field(default_factory=dict)
 
     def misses(self, cells: list[str]) -> bool:
         """Whether a row's feature ``cells`` miss a value (None is a word in a column of text, missing in others)."""
@@ -432,6 +445,7 @@ def _read_rows(
     the feature names; an empty label cell is an error, or ``empty_label`` when given. ``text``: the columns of text
     found or known, and whether a missing cell is read."""
     end = 0  # the line the row read last ends at (the header's, once read)
+    text.wide = {}
     begins = [1]  # the line the header begins at (after Excel's sep=, line)
     try:
         size = path.stat().st_size
@@ -504,7 +518,23 @@ def _read_rows(
         raise cannot_read(path, exc) from exc
     if not chunks:
         raise DataError(f"{path}: no data rows after the header")
-    return np.concatenate(chunks), labels
+    X = np.concatenate(chunks)
+    text.merged = _table_merged(X, text.wide, names)
+    return X, labels
+
+
+def _table_merged(X32: np.ndarray, wide: dict[int, list[tuple[int, int, np.ndarray]]], names: tuple[str, ...]
+                  ) -> str | None:
+    """``merged_values_warning`` of a table's float32 features X32, of whose columns ``wide`` keeps the values as read
+    in the rows where they pass ``FLOAT32_EXACT`` (``TableText.wide``); in the others float32 holds them as read."""
+    columns = []
+    for c, reads in sorted(wide.items()):
+        exact = np.ones(len(X32), dtype=bool)
+        for first, n, _ in reads:
+            exact[first:first + n] = False
+        raw = np.concatenate([values for _, _, values in reads] + [X32[exact, c].astype(np.float64)])
+        columns.append((c, raw, X32[:, c]))
+    return _merged_text(columns, lambda c: f"column {names[c]!r}")
 
 
 def _check_quotes(path: Path, delimiter: str, start: int) -> None:
@@ -662,8 +692,8 @@ def _parse_rows(
         X = _parse_cells(path, cells, lines, names, first_row, text)
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported below
         X32 = X.astype(np.float32)
-    if text.merged is None:  # the rows read at once (CSV_CHUNK_ROWS) judged
-        text.merged = merged_values_warning(X, X32, lambda c: f"column {names[c]!r}")
+    for c in _wide_columns(X):  # judged once the file is read (_table_merged)
+        text.wide.setdefault(int(c), []).append((first_row, len(X), np.unique(X[:, c])))
     for r, c in np.argwhere(~np.isfinite(X32)):
         if not _is_missing(cells[r][c]):
             raise DataError(f"{path}: row {first_row + r + 1} (line {lines[r]}) column {names[c]!r}: "

@@ -176,8 +176,6 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     return run_existing(execution, study, created, dataset)
 
 
-
-
 def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, compare: bool) -> None:
     """SearchError where ``campaign`` holds stages of the other search than the one adding a stage (``compare``:
     search compare's random-r and grid-r; else the coarse-to-fine chain of search coarse, fine, grid and auto): one

@@ -109,7 +109,6 @@ def auto_choice(st: Any, campaign: str) -> tuple[str, str | None] | None:
     return chose, run
 
 
-
 BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial")
 
 

@@ -69,8 +69,6 @@ def fmt(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"
 
 
-
-
 def frame_records(frame: Any) -> list[dict[str, Any]]:
     """Rows as plain Python values: ints stay ints, NaN and NaT become None, timestamps ISO text, decimals
     (PostgreSQL's numeric) numbers."""

@@ -210,6 +210,15 @@ def test_npz_images_with_channels_last_are_read_as_channels_first(tmp_path: Path
     assert str(err.value) == (f"{tmp_path / 'wide.npz'}: X holds images of 8 x 24 (shape (30, 8, 24)), but the model "
                               "was trained on images of 3 x 8 x 8 (C x H x W)")
     assert read_inputs(tmp_path / "grey.npz", label_names=("0", "1", "2"), image_shape=(1, 8, 8))[0].shape == (30, 64)
+    # images with their channels last are named in the shape the file holds (it gave (30, 3, 8, 8), of no array)
+    with pytest.raises(DataError) as err:
+        read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), image_shape=(3, 16, 16))
+    assert str(err.value) == (f"{tmp_path / 'last.npz'}: X holds images of 3 x 8 x 8 (shape (30, 8, 8, 3)), but the "
+                              "model was trained on images of 3 x 16 x 16 (C x H x W)")
+    with pytest.raises(DataError) as err:
+        read_inputs(tmp_path / "last.npz", label_names=("0", "1", "2"), input_dim=192)
+    assert str(err.value) == (f"{tmp_path / 'last.npz'}: X holds samples of 8 x 8 x 3 (shape (30, 8, 8, 3)), but the "
+                              "model was trained on rows of 192 features (N x 192), not images: give X as rows")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,3 +503,19 @@ def test_integers_that_merge_as_float32_are_named_in_a_warning(tmp_path: Path) -
     np.savez(tmp_path / "even.npz", X=np.stack([np.arange(n) % 7, 2**24 + 2 * np.arange(n)], axis=1),
              y=np.arange(n) % 2)
     assert load_dataset(DataSpec(str(tmp_path / "even.npz"))).notes == ()
+
+
+def test_integers_of_a_table_that_merge_as_float32_are_counted_over_the_whole_file(tmp_path: Path, monkeypatch) -> None:
+    # the rows read at once were judged alone: the first read's ids below 2**24 were not counted ("its 3 distinct
+    # values become 2", of 6), and values that merge only with another read's were never seen
+    monkeypatch.setattr("engine.formats.CSV_CHUNK_ROWS", 3)
+    ids = [1, 2, 3, 2**30, 2**30 + 1, 2**30 + 2]  # as float32: 1, 2, 3, 2**30 (the second read's 3 are one)
+    path = _write_csv(tmp_path / "ids.csv", ["a", "id", "label"], [[i % 7, v, i % 2] for i, v in enumerate(ids)])
+    assert load_dataset(DataSpec(str(path))).notes == (
+        "column 'id': values up to 1073741826 are beyond the integers float32 holds exactly (2^24 = 16777216), the "
+        "dtype trained on: its 6 distinct values become 4; subtract an offset or rescale them before saving",)
+    across = [1, 2, 2**30, 2**30 + 1, 5, 6]  # one in each read: they merge only with each other
+    path = _write_csv(tmp_path / "across.csv", ["a", "id", "label"], [[i % 7, v, i % 2] for i, v in enumerate(across)])
+    assert load_dataset(DataSpec(str(path))).notes == (
+        "column 'id': values up to 1073741825 are beyond the integers float32 holds exactly (2^24 = 16777216), the "
+        "dtype trained on: its 6 distinct values become 5; subtract an offset or rescale them before saving",)

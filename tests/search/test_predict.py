@@ -566,9 +566,11 @@ def _npy_header(shape):
                                                                "model file holds)"),
     # once: numpy's words alone, naming no member
     ("garbage.npz", dict(member=("param.W3.npy", b"\x93NUMPY garbage")),
-     "(its member 'param.W3.npy' cannot be read: ValueError: EOF: reading array header"),
+     "(its member 'param.W3.npy' cannot be read: ValueError: EOF: reading array header, expected 1633841761 "
+     "bytes got 2)"),
     ("replaced.npz", dict(member=("param.W1.npy", b"\x93NUMPY garbage")),
-     "(its member 'param.W1.npy' cannot be read: ValueError: EOF: reading array header"),
+     "(its member 'param.W1.npy' cannot be read: ValueError: EOF: reading array header, expected 1633841761 "
+     "bytes got 2)"),
     ("short.npz", dict(member=("param.b2.npy", _npy_header((3,)) + b"xx")),
      "(its member 'param.b2.npy' cannot be read: ValueError: EOF: reading array data, expected 12 bytes got 2)"),
     ("layer.npz", dict(arrays={"param.W3": np.zeros((3, 3), np.float32)}),
@@ -610,7 +612,7 @@ def test_a_damaged_or_tampered_model_file_is_one_line(run_cli, tmp_path, name, c
             zf.writestr(*change["member"])
     np.savez(tmp_path / "new.npz", X=np.zeros((4, 2)))
     line = one_line_error(run_cli("predict", "--model", name, "--data", "new.npz"))
-    assert line.startswith(f"error: {name}: not a model file saved by `search train --save` {expected}"), line
+    assert line == f"error: {name}: not a model file saved by `search train --save` {expected}", line
 
 
 def test_a_model_file_too_large_for_memory_is_one_line(run_cli, tmp_path):
@@ -1127,6 +1129,23 @@ def test_probabilities_are_written_a_row_at_a_time_with_the_same_bytes(run_cli, 
         writer.writerows([k, i, WINE_CLASSES[p.argmax()], label, *(f"{v:.4f}" for v in p)]
                          for k, (i, label, p) in enumerate(zip(ids, labels, probs)))
         assert (tmp_path / out).read_text() == expected.getvalue()
+
+
+def test_an_id_cell_holding_a_line_break_is_quoted_in_the_predictions(run_cli, wine_csv, tmp_path):
+    # a row's cells were written with no line terminator, so csv did not quote a cell holding one: "a\nb" split the
+    # row in two lines, and the file read back had more rows than samples
+    train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))[:4]
+    ids = ["first\nline", "two\n\nbreaks", "plain"]
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["id"] + table[0]] + [[i] + r for i, r in zip(ids, table[1:])])
+    for out, separator in (("p.csv", ","), ("p.tsv", "\t")):
+        result = run_cli("predict", "--model", "model.npz", "--data", "new.csv", "--id-column", "id", "--out", out)
+        assert result.exit_code == 0, result.output
+        with open(tmp_path / out, newline="") as f:
+            written = list(csv.reader(f, delimiter=separator))
+        assert [r[1] for r in written] == ["id", *ids] and {len(r) for r in written} == {4 + len(WINE_CLASSES)}
 
 
 def test_an_overflow_names_the_column_largest_once_preprocessed_not_the_largest_raw_value(run_cli, tmp_path):
