@@ -340,8 +340,6 @@ def _with_trials_view(statement: str, mask: str, view_sql: str) -> str:
     return f"WITH {cte}\n{statement}"
 
 
-
-
 def _refusal_message(exc: BaseException) -> str:
     text = str(exc).strip()
     detail = text.splitlines()[0] if text else type(exc).__name__

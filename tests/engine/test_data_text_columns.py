@@ -196,7 +196,6 @@ def test_a_table_too_large_once_one_hot_encoded_is_refused_before_it_is_made(tmp
                               "more than 50% of the 195.3 KiB available")
 
 
-
 def test_one_hot_columns_and_filled_cells_are_scikit_learns_fitted_on_the_training_rows(tmp_path: Path) -> None:
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import OneHotEncoder

@@ -99,7 +99,6 @@ def test_a_loss_that_barely_moves_means_the_learning_rate_is_too_low():
     assert "lr_too_low" not in _run(loss=[2.0] + [2.0 * (1 - 0.105)] * 99).labels
 
 
-
 def test_a_loss_held_up_by_its_l2_term_is_over_regularised_not_a_learning_rate_too_low():
     # lr 1e-4 and reg 0.3 on digits: 32.0 -> 30.1 in 3 epochs, 92 % of it the L2 term; called lr_too_low
     barely = [32.0] + [30.0] * 99  # fell 6.25 %

@@ -19,7 +19,6 @@ def _rng() -> np.random.Generator:
     return np.random.default_rng(1)
 
 
-
 def test_affine_gradients():
     rng = _rng()
     x, w, b = rng.standard_normal((5, 4)), rng.standard_normal((4, 3)), rng.standard_normal(3)

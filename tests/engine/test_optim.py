@@ -202,7 +202,6 @@ def test_a_full_disk_under_numbas_cache_is_compiled_around_with_numpys_numbers(t
         assert np.array_equal(_bits(fused[name]), _bits(passes[name])), name
 
 
-
 def test_a_weight_decay_below_float32s_smallest_number_is_applied_as_numpys_passes_apply_it(monkeypatch):
     """1e-46 is 0 in float32, yet NumPy's passes add w * 0 to the gradient: NaN where w is inf, as Adam's loop."""
     from engine import kernels

@@ -176,7 +176,6 @@ def test_an_epoch_shorter_than_the_window_is_judged_on_the_losses_it_has():
     assert diverging.on_epoch(1, 0.1, 0.1) == "exploded"  # 3 losses, mean 5.06
 
 
-
 def test_auto_after_a_fine_stage_added_past_its_final_says_why_it_cannot_go_on(run_cli):
     assert run_cli(*AUTO_ARGS).exit_code == 0
     assert run_cli("fine", "--campaign", "digits", "--trials", "2", "--promote", "2").exit_code == 0

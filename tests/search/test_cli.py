@@ -628,7 +628,6 @@ def test_query_has_a_time_limit_and_a_row_cap(run_cli):
     assert stopped.exit_code == 1 and len(stopped.stderr.strip().splitlines()) == 1
 
 
-
 def _strict_json(text):
     """json.loads that refuses NaN and Infinity, as JSON itself (RFC 8259) and most parsers other than Python's do."""
     def refuse(constant):

@@ -411,7 +411,6 @@ def test_a_stage_stored_with_a_relative_data_path_by_an_older_version_is_continu
     assert created and not created_again and again.study_name == "mine/coarse"
 
 
-
 def test_a_large_table_is_announced_on_stderr_before_it_is_read_and_a_small_one_is_not(run_cli, tmp_path, monkeypatch):
     # a 100 MB CSV was read for 5-10 s before anything was printed
     from engine import formats

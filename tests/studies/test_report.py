@@ -1355,7 +1355,6 @@ def test_the_legend_below_the_value_plots_reads_in_stage_order_row_by_row(stages
     plots.plt.close(fig)
 
 
-
 def test_the_command_that_keeps_the_chosen_configuration_needs_no_storage_where_the_default_finds_it(tmp_path,
                                                                                                      monkeypatch):
     monkeypatch.chdir(tmp_path)
