@@ -90,6 +90,11 @@ def _parse_url(url: str) -> URL:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
+    values = [v for value in parsed.query.values() for v in ((value,) if isinstance(value, str) else value)]
+    if any("\x00" in part for part in (parsed.username, parsed.password, parsed.host, parsed.database, *values)
+           if part):  # os.stat and libpq raised ValueError, a traceback
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: it holds a NUL character (%00), which no part "
+                           f"of a database URL may hold")
     if parsed.get_backend_name() == "sqlite" and "?" in url and not parsed.query:
         # SQLAlchemy drops "?x.db" (no "="): sqlite:///run?2.db would quietly be the database "run"
         raise StorageError(f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' "

@@ -562,3 +562,22 @@ def test_a_postgresql_schema_version_locked_by_another_session_is_given_up_on_af
     assert str(info.value) == (f"storage {pg_database}: cannot read its schema version: the database is locked: "
                                "another process has held its write lock too long; try again when it is done "
                                "(canceling statement due to lock timeout)")
+
+
+@pytest.mark.parametrize("tail", ["/run%00.db", "/run.db?timeout=1%00"])
+def test_a_nul_character_in_a_sqlite_url_is_refused_in_one_line(tmp_path, tail) -> None:
+    url = f"sqlite:///{tmp_path}{tail}"
+    for kwargs in ({}, {"readonly": True}):
+        with pytest.raises(StorageError) as info:  # was os.stat's ValueError: embedded null byte
+            open_storage(url, **kwargs)
+        assert str(info.value) == (f"invalid storage URL {url!r}: it holds a NUL character (%00), which no part of a "
+                                   "database URL may hold")
+        assert info.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nul_character_in_a_postgresql_url_is_refused_before_connecting() -> None:
+    with pytest.raises(StorageError) as info:  # was libpq's ValueError: embedded null character
+        open_storage("postgresql://user:secret@localhost/d%00b")
+    assert str(info.value) == ("invalid storage URL 'postgresql://user:***@localhost/d%00b': it holds a NUL character "
+                               "(%00), which no part of a database URL may hold")
