@@ -732,11 +732,31 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
                         f"subfolder per class of PNG or JPEG images{hint}")
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
+        _refuse_nested_images(path / name)
         images = _image_files(path / name)
         if not images:
             raise DataError(f"{path}: class folder {name!r} holds no PNG or JPEG images")
         files.extend((image, index) for image in images)
     return classes, files
+
+
+def _refuse_nested_images(folder: Path) -> None:
+    """DataError naming a subfolder of the class folder ``folder`` that holds images: a class's images are the files
+    directly in its folder, so these would be neither trained on nor scored, and nothing said so."""
+    try:
+        subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise cannot_read(folder, exc) from exc
+    here = folder.resolve()
+    for sub in subfolders:
+        if sub.resolve() == here or sub.resolve() in here.parents:
+            continue  # a link back to the class folder or above it (a loop): its images are read, or are no class's
+        count = len(_image_files(sub))
+        if count:
+            them = "them" if count > 1 else "it"
+            raise DataError(f"{sub}: a folder inside class {folder.name!r} holding {count} "
+                            f"image{'s' if count > 1 else ''}, which would not be read (a class's images are the files "
+                            f"directly in its folder); move {them} up into {folder.name!r}, or out of the image folder")
 
 
 def _image_files(folder: Path) -> list[Path]:
