@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import multiprocessing
 import os
 import signal
@@ -14,18 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+# a home (or $MPLCONFIGDIR) that cannot be written: matplotlib works from a temporary folder, and its logger, which
+# nothing configures, printed two lines of warnings saying so on the stderr of every command that plots
+_MATPLOTLIB_LOG = logging.getLogger("matplotlib")
+_level = _MATPLOTLIB_LOG.level
+_MATPLOTLIB_LOG.setLevel(logging.ERROR)
+try:
+    import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.colors  # noqa: E402
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.colors
+    import matplotlib.patches
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+finally:
+    _MATPLOTLIB_LOG.setLevel(_level)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
 
 from studies.records import value_text  # noqa: E402
 
