@@ -482,6 +482,9 @@ def read_space_file(path: str) -> list[tuple[str, str | list[str], str]]:
         data = tomllib.loads(text.decode())
     except OSError as e:
         raise SearchError(f"--space-file {path}: {e.strerror or e}") from None
+    except RecursionError:  # tomllib's parser recurses once a level: [[[...]]] ended in a traceback
+        raise SearchError(f"--space-file {path}: lists or tables nested too deep to read; a space file holds "
+                          f"NAME = \"SPEC\" entries and lists of choices") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         other = Path(path).suffix.lower() in (".yaml", ".yml", ".json")  # a sweep configuration of another tool
         raise SearchError(f"--space-file {path}: not valid TOML: {e}" + (
