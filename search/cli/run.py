@@ -16,9 +16,9 @@ from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
-    DATA_PARAMS, INIT_STD_HELP, RUN_PARAMS, AsciiFloat, AsciiIntRange, ImagePath, SectionedCommand, WritablePath,
-    check_not_input, choice, explode_option, json_option, nonneg_float, positive_float, run_config_options,
-    seed_option, storage_file, storage_option,
+    DATA_PARAMS, INIT_STD_HELP, RUN_PARAMS, AsciiFloat, AsciiIntRange, ImagePath, ModelPath, SectionedCommand,
+    WritablePath, check_not_input, choice, explode_option, json_option, nonneg_float, positive_float,
+    run_config_options, seed_option, storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
@@ -47,7 +47,7 @@ reg_option = click.option("--reg", type=AsciiFloat(), default=TrainConfig.reg, s
 @storage_option
 @click.option("--plot", type=ImagePath(), default=None, help="Write loss and accuracy curves (.png, .pdf or .svg).")
 @click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
-@click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
+@click.option("--save", "save_to", type=ModelPath(), default=None, metavar="FILE.npz",
               help="Save the trained network, its fitted preprocessing and class names for `search predict`.")
 @json_option
 def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_factor: float | None,
