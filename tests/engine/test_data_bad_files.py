@@ -210,6 +210,19 @@ def test_a_csv_without_a_header_row_is_refused_not_read_one_sample_short(tmp_pat
         assert load_dataset(DataSpec(str(named))).input_dim == 2
 
 
+def test_a_csv_without_a_header_whose_first_values_rise_is_refused_by_its_label(tmp_path: Path) -> None:
+    # 0.13 < 0.85 passed for a header of wavelengths: the first sample was left out, its numbers naming the columns
+    rows = "".join(f"{i / 20:.2f},{(i * 7 % 12) / 12:.2f},{'ab'[i % 2]}\n" for i in range(12))
+    path = _csv(tmp_path / "nohdr.csv", "0.13,0.85,a\n" + rows)
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: the first line looks like a sample (0.13, 0.85, ...), not a header; its label cell 'a' is one of the "
+        f"labels; add a first line naming the columns, e.g. x1,x2,...,label")
+    named = _csv(tmp_path / "named.csv", "400.5,401.5,label\n" + rows)  # a header of wavelengths is still one
+    assert load_dataset(DataSpec(str(named))).input_dim == 2
+    given = _csv(tmp_path / "given.csv", "0.13,0.85,a\n" + rows)  # a label column given by name: the header names it
+    assert load_dataset(DataSpec(str(given), label_column="a")).label_names == ("a", "b")
+
+
 def test_missing_label_column_lists_the_columns(tmp_path: Path) -> None:
     path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows())
     _error(DataSpec(str(path), label_column="class"), path, "no label column 'class'", "'a', 'b', 'label'")
