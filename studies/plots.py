@@ -269,6 +269,9 @@ def positions(frame: pd.DataFrame, dim: Dim, rng: np.random.Generator | None = N
     return out
 
 
+MAX_CATEGORY_TICKS = 8
+
+
 def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) -> None:
     """Scale, limits and label of one axis: log or linear for a number, one tick per category for a choice."""
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(dim.name + (" (log)" if dim.numeric and dim.log else ""))
@@ -281,14 +284,17 @@ def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) 
             if ok.size:
                 (ax.set_xlim if axis == "x" else ax.set_ylim)(*_padded(float(ok.min()), float(ok.max()), dim.log))
         return
-    ticks = list(range(len(dim.choices)))
-    labels = [value_text(c) for c in dim.choices]
+    # a tick per category, or per so many that at most MAX_CATEGORY_TICKS are labelled: the labels of a choice of
+    # thousands of values overlapped into one black band, and took minutes to lay out
+    step = -(-len(dim.choices) // MAX_CATEGORY_TICKS)
+    ticks = list(range(0, len(dim.choices), step))
+    labels = [value_text(dim.choices[i]) for i in ticks]
     if axis == "x":
         ax.set_xticks(ticks, labels)
-        ax.set_xlim(-0.5, len(ticks) - 0.5)
+        ax.set_xlim(-0.5, len(dim.choices) - 0.5)
     else:
         ax.set_yticks(ticks, labels)
-        ax.set_ylim(-0.5, len(ticks) - 0.5)
+        ax.set_ylim(-0.5, len(dim.choices) - 0.5)
 
 
 def _state_legend(fig: Figure) -> None:
@@ -386,13 +392,15 @@ def plot_param_slices(
     rng = np.random.default_rng(seed)
     for ax, dim in zip(axes, dims):
         if not dim.numeric:
-            boxes = []
-            for i in range(len(dim.choices)):
-                vals = [column_floats(done, "value")[positions(done, dim) == i]
-                        for done in (f[f["state"] == "COMPLETE"] for _, f in stages)]
-                vals = np.concatenate(vals or [np.array([])])
-                boxes.append(vals[np.isfinite(vals)])
-            ax.boxplot(boxes, positions=range(len(boxes)), widths=0.6, showfliers=False,
+            done = [f[f["state"] == "COMPLETE"] for _, f in stages]
+            at = np.concatenate([positions(d, dim) for d in done] or [np.array([])])
+            values = np.concatenate([column_floats(d, "value") for d in done] or [np.array([])])
+            kept = np.isfinite(at) & np.isfinite(values)
+            # a box only where a category has trials: one per category drew 5,000 empty ones (a minute a choice
+            # list of 5,000 values took, for one trial)
+            where = sorted({int(i) for i in at[kept]})
+            boxes = [values[kept & (at == i)] for i in where]
+            ax.boxplot(boxes, positions=where, widths=0.6, showfliers=False, manage_ticks=False,
                        medianprops={"color": "black"}, boxprops={"color": "grey"},
                        whiskerprops={"color": "grey"}, capprops={"color": "grey"})
         unvalued: list[list[np.ndarray]] = [[], [], []]
