@@ -497,6 +497,18 @@ def test_npz_member_with_a_broken_npy_header(tmp_path: Path) -> None:
     _error(DataSpec(str(path)), path, "corrupt or truncated .npz")
 
 
+def test_an_empty_string_label_in_an_npz_is_refused_not_made_a_class(tmp_path: Path) -> None:
+    # y filled with '' where a label was missing became a class named '', blank in every table
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=np.array(["cat", "dog", "", " "] * 10))
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: y_train[2] is an empty label (20 in y_train): give every sample its class, or leave the unlabelled "
+        f"ones out")
+    np.savez(path, X_train=X, y_train=np.array([b"cat", b"dog"] * 20), X_val=X[:4], y_val=np.array([b"cat", b""] * 2))
+    assert _error(DataSpec(str(path)), path).startswith(f"{path}: y_val[1] is an empty label (2 in y_val)")
+
+
 # ---------------------------------------------------------------------------------------------
 # image folders
 
