@@ -80,7 +80,18 @@ def mask_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", masked)  # libpq's ?password= too
 
 
+# the port of a server URL where SQLAlchemy's make_url finds it: after user:password@ and the host (IPv6 in brackets)
+_URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:(?:\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?)?")
+
+
 def _parse_url(url: str) -> URL:
+    found = _URL_PORT.match(url)
+    port = found["port"] if found else None
+    if port is not None and not (re.fullmatch(r"[0-9]+", port) and 1 <= int(port) <= 65535):
+        # SQLAlchemy's int() said "invalid literal for int() with base 10: 'x'", and read a port of other scripts'
+        # digits (:５４３２) as that number
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: its port must be a number from 1 to 65535 (digits "
+                           f"0-9), got {port!r}")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
