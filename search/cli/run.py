@@ -23,7 +23,7 @@ from search.cli.options import (
 from search.cli.output import echo, echo_json, finite_or_none, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
-from search.text import visible
+from search.text import visible, visible_line
 from studies.records import seconds_text
 
 
@@ -411,8 +411,8 @@ def data(base: RunConfig, as_json: bool) -> None:
             "" if base.data.label_column is not None else " (the last; --label-column NAME takes another)"))
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
-    for c in info["classes"]:  # a class named in the file: its control characters written out
-        echo(f"  {visible(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
+    for c in info["classes"]:  # a class named in the file: its control characters and line breaks written out
+        echo(f"  {visible_line(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}")
     warnings = [*info["warnings"], batch_warning(s["train"], base.train.batch_size)]
     for w in filter(None, warnings):
         say(f"warning: {w}")
