@@ -160,8 +160,9 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     if dataset is None:
         dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
     identity = data_identity(stage.run.data, dataset)
-    if "batch_size" in stage.space and not isinstance(stage.space["batch_size"], Choice):
-        largest = stage.space["batch_size"].high
+    if "batch_size" in stage.space:  # a range's upper bound, or a choice's largest (once a trial that failed)
+        batch = stage.space["batch_size"]
+        largest = max(batch.choices) if isinstance(batch, Choice) else batch.high
         if largest > len(dataset.y_train):  # before the database is opened (or made)
             raise SearchError(f"--space batch_size: {largest} is larger than the training set "
                               f"({len(dataset.y_train)} samples)")

@@ -328,6 +328,8 @@ def test_with_params_sets_values_by_path_and_the_sections_check_them():
 
 @pytest.mark.parametrize("args,fragments", [
     (["--space", "batch_size=16:5000:int"], ["--space batch_size", "5000", "training set (1257"]),
+    # a choice was not checked: its trials failed one by one, exit 1
+    (["--space", "batch_size=64,5000"], ["--space batch_size: 5000 is larger than the training set (1257 samples)"]),
     (["--space", "depth=1:3:int", "--hidden", "10,20"], ["--space depth", "--hidden 10,20"]),
 ])
 def test_spaces_the_data_or_the_fixed_options_cannot_run_exit_2(run_cli, tmp_path, args, fragments):
