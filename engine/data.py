@@ -377,6 +377,11 @@ def _encode_labels(
                             "(is this the label column?)")
     elif kind not in "biuUS":
         raise DataError(f"{source}: labels must be integers or strings, got dtype {everything.dtype}")
+    for split, y in ys.items() if kind in "US" else ():  # a class named '' (pandas' fillna('')), blank in every table
+        empty = np.flatnonzero(np.char.strip(y.astype(str)) == "") if y.size else ()
+        if len(empty):
+            raise DataError(f"{source}: y_{split}[{empty[0]}] is an empty label ({len(empty)} in y_{split}): give every "
+                            f"sample its class, or leave the unlabelled ones out")
     classes, codes = np.unique(everything, return_inverse=True)
     names = tuple(_label_text(v) for v in classes)
     ends = np.cumsum([len(y) for y in ys.values()])

@@ -302,8 +302,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         if not names:
             raise DataError(f"{path}: no feature columns besides the label column {header[take[label_index]]!r}")
         if _looks_like_data(names):
-            raise DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a "
-                            f"header; add a first line naming the columns, e.g. x1,x2,...,label")
+            raise _sample_for_a_header(path, names)
         _check_unique(path, [h.strip() for h in header], {n.strip() for n in names})
         found.append((names, header[take[label_index]].strip()))
         return (take if len(take) < len(header) else None), label_index, names  # None: every column, uncut
@@ -313,7 +312,11 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
     if missing_ok:  # a label None or null among numbers is missing too, as in a feature column
         missing = missing_words(labels)
         labels = ["" if label.lower() in missing else label for label in labels]
-    names = found[0][0]
+    names, label_name = found[0]
+    if label_column is None and _looks_like_data(names, rising_too=True) and label_name in set(labels):
+        # rising numbers, as a header of wavelengths is, but its label cell is one of the labels: the first row
+        # (0.13,0.85,a), read as the header, was left out, and its numbers named the columns
+        raise _sample_for_a_header(path, names, f"; its label cell {label_name!r} is one of the labels")
     refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, values in list(text.values.items()):
         numbers = sum(map(is_number_text, values))
@@ -595,14 +598,19 @@ def _check_separator(path: Path, header: list[str], delimiter: str) -> None:
                             f"read as {read_as}-separated; save it separated by {read_as}s")
 
 
-def _looks_like_data(names: tuple[str, ...]) -> bool:
-    """Whether header cells are a sample's values: all numbers, and not rising (0,1,2,... are the names pandas gives
-    unnamed columns; 400.5,401.5,... could be wavelengths)."""
+def _looks_like_data(names: tuple[str, ...], rising_too: bool = False) -> bool:
+    """Whether header cells are a sample's values: all numbers, and (unless ``rising_too``) not rising (0,1,2,... are
+    the names pandas gives unnamed columns; 400.5,401.5,... could be wavelengths)."""
     try:
         values = [float(n) for n in names]
     except ValueError:
         return False
-    return any(not a < b for a, b in zip(values, values[1:]))
+    return rising_too or any(not a < b for a, b in zip(values, values[1:]))
+
+
+def _sample_for_a_header(path: Path, names: tuple[str, ...], why: str = "") -> DataError:
+    return DataError(f"{path}: the first line looks like a sample ({', '.join(names[:3])}, ...), not a header{why}; "
+                     f"add a first line naming the columns, e.g. x1,x2,...,label")
 
 
 def _columns_read(path: Path, header: list[str], label_column: str | None, ignore: tuple[str, ...]
@@ -854,6 +862,7 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
                         f"subfolder per class of PNG or JPEG images{hint}")
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
+        _refuse_nested_images(path / name)
         images = _image_files(path / name)
         if not images:
             others = _other_files(path / name)
@@ -863,6 +872,25 @@ def list_image_folder(path: Path, unlabelled: bool = False) -> tuple[tuple[str, 
             raise DataError(f"{path}: class folder {name!r} holds no PNG or JPEG images{kinds}")
         files.extend((image, index) for image in images)
     return classes, files
+
+
+def _refuse_nested_images(folder: Path) -> None:
+    """DataError naming a subfolder of the class folder ``folder`` that holds images: a class's images are the files
+    directly in its folder, so these would be neither trained on nor scored, and nothing said so."""
+    try:
+        subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise cannot_read(folder, exc) from exc
+    here = folder.resolve()
+    for sub in subfolders:
+        if sub.resolve() == here or sub.resolve() in here.parents:
+            continue  # a link back to the class folder or above it (a loop): its images are read, or are no class's
+        count = len(_image_files(sub))
+        if count:
+            them = "them" if count > 1 else "it"
+            raise DataError(f"{sub}: a folder inside class {folder.name!r} holding {count} "
+                            f"image{'s' if count > 1 else ''}, which would not be read (a class's images are the files "
+                            f"directly in its folder); move {them} up into {folder.name!r}, or out of the image folder")
 
 
 def _image_files(folder: Path) -> list[Path]:

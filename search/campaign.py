@@ -161,11 +161,7 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     if dataset is None:
         dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
     identity = data_identity(stage.run.data, dataset)
-    if "batch_size" in stage.space and not isinstance(stage.space["batch_size"], Choice):
-        largest = stage.space["batch_size"].high
-        if largest > len(dataset.y_train):  # before the database is opened (or made)
-            raise SearchError(f"--space batch_size: {largest} is larger than the training set "
-                              f"({len(dataset.y_train)} samples)")
+    check_batch_sizes(stage.space, dataset)  # before the database is opened (or made)
     storage = execution.storage()
     check_campaign_kind(storage, stage.campaign, compare=bool(COMPARE_STAGE.fullmatch(stage.stage)))
     if stage.parent is not None:  # a stage refined from, or beside, another one: the same data or nothing
@@ -174,6 +170,17 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     if not created:
         _check_same_data(study, identity)
     return run_existing(execution, study, created, dataset)
+
+
+def check_batch_sizes(space: dict[str, Dimension], dataset: Dataset) -> None:
+    """SearchError where ``space`` searches a batch_size larger than the training set: a range's upper bound, or a
+    choice's largest (once each trial of it failed)."""
+    if "batch_size" in space:
+        batch = space["batch_size"]
+        largest = max(batch.choices) if isinstance(batch, Choice) else batch.high
+        if largest > len(dataset.y_train):
+            raise SearchError(f"--space batch_size: {largest} is larger than the training set "
+                              f"({len(dataset.y_train)} samples)")
 
 
 def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, compare: bool) -> None:

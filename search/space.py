@@ -275,6 +275,9 @@ class IntRange(FloatRange):
 
 
 # --------------------------------------------------------------------------- categorical
+MAX_NAMED_CATEGORIES = 10  # the dropped categories a refinement's note names, of each kind; the others are counted
+
+
 @dataclass(frozen=True)
 class Choice:
     """A categorical dimension over ``choices`` (strings, numbers or booleans)."""
@@ -305,7 +308,7 @@ class Choice:
         if kept == self.choices:
             return self, (f"{name}: kept all of {', '.join(map(value_text, kept))}: each appears among the top "
                           f"{len(leaders)} trials ({counts})")
-        dropped = []
+        dropped, unseen = [], []
         for c in self.choices:
             if c in kept:
                 continue
@@ -315,9 +318,17 @@ class Choice:
                 dropped.append(f"{value_text(c)} ({trials}, best {max(scores):.4g}, "
                                f"mean {sum(scores) / len(scores):.4g})")
             else:
-                # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
-                dropped.append(f"{value_text(c)} (none of the {len(ranked)} trials ranked had it)" if len(ranked) > 1
-                               else f"{value_text(c)} (the one trial ranked did not have it)")
+                unseen.append(value_text(c))
+        if len(dropped) > MAX_NAMED_CATEGORIES:
+            dropped[MAX_NAMED_CATEGORIES:] = [f"and {len(dropped) - MAX_NAMED_CATEGORIES} more that ranked trials had"]
+        if unseen:  # named together: one note a category made 240 KB of notes for a choice of 5,000 values
+            # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
+            more = len(unseen) - MAX_NAMED_CATEGORIES
+            listed = ", ".join(unseen[:MAX_NAMED_CATEGORIES]) + (f" and {more} more" if more > 0 else "")
+            one = len(unseen) == 1
+            dropped.append(f"{listed} (none of the {len(ranked)} trials ranked had {'it' if one else 'them'})"
+                           if len(ranked) > 1 else
+                           f"{listed} (the one trial ranked {'did not have it' if one else 'had none of them'})")
         # --top 1: not "among the top 1: 1 with relu", as a range says "the best trial", not "the top 1 trials"
         where = f"among the top {len(leaders)}: {counts}" if len(leaders) > 1 else "the best trial's"
         return Choice(kept), (f"{name}: kept {', '.join(map(value_text, kept))} ({where}); dropped "

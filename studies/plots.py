@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import multiprocessing
 import os
 import signal
@@ -14,18 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+# a home (or $MPLCONFIGDIR) that cannot be written: matplotlib works from a temporary folder, and its logger, which
+# nothing configures, printed two lines of warnings saying so on the stderr of every command that plots
+_MATPLOTLIB_LOG = logging.getLogger("matplotlib")
+_level = _MATPLOTLIB_LOG.level
+_MATPLOTLIB_LOG.setLevel(logging.ERROR)
+try:
+    import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.colors  # noqa: E402
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.colors
+    import matplotlib.patches
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+finally:
+    _MATPLOTLIB_LOG.setLevel(_level)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
 
 from studies.records import value_text  # noqa: E402
 
@@ -260,6 +269,9 @@ def positions(frame: pd.DataFrame, dim: Dim, rng: np.random.Generator | None = N
     return out
 
 
+MAX_CATEGORY_TICKS = 8
+
+
 def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) -> None:
     """Scale, limits and label of one axis: log or linear for a number, one tick per category for a choice."""
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(dim.name + (" (log)" if dim.numeric and dim.log else ""))
@@ -272,14 +284,17 @@ def dress_axis(ax: Axes, axis: str, dim: Dim, values: np.ndarray | None = None) 
             if ok.size:
                 (ax.set_xlim if axis == "x" else ax.set_ylim)(*_padded(float(ok.min()), float(ok.max()), dim.log))
         return
-    ticks = list(range(len(dim.choices)))
-    labels = [value_text(c) for c in dim.choices]
+    # a tick per category, or per so many that at most MAX_CATEGORY_TICKS are labelled: the labels of a choice of
+    # thousands of values overlapped into one black band, and took minutes to lay out
+    step = -(-len(dim.choices) // MAX_CATEGORY_TICKS)
+    ticks = list(range(0, len(dim.choices), step))
+    labels = [value_text(dim.choices[i]) for i in ticks]
     if axis == "x":
         ax.set_xticks(ticks, labels)
-        ax.set_xlim(-0.5, len(ticks) - 0.5)
+        ax.set_xlim(-0.5, len(dim.choices) - 0.5)
     else:
         ax.set_yticks(ticks, labels)
-        ax.set_ylim(-0.5, len(ticks) - 0.5)
+        ax.set_ylim(-0.5, len(dim.choices) - 0.5)
 
 
 def _state_legend(fig: Figure) -> None:
@@ -377,13 +392,15 @@ def plot_param_slices(
     rng = np.random.default_rng(seed)
     for ax, dim in zip(axes, dims):
         if not dim.numeric:
-            boxes = []
-            for i in range(len(dim.choices)):
-                vals = [column_floats(done, "value")[positions(done, dim) == i]
-                        for done in (f[f["state"] == "COMPLETE"] for _, f in stages)]
-                vals = np.concatenate(vals or [np.array([])])
-                boxes.append(vals[np.isfinite(vals)])
-            ax.boxplot(boxes, positions=range(len(boxes)), widths=0.6, showfliers=False,
+            done = [f[f["state"] == "COMPLETE"] for _, f in stages]
+            at = np.concatenate([positions(d, dim) for d in done] or [np.array([])])
+            values = np.concatenate([column_floats(d, "value") for d in done] or [np.array([])])
+            kept = np.isfinite(at) & np.isfinite(values)
+            # a box only where a category has trials: one per category drew 5,000 empty ones (a minute a choice
+            # list of 5,000 values took, for one trial)
+            where = sorted({int(i) for i in at[kept]})
+            boxes = [values[kept & (at == i)] for i in where]
+            ax.boxplot(boxes, positions=where, widths=0.6, showfliers=False, manage_ticks=False,
                        medianprops={"color": "black"}, boxprops={"color": "grey"},
                        whiskerprops={"color": "grey"}, capprops={"color": "grey"})
         unvalued: list[list[np.ndarray]] = [[], [], []]

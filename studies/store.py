@@ -80,7 +80,18 @@ def mask_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", masked)  # libpq's ?password= too
 
 
+# the port of a server URL where SQLAlchemy's make_url finds it: after user:password@ and the host (IPv6 in brackets)
+_URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:(?:\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?)?")
+
+
 def _parse_url(url: str) -> URL:
+    found = _URL_PORT.match(url)
+    port = found["port"] if found else None
+    if port is not None and not (re.fullmatch(r"[0-9]+", port) and 1 <= int(port) <= 65535):
+        # SQLAlchemy's int() said "invalid literal for int() with base 10: 'x'", and read a port of other scripts'
+        # digits (:５４３２) as that number
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: its port must be a number from 1 to 65535 (digits "
+                           f"0-9), got {port!r}")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -90,6 +101,11 @@ def _parse_url(url: str) -> URL:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
+    values = [v for value in parsed.query.values() for v in ((value,) if isinstance(value, str) else value)]
+    if any("\x00" in part for part in (parsed.username, parsed.password, parsed.host, parsed.database, *values)
+           if part):  # os.stat and libpq raised ValueError, a traceback
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: it holds a NUL character (%00), which no part "
+                           f"of a database URL may hold")
     if parsed.get_backend_name() == "sqlite" and "?" in url and not parsed.query:
         # SQLAlchemy drops "?x.db" (no "="): sqlite:///run?2.db would quietly be the database "run"
         raise StorageError(f"invalid storage URL {url!r}: a '?' starts URL arguments; write %3F for a '?' "

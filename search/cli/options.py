@@ -110,6 +110,24 @@ class ImagePath(WritablePath):
         return rv
 
 
+# suffixes of what a model file (a NumPy .npz archive, whatever its name) is not: a slip of the keyboard, --save
+# flowers.csv for --save flowers.npz, replaced that table by a model
+# (a study database is refused as one: see check_not_input)
+NOT_A_MODEL = frozenset({".csv", ".tsv", ".txt", ".json", ".jsonl", ".npy", ".parquet", ".xlsx", ".xls", ".ods", ".pkl",
+                         ".pickle", ".png", ".jpg", ".jpeg", ".pdf", ".svg", ".toml", ".html", ".md"})
+
+
+class ModelPath(WritablePath):
+    """A WritablePath of a model file; one whose suffix names another kind of file (``NOT_A_MODEL``) is refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        suffix = Path(str(rv)).suffix.lower()
+        if suffix in NOT_A_MODEL:
+            self.fail(f"{str(rv)!r}: a model is written as a .npz file (a NumPy archive), not {suffix}", param, ctx)
+        return rv
+
+
 def write_problem(path_text: str, folder: bool) -> str | None:
     """Why a command cannot write the file (``folder``: into the folder, made with its parents) at ``path_text``, or
     None: the folder it goes in (for a new folder, the nearest existing one) must be a writable folder."""
@@ -484,6 +502,9 @@ def read_space_file(path: str) -> list[tuple[str, str | list[str], str]]:
         data = tomllib.loads(text.decode())
     except OSError as e:
         raise SearchError(f"--space-file {path}: {e.strerror or e}") from None
+    except RecursionError:  # tomllib's parser recurses once a level: [[[...]]] ended in a traceback
+        raise SearchError(f"--space-file {path}: lists or tables nested too deep to read; a space file holds "
+                          f"NAME = \"SPEC\" entries and lists of choices") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         other = Path(path).suffix.lower() in (".yaml", ".yml", ".json")  # a sweep configuration of another tool
         raise SearchError(f"--space-file {path}: not valid TOML: {e}" + (

@@ -132,7 +132,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     Example:
       search compare --repeats 5 --trials 16 --epochs 2
     """
-    from search.campaign import Execution, check_campaign_kind
+    from search.campaign import Execution, check_batch_sizes, check_campaign_kind
     from search.cli.stages import check_largest_network
     from search.compare import compare_pair, default_compare_campaign, run_compare
     from studies.report import safe_dirname, write_compare_report
@@ -143,7 +143,9 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     check_not_written(out_dir, ["repeats.png", "compare.json"], storage)  # before the stages run
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
-    check_largest_network(space, run, run.load())  # bad data fails here too, before the database is touched
+    dataset = run.load()  # bad data fails here too, before the database is touched
+    check_largest_network(space, run, dataset)
+    check_batch_sizes(space, dataset)  # the stages check it too, but after the database is made
     progress = "quiet" if as_json or not sys.stderr.isatty() else "bar"
     execution = Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat, progress=progress,
                           parent_works=True)

@@ -16,14 +16,14 @@ from engine.init import INITIALISERS
 from engine.model import ACTIVATIONS
 from engine.trainer import TrainConfig
 from search.cli.options import (
-    DATA_PARAMS, INIT_STD_HELP, RUN_PARAMS, AsciiFloat, AsciiIntRange, ImagePath, SectionedCommand, WritablePath,
-    check_not_input, choice, explode_option, json_option, nonneg_float, positive_float, run_config_options,
-    seed_option, storage_file, storage_option,
+    DATA_PARAMS, INIT_STD_HELP, RUN_PARAMS, AsciiFloat, AsciiIntRange, ImagePath, ModelPath, SectionedCommand,
+    WritablePath, check_not_input, choice, explode_option, json_option, nonneg_float, positive_float,
+    run_config_options, seed_option, storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, echo_json_items, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
-from search.text import visible
+from search.text import visible, visible_line
 from studies.records import seconds_text
 
 
@@ -47,7 +47,7 @@ reg_option = click.option("--reg", type=AsciiFloat(), default=TrainConfig.reg, s
 @storage_option
 @click.option("--plot", type=ImagePath(), default=None, help="Write loss and accuracy curves (.png, .pdf or .svg).")
 @click.option("--test", "score_test", is_flag=True, help="Also score the test split (once, at the end).")
-@click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
+@click.option("--save", "save_to", type=ModelPath(), default=None, metavar="FILE.npz",
               help="Save the trained network, its fitted preprocessing and class names for `search predict`.")
 @json_option
 def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_factor: float | None,
@@ -411,9 +411,9 @@ def data(base: RunConfig, as_json: bool) -> None:
             "" if base.data.label_column is not None else " (the last; --label-column NAME takes another)"))
     click.echo(f"{len(info['classes'])} classes:")
     click.echo(f"  {'class':<20} {'train':>7} {'val':>6} {'test':>6}")
-    for c in class_rows(info["classes"]):  # a class named in the file: its control characters written out
-        echo(f"  {visible(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}" if isinstance(c, dict)
-             else c)
+    for c in class_rows(info["classes"]):  # a class named in the file: its control characters, line breaks written out
+        echo(f"  {visible_line(c['name'])[:20]:<20} {c['train']:7d} {c['val']:6d} {c['test']:6d}"
+             if isinstance(c, dict) else c)
     warnings = [*info["warnings"], batch_warning(s["train"], base.train.batch_size)]
     for w in filter(None, warnings):
         say(f"warning: {w}")

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from search.cli.options import (
-    DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, RUN_PARAMS, AsciiIntRange, SectionedCommand,
-    WritablePath, check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options,
+    DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, RUN_PARAMS, AsciiIntRange, ModelPath, SectionedCommand,
+    check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options,
     heartbeat_option, json_option, options_given, run_config_options, space_options, stage_options, stage_run_options,
     storage_file, storage_option,
 )
@@ -380,7 +380,7 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
               help="Runs of each of the --top configurations in the final stage; the best mean is chosen.")
 @click.option("--retrain-seeds", type=AsciiIntRange(1, 20), default=3, show_default=True,
               help="Retrains of the chosen configuration, scored on test (mean +- std).")
-@click.option("--save", "save_to", type=WritablePath(), default=None, metavar="FILE.npz",
+@click.option("--save", "save_to", type=ModelPath(), default=None, metavar="FILE.npz",
               help="Save the chosen configuration's first retrain as a model for `search predict`.")
 @stage_run_options(NEW_CAMPAIGN)
 @json_option

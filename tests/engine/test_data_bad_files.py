@@ -234,6 +234,19 @@ def test_a_csv_without_a_header_row_is_refused_not_read_one_sample_short(tmp_pat
         assert load_dataset(DataSpec(str(named))).input_dim == 2
 
 
+def test_a_csv_without_a_header_whose_first_values_rise_is_refused_by_its_label(tmp_path: Path) -> None:
+    # 0.13 < 0.85 passed for a header of wavelengths: the first sample was left out, its numbers naming the columns
+    rows = "".join(f"{i / 20:.2f},{(i * 7 % 12) / 12:.2f},{'ab'[i % 2]}\n" for i in range(12))
+    path = _csv(tmp_path / "nohdr.csv", "0.13,0.85,a\n" + rows)
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: the first line looks like a sample (0.13, 0.85, ...), not a header; its label cell 'a' is one of the "
+        f"labels; add a first line naming the columns, e.g. x1,x2,...,label")
+    named = _csv(tmp_path / "named.csv", "400.5,401.5,label\n" + rows)  # a header of wavelengths is still one
+    assert load_dataset(DataSpec(str(named))).input_dim == 2
+    given = _csv(tmp_path / "given.csv", "0.13,0.85,a\n" + rows)  # a label column given by name: the header names it
+    assert load_dataset(DataSpec(str(given), label_column="a")).label_names == ("a", "b")
+
+
 def test_missing_label_column_lists_the_columns(tmp_path: Path) -> None:
     path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows())
     _error(DataSpec(str(path), label_column="class"), path, "no label column 'class'", "'a', 'b', 'label'")
@@ -518,6 +531,18 @@ def test_npz_member_with_a_broken_npy_header(tmp_path: Path) -> None:
                                       "reading array data, expected 64 bytes got 54)")
 
 
+def test_an_empty_string_label_in_an_npz_is_refused_not_made_a_class(tmp_path: Path) -> None:
+    # y filled with '' where a label was missing became a class named '', blank in every table
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=np.array(["cat", "dog", "", " "] * 10))
+    assert _error(DataSpec(str(path)), path) == (
+        f"{path}: y_train[2] is an empty label (20 in y_train): give every sample its class, or leave the unlabelled "
+        f"ones out")
+    np.savez(path, X_train=X, y_train=np.array([b"cat", b"dog"] * 20), X_val=X[:4], y_val=np.array([b"cat", b""] * 2))
+    assert _error(DataSpec(str(path)), path).startswith(f"{path}: y_val[1] is an empty label (2 in y_val)")
+
+
 # ---------------------------------------------------------------------------------------------
 # image folders
 
@@ -554,6 +579,27 @@ def test_an_image_name_that_is_no_file_is_named_not_left_out(tmp_path: Path) -> 
     (folder / "dog" / "pipe.jpg").unlink()
     (folder / "dog" / "more.png").mkdir()  # a folder inside a class folder is passed over, as before
     assert len(load_dataset(DataSpec(str(folder), val_fraction=0.25, test_fraction=0.25)).y_train) == 4
+
+
+def test_images_in_a_folder_inside_a_class_folder_are_named_not_left_out(tmp_path: Path) -> None:
+    # pets/cat/2019/*.png were passed over without a word: never trained on nor scored
+    folder = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        for i in range(4):
+            _png(folder / name / f"{i}.png", (4, 4))
+    for i in range(2):
+        _png(folder / "cat" / "2019" / f"{i}.png", (4, 4))
+    assert _error(DataSpec(str(folder)), folder / "cat" / "2019") == (
+        f"{folder / 'cat' / '2019'}: a folder inside class 'cat' holding 2 images, which would not be read (a class's "
+        f"images are the files directly in its folder); move them up into 'cat', or out of the image folder")
+    for i in range(2):
+        (folder / "cat" / "2019" / f"{i}.png").rename(folder / "cat" / f"2019-{i}.png")
+    (folder / "cat" / "2019" / "notes.txt").write_text("n")  # a folder without images, a link back: passed over
+    (folder / "dog" / "loop").symlink_to("..")
+    (folder / "dog" / "self").symlink_to(".")
+    spec = DataSpec(str(folder), val_fraction=0.25, test_fraction=0.25)
+    ds = load_dataset(spec)
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_val, ds.y_test])).tolist() == [6, 4]
 
 
 def test_empty_folder_and_empty_class_folder(tmp_path: Path) -> None:

@@ -254,6 +254,16 @@ def test_a_space_file_dimension_its_option_refuses_is_named_by_the_file(run_cli,
     assert not (tmp_path / "search.db").exists()
 
 
+@pytest.mark.parametrize("value", ["[" * 500 + "]" * 500, "{a = " * 100_000 + "1" + "}" * 100_000])
+def test_a_space_file_nested_past_the_recursion_limit_is_refused_in_one_line(run_cli, tmp_path, value):
+    # tomllib recurses once a level: a RecursionError traceback
+    (tmp_path / "space.toml").write_text(f"[space]\nhidden = {value}\n")
+    line = one_line_error(run_cli("coarse", "--space-file", "space.toml", "--trials", "1"))
+    assert line == ("error: --space-file space.toml: lists or tables nested too deep to read; a space file holds "
+                    "NAME = \"SPEC\" entries and lists of choices")
+    assert not (tmp_path / "search.db").exists()
+
+
 def test_a_space_file_past_1_mib_is_refused_and_a_pipe_is_read(run_cli, tmp_path):
     # --space-file /dev/zero read until memory ran out: a MemoryError traceback
     with open(tmp_path / "big.toml", "w") as f:
@@ -362,6 +372,8 @@ def test_with_params_sets_values_by_path_and_the_sections_check_them():
 
 @pytest.mark.parametrize("args,fragments", [
     (["--space", "batch_size=16:5000:int"], ["--space batch_size", "5000", "training set (1257"]),
+    # a choice was not checked: its trials failed one by one, exit 1
+    (["--space", "batch_size=64,5000"], ["--space batch_size: 5000 is larger than the training set (1257 samples)"]),
     (["--space", "depth=1:3:int", "--hidden", "10,20"], ["--space depth", "--hidden 10,20"]),
 ])
 def test_spaces_the_data_or_the_fixed_options_cannot_run_exit_2(run_cli, tmp_path, args, fragments):

@@ -179,6 +179,14 @@ def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
         "cmp/grid-0", "cmp/grid-1", "cmp/random-0", "cmp/random-1", "mine/coarse", "mine/final"]
 
 
+@pytest.mark.parametrize("spec", ["batch_size=64:5000", "batch_size=64,5000"])
+def test_a_batch_size_larger_than_the_training_set_is_refused_before_a_database_is_made(run_cli, tmp_path, spec):
+    # the stage refused it once search.db was made, empty
+    assert one_line_error(run_cli("compare", "--space", spec, "--trials", "2", "--epochs", "1", "--repeats", "1")) == (
+        "error: --space batch_size: 5000 is larger than the training set (1257 samples)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_commands_that_default_to_the_latest_campaign_leave_compare_campaigns_out(run_cli, tmp_path):
     # after search compare, search fine said "campaign compare-... holds search compare's stages" and search best
     # answered with a comparison trial: compare's campaign was "the latest"

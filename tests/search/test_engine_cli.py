@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 from click.testing import CliRunner
 
 from search.cli import cli
 from tests.cifar_files import write_cifar_folder
+from tests.search.procs import env
 
 
 def invoke(*args: str):
@@ -138,6 +141,18 @@ def test_layers_plot_is_written_with_the_numbers_layers_prints(tmp_path, monkeyp
     assert list(shown[0].lines[0].get_ydata()) == [row["mean"] for row in rows]
     assert list(shown[1].lines[0].get_ydata()) == [row["std"] for row in rows]
     assert [sum(bar.get_height() for bar in ax.patches) for ax in shown[2:]] == [1000 * 500] * 10  # every output
+
+
+def test_a_plot_with_a_home_matplotlib_cannot_write_in_prints_nothing_on_stderr(tmp_path):
+    # matplotlib falls back to a temporary folder and its logger printed two lines of warnings saying so
+    home = tmp_path / "home"
+    home.write_text("a file where a home folder belongs: nothing can be made in it")
+    environ = {k: v for k, v in env().items() if not k.startswith(("MPL", "XDG_"))} | {"HOME": str(home)}
+    png = tmp_path / "layers.png"
+    done = subprocess.run([sys.executable, "-m", "search", "layers", "--plot", str(png)], env=environ,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.endswith(f"wrote {png}\n") and png.read_bytes().startswith(b"\x89PNG")
 
 
 def test_layers_plot_leaves_the_same_gap_between_each_two_columns_of_histograms(tmp_path, monkeypatch):

@@ -628,6 +628,21 @@ def test_a_table_campaign_made_with_mean_image_continues_with_the_command_that_m
     assert new.user_attrs["config"]["preprocess"]["name"] == "standardize"
 
 
+def test_a_class_name_holding_a_line_break_or_a_tab_stays_on_its_row_of_the_class_table(run_cli, tmp_path):
+    # a folder "cat\nold" printed its row of search data's class table on two lines
+    from PIL import Image
+
+    for name in ("cat\nold", "dog\tpuppy"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(np.full((4, 4), 60 + i, np.uint8)).save(tmp_path / "photos" / name / f"{i}.png")
+    photos = run_cli("data", "--data", "photos")
+    assert photos.exit_code == 0, photos.output
+    lines = photos.stdout.splitlines()
+    rows = lines[lines.index("  class                  train    val   test") + 1:][:2]
+    assert rows == ["  cat\\nold                  14      3      3", "  dog\\tpuppy                14      3      3"]
+
+
 def test_names_from_files_never_reach_the_terminal_as_control_codes(run_cli, tmp_path, monkeypatch):
     # a label, a file name, an image folder's class: ESC]0;...BEL set the terminal's title, ESC[31m its colour
     monkeypatch.setenv("COLUMNS", "200")

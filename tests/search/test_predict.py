@@ -447,6 +447,18 @@ def test_predictions_are_written_whole_or_not_at_all(run_cli, wine_csv, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "p.csv", "wine.csv"]
 
 
+@pytest.mark.parametrize("command", [("train", "--epochs", "1"), ("auto", "--trials", "2", "--epochs", "1")])
+def test_a_model_is_not_saved_under_the_name_of_another_kind_of_file(run_cli, tmp_path, command):
+    # --save flowers.csv, meaning flowers.npz, replaced the table by a model after the training
+    (tmp_path / "flowers.csv").write_text("x,label\n1,a\n")
+    for name, suffix in (("flowers.csv", ".csv"), ("curves.PNG", ".png"), ("notes.txt", ".txt")):
+        assert one_line_error(run_cli(*command, "--save", name)) == (
+            f"error: Invalid value for '--save': '{name}': a model is written as a .npz file (a NumPy archive), not "
+            f"{suffix}")
+    assert (tmp_path / "flowers.csv").read_text() == "x,label\n1,a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flowers.csv"]
+
+
 def test_an_output_never_overwrites_an_input(run_cli, wine_csv, tmp_path):
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")
     data, model = wine_csv.read_bytes(), (tmp_path / "model.npz").read_bytes()
@@ -455,7 +467,7 @@ def test_an_output_never_overwrites_an_input(run_cli, wine_csv, tmp_path):
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--out", "model.npz"),
                    "error: --out model.npz is the --model file; write to another file")
     one_line_error(run_cli("train", "--data", "wine.csv", "--label-column", "cultivar", "--save", "wine.csv"),
-                   "error: --save wine.csv is the --data file; write to another file")
+                   "error: Invalid value for '--save': 'wine.csv': a model is written as a .npz file")
     np.savez(tmp_path / "arrays.npz", X=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 2)
     arrays = (tmp_path / "arrays.npz").read_bytes()
     one_line_error(run_cli("auto", "--data", "arrays.npz", "--trials", "2", "--save", "arrays.npz"),
@@ -770,7 +782,7 @@ def test_a_plot_never_overwrites_the_data_or_the_model(run_cli, tmp_path):
     assert (tmp_path / "arrays.npz").read_bytes() == arrays
     one_line_error(run_cli("train", "--data", "arrays.npz", "--batch-size", "8", "--epochs", "1", "--save", "m.png",
                            "--plot", "m.png"),
-                   "error: --plot m.png is the --save file; write to another file")
+                   "error: Invalid value for '--save': 'm.png': a model is written as a .npz file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz"]
 
 

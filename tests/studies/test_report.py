@@ -612,6 +612,20 @@ def test_a_dimension_is_drawn_on_its_own_scale(mixed_db):
     plots.plt.close(pair[0].figure)
 
 
+def test_a_choice_of_thousands_of_values_draws_a_box_per_category_with_trials_and_a_few_labels():
+    # one box and one label per category: a report of one trial of a 5,000-value choice took minutes, its labels
+    # one black band
+    frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE"] * 3, "value": [0.5, 0.7, 0.9],
+                          "param_hidden": [10, 10, 4000]})
+    dim = plots.Dim("hidden", "categorical", choices=tuple(range(1, 5001)))
+    ax = plots.new_axes(1, 1)[0, 0]
+    plots.plot_param_slices([ax], [("coarse", frame)], [dim])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "626", "1251", "1876", "2501", "3126", "3751", "4376"]
+    assert ax.get_xlim() == (-0.5, 4999.5)
+    assert len(ax.lines) == 2 * 6  # two boxes (hidden 10 and 4000), each its box, median, two whiskers, two caps
+    plots.plt.close(ax.figure)
+
+
 # ---- diagnoses: counts per stage and one example curve of each label
 def expected_diagnoses(trials):
     """Trials per label, counted directly from the trial dicts (two labels: counted under both)."""

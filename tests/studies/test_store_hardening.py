@@ -562,3 +562,45 @@ def test_a_postgresql_schema_version_locked_by_another_session_is_given_up_on_af
     assert str(info.value) == (f"storage {pg_database}: cannot read its schema version: the database is locked: "
                                "another process has held its write lock too long; try again when it is done "
                                "(canceling statement due to lock timeout)")
+
+
+@pytest.mark.parametrize("tail", ["/run%00.db", "/run.db?timeout=1%00"])
+def test_a_nul_character_in_a_sqlite_url_is_refused_in_one_line(tmp_path, tail) -> None:
+    url = f"sqlite:///{tmp_path}{tail}"
+    for kwargs in ({}, {"readonly": True}):
+        with pytest.raises(StorageError) as info:  # was os.stat's ValueError: embedded null byte
+            open_storage(url, **kwargs)
+        assert str(info.value) == (f"invalid storage URL {url!r}: it holds a NUL character (%00), which no part of a "
+                                   "database URL may hold")
+        assert info.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nul_character_in_a_postgresql_url_is_refused_before_connecting() -> None:
+    with pytest.raises(StorageError) as info:  # was libpq's ValueError: embedded null character
+        open_storage("postgresql://user:secret@localhost/d%00b")
+    assert str(info.value) == ("invalid storage URL 'postgresql://user:***@localhost/d%00b': it holds a NUL character "
+                               "(%00), which no part of a database URL may hold")
+
+
+@pytest.mark.parametrize("url,port", [
+    ("postgresql://user:secret@db.example:notaport/runs", "notaport"),  # once "invalid literal for int() ..."
+    ("postgresql://user:secret@db.example:/runs", ""),
+    ("postgresql://user:secret@db.example:５４３２/runs", "５４３２"),  # once read as 5432, as int() reads it
+    ("postgresql://user:secret@db.example:0/runs", "0"),
+    ("postgresql://user:secret@[::1]:x/runs", "x"),
+])
+def test_a_server_url_whose_port_is_no_port_number_is_refused_before_connecting(url, port) -> None:
+    with pytest.raises(StorageError) as info:
+        open_storage(url)
+    assert str(info.value) == (f"invalid storage URL {url.replace(':secret@', ':***@')!r}: its port must be a number "
+                               f"from 1 to 65535 (digits 0-9), got {port!r}")
+    assert info.value.exit_code == 2
+
+
+def test_a_url_without_a_port_is_not_read_as_one_up_to_its_password() -> None:
+    for url in ("postgresql://user:secret@127.0.0.1/runs", "postgresql://user:se/cret@127.0.0.1/runs"):
+        with pytest.raises(StorageError) as info:  # no server there, or a login refused: not "its port must be ..."
+            open_storage(url)
+        assert "secret" not in str(info.value) and "se/cret" not in str(info.value)
+        assert "port must be" not in str(info.value)
