@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -24,7 +23,7 @@ from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, best_configurations, campaign_stages, create_stage, fine_index, latest_chain_stage,
     load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size,
-    stage_unfinished, storage_retry_seconds, study_name, value_se, watch_sqlite_file,
+    stage_unfinished, storage_retry_seconds, study_name, usable_cores, value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -78,8 +77,7 @@ class Execution:
     def processes(self, trials_left: int) -> int:
         """Worker processes for a stage with ``trials_left`` trials: --jobs, or (auto) the usable cores, at most
         one per trial left."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return self.jobs if self.jobs is not None else max(1, min(cores, trials_left))
+        return self.jobs if self.jobs is not None else max(1, min(usable_cores(), trials_left))
 
     def storage(self) -> optuna.storages.RDBStorage:
         """The database, created when it does not exist yet (commands that start a campaign)."""

@@ -317,11 +317,16 @@ def trials_by_id(storage: optuna.storages.BaseStorage, trial_ids: Sequence[int])
     return [found[i] for i in trial_ids]
 
 
-def trial_user_attr_values(storage: optuna.storages.BaseStorage, study_id: int, key: str) -> list[Any]:
-    """The values of trial user attribute ``key`` over the study's trials that have it, without reading the trials."""
+def trial_user_attr_values(storage: optuna.storages.BaseStorage, study_id: int, key: str,
+                           states: Sequence[TrialState] | None = None) -> list[Any]:
+    """The values of trial user attribute ``key`` over the study's trials that have it (those in ``states`` only,
+    when given), without reading the trials."""
     trials, attrs = models.TrialModel.__table__, models.TrialUserAttributeModel.__table__
     query = (sqlalchemy.select(attrs.c.value_json)
-             .select_from(attrs.join(trials, trials.c.trial_id == attrs.c.trial_id)).where(trials.c.study_id == study_id, attrs.c.key == key))
+             .select_from(attrs.join(trials, trials.c.trial_id == attrs.c.trial_id))
+             .where(trials.c.study_id == study_id, attrs.c.key == key))
+    if states is not None:
+        query = query.where(trials.c.state.in_(states))
     with session(storage) as s:
         return [json.loads(value) for (value,) in s.execute(query)]
 

@@ -66,6 +66,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     from engine.diagnostics import describe_diagnosis
     from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, finite_or_none,
                                   stop_reason, value_epoch)
+    from search.stages import blas_threads_of
 
     ctx = click.get_current_context()
     stored = threads = None
@@ -257,15 +258,6 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, A
     threads = trial.user_attrs.get("blas_threads")
     return (RunConfig.from_dict(config), stage.explode_factor, trial, recorded,
             threads if isinstance(threads, int) and threads >= 1 else None)
-
-
-def blas_threads_of(threads: int | None) -> Any:
-    """A context in which NumPy's BLAS runs on ``threads`` threads (None: as it is)."""
-    import contextlib
-
-    from threadpoolctl import threadpool_limits
-
-    return contextlib.nullcontext() if threads is None else threadpool_limits(threads, user_api="blas")
 
 
 # --------------------------------------------------------------------------- layers

@@ -653,6 +653,66 @@ def test_a_stage_stored_without_a_heartbeat_runs_with_the_commands_one(url, monk
     assert given == [7] and summary.counts["complete"] + summary.counts["pruned"] == 2
 
 
+def test_a_trial_beside_a_live_worker_of_this_host_runs_on_its_share_of_the_cores(url, monkeypatch):
+    # a `search worker` beside a `search coarse --jobs 1` on 2 cores: each ran NumPy's 2 BLAS threads, 2.2-2.4 s a
+    # trial, where one thread each took 0.43 s
+    import socket
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    from search.stages import blas_threads, create_stage, run_worker
+    from studies import optuna_rdb
+
+    seen: list[int | None] = []
+    real = stages_module.run_trial
+    monkeypatch.setattr(stages_module, "run_trial", lambda *a, **k: seen.append(blas_threads()) or real(*a, **k))
+    cores = {"n": 2}
+    monkeypatch.setattr(stages_module, "usable_cores", lambda: cores["n"])
+    storage = open_storage(url, heartbeat_interval=60)
+    for name in ("side", "other"):
+        create_stage(storage, coarse_stage(name, RUN, DEFAULT_SPACE, 14, seed=0))
+    side, other = (storage.get_study_id_from_name(f"{name}/coarse") for name in ("side", "other"))
+    dataset = RUN.load()
+    host = socket.gethostname()
+    live = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def next_trial(beside: list[str], stage_id: int = side) -> None:
+        for worker in beside:
+            optuna_rdb.claim_waiting_trial(storage, stage_id, -1, {"worker": worker})
+        assert run_worker(storage, "side/coarse", dataset, max_trials=1).ran == 1
+
+    try:
+        with threadpool_limits(2, user_api="blas"):  # NumPy's own on 2 cores
+            next_trial([])  # alone: as it is
+            # not beside it: another stage's trial, another host's, a process of this host that is gone (failed)
+            next_trial([f"{host}:{live[0].pid}"], other)
+            next_trial([f"elsewhere:{live[0].pid}", f"{host}:{gone.pid}"])
+            next_trial([f"{host}:{live[0].pid}"])  # beside a live worker of this host: 2 cores // 2 processes
+            cores["n"] = 16
+            next_trial([f"{host}:{live[1].pid}"])  # 16 // 3, at most its own 2
+            cores["n"] = 6
+            next_trial([f"{host}:{live[1].pid}"])  # processes, not trials: 6 // 3 (6 // 4 is 1)
+            cores["n"] = 2
+            next_trial([])  # 2 // 3, at least 1
+            assert blas_threads() == 2  # given back after the trial
+        with threadpool_limits(1, user_api="blas"):  # a worker of --jobs N: 1, as alone
+            cores["n"] = 16
+            next_trial([])
+    finally:
+        for p in live:
+            p.kill()
+            p.wait()
+    assert seen == [2, 2, 2, 1, 2, 2, 1, 1]
+    lost = f"worker lost: its process {gone.pid} on this host is gone"
+    ran = sorted((t for t in _study(url, "side/coarse").get_trials()
+                  if t.state.is_finished() and t.user_attrs.get("stop_reason") != lost), key=lambda t: t.number)
+    assert [t.user_attrs["blas_threads"] for t in ran] == seen  # what it ran with (train --from-trial reruns so)
+    storage.engine.dispose()
+
+
 def test_a_trial_of_a_killed_worker_its_parent_has_not_reaped_yet_is_failed_at_once(url):
     # search coarse --jobs 3 runs trials in its own process and reaps no worker meanwhile: one killed with SIGKILL
     # (the OOM killer) stayed a zombie, which kill(pid, 0) finds, and its trial waited 2 heartbeats (10 min with
