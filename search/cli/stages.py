@@ -299,9 +299,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
       search fine --scheduler asha --trials 100
       search fine --sampler tpe   # TPE inside the refined box, as search auto
     """
-    from search.campaign import (
-        execute_stage, next_fine_stage, promoted_fine_stage, run_existing, with_fine_choices,
-    )
+    from search.campaign import execute_stage, next_fine_stage, promoted_fine_stage, with_fine_choices
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
@@ -317,7 +315,9 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
         if unused and not as_json:
             say(f"continuing {study.study_name}, unfinished, as it was created: {', '.join(unused)} not applied; "
                 f"run the command again once it is done for a new stage with them", err=True)
-        return finish([run_existing(ex, study)], as_json)
+        dataset = stored.run.load()  # once, for the warning and the trials; execute_stage checks it is the same
+        ex = replace(ex, warnings=updates_lines(stored.run, stored.space, len(dataset.y_train)))  # as a new stage's
+        return finish([execute_stage(ex, stored, dataset)], as_json)
     dataset = stage.run.load()  # once, for the promoted runs and the stage
     # said before the promoted runs, of the stage's epochs (--epochs 3 on wine: 6 updates a trial, without a word)
     ex = replace(ex, warnings=updates_lines(stage.run, stage.space, len(dataset.y_train)))

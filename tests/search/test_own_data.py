@@ -680,3 +680,23 @@ def test_search_data_of_many_classes_lists_the_most_and_least_frequent_and_count
     table = lines[lines.index("30 classes:") + 2:]
     assert [row.split()[0] for row in table[:30]] == [f"k{i}" for i in range(10, 40)]
     assert table[30] == "warning: few training samples (< 10) in class 'k10' (9)", table[30]
+
+
+def test_fine_continuing_its_unfinished_stage_warns_of_too_few_updates_as_a_new_one(run_cli, monkeypatch):
+    # search fine --epochs 3 on wine, interrupted, then search fine: its 6 updates a trial went on without a word
+    from search.campaign import next_fine_stage
+    from search.stages import create_stage
+
+    monkeypatch.setenv("COLUMNS", "300")
+    small = ["--data", "digits", "--train-size", "300", "--jobs", "1"]
+    assert "warning" not in run_cli("coarse", *small, "--trials", "2", "--epochs", "4", "--campaign", "c").stderr
+    storage = open_storage("sqlite:///search.db")
+    stage, _ = next_fine_stage(storage, "c", 5, 0.1, 2, 2)  # created at 2 epochs, none of its trials run
+    create_stage(storage, stage)
+    storage.engine.dispose()
+    fine = run_cli("fine", "--campaign", "c", "--jobs", "1")
+    assert fine.exit_code == 0, fine.output
+    assert [line for line in fine.stderr.splitlines() if "warning" in line] == [
+        "warning: 300 training samples make 6 updates an epoch at --batch-size 50, 12 in a 2-epoch trial (under 20, "
+        "too few for a slow learning rate to move the loss): give a smaller --batch-size or more --epochs"]
+    assert json.loads(run_cli("studies", "--json").stdout)[-1]["n_trials"] == 2  # the stage continued, not another
