@@ -361,7 +361,7 @@ def repeat_numbers(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]],
     }
 
 
-def diagnosis_labels(frame: pd.DataFrame) -> pd.Series:
+def diagnosis_label_rows(frame: pd.DataFrame) -> pd.Series:
     """One row per (trial, label): the trial's row index and its label (the ``diagnosis`` column split at commas)."""
     if "diagnosis" not in frame.columns:
         return pd.Series([], dtype=object)
@@ -379,7 +379,7 @@ def _label_order(labels: Any) -> list[str]:
 
 def diagnosis_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Trials per diagnosis label (a trial with two labels counts under both); only labels that occur."""
-    labels = diagnosis_labels(frame)
+    labels = diagnosis_label_rows(frame)
     counts = labels.value_counts()
     return {label: int(counts[label]) for label in _label_order(counts.index)}
 
@@ -653,7 +653,7 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
         "training_seconds": budget["training_seconds"], "spent": budget, "pruning": pruning_savings(frame),
         "distinct": distinct_counts(frame, params), "trials_to_within_1pt": trials_to_within(frame),
         "importance": dict(FIXED_IMPORTANCE) if info.is_fixed else param_importance(frame, info.space),
-        "diagnosed_trials": int(diagnosis_labels(frame).index.nunique()), "diagnoses": diagnosis_counts(frame),
+        "diagnosed_trials": int(diagnosis_label_rows(frame).index.nunique()), "diagnoses": diagnosis_counts(frame),
     }
 
 
@@ -731,7 +731,7 @@ def diagnosis_examples(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFr
             continue
         if uncut and "stop_reason" in frame:
             frame = frame[frame["stop_reason"].astype(object) != "pruned"]
-        labels = diagnosis_labels(frame)
+        labels = diagnosis_label_rows(frame)
         explained = labels.index[labels.isin(LR_LABELS).to_numpy()].unique()
         for label in _label_order(labels.unique()):
             index = labels.index[labels.to_numpy() == label].unique()
@@ -1646,7 +1646,7 @@ __all__ = [
     "compare_report",
     "diagnosis_counts",
     "diagnosis_examples",
-    "diagnosis_labels",
+    "diagnosis_label_rows",
     "diagnosis_text",
     "distinct_counts",
     "grid_pairs",

@@ -66,7 +66,7 @@ class SearchGroup(click.Group):
             click.echo(f"error: {visible(self._campaign_data_hint(e) or e.format_message())}", err=True)
             sys.exit(e.exit_code)
         except (EngineError, StudyError, SearchError) as e:
-            click.echo(f"error: {visible(one_line(str(e)))}", err=True)
+            click.echo(f"error: {visible(single_spaced(str(e)))}", err=True)
             sys.exit(e.exit_code)
         except OSError as e:
             if e.errno not in _OUTPUT_FAILURES:
@@ -87,10 +87,10 @@ class SearchGroup(click.Group):
                     _exit_interrupted(stop, given)
                 if not unreadable:
                     raise
-                click.echo(f"error: {visible(one_line(unreadable))}; it was written by another program or changed "
+                click.echo(f"error: {visible(single_spaced(unreadable))}; it was written by another program or changed "
                            "since, and is left as it is", err=True)
                 sys.exit(2)
-            click.echo(f"error: the database failed: {visible(one_line(describe_storage_error(e)))}; run the same "
+            click.echo(f"error: the database failed: {visible(single_spaced(describe_storage_error(e)))}; run the same "
                        "command again", err=True)
             sys.exit(1)
         finally:
@@ -182,7 +182,8 @@ def _buffer_raw_stdout() -> None:
                                       line_buffering=True)
 
 
-def one_line(text: str) -> str:
+def single_spaced(text: str) -> str:
+    """``text`` with each run of white space (line breaks too) one space: an error said on one line."""
     return " ".join(text.split())
 
 

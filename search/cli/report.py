@@ -12,8 +12,8 @@ import click
 
 from search.cli.options import (
     MAX_REPEATS, MAX_TRIALS, NEWEST_CAMPAIGN, AsciiIntRange, SectionedCommand, WritablePath,
-    build_space, campaign_option, check_not_input, default_folder, explode_option, heartbeat_option, jobs_option,
-    json_option, open_for_reading,
+    build_space, campaign_option, check_not_input, default_folder, execution, explode_option, heartbeat_option,
+    jobs_option, json_option, open_for_reading,
     run_config_options, space_options, storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, fmt, say
@@ -132,11 +132,10 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     Example:
       search compare --repeats 5 --trials 16 --epochs 2
     """
-    from search.campaign import Execution, check_batch_sizes, check_campaign_kind
+    from search.campaign import check_batch_sizes, check_campaign_kind
     from search.cli.stages import check_largest_network
     from search.compare import compare_pair, default_compare_campaign, run_compare
     from studies.report import safe_dirname, write_compare_report
-    from studies.store import resolve_storage_url
 
     name = campaign or default_compare_campaign()
     out_dir = out_dir or default_folder(safe_dirname(name))
@@ -146,9 +145,8 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     dataset = run.load()  # bad data fails here too, before the database is touched
     check_largest_network(space, run, dataset)
     check_batch_sizes(space, dataset)  # the stages check it too, but after the database is made
-    progress = "quiet" if as_json or not sys.stderr.isatty() else "bar"
-    execution = Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat, progress=progress,
-                          parent_works=True)
+    # a line says how each stage went: its progress is a bar on a terminal, nothing through a pipe or with --json
+    ex = execution(storage, jobs, heartbeat, as_json or not sys.stderr.isatty())
 
     def on_stage(s: Any) -> None:
         if not as_json:
@@ -156,7 +154,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
             say(f"{s.stage:<10} best {fmt(s.best_value)}  ({s.n_trials} trials: {c['complete']} complete, "
                 f"{c['pruned']} pruned, {c['fail']} failed)", "  ")
 
-    check_campaign_kind(execution.storage(), name, compare=True)  # before the line that says what it will run
+    check_campaign_kind(ex.storage(), name, compare=True)  # before the line that says what it will run
     if not as_json:
         random_stage, grid_stage = compare_pair(name, run, space, trials, run.train.seed, 0, explode_factor)
         size = (f"{random_stage.n_trials} trials each" if random_stage.n_trials == grid_stage.n_trials else
@@ -167,7 +165,7 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
         say(f"campaign {name}: {pairs} of random and grid stages, {size}{fit}, {epoch_text} a trial, "
             f"on {run.data.name}")
     try:
-        result = run_compare(execution, name, run, space, trials, repeats, run.train.seed, explode_factor,
+        result = run_compare(ex, name, run, space, trials, repeats, run.train.seed, explode_factor,
                              on_stage=on_stage)
     except (KeyboardInterrupt, Interrupted) as stop:
         if campaign is None:  # named by the time it started: the same command again would start another campaign

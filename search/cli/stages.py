@@ -164,12 +164,13 @@ def stage_data(run: RunConfig, make_space: Callable[[int], dict[str, Any]]
                ) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
     """The run's data, preprocessed (bad data or a batch larger than it fails here, before the database is touched),
     the stage's space (``make_space`` of the training samples), and `search data`'s warnings that every trial of the
-    stage shares, shown before the trials start (``data_warnings``). The raw copy is not kept beside the other."""
+    stage shares, shown before the trials start (``data_warnings``; ``updates_lines`` are the caller's, of the stage's
+    epochs). The raw copy is not kept beside the other."""
     from engine.data import load_dataset
 
     raw = load_dataset(run.data)
     space = make_space(len(raw.y_train))
-    return run.load(raw), space, data_warnings(run, raw, space) + updates_lines(run, space, len(raw.y_train))
+    return run.load(raw), space, data_warnings(run, raw, space)
 
 
 def updates_lines(run: RunConfig, space: Collection[str], train_samples: int, option: str = "--epochs"
@@ -282,7 +283,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
     stage = coarse_stage(campaign_name(campaign, run), run, space, trials, run.train.seed, sampler, explode_factor,
                          scheduler)
     check_largest_network(space, run, dataset)
-    ex = replace(ex, warnings=warnings)
+    ex = replace(ex, warnings=warnings + updates_lines(run, space, len(dataset.y_train)))
     return finish([execute_stage(ex, stage, dataset)], as_json)
 
 
@@ -311,9 +312,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
       search fine --scheduler asha --trials 100
       search fine --sampler tpe   # TPE inside the refined box, as search auto
     """
-    from search.campaign import (
-        execute_stage, next_fine_stage, promoted_fine_stage, run_existing, with_fine_choices,
-    )
+    from search.campaign import execute_stage, next_fine_stage, promoted_fine_stage, with_fine_choices
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
@@ -329,7 +328,9 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
         if unused and not as_json:
             say(f"continuing {study.study_name}, unfinished, as it was created: {', '.join(unused)} not applied; "
                 f"run the command again once it is done for a new stage with them", err=True)
-        return finish([run_existing(ex, study)], as_json)
+        dataset = stored.run.load()  # once, for the warning and the trials; execute_stage checks it is the same
+        ex = replace(ex, warnings=updates_lines(stored.run, stored.space, len(dataset.y_train)))  # as a new stage's
+        return finish([execute_stage(ex, stored, dataset)], as_json)
     dataset = stage.run.load()  # once, for the promoted runs and the stage
     # said before the promoted runs, of the stage's epochs (--epochs 3 on wine: 6 updates a trial, without a word)
     ex = replace(ex, warnings=updates_lines(stage.run, stage.space, len(dataset.y_train)))
@@ -418,11 +419,13 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     fixed = click.get_current_context().meta["fixed"]
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     stage = coarse_stage(name, run, space, trials, run.train.seed, sampler, explode_factor, scheduler)
-    if fine_epochs is not None and fine_epochs < epochs:  # fine trials shorter than coarse ones: fewer updates
-        warnings += updates_lines(run.with_params({"train.epochs": fine_epochs}), space, len(dataset.y_train),
-                                  "--fine-epochs")
-    ex = replace(ex, warnings=warnings)
     stage, continued = stored_search_settings(stage, stored)
+    # of the coarse stage's epochs and space: a stored stage's where it is continued, not this command's --epochs
+    warnings += updates_lines(stage.run, stage.space, len(dataset.y_train))
+    if fine_epochs is not None and fine_epochs < stage.run.train.epochs:  # fine trials shorter: fewer updates
+        warnings += updates_lines(stage.run.with_params({"train.epochs": fine_epochs}), stage.space,
+                                  len(dataset.y_train), "--fine-epochs")
+    ex = replace(ex, warnings=warnings)
     check_largest_network(stage.space, stage.run, dataset)  # the space it will search, a stored one's too
     if continued and not as_json:
         say(continued, err=True)

@@ -320,3 +320,31 @@ def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
     assert [line for line in result.stderr.splitlines() if "stopped" in line or "terminated" in line] == \
         ["dashboard stopped"]
     assert pending() is None  # nothing left for what runs next in this process
+
+
+def test_compare_given_another_heartbeat_than_its_stages_says_it_keeps_theirs(run_cli, monkeypatch):
+    # search coarse said "--heartbeat 5 not used: ..." on a stage created with 10; search compare said nothing
+    from dataclasses import replace
+
+    import search.campaign
+    import search.compare
+
+    real_existing, real_compare = search.campaign.run_existing, search.compare.run_compare
+
+    def stopped_before_any_trial(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search.campaign, "run_existing", stopped_before_any_trial)
+    assert run_cli("compare", *SMALL, "--campaign", "hb", "--jobs", "1").exit_code == 130  # hb/random-0 made, 10 s
+    monkeypatch.setattr(search.campaign, "run_existing", real_existing)
+
+    def shown(execution, *args, **kwargs):  # the lines a terminal shows before the trials, which a pipe does not
+        return real_compare(replace(execution, progress="log"), *args, **kwargs)
+
+    monkeypatch.setattr(search.compare, "run_compare", shown)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = run_cli("compare", *SMALL, "--campaign", "hb", "--jobs", "1", "--heartbeat", "5")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "--heartbeat" in line]
+    assert notes == ["--heartbeat 5 not used: hb/random-0 keeps the 10 s it was created with, by which every worker "
+                     "of it judges a trial stale"]  # the stages this command made keep its 5 s

@@ -694,3 +694,47 @@ def test_search_data_of_many_classes_lists_the_most_and_least_frequent_and_count
     table = lines[lines.index("30 classes:") + 2:]
     assert [row.split()[0] for row in table[:30]] == [f"k{i}" for i in range(10, 40)]
     assert table[30] == "warning: few training samples (< 10) in class 'k10' (9)", table[30]
+
+
+def test_fine_continuing_its_unfinished_stage_warns_of_too_few_updates_as_a_new_one(run_cli, monkeypatch):
+    # search fine --epochs 3 on wine, interrupted, then search fine: its 6 updates a trial went on without a word
+    from search.campaign import next_fine_stage
+    from search.stages import create_stage
+
+    monkeypatch.setenv("COLUMNS", "300")
+    small = ["--data", "digits", "--train-size", "300", "--jobs", "1"]
+    assert "warning" not in run_cli("coarse", *small, "--trials", "2", "--epochs", "4", "--campaign", "c").stderr
+    storage = open_storage("sqlite:///search.db")
+    stage, _ = next_fine_stage(storage, "c", 5, 0.1, 2, 2)  # created at 2 epochs, none of its trials run
+    create_stage(storage, stage)
+    storage.engine.dispose()
+    fine = run_cli("fine", "--campaign", "c", "--jobs", "1")
+    assert fine.exit_code == 0, fine.output
+    assert [line for line in fine.stderr.splitlines() if "warning" in line] == [
+        "warning: 300 training samples make 6 updates an epoch at --batch-size 50, 12 in a 2-epoch trial (under 20, "
+        "too few for a slow learning rate to move the loss): give a smaller --batch-size or more --epochs"]
+    assert json.loads(run_cli("studies", "--json").stdout)[-1]["n_trials"] == 2  # the stage continued, not another
+
+
+def test_auto_continuing_a_stored_coarse_stage_judges_updates_by_its_epochs(run_cli, monkeypatch):
+    # search auto --fine-epochs 3 on a coarse stage of 4 epochs compared 3 with its own --epochs (3 by default): the
+    # coarse trials were said to make 18 updates and the fine ones nothing
+    import search.campaign
+
+    monkeypatch.setenv("COLUMNS", "300")
+    small = ["--data", "digits", "--train-size", "300", "--jobs", "1", "--campaign", "c"]
+    real = search.campaign.run_existing
+
+    def stopped_before_any_trial(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search.campaign, "run_existing", stopped_before_any_trial)
+    assert run_cli("coarse", *small, "--trials", "2", "--epochs", "4").exit_code == 130  # c/coarse: 4 epochs, 24
+    monkeypatch.setattr(search.campaign, "run_existing", real)
+    auto = run_cli("auto", *small, "--fine-epochs", "3", "--max-fine", "1", "--top", "1", "--promote", "0",
+                   "--repeats", "1", "--retrain-seeds", "1")
+    assert auto.exit_code == 0, auto.output
+    assert "continuing from c/coarse as it was created" in auto.stderr
+    assert [line for line in auto.stderr.splitlines() if "warning" in line] == [
+        "warning: 300 training samples make 6 updates an epoch at --batch-size 50, 18 in a 3-epoch trial (under 20, "
+        "too few for a slow learning rate to move the loss): give a smaller --batch-size or more --fine-epochs"]
