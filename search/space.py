@@ -561,11 +561,12 @@ def space_attr(space: Space) -> dict[str, dict[str, Any]]:
 
 
 def space_from_attr(attr: Mapping[str, Any]) -> dict[str, Dimension]:
-    """The space from a study's ``space`` attribute (also the older ``[low, high, "log"|"linear"]`` form)."""
+    """The space from a study's ``space`` attribute (also the older ``[low, high, "log"|"linear"]`` form, linear
+    without its third item)."""
     out: dict[str, Dimension] = {}
     for name, a in attr.items():  # each dimension checked first (studies.queries.check_stored_space)
         if isinstance(a, list):
-            out[name] = FloatRange(float(a[0]), float(a[1]), a[2] == "log")
+            out[name] = FloatRange(float(a[0]), float(a[1]), a[2:] == ["log"])
         elif a["type"] == "categorical":
             out[name] = Choice(tuple(a["choices"]))
         elif a["type"] == "int":

@@ -156,9 +156,11 @@ def _number(value: Any) -> bool:
 
 def _readable_dimension(spec: Any) -> bool:
     """Whether ``spec`` is a dimension as this service stores it: ``{"type": "float"|"int", "low", "high", "log"}``,
-    ``{"type": "categorical", "choices": [...]}``, or the older ``[low, high, "log"|"linear"]``."""
+    ``{"type": "categorical", "choices": [...]}``, or the older ``[low, high, "log"|"linear"]`` (linear without the
+    scale, as ``format_space`` shows it: another program's ``[1, 2]``)."""
     if isinstance(spec, list):
-        return len(spec) == 3 and _number(spec[0]) and _number(spec[1]) and spec[2] in ("log", "linear")
+        return (len(spec) in (2, 3) and _number(spec[0]) and _number(spec[1])
+                and spec[2:] in ([], ["log"], ["linear"]))
     if not isinstance(spec, dict):
         return False
     if spec.get("type") == "categorical":
