@@ -225,7 +225,18 @@ def test_ignored_columns_are_neither_features_nor_labels_in_training_and_in_pred
     one_line_error(run_cli("data", "--data", "wine.csv", "--ignore-column", "target"),
                    f"{tmp_path / 'wine.csv'}: column 'target' is the label column; it cannot be ignored")
     one_line_error(run_cli("data", "--ignore-column", "id"),
-                   "ignore_columns 'id' apply to .csv/.tsv data only, not 'digits'")
+                   "error: --ignore-column 'id' applies to .csv/.tsv data only, not 'digits'")
+
+
+def test_a_blank_column_option_is_named_as_the_option_and_says_how_to_leave_out_an_unnamed_column(run_cli, tmp_path):
+    # the errors named the Python fields: "ignore_columns must be column names, got ('',)"
+    (tmp_path / "t.csv").write_text("a,,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
+    assert one_line_error(run_cli("data", "--data", "t.csv", "--ignore-column", "a", "--ignore-column", "")) == (
+        "error: --ignore-column must name a column, got ''; a column with no name in the header cannot be left out: "
+        "name it in the header row, or delete it from the file")
+    assert one_line_error(run_cli("data", "--data", "t.csv", "--label-column", " ")) == (
+        "error: --label-column must name a column, got ' '")
+    one_line_error(run_cli("data", "--label-column", "a"), "error: --label-column 'a' applies to .csv/.tsv data only")
 
 
 def test_an_unnamed_index_column_says_where_it_came_from(run_cli, tmp_path, monkeypatch):
@@ -551,7 +562,7 @@ def test_a_model_trained_without_filling_refuses_a_missing_cell_and_bad_options_
                    "delete the row")
     one_line_error(run_cli("data", "--data", "colours.csv", "--missing", "median"),
                    "Invalid value for '--missing': 'median' is not one of 'mean', 'drop'.")
-    one_line_error(run_cli("data", "--missing", "mean"), "missing 'mean' applies to .csv/.tsv data only, not 'digits'")
+    one_line_error(run_cli("data", "--missing", "mean"), "--missing 'mean' applies to .csv/.tsv data only, not 'digits'")
     assert not (tmp_path / "search.db").exists()
 
 
