@@ -556,6 +556,15 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
                             f"{notes['rows_dropped']} a value (--missing {spec.missing}){hint}")
         X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
     y, label_names = _label_array(labels)
+    dropped = notes["unlabelled_rows_dropped"] + notes["rows_dropped"]
+    if dropped and len(np.unique(y)) < 2:  # the classes of the dropped rows are gone with them
+        name = label_names[int(y[0])] if label_names is not None else _label_text(y[0])
+        parts = [f"{n} {'row' if n == 1 else 'rows'} missing {what}" for n, what in (
+            (notes["unlabelled_rows_dropped"], "a label"), (notes["rows_dropped"], "a value")) if n]
+        raise DataError(f"{source}: only one class ({name!r}) left once {' and '.join(parts)} "
+                        f"{'was' if dropped == 1 else 'were'} dropped (--missing {spec.missing}); classification needs "
+                        "at least two: fill in the missing cells"
+                        + (", or train with --missing mean" if spec.missing == "drop" and notes["rows_dropped"] else ""))
     labels_from = (f" of the label column {label_column!r}" if spec.label_column is not None
                    else f" of the label column {label_column!r} (the last; --label-column NAME takes another)")
     ds = _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=columns,
