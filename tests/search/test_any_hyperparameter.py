@@ -178,6 +178,23 @@ def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_o
     line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
     assert line == ("error: --space dropout: 0.005 is not accepted: dropout keep probability must be in [0.01, 1], "
                     "got 0.005")
+
+
+def test_a_choice_is_refused_in_its_values_as_written(run_cli, tmp_path):
+    # once "choice True,True repeats a value" (Python's spelling of true and 1) and "1e+23 ... (1 to 1e+06)"
+    (tmp_path / "b.toml").write_text("batchnorm = [true, 1]\n")
+    (tmp_path / "h.toml").write_text("hidden = [8, 99999999999999999999999]\n")
+    assert one_line_error(run_cli("coarse", "--space-file", "b.toml", "--trials", "1")) == (
+        "error: --space-file b.toml: batchnorm: choice true,1 repeats a value: true and 1 are both "
+        "true")
+    assert one_line_error(run_cli("coarse", "--space", "hidden=8,16,8", "--trials", "1")) == (
+        "error: --space hidden=8,16,8: choice 8,16,8 repeats 8")
+    for args, said in ((["--space-file", "h.toml"], "--space-file h.toml: hidden"),
+                       (["--space", "hidden=8,99999999999999999999999"], "--space hidden")):
+        assert one_line_error(run_cli("coarse", *args, "--trials", "1")) == (
+            f"error: {said}: 99999999999999999999999 is outside the range hidden is searched in (1 to 1000000), "
+            "though --hidden accepts it: ranges are searched and widened only within these")
+    assert not (tmp_path / "search.db").exists()
     line = one_line_error(run_cli("coarse", "--space", "momentum=0.5:1", "--optimizer", "momentum", "--trials", "1"))
     assert line == "error: --space momentum: 1 is not accepted: momentum must be in [0, 1), got 1.0"
 
