@@ -323,8 +323,7 @@ class Choice:
             dropped[MAX_NAMED_CATEGORIES:] = [f"and {len(dropped) - MAX_NAMED_CATEGORIES} more that ranked trials had"]
         if unseen:  # named together: one note a category made 240 KB of notes for a choice of 5,000 values
             # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
-            more = len(unseen) - MAX_NAMED_CATEGORIES
-            listed = ", ".join(unseen[:MAX_NAMED_CATEGORIES]) + (f" and {more} more" if more > 0 else "")
+            listed = named_first(unseen)
             one = len(unseen) == 1
             dropped.append(f"{listed} (none of the {len(ranked)} trials ranked had {'it' if one else 'them'})"
                            if len(ranked) > 1 else
@@ -589,8 +588,20 @@ def space_from_attr(attr: Mapping[str, Any]) -> dict[str, Dimension]:
     return out
 
 
+def named_first(texts: Sequence[str], separator: str = ", ") -> str:
+    """``texts`` joined, the first ``MAX_NAMED_CATEGORIES`` named and the others counted (``a, b and 4990 more``)."""
+    more = len(texts) - MAX_NAMED_CATEGORIES
+    return separator.join(texts[:MAX_NAMED_CATEGORIES]) + (f" and {more} more" if more > 0 else "")
+
+
+def spec_shown(text: str) -> str:
+    """A dimension's text (``Dimension.text``) as a line shows it: a choice of its first values, the others counted
+    (a choice of 5,000 values made a 24 KB line); a range as it is."""
+    return text if ":" in text else named_first(text.split(","), ",")
+
+
 def describe_space(space: Space) -> str:
-    return " ".join(f"{name}={dim.text(name)}" for name, dim in space.items())
+    return " ".join(f"{name}={spec_shown(dim.text(name))}" for name, dim in space.items())
 
 
 # --------------------------------------------------------------------------- refinement

@@ -334,6 +334,22 @@ def test_one_value_of_a_range_fixes_it_in_every_trial_as_a_space_file_list_of_on
     assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == ["digits/coarse", "h/coarse"]
 
 
+def test_a_long_choice_is_shown_by_its_first_ten_values_and_a_count_of_the_others(run_cli, monkeypatch):
+    # a choice of 5,000 values was printed whole: a 24 KB space line, and as much in a refusal of other settings
+    monkeypatch.setenv("COLUMNS", "300")  # the lines unwrapped
+    args = ("coarse", "--campaign", "c", "--space", "hidden=" + ",".join(map(str, range(1, 31))), "--trials", "1",
+            "--epochs", "1", "--train-size", "100", "--jobs", "1")
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "  space: hidden=1,2,3,4,5,6,7,8,9,10 and 20 more\n" in first.output
+    assert json.loads(run_cli(*args, "--json").stdout)["stages"][0]["space"]["hidden"] == ",".join(map(str, range(1, 31)))
+    other = one_line_error(run_cli(*args[:4], "hidden=" + ",".join(map(str, range(1, 30))), *args[5:]))
+    assert other.startswith("error: stage c/coarse already exists with other settings (hidden=1,2,3,4,5,6,7,8,9,10 "
+                            "and 20 more, 1 trial, 1 epoch, sampler random), and this command gives (by its options, "
+                            "or their defaults where none is given) space hidden=1,2,3,4,5,6,7,8,9,10 and 19 more "
+                            "where it has hidden=1,2,3,4,5,6,7,8,9,10 and 20 more; ")
+
+
 def test_a_log_range_of_a_name_whose_scale_is_linear_is_printed_as_space_reads_it_back(run_cli):
     # printed "dropout=0.5:1" and "depth=1:4:int", which --space reads as linear ranges: the command the refusal
     # named ("where it has dropout=0.5:1; run it with those settings") was refused again
