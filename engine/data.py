@@ -124,7 +124,8 @@ class DataSpec:
             if not isinstance(self.label_column, str) or not self.label_column.strip():
                 raise ConfigError(f"--label-column must name a column, got {self.label_column!r}")
             if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
-                raise ConfigError(f"--label-column {self.label_column!r} applies to .csv/.tsv data only, not {self.name!r}")
+                raise ConfigError(f"--label-column {self.label_column!r} applies to .csv/.tsv data only, "
+                                  f"not {self.name!r}")
         if not (isinstance(self.ignore_columns, (tuple, list))
                 and all(isinstance(c, str) and c.strip() for c in self.ignore_columns)):
             bad = next((c for c in self.ignore_columns if not (isinstance(c, str) and c.strip())),
@@ -564,7 +565,8 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
         raise DataError(f"{source}: only one class ({name!r}) left once {' and '.join(parts)} "
                         f"{'was' if dropped == 1 else 'were'} dropped (--missing {spec.missing}); classification needs "
                         "at least two: fill in the missing cells"
-                        + (", or train with --missing mean" if spec.missing == "drop" and notes["rows_dropped"] else ""))
+                        + (", or train with --missing mean" if spec.missing == "drop" and notes["rows_dropped"]
+                           else ""))
     labels_from = (f" of the label column {label_column!r}" if spec.label_column is not None
                    else f" of the label column {label_column!r} (the last; --label-column NAME takes another)")
     ds = _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=columns,

@@ -423,8 +423,9 @@ def _choice(key: str, entry: Searchable, texts: list[str]) -> Choice:
     for j, value in enumerate(values):
         i = values.index(value)
         if i < j:
-            raise SearchError(f"choice {','.join(texts)} repeats " + (
-                texts[i] if texts[i] == texts[j] else f"a value: {texts[i]} and {texts[j]} are both {value_text(value)}"))
+            same = texts[i] if texts[i] == texts[j] else (
+                f"a value: {texts[i]} and {texts[j]} are both {value_text(value)}")
+            raise SearchError(f"choice {','.join(texts)} repeats {same}")
     return Choice(tuple(values))
 
 

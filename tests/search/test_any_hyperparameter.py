@@ -342,7 +342,8 @@ def test_a_long_choice_is_shown_by_its_first_ten_values_and_a_count_of_the_other
     first = run_cli(*args)
     assert first.exit_code == 0, first.output
     assert "  space: hidden=1,2,3,4,5,6,7,8,9,10 and 20 more\n" in first.output
-    assert json.loads(run_cli(*args, "--json").stdout)["stages"][0]["space"]["hidden"] == ",".join(map(str, range(1, 31)))
+    stored = json.loads(run_cli(*args, "--json").stdout)["stages"][0]["space"]["hidden"]
+    assert stored == ",".join(map(str, range(1, 31)))
     other = one_line_error(run_cli(*args[:4], "hidden=" + ",".join(map(str, range(1, 30))), *args[5:]))
     assert other.startswith("error: stage c/coarse already exists with other settings (hidden=1,2,3,4,5,6,7,8,9,10 "
                             "and 20 more, 1 trial, 1 epoch, sampler random), and this command gives (by its options, "
