@@ -122,21 +122,26 @@ class DataSpec:
             raise ConfigError(f"data seed must be an integer >= 0, got {shown(self.seed)}")
         if self.label_column is not None:
             if not isinstance(self.label_column, str) or not self.label_column.strip():
-                raise ConfigError(f"label_column must be a column name, got {self.label_column!r}")
+                raise ConfigError(f"--label-column must name a column, got {self.label_column!r}")
             if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
-                raise ConfigError(f"label_column {self.label_column!r} applies to .csv/.tsv data only, not {self.name!r}")
+                raise ConfigError(f"--label-column {self.label_column!r} applies to .csv/.tsv data only, "
+                                  f"not {self.name!r}")
         if not (isinstance(self.ignore_columns, (tuple, list))
                 and all(isinstance(c, str) and c.strip() for c in self.ignore_columns)):
-            raise ConfigError(f"ignore_columns must be column names, got {self.ignore_columns!r}")
+            bad = next((c for c in self.ignore_columns if not (isinstance(c, str) and c.strip())),
+                       self.ignore_columns) if isinstance(self.ignore_columns, (tuple, list)) else self.ignore_columns
+            raise ConfigError(f"--ignore-column must name a column, got {bad!r}"
+                              + ("; a column with no name in the header cannot be left out: name it in the header "
+                                 "row, or delete it from the file" if isinstance(bad, str) else ""))
         if self.ignore_columns and Path(self.name).suffix.lower() not in (".csv", ".tsv"):
-            raise ConfigError(f"ignore_columns {', '.join(map(repr, self.ignore_columns))} apply to .csv/.tsv data "
-                              f"only, not {self.name!r}")
+            raise ConfigError(f"--ignore-column {', '.join(map(repr, self.ignore_columns))} applies to .csv/.tsv "
+                              f"data only, not {self.name!r}")
         object.__setattr__(self, "ignore_columns", tuple(self.ignore_columns))
         if self.missing is not None:
             if self.missing not in MISSING_POLICIES:
                 raise ConfigError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {shown(self.missing)}")
             if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
-                raise ConfigError(f"missing {self.missing!r} applies to .csv/.tsv data only, not {self.name!r}")
+                raise ConfigError(f"--missing {self.missing!r} applies to .csv/.tsv data only, not {self.name!r}")
         if self.image_size is not None:
             size = self.image_size
             if not (isinstance(size, (tuple, list)) and len(size) == 2
@@ -552,6 +557,16 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
                             f"{notes['rows_dropped']} a value (--missing {spec.missing}){hint}")
         X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
     y, label_names = _label_array(labels)
+    dropped = notes["unlabelled_rows_dropped"] + notes["rows_dropped"]
+    if dropped and len(np.unique(y)) < 2:  # the classes of the dropped rows are gone with them
+        name = label_names[int(y[0])] if label_names is not None else _label_text(y[0])
+        parts = [f"{n} {'row' if n == 1 else 'rows'} missing {what}" for n, what in (
+            (notes["unlabelled_rows_dropped"], "a label"), (notes["rows_dropped"], "a value")) if n]
+        raise DataError(f"{source}: only one class ({name!r}) left once {' and '.join(parts)} "
+                        f"{'was' if dropped == 1 else 'were'} dropped (--missing {spec.missing}); classification needs "
+                        "at least two: fill in the missing cells"
+                        + (", or train with --missing mean" if spec.missing == "drop" and notes["rows_dropped"]
+                           else ""))
     labels_from = (f" of the label column {label_column!r}" if spec.label_column is not None
                    else f" of the label column {label_column!r} (the last; --label-column NAME takes another)")
     ds = _assemble(spec.name, source, {"train": (X, y)}, label_names=label_names, feature_names=columns,

@@ -114,7 +114,8 @@ def _set_path(obj: Any, parts: list[str], value: Any, path: str) -> Any:
 
 
 def _as_int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or float(value) != int(value):
+    # an int compared exactly: float(10**23) != 10**23
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and float(value) != int(value):
         raise ConfigError(f"{path} needs an integer, got {value!r}")
     return int(value)
 

@@ -289,7 +289,7 @@ class Choice:
         if not self.choices:
             raise SearchError("a choice needs at least one value")
         if len(set(self.choices)) != len(self.choices):
-            raise SearchError(f"choice {','.join(map(str, self.choices))} repeats a value")
+            raise SearchError(f"choice {self} repeats a value")
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return trial.suggest_categorical(name, self.choices)
@@ -323,8 +323,7 @@ class Choice:
             dropped[MAX_NAMED_CATEGORIES:] = [f"and {len(dropped) - MAX_NAMED_CATEGORIES} more that ranked trials had"]
         if unseen:  # named together: one note a category made 240 KB of notes for a choice of 5,000 values
             # of the trials ranked: 4 promoted runs without tanh said "(0 trials)" of a category the stage tried
-            more = len(unseen) - MAX_NAMED_CATEGORIES
-            listed = ", ".join(unseen[:MAX_NAMED_CATEGORIES]) + (f" and {more} more" if more > 0 else "")
+            listed = named_first(unseen)
             one = len(unseen) == 1
             dropped.append(f"{listed} (none of the {len(ranked)} trials ranked had {'it' if one else 'them'})"
                            if len(ranked) > 1 else
@@ -362,13 +361,13 @@ def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
     (of a --space-file) is the texts of the choices, a choice even of one value."""
     key, entry = searchable(name)
     if isinstance(spec, list):
-        return Choice(tuple(_parse_choice(key, entry, part.strip()) for part in spec))
+        return _choice(key, entry, [part.strip() for part in spec])
     text = spec.strip()
     if entry.kind == "categorical" or ("," in text and ":" not in text):
         parts = [part.strip() for part in text.split(",")]
         if any(parts) and not all(parts):  # relu, or relu,,tanh: a value left out, not read as relu or relu,tanh
             raise SearchError(f"choice {text} has an empty value: give each value between commas")
-        return Choice(tuple(_parse_choice(key, entry, part) for part in parts if part))
+        return _choice(key, entry, [part for part in parts if part])
     parts = [p.strip() for p in text.split(":")]
     if len(parts) < 2 and is_number_text(text):  # A of A,B,C: the one value every trial takes, as [A] in a space file
         return Choice((_parse_choice(key, entry, text),))
@@ -418,6 +417,18 @@ def _separators(texts: Sequence[str]) -> str:
     return " (a number is written in the digits 0-9)" if not all(t.isascii() for t in texts) else ""
 
 
+def _choice(key: str, entry: Searchable, texts: list[str]) -> Choice:
+    """The choice of ``texts``; a value given twice is named as written (true and 1 are both true)."""
+    values = [_parse_choice(key, entry, text) for text in texts]
+    for j, value in enumerate(values):
+        i = values.index(value)
+        if i < j:
+            same = texts[i] if texts[i] == texts[j] else (
+                f"a value: {texts[i]} and {texts[j]} are both {value_text(value)}")
+            raise SearchError(f"choice {','.join(texts)} repeats {same}")
+    return Choice(tuple(values))
+
+
 def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
     if entry.choices and isinstance(entry.choices[0], bool):
         if text.lower() in TRUE:
@@ -433,7 +444,9 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
         raise SearchError(f"{text!r} is not a number{_separators([text])}") from None
     if not math.isfinite(number):
         raise SearchError(f"{text!r} is not a finite number")
-    return int(number) if entry.kind == "int" and number == int(number) else number
+    if entry.kind == "int" and number == int(number):
+        return int(text) if text.lstrip("+-").isdigit() else int(number)  # 10**23 exactly, not int(1e23)
+    return number
 
 
 def check_space(space: Space, base: RunConfig, where: Mapping[str, str] | None = None) -> None:
@@ -446,12 +459,13 @@ def check_space(space: Space, base: RunConfig, where: Mapping[str, str] | None =
         values = list(dim.choices) if isinstance(dim, Choice) else [dim.low, dim.high]
         for value in values:
             if entry.kind != "categorical" and not entry.limits[0] <= value <= entry.limits[1]:
-                option, limits = f"--{name.replace('_', '-')}", f"({entry.limits[0]:g} to {entry.limits[1]:g})"
+                number, low, high = (str(v) if isinstance(v, int) else f"{v:g}" for v in (value, *entry.limits))
+                option, limits = f"--{name.replace('_', '-')}", f"({low} to {high})"  # 10**23 in full, not 1e+23
                 try:  # the option may take it where a search may not: an open bound is searched a little inside
                     base.with_params({entry.path: value})
                 except ConfigError as e:  # the option's own reason: the search's limits are not what it accepts
-                    raise SearchError(f"{said}: {value:g} is not accepted: {_named(e, entry, name)}") from None
-                raise SearchError(f"{said}: {value:g} is outside the range {name} is searched in {limits}, "
+                    raise SearchError(f"{said}: {number} is not accepted: {_named(e, entry, name)}") from None
+                raise SearchError(f"{said}: {number} is outside the range {name} is searched in {limits}, "
                                   f"though {option} accepts it: ranges are searched and widened only within these")
             try:
                 base.with_params({entry.path: value})
@@ -576,8 +590,20 @@ def space_from_attr(attr: Mapping[str, Any]) -> dict[str, Dimension]:
     return out
 
 
+def named_first(texts: Sequence[str], separator: str = ", ") -> str:
+    """``texts`` joined, the first ``MAX_NAMED_CATEGORIES`` named and the others counted (``a, b and 4990 more``)."""
+    more = len(texts) - MAX_NAMED_CATEGORIES
+    return separator.join(texts[:MAX_NAMED_CATEGORIES]) + (f" and {more} more" if more > 0 else "")
+
+
+def spec_shown(text: str) -> str:
+    """A dimension's text (``Dimension.text``) as a line shows it: a choice of its first values, the others counted
+    (a choice of 5,000 values made a 24 KB line); a range as it is."""
+    return text if ":" in text else named_first(text.split(","), ",")
+
+
 def describe_space(space: Space) -> str:
-    return " ".join(f"{name}={dim.text(name)}" for name, dim in space.items())
+    return " ".join(f"{name}={spec_shown(dim.text(name))}" for name, dim in space.items())
 
 
 # --------------------------------------------------------------------------- refinement

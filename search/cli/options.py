@@ -24,6 +24,7 @@ from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
 from engine.trainer import TrainConfig
 from search.config import MAX_DEPTH, RunConfig, absolute_data_name, default_preprocess, is_table
+from search.cli.output import say
 from search.errors import SearchError
 from search.objective import EXPLODE_FACTOR, EXPLODE_WINDOW
 from search.schedulers import SCHEDULER_HELP, SCHEDULERS
@@ -437,6 +438,11 @@ def run_config_options(f: Callable | None = None, *, params: tuple[str, ...] = R
             # train --from-trial reruns a stored trial's configuration and refuses these options: none is built, so
             # a given one is told to be dropped instead of being checked
             base = None if kwargs.get("from_trial") is not None else build_config(values)
+            name = values["data"]
+            if base is not None and name in DATASETS and options_given("data") and os.path.lexists(name):
+                kind = "folder" if os.path.isdir(name) else "file"
+                say(f"warning: --data {name} is the built-in data set, not the {kind} {name} here; --data ./{name} "
+                    "reads that", err=True)
             if base is not None and not {"space_items", "space_spec"} & kwargs.keys():  # a stage: against its space
                 check_fixed(ctx.meta["fixed"], {}, base)
             return f(*args, base=base, **kwargs)

@@ -274,7 +274,9 @@ def select_columns(text: str | None, frame: Any) -> list[str] | None:
     # a parameter by the name the table shows (lr) or its column's (param_lr)
     names = [f"param_{c}" if c not in frame.columns and f"param_{c}" in frame.columns else c for c in names]
     unknown = [c for c in names if c not in frame.columns]
+    shown = ", ".join(c.removeprefix("param_") for c in frame.columns)
+    if not names:  # ",," showed the default columns at full width, as if nothing had been asked
+        raise SearchError(f"--columns {text!r} names no column; columns: {shown}")
     if unknown:
-        shown = ", ".join(c.removeprefix("param_") for c in frame.columns)
         raise SearchError(f"--columns: no column {', '.join(unknown)}; columns: {shown}")
     return names

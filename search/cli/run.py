@@ -636,7 +636,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
 
     if out:  # whole or not at all: an earlier file is replaced once the new one is complete
         write_replacing(out, write_file)
-    line = f"{len(X)} samples scored with {model_file}"
+    line = f"{len(X)} sample{'' if len(X) == 1 else 's'} scored with {model_file}"
     summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen,
                                "unseen_near": near, "cells_filled": sum(filled.values()),
                                "cells_filled_per_column": filled, "outside_training_range": outside,

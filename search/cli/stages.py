@@ -19,7 +19,7 @@ from search.text import wrapped
 from search.config import RunConfig
 from search.objective import SCHEDULER_STOP
 from search.schedulers import SCHEDULERS
-from search.space import DEFAULT_SPACE, value_text
+from search.space import DEFAULT_SPACE, spec_shown, value_text
 
 
 # a stage summary's row keys printed before the parameters: title, width, format
@@ -51,7 +51,7 @@ def print_summary(summary: Any) -> None:
         if by.get(SCHEDULER_STOP) else "")
     say(f"{summary.study}: {c['complete']} complete, {pruned} of {summary.n_trials}{failed}; "
         f"{epochs} a trial, {seconds_text(summary.training_seconds)} s of training")
-    say("space: " + " ".join(f"{k}={v}" for k, v in summary.space.items()), "  ")
+    say("space: " + " ".join(f"{k}={spec_shown(v)}" for k, v in summary.space.items()), "  ")
     for note in summary.range_notes:
         say(f"range: {note}", "  ")
     if summary.top:  # the final stage lists configurations by their mean (runs, std), the others their best trials

@@ -177,6 +177,18 @@ def test_a_column_with_no_value_in_the_training_split_is_refused(tmp_path: Path)
                               "no row has a value in 'empty': leave it out with --ignore-column empty")
 
 
+def test_one_class_left_by_dropping_rows_says_the_drop_did_it(tmp_path: Path) -> None:
+    # every 'b' row misses a value: the error said only "only one class ('a'); classification needs at least two"
+    path = tmp_path / "gone.csv"
+    path.write_text("x,label\n" + "".join(f"{'' if i % 2 else i},{'ab'[i % 2]}\n" for i in range(20)) + "3,\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(DataSpec(str(path), missing="drop"))
+    assert str(err.value) == (f"{path}: only one class ('a') left once 1 row missing a label and 10 rows missing a "
+                              "value were dropped (--missing drop); classification needs at least two: fill in the "
+                              "missing cells, or train with --missing mean")
+    assert load_dataset(DataSpec(str(path), missing="mean")).label_names == ("a", "b")
+
+
 def test_a_table_too_large_once_one_hot_encoded_is_refused_before_it_is_made(tmp_path: Path, monkeypatch) -> None:
     from engine import formats
 

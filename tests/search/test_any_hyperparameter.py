@@ -178,6 +178,23 @@ def test_a_bound_outside_the_searchable_range_is_not_said_to_be_refused_by_the_o
     line = one_line_error(run_cli("coarse", "--space", "dropout=0.005:1", "--trials", "1"), "--space dropout")
     assert line == ("error: --space dropout: 0.005 is not accepted: dropout keep probability must be in [0.01, 1], "
                     "got 0.005")
+
+
+def test_a_choice_is_refused_in_its_values_as_written(run_cli, tmp_path):
+    # once "choice True,True repeats a value" (Python's spelling of true and 1) and "1e+23 ... (1 to 1e+06)"
+    (tmp_path / "b.toml").write_text("batchnorm = [true, 1]\n")
+    (tmp_path / "h.toml").write_text("hidden = [8, 99999999999999999999999]\n")
+    assert one_line_error(run_cli("coarse", "--space-file", "b.toml", "--trials", "1")) == (
+        "error: --space-file b.toml: batchnorm: choice true,1 repeats a value: true and 1 are both "
+        "true")
+    assert one_line_error(run_cli("coarse", "--space", "hidden=8,16,8", "--trials", "1")) == (
+        "error: --space hidden=8,16,8: choice 8,16,8 repeats 8")
+    for args, said in ((["--space-file", "h.toml"], "--space-file h.toml: hidden"),
+                       (["--space", "hidden=8,99999999999999999999999"], "--space hidden")):
+        assert one_line_error(run_cli("coarse", *args, "--trials", "1")) == (
+            f"error: {said}: 99999999999999999999999 is outside the range hidden is searched in (1 to 1000000), "
+            "though --hidden accepts it: ranges are searched and widened only within these")
+    assert not (tmp_path / "search.db").exists()
     line = one_line_error(run_cli("coarse", "--space", "momentum=0.5:1", "--optimizer", "momentum", "--trials", "1"))
     assert line == "error: --space momentum: 1 is not accepted: momentum must be in [0, 1), got 1.0"
 
@@ -315,6 +332,23 @@ def test_one_value_of_a_range_fixes_it_in_every_trial_as_a_space_file_list_of_on
     assert one_line_error(run_cli("coarse", "--campaign", "x", "--space", "lr=inf", "--trials", "1")) == (
         "error: --space lr=inf: 'inf' is not a finite number")
     assert sorted(optuna.get_all_study_names("sqlite:///search.db")) == ["digits/coarse", "h/coarse"]
+
+
+def test_a_long_choice_is_shown_by_its_first_ten_values_and_a_count_of_the_others(run_cli, monkeypatch):
+    # a choice of 5,000 values was printed whole: a 24 KB space line, and as much in a refusal of other settings
+    monkeypatch.setenv("COLUMNS", "300")  # the lines unwrapped
+    args = ("coarse", "--campaign", "c", "--space", "hidden=" + ",".join(map(str, range(1, 31))), "--trials", "1",
+            "--epochs", "1", "--train-size", "100", "--jobs", "1")
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "  space: hidden=1,2,3,4,5,6,7,8,9,10 and 20 more\n" in first.output
+    stored = json.loads(run_cli(*args, "--json").stdout)["stages"][0]["space"]["hidden"]
+    assert stored == ",".join(map(str, range(1, 31)))
+    other = one_line_error(run_cli(*args[:4], "hidden=" + ",".join(map(str, range(1, 30))), *args[5:]))
+    assert other.startswith("error: stage c/coarse already exists with other settings (hidden=1,2,3,4,5,6,7,8,9,10 "
+                            "and 20 more, 1 trial, 1 epoch, sampler random), and this command gives (by its options, "
+                            "or their defaults where none is given) space hidden=1,2,3,4,5,6,7,8,9,10 and 19 more "
+                            "where it has hidden=1,2,3,4,5,6,7,8,9,10 and 20 more; ")
 
 
 def test_a_log_range_of_a_name_whose_scale_is_linear_is_printed_as_space_reads_it_back(run_cli):

@@ -409,6 +409,8 @@ def test_tables_fit_80_columns_and_json_is_plain(run_cli, monkeypatch):
     by_shown_name = run_cli("trials", "digits/coarse", "--columns", "number,lr,param_activation").stdout
     assert by_shown_name.splitlines()[0].split() == ["number", "lr", "activation"]  # as the table names them
     one_line_error(run_cli("trials", "--columns", "nope"), "--columns", "nope")
+    assert one_line_error(run_cli("trials", "digits/coarse", "--columns", ",,")).startswith(
+        "error: --columns ',,' names no column; columns: study, campaign, stage, number, state, value, ")
     # --wide: every column at its full width, past the terminal's edge; no number cut short
     records = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)
     wide = run_cli("trials", "digits/coarse", "--wide", "--sort", "number").stdout.splitlines()

@@ -17,6 +17,7 @@ from search.config import RunConfig
 from search.space import FloatRange
 from studies.store import open_storage
 from tests.search.conftest import one_line_error
+from tests.search.test_predict import dark_and_light
 
 
 def _write_csv(path, loader, names=None):
@@ -225,7 +226,32 @@ def test_ignored_columns_are_neither_features_nor_labels_in_training_and_in_pred
     one_line_error(run_cli("data", "--data", "wine.csv", "--ignore-column", "target"),
                    f"{tmp_path / 'wine.csv'}: column 'target' is the label column; it cannot be ignored")
     one_line_error(run_cli("data", "--ignore-column", "id"),
-                   "ignore_columns 'id' apply to .csv/.tsv data only, not 'digits'")
+                   "error: --ignore-column 'id' applies to .csv/.tsv data only, not 'digits'")
+
+
+def test_a_built_in_name_that_is_also_a_folder_here_is_the_built_in_data_set_with_a_warning(run_cli, tmp_path,
+                                                                                           monkeypatch):
+    # --data digits read the built-in set without a word while ./digits held the user's own images
+    monkeypatch.setenv("COLUMNS", "300")  # the line unwrapped
+    dark_and_light(tmp_path / "digits", 12)
+    builtin = run_cli("data", "--data", "digits")
+    assert builtin.exit_code == 0 and builtin.stdout.startswith("digits (builtin): 1257 train"), builtin.output
+    assert builtin.stderr == ("warning: --data digits is the built-in data set, not the folder digits here; --data "
+                              "./digits reads that\n")
+    assert run_cli("data").stderr == ""  # no --data: the default, asked for by no name
+    folder = run_cli("data", "--data", "./digits")
+    assert folder.exit_code == 0 and "2 classes" in folder.stdout and folder.stderr == "", folder.output
+
+
+def test_a_blank_column_option_is_named_as_the_option_and_says_how_to_leave_out_an_unnamed_column(run_cli, tmp_path):
+    # the errors named the Python fields: "ignore_columns must be column names, got ('',)"
+    (tmp_path / "t.csv").write_text("a,,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
+    assert one_line_error(run_cli("data", "--data", "t.csv", "--ignore-column", "a", "--ignore-column", "")) == (
+        "error: --ignore-column must name a column, got ''; a column with no name in the header cannot be left out: "
+        "name it in the header row, or delete it from the file")
+    assert one_line_error(run_cli("data", "--data", "t.csv", "--label-column", " ")) == (
+        "error: --label-column must name a column, got ' '")
+    one_line_error(run_cli("data", "--label-column", "a"), "error: --label-column 'a' applies to .csv/.tsv data only")
 
 
 def test_an_unnamed_index_column_says_where_it_came_from(run_cli, tmp_path, monkeypatch):
@@ -551,7 +577,8 @@ def test_a_model_trained_without_filling_refuses_a_missing_cell_and_bad_options_
                    "delete the row")
     one_line_error(run_cli("data", "--data", "colours.csv", "--missing", "median"),
                    "Invalid value for '--missing': 'median' is not one of 'mean', 'drop'.")
-    one_line_error(run_cli("data", "--missing", "mean"), "missing 'mean' applies to .csv/.tsv data only, not 'digits'")
+    one_line_error(run_cli("data", "--missing", "mean"),
+                   "--missing 'mean' applies to .csv/.tsv data only, not 'digits'")
     assert not (tmp_path / "search.db").exists()
 
 

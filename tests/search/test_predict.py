@@ -245,6 +245,9 @@ def test_new_images_alone_in_a_folder_are_scored_unlabelled(run_cli, tmp_path):
     assert json.loads(result.stdout)["warnings"] == [
         "1 file in new is not read, being no PNG or JPEG image by name (e.g. d_dark.gif): only .png, .jpg and .jpeg "
         "are read; convert it to PNG to have it read"]
+    for name in ("b_dark.png", "c_dark.jpg", "d_dark.gif"):
+        (tmp_path / "new" / name).unlink()
+    assert run_cli("predict", "--model", "model.npz", "--data", "new").stderr == "1 sample scored with model.npz\n"
 
 
 def test_predictions_for_an_image_folder_name_each_image_file(run_cli, tmp_path):
