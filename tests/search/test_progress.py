@@ -141,7 +141,9 @@ def test_the_bar_ends_at_the_counts_of_trials_other_processes_finished_last(monk
     assert last.startswith("digimg/coarse: 20/20 |") and last.endswith(", best 0.9222 pruned 1"), last
 
 
-def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp_path, monkeypatch, capsys):
+def _stage_after_another_process(tmp_path, monkeypatch, jobs: int, progress: str):
+    """The summary of a 4-trial stage whose trials 0 (0.3630, the best) and 1 another process (e.g. a `search worker`
+    elsewhere) finished after the command counted the stage, before its workers began."""
     from engine.data import DataSpec
     from search import campaign
     from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
@@ -154,12 +156,16 @@ def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp
     real = campaign.run_stage_processes
 
     def another_process_first(url_, name, dataset, *args, **kwargs):
-        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
+        run_worker(open_storage(url_), name, dataset, max_trials=2)
         return real(url_, name, dataset, *args, **kwargs)
 
     monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
+    return execute_stage(Execution(url, jobs=jobs, progress=progress), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+
+
+def test_a_stage_command_on_one_job_counts_the_trials_other_processes_finish(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("search.progress.READ_EVERY_SECONDS", 0.0, raising=False)
-    execute_stage(Execution(url, jobs=1, progress="log"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    _stage_after_another_process(tmp_path, monkeypatch, 1, "log")
     lines = capsys.readouterr().err.splitlines()
     # this process ran trials 2 and 3; 0 (0.3630, the best) and 1 ran elsewhere
     assert lines == ["p/coarse:2 complete 0.2481 lr=0.000413 reg=1.52e-06 [3/4]",
@@ -170,24 +176,8 @@ def test_the_bar_of_a_two_job_stage_ends_at_the_stage_counts_the_summary_gives(t
     # --jobs 2 is told of every process's trials from its first look on: two trials another process finished before
     # it, after the command read the stage's counts, were counted by neither, and the bar ended at 2/4 above a summary
     # of 4 complete
-    from engine.data import DataSpec
-    from search import campaign
-    from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
-    from search.config import RunConfig
-    from search.stages import run_worker
-    from studies.store import open_storage
-
     monkeypatch.setenv("COLUMNS", "80")
-    url = f"sqlite:///{tmp_path / 'p.db'}"
-    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 1})
-    real = campaign.run_stage_processes
-
-    def another_process_first(url_, name, dataset, *args, **kwargs):
-        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
-        return real(url_, name, dataset, *args, **kwargs)
-
-    monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
-    summary = execute_stage(Execution(url, jobs=2, progress="bar"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    summary = _stage_after_another_process(tmp_path, monkeypatch, 2, "bar")
     assert (summary.counts["complete"], summary.best_value) == (4, pytest.approx(0.3630, abs=5e-5))
     last = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()][-1]
     assert last.startswith("p/coarse: 4/4 |") and last.endswith(", best 0.3630 pruned 0"), last
@@ -196,23 +186,7 @@ def test_the_bar_of_a_two_job_stage_ends_at_the_stage_counts_the_summary_gives(t
 def test_the_log_of_a_two_job_stage_tells_each_trial_once_from_the_stage_counts(tmp_path, monkeypatch, capsys):
     # the stage counted, then the watcher's first look: two trials another process finished between the two were
     # told by neither, and the stage's log began at [1/4] with a "new best" below the best already found
-    from engine.data import DataSpec
-    from search import campaign
-    from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
-    from search.config import RunConfig
-    from search.stages import run_worker
-    from studies.store import open_storage
-
-    url = f"sqlite:///{tmp_path / 'p.db'}"
-    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"arch.hidden": 20, "train.epochs": 1})
-    real = campaign.run_stage_processes
-
-    def another_process_first(url_, name, dataset, *args, **kwargs):
-        run_worker(open_storage(url_), name, dataset, max_trials=2)  # e.g. a `search worker` elsewhere
-        return real(url_, name, dataset, *args, **kwargs)
-
-    monkeypatch.setattr(campaign, "run_stage_processes", another_process_first)
-    summary = execute_stage(Execution(url, jobs=2, progress="log"), coarse_stage("p", run, DEFAULT_SPACE, 4, seed=0))
+    summary = _stage_after_another_process(tmp_path, monkeypatch, 2, "log")
     assert summary.counts["complete"] == 4
     lines = capsys.readouterr().err.splitlines()
     assert lines[:2] == ["p/coarse:0 new best 0.3630 lr=0.00196 reg=0.101 [1/4]",
