@@ -312,11 +312,21 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
       search fine --scheduler asha --trials 100
       search fine --sampler tpe   # TPE inside the refined box, as search auto
     """
-    from search.campaign import execute_stage, next_fine_stage, promoted_fine_stage, with_fine_choices
+    from search.campaign import (
+        execute_stage, next_fine_stage, promoted_fine_stage, stored_promotion, with_fine_choices,
+    )
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
     stage, study = next_fine_stage(st, name, top, edge, epochs, trials)
+    stored_check = stored_promotion(st, study) if stage is not None and promote else None
+    if stored_check is not None and stored_check.run.train.epochs != stage.run.train.epochs:
+        # a run stopped in promote-k: its epochs, not twice the parent's (a clash with the stored stage)
+        if epochs is not None and not as_json:
+            say(f"continuing {stored_check.name} as it was created: --epochs {epochs} not applied; run the command "
+                f"again once the next fine stage is done for a new stage with it", err=True)
+        epochs = stored_check.run.train.epochs
+        stage, study = next_fine_stage(st, name, top, edge, epochs, trials)
     if stage is None:  # its newest fine stage is unfinished: continued as it was created
         from search.stages import Stage
 
