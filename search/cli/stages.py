@@ -430,6 +430,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     stage = coarse_stage(name, run, space, trials, run.train.seed, sampler, explode_factor, scheduler)
     stage, continued = stored_search_settings(stage, stored)
+    batch = batch_warning(len(dataset.y_train), stage.run.train.batch_size)
+    if batch is not None and "batch_size" in stage.space:  # a stored space searches it: no epoch at --batch-size
+        warnings = tuple(w for w in warnings if w != wrapped(f"warning: {batch}"))
     # of the coarse stage's epochs and space: a stored stage's where it is continued, not this command's --epochs
     warnings += updates_lines(stage.run, stage.space, len(dataset.y_train))
     if fine_epochs is not None and fine_epochs < stage.run.train.epochs:  # fine trials shorter: fewer updates
