@@ -319,6 +319,16 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     return refined_stage(study, top, edge, epochs, n_trials), study
 
 
+def stored_promotion(storage: optuna.storages.RDBStorage, parent: optuna.Study) -> Stage | None:
+    """The promotion stage after ``parent`` (``promotion_stage``'s promote-k) where a run stopped before creating the
+    fine stage it ranks (that stage is then not there yet), as it was created: None where there is none."""
+    stage = Stage.from_attrs(parent.user_attrs)
+    name = study_name(stage.campaign, f"promote-{fine_index(stage.stage) + 1}")
+    if name not in {s.study_name for s in storage.get_all_studies()}:
+        return None
+    return Stage.from_attrs(load_stage_study(storage, name).user_attrs)
+
+
 def promoted_fine_stage(execution: Execution, parent: optuna.Study, top: int, edge: float, epochs: int | None,
                         n_trials: int | None, promote: int, dataset: Dataset | None = None,
                         ) -> tuple[Stage, list[StageSummary]]:

@@ -312,11 +312,21 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
       search fine --scheduler asha --trials 100
       search fine --sampler tpe   # TPE inside the refined box, as search auto
     """
-    from search.campaign import execute_stage, next_fine_stage, promoted_fine_stage, with_fine_choices
+    from search.campaign import (
+        execute_stage, next_fine_stage, promoted_fine_stage, stored_promotion, with_fine_choices,
+    )
 
     ex = execution(storage, jobs, heartbeat, as_json)
     st, name = ex.existing_storage(campaign)
     stage, study = next_fine_stage(st, name, top, edge, epochs, trials)
+    stored_check = stored_promotion(st, study) if stage is not None and promote else None
+    if stored_check is not None and stored_check.run.train.epochs != stage.run.train.epochs:
+        # a run stopped in promote-k: its epochs, not twice the parent's (a clash with the stored stage)
+        if epochs is not None and not as_json:
+            say(f"continuing {stored_check.name} as it was created: --epochs {epochs} not applied; run the command "
+                f"again once the next fine stage is done for a new stage with it", err=True)
+        epochs = stored_check.run.train.epochs
+        stage, study = next_fine_stage(st, name, top, edge, epochs, trials)
     if stage is None:  # its newest fine stage is unfinished: continued as it was created
         from search.stages import Stage
 
@@ -420,6 +430,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     dataset, space, warnings = stage_data(run, lambda n: build_space(space_spec, auto_space(n), run, fixed))
     stage = coarse_stage(name, run, space, trials, run.train.seed, sampler, explode_factor, scheduler)
     stage, continued = stored_search_settings(stage, stored)
+    batch = batch_warning(len(dataset.y_train), stage.run.train.batch_size)
+    if batch is not None and "batch_size" in stage.space:  # a stored space searches it: no epoch at --batch-size
+        warnings = tuple(w for w in warnings if w != wrapped(f"warning: {batch}"))
     # of the coarse stage's epochs and space: a stored stage's where it is continued, not this command's --epochs
     warnings += updates_lines(stage.run, stage.space, len(dataset.y_train))
     if fine_epochs is not None and fine_epochs < stage.run.train.epochs:  # fine trials shorter: fewer updates

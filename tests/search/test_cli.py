@@ -1601,6 +1601,31 @@ def test_fine_continuing_an_unfinished_stage_says_which_options_it_does_not_appl
     assert json.loads(run_cli("studies", "--json").stdout)[-1]["n_trials"] == 3  # as created
 
 
+def test_fine_after_a_stopped_promotion_stage_continues_it_at_its_epochs(run_cli):
+    # search fine --epochs 3 stopped in promote-1, then search fine: refused, its default of twice the coarse epochs
+    # clashing with the stored promote-1 ("already exists with other settings ... train.epochs 2 where it has 3")
+    from search.stages import create_stage, promotion_stage
+
+    assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0
+    storage = open_storage("sqlite:///search.db")
+    create_stage(storage, promotion_stage(optuna.load_study(study_name="digits/coarse", storage=storage), 3, 2))
+    storage.engine.dispose()  # created at 3 epochs, none of its runs made
+    result = run_cli("fine", "--trials", "2", "--promote", "2")
+    assert result.exit_code == 0, result.output
+    rows = {row["stage"]: row for row in json.loads(run_cli("studies", "--json").stdout)}
+    assert (rows["promote-1"]["n_trials"], rows["promote-1"]["epochs"]) == (2, 3)
+    assert (rows["fine-1"]["n_trials"], rows["fine-1"]["epochs"]) == (2, 3)
+    storage = open_storage("sqlite:///search.db")
+    create_stage(storage, promotion_stage(optuna.load_study(study_name="digits/fine-1", storage=storage), 4, 2))
+    storage.engine.dispose()
+    result = run_cli("fine", "--trials", "2", "--promote", "2", "--epochs", "5")
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).startswith(
+        "continuing digits/promote-2 as it was created: --epochs 5 not applied; run the command again once the next "
+        "fine stage is done for a new stage with it")
+    assert json.loads(run_cli("studies", "--json").stdout)[-1]["epochs"] == 4
+
+
 def test_train_on_a_loss_not_finite_before_any_update_blames_the_initialisation(run_cli):
     import warnings
 

@@ -743,6 +743,28 @@ def test_fine_continuing_its_unfinished_stage_warns_of_too_few_updates_as_a_new_
     assert json.loads(run_cli("studies", "--json").stdout)[-1]["n_trials"] == 2  # the stage continued, not another
 
 
+def test_auto_continuing_a_stored_coarse_stage_over_batch_size_warns_of_no_one_update_epoch(run_cli, monkeypatch):
+    # search auto on a stored coarse stage searching batch_size judged by its own --batch-size 50: "80 training
+    # samples make one update an epoch at --batch-size 50 (30 of them left out of each)", of a batch no trial used
+    import search.campaign
+
+    monkeypatch.setenv("COLUMNS", "300")
+    small = ["--data", "digits", "--train-size", "80", "--jobs", "1", "--campaign", "b"]
+    real = search.campaign.run_existing
+
+    def stopped_before_any_trial(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search.campaign, "run_existing", stopped_before_any_trial)
+    coarse = run_cli("coarse", *small, "--space", "batch_size=8:32", "--trials", "2", "--epochs", "3")
+    assert coarse.exit_code == 130 and "warning" not in coarse.stderr
+    monkeypatch.setattr(search.campaign, "run_existing", real)
+    auto = run_cli("auto", *small, "--max-fine", "0", "--top", "1", "--repeats", "1", "--retrain-seeds", "1")
+    assert auto.exit_code == 0, auto.output
+    assert "continuing from b/coarse as it was created (batch_size=8:32:int, 2 trials" in auto.stderr
+    assert [line for line in auto.stderr.splitlines() if "warning" in line] == []
+
+
 def test_auto_continuing_a_stored_coarse_stage_judges_updates_by_its_epochs(run_cli, monkeypatch):
     # search auto --fine-epochs 3 on a coarse stage of 4 epochs compared 3 with its own --epochs (3 by default): the
     # coarse trials were said to make 18 updates and the fine ones nothing
