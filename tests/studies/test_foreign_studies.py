@@ -103,7 +103,7 @@ def test_a_space_that_calls_a_dimension_of_text_choices_a_range_is_reported_as_c
 
     storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}")
     try:
-        space = {"lr": [1e-5, 1, "log"], "opt": [1, 2]}
+        space = {"lr": [1e-5, 1, "log"], "opt": [1, 2, "linear"]}
         _study(storage, "t/coarse", {**SERVICE_ATTRS, "campaign": "t", "space": space}, "maximize", [])
         study = optuna.load_study(study_name="t/coarse", storage=storage)
         for i, choice in enumerate(["x", "y", "x"]):
