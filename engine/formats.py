@@ -313,9 +313,11 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         missing = missing_words(labels)
         labels = ["" if label.lower() in missing else label for label in labels]
     names, label_name = found[0]
-    if label_column is None and _looks_like_data(names, rising_too=True) and label_name in set(labels):
+    pandas = [*names, label_name] == [str(i) for i in range(len(names) + 1)]  # pandas' names of unnamed columns
+    if label_column is None and _looks_like_data(names, rising_too=True) and label_name in set(labels) and not pandas:
         # rising numbers, as a header of wavelengths is, but its label cell is one of the labels: the first row
-        # (0.13,0.85,a), read as the header, was left out, and its numbers named the columns
+        # (0.13,0.85,a), read as the header, was left out, and its numbers named the columns; 0,1,2,3 of 3 features
+        # and labels 0-4 is what pandas writes for a frame of unnamed columns
         raise _sample_for_a_header(path, names, f"; its label cell {label_name!r} is one of the labels")
     refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, values in list(text.values.items()):

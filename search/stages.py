@@ -913,9 +913,10 @@ def trial_blas_threads(study: optuna.Study, own: int | None) -> int | None:
     """The BLAS threads of this process's next trial of ``study``: ``own`` (``blas_threads()`` outside any trial) when
     it is alone, else the usable cores shared out among it and the other live processes of this host running the
     stage's trials (at least 1, at most ``own``). A ``search worker`` and a ``--jobs 1`` command side by side on 2
-    cores each ran NumPy's 2 threads, 2.2 and 2.4 s a trial, where one thread each took 0.43 s. One query."""
-    if own is None:  # no BLAS found: nothing to limit
-        return None
+    cores each ran NumPy's 2 threads, 2.2 and 2.4 s a trial, where one thread each took 0.43 s. One query, none for
+    a process of one thread (a --jobs N worker): on 100,000 trials it cost 14 ms on SQLite, 7 ms on PostgreSQL."""
+    if own is None or own <= 1:  # no BLAS found, or 1 thread: nothing to share out
+        return own
     workers = optuna_rdb.trial_user_attr_values(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), "worker",
                                                 states=(TrialState.RUNNING,))
     others = [pid for pid in set(map(local_pid, workers)) if pid not in (None, os.getpid()) and process_alive(pid)]

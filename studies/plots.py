@@ -400,9 +400,10 @@ def plot_param_slices(
             # list of 5,000 values took, for one trial)
             where = sorted({int(i) for i in at[kept]})
             boxes = [values[kept & (at == i)] for i in where]
-            ax.boxplot(boxes, positions=where, widths=0.6, showfliers=False, manage_ticks=False,
-                       medianprops={"color": "black"}, boxprops={"color": "grey"},
-                       whiskerprops={"color": "grey"}, capprops={"color": "grey"})
+            if boxes:  # none where no trial is complete: matplotlib's boxplot of no box raises ValueError
+                ax.boxplot(boxes, positions=where, widths=0.6, showfliers=False, manage_ticks=False,
+                           medianprops={"color": "black"}, boxprops={"color": "grey"},
+                           whiskerprops={"color": "grey"}, capprops={"color": "grey"})
         unvalued: list[list[np.ndarray]] = [[], [], []]
         for i, (title, frame) in enumerate(stages):
             done = frame[frame["state"] == "COMPLETE"]

@@ -154,19 +154,29 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _range(low: Any, high: Any, log: bool, whole: bool) -> bool:
+    """Whether ``low`` and ``high`` bound a range as this service writes one: finite numbers, low < high (an integer
+    range: low <= high), above 0 on a log scale, whole numbers for an integer range."""
+    if not (_number(low) and _number(high) and math.isfinite(low) and math.isfinite(high)):
+        return False
+    if whole and (int(low) != low or int(high) != high):
+        return False
+    return (low < high or (whole and low == high)) and (not log or low > 0)
+
+
 def _readable_dimension(spec: Any) -> bool:
     """Whether ``spec`` is a dimension as this service stores it: ``{"type": "float"|"int", "low", "high", "log"}``,
     ``{"type": "categorical", "choices": [...]}``, or the older ``[low, high, "log"|"linear"]`` (linear without the
     scale, as ``format_space`` shows it: another program's ``[1, 2]``)."""
     if isinstance(spec, list):
-        return (len(spec) in (2, 3) and _number(spec[0]) and _number(spec[1])
-                and spec[2:] in ([], ["log"], ["linear"]))
+        return (len(spec) in (2, 3) and spec[2:] in ([], ["log"], ["linear"])
+                and _range(spec[0], spec[1], spec[2:] == ["log"], False))
     if not isinstance(spec, dict):
         return False
     if spec.get("type") == "categorical":
         return isinstance(spec.get("choices"), list) and bool(spec["choices"])
-    return (spec.get("type") in ("float", "int") and _number(spec.get("low")) and _number(spec.get("high"))
-            and isinstance(spec.get("log"), bool))
+    return (spec.get("type") in ("float", "int") and isinstance(spec.get("log"), bool)
+            and _range(spec.get("low"), spec.get("high"), spec["log"], spec["type"] == "int"))
 
 
 def check_stored_space(study: str, space: Any) -> None:

@@ -120,9 +120,9 @@ def stored_preprocess(run: RunConfig, attrs: dict[str, Any] | None) -> RunConfig
 
 def stored_run(run: RunConfig, attrs: dict[str, Any] | None) -> RunConfig:
     """``run`` with the run configuration of the campaign's coarse stage (its ``attrs``, ``stored_stage_attrs``) but
-    ``run``'s epochs (a search setting, ``stored_search_settings``'), where it exists and the command gives no run
-    option: search auto --campaign NAME continues a campaign begun with search coarse --data FILE as search fine
-    does, without --data FILE again; else ``stored_preprocess``."""
+    ``run``'s epochs (a search setting: ``stored_search_settings`` takes the stored one), where it exists and the
+    command gives no run option: search auto --campaign NAME continues a campaign begun with search coarse --data
+    FILE as search fine does, without --data FILE again; else ``stored_preprocess``."""
     from search.stages import Stage
 
     if attrs is None or options_given(*RUN_PARAMS):

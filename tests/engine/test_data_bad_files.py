@@ -247,6 +247,17 @@ def test_a_csv_without_a_header_whose_first_values_rise_is_refused_by_its_label(
     assert load_dataset(DataSpec(str(given), label_column="a")).label_names == ("a", "b")
 
 
+def test_a_pandas_header_whose_label_name_is_one_of_the_labels_is_a_header(tmp_path: Path) -> None:
+    # pd.DataFrame(np.column_stack([X, y])).to_csv(index=False) of 3 features and 5 classes writes 0,1,2,3: its label
+    # column '3' is one of the labels 0-4, and the file was refused as one without a header
+    rows = "".join(f"{i / 20:.2f},{(i * 7 % 12) / 12:.2f},{i % 3},{i % 5}\n" for i in range(30))
+    path = _csv(tmp_path / "pandas.csv", "0,1,2,3\n" + rows)
+    dataset = load_dataset(DataSpec(str(path)))
+    assert (dataset.input_dim, dataset.label_names) == (3, ("0", "1", "2", "3", "4"))
+    sample = _csv(tmp_path / "sample.csv", "0,1,2,4\n" + rows)  # not pandas' names: a sample, as before
+    _error(DataSpec(str(sample)), sample, "looks like a sample (0, 1, 2, ...), not a header; its label cell '4' is one")
+
+
 def test_missing_label_column_lists_the_columns(tmp_path: Path) -> None:
     path = _csv(tmp_path / "d.csv", "a,b,label\n" + _good_rows())
     _error(DataSpec(str(path), label_column="class"), path, "no label column 'class'", "'a', 'b', 'label'")

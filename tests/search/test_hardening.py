@@ -845,7 +845,11 @@ def test_a_value_inside_a_stored_attribute_changed_by_hand_is_one_line_naming_it
     ("$.lr", "5", "5"),
     # a bound text: "Unknown format code 'g' for object of type 'str'"
     ("$.lr.low", "'a'", '{"type": "float", "low": "a", "high": 1.0, "log": true}'),
-], ids=["dimension-number", "bound-text"])
+    # bounds no range has: search fine said "its stored definition cannot be read (range -1:1 is on a log scale, so
+    # both bounds must be > 0)", search report ended in Optuna's ValueError traceback
+    ("$.lr.low", "-1", '{"type": "float", "low": -1, "high": 1.0, "log": true}'),
+    ("$.lr.low", "2", '{"type": "float", "low": 2, "high": 1.0, "log": true}'),
+], ids=["dimension-number", "bound-text", "log-bound-below-zero", "bounds-reversed"])
 def test_a_stage_space_dimension_changed_by_hand_is_one_line_naming_it_in_every_command(run_cli, url, tmp_path, path,
                                                                                         value, shown):
     # search studies, best and report said "user attribute 'space' cannot be read (a value inside it is of another

@@ -713,6 +713,26 @@ def test_a_trial_beside_a_live_worker_of_this_host_runs_on_its_share_of_the_core
     storage.engine.dispose()
 
 
+def test_a_worker_of_one_blas_thread_claims_without_reading_the_running_trials_workers(url, monkeypatch):
+    # a --jobs N worker (1 thread) runs each trial on 1 thread whoever runs beside it: the query of the RUNNING
+    # trials' workers before each claim cost 14 ms on SQLite and 7 ms on PostgreSQL (a claim: 0.9 ms) on a stage of
+    # 100,000 trials, for nothing
+    from search.stages import create_stage, load_stage_study, run_worker, trial_blas_threads
+    from studies import optuna_rdb
+
+    storage = open_storage(url, heartbeat_interval=60)
+    create_stage(storage, coarse_stage("single", RUN, DEFAULT_SPACE, 2, seed=0))
+    study = load_stage_study(storage, "single/coarse")
+    queried: list[str] = []
+    real = optuna_rdb.trial_user_attr_values
+    monkeypatch.setattr(optuna_rdb, "trial_user_attr_values", lambda *a, **k: queried.append(a[2]) or real(*a, **k))
+    assert trial_blas_threads(study, 1) == 1 and trial_blas_threads(study, None) is None and queried == []
+    assert trial_blas_threads(study, 2) == 2 and queried == ["worker"]  # alone: its own
+    monkeypatch.setattr(stages_module, "blas_threads", lambda: 1)
+    queried.clear()
+    assert run_worker(storage, "single/coarse", RUN.load()).ran == 2 and queried == []
+
+
 def test_a_trial_of_a_killed_worker_its_parent_has_not_reaped_yet_is_failed_at_once(url):
     # search coarse --jobs 3 runs trials in its own process and reaps no worker meanwhile: one killed with SIGKILL
     # (the OOM killer) stayed a zombie, which kill(pid, 0) finds, and its trial waited 2 heartbeats (10 min with

@@ -626,6 +626,21 @@ def test_a_choice_of_thousands_of_values_draws_a_box_per_category_with_trials_an
     plots.plt.close(ax.figure)
 
 
+def test_a_choice_no_complete_trial_has_draws_no_box_and_its_trials_along_the_bottom():
+    # a stage whose trials all failed or were pruned: no category had a box to draw, and matplotlib ended the
+    # report in a traceback ("List of boxplot statistics and `positions` values must have same the length")
+    frame = pd.DataFrame({"number": [0, 1], "state": ["FAIL", "PRUNED"], "value": [np.nan, 0.4],
+                          "param_activation": ["relu", "tanh"]})
+    dim = plots.Dim("activation", "categorical", choices=("relu", "tanh"))
+    ax = plots.new_axes(1, 1)[0, 0]
+    plots.plot_param_slices([ax], [("coarse", frame)], [dim])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["relu", "tanh"]
+    assert len(ax.lines) == 0  # no box
+    # the failed trial (relu) and the pruned one (tanh) along the bottom, jittered beside their categories
+    assert sorted(round(x) for c in ax.collections for x, _ in c.get_offsets()) == [0, 1]
+    plots.plt.close(ax.figure)
+
+
 # ---- diagnoses: counts per stage and one example curve of each label
 def expected_diagnoses(trials):
     """Trials per label, counted directly from the trial dicts (two labels: counted under both)."""
