@@ -707,6 +707,7 @@ def run_worker(
     study_id = optuna_rdb.study_id(study)
     after_id = -1  # where the next claim starts looking (see optuna_rdb.claim_waiting_trial)
     own_threads = blas_threads()  # NumPy's, or the 1 of a --jobs N worker: no trial of this one runs with more
+    threads, threads_read = own_threads, -math.inf  # its next trial's share, read again after BLAS_READ_SECONDS
     # the finished trials TPE and QMC draw from, kept here and read as they finish (the others read no history)
     history = optuna_rdb.FinishedTrials() if stage.sampler in ("tpe", "qmc") else None
     # a trial is stale after 2 x the heartbeat interval: looking once per interval finds it in time
@@ -720,7 +721,9 @@ def run_worker(
                 retry_storage(lambda: _fail_stale_trials(study), looking)
                 stale_checked = time.monotonic()
             try:
-                threads = retry_storage(lambda: trial_blas_threads(study, own_threads), looking)
+                if time.monotonic() - threads_read >= BLAS_READ_SECONDS:
+                    threads = retry_storage(lambda: trial_blas_threads(study, own_threads), looking)
+                    threads_read = time.monotonic()
                 claimed = retry_storage(lambda: claim_waiting_trial(study, after_id, threads), looking)
                 if claimed is not None:
                     after_id = optuna_rdb.trial_id(claimed)
@@ -907,6 +910,9 @@ def blas_threads_of(threads: int | None) -> Any:
 def usable_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+BLAS_READ_SECONDS = 2.0  # a worker reads who else runs the stage on its host at most this often, not each trial
 
 
 def trial_blas_threads(study: optuna.Study, own: int | None) -> int | None:
