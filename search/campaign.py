@@ -177,8 +177,8 @@ def check_batch_sizes(space: dict[str, Dimension], dataset: Dataset) -> None:
         batch = space["batch_size"]
         largest = max(batch.choices) if isinstance(batch, Choice) else batch.high
         if largest > len(dataset.y_train):
-            raise SearchError(f"--space batch_size: {largest} is larger than the training set "
-                              f"({len(dataset.y_train)} samples)")
+            raise SearchError(f"the space searches batch_size up to {largest}, larger than the training set "
+                              f"({len(dataset.y_train)} samples)")  # of --space, --space-file or a stored stage
 
 
 def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, compare: bool) -> None:

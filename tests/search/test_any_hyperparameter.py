@@ -405,12 +405,17 @@ def test_with_params_sets_values_by_path_and_the_sections_check_them():
 
 
 @pytest.mark.parametrize("args,fragments", [
-    (["--space", "batch_size=16:5000:int"], ["--space batch_size", "5000", "training set (1257"]),
+    (["--space", "batch_size=16:5000:int"], ["space searches batch_size up to 5000", "training set (1257"]),
     # a choice was not checked: its trials failed one by one, exit 1
-    (["--space", "batch_size=64,5000"], ["--space batch_size: 5000 is larger than the training set (1257 samples)"]),
+    (["--space", "batch_size=64,5000"],
+     ["the space searches batch_size up to 5000, larger than the training set (1257 samples)"]),
+    # said of the space, not of --space, where a space file gave it
+    (["--space-file", "batch.toml"],
+     ["the space searches batch_size up to 5000, larger than the training set (1257 samples)"]),
     (["--space", "depth=1:3:int", "--hidden", "10,20"], ["--space depth", "--hidden 10,20"]),
 ])
 def test_spaces_the_data_or_the_fixed_options_cannot_run_exit_2(run_cli, tmp_path, args, fragments):
+    (tmp_path / "batch.toml").write_text("[space]\nbatch_size = [32, 5000]\n")
     one_line_error(run_cli("coarse", *args, "--trials", "2", "--epochs", "1"), *fragments)
     assert not (tmp_path / "search.db").exists()  # checked before the database is made
 

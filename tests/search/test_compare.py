@@ -183,7 +183,7 @@ def test_compare_and_another_search_never_share_a_campaign(run_cli, tmp_path):
 def test_a_batch_size_larger_than_the_training_set_is_refused_before_a_database_is_made(run_cli, tmp_path, spec):
     # the stage refused it once search.db was made, empty
     assert one_line_error(run_cli("compare", "--space", spec, "--trials", "2", "--epochs", "1", "--repeats", "1")) == (
-        "error: --space batch_size: 5000 is larger than the training set (1257 samples)")
+        "error: the space searches batch_size up to 5000, larger than the training set (1257 samples)")
     assert list(tmp_path.iterdir()) == []
 
 
