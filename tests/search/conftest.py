@@ -27,6 +27,19 @@ def run_cli(tmp_path, monkeypatch):
     return invoke
 
 
+def stages_made_only(run_cli, monkeypatch, *args: str) -> Result:
+    """``run_cli(*args)`` stopped by a Ctrl-C as its first stage would begin its trials: the stage is stored, none
+    of its trials run (exit 130)."""
+    import search.campaign
+
+    def stopped_before_any_trial(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(search.campaign, "run_existing", stopped_before_any_trial)
+        return run_cli(*args)
+
+
 def cwd_study(name: str) -> optuna.Study:
     """Study ``name`` of the search.db in the current folder (the one ``run_cli`` works in)."""
     return optuna.load_study(study_name=name, storage=open_storage("sqlite:///search.db", create=False))

@@ -18,7 +18,7 @@ from search.config import RunConfig
 from search.space import Choice, FloatRange, IntRange
 from studies.queries import trials_frame
 from studies.store import open_storage
-from tests.search.conftest import one_line_error
+from tests.search.conftest import one_line_error, stages_made_only
 
 SMALL = ("--repeats", "2", "--trials", "4", "--epochs", "1", "--train-size", "200", "--val-size", "200")
 
@@ -326,17 +326,11 @@ def test_compare_given_another_heartbeat_than_its_stages_says_it_keeps_theirs(ru
     # search coarse said "--heartbeat 5 not used: ..." on a stage created with 10; search compare said nothing
     from dataclasses import replace
 
-    import search.campaign
     import search.compare
 
-    real_existing, real_compare = search.campaign.run_existing, search.compare.run_compare
-
-    def stopped_before_any_trial(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(search.campaign, "run_existing", stopped_before_any_trial)
-    assert run_cli("compare", *SMALL, "--campaign", "hb", "--jobs", "1").exit_code == 130  # hb/random-0 made, 10 s
-    monkeypatch.setattr(search.campaign, "run_existing", real_existing)
+    real_compare = search.compare.run_compare
+    # hb/random-0 made, with its heartbeat of 10 s
+    assert stages_made_only(run_cli, monkeypatch, "compare", *SMALL, "--campaign", "hb", "--jobs", "1").exit_code == 130
 
     def shown(execution, *args, **kwargs):  # the lines a terminal shows before the trials, which a pipe does not
         return real_compare(replace(execution, progress="log"), *args, **kwargs)

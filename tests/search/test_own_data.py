@@ -16,7 +16,7 @@ from search.campaign import Execution, coarse_stage, execute_stage
 from search.config import RunConfig
 from search.space import FloatRange
 from studies.store import open_storage
-from tests.search.conftest import one_line_error
+from tests.search.conftest import one_line_error, stages_made_only
 from tests.search.test_predict import dark_and_light
 
 
@@ -746,19 +746,11 @@ def test_fine_continuing_its_unfinished_stage_warns_of_too_few_updates_as_a_new_
 def test_auto_continuing_a_stored_coarse_stage_over_batch_size_warns_of_no_one_update_epoch(run_cli, monkeypatch):
     # search auto on a stored coarse stage searching batch_size judged by its own --batch-size 50: "80 training
     # samples make one update an epoch at --batch-size 50 (30 of them left out of each)", of a batch no trial used
-    import search.campaign
-
     monkeypatch.setenv("COLUMNS", "300")
     small = ["--data", "digits", "--train-size", "80", "--jobs", "1", "--campaign", "b"]
-    real = search.campaign.run_existing
-
-    def stopped_before_any_trial(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(search.campaign, "run_existing", stopped_before_any_trial)
-    coarse = run_cli("coarse", *small, "--space", "batch_size=8:32", "--trials", "2", "--epochs", "3")
+    coarse = stages_made_only(run_cli, monkeypatch, "coarse", *small, "--space", "batch_size=8:32", "--trials", "2",
+                              "--epochs", "3")
     assert coarse.exit_code == 130 and "warning" not in coarse.stderr
-    monkeypatch.setattr(search.campaign, "run_existing", real)
     auto = run_cli("auto", *small, "--max-fine", "0", "--top", "1", "--repeats", "1", "--retrain-seeds", "1")
     assert auto.exit_code == 0, auto.output
     assert "continuing from b/coarse as it was created (batch_size=8:32:int, 2 trials" in auto.stderr
@@ -768,18 +760,10 @@ def test_auto_continuing_a_stored_coarse_stage_over_batch_size_warns_of_no_one_u
 def test_auto_continuing_a_stored_coarse_stage_judges_updates_by_its_epochs(run_cli, monkeypatch):
     # search auto --fine-epochs 3 on a coarse stage of 4 epochs compared 3 with its own --epochs (3 by default): the
     # coarse trials were said to make 18 updates and the fine ones nothing
-    import search.campaign
-
     monkeypatch.setenv("COLUMNS", "300")
     small = ["--data", "digits", "--train-size", "300", "--jobs", "1", "--campaign", "c"]
-    real = search.campaign.run_existing
-
-    def stopped_before_any_trial(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(search.campaign, "run_existing", stopped_before_any_trial)
-    assert run_cli("coarse", *small, "--trials", "2", "--epochs", "4").exit_code == 130  # c/coarse: 4 epochs, 24
-    monkeypatch.setattr(search.campaign, "run_existing", real)
+    # c/coarse: 4 epochs, 24 updates a trial
+    assert stages_made_only(run_cli, monkeypatch, "coarse", *small, "--trials", "2", "--epochs", "4").exit_code == 130
     auto = run_cli("auto", *small, "--fine-epochs", "3", "--max-fine", "1", "--top", "1", "--promote", "0",
                    "--repeats", "1", "--retrain-seeds", "1")
     assert auto.exit_code == 0, auto.output
