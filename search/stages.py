@@ -912,18 +912,20 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-BLAS_READ_SECONDS = 2.0  # a worker reads who else runs the stage on its host at most this often, not each trial
+BLAS_READ_SECONDS = 2.0  # a worker reads who else runs trials on its host at most this often, not each trial
 
 
 def trial_blas_threads(study: optuna.Study, own: int | None) -> int | None:
     """The BLAS threads of this process's next trial of ``study``: ``own`` (``blas_threads()`` outside any trial) when
-    it is alone, else the usable cores shared out among it and the other live processes of this host running the
-    stage's trials (at least 1, at most ``own``). A ``search worker`` and a ``--jobs 1`` command side by side on 2
-    cores each ran NumPy's 2 threads, 2.2 and 2.4 s a trial, where one thread each took 0.43 s. One query, none for
-    a process of one thread (a --jobs N worker): on 100,000 trials it cost 14 ms on SQLite, 7 ms on PostgreSQL."""
+    it is alone, else the usable cores shared out among it and the other live processes of this host running trials
+    of any stage of the database (at least 1, at most ``own``). A ``search worker`` and a ``--jobs 1`` command side
+    by side on 2 cores each ran NumPy's 2 threads, 2.2 and 2.4 s a trial, where one thread each took 0.43 s; two
+    ``--jobs 1`` commands on two campaigns, 3.4 to 4.3 times as long as on 1 thread each. One query, none for a
+    process of one thread (a --jobs N worker): on 100,000 trials of 10 stages, 20 ms on SQLite, 18 ms on
+    PostgreSQL (a busy machine)."""
     if own is None or own <= 1:  # no BLAS found, or 1 thread: nothing to share out
         return own
-    workers = optuna_rdb.trial_user_attr_values(optuna_rdb.study_storage(study), optuna_rdb.study_id(study), "worker",
+    workers = optuna_rdb.trial_user_attr_values(optuna_rdb.study_storage(study), None, "worker",
                                                 states=(TrialState.RUNNING,))
     others = [pid for pid in set(map(local_pid, workers)) if pid not in (None, os.getpid()) and process_alive(pid)]
     return min(own, max(1, usable_cores() // (len(others) + 1))) if others else own
