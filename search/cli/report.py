@@ -145,8 +145,9 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
     dataset = run.load()  # bad data fails here too, before the database is touched
     check_largest_network(space, run, dataset)
     check_batch_sizes(space, dataset)  # the stages check it too, but after the database is made
-    # a line says how each stage went: its progress is a bar on a terminal, nothing through a pipe or with --json
-    ex = execution(storage, jobs, heartbeat, as_json or not sys.stderr.isatty())
+    # as each stage command's: a bar on a terminal, a line a trial through a pipe (notes before them either way);
+    # nothing with --json. A line after each stage says how it went
+    ex = execution(storage, jobs, heartbeat, as_json)
 
     def on_stage(s: Any) -> None:
         if not as_json:
