@@ -65,7 +65,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     from engine.trainer import train as run_training
     from engine.diagnostics import describe_diagnosis
     from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, finite_or_none,
-                                  stop_reason, value_epoch)
+                                  majority_share, stop_reason, value_epoch)
     from search.stages import blas_threads_of
 
     ctx = click.get_current_context()
@@ -105,7 +105,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     initial_reg_loss = model.reg_loss(config.train.reg)
     with blas_threads_of(threads):  # the trial's own: --jobs 2 ran it on 1, and the last bits depend on it
         result = run_training(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val,
-                              observers=explosion_observers(explode_factor))
+                              observers=explosion_observers(explode_factor, majority_share(ds.y_train)))
     # the reading a trial of the same run stores, before --test or --save touch nothing of the model
     diagnosis = diagnose_trial(result, model, ds, config, initial_reg_loss)
     summary = {

@@ -176,6 +176,50 @@ def test_an_epoch_shorter_than_the_window_is_judged_on_the_losses_it_has():
     assert diverging.on_epoch(1, 0.1, 0.1) == "exploded"  # 3 losses, mean 5.06
 
 
+def test_a_run_that_classifies_its_training_set_is_not_stopped_as_exploded_until_an_epoch_ends_below_it():
+    from search.objective import ExplosionObserver
+
+    # 2 updates an epoch: the window of 10 losses spans 5 epochs; wine at Adam lr 0.4 rose to 3.0-4.3x its first
+    # loss (its L2 term grew) at training accuracy 0.9-1.0, and was stopped in epoch 3 to 5
+    observer = ExplosionObserver(3.0, chance=0.4)  # spared from 0.4 + 0.8 x 0.6 = 0.88
+    verdicts = []
+    epochs = (((1.8, 2.0), 0.65), ((7.0, 8.0), 0.92), ((8.0, 7.0), 0.98), ((7.0, 7.0), 1.0), ((6.0, 6.0), 1.0))
+    for epoch, (losses, train_acc) in enumerate(epochs, start=1):
+        verdicts += [observer.on_iteration(2 * epoch - 2 + i, loss) for i, loss in enumerate(losses, start=1)]
+        verdicts.append(observer.on_epoch(epoch, train_acc, 0.95))
+    assert verdicts == [None] * 15  # the window's mean 5.98 passed 5.4 from iteration 6 on
+    # its loss still up and its training accuracy down to 0.8 (below 0.88): stopped at the epoch's end
+    assert [observer.on_iteration(11, 6.0), observer.on_iteration(12, 6.0)] == [None, None]
+    assert observer.on_epoch(6, 0.8, 0.8) == "exploded"
+    # the iterations of an epoch after one that ended below: judged as before
+    observer = ExplosionObserver(3.0, chance=0.4)
+    observer.on_iteration(1, 1.8)
+    assert observer.on_epoch(1, 0.5, 0.5) is None
+    assert [observer.on_iteration(i, 8.0) for i in range(2, 12)] == [None] * 8 + ["exploded"] * 2
+    # the share is of the way from chance: 0.95 on 90 % of one class is not trained (0.98 is)
+    observer = ExplosionObserver(3.0, chance=0.9)
+    for i, loss in enumerate((1.0, 5.0, 5.0), start=1):
+        observer.on_iteration(i, loss)
+    assert observer.on_epoch(1, 0.95, 0.95) == "exploded"
+    assert ExplosionObserver(3.0, chance=0.9).trained_from == pytest.approx(0.98)
+
+
+def test_wine_at_a_high_learning_rate_trains_its_epochs_where_it_was_stopped_as_exploded(run_cli, tmp_path):
+    # 124 training rows in batches of 50: the run reached training accuracy 1.0 in epoch 5, then was stopped there
+    # as exploded (its loss 3.2x its first); run on, its loss came back under its first by epoch 20
+    from sklearn.datasets import load_wine
+
+    load_wine(as_frame=True).frame.to_csv(tmp_path / "wine.csv", index=False)
+    result = run_cli("train", "--data", str(tmp_path / "wine.csv"), "--lr", "0.3967", "--reg", "0.007",
+                     "--epochs", "20", "--seed", "1", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["stop_reason"], out["epochs"], out["iterations"]) == ("completed", 20, 40)
+    first = out["loss_history"][0]
+    assert max(out["loss_history"][10:20]) > 3 * first and min(out["train_acc_history"][2:]) >= 0.95
+    assert sum(out["loss_history"][-10:]) < 10 * first and out["val_acc"] >= 0.9
+
+
 def test_auto_after_a_fine_stage_added_past_its_final_says_why_it_cannot_go_on(run_cli):
     assert run_cli(*AUTO_ARGS).exit_code == 0
     assert run_cli("fine", "--campaign", "digits", "--trials", "2", "--promote", "2").exit_code == 0
