@@ -29,6 +29,7 @@ from search.workers import run_stage_processes
 from studies import optuna_rdb
 from studies.budget import ERROR_PREFIX
 from studies.queries import COMPARE_STAGE, campaigns, latest_campaign, unknown_campaign
+from studies.records import value_text
 from studies.store import open_storage
 
 
@@ -177,7 +178,7 @@ def check_batch_sizes(space: dict[str, Dimension], dataset: Dataset) -> None:
         batch = space["batch_size"]
         largest = max(batch.choices) if isinstance(batch, Choice) else batch.high
         if largest > len(dataset.y_train):
-            raise SearchError(f"the space searches batch_size up to {largest}, larger than the training set "
+            raise SearchError(f"the space searches batch_size up to {value_text(largest)}, larger than the training set "
                               f"({len(dataset.y_train)} samples)")  # of --space, --space-file or a stored stage
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -393,13 +394,21 @@ def parse_dimension(name: str, spec: str | list[str]) -> Dimension:
         else:
             raise SearchError(f"{spec!r}: unknown flag {flag!r} (log, linear or int)")
     if is_int:
-        if not (math.isfinite(low) and math.isfinite(high)) or low != int(low) or high != int(high):
+        whole = [_whole(part) if math.isfinite(bound) else None for part, bound in zip(parts, (low, high))]
+        if None in whole:
             why = f": {key} is a whole number" if entry.kind == "int" else " for :int"  # :int not typed for hidden
             raise SearchError(f"range {spec} needs whole-number bounds{why}")
-        if low >= high:
+        if whole[0] >= whole[1]:
             raise SearchError(f"range {spec} needs low < high")
-        return IntRange(int(low), int(high), log)
+        return IntRange(whole[0], whole[1], log)
     return FloatRange(low, high, log)
+
+
+def _whole(text: str) -> int | None:
+    """The whole number a number's text is exactly, None where it is not one: 1e23 is 10**23, where int(1e23) is
+    99999999999999991611392 (a float's nearest), and 99999999999999999999999 is itself, not 1e23."""
+    value = Decimal(text)
+    return int(value) if value.is_finite() and value == value.to_integral_value() else None
 
 
 def _number(text: str) -> float:
@@ -444,9 +453,8 @@ def _parse_choice(key: str, entry: Searchable, text: str) -> Any:
         raise SearchError(f"{text!r} is not a number{_separators([text])}") from None
     if not math.isfinite(number):
         raise SearchError(f"{text!r} is not a finite number")
-    if entry.kind == "int" and number == int(number):
-        return int(text) if text.lstrip("+-").isdigit() else int(number)  # 10**23 exactly, not int(1e23)
-    return number
+    whole = _whole(text) if entry.kind == "int" else None
+    return number if whole is None else whole
 
 
 def check_space(space: Space, base: RunConfig, where: Mapping[str, str] | None = None) -> None:
@@ -459,8 +467,8 @@ def check_space(space: Space, base: RunConfig, where: Mapping[str, str] | None =
         values = list(dim.choices) if isinstance(dim, Choice) else [dim.low, dim.high]
         for value in values:
             if entry.kind != "categorical" and not entry.limits[0] <= value <= entry.limits[1]:
-                number, low, high = (str(v) if isinstance(v, int) else f"{v:g}" for v in (value, *entry.limits))
-                option, limits = f"--{name.replace('_', '-')}", f"({low} to {high})"  # 10**23 in full, not 1e+23
+                number, low, high = (value_text(v) if isinstance(v, int) else f"{v:g}" for v in (value, *entry.limits))
+                option, limits = f"--{name.replace('_', '-')}", f"({low} to {high})"  # 10**23 as 1e23, not 1e+23
                 try:  # the option may take it where a search may not: an open bound is searched a little inside
                     base.with_params({entry.path: value})
                 except ConfigError as e:  # the option's own reason: the search's limits are not what it accepts

@@ -47,11 +47,16 @@ def seconds_text(x: float | None) -> str:
 
 def value_text(value: Any) -> str:
     """A parameter value as people read it: ``true``, ``tanh``, ``128``, floats to 3 significant digits
-    (``0.0123``)."""
+    (``0.0123``); a whole number of more than 15 digits that ends in 3 zeros or more as written in short, exactly
+    (``1e23``, ``-2.5e20``: never ``1e+23``, nor 24 digits), others in full (``99999999999999999999999``)."""
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()
     if isinstance(value, (int, np.integer)):
-        return str(int(value))
+        digits = str(abs(int(value)))
+        kept = digits.rstrip("0")
+        if len(digits) <= 15 or len(digits) - len(kept) < 3:
+            return str(int(value))
+        return f"{'-' if value < 0 else ''}{kept[0]}{'.' + kept[1:] if len(kept) > 1 else ''}e{len(digits) - 1}"
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.3g}"
     return str(value)

@@ -195,6 +195,17 @@ def test_a_choice_is_refused_in_its_values_as_written(run_cli, tmp_path):
             f"error: {said}: 99999999999999999999999 is outside the range hidden is searched in (1 to 1000000), "
             "though --hidden accepts it: ranges are searched and widened only within these")
     assert not (tmp_path / "search.db").exists()
+    # 1e23 for a whole number was read as int(1e23) and said so: "99999999999999991611392 is outside the range ..."
+    for spec in ("hidden=16:1e23:int", "hidden=16,1e23", "hidden=16:1e23"):
+        assert one_line_error(run_cli("coarse", "--space", spec, "--trials", "1")) == (
+            "error: --space hidden: 1e23 is outside the range hidden is searched in (1 to 1000000), though --hidden "
+            "accepts it: ranges are searched and widened only within these")
+    assert one_line_error(run_cli("coarse", "--space", "batch_size=10:2.5e20", "--trials", "1")) == (
+        "error: the space searches batch_size up to 2.5e20, larger than the training set (1257 samples)")
+    assert one_line_error(run_cli("coarse", "--space", "depth=1:1e23", "--trials", "1")) == (
+        "error: --space depth: 1e23 is not accepted: depth must be 1 to 100 hidden layers, got "
+        "100000000000000000000000")  # the option's own words, its number exact
+    assert not (tmp_path / "search.db").exists()
     line = one_line_error(run_cli("coarse", "--space", "momentum=0.5:1", "--optimizer", "momentum", "--trials", "1"))
     assert line == "error: --space momentum: 1 is not accepted: momentum must be in [0, 1), got 1.0"
 
