@@ -31,6 +31,7 @@ from engine.formats import (
     MISSING_NUMBERS,
     check_memory,
     detect_format,
+    ignore_option,
     list_image_folder,
     merged_values_warning,
     missing_words,
@@ -126,13 +127,12 @@ class DataSpec:
             if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
                 raise ConfigError(f"--label-column {self.label_column!r} applies to .csv/.tsv data only, "
                                   f"not {self.name!r}")
+        # '' names the columns with no name in the header (see formats._columns_read)
         if not (isinstance(self.ignore_columns, (tuple, list))
-                and all(isinstance(c, str) and c.strip() for c in self.ignore_columns)):
-            bad = next((c for c in self.ignore_columns if not (isinstance(c, str) and c.strip())),
+                and all(isinstance(c, str) for c in self.ignore_columns)):
+            bad = next((c for c in self.ignore_columns if not isinstance(c, str)),
                        self.ignore_columns) if isinstance(self.ignore_columns, (tuple, list)) else self.ignore_columns
-            raise ConfigError(f"--ignore-column must name a column, got {bad!r}"
-                              + ("; a column with no name in the header cannot be left out: name it in the header "
-                                 "row, or delete it from the file" if isinstance(bad, str) else ""))
+            raise ConfigError(f"--ignore-column must name a column, got {bad!r}")
         if self.ignore_columns and Path(self.name).suffix.lower() not in (".csv", ".tsv"):
             raise ConfigError(f"--ignore-column {', '.join(map(repr, self.ignore_columns))} applies to .csv/.tsv "
                               f"data only, not {self.name!r}")
@@ -552,7 +552,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
             empty = [columns[c].strip() for c in np.flatnonzero(np.isnan(X[labelled]).all(axis=0))]
             hint = "" if not empty or not labelled.any() else (
                 f"; no row has a value in {', '.join(map(repr, empty))}: leave {'them' if len(empty) > 1 else 'it'} "
-                f"out with {' '.join(f'--ignore-column {name}' for name in empty)}")
+                f"out with {' '.join(ignore_option(name) for name in empty)}")
             raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
                             f"{notes['rows_dropped']} a value (--missing {spec.missing}){hint}")
         X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
@@ -809,8 +809,7 @@ def id_column_warning(ds: Dataset) -> str | None:
                                                      "it writes unless given index=False)")
             return (f"column {shown} holds a different whole number in every row ({column.min():.0f} to "
                     f"{column.max():.0f}), as a row id does: it is trained on as a feature; "
-                    + (f"leave it out with --ignore-column {name.strip()}" if name.strip() else "delete it from the file")
-                    + " if it is one")
+                    + f"leave it out with {ignore_option(name)} if it is one")
     return None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
-from engine.formats import check_memory
+from engine.formats import check_memory, ignore_option
 
 MISSING_POLICIES = ("mean", "drop")
 
@@ -126,7 +126,7 @@ def fit_encoding(source: str, columns: tuple[str, ...], X_train: np.ndarray, val
         present = column[~np.isnan(column)]
         if not len(present):
             raise DataError(f"{source}: column {name!r} has no value in the training split ({len(column)} rows): "
-                            f"leave it out with --ignore-column {name.strip()}")
+                            f"leave it out with {ignore_option(name)}")
         if c not in values:
             categories.append(None)
             fills.append(float(present.mean()))

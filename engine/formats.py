@@ -6,6 +6,7 @@ import errno
 import hashlib
 import itertools
 import os
+import shlex
 import tokenize
 import warnings
 import zipfile
@@ -334,7 +335,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
             del text.values[c]
     for c, (example, where) in text.mixed.items():
         refused[c] = (f"{where} column {names[c]!r}: {example[:40]!r} is not a number; other rows hold numbers: "
-                      f"correct it, or leave the column out with --ignore-column {names[c].strip()}",
+                      f"correct it, or leave the column out with {ignore_option(names[c])}",
                       f"{names[c]!r} mixes numbers and text ({example[:40]!r} in {where})")
     for c, values in text.values.items():
         cells = int(np.count_nonzero(~np.isnan(X[:, c])))
@@ -342,14 +343,14 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         if len(values) > 2 and len(values) > cells / 2:
             refused[c] = (f"column {names[c]!r} holds text, not numbers, with {len(values)} different values in "
                           f"{cells} rows ({example[:40]!r} in {where}, ...): an id or a note, not categories; leave "
-                          f"it out with --ignore-column {names[c].strip()}, or name it with --label-column if it "
+                          f"it out with {ignore_option(names[c])}, or name it with --label-column if it "
                           f"holds the labels",
                           f"{names[c]!r} holds text with {len(values)} different values in {cells} rows (an id or a "
                           f"note)")
         elif len(values) > MAX_CATEGORIES:
             refused[c] = (f"column {names[c]!r} holds text with {len(values)} different values ({example[:40]!r} in "
                           f"{where}, ...), more than the {MAX_CATEGORIES} categories a column is one-hot encoded "
-                          f"into; leave it out with --ignore-column {names[c].strip()}, or merge its values into fewer",
+                          f"into; leave it out with {ignore_option(names[c])}, or merge its values into fewer",
                           f"{names[c]!r} holds text with {len(values)} different values (more than {MAX_CATEGORIES} "
                           f"categories)")
     if len(refused) == 1:
@@ -358,7 +359,7 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         order = sorted(refused)
         raise DataError(f"{path}: {len(order)} columns cannot be trained on: "
                         f"{'; '.join(refused[c][1] for c in order)}; leave them out with "
-                        f"{' '.join(f'--ignore-column {names[c].strip()}' for c in order)}")
+                        f"{' '.join(ignore_option(names[c]) for c in order)}")
     return X, labels, *found[0], text
 
 
@@ -619,17 +620,28 @@ def _columns_read(path: Path, header: list[str], label_column: str | None, ignor
                   ) -> tuple[list[int], int]:
     """The indices of the columns a table is read from (every one but the ``ignore`` ones and those a trailing comma
     adds, unnamed at the header's end) and the label column's position among them; DataError for an ignored column
-    the header lacks, or that is the label column."""
+    the header lacks, or that is the label column. An empty name ignores the columns with no name in the header
+    (the index pandas' to_csv writes)."""
     label_index = _label_index(path, header, label_column)
-    stripped = [h.strip() for h in header]
+    named = [h.strip() for h in header[:_named_width(header)]]
     for name in ignore:
-        if name.strip() not in stripped:
+        if name.strip() not in named:
+            if not name.strip() and len(named) < len(header):  # '' names none of the unnamed columns at the end
+                raise DataError(f"{path}: no column {name!r} to ignore; the columns are "
+                                f"{_shown_columns(header[:len(named)])} (and the unnamed one a comma ending each "
+                                f"line adds, which is never read)")
             raise DataError(f"{path}: no column {name!r} to ignore; the columns are {_shown_columns(header)}")
-        if stripped.index(name.strip()) == label_index:
+        if named[label_index] == name.strip():
             raise DataError(f"{path}: column {name!r} is the label column; it cannot be ignored")
     skipped = {name.strip() for name in ignore}
-    take = [i for i, h in enumerate(stripped[:_named_width(header)]) if h not in skipped]
+    take = [i for i, h in enumerate(named) if h not in skipped]
     return take, take.index(label_index)
+
+
+def ignore_option(name: str) -> str:
+    """The ``--ignore-column`` option that leaves out column ``name``, as a shell takes it: ``--ignore-column ''``
+    for a column with no name in the header, ``--ignore-column 'unit price'``."""
+    return f"--ignore-column {shlex.quote(name.strip())}"
 
 
 def _check_unique(path: Path, stripped: list[str], names: set[str]) -> None:

@@ -326,7 +326,8 @@ RUN_OPTIONS = [
                  help="Folder of the built-in cifar10: the cifar-10-batches-py folder or its parent."),
     click.option("--label-column", default=None, metavar="NAME", help="CSV/TSV label column (default: the last)."),
     click.option("--ignore-column", "ignore_columns", multiple=True, metavar="NAME",
-                 help="A CSV/TSV column neither trained on nor the labels (an id, a note); repeat for several."),
+                 help="A CSV/TSV column neither trained on nor the labels (an id, a note); repeat for several. "
+                      "'' leaves out the columns with no name in the header (the index pandas' to_csv writes)."),
     click.option("--missing", type=click.Choice(MISSING_POLICIES), default=None,
                  help="A CSV/TSV's missing cells (empty, NA, ?): mean fills in the training split's mean (a "
                       "text column's most frequent value), drop drops the row; either drops rows without a label. "

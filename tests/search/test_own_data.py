@@ -243,12 +243,24 @@ def test_a_built_in_name_that_is_also_a_folder_here_is_the_built_in_data_set_wit
     assert folder.exit_code == 0 and "2 classes" in folder.stdout and folder.stderr == "", folder.output
 
 
-def test_a_blank_column_option_is_named_as_the_option_and_says_how_to_leave_out_an_unnamed_column(run_cli, tmp_path):
-    # the errors named the Python fields: "ignore_columns must be column names, got ('',)"
-    (tmp_path / "t.csv").write_text("a,,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
-    assert one_line_error(run_cli("data", "--data", "t.csv", "--ignore-column", "a", "--ignore-column", "")) == (
-        "error: --ignore-column must name a column, got ''; a column with no name in the header cannot be left out: "
-        "name it in the header row, or delete it from the file")
+def test_an_empty_ignore_column_leaves_out_the_columns_with_no_name_in_the_header(run_cli, tmp_path):
+    # --ignore-column '' was refused: "a column with no name in the header cannot be left out: name it in the header
+    # row, or delete it from the file"
+    rows = "".join(f"{i % 7},{i},{i % 3},{'xy'[i % 2]}\n" for i in range(40))
+    (tmp_path / "t.csv").write_text("a,,b,label\n" + rows)
+    for blank in ("", " "):
+        result = run_cli("data", "--data", "t.csv", "--ignore-column", "a", "--ignore-column", blank, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["features"] == 1  # b alone
+    named = "".join(f"{i % 7},{i % 3},{'xy'[i % 2]}\n" for i in range(40))
+    (tmp_path / "named.csv").write_text("a,b,label\n" + named)
+    assert one_line_error(run_cli("data", "--data", "named.csv", "--ignore-column", "")) == (
+        f"error: {tmp_path / 'named.csv'}: no column '' to ignore; the columns are 'a', 'b', 'label'")
+    # the unnamed column a comma at the end of each line adds is never read: '' does not name it
+    (tmp_path / "trailing.csv").write_text("a,b,label,\n" + named.replace("\n", ",\n"))
+    assert one_line_error(run_cli("data", "--data", "trailing.csv", "--ignore-column", "")) == (
+        f"error: {tmp_path / 'trailing.csv'}: no column '' to ignore; the columns are 'a', 'b', 'label' (and the "
+        "unnamed one a comma ending each line adds, which is never read)")
     assert one_line_error(run_cli("data", "--data", "t.csv", "--label-column", " ")) == (
         "error: --label-column must name a column, got ' '")
     one_line_error(run_cli("data", "--label-column", "a"), "error: --label-column 'a' applies to .csv/.tsv data only")
@@ -261,7 +273,10 @@ def test_an_unnamed_index_column_says_where_it_came_from(run_cli, tmp_path, monk
     assert run_cli("data", "--data", "wine.csv").stdout.splitlines()[-1] == (
         "warning: column '' (no name in the header, as pandas' to_csv names the index it writes unless given "
         "index=False) holds a different whole number in every row (0 to 177), as a row id does: it is trained on as "
-        "a feature; delete it from the file if it is one")
+        "a feature; leave it out with --ignore-column '' if it is one")
+    left_out = run_cli("data", "--data", "wine.csv", "--ignore-column", "", "--json")
+    assert left_out.exit_code == 0 and json.loads(left_out.stdout)["features"] == 13  # wine's own
+    assert "row id" not in left_out.output
 
 
 SCALES = ("warning: features on very different scales: std from 0.127 to 318 (ratio 2516); "
