@@ -178,8 +178,8 @@ def check_batch_sizes(space: dict[str, Dimension], dataset: Dataset) -> None:
         batch = space["batch_size"]
         largest = max(batch.choices) if isinstance(batch, Choice) else batch.high
         if largest > len(dataset.y_train):
-            raise SearchError(f"the space searches batch_size up to {value_text(largest)}, larger than the training set "
-                              f"({len(dataset.y_train)} samples)")  # of --space, --space-file or a stored stage
+            raise SearchError(f"the space searches batch_size up to {value_text(largest)}, larger than the training "
+                              f"set ({len(dataset.y_train)} samples)")  # of --space, --space-file or a stored stage
 
 
 def check_campaign_kind(storage: optuna.storages.RDBStorage, campaign: str, compare: bool) -> None:
