@@ -185,15 +185,17 @@ def updates_lines(run: RunConfig, space: Collection[str], train_samples: int, op
 def data_warnings(run: RunConfig, raw: Any, space: Collection[str] = ()) -> tuple[str, ...]:
     """`search data`'s warnings about the run's data ``raw`` (before --preprocess) that a run shares with every other
     on it, as lines to show before training: the raw scales differ a lot and --preprocess leaves them so; a column
-    numbers the rows; a class is named as a missing label is written ('?'); values merged as float32 (``notes``); an
+    numbers the rows; a class is named as a missing label is written ('?'); one class's guess alone scores well above
+    1/classes (``majority_warning``); values merged as float32 (``notes``); an
     image folder holds files not read (a GIF); an epoch is one update (unless ``space`` searches batch_size)."""
-    from engine.data import data_source, id_column_warning, missing_label_warning, scale_warning
+    from engine.data import data_source, id_column_warning, majority_warning, missing_label_warning, scale_warning
     from engine.formats import unread_files_warning
     from engine.preprocess import RESCALING
 
     path, fmt = data_source(run.data)
     warnings = (*raw.notes, None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw),
-                missing_label_warning(raw), unread_files_warning(path) if fmt == "image_folder" else None,
+                missing_label_warning(raw), majority_warning(raw),
+                unread_files_warning(path) if fmt == "image_folder" else None,
                 None if "batch_size" in space else batch_warning(len(raw.y_train), run.train.batch_size))
     return tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
 

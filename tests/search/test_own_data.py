@@ -771,3 +771,21 @@ def test_auto_continuing_a_stored_coarse_stage_judges_updates_by_its_epochs(run_
     assert [line for line in auto.stderr.splitlines() if "warning" in line] == [
         "warning: 300 training samples make 6 updates an epoch at --batch-size 50, 18 in a 3-epoch trial (under 20, "
         "too few for a slow learning rate to move the loss): give a smaller --batch-size or more --fine-epochs"]
+
+
+def test_what_the_most_frequent_class_alone_scores_is_said_before_training(run_cli, tmp_path, monkeypatch):
+    # 220 images, 64 % circles: every trial of search auto ended at 0.6364, the circles' share of validation, and
+    # nothing said so before, during or after it
+    monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"x": rng.normal(size=200), "label": ["a"] * 140 + ["b"] * 40 + ["c"] * 20})
+    rows.to_csv(tmp_path / "skewed.csv", index=False)
+    warning = ("warning: always predicting the most frequent class, 'a' (70% of training), scores 0.7000 on "
+               "validation: a validation accuracy near that has learned nothing but the class frequencies")
+    assert warning in run_cli("data", "--data", "skewed.csv").stdout.splitlines()
+    coarse = run_cli("coarse", "--data", "skewed.csv", "--trials", "1", "--epochs", "1", "--jobs", "1")
+    assert coarse.exit_code == 0 and coarse.stderr.splitlines()[0] == warning, coarse.output
+    train = run_cli("train", "--data", "skewed.csv", "--epochs", "1")
+    assert train.exit_code == 0 and train.stderr.splitlines() == [warning], train.output
+    rows.assign(label=["a"] * 80 + ["b"] * 60 + ["c"] * 60).to_csv(tmp_path / "even.csv", index=False)
+    assert run_cli("train", "--data", "even.csv", "--epochs", "1").stderr == ""
