@@ -789,3 +789,29 @@ def test_what_the_most_frequent_class_alone_scores_is_said_before_training(run_c
     assert train.exit_code == 0 and train.stderr.splitlines() == [warning], train.output
     rows.assign(label=["a"] * 80 + ["b"] * 60 + ["c"] * 60).to_csv(tmp_path / "even.csv", index=False)
     assert run_cli("train", "--data", "even.csv", "--epochs", "1").stderr == ""
+
+
+def test_auto_compares_its_test_score_with_the_most_frequent_class_alone(run_cli, tmp_path, monkeypatch):
+    # search auto on 220 images, 64 % circles, chose a network that calls every image a circle, reported test_acc
+    # 0.6364 and saved it, with no word that always answering 'circle' scores exactly that
+    monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
+    rng = np.random.default_rng(0)
+    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
+    short = ["--trials", "2", "--epochs", "1", "--max-fine", "0", "--top", "1", "--repeats", "1",
+             "--retrain-seeds", "1", "--jobs", "1"]
+    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
+    noise = run_cli("auto", "--data", "noise.csv", *short)
+    assert noise.exit_code == 0, noise.output
+    assert noise.stdout.splitlines()[-2:] == [
+        "  retrained 1x: val_acc 0.7000, test_acc 0.7000 (1 retrain: no spread)",
+        "  always predicting the most frequent class, 'a': test_acc 0.7000; the chosen network does no better: it "
+        "learned nothing but the class frequencies"]
+    assert json.loads(run_cli("auto", "--data", "noise.csv", *short, "--json").stdout)["most_frequent_class"] == {
+        "class": "a", "test_acc": 0.7}
+    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
+    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
+    learned = run_cli("auto", "--data", "signal.csv", *short, "--space", "lr=0.01:0.1")
+    assert learned.exit_code == 0, learned.output
+    assert learned.stdout.splitlines()[-1] == "  always predicting the most frequent class, 'a': test_acc 0.7000"
+    assert "most_frequent_class" not in run_cli("auto", "--data", "digits", "--campaign", "d", *short,
+                                                "--json").stdout
