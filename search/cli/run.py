@@ -479,6 +479,8 @@ class InputPath(click.Path):
 
 
 OUTSIDE_WARNING = 0.01  # search predict warns when this share of the values lie far outside the training range
+ONE_CLASS_WARNING = 20  # search predict warns when this many samples or more, of labels of two classes or more (or
+# unlabelled), are all predicted one class: a network that learned only the most frequent class predicts it alone
 
 
 def input_names(saved: Any) -> tuple[str, ...]:
@@ -587,6 +589,13 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         outside_text(saved, outside)])
     if Path(data_path).is_dir():  # an image folder's files of another kind (a GIF), not scored
         warnings += filter(None, [unread_files_warning(Path(data_path))])
+    if (len(names) > 1 and len(X) >= ONE_CLASS_WARNING and (predicted == predicted[0]).all()
+            and (labels is None or len({label for label in labels if label is not None}) > 1)):
+        warnings.append(f"all {len(X)} samples are predicted {names[predicted[0]]!r}, none the model's "
+                        f"{len(names) - 1} other class{'es' if len(names) > 2 else ''}"
+                        + (": the network has learned nothing but the class frequencies, or these samples are all "
+                           "of one class" if labels is None else ", where the labels name several: the network has "
+                           "learned nothing but the class frequencies"))
     for warning in warnings:  # before the rows, where they go to a terminal too
         say(f"warning: {warning}", err=True)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a
