@@ -417,7 +417,6 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
       search auto --fine-sampler tpe --fine-scheduler asha
       search auto --data wine.csv --save wine.npz   # then: search predict
     """
-    from engine.data import majority_baseline
     from search.campaign import auto_space, coarse_stage, run_auto
     from search.cli.run import fit_and_save
     from search.stages import study_name
@@ -454,9 +453,6 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
 
         saved = fit_and_save(save_to, retrain_run(open_for_reading(ex.url), stage.campaign, stage.seed))
     extra: dict[str, Any] = {"final": asdict(final)}
-    baseline = majority_baseline(dataset, "test")
-    if baseline is not None:
-        extra["most_frequent_class"] = {"class": baseline[0], "test_acc": baseline[1]}
     if saved is not None:
         extra["saved"] = save_to if saved[0] == "completed" else None
     code = finish(summaries, as_json, extra)
@@ -484,10 +480,12 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         say(f"{final.study}: value {final.value:.4f}{spread}", "  ")
         test_spread = f" +- {r.test_std:.4f}" if r.runs > 1 else " (1 retrain: no spread)"
         say(f"retrained {r.runs}x: val_acc {r.val_acc:.4f}, test_acc {r.test_acc:.4f}{test_spread}", "  ")
+        baseline = r.most_frequent_class
         if baseline is not None:
-            say(f"always predicting the most frequent class, {baseline[0]!r}: test_acc {baseline[1]:.4f}"
-                + ("; the chosen network does no better: it learned nothing but the class frequencies"
-                   if r.test_acc <= baseline[1] else ""), "  ")
+            say(f"always predicting the most frequent class, {baseline['class']!r}: test_acc "
+                f"{baseline['test_acc']:.4f}" + ("; the chosen network does no better: it learned nothing but the "
+                                                  "class frequencies" if r.test_acc <= baseline["test_acc"] else ""),
+                "  ")
         if saved is not None:
             status, val_acc, test_acc = saved
             say(f"wrote {save_to}: retrain 1, val_acc {val_acc:.4f}, test_acc {test_acc:.4f}" if status == "completed"

@@ -806,12 +806,12 @@ def test_auto_compares_its_test_score_with_the_most_frequent_class_alone(run_cli
         "  retrained 1x: val_acc 0.7000, test_acc 0.7000 (1 retrain: no spread)",
         "  always predicting the most frequent class, 'a': test_acc 0.7000; the chosen network does no better: it "
         "learned nothing but the class frequencies"]
-    assert json.loads(run_cli("auto", "--data", "noise.csv", *short, "--json").stdout)["most_frequent_class"] == {
-        "class": "a", "test_acc": 0.7}
+    assert json.loads(run_cli("auto", "--data", "noise.csv", *short, "--json").stdout)["final"]["retrained"][
+        "most_frequent_class"] == {"class": "a", "test_acc": 0.7}
     signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
     pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
     learned = run_cli("auto", "--data", "signal.csv", *short, "--space", "lr=0.01:0.1")
     assert learned.exit_code == 0, learned.output
     assert learned.stdout.splitlines()[-1] == "  always predicting the most frequent class, 'a': test_acc 0.7000"
-    assert "most_frequent_class" not in run_cli("auto", "--data", "digits", "--campaign", "d", *short,
-                                                "--json").stdout
+    assert json.loads(run_cli("auto", "--data", "digits", "--campaign", "d", *short, "--json").stdout)["final"][
+        "retrained"]["most_frequent_class"] is None
