@@ -85,7 +85,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     check_not_input("--plot", plot, inputs)
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
         raise SearchError(f"--plot {plot} is the --save file; write to another file")  # the model, then a PNG on it
-    from engine.data import load_dataset
+    from engine.data import load_dataset, majority_baseline
     from search.cli.stages import data_warnings
 
     raw = load_dataset(config.data)  # kept for the image shape the model file holds
@@ -135,6 +135,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         summary.update({"trial_value": stored.value, "trial_value_epoch": value_at, "trial_stop_reason": reason})
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
+        majority = majority_baseline(ds, "test")  # as search auto gives it beside its retrains
+        summary["most_frequent_class"] = None if majority is None else {"class": majority[0],
+                                                                         "test_acc": majority[1]}
     if save_to is not None:  # None: not saved, the run did not complete (as search auto --json says it)
         summary["saved"] = None
         if result.status == "completed":
@@ -183,6 +186,10 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             say(f"stored value of trial {from_trial}: {stored.value:.4f}{at}")
         if score_test:
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
+            if majority is not None:
+                say(f"always predicting the most frequent class, {majority[0]!r}: test_acc {majority[1]:.4f}"
+                    + ("; this network does no better: it learned nothing but the class frequencies"
+                       if summary["test_acc"] is not None and summary["test_acc"] <= majority[1] else ""))
         if plot:
             echo(f"wrote {plot}")
         if save_to is not None:

@@ -815,3 +815,26 @@ def test_auto_compares_its_test_score_with_the_most_frequent_class_alone(run_cli
     assert learned.stdout.splitlines()[-1] == "  always predicting the most frequent class, 'a': test_acc 0.7000"
     assert json.loads(run_cli("auto", "--data", "digits", "--campaign", "d", *short, "--json").stdout)["final"][
         "retrained"]["most_frequent_class"] is None
+
+
+def test_train_test_compares_its_test_score_with_the_most_frequent_class_alone(run_cli, tmp_path, monkeypatch):
+    # search train --from-trial ... --test on 70/25/5 % churn labels printed test_acc 0.8400 alone
+    monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
+    rng = np.random.default_rng(0)
+    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
+    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
+    noise = run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test")
+    assert noise.exit_code == 0, noise.output
+    assert noise.stdout.splitlines()[-2:] == [
+        "test_acc 0.7000", "always predicting the most frequent class, 'a': test_acc 0.7000; this network does no "
+        "better: it learned nothing but the class frequencies"]
+    out = json.loads(run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test", "--json").stdout)
+    assert out["most_frequent_class"] == {"class": "a", "test_acc": 0.7} and out["test_acc"] == 0.7
+    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
+    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
+    learned = run_cli("train", "--data", "signal.csv", "--epochs", "20", "--lr", "0.01", "--test")
+    assert learned.exit_code == 0 and learned.stdout.splitlines()[-1] == (
+        "always predicting the most frequent class, 'a': test_acc 0.7000"), learned.output
+    digits = json.loads(run_cli("train", "--epochs", "1", "--test", "--json").stdout)
+    assert digits["most_frequent_class"] is None and "most_frequent_class" not in json.loads(
+        run_cli("train", "--epochs", "1", "--json").stdout)
