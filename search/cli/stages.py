@@ -263,7 +263,9 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
            as_json: bool) -> int:
     """Coarse stage: random search over the space (default lr and reg on a log scale), short runs.
 
-    Running the same command again continues an interrupted stage to exactly --trials.
+    A trial's value, which the search maximises, is its last epoch's validation accuracy (where one class
+    dominates, search data says what always predicting it scores). Running the same command again continues an
+    interrupted stage to exactly --trials.
 
     \b
     Examples:
@@ -407,7 +409,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     top 5 by less than 2 standard errors. Stage "final" runs the last stage's --top configurations
     --repeats times each; the best mean is retrained --retrain-seeds times and scored on test.
     The default space is lr, reg and the hidden width (16 up to the power of two nearest a quarter of the
-    training set, at least 64 and at most 1024: 256 for digits).
+    training set, at least 64 and at most 1024: 256 for digits). A trial's value, which the search maximises, is
+    its last epoch's validation accuracy (where one class dominates, search data says what always predicting it
+    scores).
 
     \b
     Examples:
