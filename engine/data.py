@@ -828,6 +828,37 @@ def missing_label_warning(ds: Dataset) -> str | None:
             "label is written, trained on as a class; --missing mean or --missing drop drops such rows")
 
 
+def majority_class(ds: Dataset) -> int | None:
+    """The class more than twice as frequent in training as the other classes on average (its share above
+    2 / (classes + 1): 2/3 of two classes, half of three, 2/11 of ten), whose guess alone scores well above 1/classes,
+    or None."""
+    train = np.bincount(ds.y_train, minlength=ds.num_classes)
+    big = int(train.argmax())
+    return big if len(train) > 1 and train[big] * (len(train) + 1) > 2 * train.sum() else None
+
+
+def majority_baseline(ds: Dataset, split: str) -> tuple[str, float] | None:
+    """The name of ``majority_class`` and the accuracy of always predicting it on ``split`` (train, val or test; the
+    training split where that one is empty), or None."""
+    big = majority_class(ds)
+    if big is None:
+        return None
+    y = getattr(ds, f"y_{split}")
+    return _class_names(ds)[big], float(np.mean((y if len(y) else ds.y_train) == big))
+
+
+def majority_warning(ds: Dataset) -> str | None:
+    """The warning that always predicting the most frequent class (``majority_class``) scores well above 1/classes,
+    naming what it scores on validation, where a trial's value is measured, or None."""
+    baseline = majority_baseline(ds, "val")
+    if baseline is None:
+        return None
+    name, share = baseline
+    return (f"always predicting the most frequent class, {name!r} ({majority_baseline(ds, 'train')[1]:.0%} of "
+            f"training), scores {share:.4f} on {'validation' if len(ds.y_val) else 'training'}: a validation accuracy "
+            "near that has learned nothing but the class frequencies")
+
+
 def missing_word_warning(ds: Dataset) -> str | None:
     """The warning that a text column has a category None or null, which is a missing value in a column of numbers
     (and pandas reads as one) but a word in a column of text, or None."""
@@ -891,6 +922,9 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
         big, small = int(train.argmax()), int(train.argmin())
         warnings.append(f"heavy class imbalance: {names[big]!r} has {train[big]} training samples, {names[small]!r} "
                         f"{train[small]} ({train[big] / train[small]:.0f}x)")
+    majority = majority_warning(ds)
+    if majority is not None:
+        warnings.append(majority)
     X_all = [getattr(ds, f"X_{split}") for split in SPLITS if len(getattr(ds, f"X_{split}"))]
     return {
         "name": spec.name,

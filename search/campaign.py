@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from engine.data import Dataset, data_identity
+from engine.data import Dataset, data_identity, majority_baseline
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
@@ -366,6 +366,9 @@ class Retrained:
     test_acc: float  # mean over the retrains
     test_std: float
     stop_reason: str  # "completed", or how a retrain that did not complete ended, as a trial's stop_reason
+    # where one class dominates (engine.data.majority_baseline): {"class": its name, "test_acc": what always
+    # predicting it scores on test}; None otherwise, or stored by a version that did not record it
+    most_frequent_class: dict[str, Any] | None = None
 
 
 @dataclass
@@ -443,19 +446,23 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
     if stored.get("asked") == asked:  # retrained before (the same runs, seeded alike): read, not run again
         # "status" in a database written before it was named as a trial's stop_reason
         vals, tests, status = stored["val_acc"], stored["test_acc"], stored.get("stop_reason", stored.get("status"))
+        baseline = stored.get("most_frequent_class")
     else:
-        vals, tests, status = [], [], "completed"
+        vals, tests, status, baseline = [], [], "completed", None
         for r in range(retrains):
             config = trial_config(stage.run, params, seed, RETRAIN_NUMBER + r)
             ds = config.load()
+            majority = majority_baseline(ds, "test")
+            baseline = None if majority is None else {"class": majority[0], "test_acc": majority[1]}
             model = config.build_model(ds)
             result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
             vals.append(float(result.val_acc))
             tests.append(float(model.accuracy(ds.X_test, ds.y_test)))
             status = stop_reason(result.status) if result.status != "completed" else status
         study.set_user_attr(RETRAINED_ATTR, {"asked": asked, "val_acc": vals, "test_acc": tests,
-                                             "stop_reason": status})
-    retrained = Retrained(retrains, float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), status)
+                                             "stop_reason": status, "most_frequent_class": baseline})
+    retrained = Retrained(retrains, float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), status,
+                          baseline)
     return FinalScore(stage.name, stage.stage, params, stage.run.train.epochs, float(np.mean(values)),
                       float(np.std(values)), len(values), retrained, stopped)
 

@@ -698,8 +698,11 @@ def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None
     val = float(np.mean(_numbers(vals))) if isinstance(vals, list) and vals else None
     reason = stored.get("stop_reason", stored.get("status"))  # "status" in a database written before
     reason = reason if isinstance(reason, str) else None
+    majority = stored.get("most_frequent_class")  # absent where no class dominates, or written before it was kept
+    majority = ({"class": majority["class"], "test_acc": _num(majority.get("test_acc"))}
+                if isinstance(majority, dict) and isinstance(majority.get("class"), str) else None)
     return {"runs": len(tests), "val_acc": val, "test_acc": float(np.mean(tests)), "test_std": float(np.std(tests)),
-            "stop_reason": reason}
+            "stop_reason": reason, "most_frequent_class": majority}
 
 
 def _whole(x: Any) -> int | None:
@@ -1368,8 +1371,13 @@ def _retrained_text(chosen: dict[str, Any]) -> str:
     val = f"validation {_acc(r['val_acc'])}, " if r.get("val_acc") is not None else ""
     test = (f"{_acc(r['test_acc'])} ± {_acc(r['test_std'])} (mean ± std)" if r['runs'] != 1
             else f"{_acc(r['test_acc'])} (1 retrain: no spread)")
+    majority = r.get("most_frequent_class")
+    alone = "" if not majority or majority["test_acc"] is None else (
+        f" Always predicting the most frequent class, {majority['class']!r}, scores {_acc(majority['test_acc'])} on "
+        "test" + ("; the chosen network does no better: it learned nothing but the class frequencies."
+                  if r["test_acc"] <= majority["test_acc"] else "."))
     return (f"Retrained {r['runs']} time{'s' if r['runs'] != 1 else ''} on the training split with other seeds: "
-            f"{val}test accuracy {test}.")
+            f"{val}test accuracy {test}.{alone}")
 
 
 CODE_WORD_KEPT = 32  # characters: a command's word up to this long is never broken, a longer one (a path) anywhere

@@ -85,7 +85,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     check_not_input("--plot", plot, inputs)
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
         raise SearchError(f"--plot {plot} is the --save file; write to another file")  # the model, then a PNG on it
-    from engine.data import load_dataset
+    from engine.data import load_dataset, majority_baseline
     from search.cli.stages import data_warnings
 
     raw = load_dataset(config.data)  # kept for the image shape the model file holds
@@ -135,6 +135,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         summary.update({"trial_value": stored.value, "trial_value_epoch": value_at, "trial_stop_reason": reason})
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
+        majority = majority_baseline(ds, "test")  # as search auto gives it beside its retrains
+        summary["most_frequent_class"] = None if majority is None else {"class": majority[0],
+                                                                         "test_acc": majority[1]}
     if save_to is not None:  # None: not saved, the run did not complete (as search auto --json says it)
         summary["saved"] = None
         if result.status == "completed":
@@ -183,6 +186,10 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
             say(f"stored value of trial {from_trial}: {stored.value:.4f}{at}")
         if score_test:
             click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
+            if majority is not None:
+                say(f"always predicting the most frequent class, {majority[0]!r}: test_acc {majority[1]:.4f}"
+                    + ("; this network does no better: it learned nothing but the class frequencies"
+                       if summary["test_acc"] is not None and summary["test_acc"] <= majority[1] else ""))
         if plot:
             echo(f"wrote {plot}")
         if save_to is not None:
@@ -479,6 +486,8 @@ class InputPath(click.Path):
 
 
 OUTSIDE_WARNING = 0.01  # search predict warns when this share of the values lie far outside the training range
+ONE_CLASS_WARNING = 20  # search predict warns when this many samples or more, of labels of two classes or more (or
+# unlabelled), are all predicted one class: a network that learned only the most frequent class predicts it alone
 
 
 def input_names(saved: Any) -> tuple[str, ...]:
@@ -587,6 +596,13 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         outside_text(saved, outside)])
     if Path(data_path).is_dir():  # an image folder's files of another kind (a GIF), not scored
         warnings += filter(None, [unread_files_warning(Path(data_path))])
+    if (len(names) > 1 and len(X) >= ONE_CLASS_WARNING and (predicted == predicted[0]).all()
+            and (labels is None or len({label for label in labels if label is not None}) > 1)):
+        warnings.append(f"all {len(X)} samples are predicted {names[predicted[0]]!r}, none the model's "
+                        f"{len(names) - 1} other class{'es' if len(names) > 2 else ''}"
+                        + (": the network has learned nothing but the class frequencies, or these samples are all "
+                           "of one class" if labels is None else ", where the labels name several: the network has "
+                           "learned nothing but the class frequencies"))
     for warning in warnings:  # before the rows, where they go to a terminal too
         say(f"warning: {warning}", err=True)
     # an image folder's rows name their file (class folder/name), the only way to tell which image a row is; a

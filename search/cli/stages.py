@@ -185,15 +185,17 @@ def updates_lines(run: RunConfig, space: Collection[str], train_samples: int, op
 def data_warnings(run: RunConfig, raw: Any, space: Collection[str] = ()) -> tuple[str, ...]:
     """`search data`'s warnings about the run's data ``raw`` (before --preprocess) that a run shares with every other
     on it, as lines to show before training: the raw scales differ a lot and --preprocess leaves them so; a column
-    numbers the rows; a class is named as a missing label is written ('?'); values merged as float32 (``notes``); an
+    numbers the rows; a class is named as a missing label is written ('?'); one class's guess alone scores well above
+    1/classes (``majority_warning``); values merged as float32 (``notes``); an
     image folder holds files not read (a GIF); an epoch is one update (unless ``space`` searches batch_size)."""
-    from engine.data import data_source, id_column_warning, missing_label_warning, scale_warning
+    from engine.data import data_source, id_column_warning, majority_warning, missing_label_warning, scale_warning
     from engine.formats import unread_files_warning
     from engine.preprocess import RESCALING
 
     path, fmt = data_source(run.data)
     warnings = (*raw.notes, None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw),
-                missing_label_warning(raw), unread_files_warning(path) if fmt == "image_folder" else None,
+                missing_label_warning(raw), majority_warning(raw),
+                unread_files_warning(path) if fmt == "image_folder" else None,
                 None if "batch_size" in space else batch_warning(len(raw.y_train), run.train.batch_size))
     return tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
 
@@ -261,7 +263,9 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
            as_json: bool) -> int:
     """Coarse stage: random search over the space (default lr and reg on a log scale), short runs.
 
-    Running the same command again continues an interrupted stage to exactly --trials.
+    A trial's value, which the search maximises, is its last epoch's validation accuracy (where one class
+    dominates, search data says what always predicting it scores). Running the same command again continues an
+    interrupted stage to exactly --trials.
 
     \b
     Examples:
@@ -405,7 +409,9 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
     top 5 by less than 2 standard errors. Stage "final" runs the last stage's --top configurations
     --repeats times each; the best mean is retrained --retrain-seeds times and scored on test.
     The default space is lr, reg and the hidden width (16 up to the power of two nearest a quarter of the
-    training set, at least 64 and at most 1024: 256 for digits).
+    training set, at least 64 and at most 1024: 256 for digits). A trial's value, which the search maximises, is
+    its last epoch's validation accuracy (where one class dominates, search data says what always predicting it
+    scores).
 
     \b
     Examples:
@@ -478,6 +484,12 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         say(f"{final.study}: value {final.value:.4f}{spread}", "  ")
         test_spread = f" +- {r.test_std:.4f}" if r.runs > 1 else " (1 retrain: no spread)"
         say(f"retrained {r.runs}x: val_acc {r.val_acc:.4f}, test_acc {r.test_acc:.4f}{test_spread}", "  ")
+        baseline = r.most_frequent_class
+        if baseline is not None:
+            say(f"always predicting the most frequent class, {baseline['class']!r}: test_acc "
+                f"{baseline['test_acc']:.4f}" + ("; the chosen network does no better: it learned nothing but the "
+                                                  "class frequencies" if r.test_acc <= baseline["test_acc"] else ""),
+                "  ")
         if saved is not None:
             status, val_acc, test_acc = saved
             say(f"wrote {save_to}: retrain 1, val_acc {val_acc:.4f}, test_acc {test_acc:.4f}" if status == "completed"

@@ -786,3 +786,70 @@ def test_auto_continuing_a_stored_coarse_stage_judges_updates_by_its_epochs(run_
     assert [line for line in auto.stderr.splitlines() if "warning" in line] == [
         "warning: 300 training samples make 6 updates an epoch at --batch-size 50, 18 in a 3-epoch trial (under 20, "
         "too few for a slow learning rate to move the loss): give a smaller --batch-size or more --fine-epochs"]
+
+
+def test_what_the_most_frequent_class_alone_scores_is_said_before_training(run_cli, tmp_path, monkeypatch):
+    # 220 images, 64 % circles: every trial of search auto ended at 0.6364, the circles' share of validation, and
+    # nothing said so before, during or after it
+    monkeypatch.setenv("COLUMNS", "200")  # the line unwrapped
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"x": rng.normal(size=200), "label": ["a"] * 140 + ["b"] * 40 + ["c"] * 20})
+    rows.to_csv(tmp_path / "skewed.csv", index=False)
+    warning = ("warning: always predicting the most frequent class, 'a' (70% of training), scores 0.7000 on "
+               "validation: a validation accuracy near that has learned nothing but the class frequencies")
+    assert warning in run_cli("data", "--data", "skewed.csv").stdout.splitlines()
+    coarse = run_cli("coarse", "--data", "skewed.csv", "--trials", "1", "--epochs", "1", "--jobs", "1")
+    assert coarse.exit_code == 0 and coarse.stderr.splitlines()[0] == warning, coarse.output
+    train = run_cli("train", "--data", "skewed.csv", "--epochs", "1")
+    assert train.exit_code == 0 and train.stderr.splitlines() == [warning], train.output
+    rows.assign(label=["a"] * 80 + ["b"] * 60 + ["c"] * 60).to_csv(tmp_path / "even.csv", index=False)
+    assert run_cli("train", "--data", "even.csv", "--epochs", "1").stderr == ""
+
+
+def test_auto_compares_its_test_score_with_the_most_frequent_class_alone(run_cli, tmp_path, monkeypatch):
+    # search auto on 220 images, 64 % circles, chose a network that calls every image a circle, reported test_acc
+    # 0.6364 and saved it, with no word that always answering 'circle' scores exactly that
+    monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
+    rng = np.random.default_rng(0)
+    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
+    short = ["--trials", "2", "--epochs", "1", "--max-fine", "0", "--top", "1", "--repeats", "1",
+             "--retrain-seeds", "1", "--jobs", "1"]
+    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
+    noise = run_cli("auto", "--data", "noise.csv", *short)
+    assert noise.exit_code == 0, noise.output
+    assert noise.stdout.splitlines()[-2:] == [
+        "  retrained 1x: val_acc 0.7000, test_acc 0.7000 (1 retrain: no spread)",
+        "  always predicting the most frequent class, 'a': test_acc 0.7000; the chosen network does no better: it "
+        "learned nothing but the class frequencies"]
+    assert json.loads(run_cli("auto", "--data", "noise.csv", *short, "--json").stdout)["final"]["retrained"][
+        "most_frequent_class"] == {"class": "a", "test_acc": 0.7}
+    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
+    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
+    learned = run_cli("auto", "--data", "signal.csv", *short, "--space", "lr=0.01:0.1")
+    assert learned.exit_code == 0, learned.output
+    assert learned.stdout.splitlines()[-1] == "  always predicting the most frequent class, 'a': test_acc 0.7000"
+    assert json.loads(run_cli("auto", "--data", "digits", "--campaign", "d", *short, "--json").stdout)["final"][
+        "retrained"]["most_frequent_class"] is None
+
+
+def test_train_test_compares_its_test_score_with_the_most_frequent_class_alone(run_cli, tmp_path, monkeypatch):
+    # search train --from-trial ... --test on 70/25/5 % churn labels printed test_acc 0.8400 alone
+    monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
+    rng = np.random.default_rng(0)
+    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
+    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
+    noise = run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test")
+    assert noise.exit_code == 0, noise.output
+    assert noise.stdout.splitlines()[-2:] == [
+        "test_acc 0.7000", "always predicting the most frequent class, 'a': test_acc 0.7000; this network does no "
+        "better: it learned nothing but the class frequencies"]
+    out = json.loads(run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test", "--json").stdout)
+    assert out["most_frequent_class"] == {"class": "a", "test_acc": 0.7} and out["test_acc"] == 0.7
+    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
+    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
+    learned = run_cli("train", "--data", "signal.csv", "--epochs", "20", "--lr", "0.01", "--test")
+    assert learned.exit_code == 0 and learned.stdout.splitlines()[-1] == (
+        "always predicting the most frequent class, 'a': test_acc 0.7000"), learned.output
+    digits = json.loads(run_cli("train", "--epochs", "1", "--test", "--json").stdout)
+    assert digits["most_frequent_class"] is None and "most_frequent_class" not in json.loads(
+        run_cli("train", "--epochs", "1", "--json").stdout)
