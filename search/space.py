@@ -602,6 +602,12 @@ def spec_shown(text: str) -> str:
     return text if ":" in text else named_first(text.split(","), ",")
 
 
+def log_marked(space: Space) -> list[str]:
+    """The dimensions whose text marks ``:log`` (a log range of an option whose own scale is linear): stored with a
+    stage (its ``log_marked`` attribute), for ``search studies`` and ``search report`` to print its space as it does."""
+    return [name for name, dim in space.items() if dim.text(name) != str(dim)]
+
+
 def describe_space(space: Space) -> str:
     return " ".join(f"{name}={spec_shown(dim.text(name))}" for name, dim in space.items())
 
