@@ -119,6 +119,36 @@ def test_query_refuses_a_delete_and_changes_nothing(run_cli):
     assert json.loads(run_cli("query", count, "--format", "json").stdout)[0]["n"] == 3
 
 
+def test_read_commands_leave_the_databases_folder_as_they_found_it(run_cli, tmp_path):
+    # search studies, trials, best, query, report and explain each left a search.db-wal and a search.db-shm beside
+    # the file they read: a read-only connection cannot remove them, as the last connection to close does
+    from tests.search.procs import run
+
+    (tmp_path / "db").mkdir()
+    where = ("--storage", "sqlite:///db/search.db")
+    # in a process of its own: its writing connections are closed when it ends
+    assert run(["coarse", *where, "--trials", "2", "--epochs", "1", "--train-size", "100"], tmp_path).wait() == 0
+    conn = sqlite3.connect("db/search.db")  # the last connection: SQLite removes its -wal and -shm as it closes
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    conn.close()
+    assert os.listdir("db") == ["search.db"]
+    stored = Path("db/search.db").read_bytes()
+    for command in (["studies"], ["trials", "--campaign", "digits"], ["best"], ["query", "SELECT count(*) FROM trials"],
+                    ["report", "--out", "report", "--json"], ["explain", "digits/coarse:0"]):
+        result = run_cli(*command, *where)
+        assert result.exit_code == 0, result.output
+        assert (command[0], os.listdir("db")) == (command[0], ["search.db"])
+        assert Path("db/search.db").read_bytes() == stored
+    # one left beside it by another connection, still open, is left as it is
+    conn = sqlite3.connect("db/search.db")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:
+        assert run_cli("studies", *where).exit_code == 0
+        assert sorted(os.listdir("db")) == ["search.db", "search.db-shm", "search.db-wal"]
+    finally:
+        conn.close()
+
+
 def test_trials_and_studies_tables(run_cli):
     assert run_cli("coarse", "--trials", "4", "--epochs", "1").exit_code == 0
     rows = json.loads(run_cli("trials", "digits/coarse", "--format", "json", "--sort", "value").stdout)
