@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
 
 from studies import optuna_rdb
-from studies.errors import StudyError, UnknownStudyError, attribute_read
+from studies.errors import StudyError, UnknownStudyError
 from studies.records import RECORD_KEYS, curve_points, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 from studies.store import mask_url
@@ -144,10 +144,10 @@ def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
 
 
 def _space_text(study: str, attrs: dict[str, Any]) -> str:
-    """``format_space`` of ``study``'s space attribute; StudyError naming them for a value inside it changed by hand."""
+    """``format_space`` of ``study``'s space attribute; StudyError naming them for a value inside it changed by hand
+    (any value the check passes is one ``format_space`` shows)."""
     check_stored_space(study, attrs.get("space"))
-    with attribute_read(study, "space"):
-        return format_space(attrs.get("space"), stage_log_marked(attrs))
+    return format_space(attrs.get("space"), stage_log_marked(attrs))
 
 
 def stage_log_marked(attrs: dict[str, Any]) -> frozenset[str]:
@@ -158,14 +158,20 @@ def stage_log_marked(attrs: dict[str, Any]) -> frozenset[str]:
     return frozenset(m for m in marked if isinstance(m, str)) if isinstance(marked, list) else frozenset()
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _finite_number(value: Any) -> bool:
+    """A number a float holds, finite (a whole number beyond any float, 10**400, is none)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _range(low: Any, high: Any, log: bool, whole: bool) -> bool:
     """Whether ``low`` and ``high`` bound a range as this service writes one: finite numbers, low < high (an integer
     range: low <= high), above 0 on a log scale, whole numbers for an integer range."""
-    if not (_number(low) and _number(high) and math.isfinite(low) and math.isfinite(high)):
+    if not (_finite_number(low) and _finite_number(high)):
         return False
     if whole and (int(low) != low or int(high) != high):
         return False

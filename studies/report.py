@@ -642,9 +642,8 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     dims = dims or {}
     best_p = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in best_p.items()}
     budget = budget_numbers(info.attrs.get("epochs"), frame)
-    check_stored_space(info.study, info.attrs.get("space"))
-    with attribute_read(info.study, "space"):
-        text = space_text(info.space, stage_log_marked(info.attrs))
+    check_stored_space(info.study, info.attrs.get("space"))  # any space it passes is one space_text shows
+    text = space_text(info.space, stage_log_marked(info.attrs))
     return {
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
         "sampler": info.attrs.get("sampler"), "scheduler": info.attrs.get("scheduler"),
