@@ -383,7 +383,7 @@ class FinalScore:
     value: float  # the mean of its runs' values in the final stage (the reported number)
     std: float
     runs: int
-    retrained: Retrained
+    retrained: Retrained | None  # None: none stored that can be read (search best reads them back)
     stopped: str  # why no further fine stage was added
 
 

@@ -46,15 +46,23 @@ class Searchable:
     applies_with: tuple[str, tuple[Any, ...]] | None = None
     # the highest value refinement widens a range to by itself, where the limits allow far more than any run can use
     widen_high: float = INF
+    # the lowest, where the values below it the limits allow have no effect
+    widen_low: float = -INF
 
 
 # The one table of searchable options. Limits are the option's own (dropout is a keep probability
 # in [MIN_KEEP, 1]); widening a range stops at them. Open bounds are closed a little inside. Widening lr stops at
 # 10 too: every run above it explodes (sgd and adam on digits explode at 3 and at 1), where a 10-trial coarse stage
-# whose best sat near 1 was widened to 1e4 and more.
+# whose best sat near 1 was widened to 1e4 and more. reg and init_std, which accept any value above 0, stop at 10
+# as well, where a best at the upper bound widened them by the range's width or more each fine stage (reg 1e-6:10
+# to 5e4, 1e12, 8e26): a 5-epoch run on digits (adam, lr 3e-3) ends at val_acc 0.24 at reg 1 and at 0.09 (chance)
+# at reg 10, its L2 term 0.5 * reg * sum(W^2) swamping the data loss; with init normal it starts at a loss of 57
+# at init_std 10 (ln 10 is 2.3), still ending at 0.89, and at 5705 at init_std 100, ending at 0.27. Downward, reg
+# stops at 1e-8 (it went from 1e-6 to 2e-11 and on, and search auto chose reg=4.13e-12): the L2 term of a digits
+# network of 435 hidden units (sum(W^2) about 900 as it is initialised) is 4.5e-6 there, 0.05 % of a loss of 0.01.
 SEARCHABLE: dict[str, Searchable] = {
     "lr": Searchable("train.lr", "float", log=True, limits=(1e-12, INF), widen_high=10.0),
-    "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF)),
+    "reg": Searchable("train.reg", "float", log=True, limits=(0.0, INF), widen_low=1e-8, widen_high=10.0),
     "hidden": Searchable("arch.hidden", "int", log=True, limits=(1, 1_000_000)),
     "depth": Searchable("arch.depth", "int", limits=(1, MAX_DEPTH)),
     "dropout": Searchable("arch.dropout", "float", limits=(MIN_KEEP, 1.0)),
@@ -62,7 +70,7 @@ SEARCHABLE: dict[str, Searchable] = {
     "lr_decay": Searchable("train.lr_decay", "float", limits=(0.01, 1.0)),
     "momentum": Searchable("train.momentum", "float", limits=(0.0, 0.999),
                            applies_with=("optimizer", MOMENTUM_OPTIMIZERS)),
-    "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF),
+    "init_std": Searchable("arch.init.std", "float", log=True, limits=(0.0, INF), widen_high=10.0,
                            applies_with=("init", tuple(DEFAULT_STD))),
     "relu_bias": Searchable("arch.relu_bias", "float", limits=(0.0, INF),
                             applies_with=("activation", tuple(a for a, f in ACTIVATION_REGISTRY.items()
@@ -153,10 +161,10 @@ class FloatRange:
 
     def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
                limits: tuple[float, float], flat: str | None = None,
-               limit_name: str = "the option's limit") -> tuple[FloatRange, str]:
+               limit_name: str | tuple[str, str] = "the option's limit") -> tuple[FloatRange, str]:
         """Span the top trials (+10 % of the width each side); widen past a bound the best sits near, up to ``limits``
-        (``limit_name`` says what they are), unless ``flat`` says why the range has no measurable effect
-        (``insensitive``'s evidence)."""
+        (``limit_name`` says what they are: one name, or the lower one's and the upper one's), unless ``flat`` says
+        why the range has no measurable effect (``insensitive``'s evidence)."""
         values = [v for v, _ in ranked[:top]]
         best = values[0]
         us = [self.to_unit(v) for v in values]
@@ -166,6 +174,8 @@ class FloatRange:
         side = self.near_bound(best, edge)
         shift = max(0.25 * self.width, hi - lo)
         limit_note = ""
+        if side is not None:
+            limit_name = limit_name if isinstance(limit_name, str) else limit_name[side == "high"]
         if side is not None and flat is None:
             limit = limits[1] if side == "high" else limits[0]
             if side == "high":
@@ -300,7 +310,8 @@ class Choice:
         return list(self.choices)
 
     def refine(self, name: str, ranked: Sequence[tuple[Any, float]], top: int, edge: float,
-               limits: tuple[float, float], limit_name: str = "the option's limit") -> tuple[Choice, str]:
+               limits: tuple[float, float],
+               limit_name: str | tuple[str, str] = "the option's limit") -> tuple[Choice, str]:
         """Keep the categories seen among the top trials (the best's always); name each dropped one (``limits`` and
         ``limit_name`` are a range's: categories are never widened)."""
         leaders = [v for v, _ in ranked[:top]]
@@ -610,6 +621,12 @@ def spec_shown(text: str) -> str:
     return text if ":" in text else named_first(text.split(","), ",")
 
 
+def log_marked(space: Space) -> list[str]:
+    """The dimensions whose text marks ``:log`` (a log range of an option whose own scale is linear): stored with a
+    stage (its ``log_marked`` attribute), for ``search studies`` and ``search report`` to print its space as it does."""
+    return [name for name, dim in space.items() if dim.text(name) != str(dim)]
+
+
 def describe_space(space: Space) -> str:
     return " ".join(f"{name}={spec_shown(dim.text(name))}" for name, dim in space.items())
 
@@ -631,7 +648,8 @@ def refine_space(
     Ranges span the ``top`` best trials' values, padded by 10 % of the old width on each side and
     kept inside the old range, so they narrow and always contain the best value; when the best lies
     within ``edge`` x width of a bound, that bound moves outward by max(25 % of the old width, the
-    new width), up to the option's own limits (lr: up to 10, its ``widen_high``, or its high bound when above).
+    new width), up to the option's own limits (lr, reg and init_std: up to 10, their ``widen_high``, or their high
+    bound when above; reg: down to 1e-8, its ``widen_low``, or its low bound when below).
     Categories keep those seen among the top trials.
     With ``value_se`` (the standard error of one trial's value), a range whose thirds score within
     2 standard errors of each other is "insensitive" and kept as it is: narrowing or widening it
@@ -657,13 +675,18 @@ def refine_space(
     flat_here = insensitive_dimensions(space, ranked, value_se) if value_se is not None else {}
     for name, dim in space.items():
         limits = SEARCHABLE[name].limits if name in SEARCHABLE else (-INF, INF)
-        limit_name = "the option's limit"
+        low_name = high_name = "the option's limit"
         if name == "batch_size" and train_size is not None and train_size < limits[1]:
-            limits, limit_name = (limits[0], train_size), "the training set's size"
-        widen_high = SEARCHABLE[name].widen_high if name in SEARCHABLE else INF
+            limits, high_name = (limits[0], train_size), "the training set's size"
+        widen_low, widen_high = (SEARCHABLE[name].widen_low, SEARCHABLE[name].widen_high) if name in SEARCHABLE else (
+            -INF, INF)
         if widen_high < limits[1] and not isinstance(dim, Choice):  # a range given above it is not cut down to it
-            limit_name = f"{name}'s widening limit" + ("" if dim.high <= widen_high else f" ({widen_high:g}) or above")
+            high_name = f"{name}'s widening limit" + ("" if dim.high <= widen_high else f" ({widen_high:g}) or above")
             limits = (limits[0], max(widen_high, dim.high))
+        if widen_low > limits[0] and not isinstance(dim, Choice):  # nor one given below it raised to it
+            low_name = f"{name}'s widening limit" + ("" if dim.low >= widen_low else f" ({widen_low:g}) or below")
+            limits = (min(widen_low, dim.low), limits[1])
+        limit_name = (low_name, high_name)
         values = [(p[name], v) for p, v in ranked if name in p]  # a conditional one: the trials it applied in
         if not values:
             new[name], note = dim, f"{name}: kept at {dim}: no finished trial used it"

@@ -40,7 +40,7 @@ from search.config import RunConfig, with_absolute_data
 from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
-                          insensitive_dimensions, refine_space, searchable, space_attr, space_from_attr)
+                          insensitive_dimensions, log_marked, refine_space, searchable, space_attr, space_from_attr)
 from studies import optuna_rdb
 from studies.queries import check_stored_space, known_studies_message, split_samples
 from studies.records import diagnosis_labels, trial_record
@@ -136,7 +136,7 @@ class Stage:
             "epochs": self.run.train.epochs, "config": self.run.to_dict(), "data": {"name": self.run.data.name},
             "seed": self.seed, "range_notes": list(self.range_notes), "n_trials": self.n_trials,
             "sampler": self.sampler, "explode_factor": self.explode_factor, "points": list(self.points),
-            "scheduler": self.scheduler,
+            "scheduler": self.scheduler, "log_marked": log_marked(self.space),
         }
 
     @classmethod

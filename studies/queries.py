@@ -3,9 +3,9 @@
 Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 ``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
 (``{"lr": [low, high, "log"], ...}``), ``epochs``, ``config``, ``data``, ``seed``, ``range_notes``,
-``n_trials``, ``sampler``, ``explode_factor``, ``points``, ``scheduler``; trial user attrs ``initial_loss``,
-``final_loss``, ``train_acc``, ``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``, ``seconds``,
-``model_parameters``, ``stop_reason``, ``diagnosis``, ``worker``; trial system attrs (``studies.records``,
+``n_trials``, ``sampler``, ``explode_factor``, ``points``, ``scheduler``, ``log_marked``; trial user attrs
+``initial_loss``, ``final_loss``, ``train_acc``, ``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``,
+``seconds``, ``model_parameters``, ``stop_reason``, ``diagnosis``, ``worker``; trial system attrs (``studies.records``,
 user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, ``diagnosis_numbers``.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import DateTime, Float, Integer, String, text
 
 from studies import optuna_rdb
-from studies.errors import StudyError, UnknownStudyError, attribute_read
+from studies.errors import StudyError, UnknownStudyError
 from studies.records import RECORD_KEYS, curve_points, trial_record
 from studies.sql import run_readonly_sql, scan_sql, trial_view_sql
 from studies.store import mask_url
@@ -143,21 +143,35 @@ def _study_infos(storage: optuna.storages.BaseStorage) -> list[_StudyInfo]:
     return infos
 
 
-def _space_text(study: str, space: Any) -> str:
-    """``format_space`` of ``study``'s space attribute; StudyError naming them for a value inside it changed by hand."""
-    check_stored_space(study, space)
-    with attribute_read(study, "space"):
-        return format_space(space)
+def _space_text(study: str, attrs: dict[str, Any]) -> str:
+    """``format_space`` of ``study``'s space attribute; StudyError naming them for a value inside it changed by hand
+    (any value the check passes is one ``format_space`` shows)."""
+    check_stored_space(study, attrs.get("space"))
+    return format_space(attrs.get("space"), stage_log_marked(attrs))
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def stage_log_marked(attrs: dict[str, Any]) -> frozenset[str]:
+    """The dimensions whose log range a stage's space text marks ``:log`` (``dropout=0.5:1:log``, as ``--space``
+    reads it back: the option's own scale is linear), from its ``log_marked`` attribute; none for a stage stored
+    before it (or one whose value is not a list)."""
+    marked = attrs.get("log_marked")
+    return frozenset(m for m in marked if isinstance(m, str)) if isinstance(marked, list) else frozenset()
+
+
+def _finite_number(value: Any) -> bool:
+    """A number a float holds, finite (a whole number beyond any float, 10**400, is none)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _range(low: Any, high: Any, log: bool, whole: bool) -> bool:
     """Whether ``low`` and ``high`` bound a range as this service writes one: finite numbers, low < high (an integer
     range: low <= high), above 0 on a log scale, whole numbers for an integer range."""
-    if not (_number(low) and _number(high) and math.isfinite(low) and math.isfinite(high)):
+    if not (_finite_number(low) and _finite_number(high)):
         return False
     if whole and (int(low) != low or int(high) != high):
         return False
@@ -189,9 +203,10 @@ def check_stored_space(study: str, space: Any) -> None:
                              "of choices; it was written by another program or changed since, and is left as it is")
 
 
-def format_space(space: Any) -> str:
-    """Compact text of a ``space`` attr: ``lr=1e-06:1 reg=1e-06:10`` (``:linear`` marks non-log), bounds to 3
-    significant digits as a stage prints its space (``lr=0.0107:0.906``; an int range's whole)."""
+def format_space(space: Any, log_marked: Collection[str] = ()) -> str:
+    """Compact text of a ``space`` attr: ``lr=1e-06:1 reg=1e-06:10`` (``:linear`` marks non-log, ``:log`` a log range
+    of a name in ``log_marked``), bounds to 3 significant digits as a stage prints its space (``lr=0.0107:0.906``;
+    an int range's whole)."""
     if not isinstance(space, dict):
         return "" if space is None else str(space)
     parts = []
@@ -201,7 +216,8 @@ def format_space(space: Any) -> str:
         elif isinstance(spec, dict):
             whole = spec.get("type") == "int"
             low, high = (f"{int(b)}" if whole else f"{b:.3g}" for b in (spec["low"], spec["high"]))
-            part = f"{name}={low}:{high}" + ("" if spec.get("log") else ":linear") + (":int" if whole else "")
+            scale = scale_suffix(name, bool(spec.get("log")), log_marked)
+            part = f"{name}={low}:{high}{scale}" + (":int" if whole else "")
         elif isinstance(spec, (list, tuple)) and len(spec) >= 2:
             try:
                 part = f"{name}={float(spec[0]):.3g}:{float(spec[1]):.3g}"
@@ -209,10 +225,17 @@ def format_space(space: Any) -> str:
                 part = f"{name}={spec[0]}:{spec[1]}"
             if len(spec) >= 3 and spec[2] != "log":
                 part += f":{spec[2]}"
+            elif spec[2:] == ["log"]:
+                part += scale_suffix(name, True, log_marked)
         else:  # a number or text in place of a whole dimension (changed by hand): no range to show it as
             raise TypeError(f"space dimension {name!r} is {spec!r}, not a range or a list of choices")
         parts.append(part)
     return " ".join(parts)
+
+
+def scale_suffix(name: str, log: bool, log_marked: Collection[str]) -> str:
+    """How a range's text ends for its scale: ``:linear``, ``:log`` for a name in ``log_marked``, else nothing."""
+    return ":log" if log and name in log_marked else "" if log else ":linear"
 
 
 def _utc_to_local(value: dt.datetime | str | None) -> dt.datetime | None:
@@ -292,7 +315,7 @@ def list_studies(storage: optuna.storages.RDBStorage, campaign: str | None = Non
                 "running": counts.get("RUNNING", 0),
                 "waiting": counts.get("WAITING", 0),
                 "best_value": best_value,
-                "space": _space_text(info.name, info.attrs.get("space")),
+                "space": _space_text(info.name, info.attrs),
                 "epochs": _int_or_none(info.attrs.get("epochs")),
                 "created": _utc_to_local(min(entry["starts"])) if entry["starts"] else None,
             }
@@ -675,7 +698,9 @@ __all__ = [
     "list_studies",
     "loss_curves",
     "run_readonly_sql",
+    "scale_suffix",
     "scan_sql",
+    "stage_log_marked",
     "trial_view_sql",
     "trials_frame",
 ]

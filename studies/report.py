@@ -67,7 +67,7 @@ from studies.budget import ERROR_PREFIX
 from studies.plots import Dim, column_floats, value_key
 from studies.errors import OutputError, StudyError, UnknownStudyError, attribute_read
 from studies.queries import (check_stored_space, format_space, is_service_study, keep_command, latest_campaign,
-                             loss_curves, trials_frame, unknown_campaign)
+                             loss_curves, scale_suffix, stage_log_marked, trials_frame, unknown_campaign)
 from studies.records import curve_points, params_text, seconds_text, trial_record, value_text
 from studies.store import given_url, mask_url, resolve_storage_url
 
@@ -496,8 +496,9 @@ def _range_of(spec: Any) -> tuple[float, float] | None:
     return None if low is None or high is None else (low, high)
 
 
-def space_text(space: dict[str, Any]) -> str:
-    """``lr=1e-06:1 hidden=8:256:int dropout=0.5:1:linear activation=relu,tanh`` (3 significant digits)."""
+def space_text(space: dict[str, Any], log_marked: Collection[str] = ()) -> str:
+    """``lr=1e-06:1 hidden=8:256:int dropout=0.5:1:linear activation=relu,tanh`` (3 significant digits; ``:log``
+    marks a log range of a name in ``log_marked``: ``dropout=0.5:1:log``)."""
     parts = []
     for name, spec in space.items():
         dim, bounds = parse_dim(name, spec), _range_of(spec)
@@ -505,9 +506,10 @@ def space_text(space: dict[str, Any]) -> str:
             parts.append(f"{name}={','.join(value_text(c) for c in dim.choices)}")
         elif dim is not None and bounds is not None:
             low, high = (f"{int(b)}" if dim.kind == "int" else f"{b:.3g}" for b in bounds)
-            parts.append(f"{name}={low}:{high}" + ("" if dim.log else ":linear") + (":int" if dim.kind == "int" else ""))
+            scale = scale_suffix(name, dim.log, log_marked)
+            parts.append(f"{name}={low}:{high}{scale}" + (":int" if dim.kind == "int" else ""))
         else:
-            parts.append(format_space({name: spec}))
+            parts.append(format_space({name: spec}, log_marked))
     return " ".join(parts)
 
 
@@ -640,9 +642,8 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     dims = dims or {}
     best_p = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in best_p.items()}
     budget = budget_numbers(info.attrs.get("epochs"), frame)
-    check_stored_space(info.study, info.attrs.get("space"))
-    with attribute_read(info.study, "space"):
-        text = space_text(info.space)
+    check_stored_space(info.study, info.attrs.get("space"))  # any space it passes is one space_text shows
+    text = space_text(info.space, stage_log_marked(info.attrs))
     return {
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
         "sampler": info.attrs.get("sampler"), "scheduler": info.attrs.get("scheduler"),

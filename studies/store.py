@@ -252,6 +252,32 @@ def _read_sqlite(uri: str, read: Callable[[sqlite3.Connection], _T], deadline: f
             conn.close()
 
 
+# SQLite files read in this process that had no -wal and no -shm beside them when first read (see sqlite_read_uri)
+_READ_WITHOUT_SIDE_FILES: set[Path] = set()
+
+
+def tidy_read_side_files() -> None:
+    """Remove the empty ``-wal`` and its ``-shm`` that reading a SQLite file in WAL mode made beside it, where neither
+    was there when this process first read it: the last connection to close removes them, which a read-only one
+    cannot do (a read command left them behind). A read-write connection that reads the schema and closes does it
+    as SQLite does it, only where no other connection, of any process, has the file open, and writes nothing into
+    it while the ``-wal`` holds no commit; a ``-wal`` that holds one (a writer's, since) is left to its writer."""
+    while _READ_WITHOUT_SIDE_FILES:
+        path = _READ_WITHOUT_SIDE_FILES.pop()
+        try:
+            if (os.path.getsize(f"{path}-wal") or not os.access(path, os.W_OK)
+                    or not os.access(path.parent if str(path.parent) else ".", os.W_OK)):
+                continue
+            conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=rw", uri=True, timeout=0)
+            try:
+                conn.execute("PRAGMA query_only = ON")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error):  # gone, or locked by another process: left as it is
+            continue
+
+
 def sqlite_read_uri(path: Path, deadline: float | None = None) -> str:
     """A URI that reads ``path`` without ever writing or taking a lock that blocks a writer.
 
@@ -261,6 +287,8 @@ def sqlite_read_uri(path: Path, deadline: float | None = None) -> str:
     either). A read-only folder beside a non-empty ``-wal`` without its ``-shm`` is refused.
     A lock another process holds is waited for until ``deadline`` (see ``_read_sqlite``): StorageBusyError.
     """
+    if not any(os.path.lexists(f"{path}{suffix}") for suffix in ("-wal", "-shm")):
+        _READ_WITHOUT_SIDE_FILES.add(path)  # what reading it makes there is removed when the command ends
     base = f"file:{quote(str(path.resolve()))}"
     try:
         _read_sqlite(f"{base}?mode=ro", lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone(),

@@ -94,6 +94,8 @@ class SearchGroup(click.Group):
                        "command again", err=True)
             sys.exit(1)
         finally:
+            if "studies.store" in sys.modules:  # a command that read a SQLite file: the -wal and -shm reading made
+                sys.modules["studies.store"].tidy_read_side_files()
             signal.signal(signal.SIGTERM, previous)
             sys.unraisablehook = hook
             forget_pending()  # handled above: nothing left pending for what runs next in this process

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -11,7 +12,8 @@ from search.cli.options import (
     apply, campaign_option, check_not_input, format_option, json_option, open_for_reading, storage_file,
     storage_option,
 )
-from search.cli.output import column_cell, echo_json, note_on_output, print_frame, print_table, say
+from search.cli.output import (column_cell, echo_json, final_runs_text, note_on_output, print_frame, print_table, say,
+                               say_final_runs)
 from studies.records import params_text
 
 
@@ -81,13 +83,15 @@ def trials(study: str | None, campaign: str | None, states: tuple[str, ...], sor
     print_table(frame, fmt, columns, default, wide)
 
 
-def auto_choice(st: Any, campaign: str) -> tuple[str, str | None] | None:
-    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, and a run of it in
-    that stage (STUDY:NUMBER, which ``keep_command`` retrains; None when no run of it completed); None when no search
-    auto finished."""
+def auto_choice(st: Any, campaign: str) -> tuple[Any, str | None] | None:
+    """What ``search auto`` chose for ``campaign``, read from its final stage's stored retrains, as a
+    ``search.campaign.FinalScore`` (its runs' mean and std there, the retrains' scores), and a run of it in that stage
+    (STUDY:NUMBER, which ``keep_command`` retrains; None when no run of it completed); None when no search auto
+    finished."""
+    import numpy as np
     from optuna.trial import TrialState
 
-    from search.campaign import RETRAINED_ATTR
+    from search.campaign import RETRAINED_ATTR, STOPPED_ATTR, FinalScore, Retrained, config_means
     from studies.queries import list_studies
 
     stages = list_studies(st, campaign)
@@ -95,18 +99,23 @@ def auto_choice(st: Any, campaign: str) -> tuple[str, str | None] | None:
     if not finals:
         return None
     study_id = st.get_study_id_from_name(finals[-1])
-    stored = st.get_study_user_attrs(study_id).get(RETRAINED_ATTR)
+    attrs = st.get_study_user_attrs(study_id)
+    stored = attrs.get(RETRAINED_ATTR)
     params = stored.get("asked", {}).get("params") if isinstance(stored, dict) else None
-    if not isinstance(params, dict):
+    trials = st.get_all_trials(study_id, deepcopy=False)
+    values = next((v for p, v in config_means(trials) if p == params), None)
+    if not isinstance(params, dict) or values is None:
         return None
-    scores = [v for v in stored.get("test_acc") or [] if isinstance(v, (int, float))]
-    test = f"; test_acc {sum(scores) / len(scores):.4f}" if scores else ""
-    chose = (f"search auto chose {params_text(params)} in {finals[-1]} "
-             f"(the best mean over repeats{test}), not the single trial shown")
-    runs = [t.number for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.params == params]
-    run = f"{finals[-1]}:{min(runs)}" if runs else None
-    return chose, run
+    tests, vals = ([v for v in stored.get(key) or [] if isinstance(v, (int, float))] for key in ("test_acc", "val_acc"))
+    reason = stored.get("stop_reason", stored.get("status"))  # "status" in a database written before
+    retrained = (Retrained(len(tests), float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), str(reason))
+                 if tests and vals else None)
+    epochs = attrs.get("epochs")
+    stopped = attrs.get(STOPPED_ATTR)
+    final = FinalScore(finals[-1], "final", params, epochs, float(np.mean(values)), float(np.std(values)), len(values),
+                       retrained, stopped if isinstance(stopped, str) else "")
+    runs = [t.number for t in trials if t.state == TrialState.COMPLETE and t.params == params]
+    return final, (f"{finals[-1]}:{min(runs)}" if runs else None)
 
 
 BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial")
@@ -133,10 +142,10 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     Of the searching stages' trials (coarse, fine, grid), those within 2 standard errors (binomial, on the
     validation samples) of the highest value tie: shown is the highest of them at the longest run length, the
     length a retrain of it runs at, not a shorter run ahead by noise. value_se is its value's standard error, ties
-    how many trials tie, highest_trial and highest_value the highest one. After search auto, a note on stderr names
-    the configuration auto chose (the best mean over repeats in its final stage), the one it retrained and tested,
-    and how to keep it; auto_trial is a run of it in that stage, which the command retrains, as does then the
-    keep it line under the table (not the trial shown).
+    how many trials tie, highest_trial and highest_value the highest one. After search auto, the configuration auto
+    chose comes first (the best mean over repeats in its final stage, with its std: the one it retrained and tested,
+    and the one to keep), with a keep it line that retrains auto_trial, a run of it in that stage; the single trial
+    second (json: auto_choice first; csv and json: a note on stderr).
 
     \b
     Example:
@@ -152,11 +161,14 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     margin = found.pop("margin")
     head = ("study", "stage", "number", "value", "value_se", "val_samples")
     chose = auto_choice(st, name)
-    row = {**{k: found[k] for k in head}, **{k: v for k, v in found.items() if k not in head},
-           "auto_trial": chose[1] if chose else None}
-    if chose:  # the table's "keep it:" line keeps auto's choice: the command is said once
-        keep = f"; keep auto's choice with {keep_command(chose[1], storage)}" if chose[1] and fmt != "table" else ""
-        note_on_output(f"note: {chose[0]}{keep}")
+    final, run = chose if chose else (None, None)
+    row = {**({"auto_choice": {**asdict(final), "trial": run}} if final else {}),  # first: the one to keep
+           **{k: found[k] for k in head}, **{k: v for k, v in found.items() if k not in head}, "auto_trial": run}
+    if final and fmt != "table":  # the table says it first, above the single trial
+        keep = f"; keep auto's choice with {keep_command(run, storage)}" if run else ""
+        test = f"; test_acc {final.retrained.test_acc:.4f}" if final.retrained else ""
+        note_on_output(f"note: search auto chose {params_text(final.params)} in {final.study} (the best mean over "
+                       f"repeats, {final_runs_text(final)}{test}), not the single trial shown{keep}")
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
@@ -168,6 +180,14 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         print_frame(pd.DataFrame([{k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flat.items()}]),
                     fmt)
     else:  # one trial: a name/value list fits any terminal; nested values only in json
+        if final:  # what search auto retrained and tested first, with the command that keeps it; one trial second
+            click.echo("search auto's choice, the best mean over repeats (the one to keep):")
+            say(params_text(final.params), "  ")
+            say_final_runs(final)
+            if run:
+                click.echo("keep it: " + keep_command(run, storage))
+            click.echo()
+            say("second, the best single trial (one run in a searching stage, not repeated):")
         shown = {k: v for k, v in flat.items()  # auto_trial only where search auto ran
                  if not isinstance(v, dict) and not (isinstance(v, list) and len(v) > 8)
                  and not (k == "auto_trial" and v is None)}
@@ -178,8 +198,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
             click.echo(f"({', '.join(hidden)}: --format json)")
         if row["value_se"] is not None:
             say(ties_line(row, margin))
-        # after search auto, a run of its choice (what it retrained and tested), not the single trial shown
-        click.echo("keep it: " + keep_command(row["auto_trial"] or f"{row['study']}:{row['number']}", storage))
+        if not run:  # after search auto, the line above keeps a run of its choice, not this trial
+            click.echo("keep it: " + keep_command(f"{row['study']}:{row['number']}", storage))
 
 
 @click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")

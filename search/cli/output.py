@@ -69,6 +69,29 @@ def fmt(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"
 
 
+def final_runs_text(final: Any) -> str:
+    """``0.9889 +- 0.0012 over 3 runs of 12 epochs``: search auto's choice ``final`` (a ``search.campaign.FinalScore``)
+    by its mean value over its runs in the final stage."""
+    # one run has no spread: its std of 0 would read as a value known exactly
+    return (f"{final.value:.4f} +- {final.std:.4f} over {final.runs} runs of {final.epochs} epochs" if final.runs > 1
+            else f"{final.value:.4f} over 1 run of {final.epochs} epochs (1 run: no spread)")
+
+
+def say_final_runs(final: Any) -> None:
+    """Lines under search auto's choice ``final``: its mean value over its runs in the final stage
+    (``final_runs_text``), its retrains' scores (where it has them), and what always predicting the most frequent
+    class scores on test (where one class dominates)."""
+    say(f"{final.study}: value {final_runs_text(final)}", "  ")
+    if (r := final.retrained) is not None:
+        test_spread = f" +- {r.test_std:.4f}" if r.runs > 1 else " (1 retrain: no spread)"
+        say(f"retrained {r.runs}x: val_acc {r.val_acc:.4f}, test_acc {r.test_acc:.4f}{test_spread}", "  ")
+        if (baseline := r.most_frequent_class) is not None:
+            say(f"always predicting the most frequent class, {baseline['class']!r}: test_acc "
+                f"{baseline['test_acc']:.4f}" + ("; the chosen network does no better: it learned nothing but the "
+                                                  "class frequencies" if r.test_acc <= baseline["test_acc"] else ""),
+                "  ")
+
+
 def frame_records(frame: Any) -> list[dict[str, Any]]:
     """Rows as plain Python values: ints stay ints, NaN and NaT become None, timestamps ISO text, decimals
     (PostgreSQL's numeric) numbers."""

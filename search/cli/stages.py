@@ -14,7 +14,7 @@ from search.cli.options import (
     heartbeat_option, json_option, options_given, run_config_options, space_options, stage_options, stage_run_options,
     storage_file, storage_option,
 )
-from search.cli.output import echo, echo_json, say
+from search.cli.output import echo, echo_json, say, say_final_runs
 from search.text import wrapped
 from search.config import RunConfig
 from search.objective import SCHEDULER_STOP
@@ -477,19 +477,7 @@ def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: s
         click.echo()
         say(f"stopped adding fine stages: {final.stopped}")
         say(f"chosen: {params_text(final.params)}")
-        r = final.retrained
-        # one run has no spread: its std of 0 would read as a value known exactly
-        spread = (f" +- {final.std:.4f} over {final.runs} runs of {final.epochs} epochs" if final.runs > 1
-                  else f" over 1 run of {final.epochs} epochs (1 run: no spread)")
-        say(f"{final.study}: value {final.value:.4f}{spread}", "  ")
-        test_spread = f" +- {r.test_std:.4f}" if r.runs > 1 else " (1 retrain: no spread)"
-        say(f"retrained {r.runs}x: val_acc {r.val_acc:.4f}, test_acc {r.test_acc:.4f}{test_spread}", "  ")
-        baseline = r.most_frequent_class
-        if baseline is not None:
-            say(f"always predicting the most frequent class, {baseline['class']!r}: test_acc "
-                f"{baseline['test_acc']:.4f}" + ("; the chosen network does no better: it learned nothing but the "
-                                                  "class frequencies" if r.test_acc <= baseline["test_acc"] else ""),
-                "  ")
+        say_final_runs(final)
         if saved is not None:
             status, val_acc, test_acc = saved
             say(f"wrote {save_to}: retrain 1, val_acc {val_acc:.4f}, test_acc {test_acc:.4f}" if status == "completed"

@@ -381,6 +381,27 @@ def test_a_log_range_of_a_name_whose_scale_is_linear_is_printed_as_space_reads_i
     assert json.loads(fine.stdout)["stages"][0]["space"]["depth"].endswith(":log:int")
 
 
+def test_studies_and_the_report_print_a_log_range_of_a_linear_option_as_the_stage_does(run_cli):
+    # search studies --json and search report said "dropout=0.5:1", which --space reads as a linear range, where the
+    # stage printed "dropout=0.5:1:log"; a stage stored before its log_marked attribute keeps that text
+    from studies.queries import format_space
+    from studies.report import campaign_report, space_text
+    from studies.store import open_storage
+
+    args = ("coarse", "--campaign", "c", "--space", "dropout=0.5:1:log", "--space", "depth=1:4:log", "--space",
+            "lr=1e-3:1e-1", "--trials", "2", "--epochs", "1", "--train-size", "100", "--jobs", "1")
+    assert "  space: dropout=0.5:1:log depth=1:4:log:int lr=0.001:0.1\n" in run_cli(*args).output
+    text = "dropout=0.5:1:log depth=1:4:log:int lr=0.001:0.1"
+    assert json.loads(run_cli("studies", "--json").stdout)[0]["space"] == text
+    storage = open_storage("sqlite:///search.db", create=False)
+    try:
+        assert campaign_report(storage, "c", images=False).summary["stages"][0]["space_text"] == text
+    finally:
+        storage.engine.dispose()
+    space = cwd_study("c/coarse").user_attrs["space"]
+    assert format_space(space) == space_text(space) == "dropout=0.5:1 depth=1:4:int lr=0.001:0.1"
+
+
 def test_searching_preprocess_is_refused_since_a_stage_prepares_its_data_once(run_cli, tmp_path):
     # each trial trained on the stage's one preprocessing while its params and config named another
     result = run_cli("coarse", "--space", "preprocess=standardize,pca", "--trials", "4", "--epochs", "1")

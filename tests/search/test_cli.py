@@ -119,6 +119,36 @@ def test_query_refuses_a_delete_and_changes_nothing(run_cli):
     assert json.loads(run_cli("query", count, "--format", "json").stdout)[0]["n"] == 3
 
 
+def test_read_commands_leave_the_databases_folder_as_they_found_it(run_cli, tmp_path):
+    # search studies, trials, best, query, report and explain each left a search.db-wal and a search.db-shm beside
+    # the file they read: a read-only connection cannot remove them, as the last connection to close does
+    from tests.search.procs import run
+
+    (tmp_path / "db").mkdir()
+    where = ("--storage", "sqlite:///db/search.db")
+    # in a process of its own: its writing connections are closed when it ends
+    assert run(["coarse", *where, "--trials", "2", "--epochs", "1", "--train-size", "100"], tmp_path).wait() == 0
+    conn = sqlite3.connect("db/search.db")  # the last connection: SQLite removes its -wal and -shm as it closes
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    conn.close()
+    assert os.listdir("db") == ["search.db"]
+    stored = Path("db/search.db").read_bytes()
+    for command in (["studies"], ["trials", "--campaign", "digits"], ["best"], ["query", "SELECT count(*) FROM trials"],
+                    ["report", "--out", "report", "--json"], ["explain", "digits/coarse:0"]):
+        result = run_cli(*command, *where)
+        assert result.exit_code == 0, result.output
+        assert (command[0], os.listdir("db")) == (command[0], ["search.db"])
+        assert Path("db/search.db").read_bytes() == stored
+    # one left beside it by another connection, still open, is left as it is
+    conn = sqlite3.connect("db/search.db")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:
+        assert run_cli("studies", *where).exit_code == 0
+        assert sorted(os.listdir("db")) == ["search.db", "search.db-shm", "search.db-wal"]
+    finally:
+        conn.close()
+
+
 def test_trials_and_studies_tables(run_cli):
     assert run_cli("coarse", "--trials", "4", "--epochs", "1").exit_code == 0
     rows = json.loads(run_cli("trials", "digits/coarse", "--format", "json", "--sort", "value").stdout)
@@ -263,21 +293,36 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     params = " ".join(f"{k}={v:.3g}" for k, v in chosen["asked"]["params"].items())
     # and said how to keep the best single trial only: a run of auto's choice in the final stage retrains it
     run = min(t.number for t in final.trials if t.params == chosen["asked"]["params"])
-    expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats; test_acc "
-                f"{chosen['test_acc'][0]:.4f}), not the single trial shown; keep auto's choice with search train "
-                f"--from-trial digits/final:{run} --save model.npz")
+    value = next(t.value for t in final.trials if t.params == chosen["asked"]["params"])  # its 1 run's
+    expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats, {value:.4f} over 1 "
+                f"run of 1 epochs (1 run: no spread); test_acc {chosen['test_acc'][0]:.4f}), not the single trial "
+                f"shown; keep auto's choice with search train --from-trial digits/final:{run} --save model.npz")
     for fmt in ("csv", "json"):
         best = run_cli("best", "--format", fmt)
         assert best.exit_code == 0 and " ".join(best.stderr.split()) == expected, best.stderr
-    # the table's last line keeps auto's choice: the note said the same command again
+    # the table showed the single trial, and a note on stderr said auto had chosen another configuration: the table
+    # shows auto's choice first, with its mean over repeats and the command that keeps it, and the single trial second
     best = run_cli("best")
-    assert " ".join(best.stderr.split()) == expected.split("; keep auto's choice")[0]
-    table = best.stdout
-    assert "search auto chose" not in table
-    # the line under the table keeps auto's choice too, where it kept the single trial shown (another configuration)
-    assert table.splitlines()[-1] == f"keep it: search train --from-trial digits/final:{run} --save model.npz"
-    # and names that run where a script reads it
-    assert json.loads(run_cli("best", "--format", "json").stdout)["auto_trial"] == f"digits/final:{run}"
+    assert best.exit_code == 0 and best.stderr == ""
+    lines = best.stdout.splitlines()
+    assert lines[:7] == [
+        "search auto's choice, the best mean over repeats (the one to keep):", f"  {params}",
+        f"  digits/final: value {value:.4f} over 1 run of 1 epochs (1 run: no spread)",
+        f"  retrained 1x: val_acc {chosen['val_acc'][0]:.4f}, test_acc {chosen['test_acc'][0]:.4f} (1 retrain: no "
+        "spread)",
+        f"keep it: search train --from-trial digits/final:{run} --save model.npz",
+        "",
+        "second, the best single trial (one run in a searching stage, not repeated):"]
+    assert lines[7].split() == ["field", "value"] and lines[8].split()[0] == "study"
+    assert sum(line.startswith("keep it:") for line in lines) == 1  # the single trial's is not said
+    # and names that run, with its mean and std over its runs, where a script reads it
+    shown = json.loads(run_cli("best", "--format", "json").stdout)
+    assert shown["auto_trial"] == f"digits/final:{run}"
+    assert list(shown)[0] == "auto_choice"
+    assert {k: shown["auto_choice"][k] for k in ("study", "trial", "params", "value", "std", "runs", "epochs")} == {
+        "study": "digits/final", "trial": f"digits/final:{run}", "params": chosen["asked"]["params"], "value": value,
+        "std": 0.0, "runs": 1, "epochs": 1}
+    assert shown["auto_choice"]["retrained"]["test_acc"] == chosen["test_acc"][0]
     plain = run_cli("coarse", "--campaign", "plain", "--trials", "1", "--epochs", "1", "--train-size", "200")
     assert plain.exit_code == 0
     assert json.loads(run_cli("best", "--json").stdout)["auto_trial"] is None

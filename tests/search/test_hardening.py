@@ -849,7 +849,10 @@ def test_a_value_inside_a_stored_attribute_changed_by_hand_is_one_line_naming_it
     # both bounds must be > 0)", search report ended in Optuna's ValueError traceback
     ("$.lr.low", "-1", '{"type": "float", "low": -1, "high": 1.0, "log": true}'),
     ("$.lr.low", "2", '{"type": "float", "low": 2, "high": 1.0, "log": true}'),
-], ids=["dimension-number", "bound-text", "log-bound-below-zero", "bounds-reversed"])
+    # a whole number beyond any float: "OverflowError: int too large to convert to float" and its traceback
+    ("$.lr.high", "json('1' || printf('%.400c', '0'))", '{"type": "float", "low": 1e-06, "high": 1' + "0" * 400
+     + ', "log": true}'),
+], ids=["dimension-number", "bound-text", "log-bound-below-zero", "bounds-reversed", "bound-beyond-float"])
 def test_a_stage_space_dimension_changed_by_hand_is_one_line_naming_it_in_every_command(run_cli, url, tmp_path, path,
                                                                                         value, shown):
     # search studies, best and report said "user attribute 'space' cannot be read (a value inside it is of another

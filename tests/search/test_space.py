@@ -72,10 +72,11 @@ def test_refine_narrows_around_the_top_trials_when_the_best_is_inside():
 
 @pytest.mark.parametrize("name", ["lr", "reg"])
 def test_refine_widens_upward_when_the_best_sits_at_the_upper_bound(name):
-    best = {"lr": 1e-3, "reg": 1e-3, name: SPACE[name].high * 0.8}
-    trials = _trials(best, [{"lr": 1e-3, "reg": 1e-3, name: SPACE[name].high * 0.3}])
-    new, notes = refine_space(SPACE, trials, top=2, edge=0.1)
-    assert new[name].high > SPACE[name].high  # past the old bound
+    space = {**SPACE, "reg": FloatRange(1e-6, 1.0)}  # below reg's widening limit, 10
+    best = {"lr": 1e-3, "reg": 1e-3, name: space[name].high * 0.8}
+    trials = _trials(best, [{"lr": 1e-3, "reg": 1e-3, name: space[name].high * 0.3}])
+    new, notes = refine_space(space, trials, top=2, edge=0.1)
+    assert new[name].high > space[name].high  # past the old bound
     assert new[name].low <= best[name]
     note = next(n for n in notes if n.startswith(name))
     assert "upper bound" in note and "widened upward" in note
@@ -325,6 +326,32 @@ def test_lr_is_widened_no_further_than_10_where_every_run_explodes():
     assert new["lr"].high == 100.0
     # not said to be the limit of 10 itself
     assert notes[0].endswith("new range 0.0398:100 (not widened: that bound is lr's widening limit (10) or above)")
+
+
+def test_reg_and_init_std_are_widened_no_further_than_10_and_reg_no_lower_than_1e_8():
+    # a best at the upper bound widened reg 1e-6:10 to 5.01e+04, then 1.26e+12, then 7.94e+26, one fine stage each
+    trials = [({"reg": 9.0, "init_std": 0.9}, 0.9), ({"reg": 1e-3, "init_std": 0.01}, 0.5)]
+    new, notes = refine_space({"reg": FloatRange(1e-6, 10.0), "init_std": FloatRange(1e-3, 1.0)}, trials, top=2)
+    assert (new["reg"].high, new["init_std"].high) == (10.0, 10.0)
+    assert notes[0].endswith("new range 0.0002:10 (not widened: that bound is reg's widening limit)")
+    assert notes[1].endswith("new range 0.00501:10 (widened upward; stopped at init_std's widening limit 10)")
+    new, notes = refine_space({"reg": FloatRange(1e-3, 1.0)}, [({"reg": 0.9}, 0.9), ({"reg": 1e-2}, 0.5)], top=2)
+    assert new["reg"].high == 10.0 and notes[0].endswith("(widened upward; stopped at reg's widening limit 10)")
+    # a range given above the limit keeps its bound, as lr's does
+    new, _ = refine_space({"init_std": FloatRange(0.1, 100.0)}, [({"init_std": 90.0}, 0.9), ({"init_std": 1.0}, 0.8)],
+                          top=2)
+    assert new["init_std"].high == 100.0
+    # downward, reg went from 1e-6 to 2e-11 and on (a run of search auto chose reg=4.13e-12), where its L2 term is
+    # nothing: it stops at 1e-8
+    new, notes = refine_space({"reg": FloatRange(1e-6, 10.0)}, [({"reg": 1.1e-6}, 0.9), ({"reg": 1e-3}, 0.5)], top=2)
+    assert new["reg"].low == 1e-8
+    assert notes[0].endswith("new range 1e-08:0.00501 (widened downward; stopped at reg's widening limit 1e-08)")
+    new, notes = refine_space({"reg": FloatRange(1e-10, 1e-6)}, [({"reg": 1.1e-10}, 0.9), ({"reg": 1e-8}, 0.5)], top=2)
+    assert new["reg"].low == 1e-10 and notes[0].endswith(
+        "(not widened: that bound is reg's widening limit (1e-08) or below)")
+    # lr's lower bound is the option's own limit, not its widening limit (10), which is an upper one
+    _, notes = refine_space({"lr": FloatRange(1e-12, 1e-6)}, [({"lr": 1.1e-12}, 0.9), ({"lr": 1e-8}, 0.5)], top=2)
+    assert notes[0].endswith("(not widened: that bound is the option's limit)")
 
 
 def test_the_low_end_of_lr_all_too_low_raises_the_lower_bound():
