@@ -28,7 +28,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from studies import optuna_rdb
 from studies.budget import RetryStaleTrialOnce
-from studies.errors import StorageBusyError, StorageError
+from studies.errors import EmptyDatabaseError, StorageBusyError, StorageError
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
@@ -468,6 +468,9 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
         raise StorageError(f"{where}: cannot connect: {describe_storage_error(exc)}") from None
     finally:
         engine.dispose()
+    if not tables and not create:  # made with createdb and not written yet, as a worker started first finds it
+        raise EmptyDatabaseError(f"no Optuna study database at {where} yet: the database is empty; search coarse or "
+                                 "search auto makes one")
     if "version_info" not in tables and not create:
         raise StorageError(f"no Optuna study database at {where}")
     _check_schema(revision, where)

@@ -256,3 +256,35 @@ def test_a_server_down_past_the_retry_period_stops_the_worker_with_one_line_and_
     final = budget(pg_database, "pd/coarse")
     assert final.finished == n and final.states["RUNNING"] == final.states["WAITING"] == 0
     assert final.problems() == []
+
+
+def test_a_following_worker_waits_on_a_database_still_empty_for_its_campaign(pg_database, run_cli, monkeypatch):
+    # a PostgreSQL database made with createdb and a search worker --follow started on it before search auto: it
+    # stopped at once ("no Optuna study database at ..."), where on a database with no campaign yet it waits
+    from dataclasses import replace
+
+    from search.cli import stages as stages_cli
+    from tests.search.conftest import one_line_error
+
+    assert one_line_error(run_cli("worker", "--storage", pg_database)) == (  # without --follow: one line, exit 2
+        f"error: no Optuna study database at storage {pg_database} yet: the database is empty; search coarse or "
+        "search auto makes one")
+    run_spec = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # two polls find no table, the third the campaign's final stage ("search auto" made it)
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) == 3:
+            storage = open_storage(pg_database)
+            create_stage(storage, replace(coarse_stage("first", run_spec, DEFAULT_SPACE, 2, seed=1), stage="final"))
+            storage.engine.dispose()
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow", "--campaign", "first", "--storage", pg_database)
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 3 and followed.stderr.count("waiting") == 1
+    assert " ".join(followed.stderr.split()).startswith(
+        "waiting for campaign first to be created (known campaigns: none; Ctrl-C stops) ")
+    final = budget(pg_database, "first/final")
+    assert final.finished == 2 and len(final.trials) == 2  # the worker ran both
