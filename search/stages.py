@@ -806,16 +806,17 @@ def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[
 
 def _fail_stale_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Optuna's ``fail_stale_trials`` as ``optuna_rdb.fail_stale_trials`` does it, with each trial's stop_reason; a
-    heartbeat so long that "2 x interval ago" overflows leaves nothing stale. Then the trials of dead processes of
-    this host (``fail_trials_of_dead_workers``). Returns the trials it failed, as recorded."""
+    heartbeat so long that "2 x interval ago" overflows leaves nothing stale. The trials of dead processes of this
+    host (``fail_trials_of_dead_workers``) first: one both is failed as its process gone, the reason the note of a
+    command that continues the stage gives. Returns the trials it failed, as recorded."""
     storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+    dead = [storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            for number in fail_trials_of_dead_workers(study)]
     try:
         stale = optuna_rdb.fail_stale_trials(study)
     except OverflowError:
         stale = []
-    dead = [storage.get_trial_id_from_study_id_trial_number(study_id, number)
-            for number in fail_trials_of_dead_workers(study)]
-    return [storage.get_trial(trial_id) for trial_id in stale + dead]
+    return [storage.get_trial(trial_id) for trial_id in dead + stale]
 
 
 def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:

@@ -646,6 +646,31 @@ def test_a_trial_failed_for_a_lost_worker_has_its_log_line_in_the_process_that_f
     storage.engine.dispose()
 
 
+def test_a_killed_process_s_trial_whose_heartbeat_is_stale_too_is_failed_as_its_process_gone(url, capsys):
+    # search auto --jobs 2 killed with SIGKILL and run again 30 s later: "continuing c6/fine-1: ...; 3 left by a
+    # process of this machine that is gone: re-run at once", then the parent's own trial failed as "worker lost: no
+    # heartbeat for more than 20 s" and its worker's two as "its process N on this host is gone"
+    import socket
+    import sys
+
+    from search.campaign import run_existing
+    from search.stages import create_stage, load_stage_study
+    from studies import optuna_rdb
+
+    storage = open_storage(url, heartbeat_interval=1)
+    create_stage(storage, coarse_stage("stale", RUN, DEFAULT_SPACE, 1, seed=0))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    optuna_rdb.claim_waiting_trial(storage, storage.get_study_id_from_name("stale/coarse"), -1,
+                                   {"worker": f"{socket.gethostname()}:{gone.pid}"})
+    time.sleep(2.5)  # its heartbeat older than 2 x 1 s: stale as well
+    run_existing(Execution(url, jobs=1, progress="log"), load_stage_study(storage, "stale/coarse"))
+    lost = f"worker lost: its process {gone.pid} on this host is gone"
+    assert _study(url, "stale/coarse").trials[0].user_attrs["stop_reason"] == lost
+    assert f"\n    {lost}\n" in capsys.readouterr().err
+    storage.engine.dispose()
+
+
 @pytest.mark.parametrize("heartbeat", [None, 0, 2.5, True])
 def test_an_execution_without_heartbeats_is_refused(url, heartbeat):
     # Execution(heartbeat=None) made a stage whose trials carried no heartbeat: one whose worker was lost on another
