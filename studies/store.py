@@ -66,8 +66,9 @@ def resolve_storage_url(url: str | None) -> str:
     return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
-# user:password@ after the scheme, read as SQLAlchemy reads it: the user up to ":" or "/", the password up to "@"
-_URL_PASSWORD = re.compile(r"(://[^:/]*:)[^@]*@")
+# user:password@ after the scheme: the user up to ":" or "/", the password up to the last "@" before the arguments (a
+# password holding an "@" not written %40 is refused, and none of it shown; SQLAlchemy ends it at the first "@")
+_URL_PASSWORD = re.compile(r"(://[^:/]*:)[^?#]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
@@ -99,6 +100,8 @@ def _parse_url(url: str) -> URL:
             path = url[len("sqlite:"):] if url.lower().startswith("sqlite:") else url
             raise StorageError(f"invalid storage URL {url!r}: not a database URL; write sqlite:///{path}") from None
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
+    if parsed.host and "@" in parsed.host:  # the host SQLAlchemy read began with the rest of the password
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: an '@' in its password is written %40")
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
     values = [v for value in parsed.query.values() for v in ((value,) if isinstance(value, str) else value)]
