@@ -443,9 +443,11 @@ def _driver_missing(url: str, where: str, exc: ImportError) -> StorageError:
     return StorageError(f"{where}: database driver missing ({exc}): {install}")
 
 
-def _check_server_database(url: str, create: bool, where: str) -> None:
+def _check_server_database(url: str, create: bool, where: str, writable: bool = False) -> None:
     """Schema check on a server database (PostgreSQL...), reading only, before Optuna writes; a lock another session
-    holds on the version table is waited for as long as SQLite's busy timeout, then StorageBusyError."""
+    holds on the version table is waited for as long as SQLite's busy timeout, then StorageBusyError. ``writable``: a
+    PostgreSQL login that may not insert into or update the study tables is refused (StorageError), where its first
+    write ended in a traceback."""
     postgresql = url_dialect(url) == "postgresql"
     try:
         engine = sqlalchemy.create_engine(url, pool_pre_ping=True,
@@ -467,6 +469,12 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
                         raise
                     raise StorageBusyError(f"{where}: cannot read its schema version: "
                                            f"{describe_storage_error(exc)}") from None
+            denied = (conn.exec_driver_sql(
+                "SELECT relname FROM pg_class WHERE relname = ANY(%(names)s) AND relkind = 'r' "
+                "AND pg_table_is_visible(oid) AND NOT (has_table_privilege(oid, 'INSERT') "
+                "AND has_table_privilege(oid, 'UPDATE')) ORDER BY relname",
+                {"names": sorted(tables & _optuna_tables() - {"alembic_version"})}).scalars().all()
+                      if postgresql and writable and "version_info" in tables else [])
     except SQLAlchemyError as exc:
         raise StorageError(f"{where}: cannot connect: {describe_storage_error(exc)}") from None
     finally:
@@ -476,6 +484,10 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
                                  "search auto makes one")
     if "version_info" not in tables and not create:
         raise StorageError(f"no Optuna study database at {where}")
+    if denied:
+        raise StorageError(f"{where}: its login may read the study tables but not write them (no INSERT or UPDATE on "
+                           f"{', '.join(denied[:3])}{', ...' if len(denied) > 3 else ''}): this command writes; give "
+                           f"a login that may, or read with search studies, trials, best, report or query")
     _check_schema(revision, where)
 
 
@@ -617,7 +629,7 @@ def open_storage(
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
         if url_dialect(url) == "postgresql":
             engine_kwargs["connect_args"] = {"options": _pg_options(readonly)}
-        _check_server_database(url, create, where)
+        _check_server_database(url, create, where, writable=not readonly)
 
     optuna_rdb.skip_alembic_at_head()
     if create and path is not None and not path.exists():

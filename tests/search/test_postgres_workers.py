@@ -288,3 +288,34 @@ def test_a_following_worker_waits_on_a_database_still_empty_for_its_campaign(pg_
         "waiting for campaign first to be created (known campaigns: none; Ctrl-C stops) ")
     final = budget(pg_database, "first/final")
     assert final.finished == 2 and len(final.trials) == 2  # the worker ran both
+
+
+def test_a_login_that_may_only_read_is_refused_by_a_writing_command_in_one_line(pg_database, run_cli):
+    # a PostgreSQL login granted SELECT alone (an analyst's): search worker and search coarse ended in Optuna's
+    # traceback ("permission denied for table studies", StorageInternalError), exit 1
+    import contextlib
+    import uuid
+
+    import psycopg2
+    import sqlalchemy
+
+    from tests.search.conftest import one_line_error
+
+    _create_stage(pg_database, "ro", 2, RunConfig(data=DataSpec("digits", train_size=200)))
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    dsn = sqlalchemy.engine.make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{role}" LOGIN')
+        cursor.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        conn.commit()
+    url = sqlalchemy.engine.make_url(pg_database).set(username=role).render_as_string(hide_password=False)
+    line = (f"error: storage {url}: its login may read the study tables but not write them (no INSERT or UPDATE on "
+            "studies, study_directions, study_system_attributes, ...): this command writes; give a login that may, "
+            "or read with search studies, trials, best, report or query")
+    for command in (("worker", "--campaign", "ro"),
+                    ("coarse", "--campaign", "other", "--trials", "2", "--epochs", "1", "--jobs", "1")):
+        assert one_line_error(run_cli(*command, "--storage", url)) == line
+    assert budget(pg_database, "other/coarse") is None
+    assert [t.state.name for t in budget(pg_database, "ro/coarse").trials] == ["WAITING", "WAITING"]
+    listed = run_cli("studies", "--storage", url)  # reading still works
+    assert listed.exit_code == 0 and "ro/coarse" in listed.stdout
