@@ -22,7 +22,7 @@ from search.space import DEFAULT_SPACE, Choice, Dimension, IntRange, space_moved
 from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, best_configurations, campaign_stages, create_stage, fine_index, latest_chain_stage,
-    load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size,
+    load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts,
     stage_unfinished, storage_retry_seconds, study_name, usable_cores, value_se, watch_sqlite_file,
 )
 from search.workers import run_stage_processes
@@ -315,7 +315,10 @@ def next_fine_stage(storage: optuna.storages.RDBStorage, campaign: str, top: int
     if stage_unfinished(storage, optuna_rdb.study_id(study), repair=continues):
         if continues:
             return None, study
-        raise SearchError(f"stage {study.study_name} is not finished; run the command that started it again, or "
+        running = stage_counts(storage, optuna_rdb.study_id(study))["RUNNING"]  # its workers may be running them
+        now = (f": {running:,} of its trials running now; run this command again once its workers are done, or, if "
+               f"none runs," if running else ";")
+        raise SearchError(f"stage {study.study_name} is not finished{now} run the command that started it again, or "
                           f"`search worker --campaign {campaign} --stage {last}`, to complete it")
     return refined_stage(study, top, edge, epochs, n_trials), study
 

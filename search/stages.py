@@ -718,8 +718,11 @@ def run_worker(
             raise_pending()
             if time.monotonic() - stale_checked >= stale_every:
                 # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
-                retry_storage(lambda: _fail_stale_trials(study), looking)
+                lost = retry_storage(lambda: _fail_stale_trials(study), looking)
                 stale_checked = time.monotonic()
+                if on_trial is not None:  # its line, saying why, as a watcher of several workers reports it
+                    for trial in lost:
+                        on_trial(trial)
             try:
                 if time.monotonic() - threads_read >= BLAS_READ_SECONDS:
                     threads = retry_storage(lambda: trial_blas_threads(study, own_threads), looking)
@@ -801,15 +804,19 @@ def _report_interrupted(storage: RDBStorage, trial_id: int, on_trial: Callable[[
             on_trial(frozen)
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
+def _fail_stale_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Optuna's ``fail_stale_trials`` as ``optuna_rdb.fail_stale_trials`` does it, with each trial's stop_reason; a
-    heartbeat so long that "2 x interval ago" overflows leaves nothing stale. Then the trials of dead processes of
-    this host (``fail_trials_of_dead_workers``)."""
+    heartbeat so long that "2 x interval ago" overflows leaves nothing stale. The trials of dead processes of this
+    host (``fail_trials_of_dead_workers``) first: one both is failed as its process gone, the reason the note of a
+    command that continues the stage gives. Returns the trials it failed, as recorded."""
+    storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
+    dead = [storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            for number in fail_trials_of_dead_workers(study)]
     try:
-        optuna_rdb.fail_stale_trials(study)
+        stale = optuna_rdb.fail_stale_trials(study)
     except OverflowError:
-        pass
-    fail_trials_of_dead_workers(study)
+        stale = []
+    return [storage.get_trial(trial_id) for trial_id in dead + stale]
 
 
 def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:

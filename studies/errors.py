@@ -15,6 +15,11 @@ class StorageError(StudyError):
     """The storage is bad, unreachable, unreadable, not a database, or has a schema we cannot use."""
 
 
+class EmptyDatabaseError(StorageError):
+    """A server database (PostgreSQL) that exists and holds no table yet: the first search coarse or search auto on it
+    makes Optuna's."""
+
+
 class StorageBusyError(StorageError):
     """Another process held the database's lock past the wait (the busy timeout, or a query's time limit): the
     input may be fine, the same command can be run again (exit code 1)."""

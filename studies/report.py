@@ -1159,10 +1159,17 @@ def _stage_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _unfinished_notes(summary: dict[str, Any]) -> list[str]:
     """A note for each stage with trials WAITING or RUNNING, out of its n_trials (an interrupted trial's copy runs
-    in its place): its table row counts them among its trials only."""
-    return [f"{s['stage']}: unfinished: {n:,} of its {_n_trials(s):,} trials have not "
-            f"finished (waiting or running); run the stage's command again to finish it"
-            for s in summary["stages"] if (n := s["counts"].get("running", 0) + s["counts"].get("waiting", 0))]
+    in its place): its table row counts them among its trials only. A RUNNING trial may be run by a worker as the
+    report is made: the stage is then not to be run again, the report made again once the workers are done."""
+    notes = []
+    for s in summary["stages"]:
+        running, waiting = s["counts"].get("running", 0), s["counts"].get("waiting", 0)
+        if running + waiting:
+            what = ("make the report again once its workers are done, or, if none runs, run the stage's command "
+                    "again to finish it" if running else "run the stage's command again to finish it")
+            notes.append(f"{s['stage']}: unfinished: {running + waiting:,} of its {_n_trials(s):,} trials have not "
+                         f"finished ({running:,} running, {waiting:,} waiting); {what}")
+    return notes
 
 
 def _range_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from studies import optuna_rdb
 from studies.budget import RetryStaleTrialOnce
-from studies.errors import StorageBusyError, StorageError
+from studies.errors import EmptyDatabaseError, StorageBusyError, StorageError
 
 DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
@@ -66,8 +66,9 @@ def resolve_storage_url(url: str | None) -> str:
     return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
-# user:password@ after the scheme, read as SQLAlchemy reads it: the user up to ":" or "/", the password up to "@"
-_URL_PASSWORD = re.compile(r"(://[^:/]*:)[^@]*@")
+# user:password@ after the scheme: the user up to ":" or "/", the password up to the last "@" before the arguments (a
+# password holding an "@" not written %40 is refused, and none of it shown; SQLAlchemy ends it at the first "@")
+_URL_PASSWORD = re.compile(r"(://[^:/]*:)[^?#]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
@@ -99,6 +100,8 @@ def _parse_url(url: str) -> URL:
             path = url[len("sqlite:"):] if url.lower().startswith("sqlite:") else url
             raise StorageError(f"invalid storage URL {url!r}: not a database URL; write sqlite:///{path}") from None
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
+    if parsed.host and "@" in parsed.host:  # the host SQLAlchemy read began with the rest of the password
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: an '@' in its password is written %40")
     if parsed.drivername.split("+")[0] == "postgres":  # Heroku's and libpq's spelling; SQLAlchemy has no such dialect
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: write postgresql://, not postgres://")
     values = [v for value in parsed.query.values() for v in ((value,) if isinstance(value, str) else value)]
@@ -468,9 +471,11 @@ def _driver_missing(url: str, where: str, exc: ImportError) -> StorageError:
     return StorageError(f"{where}: database driver missing ({exc}): {install}")
 
 
-def _check_server_database(url: str, create: bool, where: str) -> None:
+def _check_server_database(url: str, create: bool, where: str, writable: bool = False) -> None:
     """Schema check on a server database (PostgreSQL...), reading only, before Optuna writes; a lock another session
-    holds on the version table is waited for as long as SQLite's busy timeout, then StorageBusyError."""
+    holds on the version table is waited for as long as SQLite's busy timeout, then StorageBusyError. ``writable``: a
+    PostgreSQL login that may not insert into or update the study tables is refused (StorageError), where its first
+    write ended in a traceback."""
     postgresql = url_dialect(url) == "postgresql"
     try:
         engine = sqlalchemy.create_engine(url, pool_pre_ping=True,
@@ -492,12 +497,25 @@ def _check_server_database(url: str, create: bool, where: str) -> None:
                         raise
                     raise StorageBusyError(f"{where}: cannot read its schema version: "
                                            f"{describe_storage_error(exc)}") from None
+            denied = (conn.exec_driver_sql(
+                "SELECT relname FROM pg_class WHERE relname = ANY(%(names)s) AND relkind = 'r' "
+                "AND pg_table_is_visible(oid) AND NOT (has_table_privilege(oid, 'INSERT') "
+                "AND has_table_privilege(oid, 'UPDATE')) ORDER BY relname",
+                {"names": sorted(tables & _optuna_tables() - {"alembic_version"})}).scalars().all()
+                      if postgresql and writable and "version_info" in tables else [])
     except SQLAlchemyError as exc:
         raise StorageError(f"{where}: cannot connect: {describe_storage_error(exc)}") from None
     finally:
         engine.dispose()
+    if not tables and not create:  # made with createdb and not written yet, as a worker started first finds it
+        raise EmptyDatabaseError(f"no Optuna study database at {where} yet: the database is empty; search coarse or "
+                                 "search auto makes one")
     if "version_info" not in tables and not create:
         raise StorageError(f"no Optuna study database at {where}")
+    if denied:
+        raise StorageError(f"{where}: its login may read the study tables but not write them (no INSERT or UPDATE on "
+                           f"{', '.join(denied[:3])}{', ...' if len(denied) > 3 else ''}): this command writes; give "
+                           f"a login that may, or read with search studies, trials, best, report or query")
     _check_schema(revision, where)
 
 
@@ -639,7 +657,7 @@ def open_storage(
         engine_kwargs = {"pool_pre_ping": readonly}  # writing engines: _ping_when_idle
         if url_dialect(url) == "postgresql":
             engine_kwargs["connect_args"] = {"options": _pg_options(readonly)}
-        _check_server_database(url, create, where)
+        _check_server_database(url, create, where, writable=not readonly)
 
     optuna_rdb.skip_alembic_at_head()
     if create and path is not None and not path.exists():

@@ -559,16 +559,21 @@ def _wait_for_campaign(url: str, campaign: str | None, as_json: bool) -> None:
     before the command that creates it, and waits for it as for a next stage, saying so once."""
     import time
 
+    from studies.errors import EmptyDatabaseError
     from studies.queries import campaigns, names_message
     from studies.store import open_storage
 
     said = False
     while True:
-        reading = open_storage(url, readonly=True)  # missing: one line, as without --follow
         try:
-            known = campaigns(reading)
-        finally:
-            reading.engine.dispose()
+            reading = open_storage(url, readonly=True)  # missing: one line, as without --follow
+        except EmptyDatabaseError:  # a server database made with createdb: the first search auto makes the tables
+            known = []
+        else:
+            try:
+                known = campaigns(reading)
+            finally:
+                reading.engine.dispose()
         if campaign in known or (campaign is None and known):
             return
         if not said and not as_json and campaign is None:

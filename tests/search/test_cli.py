@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from search.cli import cli
-from tests.search.conftest import cwd_study, one_line_error
+from tests.search.conftest import cwd_study, one_line_error, stages_made_only
 from studies.store import open_storage
 
 
@@ -563,6 +563,25 @@ def test_fine_whose_promoted_runs_all_explode_fails_with_exit_1_and_says_what_to
         "error: stage digits/promote-1 has no completed trials to refine the ranges from (digits/coarse's best "
         "configurations re-run at 2 epochs: 3 exploded); --promote 0 refines on digits/coarse's own runs")
     assert run_cli("fine", "--trials", "3", "--jobs", "1", "--promote", "0").exit_code == 0
+
+
+def test_fine_while_workers_run_the_coarse_stage_says_to_wait_for_them(run_cli, monkeypatch):
+    # search fine while three workers ran the coarse stage said to run the command that started it again: a fourth
+    # process for trials the workers were about to finish
+    from search.stages import load_stage_study
+    from studies import optuna_rdb
+
+    assert stages_made_only(run_cli, monkeypatch, "coarse", "--trials", "3", "--epochs", "1").exit_code == 130
+    storage = open_storage("sqlite:///search.db")
+    study_id = storage.get_study_id_from_name("digits/coarse")
+    for _ in range(2):  # two workers' claims
+        optuna_rdb.claim_waiting_trial(storage, study_id, -1, {"worker": "elsewhere:1"})
+    assert one_line_error(run_cli("fine", "--trials", "2")) == (
+        "error: stage digits/coarse is not finished: 2 of its trials running now; run this command again once its "
+        "workers are done, or, if none runs, run the command that started it again, or `search worker --campaign "
+        "digits --stage coarse`, to complete it")
+    assert [t.state.name for t in load_stage_study(storage, "digits/coarse").trials] == ["RUNNING"] * 2 + ["WAITING"]
+    storage.engine.dispose()
 
 
 def test_fine_after_an_unfinished_coarse_stage_says_so_and_writes_nothing(run_cli, tmp_path):

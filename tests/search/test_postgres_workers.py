@@ -256,3 +256,66 @@ def test_a_server_down_past_the_retry_period_stops_the_worker_with_one_line_and_
     final = budget(pg_database, "pd/coarse")
     assert final.finished == n and final.states["RUNNING"] == final.states["WAITING"] == 0
     assert final.problems() == []
+
+
+def test_a_following_worker_waits_on_a_database_still_empty_for_its_campaign(pg_database, run_cli, monkeypatch):
+    # a PostgreSQL database made with createdb and a search worker --follow started on it before search auto: it
+    # stopped at once ("no Optuna study database at ..."), where on a database with no campaign yet it waits
+    from dataclasses import replace
+
+    from search.cli import stages as stages_cli
+    from tests.search.conftest import one_line_error
+
+    assert one_line_error(run_cli("worker", "--storage", pg_database)) == (  # without --follow: one line, exit 2
+        f"error: no Optuna study database at storage {pg_database} yet: the database is empty; search coarse or "
+        "search auto makes one")
+    run_spec = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # two polls find no table, the third the campaign's final stage ("search auto" made it)
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) == 3:
+            storage = open_storage(pg_database)
+            create_stage(storage, replace(coarse_stage("first", run_spec, DEFAULT_SPACE, 2, seed=1), stage="final"))
+            storage.engine.dispose()
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow", "--campaign", "first", "--storage", pg_database)
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 3 and followed.stderr.count("waiting") == 1
+    assert " ".join(followed.stderr.split()).startswith(
+        "waiting for campaign first to be created (known campaigns: none; Ctrl-C stops) ")
+    final = budget(pg_database, "first/final")
+    assert final.finished == 2 and len(final.trials) == 2  # the worker ran both
+
+
+def test_a_login_that_may_only_read_is_refused_by_a_writing_command_in_one_line(pg_database, run_cli):
+    # a PostgreSQL login granted SELECT alone (an analyst's): search worker and search coarse ended in Optuna's
+    # traceback ("permission denied for table studies", StorageInternalError), exit 1
+    import contextlib
+    import uuid
+
+    import psycopg2
+    import sqlalchemy
+
+    from tests.search.conftest import one_line_error
+
+    _create_stage(pg_database, "ro", 2, RunConfig(data=DataSpec("digits", train_size=200)))
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    dsn = sqlalchemy.engine.make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{role}" LOGIN')
+        cursor.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        conn.commit()
+    url = sqlalchemy.engine.make_url(pg_database).set(username=role).render_as_string(hide_password=False)
+    line = (f"error: storage {url}: its login may read the study tables but not write them (no INSERT or UPDATE on "
+            "studies, study_directions, study_system_attributes, ...): this command writes; give a login that may, "
+            "or read with search studies, trials, best, report or query")
+    for command in (("worker", "--campaign", "ro"),
+                    ("coarse", "--campaign", "other", "--trials", "2", "--epochs", "1", "--jobs", "1")):
+        assert one_line_error(run_cli(*command, "--storage", url)) == line
+    assert budget(pg_database, "other/coarse") is None
+    assert [t.state.name for t in budget(pg_database, "ro/coarse").trials] == ["WAITING", "WAITING"]
+    listed = run_cli("studies", "--storage", url)  # reading still works
+    assert listed.exit_code == 0 and "ro/coarse" in listed.stdout

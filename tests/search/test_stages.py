@@ -621,6 +621,56 @@ def test_a_trial_left_by_a_killed_process_of_this_machine_is_failed_and_re_run_a
     storage.engine.dispose()
 
 
+def test_a_trial_failed_for_a_lost_worker_has_its_log_line_in_the_process_that_failed_it(url, capsys):
+    # search worker (and --jobs 1) failed a killed worker's trial and re-ran it without a word: only the bar's failed
+    # count grew, where the watcher of --jobs N printed the trial and why
+    import socket
+    import sys
+
+    from search.campaign import run_existing
+    from search.stages import create_stage, load_stage_study
+    from studies import optuna_rdb
+
+    storage = open_storage(url, heartbeat_interval=60)
+    create_stage(storage, coarse_stage("lost", RUN, DEFAULT_SPACE, 2, seed=0))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    optuna_rdb.claim_waiting_trial(storage, storage.get_study_id_from_name("lost/coarse"), -1,
+                                   {"worker": f"{socket.gethostname()}:{gone.pid}"})
+    summary = run_existing(Execution(url, jobs=1, progress="log"), load_stage_study(storage, "lost/coarse"))
+    assert summary.counts["complete"] + summary.counts["pruned"] == 2 and summary.counts["fail"] == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("lost/coarse:", "    w"))]
+    assert lines[:2] == ["lost/coarse:0 failed   -      [0/2]",
+                         f"    worker lost: its process {gone.pid} on this host is gone"]
+    assert [line.split()[0] for line in lines[2:]] == ["lost/coarse:1", "lost/coarse:2"]
+    storage.engine.dispose()
+
+
+def test_a_killed_process_s_trial_whose_heartbeat_is_stale_too_is_failed_as_its_process_gone(url, capsys):
+    # search auto --jobs 2 killed with SIGKILL and run again 30 s later: "continuing c6/fine-1: ...; 3 left by a
+    # process of this machine that is gone: re-run at once", then the parent's own trial failed as "worker lost: no
+    # heartbeat for more than 20 s" and its worker's two as "its process N on this host is gone"
+    import socket
+    import sys
+
+    from search.campaign import run_existing
+    from search.stages import create_stage, load_stage_study
+    from studies import optuna_rdb
+
+    storage = open_storage(url, heartbeat_interval=1)
+    create_stage(storage, coarse_stage("stale", RUN, DEFAULT_SPACE, 1, seed=0))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    optuna_rdb.claim_waiting_trial(storage, storage.get_study_id_from_name("stale/coarse"), -1,
+                                   {"worker": f"{socket.gethostname()}:{gone.pid}"})
+    time.sleep(2.5)  # its heartbeat older than 2 x 1 s: stale as well
+    run_existing(Execution(url, jobs=1, progress="log"), load_stage_study(storage, "stale/coarse"))
+    lost = f"worker lost: its process {gone.pid} on this host is gone"
+    assert _study(url, "stale/coarse").trials[0].user_attrs["stop_reason"] == lost
+    assert f"\n    {lost}\n" in capsys.readouterr().err
+    storage.engine.dispose()
+
+
 @pytest.mark.parametrize("heartbeat", [None, 0, 2.5, True])
 def test_an_execution_without_heartbeats_is_refused(url, heartbeat):
     # Execution(heartbeat=None) made a stage whose trials carried no heartbeat: one whose worker was lost on another

@@ -164,12 +164,29 @@ def test_a_stage_with_trials_still_to_run_is_said_to_be_unfinished(tmp_path):
     for _ in range(2):
         study.enqueue_trial({"lr": 1e-3, "reg": 1e-4}, skip_if_exists=False)
     written = write_report(campaign_report(open_storage(url, create=False), "cut", images=False), tmp_path / "out")
-    note = ("coarse: unfinished: 2 of its 5 trials have not finished (waiting or running); run the stage's command "
-            "again to finish it")
+    note = ("coarse: unfinished: 2 of its 5 trials have not finished (0 running, 2 waiting); run the stage's "
+            "command again to finish it")
     assert "| coarse | random | 5 | 3 | 0 (0/0/0) | 0 |" in written["report.md"].read_text()
     assert f"\n- {note}\n" in written["report.md"].read_text()
     assert f"<li>{html.escape(note)}</li>" in written["report.html"].read_text()
     assert "unfinished" not in build_and_report_without_waiting(tmp_path)
+
+
+def test_a_stage_its_workers_run_as_the_report_is_made_is_not_said_to_need_its_command_again(tmp_path):
+    # search report while three workers ran a stage said "14 of its 20 trials have not finished (waiting or
+    # running); run the stage's command again to finish it": a fourth command, where the workers were finishing it
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    specs = trial_specs(np.random.default_rng(0), COARSE_SPACE, 3, iterations=100, points=[(1e-3, 1e-4)] * 3)
+    add_stage(url, "busy", "coarse", COARSE_SPACE, specs, 2, "random", None).set_user_attr("n_trials", 6)
+    study = optuna.load_study(study_name="busy/coarse", storage=url)
+    for _ in range(3):
+        study.enqueue_trial({"lr": 1e-3, "reg": 1e-4}, skip_if_exists=False)
+    study.ask()  # a worker's claim: one of the three WAITING trials is RUNNING
+    written = write_report(campaign_report(open_storage(url, create=False), "busy", images=False), tmp_path / "out")
+    note = ("coarse: unfinished: 3 of its 6 trials have not finished (1 running, 2 waiting); make the report again "
+            "once its workers are done, or, if none runs, run the stage's command again to finish it")
+    assert f"\n- {note}\n" in written["report.md"].read_text()
+    assert f"<li>{html.escape(note)}</li>" in written["report.html"].read_text()
 
 
 def test_an_interrupted_stage_is_said_to_be_unfinished_out_of_its_budget(tmp_path):
@@ -188,7 +205,7 @@ def test_an_interrupted_stage_is_said_to_be_unfinished_out_of_its_budget(tmp_pat
     md = write_report(campaign_report(storage, "cut", images=False), tmp_path / "out")["report.md"].read_text()
     assert "| coarse | random | 5 | 3 | 0 (0/0/0) | 1 |" in md
     assert "\n5 trials in 1 stage, 3 finished, 1 failed and queued again; generated " in md  # not "6 trials"
-    assert ("\n- coarse: unfinished: 2 of its 5 trials have not finished (waiting or running); run the stage's "
+    assert ("\n- coarse: unfinished: 2 of its 5 trials have not finished (0 running, 2 waiting); run the stage's "
             "command again to finish it\n") in md
 
 

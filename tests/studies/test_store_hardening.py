@@ -583,6 +583,21 @@ def test_a_nul_character_in_a_postgresql_url_is_refused_before_connecting() -> N
                                "(%00), which no part of a database URL may hold")
 
 
+@pytest.mark.parametrize("url", ["postgresql://user:p@ss@127.0.0.1:1/runs", "postgresql://user:s3@cr@t@db.example/runs",
+                                 "postgresql://user:p@ss@db.example/runs?connect_timeout=3"])
+def test_an_at_sign_in_a_server_urls_password_is_refused_and_none_of_the_password_shown(url) -> None:
+    # "postgresql://postgres:p@ss@host/db" connected to the host "ss@host", and the line showed part of the
+    # password: "storage postgresql://postgres:***@ss@127.0.0.1:.../walk: cannot connect: ... (could not translate
+    # host name "ss@127.0.0.1" to address ...)"
+    with pytest.raises(StorageError) as info:
+        open_storage(url)
+    user, _, rest = url.partition("//")[2].partition(":")
+    shown = f"postgresql://{user}:***@{rest.rpartition('@')[2]}"
+    assert str(info.value) == f"invalid storage URL {shown!r}: an '@' in its password is written %40"
+    assert "ss@" not in str(info.value) and "cr@t" not in str(info.value)
+    assert info.value.exit_code == 2
+
+
 @pytest.mark.parametrize("url,port", [
     ("postgresql://user:secret@db.example:notaport/runs", "notaport"),  # once "invalid literal for int() ..."
     ("postgresql://user:secret@db.example:/runs", ""),
