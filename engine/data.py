@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.cifar import (  # noqa: F401  (re-exported: engine.data is where callers find the CIFAR reader)
+from engine.cifar import (
     CIFAR_CLASSES,
     CIFAR_DIM,
     CIFAR_FILES,
