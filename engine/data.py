@@ -353,6 +353,14 @@ def _features(source: str, key: str, X: np.ndarray, nan_ok: bool = False) -> np.
     return X32
 
 
+def _integer_merged_warning(key: str, X: np.ndarray, X32: np.ndarray) -> str | None:
+    """``merged_values_warning`` of the array ``key`` of integers X (N, ...) as read, X32 its float32 features (N, D),
+    naming a feature by its index; None for other dtypes (a table's cells are judged as they are read)."""
+    if X.dtype.kind not in "iu":
+        return None
+    return merged_values_warning(X.reshape(len(X), -1), X32, lambda j: f"{key} feature {j} (counting from 0)")
+
+
 def _label_text(value: Any) -> str:
     """A class value as its name: bytes decoded, integral floats without '.0' (1e+30 past float's exact integers),
     other floats (a label to score, 2.5) as they are, never cut to an integer."""
@@ -431,9 +439,7 @@ def _assemble(
             raise DataError(f"{source}: {X_key} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
         sample_shape = X.shape[1:]
         Xs[split], ys[split] = _features(source, X_key, X, nan_ok), y
-        if X.dtype.kind in "iu":  # a table's cells are judged as they are read
-            notes += filter(None, [merged_values_warning(X.reshape(len(X), -1), Xs[split],
-                                                         lambda j: f"{X_key} feature {j} (counting from 0)")])
+        notes += filter(None, [_integer_merged_warning(X_key, X, Xs[split])])
     if len(ys["train"]) == 0:
         raise DataError(f"{source}: no training samples")
     if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
@@ -595,12 +601,15 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
                                feature_names=encoding.feature_names, encoding=encoding, table_notes=notes)
 
 
+_Inputs = tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int], dict[str, dict[str, str]],
+                dict[str, int], tuple[str, ...]]
+
+
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
     encoding: TableEncoding | None = None, input_dim: int | None = None,
-) -> tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int], dict[str, dict[str, str]],
-           dict[str, int], tuple[str, ...]]:
+) -> _Inputs:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty, or
     an npz label ""), each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the
@@ -624,61 +633,77 @@ def read_inputs(
     if fmt in ("csv", "tsv"):
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
-        delimiter = "," if fmt == "csv" else "\t"
-        text = TableText()
-        if encoding is not None:
-            text = TableText(missing_ok=encoding.fill is not None,
-                             values={c: {} for c, cats in enumerate(encoding.categories) if cats is not None})
-        # first: it checks every row's fields
-        X, cells = read_columns(path, delimiter, features, label_column, text)
-        unseen: dict[str, int] = {}
-        near: dict[str, dict[str, str]] = {}
-        filled: dict[str, int] = {}
-        if encoding is not None:
-            encoding.check_memory(len(X), str(path))
-            filled = {name: int(n) for name, n in zip(encoding.columns, np.isnan(X).sum(axis=0)) if n}
-            X, unseen, near = encoding.transform(X, text.values)
-        ids = read_cells(path, delimiter, id_column) if id_column is not None else None
-        notes = (text.merged,) if text.merged is not None else ()
-        if cells is None:
-            return X, None, ids, unseen, near, filled, notes
-        labels = [None if not c else c if c in label_names else _cell_label(c) for c in cells]
-        return X, _counted_labels(labels, label_names), ids, unseen, near, filled, notes
+        return _table_inputs(path, "," if fmt == "csv" else "\t", label_names, features, label_column, id_column,
+                             encoding)
     if fmt == "npz":
-        arrays = read_npz(path)
-        for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
-            if X_key in arrays:
-                if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
-                    raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
-                                    f"{arrays[X_key].shape}")
-                X = arrays[X_key]
-                # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads such samples as it was trained
-                if image_shape is None or X.shape[1:] != tuple(image_shape):
-                    X = channels_first(X)
-                _check_sample_shape(path, X_key, arrays[X_key].shape, X.shape[1:], image_shape, input_dim)
-                X_read, X = X, _features(str(path), X_key, X)
-                merged = None if X_read.dtype.kind not in "iu" else merged_values_warning(  # as training judges them
-                    X_read.reshape(len(X), -1), X, lambda j: f"{X_key} feature {j} (counting from 0)")
-                notes = (merged,) if merged is not None else ()
-                if y_key not in arrays:
-                    return X, None, None, {}, {}, {}, notes
-                y = np.asarray(arrays[y_key]).reshape(-1)
-                if len(y) != len(X):
-                    raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
-                labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
-                return X, _counted_labels(labels, label_names), None, {}, {}, {}, notes
-        found = ", ".join(sorted(arrays)) or "no arrays"
-        raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
+        return _npz_inputs(path, label_names, image_shape, input_dim)
     if fmt == "image_folder":
-        if image_shape is None:
-            raise DataError(f"{path}: an image folder, but the model was not trained on images")
-        classes, files = list_image_folder(path, unlabelled=True)
-        X, y, shape = read_images(path, files, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
-        if shape != tuple(image_shape):
-            raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
-        return X, [classes[i] for i in y.tolist()] if classes else None, [
-            file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}, ()
+        return _image_inputs(path, image_shape)
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
+
+
+def _table_inputs(path: Path, delimiter: str, label_names: tuple[str, ...], features: tuple[str, ...],
+                  label_column: str | None, id_column: str | None, encoding: TableEncoding | None) -> _Inputs:
+    """``read_inputs`` of a CSV/TSV: the ``features`` columns by name, encoded with the model's ``encoding``."""
+    text = TableText()
+    if encoding is not None:
+        text = TableText(missing_ok=encoding.fill is not None,
+                         values={c: {} for c, cats in enumerate(encoding.categories) if cats is not None})
+    # read before the id column: read_columns checks that every row has the header's fields
+    X, cells = read_columns(path, delimiter, features, label_column, text)
+    unseen: dict[str, int] = {}
+    near: dict[str, dict[str, str]] = {}
+    filled: dict[str, int] = {}
+    if encoding is not None:
+        encoding.check_memory(len(X), str(path))
+        filled = {name: int(n) for name, n in zip(encoding.columns, np.isnan(X).sum(axis=0)) if n}
+        X, unseen, near = encoding.transform(X, text.values)
+    ids = read_cells(path, delimiter, id_column) if id_column is not None else None
+    notes = (text.merged,) if text.merged is not None else ()
+    if cells is None:
+        return X, None, ids, unseen, near, filled, notes
+    labels = [None if not c else c if c in label_names else _cell_label(c) for c in cells]
+    return X, _counted_labels(labels, label_names), ids, unseen, near, filled, notes
+
+
+def _npz_inputs(path: Path, label_names: tuple[str, ...], image_shape: tuple[int, int, int] | None,
+                input_dim: int | None) -> _Inputs:
+    """``read_inputs`` of an .npz: its array ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when present."""
+    arrays = read_npz(path)
+    for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
+        if X_key in arrays:
+            if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
+                raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
+                                f"{arrays[X_key].shape}")
+            X = arrays[X_key]
+            # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads such samples as it was trained
+            if image_shape is None or X.shape[1:] != tuple(image_shape):
+                X = channels_first(X)
+            _check_sample_shape(path, X_key, arrays[X_key].shape, X.shape[1:], image_shape, input_dim)
+            X_read, X = X, _features(str(path), X_key, X)
+            merged = _integer_merged_warning(X_key, X_read, X)  # as training judges them
+            notes = (merged,) if merged is not None else ()
+            if y_key not in arrays:
+                return X, None, None, {}, {}, {}, notes
+            y = np.asarray(arrays[y_key]).reshape(-1)
+            if len(y) != len(X):
+                raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
+            labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
+            return X, _counted_labels(labels, label_names), None, {}, {}, {}, notes
+    found = ", ".join(sorted(arrays)) or "no arrays"
+    raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
+
+
+def _image_inputs(path: Path, image_shape: tuple[int, int, int] | None) -> _Inputs:
+    """``read_inputs`` of an image folder: its images resized to ``image_shape``, each named by its file."""
+    if image_shape is None:
+        raise DataError(f"{path}: an image folder, but the model was not trained on images")
+    classes, files = list_image_folder(path, unlabelled=True)
+    X, y, shape = read_images(path, files, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
+    if shape != tuple(image_shape):
+        raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
+    return X, [classes[i] for i in y.tolist()] if classes else None, [
+        file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}, ()
 
 
 def _check_sample_shape(path: Path, key: str, shape: tuple[int, ...], sample: tuple[int, ...],
