@@ -110,6 +110,7 @@ class DataSpec:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"data must be a dataset name or a path, got {self.name!r}")
         check_dataset_name(self.name)
+        table = Path(self.name).suffix.lower() in (".csv", ".tsv")
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path string, got {self.data_dir!r}")
         if self.data_dir is not None and self.name != "cifar10":
@@ -123,7 +124,7 @@ class DataSpec:
         if self.label_column is not None:
             if not isinstance(self.label_column, str) or not self.label_column.strip():
                 raise ConfigError(f"--label-column must name a column, got {self.label_column!r}")
-            if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+            if not table:
                 raise ConfigError(f"--label-column {self.label_column!r} applies to .csv/.tsv data only, "
                                   f"not {self.name!r}")
         if not (isinstance(self.ignore_columns, (tuple, list))
@@ -133,14 +134,14 @@ class DataSpec:
             raise ConfigError(f"--ignore-column must name a column, got {bad!r}"
                               + ("; a column with no name in the header cannot be left out: name it in the header "
                                  "row, or delete it from the file" if isinstance(bad, str) else ""))
-        if self.ignore_columns and Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+        if self.ignore_columns and not table:
             raise ConfigError(f"--ignore-column {', '.join(map(repr, self.ignore_columns))} applies to .csv/.tsv "
                               f"data only, not {self.name!r}")
         object.__setattr__(self, "ignore_columns", tuple(self.ignore_columns))
         if self.missing is not None:
             if self.missing not in MISSING_POLICIES:
                 raise ConfigError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {shown(self.missing)}")
-            if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+            if not table:
                 raise ConfigError(f"--missing {self.missing!r} applies to .csv/.tsv data only, not {self.name!r}")
         if self.image_size is not None:
             size = self.image_size
