@@ -550,19 +550,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     notes: dict[str, Any] = {"missing": spec.missing, "unlabelled_rows_dropped": 0, "rows_dropped": 0,
                              "cells_filled": 0, "cells_filled_per_column": {}, "unseen": {}, "unseen_near": {}}
     if spec.missing is not None:
-        labelled = np.array([label != "" for label in labels])
-        complete = ~np.isnan(X).any(axis=1) if spec.missing == "drop" else np.ones(len(X), dtype=bool)
-        notes["unlabelled_rows_dropped"] = int((~labelled).sum())
-        notes["rows_dropped"] = int((labelled & ~complete).sum())
-        keep = labelled & complete
-        if not keep.any():
-            empty = [columns[c].strip() for c in np.flatnonzero(np.isnan(X[labelled]).all(axis=0))]
-            hint = "" if not empty or not labelled.any() else (
-                f"; no row has a value in {', '.join(map(repr, empty))}: leave {'them' if len(empty) > 1 else 'it'} "
-                f"out with {' '.join(f'--ignore-column {name}' for name in empty)}")
-            raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
-                            f"{notes['rows_dropped']} a value (--missing {spec.missing}){hint}")
-        X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
+        X, labels = _drop_rows(source, X, labels, columns, spec.missing, notes)
     y, label_names = _label_array(labels)
     dropped = notes["unlabelled_rows_dropped"] + notes["rows_dropped"]
     if dropped and len(np.unique(y)) < 2:  # the classes of the dropped rows are gone with them
@@ -582,9 +570,34 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     ds.notes += (text.merged,) if text.merged is not None else ()
     if not text.values and spec.missing is None:
         return ds
+    return _encoded_table(ds, source, columns, text, spec.missing == "mean", notes)
+
+
+def _drop_rows(source: str, X: np.ndarray, labels: list[str], columns: tuple[str, ...], missing: str,
+               notes: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """The rows of a table read with ``--missing`` that have a label (``missing`` drop: and every value), counting
+    the rows dropped in ``notes``; DataError when none is left."""
+    labelled = np.array([label != "" for label in labels])
+    complete = ~np.isnan(X).any(axis=1) if missing == "drop" else np.ones(len(X), dtype=bool)
+    notes["unlabelled_rows_dropped"] = int((~labelled).sum())
+    notes["rows_dropped"] = int((labelled & ~complete).sum())
+    keep = labelled & complete
+    if not keep.any():
+        empty = [columns[c].strip() for c in np.flatnonzero(np.isnan(X[labelled]).all(axis=0))]
+        hint = "" if not empty or not labelled.any() else (
+            f"; no row has a value in {', '.join(map(repr, empty))}: leave {'them' if len(empty) > 1 else 'it'} "
+            f"out with {' '.join(f'--ignore-column {name}' for name in empty)}")
+        raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
+                        f"{notes['rows_dropped']} a value (--missing {missing}){hint}")
+    return X[keep], [label for label, k in zip(labels, keep) if k]
+
+
+def _encoded_table(ds: Dataset, source: str, columns: tuple[str, ...], text: TableText, fill: bool,
+             notes: dict[str, Any]) -> Dataset:
+    """``ds`` with its text columns and (``fill``) missing cells encoded as fitted on its training split, and
+    ``notes`` as its ``table_notes``, to which the cells filled and the unseen categories per split are added."""
     # by the names a saved model reads its columns by (table_columns'), which are stripped
-    encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values,
-                            fill=spec.missing == "mean")
+    encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values, fill=fill)
     encoding.check_memory(sum(ds.sizes.values()), source)
     encoded: dict[str, np.ndarray] = {}
     filled = np.zeros(len(columns), dtype=np.int64)
