@@ -319,6 +319,13 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         # (0.13,0.85,a), read as the header, was left out, and its numbers named the columns; 0,1,2,3 of 3 features
         # and labels 0-4 is what pandas writes for a frame of unnamed columns
         raise _sample_for_a_header(path, names, f"; its label cell {label_name!r} is one of the labels")
+    _refuse_text_columns(path, X, names, text)
+    return X, labels, *found[0], text
+
+
+def _refuse_text_columns(path: Path, X: np.ndarray, names: tuple[str, ...], text: TableText) -> None:
+    """DataError naming every column of text ``read_table`` found that cannot be trained on, all at once: numbers
+    written with a comma, numbers mixed with text, or too many different values (an id, a note)."""
     refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, values in list(text.values.items()):
         numbers = sum(map(is_number_text, values))
@@ -359,7 +366,6 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         raise DataError(f"{path}: {len(order)} columns cannot be trained on: "
                         f"{'; '.join(refused[c][1] for c in order)}; leave them out with "
                         f"{' '.join(f'--ignore-column {names[c].strip()}' for c in order)}")
-    return X, labels, *found[0], text
 
 
 def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = ()
