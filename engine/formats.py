@@ -493,9 +493,7 @@ def _read_rows(
                         raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has a "
                                         f"value in column {width + 1}, which the header leaves unnamed; name it in "
                                         f"the header")
-                    if take is not None:
-                        row = [row[i] for i in take] + (["-"] if unlabelled else [])
-                    rows.append(row)
+                    rows.append(_cut(row, take, unlabelled))
                     lines.append(reader.line_num)
                     if len(rows) == CSV_CHUNK_ROWS:
                         chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
@@ -508,17 +506,9 @@ def _read_rows(
                                               text, empty_label))
             except _MissingValue as missing:
                 # the rows after this read miss values too: all are named (counted) at once, not one read per run
-                later = missing.rows
-                number = len(labels) + len(rows)
-                for row in reader:
-                    if not row or len(row) != len(header):
-                        continue  # a blank line; a ragged row is said once the values are filled in
-                    number += 1
-                    if take is not None:
-                        row = [row[i] for i in take] + (["-"] if unlabelled else [])
-                    if text.misses(row[:label_index] + row[label_index + 1:]):
-                        later.append((number, reader.line_num))
-                raise DataError(missing.head + _more_missing(later, text.discover)) from None
+                later = _missing_rows_left(reader, len(header), take, unlabelled, label_index, text,
+                                           len(labels) + len(rows))
+                raise DataError(missing.head + _more_missing(missing.rows + later, text.discover)) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
                         f"\"CSV UTF-8\")") from exc
@@ -532,6 +522,26 @@ def _read_rows(
     X = np.concatenate(chunks)
     text.merged = _table_merged(X, text.wide, names)
     return X, labels
+
+
+def _cut(row: list[str], take: list[int] | None, unlabelled: bool) -> list[str]:
+    """A table's ``row`` cut to the columns ``take`` (None: all of them), with a label '-' where it has none."""
+    return row if take is None else [row[i] for i in take] + (["-"] if unlabelled else [])
+
+
+def _missing_rows_left(reader: Any, width: int, take: list[int] | None, unlabelled: bool, label_index: int,
+                       text: TableText, number: int) -> list[tuple[int, int]]:
+    """(row, line) of each row the csv ``reader`` has left (the first numbered ``number`` + 1) that misses a feature
+    value; blank lines, and rows of other than the header's ``width`` (said once the values are filled in), passed."""
+    found = []
+    for row in reader:
+        if not row or len(row) != width:
+            continue
+        number += 1
+        row = _cut(row, take, unlabelled)
+        if text.misses(row[:label_index] + row[label_index + 1:]):
+            found.append((number, reader.line_num))
+    return found
 
 
 def _table_merged(X32: np.ndarray, wide: dict[int, list[tuple[int, int, np.ndarray]]], names: tuple[str, ...]
