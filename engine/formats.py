@@ -377,8 +377,8 @@ def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: 
             header = _header(csv.reader(f, delimiter=delimiter))
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise read_error(path, exc, "not a readable table") from exc
-    if header is None:  # as read_table says it
-        raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+    if header is None:
+        raise _empty_table(path)
     _check_separator(path, header, delimiter)
     take, label_index = _columns_read(path, header, label_column, ignore)
     names = [header[i].strip() for i in take]
@@ -428,8 +428,8 @@ def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
             reader = csv.reader(f, delimiter=delimiter)
             header = [h.strip() for h in _header(reader) or []]
             if column.strip() not in header:
-                shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
-                raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are {shown}")
+                raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are "
+                                f"{_shown_columns(header)}")
             index = header.index(column.strip())
             return [row[index] for row in reader if row]
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
@@ -464,7 +464,7 @@ def _read_rows(
             reader = csv.reader(f, delimiter=delimiter)
             header = _header(reader, begins)
             if header is None:
-                raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+                raise _empty_table(path)
             if any("\n" in h or "\r" in h for h in header):  # a quote left open in the header (after blank lines)
                 _check_quotes(path, delimiter, begins[0])
             _check_separator(path, header, delimiter)
@@ -603,6 +603,10 @@ def _header(reader: Any, begins: list[int] | None = None) -> list[str] | None:
         begins[:] = [reader.line_num + 1]
         header = next(rows, None)
     return header
+
+
+def _empty_table(path: Path) -> DataError:
+    return DataError(f"{path}: empty file; expected a header row, then one row per sample")
 
 
 def _check_separator(path: Path, header: list[str], delimiter: str) -> None:
