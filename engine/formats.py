@@ -236,8 +236,8 @@ def read_npz_headers(path: Path, problem: str = CORRUPT_NPZ) -> dict[str, tuple[
 
 
 def load_npz(path: Path, problem: str = CORRUPT_NPZ) -> dict[str, np.ndarray]:
-    """Every array of the .npz at ``path`` by name (its headers checked first, see ``read_npz``), without unpickling;
-    DataError 'PATH: problem (...)' naming the member whose data cannot be read."""
+    """Every array of the .npz at ``path`` by name, without unpickling (callers check its headers first, as
+    ``read_npz`` does); DataError 'PATH: problem (...)' naming the member whose data cannot be read."""
     name = None  # the member being read
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -1008,7 +1008,7 @@ def read_images(
 
 def _open_image(file: Path) -> PILImage:
     """Pillow's lazy open (header only); DataError naming the file when it is not a readable image, or has more pixels
-    than Pillow opens without suspecting a decompression bomb (between that and twice it, Pillow only printed a
+    than Pillow opens without suspecting a decompression bomb (between that and twice it, Pillow itself only prints a
     warning of two lines beside the command's own)."""
     from PIL import Image
 
