@@ -85,13 +85,13 @@ IMPORTANCE_MIN_TRIALS = 8
 # report.html shows it on a screen up to PHONE_MEDIA wide
 PHONE_INCHES = 4.6
 PHONE_MEDIA = "(max-width: 700px)"
-# the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
 # engine.diagnostics.THRESHOLDS.bounce_low (studies may not import engine; a test keeps them equal): a loss that
 # fell to this share of its first value or below and came back up near it had a learning rate too high
 LOSS_BOUNCE_LOW = 0.5
 # the labels of a step too small or too large: beside another label they explain it (a run that barely trained
 # has a train-val gap between two accuracies near chance)
 LR_LABELS = ("lr_too_low", "lr_too_high")
+# the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
 DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
     "lr_too_high": "the loss exploded, went NaN, ended well above its first value or came back up near it after "
