@@ -275,7 +275,17 @@ def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None,
     if complete.empty:
         return None, {}
     row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
-    return int(row["number"]), {p: _plain(row[f"param_{p}"]) for p in params if _present(row.get(f"param_{p}"))}
+    return int(row["number"]), _row_params(row, params)
+
+
+def _row_params(row: Any, params: Sequence[str]) -> dict[str, Any]:
+    """The ``params`` a trials-frame row has a value of, each as a plain Python value."""
+    return {p: _plain(row[f"param_{p}"]) for p in params if _present(row.get(f"param_{p}"))}
+
+
+def _typed_params(params: dict[str, Any], dims: dict[str, Dim]) -> dict[str, Any]:
+    """``params`` with the value of an int dimension as an int (36, not the 36.0 of a column with a missing value)."""
+    return {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in params.items()}
 
 
 def at_grid_budget(random_frame: pd.DataFrame, grid_frame: pd.DataFrame) -> pd.DataFrame:
@@ -565,10 +575,8 @@ def _importance_trial(row: Any, distributions: dict[str, Any]) -> FrozenTrial | 
     """A COMPLETE trial rebuilt from a frame row with the params it has (a conditional one may be missing), log
     dimensions as their log10; None if a value lies outside the stage's space."""
     params = {}
-    for name, dist in distributions.items():
-        value = _plain(row[f"param_{name}"]) if f"param_{name}" in row and _present(row[f"param_{name}"]) else None
-        if value is None:
-            continue
+    for name, value in _row_params(row, list(distributions)).items():
+        dist = distributions[name]
         if _log_range(dist):
             if float(value) <= 0:
                 return None
@@ -638,7 +646,7 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     best, median = best_and_median(frame)
     number, best_p = best_params(frame, params)
     dims = dims or {}
-    best_p = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in best_p.items()}
+    best_p = _typed_params(best_p, dims)
     budget = budget_numbers(info.attrs.get("epochs"), frame)
     check_stored_space(info.study, info.attrs.get("space"))
     with attribute_read(info.study, "space"):
@@ -667,8 +675,7 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
     groups: dict[str, dict[str, Any]] = {}
     values = column_floats(finished, "value")
     for (_, row), value in zip(finished.iterrows(), values):
-        ps = {p: _plain(row[f"param_{p}"]) for p in params if f"param_{p}" in row and _present(row[f"param_{p}"])}
-        ps = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in ps.items()}
+        ps = _typed_params(_row_params(row, params), dims)
         group = groups.setdefault(_params_key(ps), {"params": ps, "values": [], "trials": [], "pruned": 0})
         group["values"].append(float(value) if math.isfinite(value) else 0.0)  # as search auto counts a run
         group["pruned"] += int(row["state"] != "COMPLETE")
@@ -962,7 +969,7 @@ def _caption(summary: dict[str, Any], name: str) -> str:
 def _label(row: Any, params: Sequence[str]) -> str:
     """A curve's legend: stage, number, two params and the value of a run that finished (a pruned run's value is
     of the epoch where it stopped: 1.0000 beside an exploded loss)."""
-    ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
+    ps = " ".join(f"{p}={value_text(v)}" for p, v in _row_params(row, params[:2]).items())
     value = _num(row.get("value")) if row.get("state", "COMPLETE") == "COMPLETE" else None
     return f"{row['stage']} #{int(row['number'])} {ps}" + (f" (value {value:.4f})" if value is not None else "")
 
