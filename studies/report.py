@@ -201,8 +201,12 @@ def best_so_far_by_trial(frame: pd.DataFrame) -> np.ndarray:
 def best_so_far_by_time(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(cumulative training seconds, running best) after each trial in trial order."""
     ordered = in_trial_order(frame)
-    seconds = np.nan_to_num(column_floats(ordered, "seconds"), nan=0.0)
-    return np.cumsum(seconds), best_so_far_by_trial(ordered)
+    return np.cumsum(_training_seconds(ordered)), best_so_far_by_trial(ordered)
+
+
+def _training_seconds(frame: pd.DataFrame) -> np.ndarray:
+    """Each trial's training seconds, 0 where the frame has none."""
+    return np.nan_to_num(column_floats(frame, "seconds"), nan=0.0)
 
 
 def trials_to_within(frame: pd.DataFrame, within: float = WITHIN) -> int | None:
@@ -271,11 +275,16 @@ def _valued(frame: pd.DataFrame) -> pd.DataFrame:
 
 def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, Any]]:
     """(trial number, params as their real values) of the best COMPLETE trial (lowest number on ties)."""
-    complete = _valued(frame)
-    if complete.empty:
+    ranked = _best_first(frame)
+    if ranked.empty:
         return None, {}
-    row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
+    row = ranked.iloc[0]
     return int(row["number"]), _row_params(row, params)
+
+
+def _best_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """The COMPLETE trials of ``frame`` with a finite value, best first (lowest number on ties)."""
+    return _valued(frame).sort_values(["value", "number"], ascending=[False, True], kind="stable")
 
 
 def _row_params(row: Any, params: Sequence[str]) -> dict[str, Any]:
@@ -306,7 +315,7 @@ def first_finished(frame: pd.DataFrame, n: int) -> pd.DataFrame:
 def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
     """One side of a grid-vs-random comparison: best, median, distinct values, trials to within 1 point."""
     best, median = best_and_median(frame)
-    seconds = np.nan_to_num(column_floats(frame, "seconds"), nan=0.0)
+    seconds = _training_seconds(frame)
     counts = state_counts(frame)
     return {
         "trials": counts["trials"], "complete": counts["complete"], "pruned": counts["pruned"],
@@ -535,7 +544,7 @@ class Report:
 
 def budget_numbers(epochs: Any, frame: pd.DataFrame) -> dict[str, Any]:
     """What a stage spent: epochs per trial, epochs run (see the module docstring), training seconds."""
-    seconds = float(np.nan_to_num(column_floats(frame, "seconds"), nan=0.0).sum())
+    seconds = float(_training_seconds(frame).sum())
     complete = (frame["state"] == "COMPLETE").to_numpy()
     samples = column_floats(frame, "iterations") * _batch_sizes(frame)  # a full run's are the same at any batch size
     full = samples[complete & np.isfinite(samples)]
@@ -1066,8 +1075,7 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
 def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,
                        params: Sequence[str]) -> list[tuple[str, list, float | None]]:
     """(title, curves, explosion threshold) of the loss-curve plot's two panels: the best trials, the exploded ones."""
-    complete = _valued(frame)
-    best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
+    best = _best_first(frame).head(BEST_CURVES)
     exploded = frame[(frame["state"] == "PRUNED")
                      & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
     panels = []
