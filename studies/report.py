@@ -896,24 +896,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     order, reason = importance_order(stages, params, partial)
 
     pairs = grid_pairs(infos)
-    comparison: dict[str, Any] = {"pairs": [], "hint": None}
-    for random_name, grid_name in pairs:
-        grid_frame, random_frame = by_study.get(grid_name, empty), by_study.get(random_name, empty)
-        used = at_grid_budget(random_frame, grid_frame)
-        r_side = side_numbers(used, params)
-        g_side = side_numbers(grid_frame, params)
-        comparison["pairs"].append({
-            "random_study": random_name, "grid_study": grid_name, "random": r_side, "grid": g_side,
-            "random_trials": len(used), "random_stage_trials": len(random_frame),
-            "outcome": outcome(r_side["best_value"], g_side["best_value"]),
-        })
-    if not pairs:
-        where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
-        comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
-    repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
-    if repeats is not None:
-        comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
+    comparison, repeats = _grid_comparison(storage, campaign, frame, by_study, params, pairs)
     examples = _read_examples(storage, diagnosis_examples(infos, by_study))
     final = [i for i in infos if i.stage == "final"]
     chosen = chosen_configuration(final[-1], by_study.get(final[-1].study, empty), params, dims) if final else None
@@ -954,6 +937,33 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
         report.images, report.phone = plots.render_pngs(jobs)
         summary["images"] = {name: f"{name}.png" for name in report.images}
     return report
+
+
+def _grid_comparison(storage: optuna.storages.BaseStorage, campaign: str, frame: pd.DataFrame,
+                     by_study: dict[str, pd.DataFrame], params: Sequence[str], pairs: Sequence[tuple[str, str]]
+                     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The report's grid-vs-random section (each pair's two sides at the grid's budget, their outcome; the command
+    that adds a grid stage where there is none) and, over two or more pairs, ``repeat_numbers`` (None otherwise)."""
+    empty = frame.iloc[0:0]
+    comparison: dict[str, Any] = {"pairs": [], "hint": None}
+    for random_name, grid_name in pairs:
+        grid_frame, random_frame = by_study.get(grid_name, empty), by_study.get(random_name, empty)
+        used = at_grid_budget(random_frame, grid_frame)
+        r_side = side_numbers(used, params)
+        g_side = side_numbers(grid_frame, params)
+        comparison["pairs"].append({
+            "random_study": random_name, "grid_study": grid_name, "random": r_side, "grid": g_side,
+            "random_trials": len(used), "random_stage_trials": len(random_frame),
+            "outcome": outcome(r_side["best_value"], g_side["best_value"]),
+        })
+    if not pairs:
+        where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
+        comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
+                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
+    repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
+    if repeats is not None:
+        comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
+    return comparison, repeats
 
 
 def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
