@@ -1055,23 +1055,7 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
                 stars, [i.stage for i in drawn if i.is_grid], [colour.get(r[0]) for r in rects], legend_below=narrow))
     curves = _loss_curves_drawn(storage, frame, order)
     add("loss_curves", lambda narrow: _loss_curve_figure(curves, narrow))
-    if pairs:
-        series, colours = [], []
-        for random_name, grid_name in pairs[:5]:
-            for name in (random_name, grid_name):
-                secs, best = best_so_far_by_time(by_study.get(name, frame.iloc[0:0]))
-                stage = name.rpartition("/")[2]
-                label = stage + (" (grid)" if name == grid_name else " (random)")
-                label = label.replace("grid (grid)", "grid").replace("random (random)", "random")
-                series.append((label, np.concatenate([[0.0], secs]), np.concatenate([[np.nan], best])))
-                colours.append(colour.get(stage))
-    else:  # no grid: each stage's own best so far, stages one after another on the campaign's training time
-        series, start = [], 0.0
-        colours = [colour[stage] for stage, _ in staged]
-        for stage, f in staged:
-            secs, best = best_so_far_by_time(f)
-            series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
-            start += float(secs[-1]) if secs.size else 0.0
+    series, colours = _best_so_far_series(frame, by_study, staged, pairs, colour)
     if series:
         add("best_so_far", lambda narrow: plots.plot_best_so_far(
             plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0], series, colours=colours))
@@ -1080,6 +1064,31 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
             plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0],
             [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
     return jobs
+
+
+def _best_so_far_series(frame: pd.DataFrame, by_study: dict[str, pd.DataFrame],
+                        staged: Sequence[tuple[str, pd.DataFrame]], pairs: Sequence[tuple[str, str]],
+                        colour: dict[str, Any]) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[Any]]:
+    """The best-so-far plot's (label, cumulative seconds, best so far) series and their colours: random and grid of
+    up to five pairs, or with no grid each stage's own, stages one after another on the campaign's training time."""
+    series, colours = [], []
+    if pairs:
+        for random_name, grid_name in pairs[:5]:
+            for name in (random_name, grid_name):
+                secs, best = best_so_far_by_time(by_study.get(name, frame.iloc[0:0]))
+                stage = name.rpartition("/")[2]
+                label = stage + (" (grid)" if name == grid_name else " (random)")
+                label = label.replace("grid (grid)", "grid").replace("random (random)", "random")
+                series.append((label, np.concatenate([[0.0], secs]), np.concatenate([[np.nan], best])))
+                colours.append(colour.get(stage))
+        return series, colours
+    start = 0.0
+    for stage, f in staged:
+        secs, best = best_so_far_by_time(f)
+        series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
+        colours.append(colour[stage])
+        start += float(secs[-1]) if secs.size else 0.0
+    return series, colours
 
 
 def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,
