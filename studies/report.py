@@ -1040,19 +1040,11 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
     numeric = [n for n in order if dims[n].numeric][:2]
     if len(numeric) == 2:
         x, y = dims[numeric[0]], dims[numeric[1]]
-        drawn = [i for i in infos if not i.is_fixed] or list(infos)  # fixed stages share their parent's space
-        rects, stars = [], []
-        for info in drawn:
-            rx, ry = _range_of(info.space.get(x.name)), _range_of(info.space.get(y.name))
-            if rx is not None and ry is not None:
-                rects.append((info.stage, rx, ry))
-            _, best_p = best_params(by_study.get(info.study, frame.iloc[0:0]), numeric)
-            if x.name in best_p and y.name in best_p:
-                stars.append((info.stage, float(best_p[x.name]), float(best_p[y.name])))
+        rects, stars, grids = _ranges_drawn(infos, by_study, frame, x.name, y.name)
         if rects:
             add("ranges", lambda narrow: plots.plot_ranges(
                 plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.6))[0, 0], rects, x.name, y.name, (x.log, y.log),
-                stars, [i.stage for i in drawn if i.is_grid], [colour.get(r[0]) for r in rects], legend_below=narrow))
+                stars, grids, [colour.get(r[0]) for r in rects], legend_below=narrow))
     curves = _loss_curves_drawn(storage, frame, order)
     add("loss_curves", lambda narrow: _loss_curve_figure(curves, narrow))
     series, colours = _best_so_far_series(frame, by_study, staged, pairs, colour)
@@ -1064,6 +1056,23 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
             plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0],
             [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
     return jobs
+
+
+def _ranges_drawn(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFrame], frame: pd.DataFrame, x: str,
+                  y: str) -> tuple[list[tuple[str, tuple[float, float], tuple[float, float]]],
+                                   list[tuple[str, float, float]], list[str]]:
+    """The range plot's rectangles (stage, range of ``x``, range of ``y``), best trials (stage, x, y) and grid stages,
+    over the stages that sampled (a fixed stage shares its parent's space), or all where none did."""
+    drawn = [i for i in infos if not i.is_fixed] or list(infos)
+    rects, stars = [], []
+    for info in drawn:
+        rx, ry = _range_of(info.space.get(x)), _range_of(info.space.get(y))
+        if rx is not None and ry is not None:
+            rects.append((info.stage, rx, ry))
+        _, best_p = best_params(by_study.get(info.study, frame.iloc[0:0]), [x, y])
+        if x in best_p and y in best_p:
+            stars.append((info.stage, float(best_p[x]), float(best_p[y])))
+    return rects, stars, [i.stage for i in drawn if i.is_grid]
 
 
 def _best_so_far_series(frame: pd.DataFrame, by_study: dict[str, pd.DataFrame],
