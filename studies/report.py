@@ -825,8 +825,8 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         return f"{word}: -" if worst is None else f"{_decimal_text(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
-        return (f"initial loss {_fmt(first)} vs {_fmt(expected)}" if first is not None and expected is not None
-                else "initial loss -")
+        return (f"initial loss {_short_number(first)} vs {_short_number(expected)}"
+                if first is not None and expected is not None else "initial loss -")
     if label == "still_learning":
         return f"train {acc['train_acc']}, loss still falling {_pct_text(n.get('late_loss_fall'))} a tenth"
     if label == "healthy":
@@ -985,7 +985,7 @@ def _caption(summary: dict[str, Any], name: str) -> str:
     return (summary.get("captions") or {}).get(name) or IMAGE_CAPTIONS.get(name, name)
 
 
-def _label(row: Any, params: Sequence[str]) -> str:
+def _curve_legend(row: Any, params: Sequence[str]) -> str:
     """A curve's legend: stage, number, two params and the value of a run that finished (a pruned run's value is
     of the epoch where it stopped: 1.0000 beside an exploded loss)."""
     ps = " ".join(f"{p}={value_text(v)}" for p, v in _row_params(row, params[:2]).items())
@@ -1111,8 +1111,8 @@ def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame
                                      (exploded, "exploded trials (pruned)", 3.0)):
         found = {study: loss_curves(storage, str(study), [int(n) for n in rows["number"]])
                  for study, rows in chosen.groupby("study", sort=False)}
-        curves = [(_label(row, params), _num(row["iterations"]) or 0.0, found[row["study"]][int(row["number"])])
-                  for _, row in chosen.iterrows()]
+        curves = [(_curve_legend(row, params), _num(row["iterations"]) or 0.0,
+                   found[row["study"]][int(row["number"])]) for _, row in chosen.iterrows()]
         panels.append((title, curves, threshold))
     return panels
 
@@ -1147,7 +1147,7 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _fmt(x: float) -> str:
+def _short_number(x: float) -> str:
     """A number to 3 decimals (trailing zeros dropped), or to 3 significant digits below 0.001 and from 10,000."""
     return f"{x:.3g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.3f}".rstrip("0").rstrip(".")
 
