@@ -921,7 +921,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
         warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]
     few = [c for c in range(len(names)) if train[c] < FEW_SAMPLES_WARNING]
-    if few:  # past FEW_CLASSES_NAMED classes (1,803 of 10,000 took 1,800 lines), the fewest samples first
+    if few:  # past FEW_CLASSES_NAMED classes (thousands could be few), the fewest samples first
         named = few if len(few) <= FEW_CLASSES_NAMED else sorted(few, key=lambda c: train[c])[:FEW_CLASSES_NAMED]
         listed = ", ".join(f"{names[c]!r} ({train[c]})" for c in named)
         warnings.append(f"few training samples (< {FEW_SAMPLES_WARNING}) in class {listed}" if named == few else

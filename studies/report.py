@@ -793,7 +793,8 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
     gap_text = "-" if gap is None else f"{_decimal_text(gap * 100, 1)} pts"
-    # to 4 decimals, as search explain and search trials give them: "train 0.99, val 0.94: gap 5.5 pts" did not add up
+    # to 4 decimals, as search explain and search trials give them, so that the gap adds up (0.99 and 0.94 would
+    # not show a gap of 5.5 pts)
     acc = {k: _acc(_num(n.get(k))) for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
         change = _num(n.get("loss_change"))
