@@ -421,26 +421,7 @@ def _assemble(
     """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified
     (``labels_from``: see ``stratified_split``). ``unsplit``: the file's arrays are named X and y, not X_train and
     y_train, as messages name them."""
-    Xs: dict[str, np.ndarray] = {}
-    ys: dict[str, np.ndarray] = {}
-    notes: list[str] = []
-    sample_shape: tuple[int, ...] | None = None
-    for split, (X, y) in given.items():
-        X, y = channels_first(np.asarray(X)), np.asarray(y)
-        X_key, y_key = ("X", "y") if unsplit else (f"X_{split}", f"y_{split}")
-        if X.ndim not in (2, 3, 4):
-            raise DataError(f"{source}: {X_key} must be N x D or N x [C x] H x W, got shape {X.shape}")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise DataError(f"{source}: {y_key} must hold one label per sample, got shape {y.shape}")
-        if len(X) != len(y):
-            raise DataError(f"{source}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
-        if sample_shape is not None and X.shape[1:] != sample_shape:
-            raise DataError(f"{source}: {X_key} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
-        sample_shape = X.shape[1:]
-        Xs[split], ys[split] = _features(source, X_key, X, nan_ok), y
-        notes += filter(None, [_integer_merged_warning(X_key, X, Xs[split])])
+    Xs, ys, notes, sample_shape = _checked_splits(source, given, nan_ok, unsplit)
     if len(ys["train"]) == 0:
         raise DataError(f"{source}: no training samples")
     if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
@@ -448,12 +429,7 @@ def _assemble(
     codes, names = _encode_labels(source, ys, label_names)
     if len(names) < 2:
         raise DataError(f"{source}: only one class ({names[0]!r}); classification needs at least two")
-    for split, title in (("val", "validation"), ("test", "test")):  # a class the model never trains on
-        unseen = np.setdiff1d(codes[split], codes["train"]) if split in codes else np.array([], dtype=np.int64)
-        if unseen.size:
-            listed = ", ".join(repr(names[c]) for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
-            raise DataError(f"{source}: {'classes' if unseen.size > 1 else 'class'} {listed} "
-                            f"{'appear' if unseen.size > 1 else 'appears'} in the {title} split but not in training")
+    _refuse_unseen_classes(source, codes, names)
 
     rng = np.random.default_rng(seed)
     missing = [split for split in ("val", "test") if split not in given]
@@ -476,6 +452,45 @@ def _assemble(
         num_classes=len(names), image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
         label_names=names, feature_names=feature_names, notes=tuple(notes),
     )
+
+
+def _checked_splits(
+    source: str, given: dict[str, tuple[Any, Any]], nan_ok: bool, unsplit: bool
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str], tuple[int, ...] | None]:
+    """The features float32 (N, D) and labels (N,) of each split ``given``, checked (their shapes, a label a sample,
+    one shape of sample in all splits), the warnings that integers merged as float32, and the shape of a sample."""
+    Xs: dict[str, np.ndarray] = {}
+    ys: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    sample_shape: tuple[int, ...] | None = None
+    for split, (X, y) in given.items():
+        X, y = channels_first(np.asarray(X)), np.asarray(y)
+        X_key, y_key = ("X", "y") if unsplit else (f"X_{split}", f"y_{split}")
+        if X.ndim not in (2, 3, 4):
+            raise DataError(f"{source}: {X_key} must be N x D or N x [C x] H x W, got shape {X.shape}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise DataError(f"{source}: {y_key} must hold one label per sample, got shape {y.shape}")
+        if len(X) != len(y):
+            raise DataError(f"{source}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
+        if sample_shape is not None and X.shape[1:] != sample_shape:
+            raise DataError(f"{source}: {X_key} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
+        sample_shape = X.shape[1:]
+        Xs[split], ys[split] = _features(source, X_key, X, nan_ok), y
+        notes += filter(None, [_integer_merged_warning(X_key, X, Xs[split])])
+    return Xs, ys, notes, sample_shape
+
+
+def _refuse_unseen_classes(source: str, codes: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
+    """DataError naming the classes of a given val or test split that training has none of: the model never
+    trains on them."""
+    for split, title in (("val", "validation"), ("test", "test")):
+        unseen = np.setdiff1d(codes[split], codes["train"]) if split in codes else np.array([], dtype=np.int64)
+        if unseen.size:
+            listed = ", ".join(repr(names[c]) for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
+            raise DataError(f"{source}: {'classes' if unseen.size > 1 else 'class'} {listed} "
+                            f"{'appear' if unseen.size > 1 else 'appears'} in the {title} split but not in training")
 
 
 # ---------------------------------------------------------------------------------------------
