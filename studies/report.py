@@ -1053,10 +1053,14 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
         add("best_so_far", lambda narrow: plots.plot_best_so_far(
             plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0], series, colours=colours))
     if repeats is not None:
-        add("repeats", lambda narrow: plots.plot_median_band(
-            plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0],
-            [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
+        add("repeats", lambda narrow: _repeats_figure(repeats, width(narrow, 7.0)))
     return jobs
+
+
+def _repeats_figure(repeats: dict[str, Any], inches: float) -> Any:
+    """The median-band plot of ``repeat_numbers``' best-so-far curves, random against grid, ``inches`` wide."""
+    ax = plots.new_axes(1, 1, size=(inches, 4.2))[0, 0]
+    return plots.plot_median_band(ax, [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])])
 
 
 def _ranges_drawn(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFrame], frame: pd.DataFrame, x: str,
@@ -1651,10 +1655,7 @@ def compare_report(storage: optuna.storages.BaseStorage, pairs: Sequence[tuple[s
     summary = {"campaign": campaign, "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                **{k: v for k, v in rep.items() if not k.endswith("_curves")},
                "images": {"repeats": "repeats.png"}}
-    ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-    png = plots.figure_png(plots.plot_median_band(ax, [("random", rep["random_curves"]),
-                                                       ("grid", rep["grid_curves"])]))
-    return Report(summary, {"repeats": png})
+    return Report(summary, {"repeats": plots.figure_png(_repeats_figure(rep, 7.0))})
 
 
 def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
