@@ -246,7 +246,7 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
             "seconds_saved": float((saved * sizes).sum()) * per_sample}
 
 
-def state_counts(frame: pd.DataFrame) -> dict[str, int]:
+def frame_state_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Trials by state, under the names ``search studies`` and a stage's --json give them (complete, pruned, fail,
     running, waiting), PRUNED split by stop_reason (exploded, nan, other), ``fail_error`` the FAIL trials that failed
     by an error in the trial (not run again); ``trials``: every trial row."""
@@ -316,7 +316,7 @@ def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
     """One side of a grid-vs-random comparison: best, median, distinct values, trials to within 1 point."""
     best, median = best_and_median(frame)
     seconds = _training_seconds(frame)
-    counts = state_counts(frame)
+    counts = frame_state_counts(frame)
     return {
         "trials": counts["trials"], "complete": counts["complete"], "pruned": counts["pruned"],
         "best_value": best, "median_value": median, "distinct": distinct_counts(frame, params),
@@ -664,7 +664,7 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
         "sampler": info.attrs.get("sampler"), "scheduler": info.attrs.get("scheduler"),
         "epochs": info.attrs.get("epochs"),
-        "budget": info.attrs.get("n_trials"), "counts": state_counts(frame),
+        "budget": info.attrs.get("n_trials"), "counts": frame_state_counts(frame),
         "space": info.space, "space_text": text, "range_notes": list(info.attrs.get("range_notes") or []),
         "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
         "training_seconds": budget["training_seconds"], "spent": budget, "pruning": pruning_savings(frame),
@@ -1694,6 +1694,8 @@ __all__ = [
     "diagnosis_label_rows",
     "diagnosis_text",
     "distinct_counts",
+    "distribution",
+    "frame_state_counts",
     "grid_pairs",
     "importance_order",
     "outcome",
@@ -1709,8 +1711,6 @@ __all__ = [
     "size_text",
     "space_text",
     "stage_numbers",
-    "distribution",
-    "state_counts",
     "trials_to_within",
     "write_compare_report",
     "write_report",
