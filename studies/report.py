@@ -362,12 +362,12 @@ def repeat_numbers(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]],
     rows = []
     random_runs, grid_runs = [], []
     for random_name, grid_name in pairs:
-        stage_frame, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
-        random_frame = at_grid_budget(stage_frame, grid_frame)
+        random_stage, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
+        random_frame = at_grid_budget(random_stage, grid_frame)
         rb, _ = best_and_median(random_frame)
         gb, _ = best_and_median(grid_frame)
         rows.append({"random": random_name, "grid": grid_name, "random_best": rb, "grid_best": gb,
-                     "random_trials": len(random_frame), "random_stage_trials": len(stage_frame),
+                     "random_trials": len(random_frame), "random_stage_trials": len(random_stage),
                      "grid_trials": len(grid_frame), "outcome": outcome(rb, gb, tolerance)})
         random_runs.append(best_so_far_by_trial(random_frame))
         grid_runs.append(best_so_far_by_trial(grid_frame))
@@ -1272,9 +1272,9 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
     if fixed:
         notes.append(f"{', '.join(fixed)}: left out of importance and of the pair plot's choice (sampler fixed: "
                      f"a few earlier configurations re-run, nothing sampled)")
-    x = summary["pair"]["params"]
-    if len(x) == 2:
-        notes.append(f"pair plot: {x[0]} x {x[1]}, {summary['pair']['reason']}")
+    pair = summary["pair"]["params"]
+    if len(pair) == 2:
+        notes.append(f"pair plot: {pair[0]} x {pair[1]}, {summary['pair']['reason']}")
     return notes
 
 
