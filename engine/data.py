@@ -91,7 +91,8 @@ def _check_fractions(val_fraction: Any, test_fraction: Any) -> None:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data (a built-in name or a path: .npz, .csv/.tsv, image folder, CIFAR-10 folder), how to read and split it."""
+    """Which data (a built-in name or a path: .npz, .csv/.tsv, image folder, CIFAR-10 folder), how to read and split
+    it."""
 
     name: str = "digits"
     data_dir: str | None = None
@@ -449,7 +450,8 @@ def _assemble(
     X_tr, y_tr, X_va, y_va, X_te, y_te = out
     return Dataset(
         name=name, X_train=X_tr, y_train=y_tr, X_val=X_va, y_val=y_va, X_test=X_te, y_test=y_te,
-        num_classes=len(names), image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
+        num_classes=len(names),
+        image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
         label_names=names, feature_names=feature_names, notes=tuple(notes),
     )
 

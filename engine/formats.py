@@ -185,7 +185,8 @@ def unsupported_text(path: Path) -> str:
 
 
 def sha256_files(root: Path, files: list[Path]) -> str:
-    """sha256 of one file's bytes (root is that file), or of a folder's files: sorted relative paths, sizes and bytes."""
+    """sha256 of one file's bytes (root is that file), or of a folder's files: sorted relative paths, sizes and
+    bytes."""
     digest = hashlib.sha256()
     try:
         if root.is_file():

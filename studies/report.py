@@ -184,7 +184,8 @@ def distinct_counts(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, int
     """Number of distinct values each parameter took over the trials that have it (numbers to 12 digits)."""
     counts = {}
     for name in params:
-        keys = {(k, float(f"{v:.12g}")) if k == "number" else (k, v) for k, v in map(value_key, param_values(frame, name))}
+        keys = {(k, float(f"{v:.12g}")) if k == "number" else (k, v)
+                for k, v in map(value_key, param_values(frame, name))}
         counts[name] = len(keys)
     return counts
 
@@ -325,7 +326,8 @@ def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
 
 
 def outcome(random_best: float | None, grid_best: float | None, tolerance: float = TIE_TOLERANCE) -> str:
-    """Random vs grid: "win" (random better by more than ``tolerance``), "tie", "loss", or "n/a" (a side has no value)."""
+    """Random vs grid: "win" (random better by more than ``tolerance``), "tie", "loss", or "n/a" (a side has no
+    value)."""
     if random_best is None or grid_best is None:
         return "n/a"
     if random_best > grid_best + tolerance:
@@ -524,7 +526,8 @@ def space_text(space: dict[str, Any]) -> str:
             parts.append(f"{name}={','.join(value_text(c) for c in dim.choices)}")
         elif dim is not None and bounds is not None:
             low, high = (f"{int(b)}" if dim.kind == "int" else f"{b:.3g}" for b in bounds)
-            parts.append(f"{name}={low}:{high}" + ("" if dim.log else ":linear") + (":int" if dim.kind == "int" else ""))
+            parts.append(f"{name}={low}:{high}" + ("" if dim.log else ":linear")
+                         + (":int" if dim.kind == "int" else ""))
         else:
             parts.append(format_space({name: spec}))
     return " ".join(parts)
@@ -692,7 +695,8 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
     if not groups:
         return None
     candidates = [{"params": g["params"], "value": float(np.mean(g["values"])), "std": float(np.std(g["values"])),
-                   "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]} for g in groups.values()]
+                   "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]}
+                  for g in groups.values()]
     best = max(candidates, key=lambda c: c["value"])  # the first in trial order on ties, as search auto picks
     stopped = info.attrs.get("fine_stages_stopped")  # why search auto added no further fine stage
     return {"stage": info.stage, "study": info.study, "epochs": info.attrs.get("epochs"), **best,
@@ -974,7 +978,8 @@ def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
 
 def _diagnosis_figure(examples: Sequence[dict[str, Any]], phone: bool = False) -> Any:
     data = [{"title": f"{ex['label']}: {ex['text']}\n{ex['trial']}"
-                      + (f" (value {ex['value']:.4f})" if ex["value"] is not None else f" ({str(ex['state']).lower()})"),
+                      + (f" (value {ex['value']:.4f})" if ex["value"] is not None
+                         else f" ({str(ex['state']).lower()})"),
              "iterations": ex["iterations"], "threshold": 3.0 if ex["label"] == "lr_too_high" else None,
              **ex["curves"]} for ex in examples]
     panels = plots.diagnosis_axes(len(data), cols=1, size=(PHONE_INCHES, 2.8)) if phone else plots.diagnosis_axes(
@@ -1281,8 +1286,8 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
 def _diagnosis_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     labels = summary["diagnoses"]["labels"]
     head = ["stage", "trials diagnosed", *labels]
-    return head, [[s["stage"], _count(s["diagnosed_trials"]), *(_count(s["diagnoses"].get(label, 0)) for label in labels)]
-                  for s in summary["stages"]]
+    return head, [[s["stage"], _count(s["diagnosed_trials"]),
+                   *(_count(s["diagnoses"].get(label, 0)) for label in labels)] for s in summary["stages"]]
 
 
 def _diagnosis_notes(summary: dict[str, Any]) -> list[str]:
