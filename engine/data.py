@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.cifar import (  # noqa: F401  (re-exported: engine.data is where callers find the CIFAR reader)
+from engine.cifar import (
     CIFAR_CLASSES,
     CIFAR_DIM,
     CIFAR_FILES,
@@ -92,7 +92,8 @@ def _check_fractions(val_fraction: Any, test_fraction: Any) -> None:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data (a built-in name or a path: .npz, .csv/.tsv, image folder, CIFAR-10 folder), how to read and split it."""
+    """Which data (a built-in name or a path: .npz, .csv/.tsv, image folder, CIFAR-10 folder), how to read and split
+    it."""
 
     name: str = "digits"
     data_dir: str | None = None
@@ -111,6 +112,7 @@ class DataSpec:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"data must be a dataset name or a path, got {self.name!r}")
         check_dataset_name(self.name)
+        table = Path(self.name).suffix.lower() in (".csv", ".tsv")
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path string, got {self.data_dir!r}")
         if self.data_dir is not None and self.name != "cifar10":
@@ -124,7 +126,7 @@ class DataSpec:
         if self.label_column is not None:
             if not isinstance(self.label_column, str) or not self.label_column.strip():
                 raise ConfigError(f"--label-column must name a column, got {self.label_column!r}")
-            if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+            if not table:
                 raise ConfigError(f"--label-column {self.label_column!r} applies to .csv/.tsv data only, "
                                   f"not {self.name!r}")
         # '' names the columns with no name in the header (see formats._columns_read)
@@ -133,14 +135,14 @@ class DataSpec:
             bad = next((c for c in self.ignore_columns if not isinstance(c, str)),
                        self.ignore_columns) if isinstance(self.ignore_columns, (tuple, list)) else self.ignore_columns
             raise ConfigError(f"--ignore-column must name a column, got {bad!r}")
-        if self.ignore_columns and Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+        if self.ignore_columns and not table:
             raise ConfigError(f"--ignore-column {', '.join(map(repr, self.ignore_columns))} applies to .csv/.tsv "
                               f"data only, not {self.name!r}")
         object.__setattr__(self, "ignore_columns", tuple(self.ignore_columns))
         if self.missing is not None:
             if self.missing not in MISSING_POLICIES:
                 raise ConfigError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {shown(self.missing)}")
-            if Path(self.name).suffix.lower() not in (".csv", ".tsv"):
+            if not table:
                 raise ConfigError(f"--missing {self.missing!r} applies to .csv/.tsv data only, not {self.name!r}")
         if self.image_size is not None:
             size = self.image_size
@@ -353,6 +355,14 @@ def _features(source: str, key: str, X: np.ndarray, nan_ok: bool = False) -> np.
     return X32
 
 
+def _integer_merged_warning(key: str, X: np.ndarray, X32: np.ndarray) -> str | None:
+    """``merged_values_warning`` of the array ``key`` of integers X (N, ...) as read, X32 its float32 features (N, D),
+    naming a feature by its index; None for other dtypes (a table's cells are judged as they are read)."""
+    if X.dtype.kind not in "iu":
+        return None
+    return merged_values_warning(X.reshape(len(X), -1), X32, lambda j: f"{key} feature {j} (counting from 0)")
+
+
 def _label_text(value: Any) -> str:
     """A class value as its name: bytes decoded, integral floats without '.0' (1e+30 past float's exact integers),
     other floats (a label to score, 2.5) as they are, never cut to an integer."""
@@ -412,28 +422,7 @@ def _assemble(
     """A Dataset from the splits a file or caller gives: checked, labels encoded, missing val/test drawn stratified
     (``labels_from``: see ``stratified_split``). ``unsplit``: the file's arrays are named X and y, not X_train and
     y_train, as messages name them."""
-    Xs: dict[str, np.ndarray] = {}
-    ys: dict[str, np.ndarray] = {}
-    notes: list[str] = []
-    sample_shape: tuple[int, ...] | None = None
-    for split, (X, y) in given.items():
-        X, y = channels_first(np.asarray(X)), np.asarray(y)
-        X_key, y_key = ("X", "y") if unsplit else (f"X_{split}", f"y_{split}")
-        if X.ndim not in (2, 3, 4):
-            raise DataError(f"{source}: {X_key} must be N x D or N x [C x] H x W, got shape {X.shape}")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise DataError(f"{source}: {y_key} must hold one label per sample, got shape {y.shape}")
-        if len(X) != len(y):
-            raise DataError(f"{source}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
-        if sample_shape is not None and X.shape[1:] != sample_shape:
-            raise DataError(f"{source}: {X_key} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
-        sample_shape = X.shape[1:]
-        Xs[split], ys[split] = _features(source, X_key, X, nan_ok), y
-        if X.dtype.kind in "iu":  # a table's cells are judged as they are read
-            notes += filter(None, [merged_values_warning(X.reshape(len(X), -1), Xs[split],
-                                                         lambda j: f"{X_key} feature {j} (counting from 0)")])
+    Xs, ys, notes, sample_shape = _checked_splits(source, given, nan_ok, unsplit)
     if len(ys["train"]) == 0:
         raise DataError(f"{source}: no training samples")
     if image_shape is None and sample_shape is not None and len(sample_shape) >= 2:
@@ -441,12 +430,7 @@ def _assemble(
     codes, names = _encode_labels(source, ys, label_names)
     if len(names) < 2:
         raise DataError(f"{source}: only one class ({names[0]!r}); classification needs at least two")
-    for split, title in (("val", "validation"), ("test", "test")):  # a class the model never trains on
-        unseen = np.setdiff1d(codes[split], codes["train"]) if split in codes else np.array([], dtype=np.int64)
-        if unseen.size:
-            listed = ", ".join(repr(names[c]) for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
-            raise DataError(f"{source}: {'classes' if unseen.size > 1 else 'class'} {listed} "
-                            f"{'appear' if unseen.size > 1 else 'appears'} in the {title} split but not in training")
+    _refuse_unseen_classes(source, codes, names)
 
     rng = np.random.default_rng(seed)
     missing = [split for split in ("val", "test") if split not in given]
@@ -466,9 +450,49 @@ def _assemble(
     X_tr, y_tr, X_va, y_va, X_te, y_te = out
     return Dataset(
         name=name, X_train=X_tr, y_train=y_tr, X_val=X_va, y_val=y_va, X_test=X_te, y_test=y_te,
-        num_classes=len(names), image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
+        num_classes=len(names),
+        image_shape=tuple(int(v) for v in image_shape) if image_shape else None,  # type: ignore[arg-type]
         label_names=names, feature_names=feature_names, notes=tuple(notes),
     )
+
+
+def _checked_splits(
+    source: str, given: dict[str, tuple[Any, Any]], nan_ok: bool, unsplit: bool
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str], tuple[int, ...] | None]:
+    """The features float32 (N, D) and labels (N,) of each split ``given``, checked (their shapes, a label a sample,
+    one shape of sample in all splits), the warnings that integers merged as float32, and the shape of a sample."""
+    Xs: dict[str, np.ndarray] = {}
+    ys: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    sample_shape: tuple[int, ...] | None = None
+    for split, (X, y) in given.items():
+        X, y = channels_first(np.asarray(X)), np.asarray(y)
+        X_key, y_key = ("X", "y") if unsplit else (f"X_{split}", f"y_{split}")
+        if X.ndim not in (2, 3, 4):
+            raise DataError(f"{source}: {X_key} must be N x D or N x [C x] H x W, got shape {X.shape}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise DataError(f"{source}: {y_key} must hold one label per sample, got shape {y.shape}")
+        if len(X) != len(y):
+            raise DataError(f"{source}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
+        if sample_shape is not None and X.shape[1:] != sample_shape:
+            raise DataError(f"{source}: {X_key} samples have shape {X.shape[1:]} but X_train's {sample_shape}")
+        sample_shape = X.shape[1:]
+        Xs[split], ys[split] = _features(source, X_key, X, nan_ok), y
+        notes += filter(None, [_integer_merged_warning(X_key, X, Xs[split])])
+    return Xs, ys, notes, sample_shape
+
+
+def _refuse_unseen_classes(source: str, codes: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
+    """DataError naming the classes of a given val or test split that training has none of: the model never
+    trains on them."""
+    for split, title in (("val", "validation"), ("test", "test")):
+        unseen = np.setdiff1d(codes[split], codes["train"]) if split in codes else np.array([], dtype=np.int64)
+        if unseen.size:
+            listed = ", ".join(repr(names[c]) for c in unseen[:10]) + (", ..." if unseen.size > 10 else "")
+            raise DataError(f"{source}: {'classes' if unseen.size > 1 else 'class'} {listed} "
+                            f"{'appear' if unseen.size > 1 else 'appears'} in the {title} split but not in training")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,19 +567,7 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     notes: dict[str, Any] = {"missing": spec.missing, "unlabelled_rows_dropped": 0, "rows_dropped": 0,
                              "cells_filled": 0, "cells_filled_per_column": {}, "unseen": {}, "unseen_near": {}}
     if spec.missing is not None:
-        labelled = np.array([label != "" for label in labels])
-        complete = ~np.isnan(X).any(axis=1) if spec.missing == "drop" else np.ones(len(X), dtype=bool)
-        notes["unlabelled_rows_dropped"] = int((~labelled).sum())
-        notes["rows_dropped"] = int((labelled & ~complete).sum())
-        keep = labelled & complete
-        if not keep.any():
-            empty = [columns[c].strip() for c in np.flatnonzero(np.isnan(X[labelled]).all(axis=0))]
-            hint = "" if not empty or not labelled.any() else (
-                f"; no row has a value in {', '.join(map(repr, empty))}: leave {'them' if len(empty) > 1 else 'it'} "
-                f"out with {' '.join(ignore_option(name) for name in empty)}")
-            raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
-                            f"{notes['rows_dropped']} a value (--missing {spec.missing}){hint}")
-        X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
+        X, labels = _drop_rows(source, X, labels, columns, spec.missing, notes)
     y, label_names = _label_array(labels)
     dropped = notes["unlabelled_rows_dropped"] + notes["rows_dropped"]
     if dropped and len(np.unique(y)) < 2:  # the classes of the dropped rows are gone with them
@@ -575,9 +587,34 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
     ds.notes += (text.merged,) if text.merged is not None else ()
     if not text.values and spec.missing is None:
         return ds
+    return _encoded_table(ds, source, columns, text, spec.missing == "mean", notes)
+
+
+def _drop_rows(source: str, X: np.ndarray, labels: list[str], columns: tuple[str, ...], missing: str,
+               notes: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """The rows of a table read with ``--missing`` that have a label (``missing`` drop: and every value), counting
+    the rows dropped in ``notes``; DataError when none is left."""
+    labelled = np.array([label != "" for label in labels])
+    complete = ~np.isnan(X).any(axis=1) if missing == "drop" else np.ones(len(X), dtype=bool)
+    notes["unlabelled_rows_dropped"] = int((~labelled).sum())
+    notes["rows_dropped"] = int((labelled & ~complete).sum())
+    keep = labelled & complete
+    if not keep.any():
+        empty = [columns[c].strip() for c in np.flatnonzero(np.isnan(X[labelled]).all(axis=0))]
+        hint = "" if not empty or not labelled.any() else (
+            f"; no row has a value in {', '.join(map(repr, empty))}: leave {'them' if len(empty) > 1 else 'it'} "
+            f"out with {' '.join(ignore_option(name) for name in empty)}")
+        raise DataError(f"{source}: no row left to train on: {notes['unlabelled_rows_dropped']} miss their label, "
+                        f"{notes['rows_dropped']} a value (--missing {missing}){hint}")
+    return X[keep], [label for label, k in zip(labels, keep) if k]
+
+
+def _encoded_table(ds: Dataset, source: str, columns: tuple[str, ...], text: TableText, fill: bool,
+             notes: dict[str, Any]) -> Dataset:
+    """``ds`` with its text columns and (``fill``) missing cells encoded as fitted on its training split, and
+    ``notes`` as its ``table_notes``, to which the cells filled and the unseen categories per split are added."""
     # by the names a saved model reads its columns by (table_columns'), which are stripped
-    encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values,
-                            fill=spec.missing == "mean")
+    encoding = fit_encoding(source, tuple(c.strip() for c in columns), ds.X_train, text.values, fill=fill)
     encoding.check_memory(sum(ds.sizes.values()), source)
     encoded: dict[str, np.ndarray] = {}
     filled = np.zeros(len(columns), dtype=np.int64)
@@ -595,12 +632,15 @@ def _load_table(spec: DataSpec, path: Path, delimiter: str, options: dict[str, A
                                feature_names=encoding.feature_names, encoding=encoding, table_notes=notes)
 
 
+_Inputs = tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int], dict[str, dict[str, str]],
+                dict[str, int], tuple[str, ...]]
+
+
 def read_inputs(
     path: str | Path, *, label_names: tuple[str, ...], features: tuple[str, ...] | None = None,
     label_column: str | None = None, image_shape: tuple[int, int, int] | None = None, id_column: str | None = None,
     encoding: TableEncoding | None = None, input_dim: int | None = None,
-) -> tuple[np.ndarray, list[str | None] | None, list[str] | None, dict[str, int], dict[str, dict[str, str]],
-           dict[str, int], tuple[str, ...]]:
+) -> _Inputs:
     """Samples to score with a trained model, in file order: X float32 (N, D) before preprocessing, each sample's
     label as a class name when the file holds labels (else None; None for a CSV row whose label cell is empty, or
     an npz label ""), each sample's name: for an image folder its file (``class/name.png``), for a CSV/TSV the
@@ -624,61 +664,77 @@ def read_inputs(
     if fmt in ("csv", "tsv"):
         if features is None:
             raise DataError(f"{path}: the model was not trained on a CSV/TSV table, so it names no columns to read")
-        delimiter = "," if fmt == "csv" else "\t"
-        text = TableText()
-        if encoding is not None:
-            text = TableText(missing_ok=encoding.fill is not None,
-                             values={c: {} for c, cats in enumerate(encoding.categories) if cats is not None})
-        # first: it checks every row's fields
-        X, cells = read_columns(path, delimiter, features, label_column, text)
-        unseen: dict[str, int] = {}
-        near: dict[str, dict[str, str]] = {}
-        filled: dict[str, int] = {}
-        if encoding is not None:
-            encoding.check_memory(len(X), str(path))
-            filled = {name: int(n) for name, n in zip(encoding.columns, np.isnan(X).sum(axis=0)) if n}
-            X, unseen, near = encoding.transform(X, text.values)
-        ids = read_cells(path, delimiter, id_column) if id_column is not None else None
-        notes = (text.merged,) if text.merged is not None else ()
-        if cells is None:
-            return X, None, ids, unseen, near, filled, notes
-        labels = [None if not c else c if c in label_names else _cell_label(c) for c in cells]
-        return X, _counted_labels(labels, label_names), ids, unseen, near, filled, notes
+        return _table_inputs(path, "," if fmt == "csv" else "\t", label_names, features, label_column, id_column,
+                             encoding)
     if fmt == "npz":
-        arrays = read_npz(path)
-        for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
-            if X_key in arrays:
-                if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
-                    raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
-                                    f"{arrays[X_key].shape}")
-                X = arrays[X_key]
-                # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads such samples as it was trained
-                if image_shape is None or X.shape[1:] != tuple(image_shape):
-                    X = channels_first(X)
-                _check_sample_shape(path, X_key, arrays[X_key].shape, X.shape[1:], image_shape, input_dim)
-                X_read, X = X, _features(str(path), X_key, X)
-                merged = None if X_read.dtype.kind not in "iu" else merged_values_warning(  # as training judges them
-                    X_read.reshape(len(X), -1), X, lambda j: f"{X_key} feature {j} (counting from 0)")
-                notes = (merged,) if merged is not None else ()
-                if y_key not in arrays:
-                    return X, None, None, {}, {}, {}, notes
-                y = np.asarray(arrays[y_key]).reshape(-1)
-                if len(y) != len(X):
-                    raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
-                labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
-                return X, _counted_labels(labels, label_names), None, {}, {}, {}, notes
-        found = ", ".join(sorted(arrays)) or "no arrays"
-        raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
+        return _npz_inputs(path, label_names, image_shape, input_dim)
     if fmt == "image_folder":
-        if image_shape is None:
-            raise DataError(f"{path}: an image folder, but the model was not trained on images")
-        classes, files = list_image_folder(path, unlabelled=True)
-        X, y, shape = read_images(path, files, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
-        if shape != tuple(image_shape):
-            raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
-        return X, [classes[i] for i in y.tolist()] if classes else None, [
-            file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}, ()
+        return _image_inputs(path, image_shape)
     raise DataError(f"{path}: a {fmt} folder; give the samples to score as .npz, .csv/.tsv or an image folder")
+
+
+def _table_inputs(path: Path, delimiter: str, label_names: tuple[str, ...], features: tuple[str, ...],
+                  label_column: str | None, id_column: str | None, encoding: TableEncoding | None) -> _Inputs:
+    """``read_inputs`` of a CSV/TSV: the ``features`` columns by name, encoded with the model's ``encoding``."""
+    text = TableText()
+    if encoding is not None:
+        text = TableText(missing_ok=encoding.fill is not None,
+                         values={c: {} for c, cats in enumerate(encoding.categories) if cats is not None})
+    # read before the id column: read_columns checks that every row has the header's fields
+    X, cells = read_columns(path, delimiter, features, label_column, text)
+    unseen: dict[str, int] = {}
+    near: dict[str, dict[str, str]] = {}
+    filled: dict[str, int] = {}
+    if encoding is not None:
+        encoding.check_memory(len(X), str(path))
+        filled = {name: int(n) for name, n in zip(encoding.columns, np.isnan(X).sum(axis=0)) if n}
+        X, unseen, near = encoding.transform(X, text.values)
+    ids = read_cells(path, delimiter, id_column) if id_column is not None else None
+    notes = (text.merged,) if text.merged is not None else ()
+    if cells is None:
+        return X, None, ids, unseen, near, filled, notes
+    labels = [None if not c else c if c in label_names else _cell_label(c) for c in cells]
+    return X, _counted_labels(labels, label_names), ids, unseen, near, filled, notes
+
+
+def _npz_inputs(path: Path, label_names: tuple[str, ...], image_shape: tuple[int, int, int] | None,
+                input_dim: int | None) -> _Inputs:
+    """``read_inputs`` of an .npz: its array ``X`` (or ``X_test``), labels from ``y`` (or ``y_test``) when present."""
+    arrays = read_npz(path)
+    for X_key, y_key in (("X", "y"), ("X_test", "y_test")):
+        if X_key in arrays:
+            if arrays[X_key].ndim not in (2, 3, 4):  # as training reads X
+                raise DataError(f"{path}: {X_key} must be N x D or N x [C x] H x W, got shape "
+                                f"{arrays[X_key].shape}")
+            X = arrays[X_key]
+            # a model saved when N x 8 x 8 x 3 was read as 8 channels of 8 x 3 reads such samples as it was trained
+            if image_shape is None or X.shape[1:] != tuple(image_shape):
+                X = channels_first(X)
+            _check_sample_shape(path, X_key, arrays[X_key].shape, X.shape[1:], image_shape, input_dim)
+            X_read, X = X, _features(str(path), X_key, X)
+            merged = _integer_merged_warning(X_key, X_read, X)  # as training judges them
+            notes = (merged,) if merged is not None else ()
+            if y_key not in arrays:
+                return X, None, None, {}, {}, {}, notes
+            y = np.asarray(arrays[y_key]).reshape(-1)
+            if len(y) != len(X):
+                raise DataError(f"{path}: {X_key} has {len(X)} samples but {y_key} has {len(y)} labels")
+            labels = [_label_text(v) or None for v in y.tolist()]  # "": unlabelled, as an empty CSV cell
+            return X, _counted_labels(labels, label_names), None, {}, {}, {}, notes
+    found = ", ".join(sorted(arrays)) or "no arrays"
+    raise DataError(f"{path}: expected an array X (or X_test) of samples, optionally y (or y_test); found {found}")
+
+
+def _image_inputs(path: Path, image_shape: tuple[int, int, int] | None) -> _Inputs:
+    """``read_inputs`` of an image folder: its images resized to ``image_shape``, each named by its file."""
+    if image_shape is None:
+        raise DataError(f"{path}: an image folder, but the model was not trained on images")
+    classes, files = list_image_folder(path, unlabelled=True)
+    X, y, shape = read_images(path, files, (image_shape[2], image_shape[1]), colour=image_shape[0] == 3)
+    if shape != tuple(image_shape):
+        raise DataError(f"{path}: images with {shape[0]} channel(s); the model reads {image_shape[0]}")
+    return X, [classes[i] for i in y.tolist()] if classes else None, [
+        file.relative_to(path).as_posix() for file, _ in files], {}, {}, {}, ()
 
 
 def _check_sample_shape(path: Path, key: str, shape: tuple[int, ...], sample: tuple[int, ...],
@@ -912,7 +968,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
         warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]
     few = [c for c in range(len(names)) if train[c] < FEW_SAMPLES_WARNING]
-    if few:  # past FEW_CLASSES_NAMED classes (1,803 of 10,000 took 1,800 lines), the fewest samples first
+    if few:  # past FEW_CLASSES_NAMED classes (thousands could be few), the fewest samples first
         named = few if len(few) <= FEW_CLASSES_NAMED else sorted(few, key=lambda c: train[c])[:FEW_CLASSES_NAMED]
         listed = ", ".join(f"{names[c]!r} ({train[c]})" for c in named)
         warnings.append(f"few training samples (< {FEW_SAMPLES_WARNING}) in class {listed}" if named == few else

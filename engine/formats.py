@@ -186,7 +186,8 @@ def unsupported_text(path: Path) -> str:
 
 
 def sha256_files(root: Path, files: list[Path]) -> str:
-    """sha256 of one file's bytes (root is that file), or of a folder's files: sorted relative paths, sizes and bytes."""
+    """sha256 of one file's bytes (root is that file), or of a folder's files: sorted relative paths, sizes and
+    bytes."""
     digest = hashlib.sha256()
     try:
         if root.is_file():
@@ -237,8 +238,8 @@ def read_npz_headers(path: Path, problem: str = CORRUPT_NPZ) -> dict[str, tuple[
 
 
 def load_npz(path: Path, problem: str = CORRUPT_NPZ) -> dict[str, np.ndarray]:
-    """Every array of the .npz at ``path`` by name (its headers checked first, see ``read_npz``), without unpickling;
-    DataError 'PATH: problem (...)' naming the member whose data cannot be read."""
+    """Every array of the .npz at ``path`` by name, without unpickling (callers check its headers first, as
+    ``read_npz`` does); DataError 'PATH: problem (...)' naming the member whose data cannot be read."""
     name = None  # the member being read
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -320,6 +321,13 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         # (0.13,0.85,a), read as the header, was left out, and its numbers named the columns; 0,1,2,3 of 3 features
         # and labels 0-4 is what pandas writes for a frame of unnamed columns
         raise _sample_for_a_header(path, names, f"; its label cell {label_name!r} is one of the labels")
+    _refuse_text_columns(path, X, names, text)
+    return X, labels, *found[0], text
+
+
+def _refuse_text_columns(path: Path, X: np.ndarray, names: tuple[str, ...], text: TableText) -> None:
+    """DataError naming every column of text ``read_table`` found that cannot be trained on, all at once: numbers
+    written with a comma, numbers mixed with text, or too many different values (an id, a note)."""
     refused: dict[int, tuple[str, str]] = {}  # column -> (the error of it alone, its reason among several)
     for c, values in list(text.values.items()):
         numbers = sum(map(is_number_text, values))
@@ -360,7 +368,6 @@ def read_table(path: Path, delimiter: str, label_column: str | None, ignore: tup
         raise DataError(f"{path}: {len(order)} columns cannot be trained on: "
                         f"{'; '.join(refused[c][1] for c in order)}; leave them out with "
                         f"{' '.join(ignore_option(names[c]) for c in order)}")
-    return X, labels, *found[0], text
 
 
 def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: tuple[str, ...] = ()
@@ -372,8 +379,8 @@ def table_columns(path: Path, delimiter: str, label_column: str | None, ignore: 
             header = _header(csv.reader(f, delimiter=delimiter))
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise read_error(path, exc, "not a readable table") from exc
-    if header is None:  # as read_table says it
-        raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+    if header is None:
+        raise _empty_table(path)
     _check_separator(path, header, delimiter)
     take, label_index = _columns_read(path, header, label_column, ignore)
     names = [header[i].strip() for i in take]
@@ -423,8 +430,8 @@ def read_cells(path: Path, delimiter: str, column: str) -> list[str]:
             reader = csv.reader(f, delimiter=delimiter)
             header = [h.strip() for h in _header(reader) or []]
             if column.strip() not in header:
-                shown = ", ".join(repr(h) for h in header[:20]) + (", ..." if len(header) > 20 else "")
-                raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are {shown}")
+                raise DataError(f"{path}: no column {column!r} to name the rows by; the columns are "
+                                f"{_shown_columns(header)}")
             index = header.index(column.strip())
             return [row[index] for row in reader if row]
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
@@ -459,7 +466,7 @@ def _read_rows(
             reader = csv.reader(f, delimiter=delimiter)
             header = _header(reader, begins)
             if header is None:
-                raise DataError(f"{path}: empty file; expected a header row, then one row per sample")
+                raise _empty_table(path)
             if any("\n" in h or "\r" in h for h in header):  # a quote left open in the header (after blank lines)
                 _check_quotes(path, delimiter, begins[0])
             _check_separator(path, header, delimiter)
@@ -488,9 +495,7 @@ def _read_rows(
                         raise DataError(f"{path}: row {len(labels) + len(rows) + 1} (line {reader.line_num}) has a "
                                         f"value in column {width + 1}, which the header leaves unnamed; name it in "
                                         f"the header")
-                    if take is not None:
-                        row = [row[i] for i in take] + (["-"] if unlabelled else [])
-                    rows.append(row)
+                    rows.append(_cut(row, take, unlabelled))
                     lines.append(reader.line_num)
                     if len(rows) == CSV_CHUNK_ROWS:
                         chunks.append(_parse_rows(path, rows, lines, label_index, names, len(labels), labels,
@@ -503,17 +508,9 @@ def _read_rows(
                                               text, empty_label))
             except _MissingValue as missing:
                 # the rows after this read miss values too: all are named (counted) at once, not one read per run
-                later = missing.rows
-                number = len(labels) + len(rows)
-                for row in reader:
-                    if not row or len(row) != len(header):
-                        continue  # a blank line; a ragged row is said once the values are filled in
-                    number += 1
-                    if take is not None:
-                        row = [row[i] for i in take] + (["-"] if unlabelled else [])
-                    if text.misses(row[:label_index] + row[label_index + 1:]):
-                        later.append((number, reader.line_num))
-                raise DataError(missing.head + _more_missing(later, text.discover)) from None
+                later = _missing_rows_left(reader, len(header), take, unlabelled, label_index, text,
+                                           len(labels) + len(rows))
+                raise DataError(missing.head + _more_missing(missing.rows + later, text.discover)) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (a spreadsheet's "
                         f"\"CSV UTF-8\")") from exc
@@ -527,6 +524,26 @@ def _read_rows(
     X = np.concatenate(chunks)
     text.merged = _table_merged(X, text.wide, names)
     return X, labels
+
+
+def _cut(row: list[str], take: list[int] | None, unlabelled: bool) -> list[str]:
+    """A table's ``row`` cut to the columns ``take`` (None: all of them), with a label '-' where it has none."""
+    return row if take is None else [row[i] for i in take] + (["-"] if unlabelled else [])
+
+
+def _missing_rows_left(reader: Any, width: int, take: list[int] | None, unlabelled: bool, label_index: int,
+                       text: TableText, number: int) -> list[tuple[int, int]]:
+    """(row, line) of each row the csv ``reader`` has left (the first numbered ``number`` + 1) that misses a feature
+    value; blank lines, and rows of other than the header's ``width`` (said once the values are filled in), passed."""
+    found = []
+    for row in reader:
+        if not row or len(row) != width:
+            continue
+        number += 1
+        row = _cut(row, take, unlabelled)
+        if text.misses(row[:label_index] + row[label_index + 1:]):
+            found.append((number, reader.line_num))
+    return found
 
 
 def _table_merged(X32: np.ndarray, wide: dict[int, list[tuple[int, int, np.ndarray]]], names: tuple[str, ...]
@@ -588,6 +605,10 @@ def _header(reader: Any, begins: list[int] | None = None) -> list[str] | None:
         begins[:] = [reader.line_num + 1]
         header = next(rows, None)
     return header
+
+
+def _empty_table(path: Path) -> DataError:
+    return DataError(f"{path}: empty file; expected a header row, then one row per sample")
 
 
 def _check_separator(path: Path, header: list[str], delimiter: str) -> None:
@@ -1000,7 +1021,7 @@ def read_images(
 
 def _open_image(file: Path) -> PILImage:
     """Pillow's lazy open (header only); DataError naming the file when it is not a readable image, or has more pixels
-    than Pillow opens without suspecting a decompression bomb (between that and twice it, Pillow only printed a
+    than Pillow opens without suspecting a decompression bomb (between that and twice it, Pillow itself only prints a
     warning of two lines beside the command's own)."""
     from PIL import Image
 

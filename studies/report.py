@@ -85,13 +85,13 @@ IMPORTANCE_MIN_TRIALS = 8
 # report.html shows it on a screen up to PHONE_MEDIA wide
 PHONE_INCHES = 4.6
 PHONE_MEDIA = "(max-width: 700px)"
-# the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
 # engine.diagnostics.THRESHOLDS.bounce_low (studies may not import engine; a test keeps them equal): a loss that
 # fell to this share of its first value or below and came back up near it had a learning rate too high
 LOSS_BOUNCE_LOW = 0.5
 # the labels of a step too small or too large: beside another label they explain it (a run that barely trained
 # has a train-val gap between two accuracies near chance)
 LR_LABELS = ("lr_too_low", "lr_too_high")
+# the diagnosis vocabulary (engine.diagnostics.LABELS) in report order, each label in one short phrase
 DIAGNOSIS_MEANINGS: dict[str, str] = {
     "lr_too_low": "the loss barely fell: learning rate too low",
     "lr_too_high": "the loss exploded, went NaN, ended well above its first value or came back up near it after "
@@ -184,7 +184,8 @@ def distinct_counts(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, int
     """Number of distinct values each parameter took over the trials that have it (numbers to 12 digits)."""
     counts = {}
     for name in params:
-        keys = {(k, float(f"{v:.12g}")) if k == "number" else (k, v) for k, v in map(value_key, param_values(frame, name))}
+        keys = {(k, float(f"{v:.12g}")) if k == "number" else (k, v)
+                for k, v in map(value_key, param_values(frame, name))}
         counts[name] = len(keys)
     return counts
 
@@ -201,8 +202,12 @@ def best_so_far_by_trial(frame: pd.DataFrame) -> np.ndarray:
 def best_so_far_by_time(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(cumulative training seconds, running best) after each trial in trial order."""
     ordered = in_trial_order(frame)
-    seconds = np.nan_to_num(column_floats(ordered, "seconds"), nan=0.0)
-    return np.cumsum(seconds), best_so_far_by_trial(ordered)
+    return np.cumsum(_training_seconds(ordered)), best_so_far_by_trial(ordered)
+
+
+def _training_seconds(frame: pd.DataFrame) -> np.ndarray:
+    """Each trial's training seconds, 0 where the frame has none."""
+    return np.nan_to_num(column_floats(frame, "seconds"), nan=0.0)
 
 
 def trials_to_within(frame: pd.DataFrame, within: float = WITHIN) -> int | None:
@@ -242,7 +247,7 @@ def pruning_savings(frame: pd.DataFrame) -> dict[str, Any]:
             "seconds_saved": float((saved * sizes).sum()) * per_sample}
 
 
-def state_counts(frame: pd.DataFrame) -> dict[str, int]:
+def frame_state_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Trials by state, under the names ``search studies`` and a stage's --json give them (complete, pruned, fail,
     running, waiting), PRUNED split by stop_reason (exploded, nan, other), ``fail_error`` the FAIL trials that failed
     by an error in the trial (not run again); ``trials``: every trial row."""
@@ -271,11 +276,26 @@ def _valued(frame: pd.DataFrame) -> pd.DataFrame:
 
 def best_params(frame: pd.DataFrame, params: Sequence[str]) -> tuple[int | None, dict[str, Any]]:
     """(trial number, params as their real values) of the best COMPLETE trial (lowest number on ties)."""
-    complete = _valued(frame)
-    if complete.empty:
+    ranked = _best_first(frame)
+    if ranked.empty:
         return None, {}
-    row = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").iloc[0]
-    return int(row["number"]), {p: _plain(row[f"param_{p}"]) for p in params if _present(row.get(f"param_{p}"))}
+    row = ranked.iloc[0]
+    return int(row["number"]), _row_params(row, params)
+
+
+def _best_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """The COMPLETE trials of ``frame`` with a finite value, best first (lowest number on ties)."""
+    return _valued(frame).sort_values(["value", "number"], ascending=[False, True], kind="stable")
+
+
+def _row_params(row: Any, params: Sequence[str]) -> dict[str, Any]:
+    """The ``params`` a trials-frame row has a value of, each as a plain Python value."""
+    return {p: _plain(row[f"param_{p}"]) for p in params if _present(row.get(f"param_{p}"))}
+
+
+def _typed_params(params: dict[str, Any], dims: dict[str, Dim]) -> dict[str, Any]:
+    """``params`` with the value of an int dimension as an int (36, not the 36.0 of a column with a missing value)."""
+    return {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in params.items()}
 
 
 def at_grid_budget(random_frame: pd.DataFrame, grid_frame: pd.DataFrame) -> pd.DataFrame:
@@ -296,8 +316,8 @@ def first_finished(frame: pd.DataFrame, n: int) -> pd.DataFrame:
 def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
     """One side of a grid-vs-random comparison: best, median, distinct values, trials to within 1 point."""
     best, median = best_and_median(frame)
-    seconds = np.nan_to_num(column_floats(frame, "seconds"), nan=0.0)
-    counts = state_counts(frame)
+    seconds = _training_seconds(frame)
+    counts = frame_state_counts(frame)
     return {
         "trials": counts["trials"], "complete": counts["complete"], "pruned": counts["pruned"],
         "best_value": best, "median_value": median, "distinct": distinct_counts(frame, params),
@@ -306,7 +326,8 @@ def side_numbers(frame: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
 
 
 def outcome(random_best: float | None, grid_best: float | None, tolerance: float = TIE_TOLERANCE) -> str:
-    """Random vs grid: "win" (random better by more than ``tolerance``), "tie", "loss", or "n/a" (a side has no value)."""
+    """Random vs grid: "win" (random better by more than ``tolerance``), "tie", "loss", or "n/a" (a side has no
+    value)."""
     if random_best is None or grid_best is None:
         return "n/a"
     if random_best > grid_best + tolerance:
@@ -343,12 +364,12 @@ def repeat_numbers(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]],
     rows = []
     random_runs, grid_runs = [], []
     for random_name, grid_name in pairs:
-        stage_frame, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
-        random_frame = at_grid_budget(stage_frame, grid_frame)
+        random_stage, grid_frame = frame[frame["study"] == random_name], frame[frame["study"] == grid_name]
+        random_frame = at_grid_budget(random_stage, grid_frame)
         rb, _ = best_and_median(random_frame)
         gb, _ = best_and_median(grid_frame)
         rows.append({"random": random_name, "grid": grid_name, "random_best": rb, "grid_best": gb,
-                     "random_trials": len(random_frame), "random_stage_trials": len(stage_frame),
+                     "random_trials": len(random_frame), "random_stage_trials": len(random_stage),
                      "grid_trials": len(grid_frame), "outcome": outcome(rb, gb, tolerance)})
         random_runs.append(best_so_far_by_trial(random_frame))
         grid_runs.append(best_so_far_by_trial(grid_frame))
@@ -527,7 +548,7 @@ class Report:
 
 def budget_numbers(epochs: Any, frame: pd.DataFrame) -> dict[str, Any]:
     """What a stage spent: epochs per trial, epochs run (see the module docstring), training seconds."""
-    seconds = float(np.nan_to_num(column_floats(frame, "seconds"), nan=0.0).sum())
+    seconds = float(_training_seconds(frame).sum())
     complete = (frame["state"] == "COMPLETE").to_numpy()
     samples = column_floats(frame, "iterations") * _batch_sizes(frame)  # a full run's are the same at any batch size
     full = samples[complete & np.isfinite(samples)]
@@ -567,10 +588,8 @@ def _importance_trial(row: Any, distributions: dict[str, Any]) -> FrozenTrial | 
     """A COMPLETE trial rebuilt from a frame row with the params it has (a conditional one may be missing), log
     dimensions as their log10; None if a value lies outside the stage's space."""
     params = {}
-    for name, dist in distributions.items():
-        value = _plain(row[f"param_{name}"]) if f"param_{name}" in row and _present(row[f"param_{name}"]) else None
-        if value is None:
-            continue
+    for name, value in _row_params(row, list(distributions)).items():
+        dist = distributions[name]
         if _log_range(dist):
             if float(value) <= 0:
                 return None
@@ -640,7 +659,7 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
     best, median = best_and_median(frame)
     number, best_p = best_params(frame, params)
     dims = dims or {}
-    best_p = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in best_p.items()}
+    best_p = _typed_params(best_p, dims)
     budget = budget_numbers(info.attrs.get("epochs"), frame)
     check_stored_space(info.study, info.attrs.get("space"))  # any space it passes is one space_text shows
     text = space_text(info.space, stage_log_marked(info.attrs))
@@ -648,7 +667,7 @@ def stage_numbers(info: StageInfo, frame: pd.DataFrame, params: Sequence[str],
         "study": info.study, "stage": info.stage, "parent": info.attrs.get("parent"),
         "sampler": info.attrs.get("sampler"), "scheduler": info.attrs.get("scheduler"),
         "epochs": info.attrs.get("epochs"),
-        "budget": info.attrs.get("n_trials"), "counts": state_counts(frame),
+        "budget": info.attrs.get("n_trials"), "counts": frame_state_counts(frame),
         "space": info.space, "space_text": text, "range_notes": list(info.attrs.get("range_notes") or []),
         "best_value": best, "best_number": number, "best_params": best_p, "median_value": median,
         "training_seconds": budget["training_seconds"], "spent": budget, "pruning": pruning_savings(frame),
@@ -668,8 +687,7 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
     groups: dict[str, dict[str, Any]] = {}
     values = column_floats(finished, "value")
     for (_, row), value in zip(finished.iterrows(), values):
-        ps = {p: _plain(row[f"param_{p}"]) for p in params if f"param_{p}" in row and _present(row[f"param_{p}"])}
-        ps = {k: int(v) if k in dims and dims[k].kind == "int" else v for k, v in ps.items()}
+        ps = _typed_params(_row_params(row, params), dims)
         group = groups.setdefault(_params_key(ps), {"params": ps, "values": [], "trials": [], "pruned": 0})
         group["values"].append(float(value) if math.isfinite(value) else 0.0)  # as search auto counts a run
         group["pruned"] += int(row["state"] != "COMPLETE")
@@ -677,7 +695,8 @@ def chosen_configuration(info: StageInfo, frame: pd.DataFrame, params: Sequence[
     if not groups:
         return None
     candidates = [{"params": g["params"], "value": float(np.mean(g["values"])), "std": float(np.std(g["values"])),
-                   "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]} for g in groups.values()]
+                   "runs": len(g["values"]), "pruned_runs": g["pruned"], "trials": g["trials"]}
+                  for g in groups.values()]
     best = max(candidates, key=lambda c: c["value"])  # the first in trial order on ties, as search auto picks
     stopped = info.attrs.get("fine_stages_stopped")  # why search auto added no further fine stage
     return {"stage": info.stage, "study": info.study, "epochs": info.attrs.get("epochs"), **best,
@@ -781,7 +800,8 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
     n = numbers or {}
     gap = _num(n.get("train_val_gap"))
     gap_text = "-" if gap is None else f"{_decimal_text(gap * 100, 1)} pts"
-    # to 4 decimals, as search explain and search trials give them: "train 0.99, val 0.94: gap 5.5 pts" did not add up
+    # to 4 decimals, as search explain and search trials give them, so that the gap adds up (0.99 and 0.94 would
+    # not show a gap of 5.5 pts)
     acc = {k: _acc(_num(n.get(k))) for k in ("train_acc", "val_acc")}
     if label == "lr_too_low":  # a loss that barely moved: down a little, or up less than lr_too_high takes
         change = _num(n.get("loss_change"))
@@ -813,8 +833,8 @@ def diagnosis_text(label: str, numbers: dict[str, Any], stop_reason: Any = None)
         return f"{word}: -" if worst is None else f"{_decimal_text(worst[0] * 100)} % of layer {worst[1]} {word}"
     if label == "bad_initial_loss":
         first, expected = _num(n.get("initial_data_loss")), _num(n.get("expected_initial_loss"))
-        return (f"initial loss {_fmt(first)} vs {_fmt(expected)}" if first is not None and expected is not None
-                else "initial loss -")
+        return (f"initial loss {_short_number(first)} vs {_short_number(expected)}"
+                if first is not None and expected is not None else "initial loss -")
     if label == "still_learning":
         return f"train {acc['train_acc']}, loss still falling {_pct_text(n.get('late_loss_fall'))} a tenth"
     if label == "healthy":
@@ -884,24 +904,7 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     order, reason = importance_order(stages, params, partial)
 
     pairs = grid_pairs(infos)
-    comparison: dict[str, Any] = {"pairs": [], "hint": None}
-    for random_name, grid_name in pairs:
-        grid_frame, random_frame = by_study.get(grid_name, empty), by_study.get(random_name, empty)
-        used = at_grid_budget(random_frame, grid_frame)
-        r_side = side_numbers(used, params)
-        g_side = side_numbers(grid_frame, params)
-        comparison["pairs"].append({
-            "random_study": random_name, "grid_study": grid_name, "random": r_side, "grid": g_side,
-            "random_trials": len(used), "random_stage_trials": len(random_frame),
-            "outcome": outcome(r_side["best_value"], g_side["best_value"]),
-        })
-    if not pairs:
-        where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
-        comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
-    repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
-    if repeats is not None:
-        comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
+    comparison, repeats = _grid_comparison(storage, campaign, frame, by_study, params, pairs)
     examples = _read_examples(storage, diagnosis_examples(infos, by_study))
     final = [i for i in infos if i.stage == "final"]
     chosen = chosen_configuration(final[-1], by_study.get(final[-1].study, empty), params, dims) if final else None
@@ -944,6 +947,33 @@ def campaign_report(storage: optuna.storages.BaseStorage, campaign: str | None =
     return report
 
 
+def _grid_comparison(storage: optuna.storages.BaseStorage, campaign: str, frame: pd.DataFrame,
+                     by_study: dict[str, pd.DataFrame], params: Sequence[str], pairs: Sequence[tuple[str, str]]
+                     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The report's grid-vs-random section (each pair's two sides at the grid's budget, their outcome; the command
+    that adds a grid stage where there is none) and, over two or more pairs, ``repeat_numbers`` (None otherwise)."""
+    empty = frame.iloc[0:0]
+    comparison: dict[str, Any] = {"pairs": [], "hint": None}
+    for random_name, grid_name in pairs:
+        grid_frame, random_frame = by_study.get(grid_name, empty), by_study.get(random_name, empty)
+        used = at_grid_budget(random_frame, grid_frame)
+        r_side = side_numbers(used, params)
+        g_side = side_numbers(grid_frame, params)
+        comparison["pairs"].append({
+            "random_study": random_name, "grid_study": grid_name, "random": r_side, "grid": g_side,
+            "random_trials": len(used), "random_stage_trials": len(random_frame),
+            "outcome": outcome(r_side["best_value"], g_side["best_value"]),
+        })
+    if not pairs:
+        where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
+        comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
+                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
+    repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
+    if repeats is not None:
+        comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
+    return comparison, repeats
+
+
 def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
     return (IMAGE_CAPTIONS["diagnosis_examples"] + " (the median-value trial of the last stage with that label). "
             + "; ".join(f"{ex['label']}: {DIAGNOSIS_MEANINGS.get(ex['label'], ex['label'])}" for ex in examples))
@@ -951,7 +981,8 @@ def _diagnosis_caption(examples: Sequence[dict[str, Any]]) -> str:
 
 def _diagnosis_figure(examples: Sequence[dict[str, Any]], phone: bool = False) -> Any:
     data = [{"title": f"{ex['label']}: {ex['text']}\n{ex['trial']}"
-                      + (f" (value {ex['value']:.4f})" if ex["value"] is not None else f" ({str(ex['state']).lower()})"),
+                      + (f" (value {ex['value']:.4f})" if ex["value"] is not None
+                         else f" ({str(ex['state']).lower()})"),
              "iterations": ex["iterations"], "threshold": 3.0 if ex["label"] == "lr_too_high" else None,
              **ex["curves"]} for ex in examples]
     panels = plots.diagnosis_axes(len(data), cols=1, size=(PHONE_INCHES, 2.8)) if phone else plots.diagnosis_axes(
@@ -963,10 +994,10 @@ def _caption(summary: dict[str, Any], name: str) -> str:
     return (summary.get("captions") or {}).get(name) or IMAGE_CAPTIONS.get(name, name)
 
 
-def _label(row: Any, params: Sequence[str]) -> str:
+def _curve_legend(row: Any, params: Sequence[str]) -> str:
     """A curve's legend: stage, number, two params and the value of a run that finished (a pruned run's value is
     of the epoch where it stopped: 1.0000 beside an exploded loss)."""
-    ps = " ".join(f"{p}={value_text(_plain(row[f'param_{p}']))}" for p in params[:2] if _present(row.get(f"param_{p}")))
+    ps = " ".join(f"{p}={value_text(v)}" for p, v in _row_params(row, params[:2]).items())
     value = _num(row.get("value")) if row.get("state", "COMPLETE") == "COMPLETE" else None
     return f"{row['stage']} #{int(row['number'])} {ps}" + (f" (value {value:.4f})" if value is not None else "")
 
@@ -1018,23 +1049,52 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
     numeric = [n for n in order if dims[n].numeric][:2]
     if len(numeric) == 2:
         x, y = dims[numeric[0]], dims[numeric[1]]
-        drawn = [i for i in infos if not i.is_fixed] or list(infos)  # fixed stages share their parent's space
-        rects, stars = [], []
-        for info in drawn:
-            rx, ry = _range_of(info.space.get(x.name)), _range_of(info.space.get(y.name))
-            if rx is not None and ry is not None:
-                rects.append((info.stage, rx, ry))
-            _, best_p = best_params(by_study.get(info.study, frame.iloc[0:0]), numeric)
-            if x.name in best_p and y.name in best_p:
-                stars.append((info.stage, float(best_p[x.name]), float(best_p[y.name])))
+        rects, stars, grids = _ranges_drawn(infos, by_study, frame, x.name, y.name)
         if rects:
             add("ranges", lambda narrow: plots.plot_ranges(
                 plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.6))[0, 0], rects, x.name, y.name, (x.log, y.log),
-                stars, [i.stage for i in drawn if i.is_grid], [colour.get(r[0]) for r in rects], legend_below=narrow))
+                stars, grids, [colour.get(r[0]) for r in rects], legend_below=narrow))
     curves = _loss_curves_drawn(storage, frame, order)
     add("loss_curves", lambda narrow: _loss_curve_figure(curves, narrow))
+    series, colours = _best_so_far_series(frame, by_study, staged, pairs, colour)
+    if series:
+        add("best_so_far", lambda narrow: plots.plot_best_so_far(
+            plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0], series, colours=colours))
+    if repeats is not None:
+        add("repeats", lambda narrow: _repeats_figure(repeats, width(narrow, 7.0)))
+    return jobs
+
+
+def _repeats_figure(repeats: dict[str, Any], inches: float) -> Any:
+    """The median-band plot of ``repeat_numbers``' best-so-far curves, random against grid, ``inches`` wide."""
+    ax = plots.new_axes(1, 1, size=(inches, 4.2))[0, 0]
+    return plots.plot_median_band(ax, [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])])
+
+
+def _ranges_drawn(infos: Sequence[StageInfo], by_study: dict[str, pd.DataFrame], frame: pd.DataFrame, x: str,
+                  y: str) -> tuple[list[tuple[str, tuple[float, float], tuple[float, float]]],
+                                   list[tuple[str, float, float]], list[str]]:
+    """The range plot's rectangles (stage, range of ``x``, range of ``y``), best trials (stage, x, y) and grid stages,
+    over the stages that sampled (a fixed stage shares its parent's space), or all where none did."""
+    drawn = [i for i in infos if not i.is_fixed] or list(infos)
+    rects, stars = [], []
+    for info in drawn:
+        rx, ry = _range_of(info.space.get(x)), _range_of(info.space.get(y))
+        if rx is not None and ry is not None:
+            rects.append((info.stage, rx, ry))
+        _, best_p = best_params(by_study.get(info.study, frame.iloc[0:0]), [x, y])
+        if x in best_p and y in best_p:
+            stars.append((info.stage, float(best_p[x]), float(best_p[y])))
+    return rects, stars, [i.stage for i in drawn if i.is_grid]
+
+
+def _best_so_far_series(frame: pd.DataFrame, by_study: dict[str, pd.DataFrame],
+                        staged: Sequence[tuple[str, pd.DataFrame]], pairs: Sequence[tuple[str, str]],
+                        colour: dict[str, Any]) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[Any]]:
+    """The best-so-far plot's (label, cumulative seconds, best so far) series and their colours: random and grid of
+    up to five pairs, or with no grid each stage's own, stages one after another on the campaign's training time."""
+    series, colours = [], []
     if pairs:
-        series, colours = [], []
         for random_name, grid_name in pairs[:5]:
             for name in (random_name, grid_name):
                 secs, best = best_so_far_by_time(by_study.get(name, frame.iloc[0:0]))
@@ -1043,28 +1103,20 @@ def _campaign_figures(storage: optuna.storages.BaseStorage, infos: Sequence[Stag
                 label = label.replace("grid (grid)", "grid").replace("random (random)", "random")
                 series.append((label, np.concatenate([[0.0], secs]), np.concatenate([[np.nan], best])))
                 colours.append(colour.get(stage))
-    else:  # no grid: each stage's own best so far, stages one after another on the campaign's training time
-        series, start = [], 0.0
-        colours = [colour[stage] for stage, _ in staged]
-        for stage, f in staged:
-            secs, best = best_so_far_by_time(f)
-            series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
-            start += float(secs[-1]) if secs.size else 0.0
-    if series:
-        add("best_so_far", lambda narrow: plots.plot_best_so_far(
-            plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0], series, colours=colours))
-    if repeats is not None:
-        add("repeats", lambda narrow: plots.plot_median_band(
-            plots.new_axes(1, 1, size=(width(narrow, 7.0), 4.2))[0, 0],
-            [("random", repeats["random_curves"]), ("grid", repeats["grid_curves"])]))
-    return jobs
+        return series, colours
+    start = 0.0
+    for stage, f in staged:
+        secs, best = best_so_far_by_time(f)
+        series.append((stage, np.concatenate([[start], start + secs]), np.concatenate([[np.nan], best])))
+        colours.append(colour[stage])
+        start += float(secs[-1]) if secs.size else 0.0
+    return series, colours
 
 
 def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame,
                        params: Sequence[str]) -> list[tuple[str, list, float | None]]:
     """(title, curves, explosion threshold) of the loss-curve plot's two panels: the best trials, the exploded ones."""
-    complete = _valued(frame)
-    best = complete.sort_values(["value", "number"], ascending=[False, True], kind="stable").head(BEST_CURVES)
+    best = _best_first(frame).head(BEST_CURVES)
     exploded = frame[(frame["state"] == "PRUNED")
                      & frame["stop_reason"].isin(plots.EXPLODED_REASONS)].head(EXPLODED_CURVES)
     panels = []
@@ -1072,8 +1124,8 @@ def _loss_curves_drawn(storage: optuna.storages.BaseStorage, frame: pd.DataFrame
                                      (exploded, "exploded trials (pruned)", 3.0)):
         found = {study: loss_curves(storage, str(study), [int(n) for n in rows["number"]])
                  for study, rows in chosen.groupby("study", sort=False)}
-        curves = [(_label(row, params), _num(row["iterations"]) or 0.0, found[row["study"]][int(row["number"])])
-                  for _, row in chosen.iterrows()]
+        curves = [(_curve_legend(row, params), _num(row["iterations"]) or 0.0,
+                   found[row["study"]][int(row["number"])]) for _, row in chosen.iterrows()]
         panels.append((title, curves, threshold))
     return panels
 
@@ -1108,7 +1160,7 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _fmt(x: float) -> str:
+def _short_number(x: float) -> str:
     """A number to 3 decimals (trailing zeros dropped), or to 3 significant digits below 0.001 and from 10,000."""
     return f"{x:.3g}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.3f}".rstrip("0").rstrip(".")
 
@@ -1235,17 +1287,17 @@ def _importance_notes(summary: dict[str, Any]) -> list[str]:
     if fixed:
         notes.append(f"{', '.join(fixed)}: left out of importance and of the pair plot's choice (sampler fixed: "
                      f"a few earlier configurations re-run, nothing sampled)")
-    x = summary["pair"]["params"]
-    if len(x) == 2:
-        notes.append(f"pair plot: {x[0]} x {x[1]}, {summary['pair']['reason']}")
+    pair = summary["pair"]["params"]
+    if len(pair) == 2:
+        notes.append(f"pair plot: {pair[0]} x {pair[1]}, {summary['pair']['reason']}")
     return notes
 
 
 def _diagnosis_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     labels = summary["diagnoses"]["labels"]
     head = ["stage", "trials diagnosed", *labels]
-    return head, [[s["stage"], _count(s["diagnosed_trials"]), *(_count(s["diagnoses"].get(label, 0)) for label in labels)]
-                  for s in summary["stages"]]
+    return head, [[s["stage"], _count(s["diagnosed_trials"]),
+                   *(_count(s["diagnoses"].get(label, 0)) for label in labels)] for s in summary["stages"]]
 
 
 def _diagnosis_notes(summary: dict[str, Any]) -> list[str]:
@@ -1623,10 +1675,7 @@ def compare_report(storage: optuna.storages.BaseStorage, pairs: Sequence[tuple[s
     summary = {"campaign": campaign, "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                **{k: v for k, v in rep.items() if not k.endswith("_curves")},
                "images": {"repeats": "repeats.png"}}
-    ax = plots.new_axes(1, 1, size=(7.0, 4.2))[0, 0]
-    png = plots.figure_png(plots.plot_median_band(ax, [("random", rep["random_curves"]),
-                                                       ("grid", rep["grid_curves"])]))
-    return Report(summary, {"repeats": png})
+    return Report(summary, {"repeats": plots.figure_png(_repeats_figure(rep, 7.0))})
 
 
 def write_compare_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
@@ -1665,6 +1714,8 @@ __all__ = [
     "diagnosis_label_rows",
     "diagnosis_text",
     "distinct_counts",
+    "distribution",
+    "frame_state_counts",
     "grid_pairs",
     "importance_order",
     "outcome",
@@ -1680,8 +1731,6 @@ __all__ = [
     "size_text",
     "space_text",
     "stage_numbers",
-    "distribution",
-    "state_counts",
     "trials_to_within",
     "write_compare_report",
     "write_report",

@@ -89,7 +89,6 @@ def test_a_public_name_is_defined_once_across_the_packages():
         "train": ["engine/trainer.py", "search/cli/run.py"],  # `search train`, the command, runs the engine's
         "main": ["search/__main__.py", "search/cli/__init__.py"],  # python -m search calls the command line's
         "claim_waiting_trial": ["search/stages.py", "studies/optuna_rdb.py"],  # the stage's passes its worker's name
-        "state_counts": ["studies/optuna_rdb.py", "studies/report.py"],  # by Optuna's states, and by a table's rows
     }
     where: dict[str, list[str]] = {}
     for path in sorted(p for top in ("engine", "search", "studies") for p in (ROOT / top).rglob("*.py")):

@@ -1289,12 +1289,12 @@ def test_the_captions_say_an_exploded_run_with_a_value_is_drawn_along_the_bottom
 
 def test_a_curves_label_gives_its_value_to_four_decimals_as_the_tables_do():
     # the report's curve legends and diagnosis panels said (0.943) and (val 0.943) where its tables say 0.9430
-    from studies.report import _label
+    from studies.report import _curve_legend
 
     row = {"stage": "coarse", "number": 7, "param_lr": 0.0123, "param_reg": 1e-4, "value": 0.94301}
-    assert _label(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (value 0.9430)"  # "(0.9430)": of what?
+    assert _curve_legend(row, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001 (value 0.9430)"  # "(0.9430)": of what?
     # an exploded run of wine read "coarse #4 lr=0.634 hidden=62 (1.0000)": the value of the epoch before it stopped
-    assert _label({**row, "state": "PRUNED", "value": 1.0}, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001"
+    assert _curve_legend({**row, "state": "PRUNED", "value": 1.0}, ["lr", "reg"]) == "coarse #7 lr=0.0123 reg=0.0001"
 
 
 def test_the_pair_plot_of_a_stage_whose_trials_all_scored_the_same_colours_them_at_their_value():
