@@ -1393,7 +1393,7 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
     runs = chosen["runs"]
     pruned = (f", {chosen['pruned_runs']} of them pruned (counted at the last epoch they finished, 0 before the first)"
               if chosen.get("pruned_runs") else "")
-    epochs = f" of {chosen['epochs']} epochs" if chosen.get("epochs") else ""
+    epochs = f" of {chosen['epochs']} epoch{'' if chosen['epochs'] == 1 else 's'}" if chosen.get("epochs") else ""
     others = len(chosen.get("candidates") or []) - 1
     # one run has no spread: its std of 0 would read as a value known exactly
     spread = f" ± {_acc(chosen['std'])} (mean ± std over {runs} runs" if runs != 1 else " (1 run"

@@ -73,8 +73,9 @@ def final_runs_text(final: Any) -> str:
     """``0.9889 +- 0.0012 over 3 runs of 12 epochs``: search auto's choice ``final`` (a ``search.campaign.FinalScore``)
     by its mean value over its runs in the final stage."""
     # one run has no spread: its std of 0 would read as a value known exactly
-    return (f"{final.value:.4f} +- {final.std:.4f} over {final.runs} runs of {final.epochs} epochs" if final.runs > 1
-            else f"{final.value:.4f} over 1 run of {final.epochs} epochs (1 run: no spread)")
+    epochs = f"{final.epochs} epoch{'' if final.epochs == 1 else 's'}"
+    return (f"{final.value:.4f} +- {final.std:.4f} over {final.runs} runs of {epochs}" if final.runs > 1
+            else f"{final.value:.4f} over 1 run of {epochs} (1 run: no spread)")
 
 
 def say_final_runs(final: Any) -> None:

@@ -295,7 +295,7 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     run = min(t.number for t in final.trials if t.params == chosen["asked"]["params"])
     value = next(t.value for t in final.trials if t.params == chosen["asked"]["params"])  # its 1 run's
     expected = (f"note: search auto chose {params} in digits/final (the best mean over repeats, {value:.4f} over 1 "
-                f"run of 1 epochs (1 run: no spread); test_acc {chosen['test_acc'][0]:.4f}), not the single trial "
+                f"run of 1 epoch (1 run: no spread); test_acc {chosen['test_acc'][0]:.4f}), not the single trial "
                 f"shown; keep auto's choice with search train --from-trial digits/final:{run} --save model.npz")
     for fmt in ("csv", "json"):
         best = run_cli("best", "--format", fmt)
@@ -307,7 +307,7 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
     lines = best.stdout.splitlines()
     assert lines[:7] == [
         "search auto's choice, the best mean over repeats (the one to keep):", f"  {params}",
-        f"  digits/final: value {value:.4f} over 1 run of 1 epochs (1 run: no spread)",
+        f"  digits/final: value {value:.4f} over 1 run of 1 epoch (1 run: no spread)",
         f"  retrained 1x: val_acc {chosen['val_acc'][0]:.4f}, test_acc {chosen['test_acc'][0]:.4f} (1 retrain: no "
         "spread)",
         f"keep it: search train --from-trial digits/final:{run} --save model.npz",
@@ -1734,11 +1734,11 @@ def test_one_run_or_one_retrain_is_given_no_spread_of_zero(run_cli, tmp_path):
                    "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
     assert auto.exit_code == 0, auto.output
     chosen, retrained = auto.stdout.splitlines()[-2:]
-    assert re.fullmatch(r"  digits/final: value 0\.\d{4} over 1 run of 1 epochs \(1 run: no spread\)", chosen), chosen
+    assert re.fullmatch(r"  digits/final: value 0\.\d{4} over 1 run of 1 epoch \(1 run: no spread\)", chosen), chosen
     assert re.fullmatch(r"  retrained 1x: val_acc 0\.\d{4}, test_acc 0\.\d{4} \(1 retrain: no spread\)", retrained)
     assert run_cli("report", "--out", "rep").exit_code == 0
     md = " ".join((tmp_path / "rep" / "report.md").read_text().split())
-    assert re.search(r"validation accuracy 0\.\d{4} \(1 run of 1 epochs; trials #\d+ of digits/final\)", md)
+    assert re.search(r"validation accuracy 0\.\d{4} \(1 run of 1 epoch; trials #\d+ of digits/final\)", md)
     assert re.search(r"test accuracy 0\.\d{4} \(1 retrain: no spread\)\.", md) and "± 0.0000" not in md
 
 
