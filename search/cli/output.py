@@ -64,6 +64,15 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def save_plot(fig: Any, path: str) -> None:
+    """``fig`` into the file ``path``, in the format its suffix names (``studies.plots.save``), as a model file is
+    written: a file or link there replaced once the plot is whole, never written through; WriteError if it cannot."""
+    from engine.checkpoint import write_replacing
+    from studies import plots
+
+    write_replacing(path, lambda f: plots.save(fig, f, suffix=os.path.splitext(path)[1]))
+
+
 def fmt(x: float | None) -> str:
     """An accuracy to 4 decimals; ``-`` for none, or one not finite."""
     return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"

@@ -168,7 +168,7 @@ def test_explain_plot_draws_the_stored_loss_curve_over_the_iterations_the_trial_
     from studies import plots
 
     drawn = {}
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.setdefault("figure", fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.setdefault("figure", fig))
     args = ["--trials", "1", "--epochs", "4", "--train-size", "300", "--batch-size", "5", "--hidden", "10"]
     assert run_cli("coarse", *args, "--jobs", "1").exit_code == 0
     trial = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)[0]
@@ -1533,7 +1533,7 @@ def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkey
     from studies import plots
 
     drawn = []
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
     base = ["--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1"]
     assert run_cli("coarse", "--lr", "1:10", "--explode-factor", "4", *base).exit_code == 0
     assert run_cli("coarse", "--campaign", "calm", "--lr", "1e-3:2e-3", *base).exit_code == 0
@@ -1553,7 +1553,7 @@ def test_a_trials_plot_draws_no_curve_that_is_not_a_list_of_numbers(run_cli, mon
     from studies import plots
 
     drawn = []
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
     assert run_cli("coarse", "--trials", "1", "--epochs", "2", "--train-size", "200", "--jobs", "1").exit_code == 0
     with sqlite3.connect("search.db") as db:
         db.execute("UPDATE trial_system_attributes SET value_json = '\"zz\"' "
@@ -1572,7 +1572,7 @@ def test_search_train_plots_an_exploded_run_with_the_line_its_loss_crossed(run_c
     from studies import plots
 
     drawn = []
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
     base = ["--epochs", "1", "--train-size", "200", "--plot", "run.png"]
     assert run_cli("train", "--lr", "3", "--explode-factor", "5", *base).exit_code == 1  # exploded
     assert run_cli("train", "--lr", "1e-3", *base).exit_code == 0
