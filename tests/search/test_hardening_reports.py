@@ -227,3 +227,37 @@ def test_a_report_never_overwrites_the_study_database_in_its_folder(run_cli, tmp
     assert (compared.exit_code, compared.stderr) == (
         2, "error: --out out/compare.json is the --storage file; write to another file\n")
     assert (tmp_path / "out" / "compare.json").read_bytes() == database
+
+
+def _rendered_tags(markdown: str) -> list[tuple[str, dict[str, str | None]]]:
+    """The HTML tags a CommonMark viewer that renders HTML (GitHub's tables too) makes of ``markdown``."""
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    tags: list[tuple[str, dict[str, str | None]]] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append((tag, dict(attrs)))
+
+    Tags().feed(MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown))
+    return tags
+
+
+def test_a_campaign_name_with_a_backtick_reaches_report_md_as_text(run_cli, tmp_path):
+    # a backtick in the name opened no code span, yet the report took what followed it for code and left its "<" as it
+    # was: a Markdown viewer rendered <img ... onerror=...>, and the name's [link](javascript:...) as a link
+    name = "a|b`<img src=x onerror=alert(1)> [l](javascript:alert(2)) ![i](x.gif)"
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1",
+                   "--campaign", name).exit_code == 0
+    assert run_cli("report", "--campaign", name, "--out", "r").exit_code == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+
+    tags = _rendered_tags(md)
+    assert [(tag, attrs) for tag, attrs in tags if any(k.startswith("on") for k in attrs)] == []
+    assert [attrs for tag, attrs in tags if tag == "a"] == []
+    images = [attrs["src"] for tag, attrs in tags if tag == "img"]
+    assert images and all(src.endswith(".png") for src in images)
+    assert md.startswith("# Search report: campaign a|b\\`&lt;img src=x onerror=alert(1)> \\[l\\](javascript:alert(2)) "
+                         "!\\[i\\](x.gif)\n")
