@@ -52,6 +52,7 @@ import os
 import re
 import secrets
 import shlex
+import stat
 import string
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -1571,7 +1572,8 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes], phone: dict[s
 def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
     """Write each (file name, bytes) into folder ``out``, all or none: every one first to a temporary file beside it,
     then each ``os.replace``d over its name, so a disk that fills up leaves the folder as it was, never a new
-    report.md beside an old report.html; a symlink there is replaced, never followed. OutputError naming the file."""
+    report.md beside an old report.html; a symlink there is replaced, never followed; a file replaced keeps its
+    permissions. OutputError naming the file."""
     tmps: list[Path] = []
     replaced = 0
     try:
@@ -1581,6 +1583,9 @@ def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
             tmps.append(tmp)
             with os.fdopen(fd, "wb") as handle:
+                old = out / filename
+                if old.is_file() and not old.is_symlink():  # a private (0600) file stays private
+                    os.fchmod(fd, stat.S_IMODE(old.stat().st_mode) & 0o777)
                 handle.write(data)
         for tmp, (filename, _) in zip(tmps, files):
             os.replace(tmp, out / filename)

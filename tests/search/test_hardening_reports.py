@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,24 @@ def test_a_campaign_name_with_a_backtick_reaches_report_md_as_text(run_cli, tmp_
     assert images and all(src.endswith(".png") for src in images)
     assert md.startswith("# Search report: campaign a|b\\`&lt;img src=x onerror=alert(1)> \\[l\\](javascript:alert(2)) "
                          "!\\[i\\](x.gif)\n")
+
+
+def test_a_report_written_over_an_old_one_keeps_its_files_permissions(run_cli, tmp_path):
+    # each file was replaced by one of 0666 minus the umask: a report its owner kept private (0600) became readable
+    # by every user of the machine
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url).exit_code == 0
+        for path in out.iterdir():
+            path.chmod(0o600)
+        (out / "history.png").chmod(0o640)
+        (out / "history.png").rename(out / "kept.png")
+        (out / "history.png").symlink_to(out / "kept.png")  # a link is replaced by a file of its own
+        assert run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url).exit_code == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == {**{name: 0o600 for name in modes}, "history.png": 0o644, "kept.png": 0o640}

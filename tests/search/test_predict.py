@@ -1179,3 +1179,27 @@ def test_an_overflow_names_the_column_largest_once_preprocessed_not_the_largest_
                     "scale them as the training data was"), line
     magnitudes = saved.preprocessor.input_magnitudes(np.array([[1e38, 3e37]]))
     assert magnitudes[0, 1] / magnitudes[0, 0] > 1e30  # b's 3e40 against a's about 1e8
+
+
+def test_a_file_written_over_keeps_its_permissions(run_cli, tmp_path, wine_csv):
+    # a model, predictions or plot replaced through a temporary file was made 0644 (0666 minus the umask): a file
+    # its owner kept private (0600) became readable by every user of the machine
+    old = os.umask(0o022)
+    try:
+        for name in ("m.npz", "p.csv", "curves.png"):
+            (tmp_path / name).write_text("private\n")
+            (tmp_path / name).chmod(0o600)
+        (tmp_path / "g.csv").write_text("shared\n")
+        (tmp_path / "g.csv").chmod(0o664)
+        assert run_cli("train", "--data", str(wine_csv), "--label-column", "cultivar", "--epochs", "1", "--save",
+                       "m.npz", "--plot", "curves.png").exit_code == 0
+        for out in ("p.csv", "g.csv"):
+            assert run_cli("predict", "--model", "m.npz", "--data", str(wine_csv), "--out", out).exit_code == 0
+        (tmp_path / "new.csv").symlink_to(tmp_path / "g.csv")  # a link is replaced by a file of its own
+        assert run_cli("predict", "--model", "m.npz", "--data", str(wine_csv), "--out", "new.csv").exit_code == 0
+    finally:
+        os.umask(old)
+    assert {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("m.npz", "p.csv", "curves.png",
+                                                                              "g.csv", "new.csv")} == {
+        "m.npz": 0o600, "p.csv": 0o600, "curves.png": 0o600, "g.csv": 0o664, "new.csv": 0o644}
+    assert (tmp_path / "p.csv").read_text().startswith("row,prediction,label,")
