@@ -210,12 +210,31 @@ def _check_port(port: int) -> None:
             raise _cannot_listen(port, e) from None
 
 
+def _own_pages_only(app: Callable, port: int) -> Callable:
+    """The WSGI ``app`` answering only the dashboard's own pages: a request whose Host names another site, or that
+    carries another site's Origin, is refused (403). A page of another site whose name resolves to 127.0.0.1 (DNS
+    rebinding), or a form it posts there, deleted stages and renamed studies through optuna-dashboard's API."""
+    names = ("127.0.0.1", "localhost")
+    own = {f"{name}:{port}" for name in names} | (set(names) if port == 80 else set())
+
+    def answer(environ: dict[str, Any], start_response: Callable) -> Any:
+        host, origin = environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN")
+        if (host is not None and host.lower() not in own) or (
+                origin is not None and origin.lower().removeprefix("http://") not in own):
+            start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"refused: open the dashboard at http://127.0.0.1:{port}/dashboard\n".encode()]
+        return app(environ, start_response)
+
+    return answer
+
+
 @click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
 @click.option("--port", type=AsciiIntRange(1, 65535), default=8080, show_default=True,
               help="Port on 127.0.0.1 to serve on.")
 @storage_option
 def dashboard(port: int, storage: str | None) -> int:
-    """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]').
+    """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]'), to
+    its own pages only: a request that names another site (Host, Origin) is refused.
 
     Do not point it at a SQLite database while workers are writing to it: use PostgreSQL, or
     open the dashboard after the stage has finished.
@@ -227,6 +246,7 @@ def dashboard(port: int, storage: str | None) -> int:
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise SearchError("optuna-dashboard is not installed: pip install '.[dashboard]'")
     _check_port(port)  # before the banners: a port in use is one line
+    import bottle
     import optuna
     import optuna_dashboard
 
@@ -250,7 +270,7 @@ def dashboard(port: int, storage: str | None) -> int:
                err=True)
     stopped_by: type[BaseException] | None = None
     try:
-        optuna_dashboard.run_server(st, host="127.0.0.1", port=port)
+        bottle.run(_own_pages_only(optuna_dashboard.wsgi(st), port), host="127.0.0.1", port=port)
         stopped_by = pending()  # the server may swallow the interrupt and return
     except OSError as e:  # taken since it was checked
         raise _cannot_listen(port, e) from None
