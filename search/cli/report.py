@@ -18,7 +18,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
-from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending
+from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending, stops_held
 from search.space import DEFAULT_SPACE
 from search.text import visible
 
@@ -228,6 +228,19 @@ def _own_pages_only(app: Callable, port: int) -> Callable:
     return answer
 
 
+def _stopping_server() -> type:
+    """wsgiref's server, stopped by a Ctrl-C or SIGTERM received while it answers a request, once it is answered:
+    wsgiref caught the signal's exception as an error of the request, printed its traceback and served on, for ever."""
+    from wsgiref.simple_server import WSGIServer
+
+    class StoppingServer(WSGIServer):
+        def process_request(self, request: Any, client_address: Any) -> None:
+            with stops_held():
+                super().process_request(request, client_address)
+
+    return StoppingServer
+
+
 @click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
 @click.option("--port", type=AsciiIntRange(1, 65535), default=8080, show_default=True,
               help="Port on 127.0.0.1 to serve on.")
@@ -270,7 +283,8 @@ def dashboard(port: int, storage: str | None) -> int:
                err=True)
     stopped_by: type[BaseException] | None = None
     try:
-        bottle.run(_own_pages_only(optuna_dashboard.wsgi(st), port), host="127.0.0.1", port=port)
+        bottle.run(_own_pages_only(optuna_dashboard.wsgi(st), port), host="127.0.0.1", port=port,
+                   server_class=_stopping_server())
         stopped_by = pending()  # the server may swallow the interrupt and return
     except OSError as e:  # taken since it was checked
         raise _cannot_listen(port, e) from None

@@ -322,6 +322,48 @@ def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
     assert pending() is None  # nothing left for what runs next in this process
 
 
+def test_a_signal_while_the_dashboard_answers_a_request_stops_it(run_cli, monkeypatch):
+    # SIGTERM (or Ctrl-C) while a request was answered was swallowed by the server, which printed a traceback and
+    # went on serving: the dashboard did not stop
+    import http.client
+    import threading
+
+    import optuna_dashboard
+
+    from tests.fixtures_pg import free_port
+
+    def app(environ, start_response):  # the signal arrives as the request is answered
+        os.kill(os.getpid(), signal.SIGTERM)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    port, answered, done = free_port(), [], threading.Event()
+
+    def ask() -> None:
+        while not answered and not done.is_set():
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/dashboard", headers={"Host": f"127.0.0.1:{port}"})
+                connection.getresponse().read()
+                answered.append(time.monotonic())
+            except OSError:
+                time.sleep(0.1)
+        if not done.wait(10):  # still serving: stopped by a Ctrl-C, which it takes between requests
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    monkeypatch.setattr(optuna_dashboard, "wsgi", lambda storage: app)
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    try:
+        result = run_cli("dashboard", "--port", str(port))
+    finally:
+        done.set()
+        asking.join()
+    assert (result.exit_code, result.stderr.splitlines()[-1]) == (143, "dashboard stopped")
+    assert "Traceback" not in result.stderr and time.monotonic() - answered[0] < 5
+
+
 def test_the_dashboard_answers_only_its_own_pages(run_cli, tmp_path):
     # a page of another site whose name resolved to 127.0.0.1 (DNS rebinding) deleted a stage through the dashboard's
     # API, and a form it posts (no Origin of the dashboard's) reached it too
