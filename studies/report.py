@@ -1440,7 +1440,7 @@ def _line_as_text(line: str) -> str:
     out, i = [], 0
     while i < len(line):
         char = line[i]
-        if char == "\\" and line[i + 1:i + 2] in string.punctuation:  # an escaped character (never "")
+        if char == "\\" and line[i + 1:i + 2] in string.punctuation:  # an escaped character, as it is
             out.append(line[i:i + 2])
             i += 2
         elif char == "`":
