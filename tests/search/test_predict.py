@@ -1203,3 +1203,20 @@ def test_a_file_written_over_keeps_its_permissions(run_cli, tmp_path, wine_csv):
                                                                               "g.csv", "new.csv")} == {
         "m.npz": 0o600, "p.csv": 0o600, "curves.png": 0o600, "g.csv": 0o664, "new.csv": 0o644}
     assert (tmp_path / "p.csv").read_text().startswith("row,prediction,label,")
+
+
+def test_a_plot_is_never_written_over_an_image_of_the_data_folder(run_cli, tmp_path):
+    # --plot photos/dark/0.png replaced a training image by the plot, exit 0: the folder then failed to load (images
+    # of different sizes), or with --image-size trained on the plot
+    dark_and_light(tmp_path / "photos", 6)
+    image = (tmp_path / "photos" / "dark" / "0.png").read_bytes()
+    for plot in ("photos/dark/0.png", "photos/light/new.PNG", "photos/x.png"):
+        line = one_line_error(run_cli("train", "--data", "photos", "--epochs", "1", "--batch-size", "4", "--plot",
+                                      plot))
+        assert line == (f"error: --plot {plot} is in the --data folder {tmp_path / 'photos'}, which reads it as an "
+                        f"image; write it to another folder")
+    assert (tmp_path / "photos" / "dark" / "0.png").read_bytes() == image
+    assert sorted(p.name for p in (tmp_path / "photos").rglob("*")) == sorted(
+        ["dark", "light", *(f"{i}.png" for i in range(6)), *(f"{i}.png" for i in range(6))])
+    assert run_cli("train", "--data", "photos", "--epochs", "1", "--batch-size", "4", "--plot",
+                   "photos/curves.pdf").exit_code == 0  # no image the folder reads
