@@ -672,12 +672,27 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         return
     if not out:
         try:
-            write_rows(sys.stdout)
+            write_rows(_Shown(sys.stdout) if sys.stdout.isatty() else sys.stdout)
             sys.stdout.flush()
         except BrokenPipeError:  # the reader left (| head -3) with the rows it wanted: the summary is still said
             say(line, err=True)
             raise
     say(line + (f"; wrote {out}" if out else ""), err=True)
+
+
+class _Shown:
+    """A terminal as ``search predict`` writes its rows to it: their control characters written out (``visible``), as
+    every command shows a name: a class named ``cat ESC]0;...BEL`` set the terminal's title. A file or pipe has them
+    as they are."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(visible(text))
+
+    def writelines(self, lines: Any) -> None:
+        self.stream.writelines(map(visible, lines))
 
 
 COMMANDS = [train, layers, sanity, data, predict]

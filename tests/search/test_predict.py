@@ -1220,3 +1220,42 @@ def test_a_plot_is_never_written_over_an_image_of_the_data_folder(run_cli, tmp_p
         ["dark", "light", *(f"{i}.png" for i in range(6)), *(f"{i}.png" for i in range(6))])
     assert run_cli("train", "--data", "photos", "--epochs", "1", "--batch-size", "4", "--plot",
                    "photos/curves.pdf").exit_code == 0  # no image the folder reads
+
+
+def test_predictions_shown_on_a_terminal_never_drive_it(run_cli, tmp_path):
+    # the rows went to the terminal as they are: a class named "cat ESC]0;...BEL" from the training data set the
+    # terminal's title (ESC]52 would write its clipboard), where every other command writes such a name out
+    import pty
+
+    from tests.search.procs import env
+
+    rng = np.random.default_rng(0)
+    classes = ["cat\x1b]0;pwned\x07", "dog"]
+    with open(tmp_path / "pets.csv", "w") as f:
+        f.write("a,b,label\n" + "".join(f"{rng.normal():.3f},{rng.normal():.3f},{classes[i % 2]}\n" for i in range(40)))
+    trained = run_cli("train", "--data", "pets.csv", "--epochs", "1", "--batch-size", "10", "--save", "m.npz")
+    assert trained.exit_code == 0
+    terminal, stdout = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "search", "predict", "--model", "m.npz", "--data", "pets.csv"],
+                              env=env(), cwd=tmp_path, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              text=True, timeout=120)
+    finally:
+        os.close(stdout)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert done.returncode == 0, done.stderr
+    text = shown.decode().replace("\r\n", "\n")
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.splitlines()[0] == "row,prediction,label,p_cat\\x1b]0;pwned\\x07,p_dog"
+    assert len(text.splitlines()) == 41 and text.count(",cat\\x1b]0;pwned\\x07,") >= 20  # each cat's label
+    piped = run_cli("predict", "--model", "m.npz", "--data", "pets.csv")  # to a file or a pipe: the names as they are
+    assert piped.stdout.splitlines()[0] == "row,prediction,label,p_cat\x1b]0;pwned\x07,p_dog"
