@@ -145,8 +145,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     def heading(column: str) -> str:  # control characters and line breaks written out, as in the cells
         return visible_line(column.removeprefix("param_") if short_params else column)
 
-    if fmt_name == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
+    if fmt_name == "csv":  # on a terminal a value's control characters written out, as a table shows them
+        text = frame.to_csv(index=False)
+        click.echo(visible(text) if sys.stdout.isatty() else text, nl=False)
         return
     if fmt_name == "json":  # JSON has no infinities: null, as for NaN
         finite = [{k: None if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()}

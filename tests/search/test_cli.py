@@ -914,6 +914,36 @@ def test_a_reports_status_line_on_a_terminal_is_written_over_with_spaces_not_an_
     assert capsys.readouterr().err == "report: x\\x1b[2J/coarse: a step\n"
 
 
+def test_csv_shown_on_a_terminal_never_drives_it(run_cli, tmp_path):
+    # --format csv went to the terminal as it is: a stored text holding ESC[2J cleared the screen (ESC]52 writes the
+    # clipboard), where the same command's table writes it out
+    import pty
+    import subprocess
+
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    sql = "SELECT 'a' || char(27) || '[2J' || char(7) AS x"
+    terminal, stdout = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    try:
+        done = subprocess.run([sys.executable, "-m", "search", "query", sql, "--format", "csv"], env=env, cwd=tmp_path,
+                              stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
+    finally:
+        os.close(stdout)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert done.returncode == 0, done.stderr
+    assert shown.decode().replace("\r\n", "\n") == "x\na\\x1b[2J\\x07\n"
+    assert "\\x" not in run_cli("query", sql, "--format", "csv").stdout  # to a file or pipe: nothing written out
+
+
 @pytest.mark.parametrize("raised, code, how", [(KeyboardInterrupt, 130, "interrupted"), ("sigterm", 143, "terminated")])
 def test_a_signal_says_the_database_is_consistent_only_for_a_command_that_writes_one(run_cli, tmp_path, monkeypatch,
                                                                                      raised, code, how):
