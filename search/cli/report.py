@@ -58,7 +58,9 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     rep = campaign_report(st, name, progress=None if as_json else report_progress())
     if not as_json and sys.stderr.isatty():
         status_line("")  # the status line gone: the result follows
-    check_not_written(out_dir, [*REPORT_FILES, *(f"{k}.png" for k in rep.images)], storage)
+    data = (rep.summary.get("data") or {}).get("path")  # the campaign's data folder: no plot among its images
+    check_not_written(out_dir, [*REPORT_FILES, *(f"{k}.png" for k in rep.images)],
+                      {"--storage": storage_file(storage), "campaign's --data": data})
     written = write_report(rep, out_dir)
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
@@ -73,13 +75,14 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
         say(f"note: {hint}", "  ")
 
 
-def check_not_written(out_dir: str, filenames: list[str], storage: str | None) -> None:
-    """SearchError when a file the command writes into ``out_dir`` is the study database (a database named
-    summary.json in the --out folder was replaced by the report)."""
+def check_not_written(out_dir: str, filenames: list[str], inputs: dict[str, str | None]) -> None:
+    """SearchError when a file the command writes into ``out_dir`` is one it reads (``check_not_input``): the study
+    database (a database named summary.json in the --out folder was replaced by the report), or an image of the data
+    folder."""
     from pathlib import Path
 
     for filename in filenames:
-        check_not_input("--out", str(Path(out_dir) / filename), {"--storage": storage_file(storage)})
+        check_not_input("--out", str(Path(out_dir) / filename), inputs)
 
 
 def report_progress() -> Any:
@@ -139,7 +142,8 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
 
     name = campaign or default_compare_campaign()
     out_dir = out_dir or default_folder(safe_dirname(name))
-    check_not_written(out_dir, ["repeats.png", "compare.json"], storage)  # before the stages run
+    check_not_written(out_dir, ["repeats.png", "compare.json"],  # before the stages run
+                      {"--data": base.data.name, "--storage": storage_file(storage)})
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     dataset = run.load()  # bad data fails here too, before the database is touched

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from studies.report import safe_dirname
+from tests.search.conftest import one_line_error
 from tests.studies.report_data import build_campaign
 
 
@@ -283,3 +285,24 @@ def test_a_report_written_over_an_old_one_keeps_its_files_permissions(run_cli, t
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
     assert modes == {**{name: 0o600 for name in modes}, "history.png": 0o644, "kept.png": 0o640}
+
+
+def test_a_report_or_compare_never_writes_its_plots_among_the_images_of_the_data_folder(run_cli, tmp_path):
+    # search report --out photos/dark wrote scatter.png and the other plots into a class folder of the campaign's
+    # data, which then trained on them or failed to load (images of different sizes); search compare likewise, after
+    # running every stage
+    from tests.search.test_predict import dark_and_light
+
+    dark_and_light(tmp_path / "photos", 8)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "photos").rglob("*"))
+    options = ["--data", "photos", "--epochs", "1", "--batch-size", "4", "--trials", "2"]
+    assert run_cli("coarse", *options, "--campaign", "c", "--jobs", "1").exit_code == 0
+    data = tmp_path / "photos"
+    assert one_line_error(run_cli("report", "--campaign", "c", "--out", "photos/dark", "--json")) == (
+        f"error: --out photos/dark/scatter.png is in the campaign's --data folder {data}, which reads it as an "
+        f"image; write it to another folder")
+    assert one_line_error(run_cli("compare", *options, "--repeats", "1", "--campaign", "k", "--out", "photos")) == (
+        f"error: --out photos/repeats.png is in the --data folder {data}, which reads it as an image; write it to "
+        f"another folder")
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "photos").rglob("*")) == before
+    assert "k/random-0" not in optuna.get_all_study_names("sqlite:///search.db")
