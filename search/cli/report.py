@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shlex
 import socket
 import sys
@@ -214,17 +215,18 @@ def _check_port(port: int) -> None:
             raise _cannot_listen(port, e) from None
 
 
-def _own_pages_only(app: Callable, port: int) -> Callable:
-    """The WSGI ``app`` answering only the dashboard's own pages: a request whose Host names another site, or that
-    carries another site's Origin, is refused (403). A page of another site whose name resolves to 127.0.0.1 (DNS
-    rebinding), or a form it posts there, deleted stages and renamed studies through optuna-dashboard's API."""
-    names = ("127.0.0.1", "localhost")
-    own = {f"{name}:{port}" for name in names} | (set(names) if port == 80 else set())
+# the names a page of the dashboard is opened by: here, or through a tunnel (ssh -L 9000:127.0.0.1:8080) on any port
+_OWN_HOST = re.compile(r"(127\.0\.0\.1|localhost)(:\d+)?", re.IGNORECASE)
 
+
+def _own_pages_only(app: Callable, port: int) -> Callable:
+    """The WSGI ``app`` answering only the dashboard's own pages: a request whose Host names another site than
+    127.0.0.1 or localhost, or that carries another site's Origin, is refused (403). A page of another site whose name
+    resolves to 127.0.0.1 (DNS rebinding), or a form it posts there, deleted stages through optuna-dashboard's API."""
     def answer(environ: dict[str, Any], start_response: Callable) -> Any:
         host, origin = environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN")
-        if (host is not None and host.lower() not in own) or (
-                origin is not None and origin.lower().removeprefix("http://") not in own):
+        if (host is not None and not _OWN_HOST.fullmatch(host)) or (
+                origin is not None and not _OWN_HOST.fullmatch(origin.removeprefix("http://"))):
             start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
             return [f"refused: open the dashboard at http://127.0.0.1:{port}/dashboard\n".encode()]
         return app(environ, start_response)

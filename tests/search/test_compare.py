@@ -401,7 +401,8 @@ def test_the_dashboard_answers_only_its_own_pages(run_cli, tmp_path):
         assert answer("GET", "/api/studies", f"evil.example:{port}") == 403
         assert answer("POST", "/api/studies/1/rename", f"127.0.0.1:{port}", "http://evil.example") == 403
         assert answer("GET", "/api/studies", f"127.0.0.1:{port}") == 200
-        assert answer("GET", "/dashboard", f"localhost:{port}") == 200
+        assert answer("GET", "/dashboard", f"localhost:{port}") == answer("GET", "/dashboard", "localhost:9000") == 200
+        assert answer("GET", "/api/studies", f"127.0.0.1:{port}.evil.example") == 403
     finally:
         server.kill()
         server.wait()
