@@ -1609,8 +1609,27 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     page = render_html(summary, report.images, report.phone)
     files["report.html"] = ("report.html", page.encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
+    earlier = _earlier_plots(out)
     _write_files(out, list(files.values()))
+    for filename in earlier - {filename for filename, _ in files.values()}:  # none left to read as this report's
+        (out / filename).unlink(missing_ok=True)
     return {key: out / filename for key, (filename, _) in files.items()}
+
+
+def _earlier_plots(out: Path) -> set[str]:
+    """The plots a report written before into folder ``out`` wrote there, as its summary.json names them (NAME.png,
+    NAME an image the report draws); none where there is no such summary."""
+    summary = out / "summary.json"
+    try:
+        if not summary.is_file():  # a FIFO there would block the read
+            return set()
+        with open(summary, "rb") as handle:  # a report's own, never larger than this
+            images = json.loads(handle.read(1 << 24)).get("images")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(images, dict):
+        return set()
+    return {f"{name}.png" for name, file in images.items() if file == f"{name}.png" and name in IMAGE_CAPTIONS}
 
 
 def _made_folder(out_dir: str | Path) -> Path:

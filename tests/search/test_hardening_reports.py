@@ -306,3 +306,20 @@ def test_a_report_or_compare_never_writes_its_plots_among_the_images_of_the_data
         f"another folder")
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "photos").rglob("*")) == before
     assert "k/random-0" not in optuna.get_all_study_names("sqlite:///search.db")
+
+
+def test_a_report_over_another_leaves_none_of_its_plots_behind(run_cli, tmp_path):
+    # a report written over one of another campaign left the plots it does not draw (scatter.png, ranges.png) beside
+    # its own, where they read as this campaign's
+    import json
+
+    base = ["--data", "spiral", "--trials", "3", "--epochs", "1", "--jobs", "1"]
+    assert run_cli("coarse", *base, "--campaign", "calm").exit_code == 0
+    assert run_cli("coarse", *base, "--campaign", "boom", "--lr", "10:100").exit_code == 0  # every trial explodes
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "scatter.png.txt").write_text("a file of the user's\n")
+    calm = json.loads(run_cli("report", "--campaign", "calm", "--out", "r", "--json").stdout)["files"]
+    boom = json.loads(run_cli("report", "--campaign", "boom", "--out", "r", "--json").stdout)["files"]
+    assert {"scatter", "ranges"} <= set(calm) - set(boom)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
+        [*(Path(path).name for path in boom.values()), "scatter.png.txt"])
