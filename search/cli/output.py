@@ -145,9 +145,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     def heading(column: str) -> str:  # control characters and line breaks written out, as in the cells
         return visible_line(column.removeprefix("param_") if short_params else column)
 
-    if fmt_name == "csv":  # on a terminal a value's control characters written out, as a table shows them
-        text = frame.to_csv(index=False)
-        click.echo(visible(text) if sys.stdout.isatty() else text, nl=False)
+    if fmt_name == "csv":  # on a terminal a value's control characters written out, as a table shows them; to a file
+        text = frame.to_csv(index=False)  # or pipe as they are (color: click would drop an ESC[...m there as styling)
+        click.echo(visible(text) if sys.stdout.isatty() else text, nl=False, color=True)
         return
     if fmt_name == "json":  # JSON has no infinities: null, as for NaN
         finite = [{k: None if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()}
