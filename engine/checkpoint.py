@@ -117,9 +117,9 @@ def _names_a_descriptor(path: Path) -> bool:
 
 def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """``write`` a file at ``path`` through a temporary file in its folder and ``os.replace``: an existing file is
-    replaced only once the new one is complete, nothing half-written is left, and the mode is 0666 minus the umask,
-    as open() gives. A device or FIFO there (``/dev/null``), or an open descriptor by name (``/dev/stdout``), is
-    written to, never replaced by a file."""
+    replaced only once the new one is complete, nothing half-written is left, and the mode is the existing file's
+    permissions, or for a new file (or a link replaced) 0666 minus the umask, as open() gives. A device or FIFO there
+    (``/dev/null``), or an open descriptor by name (``/dev/stdout``), is written to, never replaced by a file."""
     path = Path(path)
     try:
         if (path.exists() and not path.is_file()) or _names_a_descriptor(path):
@@ -131,6 +131,8 @@ def write_replacing(path: str | Path, write: Callable[[BinaryIO], None]) -> None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
+                if path.is_file() and not path.is_symlink():  # a private (0600) file stays private
+                    os.fchmod(fd, stat.S_IMODE(path.stat().st_mode) & 0o777)
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())

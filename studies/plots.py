@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # a home (or $MPLCONFIGDIR) that cannot be written: matplotlib works from a temporary folder, and its logger, which
 # nothing configures, printed two lines of warnings saying so on the stderr of every command that plots
@@ -58,14 +58,15 @@ def _thin_log_minor_ticks(fig: Figure) -> None:
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg")  # the formats ``save`` writes, by the file's suffix (PNG for any other)
 
 
-def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write the figure as PDF or SVG where the path's suffix says so, else as PNG, and close it."""
-    path = Path(path)
+def save(fig: Figure, path: str | Path | BinaryIO, dpi: int = 100, suffix: str | None = None) -> None:
+    """Write the figure as PDF or SVG where ``suffix`` (by default the path's) says so, else as PNG, and close it;
+    ``path``: a file's name, or a binary file open for writing (``suffix`` then given)."""
+    suffix = (Path(path).suffix if suffix is None else suffix).lower()  # type: ignore[arg-type]
     _thin_log_minor_ticks(fig)
-    suffix = path.suffix.lower()
-    fig.savefig(path, dpi=dpi, format=suffix[1:] if suffix in IMAGE_SUFFIXES else "png")
-    plt.close(fig)
-    return path
+    try:
+        fig.savefig(path, dpi=dpi, format=suffix[1:] if suffix in IMAGE_SUFFIXES else "png")
+    finally:
+        plt.close(fig)
 
 
 def iteration_axis(iterations: float | None, points: int) -> np.ndarray:

@@ -52,6 +52,8 @@ import os
 import re
 import secrets
 import shlex
+import stat
+import string
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1328,7 +1330,10 @@ def _pair_rows(pair: dict[str, Any], params: Sequence[str]) -> tuple[list[str], 
 
 
 def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    esc = [[c.replace("|", "\\|") for c in r] for r in [list(head), *rows]]
+    """A Markdown table; a cell's ``\\``, ``|`` and backticks escaped (a table parts a row into cells first: a code span
+    never spans two), its line breaks made spaces."""
+    esc = [[re.sub(r"[\r\n]+", " ", c).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`") for c in r]
+           for r in [list(head), *rows]]
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
     return "\n".join(lines)
@@ -1485,50 +1490,78 @@ def size_text(summary: dict[str, Any]) -> str:
             + (f", {errors:,} failed by an error (not run again)" if errors else ""))
 
 
+# a run of backticks: a code span opens at one and closes at the next of the same length
+_CODE_RUN = re.compile(r"`+")
+_MD_AS_TEXT = {"<": "&lt;", "[": "\\[", "]": "\\]"}
+
+
 def _no_html(markdown: str) -> str:
-    """``markdown`` with each ``<`` outside a code span written ``&lt;``: a campaign, class or column name such as
-    ``<img src=x onerror=...>`` reaches report.md as text, never as HTML a Markdown viewer would render (and run)."""
-    return "\n".join("`".join(part if k % 2 else part.replace("<", "&lt;") for k, part in enumerate(line.split("`")))
-                     for line in markdown.split("\n"))
+    """``markdown`` with each ``<`` outside a code span written ``&lt;``, and each ``[`` and ``]`` there escaped: a
+    campaign, class or column name such as ``<img src=x onerror=...>`` or ``[x](javascript:...)`` reaches report.md
+    as text, never as HTML or a link a Markdown viewer would render (and run). Code spans are found as CommonMark
+    finds them, a line at a time; a backtick that opens none (one in a name) is escaped, so that no backtick of
+    another line closes it."""
+    return "\n".join(_line_as_text(line) for line in markdown.split("\n"))
+
+
+def _line_as_text(line: str) -> str:
+    out, i = [], 0
+    while i < len(line):
+        char = line[i]
+        if char == "\\" and line[i + 1:i + 2] in string.punctuation:  # an escaped character, as it is
+            out.append(line[i:i + 2])
+            i += 2
+        elif char == "`":
+            run = _CODE_RUN.match(line, i).end() - i  # type: ignore[union-attr]
+            close = next((m for m in _CODE_RUN.finditer(line, i + run) if len(m.group()) == run), None)
+            end = close.end() if close else i + run
+            out.append(line[i:end] if close else "\\`" * run)
+            i = end
+        else:
+            out.append(_MD_AS_TEXT.get(char, char))
+            i += 1
+    return "".join(out)
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
-    """report.md: the same numbers as report.html, images referenced as the PNG files beside it."""
-    out = [f"# Search report: campaign {summary['campaign']}", "",
-           f"{size_text(summary)}; generated {summary['generated']}.", ""]
+    """report.md: the same numbers as report.html, images referenced as the PNG files beside it; its text
+    ``_no_html``: a name in it is text, never HTML or a link."""
+    text = [f"# Search report: campaign {summary['campaign']}", "",
+            f"{size_text(summary)}; generated {summary['generated']}.", ""]
     data = _data_text(summary.get("data"))
     if data:
-        out += [data, ""]
+        text += [data, ""]
     if summary.get("chosen"):
-        out += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), "",
-                _chain_text(summary), ""]
-    out += ["## Stages", "", _md_table(*_stage_rows(summary)), "", _STAGE_TEXT, ""]
+        text += ["## Chosen configuration", "", _chosen_text(summary["chosen"], summary.get("storage")), "",
+                 _chain_text(summary), ""]
+    text += ["## Stages", "", _md_table(*_stage_rows(summary)), "", _STAGE_TEXT, ""]
     unfinished = _unfinished_notes(summary)
     if unfinished:
-        out += [*(f"- {note}" for note in unfinished), ""]
-    out += ["## Ranges and best parameters", "", _md_table(*_range_rows(summary)), ""]
+        text += [*(f"- {note}" for note in unfinished), ""]
+    text += ["## Ranges and best parameters", "", _md_table(*_range_rows(summary)), ""]
     for s in summary["stages"]:
         for note in s["range_notes"]:
-            out.append(f"- {s['stage']}: {note}")
-    out += ["", "## Budget", "", _md_table(*_budget_rows(summary)), "", _BUDGET_TEXT, "",
-            "## Parameter importance", ""]
+            text.append(f"- {s['stage']}: {note}")
+    text += ["", "## Budget", "", _md_table(*_budget_rows(summary)), "", _BUDGET_TEXT, "",
+             "## Parameter importance", ""]
     if any(s["importance"]["importance"] for s in summary["stages"]):
-        out += [_md_table(*_importance_rows(summary)), ""]
-    out += [f"- {note}" for note in _importance_notes(summary)]
+        text += [_md_table(*_importance_rows(summary)), ""]
+    text += [f"- {note}" for note in _importance_notes(summary)]
     if summary.get("diagnoses", {}).get("labels"):
-        out += ["", "## Diagnoses", "", _md_table(*_diagnosis_rows(summary)), "", _DIAGNOSIS_TEXT, ""]
-        out += [f"- {note}" for note in _diagnosis_notes(summary)]
-    out += ["", "## Grid vs random at equal budget", ""]
+        text += ["", "## Diagnoses", "", _md_table(*_diagnosis_rows(summary)), "", _DIAGNOSIS_TEXT, ""]
+        text += [f"- {note}" for note in _diagnosis_notes(summary)]
+    text += ["", "## Grid vs random at equal budget", ""]
     comp = summary["grid_vs_random"]
     if comp["hint"]:
-        out += [comp["hint"], ""]
+        text += [comp["hint"], ""]
     for pair in comp["pairs"]:
-        out += [_md_table(*_pair_rows(pair, summary["params"])), "", f"Verdict: {_verdict(pair)}.", ""]
+        text += [_md_table(*_pair_rows(pair, summary["params"])), "", f"Verdict: {_verdict(pair)}.", ""]
     if comp.get("repeats"):
-        out += [_repeats_text(comp["repeats"]), ""]
-    out += ["## Plots", ""]
-    for name, file in summary["images"].items():
-        out += [f"![{_caption(summary, name)}]({file})", "", f"*{_caption(summary, name)}*", ""]
+        text += [_repeats_text(comp["repeats"]), ""]
+    out = [_no_html("\n".join(text)), "## Plots", ""]
+    for name, file in summary["images"].items():  # the image's own link, outside what _no_html escapes
+        caption = _no_html(_caption(summary, name))
+        out += [f"![{caption}]({file})", "", f"*{caption}*", ""]
     return "\n".join(out)
 
 
@@ -1607,7 +1640,8 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes], phone: dict[s
 def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
     """Write each (file name, bytes) into folder ``out``, all or none: every one first to a temporary file beside it,
     then each ``os.replace``d over its name, so a disk that fills up leaves the folder as it was, never a new
-    report.md beside an old report.html; a symlink there is replaced, never followed. OutputError naming the file."""
+    report.md beside an old report.html; a symlink there is replaced, never followed; a file replaced keeps its
+    permissions. OutputError naming the file."""
     tmps: list[Path] = []
     replaced = 0
     try:
@@ -1617,6 +1651,9 @@ def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
             tmps.append(tmp)
             with os.fdopen(fd, "wb") as handle:
+                old = out / filename
+                if old.is_file() and not old.is_symlink():  # a private (0600) file stays private
+                    os.fchmod(fd, stat.S_IMODE(old.stat().st_mode) & 0o777)
                 handle.write(data)
         for tmp, (filename, _) in zip(tmps, files):
             os.replace(tmp, out / filename)
@@ -1636,12 +1673,31 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     files: dict[str, tuple[str, bytes]] = {name: (f"{name}.png", png) for name, png in report.images.items()}
     files["summary.json"] = ("summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     # a data path that is not UTF-8 (a Latin-1 file name) is written as the bytes that name it
-    files["report.md"] = ("report.md", (_no_html(render_markdown(summary)) + "\n").encode("utf-8", "surrogateescape"))
+    files["report.md"] = ("report.md", (render_markdown(summary) + "\n").encode("utf-8", "surrogateescape"))
     page = render_html(summary, report.images, report.phone)
     files["report.html"] = ("report.html", page.encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
+    earlier = _earlier_plots(out)
     _write_files(out, list(files.values()))
+    for filename in earlier - {filename for filename, _ in files.values()}:  # none left to read as this report's
+        (out / filename).unlink(missing_ok=True)
     return {key: out / filename for key, (filename, _) in files.items()}
+
+
+def _earlier_plots(out: Path) -> set[str]:
+    """The plots a report written before into folder ``out`` wrote there, as its summary.json names them (NAME.png,
+    NAME an image the report draws); none where there is no such summary."""
+    summary = out / "summary.json"
+    try:
+        if not summary.is_file():  # a FIFO there would block the read
+            return set()
+        with open(summary, "rb") as handle:  # a report's own, never larger than this
+            images = json.loads(handle.read(1 << 24)).get("images")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(images, dict):
+        return set()
+    return {f"{name}.png" for name, file in images.items() if file == f"{name}.png" and name in IMAGE_CAPTIONS}
 
 
 def _made_folder(out_dir: str | Path) -> Path:

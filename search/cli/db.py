@@ -12,8 +12,8 @@ from search.cli.options import (
     apply, campaign_option, check_not_input, format_option, json_option, open_for_reading, storage_file,
     storage_option,
 )
-from search.cli.output import (column_cell, echo_json, final_runs_text, note_on_output, print_frame, print_table, say,
-                               say_final_runs)
+from search.cli.output import (column_cell, echo_json, final_runs_text, note_on_output, print_frame, print_table,
+                               save_plot, say, say_final_runs)
 from studies.records import params_text
 
 
@@ -370,7 +370,7 @@ def _explained(name: str, trial: Any, labels: list[str] | None, numbers: dict[st
 
 def _plot_curves(trial: Any, stage: Any, title: str, plot: str) -> None:
     """Draw the trial's loss and accuracy curves, as far as it ran, under ``title`` into the file ``plot``."""
-    from studies.plots import new_axes, plot_training, save
+    from studies.plots import new_axes, plot_training
     from studies.records import curve_points, trial_record
 
     val_acc = _val_acc_history(trial)
@@ -380,8 +380,8 @@ def _plot_curves(trial: Any, stage: Any, title: str, plot: str) -> None:
         train_acc = [float("nan")] * len(val_acc)
     # an exploded run's stopping line, as the report draws it: the curve crossed it on average
     threshold = stage.explode_factor if trial.user_attrs.get("stop_reason") == "exploded" else None
-    save(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, trial.user_attrs.get("iterations"), title,
-                       threshold), plot)
+    save_plot(plot_training(new_axes(1, 2)[0], losses, train_acc, val_acc, trial.user_attrs.get("iterations"), title,
+                            threshold), plot)
 
 
 def _val_acc_history(trial: Any) -> list[float]:

@@ -174,12 +174,18 @@ def default_folder(folder: str) -> str:
 
 def check_not_input(option: str, path: str | None, inputs: dict[str, str | None]) -> None:
     """SearchError when the file ``option`` writes (``path``) is one the command reads: ``inputs`` maps each reading
-    option to its path (a built-in dataset's name is no file)."""
+    option to its path (a built-in dataset's name is no file); an image inside a folder read is one of its images."""
     if path is None:
         return
+    from engine.formats import IMAGE_SUFFIXES
     from studies.store import SQLITE_SIDE_FILES  # deferred, as storage_file's: the store loads SQLAlchemy and Optuna
 
     for name, source in inputs.items():
+        image = Path(path).suffix.lower() in IMAGE_SUFFIXES
+        folder = image and source is not None and source not in DATASETS and os.path.isdir(source)
+        if folder and Path(source).resolve() in Path(path).resolve().parents:  # type: ignore[arg-type]
+            raise SearchError(f"{option} {path} is in the {name} folder {source}, which reads it as an image; write it "
+                              f"to another folder")
         try:
             same = source is not None and os.path.samefile(path, source)
         except OSError:  # either one missing: not the same file

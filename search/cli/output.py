@@ -64,6 +64,15 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def save_plot(fig: Any, path: str) -> None:
+    """``fig`` into the file ``path``, in the format its suffix names (``studies.plots.save``), as a model file is
+    written: a file or link there replaced once the plot is whole, never written through; WriteError if it cannot."""
+    from engine.checkpoint import write_replacing
+    from studies import plots
+
+    write_replacing(path, lambda f: plots.save(fig, f, suffix=os.path.splitext(path)[1]))
+
+
 def fmt(x: float | None) -> str:
     """An accuracy to 4 decimals; ``-`` for none, or one not finite."""
     return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"
@@ -160,8 +169,9 @@ def print_frame(frame: Any, fmt_name: str, columns: list[str] | None = None, wid
     def heading(column: str) -> str:  # control characters and line breaks written out, as in the cells
         return visible_line(column.removeprefix("param_") if short_params else column)
 
-    if fmt_name == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
+    if fmt_name == "csv":  # on a terminal a value's control characters written out, as a table shows them; to a file
+        text = frame.to_csv(index=False)  # or pipe as they are (color: click would drop an ESC[...m there as styling)
+        click.echo(visible(text) if sys.stdout.isatty() else text, nl=False, color=True)
         return
     if fmt_name == "json":  # JSON has no infinities: null, as for NaN
         finite = [{k: None if isinstance(v, float) and math.isinf(v) else v for k, v in row.items()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shlex
 import socket
 import sys
@@ -18,7 +19,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
-from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending
+from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending, stops_held
 from search.space import DEFAULT_SPACE
 from search.text import visible
 
@@ -58,7 +59,9 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
     rep = campaign_report(st, name, progress=None if as_json else report_progress())
     if not as_json and sys.stderr.isatty():
         status_line("")  # the status line gone: the result follows
-    check_not_written(out_dir, [*REPORT_FILES, *(f"{k}.png" for k in rep.images)], storage)
+    data = (rep.summary.get("data") or {}).get("path")  # the campaign's data folder: no plot among its images
+    check_not_written(out_dir, [*REPORT_FILES, *(f"{k}.png" for k in rep.images)],
+                      {"--storage": storage_file(storage), "campaign's --data": data})
     written = write_report(rep, out_dir)
     if as_json:
         echo_json({"campaign": name, "files": {k: str(v) for k, v in written.items()}})
@@ -73,13 +76,14 @@ def report(campaign: str | None, out_dir: str | None, storage: str | None, as_js
         say(f"note: {hint}", "  ")
 
 
-def check_not_written(out_dir: str, filenames: list[str], storage: str | None) -> None:
-    """SearchError when a file the command writes into ``out_dir`` is the study database (a database named
-    summary.json in the --out folder was replaced by the report)."""
+def check_not_written(out_dir: str, filenames: list[str], inputs: dict[str, str | None]) -> None:
+    """SearchError when a file the command writes into ``out_dir`` is one it reads (``check_not_input``): the study
+    database (a database named summary.json in the --out folder was replaced by the report), or an image of the data
+    folder."""
     from pathlib import Path
 
     for filename in filenames:
-        check_not_input("--out", str(Path(out_dir) / filename), {"--storage": storage_file(storage)})
+        check_not_input("--out", str(Path(out_dir) / filename), inputs)
 
 
 def report_progress() -> Any:
@@ -139,7 +143,8 @@ def compare(base: RunConfig, space_spec: list, repeats: int, trials: int, epochs
 
     name = campaign or default_compare_campaign()
     out_dir = out_dir or default_folder(safe_dirname(name))
-    check_not_written(out_dir, ["repeats.png", "compare.json"], storage)  # before the stages run
+    check_not_written(out_dir, ["repeats.png", "compare.json"],  # before the stages run
+                      {"--data": base.data.name, "--storage": storage_file(storage)})
     run = base.with_params({"train.epochs": epochs})
     space = build_space(space_spec, DEFAULT_SPACE, run, click.get_current_context().meta["fixed"])
     dataset = run.load()  # bad data fails here too, before the database is touched
@@ -211,12 +216,45 @@ def _check_port(port: int) -> None:
             raise _cannot_listen(port, e) from None
 
 
+# the names a page of the dashboard is opened by: here, or through a tunnel (ssh -L 9000:127.0.0.1:8080) on any port
+_OWN_HOST = re.compile(r"(127\.0\.0\.1|localhost)(:\d+)?", re.IGNORECASE)
+
+
+def _own_pages_only(app: Callable, port: int) -> Callable:
+    """The WSGI ``app`` answering only the dashboard's own pages: a request whose Host names another site than
+    127.0.0.1 or localhost, or that carries another site's Origin, is refused (403). A page of another site whose name
+    resolves to 127.0.0.1 (DNS rebinding), or a form it posts there, deleted stages through optuna-dashboard's API."""
+    def answer(environ: dict[str, Any], start_response: Callable) -> Any:
+        host, origin = environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN")
+        if (host is not None and not _OWN_HOST.fullmatch(host)) or (
+                origin is not None and not _OWN_HOST.fullmatch(origin.removeprefix("http://"))):
+            start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"refused: open the dashboard at http://127.0.0.1:{port}/dashboard\n".encode()]
+        return app(environ, start_response)
+
+    return answer
+
+
+def _stopping_server() -> type:
+    """wsgiref's server, stopped by a Ctrl-C or SIGTERM received while it answers a request, once it is answered:
+    wsgiref caught the signal's exception as an error of the request, printed its traceback and served on, for ever."""
+    from wsgiref.simple_server import WSGIServer
+
+    class StoppingServer(WSGIServer):
+        def process_request(self, request: Any, client_address: Any) -> None:
+            with stops_held():
+                super().process_request(request, client_address)
+
+    return StoppingServer
+
+
 @click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
 @click.option("--port", type=AsciiIntRange(1, 65535), default=8080, show_default=True,
               help="Port on 127.0.0.1 to serve on.")
 @storage_option
 def dashboard(port: int, storage: str | None) -> int:
-    """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]').
+    """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]'), to
+    its own pages only: a request that names another site (Host, Origin) is refused.
 
     Do not point it at a SQLite database while workers are writing to it: use PostgreSQL, or
     open the dashboard after the stage has finished.
@@ -228,6 +266,7 @@ def dashboard(port: int, storage: str | None) -> int:
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise SearchError("optuna-dashboard is not installed: pip install '.[dashboard]'")
     _check_port(port)  # before the banners: a port in use is one line
+    import bottle
     import optuna
     import optuna_dashboard
 
@@ -251,7 +290,8 @@ def dashboard(port: int, storage: str | None) -> int:
                err=True)
     stopped_by: type[BaseException] | None = None
     try:
-        optuna_dashboard.run_server(st, host="127.0.0.1", port=port)
+        bottle.run(_own_pages_only(optuna_dashboard.wsgi(st), port), host="127.0.0.1", port=port,
+                   server_class=_stopping_server())
         stopped_by = pending()  # the server may swallow the interrupt and return
     except OSError as e:  # taken since it was checked
         raise _cannot_listen(port, e) from None

@@ -20,7 +20,7 @@ from search.cli.options import (
     WritablePath, check_not_input, choice, explode_option, json_option, nonneg_float, positive_float,
     run_config_options, seed_option, storage_file, storage_option,
 )
-from search.cli.output import echo, echo_json, echo_json_items, say
+from search.cli.output import echo, echo_json, echo_json_items, save_plot, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 from search.text import visible, visible_line
@@ -145,12 +145,12 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
                        {k: summary[k] for k in ("val_acc", "test_acc", "epochs") if k in summary})
             summary["saved"] = save_to
     if plot:
-        from studies.plots import new_axes, plot_training, save as save_figure
+        from studies.plots import new_axes, plot_training
 
         axes = new_axes(1, 2)[0]
         threshold = explode_factor if summary["stop_reason"] == "exploded" else None  # the line its loss crossed
-        save_figure(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history,
-                                  threshold=threshold), plot)
+        save_plot(plot_training(axes, result.loss_history, result.train_acc_history, result.val_acc_history,
+                                threshold=threshold), plot)
     if as_json:
         echo_json(summary)
     else:
@@ -305,13 +305,13 @@ def layers(init_name: str, init_std: float | None, activation: str, depth: int, 
     stats, hidden = activation_experiment(InitSpec(init_name, init_std), activation, depth, width, batchnorm,
                                           samples, seed)
     if plot:
-        from studies.plots import layer_histogram_axes, plot_layer_histograms, save
+        from studies.plots import layer_histogram_axes, plot_layer_histograms
 
         title = f"{init_name}{'' if init_std is None else f' std {init_std:g}'} + {activation}" + (
             " + batchnorm" if batchnorm else "")
         fig = plot_layer_histograms(layer_histogram_axes(depth), hidden, [s.mean for s in stats],
                                     [s.std for s in stats], title)
-        save(fig, plot)
+        save_plot(fig, plot)
     if as_json:
         echo_json([s.as_dict() for s in stats])
         return
@@ -688,12 +688,27 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         return
     if not out:
         try:
-            write_rows(sys.stdout)
+            write_rows(_Shown(sys.stdout) if sys.stdout.isatty() else sys.stdout)
             sys.stdout.flush()
         except BrokenPipeError:  # the reader left (| head -3) with the rows it wanted: the summary is still said
             say(line, err=True)
             raise
     say(line + (f"; wrote {out}" if out else ""), err=True)
+
+
+class _Shown:
+    """A terminal as ``search predict`` writes its rows to it: their control characters written out (``visible``), as
+    every command shows a name: a class named ``cat ESC]0;...BEL`` set the terminal's title. A file or pipe has them
+    as they are."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(visible(text))
+
+    def writelines(self, lines: Any) -> None:
+        self.stream.writelines(map(visible, lines))
 
 
 COMMANDS = [train, layers, sanity, data, predict]

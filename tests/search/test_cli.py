@@ -198,7 +198,7 @@ def test_explain_plot_draws_the_stored_loss_curve_over_the_iterations_the_trial_
     from studies import plots
 
     drawn = {}
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.setdefault("figure", fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.setdefault("figure", fig))
     args = ["--trials", "1", "--epochs", "4", "--train-size", "300", "--batch-size", "5", "--hidden", "10"]
     assert run_cli("coarse", *args, "--jobs", "1").exit_code == 0
     trial = json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)[0]
@@ -978,6 +978,37 @@ def test_a_reports_status_line_on_a_terminal_is_written_over_with_spaces_not_an_
     assert capsys.readouterr().err == "report: x\\x1b[2J/coarse: a step\n"
 
 
+def test_csv_shown_on_a_terminal_never_drives_it(run_cli, tmp_path):
+    # --format csv went to the terminal as it is: a stored text holding ESC[2J cleared the screen (ESC]52 writes the
+    # clipboard), where the same command's table writes it out
+    import pty
+    import subprocess
+
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    sql = "SELECT 'a' || char(27) || '[2J' || char(7) AS x"
+    terminal, stdout = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    try:
+        done = subprocess.run([sys.executable, "-m", "search", "query", sql, "--format", "csv"], env=env, cwd=tmp_path,
+                              stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
+    finally:
+        os.close(stdout)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert done.returncode == 0, done.stderr
+    assert shown.decode().replace("\r\n", "\n") == "x\na\\x1b[2J\\x07\n"
+    # to a file or pipe the value as stored: click dropped its ESC[2J there, as styling
+    assert run_cli("query", sql, "--format", "csv").stdout == "x\na\x1b[2J\x07\n"
+
+
 @pytest.mark.parametrize("raised, code, how", [(KeyboardInterrupt, 130, "interrupted"), ("sigterm", 143, "terminated")])
 def test_a_signal_says_the_database_is_consistent_only_for_a_command_that_writes_one(run_cli, tmp_path, monkeypatch,
                                                                                      raised, code, how):
@@ -1597,7 +1628,7 @@ def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkey
     from studies import plots
 
     drawn = []
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
     base = ["--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1"]
     assert run_cli("coarse", "--lr", "1:10", "--explode-factor", "4", *base).exit_code == 0
     assert run_cli("coarse", "--campaign", "calm", "--lr", "1e-3:2e-3", *base).exit_code == 0
@@ -1617,7 +1648,7 @@ def test_a_trials_plot_draws_no_curve_that_is_not_a_list_of_numbers(run_cli, mon
     from studies import plots
 
     drawn = []
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
     assert run_cli("coarse", "--trials", "1", "--epochs", "2", "--train-size", "200", "--jobs", "1").exit_code == 0
     with sqlite3.connect("search.db") as db:
         db.execute("UPDATE trial_system_attributes SET value_json = '\"zz\"' "
@@ -1636,7 +1667,7 @@ def test_search_train_plots_an_exploded_run_with_the_line_its_loss_crossed(run_c
     from studies import plots
 
     drawn = []
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig))
     base = ["--epochs", "1", "--train-size", "200", "--plot", "run.png"]
     assert run_cli("train", "--lr", "3", "--explode-factor", "5", *base).exit_code == 1  # exploded
     assert run_cli("train", "--lr", "1e-3", *base).exit_code == 0

@@ -305,7 +305,7 @@ def test_dashboard_on_a_port_in_use_is_one_line_naming_the_port(run_cli, tmp_pat
 def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
     if importlib.util.find_spec("optuna_dashboard") is None:
         pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
-    import optuna_dashboard
+    import bottle
 
     from search.errors import Interrupted, pending
 
@@ -318,12 +318,99 @@ def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
                 raise
 
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
-    monkeypatch.setattr(optuna_dashboard, "run_server", serve)
+    monkeypatch.setattr(bottle, "run", serve)
     result = run_cli("dashboard")
     assert result.exit_code == 143, result.output
     assert [line for line in result.stderr.splitlines() if "stopped" in line or "terminated" in line] == \
         ["dashboard stopped"]
     assert pending() is None  # nothing left for what runs next in this process
+
+
+def test_a_signal_while_the_dashboard_answers_a_request_stops_it(run_cli, monkeypatch):
+    # SIGTERM (or Ctrl-C) while a request was answered was swallowed by the server, which printed a traceback and
+    # went on serving: the dashboard did not stop
+    import http.client
+    import threading
+
+    import optuna_dashboard
+
+    from tests.fixtures_pg import free_port
+
+    def app(environ, start_response):  # the signal arrives as the request is answered
+        os.kill(os.getpid(), signal.SIGTERM)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    port, answered, done = free_port(), [], threading.Event()
+
+    def ask() -> None:
+        while not answered and not done.is_set():
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/dashboard", headers={"Host": f"127.0.0.1:{port}"})
+                connection.getresponse().read()
+                answered.append(time.monotonic())
+            except OSError:
+                time.sleep(0.1)
+        if not done.wait(10):  # still serving: stopped by a Ctrl-C, which it takes between requests
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    monkeypatch.setattr(optuna_dashboard, "wsgi", lambda storage: app)
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    try:
+        result = run_cli("dashboard", "--port", str(port))
+    finally:
+        done.set()
+        asking.join()
+    assert (result.exit_code, result.stderr.splitlines()[-1]) == (143, "dashboard stopped")
+    assert "Traceback" not in result.stderr and time.monotonic() - answered[0] < 5
+
+
+def test_the_dashboard_answers_only_its_own_pages(run_cli, tmp_path):
+    # a page of another site whose name resolved to 127.0.0.1 (DNS rebinding) deleted a stage through the dashboard's
+    # API, and a form it posts (no Origin of the dashboard's) reached it too
+    import http.client
+    import subprocess
+    import sys
+
+    from tests.fixtures_pg import free_port
+    from tests.search.procs import env
+
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--port", str(port)], env=env(),
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def answer(method: str, path: str, host: str, origin: str | None = None) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request(method, path, headers={"Host": host, **({"Origin": origin} if origin else {})})
+        status = connection.getresponse().status
+        connection.close()
+        return status
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert answer("DELETE", "/api/studies/1", f"evil.example:{port}", f"http://evil.example:{port}") == 403
+        assert answer("GET", "/api/studies", f"evil.example:{port}") == 403
+        assert answer("POST", "/api/studies/1/rename", f"127.0.0.1:{port}", "http://evil.example") == 403
+        assert answer("GET", "/api/studies", f"127.0.0.1:{port}") == 200
+        assert answer("GET", "/dashboard", f"localhost:{port}") == answer("GET", "/dashboard", "localhost:9000") == 200
+        assert answer("GET", "/api/studies", f"127.0.0.1:{port}.evil.example") == 403
+    finally:
+        server.kill()
+        server.wait()
+    assert optuna.get_all_study_names("sqlite:///search.db") == ["digits/coarse"]
 
 
 def test_compare_given_another_heartbeat_than_its_stages_says_it_keeps_theirs(run_cli, monkeypatch):

@@ -132,7 +132,7 @@ def test_layers_plot_is_written_with_the_numbers_layers_prints(tmp_path, monkeyp
     from studies import plots
 
     drawn, save = [], plots.save
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or save(fig, path))
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: drawn.append(fig) or save(fig, path, **kw))
     png = tmp_path / "layers.png"
     rows = layers("--init", "he", "--activation", "relu", "--plot", str(png))
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
@@ -155,6 +155,30 @@ def test_a_plot_with_a_home_matplotlib_cannot_write_in_prints_nothing_on_stderr(
     assert done.stdout.endswith(f"wrote {png}\n") and png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_plot_replaces_a_link_or_an_old_plot_only_once_it_is_whole(tmp_path):
+    # --plot onto a symlink wrote the PNG through it, over the file the link named; a plot that did not fit on the
+    # disk left the old one cut short
+    import resource
+    import signal
+
+    victim, plot = tmp_path / "victim.txt", tmp_path / "plot.png"
+    victim.write_text("precious\n")
+    plot.symlink_to(victim)
+    assert invoke("layers", "--depth", "2", "--plot", str(plot)).exit_code == 0
+    assert victim.read_text() == "precious\n"
+    assert not plot.is_symlink() and plot.read_bytes().startswith(b"\x89PNG")
+    old = plot.read_bytes()
+
+    def filling_disk() -> None:  # files stop at half the plot's size, as on a disk filling up
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(old) // 2, len(old) // 2))
+
+    done = subprocess.run([sys.executable, "-m", "search", "layers", "--depth", "3", "--plot", "plot.png"], env=env(),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=filling_disk)
+    assert (done.returncode, done.stderr) == (1, "error: cannot write plot.png: File too large\n")
+    assert plot.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "victim.txt"]
+
+
 def test_layers_plot_leaves_the_same_gap_between_each_two_columns_of_histograms(tmp_path, monkeypatch):
     # one grid of them all: the std curve's tick labels above the second column widened the gap before it to 0.033
     # of the figure's width, where the others were 0.011
@@ -162,7 +186,7 @@ def test_layers_plot_leaves_the_same_gap_between_each_two_columns_of_histograms(
 
     figures = []
     save = studies.plots.save
-    monkeypatch.setattr(studies.plots, "save", lambda fig, path: figures.append(fig) or save(fig, path))
+    monkeypatch.setattr(studies.plots, "save", lambda fig, path, **kw: figures.append(fig) or save(fig, path, **kw))
     assert invoke("layers", "--depth", "6", "--plot", str(tmp_path / "layers.png")).exit_code == 0
     boxes = {ax.get_title(): ax.get_position() for ax in figures[0].axes}
     for row in (range(1, 5), range(5, 7)):
@@ -177,7 +201,7 @@ def test_layers_plot_of_one_layer_labels_its_layer_axis_with_whole_numbers(tmp_p
 
     figures = []
     save = studies.plots.save
-    monkeypatch.setattr(studies.plots, "save", lambda fig, path: figures.append(fig) or save(fig, path))
+    monkeypatch.setattr(studies.plots, "save", lambda fig, path, **kw: figures.append(fig) or save(fig, path, **kw))
     assert invoke("layers", "--depth", "1", "--plot", str(tmp_path / "layers.png")).exit_code == 0
     for ax in figures[0].axes[:2]:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from studies.report import safe_dirname
+from tests.search.conftest import one_line_error
 from tests.studies.report_data import build_campaign
 
 
@@ -227,3 +230,96 @@ def test_a_report_never_overwrites_the_study_database_in_its_folder(run_cli, tmp
     assert (compared.exit_code, compared.stderr) == (
         2, "error: --out out/compare.json is the --storage file; write to another file\n")
     assert (tmp_path / "out" / "compare.json").read_bytes() == database
+
+
+def _rendered_tags(markdown: str) -> list[tuple[str, dict[str, str | None]]]:
+    """The HTML tags a CommonMark viewer that renders HTML (GitHub's tables too) makes of ``markdown``."""
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    tags: list[tuple[str, dict[str, str | None]]] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append((tag, dict(attrs)))
+
+    Tags().feed(MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown))
+    return tags
+
+
+def test_a_campaign_name_with_a_backtick_reaches_report_md_as_text(run_cli, tmp_path):
+    # a backtick in the name opened no code span, yet the report took what followed it for code and left its "<" as it
+    # was: a Markdown viewer rendered <img ... onerror=...>, and the name's [link](javascript:...) as a link
+    name = "a|b`<img src=x onerror=alert(1)> [l](javascript:alert(2)) ![i](x.gif)"
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1",
+                   "--campaign", name).exit_code == 0
+    assert run_cli("report", "--campaign", name, "--out", "r").exit_code == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+
+    tags = _rendered_tags(md)
+    assert [(tag, attrs) for tag, attrs in tags if any(k.startswith("on") for k in attrs)] == []
+    assert [attrs for tag, attrs in tags if tag == "a"] == []
+    images = [attrs["src"] for tag, attrs in tags if tag == "img"]
+    assert images and all(src.endswith(".png") for src in images)
+    assert md.startswith("# Search report: campaign a|b\\`&lt;img src=x onerror=alert(1)> \\[l\\](javascript:alert(2)) "
+                         "!\\[i\\](x.gif)\n")
+
+
+def test_a_report_written_over_an_old_one_keeps_its_files_permissions(run_cli, tmp_path):
+    # each file was replaced by one of 0666 minus the umask: a report its owner kept private (0600) became readable
+    # by every user of the machine
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    build_campaign(url, "demo", n_coarse=6, n_fine=4)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url).exit_code == 0
+        for path in out.iterdir():
+            path.chmod(0o600)
+        (out / "history.png").chmod(0o640)
+        (out / "history.png").rename(out / "kept.png")
+        (out / "history.png").symlink_to(out / "kept.png")  # a link is replaced by a file of its own
+        assert run_cli("report", "--campaign", "demo", "--out", str(out), "--storage", url).exit_code == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == {**{name: 0o600 for name in modes}, "history.png": 0o644, "kept.png": 0o640}
+
+
+def test_a_report_or_compare_never_writes_its_plots_among_the_images_of_the_data_folder(run_cli, tmp_path):
+    # search report --out photos/dark wrote scatter.png and the other plots into a class folder of the campaign's
+    # data, which then trained on them or failed to load (images of different sizes); search compare likewise, after
+    # running every stage
+    from tests.search.test_predict import dark_and_light
+
+    dark_and_light(tmp_path / "photos", 8)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "photos").rglob("*"))
+    options = ["--data", "photos", "--epochs", "1", "--batch-size", "4", "--trials", "2"]
+    assert run_cli("coarse", *options, "--campaign", "c", "--jobs", "1").exit_code == 0
+    data = tmp_path / "photos"
+    assert one_line_error(run_cli("report", "--campaign", "c", "--out", "photos/dark", "--json")) == (
+        f"error: --out photos/dark/scatter.png is in the campaign's --data folder {data}, which reads it as an "
+        f"image; write it to another folder")
+    assert one_line_error(run_cli("compare", *options, "--repeats", "1", "--campaign", "k", "--out", "photos")) == (
+        f"error: --out photos/repeats.png is in the --data folder {data}, which reads it as an image; write it to "
+        f"another folder")
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "photos").rglob("*")) == before
+    assert "k/random-0" not in optuna.get_all_study_names("sqlite:///search.db")
+
+
+def test_a_report_over_another_leaves_none_of_its_plots_behind(run_cli, tmp_path):
+    # a report written over one of another campaign left the plots it does not draw (scatter.png, ranges.png) beside
+    # its own, where they read as this campaign's
+    import json
+
+    base = ["--data", "spiral", "--trials", "3", "--epochs", "1", "--jobs", "1"]
+    assert run_cli("coarse", *base, "--campaign", "calm").exit_code == 0
+    assert run_cli("coarse", *base, "--campaign", "boom", "--lr", "10:100").exit_code == 0  # every trial explodes
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "scatter.png.txt").write_text("a file of the user's\n")
+    calm = json.loads(run_cli("report", "--campaign", "calm", "--out", "r", "--json").stdout)["files"]
+    boom = json.loads(run_cli("report", "--campaign", "boom", "--out", "r", "--json").stdout)["files"]
+    assert {"scatter", "ranges"} <= set(calm) - set(boom)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
+        [*(Path(path).name for path in boom.values()), "scatter.png.txt"])

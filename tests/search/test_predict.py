@@ -1208,3 +1208,83 @@ def test_samples_all_predicted_one_class_are_warned_of(run_cli, tmp_path):
         name.unlink()
     assert run_cli("predict", "--model", "model.npz", "--data", str(tmp_path / "imgs" / "dark"),
                    "--out", "p.csv").stderr == "19 samples scored with model.npz; wrote p.csv\n"
+
+
+def test_a_file_written_over_keeps_its_permissions(run_cli, tmp_path, wine_csv):
+    # a model, predictions or plot replaced through a temporary file was made 0644 (0666 minus the umask): a file
+    # its owner kept private (0600) became readable by every user of the machine
+    old = os.umask(0o022)
+    try:
+        for name in ("m.npz", "p.csv", "curves.png"):
+            (tmp_path / name).write_text("private\n")
+            (tmp_path / name).chmod(0o600)
+        (tmp_path / "g.csv").write_text("shared\n")
+        (tmp_path / "g.csv").chmod(0o664)
+        assert run_cli("train", "--data", str(wine_csv), "--label-column", "cultivar", "--epochs", "1", "--save",
+                       "m.npz", "--plot", "curves.png").exit_code == 0
+        for out in ("p.csv", "g.csv"):
+            assert run_cli("predict", "--model", "m.npz", "--data", str(wine_csv), "--out", out).exit_code == 0
+        (tmp_path / "new.csv").symlink_to(tmp_path / "g.csv")  # a link is replaced by a file of its own
+        assert run_cli("predict", "--model", "m.npz", "--data", str(wine_csv), "--out", "new.csv").exit_code == 0
+    finally:
+        os.umask(old)
+    assert {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("m.npz", "p.csv", "curves.png",
+                                                                              "g.csv", "new.csv")} == {
+        "m.npz": 0o600, "p.csv": 0o600, "curves.png": 0o600, "g.csv": 0o664, "new.csv": 0o644}
+    assert (tmp_path / "p.csv").read_text().startswith("row,prediction,label,")
+
+
+def test_a_plot_is_never_written_over_an_image_of_the_data_folder(run_cli, tmp_path):
+    # --plot photos/dark/0.png replaced a training image by the plot, exit 0: the folder then failed to load (images
+    # of different sizes), or with --image-size trained on the plot
+    dark_and_light(tmp_path / "photos", 6)
+    image = (tmp_path / "photos" / "dark" / "0.png").read_bytes()
+    for plot in ("photos/dark/0.png", "photos/light/new.PNG", "photos/x.png"):
+        line = one_line_error(run_cli("train", "--data", "photos", "--epochs", "1", "--batch-size", "4", "--plot",
+                                      plot))
+        assert line == (f"error: --plot {plot} is in the --data folder {tmp_path / 'photos'}, which reads it as an "
+                        f"image; write it to another folder")
+    assert (tmp_path / "photos" / "dark" / "0.png").read_bytes() == image
+    assert sorted(p.name for p in (tmp_path / "photos").rglob("*")) == sorted(
+        ["dark", "light", *(f"{i}.png" for i in range(6)), *(f"{i}.png" for i in range(6))])
+    assert run_cli("train", "--data", "photos", "--epochs", "1", "--batch-size", "4", "--plot",
+                   "photos/curves.pdf").exit_code == 0  # no image the folder reads
+
+
+def test_predictions_shown_on_a_terminal_never_drive_it(run_cli, tmp_path):
+    # the rows went to the terminal as they are: a class named "cat ESC]0;...BEL" from the training data set the
+    # terminal's title (ESC]52 would write its clipboard), where every other command writes such a name out
+    import pty
+
+    from tests.search.procs import env
+
+    rng = np.random.default_rng(0)
+    classes = ["cat\x1b]0;pwned\x07", "dog"]
+    with open(tmp_path / "pets.csv", "w") as f:
+        f.write("a,b,label\n" + "".join(f"{rng.normal():.3f},{rng.normal():.3f},{classes[i % 2]}\n" for i in range(40)))
+    trained = run_cli("train", "--data", "pets.csv", "--epochs", "1", "--batch-size", "10", "--save", "m.npz")
+    assert trained.exit_code == 0
+    terminal, stdout = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "search", "predict", "--model", "m.npz", "--data", "pets.csv"],
+                              env=env(), cwd=tmp_path, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              text=True, timeout=120)
+    finally:
+        os.close(stdout)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert done.returncode == 0, done.stderr
+    text = shown.decode().replace("\r\n", "\n")
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.splitlines()[0] == "row,prediction,label,p_cat\\x1b]0;pwned\\x07,p_dog"
+    assert len(text.splitlines()) == 41 and text.count(",cat\\x1b]0;pwned\\x07,") >= 20  # each cat's label
+    piped = run_cli("predict", "--model", "m.npz", "--data", "pets.csv")  # to a file or a pipe: the names as they are
+    assert piped.stdout.splitlines()[0] == "row,prediction,label,p_cat\x1b]0;pwned\x07,p_dog"
