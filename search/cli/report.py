@@ -220,16 +220,22 @@ def _check_port(port: int) -> None:
 _OWN_HOST = re.compile(r"(127\.0\.0\.1|localhost)(:\d+)?", re.IGNORECASE)
 
 
-def _own_pages_only(app: Callable, port: int) -> Callable:
+def _own_pages_only(app: Callable, port: int, writes: bool = False) -> Callable:
     """The WSGI ``app`` answering only the dashboard's own pages: a request whose Host names another site than
     127.0.0.1 or localhost, or that carries another site's Origin, is refused (403). A page of another site whose name
-    resolves to 127.0.0.1 (DNS rebinding), or a form it posts there, deleted stages through optuna-dashboard's API."""
+    resolves to 127.0.0.1 (DNS rebinding), or a form it posts there, deleted stages through optuna-dashboard's API.
+    Without ``writes`` it only reads: a request of another method than GET or HEAD (optuna-dashboard's deleting,
+    renaming, telling a trial, notes) is refused (405), as any local process or page could send one."""
     def answer(environ: dict[str, Any], start_response: Callable) -> Any:
         host, origin = environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN")
         if (host is not None and not _OWN_HOST.fullmatch(host)) or (
                 origin is not None and not _OWN_HOST.fullmatch(origin.removeprefix("http://"))):
             start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
             return [f"refused: open the dashboard at http://127.0.0.1:{port}/dashboard\n".encode()]
+        if not writes and environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Content-Type", "text/plain; charset=utf-8"),
+                                                      ("Allow", "GET, HEAD")])
+            return [b"refused: the dashboard only reads the database; start it with --allow-writes to change it\n"]
         return app(environ, start_response)
 
     return answer
@@ -251,10 +257,14 @@ def _stopping_server() -> type:
 @click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
 @click.option("--port", type=AsciiIntRange(1, 65535), default=8080, show_default=True,
               help="Port on 127.0.0.1 to serve on.")
+@click.option("--allow-writes", is_flag=True,
+              help="Let the dashboard change the database (delete or rename studies, tell trials, write notes); "
+                   "without it, it only reads.")
 @storage_option
-def dashboard(port: int, storage: str | None) -> int:
+def dashboard(port: int, allow_writes: bool, storage: str | None) -> int:
     """Serve the study database in optuna-dashboard on 127.0.0.1 (optional extra: pip install '.[dashboard]'), to
-    its own pages only: a request that names another site (Host, Origin) is refused.
+    its own pages only: a request that names another site (Host, Origin) is refused. It only reads the database
+    unless given --allow-writes.
 
     Do not point it at a SQLite database while workers are writing to it: use PostgreSQL, or
     open the dashboard after the stage has finished.
@@ -290,7 +300,7 @@ def dashboard(port: int, storage: str | None) -> int:
                err=True)
     stopped_by: type[BaseException] | None = None
     try:
-        bottle.run(_own_pages_only(optuna_dashboard.wsgi(st), port), host="127.0.0.1", port=port,
+        bottle.run(_own_pages_only(optuna_dashboard.wsgi(st), port, allow_writes), host="127.0.0.1", port=port,
                    server_class=_stopping_server())
         stopped_by = pending()  # the server may swallow the interrupt and return
     except OSError as e:  # taken since it was checked

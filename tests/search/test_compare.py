@@ -407,6 +407,10 @@ def test_the_dashboard_answers_only_its_own_pages(run_cli, tmp_path):
         assert answer("GET", "/api/studies", f"127.0.0.1:{port}") == 200
         assert answer("GET", "/dashboard", f"localhost:{port}") == answer("GET", "/dashboard", "localhost:9000") == 200
         assert answer("GET", "/api/studies", f"127.0.0.1:{port}.evil.example") == 403
+        # its own pages only read: optuna-dashboard's API deleted a stage for any local process (204)
+        assert answer("DELETE", "/api/studies/1", f"127.0.0.1:{port}") == 405
+        assert answer("POST", "/api/studies/1/rename", f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == 405
+        assert answer("GET", "/api/studies/1", f"127.0.0.1:{port}") == 200
     finally:
         server.kill()
         server.wait()
@@ -426,3 +430,21 @@ def test_compare_given_another_heartbeat_than_its_stages_says_it_keeps_theirs(ru
     assert trials == [f"hb/{stage}-{r}:{n}" for r in (0, 1) for stage in ("random", "grid") for n in range(4)]
     assert notes == ["--heartbeat 5 not used: hb/random-0 keeps the 10 s it was created with, by which every worker "
                      "of it judges a trial stale"]  # the stages this command made keep its 5 s
+
+
+def test_the_dashboard_changes_the_database_only_when_allowed():
+    from search.cli.report import _own_pages_only
+
+    def app(environ, start_response):
+        start_response("204 No Content", [])
+        return [b""]
+
+    def status(writes: bool, method: str) -> str:
+        seen = []
+        _own_pages_only(app, 8080, writes)({"REQUEST_METHOD": method, "HTTP_HOST": "127.0.0.1:8080"},
+                                           lambda s, headers: seen.append(s))
+        return seen[0]
+
+    assert [status(False, m) for m in ("GET", "HEAD", "DELETE", "POST", "PUT")] == [
+        "204 No Content", "204 No Content", "405 Method Not Allowed", "405 Method Not Allowed", "405 Method Not Allowed"]
+    assert [status(True, m) for m in ("DELETE", "POST")] == ["204 No Content", "204 No Content"]
