@@ -664,7 +664,7 @@ def test_a_table_campaign_made_with_mean_image_continues_with_the_command_that_m
                    "--retrain-seeds", "1", "--jobs", "1")
     assert auto.exit_code == 0, auto.output
     one_line_error(run_cli(*args, "--campaign", "old", "--preprocess", "standardize"),
-                   "where none is given) preprocess.name standardize where it has mean_image")
+                   "where none is given) --preprocess standardize where it has mean_image")
     assert run_cli(*args, "--campaign", "new").exit_code == 0  # a new campaign: a table's default
     new = optuna.load_study(study_name="new/coarse", storage=f"sqlite:///{tmp_path / 'search.db'}")
     assert new.user_attrs["config"]["preprocess"]["name"] == "standardize"
