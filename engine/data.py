@@ -62,6 +62,8 @@ SPLITS = ("train", "val", "test")
 # describe_dataset's warnings
 SCALE_RATIO_WARNING = 100.0
 FEW_SAMPLES_WARNING = 10
+RARE_CATEGORY_ROWS = 5  # search data warns of a text column's categories in fewer training rows than this
+RARE_CATEGORIES_NAMED = 5  # and names at most this many of a column's, the rarest first
 FEW_CLASSES_NAMED = 10  # the few-samples warning names at most this many classes
 IMBALANCE_WARNING = 10.0
 ID_MIN_ROWS = 20  # fewer rows than this are too few to tell an id column from a feature
@@ -929,6 +931,36 @@ def missing_word_warning(ds: Dataset) -> str | None:
             "if they mean a missing value")
 
 
+def rare_category_warnings(ds: Dataset, standardized: bool) -> list[str]:
+    """A warning per text column with categories in fewer than RARE_CATEGORY_ROWS training rows, naming them with
+    their counts, and what they become: ``standardized`` (rescaled to unit variance), a category of k rows in n is
+    sqrt((n - k) / k) on its rows (2 rows in 1,400: 26), a value that swamps the other features."""
+    if ds.encoding is None:
+        return []
+    warnings, start, n = [], 0, len(ds.X_train)
+    for name, cats in zip(ds.encoding.columns, ds.encoding.categories):
+        width = 1 if cats is None else len(cats)
+        if cats is not None:
+            counts = np.rint(ds.X_train[:, start:start + width].sum(axis=0)).astype(np.int64)
+            rare = sorted((int(k), cat) for k, cat in zip(counts, cats) if 0 < k < min(RARE_CATEGORY_ROWS, n))
+            if rare:
+                listed = ", ".join(f"{cat!r} ({k})" for k, cat in rare[:RARE_CATEGORIES_NAMED]) + (
+                    f" and {len(rare) - RARE_CATEGORIES_NAMED} more" if len(rare) > RARE_CATEGORIES_NAMED else "")
+                sizes = sorted({round(math.sqrt((n - k) / k)) for k, _ in rare})
+                one = len(rare) == 1
+                effect = (f"rescaled to unit variance by --preprocess, {'its' if one else 'their'} one-hot feature"
+                          f"{' is' if one else 's are'} " + (f"{sizes[0]}" if len(sizes) == 1 else
+                                                             f"{sizes[0]} to {sizes[-1]}")
+                          + " on those rows (about 0 on the others): values that swamp the other features, learned "
+                          "from a handful of rows" if standardized else "too few rows to learn from")
+                warnings.append(f"text column {name.strip()!r} has {'a category' if one else 'categories'} in fewer "
+                                f"than {RARE_CATEGORY_ROWS} of the {n} training rows: {listed}; {effect}; merge "
+                                f"{'it' if one else 'them'} into a broader category (such as 'other') in the file, or "
+                                f"leave the column out with {ignore_option(name)}")
+        start += width
+    return warnings
+
+
 def case_variant_warning(ds: Dataset) -> str | None:
     """The warning that a text column (or the label) holds names that differ only in case ('male', 'Male'), which are
     different categories (classes), or None."""
@@ -964,6 +996,7 @@ def describe_dataset(spec: DataSpec, dataset: Dataset | None = None, standardize
                     case_variant_warning(ds), unread_files_warning(path) if fmt == "image_folder" else None):
         if warning is not None:
             warnings.append(warning)
+    warnings += rare_category_warnings(ds, standardized)
     if ds.image_shape is None and (std == 0).any():
         warnings.append(f"{int((std == 0).sum())} feature(s) constant in the training split")
     train = counts["train"]

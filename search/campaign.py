@@ -484,6 +484,22 @@ def improvement_within_noise(current: optuna.Study, parent: optuna.Study, k: int
     return None
 
 
+def below_majority_text(summary: StageSummary, dataset: Dataset) -> str | None:
+    """The warning that a stage's best value is within 2 standard errors (on validation) of always predicting the
+    most frequent class (``majority_baseline``), with what to try, or None (no best, no dominant class, or better)."""
+    baseline = majority_baseline(dataset, "val")
+    if baseline is None or summary.best_value is None:
+        return None
+    name, share = baseline
+    se = value_se(share, len(dataset.y_val) or len(dataset.y_train))
+    if se is None or summary.best_value >= share + 2 * se:
+        return None
+    return (f"{summary.study}'s best value {summary.best_value:.4f} is within noise of always predicting the most "
+            f"frequent class, {name!r}, which scores {share:.4f} on validation (2 standard errors {2 * se:.4f}): no "
+            "trial has learned more than the class frequencies, and the next stages search near them; try a smaller "
+            "--batch-size or more --epochs, and check the data (search data)")
+
+
 def _top_mean(study: optuna.Study, k: int) -> float | None:
     values = sorted((t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
                     reverse=True)[:k]
@@ -521,6 +537,9 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
             and latest_chain_stage(storage, coarse.campaign) == "coarse"):  # a rerun after the coarse stage: say so
         print(f"{coarse.name} is complete ({coarse.n_trials} trials); continuing with the fine stages",
               file=sys.stderr, flush=True)
+    below = below_majority_text(summaries[0], dataset)
+    if below is not None and latest_chain_stage(storage, coarse.campaign) == "coarse":  # before going on, once
+        print(wrapped(f"warning: {below}"), file=sys.stderr, flush=True)
     while True:
         raise_pending()
         last = latest_chain_stage(storage, coarse.campaign)

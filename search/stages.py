@@ -275,9 +275,40 @@ def _definition(stage: Stage) -> tuple:
             stage.points, stage.scheduler, stage.explode_factor)
 
 
+# a stage's settings and its run's configuration paths by the option that sets them, as people type it; a path not
+# here (a field only --space searches: arch.leaky_slope) is named by its path
+OPTION_NAMES = {
+    "space": "--space", "trials": "--trials", "seed": "--seed", "sampler": "--sampler", "scheduler": "--scheduler",
+    "explode_factor": "--explode-factor", "data.name": "--data", "data.data_dir": "--data-dir",
+    "data.train_size": "--train-size", "data.val_size": "--val-size", "data.label_column": "--label-column",
+    "data.ignore_columns": "--ignore-column", "data.missing": "--missing", "data.image_size": "--image-size",
+    "data.val_fraction": "--val-fraction", "data.test_fraction": "--test-fraction", "preprocess.name": "--preprocess",
+    "preprocess.components": "--pca-components", "arch.hidden": "--hidden", "arch.activation": "--activation",
+    "arch.init.name": "--init", "arch.init.std": "--init-std", "arch.batchnorm": "--batchnorm",
+    "arch.dropout": "--dropout", "arch.loss": "--loss", "arch.relu_bias": "--relu-bias", "train.epochs": "--epochs",
+    "train.batch_size": "--batch-size", "train.optimizer": "--optimizer", "train.lr": "--lr",
+    "train.lr_decay": "--lr-decay", "train.reg": "--reg", "train.momentum": "--momentum", "train.seed": "--seed",
+}
+
+
+def _option_value(name: str, value: Any) -> str:
+    """A setting's value as its option is typed: ``(none)`` for none given, widths as ``50,20``, several
+    --ignore-column as ``id, note``, a whole float without ``.0``, a flag as ``--batchnorm``/``--no-batchnorm``."""
+    if isinstance(value, bool):
+        return ("--batchnorm" if value else "--no-batchnorm") if name == "--batchnorm" else str(value).lower()
+    if value is None or value == ():
+        return "(none)"
+    if isinstance(value, (tuple, list)):
+        return ("," if name == "--hidden" else ", ").join(_option_value(name, v) for v in value)
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return repr(value) if value == "" else str(value)
+
+
 def _differences(existing: Stage, stage: Stage, shown: int = 3) -> str:
-    """The first ``shown`` parts of ``_definition`` that ``stage`` sets otherwise than ``existing``, each as ``NAME
-    GIVEN where it has STORED`` (run options by their path in the run configuration: ``data.train_size``)."""
+    """The first ``shown`` parts of ``_definition`` that ``stage`` sets otherwise than ``existing``, each as ``OPTION
+    GIVEN where it has STORED``, by the option that sets it as it is typed (``--train-size 201 where it has 200``)."""
     pairs: list[tuple[str, Any, Any]] = [
         ("space", describe_space(stage.space), describe_space(existing.space)) if space_attr(stage.space) !=
         space_attr(existing.space) else ("space", 0, 0),
@@ -293,8 +324,14 @@ def _differences(existing: Stage, stage: Stage, shown: int = 3) -> str:
     for path in dict.fromkeys([*given, *stored]):
         if not (path.endswith(".seed") and stage.seed != existing.seed):  # --seed sets them all: said as seed
             pairs.append((path, given.get(path, "-"), stored.get(path, "-")))
-    found = [f"{name} {'-' if new is None else new} where it has {'-' if old is None else old}"
-             for name, new, old in pairs if new != old]
+    found = []
+    for path, new, old in pairs:
+        if new != old:
+            name = OPTION_NAMES.get(path, path)
+            if name == "--batchnorm":  # the flag itself names the value
+                found.append(f"{_option_value(name, new)} where it has {_option_value(name, old)}")
+            else:
+                found.append(f"{name} {_option_value(name, new)} where it has {_option_value(name, old)}")
     more = len(found) - shown
     return ", ".join(found[:shown]) + (f" (and {more} more)" if more > 0 else "")
 

@@ -518,6 +518,57 @@ def outside_text(saved: Any, outside: dict[str, Any]) -> str:
             f"scaled and encoded as the training data was")
 
 
+CONFUSION_CLASSES = 10  # search predict shows a confusion table up to this many classes; past it, the worst recalls
+WORST_CLASSES = 5  # how many classes of the lowest recall search predict lists past CONFUSION_CLASSES
+
+
+def class_scores(names: list[Any], predicted: Any, labels: list[Any]) -> dict[str, Any]:
+    """Each class's rows among ``labels`` (those that are classes of the model), how many of them are predicted
+    right and its recall, in the model's class order (a class without rows left out); and, up to CONFUSION_CLASSES
+    classes, the confusion counts: a row per label class, a column per class of the model."""
+    import numpy as np
+
+    index = {name: i for i, name in enumerate(names)}
+    pairs = [(index[label], k) for k, label in zip(predicted.tolist(), labels) if label in index]
+    counts = np.zeros((len(names), len(names)), dtype=np.int64)
+    if pairs:
+        np.add.at(counts, tuple(np.array(pairs).T), 1)
+    rows = counts.sum(axis=1)
+    present = [i for i in range(len(names)) if rows[i]]
+    per_class = [{"class": names[i], "rows": int(rows[i]), "right": int(counts[i, i]),
+                  "recall": int(counts[i, i]) / int(rows[i])} for i in present]
+    confusion = None if len(names) > CONFUSION_CLASSES else {
+        "labels": [names[i] for i in present], "predictions": list(names),
+        "counts": [counts[i].tolist() for i in present]}
+    return {"per_class": per_class, "confusion": confusion}
+
+
+def class_score_lines(scores: dict[str, Any]) -> list[str]:
+    """What ``search predict`` says of ``class_scores``: each class's recall and rows (past CONFUSION_CLASSES
+    classes, the WORST_CLASSES of the lowest recall alone), then the confusion table."""
+    per_class = scores["per_class"]
+    if not per_class:
+        return []
+    shown = per_class if scores["confusion"] is not None else sorted(
+        per_class, key=lambda c: (c["recall"], -c["rows"]))[:WORST_CLASSES]
+    width = min(20, max(len(visible_line(str(c["class"]))) for c in shown))
+    head = ("recall per class (the share of its labelled rows predicted as it):" if len(shown) == len(per_class)
+            else f"the {len(shown)} classes of the lowest recall, of {len(per_class)} labelled (--json lists all):")
+    lines = [head] + [f"  {visible_line(str(c['class']))[:width]:<{width}}  recall {c['recall']:.4f}  "
+                      f"({c['right']} of {c['rows']} rows)" for c in shown]
+    confusion = scores["confusion"]
+    if confusion is not None:
+        cells = [[visible_line(str(n))[:12] for n in confusion["predictions"]]] + [
+            list(map(str, row)) for row in confusion["counts"]]
+        widths = [max(len(r[j]) for r in cells) for j in range(len(cells[0]))]
+        first = max(width, len("label"))
+        lines.append("confusion (a row per label, a column per prediction):")
+        lines.append(f"  {'label':<{first}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells[0], widths)))
+        lines += [f"  {visible_line(str(name))[:first]:<{first}}  " + "  ".join(
+            f"{c:>{w}}" for c, w in zip(row, widths)) for name, row in zip(confusion["labels"], cells[1:])]
+    return lines
+
+
 # what --out of search predict refuses: files read as another format than the CSV it writes
 OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx", ".xls", ".ods", ".pkl", ".pickle"})
 
@@ -653,7 +704,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if out:  # whole or not at all: an earlier file is replaced once the new one is complete
         write_replacing(out, write_file)
     line = f"{len(X)} sample{'' if len(X) == 1 else 's'} scored with {model_file}"
-    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "labels": 0, "out": out, "unseen": unseen,
+    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "per_class": [], "confusion": None,
+                               "labels": 0, "out": out, "unseen": unseen,
                                "unseen_near": near, "cells_filled": sum(filled.values()),
                                "cells_filled_per_column": filled, "outside_training_range": outside,
                                "warnings": warnings}
@@ -663,6 +715,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         total = sum(filled.values())
         line += (f"; {total} missing cell{'s' if total != 1 else ''} filled as in training "
                  f"({', '.join(f'{name} {n}' for name, n in filled.items())})")
+    class_lines: list[str] = []
     if labels is not None:
         right = sum(names[k] == label for k, label in zip(predicted.tolist(), labels))
         known = [label for label in labels if label is not None]  # a CSV row with an empty label cell: unlabelled
@@ -676,6 +729,9 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         else:
             line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
             summary["accuracy"] = right / len(known)
+            scores = class_scores(names, predicted, labels)
+            summary.update(scores)
+            class_lines = class_score_lines(scores)
             if unknown:  # how many rows too: they are scored wrong, in the accuracy
                 wrong = sum(label not in classes for label in known)
                 line += (f"; {len(unknown)} label(s) the model has no class for, e.g. {unknown[0]!r} ({wrong} "
@@ -694,6 +750,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
             say(line, err=True)
             raise
     say(line + (f"; wrote {out}" if out else ""), err=True)
+    for class_line in class_lines:  # accuracy alone hides a rare class never predicted
+        echo(class_line, err=True)
 
 
 class _Shown:

@@ -325,3 +325,33 @@ def test_text_after_a_read_of_numbers_alone_is_refused_not_read_as_codes(tmp_pat
         load_dataset(DataSpec(str(path)))
     assert str(err.value) == (f"{path}: row 9 (line 10) column 'colour': 'red' is not a number; other rows hold "
                               "numbers: correct it, or leave the column out with --ignore-column colour")
+
+
+def test_categories_of_a_handful_of_training_rows_are_warned_of_with_what_standardize_makes_them(tmp_path):
+    # a category of 2 rows in 1,400 became, standardized, a one-hot value of 26 on those rows, unsaid
+    from engine.data import describe_dataset
+
+    rng = np.random.default_rng(0)
+    lines = ["x,colour,shape,label"] + [
+        f"{rng.normal():.3f},{'teal' if i < 3 else 'mauve' if i < 4 else COLOURS[i % 3]},{'ab'[i % 2]},{'pq'[i % 2]}"
+        for i in range(2000)]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(lines) + "\n")
+    ds = load_dataset(DataSpec(str(path)))
+    n = len(ds.y_train)
+    column = ds.feature_names.index("colour=teal")
+    k = int(ds.X_train[:, column].sum())
+    assert k < 5 and int(ds.X_train[:, ds.feature_names.index("colour=mauve")].sum()) == 1
+    pre = fit_preprocessor(PreprocessSpec("standardize"), ds.X_train, None)
+    scaled = pre.transform(ds.X_train)[ds.X_train[:, column] == 1, column]
+    assert np.allclose(scaled, np.sqrt((n - k) / k), rtol=1e-4)  # what the warning says, from the data itself
+    sizes = sorted({round(np.sqrt(n - 1)), round(np.sqrt((n - k) / k))})
+    head = f"text column 'colour' has categories in fewer than 5 of the {n} training rows: 'mauve' (1), 'teal' ({k}); "
+    tail = "; merge them into a broader category (such as 'other') in the file, or leave the column out with " \
+           "--ignore-column colour"
+    rescaled = [w for w in describe_dataset(DataSpec(str(path)), ds, standardized=True)["warnings"] if "fewer" in w]
+    assert rescaled == [f"{head}rescaled to unit variance by --preprocess, their one-hot features are {sizes[0]} to "
+                        f"{sizes[-1]} on those rows (about 0 on the others): values that swamp the other features, "
+                        f"learned from a handful of rows{tail}"]
+    raw = [w for w in describe_dataset(DataSpec(str(path)), ds, standardized=False)["warnings"] if "fewer" in w]
+    assert raw == [f"{head}too few rows to learn from{tail}"]

@@ -358,7 +358,7 @@ def test_a_long_choice_is_shown_by_its_first_ten_values_and_a_count_of_the_other
     other = one_line_error(run_cli(*args[:4], "hidden=" + ",".join(map(str, range(1, 30))), *args[5:]))
     assert other.startswith("error: stage c/coarse already exists with other settings (hidden=1,2,3,4,5,6,7,8,9,10 "
                             "and 20 more, 1 trial, 1 epoch, sampler random), and this command gives (by its options, "
-                            "or their defaults where none is given) space hidden=1,2,3,4,5,6,7,8,9,10 and 19 more "
+                            "or their defaults where none is given) --space hidden=1,2,3,4,5,6,7,8,9,10 and 19 more "
                             "where it has hidden=1,2,3,4,5,6,7,8,9,10 and 20 more; ")
 
 
@@ -372,7 +372,7 @@ def test_a_log_range_of_a_name_whose_scale_is_linear_is_printed_as_space_reads_i
     assert "  space: dropout=0.5:1:log depth=1:4:log:int\n" in first.output
     linear = run_cli(*args[:4], "dropout=0.5:1", *args[5:])
     assert linear.exit_code == 2
-    assert "space dropout=0.5:1:linear depth=1:4:log:int where it has dropout=0.5:1:log depth=1:4:log:int" in (
+    assert "--space dropout=0.5:1:linear depth=1:4:log:int where it has dropout=0.5:1:log depth=1:4:log:int" in (
         linear.stderr)
     assert run_cli(*args).exit_code == 0  # the space as printed: the same stage
     fine = run_cli("fine", "--campaign", "c", "--promote", "0", "--top", "2", "--json")

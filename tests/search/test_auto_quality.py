@@ -269,10 +269,10 @@ def test_auto_continues_a_campaign_begun_with_search_coarse_when_it_gives_no_sea
     small = ("--campaign", "c", "--train-size", "200", "--max-fine", "0", "--top", "1", "--repeats", "1",
              "--retrain-seeds", "1")
     refused = run_cli("auto", *small, "--trials", "5")  # a setting given: it must match, as before
-    assert refused.exit_code == 2 and "trials 5 where it has 4" in refused.output
+    assert refused.exit_code == 2 and "--trials 5 where it has 4" in refused.output
     # another run option: refused without first saying that it continues from the coarse stage
     other_seed = run_cli("auto", *small, "--seed", "3")
-    assert other_seed.exit_code == 2 and "seed 3 where it has 0" in other_seed.stderr
+    assert other_seed.exit_code == 2 and "--seed 3 where it has 0" in other_seed.stderr
     assert "continuing from" not in other_seed.stderr
     result = run_cli("auto", *small)
     assert result.exit_code == 0, result.output
@@ -300,4 +300,4 @@ def test_auto_continues_a_campaign_begun_on_other_data_without_its_data_options_
     assert (data["name"], data["train_size"], len(final.trials)) == ("spiral", 200, 1)
     # a run option given: the command's run configuration, which must match the stage's, as before
     other = run_cli("auto", "--campaign", "s", "--train-size", "300", "--max-fine", "0")
-    assert other.exit_code == 2 and "data.train_size 300 where it has 200" in other.stderr
+    assert other.exit_code == 2 and "--train-size 300 where it has 200" in other.stderr

@@ -514,14 +514,17 @@ def test_a_stage_of_one_trial_is_said_in_the_singular_when_another_is_refused(ru
 @pytest.mark.parametrize("args, given", [
     # the settings in brackets are the same in each: the line once ended there, so a changed --seed or --train-size
     # read as a stage that already had the command's own settings
-    (["--seed", "5"], "seed 5 where it has 0"),
-    (["--train-size", "201"], "data.train_size 201 where it has 200"),
-    (["--epochs", "2"], "train.epochs 2 where it has 1"),
+    (["--seed", "5"], "--seed 5 where it has 0"),
+    (["--train-size", "201"], "--train-size 201 where it has 200"),
+    (["--epochs", "2"], "--epochs 2 where it has 1"),
+    (["--val-size", "50", "--dropout", "0.75"], "--val-size 50 where it has (none), --dropout 0.75 where it has 1"),
     # continuing the stage, the stored factor was used and the command's left unsaid
-    (["--explode-factor", "5"], "explode_factor 5.0 where it has 3.0"),
+    # options named as they are typed, not by the run configuration's paths and Python values ("arch.hidden (50,)
+    # where it has (100,)", "explode_factor 5.0 where it has 3.0")
+    (["--explode-factor", "5"], "--explode-factor 5 where it has 3"),
     (["--hidden", "50", "--activation", "tanh", "--batchnorm", "--optimizer", "sgd"],
-     "arch.hidden (50,) where it has (100,), arch.activation tanh where it has relu, arch.batchnorm True where it "
-     "has False (and 1 more)"),
+     "--hidden 50 where it has 100, --activation tanh where it has relu, --batchnorm where it has --no-batchnorm "
+     "(and 1 more)"),
 ])
 def test_a_stage_refused_for_other_settings_names_the_ones_that_differ(run_cli, args, given):
     first = ["coarse", "--trials", "2", "--epochs", "1", "--train-size", "200"]
@@ -1330,11 +1333,21 @@ def test_a_stage_refused_for_other_settings_names_the_run_setting_that_differs(r
     line = one_line_error(run_cli(*args, "--preprocess", "mean_image"), "already exists with other settings")
     assert line == ("error: stage digits/coarse already exists with other settings (lr=1e-06:1 reg=1e-06:10, 2 "
                     "trials, 1 epoch, sampler random), and this command gives (by its options, or their defaults "
-                    "where none is given) preprocess.name mean_image where it has "
+                    "where none is given) --preprocess mean_image where it has "
                     "standardize; run it with those settings or pass --campaign NAME to start another campaign")
     line = one_line_error(run_cli(*args, "--preprocess", "standardize", "--hidden", "50,20"))
-    assert "and this command gives (by its options, or their defaults where none is given) arch.hidden (50, 20) " \
-        "where it has (100,); run it" in line
+    assert "and this command gives (by its options, or their defaults where none is given) --hidden 50,20 " \
+        "where it has 100; run it" in line
+
+
+def test_a_stage_refused_for_other_columns_names_them_as_the_options_are_typed(run_cli, tmp_path):
+    # "data.ignore_columns () where it has ('id',)": a Python tuple under the configuration's name
+    (tmp_path / "t.csv").write_text("id,x,label\n" + "".join(f"{i},{i % 7},{'ab'[i % 2]}\n" for i in range(200)))
+    args = ["coarse", "--data", "t.csv", "--trials", "2", "--epochs", "1", "--batch-size", "10"]
+    assert run_cli(*args, "--ignore-column", "id").exit_code == 0
+    line = one_line_error(run_cli(*args, "--label-column", "label"))
+    assert ("where none is given) --label-column label where it has (none), --ignore-column (none) where it has id; "
+            "run it") in line, line
 
 
 def test_campaign_and_out_help_give_each_command_its_own_default(run_cli):
@@ -1698,7 +1711,7 @@ def test_fine_continuing_an_unfinished_stage_says_which_options_it_does_not_appl
 
 def test_fine_after_a_stopped_promotion_stage_continues_it_at_its_epochs(run_cli):
     # search fine --epochs 3 stopped in promote-1, then search fine: refused, its default of twice the coarse epochs
-    # clashing with the stored promote-1 ("already exists with other settings ... train.epochs 2 where it has 3")
+    # clashing with the stored promote-1 ("already exists with other settings ... --epochs 2 where it has 3")
     from search.stages import create_stage, promotion_stage
 
     assert run_cli("coarse", "--trials", "4", "--epochs", "1", "--train-size", "200").exit_code == 0

@@ -664,7 +664,7 @@ def test_a_table_campaign_made_with_mean_image_continues_with_the_command_that_m
                    "--retrain-seeds", "1", "--jobs", "1")
     assert auto.exit_code == 0, auto.output
     one_line_error(run_cli(*args, "--campaign", "old", "--preprocess", "standardize"),
-                   "where none is given) preprocess.name standardize where it has mean_image")
+                   "where none is given) --preprocess standardize where it has mean_image")
     assert run_cli(*args, "--campaign", "new").exit_code == 0  # a new campaign: a table's default
     new = optuna.load_study(study_name="new/coarse", storage=f"sqlite:///{tmp_path / 'search.db'}")
     assert new.user_attrs["config"]["preprocess"]["name"] == "standardize"
@@ -853,3 +853,29 @@ def test_train_test_compares_its_test_score_with_the_most_frequent_class_alone(r
     digits = json.loads(run_cli("train", "--epochs", "1", "--test", "--json").stdout)
     assert digits["most_frequent_class"] is None and "most_frequent_class" not in json.loads(
         run_cli("train", "--epochs", "1", "--json").stdout)
+
+
+def test_auto_warns_after_the_coarse_stage_when_its_best_is_no_better_than_the_most_frequent_class(run_cli, tmp_path,
+                                                                                                      monkeypatch):
+    # a coarse stage whose best was the majority class's share ran every fine stage after it without a word
+    monkeypatch.setenv("COLUMNS", "200")
+    rng = np.random.default_rng(0)
+    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
+    short = ["--trials", "2", "--epochs", "1", "--max-fine", "0", "--top", "1", "--repeats", "1",
+             "--retrain-seeds", "1", "--jobs", "1"]
+    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
+    noise = run_cli("auto", "--data", "noise.csv", *short)
+    assert noise.exit_code == 0, noise.output
+    text = " ".join(noise.stderr.split())
+    warning = ("warning: noise/coarse's best value 0.7000 is within noise of always predicting the most frequent "
+               "class, 'a', which scores 0.7000 on validation (2 standard errors 0.1673): no trial has learned more "
+               "than the class frequencies, and the next stages search near them; try a smaller --batch-size or more "
+               "--epochs, and check the data (search data)")
+    assert text.count(warning) == 1, noise.stderr
+    assert text.index(warning) < text.index("noise/final:0")  # before the stages after the coarse one
+    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
+    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
+    learned = run_cli("auto", "--data", "signal.csv", *short[:2], "--epochs", "20", *short[4:], "--space",
+                      "lr=0.01:0.1", "--batch-size", "10", "--json")
+    assert learned.exit_code == 0, learned.output
+    assert json.loads(learned.stdout)["stages"][0]["best_value"] > 0.87 and "within noise" not in learned.stderr

@@ -682,7 +682,8 @@ def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
     assert load_checkpoint("model.npz").image_shape == (3, 6, 5)
     result = run_cli("predict", "--model", "model.npz", "--data", "grey")  # as three equal channels
     assert result.exit_code == 0, result.output
-    assert result.stderr == "10 samples scored with model.npz; accuracy 1.0000 (10 of 10 labels)\n"
+    assert result.stderr.split("recall per class")[0] == (
+        "10 samples scored with model.npz; accuracy 1.0000 (10 of 10 labels)\n")
     train_and_save(run_cli, "grey", "--batch-size", "2")  # a grey model never saw colour: refused, not made grey
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "colour"),
                    "error: colour: images with 3 channel(s); the model reads 1")
@@ -704,7 +705,8 @@ def test_rows_with_an_empty_label_cell_are_scored_unlabelled(run_cli, wine_csv, 
     full_rows, some_rows = rows(full.stdout), rows(some.stdout)
     assert [r[2] for r in some_rows[1:11]] == [""] * 10 and some_rows[11:] == full_rows[11:]
     right = sum(r[1] == r[2] for r in full_rows[11:])
-    assert " ".join(some.stderr.split()) == f"178 samples scored with model.npz; accuracy {right / 168:.4f} ({right} of 168 labels)"
+    assert " ".join(some.stderr.split("recall per class")[0].split()) == (
+        f"178 samples scored with model.npz; accuracy {right / 168:.4f} ({right} of 168 labels)")
     assert rows(none.stdout)[0] == ["row", "prediction", "p_barbera", "p_barolo", "p_grignolino"]
     assert none.stderr == "178 samples scored with model.npz\n"
 
@@ -728,7 +730,7 @@ def test_a_label_cell_written_as_a_missing_value_is_not_counted_as_an_empty_one_
     assert full.exit_code == some.exit_code == 0, some.output
     assert [r[2] for r in rows(some.stdout)[1:21]] == [""] * 14 + ["7"] * 6
     right = sum(r[1] == r[2] for r in rows(full.stdout)[21:])
-    assert " ".join(some.stderr.split()) == (
+    assert " ".join(some.stderr.split("recall per class")[0].split()) == (
         f"178 samples scored with model.npz; accuracy {right / 164:.4f} ({right} of 164 labels); 1 label(s) the "
         f"model has no class for, e.g. '7' (6 rows, scored wrong)")
     out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "some.csv", "--json").stdout)
@@ -1188,7 +1190,7 @@ def test_samples_all_predicted_one_class_are_warned_of(run_cli, tmp_path):
 
     dark_and_light(tmp_path / "imgs", 30)
     train_and_save(run_cli, "imgs", "--batch-size", "10")
-    assert run_cli("predict", "--model", "model.npz", "--data", "imgs").stderr == (
+    assert run_cli("predict", "--model", "model.npz", "--data", "imgs").stderr.split("recall per class")[0] == (
         "60 samples scored with model.npz; accuracy 1.0000 (60 of 60 labels)\n")
     shutil.copytree(tmp_path / "imgs" / "dark", tmp_path / "mislabelled" / "dark")
     shutil.copytree(tmp_path / "imgs" / "dark", tmp_path / "mislabelled" / "light")  # dark images labelled light
@@ -1202,7 +1204,7 @@ def test_samples_all_predicted_one_class_are_warned_of(run_cli, tmp_path):
         "but the class frequencies, or these samples are all of one class 30 samples scored with model.npz; wrote "
         "p.csv"), unlabelled.output
     shutil.rmtree(tmp_path / "mislabelled" / "light")  # labels of one class, all predicted right
-    assert run_cli("predict", "--model", "model.npz", "--data", "mislabelled").stderr == (
+    assert run_cli("predict", "--model", "model.npz", "--data", "mislabelled").stderr.split("recall per class")[0] == (
         "30 samples scored with model.npz; accuracy 1.0000 (30 of 30 labels)\n")
     for name in sorted((tmp_path / "imgs" / "dark").iterdir())[19:]:  # 19 samples: too few to tell
         name.unlink()
@@ -1288,3 +1290,57 @@ def test_predictions_shown_on_a_terminal_never_drive_it(run_cli, tmp_path):
     assert len(text.splitlines()) == 41 and text.count(",cat\\x1b]0;pwned\\x07,") >= 20  # each cat's label
     piped = run_cli("predict", "--model", "m.npz", "--data", "pets.csv")  # to a file or a pipe: the names as they are
     assert piped.stdout.splitlines()[0] == "row,prediction,label,p_cat\x1b]0;pwned\x07,p_dog"
+
+
+def imbalanced_csv(path, n: int = 600, seed: int = 0) -> None:
+    """A table of a string label of three classes, about 70/25/5 %, with a text column: a user's imbalanced file."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "color", "x1", "x2", "label"])
+        for i in range(n):
+            x1, x2 = rng.normal(size=2)
+            color = rng.choice(["red", "blue", "green"])
+            s = x1 + (0.8 if color == "red" else 0) + 0.3 * rng.normal()
+            w.writerow([i, color, round(x1, 3), round(x2, 3), "common" if s < 0.6 else "mid" if s < 2.0 else "rare"])
+
+
+def test_predict_with_labels_gives_each_classs_recall_and_a_confusion_table(run_cli, tmp_path):
+    # the accuracy alone (0.87 of 70/25/5 % labels) hid a rare class the model hardly ever predicts
+    imbalanced_csv(tmp_path / "t.csv")
+    train_and_save(run_cli, "t.csv", "--label-column", "label", "--ignore-column", "id")
+    result = run_cli("predict", "--model", "model.npz", "--data", "t.csv")
+    assert result.exit_code == 0, result.output
+    table = rows(result.stdout)[1:]
+    pairs = collections.Counter((r[2], r[1]) for r in table)
+    counts = collections.Counter(r[2] for r in table)
+    assert set(counts) == {"common", "mid", "rare"}
+    lines = result.stderr.splitlines()
+    start = lines.index("recall per class (the share of its labelled rows predicted as it):")
+    classes = ["common", "mid", "rare"]
+    assert lines[start + 1:start + 4] == [
+        f"  {c:<6}  recall {pairs[c, c] / counts[c]:.4f}  ({pairs[c, c]} of {counts[c]} rows)" for c in classes]
+    assert lines[start + 4] == "confusion (a row per label, a column per prediction):"
+    widths = [max(len(c), *(len(str(pairs[label, c])) for label in classes)) for c in classes]
+    assert lines[start + 5] == "  label   " + "  ".join(f"{c:>{w}}" for c, w in zip(classes, widths))
+    assert lines[start + 6:] == [
+        f"  {label:<6}  " + "  ".join(f"{pairs[label, c]:>{w}}" for c, w in zip(classes, widths)) for label in classes]
+    got = json.loads(run_cli("predict", "--model", "model.npz", "--data", "t.csv", "--json", "--out", "p.csv").stdout)
+    assert got["per_class"] == [{"class": c, "rows": counts[c], "right": pairs[c, c],
+                                 "recall": pairs[c, c] / counts[c]} for c in classes]
+    assert got["confusion"] == {"labels": classes, "predictions": classes,
+                                "counts": [[pairs[label, c] for c in classes] for label in classes]}
+
+
+def test_predict_of_many_classes_names_only_the_classes_of_the_lowest_recall():
+    from search.cli.run import class_score_lines, class_scores
+
+    names = [f"c{i}" for i in range(12)]
+    labels = [name for name in names for _ in range(10)]  # ten rows each; class i predicted right i times of ten
+    predicted = np.array([i if k < i else (i + 1) % 12 for i in range(12) for k in range(10)])
+    scores = class_scores(names, predicted, labels)
+    assert scores["confusion"] is None and len(scores["per_class"]) == 12
+    assert scores["per_class"][3] == {"class": "c3", "rows": 10, "right": 3, "recall": 0.3}
+    assert class_score_lines(scores) == [
+        "the 5 classes of the lowest recall, of 12 labelled (--json lists all):",
+        *(f"  c{i}  recall {i / 10:.4f}  ({i} of 10 rows)" for i in range(5))]
