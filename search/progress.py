@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TextIO
@@ -28,6 +29,10 @@ class _Bar(tqdm):
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
 # the stage's counts are read from the database when a trial of this process ends, at most this often
 READ_EVERY_SECONDS = 1.0
+# a bar told of this process's trials only (search worker, a --jobs 1 stage beside other workers) is also redrawn
+# from the stage's counts this often, one query each: the trials other processes finish show as they end, not only
+# when one of this process's does (a worker's bar stood at 1/12 while 3 were finished)
+REDRAW_EVERY_SECONDS = 2.0
 # without a bar (a log file, CI), a line with the elapsed time, the time left and the best so far, at most this often
 STATUS_EVERY_SECONDS = 60.0
 
@@ -105,6 +110,28 @@ class Progress:
                             ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT,
                             mininterval=math.inf)
             self._postfix()
+        self.lock = threading.Lock()  # the redrawing thread's reads and draws, and this process's trials'
+        self.stopping = threading.Event()
+        self.redrawer: threading.Thread | None = None
+        if self.bar is not None and self.read_stage is not None and not told_all:
+            self.redrawer = threading.Thread(target=self._redraw_every, daemon=True, name="progress-redraw")
+            self.redrawer.start()
+
+    def _redraw_every(self) -> None:
+        """Redraw the bar from the stage's counts every ``REDRAW_EVERY_SECONDS`` until it closes."""
+        while not self.stopping.wait(REDRAW_EVERY_SECONDS):
+            try:
+                with self.lock:
+                    self._redraw()
+            except Exception:  # the database gone (StorageLost), a closed stream: the command's own next read or
+                return  # write says so; the bar stays as it was last drawn
+
+    def _redraw(self) -> None:
+        """Read the stage's counts and draw the bar at them."""
+        before = self.done
+        self._read()
+        self.bar.update(self.done - before)
+        self._postfix()
 
     def _count(self, t: FrozenTrial) -> bool:
         if t.number in self.seen:
@@ -122,6 +149,10 @@ class Progress:
 
     def trial(self, t: FrozenTrial) -> None:
         """Record one trial that has just finished (COMPLETE, PRUNED or FAIL); a trial seen before is ignored."""
+        with self.lock:
+            self._trial(t)
+
+    def _trial(self, t: FrozenTrial) -> None:
         before, best_before = self.done, self.best
         if not self._count(t):
             return
@@ -199,10 +230,12 @@ class Progress:
     def close(self) -> None:
         """End the bar at the stage's counts: read once more, since the last trials another process finished may
         have ended within a second of the last read."""
+        if self.redrawer is not None:
+            self.stopping.set()
+            self.redrawer.join()  # at most one read away; no thread is left behind the bar
         if self.bar is not None:
             if self.read_stage is not None:
-                before = self.done
-                self._read()
-                self.bar.update(self.done - before)
-            self._postfix()  # the times now, which the last line shows
+                self._redraw()
+            else:
+                self._postfix()  # the times now, which the last line shows
             self.bar.close()
