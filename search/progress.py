@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from search.stages import FINISHED, is_storage_error
-from search.text import visible
+from search.text import visible, wrapped
 from studies.records import params_text
 
 
@@ -168,7 +168,9 @@ class Progress:
     def _line(self, t: FrozenTrial, best_before: float) -> str:
         """A finished trial as a log line of at most 80 columns for a few params: STUDY:NUMBER (as `search explain`
         takes it), how it ended ("new best" above ``best_before``, the best value so far), its value, params and
-        the stage's count; a trial's error, or why its worker was lost, on a line of its own."""
+        the stage's count; a trial's error, or why its worker was lost, on a line of its own. On a terminal a line
+        wider than it goes on, indented, on the next (a parameter never cut); elsewhere (a pipe, a log file) a trial
+        keeps one line, for grep."""
         reason = str(t.user_attrs.get("stop_reason") or "")
         # an error ('error: ...') or a lost worker ('worker lost: ...'): too long for the status column
         why = reason if t.state == TrialState.FAIL and reason != "interrupted" else ""
@@ -183,7 +185,10 @@ class Progress:
         number = f"{t.number:<{len(str(max(self.total - 1, 0)))}}"  # the columns after it align within a stage
         fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", params_text(t.params),
                   f"[{self.done}/{self.total}]"]
-        return " ".join(f for f in fields if f) + "\n" + (f"    {why}\n" if why else "")
+        line = " ".join(f for f in fields if f)
+        if self.stream.isatty():
+            return wrapped(line) + "\n" + (wrapped(why, "    ") + "\n" if why else "")
+        return line + "\n" + (f"    {why}\n" if why else "")
 
     def _status(self) -> str:
         """Every ``STATUS_EVERY_SECONDS`` while trials are left, what a bar shows: "NAME: 12/40 in 01:05, about
@@ -194,7 +199,8 @@ class Progress:
         self.status_at = now
         elapsed, ran = now - self.started, self.done - self.done_before
         left = f", about {tqdm.format_interval(elapsed / ran * (self.total - self.done))} left" if ran > 0 else ""
-        return f"{self.name}: {self.done}/{self.total} in {tqdm.format_interval(elapsed)}{left}, best {self._best()}\n"
+        line = f"{self.name}: {self.done}/{self.total} in {tqdm.format_interval(elapsed)}{left}, best {self._best()}"
+        return (wrapped(line) if self.stream.isatty() else line) + "\n"
 
     def _read(self) -> None:
         """The stage's counts and best from the database, other processes' trials included; kept as they were

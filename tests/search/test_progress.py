@@ -264,6 +264,46 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
     assert max(map(len, lines)) <= 80
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_line_wider_than_the_terminal_goes_on_indented_and_a_pipe_keeps_one_line_a_trial(monkeypatch):
+    # five parameters and a long campaign name: 128 columns on an 80-column terminal, the end cut off by the terminal
+    # or wrapped in the middle of a parameter
+    monkeypatch.setenv("COLUMNS", "80")
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+                     "reg": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+                     "hidden": optuna.distributions.IntDistribution(16, 512),
+                     "activation": optuna.distributions.CategoricalDistribution(["relu", "tanh", "elu"]),
+                     "dropout": optuna.distributions.FloatDistribution(0.5, 1.0)}
+    params = {"lr": 0.00443, "reg": 0.000726, "hidden": 128, "activation": "elu", "dropout": 0.719}
+    done = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.8889, params=params,
+                                     distributions=distributions)
+    lost = optuna.trial.create_trial(state=TrialState.FAIL, params=params, distributions=distributions, user_attrs={
+        "stop_reason": "worker lost: its process 4242 on this host is gone, and its heartbeat stopped 120 s ago"})
+    done.number, lost.number = 0, 1
+    name = "ray-tune-like-long-campaign-name/coarse"
+    one = f"{name}:0 new best 0.8889 lr=0.00443 reg=0.000726 hidden=128 activation=elu dropout=0.719 [1/3]"
+    for stream, expected in (
+            (io.StringIO(), [one, f"{name}:1 failed   -      lr=0.00443 reg=0.000726 hidden=128 activation=elu "
+                                  f"dropout=0.719 [1/3]",
+                             "    worker lost: its process 4242 on this host is gone, and its heartbeat stopped 120 s "
+                             "ago"]),
+            (_Terminal(), [f"{name}:0 new best 0.8889 lr=0.00443",
+                           "    reg=0.000726 hidden=128 activation=elu dropout=0.719 [1/3]",
+                           f"{name}:1 failed   -      lr=0.00443",
+                           "    reg=0.000726 hidden=128 activation=elu dropout=0.719 [1/3]",
+                           "    worker lost: its process 4242 on this host is gone, and its heartbeat",
+                           "        stopped 120 s ago"])):
+        progress = Progress(name, 3, mode="log", stream=stream)
+        progress.trial(done)
+        progress.trial(lost)
+        assert stream.getvalue().splitlines() == expected
+        assert len(one) == 127 and all(len(line) < 80 for line in expected) == isinstance(stream, _Terminal)
+
+
 def test_log_lines_write_categories_as_every_other_view_does():
     distributions = {"batchnorm": optuna.distributions.CategoricalDistribution([True, False]),
                      "activation": optuna.distributions.CategoricalDistribution(["relu", "tanh"])}
