@@ -311,6 +311,15 @@ class DiagnosisThresholds:
       ``underfitting``. Read on ERROR_ODDS_SAMPLES training samples (0.3 ms a digits trial, against 0.13 ms for the
       units); not below ``noisy_min_errors`` 10 misclassified samples, nor for the SVM, whose scores are no
       probabilities.
+    - ``levelled_min_epochs`` 4: between the two readings, where a run with no gap below ``train_acc_underfit``
+      fits ``train_acc_underfit`` of the samples it does not contradict but contradicts fewer than ``noisy_share`` of
+      its errors, and its train accuracy stopped rising (over the last half of its epochs, of 4 at least, by no more
+      than twice its binomial standard error) while its loss levelled off, too little capacity and label noise look
+      alike: it is not ``underfitting``, and its sentence says how to tell them apart. Breast cancer with 13 % of its
+      labels flipped (100 units, 10 and 40 epochs: train 0.82-0.86, gaps -3.4 and 1.0 points) contradicts 56-63 % of
+      its errors and fits 0.91-0.94 of the rest; told "raise capacity", 512 units for 40 epochs reached train 0.90 and
+      validation 0.78 (from 0.86). Clean labels: 2 units on digits after 30 epochs fit 0.75 of the rest (stays
+      ``underfitting``), 3 units (train 0.87) 0.94, with their loss still falling.
     - ``val_drop`` 0.02: validation accuracy that peaked at an earlier epoch and ended more than 2 points, and more
       than twice its binomial standard error (of the validation size, at the peak), below it, while train accuracy
       did not fall from that epoch, is the lecture's other sign of ``overfitting``, whatever the final gap.
@@ -343,6 +352,7 @@ class DiagnosisThresholds:
     noisy_share: float = 2 / 3
     noisy_min_errors: int = 10
     val_drop: float = 0.02
+    levelled_min_epochs: int = 4
     dead_fraction: float = 0.5
     saturated_fraction: float = 0.2
     initial_loss_tolerance: float = 0.5
@@ -429,7 +439,8 @@ def diagnose(
     curves = {"late_loss_fall": _num(late_fall), "late_loss_limit": _num(late_limit),
               # the loss of the last tenth less its L2 term at the end: the data loss, to set against its first
               "final_data_loss": _num(last - final_reg_loss), "initial_data_loss": _num(initial_data_loss),
-              **_val_peak(train_acc_history, val_acc_history, samples[1] if samples else None, t)}
+              **_val_peak(train_acc_history, val_acc_history, samples[1] if samples else None, t),
+              **_train_levelled(train_acc_history, samples[0] if samples else None, t)}
     # a loss that went up by more than "barely moved", in a run no explosion test stopped
     rose = math.isfinite(change) and change < -t.loss_change_low and (len(finite) >= t.rose_min_iterations
                                                                       or change < -t.short_rise)
@@ -454,7 +465,8 @@ def diagnose(
         if (gap > gap_limit or curves.get("val_fell")) and not unlearned:
             labels.append("overfitting")
         elif (unlearned or (gap < t.gap_underfit and train_acc < t.train_acc_underfit
-                            and not _noisy_labels(label_noise, t))) and "lr_too_low" not in labels:
+                            and not _noisy_labels(label_noise, t) and not _noise_or_capacity({**curves, **(
+                                label_noise or {})}, t))) and "lr_too_low" not in labels:
             labels.append("underfitting")
     if dead and max(dead) > t.dead_fraction:
         labels.append("dead_units")
@@ -490,6 +502,15 @@ def _noisy_labels(n: Mapping[str, object] | None, t: DiagnosisThresholds = THRES
     share, acc = n.get("contradicted_errors"), n.get("uncontradicted_acc")
     return (isinstance(share, (int, float)) and isinstance(acc, (int, float)) and share >= _rounded(t.noisy_share)
             and acc >= t.train_acc_underfit)
+
+
+def _noise_or_capacity(n: Mapping[str, object], t: DiagnosisThresholds = THRESHOLDS) -> bool:
+    """Whether a run's (stored) numbers leave too little capacity and label noise alike: its train accuracy stopped
+    rising (``train_levelled``), its loss is not still falling, and it fits ``train_acc_underfit`` of the samples it
+    does not contradict confidently, though it contradicts fewer than ``noisy_share`` of its errors."""
+    acc = n.get("uncontradicted_acc")
+    return (n.get("train_levelled") is True and not still_falling(n) and isinstance(acc, (int, float))
+            and acc >= t.train_acc_underfit and not _noisy_labels(n, t))
 
 
 def label_noise(model: FullyConnectedNet, X: np.ndarray, y: np.ndarray,
@@ -555,6 +576,21 @@ def _val_peak(train: Sequence[float], val: Sequence[float], n_val: int | None,
     limit = _num(max(t.val_drop, 2 * se) if se is not None else t.val_drop)
     return {"val_peak_epoch": peak + 1, "val_peak": _num(val[peak]), "val_drop": drop, "val_drop_limit": limit,
             "train_rise": rise, "val_fell": drop > limit and rise >= 0}
+
+
+def _train_levelled(train: Sequence[float], n_train: int | None,
+                    t: DiagnosisThresholds) -> dict[str, float | int | bool | None]:
+    """How far train accuracy rose over the last half of the epochs (from epoch ``train_rise_from``, counted from 1),
+    the least rise read as one (twice the binomial standard error of the final train accuracy on ``n_train``
+    samples), and whether it stopped rising (``train_levelled``); nothing for fewer than ``levelled_min_epochs``
+    epochs or an unknown sample count."""
+    se = value_se(train[-1], n_train) if len(train) >= t.levelled_min_epochs else None
+    if se is None or not all(map(math.isfinite, train)):
+        return {}
+    start = len(train) // 2
+    rise, limit = _num(train[-1] - train[start]), _num(2 * se)
+    return {"train_rise_from": start + 1, "train_late_rise": rise, "train_late_rise_limit": limit,
+            "train_levelled": rise <= limit}
 
 
 def still_falling(n: Mapping[str, object]) -> bool:
@@ -653,7 +689,7 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
                            f"{_points(n.get('train_val_gap'))}" + (
             f"; but its L2 term is {_pct(share)} of it at the end and fell by {_pct(reg_change)} of its first value: "
             f"the curve shows the penalty shrinking the weights more than the data being fitted"
-            if shrunk else "") + _ceiling_text(n),
+            if shrunk else "") + _ceiling_text(n) + _alike_text(n),
     }
     return [words[label]() for label in diagnosis.labels]
 
@@ -670,6 +706,24 @@ def _ceiling_text(n: dict[str, object]) -> str:
             f"under {t.noisy_errors:g} of its own answer's; >= {t.noisy_share:.0%} of them: noisy or ambiguous "
             f"labels), and fits {_acc(n['uncontradicted_acc'])} of the other training samples "
             f"(>= {t.train_acc_underfit:g}): more capacity would only memorise those labels")
+
+
+def _alike_text(n: dict[str, object]) -> str:
+    """Where a run with no gap is short of ``train_acc_underfit`` but neither shows too little capacity nor its
+    labels' ceiling (``_noise_or_capacity``): what it has reached, and how to tell the two apart; else nothing."""
+    t, acc, gap = THRESHOLDS, n.get("train_acc"), n.get("train_val_gap")
+    if not (isinstance(acc, (int, float)) and isinstance(gap, (int, float)) and acc < t.train_acc_underfit
+            and gap < t.gap_underfit and _noise_or_capacity(n)):
+        return ""
+    return (f"; train accuracy {_acc(acc)} with no gap stopped rising (up {_points(n['train_late_rise'])} from epoch "
+            f"{n['train_rise_from']} to the end, <= {_points(n['train_late_rise_limit'])}, twice its standard error) "
+            f"as its loss levelled off: the run has reached what the data allow at this capacity. Too little capacity "
+            f"and noisy labels look alike here: it confidently contradicts {_pct(n['contradicted_errors'])} of the "
+            f"labels it misses (< {t.noisy_share:.0%}: no clear sign of noise) and fits "
+            f"{_acc(n['uncontradicted_acc'])} of the other training samples (>= {t.train_acc_underfit:g}: no clear "
+            f"sign of too little capacity). To tell them apart, train a wider net (twice --hidden): train accuracy "
+            f"rising while validation accuracy falls is label noise being memorised, both rising is too little "
+            f"capacity")
 
 
 def _late_fall_text(n: dict[str, object]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TextIO
@@ -12,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from search.stages import FINISHED, is_storage_error
-from search.text import visible
+from search.text import visible, wrapped
 from studies.records import params_text
 
 
@@ -28,6 +29,10 @@ class _Bar(tqdm):
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
 # the stage's counts are read from the database when a trial of this process ends, at most this often
 READ_EVERY_SECONDS = 1.0
+# a bar told of this process's trials only (search worker, a --jobs 1 stage beside other workers) is also redrawn
+# from the stage's counts this often, one query each: the trials other processes finish show as they end, not only
+# when one of this process's does (a worker's bar stood at 1/12 while 3 were finished)
+REDRAW_EVERY_SECONDS = 2.0
 # without a bar (a log file, CI), a line with the elapsed time, the time left and the best so far, at most this often
 STATUS_EVERY_SECONDS = 60.0
 
@@ -105,6 +110,28 @@ class Progress:
                             ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT,
                             mininterval=math.inf)
             self._postfix()
+        self.lock = threading.Lock()  # the redrawing thread's reads and draws, and this process's trials'
+        self.stopping = threading.Event()
+        self.redrawer: threading.Thread | None = None
+        if self.bar is not None and self.read_stage is not None and not told_all:
+            self.redrawer = threading.Thread(target=self._redraw_every, daemon=True, name="progress-redraw")
+            self.redrawer.start()
+
+    def _redraw_every(self) -> None:
+        """Redraw the bar from the stage's counts every ``REDRAW_EVERY_SECONDS`` until it closes."""
+        while not self.stopping.wait(REDRAW_EVERY_SECONDS):
+            try:
+                with self.lock:
+                    self._redraw()
+            except Exception:  # the database gone (StorageLost), a closed stream: the command's own next read or
+                return  # write says so; the bar stays as it was last drawn
+
+    def _redraw(self) -> None:
+        """Read the stage's counts and draw the bar at them."""
+        before = self.done
+        self._read()
+        self.bar.update(self.done - before)
+        self._postfix()
 
     def _count(self, t: FrozenTrial) -> bool:
         if t.number in self.seen:
@@ -122,6 +149,10 @@ class Progress:
 
     def trial(self, t: FrozenTrial) -> None:
         """Record one trial that has just finished (COMPLETE, PRUNED or FAIL); a trial seen before is ignored."""
+        with self.lock:
+            self._trial(t)
+
+    def _trial(self, t: FrozenTrial) -> None:
         before, best_before = self.done, self.best
         if not self._count(t):
             return
@@ -137,7 +168,9 @@ class Progress:
     def _line(self, t: FrozenTrial, best_before: float) -> str:
         """A finished trial as a log line of at most 80 columns for a few params: STUDY:NUMBER (as `search explain`
         takes it), how it ended ("new best" above ``best_before``, the best value so far), its value, params and
-        the stage's count; a trial's error, or why its worker was lost, on a line of its own."""
+        the stage's count; a trial's error, or why its worker was lost, on a line of its own. On a terminal a line
+        wider than it goes on, indented, on the next (a parameter never cut); elsewhere (a pipe, a log file) a trial
+        keeps one line, for grep."""
         reason = str(t.user_attrs.get("stop_reason") or "")
         # an error ('error: ...') or a lost worker ('worker lost: ...'): too long for the status column
         why = reason if t.state == TrialState.FAIL and reason != "interrupted" else ""
@@ -152,7 +185,10 @@ class Progress:
         number = f"{t.number:<{len(str(max(self.total - 1, 0)))}}"  # the columns after it align within a stage
         fields = [f"{self.name}:{number}", f"{status:8}", f"{value:6}", params_text(t.params),
                   f"[{self.done}/{self.total}]"]
-        return " ".join(f for f in fields if f) + "\n" + (f"    {why}\n" if why else "")
+        line = " ".join(f for f in fields if f)
+        if self.stream.isatty():
+            return wrapped(line) + "\n" + (wrapped(why, "    ") + "\n" if why else "")
+        return line + "\n" + (f"    {why}\n" if why else "")
 
     def _status(self) -> str:
         """Every ``STATUS_EVERY_SECONDS`` while trials are left, what a bar shows: "NAME: 12/40 in 01:05, about
@@ -163,7 +199,8 @@ class Progress:
         self.status_at = now
         elapsed, ran = now - self.started, self.done - self.done_before
         left = f", about {tqdm.format_interval(elapsed / ran * (self.total - self.done))} left" if ran > 0 else ""
-        return f"{self.name}: {self.done}/{self.total} in {tqdm.format_interval(elapsed)}{left}, best {self._best()}\n"
+        line = f"{self.name}: {self.done}/{self.total} in {tqdm.format_interval(elapsed)}{left}, best {self._best()}"
+        return (wrapped(line) if self.stream.isatty() else line) + "\n"
 
     def _read(self) -> None:
         """The stage's counts and best from the database, other processes' trials included; kept as they were
@@ -199,10 +236,12 @@ class Progress:
     def close(self) -> None:
         """End the bar at the stage's counts: read once more, since the last trials another process finished may
         have ended within a second of the last read."""
+        if self.redrawer is not None:
+            self.stopping.set()
+            self.redrawer.join()  # at most one read away; no thread is left behind the bar
         if self.bar is not None:
             if self.read_stage is not None:
-                before = self.done
-                self._read()
-                self.bar.update(self.done - before)
-            self._postfix()  # the times now, which the last line shows
+                self._redraw()
+            else:
+                self._postfix()  # the times now, which the last line shows
             self.bar.close()

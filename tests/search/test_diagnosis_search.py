@@ -121,3 +121,40 @@ def test_search_explain_reads_a_stored_trial_still_learning(run_cli):
     explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
     assert "train longer first" in explained["sentences"][0]
     assert explained["diagnosis_numbers"]["late_loss_fall"] > explained["diagnosis_numbers"]["late_loss_limit"]
+
+
+def test_a_table_with_noisy_labels_is_not_told_to_raise_capacity(run_cli, tmp_path):
+    # breast cancer with 13 % of its labels flipped: train 0.82, validation 0.86, train accuracy flat for 5 epochs, and
+    # "underfitting: raise capacity or lower regularisation"; 512 units for 40 epochs then overfitted (train 0.90,
+    # validation 0.78): too little capacity and label noise look alike here, and the diagnosis says so
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    flip = np.random.default_rng(0).random(len(frame)) < 0.15
+    frame.loc[flip, "target"] = 1 - frame.loc[flip, "target"]
+    frame.to_csv(tmp_path / "noisy.csv", index=False)
+    result = run_cli("train", "--data", str(tmp_path / "noisy.csv"), "--label-column", "target", "--epochs", "10",
+                     "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    n = out["diagnosis_numbers"]
+    assert out["diagnosis"] == ["healthy"]
+    assert (n["train_acc"], n["val_acc"], n["contradicted_errors"], n["uncontradicted_acc"]) == (
+        0.8246, 0.8588, 0.5571, 0.9139)
+    assert (n["train_rise_from"], n["train_late_rise"], n["train_late_rise_limit"], n["train_levelled"]) == (
+        6, 0.01, 0.0381, True)
+    assert out["sentences"] == [
+        "healthy: the loss fell by 33.1%, train-val gap -3.4 points; train accuracy 0.8246 with no gap stopped rising "
+        "(up 1.0 points from epoch 6 to the end, <= 3.8 points, twice its standard error) as its loss levelled off: "
+        "the run has reached what the data allow at this capacity. Too little capacity and noisy labels look alike "
+        "here: it confidently contradicts 55.7% of the labels it misses (< 67%: no clear sign of noise) and fits "
+        "0.9139 of the other training samples (>= 0.9: no clear sign of too little capacity). To tell them apart, "
+        "train a wider net (twice --hidden): train accuracy rising while validation accuracy falls is label noise "
+        "being memorised, both rising is too little capacity"]
+    # the same numbers with train accuracy still rising, or with too few epochs to tell, stay underfitting
+    from engine.diagnostics import THRESHOLDS, _noise_or_capacity
+
+    assert _noise_or_capacity(n) and not _noise_or_capacity({**n, "train_levelled": False})
+    assert not _noise_or_capacity({k: v for k, v in n.items() if k != "train_levelled"})
+    assert not _noise_or_capacity({**n, "uncontradicted_acc": THRESHOLDS.train_acc_underfit - 0.01})

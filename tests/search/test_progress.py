@@ -141,6 +141,38 @@ def test_the_bar_ends_at_the_counts_of_trials_other_processes_finished_last(monk
     assert last.startswith("digimg/coarse: 20/20 |") and last.endswith(", best 0.9222 pruned 1"), last
 
 
+def test_a_bar_told_of_its_own_trials_only_is_redrawn_from_the_stage_counts_between_them(monkeypatch):
+    # `search worker` beside other workers showed 1/12 while 3 trials were finished: its bar was drawn only as its
+    # own trial ended; it is redrawn from the database's counts meanwhile, one read each time
+    import threading
+    import time
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr("search.progress.REDRAW_EVERY_SECONDS", 0.01, raising=False)
+    reads = [(_counts(1), 0.5), (_counts(2), 0.8), (_counts(2, pruned=1), 0.9)]
+    seen = threading.Event()
+
+    def read_stage():
+        if len(reads) == 1:
+            seen.set()
+        return reads.pop(0) if len(reads) > 1 else reads[0]
+
+    out = io.StringIO()
+    progress = Progress("w/coarse", 12, mode="bar", stream=out, read_stage=read_stage)
+    assert seen.wait(5)
+    time.sleep(0.1)  # the draw after that read
+    drawn = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()][-1]
+    progress.close()
+    assert drawn.startswith("w/coarse: 3/12 |") and drawn.endswith(", best 0.9000 pruned 1"), drawn
+    assert progress.redrawer is not None and not progress.redrawer.is_alive()
+    # told of every process's trials (the watcher of --jobs N), or with no bar, nothing is read in between
+    told = Progress("w/coarse", 12, mode="bar", stream=io.StringIO(), read_stage=read_stage, told_all=True)
+    logged = Progress("w/coarse", 12, mode="log", stream=io.StringIO(), read_stage=read_stage)
+    assert told.redrawer is None and logged.redrawer is None
+    told.close()
+    logged.close()
+
+
 def _stage_after_another_process(tmp_path, monkeypatch, jobs: int, progress: str):
     """The summary of a 4-trial stage whose trials 0 (0.3630, the best) and 1 another process (e.g. a `search worker`
     elsewhere) finished after the command counted the stage, before its workers began."""
@@ -230,6 +262,46 @@ def test_log_lines_fit_80_columns_and_name_each_trial_as_search_explain_takes_it
         "    worker lost: its process 4242 on this host is gone",
     ]
     assert max(map(len, lines)) <= 80
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_line_wider_than_the_terminal_goes_on_indented_and_a_pipe_keeps_one_line_a_trial(monkeypatch):
+    # five parameters and a long campaign name: 128 columns on an 80-column terminal, the end cut off by the terminal
+    # or wrapped in the middle of a parameter
+    monkeypatch.setenv("COLUMNS", "80")
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+                     "reg": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
+                     "hidden": optuna.distributions.IntDistribution(16, 512),
+                     "activation": optuna.distributions.CategoricalDistribution(["relu", "tanh", "elu"]),
+                     "dropout": optuna.distributions.FloatDistribution(0.5, 1.0)}
+    params = {"lr": 0.00443, "reg": 0.000726, "hidden": 128, "activation": "elu", "dropout": 0.719}
+    done = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.8889, params=params,
+                                     distributions=distributions)
+    lost = optuna.trial.create_trial(state=TrialState.FAIL, params=params, distributions=distributions, user_attrs={
+        "stop_reason": "worker lost: its process 4242 on this host is gone, and its heartbeat stopped 120 s ago"})
+    done.number, lost.number = 0, 1
+    name = "ray-tune-like-long-campaign-name/coarse"
+    one = f"{name}:0 new best 0.8889 lr=0.00443 reg=0.000726 hidden=128 activation=elu dropout=0.719 [1/3]"
+    for stream, expected in (
+            (io.StringIO(), [one, f"{name}:1 failed   -      lr=0.00443 reg=0.000726 hidden=128 activation=elu "
+                                  f"dropout=0.719 [1/3]",
+                             "    worker lost: its process 4242 on this host is gone, and its heartbeat stopped 120 s "
+                             "ago"]),
+            (_Terminal(), [f"{name}:0 new best 0.8889 lr=0.00443",
+                           "    reg=0.000726 hidden=128 activation=elu dropout=0.719 [1/3]",
+                           f"{name}:1 failed   -      lr=0.00443",
+                           "    reg=0.000726 hidden=128 activation=elu dropout=0.719 [1/3]",
+                           "    worker lost: its process 4242 on this host is gone, and its heartbeat",
+                           "        stopped 120 s ago"])):
+        progress = Progress(name, 3, mode="log", stream=stream)
+        progress.trial(done)
+        progress.trial(lost)
+        assert stream.getvalue().splitlines() == expected
+        assert len(one) == 127 and all(len(line) < 80 for line in expected) == isinstance(stream, _Terminal)
 
 
 def test_log_lines_write_categories_as_every_other_view_does():
