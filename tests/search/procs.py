@@ -85,6 +85,21 @@ def run(args: list[str], folder: Path, tag: str = "run", timeout: float = 120) -
     return proc
 
 
+def read_terminal(terminal: int) -> str:
+    """All a pseudo-terminal's other end wrote, read until it closed; ``terminal`` (the reading end) is closed."""
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    return shown.decode()
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -954,6 +954,7 @@ def test_a_reports_status_line_on_a_terminal_is_written_over_with_spaces_not_an_
     import subprocess
 
     from search.cli.report import report_progress
+    from tests.search.procs import read_terminal
 
     assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
     terminal, stderr = pty.openpty()
@@ -963,20 +964,11 @@ def test_a_reports_status_line_on_a_terminal_is_written_over_with_spaces_not_an_
                                  stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
     finally:
         os.close(stderr)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(terminal, 4096)
-        except OSError:  # the terminal's other end closed: all read
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(terminal)
+    shown = read_terminal(terminal)
     assert written.returncode == 0 and written.stdout.startswith("report of campaign digits")
     steps = "report: digits/coarse: numbers and parameter importance", "report: plot 7 figures"
     # each step over the one before, cut or padded to 59 columns; the line blank, the cursor at its start, at the end
-    assert shown.decode() == "".join(f"\r{step[:59]:<59}" for step in steps) + f"\r{'':59}\r"
+    assert shown == "".join(f"\r{step[:59]:<59}" for step in steps) + f"\r{'':59}\r"
     report_progress()("x\x1b[2J/coarse: a step")  # a study's name written out, as elsewhere (not a terminal here)
     assert capsys.readouterr().err == "report: x\\x1b[2J/coarse: a step\n"
 
@@ -987,6 +979,8 @@ def test_csv_shown_on_a_terminal_never_drives_it(run_cli, tmp_path):
     import pty
     import subprocess
 
+    from tests.search.procs import read_terminal
+
     assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
     sql = "SELECT 'a' || char(27) || '[2J' || char(7) AS x"
     terminal, stdout = pty.openpty()
@@ -996,18 +990,9 @@ def test_csv_shown_on_a_terminal_never_drives_it(run_cli, tmp_path):
                               stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120)
     finally:
         os.close(stdout)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(terminal, 4096)
-        except OSError:  # the terminal's other end closed: all read
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(terminal)
+    shown = read_terminal(terminal)
     assert done.returncode == 0, done.stderr
-    assert shown.decode().replace("\r\n", "\n") == "x\na\\x1b[2J\\x07\n"
+    assert shown.replace("\r\n", "\n") == "x\na\\x1b[2J\\x07\n"
     # to a file or pipe the value as stored: click dropped its ESC[2J there, as styling
     assert run_cli("query", sql, "--format", "csv").stdout == "x\na\x1b[2J\x07\n"
 

@@ -1258,7 +1258,7 @@ def test_predictions_shown_on_a_terminal_never_drive_it(run_cli, tmp_path):
     # terminal's title (ESC]52 would write its clipboard), where every other command writes such a name out
     import pty
 
-    from tests.search.procs import env
+    from tests.search.procs import env, read_terminal
 
     rng = np.random.default_rng(0)
     classes = ["cat\x1b]0;pwned\x07", "dog"]
@@ -1273,18 +1273,9 @@ def test_predictions_shown_on_a_terminal_never_drive_it(run_cli, tmp_path):
                               text=True, timeout=120)
     finally:
         os.close(stdout)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(terminal, 65536)
-        except OSError:  # the terminal's other end closed: all read
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(terminal)
+    shown = read_terminal(terminal)
     assert done.returncode == 0, done.stderr
-    text = shown.decode().replace("\r\n", "\n")
+    text = shown.replace("\r\n", "\n")
     assert "\x1b" not in text and "\x07" not in text
     assert text.splitlines()[0] == "row,prediction,label,p_cat\\x1b]0;pwned\\x07,p_dog"
     assert len(text.splitlines()) == 41 and text.count(",cat\\x1b]0;pwned\\x07,") >= 20  # each cat's label
