@@ -140,9 +140,14 @@ class Stage:
         }
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, Any]) -> Stage:
+    def from_attrs(cls, attrs: dict[str, Any], data: str | None = None) -> Stage:
         """The stage its study's user attributes define; SearchError naming the study when they cannot be read (one
-        missing or of another type: written by another program or changed since)."""
+        missing or of another type: written by another program or changed since). ``data``: the absolute path of a
+        copy of its data to read instead of the stored one (search worker --data; the caller checks it is the same
+        data)."""
+        config = attrs.get("config")
+        if data is not None and isinstance(config, dict) and isinstance(config.get("data"), dict):
+            attrs = {**attrs, "config": {**config, "data": {**config["data"], "name": data}}}
         _check_stored_data(attrs)
         check_stored_space(f"{attrs.get('campaign')}/{attrs.get('stage')}", attrs.get("space"))
         try:
@@ -692,15 +697,17 @@ def run_worker(
     on_trial: Callable[[FrozenTrial], None] | None = None,
     poll: float = 0.5,
     max_trials: int | None = None,
+    data: str | None = None,
 ) -> WorkerReport:
-    """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did.
+    """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did. ``data``: the
+    path of the local copy ``dataset`` was read from, where the stored one is not (see ``Stage.from_attrs``).
 
     A failing database (full disk, lock, server stopped) is retried for ``storage_retry_seconds()``,
     then StorageLost stops the worker with the reason; the stage is finished by running it again.
     """
     watch_sqlite_file(storage)
     study = retry_storage(lambda: load_stage_study(storage, name), f"loading stage {name}")
-    stage = Stage.from_attrs(study.user_attrs)
+    stage = Stage.from_attrs(study.user_attrs, data)
     study.pruner = make_pruner(stage)  # the stage's scheduler; the sampler is made per trial (make_sampler)
     report = WorkerReport()
     looking = f"looking for trials of {name}"
