@@ -18,7 +18,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo, echo_json, fmt, say
 from search.config import RunConfig
-from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending
+from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, forget_pending, pending, stops_held
 from search.space import DEFAULT_SPACE
 from search.text import visible
 
@@ -228,6 +228,15 @@ def dashboard(port: int, storage: str | None) -> int:
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise SearchError("optuna-dashboard is not installed: pip install '.[dashboard]'")
     _check_port(port)  # before the banners: a port in use is one line
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    class _DashboardServer(WSGIServer):
+        def process_request(self, request: Any, client_address: Any) -> None:
+            # a Ctrl-C or SIGTERM landing while a request was answered was swallowed by wsgiref's handler (printed as
+            # that request's traceback) and the server went on serving: held till the answer is sent, then it stops
+            with stops_held():
+                super().process_request(request, client_address)
+
     import optuna
     import optuna_dashboard
 
@@ -247,11 +256,14 @@ def dashboard(port: int, storage: str | None) -> int:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     st = optuna.storages.RDBStorage(with_available_driver(url), engine_kwargs=engine_kwargs,
                                     skip_table_creation=True)
-    click.echo(f"optuna-dashboard for {mask_url(url)} at http://127.0.0.1:{port}/dashboard (Ctrl-C to stop)",
-               err=True)
     stopped_by: type[BaseException] | None = None
     try:
-        optuna_dashboard.run_server(st, host="127.0.0.1", port=port)
+        # optuna_dashboard.run_server printed nothing of its own before it listened: the address was said seconds
+        # before it answered. The same app on the same wsgiref server, made (bound and listening) before it is said
+        with make_server("127.0.0.1", port, optuna_dashboard.wsgi(st), _DashboardServer) as server:
+            click.echo(f"optuna-dashboard for {mask_url(url)} at http://127.0.0.1:{port}/dashboard (Ctrl-C to stop)",
+                       err=True)
+            server.serve_forever()
         stopped_by = pending()  # the server may swallow the interrupt and return
     except OSError as e:  # taken since it was checked
         raise _cannot_listen(port, e) from None
