@@ -11,7 +11,7 @@ from typing import TextIO
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.stages import FINISHED, is_storage_error
+from search.stages import FINISHED, STORAGE_OUTAGE, is_storage_error
 from search.text import visible
 from studies.records import params_text
 
@@ -105,6 +105,16 @@ class Progress:
                             ncols=width, nrows=size.lines, unit="trial", leave=True, bar_format=BAR_FORMAT,
                             mininterval=math.inf)
             self._postfix()
+        self.said_before = STORAGE_OUTAGE.say  # restored by close
+        if self.mode != "quiet":  # a failing database's lines above the bar, which is drawn again below them
+            STORAGE_OUTAGE.say = self._say
+
+    def _say(self, line: str) -> None:
+        if self.bar is not None:
+            _Bar.write(line, file=self.stream)
+        else:
+            self.stream.write(f"{line}\n")
+            self.stream.flush()
 
     def _count(self, t: FrozenTrial) -> bool:
         if t.number in self.seen:
@@ -199,6 +209,8 @@ class Progress:
     def close(self) -> None:
         """End the bar at the stage's counts: read once more, since the last trials another process finished may
         have ended within a second of the last read."""
+        if STORAGE_OUTAGE.say == self._say:
+            STORAGE_OUTAGE.say = self.said_before
         if self.bar is not None:
             if self.read_stage is not None:
                 before = self.done

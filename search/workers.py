@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 from engine.data import Dataset, load_cache, save_cache
 from engine.errors import EngineError
 from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, SearchFailed, raise_on, raise_pending, stops_held
-from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
-                           watch_sqlite_file)
+from search.stages import (STORAGE_OUTAGE, WorkerReport, is_storage_error, load_stage_study, process_alive,
+                           run_worker, watch_sqlite_file)
 from studies import optuna_rdb
 from studies.errors import StudyError
 from studies.store import mask_url, open_storage
@@ -62,6 +62,7 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
 def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int, data: str | None) -> int:
     """The worker's work and its exit code (0 done, EXIT_TRIAL_ERRORS, EXIT_STOPPED); Interrupted on SIGTERM."""
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
+    STORAGE_OUTAGE.say = None  # the parent's watcher says when the database fails and works again, once for all
     try:
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
         storage = open_storage(url, heartbeat_interval=heartbeat, create=False)
@@ -237,14 +238,17 @@ class _FinishedTrials(threading.Thread):
     def poll(self, report: bool = True) -> None:
         """Pass the trials finished since the last look to ``on_trial`` (``report`` False: only note them); nothing
         while the database fails (the workers retry, and stop if it stays down). They are read by id from the lowest
-        unfinished trial up: through the study (Optuna's cache) every WAITING trial would be read at every look."""
+        unfinished trial up: through the study (Optuna's cache) every WAITING trial would be read at every look. The
+        database failing and working again is said here for the worker processes (``STORAGE_OUTAGE``)."""
         try:
             new, look = self.look.since(self.storage, self.study_id)
             trials = optuna_rdb.trials_by_id(self.storage, new) if new and report and self.on_trial is not None else []
         except Exception as exc:
             if not is_storage_error(exc):
                 raise
+            STORAGE_OUTAGE.failing(exc)
             return
+        STORAGE_OUTAGE.working()
         self.look = look
         if report:
             self.new += len(new)
