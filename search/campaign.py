@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from engine.data import Dataset, data_identity, majority_baseline
+from engine.data import DATASETS, Dataset, data_identity, data_sha256, majority_baseline
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
@@ -122,8 +122,9 @@ class StageSummary:
         return dict(self.__dict__)
 
 
-def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 5) -> StageSummary:
-    stage = Stage.from_attrs(study.user_attrs)
+def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 5,
+              data: str | None = None) -> StageSummary:
+    stage = Stage.from_attrs(study.user_attrs, data)
     # counted and ranked by the database: a stage of a million trials is not read whole to say how it went
     storage, study_id = optuna_rdb.study_storage(study), optuna_rdb.study_id(study)
     counts = {name.lower(): n for name, n in optuna_rdb.state_counts(storage, study_id).items()}
@@ -208,17 +209,42 @@ def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
                           f"start another campaign on this data with search coarse or auto --campaign NAME")
 
 
+def _check_local_copy(study: optuna.Study, path: str) -> None:
+    """SearchError unless the data at ``path`` is the data ``study`` was trained on: the same sha256 where it records
+    one (a file's bytes; a folder's files with their relative paths), else the same split shapes and classes."""
+    recorded = study.user_attrs.get("data")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    name = recorded.get("name")
+    if name in DATASETS:
+        raise SearchError(f"--data {path}: stage {study.study_name} trains on the built-in dataset {name}, which "
+                          f"needs no copy: leave --data out")
+    checked = ("sha256",) if recorded.get("sha256") else tuple(k for k in ("shapes", "classes") if recorded.get(k))
+    if not checked:
+        raise SearchError(f"--data {path}: stage {study.study_name} records nothing to check a copy of its data "
+                          f"against (no sha256, shapes or classes): run the worker with the data at {name}")
+    run = Stage.from_attrs(study.user_attrs, path).run
+    identity = {"sha256": data_sha256(run.data)} if checked == ("sha256",) else data_identity(run.data, run.load())
+    differ = [f"{k} {recorded[k]} recorded, {identity[k]} in {path}" for k in checked if recorded[k] != identity[k]]
+    if differ:
+        raise SearchError(f"--data {path} is not the data stage {study.study_name} was trained on ({name}): "
+                          f"{'; '.join(differ)}; give a copy of that data")
+
+
 def run_existing(execution: Execution, study: optuna.Study, created: bool = False,
-                 dataset: Dataset | None = None) -> StageSummary:
-    """Run the remaining WAITING (and, once their workers are found dead, RUNNING) trials of a stage."""
-    stage = Stage.from_attrs(study.user_attrs)
+                 dataset: Dataset | None = None, data: str | None = None) -> StageSummary:
+    """Run the remaining WAITING (and, once their workers are found dead, RUNNING) trials of a stage; ``data``: the
+    absolute path of a copy of its data on this machine, read instead of the stored path (search worker --data)."""
+    if data is not None:
+        _check_local_copy(study, data)
+    stage = Stage.from_attrs(study.user_attrs, data)
     unfinished = stage_unfinished(optuna_rdb.study_storage(study), optuna_rdb.study_id(study))
     errors: list[str] = []
     ran = 0
     if unfinished:
         if dataset is None:  # a worker joining a stage, maybe on another machine: same data or nothing
             dataset = stage.run.load()
-            _check_same_data(study, data_identity(stage.run.data, dataset))
+            if data is None:  # a copy is checked by _check_local_copy
+                _check_same_data(study, data_identity(stage.run.data, dataset))
         # every worker of a stage judges staleness with the stage's interval (see create_stage); a stage stored
         # without one (created with heartbeats off) is run with this command's, or a lost worker's trial is never
         # re-run
@@ -244,11 +270,11 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works,
-                                         first_look=first_look)
+                                         first_look=first_look, data=data)
         finally:
             progress.close()
         errors, ran = report.errors, report.ran
-    summary = summarise(load_stage_study(optuna_rdb.study_storage(study), stage.name), created, errors)
+    summary = summarise(load_stage_study(optuna_rdb.study_storage(study), stage.name), created, errors, data=data)
     summary.ran = ran
     return summary
 

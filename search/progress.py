@@ -12,7 +12,7 @@ from typing import TextIO
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search.stages import FINISHED, is_storage_error
+from search.stages import FINISHED, STORAGE_OUTAGE, is_storage_error
 from search.text import visible, wrapped
 from studies.records import params_text
 
@@ -116,6 +116,9 @@ class Progress:
         if self.bar is not None and self.read_stage is not None and not told_all:
             self.redrawer = threading.Thread(target=self._redraw_every, daemon=True, name="progress-redraw")
             self.redrawer.start()
+        self.said_before = STORAGE_OUTAGE.say  # restored by close
+        if self.mode != "quiet":  # a failing database's lines above the bar, which is drawn again below them
+            STORAGE_OUTAGE.say = self._say
 
     def _redraw_every(self) -> None:
         """Redraw the bar from the stage's counts every ``REDRAW_EVERY_SECONDS`` until it closes."""
@@ -132,6 +135,13 @@ class Progress:
         self._read()
         self.bar.update(self.done - before)
         self._postfix()
+
+    def _say(self, line: str) -> None:
+        if self.bar is not None:
+            _Bar.write(line, file=self.stream)
+        else:
+            self.stream.write(f"{line}\n")
+            self.stream.flush()
 
     def _count(self, t: FrozenTrial) -> bool:
         if t.number in self.seen:
@@ -239,6 +249,8 @@ class Progress:
         if self.redrawer is not None:
             self.stopping.set()
             self.redrawer.join()  # at most one read away; no thread is left behind the bar
+        if STORAGE_OUTAGE.say == self._say:
+            STORAGE_OUTAGE.say = self.said_before
         if self.bar is not None:
             if self.read_stage is not None:
                 self._redraw()

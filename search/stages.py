@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -140,9 +141,14 @@ class Stage:
         }
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, Any]) -> Stage:
+    def from_attrs(cls, attrs: dict[str, Any], data: str | None = None) -> Stage:
         """The stage its study's user attributes define; SearchError naming the study when they cannot be read (one
-        missing or of another type: written by another program or changed since)."""
+        missing or of another type: written by another program or changed since). ``data``: the absolute path of a
+        copy of its data to read instead of the stored one (search worker --data; the caller checks it is the same
+        data)."""
+        config = attrs.get("config")
+        if data is not None and isinstance(config, dict) and isinstance(config.get("data"), dict):
+            attrs = {**attrs, "config": {**config, "data": {**config["data"], "name": data}}}
         _check_stored_data(attrs)
         check_stored_space(f"{attrs.get('campaign')}/{attrs.get('stage')}", attrs.get("space"))
         try:
@@ -586,22 +592,64 @@ def is_storage_error(exc: BaseException) -> bool:
     return False
 
 
+class StorageOutage:
+    """A failing database, said in one line as this process starts retrying it and one as it works again (a
+    --jobs N command's parent says it for its worker processes, which are silent). ``say`` writes a line (the
+    progress bar's while one is drawn); None: nothing said."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # time.monotonic() of the first failure of this outage
+        self.say: Callable[[str], None] | None = _say_on_stderr
+        self.lock = threading.Lock()  # the worker loop and the --jobs watcher's thread both report
+
+    def failing(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                self._say(f"database unreachable, retrying for up to {storage_retry_seconds():g} s: "
+                          f"{describe_storage_error(exc)}")
+
+    def working(self) -> None:
+        with self.lock:
+            if self.since is not None:
+                seconds, self.since = time.monotonic() - self.since, None
+                self._say(f"database reachable again after {seconds:.0f} s")
+
+    def _say(self, line: str) -> None:
+        if self.say is not None:
+            self.say(line)
+
+
+def _say_on_stderr(line: str) -> None:
+    sys.stderr.write(f"{line}\n")
+    sys.stderr.flush()
+
+
+STORAGE_OUTAGE = StorageOutage()  # this process's
+
+
 def retry_storage(write: Callable[[], T], what: str) -> T:
-    """``write()``, retried with backoff while the database fails; StorageLost with the reason once the period is over."""
+    """``write()``, retried with backoff while the database fails; StorageLost with the reason once the period is over.
+    The retries' start and end are said (``STORAGE_OUTAGE``)."""
     period = storage_retry_seconds()
     deadline = time.monotonic() + period
     delay = 0.1
     while True:
         try:
-            return write()
+            result = write()
         except Exception as exc:
             if not is_storage_error(exc):
                 raise
+            STORAGE_OUTAGE.failing(exc)
             if time.monotonic() >= deadline:
+                STORAGE_OUTAGE.since = None  # said by the error; a next command's outage is said anew
                 raise StorageLost(f"{what}: {describe_storage_error(exc)}; this worker stopped after retrying for "
                                   f"{period:g} s; run the same command again to finish the stage") from None
             time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
             delay = min(delay * 2, 5.0)
+        else:
+            STORAGE_OUTAGE.working()
+            return result
 
 
 def watch_sqlite_file(storage: RDBStorage) -> None:
@@ -729,15 +777,17 @@ def run_worker(
     on_trial: Callable[[FrozenTrial], None] | None = None,
     poll: float = 0.5,
     max_trials: int | None = None,
+    data: str | None = None,
 ) -> WorkerReport:
-    """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did.
+    """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did. ``data``: the
+    path of the local copy ``dataset`` was read from, where the stored one is not (see ``Stage.from_attrs``).
 
     A failing database (full disk, lock, server stopped) is retried for ``storage_retry_seconds()``,
     then StorageLost stops the worker with the reason; the stage is finished by running it again.
     """
     watch_sqlite_file(storage)
     study = retry_storage(lambda: load_stage_study(storage, name), f"loading stage {name}")
-    stage = Stage.from_attrs(study.user_attrs)
+    stage = Stage.from_attrs(study.user_attrs, data)
     study.pruner = make_pruner(stage)  # the stage's scheduler; the sampler is made per trial (make_sampler)
     report = WorkerReport()
     looking = f"looking for trials of {name}"

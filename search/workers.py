@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 from engine.data import Dataset, load_cache, save_cache
 from engine.errors import EngineError
 from search.errors import STOP_EXIT_CODES, Interrupted, SearchError, SearchFailed, raise_on, raise_pending, stops_held
-from search.stages import (WorkerReport, is_storage_error, load_stage_study, process_alive, run_worker,
-                           watch_sqlite_file)
+from search.stages import (STORAGE_OUTAGE, WorkerReport, is_storage_error, load_stage_study, process_alive,
+                           run_worker, watch_sqlite_file)
 from studies import optuna_rdb
 from studies.errors import StudyError
 from studies.store import mask_url, open_storage
@@ -40,7 +40,8 @@ UNGUARDED_MAIN = ("jobs > 1 from a script needs an `if __name__ == '__main__':` 
                   "stage (each worker process imports the script again); the stage is unchanged: add it and run again")
 
 
-def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> None:
+def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int,
+                 data: str | None = None) -> None:
     """Entry point of a spawned worker process: exit 0 done, 130 interrupted, EXIT_TRIAL_ERRORS some trials failed,
     EXIT_STOPPED stopped by the database."""
     # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
@@ -50,7 +51,7 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     try:  # from the handler on: a SIGTERM as it starts (its parent killed meanwhile) is an exit 130, no traceback
         raise_on(signal.SIGTERM, Interrupted)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held by the parent too: one pending acts here
-        code = _worker_run(url, name, cache_dir, heartbeat, parent)
+        code = _worker_run(url, name, cache_dir, heartbeat, parent, data)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: a late SIGTERM has nothing left to stop
     except (KeyboardInterrupt, Interrupted):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -58,13 +59,14 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     sys.exit(code)
 
 
-def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int) -> int:
+def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int, data: str | None) -> int:
     """The worker's work and its exit code (0 done, EXIT_TRIAL_ERRORS, EXIT_STOPPED); Interrupted on SIGTERM."""
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
+    STORAGE_OUTAGE.say = None  # the parent's watcher says when the database fails and works again, once for all
     try:
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
         storage = open_storage(url, heartbeat_interval=heartbeat, create=False)
-        report = run_worker(storage, name, load_cache(cache_dir))
+        report = run_worker(storage, name, load_cache(cache_dir), data=data)
     except (SearchError, StudyError, EngineError) as e:  # the database stayed down, or is gone; the data's copy
         # is gone (the temp folder cleaned): the parent reports this line
         Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
@@ -103,6 +105,7 @@ def run_stage_processes(
     on_trial: Callable[[FrozenTrial], None] | None = None,
     parent_works: bool = False,
     first_look: optuna_rdb.NewlyFinished | None = None,
+    data: str | None = None,
 ) -> WorkerReport:
     """Run the stage's waiting trials in ``jobs`` processes; report finished trials to ``on_trial`` as they land.
 
@@ -113,7 +116,8 @@ def run_stage_processes(
 
     ``first_look`` (``optuna_rdb.state_counts_and_first_look``'s, taken with the counts a progress starts from): the
     trials finished by then are not reported, and every one finished after it is; None: those finished as the
-    workers start are not reported.
+    workers start are not reported. ``data``: the path of the local copy ``dataset`` was read from (search worker
+    --data).
     """
     if jobs > 1 and getattr(multiprocessing.current_process(), "_inheriting", False):
         # This process is a spawned worker importing the user's unguarded script, which asks for workers
@@ -127,7 +131,7 @@ def run_stage_processes(
     remove_stale_data_folders()
     storage = open_storage(url, heartbeat_interval=heartbeat)
     if jobs == 1:
-        return run_worker(storage, name, dataset, on_trial=on_trial)
+        return run_worker(storage, name, dataset, on_trial=on_trial, data=data)
 
     watch_sqlite_file(storage)
     study = load_stage_study(storage, name)
@@ -141,7 +145,7 @@ def run_stage_processes(
         save_cache(dataset, cache_dir)  # workers memory-map it: one copy in the page cache
         os.environ.update({k: "1" for k in BLAS_THREAD_VARS})  # inherited by the spawned workers
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid()),
+        procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid(), data),
                              daemon=False)
                  for _ in range(jobs - 1 if parent_works else jobs)]
         # Ctrl-C and SIGTERM are held while the workers start: they inherit them blocked, so Ctrl-C cannot hit one
@@ -161,7 +165,7 @@ def run_stage_processes(
         watcher.start()
         if parent_works:
             with threadpool_limits(1, user_api="blas"):
-                own = run_worker(storage, name, dataset)
+                own = run_worker(storage, name, dataset, data=data)
             # run_worker returns once the stage has nothing WAITING or RUNNING: no worker holds a trial or can
             # claim one, so the ones still starting (on a short stage, often all of them) are not waited for
             for p in procs:
@@ -234,14 +238,17 @@ class _FinishedTrials(threading.Thread):
     def poll(self, report: bool = True) -> None:
         """Pass the trials finished since the last look to ``on_trial`` (``report`` False: only note them); nothing
         while the database fails (the workers retry, and stop if it stays down). They are read by id from the lowest
-        unfinished trial up: through the study (Optuna's cache) every WAITING trial would be read at every look."""
+        unfinished trial up: through the study (Optuna's cache) every WAITING trial would be read at every look. The
+        database failing and working again is said here for the worker processes (``STORAGE_OUTAGE``)."""
         try:
             new, look = self.look.since(self.storage, self.study_id)
             trials = optuna_rdb.trials_by_id(self.storage, new) if new and report and self.on_trial is not None else []
         except Exception as exc:
             if not is_storage_error(exc):
                 raise
+            STORAGE_OUTAGE.failing(exc)
             return
+        STORAGE_OUTAGE.working()
         self.look = look
         if report:
             self.new += len(new)

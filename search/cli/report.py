@@ -276,7 +276,8 @@ def dashboard(port: int, allow_writes: bool, storage: str | None) -> int:
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise SearchError("optuna-dashboard is not installed: pip install '.[dashboard]'")
     _check_port(port)  # before the banners: a port in use is one line
-    import bottle
+    from wsgiref.simple_server import make_server
+
     import optuna
     import optuna_dashboard
 
@@ -296,12 +297,15 @@ def dashboard(port: int, allow_writes: bool, storage: str | None) -> int:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     st = optuna.storages.RDBStorage(with_available_driver(url), engine_kwargs=engine_kwargs,
                                     skip_table_creation=True)
-    click.echo(f"optuna-dashboard for {mask_url(url)} at http://127.0.0.1:{port}/dashboard (Ctrl-C to stop)",
-               err=True)
     stopped_by: type[BaseException] | None = None
     try:
-        bottle.run(_own_pages_only(optuna_dashboard.wsgi(st), port, allow_writes), host="127.0.0.1", port=port,
-                   server_class=_stopping_server())
+        # optuna_dashboard.run_server printed nothing of its own before it listened: the address was said seconds
+        # before it answered. The same app on the same wsgiref server, made (bound and listening) before it is said
+        with make_server("127.0.0.1", port, _own_pages_only(optuna_dashboard.wsgi(st), port, allow_writes),
+                         _stopping_server()) as server:
+            click.echo(f"optuna-dashboard for {mask_url(url)} at http://127.0.0.1:{port}/dashboard (Ctrl-C to stop)",
+                       err=True)
+            server.serve_forever()
         stopped_by = pending()  # the server may swallow the interrupt and return
     except OSError as e:  # taken since it was checked
         raise _cannot_listen(port, e) from None

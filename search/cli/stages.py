@@ -495,11 +495,14 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
               help="After its stage, wait for the campaign's next one (as search auto creates them) and join it "
                    "too, until a final stage is complete; a --campaign not created yet (without --campaign: a first "
                    "campaign) is waited for too; Ctrl-C stops it.")
+@click.option("--data", type=click.Path(exists=True, resolve_path=True), default=None, metavar="PATH",
+              help="This machine's copy of the stage's data file or folder, where it is not at the path the stage "
+                   "was created with; refused unless it is the same data (the sha256 the stage records).")
 @storage_option
 @heartbeat_option
 @json_option
-def worker(campaign: str | None, stage: str | None, follow: bool, storage: str | None, heartbeat: int,
-           as_json: bool) -> int:
+def worker(campaign: str | None, stage: str | None, follow: bool, data: str | None, storage: str | None,
+           heartbeat: int, as_json: bool) -> int:
     """Join a running stage from this machine (same --storage, e.g. PostgreSQL) and run its trials.
 
     It serves one stage and exits when that stage is done; with --follow it serves every next stage of a
@@ -528,7 +531,8 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
         if study_name(name, stage) not in {s.study_name for s in st.get_all_studies()}:  # (one being created waits)
             stages = ", ".join(str(s.user_attrs.get("stage")) for s in campaign_stages(st, name))
             raise SearchError(f"campaign {name} has no stage {stage!r}; its stages: {stages}")  # not every campaign's
-        return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)))], as_json, complete_hint="")
+        return finish([run_existing(ex, load_stage_study(st, study_name(name, stage)), data=data)], as_json,
+                      complete_hint="")
     summaries: list[Any] = []
     served: set[str] = set()  # a stage is joined once: its trials others still run are theirs to finish
     waiting = False
@@ -538,7 +542,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, storage: str |
                       and stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
         if unfinished:
             served.add(unfinished[-1].study_name)
-            summaries.append(run_existing(ex, load_stage_study(st, unfinished[-1].study_name)))
+            summaries.append(run_existing(ex, load_stage_study(st, unfinished[-1].study_name), data=data))
             waiting = False
             if not follow:
                 break

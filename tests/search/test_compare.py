@@ -8,7 +8,10 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
+import urllib.request
+from wsgiref.simple_server import WSGIServer
 
 import optuna
 import pytest
@@ -18,7 +21,9 @@ from search.config import RunConfig
 from search.space import Choice, FloatRange, IntRange
 from studies.queries import trials_frame
 from studies.store import open_storage
+from tests.fixtures_pg import free_port
 from tests.search.conftest import one_line_error, stages_made_only
+from tests.search.procs import SEARCH, env
 
 SMALL = ("--repeats", "2", "--trials", "4", "--epochs", "1", "--train-size", "200", "--val-size", "200")
 
@@ -301,12 +306,32 @@ def test_dashboard_on_a_port_in_use_is_one_line_naming_the_port(run_cli, tmp_pat
     assert result.stdout == ""  # no banner before it
 
 
+def test_the_dashboard_answers_once_its_address_is_printed(run_cli, tmp_path):
+    # the address was printed before the server listened: a browser or curl opening it at once got nothing for seconds
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    port = free_port()
+    server = subprocess.Popen([*SEARCH, "dashboard", "--port", str(port)], cwd=tmp_path, env=env(),
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()
+        assert line == (f"optuna-dashboard for sqlite:///search.db at http://127.0.0.1:{port}/dashboard (Ctrl-C to "
+                        f"stop)\n")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=30) as page:
+            assert page.status == 200
+    finally:
+        server.terminate()  # at once: while the request may still be handled, where wsgiref swallowed it
+        assert server.wait(timeout=30) == 143
+        rest = server.stderr.read()
+        server.stderr.close()
+    assert rest.splitlines()[-1] == "dashboard stopped" and "Traceback" not in rest, rest
+
+
 @pytest.mark.parametrize("how", ["raised", "swallowed"])
 def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
     if importlib.util.find_spec("optuna_dashboard") is None:
         pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
-    import bottle
-
     from search.errors import Interrupted, pending
 
     def serve(*args, **kwargs):  # SIGTERM while serving; the server may swallow the exception and return
@@ -318,7 +343,7 @@ def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
                 raise
 
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
-    monkeypatch.setattr(bottle, "run", serve)
+    monkeypatch.setattr(WSGIServer, "serve_forever", serve)
     result = run_cli("dashboard")
     assert result.exit_code == 143, result.output
     assert [line for line in result.stderr.splitlines() if "stopped" in line or "terminated" in line] == \

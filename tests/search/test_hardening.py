@@ -1,6 +1,7 @@
 """Issue 9: foreign studies, storage failures mid-stage, orphaned workers, spawn without a main guard, TPE seeds."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -16,7 +17,8 @@ import sqlalchemy
 from engine.data import DataSpec
 from search.campaign import DEFAULT_SPACE, Execution, coarse_stage, execute_stage
 from search.config import RunConfig
-from search.stages import STORAGE_RETRY_ENV, StorageLost
+from search.progress import Progress
+from search.stages import STORAGE_OUTAGE, STORAGE_RETRY_ENV, StorageLost
 from tests.search.conftest import one_line_error
 from search.workers import UNGUARDED_MAIN
 from studies import optuna_rdb
@@ -116,6 +118,37 @@ def test_a_full_disk_while_recording_results_loses_no_budget(url, monkeypatch):
     assert final.finished == 10 and final.states["RUNNING"] == final.states["WAITING"] == 0
     assert final.states["FAIL"] == 0 and final.problems() == []
     assert summary.errors == []
+
+
+def test_a_failing_database_is_said_once_as_its_retries_start_and_once_as_it_works_again(url, monkeypatch, capsys):
+    # retried silently: with the server stopped mid-stage, neither a command nor a worker said anything
+    failures = {"left": 3}
+    buffered = optuna_rdb.BufferedTrialStorage
+    monkeypatch.setattr(buffered, "commit_params", _failing(buffered.commit_params, failures))
+    monkeypatch.setenv(STORAGE_RETRY_ENV, "30")
+    _run(url, 3)
+    assert failures["left"] == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == ("database unreachable, retrying for up to 30 s: the disk holding the database is full: free "
+                       "some space and run again (database or disk is full)")
+    assert said[1] in ("database reachable again after 0 s", "database reachable again after 1 s")  # 0.7 s of waits
+    assert len(said) == 2
+
+
+def test_a_failing_database_is_said_above_the_progress_bar():
+    stream = io.StringIO()
+    progress = Progress("digits/coarse", 4, mode="bar", stream=stream)
+    STORAGE_OUTAGE.failing(DISK_FULL)
+    STORAGE_OUTAGE.failing(DISK_FULL)  # the same outage: said once
+    STORAGE_OUTAGE.working()
+    progress.close()
+    lines = stream.getvalue().split("\n")
+    # each on a line of its own, the bar cleared before it ("\r" then spaces: tqdm) and drawn again after it
+    assert [line.split("\r")[-1] for line in lines[:2]] == [
+        "database unreachable, retrying for up to 60 s: the disk holding the database is full: free some space and "
+        "run again (database or disk is full)", "database reachable again after 0 s"]
+    assert lines[2].startswith("\rdigits/coarse: 0/4 |") and lines[3] == ""
+    assert STORAGE_OUTAGE.say is not progress._say  # its own stream no longer used once closed
 
 
 def test_a_disk_full_for_longer_than_the_retry_period_stops_the_worker_and_the_next_run_completes(url, monkeypatch):

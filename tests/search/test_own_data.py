@@ -8,15 +8,16 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 from sklearn.datasets import load_breast_cancer, load_wine
 
 from engine.checkpoint import load_checkpoint
-from engine.data import DataSpec
+from engine.data import DataSpec, data_sha256
 from search.campaign import Execution, coarse_stage, execute_stage
 from search.config import RunConfig
 from search.space import FloatRange
 from studies.store import open_storage
-from tests.search.conftest import one_line_error, stages_made_only
+from tests.search.conftest import cwd_study, one_line_error, stages_made_only
 from tests.search.test_predict import dark_and_light
 
 
@@ -879,3 +880,43 @@ def test_auto_warns_after_the_coarse_stage_when_its_best_is_no_better_than_the_m
                       "lr=0.01:0.1", "--batch-size", "10", "--json")
     assert learned.exit_code == 0, learned.output
     assert json.loads(learned.stdout)["stages"][0]["best_value"] > 0.87 and "within noise" not in learned.stderr
+
+
+def test_a_worker_reads_a_copy_of_the_data_elsewhere_given_by_data_and_refuses_other_data(run_cli, tmp_path,
+                                                                                           monkeypatch):
+    # a second machine has its copy of the data at another path: search worker said only that the stage's path "is not
+    # found (moved or deleted?)", with no way to point it at the copy
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    args = ("coarse", "--campaign", "c", "--data", str(path), "--trials", "3", "--epochs", "1")
+    assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    (tmp_path / "copy").mkdir()
+    copy = path.rename(tmp_path / "copy" / "wine.csv")
+    frame = pd.read_csv(copy)
+    frame.iloc[0, 0] += 1.0
+    frame.to_csv(tmp_path / "other.csv", index=False)
+    study = optuna.load_study(study_name="c/coarse", storage=open_storage("sqlite:///search.db", create=False))
+    recorded = study.user_attrs["data"]["sha256"]
+    other = data_sha256(DataSpec(name=str(tmp_path / "other.csv")))
+    assert one_line_error(run_cli("worker", "--campaign", "c", "--data", "other.csv")) == (
+        f"error: --data {tmp_path / 'other.csv'} is not the data stage c/coarse was trained on ({path}): sha256 "
+        f"{recorded} recorded, {other} in {tmp_path / 'other.csv'}; give a copy of that data")
+    assert len(cwd_study("c/coarse").get_trials(states=[TrialState.WAITING])) == 3  # nothing run
+    result = run_cli("worker", "--campaign", "c", "--data", "copy/wine.csv", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stages"][0]["counts"]["complete"] == 3
+    assert run_cli("worker", "--campaign", "c", "--data", "missing.csv").exit_code == 2
+
+
+def test_worker_data_checks_shapes_and_classes_where_a_stage_records_no_sha256(run_cli, tmp_path, monkeypatch):
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    args = ("coarse", "--campaign", "c", "--data", str(path), "--trials", "2", "--epochs", "1")
+    assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    study = cwd_study("c/coarse")
+    study.set_user_attr("data", {k: v for k, v in study.user_attrs["data"].items() if k != "sha256"})
+    path.rename(tmp_path / "copy.csv")
+    _write_csv(tmp_path / "cancer.csv", load_breast_cancer)
+    line = one_line_error(run_cli("worker", "--campaign", "c", "--data", "cancer.csv"))
+    assert line.startswith(f"error: --data {tmp_path / 'cancer.csv'} is not the data stage c/coarse was trained on "
+                           f"({path}): shapes ")
+    assert "; classes ['0', '1', '2'] recorded, ['0', '1'] in" in line
+    assert run_cli("worker", "--campaign", "c", "--data", "copy.csv").exit_code == 0

@@ -23,7 +23,7 @@ from search.space import FloatRange
 from search.stages import create_stage
 from studies.store import open_storage
 from tests.fixtures_pg import create_database, drop_database, pg_url
-from tests.search.procs import SMALL, budget, run, start, stopped, wait_for
+from tests.search.procs import LONG, SMALL, budget, run, start, stopped, wait_for
 
 HEARTBEAT = 1  # seconds; Optuna fails a trial whose heartbeat is older than 2 x this
 
@@ -228,9 +228,33 @@ def test_a_worker_waits_for_a_restarted_server_and_completes_the_stage(postgres_
     finally:
         _pg_ctl(postgres_server, "start")
     assert proc.wait(300) == 0, proc.stderr
+    # it said so, once as its retries began and once as the server answered again (it was silent for the outage)
+    down = [line for line in proc.stderr.splitlines() if line.startswith("database ")]
+    assert len(down) == 2, proc.stderr
+    assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
+    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
     final = budget(pg_database, "pr/coarse")
     assert final.finished == n and final.states["RUNNING"] == final.states["WAITING"] == 0
     assert final.problems() == []
+
+
+@pytest.mark.slow
+def test_a_command_with_jobs_says_once_for_all_its_workers_that_the_server_is_down_and_back(
+        postgres_server, pg_database, tmp_path):
+    args = ["coarse", "--campaign", "pj", *LONG, "--trials", "6", "--jobs", "2", "--storage", pg_database]
+    proc = start(args, tmp_path, "coarse", extra_env={"SEARCH_STORAGE_RETRY_SECONDS": "300"})
+    wait_for(lambda: (b := budget(pg_database, "pj/coarse")) is not None and b.finished >= 1, 120, "a finished trial")
+    _pg_ctl(postgres_server, "-m", "fast", "stop")
+    try:
+        time.sleep(3)
+    finally:
+        _pg_ctl(postgres_server, "start")
+    assert proc.wait(300) == 0, proc.stderr
+    # its own worker loop, its watcher of the other worker process, and that process: two lines between them
+    down = [line for line in proc.stderr.splitlines() if line.startswith("database ")]
+    assert len(down) == 2, proc.stderr
+    assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
+    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
 
 
 @pytest.mark.slow
