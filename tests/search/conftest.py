@@ -9,6 +9,16 @@ from search.cli import cli
 from studies.store import open_storage
 
 
+@pytest.fixture(autouse=True)
+def storage_outage_said_by_default(monkeypatch):
+    """Each test starts with this process's database-outage lines said on stderr and no outage under way: a
+    ``Progress`` a test leaves open would otherwise keep saying them on its own stream for the tests after it."""
+    from search.stages import STORAGE_OUTAGE, _say_on_stderr
+
+    monkeypatch.setattr(STORAGE_OUTAGE, "say", _say_on_stderr)
+    monkeypatch.setattr(STORAGE_OUTAGE, "since", None)
+
+
 @pytest.fixture
 def url(tmp_path):
     """A SQLite database URL in the test's folder."""
