@@ -694,12 +694,18 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
     return [words[label]() for label in diagnosis.labels]
 
 
+def _short_without_gap(n: dict[str, object]) -> bool:
+    """Whether a run's numbers ``n`` show train accuracy short of ``train_acc_underfit`` with no train-val gap."""
+    t, acc, gap = THRESHOLDS, n.get("train_acc"), n.get("train_val_gap")
+    return (isinstance(acc, (int, float)) and isinstance(gap, (int, float)) and acc < t.train_acc_underfit
+            and gap < t.gap_underfit)
+
+
 def _ceiling_text(n: dict[str, object]) -> str:
     """Where a run with no gap is short of ``train_acc_underfit`` because it contradicts the labels it misses
     confidently (``noisy_errors``), that this is its ceiling, not too little capacity; else nothing."""
-    t, acc, gap = THRESHOLDS, n.get("train_acc"), n.get("train_val_gap")
-    if not (isinstance(acc, (int, float)) and isinstance(gap, (int, float)) and acc < t.train_acc_underfit
-            and gap < t.gap_underfit and _noisy_labels(n)):
+    t, acc = THRESHOLDS, n.get("train_acc")
+    if not (_short_without_gap(n) and _noisy_labels(n)):
         return ""
     return (f"; train accuracy {_acc(acc)} with no gap is the ceiling its labels allow, not too little capacity: it "
             f"confidently contradicts {_pct(n['contradicted_errors'])} of the labels it misses (their probability "
@@ -711,9 +717,8 @@ def _ceiling_text(n: dict[str, object]) -> str:
 def _alike_text(n: dict[str, object]) -> str:
     """Where a run with no gap is short of ``train_acc_underfit`` but neither shows too little capacity nor its
     labels' ceiling (``_noise_or_capacity``): what it has reached, and how to tell the two apart; else nothing."""
-    t, acc, gap = THRESHOLDS, n.get("train_acc"), n.get("train_val_gap")
-    if not (isinstance(acc, (int, float)) and isinstance(gap, (int, float)) and acc < t.train_acc_underfit
-            and gap < t.gap_underfit and _noise_or_capacity(n)):
+    t, acc = THRESHOLDS, n.get("train_acc")
+    if not (_short_without_gap(n) and _noise_or_capacity(n)):
         return ""
     return (f"; train accuracy {_acc(acc)} with no gap stopped rising (up {_points(n['train_late_rise'])} from epoch "
             f"{n['train_rise_from']} to the end, <= {_points(n['train_late_rise_limit'])}, twice its standard error) "
