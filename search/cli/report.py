@@ -241,17 +241,29 @@ def _own_pages_only(app: Callable, port: int, writes: bool = False) -> Callable:
     return answer
 
 
-def _stopping_server() -> type:
-    """wsgiref's server, stopped by a Ctrl-C or SIGTERM received while it answers a request, once it is answered:
-    wsgiref caught the signal's exception as an error of the request, printed its traceback and served on, for ever."""
-    from wsgiref.simple_server import WSGIServer
+def _stopping_handler() -> type:
+    """wsgiref's request handler, stopped by a Ctrl-C or SIGTERM received while it answers a request, once it is
+    answered: wsgiref caught the signal's exception as an error of the request, printed its traceback and served on,
+    for ever. They are held from the request's headers read to its answer only: a connection that sends nothing (a
+    browser's preconnect) left the server deaf to them until its client closed it."""
+    from contextlib import ExitStack
+    from wsgiref.simple_server import WSGIRequestHandler
 
-    class StoppingServer(WSGIServer):
-        def process_request(self, request: Any, client_address: Any) -> None:
-            with stops_held():
-                super().process_request(request, client_address)
+    class StoppingHandler(WSGIRequestHandler):
+        def setup(self) -> None:
+            self.held = ExitStack()
+            super().setup()
 
-    return StoppingServer
+        def parse_request(self) -> bool:
+            parsed = super().parse_request()
+            self.held.enter_context(stops_held())
+            return parsed
+
+        def finish(self) -> None:
+            with self.held:
+                super().finish()
+
+    return StoppingHandler
 
 
 @click.command(cls=SectionedCommand, short_help="Serve the study database in optuna-dashboard.")
@@ -302,7 +314,7 @@ def dashboard(port: int, allow_writes: bool, storage: str | None) -> int:
         # optuna_dashboard.run_server printed nothing of its own before it listened: the address was said seconds
         # before it answered. The same app on the same wsgiref server, made (bound and listening) before it is said
         with make_server("127.0.0.1", port, _own_pages_only(optuna_dashboard.wsgi(st), port, allow_writes),
-                         _stopping_server()) as server:
+                         handler_class=_stopping_handler()) as server:
             click.echo(f"optuna-dashboard for {mask_url(url)} at http://127.0.0.1:{port}/dashboard (Ctrl-C to stop)",
                        err=True)
             server.serve_forever()

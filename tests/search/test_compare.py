@@ -328,6 +328,34 @@ def test_the_dashboard_answers_once_its_address_is_printed(run_cli, tmp_path):
     assert rest.splitlines()[-1] == "dashboard stopped" and "Traceback" not in rest, rest
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_connection_that_sends_nothing_does_not_hold_off_a_stop(run_cli, tmp_path, stop):
+    # signals were held from a connection's accept to its answer: one that sent no request (a browser's preconnect,
+    # a port scan) left the dashboard deaf to Ctrl-C and SIGTERM until its client closed it
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        pytest.skip("optuna-dashboard is not installed (pip install '.[dashboard]')")
+    assert run_cli("coarse", "--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1").exit_code == 0
+    port = free_port()
+    server = subprocess.Popen([*SEARCH, "dashboard", "--port", str(port)], cwd=tmp_path, env=env(),
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Ctrl-C to stop" in server.stderr.readline()
+        with socket.create_connection(("127.0.0.1", port)):  # connected, no request sent
+            time.sleep(0.5)
+            server.send_signal(stop)
+            try:
+                code = server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                code = None
+    finally:
+        server.kill()
+        server.wait()
+        rest = server.stderr.read()
+        server.stderr.close()
+    assert code == (143 if stop == signal.SIGTERM else 130), rest
+    assert rest.splitlines()[-1] == "dashboard stopped" and "Traceback" not in rest, rest
+
+
 @pytest.mark.parametrize("how", ["raised", "swallowed"])
 def test_a_stopped_dashboard_says_so_once(run_cli, monkeypatch, how):
     if importlib.util.find_spec("optuna_dashboard") is None:
