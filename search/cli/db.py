@@ -108,8 +108,9 @@ def auto_choice(st: Any, campaign: str) -> tuple[Any, str | None] | None:
         return None
     tests, vals = ([v for v in stored.get(key) or [] if isinstance(v, (int, float))] for key in ("test_acc", "val_acc"))
     reason = stored.get("stop_reason", stored.get("status"))  # "status" in a database written before
-    retrained = (Retrained(len(tests), float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), str(reason))
-                 if tests and vals else None)
+    baseline = stored.get("most_frequent_class")  # where one class dominates; absent where stored before it was kept
+    retrained = (Retrained(len(tests), float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), str(reason),
+                           baseline if isinstance(baseline, dict) else None) if tests and vals else None)
     epochs = attrs.get("epochs")
     stopped = attrs.get(STOPPED_ATTR)
     final = FinalScore(finals[-1], "final", params, epochs, float(np.mean(values)), float(np.std(values)), len(values),

@@ -824,6 +824,10 @@ def test_auto_compares_its_test_score_with_the_most_frequent_class_alone(run_cli
         "learned nothing but the class frequencies"]
     assert json.loads(run_cli("auto", "--data", "noise.csv", *short, "--json").stdout)["final"]["retrained"][
         "most_frequent_class"] == {"class": "a", "test_acc": 0.7}
+    best = run_cli("best")  # search best says it under auto's choice too
+    assert best.exit_code == 0 and ("  always predicting the most frequent class, 'a': test_acc 0.7000; the chosen "
+                                    "network does no better: it learned nothing but the class frequencies"
+                                    ) in best.stdout.splitlines(), best.output
     signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
     pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
     learned = run_cli("auto", "--data", "signal.csv", *short, "--space", "lr=0.01:0.1")
