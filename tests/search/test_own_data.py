@@ -807,42 +807,48 @@ def test_what_the_most_frequent_class_alone_scores_is_said_before_training(run_c
     assert run_cli("train", "--data", "even.csv", "--epochs", "1").stderr == ""
 
 
+SHORT_AUTO = ("--trials", "2", "--epochs", "1", "--max-fine", "0", "--top", "1", "--repeats", "1",
+              "--retrain-seeds", "1", "--jobs", "1")
+
+
+def _write_majority_tables(folder):
+    """noise.csv: 200 rows of 70/20/10 % labels a/b/c and a feature that says nothing of them; signal.csv: the same
+    labels with a feature that tells them apart."""
+    rng = np.random.default_rng(0)
+    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
+    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(folder / "noise.csv", index=False)
+    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
+    pd.DataFrame({"x": signal, "label": labels}).to_csv(folder / "signal.csv", index=False)
+
+
 def test_auto_compares_its_test_score_with_the_most_frequent_class_alone(run_cli, tmp_path, monkeypatch):
     # search auto on 220 images, 64 % circles, chose a network that calls every image a circle, reported test_acc
     # 0.6364 and saved it, with no word that always answering 'circle' scores exactly that
     monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
-    rng = np.random.default_rng(0)
-    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
-    short = ["--trials", "2", "--epochs", "1", "--max-fine", "0", "--top", "1", "--repeats", "1",
-             "--retrain-seeds", "1", "--jobs", "1"]
-    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
-    noise = run_cli("auto", "--data", "noise.csv", *short)
+    _write_majority_tables(tmp_path)
+    noise = run_cli("auto", "--data", "noise.csv", *SHORT_AUTO)
     assert noise.exit_code == 0, noise.output
     assert noise.stdout.splitlines()[-2:] == [
         "  retrained 1x: val_acc 0.7000, test_acc 0.7000 (1 retrain: no spread)",
         "  always predicting the most frequent class, 'a': test_acc 0.7000; the chosen network does no better: it "
         "learned nothing but the class frequencies"]
-    assert json.loads(run_cli("auto", "--data", "noise.csv", *short, "--json").stdout)["final"]["retrained"][
+    assert json.loads(run_cli("auto", "--data", "noise.csv", *SHORT_AUTO, "--json").stdout)["final"]["retrained"][
         "most_frequent_class"] == {"class": "a", "test_acc": 0.7}
     best = run_cli("best")  # search best says it under auto's choice too
     assert best.exit_code == 0 and ("  always predicting the most frequent class, 'a': test_acc 0.7000; the chosen "
                                     "network does no better: it learned nothing but the class frequencies"
                                     ) in best.stdout.splitlines(), best.output
-    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
-    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
-    learned = run_cli("auto", "--data", "signal.csv", *short, "--space", "lr=0.01:0.1")
+    learned = run_cli("auto", "--data", "signal.csv", *SHORT_AUTO, "--space", "lr=0.01:0.1")
     assert learned.exit_code == 0, learned.output
     assert learned.stdout.splitlines()[-1] == "  always predicting the most frequent class, 'a': test_acc 0.7000"
-    assert json.loads(run_cli("auto", "--data", "digits", "--campaign", "d", *short, "--json").stdout)["final"][
+    assert json.loads(run_cli("auto", "--data", "digits", "--campaign", "d", *SHORT_AUTO, "--json").stdout)["final"][
         "retrained"]["most_frequent_class"] is None
 
 
 def test_train_test_compares_its_test_score_with_the_most_frequent_class_alone(run_cli, tmp_path, monkeypatch):
     # search train --from-trial ... --test on 70/25/5 % churn labels printed test_acc 0.8400 alone
     monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
-    rng = np.random.default_rng(0)
-    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
-    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
+    _write_majority_tables(tmp_path)
     noise = run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test")
     assert noise.exit_code == 0, noise.output
     assert noise.stdout.splitlines()[-2:] == [
@@ -850,8 +856,6 @@ def test_train_test_compares_its_test_score_with_the_most_frequent_class_alone(r
         "better: it learned nothing but the class frequencies"]
     out = json.loads(run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test", "--json").stdout)
     assert out["most_frequent_class"] == {"class": "a", "test_acc": 0.7} and out["test_acc"] == 0.7
-    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
-    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
     learned = run_cli("train", "--data", "signal.csv", "--epochs", "20", "--lr", "0.01", "--test")
     assert learned.exit_code == 0 and learned.stdout.splitlines()[-1] == (
         "always predicting the most frequent class, 'a': test_acc 0.7000"), learned.output
@@ -864,12 +868,8 @@ def test_auto_warns_after_the_coarse_stage_when_its_best_is_no_better_than_the_m
                                                                                                       monkeypatch):
     # a coarse stage whose best was the majority class's share ran every fine stage after it without a word
     monkeypatch.setenv("COLUMNS", "200")
-    rng = np.random.default_rng(0)
-    labels = np.array(["a"] * 140 + ["b"] * 40 + ["c"] * 20)
-    short = ["--trials", "2", "--epochs", "1", "--max-fine", "0", "--top", "1", "--repeats", "1",
-             "--retrain-seeds", "1", "--jobs", "1"]
-    pd.DataFrame({"x": rng.normal(size=200), "label": labels}).to_csv(tmp_path / "noise.csv", index=False)
-    noise = run_cli("auto", "--data", "noise.csv", *short)
+    _write_majority_tables(tmp_path)
+    noise = run_cli("auto", "--data", "noise.csv", *SHORT_AUTO)
     assert noise.exit_code == 0, noise.output
     text = " ".join(noise.stderr.split())
     warning = ("warning: noise/coarse's best value 0.7000 is within noise of always predicting the most frequent "
@@ -878,9 +878,7 @@ def test_auto_warns_after_the_coarse_stage_when_its_best_is_no_better_than_the_m
                "--epochs, and check the data (search data)")
     assert text.count(warning) == 1, noise.stderr
     assert text.index(warning) < text.index("noise/final:0")  # before the stages after the coarse one
-    signal = (labels == "b") * 4.0 + (labels == "c") * 8.0 + rng.normal(0, 0.1, 200)
-    pd.DataFrame({"x": signal, "label": labels}).to_csv(tmp_path / "signal.csv", index=False)
-    learned = run_cli("auto", "--data", "signal.csv", *short[:2], "--epochs", "20", *short[4:], "--space",
+    learned = run_cli("auto", "--data", "signal.csv", *SHORT_AUTO[:2], "--epochs", "20", *SHORT_AUTO[4:], "--space",
                       "lr=0.01:0.1", "--batch-size", "10", "--json")
     assert learned.exit_code == 0, learned.output
     assert json.loads(learned.stdout)["stages"][0]["best_value"] > 0.87 and "within noise" not in learned.stderr
