@@ -11,8 +11,8 @@ import click
 from search.cli.options import (
     DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, RUN_PARAMS, AsciiIntRange, ModelPath, SectionedCommand,
     check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options,
-    heartbeat_option, json_option, options_given, run_config_options, space_options, stage_options, stage_run_options,
-    storage_file, storage_option,
+    heartbeat_option, jobs_option, json_option, options_given, run_config_options, space_options, stage_options,
+    stage_run_options, storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, say, say_final_runs
 from search.text import wrapped
@@ -499,18 +499,21 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
               help="This machine's copy of the stage's data file or folder, where it is not at the path the stage "
                    "was created with; refused unless it is the same data (the sha256 the stage records).")
 @storage_option
+@jobs_option
 @heartbeat_option
 @json_option
 def worker(campaign: str | None, stage: str | None, follow: bool, data: str | None, storage: str | None,
-           heartbeat: int, as_json: bool) -> int:
+           jobs: int | None, heartbeat: int, as_json: bool) -> int:
     """Join a running stage from this machine (same --storage, e.g. PostgreSQL) and run its trials.
 
     It serves one stage and exits when that stage is done; with --follow it serves every next stage of a
-    campaign that search auto is running, until auto's final stage is done.
+    campaign that search auto is running, until auto's final stage is done. --jobs runs its trials in that many
+    processes of this machine, as the stage commands do.
 
     \b
     Examples:
-      search worker --campaign digits --storage postgresql://user@host/search
+      search worker --campaign digits --jobs 4 \\
+        --storage postgresql://user@host/search
       search worker --campaign digits --follow \\
         --storage postgresql://user@host/search
     """
@@ -523,7 +526,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
     if stage is not None and follow:  # one stage named, or every next one followed: --follow was dropped silently
         raise SearchError("--stage and --follow: give one, --stage to join that stage alone or --follow to join each "
                           "next stage")
-    ex = execution(storage, 1, heartbeat, as_json)
+    ex = execution(storage, jobs, heartbeat, as_json)
     if follow:
         _wait_for_campaign(ex.url, campaign, as_json)
     st, name = ex.existing_storage(campaign)

@@ -1621,6 +1621,26 @@ def test_a_following_worker_without_campaign_waits_for_a_first_campaign(run_cli,
     assert [t.state.is_finished() for t in cwd_study("first/final").trials] == [True, True]  # the worker ran both
 
 
+def test_a_worker_runs_jobs_processes_of_one_blas_thread_each(run_cli, monkeypatch):
+    # search worker had no --jobs: N processes on one machine took N commands, each on NumPy's own BLAS threads
+    import search.campaign
+
+    args = ("coarse", "--trials", "6", "--epochs", "1", "--train-size", "200")
+    assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    jobs = []
+    real = search.campaign.run_stage_processes
+    monkeypatch.setattr(search.campaign, "run_stage_processes",
+                        lambda url, name, dataset, n, *a, **k: jobs.append(n) or real(url, name, dataset, n, *a, **k))
+    result = run_cli("worker", "--jobs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    stage = json.loads(result.stdout)["stages"][0]
+    assert jobs == [2] and stage["ran"] == 6 and stage["counts"]["complete"] + stage["counts"]["pruned"] == 6
+    trials = cwd_study("digits/coarse").trials
+    assert len(trials) == 6 and [t.user_attrs["blas_threads"] for t in trials] == [1] * 6
+    assert one_line_error(run_cli("worker", "--jobs", "0")) == (
+        "error: Invalid value for '--jobs': '0' must be auto or a number of processes from 1 to 256")
+
+
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):
     # search explain --plot of an exploded trial showed its loss alone: not what it was stopped against
     from studies import plots
