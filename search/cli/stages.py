@@ -579,7 +579,8 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
             waiting = True
             time.sleep(FOLLOW_POLL_SECONDS)
     if not summaries and not as_json:  # finished before this worker came: nothing is wrong
-        say(f"nothing to join: every stage of campaign {name} is complete")
+        say(f"nothing to join: every stage of campaign{'s' if len(followed) > 1 else ''} {', '.join(followed)} is "
+            "complete")
     return finish(summaries, as_json, complete_hint="")
 
 

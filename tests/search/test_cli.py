@@ -1665,6 +1665,35 @@ def test_a_following_worker_without_campaign_joins_a_campaign_created_while_it_w
         ("second/coarse", 3, 3), ("second/final", 2, 2)]
 
 
+def test_a_following_worker_names_every_campaign_it_followed_when_it_found_nothing_to_join(run_cli, monkeypatch):
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage, run_worker
+
+    base = ("--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1")
+    assert run_cli("coarse", "--campaign", "first", *base).exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # "search auto --campaign second" makes its final stage and runs it before the next look
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) > 1:
+            raise KeyboardInterrupt
+        storage = open_storage("sqlite:///search.db")
+        create_stage(storage, replace(coarse_stage("second", run, DEFAULT_SPACE, 1, seed=1), stage="final"))
+        assert run_worker(storage, "second/final", run.load()).ran == 1
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow")
+    assert followed.exit_code == 0 and len(polls) == 1, followed.output
+    assert followed.stdout == "nothing to join: every stage of campaigns first, second is complete\n"
+
+
 def test_a_worker_runs_jobs_processes_of_one_blas_thread_each(run_cli, monkeypatch):
     # search worker had no --jobs: N processes on one machine took N commands, each on NumPy's own BLAS threads
     import search.campaign
