@@ -792,8 +792,14 @@ def data_source(spec: DataSpec) -> tuple[Path | None, str]:
     return path, detect_format(path)
 
 
-def data_sha256(spec: DataSpec) -> str | None:
-    """sha256 of the data's content (a file's bytes; a folder's data files with their paths); None for built-ins."""
+# data_sha256(cached=True)'s: an absolute path -> (the size and mtime_ns of each of its files, their sha256)
+_HASHED: dict[Path, tuple[tuple[tuple[str, int, int], ...], str]] = {}
+
+
+def data_sha256(spec: DataSpec, cached: bool = False) -> str | None:
+    """sha256 of the data's content (a file's bytes; a folder's data files with their paths); None for built-ins.
+    ``cached``: a path this process hashed before (so) is not read again while each of its files keeps its size and
+    mtime_ns (a worker checks its copy at every stage it joins)."""
     path, fmt = data_source(spec)
     if path is None:
         return None
@@ -803,18 +809,27 @@ def data_sha256(spec: DataSpec) -> str | None:
         files = [file for file, _ in list_image_folder(path)[1]]
     else:
         files = [path]
-    return sha256_files(path, files)
+    if not cached:
+        return sha256_files(path, files)
+    try:
+        stamp = tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files)
+    except OSError:  # gone meanwhile: hashing says so
+        return sha256_files(path, files)
+    if _HASHED.get(path, (None,))[0] != stamp:
+        _HASHED[path] = stamp, sha256_files(path, files)
+    return _HASHED[path][1]
 
 
-def data_identity(spec: DataSpec, dataset: Dataset | None = None) -> dict[str, Any]:
-    """JSON-ready identity of the data: name, absolute path, format, sha256, split shapes, image shape, class names."""
+def data_identity(spec: DataSpec, dataset: Dataset | None = None, cached: bool = False) -> dict[str, Any]:
+    """JSON-ready identity of the data: name, absolute path, format, sha256 (``data_sha256``'s, ``cached`` alike),
+    split shapes, image shape, class names."""
     ds = dataset if dataset is not None else load_dataset(spec)
     path, fmt = data_source(spec)
     return {
         "name": spec.name,
         "path": str(path) if path is not None else None,
         "format": fmt,
-        "sha256": data_sha256(spec),
+        "sha256": data_sha256(spec, cached),
         "shapes": {split: list(getattr(ds, f"X_{split}").shape) for split in SPLITS},
         "image_shape": list(ds.image_shape) if ds.image_shape is not None else None,
         "classes": list(_class_names(ds)),

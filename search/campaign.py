@@ -209,9 +209,10 @@ def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
                           f"start another campaign on this data with search coarse or auto --campaign NAME")
 
 
-def _check_local_copy(study: optuna.Study, path: str) -> None:
-    """SearchError unless the data at ``path`` is the data ``study`` was trained on: the same sha256 where it records
-    one (a file's bytes; a folder's files with their relative paths), else the same split shapes and classes."""
+def _local_copy_checks(study: optuna.Study, path: str) -> tuple[str, ...]:
+    """What a copy of the data at ``path`` is checked against (``_check_local_copy``): ("sha256",) where ``study``
+    records one, else its split shapes and classes; SearchError where it records neither, or trains on built-in
+    data."""
     recorded = study.user_attrs.get("data")
     recorded = recorded if isinstance(recorded, dict) else {}
     name = recorded.get("name")
@@ -222,25 +223,42 @@ def _check_local_copy(study: optuna.Study, path: str) -> None:
     if not checked:
         raise SearchError(f"--data {path}: stage {study.study_name} records nothing to check a copy of its data "
                           f"against (no sha256, shapes or classes): run the worker with the data at {name}")
-    run = Stage.from_attrs(study.user_attrs, path).run
-    identity = {"sha256": data_sha256(run.data)} if checked == ("sha256",) else data_identity(run.data, run.load())
+    return checked
+
+
+def _check_local_copy(study: optuna.Study, path: str, run: RunConfig, dataset: Dataset | None) -> Dataset | None:
+    """SearchError unless the data at ``path`` (``run``'s) is the data ``study`` was trained on: the same sha256
+    where it records one (a file's bytes; a folder's files with their relative paths; hashed once a process while
+    they are unchanged), else the same split shapes and classes, read from ``dataset`` (None: loaded here, and
+    returned for the trials)."""
+    checked = _local_copy_checks(study, path)
+    recorded = study.user_attrs["data"]
+    if checked == ("sha256",):
+        identity = {"sha256": data_sha256(run.data, cached=True)}
+    else:
+        dataset = dataset if dataset is not None else run.load()
+        identity = data_identity(run.data, dataset, cached=True)
     differ = [f"{k} {recorded[k]} recorded, {identity[k]} in {path}" for k in checked if recorded[k] != identity[k]]
     if differ:
-        raise SearchError(f"--data {path} is not the data stage {study.study_name} was trained on ({name}): "
-                          f"{'; '.join(differ)}; give a copy of that data")
+        raise SearchError(f"--data {path} is not the data stage {study.study_name} was trained on "
+                          f"({recorded.get('name')}): {'; '.join(differ)}; give a copy of that data")
+    return dataset
 
 
 def run_existing(execution: Execution, study: optuna.Study, created: bool = False,
                  dataset: Dataset | None = None, data: str | None = None) -> StageSummary:
     """Run the remaining WAITING (and, once their workers are found dead, RUNNING) trials of a stage; ``data``: the
-    absolute path of a copy of its data on this machine, read instead of the stored path (search worker --data)."""
+    absolute path of a copy of its data on this machine, read instead of the stored path (search worker --data),
+    checked against the stage once it has trials to run."""
     if data is not None:
-        _check_local_copy(study, data)
+        _local_copy_checks(study, data)  # a copy it cannot check is refused whether or not trials are left
     stage = Stage.from_attrs(study.user_attrs, data)
     unfinished = stage_unfinished(optuna_rdb.study_storage(study), optuna_rdb.study_id(study))
     errors: list[str] = []
     ran = 0
     if unfinished:
+        if data is not None:
+            dataset = _check_local_copy(study, data, stage.run, dataset)
         if dataset is None:  # a worker joining a stage, maybe on another machine: same data or nothing
             dataset = stage.run.load()
             if data is None:  # a copy is checked by _check_local_copy

@@ -11,8 +11,8 @@ import click
 from search.cli.options import (
     DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, RUN_PARAMS, AsciiIntRange, ModelPath, SectionedCommand,
     check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options,
-    heartbeat_option, json_option, options_given, run_config_options, space_options, stage_options, stage_run_options,
-    storage_file, storage_option,
+    heartbeat_option, jobs_option, json_option, options_given, run_config_options, space_options, stage_options,
+    stage_run_options, storage_file, storage_option,
 )
 from search.cli.output import echo, echo_json, say, say_final_runs
 from search.text import wrapped
@@ -493,24 +493,30 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
 @click.option("--stage", default=None, help="Stage to join (default: the campaign's newest unfinished stage).")
 @click.option("--follow", is_flag=True,
               help="After its stage, wait for the campaign's next one (as search auto creates them) and join it "
-                   "too, until a final stage is complete; a --campaign not created yet (without --campaign: a first "
+                   "too, until a final stage is complete; without --campaign, the stages of each campaign created "
+                   "later too, once those before are done; a --campaign not created yet (without --campaign: a first "
                    "campaign) is waited for too; Ctrl-C stops it.")
 @click.option("--data", type=click.Path(exists=True, resolve_path=True), default=None, metavar="PATH",
               help="This machine's copy of the stage's data file or folder, where it is not at the path the stage "
                    "was created with; refused unless it is the same data (the sha256 the stage records).")
 @storage_option
+@jobs_option
 @heartbeat_option
 @json_option
 def worker(campaign: str | None, stage: str | None, follow: bool, data: str | None, storage: str | None,
-           heartbeat: int, as_json: bool) -> int:
+           jobs: int | None, heartbeat: int, as_json: bool) -> int:
     """Join a running stage from this machine (same --storage, e.g. PostgreSQL) and run its trials.
 
     It serves one stage and exits when that stage is done; with --follow it serves every next stage of a
-    campaign that search auto is running, until auto's final stage is done.
+    campaign that search auto is running, until auto's final stage is done; without --campaign it follows the
+    database: once a campaign's stages are done it joins those of one created later, until the newest one's final
+    stage is done. --jobs runs its trials in that many
+    processes of this machine, as the stage commands do.
 
     \b
     Examples:
-      search worker --campaign digits --storage postgresql://user@host/search
+      search worker --campaign digits --jobs 4 \\
+        --storage postgresql://user@host/search
       search worker --campaign digits --follow \\
         --storage postgresql://user@host/search
     """
@@ -519,11 +525,12 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
     from search.campaign import run_existing
     from search.errors import SearchError
     from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
+    from studies.queries import COMPARE_STAGE, campaigns
 
     if stage is not None and follow:  # one stage named, or every next one followed: --follow was dropped silently
         raise SearchError("--stage and --follow: give one, --stage to join that stage alone or --follow to join each "
                           "next stage")
-    ex = execution(storage, 1, heartbeat, as_json)
+    ex = execution(storage, jobs, heartbeat, as_json)
     if follow:
         _wait_for_campaign(ex.url, campaign, as_json)
     st, name = ex.existing_storage(campaign)
@@ -535,26 +542,45 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
                       complete_hint="")
     summaries: list[Any] = []
     served: set[str] = set()  # a stage is joined once: its trials others still run are theirs to finish
+    # the campaigns followed, in creation order: --campaign's; without it the latest, and with --follow each one
+    # created since (search compare's left out): the database is followed, not only the campaign newest at the start
+    followed, seen, joined = [name], set(campaigns(st)), name
     waiting = False
     while True:
-        stages = campaign_stages(st, name)
-        unfinished = [s for s in stages if s.study_name not in served
-                      and stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
-        if unfinished:
-            served.add(unfinished[-1].study_name)
-            summaries.append(run_existing(ex, load_stage_study(st, unfinished[-1].study_name), data=data))
+        if follow and campaign is None:
+            for new in [c for c in campaigns(st) if c not in seen]:
+                seen.add(new)
+                if not any(COMPARE_STAGE.fullmatch(str(s.user_attrs.get("stage"))) for s in campaign_stages(st, new)):
+                    followed.append(new)
+        todo = None
+        for followed_name in followed:  # a campaign's open stages (its newest first) before the next campaign's
+            unfinished = [s.study_name for s in campaign_stages(st, followed_name) if s.study_name not in served
+                          and stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
+            if unfinished:
+                todo = followed_name, unfinished[-1]
+                break
+        if todo is not None:
+            if todo[0] != joined and not as_json:
+                since = ", created after this worker started" if todo[0] != followed[0] else ""
+                say(f"joining campaign {todo[0]}{since}", err=True)
+            joined = todo[0]
+            served.add(todo[1])
+            summaries.append(run_existing(ex, load_stage_study(st, todo[1]), data=data))
             waiting = False
             if not follow:
                 break
-        elif not follow or any(s.user_attrs.get("stage") == "final" for s in stages):
+        elif not follow or any(s.user_attrs.get("stage") == "final" for s in campaign_stages(st, followed[-1])):
             break
         else:
             if not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
-                say(f"waiting for the next stage of campaign {name} (search auto adds them; Ctrl-C stops)", err=True)
+                more = " or a new campaign" if campaign is None else ""
+                say(f"waiting for the next stage of campaign {joined}{more} (search auto adds them; Ctrl-C stops)",
+                    err=True)
             waiting = True
             time.sleep(FOLLOW_POLL_SECONDS)
     if not summaries and not as_json:  # finished before this worker came: nothing is wrong
-        say(f"nothing to join: every stage of campaign {name} is complete")
+        say(f"nothing to join: every stage of campaign{'s' if len(followed) > 1 else ''} {', '.join(followed)} is "
+            "complete")
     return finish(summaries, as_json, complete_hint="")
 
 

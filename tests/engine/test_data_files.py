@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from engine.data import (
     DataSpec,
     Dataset,
     data_identity,
+    data_sha256,
     describe_dataset,
     load_dataset,
     read_inputs,
@@ -398,6 +400,24 @@ def test_identity_of_a_file_hashes_its_bytes(tmp_path: Path) -> None:
     json.dumps(identity)
     np.savez(path, X=X + 1, y=y)
     assert data_identity(spec)["sha256"] != identity["sha256"]
+
+
+def test_a_cached_hash_reads_a_folder_again_only_once_one_of_its_files_changed(tmp_path: Path, monkeypatch) -> None:
+    import engine.data
+
+    root = _write_images(tmp_path / "imgs", {"a": 3, "b": 3}, (4, 4))
+    spec = DataSpec(str(root))
+    hashed = []
+    real = engine.data.sha256_files
+    monkeypatch.setattr(engine.data, "sha256_files", lambda path, files: hashed.append(len(files)) or real(path, files))
+    first = data_sha256(spec, cached=True)
+    assert data_sha256(spec, cached=True) == first and hashed == [6]  # unchanged: from the cache
+    image = root / "b" / "img_2.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # one file touched
+    assert data_sha256(spec, cached=True) == first and hashed == [6, 6]
+    image.rename(root / "b" / "img_9.png")  # same bytes and times, another name
+    assert data_sha256(spec, cached=True) != first and hashed == [6, 6, 6]
+    assert data_sha256(spec) == data_sha256(spec, cached=True) and hashed == [6, 6, 6, 6]  # uncached: read
 
 
 def test_identity_of_folders_covers_paths_and_bytes(tmp_path: Path) -> None:

@@ -1541,7 +1541,7 @@ def test_a_following_worker_says_once_that_it_waits_for_the_next_stage(run_cli, 
     assert followed.exit_code == 0, followed.output
     assert len(polls) == 3 and followed.stderr.count("waiting") == 1
     assert " ".join(followed.stderr.split()).startswith(  # wrapped to the terminal's width
-        "waiting for the next stage of campaign digits (search auto adds them; Ctrl-C stops) ")
+        "waiting for the next stage of campaign digits or a new campaign (search auto adds them; Ctrl-C stops) ")
 
 
 def test_a_following_worker_waits_for_its_campaign_to_be_created(run_cli, monkeypatch):
@@ -1619,6 +1619,99 @@ def test_a_following_worker_without_campaign_waits_for_a_first_campaign(run_cli,
         "waiting for a first campaign to be created in the database (search coarse or search auto makes one; "
         "Ctrl-C stops) ")
     assert [t.state.is_finished() for t in cwd_study("first/final").trials] == [True, True]  # the worker ran both
+
+
+def test_a_following_worker_without_campaign_joins_a_campaign_created_while_it_waits(run_cli, monkeypatch):
+    # search worker --follow followed the campaign newest when it started, waiting for its next stage for ever while
+    # search auto ran a second campaign in the same database
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage
+
+    base = ("--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1")
+    assert run_cli("coarse", "--campaign", "first", *base).exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # "search auto --campaign second" makes its coarse stage, then its final one
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) > 2:
+            raise KeyboardInterrupt  # still waiting: stopped, as Ctrl-C would
+        stage = coarse_stage("second", run, DEFAULT_SPACE, 3, seed=1)
+        if len(polls) == 2:
+            stage = replace(stage, stage="final", parent="second/coarse", n_trials=2)
+        create_stage(open_storage("sqlite:///search.db"), stage)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow")
+    assert followed.exit_code == 0, followed.output
+    assert len(polls) == 2
+    text = " ".join(followed.stderr.split())
+    assert text.count("joining campaign second, created after this worker started") == 1, followed.stderr
+    assert text.startswith("waiting for the next stage of campaign first or a new campaign (search auto adds them; "
+                           "Ctrl-C stops) ")
+    assert text.count("waiting for the next stage of campaign second or a new campaign") == 1
+    for name, n in (("second/coarse", 3), ("second/final", 2)):
+        trials = cwd_study(name).trials
+        assert len(trials) == n and all(t.state.is_finished() for t in trials), name
+    assert len(cwd_study("first/coarse").trials) == 2
+    summaries = re.findall(r"^(\S+): (\d+) complete, (\d+) pruned(?: \(.*\))? of (\d+)", followed.stdout, re.M)
+    assert [(name, int(done) + int(pruned), int(n)) for name, done, pruned, n in summaries] == [
+        ("second/coarse", 3, 3), ("second/final", 2, 2)]
+
+
+def test_a_following_worker_names_every_campaign_it_followed_when_it_found_nothing_to_join(run_cli, monkeypatch):
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage, run_worker
+
+    base = ("--trials", "1", "--epochs", "1", "--train-size", "200", "--jobs", "1")
+    assert run_cli("coarse", "--campaign", "first", *base).exit_code == 0
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    polls = []
+
+    def sleep(seconds):  # "search auto --campaign second" makes its final stage and runs it before the next look
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) > 1:
+            raise KeyboardInterrupt
+        storage = open_storage("sqlite:///search.db")
+        create_stage(storage, replace(coarse_stage("second", run, DEFAULT_SPACE, 1, seed=1), stage="final"))
+        assert run_worker(storage, "second/final", run.load()).ran == 1
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow")
+    assert followed.exit_code == 0 and len(polls) == 1, followed.output
+    assert followed.stdout == "nothing to join: every stage of campaigns first, second is complete\n"
+
+
+def test_a_worker_runs_jobs_processes_of_one_blas_thread_each(run_cli, monkeypatch):
+    # search worker had no --jobs: N processes on one machine took N commands, each on NumPy's own BLAS threads
+    import search.campaign
+
+    args = ("coarse", "--trials", "6", "--epochs", "1", "--train-size", "200")
+    assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    jobs = []
+    real = search.campaign.run_stage_processes
+    monkeypatch.setattr(search.campaign, "run_stage_processes",
+                        lambda url, name, dataset, n, *a, **k: jobs.append(n) or real(url, name, dataset, n, *a, **k))
+    result = run_cli("worker", "--jobs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    stage = json.loads(result.stdout)["stages"][0]
+    assert jobs == [2] and stage["ran"] == 6 and stage["counts"]["complete"] + stage["counts"]["pruned"] == 6
+    trials = cwd_study("digits/coarse").trials
+    assert len(trials) == 6 and [t.user_attrs["blas_threads"] for t in trials] == [1] * 6
+    assert one_line_error(run_cli("worker", "--jobs", "0")) == (
+        "error: Invalid value for '--jobs': '0' must be auto or a number of processes from 1 to 256")
 
 
 def test_an_exploded_trials_plot_draws_the_line_its_loss_crossed(run_cli, monkeypatch):

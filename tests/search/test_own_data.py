@@ -909,6 +909,39 @@ def test_a_worker_reads_a_copy_of_the_data_elsewhere_given_by_data_and_refuses_o
     assert run_cli("worker", "--campaign", "c", "--data", "missing.csv").exit_code == 2
 
 
+def test_a_worker_hashes_its_copy_of_the_data_once_a_process_and_reads_it_once_a_stage(run_cli, tmp_path,
+                                                                                        monkeypatch):
+    # search worker --data hashed its copy at every stage it joined, one with no trial left too, and read the copy of
+    # a stage recorded without a sha256 twice (once to check its shapes and classes, once for the trials)
+    import engine.data
+    import search.config
+
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    for campaign in ("c", "d", "e", "f"):
+        args = ("coarse", "--campaign", campaign, "--data", str(path), "--trials", "2", "--epochs", "1")
+        assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    study = cwd_study("f/coarse")
+    study.set_user_attr("data", {k: v for k, v in study.user_attrs["data"].items() if k != "sha256"})
+    (tmp_path / "copy").mkdir()
+    copy = path.rename(tmp_path / "copy" / "wine.csv")
+    hashed, loaded = [], []
+    real_hash, real_load = engine.data.sha256_files, search.config.load_dataset
+    monkeypatch.setattr(engine.data, "sha256_files", lambda root, files: hashed.append(root) or real_hash(root, files))
+    monkeypatch.setattr(search.config, "load_dataset", lambda spec: loaded.append(spec.name) or real_load(spec))
+
+    def worker(campaign: str) -> int:
+        result = run_cli("worker", "--campaign", campaign, "--data", "copy/wine.csv", "--json")
+        assert result.exit_code == 0, result.output
+        return sum(stage["ran"] for stage in json.loads(result.stdout)["stages"])  # none for a complete one
+
+    assert [worker("c"), worker("d"), worker("c")] == [2, 2, 0]  # c again: nothing left to run, nothing read
+    assert hashed == [copy] and loaded == [str(copy)] * 2
+    os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))  # touched: hashed again
+    assert worker("e") == 2 and hashed == [copy] * 2 and loaded == [str(copy)] * 3
+    # recorded without a sha256: read once, its shapes and classes checked on what the trials run on
+    assert worker("f") == 2 and hashed == [copy] * 2 and loaded == [str(copy)] * 4
+
+
 def test_worker_data_checks_shapes_and_classes_where_a_stage_records_no_sha256(run_cli, tmp_path, monkeypatch):
     path = _write_csv(tmp_path / "wine.csv", load_wine)
     args = ("coarse", "--campaign", "c", "--data", str(path), "--trials", "2", "--epochs", "1")
