@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from engine.data import Dataset, check_dataset_name
 from engine.errors import ConfigError, EngineError
 from engine.diagnostics import still_falling, value_se
+from engine.model import MIN_KEEP
 from search.errors import Interrupted, SearchError, SearchFailed, raise_pending, stops_held
 from search.config import RunConfig, with_absolute_data
 from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
@@ -141,14 +142,25 @@ class Stage:
         }
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, Any], data: str | None = None) -> Stage:
+    def from_attrs(cls, attrs: dict[str, Any], data: str | None = None, reading: bool = False) -> Stage:
         """The stage its study's user attributes define; SearchError naming the study when they cannot be read (one
         missing or of another type: written by another program or changed since). ``data``: the absolute path of a
         copy of its data to read instead of the stored one (search worker --data; the caller checks it is the same
-        data)."""
+        data). A dropout keep probability below ``MIN_KEEP``, which --dropout took before that floor, is refused
+        saying so, or with ``reading`` (its trials explained, not run) read as ``MIN_KEEP``."""
         config = attrs.get("config")
         if data is not None and isinstance(config, dict) and isinstance(config.get("data"), dict):
             attrs = {**attrs, "config": {**config, "data": {**config["data"], "name": data}}}
+        arch = config.get("arch") if isinstance(config, dict) else None
+        keep = arch.get("dropout") if isinstance(arch, dict) else None
+        if isinstance(keep, float) and 0 < keep < MIN_KEEP:
+            if not reading:
+                raise SearchError(
+                    f"stage {attrs.get('campaign')}/{attrs.get('stage')} was stored with --dropout {keep:g}, below "
+                    f"{MIN_KEEP:g}, the lowest keep probability a run takes now (one that low drops nearly every unit "
+                    f"in training): its trials can be read (search trials, best, explain, report) but not run again "
+                    f"or refined; start a new campaign with --dropout {MIN_KEEP:g} or more")
+            attrs = {**attrs, "config": {**attrs["config"], "arch": {**arch, "dropout": MIN_KEEP}}}
         _check_stored_data(attrs)
         check_stored_space(f"{attrs.get('campaign')}/{attrs.get('stage')}", attrs.get("space"))
         try:
@@ -398,8 +410,9 @@ def parse_trial_ref(ref: str, option: str = "") -> tuple[str, int]:
     return name, int(number)
 
 
-def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial, Stage]:
-    """Trial ``number`` of stage study ``name`` and its stage; SearchError naming what is missing."""
+def load_trial(storage: RDBStorage, name: str, number: int, reading: bool = False) -> tuple[FrozenTrial, Stage]:
+    """Trial ``number`` of stage study ``name`` and its stage (``Stage.from_attrs``, ``reading`` as there);
+    SearchError naming what is missing."""
     study = load_stage_study(storage, name, wait_ready=0.0)
     study_id = optuna_rdb.study_id(study)
     try:  # that trial alone: a stage may hold a million
@@ -410,7 +423,7 @@ def load_trial(storage: RDBStorage, name: str, number: int) -> tuple[FrozenTrial
         count = sum(stage_counts(storage, study_id).values())
         have = f"its trials are 0 to {count - 1}" if count else "it has no trials"
         raise SearchError(f"study {name} has no trial {number}: {have}") from None
-    return trial, Stage.from_attrs(study.user_attrs)
+    return trial, Stage.from_attrs(study.user_attrs, reading=reading)
 
 
 # --------------------------------------------------------------------------- campaign navigation

@@ -307,7 +307,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     name, number = parse_trial_ref(ref)
     check_not_input("--plot", plot, {"--storage": storage_file(storage)})
     reading = open_for_reading(storage)
-    trial, stage = load_trial(reading, name, number)
+    trial, stage = load_trial(reading, name, number, reading=True)
     attrs = trial.user_attrs
     params = params_text(trial.params)
     if trial.state == TrialState.FAIL:  # why it failed is the answer, and its curves as far as they went

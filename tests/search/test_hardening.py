@@ -800,6 +800,35 @@ def test_a_stage_whose_stored_definition_lacks_an_attribute_is_one_line_and_left
     engine.dispose()
 
 
+def test_a_stage_stored_with_a_dropout_below_the_floor_is_refused_naming_it_and_its_trials_still_explained(
+        run_cli, url):
+    # --dropout took 0.001 before its floor of 0.01: such a stage was refused as "written by another program or
+    # changed since", by search coarse, fine, grid, train --from-trial and explain alike
+    assert run_cli("coarse", *SMALL, "--trials", "2", "--storage", url).exit_code == 0
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # as --dropout 0.001 stored it
+        conn.exec_driver_sql("UPDATE study_user_attributes SET value_json = json_set(value_json, '$.arch.dropout', "
+                             "0.001) WHERE key = 'config'")
+
+    def content() -> list:
+        with engine.connect() as conn:
+            return [conn.exec_driver_sql(f"SELECT * FROM {table}").fetchall()
+                    for table in ("studies", "study_user_attributes", "trials", "trial_values")]
+
+    before = content()
+    expected = ("error: stage digits/coarse was stored with --dropout 0.001, below 0.01, the lowest keep probability a "
+                "run takes now (one that low drops nearly every unit in training): its trials can be read (search "
+                "trials, best, explain, report) but not run again or refined; start a new campaign with --dropout "
+                "0.01 or more")
+    for command in (["coarse", *SMALL, "--trials", "3"], ["fine", "--promote", "0"], ["grid"],
+                    ["train", "--from-trial", f"{STAGE}:0"]):
+        assert one_line_error(run_cli(*command, "--storage", url)) == expected, command
+    result = run_cli("explain", f"{STAGE}:0", "--storage", url)
+    assert result.exit_code == 0 and result.stdout.startswith(f"{STAGE}:0: complete, value "), result.output
+    assert content() == before
+    engine.dispose()
+
+
 DEEP = "[" * 100_000 + "]" * 100_000
 
 

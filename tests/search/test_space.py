@@ -354,6 +354,23 @@ def test_reg_and_init_std_are_widened_no_further_than_10_and_reg_no_lower_than_1
     assert notes[0].endswith("(not widened: that bound is the option's limit)")
 
 
+def test_init_std_is_widened_no_lower_than_1e_6_and_relu_bias_no_higher_than_1():
+    # a best at a bound widened each fine stage without a stop: init_std 1e-5:1 went down by the range's width
+    new, notes = refine_space({"init_std": FloatRange(1e-5, 1.0)}, [({"init_std": 1.1e-5}, 0.9),
+                                                                     ({"init_std": 1e-2}, 0.5)], top=2)
+    assert new["init_std"].low == 1e-6
+    assert notes[0].endswith("new range 1e-06:0.0316 (widened downward; stopped at init_std's widening limit 1e-06)")
+    new, notes = refine_space({"relu_bias": FloatRange(0.0, 0.8, log=False)}, [({"relu_bias": 0.79}, 0.9),
+                                                                              ({"relu_bias": 0.1}, 0.5)], top=2)
+    assert new["relu_bias"].high == 1.0
+    assert notes[0].endswith("(widened upward; stopped at relu_bias's widening limit 1)")
+    # a range given past either limit keeps its bound
+    new, _ = refine_space({"init_std": FloatRange(1e-8, 1e-4), "relu_bias": FloatRange(0.0, 5.0, log=False)},
+                          [({"init_std": 1.1e-8, "relu_bias": 4.9}, 0.9), ({"init_std": 1e-5, "relu_bias": 1.0}, 0.5)],
+                          top=2)
+    assert (new["init_std"].low, new["relu_bias"].high) == (1e-8, 5.0)
+
+
 def test_the_low_end_of_lr_all_too_low_raises_the_lower_bound():
     trials = [({"lr": 1e-2}, 0.98), ({"lr": 3e-3}, 0.95), ({"lr": 1e-7}, 0.1), ({"lr": 3e-7}, 0.1), ({"lr": 9e-7}, 0.11)]
     labels = [["healthy"], ["healthy"], ["lr_too_low"], ["lr_too_low"], ["lr_too_low"]]
