@@ -170,14 +170,17 @@ class FullyConnectedNet:
         reg: float = 0.0,
         rng: np.random.Generator | None = None,
         reg_grad: bool = True,
+        class_weights: np.ndarray | None = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Training loss (data + L2) on a batch X (N, D), y (N,) and the gradient of every parameter.
+        """Training loss (data + L2) on a batch X (N, D), y (N,) and the gradient of every parameter; with
+        ``class_weights`` (C,) each sample's data loss is weighted by its class's.
 
         With ``reg_grad=False`` the L2 term is left out of the weight gradients (the loss still
         includes it), for an update rule that applies it as weight decay itself.
         """
         scores, caches = self.forward(X, train=True, rng=rng)
-        data_loss, dscores = L.LOSSES[self.config.loss](scores, y)
+        weights = None if class_weights is None else class_weights[y]
+        data_loss, dscores = L.LOSSES[self.config.loss](scores, y, weights)
         grads: dict[str, np.ndarray] = {}
         p = self.params
         last = self.num_hidden + 1
