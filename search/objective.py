@@ -180,7 +180,8 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
         final_reg_loss = model.reg_loss(config.train.reg)
     return diagnose(
         result.status, result.loss_history, result.train_acc, result.val_acc,
-        result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
+        result.initial_loss - initial_reg_loss,
+        expected_initial_loss(config.arch.loss, dataset.num_classes) * result.initial_weight,
         unit_stats(model, dataset.X_val), chance=majority_share(dataset.y_train),
         samples=(min(len(dataset.y_train), config.train.train_acc_samples), len(dataset.y_val)),
         final_reg_loss=final_reg_loss, initial_reg_loss=initial_reg_loss,
