@@ -76,6 +76,16 @@ def check_network_memory(config: ModelConfig, input_dim: int, num_classes: int) 
                  f"network {input_dim}-{layers}-{num_classes}", f"{weights:,} weights")
 
 
+def balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    """The mean over the classes present in labels y (N,) of their recall (the share of their samples ``predicted``
+    (N,) as them), as scikit-learn's balanced_accuracy_score: always predicting one class scores 1 / classes, however
+    frequent it is. NaN for no samples."""
+    if len(y) == 0:
+        return float("nan")
+    _, index = np.unique(y, return_inverse=True)
+    return float((np.bincount(index, weights=predicted == y) / np.bincount(index)).mean())
+
+
 class FullyConnectedNet:
     """Parameters in ``params`` (W1, b1, gamma1, beta1, alpha1, ...); batch-norm running stats in ``bn_stats``."""
 
