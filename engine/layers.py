@@ -190,30 +190,47 @@ def dropout_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- losses
-def softmax_loss(scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of scores (N, C) against labels y (N,); returns (loss, dscores)."""
+# ``weights`` (N,), when given, multiplies each sample's loss (class weighting): the loss is sum(w_i * loss_i) / N
+def softmax_loss(scores: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of scores (N, C) against labels y (N,), each sample's weighted by ``weights`` (N,) when
+    given; returns (loss, dscores)."""
     n = scores.shape[0]
     shifted = scores - scores.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     sums = exp.sum(axis=1, keepdims=True)
     log_probs_true = shifted[np.arange(n), y] - np.log(sums[:, 0])
-    loss = float(-log_probs_true.mean())
     dscores = exp / sums
     dscores[np.arange(n), y] -= 1
-    dscores /= n
+    if weights is None:
+        loss = float(-log_probs_true.mean())
+        dscores /= n
+    else:
+        loss = float(-(weights * log_probs_true).sum() / n)
+        dscores *= (weights / n)[:, None]
     return loss, dscores
 
 
-def svm_loss(scores: np.ndarray, y: np.ndarray, margin: float = 1.0) -> tuple[float, np.ndarray]:
-    """Mean multiclass hinge loss of scores (N, C) against y (N,); returns (loss, dscores)."""
+def svm_loss(scores: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+             margin: float = 1.0) -> tuple[float, np.ndarray]:
+    """Mean multiclass hinge loss of scores (N, C) against y (N,), each sample's weighted by ``weights`` (N,) when
+    given; returns (loss, dscores)."""
     n = scores.shape[0]
     rows = np.arange(n)
     margins = np.maximum(0, scores - scores[rows, y][:, None] + margin)
     margins[rows, y] = 0
-    loss = float(margins.sum() / n)
     positive = (margins > 0).astype(scores.dtype)
     positive[rows, y] = -positive.sum(axis=1)
-    return loss, positive / n
+    if weights is None:
+        return float(margins.sum() / n), positive / n
+    return float((weights * margins.sum(axis=1)).sum() / n), positive * (weights / n)[:, None]
+
+
+def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Weights (num_classes,) of the classes of labels y (N,) as scikit-learn's class_weight='balanced' gives them:
+    N / (classes present * count of the class); a class absent from y gets 0 (no sample carries it)."""
+    counts = np.bincount(y, minlength=num_classes)
+    present = int((counts > 0).sum())
+    return np.where(counts > 0, len(y) / (present * np.maximum(counts, 1)), 0.0)
 
 
 LOSSES = {"softmax": softmax_loss, "svm": svm_loss}

@@ -76,6 +76,16 @@ def check_network_memory(config: ModelConfig, input_dim: int, num_classes: int) 
                  f"network {input_dim}-{layers}-{num_classes}", f"{weights:,} weights")
 
 
+def balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    """The mean over the classes present in labels y (N,) of their recall (the share of their samples ``predicted``
+    (N,) as them), as scikit-learn's balanced_accuracy_score: always predicting one class scores 1 / classes, however
+    frequent it is. NaN for no samples."""
+    if len(y) == 0:
+        return float("nan")
+    _, index = np.unique(y, return_inverse=True)
+    return float((np.bincount(index, weights=predicted == y) / np.bincount(index)).mean())
+
+
 class FullyConnectedNet:
     """Parameters in ``params`` (W1, b1, gamma1, beta1, alpha1, ...); batch-norm running stats in ``bn_stats``."""
 
@@ -170,14 +180,17 @@ class FullyConnectedNet:
         reg: float = 0.0,
         rng: np.random.Generator | None = None,
         reg_grad: bool = True,
+        class_weights: np.ndarray | None = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Training loss (data + L2) on a batch X (N, D), y (N,) and the gradient of every parameter.
+        """Training loss (data + L2) on a batch X (N, D), y (N,) and the gradient of every parameter; with
+        ``class_weights`` (C,) each sample's data loss is weighted by its class's.
 
         With ``reg_grad=False`` the L2 term is left out of the weight gradients (the loss still
         includes it), for an update rule that applies it as weight decay itself.
         """
         scores, caches = self.forward(X, train=True, rng=rng)
-        data_loss, dscores = L.LOSSES[self.config.loss](scores, y)
+        weights = None if class_weights is None else class_weights[y]
+        data_loss, dscores = L.LOSSES[self.config.loss](scores, y, weights)
         grads: dict[str, np.ndarray] = {}
         p = self.params
         last = self.num_hidden + 1

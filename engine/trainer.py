@@ -9,8 +9,14 @@ import numpy as np
 
 from engine import kernels
 from engine.errors import ConfigError
+from engine.layers import balanced_class_weights
 from engine.model import FullyConnectedNet
 from engine.optim import OPTIMIZERS, make_optimizer
+
+
+# how each training sample's loss is weighted: none (all alike), or balanced (scikit-learn's class_weight='balanced':
+# n_samples / (n_classes * count of its class), counted on the training split)
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 class Observer:
@@ -39,6 +45,7 @@ class TrainConfig:
     momentum: float = 0.9  # mu of the momentum and nesterov rules
     seed: int = 0
     train_acc_samples: int = 1000  # train accuracy is measured on a fixed sample of this size
+    class_weight: str = "none"  # one of CLASS_WEIGHTS
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -55,6 +62,8 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
             raise ConfigError(f"lr decay must be in (0, 1], got {self.lr_decay}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ConfigError(f"unknown class weight {self.class_weight!r}; known: {', '.join(CLASS_WEIGHTS)}")
 
 
 @dataclass
@@ -70,6 +79,9 @@ class TrainResult:
     seconds: float = 0.0
     step_seconds: float = 0.0
     samples: int = 0
+    # the mean class weight of the first minibatch's samples (TrainConfig.class_weight; 1 with none): its data loss at
+    # the start is this times the unweighted one's
+    initial_weight: float = 1.0
 
     @property
     def initial_loss(self) -> float:
@@ -131,6 +143,10 @@ def train(
     # Python floats take the model's dtype; a NumPy float64 lr or reg would turn every update and
     # regularisation pass over the weights into a float64 loop with casts (several times slower in float32)
     lr, reg = float(config.lr), float(config.reg)
+    class_weights = None
+    if config.class_weight == "balanced":
+        num_classes = model.params[model.weight_names[-1]].shape[1]
+        class_weights = balanced_class_weights(y_train, num_classes).astype(model.dtype)
     started = time.perf_counter()
     # the one-pass loops of large layers: compiled (about a second per process) in the run's seconds, not in the
     # step time its samples per second are measured on
@@ -145,8 +161,11 @@ def train(
             stop = None
             for b in range(batches_per_epoch):
                 idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-                loss, grads = model.loss(X_train[idx], y_train[idx], reg, rng, reg_grad=not fused_decay)
+                loss, grads = model.loss(X_train[idx], y_train[idx], reg, rng, reg_grad=not fused_decay,
+                                         class_weights=class_weights)
                 iteration += 1
+                if iteration == 1 and class_weights is not None:
+                    result.initial_weight = float(class_weights[y_train[idx]].mean())
                 result.loss_history.append(loss)
                 if not math.isfinite(loss):
                     stop = "diverged"

@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import DATASETS, Dataset, data_identity, data_sha256, majority_baseline
+from engine.model import balanced_accuracy
 from engine.trainer import train
 from search.config import RunConfig
 from search.errors import SearchError, SearchFailed, raise_pending
@@ -416,6 +417,9 @@ class Retrained:
     # where one class dominates (engine.data.majority_baseline): {"class": its name, "test_acc": what always
     # predicting it scores on test}; None otherwise, or stored by a version that did not record it
     most_frequent_class: dict[str, Any] | None = None
+    # the mean over the retrains of their balanced accuracy on test (the mean of the classes' recalls); None where
+    # stored by a version that did not record it
+    test_balanced_accuracy: float | None = None
 
 
 @dataclass
@@ -494,8 +498,9 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
         # "status" in a database written before it was named as a trial's stop_reason
         vals, tests, status = stored["val_acc"], stored["test_acc"], stored.get("stop_reason", stored.get("status"))
         baseline = stored.get("most_frequent_class")
+        balanced = stored.get("test_balanced_accuracy") or []
     else:
-        vals, tests, status, baseline = [], [], "completed", None
+        vals, tests, status, baseline, balanced = [], [], "completed", None, []
         for r in range(retrains):
             config = trial_config(stage.run, params, seed, RETRAIN_NUMBER + r)
             ds = config.load()
@@ -505,13 +510,23 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
             result = train(model, config.train, ds.X_train, ds.y_train, ds.X_val, ds.y_val)
             vals.append(float(result.val_acc))
             tests.append(float(model.accuracy(ds.X_test, ds.y_test)))
+            balanced.append(balanced_accuracy(ds.y_test, model.predict(ds.X_test)))
             status = stop_reason(result.status) if result.status != "completed" else status
         study.set_user_attr(RETRAINED_ATTR, {"asked": asked, "val_acc": vals, "test_acc": tests,
-                                             "stop_reason": status, "most_frequent_class": baseline})
+                                             "stop_reason": status, "most_frequent_class": baseline,
+                                             "test_balanced_accuracy": balanced})
     retrained = Retrained(retrains, float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), status,
-                          baseline)
+                          baseline, mean_of_all(balanced, len(tests)))
     return FinalScore(stage.name, stage.stage, params, stage.run.train.epochs, float(np.mean(values)),
                       float(np.std(values)), len(values), retrained, stopped)
+
+
+def mean_of_all(values: Any, runs: int) -> float | None:
+    """The mean of a stored list of ``runs`` numbers (one a retrain), None where it is not that (stored before it
+    was recorded)."""
+    if not isinstance(values, list) or len(values) != runs or not all(isinstance(v, (int, float)) for v in values):
+        return None
+    return float(np.mean(values)) if runs else None
 
 
 def improvement_within_noise(current: optuna.Study, parent: optuna.Study, k: int = 5) -> str | None:

@@ -14,7 +14,7 @@ import optuna
 
 from engine.data import Dataset
 from engine.diagnostics import Diagnosis, diagnose, expected_initial_loss, label_noise, unit_stats
-from engine.model import FullyConnectedNet
+from engine.model import FullyConnectedNet, balanced_accuracy
 from engine.trainer import Observer, TrainResult, train
 from search.config import RunConfig
 from search.errors import raise_pending
@@ -185,7 +185,8 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
         final_reg_loss = model.reg_loss(config.train.reg)
     return diagnose(
         result.status, result.loss_history, result.train_acc, result.val_acc,
-        result.initial_loss - initial_reg_loss, expected_initial_loss(config.arch.loss, dataset.num_classes),
+        result.initial_loss - initial_reg_loss,
+        expected_initial_loss(config.arch.loss, dataset.num_classes) * result.initial_weight,
         unit_stats(model, dataset.X_val), chance=majority_share(dataset.y_train),
         samples=(min(len(dataset.y_train), config.train.train_acc_samples), len(dataset.y_val)),
         final_reg_loss=final_reg_loss, initial_reg_loss=initial_reg_loss,
@@ -228,12 +229,16 @@ def run_trial(
     )
     seconds = time.perf_counter() - started
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)
+    with np.errstate(all="ignore"):  # a network whose weights overflowed: scored as the trainer scores it, quietly
+        val_balanced = balanced_accuracy(dataset.y_val, model.predict(dataset.X_val))
     reason = stop_reason(result.status)
     attrs = {
         "initial_loss": finite_or_none(result.initial_loss),
         "final_loss": finite_or_none(result.final_loss),
         "train_acc": finite_or_none(result.train_acc),
         "val_acc": finite_or_none(result.val_acc),
+        # the mean of the classes' recalls on validation, of the network as it ended (val_acc's)
+        "val_balanced_accuracy": finite_or_none(val_balanced) if result.val_acc_history else None,
         "best_val_acc": finite_or_none(result.best_val_acc),
         "best_epoch": result.best_epoch,
         "iterations": result.iterations,

@@ -23,6 +23,7 @@ from engine.init import DEFAULT_STD, INITIALISERS
 from engine.layers import LOSSES
 from engine.model import ACTIVATIONS, MIN_KEEP
 from engine.optim import MOMENTUM_OPTIMIZERS, OPTIMIZERS
+from engine.trainer import CLASS_WEIGHTS
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 from studies.records import value_text
@@ -85,6 +86,7 @@ SEARCHABLE: dict[str, Searchable] = {
     "optimizer": Searchable("train.optimizer", "categorical", choices=tuple(OPTIMIZERS)),
     "batchnorm": Searchable("arch.batchnorm", "categorical", choices=(True, False)),
     "loss": Searchable("arch.loss", "categorical", choices=tuple(LOSSES)),
+    "class_weight": Searchable("train.class_weight", "categorical", choices=CLASS_WEIGHTS),
 }
 
 # run options every trial of a stage shares, and why

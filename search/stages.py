@@ -306,6 +306,7 @@ OPTION_NAMES = {
     "arch.dropout": "--dropout", "arch.loss": "--loss", "arch.relu_bias": "--relu-bias", "train.epochs": "--epochs",
     "train.batch_size": "--batch-size", "train.optimizer": "--optimizer", "train.lr": "--lr",
     "train.lr_decay": "--lr-decay", "train.reg": "--reg", "train.momentum": "--momentum", "train.seed": "--seed",
+    "train.class_weight": "--class-weight",
 }
 
 

@@ -723,8 +723,11 @@ def _retrained(info: StageInfo, params: dict[str, Any]) -> dict[str, Any] | None
     majority = stored.get("most_frequent_class")  # absent where no class dominates, or written before it was kept
     majority = ({"class": majority["class"], "test_acc": _num(majority.get("test_acc"))}
                 if isinstance(majority, dict) and isinstance(majority.get("class"), str) else None)
+    balanced = stored.get("test_balanced_accuracy")  # absent where written before it was kept
+    balanced = _numbers(balanced) if isinstance(balanced, list) and len(balanced) == len(tests) else None
+    balanced = float(balanced.mean()) if balanced is not None and np.isfinite(balanced).all() else None
     return {"runs": len(tests), "val_acc": val, "test_acc": float(np.mean(tests)), "test_std": float(np.std(tests)),
-            "stop_reason": reason, "most_frequent_class": majority}
+            "test_balanced_accuracy": balanced, "stop_reason": reason, "most_frequent_class": majority}
 
 
 def _whole(x: Any) -> int | None:
@@ -1436,6 +1439,8 @@ def _retrained_text(chosen: dict[str, Any]) -> str:
     val = f"validation {_acc(r['val_acc'])}, " if r.get("val_acc") is not None else ""
     test = (f"{_acc(r['test_acc'])} ± {_acc(r['test_std'])} (mean ± std)" if r['runs'] != 1
             else f"{_acc(r['test_acc'])} (1 retrain: no spread)")
+    if r.get("test_balanced_accuracy") is not None:  # the mean of the classes' recalls: a rare class missed shows
+        test += f", balanced accuracy {_acc(r['test_balanced_accuracy'])}"
     majority = r.get("most_frequent_class")
     alone = "" if not majority or majority["test_acc"] is None else (
         f" Always predicting the most frequent class, {majority['class']!r}, scores {_acc(majority['test_acc'])} on "

@@ -91,7 +91,7 @@ def auto_choice(st: Any, campaign: str) -> tuple[Any, str | None] | None:
     import numpy as np
     from optuna.trial import TrialState
 
-    from search.campaign import RETRAINED_ATTR, STOPPED_ATTR, FinalScore, Retrained, config_means
+    from search.campaign import RETRAINED_ATTR, STOPPED_ATTR, FinalScore, Retrained, config_means, mean_of_all
     from studies.queries import list_studies
 
     stages = list_studies(st, campaign)
@@ -110,7 +110,8 @@ def auto_choice(st: Any, campaign: str) -> tuple[Any, str | None] | None:
     reason = stored.get("stop_reason", stored.get("status"))  # "status" in a database written before
     baseline = stored.get("most_frequent_class")  # where one class dominates; absent where stored before it was kept
     retrained = (Retrained(len(tests), float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), str(reason),
-                           baseline if isinstance(baseline, dict) else None) if tests and vals else None)
+                           baseline if isinstance(baseline, dict) else None,
+                           mean_of_all(stored.get("test_balanced_accuracy"), len(tests))) if tests and vals else None)
     epochs = attrs.get("epochs")
     stopped = attrs.get(STOPPED_ATTR)
     final = FinalScore(finals[-1], "final", params, epochs, float(np.mean(values)), float(np.std(values)), len(values),
@@ -119,7 +120,8 @@ def auto_choice(st: Any, campaign: str) -> tuple[Any, str | None] | None:
     return final, (f"{finals[-1]}:{min(runs)}" if runs else None)
 
 
-BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial")
+BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial",
+              "val_balanced_accuracy")  # a trial stored before it was recorded has none: an empty cell
 
 
 def ties_line(row: dict[str, Any], margin: float) -> str:
@@ -177,7 +179,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         echo_json(row)
     elif fmt == "csv":  # a list (the diagnosis' labels) as search trials gives it: lr_too_low,dead_units
         # the columns added to search best's output come last: a script reading the others by position still can
-        flat = {**{k: v for k, v in flat.items() if k not in BEST_ADDED}, **{k: flat[k] for k in BEST_ADDED}}
+        flat = {**{k: v for k, v in flat.items() if k not in BEST_ADDED}, **{k: flat.get(k) for k in BEST_ADDED}}
         print_frame(pd.DataFrame([{k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flat.items()}]),
                     fmt)
     else:  # one trial: a name/value list fits any terminal; nested values only in json

@@ -22,7 +22,7 @@ from engine.init import INITIALISERS, InitSpec
 from engine.model import ACTIVATIONS, MIN_KEEP, ModelConfig
 from engine.optim import OPTIMIZERS
 from engine.preprocess import PREPROCESSORS, PreprocessSpec
-from engine.trainer import TrainConfig
+from engine.trainer import CLASS_WEIGHTS, TrainConfig
 from search.config import MAX_DEPTH, RunConfig, absolute_data_name, default_preprocess, is_table
 from search.cli.output import say
 from search.errors import SearchError
@@ -219,7 +219,8 @@ SECTIONS = {
     "Data": ("model_file", "data_path", "id_column", "data", "data_dir", "label_column", "ignore_columns", "missing",
              "image_size", "val_fraction", "test_fraction", "train_size", "val_size", "preprocess", "pca_components"),
     "Model": ("hidden", "depth", "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias"),
-    "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "lr", "reg", "epochs", "explode_factor"),
+    "Optimisation": ("optimizer", "momentum", "batch_size", "lr_decay", "class_weight", "lr", "reg", "epochs",
+                     "explode_factor"),
     "Search": ("space_items", "space_file", "lr_range", "reg_range", "trials", "sampler", "scheduler", "top", "edge",
                "promote", "fine_epochs", "fine_sampler", "fine_scheduler", "max_fine", "repeats", "retrain_seeds"),
     "Execution": ("campaign", "storage", "jobs", "heartbeat", "seed", "as_json", "fmt", "columns", "wide"),
@@ -315,7 +316,7 @@ FIXES = {
     "hidden": "hidden", "depth": "depth", "activation": "activation", "init_name": "init", "init_std": "init_std",
     "batchnorm": "batchnorm", "dropout": "dropout", "loss": "loss", "relu_bias": "relu_bias",
     "optimizer": "optimizer", "batch_size": "batch_size", "lr_decay": "lr_decay", "momentum": "momentum",
-    "preprocess": "preprocess",
+    "preprocess": "preprocess", "class_weight": "class_weight",
 }
 
 # the seeds of the trials, samplers and splits are taken modulo 2**32: a larger seed would repeat a smaller one
@@ -381,12 +382,16 @@ RUN_OPTIONS = [
                  help="Samples per update; an epoch is the training samples // this many updates."),
     click.option("--lr-decay", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                  help="Multiply lr by this after each epoch."),
+    click.option("--class-weight", type=choice(CLASS_WEIGHTS), default=TrainConfig.class_weight,
+                 show_default=True,
+                 help="Weight of each training sample's loss: none (all alike) or balanced (n_samples / (n_classes x "
+                      "count of its class) on the training split, as scikit-learn's), for imbalanced classes."),
     seed_option,
 ]
 RUN_PARAMS = ("data", "data_dir", "label_column", "ignore_columns", "missing", "image_size", "val_fraction",
               "test_fraction", "train_size", "val_size", "preprocess", "pca_components", "hidden", "depth",
               "activation", "init_name", "init_std", "batchnorm", "dropout", "loss", "relu_bias", "optimizer",
-              "momentum", "batch_size", "lr_decay", "seed")
+              "momentum", "batch_size", "lr_decay", "class_weight", "seed")
 
 
 def build_config(v: dict[str, Any]) -> RunConfig:
@@ -407,7 +412,7 @@ def build_config(v: dict[str, Any]) -> RunConfig:
         arch=ModelConfig(hidden=hidden, activation=v["activation"], init=InitSpec(v["init_name"], v["init_std"]),
                          batchnorm=v["batchnorm"], dropout=v["dropout"], loss=v["loss"], relu_bias=v["relu_bias"]),
         train=TrainConfig(batch_size=v["batch_size"], optimizer=v["optimizer"], momentum=v["momentum"],
-                          lr_decay=v["lr_decay"], seed=v["seed"]),
+                          lr_decay=v["lr_decay"], class_weight=v["class_weight"], seed=v["seed"]),
     )
 
 
@@ -417,7 +422,7 @@ RUN_DEFAULTS = {
     "hidden": _MODEL.hidden, "depth": None, "activation": _MODEL.activation, "init_name": _MODEL.init.name,
     "init_std": _MODEL.init.std, "batchnorm": _MODEL.batchnorm, "dropout": _MODEL.dropout, "loss": _MODEL.loss,
     "relu_bias": _MODEL.relu_bias, "optimizer": _TRAIN.optimizer, "momentum": _TRAIN.momentum,
-    "lr_decay": _TRAIN.lr_decay,
+    "lr_decay": _TRAIN.lr_decay, "class_weight": _TRAIN.class_weight,
 }
 DATA_PARAMS = tuple(name for name in RUN_PARAMS if name not in RUN_DEFAULTS)  # the data's, --batch-size and --seed
 

@@ -94,7 +94,8 @@ def say_final_runs(final: Any) -> None:
     say(f"{final.study}: value {final_runs_text(final)}", "  ")
     if (r := final.retrained) is not None:
         test_spread = f" +- {r.test_std:.4f}" if r.runs > 1 else " (1 retrain: no spread)"
-        say(f"retrained {r.runs}x: val_acc {r.val_acc:.4f}, test_acc {r.test_acc:.4f}{test_spread}", "  ")
+        balanced = "" if r.test_balanced_accuracy is None else f", balanced {r.test_balanced_accuracy:.4f}"
+        say(f"retrained {r.runs}x: val_acc {r.val_acc:.4f}, test_acc {r.test_acc:.4f}{test_spread}{balanced}", "  ")
         if (baseline := r.most_frequent_class) is not None:
             say(f"always predicting the most frequent class, {baseline['class']!r}: test_acc "
                 f"{baseline['test_acc']:.4f}" + ("; the chosen network does no better: it learned nothing but the "
@@ -143,7 +144,8 @@ def _cell(value: Any) -> str:
 
 
 # accuracies, to 4 decimals as every stage summary, search explain and search auto print them (0.9630, not 0.963)
-ACCURACY_COLUMNS = {"value", "best_value", "highest_value", "val_acc", "train_acc", "best_val_acc", "test_acc"}
+ACCURACY_COLUMNS = {"value", "best_value", "highest_value", "val_acc", "train_acc", "best_val_acc", "test_acc",
+                    "val_balanced_accuracy"}
 
 
 def column_cell(column: str, value: Any) -> str:

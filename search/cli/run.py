@@ -86,6 +86,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
         raise SearchError(f"--plot {plot} is the --save file; write to another file")  # the model, then a PNG on it
     from engine.data import load_dataset, majority_baseline
+    import numpy as np
+
+    from engine.model import balanced_accuracy
     from search.cli.stages import data_warnings
 
     raw = load_dataset(config.data)  # kept for the image shape the model file holds
@@ -108,12 +111,16 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
                               observers=explosion_observers(explode_factor, majority_share(ds.y_train)))
     # the reading a trial of the same run stores, before --test or --save touch nothing of the model
     diagnosis = diagnose_trial(result, model, ds, config, initial_reg_loss)
+    with np.errstate(all="ignore"):  # a network whose weights overflowed: scored as the trainer scores it, quietly
+        val_balanced = balanced_accuracy(ds.y_val, model.predict(ds.X_val))
     summary = {
         "stop_reason": stop_reason(result.status),  # as a trial stores it (the trainer's "diverged" is "nan")
         "initial_loss": finite_or_none(result.initial_loss),
         "final_loss": finite_or_none(result.final_loss),
         "train_acc": finite_or_none(result.train_acc),
         "val_acc": finite_or_none(result.val_acc),
+        # the mean of the classes' recalls, of the network as it ended (val_acc's): a rare class missed shows here
+        "val_balanced_accuracy": finite_or_none(val_balanced) if result.val_acc_history else None,
         "best_val_acc": finite_or_none(result.best_val_acc),
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
@@ -135,6 +142,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         summary.update({"trial_value": stored.value, "trial_value_epoch": value_at, "trial_stop_reason": reason})
     if score_test:
         summary["test_acc"] = finite_or_none(model.accuracy(ds.X_test, ds.y_test))
+        summary["test_balanced_accuracy"] = finite_or_none(balanced_accuracy(ds.y_test, model.predict(ds.X_test)))
         majority = majority_baseline(ds, "test")  # as search auto gives it beside its retrains
         summary["most_frequent_class"] = None if majority is None else {"class": majority[0],
                                                                          "test_acc": majority[1]}
@@ -165,7 +173,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
                       f"the first loss {result.initial_loss:.4g}, stopped at iteration {result.iterations}")
         elif status == "diverged":
             status = f"diverged: the loss became NaN or inf at iteration {result.iterations}"
-        scores = (f"val_acc {result.val_acc:.4f}, best_val_acc {result.best_val_acc:.4f} (epoch {result.best_epoch})"
+        scores = (f"val_acc {result.val_acc:.4f} (balanced {val_balanced:.4f}), best_val_acc {result.best_val_acc:.4f} "
+                  f"(epoch {result.best_epoch})"
                   if result.val_acc_history else "no epoch finished")
         blown = result.status in ("exploded", "diverged") and "lr_too_high" in diagnosis.labels
         hint = "; try a lower --lr" if blown else ""  # not for a loss NaN before any update (bad_initial_loss)
@@ -185,7 +194,8 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
                 at = f" (at epoch {value_at} of {full_epochs}{why})"
             say(f"stored value of trial {from_trial}: {stored.value:.4f}{at}")
         if score_test:
-            click.echo(f"test_acc {summary['test_acc']:.4f}" if summary["test_acc"] is not None else "test_acc -")
+            click.echo(f"test_acc {summary['test_acc']:.4f} (balanced {summary['test_balanced_accuracy']:.4f})"
+                       if summary["test_acc"] is not None else "test_acc -")
             if majority is not None:
                 say(f"always predicting the most frequent class, {majority[0]!r}: test_acc {majority[1]:.4f}"
                     + ("; this network does no better: it learned nothing but the class frequencies"
@@ -704,7 +714,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     if out:  # whole or not at all: an earlier file is replaced once the new one is complete
         write_replacing(out, write_file)
     line = f"{len(X)} sample{'' if len(X) == 1 else 's'} scored with {model_file}"
-    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "per_class": [], "confusion": None,
+    summary: dict[str, Any] = {"samples": len(X), "accuracy": None, "balanced_accuracy": None, "per_class": [],
+                               "confusion": None,
                                "labels": 0, "out": out, "unseen": unseen,
                                "unseen_near": near, "cells_filled": sum(filled.values()),
                                "cells_filled_per_column": filled, "outside_training_range": outside,
@@ -727,9 +738,13 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
             line += (f"; no accuracy: none of its {len(known)} labels is a class of the model (it has {shown}; the "
                      f"file has {', '.join(map(repr, unknown[:3]))}{', ...' if len(unknown) > 3 else ''})")
         else:
-            line += f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels)"
-            summary["accuracy"] = right / len(known)
             scores = class_scores(names, predicted, labels)
+            # the mean of the labelled classes' recalls, a class the model lacks at recall 0: sklearn's
+            # balanced_accuracy_score of these labels and predictions
+            balanced = sum(c["recall"] for c in scores["per_class"]) / (len(scores["per_class"]) + len(unknown))
+            line += (f"; accuracy {right / len(known):.4f} ({right} of {len(known)} labels), balanced accuracy "
+                     f"{balanced:.4f}")
+            summary.update(accuracy=right / len(known), balanced_accuracy=balanced)
             summary.update(scores)
             class_lines = class_score_lines(scores)
             if unknown:  # how many rows too: they are scored wrong, in the accuracy

@@ -233,3 +233,44 @@ def test_a_dropout_keep_probability_below_min_keep_is_a_config_error():
         assert str(raised.value) == f"dropout keep probability must be in [0.01, 1], got {keep:g}"
     for keep in (0.01, 0.5, 1.0):
         assert ModelConfig(hidden=(4,), dropout=keep).dropout == keep
+
+
+@pytest.mark.parametrize("loss", ["softmax", "svm"])
+def test_class_weighted_loss_gradients_and_values(loss):
+    # --class-weight balanced weights each sample's loss: sum(w_i * loss_i) / N, and its gradient with it
+    rng = _rng()
+    scores, y = rng.standard_normal((7, 5)), rng.integers(0, 5, 7)
+    weights = rng.uniform(0.2, 5.0, 7)
+    value, dscores = L.LOSSES[loss](scores, y, weights)
+    num = numerical_gradient(lambda: L.LOSSES[loss](scores, y, weights)[0], scores)
+    error = relative_error(num, dscores)
+    assert error < TOL, error
+    each = [L.LOSSES[loss](scores[i:i + 1], y[i:i + 1])[0] for i in range(7)]
+    assert value == pytest.approx(float(np.dot(weights, each)) / 7, rel=1e-12)
+    ones = L.LOSSES[loss](scores, y, np.ones(7))
+    assert ones[0] == pytest.approx(L.LOSSES[loss](scores, y)[0], rel=1e-15)
+    assert np.allclose(ones[1], L.LOSSES[loss](scores, y)[1], rtol=1e-15, atol=0)
+
+
+def test_balanced_class_weights_are_scikit_learns():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([0] * 70 + [1] * 20 + [2] * 10)
+    ours = L.balanced_class_weights(y, 3)
+    assert np.allclose(ours, compute_class_weight("balanced", classes=np.arange(3), y=y), rtol=1e-15, atol=0)
+    assert np.allclose(ours, [100 / 210, 100 / 60, 100 / 30], rtol=1e-15, atol=0)
+    # a class the training split lacks: no sample carries it, and the others are weighted over those present
+    assert np.allclose(L.balanced_class_weights(np.array([0, 0, 0, 2]), 3), [4 / 6, 0.0, 2.0], rtol=1e-15, atol=0)
+
+
+def test_class_weighted_network_gradients():
+    rng = _rng()
+    model = FullyConnectedNet(ModelConfig(hidden=(6,), activation="tanh", dtype="float64"), 4, 3, rng)
+    X, y = rng.standard_normal((9, 4)), np.array([0, 0, 0, 0, 0, 0, 1, 1, 2])
+    weights = L.balanced_class_weights(y, 3)
+    _, grads = model.loss(X, y, reg=0.1, class_weights=weights)
+    for name in ("W1", "b1", "W2", "b2"):
+        num = numerical_gradient(lambda: model.loss(X, y, reg=0.1, class_weights=weights)[0], model.params[name])
+        error = relative_error(num, grads[name])
+        assert error < TOL, (name, error)
+    assert not np.allclose(grads["W2"], model.loss(X, y, reg=0.1)[1]["W2"])  # the weights change the gradient

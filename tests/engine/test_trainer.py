@@ -55,3 +55,18 @@ def test_a_network_too_large_for_memory_is_named_in_a_line_of_a_readable_length(
     with pytest.raises(DataError) as refused:
         check_network_memory(ModelConfig(hidden=hidden), 64, 10)
     assert str(refused.value).startswith(named) and len(str(refused.value)) < 200
+
+
+def test_balanced_accuracy_is_scikit_learns():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from engine.model import balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(4, size=200, p=[0.7, 0.2, 0.05, 0.05])
+    predicted = rng.integers(0, 5, 200)  # class 4 is predicted, never a label: it counts in no recall
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+        expected = balanced_accuracy_score(y, predicted)
+    assert balanced_accuracy(y, predicted) == pytest.approx(expected, rel=1e-15)
+    assert balanced_accuracy(y, np.zeros(200, dtype=np.int64)) == 0.25  # the majority class alone: 1 / classes
+    assert np.isnan(balanced_accuracy(y[:0], predicted[:0]))

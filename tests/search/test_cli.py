@@ -271,9 +271,10 @@ def test_auto_names_a_campaign_too_long_for_its_table_once_above_it(run_cli, mon
     assert lines[at + 3].endswith(" (best mean)") and all(len(line) <= 80 for line in lines[at:at + 4])
 
 
-def test_best_after_search_auto_says_what_auto_chose(run_cli):
+def test_best_after_search_auto_says_what_auto_chose(run_cli, monkeypatch):
     # after `search auto`, `search best` gave the best single trial and nothing said that auto had chosen another
     # configuration (the best mean of its final stage), the one it retrained and scored on test
+    monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
     auto = run_cli("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
                    "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
     assert auto.exit_code == 0, auto.output
@@ -309,7 +310,7 @@ def test_best_after_search_auto_says_what_auto_chose(run_cli):
         "search auto's choice, the best mean over repeats (the one to keep):", f"  {params}",
         f"  digits/final: value {value:.4f} over 1 run of 1 epoch (1 run: no spread)",
         f"  retrained 1x: val_acc {chosen['val_acc'][0]:.4f}, test_acc {chosen['test_acc'][0]:.4f} (1 retrain: no "
-        "spread)",
+        f"spread), balanced {chosen['test_balanced_accuracy'][0]:.4f}",
         f"keep it: search train --from-trial digits/final:{run} --save model.npz",
         "",
         "second, the best single trial (one run in a searching stage, not repeated):"]
@@ -1199,9 +1200,9 @@ def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_val
     fields = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))[0]
     assert (fields["number"], fields["ties"], fields["highest_trial"]) == (str(closer), "2", f"digits/coarse:{top}")
     # the columns best gave before come first, in their old places, the added ones last
-    assert list(fields)[:6] + list(fields)[-7:] == ["study", "stage", "number", "value", "param_lr", "param_reg",
+    assert list(fields)[:6] + list(fields)[-8:] == ["study", "stage", "number", "value", "param_lr", "param_reg",
                                                     "value_se", "val_samples", "epochs", "ties", "highest_trial",
-                                                    "highest_value", "auto_trial"]
+                                                    "highest_value", "auto_trial", "val_balanced_accuracy"]
     assert ("those within 2 standard errors (binomial, on the validation samples) of the highest value tie: shown is "
             "the highest of them at the longest run length") in " ".join(run_cli("best", "--help").stdout.split())
 
@@ -1849,19 +1850,22 @@ def test_a_plot_is_written_in_the_format_its_suffix_names_or_refused(run_cli, tm
     assert b"<svg" in (tmp_path / "curves.svg").read_bytes()
 
 
-def test_one_run_or_one_retrain_is_given_no_spread_of_zero(run_cli, tmp_path):
+def test_one_run_or_one_retrain_is_given_no_spread_of_zero(run_cli, tmp_path, monkeypatch):
     # --repeats 1 --retrain-seeds 1 printed "value 0.9593 +- 0.0000 over 1 runs" and "test_acc 0.9593 +- 0.0000", the
     # std of one value, which reads as a value known exactly
+    monkeypatch.setenv("COLUMNS", "200")  # the lines unwrapped
     auto = run_cli("auto", "--trials", "4", "--epochs", "1", "--train-size", "200", "--max-fine", "0", "--top", "2",
                    "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1")
     assert auto.exit_code == 0, auto.output
     chosen, retrained = auto.stdout.splitlines()[-2:]
     assert re.fullmatch(r"  digits/final: value 0\.\d{4} over 1 run of 1 epoch \(1 run: no spread\)", chosen), chosen
-    assert re.fullmatch(r"  retrained 1x: val_acc 0\.\d{4}, test_acc 0\.\d{4} \(1 retrain: no spread\)", retrained)
+    assert re.fullmatch(r"  retrained 1x: val_acc 0\.\d{4}, test_acc 0\.\d{4} \(1 retrain: no spread\), balanced "
+                        r"0\.\d{4}", retrained)
     assert run_cli("report", "--out", "rep").exit_code == 0
     md = " ".join((tmp_path / "rep" / "report.md").read_text().split())
     assert re.search(r"validation accuracy 0\.\d{4} \(1 run of 1 epoch; trials #\d+ of digits/final\)", md)
-    assert re.search(r"test accuracy 0\.\d{4} \(1 retrain: no spread\)\.", md) and "± 0.0000" not in md
+    assert re.search(r"test accuracy 0\.\d{4} \(1 retrain: no spread\), balanced accuracy 0\.\d{4}\.", md)
+    assert "± 0.0000" not in md
 
 
 @pytest.mark.parametrize("columns", ["1", "0", "-5", "abc"])

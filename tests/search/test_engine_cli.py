@@ -53,7 +53,8 @@ def test_train_names_the_best_epoch_as_a_trial_stores_it():
     assert out["best_epoch"] == 1 + out["val_acc_history"].index(out["best_val_acc"])
     assert list(out)[list(out).index("best_val_acc") + 1] == "best_epoch"
     text = " ".join(invoke(*args).stdout.split())
-    assert (f"val_acc {out['val_acc']:.4f}, best_val_acc {out['best_val_acc']:.4f} (epoch {out['best_epoch']})"
+    assert (f"val_acc {out['val_acc']:.4f} (balanced {out['val_balanced_accuracy']:.4f}), best_val_acc "
+            f"{out['best_val_acc']:.4f} (epoch {out['best_epoch']})"
             in text)
 
 

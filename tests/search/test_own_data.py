@@ -829,7 +829,7 @@ def test_auto_compares_its_test_score_with_the_most_frequent_class_alone(run_cli
     noise = run_cli("auto", "--data", "noise.csv", *SHORT_AUTO)
     assert noise.exit_code == 0, noise.output
     assert noise.stdout.splitlines()[-2:] == [
-        "  retrained 1x: val_acc 0.7000, test_acc 0.7000 (1 retrain: no spread)",
+        "  retrained 1x: val_acc 0.7000, test_acc 0.7000 (1 retrain: no spread), balanced 0.3333",
         "  always predicting the most frequent class, 'a': test_acc 0.7000; the chosen network does no better: it "
         "learned nothing but the class frequencies"]
     assert json.loads(run_cli("auto", "--data", "noise.csv", *SHORT_AUTO, "--json").stdout)["final"]["retrained"][
@@ -852,7 +852,8 @@ def test_train_test_compares_its_test_score_with_the_most_frequent_class_alone(r
     noise = run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test")
     assert noise.exit_code == 0, noise.output
     assert noise.stdout.splitlines()[-2:] == [
-        "test_acc 0.7000", "always predicting the most frequent class, 'a': test_acc 0.7000; this network does no "
+        "test_acc 0.7000 (balanced 0.3333)", "always predicting the most frequent class, 'a': test_acc 0.7000; this "
+        "network does no "
         "better: it learned nothing but the class frequencies"]
     out = json.loads(run_cli("train", "--data", "noise.csv", "--epochs", "1", "--test", "--json").stdout)
     assert out["most_frequent_class"] == {"class": "a", "test_acc": 0.7} and out["test_acc"] == 0.7

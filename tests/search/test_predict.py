@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.datasets import load_wine
+from sklearn.metrics import balanced_accuracy_score
 
 from engine.checkpoint import load_checkpoint
 from engine.data import DataSpec, load_dataset
@@ -682,8 +683,8 @@ def test_a_colour_model_reads_grey_images_as_training_did(run_cli, tmp_path):
     assert load_checkpoint("model.npz").image_shape == (3, 6, 5)
     result = run_cli("predict", "--model", "model.npz", "--data", "grey")  # as three equal channels
     assert result.exit_code == 0, result.output
-    assert result.stderr.split("recall per class")[0] == (
-        "10 samples scored with model.npz; accuracy 1.0000 (10 of 10 labels)\n")
+    assert " ".join(result.stderr.split("recall per class")[0].split()) == (
+        "10 samples scored with model.npz; accuracy 1.0000 (10 of 10 labels), balanced accuracy 1.0000")
     train_and_save(run_cli, "grey", "--batch-size", "2")  # a grey model never saw colour: refused, not made grey
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "colour"),
                    "error: colour: images with 3 channel(s); the model reads 1")
@@ -705,8 +706,10 @@ def test_rows_with_an_empty_label_cell_are_scored_unlabelled(run_cli, wine_csv, 
     full_rows, some_rows = rows(full.stdout), rows(some.stdout)
     assert [r[2] for r in some_rows[1:11]] == [""] * 10 and some_rows[11:] == full_rows[11:]
     right = sum(r[1] == r[2] for r in full_rows[11:])
+    balanced = balanced_accuracy_score([r[2] for r in full_rows[11:]], [r[1] for r in full_rows[11:]])
     assert " ".join(some.stderr.split("recall per class")[0].split()) == (
-        f"178 samples scored with model.npz; accuracy {right / 168:.4f} ({right} of 168 labels)")
+        f"178 samples scored with model.npz; accuracy {right / 168:.4f} ({right} of 168 labels), balanced accuracy "
+        f"{balanced:.4f}")
     assert rows(none.stdout)[0] == ["row", "prediction", "p_barbera", "p_barolo", "p_grignolino"]
     assert none.stderr == "178 samples scored with model.npz\n"
 
@@ -730,11 +733,15 @@ def test_a_label_cell_written_as_a_missing_value_is_not_counted_as_an_empty_one_
     assert full.exit_code == some.exit_code == 0, some.output
     assert [r[2] for r in rows(some.stdout)[1:21]] == [""] * 14 + ["7"] * 6
     right = sum(r[1] == r[2] for r in rows(full.stdout)[21:])
+    # balanced: the mean recall of the four labelled classes, '7' (which the model lacks) at 0, as scikit-learn's
+    scored = rows(some.stdout)[15:]
+    balanced = balanced_accuracy_score([r[2] for r in scored], [r[1] for r in scored])
     assert " ".join(some.stderr.split("recall per class")[0].split()) == (
-        f"178 samples scored with model.npz; accuracy {right / 164:.4f} ({right} of 164 labels); 1 label(s) the "
-        f"model has no class for, e.g. '7' (6 rows, scored wrong)")
+        f"178 samples scored with model.npz; accuracy {right / 164:.4f} ({right} of 164 labels), balanced accuracy "
+        f"{balanced:.4f}; 1 label(s) the model has no class for, e.g. '7' (6 rows, scored wrong)")
     out = json.loads(run_cli("predict", "--model", "model.npz", "--data", "some.csv", "--json").stdout)
     assert (out["labels"], out["unknown_labels"], out["accuracy"]) == (164, ["7"], right / 164)
+    assert out["balanced_accuracy"] == pytest.approx(balanced, rel=1e-12)
 
 
 def test_a_model_path_that_is_no_regular_file_is_refused_unread(run_cli, tmp_path):
@@ -1004,8 +1011,9 @@ def test_predictions_piped_into_a_reader_that_left_end_quietly_with_0(run_cli, w
                                     timeout=120, cwd=tmp_path)
         finally:
             os.close(write)
-        said = [] if extra else ["178 samples scored with model.npz; accuracy 0.9944 (177 of 178 labels)"]
-        assert (result.returncode, result.stderr.splitlines()) == (0, said), extra  # --json: the summary in it
+        said = "" if extra else "178 samples scored with model.npz; accuracy 0.9944 (177 of 178 labels), balanced " \
+            "accuracy 0.9953"
+        assert (result.returncode, " ".join(result.stderr.split())) == (0, said), extra  # --json: the summary in it
     assert len(rows((tmp_path / "p.csv").read_text())) == 179  # written whole before the JSON was printed
 
 
@@ -1190,8 +1198,9 @@ def test_samples_all_predicted_one_class_are_warned_of(run_cli, tmp_path):
 
     dark_and_light(tmp_path / "imgs", 30)
     train_and_save(run_cli, "imgs", "--batch-size", "10")
-    assert run_cli("predict", "--model", "model.npz", "--data", "imgs").stderr.split("recall per class")[0] == (
-        "60 samples scored with model.npz; accuracy 1.0000 (60 of 60 labels)\n")
+    said = run_cli("predict", "--model", "model.npz", "--data", "imgs").stderr.split("recall per class")[0]
+    assert " ".join(said.split()) == (
+        "60 samples scored with model.npz; accuracy 1.0000 (60 of 60 labels), balanced accuracy 1.0000")
     shutil.copytree(tmp_path / "imgs" / "dark", tmp_path / "mislabelled" / "dark")
     shutil.copytree(tmp_path / "imgs" / "dark", tmp_path / "mislabelled" / "light")  # dark images labelled light
     labelled = run_cli("predict", "--model", "model.npz", "--data", "mislabelled", "--json", "--out", "p.csv")
@@ -1204,8 +1213,9 @@ def test_samples_all_predicted_one_class_are_warned_of(run_cli, tmp_path):
         "but the class frequencies, or these samples are all of one class 30 samples scored with model.npz; wrote "
         "p.csv"), unlabelled.output
     shutil.rmtree(tmp_path / "mislabelled" / "light")  # labels of one class, all predicted right
-    assert run_cli("predict", "--model", "model.npz", "--data", "mislabelled").stderr.split("recall per class")[0] == (
-        "30 samples scored with model.npz; accuracy 1.0000 (30 of 30 labels)\n")
+    said = run_cli("predict", "--model", "model.npz", "--data", "mislabelled").stderr.split("recall per class")[0]
+    assert " ".join(said.split()) == (
+        "30 samples scored with model.npz; accuracy 1.0000 (30 of 30 labels), balanced accuracy 1.0000")
     for name in sorted((tmp_path / "imgs" / "dark").iterdir())[19:]:  # 19 samples: too few to tell
         name.unlink()
     assert run_cli("predict", "--model", "model.npz", "--data", str(tmp_path / "imgs" / "dark"),

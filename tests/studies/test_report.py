@@ -856,10 +856,15 @@ def test_the_stored_retrains_of_the_chosen_configuration_are_reported_and_others
     report = campaign_report(storage, "auto")
     assert report.summary["chosen"]["retrained"] == pytest.approx(
         {"runs": 3, "val_acc": 0.85, "test_acc": 0.89, "test_std": statistics.pstdev([0.91, 0.87, 0.89]),
-         "stop_reason": "completed", "most_frequent_class": None})
+         "test_balanced_accuracy": None, "stop_reason": "completed", "most_frequent_class": None})
     md = write_report(report, tmp_path / "out")["report.md"].read_text()
     assert "Retrained 3 times on the training split with other seeds: validation 0.8500, test accuracy 0.8900 ± " \
            "0.0163 (mean ± std)." in " ".join(md.split())
+    final.set_user_attr("retrained", {**stored, "test_balanced_accuracy": [0.8, 0.7, 0.75]})  # stored since
+    report = campaign_report(storage, "auto")
+    assert report.summary["chosen"]["retrained"]["test_balanced_accuracy"] == pytest.approx(0.75, rel=1e-15)
+    md = write_report(report, tmp_path / "out")["report.md"].read_text()
+    assert "test accuracy 0.8900 ± 0.0163 (mean ± std), balanced accuracy 0.7500." in " ".join(md.split())
     other = {**stored, "asked": {**stored["asked"], "params": {**chosen["params"], "lr": 0.5}}}
     final.set_user_attr("retrained", other)  # retrains of another configuration are not this choice's
     assert campaign_report(storage, "auto").summary["chosen"]["retrained"] is None
