@@ -210,6 +210,9 @@ def test_a_trial_added_through_optunas_api_is_retrained_from_its_stage_with_its_
         "digits/coarse:2 was not trained by this service (added through Optuna's API): trained with its stage's "
         "settings and its parameters; reg, which it does not give, at the stage's setting")
     assert json.loads(added.stdout)["trial_value"] == 0.99
+    one_line_error(run_cli("explain", "digits/coarse:2"),  # it said "it never finished training"
+                   "error: trial digits/coarse:2 has no diagnosis (state COMPLETE; it was not trained by this service "
+                   "(added through Optuna's API): search train --from-trial digits/coarse:2 trains it)")
     # the run is the one a worker gives a trial of that number: trial 1 told without its config retrains to its value
     trial = study.trials[1]
     with sqlite3.connect("search.db") as db:
