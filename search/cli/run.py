@@ -288,6 +288,15 @@ def added_trial_run(ref: str, trial: Any, stage: Any) -> RunConfig:
     return trial_config(stage.run, dict(trial.params), stage.seed, trial.number)
 
 
+def trained_on(info: Any) -> str | None:
+    """The path of the data a model file's run was trained on (its ``info``, as the file holds it), or None: a
+    built-in dataset's, or a file saved without it."""
+    run = info.get("run") if isinstance(info, dict) else None
+    data = run.get("data") if isinstance(run, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name not in DATASETS else None
+
+
 # --------------------------------------------------------------------------- layers
 @click.command(cls=SectionedCommand, short_help="Per-layer activation statistics of a deep net.")
 @click.option("--init", "init_name", type=choice(INITIALISERS), default="xavier", show_default=True, metavar="NAME",
@@ -635,6 +644,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         raise SearchError(f"--out {out}: predictions are written as .csv or .tsv, not {suffix}"
                           + ("; --json without --out prints them as JSON" if suffix.startswith(".json") else ""))
     saved = load_checkpoint(model_file)
+    check_not_input("--out", out, {"--model's training data": trained_on(saved.info)})
     names = saved.label_names
     softmax = saved.model.config.loss == "softmax"
     probability_columns = [f"p_{n}" for n in names] if softmax else []
