@@ -274,14 +274,14 @@ def added_trial_run(ref: str, trial: Any, stage: Any) -> RunConfig:
     ``tell``): its stage's settings with its parameters and the seed a worker gives its number, as the stage's own
     trials are made; a parameter no run option takes is refused. Says so on stderr."""
     from search.objective import trial_config
-    from search.space import SEARCHABLE
+    from search.space import SEARCHABLE, applies
 
     unknown = sorted(set(trial.params) - set(SEARCHABLE))
     if unknown:
         raise SearchError(f"--from-trial {ref}: the trial was not trained by this service (no stored config) and "
                           f"its parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
                           f"{'are' if len(unknown) > 1 else 'is'} no run option")
-    left = [dim for dim in stage.space if dim not in trial.params]
+    left = [dim for dim in stage.space if dim not in trial.params and applies(dim, trial.params, stage.run)]
     given = f"; {', '.join(left)}, which it does not give, at the stage's setting" if left else ""
     say(f"{ref} was not trained by this service (added through Optuna's API): trained with its stage's settings and "
         f"its parameters{given}", err=True)

@@ -228,6 +228,15 @@ def test_a_trial_added_through_optunas_api_is_retrained_from_its_stage_with_its_
     one_line_error(run_cli("train", "--from-trial", "other/coarse:1"),
                    "--from-trial other/coarse:1: the trial was not trained by this service (no stored config) and its "
                    "parameter 'width' is no run option")
+    # a dimension with no effect at its parameters (momentum with adam) is not one it leaves out
+    assert run_cli("coarse", "--campaign", "cond", "--space", "optimizer=adam,momentum", "--space",
+                   "momentum=0.5:0.99", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    cond = cwd_study("cond/coarse")
+    cond.add_trial(optuna.trial.create_trial(params={"optimizer": "adam"}, value=0.5, distributions={
+        "optimizer": optuna.distributions.CategoricalDistribution(["adam", "momentum"])}))
+    adam = run_cli("train", "--from-trial", "cond/coarse:1", "--json")
+    assert adam.exit_code == 0 and " ".join(adam.stderr.split()).endswith(
+        "trained with its stage's settings and its parameters")
 
 
 def test_explain_plot_draws_the_stored_loss_curve_over_the_iterations_the_trial_ran(run_cli, monkeypatch):
