@@ -301,6 +301,7 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
     from search.errors import SearchError
     from search.objective import scheduler_stop
     from search.stages import load_trial, parse_trial_ref
+    from studies.queries import keep_command
     from studies.records import diagnosis_labels, trial_record
 
     extra = click.get_current_context().args
@@ -327,7 +328,11 @@ def explain(ref: str, plot: str | None, storage: str | None, as_json: bool) -> N
             click.echo(f"wrote {plot}")
         return
     if not isinstance(attrs.get("diagnosis"), list):
-        raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; it never finished training)")
+        added = trial.state == TrialState.COMPLETE and trial_record(trial, "config") is None
+        why = (f"it was not trained by this service (added through Optuna's API): "
+               f"{keep_command(ref, storage).removesuffix(' --save model.npz')} trains it" if added
+               else "it never finished training")
+        raise SearchError(f"trial {ref} has no diagnosis (state {trial.state.name}; {why})")
     numbers = trial_record(trial, "diagnosis_numbers", {})
     unknown = [label for label in diagnosis_labels(trial) if label not in LABELS]
     if unknown or not isinstance(numbers, dict):  # a trial other code added to the study

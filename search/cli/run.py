@@ -263,10 +263,12 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, A
     st = open_for_reading(storage)
     trial, stage = load_trial(st, name, number)
     recorded = st.get_study_user_attrs(st.get_study_id_from_name(name)).get("data", {})
-    config = trial_record(trial, "config")
-    if config is None:  # stored as a trial ends: a trial failed, running or waiting has none
-        from optuna.trial import TrialState
+    from optuna.trial import TrialState
 
+    config = trial_record(trial, "config")
+    if config is None and trial.state == TrialState.COMPLETE:  # told by Optuna's API (add_trial, tell), not run here
+        return added_trial_run(ref, trial, stage), stage.explode_factor, trial, recorded, None
+    if config is None:  # stored as a trial ends: a trial failed, running or waiting has none
         from search.cli.db import failure_story
 
         why = (failure_story(st, name, trial) if trial.state == TrialState.FAIL
@@ -275,6 +277,34 @@ def trial_run(storage: str | None, ref: str) -> tuple[RunConfig, float | None, A
     threads = trial.user_attrs.get("blas_threads")
     return (RunConfig.from_dict(config), stage.explode_factor, trial, recorded,
             threads if isinstance(threads, int) and threads >= 1 else None)
+
+
+def added_trial_run(ref: str, trial: Any, stage: Any) -> RunConfig:
+    """The run of a COMPLETE trial this service did not train (added with Optuna's ``study.add_trial`` or
+    ``tell``): its stage's settings with its parameters and the seed a worker gives its number, as the stage's own
+    trials are made; a parameter no run option takes is refused. Says so on stderr."""
+    from search.objective import trial_config
+    from search.space import SEARCHABLE, applies
+
+    unknown = sorted(set(trial.params) - set(SEARCHABLE))
+    if unknown:
+        raise SearchError(f"--from-trial {ref}: the trial was not trained by this service (no stored config) and "
+                          f"its parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                          f"{'are' if len(unknown) > 1 else 'is'} no run option")
+    left = [dim for dim in stage.space if dim not in trial.params and applies(dim, trial.params, stage.run)]
+    given = f"; {', '.join(left)}, which it does not give, at the stage's setting" if left else ""
+    say(f"{ref} was not trained by this service (added through Optuna's API): trained with its stage's settings and "
+        f"its parameters{given}", err=True)
+    return trial_config(stage.run, dict(trial.params), stage.seed, trial.number)
+
+
+def trained_on(info: Any) -> str | None:
+    """The path of the data a model file's run was trained on (its ``info``, as the file holds it), or None: a
+    built-in dataset's, or a file saved without it."""
+    run = info.get("run") if isinstance(info, dict) else None
+    data = run.get("data") if isinstance(run, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name not in DATASETS else None
 
 
 # --------------------------------------------------------------------------- layers
@@ -624,6 +654,7 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         raise SearchError(f"--out {out}: predictions are written as .csv or .tsv, not {suffix}"
                           + ("; --json without --out prints them as JSON" if suffix.startswith(".json") else ""))
     saved = load_checkpoint(model_file)
+    check_not_input("--out", out, {"--model's training data": trained_on(saved.info)})
     names = saved.label_names
     softmax = saved.model.config.loss == "softmax"
     probability_columns = [f"p_{n}" for n in names] if softmax else []

@@ -193,6 +193,52 @@ def test_explain_and_a_rerun_give_the_validation_accuracy_per_epoch_under_one_na
     assert explained["val_acc_history"] == rerun["val_acc_history"]
 
 
+def test_a_trial_added_through_optunas_api_is_retrained_from_its_stage_with_its_parameters(run_cli):
+    # search best chose a trial told with study.add_trial and said `keep it: search train --from-trial
+    # digits/coarse:2`, which refused it in one line: "the trial has no stored config: state COMPLETE; ..."
+    assert run_cli("coarse", "--trials", "2", "--epochs", "2", "--train-size", "200", "--jobs", "1").exit_code == 0
+    study = cwd_study("digits/coarse")
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, value=0.99,
+                                              distributions={"lr": study.trials[0].distributions["lr"]}))
+    keep = run_cli("best").stdout.splitlines()[-1]
+    assert keep == "keep it: search train --from-trial digits/coarse:2 --save model.npz"
+
+    added = run_cli("train", "--from-trial", "digits/coarse:2", "--json")
+
+    assert added.exit_code == 0, added.output
+    assert " ".join(added.stderr.split()).startswith(
+        "digits/coarse:2 was not trained by this service (added through Optuna's API): trained with its stage's "
+        "settings and its parameters; reg, which it does not give, at the stage's setting")
+    assert json.loads(added.stdout)["trial_value"] == 0.99
+    one_line_error(run_cli("explain", "digits/coarse:2"),  # it said "it never finished training"
+                   "error: trial digits/coarse:2 has no diagnosis (state COMPLETE; it was not trained by this service "
+                   "(added through Optuna's API): search train --from-trial digits/coarse:2 trains it)")
+    # the run is the one a worker gives a trial of that number: trial 1 told without its config retrains to its value
+    trial = study.trials[1]
+    with sqlite3.connect("search.db") as db:
+        db.execute("DELETE FROM trial_system_attributes WHERE key = 'config' AND trial_id = ?", (trial._trial_id,))
+    rerun = json.loads(run_cli("train", "--from-trial", "digits/coarse:1", "--json").stdout)
+    assert (rerun["val_acc"], rerun["final_loss"]) == (trial.value, trial.user_attrs["final_loss"])
+    unknown = run_cli("coarse", "--campaign", "other", "--trials", "1", "--epochs", "1", "--train-size", "200",
+                      "--jobs", "1")
+    assert unknown.exit_code == 0
+    other = cwd_study("other/coarse")
+    other.add_trial(optuna.trial.create_trial(params={"width": 3}, value=0.5,
+                                              distributions={"width": optuna.distributions.IntDistribution(1, 9)}))
+    one_line_error(run_cli("train", "--from-trial", "other/coarse:1"),
+                   "--from-trial other/coarse:1: the trial was not trained by this service (no stored config) and its "
+                   "parameter 'width' is no run option")
+    # a dimension with no effect at its parameters (momentum with adam) is not one it leaves out
+    assert run_cli("coarse", "--campaign", "cond", "--space", "optimizer=adam,momentum", "--space",
+                   "momentum=0.5:0.99", "--trials", "1", "--epochs", "1", "--train-size", "200").exit_code == 0
+    cond = cwd_study("cond/coarse")
+    cond.add_trial(optuna.trial.create_trial(params={"optimizer": "adam"}, value=0.5, distributions={
+        "optimizer": optuna.distributions.CategoricalDistribution(["adam", "momentum"])}))
+    adam = run_cli("train", "--from-trial", "cond/coarse:1", "--json")
+    assert adam.exit_code == 0 and " ".join(adam.stderr.split()).endswith(
+        "trained with its stage's settings and its parameters")
+
+
 def test_explain_plot_draws_the_stored_loss_curve_over_the_iterations_the_trial_ran(run_cli, monkeypatch):
     # a trial of 240 iterations stores 200 loss points: its plot once ended at "iteration" 200, and had no title
     from studies import plots

@@ -733,7 +733,8 @@ def test_a_trial_whose_attributes_other_code_wrote_with_other_types_ends_in_no_t
     assert again.exit_code == 0, again.output
     assert "digits/coarse: 3 complete, 0 pruned of 2" in again.stdout
     one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
-                   "trial digits/coarse:2 has no diagnosis (state COMPLETE; it never finished training)")
+                   "trial digits/coarse:2 has no diagnosis (state COMPLETE; it was not trained by this service (added "
+                   f"through Optuna's API): search train --from-trial digits/coarse:2 --storage {url} trains it)")
     fine = run_cli("fine", "--promote", "0", "--trials", "2", "--storage", url)
     assert fine.exit_code == 0, fine.output
     assert len(optuna.load_study(study_name="digits/fine-1", storage=url).trials) == 2

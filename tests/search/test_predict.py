@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -470,6 +471,14 @@ def test_an_output_never_overwrites_an_input(run_cli, wine_csv, tmp_path):
                    "error: --out ./wine.csv is the --data file; write to another file")
     one_line_error(run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--out", "model.npz"),
                    "error: --out model.npz is the --model file; write to another file")
+    # new samples scored into the table the model was trained on, which replaced it by 178 rows of predictions
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "wine.csv").write_bytes(data)
+    one_line_error(run_cli("predict", "--model", "model.npz", "--data", "new/wine.csv", "--out", "wine.csv"),
+                   "error: --out wine.csv is the --model's training data file; write to another file")
+    assert run_cli("predict", "--model", "model.npz", "--data", "wine.csv", "--out", "new/wine.csv").exit_code == 0
+    assert (tmp_path / "new" / "wine.csv").read_text().startswith("row,prediction,label,p_barbera,")
+    shutil.rmtree(tmp_path / "new")
     one_line_error(run_cli("train", "--data", "wine.csv", "--label-column", "cultivar", "--save", "wine.csv"),
                    "error: Invalid value for '--save': 'wine.csv': a model is written as a .npz file")
     np.savez(tmp_path / "arrays.npz", X=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 2)
