@@ -43,7 +43,10 @@ Definitions used throughout:
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import datetime as dt
+import errno
 import hashlib
 import html
 import json
@@ -54,6 +57,7 @@ import secrets
 import shlex
 import stat
 import string
+import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1637,24 +1641,92 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes], phone: dict[s
     return "\n".join(parts)
 
 
-def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
-    """Write each (file name, bytes) into folder ``out``, all or none: every one first to a temporary file beside it,
-    then each ``os.replace``d over its name, so a disk that fills up leaves the folder as it was, never a new
-    report.md beside an old report.html; a symlink there is replaced, never followed; a file replaced keeps its
-    permissions. OutputError naming the file."""
+def _write_file(path: Path, data: bytes, like: Path) -> None:
+    """Write ``data`` into a new file ``path`` (O_EXCL: never an existing file or link; mode 0666 minus the umask, as
+    open() gives), with the permissions of ``like`` where that is a file: a private (0600) report stays private."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        if like.is_file() and not like.is_symlink():
+            os.fchmod(fd, stat.S_IMODE(like.stat().st_mode) & 0o777)
+        handle.write(data)
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # renameat2's flags (linux/fs.h)
+
+
+def _rename2(src: Path, dst: Path, flags: int) -> None:
+    """Linux's renameat2: ``_RENAME_EXCHANGE`` swaps two paths in one step, ``_RENAME_NOREPLACE`` refuses an
+    existing ``dst``; OSError, ENOSYS where the C library has no renameat2."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    at_cwd = -100  # AT_FDCWD: paths taken as given
+    if function(at_cwd, os.fsencode(src), at_cwd, os.fsencode(dst), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(src))
+
+
+def _swapped_in(out: Path, files: Sequence[tuple[str, bytes]], earlier: Collection[str]) -> bool:
+    """Write ``files`` into a new hidden folder beside ``out``, then swap the two folders in one step, so that a
+    reader, a failure or a kill at any point sees either the whole old report or the whole new one; the old one's
+    files are then deleted with its folder. False, nothing written, where the folders cannot be swapped: ``out``
+    holds anything but the old report's files (the user's files are never moved), is the current folder or holds
+    it, is another user's or read-only, its parent cannot be written, or the system cannot swap (not Linux, a
+    mount point). OutputError naming a file that cannot be written: ``out`` is then as it was."""
+    real = Path(os.path.realpath(out))  # a link to the folder stays one, to the new folder
+    own = {filename for filename, _ in files} | set(earlier)
+    try:
+        here = os.path.realpath(os.getcwd()) + os.sep
+        with os.scandir(real) as entries:
+            others = [e.name for e in entries if e.name not in own or e.is_dir(follow_symlinks=False)]
+        mode = real.stat()
+        if others or mode.st_uid != os.geteuid() or not os.access(real, os.W_OK | os.X_OK) \
+                or here.startswith(str(real).rstrip(os.sep) + os.sep):
+            return False
+        folder = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent))
+    except OSError:
+        return False
+    try:
+        with contextlib.suppress(OSError):  # its group, where the owner may give it (chown clears the setgid bit)
+            os.chown(folder, -1, mode.st_gid)
+        for filename, data in files:
+            try:
+                _write_file(folder / filename, data, real / filename)
+            except OSError as exc:
+                raise OutputError(f"--out {str(out)!r}: cannot write {filename}: {exc.strerror or exc}; no file "
+                                  "there was replaced") from None
+        try:
+            os.chmod(folder, stat.S_IMODE(mode.st_mode))
+            _rename2(folder, real, _RENAME_EXCHANGE)
+        except OSError:
+            return False
+    finally:  # the new report's files (not swapped) or the old one's (swapped), and the folder, are deleted
+        for name in os.listdir(folder):
+            with contextlib.suppress(OSError):
+                if name in own:
+                    (folder / name).unlink()
+                else:  # a file written into the old folder as it was swapped: put back
+                    _rename2(folder / name, real / name, _RENAME_NOREPLACE)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return True
+
+
+def _write_files(out: Path, files: Sequence[tuple[str, bytes]], earlier: Collection[str] = ()) -> None:
+    """Write each (file name, bytes) into folder ``out`` and delete the ``earlier`` report's files there that are
+    not among them, all or none: the folders swapped in one step (``_swapped_in``), else (a folder the user keeps
+    other files in...) every file first written to a temporary file beside it, then each ``os.replace``d over its
+    name, so a disk that fills up leaves the folder as it was (a kill between two replacements would mix them). A
+    symlink there is replaced, never followed; a file replaced keeps its permissions. OutputError naming the
+    file."""
+    if _swapped_in(out, files, earlier):
+        return
     tmps: list[Path] = []
     replaced = 0
     try:
         for filename, data in files:
-            tmp = out / f".{filename}.{secrets.token_hex(6)}.tmp"
-            # O_EXCL on a fresh random name: never an existing file or link; mode 0666 minus the umask, as open() gives
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-            tmps.append(tmp)
-            with os.fdopen(fd, "wb") as handle:
-                old = out / filename
-                if old.is_file() and not old.is_symlink():  # a private (0600) file stays private
-                    os.fchmod(fd, stat.S_IMODE(old.stat().st_mode) & 0o777)
-                handle.write(data)
+            tmps.append(out / f".{filename}.{secrets.token_hex(6)}.tmp")  # a fresh random name
+            _write_file(tmps[-1], data, out / filename)
         for tmp, (filename, _) in zip(tmps, files):
             os.replace(tmp, out / filename)
             replaced += 1
@@ -1664,6 +1736,8 @@ def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
     finally:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
+    for filename in set(earlier) - {filename for filename, _ in files}:  # none left to read as this report's
+        (out / filename).unlink(missing_ok=True)
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
@@ -1677,10 +1751,7 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     page = render_html(summary, report.images, report.phone)
     files["report.html"] = ("report.html", page.encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
-    earlier = _earlier_plots(out)
-    _write_files(out, list(files.values()))
-    for filename in earlier - {filename for filename, _ in files.values()}:  # none left to read as this report's
-        (out / filename).unlink(missing_ok=True)
+    _write_files(out, list(files.values()), _earlier_plots(out))
     return {key: out / filename for key, (filename, _) in files.items()}
 
 

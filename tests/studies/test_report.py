@@ -8,9 +8,11 @@ import json
 import multiprocessing
 import os
 import re
+import stat
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 
 import matplotlib.colors
 import matplotlib.markers
@@ -441,6 +443,123 @@ def test_unwritable_out_folder_is_a_study_error(demo, tmp_path):
     blocker.write_text("x")
     with pytest.raises(StudyError, match="--out"):
         write_report(report, blocker / "sub")
+
+
+def _files(folder):
+    return {p.name: None if p.is_dir() else p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def old_and_new(demo, campaign_db, tmp_path_factory):
+    """The demo report with its plots (old) and without (new), and their files as written into a folder each."""
+    old, _, _ = demo
+    new = campaign_report(campaign_db[0], "demo", images=False)
+    folder = tmp_path_factory.mktemp("old-and-new")
+    write_report(old, folder / "old")
+    write_report(new, folder / "new")
+    return old, new, _files(folder / "old"), _files(folder / "new")
+
+
+def test_a_report_stopped_at_any_step_of_its_writing_leaves_the_old_one_or_the_new_one_whole(old_and_new, tmp_path,
+                                                                                              monkeypatch):
+    # each file was os.replace'd over its name in turn: a kill after the first left the new summary.json beside the
+    # old report.md, report.html and plots
+    old, new, old_files, new_files = old_and_new
+    assert set(old_files) != set(new_files)
+    calls = {"left": 0}
+
+    def stopping(function):
+        def call(*args, **kwargs):
+            calls["left"] -= 1
+            if calls["left"] < 0:
+                raise KeyboardInterrupt  # as a kill would stop it, but its cleanup still runs
+            return function(*args, **kwargs)
+        return call
+
+    for step in range(100):
+        out = tmp_path / f"out{step}"
+        write_report(old, out)
+        calls["left"] = step
+        with monkeypatch.context() as patched:
+            for name in ("open", "replace", "rename", "unlink", "rmdir", "chmod", "fchmod", "write"):
+                patched.setattr(os, name, stopping(getattr(os, name)))
+            try:
+                write_report(new, out)
+                stopped = False
+            except KeyboardInterrupt:
+                stopped = True
+        assert _files(out) in (old_files, new_files), step
+        if not stopped:
+            break
+    assert not stopped and _files(out) == new_files and step > 5
+
+
+def test_a_plot_that_cannot_be_written_leaves_the_old_report_whole_and_no_temporary_folder(old_and_new, tmp_path,
+                                                                                        monkeypatch):
+    import errno
+
+    from studies import report as module
+
+    old, _, old_files, _ = old_and_new
+    out = tmp_path / "out"
+    write_report(old, out)
+    write_file = module._write_file
+    plots_written = []
+
+    def full_disk_at_the_second_plot(path, data, like):
+        if path.name.endswith(".png"):
+            plots_written.append(path.name)
+            if len(plots_written) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        write_file(path, data, like)
+
+    monkeypatch.setattr(module, "_write_file", full_disk_at_the_second_plot)
+    with pytest.raises(StudyError) as info:
+        write_report(old, out)
+    assert str(info.value) == (f"--out {str(out)!r}: cannot write {plots_written[1]}: No space left on device; no "
+                               "file there was replaced")
+    assert _files(out) == old_files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_report_swapped_in_keeps_its_folders_and_files_permissions_and_a_link_to_its_folder(old_and_new, tmp_path):
+    old, new, _, new_files = old_and_new
+    folder, link = tmp_path / "real", tmp_path / "link"
+    write_report(old, folder)
+    for path in folder.iterdir():
+        path.chmod(0o600)
+    folder.chmod(0o750)
+    link.symlink_to(folder)
+    before = folder.stat().st_ino
+    write_report(new, link)
+    assert link.is_symlink() and _files(link) == new_files
+    assert folder.stat().st_ino != before  # a new folder, swapped in
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {name: 0o600 for name in new_files}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_a_report_folder_with_the_users_files_or_the_current_one_is_written_in_place(old_and_new, tmp_path,
+                                                                                     monkeypatch):
+    # the user's files are never moved (a database in use there, an editor's open file); the current folder is
+    # never swapped away from under the command
+    old, new, _, new_files = old_and_new
+    out = tmp_path / "out"
+    write_report(old, out)
+    (out / "notes.txt").write_text("mine\n")
+    (out / "data").mkdir()
+    (out / "data" / "x.csv").write_text("1\n")
+    inodes = {p.name: p.stat().st_ino for p in (out, out / "notes.txt", out / "data")}
+    write_report(new, out)
+    assert _files(out / "data") == {"x.csv": b"1\n"}
+    assert _files(out) == {**new_files, "notes.txt": b"mine\n", "data": None}
+    assert {p.name: p.stat().st_ino for p in (out, out / "notes.txt", out / "data")} == inodes
+
+    here = tmp_path / "here"
+    write_report(old, here)
+    monkeypatch.chdir(here)
+    write_report(new, ".")
+    assert _files(Path(".")) == new_files and Path.cwd().stat().st_ino == here.stat().st_ino
 
 
 def test_repeat_numbers_count_wins_ties_and_losses(campaign_db):
