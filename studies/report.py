@@ -972,8 +972,9 @@ def _grid_comparison(storage: optuna.storages.BaseStorage, campaign: str, frame:
         })
     if not pairs:
         where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
-        comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
+        command = _code(f"search grid --campaign {shlex.quote(campaign)}{where}")
+        comparison["hint"] = (f"this campaign has no grid stage; add one at the coarse stage's budget with {command} "
+                              "and run the report again")
     repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
@@ -1407,11 +1408,11 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
     # one run has no spread: its std of 0 would read as a value known exactly
     spread = f" ± {_acc(chosen['std'])} (mean ± std over {runs} runs" if runs != 1 else " (1 run"
     first_run = f"{chosen['study']}:{min(chosen['trials'])}"  # the chosen configuration's first run in its stage
-    return (f"{params_text(chosen['params']) or '-'}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}"
-            f"{pruned}; trials "
-            f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
+    return (f"{_as_text(params_text(chosen['params'])) or '-'}: validation accuracy {_acc(chosen['value'])}{spread}"
+            f"{epochs}{pruned}; trials "
+            f"{', '.join(f'#{n}' for n in chosen['trials'])} of {_as_text(chosen['study'])}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
-            + f" Keep it as a model for `search predict`: `{keep_command(first_run, storage)}`.")
+            + f" Keep it as a model for `search predict`: {_code(keep_command(first_run, storage))}.")
 
 
 def _chain_text(summary: dict[str, Any]) -> str:
@@ -1456,10 +1457,29 @@ def _inline_code(text: str) -> str:
     """HTML of a plain text: escaped, and each `inline code` span as <code> (report.md keeps the backticks), its words
     each kept whole: a browser breaks a line after a hyphen, and on a phone `--save` read "-" and, below, "-save"."""
     def code(match: re.Match) -> str:
-        words = match.group(1).split(" ")
+        if match.group(1) is None:
+            return "`"  # an escaped one (``_as_text``)
+        inside = match.group(2)
+        if inside.startswith(" ") and inside.endswith(" ") and inside.strip(" "):  # the spaces of `` a`b ``
+            inside = inside[1:-1]
         return "<code>" + " ".join(f"<span class='nw'>{w}</span>" if len(w) <= CODE_WORD_KEPT else w
-                                   for w in words) + "</code>"
-    return re.sub(r"`([^`\n]+)`", code, html.escape(text))
+                                   for w in inside.split(" ")) + "</code>"
+    # a run of backticks opens a span that the next run of as many closes, as CommonMark reads one
+    return re.sub(r"\\`|(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)", code, html.escape(text))
+
+
+def _as_text(text: str) -> str:
+    """``text`` (a name) with each backtick escaped: beside a code span that names it too, a backtick of its own
+    would open a span that one in the code closes."""
+    return text.replace("`", "\\`")
+
+
+def _code(text: str) -> str:
+    """``text`` as one Markdown code span: between single backticks, or, where it holds a backtick (a campaign named
+    a`b), between one more backtick than its longest run of them, and spaces, which a CommonMark viewer drops."""
+    longest = max((len(run) for run in _CODE_RUN.findall(text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest else f"{fence}{text}{fence}"
 
 
 def _data_text(data: dict[str, Any] | None) -> str | None:

@@ -407,7 +407,7 @@ def test_the_storage_a_report_tells_to_paste_is_the_url_as_given(pg_database):
     finally:
         storage.engine.dispose()
     assert report.summary["grid_vs_random"]["hint"] == (
-        f"campaign 'nogrid' has no grid stage; add one at the coarse stage's budget with `search grid --campaign "
+        f"this campaign has no grid stage; add one at the coarse stage's budget with `search grid --campaign "
         f"nogrid --storage {given}` and run the report again")
     assert report.summary["storage"] == given
 
@@ -960,6 +960,35 @@ def test_the_final_stage_s_best_params_are_the_chosen_configuration_not_its_luck
     assert report.summary["storage"] == url
     page = re.sub(r"<[^>]+>", " ", written["report.html"].read_text())
     assert "final lr=1e-06:1 reg=1e-06:10 best mean of #1, #3, #5 lr=0.01 reg=0.0001" in " ".join(page.split())
+
+
+def test_a_command_for_a_campaign_named_with_a_backtick_is_one_code_span_in_markdown_and_html(tmp_path):
+    # `search grid --campaign 'p`ick'`: the name's backtick closed the span, and the rest of the command read as text
+    from markdown_it import MarkdownIt
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    rng = np.random.default_rng(0)
+    add_stage(url, "p`ick", "coarse", COARSE_SPACE, trial_specs(rng, COARSE_SPACE, 4, iterations=100), 2, "random",
+              None)
+    final = trial_specs(rng, COARSE_SPACE, 2, iterations=100, points=[(0.01, 1e-4)] * 2)
+    add_stage(url, "p`ick", "final", COARSE_SPACE, final, 2, "fixed", "p`ick/coarse")
+    written = write_report(campaign_report(open_storage(url, create=False), "p`ick", images=False), tmp_path / "out")
+    md = written["report.md"].read_text().split("\n")
+    grid = f"search grid --campaign 'p`ick' --storage {url}"
+    keep = f"search train --from-trial 'p`ick/final:0' --storage {url} --save model.npz"
+    assert (f"this campaign has no grid stage; add one at the coarse stage's budget with `` {grid} `` and run the "
+            "report again") in md
+    chosen = next(line for line in md if line.startswith("lr=0.01 reg=0.0001: validation accuracy"))
+    assert chosen.endswith(f"; trials #0, #1 of p\\`ick/final), the best mean of the 1 configurations re-run in stage "
+                           f"final. Its retrains are not stored in the database: `search auto` prints them when it "
+                           f"retrains the choice. Keep it as a model for `search predict`: `` {keep} ``.")
+    rendered = MarkdownIt("commonmark").render("\n".join(md))
+    codes = re.findall(r"<code>(.*?)</code>", rendered)
+    assert html.escape(grid, quote=False) in codes and html.escape(keep, quote=False) in codes
+    assert "of p`ick/final), the best mean" in rendered
+    page = _unspanned(written["report.html"].read_text())
+    assert f"<code>{html.escape(grid)}</code>" in page and f"<code>{html.escape(keep)}</code>" in page
+    assert "of p`ick/final), the best mean" in page
 
 
 def test_the_stored_retrains_of_the_chosen_configuration_are_reported_and_others_are_not(tmp_path):
