@@ -1458,20 +1458,20 @@ def _inline_code(text: str) -> str:
     each kept whole: a browser breaks a line after a hyphen, and on a phone `--save` read "-" and, below, "-save"."""
     def code(match: re.Match) -> str:
         if match.group(1) is None:
-            return "`"  # an escaped one (``_as_text``)
+            return match.group()[1]  # an escaped backtick or backslash (``_as_text``)
         inside = match.group(2)
         if inside.startswith(" ") and inside.endswith(" ") and inside.strip(" "):  # the spaces of `` a`b ``
             inside = inside[1:-1]
         return "<code>" + " ".join(f"<span class='nw'>{w}</span>" if len(w) <= CODE_WORD_KEPT else w
                                    for w in inside.split(" ")) + "</code>"
     # a run of backticks opens a span that the next run of as many closes, as CommonMark reads one
-    return re.sub(r"\\`|(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)", code, html.escape(text))
+    return re.sub(r"\\[\\`]|(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)", code, html.escape(text))
 
 
 def _as_text(text: str) -> str:
-    """``text`` (a name) with each backtick escaped: beside a code span that names it too, a backtick of its own
-    would open a span that one in the code closes."""
-    return text.replace("`", "\\`")
+    """``text`` (a name) with each backtick and backslash escaped: beside a code span that names it too, a backtick
+    of its own (or one after a backslash) would open a span that one in the code closes."""
+    return re.sub(r"([\\`])", r"\\\1", text)
 
 
 def _code(text: str) -> str:

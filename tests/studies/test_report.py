@@ -989,6 +989,15 @@ def test_a_command_for_a_campaign_named_with_a_backtick_is_one_code_span_in_mark
     page = _unspanned(written["report.html"].read_text())
     assert f"<code>{html.escape(grid)}</code>" in page and f"<code>{html.escape(keep)}</code>" in page
     assert "of p`ick/final), the best mean" in page
+    # a backslash before the backtick: escaped too, else "\\`" (an escaped backslash) left the backtick to open a span
+    from studies.report import _as_text, _code, _inline_code, _no_html
+
+    name = "a\\`b"
+    line = f"of {_as_text(name)}: {_code('search train --from-trial ' + name)}"
+    assert line == "of a\\\\\\`b: `` search train --from-trial a\\`b ``"
+    assert MarkdownIt("commonmark").render(_no_html(line)) == (
+        "<p>of a\\`b: <code>search train --from-trial a\\`b</code></p>\n")
+    assert _unspanned(_inline_code(line)) == "of a\\`b: <code>search train --from-trial a\\`b</code>"
 
 
 def test_the_stored_retrains_of_the_chosen_configuration_are_reported_and_others_are_not(tmp_path):
