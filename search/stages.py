@@ -47,7 +47,7 @@ from studies import optuna_rdb
 from studies.queries import check_stored_space, known_studies_message, split_samples
 from studies.records import diagnosis_labels, trial_record
 from studies.budget import initialise_study, requeue_and_count, requeue_failed_trials, unretried_failures
-from studies.store import describe_storage_error
+from studies.store import describe_storage_error, storage_problem
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # heartbeats and stale-trial failing are "experimental" in Optuna; they are the documented way to do this
@@ -613,6 +613,7 @@ class StorageOutage:
 
     def __init__(self) -> None:
         self.since: float | None = None  # time.monotonic() of the first failure of this outage
+        self.kind = "failing"  # what its first failure was (storage_problem): unreachable, locked, disk full
         self.say: Callable[[str], None] | None = _say_on_stderr
         self.lock = threading.Lock()  # the worker loop and the --jobs watcher's thread both report
 
@@ -620,14 +621,15 @@ class StorageOutage:
         with self.lock:
             if self.since is None:
                 self.since = time.monotonic()
-                self._say(f"database unreachable, retrying for up to {storage_retry_seconds():g} s: "
-                          f"{describe_storage_error(exc)}")
+                self.kind, sentence = storage_problem(exc, retrying=True)
+                self._say(f"database {self.kind}, retrying for up to {storage_retry_seconds():g} s: {sentence}")
 
     def working(self) -> None:
         with self.lock:
             if self.since is not None:
                 seconds, self.since = time.monotonic() - self.since, None
-                self._say(f"database reachable again after {seconds:.0f} s")
+                again = "reachable again" if self.kind == "unreachable" else "working again"
+                self._say(f"database {again} after {seconds:.0f} s")
 
     def _say(self, line: str) -> None:
         if self.say is not None:

@@ -43,7 +43,10 @@ Definitions used throughout:
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import datetime as dt
+import errno
 import hashlib
 import html
 import json
@@ -54,6 +57,7 @@ import secrets
 import shlex
 import stat
 import string
+import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -971,8 +975,9 @@ def _grid_comparison(storage: optuna.storages.BaseStorage, campaign: str, frame:
         })
     if not pairs:
         where = f" --storage {shlex.quote(pasted)}" if (pasted := _pasted_storage(storage)) else ""
-        comparison["hint"] = (f"campaign {campaign!r} has no grid stage; add one at the coarse stage's budget with "
-                              f"`search grid --campaign {shlex.quote(campaign)}{where}` and run the report again")
+        command = _code(f"search grid --campaign {shlex.quote(campaign)}{where}")
+        comparison["hint"] = (f"this campaign has no grid stage; add one at the coarse stage's budget with {command} "
+                              "and run the report again")
     repeats = repeat_numbers(frame, pairs) if len(pairs) >= 2 else None
     if repeats is not None:
         comparison["repeats"] = {k: v for k, v in repeats.items() if not k.endswith("_curves")}
@@ -1406,11 +1411,11 @@ def _chosen_text(chosen: dict[str, Any], storage: str | None = None) -> str:
     # one run has no spread: its std of 0 would read as a value known exactly
     spread = f" ± {_acc(chosen['std'])} (mean ± std over {runs} runs" if runs != 1 else " (1 run"
     first_run = f"{chosen['study']}:{min(chosen['trials'])}"  # the chosen configuration's first run in its stage
-    return (f"{params_text(chosen['params']) or '-'}: validation accuracy {_acc(chosen['value'])}{spread}{epochs}"
-            f"{pruned}; trials "
-            f"{', '.join(f'#{n}' for n in chosen['trials'])} of {chosen['study']}), the best mean of the "
+    return (f"{_as_text(params_text(chosen['params'])) or '-'}: validation accuracy {_acc(chosen['value'])}{spread}"
+            f"{epochs}{pruned}; trials "
+            f"{', '.join(f'#{n}' for n in chosen['trials'])} of {_as_text(chosen['study'])}), the best mean of the "
             f"{others + 1} configurations re-run in stage {chosen['stage']}. " + _retrained_text(chosen)
-            + f" Keep it as a model for `search predict`: `{keep_command(first_run, storage)}`.")
+            + f" Keep it as a model for `search predict`: {_code(keep_command(first_run, storage))}.")
 
 
 def _chain_text(summary: dict[str, Any]) -> str:
@@ -1457,10 +1462,29 @@ def _inline_code(text: str) -> str:
     """HTML of a plain text: escaped, and each `inline code` span as <code> (report.md keeps the backticks), its words
     each kept whole: a browser breaks a line after a hyphen, and on a phone `--save` read "-" and, below, "-save"."""
     def code(match: re.Match) -> str:
-        words = match.group(1).split(" ")
+        if match.group(1) is None:
+            return match.group()[1]  # an escaped backtick or backslash (``_as_text``)
+        inside = match.group(2)
+        if inside.startswith(" ") and inside.endswith(" ") and inside.strip(" "):  # the spaces of `` a`b ``
+            inside = inside[1:-1]
         return "<code>" + " ".join(f"<span class='nw'>{w}</span>" if len(w) <= CODE_WORD_KEPT else w
-                                   for w in words) + "</code>"
-    return re.sub(r"`([^`\n]+)`", code, html.escape(text))
+                                   for w in inside.split(" ")) + "</code>"
+    # a run of backticks opens a span that the next run of as many closes, as CommonMark reads one
+    return re.sub(r"\\[\\`]|(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)", code, html.escape(text))
+
+
+def _as_text(text: str) -> str:
+    """``text`` (a name) with each backtick and backslash escaped: beside a code span that names it too, a backtick
+    of its own (or one after a backslash) would open a span that one in the code closes."""
+    return re.sub(r"([\\`])", r"\\\1", text)
+
+
+def _code(text: str) -> str:
+    """``text`` as one Markdown code span: between single backticks, or, where it holds a backtick (a campaign named
+    a`b), between one more backtick than its longest run of them, and spaces, which a CommonMark viewer drops."""
+    longest = max((len(run) for run in _CODE_RUN.findall(text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest else f"{fence}{text}{fence}"
 
 
 def _data_text(data: dict[str, Any] | None) -> str | None:
@@ -1642,24 +1666,92 @@ def render_html(summary: dict[str, Any], images: dict[str, bytes], phone: dict[s
     return "\n".join(parts)
 
 
-def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
-    """Write each (file name, bytes) into folder ``out``, all or none: every one first to a temporary file beside it,
-    then each ``os.replace``d over its name, so a disk that fills up leaves the folder as it was, never a new
-    report.md beside an old report.html; a symlink there is replaced, never followed; a file replaced keeps its
-    permissions. OutputError naming the file."""
+def _write_file(path: Path, data: bytes, like: Path) -> None:
+    """Write ``data`` into a new file ``path`` (O_EXCL: never an existing file or link; mode 0666 minus the umask, as
+    open() gives), with the permissions of ``like`` where that is a file: a private (0600) report stays private."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        if like.is_file() and not like.is_symlink():
+            os.fchmod(fd, stat.S_IMODE(like.stat().st_mode) & 0o777)
+        handle.write(data)
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # renameat2's flags (linux/fs.h)
+
+
+def _rename2(src: Path, dst: Path, flags: int) -> None:
+    """Linux's renameat2: ``_RENAME_EXCHANGE`` swaps two paths in one step, ``_RENAME_NOREPLACE`` refuses an
+    existing ``dst``; OSError, ENOSYS where the C library has no renameat2."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if function is None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    at_cwd = -100  # AT_FDCWD: paths taken as given
+    if function(at_cwd, os.fsencode(src), at_cwd, os.fsencode(dst), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(src))
+
+
+def _swapped_in(out: Path, files: Sequence[tuple[str, bytes]], earlier: Collection[str]) -> bool:
+    """Write ``files`` into a new hidden folder beside ``out``, then swap the two folders in one step, so that a
+    reader, a failure or a kill at any point sees either the whole old report or the whole new one; the old one's
+    files are then deleted with its folder. False, nothing written, where the folders cannot be swapped: ``out``
+    holds anything but the old report's files (the user's files are never moved), is the current folder or holds
+    it, is another user's or read-only, its parent cannot be written, or the system cannot swap (not Linux, a
+    mount point). OutputError naming a file that cannot be written: ``out`` is then as it was."""
+    real = Path(os.path.realpath(out))  # a link to the folder stays one, to the new folder
+    own = {filename for filename, _ in files} | set(earlier)
+    try:
+        here = os.path.realpath(os.getcwd()) + os.sep
+        with os.scandir(real) as entries:
+            others = [e.name for e in entries if e.name not in own or e.is_dir(follow_symlinks=False)]
+        mode = real.stat()
+        if others or mode.st_uid != os.geteuid() or not os.access(real, os.W_OK | os.X_OK) \
+                or here.startswith(str(real).rstrip(os.sep) + os.sep):
+            return False
+        folder = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent))
+    except OSError:
+        return False
+    try:
+        with contextlib.suppress(OSError):  # its group, where the owner may give it (chown clears the setgid bit)
+            os.chown(folder, -1, mode.st_gid)
+        for filename, data in files:
+            try:
+                _write_file(folder / filename, data, real / filename)
+            except OSError as exc:
+                raise OutputError(f"--out {str(out)!r}: cannot write {filename}: {exc.strerror or exc}; no file "
+                                  "there was replaced") from None
+        try:
+            os.chmod(folder, stat.S_IMODE(mode.st_mode))
+            _rename2(folder, real, _RENAME_EXCHANGE)
+        except OSError:
+            return False
+    finally:  # the new report's files (not swapped) or the old one's (swapped), and the folder, are deleted
+        for name in os.listdir(folder):
+            with contextlib.suppress(OSError):
+                if name in own:
+                    (folder / name).unlink()
+                else:  # a file written into the old folder as it was swapped: put back
+                    _rename2(folder / name, real / name, _RENAME_NOREPLACE)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return True
+
+
+def _write_files(out: Path, files: Sequence[tuple[str, bytes]], earlier: Collection[str] = ()) -> None:
+    """Write each (file name, bytes) into folder ``out`` and delete the ``earlier`` report's files there that are
+    not among them, all or none: the folders swapped in one step (``_swapped_in``), else (a folder the user keeps
+    other files in...) every file first written to a temporary file beside it, then each ``os.replace``d over its
+    name, so a disk that fills up leaves the folder as it was (a kill between two replacements would mix them). A
+    symlink there is replaced, never followed; a file replaced keeps its permissions. OutputError naming the
+    file."""
+    if _swapped_in(out, files, earlier):
+        return
     tmps: list[Path] = []
     replaced = 0
     try:
         for filename, data in files:
-            tmp = out / f".{filename}.{secrets.token_hex(6)}.tmp"
-            # O_EXCL on a fresh random name: never an existing file or link; mode 0666 minus the umask, as open() gives
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-            tmps.append(tmp)
-            with os.fdopen(fd, "wb") as handle:
-                old = out / filename
-                if old.is_file() and not old.is_symlink():  # a private (0600) file stays private
-                    os.fchmod(fd, stat.S_IMODE(old.stat().st_mode) & 0o777)
-                handle.write(data)
+            tmps.append(out / f".{filename}.{secrets.token_hex(6)}.tmp")  # a fresh random name
+            _write_file(tmps[-1], data, out / filename)
         for tmp, (filename, _) in zip(tmps, files):
             os.replace(tmp, out / filename)
             replaced += 1
@@ -1669,6 +1761,8 @@ def _write_files(out: Path, files: Sequence[tuple[str, bytes]]) -> None:
     finally:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
+    for filename in set(earlier) - {filename for filename, _ in files}:  # none left to read as this report's
+        (out / filename).unlink(missing_ok=True)
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
@@ -1682,10 +1776,7 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     page = render_html(summary, report.images, report.phone)
     files["report.html"] = ("report.html", page.encode("utf-8", "surrogateescape"))
     _check_targets(out, [filename for filename, _ in files.values()])
-    earlier = _earlier_plots(out)
-    _write_files(out, list(files.values()))
-    for filename in earlier - {filename for filename, _ in files.values()}:  # none left to read as this report's
-        (out / filename).unlink(missing_ok=True)
+    _write_files(out, list(files.values()), _earlier_plots(out))
     return {key: out / filename for key, (filename, _) in files.items()}
 
 

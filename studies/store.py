@@ -868,37 +868,43 @@ def _first_line(exc: BaseException | None) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-# (fragment of a driver's message, lowercase) -> what it means, in the order they are tried
-_STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
+# (fragments of a driver's message, lowercase), what is wrong (the database ... while a write is retried: else
+# "failing"), what it means, what to do then where that is to run the command again (left out while it is retried),
+# in the order they are tried
+_STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     # SQLITE_IOERR_SHMSIZE: the WAL index (-shm) could not grow, which is a full disk in practice
-    (("disk is full", "no space left", "sqlite_ioerr_shmsize"),
-     "the disk holding the database is full: free some space and run again"),
-    (("database is locked", "database table is locked", "lock timeout"),
-     "the database is locked: another process has held its write lock too long; try again when it is done"),
+    (("disk is full", "no space left", "sqlite_ioerr_shmsize"), "disk full",
+     "the disk holding the database is full: free some space", " and run again"),
+    (("database is locked", "database table is locked", "lock timeout"), "locked",
+     "the database is locked: another process has held its write lock too long", "; try again when it is done"),
     # a hot journal: reading it needs a rollback, a write, which a read-only connection may not do
-    (("sqlite_readonly_rollback",), "a process writing it was killed mid-transaction and left a journal that only a "
-     "writing command rolls back: run the interrupted command again, then this one"),
-    (("readonly database", "read-only"), "the database is read-only: it cannot be written here"),
+    (("sqlite_readonly_rollback",), "failing", "a process writing it was killed mid-transaction and left a journal "
+     "that only a writing command rolls back: run the interrupted command again, then this one", ""),
+    (("readonly database", "read-only"), "failing", "the database is read-only: it cannot be written here", ""),
     # the server answered (libpq's text begins "connection to server ... failed" here too): name what it refused
-    (("password authentication failed", "no password supplied"),
-     "the server refused the user name or password: correct them in the storage URL"),
-    (('fatal: database "',), "the server has no database of that name: create it (createdb NAME) or correct the URL"),
-    (('fatal: role "',), "the server has no user of that name: correct the user name in the storage URL"),
+    (("password authentication failed", "no password supplied"), "failing",
+     "the server refused the user name or password: correct them in the storage URL", ""),
+    (('fatal: database "',), "failing",
+     "the server has no database of that name: create it (createdb NAME) or correct the URL", ""),
+    (('fatal: role "',), "failing", "the server has no user of that name: correct the user name in the storage URL",
+     ""),
     (("could not connect", "connection refused", "could not translate host", "no route to host",
-      "timeout expired", "connection to server"),
-     "cannot reach the database server: is it running, and are the host, port and name right?"),
+      "timeout expired", "connection to server"), "unreachable",
+     "cannot reach the database server: is it running, and are the host, port and name right?", ""),
     (("server closed the connection", "terminating connection", "connection already closed",
-      "ssl syscall error", "server conn crashed"),
-     "the database server closed the connection (stopped or restarted?): run the command again"),
-    (("unable to open database file",),
-     "cannot open the database file: check that its folder exists and may be read"),
-    (("file is not a database", "database disk image is malformed"),
-     "the file is not a SQLite database, or is damaged"),
+      "ssl syscall error", "server conn crashed"), "unreachable",
+     "the database server closed the connection (stopped or restarted?)", ": run the command again"),
+    (("unable to open database file",), "unreachable",
+     "cannot open the database file: check that its folder exists and may be read", ""),
+    (("file is not a database", "database disk image is malformed"), "failing",
+     "the file is not a SQLite database, or is damaged", ""),
 )
 
 
-def describe_storage_error(exc: BaseException | None) -> str:
-    """One plain sentence for a database failure: full disk, lock, unreachable server..., else its first line.
+def storage_problem(exc: BaseException | None, retrying: bool = False) -> tuple[str, str]:
+    """What is wrong with the database ("disk full", "locked", "unreachable", else "failing") and one plain sentence
+    saying it, else the driver's first line; ``retrying``: a write is retried, the sentence does not tell to run
+    the command again.
 
     Looks through Optuna's StorageInternalError ("invalid data in the commit, e.g. exceeding
     max length") and SQLAlchemy's wrappers to the driver's own message.
@@ -910,15 +916,21 @@ def describe_storage_error(exc: BaseException | None) -> str:
             seen.append(exc.orig)
         exc = exc.__cause__ or exc.__context__
     if not seen:
-        return "unknown storage error"
+        return "failing", "unknown storage error"
     for candidate in seen:
         # libpq writes "FATAL:  database" with two spaces; SQLite's code (sqlite_errorname) is not in its text
         text = " ".join(f"{candidate} {getattr(candidate, 'sqlite_errorname', '')}".lower().split())
-        for fragments, sentence in _STORAGE_PROBLEMS:
+        for fragments, kind, sentence, again in _STORAGE_PROBLEMS:
             if any(fragment in text for fragment in fragments):
-                return f"{sentence} ({_first_line(candidate)})"
+                return kind, f"{sentence}{'' if retrying else again} ({_first_line(candidate)})"
     drivers = [e for e in seen if not isinstance(e, (optuna.exceptions.StorageInternalError, SQLAlchemyError))]
-    return _first_line(drivers[0] if drivers else seen[-1])
+    return "failing", _first_line(drivers[0] if drivers else seen[-1])
+
+
+def describe_storage_error(exc: BaseException | None) -> str:
+    """One plain sentence for a database failure: full disk, lock, unreachable server..., else its first line
+    (``storage_problem``)."""
+    return storage_problem(exc)[1]
 
 
 def readonly_engine(url: str, wait: float | None = None) -> sqlalchemy.engine.Engine:

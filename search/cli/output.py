@@ -73,6 +73,20 @@ def save_plot(fig: Any, path: str) -> None:
     write_replacing(path, lambda f: plots.save(fig, f, suffix=os.path.splitext(path)[1]))
 
 
+# a cell a spreadsheet runs as a formula (OWASP's CSV injection): one that begins with one of these, unless a number
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_safe(cell: Any) -> Any:
+    """``cell`` as OWASP advises writing it into a CSV a spreadsheet may open: a text that begins with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return, and is no number (-0.5 stays as it is), prefixed with a single quote,
+    which the spreadsheet shows as text instead of running it; any other cell as it is."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def fmt(x: float | None) -> str:
     """An accuracy to 4 decimals; ``-`` for none, or one not finite."""
     return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"

@@ -20,7 +20,7 @@ from search.cli.options import (
     WritablePath, check_not_input, choice, explode_option, json_option, nonneg_float, positive_float,
     run_config_options, seed_option, storage_file, storage_option,
 )
-from search.cli.output import echo, echo_json, echo_json_items, save_plot, say
+from search.cli.output import csv_safe, echo, echo_json, echo_json_items, save_plot, say
 from search.config import MAX_DEPTH, RunConfig
 from search.errors import SearchError
 from search.text import visible, visible_line
@@ -623,10 +623,15 @@ OTHER_FORMATS = frozenset({".json", ".jsonl", ".npz", ".npy", ".parquet", ".xlsx
               help="A .csv/.tsv column that names each sample (an id), copied into every row of the predictions.")
 @click.option("--out", type=WritablePath(), default=None, metavar="FILE.csv",
               help="Write the predictions here instead of stdout (tab-separated for a .tsv file; - is stdout).")
+@click.option("--csv-safe", "safe_cells", is_flag=True,
+              help="Write each text cell of the CSV (a class, label, id, file or column name) that begins with =, "
+                   "+, -, @, a tab or a carriage return, and is no number, after a single quote ('=1+2), as OWASP "
+                   "advises: a spreadsheet opening the file shows it as text instead of running it as a formula.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON on stdout: the samples, the accuracy and, without --out, the rows under the CSV's "
                    "column names (probabilities as numbers).")
-def predict(model_file: str, data_path: str, id_column: str | None, out: str | None, as_json: bool) -> None:
+def predict(model_file: str, data_path: str, id_column: str | None, out: str | None, safe_cells: bool,
+            as_json: bool) -> None:
     """Score samples with a saved model: one CSV row each, in file order, with the predicted class (and, for a
     softmax model, each class's probability); the accuracy when the data has labels.
 
@@ -714,7 +719,8 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
         # each line's cells are written with a "\r\n" terminator, cut off, then "\n": csv quotes a cell holding "\r"
         # or "\n" only when its line terminator holds it (an id cell of two lines split its row in two)
         line = io.StringIO()
-        cells = csv.writer(line, delimiter=separator, lineterminator="\r\n")
+        writer = csv.writer(line, delimiter=separator, lineterminator="\r\n")
+        cells = _SafeCells(writer) if safe_cells else writer
 
         def text(row: list[Any]) -> str:
             line.seek(0)
@@ -798,6 +804,16 @@ def predict(model_file: str, data_path: str, id_column: str | None, out: str | N
     say(line + (f"; wrote {out}" if out else ""), err=True)
     for class_line in class_lines:  # accuracy alone hides a rare class never predicted
         echo(class_line, err=True)
+
+
+class _SafeCells:
+    """A csv writer's rows with each text cell ``csv_safe`` (search predict --csv-safe)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def writerow(self, row: list[Any]) -> None:
+        self.writer.writerow([csv_safe(cell) for cell in row])
 
 
 class _Shown:

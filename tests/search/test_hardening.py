@@ -129,9 +129,9 @@ def test_a_failing_database_is_said_once_as_its_retries_start_and_once_as_it_wor
     _run(url, 3)
     assert failures["left"] == 0
     said = capsys.readouterr().err.splitlines()
-    assert said[0] == ("database unreachable, retrying for up to 30 s: the disk holding the database is full: free "
-                       "some space and run again (database or disk is full)")
-    assert said[1] in ("database reachable again after 0 s", "database reachable again after 1 s")  # 0.7 s of waits
+    assert said[0] == ("database disk full, retrying for up to 30 s: the disk holding the database is full: free "
+                       "some space (database or disk is full)")
+    assert said[1] in ("database working again after 0 s", "database working again after 1 s")  # 0.7 s of waits
     assert len(said) == 2
 
 
@@ -145,10 +145,31 @@ def test_a_failing_database_is_said_above_the_progress_bar():
     lines = stream.getvalue().split("\n")
     # each on a line of its own, the bar cleared before it ("\r" then spaces: tqdm) and drawn again after it
     assert [line.split("\r")[-1] for line in lines[:2]] == [
-        "database unreachable, retrying for up to 60 s: the disk holding the database is full: free some space and "
-        "run again (database or disk is full)", "database reachable again after 0 s"]
+        "database disk full, retrying for up to 60 s: the disk holding the database is full: free some space "
+        "(database or disk is full)", "database working again after 0 s"]
     assert lines[2].startswith("\rdigits/coarse: 0/4 |") and lines[3] == ""
     assert STORAGE_OUTAGE.say is not progress._say  # its own stream no longer used once closed
+
+
+@pytest.mark.parametrize("driver, said", [
+    # every failure was "database unreachable", and a full disk's "run again" was said while it was retried
+    (sqlite3.OperationalError("database or disk is full"), "database disk full, retrying for up to 60 s: the disk "
+     "holding the database is full: free some space (database or disk is full)"),
+    (sqlite3.OperationalError("database is locked"), "database locked, retrying for up to 60 s: the database is "
+     "locked: another process has held its write lock too long (database is locked)"),
+    (Exception('connection to server at "db", port 5432 failed: Connection refused'), "database unreachable, "
+     'retrying for up to 60 s: cannot reach the database server: is it running, and are the host, port and name '
+     'right? (connection to server at "db", port 5432 failed: Connection refused)'),
+    (Exception("server closed the connection unexpectedly"), "database unreachable, retrying for up to 60 s: the "
+     "database server closed the connection (stopped or restarted?) (server closed the connection unexpectedly)"),
+    (sqlite3.OperationalError("attempt to write a readonly database"), "database failing, retrying for up to 60 s: "
+     "the database is read-only: it cannot be written here (attempt to write a readonly database)"),
+])
+def test_a_failing_database_is_said_as_what_is_wrong_with_it(driver, said, capsys):
+    STORAGE_OUTAGE.failing(sqlalchemy.exc.OperationalError("INSERT", {}, driver))
+    STORAGE_OUTAGE.working()
+    again = "reachable again" if said.startswith("database unreachable") else "working again"
+    assert capsys.readouterr().err.splitlines() == [said, f"database {again} after 0 s"]
 
 
 def test_a_disk_full_for_longer_than_the_retry_period_stops_the_worker_and_the_next_run_completes(url, monkeypatch):

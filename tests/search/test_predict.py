@@ -172,6 +172,39 @@ def test_an_id_column_names_each_row_of_the_predictions(run_cli, wine_csv, tmp_p
                            "sample"), "rows are named by an id column only in a .csv/.tsv table, not in npz data")
 
 
+def test_csv_safe_writes_a_text_cell_a_spreadsheet_would_run_as_a_formula_after_a_quote(run_cli, wine_csv, tmp_path):
+    # a class, label or id cell "=HYPERLINK(...)" or "-2+3" went into the predictions as it was: a spreadsheet opening
+    # them ran it as a formula
+    with open(wine_csv) as f:
+        table = list(csv.reader(f))
+    column = table[0].index("cultivar")
+    classes = {"barolo": "=barolo", "grignolino": "@grignolino", "barbera": "barbera"}
+    for r in table[1:]:
+        r[column] = classes[r[column]]
+    ids = ['=HYPERLINK("http://x")', "-0.5", "-2+3", "+1", "\tx", "\rx", "'=quoted", "1e-3", "plain", "-"]
+    new = tmp_path / "new.csv"
+    with open(new, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["@id"] + table[0])
+        writer.writerows([i] + r for i, r in zip(ids + [f"w{k}" for k in range(len(table))], table[1:]))
+    train_and_save(run_cli, str(new), "--label-column", "cultivar", "--ignore-column", "@id")
+
+    plain = run_cli("predict", "--model", "model.npz", "--data", str(new), "--id-column", "@id")
+    safe = run_cli("predict", "--model", "model.npz", "--data", str(new), "--id-column", "@id", "--csv-safe",
+                   "--out", "p.csv")
+    assert plain.exit_code == safe.exit_code == 0, safe.output
+    before, after = rows(plain.stdout), rows((tmp_path / "p.csv").read_bytes().decode())
+    assert before[0] == ["row", "@id", "prediction", "label", "p_=barolo", "p_@grignolino", "p_barbera"]
+    assert after[0] == ["row", "'@id", "prediction", "label", "p_=barolo", "p_@grignolino", "p_barbera"]
+    assert [r[1] for r in before[1:11]] == ids
+    assert [r[1] for r in after[1:11]] == ["'=HYPERLINK(\"http://x\")", "-0.5", "'-2+3", "+1", "'\tx", "'\rx",
+                                          "'=quoted", "1e-3", "plain", "'-"]
+    quoted = {"=barolo": "'=barolo", "@grignolino": "'@grignolino", "barbera": "barbera"}
+    assert [r[2:4] for r in after[1:]] == [[quoted[c] for c in r[2:4]] for r in before[1:]]
+    assert {r[3] for r in after[1:11]} == {"'=barolo"}  # the first ten rows' label
+    assert [r[0] for r in after] == [r[0] for r in before] and [r[4:] for r in after] == [r[4:] for r in before]
+
+
 def test_the_unnamed_index_column_pandas_writes_names_the_rows_under_its_own_empty_name(run_cli, wine_csv, tmp_path):
     # --id-column "" (the column to_csv writes for the index, unless index=False) was headed 'file', as an image's
     train_and_save(run_cli, str(wine_csv), "--label-column", "cultivar")

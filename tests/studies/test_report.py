@@ -8,9 +8,11 @@ import json
 import multiprocessing
 import os
 import re
+import stat
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 
 import matplotlib.colors
 import matplotlib.markers
@@ -405,7 +407,7 @@ def test_the_storage_a_report_tells_to_paste_is_the_url_as_given(pg_database):
     finally:
         storage.engine.dispose()
     assert report.summary["grid_vs_random"]["hint"] == (
-        f"campaign 'nogrid' has no grid stage; add one at the coarse stage's budget with `search grid --campaign "
+        f"this campaign has no grid stage; add one at the coarse stage's budget with `search grid --campaign "
         f"nogrid --storage {given}` and run the report again")
     assert report.summary["storage"] == given
 
@@ -441,6 +443,123 @@ def test_unwritable_out_folder_is_a_study_error(demo, tmp_path):
     blocker.write_text("x")
     with pytest.raises(StudyError, match="--out"):
         write_report(report, blocker / "sub")
+
+
+def _files(folder):
+    return {p.name: None if p.is_dir() else p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def old_and_new(demo, campaign_db, tmp_path_factory):
+    """The demo report with its plots (old) and without (new), and their files as written into a folder each."""
+    old, _, _ = demo
+    new = campaign_report(campaign_db[0], "demo", images=False)
+    folder = tmp_path_factory.mktemp("old-and-new")
+    write_report(old, folder / "old")
+    write_report(new, folder / "new")
+    return old, new, _files(folder / "old"), _files(folder / "new")
+
+
+def test_a_report_stopped_at_any_step_of_its_writing_leaves_the_old_one_or_the_new_one_whole(old_and_new, tmp_path,
+                                                                                              monkeypatch):
+    # each file was os.replace'd over its name in turn: a kill after the first left the new summary.json beside the
+    # old report.md, report.html and plots
+    old, new, old_files, new_files = old_and_new
+    assert set(old_files) != set(new_files)
+    calls = {"left": 0}
+
+    def stopping(function):
+        def call(*args, **kwargs):
+            calls["left"] -= 1
+            if calls["left"] < 0:
+                raise KeyboardInterrupt  # as a kill would stop it, but its cleanup still runs
+            return function(*args, **kwargs)
+        return call
+
+    for step in range(100):
+        out = tmp_path / f"out{step}"
+        write_report(old, out)
+        calls["left"] = step
+        with monkeypatch.context() as patched:
+            for name in ("open", "replace", "rename", "unlink", "rmdir", "chmod", "fchmod", "write"):
+                patched.setattr(os, name, stopping(getattr(os, name)))
+            try:
+                write_report(new, out)
+                stopped = False
+            except KeyboardInterrupt:
+                stopped = True
+        assert _files(out) in (old_files, new_files), step
+        if not stopped:
+            break
+    assert not stopped and _files(out) == new_files and step > 5
+
+
+def test_a_plot_that_cannot_be_written_leaves_the_old_report_whole_and_no_temporary_folder(old_and_new, tmp_path,
+                                                                                        monkeypatch):
+    import errno
+
+    from studies import report as module
+
+    old, _, old_files, _ = old_and_new
+    out = tmp_path / "out"
+    write_report(old, out)
+    write_file = module._write_file
+    plots_written = []
+
+    def full_disk_at_the_second_plot(path, data, like):
+        if path.name.endswith(".png"):
+            plots_written.append(path.name)
+            if len(plots_written) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        write_file(path, data, like)
+
+    monkeypatch.setattr(module, "_write_file", full_disk_at_the_second_plot)
+    with pytest.raises(StudyError) as info:
+        write_report(old, out)
+    assert str(info.value) == (f"--out {str(out)!r}: cannot write {plots_written[1]}: No space left on device; no "
+                               "file there was replaced")
+    assert _files(out) == old_files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_report_swapped_in_keeps_its_folders_and_files_permissions_and_a_link_to_its_folder(old_and_new, tmp_path):
+    old, new, _, new_files = old_and_new
+    folder, link = tmp_path / "real", tmp_path / "link"
+    write_report(old, folder)
+    for path in folder.iterdir():
+        path.chmod(0o600)
+    folder.chmod(0o750)
+    link.symlink_to(folder)
+    before = folder.stat().st_ino
+    write_report(new, link)
+    assert link.is_symlink() and _files(link) == new_files
+    assert folder.stat().st_ino != before  # a new folder, swapped in
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {name: 0o600 for name in new_files}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_a_report_folder_with_the_users_files_or_the_current_one_is_written_in_place(old_and_new, tmp_path,
+                                                                                     monkeypatch):
+    # the user's files are never moved (a database in use there, an editor's open file); the current folder is
+    # never swapped away from under the command
+    old, new, _, new_files = old_and_new
+    out = tmp_path / "out"
+    write_report(old, out)
+    (out / "notes.txt").write_text("mine\n")
+    (out / "data").mkdir()
+    (out / "data" / "x.csv").write_text("1\n")
+    inodes = {p.name: p.stat().st_ino for p in (out, out / "notes.txt", out / "data")}
+    write_report(new, out)
+    assert _files(out / "data") == {"x.csv": b"1\n"}
+    assert _files(out) == {**new_files, "notes.txt": b"mine\n", "data": None}
+    assert {p.name: p.stat().st_ino for p in (out, out / "notes.txt", out / "data")} == inodes
+
+    here = tmp_path / "here"
+    write_report(old, here)
+    monkeypatch.chdir(here)
+    write_report(new, ".")
+    assert _files(Path(".")) == new_files and Path.cwd().stat().st_ino == here.stat().st_ino
 
 
 def test_repeat_numbers_count_wins_ties_and_losses(campaign_db):
@@ -841,6 +960,44 @@ def test_the_final_stage_s_best_params_are_the_chosen_configuration_not_its_luck
     assert report.summary["storage"] == url
     page = re.sub(r"<[^>]+>", " ", written["report.html"].read_text())
     assert "final lr=1e-06:1 reg=1e-06:10 best mean of #1, #3, #5 lr=0.01 reg=0.0001" in " ".join(page.split())
+
+
+def test_a_command_for_a_campaign_named_with_a_backtick_is_one_code_span_in_markdown_and_html(tmp_path):
+    # `search grid --campaign 'p`ick'`: the name's backtick closed the span, and the rest of the command read as text
+    from markdown_it import MarkdownIt
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    rng = np.random.default_rng(0)
+    add_stage(url, "p`ick", "coarse", COARSE_SPACE, trial_specs(rng, COARSE_SPACE, 4, iterations=100), 2, "random",
+              None)
+    final = trial_specs(rng, COARSE_SPACE, 2, iterations=100, points=[(0.01, 1e-4)] * 2)
+    add_stage(url, "p`ick", "final", COARSE_SPACE, final, 2, "fixed", "p`ick/coarse")
+    written = write_report(campaign_report(open_storage(url, create=False), "p`ick", images=False), tmp_path / "out")
+    md = written["report.md"].read_text().split("\n")
+    grid = f"search grid --campaign 'p`ick' --storage {url}"
+    keep = f"search train --from-trial 'p`ick/final:0' --storage {url} --save model.npz"
+    assert (f"this campaign has no grid stage; add one at the coarse stage's budget with `` {grid} `` and run the "
+            "report again") in md
+    chosen = next(line for line in md if line.startswith("lr=0.01 reg=0.0001: validation accuracy"))
+    assert chosen.endswith(f"; trials #0, #1 of p\\`ick/final), the best mean of the 1 configurations re-run in stage "
+                           f"final. Its retrains are not stored in the database: `search auto` prints them when it "
+                           f"retrains the choice. Keep it as a model for `search predict`: `` {keep} ``.")
+    rendered = MarkdownIt("commonmark").render("\n".join(md))
+    codes = re.findall(r"<code>(.*?)</code>", rendered)
+    assert html.escape(grid, quote=False) in codes and html.escape(keep, quote=False) in codes
+    assert "of p`ick/final), the best mean" in rendered
+    page = _unspanned(written["report.html"].read_text())
+    assert f"<code>{html.escape(grid)}</code>" in page and f"<code>{html.escape(keep)}</code>" in page
+    assert "of p`ick/final), the best mean" in page
+    # a backslash before the backtick: escaped too, else "\\`" (an escaped backslash) left the backtick to open a span
+    from studies.report import _as_text, _code, _inline_code, _no_html
+
+    name = "a\\`b"
+    line = f"of {_as_text(name)}: {_code('search train --from-trial ' + name)}"
+    assert line == "of a\\\\\\`b: `` search train --from-trial a\\`b ``"
+    assert MarkdownIt("commonmark").render(_no_html(line)) == (
+        "<p>of a\\`b: <code>search train --from-trial a\\`b</code></p>\n")
+    assert _unspanned(_inline_code(line)) == "of a\\`b: <code>search train --from-trial a\\`b</code>"
 
 
 def test_the_stored_retrains_of_the_chosen_configuration_are_reported_and_others_are_not(tmp_path):
