@@ -154,15 +154,37 @@ class Check:
     passed: bool
     value: float
     expected: str
+    hint: str | None = None  # what a failed check's numbers point to, and what to try
 
     def as_dict(self) -> dict[str, object]:
-        return {"check": self.name, "passed": self.passed, "value": self.value, "expected": self.expected}
+        return {"check": self.name, "passed": self.passed, "value": self.value, "expected": self.expected,
+                "hint": self.hint}
 
 
 SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' runs
 GRADIENT_CHECK_SAMPLES = 5  # training samples the gradient check's loss is computed on
 GRADIENT_CHECK_TOLERANCE = 1e-5  # the worst parameter's relative error that passes: float64 centred differences
 # give 1e-7 or less on a smooth loss; a ReLU or hinge kink crossed by a step of h adds up to about 1e-6 (CS231n)
+
+
+INPUT_STD_HIGH = 3.0  # inputs whose std is above this are far from the unit scale he/xavier initialisation assumes
+
+
+def _initial_loss_hint(model: FullyConnectedNet, X: np.ndarray, below: bool) -> str:
+    """Why the initial loss is off ln C (or C - 1): the initial class scores' spread, and the inputs' scale where it
+    is far from the unit scale the initialisers assume (pixels of 0..255: std 60-90), else the initial weights."""
+    with np.errstate(all="ignore"):
+        scores, _ = model.forward(X, train=False)
+        scale = float(np.std(X.astype(np.float64)))
+    said = f"the initial class scores have std {float(np.std(scores)):.3g}, where chance needs them near 0"
+    if below:  # scores that already separate the classes: no initial scale explains it
+        return f"{said}; the net starts better than chance on these samples"
+    if scale > INPUT_STD_HIGH:
+        return (f"{said}: the inputs' std is {scale:.3g} (values {float(X.min()):.4g} to {float(X.max()):.4g}), "
+                f"where the initialisation expects about 1; scale them: --preprocess standardize, or, for "
+                f"images, their pixels divided by 255 in the file")
+    return (f"{said}, on inputs of std {scale:.3g}: the initial weights are too large; a smaller --init-std, "
+            f"--init he or xavier, or --batchnorm")
 
 
 def sanity_checks(
@@ -190,7 +212,9 @@ def sanity_checks(
         target, label = math.log(num_classes), f"ln {num_classes} = {math.log(num_classes):.3f} +- 0.05"
     else:
         target, label = num_classes - 1.0, f"{num_classes - 1} +- 0.05 (C - 1)"
-    checks.append(Check("initial loss near chance (reg 0)", abs(loss0 - target) <= 0.05, loss0, label))
+    near = abs(loss0 - target) <= 0.05
+    checks.append(Check("initial loss near chance (reg 0)", near, loss0, label,
+                        None if near else _initial_loss_hint(fresh(), X_train[batch], target > loss0)))
 
     # 2. adding regularisation raises the initial loss
     reg_probe = max(train_config.reg * 100, 1.0)

@@ -368,6 +368,8 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     else:
         for c in checks:
             say(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value:.4g} (expected {c.expected})")
+            if c.hint:
+                say(f"- {c.hint}", "  ")
     return 0 if all(c.passed for c in checks) else 1
 
 
