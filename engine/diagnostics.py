@@ -703,7 +703,8 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
                else "the initial weights are too large for tanh/sigmoid")),
         "bad_initial_loss": lambda: (
             f"initial data loss {n.get('initial_data_loss')}, expected about {n.get('expected_initial_loss')}: the "
-            f"output scale is wrong" if n.get("initial_data_loss") is not None
+            f"initial class scores are far from 0, from the initial weights or from inputs far from unit scale "
+            f"(pixels of 0..255); search sanity with the run's options says which" if n.get("initial_data_loss") is not None
             else "the loss was NaN or inf at the first minibatch, before any update: the initial weights or the "
                  "inputs are too large for the network's floats, whatever the learning rate"),
         "still_learning": lambda: f"{_late_fall_text(n)}, with train accuracy {_acc(n.get('train_acc'))} and a "
