@@ -61,6 +61,7 @@ SPLITS = ("train", "val", "test")
 
 # describe_dataset's warnings
 SCALE_RATIO_WARNING = 100.0
+PIXEL_UNIT_MAX = 2.0  # images (of values >= 0) past this are raw intensities (0..255), not scaled to [0, 1]
 FEW_SAMPLES_WARNING = 10
 RARE_CATEGORY_ROWS = 5  # search data warns of a text column's categories in fewer training rows than this
 RARE_CATEGORIES_NAMED = 5  # and names at most this many of a column's, the rarest first
@@ -835,9 +836,15 @@ def _feature_std(X: np.ndarray, rows: int = 4096) -> np.ndarray:
 
 
 def scale_warning(ds: Dataset, std: np.ndarray | None = None) -> str | None:
-    """The warning that the features (not pixels) have very different scales, or None; ``std``: their std (D,)."""
+    """The warning that the features have very different scales, or that images' values run past PIXEL_UNIT_MAX from
+    0 (an .npz of 0..255 pixels, read as they are), or None; ``std``: the features' std (D,)."""
     if ds.image_shape is not None:
-        return None
+        low, high = (float(ds.X_train.min()), float(ds.X_train.max())) if ds.X_train.size else (0.0, 0.0)
+        if low < 0 or high <= PIXEL_UNIT_MAX:
+            return None
+        return (f"image values {low:g} to {high:g}, read as they are (an image folder's and cifar10's are scaled to "
+                f"[0, 1]), where the initialisation assumes about unit scale: the initial loss is off ln C and good "
+                f"learning rates are lower; divide them by 255 in the file, or try --preprocess standardize")
     std = _feature_std(ds.X_train) if std is None else std
     varying = std[std > 0]
     if varying.size < 2 or varying.max() / varying.min() <= SCALE_RATIO_WARNING:
