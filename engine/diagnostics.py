@@ -421,6 +421,7 @@ def diagnose(
     train_acc_history: Sequence[float] = (),
     val_acc_history: Sequence[float] = (),
     label_noise: Mapping[str, float] | None = None,
+    update_ratio: float | None = None,
 ) -> Diagnosis:
     """Read one run's curves and unit statistics the way the lecture babysits a run; ``chance``: the accuracy of
     guessing (1/C), below which ``learned_fraction`` is measured; ``samples``: how many samples the train and the
@@ -428,7 +429,9 @@ def diagnose(
     loss's L2 term at the end of the run; ``initial_reg_loss``: at its start (None: not known, taken as moved);
     ``train_acc_history``, ``val_acc_history``: the accuracies after each epoch (a validation curve that fell from
     an earlier peak is overfitting); ``label_noise``: ``label_noise``'s numbers (None: not measured), which can say
-    that a run with no gap is at the ceiling its labels allow, not underfitting."""
+    that a run with no gap is at the ceiling its labels allow, not underfitting; ``update_ratio``: the first layer's
+    last update norm over its weights' norm (None: not measured), the lecture's ~1e-3, said beside a learning rate
+    too low."""
     t = thresholds
     labels: list[str] = []
     finite = [v for v in loss_history if math.isfinite(v)]
@@ -515,6 +518,8 @@ def diagnose(
     }
     if chance is not None:
         numbers["chance"] = round(chance, 4)
+    if update_ratio is not None and math.isfinite(update_ratio):
+        numbers["update_ratio"] = float(f"{update_ratio:.3g}")
     numbers.update(label_noise or {})
     return Diagnosis(tuple(labels) or ("healthy",), numbers)
 
@@ -681,7 +686,8 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
         "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low" + (
             f"; its L2 term, {_pct(share)} of it at the end, moved by only {_pct(abs(float(reg_change)))} of its "
             f"first value: the step did not move the weights (whether reg is too high shows with a larger lr)"
-            if held_up and not over_regularised else "") + _collapse_text(n.get("layer_std")),
+            if held_up and not over_regularised else "") + _update_ratio_text(n.get("update_ratio"))
+            + _collapse_text(n.get("layer_std")),
         "overfitting": lambda: _overfitting_text(n, gap_limit),
         "underfitting": lambda: (
             f"the loss {moved}, and its L2 term is {_pct(n.get('reg_share'))} of it at the end "
@@ -717,6 +723,13 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             if shrunk else "") + _ceiling_text(n) + _alike_text(n),
     }
     return [words[label]() for label in diagnosis.labels]
+
+
+def _update_ratio_text(ratio: object) -> str:
+    """The first layer's update/weight ratio beside a learning rate too low, where it was measured ('' if not)."""
+    if not isinstance(ratio, (int, float)):
+        return ""
+    return f"; the first layer's last update was {ratio:.1e} of its weights' norm (about 1e-3 with a good learning rate)"
 
 
 def _short_without_gap(n: dict[str, object]) -> bool:
