@@ -26,6 +26,7 @@ from engine.cifar import (
 )
 from engine.encoding import MISSING_POLICIES, TableEncoding, fit_encoding
 from engine.errors import ConfigError, DataError, shown
+from engine.init import INPUT_STD_HIGH
 from engine.formats import (
     FILE_FORMATS,
     MISSING_NUMBERS,
@@ -836,17 +837,24 @@ def _feature_std(X: np.ndarray, rows: int = 4096) -> np.ndarray:
 
 
 def scale_warning(ds: Dataset, std: np.ndarray | None = None) -> str | None:
-    """The warning that the features have very different scales, or that images' values run past PIXEL_UNIT_MAX from
-    0 (an .npz of 0..255 pixels, read as they are), or None; ``std``: the features' std (D,)."""
+    """The warning that the features have very different scales, or an array's all far above unit scale (their median
+    std past INPUT_STD_HIGH), or that images' values run past PIXEL_UNIT_MAX from 0 (an .npz of 0..255 pixels, read as they
+    are), or None; ``std``: the features' std (D,)."""
+    unit = ("where the initialisation assumes about unit scale: the initial loss is off ln C and good learning rates "
+            "are lower;")
+    low, high = (float(ds.X_train.min()), float(ds.X_train.max())) if ds.X_train.size else (0.0, 0.0)
     if ds.image_shape is not None:
-        low, high = (float(ds.X_train.min()), float(ds.X_train.max())) if ds.X_train.size else (0.0, 0.0)
         if low < 0 or high <= PIXEL_UNIT_MAX:
             return None
         return (f"image values {low:g} to {high:g}, read as they are (an image folder's and cifar10's are scaled to "
-                f"[0, 1]), where the initialisation assumes about unit scale: the initial loss is off ln C and good "
-                f"learning rates are lower; divide them by 255 in the file, or try --preprocess standardize")
+                f"[0, 1]), {unit} divide them by 255 in the file, or try --preprocess standardize")
     std = _feature_std(ds.X_train) if std is None else std
     varying = std[std > 0]
+    # an array's features (a table is standardized by default; on raw scales the ratio below speaks of it)
+    if (ds.feature_names is None and varying.size and varying.max() / varying.min() <= SCALE_RATIO_WARNING
+            and np.median(varying) > INPUT_STD_HIGH):
+        return (f"features of std {varying.min():.3g} to {varying.max():.3g} (values {low:g} to {high:g}), {unit} "
+                f"try --preprocess standardize")
     if varying.size < 2 or varying.max() / varying.min() <= SCALE_RATIO_WARNING:
         return None
     return (f"features on very different scales: std from {varying.min():.3g} to {varying.max():.3g} "

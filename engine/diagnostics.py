@@ -8,7 +8,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from engine.formats import check_memory
-from engine.init import InitSpec
+from engine.init import INPUT_STD_HIGH, InitSpec
 from engine.model import FullyConnectedNet, ModelConfig, check_activation
 from engine.trainer import TrainConfig, train
 
@@ -165,9 +165,6 @@ SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' ru
 GRADIENT_CHECK_SAMPLES = 5  # training samples the gradient check's loss is computed on
 GRADIENT_CHECK_TOLERANCE = 1e-5  # the worst parameter's relative error that passes: float64 centred differences
 # give 1e-7 or less on a smooth loss; a ReLU or hinge kink crossed by a step of h adds up to about 1e-6 (CS231n)
-
-
-INPUT_STD_HIGH = 3.0  # inputs whose std is above this are far from the unit scale he/xavier initialisation assumes
 
 
 def _initial_loss_hint(model: FullyConnectedNet, X: np.ndarray, below: bool) -> str:

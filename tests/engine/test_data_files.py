@@ -458,6 +458,16 @@ def test_describe_warns_of_images_of_0_to_255_read_as_they_are_not_of_an_image_f
         assert describe_dataset(DataSpec(str(tmp_path / quiet)))["warnings"] == [], quiet
     folder = _write_images(tmp_path / "photos", {"a": 20, "b": 20}, (8, 8))
     assert describe_dataset(DataSpec(str(folder)))["warnings"] == []
+    # the same pixels as rows of 192 features (CS231n's X_train.reshape(N, -1)): no image shape, one scale
+    np.savez(tmp_path / "rows.npz", X=X.reshape(60, -1), y=y)
+    rows = describe_dataset(DataSpec(str(tmp_path / "rows.npz")))
+    std = rows["feature_std"]
+    assert rows["warnings"] == [
+        f"features of std {std['min']:.3g} to {std['max']:.3g} (values 0 to 255), where the initialisation assumes "
+        "about unit scale: the initial loss is off ln C and good learning rates are lower; try --preprocess "
+        "standardize"]
+    np.savez(tmp_path / "rows01.npz", X=X.reshape(60, -1) / 255, y=y)
+    assert describe_dataset(DataSpec(str(tmp_path / "rows01.npz")))["warnings"] == []
 
 
 def test_describe_warns_of_names_that_differ_only_in_case(tmp_path: Path) -> None:
