@@ -837,9 +837,9 @@ def _feature_std(X: np.ndarray, rows: int = 4096) -> np.ndarray:
 
 
 def scale_warning(ds: Dataset, std: np.ndarray | None = None) -> str | None:
-    """The warning that the features have very different scales, or an array's all far above unit scale (their median
-    std past INPUT_STD_HIGH), or that images' values run past PIXEL_UNIT_MAX from 0 (an .npz of 0..255 pixels, read as they
-    are), or None; ``std``: the features' std (D,)."""
+    """The warning that the features have very different scales, or an array's all far above unit scale (their
+    median std past INPUT_STD_HIGH), or that images' values run past PIXEL_UNIT_MAX from 0 (an .npz of 0..255
+    pixels, read as they are), or None; ``std``: the features' std (D,)."""
     unit = ("where the initialisation assumes about unit scale: the initial loss is off ln C and good learning rates "
             "are lower;")
     low, high = (float(ds.X_train.min()), float(ds.X_train.max())) if ds.X_train.size else (0.0, 0.0)

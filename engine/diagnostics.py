@@ -707,7 +707,8 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
         "bad_initial_loss": lambda: (
             f"initial data loss {n.get('initial_data_loss')}, expected about {n.get('expected_initial_loss')}: the "
             f"initial class scores are far from 0, from the initial weights or from inputs far from unit scale "
-            f"(pixels of 0..255); search sanity with the run's options says which" if n.get("initial_data_loss") is not None
+            f"(pixels of 0..255); search sanity with the run's options says which"
+            if n.get("initial_data_loss") is not None
             else "the loss was NaN or inf at the first minibatch, before any update: the initial weights or the "
                  "inputs are too large for the network's floats, whatever the learning rate"),
         "still_learning": lambda: f"{_late_fall_text(n)}, with train accuracy {_acc(n.get('train_acc'))} and a "
@@ -726,7 +727,8 @@ def _update_ratio_text(ratio: object) -> str:
     """The first layer's update/weight ratio beside a learning rate too low, where it was measured ('' if not)."""
     if not isinstance(ratio, (int, float)):
         return ""
-    return f"; the first layer's last update was {ratio:.1e} of its weights' norm (about 1e-3 with a good learning rate)"
+    return (f"; the first layer's last update was {ratio:.1e} of its weights' norm (about 1e-3 with a good learning "
+            f"rate)")
 
 
 def _short_without_gap(n: dict[str, object]) -> bool:

@@ -278,15 +278,18 @@ def test_train_says_the_diagnosis_a_trial_of_the_same_run_stores(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     result = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-3:] == [
+    assert result.stdout.splitlines()[-4:] == [
         "diagnosis: lr_too_low",
         "  - the loss rose by 0.03% of its first value (instead of falling by 10% or",
-        "      more): the learning rate is too low",
+        "      more): the learning rate is too low; the first layer's last update was",
+        "      4.2e-07 of its weights' norm (about 1e-3 with a good learning rate)",
     ]
     out = json.loads(invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7", "--json").stdout)
     assert out["diagnosis"] == ["lr_too_low"] and out["diagnosis_numbers"]["loss_change"] == -0.0003
+    assert out["diagnosis_numbers"]["update_ratio"] == 4.24e-07
     assert out["sentences"] == ["the loss rose by 0.03% of its first value (instead of falling by 10% or more): the "
-                                "learning rate is too low"]
+                                "learning rate is too low; the first layer's last update was 4.2e-07 of its weights' "
+                                "norm (about 1e-3 with a good learning rate)"]
     # a run that blew up: its weights overflow their squared sum, and NumPy's warning was printed beside the lines
     blown = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e6", "--optimizer", "sgd")
     assert blown.exit_code == 1 and blown.stderr == ""
