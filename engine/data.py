@@ -26,6 +26,7 @@ from engine.cifar import (
 )
 from engine.encoding import MISSING_POLICIES, TableEncoding, fit_encoding
 from engine.errors import ConfigError, DataError, shown
+from engine.init import INPUT_STD_HIGH
 from engine.formats import (
     FILE_FORMATS,
     MISSING_NUMBERS,
@@ -61,6 +62,7 @@ SPLITS = ("train", "val", "test")
 
 # describe_dataset's warnings
 SCALE_RATIO_WARNING = 100.0
+PIXEL_UNIT_MAX = 2.0  # images (of values >= 0) past this are raw intensities (0..255), not scaled to [0, 1]
 FEW_SAMPLES_WARNING = 10
 RARE_CATEGORY_ROWS = 5  # search data warns of a text column's categories in fewer training rows than this
 RARE_CATEGORIES_NAMED = 5  # and names at most this many of a column's, the rarest first
@@ -850,11 +852,24 @@ def _feature_std(X: np.ndarray, rows: int = 4096) -> np.ndarray:
 
 
 def scale_warning(ds: Dataset, std: np.ndarray | None = None) -> str | None:
-    """The warning that the features (not pixels) have very different scales, or None; ``std``: their std (D,)."""
+    """The warning that the features have very different scales, or an array's all far above unit scale (their
+    median std past INPUT_STD_HIGH), or that images' values run past PIXEL_UNIT_MAX from 0 (an .npz of 0..255
+    pixels, read as they are), or None; ``std``: the features' std (D,)."""
+    unit = ("where the initialisation assumes about unit scale: the initial loss is off ln C and good learning rates "
+            "are lower;")
+    low, high = (float(ds.X_train.min()), float(ds.X_train.max())) if ds.X_train.size else (0.0, 0.0)
     if ds.image_shape is not None:
-        return None
+        if low < 0 or high <= PIXEL_UNIT_MAX:
+            return None
+        return (f"image values {low:g} to {high:g}, read as they are (an image folder's and cifar10's are scaled to "
+                f"[0, 1]), {unit} divide them by 255 in the file, or try --preprocess standardize")
     std = _feature_std(ds.X_train) if std is None else std
     varying = std[std > 0]
+    # an array's features (a table is standardized by default; on raw scales the ratio below speaks of it)
+    if (ds.feature_names is None and varying.size and varying.max() / varying.min() <= SCALE_RATIO_WARNING
+            and np.median(varying) > INPUT_STD_HIGH):
+        return (f"features of std {varying.min():.3g} to {varying.max():.3g} (values {low:g} to {high:g}), {unit} "
+                f"try --preprocess standardize")
     if varying.size < 2 or varying.max() / varying.min() <= SCALE_RATIO_WARNING:
         return None
     return (f"features on very different scales: std from {varying.min():.3g} to {varying.max():.3g} "

@@ -8,7 +8,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from engine.formats import check_memory
-from engine.init import InitSpec
+from engine.init import INPUT_STD_HIGH, InitSpec
 from engine.model import FullyConnectedNet, ModelConfig, check_activation
 from engine.trainer import TrainConfig, train
 
@@ -154,15 +154,34 @@ class Check:
     passed: bool
     value: float
     expected: str
+    hint: str | None = None  # what a failed check's numbers point to, and what to try
 
     def as_dict(self) -> dict[str, object]:
-        return {"check": self.name, "passed": self.passed, "value": self.value, "expected": self.expected}
+        return {"check": self.name, "passed": self.passed, "value": self.value, "expected": self.expected,
+                "hint": self.hint}
 
 
 SANITY_ITERATIONS = 10  # the fewest updates of the tiny- and huge-lr checks' runs
 GRADIENT_CHECK_SAMPLES = 5  # training samples the gradient check's loss is computed on
 GRADIENT_CHECK_TOLERANCE = 1e-5  # the worst parameter's relative error that passes: float64 centred differences
 # give 1e-7 or less on a smooth loss; a ReLU or hinge kink crossed by a step of h adds up to about 1e-6 (CS231n)
+
+
+def _initial_loss_hint(model: FullyConnectedNet, X: np.ndarray, below: bool) -> str:
+    """Why the initial loss is off ln C (or C - 1): the initial class scores' spread, and the inputs' scale where it
+    is far from the unit scale the initialisers assume (pixels of 0..255: std 60-90), else the initial weights."""
+    with np.errstate(all="ignore"):
+        scores, _ = model.forward(X, train=False)
+        scale = float(np.std(X.astype(np.float64)))
+    said = f"the initial class scores have std {float(np.std(scores)):.3g}, where chance needs them near 0"
+    if below:  # scores that already separate the classes: no initial scale explains it
+        return f"{said}; the net starts better than chance on these samples"
+    if scale > INPUT_STD_HIGH:
+        return (f"{said}: the inputs' std is {scale:.3g} (values {float(X.min()):.4g} to {float(X.max()):.4g}), "
+                f"where the initialisation expects about 1; scale them: --preprocess standardize, or, for "
+                f"images, their pixels divided by 255 in the file")
+    return (f"{said}, on inputs of std {scale:.3g}: the initial weights are too large; a smaller --init-std, "
+            f"--init he or xavier, or --batchnorm")
 
 
 def sanity_checks(
@@ -190,7 +209,9 @@ def sanity_checks(
         target, label = math.log(num_classes), f"ln {num_classes} = {math.log(num_classes):.3f} +- 0.05"
     else:
         target, label = num_classes - 1.0, f"{num_classes - 1} +- 0.05 (C - 1)"
-    checks.append(Check("initial loss near chance (reg 0)", abs(loss0 - target) <= 0.05, loss0, label))
+    near = abs(loss0 - target) <= 0.05
+    checks.append(Check("initial loss near chance (reg 0)", near, loss0, label,
+                        None if near else _initial_loss_hint(fresh(), X_train[batch], target > loss0)))
 
     # 2. adding regularisation raises the initial loss
     reg_probe = max(train_config.reg * 100, 1.0)
@@ -397,6 +418,7 @@ def diagnose(
     train_acc_history: Sequence[float] = (),
     val_acc_history: Sequence[float] = (),
     label_noise: Mapping[str, float] | None = None,
+    update_ratio: float | None = None,
 ) -> Diagnosis:
     """Read one run's curves and unit statistics the way the lecture babysits a run; ``chance``: the accuracy of
     guessing (1/C), below which ``learned_fraction`` is measured; ``samples``: how many samples the train and the
@@ -404,7 +426,9 @@ def diagnose(
     loss's L2 term at the end of the run; ``initial_reg_loss``: at its start (None: not known, taken as moved);
     ``train_acc_history``, ``val_acc_history``: the accuracies after each epoch (a validation curve that fell from
     an earlier peak is overfitting); ``label_noise``: ``label_noise``'s numbers (None: not measured), which can say
-    that a run with no gap is at the ceiling its labels allow, not underfitting."""
+    that a run with no gap is at the ceiling its labels allow, not underfitting; ``update_ratio``: the first layer's
+    last update norm over its weights' norm (None: not measured), the lecture's ~1e-3, said beside a learning rate
+    too low."""
     t = thresholds
     labels: list[str] = []
     finite = [v for v in loss_history if math.isfinite(v)]
@@ -491,6 +515,8 @@ def diagnose(
     }
     if chance is not None:
         numbers["chance"] = round(chance, 4)
+    if update_ratio is not None and math.isfinite(update_ratio):
+        numbers["update_ratio"] = float(f"{update_ratio:.3g}")
     numbers.update(label_noise or {})
     return Diagnosis(tuple(labels) or ("healthy",), numbers)
 
@@ -657,7 +683,8 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
         "lr_too_low": lambda: f"the loss {moved} ({bound}): the learning rate is too low" + (
             f"; its L2 term, {_pct(share)} of it at the end, moved by only {_pct(abs(float(reg_change)))} of its "
             f"first value: the step did not move the weights (whether reg is too high shows with a larger lr)"
-            if held_up and not over_regularised else "") + _collapse_text(n.get("layer_std")),
+            if held_up and not over_regularised else "") + _update_ratio_text(n.get("update_ratio"))
+            + _collapse_text(n.get("layer_std")),
         "overfitting": lambda: _overfitting_text(n, gap_limit),
         "underfitting": lambda: (
             f"the loss {moved}, and its L2 term is {_pct(n.get('reg_share'))} of it at the end "
@@ -679,7 +706,9 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
                else "the initial weights are too large for tanh/sigmoid")),
         "bad_initial_loss": lambda: (
             f"initial data loss {n.get('initial_data_loss')}, expected about {n.get('expected_initial_loss')}: the "
-            f"output scale is wrong" if n.get("initial_data_loss") is not None
+            f"initial class scores are far from 0, from the initial weights or from inputs far from unit scale "
+            f"(pixels of 0..255); search sanity with the run's options says which"
+            if n.get("initial_data_loss") is not None
             else "the loss was NaN or inf at the first minibatch, before any update: the initial weights or the "
                  "inputs are too large for the network's floats, whatever the learning rate"),
         "still_learning": lambda: f"{_late_fall_text(n)}, with train accuracy {_acc(n.get('train_acc'))} and a "
@@ -692,6 +721,14 @@ def describe_diagnosis(diagnosis: Diagnosis, stop_reason: str | None = None) -> 
             if shrunk else "") + _ceiling_text(n) + _alike_text(n),
     }
     return [words[label]() for label in diagnosis.labels]
+
+
+def _update_ratio_text(ratio: object) -> str:
+    """The first layer's update/weight ratio beside a learning rate too low, where it was measured ('' if not)."""
+    if not isinstance(ratio, (int, float)):
+        return ""
+    return (f"; the first layer's last update was {ratio:.1e} of its weights' norm (about 1e-3 with a good learning "
+            f"rate)")
 
 
 def _short_without_gap(n: dict[str, object]) -> bool:

@@ -10,6 +10,9 @@ import numpy as np
 from engine.errors import ConfigError, shown
 
 Initialiser = Callable[[int, int, np.random.Generator, float], np.ndarray]
+# inputs whose std is above this are far from the unit scale the he, xavier and lecun initialisers assume (pixels of
+# 0..255: 60-90): the initial class scores are far from 0, the initial loss off ln C
+INPUT_STD_HIGH = 3.0
 
 
 def zeros(fan_in: int, fan_out: int, rng: np.random.Generator, std: float) -> np.ndarray:

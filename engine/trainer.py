@@ -74,6 +74,9 @@ class TrainResult:
     loss_history: list[float] = field(default_factory=list)
     train_acc_history: list[float] = field(default_factory=list)
     val_acc_history: list[float] = field(default_factory=list)
+    # per epoch, per weight matrix (W1, W2, ...): the norm of its last update over the norm of the weights before it,
+    # the lecture's update/weight ratio (about 1e-3 in a healthy run; far below, lr too low; far above, too high)
+    update_ratio_history: list[dict[str, float]] = field(default_factory=list)
     iterations: int = 0
     epochs: int = 0
     seconds: float = 0.0
@@ -114,6 +117,13 @@ class TrainResult:
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.step_seconds if self.step_seconds > 0 else float("nan")
+
+
+def update_ratio(after: np.ndarray, before: np.ndarray) -> float:
+    """||after - before|| / ||before||, in float64: an update's size against the weights' (inf for zero weights)."""
+    scale = float(np.linalg.norm(before.astype(np.float64)))
+    step = float(np.linalg.norm(after.astype(np.float64) - before))
+    return step / scale if scale > 0 else (0.0 if step == 0 else math.inf)
 
 
 def train(
@@ -159,6 +169,7 @@ def train(
             order = rng.permutation(n)
             step_started = time.perf_counter()
             stop = None
+            ratios: dict[str, float] = {}
             for b in range(batches_per_epoch):
                 idx = order[b * config.batch_size : (b + 1) * config.batch_size]
                 loss, grads = model.loss(X_train[idx], y_train[idx], reg, rng, reg_grad=not fused_decay,
@@ -170,7 +181,11 @@ def train(
                 if not math.isfinite(loss):
                     stop = "diverged"
                     break
+                before = ({name: model.params[name].copy() for name in model.weight_names}
+                          if b == batches_per_epoch - 1 else None)
                 rule.step(model.params, grads, lr)
+                if before is not None:
+                    ratios = {name: update_ratio(model.params[name], w) for name, w in before.items()}
                 for obs in observers:
                     stop = obs.on_iteration(iteration, loss) or stop
                 if stop:
@@ -188,6 +203,7 @@ def train(
             val_acc = model.accuracy(X_val, y_val)
             result.train_acc_history.append(train_acc)
             result.val_acc_history.append(val_acc)
+            result.update_ratio_history.append(ratios)
             for obs in observers:
                 stop = obs.on_epoch(epoch, train_acc, val_acc) or stop
             if stop:

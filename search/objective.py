@@ -192,6 +192,7 @@ def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Datas
         final_reg_loss=final_reg_loss, initial_reg_loss=initial_reg_loss,
         train_acc_history=result.train_acc_history, val_acc_history=result.val_acc_history,
         label_noise=label_noise(model, dataset.X_train, dataset.y_train),
+        update_ratio=result.update_ratio_history[-1].get("W1") if result.update_ratio_history else None,
     )
 
 

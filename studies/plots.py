@@ -343,6 +343,7 @@ def plot_unvalued(ax: Axes, exploded_x: np.ndarray, scheduler_x: np.ndarray, fai
             ax.set_ylim(0.0, 1.0)  # no value at all: an accuracy axis
 
 
+UNVALUED_ZORDER = 0.9  # stopped and failed trials in a pair plot, below the completed ones (a collection's 1)
 CONSTANT_HALF_SPAN = 0.005  # the colour scale's reach either side of a stage whose trials all scored the same
 
 
@@ -373,8 +374,8 @@ def plot_param_scatter(
                                   s=26, edgecolors="black", linewidths=0.3)
             ax.figure.colorbar(mappable, ax=ax, label="validation accuracy", shrink=0.9)
         for mask, style in zip(unvalued_masks(frame), (PRUNED_STYLE, SCHEDULER_STYLE, FAILED_STYLE)):
-            if mask.any():
-                ax.scatter(px[mask], py[mask], **style)
+            if mask.any():  # under the completed trials: an asha stage's 127 stopped runs hid its 23 complete ones
+                ax.scatter(px[mask], py[mask], zorder=UNVALUED_ZORDER, **style)
         dress_axis(ax, "x", x, all_x)
         dress_axis(ax, "y", y, all_y)
         ax.set_title(f"{title} ({int(done.sum())} complete, {int((state == 'PRUNED').sum())} pruned)", fontsize=10)

@@ -108,7 +108,7 @@ DIAGNOSIS_MEANINGS: dict[str, str] = {
                     "term): more capacity or less regularisation",
     "dead_units": "over half a layer's units never active",
     "saturated_units": "tanh/sigmoid outputs stuck in their flat tails",
-    "bad_initial_loss": "initial loss far from ln C: wrong output scale",
+    "bad_initial_loss": "initial loss far from ln C: initial weights or inputs too large (search sanity says which)",
     "still_learning": "the training set not yet learned and the loss still falling steeply at the end: train longer",
     "healthy": "no problem found",
 }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -131,6 +132,9 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         "train_acc_history": result.train_acc_history,
         "val_acc_history": result.val_acc_history,
         "loss_history": [finite_or_none(v) for v in result.loss_history],
+        # per weight matrix, per epoch: its last update's norm over the weights' norm (the lecture's ~1e-3)
+        "update_ratio_history": {name: [finite_or_none(r.get(name, math.nan)) for r in result.update_ratio_history]
+                                 for name in model.weight_names},
         "diagnosis": list(diagnosis.labels),
         "diagnosis_numbers": diagnosis.numbers,
         "sentences": describe_diagnosis(diagnosis, stop_reason(result.status)),
@@ -163,9 +167,12 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
         echo_json(summary)
     else:
         per_epoch = max(1, result.iterations // max(1, result.epochs))
-        for e, (ta, va) in enumerate(zip(result.train_acc_history, result.val_acc_history), start=1):
+        for e, (ta, va, ratios) in enumerate(zip(result.train_acc_history, result.val_acc_history,
+                                                 result.update_ratio_history), start=1):
             loss = result.loss_history[min(len(result.loss_history), e * per_epoch) - 1]
-            click.echo(f"epoch {e:3d}  loss {loss:.4f}  train_acc {ta:.4f}  val_acc {va:.4f}")
+            # the first layer's update/weight ratio, as the lecture watches it: about 1e-3 in a healthy run
+            click.echo(f"epoch {e:3d}  loss {loss:.4f}  train_acc {ta:.4f}  val_acc {va:.4f}  "
+                       f"update/W1 {ratios.get('W1', math.nan):.1e}")
         status = result.status
         if status == "exploded":
             window = min(EXPLODE_WINDOW, result.iterations)
@@ -401,6 +408,8 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     else:
         for c in checks:
             say(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.value:.4g} (expected {c.expected})")
+            if c.hint:
+                say(f"- {c.hint}", "  ")
     return 0 if all(c.passed for c in checks) else 1
 
 

@@ -460,6 +460,36 @@ def test_describe_counts_ranges_and_warnings(tmp_path: Path) -> None:
     assert clean["warnings"] == [] and clean["image_shape"] == [1, 8, 8] and clean["samples"]["train"] == 1257
 
 
+def test_describe_warns_of_images_of_0_to_255_read_as_they_are_not_of_an_image_folders(tmp_path: Path) -> None:
+    # a CIFAR-shaped .npz of uint8 pixels trained at 0..255 (initial loss 3.1 for ln 10, lr 0.008 exploding) with no
+    # word of it, where the same images as a folder of PNGs are scaled to [0, 1]
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8), np.arange(60) % 3
+    np.savez(tmp_path / "pixels.npz", X=X, y=y)
+    np.savez(tmp_path / "scaled.npz", X=X / np.float32(255), y=y)
+    np.savez(tmp_path / "centred.npz", X=X - 128.0, y=y)
+    warnings = describe_dataset(DataSpec(str(tmp_path / "pixels.npz")))["warnings"]
+    assert warnings == [
+        "image values 0 to 255, read as they are (an image folder's and cifar10's are scaled to [0, 1]), where the "
+        "initialisation assumes about unit scale: the initial loss is off ln C and good learning rates are lower; "
+        "divide them by 255 in the file, or try --preprocess standardize"]
+    assert describe_dataset(DataSpec(str(tmp_path / "pixels.npz")), standardized=True)["warnings"] == []
+    for quiet in ("scaled.npz", "centred.npz"):
+        assert describe_dataset(DataSpec(str(tmp_path / quiet)))["warnings"] == [], quiet
+    folder = _write_images(tmp_path / "photos", {"a": 20, "b": 20}, (8, 8))
+    assert describe_dataset(DataSpec(str(folder)))["warnings"] == []
+    # the same pixels as rows of 192 features (CS231n's X_train.reshape(N, -1)): no image shape, one scale
+    np.savez(tmp_path / "rows.npz", X=X.reshape(60, -1), y=y)
+    rows = describe_dataset(DataSpec(str(tmp_path / "rows.npz")))
+    std = rows["feature_std"]
+    assert rows["warnings"] == [
+        f"features of std {std['min']:.3g} to {std['max']:.3g} (values 0 to 255), where the initialisation assumes "
+        "about unit scale: the initial loss is off ln C and good learning rates are lower; try --preprocess "
+        "standardize"]
+    np.savez(tmp_path / "rows01.npz", X=X.reshape(60, -1) / 255, y=y)
+    assert describe_dataset(DataSpec(str(tmp_path / "rows01.npz")))["warnings"] == []
+
+
 def test_describe_warns_of_names_that_differ_only_in_case(tmp_path: Path) -> None:
     # 'male' and 'Male' are two categories (two classes for 'yes' and 'Yes'): most often one thing typed two ways
     rows = [[i % 5, ("male", "Male", "female")[i % 3], ("yes", "Yes", "no")[i % 3]] for i in range(60)]

@@ -226,6 +226,28 @@ def test_dead_and_saturated_units_and_a_bad_initial_loss():
     assert expected_initial_loss("svm", 10) == 9.0
 
 
+def test_a_bad_initial_loss_names_the_inputs_scale_beside_the_weights_and_where_to_tell_them_apart():
+    # it said "the output scale is wrong" of pixels of 0..255, read as they are, where the output layer was fine
+    d = _run(initial=LN10 + 0.85)
+    assert describe_diagnosis(d) == [
+        f"initial data loss {round(LN10 + 0.85, 4)}, expected about 2.3026: the initial class scores are far from 0, "
+        "from the initial weights or from inputs far from unit scale (pixels of 0..255); search sanity with the "
+        "run's options says which"]
+
+
+def test_a_learning_rate_too_low_is_said_with_the_first_layers_update_to_weight_ratio_where_measured():
+    # the lecture reads a learning rate by ||dW|| / ||W|| (about 1e-3); the sentence gave the loss alone
+    flat = [2.3] + [2.29] * 99
+    d = diagnose("completed", flat, 0.2, 0.2, LN10, LN10, [], update_ratio=3.5678e-06)
+    assert d.labels == ("lr_too_low",) and d.numbers["update_ratio"] == 3.57e-06
+    assert describe_diagnosis(d) == [
+        "the loss fell by only 0.4% of its first value (< 10%): the learning rate is too low; the first layer's last "
+        "update was 3.6e-06 of its weights' norm (about 1e-3 with a good learning rate)"]
+    unmeasured = _run(loss=flat, train=0.2, val=0.2)
+    assert "update_ratio" not in unmeasured.numbers and describe_diagnosis(unmeasured) == [
+        "the loss fell by only 0.4% of its first value (< 10%): the learning rate is too low"]
+
+
 def test_dead_and_saturated_units_are_said_per_layer_in_words():
     # search explain printed them as Python lists: "dead units per layer [0.62, 0.0312] (> 50% in a layer)"
     d = _run(layers=[LayerStats(1, 0.1, 0.2, 0.25, 0.62), LayerStats(2, 0.1, 0.2, 0.0, 0.0312)])

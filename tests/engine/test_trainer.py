@@ -70,3 +70,18 @@ def test_balanced_accuracy_is_scikit_learns():
     assert balanced_accuracy(y, predicted) == pytest.approx(expected, rel=1e-15)
     assert balanced_accuracy(y, np.zeros(200, dtype=np.int64)) == 0.25  # the majority class alone: 1 / classes
     assert np.isnan(balanced_accuracy(y[:0], predicted[:0]))
+
+
+def test_each_epoch_records_its_last_updates_size_against_the_weights_per_layer():
+    """The lecture's update/weight ratio: plain SGD on one full batch an epoch moves W by lr * dW."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((40, 12)).astype(np.float32), rng.integers(0, 3, 40)
+    config = ModelConfig(hidden=(8,), dtype="float64")
+    model = FullyConnectedNet(config, 12, 3, np.random.default_rng(4))
+    copy = FullyConnectedNet(config, 12, 3, np.random.default_rng(4))
+    _, grads = copy.loss(X.astype(np.float64), y, 0.0, np.random.default_rng(0))
+    result = train(model, TrainConfig(epochs=2, batch_size=40, optimizer="sgd", lr=0.05, reg=0.0), X, y, X, y)
+    assert [sorted(r) for r in result.update_ratio_history] == [["W1", "W2"], ["W1", "W2"]]
+    for name in ("W1", "W2"):
+        expected = 0.05 * np.linalg.norm(grads[name]) / np.linalg.norm(copy.params[name])
+        assert result.update_ratio_history[0][name] == pytest.approx(expected, rel=1e-6)

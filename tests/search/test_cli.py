@@ -1925,3 +1925,13 @@ def test_a_terminal_width_of_one_column_or_none_wraps_a_word_a_line(run_cli, mon
         "digits (builtin): 1257 train, 270 val, 270 test; 64 features (images 1x8x8)",
         "values 0 to 1; feature std 0 to 0.407",
         "preprocessing: mean_image, fitted on the training split (--preprocess NAME to"]), lines
+
+
+def test_train_prints_each_epochs_update_to_weight_ratio_of_the_first_layer_as_its_json_gives_it(run_cli):
+    # the lecture babysits a run by ||dW|| / ||W|| (about 1e-3); --json gives it per weight matrix
+    args = ("train", "--epochs", "2", "--train-size", "200", "--hidden", "30", "--depth", "2")
+    ratios = json.loads(run_cli(*args, "--json").stdout)["update_ratio_history"]
+    assert sorted(ratios) == ["W1", "W2", "W3"] and all(len(r) == 2 and all(v > 0 for v in r) for r in ratios.values())
+    lines = [line for line in run_cli(*args).stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[-1] for line in lines] == [f"update/W1 {r:.1e}" for r in ratios["W1"]]
+    assert all(len(line) <= 80 for line in lines)

@@ -158,3 +158,15 @@ def test_a_table_with_noisy_labels_is_not_told_to_raise_capacity(run_cli, tmp_pa
     assert _noise_or_capacity(n) and not _noise_or_capacity({**n, "train_levelled": False})
     assert not _noise_or_capacity({k: v for k, v in n.items() if k != "train_levelled"})
     assert not _noise_or_capacity({**n, "uncontradicted_acc": THRESHOLDS.train_acc_underfit - 0.01})
+
+
+def test_a_trial_keeps_its_first_layers_update_to_weight_ratio_and_explain_says_it_of_a_slow_learning_rate(run_cli):
+    # a stage's trial gave the loss alone as the sign of a learning rate too low, not the lecture's ||dW|| / ||W||
+    assert run_cli("coarse", "--lr", "1e-7:2e-7", "--trials", "1", "--epochs", "2", "--train-size", "200",
+                   "--jobs", "1").exit_code == 0
+    explained = json.loads(run_cli("explain", "digits/coarse:0", "--json").stdout)
+    ratio = explained["diagnosis_numbers"]["update_ratio"]
+    assert explained["diagnosis"] == ["lr_too_low"] and 0 < ratio < 1e-5
+    assert explained["sentences"][0].endswith(
+        f"the learning rate is too low; the first layer's last update was {ratio:.1e} of its weights' norm (about "
+        f"1e-3 with a good learning rate)")

@@ -279,15 +279,18 @@ def test_train_says_the_diagnosis_a_trial_of_the_same_run_stores(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     result = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-3:] == [
+    assert result.stdout.splitlines()[-4:] == [
         "diagnosis: lr_too_low",
         "  - the loss rose by 0.03% of its first value (instead of falling by 10% or",
-        "      more): the learning rate is too low",
+        "      more): the learning rate is too low; the first layer's last update was",
+        "      4.2e-07 of its weights' norm (about 1e-3 with a good learning rate)",
     ]
     out = json.loads(invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e-7", "--json").stdout)
     assert out["diagnosis"] == ["lr_too_low"] and out["diagnosis_numbers"]["loss_change"] == -0.0003
+    assert out["diagnosis_numbers"]["update_ratio"] == 4.24e-07
     assert out["sentences"] == ["the loss rose by 0.03% of its first value (instead of falling by 10% or more): the "
-                                "learning rate is too low"]
+                                "learning rate is too low; the first layer's last update was 4.2e-07 of its weights' "
+                                "norm (about 1e-3 with a good learning rate)"]
     # a run that blew up: its weights overflow their squared sum, and NumPy's warning was printed beside the lines
     blown = invoke("train", "--data", "digits", "--epochs", "1", "--lr", "1e6", "--optimizer", "sgd")
     assert blown.exit_code == 1 and blown.stderr == ""
@@ -335,3 +338,25 @@ def test_a_dropout_keep_probability_below_the_searched_range_is_one_line_and_exi
         result = invoke("train", "--epochs", "1", "--dropout", keep)
         assert (result.exit_code, result.output) == (
             2, f"error: Invalid value for '--dropout': {keep} is not in the range 0.01<=x<=1.\n")
+
+
+def test_sanity_says_under_a_failed_initial_loss_that_pixels_of_0_to_255_are_the_reason(tmp_path, monkeypatch):
+    # a CIFAR-shaped .npz of uint8 pixels is read as it is, 0..255: the first check FAILed with no word of why
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 10
+    X = np.clip(rng.normal(128, 60, (300, 8, 8, 3)) + y[:, None, None, None] * 5, 0, 255).astype(np.uint8)
+    np.savez(tmp_path / "pixels.npz", X=X, y=y)
+    result = invoke("sanity", "--data", "pixels.npz", "--train-size", "100")
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 1 and lines[0].startswith("FAIL  initial loss near chance (reg 0): ")
+    second = next(i for i, line in enumerate(lines) if i and line[:4] in ("PASS", "FAIL"))
+    hint = " ".join(line.strip() for line in lines[1:second])
+    assert hint.startswith("- the initial class scores have std ") and all(len(line) <= 80 for line in lines)
+    assert "where the initialisation expects about 1; scale them: --preprocess standardize, or, for images, their " \
+           "pixels divided by 255 in the file" in hint
+    checks = json.loads(invoke("sanity", "--data", "pixels.npz", "--train-size", "100", "--json").stdout)
+    assert checks[0]["hint"] == hint[2:] and [c["hint"] for c in checks[1:]] == [None] * 5
+    assert invoke("sanity", "--data", "pixels.npz", "--train-size", "100", "--preprocess", "standardize",
+                  "--json").stdout.count('"hint": null') == 6

@@ -1296,6 +1296,19 @@ def test_the_one_value_plots_share_one_legend_below_their_panels_that_covers_no_
     plots.plt.close(fig)
 
 
+def test_the_pair_plot_draws_the_completed_trials_above_the_stopped_and_failed_ones():
+    # an asha stage's 127 runs pruned by the scheduler, drawn last, hid its 23 completed ones and their colours
+    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["COMPLETE", "PRUNED", "PRUNED", "FAIL"],
+                          "value": [0.9, 0.5, np.nan, np.nan], "param_lr": [0.01] * 4, "param_reg": [1e-4] * 4,
+                          "stop_reason": ["completed", "pruned", "exploded", None]})
+    ax = plots.new_axes()[0, 0]
+    plots.plot_param_scatter([ax], [("fine-3", frame)], plots.Dim("lr", "float", True), plots.Dim("reg", "float", True))
+    complete, *stopped = ax.collections
+    assert complete.get_array().tolist() == [0.9] and len(stopped) == 3
+    assert all(c.get_zorder() < complete.get_zorder() for c in stopped)
+    plots.plt.close(ax.figure)
+
+
 def test_the_pair_plot_tells_exploded_trials_from_ones_the_scheduler_pruned():
     # in an asha stage both were one red x: where lr explodes could not be told from where the scheduler cut runs
     frame = pd.DataFrame({"number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "PRUNED"], "value": [0.9, np.nan, 0.5],
