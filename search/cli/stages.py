@@ -524,7 +524,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
 
     from search.campaign import run_existing
     from search.errors import SearchError
-    from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
+    from search.stages import campaign_stages, load_stage_study, retry_storage, stage_unfinished, study_name
     from studies.queries import COMPARE_STAGE, campaigns
 
     if stage is not None and follow:  # one stage named, or every next one followed: --follow was dropped silently
@@ -546,19 +546,26 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
     # created since (search compare's left out): the database is followed, not only the campaign newest at the start
     followed, seen, joined = [name], set(campaigns(st)), name
     waiting = False
-    while True:
+
+    def look() -> tuple[tuple[str, str] | None, bool]:
+        """(campaign, stage) of the next stage to join (None: none yet), and whether the newest campaign followed has
+        its final stage; campaigns created since are noted (each once it is read whole: a look cut by the database
+        failing is made again)."""
         if follow and campaign is None:
             for new in [c for c in campaigns(st) if c not in seen]:
-                seen.add(new)
                 if not any(COMPARE_STAGE.fullmatch(str(s.user_attrs.get("stage"))) for s in campaign_stages(st, new)):
                     followed.append(new)
-        todo = None
+                seen.add(new)
         for followed_name in followed:  # a campaign's open stages (its newest first) before the next campaign's
             unfinished = [s.study_name for s in campaign_stages(st, followed_name) if s.study_name not in served
                           and stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
             if unfinished:
-                todo = followed_name, unfinished[-1]
-                break
+                return (followed_name, unfinished[-1]), False
+        return None, any(s.user_attrs.get("stage") == "final" for s in campaign_stages(st, followed[-1]))
+
+    while True:
+        # a server restarted while this worker waits between stages is waited for, as it is during a stage's trials
+        todo, final = retry_storage(look, "looking for the next stage") if follow else look()
         if todo is not None:
             if todo[0] != joined and not as_json:
                 since = ", created after this worker started" if todo[0] != followed[0] else ""
@@ -569,7 +576,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
             waiting = False
             if not follow:
                 break
-        elif not follow or any(s.user_attrs.get("stage") == "final" for s in campaign_stages(st, followed[-1])):
+        elif not follow or final:
             break
         else:
             if not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
@@ -589,21 +596,25 @@ def _wait_for_campaign(url: str, campaign: str | None, as_json: bool) -> None:
     before the command that creates it, and waits for it as for a next stage, saying so once."""
     import time
 
+    from search.stages import retry_storage
     from studies.errors import EmptyDatabaseError
     from studies.queries import campaigns, names_message
     from studies.store import open_storage
 
-    said = False
-    while True:
+    def known_campaigns() -> list[str]:
         try:
             reading = open_storage(url, readonly=True)  # missing: one line, as without --follow
         except EmptyDatabaseError:  # a server database made with createdb: the first search auto makes the tables
-            known = []
-        else:
-            try:
-                known = campaigns(reading)
-            finally:
-                reading.engine.dispose()
+            return []
+        try:
+            return campaigns(reading)
+        finally:
+            reading.engine.dispose()
+
+    said = False
+    while True:
+        # once it was reached, a server restarted while this worker waits is waited for, as during a stage's trials
+        known = retry_storage(known_campaigns, "waiting for the campaign") if said else known_campaigns()
         if campaign in known or (campaign is None and known):
             return
         if not said and not as_json and campaign is None:
