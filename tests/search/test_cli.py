@@ -417,6 +417,24 @@ def test_studies_shows_the_trials_an_unfinished_stage_is_running_and_still_has_t
     assert table[1].split()[:2] + table[1].split()[3:8] == ["digits/coarse", "3", "1", "0", "0", "1", "1"]
 
 
+def test_best_says_when_a_stage_of_its_campaign_is_unfinished(run_cli, tmp_path):
+    # search best while workers ran a stage gave its best so far and a "keep it" line without a word that trials were
+    # still to run
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    for fmt in ("table", "json", "csv"):
+        assert "unfinished" not in run_cli("best", "--format", fmt).stderr
+    with sqlite3.connect(tmp_path / "search.db") as db:  # a trial a worker runs now, and one still to run
+        db.execute("UPDATE trials SET state = 'RUNNING' WHERE number = 1")
+        db.execute("UPDATE trials SET state = 'WAITING' WHERE number = 2")
+    for fmt in ("table", "json", "csv"):
+        shown = run_cli("best", "--format", fmt)
+        assert shown.exit_code == 0
+        assert " ".join(shown.stderr.split()).endswith(
+            "note: digits/coarse is unfinished: 2 of its 3 trials have not finished (1 running, 1 waiting); the best "
+            "may change once they have"), shown.stderr
+    assert json.loads(run_cli("best", "--format", "json").stdout)["number"] == 0  # stdout stays JSON alone
+
+
 def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
     for campaign in ("one", "two"):
         assert run_cli("coarse", "--campaign", campaign, "--trials", "2", "--epochs", "1",
