@@ -41,6 +41,17 @@ def _workers(url: str, campaign: str, folder, count: int = 3):
     return [start(args, folder, f"worker{i}") for i in range(count)]
 
 
+def _outage_lines(stderr: str) -> list[str]:
+    """The lines saying the database failed and worked again, each with the lines it was wrapped onto joined."""
+    lines: list[str] = []
+    for line in stderr.splitlines():
+        if line.startswith("    ") and lines:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return [line for line in lines if line.startswith("database ")]
+
+
 def _pid(trial) -> str:
     return trial.user_attrs.get("worker", "").rsplit(":", 1)[-1]
 
@@ -229,7 +240,7 @@ def test_a_worker_waits_for_a_restarted_server_and_completes_the_stage(postgres_
         _pg_ctl(postgres_server, "start")
     assert proc.wait(300) == 0, proc.stderr
     # it said so, once as its retries began and once as the server answered again (it was silent for the outage)
-    down = [line for line in proc.stderr.splitlines() if line.startswith("database ")]
+    down = _outage_lines(proc.stderr)
     assert len(down) == 2, proc.stderr
     assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
     assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
@@ -251,7 +262,7 @@ def test_a_command_with_jobs_says_once_for_all_its_workers_that_the_server_is_do
         _pg_ctl(postgres_server, "start")
     assert proc.wait(300) == 0, proc.stderr
     # its own worker loop, its watcher of the other worker process, and that process: two lines between them
-    down = [line for line in proc.stderr.splitlines() if line.startswith("database ")]
+    down = _outage_lines(proc.stderr)
     assert len(down) == 2, proc.stderr
     assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
     assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
@@ -353,7 +364,7 @@ def test_a_following_worker_waits_for_a_server_restarted_between_stages(postgres
             _pg_ctl(postgres_server, "start")
     assert followed.exit_code == 0, followed.output
     assert outage == ["stopped", "started"] and len(polls) == 2
-    down = [line for line in followed.stderr.splitlines() if line.startswith("database ")]
+    down = _outage_lines(followed.stderr)
     assert len(down) == 2 and down[0].startswith("database unreachable, retrying for up to 60 s: "), followed.stderr
     assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
     # a line saying the retries began does not tell to run the command again (it said so after "closed the connection")
