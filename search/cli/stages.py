@@ -495,7 +495,7 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
               help="After its stage, wait for the campaign's next one (as search auto creates them) and join it "
                    "too, until a final stage is complete; without --campaign, the stages of each campaign created "
                    "later too, once those before are done; a --campaign not created yet (without --campaign: a first "
-                   "campaign) is waited for too; Ctrl-C stops it.")
+                   "campaign, or a new one where the newest is done) is waited for too; Ctrl-C stops it.")
 @click.option("--data", type=click.Path(exists=True, resolve_path=True), default=None, metavar="PATH",
               help="This machine's copy of the stage's data file or folder, where it is not at the path the stage "
                    "was created with; refused unless it is the same data (the sha256 the stage records).")
@@ -576,10 +576,15 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
             waiting = False
             if not follow:
                 break
-        elif not follow or final:
+        # the database followed, its newest campaign done before this worker came: a campaign created later is
+        # waited for (the cluster's workers are started before the next search auto), as on a database holding none
+        elif not follow or (final and (campaign is not None or len(followed) > 1 or summaries)):
             break
         else:
-            if not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
+            if not waiting and not as_json and final:
+                say(f"every stage of campaign {joined} is complete: waiting for a new campaign (search coarse or search "
+                    "auto makes one; Ctrl-C stops)", err=True)
+            elif not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
                 more = " or a new campaign" if campaign is None else ""
                 say(f"waiting for the next stage of campaign {joined}{more} (search auto adds them; Ctrl-C stops)",
                     err=True)

@@ -1712,6 +1712,45 @@ def test_a_following_worker_names_every_campaign_it_followed_when_it_found_nothi
     assert followed.stdout == "nothing to join: every stage of campaigns first, second is complete\n"
 
 
+def test_a_following_worker_started_after_the_newest_campaign_was_done_waits_for_a_new_one(run_cli, monkeypatch):
+    # search worker --follow (no --campaign) started on each machine before the next search auto, once the newest
+    # campaign's final stage was done, said "nothing to join" and exited: none was left to join the next campaign
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage, run_worker
+
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    storage = open_storage("sqlite:///search.db")
+    create_stage(storage, replace(coarse_stage("first", run, DEFAULT_SPACE, 1, seed=1), stage="final"))
+    assert run_worker(storage, "first/final", run.load()).ran == 1  # search auto --campaign first, done
+    polls = []
+
+    def sleep(seconds):  # "search auto --campaign second" makes its final stage while the worker waits
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) > 2:
+            raise KeyboardInterrupt  # still waiting: stopped, as Ctrl-C would
+        if len(polls) == 2:
+            create_stage(open_storage("sqlite:///search.db"),
+                         replace(coarse_stage("second", run, DEFAULT_SPACE, 2, seed=1), stage="final"))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow", "--jobs", "1")
+    assert followed.exit_code == 0 and len(polls) == 2, followed.output
+    assert " ".join(followed.stderr.split()).startswith(
+        "every stage of campaign first is complete: waiting for a new campaign (search coarse or search auto makes "
+        "one; Ctrl-C stops) joining campaign second, created after this worker started"), followed.stderr
+    trials = cwd_study("second/final").trials
+    assert len(trials) == 2 and all(t.state.is_finished() for t in trials)
+    # named, the campaign done is not waited on
+    assert run_cli("worker", "--follow", "--campaign", "first").stdout == (
+        "nothing to join: every stage of campaign first is complete\n")
+
+
 def test_a_worker_runs_jobs_processes_of_one_blas_thread_each(run_cli, monkeypatch):
     # search worker had no --jobs: N processes on one machine took N commands, each on NumPy's own BLAS threads
     import search.campaign
