@@ -232,9 +232,10 @@ def updates_warning(train_samples: int, batch_size: int, epochs: int, option: st
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None,
-           complete_hint: str = " (use --campaign NAME to start a new campaign)") -> int:
+           complete_hint: str = " (use --campaign NAME to start a new campaign)", joined: bool = False) -> int:
     """Print the stages' summaries (or JSON); ``complete_hint`` follows "already complete; nothing to run" (a worker,
-    which starts no campaign, gives none)."""
+    which starts no campaign, gives none); ``joined``: each stage had trials left when it was joined (search worker's
+    own choice of stage)."""
     if as_json:
         echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
     else:
@@ -242,7 +243,10 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
         if before:
             click.echo()
             were = "was" if len(before) == 1 else "were"
-            if len(before) < len(summaries):  # search auto or fine went on with the stages after them
+            if joined:  # not complete when joined: the trials left were run, or being run, by other processes
+                say(f"this worker ran no trial of {', '.join(s.study for s in before)}: other processes finished "
+                    f"{'it' if len(before) == 1 else 'them'}")
+            elif len(before) < len(summaries):  # search auto or fine went on with the stages after them
                 say(f"{', '.join(f'{s.study} ({s.n_trials} trials)' for s in before)} {were} already complete; "
                     f"continued with the stages after {'it' if len(before) == 1 else 'them'}")
             else:
@@ -593,7 +597,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
     if not summaries and not as_json:  # finished before this worker came: nothing is wrong
         say(f"nothing to join: every stage of campaign{'s' if len(followed) > 1 else ''} {', '.join(followed)} is "
             "complete")
-    return finish(summaries, as_json, complete_hint="")
+    return finish(summaries, as_json, complete_hint="", joined=True)
 
 
 def _wait_for_campaign(url: str, campaign: str | None, as_json: bool) -> None:

@@ -1751,6 +1751,26 @@ def test_a_following_worker_started_after_the_newest_campaign_was_done_waits_for
         "nothing to join: every stage of campaign first is complete\n")
 
 
+def test_a_worker_whose_stage_other_processes_finished_as_it_joined_says_so(run_cli, monkeypatch):
+    # a worker that joined a stage with trials left ("continuing ...: 7 of 8 trials finished; 1 running in another
+    # process") and ran none of them said the stage "was already complete; nothing to run"
+    import search.campaign
+    from search.stages import Stage, run_worker
+
+    args = ("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200")
+    assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    joining = search.campaign.run_existing
+
+    def others_first(execution, study, **kwargs):  # another machine's worker runs the trials left meanwhile
+        run_worker(open_storage("sqlite:///search.db"), study.study_name, Stage.from_attrs(study.user_attrs).run.load())
+        return joining(execution, study, **kwargs)
+
+    monkeypatch.setattr(search.campaign, "run_existing", others_first)
+    late = run_cli("worker", "--jobs", "1")
+    assert late.exit_code == 0, late.output
+    assert late.stdout.startswith("\nthis worker ran no trial of digits/coarse: other processes finished it\n")
+
+
 def test_a_worker_runs_jobs_processes_of_one_blas_thread_each(run_cli, monkeypatch):
     # search worker had no --jobs: N processes on one machine took N commands, each on NumPy's own BLAS threads
     import search.campaign
