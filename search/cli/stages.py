@@ -586,8 +586,8 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
             break
         else:
             if not waiting and not as_json and final:
-                say(f"every stage of campaign {joined} is complete: waiting for a new campaign (search coarse or search "
-                    "auto makes one; Ctrl-C stops)", err=True)
+                say(f"every stage of campaign {joined} is complete: waiting for a new campaign (search coarse or "
+                    "search auto makes one; Ctrl-C stops)", err=True)
             elif not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
                 more = " or a new campaign" if campaign is None else ""
                 say(f"waiting for the next stage of campaign {joined}{more} (search auto adds them; Ctrl-C stops)",
