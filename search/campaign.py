@@ -6,6 +6,7 @@ import math
 import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.data import DATASETS, Dataset, data_identity, data_sha256, majority_baseline
+from engine.formats import detect_format
 from engine.model import balanced_accuracy
 from engine.trainer import train
 from search.config import RunConfig
@@ -210,6 +212,10 @@ def _check_same_data(study: optuna.Study, identity: dict[str, Any]) -> None:
                           f"start another campaign on this data with search coarse or auto --campaign NAME")
 
 
+DATA_KINDS = {"npz": "an .npz file", "csv": "a .csv table", "tsv": "a .tsv table", "image_folder": "an image folder",
+              "cifar10": "a CIFAR-10 folder"}  # engine.formats.detect_format's names, as a sentence says them
+
+
 def _local_copy_checks(study: optuna.Study, path: str) -> tuple[str, ...]:
     """What a copy of the data at ``path`` is checked against (``_check_local_copy``): ("sha256",) where ``study``
     records one, else its split shapes and classes; SearchError where it records neither, or trains on built-in
@@ -220,6 +226,10 @@ def _local_copy_checks(study: optuna.Study, path: str) -> tuple[str, ...]:
     if name in DATASETS:
         raise SearchError(f"--data {path}: stage {study.study_name} trains on the built-in dataset {name}, which "
                           f"needs no copy: leave --data out")
+    fmt, given = recorded.get("format"), detect_format(Path(path))
+    if fmt in DATA_KINDS and given != fmt:  # read as another kind (a folder for a .csv): no check would get that far
+        raise SearchError(f"--data {path} is {DATA_KINDS.get(given, given)}, where stage {study.study_name} was "
+                          f"trained on {DATA_KINDS[fmt]} ({name}): give the path of this machine's copy of it")
     checked = ("sha256",) if recorded.get("sha256") else tuple(k for k in ("shapes", "classes") if recorded.get(k))
     if not checked:
         raise SearchError(f"--data {path}: stage {study.study_name} records nothing to check a copy of its data "

@@ -43,6 +43,7 @@ from search.objective import EXPLODE_FACTOR, run_trial, trial_seed
 from search.schedulers import ASHA_REDUCTION, SCHEDULERS, asha_min_epochs
 from search.space import (Choice, Dimension, FloatRange, IntRange, applies, describe_space, has_params,
                           insensitive_dimensions, log_marked, refine_space, searchable, space_attr, space_from_attr)
+from search.text import wrapped
 from studies import optuna_rdb
 from studies.queries import check_stored_space, known_studies_message, split_samples
 from studies.records import diagnosis_labels, trial_record
@@ -632,8 +633,8 @@ class StorageOutage:
                 self._say(f"database {again} after {seconds:.0f} s")
 
     def _say(self, line: str) -> None:
-        if self.say is not None:
-            self.say(line)
+        if self.say is not None:  # wrapped as the notes beside it are: a terminal would split its words
+            self.say(wrapped(line))
 
 
 def _say_on_stderr(line: str) -> None:

@@ -198,13 +198,25 @@ def run_stage_processes(
         raise SearchFailed(stopped[0])
     failed = [p.exitcode for p in procs if p.exitcode not in (0, EXIT_TRIAL_ERRORS) and p.pid not in dismissed]
     if failed:
-        raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally "
-                           f"(exit codes {failed})")
+        raise SearchFailed(f"{len(failed)} of {jobs} workers on {mask_url(url)} stopped abnormally: "
+                           f"{_ends_text(failed)}")
     watcher.raise_error()
     watcher.poll()  # what landed since its last look
     errors = [p.exitcode for p in procs if p.exitcode == EXIT_TRIAL_ERRORS]
     return WorkerReport(ran=watcher.new, errors=own.errors + ([f"{len(errors)} worker(s) had trials that failed"]
                                                               if errors else []))
+
+
+def _ends_text(exitcodes: list[int | None]) -> str:
+    """How worker processes ended, counted: ``1 killed by SIGKILL, 2 exited with code 1``."""
+    ends: dict[str, int] = {}
+    for code in exitcodes:
+        if code is not None and code < 0 and -code in signal.valid_signals():
+            end = f"killed by {signal.Signals(-code).name}"  # the kernel's OOM killer, or kill -9
+        else:
+            end = f"exited with code {code}"
+        ends[end] = ends.get(end, 0) + 1
+    return ", ".join(f"{n} {end}" for end, n in ends.items())
 
 
 class _FinishedTrials(threading.Thread):

@@ -893,7 +893,7 @@ _STORAGE_PROBLEMS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      "cannot reach the database server: is it running, and are the host, port and name right?", ""),
     (("server closed the connection", "terminating connection", "connection already closed",
       "ssl syscall error", "server conn crashed"), "unreachable",
-     "the database server closed the connection (stopped or restarted?)", ": run the command again"),
+     "the database server closed the connection (stopped or restarted?)", ""),  # retried, or said with what to do
     (("unable to open database file",), "unreachable",
      "cannot open the database file: check that its folder exists and may be read", ""),
     (("file is not a database", "database disk image is malformed"), "failing",

@@ -156,7 +156,7 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     """
     import pandas as pd
 
-    from studies.queries import best_trial, keep_command, latest_campaign
+    from studies.queries import best_trial, keep_command, latest_campaign, list_studies
 
     st = open_for_reading(storage)
     name = campaign or latest_campaign(st)
@@ -203,6 +203,11 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
             say(ties_line(row, margin))
         if not run:  # after search auto, the line above keeps a run of its choice, not this trial
             click.echo("keep it: " + keep_command(f"{row['study']}:{row['number']}", storage))
+    for stage in list_studies(st, name).itertuples():  # workers still running: what is shown may yet be passed
+        if stage.running + stage.waiting:
+            note_on_output(f"note: {stage.study} is unfinished: {stage.running + stage.waiting:,} of its "
+                           f"{stage.n_trials:,} trials have not finished ({stage.running:,} running, "
+                           f"{stage.waiting:,} waiting); the best may change once they have")
 
 
 @click.command(cls=SectionedCommand, short_help="Run one read-only SQL statement.")

@@ -232,9 +232,10 @@ def updates_warning(train_samples: int, batch_size: int, epochs: int, option: st
 
 
 def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = None,
-           complete_hint: str = " (use --campaign NAME to start a new campaign)") -> int:
+           complete_hint: str = " (use --campaign NAME to start a new campaign)", joined: bool = False) -> int:
     """Print the stages' summaries (or JSON); ``complete_hint`` follows "already complete; nothing to run" (a worker,
-    which starts no campaign, gives none)."""
+    which starts no campaign, gives none); ``joined``: each stage had trials left when it was joined (search worker's
+    own choice of stage)."""
     if as_json:
         echo_json({"stages": [s.as_dict() for s in summaries], **(extra or {})})
     else:
@@ -242,7 +243,10 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
         if before:
             click.echo()
             were = "was" if len(before) == 1 else "were"
-            if len(before) < len(summaries):  # search auto or fine went on with the stages after them
+            if joined:  # not complete when joined: the trials left were run, or being run, by other processes
+                say(f"this worker ran no trial of {', '.join(s.study for s in before)}: other processes finished "
+                    f"{'it' if len(before) == 1 else 'them'}")
+            elif len(before) < len(summaries):  # search auto or fine went on with the stages after them
                 say(f"{', '.join(f'{s.study} ({s.n_trials} trials)' for s in before)} {were} already complete; "
                     f"continued with the stages after {'it' if len(before) == 1 else 'them'}")
             else:
@@ -495,7 +499,7 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
               help="After its stage, wait for the campaign's next one (as search auto creates them) and join it "
                    "too, until a final stage is complete; without --campaign, the stages of each campaign created "
                    "later too, once those before are done; a --campaign not created yet (without --campaign: a first "
-                   "campaign) is waited for too; Ctrl-C stops it.")
+                   "campaign, or a new one where the newest is done) is waited for too; Ctrl-C stops it.")
 @click.option("--data", type=click.Path(exists=True, resolve_path=True), default=None, metavar="PATH",
               help="This machine's copy of the stage's data file or folder, where it is not at the path the stage "
                    "was created with; refused unless it is the same data (the sha256 the stage records).")
@@ -524,7 +528,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
 
     from search.campaign import run_existing
     from search.errors import SearchError
-    from search.stages import campaign_stages, load_stage_study, stage_unfinished, study_name
+    from search.stages import campaign_stages, load_stage_study, retry_storage, stage_unfinished, study_name
     from studies.queries import COMPARE_STAGE, campaigns
 
     if stage is not None and follow:  # one stage named, or every next one followed: --follow was dropped silently
@@ -546,19 +550,26 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
     # created since (search compare's left out): the database is followed, not only the campaign newest at the start
     followed, seen, joined = [name], set(campaigns(st)), name
     waiting = False
-    while True:
+
+    def look() -> tuple[tuple[str, str] | None, bool]:
+        """(campaign, stage) of the next stage to join (None: none yet), and whether the newest campaign followed has
+        its final stage; campaigns created since are noted (each once it is read whole: a look cut by the database
+        failing is made again)."""
         if follow and campaign is None:
             for new in [c for c in campaigns(st) if c not in seen]:
-                seen.add(new)
                 if not any(COMPARE_STAGE.fullmatch(str(s.user_attrs.get("stage"))) for s in campaign_stages(st, new)):
                     followed.append(new)
-        todo = None
+                seen.add(new)
         for followed_name in followed:  # a campaign's open stages (its newest first) before the next campaign's
             unfinished = [s.study_name for s in campaign_stages(st, followed_name) if s.study_name not in served
                           and stage_unfinished(st, st.get_study_id_from_name(s.study_name))]
             if unfinished:
-                todo = followed_name, unfinished[-1]
-                break
+                return (followed_name, unfinished[-1]), False
+        return None, any(s.user_attrs.get("stage") == "final" for s in campaign_stages(st, followed[-1]))
+
+    while True:
+        # a server restarted while this worker waits between stages is waited for, as it is during a stage's trials
+        todo, final = retry_storage(look, "looking for the next stage") if follow else look()
         if todo is not None:
             if todo[0] != joined and not as_json:
                 since = ", created after this worker started" if todo[0] != followed[0] else ""
@@ -569,10 +580,15 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
             waiting = False
             if not follow:
                 break
-        elif not follow or any(s.user_attrs.get("stage") == "final" for s in campaign_stages(st, followed[-1])):
+        # the database followed, its newest campaign done before this worker came: a campaign created later is
+        # waited for (the cluster's workers are started before the next search auto), as on a database holding none
+        elif not follow or (final and (campaign is not None or len(followed) > 1 or summaries)):
             break
         else:
-            if not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
+            if not waiting and not as_json and final:
+                say(f"every stage of campaign {joined} is complete: waiting for a new campaign (search coarse or "
+                    "search auto makes one; Ctrl-C stops)", err=True)
+            elif not waiting and not as_json:  # a campaign no search auto runs is waited for silently, forever
                 more = " or a new campaign" if campaign is None else ""
                 say(f"waiting for the next stage of campaign {joined}{more} (search auto adds them; Ctrl-C stops)",
                     err=True)
@@ -581,7 +597,7 @@ def worker(campaign: str | None, stage: str | None, follow: bool, data: str | No
     if not summaries and not as_json:  # finished before this worker came: nothing is wrong
         say(f"nothing to join: every stage of campaign{'s' if len(followed) > 1 else ''} {', '.join(followed)} is "
             "complete")
-    return finish(summaries, as_json, complete_hint="")
+    return finish(summaries, as_json, complete_hint="", joined=True)
 
 
 def _wait_for_campaign(url: str, campaign: str | None, as_json: bool) -> None:
@@ -589,21 +605,25 @@ def _wait_for_campaign(url: str, campaign: str | None, as_json: bool) -> None:
     before the command that creates it, and waits for it as for a next stage, saying so once."""
     import time
 
+    from search.stages import retry_storage
     from studies.errors import EmptyDatabaseError
     from studies.queries import campaigns, names_message
     from studies.store import open_storage
 
-    said = False
-    while True:
+    def known_campaigns() -> list[str]:
         try:
             reading = open_storage(url, readonly=True)  # missing: one line, as without --follow
         except EmptyDatabaseError:  # a server database made with createdb: the first search auto makes the tables
-            known = []
-        else:
-            try:
-                known = campaigns(reading)
-            finally:
-                reading.engine.dispose()
+            return []
+        try:
+            return campaigns(reading)
+        finally:
+            reading.engine.dispose()
+
+    said = False
+    while True:
+        # once it was reached, a server restarted while this worker waits is waited for, as during a stage's trials
+        known = retry_storage(known_campaigns, "waiting for the campaign") if said else known_campaigns()
         if campaign in known or (campaign is None and known):
             return
         if not said and not as_json and campaign is None:

@@ -464,6 +464,24 @@ def test_studies_shows_the_trials_an_unfinished_stage_is_running_and_still_has_t
     assert table[1].split()[:2] + table[1].split()[3:8] == ["digits/coarse", "3", "1", "0", "0", "1", "1"]
 
 
+def test_best_says_when_a_stage_of_its_campaign_is_unfinished(run_cli, tmp_path):
+    # search best while workers ran a stage gave its best so far and a "keep it" line without a word that trials were
+    # still to run
+    assert run_cli("coarse", "--trials", "3", "--epochs", "1", "--train-size", "200").exit_code == 0
+    for fmt in ("table", "json", "csv"):
+        assert "unfinished" not in run_cli("best", "--format", fmt).stderr
+    with sqlite3.connect(tmp_path / "search.db") as db:  # a trial a worker runs now, and one still to run
+        db.execute("UPDATE trials SET state = 'RUNNING' WHERE number = 1")
+        db.execute("UPDATE trials SET state = 'WAITING' WHERE number = 2")
+    for fmt in ("table", "json", "csv"):
+        shown = run_cli("best", "--format", fmt)
+        assert shown.exit_code == 0
+        assert " ".join(shown.stderr.split()).endswith(
+            "note: digits/coarse is unfinished: 2 of its 3 trials have not finished (1 running, 1 waiting); the best "
+            "may change once they have"), shown.stderr
+    assert json.loads(run_cli("best", "--format", "json").stdout)["number"] == 0  # stdout stays JSON alone
+
+
 def test_studies_lists_one_campaign_and_names_the_known_ones_for_an_unknown(run_cli):
     for campaign in ("one", "two"):
         assert run_cli("coarse", "--campaign", campaign, "--trials", "2", "--epochs", "1",
@@ -1739,6 +1757,65 @@ def test_a_following_worker_names_every_campaign_it_followed_when_it_found_nothi
     followed = run_cli("worker", "--follow")
     assert followed.exit_code == 0 and len(polls) == 1, followed.output
     assert followed.stdout == "nothing to join: every stage of campaigns first, second is complete\n"
+
+
+def test_a_following_worker_started_after_the_newest_campaign_was_done_waits_for_a_new_one(run_cli, monkeypatch):
+    # search worker --follow (no --campaign) started on each machine before the next search auto, once the newest
+    # campaign's final stage was done, said "nothing to join" and exited: none was left to join the next campaign
+    import time
+
+    from engine.data import DataSpec
+    from search.campaign import DEFAULT_SPACE, coarse_stage
+    from search.cli import stages as stages_cli
+    from search.config import RunConfig
+    from search.stages import create_stage, run_worker
+
+    run = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    storage = open_storage("sqlite:///search.db")
+    create_stage(storage, replace(coarse_stage("first", run, DEFAULT_SPACE, 1, seed=1), stage="final"))
+    assert run_worker(storage, "first/final", run.load()).ran == 1  # search auto --campaign first, done
+    polls = []
+
+    def sleep(seconds):  # "search auto --campaign second" makes its final stage while the worker waits
+        assert seconds == stages_cli.FOLLOW_POLL_SECONDS
+        polls.append(seconds)
+        if len(polls) > 2:
+            raise KeyboardInterrupt  # still waiting: stopped, as Ctrl-C would
+        if len(polls) == 2:
+            create_stage(open_storage("sqlite:///search.db"),
+                         replace(coarse_stage("second", run, DEFAULT_SPACE, 2, seed=1), stage="final"))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    followed = run_cli("worker", "--follow", "--jobs", "1")
+    assert followed.exit_code == 0 and len(polls) == 2, followed.output
+    assert " ".join(followed.stderr.split()).startswith(
+        "every stage of campaign first is complete: waiting for a new campaign (search coarse or search auto makes "
+        "one; Ctrl-C stops) joining campaign second, created after this worker started"), followed.stderr
+    trials = cwd_study("second/final").trials
+    assert len(trials) == 2 and all(t.state.is_finished() for t in trials)
+    # named, the campaign done is not waited on
+    assert run_cli("worker", "--follow", "--campaign", "first").stdout == (
+        "nothing to join: every stage of campaign first is complete\n")
+
+
+def test_a_worker_whose_stage_other_processes_finished_as_it_joined_says_so(run_cli, monkeypatch):
+    # a worker that joined a stage with trials left ("continuing ...: 7 of 8 trials finished; 1 running in another
+    # process") and ran none of them said the stage "was already complete; nothing to run"
+    import search.campaign
+    from search.stages import Stage, run_worker
+
+    args = ("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200")
+    assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    joining = search.campaign.run_existing
+
+    def others_first(execution, study, **kwargs):  # another machine's worker runs the trials left meanwhile
+        run_worker(open_storage("sqlite:///search.db"), study.study_name, Stage.from_attrs(study.user_attrs).run.load())
+        return joining(execution, study, **kwargs)
+
+    monkeypatch.setattr(search.campaign, "run_existing", others_first)
+    late = run_cli("worker", "--jobs", "1")
+    assert late.exit_code == 0, late.output
+    assert late.stdout.startswith("\nthis worker ran no trial of digits/coarse: other processes finished it\n")
 
 
 def test_a_worker_runs_jobs_processes_of_one_blas_thread_each(run_cli, monkeypatch):

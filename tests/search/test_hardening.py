@@ -126,16 +126,19 @@ def test_a_failing_database_is_said_once_as_its_retries_start_and_once_as_it_wor
     buffered = optuna_rdb.BufferedTrialStorage
     monkeypatch.setattr(buffered, "commit_params", _failing(buffered.commit_params, failures))
     monkeypatch.setenv(STORAGE_RETRY_ENV, "30")
+    monkeypatch.setenv("COLUMNS", "80")
     _run(url, 3)
     assert failures["left"] == 0
     said = capsys.readouterr().err.splitlines()
-    assert said[0] == ("database disk full, retrying for up to 30 s: the disk holding the database is full: free "
-                       "some space (database or disk is full)")
-    assert said[1] in ("database working again after 0 s", "database working again after 1 s")  # 0.7 s of waits
-    assert len(said) == 2
+    # wrapped as the notes beside it (a terminal split its words: "the database server closed the co" / "nnection")
+    assert said[:2] == ["database disk full, retrying for up to 30 s: the disk holding the database is",
+                        "    full: free some space (database or disk is full)"]
+    assert said[2] in ("database working again after 0 s", "database working again after 1 s")  # 0.7 s of waits
+    assert len(said) == 3
 
 
-def test_a_failing_database_is_said_above_the_progress_bar():
+def test_a_failing_database_is_said_above_the_progress_bar(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     stream = io.StringIO()
     progress = Progress("digits/coarse", 4, mode="bar", stream=stream)
     STORAGE_OUTAGE.failing(DISK_FULL)
@@ -144,10 +147,10 @@ def test_a_failing_database_is_said_above_the_progress_bar():
     progress.close()
     lines = stream.getvalue().split("\n")
     # each on a line of its own, the bar cleared before it ("\r" then spaces: tqdm) and drawn again after it
-    assert [line.split("\r")[-1] for line in lines[:2]] == [
-        "database disk full, retrying for up to 60 s: the disk holding the database is full: free some space "
-        "(database or disk is full)", "database working again after 0 s"]
-    assert lines[2].startswith("\rdigits/coarse: 0/4 |") and lines[3] == ""
+    assert [line.split("\r")[-1] for line in lines[:3]] == [
+        "database disk full, retrying for up to 60 s: the disk holding the database is",
+        "    full: free some space (database or disk is full)", "database working again after 0 s"]
+    assert lines[3].startswith("\rdigits/coarse: 0/4 |") and lines[4] == ""
     assert STORAGE_OUTAGE.say is not progress._say  # its own stream no longer used once closed
 
 
@@ -165,7 +168,8 @@ def test_a_failing_database_is_said_above_the_progress_bar():
     (sqlite3.OperationalError("attempt to write a readonly database"), "database failing, retrying for up to 60 s: "
      "the database is read-only: it cannot be written here (attempt to write a readonly database)"),
 ])
-def test_a_failing_database_is_said_as_what_is_wrong_with_it(driver, said, capsys):
+def test_a_failing_database_is_said_as_what_is_wrong_with_it(driver, said, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # the lines unwrapped
     STORAGE_OUTAGE.failing(sqlalchemy.exc.OperationalError("INSERT", {}, driver))
     STORAGE_OUTAGE.working()
     again = "reachable again" if said.startswith("database unreachable") else "working again"

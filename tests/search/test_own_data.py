@@ -910,6 +910,26 @@ def test_a_worker_reads_a_copy_of_the_data_elsewhere_given_by_data_and_refuses_o
     assert run_cli("worker", "--campaign", "c", "--data", "missing.csv").exit_code == 2
 
 
+def test_a_worker_given_data_of_another_kind_names_both_kinds(run_cli, tmp_path, monkeypatch):
+    # search worker --data copy/ (the copy's folder, not its file) said the stage's "stored definition cannot be read
+    # (--label-column 'target' applies to .csv/.tsv data only ...); it was written by another program or changed since"
+    path = _write_csv(tmp_path / "wine.csv", load_wine)
+    args = ("coarse", "--campaign", "c", "--data", str(path), "--label-column", "target", "--trials", "3",
+            "--epochs", "1")
+    assert stages_made_only(run_cli, monkeypatch, *args).exit_code == 130
+    (tmp_path / "copy").mkdir()
+    copy = path.rename(tmp_path / "copy" / "wine.csv")
+    (tmp_path / "wine.tsv").write_text(copy.read_text().replace(",", "\t"))
+    assert one_line_error(run_cli("worker", "--campaign", "c", "--data", "copy")) == (
+        f"error: --data {tmp_path / 'copy'} is an image folder, where stage c/coarse was trained on a .csv table "
+        f"({path}): give the path of this machine's copy of it")
+    assert one_line_error(run_cli("worker", "--campaign", "c", "--data", "wine.tsv")) == (
+        f"error: --data {tmp_path / 'wine.tsv'} is a .tsv table, where stage c/coarse was trained on a .csv table "
+        f"({path}): give the path of this machine's copy of it")
+    assert len(cwd_study("c/coarse").get_trials(states=[TrialState.WAITING])) == 3  # nothing run
+    assert run_cli("worker", "--campaign", "c", "--data", "copy/wine.csv").exit_code == 0
+
+
 def test_a_worker_hashes_its_copy_of_the_data_once_a_process_and_reads_it_once_a_stage(run_cli, tmp_path,
                                                                                         monkeypatch):
     # search worker --data hashed its copy at every stage it joined, one with no trial left too, and read the copy of

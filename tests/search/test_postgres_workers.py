@@ -41,6 +41,17 @@ def _workers(url: str, campaign: str, folder, count: int = 3):
     return [start(args, folder, f"worker{i}") for i in range(count)]
 
 
+def _outage_lines(stderr: str) -> list[str]:
+    """The lines saying the database failed and worked again, each with the lines it was wrapped onto joined."""
+    lines: list[str] = []
+    for line in stderr.splitlines():
+        if line.startswith("    ") and lines:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return [line for line in lines if line.startswith("database ")]
+
+
 def _pid(trial) -> str:
     return trial.user_attrs.get("worker", "").rsplit(":", 1)[-1]
 
@@ -229,7 +240,7 @@ def test_a_worker_waits_for_a_restarted_server_and_completes_the_stage(postgres_
         _pg_ctl(postgres_server, "start")
     assert proc.wait(300) == 0, proc.stderr
     # it said so, once as its retries began and once as the server answered again (it was silent for the outage)
-    down = [line for line in proc.stderr.splitlines() if line.startswith("database ")]
+    down = _outage_lines(proc.stderr)
     assert len(down) == 2, proc.stderr
     assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
     assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
@@ -251,7 +262,7 @@ def test_a_command_with_jobs_says_once_for_all_its_workers_that_the_server_is_do
         _pg_ctl(postgres_server, "start")
     assert proc.wait(300) == 0, proc.stderr
     # its own worker loop, its watcher of the other worker process, and that process: two lines between them
-    down = [line for line in proc.stderr.splitlines() if line.startswith("database ")]
+    down = _outage_lines(proc.stderr)
     assert len(down) == 2, proc.stderr
     assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
     assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
@@ -312,6 +323,55 @@ def test_a_following_worker_waits_on_a_database_still_empty_for_its_campaign(pg_
         "waiting for campaign first to be created (known campaigns: none; Ctrl-C stops) ")
     final = budget(pg_database, "first/final")
     assert final.finished == 2 and len(final.trials) == 2  # the worker ran both
+
+
+@pytest.mark.parametrize("waiting_for", ["next stage", "campaign"])
+def test_a_following_worker_waits_for_a_server_restarted_between_stages(postgres_server, pg_database, run_cli,
+                                                                       monkeypatch, waiting_for):
+    # search worker --follow waiting for the next stage (search auto deciding it, or a campaign not created yet) met a
+    # server restarted meanwhile with "error: the database failed: ...", exit 1, where during a stage's trials it
+    # retries for $SEARCH_STORAGE_RETRY_SECONDS: every worker of a cluster stopped at a restart between two stages
+    from dataclasses import replace
+
+    from search.cli import stages as stages_cli
+
+    run_spec = RunConfig(data=DataSpec("digits", train_size=200)).with_params({"train.epochs": 1})
+    if waiting_for == "next stage":
+        _create_stage(pg_database, "fw", 2, run_spec)
+    real_sleep, polls, outage = time.sleep, [], []
+
+    def sleep(seconds):  # the first poll finds the server stopped, the second the campaign's final stage
+        if seconds == stages_cli.FOLLOW_POLL_SECONDS:
+            polls.append(seconds)
+            if len(polls) == 1:
+                _pg_ctl(postgres_server, "-m", "fast", "stop")  # every connection of the worker's pool is cut
+                outage.append("stopped")
+            elif len(polls) == 2:
+                storage = open_storage(pg_database)
+                create_stage(storage, replace(coarse_stage("fw", run_spec, DEFAULT_SPACE, 2, seed=1), stage="final"))
+                storage.engine.dispose()
+        elif outage == ["stopped"] and seconds >= 0.1:  # the worker's first retry: the server is back
+            _pg_ctl(postgres_server, "start")
+            outage.append("started")
+        else:
+            real_sleep(seconds)  # pg_ctl's own waits
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    try:
+        followed = run_cli("worker", "--follow", "--campaign", "fw", "--jobs", "1", "--storage", pg_database)
+    finally:
+        if outage == ["stopped"]:
+            _pg_ctl(postgres_server, "start")
+    assert followed.exit_code == 0, followed.output
+    assert outage == ["stopped", "started"] and len(polls) == 2
+    down = _outage_lines(followed.stderr)
+    assert len(down) == 2 and down[0].startswith("database unreachable, retrying for up to 60 s: "), followed.stderr
+    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
+    # a line saying the retries began does not tell to run the command again (it said so after "closed the connection")
+    assert "error" not in followed.stderr and "again (" not in down[0]
+    for stage in ("fw/coarse", "fw/final") if waiting_for == "next stage" else ("fw/final",):
+        final = budget(pg_database, stage)
+        assert final.finished == 2 and len(final.trials) == 2  # the worker ran both stages' trials
 
 
 def test_a_login_that_may_only_read_is_refused_by_a_writing_command_in_one_line(pg_database, run_cli):

@@ -246,6 +246,27 @@ def test_a_sigterm_while_the_workers_start_ends_every_worker_made(url, monkeypat
     storage.engine.dispose()
 
 
+def test_workers_killed_by_a_signal_are_said_to_have_been_killed_by_it(url, monkeypatch, tmp_path):
+    # a worker process killed with kill -9 (or by the kernel's OOM killer) was said as "exit codes [-9]"
+    from search import workers
+    from search.errors import SearchFailed
+    from search.stages import create_stage
+
+    storage = open_storage(url)
+    create_stage(storage, coarse_stage("k", RUN, DEFAULT_SPACE, 4, seed=0))
+    site = tmp_path / "site"  # imported first by each spawned worker: it is killed as it would start its trials
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, signal, sys\nif '--multiprocessing-fork' in sys.argv:\n    import search.workers\n"
+        "    search.workers.run_worker = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    with pytest.raises(SearchFailed) as info:
+        workers.run_stage_processes(url, "k/coarse", RUN.load(), 2, heartbeat=10)
+    assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally: 2 killed by SIGKILL"
+    assert _states(_study(url, "k/coarse")) == {"WAITING": 4}
+    storage.engine.dispose()
+
+
 def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_had_failed_trials(url, monkeypatch,
                                                                                                  tmp_path):
     # a worker ended by an exception nothing caught exits 1, the code that meant "some of its trials failed": two
@@ -265,7 +286,7 @@ def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     with pytest.raises(SearchFailed) as info:
         workers.run_stage_processes(url, "x/coarse", RUN.load(), 2, heartbeat=10)
-    assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally (exit codes [1, 1])"
+    assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally: 2 exited with code 1"
     assert _states(_study(url, "x/coarse")) == {"WAITING": 4}
     storage.engine.dispose()
 
