@@ -17,7 +17,7 @@ from engine.data import DATASETS, Dataset, data_identity, data_sha256, majority_
 from engine.formats import detect_format
 from engine.model import balanced_accuracy
 from engine.trainer import train
-from search.config import RunConfig
+from search.config import RunConfig, data_warnings
 from search.errors import SearchError, SearchFailed, raise_pending
 from search.objective import EXPLODE_FACTOR, PRUNED_REASONS, stop_reason, trial_config
 from search.progress import Progress
@@ -598,7 +598,12 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
     """
     _check_auto_arguments(max_fine=max_fine, top=top, edge=edge, fine_epochs=fine_epochs, repeats=repeats,
                           retrains=retrains, promote=promote)
-    dataset = dataset if dataset is not None else coarse.run.load()
+    if dataset is None:  # from Python: `search auto`'s data warnings, shown the same way before the coarse trials
+        from engine.data import load_dataset
+
+        raw = load_dataset(coarse.run.data)
+        dataset = coarse.run.load(raw)
+        execution = replace(execution, warnings=data_warnings(coarse.run, raw, coarse.space) + execution.warnings)
     summaries = [execute_stage(execution, coarse, dataset)]
     execution = replace(execution, warnings=())  # said before the coarse stage: about the data all stages share
     storage = execution.storage()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from engine.errors import ConfigError
 from engine.model import FullyConnectedNet, ModelConfig
 from engine.preprocess import Preprocessor, PreprocessSpec, fit_dataset
 from engine.trainer import TrainConfig
+from search.text import wrapped
 
 MAX_DEPTH = 100  # hidden layers a run may have: --depth and a searched depth alike
 
@@ -174,3 +175,33 @@ def with_absolute_data(run: RunConfig) -> RunConfig:
     data = run.data
     folder = str(Path(data.data_dir).expanduser().resolve()) if data.data_dir else data.data_dir
     return replace(run, data=replace(data, name=absolute_data_name(data.name), data_dir=folder))
+
+
+def data_warnings(run: RunConfig, raw: Any, space: Collection[str] = ()) -> tuple[str, ...]:
+    """`search data`'s warnings about the run's data ``raw`` (before --preprocess) that a run shares with every other
+    on it, as lines to show before training: the raw scales differ a lot and --preprocess leaves them so; a column
+    numbers the rows; a class is named as a missing label is written ('?'); one class's guess alone scores well above
+    1/classes (``majority_warning``); values merged as float32 (``notes``); an
+    image folder holds files not read (a GIF); an epoch is one update (unless ``space`` searches batch_size)."""
+    from engine.data import data_source, id_column_warning, majority_warning, missing_label_warning, scale_warning
+    from engine.formats import unread_files_warning
+    from engine.preprocess import RESCALING
+
+    path, fmt = data_source(run.data)
+    warnings = (*raw.notes, None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw),
+                missing_label_warning(raw), majority_warning(raw),
+                unread_files_warning(path) if fmt == "image_folder" else None,
+                None if "batch_size" in space else batch_warning(len(raw.y_train), run.train.batch_size))
+    return tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
+
+
+def batch_warning(train_samples: int, batch_size: int) -> str | None:
+    """The warning for a training set under two batches: an epoch is one update (or none), and the samples past the
+    first batch sit each epoch out; a 3-epoch trial of 84 images at batch 50 made 3 updates."""
+    if train_samples < batch_size:
+        return f"{train_samples} training samples, fewer than --batch-size {batch_size}: give a smaller --batch-size"
+    if train_samples < 2 * batch_size:
+        left = train_samples - batch_size
+        return (f"{train_samples} training samples make one update an epoch at --batch-size {batch_size}"
+                + (f" ({left} of them left out of each)" if left else "") + ": give a smaller --batch-size")
+    return None

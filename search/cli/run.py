@@ -90,7 +90,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     import numpy as np
 
     from engine.model import balanced_accuracy
-    from search.cli.stages import data_warnings
+    from search.config import data_warnings
 
     raw = load_dataset(config.data)  # kept for the image shape the model file holds
     columns = model_columns(config) if save_to is not None else None
@@ -390,7 +390,7 @@ def sanity(base: RunConfig, lr: float, reg: float, overfit_samples: int, as_json
     from engine.diagnostics import sanity_checks
 
     from engine.data import load_dataset
-    from search.cli.stages import data_warnings
+    from search.config import data_warnings
 
     config = base.with_params({"train.lr": lr, "train.reg": reg, "train.epochs": 1})
     raw = load_dataset(config.data)
@@ -430,7 +430,7 @@ def data(base: RunConfig, as_json: bool) -> None:
     """
     from engine.data import describe_dataset, load_dataset
     from engine.preprocess import RESCALING, preprocess_dataset
-    from search.cli.stages import batch_warning
+    from search.config import batch_warning
 
     raw = load_dataset(base.data)
     prepared = preprocess_dataset(raw, base.preprocess)  # settings a stage would refuse are refused here too

@@ -16,7 +16,7 @@ from search.cli.options import (
 )
 from search.cli.output import echo, echo_json, say, say_final_runs
 from search.text import wrapped
-from search.config import RunConfig
+from search.config import RunConfig, batch_warning, data_warnings
 from search.objective import SCHEDULER_STOP
 from search.schedulers import SCHEDULERS
 from search.space import DEFAULT_SPACE, spec_shown, value_text
@@ -180,36 +180,6 @@ def updates_lines(run: RunConfig, space: Collection[str], train_samples: int, op
     short = None if "batch_size" in space else updates_warning(train_samples, run.train.batch_size, run.train.epochs,
                                                                option)
     return (wrapped(f"warning: {short}"),) if short else ()
-
-
-def data_warnings(run: RunConfig, raw: Any, space: Collection[str] = ()) -> tuple[str, ...]:
-    """`search data`'s warnings about the run's data ``raw`` (before --preprocess) that a run shares with every other
-    on it, as lines to show before training: the raw scales differ a lot and --preprocess leaves them so; a column
-    numbers the rows; a class is named as a missing label is written ('?'); one class's guess alone scores well above
-    1/classes (``majority_warning``); values merged as float32 (``notes``); an
-    image folder holds files not read (a GIF); an epoch is one update (unless ``space`` searches batch_size)."""
-    from engine.data import data_source, id_column_warning, majority_warning, missing_label_warning, scale_warning
-    from engine.formats import unread_files_warning
-    from engine.preprocess import RESCALING
-
-    path, fmt = data_source(run.data)
-    warnings = (*raw.notes, None if run.preprocess.name in RESCALING else scale_warning(raw), id_column_warning(raw),
-                missing_label_warning(raw), majority_warning(raw),
-                unread_files_warning(path) if fmt == "image_folder" else None,
-                None if "batch_size" in space else batch_warning(len(raw.y_train), run.train.batch_size))
-    return tuple(wrapped(f"warning: {w}") for w in warnings if w is not None)
-
-
-def batch_warning(train_samples: int, batch_size: int) -> str | None:
-    """The warning for a training set under two batches: an epoch is one update (or none), and the samples past the
-    first batch sit each epoch out; a 3-epoch trial of 84 images at batch 50 made 3 updates."""
-    if train_samples < batch_size:
-        return f"{train_samples} training samples, fewer than --batch-size {batch_size}: give a smaller --batch-size"
-    if train_samples < 2 * batch_size:
-        left = train_samples - batch_size
-        return (f"{train_samples} training samples make one update an epoch at --batch-size {batch_size}"
-                + (f" ({left} of them left out of each)" if left else "") + ": give a smaller --batch-size")
-    return None
 
 
 # Fewer updates than this in a stage's trial warn. On wine (124 training samples, --batch-size 50..5, 3 epochs,

@@ -1189,3 +1189,21 @@ def test_a_process_of_another_user_whose_proc_files_are_hidden_is_alive(monkeypa
     monkeypatch.setattr(os, "kill", denied)
     monkeypatch.setattr(builtins, "open", hidden)
     assert process_alive(4242) is True
+
+
+def test_run_auto_from_python_shows_the_data_warnings_search_auto_shows(tmp_path, capsys):
+    """The README's snippet on raw digits (0..16) in an .npz said nothing of the scales `search auto` warns of."""
+    import numpy as np
+
+    from search.campaign import run_auto
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4)) * np.array([0.01, 1.0, 1.0, 10.0])
+    np.savez(tmp_path / "mine.npz", X=X, y=np.arange(200) % 2)
+    base = RunConfig(data=DataSpec(str(tmp_path / "mine.npz"))).with_params({"train.epochs": 1})
+    stage = coarse_stage("mine", base, {"lr": FloatRange(1e-3, 1e-2)}, n_trials=1, seed=0)
+    run_auto(Execution(f"sqlite:///{tmp_path / 'search.db'}", progress="log"), stage, max_fine=0, top=1,
+             edge=0.1, fine_epochs=None, repeats=1, retrains=1)
+    err = capsys.readouterr().err
+    assert err.count("warning: features on very different scales: std from") == 1
+    assert "try --preprocess standardize" in err
