@@ -644,7 +644,8 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
     highest value's trial, of equal values the one of longer runs), ties (how many COMPLETE trials of those stages
     are within ``margin`` of the highest value, its own trial included), value_se (the value's standard error, None
     where the validation samples were not recorded), val_samples, margin, params, user_attrs (the scalar ones),
-    records (config, diagnosis_numbers, train_acc_curve; not the loss curve).
+    records (config, diagnosis_numbers, train_acc_curve; not the loss curve), initial_data_loss (user attr
+    initial_loss less its L2 term: the diagnosis' first data loss, None where not recorded).
     """
     selected = [info for info in _select_studies(_study_infos(storage), None, campaign)
                 if info.attrs.get("sampler") != "fixed"]
@@ -667,6 +668,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
     info, trial, value = max((best for best in bests if best[2] >= highest[2] - margin),
                              key=lambda best: (_stage_epochs(best[0]), best[2]))
     val_samples = split_samples(info.attrs, "val")
+    numbers = trial_record(trial, "diagnosis_numbers")
     return {
         "study": info.name,
         "stage": info.stage,
@@ -682,6 +684,7 @@ def best_trial(storage: optuna.storages.BaseStorage, campaign: str, margin: floa
         "params": dict(trial.params),
         "user_attrs": {k: v for k, v in trial.user_attrs.items() if k not in RECORD_KEYS},
         "records": {k: v for k in RECORD_KEYS if k != "loss_curve" and (v := trial_record(trial, k)) is not None},
+        "initial_data_loss": numbers.get("initial_data_loss") if isinstance(numbers, dict) else None,
     }
 
 

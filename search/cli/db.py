@@ -121,7 +121,7 @@ def auto_choice(st: Any, campaign: str) -> tuple[Any, str | None] | None:
 
 
 BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial",
-              "val_balanced_accuracy")  # a trial stored before it was recorded has none: an empty cell
+              "val_balanced_accuracy", "initial_data_loss")  # a trial stored before it was recorded has none: an empty cell
 
 
 def ties_line(row: dict[str, Any], margin: float) -> str:
@@ -148,7 +148,8 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
     how many trials tie, highest_trial and highest_value the highest one. After search auto, the configuration auto
     chose comes first (the best mean over repeats in its final stage, with its std: the one it retrained and tested,
     and the one to keep), with a keep it line that retrains auto_trial, a run of it in that stage; the single trial
-    second (json: auto_choice first; csv and json: a note on stderr).
+    second (json: auto_choice first; csv and json: a note on stderr). initial_loss is the trial's first loss with its
+    L2 term (reg); initial_data_loss the same without it, the one search explain sets against ln C.
 
     \b
     Example:
@@ -172,9 +173,13 @@ def best(campaign: str | None, storage: str | None, fmt: str) -> None:
         test = f"; test_acc {final.retrained.test_acc:.4f}" if final.retrained else ""
         note_on_output(f"note: search auto chose {params_text(final.params)} in {final.study} (the best mean over "
                        f"repeats, {final_runs_text(final)}{test}), not the single trial shown{keep}")
-    flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+    flat = {k: v for k, v in row.items() if not isinstance(v, dict) and k != "initial_data_loss"}
     for group in ("params", "user_attrs"):
         flat.update({(f"param_{k}" if group == "params" else k): v for k, v in row.get(group, {}).items()})
+    if "initial_loss" in flat:  # initial_data_loss beside it (csv: last, with the other columns added to best)
+        keys = list(flat)
+        keys.insert(keys.index("initial_loss") + 1, "initial_data_loss")
+        flat = {k: flat.get(k, row["initial_data_loss"]) for k in keys}
     if fmt == "json":
         echo_json(row)
     elif fmt == "csv":  # a list (the diagnosis' labels) as search trials gives it: lr_too_low,dead_units

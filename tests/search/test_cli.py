@@ -1264,9 +1264,10 @@ def test_best_prefers_the_longer_run_within_2_standard_errors_of_the_highest_val
     fields = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))[0]
     assert (fields["number"], fields["ties"], fields["highest_trial"]) == (str(closer), "2", f"digits/coarse:{top}")
     # the columns best gave before come first, in their old places, the added ones last
-    assert list(fields)[:6] + list(fields)[-8:] == ["study", "stage", "number", "value", "param_lr", "param_reg",
+    assert list(fields)[:6] + list(fields)[-9:] == ["study", "stage", "number", "value", "param_lr", "param_reg",
                                                     "value_se", "val_samples", "epochs", "ties", "highest_trial",
-                                                    "highest_value", "auto_trial", "val_balanced_accuracy"]
+                                                    "highest_value", "auto_trial", "val_balanced_accuracy",
+                                                    "initial_data_loss"]
     assert ("those within 2 standard errors (binomial, on the validation samples) of the highest value tie: shown is "
             "the highest of them at the longest run length") in " ".join(run_cli("best", "--help").stdout.split())
 
@@ -2012,3 +2013,20 @@ def test_train_prints_each_epochs_update_to_weight_ratio_of_the_first_layer_as_i
     lines = [line for line in run_cli(*args).stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split("  ")[-1] for line in lines] == [f"update/W1 {r:.1e}" for r in ratios["W1"]]
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_best_gives_the_initial_data_loss_explain_speaks_of_beside_initial_loss(run_cli):
+    # best showed initial_loss 46.08 (with the L2 term) for a trial explain said began at data loss 3.1483
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--space",
+                   "reg=0.3:0.5").exit_code == 0
+    lines = run_cli("best").stdout.splitlines()
+    fields = {line.split()[0]: line.split()[1] for line in lines[1:] if len(line.split()) == 2}
+    names = [line.split()[0] for line in lines if line.strip()]
+    assert names[names.index("initial_loss") + 1] == "initial_data_loss"
+    study, number = fields["study"], fields["number"]
+    explained = json.loads(run_cli("explain", f"{study}:{number}", "--json").stdout)
+    data_loss = explained["diagnosis_numbers"]["initial_data_loss"]
+    assert fields["initial_data_loss"] == f"{data_loss:.4g}" and float(fields["initial_loss"]) > data_loss + 1
+    best = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))
+    assert list(best[0])[-1] == "initial_data_loss" and float(best[0]["initial_data_loss"]) == data_loss
+    assert json.loads(run_cli("best", "--format", "json").stdout)["initial_data_loss"] == data_loss
