@@ -75,8 +75,15 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
     "worker": "str",  # host:pid of the process that ran it
     "datetime_start": "datetime64[us]",
     "datetime_complete": "datetime64[us]",
+    # last, of the trial's diagnosis_numbers (search explain's): the data loss at the start (initial_loss less its L2
+    # term), train_acc - val_acc, the first layer's last update norm over its weights' norm
+    "initial_data_loss": "float64",
+    "train_val_gap": "float64",
+    "update_ratio": "float64",
 }
-TRIAL_ATTR_COLUMNS = tuple(c for c in TRIAL_TAIL_COLUMNS if not c.startswith("datetime"))
+TRIAL_DIAGNOSIS_COLUMNS = ("initial_data_loss", "train_val_gap", "update_ratio")
+TRIAL_ATTR_COLUMNS = tuple(c for c in TRIAL_TAIL_COLUMNS
+                           if not c.startswith("datetime") and c not in TRIAL_DIAGNOSIS_COLUMNS)
 STATE_NAMES = tuple(state.name for state in TrialState)
 # Columns whose natural order is "best first" (higher is better); every other column sorts ascending.
 _DESCENDING_BY_DEFAULT = frozenset({"value", "val_acc", "best_val_acc", "train_acc"})
@@ -427,6 +434,9 @@ def _trial_row(info: _StudyInfo, trial: FrozenTrial, param_names: Sequence[str])
         row["diagnosis"] = ",".join(row["diagnosis"])
     row["datetime_start"] = trial.datetime_start
     row["datetime_complete"] = trial.datetime_complete
+    numbers = trial_record(trial, "diagnosis_numbers")
+    for name in TRIAL_DIAGNOSIS_COLUMNS:
+        row[name] = _float_or_none(numbers.get(name)) if isinstance(numbers, dict) else None
     return row
 
 

@@ -2030,3 +2030,19 @@ def test_best_gives_the_initial_data_loss_explain_speaks_of_beside_initial_loss(
     best = list(csv.DictReader(io.StringIO(run_cli("best", "--format", "csv").stdout)))
     assert list(best[0])[-1] == "initial_data_loss" and float(best[0]["initial_data_loss"]) == data_loss
     assert json.loads(run_cli("best", "--format", "json").stdout)["initial_data_loss"] == data_loss
+
+
+def test_trials_offers_the_diagnosis_numbers_explain_gives_as_columns(run_cli):
+    # search trials --columns number,train_val_gap said: no column train_val_gap
+    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200").exit_code == 0
+    shown = run_cli("trials", "digits/coarse", "--columns", "number,train_val_gap,update_ratio,initial_data_loss",
+                    "--limit", "1")
+    assert shown.exit_code == 0 and shown.stdout.split()[:4] == ["number", "train_val_gap", "update_ratio",
+                                                                 "initial_data_loss"]
+    [row] = json.loads(run_cli("trials", "digits/coarse", "--sort", "-train_val_gap", "--limit", "1",
+                               "--format", "json").stdout)
+    numbers = json.loads(run_cli("explain", f"digits/coarse:{row['number']}", "--json").stdout)["diagnosis_numbers"]
+    assert [row[k] for k in ("train_val_gap", "update_ratio", "initial_data_loss")] == [
+        numbers["train_val_gap"], numbers["update_ratio"], numbers["initial_data_loss"]]
+    gaps = [t["train_val_gap"] for t in json.loads(run_cli("trials", "digits/coarse", "--format", "json").stdout)]
+    assert row["train_val_gap"] == max(gaps)
