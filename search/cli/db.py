@@ -121,7 +121,7 @@ def auto_choice(st: Any, campaign: str) -> tuple[Any, str | None] | None:
 
 
 BEST_ADDED = ("value_se", "val_samples", "epochs", "ties", "highest_trial", "highest_value", "auto_trial",
-              "val_balanced_accuracy", "initial_data_loss")  # a trial stored before it was recorded has none: an empty cell
+              "val_balanced_accuracy", "initial_data_loss")  # a trial stored before one was recorded: an empty cell
 
 
 def ties_line(row: dict[str, Any], margin: float) -> str:
