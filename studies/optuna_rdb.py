@@ -955,8 +955,7 @@ def _beat_untracked_trials(rdb: optuna.storages.RDBStorage, study_id: int) -> No
     else:
         return
     # another process may give one at the same moment: the first one stands
-    statement = insert(beats).values(trial_id=sqlalchemy.bindparam("tid"),
-                                     heartbeat=sqlalchemy.func.current_timestamp())
+    statement = insert(beats).values(trial_id=sqlalchemy.bindparam("tid"), heartbeat=sqlalchemy.func.current_timestamp())
     with rdb.engine.begin() as conn:
         conn.execute(statement.on_conflict_do_nothing(index_elements=[beats.c.trial_id]), [{"tid": i} for i in ids])
 
