@@ -920,7 +920,6 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     rdb = backend(storage)
     if rdb.heartbeat_interval is None:
         return []
-    _beat_untracked_trials(rdb, study_id(study))
     grace = rdb.grace_period or 2 * rdb.heartbeat_interval
     failed = [trial_id for trial_id in rdb._get_stale_trial_ids(study_id(study))
               if fail_running_trial(storage, trial_id, f"worker lost: no heartbeat for more than {grace} s")]
@@ -929,35 +928,6 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
         for trial_id in failed:
             callback(study, copy.deepcopy(storage.get_trial(trial_id)))
     return failed
-
-
-def _beat_untracked_trials(rdb: optuna.storages.RDBStorage, study_id: int) -> None:
-    """A first heartbeat, now, for each RUNNING trial of the study that has none and no ``worker``: one a process of
-    Optuna's own API took (``study.ask()``, ``optimize`` on a storage without heartbeats), which no worker of this
-    service claimed and nothing beats. Found stale 2 x the interval later unless its process beats it, it is failed
-    and re-run as a lost worker's is, where it was waited on for ever. Read first: no write when there is none."""
-    trials = models.TrialModel.__table__
-    beats = models.TrialHeartbeatModel.__table__
-    attrs = models.TrialUserAttributeModel.__table__
-    untracked = (sqlalchemy.select(trials.c.trial_id)
-                 .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING,
-                        ~sqlalchemy.exists().where(beats.c.trial_id == trials.c.trial_id),
-                        ~sqlalchemy.exists().where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == "worker")))
-    with rdb.engine.connect() as conn:
-        ids = conn.execute(untracked).scalars().all()
-    if not ids:
-        return
-    dialect = rdb.engine.dialect.name
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        return
-    # another process may give one at the same moment: the first one stands
-    statement = insert(beats).values(trial_id=sqlalchemy.bindparam("tid"), heartbeat=sqlalchemy.func.current_timestamp())
-    with rdb.engine.begin() as conn:
-        conn.execute(statement.on_conflict_do_nothing(index_elements=[beats.c.trial_id]), [{"tid": i} for i in ids])
 
 
 def _lock_running(conn: Any, trial_id: int, state: TrialState = TrialState.RUNNING,

@@ -66,31 +66,6 @@ def test_a_stale_trial_is_failed_with_its_stop_reason_in_the_same_write_and_re_r
     assert study.get_trials()[0].user_attrs["stop_reason"] == lost  # nothing written
 
 
-def test_a_trial_optunas_api_took_without_heartbeats_is_given_one_and_failed_once_stale(study):
-    # study.ask() on a storage without heartbeats took a WAITING trial and wrote none: it was never found stale, and
-    # every command on the stage waited for it for ever ("re-run once its heartbeat is 20 s old")
-    import time
-
-    storage = optuna_rdb.study_storage(study)
-    backend = optuna_rdb.backend(storage)
-    asked = optuna.load_study(study_name="c/coarse", storage=optuna.storages.RDBStorage(backend.url)).ask()
-    mine = _claim(study)
-    unbeaten = optuna_rdb.claim_waiting_trial(open_storage(backend.url), optuna_rdb.study_id(study), -1,
-                                              {"worker": "host:2"})  # this service's, its heartbeats off
-    backend.heartbeat_interval, backend.grace_period = 1, 2
-    assert optuna_rdb.fail_stale_trials(study) == []  # the asked trial's first heartbeat is now
-    time.sleep(3.2)  # SQLite's heartbeat times are whole seconds
-    storage.record_heartbeat(optuna_rdb.trial_id(mine))
-
-    assert optuna_rdb.fail_stale_trials(study) == [asked._trial_id]
-
-    trials = study.get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
-    assert [asked.number, mine.number, unbeaten.number] == [0, 1, 2] and trials[3].params == {}  # the copy
-    assert trials[0].user_attrs == {"stop_reason": "worker lost: no heartbeat for more than 2 s"}
-    assert optuna_rdb.fail_stale_trials(study) == []  # once
-
-
 def test_a_claimed_and_a_finished_trial_have_the_times_optuna_reads_back_in_any_time_zone(study, monkeypatch):
     # the claim gave its trial's start in UTC where Optuna gives local time: 9 hours off in Tokyo, and a finished
     # trial's duration (its local end less that start) 9 hours long
