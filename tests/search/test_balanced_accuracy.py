@@ -54,7 +54,7 @@ def test_trials_best_and_auto_keep_the_balanced_accuracy(run_cli, noise, monkeyp
     assert got["user_attrs"]["val_balanced_accuracy"] == pytest.approx(1 / 3, rel=1e-15)
     assert got["auto_choice"]["retrained"]["test_balanced_accuracy"] == pytest.approx(1 / 3, rel=1e-15)
     csv_head = run_cli("best", "--format", "csv").stdout.splitlines()[0].split(",")
-    assert csv_head[-2:] == ["auto_trial", "val_balanced_accuracy"]  # the columns added to search best come last
+    assert csv_head[-3:] == ["auto_trial", "val_balanced_accuracy", "initial_data_loss"]  # added columns come last
     assert run_cli("report", "--campaign", "noise").exit_code == 0
     text = " ".join(open("report-noise/report.md").read().split())
     assert "test accuracy 0.7000 ± 0.0000 (mean ± std), balanced accuracy 0.3333." in text
