@@ -4,9 +4,10 @@ Naming contract (see DESIGN.md, "Storage"): one Optuna study per stage named
 ``<campaign>/<stage>``; study user attrs ``campaign``, ``stage``, ``parent``, ``space``
 (``{"lr": [low, high, "log"], ...}``), ``epochs``, ``config``, ``data``, ``seed``, ``range_notes``,
 ``n_trials``, ``sampler``, ``explode_factor``, ``points``, ``scheduler``, ``log_marked``; trial user attrs
-``initial_loss``, ``final_loss``, ``train_acc``, ``val_acc``, ``best_val_acc``, ``best_epoch``, ``iterations``,
-``seconds``, ``model_parameters``, ``stop_reason``, ``diagnosis``, ``worker``; trial system attrs (``studies.records``,
-user attrs in older databases) ``config``, ``loss_curve``, ``train_acc_curve``, ``diagnosis_numbers``.
+``initial_loss``, ``final_loss``, ``train_acc``, ``val_acc``, ``best_val_acc``, ``best_epoch``,
+``val_balanced_accuracy``, ``iterations``, ``seconds``, ``model_parameters``, ``stop_reason``, ``diagnosis``,
+``worker``; trial system attrs (``studies.records``, user attrs in older databases) ``config``, ``loss_curve``,
+``train_acc_curve``, ``diagnosis_numbers``.
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ TRIAL_TAIL_COLUMNS: dict[str, str] = {
     "val_acc": "float64",
     "best_val_acc": "float64",
     "best_epoch": "Int64",
+    "val_balanced_accuracy": "float64",  # NULL for a trial stored before it was recorded
     "iterations": "Int64",
     "seconds": "float64",
     "model_parameters": "Int64",

@@ -62,8 +62,8 @@ _READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN"})
 _VIEW_NAME = "trials_flat"
 _VIEW_TEXT_ATTRS = ("stop_reason", "diagnosis", "worker")
 _VIEW_INTEGER_ATTRS = ("iterations", "best_epoch", "model_parameters")  # whole numbers, as trials_frame gives them
-_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "best_epoch", "train_acc", "initial_loss",
-                       "final_loss", "model_parameters")
+_VIEW_NUMERIC_ATTRS = ("seconds", "iterations", "val_acc", "best_val_acc", "val_balanced_accuracy", "best_epoch",
+                       "train_acc", "initial_loss", "final_loss", "model_parameters")
 # a JSON string PostgreSQL's JSONB takes and can give as text: escapes but \u0000, surrogates only in pairs
 _PG_JSON_TEXT = (r'^"([^"\\[:cntrl:]]|\\["\\/bfnrt]|\\u(?!0000)(?![dD][89a-fA-F])[0-9a-fA-F]{4}'
                  r'|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})*"$')
@@ -247,7 +247,7 @@ def trial_view_sql(params: Sequence[str] | Mapping[str, str], dialect: str = "sq
     ``float``). Columns: study, campaign, stage, trial_id, number, state, value,
     param_<name> (the param's value: numbers as stored, categorical choices as their values,
     booleans 1/0 on SQLite), stop_reason, diagnosis (its labels joined by commas, as in
-    ``trials_frame``), seconds, iterations, val_acc, best_val_acc, best_epoch, train_acc,
+    ``trials_frame``), seconds, iterations, val_acc, best_val_acc, val_balanced_accuracy, best_epoch, train_acc,
     initial_loss, final_loss, model_parameters (non-finite numbers are NULL), datetime_start,
     datetime_complete (as stored: naive UTC with Optuna 5).
     """

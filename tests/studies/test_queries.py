@@ -84,6 +84,7 @@ def _complete(value: float, lr: float, reg: float, seconds: float = 1.5) -> optu
             "diagnosis": ["healthy"] if value >= 0.5 else ["lr_too_low", "underfitting"],
             "worker": f"node{int(value * 100)}:42",
             "loss_curve": [2.3, 1.2, 0.4],
+            **({"val_balanced_accuracy": value - 0.1} if value >= 0.5 else {}),  # not stored by older trials
         },
         intermediate_values={0: value / 2, 1: value},
     )
@@ -775,3 +776,13 @@ def test_the_standard_error_search_best_ties_by_is_the_diagnosis_one():
     for n in (None, 0, 1, 2, 30, 270, 1000):
         for accuracy in (0.0, 0.001, 0.5, 0.9852, 0.999, 1.0):
             assert _value_se(accuracy, n) == value_se(accuracy, n), (accuracy, n)
+
+
+def test_trials_flat_and_trials_frame_have_the_balanced_accuracy_null_for_older_trials(db, storage) -> None:
+    url, _ = db
+    flat = run_readonly_sql(url, "SELECT number, val_balanced_accuracy FROM trials_flat "
+                                 "WHERE study = 'digits/coarse' ORDER BY number")
+    frame = trials_frame(storage, study_name="digits/coarse").sort_values("number")
+    assert flat["val_balanced_accuracy"].fillna(-1).tolist() == pytest.approx(
+        frame["val_balanced_accuracy"].fillna(-1).tolist())
+    assert flat["val_balanced_accuracy"].notna().sum() == frame["val_balanced_accuracy"].notna().sum() == 4
