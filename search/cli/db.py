@@ -229,9 +229,9 @@ def query(sql: str, timeout: float, max_rows: int, storage: str | None, fmt: str
     \b
     trials_flat: study, campaign, stage, trial_id, number, state, value,
       param_NAME for each searched NAME, stop_reason, diagnosis, worker,
-      seconds, iterations, val_acc, best_val_acc, best_epoch, train_acc,
-      initial_loss, final_loss, model_parameters, datetime_start,
-      datetime_complete; and Optuna's own tables (studies, trials,
+      seconds, iterations, val_acc, best_val_acc, val_balanced_accuracy,
+      best_epoch, train_acc, initial_loss, final_loss, model_parameters,
+      datetime_start, datetime_complete; and Optuna's own tables (studies, trials,
       trial_params, trial_user_attributes, ...).
 
     \b
