@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import optuna
@@ -26,7 +26,8 @@ from search.text import wrapped
 from search.stages import (
     FINISHED, Stage, best_configurations, campaign_stages, create_stage, fine_index, latest_chain_stage,
     load_stage_study, promotion_stage, refined_stage, running_trials_by_worker, split_size, stage_counts,
-    stage_unfinished, storage_retry_seconds, study_name, usable_cores, value_se, watch_sqlite_file,
+    T, retry_storage, stage_unfinished, storage_retry_seconds, study_name, usable_cores, value_se,
+    watch_sqlite_file,
 )
 from search.workers import run_stage_processes
 from studies import optuna_rdb
@@ -159,12 +160,23 @@ def summarise(study: optuna.Study, created: bool, errors: list[str], top: int = 
     )
 
 
-def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = None) -> StageSummary:
-    """Create (or join) the stage and run its remaining trials; the stage ends with exactly n_trials finished."""
+def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = None,
+                  between_stages: bool = False) -> StageSummary:
+    """Create (or join) the stage and run its remaining trials; the stage ends with exactly n_trials finished.
+    ``between_stages``: a command's stage after another one, created while the database fails retried as the trials'
+    writes are (a command's first stage says the failure at once)."""
     if dataset is None:
         dataset = stage.run.load()  # bad data or a batch larger than it fails here, before the database is touched
     identity = data_identity(stage.run.data, dataset)
     check_batch_sizes(stage.space, dataset)  # before the database is opened (or made)
+    # create_stage is idempotent: a retry after a commit whose answer was lost joins the stage that commit made
+    create = partial(_create_or_join, execution, stage, identity)
+    study, created = retry_storage(create, f"creating stage {stage.name}") if between_stages else create()
+    return run_existing(execution, study, created, dataset)
+
+
+def _create_or_join(execution: Execution, stage: Stage, identity: dict[str, Any]) -> tuple[optuna.Study, bool]:
+    """``create_stage`` after the checks of the campaign and of its data (see execute_stage)."""
     storage = execution.storage()
     check_campaign_kind(storage, stage.campaign, compare=bool(COMPARE_STAGE.fullmatch(stage.stage)))
     if stage.parent is not None:  # a stage refined from, or beside, another one: the same data or nothing
@@ -172,7 +184,7 @@ def execute_stage(execution: Execution, stage: Stage, dataset: Dataset | None = 
     study, created = create_stage(storage, stage, identity)
     if not created:
         _check_same_data(study, identity)
-    return run_existing(execution, study, created, dataset)
+    return study, created
 
 
 def check_batch_sizes(space: dict[str, Dimension], dataset: Dataset) -> None:
@@ -264,7 +276,9 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
     if data is not None:
         _local_copy_checks(study, data)  # a copy it cannot check is refused whether or not trials are left
     stage = Stage.from_attrs(study.user_attrs, data)
-    unfinished = stage_unfinished(optuna_rdb.study_storage(study), optuna_rdb.study_id(study))
+    looking = f"reading stage {stage.name}"
+    unfinished = retry_storage(lambda: stage_unfinished(optuna_rdb.study_storage(study), optuna_rdb.study_id(study)),
+                               looking)
     errors: list[str] = []
     ran = 0
     if unfinished:
@@ -282,7 +296,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         # counted by the database: a stage's trials are not read to count them (through the study, Optuna's cache,
         # every WAITING one would be read too); the same counts size the workers and start the progress, and more
         # processes' watcher looks for trials finished from the same moment on: none is missed or counted twice
-        before, first_look = optuna_rdb.state_counts_and_first_look(storage, study_id)
+        before, first_look = retry_storage(lambda: optuna_rdb.state_counts_and_first_look(storage, study_id), looking)
         counts = before[0]
         jobs = execution.processes(counts["WAITING"] + counts["RUNNING"])
         # the progress reads the stage's counts: one process is told of its own trials only, and more of every
@@ -290,7 +304,8 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         watch_sqlite_file(optuna_rdb.backend(storage))  # a read after the file was deleted would make an empty one
         read_stage = partial(optuna_rdb.state_counts_and_best, storage, study_id)
         continuing = () if created else continuing_notes(stage.name, stage.n_trials, counts, heartbeat,
-                                                         running_trials_by_worker(study))
+                                                         retry_storage(lambda: running_trials_by_worker(study),
+                                                                       looking))
         if execution.heartbeat_given and heartbeat != execution.heartbeat:
             continuing += (wrapped(f"--heartbeat {execution.heartbeat} not used: {stage.name} keeps the {heartbeat} s "
                                    "it was created with, by which every worker of it judges a trial stale"),)
@@ -303,7 +318,8 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         finally:
             progress.close()
         errors, ran = report.errors, report.ran
-    summary = summarise(load_stage_study(optuna_rdb.study_storage(study), stage.name), created, errors, data=data)
+    summary = retry_storage(lambda: summarise(load_stage_study(optuna_rdb.study_storage(study), stage.name), created,
+                                              errors, data=data), looking)
     summary.ran = ran
     return summary
 
@@ -390,15 +406,25 @@ def stored_promotion(storage: optuna.storages.RDBStorage, parent: optuna.Study) 
 
 def promoted_fine_stage(execution: Execution, parent: optuna.Study, top: int, edge: float, epochs: int | None,
                         n_trials: int | None, promote: int, dataset: Dataset | None = None,
-                        ) -> tuple[Stage, list[StageSummary]]:
+                        between_stages: bool = False) -> tuple[Stage, list[StageSummary]]:
     """The next fine stage, refined on the parent's ``promote`` best configurations re-run at its epochs (stage
-    ``promote-k``, run or joined here) -- or, with ``promote`` 0, on the parent's own ranking."""
+    ``promote-k``, run or joined here) -- or, with ``promote`` 0, on the parent's own ranking. The database failing
+    after the promotion stage, or with ``between_stages`` before it too, is retried (see execute_stage)."""
+    def retried(work: Callable[[], T], what: str, retry: bool = True) -> T:
+        return retry_storage(work, what) if retry else work()
+
     if promote <= 0:
-        return refined_stage(parent, top, edge, epochs, n_trials), []
-    check = promotion_stage(parent, epochs, promote)
-    summary = execute_stage(execution, check, dataset)
-    promoted = load_stage_study(optuna_rdb.study_storage(parent), check.name)
-    return refined_stage(parent, top, edge, epochs, n_trials, promoted), [summary]
+        return retried(lambda: refined_stage(parent, top, edge, epochs, n_trials),
+                       f"refining the space on {parent.study_name}", between_stages), []
+    check = retried(lambda: promotion_stage(parent, epochs, promote), "choosing the configurations to promote",
+                    between_stages)
+    summary = execute_stage(execution, check, dataset, between_stages)
+
+    def refine() -> Stage:
+        promoted = load_stage_study(optuna_rdb.study_storage(parent), check.name)
+        return refined_stage(parent, top, edge, epochs, n_trials, promoted)
+
+    return retry_storage(refine, f"refining the space on {check.name}"), [summary]
 
 
 def grid_stage_for(storage: optuna.storages.RDBStorage, campaign: str) -> Stage:
@@ -497,13 +523,16 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
 
     The scores are stored in the final stage's ``retrained`` user attribute (queryable with the rest of the
     campaign); a later call for the same choice, seed and count reads them instead of training again."""
-    study = load_stage_study(storage, study_name(campaign, "final"))
-    if not isinstance(study.user_attrs.get(STOPPED_ATTR), str):  # the first reason, not "chose from ... before"
-        study.set_user_attr(STOPPED_ATTR, stopped)
+    def read() -> tuple[optuna.Study, dict[str, Any], list[float], dict[str, Any]]:
+        study = load_stage_study(storage, study_name(campaign, "final"))
+        if not isinstance(study.user_attrs.get(STOPPED_ATTR), str):  # the first reason, not "chose from ... before"
+            study.set_user_attr(STOPPED_ATTR, stopped)
+        return (study, *choose_final(study), study.user_attrs.get(RETRAINED_ATTR, {}))
+
+    # the database's reads and writes retried while it fails (``retry_storage``), the retrains run once
+    study, params, values, stored = retry_storage(read, f"reading stage {study_name(campaign, 'final')}")
     stage = Stage.from_attrs(study.user_attrs)
-    params, values = choose_final(study)
     asked = {"params": params, "seed": seed, "retrains": retrains}
-    stored = study.user_attrs.get(RETRAINED_ATTR, {})
     if stored.get("asked") == asked:  # retrained before (the same runs, seeded alike): read, not run again
         # "status" in a database written before it was named as a trial's stop_reason
         vals, tests, status = stored["val_acc"], stored["test_acc"], stored.get("stop_reason", stored.get("status"))
@@ -522,9 +551,9 @@ def retrain_final(storage: optuna.storages.RDBStorage, campaign: str, seed: int,
             tests.append(float(model.accuracy(ds.X_test, ds.y_test)))
             balanced.append(balanced_accuracy(ds.y_test, model.predict(ds.X_test)))
             status = stop_reason(result.status) if result.status != "completed" else status
-        study.set_user_attr(RETRAINED_ATTR, {"asked": asked, "val_acc": vals, "test_acc": tests,
-                                             "stop_reason": status, "most_frequent_class": baseline,
-                                             "test_balanced_accuracy": balanced})
+        scores = {"asked": asked, "val_acc": vals, "test_acc": tests, "stop_reason": status,
+                  "most_frequent_class": baseline, "test_balanced_accuracy": balanced}
+        retry_storage(lambda: study.set_user_attr(RETRAINED_ATTR, scores), f"storing {study.study_name}'s retrains")
     retrained = Retrained(retrains, float(np.mean(vals)), float(np.mean(tests)), float(np.std(tests)), status,
                           baseline, mean_of_all(balanced, len(tests)))
     return FinalScore(stage.name, stage.stage, params, stage.run.train.epochs, float(np.mean(values)),
@@ -606,47 +635,62 @@ def run_auto(execution: Execution, coarse: Stage, max_fine: int, top: int, edge:
         execution = replace(execution, warnings=data_warnings(coarse.run, raw, coarse.space) + execution.warnings)
     summaries = [execute_stage(execution, coarse, dataset)]
     execution = replace(execution, warnings=())  # said before the coarse stage: about the data all stages share
-    storage = execution.storage()
+    # between the stages, the database's work is retried while it fails, as a stage's trials' is (``retry_storage``)
+    looking = "looking for the next stage"
+    storage = retry_storage(execution.storage, looking)
+    after_coarse = retry_storage(lambda: latest_chain_stage(storage, coarse.campaign) == "coarse", looking)
     if (not summaries[0].created and not summaries[0].ran and execution.progress != "quiet"
-            and latest_chain_stage(storage, coarse.campaign) == "coarse"):  # a rerun after the coarse stage: say so
+            and after_coarse):  # a rerun after the coarse stage: say so
         print(f"{coarse.name} is complete ({coarse.n_trials} trials); continuing with the fine stages",
               file=sys.stderr, flush=True)
     below = below_majority_text(summaries[0], dataset)
-    if below is not None and latest_chain_stage(storage, coarse.campaign) == "coarse":  # before going on, once
+    if below is not None and after_coarse:  # before going on, once
         print(wrapped(f"warning: {below}"), file=sys.stderr, flush=True)
     while True:
         raise_pending()
-        last = latest_chain_stage(storage, coarse.campaign)
-        study = load_stage_study(storage, study_name(coarse.campaign, last))
-        if stage_unfinished(storage, optuna_rdb.study_id(study)):
+        study, unfinished, stopped = retry_storage(lambda: _next_step(storage, coarse.campaign, max_fine), looking)
+        if unfinished:
             summaries.append(run_existing(execution, study, dataset=dataset))  # another process created it: join it
             continue
-        k = fine_index(last)
-        if k >= max_fine:
-            stopped = f"--max-fine {max_fine}: {max_fine} fine stage{'' if max_fine == 1 else 's'} ran"
+        if stopped is not None:
             break
-        if k > 0:
-            current = Stage.from_attrs(study.user_attrs)
-            parent_study = load_stage_study(storage, current.parent)
-            parent = Stage.from_attrs(parent_study.user_attrs)
-            if not space_moved(parent.space, current.space, tolerance=0.25):
-                stopped = "the space settled: another stage would search almost the same box"
-                break
-            within = improvement_within_noise(study, parent_study)
-            if within:
-                stopped = within
-                break
-        final_parent = next((s.user_attrs.get("parent") for s in campaign_stages(storage, coarse.campaign)
-                             if s.user_attrs.get("stage") == "final"), None)
-        if final_parent == study.study_name:  # concluded before, e.g. with a smaller --max-fine: not extended
-            stopped = f"the campaign's final stage chose from {study.study_name} before"
-            break
-        stage, promoted = promoted_fine_stage(execution, study, top, edge, fine_epochs, None, promote, dataset)
+        stage, promoted = promoted_fine_stage(execution, study, top, edge, fine_epochs, None, promote, dataset,
+                                              between_stages=True)
         summaries += promoted
-        summaries.append(execute_stage(execution, with_fine_choices(stage, fine_sampler, fine_scheduler), dataset))
-    summaries.append(execute_stage(execution, final_stage(study, top, repeats), dataset))
-    return chain_summaries(storage, coarse.campaign, summaries), retrain_final(storage, coarse.campaign, coarse.seed,
-                                                                              retrains, stopped)
+        summaries.append(execute_stage(execution, with_fine_choices(stage, fine_sampler, fine_scheduler), dataset,
+                                       between_stages=True))
+    summaries.append(execute_stage(execution, retry_storage(lambda: final_stage(study, top, repeats),
+                                                            "choosing the final stage's configurations"), dataset,
+                                   between_stages=True))
+    chain = retry_storage(lambda: chain_summaries(storage, coarse.campaign, summaries), "reading the campaign's stages")
+    return chain, retrain_final(storage, coarse.campaign, coarse.seed, retrains, stopped)
+
+
+def _next_step(storage: optuna.storages.RDBStorage, campaign: str, max_fine: int,
+               ) -> tuple[optuna.Study, bool, str | None]:
+    """(the campaign's last chain stage, whether it is unfinished, why no further fine stage is added: None to add
+    one), as ``run_auto`` decides it from the stages in the database."""
+    last = latest_chain_stage(storage, campaign)
+    study = load_stage_study(storage, study_name(campaign, last))
+    if stage_unfinished(storage, optuna_rdb.study_id(study)):
+        return study, True, None
+    k = fine_index(last)
+    if k >= max_fine:
+        return study, False, f"--max-fine {max_fine}: {max_fine} fine stage{'' if max_fine == 1 else 's'} ran"
+    if k > 0:
+        current = Stage.from_attrs(study.user_attrs)
+        parent_study = load_stage_study(storage, current.parent)
+        parent = Stage.from_attrs(parent_study.user_attrs)
+        if not space_moved(parent.space, current.space, tolerance=0.25):
+            return study, False, "the space settled: another stage would search almost the same box"
+        within = improvement_within_noise(study, parent_study)
+        if within:
+            return study, False, within
+    final_parent = next((s.user_attrs.get("parent") for s in campaign_stages(storage, campaign)
+                         if s.user_attrs.get("stage") == "final"), None)
+    if final_parent == study.study_name:  # concluded before, e.g. with a smaller --max-fine: not extended
+        return study, False, f"the campaign's final stage chose from {study.study_name} before"
+    return study, False, None
 
 
 def _check_auto_arguments(max_fine: int, top: int, edge: float, fine_epochs: int | None, repeats: int,

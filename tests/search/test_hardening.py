@@ -980,3 +980,96 @@ def test_explaining_a_trial_other_code_gave_an_unknown_diagnosis_is_one_line(run
     one_line_error(run_cli("explain", f"{STAGE}:2", "--storage", url),
                    "error: trial digits/coarse:2 has a diagnosis this service did not write (labels it does not "
                    "know: 'wobbly')")
+
+
+# --------------------------------------------------------------------------- search auto between its stages
+def _lost_answer(real, failures: dict[str, int]):
+    """``real``, whose first ``failures['left']`` calls' answers after ``failures['skip']`` are lost: done
+    (committed), then the disk is full."""
+
+    def call(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if failures["skip"] > 0:
+            failures["skip"] -= 1
+        elif failures["left"] > 0:
+            failures["left"] -= 1
+            raise DISK_FULL
+        return result
+
+    return call
+
+
+def _auto(url: str):
+    from search.campaign import run_auto
+
+    return run_auto(Execution(url, progress="quiet"), coarse_stage("auto", RUN, DEFAULT_SPACE, 4, seed=0),
+                    max_fine=1, top=2, edge=0.1, fine_epochs=None, repeats=1, retrains=1, promote=2)
+
+
+def _trials_by_stage(url: str) -> dict[str, tuple[int, ...]]:
+    """Each stage's trial states' counts (COMPLETE, PRUNED, FAIL, RUNNING, WAITING), by study name."""
+    states = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+    return {s.study_name: tuple(sum(t.state.name == state for t in optuna.load_study(
+        study_name=s.study_name, storage=url).get_trials(deepcopy=False)) for state in states)
+        for s in optuna.get_all_study_summaries(url)}
+
+
+def test_search_auto_retries_a_database_failing_between_its_stages_and_writes_each_stage_once(url, monkeypatch):
+    import search.campaign as campaign
+
+    monkeypatch.setenv(STORAGE_RETRY_ENV, "30")
+    faults = {}
+    # the database fails as a stage after the coarse one (a command's first stage says it at once) is created after
+    # its commit (the answer lost: the retry finds the stage made), as the next stage is looked for, as the promoted configurations are chosen, as the space is refined, and as the
+    # final stage's choice is read and stored
+    for name, wrap, left in (("create_stage", _lost_answer, 4), ("latest_chain_stage", _failing, 3),
+                             ("promotion_stage", _failing, 2), ("refined_stage", _failing, 2),
+                             ("choose_final", _failing, 2), ("final_stage", _failing, 1)):
+        faults[name] = {"left": left, "skip": int(name == "create_stage")}
+        monkeypatch.setattr(campaign, name, wrap(getattr(campaign, name), faults[name]))
+
+    summaries, score = _auto(url)
+
+    assert {name: f["left"] for name, f in faults.items()} == dict.fromkeys(faults, 0)  # every fault happened
+    # each stage written once, with exactly its trials, all finished
+    assert _trials_by_stage(url) == {"auto/coarse": (4, 0, 0, 0, 0), "auto/promote-1": (2, 0, 0, 0, 0),
+                                     "auto/fine-1": (4, 0, 0, 0, 0), "auto/final": (2, 0, 0, 0, 0)}
+    assert [s.study for s in summaries] == ["auto/coarse", "auto/promote-1", "auto/fine-1", "auto/final"]
+    assert [s.errors for s in summaries] == [[], [], [], []]
+    assert score.study == "auto/final" and score.runs == 1 and score.retrained.runs == 1
+
+
+def test_search_auto_says_a_database_failing_between_its_stages_once_as_it_fails_and_once_as_it_works(
+        url, monkeypatch, capsys):
+    import search.campaign as campaign
+
+    monkeypatch.setenv(STORAGE_RETRY_ENV, "30")
+    monkeypatch.setenv("COLUMNS", "80")
+    failures = {"left": 3}
+    monkeypatch.setattr(campaign, "refined_stage", _failing(campaign.refined_stage, failures))
+
+    _auto(url)
+
+    assert failures["left"] == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[:2] == ["database disk full, retrying for up to 30 s: the disk holding the database is",
+                        "    full: free some space (database or disk is full)"]
+    assert said[2:] in (["database working again after 0 s"], ["database working again after 1 s"])  # 0.7 s of waits
+    assert _trials_by_stage(url)["auto/fine-1"] == (4, 0, 0, 0, 0)
+
+
+def test_search_auto_does_not_retry_a_failure_between_its_stages_that_is_not_the_database(url, monkeypatch):
+    import search.campaign as campaign
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise ValueError("not the database")
+
+    monkeypatch.setenv(STORAGE_RETRY_ENV, "30")
+    monkeypatch.setattr(campaign, "refined_stage", broken)
+    with pytest.raises(ValueError, match="not the database"):
+        _auto(url)
+    assert len(calls) == 1
+    assert _trials_by_stage(url) == {"auto/coarse": (4, 0, 0, 0, 0), "auto/promote-1": (2, 0, 0, 0, 0)}

@@ -403,3 +403,43 @@ def test_a_login_that_may_only_read_is_refused_by_a_writing_command_in_one_line(
     assert [t.state.name for t in budget(pg_database, "ro/coarse").trials] == ["WAITING", "WAITING"]
     listed = run_cli("studies", "--storage", url)  # reading still works
     assert listed.exit_code == 0 and "ro/coarse" in listed.stdout
+
+
+def test_search_auto_waits_for_a_server_restarted_between_its_stages(postgres_server, pg_database, run_cli,
+                                                                     monkeypatch):
+    # stopped just after promote-1, as search auto refined the space on it: "error: the database failed: the database
+    # server closed the connection (stopped or restarted?) (...); run the same command again", exit 1
+    import search.campaign as campaign
+
+    real_sleep, real_refine, outage = time.sleep, campaign.refined_stage, []
+
+    def refine(*args, **kwargs):
+        if not outage:
+            _pg_ctl(postgres_server, "-m", "fast", "stop")  # every connection of the command's pool is cut
+            outage.append("stopped")
+        return real_refine(*args, **kwargs)
+
+    def sleep(seconds):
+        if outage == ["stopped"] and seconds >= 0.1:  # the command's first retry: the server is back
+            _pg_ctl(postgres_server, "start")
+            outage.append("started")
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(campaign, "refined_stage", refine)
+    monkeypatch.setattr(time, "sleep", sleep)
+    try:
+        result = run_cli("auto", *SMALL, "--campaign", "pgr", "--trials", "4", "--max-fine", "1", "--promote", "2",
+                         "--top", "2", "--repeats", "1", "--retrain-seeds", "1", "--jobs", "1", "--storage",
+                         pg_database)
+    finally:
+        if outage == ["stopped"]:
+            _pg_ctl(postgres_server, "start")
+    assert result.exit_code == 0, result.output
+    assert outage == ["stopped", "started"]
+    down = _outage_lines(result.stderr)
+    assert len(down) == 2 and down[0].startswith("database unreachable, retrying for up to 60 s: "), result.stderr
+    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
+    for stage, n in (("pgr/coarse", 4), ("pgr/promote-1", 2), ("pgr/fine-1", 4), ("pgr/final", 2)):
+        final = budget(pg_database, stage)
+        assert final.finished == n and len(final.trials) == n, stage
