@@ -246,25 +246,33 @@ def test_a_sigterm_while_the_workers_start_ends_every_worker_made(url, monkeypat
     storage.engine.dispose()
 
 
-def test_workers_killed_by_a_signal_are_said_to_have_been_killed_by_it(url, monkeypatch, tmp_path):
-    # a worker process killed with kill -9 (or by the kernel's OOM killer) was said as "exit codes [-9]"
+def _workers_whose_loop_is(url, monkeypatch, tmp_path, campaign: str, imports: str, loop: str) -> str:
+    """Run 2 worker processes on a new 4-trial stage of ``campaign`` whose ``run_worker`` is ``loop`` (after
+    ``imports``) and return what the command said they did; the stage's 4 trials are left WAITING."""
     from search import workers
     from search.errors import SearchFailed
     from search.stages import create_stage
 
     storage = open_storage(url)
-    create_stage(storage, coarse_stage("k", RUN, DEFAULT_SPACE, 4, seed=0))
-    site = tmp_path / "site"  # imported first by each spawned worker: it is killed as it would start its trials
+    create_stage(storage, coarse_stage(campaign, RUN, DEFAULT_SPACE, 4, seed=0))
+    site = tmp_path / "site"  # imported first by each spawned worker (they inherit PYTHONPATH)
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import os, signal, sys\nif '--multiprocessing-fork' in sys.argv:\n    import search.workers\n"
-        "    search.workers.run_worker = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n")
+        f"import {imports}\nif '--multiprocessing-fork' in sys.argv:\n    import search.workers\n"
+        f"    search.workers.run_worker = lambda *a, **k: {loop}\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     with pytest.raises(SearchFailed) as info:
-        workers.run_stage_processes(url, "k/coarse", RUN.load(), 2, heartbeat=10)
-    assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally: 2 killed by SIGKILL"
-    assert _states(_study(url, "k/coarse")) == {"WAITING": 4}
+        workers.run_stage_processes(url, f"{campaign}/coarse", RUN.load(), 2, heartbeat=10)
+    assert _states(_study(url, f"{campaign}/coarse")) == {"WAITING": 4}
     storage.engine.dispose()
+    return str(info.value)
+
+
+def test_workers_killed_by_a_signal_are_said_to_have_been_killed_by_it(url, monkeypatch, tmp_path):
+    # a worker process killed with kill -9 (or by the kernel's OOM killer) was said as "exit codes [-9]"
+    said = _workers_whose_loop_is(url, monkeypatch, tmp_path, "k", "os, signal, sys",
+                                  "os.kill(os.getpid(), signal.SIGKILL)")
+    assert said == f"2 of 2 workers on {url} stopped abnormally: 2 killed by SIGKILL"
 
 
 def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_had_failed_trials(url, monkeypatch,
@@ -272,23 +280,8 @@ def test_workers_that_stop_on_an_exception_are_said_to_have_stopped_not_to_have_
     # a worker ended by an exception nothing caught exits 1, the code that meant "some of its trials failed": two
     # workers that stopped so ran nothing, and the stage's 4 trials waited on, while the command said "2 worker(s)
     # had trials that failed"
-    from search import workers
-    from search.errors import SearchFailed
-    from search.stages import create_stage
-
-    storage = open_storage(url)
-    create_stage(storage, coarse_stage("x", RUN, DEFAULT_SPACE, 4, seed=0))
-    site = tmp_path / "site"  # imported first by each spawned worker (they inherit PYTHONPATH): a bug in its loop
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import sys\nif '--multiprocessing-fork' in sys.argv:\n    import search.workers\n"
-        "    search.workers.run_worker = lambda *a, **k: 1 / 0\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    with pytest.raises(SearchFailed) as info:
-        workers.run_stage_processes(url, "x/coarse", RUN.load(), 2, heartbeat=10)
-    assert str(info.value) == f"2 of 2 workers on {url} stopped abnormally: 2 exited with code 1"
-    assert _states(_study(url, "x/coarse")) == {"WAITING": 4}
-    storage.engine.dispose()
+    said = _workers_whose_loop_is(url, monkeypatch, tmp_path, "x", "sys", "1 / 0")
+    assert said == f"2 of 2 workers on {url} stopped abnormally: 2 exited with code 1"
 
 
 def test_workers_that_find_no_copy_of_the_data_stop_with_its_one_line(url, monkeypatch):
@@ -1116,7 +1109,8 @@ def test_a_stage_is_summarised_from_counts_and_its_best_trials_alone(url, monkey
                                           (4, TrialState.FAIL, None, None), (5, TrialState.COMPLETE, 0.7, 0.25)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         storage.set_trial_state_values(trial_id, TrialState.RUNNING)
-        storage.set_trial_param(trial_id, "lr", 10.0 ** -number, optuna.distributions.FloatDistribution(1e-6, 1, log=True))
+        storage.set_trial_param(trial_id, "lr", 10.0 ** -number,
+                                optuna.distributions.FloatDistribution(1e-6, 1, log=True))
         if seconds is not None:
             storage.set_trial_user_attr(trial_id, "seconds", seconds)
         storage.set_trial_state_values(trial_id, state, None if value is None else [value])
