@@ -377,7 +377,6 @@ def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, a
 @click.option("--save", "save_to", type=ModelPath(), default=None, metavar="FILE.npz",
               help="Save the chosen configuration's first retrain as a model for `search predict`.")
 @stage_run_options(NEW_CAMPAIGN)
-@timeout_option
 @json_option
 def auto(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
          explode_factor: float, top: int, edge: float, promote: int, fine_epochs: int | None, fine_sampler: str | None,
