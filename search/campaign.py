@@ -67,6 +67,7 @@ class Execution:
     parent_works: bool = False
     warnings: tuple[str, ...] = ()  # lines shown before the trials start (not with quiet progress)
     heartbeat_given: bool = False  # --heartbeat was given: a stage that keeps another interval says so
+    deadline: float | None = None  # time.time() after which no trial is claimed (--timeout); None: no limit
 
     def __post_init__(self) -> None:
         if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1):
@@ -314,7 +315,7 @@ def run_existing(execution: Execution, study: optuna.Study, created: bool = Fals
         try:
             report = run_stage_processes(execution.url, stage.name, dataset, jobs, heartbeat,
                                          on_trial=progress.trial, parent_works=execution.parent_works,
-                                         first_look=first_look, data=data)
+                                         first_look=first_look, data=data, deadline=execution.deadline)
         finally:
             progress.close()
         errors, ran = report.errors, report.ran

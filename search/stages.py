@@ -795,9 +795,11 @@ def run_worker(
     poll: float = 0.5,
     max_trials: int | None = None,
     data: str | None = None,
+    deadline: float | None = None,
 ) -> WorkerReport:
     """Claim and run the stage's WAITING trials until none is waiting or running; returns what it did. ``data``: the
     path of the local copy ``dataset`` was read from, where the stored one is not (see ``Stage.from_attrs``).
+    ``deadline`` (``time.time()``'s clock): no trial is claimed after it; the one running finishes and is recorded.
 
     A failing database (full disk, lock, server stopped) is retried for ``storage_retry_seconds()``,
     then StorageLost stops the worker with the reason; the stage is finished by running it again.
@@ -820,6 +822,8 @@ def run_worker(
     with Heartbeat(storage) as heartbeat:
         while max_trials is None or report.ran < max_trials:
             raise_pending()
+            if deadline is not None and time.time() >= deadline:
+                break
             if time.monotonic() - stale_checked >= stale_every:
                 # a dead worker's trial -> FAIL, and the storage's RetryStaleTrialOnce callback re-enqueues it
                 lost = retry_storage(lambda: _fail_stale_trials(study), looking)

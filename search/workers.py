@@ -41,7 +41,7 @@ UNGUARDED_MAIN = ("jobs > 1 from a script needs an `if __name__ == '__main__':` 
 
 
 def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int,
-                 data: str | None = None) -> None:
+                 data: str | None = None, deadline: float | None = None) -> None:
     """Entry point of a spawned worker process: exit 0 done, 130 interrupted, EXIT_TRIAL_ERRORS some trials failed,
     EXIT_STOPPED stopped by the database."""
     # Only the parent's SIGTERM stops a worker. Ctrl-C reaches the whole process group; a second
@@ -51,7 +51,7 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     try:  # from the handler on: a SIGTERM as it starts (its parent killed meanwhile) is an exit 130, no traceback
         raise_on(signal.SIGTERM, Interrupted)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held by the parent too: one pending acts here
-        code = _worker_run(url, name, cache_dir, heartbeat, parent, data)
+        code = _worker_run(url, name, cache_dir, heartbeat, parent, data, deadline)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: a late SIGTERM has nothing left to stop
     except (KeyboardInterrupt, Interrupted):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -59,14 +59,15 @@ def _worker_main(url: str, name: str, cache_dir: str, heartbeat: int | None, par
     sys.exit(code)
 
 
-def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int, data: str | None) -> int:
+def _worker_run(url: str, name: str, cache_dir: str, heartbeat: int | None, parent: int, data: str | None,
+                deadline: float | None = None) -> int:
     """The worker's work and its exit code (0 done, EXIT_TRIAL_ERRORS, EXIT_STOPPED); Interrupted on SIGTERM."""
     threading.Thread(target=_terminate_when_orphaned, args=(parent,), daemon=True).start()
     STORAGE_OUTAGE.say = None  # the parent's watcher says when the database fails and works again, once for all
     try:
         # the stage exists: a database file gone by now is not made anew (the parent reports it deleted)
         storage = open_storage(url, heartbeat_interval=heartbeat, create=False)
-        report = run_worker(storage, name, load_cache(cache_dir), data=data)
+        report = run_worker(storage, name, load_cache(cache_dir), data=data, deadline=deadline)
     except (SearchError, StudyError, EngineError) as e:  # the database stayed down, or is gone; the data's copy
         # is gone (the temp folder cleaned): the parent reports this line
         Path(cache_dir, f"error-{os.getpid()}.txt").write_text(str(e), encoding="utf-8")
@@ -106,6 +107,7 @@ def run_stage_processes(
     parent_works: bool = False,
     first_look: optuna_rdb.NewlyFinished | None = None,
     data: str | None = None,
+    deadline: float | None = None,
 ) -> WorkerReport:
     """Run the stage's waiting trials in ``jobs`` processes; report finished trials to ``on_trial`` as they land.
 
@@ -117,7 +119,7 @@ def run_stage_processes(
     ``first_look`` (``optuna_rdb.state_counts_and_first_look``'s, taken with the counts a progress starts from): the
     trials finished by then are not reported, and every one finished after it is; None: those finished as the
     workers start are not reported. ``data``: the path of the local copy ``dataset`` was read from (search worker
-    --data).
+    --data). ``deadline``: see ``run_worker``.
     """
     if jobs > 1 and getattr(multiprocessing.current_process(), "_inheriting", False):
         # This process is a spawned worker importing the user's unguarded script, which asks for workers
@@ -131,7 +133,7 @@ def run_stage_processes(
     remove_stale_data_folders()
     storage = open_storage(url, heartbeat_interval=heartbeat)
     if jobs == 1:
-        return run_worker(storage, name, dataset, on_trial=on_trial, data=data)
+        return run_worker(storage, name, dataset, on_trial=on_trial, data=data, deadline=deadline)
 
     watch_sqlite_file(storage)
     study = load_stage_study(storage, name)
@@ -145,7 +147,7 @@ def run_stage_processes(
         save_cache(dataset, cache_dir)  # workers memory-map it: one copy in the page cache
         os.environ.update({k: "1" for k in BLAS_THREAD_VARS})  # inherited by the spawned workers
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid(), data),
+        procs = [ctx.Process(target=_worker_main, args=(url, name, cache_dir, heartbeat, os.getpid(), data, deadline),
                              daemon=False)
                  for _ in range(jobs - 1 if parent_works else jobs)]
         # Ctrl-C and SIGTERM are held while the workers start: they inherit them blocked, so Ctrl-C cannot hit one
@@ -165,10 +167,11 @@ def run_stage_processes(
         watcher.start()
         if parent_works:
             with threadpool_limits(1, user_api="blas"):
-                own = run_worker(storage, name, dataset, data=data)
-            # run_worker returns once the stage has nothing WAITING or RUNNING: no worker holds a trial or can
-            # claim one, so the ones still starting (on a short stage, often all of them) are not waited for
-            for p in procs:
+                own = run_worker(storage, name, dataset, data=data, deadline=deadline)
+            # past the deadline the others finish the trials they run; else run_worker returns once the stage has
+            # nothing WAITING or RUNNING: no worker holds a trial or can claim one, so the ones still starting (on a
+            # short stage, often all of them) are not waited for
+            for p in procs if deadline is None or time.time() < deadline else ():
                 if p.is_alive() and p.pid is not None:
                     dismissed.add(p.pid)
                     os.kill(p.pid, signal.SIGTERM)

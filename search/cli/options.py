@@ -7,6 +7,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -644,6 +645,37 @@ def campaign_option(default: str) -> Callable:
     return click.option("--campaign", default=None, callback=not_empty, help=f"Campaign name (default: {default}).")
 
 
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--timeout's seconds (``DURATION_UNITS``), kept in ``ctx.meta["timeout"]`` for ``execution``."""
+    if value is None:
+        return
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", value.strip())
+    if match is None or float(match[1]) <= 0:
+        raise click.BadParameter(f"{value!r} must be a time above 0: seconds, or a number with s, m or h "
+                                 "(90s, 15m, 2h)")
+    ctx.meta["timeout"] = (value, float(match[1]) * DURATION_UNITS[match[2]])
+
+
+timeout_option = click.option(
+    "--timeout", default=None, metavar="DURATION", callback=_timeout, expose_value=False,
+    help="Claim no new trial after this time (90, 90s, 15m, 2h); the trials running finish and are recorded. "
+         "Running the same command again continues (search auto: the stages after the one it stopped in).")
+
+
+def timeout_text(summary: Any) -> str | None:
+    """The line for a stage the --timeout stopped with trials left (None: no --timeout, or none left)."""
+    given = click.get_current_context().meta.get("timeout")
+    left = summary.counts.get("waiting", 0) + summary.counts.get("running", 0)
+    if given is None or not left:
+        return None
+    finished = summary.counts.get("complete", 0) + summary.counts.get("pruned", 0)
+    return (f"--timeout {given[0]} is up: {summary.study} has {finished} of {summary.n_trials} trials finished "
+            f"({summary.ran} run now), {left} left; run the same command again to continue")
+
+
 def stage_run_options(campaign_default: str) -> Callable:
     """Campaign (its help giving ``campaign_default``), database, local worker processes, heartbeat."""
     return apply([campaign_option(campaign_default), storage_option, jobs_option, heartbeat_option])
@@ -694,8 +726,10 @@ def execution(storage: str | None, jobs: int | None, heartbeat: int, as_json: bo
 
     # the CLI's main module is guarded, so the command's own process can be one of the workers
     given = click.get_current_context().get_parameter_source("heartbeat") == click.core.ParameterSource.COMMANDLINE
+    timeout = click.get_current_context().meta.get("timeout")
     return Execution(resolve_storage_url(storage), jobs=jobs, heartbeat=heartbeat,
-                     progress="quiet" if as_json else "auto", parent_works=True, heartbeat_given=given)
+                     progress="quiet" if as_json else "auto", parent_works=True, heartbeat_given=given,
+                     deadline=None if timeout is None else time.time() + timeout[1])
 
 
 def open_for_reading(storage: str | None) -> Any:

@@ -12,7 +12,7 @@ from search.cli.options import (
     DRAWN_SAMPLERS, MAX_TRIALS, NEW_CAMPAIGN, NEWEST_CAMPAIGN, RUN_PARAMS, AsciiIntRange, ModelPath, SectionedCommand,
     check_not_input, build_space, choice, campaign_name, campaign_option, execution, fine_options,
     heartbeat_option, jobs_option, json_option, options_given, run_config_options, space_options, stage_options,
-    stage_run_options, storage_file, storage_option,
+    stage_run_options, storage_file, storage_option, timeout_option, timeout_text,
 )
 from search.cli.output import echo, echo_json, say, say_final_runs
 from search.text import wrapped
@@ -223,6 +223,8 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
                 say(f"{', '.join(s.study for s in before)} {were} already complete; nothing to run{complete_hint}")
         for s in summaries:
             print_summary(s)
+    for line in filter(None, map(timeout_text, summaries)):
+        say(line, err=as_json)
     return 1 if any(s.errors for s in summaries) else 0
 
 
@@ -231,6 +233,7 @@ def finish(summaries: list[Any], as_json: bool, extra: dict[str, Any] | None = N
 @space_options
 @stage_options
 @stage_run_options(NEW_CAMPAIGN)
+@timeout_option
 @json_option
 def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler: str, scheduler: str,
            explode_factor: float, campaign: str | None, storage: str | None, jobs: int, heartbeat: int,
@@ -277,6 +280,7 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
 @click.option("--scheduler", type=choice(SCHEDULERS), default=None,
               help="none or asha (default: the previous stage's); see search coarse --help.")
 @stage_run_options(NEWEST_CAMPAIGN)
+@timeout_option
 @json_option
 def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, sampler: str | None,
          scheduler: str | None, campaign: str | None, storage: str | None, jobs: int, heartbeat: int,
@@ -331,6 +335,7 @@ def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | 
 
 @click.command(cls=SectionedCommand, short_help="Grid over the coarse stage's space at its budget.")
 @stage_run_options(NEWEST_CAMPAIGN)
+@timeout_option
 @json_option
 def grid(campaign: str | None, storage: str | None, jobs: int, heartbeat: int, as_json: bool) -> int:
     """Grid stage over the coarse stage's space, epochs and budget: every category x k values per range,
@@ -476,6 +481,7 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
 @storage_option
 @jobs_option
 @heartbeat_option
+@timeout_option
 @json_option
 def worker(campaign: str | None, stage: str | None, follow: bool, data: str | None, storage: str | None,
            jobs: int | None, heartbeat: int, as_json: bool) -> int:
