@@ -280,7 +280,6 @@ def coarse(base: RunConfig, space_spec: list, trials: int, epochs: int, sampler:
 @click.option("--scheduler", type=choice(SCHEDULERS), default=None,
               help="none or asha (default: the previous stage's); see search coarse --help.")
 @stage_run_options(NEWEST_CAMPAIGN)
-@timeout_option
 @json_option
 def fine(top: int, edge: float, promote: int, epochs: int | None, trials: int | None, sampler: str | None,
          scheduler: str | None, campaign: str | None, storage: str | None, jobs: int, heartbeat: int,
@@ -481,7 +480,6 @@ FOLLOW_POLL_SECONDS = 2.0  # how often search worker --follow looks for the camp
 @storage_option
 @jobs_option
 @heartbeat_option
-@timeout_option
 @json_option
 def worker(campaign: str | None, stage: str | None, follow: bool, data: str | None, storage: str | None,
            jobs: int | None, heartbeat: int, as_json: bool) -> int:

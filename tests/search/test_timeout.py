@@ -57,3 +57,11 @@ def test_bad_timeout_is_one_line_and_nothing_is_written(run_cli, tmp_path, value
     result = run_cli("coarse", "--data", "digits", "--trials", "2", "--epochs", "1", "--timeout", value)
     one_line_error(result, "--timeout", repr(value), "must be a time above 0")
     assert not (tmp_path / "search.db").exists()
+
+
+@pytest.mark.parametrize("command", ["fine", "auto", "worker"])
+def test_the_commands_that_run_or_follow_several_stages_take_no_timeout(run_cli, tmp_path, command):
+    # search auto --timeout ran the coarse stage again and again once the time was up, claiming nothing each time
+    got = run_cli(command, "--timeout", "5")
+    assert got.exit_code == 2 and got.output.startswith("error: No such option '--timeout'.")
+    assert not (tmp_path / "search.db").exists()
