@@ -138,13 +138,18 @@ def test_a_data_path_that_is_not_utf8_is_written_into_the_report_as_its_bytes(ru
         assert bytes(tmp_path / name) in (tmp_path / "r" / report).read_bytes()
 
 
-def test_a_campaign_named_as_html_reaches_report_md_as_text(run_cli, tmp_path):
-    # report.md carried the name as raw HTML: a Markdown viewer that renders HTML would have run its script
-    name = "<img src=x onerror=alert(3)>"
+def _report_md_of_campaign(run_cli, tmp_path, name: str) -> str:
+    """report.md of a campaign ``name`` of one short 2-trial coarse stage."""
     assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1",
                    "--campaign", name).exit_code == 0
     assert run_cli("report", "--campaign", name, "--out", "r").exit_code == 0
-    md = (tmp_path / "r" / "report.md").read_text()
+    return (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_campaign_named_as_html_reaches_report_md_as_text(run_cli, tmp_path):
+    # report.md carried the name as raw HTML: a Markdown viewer that renders HTML would have run its script
+    name = "<img src=x onerror=alert(3)>"
+    md = _report_md_of_campaign(run_cli, tmp_path, name)
     assert md.startswith("# Search report: campaign &lt;img src=x onerror=alert(3)>\n")
     outside_code = [part for line in md.splitlines() for k, part in enumerate(line.split("`")) if k % 2 == 0]
     assert not any("<" in part for part in outside_code) and md.count("&lt;img src=x onerror=alert(3)>") >= 2
@@ -252,10 +257,7 @@ def test_a_campaign_name_with_a_backtick_reaches_report_md_as_text(run_cli, tmp_
     # a backtick in the name opened no code span, yet the report took what followed it for code and left its "<" as it
     # was: a Markdown viewer rendered <img ... onerror=...>, and the name's [link](javascript:...) as a link
     name = "a|b`<img src=x onerror=alert(1)> [l](javascript:alert(2)) ![i](x.gif)"
-    assert run_cli("coarse", "--trials", "2", "--epochs", "1", "--train-size", "200", "--jobs", "1",
-                   "--campaign", name).exit_code == 0
-    assert run_cli("report", "--campaign", name, "--out", "r").exit_code == 0
-    md = (tmp_path / "r" / "report.md").read_text()
+    md = _report_md_of_campaign(run_cli, tmp_path, name)
 
     tags = _rendered_tags(md)
     assert [(tag, attrs) for tag, attrs in tags if any(k.startswith("on") for k in attrs)] == []

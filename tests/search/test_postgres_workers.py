@@ -52,6 +52,16 @@ def _outage_lines(stderr: str) -> list[str]:
     return [line for line in lines if line.startswith("database ")]
 
 
+def _said_down_and_back(stderr: str, retry_seconds: int) -> list[str]:
+    """The two outage lines (``_outage_lines``), asserted to be one as the retries began and one as the database
+    answered again."""
+    down = _outage_lines(stderr)
+    said = f"database unreachable, retrying for up to {retry_seconds} s: "
+    assert len(down) == 2 and down[0].startswith(said), stderr
+    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
+    return down
+
+
 def _pid(trial) -> str:
     return trial.user_attrs.get("worker", "").rsplit(":", 1)[-1]
 
@@ -240,10 +250,7 @@ def test_a_worker_waits_for_a_restarted_server_and_completes_the_stage(postgres_
         _pg_ctl(postgres_server, "start")
     assert proc.wait(300) == 0, proc.stderr
     # it said so, once as its retries began and once as the server answered again (it was silent for the outage)
-    down = _outage_lines(proc.stderr)
-    assert len(down) == 2, proc.stderr
-    assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
-    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
+    assert "database server" in _said_down_and_back(proc.stderr, 300)[0]
     final = budget(pg_database, "pr/coarse")
     assert final.finished == n and final.states["RUNNING"] == final.states["WAITING"] == 0
     assert final.problems() == []
@@ -262,10 +269,7 @@ def test_a_command_with_jobs_says_once_for_all_its_workers_that_the_server_is_do
         _pg_ctl(postgres_server, "start")
     assert proc.wait(300) == 0, proc.stderr
     # its own worker loop, its watcher of the other worker process, and that process: two lines between them
-    down = _outage_lines(proc.stderr)
-    assert len(down) == 2, proc.stderr
-    assert down[0].startswith("database unreachable, retrying for up to 300 s: ") and "database server" in down[0]
-    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
+    assert "database server" in _said_down_and_back(proc.stderr, 300)[0]
 
 
 @pytest.mark.slow
@@ -364,9 +368,7 @@ def test_a_following_worker_waits_for_a_server_restarted_between_stages(postgres
             _pg_ctl(postgres_server, "start")
     assert followed.exit_code == 0, followed.output
     assert outage == ["stopped", "started"] and len(polls) == 2
-    down = _outage_lines(followed.stderr)
-    assert len(down) == 2 and down[0].startswith("database unreachable, retrying for up to 60 s: "), followed.stderr
-    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
+    down = _said_down_and_back(followed.stderr, 60)
     # a line saying the retries began does not tell to run the command again (it said so after "closed the connection")
     assert "error" not in followed.stderr and "again (" not in down[0]
     for stage in ("fw/coarse", "fw/final") if waiting_for == "next stage" else ("fw/final",):
@@ -437,9 +439,7 @@ def test_search_auto_waits_for_a_server_restarted_between_its_stages(postgres_se
             _pg_ctl(postgres_server, "start")
     assert result.exit_code == 0, result.output
     assert outage == ["stopped", "started"]
-    down = _outage_lines(result.stderr)
-    assert len(down) == 2 and down[0].startswith("database unreachable, retrying for up to 60 s: "), result.stderr
-    assert re.fullmatch(r"database reachable again after \d+ s", down[1]), down
+    _said_down_and_back(result.stderr, 60)
     for stage, n in (("pgr/coarse", 4), ("pgr/promote-1", 2), ("pgr/fine-1", 4), ("pgr/final", 2)):
         final = budget(pg_database, stage)
         assert final.finished == n and len(final.trials) == n, stage
