@@ -178,6 +178,13 @@ def majority_share(y: np.ndarray) -> float:
     return float(np.bincount(y).max() / len(y)) if len(y) else 0.0
 
 
+def val_balanced_accuracy(model: FullyConnectedNet, dataset: Dataset) -> float:
+    """The trained ``model``'s balanced accuracy on ``dataset``'s validation split; a network whose weights overflowed
+    is scored as the trainer scores it, quietly."""
+    with np.errstate(all="ignore"):
+        return balanced_accuracy(dataset.y_val, model.predict(dataset.X_val))
+
+
 def diagnose_trial(result: TrainResult, model: FullyConnectedNet, dataset: Dataset, config: RunConfig,
                    initial_reg_loss: float) -> Diagnosis:
     """The lecture's reading of this run: its curves, and its units on a validation batch at the end."""
@@ -233,8 +240,7 @@ def run_trial(
     )
     seconds = time.perf_counter() - started
     diagnosis = diagnose_trial(result, model, dataset, config, initial_reg_loss)
-    with np.errstate(all="ignore"):  # a network whose weights overflowed: scored as the trainer scores it, quietly
-        val_balanced = balanced_accuracy(dataset.y_val, model.predict(dataset.X_val))
+    val_balanced = val_balanced_accuracy(model, dataset)
     reason = stop_reason(result.status)
     attrs = {
         "initial_loss": finite_or_none(result.initial_loss),

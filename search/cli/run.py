@@ -66,7 +66,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     from engine.trainer import train as run_training
     from engine.diagnostics import describe_diagnosis
     from search.objective import (EXPLODE_WINDOW, SCHEDULER_STOP, diagnose_trial, explosion_observers, finite_or_none,
-                                  majority_share, stop_reason, value_epoch)
+                                  majority_share, stop_reason, val_balanced_accuracy, value_epoch)
     from search.stages import blas_threads_of
 
     ctx = click.get_current_context()
@@ -87,7 +87,6 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
     if plot is not None and save_to is not None and Path(plot).resolve() == Path(save_to).resolve():
         raise SearchError(f"--plot {plot} is the --save file; write to another file")  # the model, then a PNG on it
     from engine.data import load_dataset, majority_baseline
-    import numpy as np
 
     from engine.model import balanced_accuracy
     from search.config import data_warnings
@@ -112,8 +111,7 @@ def train(base: RunConfig | None, lr: float, reg: float, epochs: int, explode_fa
                               observers=explosion_observers(explode_factor, majority_share(ds.y_train)))
     # the reading a trial of the same run stores, before --test or --save touch nothing of the model
     diagnosis = diagnose_trial(result, model, ds, config, initial_reg_loss)
-    with np.errstate(all="ignore"):  # a network whose weights overflowed: scored as the trainer scores it, quietly
-        val_balanced = balanced_accuracy(ds.y_val, model.predict(ds.X_val))
+    val_balanced = val_balanced_accuracy(model, ds)
     summary = {
         "stop_reason": stop_reason(result.status),  # as a trial stores it (the trainer's "diverged" is "nan")
         "initial_loss": finite_or_none(result.initial_loss),
